@@ -1,0 +1,2 @@
+"""Built-in blocks. Importing this package registers them all."""
+from . import common, resnet  # noqa: F401

@@ -1,0 +1,249 @@
+"""Build engines from an architecture YAML and a .wts file: precision, dynamic batch, timing cache,
+up-to-date check, progress, and atomically written engines carrying their metadata."""
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from . import __version__, engine_file, trt_api
+from .errors import NetdefError
+from .network import Network
+from .spec import Spec, build_network, load_spec
+from .wts import read_wts
+
+
+@dataclass
+class BuildOptions:
+    """How to build. `batch` is the optimization profile's (min, opt, max) batch size."""
+
+    precision: str = "fp32"
+    batch: tuple[int, int, int] = (1, 1, 1)
+    input_hw: tuple[int, int] | None = None
+    workspace_mib: int | None = None
+    opt_level: int | None = None
+    tf32: bool = True
+    strict: bool = True
+    timing_cache: str | None = None
+    compute_capability: str | None = None  # TensorRT-RTX without a GPU: the target (default 8.6)
+    calibration: str | None = None  # int8: calibration table (JSON)
+    extra: dict[str, Any] = field(default_factory=dict)  # block-specific build parameters (e.g. NMS thresholds)
+
+    def validate(self) -> None:
+        if self.precision not in ("fp32", "fp16", "int8"):
+            raise NetdefError(f"unknown precision '{self.precision}': use fp32, fp16 or int8")
+        lo, opt, hi = self.batch
+        if not 1 <= lo <= opt <= hi:
+            raise NetdefError(f"batch profile {lo}:{opt}:{hi} must satisfy 1 <= min <= opt <= max")
+        if self.opt_level is not None and not 0 <= self.opt_level <= 5:
+            raise NetdefError(f"builder optimization level {self.opt_level} must be 0..5")
+
+
+@dataclass
+class BuildResult:
+    path: Path
+    meta: dict[str, Any]
+    built: bool  # False when an up-to-date engine was kept
+    seconds: float
+
+
+def parse_batch(text: str) -> tuple[int, int, int]:
+    """'8' -> (8, 8, 8); '1:8:32' -> (1, 8, 32); '1:32' -> (1, 32, 32)."""
+    try:
+        parts = [int(p) for p in str(text).split(":")]
+    except ValueError:
+        raise NetdefError(f"--batch '{text}': expected N or MIN:OPT:MAX with integers") from None
+    if len(parts) == 1:
+        return parts[0], parts[0], parts[0]
+    if len(parts) == 2:
+        return parts[0], parts[1], parts[1]
+    if len(parts) == 3:
+        return parts[0], parts[1], parts[2]
+    raise NetdefError(f"--batch '{text}': expected N or MIN:OPT:MAX")
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def target_identity(opts: BuildOptions) -> dict[str, Any]:
+    gpu = trt_api.gpu_identity()
+    if gpu is not None and not opts.compute_capability:
+        return {"name": gpu[0], "compute_capability": gpu[1]}
+    return {"name": None, "compute_capability": opts.compute_capability or ("8.6" if gpu is None else gpu[1])}
+
+
+def build_key(spec: Spec, weights_sha: str, opts: BuildOptions, target: dict[str, Any]) -> str:
+    """Everything that changes the engine: an engine with the same key is not rebuilt."""
+    calib = file_sha256(opts.calibration) if opts.calibration else None
+    key = {"arch": spec.sha256, "weights": weights_sha, "opts": asdict(opts) | {"timing_cache": None},
+           "tensorrt": trt_api.version_string(), "target": target, "netdef": __version__, "calibration": calib}
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def build_engine(arch: str | Path, weights: str | Path, output: str | Path, opts: BuildOptions | None = None,
+                 *, force: bool = False, log: Callable[[str], None] | None = None) -> BuildResult:
+    """Build (or keep, when up to date) the engine for `arch` + `weights` at `output`."""
+    opts = opts or BuildOptions()
+    opts.validate()
+    log = log or _stderr
+    t0 = time.perf_counter()
+    spec = load_spec(arch)
+    weights = Path(weights)
+    if not weights.is_file():
+        raise NetdefError(f"weights file not found: {weights} (create it with `netdef export`)")
+    info = trt_api.info()
+    target = target_identity(opts)
+    key = build_key(spec, file_sha256(weights), opts, target)
+    output = Path(output)
+    if output.is_file() and not force:
+        try:
+            old = engine_file.read_meta(output)
+        except NetdefError:
+            old = {}
+        if old.get("build_key") == key:
+            log(f"[netdef] {output} is up to date (same .wts, YAML, options, TensorRT and GPU); --force rebuilds")
+            return BuildResult(output, old, False, time.perf_counter() - t0)
+
+    net = define_network(spec, weights, opts, log)
+    config = net.builder.create_builder_config()
+    trt_api.configure_precision(config, opts.precision, net.strongly_typed, opts.tf32)
+    trt_api.configure_target(config, opts.compute_capability)
+    trt_api.set_workspace(config, opts.workspace_mib)
+    trt_api.set_optimization_level(config, opts.opt_level)
+    _add_profile(net, config, opts)
+    cache = _load_timing_cache(config, opts.timing_cache, log)
+
+    log(f"[netdef] building {spec.name} ({opts.precision}, batch {':'.join(map(str, opts.batch))}, "
+        f"{net.definition.num_layers} layers) with {trt_api.version_string()} ...")
+    tb = time.perf_counter()
+    with BuildProgress(config, log):
+        plan = net.builder.build_serialized_network(net.definition, config)
+    build_s = time.perf_counter() - tb
+    if plan is None:
+        raise NetdefError(f"TensorRT could not build {spec.name} (its messages above say why)")
+    if cache is not None:
+        engine_file.atomic_write(opts.timing_cache, bytes(config.get_timing_cache().serialize()))
+
+    meta = {
+        "netdef_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "tensorrt": {"flavor": info.flavor, "version": info.version, "strongly_typed": net.strongly_typed},
+        "gpu": target,
+        "precision": opts.precision,
+        "options": asdict(opts),
+        "arch": {"name": spec.name, "path": str(spec.path), "sha256": spec.sha256},
+        "weights": {"path": str(weights), "sha256": key and file_sha256(weights)},
+        "inputs": [_io(net.definition.get_input(i), opts) for i in range(net.definition.num_inputs)],
+        "outputs": [_io(net.definition.get_output(i), opts) for i in range(net.definition.num_outputs)],
+        "plugins": list(getattr(net, "plugin_libraries", [])),
+        "layers": net.definition.num_layers,
+        "build_seconds": round(build_s, 2),
+        "build_key": key,
+    }
+    engine_file.write_engine(output, plan, meta)
+    log(f"[netdef] wrote {output} ({plan.nbytes / 2**20:.1f} MiB) in {build_s:.1f} s")
+    return BuildResult(output, meta, True, time.perf_counter() - t0)
+
+
+def define_network(spec: Spec, weights: Path, opts: BuildOptions, log: Callable[[str], None]) -> Network:
+    """Read the weights and define the network (no engine build); checks the weight keys."""
+    log(f"[netdef] reading {weights} ...")
+    tensors = read_wts(weights, progress=sys.stderr.isatty())
+    net = Network(tensors, precision=opts.precision, source=str(weights))
+    net.build_options = opts
+    if opts.precision == "int8":
+        from .quantize import Quantizer  # int8 only: needs a calibration table
+
+        net.quantizer = Quantizer.for_build(spec, weights, opts)
+    build_network(spec, net, opts.input_hw)
+    unused = net.check_keys(strict=opts.strict)
+    if unused:
+        log(f"[netdef] warning: {len(unused)} unused key(s) in {weights}, e.g. {unused[:3]}")
+    return net
+
+
+def _io(t: Any, opts: BuildOptions) -> dict[str, Any]:
+    return {"name": t.name, "shape": list(t.shape), "dtype": trt_api.dtype_name(t.dtype)}
+
+
+def _add_profile(net: Network, config: Any, opts: BuildOptions) -> None:
+    profile = net.builder.create_optimization_profile()
+    for i in range(net.definition.num_inputs):
+        t = net.definition.get_input(i)
+        rest = tuple(t.shape)[1:]
+        lo, opt, hi = opts.batch
+        profile.set_shape(t.name, (lo, *rest), (opt, *rest), (hi, *rest))
+    config.add_optimization_profile(profile)
+
+
+def _load_timing_cache(config: Any, path: str | None, log: Callable[[str], None]) -> Any:
+    if not path:
+        return None
+    if not trt_api.timing_cache_supported():
+        log(f"[netdef] timing cache {path} not used: {trt_api.version_string()} without a GPU times no tactics")
+        return None
+    data = Path(path).read_bytes() if Path(path).is_file() else b""
+    cache = config.create_timing_cache(data)
+    if cache is None or not config.set_timing_cache(cache, False):
+        raise NetdefError(f"timing cache {path} does not fit this TensorRT/GPU; delete it or pick another file")
+    log(f"[netdef] timing cache {path}: {'loaded ' + str(len(data)) + ' bytes' if data else 'new'}")
+    return cache
+
+
+class BuildProgress:
+    """Shows build progress: TensorRT's phases where it reports them (>= 10), elapsed time always."""
+
+    def __init__(self, config: Any, log: Callable[[str], None], every: float = 15.0):
+        self.log, self.every = log, every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._tick, daemon=True)
+        base = trt_api.progress_monitor_base()
+        if base is not None:
+            trt_api.attach_progress(config, _make_monitor(base, log))
+
+    def _tick(self) -> None:
+        t0 = time.perf_counter()
+        while not self._stop.wait(self.every):
+            self.log(f"[netdef]   ... still building ({time.perf_counter() - t0:.0f} s)")
+
+    def __enter__(self) -> "BuildProgress":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _make_monitor(base: type, log: Callable[[str], None]) -> Any:
+    class Monitor(base):  # type: ignore[misc, valid-type]
+        def __init__(self) -> None:
+            base.__init__(self)
+            self.steps: dict[str, int] = {}
+
+        def phase_start(self, phase_name: str, parent_phase: str | None, num_steps: int) -> None:
+            if parent_phase is None:
+                log(f"[netdef]   {phase_name} ({num_steps} steps)")
+
+        def step_complete(self, phase_name: str, step: int) -> bool:
+            return True
+
+        def phase_finish(self, phase_name: str) -> None:
+            pass
+
+    return Monitor()
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)

@@ -1,0 +1,57 @@
+"""`netdef demo`: the embedded default job, end to end with nothing downloaded.
+
+A torchvision model with random weights and random BatchNorm statistics is exported to .wts, built
+into fp32 and fp16 engines with a dynamic batch, and, where a GPU and full TensorRT are present, run
+and compared with PyTorch.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from . import trt_api
+from .build import BuildOptions, build_engine
+from .export import export_wts, load_source, randomize_batchnorm
+
+TOLERANCE = {"fp32": 1e-3, "fp16": 1e-2}
+
+
+def run_demo(workdir: Path, arch: str = "resnet18") -> int:
+    workdir.mkdir(parents=True, exist_ok=True)
+    print(f"netdef demo: {arch} with {trt_api.version_string()}, GPU: {trt_api.gpu_identity() or 'none'}")
+    model = load_source(f"torchvision:{arch}")
+    randomize_batchnorm(model, seed=0)
+    wts = workdir / f"{arch}.wts"
+    export_wts(model, wts)
+    print(f"1. exported {wts} ({wts.stat().st_size / 2**20:.1f} MiB)")
+
+    runnable = trt_api.can_run_engines()
+    engines = {}
+    for precision in ("fp32", "fp16"):
+        opts = BuildOptions(precision=precision, batch=(1, 4, 8), opt_level=None if runnable else 0,
+                            tf32=False, timing_cache=str(workdir / "timing.cache"))
+        res = build_engine(arch, wts, workdir / f"{arch}_{precision}.engine", opts)
+        engines[precision] = res.path
+        print(f"2. {precision} engine {res.path}: {res.meta['layers']} layers, inputs "
+              f"{[i['shape'] for i in res.meta['inputs']]}, outputs {[o['shape'] for o in res.meta['outputs']]}")
+    if not runnable:
+        print("3. no CUDA GPU with full TensorRT here: engines built and serialized, not run. "
+              "On a GPU machine this demo also runs them and compares with PyTorch.")
+        return 0
+
+    from .runtime import Engine
+    from .verify import max_rel_error, torch_reference
+
+    x = np.random.default_rng(0).standard_normal((4, 3, 224, 224)).astype(np.float32)
+    ref = torch_reference(model, x)
+    ok = True
+    for precision, path in engines.items():
+        out = Engine(path).infer(x, as_numpy=True)["logits"]
+        err = max_rel_error(out, ref)
+        passed = err <= TOLERANCE[precision]
+        ok &= passed
+        print(f"3. {precision}: max relative error vs PyTorch {err:.2e} "
+              f"({'ok' if passed else 'FAIL'}, bound {TOLERANCE[precision]:g}); top-1 agreement "
+              f"{(out.argmax(1) == ref.argmax(1)).mean():.0%}")
+    return 0 if ok else 1

@@ -1,0 +1,138 @@
+"""The gen_wts step: PyTorch weights from a checkpoint, a torchvision model or a callable -> .wts."""
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .errors import NetdefError
+from .wts import write_wts
+
+CHECKPOINT_KEYS = ("ema", "model", "state_dict", "model_state_dict")
+
+
+def load_source(source: str, *, state_dict: str | None = None) -> Any:
+    """A torch module or state_dict from SOURCE: a checkpoint path, `torchvision:NAME`, or `pkg.module:callable`."""
+    torch = _torch()
+    if source.startswith("torchvision:"):
+        model = _torchvision_model(source.split(":", 1)[1])
+        if state_dict:
+            _load_into(model, load_checkpoint(state_dict), state_dict)
+        return model
+    path = Path(source)
+    if path.exists() or path.suffix in (".pt", ".pth", ".ckpt", ".bin"):
+        return load_checkpoint(path)
+    if ":" in source:
+        mod_name, _, attr = source.partition(":")
+        try:
+            fn = getattr(importlib.import_module(mod_name), attr)
+        except (ImportError, AttributeError) as e:
+            raise NetdefError(f"cannot import '{source}': {e}") from None
+        obj = fn() if callable(fn) and not isinstance(fn, torch.nn.Module) else fn
+        if state_dict:
+            _load_into(obj, load_checkpoint(state_dict), state_dict)
+        return obj
+    raise NetdefError(f"source '{source}' is not a file, 'torchvision:NAME' or 'package.module:callable'")
+
+
+def load_checkpoint(path: str | Path) -> Any:
+    """torch.load a checkpoint; pickled models need their defining code importable."""
+    torch = _torch()
+    path = Path(path)
+    if not path.is_file():
+        raise NetdefError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except ModuleNotFoundError as e:
+        raise _missing_code(path, e) from None
+    except Exception:  # noqa: BLE001  pickled model objects: retry trusting the file, as the user asked
+        pass
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except ModuleNotFoundError as e:
+        raise _missing_code(path, e) from None
+    except Exception as e:  # noqa: BLE001
+        raise NetdefError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}") from None
+
+
+def _missing_code(path: Path, e: ModuleNotFoundError) -> NetdefError:
+    hint = ""
+    if e.name in ("models", "utils"):
+        hint = (" This looks like an Ultralytics YOLOv5 checkpoint: run from a clone of the yolov5 repository "
+                "(or put it on PYTHONPATH), or `pip install yolov5` and set PYTHONPATH to its package folder.")
+    return NetdefError(f"{path} pickles a model whose code is not importable (module '{e.name}' not found).{hint} "
+                       "Alternatively save `model.state_dict()` where the code is available and export that.")
+
+
+def state_dict_of(obj: Any, where: str = "source") -> dict[str, Any]:
+    """The state_dict inside a module, a checkpoint dict ({'model'|'ema'|'state_dict': ...}) or a state_dict."""
+    torch = _torch()
+    if isinstance(obj, torch.nn.Module):
+        return dict(obj.state_dict())
+    if isinstance(obj, Mapping):
+        for key in CHECKPOINT_KEYS:
+            if obj.get(key) is not None:
+                return state_dict_of(obj[key], f"{where}['{key}']")
+        tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+        if tensors and len(tensors) == len(obj):
+            return tensors
+        raise NetdefError(f"{where}: a dict without tensors or one of the keys {CHECKPOINT_KEYS}; "
+                          f"its keys are {list(obj)[:10]}")
+    raise NetdefError(f"{where}: expected a torch.nn.Module, a checkpoint dict or a state_dict, got {type(obj).__name__}")
+
+
+def randomize_batchnorm(model: Any, seed: int = 0) -> None:
+    """Give every BatchNorm random statistics and affine parameters (so tests see BN folding at work)."""
+    torch = _torch()
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                n = m.num_features
+                m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(n, generator=g) * 1.5 + 0.5)
+                if m.affine:
+                    m.weight.copy_(torch.rand(n, generator=g) + 0.5)
+                    m.bias.copy_(torch.randn(n, generator=g) * 0.1)
+
+
+def export_wts(source: Any, output: str | Path, *, state_dict: str | None = None, randomize_bn: bool = False,
+               seed: int = 0, progress: bool = False) -> dict[str, Any]:
+    """Write SOURCE's weights to `output` (.wts); returns the state_dict written."""
+    obj = load_source(source, state_dict=state_dict) if isinstance(source, str) else source
+    if randomize_bn:
+        torch = _torch()
+        if not isinstance(obj, torch.nn.Module):
+            raise NetdefError("--randomize-bn needs a model source (torchvision:NAME or a callable), not a state_dict")
+        randomize_batchnorm(obj, seed)
+    sd = state_dict_of(obj, str(source) if isinstance(source, str) else "source")
+    sd = {k: v for k, v in sd.items() if not k.endswith("num_batches_tracked")}
+    write_wts(output, sd, progress=progress)
+    return sd
+
+
+def _torchvision_model(name: str) -> Any:
+    try:
+        import torchvision
+    except ImportError:
+        raise NetdefError("torchvision is not installed: pip install torchvision") from None
+    try:
+        return torchvision.models.get_model(name, weights=None).eval()
+    except ValueError:
+        raise NetdefError(f"torchvision has no model '{name}' (e.g. resnet18, resnet50)") from None
+
+
+def _load_into(model: Any, ckpt: Any, where: str) -> None:
+    try:
+        model.load_state_dict(state_dict_of(ckpt, where))
+    except RuntimeError as e:
+        raise NetdefError(f"{where} does not fit the model: {e}") from None
+
+
+def _torch() -> Any:
+    try:
+        import torch
+    except ImportError:
+        raise NetdefError("exporting weights needs PyTorch: pip install torch") from None
+    return torch

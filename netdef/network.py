@@ -1,0 +1,278 @@
+"""`Network`: a TensorRT network definition together with the weights it consumes.
+
+It keeps weight arrays alive until the build ends, names each layer after the weight-key prefix it
+comes from (`layer1.0.conv1`; weightless layers `layer1.0/relu`), folds BatchNorm into convolutions,
+and accounts for every key like `load_state_dict(strict=True)`.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from . import trt_api
+from .errors import NetdefError, WeightKeyError
+
+ACTIVATIONS = ("relu", "silu", "leaky", "hardswish", "sigmoid", "tanh", "relu6", "none")
+IGNORED_KEY_SUFFIXES = ("num_batches_tracked",)
+
+
+def fold_batchnorm(w: np.ndarray, b: np.ndarray | None, gamma: np.ndarray, beta: np.ndarray,
+                   mean: np.ndarray, var: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray]:
+    """Fold BatchNorm (inference form) into the preceding convolution: returns (weight, bias) in float32."""
+    scale = gamma.astype(np.float64) / np.sqrt(var.astype(np.float64) + eps)
+    w2 = w.astype(np.float64) * scale.reshape(-1, *([1] * (w.ndim - 1)))
+    b0 = np.zeros_like(scale) if b is None else b.astype(np.float64)
+    b2 = (b0 - mean.astype(np.float64)) * scale + beta.astype(np.float64)
+    return w2.astype(np.float32), b2.astype(np.float32)
+
+
+class Network:
+    """Build-time wrapper of an INetworkDefinition and a dict of weights (key -> 1-D float32 array)."""
+
+    def __init__(self, weights: Mapping[str, np.ndarray], *, precision: str = "fp32", source: str = "weights"):
+        if precision not in ("fp32", "fp16", "int8"):
+            raise NetdefError(f"unknown precision '{precision}': use fp32, fp16 or int8")
+        self.trt = trt_api.module()
+        self.builder = trt_api.create_builder()
+        self.definition, self.strongly_typed = trt_api.create_network(self.builder)
+        self.precision = precision
+        # In a strongly typed network the compute type is explicit; 8.6 keeps fp32 and uses builder flags.
+        self.dtype = np.float16 if (self.strongly_typed and precision in ("fp16", "int8")) else np.float32
+        self.weights = weights
+        self.source = source
+        self.context = ""  # where the current layer comes from (YAML file:line), for error messages
+        self.used: set[str] = set()
+        self.missing: dict[str, str] = {}
+        self.quantizer: Any = None  # set by netdef.quantize for int8 builds
+        self._keepalive: list[np.ndarray] = []
+        self._names: dict[str, int] = {}
+
+    # ------------------------------------------------------------ names and weights
+
+    def name(self, layer: Any, name: str) -> Any:
+        """Give a layer a unique name (a repeated name gets `#2`, `#3`...). Returns the layer."""
+        n = self._names.get(name, 0) + 1
+        self._names[name] = n
+        layer.name = name if n == 1 else f"{name}#{n}"
+        return layer
+
+    def has(self, key: str) -> bool:
+        return key in self.weights
+
+    def weight(self, key: str, shape: Sequence[int]) -> np.ndarray:
+        """The array for `key` reshaped to `shape`; checks the size; a missing key is recorded and zeros returned."""
+        shape = tuple(int(s) for s in shape)
+        if key not in self.weights:
+            self.missing.setdefault(key, self.context)
+            return np.zeros(shape, np.float32)
+        arr = np.asarray(self.weights[key], dtype=np.float32)
+        expected = int(np.prod(shape))
+        if arr.size != expected:
+            where = f" ({self.context})" if self.context else ""
+            raise WeightKeyError(
+                f"{self.source}: '{key}' has {arr.size} values but the architecture{where} expects shape "
+                f"{shape} = {expected} values: the .wts does not belong to this architecture/config")
+        self.used.add(key)
+        return arr.reshape(shape)
+
+    def keep(self, arr: np.ndarray, dtype: Any = None) -> Any:
+        """trt.Weights over a contiguous copy of `arr` in the compute dtype, kept alive until the build."""
+        a = np.ascontiguousarray(arr, dtype=dtype or self.dtype)
+        self._keepalive.append(a)
+        return self.trt.Weights(a)
+
+    def key_report(self) -> tuple[dict[str, str], list[str]]:
+        """(missing keys -> where they were asked for, unused keys in file order)."""
+        unused = [k for k in self.weights
+                  if k not in self.used and not k.endswith(IGNORED_KEY_SUFFIXES)]
+        return dict(self.missing), unused
+
+    def check_keys(self, strict: bool = True) -> list[str]:
+        """Raise on missing keys (always) and unused keys (strict); returns the unused keys."""
+        missing, unused = self.key_report()
+        problems = []
+        if missing:
+            lines = [f"  {k}   (asked for by {where})" if where else f"  {k}" for k, where in missing.items()]
+            problems.append(f"{len(missing)} key(s) the architecture needs are missing:\n" + "\n".join(lines[:50]))
+        if unused and strict:
+            problems.append(f"{len(unused)} key(s) in the file were not used by the architecture:\n"
+                            + "\n".join(f"  {k}" for k in unused[:50])
+                            + ("\n  ..." if len(unused) > 50 else ""))
+        if problems:
+            hint = "" if missing else "\n(pass --no-strict / strict=False to allow unused keys)"
+            raise WeightKeyError(f"{self.source}: " + "\n".join(problems) + hint)
+        return unused
+
+    # ------------------------------------------------------------ graph I/O
+
+    def input(self, name: str, shape: Sequence[int]) -> Any:
+        """A float32 network input (dynamic dims as -1), cast to the compute dtype when strongly typed."""
+        t = self.definition.add_input(name, self.trt.float32, tuple(shape))
+        return self.cast(t, self.dtype, f"{name}/cast")
+
+    def output(self, t: Any, name: str) -> Any:
+        """Mark `t` as an output named `name`; floating outputs are returned as float32."""
+        if self.strongly_typed and t.dtype == self.trt.float16:
+            t = self.cast(t, np.float32, f"{name}/cast")
+        t.name = name
+        self.definition.mark_output(t)
+        return t
+
+    def cast(self, t: Any, dtype: Any, name: str) -> Any:
+        target = trt_api.trt_dtype(dtype)
+        if t.dtype == target:
+            return t
+        return self.name(self.definition.add_cast(t, target), name).get_output(0)
+
+    def constant(self, arr: np.ndarray, name: str, dtype: Any = None) -> Any:
+        arr = np.asarray(arr)
+        layer = self.definition.add_constant(tuple(arr.shape), self.keep(arr, dtype))
+        return self.name(layer, name).get_output(0)
+
+    @staticmethod
+    def channels(t: Any) -> int:
+        c = int(t.shape[1])
+        if c < 0:
+            raise NetdefError("the channel dimension must be static (only the batch may be dynamic)")
+        return c
+
+    # ------------------------------------------------------------ layers
+
+    def conv(self, x: Any, prefix: str, c2: int, k: int | Sequence[int], s: int | Sequence[int] = 1,
+             p: int | Sequence[int] | None = None, g: int = 1, d: int = 1, bias: bool | None = None,
+             bn: str | None = None, eps: float = 1e-5, act: str = "none") -> Any:
+        """Convolution `prefix` (+ BatchNorm `bn` folded in) (+ activation). `p=None` means 'same' padding.
+
+        `bias=None` uses `prefix.bias` when the file has it. The convolution layer is named `prefix`.
+        """
+        kh, kw = _pair(k)
+        sh, sw = _pair(s)
+        dh, dw = _pair(d)
+        if p is None:
+            p = (dh * (kh - 1) // 2, dw * (kw - 1) // 2)
+        c1 = self.channels(x)
+        if c1 % g or c2 % g:
+            raise NetdefError(f"{prefix}: channels {c1}->{c2} are not divisible by groups={g} ({self.context})")
+        w = self.weight(f"{prefix}.weight", (c2, c1 // g, kh, kw))
+        use_bias = self.has(f"{prefix}.bias") if bias is None else bias
+        b = self.weight(f"{prefix}.bias", (c2,)) if use_bias else None
+        if bn is not None:
+            w, b = fold_batchnorm(w, b, *(self.weight(f"{bn}.{n}", (c2,))
+                                          for n in ("weight", "bias", "running_mean", "running_var")), eps=eps)
+        if b is None:
+            b = np.zeros(c2, np.float32)
+        if self.quantizer is not None:
+            layer = self.quantizer.conv(self, x, prefix, w, b)
+        else:
+            layer = self.definition.add_convolution_nd(x, c2, (kh, kw), self.keep(w), self.keep(b))
+        layer.stride_nd = (sh, sw)
+        layer.padding_nd = _pair(p)
+        layer.dilation_nd = (dh, dw)
+        layer.num_groups = g
+        self.name(layer, prefix)
+        return self.activation(layer.get_output(0), act, prefix)
+
+    def batchnorm(self, x: Any, prefix: str, eps: float = 1e-5) -> Any:
+        """A standalone BatchNorm as a per-channel scale layer named `prefix`."""
+        c = self.channels(x)
+        gamma, beta, mean, var = (self.weight(f"{prefix}.{n}", (c,)).astype(np.float64)
+                                  for n in ("weight", "bias", "running_mean", "running_var"))
+        scale = gamma / np.sqrt(var + eps)
+        shift = beta - mean * scale
+        layer = self.definition.add_scale(x, self.trt.ScaleMode.CHANNEL, self.keep(shift),
+                                          self.keep(scale), self.keep(np.ones(c)))
+        return self.name(layer, prefix).get_output(0)
+
+    def activation(self, x: Any, act: str | None, prefix: str) -> Any:
+        """relu | silu | leaky[:slope] (default 0.1) | hardswish | sigmoid | tanh | relu6 | none."""
+        kind, _, arg = (act or "none").partition(":")
+        A = self.trt.ActivationType
+        if kind == "none":
+            return x
+        name = f"{prefix}/{kind}"
+        if kind in ("relu", "sigmoid", "tanh"):
+            return self.name(self.definition.add_activation(x, getattr(A, kind.upper())), name).get_output(0)
+        if kind == "leaky":
+            layer = self.definition.add_activation(x, A.LEAKY_RELU)
+            layer.alpha = float(arg or 0.1)
+            return self.name(layer, name).get_output(0)
+        if kind == "relu6":
+            layer = self.definition.add_activation(x, A.CLIP)
+            layer.alpha, layer.beta = 0.0, 6.0
+            return self.name(layer, name).get_output(0)
+        if kind in ("silu", "hardswish"):
+            gate = self.definition.add_activation(x, A.SIGMOID if kind == "silu" else A.HARD_SIGMOID)
+            if kind == "hardswish":
+                gate.alpha, gate.beta = 1.0 / 6.0, 0.5
+            self.name(gate, f"{name}/gate")
+            return self.mul(x, gate.get_output(0), name)
+        raise NetdefError(f"unknown activation '{act}' for {prefix} ({self.context}); use one of {ACTIVATIONS}")
+
+    def _elementwise(self, a: Any, b: Any, op: Any, name: str) -> Any:
+        return self.name(self.definition.add_elementwise(a, b, op), name).get_output(0)
+
+    def add(self, a: Any, b: Any, name: str) -> Any:
+        if self.quantizer is not None:
+            a, b = self.quantizer.residual(self, a, b, name)
+        return self._elementwise(a, b, self.trt.ElementWiseOperation.SUM, name)
+
+    def mul(self, a: Any, b: Any, name: str) -> Any:
+        return self._elementwise(a, b, self.trt.ElementWiseOperation.PROD, name)
+
+    def concat(self, tensors: Sequence[Any], name: str, axis: int = 1) -> Any:
+        layer = self.definition.add_concatenation(list(tensors))
+        layer.axis = axis
+        return self.name(layer, name).get_output(0)
+
+    def pool(self, x: Any, kind: str, k: int, s: int | None = None, p: int = 0, name: str = "pool") -> Any:
+        """max or avg pooling; avg counts padding like PyTorch's default (count_include_pad=True)."""
+        types = {"max": self.trt.PoolingType.MAX, "avg": self.trt.PoolingType.AVERAGE}
+        layer = self.definition.add_pooling_nd(x, types[kind], _pair(k))
+        layer.stride_nd = _pair(k if s is None else s)
+        layer.padding_nd = _pair(p)
+        if kind == "avg":
+            layer.average_count_excludes_padding = False
+        return self.name(layer, name).get_output(0)
+
+    def global_avg_pool(self, x: Any, name: str, keep_dims: bool = False) -> Any:
+        """Mean over H and W: (B, C, H, W) -> (B, C) (or (B, C, 1, 1) with keep_dims)."""
+        layer = self.definition.add_reduce(x, self.trt.ReduceOperation.AVG, (1 << 2) | (1 << 3), keep_dims)
+        return self.name(layer, name).get_output(0)
+
+    def upsample(self, x: Any, scale: int, name: str) -> Any:
+        layer = self.definition.add_resize(x)
+        layer.scales = [1.0, 1.0, float(scale), float(scale)]
+        trt_api.resize_nearest(layer)
+        return self.name(layer, name).get_output(0)
+
+    def flatten(self, x: Any, name: str) -> Any:
+        """(B, C, H, W) -> (B, C*H*W)."""
+        layer = self.definition.add_shuffle(x)
+        layer.reshape_dims = (0, -1)
+        return self.name(layer, name).get_output(0)
+
+    def linear(self, x: Any, prefix: str, c2: int, bias: bool = True) -> Any:
+        """y = x W^T + b through a matrix multiply (TensorRT 10 removed the fully connected layer)."""
+        c1 = int(x.shape[-1])
+        w = self.weight(f"{prefix}.weight", (c2, c1))
+        if self.quantizer is not None:
+            wt = self.quantizer.linear_weight(self, x, prefix, w)
+            x = self.quantizer.activation(self, x, prefix)
+        else:
+            wt = self.constant(w, f"{prefix}/weight")
+        mm = self.definition.add_matrix_multiply(x, self.trt.MatrixOperation.NONE, wt, self.trt.MatrixOperation.TRANSPOSE)
+        y = self.name(mm, prefix).get_output(0)
+        if bias:
+            b = self.constant(self.weight(f"{prefix}.bias", (c2,)).reshape(1, c2), f"{prefix}/bias")
+            y = self._elementwise(y, b, self.trt.ElementWiseOperation.SUM, f"{prefix}/add_bias")
+        return y
+
+
+def _pair(v: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(v, (list, tuple)):
+        if len(v) != 2:
+            raise NetdefError(f"expected one value or two, got {v}")
+        return int(v[0]), int(v[1])
+    return int(v), int(v)

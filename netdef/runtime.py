@@ -1,0 +1,245 @@
+"""Run netdef engines from Python: torch or numpy in, torch or numpy out, any batch inside the profile.
+
+Device memory comes from torch when it is installed (backend "torch"), or from pycuda ("pycuda").
+The torch backend can capture a CUDA graph per input shape (`cuda_graph=True`).
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import engine_file, trt_api
+from .errors import NetdefError
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    shape: tuple[int, ...]  # -1 for dynamic dimensions
+    dtype: str  # numpy dtype name
+
+
+class Engine:
+    """A loaded engine. `engine(x)` or `engine.infer({name: x})` returns {output name: tensor}."""
+
+    def __init__(self, path: str | Path, *, backend: str = "auto", cuda_graph: bool = False):
+        self.path = Path(path)
+        meta, plan = engine_file.read_plan(self.path)
+        info = trt_api.info()
+        engine_file.check_compatible(meta, self.path, info.version, info.flavor, trt_api.gpu_identity())
+        if not trt_api.can_run_engines():
+            raise NetdefError(f"cannot run {self.path} here: running engines needs a CUDA GPU and full TensorRT "
+                              f"(this is {trt_api.version_string()}, GPU: {trt_api.gpu_identity() or 'none'})")
+        from .plugins import load_plugin_libraries
+
+        load_plugin_libraries(meta.get("plugins", []), self.path)
+        self.meta = meta
+        self.backend = _make_backend(backend)
+        self._runtime, self.engine = trt_api.deserialize(plan)
+        self.context = self.engine.create_execution_context()
+        io = trt_api.io_tensors(self.engine)
+        self.inputs = [TensorInfo(n, s, d) for n, is_in, s, d in io if is_in]
+        self.outputs = [TensorInfo(n, s, d) for n, is_in, s, d in io if not is_in]
+        self.cuda_graph = cuda_graph and self.backend.name == "torch"
+        self._graphs: dict[tuple, Any] = {}
+
+    @property
+    def batch_range(self) -> tuple[int, int, int]:
+        return tuple(self.meta["options"]["batch"])  # type: ignore[return-value]
+
+    def __call__(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        if args and kwargs:
+            raise NetdefError("pass inputs either by position or by name, not both")
+        if len(args) > len(self.inputs):
+            raise NetdefError(f"{self.path.name} takes {len(self.inputs)} input(s), got {len(args)}")
+        feeds = kwargs or {t.name: a for t, a in zip(self.inputs, args)}
+        return self.infer(feeds)
+
+    def infer(self, feeds: Mapping[str, Any] | Any, *, as_numpy: bool | None = None) -> dict[str, Any]:
+        """Run once. `as_numpy=None` returns numpy for numpy inputs and torch tensors for torch inputs."""
+        if not isinstance(feeds, Mapping):
+            feeds = {self.inputs[0].name: feeds}
+        self._check_feeds(feeds)
+        if as_numpy is None:
+            as_numpy = all(isinstance(v, np.ndarray) for v in feeds.values())
+        if self.cuda_graph:
+            outs = self._graph_run(feeds)
+        else:
+            outs = self.backend.run(self, feeds)
+        return {k: self.backend.to_host(v) if as_numpy else self.backend.to_user(v) for k, v in outs.items()}
+
+    def _check_feeds(self, feeds: Mapping[str, Any]) -> None:
+        names = {t.name for t in self.inputs}
+        if set(feeds) != names:
+            raise NetdefError(f"{self.path.name} inputs are {sorted(names)}, got {sorted(feeds)}")
+        lo, _, hi = self.batch_range
+        for t in self.inputs:
+            shape = tuple(feeds[t.name].shape)
+            fixed = [(a, b) for a, b in zip(shape[1:], t.shape[1:]) if b != -1]
+            if len(shape) != len(t.shape) or any(a != b for a, b in fixed):
+                raise NetdefError(f"input '{t.name}' has shape {shape}; the engine expects {t.shape}")
+            if not lo <= shape[0] <= hi:
+                raise NetdefError(f"input '{t.name}' batch {shape[0]} is outside the engine's profile "
+                                  f"{lo}..{hi}; rebuild with --batch MIN:OPT:MAX")
+
+    def bind(self, inputs: Mapping[str, Any], outputs: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Set shapes and device addresses for device-resident inputs; allocates outputs when not given."""
+        for name, t in inputs.items():
+            self.context.set_input_shape(name, tuple(t.shape))
+            self.context.set_tensor_address(name, self.backend.ptr(t))
+        outs = dict(outputs or {})
+        for o in self.outputs:
+            if o.name not in outs:
+                outs[o.name] = self.backend.empty(tuple(self.context.get_tensor_shape(o.name)), o.dtype)
+            self.context.set_tensor_address(o.name, self.backend.ptr(outs[o.name]))
+        return outs
+
+    def _graph_run(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
+        import torch
+
+        key = tuple((n, tuple(v.shape)) for n, v in sorted(feeds.items()))
+        if key not in self._graphs:
+            static_in = {t.name: self.backend.to_device(feeds[t.name], t.dtype).clone() for t in self.inputs}
+            outs = self.bind(static_in)
+            stream = torch.cuda.Stream()
+            trt_api.execute(self.context, stream.cuda_stream)  # first run outside capture (shape setup)
+            stream.synchronize()
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, stream=stream):
+                trt_api.execute(self.context, stream.cuda_stream)
+            self._graphs[key] = (graph, static_in, outs)
+        graph, static_in, outs = self._graphs[key]
+        for t in self.inputs:
+            static_in[t.name].copy_(self.backend.to_device(feeds[t.name], t.dtype))
+        graph.replay()
+        return {k: v.clone() for k, v in outs.items()}
+
+
+# ---------------------------------------------------------------- memory backends
+
+def _make_backend(name: str) -> Any:
+    if name == "auto":
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                return TorchBackend()
+        except ImportError:
+            pass
+        return PycudaBackend()
+    if name == "torch":
+        return TorchBackend()
+    if name == "pycuda":
+        return PycudaBackend()
+    raise NetdefError(f"unknown backend '{name}': use auto, torch or pycuda")
+
+
+class TorchBackend:
+    """Device memory and streams from PyTorch."""
+
+    name = "torch"
+
+    def __init__(self) -> None:
+        import torch
+
+        self.torch = torch
+        self.device = torch.device("cuda", torch.cuda.current_device())
+
+    def _dtype(self, np_name: str) -> Any:
+        return getattr(self.torch, {"bool": "bool"}.get(np_name, np_name))
+
+    def to_device(self, x: Any, np_name: str) -> Any:
+        t = x if isinstance(x, self.torch.Tensor) else self.torch.from_numpy(np.ascontiguousarray(x))
+        return t.to(self.device, self._dtype(np_name), non_blocking=True).contiguous()
+
+    def empty(self, shape: tuple[int, ...], np_name: str) -> Any:
+        return self.torch.empty(shape, dtype=self._dtype(np_name), device=self.device)
+
+    @staticmethod
+    def ptr(t: Any) -> int:
+        return t.data_ptr()
+
+    def run(self, engine: Engine, feeds: Mapping[str, Any]) -> dict[str, Any]:
+        inputs = {t.name: self.to_device(feeds[t.name], t.dtype) for t in engine.inputs}
+        outs = engine.bind(inputs)
+        trt_api.execute(engine.context, self.torch.cuda.current_stream().cuda_stream)
+        return outs
+
+    def to_host(self, t: Any) -> np.ndarray:
+        return t.cpu().numpy()
+
+    @staticmethod
+    def to_user(t: Any) -> Any:
+        return t
+
+
+class PycudaBackend:
+    """Device memory and streams from pycuda (no torch needed); results come back as numpy arrays."""
+
+    name = "pycuda"
+
+    def __init__(self) -> None:
+        try:
+            import pycuda.driver as cuda
+        except ImportError:
+            raise NetdefError("the pycuda backend needs pycuda: pip install pycuda (or install torch)") from None
+        cuda.init()
+        # The primary context is the one torch and the CUDA runtime use, so both can share memory.
+        self.ctx = cuda.Device(0).retain_primary_context()
+        self.cuda = cuda
+        self.stream: Any = None
+        self._pinned: list[Any] = []
+
+    def _push(self) -> None:
+        self.ctx.push()
+
+    def to_device(self, x: Any, np_name: str) -> Any:
+        arr = np.ascontiguousarray(np.asarray(x.cpu() if hasattr(x, "cpu") else x, dtype=np_name))
+        mem = DeviceArray(self.cuda, arr.shape, arr.dtype)
+        self.cuda.memcpy_htod_async(mem.alloc, arr, self.stream)
+        self._pinned.append(arr)  # keep the host array alive until the stream is synchronised
+        return mem
+
+    def empty(self, shape: tuple[int, ...], np_name: str) -> Any:
+        return DeviceArray(self.cuda, shape, np.dtype(np_name))
+
+    @staticmethod
+    def ptr(t: Any) -> int:
+        return int(t.alloc)
+
+    def run(self, engine: Engine, feeds: Mapping[str, Any]) -> dict[str, Any]:
+        self._push()
+        try:
+            self.stream = self.cuda.Stream()
+            inputs = {t.name: self.to_device(feeds[t.name], t.dtype) for t in engine.inputs}
+            outs = engine.bind(inputs)
+            trt_api.execute(engine.context, self.stream.handle)
+            host = {}
+            for name, dev in outs.items():
+                host[name] = np.empty(dev.shape, dev.dtype)
+                self.cuda.memcpy_dtoh_async(host[name], dev.alloc, self.stream)
+            self.stream.synchronize()
+            self._pinned.clear()
+            return host
+        finally:
+            self.cuda.Context.pop()
+
+    @staticmethod
+    def to_host(a: np.ndarray) -> np.ndarray:
+        return a
+
+    @staticmethod
+    def to_user(a: np.ndarray) -> np.ndarray:
+        return a
+
+
+class DeviceArray:
+    """A device allocation with a shape and dtype (pycuda backend)."""
+
+    def __init__(self, cuda: Any, shape: Sequence[int], dtype: Any):
+        self.shape, self.dtype = tuple(shape), np.dtype(dtype)
+        self.alloc = cuda.mem_alloc(max(1, int(np.prod(self.shape)) * self.dtype.itemsize))

@@ -1,0 +1,334 @@
+"""The one place that imports TensorRT and knows how its versions differ.
+
+Supported: TensorRT 8.6 (weak typing: precision through builder flags), TensorRT 10.x (both; we use
+strong typing), TensorRT 11.x and TensorRT-RTX (strong typing only: precision lives in the network as
+casts and Q/DQ). Everything else in netdef asks this module instead of testing versions itself.
+"""
+from __future__ import annotations
+
+import functools
+import importlib
+import os
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from .errors import TensorRTUnavailable
+
+# Tried in this order; NETDEF_TRT=tensorrt|tensorrt_rtx|tensorrt_rtx_bindings forces one.
+_CANDIDATES = ("tensorrt", "tensorrt_rtx", "tensorrt_rtx_bindings")
+
+INSTALL_HINT = (
+    "install TensorRT: `pip install tensorrt` (10.x/11.x, with a CUDA GPU) or, to build engines on a "
+    "machine without a GPU, `pip install tensorrt-rtx-cu13-libs tensorrt-rtx-cu13-bindings`"
+)
+
+
+@dataclass(frozen=True)
+class TrtInfo:
+    """What the installed TensorRT can do."""
+
+    module: str  # import name
+    flavor: str  # "tensorrt" or "tensorrt-rtx"
+    version: str
+    major: int
+    strongly_typed: bool  # the network carries precision (casts / Q/DQ) instead of builder flags
+    weak_typing: bool  # BuilderFlag.FP16 / INT8 exist
+    plugins: bool  # plugin layers can be added to a network
+    progress_monitor: bool  # IBuilderConfig.progress_monitor exists
+
+
+@functools.lru_cache(maxsize=None)
+def module() -> ModuleType:
+    """Import and return the TensorRT Python module, or raise TensorRTUnavailable."""
+    forced = os.environ.get("NETDEF_TRT")
+    names = (forced,) if forced else _CANDIDATES
+    errors = []
+    for name in names:
+        try:
+            return importlib.import_module(name)
+        except ImportError as e:  # keep going: the next flavour may be installed
+            errors.append(f"{name}: {e}")
+    raise TensorRTUnavailable(f"no TensorRT Python module found ({'; '.join(errors)}); {INSTALL_HINT}")
+
+
+@functools.lru_cache(maxsize=None)
+def info() -> TrtInfo:
+    trt = module()
+    version = getattr(trt, "__version__", "0")
+    rtx = "rtx" in trt.__name__
+    strong = hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED")
+    weak = hasattr(trt.BuilderFlag, "FP16")
+    return TrtInfo(
+        module=trt.__name__,
+        flavor="tensorrt-rtx" if rtx else "tensorrt",
+        version=version,
+        major=int(version.split(".")[0]),
+        strongly_typed=strong,
+        weak_typing=weak,
+        plugins=not rtx,
+        progress_monitor=hasattr(trt, "IProgressMonitor"),
+    )
+
+
+def version_string() -> str:
+    i = info()
+    return f"{i.flavor} {i.version}"
+
+
+# ---------------------------------------------------------------- logger, builder, network
+
+@functools.lru_cache(maxsize=None)
+def logger() -> Any:
+    """One shared TensorRT logger; NETDEF_TRT_LOG=VERBOSE|INFO|WARNING|ERROR sets its level."""
+    trt = module()
+    level = os.environ.get("NETDEF_TRT_LOG", "WARNING").upper()
+    return trt.Logger(getattr(trt.Logger, level, trt.Logger.WARNING))
+
+
+def create_builder() -> Any:
+    return module().Builder(logger())
+
+
+def create_network(builder: Any) -> tuple[Any, bool]:
+    """A network in explicit-batch mode; strongly typed where this TensorRT has it. Returns (network, strong)."""
+    trt = module()
+    flags = 0
+    strong = info().strongly_typed
+    if strong:
+        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    elif hasattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH"):  # 8.x: implicit batch is the default
+        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+    return builder.create_network(flags), strong
+
+
+def configure_precision(config: Any, precision: str, strong: bool, tf32: bool = True) -> None:
+    """Weakly typed networks (8.6) get builder flags; strongly typed ones already carry their types."""
+    trt = module()
+    if not tf32 and hasattr(trt.BuilderFlag, "TF32"):
+        config.clear_flag(trt.BuilderFlag.TF32)
+    if strong:
+        return
+    if precision in ("fp16", "int8"):
+        config.set_flag(trt.BuilderFlag.FP16)
+    if precision == "int8":
+        # Explicit quantization (Q/DQ) still needs the INT8 flag on weakly typed TensorRT.
+        config.set_flag(trt.BuilderFlag.INT8)
+
+
+def configure_target(config: Any, compute_capability: str | None) -> None:
+    """TensorRT-RTX builds without a GPU for a named compute capability (e.g. '8.6')."""
+    trt = module()
+    if not hasattr(config, "set_compute_capability"):
+        return
+    cc = compute_capability or os.environ.get("NETDEF_RTX_CC", "8.6" if gpu_identity() is None else "current")
+    name = "CURRENT" if cc == "current" else "SM" + cc.replace(".", "")
+    target = getattr(trt.ComputeCapability, name, None)
+    if target is None:
+        valid = [m for m in trt.ComputeCapability.__members__ if m.startswith("SM")]
+        raise TensorRTUnavailable(f"TensorRT-RTX cannot target compute capability {cc}; it supports {valid}")
+    config.num_compute_capabilities = 1
+    config.set_compute_capability(target, 0)
+
+
+def timing_cache_supported() -> bool:
+    """TensorRT-RTX on a machine without a GPU has no tactics to time (its cache fails to deserialize)."""
+    return not (info().flavor == "tensorrt-rtx" and gpu_identity() is None)
+
+
+def set_optimization_level(config: Any, level: int | None) -> None:
+    if level is not None:
+        config.builder_optimization_level = int(level)
+
+
+def set_workspace(config: Any, mib: int | None) -> None:
+    if mib is not None:
+        config.set_memory_pool_limit(module().MemoryPoolType.WORKSPACE, int(mib) << 20)
+
+
+def attach_progress(config: Any, monitor: Any) -> bool:
+    """Attach an IProgressMonitor (TensorRT >= 10); returns False where the API is missing (8.6)."""
+    if monitor is None or not info().progress_monitor:
+        return False
+    config.progress_monitor = monitor
+    return True
+
+
+def progress_monitor_base() -> type | None:
+    return getattr(module(), "IProgressMonitor", None) if info().progress_monitor else None
+
+
+# ---------------------------------------------------------------- layers whose API moved between versions
+
+def resize_nearest(layer: Any) -> None:
+    """Nearest-neighbour upsampling with PyTorch's `nearest` semantics (floor, asymmetric)."""
+    trt = module()
+    if hasattr(trt, "ResizeMode"):  # 8.x (10.x / RTX: InterpolationMode only)
+        layer.resize_mode = trt.ResizeMode.NEAREST
+    else:
+        layer.resize_mode = trt.InterpolationMode.NEAREST
+    layer.coordinate_transformation = trt.ResizeCoordinateTransformation.ASYMMETRIC
+    layer.nearest_rounding = trt.ResizeRoundMode.FLOOR
+
+
+def add_quantize(network: Any, x: Any, scale: Any, axis: int | None) -> Any:
+    """A QuantizeLayer to INT8 (8.6 infers the output type; 10+ takes it as an argument)."""
+    trt = module()
+    try:
+        layer = network.add_quantize(x, scale, trt.int8)
+    except TypeError:
+        layer = network.add_quantize(x, scale)
+    if axis is not None:
+        layer.axis = axis
+    return layer
+
+
+def add_dequantize(network: Any, x: Any, scale: Any, axis: int | None, dtype: Any) -> Any:
+    trt = module()
+    try:
+        layer = network.add_dequantize(x, scale, dtype)
+    except TypeError:
+        layer = network.add_dequantize(x, scale)
+    if axis is not None:
+        layer.axis = axis
+    return layer
+
+
+# ---------------------------------------------------------------- data types
+
+def trt_dtype(np_dtype: Any) -> Any:
+    trt = module()
+    table = {np.dtype(np.float32): trt.float32, np.dtype(np.float16): trt.float16,
+             np.dtype(np.int32): trt.int32, np.dtype(np.int8): trt.int8, np.dtype(np.bool_): trt.bool}
+    if hasattr(trt, "int64"):
+        table[np.dtype(np.int64)] = trt.int64
+    return table[np.dtype(np_dtype)]
+
+
+def np_dtype(trt_type: Any) -> np.dtype:
+    trt = module()
+    table = {trt.float32: np.float32, trt.float16: np.float16, trt.int32: np.int32,
+             trt.int8: np.int8, trt.bool: np.bool_}
+    if hasattr(trt, "int64"):
+        table[trt.int64] = np.int64
+    if hasattr(trt, "uint8"):
+        table[trt.uint8] = np.uint8
+    return np.dtype(table[trt_type])
+
+
+def dtype_name(trt_type: Any) -> str:
+    return np_dtype(trt_type).name
+
+
+# ---------------------------------------------------------------- engines and the GPU
+
+def gpu_identity() -> tuple[str, str] | None:
+    """(GPU name, compute capability 'major.minor') of device 0, or None without a usable CUDA GPU."""
+    return _gpu_identity()
+
+
+@functools.lru_cache(maxsize=None)
+def _gpu_identity() -> tuple[str, str] | None:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            major, minor = torch.cuda.get_device_capability(0)
+            return torch.cuda.get_device_name(0), f"{major}.{minor}"
+    except ImportError:
+        pass
+    try:
+        import pycuda.driver as cuda
+
+        cuda.init()
+        if cuda.Device.count():
+            dev = cuda.Device(0)
+            major, minor = dev.compute_capability()
+            return dev.name(), f"{major}.{minor}"
+    except Exception:  # pycuda missing or no driver: no GPU as far as we can tell
+        pass
+    return None
+
+
+def can_run_engines() -> bool:
+    """True where engines can be deserialized and executed (a CUDA GPU and a full TensorRT)."""
+    try:
+        i = info()
+    except TensorRTUnavailable:
+        return False
+    return gpu_identity() is not None and i.flavor == "tensorrt"
+
+
+def deserialize(plan: bytes) -> tuple[Any, Any]:
+    """(runtime, engine); keep the runtime alive as long as the engine."""
+    trt = module()
+    runtime = trt.Runtime(logger())
+    engine = runtime.deserialize_cuda_engine(plan)
+    if engine is None:
+        raise TensorRTUnavailable("TensorRT could not deserialize the engine (see its messages above)")
+    return runtime, engine
+
+
+def io_tensors(engine: Any) -> list[tuple[str, bool, tuple[int, ...], str]]:
+    """(name, is_input, shape with -1 for dynamic dims, numpy dtype name) for each I/O tensor."""
+    trt = module()
+    out = []
+    for i in range(engine.num_io_tensors):
+        name = engine.get_tensor_name(i)
+        is_input = engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
+        out.append((name, is_input, tuple(engine.get_tensor_shape(name)), dtype_name(engine.get_tensor_dtype(name))))
+    return out
+
+
+def execute(context: Any, stream_handle: int) -> None:
+    if not context.execute_async_v3(stream_handle):
+        raise TensorRTUnavailable("TensorRT execute_async_v3 failed (see its messages above)")
+
+
+def plugin_registry() -> Any:
+    trt = module()
+    if not info().plugins:
+        raise TensorRTUnavailable(f"{version_string()} has no plugin layers; build plugin engines with full TensorRT")
+    return trt.get_plugin_registry()
+
+
+def find_plugin_creator(name: str, version: str, namespace: str = "") -> Any:
+    reg = plugin_registry()
+    getter = getattr(reg, "get_creator", None) or reg.get_plugin_creator
+    creator = getter(name, version, namespace)
+    if creator is None:
+        raise TensorRTUnavailable(f"plugin '{name}' version {version} is not registered with TensorRT")
+    return creator
+
+
+def add_plugin(network: Any, inputs: list, creator: Any, name: str, fields: dict[str, np.ndarray]) -> Any:
+    """Create an IPluginV2 from a creator and field values and add it to the network."""
+    trt = module()
+    kinds = {np.dtype(np.float32): trt.PluginFieldType.FLOAT32, np.dtype(np.int32): trt.PluginFieldType.INT32}
+    pfs = [trt.PluginField(k, v, kinds[v.dtype]) for k, v in fields.items()]
+    plugin = creator.create_plugin(name, trt.PluginFieldCollection(pfs))
+    if plugin is None:
+        raise TensorRTUnavailable(f"plugin creator '{creator.name}' refused the fields {sorted(fields)}")
+    return network.add_plugin_v2(inputs, plugin)
+
+
+# ---------------------------------------------------------------- ONNX parser (scripts/compare_routes.py only)
+
+def parse_onnx(network: Any, path: str) -> Any:
+    """Parse an ONNX file into `network` with TensorRT's ONNX parser; returns the parser (keep it alive
+    until the build ends). 8.6 errors name a node index, 10+ also its name and operator."""
+    trt = module()
+    if not hasattr(trt, "OnnxParser"):
+        raise TensorRTUnavailable(f"{version_string()} has no ONNX parser")
+    parser = trt.OnnxParser(network, logger())
+    if not parser.parse_from_file(str(path)):
+        msgs = []
+        for i in range(parser.num_errors):
+            e = parser.get_error(i)
+            where = (f"node {e.node_name()} ({e.node_operator()})" if hasattr(e, "node_name")
+                     else f"node #{e.node()}")
+            msgs.append(f"{where}: {e.desc()}")
+        raise TensorRTUnavailable(f"TensorRT's ONNX parser rejected {path}: {'; '.join(msgs) or 'no details'}")
+    return parser

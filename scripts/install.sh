@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Create .venv and install netdef with what its demo and tests need on a machine without a GPU
+# (TensorRT-RTX builds engines there). On a GPU machine install `tensorrt` (and pycuda) instead.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY="${PYTHON:-python3}"
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+# torch/torchvision pinned to a CPU-usable pair (a newer unpinned torch pulls several GB of CUDA wheels).
+.venv/bin/python -m pip install -q "torch==2.14.1" "torchvision==0.29.1" -e ".[rtx,test]" "$@"
+echo "installed: $(.venv/bin/python -c 'import netdef, netdef.trt_api as t; print("netdef", netdef.__version__, "with", t.version_string())')"

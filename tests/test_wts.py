@@ -1,0 +1,279 @@
+"""Tests for netdef.wts: round trips, format variants, malformed files, atomic writes."""
+from __future__ import annotations
+
+import os
+import re
+import struct
+
+import numpy as np
+import pytest
+
+from netdef.errors import NetdefError, WtsFormatError
+from netdef.wts import read_wts, write_wts, wts_summary
+
+SPECIALS = np.array([0x00000000, 0x80000000, 0x7F800000, 0xFF800000, 0x7FC00000, 0xFFC00000,
+                     0x7F800001, 0x7FBFFFFF, 0x00000001, 0x807FFFFF, 0x3F800000, 0x7F7FFFFF],
+                    np.uint32).view(np.float32)  # 0, -0, inf, -inf, NaNs (quiet, signalling), denormals
+
+
+def bits(a) -> np.ndarray:
+    return np.asarray(a, np.float32).view(np.uint32)
+
+
+def put(tmp_path, text, name="w.wts") -> str:
+    p = tmp_path / name
+    p.write_bytes(text.encode("latin-1") if isinstance(text, str) else text)
+    return str(p)
+
+
+def gen_wts_py(path, state_dict) -> None:
+    """Literal re-implementation of tensorrtx gen_wts.py."""
+    with open(path, "w") as f:
+        f.write('{}\n'.format(len(state_dict.keys())))
+        for k, v in state_dict.items():
+            vr = v.reshape(-1).cpu().numpy()
+            f.write('{} {} '.format(k, len(vr)))
+            for vv in vr:
+                f.write(' ')
+                f.write(struct.pack('>f', float(vv)).hex())
+            f.write('\n')
+
+
+# ---------------------------------------------------------------- round trips
+
+def test_round_trip_bit_exact(tmp_path):
+    rng = np.random.default_rng(0)
+    tensors = {
+        "specials": SPECIALS,
+        "big": rng.standard_normal(1_000_003).astype(np.float32),
+        "bits": rng.integers(0, 2**32, 100_000, dtype=np.uint64).astype(np.uint32).view(np.float32),
+        "empty": np.zeros(0, np.float32),
+        "matrix": rng.standard_normal((3, 4, 5)).astype(np.float32),
+        "scalar": np.float32(7.5),
+    }
+    p = tmp_path / "rt.wts"
+    write_wts(p, tensors)
+    got = read_wts(p)
+    assert list(got) == list(tensors)
+    for k, v in tensors.items():
+        a = got[k]
+        assert a.dtype == np.float32 and a.ndim == 1 and a.flags.c_contiguous and a.flags.writeable
+        assert a.dtype.isnative
+        np.testing.assert_array_equal(a.view(np.uint32), bits(v).reshape(-1))
+    text = p.read_text()
+    assert text.startswith("6\nspecials 12 00000000 80000000 7f800000 ff800000 7fc00000")
+    assert "\nempty 0\n" in text and text.endswith("\n") and "\r" not in text
+
+
+def test_write_converts_dtypes(tmp_path):
+    tensors = {"f16": np.array([1.5, -2.0, 65504.0], np.float16), "i64": np.arange(-3, 3, dtype=np.int64),
+               "bool": np.array([True, False]), "list": [[1, 2], [3, 4]], "f64": np.array([0.1])}
+    write_wts(tmp_path / "d.wts", tensors)
+    got = read_wts(tmp_path / "d.wts")
+    for k, v in tensors.items():
+        np.testing.assert_array_equal(got[k], np.asarray(v, np.float32).reshape(-1))
+
+
+def test_write_torch_tensors(tmp_path):
+    torch = pytest.importorskip("torch")
+    tensors = {"bf16": torch.tensor([1.0, -0.5, 3.0], dtype=torch.bfloat16),
+               "grad": torch.ones(2, 2, requires_grad=True), "long": torch.tensor(5)}
+    write_wts(tmp_path / "t.wts", tensors)
+    got = read_wts(tmp_path / "t.wts")
+    np.testing.assert_array_equal(got["bf16"], [1.0, -0.5, 3.0])
+    np.testing.assert_array_equal(got["grad"], np.ones(4))
+    np.testing.assert_array_equal(got["long"], [5.0])
+
+
+def test_gen_wts_py_state_dict(tmp_path):
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                                torch.nn.Flatten(), torch.nn.Linear(4, 2))
+    model.train()(torch.randn(2, 3, 3, 3))  # update running stats and num_batches_tracked
+    sd = model.state_dict()
+    p = tmp_path / "gen.wts"
+    gen_wts_py(p, sd)
+    assert "\nnum_batches_tracked" not in p.read_text() and ".num_batches_tracked 1  " in p.read_text()
+    got = read_wts(p)
+    assert list(got) == list(sd)
+    for k, v in sd.items():
+        np.testing.assert_array_equal(got[k].view(np.uint32), bits(v.float().reshape(-1).numpy()))
+    assert got["1.num_batches_tracked"][0] == 1.0
+    assert wts_summary(p)["keys"] == [(k, v.numel()) for k, v in sd.items()]
+
+
+# ---------------------------------------------------------------- format variants
+
+EXPECT = {"a": [1.0, 0.0, -2.0], "b": [], "c": [0.5]}
+
+
+@pytest.mark.parametrize("text", [
+    "3\na 3 3f800000 00000000 c0000000\nb 0\nc 1 3f000000\n",               # single spaces
+    "3\na 3  3f800000 00000000 c0000000\nb 0 \nc 1  3f000000\n",             # gen_wts.py double space
+    "3\na\t3\t3f800000\t\t00000000 \tc0000000\nb\t0\nc 1\t3F000000\n",       # tabs
+    "3\na 3 3F800000 00000000 C0000000\nb 0\nc 1 3F000000\n",                # upper case
+    "3\na 3 3f800000 0 c0000000\nb 0\nc 1 3f000000\n",                       # C++ std::hex, unpadded
+    "3\na 3 3F800000 000 C0000000\nb 0\nc 1 3f000000",                       # no trailing newline
+    "3\r\na 3 3f800000 00000000 c0000000\r\nb 0\r\nc 1 3f000000\r\n",        # CRLF
+    "3\r\na 3 3f800000 00000000 c0000000  \r\nb 0  \r\nc 1 3f000000 \t\r\n\r\n\n  \n",  # trailing ws, blanks
+    " 3 \na 3 3f800000 00000000 c0000000\nb 0\nc 1 3f000000\n",
+])
+def test_variants(tmp_path, text):
+    got = read_wts(put(tmp_path, text))
+    assert list(got) == list(EXPECT)
+    for k, v in EXPECT.items():
+        np.testing.assert_array_equal(got[k], np.array(v, np.float32))
+
+
+def test_unpadded_cpp_tokens_bit_exact(tmp_path):
+    rng = np.random.default_rng(1)
+    v = np.concatenate([SPECIALS, rng.standard_normal(5000).astype(np.float32),
+                        np.array([1, 0xF, 0xFF, 0xABC, 0x1234, 0xABCDE, 0x123456, 0x1234567], np.uint32).view(np.float32)])
+    tokens = " ".join("%X" % u if i % 2 else "%x" % u for i, u in enumerate(v.view(np.uint32).tolist()))
+    got = read_wts(put(tmp_path, f"1\nx {v.size} {tokens}\n"))
+    np.testing.assert_array_equal(got["x"].view(np.uint32), v.view(np.uint32))
+
+
+def test_zero_tensors(tmp_path):
+    assert read_wts(put(tmp_path, "0\n")) == {}
+    assert wts_summary(put(tmp_path, "0"))["tensors"] == 0
+
+
+def test_summary(tmp_path):
+    p = put(tmp_path, "3\na 3 3f800000 00000000 c0000000\nb 0\nc 1 3f000000\n")
+    s = wts_summary(p)
+    assert s == {"path": p, "size_bytes": os.path.getsize(p), "tensors": 3, "values": 4,
+                 "keys": [("a", 3), ("b", 0), ("c", 1)]}
+
+
+def test_progress_flag(tmp_path):
+    p = tmp_path / "p.wts"
+    write_wts(p, {"a": np.ones(3)}, progress=True)
+    assert list(read_wts(p, progress=True)) == ["a"]
+
+
+# ---------------------------------------------------------------- malformed files
+
+GOOD2 = "a 2 3f800000 00000000\n"
+
+
+@pytest.mark.parametrize("text, line, key, parts", [
+    ("", None, None, ["empty file"]),
+    (" \n\r\n\t", None, None, ["empty file"]),
+    ("abc\n" + GOOD2, 1, None, ["line 1 must be the tensor count", "'abc'"]),
+    ("-1\n" + GOOD2, 1, None, ["tensor count", "'-1'"]),
+    ("1.5\n" + GOOD2, 1, None, ["tensor count"]),
+    ("\n1\n" + GOOD2, 1, None, ["tensor count"]),
+    ("3\n" + GOOD2 + "b 1 3f800000\n", 3, "b", ["declares 3 tensors but ends after 2", "line 3"]),
+    ("3\n" + GOOD2 + "b 1 3f800000\n\n \n", 3, "b", ["declares 3 tensors but ends after 2"]),
+    ("2\n", 1, None, ["declares 2 tensors but ends after 0"]),
+    ("1\n" + GOOD2 + "b 1 3f800000\n", 3, "b", ["more tensor lines than the 1 declared"]),
+    ("1\n" + GOOD2 + "\n\nb 1 3f800000\n", 5, "b", ["more tensor lines"]),
+    ("2\n" + GOOD2 + "\nb 1 3f800000\n", 3, None, ["blank line"]),
+    ("1\na x2 3f800000\n", 2, "a", ["must be a non-negative integer", "'x2'"]),
+    ("1\na\n", 2, "a", ["must be a non-negative integer", "found nothing"]),
+    ("1\na -2 3f800000\n", 2, "a", ["non-negative integer"]),
+    ("1\na 3 3f800000 00000000\n", 2, "a", ["declares 3 values, found 2"]),
+    ("1\na 1 3f800000 00000000\n", 2, "a", ["declares 1 values, found 2"]),
+    ("1\na 0 3f800000\n", 2, "a", ["declares 0 values, found 1"]),
+    ("1\na 2\n", 2, "a", ["declares 2 values, found 0"]),
+    ("2\na 3 3f800000 0 1\nb 9408 3f800000 3f80", 3, "b", ["declares 9408 values, found 2"]),  # cut
+    ("1\na 3 3f800000 3f80000g 0\n", 2, "a", ["value 2 '3f80000g' is not hexadecimal"]),
+    ("1\na 3 3f800000 00000000 0x3f8\n", 2, "a", ["value 3 '0x3f8' is not hexadecimal"]),
+    ("1\na 2 3f800000,3f800000\n", 2, "a", ["value 1 '3f800000,3f800000' is not hexadecimal"]),
+    ("1\na 2 3f800000 13f800000\n", 2, "a", ["value 2 '13f800000' has 9 hex digits, more than 8"]),
+    ("1\na 2 3f8000000 3f80000\n", 2, "a", ["value 1", "more than 8"]),
+    ("2\n" + GOOD2 + "a 1 3f800000\n", 3, "a", ["key 'a' at line 3 was already defined at line 2"]),
+])
+def test_malformed(tmp_path, text, line, key, parts):
+    p = put(tmp_path, text, "bad_file.wts")
+    with pytest.raises(WtsFormatError) as ei:
+        read_wts(p)
+    err = ei.value
+    assert err.path == p and "bad_file.wts" in str(err)
+    assert err.line == line and err.key == key, str(err)
+    for part in parts:
+        assert part in str(err), str(err)
+
+
+def test_declared_vs_found_message(tmp_path):
+    vals = " ".join(["3f800000"] * 9407)
+    p = put(tmp_path, f"2\nbn 1 0\nconv1.weight 9408 {vals}\n", "r.wts")
+    with pytest.raises(WtsFormatError, match=r"r\.wts:3 \(key 'conv1.weight'\): declares 9408 values, found 9407"):
+        read_wts(p)
+
+
+@pytest.mark.parametrize("data, line", [
+    (b"PK\x03\x04\x14\x00\x00\x08\x08\x00\xff\xfe binary junk", 1),  # e.g. a torch .pt zip
+    (b"\x89\xfe\x00\x01\n\x00\x00", 1),
+    (b"\x7fELF\x02\x01\x01\x00\n", 1),
+    (b"1\nconv\xe9 1 3f800000\n", 2),
+    (b"1\nconv 1\xff 3f800000\n", 2),
+    (b"1\nco\x00nv 1 3f800000\n", 2),
+])
+def test_not_text(tmp_path, data, line):
+    with pytest.raises(WtsFormatError, match="not a text .wts file") as ei:
+        read_wts(put(tmp_path, data))
+    assert ei.value.line == line
+
+
+def test_non_ascii_value_is_reported_as_value(tmp_path):
+    with pytest.raises(WtsFormatError, match=r"value 2 '3f8\\xe90000' is not hexadecimal"):
+        read_wts(put(tmp_path, b"1\na 2 3f800000 3f8\xe90000\n"))
+
+
+# ---------------------------------------------------------------- writer safety
+
+class Exploding:
+    def detach(self):
+        raise RuntimeError("boom")
+
+
+def leftovers(tmp_path, target="w.wts"):
+    return sorted(n for n in os.listdir(tmp_path) if n != target)
+
+
+def test_atomic_write_new_target(tmp_path):
+    p = tmp_path / "w.wts"
+    with pytest.raises(RuntimeError, match="boom"):
+        write_wts(p, {"a": np.ones(1000), "b": Exploding()})
+    assert not p.exists() and leftovers(tmp_path) == []
+
+
+def test_atomic_write_keeps_existing_target(tmp_path, monkeypatch):
+    p = tmp_path / "w.wts"
+    write_wts(p, {"old": np.ones(3)})
+    before = p.read_bytes()
+    with pytest.raises(NetdefError, match="'b'"):
+        write_wts(p, {"a": np.ones(10), "b": np.array(["x", "y"])})
+    assert p.read_bytes() == before and leftovers(tmp_path) == []
+
+    def failing_fsync(fd):
+        raise OSError("disk full")
+    monkeypatch.setattr(os, "fsync", failing_fsync)
+    with pytest.raises(OSError, match="disk full"):
+        write_wts(p, {"a": np.ones(10)})
+    assert p.read_bytes() == before and leftovers(tmp_path) == []
+
+
+def test_write_replaces_and_keeps_mode(tmp_path):
+    p = tmp_path / "w.wts"
+    write_wts(p, {"a": np.ones(2)})
+    os.chmod(p, 0o640)
+    write_wts(p, {"b": np.zeros(1)})
+    assert p.read_text() == "1\nb 1 00000000\n"
+    assert os.stat(p).st_mode & 0o777 == 0o640 and leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("key", ["", "a b", "tab\tkey", "new\nline", "caf\u00e9", "nul\x00", 3])
+def test_bad_keys_rejected(tmp_path, key):
+    p = tmp_path / "w.wts"
+    with pytest.raises(NetdefError, match=re.escape(repr(key))):
+        write_wts(p, {"ok": np.ones(1), key: np.ones(1)})
+    assert not p.exists() and leftovers(tmp_path) == []
+
+
+def test_complex_rejected(tmp_path):
+    with pytest.raises(NetdefError, match="'c'.*complex"):
+        write_wts(tmp_path / "w.wts", {"c": np.ones(2, np.complex64)})
