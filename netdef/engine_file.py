@@ -6,33 +6,15 @@ Layout: b"NETDEF-ENGINE\\n", 8-byte little-endian header length, UTF-8 JSON head
 from __future__ import annotations
 
 import json
-import os
 import struct
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from .errors import EngineMismatchError, NetdefError
+from .fileio import atomic_write
 
 MAGIC = b"NETDEF-ENGINE\n"
 FORMAT = 1
-
-
-def atomic_write(path: str | Path, chunks: list[bytes] | bytes) -> None:
-    """Write a file so that readers see either the old file or the complete new one, never a part."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            for c in [chunks] if isinstance(chunks, (bytes, bytearray, memoryview)) else chunks:
-                f.write(c)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def write_engine(path: str | Path, plan: bytes | memoryview, meta: dict[str, Any]) -> None:

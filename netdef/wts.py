@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
 
 from .errors import NetdefError, WtsFormatError
+from .fileio import atomic_write
 
 __all__ = ["read_wts", "write_wts", "wts_summary"]
 
@@ -197,37 +197,20 @@ def write_wts(path: str | os.PathLike, tensors: Mapping[str, Any], *, progress: 
         if not isinstance(key, str) or not key or not (key.isascii() and key.isprintable()) or " " in key:
             raise NetdefError(f"cannot write {path}: key {key!r} must be a non-empty string of "
                               "printable ASCII without whitespace")
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
     bar = _progress(path, len(tensors), progress)
+
+    def lines() -> Iterator[bytes]:
+        yield b"%d\n" % len(tensors)
+        for key, value in tensors.items():
+            arr = _to_float32(key, value)
+            yield f"{key} {arr.size}{' ' if arr.size else ''}".encode("ascii")
+            yield arr.view(np.uint32).astype(">u4").tobytes().hex(" ", 4).encode("ascii")
+            yield b"\n"
+            if bar is not None:
+                bar.update(1)
+
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(b"%d\n" % len(tensors))
-            for key, value in tensors.items():
-                arr = _to_float32(key, value)
-                f.write(f"{key} {arr.size}".encode("ascii"))
-                if arr.size:
-                    f.write(b" ")
-                    f.write(arr.view(np.uint32).astype(">u4").tobytes().hex(" ", 4).encode("ascii"))
-                f.write(b"\n")
-                if bar is not None:
-                    bar.update(1)
-            f.flush()
-            os.fsync(f.fileno())
-        if os.path.exists(path):
-            mode = os.stat(path).st_mode & 0o7777
-        else:
-            mode = os.umask(0)
-            os.umask(mode)
-            mode = 0o666 & ~mode
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+        atomic_write(path, lines())
     finally:
         if bar is not None:
             bar.close()
