@@ -43,6 +43,11 @@ class BuildOptions:
             raise NetdefError(f"batch profile {lo}:{opt}:{hi} must satisfy 1 <= min <= opt <= max")
         if self.opt_level is not None and not 0 <= self.opt_level <= 5:
             raise NetdefError(f"builder optimization level {self.opt_level} must be 0..5")
+        if self.calibration and self.precision != "int8":
+            raise NetdefError("--calibration is for --precision int8 only")
+        if self.calibration and not Path(self.calibration).is_file():
+            raise NetdefError(f"calibration table {self.calibration} not found: make it with `netdef calibrate "
+                              "ARCH --weights W --data DATA -o TABLE.json` and pass --calibration TABLE.json")
 
 
 @dataclass
@@ -121,8 +126,10 @@ def build_engine(arch: str | Path, weights: str | Path, output: str | Path, opts
     trt_api.configure_target(config, opts.compute_capability)
     trt_api.set_workspace(config, opts.workspace_mib)
     trt_api.set_optimization_level(config, opts.opt_level)
-    _add_profile(net, config, opts)
-    cache = _load_timing_cache(config, opts.timing_cache, log)
+    if getattr(net, "plugin_libraries", None):
+        trt_api.disable_library_tactics(config)
+    add_profile(net, config, opts)
+    cache = load_timing_cache(config, opts.timing_cache, log)
 
     log(f"[netdef] building {spec.name} ({opts.precision}, batch {':'.join(map(str, opts.batch))}, "
         f"{net.definition.num_layers} layers) with {trt_api.version_string()} ...")
@@ -177,7 +184,8 @@ def _io(t: Any, opts: BuildOptions) -> dict[str, Any]:
     return {"name": t.name, "shape": list(t.shape), "dtype": trt_api.dtype_name(t.dtype)}
 
 
-def _add_profile(net: Network, config: Any, opts: BuildOptions) -> None:
+def add_profile(net: Network, config: Any, opts: BuildOptions) -> None:
+    """One optimization profile: the batch range from `opts`, the other dimensions as defined."""
     profile = net.builder.create_optimization_profile()
     for i in range(net.definition.num_inputs):
         t = net.definition.get_input(i)
@@ -187,7 +195,8 @@ def _add_profile(net: Network, config: Any, opts: BuildOptions) -> None:
     config.add_optimization_profile(profile)
 
 
-def _load_timing_cache(config: Any, path: str | None, log: Callable[[str], None]) -> Any:
+def load_timing_cache(config: Any, path: str | None, log: Callable[[str], None]) -> Any:
+    """Attach the timing cache at `path` (new when missing) to `config`; None when not used."""
     if not path:
         return None
     if not trt_api.timing_cache_supported():

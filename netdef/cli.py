@@ -15,6 +15,9 @@ EPILOG = """typical use:
   netdef build resnet50 --weights weights/resnet50.wts -o resnet50.engine --precision fp16 --batch 1:8:32
   netdef run resnet50.engine --batch 8
   netdef info resnet50.engine
+  netdef bench resnet50.engine --batch 1,8,32 --cuda-graph
+  netdef calibrate resnet50 --weights weights/resnet50.wts --data images/ -o r50.calib.json
+  netdef detect yolov5s.engine photos/ --out detections/
 """
 
 
@@ -90,6 +93,11 @@ def make_parser() -> argparse.ArgumentParser:
 
     k = sub.add_parser("blocks", help="list the blocks architecture YAML files can use")
     k.set_defaults(func=cmd_blocks)
+
+    from . import bench, calibrate, detect
+
+    for module in (calibrate, detect, bench):
+        module.register(sub)
 
     d = sub.add_parser("demo", help="the embedded default: export, build and (with a GPU) verify ResNet-18")
     d.add_argument("--workdir", default="out/demo", help="where to write the .wts and engines")

@@ -241,7 +241,7 @@ def build_network(spec: Spec, net: Network, input_hw: tuple[int, int] | None = N
             if spec.where(row) in str(e):
                 raise
             raise type(e)(f"{spec.where(row)}: {e}") from None
-        except (TypeError, ValueError, AttributeError, IndexError) as e:
+        except (TypeError, ValueError, AttributeError, IndexError, RuntimeError) as e:
             raise SpecError(f"{spec.where(row)}: {type(e).__name__}: {e}") from e
         outputs.append(y)
     net.context = ""

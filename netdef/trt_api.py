@@ -143,6 +143,30 @@ def set_optimization_level(config: Any, level: int | None) -> None:
         config.builder_optimization_level = int(level)
 
 
+def disable_library_tactics(config: Any) -> None:
+    """No cuBLAS/cuBLASLt/cuDNN tactic sources: TensorRT 8.6 otherwise loads libcublas.so.12 for networks with
+    plugin layers (their attachToContext handles) and fails where that CUDA 12 library is absent. 10+ has them
+    off by default; netdef's plugins use none of them."""
+    trt = module()
+    sources = getattr(trt, "TacticSource", None)
+    if sources is None or not hasattr(config, "get_tactic_sources"):
+        return
+    mask = int(config.get_tactic_sources())
+    for name in ("CUBLAS", "CUBLAS_LT", "CUDNN"):
+        if hasattr(sources, name):
+            mask &= ~(1 << int(getattr(sources, name)))
+    config.set_tactic_sources(mask)
+
+
+def prefer_layer_precisions(config: Any) -> bool:
+    """Weakly typed builds (8.6, 10.x): honour ILayer.precision where possible; False where there is no such flag."""
+    flag = getattr(module().BuilderFlag, "PREFER_PRECISION_CONSTRAINTS", None)
+    if flag is None:
+        return False
+    config.set_flag(flag)
+    return True
+
+
 def set_workspace(config: Any, mib: int | None) -> None:
     if mib is not None:
         config.set_memory_pool_limit(module().MemoryPoolType.WORKSPACE, int(mib) << 20)
@@ -186,7 +210,9 @@ def add_quantize(network: Any, x: Any, scale: Any, axis: int | None) -> Any:
 
 
 def add_dequantize(network: Any, x: Any, scale: Any, axis: int | None, dtype: Any) -> Any:
-    trt = module()
+    """A DequantizeLayer to `dtype` (a TensorRT DataType; 10+ and RTX). 8.6 takes no type: its output is
+    float32 and the INT8/FP16 builder flags choose the precision. Scales are float32 constants everywhere
+    (TensorRT-RTX also accepts them with float16 inputs)."""
     try:
         layer = network.add_dequantize(x, scale, dtype)
     except TypeError:

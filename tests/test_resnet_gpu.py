@@ -64,3 +64,22 @@ def test_torch_tensor_in_torch_tensor_out(torchvision_wts, tmp_path):
         assert isinstance(y, torch.Tensor) and y.is_cuda and y.shape == (3, 1000)
     with pytest.raises(Exception, match="outside the engine's profile"):
         eng(torch.randn(5, 3, 224, 224))
+
+
+def test_cli_run_and_timing_cache(torchvision_wts, tmp_path, capsys):
+    from netdef.cli import main
+
+    _, wts = torchvision_wts("resnet18")
+    cache = tmp_path / "timing.cache"
+    eng = tmp_path / "r18.engine"
+    common = ["build", "resnet18", "--weights", str(wts), "-o", str(eng), "--batch", "1:2:4", "--timing-cache", str(cache)]
+    assert main(common) == 0
+    cold = cache.stat().st_size
+    assert cold > 0
+    assert main(common + ["--force"]) == 0  # second build reads the cache
+    warm_err = capsys.readouterr().err
+    assert f"loaded {cold} bytes" in warm_err
+    assert main(["run", str(eng), "--batch", "3", "--output", str(tmp_path / "y.npy")]) == 0
+    y = np.load(tmp_path / "y.npy")
+    assert y.shape == (3, 1000) and np.isfinite(y).all()
+    assert main(["run", str(eng), "--batch", "2", "--backend", "pycuda"]) == 0

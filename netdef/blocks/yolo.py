@@ -1,0 +1,273 @@
+"""YOLOv5 blocks under Ultralytics' names, arguments and weight keys (`model.2.cv1.conv.weight`, ...).
+
+Rows read like Ultralytics' model YAMLs: `[-1, 3, C3, [128]]`, `[[17, 20, 23], 1, Detect, [nc, anchors]]`.
+`width_args`/`repeat_arg` make `depth_multiple`/`width_multiple` act as in Ultralytics' `parse_model`
+(C3 receives the scaled `number` as `n`; channels become `ceil(c2 * gw / 8) * 8`).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..errors import NetdefError
+from ..network import Network
+from ..registry import block
+from .common import upsample
+
+BN_EPS = 1e-3  # YOLOv5's initialize_weights() sets BatchNorm2d.eps = 1e-3
+DEFAULT_CONF_THRES, DEFAULT_IOU_THRES, DEFAULT_MAX_DET = 0.25, 0.45, 100
+
+block("nn.Upsample")(upsample)  # Ultralytics rows name torch's class: same block as `Upsample`
+
+
+def _act(act: bool | str | None) -> str:
+    """Ultralytics' `act=True` is SiLU, `False` none; a string names a netdef activation."""
+    if act is True:
+        return "silu"
+    if act is False or act is None:
+        return "none"
+    return str(act)
+
+
+@block("Conv", width_args=("c2",))
+def conv(net: Network, x: Any, prefix: str, c2: int, k: int = 1, s: int = 1, p: int | None = None,
+         g: int = 1, d: int = 1, act: bool | str = True) -> Any:
+    """Conv2d (no bias) `prefix.conv` + BatchNorm `prefix.bn` (eps 1e-3, folded) + SiLU; `p=None` pads 'same'."""
+    return net.conv(x, f"{prefix}.conv", c2, k, s, p, g, d, bias=False, bn=f"{prefix}.bn", eps=BN_EPS,
+                    act=_act(act))
+
+
+@block("Bottleneck", width_args=("c2",))
+def bottleneck(net: Network, x: Any, prefix: str, c2: int, shortcut: bool = True, g: int = 1,
+               e: float = 0.5) -> Any:
+    """cv1 (1x1, c2*e) -> cv2 (3x3, c2), plus x when `shortcut` and the channel counts agree."""
+    y = conv(net, x, f"{prefix}.cv1", int(c2 * e), 1, 1)
+    y = conv(net, y, f"{prefix}.cv2", c2, 3, 1, g=g)
+    return net.add(x, y, f"{prefix}/add") if shortcut and net.channels(x) == c2 else y
+
+
+@block("C3", width_args=("c2",), repeat_arg="n")
+def c3(net: Network, x: Any, prefix: str, c2: int, n: int = 1, shortcut: bool = True, g: int = 1,
+       e: float = 0.5) -> Any:
+    """CSP bottleneck with 3 convolutions: cv3(cat(m(cv1(x)), cv2(x))), `n` Bottlenecks `m.0 ... m.{n-1}`."""
+    c_ = int(c2 * e)
+    a = conv(net, x, f"{prefix}.cv1", c_, 1, 1)
+    for i in range(n):
+        a = bottleneck(net, a, f"{prefix}.m.{i}", c_, shortcut, g, e=1.0)
+    b = conv(net, x, f"{prefix}.cv2", c_, 1, 1)
+    return conv(net, net.concat([a, b], f"{prefix}/concat"), f"{prefix}.cv3", c2, 1)
+
+
+@block("SPP", width_args=("c2",))
+def spp(net: Network, x: Any, prefix: str, c2: int, k: list[int] | tuple[int, ...] = (5, 9, 13)) -> Any:
+    """Spatial pyramid pooling: cv2(cat(y, maxpool_k1(y), maxpool_k2(y), ...)) with y = cv1(x) (c1/2 channels)."""
+    y = conv(net, x, f"{prefix}.cv1", net.channels(x) // 2, 1, 1)
+    pools = [net.pool(y, "max", int(kk), 1, int(kk) // 2, name=f"{prefix}/maxpool{kk}") for kk in k]
+    return conv(net, net.concat([y, *pools], f"{prefix}/concat"), f"{prefix}.cv2", c2, 1, 1)
+
+
+@block("SPPF", width_args=("c2",))
+def sppf(net: Network, x: Any, prefix: str, c2: int, k: int = 5) -> Any:
+    """SPP-Fast: three chained k x k max pools (equal to SPP(k, 2k-1, 3k-2)); keys cv1, cv2."""
+    y = conv(net, x, f"{prefix}.cv1", net.channels(x) // 2, 1, 1)
+    feats = [y]
+    for i in range(3):
+        feats.append(net.pool(feats[-1], "max", k, 1, k // 2, name=f"{prefix}/maxpool{i + 1}"))
+    return conv(net, net.concat(feats, f"{prefix}/concat"), f"{prefix}.cv2", c2, 1, 1)
+
+
+@block("Focus", width_args=("c2",))
+def focus(net: Network, x: Any, prefix: str, c2: int, k: int = 1, s: int = 1, p: int | None = None,
+          g: int = 1, act: bool | str = True) -> Any:
+    """Space-to-depth (the four pixel phases stacked as channels, Ultralytics' order) then Conv `prefix.conv`."""
+    c, h, w = (int(v) for v in x.shape[1:])
+    if h % 2 or w % 2:
+        raise NetdefError(f"{prefix}: Focus needs an even input height and width, got {h}x{w} ({net.context})")
+    # (B, C, H/2, dy, W/2, dx) -> (B, dx, dy, C, H/2, W/2): channel block dx*2+dy matches x[..., dy::2, dx::2]
+    split = net.definition.add_shuffle(x)
+    split.reshape_dims = (0, c, h // 2, 2, w // 2, 2)
+    split.second_transpose = (0, 5, 3, 1, 2, 4)
+    net.name(split, f"{prefix}/space_to_depth")
+    merge = net.definition.add_shuffle(split.get_output(0))
+    merge.reshape_dims = (0, 4 * c, h // 2, w // 2)
+    net.name(merge, f"{prefix}/space_to_depth/reshape")
+    return conv(net, merge.get_output(0), f"{prefix}.conv", c2, k, s, p, g, act=act)
+
+
+@block("Detect")
+def detect(net: Network, x: Any, prefix: str, nc: int, anchors: list | int,
+           strides: list[int] | None = None) -> Any:
+    """YOLOv5 head: 1x1 conv `prefix.m.{i}` per level, decoded as YOLOv5 v6/v7 inference to (B, N, 5 + nc)
+    = (x, y, w, h in input pixels, objectness, class scores).
+
+    Anchors come from the weights (`prefix.anchors`, grid units; `prefix.anchor_grid`, pixels, in older
+    checkpoints) or else from `anchors` (pixels per level, as in the YAML). Strides follow from the input
+    and feature sizes unless given. With `--set head=plugin` the head ends in netdef's decode+NMS plugin
+    (outputs num_dets, boxes, scores, classes; `conf_thres`, `iou_thres`, `max_det` via --set).
+    """
+    feats = list(x) if isinstance(x, (list, tuple)) else [x]
+    nl = len(feats)
+    if not isinstance(nc, int) or nc < 1:
+        raise NetdefError(f"{prefix}: nc must be a positive integer, got {nc!r} ({net.context})")
+    na, yaml_px = _yaml_anchors(net, prefix, anchors, nl)
+    no = nc + 5
+    sizes = [_spatial(net, t, prefix) for t in feats]
+    stride_list = _strides(net, prefix, sizes, strides)
+    anchors_px = _anchors_px(net, prefix, nl, na, stride_list, yaml_px)
+    _check_class_count(net, prefix, na, nc)
+    raw = [net.conv(t, f"{prefix}.m.{i}", na * no, 1, bias=True) for i, t in enumerate(feats)]
+
+    mode, extra = _head_mode(net, prefix)
+    if mode == "plugin":
+        from ..plugins.yolo import add_yolo_decode_nms  # only plugin builds need it
+
+        return add_yolo_decode_nms(net, raw, anchors_px, stride_list, nc, prefix,
+                                   conf_thres=_number(extra, "conf_thres", DEFAULT_CONF_THRES, float, prefix),
+                                   iou_thres=_number(extra, "iou_thres", DEFAULT_IOU_THRES, float, prefix),
+                                   max_det=_number(extra, "max_det", DEFAULT_MAX_DET, int, prefix))
+    levels = [_decode_level(net, r, f"{prefix}/level{i}", na, no, sizes[i], stride_list[i], anchors_px[i])
+              for i, r in enumerate(raw)]
+    return levels[0] if nl == 1 else net.concat(levels, f"{prefix}/concat", axis=1)
+
+
+# ---------------------------------------------------------------- Detect helpers
+
+def _yaml_anchors(net: Network, prefix: str, anchors: Any, nl: int) -> tuple[int, np.ndarray | None]:
+    """(anchors per level, YAML anchors in pixels (nl, na, 2) or None when only a count is given)."""
+    if isinstance(anchors, int) and not isinstance(anchors, bool) and anchors > 0:
+        return anchors, None
+    ok = isinstance(anchors, (list, tuple)) and len(anchors) == nl and all(
+        isinstance(a, (list, tuple)) and len(a) >= 2 and len(a) % 2 == 0 and len(a) == len(anchors[0])
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in a) for a in anchors)
+    if not ok:
+        raise NetdefError(f"{prefix}: anchors must be {nl} lists (one per input level) of w,h pixel pairs, the "
+                          f"same count each, or a number of anchors per level; got {anchors!r} ({net.context})")
+    arr = np.asarray(anchors, np.float64).reshape(nl, -1, 2)
+    return arr.shape[1], arr
+
+
+def _spatial(net: Network, t: Any, prefix: str) -> tuple[int, int]:
+    h, w = int(t.shape[2]), int(t.shape[3])
+    if h <= 0 or w <= 0:
+        raise NetdefError(f"{prefix}: Detect needs static feature sizes (only the batch may be dynamic) ({net.context})")
+    return h, w
+
+
+def _input_hw(net: Network, prefix: str) -> tuple[int, int]:
+    if net.definition.num_inputs != 1:
+        raise NetdefError(f"{prefix}: cannot derive strides with {net.definition.num_inputs} network inputs; "
+                          f"give Detect's 'strides' ({net.context})")
+    shape = tuple(net.definition.get_input(0).shape)
+    if len(shape) != 4 or shape[2] <= 0 or shape[3] <= 0:
+        raise NetdefError(f"{prefix}: cannot derive strides from input shape {shape}; give Detect's 'strides' "
+                          f"({net.context})")
+    return int(shape[2]), int(shape[3])
+
+
+def _strides(net: Network, prefix: str, sizes: list[tuple[int, int]], given: list[int] | None) -> list[int]:
+    """Each level's stride: input size / feature size (must agree for H and W), or the `strides` argument."""
+    if given is not None:
+        if not isinstance(given, (list, tuple)) or len(given) != len(sizes) or not all(
+                isinstance(s, int) and s > 0 for s in given):
+            raise NetdefError(f"{prefix}: strides must be {len(sizes)} positive integers, got {given!r} ({net.context})")
+        return [int(s) for s in given]
+    in_h, in_w = _input_hw(net, prefix)
+    out = []
+    for h, w in sizes:
+        if in_h % h or in_w % w or in_h // h != in_w // w:
+            raise NetdefError(f"{prefix}: input {in_h}x{in_w} is not a multiple of the feature size {h}x{w}; use an "
+                              f"input size divisible by the largest stride ({net.context})")
+        out.append(in_h // h)
+    return out
+
+
+def _anchors_px(net: Network, prefix: str, nl: int, na: int, strides: list[int],
+                yaml_px: np.ndarray | None) -> np.ndarray:
+    """Anchors in pixels (nl, na, 2) float32: weights' `anchors` x stride, else the YAML's; `anchor_grid`
+    (pixels, YOLOv5 <= v5.0 buffers) is consumed and must agree."""
+    key, grid_key = f"{prefix}.anchors", f"{prefix}.anchor_grid"
+    if net.has(key):
+        px = net.weight(key, (nl, na, 2)).astype(np.float64) * np.asarray(strides, np.float64)[:, None, None]
+    elif yaml_px is not None:
+        px = yaml_px
+    elif net.has(grid_key):
+        px = None
+    else:
+        raise NetdefError(f"{prefix}: the YAML gives only a number of anchors ({na}) and the weights have no "
+                          f"'{key}': list the anchors in pixels ({net.context})")
+    if net.has(grid_key):
+        grid = net.weight(grid_key, (nl, na, 2)).astype(np.float64)
+        if px is not None and not np.allclose(grid, px, rtol=1e-4, atol=1e-3):
+            raise NetdefError(f"{prefix}: '{grid_key}' (pixels) disagrees with '{key}' x strides {strides}: "
+                              f"{grid.reshape(nl, -1).tolist()} vs {px.reshape(nl, -1).tolist()} ({net.context})")
+        px = grid
+    return np.ascontiguousarray(px, np.float32)
+
+
+def _check_class_count(net: Network, prefix: str, na: int, nc: int) -> None:
+    key = f"{prefix}.m.0.bias"
+    if not net.has(key):
+        return
+    outputs = int(np.asarray(net.weights[key]).size)
+    if outputs != na * (nc + 5):
+        trained = f"nc={outputs // na - 5}" if outputs % na == 0 and outputs // na > 5 else "a different head"
+        raise NetdefError(f"{prefix}: the weights' '{key}' has {outputs} outputs, {na} anchors x (5 + nc) with "
+                          f"nc={nc} needs {na * (nc + 5)}: the weights were trained with {trained}; set `nc:` "
+                          f"in the YAML to match ({net.context})")
+
+
+def _head_mode(net: Network, prefix: str) -> tuple[str, dict]:
+    opts = getattr(net, "build_options", None)
+    extra = dict(getattr(opts, "extra", None) or {})
+    mode = str(extra.get("head", "decode"))
+    if mode not in ("decode", "plugin"):
+        raise NetdefError(f"{prefix}: head={mode!r}: use head=decode (plain TensorRT layers, the default) or "
+                          f"head=plugin (decode + NMS plugin) ({net.context})")
+    return mode, extra
+
+
+def _number(extra: dict, key: str, default: Any, kind: type, prefix: str) -> Any:
+    value = extra.get(key, default)
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        raise NetdefError(f"{prefix}: {key}={value!r} is not a {kind.__name__}") from None
+
+
+def _decode_level(net: Network, raw: Any, name: str, na: int, no: int, hw: tuple[int, int], stride: int,
+                  anchors_px: np.ndarray) -> Any:
+    """(B, na*no, H, W) -> sigmoid -> xy = (2s - 0.5 + grid) * stride, wh = (2s)^2 * anchor -> (B, na*H*W, no).
+
+    Computed as y * (y * Q + P) + GX + GY with small broadcast constants (rank 5, size-1 dims)."""
+    h, w = hw
+    perm = net.definition.add_shuffle(raw)
+    perm.reshape_dims = (0, na, no, h, w)
+    perm.second_transpose = (0, 1, 3, 4, 2)  # (B, na, H, W, no)
+    net.name(perm, f"{name}/permute")
+    y = net.activation(perm.get_output(0), "sigmoid", name)
+
+    q = np.zeros((1, na, 1, 1, no), np.float32)
+    q[0, :, 0, 0, 2:4] = 4.0 * anchors_px  # wh = 4 y^2 anchor
+    p = np.ones((1, 1, 1, 1, no), np.float32)
+    p[..., 0:2] = 2.0 * stride  # xy: 2 y stride
+    p[..., 2:4] = 0.0
+    gx = np.zeros((1, 1, 1, w, no), np.float32)
+    gx[0, 0, 0, :, 0] = (np.arange(w) - 0.5) * stride
+    gy = np.zeros((1, 1, h, 1, no), np.float32)
+    gy[0, 0, :, 0, 1] = (np.arange(h) - 0.5) * stride
+
+    t = _sum(net, net.mul(y, net.constant(q, f"{name}/wh_gain"), f"{name}/mul_q"),
+             net.constant(p, f"{name}/gain"), f"{name}/add_p")
+    t = net.mul(y, t, f"{name}/mul_y")
+    t = _sum(net, t, net.constant(gx, f"{name}/grid_x"), f"{name}/add_grid_x")
+    t = _sum(net, t, net.constant(gy, f"{name}/grid_y"), f"{name}/add_grid_y")
+    flat = net.definition.add_shuffle(t)
+    flat.reshape_dims = (0, na * h * w, no)
+    return net.name(flat, f"{name}/reshape").get_output(0)
+
+
+def _sum(net: Network, a: Any, b: Any, name: str) -> Any:
+    """a + b outside int8 quantization (net.add would treat it as a residual join)."""
+    layer = net.definition.add_elementwise(a, b, net.trt.ElementWiseOperation.SUM)
+    return net.name(layer, name).get_output(0)

@@ -1,0 +1,368 @@
+"""`netdef calibrate`: activation ranges for INT8 builds, measured by running the FP32 network itself.
+
+The network is defined with a `RecordingQuantizer` (every tensor that `--precision int8` will quantize
+becomes an extra output `calib:<key>`), built as an FP32 engine at optimization level 0, and run over the
+calibration set on the GPU; the values feed one `RangeCollector` per tensor, and the amax values
+(max / percentile / entropy) are saved as a `CalibrationTable` tied to the network by its fingerprint.
+No PyTorch model is needed. Where a PyTorch model with matching module names exists,
+`calibrate_torch` collects the same ranges through forward hooks (no GPU, no engine).
+
+Calibration data: a folder of images (searched recursively, resized to the network input with PIL,
+RGB or grayscale by the channel count, scaled to [0, 1], then optional `mean`/`std`), or a .npy / .npz /
+.pt array of shape (N, C, H, W), used as given (already preprocessed).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import engine_file, trt_api
+from .calibration import METHODS, CalibrationTable, RangeCollector, compute_amax
+from .errors import NetdefError
+from .network import Network
+from .quantize import CALIB_PREFIX, RecordingQuantizer, fingerprint, network_input_shape
+from .spec import Spec, build_network, load_spec
+from .wts import read_wts
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+ARRAY_SUFFIXES = (".npy", ".npz", ".pt", ".pth")
+DEFAULT_MAX_IMAGES = 512
+
+
+# ---------------------------------------------------------------- calibration data
+
+def calibration_batches(data: str | Path, shape: Sequence[int], batch: int, *, max_images: int | None = None,
+                        mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                        seed: int = 0) -> tuple[int, Iterator[np.ndarray]]:
+    """(number of inputs, iterator of float32 batches of shape (<=batch, *shape)) from `data`.
+
+    With more inputs than `max_images`, a fixed-seed random subset is used (folders are often sorted by class).
+    """
+    if batch < 1:
+        raise NetdefError(f"calibration batch size must be >= 1, got {batch}")
+    if max_images is not None and max_images < 1:
+        raise NetdefError(f"--max-images must be >= 1, got {max_images}")
+    path = Path(data)
+    shape = tuple(int(s) for s in shape)
+    if path.is_dir():
+        files = image_files(path)
+        files = [files[i] for i in sorted(_subset(len(files), max_images, seed))]
+        mean_a, std_a = _norm(mean, shape[0], "mean"), _norm(std, shape[0], "std")
+        loader = (np.stack([load_image(f, shape, mean_a, std_a) for f in files[i:i + batch]])
+                  for i in range(0, len(files), batch))
+        return len(files), loader
+    if not path.is_file():
+        raise NetdefError(f"calibration data {path} not found: give a folder of images or a .npy/.npz/.pt array")
+    if mean is not None or std is not None:
+        raise NetdefError(f"--mean/--std apply to image folders; the array {path} is used as given (preprocess it)")
+    arr = load_array(path, shape)
+    idx = np.sort(_subset(len(arr), max_images, seed))
+    return len(idx), (np.asarray(arr[idx[i:i + batch]], dtype=np.float32) for i in range(0, len(idx), batch))
+
+
+def _subset(n: int, max_images: int | None, seed: int) -> np.ndarray:
+    if max_images is None or n <= max_images:
+        return np.arange(n)
+    return np.random.default_rng(seed).permutation(n)[:max_images]
+
+
+def image_files(folder: Path) -> list[Path]:
+    """Image files under `folder` (recursively), sorted; an error when there are none."""
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise NetdefError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {folder}")
+    return files
+
+
+def load_image(path: Path, shape: Sequence[int], mean: np.ndarray | None = None,
+               std: np.ndarray | None = None) -> np.ndarray:
+    """One image as float32 (C, H, W) in [0, 1] (then (x - mean) / std): resized (bilinear) to H, W."""
+    try:
+        from PIL import Image
+    except ImportError:
+        raise NetdefError("calibrating on an image folder needs Pillow: pip install pillow") from None
+    c, h, w = shape
+    if c not in (1, 3):
+        raise NetdefError(f"image calibration data needs a 1- or 3-channel input, the network takes {c}; "
+                          f"pass a (N, {c}, {h}, {w}) .npy array instead")
+    try:
+        with Image.open(path) as img:
+            img = img.convert("L" if c == 1 else "RGB").resize((w, h), Image.BILINEAR)
+            x = np.asarray(img, dtype=np.float32) / 255.0
+    except OSError as e:
+        raise NetdefError(f"cannot read image {path}: {e}") from None
+    x = x[None] if c == 1 else x.transpose(2, 0, 1)
+    if mean is not None:
+        x = x - mean[:, None, None]
+    if std is not None:
+        x = x / std[:, None, None]
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def _norm(values: Sequence[float] | None, channels: int, what: str) -> np.ndarray | None:
+    if values is None:
+        return None
+    v = np.asarray([float(x) for x in values], np.float32)
+    if v.size == 1:
+        v = np.repeat(v, channels)
+    if v.size != channels:
+        raise NetdefError(f"--{what} has {v.size} values; the network input has {channels} channels")
+    if what == "std" and np.any(v <= 0):
+        raise NetdefError(f"--std values must be positive, got {v.tolist()}")
+    return v
+
+
+def load_array(path: Path, shape: Sequence[int]) -> Any:
+    """An (N, *shape) array from .npy (memory-mapped), .npz (its only array, or 'x'/'images') or .pt."""
+    suffix = path.suffix.lower()
+    if suffix not in ARRAY_SUFFIXES:
+        raise NetdefError(f"calibration data {path}: expected a folder of images or a {'/'.join(ARRAY_SUFFIXES)} file")
+    try:
+        if suffix == ".npy":
+            arr = np.load(path, mmap_mode="r")
+        elif suffix == ".npz":
+            with np.load(path) as z:
+                names = [k for k in ("x", "images", "inputs") if k in z.files] or z.files
+                if len(names) != 1:
+                    raise NetdefError(f"{path} holds arrays {z.files}: name the calibration inputs 'x' or keep one")
+                arr = z[names[0]]
+        else:
+            arr = _load_torch_array(path)
+    except (OSError, ValueError) as e:
+        raise NetdefError(f"cannot read calibration data {path}: {e}") from None
+    shape = tuple(shape)
+    if arr.ndim != len(shape) + 1 or tuple(arr.shape[1:]) != shape or arr.shape[0] == 0:
+        raise NetdefError(f"calibration data {path} has shape {tuple(arr.shape)}; the network input needs "
+                          f"(N, {', '.join(map(str, shape))}) with N >= 1")
+    if arr.dtype.kind not in "fiu":
+        raise NetdefError(f"calibration data {path} has dtype {arr.dtype}; expected numbers")
+    return arr
+
+
+def _load_torch_array(path: Path) -> np.ndarray:
+    try:
+        import torch
+    except ImportError:
+        raise NetdefError(f"reading {path} needs PyTorch; save the array with numpy.save instead") from None
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(obj, dict):
+        tensors = [v for v in obj.values() if isinstance(v, torch.Tensor)]
+        obj = obj.get("x", tensors[0] if len(tensors) == 1 else None)
+    if not isinstance(obj, torch.Tensor):
+        raise NetdefError(f"{path} must hold a tensor (or a dict with one tensor, or key 'x')")
+    return obj.detach().float().numpy()
+
+
+# ---------------------------------------------------------------- the recording network
+
+def recording_network(spec: Spec, weights: str | Path, *, input_hw: Sequence[int] | None = None,
+                      strict: bool = True) -> tuple[Network, dict[str, str]]:
+    """The FP32 network with every quantization point exposed as output `calib:<key>`; (network, key -> kind)."""
+    from .build import BuildOptions
+
+    weights = _check_file(weights)
+    net = Network(read_wts(weights, progress=sys.stderr.isatty()), precision="fp32", source=str(weights))
+    net.build_options = BuildOptions(precision="fp32", input_hw=tuple(input_hw) if input_hw else None)
+    rec = RecordingQuantizer()
+    net.quantizer = rec
+    build_network(spec, net, net.build_options.input_hw)
+    net.check_keys(strict=strict)
+    return net, dict(rec.points)
+
+
+def quantization_points(arch: str | Path | Spec, weights: str | Path, input_hw: Sequence[int] | None = None,
+                        strict: bool = True) -> dict[str, str]:
+    """key -> kind ("conv", "linear", "residual") of every tensor an int8 build quantizes (no engine built)."""
+    spec = arch if isinstance(arch, Spec) else load_spec(arch)
+    return recording_network(spec, weights, input_hw=input_hw, strict=strict)[1]
+
+
+def build_recording_engine(spec: Spec, weights: str | Path, output: str | Path, *, batch: int,
+                           input_hw: Sequence[int] | None = None, strict: bool = True) -> dict[str, str]:
+    """Build the recording network as an FP32 engine (level 0, batch 1..`batch`) at `output`; returns the points."""
+    from .build import add_profile  # the profile helper build_engine uses
+
+    net, points = recording_network(spec, weights, input_hw=input_hw, strict=strict)
+    opts = net.build_options
+    opts.batch, opts.opt_level, opts.tf32 = (1, batch, batch), 0, False
+    config = net.builder.create_builder_config()
+    trt_api.configure_precision(config, "fp32", net.strongly_typed, tf32=False)
+    trt_api.configure_target(config, None)
+    trt_api.set_optimization_level(config, 0)
+    add_profile(net, config, opts)
+    plan = net.builder.build_serialized_network(net.definition, config)
+    if plan is None:
+        raise NetdefError(f"TensorRT could not build the calibration network of {spec.name} (see its messages above)")
+    info = trt_api.info()
+    gpu = trt_api.gpu_identity()
+    meta = {"tensorrt": {"flavor": info.flavor, "version": info.version, "strongly_typed": net.strongly_typed},
+            "gpu": {"name": gpu[0] if gpu else None, "compute_capability": gpu[1] if gpu else None},
+            "precision": "fp32", "options": {"batch": list(opts.batch)}, "plugins": [],
+            "arch": {"name": spec.name, "path": str(spec.path), "sha256": spec.sha256}, "calibration_points": points}
+    engine_file.write_engine(output, plan, meta)
+    return points
+
+
+# ---------------------------------------------------------------- calibration
+
+def calibrate(arch: str | Path, weights: str | Path, data: str | Path, output_table: str | Path, *,
+              method: str = "entropy", percentile: float = 99.99, batch: int = 16,
+              max_images: int | None = DEFAULT_MAX_IMAGES, input_hw: Sequence[int] | None = None,
+              mean: Sequence[float] | None = None, std: Sequence[float] | None = None, strict: bool = True,
+              bins: int = 2048, log: Callable[[str], None] | None = None) -> CalibrationTable:
+    """Calibrate `arch` + `weights` on `data` with the FP32 engine (GPU) and save the table at `output_table`."""
+    log = log or _stderr
+    kw = _method_options(method, percentile)
+    spec = load_spec(arch)
+    weights = _check_file(weights)
+    shape = network_input_shape(spec, input_hw)
+    n, batches = calibration_batches(data, shape, batch, max_images=max_images, mean=mean, std=std)
+    if not trt_api.can_run_engines():
+        raise NetdefError(f"calibration runs the FP32 network on a CUDA GPU with full TensorRT (this is "
+                          f"{trt_api.version_string()}, GPU: {trt_api.gpu_identity() or 'none'}): run `netdef "
+                          f"calibrate` on the GPU machine, or use netdef.calibrate.calibrate_torch with the "
+                          f"PyTorch model")
+    from tqdm import tqdm
+
+    from .runtime import Engine
+
+    with tempfile.TemporaryDirectory(prefix="netdef-calib-") as tmp:
+        log(f"[netdef] building the FP32 calibration network of {spec.name} ...")
+        points = build_recording_engine(spec, weights, Path(tmp) / "calib.engine", batch=batch,
+                                        input_hw=input_hw, strict=strict)
+        engine = Engine(Path(tmp) / "calib.engine")
+        log(f"[netdef] calibrating {len(points)} tensors on {n} inputs from {data} ({method})")
+        collectors = {k: RangeCollector(bins, name=k) for k in points}
+        batches_run = 0
+        for x in tqdm(batches, total=math.ceil(n / batch), desc="calibrating", unit="batch", file=sys.stderr):
+            outs = engine.infer(x, as_numpy=True)
+            for key, c in collectors.items():
+                c.update(outs[CALIB_PREFIX + key])
+            batches_run += 1
+    return _save(spec, weights, shape, collectors, method, kw, output_table, log,
+                 {"images": n, "batches": batches_run, "batch": batch, "data": str(data), "source": "engine"})
+
+
+def calibrate_torch(model: Any, arch: str | Path, weights: str | Path, batches: Iterable[Any],
+                    output_table: str | Path, *, method: str = "entropy", percentile: float = 99.99,
+                    input_hw: Sequence[int] | None = None, bins: int = 2048,
+                    log: Callable[[str], None] | None = None) -> CalibrationTable:
+    """Calibrate from a PyTorch model whose module names are the weight keys (no GPU, no engine).
+
+    Each quantization point is read as the input of the module named by its key (convolution and linear
+    points); residual-add points have no module and need the engine (`calibrate`).
+    """
+    import torch
+
+    log = log or _stderr
+    kw = _method_options(method, percentile)
+    spec = load_spec(arch)
+    weights = _check_file(weights)
+    points = quantization_points(spec, weights, input_hw)
+    modules = dict(model.named_modules())
+    missing = [k for k, kind in points.items() if kind == "residual" or k not in modules]
+    if missing:
+        raise NetdefError(f"calibrate_torch cannot observe {missing[:5]} (residual adds or names that are not "
+                          f"modules of {type(model).__name__}); calibrate with the engine: `netdef calibrate`")
+    collectors = {k: RangeCollector(bins, name=k) for k in points}
+    hooks = [modules[k].register_forward_pre_hook(
+        lambda m, inp, c=collectors[k]: c.update(inp[0].detach().float().cpu().numpy())) for k in points]
+    n = nb = 0
+    try:
+        with torch.no_grad():
+            for x in batches:
+                x = torch.as_tensor(np.asarray(x, np.float32))
+                model(x)
+                n, nb = n + len(x), nb + 1
+    finally:
+        for h in hooks:
+            h.remove()
+    shape = network_input_shape(spec, input_hw)
+    return _save(spec, weights, shape, collectors, method, kw, output_table, log,
+                 {"images": n, "batches": nb, "source": "torch"})
+
+
+def _save(spec: Spec, weights: Path, shape: tuple[int, ...], collectors: dict[str, RangeCollector], method: str,
+          kw: dict, output: str | Path, log: Callable[[str], None], meta: dict) -> CalibrationTable:
+    if not meta["images"]:
+        raise NetdefError("no calibration inputs were fed")
+    table = CalibrationTable(fingerprint(spec, weights, shape), method, compute_amax(collectors, method, **kw),
+                             dict(meta, arch=spec.name, weights=str(weights), input_shape=list(shape),
+                                  method_options=kw, tensors=len(collectors)))
+    table.save(output)
+    log(f"[netdef] wrote {output}: {len(table.amax)} ranges ({method}) from {meta['images']} inputs")
+    return table
+
+
+def _method_options(method: str, percentile: float) -> dict[str, Any]:
+    if method not in METHODS:
+        raise NetdefError(f"unknown calibration method '{method}': use one of {', '.join(METHODS)}")
+    return {"percentile": float(percentile)} if method == "percentile" else {}
+
+
+def _check_file(weights: str | Path) -> Path:
+    weights = Path(weights)
+    if not weights.is_file():
+        raise NetdefError(f"weights file not found: {weights} (create it with `netdef export`)")
+    return weights
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- command line
+
+def register(subparsers: Any) -> argparse.ArgumentParser:
+    """Add `netdef calibrate` to the CLI's subparsers."""
+    p = subparsers.add_parser(
+        "calibrate", help="measure INT8 activation ranges (a calibration table for --precision int8)",
+        description="Runs the FP32 network over calibration data on the GPU and writes the activation ranges "
+                    "that `netdef build --precision int8 --calibration TABLE` needs. DATA: a folder of images "
+                    "(resized to the input, RGB/grayscale, /255, optional --mean/--std) or a .npy/.npz/.pt "
+                    "array (N, C, H, W) used as given.")
+    p.add_argument("arch", help="architecture YAML or name")
+    p.add_argument("--weights", "-w", required=True, help=".wts file (from `netdef export`)")
+    p.add_argument("--data", "-d", required=True, help="image folder or .npy/.npz/.pt array")
+    p.add_argument("-o", "--output", required=True, help="calibration table to write (JSON)")
+    p.add_argument("--method", default="entropy", choices=METHODS, help="how ranges are chosen (default entropy)")
+    p.add_argument("--percentile", type=float, default=99.99, help="for --method percentile (default 99.99)")
+    p.add_argument("--batch", type=int, default=16, help="inputs per engine run (default 16)")
+    p.add_argument("--max-images", type=int, default=DEFAULT_MAX_IMAGES,
+                   help=f"use at most this many inputs, a fixed random subset (default {DEFAULT_MAX_IMAGES})")
+    p.add_argument("--input-shape", help="H,W overriding the YAML's input size (build with the same value)")
+    p.add_argument("--mean", help="per-channel mean subtracted from images scaled to [0,1], e.g. 0.485,0.456,0.406")
+    p.add_argument("--std", help="per-channel std dividing images, e.g. 0.229,0.224,0.225")
+    p.add_argument("--no-strict", action="store_true", help="allow keys in the .wts that the architecture does not use")
+    p.set_defaults(func=cmd_calibrate)
+    return p
+
+
+def cmd_calibrate(a: argparse.Namespace) -> int:
+    table = calibrate(a.arch, a.weights, a.data, a.output, method=a.method, percentile=a.percentile, batch=a.batch,
+                      max_images=a.max_images, input_hw=_floats(a.input_shape, "--input-shape", int, 2),
+                      mean=_floats(a.mean, "--mean"), std=_floats(a.std, "--std"), strict=not a.no_strict)
+    hw = f" --input-shape {a.input_shape}" if a.input_shape else ""
+    print(f"wrote {a.output}: {len(table.amax)} ranges from {table.meta['images']} inputs\n"
+          f"next: netdef build {a.arch} --weights {a.weights}{hw} --precision int8 --calibration {a.output} "
+          f"-o ENGINE")
+    return 0
+
+
+def _floats(text: str | None, what: str, kind: type = float, count: int | None = None) -> list | None:
+    if text is None:
+        return None
+    try:
+        vals = [kind(v) for v in text.replace("x", ",").split(",") if v.strip()]
+    except ValueError:
+        vals = []
+    if not vals or (count is not None and len(vals) != count):
+        raise NetdefError(f"{what} '{text}': expected {count or 'one or more'} comma-separated numbers")
+    return vals

@@ -1,0 +1,166 @@
+"""A real-data example: a LeNet-style CNN on scikit-learn's handwritten digits, from PyTorch to INT8 engines.
+
+`run_digits(workdir)` trains the model in seconds on CPU (fixed seed, stratified train/test split; the 8x8
+images are upscaled 2x to 16x16), exports it to .wts, calibrates on training images, builds FP32, FP16 and
+INT8 engines from `architectures/lenet.yaml` and prints each engine's test accuracy next to PyTorch's.
+Calibration uses the FP32 engine (`netdef.calibrate.calibrate`) where engines can run; elsewhere the
+ranges come from the PyTorch model's activations (`calibrate_torch`), so the INT8 engine still builds
+(TensorRT-RTX builds Q/DQ networks without a GPU). Run: `python -m netdef.digits --workdir out/digits`.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import trt_api
+from .build import BuildOptions, build_engine
+from .errors import NetdefError
+
+ARCH = "lenet"
+UPSCALE = 2  # 8x8 -> 16x16 (nearest)
+PRECISIONS = ("fp32", "fp16", "int8")
+ENGINE_BATCH = (1, 256, 512)  # the whole test split (360 images) runs as one batch
+
+
+class LeNet(nn.Module):
+    """conv-bn-relu, pool, conv-bn-relu, pool, linear-relu, linear (1x16x16 input, 10 classes)."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 16, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        self.conv2 = nn.Conv2d(16, 32, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(32)
+        self.pool = nn.MaxPool2d(2)
+        self.fc1 = nn.Linear(32 * 4 * 4, 64)
+        self.fc2 = nn.Linear(64, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(torch.relu(self.bn1(self.conv1(x))))
+        x = self.pool(torch.relu(self.bn2(self.conv2(x))))
+        return self.fc2(torch.relu(self.fc1(torch.flatten(x, 1))))
+
+
+def load_digits_data(seed: int = 0, test_fraction: float = 0.2) -> dict[str, np.ndarray]:
+    """scikit-learn's digits (1797 images) as float32 (N, 1, 16, 16) in [0, 1]; stratified split."""
+    try:
+        from sklearn.datasets import load_digits
+        from sklearn.model_selection import train_test_split
+    except ImportError:
+        raise NetdefError("the digits example needs scikit-learn (its data set ships inside it): "
+                          "pip install scikit-learn") from None
+    d = load_digits()
+    x = (d.images / 16.0).astype(np.float32)[:, None]
+    x = x.repeat(UPSCALE, axis=2).repeat(UPSCALE, axis=3)
+    y = d.target.astype(np.int64)
+    x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=test_fraction, random_state=seed, stratify=y)
+    return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
+
+
+def train_lenet(x: np.ndarray, y: np.ndarray, *, epochs: int = 10, seed: int = 0, batch: int = 64,
+                lr: float = 3e-3) -> LeNet:
+    """Adam on the training split; returns the model in eval mode (on CPU)."""
+    torch.manual_seed(seed)
+    model = LeNet()
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    g = torch.Generator().manual_seed(seed)
+    model.train()
+    for _ in range(epochs):
+        for idx in torch.randperm(len(xt), generator=g).split(batch):
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(xt[idx]), yt[idx]).backward()
+            opt.step()
+    return model.eval()
+
+
+def torch_logits(model: nn.Module, x: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return model(torch.from_numpy(x)).numpy()
+
+
+def accuracy(logits: np.ndarray, y: np.ndarray) -> float:
+    return float((np.asarray(logits).argmax(axis=1) == y).mean())
+
+
+def run_digits(workdir: str | Path, *, epochs: int = 10, seed: int = 0, method: str = "entropy",
+               log: Any = print) -> dict[str, Any]:
+    """Train, export, calibrate, build FP32/FP16/INT8 engines and (with a GPU) compare test accuracies."""
+    from .calibrate import calibrate, calibrate_torch
+    from .export import export_wts
+
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    runnable = trt_api.can_run_engines()
+    log(f"netdef digits: {trt_api.version_string()}, GPU: {trt_api.gpu_identity() or 'none'}")
+    t0 = time.perf_counter()
+    data = load_digits_data(seed)
+    model = train_lenet(data["x_train"], data["y_train"], epochs=epochs, seed=seed)
+    result: dict[str, Any] = {"torch_accuracy": accuracy(torch_logits(model, data["x_test"]), data["y_test"]),
+                              "test_images": len(data["y_test"]), "train_seconds": round(time.perf_counter() - t0, 1)}
+    log(f"1. trained LeNet on {len(data['y_train'])} images in {result['train_seconds']} s; PyTorch test "
+        f"accuracy {result['torch_accuracy']:.2%} ({result['test_images']} images)")
+
+    wts = workdir / "lenet.wts"
+    export_wts(model, wts)
+    calib = workdir / "calib.npy"
+    np.save(calib, data["x_train"][:512])
+    table = workdir / "lenet_calib.json"
+    if runnable:
+        calibrate(ARCH, wts, calib, table, method=method, batch=128, log=log)
+        torch_table = calibrate_torch(model, ARCH, wts, [data["x_train"][:512]], workdir / "lenet_calib_torch.json",
+                                      method="max", log=log)
+        engine_max = calibrate(ARCH, wts, calib, workdir / "lenet_calib_max.json", method="max", batch=128, log=log)
+        result["calibration_agreement"] = max(abs(engine_max.amax[k] / v - 1) for k, v in torch_table.amax.items())
+        result["calibration"] = "engine"
+    else:
+        calibrate_torch(model, ARCH, wts, [data["x_train"][:512]], table, method=method, log=log)
+        result["calibration"] = "torch"
+    log(f"2. exported {wts}; calibrated ({method}, {result['calibration']}) on 512 training images -> {table}")
+
+    result["engines"] = {}
+    for precision in PRECISIONS:
+        opts = BuildOptions(precision=precision, batch=ENGINE_BATCH, opt_level=0, tf32=False,
+                            calibration=str(table) if precision == "int8" else None)
+        res = build_engine(ARCH, wts, workdir / f"lenet_{precision}.engine", opts, log=lambda m: None)
+        result["engines"][precision] = str(res.path)
+    log(f"3. built {', '.join(PRECISIONS)} engines with {trt_api.version_string()} in {workdir}")
+
+    result["accuracy"] = {}
+    if not runnable:
+        log("4. engines cannot run here (they need a CUDA GPU and full TensorRT); on a GPU machine this example "
+            "also prints each engine's test accuracy")
+        return result
+    from .runtime import Engine
+
+    for precision, path in result["engines"].items():
+        out = Engine(path).infer(data["x_test"], as_numpy=True)["logits"]
+        result["accuracy"][precision] = accuracy(out, data["y_test"])
+    log("4. test accuracy:  PyTorch " + f"{result['torch_accuracy']:.2%}  " +
+        "  ".join(f"{p} engine {a:.2%}" for p, a in result["accuracy"].items()))
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m netdef.digits", description=__doc__.split("\n\n")[0])
+    p.add_argument("--workdir", default="out/digits")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--method", default="entropy", choices=("entropy", "max", "percentile"))
+    a = p.parse_args(argv)
+    try:
+        run_digits(a.workdir, epochs=a.epochs, method=a.method)
+    except NetdefError as e:
+        print(f"netdef digits: error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

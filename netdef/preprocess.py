@@ -1,0 +1,154 @@
+"""YOLOv5 letterbox on the GPU (torch; CPU works too) and the inverse box mapping.
+
+`letterbox` reproduces YOLOv5's `utils.augmentations.letterbox` + `cv2.resize(INTER_LINEAR)` + BGR->RGB,
+HWC->CHW, /255 for a batch of images of different sizes; `scale_boxes` maps boxes on the letterboxed
+image back to the original image.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Union
+
+import numpy as np
+
+from .errors import NetdefError
+
+RatioPad = tuple[float, tuple[float, float]]  # (scale, (left, top) padding in pixels)
+ImageLike = Union[np.ndarray, Any]  # HxWx3 uint8 numpy array or torch tensor
+
+
+def _torch() -> Any:
+    try:
+        import torch
+    except ImportError:
+        raise NetdefError("pre/post-processing needs PyTorch: pip install torch") from None
+    return torch
+
+
+def _hw(shape: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(shape, int):
+        return shape, shape
+    h, w = (int(v) for v in shape)
+    return h, w
+
+
+def letterbox_plan(h: int, w: int, new_shape: int | Sequence[int] = (640, 640), stride: int = 32,
+                   auto: bool = False, scaleup: bool = True) -> tuple[float, tuple[int, int], tuple[int, int]]:
+    """YOLOv5's sizes for one image: (ratio, (resized h, w), (padded h, w))."""
+    H, W = _hw(new_shape)
+    r = min(H / h, W / w)
+    if not scaleup:
+        r = min(r, 1.0)
+    nh, nw = int(round(h * r)), int(round(w * r))
+    if auto:  # minimum rectangle: pad only to a multiple of the stride
+        return r, (nh, nw), (nh + (H - nh) % stride, nw + (W - nw) % stride)
+    return r, (nh, nw), (H, W)
+
+
+def pad_offsets(resized: tuple[int, int], padded: tuple[int, int]) -> tuple[int, int]:
+    """(top, left) where YOLOv5 places the image: round(d/2 - 0.1) (the odd pixel goes bottom/right)."""
+    dh, dw = (padded[0] - resized[0]) / 2, (padded[1] - resized[1]) / 2
+    return int(round(dh - 0.1)), int(round(dw - 0.1))
+
+
+def letterbox(images: Sequence[ImageLike], new_shape: int | Sequence[int] = (640, 640), stride: int = 32,
+              auto: bool = False, color: int = 114, *, scaleup: bool = True, bgr: bool = True,
+              device: Any = None) -> tuple[Any, list[RatioPad]]:
+    """Letterbox a batch: returns ((B, 3, h, w) float32 in [0, 1] RGB, [(ratio, (pad_w, pad_h))] per image).
+
+    images: HxWx3 uint8 numpy arrays or torch tensors, BGR like cv2.imread (`bgr=False` for RGB, e.g. PIL).
+    Each image keeps its aspect ratio, is resized like cv2.resize(INTER_LINEAR) (`resize_linear`) and centred on a `color` canvas. With `auto`, the batch is
+    padded only to the smallest stride multiple that holds every image. pad_w/pad_h are the actual left/top
+    offsets in pixels (what `scale_boxes` subtracts). device: where to compute (default: the first tensor's
+    device, else the CPU); numpy images are uploaded as uint8.
+    """
+    torch = _torch()
+
+    if len(images) == 0:
+        raise NetdefError("letterbox: no images")
+    if device is None:
+        first = images[0]
+        device = first.device if isinstance(first, torch.Tensor) else torch.device("cpu")
+    tensors = [_as_uint8_tensor(im, i, device, torch) for i, im in enumerate(images)]
+    plans = [letterbox_plan(t.shape[0], t.shape[1], new_shape, stride, auto, scaleup) for t in tensors]
+    bh = max(p[2][0] for p in plans)
+    bw = max(p[2][1] for p in plans)
+    batch = torch.full((len(tensors), 3, bh, bw), color / 255.0, dtype=torch.float32, device=device)
+    ratio_pads: list[RatioPad] = []
+    for i, (t, (r, (nh, nw), _)) in enumerate(zip(tensors, plans)):
+        x = t.permute(2, 0, 1)
+        if bgr:
+            x = x.flip(0)
+        if (nh, nw) != tuple(t.shape[:2]):
+            x = resize_linear(x, nh, nw)
+        top, left = pad_offsets((nh, nw), (bh, bw))
+        batch[i, :, top:top + nh, left:left + nw] = x.float() / 255.0
+        ratio_pads.append((r, (float(left), float(top))))
+    return batch, ratio_pads
+
+
+def _linear_taps(n_out: int, n_in: int, vertical: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """cv2 INTER_LINEAR source indices and 11-bit fixed-point weights along one axis.
+
+    Horizontally cv2 moves the taps at the borders onto the edge pixel (weight 1); vertically it keeps the
+    weights and clamps the row indices (both taps then read the edge row).
+    """
+    f = ((np.arange(n_out, dtype=np.float64) + 0.5) * (n_in / n_out) - 0.5).astype(np.float32)
+    i0 = np.floor(f).astype(np.int64)
+    frac = f - i0.astype(np.float32)
+    if vertical:
+        i1 = np.clip(i0 + 1, 0, n_in - 1)
+        i0 = np.clip(i0, 0, n_in - 1)
+    else:
+        low, high = i0 < 0, i0 >= n_in - 1
+        frac[low | high] = 0
+        i0[low], i0[high] = 0, n_in - 1
+        i1 = np.minimum(i0 + 1, n_in - 1)
+    a0 = np.round((np.float32(1) - frac) * np.float32(2048)).astype(np.int32)
+    a1 = np.round(frac * np.float32(2048)).astype(np.int32)
+    return i0, i1, a0, a1
+
+
+def resize_linear(x: Any, nh: int, nw: int) -> Any:
+    """Resize a (C, H, W) uint8 tensor like cv2.resize(INTER_LINEAR) (its fixed-point uint8 arithmetic).
+
+    Half-pixel centres, cv2's edge handling, 11-bit weights, a horizontal then a vertical pass with the
+    rounding of cv2's vectorised uint8 path. Returns uint8 (C, nh, nw).
+    """
+    torch = _torch()
+    dev = x.device
+    x0, x1, a0, a1 = (torch.from_numpy(v).to(dev) for v in _linear_taps(nw, x.shape[2], False))
+    y0, y1, b0, b1 = (torch.from_numpy(v).to(dev) for v in _linear_taps(nh, x.shape[1], True))
+    xi = x.to(torch.int32)
+    rows = xi[:, :, x0] * a0 + xi[:, :, x1] * a1  # (C, H, nw), scaled by 2048
+    top = (rows[:, y0] >> 4) * b0[:, None] >> 16
+    bottom = (rows[:, y1] >> 4) * b1[:, None] >> 16
+    return ((top + bottom + 2) >> 2).clamp_(0, 255).to(torch.uint8)
+
+
+def _as_uint8_tensor(im: ImageLike, i: int, device: Any, torch: Any) -> Any:
+    if not isinstance(im, torch.Tensor):
+        im = np.ascontiguousarray(im)
+        im = torch.from_numpy(im if im.flags.writeable else im.copy())
+    t = im
+    if t.ndim != 3 or t.shape[2] != 3 or t.dtype != torch.uint8:
+        raise NetdefError(f"letterbox: image {i} must be HxWx3 uint8, got {tuple(t.shape)} {t.dtype}")
+    if t.shape[0] < 1 or t.shape[1] < 1:
+        raise NetdefError(f"letterbox: image {i} is empty ({tuple(t.shape)})")
+    return t.to(device, non_blocking=True)
+
+
+def scale_boxes(boxes: Any, ratio_pad: RatioPad, original_shape: Sequence[int]) -> Any:
+    """Map (N, 4) x1y1x2y2 boxes from the letterboxed image to the original (h, w[, c]) image, clipped.
+
+    Works on torch tensors (any device) and numpy arrays; returns a new array/tensor.
+    """
+    ratio, (pad_w, pad_h) = ratio_pad
+    h, w = int(original_shape[0]), int(original_shape[1])
+    out = boxes.clone() if hasattr(boxes, "clone") else np.array(boxes, dtype=np.float32, copy=True)
+    out[..., [0, 2]] -= pad_w
+    out[..., [1, 3]] -= pad_h
+    out[..., :4] /= ratio
+    out[..., [0, 2]] = out[..., [0, 2]].clip(0, w)
+    out[..., [1, 3]] = out[..., [1, 3]].clip(0, h)
+    return out

@@ -1,0 +1,367 @@
+"""Tests of netdef.bench (statistics, budgets, argument checks, CLI) and scripts/compare_routes.py
+(arguments, markdown tables, the ONNX route's engine). GPU tests time real engines."""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from netdef import bench, engine_file, trt_api
+from netdef.bench import Budget, check_batches, parse_batches, parse_budget, run_budget, summarize
+from netdef.errors import NetdefError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def compare():
+    spec = importlib.util.spec_from_file_location("compare_routes", ROOT / "scripts" / "compare_routes.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def bench_args(*argv: str) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="netdef")
+    sub = p.add_subparsers(dest="command")
+    bench.register(sub)
+    return p.parse_args(["bench", *argv])
+
+
+def fake_engine(path: Path, batch=(1, 4, 8)) -> Path:
+    """A netdef engine header around a dummy plan: enough for everything that runs before TensorRT."""
+    meta = {"options": {"batch": list(batch)}, "arch": {"name": "fake"}, "precision": "fp16",
+            "tensorrt": {"flavor": "tensorrt", "version": "0"}, "inputs": [], "outputs": []}
+    engine_file.write_engine(path, b"\0" * 64, meta)
+    return path
+
+
+# ---------------------------------------------------------------- statistics
+
+def test_summarize_matches_numpy():
+    samples = np.random.default_rng(3).lognormal(0.0, 0.4, size=997)
+    s = summarize(samples, batch=32)
+    assert s["iters"] == 997 and s["batch"] == 32
+    assert s["median_ms"] == pytest.approx(np.median(samples), rel=1e-12)
+    assert s["p90_ms"] == pytest.approx(np.percentile(samples, 90), rel=1e-12)
+    assert s["p99_ms"] == pytest.approx(np.percentile(samples, 99), rel=1e-12)
+    assert s["min_ms"] == samples.min() and s["max_ms"] == samples.max()
+    assert s["mean_ms"] == pytest.approx(samples.mean(), rel=1e-12)
+    assert s["cv"] == pytest.approx(samples.std(ddof=1) / samples.mean(), rel=1e-12)
+    assert s["throughput"] == pytest.approx(32 * 1000 / np.median(samples), rel=1e-12)
+    assert s["min_ms"] <= s["median_ms"] <= s["p90_ms"] <= s["p99_ms"] <= s["max_ms"]
+
+
+def test_summarize_known_values():
+    s = summarize(np.arange(1, 101, dtype=float), batch=8)  # 1..100 ms
+    assert (s["median_ms"], s["p90_ms"], s["p99_ms"]) == pytest.approx((50.5, 90.1, 99.01))
+    assert s["throughput"] == pytest.approx(8000 / 50.5)
+    s = summarize([1.0, 2.0, 3.0, 4.0])
+    assert s["cv"] == pytest.approx(np.sqrt(5 / 3) / 2.5) and "throughput" not in s
+    one = summarize([2.5], batch=1)
+    assert one["cv"] == 0.0 and one["p99_ms"] == one["median_ms"] == one["min_ms"] == 2.5
+
+
+@pytest.mark.parametrize("bad", [[], [1.0, float("nan")], [1.0, -0.5]])
+def test_summarize_rejects_bad_samples(bad):
+    with pytest.raises(NetdefError):
+        summarize(bad)
+
+
+def clock_ticking(step: float):
+    t = [-step]
+
+    def clock() -> float:
+        t[0] += step
+        return t[0]
+
+    return clock
+
+
+@pytest.mark.parametrize("budget, expected", [(Budget(5, 0.0), 5), (Budget(0, 1.0), 4), (Budget(10, 1.0), 10),
+                                              (Budget(2, 1.0), 4), (Budget(0, 0.0), 1)])
+def test_run_budget_takes_whichever_is_longer(budget, expected):
+    calls = []
+    samples = run_budget(lambda: calls.append(1) or 0.5, budget, clock=clock_ticking(0.25))
+    assert len(samples) == len(calls) == expected and set(samples) == {0.5}
+
+
+def test_parse_budget():
+    assert parse_budget("50") == Budget(50, 0.0)
+    assert parse_budget("1.5s") == Budget(0, 1.5)
+    assert parse_budget("50, 1s") == Budget(50, 1.0)
+    for bad in ("abc", "1.5", "-3", "2x", "-1s"):
+        with pytest.raises(NetdefError, match="--warmup"):
+            parse_budget(bad)
+
+
+def test_parse_batches():
+    assert parse_batches("1,8,32") == [1, 8, 32]
+    assert parse_batches("32, 1") == [1, 32]
+    for bad in ("", "1,x", "0,4", "4,4", "1,,2"):
+        with pytest.raises(NetdefError, match="--batch"):
+            parse_batches(bad)
+
+
+def test_batch_outside_profile_is_an_error(tmp_path):
+    check_batches([1, 4, 8], (1, 4, 8), "e")  # inside: fine
+    path = fake_engine(tmp_path / "fake.engine")
+    with pytest.raises(NetdefError, match=r"\[16\] outside the engine's profile 1\.\.8") as e:
+        bench.bench_engine(path, [1, 16])
+    assert "fake.engine" in str(e.value)
+    with pytest.raises(NetdefError, match="not a netdef engine"):
+        bench.bench_engine(ROOT / "architectures" / "resnet18.yaml", [1])
+
+
+# ---------------------------------------------------------------- command line
+
+def test_bench_help_lists_the_options(capsys):
+    with pytest.raises(SystemExit) as e:
+        bench_args("--help")
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for opt in ("--batch", "--iters", "--seconds", "--warmup", "--cuda-graph", "--with-copies", "--json", "--chart",
+                "--weights", "--precision", "--engine-out"):
+        assert opt in out
+    run = subprocess.run([sys.executable, "-m", "netdef.bench", "--help"], capture_output=True, text=True,
+                         cwd=ROOT, timeout=60)
+    assert run.returncode == 0 and "--cuda-graph" in run.stdout
+
+
+def test_bench_argument_checks(tmp_path):
+    eng = fake_engine(tmp_path / "fake.engine")
+    cases = [
+        ((str(eng), "--batch", "2,16"), "outside the engine's profile 1..8"),
+        ((str(eng), "--weights", "w.wts"), "--weights only apply when TARGET is an architecture"),
+        ((str(eng), "--iters", "0"), "--iters 0"),
+        ((str(eng), "--seconds", "-1"), "--seconds"),
+        ((str(eng), "--batch", "1,a"), "--batch '1,a'"),
+        ((str(eng), "--warmup", "x"), "--warmup 'x'"),
+        ((str(tmp_path / "missing.engine"),), "engine not found"),
+        (("resnet18", "--batch", "1,4"), "--weights"),
+        (("resnet18", "--weights", "w.wts"), "needs --batch"),
+        (("resnet18", "--weights", "w.wts", "--batch", "1,64", "--profile", "1:8:8"), r"\[64\] outside"),
+    ]
+    for argv, message in cases:
+        a = bench_args(*argv)
+        with pytest.raises(NetdefError, match=message):
+            a.func(a)
+
+
+def test_bench_settings_defaults_and_overrides():
+    s = bench.settings_from_args(bench_args("e.engine"))
+    assert (s.warmup, s.measure) == (bench.DEFAULT_WARMUP, bench.DEFAULT_MEASURE)
+    assert s.warmup.iters >= 50 and s.warmup.seconds >= 1 and s.measure.iters >= 200 and s.measure.seconds >= 2
+    s = bench.settings_from_args(bench_args("e.engine", "--iters", "30", "--warmup", "5", "--cuda-graph"))
+    assert s.measure == Budget(30, 0.0) and s.warmup == Budget(5, 0.0) and s.cuda_graph and not s.with_copies
+    s = bench.settings_from_args(bench_args("e.engine", "--seconds", "0.5", "--with-copies"))
+    assert s.measure == Budget(0, 0.5) and s.with_copies
+
+
+@pytest.mark.skipif(trt_api.can_run_engines(), reason="checks the message on machines that cannot run engines")
+def test_bench_arch_without_gpu_fails_before_building(tmp_path):
+    a = bench_args("resnet18", "--weights", str(tmp_path / "w.wts"), "--batch", "1,2",
+                   "--engine-out", str(tmp_path / "r.engine"))
+    with pytest.raises(NetdefError, match="CUDA GPU and full TensorRT"):
+        a.func(a)
+    assert not (tmp_path / "r.engine").exists()
+
+
+def test_chart_without_matplotlib_says_to_install_it(tmp_path):
+    if importlib.util.find_spec("matplotlib") is not None:
+        pytest.skip("matplotlib is installed")
+    a = bench_args(str(fake_engine(tmp_path / "f.engine")), "--chart", str(tmp_path / "c.png"))
+    with pytest.raises(NetdefError, match="pip install matplotlib"):
+        a.func(a)
+
+
+def test_format_table():
+    rows = [summarize([1.0, 2.0, 3.0], batch=1) | {"batch": 1}, summarize([10.0, 10.0, 13.0], batch=8)]
+    lines = bench.format_table(rows).splitlines()
+    assert lines[0].split() == ["batch", "median", "ms", "p90", "ms", "p99", "ms", "min", "ms", "mean", "ms", "CV",
+                                "iters", "img/s"]
+    assert lines[1].split()[:3] == ["1", "2.000", "2.800"] and lines[1].split()[-1] == "500.0"
+    assert lines[2].split()[:2] == ["8", "10.000"] and lines[2].split()[-1] == "800.0"
+
+
+# ---------------------------------------------------------------- scripts/compare_routes.py
+
+FIXED = {
+    "model": "resnet50",
+    "environment": {"device": "NVIDIA H100 80GB HBM3", "driver": "580.1", "tensorrt": "tensorrt 8.6.0",
+                    "torch": "2.11.0"},
+    "results": [
+        {"route": "netdef", "precision": "fp16", "batch": 1, "median_ms": 0.8, "throughput": 1250.0},
+        {"route": "onnx", "precision": "fp16", "batch": 1, "median_ms": 1.0, "throughput": 1000.0},
+        {"route": "eager", "precision": "fp16", "batch": 1, "median_ms": 4.0, "throughput": 250.0},
+        {"route": "netdef", "precision": "fp16", "batch": 256, "median_ms": 50.0, "throughput": 5120.0},
+        {"route": "compile", "precision": "fp16", "batch": 256, "median_ms": 80.0, "throughput": 3200.0},
+        {"route": "netdef", "precision": "fp32", "batch": 1, "median_ms": 1.5, "throughput": 666.7},
+    ],
+    "builds": [{"route": "netdef", "precision": "fp16", "opt_level": 3, "profile": [1, 256, 256], "seconds": 80.25,
+                "timing_cache": "cold"},
+               {"route": "onnx", "precision": "fp16", "opt_level": None, "profile": [1, 256, 256], "seconds": 84.0,
+                "timing_cache": "cold"}],
+    "timing_cache": [{"precision": "fp16", "opt_level": 3, "cold_s": 80.25, "warm_s": 10.0, "speedup": 8.03},
+                     {"precision": "fp32", "opt_level": 3, "cold_s": None, "warm_s": 9.0, "speedup": None}],
+}
+
+
+def test_markdown_tables(compare):
+    lines = compare.markdown_tables(FIXED).splitlines()
+    assert lines[0].startswith("resnet50 on NVIDIA H100 80GB HBM3 (driver 580.1), tensorrt 8.6.0, torch 2.11.0")
+    header = lines.index("| precision | batch | netdef | ONNX→TRT | netdef/ONNX | eager | torch.compile |")
+    assert lines[header + 2:header + 5] == [
+        "| fp16 | 1 | 0.800 (1250) | 1.000 (1000) | 0.80 | 4.000 (250) | n/m |",
+        "| fp16 | 256 | 50.000 (5120) | n/m | n/m | n/m | 80.000 (3200) |",
+        "| fp32 | 1 | 1.500 (667) | n/m | n/m | n/m | n/m |",
+    ]
+    assert "| netdef | fp16 | 3 | 1:256:256 | 80.2 | cold |" in lines
+    assert "| ONNX→TRT | fp16 | default | 1:256:256 | 84.0 | cold |" in lines
+    assert "| netdef | fp16 | 3 | 80.2 | 10.0 | 8.0x |" in lines
+    assert "| netdef | fp32 | 3 | n/m | 9.0 | n/m |" in lines
+
+
+def test_report_prints_tables_from_json(compare, tmp_path, capsys):
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(FIXED))
+    assert compare.main(["--report", str(path)]) == 0
+    assert "| fp16 | 1 | 0.800 (1250) | 1.000 (1000) | 0.80 |" in capsys.readouterr().out
+
+
+def test_compare_arguments(compare):
+    a = compare.parse_args(["--quick"])
+    assert (a.model, a.precisions, a.batches_l, a.profile_t, a.opt_level) == \
+        ("resnet50", ["fp16"], [1, 256], (1, 256, 256), 3)
+    assert a.routes_l == list(compare.ROUTES) and a.compile_budget < 300
+    a = compare.parse_args(["--model", "yolov5s", "--precision", "fp16", "--opt-level", "0"])
+    assert a.batches_l == [1, 8, 32] and a.profile_t == (1, 32, 32) and a.precisions == ["fp16"]
+    a = compare.parse_args(["--batches", "8,2", "--routes", "netdef,onnx", "--measure", "50"])
+    assert a.batches_l == [2, 8] and a.profile_t == (2, 8, 8) and a.measure_budget == Budget(50, 0.0)
+    for argv, message in [(["--quick", "--batches", "1,8"], "leave out --batches"),
+                          (["--precision", "int8"], "--precision"),
+                          (["--precision", "fp16,fp16"], "--precision"),
+                          (["--routes", "netdef,tvm"], "unknown"),
+                          (["--batches", "1,64", "--profile", "1:8:32"], r"does not cover batch size\(s\) \[64\]"),
+                          (["--opt-level", "7"], "--opt-level 7"),
+                          (["--measure", "0"], "--measure")]:
+        with pytest.raises(NetdefError, match=message):
+            compare.parse_args(argv)
+
+
+def test_compare_yolo_needs_the_reference(compare, monkeypatch, tmp_path):
+    monkeypatch.setattr(compare, "YOLO_REFERENCE", tmp_path / "yolo_reference.py")
+    with pytest.raises(NetdefError, match="yolo_reference.py"):
+        compare.load_model("yolov5s")
+    (tmp_path / "yolo_reference.py").write_text("def something_else():\n    pass\n")
+    with pytest.raises(NetdefError, match="something_else"):
+        compare.load_model("yolov5s")
+
+
+def test_onnx_route_engine_builds(compare, tmp_path):
+    """The ONNX route with the installed builder: same profile/precision plumbing as netdef, netdef container."""
+    pytest.importorskip("onnx")
+    torch = pytest.importorskip("torch")
+    model = compare.first_output(torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(),
+                                                     torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()))
+    onnx_path = tmp_path / "m.onnx"
+    compare.export_onnx(model, (3, 32, 32), onnx_path, half=False, exporter="legacy", log=lambda m: None)
+    from netdef.build import BuildOptions
+
+    meta = compare.build_onnx_engine(onnx_path, tmp_path / "m.engine", BuildOptions(batch=(1, 2, 4), opt_level=0),
+                                     "tiny (ONNX)", log=lambda m: None)
+    stored = engine_file.read_meta(tmp_path / "m.engine")
+    assert stored["options"]["batch"] == [1, 2, 4] and stored["route"] == "onnx"
+    assert meta["inputs"] == [{"name": "input", "shape": [-1, 3, 32, 32], "dtype": "float32"}]
+    assert meta["outputs"] == [{"name": "output", "shape": [-1, 8], "dtype": "float32"}]
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not an onnx file")
+    with pytest.raises(NetdefError, match="ONNX parser rejected"):
+        compare.build_onnx_engine(bad, tmp_path / "b.engine", BuildOptions(), "bad", log=lambda m: None)
+
+
+# ---------------------------------------------------------------- GPU
+
+@pytest.fixture(scope="module")
+def resnet18_engine(torchvision_wts, tmp_path_factory):
+    from netdef.build import BuildOptions, build_engine
+
+    model, wts = torchvision_wts("resnet18")
+    out = tmp_path_factory.mktemp("bench") / "resnet18_fp16.engine"
+    build_engine("resnet18", wts, out, BuildOptions(precision="fp16", batch=(1, 4, 4), opt_level=0), log=print)
+    return model, wts, out
+
+
+def check_record(doc: dict, batches: list[int], min_iters: int) -> None:
+    env = doc["environment"]
+    assert env["device"] and env["tensorrt"].startswith("tensorrt ") and env["torch"]
+    assert doc["engine"]["precision"] == "fp16" and doc["engine"]["options"]["batch"] == [1, 4, 4]
+    assert [r["batch"] for r in doc["results"]] == batches
+    for r in doc["results"]:
+        print(f"batch {r['batch']}: median {r['median_ms']:.3f} ms p99 {r['p99_ms']:.3f} ms "
+              f"{r['throughput']:.0f} img/s cv {r['cv']:.2%} iters {r['iters']}")
+        assert r["iters"] >= min_iters and r["warmup_iters"] >= 5
+        assert 0 < r["min_ms"] <= r["median_ms"] <= r["p90_ms"] <= r["p99_ms"] <= r["max_ms"] < 1000
+        assert r["throughput"] == pytest.approx(r["batch"] * 1000 / r["median_ms"])
+        assert 0 <= r["cv"] < 5
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("mode", [(), ("--cuda-graph",), ("--with-copies",), ("--cuda-graph", "--with-copies")])
+def test_bench_engine_on_gpu(resnet18_engine, tmp_path, mode):
+    _, _, engine = resnet18_engine
+    out = tmp_path / "bench.json"
+    a = bench_args(str(engine), "--batch", "1,4", "--iters", "30", "--warmup", "5", "--json", str(out), *mode)
+    assert a.func(a) == 0
+    doc = json.loads(out.read_text())
+    check_record(doc, [1, 4], 30)
+    assert doc["settings"]["cuda_graph"] == ("--cuda-graph" in mode)
+    assert doc["settings"]["with_copies"] == ("--with-copies" in mode)
+
+
+@pytest.mark.gpu
+def test_bench_builds_an_architecture_first(resnet18_engine, tmp_path):
+    _, wts, _ = resnet18_engine
+    out, engine = tmp_path / "arch.json", tmp_path / "r18.engine"
+    a = bench_args("resnet18", "--weights", str(wts), "--batch", "1,4", "--profile", "1:4:4", "--opt-level", "0",
+                   "--engine-out", str(engine), "--seconds", "0.2", "--warmup", "0.1s", "--json", str(out))
+    assert a.func(a) == 0 and engine.is_file()
+    check_record(json.loads(out.read_text()), [1, 4], 1)
+
+
+@pytest.mark.gpu
+def test_time_callable_on_gpu():
+    import torch
+
+    x = torch.randn(1024, 1024, device="cuda")
+    s = bench.time_callable(lambda: x @ x, None, Budget(3, 0.0), Budget(20, 0.0), batch=1)
+    assert s["iters"] == 20 and s["warmup_iters"] == 3 and 0 < s["min_ms"] <= s["median_ms"] <= s["p99_ms"]
+
+
+@pytest.mark.gpu
+def test_onnx_route_matches_pytorch_on_gpu(compare, resnet18_engine, tmp_path):
+    """The comparison's ONNX engine computes the same network: same outputs as PyTorch, timed like netdef's."""
+    pytest.importorskip("onnx")
+    from netdef.build import BuildOptions
+    from netdef.runtime import Engine
+    from netdef.verify import max_rel_error, torch_reference
+
+    model, _, _ = resnet18_engine
+    onnx_path = tmp_path / "r18.onnx"
+    compare.export_onnx(compare.first_output(model), (3, 224, 224), onnx_path, half=False, exporter="legacy",
+                        log=print)
+    engine = tmp_path / "r18_onnx.engine"
+    compare.build_onnx_engine(onnx_path, engine, BuildOptions(batch=(1, 2, 2), opt_level=0, tf32=False),
+                              "resnet18 (ONNX)", log=print)
+    x = np.random.default_rng(0).standard_normal((2, 3, 224, 224)).astype(np.float32)
+    err = max_rel_error(Engine(engine).infer(x, as_numpy=True)["output"], torch_reference(model, x))
+    print(f"ONNX route resnet18 fp32: max relative error vs PyTorch {err:.2e}")
+    assert err < 1e-3
+    stats = bench.bench_engine(engine, [2], bench.BenchSettings(Budget(2, 0.0), Budget(10, 0.0)))
+    assert stats[0]["iters"] == 10 and stats[0]["median_ms"] > 0

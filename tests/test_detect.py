@@ -1,0 +1,334 @@
+"""`netdef detect`: image discovery, YOLOv5 NMS in torch, box mapping, outputs, CLI; the whole path on the GPU."""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from netdef.detect import (Detector, OutputLayout, _plugin_thresholds, collect_images, decode_predictions,
+                           load_names, non_max_suppression, read_image, register, write_results)
+from netdef.errors import NetdefError
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("torchvision")
+PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
+
+
+def photo_files(folder: Path) -> list[Path]:
+    data = pytest.importorskip("skimage.data")
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, name in enumerate(PHOTOS):
+        p = folder / f"{name}.{'png' if i % 2 else 'jpg'}"
+        Image.fromarray(getattr(data, name)()).save(p)
+        paths.append(p)
+    return paths
+
+
+# ---------------------------------------------------------------- inputs
+
+def test_collect_images_files_and_folders(tmp_path):
+    from PIL import Image
+
+    (tmp_path / "d").mkdir()
+    for n in ("b.jpg", "a.PNG", "c.bmp"):
+        Image.new("RGB", (4, 3)).save(tmp_path / "d" / n)
+    (tmp_path / "d" / "notes.txt").write_text("x")
+    Image.new("RGB", (5, 6)).save(tmp_path / "one.png")
+    got = collect_images([tmp_path / "one.png", tmp_path / "d"])
+    assert [p.name for p in got] == ["one.png", "a.PNG", "b.jpg", "c.bmp"]
+    assert read_image(got[0]).shape == (6, 5, 3) and read_image(got[0]).dtype == np.uint8
+    with pytest.raises(NetdefError, match="no such image or folder"):
+        collect_images([tmp_path / "missing.jpg"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(NetdefError, match="holds no images"):
+        collect_images([tmp_path / "empty"])
+    with pytest.raises(NetdefError, match="cannot read image"):
+        read_image(tmp_path / "d" / "notes.txt")
+
+
+def test_load_names(tmp_path):
+    (tmp_path / "n.txt").write_text("person\n\nbicycle \ncar\n")
+    assert load_names(tmp_path / "n.txt") == ["person", "bicycle", "car"]
+    (tmp_path / "e.txt").write_text("\n")
+    with pytest.raises(NetdefError, match="no class names"):
+        load_names(tmp_path / "e.txt")
+
+
+# ---------------------------------------------------------------- post-processing
+
+def brute_force_nms(pred: np.ndarray, conf: float, iou: float, max_det: int):
+    """YOLOv5 non_max_suppression written out: filter, best class, sort, greedy per class."""
+    out = []
+    for x in pred:
+        cands = []
+        for row in x:
+            obj = row[4]
+            if not obj > conf:
+                continue
+            scores = row[5:] * obj
+            c = int(np.argmax(scores))
+            if scores[c] > conf:
+                cx, cy, w, h = row[:4]
+                cands.append((float(scores[c]), c, (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)))
+        cands.sort(key=lambda t: -t[0])
+        kept = []
+        for s, c, b in cands:
+            if all(k[1] != c or _iou(k[2], b) <= iou for k in kept):
+                kept.append((s, c, b))
+            if len(kept) == max_det:
+                break
+        out.append(kept)
+    return out
+
+
+def _iou(a, b):
+    w = max(min(a[2], b[2]) - max(a[0], b[0]), 0)
+    h = max(min(a[3], b[3]) - max(a[1], b[1]), 0)
+    inter = w * h
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else float(list(a) == list(b))  # boxes clipped flat: equal or not
+
+
+def test_non_max_suppression_matches_brute_force():
+    rng = np.random.default_rng(0)
+    pred = np.zeros((2, 400, 5 + 3), np.float32)
+    pred[..., :2] = rng.uniform(20, 100, (2, 400, 2))
+    pred[..., 2:4] = rng.uniform(10, 40, (2, 400, 2))
+    pred[..., 4:] = rng.uniform(0, 1, (2, 400, 4))
+    for conf, iou, max_det in ((0.25, 0.45, 300), (0.5, 0.3, 7)):
+        got = non_max_suppression(torch.from_numpy(pred), conf, iou, max_det)
+        ref = brute_force_nms(pred.astype(np.float64), conf, iou, max_det)
+        for (boxes, scores, classes), r in zip(got, ref):
+            assert len(boxes) == len(r) > 0
+            assert np.allclose(scores.numpy(), [k[0] for k in r], atol=1e-6)
+            assert classes.tolist() == [k[1] for k in r]
+            assert np.allclose(boxes.numpy(), [k[2] for k in r], atol=1e-4)
+        assert len(got[0][0]) <= max_det
+
+
+def test_decode_predictions_formula():
+    rng = np.random.default_rng(1)
+    anchors = np.array([[[10, 13], [16, 30]], [[30, 61], [62, 45]]], np.float32)
+    nc = 2
+    feats = [torch.from_numpy(rng.normal(0, 2, (1, 2 * (5 + nc), h, w)).astype(np.float32)) for h, w in ((4, 6), (2, 3))]
+    pred = decode_predictions(feats, anchors, [8, 16])
+    assert tuple(pred.shape) == (1, 2 * 24 + 2 * 6, 5 + nc)
+    sig = lambda v: 1 / (1 + np.exp(-v))  # noqa: E731
+    # level 1, anchor 1, cell (y=1, x=2): index 48 + (1*2 + 1)*3 + 2
+    t = feats[1].numpy()[0].reshape(2, 5 + nc, 2, 3)[1, :, 1, 2].astype(np.float64)
+    row = pred[0, 48 + (1 * 2 + 1) * 3 + 2].numpy()
+    expect = [(sig(t[0]) * 2 - 0.5 + 2) * 16, (sig(t[1]) * 2 - 0.5 + 1) * 16,
+              (sig(t[2]) * 2) ** 2 * 62, (sig(t[3]) * 2) ** 2 * 45, *sig(t[4:])]
+    assert np.allclose(row, expect, rtol=1e-5)
+
+
+def test_output_layout():
+    plugin = OutputLayout.of([("num_dets", (-1, 1)), ("boxes", (-1, 100, 4)), ("scores", (-1, 100)),
+                              ("classes", (-1, 100))])
+    assert plugin.kind == "plugin" and plugin.names["boxes"] == "boxes"
+    raw = OutputLayout.of([("output", (-1, 25200, 85))])
+    assert raw.kind == "raw" and raw.names == {"pred": "output"}
+    with pytest.raises(NetdefError, match=r"outputs prob \[-1, 1000\]: expected either the NMS plugin"):
+        OutputLayout.of([("prob", (-1, 1000))])
+
+
+def test_plugin_thresholds_can_only_be_tightened():
+    meta = {"plugins": [{"name": "yolo_decode_nms", "layers": [{"conf_thres": 0.25, "iou_thres": 0.45}]}]}
+    assert _plugin_thresholds(meta, "e", None, None) == (0.25, 0.45)
+    assert _plugin_thresholds(meta, "e", 0.5, 0.45) == (0.5, 0.45)
+    with pytest.raises(NetdefError, match="cannot lower it: rebuild with --set conf_thres=0.1"):
+        _plugin_thresholds(meta, "e", 0.1, None)
+    with pytest.raises(NetdefError, match="rebuild with --set iou_thres=0.6"):
+        _plugin_thresholds(meta, "e", None, 0.6)
+
+
+def centre_box_model(input_hw, nc=3, cls=1):
+    """A fake raw engine: one confident box covering the middle half of the (letterboxed) content."""
+    def infer(batch):
+        b = batch.shape[0]
+        pred = torch.zeros(b, 10, 5 + nc)
+        for i in range(b):
+            content = (batch[i].sub(114 / 255).abs().sum(0) > 1e-6).nonzero()  # non-grey pixels
+            if not len(content):  # a padding image
+                continue
+            (y0, x0), (y1, x1) = content.min(0).values.tolist(), content.max(0).values.tolist()
+            pred[i, 3, :4] = torch.tensor([(x0 + x1 + 1) / 2, (y0 + y1 + 1) / 2, (x1 + 1 - x0) / 2, (y1 + 1 - y0) / 2])
+            pred[i, 3, 4], pred[i, 3, 5 + cls] = 0.9, 0.8
+        return {"output": pred}
+    return infer
+
+
+def test_detector_maps_boxes_back_to_the_original_images():
+    photos = photo_files_arrays()
+    det = Detector(centre_box_model((320, 256)), (320, 256), OutputLayout("raw", {"pred": "output"}),
+                   batch_range=(4, 2 + 1), names=["a", "b", "c"])  # batches of 3, padded up to 4
+    res = det(photos, labels=[f"img{i}" for i in range(len(photos))])
+    assert [r["image"] for r in res] == [f"img{i}" for i in range(len(photos))]
+    for r, im in zip(res, photos):
+        h, w = im.shape[:2]
+        assert (r["height"], r["width"]) == (h, w) and r["classes"] == [1] and r["names"] == ["b"]
+        assert r["scores"] == [pytest.approx(0.72)]
+        # the middle half of the image, within the letterbox's resolution (1/ratio pixels)
+        tol = 2.5 * max(h / 320, w / 256)
+        assert np.allclose(r["boxes"][0], [w / 4, h / 4, 3 * w / 4, 3 * h / 4], atol=tol), (r["boxes"], (h, w))
+
+
+def photo_files_arrays() -> list[np.ndarray]:
+    data = pytest.importorskip("skimage.data")
+    return [getattr(data, n)() for n in PHOTOS]
+
+
+def test_detector_with_plugin_outputs_filters_and_truncates():
+    def infer(batch):
+        b = batch.shape[0]
+        boxes = torch.zeros(b, 5, 4)
+        boxes[:, :3] = torch.tensor([[0, 0, 64, 64], [10, 10, 20, 20], [30, 30, 60, 50]], dtype=torch.float32)
+        scores = torch.zeros(b, 5)
+        scores[:, :3] = torch.tensor([0.9, 0.6, 0.3])
+        return {"m/num_dets": torch.full((b, 1), 3, dtype=torch.int32), "m/boxes": boxes, "m/scores": scores,
+                "m/classes": torch.tensor([[2, 0, 1, 0, 0]] * b, dtype=torch.int32)}
+
+    layout = OutputLayout.of([(f"m/{n}", (-1, 5)) for n in ("num_dets", "boxes", "scores", "classes")])
+    img = np.zeros((64, 128, 3), np.uint8)  # letterboxed into 64x64: ratio 0.5, 16 px of padding on top
+    det = Detector(infer, (64, 64), layout, conf=0.5, max_det=5)
+    [r] = det([img])
+    assert r["scores"] == pytest.approx([0.9, 0.6]) and r["classes"] == [2, 0]
+    assert r["boxes"][0] == [0.0, 0.0, 128.0, 64.0] and r["boxes"][1] == [20.0, 0.0, 40.0, 8.0]
+    det.max_det = 1
+    assert len(det([img])[0]["boxes"]) == 1
+
+
+def test_write_results_and_drawing(tmp_path):
+    imgs = [np.full((40, 60, 3), 200, np.uint8), np.full((30, 30, 3), 50, np.uint8)]
+    results = [{"image": "x/a.jpg", "height": 40, "width": 60, "boxes": [[5.0, 5.0, 30.0, 20.0]], "scores": [0.9],
+                "classes": [0], "names": ["person"]},
+               {"image": "y/a.jpg", "height": 30, "width": 30, "boxes": [], "scores": [], "classes": [], "names": []}]
+    written = write_results(results, imgs, tmp_path / "out")
+    assert [p.name for p in written] == ["a.jpg", "a_2.jpg"]
+    saved = json.loads((tmp_path / "out" / "detections.json").read_text())
+    assert saved[0]["annotated"] == "a.jpg" and saved[0]["names"] == ["person"] and saved[1]["boxes"] == []
+    drawn = read_image(written[0])
+    assert drawn.shape == (40, 60, 3)
+    assert np.abs(drawn[5, 15].astype(int) - 200).max() > 30  # the box outline is drawn
+    assert np.abs(read_image(written[1]).astype(int) - 50).max() <= 3  # nothing drawn (JPEG noise only)
+
+
+def test_cli_register_and_run(tmp_path, monkeypatch):
+    import netdef.detect as d
+
+    paths = photo_files(tmp_path / "imgs")
+    (tmp_path / "names.txt").write_text("zero\none\ntwo\n")
+    seen = {}
+
+    def fake_engine_detector(engine, conf, iou, max_det, names):
+        seen.update(engine=engine, conf=conf, iou=iou, max_det=max_det)
+        return Detector(centre_box_model((320, 320)), (320, 320), OutputLayout("raw", {"pred": "output"}),
+                        conf=conf or 0.25, names=names)
+
+    monkeypatch.setattr(d, "engine_detector", fake_engine_detector)
+    parser = argparse.ArgumentParser(prog="netdef")
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["detect", "m.engine", str(tmp_path / "imgs"), "--out", str(tmp_path / "out"),
+                              "--names", str(tmp_path / "names.txt"), "--conf", "0.3"])
+    assert args.func(args) == 0
+    assert seen == {"engine": "m.engine", "conf": 0.3, "iou": None, "max_det": 300}
+    saved = json.loads((tmp_path / "out" / "detections.json").read_text())
+    assert sorted(Path(r["image"]).name for r in saved) == sorted(p.name for p in paths)
+    assert all(r["names"] == ["one"] for r in saved)
+    assert all((tmp_path / "out" / r["annotated"]).is_file() for r in saved)
+
+
+# ---------------------------------------------------------------- the whole path on the GPU
+
+NC = 4
+STRIDES = (8, 16, 32)
+ANCHORS = np.array([[[10, 13], [16, 30], [33, 23]], [[30, 61], [62, 45], [59, 119]],
+                    [[116, 90], [156, 198], [373, 326]]], np.float32)
+
+
+def tiny_detector_weights(seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    w = {}
+    for i in range(3):
+        c2 = 3 * (5 + NC)
+        w[f"m.{i}.weight"] = rng.normal(0, 3, (c2, 3, 1, 1)).astype(np.float32).ravel()
+        b = rng.normal(0, 1, (3, 5 + NC)).astype(np.float32)
+        b[:, 4] += 1.0
+        w[f"m.{i}.bias"] = b.ravel()
+    return w
+
+
+def tiny_torch_model(weights):
+    """The same network in torch: per level avg-pool(stride) + 1x1 conv -> raw maps -> YOLOv5 decode."""
+    import torch.nn.functional as F
+
+    def infer(batch):
+        feats = []
+        for i, s in enumerate(STRIDES):
+            w = torch.from_numpy(weights[f"m.{i}.weight"].reshape(-1, 3, 1, 1)).to(batch.device)
+            b = torch.from_numpy(weights[f"m.{i}.bias"]).to(batch.device)
+            feats.append(F.conv2d(F.avg_pool2d(batch, s), w, b))
+        return {"output": decode_predictions(feats, ANCHORS, STRIDES)}
+    return infer
+
+
+@pytest.mark.gpu
+def test_detect_engine_with_plugin_equals_torch_pipeline(tmp_path):
+    from test_plugins import build_test_engine
+
+    from netdef.detect import cmd_detect, detect, engine_detector
+    from netdef.plugins.yolo import add_yolo_decode_nms
+
+    h, w, conf, iou = 256, 320, 0.3, 0.45
+    weights = tiny_detector_weights()
+
+    def define(net):
+        x = net.input("images", (-1, 3, h, w))
+        raw = [net.conv(net.pool(x, "avg", s, s, 0, name=f"pool{s}"), f"m.{i}", 3 * (5 + NC), 1, bias=True)
+               for i, s in enumerate(STRIDES)]
+        return add_yolo_decode_nms(net, raw, ANCHORS, list(STRIDES), NC, "model.24", conf, iou, 300)
+
+    engine_path = tmp_path / "tiny.engine"
+    build_test_engine(engine_path, weights, define, "fp32", 3, tf32=False)  # exact fp32 convolutions
+    paths = photo_files(tmp_path / "imgs")
+    t0 = time.perf_counter()
+    got = detect(engine_path, [tmp_path / "imgs"], max_det=300)
+    t_engine = time.perf_counter() - t0
+    arrays = [read_image(p) for p in sorted(paths)]
+    ref_det = Detector(tiny_torch_model(weights), (h, w), OutputLayout("raw", {"pred": "output"}), conf=conf,
+                       iou=iou, max_det=300, batch_range=(1, 3), device=torch.device("cuda"))
+    tf32 = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        ref = ref_det(arrays, [str(p) for p in sorted(paths)])
+    finally:
+        torch.backends.cudnn.allow_tf32 = tf32
+    assert [r["image"] for r in got] == [r["image"] for r in ref]
+    total = matched = 0
+    for g, r in zip(got, ref):
+        assert len(g["boxes"]) == len(r["boxes"]), (g["image"], len(g["boxes"]), len(r["boxes"]))
+        total += len(r["boxes"])
+        for box, c, s in zip(r["boxes"], r["classes"], r["scores"]):
+            ok = [k for k, (b2, c2) in enumerate(zip(g["boxes"], g["classes"]))
+                  if c2 == c and _iou(box, b2) >= 0.99 and abs(g["scores"][k] - s) < 1e-3]
+            matched += bool(ok)
+    print(f"RESULT detect: {len(got)} photos, plugin engine {sum(len(g['boxes']) for g in got)} boxes, torch "
+          f"pipeline {total} boxes, matched {matched}/{total}; detect() incl. image reading {t_engine * 1e3:.0f} ms")
+    assert total > 0 and matched >= 0.99 * total
+    # the command line gives the same, and the engine's built-in thresholds are enforced
+    parser = argparse.ArgumentParser(prog="netdef")
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["detect", str(engine_path), *map(str, paths), "--out", str(tmp_path / "out")])
+    assert cmd_detect(args) == 0
+    saved = {r["image"]: r for r in json.loads((tmp_path / "out" / "detections.json").read_text())}
+    for g in got:
+        assert saved[g["image"]]["boxes"] == g["boxes"] and (tmp_path / "out" / saved[g["image"]]["annotated"]).is_file()
+    with pytest.raises(NetdefError, match="cannot lower it"):
+        engine_detector(engine_path, conf=0.1)

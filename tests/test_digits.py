@@ -1,0 +1,69 @@
+"""The digits example: LeNet trained on scikit-learn's digits, rebuilt as FP32/FP16/INT8 engines."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("sklearn")
+
+from netdef import trt_api  # noqa: E402
+from netdef.build import BuildOptions, define_network  # noqa: E402
+from netdef.digits import LeNet, accuracy, load_digits_data, run_digits, torch_logits, train_lenet  # noqa: E402
+from netdef.spec import load_spec  # noqa: E402
+
+def gpu(test):
+    """A GPU test: marked `gpu` (select with -m gpu), skipped without a CUDA GPU and full TensorRT."""
+    skip = pytest.mark.skipif(not trt_api.can_run_engines(), reason="needs a CUDA GPU and full TensorRT")
+    return pytest.mark.gpu(skip(test))
+
+
+def test_data_split():
+    d = load_digits_data(seed=0)
+    assert d["x_train"].shape == (1437, 1, 16, 16) and d["x_test"].shape == (360, 1, 16, 16)
+    assert d["x_train"].dtype == np.float32 and 0 <= d["x_train"].min() and d["x_train"].max() == 1.0
+    assert sorted(np.bincount(d["y_test"]))[0] >= 35  # stratified: every class in the test split
+    np.testing.assert_array_equal(load_digits_data(seed=0)["y_test"], d["y_test"])  # fixed seed
+
+
+def test_training_reaches_90_percent():
+    d = load_digits_data(seed=0)
+    model = train_lenet(d["x_train"], d["y_train"], epochs=10, seed=0)
+    acc = accuracy(torch_logits(model, d["x_test"]), d["y_test"])
+    print(f"RESULT digits PyTorch test accuracy after 10 epochs: {acc:.2%}")
+    assert acc >= 0.90
+
+
+def test_yaml_keys_match_the_module(tmp_path):
+    from netdef.export import export_wts
+
+    export_wts(LeNet(), tmp_path / "lenet.wts")
+    net = define_network(load_spec("lenet"), tmp_path / "lenet.wts", BuildOptions(), lambda m: None)  # strict keys
+    out = net.definition.get_output(0)
+    assert out.name == "logits" and tuple(out.shape) == (-1, 10)
+
+
+@pytest.mark.skipif(trt_api.can_run_engines(), reason="the machine-without-GPU path")
+def test_run_digits_without_gpu(tmp_path, capsys):
+    res = run_digits(tmp_path, epochs=3)
+    out = capsys.readouterr().out
+    assert set(res["engines"]) == {"fp32", "fp16", "int8"}
+    assert all((tmp_path / f"lenet_{p}.engine").is_file() for p in res["engines"])
+    assert res["calibration"] == "torch" and res["accuracy"] == {}
+    assert "PyTorch test accuracy" in out and "cannot run here" in out
+
+
+@gpu
+def test_run_digits_engines(tmp_path):
+    """FP32/FP16/INT8 engine accuracy next to PyTorch's; INT8 within 1 percentage point of FP32."""
+    res = run_digits(tmp_path)
+    acc = res["accuracy"]
+    print(f"RESULT digits test accuracy ({res['test_images']} images): PyTorch {res['torch_accuracy']:.2%}, "
+          + ", ".join(f"{p} engine {a:.2%}" for p, a in acc.items()))
+    print(f"RESULT digits engine vs PyTorch calibration (max method) largest amax difference: "
+          f"{res['calibration_agreement']:.2e}")
+    assert res["calibration"] == "engine"
+    assert abs(acc["fp32"] - res["torch_accuracy"]) <= 1 / 360 + 1e-9
+    assert abs(acc["fp16"] - acc["fp32"]) <= 0.01
+    assert abs(acc["int8"] - acc["fp32"]) <= 0.01
+    assert res["calibration_agreement"] < 1e-3  # the FP32 engine sees the same activations as PyTorch

@@ -1,0 +1,435 @@
+"""INT8 through Q/DQ: network definition, table checks, calibration data and the calibration runner.
+
+CPU tests inspect the network definitions (TensorRT-RTX here) and build Q/DQ engines with TensorRT-RTX;
+GPU tests (`-m gpu`) calibrate with the FP32 engine and compare INT8 with FP32 engines.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from netdef import trt_api
+from netdef.build import BuildOptions, build_engine, define_network
+from netdef.calibrate import (build_recording_engine, calibrate, calibrate_torch, calibration_batches,
+                              quantization_points, recording_network, register)
+from netdef.calibration import CalibrationTable, RangeCollector, compute_amax, per_channel_weight_scales
+from netdef.errors import NetdefError
+from netdef.network import fold_batchnorm
+from netdef.quantize import CALIB_PREFIX, fingerprint, network_input_shape
+from netdef.spec import load_spec
+from netdef.wts import read_wts, write_wts
+
+torch = pytest.importorskip("torch")
+trt = trt_api.module()
+LT = trt.LayerType
+
+
+def gpu(test):
+    """A GPU test: marked `gpu` (select with -m gpu), skipped without a CUDA GPU and full TensorRT."""
+    skip = pytest.mark.skipif(not trt_api.can_run_engines(), reason="needs a CUDA GPU and full TensorRT")
+    return pytest.mark.gpu(skip(test))
+
+
+# ---------------------------------------------------------------- helpers
+
+def _lenet(seed: int = 0):
+    from netdef.digits import LeNet
+
+    torch.manual_seed(seed)
+    model = LeNet().eval()
+    from netdef.export import randomize_batchnorm
+
+    randomize_batchnorm(model, seed)
+    return model
+
+
+@pytest.fixture(scope="module")
+def lenet_wts(tmp_path_factory) -> tuple[object, Path]:
+    from netdef.export import export_wts
+
+    model = _lenet()
+    path = tmp_path_factory.mktemp("lenet") / "lenet.wts"
+    export_wts(model, path)
+    return model, path
+
+
+@pytest.fixture(scope="module")
+def resnet18_wts(tmp_path_factory) -> Path:
+    from netdef.export import export_wts, load_source, randomize_batchnorm
+
+    model = load_source("torchvision:resnet18")
+    randomize_batchnorm(model, 0)
+    path = tmp_path_factory.mktemp("r18") / "resnet18.wts"
+    export_wts(model, path)
+    return path
+
+
+def synthetic_table(arch: str, wts: Path, path: Path, input_hw=None) -> CalibrationTable:
+    """A valid table with a distinct amax per point (1.0, 1.25, 1.5, ...)."""
+    spec = load_spec(arch)
+    points = quantization_points(arch, wts, input_hw)
+    amax = {k: 1.0 + 0.25 * i for i, k in enumerate(points)}
+    table = CalibrationTable(fingerprint(spec, wts, network_input_shape(spec, input_hw)), "max", amax)
+    table.save(path)
+    return table
+
+
+def int8_network(arch: str, wts: Path, table: Path, **kw):
+    return define_network(load_spec(arch), wts, BuildOptions(precision="int8", calibration=str(table), **kw),
+                          lambda m: None)
+
+
+class Graph:
+    """Layers of a network definition by name, and each tensor's producing layer."""
+
+    def __init__(self, definition):
+        self.layers = [definition.get_layer(i) for i in range(definition.num_layers)]
+        self.by_name = {layer.name: layer for layer in self.layers}
+        self.producer = {layer.get_output(j).name: layer for layer in self.layers for j in range(layer.num_outputs)}
+
+    def source(self, layer, index: int):
+        return self.producer.get(layer.get_input(index).name)
+
+    def constant(self, layer) -> np.ndarray:
+        assert layer.type == LT.CONSTANT, layer.name
+        layer.__class__ = trt.IConstantLayer
+        w = layer.weights
+        shape = tuple(layer.get_output(0).shape)
+        return np.array(w.numpy() if hasattr(w, "numpy") else w, dtype=np.float64).reshape(shape)
+
+    def dq_scale(self, tensor_layer) -> tuple[np.ndarray, int]:
+        """(scale values, axis) of a DQ layer whose input comes from a Q layer with the same scale."""
+        assert tensor_layer.type == LT.DEQUANTIZE, tensor_layer.name
+        q = self.source(tensor_layer, 0)
+        assert q.type == LT.QUANTIZE, q.name
+        assert q.get_input(1).name == tensor_layer.get_input(1).name  # Q and DQ share one scale
+        tensor_layer.__class__ = trt.IDequantizeLayer
+        return self.constant(self.source(tensor_layer, 1)), tensor_layer.axis
+
+    def of_type(self, kind):
+        return [layer for layer in self.layers if layer.type == kind]
+
+
+# ---------------------------------------------------------------- Q/DQ network definition
+
+def test_lenet_qdq_definition(lenet_wts, tmp_path):
+    model, wts = lenet_wts
+    table = synthetic_table("lenet", wts, tmp_path / "t.json")
+    net = int8_network("lenet", wts, tmp_path / "t.json")
+    g = Graph(net.definition)
+    weights = read_wts(wts)
+    assert list(table.amax) == ["conv1", "conv2", "fc1", "fc2"]
+    for conv, bn in (("conv1", "bn1"), ("conv2", "bn2")):
+        layer = g.by_name[conv]
+        assert layer.type == LT.CONVOLUTION
+        x_scale, _ = g.dq_scale(g.source(layer, 0))
+        np.testing.assert_allclose(x_scale, table.amax[conv] / 127, rtol=1e-6)
+        assert x_scale.shape == ()  # per tensor
+        dq_w = g.source(layer, 1)
+        assert dq_w is not None and dq_w.name == f"{conv}/weight_dequantize"  # the kernel is a DQ output
+        w_scale, axis = g.dq_scale(dq_w)
+        c2 = w_scale.size
+        w = weights[f"{conv}.weight"].reshape(c2, -1, 3, 3)
+        folded, _ = fold_batchnorm(w, None, *(weights[f"{bn}.{n}"] for n in
+                                              ("weight", "bias", "running_mean", "running_var")), eps=1e-5)
+        assert axis == 0
+        np.testing.assert_allclose(w_scale, per_channel_weight_scales(folded), rtol=1e-6)
+        np.testing.assert_allclose(g.constant(g.source(g.source(dq_w, 0), 0)).ravel(), folded.ravel(), rtol=1e-6)
+    for fc in ("fc1", "fc2"):
+        mm = g.by_name[fc]
+        assert mm.type == LT.MATRIX_MULTIPLY
+        x_scale, _ = g.dq_scale(g.source(mm, 0))
+        np.testing.assert_allclose(x_scale, table.amax[fc] / 127, rtol=1e-6)
+        w_scale, axis = g.dq_scale(g.source(mm, 1))
+        assert axis == 0
+        np.testing.assert_allclose(w_scale, per_channel_weight_scales(weights[f"{fc}.weight"].reshape(w_scale.size, -1)),
+                                   rtol=1e-6)
+    # 4 activations + 4 weights, each one Q and one DQ
+    assert len(g.of_type(LT.QUANTIZE)) == len(g.of_type(LT.DEQUANTIZE)) == 8
+
+
+def test_resnet18_qdq_definition(resnet18_wts, tmp_path):
+    table = synthetic_table("resnet18", resnet18_wts, tmp_path / "t.json")
+    points = quantization_points("resnet18", resnet18_wts)
+    convs = [k for k, kind in points.items() if kind == "conv"]
+    residuals = [k for k, kind in points.items() if kind == "residual"]
+    # 20 convolutions; layer2/3/4.0.downsample.0 share conv1's input, so only 17 activation points of kind conv
+    assert len(convs) == 17 and "layer2.0.downsample.0" not in convs and "conv1" in convs
+    # identity shortcuts reuse the block input's Q/DQ (made for conv1): only downsample outputs are new points
+    assert residuals == ["layer2.0/add", "layer3.0/add", "layer4.0/add"]
+    assert points["fc"] == "linear"
+    net = int8_network("resnet18", resnet18_wts, tmp_path / "t.json")
+    g = Graph(net.definition)
+    conv_layers = g.of_type(LT.CONVOLUTION)
+    assert len(conv_layers) == 20
+    for layer in conv_layers:  # every kernel is a per-channel DQ output, every input a per-tensor DQ output
+        w_scale, axis = g.dq_scale(g.source(layer, 1))
+        assert axis == 0 and w_scale.shape == (layer.get_output(0).shape[1],)
+        x_scale, _ = g.dq_scale(g.source(layer, 0))
+        assert x_scale.shape == ()
+    ds = g.by_name["layer2.0.downsample.0"]
+    assert g.source(ds, 0).name == "layer2.0.conv1/input_dequantize"  # shared with conv1
+    for key in [f"layer{i}.{j}/add" for i in range(1, 5) for j in range(2)]:
+        add = g.by_name[key]
+        main, shortcut = g.source(add, 0), g.source(add, 1)
+        assert main.type == LT.CONVOLUTION and main.name.endswith(("conv2", "conv3"))  # fusable, unquantized
+        assert shortcut.type == LT.DEQUANTIZE  # the shortcut input is quantized
+        scale, _ = g.dq_scale(shortcut)
+        expected = table.amax.get(key, None)
+        if shortcut.name == f"{key}/input_dequantize":
+            np.testing.assert_allclose(scale, expected / 127, rtol=1e-6)
+        else:  # the shortcut is the block input, already quantized for the block's first convolution
+            assert key not in table.amax and shortcut.name.endswith("conv1/input_dequantize")
+    # layer1.0: identity shortcut shares conv1's Q/DQ; layer2.0: the downsample conv output gets its own
+    assert g.source(g.by_name["layer1.0/add"], 1).name == "layer1.0.conv1/input_dequantize"
+    assert g.source(g.source(g.by_name["layer2.0/add"], 1), 0).type == LT.QUANTIZE
+    assert g.source(g.source(g.source(g.by_name["layer2.0/add"], 1), 0), 0).name == "layer2.0.downsample.0"
+
+
+def test_recording_network_marks_points(resnet18_wts):
+    net, points = recording_network(load_spec("resnet18"), resnet18_wts)
+    d = net.definition
+    outputs = [d.get_output(i).name for i in range(d.num_outputs)]
+    assert outputs[-1] == "logits" and sorted(outputs[:-1]) == sorted(CALIB_PREFIX + k for k in points)
+    g = Graph(d)
+    assert not g.of_type(LT.QUANTIZE)
+    assert all(layer.get_input(1) is None for layer in g.of_type(LT.CONVOLUTION))  # plain weights
+    assert g.source(g.by_name["layer2.0/add/calib"], 0).name == "layer2.0.downsample.0"
+
+
+def test_build_int8_engine(lenet_wts, tmp_path):
+    """TensorRT-RTX (CPU) and full TensorRT both build Q/DQ networks."""
+    _, wts = lenet_wts
+    synthetic_table("lenet", wts, tmp_path / "t.json")
+    opts = BuildOptions(precision="int8", calibration=str(tmp_path / "t.json"), batch=(1, 4, 8), opt_level=0)
+    res = build_engine("lenet", wts, tmp_path / "lenet_int8.engine", opts, log=lambda m: None)
+    assert res.built and res.path.stat().st_size > 10_000 and res.meta["precision"] == "int8"
+    assert res.meta["outputs"][0]["name"] == "logits" and res.meta["outputs"][0]["dtype"] == "float32"
+    # a changed table changes the build key: the engine is rebuilt, not kept
+    t = json.loads((tmp_path / "t.json").read_text())
+    t["amax"]["conv2"] *= 2
+    (tmp_path / "t.json").write_text(json.dumps(t))
+    assert build_engine("lenet", wts, tmp_path / "lenet_int8.engine", opts, log=lambda m: None).built
+
+
+def test_build_int8_resnet18(resnet18_wts, tmp_path):
+    synthetic_table("resnet18", resnet18_wts, tmp_path / "t.json")
+    opts = BuildOptions(precision="int8", calibration=str(tmp_path / "t.json"), opt_level=0)
+    res = build_engine("resnet18", resnet18_wts, tmp_path / "r18.engine", opts, log=lambda m: None)
+    assert res.built and res.path.is_file()
+
+
+# ---------------------------------------------------------------- table errors
+
+def test_missing_table_says_how_to_calibrate(lenet_wts, tmp_path):
+    _, wts = lenet_wts
+    with pytest.raises(NetdefError, match="needs a calibration table.*netdef calibrate"):
+        define_network(load_spec("lenet"), wts, BuildOptions(precision="int8"), lambda m: None)
+    with pytest.raises(NetdefError, match="not found"):
+        int8_network("lenet", wts, tmp_path / "nope.json")
+
+
+def test_fingerprint_mismatch(lenet_wts, tmp_path):
+    _, wts = lenet_wts
+    synthetic_table("lenet", wts, tmp_path / "t.json")
+    with pytest.raises(NetdefError, match="different network"):  # other input size
+        int8_network("lenet", wts, tmp_path / "t.json", input_hw=(32, 32))
+    other = tmp_path / "other.wts"
+    tensors = read_wts(wts)
+    tensors["fc2.bias"] = tensors["fc2.bias"] + 1e-3  # retrained weights, same architecture
+    write_wts(other, tensors)
+    with pytest.raises(NetdefError, match="different network"):
+        int8_network("lenet", other, tmp_path / "t.json")
+    spec = load_spec("lenet")
+    assert fingerprint(spec, wts, (1, 16, 16)) != fingerprint(spec, wts, (1, 32, 32))
+    assert fingerprint(spec, wts, (1, 16, 16)) == fingerprint(spec, wts, [1, 16, 16])
+
+
+def test_table_without_a_point(lenet_wts, tmp_path):
+    _, wts = lenet_wts
+    table = synthetic_table("lenet", wts, tmp_path / "t.json")
+    del table.amax["fc1"]
+    table.save(tmp_path / "t.json")
+    with pytest.raises(NetdefError, match="no range for 'fc1'.*recalibrate"):
+        int8_network("lenet", wts, tmp_path / "t.json")
+
+
+# ---------------------------------------------------------------- calibration without a GPU
+
+def test_calibration_from_known_arrays_reaches_the_network(lenet_wts, tmp_path):
+    """Synthetic collectors -> compute_amax -> table -> the Q/DQ scales in the network."""
+    _, wts = lenet_wts
+    spec = load_spec("lenet")
+    points = quantization_points("lenet", wts)
+    rng = np.random.default_rng(0)
+    known = {k: (i + 1) * 0.5 for i, k in enumerate(points)}
+    batches = [{k: rng.uniform(-m, m, 1000) * (0.9 if b else 1.0) for k, m in known.items()} for b in range(3)]
+    for k, m in known.items():
+        batches[1][k][7] = m  # the exact maximum, in the middle batch
+    collectors = {k: RangeCollector(name=k) for k in points}
+    for batch in batches:
+        for k, x in batch.items():
+            collectors[k].update(x)
+    amax = compute_amax(collectors, "max")
+    assert amax == pytest.approx(known)
+    CalibrationTable(fingerprint(spec, wts, spec.input_shape), "max", amax).save(tmp_path / "t.json")
+    g = Graph(int8_network("lenet", wts, tmp_path / "t.json").definition)
+    for k, m in known.items():
+        np.testing.assert_allclose(g.dq_scale(g.by_name[f"{k}/input_dequantize"])[0], m / 127, rtol=1e-6)
+
+
+def test_calibrate_torch_ranges_are_module_inputs(lenet_wts, tmp_path):
+    model, wts = lenet_wts
+    x = np.random.default_rng(1).uniform(0, 1, (40, 1, 16, 16)).astype(np.float32)
+    x[3, 0, 5, 5] = 1.5
+    seen = {}
+    hooks = [getattr(model, n).register_forward_pre_hook(lambda m, i, n=n: seen.setdefault(n, []).append(i[0]))
+             for n in ("conv1", "conv2", "fc1", "fc2")]
+    with torch.no_grad():
+        model(torch.from_numpy(x))
+    for h in hooks:
+        h.remove()
+    table = calibrate_torch(model, "lenet", wts, [x[:16], x[16:]], tmp_path / "t.json", method="max",
+                            log=lambda m: None)
+    assert table.amax["conv1"] == pytest.approx(1.5)
+    for n in ("conv2", "fc1", "fc2"):
+        assert table.amax[n] == pytest.approx(float(torch.cat(seen[n]).abs().max()), rel=1e-6)
+    assert table.meta["images"] == 40 and table.meta["batches"] == 2
+    loaded = CalibrationTable.load(tmp_path / "t.json", expect_fingerprint=fingerprint(load_spec("lenet"), wts, (1, 16, 16)))
+    assert loaded.amax == pytest.approx(table.amax)
+    entropy = calibrate_torch(model, "lenet", wts, [x], tmp_path / "e.json", log=lambda m: None)
+    assert entropy.method == "entropy" and all(0 < entropy.amax[k] <= table.amax[k] + 1e-9 for k in table.amax)
+
+
+def test_calibrate_torch_refuses_residual_points(resnet18_wts, tmp_path):
+    from netdef.export import load_source
+
+    with pytest.raises(NetdefError, match="residual.*netdef calibrate"):
+        calibrate_torch(load_source("torchvision:resnet18"), "resnet18", resnet18_wts, [], tmp_path / "t.json")
+
+
+@pytest.mark.skipif(trt_api.can_run_engines(), reason="checks the error on a machine without a GPU")
+def test_calibrate_needs_a_gpu(lenet_wts, tmp_path):
+    _, wts = lenet_wts
+    np.save(tmp_path / "x.npy", np.zeros((4, 1, 16, 16), np.float32))
+    with pytest.raises(NetdefError, match="CUDA GPU.*calibrate_torch"):
+        calibrate("lenet", wts, tmp_path / "x.npy", tmp_path / "t.json", log=lambda m: None)
+    assert not (tmp_path / "t.json").exists()
+
+
+def test_recording_engine_builds(lenet_wts, tmp_path):
+    from netdef.engine_file import read_meta
+
+    _, wts = lenet_wts
+    points = build_recording_engine(load_spec("lenet"), wts, tmp_path / "c.engine", batch=4)
+    meta = read_meta(tmp_path / "c.engine")
+    assert meta["calibration_points"] == points and meta["options"]["batch"] == [1, 4, 4]
+
+
+# ---------------------------------------------------------------- calibration data
+
+def test_image_folder(tmp_path):
+    from PIL import Image
+
+    (tmp_path / "imgs" / "cls_a").mkdir(parents=True)
+    red = np.zeros((10, 20, 3), np.uint8)
+    red[..., 0] = 255
+    Image.fromarray(red).save(tmp_path / "imgs" / "cls_a" / "a.png")
+    Image.fromarray(np.full((7, 7, 3), 51, np.uint8)).save(tmp_path / "imgs" / "b.jpg", quality=100)
+    (tmp_path / "imgs" / "notes.txt").write_text("not an image")
+    n, it = calibration_batches(tmp_path / "imgs", (3, 4, 6), 1)
+    batches = list(it)
+    assert n == 2 and [b.shape for b in batches] == [(1, 3, 4, 6)] * 2 and batches[0].dtype == np.float32
+    np.testing.assert_allclose(batches[1][0, :, 0, 0], [1, 0, 0], atol=1e-6)  # a.png (sorted: b.jpg first)
+    np.testing.assert_allclose(batches[0], 0.2, atol=0.01)
+    n, it = calibration_batches(tmp_path / "imgs", (3, 4, 6), 8, mean=[0.5], std=[0.5, 0.25, 0.5])
+    b = next(it)
+    np.testing.assert_allclose(b[1, :, 0, 0], [1.0, -2.0, -1.0], atol=1e-5)
+    n, it = calibration_batches(tmp_path / "imgs", (1, 4, 4), 8)
+    assert next(it).shape == (2, 1, 4, 4)  # grayscale for a 1-channel input
+    with pytest.raises(NetdefError, match="--std has 2 values"):
+        calibration_batches(tmp_path / "imgs", (3, 4, 6), 8, std=[1, 2])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(NetdefError, match="no images"):
+        calibration_batches(tmp_path / "empty", (3, 4, 6), 8)
+
+
+def test_arrays(tmp_path):
+    x = np.arange(5 * 2 * 3 * 3, dtype=np.float32).reshape(5, 2, 3, 3)
+    np.save(tmp_path / "x.npy", x)
+    np.savez(tmp_path / "x.npz", x=x, y=np.zeros(5))
+    torch.save(torch.from_numpy(x), tmp_path / "x.pt")
+    for name in ("x.npy", "x.npz", "x.pt"):
+        n, it = calibration_batches(tmp_path / name, (2, 3, 3), 2)
+        got = list(it)
+        assert n == 5 and [len(b) for b in got] == [2, 2, 1]
+        np.testing.assert_array_equal(np.concatenate(got), x)
+    n, it = calibration_batches(tmp_path / "x.npy", (2, 3, 3), 16, max_images=3)
+    sub = next(it)
+    assert n == 3 and len(sub) == 3 and len({float(s[0, 0, 0]) for s in sub}) == 3
+    with pytest.raises(NetdefError, match=r"has shape \(5, 2, 3, 3\).*\(N, 3, 3, 3\)"):
+        calibration_batches(tmp_path / "x.npy", (3, 3, 3), 2)
+    with pytest.raises(NetdefError, match="used as given"):
+        calibration_batches(tmp_path / "x.npy", (2, 3, 3), 2, mean=[0.5])
+    with pytest.raises(NetdefError, match="not found"):
+        calibration_batches(tmp_path / "missing.npy", (2, 3, 3), 2)
+
+
+def test_cli_register(monkeypatch):
+    import netdef.calibrate as cal
+
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="command")
+    register(sub)
+    a = parser.parse_args(["calibrate", "lenet", "-w", "l.wts", "-d", "imgs", "-o", "t.json", "--method", "max",
+                           "--input-shape", "32,32", "--mean", "0.5", "--max-images", "64"])
+    calls = {}
+    monkeypatch.setattr(cal, "calibrate", lambda *args, **kw: calls.update(args=args, kw=kw) or
+                        CalibrationTable("f", "max", {"a": 1.0}, {"images": 64}))
+    assert a.func(a) == 0
+    assert calls["args"] == ("lenet", "l.wts", "imgs", "t.json")
+    assert calls["kw"]["method"] == "max" and calls["kw"]["input_hw"] == [32, 32] and calls["kw"]["mean"] == [0.5]
+    assert calls["kw"]["max_images"] == 64 and calls["kw"]["std"] is None
+    with pytest.raises(SystemExit):
+        parser.parse_args(["calibrate", "lenet", "-w", "l.wts", "-d", "x", "-o", "t", "--method", "minmax"])
+    a = parser.parse_args(["calibrate", "lenet", "-w", "l.wts", "-d", "imgs", "-o", "t.json", "--input-shape", "3"])
+    with pytest.raises(NetdefError, match="--input-shape '3'"):
+        a.func(a)
+
+
+# ---------------------------------------------------------------- GPU
+
+@gpu
+def test_resnet50_int8_vs_fp32(tmp_path):
+    """ResNet-50 (random weights, random BN) calibrated on 64 random images: INT8 output cosine >= 0.99."""
+    import time
+
+    from netdef.export import export_wts, load_source, randomize_batchnorm
+    from netdef.runtime import Engine
+    from netdef.verify import cosine
+
+    t0 = time.perf_counter()
+    model = load_source("torchvision:resnet50")
+    randomize_batchnorm(model, 0)
+    wts = tmp_path / "resnet50.wts"
+    export_wts(model, wts)
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "calib.npy", rng.standard_normal((64, 3, 224, 224)).astype(np.float32))
+    table = calibrate("resnet50", wts, tmp_path / "calib.npy", tmp_path / "table.json", method="entropy", batch=16)
+    assert table.meta["images"] == 64 and len(table.amax) == len(quantization_points("resnet50", wts))
+    outs = {}
+    x = rng.standard_normal((8, 3, 224, 224)).astype(np.float32)
+    for precision in ("fp32", "int8"):
+        opts = BuildOptions(precision=precision, batch=(1, 8, 8), opt_level=0, tf32=False,
+                            calibration=str(tmp_path / "table.json") if precision == "int8" else None)
+        res = build_engine("resnet50", wts, tmp_path / f"r50_{precision}.engine", opts)
+        outs[precision] = Engine(res.path).infer(x, as_numpy=True)["logits"]
+    cos = cosine(outs["int8"], outs["fp32"])
+    top1 = float((outs["int8"].argmax(1) == outs["fp32"].argmax(1)).mean())
+    print(f"RESULT resnet50 int8 vs fp32 engine: cosine {cos:.5f}, top-1 agreement {top1:.3f} "
+          f"({len(table.amax)} calibrated tensors, {time.perf_counter() - t0:.0f} s)")
+    assert cos >= 0.99

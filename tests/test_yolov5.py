@@ -1,0 +1,354 @@
+"""YOLOv5 architectures against Ultralytics' own model definition (random weights, random BatchNorm).
+
+CPU: every architectures/yolov5*.yaml defines a network that consumes exactly the reference state_dict
+(strict key accounting, shapes checked), the small ones build and serialize (fp32, fp16, 640x480, nc=3),
+the Detect constants (anchors, strides, grids) and the plugin hand-off are checked, and an Ultralytics-style
+checkpoint exports. GPU (`-m gpu`): engines vs the reference's `model(x)[0]`; prints RESULT lines.
+
+Needs `pip install --no-deps yolov5==7.0.14` (the reference); without it these tests skip.
+"""
+from __future__ import annotations
+
+import gc
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+import yolo_reference as ref
+from netdef.build import BuildOptions, build_engine
+from netdef.errors import NetdefError
+from netdef.network import Network
+from netdef.registry import get_block
+from netdef.spec import build_network, load_spec
+from netdef.wts import read_wts, write_wts
+
+pytestmark = pytest.mark.skipif(not ref.yolov5_available(),
+                                reason="needs the reference: pip install --no-deps yolov5==7.0.14")
+
+SIZES = "nsmlx"
+ALL = [f"yolov5{s}{v}" for v in ("", "6", "-v5") for s in SIZES]
+BUILT = {"yolov5n", "yolov5s", "yolov5n6", "yolov5s6", "yolov5n-v5", "yolov5s-v5"}  # others: define only
+ARCH = Path(__file__).resolve().parent.parent / "architectures"
+
+
+def n_boxes(na: int, hw: tuple[int, int], strides: list[int]) -> int:
+    return na * sum((hw[0] // s) * (hw[1] // s) for s in strides)
+
+
+def strides_of(name: str) -> list[int]:
+    return [8, 16, 32, 64] if name.endswith("6") else [8, 16, 32]
+
+
+def define(spec_path, sd: dict, precision: str = "fp32", input_hw=None, **extra) -> tuple[Network, list[str]]:
+    """define_network without a .wts file: the reference state_dict as the weights."""
+    weights = {k: v.float().numpy() for k, v in sd.items()}
+    net = Network(weights, precision=precision, source="reference state_dict")
+    net.build_options = BuildOptions(precision=precision, input_hw=input_hw, extra=dict(extra))
+    outputs = build_network(load_spec(spec_path), net, input_hw)
+    return net, outputs
+
+
+@pytest.fixture(scope="module")
+def models():
+    """name -> (reference model, state_dict), built once per module."""
+    cache: dict[tuple, tuple] = {}
+
+    def get(name: str, nc: int | None = None, v5_buffers: bool = False):
+        key = (name, nc, v5_buffers)
+        if key in cache:
+            return cache[key]
+        made = ref.reference_model(name, nc=nc, v5_buffers=v5_buffers)
+        if name in BUILT or name == "yolov5m":  # the large ones are used once: not kept (memory)
+            cache[key] = made
+        return made
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def wts(models, tmp_path_factory):
+    d = tmp_path_factory.mktemp("yolo_wts")
+    cache: dict[str, Path] = {}
+
+    def get(name: str) -> Path:
+        if name not in cache:
+            cache[name] = d / f"{name}.wts"
+            write_wts(cache[name], models(name)[1])
+        return cache[name]
+
+    return get
+
+
+# ---------------------------------------------------------------- blocks and YAMLs
+
+def test_blocks_registered_under_ultralytics_names():
+    from netdef.blocks import common, yolo
+
+    assert get_block("nn.Upsample").fn is common.upsample is get_block("Upsample").fn
+    assert get_block("Concat").fn is common.concat
+    for name in ("Conv", "Bottleneck", "C3", "SPP", "SPPF", "Focus"):
+        assert get_block(name).width_args == ("c2",), name
+    assert get_block("C3").repeat_arg == "n" and get_block("Detect").fn is yolo.detect
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_yaml_rows_scale_like_parse_model(name):
+    """Our rows after depth/width scaling == the arguments Ultralytics' parse_model gives each module."""
+    spec = load_spec(name)
+    cfg = ref.reference_cfg(name)
+    ours = yaml.safe_load(spec.text)
+    for key in ("nc", "depth_multiple", "width_multiple", "anchors"):
+        assert ours[key] == cfg[key], key
+    assert spec.input_shape == ((3, 1280, 1280) if name.endswith("6") else (3, 640, 640))
+    rows = cfg["backbone"] + cfg["head"]
+    assert len(spec.rows) == len(rows)
+    gd, gw = cfg["depth_multiple"], cfg["width_multiple"]
+    for row, (frm, n, module, args) in zip(spec.rows, rows):
+        assert row.block.name == module
+        assert row.sources == [row.index + f if f < 0 else f for f in (frm if isinstance(frm, list) else [frm])]
+        n = max(round(n * gd), 1) if n > 1 else n
+        if module in ("Conv", "C3", "SPP", "SPPF", "Focus", "Bottleneck"):
+            c2 = int(np.ceil(args[0] * gw / 8) * 8)
+            expected = [c2, n, *args[1:]] if module == "C3" else [c2, *args[1:]]
+            assert (row.args, row.number) == (expected, 1 if module == "C3" else n), row.index
+        elif module == "Detect":
+            assert row.args == [cfg["nc"], cfg["anchors"]]
+
+
+# ---------------------------------------------------------------- key accounting and shapes (CPU)
+
+@pytest.mark.parametrize("name", ALL)
+def test_network_consumes_exactly_the_reference_state_dict(name, models):
+    model, sd = models(name)
+    net, outputs = define(name, sd)
+    assert net.check_keys(strict=True) == []
+    assert net.used == set(sd), (set(sd) ^ net.used)
+    hw = (1280, 1280) if name.endswith("6") else (640, 640)
+    assert outputs == ["output"]
+    assert tuple(net.definition.get_output(0).shape) == (-1, n_boxes(3, hw, strides_of(name)), 85)
+    assert [float(s) for s in model.stride] == strides_of(name)
+    del model, sd, net
+    gc.collect()
+
+
+@pytest.mark.parametrize("name", sorted(BUILT))
+def test_build_serializes(name, wts, tmp_path):
+    res = build_engine(name, wts(name), tmp_path / f"{name}.engine", BuildOptions(opt_level=0, batch=(1, 1, 2)))
+    hw = (1280, 1280) if name.endswith("6") else (640, 640)
+    assert res.meta["outputs"] == [{"name": "output", "shape": [-1, n_boxes(3, hw, strides_of(name)), 85],
+                                    "dtype": "float32"}]
+    assert res.meta["inputs"][0]["name"] == "images" and res.path.stat().st_size > 1e6
+
+
+@pytest.mark.parametrize("name, hw", [("yolov5s", (480, 640)), ("yolov5s-v5", (480, 640)), ("yolov5s6", (768, 1280))])
+def test_non_square_input(name, hw, wts, tmp_path):
+    res = build_engine(name, wts(name), tmp_path / "e.engine", BuildOptions(opt_level=0, input_hw=hw))
+    assert res.meta["inputs"][0]["shape"] == [-1, 3, *hw]
+    assert res.meta["outputs"][0]["shape"] == [-1, n_boxes(3, hw, strides_of(name)), 85]
+
+
+def test_fp16_build(wts, tmp_path):
+    res = build_engine("yolov5s", wts("yolov5s"), tmp_path / "e.engine", BuildOptions(precision="fp16", opt_level=0))
+    assert res.meta["precision"] == "fp16" and res.meta["outputs"][0]["dtype"] == "float32"
+    assert res.meta["outputs"][0]["shape"] == [-1, 25200, 85]
+
+
+def custom_nc_yaml(tmp_path, name: str = "yolov5s", nc: int = 3) -> Path:
+    text = (ARCH / f"{name}.yaml").read_text()
+    assert "\nnc: 80 " in text
+    path = tmp_path / f"{name}-nc{nc}.yaml"
+    path.write_text(text.replace("\nnc: 80 ", f"\nnc: {nc} "))
+    return path
+
+
+def test_custom_class_count_from_yaml_alone(models, tmp_path):
+    arch = custom_nc_yaml(tmp_path)
+    _, sd = models("yolov5s", nc=3)
+    write_wts(tmp_path / "nc3.wts", sd)
+    res = build_engine(arch, tmp_path / "nc3.wts", tmp_path / "nc3.engine", BuildOptions(opt_level=0))
+    assert res.meta["outputs"][0]["shape"] == [-1, 25200, 8]
+    with pytest.raises(NetdefError, match=r"trained with nc=3; set `nc:`"):
+        define("yolov5s", sd)  # nc: 80 YAML, nc=3 weights
+
+
+# ---------------------------------------------------------------- Detect constants, anchors, plugin hand-off
+
+def recorded_constants(monkeypatch) -> dict[str, np.ndarray]:
+    seen: dict[str, np.ndarray] = {}
+    original = Network.constant
+
+    def constant(self, arr, name, dtype=None):
+        seen[name] = np.asarray(arr)
+        return original(self, arr, name, dtype)
+
+    monkeypatch.setattr(Network, "constant", constant)
+    return seen
+
+
+@pytest.mark.parametrize("name, hw", [("yolov5s", (480, 640)), ("yolov5s6", (1280, 1280))])
+def test_decode_constants_follow_anchors_strides_and_grid(name, hw, models, monkeypatch):
+    model, sd = models(name)
+    detect = model.model[-1]
+    prefix = ref.detect_prefix(model)
+    seen = recorded_constants(monkeypatch)
+    define(name, sd, input_hw=hw)
+    anchors_px = (detect.anchors * detect.stride.view(-1, 1, 1)).numpy()
+    for i, s in enumerate(strides_of(name)):
+        h, w = hw[0] // s, hw[1] // s
+        q, p = seen[f"{prefix}/level{i}/wh_gain"], seen[f"{prefix}/level{i}/gain"]
+        gx, gy = seen[f"{prefix}/level{i}/grid_x"], seen[f"{prefix}/level{i}/grid_y"]
+        np.testing.assert_allclose(q[0, :, 0, 0, 2:4], 4 * anchors_px[i])
+        assert not q[..., :2].any() and not q[..., 4:].any()
+        assert p[0, 0, 0, 0, :5].tolist() == [2 * s, 2 * s, 0, 0, 1] and (p[..., 5:] == 1).all()
+        assert gx.shape == (1, 1, 1, w, 85) and gy.shape == (1, 1, h, 1, 85)
+        np.testing.assert_allclose(gx[0, 0, 0, :, 0], (np.arange(w) - 0.5) * s)
+        np.testing.assert_allclose(gy[0, 0, :, 0, 1], (np.arange(h) - 0.5) * s)
+        assert np.count_nonzero(gx) <= w and np.count_nonzero(gy) <= h
+
+
+@pytest.mark.parametrize("name, hw", [("yolov5s", (480, 640)), ("yolov5n6", (384, 256))])
+def test_decode_formula_reproduces_ultralytics(name, hw, models, monkeypatch):
+    """y * (y * Q + P) + GX + GY over the sigmoid of YOLOv5's own raw head outputs == its decoded output."""
+    import torch
+
+    model, sd = models(name)
+    prefix = ref.detect_prefix(model)
+    seen = recorded_constants(monkeypatch)
+    define(name, sd, input_hw=hw)
+    x = torch.rand(1, 3, *hw, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        decoded, raw = model(x)  # raw: per level (B, na, H, W, no) logits
+    levels = []
+    for i, r in enumerate(raw):
+        y = torch.sigmoid(r.double()).numpy()
+        c = {k: seen[f"{prefix}/level{i}/{k}"].astype(np.float64) for k in ("wh_gain", "gain", "grid_x", "grid_y")}
+        levels.append((y * (y * c["wh_gain"] + c["gain"]) + c["grid_x"] + c["grid_y"]).reshape(1, -1, 85))
+    np.testing.assert_allclose(np.concatenate(levels, 1), decoded.double().numpy(), rtol=1e-5, atol=1e-4)
+
+
+def test_anchors_come_from_the_weights(models, monkeypatch):
+    _, sd = models("yolov5s")
+    sd = dict(sd)
+    sd["model.24.anchors"] = sd["model.24.anchors"] * 1.5  # e.g. AutoAnchor changed them in training
+    seen = recorded_constants(monkeypatch)
+    define("yolov5s", sd)
+    np.testing.assert_allclose(seen["model.24/level2/wh_gain"][0, :, 0, 0, 2:4],
+                               4 * 1.5 * np.array([[116, 90], [156, 198], [373, 326]]), rtol=1e-6)
+
+
+def test_yaml_anchors_used_without_weights_anchors(models, monkeypatch):
+    _, sd = models("yolov5s")
+    sd = {k: v for k, v in sd.items() if k != "model.24.anchors"}
+    seen = recorded_constants(monkeypatch)
+    net, _ = define("yolov5s", sd)
+    assert net.check_keys(strict=True) == []
+    np.testing.assert_allclose(seen["model.24/level0/wh_gain"][0, :, 0, 0, 2:4],
+                               4 * np.array([[10, 13], [16, 30], [33, 23]]))
+
+
+def test_v5_checkpoint_anchor_grid_is_consumed_and_checked(models):
+    model, sd = models("yolov5s-v5", v5_buffers=True)
+    assert "model.24.anchor_grid" in sd
+    net, _ = define("yolov5s-v5", sd)
+    assert net.check_keys(strict=True) == [] and "model.24.anchor_grid" in net.used
+    bad = dict(sd)
+    bad["model.24.anchor_grid"] = sd["model.24.anchor_grid"] * 2
+    with pytest.raises(NetdefError, match="anchor_grid' .pixels. disagrees"):
+        define("yolov5s-v5", bad)
+
+
+def test_plugin_head_hands_raw_features_to_the_plugin(models, monkeypatch):
+    import types
+
+    _, sd = models("yolov5s")
+    calls = []
+
+    def add_yolo_decode_nms(net, feats, anchors_px, strides, nc, prefix, conf_thres, iou_thres, max_det):
+        calls.append(dict(shapes=[tuple(f.shape) for f in feats], anchors_px=anchors_px, strides=strides, nc=nc,
+                          prefix=prefix, conf=conf_thres, iou=iou_thres, max_det=max_det))
+        return {"num_dets": feats[2], "boxes": feats[0]}
+
+    monkeypatch.setitem(sys.modules, "netdef.plugins.yolo",
+                        types.SimpleNamespace(add_yolo_decode_nms=add_yolo_decode_nms))
+    net, outputs = define("yolov5s", sd, head="plugin", conf_thres="0.4", max_det="50")
+    assert outputs == ["num_dets", "boxes"]
+    (c,) = calls
+    assert c["shapes"] == [(-1, 255, 80, 80), (-1, 255, 40, 40), (-1, 255, 20, 20)]
+    assert c["strides"] == [8, 16, 32] and c["nc"] == 80 and c["prefix"] == "model.24"
+    assert (c["conf"], c["iou"], c["max_det"]) == (0.4, 0.45, 50)
+    assert c["anchors_px"].dtype == np.float32 and c["anchors_px"].shape == (3, 3, 2)
+    assert c["anchors_px"][2].tolist() == [[116, 90], [156, 198], [373, 326]]
+    assert net.check_keys(strict=True) == []
+
+
+def test_bad_head_option_and_odd_focus_input(models):
+    _, sd = models("yolov5s")
+    with pytest.raises(NetdefError, match="head='nms'"):
+        define("yolov5s", sd, head="nms")
+    _, sd5 = models("yolov5n-v5")
+    with pytest.raises(NetdefError, match="Focus needs an even input"):
+        define("yolov5n-v5", sd5, input_hw=(481, 640))
+
+
+# ---------------------------------------------------------------- export from an Ultralytics checkpoint
+
+def test_export_ultralytics_checkpoint(models, tmp_path, monkeypatch):
+    import copy
+
+    import torch
+
+    from netdef.cli import main
+    from netdef.export import load_checkpoint
+
+    model, sd = models("yolov5s")
+    ckpt = tmp_path / "yolov5s.pt"
+    torch.save({"epoch": -1, "model": copy.deepcopy(model).half(), "ema": None}, ckpt)  # as Ultralytics saves
+    assert main(["export", str(ckpt), "-o", str(tmp_path / "y.wts")]) == 0
+    got = read_wts(tmp_path / "y.wts")
+    assert set(got) == set(sd)
+    for k, v in sd.items():
+        np.testing.assert_array_equal(got[k], v.half().float().numpy().reshape(-1), err_msg=k)
+    net, _ = define("yolov5s", {k: torch.from_numpy(v) for k, v in got.items()})
+    assert net.check_keys(strict=True) == []
+
+    for mod in [m for m in sys.modules if m == "yolov5" or m.startswith("yolov5.")]:
+        monkeypatch.setitem(sys.modules, mod, None)  # the YOLOv5 code not importable
+    with pytest.raises(NetdefError, match="not importable"):
+        load_checkpoint(ckpt)
+
+
+# ---------------------------------------------------------------- GPU: engines vs Ultralytics
+
+GPU_BOUND = {"fp32": 1e-3, "fp16": 1e-2}
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name, hw", [("yolov5s", None), ("yolov5s", (480, 640)), ("yolov5m", None),
+                                      ("yolov5s6", None), ("yolov5s-v5", None)])
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_engine_matches_ultralytics(name, hw, precision, models, wts, tmp_path):
+    import torch
+
+    from netdef.runtime import Engine
+    from netdef.verify import cosine, max_rel_error, torch_reference
+
+    model, _ = models(name)
+    opts = BuildOptions(precision=precision, batch=(1, 2, 2), opt_level=0, tf32=False, input_hw=hw)
+    res = build_engine(name, wts(name), tmp_path / f"{name}.engine", opts)
+    size = hw or ((1280, 1280) if name.endswith("6") else (640, 640))
+    x = np.random.default_rng(0).random((2, 3, *size), dtype=np.float32)
+    reference = torch_reference(model, x)
+    model.cpu()
+    torch.cuda.empty_cache()
+    out = Engine(res.path).infer(x, as_numpy=True)["output"]
+    assert out.shape == reference.shape
+    err = max_rel_error(out, reference)
+    box_err = max_rel_error(out[..., :4], reference[..., :4])
+    score_err = float(np.abs(out[..., 4:] - reference[..., 4:]).max())
+    print(f"RESULT {name} {size[0]}x{size[1]} {precision} (tf32 off) max-rel-err {err:.2e} boxes {box_err:.2e} "
+          f"scores max-abs-err {score_err:.2e} cosine {cosine(out, reference):.8f} build {res.meta['build_seconds']} s")
+    assert err <= GPU_BOUND[precision]
+    assert score_err <= 10 * GPU_BOUND[precision]
