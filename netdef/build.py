@@ -206,6 +206,14 @@ def load_timing_cache(config: Any, path: str | None, log: Callable[[str], None])
     cache = config.create_timing_cache(data)
     if cache is None or not config.set_timing_cache(cache, False):
         raise NetdefError(f"timing cache {path} does not fit this TensorRT/GPU; delete it or pick another file")
+    if data:  # TensorRT logs an error and goes on with an empty cache when it cannot read the file
+        kept = len(bytes(cache.serialize()))
+        empty = len(bytes(config.create_timing_cache(b"").serialize()))
+        if kept <= empty:
+            raise NetdefError(f"TensorRT could not read the timing cache {path} ({len(data)} bytes; its message "
+                              f"above says why): delete the file to start a new one")
+        if kept < len(data):
+            log(f"[netdef] warning: TensorRT kept {kept} of the {len(data)} bytes of timing cache {path}")
     log(f"[netdef] timing cache {path}: {'loaded ' + str(len(data)) + ' bytes' if data else 'new'}")
     return cache
 

@@ -60,7 +60,7 @@ def read_image(path: str | Path) -> np.ndarray:
 def load_names(path: str | Path) -> list[str]:
     """Class names, one per line (blank lines ignored)."""
     try:
-        names = [ln.strip() for ln in Path(path).read_text().splitlines() if ln.strip()]
+        names = [ln.strip() for ln in Path(path).read_text(encoding="utf-8").splitlines() if ln.strip()]
     except OSError as e:
         raise NetdefError(f"cannot read class names {path}: {e}") from None
     if not names:
@@ -163,10 +163,19 @@ class Detector:
     def __call__(self, images: Sequence[np.ndarray], labels: Sequence[str] | None = None,
                  bgr: bool = False) -> list[dict[str, Any]]:
         """Detections for HxWx3 uint8 images (RGB unless `bgr`), one dict per image."""
+        results = []
+        for k, ((boxes, scores, classes), im) in enumerate(zip(self.detect_tensors(images, bgr), images)):
+            label = labels[k] if labels is not None else str(k)
+            results.append(self._record(label, im.shape, boxes, scores, classes))
+        return results
+
+    def detect_tensors(self, images: Sequence[np.ndarray], bgr: bool = False) -> list[tuple[Any, Any, Any]]:
+        """Per image (boxes (n, 4) x1y1x2y2 in original pixels, scores (n,), classes (n,)): on the device
+        for raw predictions, on the host for plugin engines."""
         import torch
 
         lo, hi = self.batch_range
-        results: list[dict[str, Any]] = []
+        results: list[tuple[Any, Any, Any]] = []
         for start in range(0, len(images), hi):
             chunk = list(images[start:start + hi])
             batch, ratio_pads = letterbox(chunk, self.input_hw, bgr=bgr, device=self.device)
@@ -174,23 +183,23 @@ class Detector:
                 fill = batch.new_full((lo - batch.shape[0], *batch.shape[1:]), 114 / 255.0)
                 batch = torch.cat((batch, fill))
             per_image = self.postprocess(self.infer(batch))[:len(chunk)]
-            for k, ((boxes, scores, classes), rp, im) in enumerate(zip(per_image, ratio_pads, chunk)):
-                boxes = scale_boxes(boxes, rp, im.shape)
-                label = labels[start + k] if labels is not None else str(start + k)
-                results.append(self._record(label, im.shape, boxes, scores, classes))
+            for (boxes, scores, classes), rp, im in zip(per_image, ratio_pads, chunk):
+                results.append((scale_boxes(boxes, rp, im.shape), scores, classes))
         return results
 
     def postprocess(self, outs: dict[str, Any]) -> list[tuple[Any, Any, Any]]:
+        """Per image (boxes, scores, classes): NMS on the device for raw predictions; the plugin's fixed-size
+        outputs are copied to the host once and sliced there (no synchronisation per image)."""
         if self.layout.kind == "raw":
             return non_max_suppression(outs[self.layout.names["pred"]], self.conf, self.iou, self.max_det)
         n = self.layout.names
-        num, boxes, scores, classes = (outs[n[r]] for r in PLUGIN_OUTPUTS)
+        num, boxes, scores, classes = (outs[n[r]].cpu() for r in PLUGIN_OUTPUTS)
+        num = num.reshape(num.shape[0], -1)[:, 0].tolist()
         per_image = []
-        for b in range(boxes.shape[0]):
-            k = int(num[b].reshape(-1)[0])
-            s = scores[b, :k]
+        for b, k in enumerate(num):
+            s = scores[b, :int(k)].float()
             keep = (s > self.conf).nonzero().flatten()[:self.max_det]
-            per_image.append((boxes[b, :k][keep].float(), s[keep].float(), classes[b, :k][keep].int()))
+            per_image.append((boxes[b, :int(k)][keep].float(), s[keep], classes[b, :int(k)][keep].int()))
         return per_image
 
     def _record(self, label: str, shape: tuple[int, ...], boxes: Any, scores: Any, classes: Any) -> dict[str, Any]:

@@ -214,6 +214,7 @@ class Network:
         return self.name(self.definition.add_elementwise(a, b, op), name).get_output(0)
 
     def add(self, a: Any, b: Any, name: str) -> Any:
+        self._check_join([a, b], name, None)
         if self.quantizer is not None:
             a, b = self.quantizer.residual(self, a, b, name)
         return self._elementwise(a, b, self.trt.ElementWiseOperation.SUM, name)
@@ -222,9 +223,24 @@ class Network:
         return self._elementwise(a, b, self.trt.ElementWiseOperation.PROD, name)
 
     def concat(self, tensors: Sequence[Any], name: str, axis: int = 1) -> Any:
+        self._check_join(tensors, name, axis)
         layer = self.definition.add_concatenation(list(tensors))
         layer.axis = axis
         return self.name(layer, name).get_output(0)
+
+    def _check_join(self, tensors: Sequence[Any], name: str, axis: int | None) -> None:
+        """Static sizes must agree (except along `axis`; an add may broadcast size 1): odd input sizes
+        otherwise fail deep inside TensorRT."""
+        shapes = [tuple(t.shape) for t in tensors]
+        if len({len(s) for s in shapes}) != 1:
+            raise NetdefError(f"{name}: inputs have different ranks {shapes} ({self.context})")
+        for d in range(1, len(shapes[0])):
+            sizes = {s[d] for s in shapes if s[d] >= 0 and (axis is not None or s[d] != 1)}
+            if d != axis and len(sizes) > 1:
+                hint = ("; with strided layers the input height and width must be multiples of the largest "
+                        "stride (32 for YOLOv5, 64 for its P6 models)") if d >= 2 else ""
+                raise NetdefError(f"{name}: input shapes {[list(s) for s in shapes]} differ in dimension {d}"
+                                  f"{hint} ({self.context})")
 
     def pool(self, x: Any, kind: str, k: int, s: int | None = None, p: int = 0, name: str = "pool") -> Any:
         """max or avg pooling; avg counts padding like PyTorch's default (count_include_pad=True)."""

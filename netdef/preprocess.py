@@ -6,6 +6,7 @@ image back to the original image.
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any, Union
 
@@ -109,6 +110,13 @@ def _linear_taps(n_out: int, n_in: int, vertical: bool) -> tuple[np.ndarray, np.
     return i0, i1, a0, a1
 
 
+@functools.lru_cache(maxsize=256)
+def _device_taps(n_out: int, n_in: int, vertical: bool, device: Any) -> tuple[Any, ...]:
+    """`_linear_taps` as tensors on `device`, kept: a camera stream resizes the same sizes again and again."""
+    torch = _torch()
+    return tuple(torch.from_numpy(v).to(device) for v in _linear_taps(n_out, n_in, vertical))
+
+
 def resize_linear(x: Any, nh: int, nw: int) -> Any:
     """Resize a (C, H, W) uint8 tensor like cv2.resize(INTER_LINEAR) (its fixed-point uint8 arithmetic).
 
@@ -116,9 +124,8 @@ def resize_linear(x: Any, nh: int, nw: int) -> Any:
     rounding of cv2's vectorised uint8 path. Returns uint8 (C, nh, nw).
     """
     torch = _torch()
-    dev = x.device
-    x0, x1, a0, a1 = (torch.from_numpy(v).to(dev) for v in _linear_taps(nw, x.shape[2], False))
-    y0, y1, b0, b1 = (torch.from_numpy(v).to(dev) for v in _linear_taps(nh, x.shape[1], True))
+    x0, x1, a0, a1 = _device_taps(nw, x.shape[2], False, x.device)
+    y0, y1, b0, b1 = _device_taps(nh, x.shape[1], True, x.device)
     xi = x.to(torch.int32)
     rows = xi[:, :, x0] * a0 + xi[:, :, x1] * a1  # (C, H, nw), scaled by 2048
     top = (rows[:, y0] >> 4) * b0[:, None] >> 16

@@ -44,7 +44,10 @@ class Engine:
         io = trt_api.io_tensors(self.engine)
         self.inputs = [TensorInfo(n, s, d) for n, is_in, s, d in io if is_in]
         self.outputs = [TensorInfo(n, s, d) for n, is_in, s, d in io if not is_in]
-        self.cuda_graph = cuda_graph and self.backend.name == "torch"
+        if cuda_graph and self.backend.name != "torch":
+            raise NetdefError(f"CUDA graphs need the torch backend (this is {self.backend.name}): install torch "
+                              "or run without --cuda-graph")
+        self.cuda_graph = cuda_graph
         self._graphs: dict[tuple, Any] = {}
 
     @property

@@ -85,7 +85,7 @@ def resolve_arch(name_or_path: str | Path) -> Path:
 def load_spec(path: str | Path) -> Spec:
     """Parse and validate an architecture YAML; errors name the file and line."""
     path = resolve_arch(path)
-    text = path.read_text()
+    text = path.read_text(encoding="utf-8")
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -124,12 +124,50 @@ def load_spec(path: str | Path) -> Spec:
     spec = Spec(path, text, str(data.get("name", path.stem)), str(inp.get("name", "input")),
                 tuple(inp["shape"]), out_names, params=params)
     key_prefix = str(data.get("key_prefix", "model"))
+    keep = _head_channels(params)
     for i, (raw, node) in enumerate(zip(raw_rows, row_nodes)):
-        spec.rows.append(_parse_row(path, i, node.start_mark.line + 1, raw, params, gd, gw, key_prefix))
+        spec.rows.append(_parse_row(path, i, node.start_mark.line + 1, raw, params, gd, gw, key_prefix, keep))
+    _reject_unused_params(raw_rows, params, fail)
     return spec
 
 
-def _parse_row(path: Path, i: int, line: int, raw: Any, params: dict, gd: float, gw: float, key_prefix: str) -> Row:
+def _head_channels(params: dict) -> int | None:
+    """YOLOv5's `no = na * (nc + 5)`: the one channel count width_multiple leaves alone."""
+    nc, anchors = params.get("nc"), params.get("anchors")
+    if not isinstance(nc, int):
+        return None
+    if isinstance(anchors, list) and anchors and isinstance(anchors[0], list):
+        return len(anchors[0]) // 2 * (nc + 5)
+    if isinstance(anchors, int):
+        return anchors * (nc + 5)
+    return None
+
+
+def _reject_unused_params(raw_rows: list, params: dict, fail: Any) -> None:
+    """A top-level key that no row refers to is a typo or an Ultralytics option netdef does not apply."""
+    used: set[str] = set()
+
+    def visit(v: Any) -> None:
+        if isinstance(v, str):
+            used.add(v)
+        elif isinstance(v, (list, tuple)):
+            for x in v:
+                visit(x)
+        elif isinstance(v, dict):
+            for x in v.values():
+                visit(x)
+
+    for raw in raw_rows:
+        if isinstance(raw, list) and len(raw) >= 4:
+            visit(raw[3])
+    for key in params:
+        if key not in used:
+            raise fail(key, f"unknown top-level key: no row uses it (netdef reads {', '.join(sorted(RESERVED))} "
+                            f"and keys that rows name in their args, such as nc and anchors)")
+
+
+def _parse_row(path: Path, i: int, line: int, raw: Any, params: dict, gd: float, gw: float, key_prefix: str,
+               keep: int | None) -> Row:
     def fail(msg: str) -> SpecError:
         return SpecError(f"{path}:{line}: row {i}: {msg}")
 
@@ -164,7 +202,7 @@ def _parse_row(path: Path, i: int, line: int, raw: Any, params: dict, gd: float,
     if number > 1:
         number = max(round(number * gd), 1)
     if gw != 1.0:
-        _scale_width(blk, pos, kw, gw, params.get("nc"))
+        _scale_width(blk, pos, kw, gw, keep)
     if blk.repeat_arg:
         _insert_arg(blk, pos, kw, blk.repeat_arg, number, fail)
         number = 1
@@ -190,18 +228,18 @@ def _param_index(blk: Block, arg: str) -> int:
     return names.index(arg) if arg in names else -1
 
 
-def _scale_width(blk: Block, pos: list, kw: dict, gw: float, nc: Any) -> None:
-    """YOLOv5 rule: c2 -> ceil(c2 * width_multiple / 8) * 8 (the class count is not scaled)."""
+def _scale_width(blk: Block, pos: list, kw: dict, gw: float, keep: int | None) -> None:
+    """YOLOv5 rule: c2 -> ceil(c2 * width_multiple / 8) * 8, except the head's na * (nc + 5) channels."""
     for arg in blk.width_args:
         j = _param_index(blk, arg)
         if arg in kw:
-            kw[arg] = _make_divisible(kw[arg], gw, nc)
+            kw[arg] = _make_divisible(kw[arg], gw, keep)
         elif 0 <= j < len(pos):
-            pos[j] = _make_divisible(pos[j], gw, nc)
+            pos[j] = _make_divisible(pos[j], gw, keep)
 
 
-def _make_divisible(c: Any, gw: float, nc: Any) -> Any:
-    if not isinstance(c, int) or c == nc:
+def _make_divisible(c: Any, gw: float, keep: int | None) -> Any:
+    if not isinstance(c, int) or c == keep:
         return c
     return int(math.ceil(c * gw / 8) * 8)
 

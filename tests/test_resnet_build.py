@@ -43,3 +43,41 @@ def test_layer_names_are_weight_prefixes(name, torchvision_wts):
         assert base in modules or base == "input", l.name
     # every layer name is unique
     assert len({l.name for l in layers}) == len(layers)
+
+
+class _FakeCache:
+    def __init__(self, data: bytes):
+        self.data = data
+
+    def serialize(self) -> bytes:
+        return self.data
+
+
+class _FakeConfig:
+    """A builder config whose TensorRT keeps `keep` bytes of a timing cache file (8 bytes: an empty cache)."""
+
+    def __init__(self, keep: int):
+        self.keep = keep
+
+    def create_timing_cache(self, data: bytes) -> _FakeCache:
+        return _FakeCache(b"h" * 8 + b"e" * max(0, min(self.keep, len(data)) - 8) if data else b"h" * 8)
+
+    def set_timing_cache(self, cache: _FakeCache, ignore_mismatch: bool) -> bool:
+        return True
+
+
+def test_unreadable_timing_cache_is_an_error(tmp_path, monkeypatch):
+    """TensorRT only logs when it cannot read a timing cache and builds without it: netdef says so and stops."""
+    from netdef import build, trt_api
+    from netdef.errors import NetdefError
+
+    monkeypatch.setattr(trt_api, "timing_cache_supported", lambda: True)
+    path = tmp_path / "t.cache"
+    path.write_bytes(b"x" * 100)
+    logs: list[str] = []
+    assert build.load_timing_cache(_FakeConfig(100), str(path), logs.append) is not None
+    assert logs[-1].endswith("loaded 100 bytes")
+    build.load_timing_cache(_FakeConfig(60), str(path), logs.append)
+    assert "kept 60 of the 100 bytes" in logs[-2]
+    with pytest.raises(NetdefError, match=r"could not read the timing cache .*t.cache \(100 bytes.*delete the file"):
+        build.load_timing_cache(_FakeConfig(8), str(path), logs.append)

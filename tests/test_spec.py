@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from netdef.errors import SpecError
+from netdef.errors import NetdefError, SpecError
 from netdef.network import Network
 from netdef.registry import BLOCKS, block
 from netdef.spec import build_network, load_spec
@@ -75,3 +75,29 @@ def test_block_error_names_row(tmp_path):
     with pytest.raises(Exception) as e:
         build_network(load_spec(p), net)
     assert f"{p}:5: row 0 (ConvBnAct)" in str(e.value) and "swishy" in str(e.value)
+
+
+def test_unused_top_level_key_is_rejected(tmp_path):
+    p = tmp_path / "a.yaml"
+    p.write_text("input: {shape: [3, 8, 8]}\nactivation: nn.ReLU()\nlayers:\n  - [-1, 1, Act, [relu]]\n")
+    with pytest.raises(SpecError, match=r"a.yaml:2: 'activation': unknown top-level key"):
+        load_spec(p)
+
+
+def test_width_multiple_scales_a_channel_count_equal_to_nc(tmp_path):
+    """Ultralytics keeps only na * (nc + 5) unscaled; a Conv with c2 == nc is scaled like any other."""
+    p = tmp_path / "a.yaml"
+    p.write_text("input: {shape: [3, 64, 64]}\nnc: 64\nanchors: [[10,13, 16,30, 33,23]]\nwidth_multiple: 0.5\n"
+                 "layers:\n  - [-1, 1, Conv, [64, 3, 2]]\n  - [-1, 1, Conv, [207, 1, 1]]\n"
+                 "  - [-1, 1, Conv, [nc, 1, 1]]\n  - [-1, 1, Detect, [nc, anchors]]\n")
+    spec = load_spec(p)
+    assert [r.args[0] for r in spec.rows[:3]] == [32, 207, 32]
+
+
+def test_mismatched_join_names_the_row(tmp_path):
+    p = tmp_path / "a.yaml"
+    p.write_text("input: {shape: [3, 9, 9]}\nlayers:\n  - [-1, 1, MaxPool, [2, 2]]\n"
+                 "  - [[-1, -2], 1, Concat, [1]]\n")
+    net = Network({}, precision="fp32")
+    with pytest.raises(NetdefError, match=r"model.1/concat: input shapes .* differ in dimension 2.*a.yaml:4: row 1"):
+        build_network(load_spec(p), net)

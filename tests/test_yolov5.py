@@ -56,11 +56,11 @@ def models():
     """name -> (reference model, state_dict), built once per module."""
     cache: dict[tuple, tuple] = {}
 
-    def get(name: str, nc: int | None = None, v5_buffers: bool = False):
-        key = (name, nc, v5_buffers)
+    def get(name: str, nc: int | None = None, v5_buffers: bool = False, tame: bool = False):
+        key = (name, nc, v5_buffers, tame)
         if key in cache:
             return cache[key]
-        made = ref.reference_model(name, nc=nc, v5_buffers=v5_buffers)
+        made = ref.reference_model(name, nc=nc, v5_buffers=v5_buffers, tame=tame)
         if name in BUILT or name == "yolov5m":  # the large ones are used once: not kept (memory)
             cache[key] = made
         return made
@@ -71,13 +71,13 @@ def models():
 @pytest.fixture(scope="module")
 def wts(models, tmp_path_factory):
     d = tmp_path_factory.mktemp("yolo_wts")
-    cache: dict[str, Path] = {}
+    cache: dict[tuple, Path] = {}
 
-    def get(name: str) -> Path:
-        if name not in cache:
-            cache[name] = d / f"{name}.wts"
-            write_wts(cache[name], models(name)[1])
-        return cache[name]
+    def get(name: str, tame: bool = False) -> Path:
+        if (name, tame) not in cache:
+            cache[name, tame] = d / f"{name}{'_tame' if tame else ''}.wts"
+            write_wts(cache[name, tame], models(name, tame=tame)[1])
+        return cache[name, tame]
 
     return get
 
@@ -330,17 +330,31 @@ GPU_BOUND = {"fp32": 1e-3, "fp16": 1e-2}
                                       ("yolov5s6", None), ("yolov5s-v5", None)])
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_engine_matches_ultralytics(name, hw, precision, models, wts, tmp_path):
+    """Raw (B, N, 5+nc) output vs Ultralytics' fp32 model(x)[0] (TF32 off). fp16 uses the tamed random model
+    (see yolo_reference.reference_model) and also prints PyTorch's own fp16 error on it as the yardstick.
+    So does the P6 model in fp32: on the default random model its 34 rows at 1280x1280 amplify the fp32
+    rounding differences between cuDNN and TensorRT to 1.26e-3 (measured on the H100, cosine 1.00000000)."""
     import torch
 
     from netdef.runtime import Engine
     from netdef.verify import cosine, max_rel_error, torch_reference
 
-    model, _ = models(name)
+    tame = precision == "fp16" or name.endswith("6")
+    model, _ = models(name, tame=tame)
     opts = BuildOptions(precision=precision, batch=(1, 2, 2), opt_level=0, tf32=False, input_hw=hw)
-    res = build_engine(name, wts(name), tmp_path / f"{name}.engine", opts)
+    res = build_engine(name, wts(name, tame), tmp_path / f"{name}.engine", opts)
     size = hw or ((1280, 1280) if name.endswith("6") else (640, 640))
     x = np.random.default_rng(0).random((2, 3, *size), dtype=np.float32)
     reference = torch_reference(model, x)
+    yardstick = ""
+    if precision == "fp16":
+        import copy
+
+        half = copy.deepcopy(model).cuda().half()
+        with torch.no_grad():
+            torch_half = half(torch.from_numpy(x).cuda().half())[0].float().cpu().numpy()
+        yardstick = f" (PyTorch fp16: {max_rel_error(torch_half, reference):.2e})"
+        del half
     model.cpu()
     torch.cuda.empty_cache()
     out = Engine(res.path).infer(x, as_numpy=True)["output"]
@@ -348,7 +362,57 @@ def test_engine_matches_ultralytics(name, hw, precision, models, wts, tmp_path):
     err = max_rel_error(out, reference)
     box_err = max_rel_error(out[..., :4], reference[..., :4])
     score_err = float(np.abs(out[..., 4:] - reference[..., 4:]).max())
-    print(f"RESULT {name} {size[0]}x{size[1]} {precision} (tf32 off) max-rel-err {err:.2e} boxes {box_err:.2e} "
-          f"scores max-abs-err {score_err:.2e} cosine {cosine(out, reference):.8f} build {res.meta['build_seconds']} s")
+    print(f"RESULT {name} {size[0]}x{size[1]} {precision}{' tamed model' if tame else ''} (tf32 off) max-rel-err "
+          f"{err:.2e}{yardstick} boxes {box_err:.2e} scores max-abs-err {score_err:.2e} cosine "
+          f"{cosine(out, reference):.8f} build {res.meta['build_seconds']} s")
     assert err <= GPU_BOUND[precision]
     assert score_err <= 10 * GPU_BOUND[precision]
+
+
+# ---------------------------------------------------------------- INT8 (explicit Q/DQ)
+
+def test_int8_build_on_cpu(wts, tmp_path):
+    """YOLOv5n with Q/DQ (a synthetic range for each of its quantized tensors) builds and serializes."""
+    from test_quantize import synthetic_table
+
+    table = synthetic_table("yolov5n", wts("yolov5n"), tmp_path / "t.json")
+    opts = BuildOptions(precision="int8", calibration=str(tmp_path / "t.json"), batch=(1, 1, 1), opt_level=0)
+    res = build_engine("yolov5n", wts("yolov5n"), tmp_path / "y5n_int8.engine", opts, log=lambda m: None)
+    assert res.built and res.meta["precision"] == "int8" and len(table.amax) == 50  # 60 convolutions; inputs shared by C3 cv1/cv2 etc.
+
+
+def calibration_photos() -> np.ndarray:
+    """scikit-image's four colour photos and their flips, letterboxed to 640x640: (16, 3, 640, 640) float32."""
+    from netdef.preprocess import letterbox
+
+    data = pytest.importorskip("skimage.data")
+    photos = [getattr(data, n)() for n in ("astronaut", "coffee", "chelsea", "rocket")]
+    variants = [np.ascontiguousarray(v) for im in photos for v in (im, im[:, ::-1], im[::-1], im[::-1, ::-1])]
+    return letterbox(variants, (640, 640), bgr=False)[0].numpy()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("tame", [False, True], ids=["default", "tamed"])
+def test_yolov5s_int8_correlates_with_fp32(tame, wts, tmp_path):
+    """Calibrated on 16 photo variants (entropy): INT8 raw outputs vs the FP32 engine's on the 4 photos."""
+    from netdef.calibrate import calibrate
+    from netdef.runtime import Engine
+    from netdef.verify import cosine, max_rel_error
+
+    x = calibration_photos()
+    np.save(tmp_path / "calib.npy", x)
+    table = calibrate("yolov5s", wts("yolov5s", tame), tmp_path / "calib.npy", tmp_path / "table.json", method="entropy",
+                      batch=8)
+    outs, seconds = {}, {}
+    for precision in ("fp32", "int8"):
+        opts = BuildOptions(precision=precision, batch=(1, 4, 4), opt_level=0, tf32=False,
+                            calibration=str(tmp_path / "table.json") if precision == "int8" else None)
+        res = build_engine("yolov5s", wts("yolov5s", tame), tmp_path / f"y5s_{precision}.engine", opts)
+        seconds[precision] = res.meta["build_seconds"]
+        outs[precision] = Engine(res.path).infer(x[::4], as_numpy=True)["output"]
+    q, f = outs["int8"], outs["fp32"]
+    cos, cos_scores = cosine(q, f), cosine(q[..., 4:], f[..., 4:])
+    print(f"RESULT yolov5s {'tamed' if tame else 'default'} random model, int8 vs fp32 engine (4 photos): cosine {cos:.5f}, scores cosine "
+          f"{cos_scores:.5f}, boxes max-rel-err {max_rel_error(q[..., :4], f[..., :4]):.2e}, "
+          f"{len(table.amax)} calibrated tensors, int8 build {seconds['int8']} s")
+    assert cos >= 0.95 and cos_scores >= 0.85
