@@ -194,12 +194,11 @@ class Detector:
             return non_max_suppression(outs[self.layout.names["pred"]], self.conf, self.iou, self.max_det)
         n = self.layout.names
         num, boxes, scores, classes = (outs[n[r]].cpu() for r in PLUGIN_OUTPUTS)
-        num = num.reshape(num.shape[0], -1)[:, 0].tolist()
         per_image = []
-        for b, k in enumerate(num):
-            s = scores[b, :int(k)].float()
+        for b, k in enumerate(num.reshape(num.shape[0], -1)[:, 0].int().tolist()):
+            s = scores[b, :k].float()
             keep = (s > self.conf).nonzero().flatten()[:self.max_det]
-            per_image.append((boxes[b, :int(k)][keep].float(), s[keep], classes[b, :int(k)][keep].int()))
+            per_image.append((boxes[b, :k][keep].float(), s[keep], classes[b, :k][keep].int()))
         return per_image
 
     def _record(self, label: str, shape: tuple[int, ...], boxes: Any, scores: Any, classes: Any) -> dict[str, Any]:

@@ -125,9 +125,13 @@ def load_spec(path: str | Path) -> Spec:
                 tuple(inp["shape"]), out_names, params=params)
     key_prefix = str(data.get("key_prefix", "model"))
     keep = _head_channels(params)
+    used: set[str] = set()
     for i, (raw, node) in enumerate(zip(raw_rows, row_nodes)):
-        spec.rows.append(_parse_row(path, i, node.start_mark.line + 1, raw, params, gd, gw, key_prefix, keep))
-    _reject_unused_params(raw_rows, params, fail)
+        spec.rows.append(_parse_row(path, i, node.start_mark.line + 1, raw, params, gd, gw, key_prefix, keep, used))
+    unused = [k for k in params if k not in used]  # a typo, or an Ultralytics option netdef ignores
+    if unused:
+        raise fail(unused[0], f"unknown top-level key: no row uses it (netdef reads {', '.join(sorted(RESERVED))} "
+                        f"and keys that rows name in their args, such as nc and anchors)")
     return spec
 
 
@@ -143,31 +147,8 @@ def _head_channels(params: dict) -> int | None:
     return None
 
 
-def _reject_unused_params(raw_rows: list, params: dict, fail: Any) -> None:
-    """A top-level key that no row refers to is a typo or an Ultralytics option netdef does not apply."""
-    used: set[str] = set()
-
-    def visit(v: Any) -> None:
-        if isinstance(v, str):
-            used.add(v)
-        elif isinstance(v, (list, tuple)):
-            for x in v:
-                visit(x)
-        elif isinstance(v, dict):
-            for x in v.values():
-                visit(x)
-
-    for raw in raw_rows:
-        if isinstance(raw, list) and len(raw) >= 4:
-            visit(raw[3])
-    for key in params:
-        if key not in used:
-            raise fail(key, f"unknown top-level key: no row uses it (netdef reads {', '.join(sorted(RESERVED))} "
-                            f"and keys that rows name in their args, such as nc and anchors)")
-
-
 def _parse_row(path: Path, i: int, line: int, raw: Any, params: dict, gd: float, gw: float, key_prefix: str,
-               keep: int | None) -> Row:
+               keep: int | None, used: set[str]) -> Row:
     def fail(msg: str) -> SpecError:
         return SpecError(f"{path}:{line}: row {i}: {msg}")
 
@@ -193,9 +174,9 @@ def _parse_row(path: Path, i: int, line: int, raw: Any, params: dict, gd: float,
     except KeyError:
         raise fail(f"unknown block '{name}'; known blocks: {', '.join(known_blocks())}") from None
     if isinstance(args, dict):
-        pos, kw = [], {k: _substitute(v, params) for k, v in args.items()}
+        pos, kw = [], {k: _substitute(v, params, used) for k, v in args.items()}
     elif isinstance(args, list):
-        pos, kw = [_substitute(v, params) for v in args], {}
+        pos, kw = [_substitute(v, params, used) for v in args], {}
     else:
         raise fail(f"args must be a list or a mapping, got {args!r}")
 
@@ -214,9 +195,11 @@ def _parse_row(path: Path, i: int, line: int, raw: Any, params: dict, gd: float,
     return Row(i, line, sources, number, blk, pos, kw, prefix, multi)
 
 
-def _substitute(v: Any, params: dict) -> Any:
+def _substitute(v: Any, params: dict, used: set[str]) -> Any:
+    """An argument naming a top-level key becomes its value (the key is then `used`)."""
     if isinstance(v, str):
         if v in params:
+            used.add(v)
             return params[v]
         if v == "None":
             return None

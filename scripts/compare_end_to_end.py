@@ -167,14 +167,14 @@ def count(dets: Boxes) -> list[int]:
     return [int(d[0].shape[0]) for d in dets]
 
 
-def build_engines(a: argparse.Namespace, say: Callable[[str], None]) -> tuple[Path, Path, Any]:
+def build_engines(a: argparse.Namespace, photos: list[np.ndarray], say: Callable[[str], None]) -> tuple[Path, Path]:
     """The netdef plugin engine and the ONNX-route engine from one random-weight YOLOv5s."""
     from netdef.export import export_wts
 
     work = Path(a.workdir)
     work.mkdir(parents=True, exist_ok=True)
     model = routes.first_output(routes.load_model("yolov5s"))
-    offset = set_detection_load(model.m.cuda(), photos_bgr(), a.conf, a.candidates)
+    offset = set_detection_load(model.m.cuda(), photos, a.conf, a.candidates)
     model.m.cpu()
     say(f"objectness offset {offset:+.2f}: about {a.candidates} boxes per photo above conf {a.conf}")
     wts = work / "yolov5s.wts"
@@ -192,7 +192,7 @@ def build_engines(a: argparse.Namespace, say: Callable[[str], None]) -> tuple[Pa
         meta = routes.build_onnx_engine(onnx, onnx_engine, BuildOptions(precision=a.precision, batch=a.profile_t,
                                                                         opt_level=a.opt_level), "yolov5s (ONNX)", say)
         say(f"ONNX-route engine: {onnx_engine} ({meta['build_seconds']} s build)")
-    return plugin_engine, onnx_engine, res.meta
+    return plugin_engine, onnx_engine
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -239,8 +239,8 @@ def main(argv: list[str] | None = None) -> int:
                                "candidates_per_photo": a.candidates, "cuda_graph": a.cuda_graph,
                                "images": list(PHOTOS), "results": [], "detections": {}}
         out = Path(a.json or Path(a.workdir) / "e2e_yolov5s.json")
-        plugin_engine, onnx_engine, _ = build_engines(a, say)
         photos = photos_bgr()
+        plugin_engine, onnx_engine = build_engines(a, photos, say)
         netdef_det = engine_detector(Engine(plugin_engine, cuda_graph=a.cuda_graph), max_det=a.max_det)
         onnx_eng = Engine(onnx_engine, cuda_graph=a.cuda_graph)
         onnx_det = engine_detector(onnx_eng, conf=a.conf, iou=a.iou, max_det=a.max_det)
@@ -252,8 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         pipes = {"netdef": detector_pipeline(netdef_det),
                  "onnx+cv2": cv2_pipeline(onnx_infer, (640, 640), torch.device("cuda"), a.conf, a.iou, a.max_det),
                  "onnx+gpu-pre": detector_pipeline(onnx_det)}
-        first = [photos[i % len(photos)] for i in range(len(photos))]
-        doc["detections"] = {name: count(fn(first)) for name, fn in pipes.items()}
+        doc["detections"] = {name: count(fn(photos)) for name, fn in pipes.items()}
         say(f"detections per photo {list(PHOTOS)}: {doc['detections']}")
         for b in batches:
             images = [photos[i % len(photos)] for i in range(b)]

@@ -2,9 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
@@ -13,10 +10,7 @@ from netdef.cli import main
 from netdef.errors import EngineMismatchError, NetdefError
 from netdef.wts import read_wts
 
-
-def run_cli(*args):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-    return subprocess.run([sys.executable, "-m", "netdef.cli", *args], capture_output=True, text=True, env=env)
+from helpers import run_cli
 
 
 @pytest.fixture(scope="module")

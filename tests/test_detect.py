@@ -13,9 +13,10 @@ from netdef.detect import (Detector, OutputLayout, _plugin_thresholds, collect_i
                            load_names, non_max_suppression, read_image, register, write_results)
 from netdef.errors import NetdefError
 
+from helpers import PHOTOS, photos
+
 torch = pytest.importorskip("torch")
 pytest.importorskip("torchvision")
-PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
 
 
 def photo_files(folder: Path) -> list[Path]:
@@ -166,23 +167,18 @@ def centre_box_model(input_hw, nc=3, cls=1):
 
 
 def test_detector_maps_boxes_back_to_the_original_images():
-    photos = photo_files_arrays()
+    images = photos()
     det = Detector(centre_box_model((320, 256)), (320, 256), OutputLayout("raw", {"pred": "output"}),
                    batch_range=(4, 2 + 1), names=["a", "b", "c"])  # batches of 3, padded up to 4
-    res = det(photos, labels=[f"img{i}" for i in range(len(photos))])
-    assert [r["image"] for r in res] == [f"img{i}" for i in range(len(photos))]
-    for r, im in zip(res, photos):
+    res = det(images, labels=[f"img{i}" for i in range(len(images))])
+    assert [r["image"] for r in res] == [f"img{i}" for i in range(len(images))]
+    for r, im in zip(res, images):
         h, w = im.shape[:2]
         assert (r["height"], r["width"]) == (h, w) and r["classes"] == [1] and r["names"] == ["b"]
         assert r["scores"] == [pytest.approx(0.72)]
         # the middle half of the image, within the letterbox's resolution (1/ratio pixels)
         tol = 2.5 * max(h / 320, w / 256)
         assert np.allclose(r["boxes"][0], [w / 4, h / 4, 3 * w / 4, 3 * h / 4], atol=tol), (r["boxes"], (h, w))
-
-
-def photo_files_arrays() -> list[np.ndarray]:
-    data = pytest.importorskip("skimage.data")
-    return [getattr(data, n)() for n in PHOTOS]
 
 
 def test_detector_with_plugin_outputs_filters_and_truncates():

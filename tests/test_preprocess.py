@@ -7,15 +7,11 @@ import pytest
 from netdef.errors import NetdefError
 from netdef.preprocess import letterbox, letterbox_plan, scale_boxes
 
+from helpers import photos
+
 torch = pytest.importorskip("torch")
 
 TOL = 1 / 255 + 1e-6
-PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")  # 512x512, 400x600, 300x451, 427x640
-
-
-def photos_bgr() -> list[np.ndarray]:
-    data = pytest.importorskip("skimage.data")
-    return [np.ascontiguousarray(getattr(data, n)()[..., ::-1]) for n in PHOTOS]
 
 
 # ---------------------------------------------------------------- the numpy reference
@@ -87,7 +83,7 @@ def ref_tensor(img_bgr: np.ndarray, new_shape, auto=False) -> tuple[np.ndarray, 
 def test_reference_matches_opencv_when_installed():
     cv2 = pytest.importorskip("cv2")
     worst = 0
-    for img in photos_bgr():
+    for img in photos(bgr=True):
         for nh, nw in ((640, 640), (333, 517), (img.shape[0] // 2, img.shape[1] // 2), (17, 23)):
             got = ref_resize(img, nh, nw)
             worst = max(worst, int(np.abs(got.astype(int) - cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR)).max()))
@@ -98,7 +94,7 @@ def test_reference_matches_opencv_when_installed():
 @pytest.mark.parametrize("new_shape", [(640, 640), (480, 640), (320, 256), (1024, 1024)])
 def test_letterbox_matches_reference_per_image(new_shape):
     worst = 0.0
-    for img in photos_bgr():
+    for img in photos(bgr=True):
         batch, rp = letterbox([img], new_shape)
         ref, r, (left, top) = ref_tensor(img, new_shape)
         assert tuple(batch.shape) == (1, 3, *new_shape)
@@ -109,7 +105,7 @@ def test_letterbox_matches_reference_per_image(new_shape):
 
 
 def test_letterbox_batch_of_different_sizes_and_rgb_input():
-    imgs = photos_bgr()
+    imgs = photos(bgr=True)
     batch, rps = letterbox(imgs, (384, 512))
     assert batch.dtype == torch.float32 and tuple(batch.shape) == (len(imgs), 3, 384, 512)
     assert 0.0 <= float(batch.min()) and float(batch.max()) <= 1.0
@@ -124,7 +120,7 @@ def test_letterbox_batch_of_different_sizes_and_rgb_input():
 
 
 def test_letterbox_auto_pads_to_stride_multiple():
-    imgs = photos_bgr()
+    imgs = photos(bgr=True)
     coffee = imgs[1]
     batch, rps = letterbox([coffee], 640, auto=True)
     ref, r, pad = ref_tensor(coffee, (640, 640), auto=True)
@@ -164,7 +160,7 @@ def test_scale_boxes_round_trip_and_clip():
 
 @pytest.mark.gpu
 def test_letterbox_cuda_matches_reference():
-    imgs = photos_bgr()
+    imgs = photos(bgr=True)
     worst, cases, vs_cpu = 0.0, 0, 0.0
     for new_shape in ((640, 640), (384, 640), (320, 256)):
         gpu_in = [torch.from_numpy(im).cuda() for im in imgs]

@@ -19,9 +19,11 @@ from netdef.calibrate import (build_recording_engine, calibrate, calibrate_torch
 from netdef.calibration import CalibrationTable, RangeCollector, compute_amax, per_channel_weight_scales
 from netdef.errors import NetdefError
 from netdef.network import fold_batchnorm
-from netdef.quantize import CALIB_PREFIX, fingerprint, network_input_shape
+from netdef.quantize import CALIB_PREFIX, fingerprint
 from netdef.spec import load_spec
 from netdef.wts import read_wts, write_wts
+
+from helpers import synthetic_table
 
 torch = pytest.importorskip("torch")
 trt = trt_api.module()
@@ -66,16 +68,6 @@ def resnet18_wts(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("r18") / "resnet18.wts"
     export_wts(model, path)
     return path
-
-
-def synthetic_table(arch: str, wts: Path, path: Path, input_hw=None) -> CalibrationTable:
-    """A valid table with a distinct amax per point (1.0, 1.25, 1.5, ...)."""
-    spec = load_spec(arch)
-    points = quantization_points(arch, wts, input_hw)
-    amax = {k: 1.0 + 0.25 * i for i, k in enumerate(points)}
-    table = CalibrationTable(fingerprint(spec, wts, network_input_shape(spec, input_hw)), "max", amax)
-    table.save(path)
-    return table
 
 
 def int8_network(arch: str, wts: Path, table: Path, **kw):

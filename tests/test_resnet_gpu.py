@@ -5,11 +5,6 @@ pycuda memory paths and CUDA-graph replay are all exercised. Prints RESULT lines
 """
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -17,7 +12,7 @@ from netdef import engine_file
 from netdef.build import BuildOptions, build_engine
 from netdef.verify import max_rel_error, torch_reference
 
-ROOT = Path(__file__).resolve().parent.parent
+from helpers import run_cli
 
 pytestmark = pytest.mark.gpu
 BOUND = {"fp32": 1e-3, "fp16": 1e-2}
@@ -86,8 +81,7 @@ def test_cli_run_and_timing_cache(torchvision_wts, tmp_path, capsys):
     assert cold > 0
     cold_s = engine_file.read_meta(eng)["build_seconds"]
     # the second build reads the cache, in a new process as a user's next `netdef build` would
-    proc = subprocess.run([sys.executable, "-m", "netdef.cli", *common, "--force"], capture_output=True, text=True,
-                          env=dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])))
+    proc = run_cli(*common, "--force")
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout + proc.stderr  # TensorRT 8.6 may log that it cannot read the cache's Myelin part
     assert f"loaded {cold} bytes" in out and "warning" not in out, out

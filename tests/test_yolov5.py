@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 import yolo_reference as ref
+from helpers import photos, synthetic_table
 from netdef.build import BuildOptions, build_engine
 from netdef.errors import NetdefError
 from netdef.network import Network
@@ -373,8 +374,6 @@ def test_engine_matches_ultralytics(name, hw, precision, models, wts, tmp_path):
 
 def test_int8_build_on_cpu(wts, tmp_path):
     """YOLOv5n with Q/DQ (a synthetic range for each of its quantized tensors) builds and serializes."""
-    from test_quantize import synthetic_table
-
     table = synthetic_table("yolov5n", wts("yolov5n"), tmp_path / "t.json")
     opts = BuildOptions(precision="int8", calibration=str(tmp_path / "t.json"), batch=(1, 1, 1), opt_level=0)
     res = build_engine("yolov5n", wts("yolov5n"), tmp_path / "y5n_int8.engine", opts, log=lambda m: None)
@@ -385,9 +384,7 @@ def calibration_photos() -> np.ndarray:
     """scikit-image's four colour photos and their flips, letterboxed to 640x640: (16, 3, 640, 640) float32."""
     from netdef.preprocess import letterbox
 
-    data = pytest.importorskip("skimage.data")
-    photos = [getattr(data, n)() for n in ("astronaut", "coffee", "chelsea", "rocket")]
-    variants = [np.ascontiguousarray(v) for im in photos for v in (im, im[:, ::-1], im[::-1], im[::-1, ::-1])]
+    variants = [np.ascontiguousarray(v) for im in photos() for v in (im, im[:, ::-1], im[::-1], im[::-1, ::-1])]
     return letterbox(variants, (640, 640), bgr=False)[0].numpy()
 
 

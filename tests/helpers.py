@@ -1,0 +1,40 @@
+"""Helpers shared by several test modules: scikit-image's photos, the CLI in a subprocess, a synthetic
+INT8 calibration table."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")  # 512x512, 400x600, 300x451, 427x640
+
+
+def photos(bgr: bool = False) -> list[np.ndarray]:
+    """scikit-image's colour photos, HxWx3 uint8 (RGB, or BGR as cv2.imread gives them); skips without it."""
+    data = pytest.importorskip("skimage.data")
+    return [np.ascontiguousarray(getattr(data, n)()[..., ::-1] if bgr else getattr(data, n)()) for n in PHOTOS]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    """`python -m netdef.cli ARGS` in a new process that sees this one's imports."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    return subprocess.run([sys.executable, "-m", "netdef.cli", *args], capture_output=True, text=True, env=env)
+
+
+def synthetic_table(arch: str, wts: Path, path: Path, input_hw=None):
+    """A valid calibration table with a distinct amax per point (1.0, 1.25, 1.5, ...)."""
+    from netdef.calibrate import quantization_points
+    from netdef.calibration import CalibrationTable
+    from netdef.quantize import fingerprint, network_input_shape
+    from netdef.spec import load_spec
+
+    spec = load_spec(arch)
+    points = quantization_points(arch, wts, input_hw)
+    amax = {k: 1.0 + 0.25 * i for i, k in enumerate(points)}
+    table = CalibrationTable(fingerprint(spec, wts, network_input_shape(spec, input_hw)), "max", amax)
+    table.save(path)
+    return table
