@@ -252,9 +252,9 @@ def _engine_step(eng: Any, batch: int, settings: BenchSettings, torch: Any
         x = torch.randn(shape, device="cuda").to(dtype) if dtype.is_floating_point else \
             torch.zeros(shape, dtype=dtype, device="cuda")
         inputs[t.name] = x
-    outs = eng.bind(inputs)
     stream = torch.cuda.Stream()
     handle = stream.cuda_stream
+    outs = eng.bind(inputs, stream=handle)
 
     def run() -> None:
         trt_api.execute(eng.context, handle)
@@ -377,7 +377,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     g = p.add_argument_group("building first (TARGET is an architecture)")
     g.add_argument("--weights", "-w", help=".wts file")
     g.add_argument("--precision", default="fp16", choices=("fp32", "fp16", "int8"), help="default fp16")
-    g.add_argument("--profile", help="MIN:OPT:MAX batch profile (default: smallest:largest:largest batch)")
+    g.add_argument("--profile", help="MIN:OPT:MAX batch profile, or several: 1:1:8,9:256:256 "
+                                     "(default: smallest:largest:largest batch)")
     g.add_argument("--opt-level", type=int, help="builder optimization level 0..5 (TensorRT default 3)")
     g.add_argument("--timing-cache", help="persistent timing cache file")
     g.add_argument("--calibration", help="int8: calibration table from `netdef calibrate`")
@@ -412,25 +413,27 @@ def resolve_engine(a: argparse.Namespace, batches: list[int] | None, log: Log) -
     if not a.weights:
         raise NetdefError(f"'{a.target}' is not an engine file, so it is taken as an architecture: "
                           "give its weights with --weights W.wts (or pass an engine)")
-    from .build import BuildOptions, build_engine, parse_batch
+    from .build import BuildOptions, build_engine, parse_profiles
     from .spec import load_spec
 
+    profiles: tuple = ()
     if a.profile:
-        profile = parse_batch(a.profile)
+        profile, profiles = parse_profiles(a.profile)
     elif batches:
         profile = (batches[0], batches[-1], batches[-1])
     else:
         raise NetdefError("building for a benchmark needs --batch (e.g. 1,8,32) or --profile MIN:OPT:MAX")
     if batches:
         check_batches(batches, profile, f"--profile {':'.join(map(str, profile))}")
-    opts = BuildOptions(precision=a.precision, batch=profile, opt_level=a.opt_level, timing_cache=a.timing_cache,
-                        calibration=a.calibration)
+    opts = BuildOptions(precision=a.precision, batch=profile, profiles=profiles, opt_level=a.opt_level,
+                        timing_cache=a.timing_cache, calibration=a.calibration)
     if a.engine_out:
         out = Path(a.engine_out)
     else:
         name = load_spec(a.target).name
         level = "" if a.opt_level is None else f"_o{a.opt_level}"
-        out = cache_dir() / f"{name}_{Path(a.weights).stem}_{a.precision}_b{'-'.join(map(str, profile))}{level}.engine"
+        tag = "_".join("-".join(map(str, p)) for p in (profiles or (profile,)))
+        out = cache_dir() / f"{name}_{Path(a.weights).stem}_{a.precision}_b{tag}{level}.engine"
     opts.validate()
     require_gpu()  # before a build whose engine could not be timed here
     build_engine(a.target, a.weights, out, opts, force=a.force, log=log)

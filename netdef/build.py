@@ -21,10 +21,12 @@ from .wts import read_wts
 
 @dataclass
 class BuildOptions:
-    """How to build. `batch` is the optimization profile's (min, opt, max) batch size."""
+    """How to build. `batch` is the optimization profile's (min, opt, max) batch size; with several
+    `profiles` (each tuned for its own opt batch; the runtime picks one per batch) it is their overall range."""
 
     precision: str = "fp32"
     batch: tuple[int, int, int] = (1, 1, 1)
+    profiles: tuple[tuple[int, int, int], ...] = ()
     input_hw: tuple[int, int] | None = None
     workspace_mib: int | None = None
     opt_level: int | None = None
@@ -33,14 +35,20 @@ class BuildOptions:
     timing_cache: str | None = None
     compute_capability: str | None = None  # TensorRT-RTX without a GPU: the target (default 8.6)
     calibration: str | None = None  # int8: calibration table (JSON)
+    detailed: bool = False  # keep layer types, tactics and formats in the engine (netdef profile shows them)
     extra: dict[str, Any] = field(default_factory=dict)  # block-specific build parameters (e.g. NMS thresholds)
 
     def validate(self) -> None:
         if self.precision not in ("fp32", "fp16", "int8"):
             raise NetdefError(f"unknown precision '{self.precision}': use fp32, fp16 or int8")
-        lo, opt, hi = self.batch
-        if not 1 <= lo <= opt <= hi:
-            raise NetdefError(f"batch profile {lo}:{opt}:{hi} must satisfy 1 <= min <= opt <= max")
+        for lo, opt, hi in (self.batch, *self.profiles):
+            if not 1 <= lo <= opt <= hi:
+                raise NetdefError(f"batch profile {lo}:{opt}:{hi} must satisfy 1 <= min <= opt <= max")
+        if self.profiles:
+            check_profiles(self.profiles)
+            if tuple(self.batch) != overall_range(self.profiles):
+                raise NetdefError(f"batch {self.batch} must be the profiles' overall range "
+                                  f"{overall_range(self.profiles)}")
         if self.opt_level is not None and not 0 <= self.opt_level <= 5:
             raise NetdefError(f"builder optimization level {self.opt_level} must be 0..5")
         if self.calibration and self.precision != "int8":
@@ -58,6 +66,29 @@ class BuildResult:
     seconds: float
 
 
+def parse_profiles(text: str) -> tuple[tuple[int, int, int], tuple[tuple[int, int, int], ...]]:
+    """(batch, profiles) for BuildOptions: '1:8:32' -> one profile; '1:1:8,9:64:256' -> two profiles, each
+    tuned for its opt batch, and their overall range (1, 64, 256) as the batch."""
+    parts = [parse_batch(p) for p in str(text).split(",")]
+    if len(parts) == 1:
+        return parts[0], ()
+    check_profiles(parts)
+    return overall_range(parts), tuple(parts)
+
+
+def overall_range(profiles: Any) -> tuple[int, int, int]:
+    """(smallest min, opt of the last profile, largest max)."""
+    return min(p[0] for p in profiles), int(profiles[-1][1]), max(p[2] for p in profiles)
+
+
+def check_profiles(profiles: Any) -> None:
+    """Profiles in increasing order that leave no batch size uncovered between them."""
+    for a, b in zip(profiles, profiles[1:]):
+        if b[0] <= a[0] or b[0] > a[2] + 1:
+            raise NetdefError(f"batch profiles {':'.join(map(str, a))},{':'.join(map(str, b))}: list them by "
+                              f"increasing min with no gap (the next min must be at most {a[2] + 1})")
+
+
 def parse_batch(text: str) -> tuple[int, int, int]:
     """'8' -> (8, 8, 8); '1:8:32' -> (1, 8, 32); '1:32' -> (1, 32, 32)."""
     try:
@@ -71,6 +102,10 @@ def parse_batch(text: str) -> tuple[int, int, int]:
     if len(parts) == 3:
         return parts[0], parts[1], parts[2]
     raise NetdefError(f"--batch '{text}': expected N or MIN:OPT:MAX")
+
+
+def profiles_text(opts: BuildOptions) -> str:
+    return ",".join(":".join(map(str, p)) for p in (opts.profiles or (opts.batch,)))
 
 
 def file_sha256(path: str | Path) -> str:
@@ -126,12 +161,14 @@ def build_engine(arch: str | Path, weights: str | Path, output: str | Path, opts
     trt_api.configure_target(config, opts.compute_capability)
     trt_api.set_workspace(config, opts.workspace_mib)
     trt_api.set_optimization_level(config, opts.opt_level)
+    if opts.detailed:
+        trt_api.set_detailed_profiling(config)
     if getattr(net, "plugin_libraries", None):
         trt_api.disable_library_tactics(config)
     add_profile(net, config, opts)
     cache = load_timing_cache(config, opts.timing_cache, log)
 
-    log(f"[netdef] building {spec.name} ({opts.precision}, batch {':'.join(map(str, opts.batch))}, "
+    log(f"[netdef] building {spec.name} ({opts.precision}, batch {profiles_text(opts)}, "
         f"{net.definition.num_layers} layers) with {trt_api.version_string()} ...")
     tb = time.perf_counter()
     with BuildProgress(config, log):
@@ -185,14 +222,22 @@ def _io(t: Any, opts: BuildOptions) -> dict[str, Any]:
 
 
 def add_profile(net: Network, config: Any, opts: BuildOptions) -> None:
-    """One optimization profile: the batch range from `opts`, the other dimensions as defined."""
-    profile = net.builder.create_optimization_profile()
-    for i in range(net.definition.num_inputs):
-        t = net.definition.get_input(i)
-        rest = tuple(t.shape)[1:]
-        lo, opt, hi = opts.batch
-        profile.set_shape(t.name, (lo, *rest), (opt, *rest), (hi, *rest))
-    config.add_optimization_profile(profile)
+    """The optimization profiles from `opts` on netdef's network."""
+    add_profiles(net.builder, net.definition, config, opts, "the network")
+
+
+def add_profiles(builder: Any, definition: Any, config: Any, opts: BuildOptions, where: str) -> None:
+    """One optimization profile per entry of `opts.profiles` (or `opts.batch`): the batch dimension from it,
+    the other dimensions as defined (they must be static)."""
+    for lo, opt, hi in opts.profiles or (opts.batch,):
+        profile = builder.create_optimization_profile()
+        for i in range(definition.num_inputs):
+            t = definition.get_input(i)
+            rest = tuple(t.shape)[1:]
+            if any(d < 0 for d in rest):
+                raise NetdefError(f"{where}: input {t.name} {tuple(t.shape)} is dynamic beyond the batch axis")
+            profile.set_shape(t.name, (lo, *rest), (opt, *rest), (hi, *rest))
+        config.add_optimization_profile(profile)
 
 
 def load_timing_cache(config: Any, path: str | None, log: Callable[[str], None]) -> Any:

@@ -16,6 +16,7 @@ EPILOG = """typical use:
   netdef run resnet50.engine --batch 8
   netdef info resnet50.engine
   netdef bench resnet50.engine --batch 1,8,32 --cuda-graph
+  netdef profile resnet50.engine --batch 1 --compare other.engine
   netdef calibrate resnet50 --weights weights/resnet50.wts --data images/ -o r50.calib.json
   netdef detect yolov5s.engine photos/ --out detections/
 """
@@ -63,7 +64,9 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("--weights", "-w", required=True, help=".wts file (from `netdef export`)")
     b.add_argument("-o", "--output", required=True, help="engine file to write")
     b.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"))
-    b.add_argument("--batch", default="1", help="N, or MIN:OPT:MAX for a dynamic-batch engine (default 1)")
+    b.add_argument("--batch", default="1",
+                   help="N, or MIN:OPT:MAX for a dynamic-batch engine, or several profiles such as 1:1:8,9:256:256 "
+                        "(each tuned for its OPT batch; the runtime picks one per batch) (default 1)")
     b.add_argument("--input-shape", help="H,W overriding the YAML's input size (e.g. 480,640)")
     b.add_argument("--workspace", type=int, metavar="MiB", help="builder workspace limit")
     b.add_argument("--opt-level", type=int, help="builder optimization level 0..5 (lower builds faster)")
@@ -71,6 +74,8 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("--no-tf32", action="store_true", help="keep fp32 layers in full fp32 (no TF32)")
     b.add_argument("--no-strict", action="store_true", help="allow keys in the .wts that the architecture does not use")
     b.add_argument("--calibration", help="int8: calibration table (JSON) from `netdef calibrate`")
+    b.add_argument("--detailed", action="store_true",
+                   help="keep layer types, tactics and formats in the engine (shown by `netdef profile`)")
     b.add_argument("--compute-capability", help="TensorRT-RTX without a GPU: target, e.g. 8.6 (default)")
     b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="block build parameter, e.g. --set conf_thres=0.25 (repeatable)")
@@ -94,9 +99,9 @@ def make_parser() -> argparse.ArgumentParser:
     k = sub.add_parser("blocks", help="list the blocks architecture YAML files can use")
     k.set_defaults(func=cmd_blocks)
 
-    from . import bench, calibrate, detect
+    from . import bench, calibrate, detect, profile
 
-    for module in (calibrate, detect, bench):
+    for module in (calibrate, detect, bench, profile):
         module.register(sub)
 
     d = sub.add_parser("demo", help="the embedded default: export, build and (with a GPU) verify ResNet-18")
@@ -117,7 +122,7 @@ def cmd_export(a: argparse.Namespace) -> int:
 
 
 def build_options(a: argparse.Namespace) -> Any:
-    from .build import BuildOptions, parse_batch
+    from .build import BuildOptions, parse_profiles
 
     hw = None
     if a.input_shape:
@@ -135,10 +140,11 @@ def build_options(a: argparse.Namespace) -> Any:
             extra[key] = json.loads(value)
         except ValueError:
             extra[key] = value
-    return BuildOptions(precision=a.precision, batch=parse_batch(a.batch), input_hw=hw, workspace_mib=a.workspace,
+    batch, profiles = parse_profiles(a.batch)
+    return BuildOptions(precision=a.precision, batch=batch, profiles=profiles, input_hw=hw, workspace_mib=a.workspace,
                         opt_level=a.opt_level, tf32=not a.no_tf32, strict=not a.no_strict,
                         timing_cache=a.timing_cache, compute_capability=a.compute_capability,
-                        calibration=a.calibration, extra=extra)
+                        calibration=a.calibration, detailed=a.detailed, extra=extra)
 
 
 def cmd_build(a: argparse.Namespace) -> int:
@@ -190,7 +196,9 @@ def cmd_info(a: argparse.Namespace) -> int:
         t = meta["tensorrt"]
         print(f"engine {path}: {meta['arch']['name']} {meta['precision']}, built by {t['flavor']} {t['version']} "
               f"for {meta['gpu'].get('name') or 'compute capability'} {meta['gpu']['compute_capability']}")
-        print(f"  batch profile {':'.join(map(str, meta['options']['batch']))}, {meta['layers']} layers, "
+        profiles = meta["options"].get("profiles") or [meta["options"]["batch"]]
+        print(f"  batch profile{'s' if len(profiles) > 1 else ''} {','.join(':'.join(map(str, p)) for p in profiles)}, "
+              f"{meta['layers']} layers, "
               f"built {meta['created']} in {meta['build_seconds']} s")
         for kind in ("inputs", "outputs"):
             for io in meta[kind]:

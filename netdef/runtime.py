@@ -5,6 +5,7 @@ The torch backend can capture a CUDA graph per input shape (`cuda_graph=True`).
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +50,8 @@ class Engine:
                               "or run without --cuda-graph")
         self.cuda_graph = cuda_graph
         self._graphs: dict[tuple, Any] = {}
+        self.profiles = [tuple(p) for p in meta["options"].get("profiles") or [meta["options"]["batch"]]]
+        self._active = 0  # a new context starts on profile 0
 
     @property
     def batch_range(self) -> tuple[int, int, int]:
@@ -89,8 +92,22 @@ class Engine:
                 raise NetdefError(f"input '{t.name}' batch {shape[0]} is outside the engine's profile "
                                   f"{lo}..{hi}; rebuild with --batch MIN:OPT:MAX")
 
-    def bind(self, inputs: Mapping[str, Any], outputs: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """Set shapes and device addresses for device-resident inputs; allocates outputs when not given."""
+    def profile_for(self, batch: int) -> int:
+        """The optimization profile that runs `batch`: of those covering it, the one whose opt batch is nearest
+        by ratio (kernels tuned for 16 suit 5 better than kernels tuned for 1)."""
+        fits = [i for i, (lo, _, hi) in enumerate(self.profiles) if lo <= batch <= hi]
+        if not fits:
+            raise NetdefError(f"batch {batch} is outside every profile of {self.path.name} ({self.profiles})")
+        return min(fits, key=lambda i: abs(math.log(self.profiles[i][1] / batch)))
+
+    def bind(self, inputs: Mapping[str, Any], outputs: Mapping[str, Any] | None = None,
+             stream: int = 0) -> dict[str, Any]:
+        """Set shapes and device addresses for device-resident inputs (switching to the profile for their batch
+        on `stream` first); allocates outputs when not given."""
+        profile = self.profile_for(int(next(iter(inputs.values())).shape[0]))
+        if profile != self._active:
+            trt_api.set_profile(self.context, profile, stream)
+            self._active = profile
         for name, t in inputs.items():
             self.context.set_input_shape(name, tuple(t.shape))
             self.context.set_tensor_address(name, self.backend.ptr(t))
@@ -107,8 +124,8 @@ class Engine:
         key = tuple((n, tuple(v.shape)) for n, v in sorted(feeds.items()))
         if key not in self._graphs:
             static_in = {t.name: self.backend.to_device(feeds[t.name], t.dtype).clone() for t in self.inputs}
-            outs = self.bind(static_in)
             stream = torch.cuda.Stream()
+            outs = self.bind(static_in, stream=stream.cuda_stream)
             trt_api.execute(self.context, stream.cuda_stream)  # first run outside capture (shape setup)
             stream.synchronize()
             graph = torch.cuda.CUDAGraph()
@@ -116,6 +133,9 @@ class Engine:
                 trt_api.execute(self.context, stream.cuda_stream)
             self._graphs[key] = (graph, static_in, outs)
         graph, static_in, outs = self._graphs[key]
+        if self.profile_for(int(next(iter(static_in.values())).shape[0])) != self._active:
+            # the context state (profile, shapes) the graph was captured with
+            self.bind(static_in, outs, torch.cuda.current_stream().cuda_stream)
         for t in self.inputs:
             static_in[t.name].copy_(self.backend.to_device(feeds[t.name], t.dtype))
         graph.replay()
@@ -168,8 +188,9 @@ class TorchBackend:
 
     def run(self, engine: Engine, feeds: Mapping[str, Any]) -> dict[str, Any]:
         inputs = {t.name: self.to_device(feeds[t.name], t.dtype) for t in engine.inputs}
-        outs = engine.bind(inputs)
-        trt_api.execute(engine.context, self.torch.cuda.current_stream().cuda_stream)
+        stream = self.torch.cuda.current_stream().cuda_stream
+        outs = engine.bind(inputs, stream=stream)
+        trt_api.execute(engine.context, stream)
         return outs
 
     def to_host(self, t: Any) -> np.ndarray:
@@ -219,7 +240,7 @@ class PycudaBackend:
         try:
             self.stream = self.cuda.Stream()
             inputs = {t.name: self.to_device(feeds[t.name], t.dtype) for t in engine.inputs}
-            outs = engine.bind(inputs)
+            outs = engine.bind(inputs, stream=self.stream.handle)
             trt_api.execute(engine.context, self.stream.handle)
             host = {}
             for name, dev in outs.items():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import json
 import os
 from dataclasses import dataclass
 from types import ModuleType
@@ -167,6 +168,11 @@ def prefer_layer_precisions(config: Any) -> bool:
     return True
 
 
+def set_detailed_profiling(config: Any) -> None:
+    """Keep each engine layer's type, tactic and formats in the engine (for `netdef profile`)."""
+    config.profiling_verbosity = module().ProfilingVerbosity.DETAILED
+
+
 def set_workspace(config: Any, mib: int | None) -> None:
     if mib is not None:
         config.set_memory_pool_limit(module().MemoryPoolType.WORKSPACE, int(mib) << 20)
@@ -308,9 +314,45 @@ def io_tensors(engine: Any) -> list[tuple[str, bool, tuple[int, ...], str]]:
     return out
 
 
+def set_profile(context: Any, index: int, stream_handle: int) -> None:
+    """Make optimization profile `index` the context's active one (input shapes must be set again)."""
+    if not context.set_optimization_profile_async(index, stream_handle):
+        raise TensorRTUnavailable(f"TensorRT could not switch to optimization profile {index} (see its messages above)")
+
+
 def execute(context: Any, stream_handle: int) -> None:
     if not context.execute_async_v3(stream_handle):
         raise TensorRTUnavailable("TensorRT execute_async_v3 failed (see its messages above)")
+
+
+def attach_profiler(context: Any, on_layer: Any) -> Any:
+    """Report each layer's time of every execution to `on_layer(name, ms)`; keep the returned profiler alive."""
+    trt = module()
+
+    class Profiler(trt.IProfiler):
+        def __init__(self) -> None:
+            trt.IProfiler.__init__(self)
+
+        def report_layer_time(self, layer_name: str, ms: float) -> None:
+            on_layer(layer_name, ms)
+
+    profiler = Profiler()
+    context.profiler = profiler
+    return profiler
+
+
+def layer_information(engine: Any, context: Any) -> dict[str, Any]:
+    """The engine inspector's entry for each engine layer by name: a dict (type, tactic, formats...) for
+    engines built with detailed profiling verbosity, else the name alone."""
+    trt = module()
+    inspector = engine.create_engine_inspector()
+    inspector.execution_context = context
+    out: dict[str, Any] = {}
+    for i in range(engine.num_layers):
+        entry = json.loads(inspector.get_layer_information(i, trt.LayerInformationFormat.JSON), strict=False)
+        name = entry.get("Name") if isinstance(entry, dict) else entry
+        out[str(name)] = entry
+    return out
 
 
 def plugin_registry() -> Any:

@@ -39,8 +39,8 @@ sys.path.insert(0, str(ROOT))
 from netdef import __version__, engine_file, trt_api  # noqa: E402
 from netdef.bench import (BenchSettings, bench_engine, environment, parse_batches, parse_budget,  # noqa: E402
                           time_callable, write_json)
-from netdef.build import BuildOptions, BuildProgress, load_timing_cache, build_engine, file_sha256, \
-    parse_batch, target_identity  # noqa: E402
+from netdef.build import BuildOptions, BuildProgress, add_profiles, build_engine, file_sha256, load_timing_cache, \
+    parse_profiles, profiles_text, target_identity  # noqa: E402
 from netdef.errors import NetdefError  # noqa: E402
 
 MODELS: dict[str, dict[str, Any]] = {
@@ -106,7 +106,7 @@ def markdown_tables(doc: dict[str, Any]) -> str:
         for bd in builds:
             level = "default" if bd.get("opt_level") is None else bd["opt_level"]
             lines.append(f"| {LABELS.get(bd['route'], bd['route'])} | {bd['precision']} | {level} | "
-                         f"{':'.join(map(str, bd['profile'])) if bd.get('profile') else '-'} | "
+                         f"{profile_text(bd['profile']) if bd.get('profile') else '-'} | "
                          f"{bd['seconds']:.1f} | {bd.get('timing_cache', '-')} |")
     cache = doc.get("timing_cache", [])
     if cache:
@@ -118,6 +118,12 @@ def markdown_tables(doc: dict[str, Any]) -> str:
             speed = "n/m" if c.get("speedup") is None else f"{c['speedup']:.1f}x"
             lines.append(f"| netdef | {c['precision']} | {level} | {cold} | {c['warm_s']:.1f} | {speed} |")
     return "\n".join(lines)
+
+
+def profile_text(profile: list) -> str:
+    """[1, 8, 32] -> '1:8:32'; [[1, 1, 4], [5, 32, 32]] -> '1:1:4,5:32:32'."""
+    rows = profile if profile and isinstance(profile[0], list) else [profile]
+    return ",".join(":".join(map(str, p)) for p in rows)
 
 
 # ---------------------------------------------------------------- models
@@ -211,17 +217,11 @@ def build_onnx_engine(onnx_path: Path, out: Path, opts: BuildOptions, label: str
     trt_api.configure_target(config, opts.compute_capability)
     trt_api.set_workspace(config, opts.workspace_mib)
     trt_api.set_optimization_level(config, opts.opt_level)
-    profile = builder.create_optimization_profile()
-    lo, opt, hi = opts.batch
-    for i in range(network.num_inputs):
-        t = network.get_input(i)
-        rest = tuple(t.shape)[1:]
-        if any(d < 0 for d in rest):
-            raise NetdefError(f"{onnx_path}: input {t.name} {tuple(t.shape)} is dynamic beyond the batch axis")
-        profile.set_shape(t.name, (lo, *rest), (opt, *rest), (hi, *rest))
-    config.add_optimization_profile(profile)
+    if opts.detailed:
+        trt_api.set_detailed_profiling(config)
+    add_profiles(builder, network, config, opts, str(onnx_path))
     cache = load_timing_cache(config, opts.timing_cache, log)
-    log(f"[onnx] building {label} ({opts.precision}, batch {lo}:{opt}:{hi}, {network.num_layers} layers) "
+    log(f"[onnx] building {label} ({opts.precision}, batch {profiles_text(opts)}, {network.num_layers} layers) "
         f"with {trt_api.version_string()} ...")
     tb = time.perf_counter()
     with BuildProgress(config, log):
@@ -272,11 +272,13 @@ class Run:
 
     def tag(self, precision: str) -> str:
         level = "" if self.a.opt_level is None else f"_o{self.a.opt_level}"
-        return f"{self.a.model}_{precision}_b{'-'.join(map(str, self.a.profile_t))}{level}"
+        profiles = "_".join("-".join(map(str, p)) for p in (self.a.profiles_t or (self.a.profile_t,)))
+        return f"{self.a.model}_{precision}_b{profiles}{level}"
 
     def opts(self, precision: str, cache: Path | None) -> BuildOptions:
-        return BuildOptions(precision=precision, batch=self.a.profile_t, opt_level=self.a.opt_level,
-                            tf32=self.a.tf32, workspace_mib=self.a.workspace,
+        return BuildOptions(precision=precision, batch=self.a.profile_t, profiles=self.a.profiles_t,
+                            opt_level=self.a.opt_level,
+                            tf32=self.a.tf32, workspace_mib=self.a.workspace, detailed=self.a.detailed,
                             timing_cache=str(cache) if cache else None)
 
     def attempt(self, what: str, precision: str, fn: Callable[[], None]) -> None:
@@ -313,7 +315,7 @@ class Run:
         self.rec.save()
         self.say(f"{a.model} on {env['device']} (driver {env['driver']}), {env['tensorrt']}, torch {env['torch']}; "
                  f"routes {','.join(a.routes_l)}, precisions {','.join(a.precisions)}, batches {a.batches_l}, "
-                 f"profile {a.profile_t}, opt level {a.opt_level if a.opt_level is not None else 'default'}; "
+                 f"profile {a.profile_text}, opt level {a.opt_level if a.opt_level is not None else 'default'}; "
                  f"JSON {self.rec.path}")
         self.model = first_output(load_model(a.model))
         self.wts = self.workdir / f"{a.model}.wts"
@@ -336,8 +338,8 @@ class Run:
 
     def settings_record(self) -> dict[str, Any]:
         a = self.a
-        return {"routes": a.routes_l, "precisions": a.precisions, "batches": a.batches_l, "profile": a.profile_t,
-                "opt_level": a.opt_level, "tf32": a.tf32, "workspace_mib": a.workspace,
+        return {"routes": a.routes_l, "precisions": a.precisions, "batches": a.batches_l, "profile": a.profile_rec,
+                "opt_level": a.opt_level, "tf32": a.tf32, "workspace_mib": a.workspace, "detailed": a.detailed,
                 "warmup": asdict(self.settings.warmup), "measure": asdict(self.settings.measure),
                 "compile_mode": a.compile_mode, "compile_budget_s": a.compile_budget,
                 "onnx_exporter": a.onnx_exporter, "timing_cache_dir": str(self.cache_dir),
@@ -347,7 +349,7 @@ class Run:
 
     def _record_build(self, route: str, precision: str, seconds: float, cache: Path | None, cache_state: str,
                       engine: Path, extra: dict[str, Any] | None = None) -> None:
-        item = {"route": route, "precision": precision, "opt_level": self.a.opt_level, "profile": self.a.profile_t,
+        item = {"route": route, "precision": precision, "opt_level": self.a.opt_level, "profile": self.a.profile_rec,
                 "seconds": round(seconds, 2), "timing_cache": cache_state, "cache_file": str(cache) if cache else None,
                 "engine": str(engine), "engine_mib": round(engine.stat().st_size / 2**20, 2)} | (extra or {})
         self.rec.add("builds", item)
@@ -410,10 +412,11 @@ class Run:
         engine = self.workdir / f"netdef_{self.tag(precision)}_warm.engine"
         a = self.a
         cmd = [sys.executable, "-m", "netdef.cli", "build", MODELS[a.model]["arch"], "--weights", str(self.wts),
-               "-o", str(engine), "--precision", precision, "--batch", ":".join(map(str, a.profile_t)),
+               "-o", str(engine), "--precision", precision, "--batch", a.profile_text,
                "--timing-cache", str(cache), "--force"]
         cmd += (["--opt-level", str(a.opt_level)] if a.opt_level is not None else []) + \
-            (["--workspace", str(a.workspace)] if a.workspace else []) + ([] if a.tf32 else ["--no-tf32"])
+            (["--workspace", str(a.workspace)] if a.workspace else []) + ([] if a.tf32 else ["--no-tf32"]) + \
+            (["--detailed"] if a.detailed else [])
         self.say(f"rebuilding the netdef {precision} engine in a new process with the timing cache: {' '.join(cmd)}")
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
         t = time.perf_counter()
@@ -423,7 +426,7 @@ class Run:
             raise NetdefError(f"the timing-cache rebuild failed (exit code {proc.returncode}; its messages above)")
         warm = engine_file.read_meta(engine)["build_seconds"]
         cold = first[2] if first[1] == "cold" else None
-        item = {"precision": precision, "opt_level": a.opt_level, "profile": a.profile_t,
+        item = {"precision": precision, "opt_level": a.opt_level, "profile": a.profile_rec,
                 "first_build": first[1], "cold_s": cold, "warm_s": warm,
                 "speedup": round(cold / warm, 2) if cold and warm else None, "command": " ".join(cmd)}
         self.rec.add("timing_cache", item)
@@ -506,7 +509,8 @@ def make_parser() -> argparse.ArgumentParser:
                         "(about 6 minutes on an H100 with TensorRT 8.6)")
     p.add_argument("--precision", default="fp32,fp16", help="comma-separated: fp32, fp16 (default both)")
     p.add_argument("--batches", help="comma-separated batch sizes (default: resnet50 1,8,32,256; yolov5s 1,8,32)")
-    p.add_argument("--profile", help="MIN:OPT:MAX of the one engine per route (default smallest:largest:largest)")
+    p.add_argument("--profile", help="MIN:OPT:MAX of the one engine per route (default smallest:largest:largest), "
+                                     "or several profiles in each engine: 1:1:4,5:32:64,65:256:256")
     p.add_argument("--routes", default=",".join(ROUTES), help=f"subset of {','.join(ROUTES)}")
     p.add_argument("--opt-level", type=int, help="builder optimization level for both engines (TensorRT default: 3)")
     p.add_argument("--timing-cache", metavar="DIR",
@@ -516,6 +520,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-tf32", dest="tf32", action="store_false",
                    help="fp32 without TF32 in every route (default: TF32 allowed everywhere, TensorRT's default)")
     p.add_argument("--workspace", type=int, metavar="MiB", help="builder workspace limit for both engines")
+    p.add_argument("--detailed", action="store_true",
+                   help="both engines keep layer types and tactics (compare them with `netdef profile --compare`)")
     p.add_argument("--warmup", default="50,1s", help="warm-up per batch: N, Ss or N,Ss (default 50,1s)")
     p.add_argument("--measure", default="200,2s", help="measurement per batch: N, Ss or N,Ss (default 200,2s)")
     p.add_argument("--compile-mode", default="default",
@@ -556,11 +562,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if bad or not a.routes_l:
         raise NetdefError(f"--routes '{a.routes}': unknown {bad}; choose from {','.join(ROUTES)}")
     a.batches_l = parse_batches(a.batches) if a.batches else list(MODELS[a.model]["batches"])
-    a.profile_t = parse_batch(a.profile) if a.profile else (a.batches_l[0], a.batches_l[-1], a.batches_l[-1])
+    a.profile_t, a.profiles_t = parse_profiles(a.profile) if a.profile else \
+        ((a.batches_l[0], a.batches_l[-1], a.batches_l[-1]), ())
+    a.profile_rec = [list(p) for p in a.profiles_t] if a.profiles_t else list(a.profile_t)
+    a.profile_text = profile_text(a.profile_rec)
     lo, _, hi = a.profile_t
     outside = [b for b in a.batches_l if not lo <= b <= hi]
     if outside:
-        raise NetdefError(f"--profile {lo}:{a.profile_t[1]}:{hi} does not cover batch size(s) {outside}")
+        raise NetdefError(f"--profile {a.profile_text} does not cover batch size(s) {outside}")
     if a.opt_level is not None and not 0 <= a.opt_level <= 5:
         raise NetdefError(f"--opt-level {a.opt_level}: must be 0..5")
     a.warmup_budget = parse_budget(a.warmup, "--warmup")

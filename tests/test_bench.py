@@ -244,11 +244,19 @@ def test_compare_arguments(compare):
     assert a.batches_l == [1, 8, 32] and a.profile_t == (1, 32, 32) and a.precisions == ["fp16"]
     a = compare.parse_args(["--batches", "8,2", "--routes", "netdef,onnx", "--measure", "50"])
     assert a.batches_l == [2, 8] and a.profile_t == (2, 8, 8) and a.measure_budget == Budget(50, 0.0)
+    a = compare.parse_args(["--profile", "1:1:4,5:32:64,65:256:256", "--precision", "fp16"])
+    assert a.profile_t == (1, 256, 256) and a.profiles_t == ((1, 1, 4), (5, 32, 64), (65, 256, 256))
+    assert a.profile_text == "1:1:4,5:32:64,65:256:256" and a.profile_rec[1] == [5, 32, 64]
+    run = compare.Run.__new__(compare.Run)
+    run.a = a
+    assert run.tag("fp16") == "resnet50_fp16_b1-1-4_5-32-64_65-256-256"
+    assert run.opts("fp16", None).profiles == a.profiles_t
     for argv, message in [(["--quick", "--batches", "1,8"], "leave out --batches"),
                           (["--precision", "int8"], "--precision"),
                           (["--precision", "fp16,fp16"], "--precision"),
                           (["--routes", "netdef,tvm"], "unknown"),
                           (["--batches", "1,64", "--profile", "1:8:32"], r"does not cover batch size\(s\) \[64\]"),
+                          (["--profile", "1:1:4,6:8:8"], "no gap"),
                           (["--opt-level", "7"], "--opt-level 7"),
                           (["--measure", "0"], "--measure")]:
         with pytest.raises(NetdefError, match=message):

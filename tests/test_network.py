@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from netdef.errors import WeightKeyError
+from netdef.errors import NetdefError, WeightKeyError
 from netdef.network import Network, fold_batchnorm
 from netdef.spec import build_network, load_spec
 
@@ -96,3 +96,19 @@ def test_fp16_network_is_typed_where_strong_typing_exists(resnet18_weights):
                 if net.definition.get_layer(i).name == "conv1")
     expected = net.trt.float16 if net.strongly_typed else net.trt.float32
     assert conv.get_output(0).dtype == expected
+
+
+def test_linear_on_pooled_features_is_a_1x1_convolution():
+    """Linear on (B, C, 1, 1) runs as a convolution named after the module (bias fused), then flattens."""
+    w = {"fc.weight": np.arange(32, dtype=np.float32), "fc.bias": np.ones(4, np.float32)}
+    net = Network(w, source="t.wts")
+    y = net.linear(net.input("x", (-1, 8, 1, 1)), "fc", 4)
+    assert tuple(y.shape) == (-1, 4)
+    layers = [net.definition.get_layer(i) for i in range(net.definition.num_layers)]
+    T = net.trt.LayerType
+    assert [(l.name, l.type) for l in layers if l.type != T.CAST] == [("fc", T.CONVOLUTION),
+                                                                      ("fc/flatten", T.SHUFFLE)]
+    assert net.check_keys() == []
+    net2 = Network(w, source="t.wts")
+    with pytest.raises(NetdefError, match=r"fc: Linear takes \(B, C\) or \(B, C, 1, 1\) input, got \(-1, 8, 2, 2\)"):
+        net2.linear(net2.input("x", (-1, 8, 2, 2)), "fc", 4)

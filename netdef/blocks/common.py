@@ -39,9 +39,9 @@ def avg_pool(net: Network, x: Any, prefix: str, k: int = 2, s: int | None = None
 
 
 @block("GlobalAvgPool")
-def global_avg_pool(net: Network, x: Any, prefix: str) -> Any:
-    """(B, C, H, W) -> (B, C)."""
-    return net.global_avg_pool(x, prefix)
+def global_avg_pool(net: Network, x: Any, prefix: str, keep_dims: bool = False) -> Any:
+    """(B, C, H, W) -> (B, C), or (B, C, 1, 1) with keep_dims (a following Linear then runs as a 1x1 conv)."""
+    return net.global_avg_pool(x, prefix, keep_dims)
 
 
 @block("Flatten")

@@ -1,0 +1,56 @@
+"""Engines with several optimization profiles: parsing, checks, a real build (CPU builder), profile choice."""
+from __future__ import annotations
+
+import pytest
+
+from netdef.build import BuildOptions, build_engine, parse_profiles
+from netdef.errors import NetdefError
+from netdef.runtime import Engine
+
+from helpers import run_cli
+
+
+def test_parse_profiles():
+    assert parse_profiles("8") == ((8, 8, 8), ())
+    assert parse_profiles("1:8:32") == ((1, 8, 32), ())
+    assert parse_profiles("1:1:8,9:64:256") == ((1, 64, 256), ((1, 1, 8), (9, 64, 256)))
+    assert parse_profiles("1:1:8,4:16:16,9:256:256") == ((1, 256, 256), ((1, 1, 8), (4, 16, 16), (9, 256, 256)))
+
+
+@pytest.mark.parametrize("text, message", [
+    ("1:1:8,10:64:256", "no gap \\(the next min must be at most 9\\)"),
+    ("9:64:256,1:1:8", "by increasing min"),
+    ("1:1:8,x", "expected N or MIN:OPT:MAX with integers"),
+])
+def test_bad_profiles_are_named(text, message):
+    with pytest.raises(NetdefError, match=message):
+        parse_profiles(text)
+
+
+def test_options_check_each_profile_and_the_overall_range():
+    BuildOptions(batch=(1, 64, 256), profiles=((1, 1, 8), (9, 64, 256))).validate()
+    with pytest.raises(NetdefError, match="batch profile 9:4:256 must satisfy"):
+        BuildOptions(batch=(1, 4, 256), profiles=((1, 1, 8), (9, 4, 256))).validate()
+    with pytest.raises(NetdefError, match=r"must be the profiles' overall range \(1, 64, 256\)"):
+        BuildOptions(batch=(1, 8, 8), profiles=((1, 1, 8), (9, 64, 256))).validate()
+
+
+def test_two_profile_engine_builds_and_shows_its_profiles(torchvision_wts, tmp_path):
+    _, wts = torchvision_wts("resnet18")
+    out = tmp_path / "r18.engine"
+    r = run_cli("build", "resnet18", "-w", str(wts), "-o", str(out), "--batch", "1:1:4,5:32:32", "--opt-level", "0")
+    assert r.returncode == 0, r.stderr
+    assert "batch 1:1:4,5:32:32" in r.stderr
+    r = run_cli("info", str(out))
+    assert "batch profiles 1:1:4,5:32:32" in r.stdout, r.stdout
+    meta = build_engine("resnet18", wts, out, BuildOptions(batch=(1, 32, 32), profiles=((1, 1, 4), (5, 32, 32)),
+                                                          opt_level=0), log=lambda m: None).meta
+    assert meta["options"]["profiles"] == [[1, 1, 4], [5, 32, 32]] and meta["options"]["batch"] == [1, 32, 32]
+
+
+def test_runtime_picks_the_profile_with_the_nearest_opt_batch():
+    eng = Engine.__new__(Engine)  # the choice needs no GPU
+    eng.path, eng.profiles = type("P", (), {"name": "x.engine"})(), [(1, 1, 8), (4, 16, 16), (9, 256, 256)]
+    assert [eng.profile_for(b) for b in (1, 3, 5, 8, 12, 16, 100, 256)] == [0, 0, 1, 1, 1, 1, 2, 2]
+    with pytest.raises(NetdefError, match="batch 300 is outside every profile"):
+        eng.profile_for(300)

@@ -1,0 +1,93 @@
+"""`netdef profile`: per-layer summaries and comparisons (CPU), profiling a real engine (GPU)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from netdef import profile
+from netdef.errors import NetdefError
+
+from helpers import run_cli
+
+
+def fake_profile(engine: str, layers: list[tuple[str, float, str | None]]) -> dict:
+    rows = [{"name": n, "ms": ms} | ({"type": t} if t else {}) for n, ms, t in layers]
+    total = sum(ms for _, ms, _ in layers)
+    for r in rows:
+        r["share"] = r["ms"] / total
+    return {"engine": engine, "arch": "resnet50", "precision": "fp16", "batch": 1, "runs": 10, "total_ms": total,
+            "layers": rows, "detailed": any(t for _, _, t in layers)}
+
+
+def test_summary_groups_layers_by_kind():
+    p = fake_profile("a.engine", [("conv1 + conv1/relu", 0.020, "CaskConvolution"),
+                                  ("layer1.0.conv1 + layer1.0.conv1/relu", 0.010, "CaskConvolution"),
+                                  ("Reformatting CopyNode for Input Tensor 0 to fc", 0.004, None),
+                                  ("avgpool", 0.006, None)])
+    s = profile.summary(p)
+    assert s == {"CaskConvolution": (2, pytest.approx(0.030)), "layer": (1, pytest.approx(0.006)),
+                 "reformat": (1, pytest.approx(0.004))}
+    assert list(s) == ["CaskConvolution", "layer", "reformat"]  # slowest kind first
+
+
+def test_format_profile_lists_slowest_first_and_the_rest():
+    p = fake_profile("a.engine", [(f"l{i}", 0.001 * (i + 1), None) for i in range(5)])
+    text = profile.format_profile(p, top=2)
+    lines = text.splitlines()
+    assert "5 engine layers, 0.015 ms in layers" in lines[0]
+    assert lines[2].endswith("l4") and lines[3].endswith("l3")
+    assert "(3 more layers)" in lines[4] and lines[4].split()[0] == "0.0060"
+
+
+def test_comparison_shows_differences_and_ratio():
+    a = fake_profile("netdef.engine", [("conv", 0.030, "CaskConvolution"), ("fc", 0.010, "MatrixMultiply"),
+                                       ("fc/add_bias", 0.005, "ElementWise")])
+    b = fake_profile("onnx.engine", [("conv", 0.030, "CaskConvolution"), ("Gemm", 0.009, "CaskConvolution")])
+    text = profile.format_comparison(a, b)
+    rows = {line.split()[0]: line.split() for line in text.splitlines()[2:]}
+    assert rows["CaskConvolution"][1:] == ["1", "0.0300", "2", "0.0390", "-0.0090"]
+    assert rows["ElementWise"][1:] == ["1", "0.0050", "0", "0.0000", "+0.0050"]
+    assert rows["total"][1:6] == ["3", "0.0450", "2", "0.0390", "+0.0060"] and "(A/B 1.154)" in text
+
+
+def test_profile_checks_its_arguments_before_touching_a_gpu(tmp_path):
+    with pytest.raises(NetdefError, match="runs 0 must be >= 1"):
+        profile.profile_engine(tmp_path / "x.engine", batch=1, runs=0)
+    r = run_cli("profile", str(tmp_path / "missing.engine"))
+    assert r.returncode != 0 and f"engine not found: {tmp_path / 'missing.engine'}" in r.stderr
+
+
+def test_build_has_a_detailed_option():
+    from netdef.cli import build_options, make_parser
+
+    a = make_parser().parse_args(["build", "resnet18", "-w", "r.wts", "-o", "r.engine", "--detailed"])
+    assert build_options(a).detailed is True
+    a = make_parser().parse_args(["build", "resnet18", "-w", "r.wts", "-o", "r.engine"])
+    assert build_options(a).detailed is False
+
+
+@pytest.mark.gpu
+def test_profile_engine_on_gpu(torchvision_wts, tmp_path):
+    """Per-layer times of a real engine: names point back to PyTorch modules, types come from the inspector."""
+    from netdef.build import BuildOptions, build_engine
+
+    model, wts = torchvision_wts("resnet18")
+    engine = tmp_path / "r18.engine"
+    build_engine("resnet18", wts, engine, BuildOptions(precision="fp16", batch=(1, 2, 2), opt_level=0, detailed=True),
+                 log=print)
+    p = profile.profile_engine(engine, batch=2, runs=5, warmup=2)
+    print(profile.format_profile(p, top=10))
+    assert p["detailed"] and p["batch"] == 2 and p["runs"] == 5 and p["total_ms"] > 0
+    assert all(r["ms"] >= 0 and r.get("type") for r in p["layers"])
+    assert sum(r["share"] for r in p["layers"]) == pytest.approx(1.0)
+    modules = {n for n, _ in model.named_modules() if n}
+    named = [r["name"] for r in p["layers"] if any(part.split("/")[0] in modules for part in r["name"].split(" + "))]
+    assert len(named) >= 20  # the 20 convolutions and the fc, fused or not, keep their module names
+    out = tmp_path / "p.json"
+    r = run_cli("profile", str(engine), "--compare", str(engine), "--batch", "1", "2", "--runs", "3",
+                "--json", str(out))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("(A/B ") == 2
+    doc = json.loads(out.read_text())
+    assert [q["batch"] for q in doc["profiles"]] == [1, 1, 2, 2] and doc["environment"]["tensorrt"]
