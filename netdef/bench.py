@@ -226,7 +226,7 @@ def bench_engine(engine_path: str | Path, batches: Sequence[int], settings: Benc
     eng = Engine(path, backend="torch")
     results = []
     for b in batches:
-        fn, stream, buffers = _engine_step(eng, b, settings, torch)  # buffers: bound memory, alive while timed
+        fn, stream, buffers = engine_step(eng, b, settings, torch)  # buffers: bound memory, alive while timed
         stats = time_callable(fn, stream, settings.warmup, settings.measure, batch=b)
         del fn, buffers
         stats.update(cuda_graph=settings.cuda_graph, with_copies=settings.with_copies)
@@ -238,7 +238,7 @@ def bench_engine(engine_path: str | Path, batches: Sequence[int], settings: Benc
     return results
 
 
-def _engine_step(eng: Any, batch: int, settings: BenchSettings, torch: Any
+def engine_step(eng: Any, batch: int, settings: BenchSettings, torch: Any
                  ) -> tuple[Callable[[], Any], Any, tuple[Any, ...]]:
     """(callable running the engine once at `batch`, its stream, the buffers it uses): device buffers are
     allocated and bound once; the caller keeps the buffers alive while it calls."""

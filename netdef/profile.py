@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from . import engine_file, trt_api
-from .bench import BenchSettings, _engine_step, check_batches, environment, require_gpu, write_json
+from .bench import BenchSettings, check_batches, engine_step, environment, require_gpu, write_json
 from .errors import NetdefError
 
 REFORMAT_WORDS = ("Reformat", "reformat", "CopyNode")
@@ -33,7 +33,7 @@ def profile_engine(path: str | Path, batch: int, runs: int = 200, warmup: int = 
     from .runtime import Engine
 
     eng = Engine(path, backend="torch")
-    run, stream, buffers = _engine_step(eng, batch, BenchSettings(), torch)
+    run, stream, buffers = engine_step(eng, batch, BenchSettings(), torch)
     for _ in range(warmup):
         run()
     stream.synchronize()
@@ -55,9 +55,9 @@ def profile_engine(path: str | Path, batch: int, runs: int = 200, warmup: int = 
     for r in layers:
         r["share"] = r["ms"] / total if total else 0.0
     del buffers
+    detailed = any(isinstance(v, dict) and "LayerType" in v for v in info.values())
     return {"engine": str(path), "arch": meta["arch"]["name"], "precision": meta["precision"], "batch": batch,
-            "runs": runs, "total_ms": total, "layers": layers, "detailed": any(isinstance(v, dict) and "LayerType"
-                                                                              in v for v in info.values())}
+            "runs": runs, "total_ms": total, "layers": layers, "detailed": detailed}
 
 
 def _describe(entry: Any) -> dict[str, Any]:
