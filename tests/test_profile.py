@@ -91,3 +91,13 @@ def test_profile_engine_on_gpu(torchvision_wts, tmp_path):
     assert r.stdout.count("(A/B ") == 2
     doc = json.loads(out.read_text())
     assert [q["batch"] for q in doc["profiles"]] == [1, 1, 2, 2] and doc["environment"]["tensorrt"]
+
+
+def test_detailed_build_with_the_installed_builder(torchvision_wts, tmp_path):
+    """--detailed only changes what the engine keeps: it builds with every TensorRT flavour (RTX in CI)."""
+    from netdef.build import BuildOptions, build_engine
+
+    _, wts = torchvision_wts("resnet18")
+    res = build_engine("resnet18", wts, tmp_path / "d.engine", BuildOptions(opt_level=0, detailed=True),
+                       log=lambda m: None)
+    assert res.built and res.meta["options"]["detailed"] is True
