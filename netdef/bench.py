@@ -239,7 +239,7 @@ def bench_engine(engine_path: str | Path, batches: Sequence[int], settings: Benc
 
 
 def engine_step(eng: Any, batch: int, settings: BenchSettings, torch: Any
-                 ) -> tuple[Callable[[], Any], Any, tuple[Any, ...]]:
+                ) -> tuple[Callable[[], Any], Any, tuple[Any, ...]]:
     """(callable running the engine once at `batch`, its stream, the buffers it uses): device buffers are
     allocated and bound once; the caller keeps the buffers alive while it calls."""
     inputs = {}
@@ -255,9 +255,10 @@ def engine_step(eng: Any, batch: int, settings: BenchSettings, torch: Any
     stream = torch.cuda.Stream()
     handle = stream.cuda_stream
     outs = eng.bind(inputs, stream=handle)
+    context = eng.context  # the context of this batch's profile
 
     def run() -> None:
-        trt_api.execute(eng.context, handle)
+        trt_api.execute(context, handle)
 
     body: Callable[[], None] = run
     buffers: tuple[Any, ...] = (inputs, outs)
@@ -418,13 +419,13 @@ def resolve_engine(a: argparse.Namespace, batches: list[int] | None, log: Log) -
 
     profiles: tuple = ()
     if a.profile:
-        profile, profiles = parse_profiles(a.profile)
+        profile, profiles = parse_profiles(a.profile, "--profile")
     elif batches:
         profile = (batches[0], batches[-1], batches[-1])
     else:
         raise NetdefError("building for a benchmark needs --batch (e.g. 1,8,32) or --profile MIN:OPT:MAX")
     if batches:
-        check_batches(batches, profile, f"--profile {':'.join(map(str, profile))}")
+        check_batches(batches, profile, f"--profile {a.profile or ':'.join(map(str, profile))}")
     opts = BuildOptions(precision=a.precision, batch=profile, profiles=profiles, opt_level=a.opt_level,
                         timing_cache=a.timing_cache, calibration=a.calibration)
     if a.engine_out:

@@ -7,6 +7,7 @@ import json
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -38,6 +39,10 @@ class BuildOptions:
     detailed: bool = False  # keep layer types, tactics and formats in the engine (netdef profile shows them)
     extra: dict[str, Any] = field(default_factory=dict)  # block-specific build parameters (e.g. NMS thresholds)
 
+    def __post_init__(self) -> None:
+        if self.profiles and tuple(self.batch) == (1, 1, 1):  # batch left out: the profiles' overall range
+            self.batch = overall_range(self.profiles)
+
     def validate(self) -> None:
         if self.precision not in ("fp32", "fp16", "int8"):
             raise NetdefError(f"unknown precision '{self.precision}': use fp32, fp16 or int8")
@@ -47,8 +52,8 @@ class BuildOptions:
         if self.profiles:
             check_profiles(self.profiles)
             if tuple(self.batch) != overall_range(self.profiles):
-                raise NetdefError(f"batch {self.batch} must be the profiles' overall range "
-                                  f"{overall_range(self.profiles)}")
+                raise NetdefError(f"batch {':'.join(map(str, self.batch))} must be the profiles' overall range "
+                                  f"{':'.join(map(str, overall_range(self.profiles)))} (or leave it out)")
         if self.opt_level is not None and not 0 <= self.opt_level <= 5:
             raise NetdefError(f"builder optimization level {self.opt_level} must be 0..5")
         if self.calibration and self.precision != "int8":
@@ -66,42 +71,48 @@ class BuildResult:
     seconds: float
 
 
-def parse_profiles(text: str) -> tuple[tuple[int, int, int], tuple[tuple[int, int, int], ...]]:
+def parse_profiles(text: str, what: str = "--batch"
+                   ) -> tuple[tuple[int, int, int], tuple[tuple[int, int, int], ...]]:
     """(batch, profiles) for BuildOptions: '1:8:32' -> one profile; '1:1:8,9:64:256' -> two profiles, each
     tuned for its opt batch, and their overall range (1, 64, 256) as the batch."""
-    parts = [parse_batch(p) for p in str(text).split(",")]
+    parts = [parse_batch(p, what) for p in str(text).split(",")]
     if len(parts) == 1:
         return parts[0], ()
     check_profiles(parts)
     return overall_range(parts), tuple(parts)
 
 
-def overall_range(profiles: Any) -> tuple[int, int, int]:
+def overall_range(profiles: Sequence[Sequence[int]]) -> tuple[int, int, int]:
     """(smallest min, opt of the last profile, largest max)."""
     return min(p[0] for p in profiles), int(profiles[-1][1]), max(p[2] for p in profiles)
 
 
-def check_profiles(profiles: Any) -> None:
-    """Profiles in increasing order that leave no batch size uncovered between them."""
+def check_profiles(profiles: Sequence[Sequence[int]]) -> None:
+    """Profiles listed by increasing min that leave no batch size uncovered between them (overlaps are fine)."""
+    covered = profiles[0][2]
     for a, b in zip(profiles, profiles[1:]):
-        if b[0] <= a[0] or b[0] > a[2] + 1:
-            raise NetdefError(f"batch profiles {':'.join(map(str, a))},{':'.join(map(str, b))}: list them by "
-                              f"increasing min with no gap (the next min must be at most {a[2] + 1})")
+        text = f"{':'.join(map(str, a))},{':'.join(map(str, b))}"
+        if b[0] <= a[0]:
+            raise NetdefError(f"batch profiles {text}: list the profiles by increasing min batch")
+        if b[0] > covered + 1:
+            raise NetdefError(f"batch profiles {text}: batches {covered + 1}..{b[0] - 1} are in no profile; "
+                              f"start the next one at {covered + 1} or lower")
+        covered = max(covered, b[2])
 
 
-def parse_batch(text: str) -> tuple[int, int, int]:
-    """'8' -> (8, 8, 8); '1:8:32' -> (1, 8, 32); '1:32' -> (1, 32, 32)."""
+def parse_batch(text: str, what: str = "--batch") -> tuple[int, int, int]:
+    """'8' -> (8, 8, 8); '1:8:32' -> (1, 8, 32); '1:32' -> (1, 32, 32). `what` names the option in errors."""
     try:
         parts = [int(p) for p in str(text).split(":")]
     except ValueError:
-        raise NetdefError(f"--batch '{text}': expected N or MIN:OPT:MAX with integers") from None
+        raise NetdefError(f"{what} '{text}': expected N or MIN:OPT:MAX with integers") from None
     if len(parts) == 1:
         return parts[0], parts[0], parts[0]
     if len(parts) == 2:
         return parts[0], parts[1], parts[1]
     if len(parts) == 3:
         return parts[0], parts[1], parts[2]
-    raise NetdefError(f"--batch '{text}': expected N or MIN:OPT:MAX")
+    raise NetdefError(f"{what} '{text}': expected N or MIN:OPT:MAX")
 
 
 def profiles_text(opts: BuildOptions) -> str:
@@ -196,6 +207,7 @@ def build_engine(arch: str | Path, weights: str | Path, output: str | Path, opts
         "build_key": key,
     }
     engine_file.write_engine(output, plan, meta)
+    meta = engine_file.read_meta(output)  # as a later read gives it (lists, not tuples)
     log(f"[netdef] wrote {output} ({plan.nbytes / 2**20:.1f} MiB) in {build_s:.1f} s")
     return BuildResult(output, meta, True, time.perf_counter() - t0)
 

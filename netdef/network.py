@@ -272,11 +272,11 @@ class Network:
     def linear(self, x: Any, prefix: str, c2: int, bias: bool = True) -> Any:
         """y = x W^T + b. On (B, C) a matrix multiply (TensorRT 10 removed the fully connected layer); on
         pooled (B, C, 1, 1) features a 1x1 convolution with the bias fused, flattened to (B, c2)."""
-        if len(x.shape) == 4:
-            if tuple(x.shape[2:]) != (1, 1):
-                raise NetdefError(f"{prefix}: Linear takes (B, C) or (B, C, 1, 1) input, got {tuple(x.shape)}; "
-                                  f"pool or flatten first ({self.context})")
+        if len(x.shape) == 4 and tuple(x.shape[2:]) == (1, 1):
             return self.flatten(self.conv(x, prefix, c2, 1, bias=bias), f"{prefix}/flatten")
+        if len(x.shape) != 2:  # TensorRT's matrix multiply needs equal ranks: a (c2, c1) weight takes 2-D input
+            raise NetdefError(f"{prefix}: Linear takes (B, C) or pooled (B, C, 1, 1) input, got {tuple(x.shape)}; "
+                              f"add a Flatten or GlobalAvgPool row before it ({self.context})")
         c1 = int(x.shape[-1])
         w = self.weight(f"{prefix}.weight", (c2, c1))
         if self.quantizer is not None:
@@ -290,6 +290,7 @@ class Network:
             b = self.constant(self.weight(f"{prefix}.bias", (c2,)).reshape(1, c2), f"{prefix}/bias")
             y = self._elementwise(y, b, self.trt.ElementWiseOperation.SUM, f"{prefix}/add_bias")
         return y
+
 
 def _pair(v: int | Sequence[int]) -> tuple[int, int]:
     if isinstance(v, (list, tuple)):

@@ -9,6 +9,7 @@ and the ONNX route's engine of the same model).
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -19,6 +20,7 @@ from .bench import BenchSettings, check_batches, engine_step, environment, requi
 from .errors import NetdefError
 
 REFORMAT_WORDS = ("Reformat", "reformat", "CopyNode")
+PROFILE_SUFFIX = re.compile(r" \[profile \d+\]$")  # TensorRT's mark on the layers of profiles 1, 2, ...
 
 
 def profile_engine(path: str | Path, batch: int, runs: int = 200, warmup: int = 20) -> dict[str, Any]:
@@ -50,14 +52,15 @@ def profile_engine(path: str | Path, batch: int, runs: int = 200, warmup: int = 
         run()
         stream.synchronize()
     info = trt_api.layer_information(eng.engine, eng.context)
-    layers = [{"name": n, "ms": totals[n] / runs} | _describe(info.get(n)) for n in order]
+    layers = [{"name": PROFILE_SUFFIX.sub("", n), "ms": totals[n] / runs} | _describe(info.get(n)) for n in order]
     total = sum(r["ms"] for r in layers)
     for r in layers:
         r["share"] = r["ms"] / total if total else 0.0
     del buffers
     detailed = any(isinstance(v, dict) and "LayerType" in v for v in info.values())
     return {"engine": str(path), "arch": meta["arch"]["name"], "precision": meta["precision"], "batch": batch,
-            "runs": runs, "total_ms": total, "layers": layers, "detailed": detailed}
+            "profile": eng.profile_for(batch), "runs": runs, "total_ms": total, "layers": layers,
+            "detailed": detailed}
 
 
 def _describe(entry: Any) -> dict[str, Any]:
@@ -79,7 +82,7 @@ def kind_of(layer: dict[str, Any]) -> str:
     return "reformat" if any(w in layer["name"] for w in REFORMAT_WORDS) else "layer"
 
 
-def summary(prof: dict[str, Any]) -> dict[str, Any]:
+def summary(prof: dict[str, Any]) -> dict[str, tuple[int, float]]:
     """Totals per layer kind: {kind: (count, ms)}."""
     kinds: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
     for layer in prof["layers"]:
@@ -90,8 +93,10 @@ def summary(prof: dict[str, Any]) -> dict[str, Any]:
 
 
 def format_profile(prof: dict[str, Any], top: int = 25) -> str:
-    lines = [f"{prof['engine']} ({prof['arch']} {prof['precision']}, batch {prof['batch']}, {prof['runs']} runs): "
-             f"{len(prof['layers'])} engine layers, {prof['total_ms']:.3f} ms in layers"]
+    """The `top` slowest layers of one profile, then the rest summed."""
+    where = f", optimization profile {prof['profile']}" if prof.get("profile") else ""
+    lines = [f"{prof['engine']} ({prof['arch']} {prof['precision']}, batch {prof['batch']}{where}, "
+             f"{prof['runs']} runs): {len(prof['layers'])} engine layers, {prof['total_ms']:.3f} ms in layers"]
     lines.append(f"{'ms':>9} {'share':>6}  layer")
     for r in sorted(prof["layers"], key=lambda r: -r["ms"])[:top]:
         extra = f"  [{r['type']}{', ' + str(r['tactic']) if r.get('tactic') else ''}]" if r.get("type") else ""
@@ -160,4 +165,3 @@ def cmd_profile(a: argparse.Namespace) -> int:
         write_json(a.json, doc)
         print(f"wrote {a.json}")
     return 0
-

@@ -41,7 +41,12 @@ class Engine:
         self.meta = meta
         self.backend = _make_backend(backend)
         self._runtime, self.engine = trt_api.deserialize(plan)
-        self.context = self.engine.create_execution_context()
+        self.profiles = [tuple(p) for p in meta["options"].get("profiles") or [meta["options"]["batch"]]]
+        # One execution context per optimization profile, made on first use and set to its profile once: a
+        # context never changes profile, so CUDA graphs captured on it stay valid. `context` is the one bound last.
+        self._contexts: dict[int, Any] = {0: self.engine.create_execution_context()}
+        self.context = self._contexts[0]
+        self._bound: dict[int, tuple] = {}  # profile -> (name, shape, address) of the inputs bound last
         io = trt_api.io_tensors(self.engine)
         self.inputs = [TensorInfo(n, s, d) for n, is_in, s, d in io if is_in]
         self.outputs = [TensorInfo(n, s, d) for n, is_in, s, d in io if not is_in]
@@ -50,8 +55,6 @@ class Engine:
                               "or run without --cuda-graph")
         self.cuda_graph = cuda_graph
         self._graphs: dict[tuple, Any] = {}
-        self.profiles = [tuple(p) for p in meta["options"].get("profiles") or [meta["options"]["batch"]]]
-        self._active = 0  # a new context starts on profile 0
 
     @property
     def batch_range(self) -> tuple[int, int, int]:
@@ -100,14 +103,18 @@ class Engine:
             raise NetdefError(f"batch {batch} is outside every profile of {self.path.name} ({self.profiles})")
         return min(fits, key=lambda i: abs(math.log(self.profiles[i][1] / batch)))
 
-    def bind(self, inputs: Mapping[str, Any], outputs: Mapping[str, Any] | None = None,
-             stream: int = 0) -> dict[str, Any]:
-        """Set shapes and device addresses for device-resident inputs (switching to the profile for their batch
-        on `stream` first); allocates outputs when not given."""
+    def bind(self, inputs: Mapping[str, Any], outputs: Mapping[str, Any] | None = None, *,
+             stream: int) -> dict[str, Any]:
+        """Make the context of the profile for the inputs' batch current (creating it, and setting its profile
+        on `stream`, the stream the next run uses, the first time), set shapes and device addresses of the
+        device-resident inputs; allocates outputs when not given. Returns the outputs."""
         profile = self.profile_for(int(next(iter(inputs.values())).shape[0]))
-        if profile != self._active:
-            trt_api.set_profile(self.context, profile, stream)
-            self._active = profile
+        if profile not in self._contexts:
+            context = self.engine.create_execution_context()
+            trt_api.set_profile(context, profile, stream)
+            self._contexts[profile] = context
+        self.context = self._contexts[profile]
+        self._bound[profile] = _binding_key(inputs, self.backend.ptr)
         for name, t in inputs.items():
             self.context.set_input_shape(name, tuple(t.shape))
             self.context.set_tensor_address(name, self.backend.ptr(t))
@@ -125,21 +132,28 @@ class Engine:
         if key not in self._graphs:
             static_in = {t.name: self.backend.to_device(feeds[t.name], t.dtype).clone() for t in self.inputs}
             stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())  # the input copies and earlier runs come first
             outs = self.bind(static_in, stream=stream.cuda_stream)
             trt_api.execute(self.context, stream.cuda_stream)  # first run outside capture (shape setup)
             stream.synchronize()
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph, stream=stream):
                 trt_api.execute(self.context, stream.cuda_stream)
+            torch.cuda.current_stream().wait_stream(stream)
             self._graphs[key] = (graph, static_in, outs)
         graph, static_in, outs = self._graphs[key]
-        if self.profile_for(int(next(iter(static_in.values())).shape[0])) != self._active:
-            # the context state (profile, shapes) the graph was captured with
-            self.bind(static_in, outs, torch.cuda.current_stream().cuda_stream)
+        profile = self.profile_for(int(next(iter(static_in.values())).shape[0]))
+        if self._bound.get(profile) != _binding_key(static_in, self.backend.ptr):
+            # another shape ran on this profile's context since: give it back the shapes the graph was captured with
+            self.bind(static_in, outs, stream=torch.cuda.current_stream().cuda_stream)
         for t in self.inputs:
             static_in[t.name].copy_(self.backend.to_device(feeds[t.name], t.dtype))
         graph.replay()
         return {k: v.clone() for k, v in outs.items()}
+
+
+def _binding_key(inputs: Mapping[str, Any], ptr: Any) -> tuple:
+    return tuple((name, tuple(t.shape), ptr(t)) for name, t in sorted(inputs.items()))
 
 
 # ---------------------------------------------------------------- memory backends

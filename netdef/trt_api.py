@@ -12,7 +12,7 @@ import json
 import os
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -325,7 +325,7 @@ def execute(context: Any, stream_handle: int) -> None:
         raise TensorRTUnavailable("TensorRT execute_async_v3 failed (see its messages above)")
 
 
-def attach_profiler(context: Any, on_layer: Any) -> Any:
+def attach_profiler(context: Any, on_layer: Callable[[str, float], None]) -> Any:
     """Report each layer's time of every execution to `on_layer(name, ms)`; keep the returned profiler alive."""
     trt = module()
 

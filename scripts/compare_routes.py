@@ -273,7 +273,7 @@ class Run:
     def tag(self, precision: str) -> str:
         level = "" if self.a.opt_level is None else f"_o{self.a.opt_level}"
         profiles = "_".join("-".join(map(str, p)) for p in (self.a.profiles_t or (self.a.profile_t,)))
-        return f"{self.a.model}_{precision}_b{profiles}{level}"
+        return f"{self.a.model}_{precision}_b{profiles}{level}{'_d' if self.a.detailed else ''}"
 
     def opts(self, precision: str, cache: Path | None) -> BuildOptions:
         return BuildOptions(precision=precision, batch=self.a.profile_t, profiles=self.a.profiles_t,
@@ -562,7 +562,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if bad or not a.routes_l:
         raise NetdefError(f"--routes '{a.routes}': unknown {bad}; choose from {','.join(ROUTES)}")
     a.batches_l = parse_batches(a.batches) if a.batches else list(MODELS[a.model]["batches"])
-    a.profile_t, a.profiles_t = parse_profiles(a.profile) if a.profile else \
+    a.profile_t, a.profiles_t = parse_profiles(a.profile, "--profile") if a.profile else \
         ((a.batches_l[0], a.batches_l[-1], a.batches_l[-1]), ())
     a.profile_rec = [list(p) for p in a.profiles_t] if a.profiles_t else list(a.profile_t)
     a.profile_text = profile_text(a.profile_rec)

@@ -15,23 +15,27 @@ def test_parse_profiles():
     assert parse_profiles("1:8:32") == ((1, 8, 32), ())
     assert parse_profiles("1:1:8,9:64:256") == ((1, 64, 256), ((1, 1, 8), (9, 64, 256)))
     assert parse_profiles("1:1:8,4:16:16,9:256:256") == ((1, 256, 256), ((1, 1, 8), (4, 16, 16), (9, 256, 256)))
+    # overlaps are fine: 2:2:3 lies inside 1:1:8, so 9 still follows without a gap
+    assert parse_profiles("1:1:8,2:2:3,9:16:16")[1] == ((1, 1, 8), (2, 2, 3), (9, 16, 16))
 
 
 @pytest.mark.parametrize("text, message", [
-    ("1:1:8,10:64:256", "no gap \\(the next min must be at most 9\\)"),
-    ("9:64:256,1:1:8", "by increasing min"),
-    ("1:1:8,x", "expected N or MIN:OPT:MAX with integers"),
+    ("1:1:8,10:64:256", "batches 9..9 are in no profile; start the next one at 9 or lower"),
+    ("1:1:4,2:2:3,9:64:256", "batches 5..8 are in no profile"),
+    ("9:64:256,1:1:8", "9:64:256,1:1:8: list the profiles by increasing min batch"),
+    ("1:1:8,x", "--profile '1:1:8,x'|--profile 'x': expected N or MIN:OPT:MAX with integers"),
 ])
 def test_bad_profiles_are_named(text, message):
     with pytest.raises(NetdefError, match=message):
-        parse_profiles(text)
+        parse_profiles(text, "--profile")
 
 
 def test_options_check_each_profile_and_the_overall_range():
     BuildOptions(batch=(1, 64, 256), profiles=((1, 1, 8), (9, 64, 256))).validate()
+    assert BuildOptions(profiles=((1, 1, 8), (9, 64, 256))).batch == (1, 64, 256)  # derived when left out
     with pytest.raises(NetdefError, match="batch profile 9:4:256 must satisfy"):
         BuildOptions(batch=(1, 4, 256), profiles=((1, 1, 8), (9, 4, 256))).validate()
-    with pytest.raises(NetdefError, match=r"must be the profiles' overall range \(1, 64, 256\)"):
+    with pytest.raises(NetdefError, match=r"batch 1:8:8 must be the profiles' overall range 1:64:256"):
         BuildOptions(batch=(1, 8, 8), profiles=((1, 1, 8), (9, 64, 256))).validate()
 
 
@@ -43,9 +47,10 @@ def test_two_profile_engine_builds_and_shows_its_profiles(torchvision_wts, tmp_p
     assert "batch 1:1:4,5:32:32" in r.stderr
     r = run_cli("info", str(out))
     assert "batch profiles 1:1:4,5:32:32" in r.stdout, r.stdout
-    meta = build_engine("resnet18", wts, out, BuildOptions(batch=(1, 32, 32), profiles=((1, 1, 4), (5, 32, 32)),
-                                                          opt_level=0), log=lambda m: None).meta
-    assert meta["options"]["profiles"] == [[1, 1, 4], [5, 32, 32]] and meta["options"]["batch"] == [1, 32, 32]
+    res = build_engine("resnet18", wts, tmp_path / "api.engine",
+                       BuildOptions(profiles=((1, 1, 4), (5, 32, 32)), opt_level=0), log=lambda m: None)
+    assert res.built and res.meta["options"]["profiles"] == [[1, 1, 4], [5, 32, 32]]
+    assert res.meta["options"]["batch"] == [1, 32, 32]
 
 
 def test_runtime_picks_the_profile_with_the_nearest_opt_batch():

@@ -256,7 +256,7 @@ def test_compare_arguments(compare):
                           (["--precision", "fp16,fp16"], "--precision"),
                           (["--routes", "netdef,tvm"], "unknown"),
                           (["--batches", "1,64", "--profile", "1:8:32"], r"does not cover batch size\(s\) \[64\]"),
-                          (["--profile", "1:1:4,6:8:8"], "no gap"),
+                          (["--profile", "1:1:4,6:8:8"], "batches 5..5 are in no profile"),
                           (["--opt-level", "7"], "--opt-level 7"),
                           (["--measure", "0"], "--measure")]:
         with pytest.raises(NetdefError, match=message):

@@ -110,5 +110,6 @@ def test_linear_on_pooled_features_is_a_1x1_convolution():
                                                                       ("fc/flatten", T.SHUFFLE)]
     assert net.check_keys() == []
     net2 = Network(w, source="t.wts")
-    with pytest.raises(NetdefError, match=r"fc: Linear takes \(B, C\) or \(B, C, 1, 1\) input, got \(-1, 8, 2, 2\)"):
+    with pytest.raises(NetdefError, match=r"fc: Linear takes \(B, C\) or pooled \(B, C, 1, 1\) input, got "
+                                          r"\(-1, 8, 2, 2\); add a Flatten or GlobalAvgPool row"):
         net2.linear(net2.input("x", (-1, 8, 2, 2)), "fc", 4)
