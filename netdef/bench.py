@@ -253,6 +253,7 @@ def engine_step(eng: Any, batch: int, settings: BenchSettings, torch: Any
             torch.zeros(shape, dtype=dtype, device="cuda")
         inputs[t.name] = x
     stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())  # the inputs are written on the current stream
     handle = stream.cuda_stream
     outs = eng.bind(inputs, stream=handle)
     context = eng.context  # the context of this batch's profile

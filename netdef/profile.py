@@ -52,14 +52,16 @@ def profile_engine(path: str | Path, batch: int, runs: int = 200, warmup: int = 
         run()
         stream.synchronize()
     info = trt_api.layer_information(eng.engine, eng.context)
-    layers = [{"name": PROFILE_SUFFIX.sub("", n), "ms": totals[n] / runs} | _describe(info.get(n)) for n in order]
+    # TensorRT 8.6 names profile k's layers "... [profile k]" in both reports; fall back to the bare name
+    layers = [{"name": PROFILE_SUFFIX.sub("", n), "ms": totals[n] / runs}
+              | _describe(info.get(n) or info.get(PROFILE_SUFFIX.sub("", n))) for n in order]
     total = sum(r["ms"] for r in layers)
     for r in layers:
         r["share"] = r["ms"] / total if total else 0.0
     del buffers
     detailed = any(isinstance(v, dict) and "LayerType" in v for v in info.values())
     return {"engine": str(path), "arch": meta["arch"]["name"], "precision": meta["precision"], "batch": batch,
-            "profile": eng.profile_for(batch), "runs": runs, "total_ms": total, "layers": layers,
+            "profile": eng.profile_for(batch), "profiles": len(eng.profiles), "runs": runs, "total_ms": total, "layers": layers,
             "detailed": detailed}
 
 
@@ -94,7 +96,7 @@ def summary(prof: dict[str, Any]) -> dict[str, tuple[int, float]]:
 
 def format_profile(prof: dict[str, Any], top: int = 25) -> str:
     """The `top` slowest layers of one profile, then the rest summed."""
-    where = f", optimization profile {prof['profile']}" if prof.get("profile") else ""
+    where = f", optimization profile {prof['profile']}" if prof.get("profiles", 1) > 1 else ""
     lines = [f"{prof['engine']} ({prof['arch']} {prof['precision']}, batch {prof['batch']}{where}, "
              f"{prof['runs']} runs): {len(prof['layers'])} engine layers, {prof['total_ms']:.3f} ms in layers"]
     lines.append(f"{'ms':>9} {'share':>6}  layer")

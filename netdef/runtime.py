@@ -1,7 +1,9 @@
 """Run netdef engines from Python: torch or numpy in, torch or numpy out, any batch inside the profile.
 
 Device memory comes from torch when it is installed (backend "torch"), or from pycuda ("pycuda").
-The torch backend can capture a CUDA graph per input shape (`cuda_graph=True`).
+The torch backend can replay CUDA graphs (`cuda_graph=True`): one per optimization profile, captured again
+when the batch size within that profile changes. Each profile has its own execution context (and its own
+activation memory, made on first use).
 """
 from __future__ import annotations
 
@@ -54,7 +56,7 @@ class Engine:
             raise NetdefError(f"CUDA graphs need the torch backend (this is {self.backend.name}): install torch "
                               "or run without --cuda-graph")
         self.cuda_graph = cuda_graph
-        self._graphs: dict[tuple, Any] = {}
+        self._graphs: dict[int, tuple] = {}  # profile -> (shapes, graph, inputs, outputs, binding) of its graph
 
     @property
     def batch_range(self) -> tuple[int, int, int]:
@@ -126,10 +128,14 @@ class Engine:
         return outs
 
     def _graph_run(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
+        """Replay the CUDA graph of the batch's profile; (re)capture it when that profile's context last ran
+        another shape (a graph holds only for the context state it was captured with)."""
         import torch
 
         key = tuple((n, tuple(v.shape)) for n, v in sorted(feeds.items()))
-        if key not in self._graphs:
+        profile = self.profile_for(int(next(iter(feeds.values())).shape[0]))
+        entry = self._graphs.get(profile)
+        if entry is None or entry[0] != key or self._bound.get(profile) != entry[4]:
             static_in = {t.name: self.backend.to_device(feeds[t.name], t.dtype).clone() for t in self.inputs}
             stream = torch.cuda.Stream()
             stream.wait_stream(torch.cuda.current_stream())  # the input copies and earlier runs come first
@@ -140,12 +146,9 @@ class Engine:
             with torch.cuda.graph(graph, stream=stream):
                 trt_api.execute(self.context, stream.cuda_stream)
             torch.cuda.current_stream().wait_stream(stream)
-            self._graphs[key] = (graph, static_in, outs)
-        graph, static_in, outs = self._graphs[key]
-        profile = self.profile_for(int(next(iter(static_in.values())).shape[0]))
-        if self._bound.get(profile) != _binding_key(static_in, self.backend.ptr):
-            # another shape ran on this profile's context since: give it back the shapes the graph was captured with
-            self.bind(static_in, outs, stream=torch.cuda.current_stream().cuda_stream)
+            self._graphs[profile] = entry = (key, graph, static_in, outs, self._bound[profile])
+        _, graph, static_in, outs, _ = entry
+        self.context = self._contexts[profile]
         for t in self.inputs:
             static_in[t.name].copy_(self.backend.to_device(feeds[t.name], t.dtype))
         graph.replay()
