@@ -415,7 +415,7 @@ def resolve_engine(a: argparse.Namespace, batches: list[int] | None, log: Log) -
     if not a.weights:
         raise NetdefError(f"'{a.target}' is not an engine file, so it is taken as an architecture: "
                           "give its weights with --weights W.wts (or pass an engine)")
-    from .build import BuildOptions, build_engine, parse_profiles
+    from .build import BuildOptions, build_engine, format_profiles, parse_profiles
     from .spec import load_spec
 
     profiles: tuple = ()
@@ -426,7 +426,7 @@ def resolve_engine(a: argparse.Namespace, batches: list[int] | None, log: Log) -
     else:
         raise NetdefError("building for a benchmark needs --batch (e.g. 1,8,32) or --profile MIN:OPT:MAX")
     if batches:
-        check_batches(batches, profile, f"--profile {a.profile or ':'.join(map(str, profile))}")
+        check_batches(batches, profile, f"--profile {a.profile or format_profiles([profile])}")
     opts = BuildOptions(precision=a.precision, batch=profile, profiles=profiles, opt_level=a.opt_level,
                         timing_cache=a.timing_cache, calibration=a.calibration)
     if a.engine_out:
@@ -434,7 +434,7 @@ def resolve_engine(a: argparse.Namespace, batches: list[int] | None, log: Log) -
     else:
         name = load_spec(a.target).name
         level = "" if a.opt_level is None else f"_o{a.opt_level}"
-        tag = "_".join("-".join(map(str, p)) for p in (profiles or (profile,)))
+        tag = format_profiles(opts.all_profiles, "_", "-")
         out = cache_dir() / f"{name}_{Path(a.weights).stem}_{a.precision}_b{tag}{level}.engine"
     opts.validate()
     require_gpu()  # before a build whose engine could not be timed here

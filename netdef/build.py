@@ -39,6 +39,11 @@ class BuildOptions:
     detailed: bool = False  # keep layer types, tactics and formats in the engine (netdef profile shows them)
     extra: dict[str, Any] = field(default_factory=dict)  # block-specific build parameters (e.g. NMS thresholds)
 
+    @property
+    def all_profiles(self) -> tuple[tuple[int, int, int], ...]:
+        """The engine's optimization profiles: `profiles`, or the single `batch` profile."""
+        return self.profiles or (self.batch,)
+
     def __post_init__(self) -> None:
         if self.profiles and tuple(self.batch) == (1, 1, 1):  # batch left out: the profiles' overall range
             self.batch = overall_range(self.profiles)
@@ -52,8 +57,8 @@ class BuildOptions:
         if self.profiles:
             check_profiles(self.profiles)
             if tuple(self.batch) != overall_range(self.profiles):
-                raise NetdefError(f"batch {':'.join(map(str, self.batch))} must be the profiles' overall range "
-                                  f"{':'.join(map(str, overall_range(self.profiles)))} (or leave it out)")
+                raise NetdefError(f"batch {format_profiles([self.batch])} must be the profiles' overall range "
+                                  f"{format_profiles([overall_range(self.profiles)])} (or leave it out)")
         if self.opt_level is not None and not 0 <= self.opt_level <= 5:
             raise NetdefError(f"builder optimization level {self.opt_level} must be 0..5")
         if self.calibration and self.precision != "int8":
@@ -91,7 +96,7 @@ def check_profiles(profiles: Sequence[Sequence[int]]) -> None:
     """Profiles listed by increasing min that leave no batch size uncovered between them (overlaps are fine)."""
     covered = profiles[0][2]
     for a, b in zip(profiles, profiles[1:]):
-        text = f"{':'.join(map(str, a))},{':'.join(map(str, b))}"
+        text = format_profiles([a, b])
         if b[0] <= a[0]:
             raise NetdefError(f"batch profiles {text}: list the profiles by increasing min batch")
         if b[0] > covered + 1:
@@ -115,8 +120,9 @@ def parse_batch(text: str, what: str = "--batch") -> tuple[int, int, int]:
     raise NetdefError(f"{what} '{text}': expected N or MIN:OPT:MAX")
 
 
-def profiles_text(opts: BuildOptions) -> str:
-    return ",".join(":".join(map(str, p)) for p in (opts.profiles or (opts.batch,)))
+def format_profiles(profiles: Sequence[Sequence[int]], between: str = ",", within: str = ":") -> str:
+    """[(1, 1, 4), (5, 32, 32)] -> '1:1:4,5:32:32' (the --batch form); with '_' and '-': a file-name tag."""
+    return between.join(within.join(map(str, p)) for p in profiles)
 
 
 def file_sha256(path: str | Path) -> str:
@@ -179,7 +185,7 @@ def build_engine(arch: str | Path, weights: str | Path, output: str | Path, opts
     add_profile(net, config, opts)
     cache = load_timing_cache(config, opts.timing_cache, log)
 
-    log(f"[netdef] building {spec.name} ({opts.precision}, batch {profiles_text(opts)}, "
+    log(f"[netdef] building {spec.name} ({opts.precision}, batch {format_profiles(opts.all_profiles)}, "
         f"{net.definition.num_layers} layers) with {trt_api.version_string()} ...")
     tb = time.perf_counter()
     with BuildProgress(config, log):
@@ -206,8 +212,7 @@ def build_engine(arch: str | Path, weights: str | Path, output: str | Path, opts
         "build_seconds": round(build_s, 2),
         "build_key": key,
     }
-    engine_file.write_engine(output, plan, meta)
-    meta = engine_file.read_meta(output)  # as a later read gives it (lists, not tuples)
+    meta = engine_file.write_engine(output, plan, meta)
     log(f"[netdef] wrote {output} ({plan.nbytes / 2**20:.1f} MiB) in {build_s:.1f} s")
     return BuildResult(output, meta, True, time.perf_counter() - t0)
 
@@ -239,9 +244,9 @@ def add_profile(net: Network, config: Any, opts: BuildOptions) -> None:
 
 
 def add_profiles(builder: Any, definition: Any, config: Any, opts: BuildOptions, where: str) -> None:
-    """One optimization profile per entry of `opts.profiles` (or `opts.batch`): the batch dimension from it,
-    the other dimensions as defined (they must be static)."""
-    for lo, opt, hi in opts.profiles or (opts.batch,):
+    """One optimization profile per entry of `opts.all_profiles`: the batch dimension from it, the other
+    dimensions as defined (they must be static)."""
+    for lo, opt, hi in opts.all_profiles:
         profile = builder.create_optimization_profile()
         for i in range(definition.num_inputs):
             t = definition.get_input(i)

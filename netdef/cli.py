@@ -186,7 +186,7 @@ def cmd_info(a: argparse.Namespace) -> int:
         raise NetdefError(f"no such file: {path}")
     with open(path, "rb") as f:
         head = f.read(16)
-    from .engine_file import MAGIC, read_meta
+    from .engine_file import MAGIC, profiles, read_meta
 
     if head.startswith(MAGIC):
         meta = read_meta(path)
@@ -196,8 +196,10 @@ def cmd_info(a: argparse.Namespace) -> int:
         t = meta["tensorrt"]
         print(f"engine {path}: {meta['arch']['name']} {meta['precision']}, built by {t['flavor']} {t['version']} "
               f"for {meta['gpu'].get('name') or 'compute capability'} {meta['gpu']['compute_capability']}")
-        profiles = meta["options"].get("profiles") or [meta["options"]["batch"]]
-        print(f"  batch profile{'s' if len(profiles) > 1 else ''} {','.join(':'.join(map(str, p)) for p in profiles)}, "
+        from .build import format_profiles
+
+        engine_profiles = profiles(meta)
+        print(f"  batch profile{'s' if len(engine_profiles) > 1 else ''} {format_profiles(engine_profiles)}, "
               f"{meta['layers']} layers, "
               f"built {meta['created']} in {meta['build_seconds']} s")
         for kind in ("inputs", "outputs"):

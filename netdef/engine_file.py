@@ -17,9 +17,16 @@ MAGIC = b"NETDEF-ENGINE\n"
 FORMAT = 1
 
 
-def write_engine(path: str | Path, plan: bytes | memoryview, meta: dict[str, Any]) -> None:
+def write_engine(path: str | Path, plan: bytes | memoryview, meta: dict[str, Any]) -> dict[str, Any]:
+    """Write the engine file; returns its header as `read_meta` will give it back (JSON types)."""
     header = json.dumps(dict(meta, format=FORMAT), indent=1, sort_keys=True).encode()
     atomic_write(path, [MAGIC, struct.pack("<Q", len(header)), header, memoryview(plan)])
+    return json.loads(header)
+
+
+def profiles(meta: dict[str, Any]) -> list[tuple[int, int, int]]:
+    """The engine's optimization profiles (min, opt, max batch), in profile-index order."""
+    return [tuple(p) for p in meta["options"].get("profiles") or [meta["options"]["batch"]]]  # type: ignore[misc]
 
 
 def read_meta(path: str | Path) -> dict[str, Any]:

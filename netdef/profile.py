@@ -52,17 +52,18 @@ def profile_engine(path: str | Path, batch: int, runs: int = 200, warmup: int = 
         run()
         stream.synchronize()
     info = trt_api.layer_information(eng.engine, eng.context)
-    # TensorRT 8.6 names profile k's layers "... [profile k]" in both reports; fall back to the bare name
-    layers = [{"name": PROFILE_SUFFIX.sub("", n), "ms": totals[n] / runs}
-              | _describe(info.get(n) or info.get(PROFILE_SUFFIX.sub("", n))) for n in order]
+    layers = []
+    for n in order:  # TensorRT 8.6 names profile k's layers "... [profile k]" in both reports; else the bare name
+        bare = PROFILE_SUFFIX.sub("", n)
+        layers.append({"name": bare, "ms": totals[n] / runs} | _describe(info.get(n) or info.get(bare)))
     total = sum(r["ms"] for r in layers)
     for r in layers:
         r["share"] = r["ms"] / total if total else 0.0
     del buffers
     detailed = any(isinstance(v, dict) and "LayerType" in v for v in info.values())
     return {"engine": str(path), "arch": meta["arch"]["name"], "precision": meta["precision"], "batch": batch,
-            "profile": eng.profile_for(batch), "profiles": len(eng.profiles), "runs": runs, "total_ms": total, "layers": layers,
-            "detailed": detailed}
+            "profile": eng.profile_for(batch), "profiles": len(eng.profiles), "runs": runs, "total_ms": total,
+            "layers": layers, "detailed": detailed}
 
 
 def _describe(entry: Any) -> dict[str, Any]:

@@ -43,12 +43,11 @@ class Engine:
         self.meta = meta
         self.backend = _make_backend(backend)
         self._runtime, self.engine = trt_api.deserialize(plan)
-        self.profiles = [tuple(p) for p in meta["options"].get("profiles") or [meta["options"]["batch"]]]
+        self.profiles = engine_file.profiles(meta)
         # One execution context per optimization profile, made on first use and set to its profile once: a
         # context never changes profile, so CUDA graphs captured on it stay valid. `context` is the one bound last.
         self._contexts: dict[int, Any] = {0: self.engine.create_execution_context()}
         self.context = self._contexts[0]
-        self._bound: dict[int, tuple] = {}  # profile -> (name, shape, address) of the inputs bound last
         io = trt_api.io_tensors(self.engine)
         self.inputs = [TensorInfo(n, s, d) for n, is_in, s, d in io if is_in]
         self.outputs = [TensorInfo(n, s, d) for n, is_in, s, d in io if not is_in]
@@ -56,7 +55,7 @@ class Engine:
             raise NetdefError(f"CUDA graphs need the torch backend (this is {self.backend.name}): install torch "
                               "or run without --cuda-graph")
         self.cuda_graph = cuda_graph
-        self._graphs: dict[int, tuple] = {}  # profile -> (shapes, graph, inputs, outputs, binding) of its graph
+        self._graphs: dict[int, tuple] = {}  # profile -> (input shapes, graph, inputs, outputs) of its graph
 
     @property
     def batch_range(self) -> tuple[int, int, int]:
@@ -109,14 +108,15 @@ class Engine:
              stream: int) -> dict[str, Any]:
         """Make the context of the profile for the inputs' batch current (creating it, and setting its profile
         on `stream`, the stream the next run uses, the first time), set shapes and device addresses of the
-        device-resident inputs; allocates outputs when not given. Returns the outputs."""
+        device-resident inputs; allocates outputs when not given. Returns the outputs. A binding changes the
+        context's state, so the profile's CUDA graph is dropped (captured again on its next use)."""
         profile = self.profile_for(int(next(iter(inputs.values())).shape[0]))
         if profile not in self._contexts:
             context = self.engine.create_execution_context()
             trt_api.set_profile(context, profile, stream)
             self._contexts[profile] = context
         self.context = self._contexts[profile]
-        self._bound[profile] = _binding_key(inputs, self.backend.ptr)
+        self._graphs.pop(profile, None)
         for name, t in inputs.items():
             self.context.set_input_shape(name, tuple(t.shape))
             self.context.set_tensor_address(name, self.backend.ptr(t))
@@ -128,14 +128,14 @@ class Engine:
         return outs
 
     def _graph_run(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
-        """Replay the CUDA graph of the batch's profile; (re)capture it when that profile's context last ran
-        another shape (a graph holds only for the context state it was captured with)."""
+        """Replay the CUDA graph of the batch's profile; capture it when there is none for these shapes (a graph
+        holds only for the context state it was captured with; `bind` drops it)."""
         import torch
 
         key = tuple((n, tuple(v.shape)) for n, v in sorted(feeds.items()))
         profile = self.profile_for(int(next(iter(feeds.values())).shape[0]))
         entry = self._graphs.get(profile)
-        if entry is None or entry[0] != key or self._bound.get(profile) != entry[4]:
+        if entry is None or entry[0] != key:
             static_in = {t.name: self.backend.to_device(feeds[t.name], t.dtype).clone() for t in self.inputs}
             stream = torch.cuda.Stream()
             stream.wait_stream(torch.cuda.current_stream())  # the input copies and earlier runs come first
@@ -146,17 +146,13 @@ class Engine:
             with torch.cuda.graph(graph, stream=stream):
                 trt_api.execute(self.context, stream.cuda_stream)
             torch.cuda.current_stream().wait_stream(stream)
-            self._graphs[profile] = entry = (key, graph, static_in, outs, self._bound[profile])
-        _, graph, static_in, outs, _ = entry
+            self._graphs[profile] = entry = (key, graph, static_in, outs)
+        _, graph, static_in, outs = entry
         self.context = self._contexts[profile]
         for t in self.inputs:
             static_in[t.name].copy_(self.backend.to_device(feeds[t.name], t.dtype))
         graph.replay()
         return {k: v.clone() for k, v in outs.items()}
-
-
-def _binding_key(inputs: Mapping[str, Any], ptr: Any) -> tuple:
-    return tuple((name, tuple(t.shape), ptr(t)) for name, t in sorted(inputs.items()))
 
 
 # ---------------------------------------------------------------- memory backends

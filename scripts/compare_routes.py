@@ -40,7 +40,7 @@ from netdef import __version__, engine_file, trt_api  # noqa: E402
 from netdef.bench import (BenchSettings, bench_engine, environment, parse_batches, parse_budget,  # noqa: E402
                           time_callable, write_json)
 from netdef.build import BuildOptions, BuildProgress, add_profiles, build_engine, file_sha256, load_timing_cache, \
-    parse_profiles, profiles_text, target_identity  # noqa: E402
+    format_profiles, parse_profiles, target_identity  # noqa: E402
 from netdef.errors import NetdefError  # noqa: E402
 
 MODELS: dict[str, dict[str, Any]] = {
@@ -121,9 +121,8 @@ def markdown_tables(doc: dict[str, Any]) -> str:
 
 
 def profile_text(profile: list) -> str:
-    """[1, 8, 32] -> '1:8:32'; [[1, 1, 4], [5, 32, 32]] -> '1:1:4,5:32:32'."""
-    rows = profile if profile and isinstance(profile[0], list) else [profile]
-    return ",".join(":".join(map(str, p)) for p in rows)
+    """A record's profile: [1, 8, 32] -> '1:8:32'; [[1, 1, 4], [5, 32, 32]] -> '1:1:4,5:32:32'."""
+    return format_profiles(profile if profile and isinstance(profile[0], list) else [profile])
 
 
 # ---------------------------------------------------------------- models
@@ -221,8 +220,8 @@ def build_onnx_engine(onnx_path: Path, out: Path, opts: BuildOptions, label: str
         trt_api.set_detailed_profiling(config)
     add_profiles(builder, network, config, opts, str(onnx_path))
     cache = load_timing_cache(config, opts.timing_cache, log)
-    log(f"[onnx] building {label} ({opts.precision}, batch {profiles_text(opts)}, {network.num_layers} layers) "
-        f"with {trt_api.version_string()} ...")
+    log(f"[onnx] building {label} ({opts.precision}, batch {format_profiles(opts.all_profiles)}, "
+        f"{network.num_layers} layers) with {trt_api.version_string()} ...")
     tb = time.perf_counter()
     with BuildProgress(config, log):
         plan = builder.build_serialized_network(network, config)
@@ -272,7 +271,7 @@ class Run:
 
     def tag(self, precision: str) -> str:
         level = "" if self.a.opt_level is None else f"_o{self.a.opt_level}"
-        profiles = "_".join("-".join(map(str, p)) for p in (self.a.profiles_t or (self.a.profile_t,)))
+        profiles = format_profiles(self.a.profiles_t or (self.a.profile_t,), "_", "-")
         return f"{self.a.model}_{precision}_b{profiles}{level}{'_d' if self.a.detailed else ''}"
 
     def opts(self, precision: str, cache: Path | None) -> BuildOptions:
