@@ -322,6 +322,31 @@ def format_table(results: Sequence[dict[str, Any]]) -> str:
     return "\n".join([head, *rows])
 
 
+def bench_interleaved(engines: dict[str, Path], batches: Sequence[int], settings: BenchSettings, rounds: int,
+                      log: Log | None = None) -> list[dict[str, Any]]:
+    """Each engine timed in turn, `rounds` times over, so slow drifts of the GPU (clocks, temperature) touch
+    all of them alike; every result carries its engine's label and round."""
+    if rounds < 1:
+        raise NetdefError(f"--rounds {rounds}: must be >= 1")
+    results = []
+    for rnd in range(1, rounds + 1):
+        for label, path in engines.items():
+            for r in bench_engine(path, batches, settings, log=log):
+                results.append(r | {"engine": label, "round": rnd})
+    return results
+
+
+def format_ratios(results: Sequence[dict[str, Any]], a: str, b: str) -> str:
+    """Median latency of engine `a` over engine `b` per batch and round (below 1: `a` is faster)."""
+    rounds = sorted({r["round"] for r in results})
+    median = {(r["engine"], r["round"], r["batch"]): r["median_ms"] for r in results}
+    batches = sorted({r["batch"] for r in results})
+    lines = [f"{'batch':>6} " + " ".join(f"{f'{a}/{b} r{n}':>14}" for n in rounds)]
+    for bt in batches:
+        lines.append(f"{bt:>6} " + " ".join(f"{median[(a, n, bt)] / median[(b, n, bt)]:>14.3f}" for n in rounds))
+    return "\n".join(lines)
+
+
 def write_chart(path: str | Path, results: Sequence[dict[str, Any]], title: str) -> None:
     """Latency (median with p90/p99) and throughput against batch size, as a PNG."""
     plt = _pyplot()
@@ -374,6 +399,11 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--cuda-graph", action="store_true", help="capture the run once and time CUDA graph replays")
     p.add_argument("--with-copies", action="store_true",
                    help="include input H2D copies from pinned host memory and output D2H copies")
+    p.add_argument("--against", metavar="ENGINE",
+                   help="a second engine, timed in turn with TARGET at the same batches; prints TARGET/ENGINE "
+                        "median latency ratios (e.g. the ONNX route's engine of the same model)")
+    p.add_argument("--rounds", type=int, help="with --against: how often both are timed in turn "
+                                              "(default 2; the ratios of each round show the run's spread)")
     p.add_argument("--json", metavar="FILE", help="write results, environment and engine metadata as JSON")
     p.add_argument("--chart", metavar="PNG", help="write a latency/throughput chart (needs matplotlib)")
     g = p.add_argument_group("building first (TARGET is an architecture)")
@@ -456,6 +486,7 @@ def _is_engine(path: Path) -> bool:
 def cmd_bench(a: argparse.Namespace) -> int:
     settings = settings_from_args(a)
     batches = parse_batches(a.batch) if a.batch else None
+    other = _other_engine(a)
     if a.chart:
         _pyplot()  # fail before building and measuring, not after
     engine = resolve_engine(a, batches, _stderr)
@@ -463,6 +494,8 @@ def cmd_bench(a: argparse.Namespace) -> int:
     if batches is None:
         batches = sorted(set(meta["options"]["batch"]))
     check_batches(batches, meta["options"]["batch"], str(engine))
+    if other is not None:
+        return _bench_against(a, engine, other, batches, settings)
     results = bench_engine(engine, batches, settings)
     env = environment()
     print(f"{meta['arch']['name']} {meta['precision']} on {env['device']} ({env['tensorrt']}), "
@@ -471,8 +504,7 @@ def cmd_bench(a: argparse.Namespace) -> int:
     print(format_table(results))
     if a.json:
         doc = {"environment": env, "command": " ".join(sys.argv), "engine": engine_summary(meta, engine),
-               "settings": {"warmup": asdict(settings.warmup), "measure": asdict(settings.measure),
-                            "cuda_graph": settings.cuda_graph, "with_copies": settings.with_copies},
+               "settings": settings_record(settings),
                "results": results}
         write_json(a.json, doc)
         print(f"wrote {a.json}")
@@ -480,6 +512,55 @@ def cmd_bench(a: argparse.Namespace) -> int:
         write_chart(a.chart, results, f"{meta['arch']['name']} {meta['precision']} - {env['device']} - "
                                       f"{env['tensorrt']}")
         print(f"wrote {a.chart}")
+    return 0
+
+
+def settings_record(settings: BenchSettings) -> dict[str, Any]:
+    """How a benchmark was timed, for its JSON record."""
+    return {"warmup": asdict(settings.warmup), "measure": asdict(settings.measure),
+            "cuda_graph": settings.cuda_graph, "with_copies": settings.with_copies}
+
+
+def _other_engine(a: argparse.Namespace) -> Path | None:
+    """--against's engine, checked before anything is built or timed."""
+    if a.against is None:
+        if a.rounds is not None:
+            raise NetdefError("--rounds only applies with --against ENGINE")
+        return None
+    if a.chart:
+        raise NetdefError("--chart draws one engine; leave it out with --against")
+    a.rounds = 2 if a.rounds is None else a.rounds
+    if a.rounds < 1:
+        raise NetdefError(f"--rounds {a.rounds}: must be >= 1")
+    other = Path(a.against)
+    if not other.is_file():
+        raise NetdefError(f"--against: engine not found: {other}")
+    if not _is_engine(other):
+        raise NetdefError(f"--against: {other} is not a netdef engine; build it with `netdef build`")
+    return other
+
+
+def _bench_against(a: argparse.Namespace, engine: Path, other: Path, batches: list[int],
+                   settings: BenchSettings) -> int:
+    check_batches(batches, engine_file.read_meta(other)["options"]["batch"], str(other))
+    results = bench_interleaved({"A": engine, "B": other}, batches, settings, a.rounds, log=_stderr)
+    env = environment()
+    print(f"A = {engine}\nB = {other}\non {env['device']} ({env['tensorrt']}), "
+          f"{'CUDA graph' if settings.cuda_graph else 'execute_async_v3'}"
+          f"{', with H2D/D2H copies' if settings.with_copies else ''}, {a.rounds} round(s) in turn")
+    for label in ("A", "B"):
+        for n in range(1, a.rounds + 1):
+            print(f"{label}, round {n}:")
+            print(format_table([r for r in results if r["engine"] == label and r["round"] == n]))
+    print(format_ratios(results, "A", "B"))
+    if a.json:
+        doc = {"environment": env, "command": " ".join(sys.argv),
+               "engines": {"A": engine_summary(engine_file.read_meta(engine), engine),
+                           "B": engine_summary(engine_file.read_meta(other), other)},
+               "settings": settings_record(settings) | {"rounds": a.rounds},
+               "results": results}
+        write_json(a.json, doc)
+        print(f"wrote {a.json}")
     return 0
 
 

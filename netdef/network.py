@@ -52,10 +52,15 @@ class Network:
     # ------------------------------------------------------------ names and weights
 
     def name(self, layer: Any, name: str) -> Any:
-        """Give a layer a unique name (a repeated name gets `#2`, `#3`...). Returns the layer."""
+        """Give a layer a unique name (a repeated name gets `#2`, `#3`...) and its outputs the same name
+        (`:i` added when there are several), so the reformat copies TensorRT inserts, which it names after
+        tensors, point back to the module too. Returns the layer."""
         n = self._names.get(name, 0) + 1
         self._names[name] = n
         layer.name = name if n == 1 else f"{name}#{n}"
+        many = layer.num_outputs > 1
+        for i in range(layer.num_outputs):
+            layer.get_output(i).name = f"{layer.name}:{i}" if many else layer.name
         return layer
 
     def has(self, key: str) -> bool:

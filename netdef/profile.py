@@ -3,8 +3,9 @@ layer is (engine inspector: type, tactic, formats; full detail for engines built
 
 Engine layer names are the weight-key prefixes netdef gave the network's layers (fused layers join them
 with ' + '), so each row points back to a PyTorch module. With `--compare OTHER` two engines are profiled
-in the same process at the same batch and their summaries printed side by side (e.g. a netdef engine
-and the ONNX route's engine of the same model).
+in the same process at the same batch, their summaries printed side by side (e.g. a netdef engine and
+the ONNX route's engine of the same model), then their layers matched by module name, largest time
+differences first, with both kernels where they differ.
 """
 from __future__ import annotations
 
@@ -127,6 +128,82 @@ def format_comparison(a: dict[str, Any], b: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+# ---------------------------------------------------------------- layer by layer
+
+UNMATCHED_KINDS = ("reformat", "noop", "constant")  # copies and no-time layers: no module's own work
+NAME_TOKEN = re.compile(r"[^\s(),+|]+")
+
+
+def module_key(layer_name: str) -> str | None:
+    """The PyTorch module an engine layer comes from, as a dotted path: netdef names layers after weight-key
+    prefixes (`layer3.1.conv2 + layer3.1.conv2/relu` -> `layer3.1.conv2`); the ONNX exporter after module
+    scopes (`/m/layer3/layer3.1/conv2/Conv` -> `m.layer3.1.conv2`). None for TensorRT's reformat copies."""
+    if any(w in layer_name for w in REFORMAT_WORDS):
+        return None
+    for token in NAME_TOKEN.findall(layer_name):
+        if token == "PWN":  # TensorRT's pointwise fusion wrapper
+            continue
+        if not token.startswith("/"):
+            return token.split("/")[0].split("#")[0]
+        path: list[str] = []
+        for part in [p for p in token.split("/") if p][:-1]:  # the last part is the ONNX node's own name
+            if path and part.startswith(path[-1] + "."):  # a container's child scope repeats the container
+                path[-1] = part
+            else:
+                path.append(part)
+        return ".".join(path) or None
+    return None
+
+
+def _same_module(a: str, b: str) -> bool:
+    return a == b or a.endswith("." + b) or b.endswith("." + a)  # one side may carry a wrapper's prefix
+
+
+def match_layers(a: dict[str, Any], b: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """Pairs (layer of A, layer of B) from the same module: layers of one kind, in order, where both engines
+    have as many of that kind for the module; then a module's last layer left on each side, whatever its
+    kind (a convolution may run as another kind of kernel). Reformat copies, no-ops, constants and modules
+    the two engines split differently (e.g. a detection head made of other operations) stay unmatched."""
+    def keyed(p: dict[str, Any]) -> list[tuple[str | None, str, dict[str, Any]]]:
+        return [(None if kind_of(l).lower() in UNMATCHED_KINDS else module_key(l["name"]), kind_of(l), l)
+                for l in p["layers"]]
+
+    ka_list, kb_list = keyed(a), keyed(b)
+    pairs: dict[int, int] = {}
+    for same_kind in (True, False):
+        for i, (ka, kind, _) in enumerate(ka_list):
+            if ka is None or i in pairs:
+                continue
+            taken = set(pairs.values())
+            options = [j for j, (kb, kd, _) in enumerate(kb_list)
+                       if kb and j not in taken and _same_module(ka, kb) and (kd == kind or not same_kind)]
+            siblings = [n for n, (k, kd, _) in enumerate(ka_list)
+                        if k == ka and n not in pairs and (kd == kind or not same_kind)]
+            if options and len(options) == len(siblings) and (same_kind or len(options) == 1):
+                pairs[i] = options[0]
+    return [(ka_list[i][2], kb_list[j][2]) for i, j in sorted(pairs.items())]
+
+
+def format_layer_differences(a: dict[str, Any], b: dict[str, Any], top: int = 15) -> str:
+    """The `top` matched layers whose times differ most, with both kernels where they differ, then how much
+    time the matched and the unmatched layers take on each side."""
+    pairs = match_layers(a, b)
+    lines = [f"layer by layer (matched by module name: {len(pairs)} of {len(a['layers'])} A layers, "
+             f"{len(pairs)} of {len(b['layers'])} B layers), largest differences first:",
+             f"{'A ms':>9} {'B ms':>9} {'A-B ms':>9}  module: A layer | B layer"]
+    for la, lb in sorted(pairs, key=lambda p: -abs(p[0]["ms"] - p[1]["ms"]))[:top]:
+        lines.append(f"{la['ms']:9.4f} {lb['ms']:9.4f} {la['ms'] - lb['ms']:+9.4f}  "
+                     f"{module_key(la['name'])}: {la['name']} | {lb['name']}")
+        if la.get("tactic") and lb.get("tactic") and la["tactic"] != lb["tactic"]:
+            lines.append(f"{'':31}A: {la.get('type', '')} {la['tactic']}")
+            lines.append(f"{'':31}B: {lb.get('type', '')} {lb['tactic']}")
+    matched_a, matched_b = sum(p[0]["ms"] for p in pairs), sum(p[1]["ms"] for p in pairs)
+    lines.append(f"matched layers: A {matched_a:.4f} ms, B {matched_b:.4f} ms ({matched_a - matched_b:+.4f}); "
+                 f"unmatched: A {a['total_ms'] - matched_a:.4f} ms in {len(a['layers']) - len(pairs)} layers, "
+                 f"B {b['total_ms'] - matched_b:.4f} ms in {len(b['layers']) - len(pairs)} layers")
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------- the command line
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
@@ -162,6 +239,8 @@ def cmd_profile(a: argparse.Namespace) -> int:
                 print(f"(layer types and tactics: rebuild {prof['engine']} with `netdef build ... --detailed`)\n")
         if len(profs) == 2:
             print(format_comparison(*profs))
+            print()
+            print(format_layer_differences(*profs, top=a.top))
             print()
         doc["profiles"] += profs
     if a.json:

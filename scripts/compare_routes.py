@@ -51,6 +51,7 @@ ROUTES = ("netdef", "onnx", "eager", "compile")
 LABELS = {"netdef": "netdef", "onnx": "ONNX→TRT", "eager": "eager", "compile": "torch.compile"}
 YOLO_REFERENCE = ROOT / "tests" / "yolo_reference.py"
 YOLO_REFERENCE_FUNC = "reference_model"
+DYNAMO_RECOMPILE_LIMIT = 1024  # compiled entries per code object (torch's default: 8); see route_compile
 QUICK = {"model": "resnet50", "precision": "fp16", "batches": "1,256", "opt_level": 3, "profile": "1:256:256",
          "compile_budget": 150.0}
 
@@ -128,8 +129,11 @@ def profile_text(profile: list) -> str:
 # ---------------------------------------------------------------- models
 
 def load_model(name: str) -> Any:
-    """The PyTorch model (eval, CPU, fp32); random weights are enough for timing."""
+    """The PyTorch model (eval, CPU, fp32); random weights are enough for timing. Seeded, so a later run
+    (`--reuse`) gets the same weights and finds its engines up to date."""
     import torch
+
+    torch.manual_seed(0)
 
     if name == "resnet50":
         from netdef.export import load_source, randomize_batchnorm
@@ -318,7 +322,7 @@ class Run:
                  f"JSON {self.rec.path}")
         self.model = first_output(load_model(a.model))
         self.wts = self.workdir / f"{a.model}.wts"
-        if "netdef" in a.routes_l:
+        if "netdef" in a.routes_l and not (a.reuse and self.wts.is_file()):
             from netdef.export import export_wts
 
             t = time.perf_counter()
@@ -477,6 +481,16 @@ class Run:
         import torch
 
         mode = None if self.a.compile_mode == "default" else self.a.compile_mode
+        # A graph break (YOLOv5's SPPF enters warnings.catch_warnings()) makes Dynamo compile the modules
+        # after it one call at a time, and with dynamic=False each module and shape is one more compiled
+        # entry of the same code (Conv.forward): past Dynamo's default limit of 8 the rest would run
+        # eagerly. Raise the limits so every module is compiled, as a user tuning torch.compile would.
+        dynamo = torch._dynamo.config
+        for names, value in ((("recompile_limit", "cache_size_limit"), DYNAMO_RECOMPILE_LIMIT),
+                             (("accumulated_recompile_limit", "accumulated_cache_size_limit"),
+                              4 * DYNAMO_RECOMPILE_LIMIT)):
+            for name in [n for n in names if hasattr(dynamo, n)][:1]:  # torch 2.7 renamed them
+                setattr(dynamo, name, max(getattr(dynamo, name), value))
         cm = torch.compile(self._torch_model(precision), mode=mode, dynamic=False)
         spent = 0.0
 
@@ -493,7 +507,8 @@ class Run:
             s = time.perf_counter() - t
             spent += s
             self.say(f"torch.compile {precision} batch {b}: compiled in {s:.1f} s")
-            return (lambda: cm(x)), {"compile_s": round(s, 2), "compile_mode": self.a.compile_mode}
+            return (lambda: cm(x)), {"compile_s": round(s, 2), "compile_mode": self.a.compile_mode,
+                                     "recompile_limit": DYNAMO_RECOMPILE_LIMIT}
 
         self._time_torch("compile", precision, prepare)
 

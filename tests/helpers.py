@@ -1,5 +1,5 @@
 """Helpers shared by several test modules: scikit-image's photos, the CLI in a subprocess, a synthetic
-INT8 calibration table."""
+INT8 calibration table, tensor-name checks."""
 from __future__ import annotations
 
 import os
@@ -38,3 +38,17 @@ def synthetic_table(arch: str, wts: Path, path: Path, input_hw=None):
     table = CalibrationTable(fingerprint(spec, wts, network_input_shape(spec, input_hw)), "max", amax)
     table.save(path)
     return table
+
+
+def misnamed_tensors(definition) -> list[str]:
+    """Layer outputs of a network definition not named after their layer (`NAME` or `NAME:i`); network
+    outputs, which carry their own names, are exempt."""
+    outputs = {definition.get_output(i).name for i in range(definition.num_outputs)}
+    bad = []
+    for li in range(definition.num_layers):
+        layer = definition.get_layer(li)
+        for i in range(layer.num_outputs):
+            name = layer.get_output(i).name
+            if name not in outputs and name not in (layer.name, f"{layer.name}:{i}"):
+                bad.append(f"{layer.name} -> {name}")
+    return bad

@@ -127,7 +127,7 @@ def test_bench_help_lists_the_options(capsys):
     assert e.value.code == 0
     out = capsys.readouterr().out
     for opt in ("--batch", "--iters", "--seconds", "--warmup", "--cuda-graph", "--with-copies", "--json", "--chart",
-                "--weights", "--precision", "--engine-out"):
+                "--against", "--rounds", "--weights", "--precision", "--engine-out"):
         assert opt in out
     run = subprocess.run([sys.executable, "-m", "netdef.bench", "--help"], capture_output=True, text=True,
                          cwd=ROOT, timeout=60)
@@ -152,6 +152,36 @@ def test_bench_argument_checks(tmp_path):
         a = bench_args(*argv)
         with pytest.raises(NetdefError, match=message):
             a.func(a)
+
+
+def test_bench_against_checks_both_engines_first(tmp_path):
+    eng, small = fake_engine(tmp_path / "a.engine"), fake_engine(tmp_path / "b.engine", batch=(1, 2, 2))
+    (tmp_path / "plain.bin").write_bytes(b"\0" * 64)
+    cases = [
+        ((str(eng), "--rounds", "3"), "--rounds only applies with --against"),
+        ((str(eng), "--against", str(small), "--rounds", "0"), "--rounds 0"),
+        ((str(eng), "--against", str(tmp_path / "none.engine")), "--against: engine not found"),
+        ((str(eng), "--against", str(tmp_path / "plain.bin")), "is not a netdef engine"),
+        ((str(eng), "--against", str(small), "--chart", "c.png"), "--chart draws one engine"),
+        ((str(eng), "--against", str(small), "--batch", "1,4"), rf"{small}: batch size\(s\) \[4\] outside"),
+    ]
+    for argv, message in cases:
+        a = bench_args(*argv)
+        with pytest.raises(NetdefError, match=message):
+            a.func(a)
+
+
+def test_format_ratios_per_batch_and_round():
+    def row(engine, rnd, batch, ms):
+        return {"engine": engine, "round": rnd, "batch": batch, "median_ms": ms}
+
+    results = [row("A", 1, 1, 0.30), row("A", 1, 8, 0.60), row("B", 1, 1, 0.40), row("B", 1, 8, 0.50),
+               row("A", 2, 1, 0.33), row("A", 2, 8, 0.60), row("B", 2, 1, 0.30), row("B", 2, 8, 0.60)]
+    lines = bench.format_ratios(results, "A", "B").splitlines()
+    assert lines[0].split() == ["batch", "A/B", "r1", "A/B", "r2"]
+    assert lines[1].split() == ["1", "0.750", "1.100"] and lines[2].split() == ["8", "1.200", "1.000"]
+    with pytest.raises(NetdefError, match="--rounds 0"):
+        bench.bench_interleaved({"A": Path("a.engine")}, [1], bench.BenchSettings(), rounds=0)
 
 
 def test_bench_settings_defaults_and_overrides():
@@ -272,6 +302,15 @@ def test_compare_yolo_needs_the_reference(compare, monkeypatch, tmp_path):
         compare.load_model("yolov5s")
 
 
+def test_compare_models_are_the_same_in_every_run(compare):
+    """Random weights, but seeded: a later run with --reuse writes the same .wts and finds its engine current."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("torchvision")
+    first, second = compare.load_model("resnet50").state_dict(), compare.load_model("resnet50").state_dict()
+    assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+    assert first["conv1.weight"].std() > 0
+
+
 def test_onnx_route_engine_builds(compare, tmp_path):
     """The ONNX route with the installed builder: same profile/precision plumbing as netdef, netdef container."""
     pytest.importorskip("onnx")
@@ -318,6 +357,23 @@ def check_record(doc: dict, batches: list[int], min_iters: int) -> None:
         assert 0 < r["min_ms"] <= r["median_ms"] <= r["p90_ms"] <= r["p99_ms"] <= r["max_ms"] < 1000
         assert r["throughput"] == pytest.approx(r["batch"] * 1000 / r["median_ms"])
         assert 0 <= r["cv"] < 5
+
+
+@pytest.mark.gpu
+def test_bench_against_another_engine_on_gpu(resnet18_engine, tmp_path, capsys):
+    _, _, engine = resnet18_engine
+    out = tmp_path / "against.json"
+    a = bench_args(str(engine), "--against", str(engine), "--batch", "1,4", "--iters", "30", "--warmup", "5",
+                   "--cuda-graph", "--json", str(out))
+    assert a.func(a) == 0
+    doc = json.loads(out.read_text())
+    assert [(r["engine"], r["round"], r["batch"]) for r in doc["results"]] == \
+        [(e, n, b) for n in (1, 2) for e in ("A", "B") for b in (1, 4)]
+    assert doc["settings"]["rounds"] == 2 and doc["engines"]["A"]["path"] == doc["engines"]["B"]["path"]
+    ratios = capsys.readouterr().out.splitlines()[-3:]
+    print("\n".join(ratios))
+    for line in ratios[1:]:  # the same engine against itself: ratios near 1
+        assert all(0.5 < float(v) < 2.0 for v in line.split()[1:])
 
 
 @pytest.mark.gpu

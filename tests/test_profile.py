@@ -51,6 +51,61 @@ def test_comparison_shows_differences_and_ratio():
     assert rows["total"][1:6] == ["3", "0.0450", "2", "0.0390", "+0.0060"] and "(A/B 1.154)" in text
 
 
+@pytest.mark.parametrize("name, key", [
+    ("layer3.1.conv2 + layer3.1.conv2/relu", "layer3.1.conv2"),                      # netdef: weight-key prefix
+    ("model.2.cv1.conv || model.2.cv2.conv", "model.2.cv1.conv"),
+    ("PWN(PWN(model.0.conv/silu/gate), model.0.conv/silu)", "model.0.conv"),
+    ("layer1.0.conv1#2", "layer1.0.conv1"),
+    ("/m/layer3/layer3.1/conv2/Conv + /m/layer3/layer3.1/relu_1/Relu", "m.layer3.1.conv2"),  # ONNX scopes
+    ("/m/model.2/m/m.0/cv2/conv/Conv", "m.model.2.m.0.cv2.conv"),
+    ("PWN(PWN(/m/model.0/act/Sigmoid), /m/model.0/act/Mul)", "m.model.0.act"),
+    ("/m/fc/Gemm", "m.fc"),
+    ("Reformatting CopyNode for Input Tensor 0 to model.0.conv", None),
+])
+def test_module_key_of_netdef_and_onnx_layer_names(name, key):
+    assert profile.module_key(name) == key
+
+
+def test_layers_are_matched_by_module():
+    a = fake_profile("netdef.engine", [
+        ("Reformatting CopyNode for Input Tensor 0 to conv1", 0.010, "Reformat"),
+        ("conv1 + conv1/relu", 0.020, "CaskConvolution"),
+        ("layer1.0.conv3 + layer1.0/add + layer1.0/relu", 0.030, "CaskConvolution"),
+        ("fc", 0.010, "CaskConvolution"), ("fc/flatten", 0.0, "NoOp"),
+        ("head/level0/decode", 0.004, "PointWiseV2"), ("head/level1/decode", 0.004, "PointWiseV2")])
+    b = fake_profile("onnx.engine", [
+        ("Reformatting CopyNode for Input Tensor 0 to /m/conv1/Conv + /m/relu/Relu", 0.010, "Reformat"),
+        ("/m/conv1/Conv + /m/relu/Relu", 0.020, "CaskConvolution"),
+        ("/m/layer1/layer1.0/conv3/Conv + /m/layer1/layer1.0/Add", 0.024, "CaskGemmConvolution"),
+        ("/m/fc/Gemm", 0.017, "CaskGemmConvolution"),
+        ("PWN(/m/head/Sigmoid)", 0.002, "PointWiseV2"), ("PWN(/m/head/Mul)", 0.002, "PointWiseV2"),
+        ("PWN(/m/head/Add)", 0.002, "PointWiseV2")])
+    pairs = [(x["name"], y["name"]) for x, y in profile.match_layers(a, b)]
+    # the same kind first, then a module's one layer left on each side whatever its kind; the head, split
+    # into other operations (2 vs 3 layers), and the reformat copies stay unmatched
+    assert pairs == [("conv1 + conv1/relu", "/m/conv1/Conv + /m/relu/Relu"),
+                     ("layer1.0.conv3 + layer1.0/add + layer1.0/relu",
+                      "/m/layer1/layer1.0/conv3/Conv + /m/layer1/layer1.0/Add"),
+                     ("fc", "/m/fc/Gemm")]
+    text = profile.format_layer_differences(a, b, top=2).splitlines()
+    assert "3 of 7 A layers, 3 of 7 B layers" in text[0]
+    assert text[2].split()[:4] == ["0.0100", "0.0170", "-0.0070", "fc:"]  # largest difference first
+    assert text[3].split()[:4] == ["0.0300", "0.0240", "+0.0060", "layer1.0.conv3:"] and len(text) == 5
+    assert text[4] == ("matched layers: A 0.0600 ms, B 0.0610 ms (-0.0010); unmatched: A 0.0180 ms in 4 layers, "
+                       "B 0.0160 ms in 4 layers")
+
+
+def test_layer_differences_show_both_kernels_where_they_differ():
+    a = fake_profile("a.engine", [("conv", 0.03, "CaskConvolution"), ("fc", 0.01, "CaskConvolution")])
+    b = fake_profile("b.engine", [("/m/conv/Conv", 0.02, "CaskConvolution"), ("/m/fc/Gemm", 0.01, "CaskConvolution")])
+    a["layers"][0]["tactic"], b["layers"][0]["tactic"] = "tile128x256", "tile128x128"
+    a["layers"][1]["tactic"] = b["layers"][1]["tactic"] = "same"
+    text = profile.format_layer_differences(a, b).splitlines()
+    assert text[3].split() == ["A:", "CaskConvolution", "tile128x256"]
+    assert text[4].split() == ["B:", "CaskConvolution", "tile128x128"]
+    assert text[5].split()[3] == "fc:" and "same" not in "\n".join(text)
+
+
 def test_profile_checks_its_arguments_before_touching_a_gpu(tmp_path):
     with pytest.raises(NetdefError, match="runs 0 must be >= 1"):
         profile.profile_engine(tmp_path / "x.engine", batch=1, runs=0)
@@ -89,6 +144,7 @@ def test_profile_engine_on_gpu(torchvision_wts, tmp_path):
                 "--json", str(out))
     assert r.returncode == 0, r.stderr
     assert r.stdout.count("(A/B ") == 2
+    assert r.stdout.count("layer by layer (matched by module name:") == 2  # an engine against itself
     doc = json.loads(out.read_text())
     assert [q["batch"] for q in doc["profiles"]] == [1, 1, 2, 2] and doc["environment"]["tensorrt"]
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+from helpers import misnamed_tensors
 from netdef import engine_file
 from netdef.build import BuildOptions, build_engine, define_network
 from netdef.spec import load_spec
@@ -42,6 +43,8 @@ def test_layer_names_are_weight_prefixes(name, torchvision_wts):
         assert base in modules or base == "input", l.name
     # every layer name is unique
     assert len({l.name for l in layers}) == len(layers)
+    # tensors carry their layer's name, so TensorRT's reformat copies ("<tensor> copy") name a module too
+    assert misnamed_tensors(net.definition) == []
 
 
 class _FakeCache:

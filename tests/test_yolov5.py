@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 import yolo_reference as ref
-from helpers import photos, synthetic_table
+from helpers import misnamed_tensors, photos, synthetic_table
 from netdef.build import BuildOptions, build_engine
 from netdef.errors import NetdefError
 from netdef.network import Network
@@ -127,6 +127,7 @@ def test_network_consumes_exactly_the_reference_state_dict(name, models):
     net, outputs = define(name, sd)
     assert net.check_keys(strict=True) == []
     assert net.used == set(sd), (set(sd) ^ net.used)
+    assert misnamed_tensors(net.definition) == []  # e.g. the upsample's output, which TensorRT copies
     hw = (1280, 1280) if name.endswith("6") else (640, 640)
     assert outputs == ["output"]
     assert tuple(net.definition.get_output(0).shape) == (-1, n_boxes(3, hw, strides_of(name)), 85)
