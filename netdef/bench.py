@@ -326,14 +326,18 @@ def bench_interleaved(engines: dict[str, Path], batches: Sequence[int], settings
                       log: Log | None = None) -> list[dict[str, Any]]:
     """Each engine timed in turn, `rounds` times over, so slow drifts of the GPU (clocks, temperature) touch
     all of them alike; every result carries its engine's label and round."""
-    if rounds < 1:
-        raise NetdefError(f"--rounds {rounds}: must be >= 1")
+    check_rounds(rounds)
     results = []
     for rnd in range(1, rounds + 1):
         for label, path in engines.items():
             for r in bench_engine(path, batches, settings, log=log):
                 results.append(r | {"engine": label, "round": rnd})
     return results
+
+
+def check_rounds(rounds: int) -> None:
+    if rounds < 1:
+        raise NetdefError(f"--rounds {rounds}: must be >= 1")
 
 
 def format_ratios(results: Sequence[dict[str, Any]], a: str, b: str) -> str:
@@ -486,7 +490,7 @@ def _is_engine(path: Path) -> bool:
 def cmd_bench(a: argparse.Namespace) -> int:
     settings = settings_from_args(a)
     batches = parse_batches(a.batch) if a.batch else None
-    other = _other_engine(a)
+    against = _against(a, batches)
     if a.chart:
         _pyplot()  # fail before building and measuring, not after
     engine = resolve_engine(a, batches, _stderr)
@@ -494,13 +498,11 @@ def cmd_bench(a: argparse.Namespace) -> int:
     if batches is None:
         batches = sorted(set(meta["options"]["batch"]))
     check_batches(batches, meta["options"]["batch"], str(engine))
-    if other is not None:
-        return _bench_against(a, engine, other, batches, settings)
+    if against is not None:
+        return _bench_against(a.json, (engine, meta), against, batches, settings)
     results = bench_engine(engine, batches, settings)
     env = environment()
-    print(f"{meta['arch']['name']} {meta['precision']} on {env['device']} ({env['tensorrt']}), "
-          f"{'CUDA graph' if settings.cuda_graph else 'execute_async_v3'}"
-          f"{', with H2D/D2H copies' if settings.with_copies else ''}")
+    print(f"{meta['arch']['name']} {meta['precision']} on {env['device']} ({env['tensorrt']}), {_mode(settings)}")
     print(format_table(results))
     if a.json:
         doc = {"environment": env, "command": " ".join(sys.argv), "engine": engine_summary(meta, engine),
@@ -521,46 +523,51 @@ def settings_record(settings: BenchSettings) -> dict[str, Any]:
             "cuda_graph": settings.cuda_graph, "with_copies": settings.with_copies}
 
 
-def _other_engine(a: argparse.Namespace) -> Path | None:
-    """--against's engine, checked before anything is built or timed."""
+def _mode(settings: BenchSettings) -> str:
+    return ("CUDA graph" if settings.cuda_graph else "execute_async_v3") + \
+        (", with H2D/D2H copies" if settings.with_copies else "")
+
+
+def _against(a: argparse.Namespace, batches: list[int] | None) -> tuple[Path, dict[str, Any], int] | None:
+    """--against's engine, its metadata and the rounds, checked before anything is built or timed."""
     if a.against is None:
         if a.rounds is not None:
             raise NetdefError("--rounds only applies with --against ENGINE")
         return None
     if a.chart:
         raise NetdefError("--chart draws one engine; leave it out with --against")
-    a.rounds = 2 if a.rounds is None else a.rounds
-    if a.rounds < 1:
-        raise NetdefError(f"--rounds {a.rounds}: must be >= 1")
+    rounds = 2 if a.rounds is None else a.rounds
+    check_rounds(rounds)
     other = Path(a.against)
     if not other.is_file():
         raise NetdefError(f"--against: engine not found: {other}")
     if not _is_engine(other):
         raise NetdefError(f"--against: {other} is not a netdef engine; build it with `netdef build`")
-    return other
+    meta = engine_file.read_meta(other)
+    if batches:
+        check_batches(batches, meta["options"]["batch"], str(other))
+    return other, meta, rounds
 
 
-def _bench_against(a: argparse.Namespace, engine: Path, other: Path, batches: list[int],
-                   settings: BenchSettings) -> int:
-    check_batches(batches, engine_file.read_meta(other)["options"]["batch"], str(other))
-    results = bench_interleaved({"A": engine, "B": other}, batches, settings, a.rounds, log=_stderr)
+def _bench_against(json_path: str | None, target: tuple[Path, dict[str, Any]],
+                   against: tuple[Path, dict[str, Any], int], batches: list[int], settings: BenchSettings) -> int:
+    (engine, meta), (other, other_meta, rounds) = target, against
+    check_batches(batches, other_meta["options"]["batch"], str(other))  # batches taken from TARGET's profile
+    results = bench_interleaved({"A": engine, "B": other}, batches, settings, rounds, log=_stderr)
     env = environment()
-    print(f"A = {engine}\nB = {other}\non {env['device']} ({env['tensorrt']}), "
-          f"{'CUDA graph' if settings.cuda_graph else 'execute_async_v3'}"
-          f"{', with H2D/D2H copies' if settings.with_copies else ''}, {a.rounds} round(s) in turn")
+    print(f"A = {engine}\nB = {other}\non {env['device']} ({env['tensorrt']}), {_mode(settings)}, "
+          f"{rounds} round(s) in turn")
     for label in ("A", "B"):
-        for n in range(1, a.rounds + 1):
+        for n in range(1, rounds + 1):
             print(f"{label}, round {n}:")
             print(format_table([r for r in results if r["engine"] == label and r["round"] == n]))
     print(format_ratios(results, "A", "B"))
-    if a.json:
+    if json_path:
         doc = {"environment": env, "command": " ".join(sys.argv),
-               "engines": {"A": engine_summary(engine_file.read_meta(engine), engine),
-                           "B": engine_summary(engine_file.read_meta(other), other)},
-               "settings": settings_record(settings) | {"rounds": a.rounds},
-               "results": results}
-        write_json(a.json, doc)
-        print(f"wrote {a.json}")
+               "engines": {"A": engine_summary(meta, engine), "B": engine_summary(other_meta, other)},
+               "settings": settings_record(settings) | {"rounds": rounds}, "results": results}
+        write_json(json_path, doc)
+        print(f"wrote {json_path}")
     return 0
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -131,16 +131,19 @@ def format_comparison(a: dict[str, Any], b: dict[str, Any]) -> str:
 # ---------------------------------------------------------------- layer by layer
 
 UNMATCHED_KINDS = ("reformat", "noop", "constant")  # copies and no-time layers: no module's own work
+COPY_MARKS = (" copy", "_copy_output")  # TensorRT's copies, named after the tensors they copy
+UNNAMED = re.compile(r"\(Unnamed Layer\* \d+\) \[[^\]]*\]")  # a layer nobody named (e.g. the ONNX parser's)
 NAME_TOKEN = re.compile(r"[^\s(),+|]+")
 
 
 def module_key(layer_name: str) -> str | None:
     """The PyTorch module an engine layer comes from, as a dotted path: netdef names layers after weight-key
     prefixes (`layer3.1.conv2 + layer3.1.conv2/relu` -> `layer3.1.conv2`); the ONNX exporter after module
-    scopes (`/m/layer3/layer3.1/conv2/Conv` -> `m.layer3.1.conv2`). None for TensorRT's reformat copies."""
-    if any(w in layer_name for w in REFORMAT_WORDS):
+    scopes (`/m/layer3/layer3.1/conv2/Conv` -> `m.layer3.1.conv2`). None for the copies and reformats
+    TensorRT inserts."""
+    if any(w in layer_name for w in REFORMAT_WORDS + COPY_MARKS):
         return None
-    for token in NAME_TOKEN.findall(layer_name):
+    for token in NAME_TOKEN.findall(UNNAMED.sub(" ", layer_name)):
         if token == "PWN":  # TensorRT's pointwise fusion wrapper
             continue
         if not token.startswith("/"):
@@ -155,33 +158,59 @@ def module_key(layer_name: str) -> str | None:
     return None
 
 
-def _same_module(a: str, b: str) -> bool:
-    return a == b or a.endswith("." + b) or b.endswith("." + a)  # one side may carry a wrapper's prefix
+def _without_wrapper(keys: list[str | None]) -> list[str | None]:
+    """The keys without a first component they all share (a wrapper module such as compare_routes' `m`);
+    a key that is only the wrapper becomes None."""
+    firsts = {k.split(".")[0] for k in keys if k}
+    if len(firsts) != 1:
+        return keys
+    cut = len(firsts.pop()) + 1
+    return [k[cut:] or None if k else None for k in keys]
+
+
+def _aligned_keys(ka: list[str | None], kb: list[str | None]) -> tuple[list[str | None], list[str | None]]:
+    """Module keys of both engines made comparable: one side's wrapper prefix dropped if that makes more
+    keys equal."""
+    def shared(option: tuple[list[str | None], list[str | None]]) -> int:
+        return len(set(filter(None, option[0])) & set(filter(None, option[1])))
+
+    return max([(ka, kb), (ka, _without_wrapper(kb)), (_without_wrapper(ka), kb)], key=shared)
+
+
+def _parent(key: str | None) -> str | None:
+    return key.rsplit(".", 1)[0] if key and "." in key else None
 
 
 def match_layers(a: dict[str, Any], b: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-    """Pairs (layer of A, layer of B) from the same module: layers of one kind, in order, where both engines
-    have as many of that kind for the module; then a module's last layer left on each side, whatever its
-    kind (a convolution may run as another kind of kernel). Reformat copies, no-ops, constants and modules
-    the two engines split differently (e.g. a detection head made of other operations) stay unmatched."""
-    def keyed(p: dict[str, Any]) -> list[tuple[str | None, str, dict[str, Any]]]:
-        return [(None if kind_of(l).lower() in UNMATCHED_KINDS else module_key(l["name"]), kind_of(l), l)
-                for l in p["layers"]]
+    """Pairs (layer of A, layer of B) from the same module, in three passes over the layers still unpaired:
+    (1) one kind, in order, where both engines have as many layers of that kind for the module; (2) a
+    module's only layer left on each side, whatever its kind (a convolution may run as another kind of
+    kernel); (3) as (1) on the parent module (netdef names an activation after its convolution,
+    `model.0.conv/silu`, the exporter after its own module, `model.0/act`). Copies, no-ops, constants and
+    modules the two engines split differently (e.g. a detection head made of other operations) stay
+    unmatched."""
+    def keys(p: dict[str, Any]) -> list[str | None]:
+        return [None if kind_of(l).lower() in UNMATCHED_KINDS else module_key(l["name"]) for l in p["layers"]]
 
-    ka_list, kb_list = keyed(a), keyed(b)
+    ka, kb = _aligned_keys(keys(a), keys(b))
+    kinds_a, kinds_b = [kind_of(l) for l in a["layers"]], [kind_of(l) for l in b["layers"]]
     pairs: dict[int, int] = {}
-    for same_kind in (True, False):
-        for i, (ka, kind, _) in enumerate(ka_list):
-            if ka is None or i in pairs:
+    for key_a, key_b, same_kind, only_one in ((ka, kb, True, False), (ka, kb, False, True),
+                                              ([_parent(k) for k in ka], [_parent(k) for k in kb], True, False)):
+        size_a, size_b = Counter(key_a), Counter(key_b)
+        for i, k in enumerate(key_a):
+            if k is None or i in pairs:
                 continue
             taken = set(pairs.values())
-            options = [j for j, (kb, kd, _) in enumerate(kb_list)
-                       if kb and j not in taken and _same_module(ka, kb) and (kd == kind or not same_kind)]
-            siblings = [n for n, (k, kd, _) in enumerate(ka_list)
-                        if k == ka and n not in pairs and (kd == kind or not same_kind)]
-            if options and len(options) == len(siblings) and (same_kind or len(options) == 1):
+            options = [j for j, kj in enumerate(key_b) if kj == k and j not in taken
+                       and (kinds_b[j] == kinds_a[i] or not same_kind)]
+            siblings = [n for n, kn in enumerate(key_a) if kn == k and n not in pairs
+                        and (kinds_a[n] == kinds_a[i] or not same_kind)]
+            # several of a kind are paired in order only where both engines split the module alike
+            alike = len(options) == 1 or size_a[k] == size_b[k]
+            if options and len(options) == len(siblings) and alike and (not only_one or len(options) == 1):
                 pairs[i] = options[0]
-    return [(ka_list[i][2], kb_list[j][2]) for i, j in sorted(pairs.items())]
+    return [(a["layers"][i], b["layers"][j]) for i, j in sorted(pairs.items())]
 
 
 def format_layer_differences(a: dict[str, Any], b: dict[str, Any], top: int = 15) -> str:
@@ -192,8 +221,9 @@ def format_layer_differences(a: dict[str, Any], b: dict[str, Any], top: int = 15
              f"{len(pairs)} of {len(b['layers'])} B layers), largest differences first:",
              f"{'A ms':>9} {'B ms':>9} {'A-B ms':>9}  module: A layer | B layer"]
     for la, lb in sorted(pairs, key=lambda p: -abs(p[0]["ms"] - p[1]["ms"]))[:top]:
+        fused = "" if la["name"].count(" + ") == lb["name"].count(" + ") else "  (fused differently)"
         lines.append(f"{la['ms']:9.4f} {lb['ms']:9.4f} {la['ms'] - lb['ms']:+9.4f}  "
-                     f"{module_key(la['name'])}: {la['name']} | {lb['name']}")
+                     f"{module_key(la['name'])}: {la['name']} | {lb['name']}{fused}")
         if la.get("tactic") and lb.get("tactic") and la["tactic"] != lb["tactic"]:
             lines.append(f"{'':31}A: {la.get('type', '')} {la['tactic']}")
             lines.append(f"{'':31}B: {lb.get('type', '')} {lb['tactic']}")
@@ -216,7 +246,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                    help="batch size(s) (default: the profile's opt batch)")
     p.add_argument("--runs", type=int, default=200, help="executions averaged per batch (default 200)")
     p.add_argument("--warmup", type=int, default=20, help="executions before profiling (default 20)")
-    p.add_argument("--top", type=int, default=25, help="layers listed per profile, slowest first (default 25)")
+    p.add_argument("--top", type=int, default=25,
+                   help="layers listed per profile, slowest first, and with --compare the largest per-layer "
+                        "differences (default 25)")
     p.add_argument("--compare", metavar="ENGINE", help="a second engine to profile and compare with")
     p.add_argument("--json", metavar="FILE", help="write every layer's figures and the environment as JSON")
     p.set_defaults(func=cmd_profile)

@@ -486,11 +486,13 @@ class Run:
         # entry of the same code (Conv.forward): past Dynamo's default limit of 8 the rest would run
         # eagerly. Raise the limits so every module is compiled, as a user tuning torch.compile would.
         dynamo = torch._dynamo.config
+        limits = {}
         for names, value in ((("recompile_limit", "cache_size_limit"), DYNAMO_RECOMPILE_LIMIT),
                              (("accumulated_recompile_limit", "accumulated_cache_size_limit"),
                               4 * DYNAMO_RECOMPILE_LIMIT)):
             for name in [n for n in names if hasattr(dynamo, n)][:1]:  # torch 2.7 renamed them
                 setattr(dynamo, name, max(getattr(dynamo, name), value))
+                limits[name] = getattr(dynamo, name)
         cm = torch.compile(self._torch_model(precision), mode=mode, dynamic=False)
         spent = 0.0
 
@@ -508,7 +510,7 @@ class Run:
             spent += s
             self.say(f"torch.compile {precision} batch {b}: compiled in {s:.1f} s")
             return (lambda: cm(x)), {"compile_s": round(s, 2), "compile_mode": self.a.compile_mode,
-                                     "recompile_limit": DYNAMO_RECOMPILE_LIMIT}
+                                     "dynamo_limits": limits}
 
         self._time_torch("compile", precision, prepare)
 
@@ -547,7 +549,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", default="out/compare", help="weights, ONNX files, engines, default JSON")
     p.add_argument("--json", help="results file (default WORKDIR/compare_MODEL.json), rewritten after each result")
     p.add_argument("--append", action="store_true", help="add to an existing --json (e.g. a second precision)")
-    p.add_argument("--reuse", action="store_true", help="keep engines and ONNX files from an earlier run")
+    p.add_argument("--reuse", action="store_true", help="keep engines, ONNX files and the .wts of an earlier run "
+                                                         "(models are seeded, so a later run makes the same ones)")
     p.add_argument("--markdown", action="store_true", help="print tables for docs/benchmarks.md at the end")
     p.add_argument("--report", metavar="JSON", help="only print the markdown tables of an earlier run's JSON")
     return p

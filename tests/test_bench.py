@@ -370,8 +370,11 @@ def test_bench_against_another_engine_on_gpu(resnet18_engine, tmp_path, capsys):
     assert [(r["engine"], r["round"], r["batch"]) for r in doc["results"]] == \
         [(e, n, b) for n in (1, 2) for e in ("A", "B") for b in (1, 4)]
     assert doc["settings"]["rounds"] == 2 and doc["engines"]["A"]["path"] == doc["engines"]["B"]["path"]
-    ratios = capsys.readouterr().out.splitlines()[-3:]
+    out = capsys.readouterr().out.splitlines()
+    head = next(i for i, line in enumerate(out) if line.split()[:2] == ["batch", "A/B"])
+    ratios = out[head:head + 3]
     print("\n".join(ratios))
+    assert [line.split()[0] for line in ratios[1:]] == ["1", "4"]
     for line in ratios[1:]:  # the same engine against itself: ratios near 1
         assert all(0.5 < float(v) < 2.0 for v in line.split()[1:])
 

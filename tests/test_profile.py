@@ -60,7 +60,12 @@ def test_comparison_shows_differences_and_ratio():
     ("/m/model.2/m/m.0/cv2/conv/Conv", "m.model.2.m.0.cv2.conv"),
     ("PWN(PWN(/m/model.0/act/Sigmoid), /m/model.0/act/Mul)", "m.model.0.act"),
     ("/m/fc/Gemm", "m.fc"),
-    ("Reformatting CopyNode for Input Tensor 0 to model.0.conv", None),
+    ("/m/model.24/Constant_6_output_0 + (Unnamed Layer* 225) [Shuffle]", "m.model.24"),
+    ("Reformatting CopyNode for Input Tensor 0 to model.0.conv", None),                 # TensorRT's copies
+    ("(Unnamed Layer* 106) [ElementWise]_output copy", None),
+    ("model.9/maxpool1 copy", None),
+    ("model.24/level0/reshape_copy_output", None),
+    ("(Unnamed Layer* 225) [Shuffle]", None),
 ])
 def test_module_key_of_netdef_and_onnx_layer_names(name, key):
     assert profile.module_key(name) == key
@@ -71,28 +76,41 @@ def test_layers_are_matched_by_module():
         ("Reformatting CopyNode for Input Tensor 0 to conv1", 0.010, "Reformat"),
         ("conv1 + conv1/relu", 0.020, "CaskConvolution"),
         ("layer1.0.conv3 + layer1.0/add + layer1.0/relu", 0.030, "CaskConvolution"),
+        ("layer2.0.conv1 + layer2.0.conv1/relu", 0.010, "CaskConvolution"),
+        ("model.0.conv", 0.040, "CaskConvolution"),
+        ("PWN(PWN(model.0.conv/silu/gate), model.0.conv/silu)", 0.005, "PointWiseV2"),
         ("fc", 0.010, "CaskConvolution"), ("fc/flatten", 0.0, "NoOp"),
         ("head/level0/decode", 0.004, "PointWiseV2"), ("head/level1/decode", 0.004, "PointWiseV2")])
     b = fake_profile("onnx.engine", [
         ("Reformatting CopyNode for Input Tensor 0 to /m/conv1/Conv + /m/relu/Relu", 0.010, "Reformat"),
-        ("/m/conv1/Conv + /m/relu/Relu", 0.020, "CaskConvolution"),
+        ("/m/conv1/Conv + /m/relu/Relu", 0.020, "CaskFlattenConvolution"),
         ("/m/layer1/layer1.0/conv3/Conv + /m/layer1/layer1.0/Add", 0.024, "CaskGemmConvolution"),
+        ("/m/layer2/layer2.0/conv1/Conv + /m/layer2/layer2.0/relu/Relu", 0.012, "CaskConvolution"),
+        ("/m/model.0/conv/Conv", 0.030, "CaskConvolution"),
+        ("PWN(PWN(/m/model.0/act/Sigmoid), /m/model.0/act/Mul)", 0.006, "PointWiseV2"),
         ("/m/fc/Gemm", 0.017, "CaskGemmConvolution"),
         ("PWN(/m/head/Sigmoid)", 0.002, "PointWiseV2"), ("PWN(/m/head/Mul)", 0.002, "PointWiseV2"),
-        ("PWN(/m/head/Add)", 0.002, "PointWiseV2")])
+        ("/m/head/Slice", 0.002, "Slice")])
     pairs = [(x["name"], y["name"]) for x, y in profile.match_layers(a, b)]
-    # the same kind first, then a module's one layer left on each side whatever its kind; the head, split
-    # into other operations (2 vs 3 layers), and the reformat copies stay unmatched
+    # exact modules once the exporter's wrapper `m` is dropped (conv1 is not layer2.0.conv1), the same kind
+    # first, then a module's only layer left whatever its kind, then activations by their parent module;
+    # the head, split into other operations, and the reformat copies stay unmatched
     assert pairs == [("conv1 + conv1/relu", "/m/conv1/Conv + /m/relu/Relu"),
                      ("layer1.0.conv3 + layer1.0/add + layer1.0/relu",
                       "/m/layer1/layer1.0/conv3/Conv + /m/layer1/layer1.0/Add"),
+                     ("layer2.0.conv1 + layer2.0.conv1/relu",
+                      "/m/layer2/layer2.0/conv1/Conv + /m/layer2/layer2.0/relu/Relu"),
+                     ("model.0.conv", "/m/model.0/conv/Conv"),
+                     ("PWN(PWN(model.0.conv/silu/gate), model.0.conv/silu)",
+                      "PWN(PWN(/m/model.0/act/Sigmoid), /m/model.0/act/Mul)"),
                      ("fc", "/m/fc/Gemm")]
     text = profile.format_layer_differences(a, b, top=2).splitlines()
-    assert "3 of 7 A layers, 3 of 7 B layers" in text[0]
-    assert text[2].split()[:4] == ["0.0100", "0.0170", "-0.0070", "fc:"]  # largest difference first
-    assert text[3].split()[:4] == ["0.0300", "0.0240", "+0.0060", "layer1.0.conv3:"] and len(text) == 5
-    assert text[4] == ("matched layers: A 0.0600 ms, B 0.0610 ms (-0.0010); unmatched: A 0.0180 ms in 4 layers, "
+    assert "6 of 10 A layers, 6 of 10 B layers" in text[0]
+    assert text[2].split()[:4] == ["0.0400", "0.0300", "+0.0100", "model.0.conv:"]  # largest difference first
+    assert text[3].split()[:4] == ["0.0100", "0.0170", "-0.0070", "fc:"] and len(text) == 5
+    assert text[4] == ("matched layers: A 0.1150 ms, B 0.1090 ms (+0.0060); unmatched: A 0.0180 ms in 4 layers, "
                        "B 0.0160 ms in 4 layers")
+    assert profile.format_layer_differences(a, b, top=3).splitlines()[4].endswith("(fused differently)")
 
 
 def test_layer_differences_show_both_kernels_where_they_differ():
