@@ -275,7 +275,7 @@ class Run:
 
     def tag(self, precision: str) -> str:
         level = "" if self.a.opt_level is None else f"_o{self.a.opt_level}"
-        profiles = format_profiles(self.a.profiles_t or (self.a.profile_t,), "_", "-")
+        profiles = format_profiles(self.opts(precision, None).all_profiles, "_", "-")
         return f"{self.a.model}_{precision}_b{profiles}{level}{'_d' if self.a.detailed else ''}"
 
     def opts(self, precision: str, cache: Path | None) -> BuildOptions:
