@@ -257,12 +257,13 @@ def add_profiles(builder: Any, definition: Any, config: Any, opts: BuildOptions,
         config.add_optimization_profile(profile)
 
 
-def load_timing_cache(config: Any, path: str | None, log: Callable[[str], None]) -> Any:
-    """Attach the timing cache at `path` (new when missing) to `config`; None when not used."""
+def load_timing_cache(config: Any, path: str | None, log: Callable[[str], None], tag: str = "netdef") -> Any:
+    """Attach the timing cache at `path` (new when missing) to `config`; None when not used. `tag` starts
+    each message (the route being built)."""
     if not path:
         return None
     if not trt_api.timing_cache_supported():
-        log(f"[netdef] timing cache {path} not used: {trt_api.version_string()} without a GPU times no tactics")
+        log(f"[{tag}] timing cache {path} not used: {trt_api.version_string()} without a GPU times no tactics")
         return None
     data = Path(path).read_bytes() if Path(path).is_file() else b""
     cache = config.create_timing_cache(data)
@@ -275,26 +276,27 @@ def load_timing_cache(config: Any, path: str | None, log: Callable[[str], None])
             raise NetdefError(f"TensorRT could not read the timing cache {path} ({len(data)} bytes; its message "
                               f"above says why): delete the file to start a new one")
         if kept < len(data):
-            log(f"[netdef] warning: TensorRT kept {kept} of the {len(data)} bytes of timing cache {path}")
-    log(f"[netdef] timing cache {path}: {'loaded ' + str(len(data)) + ' bytes' if data else 'new'}")
+            log(f"[{tag}] warning: TensorRT kept {kept} of the {len(data)} bytes of timing cache {path}")
+    log(f"[{tag}] timing cache {path}: {'loaded ' + str(len(data)) + ' bytes' if data else 'new'}")
     return cache
 
 
 class BuildProgress:
-    """Shows build progress: TensorRT's phases where it reports them (>= 10), elapsed time always."""
+    """Shows build progress: TensorRT's phases where it reports them (>= 10), elapsed time always; `tag`
+    starts each message (the route being built)."""
 
-    def __init__(self, config: Any, log: Callable[[str], None], every: float = 15.0):
-        self.log, self.every = log, every
+    def __init__(self, config: Any, log: Callable[[str], None], every: float = 15.0, tag: str = "netdef"):
+        self.log, self.every, self.tag = log, every, tag
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._tick, daemon=True)
         base = trt_api.progress_monitor_base()
         if base is not None:
-            trt_api.attach_progress(config, _make_monitor(base, log))
+            trt_api.attach_progress(config, _make_monitor(base, log, tag))
 
     def _tick(self) -> None:
         t0 = time.perf_counter()
         while not self._stop.wait(self.every):
-            self.log(f"[netdef]   ... still building ({time.perf_counter() - t0:.0f} s)")
+            self.log(f"[{self.tag}]   ... still building ({time.perf_counter() - t0:.0f} s)")
 
     def __enter__(self) -> "BuildProgress":
         self._thread.start()
@@ -305,7 +307,7 @@ class BuildProgress:
         self._thread.join()
 
 
-def _make_monitor(base: type, log: Callable[[str], None]) -> Any:
+def _make_monitor(base: type, log: Callable[[str], None], tag: str) -> Any:
     class Monitor(base):  # type: ignore[misc, valid-type]
         def __init__(self) -> None:
             base.__init__(self)
@@ -313,7 +315,7 @@ def _make_monitor(base: type, log: Callable[[str], None]) -> Any:
 
         def phase_start(self, phase_name: str, parent_phase: str | None, num_steps: int) -> None:
             if parent_phase is None:
-                log(f"[netdef]   {phase_name} ({num_steps} steps)")
+                log(f"[{tag}]   {phase_name} ({num_steps} steps)")
 
         def step_complete(self, phase_name: str, step: int) -> bool:
             return True

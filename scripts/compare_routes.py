@@ -223,11 +223,11 @@ def build_onnx_engine(onnx_path: Path, out: Path, opts: BuildOptions, label: str
     if opts.detailed:
         trt_api.set_detailed_profiling(config)
     add_profiles(builder, network, config, opts, str(onnx_path))
-    cache = load_timing_cache(config, opts.timing_cache, log)
+    cache = load_timing_cache(config, opts.timing_cache, log, tag="onnx")
     log(f"[onnx] building {label} ({opts.precision}, batch {format_profiles(opts.all_profiles)}, "
         f"{network.num_layers} layers) with {trt_api.version_string()} ...")
     tb = time.perf_counter()
-    with BuildProgress(config, log):
+    with BuildProgress(config, log, tag="onnx"):
         plan = builder.build_serialized_network(network, config)
     build_s = time.perf_counter() - tb
     if plan is None:
