@@ -102,11 +102,12 @@ def format_profile(prof: dict[str, Any], top: int = 25) -> str:
     lines = [f"{prof['engine']} ({prof['arch']} {prof['precision']}, batch {prof['batch']}{where}, "
              f"{prof['runs']} runs): {len(prof['layers'])} engine layers, {prof['total_ms']:.3f} ms in layers"]
     lines.append(f"{'ms':>9} {'share':>6}  layer")
-    for r in sorted(prof["layers"], key=lambda r: -r["ms"])[:top]:
+    slowest = sorted(prof["layers"], key=lambda r: -r["ms"])
+    for r in slowest[:top]:
         extra = f"  [{r['type']}{', ' + str(r['tactic']) if r.get('tactic') else ''}]" if r.get("type") else ""
         lines.append(f"{r['ms']:9.4f} {r['share']:6.1%}  {r['name']}{extra}")
-    if len(prof["layers"]) > top:
-        rest = sorted(prof["layers"], key=lambda r: -r["ms"])[top:]
+    rest = slowest[top:]
+    if rest:
         lines.append(f"{sum(r['ms'] for r in rest):9.4f} {sum(r['share'] for r in rest):6.1%}  "
                      f"({len(rest)} more layers)")
     return "\n".join(lines)
