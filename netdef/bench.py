@@ -18,12 +18,15 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
 from . import __version__, engine_file, trt_api
 from .errors import NetdefError
+
+if TYPE_CHECKING:
+    from .runtime import Engine
 
 Log = Callable[[str], None]
 
@@ -210,32 +213,44 @@ class BenchSettings:
     with_copies: bool = False
 
 
-def bench_engine(engine_path: str | Path, batches: Sequence[int], settings: BenchSettings | None = None,
+def bench_engine(engine: str | Path | Engine, batches: Sequence[int], settings: BenchSettings | None = None,
                  log: Log | None = None, on_result: Callable[[dict[str, Any]], None] | None = None
                  ) -> list[dict[str, Any]]:
-    """Time a netdef engine at each batch size; one dict of statistics per batch (see `summarize`),
-    also handed to `on_result` as soon as it is measured."""
+    """Time a netdef engine (a file, or a `runtime.Engine` already loaded) at each batch size; one dict of
+    statistics per batch (see `summarize`), also handed to `on_result` as soon as it is measured."""
     settings = settings or BenchSettings()
     log = log or _stderr
-    path = Path(engine_path)
-    meta = engine_file.read_meta(path)
-    check_batches(batches, meta["options"]["batch"], str(path))
+    eng = load_for_timing(engine, batches)
     torch = require_gpu()
-    from .runtime import Engine
-
-    eng = Engine(path, backend="torch")
     results = []
     for b in batches:
         fn, stream, buffers = engine_step(eng, b, settings, torch)  # buffers: bound memory, alive while timed
         stats = time_callable(fn, stream, settings.warmup, settings.measure, batch=b)
         del fn, buffers
         stats.update(cuda_graph=settings.cuda_graph, with_copies=settings.with_copies)
-        log(f"[bench] {path.name} batch {b}: median {stats['median_ms']:.3f} ms, p99 {stats['p99_ms']:.3f} ms, "
+        log(f"[bench] {eng.path.name} batch {b}: median {stats['median_ms']:.3f} ms, p99 {stats['p99_ms']:.3f} ms, "
             f"{stats['throughput']:.1f} img/s ({stats['iters']} iters, CV {stats['cv']:.1%})")
         results.append(stats)
         if on_result is not None:
             on_result(stats)
     return results
+
+
+def load_for_timing(engine: str | Path | Engine, batches: Sequence[int]) -> Engine:
+    """`engine` as a `runtime.Engine` with the torch backend, loaded here when it is a path, once its batch
+    profile is known to cover `batches`. Callers timing an engine repeatedly load it once with this."""
+    if isinstance(engine, (str, Path)):
+        path = Path(engine)
+        check_batches(batches, engine_file.read_meta(path)["options"]["batch"], str(path))
+        require_gpu()
+        from .runtime import Engine  # noqa: F811  (the class itself, not only its name for type hints)
+
+        return Engine(path, backend="torch")
+    check_batches(batches, engine.meta["options"]["batch"], str(engine.path))
+    if engine.backend.name != "torch":
+        raise NetdefError(f"{engine.path}: timing needs an Engine loaded with backend='torch' "
+                          f"(this one uses {engine.backend.name})")
+    return engine
 
 
 def engine_step(eng: Any, batch: int, settings: BenchSettings, torch: Any
@@ -325,12 +340,13 @@ def format_table(results: Sequence[dict[str, Any]]) -> str:
 def bench_interleaved(engines: dict[str, Path], batches: Sequence[int], settings: BenchSettings, rounds: int,
                       log: Log | None = None) -> list[dict[str, Any]]:
     """Each engine timed in turn, `rounds` times over, so slow drifts of the GPU (clocks, temperature) touch
-    all of them alike; every result carries its engine's label and round."""
+    all of them alike; every result carries its engine's label and round. Each engine is loaded once."""
     check_rounds(rounds)
+    loaded = {label: load_for_timing(path, batches) for label, path in engines.items()}
     results = []
     for rnd in range(1, rounds + 1):
-        for label, path in engines.items():
-            for r in bench_engine(path, batches, settings, log=log):
+        for label, eng in loaded.items():
+            for r in bench_engine(eng, batches, settings, log=log):
                 results.append(r | {"engine": label, "round": rnd})
     return results
 

@@ -35,7 +35,7 @@ def profile_engine(path: str | Path, batch: int, runs: int = 200, warmup: int = 
     torch = require_gpu()
     from .runtime import Engine
 
-    eng = Engine(path, backend="torch")
+    eng = Engine(path, backend="torch")  # its own: the profiler attached below cannot be detached again
     run, stream, buffers = engine_step(eng, batch, BenchSettings(), torch)
     for _ in range(warmup):
         run()

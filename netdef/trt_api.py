@@ -326,7 +326,9 @@ def execute(context: Any, stream_handle: int) -> None:
 
 
 def attach_profiler(context: Any, on_layer: Callable[[str, float], None]) -> Any:
-    """Report each layer's time of every execution to `on_layer(name, ms)`; keep the returned profiler alive."""
+    """Report each layer's time of every execution to `on_layer(name, ms)`; keep the returned profiler alive.
+    It stays attached: TensorRT 8.6 rejects detaching (setProfiler(nullptr) is an API usage error), so
+    attach it to a context used for profiling only."""
     trt = module()
 
     class Profiler(trt.IProfiler):

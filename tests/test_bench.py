@@ -184,6 +184,33 @@ def test_format_ratios_per_batch_and_round():
         bench.bench_interleaved({"A": Path("a.engine")}, [1], bench.BenchSettings(), rounds=0)
 
 
+def test_bench_interleaved_loads_each_engine_once(monkeypatch):
+    loads, timed = [], []
+    monkeypatch.setattr(bench, "load_for_timing", lambda path, batches: loads.append(path) or f"loaded {path}")
+    monkeypatch.setattr(bench, "bench_engine", lambda eng, batches, settings, log=None:
+                        timed.append(eng) or [{"batch": b, "median_ms": 1.0} for b in batches])
+    results = bench.bench_interleaved({"A": Path("a.engine"), "B": Path("b.engine")}, [1, 8],
+                                      bench.BenchSettings(), rounds=3)
+    assert loads == [Path("a.engine"), Path("b.engine")]
+    assert timed == ["loaded a.engine", "loaded b.engine"] * 3
+    assert [(r["engine"], r["round"], r["batch"]) for r in results[:4]] == [("A", 1, 1), ("A", 1, 8), ("B", 1, 1),
+                                                                            ("B", 1, 8)]
+
+
+def test_load_for_timing_checks_a_loaded_engine():
+    class Loaded:  # what bench needs of a runtime.Engine
+        path, meta = Path("r.engine"), {"options": {"batch": [1, 4, 8]}}
+        backend = argparse.Namespace(name="numpy")
+
+    with pytest.raises(NetdefError, match=r"r\.engine: batch size\(s\) \[16\] outside"):
+        bench.load_for_timing(Loaded(), [1, 16])
+    with pytest.raises(NetdefError, match=r"r\.engine: timing needs an Engine loaded with backend='torch'"):
+        bench.load_for_timing(Loaded(), [1, 8])
+    Loaded.backend = argparse.Namespace(name="torch")
+    eng = Loaded()
+    assert bench.load_for_timing(eng, [1, 8]) is eng
+
+
 def test_bench_settings_defaults_and_overrides():
     s = bench.settings_from_args(bench_args("e.engine"))
     assert (s.warmup, s.measure) == (bench.DEFAULT_WARMUP, bench.DEFAULT_MEASURE)
