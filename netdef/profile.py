@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from . import engine_file, trt_api
-from .bench import BenchSettings, check_batches, engine_step, environment, require_gpu, write_json
+from .bench import BenchSettings, engine_step, environment, load_for_timing, require_gpu, write_json
 from .errors import NetdefError
 
 REFORMAT_WORDS = ("Reformat", "reformat", "CopyNode")
@@ -29,13 +29,8 @@ def profile_engine(path: str | Path, batch: int, runs: int = 200, warmup: int = 
     description of each layer. Layer times come from TensorRT's per-layer events and exclude launch gaps."""
     if runs < 1 or warmup < 0:
         raise NetdefError(f"profile runs {runs} must be >= 1 and warm-up {warmup} >= 0")
-    path = Path(path)
-    meta = engine_file.read_meta(path)
-    check_batches([batch], meta["options"]["batch"], str(path))
+    eng = load_for_timing(path, [batch])  # its own: the profiler attached below cannot be detached again
     torch = require_gpu()
-    from .runtime import Engine
-
-    eng = Engine(path, backend="torch")  # its own: the profiler attached below cannot be detached again
     run, stream, buffers = engine_step(eng, batch, BenchSettings(), torch)
     for _ in range(warmup):
         run()
@@ -62,9 +57,9 @@ def profile_engine(path: str | Path, batch: int, runs: int = 200, warmup: int = 
         r["share"] = r["ms"] / total if total else 0.0
     del buffers
     detailed = any(isinstance(v, dict) and "LayerType" in v for v in info.values())
-    return {"engine": str(path), "arch": meta["arch"]["name"], "precision": meta["precision"], "batch": batch,
-            "profile": eng.profile_for(batch), "profiles": len(eng.profiles), "runs": runs, "total_ms": total,
-            "layers": layers, "detailed": detailed}
+    return {"engine": str(eng.path), "arch": eng.meta["arch"]["name"], "precision": eng.meta["precision"],
+            "batch": batch, "profile": eng.profile_for(batch), "profiles": len(eng.profiles), "runs": runs,
+            "total_ms": total, "layers": layers, "detailed": detailed}
 
 
 def _describe(entry: Any) -> dict[str, Any]:
