@@ -224,7 +224,7 @@ def define_network(spec: Spec, weights: Path, opts: BuildOptions, log: Callable[
     net = Network(tensors, precision=opts.precision, source=str(weights))
     net.build_options = opts
     if opts.precision == "int8":
-        from .quantize import Quantizer  # int8 only: needs a calibration table
+        from .int8.quantize import Quantizer  # int8 only: needs a calibration table
 
         net.quantizer = Quantizer.for_build(spec, weights, opts)
     build_network(spec, net, opts.input_hw)

@@ -1,9 +1,36 @@
-"""Exceptions raised by netdef. The CLI prints their message on one line and exits non-zero."""
+"""The errors netdef raises. The CLI prints their message on one line and exits 1.
+
+Callers can tell them apart:
+
+- `SpecError`: a bad architecture YAML (names the file and line); `OptionError`: a bad option or argument.
+- `WtsFormatError`: a malformed `.wts` file; `WeightKeyError`: weights that do not fit the architecture.
+- `BlockError`: a block raised an unexpected exception (a bug in the block, not in the YAML).
+- `TensorRTUnavailable`: no usable TensorRT, or a feature this TensorRT lacks;
+  `TensorRTError`: TensorRT refused or failed a request (build, deserialization, execution, ONNX parse).
+- `EngineFileError`: not a netdef engine or a damaged one; `EngineMismatchError`: built by another
+  TensorRT or for another GPU.
+
+Where an error happened (the YAML row a block was building) is added once, by `at()`.
+"""
 from __future__ import annotations
 
 
 class NetdefError(Exception):
     """Base class: a user-facing error whose message says what is wrong and what to do."""
+
+    def __init__(self, message: str = "", *, where: str | None = None):
+        super().__init__(message)
+        self.message = str(message)
+        self.where = where
+
+    def at(self, where: str) -> "NetdefError":
+        """Record where the error happened (kept when already set); returns the error itself."""
+        if not self.where:
+            self.where = where
+        return self
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.message}" if self.where else self.message
 
 
 class WtsFormatError(NetdefError):
@@ -27,9 +54,25 @@ class SpecError(NetdefError):
     """A bad architecture YAML: names the file and the row (or key)."""
 
 
+class OptionError(NetdefError):
+    """A bad option or argument value (command line or Python API), named as the user gave it."""
+
+
+class BlockError(NetdefError):
+    """A block raised something other than a NetdefError: a bug in the block's code."""
+
+
 class TensorRTUnavailable(NetdefError):
     """No usable TensorRT installation, or a feature this TensorRT lacks."""
 
 
-class EngineMismatchError(NetdefError):
+class TensorRTError(NetdefError):
+    """TensorRT refused or failed a request (build, deserialization, execution, parsing)."""
+
+
+class EngineFileError(NetdefError):
+    """A file that is not a netdef engine, or a damaged one."""
+
+
+class EngineMismatchError(EngineFileError):
     """An engine file that does not fit this TensorRT, GPU or request."""

@@ -1,6 +1,8 @@
-"""Atomic file writes: readers see the old file or the complete new one, never a part."""
+"""Files: atomic writes (readers see the old file or the complete new one, never a part), content hashes,
+and netdef's cache folder."""
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from collections.abc import Iterable
@@ -35,3 +37,20 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes (hex)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def cache_dir(kind: str) -> Path:
+    """netdef's cache folder for `kind` ("plugins", "bench", ...): $NETDEF_CACHE/kind, default
+    $XDG_CACHE_HOME/netdef/kind or ~/.cache/netdef/kind. Not created here."""
+    base = os.environ.get("NETDEF_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "netdef")
+    return Path(base) / kind

@@ -30,7 +30,7 @@ from .errors import NetdefError, SpecError
 from .network import Network
 from .registry import Block, get_block, known_blocks
 
-ARCH_DIRS = (Path("architectures"), Path(__file__).resolve().parent.parent / "architectures")
+ARCH_DIRS = (Path("architectures"), Path(__file__).resolve().parent / "architectures")
 RESERVED = {"name", "description", "source", "input", "output", "layers", "backbone", "head",
             "depth_multiple", "width_multiple", "key_prefix"}
 

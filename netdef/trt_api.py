@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .errors import TensorRTUnavailable
+from .errors import TensorRTError, TensorRTUnavailable
 
 # Tried in this order; NETDEF_TRT=tensorrt|tensorrt_rtx|tensorrt_rtx_bindings forces one.
 _CANDIDATES = ("tensorrt", "tensorrt_rtx", "tensorrt_rtx_bindings")
@@ -299,7 +299,7 @@ def deserialize(plan: bytes) -> tuple[Any, Any]:
     runtime = trt.Runtime(logger())
     engine = runtime.deserialize_cuda_engine(plan)
     if engine is None:
-        raise TensorRTUnavailable("TensorRT could not deserialize the engine (see its messages above)")
+        raise TensorRTError("TensorRT could not deserialize the engine (see its messages above)")
     return runtime, engine
 
 
@@ -317,12 +317,12 @@ def io_tensors(engine: Any) -> list[tuple[str, bool, tuple[int, ...], str]]:
 def set_profile(context: Any, index: int, stream_handle: int) -> None:
     """Make optimization profile `index` the context's active one (input shapes must be set again)."""
     if not context.set_optimization_profile_async(index, stream_handle):
-        raise TensorRTUnavailable(f"TensorRT could not switch to optimization profile {index} (see its messages above)")
+        raise TensorRTError(f"TensorRT could not switch to optimization profile {index} (see its messages above)")
 
 
 def execute(context: Any, stream_handle: int) -> None:
     if not context.execute_async_v3(stream_handle):
-        raise TensorRTUnavailable("TensorRT execute_async_v3 failed (see its messages above)")
+        raise TensorRTError("TensorRT execute_async_v3 failed (see its messages above)")
 
 
 def attach_profiler(context: Any, on_layer: Callable[[str, float], None]) -> Any:
@@ -380,7 +380,7 @@ def add_plugin(network: Any, inputs: list, creator: Any, name: str, fields: dict
     pfs = [trt.PluginField(k, v, kinds[v.dtype]) for k, v in fields.items()]
     plugin = creator.create_plugin(name, trt.PluginFieldCollection(pfs))
     if plugin is None:
-        raise TensorRTUnavailable(f"plugin creator '{creator.name}' refused the fields {sorted(fields)}")
+        raise TensorRTError(f"plugin creator '{creator.name}' refused the fields {sorted(fields)}")
     return network.add_plugin_v2(inputs, plugin)
 
 
@@ -400,5 +400,5 @@ def parse_onnx(network: Any, path: str) -> Any:
             where = (f"node {e.node_name()} ({e.node_operator()})" if hasattr(e, "node_name")
                      else f"node #{e.node()}")
             msgs.append(f"{where}: {e.desc()}")
-        raise TensorRTUnavailable(f"TensorRT's ONNX parser rejected {path}: {'; '.join(msgs) or 'no details'}")
+        raise TensorRTError(f"TensorRT's ONNX parser rejected {path}: {'; '.join(msgs) or 'no details'}")
     return parser

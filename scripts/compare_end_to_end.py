@@ -30,10 +30,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import compare_routes as routes  # noqa: E402  (shares the model, ONNX export and ONNX engine build)
 
-from netdef.bench import environment, parse_batches, parse_budget, run_budget, summarize, write_json  # noqa: E402
+from netdef.tools.bench import environment, parse_batches, parse_budget, run_budget, summarize, write_json  # noqa: E402
 from netdef.build import BuildOptions, build_engine, parse_batch  # noqa: E402
 from netdef.errors import NetdefError  # noqa: E402
-from netdef.preprocess import letterbox_plan, pad_offsets, scale_boxes  # noqa: E402
+from netdef.tools.preprocess import letterbox_plan, pad_offsets, scale_boxes  # noqa: E402
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
 PIPELINES = ("netdef", "onnx+cv2", "onnx+gpu-pre")
@@ -56,7 +56,7 @@ def set_detection_load(model: Any, images: list[np.ndarray], conf: float, per_im
     boxes per photo pass the `conf` filter (objectness and best class score). Returns the offset."""
     import torch
 
-    from netdef.preprocess import letterbox
+    from netdef.tools.preprocess import letterbox
 
     detect = model.model[-1]
     feats: list[Any] = []
@@ -110,7 +110,7 @@ def cv2_batch(images: Sequence[np.ndarray], hw: tuple[int, int], device: Any) ->
 def cv2_pipeline(infer: Callable[[Any], Any], hw: tuple[int, int], device: Any, conf: float, iou: float,
                  max_det: int) -> Callable[[Sequence[np.ndarray]], Boxes]:
     """The ONNX route as Ultralytics' detect.py runs it; `infer(x)` returns the (B, N, 5+nc) prediction."""
-    from netdef.detect import non_max_suppression
+    from netdef.tools.detect import non_max_suppression
 
     def run(images: Sequence[np.ndarray]) -> Boxes:
         x, boxed = cv2_batch(images, hw, device)
@@ -147,8 +147,8 @@ def time_pipeline(fn: Callable[[Sequence[np.ndarray]], Boxes], images: list[np.n
 def breakdown(det: Any, onnx_infer: Callable[[Any], Any], images: list[np.ndarray],
               a: argparse.Namespace) -> dict[str, dict[str, Callable[[Sequence[np.ndarray]], Any]]]:
     """Each pipeline's stages as separately timed calls (inputs of later stages prepared once)."""
-    from netdef.detect import non_max_suppression
-    from netdef.preprocess import letterbox
+    from netdef.tools.detect import non_max_suppression
+    from netdef.tools.preprocess import letterbox
 
     batch, _ = letterbox(images, det.input_hw, bgr=True, device=det.device)
     outs = det.infer(batch)
@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         from netdef import trt_api
-        from netdef.detect import engine_detector
+        from netdef.tools.detect import engine_detector
         from netdef.runtime import Engine
 
         batches = parse_batches(a.batches)

@@ -7,8 +7,8 @@
   eager    PyTorch eager (fp32; fp16 through model.half())
   compile  torch.compile (mode 'default' unless --compile-mode; compile time is reported and budgeted)
 
-Every route is timed by netdef.bench.time_callable (CUDA events, one call at a time), and both
-engines by netdef.bench.bench_engine. Results are printed as they come and rewritten to the JSON
+Every route is timed by netdef.tools.bench.time_callable (CUDA events, one call at a time), and both
+engines by netdef.tools.bench.bench_engine. Results are printed as they come and rewritten to the JSON
 after each one, so a cut run keeps its figures. See docs/benchmarks.md.
 
     python scripts/compare_routes.py --quick --markdown                       # ~6 min on an H100
@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from netdef import __version__, engine_file, trt_api  # noqa: E402
-from netdef.bench import (BenchSettings, bench_engine, environment, parse_batches, parse_budget,  # noqa: E402
+from netdef.tools.bench import (BenchSettings, bench_engine, environment, parse_batches, parse_budget,  # noqa: E402
                           time_callable, write_json)
 from netdef.build import BuildOptions, BuildProgress, add_profiles, build_engine, file_sha256, load_timing_cache, \
     format_profiles, parse_profiles, target_identity  # noqa: E402
@@ -346,7 +346,7 @@ class Run:
                 "warmup": asdict(self.settings.warmup), "measure": asdict(self.settings.measure),
                 "compile_mode": a.compile_mode, "compile_budget_s": a.compile_budget,
                 "onnx_exporter": a.onnx_exporter, "timing_cache_dir": str(self.cache_dir),
-                "timing": "CUDA events around each call, synchronized per call (netdef.bench.time_callable)"}
+                "timing": "CUDA events around each call, synchronized per call (netdef.tools.bench.time_callable)"}
 
     # -- the engine routes
 

@@ -27,9 +27,9 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 
 def synthetic_table(arch: str, wts: Path, path: Path, input_hw=None):
     """A valid calibration table with a distinct amax per point (1.0, 1.25, 1.5, ...)."""
-    from netdef.calibrate import quantization_points
-    from netdef.calibration import CalibrationTable
-    from netdef.quantize import fingerprint, network_input_shape
+    from netdef.int8.calibrate import quantization_points
+    from netdef.int8.calibration import CalibrationTable
+    from netdef.int8.quantize import fingerprint, network_input_shape
     from netdef.spec import load_spec
 
     spec = load_spec(arch)

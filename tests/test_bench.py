@@ -1,4 +1,4 @@
-"""Tests of netdef.bench (statistics, budgets, argument checks, CLI) and scripts/compare_routes.py
+"""Tests of netdef.tools.bench (statistics, budgets, argument checks, CLI) and scripts/compare_routes.py
 (arguments, markdown tables, the ONNX route's engine). GPU tests time real engines."""
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from netdef import bench, engine_file, trt_api
-from netdef.bench import Budget, check_batches, parse_batches, parse_budget, run_budget, summarize
+from netdef.tools import bench, engine_file, trt_api
+from netdef.tools.bench import Budget, check_batches, parse_batches, parse_budget, run_budget, summarize
 from netdef.errors import NetdefError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -129,7 +129,7 @@ def test_bench_help_lists_the_options(capsys):
     for opt in ("--batch", "--iters", "--seconds", "--warmup", "--cuda-graph", "--with-copies", "--json", "--chart",
                 "--against", "--rounds", "--weights", "--precision", "--engine-out"):
         assert opt in out
-    run = subprocess.run([sys.executable, "-m", "netdef.bench", "--help"], capture_output=True, text=True,
+    run = subprocess.run([sys.executable, "-m", "netdef.tools.bench", "--help"], capture_output=True, text=True,
                          cwd=ROOT, timeout=60)
     assert run.returncode == 0 and "--cuda-graph" in run.stdout
 
@@ -444,7 +444,7 @@ def test_onnx_route_matches_pytorch_on_gpu(compare, resnet18_engine, tmp_path):
     pytest.importorskip("onnx")
     from netdef.build import BuildOptions
     from netdef.runtime import Engine
-    from netdef.verify import max_rel_error, torch_reference
+    from netdef.tools.verify import max_rel_error, torch_reference
 
     model, _, _ = resnet18_engine
     onnx_path = tmp_path / "r18.onnx"

@@ -1,4 +1,4 @@
-"""Tests of netdef.calibration: range collection, amax methods, weight scales, the table."""
+"""Tests of netdef.int8.calibration: range collection, amax methods, weight scales, the table."""
 from __future__ import annotations
 
 import json
@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from netdef.calibration import (MIN_SCALE, CalibrationTable, RangeCollector, _entropy_amax, collect_ranges,
+from netdef.int8.calibration import (MIN_SCALE, CalibrationTable, RangeCollector, _entropy_amax, collect_ranges,
                                 compute_amax, per_channel_weight_scales, scale_from_amax)
 from netdef.errors import NetdefError
 

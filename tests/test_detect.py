@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from netdef.detect import (Detector, OutputLayout, _plugin_thresholds, collect_images, decode_predictions,
+from netdef.tools.detect import (Detector, OutputLayout, _plugin_thresholds, collect_images, decode_predictions,
                            load_names, non_max_suppression, read_image, register, write_results)
 from netdef.errors import NetdefError
 
@@ -217,7 +217,7 @@ def test_write_results_and_drawing(tmp_path):
 
 
 def test_cli_register_and_run(tmp_path, monkeypatch):
-    import netdef.detect as d
+    import netdef.tools.detect as d
 
     paths = photo_files(tmp_path / "imgs")
     (tmp_path / "names.txt").write_text("zero\none\ntwo\n")
@@ -279,7 +279,7 @@ def tiny_torch_model(weights):
 def test_detect_engine_with_plugin_equals_torch_pipeline(tmp_path):
     from test_plugins import build_test_engine
 
-    from netdef.detect import cmd_detect, detect, engine_detector
+    from netdef.tools.detect import cmd_detect, detect, engine_detector
     from netdef.plugins.yolo import add_yolo_decode_nms
 
     h, w, conf, iou = 256, 320, 0.3, 0.45

@@ -9,7 +9,7 @@ pytest.importorskip("sklearn")
 
 from netdef import trt_api  # noqa: E402
 from netdef.build import BuildOptions, define_network  # noqa: E402
-from netdef.digits import LeNet, accuracy, load_digits_data, run_digits, torch_logits, train_lenet  # noqa: E402
+from netdef.examples.digits import LeNet, accuracy, load_digits_data, run_digits, torch_logits, train_lenet  # noqa: E402
 from netdef.spec import load_spec  # noqa: E402
 
 def gpu(test):

@@ -14,7 +14,7 @@ pytest.importorskip("cv2")
 pytest.importorskip("skimage")
 import yolo_reference as ref  # noqa: E402
 
-from netdef.detect import Detector, OutputLayout  # noqa: E402
+from netdef.tools.detect import Detector, OutputLayout  # noqa: E402
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "compare_end_to_end.py"
 

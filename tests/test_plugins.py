@@ -39,9 +39,8 @@ def fake_toolchain(**kw) -> pc.Toolchain:
 
 @pytest.fixture
 def plugin_cache(tmp_path, monkeypatch) -> Path:
-    cache = tmp_path / "cache"
-    monkeypatch.setenv("NETDEF_PLUGIN_CACHE", str(cache))
-    return cache
+    monkeypatch.setenv("NETDEF_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "plugins"
 
 
 # ---------------------------------------------------------------- compile machinery (CPU)
@@ -321,7 +320,7 @@ def torch_reference(feats: list, case: str):
     """decode in torch + YOLOv5 filtering + torchvision batched_nms, on the GPU."""
     import torch
 
-    from netdef.detect import decode_predictions, non_max_suppression
+    from netdef.tools.detect import decode_predictions, non_max_suppression
 
     nc, conf, iou, max_det, topk = CASES[case][3:]
     t = [torch.from_numpy(f.astype(np.float32)).cuda() for f in feats]

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from netdef.errors import NetdefError
-from netdef.preprocess import letterbox, letterbox_plan, scale_boxes
+from netdef.tools.preprocess import letterbox, letterbox_plan, scale_boxes
 
 from helpers import photos
 

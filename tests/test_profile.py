@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from netdef import profile
+from netdef.tools import profile
 from netdef.errors import NetdefError
 
 from helpers import run_cli

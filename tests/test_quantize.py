@@ -14,12 +14,12 @@ import pytest
 
 from netdef import trt_api
 from netdef.build import BuildOptions, build_engine, define_network
-from netdef.calibrate import (build_recording_engine, calibrate, calibrate_torch, calibration_batches,
+from netdef.int8.calibrate import (build_recording_engine, calibrate, calibrate_torch, calibration_batches,
                               quantization_points, recording_network, register)
-from netdef.calibration import CalibrationTable, RangeCollector, compute_amax, per_channel_weight_scales
+from netdef.int8.calibration import CalibrationTable, RangeCollector, compute_amax, per_channel_weight_scales
 from netdef.errors import NetdefError
 from netdef.network import fold_batchnorm
-from netdef.quantize import CALIB_PREFIX, fingerprint
+from netdef.int8.quantize import CALIB_PREFIX, fingerprint
 from netdef.spec import load_spec
 from netdef.wts import read_wts, write_wts
 
@@ -39,7 +39,7 @@ def gpu(test):
 # ---------------------------------------------------------------- helpers
 
 def _lenet(seed: int = 0):
-    from netdef.digits import LeNet
+    from netdef.examples.digits import LeNet
 
     torch.manual_seed(seed)
     model = LeNet().eval()
@@ -372,7 +372,7 @@ def test_arrays(tmp_path):
 
 
 def test_cli_register(monkeypatch):
-    import netdef.calibrate as cal
+    import netdef.int8.calibrate as cal
 
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="command")
@@ -402,7 +402,7 @@ def test_resnet50_int8_vs_fp32(tmp_path):
 
     from netdef.export import export_wts, load_source, randomize_batchnorm
     from netdef.runtime import Engine
-    from netdef.verify import cosine
+    from netdef.tools.verify import cosine
 
     t0 = time.perf_counter()
     model = load_source("torchvision:resnet50")

@@ -10,7 +10,7 @@ import pytest
 
 from netdef import engine_file
 from netdef.build import BuildOptions, build_engine
-from netdef.verify import max_rel_error, torch_reference
+from netdef.tools.verify import max_rel_error, torch_reference
 
 from helpers import run_cli
 

@@ -339,7 +339,7 @@ def test_engine_matches_ultralytics(name, hw, precision, models, wts, tmp_path):
     import torch
 
     from netdef.runtime import Engine
-    from netdef.verify import cosine, max_rel_error, torch_reference
+    from netdef.tools.verify import cosine, max_rel_error, torch_reference
 
     tame = precision == "fp16" or name.endswith("6")
     model, _ = models(name, tame=tame)
@@ -383,7 +383,7 @@ def test_int8_build_on_cpu(wts, tmp_path):
 
 def calibration_photos() -> np.ndarray:
     """scikit-image's four colour photos and their flips, letterboxed to 640x640: (16, 3, 640, 640) float32."""
-    from netdef.preprocess import letterbox
+    from netdef.tools.preprocess import letterbox
 
     variants = [np.ascontiguousarray(v) for im in photos() for v in (im, im[:, ::-1], im[::-1], im[::-1, ::-1])]
     return letterbox(variants, (640, 640), bgr=False)[0].numpy()
@@ -393,9 +393,9 @@ def calibration_photos() -> np.ndarray:
 @pytest.mark.parametrize("tame", [False, True], ids=["default", "tamed"])
 def test_yolov5s_int8_correlates_with_fp32(tame, wts, tmp_path):
     """Calibrated on 16 photo variants (entropy): INT8 raw outputs vs the FP32 engine's on the 4 photos."""
-    from netdef.calibrate import calibrate
+    from netdef.int8.calibrate import calibrate
     from netdef.runtime import Engine
-    from netdef.verify import cosine, max_rel_error
+    from netdef.tools.verify import cosine, max_rel_error
 
     x = calibration_photos()
     np.save(tmp_path / "calib.npy", x)

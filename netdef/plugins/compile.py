@@ -1,7 +1,7 @@
 """Compile the CUDA C++ plugin sources shipped in netdef with nvcc, once per toolchain and GPU, and load them.
 
 A plugin is a folder of `.cu`/`.cpp`/`.h` files beside this module. `compile_plugin(name)` builds it into
-`~/.cache/netdef/plugins/<name>-<hash>.so` (NETDEF_PLUGIN_CACHE overrides the folder), where the hash covers the
+`$NETDEF_CACHE/plugins/<name>-<hash>.so` (default `~/.cache/netdef/plugins`), where the hash covers the
 sources, the TensorRT version, the GPU architecture, the nvcc version and the flags. Two processes never compile
 the same library at once (a fcntl lock), and a library appears only complete (compiled to a temporary name, then
 renamed). The toolchain comes from the environment:
@@ -28,6 +28,7 @@ from typing import Any
 
 from .. import trt_api
 from ..errors import NetdefError
+from ..fileio import cache_dir
 from . import load_library
 
 PLUGIN_DIR = Path(__file__).resolve().parent
@@ -236,23 +237,15 @@ def cache_key(name: str, sources: list[Path], tc: Toolchain) -> str:
     return h.hexdigest()[:16]
 
 
-def cache_dir() -> Path:
-    env = os.environ.get("NETDEF_PLUGIN_CACHE")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "netdef" / "plugins"
-
-
 def compile_plugin(name: str, *, toolchain: Toolchain | None = None, log: Any = None) -> PluginLibrary:
     """The compiled library of plugin `name`: from the cache, or compiled now (under a lock, atomically)."""
     tc = toolchain or find_toolchain()
     sources = sources_of(name)
-    folder = cache_dir()
+    folder = cache_dir("plugins")
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise NetdefError(f"cannot create the plugin cache {folder} ({e}); set NETDEF_PLUGIN_CACHE") from None
+        raise NetdefError(f"cannot create the plugin cache {folder} ({e}); set NETDEF_CACHE") from None
     target = folder / f"{name}-{cache_key(name, sources, tc)}.so"
     if not target.is_file():
         with open(target.with_suffix(".lock"), "w") as lock:

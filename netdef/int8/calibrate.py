@@ -23,13 +23,13 @@ from typing import Any
 
 import numpy as np
 
-from . import engine_file, trt_api
+from .. import engine_file, trt_api
 from .calibration import METHODS, CalibrationTable, RangeCollector, compute_amax
-from .errors import NetdefError
-from .network import Network
+from ..errors import NetdefError
+from ..network import Network
 from .quantize import CALIB_PREFIX, RecordingQuantizer, fingerprint, network_input_shape
-from .spec import Spec, build_network, load_spec
-from .wts import read_wts
+from ..spec import Spec, build_network, load_spec
+from ..wts import read_wts
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 ARRAY_SUFFIXES = (".npy", ".npz", ".pt", ".pth")
@@ -165,7 +165,7 @@ def _load_torch_array(path: Path) -> np.ndarray:
 def recording_network(spec: Spec, weights: str | Path, *, input_hw: Sequence[int] | None = None,
                       strict: bool = True) -> tuple[Network, dict[str, str]]:
     """The FP32 network with every quantization point exposed as output `calib:<key>`; (network, key -> kind)."""
-    from .build import BuildOptions
+    from ..build import BuildOptions
 
     weights = _check_file(weights)
     net = Network(read_wts(weights, progress=sys.stderr.isatty()), precision="fp32", source=str(weights))
@@ -187,7 +187,7 @@ def quantization_points(arch: str | Path | Spec, weights: str | Path, input_hw: 
 def build_recording_engine(spec: Spec, weights: str | Path, output: str | Path, *, batch: int,
                            input_hw: Sequence[int] | None = None, strict: bool = True) -> dict[str, str]:
     """Build the recording network as an FP32 engine (level 0, batch 1..`batch`) at `output`; returns the points."""
-    from .build import add_profile  # the profile helper build_engine uses
+    from ..build import add_profile  # the profile helper build_engine uses
 
     net, points = recording_network(spec, weights, input_hw=input_hw, strict=strict)
     opts = net.build_options
@@ -231,7 +231,7 @@ def calibrate(arch: str | Path, weights: str | Path, data: str | Path, output_ta
                           f"PyTorch model")
     from tqdm import tqdm
 
-    from .runtime import Engine
+    from ..runtime import Engine
 
     with tempfile.TemporaryDirectory(prefix="netdef-calib-") as tmp:
         log(f"[netdef] building the FP32 calibration network of {spec.name} ...")

@@ -5,7 +5,7 @@ images are upscaled 2x to 16x16), exports it to .wts, calibrates on training ima
 INT8 engines from `architectures/lenet.yaml` and prints each engine's test accuracy next to PyTorch's.
 Calibration uses the FP32 engine (`netdef.calibrate.calibrate`) where engines can run; elsewhere the
 ranges come from the PyTorch model's activations (`calibrate_torch`), so the INT8 engine still builds
-(TensorRT-RTX builds Q/DQ networks without a GPU). Run: `python -m netdef.digits --workdir out/digits`.
+(TensorRT-RTX builds Q/DQ networks without a GPU). Run: `python -m netdef.examples.digits --workdir out/digits`.
 """
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import trt_api
-from .build import BuildOptions, build_engine
-from .errors import NetdefError
+from .. import trt_api
+from ..build import BuildOptions, build_engine
+from ..errors import NetdefError
 
 ARCH = "lenet"
 UPSCALE = 2  # 8x8 -> 16x16 (nearest)
@@ -93,8 +93,8 @@ def accuracy(logits: np.ndarray, y: np.ndarray) -> float:
 def run_digits(workdir: str | Path, *, epochs: int = 10, seed: int = 0, method: str = "entropy",
                log: Any = print) -> dict[str, Any]:
     """Train, export, calibrate, build FP32/FP16/INT8 engines and (with a GPU) compare test accuracies."""
-    from .calibrate import calibrate, calibrate_torch
-    from .export import export_wts
+    from ..int8.calibrate import calibrate, calibrate_torch
+    from ..export import export_wts
 
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -138,7 +138,7 @@ def run_digits(workdir: str | Path, *, epochs: int = 10, seed: int = 0, method: 
         log("4. engines cannot run here (they need a CUDA GPU and full TensorRT); on a GPU machine this example "
             "also prints each engine's test accuracy")
         return result
-    from .runtime import Engine
+    from ..runtime import Engine
 
     for precision, path in result["engines"].items():
         out = Engine(path).infer(data["x_test"], as_numpy=True)["logits"]
@@ -149,7 +149,7 @@ def run_digits(workdir: str | Path, *, epochs: int = 10, seed: int = 0, method: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m netdef.digits", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m netdef.examples.digits", description=__doc__.split("\n\n")[0])
     p.add_argument("--workdir", default="out/digits")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--method", default="entropy", choices=("entropy", "max", "percentile"))

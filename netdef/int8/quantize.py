@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from . import trt_api
+from .. import trt_api
 from .calibration import CalibrationTable, per_channel_weight_scales, scale_from_amax
-from .errors import NetdefError
+from ..errors import NetdefError
 
 CALIB_PREFIX = "calib:"  # output-name prefix of the tensors a recording network exposes
 CALIBRATE_HINT = ("run `netdef calibrate ARCH --weights W --data IMAGES_OR_NPY -o table.json` (on a GPU machine) "
@@ -42,7 +42,7 @@ def network_input_shape(spec: Any, input_hw: Sequence[int] | None = None) -> tup
 
 def fingerprint(spec: Any, weights_path: str | Path, input_shape: Sequence[int]) -> str:
     """sha256 over the architecture YAML's hash, the weights file's hash and the input shape (no batch)."""
-    from .build import file_sha256
+    from ..build import file_sha256
 
     shape = "x".join(str(int(s)) for s in input_shape)
     text = f"arch={spec.sha256}\nweights={file_sha256(weights_path)}\ninput={shape}\n"

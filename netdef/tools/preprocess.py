@@ -12,7 +12,7 @@ from typing import Any, Union
 
 import numpy as np
 
-from .errors import NetdefError
+from ..errors import NetdefError
 
 RatioPad = tuple[float, tuple[float, float]]  # (scale, (left, top) padding in pixels)
 ImageLike = Union[np.ndarray, Any]  # HxWx3 uint8 numpy array or torch tensor

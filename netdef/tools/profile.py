@@ -16,9 +16,9 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-from . import engine_file, trt_api
+from .. import engine_file, trt_api
 from .bench import BenchSettings, engine_step, environment, load_for_timing, require_gpu, write_json
-from .errors import NetdefError
+from ..errors import NetdefError
 
 REFORMAT_WORDS = ("Reformat", "reformat", "CopyNode")
 PROFILE_SUFFIX = re.compile(r" \[profile \d+\]$")  # TensorRT's mark on the layers of profiles 1, 2, ...

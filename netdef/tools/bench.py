@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
-from . import __version__, engine_file, trt_api
-from .errors import NetdefError
+from .. import __version__, engine_file, trt_api
+from ..errors import NetdefError
 
 if TYPE_CHECKING:
-    from .runtime import Engine
+    from ..runtime import Engine
 
 Log = Callable[[str], None]
 
@@ -243,7 +243,7 @@ def load_for_timing(engine: str | Path | Engine, batches: Sequence[int]) -> Engi
         path = Path(engine)
         check_batches(batches, engine_file.read_meta(path)["options"]["batch"], str(path))
         require_gpu()
-        from .runtime import Engine  # noqa: F811  (the class itself, not only its name for type hints)
+        from ..runtime import Engine  # noqa: F811  (the class itself, not only its name for type hints)
 
         return Engine(path, backend="torch")
     check_batches(batches, engine.meta["options"]["batch"], str(engine.path))
@@ -465,8 +465,8 @@ def resolve_engine(a: argparse.Namespace, batches: list[int] | None, log: Log) -
     if not a.weights:
         raise NetdefError(f"'{a.target}' is not an engine file, so it is taken as an architecture: "
                           "give its weights with --weights W.wts (or pass an engine)")
-    from .build import BuildOptions, build_engine, format_profiles, parse_profiles
-    from .spec import load_spec
+    from ..build import BuildOptions, build_engine, format_profiles, parse_profiles
+    from ..spec import load_spec
 
     profiles: tuple = ()
     if a.profile:

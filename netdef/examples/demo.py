@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import trt_api
-from .build import BuildOptions, build_engine
-from .export import export_wts, load_source, randomize_batchnorm
+from .. import trt_api
+from ..build import BuildOptions, build_engine
+from ..export import export_wts, load_source, randomize_batchnorm
 
 TOLERANCE = {"fp32": 1e-3, "fp16": 1e-2}
 
@@ -40,8 +40,8 @@ def run_demo(workdir: Path, arch: str = "resnet18") -> int:
               "On a GPU machine this demo also runs them and compares with PyTorch.")
         return 0
 
-    from .runtime import Engine
-    from .verify import max_rel_error, torch_reference
+    from ..runtime import Engine
+    from ..tools.verify import max_rel_error, torch_reference
 
     x = np.random.default_rng(0).standard_normal((4, 3, 224, 224)).astype(np.float32)
     ref = torch_reference(model, x)

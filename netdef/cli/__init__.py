@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .errors import NetdefError
+from .. import __version__
+from ..errors import NetdefError
 
 EPILOG = """typical use:
   netdef export torchvision:resnet50 -o weights/resnet50.wts
@@ -99,7 +99,8 @@ def make_parser() -> argparse.ArgumentParser:
     k = sub.add_parser("blocks", help="list the blocks architecture YAML files can use")
     k.set_defaults(func=cmd_blocks)
 
-    from . import bench, calibrate, detect, profile
+    from ..tools import bench, detect, profile
+    from ..int8 import calibrate
 
     for module in (calibrate, detect, bench, profile):
         module.register(sub)
@@ -112,7 +113,7 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def cmd_export(a: argparse.Namespace) -> int:
-    from .export import export_wts
+    from ..export import export_wts
 
     sd = export_wts(a.source, a.output, state_dict=a.state_dict, randomize_bn=a.randomize_bn, seed=a.seed,
                     progress=sys.stderr.isatty())
@@ -122,7 +123,7 @@ def cmd_export(a: argparse.Namespace) -> int:
 
 
 def build_options(a: argparse.Namespace) -> Any:
-    from .build import BuildOptions, parse_profiles
+    from ..build import BuildOptions, parse_profiles
 
     hw = None
     if a.input_shape:
@@ -148,7 +149,7 @@ def build_options(a: argparse.Namespace) -> Any:
 
 
 def cmd_build(a: argparse.Namespace) -> int:
-    from .build import build_engine
+    from ..build import build_engine
 
     res = build_engine(a.arch, a.weights, a.output, build_options(a), force=a.force)
     if res.built:
@@ -159,7 +160,7 @@ def cmd_build(a: argparse.Namespace) -> int:
 def cmd_run(a: argparse.Namespace) -> int:
     import numpy as np
 
-    from .runtime import Engine
+    from ..runtime import Engine
 
     eng = Engine(a.engine, backend=a.backend, cuda_graph=a.cuda_graph)
     if a.input:
@@ -186,7 +187,7 @@ def cmd_info(a: argparse.Namespace) -> int:
         raise NetdefError(f"no such file: {path}")
     with open(path, "rb") as f:
         head = f.read(16)
-    from .engine_file import MAGIC, profiles, read_meta
+    from ..engine_file import MAGIC, profiles, read_meta
 
     if head.startswith(MAGIC):
         meta = read_meta(path)
@@ -196,7 +197,7 @@ def cmd_info(a: argparse.Namespace) -> int:
         t = meta["tensorrt"]
         print(f"engine {path}: {meta['arch']['name']} {meta['precision']}, built by {t['flavor']} {t['version']} "
               f"for {meta['gpu'].get('name') or 'compute capability'} {meta['gpu']['compute_capability']}")
-        from .build import format_profiles
+        from ..build import format_profiles
 
         engine_profiles = profiles(meta)
         print(f"  batch profile{'s' if len(engine_profiles) > 1 else ''} {format_profiles(engine_profiles)}, "
@@ -209,7 +210,7 @@ def cmd_info(a: argparse.Namespace) -> int:
         for p in meta.get("plugins", []):
             print(f"  plugin {p.get('name')}: {p.get('library')}")
         return 0
-    from .wts import wts_summary
+    from ..wts import wts_summary
 
     s = wts_summary(path)
     if a.json:
@@ -224,8 +225,8 @@ def cmd_info(a: argparse.Namespace) -> int:
 
 
 def cmd_blocks(a: argparse.Namespace) -> int:
-    from .registry import known_blocks
-    from .spec import block_help
+    from ..registry import known_blocks
+    from ..spec import block_help
 
     for name in known_blocks():
         print(block_help(name))
@@ -233,7 +234,7 @@ def cmd_blocks(a: argparse.Namespace) -> int:
 
 
 def cmd_demo(a: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from ..examples.demo import run_demo
 
     return run_demo(Path(a.workdir), a.arch)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
@@ -231,19 +230,7 @@ class CalibrationTable:
         except (TypeError, ValueError) as e:
             raise NetdefError(f"calibration table {path}: cannot write meta as JSON ({e}); "
                               f"pass plain numbers, strings, lists and dicts") from None
-        fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp",
-                                   dir=os.path.dirname(os.path.abspath(path)))
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        atomic_write(path, text.encode("utf-8"))
 
     @classmethod
     def load(cls, path: str | os.PathLike, expect_fingerprint: str | None = None) -> "CalibrationTable":

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import NetdefError
-from .fileio import atomic_write
+from ..errors import NetdefError
+from ..fileio import atomic_write
 from .preprocess import letterbox, scale_boxes
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -221,7 +221,7 @@ def engine_detector(engine: Any, conf: float | None = None, iou: float | None = 
     """
     import torch
 
-    from .runtime import Engine
+    from ..runtime import Engine
 
     eng = engine if isinstance(engine, Engine) else Engine(engine)
     if len(eng.inputs) != 1:

@@ -1,0 +1,1 @@
+"""INT8 through explicit quantization: activation ranges (calibration), the calibration run, and Q/DQ placement."""
