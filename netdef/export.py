@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import NetdefError
+from .fileio import check_output
 from .wts import write_wts
 
 CHECKPOINT_KEYS = ("ema", "model", "state_dict", "model_state_dict")
@@ -99,7 +100,12 @@ def randomize_batchnorm(model: Any, seed: int = 0) -> None:
 
 def export_wts(source: Any, output: str | Path, *, state_dict: str | None = None, randomize_bn: bool = False,
                seed: int = 0, progress: bool = False) -> dict[str, Any]:
-    """Write SOURCE's weights to `output` (.wts); returns the state_dict written."""
+    """Write SOURCE's weights to `output` (.wts); returns the state_dict written. `seed` seeds PyTorch before
+    the model is made, so a randomly initialised export (torchvision:NAME, a callable) is reproducible."""
+    check_output(output, inputs=[source if isinstance(source, (str, Path)) else None, state_dict],
+                 what="the .wts output")
+    if isinstance(source, str):
+        _torch().manual_seed(seed)
     obj = load_source(source, state_dict=state_dict) if isinstance(source, str) else source
     if randomize_bn:
         torch = _torch()

@@ -54,3 +54,33 @@ def cache_dir(kind: str) -> Path:
     base = os.environ.get("NETDEF_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "netdef")
     return Path(base) / kind
+
+
+def check_output(path: str | os.PathLike, *, inputs: Iterable[str | os.PathLike | None] = (),
+                 what: str = "output") -> Path:
+    """Check, before any work starts, that `path` can be written and is none of the command's `inputs`
+    (nothing may overwrite what it reads). Returns the path; an OptionError names the problem."""
+    from .errors import OptionError
+
+    path = Path(path)
+    for inp in inputs:
+        if inp is not None and not isinstance(inp, (dict, list)) and _same_file(path, Path(inp)):
+            raise OptionError(f"{what} {path} is also an input of this command ({inp}): writing it would destroy "
+                              f"that input; choose another {what} file")
+    if path.is_dir():
+        raise OptionError(f"{what} {path} is a directory: give a file name (e.g. {path / 'out'}{path.suffix})")
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OptionError(f"{what} {path}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise OptionError(f"{what} {path}: no permission to write in {parent}")
+    return path
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
+    except OSError:
+        return False

@@ -3,6 +3,10 @@
 It keeps weight arrays alive until the build ends, names each layer after the weight-key prefix it
 comes from (`layer1.0.conv1`; weightless layers `layer1.0/relu`), folds BatchNorm into convolutions,
 and accounts for every key like `load_state_dict(strict=True)`.
+
+Layers are named in one place: `Network.layer(kind, name, ...)` adds and names a layer; a block that
+calls the raw API (`net.definition.add_shuffle(...)`) still gets a named layer, `<row prefix>/<kind>`
+(rename it with `net.name`), so no layer is ever left as TensorRT's `(Unnamed Layer* N)`.
 """
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from . import trt_api
-from .errors import NetdefError, WeightKeyError
+from .errors import NetdefError, OptionError, SpecError, WeightKeyError
 
 ACTIVATIONS = ("relu", "silu", "leaky", "hardswish", "sigmoid", "tanh", "relu6", "none")
 IGNORED_KEY_SUFFIXES = ("num_batches_tracked",)
@@ -28,28 +32,89 @@ def fold_batchnorm(w: np.ndarray, b: np.ndarray | None, gamma: np.ndarray, beta:
     return w2.astype(np.float32), b2.astype(np.float32)
 
 
-class Network:
-    """Build-time wrapper of an INetworkDefinition and a dict of weights (key -> 1-D float32 array)."""
+class NamingDefinition:
+    """The INetworkDefinition as blocks see it: every `add_*` call returns a layer already named after the
+    current scope (`<prefix>/<kind>`); everything else is TensorRT's own attribute. `raw` is the real one."""
 
-    def __init__(self, weights: Mapping[str, np.ndarray], *, precision: str = "fp32", source: str = "weights"):
+    def __init__(self, net: "Network", raw: Any):
+        self._net, self.raw = net, raw
+
+    def __getattr__(self, attr: str) -> Any:
+        value = getattr(self.raw, attr)
+        if not attr.startswith("add_") or not callable(value):
+            return value
+        kind = attr[len("add_"):]
+
+        def add(*args: Any, **kwargs: Any) -> Any:
+            layer = value(*args, **kwargs)
+            if hasattr(layer, "get_output"):  # a layer (add_input gives a tensor)
+                self._net.name(layer, f"{self._net.scope or 'network'}/{kind}")
+            return layer
+
+        return add
+
+
+class Network:
+    """Build-time wrapper of an INetworkDefinition and a dict of weights (key -> 1-D float32 array).
+
+    Typed build state: `params` (the build parameters blocks declared, resolved from `--set`), `plugins`
+    (the plugin libraries the network's layers need; they go into the engine's metadata), `quantizer`
+    (int8 builds), `scope` and `where` (the current row's key prefix and YAML location)."""
+
+    def __init__(self, weights: Mapping[str, np.ndarray], *, precision: str = "fp32", source: str = "weights",
+                 params: Mapping[str, Any] | None = None):
         if precision not in ("fp32", "fp16", "int8"):
-            raise NetdefError(f"unknown precision '{precision}': use fp32, fp16 or int8")
+            raise OptionError(f"unknown precision '{precision}': use fp32, fp16 or int8")
         self.trt = trt_api.module()
         self.builder = trt_api.create_builder()
-        self.definition, self.strongly_typed = trt_api.create_network(self.builder)
+        raw, self.strongly_typed = trt_api.create_network(self.builder)
+        self.definition = NamingDefinition(self, raw)
         self.precision = precision
         # In a strongly typed network the compute type is explicit; 8.6 keeps fp32 and uses builder flags.
         self.dtype = np.float16 if (self.strongly_typed and precision in ("fp16", "int8")) else np.float32
         self.weights = weights
         self.source = source
-        self.context = ""  # where the current layer comes from (YAML file:line), for error messages
+        self.params: dict[str, Any] = dict(params or {})
+        self.plugins: list[dict[str, Any]] = []
+        self.quantizer: Any = None  # an int8 Quantizer (netdef.int8.quantize) places Q/DQ pairs
+        self.scope = ""  # the key prefix of the row being built: default layer names start with it
+        self.where = ""  # where the current row comes from (YAML file:line), recorded with missing keys
         self.used: set[str] = set()
         self.missing: dict[str, str] = {}
-        self.quantizer: Any = None  # set by netdef.quantize for int8 builds
         self._keepalive: list[np.ndarray] = []
         self._names: dict[str, int] = {}
 
+    # ------------------------------------------------------------ build parameters and plugins
+
+    def param(self, name: str) -> Any:
+        """The build parameter `name` (`--set name=...`), else the default its block declared."""
+        if name in self.params:
+            return self.params[name]
+        from .registry import declared_params
+
+        declared = declared_params()
+        if name not in declared:
+            raise NetdefError(f"build parameter '{name}' is declared by no block: declare it with "
+                              f"@block(..., params={{'{name}': Param(default)}})")
+        return declared[name].default
+
+    def add_plugin_record(self, library: Mapping[str, Any], layer: Mapping[str, Any]) -> None:
+        """Record that `layer` (its settings) needs the plugin `library` (once per library)."""
+        entry = next((e for e in self.plugins if e.get("library") == library.get("library")), None)
+        if entry is None:
+            entry = dict(library, layers=[])
+            self.plugins.append(entry)
+        entry["layers"].append(dict(layer))
+
+    def _quantized(self, name: str) -> bool:
+        """Whether layer `name` gets int8 Q/DQ (an int8 build, and not matched by --int8-exclude)."""
+        return self.quantizer is not None and not self.quantizer.excluded(name)
+
     # ------------------------------------------------------------ names and weights
+
+    def layer(self, kind: str, name: str, *args: Any) -> Any:
+        """Add a layer with TensorRT's `add_<kind>(*args)` and name it `name`; returns the layer."""
+        return self.name(getattr(self.definition.raw, f"add_{kind}")(*args), name)
 
     def name(self, layer: Any, name: str) -> Any:
         """Give a layer a unique name (a repeated name gets `#2`, `#3`...) and its outputs the same name
@@ -69,15 +134,17 @@ class Network:
     def weight(self, key: str, shape: Sequence[int]) -> np.ndarray:
         """The array for `key` reshaped to `shape`; checks the size; a missing key is recorded and zeros returned."""
         shape = tuple(int(s) for s in shape)
+        if any(s < 0 for s in shape):
+            raise SpecError(f"'{key}': the weight shape {shape} the architecture computes depends on the input size, "
+                            f"which is dynamic or too large here: check the input shape (--input-shape)")
         if key not in self.weights:
-            self.missing.setdefault(key, self.context)
+            self.missing.setdefault(key, self.where)
             return np.zeros(shape, np.float32)
         arr = np.asarray(self.weights[key], dtype=np.float32)
         expected = int(np.prod(shape))
         if arr.size != expected:
-            where = f" ({self.context})" if self.context else ""
             raise WeightKeyError(
-                f"{self.source}: '{key}' has {arr.size} values but the architecture{where} expects shape "
+                f"{self.source}: '{key}' has {arr.size} values but the architecture expects shape "
                 f"{shape} = {expected} values: the .wts does not belong to this architecture/config")
         self.used.add(key)
         return arr.reshape(shape)
@@ -114,7 +181,7 @@ class Network:
 
     def input(self, name: str, shape: Sequence[int]) -> Any:
         """A float32 network input (dynamic dims as -1), cast to the compute dtype when strongly typed."""
-        t = self.definition.add_input(name, self.trt.float32, tuple(shape))
+        t = self.definition.raw.add_input(name, self.trt.float32, tuple(shape))
         return self.cast(t, self.dtype, f"{name}/cast")
 
     def output(self, t: Any, name: str) -> Any:
@@ -122,25 +189,24 @@ class Network:
         if self.strongly_typed and t.dtype == self.trt.float16:
             t = self.cast(t, np.float32, f"{name}/cast")
         t.name = name
-        self.definition.mark_output(t)
+        self.definition.raw.mark_output(t)
         return t
 
     def cast(self, t: Any, dtype: Any, name: str) -> Any:
         target = trt_api.trt_dtype(dtype)
         if t.dtype == target:
             return t
-        return self.name(self.definition.add_cast(t, target), name).get_output(0)
+        return self.layer("cast", name, t, target).get_output(0)
 
     def constant(self, arr: np.ndarray, name: str, dtype: Any = None) -> Any:
         arr = np.asarray(arr)
-        layer = self.definition.add_constant(tuple(arr.shape), self.keep(arr, dtype))
-        return self.name(layer, name).get_output(0)
+        return self.layer("constant", name, tuple(arr.shape), self.keep(arr, dtype)).get_output(0)
 
     @staticmethod
     def channels(t: Any) -> int:
         c = int(t.shape[1])
         if c < 0:
-            raise NetdefError("the channel dimension must be static (only the batch may be dynamic)")
+            raise SpecError(f"the channel dimension of {t.name} must be static (only the batch may be dynamic)")
         return c
 
     # ------------------------------------------------------------ layers
@@ -159,7 +225,7 @@ class Network:
             p = (dh * (kh - 1) // 2, dw * (kw - 1) // 2)
         c1 = self.channels(x)
         if c1 % g or c2 % g:
-            raise NetdefError(f"{prefix}: channels {c1}->{c2} are not divisible by groups={g} ({self.context})")
+            raise SpecError(f"{prefix}: channels {c1}->{c2} are not divisible by groups={g}")
         w = self.weight(f"{prefix}.weight", (c2, c1 // g, kh, kw))
         use_bias = self.has(f"{prefix}.bias") if bias is None else bias
         b = self.weight(f"{prefix}.bias", (c2,)) if use_bias else None
@@ -168,15 +234,14 @@ class Network:
                                           for n in ("weight", "bias", "running_mean", "running_var")), eps=eps)
         if b is None:
             b = np.zeros(c2, np.float32)
-        if self.quantizer is not None:
+        if self._quantized(prefix):
             layer = self.quantizer.conv(self, x, prefix, w, b)
         else:
-            layer = self.definition.add_convolution_nd(x, c2, (kh, kw), self.keep(w), self.keep(b))
+            layer = self.layer("convolution_nd", prefix, x, c2, (kh, kw), self.keep(w), self.keep(b))
         layer.stride_nd = (sh, sw)
         layer.padding_nd = _pair(p)
         layer.dilation_nd = (dh, dw)
         layer.num_groups = g
-        self.name(layer, prefix)
         return self.activation(layer.get_output(0), act, prefix)
 
     def batchnorm(self, x: Any, prefix: str, eps: float = 1e-5) -> Any:
@@ -186,9 +251,8 @@ class Network:
                                   for n in ("weight", "bias", "running_mean", "running_var"))
         scale = gamma / np.sqrt(var + eps)
         shift = beta - mean * scale
-        layer = self.definition.add_scale(x, self.trt.ScaleMode.CHANNEL, self.keep(shift),
-                                          self.keep(scale), self.keep(np.ones(c)))
-        return self.name(layer, prefix).get_output(0)
+        return self.layer("scale", prefix, x, self.trt.ScaleMode.CHANNEL, self.keep(shift), self.keep(scale),
+                          self.keep(np.ones(c))).get_output(0)
 
     def activation(self, x: Any, act: str | None, prefix: str) -> Any:
         """relu | silu | leaky[:slope] (default 0.1) | hardswish | sigmoid | tanh | relu6 | none."""
@@ -198,29 +262,30 @@ class Network:
             return x
         name = f"{prefix}/{kind}"
         if kind in ("relu", "sigmoid", "tanh"):
-            return self.name(self.definition.add_activation(x, getattr(A, kind.upper())), name).get_output(0)
+            return self.layer("activation", name, x, getattr(A, kind.upper())).get_output(0)
         if kind == "leaky":
-            layer = self.definition.add_activation(x, A.LEAKY_RELU)
+            layer = self.layer("activation", name, x, A.LEAKY_RELU)
             layer.alpha = float(arg or 0.1)
-            return self.name(layer, name).get_output(0)
+            return layer.get_output(0)
         if kind == "relu6":
-            layer = self.definition.add_activation(x, A.CLIP)
+            layer = self.layer("activation", name, x, A.CLIP)
             layer.alpha, layer.beta = 0.0, 6.0
-            return self.name(layer, name).get_output(0)
+            return layer.get_output(0)
         if kind in ("silu", "hardswish"):
-            gate = self.definition.add_activation(x, A.SIGMOID if kind == "silu" else A.HARD_SIGMOID)
+            gate = self.layer("activation", f"{name}/gate", x, A.SIGMOID if kind == "silu" else A.HARD_SIGMOID)
             if kind == "hardswish":
                 gate.alpha, gate.beta = 1.0 / 6.0, 0.5
-            self.name(gate, f"{name}/gate")
             return self.mul(x, gate.get_output(0), name)
-        raise NetdefError(f"unknown activation '{act}' for {prefix} ({self.context}); use one of {ACTIVATIONS}")
+        raise SpecError(f"unknown activation '{act}' for {prefix}; use one of {ACTIVATIONS}")
 
     def _elementwise(self, a: Any, b: Any, op: Any, name: str) -> Any:
-        return self.name(self.definition.add_elementwise(a, b, op), name).get_output(0)
+        return self.layer("elementwise", name, a, b, op).get_output(0)
 
-    def add(self, a: Any, b: Any, name: str) -> Any:
+    def add(self, a: Any, b: Any, name: str, *, residual: bool = False) -> Any:
+        """a + b. `residual=True` marks a residual join (a shortcut added to a convolution's output): int8
+        builds quantize its shortcut input so TensorRT can fuse the add into that convolution."""
         self._check_join([a, b], name, None)
-        if self.quantizer is not None:
+        if residual and self._quantized(name):
             a, b = self.quantizer.residual(self, a, b, name)
         return self._elementwise(a, b, self.trt.ElementWiseOperation.SUM, name)
 
@@ -229,50 +294,58 @@ class Network:
 
     def concat(self, tensors: Sequence[Any], name: str, axis: int = 1) -> Any:
         self._check_join(tensors, name, axis)
-        layer = self.definition.add_concatenation(list(tensors))
+        layer = self.layer("concatenation", name, list(tensors))
         layer.axis = axis
-        return self.name(layer, name).get_output(0)
+        return layer.get_output(0)
 
     def _check_join(self, tensors: Sequence[Any], name: str, axis: int | None) -> None:
         """Static sizes must agree (except along `axis`; an add may broadcast size 1): odd input sizes
         otherwise fail deep inside TensorRT."""
         shapes = [tuple(t.shape) for t in tensors]
         if len({len(s) for s in shapes}) != 1:
-            raise NetdefError(f"{name}: inputs have different ranks {shapes} ({self.context})")
+            raise SpecError(f"{name}: inputs have different ranks {shapes}")
         for d in range(1, len(shapes[0])):
             sizes = {s[d] for s in shapes if s[d] >= 0 and (axis is not None or s[d] != 1)}
             if d != axis and len(sizes) > 1:
-                hint = ("; with strided layers the input height and width must be multiples of the largest "
-                        "stride (32 for YOLOv5, 64 for its P6 models)") if d >= 2 else ""
-                raise NetdefError(f"{name}: input shapes {[list(s) for s in shapes]} differ in dimension {d}"
-                                  f"{hint} ({self.context})")
+                hint = ("; with strided layers the input height and width must be multiples of the network's "
+                        "total stride (the product of its downsampling strides)") if d >= 2 else ""
+                raise SpecError(f"{name}: input shapes {[list(s) for s in shapes]} differ in dimension {d}{hint}")
 
     def pool(self, x: Any, kind: str, k: int, s: int | None = None, p: int = 0, name: str = "pool") -> Any:
         """max or avg pooling; avg counts padding like PyTorch's default (count_include_pad=True)."""
         types = {"max": self.trt.PoolingType.MAX, "avg": self.trt.PoolingType.AVERAGE}
-        layer = self.definition.add_pooling_nd(x, types[kind], _pair(k))
+        layer = self.layer("pooling_nd", name, x, types[kind], _pair(k))
         layer.stride_nd = _pair(k if s is None else s)
         layer.padding_nd = _pair(p)
         if kind == "avg":
             layer.average_count_excludes_padding = False
-        return self.name(layer, name).get_output(0)
+        return layer.get_output(0)
 
     def global_avg_pool(self, x: Any, name: str, keep_dims: bool = False) -> Any:
         """Mean over H and W: (B, C, H, W) -> (B, C) (or (B, C, 1, 1) with keep_dims)."""
-        layer = self.definition.add_reduce(x, self.trt.ReduceOperation.AVG, (1 << 2) | (1 << 3), keep_dims)
-        return self.name(layer, name).get_output(0)
+        return self.layer("reduce", name, x, self.trt.ReduceOperation.AVG, (1 << 2) | (1 << 3), keep_dims).get_output(0)
 
     def upsample(self, x: Any, scale: int, name: str) -> Any:
-        layer = self.definition.add_resize(x)
+        layer = self.layer("resize", name, x)
         layer.scales = [1.0, 1.0, float(scale), float(scale)]
         trt_api.resize_nearest(layer)
-        return self.name(layer, name).get_output(0)
+        return layer.get_output(0)
+
+    def shuffle(self, x: Any, name: str, reshape: Sequence[int] | None = None, first: Sequence[int] | None = None,
+                second: Sequence[int] | None = None) -> Any:
+        """A shuffle layer: optional first transpose, reshape (0 keeps a dimension, -1 infers one), second transpose."""
+        layer = self.layer("shuffle", name, x)
+        if first is not None:
+            layer.first_transpose = tuple(first)
+        if reshape is not None:
+            layer.reshape_dims = tuple(reshape)
+        if second is not None:
+            layer.second_transpose = tuple(second)
+        return layer.get_output(0)
 
     def flatten(self, x: Any, name: str) -> Any:
         """(B, C, H, W) -> (B, C*H*W)."""
-        layer = self.definition.add_shuffle(x)
-        layer.reshape_dims = (0, -1)
-        return self.name(layer, name).get_output(0)
+        return self.shuffle(x, name, reshape=(0, -1))
 
     def linear(self, x: Any, prefix: str, c2: int, bias: bool = True) -> Any:
         """y = x W^T + b. On (B, C) a matrix multiply (TensorRT 10 removed the fully connected layer); on
@@ -280,17 +353,17 @@ class Network:
         if len(x.shape) == 4 and tuple(x.shape[2:]) == (1, 1):
             return self.flatten(self.conv(x, prefix, c2, 1, bias=bias), f"{prefix}/flatten")
         if len(x.shape) != 2:  # TensorRT's matrix multiply needs equal ranks: a (c2, c1) weight takes 2-D input
-            raise NetdefError(f"{prefix}: Linear takes (B, C) or pooled (B, C, 1, 1) input, got {tuple(x.shape)}; "
-                              f"add a Flatten or GlobalAvgPool row before it ({self.context})")
+            raise SpecError(f"{prefix}: Linear takes (B, C) or pooled (B, C, 1, 1) input, got {tuple(x.shape)}; "
+                              f"add a Flatten or GlobalAvgPool row before it")
         c1 = int(x.shape[-1])
         w = self.weight(f"{prefix}.weight", (c2, c1))
-        if self.quantizer is not None:
+        if self._quantized(prefix):
             wt = self.quantizer.linear_weight(self, x, prefix, w)
             x = self.quantizer.activation(self, x, prefix)
         else:
             wt = self.constant(w, f"{prefix}/weight")
-        mm = self.definition.add_matrix_multiply(x, self.trt.MatrixOperation.NONE, wt, self.trt.MatrixOperation.TRANSPOSE)
-        y = self.name(mm, prefix).get_output(0)
+        y = self.layer("matrix_multiply", prefix, x, self.trt.MatrixOperation.NONE, wt,
+                       self.trt.MatrixOperation.TRANSPOSE).get_output(0)
         if bias:
             b = self.constant(self.weight(f"{prefix}.bias", (c2,)).reshape(1, c2), f"{prefix}/bias")
             y = self._elementwise(y, b, self.trt.ElementWiseOperation.SUM, f"{prefix}/add_bias")
@@ -300,6 +373,6 @@ class Network:
 def _pair(v: int | Sequence[int]) -> tuple[int, int]:
     if isinstance(v, (list, tuple)):
         if len(v) != 2:
-            raise NetdefError(f"expected one value or two, got {v}")
+            raise SpecError(f"expected one value or two, got {v}")
         return int(v[0]), int(v[1])
     return int(v), int(v)

@@ -2,15 +2,43 @@
 
 A block is `fn(net, x, prefix, *args, **kwargs) -> tensor | dict[str, tensor]`, where `x` is one
 tensor (or a list when the row has several `from` indices) and `prefix` is the row's weight-key prefix.
+A block that reads build parameters (`netdef build --set KEY=VALUE`) declares them with `params=`; a
+`--set` key that no block of the architecture declares is an error. The built-in blocks live in
+`netdef.blocks` (importing it registers them); this module imports no block.
 """
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import NetdefError
+from .errors import NetdefError, OptionError
+
+
+@dataclass(frozen=True)
+class Param:
+    """A build parameter a block reads with `net.param(name)`: its default, type and allowed values."""
+
+    default: Any
+    kind: type | None = None  # default: the default's type (int accepted where float is asked)
+    choices: Sequence[Any] | None = None
+    help: str = ""
+
+    def convert(self, name: str, value: Any) -> Any:
+        """`value` as this parameter's type; an OptionError naming `name` otherwise."""
+        kind = self.kind or type(self.default)
+        try:
+            if kind is bool and not isinstance(value, bool):
+                raise ValueError
+            out = kind(value) if kind in (int, float, str) else value
+            if kind is int and (isinstance(value, bool) or float(value) != out):
+                raise ValueError
+        except (TypeError, ValueError):
+            raise OptionError(f"--set {name}={value!r}: expected a {kind.__name__}") from None
+        if self.choices is not None and out not in self.choices:
+            raise OptionError(f"--set {name}={value!r}: use one of {', '.join(map(str, self.choices))}")
+        return out
 
 
 @dataclass(frozen=True)
@@ -19,39 +47,66 @@ class Block:
     fn: Callable[..., Any]
     width_args: tuple[str, ...] = ()  # channel arguments scaled by width_multiple (Ultralytics rows)
     repeat_arg: str | None = None  # argument that receives the row's `number` (scaled by depth_multiple)
+    params: Mapping[str, Param] = field(default_factory=dict)  # build parameters (`--set`) the block reads
 
     @property
     def signature(self) -> inspect.Signature:
         return inspect.signature(self.fn)
 
+    @property
+    def module(self) -> str:
+        return self.fn.__module__
+
 
 BLOCKS: dict[str, Block] = {}
+WIDTH_EXEMPTIONS: list[Callable[[Mapping[str, Any]], int | None]] = []
 
 
-def block(name: str, *, width_args: tuple[str, ...] = (), repeat_arg: str | None = None) -> Callable:
+def width_exemption(fn: Callable[[Mapping[str, Any]], int | None]) -> Callable:
+    """Register `fn(top-level YAML keys) -> channel count | None`: a channel count `width_multiple` leaves
+    alone (Ultralytics' parse_model keeps its head's output channels, e.g. YOLOv5's na * (nc + 5))."""
+    WIDTH_EXEMPTIONS.append(fn)
+    return fn
+
+
+def unscaled_channels(params: Mapping[str, Any]) -> set[int]:
+    """The channel counts that the registered width exemptions keep for a YAML with these top-level keys."""
+    return {c for fn in WIDTH_EXEMPTIONS if (c := fn(params)) is not None}
+
+
+def block(name: str, *, width_args: tuple[str, ...] = (), repeat_arg: str | None = None,
+          params: Mapping[str, Param] | None = None) -> Callable:
     """Register `fn` as block `name` for architecture YAML files.
 
     width_args: channel arguments that `width_multiple` scales (rounded up to a multiple of 8).
     repeat_arg: the argument that receives the row's `number` (scaled by `depth_multiple`); blocks
     without one are repeated as a sequence named `prefix.0`, `prefix.1`, ...
+    params: build parameters the block reads with `net.param(name)` (set with `netdef build --set`).
     """
     def register(fn: Callable) -> Callable:
         if name in BLOCKS and BLOCKS[name].fn is not fn:
-            raise NetdefError(f"block '{name}' is registered twice ({BLOCKS[name].fn.__module__} and {fn.__module__})")
-        BLOCKS[name] = Block(name, fn, tuple(width_args), repeat_arg)
+            raise NetdefError(f"block '{name}' is registered twice ({BLOCKS[name].module} and {fn.__module__})")
+        for key, p in (params or {}).items():
+            other = declared_params().get(key)
+            if other is not None and other != p:
+                raise NetdefError(f"block '{name}' declares build parameter '{key}' unlike another block: {other}")
+        BLOCKS[name] = Block(name, fn, tuple(width_args), repeat_arg, dict(params or {}))
         return fn
     return register
 
 
 def get_block(name: str) -> Block:
-    _load_builtin_blocks()
+    """The registered block `name` (KeyError when there is none)."""
     return BLOCKS[name]
 
 
 def known_blocks() -> list[str]:
-    _load_builtin_blocks()
     return sorted(BLOCKS)
 
 
-def _load_builtin_blocks() -> None:
-    from . import blocks  # noqa: F401  (registers the built-in blocks on import)
+def declared_params(blocks: Sequence[Block] | None = None) -> dict[str, Param]:
+    """The build parameters `blocks` (default: every registered block) declare, by name."""
+    out: dict[str, Param] = {}
+    for b in BLOCKS.values() if blocks is None else blocks:
+        out.update(b.params)
+    return out

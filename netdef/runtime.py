@@ -3,12 +3,13 @@
 Device memory comes from torch when it is installed (backend "torch"), or from pycuda ("pycuda").
 The torch backend can replay CUDA graphs (`cuda_graph=True`): one per optimization profile, captured again
 when the batch size within that profile changes. Each profile has its own execution context (and its own
-activation memory, made on first use).
+activation memory, made on first use). `Engine.prepare_step(batch)` binds device buffers once and returns a
+`Step` that runs the engine again and again on them (what benchmarks and profiles time).
 """
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from . import engine_file, trt_api
-from .errors import NetdefError
+from .errors import NetdefError, OptionError, TensorRTUnavailable
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ class Engine:
         info = trt_api.info()
         engine_file.check_compatible(meta, self.path, info.version, info.flavor, trt_api.gpu_identity())
         if not trt_api.can_run_engines():
-            raise NetdefError(f"cannot run {self.path} here: running engines needs a CUDA GPU and full TensorRT "
+            raise TensorRTUnavailable(f"cannot run {self.path} here: running engines needs a CUDA GPU and full TensorRT "
                               f"(this is {trt_api.version_string()}, GPU: {trt_api.gpu_identity() or 'none'})")
         from .plugins import load_plugin_libraries
 
@@ -52,10 +53,25 @@ class Engine:
         self.inputs = [TensorInfo(n, s, d) for n, is_in, s, d in io if is_in]
         self.outputs = [TensorInfo(n, s, d) for n, is_in, s, d in io if not is_in]
         if cuda_graph and self.backend.name != "torch":
-            raise NetdefError(f"CUDA graphs need the torch backend (this is {self.backend.name}): install torch "
+            raise OptionError(f"CUDA graphs need the torch backend (this is {self.backend.name}): install torch "
                               "or run without --cuda-graph")
         self.cuda_graph = cuda_graph
         self._graphs: dict[int, tuple] = {}  # profile -> (input shapes, graph, inputs, outputs) of its graph
+
+    def refit(self, weights: Any, *, log: Any = None) -> int:
+        """Replace the engine's weights in this process (an engine built with --refittable): `weights` is a .wts
+        path or a mapping key -> array (e.g. a training checkpoint's state_dict), defined by the build's own
+        code and checked like a build. TensorRT forbids using contexts made before a refit, so every execution
+        context and CUDA graph is made anew. Returns the number of weights set; the file is not changed."""
+        from .refit import refit_arrays
+
+        arrays, _, _ = refit_arrays(self.meta, weights, log or (lambda msg: None))
+        self._contexts.clear()  # contexts (and steps from prepare_step) made before a refit must not be used
+        self._graphs.clear()
+        self.context = None
+        count = trt_api.refit_engine(self.engine, arrays)
+        self._contexts[0] = self.context = self.engine.create_execution_context()
+        return count
 
     @property
     def batch_range(self) -> tuple[int, int, int]:
@@ -63,9 +79,9 @@ class Engine:
 
     def __call__(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         if args and kwargs:
-            raise NetdefError("pass inputs either by position or by name, not both")
+            raise OptionError("pass inputs either by position or by name, not both")
         if len(args) > len(self.inputs):
-            raise NetdefError(f"{self.path.name} takes {len(self.inputs)} input(s), got {len(args)}")
+            raise OptionError(f"{self.path.name} takes {len(self.inputs)} input(s), got {len(args)}")
         feeds = kwargs or {t.name: a for t, a in zip(self.inputs, args)}
         return self.infer(feeds)
 
@@ -85,15 +101,15 @@ class Engine:
     def _check_feeds(self, feeds: Mapping[str, Any]) -> None:
         names = {t.name for t in self.inputs}
         if set(feeds) != names:
-            raise NetdefError(f"{self.path.name} inputs are {sorted(names)}, got {sorted(feeds)}")
+            raise OptionError(f"{self.path.name} inputs are {sorted(names)}, got {sorted(feeds)}")
         lo, _, hi = self.batch_range
         for t in self.inputs:
             shape = tuple(feeds[t.name].shape)
             fixed = [(a, b) for a, b in zip(shape[1:], t.shape[1:]) if b != -1]
             if len(shape) != len(t.shape) or any(a != b for a, b in fixed):
-                raise NetdefError(f"input '{t.name}' has shape {shape}; the engine expects {t.shape}")
+                raise OptionError(f"input '{t.name}' has shape {shape}; the engine expects {t.shape}")
             if not lo <= shape[0] <= hi:
-                raise NetdefError(f"input '{t.name}' batch {shape[0]} is outside the engine's profile "
+                raise OptionError(f"input '{t.name}' batch {shape[0]} is outside the engine's profile "
                                   f"{lo}..{hi}; rebuild with --batch MIN:OPT:MAX")
 
     def profile_for(self, batch: int) -> int:
@@ -101,7 +117,7 @@ class Engine:
         by ratio (kernels tuned for 16 suit 5 better than kernels tuned for 1)."""
         fits = [i for i, (lo, _, hi) in enumerate(self.profiles) if lo <= batch <= hi]
         if not fits:
-            raise NetdefError(f"batch {batch} is outside every profile of {self.path.name} ({self.profiles})")
+            raise OptionError(f"batch {batch} is outside every profile of {self.path.name} ({self.profiles})")
         return min(fits, key=lambda i: abs(math.log(self.profiles[i][1] / batch)))
 
     def bind(self, inputs: Mapping[str, Any], outputs: Mapping[str, Any] | None = None, *,
@@ -110,22 +126,79 @@ class Engine:
         on `stream`, the stream the next run uses, the first time), set shapes and device addresses of the
         device-resident inputs; allocates outputs when not given. Returns the outputs. A binding changes the
         context's state, so the profile's CUDA graph is dropped (captured again on its next use)."""
+        return self._bind(inputs, outputs, stream)[1]
+
+    def enqueue(self, inputs: Mapping[str, Any], *, stream: int) -> dict[str, Any]:
+        """Bind device-resident `inputs` (see `bind`) and enqueue one run on `stream`; returns the outputs."""
+        context, outs = self._bind(inputs, None, stream)
+        trt_api.execute(context, stream)
+        return outs
+
+    def _bind(self, inputs: Mapping[str, Any], outputs: Mapping[str, Any] | None, stream: int
+              ) -> tuple[Any, dict[str, Any]]:
+        """`bind`, returning the execution context it bound as well as the outputs."""
         profile = self.profile_for(int(next(iter(inputs.values())).shape[0]))
         if profile not in self._contexts:
             context = self.engine.create_execution_context()
             trt_api.set_profile(context, profile, stream)
             self._contexts[profile] = context
-        self.context = self._contexts[profile]
+        context = self.context = self._contexts[profile]
         self._graphs.pop(profile, None)
         for name, t in inputs.items():
-            self.context.set_input_shape(name, tuple(t.shape))
-            self.context.set_tensor_address(name, self.backend.ptr(t))
+            context.set_input_shape(name, tuple(t.shape))
+            context.set_tensor_address(name, self.backend.ptr(t))
         outs = dict(outputs or {})
         for o in self.outputs:
             if o.name not in outs:
-                outs[o.name] = self.backend.empty(tuple(self.context.get_tensor_shape(o.name)), o.dtype)
-            self.context.set_tensor_address(o.name, self.backend.ptr(outs[o.name]))
-        return outs
+                outs[o.name] = self.backend.empty(tuple(context.get_tensor_shape(o.name)), o.dtype)
+            context.set_tensor_address(o.name, self.backend.ptr(outs[o.name]))
+        return context, outs
+
+    def prepare_step(self, batch: int, *, cuda_graph: bool = False, with_copies: bool = False) -> Step:
+        """Bind random device inputs of `batch` (and outputs) once and return the `Step` that runs the engine
+        on them: plain enqueues, or CUDA graph replays; `with_copies` adds the input copies from pinned host
+        memory and the output copies back to it. Needs the torch backend and inputs whose only dynamic
+        dimension is the batch. The step stays valid until this profile is bound again (another step or an
+        `infer` at a batch of the same profile)."""
+        if self.backend.name != "torch":
+            raise NetdefError(f"{self.path}: stepping an engine needs the torch backend "
+                              f"(this one uses {self.backend.name})")
+        import torch
+
+        inputs = {}
+        for t in self.inputs:
+            if any(d == -1 for d in t.shape[1:]):
+                raise OptionError(f"{self.path}: input '{t.name}' has dynamic dimensions besides the batch "
+                                  f"{t.shape}; timing and profiling run batch profiles only")
+            x = self.backend.empty((batch, *t.shape[1:]), t.dtype)
+            inputs[t.name] = x.normal_() if x.is_floating_point() else x.zero_()
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())  # the inputs are written on the current stream
+        handle = stream.cuda_stream
+        context, outs = self._bind(inputs, None, handle)
+
+        def run() -> None:
+            trt_api.execute(context, handle)
+
+        body: Callable[[], None] = run
+        buffers: tuple[Any, ...] = (inputs, outs)
+        if with_copies:
+            host_in = {k: torch.empty_like(v, device="cpu").pin_memory().copy_(v.cpu()) for k, v in inputs.items()}
+            host_out = {k: torch.empty_like(v, device="cpu").pin_memory() for k, v in outs.items()}
+
+            def copy_run_copy() -> None:
+                for k, v in inputs.items():
+                    v.copy_(host_in[k], non_blocking=True)
+                run()
+                for k, v in outs.items():
+                    host_out[k].copy_(v, non_blocking=True)
+
+            body = copy_run_copy
+            buffers += (host_in, host_out)
+        graph = _first_run(torch, stream, body, capture=cuda_graph)
+        if graph is not None:
+            body, buffers = graph.replay, buffers + (graph,)
+        return Step(body, stream, context, self.profile_for(batch), batch, buffers)
 
     def _graph_run(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
         """Replay the CUDA graph of the batch's profile; capture it when there is none for these shapes (a graph
@@ -139,12 +212,8 @@ class Engine:
             static_in = {t.name: self.backend.to_device(feeds[t.name], t.dtype).clone() for t in self.inputs}
             stream = torch.cuda.Stream()
             stream.wait_stream(torch.cuda.current_stream())  # the input copies and earlier runs come first
-            outs = self.bind(static_in, stream=stream.cuda_stream)
-            trt_api.execute(self.context, stream.cuda_stream)  # first run outside capture (shape setup)
-            stream.synchronize()
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, stream=stream):
-                trt_api.execute(self.context, stream.cuda_stream)
+            context, outs = self._bind(static_in, None, stream.cuda_stream)
+            graph = _first_run(torch, stream, lambda: trt_api.execute(context, stream.cuda_stream), capture=True)
             torch.cuda.current_stream().wait_stream(stream)
             self._graphs[profile] = entry = (key, graph, static_in, outs)
         _, graph, static_in, outs = entry
@@ -153,6 +222,39 @@ class Engine:
             static_in[t.name].copy_(self.backend.to_device(feeds[t.name], t.dtype))
         graph.replay()
         return {k: v.clone() for k, v in outs.items()}
+
+
+class Step:
+    """One engine run at a fixed batch on buffers bound once (`Engine.prepare_step`): `step()` enqueues it on
+    `step.stream`. `context` is the execution context it runs (a profiler can be attached to it); the
+    device and host buffers (and the CUDA graph) live as long as the step."""
+
+    def __init__(self, run: Callable[[], None], stream: Any, context: Any, profile: int, batch: int,
+                 buffers: tuple[Any, ...]):
+        self._run, self.stream, self.context = run, stream, context
+        self.profile, self.batch = profile, batch
+        self._buffers = buffers
+
+    def __call__(self) -> None:
+        self._run()
+
+    def synchronize(self) -> None:
+        """Wait for the runs enqueued so far."""
+        self.stream.synchronize()
+
+
+def _first_run(torch: Any, stream: Any, body: Callable[[], None], *, capture: bool) -> Any:
+    """Run `body` once on `stream` outside any capture (TensorRT sets up shape-dependent state there) and
+    wait for it; then, with `capture`, capture it into a CUDA graph and return the graph (else None)."""
+    with torch.cuda.stream(stream):
+        body()
+    stream.synchronize()
+    if not capture:
+        return None
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, stream=stream):
+        body()
+    return graph
 
 
 # ---------------------------------------------------------------- memory backends
@@ -171,7 +273,7 @@ def _make_backend(name: str) -> Any:
         return TorchBackend()
     if name == "pycuda":
         return PycudaBackend()
-    raise NetdefError(f"unknown backend '{name}': use auto, torch or pycuda")
+    raise OptionError(f"unknown backend '{name}': use auto, torch or pycuda")
 
 
 class TorchBackend:
@@ -202,9 +304,7 @@ class TorchBackend:
     def run(self, engine: Engine, feeds: Mapping[str, Any]) -> dict[str, Any]:
         inputs = {t.name: self.to_device(feeds[t.name], t.dtype) for t in engine.inputs}
         stream = self.torch.cuda.current_stream().cuda_stream
-        outs = engine.bind(inputs, stream=stream)
-        trt_api.execute(engine.context, stream)
-        return outs
+        return engine.enqueue(inputs, stream=stream)
 
     def to_host(self, t: Any) -> np.ndarray:
         return t.cpu().numpy()
@@ -223,7 +323,7 @@ class PycudaBackend:
         try:
             import pycuda.driver as cuda
         except ImportError:
-            raise NetdefError("the pycuda backend needs pycuda: pip install pycuda (or install torch)") from None
+            raise TensorRTUnavailable("the pycuda backend needs pycuda: pip install pycuda (or install torch)") from None
         cuda.init()
         # The primary context is the one torch and the CUDA runtime use, so both can share memory.
         self.ctx = cuda.Device(0).retain_primary_context()
@@ -253,8 +353,7 @@ class PycudaBackend:
         try:
             self.stream = self.cuda.Stream()
             inputs = {t.name: self.to_device(feeds[t.name], t.dtype) for t in engine.inputs}
-            outs = engine.bind(inputs, stream=self.stream.handle)
-            trt_api.execute(engine.context, self.stream.handle)
+            outs = engine.enqueue(inputs, stream=self.stream.handle)
             host = {}
             for name, dev in outs.items():
                 host[name] = np.empty(dev.shape, dev.dtype)

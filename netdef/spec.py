@@ -20,19 +20,25 @@ from __future__ import annotations
 import hashlib
 import inspect
 import math
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from .errors import NetdefError, SpecError
+from . import blocks as _builtin_blocks  # noqa: F401  (registers the built-in blocks)
+from .errors import BlockError, NetdefError, OptionError, SpecError
 from .network import Network
-from .registry import Block, get_block, known_blocks
+from .registry import Block, Param, declared_params, get_block, known_blocks, unscaled_channels
 
-ARCH_DIRS = (Path("architectures"), Path(__file__).resolve().parent / "architectures")
+USER_DIR = Path("architectures")  # a user's own YAML files, looked up first (relative to the working folder)
+PACKAGE_DIR = "architectures"  # netdef's YAML files, package data of netdef
 RESERVED = {"name", "description", "source", "input", "output", "layers", "backbone", "head",
-            "depth_multiple", "width_multiple", "key_prefix"}
+            "depth_multiple", "width_multiple", "scales", "key_prefix"}
+SCALED_NAME = re.compile(r"^(.*?\d+)([nslmx])(.*)$")  # Ultralytics' family + scale names: yolov5s -> yolov5 + s
 
 
 @dataclass
@@ -58,33 +64,103 @@ class Spec:
     output_names: list[str]
     rows: list[Row] = field(default_factory=list)
     params: dict[str, Any] = field(default_factory=dict)
+    scale: str | None = None  # the `scales:` entry chosen by the name (yolov5s -> s)
 
     @property
     def sha256(self) -> str:
-        return hashlib.sha256(self.text.encode()).hexdigest()
+        text = self.text if self.scale is None else f"{self.text}\n# scale: {self.scale}\n"
+        return hashlib.sha256(text.encode()).hexdigest()
 
     def where(self, row: Row) -> str:
         return f"{self.path}:{row.line}: row {row.index} ({row.block.name})"
 
+    def input_shape_for(self, input_hw: tuple[int, int] | None = None) -> tuple[int, ...]:
+        """The (C, H, W) input a build uses: the YAML's, with H, W replaced by `input_hw` (--input-shape)."""
+        shape = tuple(int(s) for s in self.input_shape)
+        if input_hw is None:
+            return shape
+        if len(shape) != 3:
+            raise OptionError(f"--input-shape H,W needs a [C, H, W] input; {self.path} has {list(shape)}")
+        return (shape[0], *(int(v) for v in input_hw))
 
-def resolve_arch(name_or_path: str | Path) -> Path:
-    """A YAML path, or an architecture name looked up in ./architectures and netdef's own folder."""
+    def build_params(self) -> dict[str, Param]:
+        """The build parameters (`--set`) the blocks of this architecture declare."""
+        return declared_params(list({id(r.block): r.block for r in self.rows}.values()))
+
+    def resolve_params(self, given: Mapping[str, Any]) -> dict[str, Any]:
+        """Every declared build parameter: the `given` value (converted and checked) or its default. A given
+        key that no block of this architecture declares is an error, like an unknown YAML key."""
+        declared = self.build_params()
+        unknown = sorted(set(given) - set(declared))
+        if unknown:
+            takes = (f"its blocks take {', '.join(sorted(declared))}" if declared
+                     else "its blocks take no build parameters")
+            raise OptionError(f"--set {unknown[0]}: no block of {self.name} declares it ({takes})")
+        return {k: (p.convert(k, given[k]) if k in given else p.default) for k, p in declared.items()}
+
+
+def resolve_arch(name_or_path: str | Path) -> tuple[Path, str | None]:
+    """(YAML path, scale) for a YAML path or an architecture name. Names are looked up in ./architectures,
+    then in netdef's own; a family file with `scales:` serves its scaled names as Ultralytics' do
+    (yolov5s -> yolov5.yaml scale s, yolov5s6 -> yolov5-p6.yaml, yolov5s-v5 -> yolov5-v5.yaml)."""
     p = Path(name_or_path)
     if p.suffix in (".yaml", ".yml"):
-        if not p.is_file():
-            raise SpecError(f"architecture file not found: {p}")
-        return p
-    for d in ARCH_DIRS:
-        cand = d / f"{p}.yaml"
-        if cand.is_file():
-            return cand
-    available = sorted({q.stem for d in ARCH_DIRS if d.is_dir() for q in d.glob("*.yaml")})
-    raise SpecError(f"no architecture '{name_or_path}' (a .yaml path or one of: {', '.join(available)})")
+        if p.is_file():
+            return p, None
+        family = _family(p.stem)
+        if family and (p.parent / f"{family[0]}{p.suffix}").is_file():
+            return p.parent / f"{family[0]}{p.suffix}", family[1]
+        raise SpecError(f"architecture file not found: {p}")
+    for d in _arch_dirs():
+        if (d / f"{p}.yaml").is_file():
+            return d / f"{p}.yaml", None
+        family = _family(str(p))
+        if family and (d / f"{family[0]}.yaml").is_file():
+            return d / f"{family[0]}.yaml", family[1]
+    raise SpecError(f"no architecture '{name_or_path}' (a .yaml path or one of: {', '.join(available_archs())})")
+
+
+def _family(name: str) -> tuple[str, str] | None:
+    """Ultralytics' name rule: 'yolov5s6' -> ('yolov5-p6', 's'), 'yolov5s-v5' -> ('yolov5-v5', 's')."""
+    name = re.sub(r"(\d+)([nslmx])6(.+)?$", r"\1\2-p6\3", name)
+    m = SCALED_NAME.match(name)
+    return (m.group(1) + m.group(3), m.group(2)) if m else None
+
+
+def _arch_dirs() -> list[Path]:
+    return [USER_DIR, Path(str(resources.files("netdef") / PACKAGE_DIR))]
+
+
+def available_archs() -> list[str]:
+    """Every architecture name: plain files, and each scale of the family files."""
+    names = set()
+    for d in _arch_dirs():
+        for q in d.glob("*.yaml") if d.is_dir() else []:
+            scales = _scales_of(q)
+            names.update(_scaled_names(q.stem, scales) if scales else [q.stem])
+    return sorted(names)
+
+
+def _scales_of(path: Path) -> list[str]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return []
+    scales = data.get("scales") if isinstance(data, dict) else None
+    return list(scales) if isinstance(scales, dict) else []
+
+
+def _scaled_names(family: str, scales: list[str]) -> list[str]:
+    """yolov5 + s -> yolov5s; yolov5-p6 + s -> yolov5s6; yolov5-v5 + s -> yolov5s-v5."""
+    m = re.match(r"^(.*?\d+)(-p6)?(.*)$", family)
+    if not m:
+        return [family]
+    return [f"{m.group(1)}{s}{'6' if m.group(2) else ''}{m.group(3)}" for s in scales]
 
 
 def load_spec(path: str | Path) -> Spec:
-    """Parse and validate an architecture YAML; errors name the file and line."""
-    path = resolve_arch(path)
+    """Parse and validate an architecture YAML (a path or a name); errors name the file and line."""
+    path, scale = resolve_arch(path)
     text = path.read_text(encoding="utf-8")
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -118,16 +194,16 @@ def load_spec(path: str | Path) -> Spec:
     if not raw_rows:
         raise SpecError(f"{path}: no rows: give 'layers' (or 'backbone' and 'head')")
 
-    gd = float(data.get("depth_multiple", 1.0))
-    gw = float(data.get("width_multiple", 1.0))
+    gd, gw, max_ch = _multiples(data, scale, fail)
     params = {k: v for k, v in data.items() if k not in RESERVED}
-    spec = Spec(path, text, str(data.get("name", path.stem)), str(inp.get("name", "input")),
-                tuple(inp["shape"]), out_names, params=params)
+    name = _scaled_names(path.stem, [scale])[0] if scale is not None else str(data.get("name", path.stem))
+    spec = Spec(path, text, name, str(inp.get("name", "input")), tuple(inp["shape"]), out_names,
+                params=params, scale=scale)
     key_prefix = str(data.get("key_prefix", "model"))
-    keep = _head_channels(params)
+    width = (gw, max_ch, unscaled_channels(params))
     used: set[str] = set()
     for i, (raw, node) in enumerate(zip(raw_rows, row_nodes)):
-        spec.rows.append(_parse_row(path, i, node.start_mark.line + 1, raw, params, gd, gw, key_prefix, keep, used))
+        spec.rows.append(_parse_row(path, i, node.start_mark.line + 1, raw, params, gd, width, key_prefix, used))
     unused = [k for k in params if k not in used]  # a typo, or an Ultralytics option netdef ignores
     if unused:
         raise fail(unused[0], f"unknown top-level key: no row uses it (netdef reads {', '.join(sorted(RESERVED))} "
@@ -135,20 +211,30 @@ def load_spec(path: str | Path) -> Spec:
     return spec
 
 
-def _head_channels(params: dict) -> int | None:
-    """YOLOv5's `no = na * (nc + 5)`: the one channel count width_multiple leaves alone."""
-    nc, anchors = params.get("nc"), params.get("anchors")
-    if not isinstance(nc, int):
-        return None
-    if isinstance(anchors, list) and anchors and isinstance(anchors[0], list):
-        return len(anchors[0]) // 2 * (nc + 5)
-    if isinstance(anchors, int):
-        return anchors * (nc + 5)
-    return None
+def _multiples(data: dict, scale: str | None, fail: Any) -> tuple[float, float, int | None]:
+    """(depth_multiple, width_multiple, max_channels) from the chosen `scales:` entry or the plain keys."""
+    scales = data.get("scales")
+    if scales is None:
+        if scale is not None:
+            raise fail("name", f"the file has no 'scales:' for scale '{scale}'")
+        return float(data.get("depth_multiple", 1.0)), float(data.get("width_multiple", 1.0)), None
+    if not isinstance(scales, dict) or not all(
+            isinstance(v, list) and len(v) in (2, 3) and all(isinstance(x, (int, float)) for x in v)
+            for v in scales.values()):
+        raise fail("scales", "expected {scale: [depth_multiple, width_multiple(, max_channels)]}")
+    if "depth_multiple" in data or "width_multiple" in data:
+        raise fail("scales", "give either 'scales:' or depth_multiple/width_multiple, not both")
+    if scale is None:
+        raise fail("scales", f"this file is a family: build one of its scales by name "
+                             f"({', '.join(_scaled_names(Path(str(data.get('name', 'arch'))).stem, list(scales)))})")
+    if scale not in scales:
+        raise fail("scales", f"no scale '{scale}' (this family has {', '.join(map(str, scales))})")
+    entry = scales[scale]
+    return float(entry[0]), float(entry[1]), (int(entry[2]) if len(entry) == 3 else None)
 
 
-def _parse_row(path: Path, i: int, line: int, raw: Any, params: dict, gd: float, gw: float, key_prefix: str,
-               keep: int | None, used: set[str]) -> Row:
+def _parse_row(path: Path, i: int, line: int, raw: Any, params: dict, gd: float,
+               width: tuple[float, int | None, set[int]], key_prefix: str, used: set[str]) -> Row:
     def fail(msg: str) -> SpecError:
         return SpecError(f"{path}:{line}: row {i}: {msg}")
 
@@ -172,7 +258,8 @@ def _parse_row(path: Path, i: int, line: int, raw: Any, params: dict, gd: float,
     try:
         blk = get_block(name)
     except KeyError:
-        raise fail(f"unknown block '{name}'; known blocks: {', '.join(known_blocks())}") from None
+        raise fail(f"unknown block '{name}'; known blocks: {', '.join(known_blocks())} (a block of your own is "
+                   f"registered with @netdef.registry.block('{name}') in a module imported before the build)") from None
     if isinstance(args, dict):
         pos, kw = [], {k: _substitute(v, params, used) for k, v in args.items()}
     elif isinstance(args, list):
@@ -182,8 +269,8 @@ def _parse_row(path: Path, i: int, line: int, raw: Any, params: dict, gd: float,
 
     if number > 1:
         number = max(round(number * gd), 1)
-    if gw != 1.0:
-        _scale_width(blk, pos, kw, gw, keep)
+    if width[0] != 1.0 or width[1] is not None:
+        _scale_width(blk, pos, kw, *width)
     if blk.repeat_arg:
         _insert_arg(blk, pos, kw, blk.repeat_arg, number, fail)
         number = 1
@@ -211,20 +298,21 @@ def _param_index(blk: Block, arg: str) -> int:
     return names.index(arg) if arg in names else -1
 
 
-def _scale_width(blk: Block, pos: list, kw: dict, gw: float, keep: int | None) -> None:
-    """YOLOv5 rule: c2 -> ceil(c2 * width_multiple / 8) * 8, except the head's na * (nc + 5) channels."""
+def _scale_width(blk: Block, pos: list, kw: dict, gw: float, max_ch: int | None, keep: set[int]) -> None:
+    """Ultralytics' rule: c2 -> ceil(min(c2, max_channels) * width_multiple / 8) * 8, except the channel
+    counts a width exemption keeps (registry.width_exemption)."""
     for arg in blk.width_args:
         j = _param_index(blk, arg)
         if arg in kw:
-            kw[arg] = _make_divisible(kw[arg], gw, keep)
+            kw[arg] = _make_divisible(kw[arg], gw, max_ch, keep)
         elif 0 <= j < len(pos):
-            pos[j] = _make_divisible(pos[j], gw, keep)
+            pos[j] = _make_divisible(pos[j], gw, max_ch, keep)
 
 
-def _make_divisible(c: Any, gw: float, keep: int | None) -> Any:
-    if not isinstance(c, int) or c == keep:
+def _make_divisible(c: Any, gw: float, max_ch: int | None, keep: set[int]) -> Any:
+    if not isinstance(c, int) or isinstance(c, bool) or c in keep:
         return c
-    return int(math.ceil(c * gw / 8) * 8)
+    return int(math.ceil(min(c, max_ch or c) * gw / 8) * 8)
 
 
 def _insert_arg(blk: Block, pos: list, kw: dict, arg: str, value: int, fail: Any) -> None:
@@ -240,17 +328,13 @@ def _insert_arg(blk: Block, pos: list, kw: dict, arg: str, value: int, fail: Any
 
 
 def build_network(spec: Spec, net: Network, input_hw: tuple[int, int] | None = None) -> list[str]:
-    """Add the spec's layers to `net`; marks and returns the output names."""
-    shape = list(spec.input_shape)
-    if input_hw is not None:
-        if len(shape) != 3:
-            raise SpecError(f"{spec.path}: --input-shape H,W needs a [C, H, W] input")
-        shape[1:] = input_hw
-    x = net.input(spec.input_name, (-1, *shape))
+    """Add the spec's layers to `net`; marks and returns the output names. A NetdefError raised while a row is
+    built gets the row's location; any other exception is a bug in the block (BlockError)."""
+    x = net.input(spec.input_name, (-1, *spec.input_shape_for(input_hw)))
     outputs: list[Any] = []
     for row in spec.rows:
         inputs = [x if s == -1 else outputs[s] for s in row.sources]
-        net.context = spec.where(row)
+        net.where, net.scope = spec.where(row), row.prefix
         y = inputs if row.multi_input else inputs[0]
         try:
             if row.number == 1:
@@ -259,13 +343,13 @@ def build_network(spec: Spec, net: Network, input_hw: tuple[int, int] | None = N
                 for j in range(row.number):
                     y = row.block.fn(net, y, f"{row.prefix}.{j}", *row.args, **row.kwargs)
         except NetdefError as e:
-            if spec.where(row) in str(e):
-                raise
-            raise type(e)(f"{spec.where(row)}: {e}") from None
-        except (TypeError, ValueError, AttributeError, IndexError, RuntimeError) as e:
-            raise SpecError(f"{spec.where(row)}: {type(e).__name__}: {e}") from e
+            raise e.at(spec.where(row))
+        except Exception as e:  # noqa: BLE001  anything else escaping a block is the block's own bug
+            raise BlockError(f"block {row.block.name} ({row.block.module}.{row.block.fn.__name__}) raised "
+                             f"{type(e).__name__}: {e} (a bug in the block or a layer TensorRT rejected; netdef "
+                             f"--debug shows the traceback)", where=spec.where(row)) from e
         outputs.append(y)
-    net.context = ""
+    net.where, net.scope = "", ""
     return _mark_outputs(spec, net, outputs[-1])
 
 
@@ -282,5 +366,9 @@ def _mark_outputs(spec: Spec, net: Network, last: Any) -> list[str]:
 
 def block_help(name: str) -> str:
     blk = get_block(name)
-    params = ", ".join(str(p) for p in list(blk.signature.parameters.values())[3:])
-    return f"{name}({params})\n    {inspect.getdoc(blk.fn) or ''}"
+    args = ", ".join(str(p) for p in list(blk.signature.parameters.values())[3:])
+    text = f"{name}({args})  [{blk.module}]\n    {inspect.getdoc(blk.fn) or ''}"
+    for key, p in blk.params.items():
+        choices = f", one of {', '.join(map(str, p.choices))}" if p.choices else ""
+        text += f"\n    --set {key}=... (default {p.default!r}{choices}) {p.help}".rstrip()
+    return text

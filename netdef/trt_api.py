@@ -105,13 +105,17 @@ def create_network(builder: Any) -> tuple[Any, bool]:
     return builder.create_network(flags), strong
 
 
-def configure_precision(config: Any, precision: str, strong: bool, tf32: bool = True) -> None:
-    """Weakly typed networks (8.6) get builder flags; strongly typed ones already carry their types."""
+def configure_precision(config: Any, precision: str, strong: bool, tf32: bool = True, definition: Any = None) -> None:
+    """Weakly typed networks (8.6) get builder flags, and the builder honours a layer's own `precision` (a layer
+    a block keeps in fp32) when the network has one; strongly typed ones already carry their types."""
     trt = module()
     if not tf32 and hasattr(trt.BuilderFlag, "TF32"):
         config.clear_flag(trt.BuilderFlag.TF32)
     if strong:
         return
+    if definition is not None and any(getattr(definition.get_layer(i), "precision_is_set", False)
+                                      for i in range(definition.num_layers)):
+        prefer_layer_precisions(config)
     if precision in ("fp16", "int8"):
         config.set_flag(trt.BuilderFlag.FP16)
     if precision == "int8":
@@ -166,6 +170,23 @@ def prefer_layer_precisions(config: Any) -> bool:
         return False
     config.set_flag(flag)
     return True
+
+
+def set_refittable(config: Any, definition: Any) -> None:
+    """Build an engine whose weights can be replaced later (IRefitter). TensorRT 11.3 documents that REFIT
+    can drop a GEMM bias that the refit API does not expose (its REFIT_IDENTICAL alternative only takes the
+    build's own weights): refused there for networks with a matrix multiply rather than built wrong."""
+    trt = module()
+    i = info()
+    if i.flavor == "tensorrt-rtx" and gpu_identity() is None:
+        raise TensorRTUnavailable(f"{version_string()} cannot build refittable engines without a GPU (its kernel "
+                                  "compiler needs CUDA): build with --refittable on a GPU machine")
+    if i.version.startswith("11.3.") and any(definition.get_layer(k).type == trt.LayerType.MATRIX_MULTIPLY
+                                             for k in range(definition.num_layers)):
+        raise TensorRTUnavailable(f"{version_string()}: a refittable engine with a matrix multiply can lose its "
+                                  "bias (TensorRT 11.3 known issue); build without --refittable or use another "
+                                  "TensorRT version")
+    config.set_flag(trt.BuilderFlag.REFIT)
 
 
 def set_detailed_profiling(config: Any) -> None:
@@ -226,6 +247,85 @@ def add_dequantize(network: Any, x: Any, scale: Any, axis: int | None, dtype: An
     if axis is not None:
         layer.axis = axis
     return layer
+
+
+# ---------------------------------------------------------------- weights of a network definition (refit)
+
+def _weight_attrs() -> dict[Any, dict[str, tuple[type, str]]]:
+    """Layer type -> {WeightsRole name: (layer class, attribute)} for the weights netdef's layers carry."""
+    trt = module()
+    L = trt.LayerType
+    table = {L.CONVOLUTION: {"KERNEL": (trt.IConvolutionLayer, "kernel"), "BIAS": (trt.IConvolutionLayer, "bias")},
+             L.CONSTANT: {"CONSTANT": (trt.IConstantLayer, "weights")},
+             L.SCALE: {"SCALE": (trt.IScaleLayer, "scale"), "SHIFT": (trt.IScaleLayer, "shift")}}
+    if hasattr(L, "DECONVOLUTION"):
+        table[L.DECONVOLUTION] = {"KERNEL": (trt.IDeconvolutionLayer, "kernel"),
+                                  "BIAS": (trt.IDeconvolutionLayer, "bias")}
+    return table
+
+
+def layer_weights(definition: Any) -> dict[tuple[str, str], np.ndarray]:
+    """(layer name, WeightsRole name) -> the weights array of every weighted layer of a network definition."""
+    definition = getattr(definition, "raw", definition)
+    attrs = _weight_attrs()
+    out: dict[tuple[str, str], np.ndarray] = {}
+    for i in range(definition.num_layers):
+        layer = definition.get_layer(i)
+        roles = attrs.get(layer.type)
+        if not roles:
+            continue
+        for role, (cls, attr) in roles.items():
+            layer.__class__ = cls  # the Python bindings' downcast to the layer's own interface
+            arr = np.array(getattr(layer, attr), copy=True)  # a view of the network's own buffer otherwise
+            if arr.size:
+                out[(layer.name, role)] = arr
+    return out
+
+
+def network_structure(definition: Any) -> list[tuple[str, str, list]]:
+    """(layer name, layer type, output shapes) of every layer: what a refit must leave unchanged."""
+    definition = getattr(definition, "raw", definition)
+    out = []
+    for i in range(definition.num_layers):
+        layer = definition.get_layer(i)
+        shapes = [list(layer.get_output(k).shape) for k in range(layer.num_outputs)]
+        out.append((layer.name, str(layer.type), shapes))
+    return out
+
+
+def refit_engine(engine: Any, arrays: dict[tuple[str, str], np.ndarray]) -> int:
+    """Give every refittable weight of a deserialized engine its new array (by layer name and role) and refit it;
+    returns the number of weights set. TensorRT's list of refittable weights decides what is needed: one the
+    arrays lack, or one it refuses, is an error, and so is a weight it still reports missing."""
+    trt = module()
+    refitter = trt.Refitter(engine, logger())
+    names, roles = refitter.get_all()
+    lacking = [f"{n} ({r.name})" for n, r in zip(names, roles) if (n, r.name) not in arrays]
+    if lacking:
+        raise TensorRTError(f"the new network has no weights for {len(lacking)} refittable engine weight(s): "
+                            f"{', '.join(lacking[:5])}; rebuild the engine")
+    keep = []
+    for n, r in zip(names, roles):
+        arr = np.ascontiguousarray(arrays[(n, r.name)])
+        keep.append(arr)
+        if not refitter.set_weights(n, r, trt.Weights(arr)):
+            raise TensorRTError(f"TensorRT refused the new {r.name} weights of layer {n} ({arr.size} values, "
+                                f"{arr.dtype}; see its messages above): rebuild the engine")
+    missing_names, missing_roles = refitter.get_missing()
+    if missing_names:
+        raise TensorRTError(f"TensorRT still misses {len(missing_names)} weight(s) after the refit: "
+                            f"{', '.join(f'{n} ({r.name})' for n, r in zip(missing_names, missing_roles))}")
+    if not refitter.refit_cuda_engine():
+        raise TensorRTError("TensorRT could not refit the engine (see its messages above)")
+    return len(names)
+
+
+def serialize(engine: Any) -> bytes:
+    """The plan of a deserialized (e.g. refitted) engine."""
+    plan = engine.serialize()
+    if plan is None:
+        raise TensorRTError("TensorRT could not serialize the engine (see its messages above)")
+    return bytes(plan)
 
 
 # ---------------------------------------------------------------- data types

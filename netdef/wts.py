@@ -4,11 +4,14 @@ Format: the first line holds the tensor count; each following line is
 ``name count v1 v2 ...`` where every value is the big-endian IEEE float32 bit
 pattern in hex (1..8 digits, any case, separated by spaces or tabs).
 
-Values are converted by C builtins (``bytes.fromhex`` / ``bytes.hex``) and numpy,
-never by a Python loop per value.
+The file is memory-mapped; values are converted by C builtins (``binascii.unhexlify``,
+``bytes.translate``) and numpy, never by a Python loop per value. NaN and infinite values
+are refused unless asked for (``allow_nonfinite=True``): an engine built from them computes NaN.
 """
 from __future__ import annotations
 
+import binascii
+import mmap
 import os
 import re
 from collections.abc import Iterator, Mapping
@@ -25,11 +28,14 @@ _WS = b" \t\r\f\v"  # whitespace allowed inside a line
 # Optional name, optional count, then the whitespace before the payload.
 _HEAD = re.compile(rb"[ \t\r\f\v]*(?:(\S+)(?:[ \t\r\f\v]+(\S+))?)?[ \t\r\f\v]*")
 _ONLY_WS = re.compile(rb"\s*")
-# Nibble value of each byte: 0..15 for hex digits, 16 for whitespace, 255 otherwise.
-_NIB = np.full(256, 255, np.uint8)
-for _i, _c in enumerate(b"0123456789abcdef"):
-    _NIB[_c] = _NIB[bytes([_c]).upper()[0]] = _i
-_NIB[list(_WS)] = 16
+# bytes.translate table classifying a payload byte: 0 hex digit, 1 whitespace, 2 anything else.
+_CLASS = bytearray(b"\2" * 256)
+for _c in b"0123456789abcdefABCDEF":
+    _CLASS[_c] = 0
+for _c in _WS:
+    _CLASS[_c] = 1
+_CLASS = bytes(_CLASS)
+_ZEROS8 = np.uint64(0x3030303030303030)  # "00000000"
 
 
 def _progress(path: str, total: int, enabled: bool):
@@ -42,7 +48,33 @@ def _progress(path: str, total: int, enabled: bool):
     return None
 
 
-def _scan(path: str, data: bytes, bar=None) -> Iterator[tuple[int, str, int, int, int]]:
+def _load(path: str) -> bytes | mmap.mmap:
+    """The file's bytes: a read-only memory map (no copy), or the bytes read where mapping is impossible.
+
+    netdef replaces files atomically, so a mapped file never changes under the reader; another program
+    truncating it in place during the read would end the process (SIGBUS).
+    """
+    try:
+        f = open(path, "rb")
+    except IsADirectoryError:
+        raise NetdefError(f"{path}: is a directory, not a .wts file") from None
+    except FileNotFoundError:
+        raise NetdefError(f"{path}: no such .wts file") from None
+    except OSError as e:
+        raise NetdefError(f"{path}: cannot read the .wts file ({e.strerror or e})") from None
+    with f:
+        try:
+            if hasattr(mmap, "MAP_POPULATE"):  # Linux: map the pages now, not one fault at a time
+                return mmap.mmap(f.fileno(), 0, flags=mmap.MAP_SHARED | mmap.MAP_POPULATE, prot=mmap.PROT_READ)
+            return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        except (ValueError, OSError):  # an empty file, a pipe
+            try:
+                return f.read()
+            except OSError as e:
+                raise NetdefError(f"{path}: cannot read the .wts file ({e.strerror or e})") from None
+
+
+def _scan(path: str, data: bytes | mmap.mmap, bar=None) -> Iterator[tuple[int, str, int, int, int]]:
     """Check the file structure; yield (line, name, count, payload_start, payload_end)."""
     if _ONLY_WS.match(data).end() == len(data):
         raise WtsFormatError(path, "empty file: expected the tensor count on line 1")
@@ -90,13 +122,19 @@ def _scan(path: str, data: bytes, bar=None) -> Iterator[tuple[int, str, int, int
         pos, last_line, last_key = end + 1, lineno, name
     rest = _ONLY_WS.match(data, pos).end()
     if rest < len(data):
-        extra = lineno + data.count(b"\n", pos, rest) + 1
+        extra = lineno + data[pos:rest].count(b"\n") + 1
         key = _HEAD.match(data, rest).group(1)[:80].decode("ascii", "backslashreplace")
         raise WtsFormatError(path, f"more tensor lines than the {declared} declared on line 1",
                              line=extra, key=key)
 
 
-def _parse_values(path: str, data: bytes, line: int, key: str, count: int, ps: int, pe: int) -> np.ndarray:
+def _words_to_float32(words: np.ndarray) -> np.ndarray:
+    """8 hex digits per little-endian uint64 (as in the file) -> float32; ValueError on a non-hex digit."""
+    return np.frombuffer(binascii.unhexlify(words), ">u4").astype(np.uint32).view(np.float32)
+
+
+def _parse_values(path: str, data: bytes | mmap.mmap, line: int, key: str, count: int, ps: int,
+                  pe: int) -> np.ndarray:
     """Convert the hex payload data[ps:pe] (stripped) of one line to float32."""
     n = pe - ps
     if count == 0 or n == 0:
@@ -104,57 +142,100 @@ def _parse_values(path: str, data: bytes, line: int, key: str, count: int, ps: i
             return np.zeros(0, np.float32)
         found = 0 if n == 0 else len(data[ps:pe].split())
         raise WtsFormatError(path, f"declares {count} values, found {found}", line=line, key=key)
-    seg = np.frombuffer(data, np.uint8, count=n, offset=ps)
-    # Fast path: tokens of exactly 8 digits separated by single spaces.
-    if n == 9 * count - 1 and (seg[8::9] == 32).all():
+    # Fast path (netdef's and gen_wts.py's layout): 8 digits per value, single spaces, read in place.
+    if n == 9 * count - 1 and (np.ndarray((count - 1,), np.uint8, data, ps + 8, (9,)) == 32).all():
         try:
-            raw = bytes.fromhex(str(memoryview(data)[ps:pe], "ascii"))
-        except (ValueError, UnicodeDecodeError):
-            raw = b""
-        if len(raw) == 4 * count:
-            return np.frombuffer(raw, ">u4").astype(np.uint32).view(np.float32)
-    # General path: locate tokens with numpy, validate them, right-align to 8 digits.
-    nib = _NIB[seg]
-    ws = nib == 16
-    starts = np.flatnonzero(ws[:-1] & ~ws[1:]) + 1
-    starts = np.concatenate(([0], starts))
-    ends = np.concatenate((np.flatnonzero(~ws[:-1] & ws[1:]) + 1, [n]))
-    bad = np.flatnonzero(nib == 255)
+            return _words_to_float32(np.ndarray((count,), "<u8", data, ps, (9,)).copy())
+        except ValueError:
+            pass  # a non-hex digit: the general path says which
+    # General path: split at spaces first (tabs and other bytes then fail the conversion), else at
+    # every whitespace byte; the tokens are right-aligned in 8 digits and converted together.
+    u8 = np.frombuffer(data, np.uint8, n, ps)
+    starts, ends = _split(n, u8 == 32)
+    values = _convert(data, ps, n, count, starts, ends)
+    if values is None:
+        starts, ends = _split(n, np.frombuffer(data[ps:pe].translate(_CLASS), np.uint8) == 1)
+        values = _convert(data, ps, n, count, starts, ends)
+        if values is None:
+            raise _value_error(path, data[ps:pe], line, key, count, starts, ends)
+    return values
 
-    def token(i: int) -> str:
-        return data[ps + starts[i]:ps + ends[i]][:40].decode("ascii", "backslashreplace")
 
-    if bad.size:
-        i = int(np.searchsorted(starts, bad[0], "right")) - 1
-        raise WtsFormatError(path, f"value {i + 1} '{token(i)}' is not hexadecimal", line=line, key=key)
+def _split(n: int, ws: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Start and end offsets of the tokens (runs between whitespace) of a stripped payload of n bytes."""
+    sep = np.flatnonzero(ws)
+    gap = np.diff(sep) > 1  # gap[k]: sep[k] ends a whitespace run, sep[k + 1] starts the next
+    if gap.all():  # single separators
+        return np.concatenate(([0], sep + 1)), np.concatenate((sep, [n]))
+    return (np.concatenate(([0], sep[np.concatenate((gap, [True]))] + 1)),
+            np.concatenate((sep[np.concatenate(([True], gap))], [n])))
+
+
+def _convert(data: bytes | mmap.mmap, ps: int, n: int, count: int, starts: np.ndarray,
+             ends: np.ndarray) -> np.ndarray | None:
+    """The tokens' values, or None when they are not `count` tokens of 1..8 hex digits."""
     lengths = ends - starts
+    if len(starts) != count or lengths.max() > 8:
+        return None
+    # The 8 bytes ending at each token, with '0' over those before the token.
+    if ps >= 8:
+        windows = np.ndarray((n + 1,), "<u8", data, ps - 8, (1,))
+    else:
+        windows = np.ndarray((n + 1,), "<u8", np.frombuffer(b"0" * 8 + data[ps:ps + n], np.uint8), 0, (1,))
+    words = windows[ends]
+    short = np.flatnonzero(lengths < 8)
+    if short.size:
+        low = (np.uint64(1) << (8 * (8 - lengths[short])).astype(np.uint64)) - np.uint64(1)
+        words[short] = (words[short] & ~low) | (_ZEROS8 & low)
+    try:
+        return _words_to_float32(words)
+    except ValueError:  # a byte that is neither a hex digit nor a separator
+        return None
+
+
+def _value_error(path: str, seg: bytes, line: int, key: str, count: int, starts: np.ndarray,
+                 ends: np.ndarray) -> WtsFormatError:
+    """The first problem of a payload the general path refused, in the order a reader looks for it."""
+    def token(i: int) -> str:
+        return seg[starts[i]:ends[i]][:40].decode("ascii", "backslashreplace")
+
+    bad = seg.translate(_CLASS).find(b"\2")
+    if bad >= 0:
+        i = int(np.searchsorted(starts, bad, "right")) - 1
+        return WtsFormatError(path, f"value {i + 1} '{token(i)}' is not hexadecimal", line=line, key=key)
     if len(starts) != count:
-        raise WtsFormatError(path, f"declares {count} values, found {len(starts)}", line=line, key=key)
-    long = np.flatnonzero(lengths > 8)
-    if long.size:
-        i = int(long[0])
-        raise WtsFormatError(path, f"value {i + 1} '{token(i)}' has {lengths[i]} hex digits, more than 8",
-                             line=line, key=key)
-    digits = nib[~ws]
-    dest = np.arange(digits.size) + np.repeat(8 * np.arange(1, count + 1) - np.cumsum(lengths), lengths)
-    padded = np.zeros(8 * count, np.uint8)
-    padded[dest] = digits
-    pairs = padded.reshape(-1, 2)
-    return ((pairs[:, 0] << 4) | pairs[:, 1]).view(">u4").astype(np.uint32).view(np.float32)
+        return WtsFormatError(path, f"declares {count} values, found {len(starts)}", line=line, key=key)
+    i = int(np.argmax(ends - starts > 8))
+    return WtsFormatError(path, f"value {i + 1} '{token(i)}' has {ends[i] - starts[i]} hex digits, more than 8",
+                          line=line, key=key)
 
 
-def read_wts(path: str | os.PathLike, *, progress: bool = False) -> dict[str, np.ndarray]:
+def _check_finite(path: str, line: int, key: str, values: np.ndarray) -> np.ndarray:
+    finite = np.isfinite(values)
+    if not finite.all():
+        i = int(np.argmin(finite))
+        raise WtsFormatError(path, f"value {i + 1} of {values.size} is {values[i]} ({values.view(np.uint32)[i]:08x}): "
+                             "an engine built from it outputs NaN or inf; fix the weights, or read them with "
+                             "allow_nonfinite=True", line=line, key=key)
+    return values
+
+
+def read_wts(path: str | os.PathLike, *, progress: bool = False,
+             allow_nonfinite: bool = False) -> dict[str, np.ndarray]:
     """Read a .wts file into an insertion-ordered dict of 1-D float32 arrays.
 
-    Raises WtsFormatError (naming the file, 1-based line and key) on malformed input.
+    Raises WtsFormatError (naming the file, 1-based line and key) on malformed input and, unless
+    `allow_nonfinite`, on NaN or infinite values; NetdefError when the path is not a readable file.
     """
     path = os.fspath(path)
-    with open(path, "rb") as f:
-        data = f.read()
+    data = _load(path)
     bar = _progress(path, len(data), progress)
     try:
-        return {name: _parse_values(path, data, line, name, count, ps, pe)
-                for line, name, count, ps, pe in _scan(path, data, bar)}
+        tensors = {}
+        for line, name, count, ps, pe in _scan(path, data, bar):
+            values = _parse_values(path, data, line, name, count, ps, pe)
+            tensors[name] = values if allow_nonfinite else _check_finite(path, line, name, values)
+        return tensors
     finally:
         if bar is not None:
             bar.close()
@@ -163,15 +244,16 @@ def read_wts(path: str | os.PathLike, *, progress: bool = False) -> dict[str, np
 def wts_summary(path: str | os.PathLike) -> dict:
     """Summarise a .wts file from its headers, without converting (or checking) the values."""
     path = os.fspath(path)
-    with open(path, "rb") as f:
-        data = f.read()
+    data = _load(path)
     keys = [(name, count) for _, name, count, _, _ in _scan(path, data)]
     return {"path": path, "size_bytes": len(data), "tensors": len(keys),
             "values": sum(c for _, c in keys), "keys": keys}
 
 
-def _to_float32(key: str, value: Any) -> np.ndarray:
-    """Flatten a numpy array, torch tensor or array-like to contiguous native float32."""
+def _to_float32(path: str, key: str, value: Any, allow_nonfinite: bool) -> np.ndarray:
+    """Flatten a numpy array, torch tensor or array-like of numbers to contiguous native float32."""
+    if value is None:
+        raise NetdefError(f"cannot write {path}: tensor '{key}' is None, not an array of numbers")
     if hasattr(value, "detach"):  # torch.Tensor without importing torch
         t = value.detach().cpu()
         try:
@@ -182,15 +264,29 @@ def _to_float32(key: str, value: Any) -> np.ndarray:
         arr = np.asarray(value)
         if np.iscomplexobj(arr):
             raise TypeError("complex values")
-        return np.ascontiguousarray(arr, dtype=np.float32).reshape(-1)
+        if arr.dtype.kind not in "biuf":
+            raise TypeError(f"its values are not numbers (dtype {arr.dtype})")
+        with np.errstate(over="ignore"):  # float64 beyond float32's range: reported below
+            out = np.ascontiguousarray(arr, dtype=np.float32).reshape(-1)
     except (TypeError, ValueError) as e:
-        raise NetdefError(f"tensor '{key}' cannot be converted to float32: {e}") from e
+        raise NetdefError(f"cannot write {path}: tensor '{key}' cannot be converted to float32: {e}") from e
+    finite = np.isfinite(out)
+    if not allow_nonfinite and not finite.all():
+        i = int(np.argmin(finite))
+        src = float(arr.reshape(-1)[i])
+        what = f"({src}) is beyond float32's range" if np.isfinite(src) else f"is {src}"
+        raise NetdefError(f"cannot write {path}: tensor '{key}': value {i + 1} of {out.size} {what}; an engine "
+                          "built from it outputs NaN or inf (fix the weights, or write them with allow_nonfinite=True)")
+    return out
 
 
-def write_wts(path: str | os.PathLike, tensors: Mapping[str, Any], *, progress: bool = False) -> None:
+def write_wts(path: str | os.PathLike, tensors: Mapping[str, Any], *, progress: bool = False,
+              allow_nonfinite: bool = False) -> None:
     """Write tensors to a .wts file atomically (temp file in the same directory, then os.replace).
 
     Values are flattened and converted to float32; each is written as 8 lowercase hex digits.
+    None, non-numeric values and (unless `allow_nonfinite`) NaN, infinities and values beyond
+    float32's range are refused with a NetdefError naming the key; the target is then left as it was.
     """
     path = os.fspath(path)
     for key in tensors:
@@ -202,7 +298,7 @@ def write_wts(path: str | os.PathLike, tensors: Mapping[str, Any], *, progress: 
     def lines() -> Iterator[bytes]:
         yield b"%d\n" % len(tensors)
         for key, value in tensors.items():
-            arr = _to_float32(key, value)
+            arr = _to_float32(path, key, value, allow_nonfinite)
             yield f"{key} {arr.size}{' ' if arr.size else ''}".encode("ascii")
             yield arr.view(np.uint32).astype(">u4").tobytes().hex(" ", 4).encode("ascii")
             yield b"\n"

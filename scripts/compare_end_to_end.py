@@ -6,7 +6,7 @@
                 ONNX-route engine -> YOLOv5's non_max_suppression in torch (torchvision NMS) -> boxes
   onnx+gpu-pre  netdef's GPU letterbox -> ONNX-route engine -> the same torch NMS (isolates post-processing)
 
-Both engines come from the same random-weight Ultralytics YOLOv5s (tests/yolo_reference.py) at the same
+Both engines come from the same random-weight Ultralytics YOLOv5s (netdef/testing/yolov5_reference.py) at the same
 precision, batch profile and builder optimization level (the ONNX engine is built as in
 scripts/compare_routes.py). Inputs are scikit-image's photos (astronaut 512x512, coffee 400x600, chelsea
 300x451, rocket 427x640) as BGR uint8 arrays, cycled to fill each batch. Every call ends with the boxes
@@ -27,13 +27,15 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import compare_routes as routes  # noqa: E402  (shares the model, ONNX export and ONNX engine build)
-
-from netdef.tools.bench import environment, parse_batches, parse_budget, run_budget, summarize, write_json  # noqa: E402
-from netdef.build import BuildOptions, build_engine, parse_batch  # noqa: E402
-from netdef.errors import NetdefError  # noqa: E402
-from netdef.tools.preprocess import letterbox_plan, pad_offsets, scale_boxes  # noqa: E402
+import compare_routes as routes  # this script's neighbour: the model, ONNX export and ONNX engine build
+from netdef.build import BuildOptions, build_engine, parse_batch
+from netdef.cli.guard import run_guarded
+from netdef.errors import NetdefError
+from netdef.tools.bench import parse_batches
+from netdef.tools.environment import environment
+from netdef.tools.report import write_json
+from netdef.tools.timing import parse_budget, run_budget, summarize
+from netdef.tools.preprocess import letterbox_plan, pad_offsets, scale_boxes
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
 PIPELINES = ("netdef", "onnx+cv2", "onnx+gpu-pre")
@@ -215,73 +217,69 @@ def main(argv: list[str] | None = None) -> int:
                    help="also time the stages (pre-processing, engine, post-processing) of netdef and onnx+cv2")
     p.add_argument("--json", help="results file (default WORKDIR/e2e_yolov5s.json)")
     a = p.parse_args(argv)
-    try:
-        import torch
+    import torch
 
-        from netdef import trt_api
-        from netdef.tools.detect import engine_detector
-        from netdef.runtime import Engine
+    from netdef import trt_api
+    from netdef.tools.detect import engine_detector
+    from netdef.runtime import Engine
 
-        batches = parse_batches(a.batches)
-        a.profile_t = parse_batch(a.profile) if a.profile else (batches[0], batches[-1], batches[-1])
-        warmup, measure = parse_budget(a.warmup, "--warmup"), parse_budget(a.measure, "--measure")
-        if not torch.cuda.is_available() or not trt_api.can_run_engines():
-            raise NetdefError("this comparison needs a CUDA GPU and full TensorRT "
-                              f"(have {trt_api.version_string()}, GPU: {trt_api.gpu_identity() or 'none'})")
-        t0 = time.perf_counter()
+    batches = parse_batches(a.batches)
+    a.profile_t = parse_batch(a.profile) if a.profile else (batches[0], batches[-1], batches[-1])
+    warmup, measure = parse_budget(a.warmup, "--warmup"), parse_budget(a.measure, "--measure")
+    if not torch.cuda.is_available() or not trt_api.can_run_engines():
+        raise NetdefError("this comparison needs a CUDA GPU and full TensorRT "
+                          f"(have {trt_api.version_string()}, GPU: {trt_api.gpu_identity() or 'none'})")
+    t0 = time.perf_counter()
 
-        def say(msg: str) -> None:
-            print(f"[e2e +{time.perf_counter() - t0:5.0f}s] {msg}", flush=True)
+    def say(msg: str) -> None:
+        print(f"[e2e +{time.perf_counter() - t0:5.0f}s] {msg}", flush=True)
 
-        doc: dict[str, Any] = {"environment": environment(), "command": " ".join([sys.executable, *sys.argv]),
-                               "precision": a.precision, "profile": a.profile_t, "opt_level": a.opt_level,
-                               "thresholds": {"conf": a.conf, "iou": a.iou, "max_det": a.max_det},
-                               "candidates_per_photo": a.candidates, "cuda_graph": a.cuda_graph,
-                               "images": list(PHOTOS), "results": [], "detections": {}}
-        out = Path(a.json or Path(a.workdir) / "e2e_yolov5s.json")
-        photos = photos_bgr()
-        plugin_engine, onnx_engine = build_engines(a, photos, say)
-        netdef_det = engine_detector(Engine(plugin_engine, cuda_graph=a.cuda_graph), max_det=a.max_det)
-        onnx_eng = Engine(onnx_engine, cuda_graph=a.cuda_graph)
-        onnx_det = engine_detector(onnx_eng, conf=a.conf, iou=a.iou, max_det=a.max_det)
-        out_name = onnx_eng.outputs[0].name
+    doc: dict[str, Any] = {"environment": environment(), "command": " ".join([sys.executable, *sys.argv]),
+                           "precision": a.precision, "profile": a.profile_t, "opt_level": a.opt_level,
+                           "thresholds": {"conf": a.conf, "iou": a.iou, "max_det": a.max_det},
+                           "candidates_per_photo": a.candidates, "cuda_graph": a.cuda_graph,
+                           "images": list(PHOTOS), "results": [], "detections": {}}
+    out = Path(a.json or Path(a.workdir) / "e2e_yolov5s.json")
+    photos = photos_bgr()
+    plugin_engine, onnx_engine = build_engines(a, photos, say)
+    netdef_det = engine_detector(Engine(plugin_engine, cuda_graph=a.cuda_graph), max_det=a.max_det)
+    onnx_eng = Engine(onnx_engine, cuda_graph=a.cuda_graph)
+    onnx_det = engine_detector(onnx_eng, conf=a.conf, iou=a.iou, max_det=a.max_det)
+    out_name = onnx_eng.outputs[0].name
 
-        def onnx_infer(x: Any) -> Any:
-            return onnx_eng.infer({onnx_eng.inputs[0].name: x}, as_numpy=False)[out_name]
+    def onnx_infer(x: Any) -> Any:
+        return onnx_eng.infer({onnx_eng.inputs[0].name: x}, as_numpy=False)[out_name]
 
-        pipes = {"netdef": detector_pipeline(netdef_det),
-                 "onnx+cv2": cv2_pipeline(onnx_infer, (640, 640), torch.device("cuda"), a.conf, a.iou, a.max_det),
-                 "onnx+gpu-pre": detector_pipeline(onnx_det)}
-        doc["detections"] = {name: count(fn(photos)) for name, fn in pipes.items()}
-        say(f"detections per photo {list(PHOTOS)}: {doc['detections']}")
-        for b in batches:
-            images = [photos[i % len(photos)] for i in range(b)]
-            row = {}
-            for name, fn in pipes.items():
-                stats = time_pipeline(fn, images, warmup, measure)
-                doc["results"].append({"pipeline": name, **stats})
-                write_json(out, doc)
-                row[name] = stats
-                say(f"{name:13s} batch {b:3d}: median {stats['median_ms']:8.3f} ms, p90 {stats['p90_ms']:8.3f}, "
-                    f"{stats['throughput']:8.1f} img/s ({stats['iters']} iters)")
-            if a.breakdown:
-                for name, stages in breakdown(netdef_det, onnx_infer, images, a).items():
-                    for stage, fn in stages.items():
-                        stats = time_pipeline(fn, images, warmup, measure)
-                        doc["results"].append({"pipeline": name, "stage": stage, **stats})
-                        say(f"  {name:13s} batch {b:3d} {stage:11s}: median {stats['median_ms']:8.3f} ms")
-                write_json(out, doc)
-            speed = row["netdef"]["throughput"] / row["onnx+cv2"]["throughput"]
-            say(f"batch {b}: netdef / (onnx+cv2) throughput = {speed:.2f}x, "
-                f"netdef / (onnx+gpu-pre) = {row['netdef']['throughput'] / row['onnx+gpu-pre']['throughput']:.2f}x")
-            gc.collect()
-        write_json(out, doc)
-        say(f"figures in {out}")
-        return 0
-    except NetdefError as e:
-        print(f"compare_end_to_end: error: {e}", file=sys.stderr)
-        return 2
+    pipes = {"netdef": detector_pipeline(netdef_det),
+             "onnx+cv2": cv2_pipeline(onnx_infer, (640, 640), torch.device("cuda"), a.conf, a.iou, a.max_det),
+             "onnx+gpu-pre": detector_pipeline(onnx_det)}
+    doc["detections"] = {name: count(fn(photos)) for name, fn in pipes.items()}
+    say(f"detections per photo {list(PHOTOS)}: {doc['detections']}")
+    for b in batches:
+        images = [photos[i % len(photos)] for i in range(b)]
+        row = {}
+        for name, fn in pipes.items():
+            stats = time_pipeline(fn, images, warmup, measure)
+            doc["results"].append({"pipeline": name, **stats})
+            write_json(out, doc)
+            row[name] = stats
+            say(f"{name:13s} batch {b:3d}: median {stats['median_ms']:8.3f} ms, p90 {stats['p90_ms']:8.3f}, "
+                f"{stats['throughput']:8.1f} img/s ({stats['iters']} iters)")
+        if a.breakdown:
+            for name, stages in breakdown(netdef_det, onnx_infer, images, a).items():
+                for stage, fn in stages.items():
+                    stats = time_pipeline(fn, images, warmup, measure)
+                    doc["results"].append({"pipeline": name, "stage": stage, **stats})
+                    say(f"  {name:13s} batch {b:3d} {stage:11s}: median {stats['median_ms']:8.3f} ms")
+            write_json(out, doc)
+        speed = row["netdef"]["throughput"] / row["onnx+cv2"]["throughput"]
+        say(f"batch {b}: netdef / (onnx+cv2) throughput = {speed:.2f}x, "
+            f"netdef / (onnx+gpu-pre) = {row['netdef']['throughput'] / row['onnx+gpu-pre']['throughput']:.2f}x")
+        gc.collect()
+    write_json(out, doc)
+    say(f"figures in {out}")
+    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_guarded(main, prog="compare_end_to_end"))

@@ -21,9 +21,7 @@ from __future__ import annotations
 import argparse
 import copy
 import gc
-import importlib.util
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -33,15 +31,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from netdef import __version__, engine_file, trt_api  # noqa: E402
-from netdef.tools.bench import (BenchSettings, bench_engine, environment, parse_batches, parse_budget,  # noqa: E402
-                          time_callable, write_json)
-from netdef.build import BuildOptions, BuildProgress, add_profiles, build_engine, file_sha256, load_timing_cache, \
-    format_profiles, parse_profiles, target_identity  # noqa: E402
-from netdef.errors import NetdefError  # noqa: E402
+from netdef import trt_api
+from netdef.build import BuildOptions, build_engine, format_profiles, parse_profiles
+from netdef.compiler import compile_engine
+from netdef.engine_file import read_meta
+from netdef.cli.guard import run_guarded
+from netdef.errors import NetdefError
+from netdef.fileio import file_sha256
+from netdef.tools.bench import BenchSettings, bench_engine, parse_batches
+from netdef.tools.environment import environment
+from netdef.tools.report import write_json
+from netdef.tools.timing import parse_budget, time_callable
 
 MODELS: dict[str, dict[str, Any]] = {
     "resnet50": {"arch": "resnet50", "shape": (3, 224, 224), "batches": [1, 8, 32, 256]},
@@ -49,8 +49,6 @@ MODELS: dict[str, dict[str, Any]] = {
 }
 ROUTES = ("netdef", "onnx", "eager", "compile")
 LABELS = {"netdef": "netdef", "onnx": "ONNX→TRT", "eager": "eager", "compile": "torch.compile"}
-YOLO_REFERENCE = ROOT / "tests" / "yolo_reference.py"
-YOLO_REFERENCE_FUNC = "reference_model"
 DYNAMO_RECOMPILE_LIMIT = 1024  # compiled entries per code object (torch's default: 8); see route_compile
 QUICK = {"model": "resnet50", "precision": "fp16", "batches": "1,256", "opt_level": 3, "profile": "1:256:256",
          "compile_budget": 150.0}
@@ -141,23 +139,16 @@ def load_model(name: str) -> Any:
         model = load_source("torchvision:resnet50")
         randomize_batchnorm(model, seed=0)
         return model.eval()
-    if not YOLO_REFERENCE.is_file():
-        raise NetdefError(f"--model yolov5s needs the Ultralytics reference model in {YOLO_REFERENCE} "
-                          "(tests/yolo_reference.py), which is missing")
-    spec = importlib.util.spec_from_file_location("yolo_reference", YOLO_REFERENCE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    fn = getattr(module, YOLO_REFERENCE_FUNC, None)
-    if fn is None:
-        raise NetdefError(f"{YOLO_REFERENCE} has no function {YOLO_REFERENCE_FUNC}(); it defines "
-                          f"{sorted(n for n in vars(module) if not n.startswith('_'))}")
+    from netdef.testing.yolov5_reference import reference_model
+
     try:
-        made = fn("yolov5s")
+        made = reference_model("yolov5s")
     except ImportError as e:
-        raise NetdefError(f"the YOLOv5 reference model needs Ultralytics' code: {e}") from None
+        raise NetdefError(f"the YOLOv5 reference model needs Ultralytics' code (pip install --no-deps "
+                          f"yolov5==7.0.14): {e}") from None
     model = made[0] if isinstance(made, tuple) else made  # reference_model returns (model, state_dict)
     if not isinstance(model, torch.nn.Module):
-        raise NetdefError(f"{YOLO_REFERENCE_FUNC}('yolov5s') returned {type(model).__name__}, not a torch module")
+        raise NetdefError(f"reference_model('yolov5s') returned {type(model).__name__}, not a torch module")
     return model.eval()
 
 
@@ -207,50 +198,18 @@ def export_onnx(model: Any, shape: tuple[int, ...], path: Path, half: bool, expo
 # ---------------------------------------------------------------- the ONNX route's engine
 
 def build_onnx_engine(onnx_path: Path, out: Path, opts: BuildOptions, label: str, log: Callable) -> dict[str, Any]:
-    """Parse ONNX with TensorRT's parser and build like netdef does (same helpers, profile and flags);
-    the plan is stored in a netdef engine file so both engines run through the same code."""
+    """Parse ONNX with TensorRT's parser and compile it with netdef's own compile step (same builder settings,
+    profiles, timing cache and metadata), so both engines run through the same code."""
     opts.validate()
-    info = trt_api.info()
     t0 = time.perf_counter()
     builder = trt_api.create_builder()
     network, strong = trt_api.create_network(builder)
     parser = trt_api.parse_onnx(network, str(onnx_path))  # noqa: F841  (kept alive until the build ends)
-    config = builder.create_builder_config()
-    trt_api.configure_precision(config, opts.precision, strong, opts.tf32)
-    trt_api.configure_target(config, opts.compute_capability)
-    trt_api.set_workspace(config, opts.workspace_mib)
-    trt_api.set_optimization_level(config, opts.opt_level)
-    if opts.detailed:
-        trt_api.set_detailed_profiling(config)
-    add_profiles(builder, network, config, opts, str(onnx_path))
-    cache = load_timing_cache(config, opts.timing_cache, log, tag="onnx")
-    log(f"[onnx] building {label} ({opts.precision}, batch {format_profiles(opts.all_profiles)}, "
-        f"{network.num_layers} layers) with {trt_api.version_string()} ...")
-    tb = time.perf_counter()
-    with BuildProgress(config, log, tag="onnx"):
-        plan = builder.build_serialized_network(network, config)
-    build_s = time.perf_counter() - tb
-    if plan is None:
-        raise NetdefError(f"TensorRT could not build {onnx_path} (its messages above say why)")
-    if cache is not None:
-        engine_file.atomic_write(opts.timing_cache, bytes(config.get_timing_cache().serialize()))
-    io = [network.get_input(i) for i in range(network.num_inputs)], \
-        [network.get_output(i) for i in range(network.num_outputs)]
     sha = file_sha256(onnx_path)
-    meta = {
-        "netdef_version": __version__, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "route": "onnx", "tensorrt": {"flavor": info.flavor, "version": info.version, "strongly_typed": strong},
-        "gpu": target_identity(opts), "precision": opts.precision, "options": asdict(opts),
-        "arch": {"name": label, "path": str(onnx_path), "sha256": sha},
-        "weights": {"path": str(onnx_path), "sha256": sha},
-        "inputs": [{"name": t.name, "shape": list(t.shape), "dtype": trt_api.dtype_name(t.dtype)} for t in io[0]],
-        "outputs": [{"name": t.name, "shape": list(t.shape), "dtype": trt_api.dtype_name(t.dtype)} for t in io[1]],
-        "plugins": [], "layers": network.num_layers, "build_seconds": round(build_s, 2),
-        "parse_and_build_seconds": round(time.perf_counter() - t0, 2),
-    }
-    engine_file.write_engine(out, plan, meta)
-    log(f"[onnx] wrote {out} ({plan.nbytes / 2**20:.1f} MiB) in {build_s:.1f} s")
-    return meta
+    meta = compile_engine(builder, network, opts, out, strongly_typed=strong,
+                          arch={"name": label, "path": str(onnx_path), "sha256": sha},
+                          weights={"path": str(onnx_path), "sha256": sha}, log=log, tag="onnx", route="onnx")
+    return dict(meta, parse_and_build_seconds=round(time.perf_counter() - t0, 2))
 
 
 # ---------------------------------------------------------------- the run
@@ -421,13 +380,12 @@ class Run:
             (["--workspace", str(a.workspace)] if a.workspace else []) + ([] if a.tf32 else ["--no-tf32"]) + \
             (["--detailed"] if a.detailed else [])
         self.say(f"rebuilding the netdef {precision} engine in a new process with the timing cache: {' '.join(cmd)}")
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
         t = time.perf_counter()
-        proc = subprocess.run(cmd, cwd=Path.cwd(), env=env)
+        proc = subprocess.run(cmd, cwd=Path.cwd())
         total = time.perf_counter() - t
         if proc.returncode != 0:
             raise NetdefError(f"the timing-cache rebuild failed (exit code {proc.returncode}; its messages above)")
-        warm = engine_file.read_meta(engine)["build_seconds"]
+        warm = read_meta(engine)["build_seconds"]
         cold = first[2] if first[1] == "cold" else None
         item = {"precision": precision, "opt_level": a.opt_level, "profile": a.profile_rec,
                 "first_build": first[1], "cold_s": cold, "warm_s": warm,
@@ -597,21 +555,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        a = parse_args(argv)
-        if a.report:
-            print(markdown_tables(json.loads(Path(a.report).read_text())))
-            return 0
-        import torch
+    a = parse_args(argv)
+    if a.report:
+        print(markdown_tables(json.loads(Path(a.report).read_text())))
+        return 0
+    import torch
 
-        if not torch.cuda.is_available() or not trt_api.can_run_engines():
-            raise NetdefError("this comparison needs a CUDA GPU, PyTorch with CUDA and full TensorRT "
-                              f"(have {trt_api.version_string()}, GPU: {trt_api.gpu_identity() or 'none'})")
-        return Run(a).main()
-    except NetdefError as e:
-        print(f"compare_routes: error: {e}", file=sys.stderr)
-        return 2
+    if not torch.cuda.is_available() or not trt_api.can_run_engines():
+        raise NetdefError("this comparison needs a CUDA GPU, PyTorch with CUDA and full TensorRT "
+                          f"(have {trt_api.version_string()}, GPU: {trt_api.gpu_identity() or 'none'})")
+    return Run(a).main()
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_guarded(main, prog="compare_routes"))

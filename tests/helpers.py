@@ -29,13 +29,14 @@ def synthetic_table(arch: str, wts: Path, path: Path, input_hw=None):
     """A valid calibration table with a distinct amax per point (1.0, 1.25, 1.5, ...)."""
     from netdef.int8.calibrate import quantization_points
     from netdef.int8.calibration import CalibrationTable
-    from netdef.int8.quantize import fingerprint, network_input_shape
+    from netdef.fileio import file_sha256
+    from netdef.int8.quantize import fingerprint
     from netdef.spec import load_spec
 
     spec = load_spec(arch)
     points = quantization_points(arch, wts, input_hw)
     amax = {k: 1.0 + 0.25 * i for i, k in enumerate(points)}
-    table = CalibrationTable(fingerprint(spec, wts, network_input_shape(spec, input_hw)), "max", amax)
+    table = CalibrationTable(fingerprint(spec, file_sha256(wts), spec.input_shape_for(input_hw)), "max", amax)
     table.save(path)
     return table
 

@@ -1,5 +1,6 @@
-"""Tests of netdef.tools.bench (statistics, budgets, argument checks, CLI) and scripts/compare_routes.py
-(arguments, markdown tables, the ONNX route's engine). GPU tests time real engines."""
+"""Tests of netdef.tools.timing (statistics, budgets), netdef.tools.bench and report (batches, tables),
+`netdef bench` (argument checks) and scripts/compare_routes.py (arguments, markdown tables, the ONNX route's
+engine). GPU tests time real engines."""
 from __future__ import annotations
 
 import argparse
@@ -12,9 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from netdef.tools import bench, engine_file, trt_api
-from netdef.tools.bench import Budget, check_batches, parse_batches, parse_budget, run_budget, summarize
+from netdef import engine_file, trt_api
+from netdef.cli import bench as bench_cli
+from netdef.cli import make_parser
+from netdef.cli.options import checked
 from netdef.errors import NetdefError
+from netdef.tools import bench, report, timing
+from netdef.tools.bench import check_batches, parse_batches
+from netdef.tools.timing import Budget, parse_budget, run_budget, summarize
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,16 +34,20 @@ def compare():
 
 
 def bench_args(*argv: str) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="netdef")
-    sub = p.add_subparsers(dest="command")
-    bench.register(sub)
-    return p.parse_args(["bench", *argv])
+    return checked(make_parser().parse_args(["bench", *argv]))
+
+
+def run_bench(*argv: str) -> int:
+    a = bench_args(*argv)
+    return a.func(a)
 
 
 def fake_engine(path: Path, batch=(1, 4, 8)) -> Path:
     """A netdef engine header around a dummy plan: enough for everything that runs before TensorRT."""
     meta = {"options": {"batch": list(batch)}, "arch": {"name": "fake"}, "precision": "fp16",
-            "tensorrt": {"flavor": "tensorrt", "version": "0"}, "inputs": [], "outputs": []}
+            "tensorrt": {"flavor": "tensorrt", "version": "0"}, "gpu": {"compute_capability": None},
+            "inputs": [], "outputs": [], "weights": {"path": "fake.wts", "sha256": "0" * 64}, "plugins": [],
+            "layers": 0, "created": "2026-01-01T00:00:00Z", "build_seconds": 0.0}
     engine_file.write_engine(path, b"\0" * 64, meta)
     return path
 
@@ -129,7 +139,7 @@ def test_bench_help_lists_the_options(capsys):
     for opt in ("--batch", "--iters", "--seconds", "--warmup", "--cuda-graph", "--with-copies", "--json", "--chart",
                 "--against", "--rounds", "--weights", "--precision", "--engine-out"):
         assert opt in out
-    run = subprocess.run([sys.executable, "-m", "netdef.tools.bench", "--help"], capture_output=True, text=True,
+    run = subprocess.run([sys.executable, "-m", "netdef.cli", "bench", "--help"], capture_output=True, text=True,
                          cwd=ROOT, timeout=60)
     assert run.returncode == 0 and "--cuda-graph" in run.stdout
 
@@ -149,9 +159,8 @@ def test_bench_argument_checks(tmp_path):
         (("resnet18", "--weights", "w.wts", "--batch", "1,64", "--profile", "1:8:8"), r"\[64\] outside"),
     ]
     for argv, message in cases:
-        a = bench_args(*argv)
         with pytest.raises(NetdefError, match=message):
-            a.func(a)
+            run_bench(*argv)
 
 
 def test_bench_against_checks_both_engines_first(tmp_path):
@@ -166,9 +175,8 @@ def test_bench_against_checks_both_engines_first(tmp_path):
         ((str(eng), "--against", str(small), "--batch", "1,4"), rf"{small}: batch size\(s\) \[4\] outside"),
     ]
     for argv, message in cases:
-        a = bench_args(*argv)
         with pytest.raises(NetdefError, match=message):
-            a.func(a)
+            run_bench(*argv)
 
 
 def test_format_ratios_per_batch_and_round():
@@ -177,7 +185,7 @@ def test_format_ratios_per_batch_and_round():
 
     results = [row("A", 1, 1, 0.30), row("A", 1, 8, 0.60), row("B", 1, 1, 0.40), row("B", 1, 8, 0.50),
                row("A", 2, 1, 0.33), row("A", 2, 8, 0.60), row("B", 2, 1, 0.30), row("B", 2, 8, 0.60)]
-    lines = bench.format_ratios(results, "A", "B").splitlines()
+    lines = report.format_ratios(results, "A", "B").splitlines()
     assert lines[0].split() == ["batch", "A/B", "r1", "A/B", "r2"]
     assert lines[1].split() == ["1", "0.750", "1.100"] and lines[2].split() == ["8", "1.200", "1.000"]
     with pytest.raises(NetdefError, match="--rounds 0"):
@@ -211,13 +219,30 @@ def test_load_for_timing_checks_a_loaded_engine():
     assert bench.load_for_timing(eng, [1, 8]) is eng
 
 
+def test_prepare_step_needs_the_torch_backend():
+    from netdef.runtime import Engine
+
+    loaded = argparse.Namespace(path=Path("r.engine"), backend=argparse.Namespace(name="pycuda"), inputs=[])
+    with pytest.raises(NetdefError, match=r"r\.engine: stepping an engine needs the torch backend"):
+        Engine.prepare_step(loaded, 1)
+
+
+def test_timing_knows_nothing_about_engines():
+    import ast
+
+    tree = ast.parse(Path(timing.__file__).read_text())
+    imported = {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert imported <= {"__future__", "time", "dataclasses", "typing", "numpy", "errors", "torch"}, imported
+
+
 def test_bench_settings_defaults_and_overrides():
-    s = bench.settings_from_args(bench_args("e.engine"))
-    assert (s.warmup, s.measure) == (bench.DEFAULT_WARMUP, bench.DEFAULT_MEASURE)
+    s = bench_cli.settings_from_args(bench_args("e.engine"))
+    assert (s.warmup, s.measure) == (timing.DEFAULT_WARMUP, timing.DEFAULT_MEASURE)
     assert s.warmup.iters >= 50 and s.warmup.seconds >= 1 and s.measure.iters >= 200 and s.measure.seconds >= 2
-    s = bench.settings_from_args(bench_args("e.engine", "--iters", "30", "--warmup", "5", "--cuda-graph"))
+    s = bench_cli.settings_from_args(bench_args("e.engine", "--iters", "30", "--warmup", "5", "--cuda-graph"))
     assert s.measure == Budget(30, 0.0) and s.warmup == Budget(5, 0.0) and s.cuda_graph and not s.with_copies
-    s = bench.settings_from_args(bench_args("e.engine", "--seconds", "0.5", "--with-copies"))
+    s = bench_cli.settings_from_args(bench_args("e.engine", "--seconds", "0.5", "--with-copies"))
     assert s.measure == Budget(0, 0.5) and s.with_copies
 
 
@@ -240,7 +265,7 @@ def test_chart_without_matplotlib_says_to_install_it(tmp_path):
 
 def test_format_table():
     rows = [summarize([1.0, 2.0, 3.0], batch=1) | {"batch": 1}, summarize([10.0, 10.0, 13.0], batch=8)]
-    lines = bench.format_table(rows).splitlines()
+    lines = report.format_table(rows).splitlines()
     assert lines[0].split() == ["batch", "median", "ms", "p90", "ms", "p99", "ms", "min", "ms", "mean", "ms", "CV",
                                 "iters", "img/s"]
     assert lines[1].split()[:3] == ["1", "2.000", "2.800"] and lines[1].split()[-1] == "500.0"
@@ -320,12 +345,15 @@ def test_compare_arguments(compare):
             compare.parse_args(argv)
 
 
-def test_compare_yolo_needs_the_reference(compare, monkeypatch, tmp_path):
-    monkeypatch.setattr(compare, "YOLO_REFERENCE", tmp_path / "yolo_reference.py")
-    with pytest.raises(NetdefError, match="yolo_reference.py"):
-        compare.load_model("yolov5s")
-    (tmp_path / "yolo_reference.py").write_text("def something_else():\n    pass\n")
-    with pytest.raises(NetdefError, match="something_else"):
+def test_compare_yolo_needs_ultralytics(compare, monkeypatch):
+    pytest.importorskip("torch")
+    import netdef.testing.yolov5_reference as reference
+
+    def missing(*args, **kwargs):
+        raise ImportError("No module named 'yolov5'")
+
+    monkeypatch.setattr(reference, "reference_model", missing)
+    with pytest.raises(NetdefError, match=r"needs Ultralytics' code \(pip install --no-deps yolov5==7.0.14\)"):
         compare.load_model("yolov5s")
 
 
@@ -434,7 +462,7 @@ def test_time_callable_on_gpu():
     import torch
 
     x = torch.randn(1024, 1024, device="cuda")
-    s = bench.time_callable(lambda: x @ x, None, Budget(3, 0.0), Budget(20, 0.0), batch=1)
+    s = timing.time_callable(lambda: x @ x, None, Budget(3, 0.0), Budget(20, 0.0), batch=1)
     assert s["iters"] == 20 and s["warmup_iters"] == 3 and 0 < s["min_ms"] <= s["median_ms"] <= s["p99_ms"]
 
 

@@ -61,7 +61,7 @@ def test_build_info_and_up_to_date(r18, capsys):
 
 
 @pytest.mark.parametrize("args, needle", [
-    (["build", "resnet18", "--weights", "nope.wts", "-o", "x.engine"], "weights file not found: nope.wts"),
+    (["build", "resnet18", "--weights", "nope.wts", "-o", "x.engine"], "weights file not found"),
     (["build", "resnet18", "--weights", "W", "-o", "x.engine", "--batch", "4:2:8"], "1 <= min <= opt <= max"),
     (["build", "nosuchnet", "--weights", "W", "-o", "x.engine"], "no architecture 'nosuchnet'"),
     (["export", "torchvision:resnet9000", "-o", "x.wts"], "torchvision has no model 'resnet9000'"),
@@ -108,3 +108,139 @@ def test_help_lists_commands():
     assert res.returncode == 0
     for cmd in ("export", "build", "run", "info"):
         assert cmd in res.stdout
+
+
+# ---------------------------------------------------------------- option values and the one error handler
+
+@pytest.mark.parametrize("args, needle", [
+    (["run", "x.engine", "--batch", "abc"], "netdef run: error: --batch 'abc': expected an integer"),
+    (["run", "x.engine", "--batch", "0"], "netdef run: error: --batch 0: must be >= 1"),
+    (["build", "resnet18", "-w", "W", "-o", "x.engine", "--batch", "1:x"], "netdef build: error: --batch '1:x'"),
+    (["build", "resnet18", "-w", "W", "-o", "x.engine", "--workspace", "-1"], "--workspace -1: must be >= 1"),
+    (["build", "resnet18", "-w", "W", "-o", "x.engine", "--opt-level", "9"], "--opt-level 9: must be 0..5"),
+    (["build", "resnet18", "-w", "W", "-o", "x.engine", "--input-shape=-5,-5"], "--input-shape '-5,-5'"),
+    (["build", "resnet18", "-w", "W", "-o", "x.engine", "--input-shape", "480"], "--input-shape '480': expected H,W"),
+    (["build", "resnet18", "-w", "W", "-o", "x.engine", "--set", "conf"], "--set 'conf': expected KEY=VALUE"),
+    (["profile", "x.engine", "--batch", "1", "x"], "netdef profile: error: --batch 'x'"),
+    (["bench", "x.engine", "--seconds", "0"], "netdef bench: error: --seconds 0: must be > 0"),
+    (["detect", "x.engine", "imgs", "--out", "o", "--conf", "1.5"], "--conf 1.5: must be 0.0..1.0"),
+])
+def test_bad_option_values_are_one_line_errors(tmp_path, args, needle):
+    args = [str(tmp_path / "r.wts") if a == "W" else a for a in args]
+    res = run_cli(*args)
+    assert res.returncode == 1 and needle in res.stderr, res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert not (tmp_path / "x.engine").exists()
+
+
+def test_build_options_from_the_command_line():
+    from netdef.cli import make_parser
+    from netdef.cli.build import build_options
+
+    a = make_parser().parse_args(["build", "yolov5s", "-w", "y.wts", "-o", "y.engine", "--input-shape", "480x640",
+                                  "--batch", "1:8:32", "--set", "conf_thres=0.25", "--set", "head=plugin",
+                                  "--int8-exclude", "model.24.*"])
+    opts = build_options(a)
+    assert opts.input_hw == (480, 640) and opts.batch == (1, 8, 32) and opts.int8_exclude == ("model.24.*",)
+    assert opts.params == {"conf_thres": 0.25, "head": "plugin"}
+
+
+def test_calibrate_command_line(monkeypatch, capsys):
+    import netdef.int8.calibrate as cal
+    from netdef.int8.calibration import CalibrationTable
+
+    calls = {}
+    monkeypatch.setattr(cal, "calibrate", lambda *args, **kw: calls.update(args=args, kw=kw) or
+                        CalibrationTable("f", "max", {"a": 1.0}, {"images": 64}))
+    args = ["calibrate", "lenet", "-w", "l.wts", "-d", "imgs", "-o", "t.json"]
+    assert main(args + ["--method", "max", "--input-shape", "32,32", "--mean", "0.5", "--max-images", "64"]) == 0
+    assert calls["args"] == ("lenet", "l.wts", "imgs", "t.json")
+    kw = calls["kw"]
+    assert kw["method"] == "max" and list(kw["input_hw"]) == [32, 32] and kw["mean"] == [0.5]
+    assert kw["max_images"] == 64 and kw["std"] is None and kw["batch"] == 16
+    assert "next: netdef build lenet --weights l.wts --input-shape 32,32" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(args + ["--method", "minmax"])
+    capsys.readouterr()
+    for extra, message in [(["--input-shape", "3"], "--input-shape '3'"), (["--batch", "0"], "--batch 0: must be >= 1"),
+                           (["--percentile", "101"], "--percentile 101: must be <= 100.0"),
+                           (["--std", "a,b"], "--std 'a,b'")]:
+        assert main(args + extra) == 1
+        err = capsys.readouterr().err
+        assert err.startswith(f"netdef calibrate: error: {message}") and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_debug_before_or_after_the_command_shows_the_traceback(where):
+    args = ["--debug", "info", "missing.engine"] if where == "before" else ["info", "missing.engine", "--debug"]
+    res = run_cli(*args)
+    assert res.returncode == 1
+    assert "Traceback" in res.stderr and "NetdefError: no such file: missing.engine" in res.stderr
+
+
+def test_the_error_handler(capsys):
+    from netdef.cli.guard import SIGPIPE_EXIT, run_guarded
+    from netdef.errors import OptionError
+
+    def fails(error: BaseException):
+        def fn():
+            raise error
+        return fn
+
+    assert run_guarded(lambda: 3, prog="netdef x") == 3 and run_guarded(lambda: None, prog="netdef x") == 0
+    assert run_guarded(fails(OptionError("--batch 'a': expected an integer")), prog="netdef run") == 1
+    assert capsys.readouterr().err == "netdef run: error: --batch 'a': expected an integer\n"
+    assert run_guarded(fails(KeyboardInterrupt()), prog="netdef run") == 130
+    assert capsys.readouterr().err == "interrupted\n"
+    assert run_guarded(fails(BrokenPipeError()), prog="netdef info") == SIGPIPE_EXIT
+    assert capsys.readouterr() == ("", "")
+    with pytest.raises(OptionError):
+        run_guarded(fails(OptionError("x")), prog="netdef run", debug=True)
+    with pytest.raises(ZeroDivisionError):  # a bug keeps its traceback
+        run_guarded(lambda: 1 / 0, prog="netdef run")
+
+
+def test_a_reader_that_goes_away_ends_quietly(tmp_path):
+    """`netdef info --json big.wts | head -c 100`: no BrokenPipeError traceback."""
+    import os
+    import subprocess
+    import sys
+
+    import numpy as np
+    from netdef.wts import write_wts
+
+    write_wts(tmp_path / "big.wts", {f"layer{i}.weight": np.zeros(1, np.float32) for i in range(20000)})
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    proc = subprocess.Popen([sys.executable, "-m", "netdef.cli", "info", "--json", str(tmp_path / "big.wts")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    assert len(proc.stdout.read(100)) == 100
+    proc.stdout.close()  # the reader goes away long before the JSON (about 1 MB) is written
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141 and err == "", err
+
+
+def test_examples_use_the_same_error_handler(capsys):
+    pytest.importorskip("torch")
+    from netdef.examples.digits import main as digits_main
+
+    assert digits_main(["--epochs", "0"]) == 1
+    assert capsys.readouterr().err == "netdef digits: error: --epochs 0: must be >= 1\n"
+
+
+def test_only_the_command_line_imports_argparse():
+    import ast
+    from pathlib import Path
+
+    import netdef
+
+    root = Path(netdef.__file__).parent
+    offenders = []
+    for path in sorted(root.rglob("*.py")):
+        if path.relative_to(root).parts[0] in ("cli", "examples"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            if any(n.split(".")[0] == "argparse" for n in names):
+                offenders.append(str(path.relative_to(root)))
+    assert offenders == []

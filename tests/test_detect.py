@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from netdef.cli.detect import register
 from netdef.tools.detect import (Detector, OutputLayout, _plugin_thresholds, collect_images, decode_predictions,
-                           load_names, non_max_suppression, read_image, register, write_results)
+                                 load_names, non_max_suppression, read_image, write_results)
 from netdef.errors import NetdefError
 
 from helpers import PHOTOS, photos
@@ -279,7 +280,8 @@ def tiny_torch_model(weights):
 def test_detect_engine_with_plugin_equals_torch_pipeline(tmp_path):
     from test_plugins import build_test_engine
 
-    from netdef.tools.detect import cmd_detect, detect, engine_detector
+    from netdef.cli.detect import cmd_detect
+    from netdef.tools.detect import detect, engine_detector
     from netdef.plugins.yolo import add_yolo_decode_nms
 
     h, w, conf, iou = 256, 320, 0.3, 0.45

@@ -12,7 +12,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("cv2")
 pytest.importorskip("skimage")
-import yolo_reference as ref  # noqa: E402
+from netdef.testing import yolov5_reference as ref
 
 from netdef.tools.detect import Detector, OutputLayout  # noqa: E402
 
@@ -21,6 +21,7 @@ SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "compare_end_to_en
 
 @pytest.fixture(scope="module")
 def e2e():
+    sys.path.insert(0, str(SCRIPT.parent))  # as `python scripts/compare_end_to_end.py` has it: its neighbour script
     spec = importlib.util.spec_from_file_location("compare_end_to_end", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     sys.modules["compare_end_to_end"] = module

@@ -182,18 +182,17 @@ def test_plugin_fields_are_checked():
 
 
 def test_record_plugin_creates_the_list_once():
-    class Net:  # no plugin_libraries attribute yet
-        pass
+    from netdef.network import Network
 
-    net = Net()
+    net = Network({})
     lib = pc.PluginLibrary("yolo_decode_nms", Path("/c/yolo_decode_nms-1.so"), "ab" * 32, "8.6.0", "9.0")
     record_plugin(net, lib, {"layer": "model.24/decode_nms", "conf_thres": 0.25, "iou_thres": 0.45})
     record_plugin(net, lib, {"layer": "model.30/decode_nms", "conf_thres": 0.5, "iou_thres": 0.5})
-    assert len(net.plugin_libraries) == 1
-    e = net.plugin_libraries[0]
+    assert len(net.plugins) == 1
+    e = net.plugins[0]
     assert {k: e[k] for k in ("name", "library", "sha256", "tensorrt", "arch")} == lib.entry()
     assert [lay["layer"] for lay in e["layers"]] == ["model.24/decode_nms", "model.30/decode_nms"]
-    json.dumps(net.plugin_libraries)  # goes into the engine's JSON metadata
+    json.dumps(net.plugins)  # goes into the engine's JSON metadata
 
 
 def test_missing_library_of_an_engine_is_named(tmp_path):
@@ -238,36 +237,17 @@ def random_feats(case: str, seed: int = 0) -> list[np.ndarray]:
 
 def build_test_engine(path: Path, weights: dict, define, precision: str, batch: int, tf32: bool = True) -> dict:
     """Build `define(net) -> {output name: tensor}` at opt level 0 into a netdef engine file; returns its meta."""
-    from netdef import engine_file
+    from netdef.build import BuildOptions
+    from netdef.compiler import compile_engine
     from netdef.network import Network
 
     net = Network(weights, precision=precision)
     for name, t in define(net).items():
         net.output(t, name)
-    trt = net.trt
-    config = net.builder.create_builder_config()
-    trt_api.configure_precision(config, precision, net.strongly_typed, tf32)
-    trt_api.set_optimization_level(config, 0)
-    if getattr(net, "plugin_libraries", None):
-        trt_api.disable_library_tactics(config)  # what netdef.build does for plugin networks
-    if precision == "fp16" and not net.strongly_typed:
-        trt_api.prefer_layer_precisions(config)  # the plugin layer's fp16 request below
-    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
-    profile = net.builder.create_optimization_profile()
-    for i in range(net.definition.num_inputs):
-        t = net.definition.get_input(i)
-        rest = tuple(t.shape)[1:]
-        profile.set_shape(t.name, (1, *rest), (batch, *rest), (batch, *rest))
-    config.add_optimization_profile(profile)
-    plan = net.builder.build_serialized_network(net.definition, config)
-    assert plan is not None, "TensorRT build failed"
-    info, gpu = trt_api.info(), trt_api.gpu_identity()
-    meta = {"tensorrt": {"flavor": info.flavor, "version": info.version, "strongly_typed": net.strongly_typed},
-            "gpu": {"name": gpu[0], "compute_capability": gpu[1]}, "precision": precision,
-            "options": {"batch": [1, batch, batch]}, "plugins": list(getattr(net, "plugin_libraries", [])),
-            "arch": {"name": path.stem}}
-    engine_file.write_engine(path, plan, meta)
-    return meta
+    opts = BuildOptions(precision=precision, batch=(1, batch, batch), opt_level=0, tf32=tf32, detailed=True)
+    return compile_engine(net.builder, net.definition, opts, path, strongly_typed=net.strongly_typed,
+                          arch={"name": path.stem}, weights={"path": "in-memory weights", "sha256": ""},
+                          plugins=net.plugins, log=lambda msg: None)
 
 
 def plugin_input_formats(engine) -> list[str]:

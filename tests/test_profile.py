@@ -132,7 +132,8 @@ def test_profile_checks_its_arguments_before_touching_a_gpu(tmp_path):
 
 
 def test_build_has_a_detailed_option():
-    from netdef.cli import build_options, make_parser
+    from netdef.cli import make_parser
+    from netdef.cli.build import build_options
 
     a = make_parser().parse_args(["build", "resnet18", "-w", "r.wts", "-o", "r.engine", "--detailed"])
     assert build_options(a).detailed is True

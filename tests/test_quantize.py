@@ -5,7 +5,6 @@ GPU tests (`-m gpu`) calibrate with the FP32 engine and compare INT8 with FP32 e
 """
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -15,9 +14,10 @@ import pytest
 from netdef import trt_api
 from netdef.build import BuildOptions, build_engine, define_network
 from netdef.int8.calibrate import (build_recording_engine, calibrate, calibrate_torch, calibration_batches,
-                              quantization_points, recording_network, register)
+                              quantization_points, recording_network)
 from netdef.int8.calibration import CalibrationTable, RangeCollector, compute_amax, per_channel_weight_scales
 from netdef.errors import NetdefError
+from netdef.fileio import file_sha256
 from netdef.network import fold_batchnorm
 from netdef.int8.quantize import CALIB_PREFIX, fingerprint
 from netdef.spec import load_spec
@@ -182,6 +182,21 @@ def test_resnet18_qdq_definition(resnet18_wts, tmp_path):
     assert g.source(g.source(g.source(g.by_name["layer2.0/add"], 1), 0), 0).name == "layer2.0.downsample.0"
 
 
+def test_int8_exclude_leaves_matching_layers_in_floating_point(resnet18_wts, tmp_path):
+    """--int8-exclude 'layer4.*': those convolutions and the layer4 residual joins get no Q/DQ; the rest do."""
+    synthetic_table("resnet18", resnet18_wts, tmp_path / "t.json")
+    net = int8_network("resnet18", resnet18_wts, tmp_path / "t.json", int8_exclude=("layer4.*", "fc"))
+    g = Graph(net.definition)
+    for layer in g.of_type(LT.CONVOLUTION):
+        excluded = layer.name.startswith("layer4.") or layer.name == "fc"
+        assert (layer.get_input(1) is None) == excluded, layer.name  # an unquantized kernel stays a weight
+        assert (g.source(layer, 0).type == LT.DEQUANTIZE) != excluded or layer.name == "layer4.0.downsample.0"
+    assert g.source(g.by_name["layer4.0/add"], 1).type != LT.DEQUANTIZE
+    assert g.source(g.by_name["layer3.0/add"], 1).type == LT.DEQUANTIZE
+    names = [layer.name for layer in g.layers if layer.type in (LT.QUANTIZE, LT.DEQUANTIZE)]
+    assert names and not [n for n in names if n.startswith(("layer4.", "fc/"))]
+
+
 def test_recording_network_marks_points(resnet18_wts):
     net, points = recording_network(load_spec("resnet18"), resnet18_wts)
     d = net.definition
@@ -237,8 +252,8 @@ def test_fingerprint_mismatch(lenet_wts, tmp_path):
     with pytest.raises(NetdefError, match="different network"):
         int8_network("lenet", other, tmp_path / "t.json")
     spec = load_spec("lenet")
-    assert fingerprint(spec, wts, (1, 16, 16)) != fingerprint(spec, wts, (1, 32, 32))
-    assert fingerprint(spec, wts, (1, 16, 16)) == fingerprint(spec, wts, [1, 16, 16])
+    assert fingerprint(spec, file_sha256(wts), (1, 16, 16)) != fingerprint(spec, file_sha256(wts), (1, 32, 32))
+    assert fingerprint(spec, file_sha256(wts), (1, 16, 16)) == fingerprint(spec, file_sha256(wts), [1, 16, 16])
 
 
 def test_table_without_a_point(lenet_wts, tmp_path):
@@ -268,7 +283,7 @@ def test_calibration_from_known_arrays_reaches_the_network(lenet_wts, tmp_path):
             collectors[k].update(x)
     amax = compute_amax(collectors, "max")
     assert amax == pytest.approx(known)
-    CalibrationTable(fingerprint(spec, wts, spec.input_shape), "max", amax).save(tmp_path / "t.json")
+    CalibrationTable(fingerprint(spec, file_sha256(wts), spec.input_shape), "max", amax).save(tmp_path / "t.json")
     g = Graph(int8_network("lenet", wts, tmp_path / "t.json").definition)
     for k, m in known.items():
         np.testing.assert_allclose(g.dq_scale(g.by_name[f"{k}/input_dequantize"])[0], m / 127, rtol=1e-6)
@@ -291,7 +306,7 @@ def test_calibrate_torch_ranges_are_module_inputs(lenet_wts, tmp_path):
     for n in ("conv2", "fc1", "fc2"):
         assert table.amax[n] == pytest.approx(float(torch.cat(seen[n]).abs().max()), rel=1e-6)
     assert table.meta["images"] == 40 and table.meta["batches"] == 2
-    loaded = CalibrationTable.load(tmp_path / "t.json", expect_fingerprint=fingerprint(load_spec("lenet"), wts, (1, 16, 16)))
+    loaded = CalibrationTable.load(tmp_path / "t.json", expect_fingerprint=fingerprint(load_spec("lenet"), file_sha256(wts), (1, 16, 16)))
     assert loaded.amax == pytest.approx(table.amax)
     entropy = calibrate_torch(model, "lenet", wts, [x], tmp_path / "e.json", log=lambda m: None)
     assert entropy.method == "entropy" and all(0 < entropy.amax[k] <= table.amax[k] + 1e-9 for k in table.amax)
@@ -369,28 +384,6 @@ def test_arrays(tmp_path):
         calibration_batches(tmp_path / "x.npy", (2, 3, 3), 2, mean=[0.5])
     with pytest.raises(NetdefError, match="not found"):
         calibration_batches(tmp_path / "missing.npy", (2, 3, 3), 2)
-
-
-def test_cli_register(monkeypatch):
-    import netdef.int8.calibrate as cal
-
-    parser = argparse.ArgumentParser()
-    sub = parser.add_subparsers(dest="command")
-    register(sub)
-    a = parser.parse_args(["calibrate", "lenet", "-w", "l.wts", "-d", "imgs", "-o", "t.json", "--method", "max",
-                           "--input-shape", "32,32", "--mean", "0.5", "--max-images", "64"])
-    calls = {}
-    monkeypatch.setattr(cal, "calibrate", lambda *args, **kw: calls.update(args=args, kw=kw) or
-                        CalibrationTable("f", "max", {"a": 1.0}, {"images": 64}))
-    assert a.func(a) == 0
-    assert calls["args"] == ("lenet", "l.wts", "imgs", "t.json")
-    assert calls["kw"]["method"] == "max" and calls["kw"]["input_hw"] == [32, 32] and calls["kw"]["mean"] == [0.5]
-    assert calls["kw"]["max_images"] == 64 and calls["kw"]["std"] is None
-    with pytest.raises(SystemExit):
-        parser.parse_args(["calibrate", "lenet", "-w", "l.wts", "-d", "x", "-o", "t", "--method", "minmax"])
-    a = parser.parse_args(["calibrate", "lenet", "-w", "l.wts", "-d", "imgs", "-o", "t.json", "--input-shape", "3"])
-    with pytest.raises(NetdefError, match="--input-shape '3'"):
-        a.func(a)
 
 
 # ---------------------------------------------------------------- GPU

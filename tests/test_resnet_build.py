@@ -70,18 +70,18 @@ class _FakeConfig:
 
 def test_unreadable_timing_cache_is_an_error(tmp_path, monkeypatch):
     """TensorRT only logs when it cannot read a timing cache and builds without it: netdef says so and stops."""
-    from netdef import build, trt_api
+    from netdef import compiler, trt_api
     from netdef.errors import NetdefError
 
     monkeypatch.setattr(trt_api, "timing_cache_supported", lambda: True)
     path = tmp_path / "t.cache"
     path.write_bytes(b"x" * 100)
     logs: list[str] = []
-    assert build.load_timing_cache(_FakeConfig(100), str(path), logs.append) is not None
+    assert compiler.load_timing_cache(_FakeConfig(100), str(path), logs.append) is not None
     assert logs[-1].startswith("[netdef] timing cache") and logs[-1].endswith("loaded 100 bytes")
-    build.load_timing_cache(_FakeConfig(100), str(path), logs.append, tag="onnx")
+    compiler.load_timing_cache(_FakeConfig(100), str(path), logs.append, tag="onnx")
     assert logs[-1].startswith("[onnx] timing cache")  # the ONNX route's build says whose cache it is
-    build.load_timing_cache(_FakeConfig(60), str(path), logs.append)
+    compiler.load_timing_cache(_FakeConfig(60), str(path), logs.append)
     assert "kept 60 of the 100 bytes" in logs[-2]
     with pytest.raises(NetdefError, match=r"could not read the timing cache .*t.cache \(100 bytes.*delete the file"):
-        build.load_timing_cache(_FakeConfig(8), str(path), logs.append)
+        compiler.load_timing_cache(_FakeConfig(8), str(path), logs.append)

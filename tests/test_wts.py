@@ -52,8 +52,8 @@ def test_round_trip_bit_exact(tmp_path):
         "scalar": np.float32(7.5),
     }
     p = tmp_path / "rt.wts"
-    write_wts(p, tensors)
-    got = read_wts(p)
+    write_wts(p, tensors, allow_nonfinite=True)
+    got = read_wts(p, allow_nonfinite=True)
     assert list(got) == list(tensors)
     for k, v in tensors.items():
         a = got[k]
@@ -131,7 +131,7 @@ def test_unpadded_cpp_tokens_bit_exact(tmp_path):
     v = np.concatenate([SPECIALS, rng.standard_normal(5000).astype(np.float32),
                         np.array([1, 0xF, 0xFF, 0xABC, 0x1234, 0xABCDE, 0x123456, 0x1234567], np.uint32).view(np.float32)])
     tokens = " ".join("%X" % u if i % 2 else "%x" % u for i, u in enumerate(v.view(np.uint32).tolist()))
-    got = read_wts(put(tmp_path, f"1\nx {v.size} {tokens}\n"))
+    got = read_wts(put(tmp_path, f"1\nx {v.size} {tokens}\n"), allow_nonfinite=True)
     np.testing.assert_array_equal(got["x"].view(np.uint32), v.view(np.uint32))
 
 
@@ -277,3 +277,68 @@ def test_bad_keys_rejected(tmp_path, key):
 def test_complex_rejected(tmp_path):
     with pytest.raises(NetdefError, match="'c'.*complex"):
         write_wts(tmp_path / "w.wts", {"c": np.ones(2, np.complex64)})
+
+
+def test_general_path_windows_reach_into_the_header(tmp_path):
+    """Short tokens right-aligned from the bytes before them (the line's name and count, or nothing)."""
+    text = "2\nx 4 1 22 333 4444\na_long_tensor_name 5 ABCDEF0 7\t00000001 FFFFFFFF  8\n"
+    got = read_wts(put(tmp_path, text), allow_nonfinite=True)
+    np.testing.assert_array_equal(got["x"].view(np.uint32), [0x1, 0x22, 0x333, 0x4444])
+    np.testing.assert_array_equal(got["a_long_tensor_name"].view(np.uint32), [0xABCDEF0, 7, 1, 0xFFFFFFFF, 8])
+
+
+# ---------------------------------------------------------------- non-finite values
+
+NONFINITE = [("7f800000", "inf"), ("ff800000", "-inf"), ("7fc00000", "nan"), ("FFC00001", "nan")]
+
+
+@pytest.mark.parametrize("token, shown", NONFINITE)
+@pytest.mark.parametrize("layout", ["3f800000 {} 00000000", "3f800000  {}\t0", "3f800000 {} 0"])  # fast, general
+def test_nonfinite_values_refused(tmp_path, token, shown, layout):
+    values = layout.format(token)
+    p = put(tmp_path, f"2\nok 1 3f800000\nconv.weight 3 {values}\n", "n.wts")
+    with pytest.raises(WtsFormatError, match=rf"n\.wts:3 \(key 'conv.weight'\): value 2 of 3 is {shown} "
+                                             rf"\({token.lower()}\).*allow_nonfinite=True") as ei:
+        read_wts(p)
+    assert ei.value.key == "conv.weight" and ei.value.line == 3
+    got = read_wts(p, allow_nonfinite=True)
+    assert got["conv.weight"].view(np.uint32)[1] == int(token, 16)
+    assert wts_summary(p)["values"] == 4  # the summary does not read values
+
+
+@pytest.mark.parametrize("value, what", [
+    (None, "tensor 'b' is None"),
+    (np.array([1.0, None]), r"not numbers \(dtype object\)"),
+    ([1, None], r"not numbers \(dtype object\)"),
+    (np.array(["1.5", "2"]), r"not numbers \(dtype <U3\)"),
+    ("3", "not numbers"),
+    (np.array([1.0, np.nan]), "tensor 'b': value 2 of 2 is nan"),
+    (np.array([[1.0], [-np.inf]], np.float32), "value 2 of 2 is -inf"),
+    (np.array([np.inf], np.float16), "value 1 of 1 is inf"),
+    (np.array([0.0, 1e39]), r"value 2 of 2 \(1e\+39\) is beyond float32's range"),
+])
+def test_write_refuses_non_numbers_and_nonfinite(tmp_path, value, what):
+    p = tmp_path / "w.wts"
+    write_wts(p, {"old": np.ones(1)})
+    before = p.read_bytes()
+    with pytest.raises(NetdefError, match=f"cannot write {re.escape(str(p))}: .*{what}"):
+        write_wts(p, {"a": np.ones(2), "b": value})
+    assert p.read_bytes() == before and leftovers(tmp_path) == []
+
+
+def test_write_nonfinite_when_allowed(tmp_path):
+    p = tmp_path / "w.wts"
+    write_wts(p, {"a": np.array([np.nan, np.inf, 1e39])}, allow_nonfinite=True)
+    assert p.read_text() == "1\na 3 7fc00000 7f800000 7f800000\n"
+    with pytest.raises(NetdefError, match="'a' is None"):
+        write_wts(p, {"a": None}, allow_nonfinite=True)
+
+
+# ---------------------------------------------------------------- paths that are not .wts files
+
+def test_directory_and_missing_file(tmp_path):
+    for fn in (read_wts, wts_summary):
+        with pytest.raises(NetdefError, match=f"^{re.escape(str(tmp_path))}: is a directory, not a .wts file$"):
+            fn(tmp_path)
+        with pytest.raises(NetdefError, match="nope.wts: no such .wts file"):
+            fn(tmp_path / "nope.wts")

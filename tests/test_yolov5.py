@@ -17,13 +17,13 @@ import numpy as np
 import pytest
 import yaml
 
-import yolo_reference as ref
+from netdef.testing import yolov5_reference as ref
 from helpers import misnamed_tensors, photos, synthetic_table
-from netdef.build import BuildOptions, build_engine
+from netdef.build import BuildOptions, build_engine, define_network
 from netdef.errors import NetdefError
 from netdef.network import Network
 from netdef.registry import get_block
-from netdef.spec import build_network, load_spec
+from netdef.spec import load_spec
 from netdef.wts import read_wts, write_wts
 
 pytestmark = pytest.mark.skipif(not ref.yolov5_available(),
@@ -32,7 +32,6 @@ pytestmark = pytest.mark.skipif(not ref.yolov5_available(),
 SIZES = "nsmlx"
 ALL = [f"yolov5{s}{v}" for v in ("", "6", "-v5") for s in SIZES]
 BUILT = {"yolov5n", "yolov5s", "yolov5n6", "yolov5s6", "yolov5n-v5", "yolov5s-v5"}  # others: define only
-ARCH = Path(__file__).resolve().parent.parent / "architectures"
 
 
 def n_boxes(na: int, hw: tuple[int, int], strides: list[int]) -> int:
@@ -43,13 +42,12 @@ def strides_of(name: str) -> list[int]:
     return [8, 16, 32, 64] if name.endswith("6") else [8, 16, 32]
 
 
-def define(spec_path, sd: dict, precision: str = "fp32", input_hw=None, **extra) -> tuple[Network, list[str]]:
-    """define_network without a .wts file: the reference state_dict as the weights."""
-    weights = {k: v.float().numpy() for k, v in sd.items()}
-    net = Network(weights, precision=precision, source="reference state_dict")
-    net.build_options = BuildOptions(precision=precision, input_hw=input_hw, extra=dict(extra))
-    outputs = build_network(load_spec(spec_path), net, input_hw)
-    return net, outputs
+def define(arch, sd: dict, precision: str = "fp32", input_hw=None, **params) -> tuple[Network, list[str]]:
+    """define_network with the reference state_dict as the weights (no .wts file)."""
+    net = define_network(arch, sd, BuildOptions(precision=precision, input_hw=input_hw, params=dict(params)),
+                         log=lambda msg: None)
+    d = net.definition
+    return net, [d.get_output(i).name for i in range(d.num_outputs)]
 
 
 @pytest.fixture(scope="module")
@@ -101,8 +99,10 @@ def test_yaml_rows_scale_like_parse_model(name):
     spec = load_spec(name)
     cfg = ref.reference_cfg(name)
     ours = yaml.safe_load(spec.text)
-    for key in ("nc", "depth_multiple", "width_multiple", "anchors"):
+    for key in ("nc", "anchors"):
         assert ours[key] == cfg[key], key
+    assert ours["scales"][spec.scale] == [cfg["depth_multiple"], cfg["width_multiple"]]
+    assert spec.name == name
     assert spec.input_shape == ((3, 1280, 1280) if name.endswith("6") else (3, 640, 640))
     rows = cfg["backbone"] + cfg["head"]
     assert len(spec.rows) == len(rows)
@@ -159,11 +159,12 @@ def test_fp16_build(wts, tmp_path):
 
 
 def custom_nc_yaml(tmp_path, name: str = "yolov5s", nc: int = 3) -> Path:
-    text = (ARCH / f"{name}.yaml").read_text()
+    """A copy of the family file with `nc`, named as Ultralytics would: yolov5s-nc3.yaml -> yolov5-nc3.yaml, scale s."""
+    family = load_spec(name).path
+    text = family.read_text()
     assert "\nnc: 80 " in text
-    path = tmp_path / f"{name}-nc{nc}.yaml"
-    path.write_text(text.replace("\nnc: 80 ", f"\nnc: {nc} "))
-    return path
+    (tmp_path / f"{family.stem}-nc{nc}.yaml").write_text(text.replace("\nnc: 80 ", f"\nnc: {nc} "))
+    return tmp_path / f"{name}-nc{nc}.yaml"
 
 
 def test_custom_class_count_from_yaml_alone(models, tmp_path):
@@ -333,7 +334,7 @@ GPU_BOUND = {"fp32": 1e-3, "fp16": 1e-2}
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_engine_matches_ultralytics(name, hw, precision, models, wts, tmp_path):
     """Raw (B, N, 5+nc) output vs Ultralytics' fp32 model(x)[0] (TF32 off). fp16 uses the tamed random model
-    (see yolo_reference.reference_model) and also prints PyTorch's own fp16 error on it as the yardstick.
+    (see netdef.testing.yolov5_reference.reference_model) and also prints PyTorch's own fp16 error on it as the yardstick.
     So does the P6 model in fp32: on the default random model its 34 rows at 1280x1280 amplify the fp32
     rounding differences between cuDNN and TensorRT to 1.26e-3 (measured on the H100, cosine 1.00000000)."""
     import torch

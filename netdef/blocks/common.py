@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..errors import SpecError
 from ..network import Network
 from ..registry import block
 
@@ -56,9 +57,10 @@ def linear(net: Network, x: Any, prefix: str, c2: int, bias: bool = True) -> Any
 
 @block("Add")
 def add(net: Network, x: list, prefix: str) -> Any:
+    """The sum of the row's inputs, a residual join (int8 builds quantize its shortcut input)."""
     out = x[0]
     for i, t in enumerate(x[1:], 1):
-        out = net.add(out, t, f"{prefix}/add{i}" if len(x) > 2 else f"{prefix}/add")
+        out = net.add(out, t, f"{prefix}/add{i}" if len(x) > 2 else f"{prefix}/add", residual=True)
     return out
 
 
@@ -71,15 +73,15 @@ def concat(net: Network, x: list, prefix: str, dimension: int = 1) -> Any:
 def upsample(net: Network, x: Any, prefix: str, size: Any = None, scale_factor: int = 2, mode: str = "nearest") -> Any:
     """Nearest-neighbour upsampling by an integer factor (the Ultralytics row form `[None, 2, 'nearest']`)."""
     if size is not None or mode != "nearest":
-        from ..errors import NetdefError
-        raise NetdefError(f"{prefix}: Upsample supports scale_factor with mode 'nearest' only ({net.context})")
+        raise SpecError(f"{prefix}: Upsample supports scale_factor with mode 'nearest' only")
     return net.upsample(x, int(scale_factor), f"{prefix}/upsample")
 
 
-def _key(prefix: str, rel: str | None) -> str:
+def _key(prefix: str, rel: str | int | None) -> str:
     """Resolve a key relative to the row prefix; '/name' is absolute; None is the prefix itself."""
     if rel is None:
         return prefix
+    rel = str(rel)  # an unquoted numeric key in YAML (`conv: 0`) arrives as an int
     if rel.startswith("/"):
         return rel[1:]
     return f"{prefix}.{rel}" if prefix else rel

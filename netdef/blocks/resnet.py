@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import NetdefError
+from ..errors import SpecError
 from ..network import Network
 from ..registry import block
 
@@ -25,7 +25,7 @@ def residual_unit(net: Network, x: Any, prefix: str, kind: str, planes: int, str
     shortcut = x
     if stride != 1 or net.channels(x) != c_out:
         shortcut = net.conv(x, f"{prefix}.downsample.0", c_out, 1, stride, bn=f"{prefix}.downsample.1", eps=eps)
-    return net.activation(net.add(y, shortcut, f"{prefix}/add"), "relu", prefix)
+    return net.activation(net.add(y, shortcut, f"{prefix}/add", residual=True), "relu", prefix)
 
 
 @block("ResLayer", repeat_arg="n")
@@ -33,7 +33,7 @@ def res_layer(net: Network, x: Any, prefix: str, planes: int, n: int = 1, s: int
               groups: int = 1, width_per_group: int = 64, eps: float = 1e-5) -> Any:
     """torchvision `layerN`: `n` residual units `prefix.0 ... prefix.{n-1}`, the first with stride `s`."""
     if kind not in EXPANSION:
-        raise NetdefError(f"ResLayer kind must be one of {sorted(EXPANSION)}, got '{kind}' ({net.context})")
+        raise SpecError(f"ResLayer kind must be one of {sorted(EXPANSION)}, got '{kind}'")
     for i in range(n):
         x = residual_unit(net, x, f"{prefix}.{i}", kind, planes, s if i == 0 else 1, groups, width_per_group, eps)
     return x

@@ -10,15 +10,35 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import NetdefError
+from .. import defaults
+from ..errors import SpecError, WeightKeyError
 from ..network import Network
-from ..registry import block
+from ..registry import Param, block, width_exemption
 from .common import upsample
 
 BN_EPS = 1e-3  # YOLOv5's initialize_weights() sets BatchNorm2d.eps = 1e-3
-DEFAULT_CONF_THRES, DEFAULT_IOU_THRES, DEFAULT_MAX_DET = 0.25, 0.45, 100
+HEAD_PARAMS = {
+    "head": Param("decode", str, ("decode", "plugin"),
+                  "decode: plain TensorRT layers, (B, N, 5 + nc); plugin: decode + NMS plugin"),
+    "conf_thres": Param(defaults.CONF_THRES, float, help="plugin head: score threshold"),
+    "iou_thres": Param(defaults.IOU_THRES, float, help="plugin head: NMS IoU threshold"),
+    "max_det": Param(defaults.MAX_DET, int, help="plugin head: boxes kept per image"),
+}
 
 block("nn.Upsample")(upsample)  # Ultralytics rows name torch's class: same block as `Upsample`
+
+
+@width_exemption
+def head_channels(params: dict) -> int | None:
+    """YOLOv5's `no = na * (nc + 5)`: the one channel count width_multiple leaves alone (as parse_model)."""
+    nc, anchors = params.get("nc"), params.get("anchors")
+    if not isinstance(nc, int):
+        return None
+    if isinstance(anchors, list) and anchors and isinstance(anchors[0], list):
+        return len(anchors[0]) // 2 * (nc + 5)
+    if isinstance(anchors, int):
+        return anchors * (nc + 5)
+    return None
 
 
 def _act(act: bool | str | None) -> str:
@@ -44,7 +64,7 @@ def bottleneck(net: Network, x: Any, prefix: str, c2: int, shortcut: bool = True
     """cv1 (1x1, c2*e) -> cv2 (3x3, c2), plus x when `shortcut` and the channel counts agree."""
     y = conv(net, x, f"{prefix}.cv1", int(c2 * e), 1, 1)
     y = conv(net, y, f"{prefix}.cv2", c2, 3, 1, g=g)
-    return net.add(x, y, f"{prefix}/add") if shortcut and net.channels(x) == c2 else y
+    return net.add(x, y, f"{prefix}/add", residual=True) if shortcut and net.channels(x) == c2 else y
 
 
 @block("C3", width_args=("c2",), repeat_arg="n")
@@ -83,19 +103,14 @@ def focus(net: Network, x: Any, prefix: str, c2: int, k: int = 1, s: int = 1, p:
     """Space-to-depth (the four pixel phases stacked as channels, Ultralytics' order) then Conv `prefix.conv`."""
     c, h, w = (int(v) for v in x.shape[1:])
     if h % 2 or w % 2:
-        raise NetdefError(f"{prefix}: Focus needs an even input height and width, got {h}x{w} ({net.context})")
+        raise SpecError(f"{prefix}: Focus needs an even input height and width, got {h}x{w}")
     # (B, C, H/2, dy, W/2, dx) -> (B, dx, dy, C, H/2, W/2): channel block dx*2+dy matches x[..., dy::2, dx::2]
-    split = net.definition.add_shuffle(x)
-    split.reshape_dims = (0, c, h // 2, 2, w // 2, 2)
-    split.second_transpose = (0, 5, 3, 1, 2, 4)
-    net.name(split, f"{prefix}/space_to_depth")
-    merge = net.definition.add_shuffle(split.get_output(0))
-    merge.reshape_dims = (0, 4 * c, h // 2, w // 2)
-    net.name(merge, f"{prefix}/space_to_depth/reshape")
-    return conv(net, merge.get_output(0), f"{prefix}.conv", c2, k, s, p, g, act=act)
+    split = net.shuffle(x, f"{prefix}/space_to_depth", reshape=(0, c, h // 2, 2, w // 2, 2), second=(0, 5, 3, 1, 2, 4))
+    merge = net.shuffle(split, f"{prefix}/space_to_depth/reshape", reshape=(0, 4 * c, h // 2, w // 2))
+    return conv(net, merge, f"{prefix}.conv", c2, k, s, p, g, act=act)
 
 
-@block("Detect")
+@block("Detect", params=HEAD_PARAMS)
 def detect(net: Network, x: Any, prefix: str, nc: int, anchors: list | int,
            strides: list[int] | None = None) -> Any:
     """YOLOv5 head: 1x1 conv `prefix.m.{i}` per level, decoded as YOLOv5 v6/v7 inference to (B, N, 5 + nc)
@@ -109,7 +124,7 @@ def detect(net: Network, x: Any, prefix: str, nc: int, anchors: list | int,
     feats = list(x) if isinstance(x, (list, tuple)) else [x]
     nl = len(feats)
     if not isinstance(nc, int) or nc < 1:
-        raise NetdefError(f"{prefix}: nc must be a positive integer, got {nc!r} ({net.context})")
+        raise SpecError(f"{prefix}: nc must be a positive integer, got {nc!r}")
     na, yaml_px = _yaml_anchors(net, prefix, anchors, nl)
     no = nc + 5
     sizes = [_spatial(net, t, prefix) for t in feats]
@@ -118,14 +133,11 @@ def detect(net: Network, x: Any, prefix: str, nc: int, anchors: list | int,
     _check_class_count(net, prefix, na, nc)
     raw = [net.conv(t, f"{prefix}.m.{i}", na * no, 1, bias=True) for i, t in enumerate(feats)]
 
-    mode, extra = _head_mode(net, prefix)
-    if mode == "plugin":
+    if net.param("head") == "plugin":
         from ..plugins.yolo import add_yolo_decode_nms  # only plugin builds need it
 
-        return add_yolo_decode_nms(net, raw, anchors_px, stride_list, nc, prefix,
-                                   conf_thres=_number(extra, "conf_thres", DEFAULT_CONF_THRES, float, prefix),
-                                   iou_thres=_number(extra, "iou_thres", DEFAULT_IOU_THRES, float, prefix),
-                                   max_det=_number(extra, "max_det", DEFAULT_MAX_DET, int, prefix))
+        return add_yolo_decode_nms(net, raw, anchors_px, stride_list, nc, prefix, conf_thres=net.param("conf_thres"),
+                                   iou_thres=net.param("iou_thres"), max_det=net.param("max_det"))
     levels = [_decode_level(net, r, f"{prefix}/level{i}", na, no, sizes[i], stride_list[i], anchors_px[i])
               for i, r in enumerate(raw)]
     return levels[0] if nl == 1 else net.concat(levels, f"{prefix}/concat", axis=1)
@@ -141,8 +153,8 @@ def _yaml_anchors(net: Network, prefix: str, anchors: Any, nl: int) -> tuple[int
         isinstance(a, (list, tuple)) and len(a) >= 2 and len(a) % 2 == 0 and len(a) == len(anchors[0])
         and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in a) for a in anchors)
     if not ok:
-        raise NetdefError(f"{prefix}: anchors must be {nl} lists (one per input level) of w,h pixel pairs, the "
-                          f"same count each, or a number of anchors per level; got {anchors!r} ({net.context})")
+        raise SpecError(f"{prefix}: anchors must be {nl} lists (one per input level) of w,h pixel pairs, the "
+                          f"same count each, or a number of anchors per level; got {anchors!r}")
     arr = np.asarray(anchors, np.float64).reshape(nl, -1, 2)
     return arr.shape[1], arr
 
@@ -150,18 +162,17 @@ def _yaml_anchors(net: Network, prefix: str, anchors: Any, nl: int) -> tuple[int
 def _spatial(net: Network, t: Any, prefix: str) -> tuple[int, int]:
     h, w = int(t.shape[2]), int(t.shape[3])
     if h <= 0 or w <= 0:
-        raise NetdefError(f"{prefix}: Detect needs static feature sizes (only the batch may be dynamic) ({net.context})")
+        raise SpecError(f"{prefix}: Detect needs static feature sizes (only the batch may be dynamic)")
     return h, w
 
 
 def _input_hw(net: Network, prefix: str) -> tuple[int, int]:
     if net.definition.num_inputs != 1:
-        raise NetdefError(f"{prefix}: cannot derive strides with {net.definition.num_inputs} network inputs; "
-                          f"give Detect's 'strides' ({net.context})")
+        raise SpecError(f"{prefix}: cannot derive strides with {net.definition.num_inputs} network inputs; "
+                          f"give Detect's 'strides'")
     shape = tuple(net.definition.get_input(0).shape)
     if len(shape) != 4 or shape[2] <= 0 or shape[3] <= 0:
-        raise NetdefError(f"{prefix}: cannot derive strides from input shape {shape}; give Detect's 'strides' "
-                          f"({net.context})")
+        raise SpecError(f"{prefix}: cannot derive strides from input shape {shape}; give Detect's 'strides'")
     return int(shape[2]), int(shape[3])
 
 
@@ -170,14 +181,14 @@ def _strides(net: Network, prefix: str, sizes: list[tuple[int, int]], given: lis
     if given is not None:
         if not isinstance(given, (list, tuple)) or len(given) != len(sizes) or not all(
                 isinstance(s, int) and s > 0 for s in given):
-            raise NetdefError(f"{prefix}: strides must be {len(sizes)} positive integers, got {given!r} ({net.context})")
+            raise SpecError(f"{prefix}: strides must be {len(sizes)} positive integers, got {given!r}")
         return [int(s) for s in given]
     in_h, in_w = _input_hw(net, prefix)
     out = []
     for h, w in sizes:
         if in_h % h or in_w % w or in_h // h != in_w // w:
-            raise NetdefError(f"{prefix}: input {in_h}x{in_w} is not a multiple of the feature size {h}x{w}; use an "
-                              f"input size divisible by the largest stride ({net.context})")
+            raise SpecError(f"{prefix}: input {in_h}x{in_w} is not a multiple of the feature size {h}x{w}; use an "
+                              f"input size divisible by the largest stride")
         out.append(in_h // h)
     return out
 
@@ -194,13 +205,13 @@ def _anchors_px(net: Network, prefix: str, nl: int, na: int, strides: list[int],
     elif net.has(grid_key):
         px = None
     else:
-        raise NetdefError(f"{prefix}: the YAML gives only a number of anchors ({na}) and the weights have no "
-                          f"'{key}': list the anchors in pixels ({net.context})")
+        raise SpecError(f"{prefix}: the YAML gives only a number of anchors ({na}) and the weights have no "
+                          f"'{key}': list the anchors in pixels")
     if net.has(grid_key):
         grid = net.weight(grid_key, (nl, na, 2)).astype(np.float64)
         if px is not None and not np.allclose(grid, px, rtol=1e-4, atol=1e-3):
-            raise NetdefError(f"{prefix}: '{grid_key}' (pixels) disagrees with '{key}' x strides {strides}: "
-                              f"{grid.reshape(nl, -1).tolist()} vs {px.reshape(nl, -1).tolist()} ({net.context})")
+            raise WeightKeyError(f"{prefix}: '{grid_key}' (pixels) disagrees with '{key}' x strides {strides}: "
+                              f"{grid.reshape(nl, -1).tolist()} vs {px.reshape(nl, -1).tolist()}")
         px = grid
     return np.ascontiguousarray(px, np.float32)
 
@@ -212,27 +223,9 @@ def _check_class_count(net: Network, prefix: str, na: int, nc: int) -> None:
     outputs = int(np.asarray(net.weights[key]).size)
     if outputs != na * (nc + 5):
         trained = f"nc={outputs // na - 5}" if outputs % na == 0 and outputs // na > 5 else "a different head"
-        raise NetdefError(f"{prefix}: the weights' '{key}' has {outputs} outputs, {na} anchors x (5 + nc) with "
+        raise WeightKeyError(f"{prefix}: the weights' '{key}' has {outputs} outputs, {na} anchors x (5 + nc) with "
                           f"nc={nc} needs {na * (nc + 5)}: the weights were trained with {trained}; set `nc:` "
-                          f"in the YAML to match ({net.context})")
-
-
-def _head_mode(net: Network, prefix: str) -> tuple[str, dict]:
-    opts = getattr(net, "build_options", None)
-    extra = dict(getattr(opts, "extra", None) or {})
-    mode = str(extra.get("head", "decode"))
-    if mode not in ("decode", "plugin"):
-        raise NetdefError(f"{prefix}: head={mode!r}: use head=decode (plain TensorRT layers, the default) or "
-                          f"head=plugin (decode + NMS plugin) ({net.context})")
-    return mode, extra
-
-
-def _number(extra: dict, key: str, default: Any, kind: type, prefix: str) -> Any:
-    value = extra.get(key, default)
-    try:
-        return kind(value)
-    except (TypeError, ValueError):
-        raise NetdefError(f"{prefix}: {key}={value!r} is not a {kind.__name__}") from None
+                          f"in the YAML to match")
 
 
 def _decode_level(net: Network, raw: Any, name: str, na: int, no: int, hw: tuple[int, int], stride: int,
@@ -241,11 +234,8 @@ def _decode_level(net: Network, raw: Any, name: str, na: int, no: int, hw: tuple
 
     Computed as y * (y * Q + P) + GX + GY with small broadcast constants (rank 5, size-1 dims)."""
     h, w = hw
-    perm = net.definition.add_shuffle(raw)
-    perm.reshape_dims = (0, na, no, h, w)
-    perm.second_transpose = (0, 1, 3, 4, 2)  # (B, na, H, W, no)
-    net.name(perm, f"{name}/permute")
-    y = net.activation(perm.get_output(0), "sigmoid", name)
+    perm = net.shuffle(raw, f"{name}/permute", reshape=(0, na, no, h, w), second=(0, 1, 3, 4, 2))  # (B, na, H, W, no)
+    y = net.activation(perm, "sigmoid", name)
 
     q = np.zeros((1, na, 1, 1, no), np.float32)
     q[0, :, 0, 0, 2:4] = 4.0 * anchors_px  # wh = 4 y^2 anchor
@@ -257,17 +247,9 @@ def _decode_level(net: Network, raw: Any, name: str, na: int, no: int, hw: tuple
     gy = np.zeros((1, 1, h, 1, no), np.float32)
     gy[0, 0, :, 0, 1] = (np.arange(h) - 0.5) * stride
 
-    t = _sum(net, net.mul(y, net.constant(q, f"{name}/wh_gain"), f"{name}/mul_q"),
-             net.constant(p, f"{name}/gain"), f"{name}/add_p")
+    t = net.add(net.mul(y, net.constant(q, f"{name}/wh_gain"), f"{name}/mul_q"),
+                net.constant(p, f"{name}/gain"), f"{name}/add_p")
     t = net.mul(y, t, f"{name}/mul_y")
-    t = _sum(net, t, net.constant(gx, f"{name}/grid_x"), f"{name}/add_grid_x")
-    t = _sum(net, t, net.constant(gy, f"{name}/grid_y"), f"{name}/add_grid_y")
-    flat = net.definition.add_shuffle(t)
-    flat.reshape_dims = (0, na * h * w, no)
-    return net.name(flat, f"{name}/reshape").get_output(0)
-
-
-def _sum(net: Network, a: Any, b: Any, name: str) -> Any:
-    """a + b outside int8 quantization (net.add would treat it as a residual join)."""
-    layer = net.definition.add_elementwise(a, b, net.trt.ElementWiseOperation.SUM)
-    return net.name(layer, name).get_output(0)
+    t = net.add(t, net.constant(gx, f"{name}/grid_x"), f"{name}/add_grid_x")
+    t = net.add(t, net.constant(gy, f"{name}/grid_y"), f"{name}/add_grid_y")
+    return net.shuffle(t, f"{name}/reshape", reshape=(0, na * h * w, no))

@@ -149,17 +149,22 @@ def run_digits(workdir: str | Path, *, epochs: int = 10, seed: int = 0, method: 
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`python -m netdef.examples.digits`: errors as netdef's commands give them (one line, exit 1)."""
+    from ..cli.guard import run_guarded
+    from ..cli.options import checked, number
+
     p = argparse.ArgumentParser(prog="python -m netdef.examples.digits", description=__doc__.split("\n\n")[0])
     p.add_argument("--workdir", default="out/digits")
-    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--epochs", type=number("--epochs", minimum=1), default=10)
     p.add_argument("--method", default="entropy", choices=("entropy", "max", "percentile"))
+    p.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
     a = p.parse_args(argv)
-    try:
-        run_digits(a.workdir, epochs=a.epochs, method=a.method)
-    except NetdefError as e:
-        print(f"netdef digits: error: {e}", file=sys.stderr)
-        return 1
-    return 0
+
+    def run() -> int:
+        run_digits(checked(a).workdir, epochs=a.epochs, method=a.method)
+        return 0
+
+    return run_guarded(run, prog="netdef digits", debug=a.debug)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ RGB or grayscale by the channel count, scaled to [0, 1], then optional `mean`/`s
 """
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 import tempfile
@@ -23,15 +22,18 @@ from typing import Any
 
 import numpy as np
 
-from .. import engine_file, trt_api
-from .calibration import METHODS, CalibrationTable, RangeCollector, compute_amax
+from .. import trt_api
+from ..define import define_network, weights_identity
+from ..compiler import compile_engine
+from ..defaults import IMAGE_SUFFIXES
 from ..errors import NetdefError
+from ..fileio import check_output
 from ..network import Network
-from .quantize import CALIB_PREFIX, RecordingQuantizer, fingerprint, network_input_shape
-from ..spec import Spec, build_network, load_spec
-from ..wts import read_wts
+from ..options import BuildOptions
+from ..spec import Spec, load_spec
+from .calibration import METHODS, CalibrationTable, RangeCollector, compute_amax
+from .quantize import CALIB_PREFIX, RecordingQuantizer, fingerprint
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 ARRAY_SUFFIXES = (".npy", ".npz", ".pt", ".pth")
 DEFAULT_MAX_IMAGES = 512
 
@@ -165,15 +167,9 @@ def _load_torch_array(path: Path) -> np.ndarray:
 def recording_network(spec: Spec, weights: str | Path, *, input_hw: Sequence[int] | None = None,
                       strict: bool = True) -> tuple[Network, dict[str, str]]:
     """The FP32 network with every quantization point exposed as output `calib:<key>`; (network, key -> kind)."""
-    from ..build import BuildOptions
-
-    weights = _check_file(weights)
-    net = Network(read_wts(weights, progress=sys.stderr.isatty()), precision="fp32", source=str(weights))
-    net.build_options = BuildOptions(precision="fp32", input_hw=tuple(input_hw) if input_hw else None)
     rec = RecordingQuantizer()
-    net.quantizer = rec
-    build_network(spec, net, net.build_options.input_hw)
-    net.check_keys(strict=strict)
+    opts = BuildOptions(precision="fp32", input_hw=tuple(input_hw) if input_hw else None, strict=strict)
+    net = define_network(spec, weights, opts, log=lambda msg: None, quantizer=rec)
     return net, dict(rec.points)
 
 
@@ -185,28 +181,17 @@ def quantization_points(arch: str | Path | Spec, weights: str | Path, input_hw: 
 
 
 def build_recording_engine(spec: Spec, weights: str | Path, output: str | Path, *, batch: int,
-                           input_hw: Sequence[int] | None = None, strict: bool = True) -> dict[str, str]:
+                           input_hw: Sequence[int] | None = None, strict: bool = True,
+                           log: Callable[[str], None] | None = None) -> dict[str, str]:
     """Build the recording network as an FP32 engine (level 0, batch 1..`batch`) at `output`; returns the points."""
-    from ..build import add_profile  # the profile helper build_engine uses
-
     net, points = recording_network(spec, weights, input_hw=input_hw, strict=strict)
-    opts = net.build_options
-    opts.batch, opts.opt_level, opts.tf32 = (1, batch, batch), 0, False
-    config = net.builder.create_builder_config()
-    trt_api.configure_precision(config, "fp32", net.strongly_typed, tf32=False)
-    trt_api.configure_target(config, None)
-    trt_api.set_optimization_level(config, 0)
-    add_profile(net, config, opts)
-    plan = net.builder.build_serialized_network(net.definition, config)
-    if plan is None:
-        raise NetdefError(f"TensorRT could not build the calibration network of {spec.name} (see its messages above)")
-    info = trt_api.info()
-    gpu = trt_api.gpu_identity()
-    meta = {"tensorrt": {"flavor": info.flavor, "version": info.version, "strongly_typed": net.strongly_typed},
-            "gpu": {"name": gpu[0] if gpu else None, "compute_capability": gpu[1] if gpu else None},
-            "precision": "fp32", "options": {"batch": list(opts.batch)}, "plugins": [],
-            "arch": {"name": spec.name, "path": str(spec.path), "sha256": spec.sha256}, "calibration_points": points}
-    engine_file.write_engine(output, plan, meta)
+    opts = BuildOptions(precision="fp32", batch=(1, batch, batch), input_hw=tuple(input_hw) if input_hw else None,
+                        opt_level=0, tf32=False, strict=strict)
+    source, sha = weights_identity(weights)
+    compile_engine(net.builder, net.definition, opts, output, strongly_typed=net.strongly_typed,
+                   arch={"name": spec.name, "path": str(spec.path), "sha256": spec.sha256},
+                   weights={"path": source, "sha256": sha}, plugins=net.plugins, log=log or _stderr,
+                   tag="calibrate", calibration_points=points)
     return points
 
 
@@ -221,8 +206,8 @@ def calibrate(arch: str | Path, weights: str | Path, data: str | Path, output_ta
     log = log or _stderr
     kw = _method_options(method, percentile)
     spec = load_spec(arch)
-    weights = _check_file(weights)
-    shape = network_input_shape(spec, input_hw)
+    check_output(output_table, inputs=[weights, spec.path, data], what="the calibration table")
+    shape = spec.input_shape_for(tuple(input_hw) if input_hw else None)
     n, batches = calibration_batches(data, shape, batch, max_images=max_images, mean=mean, std=std)
     if not trt_api.can_run_engines():
         raise NetdefError(f"calibration runs the FP32 network on a CUDA GPU with full TensorRT (this is "
@@ -236,7 +221,7 @@ def calibrate(arch: str | Path, weights: str | Path, data: str | Path, output_ta
     with tempfile.TemporaryDirectory(prefix="netdef-calib-") as tmp:
         log(f"[netdef] building the FP32 calibration network of {spec.name} ...")
         points = build_recording_engine(spec, weights, Path(tmp) / "calib.engine", batch=batch,
-                                        input_hw=input_hw, strict=strict)
+                                        input_hw=input_hw, strict=strict, log=log)
         engine = Engine(Path(tmp) / "calib.engine")
         log(f"[netdef] calibrating {len(points)} tensors on {n} inputs from {data} ({method})")
         collectors = {k: RangeCollector(bins, name=k) for k in points}
@@ -264,7 +249,7 @@ def calibrate_torch(model: Any, arch: str | Path, weights: str | Path, batches: 
     log = log or _stderr
     kw = _method_options(method, percentile)
     spec = load_spec(arch)
-    weights = _check_file(weights)
+    check_output(output_table, inputs=[weights, spec.path], what="the calibration table")
     points = quantization_points(spec, weights, input_hw)
     modules = dict(model.named_modules())
     missing = [k for k, kind in points.items() if kind == "residual" or k not in modules]
@@ -284,16 +269,16 @@ def calibrate_torch(model: Any, arch: str | Path, weights: str | Path, batches: 
     finally:
         for h in hooks:
             h.remove()
-    shape = network_input_shape(spec, input_hw)
+    shape = spec.input_shape_for(tuple(input_hw) if input_hw else None)
     return _save(spec, weights, shape, collectors, method, kw, output_table, log,
                  {"images": n, "batches": nb, "source": "torch"})
 
 
-def _save(spec: Spec, weights: Path, shape: tuple[int, ...], collectors: dict[str, RangeCollector], method: str,
+def _save(spec: Spec, weights: str | Path, shape: tuple[int, ...], collectors: dict[str, RangeCollector], method: str,
           kw: dict, output: str | Path, log: Callable[[str], None], meta: dict) -> CalibrationTable:
     if not meta["images"]:
         raise NetdefError("no calibration inputs were fed")
-    table = CalibrationTable(fingerprint(spec, weights, shape), method, compute_amax(collectors, method, **kw),
+    table = CalibrationTable(fingerprint(spec, weights_identity(weights)[1], shape), method, compute_amax(collectors, method, **kw),
                              dict(meta, arch=spec.name, weights=str(weights), input_shape=list(shape),
                                   method_options=kw, tensors=len(collectors)))
     table.save(output)
@@ -307,62 +292,5 @@ def _method_options(method: str, percentile: float) -> dict[str, Any]:
     return {"percentile": float(percentile)} if method == "percentile" else {}
 
 
-def _check_file(weights: str | Path) -> Path:
-    weights = Path(weights)
-    if not weights.is_file():
-        raise NetdefError(f"weights file not found: {weights} (create it with `netdef export`)")
-    return weights
-
-
 def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
-
-
-# ---------------------------------------------------------------- command line
-
-def register(subparsers: Any) -> argparse.ArgumentParser:
-    """Add `netdef calibrate` to the CLI's subparsers."""
-    p = subparsers.add_parser(
-        "calibrate", help="measure INT8 activation ranges (a calibration table for --precision int8)",
-        description="Runs the FP32 network over calibration data on the GPU and writes the activation ranges "
-                    "that `netdef build --precision int8 --calibration TABLE` needs. DATA: a folder of images "
-                    "(resized to the input, RGB/grayscale, /255, optional --mean/--std) or a .npy/.npz/.pt "
-                    "array (N, C, H, W) used as given.")
-    p.add_argument("arch", help="architecture YAML or name")
-    p.add_argument("--weights", "-w", required=True, help=".wts file (from `netdef export`)")
-    p.add_argument("--data", "-d", required=True, help="image folder or .npy/.npz/.pt array")
-    p.add_argument("-o", "--output", required=True, help="calibration table to write (JSON)")
-    p.add_argument("--method", default="entropy", choices=METHODS, help="how ranges are chosen (default entropy)")
-    p.add_argument("--percentile", type=float, default=99.99, help="for --method percentile (default 99.99)")
-    p.add_argument("--batch", type=int, default=16, help="inputs per engine run (default 16)")
-    p.add_argument("--max-images", type=int, default=DEFAULT_MAX_IMAGES,
-                   help=f"use at most this many inputs, a fixed random subset (default {DEFAULT_MAX_IMAGES})")
-    p.add_argument("--input-shape", help="H,W overriding the YAML's input size (build with the same value)")
-    p.add_argument("--mean", help="per-channel mean subtracted from images scaled to [0,1], e.g. 0.485,0.456,0.406")
-    p.add_argument("--std", help="per-channel std dividing images, e.g. 0.229,0.224,0.225")
-    p.add_argument("--no-strict", action="store_true", help="allow keys in the .wts that the architecture does not use")
-    p.set_defaults(func=cmd_calibrate)
-    return p
-
-
-def cmd_calibrate(a: argparse.Namespace) -> int:
-    table = calibrate(a.arch, a.weights, a.data, a.output, method=a.method, percentile=a.percentile, batch=a.batch,
-                      max_images=a.max_images, input_hw=_floats(a.input_shape, "--input-shape", int, 2),
-                      mean=_floats(a.mean, "--mean"), std=_floats(a.std, "--std"), strict=not a.no_strict)
-    hw = f" --input-shape {a.input_shape}" if a.input_shape else ""
-    print(f"wrote {a.output}: {len(table.amax)} ranges from {table.meta['images']} inputs\n"
-          f"next: netdef build {a.arch} --weights {a.weights}{hw} --precision int8 --calibration {a.output} "
-          f"-o ENGINE")
-    return 0
-
-
-def _floats(text: str | None, what: str, kind: type = float, count: int | None = None) -> list | None:
-    if text is None:
-        return None
-    try:
-        vals = [kind(v) for v in text.replace("x", ",").split(",") if v.strip()]
-    except ValueError:
-        vals = []
-    if not vals or (count is not None and len(vals) != count):
-        raise NetdefError(f"{what} '{text}': expected {count or 'one or more'} comma-separated numbers")
-    return vals

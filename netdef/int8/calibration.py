@@ -16,7 +16,8 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
-from netdef.errors import NetdefError
+from ..errors import NetdefError
+from ..fileio import atomic_write
 
 METHODS = ("max", "percentile", "entropy")
 MIN_SCALE = 1e-8  # scale given to an all-zero channel/tensor: positive, and 1/scale is finite in float32

@@ -1,14 +1,18 @@
 """INT8 through explicit quantization: Quantize/Dequantize (Q/DQ) pairs placed from a calibration table.
 
-`Network` calls the hooks of `net.quantizer` (set by `build.define_network` for `--precision int8`):
+`Network` calls the hooks of `net.quantizer` (set by `build.define_network` for `--precision int8`) on
+the layers it is about to add; a layer whose name matches an `--int8-exclude` pattern (fnmatch, e.g.
+'model.24.*') is left unquantized, so it runs in the build's float precision (fp16 on TensorRT 8.6 and
+in strongly typed int8 builds):
 
 - convolution: the input activation gets a per-tensor Q/DQ (scale amax/127 from the table, key = the
   convolution's prefix); the BN-folded weights become a float32 constant with a per-output-channel
   Q/DQ (axis 0) that feeds the kernel input (`set_input(1, ...)`); the bias stays a weight.
 - linear: the weight matrix (c2, c1) gets a per-row Q/DQ, the matmul input a per-tensor one (key = prefix).
-- residual add: following NVIDIA's Q/DQ placement advice, only the shortcut input is quantized (key = the
-  add's name), so TensorRT can fuse the add into the epilogue of the convolution producing the other
-  input. An add with no convolution output among its inputs is left in floating point.
+- residual add (`net.add(..., residual=True)`): following NVIDIA's Q/DQ placement advice, only the
+  shortcut input is quantized (key = the add's name), so TensorRT can fuse the add into the epilogue of
+  the convolution producing the other input. An add with no convolution output among its inputs is left
+  in floating point.
 
 A tensor feeding several quantized consumers gets one Q/DQ pair (under the first consumer's key).
 `RecordingQuantizer` places the same points in a plain FP32 network and marks each as an extra output
@@ -16,9 +20,9 @@ A tensor feeding several quantized consumers gets one Q/DQ pair (under the first
 """
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,46 +36,42 @@ CALIBRATE_HINT = ("run `netdef calibrate ARCH --weights W --data IMAGES_OR_NPY -
                   "and pass --calibration table.json")
 
 
-def network_input_shape(spec: Any, input_hw: Sequence[int] | None = None) -> tuple[int, ...]:
-    """The (C, H, W) input shape a build uses: the YAML's, with H, W replaced by `input_hw`."""
-    shape = tuple(int(s) for s in spec.input_shape)
-    if input_hw is not None:
-        shape = (*shape[:-2], *(int(v) for v in input_hw))
-    return shape
-
-
-def fingerprint(spec: Any, weights_path: str | Path, input_shape: Sequence[int]) -> str:
-    """sha256 over the architecture YAML's hash, the weights file's hash and the input shape (no batch)."""
-    from ..build import file_sha256
-
+def fingerprint(spec: Any, weights_sha: str, input_shape: Sequence[int]) -> str:
+    """sha256 over the architecture's hash, the weights' hash and the input shape (no batch)."""
     shape = "x".join(str(int(s)) for s in input_shape)
-    text = f"arch={spec.sha256}\nweights={file_sha256(weights_path)}\ninput={shape}\n"
+    text = f"arch={spec.sha256}\nweights={weights_sha}\ninput={shape}\n"
     return hashlib.sha256(text.encode()).hexdigest()
 
 
 class Quantizer:
     """Inserts Q/DQ pairs into a `Network` with the activation ranges `amax` (key -> amax)."""
 
-    def __init__(self, amax: Mapping[str, float], *, source: str = "calibration table"):
+    def __init__(self, amax: Mapping[str, float], *, source: str = "calibration table",
+                 exclude: Sequence[str] = ()):
         self.amax = dict(amax)
         self.source = source
+        self.exclude = tuple(exclude)
         self.points: dict[str, str] = {}  # key -> kind ("conv", "linear", "residual"), in network order
         self._quantized: dict[str, Any] = {}  # tensor name -> its dequantized stand-in
         self._convs: list[Any] = []  # convolution layers made here (their outputs can absorb an add)
 
     @classmethod
-    def for_build(cls, spec: Any, weights_path: str | Path, opts: Any) -> "Quantizer":
+    def for_build(cls, spec: Any, weights_sha: str, opts: Any) -> "Quantizer":
         """The quantizer of an int8 build: loads `opts.calibration` and checks it belongs to this network."""
         if not opts.calibration:
             raise NetdefError(f"--precision int8 needs a calibration table for {spec.name}: {CALIBRATE_HINT}")
-        expect = fingerprint(spec, weights_path, network_input_shape(spec, opts.input_hw))
+        expect = fingerprint(spec, weights_sha, spec.input_shape_for(opts.input_hw))
         table = CalibrationTable.load(opts.calibration, expect_fingerprint=expect)
-        return cls(table.amax, source=f"calibration table {opts.calibration}")
+        return cls(table.amax, source=f"calibration table {opts.calibration}", exclude=opts.int8_exclude)
+
+    def excluded(self, name: str) -> bool:
+        """True when layer `name` matches an --int8-exclude pattern (it stays in floating point)."""
+        return any(fnmatch.fnmatchcase(name, p) for p in self.exclude)
 
     # ------------------------------------------------------------ hooks called by Network
 
     def conv(self, net: Any, x: Any, prefix: str, w: np.ndarray, b: np.ndarray) -> Any:
-        """The convolution `prefix` (stride, padding, name: set by the caller) on quantized input and weights."""
+        """The convolution `prefix` (stride, padding: set by the caller) on quantized input and weights."""
         x = self.quantize_activation(net, x, prefix, "conv")
         layer = self._convolution(net, x, prefix, w, b)
         self._convs.append(layer)
@@ -109,9 +109,8 @@ class Quantizer:
 
     def _activation_qdq(self, net: Any, x: Any, key: str) -> Any:
         if key not in self.amax:
-            raise NetdefError(f"{self.source} has no range for '{key}' (input of a {self.points[key]} layer"
-                              f"{', ' + net.context if net.context else ''}): it does not match this network; "
-                              f"recalibrate")
+            raise NetdefError(f"{self.source} has no range for '{key}' (input of a {self.points[key]} layer): it "
+                              f"does not match this network; recalibrate")
         scale = np.array(scale_from_amax(self.amax[key]), np.float32)
         return self._qdq(net, x, scale, None, f"{key}/input", x.dtype)
 
@@ -124,13 +123,13 @@ class Quantizer:
     @staticmethod
     def _qdq(net: Any, x: Any, scale: np.ndarray, axis: int | None, name: str, out_type: Any) -> Any:
         s = net.constant(scale, f"{name}_scale", dtype=np.float32)
-        q = net.name(trt_api.add_quantize(net.definition, x, s, axis), f"{name}_quantize")
-        dq = trt_api.add_dequantize(net.definition, q.get_output(0), s, axis, out_type)
+        q = net.name(trt_api.add_quantize(net.definition.raw, x, s, axis), f"{name}_quantize")
+        dq = trt_api.add_dequantize(net.definition.raw, q.get_output(0), s, axis, out_type)
         return net.name(dq, f"{name}_dequantize").get_output(0)
 
     def _convolution(self, net: Any, x: Any, prefix: str, w: np.ndarray, b: np.ndarray) -> Any:
         c2, _, kh, kw = w.shape
-        layer = net.definition.add_convolution_nd(x, int(c2), (int(kh), int(kw)), net.trt.Weights(), net.keep(b))
+        layer = net.layer("convolution_nd", prefix, x, int(c2), (int(kh), int(kw)), net.trt.Weights(), net.keep(b))
         layer.set_input(1, self._weight_qdq(net, w, prefix))
         return layer
 
@@ -146,7 +145,7 @@ class RecordingQuantizer(Quantizer):
         super().__init__({}, source="recording network")
 
     def _activation_qdq(self, net: Any, x: Any, key: str) -> Any:
-        probe = net.name(net.definition.add_identity(x), f"{key}/calib")  # an input can't be an output itself
+        probe = net.layer("identity", f"{key}/calib", x)  # an input can't be an output itself
         net.output(probe.get_output(0), CALIB_PREFIX + key)
         return x
 
@@ -155,4 +154,4 @@ class RecordingQuantizer(Quantizer):
 
     def _convolution(self, net: Any, x: Any, prefix: str, w: np.ndarray, b: np.ndarray) -> Any:
         c2, _, kh, kw = w.shape
-        return net.definition.add_convolution_nd(x, int(c2), (int(kh), int(kw)), net.keep(w), net.keep(b))
+        return net.layer("convolution_nd", prefix, x, int(c2), (int(kh), int(kw)), net.keep(w), net.keep(b))

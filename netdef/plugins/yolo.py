@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from .. import trt_api
-from ..errors import NetdefError, TensorRTUnavailable
+from .. import defaults, trt_api
+from ..errors import NetdefError, TensorRTError, TensorRTUnavailable
 from .compile import PluginLibrary, ensure_plugin, last_error
 
 PLUGIN = "yolo_decode_nms"  # the source folder
@@ -50,24 +50,24 @@ def plugin_fields(anchors_px: np.ndarray, strides: Sequence[int], nc: int, conf_
 
 
 def add_yolo_decode_nms(net: Any, feats: Sequence[Any], anchors_px: np.ndarray, strides: Sequence[int], nc: int,
-                        prefix: str, conf_thres: float = 0.25, iou_thres: float = 0.45, max_det: int = 300,
-                        topk: int = 30000) -> dict[str, Any]:
+                        prefix: str, conf_thres: float = defaults.CONF_THRES, iou_thres: float = defaults.IOU_THRES,
+                        max_det: int = defaults.MAX_DET, topk: int = defaults.MAX_NMS) -> dict[str, Any]:
     """Decode + class-aware NMS of the raw Detect maps `feats` ((B, na*(5+nc), H, W) each) in one plugin layer.
 
     `anchors_px` (nl, na, 2) in input pixels; `topk` caps the candidates entering NMS (YOLOv5's max_nms).
     Returns {"num_dets": (B,1) int32, "boxes": (B,K,4) float32 x1y1x2y2, "scores": (B,K) float32,
-    "classes": (B,K) int32}, K = max_det. Records the plugin library in `net.plugin_libraries`.
+    "classes": (B,K) int32}, K = max_det. Records the plugin library in `net.plugins`.
     """
     trt_api.plugin_registry()  # TensorRT-RTX: the clear "no plugin layers" error
     fields = plugin_fields(anchors_px, strides, nc, conf_thres, iou_thres, max_det, topk)
     na, no = int(fields["na"][0]), int(nc) + 5
     if len(feats) != len(strides):
-        raise NetdefError(f"{prefix}: {len(feats)} feature maps for {len(strides)} strides ({net.context})")
+        raise NetdefError(f"{prefix}: {len(feats)} feature maps for {len(strides)} strides")
     for i, f in enumerate(feats):
         shape = tuple(f.shape)
         if len(shape) != 4 or shape[1] != na * no:
             raise NetdefError(f"{prefix}: feature map {i} has shape {shape}; the plugin needs (B, {na * no}, H, W) "
-                              f"= (B, na*(5+nc), H, W) with na={na}, nc={nc} ({net.context})")
+                              f"= (B, na*(5+nc), H, W) with na={na}, nc={nc}")
     lib = ensure_plugin(PLUGIN)
     try:
         creator = trt_api.find_plugin_creator(CREATOR, VERSION)
@@ -77,10 +77,10 @@ def add_yolo_decode_nms(net: Any, feats: Sequence[Any], anchors_px: np.ndarray, 
     name = f"{prefix}/decode_nms"
     try:
         layer = trt_api.add_plugin(net.definition, list(feats), creator, name, fields)
-    except TensorRTUnavailable as e:
-        raise NetdefError(f"{name}: {e}: {last_error(lib.path) or 'no reason given'} ({net.context})") from None
+    except TensorRTError as e:
+        raise TensorRTError(f"{name}: {e}: {last_error(lib.path) or 'no reason given'}") from None
     if layer is None:
-        raise NetdefError(f"{name}: TensorRT refused the plugin layer: {last_error(lib.path) or 'see its messages'}")
+        raise TensorRTError(f"{name}: TensorRT refused the plugin layer: {last_error(lib.path) or 'see its messages'}")
     net.name(layer, name)
     outs = {}
     for i, key in enumerate(OUTPUTS):
@@ -88,16 +88,12 @@ def add_yolo_decode_nms(net: Any, feats: Sequence[Any], anchors_px: np.ndarray, 
         t.name = f"{prefix}/{key}"
         outs[key] = t
     record_plugin(net, lib, {"layer": name, "conf_thres": float(conf_thres), "iou_thres": float(iou_thres),
-                             "max_det": int(max_det), "topk": int(topk), "nc": int(nc)})
+                             "max_det": int(max_det), "topk": int(topk), "nc": int(nc),
+                             "strides": [int(v) for v in fields["strides"]],
+                             "anchors": [float(v) for v in fields["anchors"]]})
     return outs
 
 
 def record_plugin(net: Any, lib: PluginLibrary, layer: dict[str, Any]) -> None:
-    """Add the library to `net.plugin_libraries` (once) with this layer's settings (read by `netdef detect`)."""
-    if not hasattr(net, "plugin_libraries"):
-        net.plugin_libraries = []
-    entry = next((e for e in net.plugin_libraries if e.get("library") == str(lib.path)), None)
-    if entry is None:
-        entry = lib.entry() | {"creator": CREATOR, "version": VERSION, "layers": []}
-        net.plugin_libraries.append(entry)
-    entry.setdefault("layers", []).append(layer)
+    """Record the library in `net.plugins` (once) with this layer's settings (read by `netdef detect`)."""
+    net.add_plugin_record(lib.entry() | {"creator": CREATOR, "version": VERSION}, layer)

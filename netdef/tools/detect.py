@@ -7,7 +7,6 @@ Boxes are mapped back to the original images; `detections.json` and annotated im
 """
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -333,33 +332,3 @@ def _encode(im: Any, suffix: str) -> bytes:
     buf = io.BytesIO()
     im.save(buf, format="JPEG" if suffix in (".jpg", ".jpeg") else "PNG", quality=90)
     return buf.getvalue()
-
-
-# ---------------------------------------------------------------- the command
-
-def register(subparsers: Any) -> argparse.ArgumentParser:
-    """Add `netdef detect` to the CLI's subparsers."""
-    p = subparsers.add_parser("detect", help="detect objects in images with a YOLO engine (GPU pre/post-processing)",
-                              description="Letterbox the images on the GPU, run ENGINE, apply NMS (the engine's "
-                                          "plugin or YOLOv5's in torch), write detections.json and annotated images.")
-    p.add_argument("engine")
-    p.add_argument("images", nargs="+", help="image files or folders")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--conf", type=float, help=f"score threshold (default {DEFAULT_CONF}; plugin engines: built in)")
-    p.add_argument("--iou", type=float, help=f"NMS IoU threshold (default {DEFAULT_IOU}; plugin engines: built in)")
-    p.add_argument("--max-det", type=int, default=DEFAULT_MAX_DET, help="boxes per image at most")
-    p.add_argument("--names", help="class names file, one per line")
-    p.set_defaults(func=cmd_detect)
-    return p
-
-
-def cmd_detect(a: argparse.Namespace) -> int:
-    names = load_names(a.names) if a.names else None
-    det = engine_detector(a.engine, a.conf, a.iou, a.max_det, names)
-    files = collect_images(a.images)
-    arrays = [read_image(f) for f in files]
-    results = det(arrays, [str(f) for f in files])
-    write_results(results, arrays, a.out)
-    total = sum(len(r["boxes"]) for r in results)
-    print(f"{len(results)} image(s), {total} detection(s) -> {Path(a.out) / 'detections.json'}")
-    return 0

@@ -9,16 +9,14 @@ differences first, with both kernels where they differ.
 """
 from __future__ import annotations
 
-import argparse
 import re
-import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-from .. import engine_file, trt_api
-from .bench import BenchSettings, engine_step, environment, load_for_timing, require_gpu, write_json
-from ..errors import NetdefError
+from .. import trt_api
+from ..errors import OptionError
+from .bench import load_for_timing
 
 REFORMAT_WORDS = ("Reformat", "reformat", "CopyNode")
 PROFILE_SUFFIX = re.compile(r" \[profile \d+\]$")  # TensorRT's mark on the layers of profiles 1, 2, ...
@@ -28,13 +26,12 @@ def profile_engine(path: str | Path, batch: int, runs: int = 200, warmup: int = 
     """Mean time per engine layer over `runs` executions at `batch` (after `warmup`), with the inspector's
     description of each layer. Layer times come from TensorRT's per-layer events and exclude launch gaps."""
     if runs < 1 or warmup < 0:
-        raise NetdefError(f"profile runs {runs} must be >= 1 and warm-up {warmup} >= 0")
+        raise OptionError(f"profile runs {runs} must be >= 1 and warm-up {warmup} >= 0")
     eng = load_for_timing(path, [batch])  # its own: the profiler attached below cannot be detached again
-    torch = require_gpu()
-    run, stream, buffers = engine_step(eng, batch, BenchSettings(), torch)
+    step = eng.prepare_step(batch)
     for _ in range(warmup):
-        run()
-    stream.synchronize()
+        step()
+    step.synchronize()
     totals: dict[str, float] = defaultdict(float)
     order: list[str] = []
 
@@ -43,11 +40,11 @@ def profile_engine(path: str | Path, batch: int, runs: int = 200, warmup: int = 
             order.append(name)
         totals[name] += ms
 
-    profiler = trt_api.attach_profiler(eng.context, on_layer)  # noqa: F841  (alive while the engine runs)
+    profiler = trt_api.attach_profiler(step.context, on_layer)  # noqa: F841  (alive while the engine runs)
     for _ in range(runs):
-        run()
-        stream.synchronize()
-    info = trt_api.layer_information(eng.engine, eng.context)
+        step()
+        step.synchronize()
+    info = trt_api.layer_information(eng.engine, step.context)
     layers = []
     for n in order:  # TensorRT 8.6 names profile k's layers "... [profile k]" in both reports; else the bare name
         bare = PROFILE_SUFFIX.sub("", n)
@@ -55,7 +52,7 @@ def profile_engine(path: str | Path, batch: int, runs: int = 200, warmup: int = 
     total = sum(r["ms"] for r in layers)
     for r in layers:
         r["share"] = r["ms"] / total if total else 0.0
-    del buffers
+    del step
     detailed = any(isinstance(v, dict) and "LayerType" in v for v in info.values())
     return {"engine": str(eng.path), "arch": eng.meta["arch"]["name"], "precision": eng.meta["precision"],
             "batch": batch, "profile": eng.profile_for(batch), "profiles": len(eng.profiles), "runs": runs,
@@ -228,50 +225,3 @@ def format_layer_differences(a: dict[str, Any], b: dict[str, Any], top: int = 15
                  f"unmatched: A {a['total_ms'] - matched_a:.4f} ms in {len(a['layers']) - len(pairs)} layers, "
                  f"B {b['total_ms'] - matched_b:.4f} ms in {len(b['layers']) - len(pairs)} layers")
     return "\n".join(lines)
-
-
-# ---------------------------------------------------------------- the command line
-
-def register(subparsers: Any) -> argparse.ArgumentParser:
-    """Add `netdef profile` to the netdef command line."""
-    p = subparsers.add_parser(
-        "profile", help="time per engine layer (TensorRT profiler) and what each layer is (engine inspector)",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("engine", help="netdef engine file")
-    p.add_argument("--batch", type=int, nargs="+", default=None,
-                   help="batch size(s) (default: the profile's opt batch)")
-    p.add_argument("--runs", type=int, default=200, help="executions averaged per batch (default 200)")
-    p.add_argument("--warmup", type=int, default=20, help="executions before profiling (default 20)")
-    p.add_argument("--top", type=int, default=25,
-                   help="layers listed per profile, slowest first, and with --compare the largest per-layer "
-                        "differences (default 25)")
-    p.add_argument("--compare", metavar="ENGINE", help="a second engine to profile and compare with")
-    p.add_argument("--json", metavar="FILE", help="write every layer's figures and the environment as JSON")
-    p.set_defaults(func=cmd_profile)
-    return p
-
-
-def cmd_profile(a: argparse.Namespace) -> int:
-    engines = [a.engine] + ([a.compare] if a.compare else [])
-    for e in engines:
-        if not Path(e).is_file():
-            raise NetdefError(f"engine not found: {e}")
-    batches = a.batch or [engine_file.read_meta(a.engine)["options"]["batch"][1]]
-    doc: dict[str, Any] = {"environment": environment(), "command": " ".join(sys.argv), "profiles": []}
-    for b in batches:
-        profs = [profile_engine(e, b, a.runs, a.warmup) for e in engines]
-        for prof in profs:
-            print(format_profile(prof, a.top))
-            print()
-            if not prof["detailed"]:
-                print(f"(layer types and tactics: rebuild {prof['engine']} with `netdef build ... --detailed`)\n")
-        if len(profs) == 2:
-            print(format_comparison(*profs))
-            print()
-            print(format_layer_differences(*profs, top=a.top))
-            print()
-        doc["profiles"] += profs
-    if a.json:
-        write_json(a.json, doc)
-        print(f"wrote {a.json}")
-    return 0

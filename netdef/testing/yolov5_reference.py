@@ -33,9 +33,6 @@ import yaml
 OPTIONAL_MODULES = ("cv2", "pandas", "matplotlib", "seaborn", "requests", "psutil", "ultralytics", "pkg_resources",
                     "git", "huggingface_hub", "scipy", "thop", "PIL", "IPython", "albumentations", "tensorboard")
 
-REPO_ARCH = Path(__file__).resolve().parent.parent / "architectures"
-
-
 class _Inert:
     """Stands in for anything from a stubbed module: attributes, calls and items give more of the same."""
 
@@ -166,10 +163,14 @@ def reference_cfg(name: str) -> dict:
     """The model dict for `name`: Ultralytics' YAML where the package ships one (v6/v7 models), else ours
     (the v5.0 layouts `yolov5*-v5`: same row format, and DetectionModel reads only the keys it knows)."""
     try:
-        path = ultralytics_cfg(name)
-    except FileNotFoundError:
-        path = REPO_ARCH / f"{name}.yaml"
-    return yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.safe_load(ultralytics_cfg(name).read_text(encoding="utf-8"))
+    except FileNotFoundError:  # not shipped by the yolov5 package (the v5.0 layout): netdef's family file
+        from netdef.spec import resolve_arch
+
+        path, scale = resolve_arch(name)
+        cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
+        cfg["depth_multiple"], cfg["width_multiple"] = cfg.pop("scales")[scale]
+        return cfg
 
 
 def reference_model(name_or_cfg: str | dict, nc: int | None = None, seed: int = 0,

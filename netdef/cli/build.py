@@ -1,0 +1,81 @@
+"""`netdef build`: a TensorRT engine from an architecture YAML and a .wts file."""
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from ..errors import OptionError
+from .options import number, parse_hw
+
+
+def register(subparsers: Any) -> argparse.ArgumentParser:
+    """Add `netdef build` to the command line."""
+    b = subparsers.add_parser("build", help="build a TensorRT engine from an architecture YAML and a .wts",
+                              description="ARCH is a YAML file or an architecture name (see architectures/).")
+    b.set_defaults(func=cmd_build)
+    b.add_argument("arch")
+    b.add_argument("--weights", "-w", required=True, help=".wts file (from `netdef export`)")
+    b.add_argument("-o", "--output", required=True, help="engine file to write")
+    b.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"))
+    b.add_argument("--batch", default="1",
+                   help="N, or MIN:OPT:MAX for a dynamic-batch engine, or several profiles such as 1:1:8,9:256:256 "
+                        "(each tuned for its OPT batch; the runtime picks one per batch) (default 1)")
+    b.add_argument("--input-shape", help="H,W overriding the YAML's input size (e.g. 480,640)")
+    b.add_argument("--workspace", type=number("--workspace", minimum=1), metavar="MiB",
+                   help="builder workspace limit")
+    b.add_argument("--opt-level", type=number("--opt-level", minimum=0, maximum=5),
+                   help="builder optimization level 0..5 (lower builds faster)")
+    b.add_argument("--timing-cache", help="persistent timing cache file (read and updated)")
+    b.add_argument("--no-tf32", action="store_true", help="keep fp32 layers in full fp32 (no TF32)")
+    b.add_argument("--no-strict", action="store_true", help="allow keys in the .wts that the architecture does not use")
+    b.add_argument("--calibration", help="int8: calibration table (JSON) from `netdef calibrate`")
+    b.add_argument("--int8-exclude", action="append", default=[], metavar="PATTERN",
+                   help="int8: leave the layers whose names match PATTERN (fnmatch, e.g. 'model.24.*') "
+                        "unquantized (repeatable)")
+    b.add_argument("--detailed", action="store_true",
+                   help="keep layer types, tactics and formats in the engine (shown by `netdef profile`)")
+    b.add_argument("--compute-capability", help="TensorRT-RTX without a GPU: target, e.g. 8.6 (default)")
+    b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="block build parameter, e.g. --set conf_thres=0.25 (repeatable)")
+    b.add_argument("--refittable", action="store_true",
+                   help="an engine whose weights `netdef refit` (or a later build with new weights) can replace "
+                        "without a rebuild")
+    b.add_argument("--force", action="store_true", help="rebuild even if the engine is up to date (or refittable)")
+    return b
+
+
+def build_options(a: argparse.Namespace) -> Any:
+    """The BuildOptions the command line asks for."""
+    from ..options import BuildOptions, parse_profiles
+
+    batch, profiles = parse_profiles(a.batch)
+    return BuildOptions(precision=a.precision, batch=batch, profiles=profiles, input_hw=parse_hw(a.input_shape),
+                        workspace_mib=a.workspace, opt_level=a.opt_level, tf32=not a.no_tf32,
+                        strict=not a.no_strict, timing_cache=a.timing_cache,
+                        compute_capability=a.compute_capability, calibration=a.calibration,
+                        int8_exclude=tuple(a.int8_exclude), detailed=a.detailed, refittable=a.refittable,
+                        params=parse_params(a.set))
+
+
+def parse_params(items: list[str]) -> dict[str, Any]:
+    """['conf_thres=0.25', 'head=plugin'] -> {'conf_thres': 0.25, 'head': 'plugin'} (JSON values, else text)."""
+    params: dict[str, Any] = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise OptionError(f"--set '{item}': expected KEY=VALUE")
+        try:
+            params[key] = json.loads(value)
+        except ValueError:
+            params[key] = value
+    return params
+
+
+def cmd_build(a: argparse.Namespace) -> int:
+    from ..build import build_engine
+
+    res = build_engine(a.arch, a.weights, a.output, build_options(a), force=a.force)
+    if res.built:
+        print(f"{'refitted' if res.refitted else 'built'} {res.path} in {res.seconds:.1f} s")
+    return 0

@@ -1,0 +1,41 @@
+"""`netdef detect`: objects in images with a YOLO engine (netdef.tools.detect)."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from .. import defaults
+from ..tools import detect
+from .options import number
+
+
+def register(subparsers: Any) -> argparse.ArgumentParser:
+    """Add `netdef detect` to the command line."""
+    p = subparsers.add_parser("detect", help="detect objects in images with a YOLO engine (GPU pre/post-processing)",
+                              description="Letterbox the images on the GPU, run ENGINE, apply NMS (the engine's "
+                                          "plugin or YOLOv5's in torch), write detections.json and annotated images.")
+    p.set_defaults(func=cmd_detect)
+    p.add_argument("engine")
+    p.add_argument("images", nargs="+", help="image files or folders")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--conf", type=number("--conf", float, minimum=0.0, maximum=1.0),
+                   help=f"score threshold (default {defaults.CONF_THRES}; plugin engines: built in)")
+    p.add_argument("--iou", type=number("--iou", float, minimum=0.0, maximum=1.0),
+                   help=f"NMS IoU threshold (default {defaults.IOU_THRES}; plugin engines: built in)")
+    p.add_argument("--max-det", type=number("--max-det", minimum=1), default=defaults.MAX_DET,
+                   help="boxes per image at most")
+    p.add_argument("--names", help="class names file, one per line")
+    return p
+
+
+def cmd_detect(a: argparse.Namespace) -> int:
+    names = detect.load_names(a.names) if a.names else None
+    det = detect.engine_detector(a.engine, a.conf, a.iou, a.max_det, names)
+    files = detect.collect_images(a.images)
+    arrays = [detect.read_image(f) for f in files]
+    results = det(arrays, [str(f) for f in files])
+    detect.write_results(results, arrays, a.out)
+    total = sum(len(r["boxes"]) for r in results)
+    print(f"{len(results)} image(s), {total} detection(s) -> {Path(a.out) / 'detections.json'}")
+    return 0

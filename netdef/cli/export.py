@@ -1,0 +1,34 @@
+"""`netdef export`: a .wts file from PyTorch weights (the gen_wts step)."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from .options import number
+
+
+def register(subparsers: Any) -> argparse.ArgumentParser:
+    """Add `netdef export` to the command line."""
+    p = subparsers.add_parser("export", help="write a .wts file from PyTorch weights (the gen_wts step)",
+                              description="SOURCE: a checkpoint (.pt/.pth: a state_dict, a pickled model, or a "
+                                          "dict holding one under 'model'/'ema'/'state_dict'), torchvision:NAME "
+                                          "(random init unless --state-dict), or package.module:callable "
+                                          "returning a model or state_dict.")
+    p.set_defaults(func=cmd_export)
+    p.add_argument("source")
+    p.add_argument("-o", "--output", required=True, help="the .wts file to write")
+    p.add_argument("--state-dict", help="load these weights into the torchvision/callable model first")
+    p.add_argument("--randomize-bn", action="store_true", help="random BatchNorm statistics (for testing)")
+    p.add_argument("--seed", type=number("--seed"), default=0)
+    return p
+
+
+def cmd_export(a: argparse.Namespace) -> int:
+    from ..export import export_wts
+
+    sd = export_wts(a.source, a.output, state_dict=a.state_dict, randomize_bn=a.randomize_bn, seed=a.seed,
+                    progress=sys.stderr.isatty())
+    n = sum(int(v.numel()) for v in sd.values())
+    print(f"wrote {a.output}: {len(sd)} tensors, {n:,} values")
+    return 0

@@ -1,0 +1,44 @@
+"""The one error handler of netdef's commands (`netdef CMD`, `python -m netdef.examples.digits`)."""
+from __future__ import annotations
+
+import os
+import sys
+from typing import Callable
+
+from ..errors import NetdefError
+
+SIGPIPE_EXIT = 141  # 128 + SIGPIPE: what a shell reports for a program whose reader went away
+
+
+def run_guarded(fn: Callable[[], int | None], *, prog: str, debug: bool = False) -> int:
+    """Run a command and return its exit status. A NetdefError prints one line `PROG: error: MESSAGE` on
+    stderr (exit 1), Ctrl-C prints `interrupted` (exit 130), a closed stdout (`netdef info --json x | head`)
+    ends quietly; with `debug` the first two raise instead, traceback and all. Other exceptions are bugs
+    and keep their traceback."""
+    try:
+        status = int(fn() or 0)
+        sys.stdout.flush()  # a reader that went away shows here, not at interpreter exit
+        return status
+    except NetdefError as e:
+        if debug:
+            raise
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        _silence_stdout()
+        return SIGPIPE_EXIT
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's last flush of what is left does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout is no file (captured, closed): nothing will be flushed to it
+        pass

@@ -1,0 +1,72 @@
+"""Option values of netdef's commands: numbers checked at parse time but reported by the one error handler
+(`netdef run: error: --batch 'abc': expected an integer`, exit 1, instead of argparse's usage message),
+input shapes, lists of numbers."""
+from __future__ import annotations
+
+import argparse
+import math
+from typing import Any, Callable
+
+from ..errors import OptionError
+
+
+class Invalid:
+    """What a `number` option holds for a value it cannot take: the error, raised by `checked`."""
+
+    def __init__(self, error: OptionError):
+        self.error = error
+
+
+def number(option: str, kind: type = int, *, minimum: float | None = None, maximum: float | None = None,
+           above: float | None = None) -> Callable[[str], Any]:
+    """An argparse `type` for `option`: an int (or `kind` float) within [minimum, maximum] and > above."""
+    def convert(text: str) -> Any:
+        try:
+            value = kind(text)
+            if not math.isfinite(value):
+                raise ValueError(text)
+        except ValueError:
+            return Invalid(OptionError(f"{option} '{text}': expected {'an integer' if kind is int else 'a number'}"))
+        low = None if minimum is None else minimum <= value
+        high = None if maximum is None else value <= maximum
+        if low is False or high is False:
+            bound = f"{minimum}..{maximum}" if low is not None and high is not None else \
+                f">= {minimum}" if low is not None else f"<= {maximum}"
+            return Invalid(OptionError(f"{option} {text}: must be {bound}"))
+        if above is not None and not value > above:
+            return Invalid(OptionError(f"{option} {text}: must be > {above}"))
+        return value
+
+    return convert
+
+
+def checked(args: argparse.Namespace) -> argparse.Namespace:
+    """`args` itself, once no option holds an `Invalid` value; else that value's OptionError."""
+    for value in vars(args).values():
+        for v in value if isinstance(value, list) else [value]:
+            if isinstance(v, Invalid):
+                raise v.error
+    return args
+
+
+def parse_hw(text: str | None, option: str = "--input-shape") -> tuple[int, int] | None:
+    """'480,640' or '480x640' -> (480, 640): two positive integers; None stays None."""
+    if text is None:
+        return None
+    hw = parse_numbers(text, option, int, 2, what="H,W such as 480,640")
+    if min(hw) < 1:
+        raise OptionError(f"{option} '{text}': height and width must be positive")
+    return hw[0], hw[1]
+
+
+def parse_numbers(text: str, option: str, kind: type = float, count: int | None = None,
+                  what: str | None = None) -> list:
+    """'0.485,0.456,0.406' -> [0.485, 0.456, 0.406]: `count` (or one or more) comma-separated numbers."""
+    try:
+        values = [kind(v) for v in text.replace("x", ",").split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values or (count is not None and len(values) != count):
+        what = what or f"{count or 'one or more'} comma-separated numbers"
+        raise OptionError(f"{option} '{text}': expected {what}")
+    return values

@@ -1,0 +1,62 @@
+"""`netdef profile`: time per engine layer, and two engines compared layer by layer (netdef.tools.profile)."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from .. import engine_file
+from ..errors import NetdefError
+from ..tools import profile
+from .options import number
+
+
+def register(subparsers: Any) -> argparse.ArgumentParser:
+    """Add `netdef profile` to the command line."""
+    p = subparsers.add_parser(
+        "profile", help="time per engine layer (TensorRT profiler) and what each layer is (engine inspector)",
+        description=profile.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.set_defaults(func=cmd_profile)
+    p.add_argument("engine", help="netdef engine file")
+    p.add_argument("--batch", type=number("--batch", minimum=1), nargs="+", default=None,
+                   help="batch size(s) (default: the profile's opt batch)")
+    p.add_argument("--runs", type=number("--runs", minimum=1), default=200,
+                   help="executions averaged per batch (default 200)")
+    p.add_argument("--warmup", type=number("--warmup", minimum=0), default=20,
+                   help="executions before profiling (default 20)")
+    p.add_argument("--top", type=number("--top", minimum=1), default=25,
+                   help="layers listed per profile, slowest first, and with --compare the largest per-layer "
+                        "differences (default 25)")
+    p.add_argument("--compare", metavar="ENGINE", help="a second engine to profile and compare with")
+    p.add_argument("--json", metavar="FILE", help="write every layer's figures and the environment as JSON")
+    return p
+
+
+def cmd_profile(a: argparse.Namespace) -> int:
+    from ..tools.environment import environment
+    from ..tools.report import write_json
+
+    engines = [a.engine] + ([a.compare] if a.compare else [])
+    for e in engines:
+        if not Path(e).is_file():
+            raise NetdefError(f"engine not found: {e}")
+    batches = a.batch or [engine_file.read_meta(a.engine)["options"]["batch"][1]]
+    doc: dict[str, Any] = {"environment": environment(), "command": " ".join(sys.argv), "profiles": []}
+    for b in batches:
+        profs = [profile.profile_engine(e, b, a.runs, a.warmup) for e in engines]
+        for prof in profs:
+            print(profile.format_profile(prof, a.top))
+            print()
+            if not prof["detailed"]:
+                print(f"(layer types and tactics: rebuild {prof['engine']} with `netdef build ... --detailed`)\n")
+        if len(profs) == 2:
+            print(profile.format_comparison(*profs))
+            print()
+            print(profile.format_layer_differences(*profs, top=a.top))
+            print()
+        doc["profiles"] += profs
+    if a.json:
+        write_json(a.json, doc)
+        print(f"wrote {a.json}")
+    return 0

@@ -1,0 +1,27 @@
+"""`netdef refit`: new weights for a refittable engine, without a rebuild."""
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def register(subparsers: Any) -> argparse.ArgumentParser:
+    """Add `netdef refit` to the command line."""
+    r = subparsers.add_parser(
+        "refit", help="replace the weights of a refittable engine (built with --refittable) without a rebuild",
+        description="Defines the network from the new .wts with the engine's own architecture and options (the "
+                    "same code as the build: BatchNorm folding, fp16, INT8 weight scales), checks every key and "
+                    "shape, and hands each refittable weight to TensorRT by layer name. Needs a CUDA GPU.")
+    r.set_defaults(func=cmd_refit)
+    r.add_argument("engine", help="engine built with `netdef build --refittable`")
+    r.add_argument("--weights", "-w", required=True, help="the new .wts file (same architecture)")
+    r.add_argument("-o", "--output", help="engine file to write (default: the engine itself, atomically)")
+    return r
+
+
+def cmd_refit(a: argparse.Namespace) -> int:
+    from ..refit import refit_file
+
+    meta = refit_file(a.engine, a.weights, a.output)
+    print(f"refitted {a.output or a.engine}: {meta['refit']['weights_set']} weights in {meta['refit']['seconds']:.2f} s")
+    return 0

@@ -1,0 +1,210 @@
+"""The one compile step: a TensorRT network definition (netdef's, or one parsed from ONNX) plus
+`BuildOptions` -> a serialized plan, written as an engine file with its metadata.
+
+Builder configuration (precision, target, workspace, optimization level, profiles), the timing cache,
+build progress and the metadata header are written here once; `netdef.build`, the INT8 calibration
+run and the route-comparison script all compile through `compile_engine`.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from . import __version__, engine_file, trt_api
+from .errors import OptionError, TensorRTError
+from .fileio import atomic_write, file_sha256
+from .options import BuildOptions, format_profiles
+
+Log = Callable[[str], None]
+
+
+def compile_engine(builder: Any, definition: Any, opts: BuildOptions, output: str | Path, *,
+                   strongly_typed: bool, arch: Mapping[str, Any], weights: Mapping[str, Any],
+                   plugins: list[dict[str, Any]] | None = None, log: Log, tag: str = "netdef",
+                   **extra_meta: Any) -> dict[str, Any]:
+    """Build `definition` with `opts` and write the engine file `output` (atomically); returns its metadata.
+
+    `arch` and `weights` ({name/path, sha256}) say what the engine was built from; `plugins` lists the plugin
+    libraries its layers need; `extra_meta` adds keys to the header. `tag` starts each log message."""
+    definition = getattr(definition, "raw", definition)  # netdef's NamingDefinition wraps the real one
+    plugins = list(plugins or [])
+    config = builder.create_builder_config()
+    trt_api.configure_precision(config, opts.precision, strongly_typed, opts.tf32, definition)
+    trt_api.configure_target(config, opts.compute_capability)
+    trt_api.set_workspace(config, opts.workspace_mib)
+    trt_api.set_optimization_level(config, opts.opt_level)
+    if opts.detailed:
+        trt_api.set_detailed_profiling(config)
+    if opts.refittable:
+        trt_api.set_refittable(config, definition)
+    if plugins:
+        trt_api.disable_library_tactics(config)
+    add_profiles(builder, definition, config, opts, str(arch.get("name")))
+    cache = load_timing_cache(config, opts.timing_cache, log, tag)
+
+    log(f"[{tag}] building {arch.get('name')} ({opts.precision}, batch {format_profiles(opts.all_profiles)}, "
+        f"{definition.num_layers} layers) with {trt_api.version_string()} ...")
+    t0 = time.perf_counter()
+    with BuildProgress(config, log, tag=tag) as progress:
+        plan = builder.build_serialized_network(definition, config)
+    build_s = time.perf_counter() - t0
+    if progress.interrupted:
+        raise KeyboardInterrupt
+    if plan is None:
+        raise TensorRTError(f"TensorRT could not build {arch.get('name')} (its messages above say why)")
+    if cache is not None:
+        atomic_write(opts.timing_cache, bytes(config.get_timing_cache().serialize()))
+    meta = engine_metadata(definition, opts, strongly_typed=strongly_typed, arch=arch, weights=weights,
+                           plugins=plugins, build_seconds=build_s, **extra_meta)
+    meta = engine_file.write_engine(output, plan, meta)
+    log(f"[{tag}] wrote {output} ({plan.nbytes / 2**20:.1f} MiB) in {build_s:.1f} s")
+    return meta
+
+
+def build_key(arch_sha: str, weights_sha: str, opts: BuildOptions, target: Mapping[str, Any]) -> str:
+    """Everything that changes the engine: an engine with the same key is not rebuilt. With weights_sha ""
+    it is the key of everything but the weights (a refittable engine with the same one is refitted instead)."""
+    calib = file_sha256(opts.calibration) if opts.calibration else None
+    key = {"arch": arch_sha, "weights": weights_sha, "opts": asdict(opts) | {"timing_cache": None},
+           "tensorrt": trt_api.version_string(), "target": dict(target), "netdef": __version__, "calibration": calib}
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def engine_metadata(definition: Any, opts: BuildOptions, *, strongly_typed: bool, arch: Mapping[str, Any],
+                    weights: Mapping[str, Any], plugins: list[dict[str, Any]], build_seconds: float,
+                    **extra: Any) -> dict[str, Any]:
+    """The engine file's header: what the engine is (I/O, profiles, precision) and what built it."""
+    info = trt_api.info()
+    io = [(definition.get_input(i), "inputs") for i in range(definition.num_inputs)] + \
+         [(definition.get_output(i), "outputs") for i in range(definition.num_outputs)]
+    meta = {
+        "netdef_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "tensorrt": {"flavor": info.flavor, "version": info.version, "strongly_typed": strongly_typed},
+        "gpu": target_identity(opts),
+        "precision": opts.precision,
+        "options": asdict(opts),
+        "arch": dict(arch),
+        "weights": dict(weights),
+        "inputs": [_io(t) for t, kind in io if kind == "inputs"],
+        "outputs": [_io(t) for t, kind in io if kind == "outputs"],
+        "plugins": plugins,
+        "layers": definition.num_layers,
+        "structure": structure_digest(definition, plugins),
+        "build_seconds": round(build_seconds, 2),
+    }
+    meta.update(extra)
+    return meta
+
+
+def structure_digest(definition: Any, plugins: list[dict[str, Any]]) -> str:
+    """SHA-256 of what new weights must not change for a refit: every layer's name, type and output shapes,
+    and the plugin layers' settings (their fields are baked into the plan)."""
+    doc = {"layers": trt_api.network_structure(getattr(definition, "raw", definition)),
+           "plugins": [{k: v for k, v in p.items() if k not in ("library", "sha256")} for p in plugins]}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _io(t: Any) -> dict[str, Any]:
+    return {"name": t.name, "shape": list(t.shape), "dtype": trt_api.dtype_name(t.dtype)}
+
+
+def target_identity(opts: BuildOptions) -> dict[str, Any]:
+    """The GPU an engine is built for: this machine's, or TensorRT-RTX's target compute capability."""
+    gpu = trt_api.gpu_identity()
+    if gpu is not None and not opts.compute_capability:
+        return {"name": gpu[0], "compute_capability": gpu[1]}
+    return {"name": None, "compute_capability": opts.compute_capability or ("8.6" if gpu is None else gpu[1])}
+
+
+def add_profiles(builder: Any, definition: Any, config: Any, opts: BuildOptions, where: str) -> None:
+    """One optimization profile per entry of `opts.all_profiles`: the batch dimension from it, the other
+    dimensions as defined (they must be static)."""
+    for lo, opt, hi in opts.all_profiles:
+        profile = builder.create_optimization_profile()
+        for i in range(definition.num_inputs):
+            t = definition.get_input(i)
+            rest = tuple(t.shape)[1:]
+            if any(d < 0 for d in rest):
+                raise OptionError(f"{where}: input {t.name} {tuple(t.shape)} is dynamic beyond the batch axis")
+            profile.set_shape(t.name, (lo, *rest), (opt, *rest), (hi, *rest))
+        config.add_optimization_profile(profile)
+
+
+def load_timing_cache(config: Any, path: str | None, log: Log, tag: str = "netdef") -> Any:
+    """Attach the timing cache at `path` (new when missing) to `config`; None when not used."""
+    if not path:
+        return None
+    if not trt_api.timing_cache_supported():
+        log(f"[{tag}] timing cache {path} not used: {trt_api.version_string()} without a GPU times no tactics")
+        return None
+    data = Path(path).read_bytes() if Path(path).is_file() else b""
+    cache = config.create_timing_cache(data)
+    if cache is None or not config.set_timing_cache(cache, False):
+        raise TensorRTError(f"timing cache {path} does not fit this TensorRT/GPU; delete it or pick another file")
+    if data:  # TensorRT logs an error and goes on with an empty cache when it cannot read the file
+        kept = len(bytes(cache.serialize()))
+        empty = len(bytes(config.create_timing_cache(b"").serialize()))
+        if kept <= empty:
+            raise TensorRTError(f"TensorRT could not read the timing cache {path} ({len(data)} bytes; its message "
+                                f"above says why): delete the file to start a new one")
+        if kept < len(data):
+            log(f"[{tag}] warning: TensorRT kept {kept} of the {len(data)} bytes of timing cache {path}")
+    log(f"[{tag}] timing cache {path}: {'loaded ' + str(len(data)) + ' bytes' if data else 'new'}")
+    return cache
+
+
+class BuildProgress:
+    """Shows build progress: TensorRT's phases where it reports them (>= 10), elapsed time always. Ctrl-C
+    during a phase cancels the build (`interrupted` is then True) instead of escaping TensorRT's callback."""
+
+    def __init__(self, config: Any, log: Log, every: float = 15.0, tag: str = "netdef"):
+        self.log, self.every, self.tag = log, every, tag
+        self.interrupted = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._tick, daemon=True)
+        base = trt_api.progress_monitor_base()
+        if base is not None:
+            trt_api.attach_progress(config, _make_monitor(base, self))
+
+    def _tick(self) -> None:
+        t0 = time.perf_counter()
+        while not self._stop.wait(self.every):
+            self.log(f"[{self.tag}]   ... still building ({time.perf_counter() - t0:.0f} s)")
+
+    def __enter__(self) -> "BuildProgress":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _make_monitor(base: type, progress: BuildProgress) -> Any:
+    class Monitor(base):  # type: ignore[misc, valid-type]
+        def __init__(self) -> None:
+            base.__init__(self)
+
+        def phase_start(self, phase_name: str, parent_phase: str | None, num_steps: int) -> None:
+            if parent_phase is None:
+                progress.log(f"[{progress.tag}]   {phase_name} ({num_steps} steps)")
+
+        def step_complete(self, phase_name: str, step: int) -> bool:
+            try:
+                return not progress.interrupted
+            except KeyboardInterrupt:
+                progress.interrupted = True
+                return False
+
+        def phase_finish(self, phase_name: str) -> None:
+            pass
+
+    return Monitor()

@@ -1,0 +1,72 @@
+"""Define a network: an architecture (YAML spec) plus weights (a .wts path or a mapping of arrays) become a
+`Network` whose layers hold those weights, with strict key accounting and checked build parameters."""
+from __future__ import annotations
+
+import hashlib
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import WtsFormatError
+from .fileio import file_sha256
+from .network import Network
+from .options import BuildOptions
+from .spec import Spec, build_network, load_spec
+from .wts import read_wts
+
+Weights = str | Path | Mapping[str, Any]  # a .wts path, or a mapping key -> array (numpy or torch)
+
+
+def weights_identity(weights: Weights) -> tuple[str, str]:
+    """(where the weights come from, their SHA-256): the file's, or a digest of an in-memory mapping."""
+    if isinstance(weights, Mapping):
+        h = hashlib.sha256()
+        for k in sorted(weights):
+            h.update(k.encode() + b"\0" + np.ascontiguousarray(_array(weights[k])).tobytes())
+        return "in-memory weights", h.hexdigest()
+    path = Path(weights)
+    if not path.is_file():
+        what = "is a directory, not a .wts file" if path.is_dir() else "not found"
+        raise WtsFormatError(str(path), f"weights file {what} (create one with `netdef export`)")
+    return str(path), file_sha256(path)
+
+
+def define_network(spec: Spec | str | Path, weights: Weights, opts: BuildOptions | None = None,
+                   log: Callable[[str], None] | None = None, *, quantizer: Any = None) -> Network:
+    """Read the weights (a .wts path or a mapping of arrays) and define the network (no engine build); checks
+    the weight keys and the build parameters. `quantizer` replaces the int8 build's (calibration records)."""
+    opts = opts or BuildOptions()
+    log = log or _stderr
+    spec = spec if isinstance(spec, Spec) else load_spec(spec)
+    params = spec.resolve_params(opts.params)
+    source, weights_sha = weights_identity(weights)
+    if isinstance(weights, Mapping):
+        tensors = {k: _array(v) for k, v in weights.items()}
+    else:
+        log(f"[netdef] reading {weights} ...")
+        tensors = read_wts(weights, progress=sys.stderr.isatty())
+    net = Network(tensors, precision=opts.precision, source=source, params=params)
+    if quantizer is None and opts.precision == "int8":
+        from .int8.quantize import Quantizer  # int8 only: needs a calibration table
+
+        quantizer = Quantizer.for_build(spec, weights_sha, opts)
+    net.quantizer = quantizer
+    build_network(spec, net, opts.input_hw)
+    unused = net.check_keys(strict=opts.strict)
+    if unused:
+        log(f"[netdef] warning: {len(unused)} unused key(s) in {source}, e.g. {unused[:3]}")
+    return net
+
+
+def _array(v: Any) -> np.ndarray:
+    """A float32 numpy array from a numpy array or a torch tensor (any device)."""
+    if hasattr(v, "detach"):
+        v = v.detach().cpu().float().numpy()
+    return np.asarray(v, dtype=np.float32)
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)

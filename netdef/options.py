@@ -1,0 +1,148 @@
+"""How an engine is built (`BuildOptions`) and the parsing of the profile syntax (`--batch 1:8:32,33:64:64`).
+
+Every value is checked where it enters: `BuildOptions.validate()` names the option and the bad value.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import OptionError
+
+PRECISIONS = ("fp32", "fp16", "int8")
+Profile = tuple[int, int, int]
+
+
+@dataclass
+class BuildOptions:
+    """How to build. `batch` is the optimization profile's (min, opt, max) batch size; with several
+    `profiles` (each tuned for its own opt batch; the runtime picks one per batch) it is their overall range."""
+
+    precision: str = "fp32"
+    batch: Profile = (1, 1, 1)
+    profiles: tuple[Profile, ...] = ()
+    input_hw: tuple[int, int] | None = None
+    workspace_mib: int | None = None
+    opt_level: int | None = None
+    tf32: bool = True
+    strict: bool = True
+    timing_cache: str | None = None
+    compute_capability: str | None = None  # TensorRT-RTX without a GPU: the target (default 8.6)
+    calibration: str | None = None  # int8: calibration table (JSON)
+    int8_exclude: tuple[str, ...] = ()  # int8: layer-name patterns (fnmatch) left unquantized (fp16/fp32)
+    detailed: bool = False  # keep layer types, tactics and formats in the engine (netdef profile shows them)
+    refittable: bool = False  # weights can be replaced later without a rebuild (`netdef refit`, Engine.refit)
+    params: dict[str, Any] = field(default_factory=dict)  # block build parameters (`--set`, e.g. NMS thresholds)
+
+    @classmethod
+    def from_meta(cls, options: dict[str, Any]) -> "BuildOptions":
+        """The options an engine was built with, from its metadata (JSON lists back to tuples)."""
+        known = {f for f in cls.__dataclass_fields__}
+        kw = {k: v for k, v in options.items() if k in known}
+        for key in ("batch", "input_hw"):
+            if kw.get(key) is not None:
+                kw[key] = tuple(kw[key])
+        kw["profiles"] = tuple(tuple(p) for p in kw.get("profiles") or ())
+        kw["int8_exclude"] = tuple(kw.get("int8_exclude") or ())
+        return cls(**kw)
+
+    @property
+    def all_profiles(self) -> tuple[Profile, ...]:
+        """The engine's optimization profiles: `profiles`, or the single `batch` profile."""
+        return self.profiles or (self.batch,)
+
+    def __post_init__(self) -> None:
+        if self.profiles and _is_triple(self.profiles[0]) and tuple(self.batch) == (1, 1, 1):
+            self.batch = overall_range(self.profiles)  # batch left out: the profiles' overall range
+
+    def validate(self) -> None:
+        """Raise OptionError for any value that cannot build (types included: this is also a Python API)."""
+        if self.precision not in PRECISIONS:
+            raise OptionError(f"unknown precision {self.precision!r}: use fp32, fp16 or int8")
+        for p in (self.batch, *self.profiles):
+            if not _is_triple(p):
+                raise OptionError(f"batch profile {p!r}: expected (min, opt, max) integers, e.g. (1, 8, 32); "
+                                  f"parse_profiles('1:8:32') gives one")
+            lo, opt, hi = p
+            if not 1 <= lo <= opt <= hi:
+                raise OptionError(f"batch profile {lo}:{opt}:{hi} must satisfy 1 <= min <= opt <= max")
+        if self.profiles:
+            check_profiles(self.profiles)
+            if tuple(self.batch) != overall_range(self.profiles):
+                raise OptionError(f"batch {format_profiles([self.batch])} must be the profiles' overall range "
+                                  f"{format_profiles([overall_range(self.profiles)])} (or leave it out)")
+        if self.input_hw is not None and not (
+                isinstance(self.input_hw, (tuple, list)) and len(self.input_hw) == 2
+                and all(_is_int(v) and v > 0 for v in self.input_hw)):
+            raise OptionError(f"input shape {self.input_hw!r}: expected (H, W), two positive integers")
+        if self.workspace_mib is not None and not (_is_int(self.workspace_mib) and self.workspace_mib > 0):
+            raise OptionError(f"workspace {self.workspace_mib!r} MiB: expected a positive integer")
+        if self.opt_level is not None and not (_is_int(self.opt_level) and 0 <= self.opt_level <= 5):
+            raise OptionError(f"builder optimization level {self.opt_level!r} must be an integer 0..5")
+        if not isinstance(self.params, dict):
+            raise OptionError(f"params {self.params!r}: expected a dict of build parameters")
+        if self.calibration and self.precision != "int8":
+            raise OptionError("--calibration is for --precision int8 only")
+        if self.int8_exclude and self.precision != "int8":
+            raise OptionError("--int8-exclude is for --precision int8 only")
+        if self.calibration and not Path(self.calibration).is_file():
+            raise OptionError(f"calibration table {self.calibration} not found: make it with `netdef calibrate "
+                              "ARCH --weights W --data DATA -o TABLE.json` and pass --calibration TABLE.json")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_triple(p: Any) -> bool:
+    return isinstance(p, (tuple, list)) and len(p) == 3 and all(_is_int(v) for v in p)
+
+
+def parse_profiles(text: str, what: str = "--batch") -> tuple[Profile, tuple[Profile, ...]]:
+    """(batch, profiles) for BuildOptions: '1:8:32' -> one profile; '1:1:8,9:64:256' -> two profiles, each
+    tuned for its opt batch, and their overall range (1, 64, 256) as the batch."""
+    parts = [parse_batch(p, what) for p in str(text).split(",")]
+    if len(parts) == 1:
+        return parts[0], ()
+    check_profiles(parts)
+    return overall_range(parts), tuple(parts)
+
+
+def overall_range(profiles: Sequence[Sequence[int]]) -> Profile:
+    """(smallest min, opt of the last profile, largest max)."""
+    return min(p[0] for p in profiles), int(profiles[-1][1]), max(p[2] for p in profiles)
+
+
+def check_profiles(profiles: Sequence[Sequence[int]]) -> None:
+    """Profiles listed by increasing min that leave no batch size uncovered between them (overlaps are fine)."""
+    covered = profiles[0][2]
+    for a, b in zip(profiles, profiles[1:]):
+        text = format_profiles([a, b])
+        if b[0] <= a[0]:
+            raise OptionError(f"batch profiles {text}: list the profiles by increasing min batch")
+        if b[0] > covered + 1:
+            raise OptionError(f"batch profiles {text}: batches {covered + 1}..{b[0] - 1} are in no profile; "
+                              f"start the next one at {covered + 1} or lower")
+        covered = max(covered, b[2])
+
+
+def parse_batch(text: str, what: str = "--batch") -> Profile:
+    """'8' -> (8, 8, 8); '1:8:32' -> (1, 8, 32); '1:32' -> (1, 32, 32). `what` names the option in errors."""
+    try:
+        parts = [int(p) for p in str(text).split(":")]
+    except ValueError:
+        raise OptionError(f"{what} '{text}': expected N or MIN:OPT:MAX with integers") from None
+    if len(parts) == 1:
+        return parts[0], parts[0], parts[0]
+    if len(parts) == 2:
+        return parts[0], parts[1], parts[1]
+    if len(parts) == 3:
+        return parts[0], parts[1], parts[2]
+    raise OptionError(f"{what} '{text}': expected N or MIN:OPT:MAX")
+
+
+def format_profiles(profiles: Sequence[Sequence[int]], between: str = ",", within: str = ":") -> str:
+    """[(1, 1, 4), (5, 32, 32)] -> '1:1:4,5:32:32' (the --batch form); with '_' and '-': a file-name tag."""
+    return between.join(within.join(map(str, p)) for p in profiles)

@@ -1,0 +1,100 @@
+"""Refit: new weights for a refittable engine (`netdef build --refittable`) in seconds instead of a rebuild.
+
+The new weights go through the very code the build used: `build.define_network` with the engine's own
+options (BatchNorm folded into convolutions, fp16 conversion, transposes, INT8 weight scales), strict key
+accounting included. The resulting network must have the build's structure (every layer's name, type and
+output shapes, and the plugin layers' settings, such as YOLO anchors and the class count): weights that
+change it need a rebuild. Every weight TensorRT lists as refittable is then handed over by layer name.
+INT8 engines keep their calibration table's activation ranges; weight scales are computed anew.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import engine_file, trt_api
+from .compiler import build_key, structure_digest
+from .define import Weights, define_network, weights_identity
+from .errors import NetdefError, OptionError
+from .fileio import check_output
+from .options import BuildOptions
+from .spec import Spec, load_spec
+
+Log = Callable[[str], None]
+
+
+def refit_arrays(meta: dict[str, Any], weights: Weights, log: Log | None = None
+                 ) -> tuple[dict[tuple[str, str], np.ndarray], Spec, BuildOptions]:
+    """The arrays a refit hands to TensorRT ((layer name, role) -> array) for the engine described by `meta`
+    and the new `weights`, computed by the build's own network definition; and the spec and options used."""
+    opts = BuildOptions.from_meta(meta["options"])
+    if not opts.refittable:
+        raise OptionError("the engine was built without --refittable: rebuild it with --refittable to refit it")
+    spec = spec_of(meta)
+    quantizer = None
+    if opts.precision == "int8":  # the table belongs to the weights the engine was built from: ranges kept
+        from .int8.quantize import Quantizer
+
+        quantizer = Quantizer.for_build(spec, meta["weights"]["sha256"], opts)
+    net = define_network(spec, weights, opts, log or _stderr, quantizer=quantizer)
+    if structure_digest(net.definition, net.plugins) != meta.get("structure"):
+        raise NetdefError(f"the new weights change the structure of {spec.name} (layer shapes, or settings baked "
+                          f"into a plugin such as the class count or the anchors): rebuild with `netdef build`")
+    return trt_api.layer_weights(net.definition), spec, opts
+
+
+def spec_of(meta: dict[str, Any]) -> Spec:
+    """The architecture an engine was built from, by name or path, checked against the recorded hash."""
+    arch = meta["arch"]
+    for ref in dict.fromkeys(filter(None, (arch.get("name"), arch.get("path")))):
+        try:
+            spec = load_spec(ref)
+        except NetdefError:
+            continue
+        if spec.sha256 == arch.get("sha256"):
+            return spec
+    raise NetdefError(f"architecture {arch.get('name')} ({arch.get('path')}) is not the YAML the engine was built "
+                      f"from (it changed or is gone): rebuild the engine with `netdef build`")
+
+
+def refit_file(engine: str | Path, weights: Weights, output: str | Path | None = None, *,
+               log: Log | None = None) -> dict[str, Any]:
+    """Refit the engine file `engine` with `weights` and write it to `output` (default: in place, atomically);
+    returns the new metadata. Nothing is written when anything fails."""
+    log = log or _stderr
+    t0 = time.perf_counter()
+    engine = Path(engine)
+    output = check_output(output or engine, inputs=[None if isinstance(weights, Mapping) else weights],
+                          what="the refitted engine")
+    meta, plan = engine_file.read_plan(engine)
+    log(f"[netdef] computing the new weights of {meta['arch']['name']} ...")
+    arrays, spec, opts = refit_arrays(meta, weights, log)
+    source, sha = weights_identity(weights)
+    if not trt_api.can_run_engines():
+        raise NetdefError(f"refitting {engine} needs a CUDA GPU and full TensorRT (this is "
+                          f"{trt_api.version_string()}, GPU: {trt_api.gpu_identity() or 'none'})")
+    from .plugins import load_plugin_libraries
+
+    load_plugin_libraries(meta.get("plugins", []), engine)
+    t1 = time.perf_counter()
+    _runtime, cuda_engine = trt_api.deserialize(plan)
+    count = trt_api.refit_engine(cuda_engine, arrays)
+    new_plan = trt_api.serialize(cuda_engine)
+    refit_s = time.perf_counter() - t1
+    new_meta = dict(meta, weights={"path": source, "sha256": sha},
+                    build_key=build_key(spec.sha256, sha, opts, meta["gpu"]),
+                    refit={"from_weights": meta["weights"]["sha256"], "weights_set": count,
+                           "seconds": round(time.perf_counter() - t0, 3), "refit_seconds": round(refit_s, 3)})
+    new_meta = engine_file.write_engine(output, new_plan, new_meta)
+    log(f"[netdef] refitted {count} weights of {engine} from {source} in {time.perf_counter() - t0:.2f} s "
+        f"(TensorRT refit {refit_s:.2f} s); wrote {output}")
+    return new_meta
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)

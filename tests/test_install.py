@@ -1,0 +1,69 @@
+"""A plain (not editable) `pip install .` works away from the checkout: the architectures ship inside the
+package, and `netdef build resnet18` / `netdef build yolov5s` run from an empty folder."""
+from __future__ import annotations
+
+import os
+import site
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+torch = pytest.importorskip("torch")
+
+
+@pytest.fixture(scope="module")
+def fresh_venv(tmp_path_factory) -> Path:
+    """A new venv with netdef installed from a wheel of this checkout; its other requirements (numpy, PyYAML,
+    tqdm, TensorRT-RTX) come from this interpreter's site-packages through a .pth file (no downloads)."""
+    tmp = tmp_path_factory.mktemp("install")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
+                    str(tmp / "dist"), str(ROOT)], check=True, capture_output=True)
+    venv = tmp / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    py = venv / "bin" / "python"
+    wheel = next((tmp / "dist").glob("netdef-*.whl"))
+    subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)], check=True)
+    purelib = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             check=True, capture_output=True, text=True).stdout.strip()
+    ours = [sysconfig.get_paths()["purelib"], *site.getsitepackages()]
+    Path(purelib, "zz_netdef_test_deps.pth").write_text("\n".join(dict.fromkeys(ours)) + "\n")
+    return venv
+
+
+def netdef(venv: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    return subprocess.run([str(venv / "bin" / "netdef"), *args], cwd=cwd, capture_output=True, text=True, env=env)
+
+
+def test_installed_package_is_not_the_checkout(fresh_venv, tmp_path):
+    out = subprocess.run([str(fresh_venv / "bin" / "python"), "-c", "import netdef; print(netdef.__file__)"],
+                         cwd=tmp_path, check=True, capture_output=True, text=True).stdout.strip()
+    assert "site-packages" in out and not out.startswith(str(ROOT))
+
+
+def test_build_resnet18_from_an_empty_folder(fresh_venv, tmp_path, torchvision_wts):
+    _, wts = torchvision_wts("resnet18")
+    res = netdef(fresh_venv, tmp_path, "build", "resnet18", "-w", str(wts), "-o", "r18.engine", "--opt-level", "0")
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "r18.engine").stat().st_size > 1e6 and sorted(p.name for p in tmp_path.iterdir()) == ["r18.engine"]
+
+
+def test_build_yolov5s_from_an_empty_folder(fresh_venv, tmp_path_factory):
+    ref = pytest.importorskip("netdef.testing.yolov5_reference")
+    try:
+        _, sd = ref.reference_model("yolov5s")
+    except ImportError as e:
+        pytest.skip(f"needs Ultralytics' YOLOv5 code (pip install --no-deps yolov5==7.0.14): {e}")
+    from netdef.wts import write_wts
+
+    wts = tmp_path_factory.mktemp("y5") / "yolov5s.wts"
+    write_wts(wts, sd)
+    work = tmp_path_factory.mktemp("empty")
+    res = netdef(fresh_venv, work, "build", "yolov5s", "-w", str(wts), "-o", "y5s.engine", "--opt-level", "0")
+    assert res.returncode == 0, res.stderr
+    info = netdef(fresh_venv, work, "info", "y5s.engine")
+    assert info.returncode == 0 and "yolov5s fp32" in info.stdout, info.stdout + info.stderr

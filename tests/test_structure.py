@@ -1,0 +1,202 @@
+"""The structure users rely on: declared build parameters, errors in their own type, layers named in one
+place, YAML families with scales, architectures found by name from any folder, no import cycles."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from netdef.build import BuildOptions, define_network
+from netdef.errors import BlockError, NetdefError, OptionError, SpecError, WeightKeyError
+from netdef.network import Network
+from netdef.registry import BLOCKS, block
+from netdef.spec import available_archs, build_network, load_spec
+
+TINY = """name: tiny
+input: {name: x, shape: [3, 8, 8]}
+output: y
+layers:
+  - [-1, 1, ConvBnAct, {c2: 4, k: 3}, stem]
+  - [-1, 1, BLOCK, {}, odd]
+"""
+
+
+@pytest.fixture
+def temp_block():
+    """Register blocks for one test and remove them afterwards."""
+    names = []
+
+    def register(name, fn, **kw):
+        names.append(name)
+        block(name, **kw)(fn)
+        return name
+
+    yield register
+    for n in names:
+        BLOCKS.pop(n, None)
+
+
+def tiny(tmp_path, block_name):
+    p = tmp_path / "tiny.yaml"
+    p.write_text(TINY.replace("BLOCK", block_name))
+    return p
+
+
+def tiny_weights():
+    return {"stem.weight": np.ones((4, 3, 3, 3), np.float32), "stem.bias": np.zeros(4, np.float32)}
+
+
+# ---------------------------------------------------------------- build parameters
+
+def test_set_with_an_undeclared_key_is_an_error():
+    spec = load_spec("yolov5s")
+    with pytest.raises(OptionError, match=r"--set conf_thresh: no block of yolov5s declares it \(its blocks take "
+                                          r"conf_thres, head, iou_thres, max_det\)"):
+        spec.resolve_params({"conf_thresh": 0.3})
+    with pytest.raises(OptionError, match="resnet18 declares it .*take no build parameters"):
+        load_spec("resnet18").resolve_params({"head": "plugin"})
+
+
+def test_set_values_are_converted_and_checked():
+    spec = load_spec("yolov5s")
+    p = spec.resolve_params({"conf_thres": "0.4", "max_det": "50"})
+    assert p == {"head": "decode", "conf_thres": 0.4, "iou_thres": 0.45, "max_det": 50}
+    with pytest.raises(OptionError, match=r"--set head='nms': use one of decode, plugin"):
+        spec.resolve_params({"head": "nms"})
+    with pytest.raises(OptionError, match=r"--set max_det=2.5: expected a int"):
+        spec.resolve_params({"max_det": 2.5})
+
+
+def test_the_network_carries_typed_build_state(tmp_path, temp_block):
+    seen = {}
+
+    def reads_param(net, x, prefix, k: int = 1):
+        seen["scale"] = net.param("scale")
+        return x
+
+    from netdef.registry import Param
+    name = temp_block("ReadsParam", reads_param, params={"scale": Param(2.0, float)})
+    net = define_network(tiny(tmp_path, name), tiny_weights(), BuildOptions(params={"scale": "3"}), log=print)
+    assert seen["scale"] == 3.0 and net.params == {"scale": 3.0} and net.plugins == []
+
+
+# ---------------------------------------------------------------- errors
+
+def test_a_bug_inside_a_block_is_a_block_error_not_bad_yaml(tmp_path, temp_block):
+    def buggy(net, x, prefix):
+        return len(x)  # TypeError: a tensor has no len()
+
+    name = temp_block("Buggy", buggy)
+    with pytest.raises(BlockError) as e:
+        define_network(tiny(tmp_path, name), tiny_weights(), log=print)
+    assert not isinstance(e.value, SpecError)
+    msg = str(e.value)
+    assert "tiny.yaml:6: row 1 (Buggy): block Buggy (" in msg and "raised TypeError" in msg and "\n" not in msg
+
+
+def test_a_netdef_error_in_a_block_gets_the_row_once(tmp_path, temp_block):
+    def refuses(net, x, prefix):
+        raise WeightKeyError(f"{prefix}: not like this")
+
+    name = temp_block("Refuses", refuses)
+    with pytest.raises(WeightKeyError) as e:
+        define_network(tiny(tmp_path, name), tiny_weights(), log=print)
+    assert str(e.value).count("row 1") == 1 and str(e.value).endswith("(Refuses): odd: not like this")
+
+
+def test_the_cli_prints_a_block_bug_in_one_line(tmp_path, temp_block, capsys):
+    from netdef.cli import main
+    from netdef.wts import write_wts
+
+    def buggy(net, x, prefix):
+        raise TypeError("boom")
+
+    name = temp_block("Buggy2", buggy)
+    write_wts(tmp_path / "w.wts", tiny_weights())
+    code = main(["build", str(tiny(tmp_path, name)), "-w", str(tmp_path / "w.wts"), "-o", str(tmp_path / "e.engine")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and err[-1].startswith("netdef build: error: ") and "block Buggy2" in err[-1]
+
+
+def test_weight_size_error_names_the_row(tmp_path):
+    w = tiny_weights() | {"stem.weight": np.ones(107, np.float32)}
+    with pytest.raises(WeightKeyError, match=r"tiny.yaml:5: row 0 \(ConvBnAct\): in-memory weights: 'stem.weight' "
+                                             r"has 107 values but the architecture expects shape \(4, 3, 3, 3\)"):
+        define_network(tiny(tmp_path, "Act"), w, log=print)
+
+
+# ---------------------------------------------------------------- layer names
+
+def test_raw_api_layers_are_named_after_the_row(tmp_path, temp_block):
+    def raw(net, x, prefix):
+        layer = net.definition.add_shuffle(x)  # the raw TensorRT call, not named by the block
+        layer.reshape_dims = (0, -1)
+        return layer.get_output(0)
+
+    name = temp_block("RawShuffle", raw)
+    net = define_network(tiny(tmp_path, name), tiny_weights(), log=print)
+    d = net.definition
+    names = [d.get_layer(i).name for i in range(d.num_layers)]
+    assert "odd/shuffle" in names and not any(n.startswith("(Unnamed") for n in names)
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "yolov5n"])
+def test_no_layer_is_left_unnamed(arch, torchvision_wts):
+    spec = load_spec(arch)
+    net = Network({}, precision="fp16")
+    build_network(spec, net)  # zeros for the missing keys: the layer names are what is checked
+    d = net.definition
+    names = [d.get_layer(i).name for i in range(d.num_layers)]
+    assert names and not [n for n in names if n.startswith("(Unnamed")]
+
+
+# ---------------------------------------------------------------- YAML families
+
+@pytest.mark.parametrize("name, file, scale, depth_width", [
+    ("yolov5s", "yolov5.yaml", "s", (0.33, 0.5)),
+    ("yolov5x6", "yolov5-p6.yaml", "x", (1.33, 1.25)),
+    ("yolov5n-v5", "yolov5-v5.yaml", "n", (0.33, 0.25)),
+])
+def test_scaled_names_select_a_family_file_and_scale(name, file, scale, depth_width):
+    spec = load_spec(name)
+    assert (spec.path.name, spec.scale, spec.name) == (file, scale, name)
+    assert name in available_archs()
+
+
+def test_scales_change_the_architecture_hash_and_width():
+    s, m = load_spec("yolov5s"), load_spec("yolov5m")
+    assert s.text == m.text and s.sha256 != m.sha256
+    assert s.rows[0].args[0] == 32 and m.rows[0].args[0] == 48  # 64 * 0.5, 64 * 0.75
+
+
+def test_a_family_file_needs_a_scale(tmp_path):
+    with pytest.raises(SpecError, match=r"this file is a family: build one of its scales by name \(yolov5n, yolov5s"):
+        load_spec(load_spec("yolov5s").path)
+    with pytest.raises(SpecError, match="no architecture 'yolov5q'"):
+        load_spec("yolov5q")
+
+
+# ---------------------------------------------------------------- import structure
+
+@pytest.mark.parametrize("module, must_not_load", [
+    ("netdef.registry", "netdef.blocks"),
+    ("netdef.int8.quantize", "netdef.build"),
+    ("netdef.network", "netdef.spec"),
+    ("netdef.tools.timing", "netdef.runtime"),
+])
+def test_no_import_cycle(module, must_not_load):
+    code = f"import sys, {module}; print({must_not_load!r} in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "False", f"importing {module} loads {must_not_load}"
+
+
+def test_options_are_validated_where_they_enter():
+    for bad, needle in [({"batch": 8}, "batch profile 8"), ({"batch": "1:8:32"}, "batch profile '1:8:32'"),
+                        ({"opt_level": "3"}, "optimization level '3'"), ({"input_hw": 16}, "input shape 16"),
+                        ({"workspace_mib": -1}, "workspace -1"), ({"precision": "int4"}, "precision 'int4'")]:
+        with pytest.raises(OptionError, match=needle):
+            BuildOptions(**bad).validate()
+    with pytest.raises(NetdefError, match="is a directory"):
+        define_network("resnet18", "/tmp", log=print)
