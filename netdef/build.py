@@ -70,7 +70,7 @@ def build_engine(arch: str | Path | Spec, weights: Weights, output: str | Path, 
 
 def _old_meta(path: Path) -> dict[str, Any]:
     try:
-        return engine_file.read_meta(path)
+        return engine_file.read_meta(path, verify=True)  # a damaged plan of the right length is rebuilt, not kept
     except NetdefError:
         return {}
 

@@ -152,7 +152,7 @@ def load_timing_cache(config: Any, path: str | None, log: Log, tag: str = "netde
     if data:  # TensorRT logs an error and goes on with an empty cache when it cannot read the file
         kept = len(bytes(cache.serialize()))
         empty = len(bytes(config.create_timing_cache(b"").serialize()))
-        if kept <= empty:
+        if kept <= empty < len(data):  # a cache with entries that TensorRT dropped (an empty one stays empty)
             raise TensorRTError(f"TensorRT could not read the timing cache {path} ({len(data)} bytes; its message "
                                 f"above says why): delete the file to start a new one")
         if kept < len(data):

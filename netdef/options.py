@@ -54,13 +54,24 @@ class BuildOptions:
         return self.profiles or (self.batch,)
 
     def __post_init__(self) -> None:
-        if self.profiles and _is_triple(self.profiles[0]) and tuple(self.batch) == (1, 1, 1):
+        if isinstance(self.profiles, (tuple, list)) and self.profiles and all(map(_is_triple, self.profiles)) \
+                and isinstance(self.batch, (tuple, list)) and tuple(self.batch) == (1, 1, 1):
             self.batch = overall_range(self.profiles)  # batch left out: the profiles' overall range
 
     def validate(self) -> None:
         """Raise OptionError for any value that cannot build (types included: this is also a Python API)."""
-        if self.precision not in PRECISIONS:
+        if not isinstance(self.precision, str) or self.precision not in PRECISIONS:
             raise OptionError(f"unknown precision {self.precision!r}: use fp32, fp16 or int8")
+        if not isinstance(self.profiles, (tuple, list)):
+            raise OptionError(f"profiles {self.profiles!r}: expected a list of (min, opt, max) batch profiles")
+        for name in ("tf32", "strict", "detailed", "refittable"):
+            if not isinstance(getattr(self, name), bool):
+                raise OptionError(f"{name} {getattr(self, name)!r}: expected True or False")
+        for name in ("timing_cache", "compute_capability", "calibration"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), (str, Path)):
+                raise OptionError(f"{name} {getattr(self, name)!r}: expected a string")
+        if not isinstance(self.int8_exclude, (tuple, list)) or not all(isinstance(p, str) for p in self.int8_exclude):
+            raise OptionError(f"int8_exclude {self.int8_exclude!r}: expected layer-name patterns (strings)")
         for p in (self.batch, *self.profiles):
             if not _is_triple(p):
                 raise OptionError(f"batch profile {p!r}: expected (min, opt, max) integers, e.g. (1, 8, 32); "

@@ -33,6 +33,7 @@ def refit_arrays(meta: dict[str, Any], weights: Weights, log: Log | None = None
     """The arrays a refit hands to TensorRT ((layer name, role) -> array) for the engine described by `meta`
     and the new `weights`, computed by the build's own network definition; and the spec and options used."""
     opts = BuildOptions.from_meta(meta["options"])
+    opts.validate()
     if not opts.refittable:
         raise OptionError("the engine was built without --refittable: rebuild it with --refittable to refit it")
     spec = spec_of(meta)

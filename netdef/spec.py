@@ -161,7 +161,12 @@ def _scaled_names(family: str, scales: list[str]) -> list[str]:
 def load_spec(path: str | Path) -> Spec:
     """Parse and validate an architecture YAML (a path or a name); errors name the file and line."""
     path, scale = resolve_arch(path)
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise SpecError(f"{path}: not a text file (byte {e.start} is not UTF-8): an architecture is YAML text") from None
+    except OSError as e:
+        raise SpecError(f"{path}: cannot read the architecture: {e.strerror or e}") from None
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -171,7 +176,9 @@ def load_spec(path: str | Path) -> Spec:
         raise SpecError(f"{path}{line}: not valid YAML: {getattr(e, 'problem', e)}") from None
     if not isinstance(data, dict):
         raise SpecError(f"{path}: the top level must be a mapping with 'input' and 'layers'")
-    key_lines = {k.value: k.start_mark.line + 1 for k, _ in root.value}
+    key_lines = {k.value: k.start_mark.line + 1 for k, _ in root.value if isinstance(k, yaml.ScalarNode)}
+    if any(not isinstance(k, str) for k in data):
+        raise SpecError(f"{path}: top-level keys must be names, got {sorted(map(repr, data))}")
 
     def fail(key: str, msg: str) -> SpecError:
         return SpecError(f"{path}:{key_lines.get(key, 1)}: '{key}': {msg}")
@@ -181,7 +188,9 @@ def load_spec(path: str | Path) -> Spec:
             or not all(isinstance(s, int) and s > 0 for s in inp["shape"]):
         raise fail("input", "expected {name: ..., shape: [C, H, W]} with positive integers")
     out = data.get("output", "output")
-    out_names = [out] if isinstance(out, str) else list(out)
+    out_names = [out] if isinstance(out, str) else out
+    if not isinstance(out_names, list) or not out_names or not all(isinstance(n, str) for n in out_names):
+        raise fail("output", f"expected an output name or a list of names, got {out!r}")
 
     row_nodes = []
     for section in ("layers", "backbone", "head"):
