@@ -59,7 +59,7 @@ def build_engine(arch: str | Path | Spec, weights: Weights, output: str | Path, 
         log(f"[netdef] only the weights of {output} changed, but refitting needs a CUDA GPU and full TensorRT "
             f"({trt_api.version_string()} here): rebuilding")
 
-    net = define_network(spec, weights, opts, log)
+    net = define_network(spec, weights, opts, log, identity=(source, weights_sha))
     extra = {"refit_key": refit_key} if refit_key else {}
     meta = compile_engine(net.builder, net.definition, opts, output, strongly_typed=net.strongly_typed,
                           arch={"name": spec.name, "path": str(spec.path), "sha256": spec.sha256},

@@ -6,7 +6,7 @@ import hashlib
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
 import numpy as np
 
@@ -17,7 +17,7 @@ from .options import BuildOptions
 from .spec import Spec, build_network, load_spec
 from .wts import read_wts
 
-Weights = str | Path | Mapping[str, Any]  # a .wts path, or a mapping key -> array (numpy or torch)
+Weights = Union[str, Path, Mapping[str, Any]]  # a .wts path, or a mapping key -> array (numpy or torch)
 
 
 def weights_identity(weights: Weights) -> tuple[str, str]:
@@ -35,14 +35,16 @@ def weights_identity(weights: Weights) -> tuple[str, str]:
 
 
 def define_network(spec: Spec | str | Path, weights: Weights, opts: BuildOptions | None = None,
-                   log: Callable[[str], None] | None = None, *, quantizer: Any = None) -> Network:
+                   log: Callable[[str], None] | None = None, *, quantizer: Any = None,
+                   identity: tuple[str, str] | None = None) -> Network:
     """Read the weights (a .wts path or a mapping of arrays) and define the network (no engine build); checks
-    the weight keys and the build parameters. `quantizer` replaces the int8 build's (calibration records)."""
+    the weight keys and the build parameters. `quantizer` replaces the int8 build's (calibration records);
+    `identity` is the weights' `weights_identity` when the caller has it already (no second hash)."""
     opts = opts or BuildOptions()
     log = log or _stderr
     spec = spec if isinstance(spec, Spec) else load_spec(spec)
     params = spec.resolve_params(opts.params)
-    source, weights_sha = weights_identity(weights)
+    source, weights_sha = identity or weights_identity(weights)
     if isinstance(weights, Mapping):
         tensors = {k: _array(v) for k, v in weights.items()}
     else:

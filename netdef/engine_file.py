@@ -132,7 +132,8 @@ def _read_header(f: Any, path: Path) -> dict[str, Any]:
         if head and MAGIC.startswith(head):
             raise _damaged(path, f"the file ends after {len(head)} bytes, inside the netdef magic")
         raise EngineFileError(f"{path} is not a netdef engine (no netdef header): build it with `netdef build`; "
-                              "raw TensorRT plans can be run with trtexec --loadEngine")
+                              "a raw TensorRT plan runs with `netdef run` or `Engine(...)` (its metadata comes from "
+                              "the sidecar `netdef export-plan` writes)")
     if len(head) < _PREFIX:
         raise _damaged(path, f"the file ends after {len(head)} bytes, inside the header length")
     (n,) = struct.unpack("<Q", head[len(MAGIC):])

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping
+import sys
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -66,20 +67,27 @@ def _missing_code(path: Path, e: ModuleNotFoundError) -> NetdefError:
                        "Alternatively save `model.state_dict()` where the code is available and export that.")
 
 
-def state_dict_of(obj: Any, where: str = "source") -> dict[str, Any]:
-    """The state_dict inside a module, a checkpoint dict ({'model'|'ema'|'state_dict': ...}) or a state_dict."""
+def state_dict_of(obj: Any, where: str = "source", log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """The state_dict inside a module, a checkpoint dict ({'model'|'ema'|'state_dict': ...}) or a state_dict.
+    A dict of tensors with other entries (`epoch`, `optimizer`) gives its tensors; `log` names the rest."""
     torch = _torch()
     if isinstance(obj, torch.nn.Module):
         return dict(obj.state_dict())
     if isinstance(obj, Mapping):
         for key in CHECKPOINT_KEYS:
             if obj.get(key) is not None:
-                return state_dict_of(obj[key], f"{where}['{key}']")
+                return state_dict_of(obj[key], f"{where}['{key}']", log)
         tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
-        if tensors and len(tensors) == len(obj):
+        skipped = [k for k in obj if k not in tensors]
+        if tensors:
+            if skipped and log:
+                log(f"[netdef] {where}: exporting its {len(tensors)} tensors; skipped {len(skipped)} entries that "
+                    f"are not tensors: {', '.join(map(repr, skipped[:10]))}{', ...' if len(skipped) > 10 else ''}")
             return tensors
+        nested = [k for k in skipped if isinstance(obj[k], (Mapping, torch.nn.Module))]
+        hint = f"; entries holding a model or a dict: {nested[:10]} (save that one alone)" if nested else ""
         raise NetdefError(f"{where}: a dict without tensors or one of the keys {CHECKPOINT_KEYS}; "
-                          f"its keys are {list(obj)[:10]}")
+                          f"its keys are {list(obj)[:10]}{hint}")
     raise NetdefError(f"{where}: expected a torch.nn.Module, a checkpoint dict or a state_dict, got {type(obj).__name__}")
 
 
@@ -99,12 +107,17 @@ def randomize_batchnorm(model: Any, seed: int = 0) -> None:
 
 
 def export_wts(source: Any, output: str | Path, *, state_dict: str | None = None, randomize_bn: bool = False,
-               seed: int = 0, progress: bool = False) -> dict[str, Any]:
+               seed: int = 0, progress: bool = False, log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Write SOURCE's weights to `output` (.wts); returns the state_dict written. `seed` seeds PyTorch before
-    the model is made, so a randomly initialised export (torchvision:NAME, a callable) is reproducible."""
+    the model is made, so a randomly initialised export (torchvision:NAME, a callable) is reproducible.
+    `progress` also says what is being loaded (PyTorch and a model take seconds) and shows a bar while writing.
+    Messages go to `log` (default: stderr)."""
+    log = log or _stderr
     check_output(output, inputs=[source if isinstance(source, (str, Path)) else None, state_dict],
                  what="the .wts output")
     if isinstance(source, str):
+        if progress:
+            log(f"[netdef] loading {source} with PyTorch ...")
         _torch().manual_seed(seed)
     obj = load_source(source, state_dict=state_dict) if isinstance(source, str) else source
     if randomize_bn:
@@ -112,8 +125,10 @@ def export_wts(source: Any, output: str | Path, *, state_dict: str | None = None
         if not isinstance(obj, torch.nn.Module):
             raise NetdefError("--randomize-bn needs a model source (torchvision:NAME or a callable), not a state_dict")
         randomize_batchnorm(obj, seed)
-    sd = state_dict_of(obj, str(source) if isinstance(source, str) else "source")
+    sd = state_dict_of(obj, str(source) if isinstance(source, str) else "source", log)
     sd = {k: v for k, v in sd.items() if not k.endswith("num_batches_tracked")}
+    if progress:
+        log(f"[netdef] writing {output}: {len(sd)} tensors ...")
     write_wts(output, sd, progress=progress)
     return sd
 
@@ -134,6 +149,10 @@ def _load_into(model: Any, ckpt: Any, where: str) -> None:
         model.load_state_dict(state_dict_of(ckpt, where))
     except RuntimeError as e:
         raise NetdefError(f"{where} does not fit the model: {e}") from None
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
 
 
 def _torch() -> Any:

@@ -19,6 +19,7 @@ from . import trt_api
 from .errors import NetdefError, OptionError, SpecError, WeightKeyError
 
 ACTIVATIONS = ("relu", "silu", "leaky", "hardswish", "sigmoid", "tanh", "relu6", "none")
+FP16_MAX = 65504.0  # the largest finite float16
 IGNORED_KEY_SUFFIXES = ("num_batches_tracked",)
 
 
@@ -83,6 +84,7 @@ class Network:
         self.missing: dict[str, str] = {}
         self._keepalive: list[np.ndarray] = []
         self._names: dict[str, int] = {}
+        self._inputs: set[str] = set()  # names of the network inputs (and their casts)
 
     # ------------------------------------------------------------ build parameters and plugins
 
@@ -149,11 +151,24 @@ class Network:
         self.used.add(key)
         return arr.reshape(shape)
 
-    def keep(self, arr: np.ndarray, dtype: Any = None) -> Any:
-        """trt.Weights over a contiguous copy of `arr` in the compute dtype, kept alive until the build."""
+    def keep(self, arr: np.ndarray, key: str, dtype: Any = None) -> Any:
+        """trt.Weights over a contiguous copy of `arr` in the compute dtype (or `dtype`), kept alive until the
+        build; `key` names the weight in errors. fp16/int8 builds refuse values beyond fp16's range."""
+        if self.precision != "fp32":  # stored as fp16 here, or cast to fp16 by TensorRT 8.6 or a dequantize layer
+            self._check_fp16_range(arr, key)
         a = np.ascontiguousarray(arr, dtype=dtype or self.dtype)
         self._keepalive.append(a)
         return self.trt.Weights(a)
+
+    def _check_fp16_range(self, arr: np.ndarray, key: str) -> None:
+        """Refuse finite weights beyond fp16's range: cast to fp16 they become inf (and the engine's outputs)."""
+        mag = np.abs(np.asarray(arr))
+        peak = float(np.max(mag, where=np.isfinite(mag), initial=0.0))
+        if peak > FP16_MAX:
+            raise WeightKeyError(
+                f"{self.source}: '{key}' reaches {peak:.6g} in magnitude (with BatchNorm folded in, where there is "
+                f"one), beyond fp16's largest value {FP16_MAX:g}: the {self.precision} engine would compute inf "
+                f"there; keep that layer in fp32 (build with --precision fp32) or rescale the weights")
 
     def key_report(self) -> tuple[dict[str, str], list[str]]:
         """(missing keys -> where they were asked for, unused keys in file order)."""
@@ -182,7 +197,9 @@ class Network:
     def input(self, name: str, shape: Sequence[int]) -> Any:
         """A float32 network input (dynamic dims as -1), cast to the compute dtype when strongly typed."""
         t = self.definition.raw.add_input(name, self.trt.float32, tuple(shape))
-        return self.cast(t, self.dtype, f"{name}/cast")
+        out = self.cast(t, self.dtype, f"{name}/cast")
+        self._inputs.update((t.name, out.name))
+        return out
 
     def output(self, t: Any, name: str) -> Any:
         """Mark `t` as an output named `name`; floating outputs are returned as float32."""
@@ -198,13 +215,22 @@ class Network:
             return t
         return self.layer("cast", name, t, target).get_output(0)
 
-    def constant(self, arr: np.ndarray, name: str, dtype: Any = None) -> Any:
+    def constant(self, arr: np.ndarray, name: str, dtype: Any = None, *, key: str | None = None) -> Any:
+        """A constant layer `name` holding `arr`; `key` (default `name`) is the weight key errors name."""
         arr = np.asarray(arr)
-        return self.layer("constant", name, tuple(arr.shape), self.keep(arr, dtype)).get_output(0)
+        return self.layer("constant", name, tuple(arr.shape), self.keep(arr, key or name, dtype)).get_output(0)
 
-    @staticmethod
-    def channels(t: Any) -> int:
-        c = int(t.shape[1])
+    def channels(self, t: Any) -> int:
+        """The channel count of a (B, C, H, W) tensor (convolutions, BatchNorm)."""
+        shape = tuple(t.shape)
+        if len(shape) != 4 and t.name in self._inputs:
+            hw = ", ".join(map(str, shape[-2:])) if len(shape) >= 3 else "H, W"
+            raise SpecError(f"the input shape is {list(shape[1:])}, but a convolution or BatchNorm needs [C, H, W] "
+                            f"(channels first, no batch): e.g. input: {{shape: [1, {hw}]}} for grayscale or "
+                            f"[3, {hw}] for RGB images")
+        if len(shape) != 4:
+            raise SpecError(f"{t.name}: a convolution or BatchNorm takes (B, C, H, W) input, got {shape}")
+        c = int(shape[1])
         if c < 0:
             raise SpecError(f"the channel dimension of {t.name} must be static (only the batch may be dynamic)")
         return c
@@ -237,7 +263,8 @@ class Network:
         if self._quantized(prefix):
             layer = self.quantizer.conv(self, x, prefix, w, b)
         else:
-            layer = self.layer("convolution_nd", prefix, x, c2, (kh, kw), self.keep(w), self.keep(b))
+            layer = self.layer("convolution_nd", prefix, x, c2, (kh, kw), self.keep(w, f"{prefix}.weight"),
+                               self.keep(b, f"{prefix}.bias"))
         layer.stride_nd = (sh, sw)
         layer.padding_nd = _pair(p)
         layer.dilation_nd = (dh, dw)
@@ -251,8 +278,8 @@ class Network:
                                   for n in ("weight", "bias", "running_mean", "running_var"))
         scale = gamma / np.sqrt(var + eps)
         shift = beta - mean * scale
-        return self.layer("scale", prefix, x, self.trt.ScaleMode.CHANNEL, self.keep(shift), self.keep(scale),
-                          self.keep(np.ones(c))).get_output(0)
+        return self.layer("scale", prefix, x, self.trt.ScaleMode.CHANNEL, self.keep(shift, f"{prefix}.bias"),
+                          self.keep(scale, f"{prefix}.weight"), self.keep(np.ones(c), f"{prefix}/power")).get_output(0)
 
     def activation(self, x: Any, act: str | None, prefix: str) -> Any:
         """relu | silu | leaky[:slope] (default 0.1) | hardswish | sigmoid | tanh | relu6 | none."""
@@ -361,11 +388,12 @@ class Network:
             wt = self.quantizer.linear_weight(self, x, prefix, w)
             x = self.quantizer.activation(self, x, prefix)
         else:
-            wt = self.constant(w, f"{prefix}/weight")
+            wt = self.constant(w, f"{prefix}/weight", key=f"{prefix}.weight")
         y = self.layer("matrix_multiply", prefix, x, self.trt.MatrixOperation.NONE, wt,
                        self.trt.MatrixOperation.TRANSPOSE).get_output(0)
         if bias:
-            b = self.constant(self.weight(f"{prefix}.bias", (c2,)).reshape(1, c2), f"{prefix}/bias")
+            b = self.weight(f"{prefix}.bias", (c2,)).reshape(1, c2)
+            b = self.constant(b, f"{prefix}/bias", key=f"{prefix}.bias")
             y = self._elementwise(y, b, self.trt.ElementWiseOperation.SUM, f"{prefix}/add_bias")
         return y
 

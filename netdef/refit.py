@@ -28,7 +28,8 @@ from .spec import Spec, load_spec
 Log = Callable[[str], None]
 
 
-def refit_arrays(meta: dict[str, Any], weights: Weights, log: Log | None = None
+def refit_arrays(meta: dict[str, Any], weights: Weights, log: Log | None = None,
+                 identity: tuple[str, str] | None = None
                  ) -> tuple[dict[tuple[str, str], np.ndarray], Spec, BuildOptions]:
     """The arrays a refit hands to TensorRT ((layer name, role) -> array) for the engine described by `meta`
     and the new `weights`, computed by the build's own network definition; and the spec and options used."""
@@ -42,7 +43,7 @@ def refit_arrays(meta: dict[str, Any], weights: Weights, log: Log | None = None
         from .int8.quantize import Quantizer
 
         quantizer = Quantizer.for_build(spec, meta["weights"]["sha256"], opts)
-    net = define_network(spec, weights, opts, log or _stderr, quantizer=quantizer)
+    net = define_network(spec, weights, opts, log or _stderr, quantizer=quantizer, identity=identity)
     if structure_digest(net.definition, net.plugins) != meta.get("structure"):
         raise NetdefError(f"the new weights change the structure of {spec.name} (layer shapes, or settings baked "
                           f"into a plugin such as the class count or the anchors): rebuild with `netdef build`")
@@ -74,8 +75,8 @@ def refit_file(engine: str | Path, weights: Weights, output: str | Path | None =
                           what="the refitted engine")
     meta, plan = engine_file.read_plan(engine)
     log(f"[netdef] computing the new weights of {meta['arch']['name']} ...")
-    arrays, spec, opts = refit_arrays(meta, weights, log)
     source, sha = weights_identity(weights)
+    arrays, spec, opts = refit_arrays(meta, weights, log, identity=(source, sha))
     if not trt_api.can_run_engines():
         raise NetdefError(f"refitting {engine} needs a CUDA GPU and full TensorRT (this is "
                           f"{trt_api.version_string()}, GPU: {trt_api.gpu_identity() or 'none'})")

@@ -35,7 +35,8 @@ class Param:
             if kind is int and (isinstance(value, bool) or float(value) != out):
                 raise ValueError
         except (TypeError, ValueError):
-            raise OptionError(f"--set {name}={value!r}: expected a {kind.__name__}") from None
+            article = "an" if kind.__name__[0] in "aeiou" else "a"
+            raise OptionError(f"--set {name}={value!r}: expected {article} {kind.__name__}") from None
         if self.choices is not None and out not in self.choices:
             raise OptionError(f"--set {name}={value!r}: use one of {', '.join(map(str, self.choices))}")
         return out

@@ -8,7 +8,9 @@ activation memory, made on first use). `Engine.prepare_step(batch)` binds device
 """
 from __future__ import annotations
 
+import contextlib
 import math
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from . import engine_file, trt_api
-from .errors import NetdefError, OptionError, TensorRTUnavailable
+from .errors import NetdefError, OptionError, TensorRTError, TensorRTUnavailable
 
 
 @dataclass(frozen=True)
@@ -28,26 +30,34 @@ class TensorInfo:
 
 
 class Engine:
-    """A loaded engine. `engine(x)` or `engine.infer({name: x})` returns {output name: tensor}."""
+    """A loaded engine. `engine(x)` or `engine.infer({name: x})` returns {output name: tensor}.
+
+    `path` is a netdef engine file or a raw TensorRT plan (no netdef magic, e.g. from `netdef export-plan`): the
+    sidecar `PATH.json` supplies its metadata and plugin libraries, else the deserialized plan its I/O and profiles."""
 
     def __init__(self, path: str | Path, *, backend: str = "auto", cuda_graph: bool = False):
         self.path = Path(path)
-        meta, plan = engine_file.read_plan(self.path)
+        meta, plan = _read_plan(self.path)
         info = trt_api.info()
-        engine_file.check_compatible(meta, self.path, info.version, info.flavor, trt_api.gpu_identity())
+        if meta is not None:
+            engine_file.check_compatible(meta, self.path, info.version, info.flavor, trt_api.gpu_identity())
         if not trt_api.can_run_engines():
             raise TensorRTUnavailable(f"cannot run {self.path} here: running engines needs a CUDA GPU and full TensorRT "
                               f"(this is {trt_api.version_string()}, GPU: {trt_api.gpu_identity() or 'none'})")
         from .plugins import load_plugin_libraries
 
-        load_plugin_libraries(meta.get("plugins", []), self.path)
-        self.meta = meta
+        load_plugin_libraries((meta or {}).get("plugins", []), self.path)  # before deserializing: the plan needs them
         self.backend = _make_backend(backend)
-        self._runtime, self.engine = trt_api.deserialize(plan)
+        self._runtime, self.engine = _deserialize(plan, self.path, raw=meta is None)
+        if meta is None:  # a raw plan without a sidecar: what the deserialized engine says of itself
+            from .deploy.plan import metadata_from_engine
+
+            meta = metadata_from_engine(self.engine)
+        self.meta = meta
         self.profiles = engine_file.profiles(meta)
         # One execution context per optimization profile, made on first use and set to its profile once: a
         # context never changes profile, so CUDA graphs captured on it stay valid. `context` is the one bound last.
-        self._contexts: dict[int, Any] = {0: self.engine.create_execution_context()}
+        self._contexts: dict[int, Any] = {0: trt_api.create_context(self.engine, self.path)}
         self.context = self._contexts[0]
         io = trt_api.io_tensors(self.engine)
         self.inputs = [TensorInfo(n, s, d) for n, is_in, s, d in io if is_in]
@@ -57,6 +67,10 @@ class Engine:
                               "or run without --cuda-graph")
         self.cuda_graph = cuda_graph
         self._graphs: dict[int, tuple] = {}  # profile -> (input shapes, graph, inputs, outputs) of its graph
+        # Calls from several threads take turns: one context per profile and its activation memory are shared,
+        # so a run waits for the previous one (an event on its stream) even when the caller's stream differs.
+        self._lock = threading.Lock()
+        self._last: Any = None
 
     def refit(self, weights: Any, *, log: Any = None) -> int:
         """Replace the engine's weights in this process (an engine built with --refittable): `weights` is a .wts
@@ -66,11 +80,14 @@ class Engine:
         from .refit import refit_arrays
 
         arrays, _, _ = refit_arrays(self.meta, weights, log or (lambda msg: None))
-        self._contexts.clear()  # contexts (and steps from prepare_step) made before a refit must not be used
-        self._graphs.clear()
-        self.context = None
-        count = trt_api.refit_engine(self.engine, arrays)
-        self._contexts[0] = self.context = self.engine.create_execution_context()
+        with self._lock:
+            if self._last is not None:
+                self._last.synchronize()  # runs still in flight use the old weights and contexts
+            self._contexts.clear()  # contexts (and steps from prepare_step) made before a refit must not be used
+            self._graphs.clear()
+            self.context = None
+            count = trt_api.refit_engine(self.engine, arrays)
+            self._contexts[0] = self.context = trt_api.create_context(self.engine, self.path)
         return count
 
     @property
@@ -92,10 +109,10 @@ class Engine:
         self._check_feeds(feeds)
         if as_numpy is None:
             as_numpy = all(isinstance(v, np.ndarray) for v in feeds.values())
-        if self.cuda_graph:
-            outs = self._graph_run(feeds)
-        else:
-            outs = self.backend.run(self, feeds)
+        with self._lock:
+            self.backend.wait(self._last)
+            outs = self._graph_run(feeds) if self.cuda_graph else self.backend.run(self, feeds)
+            self._last = self.backend.mark()
         return {k: self.backend.to_host(v) if as_numpy else self.backend.to_user(v) for k, v in outs.items()}
 
     def _check_feeds(self, feeds: Mapping[str, Any]) -> None:
@@ -139,7 +156,7 @@ class Engine:
         """`bind`, returning the execution context it bound as well as the outputs."""
         profile = self.profile_for(int(next(iter(inputs.values())).shape[0]))
         if profile not in self._contexts:
-            context = self.engine.create_execution_context()
+            context = trt_api.create_context(self.engine, self.path)
             trt_api.set_profile(context, profile, stream)
             self._contexts[profile] = context
         context = self.context = self._contexts[profile]
@@ -243,6 +260,28 @@ class Step:
         self.stream.synchronize()
 
 
+def _read_plan(path: Path) -> tuple[dict[str, Any] | None, bytes]:
+    """A netdef engine's checked header and plan; for any other file (no netdef magic), a raw plan: its sidecar's
+    metadata (None without a sidecar `PATH.json`) and its bytes."""
+    if engine_file.is_engine_file(path) or not path.is_file():
+        return engine_file.read_plan(path)
+    from .deploy.plan import read_raw_plan
+
+    return read_raw_plan(path)
+
+
+def _deserialize(plan: bytes, path: Path, *, raw: bool) -> tuple[Any, Any]:
+    """`trt_api.deserialize`; for a raw plan without a sidecar, the error says what may be wrong with it."""
+    try:
+        return trt_api.deserialize(plan)
+    except TensorRTError as e:
+        if not raw:
+            raise
+        raise TensorRTError(f"{path}: {e}; a raw plan without a sidecar {path}.json: is it a TensorRT plan, built by "
+                            f"this {trt_api.version_string()} for this GPU, with no plugin layers? (export it with "
+                            "`netdef export-plan` for a sidecar that says)") from None
+
+
 def _first_run(torch: Any, stream: Any, body: Callable[[], None], *, capture: bool) -> Any:
     """Run `body` once on `stream` outside any capture (TensorRT sets up shape-dependent state there) and
     wait for it; then, with `capture`, capture it into a CUDA graph and return the graph (else None)."""
@@ -292,10 +331,22 @@ class TorchBackend:
 
     def to_device(self, x: Any, np_name: str) -> Any:
         t = x if isinstance(x, self.torch.Tensor) else self.torch.from_numpy(np.ascontiguousarray(x))
-        return t.to(self.device, self._dtype(np_name), non_blocking=True).contiguous()
+        with self._memory(tuple(t.shape), np_name):
+            return t.to(self.device, self._dtype(np_name), non_blocking=True).contiguous()
 
     def empty(self, shape: tuple[int, ...], np_name: str) -> Any:
-        return self.torch.empty(shape, dtype=self._dtype(np_name), device=self.device)
+        with self._memory(shape, np_name):
+            return self.torch.empty(shape, dtype=self._dtype(np_name), device=self.device)
+
+    @contextlib.contextmanager
+    def _memory(self, shape: tuple[int, ...], np_name: str) -> Any:
+        """Running out of GPU memory for a tensor is a NetdefError (the process can go on with a smaller batch)."""
+        try:
+            yield
+        except self.torch.cuda.OutOfMemoryError:
+            free = self.torch.cuda.mem_get_info()[0] / 2**20
+            raise NetdefError(f"out of GPU memory for a {np_name} tensor of shape {shape} ({free:.0f} MiB free): "
+                              f"run a smaller batch or free GPU memory") from None
 
     @staticmethod
     def ptr(t: Any) -> int:
@@ -305,6 +356,17 @@ class TorchBackend:
         inputs = {t.name: self.to_device(feeds[t.name], t.dtype) for t in engine.inputs}
         stream = self.torch.cuda.current_stream().cuda_stream
         return engine.enqueue(inputs, stream=stream)
+
+    def wait(self, event: Any) -> None:
+        """Make the current stream wait for `event` (the engine's previous run, maybe on another stream)."""
+        if event is not None:
+            self.torch.cuda.current_stream().wait_event(event)
+
+    def mark(self) -> Any:
+        """An event after the work enqueued so far on the current stream."""
+        event = self.torch.cuda.Event()
+        event.record()
+        return event
 
     def to_host(self, t: Any) -> np.ndarray:
         return t.cpu().numpy()
@@ -367,6 +429,14 @@ class PycudaBackend:
     @staticmethod
     def to_host(a: np.ndarray) -> np.ndarray:
         return a
+
+    @staticmethod
+    def wait(event: Any) -> None:
+        """Runs are synchronous here: nothing to wait for."""
+
+    @staticmethod
+    def mark() -> None:
+        return None
 
     @staticmethod
     def to_user(a: np.ndarray) -> np.ndarray:

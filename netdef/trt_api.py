@@ -414,6 +414,15 @@ def io_tensors(engine: Any) -> list[tuple[str, bool, tuple[int, ...], str]]:
     return out
 
 
+def create_context(engine: Any, where: Any = "the engine") -> Any:
+    """A new execution context (with its activation memory); TensorRT returns none when that memory cannot be had."""
+    context = engine.create_execution_context()
+    if context is None:
+        raise TensorRTError(f"TensorRT could not create an execution context for {where} (out of GPU memory? its "
+                            f"messages above say why): free GPU memory or build the engine for a smaller batch")
+    return context
+
+
 def set_profile(context: Any, index: int, stream_handle: int) -> None:
     """Make optimization profile `index` the context's active one (input shapes must be set again)."""
     if not context.set_optimization_profile_async(index, stream_handle):
@@ -482,6 +491,42 @@ def add_plugin(network: Any, inputs: list, creator: Any, name: str, fields: dict
     if plugin is None:
         raise TensorRTError(f"plugin creator '{creator.name}' refused the fields {sorted(fields)}")
     return network.add_plugin_v2(inputs, plugin)
+
+
+# ---------------------------------------------------------------- raw plans (netdef.deploy, `netdef info`)
+
+def can_deserialize() -> bool:
+    """Whether plans can be deserialized here, to inspect them (running them also needs full TensorRT). Every
+    supported runtime needs a CUDA device for it: TensorRT-RTX 1.7 without one fails in deserializeCudaEngine
+    (cudaError 35) and its get_engine_validity cannot read the GPU's properties."""
+    try:
+        info()
+    except TensorRTUnavailable:
+        return False
+    return gpu_identity() is not None
+
+
+def profile_batches(engine: Any) -> list[tuple[int, int, int]]:
+    """(min, opt, max) batch of each optimization profile of a deserialized engine: the first axis of its
+    inputs' profile shapes (an input with a static first axis n gives n:n:n)."""
+    names = [name for name, is_input, _, _ in io_tensors(engine) if is_input]
+    if not names:
+        raise TensorRTError("the engine has no input tensors: netdef's runtime needs a batch axis")
+    out = []
+    for k in range(max(1, engine.num_optimization_profiles)):
+        batches = set()
+        for name in names:
+            static = int(engine.get_tensor_shape(name)[0])
+            if static >= 0:
+                batches.add((static, static, static))
+            else:
+                lo, opt, hi = engine.get_tensor_profile_shape(name, k)
+                batches.add((int(lo[0]), int(opt[0]), int(hi[0])))
+        if len(batches) != 1:
+            raise TensorRTError(f"optimization profile {k}: the inputs' first axes differ ({sorted(batches)}); "
+                                "netdef's runtime needs one batch axis")
+        out.append(batches.pop())
+    return out
 
 
 # ---------------------------------------------------------------- ONNX parser (scripts/compare_routes.py only)

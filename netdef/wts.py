@@ -38,11 +38,12 @@ _CLASS = bytes(_CLASS)
 _ZEROS8 = np.uint64(0x3030303030303030)  # "00000000"
 
 
-def _progress(path: str, total: int, enabled: bool):
+def _progress(path: str, total: int, enabled: bool, unit: str = "B"):
+    """A tqdm bar on stderr (bytes read, or `unit` such as tensors written), or None."""
     if enabled:
         try:
             from tqdm import tqdm
-            return tqdm(total=total, unit="B", unit_scale=True, desc=os.path.basename(path))
+            return tqdm(total=total, unit=unit, unit_scale=unit == "B", desc=os.path.basename(path))
         except ImportError:
             pass
     return None
@@ -293,7 +294,7 @@ def write_wts(path: str | os.PathLike, tensors: Mapping[str, Any], *, progress: 
         if not isinstance(key, str) or not key or not (key.isascii() and key.isprintable()) or " " in key:
             raise NetdefError(f"cannot write {path}: key {key!r} must be a non-empty string of "
                               "printable ASCII without whitespace")
-    bar = _progress(path, len(tensors), progress)
+    bar = _progress(path, len(tensors), progress, unit=" tensors")
 
     def lines() -> Iterator[bytes]:
         yield b"%d\n" % len(tensors)

@@ -1,4 +1,7 @@
-"""Shared fixtures. GPU tests (`@pytest.mark.gpu`) skip unless a CUDA GPU and full TensorRT are present."""
+"""Shared fixtures. GPU tests (`@pytest.mark.gpu`) skip unless a CUDA GPU and full TensorRT are present.
+
+Reference models and their `.wts` files are made once per session and shared by the modules that use them
+(making and exporting them is a large part of the suite's time on CPU)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -43,3 +46,41 @@ def torchvision_wts(wts_dir):
         return cache[name]
 
     return export
+
+
+@pytest.fixture(scope="session")
+def yolov5_models():
+    """get(name, nc=None, v5_buffers=False, tame=False, keep=True) -> (model, state_dict): Ultralytics' YOLOv5
+    with random weights (netdef.testing.yolov5_reference), made once; `keep=False` for a large model used once
+    (not cached: memory). Raises ImportError without the reference package."""
+    from netdef.testing import yolov5_reference as ref
+
+    cache: dict[tuple, tuple] = {}
+
+    def get(name: str, nc: int | None = None, v5_buffers: bool = False, tame: bool = False, keep: bool = True):
+        key = (name, nc, v5_buffers, tame)
+        if key in cache:
+            return cache[key]
+        made = ref.reference_model(name, nc=nc, v5_buffers=v5_buffers, tame=tame)
+        if keep:
+            cache[key] = made
+        return made
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def yolov5_wts(yolov5_models, wts_dir):
+    """get(name, tame=False) -> the .wts of yolov5_models(name, tame=tame), written once."""
+    from netdef.wts import write_wts
+
+    cache: dict[tuple, Path] = {}
+
+    def get(name: str, tame: bool = False) -> Path:
+        if (name, tame) not in cache:
+            path = wts_dir / f"{name}{'_tame' if tame else ''}.wts"
+            write_wts(path, yolov5_models(name, tame=tame)[1])
+            cache[name, tame] = path
+        return cache[name, tame]
+
+    return get

@@ -244,3 +244,88 @@ def test_only_the_command_line_imports_argparse():
             if any(n.split(".")[0] == "argparse" for n in names):
                 offenders.append(str(path.relative_to(root)))
     assert offenders == []
+
+
+# ---------------------------------------------------------------- export messages, checkpoints, order of checks
+
+def test_export_a_checkpoint_with_an_epoch_and_an_optimizer(tmp_path, capsys):
+    """A training checkpoint saved as {**state_dict, 'epoch': 3, ...}: its tensors are exported, the rest named."""
+    import torch
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    torch.save({**model.state_dict(), "epoch": 3, "optimizer": {"lr": 0.1}}, tmp_path / "ckpt.pt")
+    assert main(["export", str(tmp_path / "ckpt.pt"), "-o", str(tmp_path / "ckpt.wts")]) == 0
+    assert set(read_wts(tmp_path / "ckpt.wts")) == {"0.weight", "0.bias", "1.weight", "1.bias", "1.running_mean",
+                                                    "1.running_var"}
+    err = capsys.readouterr().err
+    assert "ckpt.pt: exporting its 7 tensors; skipped 2 entries that are not tensors: 'epoch', 'optimizer'" in err
+    torch.save({"epoch": 3, "net": model.state_dict()}, tmp_path / "nested.pt")  # no tensors at the top: an error
+    assert main(["export", str(tmp_path / "nested.pt"), "-o", str(tmp_path / "nested.wts")]) == 1
+    assert "a dict without tensors" in capsys.readouterr().err
+
+
+def test_export_says_what_it_loads_and_counts_tensors(tmp_path, capsys):
+    from netdef.export import export_wts
+
+    sd = export_wts("netdef.examples.digits:LeNet", tmp_path / "lenet.wts", progress=True)
+    err = capsys.readouterr().err
+    assert "[netdef] loading netdef.examples.digits:LeNet with PyTorch ..." in err
+    assert f"[netdef] writing {tmp_path / 'lenet.wts'}: {len(sd)} tensors ..." in err
+    assert f"{len(sd)}/{len(sd)}" in err and " tensors/s" in err and "B/s" not in err  # the bar counts tensors
+    export_wts("netdef.examples.digits:LeNet", tmp_path / "quiet.wts")
+    assert capsys.readouterr().err == ""
+
+
+@pytest.fixture
+def fake_engine(tmp_path):
+    """An engine file with a valid header (loading it goes on to need a GPU)."""
+    from test_engine_file import complete_meta
+
+    path = tmp_path / "x.engine"
+    engine_file.write_engine(path, b"plan", complete_meta())
+    return path
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["run", "ENGINE", "--input", "MISSING.npy"], "--input MISSING.npy: no such file"),
+    (["run", "ENGINE", "--input", "BAD.npy"], "--input BAD.npy: not a .npy array"),
+    (["run", "ENGINE", "--output", "ENGINE"], "--output ENGINE is also an input of this command"),
+    (["detect", "ENGINE", "MISSING.jpg", "--out", "OUT"], "no such image or folder: MISSING.jpg"),
+    (["detect", "ENGINE", "BAD.npy", "--out", "OUT"], "cannot read image BAD.npy"),
+    (["detect", "ENGINE", "EMPTY", "--out", "OUT"], "EMPTY holds no images"),
+    (["calibrate", "lenet", "-w", "MISSING.wts", "-d", "DATA.npy", "-o", "T.json"], "MISSING.wts: weights file not"),
+    (["calibrate", "lenet", "-w", "MISSING.wts", "-d", "MISSING.npy", "-o", "T.json"], "calibration data MISSING.npy"),
+])
+def test_inputs_are_checked_before_the_gpu(tmp_path, fake_engine, capsys, args, needle):
+    """Without a GPU, a missing or bad input is still reported as such (not as the missing GPU)."""
+    import numpy as np
+
+    (tmp_path / "BAD.npy").write_text("not numpy")
+    (tmp_path / "EMPTY").mkdir()
+    np.save(tmp_path / "DATA.npy", np.zeros((2, 1, 16, 16), np.float32))
+    names = {"ENGINE": str(fake_engine)} | {n: str(tmp_path / n) for n in
+                                             ("MISSING.npy", "BAD.npy", "MISSING.jpg", "OUT", "EMPTY", "MISSING.wts",
+                                              "DATA.npy", "T.json")}
+    assert main([names.get(a, a) for a in args]) == 1
+    err = capsys.readouterr().err
+    for name, path in names.items():
+        needle = needle.replace(name, path)
+    assert needle in err and err.count("\n") == 1, err
+    assert "GPU" not in err and not (tmp_path / "OUT").exists() and not (tmp_path / "T.json").exists()
+
+
+def test_detect_refuses_a_file_as_its_output_folder(fake_engine, tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "coffee.png")
+    (tmp_path / "out.txt").write_text("keep me")
+    assert main(["detect", str(fake_engine), str(tmp_path / "coffee.png"), "--out", str(tmp_path / "out.txt")]) == 1
+    assert "--out" in capsys.readouterr().err and (tmp_path / "out.txt").read_text() == "keep me"
+
+
+def test_detect_api_reads_the_images_before_the_engine(fake_engine, tmp_path):
+    from netdef.tools.detect import detect
+
+    with pytest.raises(NetdefError, match="no such image or folder"):
+        detect(fake_engine, [tmp_path / "missing.jpg"])

@@ -28,10 +28,15 @@ def test_data_split():
 
 def test_training_reaches_90_percent():
     d = load_digits_data(seed=0)
-    model = train_lenet(d["x_train"], d["y_train"], epochs=10, seed=0)
+    lines: list[str] = []
+    model = train_lenet(d["x_train"], d["y_train"], epochs=10, seed=0, log=lines.append)
     acc = accuracy(torch_logits(model, d["x_test"]), d["y_test"])
     print(f"RESULT digits PyTorch test accuracy after 10 epochs: {acc:.2%}")
     assert acc >= 0.90
+    # a line per epoch (the example shows them on stderr), the loss going down
+    assert [ln.split(":")[0].strip() for ln in lines] == [f"epoch {i}/10" for i in range(1, 11)]
+    losses = [float(ln.split("training loss ")[1].split()[0]) for ln in lines]
+    assert losses[-1] < losses[0] / 5
 
 
 def test_yaml_keys_match_the_module(tmp_path):
@@ -46,11 +51,12 @@ def test_yaml_keys_match_the_module(tmp_path):
 @pytest.mark.skipif(trt_api.can_run_engines(), reason="the machine-without-GPU path")
 def test_run_digits_without_gpu(tmp_path, capsys):
     res = run_digits(tmp_path, epochs=3)
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert set(res["engines"]) == {"fp32", "fp16", "int8"}
     assert all((tmp_path / f"lenet_{p}.engine").is_file() for p in res["engines"])
     assert res["calibration"] == "torch" and res["accuracy"] == {}
     assert "PyTorch test accuracy" in out and "cannot run here" in out
+    assert "epoch 1/3: training loss" in err and "epoch 3/3" in err and "building the int8 engine" in err
 
 
 @gpu

@@ -30,8 +30,8 @@ def e2e():
 
 
 @pytest.mark.skipif(not ref.yolov5_available(), reason="needs the reference: pip install --no-deps yolov5==7.0.14")
-def test_cv2_and_netdef_pipelines_agree(e2e):
-    model, _ = ref.reference_model("yolov5n")
+def test_cv2_and_netdef_pipelines_agree(e2e, yolov5_models):
+    model, _ = yolov5_models("yolov5n")  # shared with tests/test_yolov5.py
     model.eval()
 
     def infer(x):

@@ -1,6 +1,6 @@
 """Property-based fuzzing of the architecture YAML loader and the option parsers: random and mutated inputs
 are accepted or refused with a NetdefError, never another exception, never a hang. Examples per test as in
-tests/test_fuzz.py ($NETDEF_FUZZ_EXAMPLES, else 4,000; 50,000 with `-m slow`)."""
+tests/test_fuzz.py ($NETDEF_FUZZ_EXAMPLES, else 2,000; 50,000 with `-m slow`)."""
 from __future__ import annotations
 
 import pytest

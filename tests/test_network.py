@@ -1,6 +1,8 @@
 """Network core: BatchNorm folding numerics, key accounting, size checks."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -113,3 +115,96 @@ def test_linear_on_pooled_features_is_a_1x1_convolution():
     with pytest.raises(NetdefError, match=r"fc: Linear takes \(B, C\) or pooled \(B, C, 1, 1\) input, got "
                                           r"\(-1, 8, 2, 2\); add a Flatten or GlobalAvgPool row"):
         net2.linear(net2.input("x", (-1, 8, 2, 2)), "fc", 4)
+
+
+# ---------------------------------------------------------------- fp16 range, input shape
+
+TINY = """name: tiny
+input: {name: x, shape: SHAPE}
+output: y
+layers:
+  - [-1, 1, ConvBnAct, {c2: 4, k: 3, bn: bn, eps: 0.0}, stem]
+  - [-1, 1, GlobalAvgPool, {}, pool]
+  - [-1, 1, Linear, {c2: 2}, fc]
+"""
+
+
+def tiny_yaml(tmp_path, shape="[3, 8, 8]"):
+    p = tmp_path / "tiny.yaml"
+    p.write_text(TINY.replace("SHAPE", shape))
+    return p
+
+
+def tiny_weights(**big):
+    w = {"stem.weight": np.full((4, 3, 3, 3), 0.1, np.float32), "stem.bias": np.zeros(4, np.float32),
+         "stem.bn.weight": np.ones(4, np.float32), "stem.bn.bias": np.zeros(4, np.float32),
+         "stem.bn.running_mean": np.zeros(4, np.float32), "stem.bn.running_var": np.ones(4, np.float32),
+         "fc.weight": np.ones((2, 4), np.float32), "fc.bias": np.zeros(2, np.float32)}
+    for key, value in big.items():
+        w[key.replace("__", ".")].flat[1] = value
+    return w
+
+
+@pytest.mark.parametrize("key, value, named", [
+    ("stem__weight", 1e6, "'stem.weight' reaches 1e+06 in magnitude"),
+    ("stem__weight", -7e4, "'stem.weight' reaches 70000 in magnitude"),
+    ("stem__bn__running_var", 1e-12, "'stem.weight' reaches 100000 in magnitude"),  # grows when BN is folded in
+    ("fc__bias", 3e5, "'fc.bias' reaches 300000 in magnitude"),
+])
+def test_fp16_overflow_names_the_key_and_its_magnitude(tmp_path, key, value, named):
+    """Beyond 65504 a weight is inf in fp16: an error naming it, not numpy's overflow warning and an inf engine."""
+    from netdef.build import BuildOptions, define_network
+
+    w = tiny_weights(**{key: value})
+    assert define_network(tiny_yaml(tmp_path), w, BuildOptions(precision="fp32"), log=print).check_keys() == []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no numpy warning escapes
+        with pytest.raises(WeightKeyError) as e:
+            define_network(tiny_yaml(tmp_path), w, BuildOptions(precision="fp16"), log=print)
+    msg = str(e.value)
+    assert named in msg and "in-memory weights" in msg and "tiny.yaml:" in msg
+    assert "beyond fp16's largest value 65504" in msg and "--precision fp32" in msg and "rescale" in msg
+
+
+def test_fp16_range_is_checked_where_tensorrt_casts_the_weights(tmp_path):
+    """TensorRT 8.6 (weak typing) gets float32 weights and casts them itself; int8 builds check too. Values at the
+    limit and non-finite ones (refused elsewhere) pass; weights kept in float32 on purpose (Q/DQ) are checked."""
+    net = Network({}, precision="fp16", source="w.wts")
+    net.strongly_typed, net.dtype = False, np.float32  # as on TensorRT 8.6
+    with pytest.raises(WeightKeyError, match=r"w.wts: 'a.weight' reaches 65505 in magnitude"):
+        net.keep(np.array([1.0, -65505.0], np.float32), "a.weight")
+    with pytest.raises(WeightKeyError, match=r"'q.weight' reaches 1e\+40 .* the int8 engine"):
+        Network({}, precision="int8").keep(np.array([1e40]), "q.weight", np.float32)
+    assert net.keep(np.array([65504.0, -65504.0, np.inf, np.nan], np.float32), "ok.weight") is not None
+    assert net._keepalive[-1].dtype == np.float32
+    assert Network({}, precision="fp32").keep(np.array([1e6], np.float32), "fp32.weight") is not None
+
+
+def test_int8_quantized_weights_are_checked_too(tmp_path):
+    from netdef.build import BuildOptions, define_network
+    from netdef.int8.quantize import Quantizer
+
+    w = tiny_weights(stem__weight=1e6)
+    with pytest.raises(WeightKeyError, match=r"'stem.weight' reaches 1e\+06 in magnitude"):
+        define_network(tiny_yaml(tmp_path), w, BuildOptions(precision="int8"), log=print,
+                       quantizer=Quantizer({"stem": 1.0, "fc": 1.0}))
+    net = define_network(tiny_yaml(tmp_path), tiny_weights(), BuildOptions(precision="int8"), log=print,
+                         quantizer=Quantizer({"stem": 1.0, "fc": 1.0}))
+    assert net.check_keys() == []
+
+
+@pytest.mark.parametrize("shape, shown, example", [
+    ("[8, 8]", "[8, 8]", "[1, 8, 8]"),
+    ("[1, 3, 8, 8]", "[1, 3, 8, 8]", "[1, 8, 8]"),  # the batch included
+    ("[64]", "[64]", "[1, H, W]"),
+])
+def test_an_input_without_channels_is_not_a_weight_mismatch(tmp_path, shape, shown, example):
+    from netdef.build import BuildOptions, define_network
+    from netdef.errors import SpecError
+
+    with pytest.raises(SpecError) as e:
+        define_network(tiny_yaml(tmp_path, shape), tiny_weights(), BuildOptions(), log=print)
+    msg = str(e.value)
+    assert f"the input shape is {shown}, but a convolution or BatchNorm needs [C, H, W]" in msg
+    assert f"input: {{shape: {example}]}}"[:-2] in msg and "tiny.yaml:5: row 0" in msg
+    assert "values but the architecture expects" not in msg

@@ -24,6 +24,7 @@ SHARED_HEADERS = Path(__file__).resolve().parents[2] / "shared" / "gpu" / "trt86
 
 
 def trt86_headers() -> Path | None:
+    """The TensorRT 8.6 C++ headers: $TENSORRT_INCLUDE_DIR, else a copy beside the checkout where there is one."""
     env = os.environ.get("TENSORRT_INCLUDE_DIR")
     for d in ([Path(env)] if env else []) + [SHARED_HEADERS]:
         if (d / "NvInfer.h").is_file():
@@ -46,7 +47,8 @@ def plugin_cache(tmp_path, monkeypatch) -> Path:
 # ---------------------------------------------------------------- compile machinery (CPU)
 
 @pytest.mark.skipif(shutil.which("nvcc") is None or trt86_headers() is None or shutil.which("c++") is None,
-                    reason="needs nvcc, a host C++ compiler and the TensorRT 8.6 headers (../shared/gpu/trt86)")
+                    reason="needs nvcc, a host C++ compiler and the TensorRT 8.6 C++ headers (NvInfer.h): set "
+                           "TENSORRT_INCLUDE_DIR to their folder")
 def test_plugin_sources_compile_against_trt86_headers(tmp_path, plugin_cache):
     # A stand-in libnvinfer.so.8 to link against (this machine has the headers but not the library).
     stub = tmp_path / "lib" / "libnvinfer.so.8"
@@ -488,3 +490,10 @@ def test_plugin_engine_loads_in_a_fresh_process(plugin_engines):
     ref = [len(r[0]) for r in torch_reference(feats, "256x320_nc3_lowconf")]
     print(f"RESULT fresh process num_dets {fresh}, reference {ref}")
     assert fresh == ref
+
+
+def test_skip_reasons_say_what_is_needed():
+    """A skipped test says what it needs (a tool, headers, an environment variable), not a path of one machine."""
+    marks = test_plugin_sources_compile_against_trt86_headers.pytestmark
+    reason = next(m.kwargs["reason"] for m in marks if m.name == "skipif")
+    assert "TENSORRT_INCLUDE_DIR" in reason and "headers" in reason and "../" not in reason and "shared" not in reason

@@ -60,14 +60,8 @@ def lenet_wts(tmp_path_factory) -> tuple[object, Path]:
 
 
 @pytest.fixture(scope="module")
-def resnet18_wts(tmp_path_factory) -> Path:
-    from netdef.export import export_wts, load_source, randomize_batchnorm
-
-    model = load_source("torchvision:resnet18")
-    randomize_batchnorm(model, 0)
-    path = tmp_path_factory.mktemp("r18") / "resnet18.wts"
-    export_wts(model, path)
-    return path
+def resnet18_wts(torchvision_wts) -> Path:
+    return torchvision_wts("resnet18")[1]  # exported once per session (conftest.py)
 
 
 def int8_network(arch: str, wts: Path, table: Path, **kw):

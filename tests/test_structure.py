@@ -65,7 +65,7 @@ def test_set_values_are_converted_and_checked():
     assert p == {"head": "decode", "conf_thres": 0.4, "iou_thres": 0.45, "max_det": 50}
     with pytest.raises(OptionError, match=r"--set head='nms': use one of decode, plugin"):
         spec.resolve_params({"head": "nms"})
-    with pytest.raises(OptionError, match=r"--set max_det=2.5: expected a int"):
+    with pytest.raises(OptionError, match=r"--set max_det=2.5: expected an int"):
         spec.resolve_params({"max_det": 2.5})
 
 

@@ -51,34 +51,20 @@ def define(arch, sd: dict, precision: str = "fp32", input_hw=None, **params) -> 
 
 
 @pytest.fixture(scope="module")
-def models():
-    """name -> (reference model, state_dict), built once per module."""
-    cache: dict[tuple, tuple] = {}
+def models(yolov5_models):
+    """name -> (reference model, state_dict), shared with other modules (conftest.py)."""
 
     def get(name: str, nc: int | None = None, v5_buffers: bool = False, tame: bool = False):
-        key = (name, nc, v5_buffers, tame)
-        if key in cache:
-            return cache[key]
-        made = ref.reference_model(name, nc=nc, v5_buffers=v5_buffers, tame=tame)
-        if name in BUILT or name == "yolov5m":  # the large ones are used once: not kept (memory)
-            cache[key] = made
-        return made
+        # the large ones are used once: not kept (memory)
+        return yolov5_models(name, nc=nc, v5_buffers=v5_buffers, tame=tame, keep=name in BUILT or name == "yolov5m")
 
     return get
 
 
 @pytest.fixture(scope="module")
-def wts(models, tmp_path_factory):
-    d = tmp_path_factory.mktemp("yolo_wts")
-    cache: dict[tuple, Path] = {}
-
-    def get(name: str, tame: bool = False) -> Path:
-        if (name, tame) not in cache:
-            cache[name, tame] = d / f"{name}{'_tame' if tame else ''}.wts"
-            write_wts(cache[name, tame], models(name, tame=tame)[1])
-        return cache[name, tame]
-
-    return get
+def wts(yolov5_wts):
+    """(name, tame=False) -> the reference model's .wts (conftest.py)."""
+    return yolov5_wts
 
 
 # ---------------------------------------------------------------- blocks and YAMLs

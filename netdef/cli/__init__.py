@@ -7,11 +7,11 @@ import argparse
 import sys
 
 from .. import __version__
-from . import bench, blocks, build, calibrate, demo, detect, export, info, profile, refit, run
+from . import bench, blocks, build, calibrate, demo, detect, export, export_plan, info, profile, refit, run, triton
 from .guard import run_guarded
 from .options import checked
 
-COMMANDS = (export, build, refit, run, info, blocks, calibrate, detect, bench, profile, demo)
+COMMANDS = (export, build, refit, run, info, blocks, calibrate, detect, bench, profile, export_plan, triton, demo)
 
 EPILOG = """typical use:
   netdef export torchvision:resnet50 -o weights/resnet50.wts
@@ -23,6 +23,8 @@ EPILOG = """typical use:
   netdef profile resnet50.engine --batch 1 --compare other.engine
   netdef calibrate resnet50 --weights weights/resnet50.wts --data images/ -o r50.calib.json
   netdef detect yolov5s.engine photos/ --out detections/
+  netdef export-plan resnet50.engine -o resnet50.plan        # bare plan + resnet50.plan.json, for trtexec/C++
+  netdef triton resnet50.engine --repo models/ --instances 2  # Triton model repository
 """
 DEBUG_HELP = "show Python tracebacks on errors"
 

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import defaults
+from ..errors import OptionError
 from ..tools import detect
 from .options import number
 
@@ -30,10 +31,13 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def cmd_detect(a: argparse.Namespace) -> int:
+    # The command's files first: without a GPU, loading the engine would report that before a missing image.
     names = detect.load_names(a.names) if a.names else None
-    det = detect.engine_detector(a.engine, a.conf, a.iou, a.max_det, names)
     files = detect.collect_images(a.images)
+    if Path(a.out).exists() and not Path(a.out).is_dir():
+        raise OptionError(f"--out {a.out} is a file: give a folder for detections.json and the annotated images")
     arrays = [detect.read_image(f) for f in files]
+    det = detect.engine_detector(a.engine, a.conf, a.iou, a.max_det, names)
     results = det(arrays, [str(f) for f in files])
     detect.write_results(results, arrays, a.out)
     total = sum(len(r["boxes"]) for r in results)

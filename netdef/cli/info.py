@@ -1,4 +1,4 @@
-"""`netdef info`: an engine's metadata, or a summary of a .wts file."""
+"""`netdef info`: an engine's metadata, a raw plan's (from its sidecar, else from TensorRT), or a .wts summary."""
 from __future__ import annotations
 
 import argparse
@@ -12,7 +12,7 @@ from ..errors import NetdefError
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
     """Add `netdef info` to the command line."""
-    i = subparsers.add_parser("info", help="show an engine's metadata or a .wts summary")
+    i = subparsers.add_parser("info", help="show an engine's or a raw plan's metadata, or a .wts summary")
     i.set_defaults(func=cmd_info)
     i.add_argument("file")
     i.add_argument("--json", action="store_true", help="machine-readable output")
@@ -26,6 +26,12 @@ def cmd_info(a: argparse.Namespace) -> int:
     if engine_file.is_engine_file(path):  # a damaged or cut engine too: never read as a .wts
         meta = engine_file.read_meta(path, verify=True)
         print(json.dumps(meta, indent=2) if a.json else format_engine(meta, path))
+        return 0
+    from ..deploy.plan import is_raw_plan
+
+    if is_raw_plan(path):  # a sidecar beside it, or a plan's name (.plan, .engine, .trt)
+        r = raw_plan_info(path)
+        print(json.dumps(r, indent=2) if a.json else format_raw_plan(r, path))
         return 0
     from ..wts import wts_summary
 
@@ -44,12 +50,68 @@ def format_engine(meta: dict[str, Any], path: Path) -> str:
              f"for {meta['gpu'].get('name') or 'compute capability'} {meta['gpu']['compute_capability']}",
              f"  batch profile{'s' if len(engine_profiles) > 1 else ''} {format_profiles(engine_profiles)}, "
              f"{meta['layers']} layers, built {meta['created']} in {meta['build_seconds']} s"]
-    for kind in ("inputs", "outputs"):
-        for io in meta[kind]:
-            lines.append(f"  {kind[:-1]:6} {io['name']:12} {io['dtype']:8} {io['shape']}")
+    lines += io_lines(meta)
     lines.append(f"  weights {meta['weights']['path']} sha256 {meta['weights']['sha256'][:12]}")
     lines += [f"  plugin {p.get('name')}: {p.get('library')}" for p in meta.get("plugins", [])]
     return "\n".join(lines)
+
+
+def raw_plan_info(path: Path) -> dict[str, Any]:
+    """What is known of a raw plan: its sidecar's metadata; without one, what TensorRT reads from the plan where it
+    can deserialize it here, else `not_shown` saying what cannot be shown and why."""
+    import hashlib
+
+    from .. import trt_api
+    from ..deploy.plan import metadata_from_engine, read_raw_plan, sidecar_path
+    from ..errors import TensorRTError
+
+    meta, plan = read_raw_plan(path)
+    side = sidecar_path(path)
+    out: dict[str, Any] = {"plan": str(path), "plan_bytes": len(plan), "plan_sha256": hashlib.sha256(plan).hexdigest(),
+                           "sidecar": str(side) if meta is not None else None, "metadata": meta}
+    if meta is not None:
+        return out
+    what = "its inputs, outputs, optimization profiles, layers and the TensorRT that built it"
+    if not trt_api.can_deserialize():
+        try:
+            here = f"this is {trt_api.version_string()}"
+        except NetdefError as e:  # no TensorRT at all
+            here = str(e).split(";")[0]
+        out["not_shown"] = (f"{what}: reading them means deserializing the plan, which needs a CUDA GPU and "
+                            f"TensorRT ({here}, GPU: {trt_api.gpu_identity() or 'none'}); without them only a "
+                            f"sidecar {side} (`netdef export-plan`) can tell them")
+        return out
+    try:
+        _, engine = trt_api.deserialize(plan)
+    except TensorRTError as e:
+        out["not_shown"] = (f"{what}: {trt_api.version_string()} could not deserialize it ({e}; built by another "
+                            "TensorRT or for another GPU, or with plugin layers whose library is not loaded)")
+        return out
+    out["metadata"] = metadata_from_engine(engine)
+    return out
+
+
+def format_raw_plan(r: dict[str, Any], path: Path) -> str:
+    """A raw plan: size and checksum, then its sidecar's metadata, what TensorRT read from it, or what is missing."""
+    from ..options import format_profiles
+
+    head = f"raw TensorRT plan {path}: {r['plan_bytes'] / 2**20:.1f} MiB, sha256 {r['plan_sha256'][:12]}"
+    meta = r["metadata"]
+    if r["sidecar"]:
+        return f"{head}, metadata from its sidecar {r['sidecar']}\n" + format_engine(meta, path)
+    if meta is None:
+        return f"{head}, no sidecar\n  not shown: {r['not_shown']}"
+    t = meta["tensorrt"]
+    lines = [f"{head}, no sidecar: read by {t['flavor']} {t['version']} on {meta['gpu']['name'] or 'this GPU'}",
+             f"  batch profile{'s' if meta['options']['profiles'] else ''} "
+             f"{format_profiles(engine_file.profiles(meta))}, {meta['layers']} layers"]
+    return "\n".join(lines + io_lines(meta))
+
+
+def io_lines(meta: dict[str, Any]) -> list[str]:
+    """One line per input and output: name, dtype, shape (-1: dynamic)."""
+    return [f"  {kind[:-1]:6} {io['name']:12} {io['dtype']:8} {io['shape']}"
+            for kind in ("inputs", "outputs") for io in meta[kind]]
 
 
 def format_wts(s: dict[str, Any], path: Path) -> str:

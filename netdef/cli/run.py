@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ..errors import OptionError
 from .options import number
 
 
@@ -24,12 +25,15 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 def cmd_run(a: argparse.Namespace) -> int:
     import numpy as np
 
+    from ..fileio import check_output
     from ..runtime import Engine
 
+    # Files first: without a GPU, Engine() would report that before a missing --input.
+    x = load_input(a.input) if a.input else None
+    if a.output:
+        check_output(a.output, inputs=[a.engine, a.input], what="--output")
     eng = Engine(a.engine, backend=a.backend, cuda_graph=a.cuda_graph)
-    if a.input:
-        x = np.load(a.input)
-    else:
+    if x is None:
         spec = eng.inputs[0]
         batch = a.batch or eng.batch_range[1]
         x = np.random.default_rng(0).standard_normal((batch, *spec.shape[1:])).astype(spec.dtype)
@@ -43,3 +47,19 @@ def cmd_run(a: argparse.Namespace) -> int:
             np.savez(a.output, **outs)
         print(f"wrote {a.output}")
     return 0
+
+
+def load_input(path: str) -> Any:
+    """The array of a .npy file given as --input."""
+    import numpy as np
+
+    try:
+        x = np.load(path)
+    except FileNotFoundError:
+        raise OptionError(f"--input {path}: no such file") from None
+    except (OSError, ValueError) as e:
+        raise OptionError(f"--input {path}: not a .npy array ({e})") from None
+    if not isinstance(x, np.ndarray):
+        x.close()
+        raise OptionError(f"--input {path}: holds several arrays (.npz); give one array as .npy")
+    return x

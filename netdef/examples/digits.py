@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -65,19 +66,25 @@ def load_digits_data(seed: int = 0, test_fraction: float = 0.2) -> dict[str, np.
 
 
 def train_lenet(x: np.ndarray, y: np.ndarray, *, epochs: int = 10, seed: int = 0, batch: int = 64,
-                lr: float = 3e-3) -> LeNet:
-    """Adam on the training split; returns the model in eval mode (on CPU)."""
+                lr: float = 3e-3, log: Callable[[str], None] | None = None) -> LeNet:
+    """Adam on the training split; returns the model in eval mode (on CPU). `log` gets a line per epoch."""
     torch.manual_seed(seed)
     model = LeNet()
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     g = torch.Generator().manual_seed(seed)
     model.train()
-    for _ in range(epochs):
+    t0 = time.perf_counter()
+    for epoch in range(1, epochs + 1):
+        total = 0.0
         for idx in torch.randperm(len(xt), generator=g).split(batch):
             opt.zero_grad()
-            nn.functional.cross_entropy(model(xt[idx]), yt[idx]).backward()
+            loss = nn.functional.cross_entropy(model(xt[idx]), yt[idx])
+            loss.backward()
             opt.step()
+            total += float(loss.detach()) * len(idx)
+        if log:
+            log(f"   epoch {epoch}/{epochs}: training loss {total / len(xt):.4f} ({time.perf_counter() - t0:.1f} s)")
     return model.eval()
 
 
@@ -102,11 +109,12 @@ def run_digits(workdir: str | Path, *, epochs: int = 10, seed: int = 0, method: 
     log(f"netdef digits: {trt_api.version_string()}, GPU: {trt_api.gpu_identity() or 'none'}")
     t0 = time.perf_counter()
     data = load_digits_data(seed)
-    model = train_lenet(data["x_train"], data["y_train"], epochs=epochs, seed=seed)
+    log(f"1. training LeNet on {len(data['y_train'])} images for {epochs} epochs (CPU) ...")
+    model = train_lenet(data["x_train"], data["y_train"], epochs=epochs, seed=seed, log=_stderr)
     result: dict[str, Any] = {"torch_accuracy": accuracy(torch_logits(model, data["x_test"]), data["y_test"]),
                               "test_images": len(data["y_test"]), "train_seconds": round(time.perf_counter() - t0, 1)}
-    log(f"1. trained LeNet on {len(data['y_train'])} images in {result['train_seconds']} s; PyTorch test "
-        f"accuracy {result['torch_accuracy']:.2%} ({result['test_images']} images)")
+    log(f"   trained in {result['train_seconds']} s; PyTorch test accuracy {result['torch_accuracy']:.2%} "
+        f"({result['test_images']} images)")
 
     wts = workdir / "lenet.wts"
     export_wts(model, wts)
@@ -129,6 +137,7 @@ def run_digits(workdir: str | Path, *, epochs: int = 10, seed: int = 0, method: 
     for precision in PRECISIONS:
         opts = BuildOptions(precision=precision, batch=ENGINE_BATCH, opt_level=0, tf32=False,
                             calibration=str(table) if precision == "int8" else None)
+        _stderr(f"   building the {precision} engine ...")
         res = build_engine(ARCH, wts, workdir / f"lenet_{precision}.engine", opts, log=lambda m: None)
         result["engines"][precision] = str(res.path)
     log(f"3. built {', '.join(PRECISIONS)} engines with {trt_api.version_string()} in {workdir}")
@@ -146,6 +155,10 @@ def run_digits(workdir: str | Path, *, epochs: int = 10, seed: int = 0, method: 
     log("4. test accuracy:  PyTorch " + f"{result['torch_accuracy']:.2%}  " +
         "  ".join(f"{p} engine {a:.2%}" for p, a in result["accuracy"].items()))
     return result
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

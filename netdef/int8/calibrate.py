@@ -209,6 +209,7 @@ def calibrate(arch: str | Path, weights: str | Path, data: str | Path, output_ta
     check_output(output_table, inputs=[weights, spec.path, data], what="the calibration table")
     shape = spec.input_shape_for(tuple(input_hw) if input_hw else None)
     n, batches = calibration_batches(data, shape, batch, max_images=max_images, mean=mean, std=std)
+    weights_identity(weights)  # a missing .wts is reported before a missing GPU
     if not trt_api.can_run_engines():
         raise NetdefError(f"calibration runs the FP32 network on a CUDA GPU with full TensorRT (this is "
                           f"{trt_api.version_string()}, GPU: {trt_api.gpu_identity() or 'none'}): run `netdef "

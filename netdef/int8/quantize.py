@@ -117,7 +117,7 @@ class Quantizer:
     def _weight_qdq(self, net: Any, w: np.ndarray, prefix: str) -> Any:
         """Weights as a float32 constant -> per-output-channel Q/DQ (axis 0) -> compute dtype."""
         scales = per_channel_weight_scales(w, 0, name=f"{prefix}.weight")
-        const = net.constant(w, f"{prefix}/weight", dtype=np.float32)
+        const = net.constant(w, f"{prefix}/weight", dtype=np.float32, key=f"{prefix}.weight")
         return self._qdq(net, const, scales, 0, f"{prefix}/weight", trt_api.trt_dtype(net.dtype))
 
     @staticmethod
@@ -129,7 +129,8 @@ class Quantizer:
 
     def _convolution(self, net: Any, x: Any, prefix: str, w: np.ndarray, b: np.ndarray) -> Any:
         c2, _, kh, kw = w.shape
-        layer = net.layer("convolution_nd", prefix, x, int(c2), (int(kh), int(kw)), net.trt.Weights(), net.keep(b))
+        layer = net.layer("convolution_nd", prefix, x, int(c2), (int(kh), int(kw)), net.trt.Weights(),
+                          net.keep(b, f"{prefix}.bias"))
         layer.set_input(1, self._weight_qdq(net, w, prefix))
         return layer
 
@@ -150,8 +151,9 @@ class RecordingQuantizer(Quantizer):
         return x
 
     def _weight_qdq(self, net: Any, w: np.ndarray, prefix: str) -> Any:
-        return net.constant(w, f"{prefix}/weight")
+        return net.constant(w, f"{prefix}/weight", key=f"{prefix}.weight")
 
     def _convolution(self, net: Any, x: Any, prefix: str, w: np.ndarray, b: np.ndarray) -> Any:
         c2, _, kh, kw = w.shape
-        return net.layer("convolution_nd", prefix, x, int(c2), (int(kh), int(kw)), net.keep(w), net.keep(b))
+        return net.layer("convolution_nd", prefix, x, int(c2), (int(kh), int(kw)), net.keep(w, f"{prefix}.weight"),
+                         net.keep(b, f"{prefix}.bias"))

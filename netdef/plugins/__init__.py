@@ -7,6 +7,7 @@ metadata ("plugins"), and `load_plugin_libraries` loads them before the engine i
 from __future__ import annotations
 
 import ctypes
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +32,31 @@ def load_library(path: str | Path, engine_path: str | Path | None = None) -> cty
 
 
 def load_plugin_libraries(entries: list[dict[str, Any]], engine_path: str | Path) -> None:
-    """Load the plugin libraries an engine's metadata lists (each once per process)."""
+    """Load the plugin libraries an engine's metadata lists (each once per process); one that is gone (a
+    cleared cache) is compiled again from netdef's sources first."""
     for entry in entries:
         lib = str(entry["library"])
         if lib in _LOADED:
             continue
         if not Path(lib).is_file():
-            raise NetdefError(f"{engine_path} needs plugin library {lib} ({entry.get('name')}), which is missing; "
-                              "rebuild the engine (netdef compiles its plugins on first use)")
+            lib = _compile_again(entry, engine_path)
         load_library(lib, engine_path)
+
+
+def _compile_again(entry: dict[str, Any], engine_path: str | Path) -> str:
+    """Compile a missing plugin library again. It is the engine's own when it lands at the recorded path: the
+    file name encodes the sources, TensorRT, the toolchain and the GPU architecture."""
+    from .compile import compile_plugin
+
+    missing = f"{engine_path} needs plugin library {entry['library']} ({entry.get('name')}), which is missing"
+    try:
+        lib = compile_plugin(str(entry.get("name")))
+    except NetdefError as e:
+        why = " ".join(str(e).split())  # its list of problems, on one line
+        raise NetdefError(f"{missing}, and compiling it again failed ({why}); rebuild the engine with `netdef build`") \
+            from None
+    if str(lib.path) != str(entry["library"]):
+        raise NetdefError(f"{missing}; compiled again it is {lib.path} (other sources, toolchain or $NETDEF_CACHE "
+                          f"than at build time): rebuild the engine with `netdef build`")
+    print(f"[netdef] compiled the missing plugin library {lib.path} again for {engine_path}", file=sys.stderr)
+    return str(lib.path)

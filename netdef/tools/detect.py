@@ -262,9 +262,8 @@ def detect(engine: Any, images: Sequence[str | Path | np.ndarray], conf: float |
     """Detect objects: `images` are files, folders or HxWx3 uint8 RGB arrays; one dict per image:
     {"image", "height", "width", "boxes" [[x1,y1,x2,y2]...] (original pixels), "scores", "classes", "names"}.
     conf/iou default to 0.25/0.45 (plugin engines: their built-in values)."""
-    det = engine_detector(engine, conf, iou, max_det, names)
-    arrays, labels = _load_all(images)
-    return det(arrays, labels)
+    arrays, labels = _load_all(images)  # the images first: without a GPU the engine would report that instead
+    return engine_detector(engine, conf, iou, max_det, names)(arrays, labels)
 
 
 def _load_all(images: Sequence[str | Path | np.ndarray]) -> tuple[list[np.ndarray], list[str]]:

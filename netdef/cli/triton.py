@@ -1,0 +1,50 @@
+"""`netdef triton`: a Triton Inference Server model repository for an engine."""
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from .options import number, parse_numbers
+
+
+HELP = "write a Triton model repository (config.pbtxt, the plan, plugin libraries) for an engine"
+DESCRIPTION = ("Writes REPO/NAME/config.pbtxt (platform tensorrt_plan, max_batch_size, inputs and outputs, dynamic "
+               "batching preferring the profiles' OPT batches, instance groups using every profile) and "
+               "REPO/NAME/VERSION/model.plan. A plugin engine's libraries are copied into REPO/NAME with the "
+               "tritonserver option that loads them (plugins.txt).")
+
+
+def register(subparsers: Any) -> argparse.ArgumentParser:
+    """Add `netdef triton` to the command line."""
+    t = subparsers.add_parser("triton", help=HELP, description=DESCRIPTION)
+    t.add_argument("engine", help="netdef engine (or a raw plan with its sidecar)")
+    t.add_argument("--repo", required=True, help="model repository folder (created when missing)")
+    t.add_argument("--name", help="model name (default: the architecture's name)")
+    t.add_argument("--version", type=number("--version", minimum=1), default=1, help="model version (default 1)")
+    t.add_argument("--instances", type=number("--instances", minimum=1), default=1,
+                   help="instances per GPU (default 1)")
+    t.add_argument("--gpus", help="GPU indices such as 0,1 (default: every GPU)")
+    t.add_argument("--max-queue-delay-us", type=number("--max-queue-delay-us", minimum=0), metavar="US",
+                   help="longest time the dynamic batcher holds a request to form a batch (default 0)")
+    t.add_argument("--cuda-graphs", action="store_true", help="let the TensorRT backend run CUDA graphs")
+    t.set_defaults(func=cmd_triton)
+    return t
+
+
+def cmd_triton(a: argparse.Namespace) -> int:
+    from ..deploy.triton import TritonOptions, write_repository
+
+    gpus = tuple(parse_numbers(a.gpus, "--gpus", int, what="GPU indices such as 0,1")) if a.gpus else ()
+    opts = TritonOptions(name=a.name, version=a.version, instances=a.instances, gpus=gpus,
+                         max_queue_delay_us=a.max_queue_delay_us, cuda_graphs=a.cuda_graphs)
+    res = write_repository(a.engine, a.repo, opts)
+    print(f"wrote {res.config} and {res.plan}")
+    for lib in res.libraries:
+        print(f"  plugin library {lib}")
+    if res.server_options:
+        print("start tritonserver with")
+        print(f"  {res.server_options[0]}")
+        print(f"or {res.server_options[1]} tritonserver ...")
+    for note in res.notes:
+        print(f"note: {note}")
+    return 0

@@ -1,0 +1,160 @@
+"""Raw TensorRT plans: the bare plan of a netdef engine, which trtexec, Triton, DeepStream and C++ programs
+deserialize, and its sidecar `PLAN.json` (the plan's path plus ".json") with netdef's metadata.
+
+The sidecar is the engine's own header (`netdef.engine_file`: TensorRT version, GPU, precision, I/O, profiles,
+plugin libraries, the plan's length and SHA-256) plus a "sidecar" entry saying where the plan came from and how
+each kind of program loads it. A plan is byte-identical to the one inside its engine file; a sidecar that does
+not describe the plan beside it (another length or SHA-256) is an error, never a silent mismatch. Plugin library
+paths in a sidecar may be relative to its folder (a Triton repository's are).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .. import __version__, engine_file, trt_api
+from ..errors import EngineFileError
+from ..fileio import atomic_write, check_output
+
+SIDECAR_FORMAT = 1
+PLAN_SUFFIXES = (".plan", ".engine", ".trt")  # names `netdef info` takes for a raw plan without a sidecar
+
+
+def sidecar_path(plan: str | os.PathLike) -> Path:
+    """The sidecar of a raw plan: `model.plan` -> `model.plan.json`."""
+    return Path(f"{os.fspath(plan)}.json")
+
+
+def is_raw_plan(path: str | os.PathLike) -> bool:
+    """Whether `path` is a file to be read as a raw plan: no netdef engine, but with a sidecar or a plan's name."""
+    path = Path(path)
+    return (path.is_file() and not engine_file.is_engine_file(path)
+            and (sidecar_path(path).is_file() or path.suffix.lower() in PLAN_SUFFIXES))
+
+
+def read_sidecar(path: str | os.PathLike) -> dict[str, Any]:
+    """A sidecar's checked metadata, with plugin library paths made absolute (relative ones are relative to
+    the sidecar's folder). EngineFileError for anything that is not a netdef sidecar."""
+    path = Path(path)
+    redo = "export the plan again with `netdef export-plan`"
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise EngineFileError(f"cannot read sidecar {path}: {e.strerror}") from None
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+        raise EngineFileError(f"{path}: not a netdef sidecar (not JSON: {str(e)[:200]}): {redo}") from None
+    problem = engine_file.meta_problem(meta)
+    side = meta.get("sidecar") if isinstance(meta, dict) else None
+    if problem is None and not (isinstance(side, dict) and side.get("format") == SIDECAR_FORMAT):
+        problem = f"no 'sidecar' entry of format {SIDECAR_FORMAT}"
+    if problem is not None:
+        raise EngineFileError(f"{path}: not a usable netdef sidecar ({problem}): {redo}")
+    for entry in meta["plugins"]:
+        entry["library"] = os.path.normpath(path.parent.absolute() / entry["library"])
+    return meta
+
+
+def read_raw_plan(path: str | os.PathLike) -> tuple[dict[str, Any] | None, bytes]:
+    """(sidecar metadata or None when there is no sidecar, plan bytes) of a raw plan. The sidecar must describe
+    this plan: its length and SHA-256 are checked."""
+    path = Path(path)
+    if not path.is_file():
+        raise EngineFileError(f"plan not found: {path}")
+    try:
+        plan = path.read_bytes()
+    except OSError as e:
+        raise EngineFileError(f"cannot read plan {path}: {e.strerror}") from None
+    side = sidecar_path(path)
+    if not side.is_file():
+        return None, plan
+    meta = read_sidecar(side)
+    digest = hashlib.sha256(plan).hexdigest()
+    if len(plan) != meta["plan_bytes"] or digest != meta["plan_sha256"]:
+        raise EngineFileError(f"{side} describes another plan ({meta['plan_bytes']} bytes, SHA-256 "
+                              f"{meta['plan_sha256'][:12]}...) than {path} ({len(plan)} bytes, {digest[:12]}...): "
+                              "export the plan and its sidecar again with `netdef export-plan`")
+    return meta, plan
+
+
+def load_plan(path: str | os.PathLike) -> tuple[dict[str, Any], bytes]:
+    """(metadata, plan bytes) of a netdef engine, or of a raw plan with its sidecar (checked either way)."""
+    path = Path(path)
+    if engine_file.is_engine_file(path) or not path.is_file():
+        return engine_file.read_plan(path)
+    meta, plan = read_raw_plan(path)
+    if meta is None:
+        raise EngineFileError(f"{path} is a raw TensorRT plan without netdef's metadata (no sidecar "
+                              f"{sidecar_path(path)}): export it from its netdef engine with `netdef export-plan`")
+    return meta, plan
+
+
+def metadata_from_engine(engine: Any) -> dict[str, Any]:
+    """What a deserialized engine tells of itself, in the engine header's form (the fields `Engine` and
+    `netdef info` read): I/O tensors, optimization profiles, layer count, and the TensorRT and GPU here."""
+    profiles = trt_api.profile_batches(engine)
+    io = trt_api.io_tensors(engine)
+    i = trt_api.info()
+    gpu = trt_api.gpu_identity()
+    return {
+        "tensorrt": {"flavor": i.flavor, "version": i.version},
+        "gpu": {"name": gpu[0] if gpu else None, "compute_capability": gpu[1] if gpu else None},
+        "options": {"batch": [min(p[0] for p in profiles), profiles[-1][1], max(p[2] for p in profiles)],
+                    "profiles": [list(p) for p in profiles] if len(profiles) > 1 else None},
+        "inputs": [{"name": n, "shape": list(s), "dtype": d} for n, is_in, s, d in io if is_in],
+        "outputs": [{"name": n, "shape": list(s), "dtype": d} for n, is_in, s, d in io if not is_in],
+        "plugins": [],
+        "layers": int(engine.num_layers),
+        "source": "the deserialized plan (no sidecar)",
+    }
+
+
+def load_hints(meta: dict[str, Any], plan: str, libraries: list[str]) -> dict[str, str]:
+    """How each kind of program loads the plan `plan` (as named to it) needing the plugin `libraries`."""
+    t = meta["tensorrt"]
+    cc = (meta.get("gpu") or {}).get("compute_capability")
+    hints = {"requires": f"{t['flavor']} {t['version']}" + (f" on a GPU of compute capability {cc}" if cc else ""),
+             "python": f"netdef.runtime.Engine({str(plan)!r}) reads this sidecar and loads the plugin libraries"}
+    preload = "dlopen(LIBRARY, RTLD_NOW | RTLD_GLOBAL) each plugin library (its creators register themselves), " \
+              "then " if libraries else ""
+    if t["flavor"] != "tensorrt":
+        hints["c++"] = f"{preload}IRuntime::deserializeCudaEngine of {t['flavor']} {t['version']}"
+        hints["note"] = (f"a {t['flavor']} plan: only the {t['flavor']} runtime loads it, not TensorRT, trtexec or "
+                         "Triton's TensorRT backend")
+        return hints
+    hints["c++"] = f"{preload}IRuntime::deserializeCudaEngine"
+    hints["trtexec"] = " ".join([f"trtexec --loadEngine={plan}", *(f"--staticPlugins={lib}" for lib in libraries)])
+    if libraries:
+        hints["triton"] = (f'--backend-config=tensorrt,plugins="{";".join(libraries)}" '
+                           f'(or LD_PRELOAD={":".join(libraries)})')
+    return hints
+
+
+def write_plan(output: str | os.PathLike, plan: bytes, meta: dict[str, Any], *, source: str | os.PathLike,
+               plugins: list[dict[str, Any]] | None = None, hints: dict[str, str] | None = None) -> dict[str, Any]:
+    """Write the raw plan `output` and its sidecar (atomically, plan first); returns the sidecar's content.
+    `plugins` replaces the plugin entries (e.g. with paths relative to the sidecar); `hints`, the load hints."""
+    output = Path(output)
+    side = dict(meta, plugins=meta["plugins"] if plugins is None else plugins)
+    side["sidecar"] = {
+        "format": SIDECAR_FORMAT, "plan": output.name, "exported_from": str(source),
+        "exported": datetime.now(timezone.utc).isoformat(timespec="seconds"), "netdef_version": __version__,
+        "load": hints or load_hints(meta, output.name, [str(p["library"]) for p in meta["plugins"]]),
+    }
+    atomic_write(output, plan)
+    atomic_write(sidecar_path(output), json.dumps(side, indent=1, sort_keys=True).encode() + b"\n")
+    return side
+
+
+def export_plan(engine: str | os.PathLike, output: str | os.PathLike) -> dict[str, Any]:
+    """Write the plan of `engine` (a netdef engine, or a raw plan with its sidecar) as the raw plan `output`
+    with the sidecar `output.json`; returns the sidecar's content. Neither may be the engine itself."""
+    engine, output = Path(engine), Path(output)
+    inputs = [engine, sidecar_path(engine)]
+    check_output(output, inputs=inputs, what="plan")
+    check_output(sidecar_path(output), inputs=inputs, what="sidecar")
+    meta, plan = load_plan(engine)
+    return write_plan(output, plan, meta, source=engine)

@@ -1,0 +1,267 @@
+"""Triton Inference Server model repositories for netdef engines.
+
+`write_repository` writes `REPO/NAME/config.pbtxt` and `REPO/NAME/VERSION/model.plan` (with its sidecar) for
+Triton's TensorRT backend (`platform: "tensorrt_plan"`), and copies the plugin libraries a plugin engine needs
+into `REPO/NAME/`, with the server option that loads them in `REPO/NAME/plugins.txt`.
+
+The configuration follows the engine's metadata (`model_config`):
+- An engine whose profiles start at batch 1 is a batching model: `max_batch_size` is the largest profile batch,
+  dims leave the batch axis out, and the dynamic batcher prefers the profiles' OPT batches. OPT batches of 1
+  are left out: the batcher runs a batch of a preferred size as soon as it can form one, so a preferred 1 would
+  run every request alone. An engine whose smallest batch is above 1 cannot take the batches of 1 the batcher
+  forms: it is a non-batching model (`max_batch_size: 0`, dims with the batch axis) and clients send whole
+  batches.
+- Multi-profile engines list every profile in each instance group: the TensorRT backend makes one execution
+  context per listed profile in each instance and runs a batch on the listed profile that covers it with the
+  nearest OPT batch (`GetMostOptimizedProfile`); without the field it uses profile 0 alone, which would refuse
+  the batches only the other profiles cover. Triton's scheduler sends any batch to any instance, so every
+  instance needs every profile.
+- `--cuda-graphs` sets `optimization.cuda.graphs`: the backend then captures graphs for batch 1, the preferred
+  batches and `max_batch_size` on each profile's context (a capture outside a profile's range fails with a
+  logged message, not an error).
+"""
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import __version__, engine_file
+from ..errors import NetdefError, OptionError
+from ..fileio import atomic_write, check_output, file_sha256
+from .plan import load_hints, load_plan, sidecar_path, write_plan
+
+PLATFORM = "tensorrt_plan"
+PLAN_NAME = "model.plan"  # the TensorRT backend's default model file name
+OPTIONS_NAME = "plugins.txt"
+DATA_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "bfloat16": "TYPE_BF16", "int8": "TYPE_INT8",
+              "uint8": "TYPE_UINT8", "int32": "TYPE_INT32", "int64": "TYPE_INT64", "bool": "TYPE_BOOL"}
+_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+class Enum(str):
+    """A protobuf enum value: written without quotes in `config.pbtxt`."""
+
+
+@dataclass(frozen=True)
+class TritonOptions:
+    """What `netdef triton` asks for besides the engine: the model's name (default: the architecture's),
+    version, instances per GPU, GPUs (default: all), the batcher's queue delay and CUDA graphs."""
+
+    name: str | None = None
+    version: int = 1
+    instances: int = 1
+    gpus: tuple[int, ...] = ()
+    max_queue_delay_us: int | None = None
+    cuda_graphs: bool = False
+
+    def validate(self) -> None:
+        if self.name is not None and (not _NAME.fullmatch(self.name) or self.name in (".", "..")):
+            raise OptionError(f"--name '{self.name}': a Triton model name is a folder name of letters, digits, "
+                              "'_', '-' and '.'")
+        if self.version < 1:
+            raise OptionError(f"--version {self.version}: Triton model versions are numbers >= 1")
+        if self.instances < 1:
+            raise OptionError(f"--instances {self.instances}: must be >= 1")
+        if any(g < 0 for g in self.gpus) or len(set(self.gpus)) != len(self.gpus):
+            raise OptionError(f"--gpus {','.join(map(str, self.gpus))}: expected distinct GPU indices >= 0")
+        if self.max_queue_delay_us is not None and self.max_queue_delay_us < 0:
+            raise OptionError(f"--max-queue-delay-us {self.max_queue_delay_us}: must be >= 0")
+
+
+def model_name(meta: dict[str, Any], opts: TritonOptions) -> str:
+    """The model's name: `opts.name`, else the architecture's name made a valid folder name."""
+    if opts.name is not None:
+        return opts.name
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", str((meta.get("arch") or {}).get("name") or "model")).strip("._")
+    return name or "model"
+
+
+def model_config(meta: dict[str, Any], opts: TritonOptions | None = None) -> dict[str, Any]:
+    """The Triton model configuration of an engine (its header, or a sidecar) as a dict whose keys and nesting
+    are those of Triton's `ModelConfig` message (enum values as `Enum`)."""
+    opts = opts or TritonOptions()
+    opts.validate()
+    profiles = engine_file.profiles(meta)
+    lo, hi = min(p[0] for p in profiles), max(p[2] for p in profiles)
+    batching = lo == 1
+    if opts.max_queue_delay_us is not None and not batching:
+        raise OptionError(f"--max-queue-delay-us: the engine's smallest batch is {lo}, so Triton serves it without "
+                          "dynamic batching (a batcher forms batches from 1); rebuild with --batch 1:OPT:MAX")
+    config: dict[str, Any] = {"name": model_name(meta, opts), "platform": PLATFORM,
+                              "max_batch_size": hi if batching else 0,
+                              "input": [_tensor(io, batching, lo, hi) for io in meta["inputs"]],
+                              "output": [_tensor(io, batching, lo, hi) for io in meta["outputs"]]}
+    if batching:
+        batcher: dict[str, Any] = {}
+        preferred = sorted({p[1] for p in profiles if p[1] > 1})
+        if preferred:
+            batcher["preferred_batch_size"] = preferred
+        if opts.max_queue_delay_us is not None:
+            batcher["max_queue_delay_microseconds"] = opts.max_queue_delay_us
+        config["dynamic_batching"] = batcher
+    group: dict[str, Any] = {"count": opts.instances, "kind": Enum("KIND_GPU")}
+    if opts.gpus:
+        group["gpus"] = list(opts.gpus)
+    if len(profiles) > 1:
+        group["profile"] = [str(i) for i in range(len(profiles))]
+    config["instance_group"] = [group]
+    if opts.cuda_graphs:
+        config["optimization"] = {"cuda": {"graphs": True}}
+    return config
+
+
+def _tensor(io: dict[str, Any], batching: bool, lo: int, hi: int) -> dict[str, Any]:
+    """One input or output: its Triton data type and dims (without the batch axis for a batching model)."""
+    dtype = DATA_TYPES.get(io["dtype"])
+    if dtype is None:
+        raise NetdefError(f"tensor '{io['name']}' is {io['dtype']}, which Triton has no data type for")
+    shape = list(io["shape"])
+    if not shape:
+        raise NetdefError(f"tensor '{io['name']}' is a scalar: Triton needs a batch axis or a shape")
+    out: dict[str, Any] = {"name": io["name"], "data_type": Enum(dtype)}
+    if not batching:
+        out["dims"] = [lo if (i == 0 and d == -1 and lo == hi) else d for i, d in enumerate(shape)]
+    elif len(shape) == 1:  # (B,): Triton's form of one value per batch item
+        out["dims"], out["reshape"] = [1], {"shape": []}
+    else:
+        out["dims"] = shape[1:]
+    return out
+
+
+def config_text(config: dict[str, Any], comments: Sequence[str] = ()) -> str:
+    """`config` in protobuf text format (Triton's config.pbtxt), after `comments` as # lines."""
+    lines = [f"# {c}" for c in comments]
+    _render(config, "", lines)
+    return "\n".join(lines) + "\n"
+
+
+def _render(message: dict[str, Any], pad: str, lines: list[str]) -> None:
+    for key, value in message.items():
+        if isinstance(value, dict):
+            lines.append(f"{pad}{key} {{")
+            _render(value, pad + "  ", lines)
+            lines.append(f"{pad}}}")
+        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            lines.append(f"{pad}{key} [")
+            for i, item in enumerate(value):
+                lines.append(f"{pad}  {{")
+                _render(item, pad + "    ", lines)
+                lines.append(f"{pad}  }}" + ("," if i < len(value) - 1 else ""))
+            lines.append(f"{pad}]")
+        elif isinstance(value, list):
+            lines.append(f"{pad}{key}: [{', '.join(_scalar(v) for v in value)}]")
+        else:
+            lines.append(f"{pad}{key}: {_scalar(value)}")
+
+
+def _scalar(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, Enum):
+        return str(v)
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, str):
+        return '"' + "".join(_CHAR.get(c) or (f"\\{ord(c):03o}" if ord(c) < 32 else c) for c in v) + '"'
+    raise TypeError(f"no text format for {type(v).__name__}")
+
+
+_CHAR = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
+@dataclass
+class Repository:
+    """What `write_repository` wrote: the model folder, its files, and how to start Triton for it."""
+
+    model_dir: Path
+    config: Path
+    plan: Path
+    libraries: list[Path] = field(default_factory=list)
+    server_options: list[str] = field(default_factory=list)  # each one alone loads the plugin libraries
+    notes: list[str] = field(default_factory=list)
+
+
+def write_repository(engine: str | os.PathLike, repo: str | os.PathLike,
+                     opts: TritonOptions | None = None) -> Repository:
+    """Write the Triton model `REPO/NAME` for `engine` (a netdef engine, or a raw plan with its sidecar):
+    config.pbtxt, VERSION/model.plan (byte-identical to the engine's plan) and its sidecar, and for a plugin
+    engine the plugin libraries with `plugins.txt`. Every file is written atomically, none over the engine."""
+    opts = opts or TritonOptions()
+    opts.validate()
+    engine, repo = Path(engine), Path(repo)
+    if repo.exists() and not repo.is_dir():
+        raise OptionError(f"--repo {repo} is a file: give the folder of the model repository")
+    meta, plan = load_plan(engine)
+    config = model_config(meta, opts)
+    model_dir = repo / config["name"]
+    res = Repository(model_dir, model_dir / "config.pbtxt", model_dir / str(opts.version) / PLAN_NAME)
+    inputs = [engine, sidecar_path(engine)]
+    libraries = _plugin_libraries(meta, engine)
+    for path, what in [(res.config, "model configuration"), (res.plan, "plan"), (sidecar_path(res.plan), "sidecar"),
+                       *((model_dir / lib.name, "plugin library") for lib in libraries)]:
+        check_output(path, inputs=inputs + libraries, what=what)
+    if libraries:
+        check_output(model_dir / OPTIONS_NAME, inputs=inputs, what="server options")
+
+    t = meta["tensorrt"]
+    if t["flavor"] != "tensorrt":
+        res.notes.append(f"{engine} was built by {t['flavor']} {t['version']}: Triton's TensorRT backend runs plans of "
+                         "TensorRT itself and will not load this one; build the engine with the TensorRT version of "
+                         "your Triton release for serving")
+    else:
+        res.notes.append(f"the plan loads in TensorRT {t['version']} only (compute capability "
+                         f"{meta['gpu'].get('compute_capability')}): serve it with a Triton release built on it")
+    for lib in libraries:
+        res.libraries.append(model_dir / lib.name)
+        atomic_write(res.libraries[-1], lib.read_bytes())
+    names = [str(p.absolute()) for p in res.libraries]
+    if names:
+        res.server_options = [f'--backend-config=tensorrt,plugins="{";".join(names)}"', f"LD_PRELOAD={':'.join(names)}"]
+    plugins = [dict(p, library=os.path.join("..", Path(p["library"]).name)) for p in meta["plugins"]]
+    write_plan(res.plan, plan, meta, source=engine, plugins=plugins, hints=load_hints(meta, PLAN_NAME, names))
+    atomic_write(res.config, config_text(config, _comments(meta, engine, res)).encode())
+    if names:
+        atomic_write(model_dir / OPTIONS_NAME, _options_text(meta, repo, res).encode())
+    return res
+
+
+def _plugin_libraries(meta: dict[str, Any], engine: Path) -> list[Path]:
+    """The plugin libraries the engine needs, checked to exist and to be the ones it was built with."""
+    out = []
+    for entry in meta["plugins"]:
+        lib = Path(entry["library"])
+        if not lib.is_file():
+            raise NetdefError(f"{engine} needs plugin library {lib} ({entry.get('name')}), which is missing: run the "
+                              "engine once (`netdef run`, which compiles it again) or rebuild it with `netdef build`")
+        if entry.get("sha256") and file_sha256(lib) != entry["sha256"]:
+            raise NetdefError(f"plugin library {lib} changed since {engine} was built (its SHA-256 differs from the "
+                              "recorded one): rebuild the engine with `netdef build`")
+        out.append(lib)
+    return out
+
+
+def _comments(meta: dict[str, Any], engine: Path, res: Repository) -> list[str]:
+    t, profiles = meta["tensorrt"], engine_file.profiles(meta)
+    arch = (meta.get("arch") or {}).get("name", "?")
+    lines = [f"written by netdef {__version__} from {engine} ({arch} {meta.get('precision', '?')}, "
+             f"{t['flavor']} {t['version']}, compute capability {(meta.get('gpu') or {}).get('compute_capability')})",
+             "optimization profiles (min:opt:max batch): " + ", ".join(":".join(map(str, p)) for p in profiles)]
+    if res.server_options:
+        lines.append(f"needs plugin libraries: start tritonserver with {res.server_options[0]} "
+                     f"(or {res.server_options[1]}); see {OPTIONS_NAME}")
+    return lines
+
+
+def _options_text(meta: dict[str, Any], repo: Path, res: Repository) -> str:
+    plugins = ", ".join(f"{p.get('name')} ({Path(p['library']).name})" for p in meta["plugins"])
+    lines = [f"# {res.model_dir.name} needs the TensorRT plugin libraries {plugins}, copied beside this file.",
+             "# Start Triton with one of these (paths as on this machine: change them where the repository is "
+             "mounted elsewhere;",
+             "# several models' plugins are joined with ';' in plugins=, ':' in LD_PRELOAD):",
+             res.server_options[0], res.server_options[1],
+             f"# e.g. tritonserver --model-repository={repo.absolute()} {res.server_options[0]}"]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,397 @@
+"""Deployment outside netdef: raw plans with sidecars (`netdef export-plan`, `netdef info`, `Engine(plan)`) and
+Triton model repositories (`netdef triton`).
+
+CPU: engines built by the installed builder (TensorRT-RTX in CI): ResNet-50 with one and with three
+optimization profiles and a plain YOLOv5s. TensorRT-RTX cannot build plugin layers, so the YOLOv5s plugin-head
+engine is written with `write_engine` from the real YOLOv5s plan and a header that lists the plugin's outputs and
+a plugin library (a dummy file): what the repository gets from it is the header's, not the plan's. Every
+`config.pbtxt` is parsed with Triton's own protobuf schema (`tritonclient`'s `model_config_pb2`) and its fields are
+compared with the engine's metadata. GPU (`-m gpu`): a raw plan runs like its engine.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from helpers import run_cli
+from netdef import engine_file, trt_api
+from netdef.build import BuildOptions, build_engine
+from netdef.deploy.plan import export_plan, load_hints, metadata_from_engine, read_raw_plan, sidecar_path
+from netdef.deploy.triton import TritonOptions, model_config, write_repository
+from netdef.errors import EngineFileError, NetdefError, OptionError, TensorRTError, TensorRTUnavailable
+from netdef.runtime import Engine
+
+text_format = pytest.importorskip("google.protobuf.text_format")
+json_format = pytest.importorskip("google.protobuf.json_format")
+model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2",
+                                       reason="needs Triton's schema: pip install 'tritonclient[grpc]'")
+
+THREE_PROFILES = ((1, 1, 4), (5, 32, 64), (65, 256, 256))
+TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "int32": "TYPE_INT32"}
+
+
+def _yolov5_available() -> bool:
+    from netdef.testing import yolov5_reference as ref
+
+    return ref.yolov5_available()
+
+
+@pytest.fixture(scope="module")
+def engines(torchvision_wts, tmp_path_factory):
+    """name -> engine path: r50 (1:8:32), r50_3p (three profiles), y5s (1:8:32), y5s_plugin (see the docstring)."""
+    out = tmp_path_factory.mktemp("deploy_engines")
+    built: dict[str, Path] = {}
+
+    def get(name: str) -> Path:
+        if name in built:
+            return built[name]
+        if name.startswith("y5s") and not _yolov5_available():
+            pytest.skip("needs the YOLOv5 reference: pip install --no-deps yolov5==7.0.14")
+        path = out / f"{name}.engine"
+        if name == "r50":
+            build_engine("resnet50", torchvision_wts("resnet50")[1], path, BuildOptions(batch=(1, 8, 32), opt_level=0),
+                         log=lambda m: None)
+        elif name == "r50_3p":
+            build_engine("resnet50", torchvision_wts("resnet50")[1], path,
+                         BuildOptions(profiles=THREE_PROFILES, opt_level=0), log=lambda m: None)
+        elif name == "y5s":
+            from netdef.testing import yolov5_reference as ref
+            from netdef.wts import write_wts
+
+            write_wts(out / "yolov5s.wts", ref.reference_model("yolov5s")[1])
+            build_engine("yolov5s", out / "yolov5s.wts", path, BuildOptions(batch=(1, 8, 32), opt_level=0),
+                         log=lambda m: None)
+        else:  # y5s_plugin: the plain plan with a plugin-head header (TensorRT-RTX cannot build plugin layers)
+            write_engine_with_plugin_header(get("y5s"), path, out / "libyolo_decode_nms-test.so")
+        built[name] = path
+        return path
+
+    return get
+
+
+def write_engine_with_plugin_header(plain: Path, path: Path, library: Path) -> None:
+    """An engine file holding `plain`'s real plan under the header of a YOLOv5s plugin-head engine, whose plugin
+    library is a dummy file: what deployment reads from a plugin engine is its header."""
+    from netdef.plugins.yolo import CREATOR, VERSION
+
+    library.write_bytes(b"\x7fELF not a real plugin library")
+    meta, plan = engine_file.read_plan(plain)
+    meta["outputs"] = [{"name": "num_dets", "shape": [-1, 1], "dtype": "int32"},
+                       {"name": "boxes", "shape": [-1, 100, 4], "dtype": "float32"},
+                       {"name": "scores", "shape": [-1, 100], "dtype": "float32"},
+                       {"name": "classes", "shape": [-1, 100], "dtype": "int32"}]
+    meta["options"]["params"] = {"head": "plugin", "max_det": 100}
+    layer = {"layer": "model.24/decode_nms", "conf_thres": 0.25, "iou_thres": 0.45, "max_det": 100, "topk": 30000,
+             "nc": 80}
+    meta["plugins"] = [{"name": "yolo_decode_nms", "library": str(library), "creator": CREATOR, "version": VERSION,
+                        "sha256": hashlib.sha256(library.read_bytes()).hexdigest(),
+                        "tensorrt": meta["tensorrt"]["version"], "arch": "sm_86", "layers": [layer]}]
+    engine_file.write_engine(path, plan, meta)
+
+
+def parse_config(path: Path):
+    """config.pbtxt parsed by Triton's own schema (protobuf text format into inference.ModelConfig)."""
+    return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+
+
+def check_config_matches(config, meta: dict, opts: TritonOptions) -> None:
+    """Every field of a parsed ModelConfig against the engine's metadata and the options asked for."""
+    profiles = engine_file.profiles(meta)
+    dtype = model_config_pb2.DataType.Name
+    assert config.platform == "tensorrt_plan"
+    assert config.name == (opts.name or meta["arch"]["name"])
+    assert config.max_batch_size == max(p[2] for p in profiles)
+    for got, want in [(config.input, meta["inputs"]), (config.output, meta["outputs"])]:
+        assert [t.name for t in got] == [io["name"] for io in want]
+        assert [dtype(t.data_type) for t in got] == [TRITON_TYPES[io["dtype"]] for io in want]
+        assert [list(t.dims) for t in got] == [io["shape"][1:] for io in want]  # no batch axis
+    assert config.HasField("dynamic_batching")
+    assert list(config.dynamic_batching.preferred_batch_size) == sorted({p[1] for p in profiles if p[1] > 1})
+    assert config.dynamic_batching.max_queue_delay_microseconds == (opts.max_queue_delay_us or 0)
+    [group] = config.instance_group
+    assert model_config_pb2.ModelInstanceGroup.Kind.Name(group.kind) == "KIND_GPU"
+    assert group.count == opts.instances and list(group.gpus) == list(opts.gpus)
+    assert list(group.profile) == ([str(i) for i in range(len(profiles))] if len(profiles) > 1 else [])
+    assert config.optimization.cuda.graphs == opts.cuda_graphs
+
+
+# ---------------------------------------------------------------- raw plans and sidecars
+
+@pytest.mark.parametrize("name", ["r50", "r50_3p", "y5s", "y5s_plugin"])
+def test_raw_plan_is_the_engines_plan_and_the_sidecar_its_header(engines, name, tmp_path):
+    engine = engines(name)
+    side = export_plan(engine, tmp_path / "model.plan")
+    meta, plan = engine_file.read_plan(engine)
+    assert (tmp_path / "model.plan").read_bytes() == plan  # byte-identical
+    assert json.loads(sidecar_path(tmp_path / "model.plan").read_text()) == side
+    for key in ("tensorrt", "gpu", "precision", "options", "inputs", "outputs", "plugins", "plan_bytes", "plan_sha256"):
+        assert side[key] == meta[key], key
+    assert side["sidecar"]["plan"] == "model.plan" and side["sidecar"]["exported_from"] == str(engine)
+    assert side["sidecar"]["load"]["requires"].startswith(f"{meta['tensorrt']['flavor']} {meta['tensorrt']['version']}")
+    got, raw = read_raw_plan(tmp_path / "model.plan")
+    assert raw == plan and got["inputs"] == meta["inputs"] and got["plugins"] == meta["plugins"]
+
+
+def test_export_plan_and_info_on_the_command_line(engines, tmp_path):
+    engine, plan = engines("r50_3p"), tmp_path / "r50.plan"
+    r = run_cli("export-plan", str(engine), "-o", str(plan))
+    assert r.returncode == 0, r.stderr
+    assert f"wrote {plan}" in r.stdout and plan.with_name("r50.plan.json").is_file()
+    r = run_cli("info", str(plan))
+    assert r.returncode == 0, r.stderr
+    assert "metadata from its sidecar" in r.stdout and "batch profiles 1:1:4,5:32:64,65:256:256" in r.stdout
+    bare = tmp_path / "bare.plan"  # no sidecar: what TensorRT can tell, or why nothing
+    shutil.copy(plan, bare)
+    r = run_cli("info", "--json", str(bare))
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info["sidecar"] is None and info["plan_bytes"] == plan.stat().st_size
+    if trt_api.can_deserialize():
+        assert engine_file.profiles(info["metadata"]) == [tuple(p) for p in THREE_PROFILES]
+    else:
+        assert info["metadata"] is None and "needs a CUDA GPU" in info["not_shown"]
+        assert "optimization profiles" in info["not_shown"]
+
+
+def test_export_plan_never_writes_over_its_engine(engines, tmp_path):
+    engine = tmp_path / "r50.engine"
+    shutil.copy(engines("r50"), engine)
+    before = engine.read_bytes()
+    with pytest.raises(OptionError, match="also an input"):
+        export_plan(engine, engine)
+    r = run_cli("export-plan", str(engine), "-o", str(engine))
+    assert r.returncode == 1 and "also an input" in r.stderr
+    assert engine.read_bytes() == before
+    plan = tmp_path / "model.plan"  # a raw plan's sidecar is an input of its re-export too
+    export_plan(engine, plan)
+    for output in (plan, sidecar_path(plan)):
+        with pytest.raises(OptionError, match="also an input"):
+            export_plan(plan, output)
+
+
+def test_a_sidecar_of_another_plan_is_refused(engines, tmp_path):
+    plan = tmp_path / "model.plan"
+    export_plan(engines("r50"), plan)
+    data = bytearray(plan.read_bytes())
+    data[len(data) // 2] ^= 1
+    plan.write_bytes(bytes(data))
+    with pytest.raises(EngineFileError, match="describes another plan"):
+        read_raw_plan(plan)
+    with pytest.raises(EngineFileError, match="describes another plan"):
+        Engine(plan)  # checked before anything needs a GPU
+    sidecar_path(plan).write_text("{}")
+    with pytest.raises(EngineFileError, match="not a usable netdef sidecar .*no 'plan_bytes'"):
+        read_raw_plan(plan)
+
+
+def test_engine_loads_the_plugin_library_before_deserializing(engines, tmp_path, monkeypatch):
+    """Engine(raw plan): the sidecar's plugin libraries are loaded first, then the plan is deserialized (stopped
+    there: running needs a GPU)."""
+    import netdef.plugins
+    import netdef.runtime
+
+    plan = tmp_path / "y5s.plan"
+    side = export_plan(engines("y5s_plugin"), plan)
+    calls = []
+
+    class Stop(Exception):
+        pass
+
+    def deserialize(data):
+        calls.append(("deserialize", len(data)))
+        raise Stop
+
+    monkeypatch.setattr(trt_api, "can_run_engines", lambda: True)
+    monkeypatch.setattr(netdef.runtime, "_make_backend", lambda name: None)
+    monkeypatch.setattr(netdef.plugins, "load_plugin_libraries",
+                        lambda entries, path: calls.append(("load", [e["library"] for e in entries], str(path))))
+    monkeypatch.setattr(trt_api, "deserialize", deserialize)
+    with pytest.raises(Stop):
+        Engine(plan)
+    assert calls == [("load", [side["plugins"][0]["library"]], str(plan)), ("deserialize", side["plan_bytes"])]
+
+
+def test_engine_without_a_gpu_says_so_for_raw_plans(engines, tmp_path):
+    if trt_api.can_run_engines():
+        pytest.skip("this machine can run engines")
+    plan = tmp_path / "model.plan"
+    export_plan(engines("r50"), plan)
+    with pytest.raises(TensorRTUnavailable, match="needs a CUDA GPU"):
+        Engine(plan)
+    sidecar_path(plan).unlink()
+    with pytest.raises(TensorRTUnavailable, match="needs a CUDA GPU"):
+        Engine(plan)
+
+
+def test_deserializing_a_raw_plan_where_the_runtime_allows_it(engines, tmp_path):
+    """TensorRT-RTX 1.7 without a GPU: deserializeCudaEngine fails (no CUDA device; its get_engine_validity
+    cannot read the GPU's properties either), and netdef says so (`can_deserialize`). Where a runtime can, the
+    plan's own I/O and profiles must be the sidecar's."""
+    plan = tmp_path / "model.plan"
+    side = export_plan(engines("r50_3p"), plan)
+    try:
+        _, engine = trt_api.deserialize(plan.read_bytes())
+    except TensorRTError as e:
+        assert not trt_api.can_deserialize(), e
+        return
+    meta = metadata_from_engine(engine)
+    assert meta["inputs"] == side["inputs"] and meta["outputs"] == side["outputs"]
+    assert engine_file.profiles(meta) == [tuple(p) for p in THREE_PROFILES]
+
+
+class StandInEngine:
+    """The ICudaEngine methods `metadata_from_engine` reads, for a ResNet with THREE_PROFILES (deserializing a
+    real engine needs a GPU)."""
+
+    num_io_tensors, num_layers, num_optimization_profiles = 2, 57, len(THREE_PROFILES)
+    shapes = {"input": (-1, 3, 224, 224), "logits": (-1, 1000)}
+
+    def get_tensor_name(self, i: int) -> str:
+        return list(self.shapes)[i]
+
+    def get_tensor_mode(self, name: str):
+        mode = trt_api.module().TensorIOMode
+        return mode.INPUT if name == "input" else mode.OUTPUT
+
+    def get_tensor_shape(self, name: str):
+        return self.shapes[name]
+
+    def get_tensor_dtype(self, name: str):
+        return trt_api.module().float32
+
+    def get_tensor_profile_shape(self, name: str, k: int):
+        return [(b, *self.shapes[name][1:]) for b in THREE_PROFILES[k]]
+
+
+def test_metadata_of_a_raw_plan_without_sidecar():
+    """What `Engine(plan)` and `netdef info` use when a raw plan has no sidecar: the engine's own I/O and profiles."""
+    from netdef.cli.info import format_raw_plan
+
+    meta = metadata_from_engine(StandInEngine())
+    assert meta["inputs"] == [{"name": "input", "shape": [-1, 3, 224, 224], "dtype": "float32"}]
+    assert meta["outputs"] == [{"name": "logits", "shape": [-1, 1000], "dtype": "float32"}]
+    assert engine_file.profiles(meta) == list(THREE_PROFILES) and meta["options"]["batch"] == [1, 256, 256]
+    text = format_raw_plan({"plan_bytes": 1 << 20, "plan_sha256": "ab" * 32, "sidecar": None, "metadata": meta},
+                           Path("m.plan"))
+    assert "batch profiles 1:1:4,5:32:64,65:256:256, 57 layers" in text and "logits" in text
+
+
+def test_load_hints_name_each_programs_way():
+    meta = {"tensorrt": {"flavor": "tensorrt", "version": "10.9.0"}, "gpu": {"compute_capability": "9.0"}}
+    hints = load_hints(meta, "m.plan", ["/p/liba.so", "/p/libb.so"])
+    assert hints["requires"] == "tensorrt 10.9.0 on a GPU of compute capability 9.0"
+    assert hints["trtexec"] == "trtexec --loadEngine=m.plan --staticPlugins=/p/liba.so --staticPlugins=/p/libb.so"
+    assert hints["triton"].startswith('--backend-config=tensorrt,plugins="/p/liba.so;/p/libb.so"')
+    assert "LD_PRELOAD=/p/liba.so:/p/libb.so" in hints["triton"]
+    assert hints["c++"].startswith("dlopen(") and "deserializeCudaEngine" in hints["c++"]
+    rtx = load_hints(dict(meta, tensorrt={"flavor": "tensorrt-rtx", "version": "1.7.1"}), "m.plan", [])
+    assert "trtexec" not in rtx and "not TensorRT, trtexec or Triton" in rtx["note"]
+
+
+# ---------------------------------------------------------------- Triton repositories
+
+@pytest.mark.parametrize("name, opts", [
+    ("r50", TritonOptions()),
+    ("r50_3p", TritonOptions(name="resnet50_multi", version=3, instances=2, gpus=(0, 1), max_queue_delay_us=250,
+                             cuda_graphs=True)),
+    ("y5s", TritonOptions(instances=3, max_queue_delay_us=0)),
+])
+def test_triton_repository_matches_the_engine(engines, name, opts, tmp_path):
+    engine = engines(name)
+    res = write_repository(engine, tmp_path / "models", opts)
+    meta, plan = engine_file.read_plan(engine)
+    model = tmp_path / "models" / (opts.name or meta["arch"]["name"])
+    assert res.config == model / "config.pbtxt" and res.plan == model / str(opts.version) / "model.plan"
+    assert res.plan.read_bytes() == plan
+    config = parse_config(res.config)
+    check_config_matches(config, meta, opts)
+    # the text is the dict model_config returns, field for field
+    assert config == json_format.ParseDict(model_config(meta, opts), model_config_pb2.ModelConfig())
+    assert not res.libraries and not (model / "plugins.txt").exists()
+
+
+def test_triton_repository_of_a_plugin_engine(engines, tmp_path):
+    engine = engines("y5s_plugin")
+    meta, plan = engine_file.read_plan(engine)
+    library = Path(meta["plugins"][0]["library"])
+    r = run_cli("triton", str(engine), "--repo", str(tmp_path / "models"), "--name", "y5s_nms")
+    assert r.returncode == 0, r.stderr
+    model = tmp_path / "models" / "y5s_nms"
+    copied = model / library.name
+    assert copied.read_bytes() == library.read_bytes()
+    option = f'--backend-config=tensorrt,plugins="{copied.absolute()}"'
+    assert option in r.stdout and f"LD_PRELOAD={copied.absolute()}" in r.stdout  # printed ...
+    options = (model / "plugins.txt").read_text().splitlines()
+    assert option in options and f"LD_PRELOAD={copied.absolute()}" in options  # ... and written next to it
+    config = parse_config(model / "config.pbtxt")
+    check_config_matches(config, meta, TritonOptions(name="y5s_nms"))
+    assert [list(t.dims) for t in config.output] == [[1], [100, 4], [100], [100]]
+    # the repository's plan has a sidecar whose plugin library is the copy, by a path relative to it
+    side = json.loads(sidecar_path(model / "1" / "model.plan").read_text())
+    assert side["plugins"][0]["library"] == str(Path("..") / library.name)
+    got, raw = read_raw_plan(model / "1" / "model.plan")
+    assert raw == plan and Path(got["plugins"][0]["library"]) == copied.absolute()
+
+
+def test_triton_refuses_a_changed_plugin_library(engines, tmp_path):
+    engine = engines("y5s_plugin")
+    library = Path(engine_file.read_meta(engine)["plugins"][0]["library"])
+    original = library.read_bytes()
+    try:
+        library.write_bytes(original + b"changed")
+        with pytest.raises(NetdefError, match="changed since .* was built"):
+            write_repository(engine, tmp_path / "models")
+    finally:
+        library.write_bytes(original)
+    assert not (tmp_path / "models").exists()  # nothing written
+
+
+def test_engine_whose_batch_starts_above_one_is_served_without_batching(engines):
+    """Triton's batcher forms batches from 1: an engine built for batches 8..8 is a non-batching model whose
+    dims carry the batch axis, and clients send whole batches."""
+    meta = engine_file.read_meta(engines("r50"))
+    meta["options"] = dict(meta["options"], batch=[8, 8, 8], profiles=None)
+    config = json_format.ParseDict(model_config(meta), model_config_pb2.ModelConfig())
+    assert config.max_batch_size == 0 and not config.HasField("dynamic_batching")
+    assert [list(t.dims) for t in config.input] == [[8, 3, 224, 224]]
+    with pytest.raises(OptionError, match="without dynamic batching"):
+        model_config(meta, TritonOptions(max_queue_delay_us=100))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--name", "a/b"], "a Triton model name is a folder name"),
+    (["--version", "0"], "--version 0: must be >= 1"),
+    (["--gpus", "0,0"], "distinct GPU indices"),
+    (["--instances", "x"], "--instances 'x': expected an integer"),
+])
+def test_triton_option_errors_are_one_line(engines, tmp_path, args, message):
+    r = run_cli("triton", str(engines("r50")), "--repo", str(tmp_path / "models"), *args)
+    assert r.returncode == 1 and message in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "models").exists()
+
+
+def test_a_raw_plan_without_sidecar_has_no_metadata_for_triton(engines, tmp_path):
+    plan = tmp_path / "bare.plan"
+    plan.write_bytes(engine_file.read_plan(engines("r50"))[1])
+    with pytest.raises(EngineFileError, match="without netdef's metadata .*netdef export-plan"):
+        write_repository(plan, tmp_path / "models")
+
+
+# ---------------------------------------------------------------- on the GPU
+
+@pytest.mark.gpu
+def test_raw_plan_runs_like_its_engine(engines, tmp_path):
+    engine = engines("r50_3p")
+    plan = tmp_path / "r50.plan"
+    export_plan(engine, plan)
+    x = np.random.default_rng(0).standard_normal((5, 3, 224, 224)).astype(np.float32)
+    want = Engine(engine)(x)["logits"].cpu().numpy()
+    for path in (plan, shutil.copy(plan, tmp_path / "bare.plan")):  # with its sidecar, and without
+        got = Engine(path)
+        assert got.profiles == [tuple(p) for p in THREE_PROFILES]
+        np.testing.assert_array_equal(got(x)["logits"].cpu().numpy(), want)
