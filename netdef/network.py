@@ -263,13 +263,19 @@ class Network:
         if self._quantized(prefix):
             layer = self.quantizer.conv(self, x, prefix, w, b)
         else:
-            layer = self.layer("convolution_nd", prefix, x, c2, (kh, kw), self.keep(w, f"{prefix}.weight"),
-                               self.keep(b, f"{prefix}.bias"))
+            layer = self.convolution(x, prefix, w, b)
         layer.stride_nd = (sh, sw)
         layer.padding_nd = _pair(p)
         layer.dilation_nd = (dh, dw)
         layer.num_groups = g
         return self.activation(layer.get_output(0), act, prefix)
+
+    def convolution(self, x: Any, prefix: str, w: np.ndarray, b: np.ndarray) -> Any:
+        """The convolution layer `prefix` with kernel `w` (c2, c1/g, kh, kw) and bias `b` as weights; the caller
+        sets stride, padding, dilation and groups."""
+        c2, _, kh, kw = w.shape
+        return self.layer("convolution_nd", prefix, x, int(c2), (int(kh), int(kw)), self.keep(w, f"{prefix}.weight"),
+                          self.keep(b, f"{prefix}.bias"))
 
     def batchnorm(self, x: Any, prefix: str, eps: float = 1e-5) -> Any:
         """A standalone BatchNorm as a per-channel scale layer named `prefix`."""

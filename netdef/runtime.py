@@ -37,7 +37,9 @@ class Engine:
 
     def __init__(self, path: str | Path, *, backend: str = "auto", cuda_graph: bool = False):
         self.path = Path(path)
-        meta, plan = _read_plan(self.path)
+        from .deploy.plan import read_any_plan
+
+        meta, plan = read_any_plan(self.path)
         info = trt_api.info()
         if meta is not None:
             engine_file.check_compatible(meta, self.path, info.version, info.flavor, trt_api.gpu_identity())
@@ -258,16 +260,6 @@ class Step:
     def synchronize(self) -> None:
         """Wait for the runs enqueued so far."""
         self.stream.synchronize()
-
-
-def _read_plan(path: Path) -> tuple[dict[str, Any] | None, bytes]:
-    """A netdef engine's checked header and plan; for any other file (no netdef magic), a raw plan: its sidecar's
-    metadata (None without a sidecar `PATH.json`) and its bytes."""
-    if engine_file.is_engine_file(path) or not path.is_file():
-        return engine_file.read_plan(path)
-    from .deploy.plan import read_raw_plan
-
-    return read_raw_plan(path)
 
 
 def _deserialize(plan: bytes, path: Path, *, raw: bool) -> tuple[Any, Any]:

@@ -19,6 +19,7 @@ from typing import Any
 from .. import __version__, engine_file, trt_api
 from ..errors import EngineFileError
 from ..fileio import atomic_write, check_output
+from ..options import overall_range
 
 SIDECAR_FORMAT = 1
 PLAN_SUFFIXES = (".plan", ".engine", ".trt")  # names `netdef info` takes for a raw plan without a sidecar
@@ -80,12 +81,19 @@ def read_raw_plan(path: str | os.PathLike) -> tuple[dict[str, Any] | None, bytes
     return meta, plan
 
 
-def load_plan(path: str | os.PathLike) -> tuple[dict[str, Any], bytes]:
-    """(metadata, plan bytes) of a netdef engine, or of a raw plan with its sidecar (checked either way)."""
+def read_any_plan(path: str | os.PathLike) -> tuple[dict[str, Any] | None, bytes]:
+    """(metadata, plan bytes) of a netdef engine (checked header), or of any other file read as a raw plan
+    (its sidecar's metadata, None without one)."""
     path = Path(path)
     if engine_file.is_engine_file(path) or not path.is_file():
         return engine_file.read_plan(path)
-    meta, plan = read_raw_plan(path)
+    return read_raw_plan(path)
+
+
+def load_plan(path: str | os.PathLike) -> tuple[dict[str, Any], bytes]:
+    """(metadata, plan bytes) of a netdef engine, or of a raw plan with its sidecar (checked either way)."""
+    path = Path(path)
+    meta, plan = read_any_plan(path)
     if meta is None:
         raise EngineFileError(f"{path} is a raw TensorRT plan without netdef's metadata (no sidecar "
                               f"{sidecar_path(path)}): export it from its netdef engine with `netdef export-plan`")
@@ -102,7 +110,7 @@ def metadata_from_engine(engine: Any) -> dict[str, Any]:
     return {
         "tensorrt": {"flavor": i.flavor, "version": i.version},
         "gpu": {"name": gpu[0] if gpu else None, "compute_capability": gpu[1] if gpu else None},
-        "options": {"batch": [min(p[0] for p in profiles), profiles[-1][1], max(p[2] for p in profiles)],
+        "options": {"batch": list(overall_range(profiles)),
                     "profiles": [list(p) for p in profiles] if len(profiles) > 1 else None},
         "inputs": [{"name": n, "shape": list(s), "dtype": d} for n, is_in, s, d in io if is_in],
         "outputs": [{"name": n, "shape": list(s), "dtype": d} for n, is_in, s, d in io if not is_in],

@@ -154,6 +154,4 @@ class RecordingQuantizer(Quantizer):
         return net.constant(w, f"{prefix}/weight", key=f"{prefix}.weight")
 
     def _convolution(self, net: Any, x: Any, prefix: str, w: np.ndarray, b: np.ndarray) -> Any:
-        c2, _, kh, kw = w.shape
-        return net.layer("convolution_nd", prefix, x, int(c2), (int(kh), int(kw)), net.keep(w, f"{prefix}.weight"),
-                         net.keep(b, f"{prefix}.bias"))
+        return net.convolution(x, prefix, w, b)
