@@ -12,7 +12,6 @@ import json
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from typing import Any
 from . import __version__, engine_file, trt_api
 from .errors import OptionError, TensorRTError
 from .fileio import atomic_write, file_sha256
-from .options import BuildOptions, format_profiles
+from .options import BuildOptions, format_hw_range, format_profiles, options_dict
 
 Log = Callable[[str], None]
 
@@ -49,8 +48,9 @@ def compile_engine(builder: Any, definition: Any, opts: BuildOptions, output: st
     add_profiles(builder, definition, config, opts, str(arch.get("name")))
     cache = load_timing_cache(config, opts.timing_cache, log, tag)
 
-    log(f"[{tag}] building {arch.get('name')} ({opts.precision}, batch {format_profiles(opts.all_profiles)}, "
-        f"{definition.num_layers} layers) with {trt_api.version_string()} ...")
+    hw = f", input {format_hw_range(opts.input_range)}" if opts.input_range else ""
+    log(f"[{tag}] building {arch.get('name')} ({opts.precision}, batch {format_profiles(opts.all_profiles)}{hw}, "
+        f"{definition.num_layers} layers) with {trt_api.version_string()}{_on_gpu()} ...")
     t0 = time.perf_counter()
     with BuildProgress(config, log, tag=tag) as progress:
         plan = builder.build_serialized_network(definition, config)
@@ -72,7 +72,7 @@ def build_key(arch_sha: str, weights_sha: str, opts: BuildOptions, target: Mappi
     """Everything that changes the engine: an engine with the same key is not rebuilt. With weights_sha ""
     it is the key of everything but the weights (a refittable engine with the same one is refitted instead)."""
     calib = file_sha256(opts.calibration) if opts.calibration else None
-    key = {"arch": arch_sha, "weights": weights_sha, "opts": asdict(opts) | {"timing_cache": None},
+    key = {"arch": arch_sha, "weights": weights_sha, "opts": options_dict(opts) | {"timing_cache": None},
            "tensorrt": trt_api.version_string(), "target": dict(target), "netdef": __version__, "calibration": calib}
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -90,7 +90,7 @@ def engine_metadata(definition: Any, opts: BuildOptions, *, strongly_typed: bool
         "tensorrt": {"flavor": info.flavor, "version": info.version, "strongly_typed": strongly_typed},
         "gpu": target_identity(opts),
         "precision": opts.precision,
-        "options": asdict(opts),
+        "options": options_dict(opts),
         "arch": dict(arch),
         "weights": dict(weights),
         "inputs": [_io(t) for t, kind in io if kind == "inputs"],
@@ -100,6 +100,8 @@ def engine_metadata(definition: Any, opts: BuildOptions, *, strongly_typed: bool
         "structure": structure_digest(definition, plugins),
         "build_seconds": round(build_seconds, 2),
     }
+    if opts.input_range:  # per profile, as add_profiles set them (a static build's header has no such key)
+        meta["input_hw_ranges"] = [[list(hw) for hw in opts.input_range] for _ in opts.all_profiles]
     meta.update(extra)
     return meta
 
@@ -116,8 +118,15 @@ def _io(t: Any) -> dict[str, Any]:
     return {"name": t.name, "shape": list(t.shape), "dtype": trt_api.dtype_name(t.dtype)}
 
 
+def _on_gpu() -> str:
+    """' on GPU N (name)': the current CUDA device, the one TensorRT builds on; '' without a GPU."""
+    gpu = trt_api.gpu_identity()
+    return "" if gpu is None else f" on GPU {trt_api.current_device()} ({gpu[0]})"
+
+
 def target_identity(opts: BuildOptions) -> dict[str, Any]:
-    """The GPU an engine is built for: this machine's, or TensorRT-RTX's target compute capability."""
+    """The GPU an engine is built for: the current CUDA device (the builder's: `trt_api.use_device` selects it
+    before the network and its builder are made), or TensorRT-RTX's target compute capability."""
     gpu = trt_api.gpu_identity()
     if gpu is not None and not opts.compute_capability:
         return {"name": gpu[0], "compute_capability": gpu[1]}
@@ -125,16 +134,20 @@ def target_identity(opts: BuildOptions) -> dict[str, Any]:
 
 
 def add_profiles(builder: Any, definition: Any, config: Any, opts: BuildOptions, where: str) -> None:
-    """One optimization profile per entry of `opts.all_profiles`: the batch dimension from it, the other
-    dimensions as defined (they must be static)."""
+    """One optimization profile per entry of `opts.all_profiles`: the batch dimension from it, a dynamic height
+    and width (the last two dimensions) from `opts.input_range`, the other dimensions as defined (static)."""
     for lo, opt, hi in opts.all_profiles:
         profile = builder.create_optimization_profile()
         for i in range(definition.num_inputs):
             t = definition.get_input(i)
-            rest = tuple(t.shape)[1:]
-            if any(d < 0 for d in rest):
-                raise OptionError(f"{where}: input {t.name} {tuple(t.shape)} is dynamic beyond the batch axis")
-            profile.set_shape(t.name, (lo, *rest), (opt, *rest), (hi, *rest))
+            shapes = [[b, *tuple(t.shape)[1:]] for b in (lo, opt, hi)]
+            if opts.input_range and len(shapes[0]) == 4:
+                for shape, hw in zip(shapes, opts.input_range):
+                    shape[2:] = [d if d >= 0 else v for d, v in zip(shape[2:], hw)]
+            if any(d < 0 for d in shapes[0][1:]):
+                hint = "; build with --input-shape MIN:OPT:MAX" if opts.input_range is None else ""
+                raise OptionError(f"{where}: input {t.name} {tuple(t.shape)} is dynamic beyond the batch axis{hint}")
+            profile.set_shape(t.name, *(tuple(s) for s in shapes))
         config.add_optimization_profile(profile)
 
 

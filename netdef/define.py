@@ -56,7 +56,7 @@ def define_network(spec: Spec | str | Path, weights: Weights, opts: BuildOptions
 
         quantizer = Quantizer.for_build(spec, weights_sha, opts)
     net.quantizer = quantizer
-    build_network(spec, net, opts.input_hw)
+    build_network(spec, net, (-1, -1) if opts.input_range else opts.input_hw)  # -1: H, W chosen at run time
     unused = net.check_keys(strict=opts.strict)
     if unused:
         log(f"[netdef] warning: {len(unused)} unused key(s) in {source}, e.g. {unused[:3]}")

@@ -56,6 +56,12 @@ def profiles(meta: dict[str, Any]) -> list[tuple[int, int, int]]:
     return [tuple(p) for p in meta["options"].get("profiles") or [meta["options"]["batch"]]]  # type: ignore[misc]
 
 
+def hw_ranges(meta: dict[str, Any]) -> list[tuple[tuple[int, int], ...]] | None:
+    """Each profile's (min, opt, max) input (H, W), in profile-index order; None for a static input size."""
+    ranges = meta.get("input_hw_ranges")
+    return None if ranges is None else [tuple(tuple(hw) for hw in r) for r in ranges]
+
+
 def is_engine_file(path: str | Path) -> bool:
     """Whether `path` starts with the netdef engine magic, or is a non-empty file cut inside it.
 
@@ -203,6 +209,12 @@ def _is_profile(v: Any) -> bool:
             and v[0] <= v[1] <= v[2])
 
 
+def _is_hw_range(v: Any) -> bool:
+    return (type(v) is list and len(v) == 3 and all(type(hw) is list and len(hw) == 2 and
+                                                    all(_is_int(d, 1, _MAX_DIM) for d in hw) for hw in v)
+            and all(v[0][d] <= v[1][d] <= v[2][d] for d in (0, 1)))
+
+
 def _is_io(v: Any) -> bool:
     return (type(v) is dict and _is_str(v.get("name")) and _is_str(v.get("dtype"))
             and type(v.get("shape")) is list and len(v["shape"]) <= 8
@@ -236,6 +248,8 @@ _FIELDS: tuple[tuple[str, bool, Callable[[Any], bool], str], ...] = (
     ("options.profiles", False, lambda v: v is None or _list_of(_is_profile)(v), "a list of [min, opt, max]"),
     ("options.input_hw", False, lambda v: v is None or (type(v) is list and len(v) == 2 and
                                                          all(_is_int(d, 1, _MAX_DIM) for d in v)), "null or [H, W]"),
+    ("options.input_range", False, lambda v: v is None or _is_hw_range(v), "null or [[H, W], [H, W], [H, W]]"),
+    ("input_hw_ranges", False, _list_of(_is_hw_range), "a list of [[minH, minW], [optH, optW], [maxH, maxW]]"),
     ("arch.name", True, _is_str, "a string"),
     ("arch.path", False, _is_str_or_null, "a string or null"),
     ("arch.sha256", False, _is_str_or_null, "a string or null"),

@@ -63,6 +63,9 @@ def _missing_code(path: Path, e: ModuleNotFoundError) -> NetdefError:
     if e.name in ("models", "utils"):
         hint = (" This looks like an Ultralytics YOLOv5 checkpoint: run from a clone of the yolov5 repository "
                 "(or put it on PYTHONPATH), or `pip install yolov5` and set PYTHONPATH to its package folder.")
+    elif (e.name or "").startswith("ultralytics"):
+        hint = (" This looks like an Ultralytics (YOLOv8/YOLO11/YOLO26) checkpoint: `pip install ultralytics` (a "
+                "version that has this module; `--no-deps` suffices next to torch and PyYAML) and export again.")
     return NetdefError(f"{path} pickles a model whose code is not importable (module '{e.name}' not found).{hint} "
                        "Alternatively save `model.state_dict()` where the code is available and export that.")
 
@@ -108,8 +111,9 @@ def randomize_batchnorm(model: Any, seed: int = 0) -> None:
 
 def export_wts(source: Any, output: str | Path, *, state_dict: str | None = None, randomize_bn: bool = False,
                seed: int = 0, progress: bool = False, log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Write SOURCE's weights to `output` (.wts); returns the state_dict written. `seed` seeds PyTorch before
-    the model is made, so a randomly initialised export (torchvision:NAME, a callable) is reproducible.
+    """Write SOURCE's weights to `output` (.wts); returns the state_dict written. `seed` seeds PyTorch, NumPy and
+    Python's `random` before the model is made, so a randomly initialised export (torchvision:NAME, a callable)
+    is reproducible: the same seed writes the same bytes.
     `progress` also says what is being loaded (PyTorch and a model take seconds) and shows a bar while writing.
     Messages go to `log` (default: stderr)."""
     log = log or _stderr
@@ -118,7 +122,7 @@ def export_wts(source: Any, output: str | Path, *, state_dict: str | None = None
     if isinstance(source, str):
         if progress:
             log(f"[netdef] loading {source} with PyTorch ...")
-        _torch().manual_seed(seed)
+        _seed_everything(seed)
     obj = load_source(source, state_dict=state_dict) if isinstance(source, str) else source
     if randomize_bn:
         torch = _torch()
@@ -131,6 +135,17 @@ def export_wts(source: Any, output: str | Path, *, state_dict: str | None = None
         log(f"[netdef] writing {output}: {len(sd)} tensors ...")
     write_wts(output, sd, progress=progress)
     return sd
+
+
+def _seed_everything(seed: int) -> None:
+    """Seed the random generators a model's initialisation may draw from (PyTorch's, NumPy's, Python's)."""
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    _torch().manual_seed(seed)
 
 
 def _torchvision_model(name: str) -> Any:

@@ -7,18 +7,26 @@ and accounts for every key like `load_state_dict(strict=True)`.
 Layers are named in one place: `Network.layer(kind, name, ...)` adds and names a layer; a block that
 calls the raw API (`net.definition.add_shuffle(...)`) still gets a named layer, `<row prefix>/<kind>`
 (rename it with `net.name`), so no layer is ever left as TensorRT's `(Unnamed Layer* N)`.
+
+Typing: tensors carry the compute dtype `net.dtype` (float16 in fp16/int8 builds on strongly typed TensorRT,
+float32 otherwise; constants and weights follow it). `with net.fp32(name):` keeps the layers added inside in
+float32: strongly typed, their floating inputs are cast to float32 and their float32 results are cast back
+when a layer outside uses them; on TensorRT 8.6 the layers get a float32 precision for the builder to honour.
+Layer norm, group norm and softmax use it by default in fp16/int8 builds. The primitives follow PyTorch's
+argument names and defaults (docs/writing-blocks.md lists them with their torch equivalents).
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import numpy as np
 
 from . import trt_api
-from .errors import NetdefError, OptionError, SpecError, WeightKeyError
+from .errors import NetdefError, OptionError, SpecError, TensorRTError, WeightKeyError
 
-ACTIVATIONS = ("relu", "silu", "leaky", "hardswish", "sigmoid", "tanh", "relu6", "none")
+ACTIVATIONS = ("relu", "silu", "leaky", "hardswish", "hardsigmoid", "sigmoid", "tanh", "relu6", "gelu", "none")
 FP16_MAX = 65504.0  # the largest finite float16
 IGNORED_KEY_SUFFIXES = ("num_batches_tracked",)
 
@@ -82,9 +90,17 @@ class Network:
         self.where = ""  # where the current row comes from (YAML file:line), recorded with missing keys
         self.used: set[str] = set()
         self.missing: dict[str, str] = {}
+        self.skipped: dict[str, str] = {}  # keys consumed without being used (Network.skip) -> why
         self._keepalive: list[np.ndarray] = []
         self._names: dict[str, int] = {}
         self._inputs: set[str] = set()  # names of the network inputs (and their casts)
+        # layer name -> the PyTorch module whose forward output that layer's output equals, where the layer's own
+        # name is not that module (a convolution with BatchNorm folded in equals the BatchNorm's output)
+        self.matches: dict[str, str] = {}
+        self._fp32_scope: str | None = None  # the name given to the `fp32` block being built, if any
+        self._fp32_tensors: set[str] = set()  # float32 outputs of fp32 blocks (strongly typed): cast back on use
+        self._casts: dict[tuple[str, Any], Any] = {}  # (tensor name, dtype) -> its cast, made once
+        self._checked = 0  # layers whose output shapes check_layers has seen
 
     # ------------------------------------------------------------ build parameters and plugins
 
@@ -115,8 +131,59 @@ class Network:
     # ------------------------------------------------------------ names and weights
 
     def layer(self, kind: str, name: str, *args: Any) -> Any:
-        """Add a layer with TensorRT's `add_<kind>(*args)` and name it `name`; returns the layer."""
-        return self.name(getattr(self.definition.raw, f"add_{kind}")(*args), name)
+        """Add a layer with TensorRT's `add_<kind>(*args)` and name it `name`; returns the layer. Inside `fp32`
+        (and for tensors coming out of one) floating tensor arguments are cast to the compute dtype first."""
+        if self.strongly_typed and kind != "cast":
+            args = tuple(self._typed(a, f"{name}/in{i}") for i, a in enumerate(args))
+        layer = self.name(getattr(self.definition.raw, f"add_{kind}")(*args), name)
+        if self._fp32_scope is not None:
+            trt_api.keep_fp32(layer, self.strongly_typed)
+            if self.strongly_typed:
+                self._fp32_tensors.update(layer.get_output(i).name for i in range(layer.num_outputs))
+        return layer
+
+    def _typed(self, arg: Any, name: str) -> Any:
+        """`arg` (a tensor, or a list of them) cast to the compute dtype where it crosses an `fp32` boundary."""
+        if isinstance(arg, list):
+            return [self._typed(a, f"{name}.{j}") for j, a in enumerate(arg)]
+        if not isinstance(arg, self.trt.ITensor) or arg.dtype not in (self.trt.float16, self.trt.float32):
+            return arg
+        target = trt_api.trt_dtype(self.dtype)
+        if arg.dtype == target or (self._fp32_scope is None and arg.name not in self._fp32_tensors):
+            return arg
+        key = (arg.name, target)
+        if key not in self._casts:
+            self._casts[key] = self.layer("cast", name, arg, target).get_output(0)
+        return self._casts[key]
+
+    @contextmanager
+    def fp32(self, name: str) -> Iterator[None]:
+        """Layers added inside compute in float32 in fp16/int8 builds (a no-op in fp32 builds): strongly typed,
+        their inputs are cast to float32 and their results back to `net.dtype` where a later layer uses them;
+        weakly typed (8.6), each layer's precision is set to float32. Constants made inside are float32."""
+        if self.precision == "fp32" or self._fp32_scope is not None:
+            yield
+            return
+        saved = self.dtype
+        self.dtype, self._fp32_scope = np.float32, name
+        try:
+            yield
+        finally:
+            self.dtype, self._fp32_scope = saved, None
+
+    def check_layers(self) -> None:
+        """Raise TensorRTError naming the first layer added since the last check whose output shape TensorRT
+        cannot compute (it rejected the layer: mismatched ranks or sizes); spec calls this after each row so the
+        row that added a bad layer is blamed, not the next one."""
+        raw = self.definition.raw
+        for i in range(self._checked, raw.num_layers):
+            layer = raw.get_layer(i)
+            for k in range(layer.num_outputs):
+                if _shape_or_none(layer.get_output(k)) is None:
+                    inputs = [_shape_or_none(layer.get_input(j)) for j in range(layer.num_inputs)]
+                    raise TensorRTError(f"TensorRT rejected layer {layer.name} ({layer.type.name}) with input "
+                                        f"shapes {inputs} (its message above says why)")
+        self._checked = raw.num_layers
 
     def name(self, layer: Any, name: str) -> Any:
         """Give a layer a unique name (a repeated name gets `#2`, `#3`...) and its outputs the same name
@@ -132,6 +199,19 @@ class Network:
 
     def has(self, key: str) -> bool:
         return key in self.weights
+
+    def weight_size(self, key: str) -> int:
+        """How many values the file holds for `key` (a present key), without using it: heads read their class
+        count from it."""
+        return int(np.asarray(self.weights[key]).size)
+
+    def skip(self, keys: Sequence[str], reason: str) -> None:
+        """Account for file `keys` that the block knowingly leaves out of the network (a training-only branch),
+        with `reason` recorded in `net.skipped`: strict key accounting does not count them as unused."""
+        absent = [k for k in keys if k not in self.weights]
+        if absent:
+            raise NetdefError(f"{self.scope or 'network'}: cannot skip keys the file does not have: {absent[:5]}")
+        self.skipped.update((k, reason) for k in keys)
 
     def weight(self, key: str, shape: Sequence[int]) -> np.ndarray:
         """The array for `key` reshaped to `shape`; checks the size; a missing key is recorded and zeros returned."""
@@ -153,8 +233,9 @@ class Network:
 
     def keep(self, arr: np.ndarray, key: str, dtype: Any = None) -> Any:
         """trt.Weights over a contiguous copy of `arr` in the compute dtype (or `dtype`), kept alive until the
-        build; `key` names the weight in errors. fp16/int8 builds refuse values beyond fp16's range."""
-        if self.precision != "fp32":  # stored as fp16 here, or cast to fp16 by TensorRT 8.6 or a dequantize layer
+        build; `key` names the weight in errors. fp16/int8 builds refuse values beyond fp16's range (except
+        inside `fp32`, whose layers keep float32 weights)."""
+        if self.precision != "fp32" and self._fp32_scope is None:  # fp16 here, or cast by TensorRT 8.6 or a DQ
             self._check_fp16_range(arr, key)
         a = np.ascontiguousarray(arr, dtype=dtype or self.dtype)
         self._keepalive.append(a)
@@ -168,12 +249,13 @@ class Network:
             raise WeightKeyError(
                 f"{self.source}: '{key}' reaches {peak:.6g} in magnitude (with BatchNorm folded in, where there is "
                 f"one), beyond fp16's largest value {FP16_MAX:g}: the {self.precision} engine would compute inf "
-                f"there; keep that layer in fp32 (build with --precision fp32) or rescale the weights")
+                f"there; keep that layer in fp32 (`with net.fp32(name):` in its block, or build with --precision "
+                f"fp32) or rescale the weights")
 
     def key_report(self) -> tuple[dict[str, str], list[str]]:
-        """(missing keys -> where they were asked for, unused keys in file order)."""
+        """(missing keys -> where they were asked for, unused keys in file order; `skipped` keys are neither)."""
         unused = [k for k in self.weights
-                  if k not in self.used and not k.endswith(IGNORED_KEY_SUFFIXES)]
+                  if k not in self.used and k not in self.skipped and not k.endswith(IGNORED_KEY_SUFFIXES)]
         return dict(self.missing), unused
 
     def check_keys(self, strict: bool = True) -> list[str]:
@@ -216,9 +298,21 @@ class Network:
         return self.layer("cast", name, t, target).get_output(0)
 
     def constant(self, arr: np.ndarray, name: str, dtype: Any = None, *, key: str | None = None) -> Any:
-        """A constant layer `name` holding `arr`; `key` (default `name`) is the weight key errors name."""
+        """A constant layer `name` holding `arr` in the compute dtype `net.dtype` (float16 in strongly typed
+        fp16/int8 builds, float32 inside `fp32` and otherwise) or `dtype`; `key` (default `name`) is the weight
+        key errors name."""
         arr = np.asarray(arr)
         return self.layer("constant", name, tuple(arr.shape), self.keep(arr, key or name, dtype)).get_output(0)
+
+    def static_hw(self, t: Any, what: str) -> tuple[int, int]:
+        """The static (H, W) of a (B, C, H, W) tensor, for a block `what` (e.g. "model.24: Detect") that bakes them
+        into its layers; with a dynamic input size (`--input-shape MIN:OPT:MAX`) one SpecError saying so."""
+        shape = tuple(t.shape)
+        if len(shape) != 4:
+            raise SpecError(f"{what} takes (B, C, H, W) input, got {shape}")
+        if shape[2] < 0 or shape[3] < 0:
+            raise SpecError(needs_static_size(what))
+        return int(shape[2]), int(shape[3])
 
     def channels(self, t: Any) -> int:
         """The channel count of a (B, C, H, W) tensor (convolutions, BatchNorm)."""
@@ -268,6 +362,8 @@ class Network:
         layer.padding_nd = _pair(p)
         layer.dilation_nd = (dh, dw)
         layer.num_groups = g
+        if bn is not None:
+            self.matches[layer.name] = bn
         return self.activation(layer.get_output(0), act, prefix)
 
     def convolution(self, x: Any, prefix: str, w: np.ndarray, b: np.ndarray) -> Any:
@@ -288,12 +384,15 @@ class Network:
                           self.keep(scale, f"{prefix}.weight"), self.keep(np.ones(c), f"{prefix}/power")).get_output(0)
 
     def activation(self, x: Any, act: str | None, prefix: str) -> Any:
-        """relu | silu | leaky[:slope] (default 0.1) | hardswish | sigmoid | tanh | relu6 | none."""
+        """relu | silu | leaky[:slope] (default 0.1) | hardswish | hardsigmoid | sigmoid | tanh | relu6 | gelu[:tanh]
+        | none."""
         kind, _, arg = (act or "none").partition(":")
         A = self.trt.ActivationType
         if kind == "none":
             return x
         name = f"{prefix}/{kind}"
+        if kind == "gelu":
+            return self.gelu(x, name, arg or "none")
         if kind in ("relu", "sigmoid", "tanh"):
             return self.layer("activation", name, x, getattr(A, kind.upper())).get_output(0)
         if kind == "leaky":
@@ -303,6 +402,10 @@ class Network:
         if kind == "relu6":
             layer = self.layer("activation", name, x, A.CLIP)
             layer.alpha, layer.beta = 0.0, 6.0
+            return layer.get_output(0)
+        if kind == "hardsigmoid":  # F.hardsigmoid: clamp(x / 6 + 1/2, 0, 1)
+            layer = self.layer("activation", name, x, A.HARD_SIGMOID)
+            layer.alpha, layer.beta = 1.0 / 6.0, 0.5
             return layer.get_output(0)
         if kind in ("silu", "hardswish"):
             gate = self.layer("activation", f"{name}/gate", x, A.SIGMOID if kind == "silu" else A.HARD_SIGMOID)
@@ -359,9 +462,40 @@ class Network:
         return self.layer("reduce", name, x, self.trt.ReduceOperation.AVG, (1 << 2) | (1 << 3), keep_dims).get_output(0)
 
     def upsample(self, x: Any, scale: int, name: str) -> Any:
+        """Nearest-neighbour upsampling by `scale` (nn.Upsample(scale_factor=scale)): `resize` with mode nearest."""
+        return self.resize(x, name, scale_factor=float(scale))
+
+    def resize(self, x: Any, name: str, size: int | Sequence[int] | None = None,
+               scale_factor: float | Sequence[float] | None = None, mode: str = "nearest",
+               align_corners: bool | None = None) -> Any:
+        """F.interpolate over the dims after (B, C): output `size`, or floor(in * scale_factor) with the source
+        coordinates mapped by the given scale as torch does; 'nearest' is torch's (floor, asymmetric),
+        'bilinear' uses half-pixel centres or `align_corners`."""
+        rank = len(x.shape)
+        if (size is None) == (scale_factor is None):
+            raise SpecError(f"{name}: give either size or scale_factor")
+        if mode not in ("nearest", "bilinear"):
+            raise SpecError(f"{name}: resize mode '{mode}' is not supported: use nearest or bilinear")
+        if mode == "nearest" and align_corners is not None:
+            raise SpecError(f"{name}: align_corners applies to bilinear resizing only (as in torch)")
+        if mode == "bilinear" and rank != 4:
+            raise SpecError(f"{name}: bilinear resizing takes (B, C, H, W) input, got {tuple(x.shape)}")
         layer = self.layer("resize", name, x)
-        layer.scales = [1.0, 1.0, float(scale), float(scale)]
-        trt_api.resize_nearest(layer)
+        if size is not None:
+            out = _ints(size, rank - 2, f"{name}: size")
+            if any(v < 1 for v in out):
+                raise SpecError(f"{name}: size {list(out)} must be positive")
+            dims = self._size(x, name, [1, 1] + [0] * (rank - 2), [0, 0, *out])
+            if isinstance(dims, tuple):
+                layer.shape = dims
+            else:
+                layer.set_input(1, dims)
+        else:
+            factors = scale_factor if isinstance(scale_factor, (list, tuple)) else [scale_factor] * (rank - 2)
+            if len(factors) != rank - 2 or not all(isinstance(f, (int, float)) and f > 0 for f in factors):
+                raise SpecError(f"{name}: scale_factor {scale_factor!r}: expected {rank - 2} positive numbers")
+            layer.scales = [1.0, 1.0, *(float(f) for f in factors)]
+        trt_api.set_resize_mode(layer, mode, bool(align_corners))
         return layer.get_output(0)
 
     def shuffle(self, x: Any, name: str, reshape: Sequence[int] | None = None, first: Sequence[int] | None = None,
@@ -376,18 +510,295 @@ class Network:
             layer.second_transpose = tuple(second)
         return layer.get_output(0)
 
-    def flatten(self, x: Any, name: str) -> Any:
-        """(B, C, H, W) -> (B, C*H*W)."""
-        return self.shuffle(x, name, reshape=(0, -1))
+    def reshape(self, x: Any, name: str, shape: Sequence[int]) -> Any:
+        """x.reshape(shape), with TensorRT's conventions: 0 keeps the input's dimension at that index (the
+        dynamic batch), -1 (at most one) is inferred."""
+        shape = _ints(shape, None, f"{name}: shape")
+        if shape.count(-1) > 1 or any(v < -1 for v in shape):
+            raise SpecError(f"{name}: reshape to {list(shape)}: at most one -1, other sizes >= 0")
+        dynamic = [d for d, n in enumerate(tuple(x.shape)) if d and n < 0 and not (d < len(shape) and shape[d] == 0)]
+        if dynamic and -1 not in shape:  # fixed sizes cannot hold a size chosen at run time (H*W baked in)
+            raise SpecError(needs_static_size(f"{name}: reshape of {tuple(x.shape)} to {list(shape)}"))
+        return self.shuffle(x, name, reshape=shape)
+
+    def permute(self, x: Any, name: str, dims: Sequence[int]) -> Any:
+        """x.permute(*dims)."""
+        rank = len(x.shape)
+        perm = tuple(self._axis(d, rank, name) for d in dims)
+        if sorted(perm) != list(range(rank)):
+            raise SpecError(f"{name}: permute dims {list(dims)} are not a permutation of {rank} dimensions")
+        return self.shuffle(x, name, first=perm)
+
+    def flatten(self, x: Any, name: str, start_dim: int = 1, end_dim: int = -1) -> Any:
+        """torch.flatten(x, start_dim, end_dim): (B, C, H, W) -> (B, C*H*W) by default."""
+        shape = tuple(x.shape)
+        lo, hi = self._axis(start_dim, len(shape), name), self._axis(end_dim, len(shape), name)
+        if lo > hi:
+            raise SpecError(f"{name}: flatten start_dim {start_dim} comes after end_dim {end_dim}")
+        merged, after = shape[lo:hi + 1], shape[hi + 1:]
+        if any(s < 0 for s in after) or (any(s < 0 for s in merged) and any(s < 0 for s in shape[:lo])):
+            raise SpecError(f"{name}: flatten of {shape} from dim {lo} to {hi}: only one dynamic part can be inferred")
+        if any(s < 0 for s in shape[:lo]) or any(s < 0 for s in merged):
+            size = -1
+        else:
+            size = int(np.prod(merged))
+        return self.shuffle(x, name, reshape=(*[0] * lo, size, *after))
+
+    def slice(self, x: Any, name: str, start: Sequence[int], shape: Sequence[int],
+              stride: Sequence[int] | None = None) -> Any:
+        """Elements start + i * stride, i < shape, per dimension (TensorRT's slice; torch's x[a:b:s] with
+        shape = ceil((b - a) / s)). A -1 in `shape` keeps that dimension whole (the dynamic batch)."""
+        rank = len(x.shape)
+        start = _ints(start, rank, f"{name}: start")
+        shape = _ints(shape, rank, f"{name}: shape")
+        stride = _ints(stride or [1] * rank, rank, f"{name}: stride")
+        for d, (n, a, k, s) in enumerate(zip(tuple(x.shape), start, shape, stride)):
+            whole = k == -1 and a == 0 and s == 1
+            inside = n >= 0 and k >= 1 and s != 0 and 0 <= a < n and 0 <= a + (k - 1) * s < n
+            if not (whole or inside):
+                raise SpecError(f"{name}: slice of dimension {d} (size {n}) with start {a}, shape {k}, stride {s} "
+                                f"is out of bounds (-1 keeps a dimension whole: start 0, stride 1)")
+        keep = [1 if k == -1 else 0 for k in shape]
+        return self._slice(x, name, start, keep, [0 if k == -1 else k for k in shape], stride, "strict")
+
+    def pad(self, x: Any, name: str, pads: Sequence[int], mode: str = "constant", value: float = 0.0) -> Any:
+        """F.pad(x, pads, mode, value): `pads` = (left, right, top, bottom, ...) from the last dimension
+        backwards; negative pads crop. mode constant or reflect. A slice layer in fill/reflect mode."""
+        shape = tuple(x.shape)
+        pads = _ints(pads, None, f"{name}: pads")
+        if len(pads) % 2 or len(pads) // 2 > len(shape):
+            raise SpecError(f"{name}: pads {list(pads)}: expected pairs (before, after) for at most {len(shape)} dims")
+        if mode not in ("constant", "reflect"):
+            raise SpecError(f"{name}: pad mode '{mode}' is not supported: use constant or reflect")
+        start, delta = [0] * len(shape), [0] * len(shape)
+        for i in range(len(pads) // 2):
+            d, before, after = len(shape) - 1 - i, pads[2 * i], pads[2 * i + 1]
+            if (before or after) and shape[d] < 0:
+                raise SpecError(f"{name}: cannot pad dimension {d}: its size is dynamic")
+            if shape[d] + before + after < 1:
+                raise SpecError(f"{name}: pads ({before}, {after}) leave nothing of dimension {d} (size {shape[d]})")
+            if mode == "reflect" and max(before, after) >= shape[d]:
+                raise SpecError(f"{name}: reflect pads ({before}, {after}) must be smaller than dimension {d} "
+                                f"(size {shape[d]})")
+            start[d], delta[d] = -before, before + after
+        kind = "strict" if all(p <= 0 for p in pads) else "fill" if mode == "constant" else "reflect"
+        return self._slice(x, name, start, [1] * len(shape), delta, [1] * len(shape), kind, value)
+
+    def _slice(self, x: Any, name: str, start: Sequence[int], keep: Sequence[int], offset: Sequence[int],
+               stride: Sequence[int], kind: str, value: float = 0.0) -> Any:
+        """A slice layer of size shape(x) * keep + offset (a shape tensor where that size is dynamic)."""
+        size = self._size(x, name, keep, offset)
+        layer = self.layer("slice", name, x, tuple(start), size if isinstance(size, tuple) else (1,) * len(keep),
+                           tuple(stride))
+        if not isinstance(size, tuple):
+            layer.set_input(2, size)
+        layer.mode = trt_api.slice_mode(kind)
+        if kind == "fill" and value != 0:
+            layer.set_input(4, self.constant(np.array(value), f"{name}/value"))
+        return layer.get_output(0)
+
+    def _size(self, x: Any, name: str, keep: Sequence[int], offset: Sequence[int]) -> Any:
+        """The dims shape(x) * keep + offset: a tuple where they are static, else a shape tensor (dynamic batch)."""
+        shape = tuple(x.shape)
+        if all(s >= 0 or not k for s, k in zip(shape, keep)):
+            return tuple(int(s * k + o) for s, k, o in zip(shape, keep, offset))
+        dims = self.layer("shape", f"{name}/shape", x).get_output(0)
+        dt = trt_api.np_dtype(dims.dtype)
+        E = self.trt.ElementWiseOperation
+        if not all(keep):
+            dims = self._elementwise(dims, self.constant(np.array(keep, dt), f"{name}/keep", dt), E.PROD,
+                                     f"{name}/kept")
+        return self._elementwise(dims, self.constant(np.array(offset, dt), f"{name}/offset", dt), E.SUM,
+                                 f"{name}/size")
+
+    def _axis(self, d: int, rank: int, name: str) -> int:
+        """A dimension index (negative counts from the end) checked against `rank`."""
+        if not isinstance(d, int) or isinstance(d, bool) or not -rank <= d < rank:
+            raise SpecError(f"{name}: dimension {d!r} is out of range for a {rank}-D tensor")
+        return d % rank
+
+    def reduce(self, x: Any, name: str, op: str = "mean", dims: int | Sequence[int] = -1,
+               keepdim: bool = False) -> Any:
+        """x.mean/amax/amin/sum/prod(dims, keepdim) (op mean, max, min, sum or prod)."""
+        ops = {"mean": "AVG", "max": "MAX", "min": "MIN", "sum": "SUM", "prod": "PROD"}
+        if op not in ops:
+            raise SpecError(f"{name}: reduce op '{op}': use one of {', '.join(ops)}")
+        axes = {self._axis(d, len(x.shape), name) for d in (dims if isinstance(dims, (list, tuple)) else [dims])}
+        mask = sum(1 << a for a in axes)
+        return self.layer("reduce", name, x, getattr(self.trt.ReduceOperation, ops[op]), mask,
+                          bool(keepdim)).get_output(0)
+
+    def softmax(self, x: Any, name: str, dim: int, fp32: bool = True) -> Any:
+        """torch.softmax(x, dim); computed in float32 in fp16/int8 builds unless `fp32=False`."""
+        axis = self._axis(dim, len(x.shape), name)
+        with self.fp32(name) if fp32 else nullcontext():
+            layer = self.layer("softmax", name, x)
+            layer.axes = 1 << axis
+        return layer.get_output(0)
+
+    def gelu(self, x: Any, name: str, approximate: str = "none") -> Any:
+        """F.gelu(x, approximate='none'|'tanh'): TensorRT's GELU where it has one, else composed (x/2 (1 +
+        erf(x/sqrt 2)) or its tanh form) from unary, activation and elementwise layers."""
+        if approximate not in ("none", "tanh"):
+            raise SpecError(f"{name}: gelu approximate '{approximate}': use none or tanh")
+        kind = trt_api.gelu_activation(approximate)
+        if kind is not None:
+            return self.layer("activation", name, x, kind).get_output(0)
+        ones = (1,) * len(x.shape)
+
+        def const(v: float, n: str) -> Any:
+            return self.constant(np.full(ones, v), f"{name}/{n}")
+
+        if approximate == "none":
+            scaled = self.mul(x, const(1.0 / np.sqrt(2.0), "rsqrt2"), f"{name}/scale")
+            inner = self.layer("unary", f"{name}/erf", scaled, self.trt.UnaryOperation.ERF).get_output(0)
+        else:
+            cube = self.mul(self.mul(x, x, f"{name}/square"), x, f"{name}/cube")
+            poly = self.add(x, self.mul(cube, const(0.044715, "c"), f"{name}/cube_c"), f"{name}/poly")
+            poly = self.mul(poly, const(np.sqrt(2.0 / np.pi), "k"), f"{name}/poly_k")
+            inner = self.layer("activation", f"{name}/tanh", poly, self.trt.ActivationType.TANH).get_output(0)
+        half = self.mul(x, const(0.5, "half"), f"{name}/half")
+        return self.mul(half, self.add(inner, const(1.0, "one"), f"{name}/one_plus"), name)
+
+    def matmul(self, a: Any, b: Any, name: str, transpose_a: bool = False, transpose_b: bool = False) -> Any:
+        """torch.matmul(a, b) of tensors of rank >= 2 (batched, leading dims broadcast), optionally with the last
+        two dims of `a` or `b` transposed; a static tensor of lower rank gets leading 1s."""
+        ra, rb = len(a.shape), len(b.shape)
+        if min(ra, rb) < 2:
+            raise SpecError(f"{name}: matmul takes tensors of rank >= 2, got {tuple(a.shape)} and {tuple(b.shape)}")
+        if ra != rb:
+            low, high = (a, rb) if ra < rb else (b, ra)
+            if any(s < 0 for s in low.shape):
+                raise SpecError(f"{name}: matmul of ranks {ra} and {rb}: the lower-rank input must be static")
+            expanded = self.shuffle(low, f"{name}/expand", reshape=(1,) * (high - len(low.shape)) + tuple(low.shape))
+            a, b = (expanded, b) if ra < rb else (a, expanded)
+        ka = a.shape[-2] if transpose_a else a.shape[-1]
+        kb = b.shape[-1] if transpose_b else b.shape[-2]
+        if ka >= 0 and kb >= 0 and ka != kb:
+            raise SpecError(f"{name}: matmul of {tuple(a.shape)} and {tuple(b.shape)} (transposed: {transpose_a}, "
+                            f"{transpose_b}): inner sizes {ka} and {kb} differ")
+        M = self.trt.MatrixOperation
+        return self.layer("matrix_multiply", name, a, M.TRANSPOSE if transpose_a else M.NONE, b,
+                          M.TRANSPOSE if transpose_b else M.NONE).get_output(0)
+
+    def layer_norm(self, x: Any, prefix: str, normalized_shape: int | Sequence[int] | None = None,
+                   eps: float = 1e-5, affine: bool = True, axes: Sequence[int] | None = None,
+                   fp32: bool = True) -> Any:
+        """nn.LayerNorm(normalized_shape, eps, elementwise_affine=affine) `prefix` over the trailing dims, or
+        over `axes` (e.g. [1]: ConvNeXt's channels-first LayerNorm2d; weight and bias then have the size of
+        those dims). A normalization layer named `prefix` (axes not at the end are permuted there and back, the
+        last permute named `prefix`), in float32 in fp16/int8 builds unless `fp32=False`."""
+        shape, rank = tuple(x.shape), len(x.shape)
+        if axes is None:
+            if normalized_shape is None:
+                raise SpecError(f"{prefix}: LayerNorm needs normalized_shape (or axes)")
+            ns = _ints(normalized_shape, None, f"{prefix}: normalized_shape")
+            if not 0 < len(ns) <= rank or shape[rank - len(ns):] != ns:
+                raise SpecError(f"{prefix}: normalized_shape {list(ns)} does not end the input shape {shape}")
+            dims = list(range(rank - len(ns), rank))
+        else:
+            dims = sorted({self._axis(a, rank, prefix) for a in axes})
+        if any(shape[d] < 0 for d in dims):
+            raise SpecError(f"{prefix}: LayerNorm over dynamic dimensions {dims} of {shape}")
+        wshape = tuple(shape[d] for d in dims)
+        w = self.weight(f"{prefix}.weight", wshape) if affine else np.ones(wshape, np.float32)
+        b = self.weight(f"{prefix}.bias", wshape) if affine else np.zeros(wshape, np.float32)
+        trailing = list(range(rank - len(dims), rank))
+        bshape = (1,) * (rank - len(dims)) + wshape
+        with self.fp32(prefix) if fp32 else nullcontext():
+            if dims == trailing:
+                return self._normalization(x, prefix, prefix, w.reshape(bshape), b.reshape(bshape), dims, eps)
+            perm = [d for d in range(rank) if d not in dims] + dims
+            y = self.permute(x, f"{prefix}/to_last", perm)
+            y = self._normalization(y, f"{prefix}/norm", prefix, w.reshape(bshape), b.reshape(bshape), trailing, eps)
+            return self.permute(y, prefix, [perm.index(d) for d in range(rank)])
+
+    def group_norm(self, x: Any, prefix: str, groups: int, eps: float = 1e-5, affine: bool = True,
+                   fp32: bool = True) -> Any:
+        """nn.GroupNorm(groups, C, eps, affine) `prefix` on (B, C, ...): each group normalized as a layer norm
+        of (B, groups, -1), then the per-channel affine (the last layer is named `prefix`); float32 in fp16/int8
+        builds unless `fp32=False`."""
+        shape = tuple(x.shape)
+        if len(shape) < 3 or any(s < 0 for s in shape[1:]):
+            raise SpecError(f"{prefix}: GroupNorm takes (B, C, ...) input with static sizes after B, got {shape}")
+        c = shape[1]
+        if groups < 1 or c % groups:
+            raise SpecError(f"{prefix}: {c} channels are not divisible by groups={groups}")
+        per_group = int(np.prod(shape[1:])) // groups
+        w = self.weight(f"{prefix}.weight", (c,)) if affine else None
+        b = self.weight(f"{prefix}.bias", (c,)) if affine else None
+        with self.fp32(prefix) if fp32 else nullcontext():
+            g = self.shuffle(x, f"{prefix}/group", reshape=(0, groups, per_group))
+            ones = np.ones((1, 1, per_group), np.float32)
+            g = self._normalization(g, f"{prefix}/norm", f"{prefix}/norm", ones, np.zeros_like(ones), [2], eps)
+            y = self.shuffle(g, f"{prefix}/ungroup" if affine else prefix, reshape=(0, *shape[1:]))
+            if affine:
+                cshape = (1, c) + (1,) * (len(shape) - 2)
+                y = self.mul(y, self.constant(w.reshape(cshape), f"{prefix}/weight", key=f"{prefix}.weight"),
+                             f"{prefix}/mul")
+                y = self.add(y, self.constant(b.reshape(cshape), f"{prefix}/bias", key=f"{prefix}.bias"), prefix)
+        return y
+
+    def _normalization(self, x: Any, name: str, key: str, w: np.ndarray, b: np.ndarray, dims: Sequence[int],
+                       eps: float) -> Any:
+        """(x - mean) / sqrt(var + eps) * w + b over the trailing `dims` (TensorRT's normalization layer, named
+        `name`; its weights come from module `key`)."""
+        scale = self.constant(w, f"{name}/weight", key=f"{key}.weight")
+        bias = self.constant(b, f"{name}/bias", key=f"{key}.bias")
+        layer = self.layer("normalization", name, x, scale, bias, sum(1 << d for d in dims))
+        layer.epsilon = float(eps)
+        return layer.get_output(0)
+
+    def scale(self, x: Any, key: str, dim: int = 1, name: str | None = None) -> Any:
+        """x times the per-channel weight `key` (shape (C,), or (C, 1, 1) as torchvision stores it) along `dim`:
+        a layer scale (ConvNeXt's gamma; dim=1 on NCHW, dim=-1 channels-last). The layer is named `name`,
+        by default the key's module (`blocks.0.ls1.gamma` -> `blocks.0.ls1`)."""
+        name = name or key.rpartition(".")[0] or key
+        axis = self._axis(dim, len(x.shape), name)
+        c = int(x.shape[axis])
+        if c < 0:
+            raise SpecError(f"{name}: the scaled dimension {axis} of {tuple(x.shape)} must be static")
+        shape = [1] * len(x.shape)
+        shape[axis] = c
+        return self.mul(x, self.constant(self.weight(key, (c,)).reshape(shape), f"{name}/weight", key=key), name)
+
+    def deconv(self, x: Any, prefix: str, c2: int, k: int | Sequence[int], s: int | Sequence[int] = 1,
+               p: int | Sequence[int] = 0, output_padding: int | Sequence[int] = 0, g: int = 1,
+               d: int | Sequence[int] = 1, bias: bool | None = None) -> Any:
+        """nn.ConvTranspose2d `prefix` (weight (c1, c2/g, kh, kw)); output size as torch's: (in - 1) * s - 2p +
+        d (k - 1) + output_padding + 1. `bias=None` uses `prefix.bias` when the file has it."""
+        (kh, kw), (sh, sw), (ph, pw), (oh, ow), (dh, dw) = (_pair(v) for v in (k, s, p, output_padding, d))
+        c1 = self.channels(x)
+        if c1 % g or c2 % g:
+            raise SpecError(f"{prefix}: channels {c1}->{c2} are not divisible by groups={g}")
+        if not (0 <= oh < max(sh, dh) and 0 <= ow < max(sw, dw)):
+            raise SpecError(f"{prefix}: output_padding {(oh, ow)} must be smaller than the stride or the dilation")
+        w = self.weight(f"{prefix}.weight", (c1, c2 // g, kh, kw))
+        use_bias = self.has(f"{prefix}.bias") if bias is None else bias
+        b = self.weight(f"{prefix}.bias", (c2,)) if use_bias else np.zeros(c2, np.float32)
+        extra = (max(oh - ph, 0), max(ow - pw, 0))  # output padding past the full output: only the bias reaches it
+        layer = self.layer("deconvolution_nd", prefix, x, int(c2), (kh, kw), self.keep(w, f"{prefix}.weight"),
+                           self.keep(np.zeros(c2) if any(extra) else b, f"{prefix}.bias"))
+        layer.stride_nd, layer.dilation_nd, layer.num_groups = (sh, sw), (dh, dw), g
+        layer.pre_padding = (ph, pw)
+        layer.post_padding = (max(ph - oh, 0), max(pw - ow, 0))
+        y = layer.get_output(0)
+        if any(extra):
+            y = self.pad(y, f"{prefix}/output_padding", (0, extra[1], 0, extra[0]))
+            bias_t = self.constant(b.reshape(1, c2, 1, 1), f"{prefix}/bias", key=f"{prefix}.bias")
+            y = self.add(y, bias_t, f"{prefix}/add_bias")
+            self.matches[y.name] = prefix
+        return y
 
     def linear(self, x: Any, prefix: str, c2: int, bias: bool = True) -> Any:
-        """y = x W^T + b. On (B, C) a matrix multiply (TensorRT 10 removed the fully connected layer); on
-        pooled (B, C, 1, 1) features a 1x1 convolution with the bias fused, flattened to (B, c2)."""
+        """nn.Linear `prefix`: y = x W^T + b. On (B, C) or tokens (B, N, C) a matrix multiply `prefix` (TensorRT 10
+        removed the fully connected layer) and the bias add `prefix/add_bias`; on pooled (B, C, 1, 1) features a
+        1x1 convolution with the bias fused, flattened to (B, c2)."""
         if len(x.shape) == 4 and tuple(x.shape[2:]) == (1, 1):
             return self.flatten(self.conv(x, prefix, c2, 1, bias=bias), f"{prefix}/flatten")
-        if len(x.shape) != 2:  # TensorRT's matrix multiply needs equal ranks: a (c2, c1) weight takes 2-D input
-            raise SpecError(f"{prefix}: Linear takes (B, C) or pooled (B, C, 1, 1) input, got {tuple(x.shape)}; "
-                              f"add a Flatten or GlobalAvgPool row before it")
+        if len(x.shape) not in (2, 3):
+            raise SpecError(f"{prefix}: Linear takes (B, C), tokens (B, N, C) or pooled (B, C, 1, 1) input, got "
+                            f"{tuple(x.shape)}; add a Flatten or GlobalAvgPool row before it")
         c1 = int(x.shape[-1])
         w = self.weight(f"{prefix}.weight", (c2, c1))
         if self._quantized(prefix):
@@ -395,13 +806,35 @@ class Network:
             x = self.quantizer.activation(self, x, prefix)
         else:
             wt = self.constant(w, f"{prefix}/weight", key=f"{prefix}.weight")
-        y = self.layer("matrix_multiply", prefix, x, self.trt.MatrixOperation.NONE, wt,
-                       self.trt.MatrixOperation.TRANSPOSE).get_output(0)
+        y = self.matmul(x, wt, prefix, transpose_b=True)
         if bias:
-            b = self.weight(f"{prefix}.bias", (c2,)).reshape(1, c2)
+            b = self.weight(f"{prefix}.bias", (c2,)).reshape((1,) * (len(x.shape) - 1) + (c2,))
             b = self.constant(b, f"{prefix}/bias", key=f"{prefix}.bias")
             y = self._elementwise(y, b, self.trt.ElementWiseOperation.SUM, f"{prefix}/add_bias")
+            self.matches[y.name] = prefix
         return y
+
+
+def needs_static_size(what: str) -> str:
+    """The error for a block or layer `what` that needs the input's height and width at build time."""
+    return f"{what} needs a static input size: build with --input-shape H,W (this build's input H, W are dynamic)"
+
+
+def _shape_or_none(t: Any) -> tuple[int, ...] | None:
+    """The tensor's shape; None for no tensor or one TensorRT cannot compute (RTX and 10+ raise, 8.6 may give
+    dimensions with a negative count)."""
+    try:
+        return None if t is None else tuple(t.shape)
+    except (RuntimeError, ValueError, TypeError):
+        return None
+
+
+def _ints(v: Any, n: int | None, what: str) -> tuple[int, ...]:
+    """`v` (one integer, or a list of them) as a tuple of `n` integers (any length for n=None)."""
+    vals = list(v) if isinstance(v, (list, tuple)) else [v] * (n or 1)
+    if not all(isinstance(i, int) and not isinstance(i, bool) for i in vals) or (n is not None and len(vals) != n):
+        raise SpecError(f"{what} {v!r}: expected {n or 'a list of'} integer(s)")
+    return tuple(vals)
 
 
 def _pair(v: int | Sequence[int]) -> tuple[int, int]:

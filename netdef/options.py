@@ -1,11 +1,15 @@
-"""How an engine is built (`BuildOptions`) and the parsing of the profile syntax (`--batch 1:8:32,33:64:64`).
+"""How an engine is built (`BuildOptions`) and the parsing of the profile syntax (`--batch 1:8:32,33:64:64`,
+`--input-shape 320x320:640x640:1280x1280`).
 
 Every value is checked where it enters: `BuildOptions.validate()` names the option and the bad value.
+A dynamic input size (`input_range`, min/opt/max (H, W)) applies to every batch profile: profile i covers
+batches profiles[i] at any H, W within the one range. A static build leaves `input_range` None and its
+options (metadata, build key: `options_dict`) stay exactly as they were before dynamic sizes existed.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +17,8 @@ from .errors import OptionError
 
 PRECISIONS = ("fp32", "fp16", "int8")
 Profile = tuple[int, int, int]
+HW = tuple[int, int]
+HWRange = tuple[HW, HW, HW]  # (min, opt, max) (H, W) of a dynamic input size
 
 
 @dataclass
@@ -24,6 +30,7 @@ class BuildOptions:
     batch: Profile = (1, 1, 1)
     profiles: tuple[Profile, ...] = ()
     input_hw: tuple[int, int] | None = None
+    input_range: HWRange | None = None  # dynamic H, W: ((minH, minW), (optH, optW), (maxH, maxW)), every profile
     workspace_mib: int | None = None
     opt_level: int | None = None
     tf32: bool = True
@@ -44,6 +51,8 @@ class BuildOptions:
         for key in ("batch", "input_hw"):
             if kw.get(key) is not None:
                 kw[key] = tuple(kw[key])
+        if kw.get("input_range") is not None:
+            kw["input_range"] = tuple(tuple(hw) for hw in kw["input_range"])
         kw["profiles"] = tuple(tuple(p) for p in kw.get("profiles") or ())
         kw["int8_exclude"] = tuple(kw.get("int8_exclude") or ())
         return cls(**kw)
@@ -52,6 +61,11 @@ class BuildOptions:
     def all_profiles(self) -> tuple[Profile, ...]:
         """The engine's optimization profiles: `profiles`, or the single `batch` profile."""
         return self.profiles or (self.batch,)
+
+    @property
+    def dynamic_hw(self) -> bool:
+        """Whether the input height and width are chosen at run time (`input_range`)."""
+        return self.input_range is not None
 
     def __post_init__(self) -> None:
         if isinstance(self.profiles, (tuple, list)) and self.profiles and all(map(_is_triple, self.profiles)) \
@@ -88,6 +102,11 @@ class BuildOptions:
                 isinstance(self.input_hw, (tuple, list)) and len(self.input_hw) == 2
                 and all(_is_int(v) and v > 0 for v in self.input_hw)):
             raise OptionError(f"input shape {self.input_hw!r}: expected (H, W), two positive integers")
+        if self.input_range is not None:
+            check_hw_range(self.input_range)
+            if self.input_hw is not None:
+                raise OptionError(f"input_hw {tuple(self.input_hw)} and input_range {format_hw_range(self.input_range)}: "
+                                  "give one (a static size or a dynamic range)")
         if self.workspace_mib is not None and not (_is_int(self.workspace_mib) and self.workspace_mib > 0):
             raise OptionError(f"workspace {self.workspace_mib!r} MiB: expected a positive integer")
         if self.opt_level is not None and not (_is_int(self.opt_level) and 0 <= self.opt_level <= 5):
@@ -101,6 +120,15 @@ class BuildOptions:
         if self.calibration and not Path(self.calibration).is_file():
             raise OptionError(f"calibration table {self.calibration} not found: make it with `netdef calibrate "
                               "ARCH --weights W --data DATA -o TABLE.json` and pass --calibration TABLE.json")
+
+
+def options_dict(opts: BuildOptions) -> dict[str, Any]:
+    """`opts` as the engine metadata and the build key record them; `input_range` only when dynamic (a static
+    build's options are those of netdef before dynamic sizes, so its engines stay up to date)."""
+    d = asdict(opts)
+    if d["input_range"] is None:
+        del d["input_range"]
+    return d
 
 
 def _is_int(v: Any) -> bool:
@@ -157,3 +185,45 @@ def parse_batch(text: str, what: str = "--batch") -> Profile:
 def format_profiles(profiles: Sequence[Sequence[int]], between: str = ",", within: str = ":") -> str:
     """[(1, 1, 4), (5, 32, 32)] -> '1:1:4,5:32:32' (the --batch form); with '_' and '-': a file-name tag."""
     return between.join(within.join(map(str, p)) for p in profiles)
+
+
+def check_hw_range(r: Any, what: str = "input_range") -> None:
+    """OptionError unless `r` is ((minH, minW), (optH, optW), (maxH, maxW)), positive, min <= opt <= max."""
+    ok = isinstance(r, (tuple, list)) and len(r) == 3 and all(
+        isinstance(hw, (tuple, list)) and len(hw) == 2 and all(_is_int(v) and v > 0 for v in hw) for hw in r)
+    if not ok:
+        raise OptionError(f"{what} {r!r}: expected ((minH, minW), (optH, optW), (maxH, maxW)), positive integers; "
+                          "parse_input_shape('320x320:640x640:1280x1280') gives one")
+    for d, side in enumerate(("height", "width")):
+        if not r[0][d] <= r[1][d] <= r[2][d]:
+            raise OptionError(f"{what} {format_hw_range(r)}: the {side} must satisfy min <= opt <= max")
+
+
+def parse_input_shape(text: str, what: str = "--input-shape") -> tuple[HW | None, HWRange | None]:
+    """(input_hw, input_range) for BuildOptions: '480x640' or '480,640' -> a static size; 'MIN:OPT:MAX' of HxW
+    sizes ('320x320:640x640:1280x1280') -> a dynamic range; 'MIN:MAX' -> opt = max (as for --batch)."""
+    parts = [_parse_hw(p, text, what) for p in str(text).split(":")]
+    if len(parts) == 1:
+        return parts[0], None
+    if len(parts) > 3:
+        raise OptionError(f"{what} '{text}': expected H,W or HxW, or MIN:OPT:MAX of HxW sizes "
+                          "(e.g. 320x320:640x640:1280x1280)")
+    r = (parts[0], parts[1], parts[-1])
+    check_hw_range(r, what)
+    return None, r
+
+
+def _parse_hw(part: str, text: str, what: str) -> HW:
+    try:
+        hw = tuple(int(v) for v in part.replace(",", "x").split("x"))
+    except ValueError:
+        hw = ()
+    if len(hw) != 2 or min(hw) < 1:
+        raise OptionError(f"{what} '{text}': expected H,W or HxW (two positive integers, e.g. 480x640), or "
+                          "MIN:OPT:MAX of HxW sizes for a dynamic input size (e.g. 320x320:640x640:1280x1280)")
+    return hw  # type: ignore[return-value]
+
+
+def format_hw_range(r: Any) -> str:
+    """((320, 320), (640, 640), (1280, 1280)) -> '320x320:640x640:1280x1280' (the --input-shape form)."""
+    return ":".join(f"{hw[0]}x{hw[1]}" for hw in r)

@@ -8,12 +8,16 @@ A block that reads build parameters (`netdef build --set KEY=VALUE`) declares th
 """
 from __future__ import annotations
 
+import hashlib
 import inspect
+import marshal
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import NetdefError, OptionError
+from .fileio import file_sha256
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,7 @@ class Block:
     width_args: tuple[str, ...] = ()  # channel arguments scaled by width_multiple (Ultralytics rows)
     repeat_arg: str | None = None  # argument that receives the row's `number` (scaled by depth_multiple)
     params: Mapping[str, Param] = field(default_factory=dict)  # build parameters (`--set`) the block reads
+    source_sha: str = ""  # a block outside netdef: its module file's SHA-256 when it registered (see Spec.sha256)
 
     @property
     def signature(self) -> inspect.Signature:
@@ -57,6 +62,35 @@ class Block:
     @property
     def module(self) -> str:
         return self.fn.__module__
+
+    @property
+    def origin(self) -> str:
+        """The defining module, with its file: `my_blocks (/home/me/my_blocks.py)`."""
+        return _origin(self.fn)
+
+
+def _origin(fn: Callable) -> str:
+    path = _source_file(fn)
+    return f"{fn.__module__} ({path})" if path else fn.__module__
+
+
+def _source_file(fn: Callable) -> str | None:
+    try:
+        return inspect.getsourcefile(fn)
+    except TypeError:  # a builtin or a callable object without code
+        return None
+
+
+def _source_sha(fn: Callable) -> str:
+    """'' for netdef's own blocks; else the SHA-256 of the file that defines `fn` (of its code object where there
+    is no file, e.g. a notebook cell), so an engine built with an edited block is out of date."""
+    if fn.__module__ == "netdef" or fn.__module__.startswith("netdef."):
+        return ""
+    path = _source_file(fn)
+    if path and os.path.isfile(path):
+        return file_sha256(path)
+    code = getattr(fn, "__code__", None)
+    return hashlib.sha256(marshal.dumps(code) if code is not None else repr(fn).encode()).hexdigest()
 
 
 BLOCKS: dict[str, Block] = {}
@@ -86,12 +120,13 @@ def block(name: str, *, width_args: tuple[str, ...] = (), repeat_arg: str | None
     """
     def register(fn: Callable) -> Callable:
         if name in BLOCKS and BLOCKS[name].fn is not fn:
-            raise NetdefError(f"block '{name}' is registered twice ({BLOCKS[name].module} and {fn.__module__})")
+            raise NetdefError(f"block '{name}' is registered twice: by {BLOCKS[name].origin} and by "
+                              f"{_origin(fn)} (rename one of them)")
         for key, p in (params or {}).items():
             other = declared_params().get(key)
             if other is not None and other != p:
                 raise NetdefError(f"block '{name}' declares build parameter '{key}' unlike another block: {other}")
-        BLOCKS[name] = Block(name, fn, tuple(width_args), repeat_arg, dict(params or {}))
+        BLOCKS[name] = Block(name, fn, tuple(width_args), repeat_arg, dict(params or {}), _source_sha(fn))
         return fn
     return register
 

@@ -1,17 +1,24 @@
-"""Run netdef engines from Python: torch or numpy in, torch or numpy out, any batch inside the profile.
+"""Run netdef engines from Python: torch or numpy in, torch or numpy out, any batch (and, for an engine built
+with a dynamic input size, any height and width) inside a profile.
 
 Device memory comes from torch when it is installed (backend "torch"), or from pycuda ("pycuda").
-The torch backend can replay CUDA graphs (`cuda_graph=True`): one per optimization profile, captured again
-when the batch size within that profile changes. Each profile has its own execution context (and its own
-activation memory, made on first use). `Engine.prepare_step(batch)` binds device buffers once and returns a
-`Step` that runs the engine again and again on them (what benchmarks and profiles time).
+Each profile has its own execution context (and its own activation memory, made on first use); an input runs on
+the profile whose range holds its batch (and H, W) with the nearest opt. The torch backend can replay CUDA
+graphs (`cuda_graph=True`): one per optimization profile, captured again when the input shape within that
+profile changes (a graph holds only for the context state it was captured with).
+`Engine.prepare_step(batch, hw)` binds device buffers once and returns a `Step` that runs the engine again and
+again on them (what benchmarks and profiles time).
+
+An engine lives on one CUDA device (`device=N`, default the current one): it is deserialized there, and every
+call that touches CUDA (memory, streams, events, CUDA graphs, TensorRT runs) makes that device current for its
+duration (`trt_api.use_device`) and restores the caller's, so engines on several devices share one process.
 """
 from __future__ import annotations
 
 import contextlib
 import math
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,23 +40,35 @@ class Engine:
     """A loaded engine. `engine(x)` or `engine.infer({name: x})` returns {output name: tensor}.
 
     `path` is a netdef engine file or a raw TensorRT plan (no netdef magic, e.g. from `netdef export-plan`): the
-    sidecar `PATH.json` supplies its metadata and plugin libraries, else the deserialized plan its I/O and profiles."""
+    sidecar `PATH.json` supplies its metadata and plugin libraries, else the deserialized plan its I/O and profiles.
+    `device` is the CUDA device index (counted among the devices CUDA_VISIBLE_DEVICES leaves visible); None: the
+    current device when the engine is loaded."""
 
-    def __init__(self, path: str | Path, *, backend: str = "auto", cuda_graph: bool = False):
+    def __init__(self, path: str | Path, *, backend: str = "auto", cuda_graph: bool = False,
+                 device: int | None = None):
         self.path = Path(path)
+        if device is not None:
+            trt_api.check_device(device)  # before any work
         from .deploy.plan import read_any_plan
 
         meta, plan = read_any_plan(self.path)
         info = trt_api.info()
         if meta is not None:
-            engine_file.check_compatible(meta, self.path, info.version, info.flavor, trt_api.gpu_identity())
+            engine_file.check_compatible(meta, self.path, info.version, info.flavor, trt_api.gpu_identity(device))
         if not trt_api.can_run_engines():
             raise TensorRTUnavailable(f"cannot run {self.path} here: running engines needs a CUDA GPU and full TensorRT "
                               f"(this is {trt_api.version_string()}, GPU: {trt_api.gpu_identity() or 'none'})")
         from .plugins import load_plugin_libraries
 
         load_plugin_libraries((meta or {}).get("plugins", []), self.path)  # before deserializing: the plan needs them
-        self.backend = _make_backend(backend)
+        self.device: int = trt_api.current_device() if device is None else device
+        with trt_api.use_device(self.device):  # TensorRT deserializes on the current device; backends use it too
+            self.backend = _make_backend(backend)
+            self._init_engine(plan, meta, cuda_graph)
+
+    def _init_engine(self, plan: bytes, meta: dict[str, Any] | None, cuda_graph: bool) -> None:
+        """The rest of loading, with the engine's device current: deserialize the plan, read its metadata and I/O,
+        make the first execution context."""
         self._runtime, self.engine = _deserialize(plan, self.path, raw=meta is None)
         if meta is None:  # a raw plan without a sidecar: what the deserialized engine says of itself
             from .deploy.plan import metadata_from_engine
@@ -57,6 +76,8 @@ class Engine:
             meta = metadata_from_engine(self.engine)
         self.meta = meta
         self.profiles = engine_file.profiles(meta)
+        # each profile's (min, opt, max) (H, W) when the input size is dynamic, else None
+        self.hw_ranges = engine_file.hw_ranges(meta)
         # One execution context per optimization profile, made on first use and set to its profile once: a
         # context never changes profile, so CUDA graphs captured on it stay valid. `context` is the one bound last.
         self._contexts: dict[int, Any] = {0: trt_api.create_context(self.engine, self.path)}
@@ -74,6 +95,13 @@ class Engine:
         self._lock = threading.Lock()
         self._last: Any = None
 
+    @contextlib.contextmanager
+    def on_device(self) -> Iterator[None]:
+        """The engine's device current (and, pycuda, its context on pycuda's stack) for the `with` block, the
+        caller's again after it; the engine's own calls do this themselves (for CUDA work of yours around them)."""
+        with trt_api.use_device(self.device), self.backend.activate():
+            yield
+
     def refit(self, weights: Any, *, log: Any = None) -> int:
         """Replace the engine's weights in this process (an engine built with --refittable): `weights` is a .wts
         path or a mapping key -> array (e.g. a training checkpoint's state_dict), defined by the build's own
@@ -82,7 +110,7 @@ class Engine:
         from .refit import refit_arrays
 
         arrays, _, _ = refit_arrays(self.meta, weights, log or (lambda msg: None))
-        with self._lock:
+        with self._lock, self.on_device():
             if self._last is not None:
                 self._last.synchronize()  # runs still in flight use the old weights and contexts
             self._contexts.clear()  # contexts (and steps from prepare_step) made before a refit must not be used
@@ -111,7 +139,7 @@ class Engine:
         self._check_feeds(feeds)
         if as_numpy is None:
             as_numpy = all(isinstance(v, np.ndarray) for v in feeds.values())
-        with self._lock:
+        with self._lock, self.on_device():
             self.backend.wait(self._last)
             outs = self._graph_run(feeds) if self.cuda_graph else self.backend.run(self, feeds)
             self._last = self.backend.mark()
@@ -130,66 +158,125 @@ class Engine:
             if not lo <= shape[0] <= hi:
                 raise OptionError(f"input '{t.name}' batch {shape[0]} is outside the engine's profile "
                                   f"{lo}..{hi}; rebuild with --batch MIN:OPT:MAX")
+        self._profile_of(feeds)  # a height and width outside every profile: the error naming the ranges
 
-    def profile_for(self, batch: int) -> int:
-        """The optimization profile that runs `batch`: of those covering it, the one whose opt batch is nearest
-        by ratio (kernels tuned for 16 suit 5 better than kernels tuned for 1)."""
-        fits = [i for i, (lo, _, hi) in enumerate(self.profiles) if lo <= batch <= hi]
+    @property
+    def dynamic_hw(self) -> bool:
+        """Whether the engine takes any input height and width within its profiles' ranges."""
+        return self.hw_ranges is not None
+
+    def input_shape(self, t: TensorInfo, batch: int, hw: tuple[int, int] | None = None) -> tuple[int, ...]:
+        """The shape of input `t` at `batch` (and, dynamic H, W, at `hw`; default the opt H, W of the profile
+        for `batch`)."""
+        shape = [batch, *t.shape[1:]]
+        if self.dynamic_hw and len(shape) == 4:
+            if hw is None:
+                hw = self.hw_ranges[self.profile_for(batch)][1]  # type: ignore[index]
+            shape[2:] = [d if d >= 0 else int(v) for d, v in zip(shape[2:], hw)]
+        elif hw is not None and tuple(hw) != tuple(shape[-2:]):
+            raise OptionError(f"{self.path.name} was built for the input size {shape[-2]}x{shape[-1]} only, not "
+                              f"{hw[0]}x{hw[1]}: rebuild with --input-shape {hw[0]}x{hw[1]} (or MIN:OPT:MAX sizes)")
+        if any(d < 0 for d in shape):
+            raise OptionError(f"{self.path}: input '{t.name}' {t.shape} has dynamic dimensions netdef cannot size")
+        return tuple(shape)
+
+    def _profile_of(self, inputs: Mapping[str, Any]) -> int:
+        """The profile that runs `inputs` (their batch, and H, W where dynamic)."""
+        batch = int(next(iter(inputs.values())).shape[0])
+        hw = next((tuple(int(d) for d in inputs[t.name].shape[2:]) for t in self.inputs
+                   if len(t.shape) == 4 and min(t.shape[2:]) < 0), None) if self.dynamic_hw else None
+        return self.profile_for(batch, hw)  # type: ignore[arg-type]
+
+    def profile_for(self, batch: int, hw: tuple[int, int] | None = None) -> int:
+        """The optimization profile that runs `batch` (at input height and width `hw`, dynamic-size engines):
+        of those covering it, the one whose opt is nearest by ratio (kernels tuned for 16 suit 5 better than
+        kernels tuned for 1)."""
+        ranges = self.hw_ranges if hw is not None and self.hw_ranges else [None] * len(self.profiles)
+        fits = [i for i, ((lo, _, hi), r) in enumerate(zip(self.profiles, ranges))
+                if lo <= batch <= hi and (r is None or all(r[0][d] <= hw[d] <= r[2][d] for d in (0, 1)))]
         if not fits:
-            raise OptionError(f"batch {batch} is outside every profile of {self.path.name} ({self.profiles})")
-        return min(fits, key=lambda i: abs(math.log(self.profiles[i][1] / batch)))
+            if hw is None or not self.hw_ranges:
+                raise OptionError(f"batch {batch} is outside every profile of {self.path.name} ({self.profiles})")
+            from .options import format_hw_range
+
+            held = ", ".join(f"batch {lo}..{hi} at {format_hw_range(r)}" for (lo, _, hi), r in
+                             zip(self.profiles, self.hw_ranges))
+            raise OptionError(f"input batch {batch} at {hw[0]}x{hw[1]} is outside every profile of {self.path.name} "
+                              f"({held}; HxW as min:opt:max): rebuild with --input-shape MIN:OPT:MAX covering it")
+
+        def distance(i: int) -> float:
+            d = abs(math.log(self.profiles[i][1] / batch))
+            if hw is not None and self.hw_ranges:
+                d += sum(abs(math.log(self.hw_ranges[i][1][k] / hw[k])) for k in (0, 1))
+            return d
+
+        return min(fits, key=distance)
 
     def bind(self, inputs: Mapping[str, Any], outputs: Mapping[str, Any] | None = None, *,
              stream: int) -> dict[str, Any]:
-        """Make the context of the profile for the inputs' batch current (creating it, and setting its profile
-        on `stream`, the stream the next run uses, the first time), set shapes and device addresses of the
-        device-resident inputs; allocates outputs when not given. Returns the outputs. A binding changes the
-        context's state, so the profile's CUDA graph is dropped (captured again on its next use)."""
-        return self._bind(inputs, outputs, stream)[1]
+        """Make the context of the profile for the inputs' batch (and H, W) current (creating it, and setting its
+        profile on `stream`, the stream the next run uses, the first time), set shapes and device addresses of
+        the device-resident inputs; allocates outputs (of the shapes TensorRT infers) when not given. Returns
+        the outputs. A binding changes the context's state, so the profile's CUDA graph is dropped (captured
+        again on its next use)."""
+        with self.on_device():
+            return self._bind(inputs, outputs, stream)[1]
 
     def enqueue(self, inputs: Mapping[str, Any], *, stream: int) -> dict[str, Any]:
         """Bind device-resident `inputs` (see `bind`) and enqueue one run on `stream`; returns the outputs."""
-        context, outs = self._bind(inputs, None, stream)
-        trt_api.execute(context, stream)
+        with self.on_device():
+            context, outs = self._bind(inputs, None, stream)
+            trt_api.execute(context, stream)
         return outs
 
     def _bind(self, inputs: Mapping[str, Any], outputs: Mapping[str, Any] | None, stream: int
               ) -> tuple[Any, dict[str, Any]]:
         """`bind`, returning the execution context it bound as well as the outputs."""
-        profile = self.profile_for(int(next(iter(inputs.values())).shape[0]))
+        profile = self._profile_of(inputs)
         if profile not in self._contexts:
-            context = trt_api.create_context(self.engine, self.path)
-            trt_api.set_profile(context, profile, stream)
-            self._contexts[profile] = context
+            self._contexts[profile] = self._new_context(profile, stream)
         context = self.context = self._contexts[profile]
         self._graphs.pop(profile, None)
+        outs = dict(outputs or {})
+        self._set_io(context, inputs, outs)
+        return context, outs
+
+    def _new_context(self, profile: int, stream: int) -> Any:
+        """A new execution context set to `profile` (on `stream`)."""
+        context = trt_api.create_context(self.engine, self.path)
+        trt_api.set_profile(context, profile, stream)
+        return context
+
+    def _set_io(self, context: Any, inputs: Mapping[str, Any], outs: dict[str, Any]) -> None:
+        """Set the inputs' shapes and addresses on `context`, then the outputs': those in `outs`, the others
+        allocated (the shapes TensorRT infers for these inputs) and added to `outs`."""
         for name, t in inputs.items():
             context.set_input_shape(name, tuple(t.shape))
             context.set_tensor_address(name, self.backend.ptr(t))
-        outs = dict(outputs or {})
         for o in self.outputs:
             if o.name not in outs:
                 outs[o.name] = self.backend.empty(tuple(context.get_tensor_shape(o.name)), o.dtype)
             context.set_tensor_address(o.name, self.backend.ptr(outs[o.name]))
-        return context, outs
 
-    def prepare_step(self, batch: int, *, cuda_graph: bool = False, with_copies: bool = False) -> Step:
-        """Bind random device inputs of `batch` (and outputs) once and return the `Step` that runs the engine
-        on them: plain enqueues, or CUDA graph replays; `with_copies` adds the input copies from pinned host
-        memory and the output copies back to it. Needs the torch backend and inputs whose only dynamic
-        dimension is the batch. The step stays valid until this profile is bound again (another step or an
-        `infer` at a batch of the same profile)."""
+    def prepare_step(self, batch: int, hw: tuple[int, int] | None = None, *, cuda_graph: bool = False,
+                     with_copies: bool = False) -> Step:
+        """Bind random device inputs of `batch` (and, dynamic-size engines, height and width `hw`, default the
+        profile's opt) and outputs once and return the `Step` that runs the engine on them: plain enqueues, or
+        CUDA graph replays; `with_copies` adds the input copies from pinned host memory and the output copies
+        back to it. Needs the torch backend. The step stays valid until this profile is bound again (another
+        step or an `infer` of the same profile)."""
         if self.backend.name != "torch":
             raise NetdefError(f"{self.path}: stepping an engine needs the torch backend "
                               f"(this one uses {self.backend.name})")
+        with self.on_device():
+            return self._prepare_step(batch, hw, cuda_graph, with_copies)
+
+    def _prepare_step(self, batch: int, hw: tuple[int, int] | None, cuda_graph: bool, with_copies: bool) -> Step:
         import torch
 
         inputs = {}
         for t in self.inputs:
-            if any(d == -1 for d in t.shape[1:]):
-                raise OptionError(f"{self.path}: input '{t.name}' has dynamic dimensions besides the batch "
-                                  f"{t.shape}; timing and profiling run batch profiles only")
-            x = self.backend.empty((batch, *t.shape[1:]), t.dtype)
+            x = self.backend.empty(self.input_shape(t, batch, hw), t.dtype)
             inputs[t.name] = x.normal_() if x.is_floating_point() else x.zero_()
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())  # the inputs are written on the current stream
@@ -217,15 +304,15 @@ class Engine:
         graph = _first_run(torch, stream, body, capture=cuda_graph)
         if graph is not None:
             body, buffers = graph.replay, buffers + (graph,)
-        return Step(body, stream, context, self.profile_for(batch), batch, buffers)
+        return Step(body, stream, context, self._profile_of(inputs), batch, buffers, self.on_device)
 
     def _graph_run(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
-        """Replay the CUDA graph of the batch's profile; capture it when there is none for these shapes (a graph
-        holds only for the context state it was captured with; `bind` drops it)."""
+        """Replay the CUDA graph of the inputs' profile; capture it when there is none for these input shapes (a
+        graph holds only for the context state it was captured with; `bind` drops it)."""
         import torch
 
         key = tuple((n, tuple(v.shape)) for n, v in sorted(feeds.items()))
-        profile = self.profile_for(int(next(iter(feeds.values())).shape[0]))
+        profile = self._profile_of(feeds)
         entry = self._graphs.get(profile)
         if entry is None or entry[0] != key:
             static_in = {t.name: self.backend.to_device(feeds[t.name], t.dtype).clone() for t in self.inputs}
@@ -242,20 +329,21 @@ class Engine:
         graph.replay()
         return {k: v.clone() for k, v in outs.items()}
 
-
 class Step:
     """One engine run at a fixed batch on buffers bound once (`Engine.prepare_step`): `step()` enqueues it on
-    `step.stream`. `context` is the execution context it runs (a profiler can be attached to it); the
-    device and host buffers (and the CUDA graph) live as long as the step."""
+    `step.stream`, with the engine's device current. `context` is the execution context it runs (a profiler can
+    be attached to it); the device and host buffers (and the CUDA graph) live as long as the step."""
 
     def __init__(self, run: Callable[[], None], stream: Any, context: Any, profile: int, batch: int,
-                 buffers: tuple[Any, ...]):
+                 buffers: tuple[Any, ...], on_device: Callable[[], Any]):
         self._run, self.stream, self.context = run, stream, context
         self.profile, self.batch = profile, batch
         self._buffers = buffers
+        self._on_device = on_device
 
     def __call__(self) -> None:
-        self._run()
+        with self._on_device():
+            self._run()
 
     def synchronize(self) -> None:
         """Wait for the runs enqueued so far."""
@@ -291,6 +379,7 @@ def _first_run(torch: Any, stream: Any, body: Callable[[], None], *, capture: bo
 # ---------------------------------------------------------------- memory backends
 
 def _make_backend(name: str) -> Any:
+    """The memory backend `name` on the current CUDA device."""
     if name == "auto":
         try:
             import torch
@@ -308,7 +397,7 @@ def _make_backend(name: str) -> Any:
 
 
 class TorchBackend:
-    """Device memory and streams from PyTorch."""
+    """Device memory and streams from PyTorch, on the current device when it is made."""
 
     name = "torch"
 
@@ -317,6 +406,11 @@ class TorchBackend:
 
         self.torch = torch
         self.device = torch.device("cuda", torch.cuda.current_device())
+
+    @staticmethod
+    def activate() -> Any:
+        """Nothing beyond the engine's device (torch keeps no context stack)."""
+        return contextlib.nullcontext()
 
     def _dtype(self, np_name: str) -> Any:
         return getattr(self.torch, {"bool": "bool"}.get(np_name, np_name))
@@ -336,7 +430,7 @@ class TorchBackend:
         try:
             yield
         except self.torch.cuda.OutOfMemoryError:
-            free = self.torch.cuda.mem_get_info()[0] / 2**20
+            free = self.torch.cuda.mem_get_info(self.device)[0] / 2**20
             raise NetdefError(f"out of GPU memory for a {np_name} tensor of shape {shape} ({free:.0f} MiB free): "
                               f"run a smaller batch or free GPU memory") from None
 
@@ -369,7 +463,8 @@ class TorchBackend:
 
 
 class PycudaBackend:
-    """Device memory and streams from pycuda (no torch needed); results come back as numpy arrays."""
+    """Device memory and streams from pycuda (no torch needed), on the current device when it is made; results
+    come back as numpy arrays."""
 
     name = "pycuda"
 
@@ -380,13 +475,19 @@ class PycudaBackend:
             raise TensorRTUnavailable("the pycuda backend needs pycuda: pip install pycuda (or install torch)") from None
         cuda.init()
         # The primary context is the one torch and the CUDA runtime use, so both can share memory.
-        self.ctx = cuda.Device(0).retain_primary_context()
+        self.ctx = cuda.Device(trt_api.current_device()).retain_primary_context()
         self.cuda = cuda
         self.stream: Any = None
         self._pinned: list[Any] = []
 
-    def _push(self) -> None:
+    @contextlib.contextmanager
+    def activate(self) -> Any:
+        """The device's primary context on pycuda's context stack (its allocations need it there)."""
         self.ctx.push()
+        try:
+            yield
+        finally:
+            self.cuda.Context.pop()
 
     def to_device(self, x: Any, np_name: str) -> Any:
         arr = np.ascontiguousarray(np.asarray(x.cpu() if hasattr(x, "cpu") else x, dtype=np_name))
@@ -403,20 +504,17 @@ class PycudaBackend:
         return int(t.alloc)
 
     def run(self, engine: Engine, feeds: Mapping[str, Any]) -> dict[str, Any]:
-        self._push()
-        try:
-            self.stream = self.cuda.Stream()
-            inputs = {t.name: self.to_device(feeds[t.name], t.dtype) for t in engine.inputs}
-            outs = engine.enqueue(inputs, stream=self.stream.handle)
-            host = {}
-            for name, dev in outs.items():
-                host[name] = np.empty(dev.shape, dev.dtype)
-                self.cuda.memcpy_dtoh_async(host[name], dev.alloc, self.stream)
-            self.stream.synchronize()
-            self._pinned.clear()
-            return host
-        finally:
-            self.cuda.Context.pop()
+        """One run on a new stream, synchronised (the caller made the engine's device and context current)."""
+        self.stream = self.cuda.Stream()
+        inputs = {t.name: self.to_device(feeds[t.name], t.dtype) for t in engine.inputs}
+        outs = engine.enqueue(inputs, stream=self.stream.handle)
+        host = {}
+        for name, dev in outs.items():
+            host[name] = np.empty(dev.shape, dev.dtype)
+            self.cuda.memcpy_dtoh_async(host[name], dev.alloc, self.stream)
+        self.stream.synchronize()
+        self._pinned.clear()
+        return host
 
     @staticmethod
     def to_host(a: np.ndarray) -> np.ndarray:

@@ -14,6 +14,14 @@ Format (one row per layer, the Ultralytics row form with an optional fifth eleme
 is a list (positional) or a mapping; strings naming a top-level key (e.g. `nc`, `anchors`) are
 replaced by its value. The key prefix defaults to `model.<row>` (Ultralytics' key names).
 `depth_multiple` / `width_multiple` scale `number` and the blocks' channel arguments as YOLOv5 does.
+A mapping after the row's elements holds row options: `[-1, 1, Linear, {c2: 10}, fc, {scale: false}]`
+keeps that row's `number` and channel arguments as written (an output layer with a fixed class count).
+
+A top-level `set: {bn_eps: 1.0e-5}` gives build parameters (the `--set KEY=VALUE` ones the row blocks declare)
+for this architecture; `--set` replaces them.
+
+A top-level `blocks: [my_pkg.blocks, my_blocks.py]` names the modules of the row blocks that are not
+netdef's own (dotted names, or .py paths relative to the YAML file); see netdef.block_modules.
 """
 from __future__ import annotations
 
@@ -21,7 +29,9 @@ import hashlib
 import inspect
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -30,6 +40,7 @@ from typing import Any
 import yaml
 
 from . import blocks as _builtin_blocks  # noqa: F401  (registers the built-in blocks)
+from .block_modules import HOW_TO_LOAD, load_block_module, load_installed_blocks
 from .errors import BlockError, NetdefError, OptionError, SpecError
 from .network import Network
 from .registry import Block, Param, declared_params, get_block, known_blocks, unscaled_channels
@@ -37,7 +48,8 @@ from .registry import Block, Param, declared_params, get_block, known_blocks, un
 USER_DIR = Path("architectures")  # a user's own YAML files, looked up first (relative to the working folder)
 PACKAGE_DIR = "architectures"  # netdef's YAML files, package data of netdef
 RESERVED = {"name", "description", "source", "input", "output", "layers", "backbone", "head",
-            "depth_multiple", "width_multiple", "scales", "key_prefix"}
+            "depth_multiple", "width_multiple", "scales", "key_prefix", "blocks", "set"}
+ROW_OPTIONS = {"scale": "false keeps the row's number and channel arguments as written (no depth/width scaling)"}
 SCALED_NAME = re.compile(r"^(.*?\d+)([nslmx])(.*)$")  # Ultralytics' family + scale names: yolov5s -> yolov5 + s
 
 
@@ -52,6 +64,8 @@ class Row:
     kwargs: dict
     prefix: str
     multi_input: bool
+    frm: Any = -1  # `from` as written
+    n: int = 1  # `number` after depth scaling (a repeat_arg block receives it as an argument; `number` is then 1)
 
 
 @dataclass
@@ -65,10 +79,15 @@ class Spec:
     rows: list[Row] = field(default_factory=list)
     params: dict[str, Any] = field(default_factory=dict)
     scale: str | None = None  # the `scales:` entry chosen by the name (yolov5s -> s)
+    preset: dict[str, Any] = field(default_factory=dict)  # `set:` build parameters the YAML gives (--set wins)
 
     @property
     def sha256(self) -> str:
+        """The architecture's identity: the YAML text, the chosen scale, and the source of every block of the rows
+        that is not netdef's own (editing such a block makes engines and calibration tables out of date)."""
         text = self.text if self.scale is None else f"{self.text}\n# scale: {self.scale}\n"
+        blocks = {r.block.name: r.block for r in self.rows if r.block.source_sha}
+        text += "".join(f"\n# block {n}: {b.module} {b.source_sha}" for n, b in sorted(blocks.items()))
         return hashlib.sha256(text.encode()).hexdigest()
 
     def where(self, row: Row) -> str:
@@ -91,11 +110,19 @@ class Spec:
         """Every declared build parameter: the `given` value (converted and checked) or its default. A given
         key that no block of this architecture declares is an error, like an unknown YAML key."""
         declared = self.build_params()
+        takes = (f"its blocks take {', '.join(sorted(declared))}" if declared
+                 else "its blocks take no build parameters")
+        for key, value in self.preset.items():  # the YAML's own `set:`, checked like --set
+            if key not in declared:
+                raise SpecError(f"{self.path}: set: {key}: no block of {self.name} declares it ({takes})")
+            try:
+                declared[key].convert(key, value)
+            except OptionError as e:
+                raise SpecError(f"{self.path}: set: {e}") from None
         unknown = sorted(set(given) - set(declared))
         if unknown:
-            takes = (f"its blocks take {', '.join(sorted(declared))}" if declared
-                     else "its blocks take no build parameters")
             raise OptionError(f"--set {unknown[0]}: no block of {self.name} declares it ({takes})")
+        given = {**self.preset, **given}
         return {k: (p.convert(k, given[k]) if k in given else p.default) for k, p in declared.items()}
 
 
@@ -203,11 +230,15 @@ def load_spec(path: str | Path) -> Spec:
     if not raw_rows:
         raise SpecError(f"{path}: no rows: give 'layers' (or 'backbone' and 'head')")
 
+    _load_yaml_blocks(path, data, root, fail)
     gd, gw, max_ch = _multiples(data, scale, fail)
     params = {k: v for k, v in data.items() if k not in RESERVED}
     name = _scaled_names(path.stem, [scale])[0] if scale is not None else str(data.get("name", path.stem))
+    preset = data.get("set", {})
+    if not isinstance(preset, dict) or not all(isinstance(k, str) for k in preset):
+        raise fail("set", "expected a mapping of build parameters, e.g. {bn_eps: 1.0e-5}, as --set KEY=VALUE gives them")
     spec = Spec(path, text, name, str(inp.get("name", "input")), tuple(inp["shape"]), out_names,
-                params=params, scale=scale)
+                params=params, scale=scale, preset=dict(preset))
     key_prefix = str(data.get("key_prefix", "model"))
     width = (gw, max_ch, unscaled_channels(params))
     used: set[str] = set()
@@ -218,6 +249,19 @@ def load_spec(path: str | Path) -> Spec:
         raise fail(unused[0], f"unknown top-level key: no row uses it (netdef reads {', '.join(sorted(RESERVED))} "
                         f"and keys that rows name in their args, such as nc and anchors)")
     return spec
+
+
+def _load_yaml_blocks(path: Path, data: dict, root: Any, fail: Callable[[str, str], SpecError]) -> None:
+    """Import the installed block modules and those the YAML's `blocks:` names (paths relative to the YAML)."""
+    load_installed_blocks()
+    if "blocks" not in data:
+        return
+    nodes = next(v for k, v in root.value if k.value == "blocks")
+    if not isinstance(nodes, yaml.SequenceNode) or not all(isinstance(n, yaml.ScalarNode) for n in nodes.value):
+        raise fail("blocks", "expected a list of block modules: dotted names or .py paths (relative to this file)")
+    for node in nodes.value:
+        load_block_module(str(node.value), f"{path}:{node.start_mark.line + 1}: 'blocks'", base=path.parent,
+                          error=SpecError)
 
 
 def _multiples(data: dict, scale: str | None, fail: Any) -> tuple[float, float, int | None]:
@@ -247,10 +291,20 @@ def _parse_row(path: Path, i: int, line: int, raw: Any, params: dict, gd: float,
     def fail(msg: str) -> SpecError:
         return SpecError(f"{path}:{line}: row {i}: {msg}")
 
+    options = raw[-1] if isinstance(raw, list) and len(raw) in (5, 6) and isinstance(raw[-1], dict) else None
+    raw = raw[:-1] if options is not None else raw
     if not isinstance(raw, list) or len(raw) not in (4, 5):
-        raise fail("expected [from, number, block, args] or [from, number, block, args, key-prefix]")
+        raise fail("expected [from, number, block, args], [from, number, block, args, key-prefix], "
+                   "and optionally a mapping of row options last")
+    options = options or {}
+    bad = sorted(map(str, set(options) - set(ROW_OPTIONS)))
+    if bad or not isinstance(options.get("scale", True), bool):
+        problem = f"unknown row option '{bad[0]}'" if bad else f"row option 'scale' must be true or false, " \
+            f"got {options['scale']!r}"
+        raise fail(f"{problem} (row options: {'; '.join(f'{k}: {v}' for k, v in ROW_OPTIONS.items())})")
+    scaled = options.get("scale", True)
     frm, number, name, args = raw[:4]
-    prefix = str(raw[4]) if len(raw) == 5 else f"{key_prefix}.{i}"
+    prefix = str(raw[4]) if len(raw) == 5 else f"{key_prefix}.{i}"  # a number (`0`) is a key prefix too
     multi = isinstance(frm, list)
     sources = []
     for f in (frm if multi else [frm]):
@@ -267,8 +321,8 @@ def _parse_row(path: Path, i: int, line: int, raw: Any, params: dict, gd: float,
     try:
         blk = get_block(name)
     except KeyError:
-        raise fail(f"unknown block '{name}'; known blocks: {', '.join(known_blocks())} (a block of your own is "
-                   f"registered with @netdef.registry.block('{name}') in a module imported before the build)") from None
+        raise fail(f"unknown block '{name}'; known blocks: {', '.join(known_blocks())}. A block of your own is "
+                   f"registered with @netdef.registry.block('{name}'): {HOW_TO_LOAD}") from None
     if isinstance(args, dict):
         pos, kw = [], {k: _substitute(v, params, used) for k, v in args.items()}
     elif isinstance(args, list):
@@ -276,9 +330,10 @@ def _parse_row(path: Path, i: int, line: int, raw: Any, params: dict, gd: float,
     else:
         raise fail(f"args must be a list or a mapping, got {args!r}")
 
-    if number > 1:
+    if number > 1 and scaled:
         number = max(round(number * gd), 1)
-    if width[0] != 1.0 or width[1] is not None:
+    n = number
+    if scaled and (width[0] != 1.0 or width[1] is not None):
         _scale_width(blk, pos, kw, *width)
     if blk.repeat_arg:
         _insert_arg(blk, pos, kw, blk.repeat_arg, number, fail)
@@ -288,7 +343,7 @@ def _parse_row(path: Path, i: int, line: int, raw: Any, params: dict, gd: float,
     except TypeError as e:
         params_doc = ", ".join(str(p) for p in list(blk.signature.parameters.values())[3:])
         raise fail(f"bad arguments for {name}: {e}; {name} takes ({params_doc})") from None
-    return Row(i, line, sources, number, blk, pos, kw, prefix, multi)
+    return Row(i, line, sources, number, blk, pos, kw, prefix, multi, frm, n)
 
 
 def _substitute(v: Any, params: dict, used: set[str]) -> Any:
@@ -336,10 +391,27 @@ def _insert_arg(blk: Block, pos: list, kw: dict, arg: str, value: int, fail: Any
         kw[arg] = value
 
 
+RowObserver = Callable[[Network, "Row | None", Any], None]
+_row_observer: ContextVar[RowObserver | None] = ContextVar("netdef_row_observer", default=None)
+
+
+@contextmanager
+def observing_rows(observer: RowObserver) -> Iterator[None]:
+    """Within the block, `build_network` calls `observer(net, None, input)` once it made the input, then
+    `observer(net, row, output)` after each row (how `netdef show` sees each row's keys and shapes)."""
+    token = _row_observer.set(observer)
+    try:
+        yield
+    finally:
+        _row_observer.reset(token)
+
+
 def build_network(spec: Spec, net: Network, input_hw: tuple[int, int] | None = None) -> list[str]:
     """Add the spec's layers to `net`; marks and returns the output names. A NetdefError raised while a row is
     built gets the row's location; any other exception is a bug in the block (BlockError)."""
+    observe = _row_observer.get() or (lambda *_: None)
     x = net.input(spec.input_name, (-1, *spec.input_shape_for(input_hw)))
+    observe(net, None, x)
     outputs: list[Any] = []
     for row in spec.rows:
         inputs = [x if s == -1 else outputs[s] for s in row.sources]
@@ -351,6 +423,7 @@ def build_network(spec: Spec, net: Network, input_hw: tuple[int, int] | None = N
             else:
                 for j in range(row.number):
                     y = row.block.fn(net, y, f"{row.prefix}.{j}", *row.args, **row.kwargs)
+            net.check_layers()  # a layer TensorRT rejected is blamed on this row, not on the next one
         except NetdefError as e:
             raise e.at(spec.where(row))
         except Exception as e:  # noqa: BLE001  anything else escaping a block is the block's own bug
@@ -358,6 +431,7 @@ def build_network(spec: Spec, net: Network, input_hw: tuple[int, int] | None = N
                              f"{type(e).__name__}: {e} (a bug in the block or a layer TensorRT rejected; netdef "
                              f"--debug shows the traceback)", where=spec.where(row)) from e
         outputs.append(y)
+        observe(net, row, y)
     net.where, net.scope = "", ""
     return _mark_outputs(spec, net, outputs[-1])
 
@@ -376,7 +450,8 @@ def _mark_outputs(spec: Spec, net: Network, last: Any) -> list[str]:
 def block_help(name: str) -> str:
     blk = get_block(name)
     args = ", ".join(str(p) for p in list(blk.signature.parameters.values())[3:])
-    text = f"{name}({args})  [{blk.module}]\n    {inspect.getdoc(blk.fn) or ''}"
+    where = blk.module if blk.module.startswith("netdef.") else blk.origin
+    text = f"{name}({args})  [{where}]\n    {inspect.getdoc(blk.fn) or ''}"
     for key, p in blk.params.items():
         choices = f", one of {', '.join(map(str, p.choices))}" if p.choices else ""
         text += f"\n    --set {key}=... (default {p.default!r}{choices}) {p.help}".rstrip()

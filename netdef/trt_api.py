@@ -3,6 +3,8 @@
 Supported: TensorRT 8.6 (weak typing: precision through builder flags), TensorRT 10.x (both; we use
 strong typing), TensorRT 11.x and TensorRT-RTX (strong typing only: precision lives in the network as
 casts and Q/DQ). Everything else in netdef asks this module instead of testing versions itself.
+CUDA devices too: TensorRT builds, deserializes and runs on the calling thread's current device, which
+`use_device(N)` selects (`visible_devices`, `check_device`, `gpu_identity` describe them).
 """
 from __future__ import annotations
 
@@ -10,13 +12,15 @@ import functools
 import importlib
 import json
 import os
+import threading
+import warnings
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Callable
 
 import numpy as np
 
-from .errors import TensorRTError, TensorRTUnavailable
+from .errors import OptionError, TensorRTError, TensorRTUnavailable
 
 # Tried in this order; NETDEF_TRT=tensorrt|tensorrt_rtx|tensorrt_rtx_bindings forces one.
 _CANDIDATES = ("tensorrt", "tensorrt_rtx", "tensorrt_rtx_bindings")
@@ -215,13 +219,54 @@ def progress_monitor_base() -> type | None:
 
 def resize_nearest(layer: Any) -> None:
     """Nearest-neighbour upsampling with PyTorch's `nearest` semantics (floor, asymmetric)."""
+    set_resize_mode(layer, "nearest")
+
+
+def set_resize_mode(layer: Any, mode: str, align_corners: bool = False) -> None:
+    """Give a resize layer F.interpolate's semantics: 'nearest' (source index floor(dst * in / out), asymmetric)
+    or 'bilinear' (half-pixel centres, or corner-aligned with `align_corners`)."""
     trt = module()
-    if hasattr(trt, "ResizeMode"):  # 8.x (10.x / RTX: InterpolationMode only)
-        layer.resize_mode = trt.ResizeMode.NEAREST
+    modes = trt.ResizeMode if hasattr(trt, "ResizeMode") else trt.InterpolationMode  # 8.x / 10.x, RTX
+    C = trt.ResizeCoordinateTransformation
+    if mode == "nearest":
+        layer.resize_mode = modes.NEAREST
+        layer.coordinate_transformation = C.ASYMMETRIC
+        layer.nearest_rounding = trt.ResizeRoundMode.FLOOR
     else:
-        layer.resize_mode = trt.InterpolationMode.NEAREST
-    layer.coordinate_transformation = trt.ResizeCoordinateTransformation.ASYMMETRIC
-    layer.nearest_rounding = trt.ResizeRoundMode.FLOOR
+        layer.resize_mode = modes.LINEAR
+        layer.coordinate_transformation = C.ALIGN_CORNERS if align_corners else C.HALF_PIXEL
+
+
+def slice_mode(kind: str) -> Any:
+    """The slice layer's mode for out-of-bounds coordinates: 'strict', 'fill' or 'reflect' (8.x calls the enum
+    SliceMode with DEFAULT for strict; 10+ and RTX SampleMode with STRICT_BOUNDS)."""
+    trt = module()
+    modes = getattr(trt, "SampleMode", None) or trt.SliceMode
+    names = {"strict": "STRICT_BOUNDS" if hasattr(modes, "STRICT_BOUNDS") else "DEFAULT", "fill": "FILL",
+             "reflect": "REFLECT"}
+    return getattr(modes, names[kind])
+
+
+def gelu_activation(approximate: str) -> Any:
+    """TensorRT's own GELU activation for approximate 'none' (erf) or 'tanh', or None where this version has
+    none (8.6: compose it from unary and elementwise layers)."""
+    return getattr(module().ActivationType, "GELU_ERF" if approximate == "none" else "GELU_TANH", None)
+
+
+def keep_fp32(layer: Any, strong: bool) -> None:
+    """Weakly typed networks (8.6): ask the builder to run `layer` in float32 (its precision and floating output
+    types; `configure_precision` then sets PREFER_PRECISION_CONSTRAINTS). Strongly typed networks carry the
+    type in the tensors instead (the caller casts), so nothing is set there."""
+    if strong:
+        return
+    trt = module()
+    floating = (trt.float32, trt.float16)
+    outs = [layer.get_output(i) for i in range(layer.num_outputs)]
+    if not outs or any(t.dtype not in floating for t in outs) or layer.type == trt.LayerType.CONSTANT:
+        return  # shape arithmetic and constants have no precision to keep
+    layer.precision = trt.float32
+    for i in range(layer.num_outputs):
+        layer.set_output_type(i, trt.float32)
 
 
 def add_quantize(network: Any, x: Any, scale: Any, axis: int | None) -> Any:
@@ -293,6 +338,94 @@ def network_structure(definition: Any) -> list[tuple[str, str, list]]:
     return out
 
 
+# ---------------------------------------------------------------- layers as plain data (netdef.verify)
+
+@dataclass
+class LayerDescription:
+    """A network-definition layer as plain Python data: what `netdef.verify` evaluates without TensorRT."""
+
+    index: int
+    name: str
+    type: str  # the LayerType's name: CONVOLUTION, ACTIVATION, ...
+    inputs: list[str | None]  # input tensor names (None: an optional input left unset)
+    outputs: list[str]
+    output_dtypes: list[str]  # numpy dtype names
+    output_shapes: list[tuple[int, ...]]
+    attrs: dict[str, Any]  # enums as their names, dims and permutations as int tuples, data types as numpy names
+    weights: dict[str, np.ndarray]  # kernel, bias, scale, shift, power, weights (constant): flat copies
+
+
+# The interface of each layer type whose attributes netdef reads (Python bindings downcast by class assignment)
+_LAYER_CLASSES = {
+    "CONVOLUTION": "IConvolutionLayer", "DECONVOLUTION": "IDeconvolutionLayer", "ACTIVATION": "IActivationLayer",
+    "POOLING": "IPoolingLayer", "SCALE": "IScaleLayer", "SOFTMAX": "ISoftMaxLayer",
+    "CONCATENATION": "IConcatenationLayer", "ELEMENTWISE": "IElementWiseLayer", "UNARY": "IUnaryLayer",
+    "PADDING": "IPaddingLayer", "SHUFFLE": "IShuffleLayer", "REDUCE": "IReduceLayer",
+    "MATRIX_MULTIPLY": "IMatrixMultiplyLayer", "CONSTANT": "IConstantLayer", "IDENTITY": "IIdentityLayer",
+    "CAST": "ICastLayer", "SLICE": "ISliceLayer", "SHAPE": "IShapeLayer", "RESIZE": "IResizeLayer",
+    "SELECT": "ISelectLayer", "GATHER": "IGatherLayer", "NORMALIZATION": "INormalizationLayer",
+}
+
+
+# Attributes that an input tensor replaces when it is set (reading them then fails or warns): {type: {input: attrs}}
+_TENSOR_ATTRS = {"RESIZE": {1: ("scales", "shape")}, "SHUFFLE": {1: ("reshape_dims",)},
+                 "SLICE": {1: ("start",), 2: ("shape",), 3: ("stride",)}}
+
+
+def describe_layers(definition: Any) -> list[LayerDescription]:
+    """Every layer of a network definition, in order, as a LayerDescription."""
+    definition = getattr(definition, "raw", definition)
+    return [describe_layer(definition.get_layer(i), i) for i in range(definition.num_layers)]
+
+
+def describe_layer(layer: Any, index: int = 0) -> LayerDescription:
+    """One layer (as `INetworkDefinition.get_layer` returns it) as plain data; its own attributes are read
+    from its interface where netdef knows it (other layer types keep only their name, type and tensors)."""
+    trt = module()
+    kind = layer.type.name
+    inputs = [None if t is None else t.name for t in (layer.get_input(i) for i in range(layer.num_inputs))]
+    outs = [layer.get_output(i) for i in range(layer.num_outputs)]
+    desc = LayerDescription(index, layer.name, kind, inputs, [t.name for t in outs], [dtype_name(t.dtype) for t in outs],
+                            [tuple(int(d) for d in t.shape) for t in outs], {}, {})
+    cls = getattr(trt, _LAYER_CLASSES.get(kind, ""), None)
+    if cls is None:
+        return desc
+    base = set(dir(trt.ILayer)) - {"type"}  # `type` of an activation/pooling interface is its own enum
+    base |= {a for i, attrs in _TENSOR_ATTRS.get(kind, {}).items() if i < len(inputs) and inputs[i] for a in attrs}
+    layer.__class__ = cls
+    for attr in dir(cls):
+        if attr.startswith("_") or attr in base or hasattr(cls, f"{attr}_nd"):  # 8.x's deprecated 2-D forms
+            continue
+        try:
+            with warnings.catch_warnings():  # reading a deprecated attribute is harmless here
+                warnings.simplefilter("ignore", DeprecationWarning)
+                value = getattr(layer, attr)
+        except Exception:  # noqa: BLE001  an attribute that does not apply to this layer's settings
+            continue
+        if isinstance(value, (trt.Weights, np.ndarray)):
+            desc.weights[attr] = np.array(value, copy=True).ravel()
+        elif callable(value):
+            continue
+        else:
+            desc.attrs[attr] = _plain(value, trt)
+    if isinstance(layer.type, trt.LayerType):  # the interface's `type` was the LayerType itself
+        desc.attrs.pop("type", None)
+    return desc
+
+
+def _plain(value: Any, trt: ModuleType) -> Any:
+    """A TensorRT attribute value as plain Python: data types as numpy names, enums as names, dims as tuples."""
+    if isinstance(value, trt.DataType):
+        return dtype_name(value)
+    if hasattr(type(value), "__members__") and hasattr(value, "name"):
+        return value.name
+    if isinstance(value, (bool, int, float, str)) or value is None:
+        return value
+    if isinstance(value, list):
+        return [float(v) for v in value]
+    return tuple(int(v) for v in value)  # Dims, Permutation
+
+
 def refit_engine(engine: Any, arrays: dict[tuple[str, str], np.ndarray]) -> int:
     """Give every refittable weight of a deserialized engine its new array (by layer name and role) and refit it;
     returns the number of weights set. TensorRT's list of refittable weights decides what is needed: one the
@@ -356,32 +489,125 @@ def dtype_name(trt_type: Any) -> str:
 
 # ---------------------------------------------------------------- engines and the GPU
 
-def gpu_identity() -> tuple[str, str] | None:
-    """(GPU name, compute capability 'major.minor') of device 0, or None without a usable CUDA GPU."""
-    return _gpu_identity()
+def gpu_identity(device: int | None = None) -> tuple[str, str] | None:
+    """(GPU name, compute capability 'major.minor') of CUDA device `device` (default: the calling thread's current
+    device, see `use_device`), or None without a usable CUDA GPU."""
+    devices = visible_devices()
+    if not devices:
+        return None
+    return devices[current_device() if device is None else check_device(device)]
 
 
 @functools.lru_cache(maxsize=None)
-def _gpu_identity() -> tuple[str, str] | None:
+def visible_devices() -> tuple[tuple[str, str], ...]:
+    """(name, compute capability) of each CUDA device this process sees, by index: CUDA_VISIBLE_DEVICES decides
+    which devices and in what order. Empty without a usable CUDA GPU."""
+    torch = _cuda_torch()
+    if torch is not None:
+        return tuple((torch.cuda.get_device_name(i), "%d.%d" % torch.cuda.get_device_capability(i))
+                     for i in range(torch.cuda.device_count()))
+    cuda = _pycuda()
+    if cuda is None:
+        return ()
+    return tuple((cuda.Device(i).name(), "%d.%d" % cuda.Device(i).compute_capability())
+                 for i in range(cuda.Device.count()))
+
+
+def check_device(index: Any, what: str = "device") -> int:
+    """`index` itself where it names a visible CUDA device; else an OptionError listing the visible ones."""
+    if not isinstance(index, int) or isinstance(index, bool):
+        raise OptionError(f"{what} {index!r}: expected a CUDA device index (an integer)")
+    devices = visible_devices()
+    if 0 <= index < len(devices):
+        return index
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    note = "" if visible is None else f" (CUDA_VISIBLE_DEVICES={visible}: indices count the devices it leaves visible)"
+    if not devices:
+        raise OptionError(f"{what} {index}: no CUDA device is visible here{note}")
+    listing = ", ".join(f"{i}: {name} (compute {cc})" for i, (name, cc) in enumerate(devices))
+    raise OptionError(f"{what} {index}: no such CUDA device; the visible ones are {listing}{note}")
+
+
+def current_device() -> int:
+    """The calling thread's current CUDA device index (torch's; without torch, the innermost `use_device`'s);
+    0 where none was selected."""
+    torch = _cuda_torch()
+    if torch is not None:
+        return int(torch.cuda.current_device())
+    stack = getattr(_selected, "stack", None)
+    return stack[-1] if stack else 0
+
+
+def use_device(index: int | None, what: str = "device") -> Any:
+    """A context manager: CUDA device `index` is the calling thread's current device inside the `with` block (the
+    device TensorRT builds, deserializes and runs on), the previous one again after it. None, or the device that
+    is current already, changes nothing; an index no visible device has is an OptionError (`check_device`)."""
+    return _DeviceScope(index, what)
+
+
+class _DeviceScope:
+    """`use_device`: torch's current device where torch has CUDA, else the device's primary context pushed with
+    pycuda (the context torch and the CUDA runtime use)."""
+
+    def __init__(self, index: int | None, what: str):
+        self.index, self.what = index, what
+        self._undo: Callable[[], None] | None = None
+
+    def __enter__(self) -> None:
+        if self.index is None or self.index == current_device():
+            return
+        index = check_device(self.index, self.what)
+        torch = _cuda_torch()
+        if torch is not None:
+            previous = torch.cuda.current_device()
+            torch.cuda.set_device(index)
+            self._undo = lambda: torch.cuda.set_device(previous)
+            return
+        cuda = _pycuda()
+        _primary_context(index).push()
+        stack = _selected.__dict__.setdefault("stack", [])
+        stack.append(index)
+
+        def undo() -> None:
+            stack.pop()
+            cuda.Context.pop()
+
+        self._undo = undo
+
+    def __exit__(self, *exc: Any) -> None:
+        undo, self._undo = self._undo, None
+        if undo is not None:
+            undo()
+
+
+_selected = threading.local()  # without torch: the devices `use_device` selected on this thread, innermost last
+
+
+@functools.lru_cache(maxsize=None)
+def _cuda_torch() -> ModuleType | None:
+    """torch, where it is installed and sees a CUDA device; else None."""
     try:
         import torch
-
-        if torch.cuda.is_available():
-            major, minor = torch.cuda.get_device_capability(0)
-            return torch.cuda.get_device_name(0), f"{major}.{minor}"
     except ImportError:
-        pass
+        return None
+    return torch if torch.cuda.is_available() else None
+
+
+def _pycuda() -> ModuleType | None:
+    """pycuda.driver, initialised; None where pycuda or the CUDA driver is missing."""
     try:
         import pycuda.driver as cuda
 
         cuda.init()
-        if cuda.Device.count():
-            dev = cuda.Device(0)
-            major, minor = dev.compute_capability()
-            return dev.name(), f"{major}.{minor}"
-    except Exception:  # pycuda missing or no driver: no GPU as far as we can tell
-        pass
-    return None
+        return cuda
+    except Exception:  # noqa: BLE001  pycuda missing or no driver: no GPU as far as we can tell
+        return None
+
+
+@functools.lru_cache(maxsize=None)
+def _primary_context(index: int) -> Any:
+    """Device `index`'s primary context, retained for the process's lifetime (its engines live in it)."""
+    return _pycuda().Device(index).retain_primary_context()
 
 
 def can_run_engines() -> bool:
@@ -527,6 +753,16 @@ def profile_batches(engine: Any) -> list[tuple[int, int, int]]:
                                 "netdef's runtime needs one batch axis")
         out.append(batches.pop())
     return out
+
+
+def profile_hw(engine: Any) -> list[list[list[int]]] | None:
+    """Each optimization profile's [[minH, minW], [optH, optW], [maxH, maxW]] of the first (B, C, H, W) input
+    whose height or width is dynamic; None when no input has a dynamic height or width."""
+    for name, is_input, shape, _ in io_tensors(engine):
+        if is_input and len(shape) == 4 and min(shape[2:]) < 0:
+            return [[[int(d) for d in tuple(s)[2:]] for s in engine.get_tensor_profile_shape(name, k)]
+                    for k in range(max(1, engine.num_optimization_profiles))]
+    return None
 
 
 # ---------------------------------------------------------------- ONNX parser (scripts/compare_routes.py only)

@@ -8,7 +8,7 @@ PY="${PYTHON:-python3}"
 .venv/bin/python -m pip install -q --upgrade pip
 # torch/torchvision pinned to a CPU-usable pair (a newer unpinned torch pulls several GB of CUDA wheels).
 .venv/bin/python -m pip install -q "torch==2.14.1" "torchvision==0.29.1" -e ".[rtx,test]" "$@"
-# Ultralytics' YOLOv5 model definition, the reference for the YOLOv5 tests: its code alone (its declared
-# requirements are a large training stack the model definition does not use).
-.venv/bin/python -m pip install -q --no-deps "yolov5==7.0.14"
+# Ultralytics' model definitions, the references for the YOLOv5 and YOLOv8/YOLO11/YOLO26 tests: their code
+# alone (their declared requirements are a large training stack the model definitions do not use).
+.venv/bin/python -m pip install -q --no-deps "yolov5==7.0.14" "ultralytics==8.4.190"
 echo "installed: $(.venv/bin/python -c 'import netdef, netdef.trt_api as t; print("netdef", netdef.__version__, "with", t.version_string())')"

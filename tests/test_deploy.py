@@ -14,6 +14,7 @@ import hashlib
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -26,10 +27,15 @@ from netdef.deploy.triton import TritonOptions, model_config, write_repository
 from netdef.errors import EngineFileError, NetdefError, OptionError, TensorRTError, TensorRTUnavailable
 from netdef.runtime import Engine
 
-text_format = pytest.importorskip("google.protobuf.text_format")
-json_format = pytest.importorskip("google.protobuf.json_format")
-model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2",
-                                       reason="needs Triton's schema: pip install 'tritonclient[grpc]'")
+
+
+def schema() -> tuple[Any, Any, Any]:
+    """(text_format, json_format, model_config_pb2): Triton's model-config schema; the tests that parse
+    `config.pbtxt` skip without it (the raw-plan tests do not need it)."""
+    reason = "needs Triton's schema: pip install 'tritonclient[grpc]'"
+    return (pytest.importorskip("google.protobuf.text_format", reason=reason),
+            pytest.importorskip("google.protobuf.json_format", reason=reason),
+            pytest.importorskip("tritonclient.grpc.model_config_pb2", reason=reason))
 
 THREE_PROFILES = ((1, 1, 4), (5, 32, 64), (65, 256, 256))
 TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "int32": "TYPE_INT32"}
@@ -96,13 +102,15 @@ def write_engine_with_plugin_header(plain: Path, path: Path, library: Path) -> N
 
 def parse_config(path: Path):
     """config.pbtxt parsed by Triton's own schema (protobuf text format into inference.ModelConfig)."""
-    return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+    text_format, _, pb2 = schema()
+    return text_format.Parse(path.read_text(), pb2.ModelConfig())
 
 
 def check_config_matches(config, meta: dict, opts: TritonOptions) -> None:
     """Every field of a parsed ModelConfig against the engine's metadata and the options asked for."""
     profiles = engine_file.profiles(meta)
-    dtype = model_config_pb2.DataType.Name
+    pb2 = schema()[2]
+    dtype = pb2.DataType.Name
     assert config.platform == "tensorrt_plan"
     assert config.name == (opts.name or meta["arch"]["name"])
     assert config.max_batch_size == max(p[2] for p in profiles)
@@ -114,7 +122,7 @@ def check_config_matches(config, meta: dict, opts: TritonOptions) -> None:
     assert list(config.dynamic_batching.preferred_batch_size) == sorted({p[1] for p in profiles if p[1] > 1})
     assert config.dynamic_batching.max_queue_delay_microseconds == (opts.max_queue_delay_us or 0)
     [group] = config.instance_group
-    assert model_config_pb2.ModelInstanceGroup.Kind.Name(group.kind) == "KIND_GPU"
+    assert pb2.ModelInstanceGroup.Kind.Name(group.kind) == "KIND_GPU"
     assert group.count == opts.instances and list(group.gpus) == list(opts.gpus)
     assert list(group.profile) == ([str(i) for i in range(len(profiles))] if len(profiles) > 1 else [])
     assert config.optimization.cuda.graphs == opts.cuda_graphs
@@ -311,7 +319,8 @@ def test_triton_repository_matches_the_engine(engines, name, opts, tmp_path):
     config = parse_config(res.config)
     check_config_matches(config, meta, opts)
     # the text is the dict model_config returns, field for field
-    assert config == json_format.ParseDict(model_config(meta, opts), model_config_pb2.ModelConfig())
+    _, json_format, pb2 = schema()
+    assert config == json_format.ParseDict(model_config(meta, opts), pb2.ModelConfig())
     assert not res.libraries and not (model / "plugins.txt").exists()
 
 
@@ -356,7 +365,8 @@ def test_engine_whose_batch_starts_above_one_is_served_without_batching(engines)
     dims carry the batch axis, and clients send whole batches."""
     meta = engine_file.read_meta(engines("r50"))
     meta["options"] = dict(meta["options"], batch=[8, 8, 8], profiles=None)
-    config = json_format.ParseDict(model_config(meta), model_config_pb2.ModelConfig())
+    _, json_format, pb2 = schema()
+    config = json_format.ParseDict(model_config(meta), pb2.ModelConfig())
     assert config.max_batch_size == 0 and not config.HasField("dynamic_batching")
     assert [list(t.dims) for t in config.input] == [[8, 3, 224, 224]]
     with pytest.raises(OptionError, match="without dynamic batching"):

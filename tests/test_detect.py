@@ -3,16 +3,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from netdef.cli.detect import register
-from netdef.tools.detect import (Detector, OutputLayout, _plugin_thresholds, collect_images, decode_predictions,
-                                 load_names, non_max_suppression, read_image, write_results)
-from netdef.errors import NetdefError
+from netdef.cli.detect import cmd_detect, register
+from netdef.tools.detect import (Detector, OutputLayout, _plugin_thresholds, annotated_names, check_outputs,
+                                 collect_images, decode_predictions, load_names, non_max_suppression, read_image,
+                                 write_results)
+from netdef.errors import NetdefError, OptionError
 
 from helpers import PHOTOS, photos
 
@@ -115,6 +117,24 @@ def test_non_max_suppression_matches_brute_force():
         assert len(got[0][0]) <= max_det
 
 
+def test_anchor_free_nms_is_yolov5s_without_objectness():
+    """YOLOv8/YOLO11 predictions (B, 4+nc, N), class scores only, give what YOLOv5's NMS gives on the same boxes
+    and scores with an objectness of 1 (the brute-force reference)."""
+    rng = np.random.default_rng(1)
+    v5 = np.zeros((2, 400, 5 + 3), np.float32)
+    v5[..., :2] = rng.uniform(20, 100, (2, 400, 2))
+    v5[..., 2:4] = rng.uniform(10, 40, (2, 400, 2))
+    v5[..., 4] = 1.0
+    v5[..., 5:] = rng.uniform(0, 1, (2, 400, 3))
+    anchor_free = np.ascontiguousarray(np.delete(v5, 4, axis=2).transpose(0, 2, 1))  # (2, 7, 400)
+    got = non_max_suppression(torch.from_numpy(anchor_free), 0.3, 0.45, 50, objectness=False)
+    for (boxes, scores, classes), r in zip(got, brute_force_nms(v5.astype(np.float64), 0.3, 0.45, 50)):
+        assert len(boxes) == len(r) > 0
+        assert np.allclose(scores.numpy(), [k[0] for k in r], atol=1e-6)
+        assert classes.tolist() == [k[1] for k in r]
+        assert np.allclose(boxes.numpy(), [k[2] for k in r], atol=1e-4)
+
+
 def test_decode_predictions_formula():
     rng = np.random.default_rng(1)
     anchors = np.array([[[10, 13], [16, 30]], [[30, 61], [62, 45]]], np.float32)
@@ -137,6 +157,19 @@ def test_output_layout():
     assert plugin.kind == "plugin" and plugin.names["boxes"] == "boxes"
     raw = OutputLayout.of([("output", (-1, 25200, 85))])
     assert raw.kind == "raw" and raw.names == {"pred": "output"}
+    anchor_free = OutputLayout.of([("output", (-1, 84, 8400))])
+    assert anchor_free.kind == "anchor_free" and anchor_free.names == {"pred": "output"}
+    assert OutputLayout.of([("output", (-1, 300, 6))], end_to_end=True).kind == "end_to_end"
+    with pytest.raises(NetdefError, match="expected one end-to-end output"):
+        OutputLayout.of([("output", (-1, 84, 8400))], end_to_end=True)
+
+
+def test_end_to_end_rows_are_filtered_not_suppressed():
+    """YOLO26's top-k rows (x1, y1, x2, y2, score, class) keep those above the threshold, overlapping or not."""
+    rows = torch.tensor([[[0, 0, 10, 10, 0.9, 2], [0, 0, 10, 10, 0.8, 2], [5, 5, 9, 9, 0.1, 0]]], dtype=torch.float32)
+    det = Detector(lambda b: {"output": rows}, (32, 32), OutputLayout("end_to_end", {"pred": "output"}), conf=0.25)
+    (boxes, scores, classes), = det.postprocess({"output": rows})
+    assert scores.tolist() == pytest.approx([0.9, 0.8]) and classes.tolist() == [2, 2] and boxes.shape == (2, 4)
     with pytest.raises(NetdefError, match=r"outputs prob \[-1, 1000\]: expected either the NMS plugin"):
         OutputLayout.of([("prob", (-1, 1000))])
 
@@ -224,8 +257,8 @@ def test_cli_register_and_run(tmp_path, monkeypatch):
     (tmp_path / "names.txt").write_text("zero\none\ntwo\n")
     seen = {}
 
-    def fake_engine_detector(engine, conf, iou, max_det, names):
-        seen.update(engine=engine, conf=conf, iou=iou, max_det=max_det)
+    def fake_engine_detector(engine, conf, iou, max_det, names, device=None):
+        seen.update(engine=engine, conf=conf, iou=iou, max_det=max_det, device=device)
         return Detector(centre_box_model((320, 320)), (320, 320), OutputLayout("raw", {"pred": "output"}),
                         conf=conf or 0.25, names=names)
 
@@ -235,11 +268,96 @@ def test_cli_register_and_run(tmp_path, monkeypatch):
     args = parser.parse_args(["detect", "m.engine", str(tmp_path / "imgs"), "--out", str(tmp_path / "out"),
                               "--names", str(tmp_path / "names.txt"), "--conf", "0.3"])
     assert args.func(args) == 0
-    assert seen == {"engine": "m.engine", "conf": 0.3, "iou": None, "max_det": 300}
+    assert seen == {"engine": "m.engine", "conf": 0.3, "iou": None, "max_det": 300, "device": None}
     saved = json.loads((tmp_path / "out" / "detections.json").read_text())
     assert sorted(Path(r["image"]).name for r in saved) == sorted(p.name for p in paths)
     assert all(r["names"] == ["one"] for r in saved)
     assert all((tmp_path / "out" / r["annotated"]).is_file() for r in saved)
+
+
+def cli_args(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="netdef")
+    register(parser.add_subparsers(dest="command"))
+    return parser.parse_args(["detect", *argv])
+
+
+def no_engine(monkeypatch) -> None:
+    """Loading an engine or reading an image fails the test: the check under test must come first."""
+    import netdef.tools.detect as d
+
+    def fail(*args, **kwargs):
+        raise AssertionError("the engine was loaded or an image read before the overwrite check")
+
+    monkeypatch.setattr(d, "engine_detector", fail)
+    monkeypatch.setattr(d, "read_image", fail)
+
+
+def test_detect_refuses_an_out_folder_that_would_overwrite_its_images(tmp_path, monkeypatch, capsys):
+    """`netdef detect photos/ --out photos/` would replace each photo with its annotated copy: refused with one
+    error naming the photo, before the engine (the GPU) is needed and before any image is read; nothing changes."""
+    from netdef.cli import main
+
+    paths = photo_files(tmp_path / "photos")
+    before = {p: p.read_bytes() for p in paths}
+    no_engine(monkeypatch)
+    for out in (tmp_path / "photos", tmp_path / "photos" / ".." / "photos"):
+        with pytest.raises(OptionError, match=r"--out .*astronaut\.jpg is also an input of this command"):
+            cmd_detect(cli_args("m.engine", str(tmp_path / "photos"), "--out", str(out)))
+    # one photo named as a file, the others elsewhere: only that one collides
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "x.jpg").write_bytes(paths[0].read_bytes())
+    with pytest.raises(OptionError, match=r"coffee\.png is also an input"):
+        cmd_detect(cli_args("m.engine", str(paths[1]), str(tmp_path / "other"), "--out", str(tmp_path / "photos")))
+    # the same folder under another name (a symbolic link)
+    (tmp_path / "link").symlink_to(tmp_path / "photos")
+    with pytest.raises(OptionError, match="is also an input"):
+        cmd_detect(cli_args("m.engine", str(tmp_path / "photos"), "--out", str(tmp_path / "link")))
+    # through the command line: one line on stderr, exit 1
+    capsys.readouterr()
+    assert main(["detect", "m.engine", str(tmp_path / "photos"), "--out", str(tmp_path / "photos")]) == 1
+    err = capsys.readouterr().err.splitlines()
+    print(err)
+    assert len(err) == 1 and err[0].startswith("netdef detect: error: --out ") and "astronaut.jpg" in err[0]
+    assert {p: p.read_bytes() for p in paths} == before
+    assert not (tmp_path / "photos" / "detections.json").exists()
+
+
+def test_detect_refuses_to_overwrite_its_other_inputs(tmp_path, monkeypatch):
+    """detections.json is written too: a --names file (or the engine) of that name is an input as well."""
+    photo_files(tmp_path / "photos")
+    (tmp_path / "out").mkdir()
+    names = tmp_path / "out" / "detections.json"
+    names.write_text("zero\none\n")
+    no_engine(monkeypatch)
+    with pytest.raises(OptionError, match=r"detections\.json is also an input"):
+        cmd_detect(cli_args("m.engine", str(tmp_path / "photos"), "--out", str(tmp_path / "out"),
+                            "--names", str(names)))
+    assert names.read_text() == "zero\none\n"
+
+
+def test_annotated_names_and_write_results_never_replace_an_input(tmp_path):
+    assert annotated_names(["x/a.jpg", "y/a.jpg", "detections.png", "z/b.bmp", "3"]) == \
+        ["a.jpg", "a_2.jpg", "detections.png", "b.png", "3.png"]
+    assert annotated_names(["a/detections.json"]) == ["detections.png"]
+    # a renamed output (a_2.jpg) that is an input is caught as well
+    (tmp_path / "a.jpg").write_bytes(b"first")
+    (tmp_path / "a_2.jpg").write_bytes(b"second")
+    with pytest.raises(OptionError, match=r"a_2\.jpg is also an input"):
+        check_outputs(["elsewhere/a.jpg", str(tmp_path / "a_2.jpg")], tmp_path)
+    # a hard link of an input is that input
+    (tmp_path / "src").mkdir()
+    os.link(tmp_path / "a.jpg", tmp_path / "src" / "c.jpg")
+    with pytest.raises(OptionError, match="is also an input"):
+        check_outputs([str(tmp_path / "c.jpg")], tmp_path / "src", inputs=[tmp_path / "a.jpg"])
+    check_outputs([str(tmp_path / "a.jpg")], tmp_path / "out")  # elsewhere: fine
+    # the library function refuses too, before writing anything
+    img = np.full((8, 8, 3), 90, np.uint8)
+    res = [{"image": str(tmp_path / "a.jpg"), "height": 8, "width": 8, "boxes": [], "scores": [], "classes": [],
+            "names": []}]
+    with pytest.raises(OptionError, match="is also an input"):
+        write_results(res, [img], tmp_path)
+    assert (tmp_path / "a.jpg").read_bytes() == b"first" and not (tmp_path / "detections.json").exists()
+    assert [p.name for p in write_results(res, [img], tmp_path / "out")] == ["a.jpg"]
 
 
 # ---------------------------------------------------------------- the whole path on the GPU
@@ -328,5 +446,11 @@ def test_detect_engine_with_plugin_equals_torch_pipeline(tmp_path):
     saved = {r["image"]: r for r in json.loads((tmp_path / "out" / "detections.json").read_text())}
     for g in got:
         assert saved[g["image"]]["boxes"] == g["boxes"] and (tmp_path / "out" / saved[g["image"]]["annotated"]).is_file()
+    # on --device 0 explicitly: the same detections
+    args = parser.parse_args(["detect", str(engine_path), *map(str, paths), "--out", str(tmp_path / "out0"),
+                              "--device", "0"])
+    assert cmd_detect(args) == 0
+    assert json.loads((tmp_path / "out0" / "detections.json").read_text()) == \
+        json.loads((tmp_path / "out" / "detections.json").read_text())
     with pytest.raises(NetdefError, match="cannot lower it"):
         engine_detector(engine_path, conf=0.1)

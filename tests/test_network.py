@@ -112,7 +112,8 @@ def test_linear_on_pooled_features_is_a_1x1_convolution():
                                                                       ("fc/flatten", T.SHUFFLE)]
     assert net.check_keys() == []
     net2 = Network(w, source="t.wts")
-    with pytest.raises(NetdefError, match=r"fc: Linear takes \(B, C\) or pooled \(B, C, 1, 1\) input, got "
+    with pytest.raises(NetdefError, match=r"fc: Linear takes \(B, C\), tokens \(B, N, C\) or pooled \(B, C, 1, 1\) "
+                                          r"input, got "
                                           r"\(-1, 8, 2, 2\); add a Flatten or GlobalAvgPool row"):
         net2.linear(net2.input("x", (-1, 8, 2, 2)), "fc", 4)
 

@@ -8,6 +8,7 @@ from netdef.errors import NetdefError, SpecError
 from netdef.network import Network
 from netdef.registry import BLOCKS, block
 from netdef.spec import build_network, load_spec
+from netdef.wts import read_wts
 
 GOOD = """name: tiny
 input: {name: x, shape: [3, 16, 16]}
@@ -101,3 +102,83 @@ def test_mismatched_join_names_the_row(tmp_path):
     net = Network({}, precision="fp32")
     with pytest.raises(NetdefError, match=r"a.yaml:4: row 1 \(Concat\): model.1/concat: input shapes .* differ in dimension 2"):
         build_network(load_spec(p), net)
+
+
+def test_numeric_keys_and_prefixes_are_key_names(tmp_path):
+    """`conv: 0` works like `conv: "0"`, and a numeric key prefix like a quoted one (nn.Sequential's keys)."""
+    from netdef.define import define_network
+
+    rng = np.random.default_rng(0)
+    w = {"5.0.weight": rng.random((8, 3, 3, 3)), "5.1.weight": rng.random(8), "5.1.bias": rng.random(8),
+         "5.1.running_mean": rng.random(8), "5.1.running_var": rng.random(8) + 0.5,
+         "7.weight": rng.random((4, 8)), "7.bias": rng.random(4)}
+    for quote in ("", '"'):
+        p = write(tmp_path, GOOD.replace("{c2: 8, k: 3, bn: bn}, stem]", f"{{c2: 8, k: 3, conv: {quote}0{quote}, "
+                                         f"bn: {quote}1{quote}}}, {quote}5{quote}]")
+                  .replace("{c2: 4}, fc]", f"{{c2: 4}}, {quote}7{quote}]"))
+        net = define_network(p, w)
+        assert net.used == set(w)
+        names = {net.definition.get_layer(i).name for i in range(net.definition.num_layers)}
+        assert {"5.0", "7"} <= names
+
+
+def test_row_option_scale_false_keeps_number_and_channels(tmp_path):
+    p = write(tmp_path, "input: {shape: [3, 64, 64]}\ndepth_multiple: 0.33\nwidth_multiple: 0.5\nlayers:\n"
+                        "  - [-1, 1, Conv, [64, 3, 2]]\n  - [-1, 3, C3, [128]]\n"
+                        "  - [-1, 3, C3, [128], {scale: false}]\n  - [-1, 1, Conv, [10, 1, 1], head, {scale: false}]\n"
+                        "  - [-1, 1, Conv, [10, 1, 1], {scale: true}]\n")
+    rows = load_spec(p).rows
+    assert [(r.n, r.args[0]) for r in rows] == [(1, 32), (1, 64), (3, 128), (1, 10), (1, 8)]
+    assert rows[2].args[1] == 3 and rows[3].prefix == "head" and rows[4].prefix == "model.4"
+
+
+@pytest.mark.parametrize("option, needle", [
+    ("{scael: false}", "row 1: unknown row option 'scael' (row options: scale: false keeps"),
+    ("{scale: 0}", "row 1: row option 'scale' must be true or false, got 0"),
+])
+def test_bad_row_options(tmp_path, option, needle):
+    p = write(tmp_path, f"input: {{shape: [3, 8, 8]}}\nlayers:\n  - [-1, 1, Conv, [8, 3]]\n"
+                        f"  - [-1, 1, Conv, [8, 3], x, {option}]\n")
+    with pytest.raises(SpecError) as e:
+        load_spec(p)
+    assert str(e.value).startswith(f"{p}:4: row 1: ") and needle in str(e.value)
+
+
+def test_export_seed_makes_the_whole_export_reproducible(tmp_path, monkeypatch):
+    """`netdef export SOURCE --seed N`: the same seed writes the same bytes, another seed other bytes, for a
+    torchvision model (random init and --randomize-bn) and a callable drawing from NumPy and Python's random."""
+    pytest.importorskip("torchvision")
+    from netdef.cli import main
+
+    (tmp_path / "seeded_source.py").write_text(
+        "import random\nimport numpy as np\nimport torch\n\n\ndef make():\n"
+        "    return {'a': torch.from_numpy(np.random.rand(5).astype('float32')),\n"
+        "            'b': torch.tensor([random.random()]), 'c': torch.randn(3)}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for source, extra in (("torchvision:mobilenet_v3_small", ["--randomize-bn"]), ("seeded_source:make", [])):
+        data = {}
+        for name, seed in (("a", "7"), ("b", "7"), ("c", "8")):
+            out = tmp_path / f"{name}.wts"
+            assert main(["export", source, "-o", str(out), "--seed", seed, *extra]) == 0
+            data[name] = out.read_bytes()
+        assert data["a"] == data["b"] and data["a"] != data["c"], source
+        if source.startswith("seeded"):  # each generator is seeded: a differs, b differs, c differs
+            a, c = read_wts(tmp_path / "a.wts"), read_wts(tmp_path / "c.wts")
+            assert all(not np.array_equal(a[k], c[k]) for k in "abc")
+
+
+def test_yaml_set_gives_build_parameters(tmp_path):
+    """A top-level `set:` gives the architecture's build parameters; --set replaces them; a key no block declares
+    or a value of the wrong type is an error naming the file."""
+    from netdef.errors import SpecError
+
+    text = load_spec("yolov5s").path.read_text(encoding="utf-8")
+    (tmp_path / "yolov5-mine.yaml").write_text(text.replace("nc: 80 ", "set: {max_det: 7}\nnc: 80 "), encoding="utf-8")
+    spec = load_spec(tmp_path / "yolov5s-mine.yaml")
+    assert spec.resolve_params({})["max_det"] == 7
+    assert spec.resolve_params({"max_det": "9"})["max_det"] == 9
+    for bad, message in (("{nope: 1}", r"yolov5-bad.yaml: set: nope: no block of yolov5s-bad declares it"),
+                         ("{max_det: many}", r"set: --set max_det='many': expected an int")):
+        (tmp_path / "yolov5-bad.yaml").write_text(text.replace("nc: 80 ", f"set: {bad}\nnc: 80 "), encoding="utf-8")
+        with pytest.raises(SpecError, match=message):
+            load_spec(tmp_path / "yolov5s-bad.yaml").resolve_params({})

@@ -53,7 +53,7 @@ def tiny_weights():
 def test_set_with_an_undeclared_key_is_an_error():
     spec = load_spec("yolov5s")
     with pytest.raises(OptionError, match=r"--set conf_thresh: no block of yolov5s declares it \(its blocks take "
-                                          r"conf_thres, head, iou_thres, max_det\)"):
+                                          r"bn_eps, conf_thres, head, iou_thres, max_det, nc\)"):
         spec.resolve_params({"conf_thresh": 0.3})
     with pytest.raises(OptionError, match="resnet18 declares it .*take no build parameters"):
         load_spec("resnet18").resolve_params({"head": "plugin"})
@@ -62,7 +62,8 @@ def test_set_with_an_undeclared_key_is_an_error():
 def test_set_values_are_converted_and_checked():
     spec = load_spec("yolov5s")
     p = spec.resolve_params({"conf_thres": "0.4", "max_det": "50"})
-    assert p == {"head": "decode", "conf_thres": 0.4, "iou_thres": 0.45, "max_det": 50}
+    assert p == {"head": "decode", "conf_thres": 0.4, "iou_thres": 0.45, "max_det": 50, "nc": None, "bn_eps": 1e-3}
+    assert spec.resolve_params({"nc": "3"})["nc"] == 3
     with pytest.raises(OptionError, match=r"--set head='nms': use one of decode, plugin"):
         spec.resolve_params({"head": "nms"})
     with pytest.raises(OptionError, match=r"--set max_det=2.5: expected an int"):

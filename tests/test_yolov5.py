@@ -159,8 +159,17 @@ def test_custom_class_count_from_yaml_alone(models, tmp_path):
     write_wts(tmp_path / "nc3.wts", sd)
     res = build_engine(arch, tmp_path / "nc3.wts", tmp_path / "nc3.engine", BuildOptions(opt_level=0))
     assert res.meta["outputs"][0]["shape"] == [-1, 25200, 8]
-    with pytest.raises(NetdefError, match=r"trained with nc=3; set `nc:`"):
-        define("yolov5s", sd)  # nc: 80 YAML, nc=3 weights
+
+
+def test_class_count_from_the_weights(models):
+    """The nc: 80 YAML with nc=3 weights: the weights' count wins (no copied YAML needed); `--set nc` is checked
+    against them."""
+    _, sd = models("yolov5s", nc=3)
+    net, names = define("yolov5s", sd)
+    assert tuple(net.definition.get_output(0).shape) == (-1, 25200, 8)
+    assert tuple(define("yolov5s", sd, nc=3)[0].definition.get_output(0).shape) == (-1, 25200, 8)
+    with pytest.raises(NetdefError, match=r"--set nc=80, but the weights were trained with nc=3 \('model\.24\.m\.0\.bias'"):
+        define("yolov5s", sd, nc=80)
 
 
 # ---------------------------------------------------------------- Detect constants, anchors, plugin hand-off

@@ -1,4 +1,8 @@
-"""Generic blocks: convolutions, pooling, linear, joins, resizing."""
+"""Generic blocks: convolutions, normalization, activations, pooling, linear, joins, resizing and shape ops.
+
+Blocks named after a torch module (Conv2d, ConvTranspose2d, LayerNorm, GroupNorm, GELU, Softmax, Upsample)
+take that module's arguments in its order, with its defaults (the input channels come from the input).
+A layer named `prefix/kind` whose output is the module's output is recorded in `net.matches`."""
 from __future__ import annotations
 
 from typing import Any
@@ -12,11 +16,102 @@ from ..registry import block
 def conv_bn_act(net: Network, x: Any, prefix: str, c2: int, k: int = 1, s: int = 1, p: int | None = None,
                 g: int = 1, d: int = 1, act: str = "relu", conv: str | None = None, bn: str | None = None,
                 eps: float = 1e-5, bias: bool | None = None) -> Any:
-    """Convolution + folded BatchNorm + activation. Keys `conv` and `bn` are relative to the row prefix
-    (defaults: the prefix itself and no BatchNorm); use absolute names with a leading '/'."""
+    """Convolution + folded BatchNorm + activation; `p=None` (the default) pads 'same' (unlike nn.Conv2d: see
+    Conv2d). Keys `conv` and `bn` are relative to the row prefix (defaults: the prefix itself and no
+    BatchNorm); use absolute names with a leading '/'."""
     conv_key = _key(prefix, conv)
     bn_key = _key(prefix, bn) if bn else None
     return net.conv(x, conv_key, c2, k, s, p, g, d, bias=bias, bn=bn_key, eps=eps, act=act)
+
+
+@block("Conv2d", width_args=("c2",))
+def conv2d(net: Network, x: Any, prefix: str, c2: int, k: int = 1, s: int = 1, p: int = 0, d: int = 1,
+           g: int = 1, bias: bool = True) -> Any:
+    """nn.Conv2d(c1, c2, k, s, p, d, g, bias) `prefix`: `p` defaults to 0 as in torch (ConvBnAct pads 'same')."""
+    return net.conv(x, prefix, c2, k, s, p, g, d, bias=bias)
+
+
+@block("ConvTranspose2d", width_args=("c2",))
+def conv_transpose2d(net: Network, x: Any, prefix: str, c2: int, k: int = 1, s: int = 1, p: int = 0,
+                     output_padding: int = 0, g: int = 1, bias: bool = True, d: int = 1) -> Any:
+    """nn.ConvTranspose2d(c1, c2, k, s, p, output_padding, g, bias, d) `prefix`; `p` defaults to 0 as in torch."""
+    return net.deconv(x, prefix, c2, k, s, p, output_padding, g, d, bias=bias)
+
+
+@block("LayerNorm")
+def layer_norm(net: Network, x: Any, prefix: str, normalized_shape: Any = None, eps: float = 1e-5,
+               elementwise_affine: bool = True, axes: Any = None) -> Any:
+    """nn.LayerNorm over the trailing `normalized_shape`, or over `axes` ([1]: channels-first, ConvNeXt's
+    LayerNorm2d); float32 in fp16/int8 builds."""
+    return net.layer_norm(x, prefix, normalized_shape, eps, elementwise_affine, axes)
+
+
+@block("GroupNorm")
+def group_norm(net: Network, x: Any, prefix: str, num_groups: int, eps: float = 1e-5, affine: bool = True) -> Any:
+    """nn.GroupNorm(num_groups, C, eps, affine); float32 in fp16/int8 builds."""
+    return net.group_norm(x, prefix, num_groups, eps, affine)
+
+
+@block("GELU")
+def gelu(net: Network, x: Any, prefix: str, approximate: str = "none") -> Any:
+    """nn.GELU(approximate='none'|'tanh')."""
+    return net.gelu(x, prefix, approximate)
+
+
+@block("Softmax")
+def softmax(net: Network, x: Any, prefix: str, dim: int = -1) -> Any:
+    """nn.Softmax(dim) (float32 in fp16/int8 builds)."""
+    return net.softmax(x, prefix, dim)
+
+
+@block("LayerScale")
+def layer_scale(net: Network, x: Any, prefix: str, param: str = "gamma", dim: int = 1) -> Any:
+    """x times the per-channel weight `prefix.<param>` along `dim` (1: NCHW, -1: channels-last)."""
+    return net.scale(x, f"{prefix}.{param}", dim, name=prefix)
+
+
+@block("Pad")
+def pad(net: Network, x: Any, prefix: str, pads: list, mode: str = "constant", value: float = 0.0) -> Any:
+    """F.pad(x, pads, mode, value): (left, right, top, bottom) on the last two dims; negative pads crop."""
+    return net.pad(x, prefix, pads, mode, value)
+
+
+@block("Resize")
+def resize(net: Network, x: Any, prefix: str, size: Any = None, scale_factor: Any = None, mode: str = "nearest",
+           align_corners: bool | None = None) -> Any:
+    """F.interpolate(x, size, scale_factor, mode nearest|bilinear, align_corners)."""
+    return net.resize(x, prefix, size, scale_factor, mode, align_corners)
+
+
+@block("Permute")
+def permute(net: Network, x: Any, prefix: str, dims: list) -> Any:
+    return net.permute(x, prefix, dims)
+
+
+@block("Reshape")
+def reshape(net: Network, x: Any, prefix: str, shape: list) -> Any:
+    """x.reshape(shape); 0 keeps the input's dimension (the dynamic batch), -1 is inferred."""
+    return net.reshape(x, prefix, shape)
+
+
+@block("Slice")
+def slice_(net: Network, x: Any, prefix: str, start: list, shape: list, stride: list | None = None) -> Any:
+    """Elements start + i * stride, i < shape, per dimension; -1 in `shape` keeps a dimension whole."""
+    return net.slice(x, prefix, start, shape, stride)
+
+
+@block("Reduce")
+def reduce(net: Network, x: Any, prefix: str, op: str = "mean", dims: Any = -1, keepdim: bool = False) -> Any:
+    """x.mean/amax/amin/sum/prod(dims, keepdim)."""
+    return net.reduce(x, prefix, op, dims, keepdim)
+
+
+@block("MatMul")
+def matmul(net: Network, x: list, prefix: str, transpose_a: bool = False, transpose_b: bool = False) -> Any:
+    """torch.matmul of the row's two inputs (batched), optionally transposing the last two dims of either."""
+    if not isinstance(x, list) or len(x) != 2:
+        raise SpecError(f"{prefix}: MatMul takes two inputs (from: [a, b])")
+    return net.matmul(x[0], x[1], prefix, transpose_a, transpose_b)
 
 
 @block("BatchNorm")
@@ -26,7 +121,8 @@ def batchnorm(net: Network, x: Any, prefix: str, eps: float = 1e-5) -> Any:
 
 @block("Act")
 def act(net: Network, x: Any, prefix: str, kind: str = "relu") -> Any:
-    return net.activation(x, kind, prefix)
+    """An activation (relu, silu, leaky[:slope], hardswish, sigmoid, tanh, relu6, gelu[:tanh], none)."""
+    return _matched(net, net.activation(x, kind, prefix), prefix, x)
 
 
 @block("MaxPool")
@@ -46,8 +142,9 @@ def global_avg_pool(net: Network, x: Any, prefix: str, keep_dims: bool = False) 
 
 
 @block("Flatten")
-def flatten(net: Network, x: Any, prefix: str) -> Any:
-    return net.flatten(x, prefix)
+def flatten(net: Network, x: Any, prefix: str, start_dim: int = 1, end_dim: int = -1) -> Any:
+    """torch.flatten(x, start_dim, end_dim)."""
+    return net.flatten(x, prefix, start_dim, end_dim)
 
 
 @block("Linear")
@@ -66,15 +163,23 @@ def add(net: Network, x: list, prefix: str) -> Any:
 
 @block("Concat")
 def concat(net: Network, x: list, prefix: str, dimension: int = 1) -> Any:
-    return net.concat(x, f"{prefix}/concat", dimension)
+    return _matched(net, net.concat(x, f"{prefix}/concat", dimension), prefix)
 
 
 @block("Upsample")
-def upsample(net: Network, x: Any, prefix: str, size: Any = None, scale_factor: int = 2, mode: str = "nearest") -> Any:
-    """Nearest-neighbour upsampling by an integer factor (the Ultralytics row form `[None, 2, 'nearest']`)."""
-    if size is not None or mode != "nearest":
-        raise SpecError(f"{prefix}: Upsample supports scale_factor with mode 'nearest' only")
-    return net.upsample(x, int(scale_factor), f"{prefix}/upsample")
+def upsample(net: Network, x: Any, prefix: str, size: Any = None, scale_factor: Any = 2, mode: str = "nearest",
+             align_corners: bool | None = None) -> Any:
+    """nn.Upsample(size, scale_factor, mode nearest|bilinear, align_corners) (the Ultralytics row form
+    `[None, 2, 'nearest']`); the layer is `prefix/upsample`."""
+    y = net.resize(x, f"{prefix}/upsample", size, None if size is not None else scale_factor, mode, align_corners)
+    return _matched(net, y, prefix)
+
+
+def _matched(net: Network, y: Any, prefix: str, x: Any = None) -> Any:
+    """Record that `y`, the output of a layer named `prefix/...`, is the output of module `prefix`."""
+    if y is not x and y.name != prefix:
+        net.matches[y.name] = prefix
+    return y
 
 
 def _key(prefix: str, rel: str | int | None) -> str:

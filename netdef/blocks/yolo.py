@@ -6,6 +6,7 @@ Rows read like Ultralytics' model YAMLs: `[-1, 3, C3, [128]]`, `[[17, 20, 23], 1
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -16,13 +17,18 @@ from ..network import Network
 from ..registry import Param, block, width_exemption
 from .common import upsample
 
-BN_EPS = 1e-3  # YOLOv5's initialize_weights() sets BatchNorm2d.eps = 1e-3
+BN_EPS = Param(1e-3, float, help="BatchNorm eps of Ultralytics' Conv: 1e-3 as their initialize_weights() sets it "
+                                  "for detection models; classification models keep PyTorch's 1e-5")
 HEAD_PARAMS = {
-    "head": Param("decode", str, ("decode", "plugin"),
-                  "decode: plain TensorRT layers, (B, N, 5 + nc); plugin: decode + NMS plugin"),
+    "head": Param("decode", str, ("decode", "plugin", "one2many"),
+                  "decode: plain TensorRT layers, (B, N, 5 + nc) (YOLOv5), (B, 4 + nc, N) (YOLOv8/YOLO11), top-k "
+                  "(B, max_det, 6) (end-to-end YOLO26); plugin: decode + NMS plugin (YOLOv5); one2many: an "
+                  "end-to-end head's one-to-many branch, (B, 4 + nc, N) for NMS"),
     "conf_thres": Param(defaults.CONF_THRES, float, help="plugin head: score threshold"),
     "iou_thres": Param(defaults.IOU_THRES, float, help="plugin head: NMS IoU threshold"),
-    "max_det": Param(defaults.MAX_DET, int, help="plugin head: boxes kept per image"),
+    "max_det": Param(defaults.MAX_DET, int, help="plugin and end-to-end heads: boxes kept per image"),
+    "nc": Param(None, int, help="classes; default: the count the weights were trained with, else the YAML's nc; "
+                                "given, the weights must agree"),
 }
 
 block("nn.Upsample")(upsample)  # Ultralytics rows name torch's class: same block as `Upsample`
@@ -50,20 +56,22 @@ def _act(act: bool | str | None) -> str:
     return str(act)
 
 
-@block("Conv", width_args=("c2",))
+@block("Conv", width_args=("c2",), params={"bn_eps": BN_EPS})
 def conv(net: Network, x: Any, prefix: str, c2: int, k: int = 1, s: int = 1, p: int | None = None,
          g: int = 1, d: int = 1, act: bool | str = True) -> Any:
-    """Conv2d (no bias) `prefix.conv` + BatchNorm `prefix.bn` (eps 1e-3, folded) + SiLU; `p=None` pads 'same'."""
-    return net.conv(x, f"{prefix}.conv", c2, k, s, p, g, d, bias=False, bn=f"{prefix}.bn", eps=BN_EPS,
+    """Conv2d (no bias) `prefix.conv` + BatchNorm `prefix.bn` (eps: build parameter bn_eps, folded) + SiLU;
+    `p=None` pads 'same'."""
+    return net.conv(x, f"{prefix}.conv", c2, k, s, p, g, d, bias=False, bn=f"{prefix}.bn", eps=net.param("bn_eps"),
                     act=_act(act))
 
 
 @block("Bottleneck", width_args=("c2",))
 def bottleneck(net: Network, x: Any, prefix: str, c2: int, shortcut: bool = True, g: int = 1,
-               e: float = 0.5) -> Any:
-    """cv1 (1x1, c2*e) -> cv2 (3x3, c2), plus x when `shortcut` and the channel counts agree."""
-    y = conv(net, x, f"{prefix}.cv1", int(c2 * e), 1, 1)
-    y = conv(net, y, f"{prefix}.cv2", c2, 3, 1, g=g)
+               e: float = 0.5, k: Sequence[int] = (1, 3)) -> Any:
+    """cv1 (k[0] x k[0], c2*e) -> cv2 (k[1] x k[1], c2), plus x when `shortcut` and the channel counts agree.
+    YOLOv5's kernels are 1, 3 (the default); YOLOv8's 3, 3."""
+    y = conv(net, x, f"{prefix}.cv1", int(c2 * e), int(k[0]), 1)
+    y = conv(net, y, f"{prefix}.cv2", c2, int(k[1]), 1, g=g)
     return net.add(x, y, f"{prefix}/add", residual=True) if shortcut and net.channels(x) == c2 else y
 
 
@@ -88,20 +96,30 @@ def spp(net: Network, x: Any, prefix: str, c2: int, k: list[int] | tuple[int, ..
 
 
 @block("SPPF", width_args=("c2",))
-def sppf(net: Network, x: Any, prefix: str, c2: int, k: int = 5) -> Any:
-    """SPP-Fast: three chained k x k max pools (equal to SPP(k, 2k-1, 3k-2)); keys cv1, cv2."""
-    y = conv(net, x, f"{prefix}.cv1", net.channels(x) // 2, 1, 1)
+def sppf(net: Network, x: Any, prefix: str, c2: int, k: int = 5, n: int | None = None,
+         shortcut: bool | None = None) -> Any:
+    """SPP-Fast: n (default 3) chained k x k max pools (3 equal SPP(k, 2k-1, 3k-2)); keys cv1, cv2.
+
+    As Ultralytics' parse_model: a row giving only [c2, k] is the classic SPPF (SiLU after cv1); a row that also
+    gives `n` or `shortcut` (YOLO26: [c2, k, n, shortcut]) has cv1 without activation, and with `shortcut` adds
+    the input to the output when the channel counts agree."""
+    modern = n is not None or shortcut is not None
+    n = 3 if n is None else n
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise SpecError(f"{prefix}: SPPF's n (max pools) must be a positive integer, got {n!r}")
+    y = conv(net, x, f"{prefix}.cv1", net.channels(x) // 2, 1, 1, act=not modern)
     feats = [y]
-    for i in range(3):
+    for i in range(n):
         feats.append(net.pool(feats[-1], "max", k, 1, k // 2, name=f"{prefix}/maxpool{i + 1}"))
-    return conv(net, net.concat(feats, f"{prefix}/concat"), f"{prefix}.cv2", c2, 1, 1)
+    out = conv(net, net.concat(feats, f"{prefix}/concat"), f"{prefix}.cv2", c2, 1, 1)
+    return net.add(x, out, f"{prefix}/add", residual=True) if shortcut and net.channels(x) == c2 else out
 
 
 @block("Focus", width_args=("c2",))
 def focus(net: Network, x: Any, prefix: str, c2: int, k: int = 1, s: int = 1, p: int | None = None,
           g: int = 1, act: bool | str = True) -> Any:
     """Space-to-depth (the four pixel phases stacked as channels, Ultralytics' order) then Conv `prefix.conv`."""
-    c, h, w = (int(v) for v in x.shape[1:])
+    c, (h, w) = net.channels(x), net.static_hw(x, f"{prefix}: Focus")
     if h % 2 or w % 2:
         raise SpecError(f"{prefix}: Focus needs an even input height and width, got {h}x{w}")
     # (B, C, H/2, dy, W/2, dx) -> (B, dx, dy, C, H/2, W/2): channel block dx*2+dy matches x[..., dy::2, dx::2]
@@ -111,10 +129,12 @@ def focus(net: Network, x: Any, prefix: str, c2: int, k: int = 1, s: int = 1, p:
 
 
 @block("Detect", params=HEAD_PARAMS)
-def detect(net: Network, x: Any, prefix: str, nc: int, anchors: list | int,
-           strides: list[int] | None = None) -> Any:
+def detect(net: Network, x: Any, prefix: str, nc: int, anchors: list | int | None = None,
+           strides: list[int] | None = None, reg_max: int = 16, end2end: bool = False) -> Any:
     """YOLOv5 head: 1x1 conv `prefix.m.{i}` per level, decoded as YOLOv5 v6/v7 inference to (B, N, 5 + nc)
-    = (x, y, w, h in input pixels, objectness, class scores).
+    = (x, y, w, h in input pixels, objectness, class scores). Without `anchors`, the anchor-free YOLOv8/YOLO11
+    head (netdef.blocks.yolov8.detect_anchor_free; `reg_max` DFL bins): (B, 4 + nc, N), or with `end2end`
+    YOLO26's top-k detections (B, max_det, 6).
 
     Anchors come from the weights (`prefix.anchors`, grid units; `prefix.anchor_grid`, pixels, in older
     checkpoints) or else from `anchors` (pixels per level, as in the YAML). Strides follow from the input
@@ -122,15 +142,23 @@ def detect(net: Network, x: Any, prefix: str, nc: int, anchors: list | int,
     (outputs num_dets, boxes, scores, classes; `conf_thres`, `iou_thres`, `max_det` via --set).
     """
     feats = list(x) if isinstance(x, (list, tuple)) else [x]
+    if anchors is None:
+        from .yolov8 import detect_anchor_free  # imports this module
+
+        return detect_anchor_free(net, feats, prefix, nc, reg_max, strides, end2end)
+    if end2end or net.param("head") == "one2many":
+        raise SpecError(f"{prefix}: the anchor-based YOLOv5 head has no end-to-end branch (end2end, head=one2many)")
     nl = len(feats)
-    if not isinstance(nc, int) or nc < 1:
-        raise SpecError(f"{prefix}: nc must be a positive integer, got {nc!r}")
     na, yaml_px = _yaml_anchors(net, prefix, anchors, nl)
+    key = f"{prefix}.m.0.bias"
+    trained = net.weight_size(key) if net.has(key) else None
+    nc = class_count(net, prefix, nc, trained // na - 5 if trained and trained % na == 0 and trained > 5 * na else None,
+                     f"'{key}' has {trained} outputs = {na} anchors x (5 + nc)")
     no = nc + 5
     sizes = [_spatial(net, t, prefix) for t in feats]
     stride_list = _strides(net, prefix, sizes, strides)
     anchors_px = _anchors_px(net, prefix, nl, na, stride_list, yaml_px)
-    _check_class_count(net, prefix, na, nc)
+    _check_outputs(net, prefix, na, nc)
     raw = [net.conv(t, f"{prefix}.m.{i}", na * no, 1, bias=True) for i, t in enumerate(feats)]
 
     if net.param("head") == "plugin":
@@ -160,10 +188,7 @@ def _yaml_anchors(net: Network, prefix: str, anchors: Any, nl: int) -> tuple[int
 
 
 def _spatial(net: Network, t: Any, prefix: str) -> tuple[int, int]:
-    h, w = int(t.shape[2]), int(t.shape[3])
-    if h <= 0 or w <= 0:
-        raise SpecError(f"{prefix}: Detect needs static feature sizes (only the batch may be dynamic)")
-    return h, w
+    return net.static_hw(t, f"{prefix}: Detect")  # its grids and strides bake the feature sizes in
 
 
 def _input_hw(net: Network, prefix: str) -> tuple[int, int]:
@@ -171,6 +196,8 @@ def _input_hw(net: Network, prefix: str) -> tuple[int, int]:
         raise SpecError(f"{prefix}: cannot derive strides with {net.definition.num_inputs} network inputs; "
                           f"give Detect's 'strides'")
     shape = tuple(net.definition.get_input(0).shape)
+    if len(shape) == 4:
+        net.static_hw(net.definition.get_input(0), f"{prefix}: Detect")
     if len(shape) != 4 or shape[2] <= 0 or shape[3] <= 0:
         raise SpecError(f"{prefix}: cannot derive strides from input shape {shape}; give Detect's 'strides'")
     return int(shape[2]), int(shape[3])
@@ -216,16 +243,25 @@ def _anchors_px(net: Network, prefix: str, nl: int, na: int, strides: list[int],
     return np.ascontiguousarray(px, np.float32)
 
 
-def _check_class_count(net: Network, prefix: str, na: int, nc: int) -> None:
+def class_count(net: Network, prefix: str, yaml_nc: Any, trained: int | None, evidence: str) -> int:
+    """The head's class count: `--set nc` (checked against the weights), else the count the weights were trained
+    with (`trained`, None when they do not tell), else the YAML's `nc`."""
+    given = net.params.get("nc")
+    nc = given if given is not None else trained if trained is not None else yaml_nc
+    if not isinstance(nc, int) or isinstance(nc, bool) or nc < 1:
+        raise SpecError(f"{prefix}: nc must be a positive integer, got {nc!r}")
+    if given is not None and trained is not None and trained != given:
+        raise WeightKeyError(f"{prefix}: --set nc={given}, but the weights were trained with nc={trained} "
+                             f"({evidence}); leave nc out to use the weights' count")
+    return nc
+
+
+def _check_outputs(net: Network, prefix: str, na: int, nc: int) -> None:
+    """The weights' head outputs must be na x (5 + nc) (a count that no nc gives is another head)."""
     key = f"{prefix}.m.0.bias"
-    if not net.has(key):
-        return
-    outputs = int(np.asarray(net.weights[key]).size)
-    if outputs != na * (nc + 5):
-        trained = f"nc={outputs // na - 5}" if outputs % na == 0 and outputs // na > 5 else "a different head"
-        raise WeightKeyError(f"{prefix}: the weights' '{key}' has {outputs} outputs, {na} anchors x (5 + nc) with "
-                          f"nc={nc} needs {na * (nc + 5)}: the weights were trained with {trained}; set `nc:` "
-                          f"in the YAML to match")
+    if net.has(key) and (outputs := net.weight_size(key)) != na * (nc + 5):
+        raise WeightKeyError(f"{prefix}: the weights' '{key}' has {outputs} outputs; {na} anchors x (5 + nc) needs "
+                             f"a multiple of {na} above {5 * na}: these weights belong to a different head")
 
 
 def _decode_level(net: Network, raw: Any, name: str, na: int, no: int, hw: tuple[int, int], stride: int,

@@ -7,11 +7,13 @@ import argparse
 import sys
 
 from .. import __version__
-from . import bench, blocks, build, calibrate, demo, detect, export, export_plan, info, profile, refit, run, triton
+from . import (bench, blocks, build, calibrate, demo, detect, export, export_plan, info, profile, refit, run, show,
+               triton, verify)
 from .guard import run_guarded
 from .options import checked
 
-COMMANDS = (export, build, refit, run, info, blocks, calibrate, detect, bench, profile, export_plan, triton, demo)
+COMMANDS = (export, build, refit, run, info, show, verify, blocks, calibrate, detect, bench, profile, export_plan, triton,
+            demo)
 
 EPILOG = """typical use:
   netdef export torchvision:resnet50 -o weights/resnet50.wts
@@ -19,6 +21,8 @@ EPILOG = """typical use:
   netdef refit resnet50.engine --weights weights/resnet50_epoch2.wts   # engines built with --refittable
   netdef run resnet50.engine --batch 8
   netdef info resnet50.engine
+  netdef show yolov5s -w weights/yolov5s.wts     # rows, arguments, keys, shapes (no build)
+  netdef verify resnet18 -w weights/resnet18.wts --model torchvision:resnet18 --cpu   # first divergent layer
   netdef bench resnet50.engine --batch 1,8,32 --cuda-graph
   netdef profile resnet50.engine --batch 1 --compare other.engine
   netdef calibrate resnet50 --weights weights/resnet50.wts --data images/ -o r50.calib.json

@@ -11,7 +11,8 @@ from .. import engine_file
 from ..errors import NetdefError, OptionError
 from ..tools import bench
 from ..tools.timing import DEFAULT_MEASURE, DEFAULT_WARMUP, Budget, parse_budget
-from .options import number
+from .device import add_device_option, selected_device
+from .options import number, parse_hw
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
@@ -37,8 +38,11 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=number("--rounds", minimum=1),
                    help="with --against: how often both are timed in turn "
                         "(default 2; the ratios of each round show the run's spread)")
+    p.add_argument("--input-shape", metavar="HxW", help="input height and width, for an engine built with a "
+                                                        "dynamic input size (default: the profile's opt)")
     p.add_argument("--json", metavar="FILE", help="write results, environment and engine metadata as JSON")
     p.add_argument("--chart", metavar="PNG", help="write a latency/throughput chart (needs matplotlib)")
+    add_device_option(p)
     g = p.add_argument_group("building first (TARGET is an architecture)")
     g.add_argument("--weights", "-w", help=".wts file")
     g.add_argument("--precision", default="fp16", choices=("fp32", "fp16", "int8"), help="default fp16")
@@ -57,10 +61,15 @@ def settings_from_args(a: argparse.Namespace) -> bench.BenchSettings:
     """The timing settings the command line asks for (defaults where it names none)."""
     measure = DEFAULT_MEASURE if a.iters is None and a.seconds is None else Budget(a.iters or 0, a.seconds or 0.0)
     warmup = DEFAULT_WARMUP if a.warmup is None else parse_budget(a.warmup)
-    return bench.BenchSettings(warmup, measure, a.cuda_graph, a.with_copies)
+    return bench.BenchSettings(warmup, measure, a.cuda_graph, a.with_copies, parse_hw(a.input_shape))
 
 
 def cmd_bench(a: argparse.Namespace) -> int:
+    with selected_device(a):  # built, loaded, timed and recorded on --device (checked first)
+        return _cmd_bench(a)
+
+
+def _cmd_bench(a: argparse.Namespace) -> int:
     from ..tools.report import pyplot
 
     settings = settings_from_args(a)

@@ -6,7 +6,8 @@ import json
 from typing import Any
 
 from ..errors import OptionError
-from .options import number, parse_hw
+from .device import add_device_option, selected_device
+from .options import add_blocks_option, load_blocks, number
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
@@ -21,7 +22,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     b.add_argument("--batch", default="1",
                    help="N, or MIN:OPT:MAX for a dynamic-batch engine, or several profiles such as 1:1:8,9:256:256 "
                         "(each tuned for its OPT batch; the runtime picks one per batch) (default 1)")
-    b.add_argument("--input-shape", help="H,W overriding the YAML's input size (e.g. 480,640)")
+    b.add_argument("--input-shape", help="HxW overriding the YAML's input size (e.g. 480x640), or MIN:OPT:MAX "
+                                         "sizes for a dynamic input size, e.g. 320x320:640x640:1280x1280 (every "
+                                         "--batch profile gets this range)")
     b.add_argument("--workspace", type=number("--workspace", minimum=1), metavar="MiB",
                    help="builder workspace limit")
     b.add_argument("--opt-level", type=number("--opt-level", minimum=0, maximum=5),
@@ -42,15 +45,19 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                    help="an engine whose weights `netdef refit` (or a later build with new weights) can replace "
                         "without a rebuild")
     b.add_argument("--force", action="store_true", help="rebuild even if the engine is up to date (or refittable)")
+    add_device_option(b)
+    add_blocks_option(b)
     return b
 
 
 def build_options(a: argparse.Namespace) -> Any:
     """The BuildOptions the command line asks for."""
-    from ..options import BuildOptions, parse_profiles
+    from ..options import BuildOptions, parse_input_shape, parse_profiles
 
     batch, profiles = parse_profiles(a.batch)
-    return BuildOptions(precision=a.precision, batch=batch, profiles=profiles, input_hw=parse_hw(a.input_shape),
+    input_hw, input_range = parse_input_shape(a.input_shape) if a.input_shape else (None, None)
+    return BuildOptions(precision=a.precision, batch=batch, profiles=profiles, input_hw=input_hw,
+                        input_range=input_range,
                         workspace_mib=a.workspace, opt_level=a.opt_level, tf32=not a.no_tf32,
                         strict=not a.no_strict, timing_cache=a.timing_cache,
                         compute_capability=a.compute_capability, calibration=a.calibration,
@@ -75,7 +82,10 @@ def parse_params(items: list[str]) -> dict[str, Any]:
 def cmd_build(a: argparse.Namespace) -> int:
     from ..build import build_engine
 
-    res = build_engine(a.arch, a.weights, a.output, build_options(a), force=a.force)
+    on_device = selected_device(a)  # --device checked before any work
+    load_blocks(a)
+    with on_device:  # TensorRT builds on the current device
+        res = build_engine(a.arch, a.weights, a.output, build_options(a), force=a.force)
     if res.built:
         print(f"{'refitted' if res.refitted else 'built'} {res.path} in {res.seconds:.1f} s")
     return 0

@@ -6,7 +6,8 @@ from typing import Any
 
 from ..int8 import calibrate as calibration_run
 from ..int8.calibration import METHODS
-from .options import number, parse_hw, parse_numbers
+from .device import add_device_option, selected_device
+from .options import add_blocks_option, load_blocks, number, parse_hw, parse_numbers
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
@@ -33,15 +34,20 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--mean", help="per-channel mean subtracted from images scaled to [0,1], e.g. 0.485,0.456,0.406")
     p.add_argument("--std", help="per-channel std dividing images, e.g. 0.229,0.224,0.225")
     p.add_argument("--no-strict", action="store_true", help="allow keys in the .wts that the architecture does not use")
+    add_device_option(p)
+    add_blocks_option(p)
     return p
 
 
 def cmd_calibrate(a: argparse.Namespace) -> int:
+    on_device = selected_device(a)  # --device checked before any work
+    load_blocks(a)
     hw = parse_hw(a.input_shape)
-    table = calibration_run.calibrate(
-        a.arch, a.weights, a.data, a.output, method=a.method, percentile=a.percentile, batch=a.batch,
-        max_images=a.max_images, input_hw=list(hw) if hw else None, mean=_numbers(a.mean, "--mean"),
-        std=_numbers(a.std, "--std"), strict=not a.no_strict)
+    with on_device:  # the FP32 network is built and run on the current device
+        table = calibration_run.calibrate(
+            a.arch, a.weights, a.data, a.output, method=a.method, percentile=a.percentile, batch=a.batch,
+            max_images=a.max_images, input_hw=list(hw) if hw else None, mean=_numbers(a.mean, "--mean"),
+            std=_numbers(a.std, "--std"), strict=not a.no_strict)
     shape = f" --input-shape {a.input_shape}" if a.input_shape else ""
     print(f"wrote {a.output}: {len(table.amax)} ranges from {table.meta['images']} inputs\n"
           f"next: netdef build {a.arch} --weights {a.weights}{shape} --precision int8 --calibration {a.output} "

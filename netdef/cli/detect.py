@@ -8,6 +8,7 @@ from typing import Any
 from .. import defaults
 from ..errors import OptionError
 from ..tools import detect
+from .device import add_device_option, device_index
 from .options import number
 
 
@@ -15,7 +16,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     """Add `netdef detect` to the command line."""
     p = subparsers.add_parser("detect", help="detect objects in images with a YOLO engine (GPU pre/post-processing)",
                               description="Letterbox the images on the GPU, run ENGINE, apply NMS (the engine's "
-                                          "plugin or YOLOv5's in torch), write detections.json and annotated images.")
+                                          "plugin or YOLOv5's in torch), write detections.json and annotated images "
+                                          "named after the inputs (never over an input: such an --out is refused).")
     p.set_defaults(func=cmd_detect)
     p.add_argument("engine")
     p.add_argument("images", nargs="+", help="image files or folders")
@@ -27,6 +29,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--max-det", type=number("--max-det", minimum=1), default=defaults.MAX_DET,
                    help="boxes per image at most")
     p.add_argument("--names", help="class names file, one per line")
+    add_device_option(p)
     return p
 
 
@@ -36,8 +39,10 @@ def cmd_detect(a: argparse.Namespace) -> int:
     files = detect.collect_images(a.images)
     if Path(a.out).exists() and not Path(a.out).is_dir():
         raise OptionError(f"--out {a.out} is a file: give a folder for detections.json and the annotated images")
+    detect.check_outputs([str(f) for f in files], a.out, inputs=[a.engine, a.names])  # no output replaces an input
+    device = device_index(a)
     arrays = [detect.read_image(f) for f in files]
-    det = detect.engine_detector(a.engine, a.conf, a.iou, a.max_det, names)
+    det = detect.engine_detector(a.engine, a.conf, a.iou, a.max_det, names, device=device)
     results = det(arrays, [str(f) for f in files])
     detect.write_results(results, arrays, a.out)
     total = sum(len(r["boxes"]) for r in results)

@@ -50,6 +50,7 @@ def format_engine(meta: dict[str, Any], path: Path) -> str:
              f"for {meta['gpu'].get('name') or 'compute capability'} {meta['gpu']['compute_capability']}",
              f"  batch profile{'s' if len(engine_profiles) > 1 else ''} {format_profiles(engine_profiles)}, "
              f"{meta['layers']} layers, built {meta['created']} in {meta['build_seconds']} s"]
+    lines += hw_lines(meta)
     lines += io_lines(meta)
     lines.append(f"  weights {meta['weights']['path']} sha256 {meta['weights']['sha256'][:12]}")
     lines += [f"  plugin {p.get('name')}: {p.get('library')}" for p in meta.get("plugins", [])]
@@ -105,7 +106,16 @@ def format_raw_plan(r: dict[str, Any], path: Path) -> str:
     lines = [f"{head}, no sidecar: read by {t['flavor']} {t['version']} on {meta['gpu']['name'] or 'this GPU'}",
              f"  batch profile{'s' if meta['options']['profiles'] else ''} "
              f"{format_profiles(engine_file.profiles(meta))}, {meta['layers']} layers"]
-    return "\n".join(lines + io_lines(meta))
+    return "\n".join(lines + hw_lines(meta) + io_lines(meta))
+
+
+def hw_lines(meta: dict[str, Any]) -> list[str]:
+    """The dynamic input height and width of each profile (none for a static input size)."""
+    from ..options import format_hw_range
+
+    ranges = engine_file.hw_ranges(meta) or []
+    return [f"  input HxW {format_hw_range(r)} (min:opt:max) in profile {i} "
+            f"(batch {':'.join(map(str, p))})" for i, (r, p) in enumerate(zip(ranges, engine_file.profiles(meta)))]
 
 
 def io_lines(meta: dict[str, Any]) -> list[str]:

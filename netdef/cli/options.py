@@ -70,3 +70,17 @@ def parse_numbers(text: str, option: str, kind: type = float, count: int | None 
         what = what or f"{count or 'one or more'} comma-separated numbers"
         raise OptionError(f"{option} '{text}': expected {what}")
     return values
+
+
+def add_blocks_option(parser: argparse.ArgumentParser) -> None:
+    """`--blocks MODULE|FILE.py` (repeatable): modules of the researcher's own blocks, loaded by `load_blocks`."""
+    parser.add_argument("--blocks", action="append", default=[], metavar="MODULE",
+                        help="a module of your own @block functions: a dotted name on sys.path or a .py file "
+                             "(repeatable; also NETDEF_BLOCKS, a YAML's 'blocks:' and 'netdef.blocks' entry points)")
+
+
+def load_blocks(args: argparse.Namespace) -> None:
+    """Import the block modules installed (entry points, NETDEF_BLOCKS) and named by `--blocks`."""
+    from ..block_modules import load_blocks as load
+
+    load(args.blocks)

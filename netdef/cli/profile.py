@@ -9,7 +9,8 @@ from typing import Any
 from .. import engine_file
 from ..errors import NetdefError
 from ..tools import profile
-from .options import number
+from .device import add_device_option, selected_device
+from .options import number, parse_hw
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
@@ -29,22 +30,31 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                    help="layers listed per profile, slowest first, and with --compare the largest per-layer "
                         "differences (default 25)")
     p.add_argument("--compare", metavar="ENGINE", help="a second engine to profile and compare with")
+    p.add_argument("--input-shape", metavar="HxW", help="input height and width, for an engine built with a "
+                                                        "dynamic input size (default: the profile's opt)")
     p.add_argument("--json", metavar="FILE", help="write every layer's figures and the environment as JSON")
+    add_device_option(p)
     return p
 
 
 def cmd_profile(a: argparse.Namespace) -> int:
+    with selected_device(a):  # loaded, profiled and recorded on --device (checked first)
+        return _cmd_profile(a)
+
+
+def _cmd_profile(a: argparse.Namespace) -> int:
     from ..tools.environment import environment
     from ..tools.report import write_json
 
     engines = [a.engine] + ([a.compare] if a.compare else [])
+    hw = parse_hw(a.input_shape)
     for e in engines:
         if not Path(e).is_file():
             raise NetdefError(f"engine not found: {e}")
     batches = a.batch or [engine_file.read_meta(a.engine)["options"]["batch"][1]]
     doc: dict[str, Any] = {"environment": environment(), "command": " ".join(sys.argv), "profiles": []}
     for b in batches:
-        profs = [profile.profile_engine(e, b, a.runs, a.warmup) for e in engines]
+        profs = [profile.profile_engine(e, b, a.runs, a.warmup, hw=hw) for e in engines]
         for prof in profs:
             print(profile.format_profile(prof, a.top))
             print()

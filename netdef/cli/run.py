@@ -5,7 +5,8 @@ import argparse
 from typing import Any
 
 from ..errors import OptionError
-from .options import number
+from .device import add_device_option, device_index
+from .options import number, parse_hw
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
@@ -16,9 +17,13 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     r.add_argument("--input", help=".npy input (default: random normal of the engine's input shape)")
     r.add_argument("--batch", type=number("--batch", minimum=1),
                    help="batch size of the random input (default: the profile's opt)")
+    r.add_argument("--input-shape", metavar="HxW",
+                   help="height and width of the random input, for an engine built with a dynamic input size "
+                        "(default: the profile's opt); --input gives its own")
     r.add_argument("--output", help="write the outputs: .npy for one output, .npz for several")
     r.add_argument("--backend", default="auto", choices=("auto", "torch", "pycuda"))
     r.add_argument("--cuda-graph", action="store_true", help="capture and replay a CUDA graph (torch backend)")
+    add_device_option(r)
     return r
 
 
@@ -28,15 +33,19 @@ def cmd_run(a: argparse.Namespace) -> int:
     from ..fileio import check_output
     from ..runtime import Engine
 
-    # Files first: without a GPU, Engine() would report that before a missing --input.
+    device = device_index(a)  # before any work
+    hw = parse_hw(a.input_shape)
+    if a.input and hw:
+        raise OptionError("--input gives the input's height and width: leave out --input-shape")
+    # Files next: without a GPU, Engine() would report that before a missing --input.
     x = load_input(a.input) if a.input else None
     if a.output:
         check_output(a.output, inputs=[a.engine, a.input], what="--output")
-    eng = Engine(a.engine, backend=a.backend, cuda_graph=a.cuda_graph)
+    eng = Engine(a.engine, backend=a.backend, cuda_graph=a.cuda_graph, device=device)
     if x is None:
         spec = eng.inputs[0]
-        batch = a.batch or eng.batch_range[1]
-        x = np.random.default_rng(0).standard_normal((batch, *spec.shape[1:])).astype(spec.dtype)
+        shape = eng.input_shape(spec, a.batch or eng.batch_range[1], hw)
+        x = np.random.default_rng(0).standard_normal(shape).astype(spec.dtype)
     outs = eng.infer({eng.inputs[0].name: x}, as_numpy=True)
     for name, v in outs.items():
         print(f"{name}: shape {tuple(v.shape)} {v.dtype}  min {v.min():.4g} max {v.max():.4g} mean {v.mean():.4g}")

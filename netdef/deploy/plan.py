@@ -107,6 +107,7 @@ def metadata_from_engine(engine: Any) -> dict[str, Any]:
     io = trt_api.io_tensors(engine)
     i = trt_api.info()
     gpu = trt_api.gpu_identity()
+    hw = trt_api.profile_hw(engine)
     return {
         "tensorrt": {"flavor": i.flavor, "version": i.version},
         "gpu": {"name": gpu[0] if gpu else None, "compute_capability": gpu[1] if gpu else None},
@@ -117,6 +118,7 @@ def metadata_from_engine(engine: Any) -> dict[str, Any]:
         "plugins": [],
         "layers": int(engine.num_layers),
         "source": "the deserialized plan (no sidecar)",
+        **({"input_hw_ranges": hw} if hw else {}),
     }
 
 

@@ -32,6 +32,7 @@ from typing import Any
 from .. import __version__, engine_file
 from ..errors import NetdefError, OptionError
 from ..fileio import atomic_write, check_output, file_sha256
+from ..options import format_hw_range
 from .plan import load_hints, load_plan, sidecar_path, write_plan
 
 PLATFORM = "tensorrt_plan"
@@ -250,6 +251,10 @@ def _comments(meta: dict[str, Any], engine: Path, res: Repository) -> list[str]:
     lines = [f"written by netdef {__version__} from {engine} ({arch} {meta.get('precision', '?')}, "
              f"{t['flavor']} {t['version']}, compute capability {(meta.get('gpu') or {}).get('compute_capability')})",
              "optimization profiles (min:opt:max batch): " + ", ".join(":".join(map(str, p)) for p in profiles)]
+    hw = engine_file.hw_ranges(meta)
+    if hw:  # dims -1 in the config: clients send any H, W in the range
+        lines.append("dynamic input height and width (min:opt:max HxW per profile): " + ", ".join(
+            format_hw_range(r) for r in hw))
     if res.server_options:
         lines.append(f"needs plugin libraries: start tritonserver with {res.server_options[0]} "
                      f"(or {res.server_options[1]}); see {OPTIONS_NAME}")

@@ -202,7 +202,8 @@ def calibrate(arch: str | Path, weights: str | Path, data: str | Path, output_ta
               max_images: int | None = DEFAULT_MAX_IMAGES, input_hw: Sequence[int] | None = None,
               mean: Sequence[float] | None = None, std: Sequence[float] | None = None, strict: bool = True,
               bins: int = 2048, log: Callable[[str], None] | None = None) -> CalibrationTable:
-    """Calibrate `arch` + `weights` on `data` with the FP32 engine (GPU) and save the table at `output_table`."""
+    """Calibrate `arch` + `weights` on `data` with the FP32 engine and save the table at `output_table`. The engine
+    is built and run on the current CUDA device (`with trt_api.use_device(N):` selects another)."""
     log = log or _stderr
     kw = _method_options(method, percentile)
     spec = load_spec(arch)

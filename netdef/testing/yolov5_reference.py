@@ -31,7 +31,8 @@ import yaml
 
 # Top-level modules the import chain names but the model code does not use.
 OPTIONAL_MODULES = ("cv2", "pandas", "matplotlib", "seaborn", "requests", "psutil", "ultralytics", "pkg_resources",
-                    "git", "huggingface_hub", "scipy", "thop", "PIL", "IPython", "albumentations", "tensorboard")
+                    "git", "huggingface_hub", "scipy", "thop", "PIL", "IPython", "albumentations", "tensorboard",
+                    "polars", "pynvml", "ultralytics_thop", "ultralytics_platform")
 
 class _Inert:
     """Stands in for anything from a stubbed module: attributes, calls and items give more of the same."""
@@ -111,19 +112,25 @@ def import_yolov5() -> types.ModuleType:
         raise ImportError("the reference needs Ultralytics' YOLOv5 code: pip install --no-deps yolov5==7.0.14")
     if "yolov5" not in sys.modules:  # the package itself without its __init__ (hub helpers, heavy imports)
         sys.modules["yolov5"] = importlib.util.module_from_spec(spec)
+    os.environ.setdefault("YOLOV5_CONFIG_DIR", tempfile.gettempdir())
+    yolo = import_with_stand_ins("yolov5.models.yolo")
+    logging.getLogger("yolov5").setLevel(logging.WARNING)  # parse_model prints a table per model
+    return yolo
+
+
+def import_with_stand_ins(module: str) -> types.ModuleType:
+    """Import `module` with inert stand-ins for the OPTIONAL_MODULES that are not installed, only during the
+    import, and the process-wide state the import changes put back."""
     finder = _StubFinder()
     saved = _GlobalState()
-    os.environ.setdefault("YOLOV5_CONFIG_DIR", tempfile.gettempdir())
     sys.meta_path.append(finder)
     try:
-        yolo = importlib.import_module("yolov5.models.yolo")
+        return importlib.import_module(module)
     finally:
         sys.meta_path.remove(finder)
         for name in finder.made:  # later imports elsewhere must not see the stand-ins
             sys.modules.pop(name, None)
         saved.restore()
-    logging.getLogger("yolov5").setLevel(logging.WARNING)  # parse_model prints a table per model
-    return yolo
 
 
 class _GlobalState:
@@ -137,6 +144,7 @@ class _GlobalState:
         self.np_print = np.get_printoptions()
         self.warnings = list(warnings.filters)
         self.torch = torch
+        self.pil_open = _pil_image().open if _pil_image() is not None else None  # Ultralytics 8 patches it
 
     def restore(self) -> None:
         sys.path[:] = self.path
@@ -145,6 +153,17 @@ class _GlobalState:
         np.set_printoptions(**self.np_print)
         warnings.filters[:] = self.warnings
         self.torch.set_printoptions(profile="default")
+        if self.pil_open is not None:
+            _pil_image().open = self.pil_open
+
+
+def _pil_image() -> Any:
+    """PIL.Image when Pillow is installed (the real one, not a stand-in), else None."""
+    try:
+        from PIL import Image
+    except ImportError:
+        return None
+    return Image if hasattr(Image, "__file__") else None
 
 
 def ultralytics_cfg(name: str) -> Path:
@@ -196,12 +215,8 @@ def reference_model(name_or_cfg: str | dict, nc: int | None = None, seed: int = 
     model = yolo.DetectionModel(cfg=cfg, nc=nc)
     randomize_batchnorm(model, seed)
     if tame:
-        with torch.no_grad():
-            for m in model.modules():
-                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-                    m.weight.mul_(0.1)
-                    m.bias.mul_(0.1)
-    _calibrate_batchnorm(model, seed)
+        tame_batchnorm(model)
+    calibrate_batchnorm(model, seed)
     detect = model.model[-1]
     g = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():  # YOLOv5 starts objectness/class biases very negative: spread them over the sigmoid
@@ -218,7 +233,18 @@ def reference_model(name_or_cfg: str | dict, nc: int | None = None, seed: int = 
     return model, sd
 
 
-def _calibrate_batchnorm(model: Any, seed: int, size: int = 256) -> None:
+def tame_batchnorm(model: Any) -> None:
+    """Scale every BatchNorm's gain and shift by 0.1 (see `reference_model`'s `tame`)."""
+    import torch
+
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.weight.mul_(0.1)
+                m.bias.mul_(0.1)
+
+
+def calibrate_batchnorm(model: Any, seed: int, size: int = 256) -> None:
     """Set each BatchNorm's running statistics near those its input really has (random image batch), then
     jitter them. With default-initialised convolutions and purely random statistics the signal dies within a
     few layers and the output hardly depends on the input, which would make the comparison weak."""

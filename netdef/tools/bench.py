@@ -24,17 +24,20 @@ Log = Callable[[str], None]
 
 @dataclass
 class BenchSettings:
-    """How each batch is timed: warm-up and measurement budgets, CUDA graph replays, host copies."""
+    """How each batch is timed: warm-up and measurement budgets, CUDA graph replays, host copies, and the input
+    height and width (`hw`) for an engine built with a dynamic input size (default: its profile's opt)."""
 
     warmup: Budget = DEFAULT_WARMUP
     measure: Budget = DEFAULT_MEASURE
     cuda_graph: bool = False
     with_copies: bool = False
+    hw: tuple[int, int] | None = None
 
     def record(self) -> dict[str, Any]:
         """How a benchmark was timed, for its JSON record."""
-        return {"warmup": asdict(self.warmup), "measure": asdict(self.measure), "cuda_graph": self.cuda_graph,
-                "with_copies": self.with_copies}
+        out = {"warmup": asdict(self.warmup), "measure": asdict(self.measure), "cuda_graph": self.cuda_graph,
+               "with_copies": self.with_copies}
+        return out | ({"input_hw": list(self.hw)} if self.hw else {})
 
     def describe(self) -> str:
         """'CUDA graph, with H2D/D2H copies' and the like, for the header of a table."""
@@ -84,17 +87,20 @@ def require_gpu() -> Any:
     return torch
 
 
-def load_for_timing(engine: str | Path | Engine, batches: Sequence[int]) -> Engine:
-    """`engine` as a `runtime.Engine` with the torch backend, loaded here when it is a path, once its batch
-    profile is known to cover `batches`. Callers timing an engine repeatedly load it once with this."""
+def load_for_timing(engine: str | Path | Engine, batches: Sequence[int], *, device: int | None = None) -> Engine:
+    """`engine` as a `runtime.Engine` with the torch backend, loaded here (on CUDA device `device`, default the
+    current one) when it is a path, once its batch profile is known to cover `batches`. Callers timing an
+    engine repeatedly load it once with this."""
     if isinstance(engine, (str, Path)):
         path = Path(engine)
         check_batches(batches, engine_file.read_meta(path)["options"]["batch"], str(path))
         require_gpu()
         from ..runtime import Engine  # noqa: F811  (the class itself, not only its name for type hints)
 
-        return Engine(path, backend="torch")
+        return Engine(path, backend="torch", device=device)
     check_batches(batches, engine.meta["options"]["batch"], str(engine.path))
+    if device is not None and engine.device != device:
+        raise OptionError(f"{engine.path} is loaded on CUDA device {engine.device}, not device {device}")
     if engine.backend.name != "torch":
         raise NetdefError(f"{engine.path}: timing needs an Engine loaded with backend='torch' "
                           f"(this one uses {engine.backend.name})")
@@ -102,20 +108,25 @@ def load_for_timing(engine: str | Path | Engine, batches: Sequence[int]) -> Engi
 
 
 def bench_engine(engine: str | Path | Engine, batches: Sequence[int], settings: BenchSettings | None = None,
-                 log: Log | None = None, on_result: Callable[[dict[str, Any]], None] | None = None
-                 ) -> list[dict[str, Any]]:
-    """Time a netdef engine (a file, or a `runtime.Engine` already loaded) at each batch size; one dict of
-    statistics per batch (see `timing.summarize`), also handed to `on_result` as soon as it is measured."""
+                 log: Log | None = None, on_result: Callable[[dict[str, Any]], None] | None = None, *,
+                 device: int | None = None) -> list[dict[str, Any]]:
+    """Time a netdef engine (a file, loaded on CUDA device `device`, default the current one; or a
+    `runtime.Engine` already loaded) at each batch size; one dict of statistics per batch (see
+    `timing.summarize`), also handed to `on_result` as soon as it is measured."""
     settings = settings or BenchSettings()
     log = log or _stderr
-    eng = load_for_timing(engine, batches)
+    eng = load_for_timing(engine, batches, device=device)
     results = []
     for b in batches:
-        step = eng.prepare_step(b, cuda_graph=settings.cuda_graph, with_copies=settings.with_copies)
+        step = eng.prepare_step(b, settings.hw, cuda_graph=settings.cuda_graph, with_copies=settings.with_copies)
         stats = time_callable(step, step.stream, settings.warmup, settings.measure, batch=b)
         del step  # its buffers, before the next batch's
         stats.update(cuda_graph=settings.cuda_graph, with_copies=settings.with_copies)
-        log(f"[bench] {eng.path.name} batch {b}: median {stats['median_ms']:.3f} ms, p99 {stats['p99_ms']:.3f} ms, "
+        at = ""
+        if eng.dynamic_hw:  # the size timed (the profile's opt unless settings.hw)
+            shape = eng.input_shape(eng.inputs[0], b, settings.hw)
+            stats["input_hw"], at = list(shape[-2:]), f" at {shape[-2]}x{shape[-1]}"
+        log(f"[bench] {eng.path.name} batch {b}{at}: median {stats['median_ms']:.3f} ms, p99 {stats['p99_ms']:.3f} ms, "
             f"{stats['throughput']:.1f} img/s ({stats['iters']} iters, CV {stats['cv']:.1%})")
         results.append(stats)
         if on_result is not None:
@@ -126,7 +137,8 @@ def bench_engine(engine: str | Path | Engine, batches: Sequence[int], settings: 
 def bench_interleaved(engines: dict[str, Path], batches: Sequence[int], settings: BenchSettings, rounds: int,
                       log: Log | None = None) -> list[dict[str, Any]]:
     """Each engine timed in turn, `rounds` times over, so slow drifts of the GPU (clocks, temperature) touch
-    all of them alike; every result carries its engine's label and round. Each engine is loaded once."""
+    all of them alike; every result carries its engine's label and round. Each engine is loaded once, on the
+    current CUDA device (`trt_api.use_device` selects another)."""
     check_rounds(rounds)
     loaded = {label: load_for_timing(path, batches) for label, path in engines.items()}
     results = []

@@ -2,8 +2,10 @@
 
 Images are read with Pillow, letterboxed on the GPU (`netdef.preprocess`), run through the engine, and
 post-processed: engines built with the decode+NMS plugin already give (num_dets, boxes, scores, classes);
-engines with the plain (B, N, 5+nc) output get YOLOv5's filtering + torchvision's batched_nms in torch.
-Boxes are mapped back to the original images; `detections.json` and annotated images are written.
+engines with the plain (B, N, 5+nc) output get YOLOv5's filtering + torchvision's batched_nms in torch, and
+the anchor-free YOLOv8/YOLO11 output (B, 4+nc, N) the same without objectness (as Ultralytics' NMS).
+Boxes are mapped back to the original images; `detections.json` and annotated images are written (never
+over an input: `check_outputs`).
 """
 from __future__ import annotations
 
@@ -16,11 +18,12 @@ from typing import Any
 import numpy as np
 
 from ..errors import NetdefError
-from ..fileio import atomic_write
+from ..fileio import atomic_write, check_output
 from .preprocess import letterbox, scale_boxes
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 PLUGIN_OUTPUTS = ("num_dets", "boxes", "scores", "classes")
+DETECTIONS_JSON = "detections.json"
 DEFAULT_CONF, DEFAULT_IOU, DEFAULT_MAX_DET = 0.25, 0.45, 300
 MAX_WH = 7680  # YOLOv5's class offset for batched NMS (larger than any box coordinate)
 
@@ -92,11 +95,14 @@ def decode_predictions(feats: Sequence[Any], anchors_px: Any, strides: Sequence[
 
 
 def non_max_suppression(pred: Any, conf_thres: float = DEFAULT_CONF, iou_thres: float = DEFAULT_IOU,
-                        max_det: int = DEFAULT_MAX_DET, max_nms: int = 30000) -> list[tuple[Any, Any, Any]]:
-    """YOLOv5's non_max_suppression (single best class per box) on (B, N, 5+nc) predictions.
+                        max_det: int = DEFAULT_MAX_DET, max_nms: int = 30000,
+                        objectness: bool = True) -> list[tuple[Any, Any, Any]]:
+    """YOLOv5's non_max_suppression (single best class per box) on (B, N, 5+nc) predictions; `objectness=False`:
+    the anchor-free heads' (YOLOv8/YOLO11) predictions (B, 4+nc, N), class scores without objectness.
 
-    Keeps boxes with obj > conf_thres and obj*cls > conf_thres, the `max_nms` best per image, class-aware
-    torchvision NMS, then the best `max_det`. Returns per image (boxes (n, 4) x1y1x2y2, scores (n,), classes (n,)).
+    Keeps boxes with obj > conf_thres and obj*cls > conf_thres (anchor-free: cls > conf_thres), the `max_nms`
+    best per image, class-aware torchvision NMS, then the best `max_det`. Returns per image (boxes (n, 4)
+    x1y1x2y2, scores (n,), classes (n,)).
     """
     import torch
 
@@ -105,9 +111,12 @@ def non_max_suppression(pred: Any, conf_thres: float = DEFAULT_CONF, iou_thres: 
     except ImportError:
         raise NetdefError("engines without the NMS plugin need torchvision for NMS: pip install torchvision") from None
     results = []
-    for x in pred.float():
-        x = x[x[:, 4] > conf_thres]
-        cls_conf = x[:, 5:] * x[:, 4:5]
+    for x in (pred if objectness else pred.transpose(1, 2)).float():
+        if objectness:
+            x = x[x[:, 4] > conf_thres]
+            cls_conf = x[:, 5:] * x[:, 4:5]
+        else:
+            cls_conf = x[:, 4:]
         conf, j = cls_conf.max(1)
         keep = conf > conf_thres
         x, conf, j = x[keep], conf[keep], j[keep]
@@ -123,13 +132,24 @@ def non_max_suppression(pred: Any, conf_thres: float = DEFAULT_CONF, iou_thres: 
 
 @dataclass
 class OutputLayout:
-    """Which engine outputs hold the detections: the plugin's four, or one raw (B, N, 5+nc) prediction."""
+    """Which engine outputs hold the detections: the plugin's four, one raw YOLOv5 prediction (B, N, 5+nc), or
+    one anchor-free YOLOv8/YOLO11 prediction (B, 4+nc, N) (channels first: fewer rows than positions)."""
 
-    kind: str  # "plugin" or "raw"
-    names: dict[str, str]  # plugin: role -> output name; raw: {"pred": name}
+    kind: str  # "plugin", "raw", "anchor_free" or "end_to_end"
+    names: dict[str, str]  # plugin: role -> output name; others: {"pred": name}
 
     @staticmethod
-    def of(outputs: Sequence[tuple[str, tuple[int, ...]]], where: str = "the engine") -> "OutputLayout":
+    def of(outputs: Sequence[tuple[str, tuple[int, ...]]], where: str = "the engine",
+           end_to_end: bool = False) -> "OutputLayout":
+        """The layout of `outputs` (name, shape). `end_to_end`: the engine ends in YOLO26's top-k head, whose
+        (B, K, 6) = x1, y1, x2, y2, score, class detections need no NMS (by shape alone it would pass for a
+        one-class YOLOv5 prediction)."""
+        if end_to_end:
+            hits = [n for n, s in outputs if len(s) == 3 and s[-1] == 6]
+            if len(hits) != 1:
+                raise NetdefError(f"{where}: expected one end-to-end output (B, K, 6), got "
+                                  f"{', '.join(f'{n} {list(s)}' for n, s in outputs)}")
+            return OutputLayout("end_to_end", {"pred": hits[0]})
         by_role = {}
         for role in PLUGIN_OUTPUTS:
             hits = [n for n, _ in outputs if n == role or n.endswith("/" + role)]
@@ -137,12 +157,14 @@ class OutputLayout:
                 by_role[role] = hits[0]
         if len(by_role) == len(PLUGIN_OUTPUTS):
             return OutputLayout("plugin", by_role)
-        raw = [n for n, s in outputs if len(s) == 3 and s[-1] >= 6]
+        raw = [(n, s) for n, s in outputs if len(s) == 3 and min(s[1:]) >= 5]
         if len(raw) == 1:
-            return OutputLayout("raw", {"pred": raw[0]})
+            name, shape = raw[0]
+            return OutputLayout("anchor_free" if shape[1] < shape[2] else "raw", {"pred": name})
         shapes = ", ".join(f"{n} {list(s)}" for n, s in outputs)
         raise NetdefError(f"{where} has outputs {shapes}: expected either the NMS plugin's num_dets/boxes/scores/"
-                          "classes or one YOLO prediction tensor (B, N, 5+nc)")
+                          "classes or one YOLO prediction tensor: YOLOv5's (B, N, 5+nc) or YOLOv8/YOLO11's "
+                          "(B, 4+nc, N)")
 
 
 @dataclass
@@ -189,8 +211,13 @@ class Detector:
     def postprocess(self, outs: dict[str, Any]) -> list[tuple[Any, Any, Any]]:
         """Per image (boxes, scores, classes): NMS on the device for raw predictions; the plugin's fixed-size
         outputs are copied to the host once and sliced there (no synchronisation per image)."""
-        if self.layout.kind == "raw":
-            return non_max_suppression(outs[self.layout.names["pred"]], self.conf, self.iou, self.max_det)
+        if self.layout.kind in ("raw", "anchor_free"):
+            return non_max_suppression(outs[self.layout.names["pred"]], self.conf, self.iou, self.max_det,
+                                       objectness=self.layout.kind == "raw")
+        if self.layout.kind == "end_to_end":  # sorted top-k rows: keep those above the score threshold
+            rows = outs[self.layout.names["pred"]].float()
+            return [(r[keep, :4], r[keep, 4], r[keep, 5].int())
+                    for r in rows for keep in [(r[:, 4] > self.conf).nonzero().flatten()[:self.max_det]]]
         n = self.layout.names
         num, boxes, scores, classes = (outs[n[r]].cpu() for r in PLUGIN_OUTPUTS)
         per_image = []
@@ -212,8 +239,10 @@ class Detector:
 
 
 def engine_detector(engine: Any, conf: float | None = None, iou: float | None = None,
-                    max_det: int = DEFAULT_MAX_DET, names: list[str] | None = None) -> Detector:
-    """A Detector over a netdef engine (path or `netdef.runtime.Engine`), on its GPU.
+                    max_det: int = DEFAULT_MAX_DET, names: list[str] | None = None, *,
+                    device: int | None = None) -> Detector:
+    """A Detector over a netdef engine (a path, loaded on CUDA device `device`, default the current one; or a
+    `netdef.runtime.Engine`), on the engine's GPU.
 
     Plugin engines have their NMS thresholds built in: `conf` may only raise the score threshold and `iou`
     must equal the built one (rebuild with --set conf_thres=/iou_thres= otherwise); None keeps them.
@@ -222,13 +251,19 @@ def engine_detector(engine: Any, conf: float | None = None, iou: float | None = 
 
     from ..runtime import Engine
 
-    eng = engine if isinstance(engine, Engine) else Engine(engine)
+    eng = engine if isinstance(engine, Engine) else Engine(engine, device=device)
     if len(eng.inputs) != 1:
         raise NetdefError(f"{eng.path} has {len(eng.inputs)} inputs; detection needs one image input")
     shape = eng.inputs[0].shape
     if len(shape) != 4 or shape[1] != 3 or shape[2] < 1 or shape[3] < 1:
         raise NetdefError(f"{eng.path}: input {eng.inputs[0].name} {list(shape)} is not a static (B, 3, H, W) image")
-    layout = OutputLayout.of([(o.name, o.shape) for o in eng.outputs], str(eng.path))
+    arch = str(eng.meta.get("arch", {}).get("name", ""))
+    if arch.endswith(("-pose", "-seg", "-cls")):
+        raise NetdefError(f"{eng.path} is a {arch} engine: netdef detect handles detection engines (boxes); run "
+                          f"pose, segmentation and classification engines with `netdef run` or netdef.runtime.Engine")
+    head = eng.meta.get("options", {}).get("params", {}).get("head", "decode")
+    layout = OutputLayout.of([(o.name, o.shape) for o in eng.outputs], str(eng.path),
+                             end_to_end=arch.startswith("yolo26") and head != "one2many")
     if layout.kind == "plugin":
         conf, iou = _plugin_thresholds(eng.meta, str(eng.path), conf, iou)
     lo, _, hi = eng.batch_range
@@ -239,7 +274,7 @@ def engine_detector(engine: Any, conf: float | None = None, iou: float | None = 
 
     return Detector(infer, (int(shape[2]), int(shape[3])), layout,
                     DEFAULT_CONF if conf is None else conf, DEFAULT_IOU if iou is None else iou, max_det,
-                    (lo, hi), torch.device("cuda"), names or [])
+                    (lo, hi), torch.device("cuda", eng.device), names or [])
 
 
 def _plugin_thresholds(meta: dict[str, Any], where: str, conf: float | None,
@@ -258,12 +293,12 @@ def _plugin_thresholds(meta: dict[str, Any], where: str, conf: float | None,
 
 def detect(engine: Any, images: Sequence[str | Path | np.ndarray], conf: float | None = None,
            iou: float | None = None, max_det: int = DEFAULT_MAX_DET,
-           names: list[str] | None = None) -> list[dict[str, Any]]:
+           names: list[str] | None = None, *, device: int | None = None) -> list[dict[str, Any]]:
     """Detect objects: `images` are files, folders or HxWx3 uint8 RGB arrays; one dict per image:
     {"image", "height", "width", "boxes" [[x1,y1,x2,y2]...] (original pixels), "scores", "classes", "names"}.
-    conf/iou default to 0.25/0.45 (plugin engines: their built-in values)."""
+    conf/iou default to 0.25/0.45 (plugin engines: their built-in values); `device` as in `engine_detector`."""
     arrays, labels = _load_all(images)  # the images first: without a GPU the engine would report that instead
-    return engine_detector(engine, conf, iou, max_det, names)(arrays, labels)
+    return engine_detector(engine, conf, iou, max_det, names, device=device)(arrays, labels)
 
 
 def _load_all(images: Sequence[str | Path | np.ndarray]) -> tuple[list[np.ndarray], list[str]]:
@@ -304,24 +339,57 @@ _PALETTE = [(255, 56, 56), (255, 157, 151), (255, 112, 31), (255, 178, 29), (207
             (255, 149, 200), (255, 55, 199)]
 
 
-def write_results(results: list[dict[str, Any]], arrays: list[np.ndarray], out_dir: str | Path) -> list[Path]:
-    """detections.json and one annotated image per input (named after it) in `out_dir`; returns the images."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    written, used = [], set()
-    for det, im in zip(results, arrays):
-        src = Path(det["image"])
+def annotated_names(labels: Sequence[str]) -> list[str]:
+    """The annotated image's file name for each image label (a path, or an index for arrays): the image's own
+    name (.jpg/.jpeg/.png kept, other formats as .png), made unique with _2, _3, ..."""
+    names, used = [], {DETECTIONS_JSON}
+    for label in labels:
+        src = Path(label)
         stem, suffix = src.stem, src.suffix.lower() if src.suffix.lower() in (".jpg", ".jpeg", ".png") else ".png"
         name, n = f"{stem}{suffix}", 1
-        while name in used or name == "detections.json":
+        while name in used:
             n += 1
             name = f"{stem}_{n}{suffix}"
         used.add(name)
+        names.append(name)
+    return names
+
+
+def check_outputs(labels: Sequence[str], out_dir: str | Path, inputs: Sequence[Any] = ()) -> None:
+    """Before any work: none of the files `write_results` writes into `out_dir` for these image labels may be
+    one of the command's inputs (the images themselves and `inputs`, e.g. the engine); an OptionError names it."""
+    sources: dict[Any, Path] = {}  # each input by its resolved path and its file identity: one lookup per output
+    for src in (Path(p) for p in [*labels, *inputs] if p is not None):
+        for key in _file_keys(src):
+            sources.setdefault(key, src)
+    for name in [*annotated_names(labels), DETECTIONS_JSON]:
+        path = Path(out_dir) / name
+        same = [sources[k] for k in _file_keys(path) if k in sources]
+        check_output(path, inputs=same[:1], what="--out")  # its error for an input, its checks for all
+
+
+def _file_keys(path: Path) -> list[Any]:
+    """The resolved path, and (device, inode) for an existing file (the same file under another name)."""
+    try:
+        st = path.stat()
+        return [path.resolve(), (st.st_dev, st.st_ino)]
+    except OSError:
+        return [path.resolve()]
+
+
+def write_results(results: list[dict[str, Any]], arrays: list[np.ndarray], out_dir: str | Path) -> list[Path]:
+    """detections.json and one annotated image per input (`annotated_names`) in `out_dir`; returns the images.
+    Refuses (before writing anything) where an annotated image would replace its own or another input image."""
+    out = Path(out_dir)
+    labels = [det["image"] for det in results]
+    check_outputs(labels, out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for det, im, name in zip(results, arrays, annotated_names(labels)):
         det["annotated"] = name
-        buf = _encode(draw_detections(im, det), suffix)
-        atomic_write(out / name, buf)
+        atomic_write(out / name, _encode(draw_detections(im, det), Path(name).suffix))
         written.append(out / name)
-    atomic_write(out / "detections.json", json.dumps(results, indent=1).encode())
+    atomic_write(out / DETECTIONS_JSON, json.dumps(results, indent=1).encode())
     return written
 
 

@@ -22,13 +22,17 @@ REFORMAT_WORDS = ("Reformat", "reformat", "CopyNode")
 PROFILE_SUFFIX = re.compile(r" \[profile \d+\]$")  # TensorRT's mark on the layers of profiles 1, 2, ...
 
 
-def profile_engine(path: str | Path, batch: int, runs: int = 200, warmup: int = 20) -> dict[str, Any]:
+def profile_engine(path: str | Path, batch: int, runs: int = 200, warmup: int = 20, *,
+                   device: int | None = None, hw: tuple[int, int] | None = None) -> dict[str, Any]:
     """Mean time per engine layer over `runs` executions at `batch` (after `warmup`), with the inspector's
-    description of each layer. Layer times come from TensorRT's per-layer events and exclude launch gaps."""
+    description of each layer, on CUDA device `device` (default the current one); `hw`: the input height and
+    width for an engine built with a dynamic input size (default its profile's opt). Layer times come from
+    TensorRT's per-layer events and exclude launch gaps."""
     if runs < 1 or warmup < 0:
         raise OptionError(f"profile runs {runs} must be >= 1 and warm-up {warmup} >= 0")
-    eng = load_for_timing(path, [batch])  # its own: the profiler attached below cannot be detached again
-    step = eng.prepare_step(batch)
+    # its own engine: the profiler attached below cannot be detached again
+    eng = load_for_timing(path, [batch], device=device)
+    step = eng.prepare_step(batch, hw)
     for _ in range(warmup):
         step()
     step.synchronize()
@@ -44,7 +48,8 @@ def profile_engine(path: str | Path, batch: int, runs: int = 200, warmup: int = 
     for _ in range(runs):
         step()
         step.synchronize()
-    info = trt_api.layer_information(eng.engine, step.context)
+    with eng.on_device():
+        info = trt_api.layer_information(eng.engine, step.context)
     layers = []
     for n in order:  # TensorRT 8.6 names profile k's layers "... [profile k]" in both reports; else the bare name
         bare = PROFILE_SUFFIX.sub("", n)
@@ -52,11 +57,13 @@ def profile_engine(path: str | Path, batch: int, runs: int = 200, warmup: int = 
     total = sum(r["ms"] for r in layers)
     for r in layers:
         r["share"] = r["ms"] / total if total else 0.0
+    step_profile = step.profile
     del step
     detailed = any(isinstance(v, dict) and "LayerType" in v for v in info.values())
     return {"engine": str(eng.path), "arch": eng.meta["arch"]["name"], "precision": eng.meta["precision"],
-            "batch": batch, "profile": eng.profile_for(batch), "profiles": len(eng.profiles), "runs": runs,
-            "total_ms": total, "layers": layers, "detailed": detailed}
+            "batch": batch, "profile": step_profile, "profiles": len(eng.profiles), "runs": runs,
+            "total_ms": total, "layers": layers, "detailed": detailed} | \
+        ({"input_hw": list(eng.input_shape(eng.inputs[0], batch, hw)[-2:])} if eng.dynamic_hw else {})
 
 
 def _describe(entry: Any) -> dict[str, Any]:

@@ -1,0 +1,126 @@
+"""Loading researchers' block modules: the modules whose `@block("Name")` functions a YAML may use.
+
+A module is named by a dotted name on sys.path (`my_pkg.blocks`) or by a `.py` path. Four sources ask for one:
+`--blocks MOD` (repeatable), the `NETDEF_BLOCKS` environment variable (os.pathsep-separated), the entry-point
+group `netdef.blocks` of installed packages (`[project.entry-points."netdef.blocks"] any = "my_pkg.blocks"`),
+and a YAML's top-level `blocks: [my_pkg.blocks, ./my_blocks.py]` (paths relative to the YAML file). Each module
+is imported once; an import that fails is a netdef error naming the module and who asked for it.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import os
+import sys
+import traceback
+from collections.abc import Iterable
+from importlib import metadata
+from pathlib import Path
+from types import ModuleType
+
+from .errors import NetdefError, OptionError
+from .registry import BLOCKS
+
+ENV_VAR = "NETDEF_BLOCKS"
+ENTRY_POINT_GROUP = "netdef.blocks"
+HOW_TO_LOAD = (f"load a module of your own blocks with --blocks MODULE|FILE.py, the {ENV_VAR} environment variable, "
+               f"a top-level 'blocks: [MODULE]' in the YAML, or a package's '{ENTRY_POINT_GROUP}' entry point")
+
+_loaded: dict[str, ModuleType] = {}  # a module name or a resolved .py path -> the module it gave
+_installed_done = False
+
+
+def is_path(ref: str) -> bool:
+    """Whether `ref` names a .py file (else it is a dotted module name)."""
+    return ref.endswith(".py") or "/" in ref or os.sep in ref
+
+
+def load_block_module(ref: str, source: str, base: Path | None = None,
+                      error: type[NetdefError] = OptionError) -> ModuleType:
+    """Import the block module `ref` (a dotted name, or a .py path relative to `base` or the working folder)
+    once. `source` says who asked for it (`--blocks`, `NETDEF_BLOCKS`, `entry point NAME`, `FILE:LINE`) and is
+    named, with the module, in the `error` raised when the import fails."""
+    ref = str(ref).strip()
+    if not ref:
+        raise error(f"{source}: an empty block module name")
+    if is_path(ref):
+        path = Path(ref).expanduser()
+        path = (base / path if base is not None and not path.is_absolute() else path).resolve()
+        key, what = str(path), f"block file {path}"
+        if key not in _loaded and not path.is_file():
+            raise error(f"{source}: block file {path} not found" + (f" (relative to {base})" if base else ""))
+    else:
+        key, what = ref, f"block module '{ref}'"
+    if key in _loaded:
+        return _loaded[key]
+    before = set(BLOCKS)
+    try:
+        module = _import_file(path) if is_path(ref) else importlib.import_module(ref)
+    except NetdefError as e:  # the registry's own errors (a block name registered twice)
+        _forget_blocks(before)
+        raise error(f"{source}: {what}: {e}") from e
+    except BaseException as e:  # noqa: BLE001  anything the researcher's module raises while it is imported
+        _forget_blocks(before)
+        if isinstance(e, (KeyboardInterrupt, SystemExit)):
+            raise
+        hint = " (is it installed, or on PYTHONPATH?)" if isinstance(e, ModuleNotFoundError) and e.name and \
+            ref.startswith(e.name) else ""
+        raise error(f"{source}: cannot import {what}: {type(e).__name__}: {e}{_location(e)}{hint}") from e
+    _loaded[key] = module
+    return module
+
+
+def _import_file(path: Path) -> ModuleType:
+    """Import a .py file as a module named after it (its stem, made unique when that name is taken)."""
+    name = path.stem if path.stem.isidentifier() else "netdef_blocks"
+    if name in sys.modules:
+        name = f"{name}_{hashlib.sha256(str(path).encode()).hexdigest()[:8]}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"{path} is not a Python module")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # before running it: dataclasses and pickling look the module up
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
+
+
+def _location(e: BaseException) -> str:
+    """' at FILE:LINE' of a syntax error or of the innermost frame that raised `e`."""
+    if isinstance(e, SyntaxError) and e.filename:
+        return f" at {e.filename}:{e.lineno}"
+    frames = traceback.extract_tb(e.__traceback__)
+    outside = [f for f in frames if "importlib" not in f.filename and not f.filename.endswith("block_modules.py")]
+    return f" at {outside[-1].filename}:{outside[-1].lineno}" if outside else ""
+
+
+def _forget_blocks(before: set[str]) -> None:
+    """Unregister the blocks a failed import registered before it failed."""
+    for name in set(BLOCKS) - before:
+        del BLOCKS[name]
+
+
+def load_installed_blocks() -> None:
+    """Import the modules of the `netdef.blocks` entry points and of NETDEF_BLOCKS (once per process)."""
+    global _installed_done
+    if _installed_done:
+        return
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        dist = getattr(ep.dist, "name", None)
+        source = f"entry point '{ep.name}' ({ENTRY_POINT_GROUP}{f' of {dist}' if dist else ''})"
+        load_block_module(ep.module, source, error=NetdefError)
+    for ref in os.environ.get(ENV_VAR, "").split(os.pathsep):
+        if ref.strip():
+            load_block_module(ref, f"{ENV_VAR}={os.environ[ENV_VAR]}")
+    _installed_done = True
+
+
+def load_blocks(refs: Iterable[str] = ()) -> None:
+    """Import the installed block modules (entry points, NETDEF_BLOCKS), then `refs` (the --blocks values)."""
+    load_installed_blocks()
+    for ref in refs:
+        load_block_module(ref, f"--blocks {ref}")

@@ -1,0 +1,50 @@
+"""`netdef verify`: the first layer where a netdef network diverges from the PyTorch model (exit 1 if any)."""
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from .build import parse_params
+from .options import add_blocks_option, load_blocks, number, parse_hw
+
+
+def register(subparsers: Any) -> argparse.ArgumentParser:
+    """Add `netdef verify` to the command line."""
+    p = subparsers.add_parser(
+        "verify", help="compare a network with its PyTorch model layer by layer; name the first divergent layer",
+        description="Loads the .wts into the PyTorch model (its keys must be the model's state_dict keys) and into "
+                    "the network, runs both on one random input and compares each layer with the PyTorch module "
+                    "of its name (a convolution with BatchNorm folded in: the BatchNorm). Exit 0 when every "
+                    "compared layer is within the tolerance, 1 otherwise.")
+    p.set_defaults(func=cmd_verify)
+    p.add_argument("arch", help="architecture YAML file or name")
+    p.add_argument("--weights", "-w", required=True, help=".wts file (from `netdef export`)")
+    p.add_argument("--model", required=True, metavar="SOURCE",
+                   help="the PyTorch model: torchvision:NAME, package.module:callable, or a pickled-model checkpoint")
+    p.add_argument("--cpu", action="store_true",
+                   help="evaluate the network definition in float64 with torch on the CPU (no GPU, no TensorRT "
+                        "runtime); default: build an engine with the compared tensors as outputs and run it")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "fp16"))
+    p.add_argument("--input-shape", help="H,W overriding the YAML's input size (e.g. 256,320)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="block build parameter (repeatable)")
+    p.add_argument("--tol", type=number("--tol", float, above=0.0),
+                   help="max relative error per layer (default 1e-5 with --cpu, 1e-4 for fp32 engines, 1e-2 fp16)")
+    p.add_argument("--seed", type=number("--seed"), default=0, help="seed of the random input (default 0)")
+    add_blocks_option(p)
+    return p
+
+
+def cmd_verify(a: argparse.Namespace) -> int:
+    from ..options import BuildOptions
+    from ..verify import verify
+
+    load_blocks(a)
+    opts = BuildOptions(precision=a.precision, input_hw=parse_hw(a.input_shape), params=parse_params(a.set))
+    report = verify(a.arch, a.weights, a.model, cpu=a.cpu, opts=opts, tol=a.tol, seed=a.seed)
+    first = report.first_failure
+    if first is not None:
+        print(f"first divergent layer: {first.layer} (PyTorch module {first.module}): "
+              f"{first.note or f'max rel error {first.error:.3g} > {report.tol:g}'}")
+    print(report.table())
+    print(report.summary())
+    return 0 if report.ok else 1

@@ -1,0 +1,115 @@
+"""Cross-validate a block against PyTorch (in the style of torch2trt's `cross_validate`): build the block alone
+as a network with the torch module's own weights, run it with TensorRT on random input, compare.
+
+    from netdef.testing.check_block import check_block
+    check_block("LayerNorm", torch.nn.LayerNorm(32), (2, 8, 32), kwargs={"normalized_shape": 32})
+    check_block(lambda net, x, p: net.gelu(x, p, "tanh"), torch.nn.GELU("tanh"), (2, 3, 8, 8), precision="fp16")
+
+Running the engine needs a CUDA GPU and full TensorRT; `define_block` (the definition alone) does not.
+"""
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import NetdefError
+from ..network import Network
+
+TOLERANCE = {"fp32": 1e-5, "fp16": 2e-2, "int8": 2e-2}  # max |trt - torch| / max |torch|
+PREFIX = "m"  # the weight-key prefix the block is built under: the torch module's keys are `m.<name>`
+
+
+def _block_fn(block_or_fn: str | Callable[..., Any]) -> Callable[..., Any]:
+    """A registered block's function (by name or `Block`), or `block_or_fn` itself."""
+    if isinstance(block_or_fn, str):
+        from .. import blocks  # noqa: F401  (registers the built-in blocks)
+        from ..registry import get_block
+
+        return get_block(block_or_fn).fn
+    return getattr(block_or_fn, "fn", block_or_fn)
+
+
+def module_weights(torch_module: Any, prefix: str = PREFIX) -> dict[str, np.ndarray]:
+    """The module's state_dict as flat float32 arrays under `prefix.` (what a .wts export of it would hold)."""
+    state = torch_module.state_dict() if hasattr(torch_module, "state_dict") else {}
+    return {f"{prefix}.{k}": v.detach().cpu().float().numpy().ravel() for k, v in state.items()}
+
+
+def define_block(block_or_fn: str | Callable[..., Any], input_shapes: Sequence[Sequence[int]],
+                 weights: Mapping[str, np.ndarray], *, precision: str = "fp32", args: Sequence[Any] = (),
+                 kwargs: Mapping[str, Any] | None = None, prefix: str = PREFIX) -> Network:
+    """A network of one block: inputs `x0, x1, ...` (batch dynamic) -> the block (prefix `prefix`) -> output `y`.
+    Every weight key must be used (strict) and TensorRT must accept each layer."""
+    fn = _block_fn(block_or_fn)
+    net = Network(weights, precision=precision, source="the torch module's weights")
+    xs = [net.input(f"x{i}", (-1, *shape[1:])) for i, shape in enumerate(input_shapes)]
+    net.scope = prefix
+    y = fn(net, xs if len(xs) > 1 else xs[0], prefix, *args, **dict(kwargs or {}))
+    net.check_layers()
+    net.output(y, "y")
+    net.check_keys(strict=True)
+    return net
+
+
+def block_case(block_or_fn: str | Callable[..., Any], torch_module: Callable[..., Any],
+               input_shape: Sequence[int] | Sequence[Sequence[int]], precision: str, args: Sequence[Any],
+               kwargs: Mapping[str, Any] | None, weights: Mapping[str, np.ndarray] | None,
+               seed: int) -> tuple[list[tuple[int, ...]], list[np.ndarray], Any]:
+    """What `check_block` and its CPU mode compare on: the input shapes, random normal inputs (seeded) and the
+    block's Network defined with the module's weights."""
+    shapes = [tuple(input_shape)] if isinstance(input_shape[0], int) else [tuple(s) for s in input_shape]
+    if len({s[0] for s in shapes}) != 1:
+        raise NetdefError(f"check_block: the inputs' batch sizes differ: {shapes}")
+    rng = np.random.default_rng(seed)
+    xs = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    net = define_block(block_or_fn, shapes, module_weights(torch_module) if weights is None else weights,
+                       precision=precision, args=args, kwargs=kwargs)
+    return shapes, xs, net
+
+
+def check_block(block_or_fn: str | Callable[..., Any], torch_module: Callable[..., Any],
+                input_shape: Sequence[int] | Sequence[Sequence[int]], *, precision: str = "fp32",
+                args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None,
+                weights: Mapping[str, np.ndarray] | None = None, tolerance: float | None = None,
+                seed: int = 0, cpu: bool = False) -> float:
+    """Build `block_or_fn` (a block name, or `fn(net, x, prefix, *args, **kwargs)`) with `torch_module`'s weights
+    (its state_dict under prefix `m.`, or `weights`), run it with TensorRT on random normal input of
+    `input_shape` (the batch included; a list of shapes for a block of several inputs) and compare with
+    `torch_module` on the same input in float32. Returns the max relative error; raises AssertionError above
+    `tolerance` (default 1e-5 for fp32, built without TF32, and 2e-2 for fp16/int8).
+    `cpu=True`: no GPU needed, the block's network definition is evaluated in float64 on the CPU
+    (netdef.verify.block.check_block_cpu) and compared with a float64 copy of `torch_module`."""
+    if cpu:
+        from ..verify.block import check_block_cpu
+
+        return check_block_cpu(block_or_fn, torch_module, input_shape, precision=precision, args=args,
+                               kwargs=kwargs, weights=weights, tolerance=tolerance, seed=seed)
+    import torch
+
+    from ..compiler import compile_engine
+    from ..options import BuildOptions
+    from ..runtime import Engine
+    from ..tools.verify import max_rel_error
+
+    shapes, xs, net = block_case(block_or_fn, torch_module, input_shape, precision, args, kwargs, weights, seed)
+    batch = shapes[0][0]
+    opts = BuildOptions(precision=precision, batch=(batch, batch, batch), opt_level=0, tf32=False)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "block.engine"
+        compile_engine(net.builder, net.definition, opts, path, strongly_typed=net.strongly_typed,
+                       arch={"name": "check_block"}, weights={"path": "the torch module's weights", "sha256": ""},
+                       plugins=net.plugins, log=lambda msg: None)
+        out = Engine(path).infer({f"x{i}": x for i, x in enumerate(xs)}, as_numpy=True)["y"]
+    with torch.no_grad():
+        if hasattr(torch_module, "eval"):
+            torch_module.eval()
+        ref = torch_module(*(torch.from_numpy(x) for x in xs))
+    ref = ref.detach().cpu().float().numpy()
+    err = max_rel_error(out, ref)
+    limit = TOLERANCE[precision] if tolerance is None else tolerance
+    assert err <= limit, f"{precision}: max relative error {err:.3g} > {limit:g} (output {out.shape})"
+    return err

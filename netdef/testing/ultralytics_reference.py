@@ -1,0 +1,82 @@
+"""Ultralytics' own YOLOv8/YOLO11 model definitions (PyPI package `ultralytics`, 8.4) as the reference for
+netdef's `yolov8*` and `yolo11*` architectures: random weights, realistic BatchNorm statistics, eval mode.
+
+Only `pip install --no-deps ultralytics==8.4.190` is needed next to torch and PyYAML: the modules its import
+chain names but model code never calls get inert stand-ins while it is imported (as for the YOLOv5 reference).
+"""
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+import re
+import tempfile
+from typing import Any
+
+FOLDERS = {"yolov8": "v8", "yolo11": "11", "yolo26": "26"}
+NAME = re.compile(r"^(yolov8|yolo11|yolo26)([nslmx])(-cls|-pose|-seg)?$")
+MODELS = {None: "DetectionModel", "-cls": "ClassificationModel", "-pose": "PoseModel", "-seg": "SegmentationModel"}
+
+
+def ultralytics_available() -> bool:
+    """Whether the `ultralytics` package is importable."""
+    return importlib.util.find_spec("ultralytics") is not None
+
+
+@functools.lru_cache(maxsize=None)
+def import_tasks() -> Any:
+    """`ultralytics.nn.tasks` (DetectionModel), with its settings file kept out of the user's home."""
+    if not ultralytics_available():
+        raise ImportError("the reference needs Ultralytics' code: pip install --no-deps ultralytics==8.4.190")
+    from netdef.testing.yolov5_reference import import_with_stand_ins
+
+    os.environ.setdefault("YOLO_CONFIG_DIR", tempfile.gettempdir())
+    os.environ.setdefault("YOLO_VERBOSE", "False")
+    return import_with_stand_ins("ultralytics.nn.tasks")
+
+
+def reference_model(name: str, nc: int | None = None, seed: int = 0, tame: bool = False) -> tuple[Any, dict]:
+    """An Ultralytics DetectionModel `name` (yolov8n ... yolo11x, yolo26n ... yolo26x; -cls, -pose and -seg names
+    give the classification, pose and segmentation models) in eval mode (end-to-end heads with
+    `model.end2end = True`, as Ultralytics' predictor and exporter run them) with random weights, BatchNorm
+    statistics close to those of its real input, random head biases; and its state_dict (no num_batches_tracked).
+    `tame=True`: BatchNorm gains x0.1 and the head's last convolutions x10, as yolov5_reference.reference_model
+    explains (a random deep SiLU network amplifies rounding errors; fp16 comparisons need it tamed)."""
+    import torch
+    import yaml
+
+    from netdef.export import randomize_batchnorm
+    from netdef.testing.yolov5_reference import calibrate_batchnorm, tame_batchnorm
+
+    match = NAME.match(name)
+    if match is None:
+        raise ValueError(f"no Ultralytics reference for '{name}': use yolov8n..x or yolo11n..x (-cls, -pose, "
+                         f"-seg), yolo26n..x")
+    tasks = import_tasks()
+    cfg_root = os.path.join(os.path.dirname(tasks.__file__), "..", "cfg", "models")
+    family, scale, task = match.groups()
+    if family == "yolo26" and task is not None:
+        raise ValueError(f"no Ultralytics reference for '{name}': of YOLO26 only the detection models (yolo26n..x)")
+    with open(os.path.join(cfg_root, FOLDERS[family], f"{family}{task or ''}.yaml"), encoding="utf-8") as f:
+        cfg = yaml.safe_load(f)
+    cfg["scale"] = scale
+    torch.manual_seed(seed)
+    model = getattr(tasks, MODELS[task])(cfg, nc=nc, verbose=False)
+    randomize_batchnorm(model, seed)
+    if tame:
+        tame_batchnorm(model)
+    calibrate_batchnorm(model, seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    head = model.model[-1]
+    names = () if task == "-cls" else ("cv2", "cv3", "one2one_cv2", "one2one_cv3")
+    branches = [b for n in names if getattr(head, n, None) is not None for b in getattr(head, n)]
+    with torch.no_grad():  # Ultralytics starts the class biases very negative: spread them over the sigmoid
+        for branch in branches:
+            branch[-1].bias.copy_(torch.randn(branch[-1].bias.shape, generator=g))
+            if tame:
+                branch[-1].weight.mul_(10.0)
+    model.eval()
+    if getattr(head, "one2one_cv2", None) is not None:
+        model.end2end = True
+    sd = {k: v.detach().clone() for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+    return model, sd

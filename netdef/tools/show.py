@@ -1,0 +1,152 @@
+"""`netdef show`: an architecture expanded row by row, as Ultralytics' parse_model prints a model — a dry run
+before a build.
+
+Each YAML row gives one line: index, from, n (after depth scaling), parameters, block, arguments (after width
+scaling), the row's weight-key prefix and its output shape. The network is defined with `define_network` (no
+engine is built, so TensorRT-RTX does it on a CPU); with weights, each row also lists the keys it read with the
+shapes the architecture asked for, and the strict key report (missing / unused keys) ends the listing. Without
+weights the architecture asks for every key anyway: the shapes and parameter counts are those it expects (a key
+whose presence the weights decide, such as a convolution's optional bias, is then left out).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..define import define_network
+from ..errors import WeightKeyError
+from ..network import Network
+from ..options import BuildOptions
+from ..spec import Row, Spec, load_spec, observing_rows
+
+BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked", "anchors", "anchor_grid")  # not parameters
+
+
+@dataclass
+class RowView:
+    """What one YAML row became: its block, arguments, keys (key -> the shape the architecture asked for)."""
+
+    row: Row
+    keys: dict[str, tuple[int, ...]]
+    outputs: list[tuple[int, ...]]
+
+    @property
+    def params(self) -> int:
+        """Parameters (weights and biases; BatchNorm statistics and anchors are buffers, not counted)."""
+        return sum(math.prod(s) for k, s in self.keys.items() if not k.endswith(BUFFER_SUFFIXES))
+
+    def cells(self) -> list[str]:
+        """index, from, n, params, block, prefix, output, arguments (Ultralytics' columns, then netdef's)."""
+        r = self.row
+        args = ", ".join([*map(repr, r.args), *(f"{k}={v!r}" for k, v in r.kwargs.items())])
+        return [str(r.index), str(r.frm), str(r.n), str(self.params), r.block.name, r.prefix or repr(""),
+                " ".join(_shape(s) for s in self.outputs), f"[{args}]"]
+
+
+@dataclass
+class ShowReport:
+    spec: Spec
+    input_shape: tuple[int, ...]
+    rows: list[RowView] = field(default_factory=list)
+    weights: str | None = None
+    missing: dict[str, str] = field(default_factory=dict)  # key -> where it was asked for (with weights)
+    unused: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """Whether a strict build with these weights would find every key and use every key."""
+        return not self.missing and not self.unused
+
+    def format(self, keys: bool | None = None) -> str:
+        """The listing; `keys` (default: when weights were given) adds each row's keys and shapes."""
+        keys = self.weights is not None if keys is None else keys
+        s = self.spec
+        lines = [f"{s.name} ({s.path}): input '{s.input_name}' {_shape(self.input_shape)}"
+                 + (f", weights {self.weights}" if self.weights else ", no weights (keys and shapes as expected)"),
+                 ""]
+        table = [["", "from", "n", "params", "block", "prefix", "output", "arguments"]] + [v.cells() for v in self.rows]
+        widths = [max(len(c[i]) for c in table) for i in range(len(table[0]))]
+        for i, cells in enumerate(table):
+            lines.append("  ".join(c.rjust(w) if j < 4 else c.ljust(w) for j, (c, w) in enumerate(zip(cells, widths)))
+                         .rstrip())
+            if keys and i > 0:
+                lines += [f"{'':{sum(widths[:4]) + 8}}{k} {list(shape)}{'  MISSING' if k in self.missing else ''}"
+                          for k, shape in self.rows[i - 1].keys.items()]
+        total = sum(v.params for v in self.rows)
+        lines.append(f"{s.name}: {len(self.rows)} rows, {total:,} parameters, "
+                     f"{sum(len(v.keys) for v in self.rows)} weight keys")
+        if self.weights is not None:
+            lines.append(self.key_report())
+        return "\n".join(lines)
+
+    def key_report(self) -> str:
+        """The strict key report: missing keys (with the row that asked) and unused keys, or that all fit."""
+        if self.ok:
+            return f"keys: every key the architecture asks for is in {self.weights}, and every key there is used"
+        out = []
+        if self.missing:
+            out.append(f"missing: {len(self.missing)} key(s) the architecture needs are not in {self.weights}:")
+            out += [f"  {k}   (asked for by {where})" for k, where in self.missing.items()]
+        if self.unused:
+            out.append(f"unused: {len(self.unused)} key(s) in {self.weights} no row uses:")
+            out += [f"  {k}" for k in self.unused]
+        return "\n".join(out)
+
+
+class _Recorder:
+    """The row observer: wraps the network's `weight` to learn the shape asked for each key, and splits the
+    keys read and the output shapes by row."""
+
+    def __init__(self) -> None:
+        self.asked: dict[str, tuple[int, ...]] = {}
+        self.rows: list[RowView] = []
+        self.net: Network | None = None
+        self._seen: set[str] = set()
+
+    def __call__(self, net: Network, row: Row | None, output: Any) -> None:
+        if row is None:
+            self.net = net
+            read = net.weight
+
+            def weight(key: str, shape: Any) -> Any:
+                self.asked.setdefault(key, tuple(int(v) for v in shape))
+                return read(key, shape)
+
+            net.weight = weight  # type: ignore[method-assign]  # this network only
+            return
+        new = [k for k in [*self.asked, *net.used] if k not in self._seen]
+        self._seen.update(new)
+        keys = {k: self.asked.get(k) or tuple(net.weights[k].shape) for k in dict.fromkeys(new)}
+        self.rows.append(RowView(row, keys, [tuple(t.shape) for t in _tensors(output)]))
+
+
+def show(arch: str | Path | Spec, weights: str | Path | None = None, opts: BuildOptions | None = None) -> ShowReport:
+    """Define `arch` with `weights` (or with none: every key is then expected, not read) and report each row."""
+    opts = opts or BuildOptions()
+    spec = arch if isinstance(arch, Spec) else load_spec(arch)
+    rec = _Recorder()
+    try:
+        with observing_rows(rec):
+            define_network(spec, {} if weights is None else weights, opts, log=lambda _: None)
+    except WeightKeyError:
+        if len(rec.rows) < len(spec.rows) or rec.net is None:
+            raise  # a row's weight of the wrong size: not the key report of a finished definition
+    assert rec.net is not None
+    report = ShowReport(spec, (-1, *spec.input_shape_for(opts.input_hw)), rec.rows,
+                        None if weights is None else str(weights))
+    if weights is not None:
+        report.missing, report.unused = rec.net.key_report()
+    return report
+
+
+def _tensors(value: Any) -> list[Any]:
+    if isinstance(value, dict):
+        return list(value.values())
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _shape(shape: tuple[int, ...]) -> str:
+    """(B, 64, 56, 56): the dynamic batch as B."""
+    return "(" + ", ".join("B" if i == 0 and s == -1 else str(s) for i, s in enumerate(shape)) + ")"

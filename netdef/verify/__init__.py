@@ -1,0 +1,111 @@
+"""`netdef verify`: find the first layer where a netdef network diverges from the PyTorch model it rebuilds.
+
+The same `.wts` goes into the PyTorch model (strictly) and into the network; both see one random input.
+Layers are matched with modules by name (`Network.matches` first: a convolution with BatchNorm folded in
+equals the BatchNorm's output), forward hooks give the modules' outputs, and each matched layer's output is
+compared with its module's (max relative error). netdef's tensors come from the network definition
+evaluated in float64 on the CPU (`cpu=True`: `evaluate.py`, no GPU or TensorRT runtime needed) or from an
+engine whose compared tensors are marked as outputs (`engine.py`).
+"""
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import trt_api
+from ..define import define_network
+from ..errors import NetdefError, OptionError, TensorRTUnavailable
+from ..fileio import file_sha256
+from ..options import BuildOptions
+from ..spec import Spec, load_spec
+from ..wts import read_wts
+from .evaluate import PLUGIN_TYPES, UnsupportedLayer, evaluate
+from .reference import load_model, load_weights_strict, run_hooked
+from .report import Report, compare, module_matcher
+
+__all__ = ["Report", "UnsupportedLayer", "default_tolerance", "evaluate", "verify"]
+
+# fp32: the CPU evaluator is exact up to fp32 weights; an engine's kernels reorder sums
+TOLERANCES = {("fp32", True): 1e-5, ("fp32", False): 1e-4, ("fp16", True): 1e-2, ("fp16", False): 1e-2}
+
+
+def default_tolerance(precision: str, cpu: bool) -> float:
+    """The max relative error `verify` accepts by default."""
+    return TOLERANCES[(precision, cpu)]
+
+
+def verify(arch: str | Path | Spec, weights: str | Path, model: Any, *, cpu: bool = False,
+           opts: BuildOptions | None = None, tol: float | None = None, seed: int = 0,
+           log: Callable[[str], None] | None = None) -> Report:
+    """Compare the network `arch` + `weights` with `model` (a torch module, or a source as `netdef export` takes
+    it: torchvision:NAME, package.module:callable, a checkpoint) layer by layer on one random input."""
+    log = log or _stderr
+    opts = replace(opts or BuildOptions(), tf32=False, batch=(1, 1, 1), profiles=())
+    if opts.precision not in ("fp32", "fp16"):
+        raise OptionError(f"verify compares fp32 or fp16 networks, not {opts.precision}")
+    tol = default_tolerance(opts.precision, cpu) if tol is None else tol
+    if not cpu and not trt_api.can_run_engines():
+        raise TensorRTUnavailable(f"verify without --cpu builds and runs an engine, which needs a CUDA GPU and full "
+                                  f"TensorRT (this is {trt_api.version_string()}, GPU: "
+                                  f"{trt_api.gpu_identity() or 'none'}): use --cpu to evaluate the network definition")
+    spec = arch if isinstance(arch, Spec) else load_spec(arch)
+    tensors = read_wts(weights)
+    if isinstance(model, str):
+        log(f"[netdef] loading {model} with PyTorch ...")
+        model = load_model(model)
+    load_weights_strict(model, tensors, str(weights))
+    identity = (str(weights), file_sha256(weights))
+    net = define_network(spec, tensors, opts, log, identity=identity)
+    layers = trt_api.describe_layers(net.definition)
+    raw = net.definition.raw
+    outputs = [raw.get_output(i).name for i in range(raw.num_outputs)]
+    feeds = _random_inputs(raw, seed)
+    if len(feeds) != 1:
+        raise NetdefError(f"verify feeds one input to the PyTorch model; {spec.name} has {len(feeds)}")
+    x = next(iter(feeds.values()))
+    modules = {name for name, _ in model.named_modules() if name}
+    match = module_matcher(net.matches, modules)
+    pairs = {layer.outputs[0]: m for layer in layers if len(layer.outputs) == 1
+             and (m := match(layer.name)) is not None}  # tensor -> module
+    if cpu:
+        _check_plugins(layers, spec, net.params)
+        values = evaluate(layers, feeds)
+        refs = run_hooked(model, x, pairs.values(), device="cpu", dtype="float64")
+        mode = "CPU, float64 definition"
+    else:
+        from .engine import engine_values
+
+        values = engine_values(net, opts, feeds, [*pairs, *outputs], log,
+                               arch={"name": spec.name, "path": str(spec.path), "sha256": spec.sha256},
+                               weights={"path": identity[0], "sha256": identity[1]})
+        refs = run_hooked(model, x, pairs.values(), device="cuda", dtype="float32")
+        mode = f"GPU engine, {trt_api.version_string()}"
+    return compare(spec.name, f"{mode}, {opts.precision}", tol, layers, values, refs, net.matches, modules, outputs)
+
+
+def _random_inputs(definition: Any, seed: int) -> dict[str, np.ndarray]:
+    """A standard-normal float32 array per network input (a dynamic batch is 1)."""
+    rng = np.random.default_rng(seed)
+    inputs = [definition.get_input(i) for i in range(definition.num_inputs)]
+    return {t.name: rng.standard_normal([1 if d < 0 else int(d) for d in t.shape]).astype(np.float32) for t in inputs}
+
+
+def _check_plugins(layers: list, spec: Spec, params: dict[str, Any]) -> None:
+    """The CPU evaluator computes no plugin layer: name the first, and the build parameter that leaves it out."""
+    plugin = next((lay for lay in layers if lay.type in PLUGIN_TYPES), None)
+    if plugin is None:
+        return
+    hints = [f"--set {k}={c}" for k, p in spec.build_params().items() if p.choices and params.get(k) == "plugin"
+             for c in p.choices if c != "plugin"]
+    raise UnsupportedLayer(f"layer '{plugin.name}' is a plugin ({plugin.type}), which the CPU evaluator cannot "
+                           f"compute: verify the network without it ({' or '.join(hints) or 'no plugin layers'}) "
+                           f"or without --cpu on a GPU")
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)

@@ -1,0 +1,103 @@
+"""The PyTorch side of `netdef verify`: the model loaded with the .wts strictly, and its modules' outputs."""
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import NetdefError, WeightKeyError
+from ..export import load_source
+from ..network import IGNORED_KEY_SUFFIXES
+
+
+@dataclass
+class ModuleOutputs:
+    """What the forward hooks saw: each hooked module's output (float64 numpy) or why it cannot be compared."""
+
+    outputs: dict[str, np.ndarray] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    final: np.ndarray | None = None  # the model's output (the first tensor of a tuple)
+
+
+def load_model(source: str) -> Any:
+    """A torch module from SOURCE (as `netdef export` reads it); a bare state_dict is no model."""
+    import torch
+
+    model = load_source(source)
+    if isinstance(model, Mapping):
+        for key in ("ema", "model"):  # a checkpoint holding a pickled model
+            if isinstance(model.get(key), torch.nn.Module):
+                model = model[key]
+                break
+    if not isinstance(model, torch.nn.Module):
+        raise NetdefError(f"--model {source}: gives a {type(model).__name__}, not a torch.nn.Module; verify needs "
+                          f"the model's code: torchvision:NAME, package.module:callable, or a pickled model")
+    return model
+
+
+def load_weights_strict(model: Any, tensors: Mapping[str, np.ndarray], where: str) -> None:
+    """Load the .wts arrays into `model`: its keys must be the model's state_dict keys (sizes equal)."""
+    import torch
+
+    sd = model.state_dict()
+    keys = [k for k in sd if not k.endswith(IGNORED_KEY_SUFFIXES)]
+    missing = [k for k in keys if k not in tensors]
+    unexpected = [k for k in tensors if k not in sd]
+    if missing or unexpected:
+        parts = [f"{len(missing)} model key(s) missing from it: {_few(missing)}" if missing else "",
+                 f"{len(unexpected)} key(s) the model does not have: {_few(unexpected)}" if unexpected else ""]
+        raise WeightKeyError(f"{where} does not fit the PyTorch model: " + "; ".join(p for p in parts if p))
+    wrong = [f"{k} ({np.asarray(tensors[k]).size} values, model {tuple(sd[k].shape)})" for k in keys
+             if np.asarray(tensors[k]).size != sd[k].numel()]
+    if wrong:
+        raise WeightKeyError(f"{where}: {len(wrong)} key(s) differ in size from the PyTorch model: {_few(wrong)}")
+    model.load_state_dict({k: torch.from_numpy(np.asarray(tensors[k]).reshape(tuple(sd[k].shape))).to(sd[k].dtype)
+                           for k in keys}, strict=False)
+
+
+def run_hooked(model: Any, x: np.ndarray, names: Iterable[str], *, device: str = "cpu",
+               dtype: str = "float64") -> ModuleOutputs:
+    """Run `model` on `x` with forward hooks on the modules `names` (those absent are ignored). In float64 on
+    the CPU, or float32 on a GPU with TF32 off (the reference is then exact fp32)."""
+    import torch
+
+    wanted = set(names)
+    seen: dict[str, list] = {}
+    handles = []
+    for name, module in model.named_modules():
+        if name in wanted:
+            handles.append(module.register_forward_hook(  # a copy: a later in-place op (ReLU) changes `out`
+                lambda m, i, out, name=name: seen.setdefault(name, []).append(
+                    out.detach().clone() if isinstance(out, torch.Tensor) else out)))
+    tdtype = getattr(torch, dtype)
+    prev = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        model = model.to(device=device, dtype=tdtype).eval()
+        with torch.no_grad():
+            y = model(torch.from_numpy(x).to(device=device, dtype=tdtype))
+    except Exception as e:  # noqa: BLE001  the user's model failing on the network's input is the user's to see
+        raise NetdefError(f"the PyTorch model failed on a {tuple(x.shape)} {dtype} input: {type(e).__name__}: "
+                          f"{e}") from e
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = prev
+        for h in handles:
+            h.remove()
+    res = ModuleOutputs()
+    for name, outs in seen.items():
+        if len(outs) > 1:
+            res.skipped[name] = f"module called {len(outs)} times (shared)"
+        elif not isinstance(outs[0], torch.Tensor):
+            res.skipped[name] = f"module returns a {type(outs[0]).__name__}"
+        else:
+            res.outputs[name] = outs[0].detach().cpu().double().numpy()
+    first = y[0] if isinstance(y, (tuple, list)) and y else y
+    if isinstance(first, torch.Tensor):
+        res.final = first.detach().cpu().double().numpy()
+    return res
+
+
+def _few(items: list[str], n: int = 8) -> str:
+    return ", ".join(items[:n]) + (f", ... ({len(items) - n} more)" if len(items) > n else "")

@@ -1,0 +1,120 @@
+"""Layer-by-layer comparison of netdef's tensors with PyTorch's module outputs, and its report."""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..tools.verify import max_rel_error
+from ..trt_api import LayerDescription
+from .reference import ModuleOutputs
+
+OUTPUT_MODULE = "(model output)"
+
+
+@dataclass
+class Row:
+    layer: str
+    module: str
+    shape: tuple[int, ...]
+    error: float | None  # max relative error; None when not compared
+    status: str  # "pass", "FAIL" or "skip"
+    note: str = ""
+
+
+@dataclass
+class Report:
+    """The rows in network order; `first_failure` is where the network first diverges from PyTorch."""
+
+    arch: str
+    mode: str
+    tol: float
+    rows: list[Row]
+    unmatched: int  # layers with no PyTorch module of their name
+
+    @property
+    def first_failure(self) -> Row | None:
+        return next((r for r in self.rows if r.status == "FAIL"), None)
+
+    @property
+    def ok(self) -> bool:
+        return self.first_failure is None and any(r.status == "pass" for r in self.rows)
+
+    def table(self) -> str:
+        head = ("layer", "module", "shape", "max rel err", "result")
+        body = [(r.layer, r.module, "x".join(map(str, r.shape)), "-" if r.error is None else f"{r.error:.2e}",
+                 f"{r.status} {r.note}".strip()) for r in self.rows]
+        widths = [max(len(row[i]) for row in [head, *body]) for i in range(4)]
+        return "\n".join("  ".join(c.ljust(w) for c, w in zip(row[:4], widths)) + "  " + row[4]
+                         for row in [head, *body])
+
+    def summary(self) -> str:
+        counts = {s: sum(r.status == s for r in self.rows) for s in ("pass", "FAIL", "skip")}
+        compared = counts["pass"] + counts["FAIL"]
+        first = self.first_failure
+        verdict = "PASS" if self.ok else "FAIL"
+        text = (f"verify {self.arch} ({self.mode}): {verdict}: {counts['pass']} of {compared} matched layers within "
+                f"{self.tol:g}, {counts['skip']} skipped, {self.unmatched} layers without a PyTorch module")
+        if first is not None:
+            text += f"; first divergent layer: {first.layer} ({first.module}){_err_text(first)}"
+        elif compared == 0:
+            text += "; no layer could be compared (do the layer names follow the model's module names?)"
+        return text
+
+
+def _err_text(row: Row) -> str:
+    return f": {row.note}" if row.error is None else f": max rel error {row.error:.3g}"
+
+
+def module_matcher(matches: Mapping[str, str], modules: set[str]) -> Callable[[str], str | None]:
+    """layer name -> the PyTorch module whose output that layer's output equals, or None: `Network.matches`
+    first, then the layer's own name (`layer1.0.conv1`), then its name with '/' read as '.' (`layer1.0/relu`
+    -> `layer1.0.relu`). A module that `matches` gives to a layer is that layer's alone (the matrix multiply
+    `fc` before the bias add `fc/add_bias` is not compared with module `fc`)."""
+    claimed = set(matches.values())
+
+    def match(layer: str) -> str | None:
+        if layer in matches:
+            return matches[layer]
+        return next((n for n in (layer, layer.replace("/", ".")) if n in modules and n not in claimed), None)
+
+    return match
+
+
+def compare(arch: str, mode: str, tol: float, layers: list[LayerDescription], values: Mapping[str, Any],
+            refs: ModuleOutputs, matches: Mapping[str, str], modules: set[str], outputs: list[str]) -> Report:
+    """Compare each layer that has a module with that module's output, then the network's output with the model's."""
+    rows: list[Row] = []
+    unmatched = 0
+    match = module_matcher(matches, modules)
+    for layer in layers:
+        module = match(layer.name) if len(layer.outputs) == 1 else None
+        if module is None:
+            unmatched += 1
+            continue
+        out = values.get(layer.outputs[0])
+        shape = tuple(out.shape) if out is not None else layer.output_shapes[0]
+        if module in refs.skipped:
+            rows.append(Row(layer.name, module, shape, None, "skip", refs.skipped[module]))
+        elif module not in refs.outputs:
+            rows.append(Row(layer.name, module, shape, None, "skip", "module not run by forward()"))
+        else:
+            rows.append(_compare_row(layer.name, module, out, refs.outputs[module], tol))
+    if len(outputs) == 1 and refs.final is not None:
+        rows.append(_compare_row(f"(output) {outputs[0]}", OUTPUT_MODULE, values.get(outputs[0]), refs.final, tol))
+    return Report(arch, mode, tol, rows, unmatched)
+
+
+def _compare_row(layer: str, module: str, out: Any, ref: np.ndarray, tol: float) -> Row:
+    if out is None:
+        return Row(layer, module, tuple(ref.shape), None, "skip", "tensor not available")
+    out = np.asarray(out.detach().cpu().numpy() if hasattr(out, "detach") else out, dtype=np.float64)
+    shape = tuple(out.shape)
+    if shape != ref.shape:
+        if out.size != ref.size or out.squeeze().shape != ref.squeeze().shape:
+            return Row(layer, module, shape, None, "FAIL", f"shape {shape} != PyTorch's {tuple(ref.shape)}")
+        out = out.reshape(ref.shape)  # e.g. a Linear run as a 1x1 convolution: (B, C, 1, 1) vs (B, C)
+    err = max_rel_error(out, ref)
+    return Row(layer, module, shape, err, "pass" if err <= tol else "FAIL")

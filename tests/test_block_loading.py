@@ -1,0 +1,264 @@
+"""Researchers' own blocks: --blocks (a .py path or a module name), NETDEF_BLOCKS, a YAML's `blocks:`, the
+`netdef.blocks` entry point of an installed package; clear errors for bad modules, duplicate names and unknown
+blocks. CPU builds (TensorRT-RTX)."""
+from __future__ import annotations
+
+import os
+import site
+import subprocess
+import sys
+import sysconfig
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from netdef import block_modules, registry
+from netdef.cli import main
+from netdef.errors import NetdefError, OptionError, SpecError
+from netdef.wts import write_wts
+
+ROOT = Path(__file__).resolve().parent.parent
+BLOCK_SOURCE = '''
+from netdef.registry import block
+
+
+@block("{name}", width_args=("c2",))
+def conv_relu(net, x, prefix, c2, k=3):
+    """Convolution with bias + ReLU, keys `prefix.weight` and `prefix.bias`."""
+    return net.conv(x, prefix, c2, k, 1, k // 2, act="relu")
+'''
+
+
+def arch_yaml(block_name: str, extra: str = "") -> str:
+    """A tiny architecture using `block_name`; `extra` (top-level YAML) goes on line 4, the first row is then on
+    line 6 (extra empty) or later."""
+    return "\n".join(["name: tiny", "input: {name: input, shape: [1, 8, 8]}", "output: logits", extra, "layers:",
+                      f"  - [-1, 1, {block_name}, {{c2: 4}}, conv1]", "  - [-1, 1, Flatten, {}, flat]",
+                      "  - [-1, 1, Linear, {c2: 3}, fc]", ""])
+
+
+@pytest.fixture
+def clean_registry(monkeypatch):
+    """Block modules imported by a test are forgotten afterwards (registry, loader cache, sys.modules)."""
+    blocks, loaded, modules = dict(registry.BLOCKS), dict(block_modules._loaded), set(sys.modules)
+    monkeypatch.setattr(block_modules, "_installed_done", False)
+    monkeypatch.delenv(block_modules.ENV_VAR, raising=False)
+    yield
+    registry.BLOCKS.clear()
+    registry.BLOCKS.update(blocks)
+    block_modules._loaded.clear()
+    block_modules._loaded.update(loaded)
+    for name in set(sys.modules) - modules:
+        del sys.modules[name]
+
+
+@pytest.fixture
+def tiny(tmp_path, clean_registry):
+    """tmp_path with tiny_blocks.py (block TinyConvRelu), tiny.yaml using it, tiny.wts fitting it."""
+    (tmp_path / "tiny_blocks.py").write_text(BLOCK_SOURCE.format(name="TinyConvRelu"))
+    (tmp_path / "tiny.yaml").write_text(arch_yaml("TinyConvRelu"))
+    rng = np.random.default_rng(0)
+    write_wts(tmp_path / "tiny.wts", {"conv1.weight": rng.random((4, 1, 3, 3)), "conv1.bias": rng.random(4),
+                                      "fc.weight": rng.random((3, 256)), "fc.bias": rng.random(3)})
+    return tmp_path
+
+
+def build_args(d: Path, *extra: str) -> list[str]:
+    return ["build", str(d / "tiny.yaml"), "-w", str(d / "tiny.wts"), "-o", str(d / "tiny.engine"), *extra]
+
+
+def cli(*args: str, cwd: Path | None = None, env: dict | None = None,
+        python: str = sys.executable) -> subprocess.CompletedProcess:
+    """`python -m netdef.cli ARGS` in a new process (a fresh block registry)."""
+    env = dict(os.environ, **(env or {}))
+    env.setdefault("PYTHONPATH", os.pathsep.join(sys.path))
+    return subprocess.run([python, "-m", "netdef.cli", *args], capture_output=True, text=True, env=env, cwd=cwd)
+
+
+def test_build_with_a_block_file_from_the_command_line(tiny):
+    res = cli(*build_args(tiny, "--blocks", str(tiny / "tiny_blocks.py")))
+    assert res.returncode == 0, res.stderr
+    assert (tiny / "tiny.engine").stat().st_size > 1000 and "built" in res.stdout
+
+
+def test_editing_a_block_makes_the_engine_out_of_date(tiny):
+    """The architecture's identity includes the source of blocks outside netdef: an unchanged block keeps the
+    engine, an edited one rebuilds it (each build a new process, as from the shell)."""
+    from netdef.spec import load_spec
+
+    args = build_args(tiny, "--blocks", str(tiny / "tiny_blocks.py"))
+    assert cli(*args).returncode == 0
+    again = cli(*args)
+    assert again.returncode == 0 and "is up to date" in again.stderr, again.stderr
+    block_modules.load_block_module(str(tiny / "tiny_blocks.py"), "test")
+    before = load_spec(tiny / "tiny.yaml").sha256
+    assert before != load_spec("lenet").sha256 and load_spec("lenet").sha256 == load_spec("lenet").sha256
+    edited = BLOCK_SOURCE.format(name="TinyConvRelu").replace('act="relu"', 'act="silu"')
+    assert edited != BLOCK_SOURCE.format(name="TinyConvRelu")
+    (tiny / "tiny_blocks.py").write_text(edited)
+    rebuilt = cli(*args)
+    assert rebuilt.returncode == 0 and "is up to date" not in rebuilt.stderr and "built" in rebuilt.stdout
+
+
+def test_without_the_module_the_unknown_block_error_says_how_to_load_one(tiny, capsys):
+    assert main(build_args(tiny)) == 1
+    err = capsys.readouterr().err
+    assert "tiny.yaml:6: row 0: unknown block 'TinyConvRelu'" in err and err.count("\n") == 1, err
+    for way in ("--blocks", "NETDEF_BLOCKS", "blocks:", "netdef.blocks"):
+        assert way in err
+    assert not (tiny / "tiny.engine").exists()
+
+
+def test_a_module_name_on_sys_path(tiny, monkeypatch):
+    monkeypatch.syspath_prepend(str(tiny))
+    assert main(build_args(tiny, "--blocks", "tiny_blocks")) == 0
+    assert registry.get_block("TinyConvRelu").module == "tiny_blocks"
+
+
+def test_netdef_blocks_environment_variable(tiny, monkeypatch, capsys):
+    other = tiny / "more"
+    other.mkdir()
+    (other / "more_blocks.py").write_text(BLOCK_SOURCE.format(name="MoreConvRelu"))
+    monkeypatch.setenv("NETDEF_BLOCKS", os.pathsep.join([str(tiny / "tiny_blocks.py"), str(other / "more_blocks.py")]))
+    assert main(build_args(tiny)) == 0
+    assert main(["blocks"]) == 0
+    out = capsys.readouterr().out
+    assert f"TinyConvRelu(c2, k=3)  [tiny_blocks ({tiny / 'tiny_blocks.py'})]" in out
+    assert "MoreConvRelu(c2, k=3)" in out and "Convolution with bias + ReLU" in out
+    monkeypatch.setattr(block_modules, "_installed_done", False)
+    monkeypatch.setenv("NETDEF_BLOCKS", "nowhere/gone.py")
+    assert main(["blocks"]) == 1
+    assert capsys.readouterr().err.startswith(f"netdef blocks: error: NETDEF_BLOCKS=nowhere/gone.py: block file "
+                                              f"{Path('nowhere/gone.py').resolve()} not found")
+
+
+def test_yaml_names_its_block_modules_relative_to_itself(tiny, monkeypatch):
+    (tiny / "arch").mkdir()
+    (tiny / "arch" / "tiny.yaml").write_text(arch_yaml("TinyConvRelu", "blocks: [../tiny_blocks.py]"))
+    monkeypatch.chdir(tiny / "arch")
+    assert main(["build", "tiny.yaml", "-w", str(tiny / "tiny.wts"), "-o", str(tiny / "t.engine")]) == 0
+    assert (tiny / "t.engine").is_file()
+
+
+def test_a_bad_yaml_block_module_names_the_yaml_line(tiny):
+    from netdef.spec import load_spec
+
+    (tiny / "bad.yaml").write_text(arch_yaml("TinyConvRelu", "blocks:\n  - tiny_blocks.py\n  - no_such_blocks_mod"))
+    with pytest.raises(SpecError) as e:
+        load_spec(tiny / "bad.yaml")
+    assert str(e.value).startswith(f"{tiny / 'bad.yaml'}:6: 'blocks': cannot import block module 'no_such_blocks_mod'")
+    (tiny / "bad2.yaml").write_text(arch_yaml("TinyConvRelu", "blocks: tiny_blocks.py"))
+    with pytest.raises(SpecError, match="'blocks': expected a list of block modules"):
+        load_spec(tiny / "bad2.yaml")
+
+
+def test_a_bad_module_path_is_one_clear_error(tiny, capsys):
+    assert main(build_args(tiny, "--blocks", str(tiny / "missing_blocks.py"))) == 1
+    err = capsys.readouterr().err
+    assert err == f"netdef build: error: --blocks {tiny / 'missing_blocks.py'}: block file " \
+                  f"{tiny / 'missing_blocks.py'} not found\n"
+    assert main(build_args(tiny, "--blocks", "no_such_pkg.blocks")) == 1
+    err = capsys.readouterr().err
+    assert "--blocks no_such_pkg.blocks: cannot import block module 'no_such_pkg.blocks': ModuleNotFoundError" in err
+
+
+def test_a_module_that_fails_names_its_line_and_leaves_no_blocks(tiny):
+    (tiny / "broken.py").write_text(BLOCK_SOURCE.format(name="HalfDone") + "\n\nraise RuntimeError('oops')\n")
+    with pytest.raises(OptionError) as e:
+        block_modules.load_block_module(str(tiny / "broken.py"), "--blocks broken.py")
+    broken = tiny / "broken.py"
+    assert f"--blocks broken.py: cannot import block file {broken}: RuntimeError: oops at {broken}:11" in str(e.value)
+    assert "HalfDone" not in registry.BLOCKS  # the failed module's blocks are unregistered
+    (tiny / "syntax.py").write_text("def f(:\n")
+    with pytest.raises(OptionError, match=r"SyntaxError: .* at .*syntax.py:1"):
+        block_modules.load_block_module(str(tiny / "syntax.py"), "--blocks syntax.py")
+
+
+def test_a_block_name_registered_by_two_modules_is_an_error(tiny, capsys):
+    (tiny / "rival_blocks.py").write_text(BLOCK_SOURCE.format(name="TinyConvRelu"))
+    assert main(build_args(tiny, "--blocks", str(tiny / "tiny_blocks.py"), "--blocks",
+                           str(tiny / "rival_blocks.py"))) == 1
+    err = capsys.readouterr().err
+    assert (f"block 'TinyConvRelu' is registered twice: by tiny_blocks ({tiny / 'tiny_blocks.py'}) and by "
+            f"rival_blocks ({tiny / 'rival_blocks.py'})") in err, err
+    assert err.startswith(f"netdef build: error: --blocks {tiny / 'rival_blocks.py'}:")
+
+
+def test_the_same_module_twice_is_imported_once(tiny):
+    first = block_modules.load_block_module(str(tiny / "tiny_blocks.py"), "--blocks")
+    assert block_modules.load_block_module("./tiny_blocks.py", "x", base=tiny) is first
+    (tiny / "again.yaml").write_text(arch_yaml("TinyConvRelu", "blocks: [tiny_blocks.py]"))
+    from netdef.spec import load_spec
+
+    assert load_spec(tiny / "again.yaml").rows[0].block.fn is registry.get_block("TinyConvRelu").fn
+
+
+def test_block_loading_options_on_every_command():
+    from netdef.cli import make_parser
+
+    p = make_parser()
+    for cmd in (["build", "a", "-w", "w", "-o", "o"], ["calibrate", "a", "-w", "w", "-d", "d", "-o", "o"],
+                ["show", "a"], ["blocks"]):
+        assert p.parse_args([*cmd, "--blocks", "x.py", "--blocks", "y"]).blocks == ["x.py", "y"]
+
+
+@pytest.fixture(scope="module")
+def venv_with_block_package(tmp_path_factory) -> Path:
+    """A venv that sees this checkout's netdef and its requirements (a .pth file, as tests/test_install.py
+    does) and has a tiny package installed with pip whose `netdef.blocks` entry point registers PkgConvRelu."""
+    tmp = tmp_path_factory.mktemp("blockpkg")
+    pkg = tmp / "pkg"
+    (pkg / "netdef_tiny_blocks").mkdir(parents=True)
+    (pkg / "netdef_tiny_blocks" / "__init__.py").write_text(BLOCK_SOURCE.format(name="PkgConvRelu"))
+    (pkg / "pyproject.toml").write_text(textwrap.dedent("""\
+        [build-system]
+        requires = ["setuptools"]
+        build-backend = "setuptools.build_meta"
+
+        [project]
+        name = "netdef-tiny-blocks"
+        version = "0.1"
+
+        [project.entry-points."netdef.blocks"]
+        tiny = "netdef_tiny_blocks"
+
+        [tool.setuptools]
+        packages = ["netdef_tiny_blocks"]
+        """))
+    venv = tmp / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    py = venv / "bin" / "python"
+    purelib = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             check=True, capture_output=True, text=True).stdout.strip()
+    ours = [str(ROOT), sysconfig.get_paths()["purelib"], *site.getsitepackages()]
+    Path(purelib, "zz_netdef_test_deps.pth").write_text("\n".join(dict.fromkeys(ours)) + "\n")
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(py), "install", "-q", "--no-deps", "--no-index",
+                    "--no-build-isolation", str(pkg)], check=True, capture_output=True)
+    return venv
+
+
+def test_an_installed_package_registers_its_blocks_by_entry_point(venv_with_block_package, tiny):
+    (tiny / "pkg.yaml").write_text(arch_yaml("PkgConvRelu"))
+    py = str(venv_with_block_package / "bin" / "python")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", block_modules.ENV_VAR)}
+    run = subprocess.run([py, "-m", "netdef.cli", "build", "pkg.yaml", "-w", "tiny.wts", "-o", "pkg.engine"],
+                         cwd=tiny, capture_output=True, text=True, env=env)
+    assert run.returncode == 0, run.stderr
+    assert (tiny / "pkg.engine").stat().st_size > 1000
+    listing = subprocess.run([py, "-m", "netdef.cli", "blocks"], cwd=tiny, capture_output=True, text=True, env=env)
+    assert "PkgConvRelu(c2, k=3)  [netdef_tiny_blocks (" in listing.stdout, listing.stderr
+    # this interpreter does not have the package: the same build fails with the unknown-block error
+    assert "unknown block 'PkgConvRelu'" in cli("build", "pkg.yaml", "-w", "tiny.wts", "-o", "x.engine",
+                                                 cwd=tiny).stderr
+
+
+def test_a_broken_entry_point_names_itself(tiny, monkeypatch):
+    from importlib import metadata
+
+    ep = metadata.EntryPoint(name="broken", value="no_such_blocks_pkg", group=block_modules.ENTRY_POINT_GROUP)
+    monkeypatch.setattr(block_modules.metadata, "entry_points", lambda group: [ep] if group == ep.group else [])
+    with pytest.raises(NetdefError, match=r"^entry point 'broken' \(netdef.blocks\): cannot import block module "
+                                          r"'no_such_blocks_pkg': ModuleNotFoundError"):
+        block_modules.load_blocks()

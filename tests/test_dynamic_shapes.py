@@ -1,0 +1,396 @@
+"""Dynamic input height and width (`--input-shape MIN:OPT:MAX`): options, profiles and metadata, blocks that need a
+static size failing clearly, the runtime's profile choice and CUDA graph cache, deployment.
+
+CPU tests build with the installed builder (TensorRT-RTX in CI). GPU tests (`@pytest.mark.gpu`) run the engines
+against PyTorch and against static engines of each size, and print RESULT lines with the errors.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from netdef import engine_file, trt_api
+from netdef.build import BuildOptions, build_engine, define_network
+from netdef.compiler import build_key, target_identity
+from netdef.errors import EngineFileError, OptionError, SpecError
+from netdef.options import format_hw_range, options_dict, parse_input_shape
+
+RANGE = ((160, 160), (224, 224), (320, 320))
+# BuildOptions' fields before dynamic sizes existed: a static build's metadata and build key hold exactly these
+STATIC_OPTION_KEYS = {"precision", "batch", "profiles", "input_hw", "workspace_mib", "opt_level", "tf32", "strict",
+                      "timing_cache", "compute_capability", "calibration", "int8_exclude", "detailed",
+                      "refittable", "params"}
+
+
+def _quiet(msg: str) -> None:
+    pass
+
+
+# ---------------------------------------------------------------- options
+
+@pytest.mark.parametrize("text, hw, rng", [
+    ("480x640", (480, 640), None),
+    ("480,640", (480, 640), None),
+    ("320x320:640x640:1280x1280", None, ((320, 320), (640, 640), (1280, 1280))),
+    ("320x256:640x480", None, ((320, 256), (640, 480), (640, 480))),  # MIN:MAX: opt = max, as for --batch
+    ("224x224:224x224:224x224", None, ((224, 224),) * 3),
+])
+def test_parse_input_shape(text, hw, rng):
+    assert parse_input_shape(text) == (hw, rng)
+    if rng:
+        assert parse_input_shape(format_hw_range(rng)) == (None, rng)
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("480", "--input-shape '480': expected H,W or HxW"),
+    ("0x640", "--input-shape '0x640': expected H,W or HxW"),
+    ("axb:1x1", "--input-shape 'axb:1x1'"),
+    ("1x1:2x2:3x3:4x4", "--input-shape '1x1:2x2:3x3:4x4': expected H,W or HxW, or MIN:OPT:MAX"),
+    ("320x320:224x224:640x640", "--input-shape 320x320:224x224:640x640: the height must satisfy min <= opt <= max"),
+    ("320x640:320x320:320x640", "the width must satisfy min <= opt <= max"),
+])
+def test_parse_input_shape_errors(text, needle):
+    with pytest.raises(OptionError) as e:
+        parse_input_shape(text)
+    assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("kw, needle", [
+    ({"input_range": ((1, 1), (2, 2))}, "input_range ((1, 1), (2, 2)): expected ((minH, minW)"),
+    ({"input_range": ((1, 1), (2, 2), (3, "x"))}, "expected ((minH, minW), (optH, optW), (maxH, maxW))"),
+    ({"input_range": ((1, 1), (0, 2), (3, 3))}, "positive integers"),
+    ({"input_range": ((2, 2), (1, 1), (3, 3))}, "input_range 2x2:1x1:3x3: the height must satisfy"),
+    ({"input_range": RANGE, "input_hw": (224, 224)}, "input_hw (224, 224) and input_range 160x160:224x224:320x320: "
+                                                     "give one"),
+])
+def test_build_options_reject_bad_ranges(kw, needle):
+    with pytest.raises(OptionError) as e:
+        BuildOptions(**kw).validate()
+    assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+def test_options_round_trip_through_metadata():
+    opts = BuildOptions(batch=(1, 2, 4), input_range=RANGE)
+    opts.validate()
+    back = BuildOptions.from_meta(json.loads(json.dumps(options_dict(opts))))
+    assert back == opts and back.dynamic_hw and back.input_range == RANGE
+    static = BuildOptions.from_meta(json.loads(json.dumps(options_dict(BuildOptions(input_hw=(480, 640))))))
+    assert static.input_range is None and not static.dynamic_hw and static.input_hw == (480, 640)
+
+
+def test_build_command_line_takes_a_range():
+    from netdef.cli import make_parser
+    from netdef.cli.build import build_options
+
+    args = ["build", "resnet18", "-w", "r.wts", "-o", "r.engine", "--batch", "1:1:4,5:8:8"]
+    opts = build_options(make_parser().parse_args(args + ["--input-shape", "160x160:224x224:320x320"]))
+    assert opts.input_range == RANGE and opts.input_hw is None and opts.all_profiles == ((1, 1, 4), (5, 8, 8))
+    opts = build_options(make_parser().parse_args(args + ["--input-shape", "480,640"]))
+    assert opts.input_hw == (480, 640) and opts.input_range is None
+
+
+# ---------------------------------------------------------------- building
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50"])
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_dynamic_resnet_builds(name, precision, torchvision_wts, tmp_path):
+    _, wts = torchvision_wts(name)
+    out = tmp_path / f"{name}_{precision}.engine"
+    opts = BuildOptions(precision=precision, batch=(1, 2, 4), input_range=RANGE, opt_level=0)
+    res = build_engine(name, wts, out, opts, log=_quiet)
+    meta = engine_file.read_meta(out, verify=True)
+    assert res.built and meta == res.meta
+    assert meta["inputs"] == [{"name": "input", "shape": [-1, 3, -1, -1], "dtype": "float32"}]
+    assert meta["outputs"] == [{"name": "logits", "shape": [-1, 1000], "dtype": "float32"}]
+    assert meta["options"]["input_range"] == [[160, 160], [224, 224], [320, 320]]
+    assert meta["input_hw_ranges"] == [[[160, 160], [224, 224], [320, 320]]]
+    assert engine_file.hw_ranges(meta) == [RANGE]
+    assert BuildOptions.from_meta(meta["options"]) == opts
+    # the same build again is up to date; a static build of the same model is another engine
+    assert not build_engine(name, wts, out, opts, log=_quiet).built
+    assert build_key("a", "w", opts, {}) != build_key("a", "w", BuildOptions(precision=precision, batch=(1, 2, 4),
+                                                                             opt_level=0), {})
+
+
+def test_every_batch_profile_gets_the_range_and_info_shows_them(torchvision_wts, tmp_path, capsys):
+    from netdef.cli import main
+
+    _, wts = torchvision_wts("resnet18")
+    out = tmp_path / "r18.engine"
+    assert main(["build", "resnet18", "-w", str(wts), "-o", str(out), "--batch", "1:1:4,5:8:8", "--opt-level", "0",
+                 "--input-shape", "160x160:224x224:320x320"]) == 0
+    meta = engine_file.read_meta(out)
+    assert engine_file.profiles(meta) == [(1, 1, 4), (5, 8, 8)]
+    assert engine_file.hw_ranges(meta) == [RANGE, RANGE]
+    capsys.readouterr()
+    assert main(["info", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "input HxW 160x160:224x224:320x320 (min:opt:max) in profile 0 (batch 1:1:4)" in text
+    assert "input HxW 160x160:224x224:320x320 (min:opt:max) in profile 1 (batch 5:8:8)" in text
+    assert "[-1, 3, -1, -1]" in text
+    assert main(["info", "--json", str(out)]) == 0
+    assert json.loads(capsys.readouterr().out)["input_hw_ranges"] == [[[160, 160], [224, 224], [320, 320]]] * 2
+
+
+def test_static_build_metadata_is_unchanged(torchvision_wts, tmp_path, capsys):
+    from netdef.cli import main
+
+    _, wts = torchvision_wts("resnet18")
+    opts = BuildOptions(batch=(1, 2, 4), opt_level=0)
+    out = tmp_path / "static.engine"
+    meta = build_engine("resnet18", wts, out, opts, log=_quiet).meta
+    assert set(meta["options"]) == STATIC_OPTION_KEYS and "input_hw_ranges" not in meta
+    assert meta["inputs"][0]["shape"] == [-1, 3, 224, 224] and engine_file.hw_ranges(meta) is None
+    # the build key is the one netdef computed before dynamic sizes existed: static engines stay up to date
+    from dataclasses import asdict
+
+    from netdef import __version__
+
+    old = {k: v for k, v in asdict(opts).items() if k in STATIC_OPTION_KEYS} | {"timing_cache": None}
+    key = {"arch": "a", "weights": "w", "opts": old, "tensorrt": trt_api.version_string(),
+           "target": dict(target_identity(opts)), "netdef": __version__, "calibration": None}
+    expect = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+    assert build_key("a", "w", opts, target_identity(opts)) == expect
+    capsys.readouterr()
+    assert main(["info", str(out)]) == 0
+    assert "HxW" not in capsys.readouterr().out
+
+
+def test_yolov5s_dynamic_is_one_clear_error(yolov5_wts):
+    try:
+        wts = yolov5_wts("yolov5s")
+    except ImportError as e:
+        pytest.skip(f"no YOLOv5 reference: {e}")
+    with pytest.raises(SpecError) as e:
+        define_network("yolov5s", wts, BuildOptions(input_range=((320, 320), (640, 640), (640, 640))), log=_quiet)
+    msg = str(e.value)
+    assert "row 24 (Detect)" in msg and "model.24: Detect needs a static input size: build with --input-shape H,W" \
+        in msg and "\n" not in msg
+    for params in ({"head": "plugin"},):  # the plugin head reads the same sizes first
+        with pytest.raises(SpecError, match=r"row 24 \(Detect\).*needs a static input size"):
+            define_network("yolov5s", wts, BuildOptions(input_range=RANGE, params=params), log=_quiet)
+
+
+def test_blocks_that_bake_the_size_name_themselves():
+    from netdef.blocks.yolo import focus
+    from netdef.network import Network
+
+    net = Network({})
+    x = net.input("input", (-1, 3, -1, -1))
+    with pytest.raises(SpecError, match=r"^m\.0: Focus needs a static input size: build with --input-shape H,W"):
+        focus(net, x, "m.0", 32)
+    with pytest.raises(SpecError, match=r"r: reshape of \(-1, 3, -1, -1\) to \[0, 3, 400\] needs a static input"):
+        net.reshape(x, "r", [0, 3, 400])
+    assert tuple(net.reshape(x, "ok", [0, 3, -1]).shape) == (-1, 3, -1)  # -1 takes H * W at run time
+    assert net.static_hw(net.input("fixed", (-1, 3, 32, 48)), "T") == (32, 48)
+
+
+def test_a_dynamic_input_without_a_range_is_refused():
+    from netdef.compiler import add_profiles
+    from netdef.network import Network
+
+    net = Network({})
+    net.input("input", (-1, 3, -1, -1))
+    config = net.builder.create_builder_config()
+    with pytest.raises(OptionError, match=r"input input \(-1, 3, -1, -1\) is dynamic beyond the batch axis; build "
+                                          r"with --input-shape MIN:OPT:MAX"):
+        add_profiles(net.builder, net.definition, config, BuildOptions(), "arch")
+
+
+# ---------------------------------------------------------------- engine header and deployment
+
+def test_header_checks_the_ranges(torchvision_wts, tmp_path):
+    _, wts = torchvision_wts("resnet18")
+    out = tmp_path / "r18.engine"
+    meta = build_engine("resnet18", wts, out, BuildOptions(input_range=RANGE, opt_level=0), log=_quiet).meta
+    for bad in ([[[160, 160], [224, 224]]], [[[320, 320], [224, 224], [160, 160]]], [[[0, 1], [1, 1], [1, 1]]]):
+        assert "'input_hw_ranges'" in engine_file.meta_problem(dict(meta, input_hw_ranges=bad))
+    with pytest.raises(EngineFileError, match="'options.input_range'"):
+        engine_file.validate_meta(dict(meta, options=dict(meta["options"], input_range=[1, 2])), out)
+
+
+def test_sidecar_and_triton_config(torchvision_wts, tmp_path):
+    pytest.importorskip("google.protobuf.text_format")
+    from netdef.deploy.plan import export_plan
+    from netdef.deploy.triton import model_config, write_repository
+
+    _, wts = torchvision_wts("resnet18")
+    out = tmp_path / "r18.engine"
+    meta = build_engine("resnet18", wts, out, BuildOptions(batch=(1, 4, 8), input_range=RANGE, opt_level=0),
+                        log=_quiet).meta
+    side = export_plan(out, tmp_path / "r18.plan")
+    assert side["input_hw_ranges"] == meta["input_hw_ranges"] and side["inputs"] == meta["inputs"]
+    config = model_config(meta)
+    assert config["max_batch_size"] == 8
+    assert config["input"][0]["dims"] == [3, -1, -1] and config["output"][0]["dims"] == [1000]
+    res = write_repository(out, tmp_path / "models")
+    text = (res.model_dir / "config.pbtxt").read_text()
+    assert "dims: [3, -1, -1]" in text and "dims: [1000]" in text
+    assert "dynamic input height and width (min:opt:max HxW per profile): 160x160:224x224:320x320" in text
+
+
+# ---------------------------------------------------------------- runtime (profile choice without a GPU)
+
+def _loaded(profiles, ranges, shape=(-1, 3, -1, -1)):
+    """An Engine's state as loading sets it, without a GPU (profile choice and input checks only)."""
+    from netdef.runtime import Engine, TensorInfo
+
+    eng = Engine.__new__(Engine)
+    eng.path, eng.profiles, eng.hw_ranges = Path("d.engine"), profiles, ranges
+    eng.meta = {"options": {"batch": [min(p[0] for p in profiles), profiles[-1][1], max(p[2] for p in profiles)]}}
+    eng.inputs = [TensorInfo("input", shape, "float32")]
+    return eng
+
+
+def test_profile_choice_by_batch_and_size():
+    near, far = ((64, 64), (128, 128), (256, 256)), ((200, 200), (512, 512), (640, 640))
+    eng = _loaded([(1, 1, 4), (1, 8, 8)], [near, far])
+    assert eng.profile_for(1, (128, 128)) == 0
+    assert eng.profile_for(8, (224, 224)) == 1  # both hold it: batch 8 and 224 are nearer profile 1's opt
+    assert eng.profile_for(2, (300, 300)) == 1  # only profile 1's range holds 300
+    assert eng.profile_for(2, (100, 100)) == 0
+    with pytest.raises(OptionError) as e:
+        eng.profile_for(2, (700, 64))
+    assert str(e.value) == ("input batch 2 at 700x64 is outside every profile of d.engine (batch 1..4 at "
+                            "64x64:128x128:256x256, batch 1..8 at 200x200:512x512:640x640; HxW as min:opt:max): "
+                            "rebuild with --input-shape MIN:OPT:MAX covering it")
+    eng._check_feeds({"input": np.zeros((2, 3, 100, 120), np.float32)})
+    with pytest.raises(OptionError, match="outside every profile"):
+        eng._check_feeds({"input": np.zeros((2, 3, 32, 32), np.float32)})
+    with pytest.raises(OptionError, match=r"has shape \(2, 1, 100, 100\); the engine expects \(-1, 3, -1, -1\)"):
+        eng._check_feeds({"input": np.zeros((2, 1, 100, 100), np.float32)})
+    assert eng.input_shape(eng.inputs[0], 2) == (2, 3, 128, 128)  # default: the profile's opt size
+    assert eng.input_shape(eng.inputs[0], 8) == (8, 3, 512, 512)
+    assert eng.input_shape(eng.inputs[0], 3, (96, 80)) == (3, 3, 96, 80)
+
+
+def test_static_engine_sizes():
+    eng = _loaded([(1, 2, 4)], None, shape=(-1, 3, 224, 224))
+    assert not eng.dynamic_hw and eng.profile_for(3) == 0
+    assert eng.input_shape(eng.inputs[0], 3) == (3, 3, 224, 224) == eng.input_shape(eng.inputs[0], 3, (224, 224))
+    with pytest.raises(OptionError, match=r"d\.engine was built for the input size 224x224 only, not 320x320: "
+                                          r"rebuild with --input-shape 320x320"):
+        eng.input_shape(eng.inputs[0], 1, (320, 320))
+
+
+def test_run_refuses_a_size_with_an_input_file(tmp_path):
+    from helpers import run_cli
+
+    np.save(tmp_path / "x.npy", np.zeros((1, 3, 8, 8), np.float32))
+    r = run_cli("run", str(tmp_path / "d.engine"), "--input", str(tmp_path / "x.npy"), "--input-shape", "8x8")
+    assert r.returncode == 1 and "--input gives the input's height and width: leave out --input-shape" in r.stderr
+    r = run_cli("run", str(tmp_path / "d.engine"), "--input-shape", "8")
+    assert r.returncode == 1 and "--input-shape '8': expected H,W" in r.stderr
+
+
+# ---------------------------------------------------------------- GPU: outputs, profiles, CUDA graphs
+
+SHAPES = [(160, 160), (224, 224), (256, 320), (320, 320)]
+BOUND = {"fp32": 1e-3, "fp16": 2e-2}
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_dynamic_resnet50_matches_pytorch_and_static_engines(precision, torchvision_wts, tmp_path):
+    from netdef.runtime import Engine
+    from netdef.tools.verify import max_rel_error, torch_reference
+
+    model, wts = torchvision_wts("resnet50")
+    common = dict(precision=precision, batch=(1, 2, 2), opt_level=0, tf32=False)
+    dyn = Engine(build_engine("resnet50", wts, tmp_path / "dyn.engine", BuildOptions(input_range=RANGE, **common))
+                 .path, backend="torch")
+    rng = np.random.default_rng(0)
+    worst = {"torch": 0.0, "static": 0.0}
+    for h, w in SHAPES:
+        x = rng.standard_normal((2, 3, h, w)).astype(np.float32)
+        out = dyn.infer(x, as_numpy=True)["logits"]
+        static = Engine(build_engine("resnet50", wts, tmp_path / f"s{h}x{w}.engine",
+                                     BuildOptions(input_hw=(h, w), **common)).path, backend="torch")
+        errs = {"torch": max_rel_error(out, torch_reference(model, x)),
+                "static": max_rel_error(out, static.infer(x, as_numpy=True)["logits"])}
+        print(f"RESULT dynamic resnet50 {precision} 160..320 at {h}x{w}: max-rel-err vs torch {errs['torch']:.2e}, "
+              f"vs static engine {errs['static']:.2e}")
+        worst = {k: max(worst[k], v) for k, v in errs.items()}
+    assert worst["torch"] <= BOUND[precision] and worst["static"] <= BOUND[precision], worst
+
+
+@pytest.mark.gpu
+def test_profile_choice_cuda_graphs_and_range_errors(torchvision_wts, tmp_path):
+    import torch
+
+    from netdef.runtime import Engine
+
+    _, wts = torchvision_wts("resnet18")
+    path = build_engine("resnet18", wts, tmp_path / "d.engine",
+                        BuildOptions(profiles=((1, 1, 2), (3, 4, 4)), input_range=RANGE, opt_level=0, tf32=False)).path
+    plain = Engine(path, backend="torch")
+    graphs = Engine(path, backend="torch", cuda_graph=True)
+    rng = np.random.default_rng(1)
+    xs = {s: rng.standard_normal(s).astype(np.float32) for s in
+          [(1, 3, 160, 160), (4, 3, 224, 224), (2, 3, 256, 320), (1, 3, 320, 320)]}
+    ref = {s: plain.infer(x, as_numpy=True)["logits"] for s, x in xs.items()}
+    assert plain.profile_for(1, (160, 160)) == 0 and plain.profile_for(4, (224, 224)) == 1
+    assert [plain._profile_of({"input": x}) for x in xs.values()] == [0, 1, 0, 0]
+    worst = 0.0
+    order = [(1, 3, 160, 160), (4, 3, 224, 224), (1, 3, 160, 160), (2, 3, 256, 320), (1, 3, 160, 160),
+             (1, 3, 320, 320), (4, 3, 224, 224)]
+    for s in order:  # one graph per profile, captured again when the shape within it changes
+        got = graphs.infer(xs[s], as_numpy=True)["logits"]
+        assert got.shape == (s[0], 1000)
+        worst = max(worst, float(np.abs(got - ref[s]).max() / np.abs(ref[s]).max()))
+    assert {p: e[0] for p, e in graphs._graphs.items()} == {0: (("input", (1, 3, 320, 320)),),
+                                                           1: (("input", (4, 3, 224, 224)),)}
+    print(f"RESULT dynamic CUDA graphs: {len(order)} runs over 4 shapes, max-rel-err vs plain runs {worst:.2e}")
+    assert worst <= 1e-5
+    for x in (np.zeros((1, 3, 128, 160), np.float32), torch.zeros(1, 3, 160, 352)):
+        with pytest.raises(OptionError, match=r"outside every profile of d\.engine \(batch 1\.\.2 at "
+                                              r"160x160:224x224:320x320, batch 3\.\.4 at 160x160:224x224:320x320"):
+            plain.infer(x)
+
+
+@pytest.mark.gpu
+def test_run_bench_and_profile_take_a_size(torchvision_wts, tmp_path):
+    from helpers import run_cli
+
+    _, wts = torchvision_wts("resnet18")
+    path = build_engine("resnet18", wts, tmp_path / "d.engine",
+                        BuildOptions(batch=(1, 1, 2), input_range=RANGE, opt_level=0)).path
+    r = run_cli("run", str(path), "--input-shape", "256x320", "--batch", "2")
+    assert r.returncode == 0 and "logits: shape (2, 1000)" in r.stdout, r.stderr
+    np.save(tmp_path / "x.npy", np.zeros((1, 3, 192, 160), np.float32))
+    r = run_cli("run", str(path), "--input", str(tmp_path / "x.npy"))
+    assert r.returncode == 0 and "logits: shape (1, 1000)" in r.stdout, r.stderr
+    r = run_cli("run", str(path), "--input-shape", "400x400")
+    assert r.returncode == 1 and "outside every profile" in r.stderr
+    r = run_cli("bench", str(path), "--batch", "1", "--input-shape", "256x320", "--iters", "20", "--warmup", "2")
+    assert r.returncode == 0 and "batch 1 at 256x320" in r.stderr, r.stderr
+    r = run_cli("profile", str(path), "--batch", "1", "--input-shape", "192x160", "--runs", "5", "--warmup", "1",
+                "--json", str(tmp_path / "p.json"))
+    assert r.returncode == 0, r.stderr
+    prof = json.loads((tmp_path / "p.json").read_text())["profiles"][0]
+    assert prof["input_hw"] == [192, 160] and prof["profile"] == 0
+
+
+@pytest.mark.gpu
+def test_a_bare_plan_tells_its_ranges(torchvision_wts, tmp_path):
+    import shutil
+
+    from helpers import run_cli
+    from netdef.deploy.plan import export_plan
+    from netdef.runtime import Engine
+
+    _, wts = torchvision_wts("resnet18")
+    path = build_engine("resnet18", wts, tmp_path / "d.engine",
+                        BuildOptions(profiles=((1, 1, 2), (3, 4, 4)), input_range=RANGE, opt_level=0)).path
+    export_plan(path, tmp_path / "d.plan")
+    shutil.copy(tmp_path / "d.plan", tmp_path / "bare.plan")  # no sidecar: the ranges come from TensorRT
+    bare = Engine(tmp_path / "bare.plan")
+    assert bare.hw_ranges == [RANGE, RANGE] and bare.profiles == [(1, 1, 2), (3, 4, 4)]
+    assert bare.infer(np.zeros((3, 3, 192, 256), np.float32))["logits"].shape == (3, 1000)
+    r = run_cli("info", str(tmp_path / "bare.plan"))
+    assert r.returncode == 0 and "input HxW 160x160:224x224:320x320 (min:opt:max) in profile 1 (batch 3:4:4)" \
+        in r.stdout, r.stdout + r.stderr

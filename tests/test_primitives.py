@@ -1,0 +1,435 @@
+"""Network primitives (deconv, pad, norms, gelu, softmax, matmul, shape ops, resize, layer scale) and `net.fp32`.
+
+On the CPU each primitive's one-block network is defined and built with TensorRT-RTX in fp32 and fp16: its
+output shape is torch's, layers are named after the prefix, every weight key is used, tensors carry the
+expected dtype. The GPU tests run the same cases against torch with `netdef.testing.check_block`.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from netdef import trt_api
+from netdef.errors import BlockError, NetdefError, SpecError, TensorRTError
+from netdef.network import Network
+from netdef.testing.check_block import PREFIX, check_block, define_block, module_weights
+
+
+class Fn(torch.nn.Module):
+    """A weightless torch function as a module."""
+
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, *xs):
+        return self.fn(*xs)
+
+
+class ChannelsFirstLayerNorm(torch.nn.Module):
+    """ConvNeXt's LayerNorm2d: LayerNorm over C of (B, C, H, W)."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.randn(c))
+        self.bias = torch.nn.Parameter(torch.randn(c))
+
+    def forward(self, x):
+        return F.layer_norm(x.permute(0, 2, 3, 1), self.weight.shape, self.weight, self.bias, 1e-6).permute(0, 3, 1, 2)
+
+
+class LayerScale(torch.nn.Module):
+    def __init__(self, c, dim):
+        super().__init__()
+        self.gamma = torch.nn.Parameter(torch.randn(c))
+        self.dim = dim
+
+    def forward(self, x):
+        shape = [1] * x.dim()
+        shape[self.dim] = -1
+        return x * self.gamma.reshape(shape)
+
+
+def _randomized(module):
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn_like(p) * 0.5 + (1.0 if p.dim() == 1 else 0.0))  # scales near 1
+    return module.eval()
+
+
+X = (2, 3, 5, 6)
+# id: (block name or fn(net, x, prefix), torch module, input shape(s), kwargs for a block, kept in fp32)
+CASES = {
+    "deconv": (lambda n, x, p: n.deconv(x, p, 4, 3, 2, 1, 1), torch.nn.ConvTranspose2d(3, 4, 3, 2, 1, 1), X, {}, False),
+    "deconv_op_past_p": (lambda n, x, p: n.deconv(x, p, 4, 3, 2, 0, 1), torch.nn.ConvTranspose2d(3, 4, 3, 2, 0, 1),
+                         X, {}, False),
+    # TensorRT-RTX builds no deconvolution that is both strided and dilated
+    "deconv_groups_dilation": (lambda n, x, p: n.deconv(x, p, 6, (3, 2), 1, (1, 0), 0, g=2, d=2, bias=False),
+                               torch.nn.ConvTranspose2d(4, 6, (3, 2), 1, (1, 0), groups=2, dilation=2, bias=False),
+                               (2, 4, 5, 6), {}, False),
+    "deconv_groups_stride": (lambda n, x, p: n.deconv(x, p, 6, 3, (2, 1), 1, (1, 0), g=2),
+                             torch.nn.ConvTranspose2d(4, 6, 3, (2, 1), 1, (1, 0), groups=2), (2, 4, 5, 6), {}, False),
+    "ConvTranspose2d_block": ("ConvTranspose2d", torch.nn.ConvTranspose2d(3, 4, 2, 2), X, {"c2": 4, "k": 2, "s": 2},
+                              False),
+    "Conv2d_block_pads_0": ("Conv2d", torch.nn.Conv2d(3, 4, 3), X, {"c2": 4, "k": 3}, False),
+    "pad_constant": (lambda n, x, p: n.pad(x, p, (1, 2, -1, 3), value=1.5), Fn(lambda x: F.pad(x, (1, 2, -1, 3),
+                                                                                           value=1.5)), X, {}, False),
+    "pad_reflect": ("Pad", Fn(lambda x: F.pad(x, (2, 1, 1, 2), mode="reflect")), X,
+                    {"pads": [2, 1, 1, 2], "mode": "reflect"}, False),
+    "pad_crop": (lambda n, x, p: n.pad(x, p, (-1, -2)), Fn(lambda x: F.pad(x, (-1, -2))), X, {}, False),
+    "layer_norm": ("LayerNorm", torch.nn.LayerNorm(6), (2, 4, 6), {"normalized_shape": 6}, True),
+    "layer_norm_2d": (lambda n, x, p: n.layer_norm(x, p, eps=1e-6, axes=[1]), ChannelsFirstLayerNorm(3), X, {}, True),
+    "group_norm": ("GroupNorm", torch.nn.GroupNorm(2, 6), (2, 6, 4, 5), {"num_groups": 2}, True),
+    "gelu": ("GELU", torch.nn.GELU(), X, {}, False),
+    "gelu_tanh": ("Act", torch.nn.GELU("tanh"), X, {"kind": "gelu:tanh"}, False),
+    "softmax": ("Softmax", torch.nn.Softmax(dim=1), X, {"dim": 1}, True),
+    "matmul": ("MatMul", Fn(lambda a, b: a @ b.transpose(-1, -2)), [(2, 3, 4), (2, 5, 4)], {"transpose_b": True},
+               False),
+    "slice": ("Slice", Fn(lambda x: x[:, 1:3, ::2, 1:5:2]), X, {"start": [0, 1, 0, 1], "shape": [-1, 2, 3, 2],
+                                                                  "stride": [1, 1, 2, 2]}, False),
+    "reshape": ("Reshape", Fn(lambda x: x.reshape(x.shape[0], 3, -1)), X, {"shape": [0, 3, -1]}, False),
+    "permute": ("Permute", Fn(lambda x: x.permute(0, 2, 3, 1)), X, {"dims": [0, 2, 3, 1]}, False),
+    "flatten_2": ("Flatten", Fn(lambda x: torch.flatten(x, 2)), X, {"start_dim": 2}, False),
+    "reduce_mean": ("Reduce", Fn(lambda x: x.mean((2, 3), keepdim=True)), X, {"dims": [2, 3], "keepdim": True}, False),
+    "reduce_max": (lambda n, x, p: n.reduce(x, p, "max", -1), Fn(lambda x: x.amax(-1)), X, {}, False),
+    "resize_nearest_size": ("Resize", Fn(lambda x: F.interpolate(x, size=(7, 9))), X, {"size": [7, 9]}, False),
+    "resize_nearest_scale": ("Resize", Fn(lambda x: F.interpolate(x, scale_factor=1.5)), X, {"scale_factor": 1.5},
+                             False),
+    "resize_bilinear": ("Resize", Fn(lambda x: F.interpolate(x, size=(9, 11), mode="bilinear", align_corners=False)),
+                        X, {"size": [9, 11], "mode": "bilinear", "align_corners": False}, False),
+    "resize_bilinear_corners": ("Upsample", torch.nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True),
+                                X, {"scale_factor": 2, "mode": "bilinear", "align_corners": True}, False),
+    "linear": ("Linear", torch.nn.Linear(6, 5), (2, 6), {"c2": 5}, False),
+    "linear_tokens": ("Linear", torch.nn.Linear(6, 5), (2, 4, 6), {"c2": 5}, False),
+    "layer_scale": ("LayerScale", LayerScale(3, 1), X, {}, False),
+    "layer_scale_last": ("LayerScale", LayerScale(6, -1), X, {"dim": -1}, False),
+}
+
+
+def _case(case_id):
+    fn, module, shape, kwargs, kept = CASES[case_id]
+    shapes = [shape] if isinstance(shape[0], int) else list(shape)
+    return fn, _randomized(module), shapes, kwargs, kept
+
+
+def _torch_shape(module, shapes):
+    with torch.no_grad():
+        return tuple(module(*(torch.zeros(s) for s in shapes)).shape)
+
+
+def _layers(net):
+    d = net.definition
+    return [d.get_layer(i) for i in range(d.num_layers)]
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+@pytest.mark.parametrize("case_id", sorted(CASES))
+def test_primitive_defines_and_builds(case_id, precision, tmp_path):
+    from netdef.compiler import compile_engine
+    from netdef.options import BuildOptions
+
+    fn, module, shapes, kwargs, kept = _case(case_id)
+    net = define_block(fn, shapes, module_weights(module), precision=precision, kwargs=kwargs)  # all keys used
+    out = net.definition.get_output(0)
+    assert tuple(out.shape) == (-1, *_torch_shape(module, shapes)[1:])
+    assert out.dtype == net.trt.float32
+    names = {layer.name for layer in _layers(net)}
+    by_output = {layer.get_output(0).name: layer for layer in _layers(net)}
+    last = by_output["y"]
+    if last.name == "y/cast":  # fp16: the output cast of the block's float16 result
+        last = by_output[last.get_input(0).name]
+    # the block's result comes from a layer named after the prefix (or one that `matches` maps to it)
+    assert last.name == PREFIX or net.matches.get(last.name) == PREFIX, (last.name, net.matches)
+    assert all(name == PREFIX or name.startswith((PREFIX + "/", "x", "y/")) for name in names), names
+    # typing: the result is float16 in a strongly typed fp16 build, float32 where the primitive keeps fp32
+    fp16 = net.strongly_typed and precision == "fp16"
+    expected = net.trt.float16 if fp16 and not kept else net.trt.float32
+    assert last.get_output(0).dtype == expected
+    opts = BuildOptions(precision=precision, opt_level=0)
+    meta = compile_engine(net.builder, net.definition, opts, tmp_path / "p.engine", strongly_typed=net.strongly_typed,
+                          arch={"name": case_id}, weights={"path": "torch", "sha256": ""}, log=lambda m: None)
+    assert meta["outputs"][0]["shape"] == [-1, *_torch_shape(module, shapes)[1:]]
+
+
+def test_fp32_keeps_layers_in_float32_and_casts_back_on_use():
+    """Strongly typed fp16: inside `net.fp32` inputs are cast to float32 and constants are float32; a layer
+    outside that uses the result gets it cast back to float16 (one cast, reused)."""
+    net = Network({"c.weight": np.ones(12, np.float32)}, precision="fp16")
+    if not net.strongly_typed:
+        pytest.skip("strongly typed TensorRT only (8.6 sets layer precisions: see the GPU test)")
+    x = net.input("x", (-1, 3, 4, 4))
+    with net.fp32("blk"):
+        assert net.dtype == np.float32
+        k = net.constant(np.full((1, 3, 1, 1), 2.0), "blk/k")
+        y = net.mul(x, k, "blk")
+    assert net.dtype == np.float16 and k.dtype == net.trt.float32 and y.dtype == net.trt.float32
+    layers = {layer.name: layer for layer in _layers(net)}
+    assert layers["blk/in0"].type == net.trt.LayerType.CAST and layers["blk/in0"].get_input(0).name == x.name
+    a = net.conv(y, "c", 4, 1, bias=False)
+    b = net.add(y, y, "twice")
+    assert a.dtype == b.dtype == net.trt.float16
+    casts = [layer.name for layer in _layers(net) if layer.type == net.trt.LayerType.CAST]
+    assert casts == ["x/cast", "blk/in0", "c/in0"]  # y cast back once, shared by the add
+    fp32 = Network({}, precision="fp32")
+    with fp32.fp32("noop"):
+        assert fp32.dtype == np.float32
+    assert not [layer for layer in _layers(fp32) if layer.type == fp32.trt.LayerType.CAST]
+
+
+def test_norms_and_softmax_keep_fp32_unless_told():
+    net = Network({}, precision="fp16")
+    x = net.input("x", (-1, 4, 6))
+    kept = net.softmax(x, "a", -1)
+    plain = net.softmax(x, "b", -1, fp32=False)
+    ln = net.layer_norm(x, "ln", 6, affine=False, fp32=False)
+    f16 = net.trt.float16 if net.strongly_typed else net.trt.float32
+    assert kept.dtype == net.trt.float32 and plain.dtype == f16 and ln.dtype == f16
+
+
+def test_deconv_output_padding_past_padding_adds_the_bias_after_padding():
+    """output_padding > padding: rows beyond the full transposed convolution get only the bias (as in torch):
+    the layer `prefix` has no bias, `prefix/add_bias` adds it and `matches` maps it to the module."""
+    w = module_weights(torch.nn.ConvTranspose2d(3, 4, 3, 2, 0, 1), "d")
+    net = Network(w)
+    y = net.deconv(net.input("x", (-1, 3, 5, 6)), "d", 4, 3, 2, 0, 1)
+    layers = {layer.name: layer for layer in _layers(net)}
+    assert layers["d"].type == net.trt.LayerType.DECONVOLUTION and y.name == "d/add_bias"
+    assert net.matches == {"d/add_bias": "d"} and net.check_keys() == []
+    net2 = Network(w)
+    net2.deconv(net2.input("x", (-1, 3, 5, 6)), "d", 4, 3, 2, 1, 1)
+    assert net2.matches == {} and net2.check_keys() == []
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda n, x: n.pad(x, "p", (6, 0), "reflect"), r"p: reflect pads \(6, 0\) must be smaller than dimension 3"),
+    (lambda n, x: n.pad(x, "p", (1, 2, 3)), r"p: pads \[1, 2, 3\]: expected pairs"),
+    (lambda n, x: n.pad(x, "p", (1, 1), "edge"), r"pad mode 'edge' is not supported"),
+    (lambda n, x: n.pad(x, "p", (-3, -3)), r"leave nothing of dimension 3"),
+    (lambda n, x: n.slice(x, "s", (0, 0, 4, 0), (-1, 3, 2, 6)), r"s: slice of dimension 2 \(size 5\) with start 4"),
+    (lambda n, x: n.slice(x, "s", (0, 0, 0, 0), (2, 3, 5, 6)), r"slice of dimension 0 \(size -1\)"),
+    (lambda n, x: n.resize(x, "r"), r"r: give either size or scale_factor"),
+    (lambda n, x: n.resize(x, "r", scale_factor=2, align_corners=True), r"align_corners applies to bilinear"),
+    (lambda n, x: n.resize(x, "r", size=(3,)), r"r: size \(3,\): expected 2 integer"),
+    (lambda n, x: n.resize(x, "r", scale_factor=2, mode="bicubic"), r"resize mode 'bicubic'"),
+    (lambda n, x: n.matmul(x, x, "m"), r"m: matmul of .* inner sizes 6 and 5 differ"),
+    (lambda n, x: n.layer_norm(x, "ln", 5), r"ln: normalized_shape \[5\] does not end the input shape"),
+    (lambda n, x: n.group_norm(x, "gn", 2), r"gn: 3 channels are not divisible by groups=2"),
+    (lambda n, x: n.gelu(x, "g", "fast"), r"g: gelu approximate 'fast'"),
+    (lambda n, x: n.softmax(x, "sm", 4), r"sm: dimension 4 is out of range for a 4-D tensor"),
+    (lambda n, x: n.permute(x, "pm", (0, 1, 1, 2)), r"pm: permute dims \[0, 1, 1, 2\] are not a permutation"),
+    (lambda n, x: n.reshape(x, "rs", (0, -1, -1)), r"rs: reshape to \[0, -1, -1\]: at most one -1"),
+    (lambda n, x: n.reduce(x, "rd", "median"), r"rd: reduce op 'median'"),
+    (lambda n, x: n.deconv(x, "d", 4, 3, 2, 0, 2), r"d: output_padding \(2, 2\) must be smaller"),
+    (lambda n, x: n.activation(x, "gelu:fast", "a"), r"a/gelu: gelu approximate 'fast'"),
+])
+def test_bad_arguments_are_one_line_spec_errors(call, message):
+    net = Network({})
+    with pytest.raises(SpecError, match=message) as e:
+        call(net, net.input("x", (-1, 3, 5, 6)))
+    assert "\n" not in str(e.value)
+
+
+def test_flatten_keeps_its_default_and_generalises():
+    net = Network({})
+    x = net.input("x", (-1, 3, 5, 6))
+    assert tuple(net.flatten(x, "f").shape) == (-1, 90)
+    layer = next(layer for layer in _layers(net) if layer.name == "f")
+    layer.__class__ = net.trt.IShuffleLayer
+    assert tuple(layer.reshape_dims) == (0, -1)  # as before: the batch kept, the rest inferred
+    assert tuple(net.flatten(x, "f0", 0, 1).shape) == (-1, 5, 6)
+    assert tuple(net.flatten(x, "f1", 1, 2).shape) == (-1, 15, 6)
+
+
+def test_upsample_block_keeps_its_layer_name_and_matches_the_module():
+    from netdef.blocks.common import upsample
+
+    net = Network({})
+    y = upsample(net, net.input("x", (-1, 3, 5, 6)), "model.10", None, 2, "nearest")
+    assert y.name == "model.10/upsample" and tuple(y.shape) == (-1, 3, 10, 12)
+    assert net.matches == {"model.10/upsample": "model.10"}
+
+
+BAD_ROW = """name: bad
+input: {name: x, shape: [3, 4, 4]}
+output: y
+layers:
+  - [-1, 1, GlobalAvgPool, {}, pool]
+  - [-1, 1, BadReshapeForTest, {}, bad]
+  - [-1, 1, Linear, {c2: 2}, fc]
+"""
+
+
+def test_a_layer_tensorrt_rejects_is_blamed_on_its_own_row(tmp_path):
+    """A block that adds a layer TensorRT rejects (raw API, a reshape to the wrong size) is named, not the next row."""
+    from netdef.registry import BLOCKS, block
+    from netdef.spec import build_network, load_spec
+
+    @block("BadReshapeForTest")
+    def bad(net, x, prefix):
+        layer = net.definition.add_shuffle(net.constant(np.ones((5, 6), np.float32), f"{prefix}/w"))
+        layer.reshape_dims = (7,)  # 30 values do not make 7
+        return layer.get_output(0)
+
+    try:
+        p = tmp_path / "bad.yaml"
+        p.write_text(BAD_ROW)
+        net = Network({"fc.weight": np.ones(6, np.float32), "fc.bias": np.zeros(2, np.float32)})
+        with pytest.raises(TensorRTError) as e:
+            build_network(load_spec(p), net)
+    finally:
+        BLOCKS.pop("BadReshapeForTest")
+    msg = str(e.value)
+    assert "bad.yaml:6: row 1 (BadReshapeForTest)" in msg and "row 2" not in msg
+    assert "TensorRT rejected layer bad/shuffle (SHUFFLE) with input shapes [(5, 6)]" in msg
+    assert not isinstance(e.value, BlockError) and isinstance(e.value, NetdefError)
+
+
+def test_gelu_uses_tensorrts_activation_where_it_has_one():
+    net = Network({})
+    net.gelu(net.input("x", (-1, 4)), "g")
+    types = [layer.type for layer in _layers(net)]
+    if trt_api.gelu_activation("none") is not None:
+        assert types[-1] == net.trt.LayerType.ACTIVATION and len(types) == 1 + (net.dtype != np.float32)
+    else:  # 8.6: x/2 * (1 + erf(x / sqrt 2))
+        assert net.trt.LayerType.UNARY in types and _layers(net)[-1].name == "g"
+
+
+# ---------------------------------------------------------------- GPU: against torch
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+@pytest.mark.parametrize("case_id", sorted(CASES))
+def test_primitive_matches_torch(case_id, precision):
+    fn, module, shapes, kwargs, _ = _case(case_id)
+    check_block(fn, module, shapes if len(shapes) > 1 else shapes[0], precision=precision, kwargs=kwargs)
+
+
+@pytest.mark.gpu
+def test_check_block_fails_on_a_wrong_block():
+    """The comparison can fail: GELU's tanh form against the erf form differs by more than 1e-5."""
+    with pytest.raises(AssertionError, match="max relative error"):
+        check_block(lambda n, x, p: n.gelu(x, p, "tanh"), torch.nn.GELU(), (2, 64), precision="fp32")
+
+
+@pytest.mark.gpu
+def test_weakly_typed_fp32_layers_get_their_precision():
+    """TensorRT 8.6: layers under `net.fp32` have float32 precision set, and the builder then honours it."""
+    net = Network({}, precision="fp16")
+    if net.strongly_typed:
+        pytest.skip("weakly typed TensorRT (8.6) only")
+    x = net.input("x", (-1, 4, 6))
+    net.output(net.softmax(net.gelu(x, "g"), "sm", -1), "y")
+    layers = {layer.name: layer for layer in _layers(net)}
+    assert layers["sm"].precision_is_set and layers["sm"].precision == net.trt.float32
+    assert not layers["g"].precision_is_set
+    config = net.builder.create_builder_config()
+    trt_api.configure_precision(config, "fp16", False, definition=net.definition)
+    assert config.get_flag(net.trt.BuilderFlag.PREFER_PRECISION_CONSTRAINTS)
+
+
+def test_weights_beyond_fp16_are_kept_inside_fp32():
+    """fp16 refuses a weight beyond 65504, as the error says; inside `net.fp32` the layer keeps it in float32."""
+    from netdef.errors import WeightKeyError
+
+    net = Network({"s.gamma": np.array([1e6, 1.0, 2.0], np.float32)}, precision="fp16", source="w.wts")
+    x = net.input("x", (-1, 3, 4, 4))
+    with pytest.raises(WeightKeyError, match=r"'s.gamma' reaches 1e\+06 .*`with net.fp32\(name\):` in its block"):
+        net.scale(x, "s.gamma")
+    with net.fp32("s"):
+        y = net.scale(x, "s.gamma")
+    assert y.dtype == net.trt.float32 and net._keepalive[-1].dtype == np.float32
+
+
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_gelu_composed_where_tensorrt_has_no_gelu(monkeypatch, approximate, precision, tmp_path):
+    """TensorRT 8.6's path (no GELU activation), built here too: erf or tanh form, the last layer named `name`."""
+    from netdef.compiler import compile_engine
+    from netdef.options import BuildOptions
+
+    monkeypatch.setattr(trt_api, "gelu_activation", lambda approximate: None)
+    net = define_block(lambda n, x, p: n.gelu(x, p, approximate), [X], {}, precision=precision)
+    layers = {layer.name: layer for layer in _layers(net)}
+    T = net.trt.LayerType
+    assert layers[PREFIX].type == T.ELEMENTWISE and T.ACTIVATION not in {layers[n].type for n in layers
+                                                                       if approximate == "none"}
+    assert (layers.get(f"{PREFIX}/erf") or layers[f"{PREFIX}/tanh"]).type == (T.UNARY if approximate == "none"
+                                                                            else T.ACTIVATION)
+    compile_engine(net.builder, net.definition, BuildOptions(precision=precision, opt_level=0),
+                   tmp_path / "g.engine", strongly_typed=net.strongly_typed, arch={"name": "gelu"},
+                   weights={"path": "none", "sha256": ""}, log=lambda m: None)
+
+
+# ---------------------------------------------------------------- the new blocks in a YAML architecture
+
+TINY_UNET = """name: tiny_unet
+input: {name: x, shape: [3, 16, 16]}
+output: y
+layers:
+  - [-1, 1, Conv2d, {c2: 8, k: 3, s: 2, p: 1}, stem]
+  - [-1, 1, GroupNorm, {num_groups: 2}, norm]
+  - [-1, 1, GELU, {}, act]
+  - [-1, 1, LayerNorm, {axes: [1], eps: 1.0e-6}, ln]
+  - [-1, 1, ConvTranspose2d, {c2: 4, k: 2, s: 2}, up]
+  - [[-1, -6], 1, Concat, {}, cat]
+  - [-1, 1, Upsample, {scale_factor: 0.5, mode: bilinear, align_corners: false}, down]
+  - [-1, 1, Conv2d, {c2: 2, k: 1}, head]
+"""
+
+
+class TinyUnet(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = torch.nn.Conv2d(3, 8, 3, 2, 1)
+        self.norm = torch.nn.GroupNorm(2, 8)
+        self.ln = ChannelsFirstLayerNorm(8)
+        self.up = torch.nn.ConvTranspose2d(8, 4, 2, 2)
+        self.head = torch.nn.Conv2d(7, 2, 1)
+
+    def forward(self, x):
+        y = self.up(self.ln(F.gelu(self.norm(self.stem(x)))))
+        y = F.interpolate(torch.cat([y, x], 1), scale_factor=0.5, mode="bilinear", align_corners=False)
+        return self.head(y)
+
+
+@pytest.fixture(scope="module")
+def tiny_unet(tmp_path_factory):
+    path = tmp_path_factory.mktemp("unet") / "tiny_unet.yaml"
+    path.write_text(TINY_UNET)
+    model = _randomized(TinyUnet())
+    return path, model, {k: v.detach().numpy().ravel() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_new_blocks_build_from_yaml_with_every_key_used(tiny_unet, precision, tmp_path):
+    from netdef.build import BuildOptions, build_engine, define_network
+
+    path, model, weights = tiny_unet
+    opts = BuildOptions(precision=precision, opt_level=0)
+    net = define_network(path, weights, opts, log=lambda m: None)  # strict: every key used, none missing
+    assert tuple(net.definition.get_output(0).shape) == (-1, *_torch_shape(model, [(1, 3, 16, 16)])[1:])
+    names = {layer.name for layer in _layers(net)}
+    assert {"stem", "norm", "act", "ln", "up", "head", "down/upsample", "cat/concat"} <= names
+    assert net.matches["down/upsample"] == "down" and net.matches["cat/concat"] == "cat"
+    assert build_engine(path, weights, tmp_path / "u.engine", opts, log=lambda m: None).built
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_new_blocks_from_yaml_match_torch(tiny_unet, precision, tmp_path):
+    from netdef.build import BuildOptions, build_engine
+    from netdef.runtime import Engine
+    from netdef.tools.verify import max_rel_error
+
+    path, model, weights = tiny_unet
+    res = build_engine(path, weights, tmp_path / "u.engine", BuildOptions(precision=precision, batch=(1, 2, 2),
+                                                                           tf32=False), log=lambda m: None)
+    x = np.random.default_rng(1).standard_normal((2, 3, 16, 16)).astype(np.float32)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).numpy()
+    limit = 1e-4 if precision == "fp32" else 2e-2  # eight layers deep: fp32 rounding adds up past 1e-5
+    assert max_rel_error(Engine(res.path).infer(x, as_numpy=True)["y"], ref) <= limit

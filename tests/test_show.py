@@ -1,0 +1,103 @@
+"""`netdef show`: the architecture row by row (Ultralytics' parse_model columns), each row's keys and shapes, the
+strict key report. The network is defined with TensorRT-RTX on the CPU (no engine build)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from netdef.cli import main
+from netdef.errors import WeightKeyError
+from netdef.options import BuildOptions
+from netdef.tools.show import show
+from netdef.wts import read_wts, write_wts
+
+torch = pytest.importorskip("torch")
+
+
+@pytest.fixture(scope="module")
+def lenet(tmp_path_factory):
+    """(model, .wts path) of netdef.examples.digits.LeNet with random weights."""
+    from netdef.examples.digits import LeNet
+    from netdef.export import export_wts
+
+    torch.manual_seed(0)
+    model = LeNet().eval()
+    path = tmp_path_factory.mktemp("show") / "lenet.wts"
+    export_wts(model, path)
+    return model, path
+
+
+def test_rows_keys_and_parameters_match_the_pytorch_model(lenet):
+    model, wts = lenet
+    report = show("lenet", wts)
+    assert report.ok and [v.row.block.name for v in report.rows][:2] == ["ConvBnAct", "MaxPool"]
+    assert sum(v.params for v in report.rows) == sum(p.numel() for p in model.parameters())
+    sd = model.state_dict()
+    for view in report.rows:  # every key a row read has the PyTorch tensor's shape
+        for key, shape in view.keys.items():
+            assert tuple(sd[key].shape) == shape, key
+    conv1 = report.rows[0]
+    assert list(conv1.keys) == ["conv1.weight", "bn1.weight", "bn1.bias", "bn1.running_mean", "bn1.running_var"]
+    assert conv1.params == 16 * 9 + 32 and conv1.outputs == [(-1, 16, 16, 16)]
+    assert report.rows[-1].outputs == [(-1, 10)]
+
+
+def test_yolov5s_without_weights_is_ultralytics_listing():
+    report = show("yolov5s")
+    # Ultralytics prints "7235389 parameters" for yolov5s.yaml (nc=80)
+    assert sum(v.params for v in report.rows) == 7235389
+    by_index = {v.row.index: v for v in report.rows}
+    assert (by_index[6].row.n, by_index[6].row.args) == (3, [256, 3])  # C3 [512] x 9: 9 * 0.33 -> 3, 512 * 0.5 -> 256
+    assert by_index[24].outputs == [(-1, 25200, 85)] and by_index[12].row.frm == [-1, 6]
+    text = report.format()
+    header = text.splitlines()[2].split()
+    assert header == ["from", "n", "params", "block", "prefix", "output", "arguments"]
+    assert "24  [17, 20, 23]  1   229245  Detect" in text and "yolov5s: 25 rows, 7,235,389 parameters" in text
+    assert "(B, 3, 640, 640)" in text.splitlines()[0] and "model.24.anchors" not in text  # keys only with -w
+
+
+def test_input_shape_and_set_reach_the_definition():
+    small = show("yolov5s", opts=BuildOptions(input_hw=(320, 256)))
+    assert small.rows[-1].outputs == [(-1, 3 * (40 * 32 + 20 * 16 + 10 * 8), 85)]
+    assert small.input_shape == (-1, 3, 320, 256)
+
+
+def test_key_report_missing_and_unused(lenet, tmp_path, capsys):
+    _, wts = lenet
+    tensors = dict(read_wts(wts))
+    del tensors["fc2.bias"]
+    tensors["extra.weight"] = np.zeros(3, np.float32)
+    bad = tmp_path / "bad.wts"
+    write_wts(bad, tensors)
+    assert main(["show", "lenet", "-w", str(bad)]) == 1
+    out = capsys.readouterr().out
+    assert "fc2.bias [10]  MISSING" in out
+    assert "missing: 1 key(s) the architecture needs are not in" in out and "  fc2.bias   (asked for by " in out
+    assert "unused: 1 key(s) in" in out and out.rstrip().endswith("extra.weight")
+
+
+def test_cli_lists_keys_and_exits_0_when_the_weights_fit(lenet, capsys):
+    _, wts = lenet
+    assert main(["show", "lenet", "-w", str(wts)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.split() == ["conv1.weight", "[16,", "1,", "3,", "3]"] for line in lines), lines
+    assert lines[-1].startswith("keys: every key the architecture asks for is in")
+    assert main(["show", "lenet", "--keys"]) == 0  # keys as expected, without weights
+    out = capsys.readouterr().out
+    assert "fc1.weight [64, 512]" in out and "keys: every key" not in out
+
+
+def test_a_weight_of_the_wrong_size_is_an_error_not_a_report(lenet, tmp_path):
+    _, wts = lenet
+    tensors = dict(read_wts(wts))
+    tensors["fc1.weight"] = np.zeros(7, np.float32)
+    write_wts(tmp_path / "wrong.wts", tensors)
+    with pytest.raises(WeightKeyError, match="'fc1.weight' has 7 values"):
+        show("lenet", tmp_path / "wrong.wts")
+
+
+def test_one_line_errors(capsys):
+    assert main(["show", "no_such_arch"]) == 1
+    assert capsys.readouterr().err.startswith("netdef show: error: no architecture 'no_such_arch'")
+    assert main(["show", "lenet", "--set", "head=plugin"]) == 1
+    assert capsys.readouterr().err.startswith("netdef show: error: --set head: no block of lenet declares it")

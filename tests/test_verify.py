@@ -1,0 +1,593 @@
+"""`netdef verify`: the CPU evaluator of network definitions (per layer type, against torch), the layer-by-layer
+comparison with PyTorch (resnet18, YOLOv5n, planted mistakes named first) and the GPU engine mode."""
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+from netdef import trt_api  # noqa: E402
+from netdef.cli import main  # noqa: E402
+from netdef.errors import NetdefError, WeightKeyError  # noqa: E402
+from netdef.options import BuildOptions  # noqa: E402
+from netdef.verify import UnsupportedLayer, evaluate, verify  # noqa: E402
+
+RNG = np.random.default_rng(0)
+
+
+def rand(*shape, positive=False):
+    a = RNG.standard_normal(shape).astype(np.float32)
+    return np.abs(a) + 0.5 if positive else a
+
+
+def run(build, *arrays):
+    """Build a raw network with inputs `arrays` (x0, x1, ...) and `build(net, trt, inputs, W)` adding layers (W(arr)
+    makes kept-alive trt.Weights); returns the evaluator's value of the returned layer's output as numpy."""
+    trt = trt_api.module()
+    builder = trt_api.create_builder()
+    net, _ = trt_api.create_network(builder)
+    xs = [net.add_input(f"x{i}", trt_api.trt_dtype(a.dtype), a.shape) for i, a in enumerate(arrays)]
+    keep = []
+
+    def W(arr):
+        arr = np.ascontiguousarray(arr, dtype=np.float32)
+        keep.append(arr)
+        return trt.Weights(arr)
+
+    layer = build(net, trt, xs, W)
+    layer.name = "under_test"
+    net.mark_output(layer.get_output(0))
+    values = evaluate(trt_api.describe_layers(net), {f"x{i}": a for i, a in enumerate(arrays)})
+    return values[layer.get_output(0).name].numpy()
+
+
+def t(a):
+    return torch.from_numpy(np.asarray(a, dtype=np.float64))
+
+
+def close(out, ref, tol=1e-6):
+    ref = ref.numpy() if hasattr(ref, "numpy") else np.asarray(ref)
+    assert out.shape == ref.shape
+    np.testing.assert_allclose(out, ref, rtol=tol, atol=tol)
+
+
+# ---------------------------------------------------------------- layer descriptions (trt_api)
+
+def test_describe_layer_reads_attributes_and_weights():
+    trt = trt_api.module()
+    net, _ = trt_api.create_network(trt_api.create_builder())
+    x = net.add_input("x", trt.float32, (1, 2, 5, 5))
+    w = np.arange(4 * 2 * 3 * 3, dtype=np.float32)
+    conv = net.add_convolution_nd(x, 4, (3, 3), trt.Weights(w), trt.Weights(np.ones(4, np.float32)))
+    conv.stride_nd, conv.pre_padding, conv.post_padding = (2, 1), (1, 0), (0, 1)
+    conv.name = "c"
+    act = net.add_activation(conv.get_output(0), trt.ActivationType.LEAKY_RELU)
+    act.alpha = 0.25
+    d_conv, d_act = trt_api.describe_layers(net)
+    assert (d_conv.type, d_conv.name, d_conv.inputs, d_conv.output_dtypes) == ("CONVOLUTION", "c", ["x"], ["float32"])
+    assert d_conv.attrs["stride_nd"] == (2, 1) and d_conv.attrs["pre_padding"] == (1, 0)
+    assert d_conv.attrs["post_padding"] == (0, 1) and d_conv.attrs["num_output_maps"] == 4
+    np.testing.assert_array_equal(d_conv.weights["kernel"], w)
+    assert d_act.type == "ACTIVATION" and d_act.attrs["type"] == "LEAKY_RELU" and d_act.attrs["alpha"] == 0.25
+    assert d_act.inputs == [d_conv.outputs[0]]
+
+
+# ---------------------------------------------------------------- the evaluator, per layer type
+
+def test_convolution_groups_stride_dilation_asymmetric_padding():
+    x, w, b = rand(1, 4, 9, 8), rand(6, 2, 3, 3), rand(6)
+
+    def build(net, trt, xs, W):
+        c = net.add_convolution_nd(xs[0], 6, (3, 3), W(w), W(b))
+        c.num_groups, c.stride_nd, c.dilation_nd = 2, (2, 1), (1, 2)
+        c.pre_padding, c.post_padding = (1, 0), (2, 1)
+        return c
+
+    close(run(build, x), F.conv2d(F.pad(t(x), [0, 1, 1, 2]), t(w), t(b), stride=(2, 1), dilation=(1, 2), groups=2))
+
+
+def test_deconvolution_with_padding():
+    x, w, b = rand(1, 4, 5, 5), rand(4, 3, 4, 4), rand(3)
+
+    def build(net, trt, xs, W):
+        d = net.add_deconvolution_nd(xs[0], 3, (4, 4), W(w), W(b))
+        d.stride_nd, d.padding_nd = (2, 2), (1, 1)
+        return d
+
+    close(run(build, x), F.conv_transpose2d(t(x), t(w), t(b), stride=2, padding=1))
+
+
+ACTIVATIONS = [
+    ("RELU", 0, 0, F.relu), ("SIGMOID", 0, 0, torch.sigmoid), ("TANH", 0, 0, torch.tanh),
+    ("LEAKY_RELU", 0.1, 0, lambda x: F.leaky_relu(x, 0.1)), ("ELU", 0.7, 0, lambda x: F.elu(x, 0.7)),
+    ("SELU", 1.6732632423543772, 1.0507009873554805, F.selu), ("SOFTSIGN", 0, 0, F.softsign),
+    ("SOFTPLUS", 1.0, 1.0, F.softplus), ("CLIP", -0.5, 0.7, lambda x: F.hardtanh(x, -0.5, 0.7)),
+    ("HARD_SIGMOID", 1 / 6, 0.5, F.hardsigmoid), ("SCALED_TANH", 1.5, 0.5, lambda x: 1.5 * torch.tanh(0.5 * x)),
+    ("THRESHOLDED_RELU", 0.3, 0, lambda x: F.threshold(x, 0.3, 0.0)), ("GELU_ERF", 0, 0, F.gelu),
+    ("GELU_TANH", 0, 0, lambda x: F.gelu(x, approximate="tanh")),
+]
+
+
+@pytest.mark.parametrize("kind, alpha, beta, fn", ACTIVATIONS, ids=[a[0] for a in ACTIVATIONS])
+def test_activation(kind, alpha, beta, fn):
+    if not hasattr(trt_api.module().ActivationType, kind):
+        pytest.skip(f"{trt_api.version_string()} has no {kind}")
+    x = rand(2, 3, 4) * 3
+
+    def build(net, trt, xs, W):
+        a = net.add_activation(xs[0], getattr(trt.ActivationType, kind))
+        a.alpha, a.beta = alpha, beta
+        return a
+
+    close(run(build, x), fn(t(x)), tol=1e-6)
+
+
+ELEMENTWISE = [("SUM", torch.add), ("PROD", torch.mul), ("MAX", torch.maximum), ("MIN", torch.minimum),
+               ("SUB", torch.sub), ("DIV", torch.div), ("POW", torch.pow), ("FLOOR_DIV", torch.floor_divide),
+               ("EQUAL", torch.eq), ("GREATER", torch.gt), ("LESS", torch.lt)]
+
+
+@pytest.mark.parametrize("op, fn", ELEMENTWISE, ids=[e[0] for e in ELEMENTWISE])
+def test_elementwise_broadcasting(op, fn):
+    a, b = rand(2, 3, 4, positive=True), rand(1, 3, 1, positive=True)
+    b[0, 1, 0] = a[0, 1, 0]  # EQUAL sees one equal pair
+    out = run(lambda net, trt, xs, W: net.add_elementwise(xs[0], xs[1], getattr(trt.ElementWiseOperation, op)), a, b)
+    close(out.astype(np.float64), fn(t(a), t(b)).double())
+
+
+@pytest.mark.parametrize("op", ["AND", "OR", "XOR"])
+def test_elementwise_logical(op):
+    a, b = RNG.random((2, 5)) > 0.5, RNG.random((1, 5)) > 0.5
+    out = run(lambda net, trt, xs, W: net.add_elementwise(xs[0], xs[1], getattr(trt.ElementWiseOperation, op)), a, b)
+    ref = {"AND": np.logical_and, "OR": np.logical_or, "XOR": np.logical_xor}[op](a, b)
+    np.testing.assert_array_equal(out, ref)
+
+
+UNARY = [("EXP", torch.exp), ("LOG", torch.log), ("SQRT", torch.sqrt), ("RECIP", torch.reciprocal),
+         ("ABS", torch.abs), ("NEG", torch.neg), ("SIN", torch.sin), ("COS", torch.cos), ("ERF", torch.erf),
+         ("FLOOR", torch.floor), ("CEIL", torch.ceil), ("SIGN", torch.sign), ("ATAN", torch.atan)]
+
+
+@pytest.mark.parametrize("op, fn", UNARY, ids=[u[0] for u in UNARY])
+def test_unary(op, fn):
+    x = rand(3, 4, positive=op in ("LOG", "SQRT"))
+    close(run(lambda net, trt, xs, W: net.add_unary(xs[0], getattr(trt.UnaryOperation, op)), x), fn(t(x)))
+
+
+@pytest.mark.parametrize("mode", ["UNIFORM", "CHANNEL", "ELEMENTWISE"])
+def test_scale_with_power(mode):
+    x = rand(1, 3, 2, 2, positive=True)
+    shape = {"UNIFORM": (1,), "CHANNEL": (3,), "ELEMENTWISE": (3, 2, 2)}[mode]
+    scale, shift, power = rand(*shape, positive=True), rand(*shape, positive=True), rand(*shape, positive=True)
+    M = trt_api.module().ScaleMode
+    out = run(lambda net, trt, xs, W: net.add_scale(xs[0], getattr(M, mode), W(shift), W(scale), W(power)), x)
+    view = {"UNIFORM": (), "CHANNEL": (3, 1, 1), "ELEMENTWISE": (3, 2, 2)}[mode]
+    close(out, (t(x) * t(scale).reshape(view) + t(shift).reshape(view)) ** t(power).reshape(view))
+
+
+@pytest.mark.parametrize("kind, exclude", [("MAX", True), ("AVERAGE", False), ("AVERAGE", True)])
+def test_pooling_with_padding(kind, exclude):
+    x = rand(1, 2, 7, 6)
+
+    def build(net, trt, xs, W):
+        p = net.add_pooling_nd(xs[0], getattr(trt.PoolingType, kind), (3, 3))
+        p.stride_nd, p.padding_nd, p.average_count_excludes_padding = (2, 2), (1, 1), exclude
+        return p
+
+    ref = F.max_pool2d(t(x), 3, 2, 1) if kind == "MAX" else F.avg_pool2d(t(x), 3, 2, 1, count_include_pad=not exclude)
+    close(run(build, x), ref)
+
+
+@pytest.mark.parametrize("op, fn", [("SUM", torch.sum), ("AVG", torch.mean), ("MAX", torch.amax),
+                                    ("MIN", torch.amin), ("PROD", None)])
+@pytest.mark.parametrize("keep", [True, False])
+def test_reduce(op, fn, keep):
+    x = rand(2, 3, 4, 5)
+    out = run(lambda net, trt, xs, W: net.add_reduce(xs[0], getattr(trt.ReduceOperation, op), 0b1010, keep), x)
+    ref = t(x).prod(3, keepdim=True).prod(1, keepdim=True) if fn is None else fn(t(x), dim=(1, 3), keepdim=True)
+    close(out, ref if keep else ref.reshape(2, 4))
+
+
+def test_shuffle_transposes_and_reshape_with_placeholders():
+    x = rand(2, 3, 4, 5)
+
+    def build(net, trt, xs, W):
+        s = net.add_shuffle(xs[0])
+        s.first_transpose, s.reshape_dims, s.second_transpose = (0, 2, 1, 3), (0, -1, 5), (0, 2, 1)
+        return s
+
+    close(run(build, x), t(x).permute(0, 2, 1, 3).reshape(2, -1, 5).permute(0, 2, 1))
+
+
+def test_concatenation():
+    a, b = rand(1, 2, 3), rand(1, 4, 3)
+
+    def build(net, trt, xs, W):
+        c = net.add_concatenation(xs)
+        c.axis = 1
+        return c
+
+    close(run(build, a, b), torch.cat([t(a), t(b)], 1))
+
+
+@pytest.mark.parametrize("op0, op1", [("NONE", "NONE"), ("TRANSPOSE", "NONE"), ("NONE", "TRANSPOSE"),
+                                      ("TRANSPOSE", "TRANSPOSE"), ("VECTOR", "NONE"), ("NONE", "VECTOR")])
+def test_matrix_multiply_with_broadcasting(op0, op1):
+    a = rand(1, 4, 3) if op0 == "TRANSPOSE" else rand(2, 3) if op0 == "VECTOR" else rand(1, 3, 4)
+    b = rand(2, 5, 4) if op1 == "TRANSPOSE" else rand(2, 4) if op1 == "VECTOR" else rand(2, 4, 5)
+    if op0 == "VECTOR":
+        a, b = rand(2, 4), rand(2, 4, 5)
+    M = trt_api.module().MatrixOperation
+    out = run(lambda net, trt, xs, W: net.add_matrix_multiply(xs[0], getattr(M, op0), xs[1], getattr(M, op1)), a, b)
+    ta, tb = t(a), t(b)
+    ta = ta.transpose(-1, -2) if op0 == "TRANSPOSE" else ta
+    tb = tb.transpose(-1, -2) if op1 == "TRANSPOSE" else tb
+    if op0 == "VECTOR":
+        ref = (ta.unsqueeze(-2) @ tb).squeeze(-2)
+    elif op1 == "VECTOR":
+        ref = (ta @ tb.unsqueeze(-1)).squeeze(-1)
+    else:
+        ref = ta @ tb
+    close(out, ref)
+
+
+def test_softmax_axis_bitmask():
+    x = rand(2, 3, 4)
+
+    def build(net, trt, xs, W):
+        s = net.add_softmax(xs[0])
+        s.axes = 1 << 1
+        return s
+
+    close(run(build, x), torch.softmax(t(x), 1))
+
+
+@pytest.mark.parametrize("mode, align", [("nearest", None), ("bilinear", False), ("bilinear", True)])
+@pytest.mark.parametrize("by_shape", [False, True])
+def test_resize(mode, align, by_shape):  # nearest: asymmetric, floor; bilinear: half-pixel or corner-aligned
+    x = rand(1, 2, 3, 4)
+    size = (7, 10) if by_shape and mode == "bilinear" else (6, 8)
+
+    def build(net, trt, xs, W):
+        r = net.add_resize(xs[0])
+        if by_shape:
+            r.shape = (1, 2, *size)
+        else:
+            r.scales = [1.0, 1.0, 2.0, 2.0]
+        trt_api.set_resize_mode(r, mode, bool(align))
+        return r
+
+    kwargs = {"mode": "nearest"} if mode == "nearest" else {"mode": "bilinear", "align_corners": align}
+    close(run(build, x), F.interpolate(t(x), size=size, **kwargs))
+
+
+@pytest.mark.parametrize("mode, pad_mode", [("FILL", "constant"), ("REFLECT", "reflect"), ("CLAMP", "replicate"),
+                                            ("WRAP", "circular")])
+def test_slice_modes_as_padding(mode, pad_mode):
+    x = rand(1, 2, 4, 5)
+
+    def build(net, trt, xs, W):
+        s = net.add_slice(xs[0], (0, 0, -2, -1), (1, 2, 4 + 3, 5 + 3), (1, 1, 1, 1))
+        s.mode = getattr(getattr(trt, "SampleMode", None) or trt.SliceMode, mode)  # 8.6: SliceMode
+        return s
+
+    close(run(build, x), F.pad(t(x), [1, 2, 2, 1], mode=pad_mode))
+
+
+def test_slice_strided():
+    x = rand(2, 3, 8)
+    out = run(lambda net, trt, xs, W: net.add_slice(xs[0], (1, 0, 1), (1, 3, 3), (1, 1, 3)), x)
+    close(out, t(x)[1:2, :, 1::3])
+
+
+def test_constant_cast_identity():
+    c = rand(1, 3, 1)
+    x = rand(2, 3, 4)
+
+    def build(net, trt, xs, W):
+        k = net.add_constant(c.shape, W(c))
+        s = net.add_elementwise(xs[0], k.get_output(0), trt.ElementWiseOperation.SUM)
+        h = net.add_cast(s.get_output(0), trt.float16)
+        return net.add_identity(net.add_cast(h.get_output(0), trt.float32).get_output(0))
+
+    close(run(build, x), (t(x) + t(c)).half().double(), tol=0)  # rounded to float16 at the cast
+
+
+def test_normalization_layer_norm():
+    x, g, b = rand(2, 3, 6), rand(1, 1, 6), rand(1, 1, 6)
+
+    def build(net, trt, xs, W):
+        gs = net.add_constant(g.shape, W(g)).get_output(0)
+        bs = net.add_constant(b.shape, W(b)).get_output(0)
+        n = net.add_normalization(xs[0], gs, bs, 1 << 2)
+        n.epsilon = 1e-5
+        return n
+
+    close(run(build, x), F.layer_norm(t(x), (6,), t(g).reshape(6), t(b).reshape(6), 1e-5))
+
+
+def test_normalization_group_norm():
+    x, g, b = rand(2, 4, 3, 3), rand(1, 4, 1, 1), rand(1, 4, 1, 1)
+
+    def build(net, trt, xs, W):
+        gs = net.add_constant(g.shape, W(g)).get_output(0)
+        bs = net.add_constant(b.shape, W(b)).get_output(0)
+        n = net.add_normalization(xs[0], gs, bs, (1 << 2) | (1 << 3))
+        n.epsilon, n.num_groups = 1e-5, 2
+        return n
+
+    close(run(build, x), F.group_norm(t(x), 2, t(g).reshape(4), t(b).reshape(4), 1e-5))
+
+
+def test_padding_and_select_and_gather():
+    x = rand(1, 2, 3, 4)
+    close(run(lambda net, trt, xs, W: net.add_padding_nd(xs[0], (1, 2), (0, 1)), x), F.pad(t(x), [2, 1, 1, 0]))
+
+    a, b = rand(2, 3), rand(2, 3)
+    cond = a > b
+    out = run(lambda net, trt, xs, W: net.add_select(xs[0], xs[1], xs[2]), cond, a, b)
+    close(out, torch.where(torch.from_numpy(cond), t(a), t(b)))
+
+    idx = np.array([[2, 0], [1, 1]], np.int32)
+
+    def gather(net, trt, xs, W):
+        return net.add_gather(xs[0], xs[1], 2)
+
+    close(run(gather, x, idx), t(x)[:, :, idx])
+
+
+def test_unsupported_layer_is_named():
+    x = rand(1, 5)
+    with pytest.raises(UnsupportedLayer, match=r"layer 'under_test'.*TOPK"):
+        run(lambda net, trt, xs, W: net.add_topk(xs[0], trt.TopKOperation.MAX, 2, 1 << 1), x)
+
+
+def test_plugin_layer_error_names_the_setting_without_it():
+    from netdef.spec import load_spec
+    from netdef.trt_api import LayerDescription
+    from netdef.verify import _check_plugins
+
+    plugin = LayerDescription(0, "model.24/yolo_decode_nms", "PLUGIN_V2", ["x"], ["num_dets"], ["int32"], [(1, 1)],
+                              {}, {})
+    with pytest.raises(UnsupportedLayer, match=r"layer 'model.24/yolo_decode_nms' is a plugin \(PLUGIN_V2\), which "
+                                               r"the CPU evaluator cannot compute: verify the network without it "
+                                               r"\(--set head=decode( or --set head=\w+)*\) or without --cpu on a GPU"):
+        _check_plugins([plugin], load_spec("yolov5n"), {"head": "plugin"})
+
+
+# ---------------------------------------------------------------- networks against PyTorch
+
+def test_resnet18_cpu_matches_every_layer(tmp_path, capsys):
+    wts = tmp_path / "r18.wts"
+    assert main(["export", "torchvision:resnet18", "-o", str(wts), "--randomize-bn", "--seed", "3"]) == 0
+    rc = main(["verify", "resnet18", "-w", str(wts), "--model", "torchvision:resnet18", "--cpu",
+               "--input-shape", "64,64"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "PASS: 24 of 24 matched layers within 1e-05" in out
+    assert "layer1.0.conv1         layer1.0.bn1" in out  # BatchNorm folded in: compared with the BN module
+    assert "skip module called 2 times (shared)" in out  # torchvision's BasicBlock reuses its ReLU
+
+
+def test_resnet18_report_values(torchvision_wts):
+    model, wts = torchvision_wts("resnet18")
+    report = verify("resnet18", wts, model, cpu=True, opts=BuildOptions(input_hw=(64, 64)), log=lambda m: None)
+    compared = [r for r in report.rows if r.status != "skip"]
+    assert report.ok and len(compared) == 24
+    assert all(r.error is not None and r.error <= 1e-5 for r in compared)
+    assert compared[0].layer == "conv1" and compared[0].module == "bn1"
+    assert compared[-1].module == "(model output)" and compared[-1].shape == (1, 1000)
+
+
+def test_yolov5n_cpu_matches_reference(yolov5_models, yolov5_wts):
+    pytest.importorskip("netdef.testing.yolov5_reference")
+    from netdef.testing import yolov5_reference as ref
+
+    if not ref.yolov5_available():
+        pytest.skip("needs the yolov5 package (pip install --no-deps yolov5==7.0.14)")
+    model, _ = yolov5_models("yolov5n")
+    report = verify("yolov5n", yolov5_wts("yolov5n"), model, cpu=True, opts=BuildOptions(input_hw=(128, 160)),
+                    log=lambda m: None)
+    compared = [r for r in report.rows if r.status != "skip"]
+    assert report.ok, report.summary()
+    assert len(compared) >= 61 and compared[-1].shape == (1, 1260, 85)  # every convolution, the output
+    assert {r.module for r in compared} >= {"model.0.bn", "model.24.m.2", "(model output)"}
+
+
+TINY_MODEL = '''
+import torch
+from torch import nn
+from netdef.export import randomize_batchnorm
+
+
+class Tiny(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.bn1, self.act1 = nn.Conv2d(3, 8, 3, 1, 1, bias=False), nn.BatchNorm2d(8), nn.ReLU()
+        self.conv2, self.bn2, self.act2 = nn.Conv2d(8, 16, 3, 2, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU()
+        self.conv3 = nn.Conv2d(16, 16, 3, 1, 1)
+
+    def forward(self, x):
+        return self.conv3(self.act2(self.bn2(self.conv2(self.act1(self.bn1(self.conv1(x)))))))
+
+
+def make():
+    torch.manual_seed(0)
+    model = Tiny()
+    randomize_batchnorm(model, 0)
+    return model.eval()
+'''
+
+TINY_YAML = '''
+name: tiny
+input: {{name: input, shape: [3, 16, 16]}}
+output: out
+layers:
+  - [-1, 1, ConvBnAct, {{c2: 8, k: 3, s: 1, p: 1, conv: conv1, bn: bn1, act: relu}}, ""]
+  - [-1, 1, ConvBnAct, {{c2: 16, k: 3, s: {stride}, p: 1, conv: conv2, bn: bn2, act: relu}}, ""]
+  - [-1, 1, {last}, {{c2: 16, k: 3, act: none}}, conv3]
+'''
+
+PLANTED_BLOCK = '''
+from netdef.registry import block
+
+
+@block("PlantedPadConv")
+def planted_pad_conv(net, x, prefix, c2, k, act):
+    """A 3x3 convolution padded (0, 0) before and (2, 2) after, where PyTorch pads (1, 1) on each side: the
+    output has the right shape and wrong values."""
+    padded = net.definition.add_padding_nd(x, (0, 0), (2, 2)).get_output(0)
+    return net.conv(padded, prefix, c2, k, 1, p=0, bias=True, act=act)
+'''
+
+
+@pytest.fixture
+def tiny(tmp_path, monkeypatch):
+    """(yaml(stride, last) -> path, .wts path): the tiny model's module on sys.path, its weights exported."""
+    (tmp_path / "tiny_model.py").write_text(TINY_MODEL)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    wts = tmp_path / "tiny.wts"
+    assert main(["export", "tiny_model:make", "-o", str(wts)]) == 0
+
+    def yaml(stride: int = 2, last: str = "ConvBnAct") -> str:
+        path = tmp_path / f"tiny_s{stride}_{last}.yaml"
+        path.write_text(TINY_YAML.format(stride=stride, last=last))
+        return str(path)
+
+    return yaml, str(wts)
+
+
+def test_tiny_network_passes(tiny, capsys):
+    yaml, wts = tiny
+    assert main(["verify", yaml(), "-w", wts, "--model", "tiny_model:make", "--cpu"]) == 0
+    assert "PASS: 4 of 4 matched layers" in capsys.readouterr().out
+
+
+def test_planted_wrong_stride_is_named_first(tiny, capsys):
+    yaml, wts = tiny
+    assert main(["verify", yaml(stride=1), "-w", wts, "--model", "tiny_model:make", "--cpu"]) == 1
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == ("first divergent layer: conv2 (PyTorch module bn2): shape (1, 16, 16, 16) != "
+                                   "PyTorch's (1, 16, 8, 8)")
+    assert re.search(r"^conv1 +bn1 +1x8x16x16 +\S+ +pass$", out, re.M) and "FAIL: 1 of 4 matched layers" in out
+
+
+def test_planted_wrong_padding_is_named_first(tiny, tmp_path, capsys):
+    yaml, wts = tiny
+    blocks = tmp_path / "planted_blocks.py"
+    blocks.write_text(PLANTED_BLOCK)
+    assert main(["verify", yaml(last="PlantedPadConv"), "-w", wts, "--model", "tiny_model:make", "--cpu",
+                 "--blocks", str(blocks)]) == 1
+    out = capsys.readouterr().out
+    first = out.splitlines()[0]
+    assert first.startswith("first divergent layer: conv3 (PyTorch module conv3): max rel error ")
+    assert float(first.rsplit("error ", 1)[1].split(" >")[0]) > 1e-2  # values, not shapes, differ
+    assert re.search(r"^conv2 +bn2 +1x16x8x8 +\S+ +pass$", out, re.M) and "(output) out" in out
+
+
+def test_fp16_network_is_evaluated_in_half_precision(tiny):
+    yaml, wts = tiny
+    report = verify(yaml(), wts, "tiny_model:make", cpu=True, opts=BuildOptions(precision="fp16"), log=lambda m: None)
+    errors = [r.error for r in report.rows]
+    assert report.ok and report.tol == 1e-2 and len(errors) == 4
+    if trt_api.info().strongly_typed:  # the definition holds float16 tensors: their rounding shows
+        assert all(1e-5 < e < 1e-2 for e in errors)
+    else:  # 8.6: fp16 is a builder flag, the definition stays float32
+        assert all(e < 1e-5 for e in errors)
+
+
+def test_weights_must_fit_the_model(tiny, tmp_path):
+    from netdef.wts import read_wts, write_wts
+
+    yaml, wts = tiny
+    tensors = read_wts(wts)
+    tensors["extra.weight"] = np.zeros(3, np.float32)
+    del tensors["bn1.running_var"]
+    bad = tmp_path / "bad.wts"
+    write_wts(bad, tensors)
+    with pytest.raises(WeightKeyError, match=r"missing from it: bn1\.running_var; 1 key\(s\) the model does not "
+                                             r"have: extra\.weight"):
+        verify(yaml(), bad, "tiny_model:make", cpu=True, log=lambda m: None)
+
+
+def test_state_dict_source_is_refused(tiny, tmp_path):
+    yaml, wts = tiny
+    sd = tmp_path / "sd.pt"
+    torch.save({"conv1.weight": torch.zeros(1)}, sd)
+    with pytest.raises(NetdefError, match="not a torch.nn.Module"):
+        verify(yaml(), wts, str(sd), cpu=True, log=lambda m: None)
+
+
+def test_engine_mode_needs_a_gpu_else_says_use_cpu(tiny, capsys):
+    if trt_api.can_run_engines():
+        pytest.skip("this machine runs engines")
+    yaml, wts = tiny
+    assert main(["verify", yaml(), "-w", wts, "--model", "tiny_model:make"]) == 1
+    assert "use --cpu" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- GPU: an engine with marked outputs
+
+@pytest.mark.gpu
+def test_gpu_resnet18_engine_matches(tmp_path, capsys):
+    wts = tmp_path / "r18.wts"
+    assert main(["export", "torchvision:resnet18", "-o", str(wts), "--randomize-bn", "--seed", "3"]) == 0
+    rc = main(["verify", "resnet18", "-w", str(wts), "--model", "torchvision:resnet18"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "PASS: 24 of 24 matched layers within 0.0001" in out and "GPU engine" in out
+
+
+@pytest.mark.gpu
+def test_gpu_planted_wrong_padding_is_named_first(tiny, tmp_path, capsys):
+    yaml, wts = tiny
+    blocks = tmp_path / "planted_blocks.py"
+    blocks.write_text(PLANTED_BLOCK)
+    assert main(["verify", yaml(last="PlantedPadConv"), "-w", wts, "--model", "tiny_model:make",
+                 "--blocks", str(blocks)]) == 1
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].startswith("first divergent layer: conv3 (PyTorch module conv3): max rel error ")
+    assert math.isfinite(float(out.splitlines()[0].rsplit("error ", 1)[1].split(" >")[0]))
+
+
+
+# ---------------------------------------------------------------- check_block's CPU mode on netdef's primitives
+
+CPU_BLOCKS = [
+    ("LayerNorm", lambda: torch.nn.LayerNorm(8), (2, 5, 8), {"normalized_shape": 8}),
+    ("GroupNorm", lambda: torch.nn.GroupNorm(2, 6), (2, 6, 4, 4), {"num_groups": 2}),
+    ("GELU", lambda: torch.nn.GELU("tanh"), (2, 3, 4, 4), {"approximate": "tanh"}),
+    ("Softmax", lambda: torch.nn.Softmax(1), (2, 5, 3), {"dim": 1}),
+    ("ConvTranspose2d", lambda: torch.nn.ConvTranspose2d(4, 3, 3, 2, 1, output_padding=1), (1, 4, 5, 5),
+     {"c2": 3, "k": 3, "s": 2, "p": 1, "output_padding": 1}),
+    ("Pad", lambda: (lambda x: F.pad(x, [1, 2, 2, 0], mode="reflect")), (1, 2, 4, 5),
+     {"pads": [1, 2, 2, 0], "mode": "reflect"}),
+    ("Resize", lambda: torch.nn.Upsample(size=(7, 9), mode="bilinear", align_corners=False), (1, 2, 4, 5),
+     {"size": [7, 9], "mode": "bilinear", "align_corners": False}),
+    ("Linear", lambda: torch.nn.Linear(6, 4), (2, 3, 6), {"c2": 4}),
+]
+
+
+@pytest.mark.parametrize("name, make, shape, kwargs", CPU_BLOCKS, ids=[b[0] for b in CPU_BLOCKS])
+def test_check_block_cpu_on_primitives(name, make, shape, kwargs):
+    from netdef.verify.block import check_block_cpu
+
+    torch.manual_seed(0)
+    module = make()
+    if isinstance(module, torch.nn.Module):
+        with torch.no_grad():  # non-trivial affine parameters
+            for p in module.parameters():
+                p.add_(torch.randn_like(p) * 0.5)
+    assert check_block_cpu(name, module, shape, kwargs=kwargs) <= 1e-6
+
+
+def test_check_block_cpu_catches_a_wrong_block():
+    from netdef.verify.block import check_block_cpu
+
+    with pytest.raises(AssertionError, match=r"fp32 \(CPU\): max relative error .* > 1e-05"):
+        check_block_cpu(lambda net, x, p: net.gelu(x, p, "tanh"), torch.nn.GELU(), (2, 3, 8, 8))  # erf vs tanh

@@ -1,0 +1,371 @@
+"""YOLOv8, YOLO11 and YOLO26 architectures against Ultralytics' own model definitions (random weights, random
+BatchNorm).
+
+CPU: every scale of architectures/yolov8.yaml and yolo11.yaml, and the -cls, -pose, -seg and yolo26 models tested,
+define a network that consumes exactly the reference state_dict (strict key accounting; YOLO26's unbuilt branch
+skipped by name) with Ultralytics' eval output shapes; the small ones build and serialize (fp32, fp16); counts that
+disagree with the weights are named.
+GPU (`-m gpu`): engines vs the reference's `model(x)[0]`; prints RESULT lines.
+
+Needs `pip install --no-deps ultralytics==8.4.190` (the reference); without it these tests skip.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from netdef.build import BuildOptions, build_engine, define_network
+from netdef.errors import NetdefError
+from netdef.testing import ultralytics_reference as ref
+from netdef.wts import write_wts
+
+pytestmark = pytest.mark.skipif(not ref.ultralytics_available(),
+                                reason="needs the reference: pip install --no-deps ultralytics==8.4.190")
+
+NAMES = [f"{family}{s}" for family in ("yolov8", "yolo11") for s in "nsmlx"]
+CLS = ["yolov8n-cls", "yolov8m-cls", "yolo11n-cls", "yolo11m-cls"]
+GPU_BOUND = {"fp32": 1e-3, "fp16": 1e-2}
+
+
+@pytest.fixture(scope="module")
+def models():
+    cache: dict[tuple, tuple] = {}
+
+    def get(name: str, tame: bool = False, keep: bool = True):
+        if (name, tame) in cache:
+            return cache[name, tame]
+        made = ref.reference_model(name, tame=tame)
+        if keep:
+            cache[name, tame] = made
+        return made
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def wts(models, tmp_path_factory):
+    cache: dict[tuple, Path] = {}
+
+    def get(name: str, tame: bool = False) -> Path:
+        if (name, tame) not in cache:
+            path = tmp_path_factory.mktemp("wts") / f"{name}{'_tame' if tame else ''}.wts"
+            write_wts(path, models(name, tame)[1])
+            cache[name, tame] = path
+        return cache[name, tame]
+
+    return get
+
+
+def define(name: str, sd: dict, **opts):
+    return define_network(name, sd, BuildOptions(**opts), log=lambda msg: None)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_network_consumes_reference_state_dict(name, models):
+    """Every key of Ultralytics' state_dict is used (strict), and the output is (B, 4 + nc, 8400) at 640x640."""
+    model, sd = models(name, keep=name.endswith("n"))
+    net = define(name, sd)
+    assert net.key_report() == ({}, [])
+    out = net.definition.get_output(0)
+    assert out.name == "output" and tuple(out.shape) == (-1, 84, 8400)
+    # layer names are weight prefixes: the first convolution is named after its key, the head after its row
+    names = {net.definition.get_layer(i).name for i in range(net.definition.num_layers)}
+    assert "model.0.conv" in names and any(n.startswith(f"model.{len(model.model) - 1}.dfl") for n in names)
+
+
+@pytest.mark.parametrize("name", CLS)
+def test_classifier_consumes_reference_state_dict(name, models):
+    """Classification models: every key used, output (B, nc) probabilities at 224x224."""
+    _, sd = models(name)
+    net = define(name, sd)
+    assert net.key_report() == ({}, [])
+    assert tuple(net.definition.get_output(0).shape) == (-1, 1000)
+
+
+@pytest.mark.parametrize("name", ["yolov8n-pose", "yolo11s-pose"])
+def test_pose_consumes_reference_state_dict(name, models):
+    """Pose models: every key used, output (B, 4 + nc + 17*3, N)."""
+    model, sd = models(name)
+    net = define(name, sd)
+    assert net.key_report() == ({}, [])
+    assert tuple(net.definition.get_output(0).shape) == (-1, 4 + model.model[-1].nc + 51, 8400)
+
+
+@pytest.mark.parametrize("name", ["yolov8n-seg", "yolo11s-seg"])
+def test_segment_consumes_reference_state_dict(name, models):
+    """Segmentation models: every key used (Proto's ConvTranspose2d included), two outputs as Ultralytics' eval
+    (output, proto): (B, 4 + nc + 32, N) and (B, 32, H/4, W/4); the deconvolution is named after its key."""
+    model, sd = models(name)
+    net = define(name, sd)
+    assert net.key_report() == ({}, [])
+    outs = [net.definition.get_output(i) for i in range(net.definition.num_outputs)]
+    assert [(t.name, tuple(t.shape)) for t in outs] == [("output", (-1, 4 + model.model[-1].nc + 32, 8400)),
+                                                        ("proto", (-1, 32, 160, 160))]
+    head = len(model.model) - 1
+    layers = {net.definition.get_layer(i).name: net.definition.get_layer(i) for i in range(net.definition.num_layers)}
+    assert layers[f"model.{head}.proto.upsample"].type == net.trt.LayerType.DECONVOLUTION
+    assert model.model[-1].proto.cv1.conv.out_channels == int(sd[f"model.{head}.proto.cv1.conv.weight"].shape[0])
+
+
+def test_segment_mask_count_disagreeing_with_weights_is_named(models, tmp_path):
+    _, sd = models("yolov8n-seg")
+    text = (Path(__file__).resolve().parents[1] / "netdef" / "architectures" / "yolov8-seg.yaml").read_text("utf-8")
+    (tmp_path / "yolov8-seg16.yaml").write_text(text.replace("Segment, [nc, 32, 256]", "Segment, [nc, 16, 256]"),
+                                                "utf-8")
+    with pytest.raises(NetdefError, match=r"nm=16 mask coefficients, but the weights' 'model\.22\.cv4\.0\.2\.bias' "
+                                          r"has 32"):
+        define(str(tmp_path / "yolov8n-seg16.yaml"), sd)
+
+
+@pytest.mark.parametrize("name", ["yolo26n", "yolo26m"])
+def test_yolo26_consumes_reference_state_dict(name, models):
+    """YOLO26: the default end-to-end head builds the one-to-one branches and skips exactly the one-to-many keys
+    (named, with a reason); head=one2many the other way round. Outputs (B, 300, 6) and (B, 4 + nc, N)."""
+    model, sd = models(name, keep=name.endswith("n"))
+    head = len(model.model) - 1
+    one2many = {k for k in sd if k.startswith((f"model.{head}.cv2.", f"model.{head}.cv3."))}
+    one2one = {k for k in sd if k.startswith(f"model.{head}.one2one_")}
+    assert one2many and one2one
+    for params, skipped, shape in (({}, one2many, (-1, 300, 6)), ({"head": "one2many"}, one2one, (-1, 84, 8400))):
+        net = define(name, sd, params=params)
+        assert net.key_report() == ({}, []) and set(net.skipped) == skipped
+        assert tuple(net.definition.get_output(0).shape) == shape
+        names = {net.definition.get_layer(i).name for i in range(net.definition.num_layers)}
+        built = f"model.{head}.{'cv2' if params else 'one2one_cv2'}.0.2"
+        assert built in names and not any(n.startswith(f"model.{head}.dfl") for n in names)  # reg_max 1: no DFL
+    # SPPF [c2, k, n, shortcut]: cv1 without activation, the input added back
+    assert "model.9/add" in names and not any(n.startswith("model.9.cv1.conv/") for n in names)
+    assert isinstance(model.model[9].cv1.act, __import__("torch").nn.Identity) and model.model[9].add
+
+
+def test_classic_sppf_keeps_its_activation(models):
+    """A [c2, k] SPPF row (YOLOv5/v8/11) builds as before: SiLU after cv1, no shortcut."""
+    _, sd = models("yolov8n")
+    net = define("yolov8n", sd)
+    names = {net.definition.get_layer(i).name for i in range(net.definition.num_layers)}
+    assert "model.9.cv1.conv/silu" in names and "model.9/add" not in names
+
+
+def test_yolo26_max_det_and_heads_are_checked(models):
+    _, sd = models("yolo26n")
+    assert tuple(define("yolo26n", sd, params={"max_det": 100}).definition.get_output(0).shape) == (-1, 100, 6)
+    with pytest.raises(NetdefError, match=r"model\.23: max_det must be an integer from 1 to 3840"):
+        define("yolo26n", sd, params={"max_det": 5000})
+    with pytest.raises(NetdefError, match=r"model\.23: head=plugin is not available"):
+        define("yolo26n", sd, params={"head": "plugin"})
+    without = {k: v for k, v in sd.items() if ".one2one_" not in k}
+    with pytest.raises(NetdefError, match=r"needs the weights' one-to-one branch 'model\.23\.one2one_cv2\.\*'"):
+        define("yolo26n", without)
+    _, sd8 = models("yolov8n")
+    with pytest.raises(NetdefError, match=r"model\.22: head=one2many selects the one-to-many branch of an end-to-end"):
+        define("yolov8n", sd8, params={"head": "one2many"})
+
+
+def test_pose_keypoint_count_disagreeing_with_weights_is_named(models, tmp_path):
+    _, sd = models("yolov8n-pose")
+    text = (Path(__file__).resolve().parents[1] / "netdef" / "architectures" / "yolov8-pose.yaml").read_text("utf-8")
+    (tmp_path / "yolov8-pose5.yaml").write_text(text.replace("kpt_shape: [17, 3]", "kpt_shape: [5, 3]"), "utf-8")
+    with pytest.raises(NetdefError, match=r"kpt_shape \[5, 3\] needs 15 keypoint outputs.*'model\.22\.cv4\.0\.2\.bias' has 51"):
+        define(str(tmp_path / "yolov8n-pose5.yaml"), sd)
+
+
+@pytest.mark.parametrize("name", ["yolov8n", "yolo11n", "yolo11n-cls", "yolov8n-pose", "yolo11n-seg", "yolo26n"])
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_small_models_build(name, precision, wts, tmp_path):
+    res = build_engine(name, wts(name), tmp_path / f"{name}.engine",
+                       BuildOptions(precision=precision, batch=(1, 2, 4), opt_level=0), log=lambda m: None)
+    assert res.built and [o["name"] for o in res.meta["outputs"]] == (["output", "proto"] if name.endswith("-seg")
+                                                                      else ["output"])
+
+
+def test_class_count_from_the_weights():
+    """nc=3 weights with the nc: 80 YAML: the weights' count (no copied YAML); `--set nc` must agree with them."""
+    _, sd = ref.reference_model("yolov8n", nc=3)
+    assert tuple(define("yolov8n", sd).definition.get_output(0).shape) == (-1, 7, 8400)
+    assert tuple(define("yolov8n", sd, params={"nc": 3}).definition.get_output(0).shape) == (-1, 7, 8400)
+    with pytest.raises(NetdefError, match=r"model\.22: --set nc=80, but the weights were trained with nc=3"):
+        define("yolov8n", sd, params={"nc": 80})
+
+
+def test_anchor_free_head_has_no_plugin_yet(models):
+    _, sd = models("yolov8n")
+    with pytest.raises(NetdefError, match="head=plugin is not available for the anchor-free heads"):
+        define_network("yolov8n", sd, BuildOptions(params={"head": "plugin"}), log=lambda m: None)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", ["yolov8s", "yolo11s", "yolov8s-cls", "yolo11s-cls", "yolov8s-pose", "yolo11s-pose"])
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_engine_matches_ultralytics(name, precision, models, wts, tmp_path):
+    """Raw (B, 4 + nc, N) output vs Ultralytics' fp32 model(x)[0] (TF32 off); fp16 on the tamed model."""
+    import torch
+
+    from netdef.runtime import Engine
+    from netdef.tools.verify import cosine, max_rel_error, torch_reference
+
+    tame = precision == "fp16"
+    model, _ = models(name, tame=tame)
+    opts = BuildOptions(precision=precision, batch=(1, 2, 2), opt_level=0, tf32=False)
+    res = build_engine(name, wts(name, tame), tmp_path / f"{name}.engine", opts)
+    size = 224 if name.endswith("-cls") else 640
+    x = np.random.default_rng(0).random((2, 3, size, size), dtype=np.float32)
+    reference = torch_reference(model, x)
+    model.cpu()
+    torch.cuda.empty_cache()
+    out = Engine(res.path).infer(x, as_numpy=True)["output"]
+    assert out.shape == reference.shape
+    err = max_rel_error(out, reference)
+    boxes = 0 if name.endswith("-cls") else 4
+    box_err = max_rel_error(out[:, :boxes], reference[:, :boxes]) if boxes else 0.0
+    nc = reference.shape[1] if not boxes else model.model[-1].nc  # pose: keypoints (pixels) follow the scores
+    score_err = float(np.abs(out[:, boxes:boxes + nc] - reference[:, boxes:boxes + nc]).max())
+    print(f"RESULT {name} {size}x{size} {precision}{' tamed model' if tame else ''} (tf32 off) max-rel-err {err:.2e} "
+          f"boxes {box_err:.2e} scores max-abs-err {score_err:.2e} cosine {cosine(out, reference):.8f} "
+          f"build {res.meta['build_seconds']} s")
+    assert err <= GPU_BOUND[precision]
+    assert score_err <= 10 * GPU_BOUND[precision]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", ["yolov8s-seg", "yolo11s-seg"])
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_segment_engine_matches_ultralytics(name, precision, models, wts, tmp_path):
+    """Both outputs vs Ultralytics' fp32 model(x)[0] = (output, proto) (TF32 off); fp16 on the tamed model."""
+    import torch
+
+    from netdef.runtime import Engine
+    from netdef.tools.verify import cosine, max_rel_error
+
+    tame = precision == "fp16"
+    model, _ = models(name, tame=tame)
+    res = build_engine(name, wts(name, tame), tmp_path / f"{name}.engine",
+                       BuildOptions(precision=precision, batch=(1, 2, 2), opt_level=0, tf32=False))
+    x = np.random.default_rng(0).random((2, 3, 640, 640), dtype=np.float32)
+    prev = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        with torch.no_grad():
+            output, proto = (t.float().cpu().numpy() for t in model.cuda().eval()(torch.from_numpy(x).cuda())[0])
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = prev
+    model.cpu()
+    torch.cuda.empty_cache()
+    got = Engine(res.path).infer(x, as_numpy=True)
+    for key, reference in (("output", output), ("proto", proto)):
+        out = got[key]
+        assert out.shape == reference.shape
+        err = max_rel_error(out, reference)
+        print(f"RESULT {name} 640x640 {precision}{' tamed model' if tame else ''} (tf32 off) {key} max-rel-err "
+              f"{err:.2e} cosine {cosine(out, reference):.8f} build {res.meta['build_seconds']} s")
+        assert err <= GPU_BOUND[precision]
+
+
+def check_topk(out: np.ndarray, candidates: np.ndarray, reference: np.ndarray, tol: float) -> int:
+    """Whether `out` (B, k, 6) is a top-k of Ultralytics' `candidates` (B, N, 4 + nc: x1, y1, x2, y2, class scores,
+    its postprocess input) up to `tol` (relative to the boxes' range for boxes, absolute for scores): the sorted
+    scores equal the reference's `reference` (B, k, 6) (order statistics move no more than their inputs), and each
+    row is a distinct (anchor, class) of the candidates with that box and score. Ties may pick other rows than the
+    reference does; this is what a correct top-k guarantees anyway. Returns the rows checked."""
+    box_tol = tol * float(np.abs(candidates[..., :4]).max())
+    for b in range(len(out)):
+        err = float(np.abs(np.sort(out[b, :, 4]) - np.sort(reference[b, :, 4])).max())
+        assert err <= tol, f"image {b}: the sorted top-k scores differ by {err:.2e}"
+        picked = set()
+        for row in out[b]:
+            c = int(row[5])
+            assert row[5] == c and 0 <= c < candidates.shape[2] - 4, f"image {b}: class {row[5]}"
+            near = np.abs(candidates[b, :, :4] - row[:4]).max(axis=1)
+            ok = (near <= box_tol) & (np.abs(candidates[b, :, 4 + c] - row[4]) <= tol)
+            assert ok.any(), f"image {b}: {row.tolist()} is no (anchor, class) of the reference's candidates"
+            anchor = int(np.argmin(np.where(ok, near, np.inf)))
+            assert (anchor, c) not in picked, f"image {b}: anchor {anchor} class {c} picked twice"
+            picked.add((anchor, c))
+    return out.shape[0] * out.shape[1]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_yolo26_end_to_end_engine_matches_ultralytics(precision, models, wts, tmp_path):
+    """yolo26s top-k detections vs Ultralytics' model(x)[0] with model.end2end = True (TF32 off; fp16 on the tamed
+    model), compared as check_topk does: random weights give many nearly equal scores, whose order rounding
+    decides."""
+    from netdef.runtime import Engine
+    from netdef.tools.verify import torch_reference
+
+    tame = precision == "fp16"
+    model, _ = models("yolo26s", tame=tame)
+    model.end2end = True
+    head, captured = model.model[-1], []
+    res = build_engine("yolo26s", wts("yolo26s", tame), tmp_path / "yolo26s.engine",
+                       BuildOptions(precision=precision, batch=(1, 2, 2), opt_level=0, tf32=False))
+    x = np.random.default_rng(0).random((2, 3, 640, 640), dtype=np.float32)
+    postprocess = head.postprocess
+    head.postprocess = lambda preds: postprocess(captured.append(preds) or preds)  # keep its input: the candidates
+    try:
+        reference = torch_reference(model, x)
+    finally:
+        del head.postprocess
+        model.cpu()
+    out = Engine(res.path).infer(x, as_numpy=True)["output"]
+    assert out.shape == reference.shape == (2, 300, 6)
+    checked = check_topk(out, captured[0].float().cpu().numpy(), reference, GPU_BOUND[precision])
+    print(f"RESULT yolo26s 640x640 {precision}{' tamed model' if tame else ''} (tf32 off) end-to-end top-300: "
+          f"{checked} detections are distinct reference candidates, sorted scores within {GPU_BOUND[precision]:.0e} "
+          f"build {res.meta['build_seconds']} s")
+
+
+def test_check_topk_accepts_the_reference_and_refuses_a_wrong_pick(models):
+    """The GPU test's checker on CPU: the reference's own output in another order passes; a duplicated row, a
+    wrong class or a moved box fails."""
+    import torch
+
+    model, _ = models("yolo26n")
+    head, captured = model.model[-1], []
+    postprocess = head.postprocess
+    head.postprocess = lambda preds: postprocess(captured.append(preds) or preds)
+    try:
+        with torch.no_grad():
+            reference = model(torch.from_numpy(np.random.default_rng(0).random((1, 3, 640, 640),
+                                                                                dtype=np.float32)))[0].numpy()
+    finally:
+        del head.postprocess
+    candidates = captured[0].numpy()
+    assert check_topk(reference[:, ::-1], candidates, reference, 1e-4) == 300
+    for change in ("duplicate", "class", "box"):
+        bad = reference.copy()
+        if change == "duplicate":
+            bad[0, 1] = bad[0, 0]
+        elif change == "class":
+            bad[0, 0, 5] = (bad[0, 0, 5] + 1) % 80
+        else:
+            bad[0, 0, :2] += 5.0
+        with pytest.raises(AssertionError):
+            check_topk(bad, candidates, reference, 1e-4)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_yolo26_one2many_engine_matches_ultralytics(precision, models, wts, tmp_path):
+    """--set head=one2many: raw (B, 4 + nc, N) vs Ultralytics' model(x)[0] with model.end2end = False."""
+    from netdef.runtime import Engine
+    from netdef.tools.verify import max_rel_error, torch_reference
+
+    tame = precision == "fp16"
+    model, _ = models("yolo26s", tame=tame)
+    model.end2end = False
+    try:
+        reference = torch_reference(model, x := np.random.default_rng(0).random((2, 3, 640, 640), dtype=np.float32))
+    finally:
+        model.end2end = True
+        model.cpu()
+    res = build_engine("yolo26s", wts("yolo26s", tame), tmp_path / "yolo26s.engine",
+                       BuildOptions(precision=precision, batch=(1, 2, 2), opt_level=0, tf32=False,
+                                    params={"head": "one2many"}))
+    out = Engine(res.path).infer(x, as_numpy=True)["output"]
+    assert out.shape == reference.shape == (2, 84, 8400)
+    err = max_rel_error(out, reference)
+    print(f"RESULT yolo26s 640x640 {precision}{' tamed model' if tame else ''} (tf32 off) head=one2many "
+          f"max-rel-err {err:.2e} build {res.meta['build_seconds']} s")
+    assert err <= GPU_BOUND[precision]

@@ -1,0 +1,80 @@
+"""YOLOv8/YOLO11 numbers on the CPU: netdef's network definition evaluated in float64 (`netdef verify --cpu`)
+against Ultralytics' own model, layer by layer, at a small input (detection, pose, classification).
+
+Needs `pip install --no-deps ultralytics==8.4.190` (the reference); without it these tests skip.
+"""
+from __future__ import annotations
+
+import pytest
+
+from netdef.options import BuildOptions
+from netdef.testing import ultralytics_reference as ref
+from netdef.verify import verify
+from netdef.wts import write_wts
+
+pytestmark = pytest.mark.skipif(not ref.ultralytics_available(),
+                                reason="needs the reference: pip install --no-deps ultralytics==8.4.190")
+
+
+@pytest.mark.parametrize("name, hw", [("yolov8n", (128, 160)), ("yolo11n", (128, 160)), ("yolov8n-pose", (96, 128)),
+                                      ("yolov8n-cls", None), ("yolo11n-cls", None)])
+def test_matches_ultralytics_layer_by_layer(name, hw, tmp_path):
+    model, sd = ref.reference_model(name, tame=True)
+    write_wts(tmp_path / "w.wts", sd)
+    report = verify(name, tmp_path / "w.wts", model, cpu=True, opts=BuildOptions(input_hw=hw), log=lambda m: None)
+    print(report.summary())
+    assert report.ok, report.summary()
+    compared = [r for r in report.rows if r.status == "pass"]
+    assert len(compared) > 20 and any(r.module == "(model output)" for r in compared)
+
+
+def test_classification_uses_pytorch_batchnorm_eps():
+    """Ultralytics' classification models keep BatchNorm's eps 1e-5 (detection models get 1e-3): the -cls
+    family files say so with `set: {bn_eps: ...}`, and --set replaces it."""
+    from netdef.spec import load_spec
+
+    assert load_spec("yolo11n-cls").resolve_params({})["bn_eps"] == 1e-5
+    assert load_spec("yolo11n").resolve_params({})["bn_eps"] == 1e-3
+    assert load_spec("yolo11n-cls").resolve_params({"bn_eps": "1e-3"})["bn_eps"] == 1e-3
+
+
+@pytest.mark.gpu
+def test_detect_on_a_yolov8_engine_equals_ultralytics_nms(tmp_path):
+    """`netdef detect`'s pipeline on a YOLOv8s engine (fp32): for the same letterboxed photos, its NMS on the
+    engine's output keeps the boxes Ultralytics' own non_max_suppression keeps on the model's output."""
+    import torch
+    from helpers import photos
+
+    from netdef.build import build_engine
+    from netdef.tools.detect import engine_detector
+    from netdef.tools.preprocess import letterbox
+
+    from netdef.testing.yolov5_reference import import_with_stand_ins
+
+    ref.import_tasks()  # the environment the reference needs
+    nms = import_with_stand_ins("ultralytics.utils.nms")
+    model, sd = ref.reference_model("yolov8s")  # untamed: its scores spread, so NMS has few near-ties
+    write_wts(tmp_path / "w.wts", sd)
+    res = build_engine("yolov8s", tmp_path / "w.wts", tmp_path / "y8s.engine",
+                       BuildOptions(batch=(1, 4, 4), opt_level=0, tf32=False), log=lambda m: None)
+    det = engine_detector(res.path, conf=0.25, iou=0.45)
+    assert det.layout.kind == "anchor_free"
+    batch, _ = letterbox(photos(), (640, 640), device=det.device)
+    ours = det.postprocess(det.infer(batch))
+    prev = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    with torch.no_grad():
+        theirs = nms.non_max_suppression(model.cuda().eval()(batch)[0], 0.25, 0.45, max_det=300)
+    torch.backends.cudnn.allow_tf32 = prev
+    kept = matched = 0
+    for (boxes, scores, classes), t in zip(ours, theirs):
+        assert abs(len(boxes) - len(t)) <= max(1, len(t) // 100)
+        for b, s, c in zip(boxes, scores, classes):
+            same = t[t[:, 5].int() == int(c)]
+            err = (same[:, :4] - b).abs().max(1).values if len(same) else None
+            k = int(err.argmin()) if err is not None else 0
+            matched += err is not None and float(err[k]) < 0.05 and abs(float(same[k, 4]) - float(s)) < 1e-3
+        kept += len(boxes)
+    print(f"RESULT netdef detect yolov8s fp32: {kept} boxes on {len(ours)} photos, {matched} equal to a box of "
+          f"Ultralytics' NMS (same class, within 0.05 px, score within 1e-3)")
+    assert kept > 0 and matched >= 0.99 * kept  # a near-tie in scores may let NMS keep a neighbour instead

@@ -1,0 +1,235 @@
+"""The model zoo: torchvision's MobileNetV2/V3, EfficientNet-B0, ResNeXt-50, Wide ResNet-50-2, ViT-B/16 and the
+classic UNet (netdef.testing.unet_reference) rebuilt from their state_dicts.
+
+CPU: strict key accounting, layer names, output shapes, fp32/fp16 builds with the installed TensorRT (RTX here),
+and `netdef.verify` (the network definition evaluated in float64, layer by layer against PyTorch, max relative
+error <= 1e-5). GPU (`-m gpu`): fp32 (TF32 off) and fp16 engines with a dynamic batch 1:7:32 against PyTorch fp32
+at batches 1, 7 and 32; one RESULT line per case."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from helpers import misnamed_tensors
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("torchvision")
+
+from netdef import engine_file  # noqa: E402
+from netdef.build import BuildOptions, build_engine, define_network  # noqa: E402
+from netdef.cli import main  # noqa: E402
+from netdef.errors import NetdefError, SpecError  # noqa: E402
+from netdef.export import export_wts, load_source, randomize_batchnorm  # noqa: E402
+from netdef.spec import load_spec  # noqa: E402
+from netdef.verify import verify  # noqa: E402
+
+UNET = "netdef.testing.unet_reference:UNet"
+UNET_HW = (100, 75)  # not multiples of 16: the decoder pads (F.pad) on both axes
+ZOO = ["mobilenet_v2", "mobilenet_v3_large", "efficientnet_b0", "resnext50_32x4d", "wide_resnet50_2", "vit_b_16",
+       "unet"]
+CNNS = [n for n in ZOO if n != "vit_b_16"]
+# verify's input size: smaller for the ResNets (float64 on 2 cores); ViT-B/16 needs 224 (its position embedding)
+VERIFY_HW = {"resnext50_32x4d": (64, 64), "wide_resnet50_2": (64, 64), "unet": UNET_HW}
+BOUND = {"fp32": 1e-3, "fp16": 2e-2}
+
+
+def _source(name: str) -> str:
+    return UNET if name == "unet" else f"torchvision:{name}"
+
+
+def _input_hw(name: str) -> tuple[int, int] | None:
+    return UNET_HW if name == "unet" else None
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory):
+    """get(name) -> (model, wts path): random weights, random BatchNorm statistics, and the parameters torchvision
+    initialises to zero (ViT's class token and head, attention biases, ...) random too, so every key matters."""
+    folder = tmp_path_factory.mktemp("zoo")
+    cache: dict[str, tuple] = {}
+
+    def get(name: str):
+        if name not in cache:
+            torch.manual_seed(0)
+            model = load_source(_source(name)).eval()
+            randomize_batchnorm(model, seed=1)
+            g = torch.Generator().manual_seed(2)
+            with torch.no_grad():
+                for p in model.parameters():
+                    if not p.any():
+                        p.copy_(torch.randn(p.shape, generator=g) * 0.02)
+            path = folder / f"{name}.wts"
+            export_wts(model, path)
+            cache[name] = (model, path)
+        return cache[name]
+
+    return get
+
+
+def _layers(net):
+    return [net.definition.get_layer(i) for i in range(net.definition.num_layers)]
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_keys_names_and_output_shape(name, zoo):
+    model, wts = zoo(name)
+    net = define_network(load_spec(name), wts, BuildOptions(input_hw=_input_hw(name)), log=lambda m: None)
+    assert net.check_keys() == []  # and define_network raised on missing keys
+    assert net.used == set(k for k in model.state_dict() if not k.endswith("num_batches_tracked"))
+    hw = _input_hw(name) or (224, 224)
+    with torch.no_grad():
+        ref = model.float()(torch.zeros(2, 3, *hw))
+    out = net.definition.get_output(0)
+    assert (out.name, tuple(out.shape)) == ("logits", (-1, *ref.shape[1:]))
+    # convolutions and linear layers are named after their PyTorch modules, one layer per module
+    L = net.trt.LayerType
+    modules = dict(model.named_modules())
+    weighted = {m for m, mod in modules.items() if isinstance(mod, (torch.nn.Conv2d, torch.nn.ConvTranspose2d,
+                                                                     torch.nn.Linear))}
+    layers = _layers(net)
+    named = {lay.name for lay in layers if lay.type in (L.CONVOLUTION, L.DECONVOLUTION)
+             or (lay.type == L.MATRIX_MULTIPLY and lay.name in modules)}
+    assert named == weighted
+    # every other layer points back to a module or a parameter: `<module>/<kind>` or the key itself
+    keys = {k.rpartition(".")[0] for k in model.state_dict()} | set(model.state_dict())
+    for lay in layers:
+        base = lay.name.split("/")[0].split("#")[0]
+        assert base in modules or base in keys, lay.name
+    assert len({lay.name for lay in layers}) == len(layers)
+    assert misnamed_tensors(net.definition) == []
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_verify_cpu_matches_pytorch(name, zoo):
+    """Every matched layer and the output within 1e-5 (max relative error) of PyTorch in float64."""
+    model, wts = zoo(name)
+    hw = VERIFY_HW.get(name)
+    report = verify(name, wts, model, cpu=True, opts=BuildOptions(input_hw=hw), log=lambda m: None)
+    assert report.ok, report.summary() + "\n" + report.table()
+    compared = [r for r in report.rows if r.error is not None]
+    assert compared[-1].module == "(model output)" and compared[-1].error <= 1e-5
+    assert max(r.error for r in compared) <= 1e-5
+    n_convs = sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+    assert len(compared) >= min(n_convs, 60)  # the layers are compared, not only the output
+    print(f"RESULT {name} verify --cpu fp32: {len(compared)} layers, max rel err "
+          f"{max(r.error for r in compared):.2e}")
+
+
+@pytest.mark.parametrize("name", ["efficientnet_b0", "vit_b_16", "unet"])
+def test_fp16_definition_within_fp16_tolerance(name, zoo):
+    """The fp16 network evaluated with float16 rounding (SiLU/squeeze-excitation; attention scores, softmax and
+    LayerNorm kept in float32; transposed convolution and padding): every layer within 1e-2 of PyTorch."""
+    model, wts = zoo(name)
+    opts = BuildOptions(precision="fp16", input_hw=VERIFY_HW.get(name))
+    report = verify(name, wts, model, cpu=True, opts=opts, log=lambda m: None)
+    assert report.ok, report.summary()
+    final = report.rows[-1]
+    assert final.module == "(model output)" and final.error <= 1e-2
+    print(f"RESULT {name} verify --cpu fp16: output max rel err {final.error:.2e}")
+
+
+@pytest.mark.parametrize("name", CNNS)
+def test_builds_fp32_and_fp16(name, zoo, tmp_path):
+    _, wts = zoo(name)
+    for precision in ("fp32", "fp16"):
+        out = tmp_path / f"{name}_{precision}.engine"
+        opts = BuildOptions(precision=precision, batch=(1, 4, 8), opt_level=0, input_hw=_input_hw(name))
+        res = build_engine(name, wts, out, opts, log=lambda m: None)
+        assert res.built
+        meta = engine_file.read_meta(out)
+        hw = list(_input_hw(name) or (224, 224))
+        assert meta["inputs"] == [{"name": "input", "shape": [-1, 3, *hw], "dtype": "float32"}]
+        shape = [-1, 2, *hw] if name == "unet" else [-1, 1000]
+        assert meta["outputs"] == [{"name": "logits", "shape": shape, "dtype": "float32"}]
+        assert meta["precision"] == precision and len(engine_file.read_plan(out)[1]) > 1000
+
+
+def test_vit_builds_fp16(zoo, tmp_path):
+    """ViT-B/16 is big: one build (fp16: the typed attention path)."""
+    _, wts = zoo("vit_b_16")
+    out = tmp_path / "vit_fp16.engine"
+    res = build_engine("vit_b_16", wts, out, BuildOptions(precision="fp16", batch=(1, 4, 8), opt_level=0),
+                       log=lambda m: None)
+    assert res.built
+    assert engine_file.read_meta(out)["outputs"] == [{"name": "logits", "shape": [-1, 1000], "dtype": "float32"}]
+
+
+def test_unet_pads_like_f_pad_at_odd_sizes(zoo):
+    """At 100x75 the decoder pads (1 row or column) where floor division lost one; at 96x128 nothing is padded."""
+    _, wts = zoo("unet")
+    names = {lay.name for lay in _layers(define_network("unet", wts, BuildOptions(input_hw=UNET_HW),
+                                                         log=lambda m: None))}
+    assert {"up1/pad", "up2/pad", "up3/pad", "up4/pad"} <= names  # width: 9->8, 37->36, 75->74; height: 25->24
+    names = {lay.name for lay in _layers(define_network("unet", wts, BuildOptions(input_hw=(96, 128)),
+                                                         log=lambda m: None))}
+    assert not any(n.endswith("/pad") for n in names)
+
+
+def test_unet_bilinear_variant_matches(tmp_path):
+    """Up with bilinear upsampling (align_corners) and DoubleConv's mid channels, at 57x83."""
+    from netdef.testing.unet_reference import UNet
+
+    torch.manual_seed(0)
+    model = UNet(bilinear=True).eval()
+    randomize_batchnorm(model, seed=4)
+    export_wts(model, tmp_path / "ub.wts")
+    rows = ["[-1, 1, DoubleConv, {c2: 64}, inc]"] + [f"[-1, 1, Down, {{c2: {c}}}, down{i}]" for i, c in
+                                                     enumerate((128, 256, 512, 512), 1)]
+    rows += [f"[[-1, {3 - i}], 1, Up, {{c2: {c}, bilinear: true}}, up{i + 1}]"
+             for i, c in enumerate((256, 128, 64, 64))]
+    rows += ["[-1, 1, Conv2d, {c2: 2, k: 1}, outc.conv]"]
+    yaml = tmp_path / "unet_bilinear.yaml"
+    yaml.write_text("name: unet_bilinear\ninput: {name: input, shape: [3, 57, 83]}\noutput: logits\nlayers:\n"
+                    + "".join(f"  - {r}\n" for r in rows))
+    report = verify(yaml, tmp_path / "ub.wts", model, cpu=True, log=lambda m: None)
+    assert report.ok, report.summary() + "\n" + report.table()
+    assert {"up1.up", "(model output)"} <= {r.module for r in report.rows if r.status == "pass"}
+
+
+def test_cli_export_and_verify(tmp_path, capsys):
+    """`netdef export SOURCE --randomize-bn --seed N` and `netdef verify --cpu`, for a torchvision model and UNet."""
+    for name, extra in (("mobilenet_v3_large", []), ("unet", ["--input-shape", "64,48"])):
+        wts = tmp_path / f"{name}.wts"
+        assert main(["export", _source(name), "-o", str(wts), "--randomize-bn", "--seed", "5"]) == 0
+        assert main(["verify", name, "-w", str(wts), "--model", _source(name), "--cpu", *extra]) == 0
+        assert "PASS" in capsys.readouterr().out
+
+
+def test_bad_inputs_are_named(zoo, tmp_path):
+    model, _ = zoo("vit_b_16")
+    sd = {k: v.float().numpy() for k, v in model.state_dict().items()}
+    with pytest.raises(NetdefError, match=r"encoder\.pos_embedding"):  # a 160x160 input has 101 tokens, not 197
+        define_network("vit_b_16", sd, BuildOptions(input_hw=(160, 160)), log=lambda m: None)
+    yaml = tmp_path / "bad.yaml"
+    for row, message in (("[-1, 1, Up, {c2: 8}, up1]", "Up takes two inputs"),
+                         ("[-1, 1, InvertedResidualV3, {c2: 8, act: gelu}, features.1]", "act 'gelu'"),
+                         ("[-1, 2, MBConv, {c2: 8, s: 3}, features.1]", "stride must be 1 or 2")):
+        yaml.write_text("name: bad\ninput: {name: input, shape: [3, 32, 32]}\noutput: y\nlayers:\n"
+                        f"  - [-1, 1, Conv2d, {{c2: 8, k: 3}}, stem]\n  - {row}\n")
+        with pytest.raises(SpecError, match=rf"bad\.yaml:6: .*{message}"):
+            define_network(yaml, {}, BuildOptions(), log=lambda m: None)
+
+
+# ---------------------------------------------------------------- GPU: engines against PyTorch
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", ZOO)
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_gpu_engine_matches_pytorch(name, precision, zoo, tmp_path):
+    from netdef.runtime import Engine
+    from netdef.tools.verify import max_rel_error, torch_reference
+
+    model, wts = zoo(name)
+    model = model.float()  # verify may have left it in float64
+    hw = _input_hw(name) or (224, 224)
+    rng = np.random.default_rng(0)
+    opts = BuildOptions(precision=precision, batch=(1, 7, 32), opt_level=0, tf32=False, input_hw=_input_hw(name))
+    res = build_engine(name, wts, tmp_path / f"{name}_{precision}.engine", opts, log=lambda m: None)
+    engine = Engine(res.path, backend="torch")
+    errors = {}
+    for b in (1, 7, 32):
+        x = rng.standard_normal((b, 3, *hw)).astype(np.float32)
+        errors[b] = max_rel_error(engine.infer(x, as_numpy=True)["logits"], torch_reference(model, x))
+    print(f"RESULT zoo {name} {precision}{' no-tf32' if precision == 'fp32' else ''} build "
+          f"{res.meta['build_seconds']} s max-rel-err " + " ".join(f"b{k}={v:.2e}" for k, v in errors.items()))
+    assert max(errors.values()) <= BOUND[precision], errors
