@@ -101,3 +101,17 @@ def test_one_line_errors(capsys):
     assert capsys.readouterr().err.startswith("netdef show: error: no architecture 'no_such_arch'")
     assert main(["show", "lenet", "--set", "head=plugin"]) == 1
     assert capsys.readouterr().err.startswith("netdef show: error: --set head: no block of lenet declares it")
+
+
+def test_show_lists_the_keys_a_head_leaves_out_knowingly(tmp_path):
+    """YOLO26's end-to-end head does not build the one-to-many branch: `show` lists those keys with the reason
+    instead of calling them unused."""
+    ref = pytest.importorskip("netdef.testing.ultralytics_reference")
+    if not ref.ultralytics_available():
+        pytest.skip("needs the reference: pip install --no-deps ultralytics==8.4.190")
+    _, sd = ref.reference_model("yolo26n")
+    write_wts(tmp_path / "y26.wts", sd)
+    report = show("yolo26n", tmp_path / "y26.wts")
+    assert report.ok and report.skipped and all(k.startswith("model.23.cv") for k in report.skipped)
+    text = report.key_report()
+    assert text.startswith(f"skipped: {len(report.skipped)} key(s)") and "every other key there is used" in text

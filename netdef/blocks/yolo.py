@@ -133,7 +133,7 @@ def detect(net: Network, x: Any, prefix: str, nc: int, anchors: list | int | Non
            strides: list[int] | None = None, reg_max: int = 16, end2end: bool = False) -> Any:
     """YOLOv5 head: 1x1 conv `prefix.m.{i}` per level, decoded as YOLOv5 v6/v7 inference to (B, N, 5 + nc)
     = (x, y, w, h in input pixels, objectness, class scores). Without `anchors`, the anchor-free YOLOv8/YOLO11
-    head (netdef.blocks.yolov8.detect_anchor_free; `reg_max` DFL bins): (B, 4 + nc, N), or with `end2end`
+    head (netdef.blocks.yolo_heads.detect_anchor_free; `reg_max` DFL bins): (B, 4 + nc, N), or with `end2end`
     YOLO26's top-k detections (B, max_det, 6).
 
     Anchors come from the weights (`prefix.anchors`, grid units; `prefix.anchor_grid`, pixels, in older
@@ -143,7 +143,7 @@ def detect(net: Network, x: Any, prefix: str, nc: int, anchors: list | int | Non
     """
     feats = list(x) if isinstance(x, (list, tuple)) else [x]
     if anchors is None:
-        from .yolov8 import detect_anchor_free  # imports this module
+        from .yolo_heads import detect_anchor_free  # imports this module
 
         return detect_anchor_free(net, feats, prefix, nc, reg_max, strides, end2end)
     if end2end or net.param("head") == "one2many":

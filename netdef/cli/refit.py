@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from .options import add_blocks_option, load_blocks
+
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
     """Add `netdef refit` to the command line."""
@@ -16,12 +18,14 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     r.add_argument("engine", help="engine built with `netdef build --refittable`")
     r.add_argument("--weights", "-w", required=True, help="the new .wts file (same architecture)")
     r.add_argument("-o", "--output", help="engine file to write (default: the engine itself, atomically)")
+    add_blocks_option(r)
     return r
 
 
 def cmd_refit(a: argparse.Namespace) -> int:
     from ..refit import refit_file
 
+    load_blocks(a)
     meta = refit_file(a.engine, a.weights, a.output)
     print(f"refitted {a.output or a.engine}: {meta['refit']['weights_set']} weights in {meta['refit']['seconds']:.2f} s")
     return 0

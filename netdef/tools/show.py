@@ -53,6 +53,7 @@ class ShowReport:
     weights: str | None = None
     missing: dict[str, str] = field(default_factory=dict)  # key -> where it was asked for (with weights)
     unused: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)  # key -> why its block leaves it out (Network.skip)
 
     @property
     def ok(self) -> bool:
@@ -83,9 +84,13 @@ class ShowReport:
 
     def key_report(self) -> str:
         """The strict key report: missing keys (with the row that asked) and unused keys, or that all fit."""
+        out = [f"skipped: {len(self.skipped)} key(s) in {self.weights} left out knowingly:"] if self.skipped else []
+        out += [f"  {k}   ({why})" for k, why in self.skipped.items()]
         if self.ok:
-            return f"keys: every key the architecture asks for is in {self.weights}, and every key there is used"
-        out = []
+            out.append(f"keys: every key the architecture asks for is in {self.weights}, and every other key there "
+                       f"is used" if self.skipped else
+                       f"keys: every key the architecture asks for is in {self.weights}, and every key there is used")
+            return "\n".join(out)
         if self.missing:
             out.append(f"missing: {len(self.missing)} key(s) the architecture needs are not in {self.weights}:")
             out += [f"  {k}   (asked for by {where})" for k, where in self.missing.items()]
@@ -138,6 +143,7 @@ def show(arch: str | Path | Spec, weights: str | Path | None = None, opts: Build
                         None if weights is None else str(weights))
     if weights is not None:
         report.missing, report.unused = rec.net.key_report()
+        report.skipped = dict(rec.net.skipped)
     return report
 
 

@@ -1,0 +1,315 @@
+"""The heads of Ultralytics' YOLOv8, YOLO11 and YOLO26 (8.x names, arguments and weight keys): the anchor-free
+Detect (DFL + dist2bbox), which `Detect` (netdef.blocks.yolo) builds when its row gives no anchors, YOLO26's
+end-to-end head (one-to-one branches, top-k selection with TensorRT TopK and Gather layers, no NMS), Pose, and
+Segment with Proto (also YOLOv5 v7.0's anchor-based Segment).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ..errors import SpecError, WeightKeyError
+from ..network import Network
+from ..registry import block
+from .yolo import (HEAD_PARAMS, _anchors_px, _decode_level, _spatial, _strides, _yaml_anchors, class_count, conv)
+from .yolov8 import conv_layer, dwconv
+
+REG_MAX = 16  # DFL bins per box side in YOLOv8/YOLO11
+TOPK_MAX = 3840  # the largest k of TensorRT's TopK layer (8.6 to 10 and RTX)
+
+
+# ---------------------------------------------------------------- anchor-free Detect
+
+def detect_anchor_free(net: Network, feats: list, prefix: str, nc: int, reg_max: int = REG_MAX,
+                       strides: list[int] | None = None, end2end: bool = False) -> Any:
+    """YOLOv8/YOLO11 head in eval mode: per level a box branch `cv2.i` (Conv, Conv, Conv2d to 4*reg_max) and a
+    class branch `cv3.i` (YOLOv8: Conv, Conv, Conv2d; YOLO11: (DWConv, Conv) twice, Conv2d: read from the
+    weights), then DFL (softmax over the bins, expectation with `dfl.conv`'s bin values) and dist2bbox, as
+    Ultralytics' `Detect._inference`: (B, 4 + nc, N) = x, y, w, h in input pixels, class scores.
+    `end2end` (YOLO26): the one-to-one branches' top-k detections (see detect_end2end)."""
+    if end2end:
+        return detect_end2end(net, feats, prefix, nc, reg_max, strides)
+    _check_head(net, prefix)
+    return net.concat(list(_detect_parts(net, feats, prefix, nc, reg_max, strides)[:2]), f"{prefix}/concat", axis=1)
+
+
+def detect_end2end(net: Network, feats: list, prefix: str, nc: int, reg_max: int = REG_MAX,
+                   strides: list[int] | None = None) -> Any:
+    """YOLO26's end-to-end head as Ultralytics runs it with `model.end2end = True` (predictor, exporter): the
+    one-to-one branches `one2one_cv2`/`one2one_cv3` decoded to x1, y1, x2, y2 boxes and class scores, then
+    `Detect.postprocess` without NMS: the k = min(max_det, N) anchors of highest best-class score, the k highest
+    (anchor, class) scores among them: (B, k, 6) = x1, y1, x2, y2 (input pixels), score, class index.
+
+    The one-to-many branches `cv2`/`cv3` (training only) are accounted for as knowingly unused (`net.skip`);
+    `--set head=one2many` builds them instead: Ultralytics' `model.end2end = False` output (B, 4 + nc, N) of
+    x, y, w, h and class scores, for NMS (the one-to-one keys are then the skipped ones)."""
+    head = net.param("head")
+    if head == "plugin":
+        raise SpecError(f"{prefix}: head=plugin is not available for the anchor-free heads yet; the end-to-end head "
+                        f"needs no NMS: leave head out (or --set head=one2many for the raw one-to-many output)")
+    if net.has(f"{prefix}.cv2.0.2.bias") and not net.has(f"{prefix}.one2one_cv2.0.2.bias"):
+        raise WeightKeyError(f"{prefix}: the architecture's end-to-end head (end2end: True) needs the weights' "
+                             f"one-to-one branch '{prefix}.one2one_cv2.*', which they lack: they belong to a head "
+                             f"without one (end2end: False)")
+    one2many = head == "one2many"
+    built, left = ("", "one2one_") if one2many else ("one2one_", "")
+    why = ("the one-to-one branch of the end-to-end head (the default head builds it)" if one2many else
+           "the one-to-many branch, used in training only (--set head=one2many builds it)")
+    net.skip([k for k in net.weights if k.startswith((f"{prefix}.{left}cv2.", f"{prefix}.{left}cv3."))], why)
+    box, cls, _, _ = _detect_parts(net, feats, prefix, nc, reg_max, strides, branch=built, xyxy=not one2many)
+    if one2many:
+        return net.concat([box, cls], f"{prefix}/concat", axis=1)
+    return _topk_detections(net, box, cls, prefix, net.param("max_det"))
+
+
+def _topk_detections(net: Network, box: Any, cls: Any, prefix: str, max_det: int) -> Any:
+    """Ultralytics' `Detect.get_topk_index` + `postprocess` on boxes (B, 4, N) and scores (B, nc, N): TopK over
+    each anchor's best score, gather those anchors' scores (B, nc, k), TopK over them flattened; the class and
+    anchor of each pick come from constant tables of the flattened positions. Returns (B, k, 6)."""
+    nc, n = int(cls.shape[1]), int(cls.shape[2])
+    if not isinstance(max_det, int) or not 1 <= max_det <= TOPK_MAX:
+        raise SpecError(f"{prefix}: max_det must be an integer from 1 to {TOPK_MAX} (TensorRT's TopK limit), "
+                        f"got {max_det!r}")
+    if net.dtype == np.float16 and nc > 2048:
+        raise SpecError(f"{prefix}: {nc} classes: float16 cannot hold class indices above 2048 exactly; build with "
+                        f"--precision fp32")
+    k = min(max_det, n)
+    top = net.trt.TopKOperation.MAX
+    best = net.reduce(cls, f"{prefix}/best_score", "max", dims=1)  # (B, N)
+    anchors = net.layer("topk", f"{prefix}/topk_anchors", best, top, k, 1 << 1).get_output(1)  # (B, k)
+    candidates = _gather(net, cls, anchors, 2, f"{prefix}/candidate_scores", batched=True)  # (B, nc, k)
+    flat = net.shuffle(candidates, f"{prefix}/candidate_scores/flatten", reshape=(0, nc * k))  # c * k + slot
+    picked = net.layer("topk", f"{prefix}/topk_scores", flat, top, k, 1 << 1)
+    scores, index = picked.get_output(0), picked.get_output(1)  # (B, k)
+    labels = _gather(net, net.constant(np.repeat(np.arange(nc), k), f"{prefix}/class_of"), index, 0,
+                     f"{prefix}/labels")
+    slots = _gather(net, net.constant(np.tile(np.arange(k), nc), f"{prefix}/slot_of", np.int32), index, 0,
+                    f"{prefix}/slots")
+    chosen = _gather(net, anchors, slots, 1, f"{prefix}/anchors", batched=True)  # (B, k) anchor indices
+    boxes = _gather(net, box, chosen, 2, f"{prefix}/boxes", batched=True)  # (B, 4, k)
+    columns = [boxes, *(net.shuffle(t, f"{prefix}/{name}/column", reshape=(0, 1, k))
+                        for t, name in ((scores, "scores"), (labels, "labels")))]
+    return net.shuffle(net.concat(columns, f"{prefix}/detections", axis=1), f"{prefix}/detections/transpose",
+                       first=(0, 2, 1))
+
+
+def _gather(net: Network, data: Any, index: Any, axis: int, name: str, batched: bool = False) -> Any:
+    """torch.gather-like selection along `axis`: data.take(index, axis); `batched`: dimension 0 of data and
+    index is the batch, each batch entry with its own indices (TensorRT's one element-wise dimension)."""
+    layer = net.layer("gather", name, data, index, axis)
+    layer.num_elementwise_dims = 1 if batched else 0
+    return layer.get_output(0)
+
+
+def _check_head(net: Network, prefix: str) -> None:
+    """The anchor-free heads without a one-to-one branch build only the default head."""
+    head = net.param("head")
+    if head == "plugin":
+        raise SpecError(f"{prefix}: head=plugin is not available for the anchor-free heads yet; "
+                        f"build with the default head (--set head=decode) and run NMS on its output")
+    if head == "one2many":
+        raise SpecError(f"{prefix}: head=one2many selects the one-to-many branch of an end-to-end head (YOLO26, "
+                        f"end2end: True); this head has only that branch: leave head out")
+    if net.has(f"{prefix}.one2one_cv2.0.2.bias"):
+        raise WeightKeyError(f"{prefix}: the weights have an end-to-end head ('{prefix}.one2one_cv2.*'): use an "
+                             f"architecture with end2end: True (yolo26)")
+
+
+@block("Pose", params=HEAD_PARAMS)
+def pose(net: Network, x: list, prefix: str, nc: int, kpt_shape: Sequence[int] = (17, 3), reg_max: int = REG_MAX,
+         strides: list[int] | None = None) -> Any:
+    """YOLOv8/YOLO11 pose head in eval mode: Detect's (B, 4 + nc, N) followed by the keypoints of branch `cv4.i`
+    (Conv, Conv, Conv2d to nk = kpts x dims), decoded as Ultralytics' `Pose.kpts_decode`: x, y in input pixels
+    ((2 v + cell centre - 0.5) x stride), visibility through a sigmoid: (B, 4 + nc + nk, N)."""
+    if (not isinstance(kpt_shape, (list, tuple)) or len(kpt_shape) != 2 or kpt_shape[1] not in (2, 3)
+            or not isinstance(kpt_shape[0], int) or kpt_shape[0] < 1):
+        raise SpecError(f"{prefix}: kpt_shape must be [keypoints, 2 or 3], got {kpt_shape!r}")
+    feats = list(x) if isinstance(x, (list, tuple)) else [x]
+    _check_head(net, prefix)
+    box, cls, sizes, stride_list = _detect_parts(net, feats, prefix, nc, reg_max, strides)
+    nkpt, ndim = int(kpt_shape[0]), int(kpt_shape[1])
+    key = f"{prefix}.cv4.0.2.bias"
+    if net.has(key) and net.weight_size(key) != nkpt * ndim:
+        raise SpecError(f"{prefix}: kpt_shape {[nkpt, ndim]} needs {nkpt * ndim} keypoint outputs, the weights' '{key}' "
+                        f"has {net.weight_size(key)}: set `kpt_shape:` in the YAML to the model's")
+    c4 = max(net.channels(feats[0]) // 4, nkpt * ndim)
+    raw = _branch(net, feats, f"{prefix}.cv4", c4, nkpt * ndim, sizes)
+    n = raw.shape[-1]
+    kpts = net.shuffle(raw, f"{prefix}/kpts", reshape=(0, nkpt, ndim, n))
+    stride, cells = _anchor_grid(sizes, stride_list)
+    gain = np.zeros((1, 1, ndim, n))
+    offset = np.zeros((1, 1, ndim, n))
+    gain[0, 0, :2] = 2.0 * stride
+    offset[0, 0, :2] = cells * stride  # Ultralytics' (anchor - 0.5): the anchor is the cell centre
+    xy = net.add(net.mul(kpts, net.constant(gain, f"{prefix}/kpts/gain"), f"{prefix}/kpts/mul_gain"),
+                 net.constant(offset, f"{prefix}/kpts/offset"), f"{prefix}/kpts/add_offset")
+    if ndim == 3:  # visibility: sigmoid(v) in the third slot, the linear decode (zero gain there) in the others
+        keep = np.zeros((1, 1, ndim, 1))
+        keep[0, 0, 2] = 1.0
+        vis = net.activation(kpts, "sigmoid", f"{prefix}/kpts")
+        xy = net.add(xy, net.mul(vis, net.constant(keep, f"{prefix}/kpts/visibility"), f"{prefix}/kpts/mul_vis"),
+                     f"{prefix}/kpts/add_vis")
+    kpts = net.shuffle(xy, f"{prefix}/kpts/flatten", reshape=(0, nkpt * ndim, n))
+    return net.concat([box, cls, kpts], f"{prefix}/concat", axis=1)
+
+
+@block("Segment", params=HEAD_PARAMS, width_args=("npr",))
+def segment(net: Network, x: list, prefix: str, nc: int, nm: int = 32, npr: int = 256, reg_max: int = REG_MAX,
+            strides: list[int] | None = None, anchors: list | int | None = None) -> list:
+    """YOLOv8/YOLO11 instance-segmentation head in eval mode: Detect's (B, 4 + nc, N) followed by the `nm` mask
+    coefficients of branch `cv4.i` (Conv, Conv, Conv2d), and the mask prototypes `proto` (Proto, `npr` hidden
+    channels) of the first level: [(B, 4 + nc + nm, N), (B, nm, 2H, 2W)] as Ultralytics' (output, proto).
+    With `anchors`, YOLOv5 v7.0's head (segment_anchor_based): [(B, N, 5 + nc + nm), (B, nm, 2H, 2W)]."""
+    feats = list(x) if isinstance(x, (list, tuple)) else [x]
+    if anchors is not None:
+        return segment_anchor_based(net, feats, prefix, nc, anchors, nm, npr, strides)
+    _check_head(net, prefix)
+    box, cls, sizes, _ = _detect_parts(net, feats, prefix, nc, reg_max, strides)
+    key = f"{prefix}.cv4.0.2.bias"
+    if net.has(key) and net.weight_size(key) != nm:
+        raise SpecError(f"{prefix}: nm={nm} mask coefficients, but the weights' '{key}' has {net.weight_size(key)}: "
+                        f"set the Segment row's nm to the model's")
+    coef = _branch(net, feats, f"{prefix}.cv4", max(net.channels(feats[0]) // 4, nm), nm, sizes)
+    masks = proto(net, feats[0], f"{prefix}.proto", npr, nm)
+    return [net.concat([box, cls, coef], f"{prefix}/concat", axis=1), masks]
+
+
+@block("Proto", width_args=("c_",))
+def proto(net: Network, x: Any, prefix: str, c_: int = 256, c2: int = 32, upsample: str = "deconv") -> Any:
+    """Mask prototypes: Conv 3x3 `cv1`, 2x upsampling `upsample` (Ultralytics 8: ConvTranspose2d 2x2 stride 2
+    with bias, `deconv`; YOLOv5: `nearest`), Conv 3x3 `cv2`, Conv 1x1 `cv3` to c2: (B, c2, 2H, 2W)."""
+    if upsample not in ("deconv", "nearest"):
+        raise SpecError(f"{prefix}: Proto upsample '{upsample}': use deconv or nearest")
+    y = conv(net, x, f"{prefix}.cv1", c_, 3)
+    if upsample == "deconv":
+        y = net.deconv(y, f"{prefix}.upsample", c_, 2, 2, bias=True)
+    else:
+        y = net.upsample(y, 2, f"{prefix}.upsample")
+    return conv(net, conv(net, y, f"{prefix}.cv2", c_, 3), f"{prefix}.cv3", c2, 1)
+
+
+def segment_anchor_based(net: Network, feats: list, prefix: str, nc: int, anchors: list | int, nm: int, npr: int,
+                         strides: list[int] | None) -> list:
+    """YOLOv5 v7.0's Segment in eval mode: per level the 1x1 Conv2d `m.i` to na x (5 + nc + nm), its box,
+    objectness and class rows decoded as YOLOv5's Detect, its mask-coefficient rows as they are (no sigmoid),
+    and Proto (nearest upsampling): [(B, N, 5 + nc + nm), (B, nm, 2H, 2W)] as YOLOv5's model(x)[:2]."""
+    if net.param("head") != "decode":
+        raise SpecError(f"{prefix}: head={net.param('head')} is not available for the YOLOv5 Segment head; "
+                        f"build with the default head and run NMS on its output")
+    key = f"{prefix}.proto.cv3.bn.weight"
+    if net.has(key) and net.weight_size(key) != nm:
+        raise SpecError(f"{prefix}: nm={nm} mask coefficients, but the weights' '{key}' has {net.weight_size(key)}: "
+                        f"set the Segment row's nm to the model's")
+    nl = len(feats)
+    na, yaml_px = _yaml_anchors(net, prefix, anchors, nl)
+    key = f"{prefix}.m.0.bias"
+    trained = net.weight_size(key) if net.has(key) else None
+    fits = trained is not None and trained % na == 0 and trained // na > 5 + nm
+    nc = class_count(net, prefix, nc, trained // na - 5 - nm if fits else None,
+                     f"'{key}' has {trained} outputs = {na} anchors x (5 + nc + nm={nm})")
+    no = 5 + nc + nm
+    if trained is not None and trained != na * no:
+        raise WeightKeyError(f"{prefix}: the weights' '{key}' has {trained} outputs; {na} anchors x (5 + nc + "
+                             f"nm={nm}) needs {na * no}: check nm, or these weights belong to a different head")
+    sizes = [_spatial(net, t, prefix) for t in feats]
+    stride_list = _strides(net, prefix, sizes, strides)
+    anchors_px = _anchors_px(net, prefix, nl, na, stride_list, yaml_px)
+    det_rows = [a * no + j for a in range(na) for j in range(5 + nc)]
+    mask_rows = [a * no + j for a in range(na) for j in range(5 + nc, no)]
+    levels = []
+    for i, t in enumerate(feats):
+        p, (h, w) = f"{prefix}.m.{i}", sizes[i]
+        weight = net.weight(f"{p}.weight", (na * no, net.channels(t), 1, 1))
+        bias = net.weight(f"{p}.bias", (na * no,))
+        det = conv_layer(net, t, f"{p}/det", weight[det_rows], bias[det_rows]).get_output(0)
+        masks = conv_layer(net, t, f"{p}/masks", weight[mask_rows], bias[mask_rows]).get_output(0)
+        det = _decode_level(net, det, f"{prefix}/level{i}", na, 5 + nc, sizes[i], stride_list[i], anchors_px[i])
+        masks = net.shuffle(masks, f"{prefix}/level{i}/masks", reshape=(0, na, nm, h, w), second=(0, 1, 3, 4, 2))
+        masks = net.shuffle(masks, f"{prefix}/level{i}/masks/reshape", reshape=(0, na * h * w, nm))
+        levels.append(net.concat([det, masks], f"{prefix}/level{i}/concat", axis=2))
+    out = levels[0] if nl == 1 else net.concat(levels, f"{prefix}/concat", axis=1)
+    return [out, proto(net, feats[0], f"{prefix}.proto", npr, nm, upsample="nearest")]
+
+
+def _detect_parts(net: Network, feats: list, prefix: str, nc: int, reg_max: int, strides: list[int] | None,
+                  branch: str = "", xyxy: bool = False) -> tuple[Any, Any, list[tuple[int, int]], list[int]]:
+    """Detect's decoded boxes (B, 4, N) (x, y, w, h, or `xyxy`), class scores (B, nc, N), the levels' sizes and
+    strides, from the branches `{branch}cv2` and `{branch}cv3` (branch "" or "one2one_")."""
+    key = f"{prefix}.{branch}cv3.0.2.bias"
+    nc = class_count(net, prefix, nc, net.weight_size(key) if net.has(key) else None, f"'{key}'")
+    if not isinstance(reg_max, int) or isinstance(reg_max, bool) or reg_max < 1:
+        raise SpecError(f"{prefix}: reg_max must be a positive integer, got {reg_max!r}")
+    key = f"{prefix}.{branch}cv2.0.2.bias"
+    if net.has(key) and net.weight_size(key) != 4 * reg_max:
+        raise SpecError(f"{prefix}: reg_max={reg_max} needs {4 * reg_max} box outputs, the weights' '{key}' has "
+                        f"{net.weight_size(key)}: set `reg_max:` in the YAML to the model's")
+    sizes = [_spatial(net, t, prefix) for t in feats]
+    stride_list = _strides(net, prefix, sizes, strides)
+    ch0 = net.channels(feats[0])
+    box = _branch(net, feats, f"{prefix}.{branch}cv2", max(16, ch0 // 4, reg_max * 4), 4 * reg_max, sizes)
+    box = net.shuffle(box, f"{prefix}/box", reshape=(0, 4, reg_max, box.shape[-1]))
+    legacy = not net.has(f"{prefix}.{branch}cv3.0.0.0.conv.weight")
+    cls = _branch(net, feats, f"{prefix}.{branch}cv3", max(ch0, min(nc, 100)), nc, sizes, depthwise=not legacy)
+    boxes = _decode_boxes(net, box, prefix, reg_max, sizes, stride_list, xyxy)
+    return boxes, net.activation(cls, "sigmoid", f"{prefix}/cls"), sizes, stride_list
+
+
+def _branch(net: Network, feats: list, prefix: str, c_mid: int, c_out: int, sizes: list[tuple[int, int]],
+            depthwise: bool = False) -> Any:
+    """A head branch per level `prefix.i` — Conv 3x3, Conv 3x3 (or, `depthwise`, YOLO11's (DWConv 3x3, Conv 1x1)
+    twice), then Conv2d 1x1 with bias to `c_out` — flattened and joined over the levels: (B, c_out, N)."""
+    outs = []
+    for i, t in enumerate(feats):
+        p = f"{prefix}.{i}"
+        if depthwise:
+            for j in range(2):
+                t = conv(net, dwconv(net, t, f"{p}.{j}.0", net.channels(t), 3), f"{p}.{j}.1", c_mid, 1)
+        else:
+            t = conv(net, conv(net, t, f"{p}.0", c_mid, 3), f"{p}.1", c_mid, 3)
+        t = net.conv(t, f"{p}.2", c_out, 1, bias=True)
+        outs.append(net.shuffle(t, f"{p}/flatten", reshape=(0, c_out, sizes[i][0] * sizes[i][1])))
+    return outs[0] if len(outs) == 1 else net.concat(outs, f"{prefix}/concat", axis=2)
+
+
+def _anchor_grid(sizes: list[tuple[int, int]], strides: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Each position's stride (N,) and cell index (2, N) (x, y), levels in order, row-major within a level."""
+    stride = np.concatenate([np.full(h * w, s, np.float64) for (h, w), s in zip(sizes, strides)])
+    cx = np.concatenate([np.tile(np.arange(w), h) for h, w in sizes])
+    cy = np.concatenate([np.repeat(np.arange(h), w) for h, w in sizes])
+    return stride, np.stack([cx, cy]).astype(np.float64)
+
+
+def _decode_boxes(net: Network, box: Any, prefix: str, reg_max: int, sizes: list[tuple[int, int]],
+                  strides: list[int], xyxy: bool = False) -> Any:
+    """(B, 4, reg_max, N) bin logits -> (B, 4, N) boxes x, y, w, h (or x1, y1, x2, y2 with `xyxy`) in pixels.
+
+    DFL's expectation and dist2bbox are both linear in the softmax, so they are one matrix (4, 4*reg_max):
+    x = ax + (r - l)/2, w = l + r (x1 = ax - l, x2 = ax + r; distances l, t, r, b in grid units) with the bin
+    values from `dfl.conv`, then times the level's stride, plus the anchor point (cell centre) in pixels."""
+    n = sum(h * w for h, w in sizes)
+    if reg_max > 1:
+        bins = net.weight(f"{prefix}.dfl.conv.weight", (1, reg_max, 1, 1)).reshape(reg_max).astype(np.float64)
+        soft = net.layer("softmax", f"{prefix}.dfl/softmax", box)  # module dfl's output (the expectation) has
+        # no tensor of its own here: it is folded into the dist2bbox matrix multiply
+        soft.axes = 1 << 2
+        dist = net.shuffle(soft.get_output(0), f"{prefix}.dfl/flatten", reshape=(0, 4 * reg_max, n))
+    else:  # reg_max 1: the distances themselves
+        bins = np.ones(1)
+        dist = net.shuffle(box, f"{prefix}/dist", reshape=(0, 4, n))
+    if xyxy:  # (x1, y1, x2, y2) from l, t, r, b
+        mix = np.diag([-1.0, -1.0, 1.0, 1.0])
+    else:  # (x, y, w, h)
+        mix = np.array([[-0.5, 0, 0.5, 0], [0, -0.5, 0, 0.5], [1, 0, 1, 0], [0, 1, 0, 1]])
+    matrix = (mix[:, :, None] * bins[None, None, :]).reshape(1, 4, 4 * reg_max)
+    mm = net.trt.MatrixOperation
+    xywh = net.layer("matrix_multiply", f"{prefix}/dist2bbox", net.constant(matrix, f"{prefix}/dist2bbox/matrix"),
+                     mm.NONE, dist, mm.NONE).get_output(0)
+    stride, cells = _anchor_grid(sizes, strides)
+    anchors = np.zeros((1, 4, n))
+    anchors[0, :2] = (cells + 0.5) * stride
+    if xyxy:
+        anchors[0, 2:] = anchors[0, :2]
+    scaled = net.mul(xywh, net.constant(stride.reshape(1, 1, n), f"{prefix}/strides"), f"{prefix}/mul_strides")
+    return net.add(scaled, net.constant(anchors, f"{prefix}/anchor_points"), f"{prefix}/add_anchors")
