@@ -7,13 +7,13 @@ import argparse
 import sys
 
 from .. import __version__
-from . import (bench, blocks, build, calibrate, demo, detect, export, export_plan, info, profile, refit, run, show,
-               triton, verify)
+from . import (bench, blocks, build, calibrate, demo, detect, export, export_plan, info, profile, refit, run, serve,
+               show, triton, verify)
 from .guard import run_guarded
 from .options import checked
 
 COMMANDS = (export, build, refit, run, info, show, verify, blocks, calibrate, detect, bench, profile, export_plan, triton,
-            demo)
+            serve, demo)
 
 EPILOG = """typical use:
   netdef export torchvision:resnet50 -o weights/resnet50.wts
@@ -29,6 +29,7 @@ EPILOG = """typical use:
   netdef detect yolov5s.engine photos/ --out detections/
   netdef export-plan resnet50.engine -o resnet50.plan        # bare plan + resnet50.plan.json, for trtexec/C++
   netdef triton resnet50.engine --repo models/ --instances 2  # Triton model repository
+  netdef serve resnet50.engine --devices 0,1 --max-queue-delay-us 500  # Triton via PyTriton
 """
 DEBUG_HELP = "show Python tracebacks on errors"
 

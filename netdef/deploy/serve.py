@@ -1,0 +1,242 @@
+"""Serve an engine through Triton Inference Server with PyTriton (`netdef serve`).
+
+PyTriton (`pip install nvidia-pytriton`, or `netdef[serve]`) bundles Triton and runs Python callables as Triton
+models: HTTP and gRPC, the dynamic batcher, health (`/v2/health/ready`) and Prometheus metrics (`/metrics`).
+netdef binds one callable per selected GPU (one Triton model instance each), each running its own
+`netdef.runtime.Engine` on that device.
+
+`binding(meta, ...)` derives what is bound from the engine's metadata, through the model configuration
+`netdef triton` writes (`deploy.triton.model_config`): name, inputs and outputs (without the batch axis for a
+batching engine), `max_batch_size` (0: a non-batching engine, whose smallest batch is above 1, takes whole
+batches) and the batcher's preferred sizes (the profiles' OPT batches). `run_batch` runs one batch the batcher
+formed: split into chunks of at most the engine's largest batch, a chunk no profile covers (below the smallest
+batch of a non-batching engine) padded up to the nearest batch one covers. These are pure functions: importable and testable without pytriton or a GPU.
+
+Detector engines with the plugin head are served as raw tensors (`num_dets`, `boxes`, `scores`, `classes`) in this
+version. TODO: an image -> detections model using netdef's GPU pre- and post-processing.
+"""
+from __future__ import annotations
+
+import os
+import re
+import socket
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .. import engine_file
+from ..errors import NetdefError, OptionError
+from .triton import DATA_TYPES, TritonOptions, model_config
+
+INSTALL = "pip install nvidia-pytriton (or pip install 'netdef[serve]')"
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One bound input or output: its name, numpy dtype name and shape (without the batch axis when batching)."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    squeeze: bool = False  # an engine tensor (B,) served as (B, 1): Triton needs a dimension after the batch
+
+
+@dataclass(frozen=True)
+class Binding:
+    """What `serve` binds in PyTriton for one engine."""
+
+    name: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    max_batch_size: int  # 0: no batching (clients send whole batches, batch axis in the shapes)
+    preferred_batch_sizes: tuple[int, ...]
+    max_queue_delay_us: int
+    profiles: tuple[tuple[int, int, int], ...] = ()
+
+
+@dataclass(frozen=True)
+class Ports:
+    """The server's ports: HTTP, gRPC and metrics."""
+
+    http: int = 8000
+    grpc: int = 8001
+    metrics: int = 8002
+
+    def validate(self) -> None:
+        named = {"--port": self.http, "--grpc-port": self.grpc, "--metrics-port": self.metrics}
+        for option, port in named.items():
+            if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+                raise OptionError(f"{option} {port}: a port is a number 1..65535")
+        if len(set(named.values())) != len(named):
+            raise OptionError("--port, --grpc-port and --metrics-port must differ, got "
+                              + ", ".join(f"{o} {p}" for o, p in named.items()))
+
+    def check_free(self) -> None:
+        """An OptionError naming the first port another program listens on."""
+        for option, port in {"--port": self.http, "--grpc-port": self.grpc, "--metrics-port": self.metrics}.items():
+            with socket.socket() as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers do: TIME_WAIT is no conflict
+                try:
+                    s.bind(("", port))
+                except OSError as e:
+                    raise OptionError(f"{option} {port}: the port is in use ({e.strerror}): choose another") from None
+
+    def endpoints(self, host: str, model: str) -> list[tuple[str, str]]:
+        """(what, URL) of each endpoint the server offers for `model`."""
+        http = f"http://{host}:{self.http}"
+        return [("HTTP", f"{http}/v2/models/{model}/infer"), ("gRPC", f"{host}:{self.grpc}"),
+                ("health", f"{http}/v2/health/ready"), ("metrics", f"http://{host}:{self.metrics}/metrics")]
+
+
+def binding(meta: dict[str, Any], *, name: str | None = None, max_batch: int | None = None,
+            max_queue_delay_us: int | None = None) -> Binding:
+    """The PyTriton binding of an engine with metadata `meta` (see the module docstring). `max_batch` caps the
+    batcher's batches (1..the engine's largest batch; a batching engine only); `max_queue_delay_us` is how long
+    the batcher holds a request to form a batch (default 0)."""
+    if max_queue_delay_us is not None and max_queue_delay_us < 0:
+        raise OptionError(f"--max-queue-delay-us {max_queue_delay_us}: must be >= 0")
+    config = model_config(meta, TritonOptions(name=name, max_queue_delay_us=max_queue_delay_us))
+    profiles = tuple(engine_file.profiles(meta))
+    hi = config["max_batch_size"]
+    if max_batch is not None:
+        if not hi:
+            lo, top = min(p[0] for p in profiles), max(p[2] for p in profiles)
+            raise OptionError(f"--max-batch {max_batch}: the engine's smallest batch is {lo}, so it is served without "
+                              f"batching (clients send whole batches of {lo}..{top}); rebuild with --batch 1:OPT:MAX")
+        if not 1 <= max_batch <= hi:
+            raise OptionError(f"--max-batch {max_batch}: must be within the engine's batches 1..{hi}")
+        hi = max_batch
+    batcher = config.get("dynamic_batching", {})
+    return Binding(name=config["name"], inputs=tuple(_spec(t) for t in config["input"]),
+                   outputs=tuple(_spec(t) for t in config["output"]), max_batch_size=hi,
+                   preferred_batch_sizes=tuple(b for b in batcher.get("preferred_batch_size", []) if b <= hi),
+                   max_queue_delay_us=int(batcher.get("max_queue_delay_microseconds", 0)), profiles=profiles)
+
+
+def _spec(tensor: dict[str, Any]) -> TensorSpec:
+    dtype = next(k for k, v in DATA_TYPES.items() if v == str(tensor["data_type"]))
+    return TensorSpec(tensor["name"], dtype, tuple(tensor["dims"]), squeeze="reshape" in tensor)
+
+
+def chunks(n: int, profiles: Sequence[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
+    """How `run_batch` runs `n` items: (start, stop, run batch) per engine run, items [start, stop) padded up to
+    `run batch` (the smallest batch >= stop - start that a profile covers). Chunks hold at most the largest
+    batch."""
+    if n < 1:
+        raise OptionError(f"batch {n}: expected at least one item")
+    top = max(p[2] for p in profiles)
+    out = []
+    for start in range(0, n, top):
+        size = min(top, n - start)
+        run = min((max(size, lo) for lo, _, hi in profiles if max(size, lo) <= hi))
+        out.append((start, start + size, run))
+    return out
+
+
+def run_batch(infer: Callable[[dict[str, np.ndarray]], Mapping[str, Any]], feeds: Mapping[str, np.ndarray],
+              profiles: Sequence[tuple[int, int, int]]) -> dict[str, np.ndarray]:
+    """Outputs of `infer` (an `Engine.infer` with numpy in and out) on `feeds`, whose batch any size: run in the
+    chunks `chunks` gives, each padded with copies of its last item where needed, outputs cut back and joined."""
+    sizes = {int(np.shape(v)[0]) if np.ndim(v) else -1 for v in feeds.values()}
+    if len(sizes) != 1 or -1 in sizes:
+        raise OptionError(f"inputs {sorted(feeds)} need one common batch axis, got shapes "
+                          f"{[tuple(np.shape(v)) for v in feeds.values()]}")
+    parts: dict[str, list[np.ndarray]] = {}
+    for start, stop, run in chunks(sizes.pop(), profiles):
+        chunk = {k: _pad(np.ascontiguousarray(v[start:stop]), run) for k, v in feeds.items()}
+        for k, v in infer(chunk).items():
+            parts.setdefault(k, []).append(np.asarray(v)[:stop - start])
+    return {k: v[0] if len(v) == 1 else np.concatenate(v) for k, v in parts.items()}
+
+
+def _pad(x: np.ndarray, run: int) -> np.ndarray:
+    if len(x) == run:
+        return x
+    return np.concatenate([x, np.repeat(x[-1:], run - len(x), axis=0)])
+
+
+def infer_function(engine: Any, spec: Binding) -> Callable[..., dict[str, np.ndarray]]:
+    """The function one Triton model instance runs: inputs by name (a batch the batcher formed, or a client's
+    whole batch for a non-batching engine) -> outputs by name, through `engine.infer` (numpy in and out)."""
+    flat = {t.name for t in spec.inputs if t.squeeze}
+    squeeze = {t.name for t in spec.outputs if t.squeeze}
+    names = [t.name for t in spec.outputs]
+    profiles = spec.profiles or tuple(engine.profiles)
+
+    def infer(**inputs: np.ndarray) -> dict[str, np.ndarray]:
+        feeds = {k: v.reshape(len(v)) if k in flat else v for k, v in inputs.items()}
+        outs = run_batch(lambda f: engine.infer(f, as_numpy=True), feeds, profiles)
+        return {k: outs[k][:, None] if k in squeeze else outs[k] for k in names}
+
+    return infer
+
+
+def import_pytriton() -> Any:
+    """The `pytriton` package; a NetdefError saying how to install it where it is missing."""
+    try:
+        import pytriton.decorators  # noqa: F401
+        import pytriton.model_config  # noqa: F401
+        import pytriton.triton  # noqa: F401
+    except ImportError as e:
+        raise NetdefError(f"netdef serve needs PyTriton, which bundles Triton Inference Server ({e}): "
+                          f"{INSTALL}") from None
+    import pytriton
+
+    return pytriton
+
+
+def serve(engine: str | os.PathLike, *, port: int = 8000, grpc_port: int = 8001, metrics_port: int = 8002,
+          max_batch: int | None = None, max_queue_delay_us: int | None = None, devices: Sequence[int] = (),
+          name: str | None = None, log: Callable[[str], None] = print) -> None:
+    """Serve `engine` (a netdef engine, or a raw plan) through Triton until Ctrl-C or the server stops: one model
+    instance per device in `devices` (default: the current device). Options are checked before any GPU work."""
+    from .plan import read_any_plan
+    from ..runtime import Engine
+
+    ports = Ports(port, grpc_port, metrics_port)
+    ports.validate()
+    if len(set(devices)) != len(devices):
+        raise OptionError(f"--devices {','.join(map(str, devices))}: expected distinct device indices")
+    ports.check_free()
+    meta = read_any_plan(engine)[0]  # None: a raw plan without a sidecar, whose metadata the loaded engine gives
+    if meta is not None:
+        spec = binding(meta, name=name, max_batch=max_batch, max_queue_delay_us=max_queue_delay_us)
+    pt = import_pytriton()
+    engines = [Engine(engine, device=d) for d in (devices or [None])]
+    if meta is None:
+        spec = binding(engines[0].meta, name=name, max_batch=max_batch, max_queue_delay_us=max_queue_delay_us)
+    if (engines[0].meta.get("options", {}).get("params") or {}).get("head") == "plugin":
+        log("note: a detector with the plugin head is served as raw tensors (num_dets, boxes, scores, classes); "
+            "images -> detections is not served yet")
+    functions = [pt.decorators.batch(infer_function(e, spec)) for e in engines]
+    mc, trt = pt.model_config, pt.triton
+    config = mc.ModelConfig(batching=spec.max_batch_size > 0, max_batch_size=spec.max_batch_size,
+                            batcher=mc.DynamicBatcher(max_queue_delay_microseconds=spec.max_queue_delay_us,
+                                                      preferred_batch_size=list(spec.preferred_batch_sizes) or None))
+    tensors = [[mc.Tensor(name=t.name, dtype=np.dtype(t.dtype), shape=t.shape) for t in group]
+               for group in (spec.inputs, spec.outputs)]
+    server = trt.TritonConfig(http_port=ports.http, grpc_port=ports.grpc, metrics_port=ports.metrics)
+    with trt.Triton(config=server) as triton:
+        try:
+            triton.bind(model_name=spec.name, infer_func=functions, inputs=tensors[0], outputs=tensors[1],
+                        config=config, strict=True)
+        except Exception as e:  # PyTriton's and tritonclient's errors: Triton refused or failed to load the model
+            raise NetdefError(f"Triton could not load model '{spec.name}': {_cause(e)}") from e
+        for what, url in ports.endpoints("localhost", spec.name):
+            log(f"{what:8} {url}")
+        log(f"serving {engine} as model '{spec.name}' on {len(engines)} instance(s) "
+            f"(device {', '.join(str(e.device) for e in engines)}); Ctrl-C stops")
+        triton.serve()
+
+
+def _cause(error: Exception) -> str:
+    """The exception at the end of a model-load error (Triton's message ends with the Python stub's traceback)."""
+    lines = [line.strip() for line in str(error).replace("\\n", "\n").splitlines() if line.strip()]
+    raised = [line for line in lines if re.match(r"[A-Za-z_.]*(Error|Exception)\b", line)]
+    last = (raised or lines or [type(error).__name__])[-1]
+    if "_recursion_count" in last:  # pytriton issue 51: its bundled Python stub does not fit this Python's stdlib
+        last += (" (PyTriton's Python backend stub does not match this Python's patch release, pytriton issue 51 "
+                 "reports 3.11.7 failing where 3.11.5 works: serve from another Python)")
+    return last

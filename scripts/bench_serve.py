@@ -1,0 +1,237 @@
+"""`netdef serve` under load, next to direct `Engine` calls on the same engine (GPU; pytriton and tritonclient).
+
+Starts `netdef serve ENGINE` on free ports, waits until the model is ready, sends batch-1 requests over gRPC from
+1, 8 and 64 concurrent clients (one tritonclient each) for a fixed time, and prints one `RESULT` line per
+concurrency (throughput in items/s, p50 and p99 latency in ms), the direct `Engine` throughput at batch 64 (host
+copies included, as the server's are) and the ratio of the two at the highest concurrency:
+
+    python scripts/bench_serve.py resnet50.engine --concurrency 1,8,64 --seconds 10 --max-queue-delay-us 500
+
+tests/test_serve.py uses `running_server`, `load_test` and `direct` on the GPU.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from netdef.cli.guard import run_guarded
+from netdef.deploy.plan import load_plan
+from netdef.deploy.serve import Binding, binding
+from netdef.errors import NetdefError, OptionError
+
+
+@dataclass(frozen=True)
+class Server:
+    """A running `netdef serve`: its URLs and the binding it serves."""
+
+    http: str
+    grpc: str
+    metrics: str
+    spec: Binding
+    process: subprocess.Popen
+    output: list[str]  # the server's stdout and stderr lines so far
+
+
+def free_ports(n: int) -> list[int]:
+    """`n` distinct TCP ports free on this machine now."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+@contextlib.contextmanager
+def running_server(engine: str | Path, *args: str, timeout_s: float = 300,
+                   program: Sequence[str] = (sys.executable, "-m", "netdef.cli")) -> Iterator[Server]:
+    """`netdef serve ENGINE ARGS` (`program` runs netdef's command line) in a subprocess on free ports, ready to
+    answer; stopped with Ctrl-C (SIGINT) on leaving. A server that exits before it is ready is a NetdefError with
+    the end of its output."""
+    import tritonclient.http as http
+
+    spec = binding(load_plan(engine)[0], **_binding_args(args))
+    port, grpc, metrics = free_ports(3)
+    cmd = [*program, "serve", str(engine), "--port", str(port), "--grpc-port", str(grpc),
+           "--metrics-port", str(metrics), *args]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)  # type: ignore[arg-type]
+    reader.start()
+    try:
+        client = http.InferenceServerClient(f"localhost:{port}")
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if proc.poll() is not None:
+                raise NetdefError(f"netdef serve exited with status {proc.returncode} before it was ready: "
+                                  + " | ".join(lines[-20:]))
+            with contextlib.suppress(Exception):  # not listening yet
+                if client.is_server_ready() and client.is_model_ready(spec.name):
+                    break
+            if time.monotonic() > deadline:
+                raise NetdefError(f"netdef serve was not ready after {timeout_s:.0f} s: " + " | ".join(lines[-20:]))
+            time.sleep(0.5)
+        yield Server(f"localhost:{port}", f"localhost:{grpc}", f"localhost:{metrics}", spec, proc, lines)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        reader.join(5)
+
+
+def _binding_args(args: Sequence[str]) -> dict[str, Any]:
+    """The `binding` arguments among `netdef serve` options (what names the model and sizes its batches)."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--name")
+    p.add_argument("--max-batch", type=int)
+    p.add_argument("--max-queue-delay-us", type=int)
+    known = p.parse_known_args(list(args))[0]
+    return {"name": known.name, "max_batch": known.max_batch, "max_queue_delay_us": known.max_queue_delay_us}
+
+
+def sample_inputs(spec: Binding, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Random inputs of `batch` items for a batching binding (fixed dims only)."""
+    if not spec.max_batch_size:
+        raise OptionError(f"model '{spec.name}' takes whole batches (no dynamic batching): nothing to load-test")
+    rng = np.random.default_rng(seed)
+    out = {}
+    for t in spec.inputs:
+        if min(t.shape) < 0:
+            raise OptionError(f"input '{t.name}' {t.shape} has dynamic dimensions: give an engine of fixed size")
+        out[t.name] = rng.standard_normal((batch, *t.shape)).astype(t.dtype)
+    return out
+
+
+def infer(client: Any, protocol: Any, spec: Binding, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """One request through a tritonclient `client` of module `protocol` (tritonclient.http or .grpc)."""
+    from tritonclient.utils import np_to_triton_dtype
+
+    inputs = []
+    for name, x in feeds.items():
+        inputs.append(protocol.InferInput(name, list(x.shape), np_to_triton_dtype(x.dtype)))
+        inputs[-1].set_data_from_numpy(x)
+    result = client.infer(spec.name, inputs, outputs=[protocol.InferRequestedOutput(t.name) for t in spec.outputs])
+    return {t.name: result.as_numpy(t.name) for t in spec.outputs}
+
+
+def load_test(server: Server, concurrency: int, seconds: float, warmup: int = 5) -> dict[str, Any]:
+    """`concurrency` gRPC clients sending batch-1 requests back to back for `seconds`: throughput (items/s) and
+    latency percentiles (ms)."""
+    import tritonclient.grpc as grpc
+
+    feeds = sample_inputs(server.spec, 1)
+    latencies: list[list[float]] = [[] for _ in range(concurrency)]
+    errors: list[BaseException] = []
+    start = threading.Barrier(concurrency + 1)
+    stop_at: list[float] = []
+
+    def client_loop(i: int) -> None:
+        try:
+            client = grpc.InferenceServerClient(server.grpc)
+            for _ in range(warmup):
+                infer(client, grpc, server.spec, feeds)
+        except BaseException as e:  # noqa: BLE001  reported below, after the barrier
+            errors.append(e)
+        start.wait()
+        while not errors and time.perf_counter() < stop_at[0]:
+            t0 = time.perf_counter()
+            try:
+                infer(client, grpc, server.spec, feeds)
+            except BaseException as e:  # noqa: BLE001
+                errors.append(e)
+                return
+            latencies[i].append((time.perf_counter() - t0) * 1000.0)
+
+    threads = [threading.Thread(target=client_loop, args=(i,), daemon=True) for i in range(concurrency)]
+    for t in threads:
+        t.start()
+    stop_at.append(time.perf_counter() + seconds)
+    start.wait()
+    t0 = time.perf_counter()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - t0
+    if errors:
+        raise NetdefError(f"load test at concurrency {concurrency}: {errors[0]}")
+    flat = np.concatenate([np.asarray(x) for x in latencies])
+    if flat.size == 0:
+        raise NetdefError(f"load test at concurrency {concurrency}: no request finished in {seconds} s")
+    p50, p99 = (float(v) for v in np.percentile(flat, [50, 99]))
+    return {"concurrency": concurrency, "requests": int(flat.size), "throughput": flat.size / elapsed,
+            "p50_ms": p50, "p99_ms": p99}
+
+
+def direct(engine: str | Path, batch: int) -> dict[str, Any]:
+    """`Engine` at `batch` on the same engine, host copies included: netdef's benchmark statistics."""
+    from netdef.tools.bench import BenchSettings, bench_engine
+
+    return bench_engine(engine, [batch], BenchSettings(with_copies=True), log=lambda m: None)[0]
+
+
+def result_line(what: str, stats: dict[str, Any]) -> str:
+    """`RESULT what throughput=... p50_ms=... p99_ms=...`, the form the GPU tests print."""
+    p50 = stats.get("p50_ms", stats.get("median_ms"))
+    return f"RESULT {what} throughput={stats['throughput']:.1f} p50_ms={p50:.3f} p99_ms={stats['p99_ms']:.3f}"
+
+
+def run(engine: str | Path, concurrency: Sequence[int], seconds: float, serve_args: Sequence[str],
+        direct_batch: int = 64) -> list[str]:
+    """The load test at each concurrency and the direct run at `direct_batch`: the RESULT lines, printed too."""
+    lines, served = [], {}
+    with running_server(engine, *serve_args) as server:
+        for c in concurrency:
+            served = load_test(server, c, seconds)
+            lines.append(result_line(f"serve concurrency={c}", served))
+            print(lines[-1], flush=True)
+    base = direct(engine, direct_batch)
+    lines.append(result_line(f"direct batch={direct_batch}", base))
+    lines.append(f"RESULT ratio serve_concurrency={concurrency[-1]}/direct_batch={direct_batch} "
+                 f"{served['throughput'] / base['throughput']:.3f}")
+    print(*lines[-2:], sep="\n", flush=True)
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("engine")
+    p.add_argument("--concurrency", default="1,8,64", help="comma-separated client counts (default 1,8,64)")
+    p.add_argument("--seconds", type=float, default=10.0, help="time per concurrency (default 10)")
+    p.add_argument("--direct-batch", type=int, default=64, help="batch of the direct Engine run (default 64)")
+    p.add_argument("--max-queue-delay-us", default="500", help="the server's batcher delay (default 500)")
+    p.add_argument("--devices", help="the server's devices such as 0,1 (default: the current one)")
+    a = p.parse_args(argv)
+
+    def go() -> None:
+        from netdef.cli.options import parse_numbers
+
+        levels = parse_numbers(a.concurrency, "--concurrency", int, what="client counts such as 1,8,64")
+        if min(levels) < 1:
+            raise OptionError(f"--concurrency {a.concurrency}: counts must be >= 1")
+        extra = ["--max-queue-delay-us", a.max_queue_delay_us] + (["--devices", a.devices] if a.devices else [])
+        run(a.engine, levels, a.seconds, extra, a.direct_batch)
+
+    return run_guarded(go, prog="bench_serve.py")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
