@@ -354,10 +354,7 @@ class Network:
                                           for n in ("weight", "bias", "running_mean", "running_var")), eps=eps)
         if b is None:
             b = np.zeros(c2, np.float32)
-        if self._quantized(prefix):
-            layer = self.quantizer.conv(self, x, prefix, w, b)
-        else:
-            layer = self.convolution(x, prefix, w, b)
+        layer = self.conv_layer(x, prefix, w, b)
         layer.stride_nd = (sh, sw)
         layer.padding_nd = _pair(p)
         layer.dilation_nd = (dh, dw)
@@ -365,6 +362,13 @@ class Network:
         if bn is not None:
             self.matches[layer.name] = bn
         return self.activation(layer.get_output(0), act, prefix)
+
+    def conv_layer(self, x: Any, name: str, w: np.ndarray, b: np.ndarray) -> Any:
+        """The convolution layer `name` with kernel `w` and bias `b` (folded already), int8 Q/DQ where the build
+        quantizes it; the caller sets stride, padding, dilation and groups."""
+        if self._quantized(name):
+            return self.quantizer.conv(self, x, name, w, b)
+        return self.convolution(x, name, w, b)
 
     def convolution(self, x: Any, prefix: str, w: np.ndarray, b: np.ndarray) -> Any:
         """The convolution layer `prefix` with kernel `w` (c2, c1/g, kh, kw) and bias `b` as weights; the caller
@@ -485,7 +489,7 @@ class Network:
             out = _ints(size, rank - 2, f"{name}: size")
             if any(v < 1 for v in out):
                 raise SpecError(f"{name}: size {list(out)} must be positive")
-            dims = self._size(x, name, [1, 1] + [0] * (rank - 2), [0, 0, *out])
+            dims = self.dims(x, name, [1, 1] + [0] * (rank - 2), [0, 0, *out])
             if isinstance(dims, tuple):
                 layer.shape = dims
             else:
@@ -587,7 +591,7 @@ class Network:
     def _slice(self, x: Any, name: str, start: Sequence[int], keep: Sequence[int], offset: Sequence[int],
                stride: Sequence[int], kind: str, value: float = 0.0) -> Any:
         """A slice layer of size shape(x) * keep + offset (a shape tensor where that size is dynamic)."""
-        size = self._size(x, name, keep, offset)
+        size = self.dims(x, name, keep, offset)
         layer = self.layer("slice", name, x, tuple(start), size if isinstance(size, tuple) else (1,) * len(keep),
                            tuple(stride))
         if not isinstance(size, tuple):
@@ -597,7 +601,7 @@ class Network:
             layer.set_input(4, self.constant(np.array(value), f"{name}/value"))
         return layer.get_output(0)
 
-    def _size(self, x: Any, name: str, keep: Sequence[int], offset: Sequence[int]) -> Any:
+    def dims(self, x: Any, name: str, keep: Sequence[int], offset: Sequence[int]) -> Any:
         """The dims shape(x) * keep + offset: a tuple where they are static, else a shape tensor (dynamic batch)."""
         shape = tuple(x.shape)
         if all(s >= 0 or not k for s, k in zip(shape, keep)):

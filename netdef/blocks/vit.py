@@ -26,7 +26,7 @@ def class_token(net: Network, x: Any, prefix: str) -> Any:
     """Prepend the learned token `prefix` (weight (1, 1, E)) to every sequence: (B, N, E) -> (B, N + 1, E)."""
     e = _static(x, prefix)[1]
     token = net.constant(net.weight(prefix, (1, 1, e)), prefix)
-    size = net._size(x, f"{prefix}/batch", (1, 0, 0), (0, 1, e))  # (B, 1, E), a shape tensor if B is dynamic
+    size = net.dims(x, f"{prefix}/batch", (1, 0, 0), (0, 1, e))  # (B, 1, E), a shape tensor if B is dynamic
     layer = net.layer("slice", f"{prefix}/expand", token, (0, 0, 0),
                       size if isinstance(size, tuple) else (1, 1, e), (0, 1, 1))  # stride 0 repeats the token
     if not isinstance(size, tuple):

@@ -14,7 +14,7 @@ from ..errors import SpecError, WeightKeyError
 from ..network import Network
 from ..registry import block
 from .yolo import (HEAD_PARAMS, _anchors_px, _decode_level, _spatial, _strides, _yaml_anchors, class_count, conv)
-from .yolov8 import conv_layer, dwconv
+from .yolov8 import dwconv
 
 REG_MAX = 16  # DFL bins per box side in YOLOv8/YOLO11
 TOPK_MAX = 3840  # the largest k of TensorRT's TopK layer (8.6 to 10 and RTX)
@@ -223,8 +223,8 @@ def segment_anchor_based(net: Network, feats: list, prefix: str, nc: int, anchor
         p, (h, w) = f"{prefix}.m.{i}", sizes[i]
         weight = net.weight(f"{p}.weight", (na * no, net.channels(t), 1, 1))
         bias = net.weight(f"{p}.bias", (na * no,))
-        det = conv_layer(net, t, f"{p}/det", weight[det_rows], bias[det_rows]).get_output(0)
-        masks = conv_layer(net, t, f"{p}/masks", weight[mask_rows], bias[mask_rows]).get_output(0)
+        det = net.conv_layer(t, f"{p}/det", weight[det_rows], bias[det_rows]).get_output(0)
+        masks = net.conv_layer(t, f"{p}/masks", weight[mask_rows], bias[mask_rows]).get_output(0)
         det = _decode_level(net, det, f"{prefix}/level{i}", na, 5 + nc, sizes[i], stride_list[i], anchors_px[i])
         masks = net.shuffle(masks, f"{prefix}/level{i}/masks", reshape=(0, na, nm, h, w), second=(0, 1, 3, 4, 2))
         masks = net.shuffle(masks, f"{prefix}/level{i}/masks/reshape", reshape=(0, na * h * w, nm))

@@ -43,15 +43,10 @@ def conv_parts(net: Network, x: Any, prefix: str, parts: Mapping[str, Sequence[i
         rows = np.asarray(rows, np.int64)
         gain = float((gains or {}).get(part, 1.0))
         name = f"{prefix}.conv/{part}"
-        layer = conv_layer(net, x, name, w[rows] * gain, b[rows] * gain)
+        layer = net.conv_layer(x, name, w[rows] * gain, b[rows] * gain)
         layer.padding_nd = (k // 2, k // 2)
         out[part] = net.activation(layer.get_output(0), _act(act), name)
     return out
-
-
-def conv_layer(net: Network, x: Any, name: str, w: np.ndarray, b: np.ndarray) -> Any:
-    """The convolution layer `name` with kernel `w` and bias `b` (int8 Q/DQ where the build quantizes it)."""
-    return net.quantizer.conv(net, x, name, w, b) if net._quantized(name) else net.convolution(x, name, w, b)
 
 
 def halves(c: int) -> dict[str, range]:
