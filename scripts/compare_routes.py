@@ -46,6 +46,10 @@ from netdef.tools.timing import parse_budget, time_callable
 MODELS: dict[str, dict[str, Any]] = {
     "resnet50": {"arch": "resnet50", "shape": (3, 224, 224), "batches": [1, 8, 32, 256]},
     "yolov5s": {"arch": "yolov5s", "shape": (3, 640, 640), "batches": [1, 8, 32]},
+    # the model zoo (netdef/architectures): torchvision's models, the same state_dict keys
+    "mobilenet_v2": {"arch": "mobilenet_v2", "shape": (3, 224, 224), "batches": [1, 64]},
+    "efficientnet_b0": {"arch": "efficientnet_b0", "shape": (3, 224, 224), "batches": [1, 64]},
+    "vit_b_16": {"arch": "vit_b_16", "shape": (3, 224, 224), "batches": [1, 64]},
 }
 ROUTES = ("netdef", "onnx", "eager", "compile")
 LABELS = {"netdef": "netdef", "onnx": "ONNX→TRT", "eager": "eager", "compile": "torch.compile"}
@@ -133,10 +137,10 @@ def load_model(name: str) -> Any:
 
     torch.manual_seed(0)
 
-    if name == "resnet50":
+    if name != "yolov5s":  # torchvision's
         from netdef.export import load_source, randomize_batchnorm
 
-        model = load_source("torchvision:resnet50")
+        model = load_source(f"torchvision:{name}")
         randomize_batchnorm(model, seed=0)
         return model.eval()
     from netdef.testing.yolov5_reference import reference_model
@@ -482,7 +486,7 @@ def make_parser() -> argparse.ArgumentParser:
                    help="preset: resnet50 fp16, batches 1 and 256, opt level 3, one 1:256:256 engine per route "
                         "(about 6 minutes on an H100 with TensorRT 8.6)")
     p.add_argument("--precision", default="fp32,fp16", help="comma-separated: fp32, fp16 (default both)")
-    p.add_argument("--batches", help="comma-separated batch sizes (default: resnet50 1,8,32,256; yolov5s 1,8,32)")
+    p.add_argument("--batches", help="comma-separated batch sizes (default: resnet50 1,8,32,256; yolov5s 1,8,32; the zoo models 1,64)")
     p.add_argument("--profile", help="MIN:OPT:MAX of the one engine per route (default smallest:largest:largest), "
                                      "or several profiles in each engine: 1:1:4,5:32:64,65:256:256")
     p.add_argument("--routes", default=",".join(ROUTES), help=f"subset of {','.join(ROUTES)}")

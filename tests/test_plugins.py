@@ -362,7 +362,7 @@ extern "C" long long harness(int batch, int nl, int na, int nc, int const* hw, i
     size_t need = netdef::yoloWorkspaceSize(p);
     if (ws == nullptr) return (long long)need;
     cudaError_t e = netdef::yoloDecodeNms(p, feats, half != 0, (int*)num, (float*)boxes, (float*)scores,
-        (int*)classes, ws, ws_size, 0);
+        (int*)classes, nullptr, ws, ws_size, 0);
     if (e == cudaSuccess) e = cudaDeviceSynchronize();
     return e == cudaSuccess ? 0 : -(long long)e;
 }

@@ -189,12 +189,6 @@ def test_class_count_from_the_weights():
         define("yolov8n", sd, params={"nc": 80})
 
 
-def test_anchor_free_head_has_no_plugin_yet(models):
-    _, sd = models("yolov8n")
-    with pytest.raises(NetdefError, match="head=plugin is not available for the anchor-free heads"):
-        define_network("yolov8n", sd, BuildOptions(params={"head": "plugin"}), log=lambda m: None)
-
-
 @pytest.mark.gpu
 @pytest.mark.parametrize("name", ["yolov8s", "yolo11s", "yolov8s-cls", "yolo11s-cls", "yolov8s-pose", "yolo11s-pose"])
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])

@@ -22,7 +22,9 @@ BN_EPS = Param(1e-3, float, help="BatchNorm eps of Ultralytics' Conv: 1e-3 as th
 HEAD_PARAMS = {
     "head": Param("decode", str, ("decode", "plugin", "one2many"),
                   "decode: plain TensorRT layers, (B, N, 5 + nc) (YOLOv5), (B, 4 + nc, N) (YOLOv8/YOLO11), top-k "
-                  "(B, max_det, 6) (end-to-end YOLO26); plugin: decode + NMS plugin (YOLOv5); one2many: an "
+                  "(B, max_det, 6) (end-to-end YOLO26); plugin: netdef's decode + NMS plugin (YOLOv5, YOLOv5-seg, "
+                  "YOLOv8/YOLO11 detect, seg, pose): num_dets, boxes, scores, classes [+ mask_coefs, protos | "
+                  "keypoints]; one2many: an "
                   "end-to-end head's one-to-many branch, (B, 4 + nc, N) for NMS"),
     "conf_thres": Param(defaults.CONF_THRES, float, help="plugin head: score threshold"),
     "iou_thres": Param(defaults.IOU_THRES, float, help="plugin head: NMS IoU threshold"),

@@ -2,6 +2,11 @@
 Detect (DFL + dist2bbox), which `Detect` (netdef.blocks.yolo) builds when its row gives no anchors, YOLO26's
 end-to-end head (one-to-one branches, top-k selection with TensorRT TopK and Gather layers, no NMS), Pose, and
 Segment with Proto (also YOLOv5 v7.0's anchor-based Segment).
+
+`--set head=plugin` ends Detect, Segment and Pose in netdef's decode + NMS plugin (netdef.plugins.yolo) instead:
+outputs num_dets (B, 1), boxes (B, K, 4) x1y1x2y2, scores (B, K), classes (B, K), K = max_det, and for Segment
+mask_coefs (B, K, nm) and protos (B, nm, H/4, W/4), for Pose keypoints (B, K, nkpt, ndim) (pixels, visibility
+sigmoided), all of the kept boxes.
 """
 from __future__ import annotations
 
@@ -27,12 +32,27 @@ def detect_anchor_free(net: Network, feats: list, prefix: str, nc: int, reg_max:
     """YOLOv8/YOLO11 head in eval mode: per level a box branch `cv2.i` (Conv, Conv, Conv2d to 4*reg_max) and a
     class branch `cv3.i` (YOLOv8: Conv, Conv, Conv2d; YOLO11: (DWConv, Conv) twice, Conv2d: read from the
     weights), then DFL (softmax over the bins, expectation with `dfl.conv`'s bin values) and dist2bbox, as
-    Ultralytics' `Detect._inference`: (B, 4 + nc, N) = x, y, w, h in input pixels, class scores.
-    `end2end` (YOLO26): the one-to-one branches' top-k detections (see detect_end2end)."""
+    Ultralytics' `Detect._inference`: (B, 4 + nc, N) = x, y, w, h in input pixels, class scores (head=plugin: its
+    NMS detections). `end2end` (YOLO26): the one-to-one branches' top-k detections (see detect_end2end)."""
     if end2end:
         return detect_end2end(net, feats, prefix, nc, reg_max, strides)
     _check_head(net, prefix)
-    return net.concat(list(_detect_parts(net, feats, prefix, nc, reg_max, strides)[:2]), f"{prefix}/concat", axis=1)
+    box, cls, _, _ = _detect_parts(net, feats, prefix, nc, reg_max, strides)
+    return _prediction(net, prefix, box, cls)
+
+
+def _prediction(net: Network, prefix: str, box: Any, cls: Any, extra: Any = None) -> Any:
+    """The anchor-free head's output: Ultralytics' eval (B, 4 + nc [+ E], N) (`extra` (B, E, N): mask coefficients,
+    keypoints), or with head=plugin that prediction through netdef's NMS plugin (layer `{prefix}/decode_nms`):
+    {num_dets, boxes, scores, classes[, extras (B, K, E)]}."""
+    pred = net.concat([box, cls] + ([] if extra is None else [extra]), f"{prefix}/concat", axis=1)
+    if net.param("head") != "plugin":
+        return pred
+    from ..plugins.yolo import add_anchor_free_nms  # only plugin builds need it
+
+    return add_anchor_free_nms(net, pred, int(cls.shape[1]), prefix, 0 if extra is None else int(extra.shape[1]),
+                               conf_thres=net.param("conf_thres"), iou_thres=net.param("iou_thres"),
+                               max_det=net.param("max_det"))
 
 
 def detect_end2end(net: Network, feats: list, prefix: str, nc: int, reg_max: int = REG_MAX,
@@ -47,8 +67,8 @@ def detect_end2end(net: Network, feats: list, prefix: str, nc: int, reg_max: int
     x, y, w, h and class scores, for NMS (the one-to-one keys are then the skipped ones)."""
     head = net.param("head")
     if head == "plugin":
-        raise SpecError(f"{prefix}: head=plugin is not available for the anchor-free heads yet; the end-to-end head "
-                        f"needs no NMS: leave head out (or --set head=one2many for the raw one-to-many output)")
+        raise SpecError(f"{prefix}: head=plugin is not available for the end-to-end head (end2end: True), which needs "
+                        f"no NMS: leave head out (or --set head=one2many for the raw one-to-many output)")
     if net.has(f"{prefix}.cv2.0.2.bias") and not net.has(f"{prefix}.one2one_cv2.0.2.bias"):
         raise WeightKeyError(f"{prefix}: the architecture's end-to-end head (end2end: True) needs the weights' "
                              f"one-to-one branch '{prefix}.one2one_cv2.*', which they lack: they belong to a head "
@@ -104,12 +124,8 @@ def _gather(net: Network, data: Any, index: Any, axis: int, name: str, batched: 
 
 
 def _check_head(net: Network, prefix: str) -> None:
-    """The anchor-free heads without a one-to-one branch build only the default head."""
-    head = net.param("head")
-    if head == "plugin":
-        raise SpecError(f"{prefix}: head=plugin is not available for the anchor-free heads yet; "
-                        f"build with the default head (--set head=decode) and run NMS on its output")
-    if head == "one2many":
+    """The anchor-free heads without a one-to-one branch build the default head or the plugin head."""
+    if net.param("head") == "one2many":
         raise SpecError(f"{prefix}: head=one2many selects the one-to-many branch of an end-to-end head (YOLO26, "
                         f"end2end: True); this head has only that branch: leave head out")
     if net.has(f"{prefix}.one2one_cv2.0.2.bias"):
@@ -122,7 +138,8 @@ def pose(net: Network, x: list, prefix: str, nc: int, kpt_shape: Sequence[int] =
          strides: list[int] | None = None) -> Any:
     """YOLOv8/YOLO11 pose head in eval mode: Detect's (B, 4 + nc, N) followed by the keypoints of branch `cv4.i`
     (Conv, Conv, Conv2d to nk = kpts x dims), decoded as Ultralytics' `Pose.kpts_decode`: x, y in input pixels
-    ((2 v + cell centre - 0.5) x stride), visibility through a sigmoid: (B, 4 + nc + nk, N)."""
+    ((2 v + cell centre - 0.5) x stride), visibility through a sigmoid: (B, 4 + nc + nk, N). head=plugin: the NMS
+    detections with the kept boxes' keypoints (B, K, kpts, dims)."""
     if (not isinstance(kpt_shape, (list, tuple)) or len(kpt_shape) != 2 or kpt_shape[1] not in (2, 3)
             or not isinstance(kpt_shape[0], int) or kpt_shape[0] < 1):
         raise SpecError(f"{prefix}: kpt_shape must be [keypoints, 2 or 3], got {kpt_shape!r}")
@@ -152,7 +169,11 @@ def pose(net: Network, x: list, prefix: str, nc: int, kpt_shape: Sequence[int] =
         xy = net.add(xy, net.mul(vis, net.constant(keep, f"{prefix}/kpts/visibility"), f"{prefix}/kpts/mul_vis"),
                      f"{prefix}/kpts/add_vis")
     kpts = net.shuffle(xy, f"{prefix}/kpts/flatten", reshape=(0, nkpt * ndim, n))
-    return net.concat([box, cls, kpts], f"{prefix}/concat", axis=1)
+    out = _prediction(net, prefix, box, cls, kpts)
+    if isinstance(out, dict):
+        flat = out.pop("extras")
+        out["keypoints"] = net.shuffle(flat, f"{prefix}/keypoints", reshape=(0, int(flat.shape[1]), nkpt, ndim))
+    return out
 
 
 @block("Segment", params=HEAD_PARAMS, width_args=("npr",))
@@ -161,7 +182,8 @@ def segment(net: Network, x: list, prefix: str, nc: int, nm: int = 32, npr: int 
     """YOLOv8/YOLO11 instance-segmentation head in eval mode: Detect's (B, 4 + nc, N) followed by the `nm` mask
     coefficients of branch `cv4.i` (Conv, Conv, Conv2d), and the mask prototypes `proto` (Proto, `npr` hidden
     channels) of the first level: [(B, 4 + nc + nm, N), (B, nm, 2H, 2W)] as Ultralytics' (output, proto).
-    With `anchors`, YOLOv5 v7.0's head (segment_anchor_based): [(B, N, 5 + nc + nm), (B, nm, 2H, 2W)]."""
+    With `anchors`, YOLOv5 v7.0's head (segment_anchor_based): [(B, N, 5 + nc + nm), (B, nm, 2H, 2W)].
+    head=plugin: the NMS detections, the kept boxes' mask coefficients and the prototypes (_plugin_segment)."""
     feats = list(x) if isinstance(x, (list, tuple)) else [x]
     if anchors is not None:
         return segment_anchor_based(net, feats, prefix, nc, anchors, nm, npr, strides)
@@ -172,8 +194,15 @@ def segment(net: Network, x: list, prefix: str, nc: int, nm: int = 32, npr: int 
         raise SpecError(f"{prefix}: nm={nm} mask coefficients, but the weights' '{key}' has {net.weight_size(key)}: "
                         f"set the Segment row's nm to the model's")
     coef = _branch(net, feats, f"{prefix}.cv4", max(net.channels(feats[0]) // 4, nm), nm, sizes)
+    out = _prediction(net, prefix, box, cls, coef)
     masks = proto(net, feats[0], f"{prefix}.proto", npr, nm)
-    return [net.concat([box, cls, coef], f"{prefix}/concat", axis=1), masks]
+    return _plugin_segment(out, masks) if isinstance(out, dict) else [out, masks]
+
+
+def _plugin_segment(detections: dict, protos: Any) -> dict:
+    """The plugin head's Segment outputs: the detections, mask_coefs (the plugin's extras) and protos."""
+    out = {k: v for k, v in detections.items() if k != "extras"}
+    return out | {"mask_coefs": detections["extras"], "protos": protos}
 
 
 @block("Proto", width_args=("c_",))
@@ -194,10 +223,11 @@ def segment_anchor_based(net: Network, feats: list, prefix: str, nc: int, anchor
                          strides: list[int] | None) -> list:
     """YOLOv5 v7.0's Segment in eval mode: per level the 1x1 Conv2d `m.i` to na x (5 + nc + nm), its box,
     objectness and class rows decoded as YOLOv5's Detect, its mask-coefficient rows as they are (no sigmoid),
-    and Proto (nearest upsampling): [(B, N, 5 + nc + nm), (B, nm, 2H, 2W)] as YOLOv5's model(x)[:2]."""
-    if net.param("head") != "decode":
-        raise SpecError(f"{prefix}: head={net.param('head')} is not available for the YOLOv5 Segment head; "
-                        f"build with the default head and run NMS on its output")
+    and Proto (nearest upsampling): [(B, N, 5 + nc + nm), (B, nm, 2H, 2W)] as YOLOv5's model(x)[:2].
+    head=plugin: the raw `m.i` maps through netdef's decode + NMS plugin (mask coefficients as its extra channels)."""
+    if net.param("head") == "one2many":
+        raise SpecError(f"{prefix}: head=one2many is not available for the YOLOv5 Segment head, which has no "
+                        f"end-to-end branch: leave head out")
     key = f"{prefix}.proto.cv3.bn.weight"
     if net.has(key) and net.weight_size(key) != nm:
         raise SpecError(f"{prefix}: nm={nm} mask coefficients, but the weights' '{key}' has {net.weight_size(key)}: "
@@ -216,6 +246,13 @@ def segment_anchor_based(net: Network, feats: list, prefix: str, nc: int, anchor
     sizes = [_spatial(net, t, prefix) for t in feats]
     stride_list = _strides(net, prefix, sizes, strides)
     anchors_px = _anchors_px(net, prefix, nl, na, stride_list, yaml_px)
+    if net.param("head") == "plugin":
+        from ..plugins.yolo import add_yolo_decode_nms  # only plugin builds need it
+
+        raw = [net.conv(t, f"{prefix}.m.{i}", na * no, 1, bias=True) for i, t in enumerate(feats)]
+        out = add_yolo_decode_nms(net, raw, anchors_px, stride_list, nc, prefix, conf_thres=net.param("conf_thres"),
+                                  iou_thres=net.param("iou_thres"), max_det=net.param("max_det"), extra=nm)
+        return _plugin_segment(out, proto(net, feats[0], f"{prefix}.proto", npr, nm, upsample="nearest"))
     det_rows = [a * no + j for a in range(na) for j in range(5 + nc)]
     mask_rows = [a * no + j for a in range(na) for j in range(5 + nc, no)]
     levels = []

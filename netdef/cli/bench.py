@@ -1,5 +1,6 @@
 """`netdef bench`: latency and throughput of an engine, or of an architecture built first; with `--against`,
-two engines timed in turn (netdef.tools.bench)."""
+two engines timed in turn (netdef.tools.bench); with `--devices`, one instance per GPU timed at once
+(netdef.tools.bench_devices)."""
 from __future__ import annotations
 
 import argparse
@@ -9,7 +10,7 @@ from typing import Any
 
 from .. import engine_file
 from ..errors import NetdefError, OptionError
-from ..tools import bench
+from ..tools import bench, bench_devices
 from ..tools.timing import DEFAULT_MEASURE, DEFAULT_WARMUP, Budget, parse_budget
 from .device import add_device_option, selected_device
 from .options import number, parse_hw
@@ -43,6 +44,19 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="FILE", help="write results, environment and engine metadata as JSON")
     p.add_argument("--chart", metavar="PNG", help="write a latency/throughput chart (needs matplotlib)")
     add_device_option(p)
+    m = p.add_argument_group("several GPUs (docs/multi-gpu.md)")
+    m.add_argument("--devices", metavar="LIST",
+                   help="CUDA devices such as 0,1 (or all): the plan deserialized on each, all timed at the same "
+                        "time from this process; per-device and total throughput, after checking every device's "
+                        "outputs equal the first's for the same input")
+    m.add_argument("--workers", choices=bench_devices.WORKERS,
+                   help="with --devices: drive each device from a thread of this process (default; TensorRT "
+                        "releases the GIL in execute_async_v3) or from a process of its own (spawned)")
+    m.add_argument("--allow-shared-device", action="store_true",
+                   help="with --devices: allow a device listed twice (0,0: two instances on one GPU, each with its "
+                        "own stream; for testing the several-GPU path on one GPU, or to overlap two streams)")
+    m.add_argument("--baseline", action="store_true",
+                   help="with --devices: first time the first device alone and report the scaling of the total")
     g = p.add_argument_group("building first (TARGET is an architecture)")
     g.add_argument("--weights", "-w", help=".wts file")
     g.add_argument("--precision", default="fp16", choices=("fp32", "fp16", "int8"), help="default fp16")
@@ -74,6 +88,7 @@ def _cmd_bench(a: argparse.Namespace) -> int:
 
     settings = settings_from_args(a)
     batches = bench.parse_batches(a.batch) if a.batch else None
+    devices = _devices(a)
     against = _against(a, batches)
     if a.chart:
         pyplot()  # fail before building and measuring, not after
@@ -83,6 +98,8 @@ def _cmd_bench(a: argparse.Namespace) -> int:
         batches = sorted(set(meta["options"]["batch"]))
     if against is not None:
         return _bench_against(a.json, (engine, meta), against, batches, settings)
+    if devices is not None:
+        return _bench_devices(a, engine, meta, batches, settings, devices)
     return _bench_one(a, engine, meta, batches, settings)
 
 
@@ -153,6 +170,53 @@ def _bench_one(a: argparse.Namespace, engine: Path, meta: dict[str, Any], batche
         write_chart(a.chart, results, f"{meta['arch']['name']} {meta['precision']} - {env['device']} - "
                                       f"{env['tensorrt']}")
         print(f"wrote {a.chart}")
+    return 0
+
+
+def _devices(a: argparse.Namespace) -> tuple[int, ...] | None:
+    """--devices, checked with the options that go with it before anything is built or timed; None without it."""
+    if a.devices is None:
+        given = [o for o, v in (("--workers", a.workers), ("--allow-shared-device", a.allow_shared_device),
+                                ("--baseline", a.baseline)) if v]
+        if given:
+            raise OptionError(f"{', '.join(given)} only appl{'ies' if len(given) == 1 else 'y'} with --devices LIST")
+        return None
+    for option, value, why in (("--device", a.device is not None, "--devices 1 times one instance on device 1"),
+                               ("--against", a.against is not None, "it times two engines in turn on one device"),
+                               ("--chart", a.chart is not None, "it draws one engine on one device")):
+        if value:
+            raise OptionError(f"--devices and {option} do not go together: {why}")
+    return bench_devices.parse_devices(a.devices, allow_repeat=a.allow_shared_device)
+
+
+def _bench_devices(a: argparse.Namespace, engine: Path, meta: dict[str, Any], batches: list[int],
+                   settings: bench.BenchSettings, devices: tuple[int, ...]) -> int:
+    from ..tools.environment import environment
+    from ..tools.report import engine_summary, format_table, write_json
+
+    workers = a.workers or "thread"
+    bench.check_batches(batches, meta["options"]["batch"], str(engine))
+    bench.require_gpu()
+    run = bench_devices.bench_devices(engine, devices, batches, settings, workers=workers, baseline=a.baseline,
+                                      log=_stderr)
+    env = environment()
+    print(f"{meta['arch']['name']} {meta['precision']} on {len(devices)} instance(s), devices "
+          f"{','.join(map(str, devices))} ({env['tensorrt']}), {settings.describe()}, one {workers} per instance")
+    for inst in run["instances"]:
+        print(f"instance {inst['instance']}: device {inst['device']} ({inst['gpu']})")
+        print(format_table([r for r in run["results"] if r["instance"] == inst["instance"]]))
+    if run["baseline"]:
+        print(f"device {devices[0]} alone:")
+        print(format_table(run["baseline"]))
+    print("all instances together (img/s: sum of batch/median; wall img/s: images / common wall time):")
+    print(bench_devices.format_totals(run["totals"]))
+    if a.json:
+        write_json(a.json, {"environment": env, "command": " ".join(sys.argv), "engine": engine_summary(meta, engine),
+                            "settings": settings.record() | {"devices": list(devices), "workers": workers,
+                                                             "baseline": a.baseline,
+                                                             "allow_shared_device": a.allow_shared_device},
+                            **run})
+        print(f"wrote {a.json}")
     return 0
 
 

@@ -9,15 +9,18 @@ from .. import defaults
 from ..errors import OptionError
 from ..tools import detect
 from .device import add_device_option, device_index
-from .options import number
+from .options import number, parse_numbers
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
     """Add `netdef detect` to the command line."""
-    p = subparsers.add_parser("detect", help="detect objects in images with a YOLO engine (GPU pre/post-processing)",
+    p = subparsers.add_parser("detect", help="detect objects in images with a YOLO engine (GPU pre/post-processing); "
+                                             "segmentation and pose engines: masks and keypoints too",
                               description="Letterbox the images on the GPU, run ENGINE, apply NMS (the engine's "
-                                          "plugin or YOLOv5's in torch), write detections.json and annotated images "
-                                          "named after the inputs (never over an input: such an --out is refused).")
+                                          "plugin or YOLOv5's in torch), assemble masks (segmentation) or map "
+                                          "keypoints (pose), write detections.json (masks as COCO compressed RLE) "
+                                          "and annotated images named after the inputs (never over an input: such "
+                                          "an --out is refused).")
     p.set_defaults(func=cmd_detect)
     p.add_argument("engine")
     p.add_argument("images", nargs="+", help="image files or folders")
@@ -29,6 +32,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--max-det", type=number("--max-det", minimum=1), default=defaults.MAX_DET,
                    help="boxes per image at most")
     p.add_argument("--names", help="class names file, one per line")
+    p.add_argument("--kpt-shape", metavar="N,D", help="a plain pose engine's keypoints and dims per keypoint "
+                                                     "(default: the kpt_shape of the YAML it was built from)")
     add_device_option(p)
     return p
 
@@ -36,13 +41,17 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 def cmd_detect(a: argparse.Namespace) -> int:
     # The command's files first: without a GPU, loading the engine would report that before a missing image.
     names = detect.load_names(a.names) if a.names else None
+    kpt_shape = parse_numbers(a.kpt_shape, "--kpt-shape", int, 2, "N,D such as 17,3") if a.kpt_shape else None
+    if kpt_shape is not None and (kpt_shape[0] < 1 or kpt_shape[1] not in (2, 3)):
+        raise OptionError(f"--kpt-shape {a.kpt_shape}: expected keypoints >= 1 and 2 or 3 dims per keypoint")
     files = detect.collect_images(a.images)
     if Path(a.out).exists() and not Path(a.out).is_dir():
         raise OptionError(f"--out {a.out} is a file: give a folder for detections.json and the annotated images")
     detect.check_outputs([str(f) for f in files], a.out, inputs=[a.engine, a.names])  # no output replaces an input
     device = device_index(a)
     arrays = [detect.read_image(f) for f in files]
-    det = detect.engine_detector(a.engine, a.conf, a.iou, a.max_det, names, device=device)
+    extra = {"kpt_shape": tuple(kpt_shape)} if kpt_shape else {}  # passed only when given, as the option is new
+    det = detect.engine_detector(a.engine, a.conf, a.iou, a.max_det, names, device=device, **extra)
     results = det(arrays, [str(f) for f in files])
     detect.write_results(results, arrays, a.out)
     total = sum(len(r["boxes"]) for r in results)

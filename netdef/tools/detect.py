@@ -1,11 +1,24 @@
-"""`netdef detect`: object detection with a YOLO engine, pre- and post-processing on the GPU.
+"""`netdef detect`: object detection, instance segmentation and pose with a YOLO engine, pre- and
+post-processing on the GPU.
 
 Images are read with Pillow, letterboxed on the GPU (`netdef.preprocess`), run through the engine, and
 post-processed: engines built with the decode+NMS plugin already give (num_dets, boxes, scores, classes);
 engines with the plain (B, N, 5+nc) output get YOLOv5's filtering + torchvision's batched_nms in torch, and
 the anchor-free YOLOv8/YOLO11 output (B, 4+nc, N) the same without objectness (as Ultralytics' NMS).
-Boxes are mapped back to the original images; `detections.json` and annotated images are written (never
-over an input: `check_outputs`).
+
+The task follows from the outputs (`OutputLayout.of`): a second, 4-D output (B, nm, H/4, W/4) is a segmentation
+head's prototypes (the prediction's last nm channels are mask coefficients; plugin engines: `mask_coefs`
+(B, K, nm) and `protos`); a plugin engine's `keypoints` (B, K, nkpt, ndim) make it a pose engine. A plain pose
+head's (B, 4 + nc + nkpt*ndim, N) looks like a detection output: there the architecture (`-pose`) and its
+`kpt_shape` (from the YAML the engine header records, or given) tell it. Masks are assembled as Ultralytics 8.4's
+predictor does (`netdef.tools.masks.process_masks`, then `preprocess.scale_masks`; a detection whose mask is empty
+is dropped, as there), keypoints mapped like boxes. Boxes are mapped back to the original images;
+`detections.json` and annotated images are written (never over an input: `check_outputs`).
+
+detections.json: a list, one entry per image: {"image", "height", "width", "boxes" [[x1, y1, x2, y2], ...]
+(original pixels), "scores", "classes", "names"}; segmentation adds "masks": one COCO compressed RLE
+{"size": [h, w], "counts": str} per detection (pycocotools' `mask.decode` reads it; `netdef.tools.masks`), pose
+adds "keypoints": per detection [[x, y, visibility], ...] (original pixels; [x, y] for 2-D keypoints).
 """
 from __future__ import annotations
 
@@ -19,10 +32,12 @@ import numpy as np
 
 from ..errors import NetdefError
 from ..fileio import atomic_write, check_output
-from .preprocess import letterbox, scale_boxes
+from .masks import process_masks, rle_decode, rle_encode
+from .preprocess import letterbox, scale_boxes, scale_keypoints, scale_masks
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 PLUGIN_OUTPUTS = ("num_dets", "boxes", "scores", "classes")
+PLUGIN_SEGMENT, PLUGIN_POSE = ("mask_coefs", "protos"), ("keypoints",)  # the plugin head's task outputs
 DETECTIONS_JSON = "detections.json"
 DEFAULT_CONF, DEFAULT_IOU, DEFAULT_MAX_DET = 0.25, 0.45, 300
 MAX_WH = 7680  # YOLOv5's class offset for batched NMS (larger than any box coordinate)
@@ -104,6 +119,15 @@ def non_max_suppression(pred: Any, conf_thres: float = DEFAULT_CONF, iou_thres: 
     best per image, class-aware torchvision NMS, then the best `max_det`. Returns per image (boxes (n, 4)
     x1y1x2y2, scores (n,), classes (n,)).
     """
+    return [kept[:3] for kept in nms_with_extras(pred, 0, conf_thres, iou_thres, max_det, max_nms, objectness)]
+
+
+def nms_with_extras(pred: Any, extra: int, conf_thres: float = DEFAULT_CONF, iou_thres: float = DEFAULT_IOU,
+                    max_det: int = DEFAULT_MAX_DET, max_nms: int = 30000,
+                    objectness: bool = True) -> list[tuple[Any, Any, Any, Any]]:
+    """`non_max_suppression` on predictions whose last `extra` channels are not class scores (mask coefficients,
+    keypoints): per image (boxes, scores, classes, extras (n, extra)), the extras of the kept rows (with
+    objectness: times it, as YOLOv5's NMS leaves its mask coefficients)."""
     import torch
 
     try:
@@ -112,11 +136,12 @@ def non_max_suppression(pred: Any, conf_thres: float = DEFAULT_CONF, iou_thres: 
         raise NetdefError("engines without the NMS plugin need torchvision for NMS: pip install torchvision") from None
     results = []
     for x in (pred if objectness else pred.transpose(1, 2)).float():
+        end = x.shape[1] - extra  # the class scores end here
         if objectness:
             x = x[x[:, 4] > conf_thres]
-            cls_conf = x[:, 5:] * x[:, 4:5]
+            cls_conf = x[:, 5:end] * x[:, 4:5]
         else:
-            cls_conf = x[:, 4:]
+            cls_conf = x[:, 4:end]
         conf, j = cls_conf.max(1)
         keep = conf > conf_thres
         x, conf, j = x[keep], conf[keep], j[keep]
@@ -124,7 +149,8 @@ def non_max_suppression(pred: Any, conf_thres: float = DEFAULT_CONF, iou_thres: 
         x, conf, j = x[order], conf[order], j[order]
         boxes = torch.cat((x[:, :2] - x[:, 2:4] / 2, x[:, :2] + x[:, 2:4] / 2), 1)
         i = batched_nms(boxes, conf, j, iou_thres)[:max_det]
-        results.append((boxes[i], conf[i], j[i].int()))
+        extras = x[i, end:] * x[i, 4:5] if objectness else x[i, end:]
+        results.append((boxes[i], conf[i], j[i].int(), extras))
     return results
 
 
@@ -133,38 +159,114 @@ def non_max_suppression(pred: Any, conf_thres: float = DEFAULT_CONF, iou_thres: 
 @dataclass
 class OutputLayout:
     """Which engine outputs hold the detections: the plugin's four, one raw YOLOv5 prediction (B, N, 5+nc), or
-    one anchor-free YOLOv8/YOLO11 prediction (B, 4+nc, N) (channels first: fewer rows than positions)."""
+    one anchor-free YOLOv8/YOLO11 prediction (B, 4+nc, N) (channels first: fewer rows than positions); and the
+    task: "detect", "segment" (prototypes, `extra` = nm mask coefficients) or "pose" (`kpt_shape`, `extra` =
+    nkpt*ndim keypoint channels of a plain prediction)."""
 
     kind: str  # "plugin", "raw", "anchor_free" or "end_to_end"
-    names: dict[str, str]  # plugin: role -> output name; others: {"pred": name}
+    names: dict[str, str]  # role -> output name: plugin: PLUGIN_OUTPUTS (+ mask_coefs, protos | keypoints);
+    #                        others: "pred" (+ "protos")
+    task: str = "detect"
+    extra: int = 0  # channels after the class scores of a plain prediction
+    kpt_shape: tuple[int, int] | None = None
 
     @staticmethod
     def of(outputs: Sequence[tuple[str, tuple[int, ...]]], where: str = "the engine",
-           end_to_end: bool = False) -> "OutputLayout":
+           end_to_end: bool = False, kpt_shape: Sequence[int] | None = None) -> "OutputLayout":
         """The layout of `outputs` (name, shape). `end_to_end`: the engine ends in YOLO26's top-k head, whose
         (B, K, 6) = x1, y1, x2, y2, score, class detections need no NMS (by shape alone it would pass for a
-        one-class YOLOv5 prediction)."""
+        one-class YOLOv5 prediction). `kpt_shape` (keypoints, dims): a plain pose head's prediction, which by
+        shape alone passes for a detection output with more classes."""
+        shapes = ", ".join(f"{n} {list(s)}" for n, s in outputs)
         if end_to_end:
             hits = [n for n, s in outputs if len(s) == 3 and s[-1] == 6]
             if len(hits) != 1:
-                raise NetdefError(f"{where}: expected one end-to-end output (B, K, 6), got "
-                                  f"{', '.join(f'{n} {list(s)}' for n, s in outputs)}")
+                raise NetdefError(f"{where}: expected one end-to-end output (B, K, 6), got {shapes}")
             return OutputLayout("end_to_end", {"pred": hits[0]})
-        by_role = {}
-        for role in PLUGIN_OUTPUTS:
-            hits = [n for n, _ in outputs if n == role or n.endswith("/" + role)]
-            if len(hits) == 1:
-                by_role[role] = hits[0]
-        if len(by_role) == len(PLUGIN_OUTPUTS):
-            return OutputLayout("plugin", by_role)
+        by_role = _roles(outputs, PLUGIN_OUTPUTS + PLUGIN_SEGMENT + PLUGIN_POSE)
+        if all(r in by_role for r in PLUGIN_OUTPUTS):
+            layout = _plugin_layout(by_role, dict(outputs), where)
+            if kpt_shape is not None and layout.kpt_shape != tuple(kpt_shape):
+                raise NetdefError(f"{where}: kpt_shape {list(kpt_shape)} given, but the engine's keypoints are "
+                                  f"{list(layout.kpt_shape or ()) or 'none'}")
+            return layout
         raw = [(n, s) for n, s in outputs if len(s) == 3 and min(s[1:]) >= 5]
-        if len(raw) == 1:
+        protos = [(n, s) for n, s in outputs if len(s) == 4]
+        if len(raw) == 1 and len(protos) <= 1:
             name, shape = raw[0]
-            return OutputLayout("anchor_free" if shape[1] < shape[2] else "raw", {"pred": name})
-        shapes = ", ".join(f"{n} {list(s)}" for n, s in outputs)
+            kind = "anchor_free" if shape[1] < shape[2] else "raw"
+            channels = shape[1] if kind == "anchor_free" else shape[2]
+            first = 4 if kind == "anchor_free" else 5  # where the class scores start
+            layout = OutputLayout(kind, {"pred": name})
+            if protos:
+                layout.names["protos"] = protos[0][0]
+                layout.task, layout.extra = "segment", int(protos[0][1][1])
+            elif kpt_shape is not None:
+                layout.task, layout.kpt_shape = "pose", (int(kpt_shape[0]), int(kpt_shape[1]))
+                layout.extra = layout.kpt_shape[0] * layout.kpt_shape[1]
+                if kind != "anchor_free":
+                    raise NetdefError(f"{where}: a pose engine needs the anchor-free (B, 4 + nc + nkpt*ndim, N) "
+                                      f"prediction, got {name} {list(shape)}")
+            if channels - first - layout.extra < 1:
+                what = f"{layout.extra} mask coefficients" if protos else f"kpt_shape {list(layout.kpt_shape or ())}"
+                raise NetdefError(f"{where}: {name} {list(shape)} has {channels} channels per box: too few for "
+                                  f"{first} box values, a class and {what}")
+            return layout
         raise NetdefError(f"{where} has outputs {shapes}: expected either the NMS plugin's num_dets/boxes/scores/"
                           "classes or one YOLO prediction tensor: YOLOv5's (B, N, 5+nc) or YOLOv8/YOLO11's "
-                          "(B, 4+nc, N)")
+                          "(B, 4+nc, N) (segmentation: and the prototypes (B, nm, H/4, W/4))")
+
+
+def _roles(outputs: Sequence[tuple[str, tuple[int, ...]]], roles: Sequence[str]) -> dict[str, str]:
+    """role -> the one output named `role` or `.../role`."""
+    found = {}
+    for role in roles:
+        hits = [n for n, _ in outputs if n == role or n.endswith("/" + role)]
+        if len(hits) == 1:
+            found[role] = hits[0]
+    return found
+
+
+def _plugin_layout(by_role: dict[str, str], shapes: dict[str, tuple[int, ...]], where: str) -> OutputLayout:
+    """A plugin engine's layout; its task from the extra outputs (mask_coefs + protos, or keypoints)."""
+    layout = OutputLayout("plugin", by_role)
+    k = shapes[by_role["scores"]][1]
+    seg = [r for r in PLUGIN_SEGMENT if r in by_role]
+    if seg and "keypoints" in by_role:
+        raise NetdefError(f"{where}: both mask outputs and keypoints: expected one task's outputs")
+    if seg:
+        if len(seg) != 2:
+            raise NetdefError(f"{where}: the plugin's {seg[0]} output without "
+                              f"{[r for r in PLUGIN_SEGMENT if r not in seg][0]}: a segmentation engine has both")
+        coefs, protos = shapes[by_role["mask_coefs"]], shapes[by_role["protos"]]
+        if len(coefs) != 3 or len(protos) != 4 or coefs[1] != k or coefs[2] != protos[1]:
+            raise NetdefError(f"{where}: mask_coefs {list(coefs)} and protos {list(protos)} do not fit: expected "
+                              f"(B, {k}, nm) and (B, nm, H/4, W/4)")
+        layout.task = "segment"
+    if "keypoints" in by_role:
+        kpts = shapes[by_role["keypoints"]]
+        if len(kpts) != 4 or kpts[1] != k or kpts[3] not in (2, 3):
+            raise NetdefError(f"{where}: keypoints {list(kpts)}: expected (B, {k}, nkpt, 2 or 3)")
+        layout.task, layout.kpt_shape = "pose", (int(kpts[2]), int(kpts[3]))
+    return layout
+
+
+@dataclass
+class Detections:
+    """One image's detections: boxes (n, 4) x1y1x2y2, scores (n,), classes (n,); segmentation: masks (n, h, w) bool
+    (after `Detector.detect_tensors`: on the original image), pose: keypoints (n, nkpt, ndim). Iterates as
+    (boxes, scores, classes), so detection code unpacks it like a triple."""
+
+    boxes: Any
+    scores: Any
+    classes: Any
+    masks: Any = None
+    keypoints: Any = None
+    coefs: Any = None  # before mask assembly: (n, nm) mask coefficients and the image's (nm, h, w) prototypes
+    protos: Any = None
+
+    def __iter__(self) -> Any:
+        return iter((self.boxes, self.scores, self.classes))
 
 
 @dataclass
@@ -183,20 +285,19 @@ class Detector:
 
     def __call__(self, images: Sequence[np.ndarray], labels: Sequence[str] | None = None,
                  bgr: bool = False) -> list[dict[str, Any]]:
-        """Detections for HxWx3 uint8 images (RGB unless `bgr`), one dict per image."""
+        """Detections for HxWx3 uint8 images (RGB unless `bgr`), one dict per image (module docstring)."""
         results = []
-        for k, ((boxes, scores, classes), im) in enumerate(zip(self.detect_tensors(images, bgr), images)):
-            label = labels[k] if labels is not None else str(k)
-            results.append(self._record(label, im.shape, boxes, scores, classes))
+        for k, (det, im) in enumerate(zip(self.detect_tensors(images, bgr), images)):
+            results.append(self._record(labels[k] if labels is not None else str(k), im.shape, det))
         return results
 
-    def detect_tensors(self, images: Sequence[np.ndarray], bgr: bool = False) -> list[tuple[Any, Any, Any]]:
-        """Per image (boxes (n, 4) x1y1x2y2 in original pixels, scores (n,), classes (n,)): on the device
-        for raw predictions, on the host for plugin engines."""
+    def detect_tensors(self, images: Sequence[np.ndarray], bgr: bool = False) -> list[Detections]:
+        """Per image its Detections on the original image: on the device for raw predictions and masks, on the
+        host for the plugin's boxes, scores, classes and keypoints."""
         import torch
 
         lo, hi = self.batch_range
-        results: list[tuple[Any, Any, Any]] = []
+        results: list[Detections] = []
         for start in range(0, len(images), hi):
             chunk = list(images[start:start + hi])
             batch, ratio_pads = letterbox(chunk, self.input_hw, bgr=bgr, device=self.device)
@@ -204,48 +305,94 @@ class Detector:
                 fill = batch.new_full((lo - batch.shape[0], *batch.shape[1:]), 114 / 255.0)
                 batch = torch.cat((batch, fill))
             per_image = self.postprocess(self.infer(batch))[:len(chunk)]
-            for (boxes, scores, classes), rp, im in zip(per_image, ratio_pads, chunk):
-                results.append((scale_boxes(boxes, rp, im.shape), scores, classes))
+            for det, rp, im in zip(per_image, ratio_pads, chunk):
+                results.append(self._to_original(det, tuple(batch.shape[2:]), rp, im.shape))
         return results
 
-    def postprocess(self, outs: dict[str, Any]) -> list[tuple[Any, Any, Any]]:
-        """Per image (boxes, scores, classes): NMS on the device for raw predictions; the plugin's fixed-size
-        outputs are copied to the host once and sliced there (no synchronisation per image)."""
-        if self.layout.kind in ("raw", "anchor_free"):
-            return non_max_suppression(outs[self.layout.names["pred"]], self.conf, self.iou, self.max_det,
-                                       objectness=self.layout.kind == "raw")
-        if self.layout.kind == "end_to_end":  # sorted top-k rows: keep those above the score threshold
-            rows = outs[self.layout.names["pred"]].float()
-            return [(r[keep, :4], r[keep, 4], r[keep, 5].int())
+    @staticmethod
+    def _to_original(det: Detections, input_hw: tuple[int, int], rp: Any, shape: tuple[int, ...]) -> Detections:
+        """Masks assembled on the letterboxed input (empty ones dropped, as Ultralytics' predictor does), then
+        boxes, masks and keypoints mapped to the original image."""
+        masks = None
+        if det.protos is not None:
+            lb_masks = process_masks(det.protos, det.coefs, det.boxes, input_hw)
+            keep = lb_masks.flatten(1).amax(1) > 0
+            if not bool(keep.all()):
+                det = _select(det, keep)
+                lb_masks = lb_masks[keep]
+            masks = scale_masks(lb_masks, rp, shape)
+        return Detections(scale_boxes(det.boxes, rp, shape), det.scores, det.classes, masks=masks,
+                          keypoints=None if det.keypoints is None else scale_keypoints(det.keypoints, rp, shape))
+
+    def postprocess(self, outs: dict[str, Any]) -> list[Detections]:
+        """Per image its Detections on the letterboxed input (segmentation: coefficients and prototypes, masks not
+        yet assembled): NMS on the device for raw predictions; the plugin's fixed-size outputs are copied to the
+        host once and sliced there (no synchronisation per image; mask coefficients stay on the device)."""
+        lay = self.layout
+        if lay.kind in ("raw", "anchor_free"):
+            kept = nms_with_extras(outs[lay.names["pred"]], lay.extra, self.conf, self.iou, self.max_det,
+                                   objectness=lay.kind == "raw")
+            protos = outs[lay.names["protos"]] if lay.task == "segment" else None
+            return [Detections(b, s, c, coefs=e if protos is not None else None,
+                               protos=protos[i] if protos is not None else None,
+                               keypoints=e.view(len(e), *lay.kpt_shape) if lay.task == "pose" else None)
+                    for i, (b, s, c, e) in enumerate(kept)]
+        if lay.kind == "end_to_end":  # sorted top-k rows: keep those above the score threshold
+            rows = outs[lay.names["pred"]].float()
+            return [Detections(r[keep, :4], r[keep, 4], r[keep, 5].int())
                     for r in rows for keep in [(r[:, 4] > self.conf).nonzero().flatten()[:self.max_det]]]
-        n = self.layout.names
+        n = lay.names
         num, boxes, scores, classes = (outs[n[r]].cpu() for r in PLUGIN_OUTPUTS)
+        kpts = outs[n["keypoints"]].cpu() if lay.task == "pose" else None
         per_image = []
         for b, k in enumerate(num.reshape(num.shape[0], -1)[:, 0].int().tolist()):
             s = scores[b, :k].float()
             keep = (s > self.conf).nonzero().flatten()[:self.max_det]
-            per_image.append((boxes[b, :k][keep].float(), s[keep], classes[b, :k][keep].int()))
+            det = Detections(boxes[b, :k][keep].float(), s[keep], classes[b, :k][keep].int())
+            if kpts is not None:
+                det.keypoints = kpts[b, :k][keep].float()
+            if lay.task == "segment":
+                coefs = outs[n["mask_coefs"]]
+                det.coefs, det.protos = coefs[b, keep.to(coefs.device)].float(), outs[n["protos"]][b]
+            per_image.append(det)
         return per_image
 
-    def _record(self, label: str, shape: tuple[int, ...], boxes: Any, scores: Any, classes: Any) -> dict[str, Any]:
-        cls = [int(c) for c in classes.cpu().tolist()]
-        return {"image": label, "height": int(shape[0]), "width": int(shape[1]),
-                "boxes": [[round(float(v), 2) for v in b] for b in boxes.cpu().tolist()],
-                "scores": [round(float(s), 5) for s in scores.cpu().tolist()],
-                "classes": cls, "names": [self.class_name(c) for c in cls]}
+    def _record(self, label: str, shape: tuple[int, ...], det: Detections) -> dict[str, Any]:
+        cls = [int(c) for c in det.classes.cpu().tolist()]
+        rec = {"image": label, "height": int(shape[0]), "width": int(shape[1]),
+               "boxes": [[round(float(v), 2) for v in b] for b in det.boxes.cpu().tolist()],
+               "scores": [round(float(s), 5) for s in det.scores.cpu().tolist()],
+               "classes": cls, "names": [self.class_name(c) for c in cls]}
+        if det.masks is not None:
+            rec["masks"] = rle_encode(det.masks)
+        if det.keypoints is not None:
+            rec["keypoints"] = [[[round(float(v), 2) for v in p[:2]] + [round(float(v), 4) for v in p[2:]]
+                                 for p in kp] for kp in det.keypoints.cpu().tolist()]
+        return rec
 
     def class_name(self, c: int) -> str:
         return self.names[c] if 0 <= c < len(self.names) else str(c)
 
 
+def _select(det: Detections, keep: Any) -> Detections:
+    """The detections where `keep` (a bool tensor) is set."""
+    def pick(t: Any) -> Any:
+        return None if t is None else t[keep.to(t.device)]
+
+    return Detections(pick(det.boxes), pick(det.scores), pick(det.classes), keypoints=pick(det.keypoints),
+                      coefs=pick(det.coefs), protos=det.protos)
+
+
 def engine_detector(engine: Any, conf: float | None = None, iou: float | None = None,
                     max_det: int = DEFAULT_MAX_DET, names: list[str] | None = None, *,
-                    device: int | None = None) -> Detector:
+                    device: int | None = None, kpt_shape: Sequence[int] | None = None) -> Detector:
     """A Detector over a netdef engine (a path, loaded on CUDA device `device`, default the current one; or a
     `netdef.runtime.Engine`), on the engine's GPU.
 
     Plugin engines have their NMS thresholds built in: `conf` may only raise the score threshold and `iou`
     must equal the built one (rebuild with --set conf_thres=/iou_thres= otherwise); None keeps them.
+    `kpt_shape` (keypoints, dims): a plain pose engine's; default the `kpt_shape` of the architecture YAML its
+    header records.
     """
     import torch
 
@@ -258,12 +405,15 @@ def engine_detector(engine: Any, conf: float | None = None, iou: float | None = 
     if len(shape) != 4 or shape[1] != 3 or shape[2] < 1 or shape[3] < 1:
         raise NetdefError(f"{eng.path}: input {eng.inputs[0].name} {list(shape)} is not a static (B, 3, H, W) image")
     arch = str(eng.meta.get("arch", {}).get("name", ""))
-    if arch.endswith(("-pose", "-seg", "-cls")):
-        raise NetdefError(f"{eng.path} is a {arch} engine: netdef detect handles detection engines (boxes); run "
-                          f"pose, segmentation and classification engines with `netdef run` or netdef.runtime.Engine")
+    if arch.endswith("-cls"):
+        raise NetdefError(f"{eng.path} is a {arch} engine: netdef detect handles detection, segmentation and pose "
+                          f"engines; run classification engines with `netdef run` or netdef.runtime.Engine")
     head = eng.meta.get("options", {}).get("params", {}).get("head", "decode")
-    layout = OutputLayout.of([(o.name, o.shape) for o in eng.outputs], str(eng.path),
-                             end_to_end=arch.startswith("yolo26") and head != "one2many")
+    outputs = [(o.name, tuple(o.shape)) for o in eng.outputs]
+    if kpt_shape is None and arch.endswith("-pose") and "keypoints" not in _roles(outputs, PLUGIN_POSE):
+        kpt_shape = _arch_kpt_shape(eng.meta, str(eng.path))
+    layout = OutputLayout.of(outputs, str(eng.path), end_to_end=arch.startswith("yolo26") and head != "one2many",
+                             kpt_shape=kpt_shape)
     if layout.kind == "plugin":
         conf, iou = _plugin_thresholds(eng.meta, str(eng.path), conf, iou)
     lo, _, hi = eng.batch_range
@@ -275,6 +425,32 @@ def engine_detector(engine: Any, conf: float | None = None, iou: float | None = 
     return Detector(infer, (int(shape[2]), int(shape[3])), layout,
                     DEFAULT_CONF if conf is None else conf, DEFAULT_IOU if iou is None else iou, max_det,
                     (lo, hi), torch.device("cuda", eng.device), names or [])
+
+
+def _arch_kpt_shape(meta: dict[str, Any], where: str) -> tuple[int, int]:
+    """A plain pose engine's kpt_shape: that of the architecture its header records, found by the recorded path
+    (relative to the build's folder) or by name, and only if unchanged since the build (the same sha256)."""
+    from ..spec import load_spec
+
+    arch = meta.get("arch", {})
+    name, recorded, sha = arch.get("name"), arch.get("path"), arch.get("sha256")
+    hint = "give it (--kpt-shape 17,3, or kpt_shape= in Python)"
+    places = ([str(Path(recorded).parent / f"{name}.yaml")] if recorded and name else []) + ([name] if name else [])
+    for place in places:
+        try:
+            spec = load_spec(place)
+        except NetdefError:
+            continue
+        if spec.sha256 != sha:
+            continue
+        value = spec.params.get("kpt_shape")
+        if (not isinstance(value, (list, tuple)) or len(value) != 2 or not all(isinstance(v, int) for v in value)
+                or value[0] < 1 or value[1] not in (2, 3)):
+            raise NetdefError(f"{where}: its architecture {spec.path} has kpt_shape {value!r}, expected [keypoints, "
+                              f"2 or 3]: {hint}")
+        return int(value[0]), int(value[1])
+    raise NetdefError(f"{where} is a plain pose engine, and the architecture it was built from ({name or '?'}, "
+                      f"{recorded or 'no path recorded'}) is not here unchanged to give its kpt_shape: {hint}")
 
 
 def _plugin_thresholds(meta: dict[str, Any], where: str, conf: float | None,
@@ -293,12 +469,14 @@ def _plugin_thresholds(meta: dict[str, Any], where: str, conf: float | None,
 
 def detect(engine: Any, images: Sequence[str | Path | np.ndarray], conf: float | None = None,
            iou: float | None = None, max_det: int = DEFAULT_MAX_DET,
-           names: list[str] | None = None, *, device: int | None = None) -> list[dict[str, Any]]:
+           names: list[str] | None = None, *, device: int | None = None,
+           kpt_shape: Sequence[int] | None = None) -> list[dict[str, Any]]:
     """Detect objects: `images` are files, folders or HxWx3 uint8 RGB arrays; one dict per image:
-    {"image", "height", "width", "boxes" [[x1,y1,x2,y2]...] (original pixels), "scores", "classes", "names"}.
-    conf/iou default to 0.25/0.45 (plugin engines: their built-in values); `device` as in `engine_detector`."""
+    {"image", "height", "width", "boxes" [[x1,y1,x2,y2]...] (original pixels), "scores", "classes", "names"}
+    (+ "masks" or "keypoints": module docstring). conf/iou default to 0.25/0.45 (plugin engines: their built-in
+    values); `device` and `kpt_shape` as in `engine_detector`."""
     arrays, labels = _load_all(images)  # the images first: without a GPU the engine would report that instead
-    return engine_detector(engine, conf, iou, max_det, names, device=device)(arrays, labels)
+    return engine_detector(engine, conf, iou, max_det, names, device=device, kpt_shape=kpt_shape)(arrays, labels)
 
 
 def _load_all(images: Sequence[str | Path | np.ndarray]) -> tuple[list[np.ndarray], list[str]]:
@@ -317,12 +495,26 @@ def _load_all(images: Sequence[str | Path | np.ndarray]) -> tuple[list[np.ndarra
 
 # ---------------------------------------------------------------- output
 
-def draw_detections(image: np.ndarray, det: dict[str, Any]) -> Any:
-    """A PIL image with the detections' boxes and labels drawn on the RGB `image`."""
+def draw_detections(image: np.ndarray, det: dict[str, Any], mask_alpha: float = 0.5) -> Any:
+    """A PIL image with the detections' boxes and labels drawn on the RGB `image`; segmentation: translucent
+    masks (`mask_alpha`) under them, pose: keypoints (visibility >= 0.5) and, for COCO's 17, the skeleton."""
     from PIL import Image, ImageDraw
 
-    im = Image.fromarray(image)
+    canvas = image
+    if det.get("masks"):
+        canvas = image.astype(np.float32)
+        for rle, cls in zip(det["masks"], det["classes"]):
+            m = rle_decode(rle)
+            if m.shape != image.shape[:2]:
+                raise NetdefError(f"{det['image']}: a mask of {m.shape[0]}x{m.shape[1]} on a "
+                                  f"{image.shape[0]}x{image.shape[1]} image")
+            canvas[m] = canvas[m] * (1 - mask_alpha) + np.float32(_PALETTE[cls % len(_PALETTE)]) * mask_alpha
+        canvas = canvas.round().astype(np.uint8)
+    im = Image.fromarray(canvas)
     draw = ImageDraw.Draw(im)
+    radius = max(2, round(sum(im.size) / 400))
+    for kpts in det.get("keypoints", []):
+        _draw_keypoints(draw, kpts, radius)
     for box, score, cls, name in zip(det["boxes"], det["scores"], det["classes"], det["names"]):
         color = _PALETTE[cls % len(_PALETTE)]
         draw.rectangle(box, outline=color, width=max(2, round(sum(im.size) / 600)))
@@ -332,6 +524,29 @@ def draw_detections(image: np.ndarray, det: dict[str, Any]) -> Any:
         draw.text((x0, y0), label, fill=(255, 255, 255))
     return im
 
+
+def _draw_keypoints(draw: Any, kpts: list[list[float]], radius: int) -> None:
+    """One pose: the limbs of COCO's skeleton (17 keypoints), then the keypoints, those with visibility < 0.5
+    (when given) left out."""
+    shown = [len(p) < 3 or p[2] >= 0.5 for p in kpts]
+    if len(kpts) == len(COCO_KEYPOINT_COLORS):
+        for (a, b), color in zip(COCO_SKELETON, COCO_LIMB_COLORS):
+            if shown[a] and shown[b]:
+                draw.line([tuple(kpts[a][:2]), tuple(kpts[b][:2])], fill=_POSE_PALETTE[color], width=radius)
+    colors = COCO_KEYPOINT_COLORS if len(kpts) == len(COCO_KEYPOINT_COLORS) else [0] * len(kpts)
+    for p, ok, color in zip(kpts, shown, colors):
+        if ok:
+            x, y = p[:2]
+            draw.ellipse([x - radius, y - radius, x + radius, y + radius], fill=_POSE_PALETTE[color])
+
+
+# COCO's person keypoints (nose, eyes, ears, shoulders, elbows, wrists, hips, knees, ankles): the limbs of its
+# annotation's skeleton (0-based), and a colour per limb and keypoint (head, arms, legs) from _POSE_PALETTE.
+COCO_SKELETON = [(15, 13), (13, 11), (16, 14), (14, 12), (11, 12), (5, 11), (6, 12), (5, 6), (5, 7), (6, 8),
+                 (7, 9), (8, 10), (1, 2), (0, 1), (0, 2), (1, 3), (2, 4), (3, 5), (4, 6)]
+COCO_LIMB_COLORS = [2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0, 3, 3, 3, 3, 3, 3, 3]
+COCO_KEYPOINT_COLORS = [3, 3, 3, 3, 3, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2]
+_POSE_PALETTE = [(255, 128, 0), (255, 51, 255), (51, 153, 255), (0, 255, 0)]  # arms, torso, legs, head
 
 _PALETTE = [(255, 56, 56), (255, 157, 151), (255, 112, 31), (255, 178, 29), (207, 210, 49), (72, 249, 10),
             (146, 204, 23), (61, 219, 134), (26, 147, 52), (0, 212, 187), (44, 153, 168), (0, 194, 255),

@@ -1,8 +1,8 @@
-"""YOLOv5 letterbox on the GPU (torch; CPU works too) and the inverse box mapping.
+"""YOLOv5 letterbox on the GPU (torch; CPU works too) and its inverse for boxes, keypoints and masks.
 
 `letterbox` reproduces YOLOv5's `utils.augmentations.letterbox` + `cv2.resize(INTER_LINEAR)` + BGR->RGB,
-HWC->CHW, /255 for a batch of images of different sizes; `scale_boxes` maps boxes on the letterboxed
-image back to the original image.
+HWC->CHW, /255 for a batch of images of different sizes; `scale_boxes`, `scale_keypoints` and `scale_masks` map
+boxes, keypoints and masks on the letterboxed image back to the original image.
 """
 from __future__ import annotations
 
@@ -150,12 +150,41 @@ def scale_boxes(boxes: Any, ratio_pad: RatioPad, original_shape: Sequence[int]) 
 
     Works on torch tensors (any device) and numpy arrays; returns a new array/tensor.
     """
+    return _unletterbox(boxes, [0, 2], [1, 3], ratio_pad, original_shape)
+
+
+def scale_keypoints(keypoints: Any, ratio_pad: RatioPad, original_shape: Sequence[int]) -> Any:
+    """Map (..., K, 2 or 3) keypoints (x, y[, visibility]) from the letterboxed image to the original image like
+    `scale_boxes` (x, y clipped to the image, visibility unchanged); returns a new array/tensor."""
+    return _unletterbox(keypoints, [0], [1], ratio_pad, original_shape)
+
+
+def _unletterbox(t: Any, xs: list[int], ys: list[int], ratio_pad: RatioPad, original_shape: Sequence[int]) -> Any:
+    """Columns `xs` and `ys` of the last axis: minus the padding, divided by the ratio, clipped to [0, w] / [0, h]."""
     ratio, (pad_w, pad_h) = ratio_pad
     h, w = int(original_shape[0]), int(original_shape[1])
-    out = boxes.clone() if hasattr(boxes, "clone") else np.array(boxes, dtype=np.float32, copy=True)
-    out[..., [0, 2]] -= pad_w
-    out[..., [1, 3]] -= pad_h
-    out[..., :4] /= ratio
-    out[..., [0, 2]] = out[..., [0, 2]].clip(0, w)
-    out[..., [1, 3]] = out[..., [1, 3]].clip(0, h)
+    out = t.clone() if hasattr(t, "clone") else np.array(t, dtype=np.float32, copy=True)
+    out[..., xs] = ((out[..., xs] - pad_w) / ratio).clip(0, w)
+    out[..., ys] = ((out[..., ys] - pad_h) / ratio).clip(0, h)
+    return out
+
+
+def scale_masks(masks: Any, ratio_pad: RatioPad, original_shape: Sequence[int], chunk_pixels: int = 1 << 26) -> Any:
+    """(N, H, W) binary masks on the letterboxed image -> (N, h, w) bool masks on the original (h, w[, c]) image,
+    as Ultralytics' predictor draws them (`ops.scale_masks(...) > 0.5`): the image's part of the letterbox (the
+    padding cropped) resized bilinearly to (h, w), thresholded at 0.5. At most `chunk_pixels` float pixels at once."""
+    torch = _torch()
+    import torch.nn.functional as F
+
+    ratio, (pad_w, pad_h) = ratio_pad
+    h, w = int(original_shape[0]), int(original_shape[1])
+    top, left = int(round(pad_h - 0.1)), int(round(pad_w - 0.1))
+    bottom, right = top + max(int(round(h * ratio)), 1), left + max(int(round(w * ratio)), 1)
+    out = torch.empty((masks.shape[0], h, w), dtype=torch.bool, device=masks.device)
+    step = max(1, chunk_pixels // (h * w))
+    for i in range(0, masks.shape[0], step):
+        part = masks[i:i + step, top:bottom, left:right].float()
+        if part.shape[1:] != (h, w):
+            part = F.interpolate(part[None], (h, w), mode="bilinear")[0]
+        torch.gt(part, 0.5, out=out[i:i + step])
     return out

@@ -1,9 +1,15 @@
-// YOLOv5 (v6 head) decode + class-aware greedy NMS, matching YOLOv5's non_max_suppression:
-//   1. decodeKernel: sigmoid, box decode, conf = obj * cls, best class; candidates with obj > conf_thres
-//      and conf > conf_thres are appended per image with a 64-bit sort key (score descending, anchor index).
+// YOLO decode + class-aware greedy NMS, matching YOLOv5's (layout 0) and Ultralytics' (layout 1)
+// non_max_suppression with one best class per box:
+//   1. decodeKernel: best class per candidate; layout 0 decodes YOLOv5's maps (sigmoid, conf = obj * cls, kept
+//      when obj > conf_thres and conf > conf_thres), layout 1 reads decoded x, y, w, h and class probabilities
+//      (kept when the best > conf_thres). Kept candidates are appended per image with a 64-bit sort key (score
+//      descending, candidate index).
 //   2. cub segmented radix sort of the keys, one segment per image.
-//   3. nmsKernel (one block per image): the top `topk` candidates, greedy suppression of same-class boxes
-//      with IoU > iou_thres (torchvision.ops.batched_nms semantics), stopping at max_det kept boxes.
+//   3. nmsKernel (one block per image): the top `topk` candidates, greedy suppression of same-class boxes with
+//      IoU > iou_thres (torchvision.ops.nms semantics; layout 1 on boxes offset by class x 7680 as Ultralytics),
+//      stopping at max_det kept boxes.
+//   4. extrasKernel: the kept candidates' extra channels (mask coefficients, keypoints), as they are (layout 0:
+//      times the objectness, as YOLOv5's NMS leaves them).
 #include "yolo_decode_nms.h"
 
 #include <cub/cub.cuh>
@@ -28,8 +34,42 @@ __device__ __forceinline__ float sigmoid(float x) { return 1.f / (1.f + expf(-x)
 
 size_t alignUp(size_t v) { return (v + kAlign - 1) / kAlign * kAlign; }
 
+// Where a candidate's channels are: channel f at feats[level][base + f * step]; layout 0 also its anchor k of
+// the level and its cell (x, y).
+struct Where {
+    int level, k, x, y;
+    int64_t base, step;
+};
+
+__device__ Where locate(YoloDecodeNmsParams const& p, int b, int anchor) {
+    Where at{};
+    if (p.layout == kLayoutDecoded) {
+        at.base = static_cast<int64_t>(b) * (4 + p.nc + p.extra) * p.n + anchor;
+        at.step = p.n;
+        return at;
+    }
+    int local = anchor;
+    while (at.level < p.nl - 1 && local >= p.na * p.h[at.level] * p.w[at.level]) {
+        local -= p.na * p.h[at.level] * p.w[at.level];
+        ++at.level;
+    }
+    int const W = p.w[at.level], hw = p.h[at.level] * W, no = 5 + p.nc + p.extra;
+    int const cell = local % hw;
+    at.k = local / hw;
+    at.x = cell % W;
+    at.y = cell / W;
+    at.base = (static_cast<int64_t>(b) * p.na * no + static_cast<int64_t>(at.k) * no) * hw + cell;
+    at.step = hw;
+    return at;
+}
+
+// The first class channel: after x, y, w, h (and YOLOv5's objectness).
+__host__ __device__ __forceinline__ int firstClass(YoloDecodeNmsParams const& p) {
+    return p.layout == kLayoutDecoded ? 4 : 5;
+}
+
 struct Layout {
-    size_t count, begin, end, keysIn, keysOut, boxes, cls, sortedBoxes, sortedCls, cubTemp, cubBytes, total;
+    size_t count, begin, end, keysIn, keysOut, boxes, cls, sortedBoxes, sortedCls, kept, cubTemp, cubBytes, total;
 };
 
 int topkOf(YoloDecodeNmsParams const& p) {
@@ -53,6 +93,7 @@ cudaError_t makeLayout(YoloDecodeNmsParams const& p, Layout& L) {
     L.cls = take(B * A * sizeof(int));
     L.sortedBoxes = take(B * T * sizeof(float4));
     L.sortedCls = take(B * T * sizeof(int));
+    L.kept = take(B * static_cast<size_t>(p.max_det) * sizeof(int));
     L.cubBytes = 0;
     cudaError_t err = cub::DeviceSegmentedRadixSort::SortKeys(nullptr, L.cubBytes, static_cast<uint64_t const*>(nullptr),
         static_cast<uint64_t*>(nullptr), static_cast<int>(B * A), static_cast<int>(B), static_cast<int const*>(nullptr),
@@ -69,24 +110,21 @@ __global__ void decodeKernel(YoloDecodeNmsParams p, FeatPtrs feats, int A, int* 
     if (gid >= static_cast<int64_t>(p.batch) * A) return;
     int const b = static_cast<int>(gid / A);
     int const anchor = static_cast<int>(gid % A);
+    Where const at = locate(p, b, anchor);
+    T const* src = static_cast<T const*>(feats.p[at.level]);
+    auto channel = [&](int f) { return load(src, at.base + f * at.step); };
+    bool const decoded = p.layout == kLayoutDecoded;
 
-    int level = 0, local = anchor;
-    while (level < p.nl - 1 && local >= p.na * p.h[level] * p.w[level]) {
-        local -= p.na * p.h[level] * p.w[level];
-        ++level;
+    float obj = 1.f;
+    if (!decoded) {
+        obj = sigmoid(channel(4));
+        if (!(obj > p.conf_thres)) return;
     }
-    int const H = p.h[level], W = p.w[level], hw = H * W, no = p.nc + 5;
-    int const k = local / hw, cell = local % hw, y = cell / W, x = cell % W;
-    T const* src = static_cast<T const*>(feats.p[level]);
-    // element [b, k*no + f, y, x]
-    int64_t const base = (static_cast<int64_t>(b) * p.na * no + static_cast<int64_t>(k) * no) * hw + cell;
-
-    float const obj = sigmoid(load(src, base + 4LL * hw));
-    if (!(obj > p.conf_thres)) return;
+    int const first = firstClass(p);
     float best = -1.f;
     int bestClass = 0;
     for (int c = 0; c < p.nc; ++c) {
-        float const conf = sigmoid(load(src, base + static_cast<int64_t>(5 + c) * hw)) * obj;
+        float const conf = decoded ? channel(first + c) : sigmoid(channel(first + c)) * obj;
         if (conf > best) {  // first maximum wins, like torch.max
             best = conf;
             bestClass = c;
@@ -94,20 +132,28 @@ __global__ void decodeKernel(YoloDecodeNmsParams p, FeatPtrs feats, int A, int* 
     }
     if (!(best > p.conf_thres)) return;
 
-    float const stride = p.stride[level];
-    float const sx = sigmoid(load(src, base)), sy = sigmoid(load(src, base + hw));
-    float const tw = sigmoid(load(src, base + 2LL * hw)) * 2.f, th = sigmoid(load(src, base + 3LL * hw)) * 2.f;
-    float const cx = (sx * 2.f + (x - 0.5f)) * stride;
-    float const cy = (sy * 2.f + (y - 0.5f)) * stride;
-    float const bw = (tw * tw) * p.anchors[(level * kMaxAnchors + k) * 2];
-    float const bh = (th * th) * p.anchors[(level * kMaxAnchors + k) * 2 + 1];
+    float cx, cy, bw, bh;
+    if (decoded) {
+        cx = channel(0);
+        cy = channel(1);
+        bw = channel(2);
+        bh = channel(3);
+    } else {
+        float const stride = p.stride[at.level];
+        float const sx = sigmoid(channel(0)), sy = sigmoid(channel(1));
+        float const tw = sigmoid(channel(2)) * 2.f, th = sigmoid(channel(3)) * 2.f;
+        cx = (sx * 2.f + (at.x - 0.5f)) * stride;
+        cy = (sy * 2.f + (at.y - 0.5f)) * stride;
+        bw = (tw * tw) * p.anchors[(at.level * kMaxAnchors + at.k) * 2];
+        bh = (th * th) * p.anchors[(at.level * kMaxAnchors + at.k) * 2 + 1];
+    }
 
     int const slot = atomicAdd(count + b, 1);
-    size_t const at = static_cast<size_t>(b) * A;
-    // Ascending order of ~bits(score) is descending score (scores are positive); ties: lower anchor first.
-    keys[at + slot] = (static_cast<uint64_t>(~__float_as_uint(best)) << 32) | static_cast<uint32_t>(anchor);
-    boxes[at + anchor] = make_float4(cx - bw / 2.f, cy - bh / 2.f, cx + bw / 2.f, cy + bh / 2.f);
-    classes[at + anchor] = bestClass;
+    size_t const base = static_cast<size_t>(b) * A;
+    // Ascending order of ~bits(score) is descending score (scores are positive); ties: lower index first.
+    keys[base + slot] = (static_cast<uint64_t>(~__float_as_uint(best)) << 32) | static_cast<uint32_t>(anchor);
+    boxes[base + anchor] = make_float4(cx - bw / 2.f, cy - bh / 2.f, cx + bw / 2.f, cy + bh / 2.f);
+    classes[base + anchor] = bestClass;
 }
 
 __global__ void segmentsKernel(int const* count, int* begin, int* end, int batch, int A) {
@@ -125,9 +171,10 @@ __device__ __forceinline__ float iou(float4 a, float4 b) {  // torchvision's box
     return inter / (areaA + areaB - inter);
 }
 
+// keptIndex (B, K): the kept boxes' candidate indices, -1 past the last (read by extrasKernel; nullptr: not needed).
 __global__ void nmsKernel(YoloDecodeNmsParams p, int A, int T, int const* count, uint64_t const* sortedKeys,
     float4 const* boxes, int const* classes, float4* sBoxes, int* sCls, int32_t* numDets, float* outBoxes,
-    float* outScores, int32_t* outClasses) {
+    float* outScores, int32_t* outClasses, int* keptIndex) {
     extern __shared__ unsigned char removed[];
     int const b = blockIdx.x, tid = threadIdx.x, nt = blockDim.x;
     int const n = min(count[b], T);
@@ -136,10 +183,14 @@ __global__ void nmsKernel(YoloDecodeNmsParams p, int A, int T, int const* count,
     int const* imgCls = classes + static_cast<size_t>(b) * A;
     float4* cand = sBoxes + static_cast<size_t>(b) * T;
     int* candCls = sCls + static_cast<size_t>(b) * T;
+    float const classOffset = p.layout == kLayoutDecoded ? kClassOffset : 0.f;
     for (int j = tid; j < n; j += nt) {
         uint32_t const anchor = static_cast<uint32_t>(keys[j]);
-        cand[j] = imgBoxes[anchor];
-        candCls[j] = imgCls[anchor];
+        float4 const box = imgBoxes[anchor];
+        int const cls = imgCls[anchor];
+        float const off = static_cast<float>(cls) * classOffset;  // the boxes IoU is computed on
+        cand[j] = make_float4(box.x + off, box.y + off, box.z + off, box.w + off);
+        candCls[j] = cls;
         removed[j] = 0;
     }
     __syncthreads();
@@ -148,15 +199,18 @@ __global__ void nmsKernel(YoloDecodeNmsParams p, int A, int T, int const* count,
     float4* ob = reinterpret_cast<float4*>(outBoxes) + static_cast<size_t>(b) * K;
     float* os = outScores + static_cast<size_t>(b) * K;
     int32_t* oc = outClasses + static_cast<size_t>(b) * K;
+    int* ok = keptIndex ? keptIndex + static_cast<size_t>(b) * K : nullptr;
     int kept = 0;  // the same in every thread: each iteration's branch is uniform
     for (int i = 0; i < n && kept < K; ++i) {
         if (removed[i]) continue;
         float4 const box = cand[i];
         int const cls = candCls[i];
         if (tid == 0) {
-            ob[kept] = box;
+            uint32_t const anchor = static_cast<uint32_t>(keys[i]);
+            ob[kept] = imgBoxes[anchor];
             os[kept] = __uint_as_float(~static_cast<uint32_t>(keys[i] >> 32));
             oc[kept] = cls;
+            if (ok) ok[kept] = static_cast<int>(anchor);
         }
         if (++kept == K) break;
         for (int j = i + 1 + tid; j < n; j += nt) {
@@ -168,13 +222,58 @@ __global__ void nmsKernel(YoloDecodeNmsParams p, int A, int T, int const* count,
         ob[k] = make_float4(0.f, 0.f, 0.f, 0.f);
         os[k] = 0.f;
         oc[k] = 0;
+        if (ok) ok[k] = -1;
     }
     if (tid == 0) numDets[b] = kept;
+}
+
+// extras (B, K, E): channel e after the class scores of each kept candidate; zero rows past num_dets.
+template <typename T>
+__global__ void extrasKernel(YoloDecodeNmsParams p, FeatPtrs feats, int const* keptIndex, float* extras) {
+    int64_t const gid = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+    int64_t const perImage = static_cast<int64_t>(p.max_det) * p.extra;
+    if (gid >= p.batch * perImage) return;
+    int const b = static_cast<int>(gid / perImage);
+    int const e = static_cast<int>(gid % p.extra);
+    int const anchor = keptIndex[gid / p.extra];
+    float v = 0.f;
+    if (anchor >= 0) {
+        Where const at = locate(p, b, anchor);
+        T const* src = static_cast<T const*>(feats.p[at.level]);
+        v = load(src, at.base + (firstClass(p) + p.nc + e) * at.step);
+        // YOLOv5's non_max_suppression scales every channel after objectness by it (`x[:, 5:] *= x[:, 4:5]`),
+        // the mask coefficients included: so does layout 0, to give YOLOv5-seg's masks exactly.
+        if (p.layout != kLayoutDecoded) v *= sigmoid(load(src, at.base + 4 * at.step));
+    }
+    extras[gid] = v;
+}
+
+template <typename T>
+void launchDecode(YoloDecodeNmsParams const& p, FeatPtrs const& fp, int A, unsigned blocks, int* count,
+    uint64_t* keys, float4* cand, int* candCls, cudaStream_t stream) {
+    decodeKernel<T><<<blocks, kDecodeThreads, 0, stream>>>(p, fp, A, count, keys, cand, candCls);
+}
+
+template <typename T>
+void launchExtras(YoloDecodeNmsParams const& p, FeatPtrs const& fp, int const* kept, float* extras,
+    cudaStream_t stream) {
+    int64_t const total = static_cast<int64_t>(p.batch) * p.max_det * p.extra;
+    unsigned const blocks = static_cast<unsigned>((total + kDecodeThreads - 1) / kDecodeThreads);
+    extrasKernel<T><<<blocks, kDecodeThreads, 0, stream>>>(p, fp, kept, extras);
+}
+
+bool valid(YoloDecodeNmsParams const& p) {
+    bool const shape = p.layout == kLayoutDecoded
+        ? p.n >= 1
+        : p.layout == kLayoutAnchors && p.nl >= 1 && p.nl <= kMaxLevels && p.na >= 1 && p.na <= kMaxAnchors;
+    return shape && p.nc >= 1 && p.extra >= 0 && p.max_det >= 1 && p.topk >= 1 && p.topk <= kMaxTopK
+        && p.batch >= 1 && static_cast<int64_t>(p.batch) * p.max_det * p.extra <= INT32_MAX;
 }
 
 } // namespace
 
 int64_t yoloNumAnchors(YoloDecodeNmsParams const& p) {
+    if (p.layout == kLayoutDecoded) return p.n;
     int64_t n = 0;
     for (int l = 0; l < p.nl; ++l) n += static_cast<int64_t>(p.na) * p.h[l] * p.w[l];
     return n;
@@ -186,11 +285,9 @@ size_t yoloWorkspaceSize(YoloDecodeNmsParams const& p) {
 }
 
 cudaError_t yoloDecodeNms(YoloDecodeNmsParams const& p, void const* const* feats, bool half, int32_t* num_dets,
-    float* boxes, float* scores, int32_t* classes, void* workspace, size_t workspace_size, cudaStream_t stream) {
-    if (p.nl < 1 || p.nl > kMaxLevels || p.na < 1 || p.na > kMaxAnchors || p.nc < 1 || p.max_det < 1
-        || p.topk < 1 || p.topk > kMaxTopK || p.batch < 1) {
-        return cudaErrorInvalidValue;
-    }
+    float* boxes, float* scores, int32_t* classes, float* extras, void* workspace, size_t workspace_size,
+    cudaStream_t stream) {
+    if (!valid(p) || (p.extra > 0 && extras == nullptr)) return cudaErrorInvalidValue;
     int64_t const A64 = yoloNumAnchors(p);
     if (A64 < 1 || A64 * p.batch > INT32_MAX) return cudaErrorInvalidValue;
     int const A = static_cast<int>(A64), T = topkOf(p);
@@ -208,16 +305,18 @@ cudaError_t yoloDecodeNms(YoloDecodeNmsParams const& p, void const* const* feats
     int* candCls = reinterpret_cast<int*>(ws + L.cls);
     float4* sBoxes = reinterpret_cast<float4*>(ws + L.sortedBoxes);
     int* sCls = reinterpret_cast<int*>(ws + L.sortedCls);
+    int* kept = p.extra > 0 ? reinterpret_cast<int*>(ws + L.kept) : nullptr;
 
     FeatPtrs fp{};
-    for (int l = 0; l < p.nl; ++l) fp.p[l] = feats[l];
+    int const inputs = p.layout == kLayoutDecoded ? 1 : p.nl;
+    for (int l = 0; l < inputs; ++l) fp.p[l] = feats[l];
     if ((err = cudaMemsetAsync(count, 0, sizeof(int) * p.batch, stream)) != cudaSuccess) return err;
     int64_t const total = static_cast<int64_t>(p.batch) * A;
     unsigned const blocks = static_cast<unsigned>((total + kDecodeThreads - 1) / kDecodeThreads);
     if (half) {
-        decodeKernel<__half><<<blocks, kDecodeThreads, 0, stream>>>(p, fp, A, count, keysIn, cand, candCls);
+        launchDecode<__half>(p, fp, A, blocks, count, keysIn, cand, candCls, stream);
     } else {
-        decodeKernel<float><<<blocks, kDecodeThreads, 0, stream>>>(p, fp, A, count, keysIn, cand, candCls);
+        launchDecode<float>(p, fp, A, blocks, count, keysIn, cand, candCls, stream);
     }
     segmentsKernel<<<1, 256, 0, stream>>>(count, begin, end, p.batch, A);
     size_t cubBytes = L.cubBytes;
@@ -225,7 +324,14 @@ cudaError_t yoloDecodeNms(YoloDecodeNmsParams const& p, void const* const* feats
         p.batch, begin, end, 0, 64, stream);
     if (err != cudaSuccess) return err;
     nmsKernel<<<p.batch, kNmsThreads, T, stream>>>(p, A, T, count, keysOut, cand, candCls, sBoxes, sCls, num_dets,
-        boxes, scores, classes);
+        boxes, scores, classes, kept);
+    if (kept != nullptr) {
+        if (half) {
+            launchExtras<__half>(p, fp, kept, extras, stream);
+        } else {
+            launchExtras<float>(p, fp, kept, extras, stream);
+        }
+    }
     return cudaGetLastError();
 }
 
