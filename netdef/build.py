@@ -60,7 +60,7 @@ def build_engine(arch: str | Path | Spec, weights: Weights, output: str | Path, 
             f"({trt_api.version_string()} here): rebuilding")
 
     net = define_network(spec, weights, opts, log, identity=(source, weights_sha))
-    extra = {"refit_key": refit_key} if refit_key else {}
+    extra = ({"refit_key": refit_key} if refit_key else {}) | ({"model": net.model} if net.model else {})
     meta = compile_engine(net.builder, net.definition, opts, output, strongly_typed=net.strongly_typed,
                           arch={"name": spec.name, "path": str(spec.path), "sha256": spec.sha256},
                           weights={"path": source, "sha256": weights_sha}, plugins=net.plugins, log=log,

@@ -229,6 +229,20 @@ def _is_plugin(v: Any) -> bool:
                     for lay in layers))
 
 
+MODEL_TASKS = ("detect", "segment", "pose", "classify", "end2end")  # the "model" field's tasks (the YOLO heads')
+
+
+def _is_model(v: Any) -> bool:
+    """The optional "model" field the heads record: {"task", "nc", "head"[, "kpt_shape" (pose), "nm" (segment)]}."""
+    if type(v) is not dict or v.get("task") not in MODEL_TASKS or not _is_int(v.get("nc"), 1, _MAX_DIM):
+        return False
+    kpt = v.get("kpt_shape")
+    return (_is_str(v.get("head")) and (v["task"] == "pose") == (kpt is not None)
+            and (kpt is None or (type(kpt) is list and len(kpt) == 2 and _is_int(kpt[0], 1, _MAX_DIM)
+                                 and kpt[1] in (2, 3) and type(kpt[1]) is int))
+            and (v["task"] == "segment") == ("nm" in v) and ("nm" not in v or _is_int(v["nm"], 1, _MAX_DIM)))
+
+
 def _list_of(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
     return lambda v: type(v) is list and all(check(x) for x in v)
 
@@ -258,6 +272,8 @@ _FIELDS: tuple[tuple[str, bool, Callable[[Any], bool], str], ...] = (
     ("weights.path", True, _is_str, "a string"),
     ("weights.sha256", True, _is_str, "a string"),
     ("plugins", True, _list_of(_is_plugin), "a list of {name, library, layers}"),
+    ("model", False, _is_model, "{task: one of " + ", ".join(MODEL_TASKS) + ", nc >= 1, head: a string, "
+                                "kpt_shape: [n, 2 or 3] for pose alone, nm >= 1 for segment alone}"),
     ("layers", True, _is_int, "a non-negative integer"),
     ("created", True, _is_str, "a string"),
     ("build_seconds", True, lambda v: _is_number(v) and v >= 0, "a non-negative number"),
@@ -300,8 +316,10 @@ def meta_problem(meta: Any) -> str | None:
 
 
 def check_compatible(meta: dict[str, Any], path: str | Path, trt_version: str, flavor: str,
-                     gpu: tuple[str, str] | None) -> None:
-    """Raise EngineMismatchError when the engine was built by another TensorRT or for another GPU."""
+                     gpu: tuple[str, str] | None, warn: Callable[[str], None] | None = None) -> None:
+    """Raise EngineMismatchError when the engine was built by another TensorRT or for another compute capability;
+    `warn` (default: stderr) says so when it was built on another GPU model of the same compute capability, which
+    TensorRT runs but did not tune for."""
     built = meta["tensorrt"]
     if built["version"] != trt_version or built["flavor"] != flavor:
         raise EngineMismatchError(
@@ -312,3 +330,13 @@ def check_compatible(meta: dict[str, Any], path: str | Path, trt_version: str, f
         raise EngineMismatchError(
             f"{path} was built for compute capability {target['compute_capability']} ({target.get('name')}) "
             f"but this GPU is {gpu[0]} ({gpu[1]}); rebuild the engine on this GPU")
+    if gpu is not None and target.get("name") not in (None, gpu[0]):
+        (warn or _stderr)(f"[netdef] warning: {path} was built on {target['name']}, this GPU is {gpu[0]} (the same "
+                          f"compute capability {gpu[1]}): it runs, with kernels chosen for the other model; "
+                          "rebuild it here for this GPU's speed")
+
+
+def _stderr(msg: str) -> None:
+    import sys
+
+    print(msg, file=sys.stderr, flush=True)

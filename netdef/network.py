@@ -67,7 +67,8 @@ class Network:
     """Build-time wrapper of an INetworkDefinition and a dict of weights (key -> 1-D float32 array).
 
     Typed build state: `params` (the build parameters blocks declared, resolved from `--set`), `plugins`
-    (the plugin libraries the network's layers need; they go into the engine's metadata), `quantizer`
+    (the plugin libraries the network's layers need; they go into the engine's metadata), `model` (what its head
+    computes, as the engine's metadata records it), `quantizer`
     (int8 builds), `scope` and `where` (the current row's key prefix and YAML location)."""
 
     def __init__(self, weights: Mapping[str, np.ndarray], *, precision: str = "fp32", source: str = "weights",
@@ -85,6 +86,7 @@ class Network:
         self.source = source
         self.params: dict[str, Any] = dict(params or {})
         self.plugins: list[dict[str, Any]] = []
+        self.model: dict[str, Any] = {}  # what the head computes (record_model): the engine header's "model"
         self.quantizer: Any = None  # an int8 Quantizer (netdef.int8.quantize) places Q/DQ pairs
         self.scope = ""  # the key prefix of the row being built: default layer names start with it
         self.where = ""  # where the current row comes from (YAML file:line), recorded with missing keys
@@ -123,6 +125,13 @@ class Network:
             entry = dict(library, layers=[])
             self.plugins.append(entry)
         entry["layers"].append(dict(layer))
+
+    def record_model(self, **fields: Any) -> None:
+        """Record what the network's head computes (task, nc, ...: engine_file's "model" field); one head each."""
+        if self.model and self.model != fields:
+            raise SpecError(f"{self.scope}: a second head ({fields.get('task')}) after a {self.model.get('task')} "
+                            f"head: an engine records one")
+        self.model = dict(fields)
 
     def _quantized(self, name: str) -> bool:
         """Whether layer `name` gets int8 Q/DQ (an int8 build, and not matched by --int8-exclude)."""
@@ -313,6 +322,26 @@ class Network:
         if shape[2] < 0 or shape[3] < 0:
             raise SpecError(needs_static_size(what))
         return int(shape[2]), int(shape[3])
+
+    def hw_at(self, tensors: Sequence[Any], hw: tuple[int, int], what: str) -> list[tuple[int, int]]:
+        """The (H, W) each (B, C, H, W) tensor would have with the network input HxW: TensorRT's own shape inference,
+        the one input's size set to `hw` for the question and restored after (a block `what` of a dynamic build
+        derives its strides so, as Ultralytics runs a probe image)."""
+        raw = self.definition.raw
+        if raw.num_inputs != 1 or len(raw.get_input(0).shape) != 4:
+            raise SpecError(f"{what}: cannot probe the feature sizes of a network without one (B, C, H, W) input; "
+                            f"give the block its strides")
+        inp = raw.get_input(0)
+        shape = tuple(inp.shape)
+        inp.shape = (*shape[:2], *hw)
+        try:
+            sizes = [tuple(t.shape)[2:] for t in tensors]
+        finally:
+            inp.shape = shape
+        if any(len(s) != 2 or min(s) < 1 for s in sizes):
+            raise SpecError(f"{what}: with a {hw[0]}x{hw[1]} input the feature shapes are {sizes}, not (H, W) sizes; "
+                            f"give the block its strides")
+        return [(int(h), int(w)) for h, w in sizes]
 
     def channels(self, t: Any) -> int:
         """The channel count of a (B, C, H, W) tensor (convolutions, BatchNorm)."""
@@ -614,6 +643,50 @@ class Network:
                                      f"{name}/kept")
         return self._elementwise(dims, self.constant(np.array(offset, dt), f"{name}/offset", dt), E.SUM,
                                  f"{name}/size")
+
+    def linspace(self, shape: Any, name: str, start: float, delta: Sequence[float]) -> Any:
+        """Ramps over a tensor of `shape` (a tuple, or a 1-D shape tensor such as `dims` gives, for sizes chosen at
+        run time): start + sum_d delta[d] * index_d (torch.arange along one dimension when the other deltas are 0).
+        TensorRT's fill layer `name` (LINSPACE) computes it in float32; cast to the compute dtype."""
+        rank = len(delta)
+        static = isinstance(shape, tuple)
+        if static and len(shape) != rank:
+            raise SpecError(f"{name}: linspace of shape {shape} takes {len(shape)} deltas, got {list(delta)}")
+        layer = self.name(trt_api.add_linspace(self.definition.raw, shape if static else (1,) * rank), name)
+        if not static:
+            layer.set_input(0, shape)
+        layer.set_input(1, self.constant(np.array(start), f"{name}/start", np.float32))  # 8.6 needs both as tensors
+        layer.set_input(2, self.constant(np.asarray(delta), f"{name}/delta", np.float32))
+        return self.cast(layer.get_output(0), self.dtype, f"{name}/cast")
+
+    def pad_like(self, x: Any, ref: Any, name: str) -> Any:
+        """x padded (zeros) or cropped on its last two dimensions to `ref`'s sizes, centred as F.pad(x, [dx // 2,
+        dx - dx // 2, dy // 2, dy - dy // 2]) with d = ref's size - x's (UNet's Up): one fill-mode slice whose
+        start and size come from both tensors' runtime shapes, for sizes chosen at run time."""
+        rank = len(x.shape)
+        if rank != len(ref.shape) or rank < 3:
+            raise SpecError(f"{name}: pad_like takes tensors of one rank >= 3, got {tuple(x.shape)} and "
+                            f"{tuple(ref.shape)}")
+        E = self.trt.ElementWiseOperation
+        sx = self.layer("shape", f"{name}/shape", x).get_output(0)
+        sr = self.layer("shape", f"{name}/ref_shape", ref).get_output(0)
+        dt = trt_api.np_dtype(sx.dtype)
+        last = [0] * (rank - 2) + [1, 1]
+
+        def const(values: Sequence[int], n: str) -> Any:
+            return self.constant(np.array(values, dt), f"{name}/{n}", dt)
+
+        diff = self._elementwise(sr, sx, E.SUB, f"{name}/diff")
+        half = self._elementwise(diff, const([2] * rank, "two"), E.FLOOR_DIV, f"{name}/half")
+        start = self._elementwise(half, const([-v for v in last], "negate"), E.PROD, f"{name}/start")
+        size = self._elementwise(self._elementwise(sx, const([1 - v for v in last], "keep"), E.PROD, f"{name}/kept"),
+                                 self._elementwise(sr, const(last, "take"), E.PROD, f"{name}/taken"), E.SUM,
+                                 f"{name}/size")
+        layer = self.layer("slice", name, x, (0,) * rank, (1,) * rank, (1,) * rank)
+        layer.set_input(1, start)
+        layer.set_input(2, size)
+        layer.mode = trt_api.slice_mode("fill")
+        return layer.get_output(0)
 
     def _axis(self, d: int, rank: int, name: str) -> int:
         """A dimension index (negative counts from the end) checked against `rank`."""

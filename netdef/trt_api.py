@@ -247,6 +247,16 @@ def slice_mode(kind: str) -> Any:
     return getattr(modes, names[kind])
 
 
+def add_linspace(network: Any, shape: tuple[int, ...]) -> Any:
+    """A fill layer in LINSPACE mode with float32 output (10+ and RTX take the output type; 8.6 has no such
+    argument and computes float32 from float32 start and delta tensors, which the caller sets as inputs 1 and 2)."""
+    trt = module()
+    try:
+        return network.add_fill(tuple(shape), trt.FillOperation.LINSPACE, trt.float32)
+    except TypeError:
+        return network.add_fill(tuple(shape), trt.FillOperation.LINSPACE)
+
+
 def gelu_activation(approximate: str) -> Any:
     """TensorRT's own GELU activation for approximate 'none' (erf) or 'tanh', or None where this version has
     none (8.6: compose it from unary and elementwise layers)."""
@@ -363,13 +373,14 @@ _LAYER_CLASSES = {
     "PADDING": "IPaddingLayer", "SHUFFLE": "IShuffleLayer", "REDUCE": "IReduceLayer",
     "MATRIX_MULTIPLY": "IMatrixMultiplyLayer", "CONSTANT": "IConstantLayer", "IDENTITY": "IIdentityLayer",
     "CAST": "ICastLayer", "SLICE": "ISliceLayer", "SHAPE": "IShapeLayer", "RESIZE": "IResizeLayer",
-    "SELECT": "ISelectLayer", "GATHER": "IGatherLayer", "NORMALIZATION": "INormalizationLayer",
+    "SELECT": "ISelectLayer", "GATHER": "IGatherLayer", "NORMALIZATION": "INormalizationLayer", "FILL": "IFillLayer",
 }
 
 
 # Attributes that an input tensor replaces when it is set (reading them then fails or warns): {type: {input: attrs}}
 _TENSOR_ATTRS = {"RESIZE": {1: ("scales", "shape")}, "SHUFFLE": {1: ("reshape_dims",)},
-                 "SLICE": {1: ("start",), 2: ("shape",), 3: ("stride",)}}
+                 "SLICE": {1: ("start",), 2: ("shape",), 3: ("stride",)},
+                 "FILL": {0: ("shape",), 1: ("alpha",), 2: ("beta",)}}
 
 
 def describe_layers(definition: Any) -> list[LayerDescription]:

@@ -7,6 +7,9 @@ copies included, as the server's are) and the ratio of the two at the highest co
 
     python scripts/bench_serve.py resnet50.engine --concurrency 1,8,64 --seconds 10 --max-queue-delay-us 500
 
+With `--image photo.jpg` (a YOLO engine) the same for its `NAME_detect` model: batch-1 requests of the encoded
+image against netdef detect's `Detector` on batches of the decoded one (pre- and post-processing included).
+
 tests/test_serve.py uses `running_server`, `load_test` and `direct` on the GPU.
 """
 from __future__ import annotations
@@ -29,13 +32,15 @@ import numpy as np
 
 from netdef.cli.guard import run_guarded
 from netdef.deploy.plan import load_plan
-from netdef.deploy.serve import Binding, binding
+from netdef.deploy.serve import Binding, binding, serves_detections
+from netdef.deploy.serve_detect import SUFFIX
 from netdef.errors import NetdefError, OptionError
 
 
 @dataclass(frozen=True)
 class Server:
-    """A running `netdef serve`: its URLs and the binding it serves."""
+    """A running `netdef serve`: its URLs, the binding of the engine's raw model and the names of all models it
+    serves (a YOLO detector's `NAME_detect` too)."""
 
     http: str
     grpc: str
@@ -43,6 +48,7 @@ class Server:
     spec: Binding
     process: subprocess.Popen
     output: list[str]  # the server's stdout and stderr lines so far
+    models: tuple[str, ...] = ()
 
 
 def free_ports(n: int) -> list[int]:
@@ -61,11 +67,15 @@ def free_ports(n: int) -> list[int]:
 def running_server(engine: str | Path, *args: str, timeout_s: float = 300,
                    program: Sequence[str] = (sys.executable, "-m", "netdef.cli")) -> Iterator[Server]:
     """`netdef serve ENGINE ARGS` (`program` runs netdef's command line) in a subprocess on free ports, ready to
-    answer; stopped with Ctrl-C (SIGINT) on leaving. A server that exits before it is ready is a NetdefError with
-    the end of its output."""
+    answer (every model it serves ready); stopped with Ctrl-C (SIGINT) on leaving. A server that exits before it is
+    ready is a NetdefError with the end of its output."""
     import tritonclient.http as http
 
-    spec = binding(load_plan(engine)[0], **_binding_args(args))
+    meta = load_plan(engine)[0]
+    options = _binding_args(args)
+    detecting = serves_detections(meta, options.pop("detect"))
+    spec = binding(meta, **options)
+    models = (spec.name, *([spec.name + SUFFIX] if detecting else []))
     port, grpc, metrics = free_ports(3)
     cmd = [*program, "serve", str(engine), "--port", str(port), "--grpc-port", str(grpc),
            "--metrics-port", str(metrics), *args]
@@ -82,12 +92,12 @@ def running_server(engine: str | Path, *args: str, timeout_s: float = 300,
                 raise NetdefError(f"netdef serve exited with status {proc.returncode} before it was ready: "
                                   + " | ".join(lines[-20:]))
             with contextlib.suppress(Exception):  # not listening yet
-                if client.is_server_ready() and client.is_model_ready(spec.name):
+                if client.is_server_ready() and all(client.is_model_ready(m) for m in models):
                     break
             if time.monotonic() > deadline:
                 raise NetdefError(f"netdef serve was not ready after {timeout_s:.0f} s: " + " | ".join(lines[-20:]))
             time.sleep(0.5)
-        yield Server(f"localhost:{port}", f"localhost:{grpc}", f"localhost:{metrics}", spec, proc, lines)
+        yield Server(f"localhost:{port}", f"localhost:{grpc}", f"localhost:{metrics}", spec, proc, lines, models)
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
@@ -100,13 +110,16 @@ def running_server(engine: str | Path, *args: str, timeout_s: float = 300,
 
 
 def _binding_args(args: Sequence[str]) -> dict[str, Any]:
-    """The `binding` arguments among `netdef serve` options (what names the model and sizes its batches)."""
+    """The `binding` arguments among `netdef serve` options (what names the model and sizes its batches), and
+    `detect` (--detect / --no-detect)."""
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument("--name")
     p.add_argument("--max-batch", type=int)
     p.add_argument("--max-queue-delay-us", type=int)
+    p.add_argument("--detect", action=argparse.BooleanOptionalAction, default=None)
     known = p.parse_known_args(list(args))[0]
-    return {"name": known.name, "max_batch": known.max_batch, "max_queue_delay_us": known.max_queue_delay_us}
+    return {"name": known.name, "max_batch": known.max_batch, "max_queue_delay_us": known.max_queue_delay_us,
+            "detect": known.detect}
 
 
 def sample_inputs(spec: Binding, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -134,12 +147,37 @@ def infer(client: Any, protocol: Any, spec: Binding, feeds: dict[str, np.ndarray
     return {t.name: result.as_numpy(t.name) for t in spec.outputs}
 
 
-def load_test(server: Server, concurrency: int, seconds: float, warmup: int = 5) -> dict[str, Any]:
+def detect(client: Any, protocol: Any, model: str, images: Sequence[bytes],
+           parameters: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
+    """One request of encoded `images` (one per batch item) to a `NAME_detect` model, with Triton request
+    `parameters` (conf, iou, max_det): its outputs by name (`detections` as bytes, one JSON record each)."""
+    data = np.array([[x] for x in images], dtype=object)
+    image = protocol.InferInput("image", list(data.shape), "BYTES")
+    image.set_data_from_numpy(data)
+    names = ("num_dets", "boxes", "scores", "classes", "detections")
+    result = client.infer(model, [image], outputs=[protocol.InferRequestedOutput(n) for n in names],
+                          parameters=parameters)
+    return {n: result.as_numpy(n) for n in names}
+
+
+def load_test(server: Server, concurrency: int, seconds: float, warmup: int = 5,
+              image: bytes | None = None) -> dict[str, Any]:
     """`concurrency` gRPC clients sending batch-1 requests back to back for `seconds`: throughput (items/s) and
-    latency percentiles (ms)."""
+    latency percentiles (ms). With `image` (encoded): requests of it to the `NAME_detect` model."""
     import tritonclient.grpc as grpc
 
-    feeds = sample_inputs(server.spec, 1)
+    if image is None:
+        feeds = sample_inputs(server.spec, 1)
+
+        def one(client: Any) -> None:
+            infer(client, grpc, server.spec, feeds)
+    else:
+        if server.spec.name + SUFFIX not in server.models:
+            raise OptionError(f"--image: the server does not serve {server.spec.name + SUFFIX} (not a YOLO detector, "
+                              "or --no-detect)")
+
+        def one(client: Any) -> None:
+            detect(client, grpc, server.spec.name + SUFFIX, [image])
     latencies: list[list[float]] = [[] for _ in range(concurrency)]
     errors: list[BaseException] = []
     start = threading.Barrier(concurrency + 1)
@@ -149,14 +187,14 @@ def load_test(server: Server, concurrency: int, seconds: float, warmup: int = 5)
         try:
             client = grpc.InferenceServerClient(server.grpc)
             for _ in range(warmup):
-                infer(client, grpc, server.spec, feeds)
+                one(client)
         except BaseException as e:  # noqa: BLE001  reported below, after the barrier
             errors.append(e)
         start.wait()
         while not errors and time.perf_counter() < stop_at[0]:
             t0 = time.perf_counter()
             try:
-                infer(client, grpc, server.spec, feeds)
+                one(client)
             except BaseException as e:  # noqa: BLE001
                 errors.append(e)
                 return
@@ -188,6 +226,27 @@ def direct(engine: str | Path, batch: int) -> dict[str, Any]:
     return bench_engine(engine, [batch], BenchSettings(with_copies=True), log=lambda m: None)[0]
 
 
+def direct_detect(engine: str | Path, image: bytes, batch: int, seconds: float, warmup: int = 3) -> dict[str, Any]:
+    """netdef detect's `Detector` on `batch` copies of the decoded `image` for `seconds` (pre- and post-processing
+    included, as the server's): throughput (images/s) and latency percentiles per call (ms)."""
+    import io
+
+    from netdef.tools.detect import engine_detector, read_image
+
+    detector = engine_detector(engine)
+    images = [read_image(io.BytesIO(image))] * batch
+    for _ in range(warmup):
+        detector(images)
+    times: list[float] = []
+    t_end = time.perf_counter() + seconds
+    while time.perf_counter() < t_end or not times:
+        t0 = time.perf_counter()
+        detector(images)
+        times.append((time.perf_counter() - t0) * 1000.0)
+    p50, p99 = (float(v) for v in np.percentile(times, [50, 99]))
+    return {"throughput": batch * len(times) / (sum(times) / 1000.0), "p50_ms": p50, "p99_ms": p99}
+
+
 def result_line(what: str, stats: dict[str, Any]) -> str:
     """`RESULT what throughput=... p50_ms=... p99_ms=...`, the form the GPU tests print."""
     p50 = stats.get("p50_ms", stats.get("median_ms"))
@@ -195,17 +254,19 @@ def result_line(what: str, stats: dict[str, Any]) -> str:
 
 
 def run(engine: str | Path, concurrency: Sequence[int], seconds: float, serve_args: Sequence[str],
-        direct_batch: int = 64) -> list[str]:
-    """The load test at each concurrency and the direct run at `direct_batch`: the RESULT lines, printed too."""
+        direct_batch: int = 64, image: bytes | None = None) -> list[str]:
+    """The load test at each concurrency and the direct run at `direct_batch`: the RESULT lines, printed too.
+    With `image` (encoded): the `NAME_detect` model against `direct_detect` ("serve-detect", "direct-detect")."""
     lines, served = [], {}
+    kind = "" if image is None else "-detect"
     with running_server(engine, *serve_args) as server:
         for c in concurrency:
-            served = load_test(server, c, seconds)
-            lines.append(result_line(f"serve concurrency={c}", served))
+            served = load_test(server, c, seconds, image=image)
+            lines.append(result_line(f"serve{kind} concurrency={c}", served))
             print(lines[-1], flush=True)
-    base = direct(engine, direct_batch)
-    lines.append(result_line(f"direct batch={direct_batch}", base))
-    lines.append(f"RESULT ratio serve_concurrency={concurrency[-1]}/direct_batch={direct_batch} "
+    base = direct(engine, direct_batch) if image is None else direct_detect(engine, image, direct_batch, seconds)
+    lines.append(result_line(f"direct{kind} batch={direct_batch}", base))
+    lines.append(f"RESULT ratio{kind} serve_concurrency={concurrency[-1]}/direct_batch={direct_batch} "
                  f"{served['throughput'] / base['throughput']:.3f}")
     print(*lines[-2:], sep="\n", flush=True)
     return lines
@@ -219,6 +280,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--direct-batch", type=int, default=64, help="batch of the direct Engine run (default 64)")
     p.add_argument("--max-queue-delay-us", default="500", help="the server's batcher delay (default 500)")
     p.add_argument("--devices", help="the server's devices such as 0,1 (default: the current one)")
+    p.add_argument("--image", help="an image file: load-test the YOLO engine's NAME_detect model with it (one "
+                                   "encoded image per request) against netdef detect's Detector at --direct-batch")
     a = p.parse_args(argv)
 
     def go() -> None:
@@ -228,7 +291,13 @@ def main(argv: list[str] | None = None) -> int:
         if min(levels) < 1:
             raise OptionError(f"--concurrency {a.concurrency}: counts must be >= 1")
         extra = ["--max-queue-delay-us", a.max_queue_delay_us] + (["--devices", a.devices] if a.devices else [])
-        run(a.engine, levels, a.seconds, extra, a.direct_batch)
+        image = None
+        if a.image is not None:
+            try:
+                image = Path(a.image).read_bytes()
+            except OSError as e:
+                raise OptionError(f"--image {a.image}: {e.strerror}") from None
+        run(a.engine, levels, a.seconds, extra, a.direct_batch, image)
 
     return run_guarded(go, prog="bench_serve.py")
 

@@ -14,6 +14,7 @@ after each one, so a cut run keeps its figures. See docs/benchmarks.md.
     python scripts/compare_routes.py --quick --markdown                       # ~6 min on an H100
     python scripts/compare_routes.py --model resnet50 --precision fp32,fp16 --json r50.json --markdown
     python scripts/compare_routes.py --model yolov5s --precision fp16 --opt-level 0 --json y5s.json
+    python scripts/compare_routes.py --model yolo11n --precision fp16 --opt-level 0 --routes netdef,onnx
     python scripts/compare_routes.py --report r50.json                        # tables from a JSON, no GPU
 """
 from __future__ import annotations
@@ -51,6 +52,9 @@ MODELS: dict[str, dict[str, Any]] = {
     "efficientnet_b0": {"arch": "efficientnet_b0", "shape": (3, 224, 224), "batches": [1, 64]},
     "vit_b_16": {"arch": "vit_b_16", "shape": (3, 224, 224), "batches": [1, 64]},
 }
+# Ultralytics' YOLOv8 and YOLO11 detectors (netdef.testing.ultralytics_reference makes them, random weights)
+ULTRALYTICS_DETECT = tuple(f"{family}{scale}" for family in ("yolov8", "yolo11") for scale in "nsmlx")
+MODELS.update({name: {"arch": name, "shape": (3, 640, 640), "batches": [1, 8, 32]} for name in ULTRALYTICS_DETECT})
 ROUTES = ("netdef", "onnx", "eager", "compile")
 LABELS = {"netdef": "netdef", "onnx": "ONNX→TRT", "eager": "eager", "compile": "torch.compile"}
 DYNAMO_RECOMPILE_LIMIT = 1024  # compiled entries per code object (torch's default: 8); see route_compile
@@ -137,6 +141,14 @@ def load_model(name: str) -> Any:
 
     torch.manual_seed(0)
 
+    if name in ULTRALYTICS_DETECT:
+        from netdef.testing.ultralytics_reference import reference_model as ultralytics_model
+
+        try:
+            return ultralytics_model(name, seed=0)[0].eval()
+        except ImportError as e:
+            raise NetdefError(f"the {name} reference model needs Ultralytics' code (pip install --no-deps "
+                              f"ultralytics==8.4.190): {e}") from None
     if name != "yolov5s":  # torchvision's
         from netdef.export import load_source, randomize_batchnorm
 
@@ -172,8 +184,15 @@ def first_output(model: Any) -> Any:
     return First(model).eval()
 
 
-def export_onnx(model: Any, shape: tuple[int, ...], path: Path, half: bool, exporter: str, log: Callable) -> float:
-    """torch.onnx.export with a dynamic batch axis (opset 17); returns seconds."""
+def half_onnx(precision: str) -> bool:
+    """Whether the ONNX route needs an fp16 export for `precision`. Weakly typed TensorRT (8.6) takes an fp32 model
+    and the FP16 flag, as trtexec --fp16; strongly typed TensorRT computes in the types the ONNX file carries."""
+    return precision == "fp16" and trt_api.info().strongly_typed
+
+
+def export_onnx(model: Any, shape: tuple[int, ...], path: Path, half: bool, exporter: str, log: Callable,
+                names: tuple[str, str] = ("input", "output")) -> float:
+    """torch.onnx.export with a dynamic batch axis (opset 17), input and output named `names`; returns seconds."""
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -182,9 +201,9 @@ def export_onnx(model: Any, shape: tuple[int, ...], path: Path, half: bool, expo
     if half:
         m, x = m.half(), x.half()
     t0 = time.perf_counter()
-    kwargs: dict[str, Any] = {"opset_version": 17, "input_names": ["input"], "output_names": ["output"]}
+    kwargs: dict[str, Any] = {"opset_version": 17, "input_names": [names[0]], "output_names": [names[1]]}
     if exporter == "legacy":
-        kwargs.update(dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}}, dynamo=False)
+        kwargs.update(dynamic_axes={names[0]: {0: "batch"}, names[1]: {0: "batch"}}, dynamo=False)
     else:
         kwargs.update(dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1, max=4096)}}, dynamo=True)
     try:
@@ -349,9 +368,7 @@ class Run:
         self._bench("netdef", precision, engine)
 
     def route_onnx(self, precision: str) -> None:
-        # Weakly typed TensorRT (8.6) takes an fp32 model and the FP16 flag, as trtexec --fp16; strongly typed
-        # TensorRT computes in the types the ONNX file carries, so fp16 there needs an fp16 export.
-        half = precision == "fp16" and trt_api.info().strongly_typed
+        half = half_onnx(precision)
         onnx_path = self.workdir / f"{self.a.model}_{'fp16' if half else 'fp32'}.onnx"
         if not (self.a.reuse and onnx_path.is_file()):
             self.say(f"exporting {onnx_path} (opset 17, dynamic batch)")
@@ -486,7 +503,8 @@ def make_parser() -> argparse.ArgumentParser:
                    help="preset: resnet50 fp16, batches 1 and 256, opt level 3, one 1:256:256 engine per route "
                         "(about 6 minutes on an H100 with TensorRT 8.6)")
     p.add_argument("--precision", default="fp32,fp16", help="comma-separated: fp32, fp16 (default both)")
-    p.add_argument("--batches", help="comma-separated batch sizes (default: resnet50 1,8,32,256; yolov5s 1,8,32; the zoo models 1,64)")
+    p.add_argument("--batches", help="comma-separated batch sizes (default: resnet50 1,8,32,256; the YOLO models "
+                                     "1,8,32; the zoo models 1,64)")
     p.add_argument("--profile", help="MIN:OPT:MAX of the one engine per route (default smallest:largest:largest), "
                                      "or several profiles in each engine: 1:1:4,5:32:64,65:256:256")
     p.add_argument("--routes", default=",".join(ROUTES), help=f"subset of {','.join(ROUTES)}")
@@ -518,6 +536,14 @@ def make_parser() -> argparse.ArgumentParser:
     return p
 
 
+def check_covered(batches: list[int], profile: tuple[int, int, int], text: str) -> None:
+    """Every batch size inside the profile's min..max (else a NetdefError naming those outside)."""
+    lo, _, hi = profile
+    outside = [b for b in batches if not lo <= b <= hi]
+    if outside:
+        raise NetdefError(f"--profile {text} does not cover batch size(s) {outside}")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse and check the arguments; --quick fills in its preset (explicit flags cannot be mixed with it)."""
     p = make_parser()
@@ -545,10 +571,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ((a.batches_l[0], a.batches_l[-1], a.batches_l[-1]), ())
     a.profile_rec = [list(p) for p in a.profiles_t] if a.profiles_t else list(a.profile_t)
     a.profile_text = profile_text(a.profile_rec)
-    lo, _, hi = a.profile_t
-    outside = [b for b in a.batches_l if not lo <= b <= hi]
-    if outside:
-        raise NetdefError(f"--profile {a.profile_text} does not cover batch size(s) {outside}")
+    check_covered(a.batches_l, a.profile_t, a.profile_text)
     if a.opt_level is not None and not 0 <= a.opt_level <= 5:
         raise NetdefError(f"--opt-level {a.opt_level}: must be 0..5")
     a.warmup_budget = parse_budget(a.warmup, "--warmup")

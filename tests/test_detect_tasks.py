@@ -2,7 +2,8 @@
 
 CPU: the post-processing functions on synthetic tensors against Ultralytics 8.4's own (`ops.process_mask`,
 `ops.scale_masks`, `ops.scale_coords`, `nms.non_max_suppression`, the segment validator's COCO RLE), the Detector
-over fake plain and plugin engines, detections.json and the annotated images.
+over fake plain and plugin engines, detections.json and the annotated images; the heads' "model" record (task, nc,
+kpt_shape, nm), its check in the engine header, and `engine_detector` taking the task from it.
 GPU (`-m gpu`): random-weights yolov8n-seg and yolov8n-pose engines at 320x320 through `detect()` vs Ultralytics'
 predictor post-processing on the same letterboxed input. Needs `pip install --no-deps ultralytics==8.4.190`.
 """
@@ -19,7 +20,7 @@ from netdef.errors import NetdefError, OptionError
 from netdef.testing import ultralytics_reference as ref
 from netdef.tools.detect import (Detector, OutputLayout, _arch_kpt_shape, draw_detections, nms_with_extras,
                                  non_max_suppression, read_image, write_results)
-from netdef.tools.masks import process_masks, rle_decode, rle_encode
+from netdef.tools.masks import host_bits, process_masks, rle_decode, rle_encode
 from netdef.tools.preprocess import letterbox, scale_boxes, scale_keypoints, scale_masks
 
 torch = pytest.importorskip("torch")
@@ -159,9 +160,16 @@ def test_rle_equals_ultralytics_coco_json_and_round_trips():
     [rle] = rle_encode(big.numpy())  # numpy works too
     assert np.array_equal(rle_decode(rle), big[0].numpy())
     assert rle_encode(m[:0]) == []
-    with pytest.raises(NetdefError, match="counts sum to"):
-        rle_decode({"size": [4, 4], "counts": "04"})
-    with pytest.raises(NetdefError, match="not a COCO compressed RLE"):
+    flat = m.reshape(6, -1)  # the GPU's way to the host: packed 8 to a byte, unpacked by NumPy
+    assert np.array_equal(host_bits(flat, pack=True), flat.numpy().astype(np.uint8))
+    assert np.array_equal(host_bits(flat[:, :17], pack=True), flat[:, :17].numpy().astype(np.uint8))
+    assert rle_decode({"size": [4, 4], "counts": "04<"})[:, 0].all()  # runs 0, 4, 12: the first column
+    for short in ("04", "0", ""):  # runs that stop short of the image (pycocotools would read on)
+        with pytest.raises(NetdefError, match="runs do not cover its 4x4 pixels exactly"):
+            rle_decode({"size": [4, 4], "counts": short})
+    with pytest.raises(NetdefError, match="not a COCO compressed RLE mask .*ValueError"):
+        rle_decode({"size": [4, 4], "counts": "0`<"})  # runs past the image
+    with pytest.raises(NetdefError, match="not a COCO compressed RLE mask .*KeyError"):
         rle_decode({"size": [4, 4]})
 
 
@@ -652,3 +660,118 @@ def test_plugin_head_engine_equals_plain_head_engine(name, tmp_path):
                                         - np.asarray(gb["keypoints"][i])[:, :2]).max() <= 1 for j in cands))
     print(f"RESULT detect {name} plugin head vs plain head: {sum(found)}/{len(found)} detections found")
     assert len(found) > 0 and np.mean(found) >= 0.9  # NMS near-ties of random weights: check_against_ultralytics
+
+
+# ---------------------------------------------------------------- the task from the engine header's "model" record
+
+def loaded_engine(outputs, meta):
+    """A `netdef.runtime.Engine` as loaded (not run: no GPU needed) with these outputs and header fields."""
+    from types import SimpleNamespace
+
+    from netdef.runtime import Engine
+
+    eng = Engine.__new__(Engine)
+    eng.path, eng.device = Path("m.engine"), 0
+    eng.meta = dict(meta, options={"batch": [1, 1, 4]})
+    eng.inputs = [SimpleNamespace(name="images", shape=(-1, 3, 320, 320))]
+    eng.outputs = [SimpleNamespace(name=n, shape=s) for n, s in outputs]
+    return eng
+
+
+def test_engine_detector_takes_the_task_from_the_record():
+    """The record decides: a plain pose engine's kpt_shape (no YAML needed), YOLO26's end-to-end rows, a classifier;
+    outputs that do not fit the record and options that do not fit the task are refused."""
+    from netdef.tools.classify import Classifier
+    from netdef.tools.detect import engine_detector
+
+    pose = {"task": "pose", "nc": 1, "head": "decode", "kpt_shape": [5, 2]}
+    det = engine_detector(loaded_engine([("output", (-1, 15, 2100))], {"arch": {"name": "mine"}, "model": pose}))
+    assert (det.layout.task, det.layout.kpt_shape, det.layout.extra) == ("pose", (5, 2), 10)
+    with pytest.raises(NetdefError, match=r"kpt_shape \[17, 3\] given, but the engine's header records \[5, 2\]"):
+        engine_detector(loaded_engine([("output", (-1, 15, 2100))], {"model": pose}), kpt_shape=(17, 3))
+    e2e = engine_detector(loaded_engine([("output", (-1, 300, 6))],
+                                        {"model": {"task": "end2end", "nc": 80, "head": "decode"}}))
+    assert e2e.layout.kind == "end_to_end"  # by its shape alone a one-class YOLOv5 prediction
+    seg = {"task": "segment", "nc": 80, "head": "decode", "nm": 32}
+    with pytest.raises(NetdefError, match=r"records a segment model, but its outputs are a detect engine's: output "
+                                          r"\[-1, 116, 2100\]"):
+        engine_detector(loaded_engine([("output", (-1, 116, 2100))], {"model": seg}))
+    detect_model = {"task": "detect", "nc": 80, "head": "decode"}
+    with pytest.raises(NetdefError, match=r"kpt_shape \[17, 3\] given, but it is a detect engine"):
+        engine_detector(loaded_engine([("output", (-1, 84, 2100))], {"model": detect_model}), kpt_shape=(17, 3))
+    cls = {"task": "classify", "nc": 10, "head": "probs"}
+    clf = engine_detector(loaded_engine([("output", (-1, 10))], {"arch": {"name": "yolo11n-cls"}, "model": cls}))
+    assert isinstance(clf, Classifier) and (clf.transforms, clf.logits, clf.input_hw) == ("ultralytics", False,
+                                                                                          (320, 320))
+    with pytest.raises(NetdefError, match="is a classification engine: conf, kpt_shape apply to detection engines"):
+        engine_detector(loaded_engine([("output", (-1, 10))], {"model": cls}), conf=0.5, kpt_shape=(17, 3))
+    old = engine_detector(loaded_engine([("output", (-1, 10))], {"arch": {"name": "yolov5s-cls"}}))  # no record
+    assert isinstance(old, Classifier) and (old.transforms, old.logits) == ("yolov5", True)
+
+
+def test_engine_header_model_field_is_checked():
+    """The optional "model" field: absent is fine (older engines); present, each part is checked."""
+    from netdef import engine_file
+
+    meta = {"plan_bytes": 1, "plan_sha256": "0" * 64, "tensorrt": {"version": "10", "flavor": "tensorrt"},
+            "gpu": {"compute_capability": "9.0"}, "precision": "fp32", "options": {"batch": [1, 1, 1]},
+            "arch": {"name": "a"}, "inputs": [], "outputs": [], "weights": {"path": "w", "sha256": "s"},
+            "plugins": [], "layers": 1, "created": "now", "build_seconds": 1.0}
+    assert engine_file.meta_problem(meta) is None
+    good = [{"task": "detect", "nc": 80, "head": "plugin"}, {"task": "pose", "nc": 1, "head": "decode",
+                                                               "kpt_shape": [17, 3]},
+            {"task": "segment", "nc": 80, "head": "decode", "nm": 32}, {"task": "classify", "nc": 5, "head": "logits"},
+            {"task": "end2end", "nc": 80, "head": "decode"}]
+    for model in good:
+        assert engine_file.meta_problem(dict(meta, model=model)) is None, model
+    bad = [{"task": "track", "nc": 80, "head": "decode"}, {"task": "detect", "nc": 0, "head": "decode"},
+           {"task": "detect", "nc": 80}, {"task": "pose", "nc": 1, "head": "decode"},
+           {"task": "pose", "nc": 1, "head": "decode", "kpt_shape": [17, 4]},
+           {"task": "detect", "nc": 80, "head": "decode", "kpt_shape": [17, 3]},
+           {"task": "segment", "nc": 80, "head": "decode"}, {"task": "segment", "nc": 80, "head": "decode", "nm": 0},
+           {"task": "detect", "nc": 80, "head": "decode", "nm": 32}, {"task": "detect", "nc": True, "head": "decode"},
+           "detect"]
+    for model in bad:
+        assert "'model' is" in engine_file.meta_problem(dict(meta, model=model)), model
+
+
+@pytest.mark.parametrize("name, params, record", [
+    ("yolov8n-seg", {}, {"task": "segment", "nc": 80, "head": "decode", "nm": 32}),
+    ("yolov8n-pose", {}, {"task": "pose", "nc": 1, "head": "decode", "kpt_shape": [17, 3]}),
+    ("yolo26n", {}, {"task": "end2end", "nc": 80, "head": "decode"}),
+    ("yolo26n", {"head": "one2many"}, {"task": "detect", "nc": 80, "head": "one2many"}),
+    ("yolov8n", {"nc": 3}, {"task": "detect", "nc": 3, "head": "decode"}),
+])
+@needs_ultralytics
+def test_heads_record_their_task(name, params, record):
+    from netdef.build import BuildOptions, define_network
+
+    _, sd = ref.reference_model(name, nc=params.get("nc"))
+    net = define_network(name, sd, BuildOptions(params=params, input_hw=(320, 320)), log=lambda m: None)
+    assert net.model == record
+
+
+@pytest.mark.parametrize("name, record", [("yolov5n-seg", {"task": "segment", "nc": 80, "head": "decode", "nm": 32}),
+                                          ("yolov5n-cls", {"task": "classify", "nc": 1000, "head": "logits"})])
+def test_yolov5_heads_record_their_task(name, record):
+    from netdef.build import BuildOptions, define_network
+    from netdef.testing import yolov5_reference as yv5
+
+    if not yv5.yolov5_available():
+        pytest.skip("needs pip install --no-deps yolov5==7.0.14")
+    from test_yolov5_tasks import reference
+
+    net = define_network(name, reference(name)[1], BuildOptions(), log=lambda m: None)
+    assert net.model == record
+
+
+def test_yolov5_detect_records_its_task():
+    """YOLOv5's anchor-based Detect."""
+    from netdef.build import BuildOptions, define_network
+    from netdef.testing import yolov5_reference as yv5
+
+    if not yv5.yolov5_available():
+        pytest.skip("needs pip install --no-deps yolov5==7.0.14")
+    _, sd = yv5.reference_model("yolov5n")
+    net = define_network("yolov5n", sd, BuildOptions(input_hw=(320, 320)), log=lambda m: None)
+    assert net.model == {"task": "detect", "nc": 80, "head": "decode"}

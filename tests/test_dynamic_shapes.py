@@ -1,5 +1,6 @@
-"""Dynamic input height and width (`--input-shape MIN:OPT:MAX`): options, profiles and metadata, blocks that need a
-static size failing clearly, the runtime's profile choice and CUDA graph cache, deployment.
+"""Dynamic input height and width (`--input-shape MIN:OPT:MAX`): options, profiles and metadata, the YOLO heads and the
+UNet with H, W chosen at run time (equal to static networks on the CPU), blocks that need a static size failing
+clearly, the runtime's profile choice and CUDA graph cache, deployment.
 
 CPU tests build with the installed builder (TensorRT-RTX in CI). GPU tests (`@pytest.mark.gpu`) run the engines
 against PyTorch and against static engines of each size, and print RESULT lines with the errors.
@@ -160,29 +161,165 @@ def test_static_build_metadata_is_unchanged(torchvision_wts, tmp_path, capsys):
     assert "HxW" not in capsys.readouterr().out
 
 
-def test_yolov5s_dynamic_is_one_clear_error(yolov5_wts):
-    try:
-        wts = yolov5_wts("yolov5s")
-    except ImportError as e:
-        pytest.skip(f"no YOLOv5 reference: {e}")
-    with pytest.raises(SpecError) as e:
-        define_network("yolov5s", wts, BuildOptions(input_range=((320, 320), (640, 640), (640, 640))), log=_quiet)
-    msg = str(e.value)
-    assert "row 24 (Detect)" in msg and "model.24: Detect needs a static input size: build with --input-shape H,W" \
-        in msg and "\n" not in msg
-    for params in ({"head": "plugin"},):  # the plugin head reads the same sizes first
-        with pytest.raises(SpecError, match=r"row 24 \(Detect\).*needs a static input size"):
-            define_network("yolov5s", wts, BuildOptions(input_range=RANGE, params=params), log=_quiet)
+# ---------------------------------------------------------------- YOLO heads and the UNet with H, W chosen at run time
+
+YOLO_RANGE = ((320, 320), (640, 640), (1280, 1280))
+CPU_SIZES = {"unet": [(45, 37), (64, 50)]}  # UNet: sides that are no multiples of 16 (Up pads and crops)
 
 
-def test_blocks_that_bake_the_size_name_themselves():
-    from netdef.blocks.yolo import focus
+def _reference(name: str, yolov5_models, tame: bool = False):
+    """(model, state_dict) of a reference for `name` with random weights (skips without the reference package)."""
+    if name == "unet":
+        import torch
+
+        from netdef.export import load_source, randomize_batchnorm
+
+        torch.manual_seed(0)
+        model = load_source("netdef.testing.unet_reference:UNet").eval()
+        randomize_batchnorm(model, seed=1)
+        return model, {k: v.numpy() for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+    if name.startswith("yolov5") and name.endswith("-seg"):
+        pytest.importorskip("yolov5")
+        from test_yolov5_tasks import reference
+
+        return reference(name, tame=tame)
+    if name.startswith("yolov5"):
+        try:
+            return yolov5_models(name, tame=tame)
+        except ImportError as e:
+            pytest.skip(f"no YOLOv5 reference: {e}")
+    from netdef.testing import ultralytics_reference as ultra
+
+    if not ultra.ultralytics_available():
+        pytest.skip("needs the reference: pip install --no-deps ultralytics==8.4.190")
+    return ultra.reference_model(name, tame=tame)
+
+
+def _cpu_outputs(net, x: np.ndarray) -> dict[str, np.ndarray]:
+    """The network's outputs for input x, its definition evaluated on the CPU in float64 (netdef.verify)."""
+    from netdef.verify import evaluate
+
+    raw = net.definition.raw
+    values = evaluate(trt_api.describe_layers(net.definition), {raw.get_input(0).name: x})
+    return {raw.get_output(i).name: values[raw.get_output(i).name].numpy() for i in range(raw.num_outputs)}
+
+
+@pytest.mark.parametrize("name, precision", [(n, "fp32") for n in ("yolov5n", "yolov5n-v5", "yolov5n-seg", "yolov8n",
+                                                                    "yolo11n-seg", "yolov8n-pose", "yolov8n-seg",
+                                                                    "unet")]
+                         + [(n, "fp16") for n in ("yolov5n", "yolov8n-pose", "unet")])
+def test_dynamic_heads_equal_static_networks_on_cpu(name, precision, yolov5_models):
+    """One dynamic network definition evaluated at two sizes (batch 2) equals the static network of each size: the
+    decode grids, anchor points, strides and keypoint offsets built from the feature maps' runtime shapes (fill
+    layers), Focus's space-to-depth (yolov5n-v5) and the UNet's pad to the skip from the runtime shapes (fp16:
+    float16 tensors rounded as such)."""
+    _, sd = _reference(name, yolov5_models)
+    sizes = CPU_SIZES.get(name, [(64, 96), (96, 64)])
+    dyn = define_network(name, sd, BuildOptions(precision=precision, input_range=((32, 32), sizes[0], (320, 320))),
+                         log=_quiet)
+    raw = dyn.definition.raw
+    assert tuple(raw.get_input(0).shape) == (-1, 3, -1, -1)
+    kinds = {raw.get_layer(i).type.name for i in range(raw.num_layers)}
+    assert ("SLICE" if name == "unet" else "FILL") in kinds
+    for h, w in sizes:
+        x = np.random.default_rng(h).standard_normal((2, 3, h, w)).astype(np.float32)
+        static = define_network(name, sd, BuildOptions(precision=precision, input_hw=(h, w)), log=_quiet)
+        assert "FILL" not in {static.definition.get_layer(i).type.name for i in range(static.definition.num_layers)}
+        got, want = _cpu_outputs(dyn, x), _cpu_outputs(static, x)
+        assert list(got) == list(want)
+        for key, ref in want.items():
+            assert got[key].shape == ref.shape and np.abs(ref).max() > 0
+            err = float(np.abs(got[key] - ref).max() / np.abs(ref).max())
+            assert err <= 1e-12, (name, (h, w), key, err)
+
+
+@pytest.mark.parametrize("name, outputs", [
+    ("yolov5s", {"output": [-1, -1, 85]}),
+    ("yolov5s-v5", {"output": [-1, -1, 85]}),
+    ("yolov8n", {"output": [-1, 84, -1]}),
+    ("yolov8n-pose", {"output": [-1, 56, -1]}),
+    ("yolov8n-seg", {"output": [-1, 116, -1], "proto": [-1, 32, -1, -1]}),
+    ("unet", {"logits": [-1, 2, -1, -1]}),
+], ids=["yolov5s", "yolov5s-v5", "yolov8n", "yolov8n-pose", "yolov8n-seg", "unet"])
+def test_dynamic_yolo_and_unet_engines_build(name, outputs, yolov5_models, tmp_path):
+    _, sd = _reference(name, yolov5_models)
+    from netdef.wts import write_wts
+
+    write_wts(tmp_path / "w.wts", sd)
+    rng = RANGE if name == "unet" else YOLO_RANGE
+    res = build_engine(name, tmp_path / "w.wts", tmp_path / "d.engine",
+                       BuildOptions(batch=(1, 1, 2), input_range=rng, opt_level=0), log=_quiet)
+    meta = engine_file.read_meta(res.path, verify=True)
+    assert meta["inputs"][0]["shape"] == [-1, 3, -1, -1] and engine_file.hw_ranges(meta) == [rng]
+    assert {o["name"]: o["shape"] for o in meta["outputs"]} == outputs
+
+
+def test_dynamic_strides_are_probed_and_the_input_restored(yolov5_models):
     from netdef.network import Network
 
     net = Network({})
     x = net.input("input", (-1, 3, -1, -1))
-    with pytest.raises(SpecError, match=r"^m\.0: Focus needs a static input size: build with --input-shape H,W"):
-        focus(net, x, "m.0", 32)
+    conv = net.convolution(x, "c", np.ones((4, 3, 3, 3), np.float32), np.zeros(4, np.float32))
+    conv.stride_nd, conv.padding_nd = (4, 4), (1, 1)
+    y = conv.get_output(0)
+    assert net.hw_at([y, x], (256, 320), "T") == [(64, 80), (256, 320)]
+    assert tuple(x.shape) == (-1, 3, -1, -1) and tuple(y.shape) == (-1, 4, -1, -1)
+    net.input("second", (-1, 3, -1, -1))
+    with pytest.raises(SpecError, match=r"^T: cannot probe the feature sizes of a network without one \(B, C, H, W\) "
+                                        r"input; give the block its strides$"):
+        net.hw_at([y], (256, 320), "T")
+    # a dynamic YOLOv5 build decodes with the strides the static build derives (8, 16, 32 in its grid ramps)
+    _, sd = _reference("yolov5n", yolov5_models)
+    dyn = define_network("yolov5n", sd, BuildOptions(input_range=YOLO_RANGE), log=_quiet)
+    deltas = {}
+    for desc in trt_api.describe_layers(dyn.definition):
+        if desc.type == "CONSTANT" and desc.name.endswith("/grid_x/delta"):
+            deltas[desc.name] = desc.weights["weights"].tolist()
+    assert deltas == {f"model.24/level{i}/grid_x/delta": [0, 0, 0, s] for i, s in enumerate((8, 16, 32))}
+
+
+@pytest.mark.parametrize("shapes", [((1, 2, 5, 7), (1, 3, 9, 4)), ((2, 1, 6, 6), (2, 1, 6, 9)),
+                                    ((1, 1, 8, 3), (1, 4, 3, 8))])
+def test_linspace_and_pad_like_match_torch(shapes):
+    import torch
+
+    from netdef.network import Network
+
+    net = Network({})
+    a, b = net.input("a", (-1, -1, -1, -1)), net.input("b", (-1, -1, -1, -1))
+    padded = net.output(net.pad_like(a, b, "pad"), "padded")
+    ramp = net.output(net.linspace(net.dims(a, "size", [0, 0, 1, 1], [1, 1, 0, 0]), "ramp", -1.5, (0, 0, 2.0, 0.5)),
+                      "ramp")
+    assert tuple(padded.shape) == (-1, -1, -1, -1) and tuple(ramp.shape) == (1, 1, -1, -1)
+    xa = np.random.default_rng(0).standard_normal(shapes[0]).astype(np.float32)
+    xb = np.zeros(shapes[1], np.float32)
+    from netdef.verify import evaluate
+
+    values = evaluate(trt_api.describe_layers(net.definition), {"a": xa, "b": xb})
+    dy, dx = shapes[1][2] - shapes[0][2], shapes[1][3] - shapes[0][3]
+    want = torch.nn.functional.pad(torch.from_numpy(xa).double(), [dx // 2, dx - dx // 2, dy // 2, dy - dy // 2])
+    assert values["padded"].shape == (*shapes[0][:2], *shapes[1][2:]) and torch.equal(values["padded"], want)
+    h, w = shapes[0][2:]
+    expect = -1.5 + 2.0 * np.arange(h)[:, None] + 0.5 * np.arange(w)[None, :]
+    assert np.array_equal(values["ramp"].numpy(), expect[None, None])
+
+
+def test_what_stays_static_names_itself():
+    from netdef.blocks.yolo_heads import _topk_detections
+    from netdef.network import Network
+
+    net = Network({})
+    box, cls = net.input("box", (-1, 4, -1)), net.input("cls", (-1, 80, -1))
+    with pytest.raises(SpecError, match=r"^m\.23: the end-to-end head's top-k selection needs a static input size: "
+                                        r"build with --input-shape H,W"):
+        _topk_detections(net, box, cls, "m.23", 300)
+
+
+def test_blocks_that_bake_the_size_name_themselves():
+    from netdef.network import Network
+
+    net = Network({})
+    x = net.input("input", (-1, 3, -1, -1))
     with pytest.raises(SpecError, match=r"r: reshape of \(-1, 3, -1, -1\) to \[0, 3, 400\] needs a static input"):
         net.reshape(x, "r", [0, 3, 400])
     assert tuple(net.reshape(x, "ok", [0, 3, -1]).shape) == (-1, 3, -1)  # -1 takes H * W at run time
@@ -394,3 +531,72 @@ def test_a_bare_plan_tells_its_ranges(torchvision_wts, tmp_path):
     r = run_cli("info", str(tmp_path / "bare.plan"))
     assert r.returncode == 0 and "input HxW 160x160:224x224:320x320 (min:opt:max) in profile 1 (batch 3:4:4)" \
         in r.stdout, r.stdout + r.stderr
+
+
+# ---------------------------------------------------------------- GPU: YOLO heads and the UNet at run-time sizes
+
+def _dynamic_against_references(name: str, model, wts: Path, rng, shapes, tmp_path, **params) -> None:
+    """One dynamic fp32 engine (batch 1..2, opt level 0, TF32 off) at each of `shapes` (batch 2) vs the PyTorch
+    model and vs the static engine of that shape: max relative error <= 1e-3 for both; prints RESULT lines."""
+    from netdef.runtime import Engine
+    from netdef.tools.verify import max_rel_error, torch_reference
+
+    common = dict(batch=(1, 2, 2), opt_level=0, tf32=False, params=params)
+    dyn = Engine(build_engine(name, wts, tmp_path / "dyn.engine", BuildOptions(input_range=rng, **common)).path,
+                 backend="torch")
+    worst = {"torch": 0.0, "static": 0.0}
+    for h, w in shapes:
+        x = np.random.default_rng(h * w).random((2, 3, h, w), dtype=np.float32)
+        out = next(iter(dyn.infer(x, as_numpy=True).values()))
+        static = Engine(build_engine(name, wts, tmp_path / f"s{h}x{w}.engine", BuildOptions(input_hw=(h, w), **common))
+                        .path, backend="torch")
+        errs = {"torch": max_rel_error(out, torch_reference(model, x)),
+                "static": max_rel_error(out, next(iter(static.infer(x, as_numpy=True).values())))}
+        print(f"RESULT dynamic {name} fp32 {format_hw_range(rng)} at {h}x{w}: output {out.shape}, max-rel-err vs "
+              f"torch {errs['torch']:.2e}, vs static engine {errs['static']:.2e}")
+        worst = {k: max(worst[k], v) for k, v in errs.items()}
+    assert worst["torch"] <= BOUND["fp32"] and worst["static"] <= BOUND["fp32"], worst
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name, rng, shapes", [
+    ("yolov5s", YOLO_RANGE, [(384, 640), (640, 384), (640, 640), (1280, 1280)]),
+    ("yolov8n", YOLO_RANGE, [(384, 640), (640, 384), (640, 640), (1280, 1280)]),
+    ("unet", ((96, 96), (256, 256), (320, 320)), [(200, 296), (131, 250), (256, 256), (320, 320)]),
+], ids=["yolov5s", "yolov8n", "unet"])
+def test_dynamic_yolo_and_unet_match_pytorch_and_static_engines(name, rng, shapes, yolov5_models, tmp_path):
+    """YOLO on the tamed random models (netdef.testing.yolov5_reference.reference_model: the untamed ones amplify
+    fp32 rounding at 1280x1280); the UNet at sides that are no multiples of 16 (Up pads from runtime shapes)."""
+    from netdef.wts import write_wts
+
+    model, sd = _reference(name, yolov5_models, tame=name != "unet")
+    write_wts(tmp_path / "w.wts", sd)
+    _dynamic_against_references(name, model, tmp_path / "w.wts", rng, shapes, tmp_path)
+
+
+@pytest.mark.gpu
+def test_dynamic_plugin_head_detections_equal_static_engines(yolov5_models, tmp_path):
+    """head=plugin with H, W chosen at run time: the plugin reads each level's H, W from its inputs at enqueue; its
+    detections equal the static engine's of each shape."""
+    from netdef.runtime import Engine
+    from netdef.wts import write_wts
+
+    _, sd = _reference("yolov5s", yolov5_models, tame=True)
+    write_wts(tmp_path / "w.wts", sd)
+    common = dict(batch=(1, 2, 2), opt_level=0, tf32=False, params={"head": "plugin"})
+    dyn = Engine(build_engine("yolov5s", tmp_path / "w.wts", tmp_path / "dyn.engine",
+                              BuildOptions(input_range=YOLO_RANGE, **common)).path, backend="torch")
+    for h, w in [(384, 640), (640, 640)]:
+        x = np.random.default_rng(h).random((2, 3, h, w), dtype=np.float32)
+        static = Engine(build_engine("yolov5s", tmp_path / "w.wts", tmp_path / f"s{h}x{w}.engine",
+                                     BuildOptions(input_hw=(h, w), **common)).path, backend="torch")
+        got, want = dyn.infer(x, as_numpy=True), static.infer(x, as_numpy=True)
+        n = want["num_dets"].ravel().tolist()
+        box_err = max((float(np.abs(got["boxes"][b, :k] - want["boxes"][b, :k]).max(initial=0.0))
+                       for b, k in enumerate(n)), default=0.0)
+        print(f"RESULT dynamic yolov5s head=plugin at {h}x{w}: num_dets {got['num_dets'].ravel().tolist()} vs static "
+              f"{n}, boxes max-abs-err {box_err:.2e} px")
+        assert got["num_dets"].ravel().tolist() == n and sum(n) > 0
+        for b, k in enumerate(n):
+            assert np.array_equal(got["classes"][b, :k], want["classes"][b, :k])
+        assert box_err <= 1e-2

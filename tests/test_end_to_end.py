@@ -1,8 +1,12 @@
-"""scripts/compare_end_to_end.py's pipelines on the CPU: with one PyTorch YOLOv5n standing in for the engine,
-the cv2 (Ultralytics) pipeline and netdef's Detector give the same boxes on scikit-image's photos."""
+"""scripts/compare_end_to_end.py on the CPU: its arguments and early failures (missing packages, no GPU), the
+Ultralytics-format engine file (read back with Ultralytics' own reader), the detection load set through the head
+biases (YOLOv5 and YOLOv8/YOLO11), the ONNX names Ultralytics' TensorRT backend binds, and, with one PyTorch YOLOv5n
+standing in for the engine, the cv2 (Ultralytics) pipeline and netdef's Detector giving the same boxes. The
+comparison itself runs on a GPU only (docs/benchmarks.md, *Reproduce*)."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -12,11 +16,15 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("cv2")
 pytest.importorskip("skimage")
-from netdef.testing import yolov5_reference as ref
-
+from netdef.errors import NetdefError  # noqa: E402
+from netdef.testing import ultralytics_reference as uref  # noqa: E402
+from netdef.testing import yolov5_reference as ref  # noqa: E402
 from netdef.tools.detect import Detector, OutputLayout  # noqa: E402
+from netdef.tools.preprocess import letterbox  # noqa: E402
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "compare_end_to_end.py"
+needs_ultralytics = pytest.mark.skipif(not uref.ultralytics_available(),
+                                       reason="needs pip install --no-deps ultralytics==8.4.190")
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +36,253 @@ def e2e():
     spec.loader.exec_module(module)
     return module
 
+
+# ---------------------------------------------------------------- arguments and early failures
+
+def test_arguments(e2e):
+    a = e2e.parse_args([])
+    assert (a.model, a.batches_l, a.profile_t) == ("yolov5s", [1, 8, 32], (1, 32, 32))
+    assert a.pipelines == ("netdef", "onnx+cv2", "onnx+gpu-pre")
+    a = e2e.parse_args(["--model", "yolo11n", "--batches", "1,8", "--cuda-graph"])
+    assert (a.batches_l, a.profile_t, a.cuda_graph) == ([1, 8], (1, 8, 8), True)
+    assert a.pipelines == ("netdef", "ultralytics", "onnx+gpu-pre")
+    assert e2e.parse_args(["--model", "yolov8s", "--profile", "1:4:16", "--batches", "1,16"]).profile_t == (1, 4, 16)
+    assert e2e.routes.parse_args(["--model", "yolov8s"]).batches_l == [1, 8, 32]  # compare_routes knows them too
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--profile", "2:8:8", "--batches", "1,8"], "does not cover batch size(s) [1]"),
+    (["--profile", "8:4:8", "--batches", "8"], "1 <= MIN <= OPT <= MAX"),
+    (["--conf", "1.5"], "--conf 1.5"),
+    (["--iou", "0"], "--iou 0"),
+    (["--candidates", "0"], "--candidates 0"),
+    (["--opt-level", "6"], "--opt-level 6"),
+])
+def test_bad_arguments_are_named(e2e, argv, message):
+    with pytest.raises(NetdefError) as info:
+        e2e.parse_args(["--model", "yolo11n", *argv])
+    assert message in str(info.value)
+
+
+def test_unknown_model_is_refused(e2e, capsys):
+    with pytest.raises(SystemExit):
+        e2e.parse_args(["--model", "yolo26n"])  # end-to-end head, no NMS to compare
+    assert "invalid choice: 'yolo26n'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("model, hidden, message", [
+    ("yolo11n", "ultralytics", "ultralytics (pip install ultralytics==8.4.190)"),
+    ("yolov8s", "cv2", "cv2 (pip install opencv-python)"),
+    ("yolov5s", "cv2", "cv2 (pip install opencv-python)"),
+])
+def test_missing_packages_are_named_before_any_work(e2e, monkeypatch, model, hidden, message):
+    monkeypatch.setitem(sys.modules, hidden, None)  # as if not installed: find_spec gives None, import fails
+    with pytest.raises(NetdefError) as info:
+        e2e.main(["--model", model])
+    assert message in str(info.value) and f"the {model} end-to-end comparison needs" in str(info.value)
+
+
+@needs_ultralytics
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without a GPU")
+def test_without_a_gpu_it_says_so(e2e):
+    with pytest.raises(NetdefError, match="needs a CUDA GPU and full TensorRT"):
+        e2e.main(["--model", "yolo11n", "--batches", "1,8"])
+
+
+# ---------------------------------------------------------------- Ultralytics' engine format and predictor
+
+@needs_ultralytics
+def test_ultralytics_engine_file_reads_back_with_ultralytics(e2e, tmp_path):
+    """Written as Ultralytics' exporter writes it, read with Ultralytics' own header reader and metadata handling
+    (BaseBackend.engine_header, read_metadata, apply_metadata: what its TensorRT backend does before TensorRT)."""
+    e2e.import_yolo()  # also: the predictor's modules import (settings file kept out of the home folder)
+    from ultralytics.nn.autobackend import AutoBackend, check_class_names
+    from ultralytics.nn.backends.base import BaseBackend
+
+    model, _ = uref.reference_model("yolo11n")
+    meta = e2e.ultralytics_metadata(model, "yolo11n", 8, "fp16")
+    plan = bytes(range(256)) * 37 + b'{"not": "json"}'  # a stand-in plan: any bytes after the header
+    path = tmp_path / "ultralytics_yolo11n.engine"
+    e2e.write_ultralytics_engine(path, plan, meta)
+
+    offset, header = BaseBackend.engine_header(path)
+    assert header == json.loads(json.dumps(meta)) == BaseBackend.read_metadata(path)
+    assert offset == path.stat().st_size - len(plan) and path.read_bytes()[offset:] == plan
+    assert AutoBackend._model_type(path) == "engine"
+
+    class Probe(BaseBackend):
+        """TensorRTBackend.load_model up to TensorRT: header, metadata, plan."""
+
+        def load_model(self, weight):
+            offset, metadata = self.engine_header(weight)
+            self.apply_metadata(metadata)
+            self.plan = Path(weight).read_bytes()[offset:]
+
+        def forward(self, im):
+            raise AssertionError("not run")
+
+    probe = Probe(path, device=torch.device("cpu"))
+    assert probe.plan == plan
+    assert (probe.task, probe.batch, probe.stride, list(probe.imgsz)) == ("detect", 8, 32, [640, 640])
+    assert probe.metadata["dynamic"] is True and probe.end2end is False  # AutoBackend: neither pads nor splits
+    assert check_class_names(probe.names) == {int(k): v for k, v in model.names.items()}
+    assert len(probe.names) == model.model[-1].nc == 80
+
+
+@needs_ultralytics
+def test_ultralytics_and_netdef_pipelines_agree(e2e, tmp_path, monkeypatch):
+    """The script's Ultralytics pipeline runs Ultralytics' own predictor (LetterBox, AutoBackend reading the
+    metadata written, NMS, Results) over the Ultralytics-format engine file; with its TensorRT backend swapped for
+    one that reads the file's header as TensorRTBackend does and then runs the PyTorch YOLO11n on the CPU, it gets
+    one unpadded 640x640 batch and gives the boxes netdef's Detector gives with the same model."""
+    from ultralytics.nn.autobackend import AutoBackend
+    from ultralytics.nn.backends.base import BaseBackend
+
+    e2e.import_yolo()
+    model, _ = uref.reference_model("yolo11n")
+    photos = e2e.photos_bgr()
+    a = e2e.parse_args(["--model", "yolo11n", "--batches", "1,8", "--conf", "0.25", "--iou", "0.45"])
+    e2e.set_detection_load(model, photos, a.conf, 30)
+    seen = []
+
+    def infer(x):
+        seen.append(tuple(x.shape))
+        with torch.no_grad():
+            return model(x)[0]
+
+    class TorchBackend(BaseBackend):
+        def load_model(self, weight):
+            self.apply_metadata(self.engine_header(weight)[1])
+
+        def forward(self, im):
+            return infer(im)
+
+    monkeypatch.setitem(AutoBackend._BACKEND_MAP, "engine", TorchBackend)
+    path = tmp_path / "ultralytics_yolo11n.engine"
+    e2e.write_ultralytics_engine(path, b"plan", e2e.ultralytics_metadata(model, "yolo11n", 8, "fp32"))
+    run, yolo = e2e.ultralytics_pipeline(path, a)
+    theirs = run(photos)
+    assert seen == [(4, 3, 640, 640)]  # one batch of 4 (not padded to the metadata's 8), 640x640 (rect=False)
+    assert isinstance(yolo.predictor.model.backend, TorchBackend)  # where main() looks for Ultralytics' CUDA graph
+    stages = e2e.ultralytics_stages(yolo, photos, a)  # the predictor's own stages, for --breakdown
+    assert tuple(stages["letterbox"](photos).shape) == (4, 3, 640, 640)
+    assert [len(d) for d in stages["postprocess"](photos)] == e2e.count(theirs)
+    assert tuple(stages["engine"](photos).shape) == (4, 84, 8400)
+    ours = Detector(lambda x: {"output0": infer(x)}, (640, 640), OutputLayout("anchor_free", {"pred": "output0"}),
+                    a.conf, a.iou, a.max_det, (1, 8), torch.device("cpu"))
+    mine = e2e.detector_pipeline(ours)(photos)
+    counts = e2e.count(theirs)
+    assert sum(counts) >= 4, f"too few boxes to compare: {counts}"
+    assert abs(sum(counts) - sum(e2e.count(mine))) <= max(2, sum(counts) // 50), (counts, e2e.count(mine))
+    for (bt, st, ct), (bm, sm, cm), im in zip(theirs, mine, photos):
+        assert bt.device.type == bm.device.type == "cpu"
+        if len(bt) and len(bm):  # the best box is the same (letterboxes and box scaling differ slightly)
+            assert np.abs(bt[0].numpy() - bm[0].numpy()).max() < 2.0
+            assert abs(float(st[0]) - float(sm[0])) < 1e-2 and int(ct[0]) == int(cm[0])
+            assert (bt[:, [0, 2]] <= im.shape[1]).all() and (bt[:, [1, 3]] <= im.shape[0]).all()
+
+
+def test_ultralytics_engine_writer_refuses_what_ultralytics_would_not_load(e2e, tmp_path):
+    with pytest.raises(NetdefError, match=r"model\.onnx: Ultralytics recognises TensorRT engines by the suffix"):
+        e2e.write_ultralytics_engine(tmp_path / "model.onnx", b"plan", {})
+    with pytest.raises(NetdefError, match="no plan to write"):
+        e2e.write_ultralytics_engine(tmp_path / "model.engine", b"", {})
+    assert not list(tmp_path.iterdir())
+
+
+def test_onnx_route_uses_ultralytics_names(e2e, tmp_path):
+    """Ultralytics' TensorRT backend binds the input by the name "images": the ONNX route exports with its names
+    (and a dynamic batch)."""
+    onnx = pytest.importorskip("onnx")
+    path = tmp_path / "conv.onnx"
+    e2e.routes.export_onnx(torch.nn.Conv2d(3, 4, 1), (3, 8, 8), path, False, "legacy", lambda m: None,
+                           names=e2e.ONNX_NAMES)
+    graph = onnx.load(str(path)).graph
+    assert [i.name for i in graph.input] == ["images"] and [o.name for o in graph.output] == ["output0"]
+    assert graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+
+
+# ---------------------------------------------------------------- the detection load
+
+def make_model(name: str):
+    if name.startswith("yolov5"):
+        if not ref.yolov5_available():
+            pytest.skip("needs the reference: pip install --no-deps yolov5==7.0.14")
+        return ref.reference_model(name)[0].eval()
+    if not uref.ultralytics_available():
+        pytest.skip("needs pip install --no-deps ultralytics==8.4.190")
+    return uref.reference_model(name)[0]
+
+
+def candidates(model, photos, conf: float) -> float:
+    """Boxes per photo that the NMS's confidence filter keeps, from the model's own output."""
+    x, _ = letterbox(photos, (640, 640), bgr=True)
+    with torch.no_grad():
+        y = model(x)[0]
+    if y.shape[1] < y.shape[2]:  # anchor-free (B, 4 + nc, N): best class score
+        keep = y[:, 4:].amax(1) > conf
+    else:  # YOLOv5 (B, N, 5 + nc): objectness and objectness x best class score
+        obj = y[..., 4]
+        keep = (obj > conf) & (obj * y[..., 5:].amax(-1) > conf)
+    return float(keep.sum()) / len(photos)
+
+
+@pytest.mark.parametrize("name", ["yolo11n", "yolov5n"])
+def test_detection_load_is_set_through_the_head_biases(e2e, name):
+    model = make_model(name)
+    detect = model.model[-1]
+    free = hasattr(detect, "cv3")
+    convs = [b[-1] for b in detect.cv3] if free else list(detect.m)
+    before = [(c.weight.detach().clone(), c.bias.detach().clone()) for c in convs]
+    photos = e2e.photos_bgr()
+    conf, per_image = 0.25, 30
+    assert candidates(model, photos, conf) > 4 * per_image  # random weights: far too many before
+    scale, offset = e2e.set_detection_load(model, photos, conf, per_image)
+    assert scale == 0.1 if not free else 0 < scale < 0.1  # YOLOv8/YOLO11: random class logits spread wider
+    for c, (w, b) in zip(convs, before):
+        torch.testing.assert_close(c.weight, w * scale)
+        shift = torch.zeros_like(b)
+        if free:
+            shift += offset
+        else:
+            shift.view(detect.na, detect.no)[:, 4] = offset  # objectness only
+        torch.testing.assert_close(c.bias, b + shift)
+    got = candidates(model, photos, conf)
+    assert abs(got - per_image) <= 0.5, f"{got} boxes per photo above conf {conf}, asked for {per_image}"
+
+
+def test_bias_offset_search(e2e):
+    assert e2e.bisect_offset(lambda o: 100.0 if o >= 3.25 else 0.0, 50) == pytest.approx(3.25, abs=1e-9)
+    with pytest.raises(NetdefError, match="lower --candidates or --conf"):
+        e2e.bisect_offset(lambda o: 10.0, 50)
+    with pytest.raises(NetdefError, match=r"offset of -50 still leaves 60 boxes .* raise --candidates or --conf"):
+        e2e.bisect_offset(lambda o: 60.0, 50)
+
+
+# ---------------------------------------------------------------- the whole comparison on a GPU
+
+@pytest.mark.gpu
+@needs_ultralytics
+def test_yolov8n_comparison_runs_and_the_pipelines_agree(e2e, tmp_path):
+    """The script end to end for yolov8n in fp32 (level 0, batches 1 and 2, short timing): Ultralytics' predictor
+    loads the Ultralytics-format engine and finds the detections netdef's plugin engine and the ONNX engine with
+    netdef's NMS find; every pipeline is timed at both batch sizes. About 1-2 minutes (two builds)."""
+    out = tmp_path / "e2e.json"
+    assert e2e.main(["--model", "yolov8n", "--precision", "fp32", "--batches", "1,2", "--candidates", "50",
+                     "--warmup", "2", "--measure", "10", "--breakdown", "--workdir", str(tmp_path),
+                     "--json", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    det = doc["detections"]
+    print(f"RESULT yolov8n fp32 detections per photo {det}; Ultralytics' CUDA graph {doc['ultralytics']['cuda_graph']}")
+    assert set(det) == {"netdef", "ultralytics", "onnx+gpu-pre"} and sum(det["ultralytics"]) > 0
+    for name in ("netdef", "onnx+gpu-pre"):  # fp32, the same network: at most a box or two at the threshold
+        assert all(abs(x - y) <= 2 for x, y in zip(det[name], det["ultralytics"])), det
+    timed = {(r["pipeline"], r.get("stage"), r["batch"]) for r in doc["results"]}
+    assert {(p, None, b) for p in det for b in (1, 2)} <= timed
+    assert {("ultralytics", s, b) for s in ("letterbox", "engine", "postprocess") for b in (1, 2)} <= timed
+
+
+# ---------------------------------------------------------------- the YOLOv5 pipelines agree
 
 @pytest.mark.skipif(not ref.yolov5_available(), reason="needs the reference: pip install --no-deps yolov5==7.0.14")
 def test_cv2_and_netdef_pipelines_agree(e2e, yolov5_models):

@@ -259,7 +259,13 @@ def test_optional_and_extra_fields(engine, tmp_path):
 
 def test_check_compatible_on_a_read_header(engine):
     meta = read_meta(engine)
-    engine_file.check_compatible(meta, engine, "10.3.0", "tensorrt", ("NVIDIA H200", "9.0"))
+    said = []
+    engine_file.check_compatible(meta, engine, "10.3.0", "tensorrt", ("NVIDIA H200", "9.0"), said.append)
+    assert said == []
+    # another GPU model of the same compute capability (built on an H200): it loads, with one warning
+    engine_file.check_compatible(meta, engine, "10.3.0", "tensorrt", ("NVIDIA H100", "9.0"), said.append)
+    assert len(said) == 1 and "was built on NVIDIA H200, this GPU is NVIDIA H100 (the same compute capability" \
+        in said[0]
     with pytest.raises(EngineMismatchError, match="built with tensorrt 10.3.0"):
         engine_file.check_compatible(meta, engine, "10.4.0", "tensorrt", None)
     assert issubclass(EngineFileError, NetdefError)

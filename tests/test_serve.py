@@ -2,14 +2,19 @@
 
 CPU: the PyTriton binding derived from real engines built by the installed builder (TensorRT-RTX in CI): ResNet-18
 with one profile and with three, and a non-batching engine (batches 8..8); how a batch is split and padded over the
-profiles; option errors of `netdef serve` (all before any server or GPU work); the error without pytriton.
+profiles; option errors of `netdef serve` (all before any server or GPU work); the error without pytriton. The
+images -> detections model (`NAME_detect`): its binding and PyTriton's model config of it, its infer function on
+encoded images with a fake detector (padding, JSON records, request parameters, a bad image).
 GPU (`-m gpu`, also needs pytriton and tritonclient): `netdef serve` in a subprocess answers tritonclient HTTP and
-gRPC requests exactly like `Engine.infer`, and the load test of scripts/bench_serve.py (RESULT lines).
+gRPC requests exactly like `Engine.infer`, the detect model like `netdef detect`, and the load test of
+scripts/bench_serve.py (RESULT lines).
 """
 from __future__ import annotations
 
 import builtins
+import contextlib
 import importlib.util
+import io
 import socket
 import sys
 from pathlib import Path
@@ -68,6 +73,18 @@ def engines(torchvision_wts, tmp_path_factory):
         return built[name]
 
     return get
+
+
+@contextlib.contextmanager
+def stub_fits():
+    """Skips the test where PyTriton's Python stub does not fit this Python (pytriton issue 51: Triton cannot load
+    a model, whatever the GPU)."""
+    try:
+        yield
+    except NetdefError as e:
+        if "_recursion_count" in str(e):
+            pytest.skip(f"PyTriton's Python stub does not fit Python {sys.version.split()[0]} (pytriton issue 51)")
+        raise
 
 
 # ---------------------------------------------------------------- the binding
@@ -178,7 +195,12 @@ def test_infer_function_serves_one_value_per_item_as_a_column():
     (["--max-batch", "33"], "--max-batch 33: must be within the engine's batches 1..32"),
     (["--max-batch", "x"], "--max-batch 'x': expected an integer"),
     (["--max-queue-delay-us", "-1"], "--max-queue-delay-us -1: must be >= 0"),
-    (["--devices", "0,0"], "--devices 0,0: expected distinct device indices"),
+    (["--devices", "0,0"], "--devices 0,0: device(s) [0] listed more than once; add --allow-shared-device"),
+    (["--devices", "0,x"], "--devices '0,x': expected device indices such as 0,1, or 'all'"),
+    (["--device", "0", "--allow-shared-device"], "--allow-shared-device goes with --devices"),
+    (["--detect"], "--detect: resnet18 has outputs"),
+    (["--iou", "0.5"], "--conf, --iou, --max-det and --names set the images -> detections model, which is not "
+                       "served for this engine: resnet18 has outputs"),
     (["--name", "a/b"], "a Triton model name is a folder name"),
 ])
 def test_serve_option_errors_are_one_line(engines, args, message):
@@ -259,37 +281,363 @@ def test_serve_on_the_cpu_with_a_stand_in_engine(engines, tmp_path):
     bs = bench_serve()
     script = tmp_path / "stand_in.py"
     script.write_text(STAND_IN)
-    try:
-        with bs.running_server(engines("r18"), "--max-queue-delay-us", "100000",
-                               program=(sys.executable, str(script))) as server:
-            for protocol, client in [(http, http.InferenceServerClient(server.http)),
-                                     (grpc, grpc.InferenceServerClient(server.grpc))]:
-                for batch in (1, 5, 32):
-                    x = bs.sample_inputs(server.spec, batch, seed=batch)
-                    got = bs.infer(client, protocol, server.spec, x)["logits"]
-                    np.testing.assert_allclose(got[:, 7], x["input"].mean(axis=(1, 2, 3)), rtol=1e-5, atol=1e-6)
-            done = len(server.output)
+    with stub_fits(), bs.running_server(engines("r18"), "--max-queue-delay-us", "100000",
+                                        program=(sys.executable, str(script))) as server:
+        for protocol, client in [(http, http.InferenceServerClient(server.http)),
+                                 (grpc, grpc.InferenceServerClient(server.grpc))]:
+            for batch in (1, 5, 32):
+                x = bs.sample_inputs(server.spec, batch, seed=batch)
+                got = bs.infer(client, protocol, server.spec, x)["logits"]
+                np.testing.assert_allclose(got[:, 7], x["input"].mean(axis=(1, 2, 3)), rtol=1e-5, atol=1e-6)
+        done = len(server.output)
 
-            def one(k: int) -> None:
-                x = {"input": np.full((1, 3, 224, 224), k, np.float32)}
-                assert bs.infer(grpc.InferenceServerClient(server.grpc), grpc, server.spec, x)["logits"][0, 0] == k
+        def one(k: int) -> None:
+            x = {"input": np.full((1, 3, 224, 224), k, np.float32)}
+            assert bs.infer(grpc.InferenceServerClient(server.grpc), grpc, server.spec, x)["logits"][0, 0] == k
 
-            threads = [threading.Thread(target=one, args=(k,)) for k in range(16)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            batches = [int(line.split()[-1]) for line in server.output[done:] if line.startswith("ENGINE BATCH")]
-            assert sum(batches) == 16 and max(batches) > 1, batches  # the batcher joined requests
-            assert urllib.request.urlopen(f"http://{server.http}/v2/health/ready").status == 200
-            metrics = urllib.request.urlopen(f"http://{server.metrics}/metrics").read().decode()
-            assert 'nv_inference_request_success{model="resnet18",version="1"} 22' in metrics
-    except NetdefError as e:
-        if "_recursion_count" in str(e):
-            pytest.skip(f"PyTriton's Python stub does not fit Python {sys.version.split()[0]} (pytriton issue 51)")
-        raise
+        threads = [threading.Thread(target=one, args=(k,)) for k in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        batches = [int(line.split()[-1]) for line in server.output[done:] if line.startswith("ENGINE BATCH")]
+        assert sum(batches) == 16 and max(batches) > 1, batches  # the batcher joined requests
+        assert urllib.request.urlopen(f"http://{server.http}/v2/health/ready").status == 200
+        metrics = urllib.request.urlopen(f"http://{server.metrics}/metrics").read().decode()
+        assert 'nv_inference_request_success{model="resnet18",version="1"} 22' in metrics
     assert server.process.returncode == 0 and "stopped" in "".join(server.output[-3:]), server.output[-5:]
     assert any(line.startswith("health   http://localhost:") for line in server.output)
+
+
+# ---------------------------------------------------------------- images -> detections (NAME_detect)
+
+PLUGIN_OUTPUTS = [{"name": "num_dets", "shape": [-1, 1], "dtype": "int32"},
+                  {"name": "boxes", "shape": [-1, 100, 4], "dtype": "float32"},
+                  {"name": "scores", "shape": [-1, 100], "dtype": "float32"},
+                  {"name": "classes", "shape": [-1, 100], "dtype": "int32"}]
+
+
+def toy_meta(batch=(1, 4, 8), outputs=PLUGIN_OUTPUTS, name="yolov5s"):
+    return {"arch": {"name": name}, "options": {"batch": list(batch), "profiles": None},
+            "inputs": [{"name": "images", "shape": [-1, 3, 64, 64], "dtype": "float32"}], "outputs": outputs}
+
+
+def encoded(image: np.ndarray, fmt: str) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def content_model(batch):
+    """A fake raw YOLOv5 engine (nc 2): per image the box of its letterboxed content (non-grey pixels), class 0 at
+    0.9 * 0.5, and its middle half, class 1 at 0.9 * 0.8."""
+    import torch
+
+    pred = torch.zeros(batch.shape[0], 10, 7)
+    for i in range(batch.shape[0]):
+        content = (batch[i].sub(114 / 255).abs().sum(0) > 1e-6).nonzero()
+        if not len(content):  # a padding image
+            continue
+        (y0, x0), (y1, x1) = content.min(0).values.tolist(), content.max(0).values.tolist()
+        cx, cy, w, h = (x0 + x1 + 1) / 2, (y0 + y1 + 1) / 2, x1 + 1 - x0, y1 + 1 - y0
+        pred[i, 0, :5], pred[i, 0, 6] = torch.tensor([cx, cy, w / 2, h / 2, 0.9]), 0.8
+        pred[i, 1, :6] = torch.tensor([cx, cy, w, h, 0.9, 0.5])
+    return {"output": pred}
+
+
+class Req:
+    """What the detect model's function reads of a PyTriton request: inputs by name and `parameters`."""
+
+    def __init__(self, images, parameters=None):
+        self.data = {"image": np.array([[x] for x in images], dtype=object)}
+        self.parameters = parameters
+
+    def __getitem__(self, name):
+        return self.data[name]
+
+
+def fake_detectors():
+    """settings -> a CPU Detector over `content_model` (64x64 input, batches 1..4), and the settings asked for."""
+    pytest.importorskip("torchvision")
+    from dataclasses import replace
+
+    from netdef.tools.detect import Detector, OutputLayout
+
+    base = Detector(content_model, (64, 64), OutputLayout("raw", {"pred": "output"}), batch_range=(1, 4),
+                    names=["whole", "middle"])
+    asked = []
+
+    def make(s):
+        asked.append(s)
+        return replace(base, conf=base.conf if s.conf is None else s.conf, max_det=s.max_det,
+                       iou=base.iou if s.iou is None else s.iou)
+
+    return make, asked
+
+
+def test_detect_model_binding_follows_the_raw_one():
+    from netdef.deploy.serve_detect import detect_binding, detector_error, is_detector
+
+    meta = toy_meta()
+    assert is_detector(meta) and not is_detector(toy_meta(outputs=[{"name": "logits", "shape": [-1, 1000],
+                                                                     "dtype": "float32"}], name="r"))
+    assert "r has outputs logits [-1, 1000]: expected either the NMS plugin" in detector_error(
+        toy_meta(outputs=[{"name": "logits", "shape": [-1, 1000], "dtype": "float32"}], name="r"))
+    spec = detect_binding(binding(meta, max_queue_delay_us=300), 7)
+    assert spec.name == "yolov5s_detect" and spec.inputs == (TensorSpec("image", "bytes", (1,)),)
+    assert [(t.name, t.dtype, t.shape) for t in spec.outputs] == [
+        ("num_dets", "int32", (1,)), ("boxes", "float32", (7, 4)), ("scores", "float32", (7,)),
+        ("classes", "int32", (7,)), ("detections", "bytes", (1,))]
+    assert (spec.max_batch_size, spec.preferred_batch_sizes, spec.max_queue_delay_us) == (8, (4,), 300)
+    capped = detect_binding(binding(meta, name="d", max_batch=2), 7)
+    assert (capped.name, capped.max_batch_size, capped.preferred_batch_sizes) == ("d_detect", 2, ())
+    whole = detect_binding(binding(toy_meta(batch=(8, 8, 8))), 7)  # no batching for the raw model: the detector
+    assert whole.max_batch_size == 8                                 # pads the images up to 8 itself
+    with pytest.raises(OptionError, match="--max-det 0: must be >= 1"):
+        detect_binding(spec, 0)
+
+
+def test_pytriton_model_configs_of_both_models(tmp_path):
+    """PyTriton's own Model turns `bind_arguments` into the Triton model configs, which parse with Triton's
+    schema; the detect function's outputs for real PyTriton requests pass PyTriton's strict output checks."""
+    pytest.importorskip("pytriton", reason="needs pip install nvidia-pytriton")
+    pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="needs pip install 'tritonclient[grpc]'")
+    from google.protobuf import json_format
+    from pytriton.decorators import TritonContext
+    from pytriton.models.model import Model
+    from pytriton.proxy.types import Request
+    from pytriton.proxy.validators import TritonResultsValidator
+    from pytriton.utils.workspace import Workspace
+
+    from netdef.deploy.serve import bind_arguments, import_pytriton
+    from netdef.deploy.serve_detect import DetectSettings, detect_binding, detect_function
+
+    pt = import_pytriton()
+    raw = binding(toy_meta(), max_queue_delay_us=100)
+    spec = detect_binding(raw, 5)
+    make, _ = fake_detectors()
+    fn = detect_function(make, DetectSettings(max_det=5), 5)
+    configs = {}
+    for s, functions in [(raw, [lambda **kw: kw] * 2), (spec, [fn, fn])]:
+        args = bind_arguments(pt, s, functions)
+        model = Model(args["model_name"], 1, args["infer_func"], args["inputs"], args["outputs"], args["config"],
+                      Workspace(tmp_path / s.name), TritonContext(), args["strict"])
+        configs[s.name] = json_format.ParseDict(model.get_model_config(), pb2.ModelConfig())
+        if s is spec:
+            requests = [Request({"image": np.array([[encoded(np.full((30, 50, 3), 200, np.uint8), "PNG")]],
+                                                   dtype=object)}, parameters={"max_det": 1})]
+            TritonResultsValidator(model._get_triton_model_config(), strict=True).validate_responses(
+                requests, fn(requests))
+    name = pb2.DataType.Name
+    c = configs["yolov5s_detect"]
+    assert c.max_batch_size == 8 and list(c.dynamic_batching.preferred_batch_size) == [4]
+    assert c.dynamic_batching.max_queue_delay_microseconds == 100 and c.instance_group[0].count == 2
+    assert [(t.name, name(t.data_type), list(t.dims)) for t in c.input] == [("image", "TYPE_STRING", [1])]
+    assert [(t.name, name(t.data_type), list(t.dims)) for t in c.output] == [
+        ("num_dets", "TYPE_INT32", [1]), ("boxes", "TYPE_FP32", [5, 4]), ("scores", "TYPE_FP32", [5]),
+        ("classes", "TYPE_INT32", [5]), ("detections", "TYPE_STRING", [1])]
+    r = configs["yolov5s"]
+    assert r.max_batch_size == 8 and [(t.name, list(t.dims)) for t in r.output] == [
+        ("num_dets", [1]), ("boxes", [100, 4]), ("scores", [100]), ("classes", [100])]
+
+
+def test_detect_function_on_encoded_images():
+    """Two requests of the same settings run as one detector call (three images of different sizes, PNG and
+    JPEG); a request with max_det 1 as another. Outputs padded to K = 4 rows, the JSON record equal to the
+    detector's own on the decoded image, the tensors its values."""
+    import json
+
+    from netdef.deploy.serve_detect import DetectSettings, detect_function, request_settings
+    from netdef.tools.detect import read_image
+
+    make, asked = fake_detectors()
+    images = [np.full((40, 60, 3), 200, np.uint8), np.full((90, 30, 3), 30, np.uint8),
+              np.full((64, 64, 3), 250, np.uint8)]
+    data = [encoded(images[0], "PNG"), encoded(images[1], "JPEG"), encoded(images[2], "PNG")]
+    fn = detect_function(make, DetectSettings(max_det=4), 4)
+    outs = fn([Req(data[:2]), Req(data[2:], {"max_det": 1}), Req(data[2:])])
+    assert asked == [DetectSettings(max_det=4), DetectSettings(max_det=1)]  # one call per distinct settings
+    assert [o["num_dets"].tolist() for o in outs] == [[[2], [2]], [[1]], [[2]]]
+    assert [o["boxes"].shape for o in outs] == [(2, 4, 4), (1, 4, 4), (1, 4, 4)]
+    for o in outs:
+        assert {k: v.dtype.kind for k, v in o.items()} == {"num_dets": "i", "boxes": "f", "scores": "f",
+                                                          "classes": "i", "detections": "O"}
+    for o, pos, im in [(outs[0], 0, 0), (outs[0], 1, 1), (outs[2], 0, 2)]:
+        record = json.loads(o["detections"][pos, 0])
+        want = make(DetectSettings(max_det=4))([read_image(io.BytesIO(data[im]))], [str(pos)])[0]
+        assert record == want and record["image"] == str(pos)
+        h, w = images[im].shape[:2]
+        assert (record["height"], record["width"], record["names"]) == (h, w, ["middle", "whole"])
+        np.testing.assert_allclose(record["boxes"][0], [w / 4, h / 4, 3 * w / 4, 3 * h / 4], atol=2.5 * max(h, w) / 64)
+        np.testing.assert_allclose(record["boxes"][1], [0, 0, w, h], atol=2.5 * max(h, w) / 64)
+        np.testing.assert_array_equal(o["boxes"][pos, :2], np.float32(record["boxes"]))
+        np.testing.assert_array_equal(o["scores"][pos, :2], np.float32(record["scores"]))
+        assert o["classes"][pos, :2].tolist() == record["classes"] == [1, 0]
+        assert not o["boxes"][pos, 2:].any() and not o["scores"][pos, 2:].any() and not o["classes"][pos, 2:].any()
+    assert outs[1]["classes"][0, 0] == 1 and json.loads(outs[1]["detections"][0, 0])["scores"] == [0.72]
+    assert request_settings({"conf": "0.5", "iou": 0.6}, DetectSettings(), 300) == DetectSettings(0.5, 0.6, 300)
+    assert request_settings({"conf": 1, "max_det": "7"}, DetectSettings(), 300) == DetectSettings(1.0, None, 7)
+
+
+@pytest.mark.parametrize("requests, message", [
+    ([[b"\x89PNG garbage"]], r"request 1 of 1 in this batch, image 0: cannot read image <12 bytes>"),
+    ([["x"]], "request 1 of 1 in this batch, image 0: expected the bytes of an encoded image, got str"),
+    ([None, [b""]], r"request 2 of 2 in this batch, image 0: cannot read image <0 bytes>"),
+    ([None, None, ({"conf": "high"},)], r"request 3 of 3 in this batch: request parameter conf='high': expected a "
+                                        "number"),
+    ([({"conf": 1.5},)], r"request parameter conf=1.5: must be 0..1"),
+    ([({"max_det": 5},)], r"request parameter max_det=5: must be 1..4 \(the server's --max-det"),
+    ([({"max_det": 2.5},)], r"request parameter max_det=2.5: expected an integer"),
+    ([({"max_det": True},)], r"request parameter max_det=True: expected an integer"),
+    ([({"iou": "nan"},)], r"request parameter iou='nan': expected a number"),
+    ([({"confidence": 0.5},)], r"unknown request parameter\(s\) \['confidence'\]: this model takes conf, iou, "
+                               "max_det"),
+])
+def test_detect_function_errors_name_the_request(requests, message):
+    """A bad image or parameter fails the batch with an error naming the request and item; the function keeps
+    answering afterwards (the server keeps serving)."""
+    from netdef.deploy.serve_detect import DetectSettings, detect_function
+
+    make, _ = fake_detectors()
+    good = encoded(np.full((20, 20, 3), 200, np.uint8), "PNG")
+    fn = detect_function(make, DetectSettings(max_det=4), 4)
+    batch = [Req([good], r[0]) if isinstance(r, tuple) else Req(r or [good]) for r in requests]
+    with pytest.raises(NetdefError, match=message):
+        fn(batch)
+    assert fn([Req([good])])[0]["num_dets"].tolist() == [[2]]
+
+
+def test_engine_detectors_are_made_once_per_settings(monkeypatch):
+    """The server's settings are checked when serving starts (their error as it is); a request's settings the
+    engine refuses name the request parameters."""
+    from netdef.deploy.serve_detect import DetectSettings, engine_detectors
+    from netdef.tools import detect
+
+    calls = []
+
+    def fake(engine, conf, iou, max_det, names):
+        calls.append((engine, conf, iou, max_det, names))
+        if conf is not None and conf < 0.25:
+            raise NetdefError(f"y.engine filters scores at conf 0.25 inside its NMS plugin; --conf {conf} cannot "
+                              "lower it")
+        return object()
+
+    monkeypatch.setattr(detect, "engine_detector", fake)
+    with pytest.raises(NetdefError, match=r"^y\.engine filters scores at conf 0\.25"):
+        engine_detectors("E", DetectSettings(conf=0.1))
+    make = engine_detectors("E", DetectSettings(max_det=50), ["a", "b"])
+    assert make(DetectSettings(max_det=50)) is make(DetectSettings(max_det=50))
+    assert calls[1:] == [("E", None, None, 50, ["a", "b"])]
+    make(DetectSettings(conf=0.5, max_det=50))
+    assert calls[-1] == ("E", 0.5, None, 50, ["a", "b"])
+    with pytest.raises(NetdefError, match=r"^request parameters conf=0\.1, iou=None, max_det=50: y\.engine filters"):
+        make(DetectSettings(conf=0.1, max_det=50))
+
+
+@pytest.fixture(scope="module")
+def plugin_engine(engines, tmp_path_factory):
+    """ResNet-18's plan under a YOLOv5s plugin-head header: what `netdef serve` reads before any GPU work."""
+    from test_deploy import write_engine_with_plugin_header
+
+    out = tmp_path_factory.mktemp("serve_plugin")
+    path = out / "y5s_plugin.engine"
+    write_engine_with_plugin_header(engines("r18"), path, out / "libyolo_decode_nms-test.so")
+    return path
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--no-detect", "--conf", "0.3"], "--conf, --iou, --max-det and --names set the images -> detections model, "
+                                       "which is not served with --no-detect"),
+    (["--max-det", "0"], "--max-det 0: must be >= 1"),
+    (["--conf", "2"], "--conf 2: must be 0.0..1.0"),
+    (["--names", "missing-names.txt"], "cannot read class names missing-names.txt"),
+])
+def test_serve_detect_option_errors(plugin_engine, args, message):
+    r = run_cli("serve", str(plugin_engine), *args)
+    assert r.returncode == 1 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.count("\n") == 1 and r.stdout == ""
+
+
+def test_serve_decides_on_the_detect_model(engines, plugin_engine):
+    from netdef.deploy.serve import serves_detections
+
+    plugin, r18 = engine_file.read_meta(plugin_engine), engine_file.read_meta(engines("r18"))
+    assert serves_detections(plugin, None) and serves_detections(plugin, True)
+    assert not serves_detections(plugin, False) and not serves_detections(r18, None)
+    assert not serves_detections(r18, False)
+
+
+def test_serve_stops_before_triton_where_the_detector_is_refused(plugin_engine, monkeypatch):
+    """The detect model's detector is made (and its errors raised) before Triton starts, with the way out."""
+    pytest.importorskip("pytriton", reason="needs pip install nvidia-pytriton")
+    import pytriton.triton
+
+    import netdef.runtime
+    from netdef.tools import detect
+
+    class StandIn:
+        def __init__(self, path, device=None):
+            self.meta, self.device, self.profiles = engine_file.read_meta(path), device or 0, [(1, 8, 32)]
+
+    def refuse(engine, conf, iou, max_det, names):
+        raise NetdefError("y.engine: input images [-1, 3, -1, -1] is not a static (B, 3, H, W) image")
+
+    started = []
+    monkeypatch.setattr(netdef.runtime, "Engine", StandIn)
+    monkeypatch.setattr(detect, "engine_detector", refuse)
+    monkeypatch.setattr(pytriton.triton, "Triton", lambda **kwargs: started.append(kwargs))
+    port, grpc, metrics = bench_serve().free_ports(3)
+    with pytest.raises(NetdefError, match=r"is not a static \(B, 3, H, W\) image \(for model 'resnet18_detect'; "
+                                          r"--no-detect serves the raw tensors alone\)$"):
+        serve(plugin_engine, port=port, grpc_port=grpc, metrics_port=metrics)
+    assert started == []
+
+
+STAND_IN_DETECT = """
+import netdef.tools.detect as detect
+from test_serve import content_model
+
+
+def cpu_detector(engine, conf, iou, max_det, names):  # netdef detect's Detector, on the CPU, over content_model
+    return detect.Detector(content_model, (64, 64), detect.OutputLayout("raw", {"pred": "output"}),
+                           0.25 if conf is None else conf, 0.45 if iou is None else iou, max_det, (1, 4))
+
+
+detect.engine_detector = cpu_detector
+"""
+
+
+def test_serve_detect_on_the_cpu_with_a_stand_in_engine(plugin_engine, tmp_path):
+    """`netdef serve` of a detector engine through Triton (no GPU: the detector runs `content_model` on the CPU):
+    encoded images of several sizes in one request, request parameters, a bad image fails its request and the
+    server keeps answering. Skips as the stand-in test above does."""
+    pytest.importorskip("pytriton", reason="needs pip install nvidia-pytriton")
+    pytest.importorskip("torchvision")
+    http = pytest.importorskip("tritonclient.http", reason="needs pip install 'tritonclient[all]'")
+    import json
+
+    bs = bench_serve()
+    script = tmp_path / "stand_in_detect.py"
+    script.write_text(STAND_IN.replace("netdef.runtime.Engine = StandIn",
+                                       "netdef.runtime.Engine = StandIn\n" + STAND_IN_DETECT))
+    images = [np.full((40, 60, 3), 200, np.uint8), np.full((90, 30, 3), 30, np.uint8)]
+    with stub_fits(), bs.running_server(plugin_engine, "--max-det", "4",
+                                        program=(sys.executable, str(script))) as server:
+        model = server.spec.name + "_detect"  # resnet18_detect: the header keeps ResNet-18's arch name
+        assert server.models == (server.spec.name, model)
+        client = http.InferenceServerClient(server.http)
+        got = bs.detect(client, http, model, [encoded(images[0], "PNG"), encoded(images[1], "JPEG")])
+        assert got["num_dets"].tolist() == [[2], [2]] and got["boxes"].shape == (2, 4, 4)
+        records = [json.loads(d) for d in got["detections"][:, 0]]
+        assert [(r["height"], r["width"], r["classes"]) for r in records] == [(40, 60, [1, 0]), (90, 30, [1, 0])]
+        one = bs.detect(client, http, model, [encoded(images[0], "PNG")], {"max_det": 1})
+        assert one["num_dets"].tolist() == [[1]]
+        with pytest.raises(Exception, match=r"request 1 of 1 in this batch, image 0: cannot read image <5 bytes>"):
+            bs.detect(client, http, model, [b"nope!"])
+        assert bs.detect(client, http, model, [encoded(images[1], "PNG")])["num_dets"].tolist() == [[2]]
+    assert any(model in line for line in server.output)
 
 
 # ---------------------------------------------------------------- on the GPU
@@ -314,7 +662,7 @@ def test_serve_answers_like_the_engine(engines, name):
     bs = bench_serve()
     engine = engines(name)
     direct = Engine(engine)
-    with bs.running_server(engine) as server:
+    with stub_fits(), bs.running_server(engine) as server:
         for protocol, client in [(http, http.InferenceServerClient(server.http)),
                                  (grpc, grpc.InferenceServerClient(server.grpc))]:
             top = server.spec.max_batch_size
@@ -330,11 +678,54 @@ def test_serve_answers_like_the_engine(engines, name):
 
 
 @pytest.mark.gpu
+def test_serve_detect_answers_like_netdef_detect(engines, tmp_path):
+    """YOLOv5s with the plugin head: `NAME_detect` over HTTP and gRPC gives, for two photos (JPEG and PNG, sizes
+    differing) in one request, exactly `netdef detect`'s records (but "image": the item's index) and tensors
+    holding their values; a raised conf as a request parameter; a bad image fails its request, and the server
+    answers the next one."""
+    _serving_stack()
+    import json
+
+    import tritonclient.grpc as grpc
+    import tritonclient.http as http
+
+    from test_detect import photo_files
+    from netdef.tools.detect import detect
+
+    files = photo_files(tmp_path / "photos")[:2]  # astronaut.jpg 512x512, coffee.png 400x600
+    data = [f.read_bytes() for f in files]
+    engine = engines("y5s_plugin_fp16")
+    want = {None: detect(engine, files), 0.5: detect(engine, files, conf=0.5)}
+    assert sum(len(r["boxes"]) for r in want[None]) >= sum(len(r["boxes"]) for r in want[0.5]) > 0
+    bs = bench_serve()
+    with stub_fits(), bs.running_server(engine, "--max-det", "300") as server:
+        model = server.spec.name + "_detect"
+        assert server.models == (server.spec.name, model)
+        for protocol, client in [(http, http.InferenceServerClient(server.http)),
+                                 (grpc, grpc.InferenceServerClient(server.grpc))]:
+            for conf, records in want.items():  # conf a double over HTTP, a string over gRPC
+                parameters = None if conf is None else {"conf": conf if protocol is http else str(conf)}
+                got = bs.detect(client, protocol, model, data, parameters)
+                assert got["boxes"].shape == (2, 300, 4) and got["detections"].shape == (2, 1)
+                for k, rec in enumerate(records):
+                    n = len(rec["boxes"])
+                    assert json.loads(got["detections"][k, 0]) == {**rec, "image": str(k)}, (protocol.__name__, k)
+                    assert got["num_dets"][k, 0] == n
+                    np.testing.assert_array_equal(got["boxes"][k, :n], np.float32(rec["boxes"]).reshape(n, 4))
+                    np.testing.assert_array_equal(got["scores"][k, :n], np.float32(rec["scores"]))
+                    assert got["classes"][k, :n].tolist() == rec["classes"] and not got["boxes"][k, n:].any()
+            with pytest.raises(Exception, match=r"request 1 of 1 in this batch, image 0: cannot read image"):
+                bs.detect(client, protocol, model, [b"not an image"])
+            assert bs.detect(client, protocol, model, data[:1])["num_dets"][0, 0] == len(want[None][0]["boxes"])
+
+
+@pytest.mark.gpu
 def test_load_test_against_direct_engine_calls(engines):
     """Concurrency 1, 8, 64 against the direct batch-64 throughput (RESULT lines); with dynamic batching the
     server reaches at least 80 % of it at concurrency 64."""
     _serving_stack()
-    lines = bench_serve().run(engines("r50_fp16"), [1, 8, 64], 5.0, ["--max-queue-delay-us", "500"])
+    with stub_fits():
+        lines = bench_serve().run(engines("r50_fp16"), [1, 8, 64], 5.0, ["--max-queue-delay-us", "500"])
     assert [line.split()[1] for line in lines] == ["serve", "serve", "serve", "direct", "ratio"]
     ratio = float(lines[-1].split()[-1])
     assert ratio >= 0.8, lines
@@ -351,3 +742,18 @@ def test_a_model_load_failure_names_the_exception():
     assert _cause(Exception(message)).startswith("AttributeError: '_thread.RLock' object has no attribute")
     assert "pytriton issue 51" in _cause(Exception(message))
     assert _cause(Exception("model 'x' failed")) == "model 'x' failed"
+
+
+@pytest.mark.gpu
+def test_load_test_of_the_detect_model(engines, tmp_path):
+    """scripts/bench_serve.py --image: the detect model under load next to netdef detect's Detector (RESULT
+    lines with positive throughput; no threshold: the figures go to docs/benchmarks.md)."""
+    _serving_stack()
+    from test_detect import photo_files
+
+    image = photo_files(tmp_path / "photos")[0].read_bytes()
+    with stub_fits():
+        lines = bench_serve().run(engines("y5s_plugin_fp16"), [1, 8], 3.0, ["--max-queue-delay-us", "500"],
+                                  direct_batch=8, image=image)
+    assert [line.split()[1] for line in lines] == ["serve-detect", "serve-detect", "direct-detect", "ratio-detect"]
+    assert all(float(line.split("throughput=")[1].split()[0]) > 0 for line in lines[:3]), lines

@@ -1,6 +1,6 @@
 """The classic UNet (milesial/Pytorch-UNet layout: `inc.double_conv.0`, `down1.maxpool_conv.1.double_conv.3`,
 `up1.up`, `up1.conv.double_conv.0`, `outc.conv`). `Up` pads the upsampled map to the skip's size as F.pad does,
-so inputs whose sides are not multiples of 16 work as in PyTorch."""
+so inputs whose sides are not multiples of 16 work as in PyTorch, also with sizes chosen at run time."""
 from __future__ import annotations
 
 from typing import Any
@@ -30,7 +30,8 @@ def down(net: Network, x: Any, prefix: str, c2: int, eps: float = 1e-5) -> Any:
 def up(net: Network, x: list, prefix: str, c2: int, bilinear: bool = False, eps: float = 1e-5) -> Any:
     """Up(c1, c2, bilinear) on the row's inputs [x1, skip]: x1 upsampled 2x (ConvTranspose2d(c1, c1 // 2, 2, 2)
     `prefix.up`, or bilinear with align_corners), padded to the skip's size (F.pad, [dx // 2, dx - dx // 2,
-    dy // 2, dy - dy // 2]; a negative difference crops), concatenated after the skip, DoubleConv `prefix.conv`."""
+    dy // 2, dy - dy // 2]; a negative difference crops; from the runtime shapes where H, W are dynamic: one slice
+    `prefix/pad`), concatenated after the skip, DoubleConv `prefix.conv`."""
     if not isinstance(x, list) or len(x) != 2:
         raise SpecError(f"{prefix}: Up takes two inputs (from: [-1, skip row])")
     x1, skip = x
@@ -40,10 +41,10 @@ def up(net: Network, x: list, prefix: str, c2: int, bilinear: bool = False, eps:
     else:
         x1 = net.deconv(x1, f"{prefix}.up", net.channels(x1) // 2, 2, 2)
     (h1, w1), (h2, w2) = tuple(x1.shape)[2:], tuple(skip.shape)[2:]
-    if min(h1, w1, h2, w2) < 0:
-        raise SpecError(f"{prefix}: Up needs static heights and widths, got {tuple(x1.shape)} and {tuple(skip.shape)}")
     dy, dx = h2 - h1, w2 - w1
-    if dx or dy:
+    if min(h1, w1, h2, w2) < 0:
+        x1 = net.pad_like(x1, skip, f"{prefix}/pad")
+    elif dx or dy:
         x1 = net.pad(x1, f"{prefix}/pad", [dx // 2, dx - dx // 2, dy // 2, dy - dy // 2])
     y = net.concat([skip, x1], f"{prefix}/concat")
     c1 = net.channels(y)

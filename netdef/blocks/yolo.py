@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import defaults
+from .. import defaults, trt_api
 from ..errors import SpecError, WeightKeyError
 from ..network import Network
 from ..registry import Param, block, width_exemption
@@ -32,6 +32,8 @@ HEAD_PARAMS = {
     "nc": Param(None, int, help="classes; default: the count the weights were trained with, else the YAML's nc; "
                                 "given, the weights must agree"),
 }
+
+STRIDE_PROBE = (1024, 1024)  # the input size at which a dynamic build's heads ask TensorRT for the feature sizes
 
 block("nn.Upsample")(upsample)  # Ultralytics rows name torch's class: same block as `Upsample`
 
@@ -120,14 +122,34 @@ def sppf(net: Network, x: Any, prefix: str, c2: int, k: int = 5, n: int | None =
 @block("Focus", width_args=("c2",))
 def focus(net: Network, x: Any, prefix: str, c2: int, k: int = 1, s: int = 1, p: int | None = None,
           g: int = 1, act: bool | str = True) -> Any:
-    """Space-to-depth (the four pixel phases stacked as channels, Ultralytics' order) then Conv `prefix.conv`."""
-    c, (h, w) = net.channels(x), net.static_hw(x, f"{prefix}: Focus")
+    """Space-to-depth (the four pixel phases stacked as channels, Ultralytics' order) then Conv `prefix.conv`; with
+    H, W chosen at run time four strided slices (_phases), for the even sizes Focus takes."""
+    c, shape = net.channels(x), tuple(x.shape)
+    if min(shape[2:]) < 0:
+        return conv(net, _phases(net, x, f"{prefix}/space_to_depth"), f"{prefix}.conv", c2, k, s, p, g, act=act)
+    h, w = shape[2:]
     if h % 2 or w % 2:
         raise SpecError(f"{prefix}: Focus needs an even input height and width, got {h}x{w}")
     # (B, C, H/2, dy, W/2, dx) -> (B, dx, dy, C, H/2, W/2): channel block dx*2+dy matches x[..., dy::2, dx::2]
     split = net.shuffle(x, f"{prefix}/space_to_depth", reshape=(0, c, h // 2, 2, w // 2, 2), second=(0, 5, 3, 1, 2, 4))
     merge = net.shuffle(split, f"{prefix}/space_to_depth/reshape", reshape=(0, 4 * c, h // 2, w // 2))
     return conv(net, merge, f"{prefix}.conv", c2, k, s, p, g, act=act)
+
+
+def _phases(net: Network, x: Any, name: str) -> Any:
+    """x[..., dy::2, dx::2] (each H // 2 x W // 2 from the runtime shape) concatenated along the channels in
+    Ultralytics' order (block dx * 2 + dy): Focus's space-to-depth where H, W are chosen at run time."""
+    dims = net.layer("shape", f"{name}/shape", x).get_output(0)
+    dt = trt_api.np_dtype(dims.dtype)
+    size = net.layer("elementwise", f"{name}/size", dims, net.constant(np.array([1, 1, 2, 2], dt), f"{name}/two", dt),
+                     net.trt.ElementWiseOperation.FLOOR_DIV).get_output(0)
+    parts = []
+    for dx in (0, 1):
+        for dy in (0, 1):
+            layer = net.layer("slice", f"{name}/phase{dx * 2 + dy}", x, (0, 0, dy, dx), (1, 1, 1, 1), (1, 1, 2, 2))
+            layer.set_input(2, size)
+            parts.append(layer.get_output(0))
+    return net.concat(parts, name)
 
 
 @block("Detect", params=HEAD_PARAMS)
@@ -158,9 +180,10 @@ def detect(net: Network, x: Any, prefix: str, nc: int, anchors: list | int | Non
                      f"'{key}' has {trained} outputs = {na} anchors x (5 + nc)")
     no = nc + 5
     sizes = [_spatial(net, t, prefix) for t in feats]
-    stride_list = _strides(net, prefix, sizes, strides)
+    stride_list = _strides(net, prefix, feats, strides)
     anchors_px = _anchors_px(net, prefix, nl, na, stride_list, yaml_px)
     _check_outputs(net, prefix, na, nc)
+    net.record_model(task="detect", nc=nc, head=net.param("head"))
     raw = [net.conv(t, f"{prefix}.m.{i}", na * no, 1, bias=True) for i, t in enumerate(feats)]
 
     if net.param("head") == "plugin":
@@ -190,7 +213,17 @@ def _yaml_anchors(net: Network, prefix: str, anchors: Any, nl: int) -> tuple[int
 
 
 def _spatial(net: Network, t: Any, prefix: str) -> tuple[int, int]:
-    return net.static_hw(t, f"{prefix}: Detect")  # its grids and strides bake the feature sizes in
+    """A level's (H, W), or (-1, -1) where the build's input size is dynamic: the head then builds its grids from
+    the feature map's runtime shape."""
+    shape = tuple(t.shape)
+    if len(shape) != 4:
+        raise SpecError(f"{prefix}: the head takes (B, C, H, W) feature maps, got {shape}")
+    return (-1, -1) if min(shape[2:]) < 0 else (int(shape[2]), int(shape[3]))
+
+
+def dynamic(sizes: Sequence[tuple[int, int]]) -> bool:
+    """Whether levels of these sizes (from `_spatial`) get their H, W at run time."""
+    return any(min(hw) < 0 for hw in sizes)
 
 
 def _input_hw(net: Network, prefix: str) -> tuple[int, int]:
@@ -205,19 +238,25 @@ def _input_hw(net: Network, prefix: str) -> tuple[int, int]:
     return int(shape[2]), int(shape[3])
 
 
-def _strides(net: Network, prefix: str, sizes: list[tuple[int, int]], given: list[int] | None) -> list[int]:
-    """Each level's stride: input size / feature size (must agree for H and W), or the `strides` argument."""
+def _strides(net: Network, prefix: str, feats: Sequence[Any], given: list[int] | None) -> list[int]:
+    """Each level's stride: input size / feature size (must agree for H and W), or the `strides` argument. A dynamic
+    build asks TensorRT for the feature sizes at a STRIDE_PROBE input (as Ultralytics probes with an image)."""
+    sizes = [_spatial(net, t, prefix) for t in feats]
     if given is not None:
         if not isinstance(given, (list, tuple)) or len(given) != len(sizes) or not all(
                 isinstance(s, int) and s > 0 for s in given):
             raise SpecError(f"{prefix}: strides must be {len(sizes)} positive integers, got {given!r}")
         return [int(s) for s in given]
-    in_h, in_w = _input_hw(net, prefix)
+    if dynamic(sizes):
+        (in_h, in_w), probe = STRIDE_PROBE, " (the size a dynamic build probes the strides at)"
+        sizes = net.hw_at(feats, STRIDE_PROBE, f"{prefix}: Detect")
+    else:
+        (in_h, in_w), probe = _input_hw(net, prefix), ""
     out = []
     for h, w in sizes:
         if in_h % h or in_w % w or in_h // h != in_w // w:
-            raise SpecError(f"{prefix}: input {in_h}x{in_w} is not a multiple of the feature size {h}x{w}; use an "
-                              f"input size divisible by the largest stride")
+            raise SpecError(f"{prefix}: input {in_h}x{in_w}{probe} is not a multiple of the feature size {h}x{w}; "
+                            f"use an input size divisible by the largest stride, or give Detect's 'strides'")
         out.append(in_h // h)
     return out
 
@@ -270,7 +309,10 @@ def _decode_level(net: Network, raw: Any, name: str, na: int, no: int, hw: tuple
                   anchors_px: np.ndarray) -> Any:
     """(B, na*no, H, W) -> sigmoid -> xy = (2s - 0.5 + grid) * stride, wh = (2s)^2 * anchor -> (B, na*H*W, no).
 
-    Computed as y * (y * Q + P) + GX + GY with small broadcast constants (rank 5, size-1 dims)."""
+    Computed as y * (y * Q + P) + GX + GY with small broadcast constants (rank 5, size-1 dims); levels whose H, W
+    are chosen at run time by _decode_level_dynamic."""
+    if min(hw) < 0:
+        return _decode_level_dynamic(net, raw, name, na, no, stride, anchors_px)
     h, w = hw
     perm = net.shuffle(raw, f"{name}/permute", reshape=(0, na, no, h, w), second=(0, 1, 3, 4, 2))  # (B, na, H, W, no)
     y = net.activation(perm, "sigmoid", name)
@@ -291,3 +333,35 @@ def _decode_level(net: Network, raw: Any, name: str, na: int, no: int, hw: tuple
     t = net.add(t, net.constant(gx, f"{name}/grid_x"), f"{name}/add_grid_x")
     t = net.add(t, net.constant(gy, f"{name}/grid_y"), f"{name}/add_grid_y")
     return net.shuffle(t, f"{name}/reshape", reshape=(0, na * h * w, no))
+
+
+def _decode_level_dynamic(net: Network, raw: Any, name: str, na: int, no: int, stride: int,
+                          anchors_px: np.ndarray) -> Any:
+    """_decode_level of a map whose H, W are chosen at run time: the same y * (y * Q + P) + grid in the
+    (B, na*no, H, W) layout, the grid offsets ramps over the map's runtime shape (`Network.linspace`) put into
+    each anchor's x and y channels, then the rows in _decode_level's order."""
+    c = na * no
+    q = np.zeros((na, no), np.float32)
+    q[:, 2:4] = 4.0 * anchors_px
+    p = np.ones((na, no), np.float32)
+    p[:, 0:2], p[:, 2:4] = 2.0 * stride, 0.0
+    y = net.activation(raw, "sigmoid", name)
+    t = net.add(net.mul(y, net.constant(q.reshape(1, c, 1, 1), f"{name}/wh_gain"), f"{name}/mul_q"),
+                net.constant(p.reshape(1, c, 1, 1), f"{name}/gain"), f"{name}/add_p")
+    t = net.mul(y, t, f"{name}/mul_y")
+    size = net.dims(raw, f"{name}/grid", [0, 0, 1, 1], [1, 1, 0, 0])  # (1, 1, H, W)
+    for axis, delta in (("x", (0, 0, 0, stride)), ("y", (0, 0, stride, 0))):
+        ramp = net.linspace(size, f"{name}/grid_{axis}", -0.5 * stride, delta)  # (cell - 0.5) * stride
+        pick = np.zeros((na, no), np.float32)
+        pick[:, 0 if axis == "x" else 1] = 1.0
+        grid = net.mul(ramp, net.constant(pick.reshape(1, c, 1, 1), f"{name}/grid_{axis}/channel"),
+                       f"{name}/grid_{axis}/mul")
+        t = net.add(t, grid, f"{name}/add_grid_{axis}")
+    return anchor_rows(net, t, name, na, no)
+
+
+def anchor_rows(net: Network, t: Any, name: str, na: int, c: int) -> Any:
+    """(B, na*c, H, W) with H, W chosen at run time -> (B, na*H*W, c), rows anchor-major then row-major cells as
+    the static decode orders them: shuffles `{name}/permute` and `{name}/reshape`."""
+    rows = net.shuffle(t, f"{name}/permute", reshape=(0, na, c, -1), second=(0, 1, 3, 2))  # (B, na, H*W, c)
+    return net.shuffle(rows, f"{name}/reshape", reshape=(0, -1, c))

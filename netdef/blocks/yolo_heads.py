@@ -7,6 +7,9 @@ Segment with Proto (also YOLOv5 v7.0's anchor-based Segment).
 outputs num_dets (B, 1), boxes (B, K, 4) x1y1x2y2, scores (B, K), classes (B, K), K = max_det, and for Segment
 mask_coefs (B, K, nm) and protos (B, nm, H/4, W/4), for Pose keypoints (B, K, nkpt, ndim) (pixels, visibility
 sigmoided), all of the kept boxes.
+
+Each head records what it computes (`Network.record_model`: task detect, segment, pose or end2end, nc, head, and
+nm or kpt_shape): the engine header's "model", from which `netdef detect` knows the task.
 """
 from __future__ import annotations
 
@@ -16,9 +19,10 @@ from typing import Any
 import numpy as np
 
 from ..errors import SpecError, WeightKeyError
-from ..network import Network
+from ..network import Network, needs_static_size
 from ..registry import block
-from .yolo import (HEAD_PARAMS, _anchors_px, _decode_level, _spatial, _strides, _yaml_anchors, class_count, conv)
+from .yolo import (HEAD_PARAMS, _anchors_px, _decode_level, _spatial, _strides, _yaml_anchors, anchor_rows, class_count,
+                   conv, dynamic)
 from .yolov8 import dwconv
 
 REG_MAX = 16  # DFL bins per box side in YOLOv8/YOLO11
@@ -38,6 +42,7 @@ def detect_anchor_free(net: Network, feats: list, prefix: str, nc: int, reg_max:
         return detect_end2end(net, feats, prefix, nc, reg_max, strides)
     _check_head(net, prefix)
     box, cls, _, _ = _detect_parts(net, feats, prefix, nc, reg_max, strides)
+    net.record_model(task="detect", nc=int(cls.shape[1]), head=net.param("head"))
     return _prediction(net, prefix, box, cls)
 
 
@@ -79,6 +84,7 @@ def detect_end2end(net: Network, feats: list, prefix: str, nc: int, reg_max: int
            "the one-to-many branch, used in training only (--set head=one2many builds it)")
     net.skip([k for k in net.weights if k.startswith((f"{prefix}.{left}cv2.", f"{prefix}.{left}cv3."))], why)
     box, cls, _, _ = _detect_parts(net, feats, prefix, nc, reg_max, strides, branch=built, xyxy=not one2many)
+    net.record_model(task="detect" if one2many else "end2end", nc=int(cls.shape[1]), head=head)
     if one2many:
         return net.concat([box, cls], f"{prefix}/concat", axis=1)
     return _topk_detections(net, box, cls, prefix, net.param("max_det"))
@@ -89,6 +95,8 @@ def _topk_detections(net: Network, box: Any, cls: Any, prefix: str, max_det: int
     each anchor's best score, gather those anchors' scores (B, nc, k), TopK over them flattened; the class and
     anchor of each pick come from constant tables of the flattened positions. Returns (B, k, 6)."""
     nc, n = int(cls.shape[1]), int(cls.shape[2])
+    if n < 0:  # k = min(max_det, N) and the tables of flattened positions are sized at build time
+        raise SpecError(needs_static_size(f"{prefix}: the end-to-end head's top-k selection"))
     if not isinstance(max_det, int) or not 1 <= max_det <= TOPK_MAX:
         raise SpecError(f"{prefix}: max_det must be an integer from 1 to {TOPK_MAX} (TensorRT's TopK limit), "
                         f"got {max_det!r}")
@@ -147,6 +155,7 @@ def pose(net: Network, x: list, prefix: str, nc: int, kpt_shape: Sequence[int] =
     _check_head(net, prefix)
     box, cls, sizes, stride_list = _detect_parts(net, feats, prefix, nc, reg_max, strides)
     nkpt, ndim = int(kpt_shape[0]), int(kpt_shape[1])
+    net.record_model(task="pose", nc=int(cls.shape[1]), head=net.param("head"), kpt_shape=[nkpt, ndim])
     key = f"{prefix}.cv4.0.2.bias"
     if net.has(key) and net.weight_size(key) != nkpt * ndim:
         raise SpecError(f"{prefix}: kpt_shape {[nkpt, ndim]} needs {nkpt * ndim} keypoint outputs, the weights' '{key}' "
@@ -155,13 +164,16 @@ def pose(net: Network, x: list, prefix: str, nc: int, kpt_shape: Sequence[int] =
     raw = _branch(net, feats, f"{prefix}.cv4", c4, nkpt * ndim, sizes)
     n = raw.shape[-1]
     kpts = net.shuffle(raw, f"{prefix}/kpts", reshape=(0, nkpt, ndim, n))
-    stride, cells = _anchor_grid(sizes, stride_list)
-    gain = np.zeros((1, 1, ndim, n))
-    offset = np.zeros((1, 1, ndim, n))
-    gain[0, 0, :2] = 2.0 * stride
-    offset[0, 0, :2] = cells * stride  # Ultralytics' (anchor - 0.5): the anchor is the cell centre
-    xy = net.add(net.mul(kpts, net.constant(gain, f"{prefix}/kpts/gain"), f"{prefix}/kpts/mul_gain"),
-                 net.constant(offset, f"{prefix}/kpts/offset"), f"{prefix}/kpts/add_offset")
+    if dynamic(sizes):
+        gain_t, offset_t = _kpt_grid(net, feats, stride_list, prefix, ndim)
+    else:
+        stride, cells = _anchor_grid(sizes, stride_list)
+        gain = np.zeros((1, 1, ndim, n))
+        offset = np.zeros((1, 1, ndim, n))
+        gain[0, 0, :2] = 2.0 * stride
+        offset[0, 0, :2] = cells * stride  # Ultralytics' (anchor - 0.5): the anchor is the cell centre
+        gain_t, offset_t = net.constant(gain, f"{prefix}/kpts/gain"), net.constant(offset, f"{prefix}/kpts/offset")
+    xy = net.add(net.mul(kpts, gain_t, f"{prefix}/kpts/mul_gain"), offset_t, f"{prefix}/kpts/add_offset")
     if ndim == 3:  # visibility: sigmoid(v) in the third slot, the linear decode (zero gain there) in the others
         keep = np.zeros((1, 1, ndim, 1))
         keep[0, 0, 2] = 1.0
@@ -193,6 +205,7 @@ def segment(net: Network, x: list, prefix: str, nc: int, nm: int = 32, npr: int 
     if net.has(key) and net.weight_size(key) != nm:
         raise SpecError(f"{prefix}: nm={nm} mask coefficients, but the weights' '{key}' has {net.weight_size(key)}: "
                         f"set the Segment row's nm to the model's")
+    net.record_model(task="segment", nc=int(cls.shape[1]), head=net.param("head"), nm=nm)
     coef = _branch(net, feats, f"{prefix}.cv4", max(net.channels(feats[0]) // 4, nm), nm, sizes)
     out = _prediction(net, prefix, box, cls, coef)
     masks = proto(net, feats[0], f"{prefix}.proto", npr, nm)
@@ -243,8 +256,9 @@ def segment_anchor_based(net: Network, feats: list, prefix: str, nc: int, anchor
     if trained is not None and trained != na * no:
         raise WeightKeyError(f"{prefix}: the weights' '{key}' has {trained} outputs; {na} anchors x (5 + nc + "
                              f"nm={nm}) needs {na * no}: check nm, or these weights belong to a different head")
+    net.record_model(task="segment", nc=nc, head=net.param("head"), nm=nm)
     sizes = [_spatial(net, t, prefix) for t in feats]
-    stride_list = _strides(net, prefix, sizes, strides)
+    stride_list = _strides(net, prefix, feats, strides)
     anchors_px = _anchors_px(net, prefix, nl, na, stride_list, yaml_px)
     if net.param("head") == "plugin":
         from ..plugins.yolo import add_yolo_decode_nms  # only plugin builds need it
@@ -263,8 +277,11 @@ def segment_anchor_based(net: Network, feats: list, prefix: str, nc: int, anchor
         det = net.conv_layer(t, f"{p}/det", weight[det_rows], bias[det_rows]).get_output(0)
         masks = net.conv_layer(t, f"{p}/masks", weight[mask_rows], bias[mask_rows]).get_output(0)
         det = _decode_level(net, det, f"{prefix}/level{i}", na, 5 + nc, sizes[i], stride_list[i], anchors_px[i])
-        masks = net.shuffle(masks, f"{prefix}/level{i}/masks", reshape=(0, na, nm, h, w), second=(0, 1, 3, 4, 2))
-        masks = net.shuffle(masks, f"{prefix}/level{i}/masks/reshape", reshape=(0, na * h * w, nm))
+        if dynamic(sizes):
+            masks = anchor_rows(net, masks, f"{prefix}/level{i}/masks", na, nm)
+        else:
+            masks = net.shuffle(masks, f"{prefix}/level{i}/masks", reshape=(0, na, nm, h, w), second=(0, 1, 3, 4, 2))
+            masks = net.shuffle(masks, f"{prefix}/level{i}/masks/reshape", reshape=(0, na * h * w, nm))
         levels.append(net.concat([det, masks], f"{prefix}/level{i}/concat", axis=2))
     out = levels[0] if nl == 1 else net.concat(levels, f"{prefix}/concat", axis=1)
     return [out, proto(net, feats[0], f"{prefix}.proto", npr, nm, upsample="nearest")]
@@ -283,13 +300,13 @@ def _detect_parts(net: Network, feats: list, prefix: str, nc: int, reg_max: int,
         raise SpecError(f"{prefix}: reg_max={reg_max} needs {4 * reg_max} box outputs, the weights' '{key}' has "
                         f"{net.weight_size(key)}: set `reg_max:` in the YAML to the model's")
     sizes = [_spatial(net, t, prefix) for t in feats]
-    stride_list = _strides(net, prefix, sizes, strides)
+    stride_list = _strides(net, prefix, feats, strides)
     ch0 = net.channels(feats[0])
     box = _branch(net, feats, f"{prefix}.{branch}cv2", max(16, ch0 // 4, reg_max * 4), 4 * reg_max, sizes)
     box = net.shuffle(box, f"{prefix}/box", reshape=(0, 4, reg_max, box.shape[-1]))
     legacy = not net.has(f"{prefix}.{branch}cv3.0.0.0.conv.weight")
     cls = _branch(net, feats, f"{prefix}.{branch}cv3", max(ch0, min(nc, 100)), nc, sizes, depthwise=not legacy)
-    boxes = _decode_boxes(net, box, prefix, reg_max, sizes, stride_list, xyxy)
+    boxes = _decode_boxes(net, box, prefix, reg_max, feats, stride_list, xyxy)
     return boxes, net.activation(cls, "sigmoid", f"{prefix}/cls"), sizes, stride_list
 
 
@@ -306,7 +323,8 @@ def _branch(net: Network, feats: list, prefix: str, c_mid: int, c_out: int, size
         else:
             t = conv(net, conv(net, t, f"{p}.0", c_mid, 3), f"{p}.1", c_mid, 3)
         t = net.conv(t, f"{p}.2", c_out, 1, bias=True)
-        outs.append(net.shuffle(t, f"{p}/flatten", reshape=(0, c_out, sizes[i][0] * sizes[i][1])))
+        n = -1 if dynamic(sizes) else sizes[i][0] * sizes[i][1]
+        outs.append(net.shuffle(t, f"{p}/flatten", reshape=(0, c_out, n)))
     return outs[0] if len(outs) == 1 else net.concat(outs, f"{prefix}/concat", axis=2)
 
 
@@ -318,14 +336,16 @@ def _anchor_grid(sizes: list[tuple[int, int]], strides: list[int]) -> tuple[np.n
     return stride, np.stack([cx, cy]).astype(np.float64)
 
 
-def _decode_boxes(net: Network, box: Any, prefix: str, reg_max: int, sizes: list[tuple[int, int]],
-                  strides: list[int], xyxy: bool = False) -> Any:
+def _decode_boxes(net: Network, box: Any, prefix: str, reg_max: int, feats: list, strides: list[int],
+                  xyxy: bool = False) -> Any:
     """(B, 4, reg_max, N) bin logits -> (B, 4, N) boxes x, y, w, h (or x1, y1, x2, y2 with `xyxy`) in pixels.
 
     DFL's expectation and dist2bbox are both linear in the softmax, so they are one matrix (4, 4*reg_max):
     x = ax + (r - l)/2, w = l + r (x1 = ax - l, x2 = ax + r; distances l, t, r, b in grid units) with the bin
-    values from `dfl.conv`, then times the level's stride, plus the anchor point (cell centre) in pixels."""
-    n = sum(h * w for h, w in sizes)
+    values from `dfl.conv`, then times the level's stride, plus the anchor point (cell centre) in pixels (from the
+    levels' feature maps `feats`: ramps over their runtime shapes where H, W are chosen at run time)."""
+    sizes = [_spatial(net, t, prefix) for t in feats]
+    n = -1 if dynamic(sizes) else sum(h * w for h, w in sizes)
     if reg_max > 1:
         bins = net.weight(f"{prefix}.dfl.conv.weight", (1, reg_max, 1, 1)).reshape(reg_max).astype(np.float64)
         soft = net.layer("softmax", f"{prefix}.dfl/softmax", box)  # module dfl's output (the expectation) has
@@ -343,10 +363,49 @@ def _decode_boxes(net: Network, box: Any, prefix: str, reg_max: int, sizes: list
     mm = net.trt.MatrixOperation
     xywh = net.layer("matrix_multiply", f"{prefix}/dist2bbox", net.constant(matrix, f"{prefix}/dist2bbox/matrix"),
                      mm.NONE, dist, mm.NONE).get_output(0)
-    stride, cells = _anchor_grid(sizes, strides)
-    anchors = np.zeros((1, 4, n))
-    anchors[0, :2] = (cells + 0.5) * stride
-    if xyxy:
-        anchors[0, 2:] = anchors[0, :2]
-    scaled = net.mul(xywh, net.constant(stride.reshape(1, 1, n), f"{prefix}/strides"), f"{prefix}/mul_strides")
-    return net.add(scaled, net.constant(anchors, f"{prefix}/anchor_points"), f"{prefix}/add_anchors")
+    if dynamic(sizes):  # rows x, y, (x, y or 0, 0), stride: (cell + 0.5) * stride and the stride
+        centre = [[1.0, 0.0, 0.5], [0.0, 1.0, 0.5]]
+        rows = _cell_rows(net, feats, strides, f"{prefix}/grid",
+                          np.array(centre + (centre if xyxy else [[0.0] * 3] * 2) + [[0.0, 0.0, 1.0]]))
+        stride_t = net.slice(rows, f"{prefix}/strides", [0, 4, 0], [1, 1, -1])
+        anchors_t = net.slice(rows, f"{prefix}/anchor_points", [0, 0, 0], [1, 4, -1])
+    else:
+        stride, cells = _anchor_grid(sizes, strides)
+        anchors = np.zeros((1, 4, n))
+        anchors[0, :2] = (cells + 0.5) * stride
+        if xyxy:
+            anchors[0, 2:] = anchors[0, :2]
+        stride_t = net.constant(stride.reshape(1, 1, n), f"{prefix}/strides")
+        anchors_t = net.constant(anchors, f"{prefix}/anchor_points")
+    scaled = net.mul(xywh, stride_t, f"{prefix}/mul_strides")
+    return net.add(scaled, anchors_t, f"{prefix}/add_anchors")
+
+
+def _cell_rows(net: Network, feats: list, strides: list[int], name: str, rows: np.ndarray) -> Any:
+    """Per-position values of levels whose H, W are chosen at run time: row r = (rows[r, 0] * cell x + rows[r, 1]
+    * cell y + rows[r, 2]) * stride, (1, R, N), positions ordered as _anchor_grid orders them; built from ramps
+    over each feature map's runtime shape (`Network.linspace`)."""
+    r = rows.shape[0]
+    levels = []
+    for i, (t, s) in enumerate(zip(feats, strides)):
+        lv = f"{name}/level{i}"
+        size = net.dims(t, lv, [0, 0, 1, 1], [1, 1, 0, 0])  # (1, 1, H, W)
+        y = net.constant((rows[:, 2] * s).reshape(1, r, 1, 1), f"{lv}/offset")
+        for axis, col, delta in (("x", 0, (0, 0, 0, s)), ("y", 1, (0, 0, s, 0))):
+            ramp = net.linspace(size, f"{lv}/{axis}", 0.0, delta)  # cell * stride
+            gain = net.constant(rows[:, col].reshape(1, r, 1, 1), f"{lv}/{axis}/gain")
+            y = net.add(y, net.mul(ramp, gain, f"{lv}/{axis}/mul"), f"{lv}/{axis}/add")
+        levels.append(net.shuffle(y, f"{lv}/flatten", reshape=(1, r, -1)))
+    return levels[0] if len(levels) == 1 else net.concat(levels, f"{name}/concat", axis=2)
+
+
+def _kpt_grid(net: Network, feats: list, strides: list[int], prefix: str, ndim: int) -> tuple[Any, Any]:
+    """Pose's keypoint gain (2 * stride on x, y) and offset (cell * stride) (1, 1, ndim, N) for levels whose H, W
+    are chosen at run time (the static path's constants `{prefix}/kpts/gain` and `/offset`)."""
+    rows = np.zeros((2 * ndim, 3))
+    rows[0, 2] = rows[1, 2] = 2.0
+    rows[ndim, 0] = rows[ndim + 1, 1] = 1.0
+    grid = _cell_rows(net, feats, strides, f"{prefix}/kpts/grid", rows)
+    return tuple(net.shuffle(net.slice(grid, f"{prefix}/kpts/{part}/rows", [0, k * ndim, 0], [1, ndim, -1]),
+                             f"{prefix}/kpts/{part}", reshape=(1, 1, ndim, -1))
+                 for k, part in enumerate(("gain", "offset")))

@@ -111,9 +111,8 @@ def attention(net: Network, x: Any, prefix: str, num_heads: int = 8, attn_ratio:
     """Multi-head self-attention over the H*W positions (Ultralytics' Attention): qkv 1x1 Conv,
     softmax(q^T k / sqrt(key_dim)), v attn^T, plus a 3x3 depth-wise positional Conv `pe` of v, then `proj`."""
     shape = tuple(int(s) for s in x.shape)
-    net.static_hw(x, f"{prefix}: Attention")  # its reshapes bake N = H * W in
-    if len(shape) != 4 or min(shape[1:]) <= 0:
-        raise SpecError(f"{prefix}: Attention needs (B, C, H, W) input with static C, H, W, got {shape}")
+    if len(shape) != 4 or shape[1] <= 0:
+        raise SpecError(f"{prefix}: Attention needs (B, C, H, W) input with a static C, got {shape}")
     dim, h, w = shape[1:]
     if dim % num_heads:
         raise SpecError(f"{prefix}: {dim} channels are not divisible by num_heads={num_heads}")
@@ -124,7 +123,7 @@ def attention(net: Network, x: Any, prefix: str, num_heads: int = 8, attn_ratio:
             for part, start, size in (("q", 0, key_dim), ("k", key_dim, key_dim), ("v", 2 * key_dim, head_dim))}
     qkv = conv_parts(net, x, f"{prefix}.qkv", rows, dim + 2 * key_dim * num_heads, act=False,
                      gains={"q": key_dim ** -0.5})
-    n = h * w
+    n = h * w if min(h, w) > 0 else -1  # -1: H, W chosen at run time
     q = net.shuffle(qkv["q"], f"{prefix}/q_heads", reshape=(0, num_heads, key_dim, n))
     k = net.shuffle(qkv["k"], f"{prefix}/k_heads", reshape=(0, num_heads, key_dim, n))
     v = net.shuffle(qkv["v"], f"{prefix}/v_heads", reshape=(0, num_heads, head_dim, n))
@@ -134,7 +133,12 @@ def attention(net: Network, x: Any, prefix: str, num_heads: int = 8, attn_ratio:
     softmax.axes = 1 << 3
     out = net.layer("matrix_multiply", f"{prefix}/attend", v, mm.NONE, softmax.get_output(0),
                     mm.TRANSPOSE).get_output(0)
-    out = net.shuffle(out, f"{prefix}/merge_heads", reshape=(0, dim, h, w))
+    if n > 0:
+        out = net.shuffle(out, f"{prefix}/merge_heads", reshape=(0, dim, h, w))
+    else:  # back to x's runtime shape
+        merge = net.layer("shuffle", f"{prefix}/merge_heads", out)
+        merge.set_input(1, net.layer("shape", f"{prefix}/merge_heads/shape", x).get_output(0))
+        out = merge.get_output(0)
     pe = conv(net, qkv["v"], f"{prefix}.pe", dim, 3, 1, g=dim, act=False)
     return conv(net, net.add(out, pe, f"{prefix}/add_pe"), f"{prefix}.proj", dim, 1, act=False)
 
@@ -170,7 +174,8 @@ def classify(net: Network, x: Any, prefix: str, nc: int, k: int = 1, s: int = 1,
     """Ultralytics' classification head in eval mode: Conv `prefix.conv` to 1280 channels, global average pool,
     Linear `prefix.linear` to nc, softmax: (B, nc) probabilities (several inputs are concatenated first).
     `softmax=False`: the logits, as YOLOv5's Classify returns them. `eps`: the Conv's BatchNorm eps when it
-    differs from the model's `bn_eps` (YOLOv5 adds Classify after initialize_weights: PyTorch's 1e-5)."""
+    differs from the model's `bn_eps` (YOLOv5 adds Classify after initialize_weights: PyTorch's 1e-5). Records
+    the task (`Network.record_model`: classify, nc, head "probs" or "logits")."""
     if isinstance(x, (list, tuple)):
         x = net.concat(list(x), f"{prefix}/concat")
     if eps is None:
@@ -179,6 +184,7 @@ def classify(net: Network, x: Any, prefix: str, nc: int, k: int = 1, s: int = 1,
         y = net.conv(x, f"{prefix}.conv.conv", 1280, k, s, p, g, bias=False, bn=f"{prefix}.conv.bn", eps=eps,
                      act=_act(True))
     logits = net.linear(net.global_avg_pool(y, f"{prefix}.pool", keep_dims=True), f"{prefix}.linear", nc)
+    net.record_model(task="classify", nc=int(logits.shape[1]), head="probs" if softmax else "logits")
     if not softmax:
         return logits
     layer = net.layer("softmax", f"{prefix}/softmax", logits)

@@ -15,12 +15,16 @@ from .options import number, parse_numbers
 def register(subparsers: Any) -> argparse.ArgumentParser:
     """Add `netdef detect` to the command line."""
     p = subparsers.add_parser("detect", help="detect objects in images with a YOLO engine (GPU pre/post-processing); "
-                                             "segmentation and pose engines: masks and keypoints too",
-                              description="Letterbox the images on the GPU, run ENGINE, apply NMS (the engine's "
-                                          "plugin or YOLOv5's in torch), assemble masks (segmentation) or map "
-                                          "keypoints (pose), write detections.json (masks as COCO compressed RLE) "
-                                          "and annotated images named after the inputs (never over an input: such "
-                                          "an --out is refused).")
+                                             "segmentation and pose engines: masks and keypoints too; "
+                                             "classification engines: the top-5 classes",
+                              description="The task comes from the engine's header (the head's record; older "
+                                          "engines: from the architecture and the outputs). Letterbox the images on "
+                                          "the GPU, run ENGINE, apply NMS (the engine's plugin or YOLOv5's in "
+                                          "torch), assemble masks (segmentation) or map keypoints (pose); "
+                                          "classification: resize and crop as the model's own predictor, top-5 "
+                                          "classes. Writes detections.json (masks as COCO compressed RLE) and "
+                                          "annotated images named after the inputs (never over an input: such an "
+                                          "--out is refused).")
     p.set_defaults(func=cmd_detect)
     p.add_argument("engine")
     p.add_argument("images", nargs="+", help="image files or folders")
@@ -30,7 +34,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--iou", type=number("--iou", float, minimum=0.0, maximum=1.0),
                    help=f"NMS IoU threshold (default {defaults.IOU_THRES}; plugin engines: built in)")
     p.add_argument("--max-det", type=number("--max-det", minimum=1), default=defaults.MAX_DET,
-                   help="boxes per image at most")
+                   help="boxes per image at most (detection engines)")
     p.add_argument("--names", help="class names file, one per line")
     p.add_argument("--kpt-shape", metavar="N,D", help="a plain pose engine's keypoints and dims per keypoint "
                                                      "(default: the kpt_shape of the YAML it was built from)")
@@ -54,6 +58,7 @@ def cmd_detect(a: argparse.Namespace) -> int:
     det = detect.engine_detector(a.engine, a.conf, a.iou, a.max_det, names, device=device, **extra)
     results = det(arrays, [str(f) for f in files])
     detect.write_results(results, arrays, a.out)
-    total = sum(len(r["boxes"]) for r in results)
-    print(f"{len(results)} image(s), {total} detection(s) -> {Path(a.out) / 'detections.json'}")
+    found = (f"{sum(len(r['boxes']) for r in results)} detection(s)" if all("boxes" in r for r in results)
+             else "top-5 classes each")
+    print(f"{len(results)} image(s), {found} -> {Path(a.out) / 'detections.json'}")
     return 0

@@ -41,7 +41,7 @@ def cmd_info(a: argparse.Namespace) -> int:
 
 
 def format_engine(meta: dict[str, Any], path: Path) -> str:
-    """What an engine is, what built it, its profiles, inputs, outputs, weights and plugins."""
+    """What an engine is, what built it, its profiles, inputs, outputs, model (task), weights and plugins."""
     from ..options import format_profiles
 
     t = meta["tensorrt"]
@@ -52,6 +52,7 @@ def format_engine(meta: dict[str, Any], path: Path) -> str:
              f"{meta['layers']} layers, built {meta['created']} in {meta['build_seconds']} s"]
     lines += hw_lines(meta)
     lines += io_lines(meta)
+    lines += model_lines(meta)
     lines.append(f"  weights {meta['weights']['path']} sha256 {meta['weights']['sha256'][:12]}")
     lines += [f"  plugin {p.get('name')}: {p.get('library')}" for p in meta.get("plugins", [])]
     return "\n".join(lines)
@@ -116,6 +117,16 @@ def hw_lines(meta: dict[str, Any]) -> list[str]:
     ranges = engine_file.hw_ranges(meta) or []
     return [f"  input HxW {format_hw_range(r)} (min:opt:max) in profile {i} "
             f"(batch {':'.join(map(str, p))})" for i, (r, p) in enumerate(zip(ranges, engine_file.profiles(meta)))]
+
+
+def model_lines(meta: dict[str, Any]) -> list[str]:
+    """What the head computes, as it recorded it (task, classes, head, kpt_shape / nm); none for older engines."""
+    m = meta.get("model")
+    if not m:
+        return []
+    extra = "".join(f", {k} {v}" for k, v in (("kpt_shape", "x".join(map(str, m.get("kpt_shape") or []))),
+                                              ("nm", m.get("nm"))) if v)
+    return [f"  model  {m['task']}, {m['nc']} classes, head {m['head']}{extra}"]
 
 
 def io_lines(meta: dict[str, Any]) -> list[str]:

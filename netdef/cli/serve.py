@@ -4,15 +4,19 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from .. import defaults
+from ..deploy.serve_detect import DetectSettings
 from ..errors import OptionError
 from .device import HELP as DEVICE_HELP
-from .options import number, parse_numbers
+from .options import number
 
 HELP = "serve an engine through Triton Inference Server (PyTriton): HTTP, gRPC, dynamic batching, metrics"
 DESCRIPTION = ("Serves ENGINE as a Triton model through PyTriton (pip install nvidia-pytriton): HTTP and gRPC "
                "inference, Triton's dynamic batcher (preferring the profiles' OPT batches), health "
                "(/v2/health/ready) and Prometheus metrics (/metrics), one model instance per selected GPU. "
-               "Detector engines with the plugin head are served as raw tensors. Ctrl-C stops the server.")
+               "YOLO detection, segmentation and pose engines are also served as NAME_detect: encoded images in "
+               "(BYTES input 'image'), detections out (num_dets, boxes, scores, classes padded to --max-det, and "
+               "netdef detect's JSON record per image). Ctrl-C stops the server.")
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
@@ -30,29 +34,59 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     s.add_argument("--max-queue-delay-us", type=number("--max-queue-delay-us", minimum=0), metavar="US",
                    help="longest time the dynamic batcher holds a request to form a batch (default 0)")
     where = s.add_mutually_exclusive_group()
-    where.add_argument("--devices", help="CUDA devices such as 0,1: one model instance on each")
+    where.add_argument("--devices", metavar="LIST", help="CUDA devices such as 0,1 (or all): one model instance "
+                                                         "on each")
     where.add_argument("--device", type=number("--device", minimum=0), metavar="N", help=DEVICE_HELP)
+    s.add_argument("--allow-shared-device", action="store_true",
+                   help="with --devices: allow a device listed twice (0,0: two model instances on one GPU)")
     s.add_argument("--name", help="model name (default: the architecture's name)")
+    d = s.add_argument_group("images -> detections (YOLO detection, segmentation and pose engines)")
+    d.add_argument("--detect", action=argparse.BooleanOptionalAction, default=None,
+                   help="also serve NAME_detect: encoded images in, detections out, with netdef detect's GPU pre- "
+                        "and post-processing (default: for engines whose outputs netdef detect recognises)")
+    d.add_argument("--conf", type=number("--conf", float, minimum=0.0, maximum=1.0),
+                   help=f"score threshold (default {defaults.CONF_THRES}; plugin engines: built in, may be raised); "
+                        "a request parameter conf overrides it")
+    d.add_argument("--iou", type=number("--iou", float, minimum=0.0, maximum=1.0),
+                   help=f"NMS IoU threshold (default {defaults.IOU_THRES}; plugin engines: built in); a request "
+                        "parameter iou overrides it")
+    d.add_argument("--max-det", type=number("--max-det", minimum=1), metavar="K",
+                   help=f"boxes per image at most, the rows the outputs are padded to (default {defaults.MAX_DET}); "
+                        "a request parameter max_det may lower it")
+    d.add_argument("--names", help="class names file, one per line (the JSON's names)")
     s.set_defaults(func=cmd_serve)
     return s
 
 
 def devices(a: argparse.Namespace) -> tuple[int, ...]:
-    """The devices of --devices or --device, distinct and >= 0; () for the current device."""
+    """The devices of --devices or --device, each a visible device (a device listed twice only with
+    --allow-shared-device); () for the current device."""
+    from .. import trt_api
+    from ..tools.bench_devices import parse_devices
+
+    if a.allow_shared_device and a.devices is None:
+        raise OptionError("--allow-shared-device goes with --devices")
     if a.device is not None:
-        return (a.device,)
+        return (trt_api.check_device(a.device, "--device"),)
     if a.devices is None:
         return ()
-    found = tuple(parse_numbers(a.devices, "--devices", int, what="device indices such as 0,1"))
-    if min(found) < 0 or len(set(found)) != len(found):
-        raise OptionError(f"--devices {a.devices}: expected distinct device indices >= 0")
-    return found
+    return parse_devices(a.devices, "--devices", allow_repeat=a.allow_shared_device)
+
+
+def detect_settings(a: argparse.Namespace) -> DetectSettings | None:
+    """The DetectSettings of --conf, --iou, --max-det; None where none is given."""
+    if a.conf is None and a.iou is None and a.max_det is None:
+        return None
+    return DetectSettings(a.conf, a.iou, defaults.MAX_DET if a.max_det is None else a.max_det)
 
 
 def cmd_serve(a: argparse.Namespace) -> int:
     from ..deploy.serve import serve
+    from ..tools.detect import load_names
 
+    names = load_names(a.names) if a.names else None
     serve(a.engine, port=a.port, grpc_port=a.grpc_port, metrics_port=a.metrics_port, max_batch=a.max_batch,
-          max_queue_delay_us=a.max_queue_delay_us, devices=devices(a), name=a.name)
+          max_queue_delay_us=a.max_queue_delay_us, devices=devices(a), name=a.name, detect=a.detect,
+          detect_settings=detect_settings(a), names=names)
     print("stopped")
     return 0

@@ -10,10 +10,11 @@ netdef binds one callable per selected GPU (one Triton model instance each), eac
 batching engine), `max_batch_size` (0: a non-batching engine, whose smallest batch is above 1, takes whole
 batches) and the batcher's preferred sizes (the profiles' OPT batches). `run_batch` runs one batch the batcher
 formed: split into chunks of at most the engine's largest batch, a chunk no profile covers (below the smallest
-batch of a non-batching engine) padded up to the nearest batch one covers. These are pure functions: importable and testable without pytriton or a GPU.
+batch of a non-batching engine) padded up to the nearest batch one covers. These are pure functions: importable
+and testable without pytriton or a GPU; so is `bind_arguments`, what `serve` hands PyTriton for each model.
 
-Detector engines with the plugin head are served as raw tensors (`num_dets`, `boxes`, `scores`, `classes`) in this
-version. TODO: an image -> detections model using netdef's GPU pre- and post-processing.
+YOLO detection, segmentation and pose engines are served twice: as raw tensors (`NAME`) and as images ->
+detections (`NAME_detect`, netdef detect's GPU pre- and post-processing: `deploy.serve_detect`).
 """
 from __future__ import annotations
 
@@ -22,13 +23,16 @@ import re
 import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .. import engine_file
 from ..errors import NetdefError, OptionError
 from .triton import DATA_TYPES, TritonOptions, model_config
+
+if TYPE_CHECKING:
+    from .serve_detect import DetectSettings
 
 INSTALL = "pip install nvidia-pytriton (or pip install 'netdef[serve]')"
 
@@ -189,46 +193,83 @@ def import_pytriton() -> Any:
 
 def serve(engine: str | os.PathLike, *, port: int = 8000, grpc_port: int = 8001, metrics_port: int = 8002,
           max_batch: int | None = None, max_queue_delay_us: int | None = None, devices: Sequence[int] = (),
-          name: str | None = None, log: Callable[[str], None] = print) -> None:
+          name: str | None = None, detect: bool | None = None, detect_settings: DetectSettings | None = None,
+          names: Sequence[str] | None = None, log: Callable[[str], None] = print) -> None:
     """Serve `engine` (a netdef engine, or a raw plan) through Triton until Ctrl-C or the server stops: one model
-    instance per device in `devices` (default: the current device). Options are checked before any GPU work."""
+    instance per device in `devices` (default: the current device; a device listed twice gets two). `detect`: also
+    bind `NAME_detect` (`deploy.serve_detect`) with `detect_settings` (a `DetectSettings`) and class `names`;
+    None: where the engine is a YOLO detector, False: never, True: always (an error for other engines, as are
+    settings or names for a model not served). Options are checked before any GPU work."""
     from .plan import read_any_plan
+    from .serve_detect import DetectSettings, detect_binding, detect_function, engine_detectors
     from ..runtime import Engine
 
     ports = Ports(port, grpc_port, metrics_port)
     ports.validate()
-    if len(set(devices)) != len(devices):
-        raise OptionError(f"--devices {','.join(map(str, devices))}: expected distinct device indices")
     ports.check_free()
+    settings, configured = detect_settings or DetectSettings(), detect_settings is not None or bool(names)
     meta = read_any_plan(engine)[0]  # None: a raw plan without a sidecar, whose metadata the loaded engine gives
     if meta is not None:
         spec = binding(meta, name=name, max_batch=max_batch, max_queue_delay_us=max_queue_delay_us)
+        detecting = serves_detections(meta, detect, configured)
     pt = import_pytriton()
     engines = [Engine(engine, device=d) for d in (devices or [None])]
     if meta is None:
         spec = binding(engines[0].meta, name=name, max_batch=max_batch, max_queue_delay_us=max_queue_delay_us)
-    if (engines[0].meta.get("options", {}).get("params") or {}).get("head") == "plugin":
-        log("note: a detector with the plugin head is served as raw tensors (num_dets, boxes, scores, classes); "
-            "images -> detections is not served yet")
-    functions = [pt.decorators.batch(infer_function(e, spec)) for e in engines]
-    mc, trt = pt.model_config, pt.triton
+        detecting = serves_detections(engines[0].meta, detect, configured)
+    models = [(spec, [pt.decorators.batch(infer_function(e, spec)) for e in engines])]
+    if detecting:
+        dspec = detect_binding(spec, settings.max_det)
+        try:
+            detectors = [engine_detectors(e, settings, names) for e in engines]
+        except NetdefError as e:
+            raise NetdefError(f"{e} (for model '{dspec.name}'; --no-detect serves the raw tensors alone)") from None
+        models.append((dspec, [detect_function(d, settings, settings.max_det) for d in detectors]))
+    server = pt.triton.TritonConfig(http_port=ports.http, grpc_port=ports.grpc, metrics_port=ports.metrics)
+    with pt.triton.Triton(config=server) as triton:
+        for model, functions in models:
+            try:
+                triton.bind(**bind_arguments(pt, model, functions))
+            except Exception as e:  # PyTriton's and tritonclient's errors: Triton refused or failed to load the model
+                raise NetdefError(f"Triton could not load model '{model.name}': {_cause(e)}") from e
+        for what, url in ports.endpoints("localhost", spec.name):
+            log(f"{what:8} {url}")
+        if detecting:
+            log(f"{'HTTP':8} {ports.endpoints('localhost', dspec.name)[0][1]}")
+            log(f"model '{dspec.name}': input '{dspec.inputs[0].name}' (BYTES: one encoded image per item) -> "
+                f"num_dets, boxes, scores, classes (padded to {settings.max_det}), detections (JSON); request "
+                "parameters conf, iou, max_det")
+        log(f"serving {engine} as model(s) {', '.join(repr(m.name) for m, _ in models)} on {len(engines)} "
+            f"instance(s) (device {', '.join(str(e.device) for e in engines)}); Ctrl-C stops")
+        triton.serve()
+
+
+def serves_detections(meta: dict[str, Any], detect: bool | None, configured: bool = False) -> bool:
+    """Whether `serve` binds the images -> detections model: `detect` where given (True for an engine that is not
+    a YOLO detector: an OptionError saying why), else whether the engine is one. `configured`: detection settings
+    were given, an OptionError where the model is not served."""
+    from .serve_detect import detector_error
+
+    error = None if detect is False else detector_error(meta)
+    if detect and error:
+        raise OptionError(f"--detect: {error}")
+    if configured and (detect is False or error):
+        raise OptionError("--conf, --iou, --max-det and --names set the images -> detections model, which is not "
+                          "served " + ("with --no-detect" if detect is False else f"for this engine: {error}"))
+    return detect is not False and error is None
+
+
+def bind_arguments(pt: Any, spec: Binding, functions: Sequence[Callable[..., Any]]) -> dict[str, Any]:
+    """The arguments of PyTriton's `Triton.bind` for model `spec`, one model instance per function in
+    `functions`; `pt` the pytriton package (`import_pytriton`)."""
+    mc = pt.model_config
     config = mc.ModelConfig(batching=spec.max_batch_size > 0, max_batch_size=spec.max_batch_size,
                             batcher=mc.DynamicBatcher(max_queue_delay_microseconds=spec.max_queue_delay_us,
                                                       preferred_batch_size=list(spec.preferred_batch_sizes) or None))
-    tensors = [[mc.Tensor(name=t.name, dtype=np.dtype(t.dtype), shape=t.shape) for t in group]
-               for group in (spec.inputs, spec.outputs)]
-    server = trt.TritonConfig(http_port=ports.http, grpc_port=ports.grpc, metrics_port=ports.metrics)
-    with trt.Triton(config=server) as triton:
-        try:
-            triton.bind(model_name=spec.name, infer_func=functions, inputs=tensors[0], outputs=tensors[1],
-                        config=config, strict=True)
-        except Exception as e:  # PyTriton's and tritonclient's errors: Triton refused or failed to load the model
-            raise NetdefError(f"Triton could not load model '{spec.name}': {_cause(e)}") from e
-        for what, url in ports.endpoints("localhost", spec.name):
-            log(f"{what:8} {url}")
-        log(f"serving {engine} as model '{spec.name}' on {len(engines)} instance(s) "
-            f"(device {', '.join(str(e.device) for e in engines)}); Ctrl-C stops")
-        triton.serve()
+    inputs, outputs = ([mc.Tensor(name=t.name, dtype=np.dtype(t.dtype), shape=t.shape) for t in group]
+                       for group in (spec.inputs, spec.outputs))
+    return {"model_name": spec.name, "infer_func": list(functions), "inputs": inputs, "outputs": outputs,
+            "config": config, "strict": True}
 
 
 def _cause(error: Exception) -> str:

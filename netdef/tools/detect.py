@@ -1,4 +1,4 @@
-"""`netdef detect`: object detection, instance segmentation and pose with a YOLO engine, pre- and
+"""`netdef detect`: object detection, instance segmentation, pose and classification with a YOLO engine, pre- and
 post-processing on the GPU.
 
 Images are read with Pillow, letterboxed on the GPU (`netdef.preprocess`), run through the engine, and
@@ -6,7 +6,11 @@ post-processed: engines built with the decode+NMS plugin already give (num_dets,
 engines with the plain (B, N, 5+nc) output get YOLOv5's filtering + torchvision's batched_nms in torch, and
 the anchor-free YOLOv8/YOLO11 output (B, 4+nc, N) the same without objectness (as Ultralytics' NMS).
 
-The task follows from the outputs (`OutputLayout.of`): a second, 4-D output (B, nm, H/4, W/4) is a segmentation
+The task comes from the engine header's "model" record (the head wrote it at build time: detect, segment, pose
+with its kpt_shape, end2end, classify); classification engines go to `netdef.tools.classify` (top-5 classes),
+the others' outputs must then fit the recorded task. Engines without the record (older files, raw plans with a
+sidecar) are recognised as before: a `-cls` architecture is a classifier, and the task follows from the outputs
+(`OutputLayout.of`): a second, 4-D output (B, nm, H/4, W/4) is a segmentation
 head's prototypes (the prediction's last nm channels are mask coefficients; plugin engines: `mask_coefs`
 (B, K, nm) and `protos`); a plugin engine's `keypoints` (B, K, nkpt, ndim) make it a pose engine. A plain pose
 head's (B, 4 + nc + nkpt*ndim, N) looks like a detection output: there the architecture (`-pose`) and its
@@ -32,8 +36,9 @@ import numpy as np
 
 from ..errors import NetdefError
 from ..fileio import atomic_write, check_output
+from .classify import Classifier, draw_top1, engine_classifier
 from .masks import process_masks, rle_decode, rle_encode
-from .preprocess import letterbox, scale_boxes, scale_keypoints, scale_masks
+from .preprocess import letterbox, pad_batch, scale_boxes, scale_keypoints, scale_masks
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 PLUGIN_OUTPUTS = ("num_dets", "boxes", "scores", "classes")
@@ -294,16 +299,12 @@ class Detector:
     def detect_tensors(self, images: Sequence[np.ndarray], bgr: bool = False) -> list[Detections]:
         """Per image its Detections on the original image: on the device for raw predictions and masks, on the
         host for the plugin's boxes, scores, classes and keypoints."""
-        import torch
-
         lo, hi = self.batch_range
         results: list[Detections] = []
         for start in range(0, len(images), hi):
             chunk = list(images[start:start + hi])
             batch, ratio_pads = letterbox(chunk, self.input_hw, bgr=bgr, device=self.device)
-            if batch.shape[0] < lo:  # the profile's minimum: pad with grey images, ignore their results
-                fill = batch.new_full((lo - batch.shape[0], *batch.shape[1:]), 114 / 255.0)
-                batch = torch.cat((batch, fill))
+            batch = pad_batch(batch, lo, 114 / 255.0)  # grey images up to the profile's minimum
             per_image = self.postprocess(self.infer(batch))[:len(chunk)]
             for det, rp, im in zip(per_image, ratio_pads, chunk):
                 results.append(self._to_original(det, tuple(batch.shape[2:]), rp, im.shape))
@@ -385,9 +386,10 @@ def _select(det: Detections, keep: Any) -> Detections:
 
 def engine_detector(engine: Any, conf: float | None = None, iou: float | None = None,
                     max_det: int = DEFAULT_MAX_DET, names: list[str] | None = None, *,
-                    device: int | None = None, kpt_shape: Sequence[int] | None = None) -> Detector:
+                    device: int | None = None, kpt_shape: Sequence[int] | None = None) -> Detector | Classifier:
     """A Detector over a netdef engine (a path, loaded on CUDA device `device`, default the current one; or a
-    `netdef.runtime.Engine`), on the engine's GPU.
+    `netdef.runtime.Engine`), on the engine's GPU; for a classification engine a `Classifier` (called the same
+    way; conf, iou and kpt_shape do not apply to it, max_det neither: it keeps the top 5).
 
     Plugin engines have their NMS thresholds built in: `conf` may only raise the score threshold and `iou`
     must equal the built one (rebuild with --set conf_thres=/iou_thres= otherwise); None keeps them.
@@ -405,15 +407,26 @@ def engine_detector(engine: Any, conf: float | None = None, iou: float | None = 
     if len(shape) != 4 or shape[1] != 3 or shape[2] < 1 or shape[3] < 1:
         raise NetdefError(f"{eng.path}: input {eng.inputs[0].name} {list(shape)} is not a static (B, 3, H, W) image")
     arch = str(eng.meta.get("arch", {}).get("name", ""))
-    if arch.endswith("-cls"):
-        raise NetdefError(f"{eng.path} is a {arch} engine: netdef detect handles detection, segmentation and pose "
-                          f"engines; run classification engines with `netdef run` or netdef.runtime.Engine")
-    head = eng.meta.get("options", {}).get("params", {}).get("head", "decode")
+    model = eng.meta.get("model")  # engine_file checked it (optional: older engines lack it)
+    if (model["task"] if model else "classify" if arch.endswith("-cls") else None) == "classify":
+        given = [n for n, v in (("conf", conf), ("iou", iou), ("kpt_shape", kpt_shape)) if v is not None]
+        if given:
+            raise NetdefError(f"{eng.path} is a classification engine: {', '.join(given)} apply to detection "
+                              f"engines only")
+        return engine_classifier(eng, model, names)
     outputs = [(o.name, tuple(o.shape)) for o in eng.outputs]
-    if kpt_shape is None and arch.endswith("-pose") and "keypoints" not in _roles(outputs, PLUGIN_POSE):
-        kpt_shape = _arch_kpt_shape(eng.meta, str(eng.path))
-    layout = OutputLayout.of(outputs, str(eng.path), end_to_end=arch.startswith("yolo26") and head != "one2many",
-                             kpt_shape=kpt_shape)
+    if model:
+        kpt_shape = _recorded_kpt_shape(model, kpt_shape, str(eng.path))
+        end_to_end = model["task"] == "end2end"
+    else:
+        head = eng.meta.get("options", {}).get("params", {}).get("head", "decode")
+        end_to_end = arch.startswith("yolo26") and head != "one2many"
+        if kpt_shape is None and arch.endswith("-pose") and "keypoints" not in _roles(outputs, PLUGIN_POSE):
+            kpt_shape = _arch_kpt_shape(eng.meta, str(eng.path))
+    layout = OutputLayout.of(outputs, str(eng.path), end_to_end=end_to_end, kpt_shape=kpt_shape)
+    if model and layout.task != ("detect" if end_to_end else model["task"]):
+        raise NetdefError(f"{eng.path}: its header records a {model['task']} model, but its outputs are a "
+                          f"{layout.task} engine's: " + ", ".join(f"{n} {list(s)}" for n, s in outputs))
     if layout.kind == "plugin":
         conf, iou = _plugin_thresholds(eng.meta, str(eng.path), conf, iou)
     lo, _, hi = eng.batch_range
@@ -425,6 +438,19 @@ def engine_detector(engine: Any, conf: float | None = None, iou: float | None = 
     return Detector(infer, (int(shape[2]), int(shape[3])), layout,
                     DEFAULT_CONF if conf is None else conf, DEFAULT_IOU if iou is None else iou, max_det,
                     (lo, hi), torch.device("cuda", eng.device), names or [])
+
+
+def _recorded_kpt_shape(model: dict[str, Any], given: Sequence[int] | None, where: str) -> tuple[int, int] | None:
+    """The kpt_shape to read a recorded model's outputs with: a pose model's own (one given must equal it)."""
+    if model["task"] != "pose":
+        if given is not None:
+            raise NetdefError(f"{where}: kpt_shape {list(given)} given, but it is a {model['task']} engine (its "
+                              f"header's record), not a pose engine")
+        return None
+    recorded = (int(model["kpt_shape"][0]), int(model["kpt_shape"][1]))
+    if given is not None and tuple(given) != recorded:
+        raise NetdefError(f"{where}: kpt_shape {list(given)} given, but the engine's header records {list(recorded)}")
+    return recorded
 
 
 def _arch_kpt_shape(meta: dict[str, Any], where: str) -> tuple[int, int]:
@@ -473,8 +499,9 @@ def detect(engine: Any, images: Sequence[str | Path | np.ndarray], conf: float |
            kpt_shape: Sequence[int] | None = None) -> list[dict[str, Any]]:
     """Detect objects: `images` are files, folders or HxWx3 uint8 RGB arrays; one dict per image:
     {"image", "height", "width", "boxes" [[x1,y1,x2,y2]...] (original pixels), "scores", "classes", "names"}
-    (+ "masks" or "keypoints": module docstring). conf/iou default to 0.25/0.45 (plugin engines: their built-in
-    values); `device` and `kpt_shape` as in `engine_detector`."""
+    (+ "masks" or "keypoints": module docstring; classification engines: the top-5 "classes", "scores", "names",
+    no "boxes": netdef.tools.classify). conf/iou default to 0.25/0.45 (plugin engines: their built-in values);
+    `device` and `kpt_shape` as in `engine_detector`."""
     arrays, labels = _load_all(images)  # the images first: without a GPU the engine would report that instead
     return engine_detector(engine, conf, iou, max_det, names, device=device, kpt_shape=kpt_shape)(arrays, labels)
 
@@ -497,9 +524,12 @@ def _load_all(images: Sequence[str | Path | np.ndarray]) -> tuple[list[np.ndarra
 
 def draw_detections(image: np.ndarray, det: dict[str, Any], mask_alpha: float = 0.5) -> Any:
     """A PIL image with the detections' boxes and labels drawn on the RGB `image`; segmentation: translucent
-    masks (`mask_alpha`) under them, pose: keypoints (visibility >= 0.5) and, for COCO's 17, the skeleton."""
+    masks (`mask_alpha`) under them, pose: keypoints (visibility >= 0.5) and, for COCO's 17, the skeleton;
+    classification (no "boxes"): the top-1 class."""
     from PIL import Image, ImageDraw
 
+    if "boxes" not in det:
+        return draw_top1(image, det)
     canvas = image
     if det.get("masks"):
         canvas = image.astype(np.float32)

@@ -2,7 +2,8 @@
 
 `letterbox` reproduces YOLOv5's `utils.augmentations.letterbox` + `cv2.resize(INTER_LINEAR)` + BGR->RGB,
 HWC->CHW, /255 for a batch of images of different sizes; `scale_boxes`, `scale_keypoints` and `scale_masks` map
-boxes, keypoints and masks on the letterboxed image back to the original image.
+boxes, keypoints and masks on the letterboxed image back to the original image. `classify_batch` makes a
+classifier's input as Ultralytics' or YOLOv5's classification predictor does (resize, centre crop, normalise).
 """
 from __future__ import annotations
 
@@ -145,6 +146,14 @@ def _as_uint8_tensor(im: ImageLike, i: int, device: Any, torch: Any) -> Any:
     return t.to(device, non_blocking=True)
 
 
+def pad_batch(batch: Any, lo: int, value: float = 0.0) -> Any:
+    """`batch` (B, ...) padded with `value` to `lo` items along the batch axis when it has fewer: an engine
+    profile's minimum batch (the padding items' results are ignored)."""
+    if batch.shape[0] >= lo:
+        return batch
+    return _torch().cat((batch, batch.new_full((lo - batch.shape[0], *batch.shape[1:]), value)))
+
+
 def scale_boxes(boxes: Any, ratio_pad: RatioPad, original_shape: Sequence[int]) -> Any:
     """Map (N, 4) x1y1x2y2 boxes from the letterboxed image to the original (h, w[, c]) image, clipped.
 
@@ -188,3 +197,97 @@ def scale_masks(masks: Any, ratio_pad: RatioPad, original_shape: Sequence[int], 
             part = F.interpolate(part[None], (h, w), mode="bilinear")[0]
         torch.gt(part, 0.5, out=out[i:i + step])
     return out
+
+
+# ---------------------------------------------------------------- classification
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # RGB (YOLOv5's classifiers)
+CLASSIFY_TRANSFORMS = ("ultralytics", "yolov5")
+
+
+def classify_batch(images: Sequence[ImageLike], size: int | Sequence[int], transforms: str, *, bgr: bool = True,
+                   device: Any = None) -> Any:
+    """A classifier's input batch (B, 3, h, w) float32 RGB, as the reference predictor makes it (`transforms`):
+
+    - "ultralytics" (8.4 `classify_transforms` + ClassificationPredictor): torchvision's Resize (square input:
+      the shorter side to h, else to (h, w) exactly) with PIL's bilinear filter (antialiased, horizontal pass then
+      vertical, each rounded to uint8 like PIL), CenterCrop to (h, w), /255 (its mean 0, std 1);
+    - "yolov5" (7.0 `classify_transforms`): the centred square of the shorter side, cv2.resize(INTER_LINEAR) to
+      (h, w) (`resize_linear`), /255, ImageNet mean and std.
+
+    images and `bgr`, `device`: as `letterbox`."""
+    torch = _torch()
+    if transforms not in CLASSIFY_TRANSFORMS:
+        raise NetdefError(f"unknown classification transforms '{transforms}': use {' or '.join(CLASSIFY_TRANSFORMS)}")
+    if len(images) == 0:
+        raise NetdefError("classify_batch: no images")
+    h, w = _hw(size)
+    if device is None:
+        first = images[0]
+        device = first.device if isinstance(first, torch.Tensor) else torch.device("cpu")
+    out = torch.empty((len(images), 3, h, w), dtype=torch.float32, device=device)
+    for i, im in enumerate(images):
+        x = _as_uint8_tensor(im, i, device, torch).permute(2, 0, 1)
+        x = x.flip(0) if bgr else x
+        if transforms == "yolov5":
+            m = min(x.shape[1:])
+            top, left = (x.shape[1] - m) // 2, (x.shape[2] - m) // 2
+            out[i] = resize_linear(x[:, top:top + m, left:left + m], h, w).float() / 255.0
+        else:
+            nh, nw = _shorter_side_to(x.shape[1], x.shape[2], h) if h == w else (h, w)
+            y = resize_pil_bilinear(x, nh, nw)
+            top, left = int(round((nh - h) / 2.0)), int(round((nw - w) / 2.0))
+            out[i] = y[:, top:top + h, left:left + w] / 255.0
+    if transforms == "yolov5":
+        mean, std = (torch.tensor(v, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+                     for v in (IMAGENET_MEAN, IMAGENET_STD))
+        out.sub_(mean).div_(std)
+    return out
+
+
+def _shorter_side_to(h: int, w: int, size: int) -> tuple[int, int]:
+    """torchvision's Resize(size) output (h, w): the shorter side `size`, the longer int(size * long / short)."""
+    return (size, int(size * w / h)) if h <= w else (int(size * h / w), size)
+
+
+def resize_pil_bilinear(x: Any, nh: int, nw: int) -> Any:
+    """Resize a (C, H, W) uint8 tensor exactly like Pillow's `Image.resize(BILINEAR)` (torchvision's Resize on PIL
+    images): per axis PIL's antialiased bilinear weights in 22-bit fixed point (`_pil_weights`), each pass rounded to
+    uint8 values; the vertical pass first where the height shrinks and the width grows, else the horizontal one.
+    Sums are exact integers in float64. Returns float32 (C, nh, nw) of uint8 values. Equal to Pillow 13 for
+    aspect-keeping resizes (torchvision's Resize(int), the classifiers' square inputs); a stretching one where
+    both sides shrink may differ by one grey level here and there (Pillow picks its pass order by a rule of its
+    own there)."""
+    torch = _torch()
+    y = x.to(torch.float64)
+    passes = [("h", nw), ("v", nh)] if not (nh < x.shape[1] and nw > x.shape[2]) else [("v", nh), ("h", nw)]
+    for axis, n in passes:
+        size = y.shape[2] if axis == "h" else y.shape[1]
+        if size == n:
+            continue
+        k = _device_pil_weights(n, size, y.device)
+        y = y @ k.T if axis == "h" else k @ y
+        y = torch.floor((y + 2.0 ** 21) / 2.0 ** 22).clamp_(0, 255)  # PIL's clip8 of its fixed-point sum
+    return y.to(torch.float32)
+
+
+def _pil_weights(n_out: int, n_in: int) -> np.ndarray:
+    """Pillow's bilinear resampling weights along one axis (its precompute_coeffs + normalize_coeffs_8bpc) as an
+    (n_out, n_in) matrix of integers, scaled by 2**22: the support widens with the reduction (antialiasing)."""
+    scale = n_in / n_out
+    filterscale = max(scale, 1.0)
+    center = (np.arange(n_out, dtype=np.float64) + 0.5) * scale
+    lo = np.maximum(np.trunc(center - filterscale + 0.5), 0)  # C's (int) truncates toward zero
+    hi = np.minimum(np.trunc(center + filterscale + 0.5), n_in)
+    j = np.arange(n_in, dtype=np.float64)[None, :]
+    w = np.clip(1.0 - np.abs((j - center[:, None] + 0.5) / filterscale), 0.0, None)
+    w = np.where((j >= lo[:, None]) & (j < hi[:, None]), w, 0.0)
+    total = w.sum(1, keepdims=True)
+    w = np.divide(w, total, out=np.zeros_like(w), where=total != 0)
+    return np.trunc(w * 2.0 ** 22 + 0.5)  # weights are >= 0: (int)(0.5 + k * 2**22)
+
+
+@functools.lru_cache(maxsize=64)
+def _device_pil_weights(n_out: int, n_in: int, device: Any) -> Any:
+    """`_pil_weights` as a float64 tensor on `device`, kept like `_device_taps`."""
+    return _torch().from_numpy(_pil_weights(n_out, n_in)).to(device)

@@ -418,6 +418,23 @@ def _gather(torch: Any, layer: LayerDescription, args: list) -> Any:
     return out.reshape(*data.shape[:axis], *idx.shape, *data.shape[axis + 1:])
 
 
+def _fill(torch: Any, layer: LayerDescription, args: list) -> Any:
+    """LINSPACE: start + sum_d delta[d] * index_d over the shape (inputs 0, 1, 2, or the static attributes)."""
+    if _attr(layer, "operation") != "LINSPACE":
+        raise UnsupportedLayer(f"layer '{layer.name}': fill operation {layer.attrs['operation']} is not supported")
+    given = [None if i >= len(args) or args[i] is None else args[i] for i in range(3)]
+    shape = [int(v) for v in given[0].tolist()] if given[0] is not None else list(_attr(layer, "shape"))
+    if given[1] is None or given[2] is None:
+        raise UnsupportedLayer(f"layer '{layer.name}': a LINSPACE fill without start and delta tensors")
+    delta = given[2].to(torch.float64).reshape(-1)
+    out = given[1].to(torch.float64).reshape(()).expand(shape)
+    for d, n in enumerate(shape):
+        view = [1] * len(shape)
+        view[d] = n
+        out = out + delta[d] * torch.arange(n, dtype=torch.float64).reshape(view)
+    return out
+
+
 _OPS: dict[str, Callable[[Any, LayerDescription, list], Any]] = {
     "CONVOLUTION": _convolution, "DECONVOLUTION": _convolution, "ACTIVATION": _activation,
     "ELEMENTWISE": _elementwise, "UNARY": _unary, "SCALE": _scale, "POOLING": _pooling, "REDUCE": _reduce,
@@ -426,5 +443,5 @@ _OPS: dict[str, Callable[[Any, LayerDescription, list], Any]] = {
     "CONSTANT": _constant, "CAST": lambda torch, layer, a: a[0], "IDENTITY": lambda torch, layer, a: a[0],
     "NORMALIZATION": _normalization, "PADDING": _padding, "GATHER": _gather,
     "SELECT": lambda torch, layer, a: torch.where(a[0].bool(), a[1], a[2]),
-    "SHAPE": lambda torch, layer, a: torch.tensor(list(a[0].shape)),
+    "SHAPE": lambda torch, layer, a: torch.tensor(list(a[0].shape)), "FILL": _fill,
 }
