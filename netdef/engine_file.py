@@ -233,14 +233,16 @@ MODEL_TASKS = ("detect", "segment", "pose", "classify", "end2end")  # the "model
 
 
 def _is_model(v: Any) -> bool:
-    """The optional "model" field the heads record: {"task", "nc", "head"[, "kpt_shape" (pose), "nm" (segment)]}."""
+    """The optional "model" field the heads record: {"task", "nc", "head"[, "kpt_shape" (pose), "nm" (segment),
+    "stride" (the detection heads' largest stride)]}."""
     if type(v) is not dict or v.get("task") not in MODEL_TASKS or not _is_int(v.get("nc"), 1, _MAX_DIM):
         return False
     kpt = v.get("kpt_shape")
     return (_is_str(v.get("head")) and (v["task"] == "pose") == (kpt is not None)
             and (kpt is None or (type(kpt) is list and len(kpt) == 2 and _is_int(kpt[0], 1, _MAX_DIM)
                                  and kpt[1] in (2, 3) and type(kpt[1]) is int))
-            and (v["task"] == "segment") == ("nm" in v) and ("nm" not in v or _is_int(v["nm"], 1, _MAX_DIM)))
+            and (v["task"] == "segment") == ("nm" in v) and ("nm" not in v or _is_int(v["nm"], 1, _MAX_DIM))
+            and ("stride" not in v or _is_int(v["stride"], 1, _MAX_DIM)))
 
 
 def _list_of(check: Callable[[Any], bool]) -> Callable[[Any], bool]:

@@ -235,6 +235,69 @@ def test_detector_with_plugin_outputs_filters_and_truncates():
     assert len(det([img])[0]["boxes"]) == 1
 
 
+def test_rect_letterboxes_each_batch_to_its_smallest_stride_multiple():
+    """--rect: a batch is padded only to the smallest multiple of the stride that holds it at the target size, as
+    Ultralytics' LetterBox(auto=True) pads one image; boxes still map back to the original images."""
+    shapes = []
+
+    def infer(batch):
+        shapes.append(tuple(batch.shape[2:]))
+        return centre_box_model(tuple(batch.shape[2:]))(batch)
+
+    images = photos()
+    det = Detector(infer, (640, 640), OutputLayout("raw", {"pred": "output"}), batch_range=(1, 1), rect=True)
+    res = det(images)
+    try:  # through the reference module: it puts back what importing Ultralytics patches (PIL, cv2)
+        from netdef.testing import ultralytics_reference as ref
+        from netdef.testing.yolov5_reference import import_with_stand_ins
+
+        ref.import_tasks()
+        LetterBox = import_with_stand_ins("ultralytics.data.augment").LetterBox
+    except ImportError:
+        LetterBox = None
+    for im, hw, r in zip(images, shapes, res):
+        h, w = im.shape[:2]
+        scale = min(640 / h, 640 / w)
+        nh, nw = round(h * scale), round(w * scale)
+        assert hw == (nh + (640 - nh) % 32, nw + (640 - nw) % 32) and max(hw) == 640
+        if LetterBox is not None:
+            assert hw == LetterBox((640, 640), auto=True, stride=32)(image=im).shape[:2]
+        assert np.allclose(r["boxes"][0], [w / 4, h / 4, 3 * w / 4, 3 * h / 4], atol=2.5 / scale)
+    assert any(hw != (640, 640) for hw in shapes)  # the photos are not square: fewer pixels
+    Detector(infer, (640, 640), OutputLayout("raw", {"pred": "output"}), batch_range=(1, 4), rect=True,
+             stride=64)(images)
+    assert all(h % 64 == 0 and w % 64 == 0 for h, w in shapes[len(images):])  # one batch, the largest image's
+
+
+def test_target_size_of_static_and_dynamic_engines():
+    from types import SimpleNamespace
+
+    from netdef.tools.detect import _target_size
+
+    def eng(shape, ranges=None):
+        return SimpleNamespace(inputs=[SimpleNamespace(shape=shape)], hw_ranges=ranges, path=Path("e.engine"))
+
+    static = eng((-1, 3, 640, 480))
+    assert _target_size(static, None, None, False) == ((640, 480), 32)
+    with pytest.raises(OptionError, match=r"--rect needs an engine built with a dynamic input size .*640x480 only"):
+        _target_size(static, {"stride": 32}, None, True)
+    with pytest.raises(OptionError, match=r"--input-shape 320x320: e\.engine takes 640x480 only"):
+        _target_size(static, None, (320, 320), False)
+    dyn = eng((-1, 3, -1, -1), [((320, 320), (640, 640), (1280, 1280))])
+    assert _target_size(dyn, {"stride": 64}, None, True) == ((640, 640), 64)
+    assert _target_size(dyn, {"stride": 64}, (960, 960), False) == ((960, 960), 64)
+    with pytest.raises(NetdefError, match="--rect needs the model's stride, which its header does not record"):
+        _target_size(dyn, {"task": "detect"}, None, True)
+
+
+def test_detect_input_shape_is_checked_before_any_work(tmp_path, capsys):
+    from helpers import run_cli
+
+    r = run_cli("detect", str(tmp_path / "e.engine"), str(tmp_path), "--out", str(tmp_path / "o"),
+                "--input-shape", "8")
+    assert r.returncode == 1 and "--input-shape '8': expected H,W" in r.stderr
+
+
 def test_write_results_and_drawing(tmp_path):
     imgs = [np.full((40, 60, 3), 200, np.uint8), np.full((30, 30, 3), 50, np.uint8)]
     results = [{"image": "x/a.jpg", "height": 40, "width": 60, "boxes": [[5.0, 5.0, 30.0, 20.0]], "scores": [0.9],

@@ -721,7 +721,8 @@ def test_engine_header_model_field_is_checked():
     good = [{"task": "detect", "nc": 80, "head": "plugin"}, {"task": "pose", "nc": 1, "head": "decode",
                                                                "kpt_shape": [17, 3]},
             {"task": "segment", "nc": 80, "head": "decode", "nm": 32}, {"task": "classify", "nc": 5, "head": "logits"},
-            {"task": "end2end", "nc": 80, "head": "decode"}]
+            {"task": "end2end", "nc": 80, "head": "decode"},
+            {"task": "detect", "nc": 80, "head": "decode", "stride": 64}]
     for model in good:
         assert engine_file.meta_problem(dict(meta, model=model)) is None, model
     bad = [{"task": "track", "nc": 80, "head": "decode"}, {"task": "detect", "nc": 0, "head": "decode"},
@@ -730,17 +731,17 @@ def test_engine_header_model_field_is_checked():
            {"task": "detect", "nc": 80, "head": "decode", "kpt_shape": [17, 3]},
            {"task": "segment", "nc": 80, "head": "decode"}, {"task": "segment", "nc": 80, "head": "decode", "nm": 0},
            {"task": "detect", "nc": 80, "head": "decode", "nm": 32}, {"task": "detect", "nc": True, "head": "decode"},
-           "detect"]
+           {"task": "detect", "nc": 80, "head": "decode", "stride": 0}, "detect"]
     for model in bad:
         assert "'model' is" in engine_file.meta_problem(dict(meta, model=model)), model
 
 
 @pytest.mark.parametrize("name, params, record", [
-    ("yolov8n-seg", {}, {"task": "segment", "nc": 80, "head": "decode", "nm": 32}),
-    ("yolov8n-pose", {}, {"task": "pose", "nc": 1, "head": "decode", "kpt_shape": [17, 3]}),
-    ("yolo26n", {}, {"task": "end2end", "nc": 80, "head": "decode"}),
-    ("yolo26n", {"head": "one2many"}, {"task": "detect", "nc": 80, "head": "one2many"}),
-    ("yolov8n", {"nc": 3}, {"task": "detect", "nc": 3, "head": "decode"}),
+    ("yolov8n-seg", {}, {"task": "segment", "nc": 80, "head": "decode", "nm": 32, "stride": 32}),
+    ("yolov8n-pose", {}, {"task": "pose", "nc": 1, "head": "decode", "kpt_shape": [17, 3], "stride": 32}),
+    ("yolo26n", {}, {"task": "end2end", "nc": 80, "head": "decode", "stride": 32}),
+    ("yolo26n", {"head": "one2many"}, {"task": "detect", "nc": 80, "head": "one2many", "stride": 32}),
+    ("yolov8n", {"nc": 3}, {"task": "detect", "nc": 3, "head": "decode", "stride": 32}),
 ])
 @needs_ultralytics
 def test_heads_record_their_task(name, params, record):
@@ -751,7 +752,7 @@ def test_heads_record_their_task(name, params, record):
     assert net.model == record
 
 
-@pytest.mark.parametrize("name, record", [("yolov5n-seg", {"task": "segment", "nc": 80, "head": "decode", "nm": 32}),
+@pytest.mark.parametrize("name, record", [("yolov5n-seg", {"task": "segment", "nc": 80, "head": "decode", "nm": 32, "stride": 32}),
                                           ("yolov5n-cls", {"task": "classify", "nc": 1000, "head": "logits"})])
 def test_yolov5_heads_record_their_task(name, record):
     from netdef.build import BuildOptions, define_network
@@ -774,4 +775,4 @@ def test_yolov5_detect_records_its_task():
         pytest.skip("needs pip install --no-deps yolov5==7.0.14")
     _, sd = yv5.reference_model("yolov5n")
     net = define_network("yolov5n", sd, BuildOptions(input_hw=(320, 320)), log=lambda m: None)
-    assert net.model == {"task": "detect", "nc": 80, "head": "decode"}
+    assert net.model == {"task": "detect", "nc": 80, "head": "decode", "stride": 32}

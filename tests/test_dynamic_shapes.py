@@ -600,3 +600,52 @@ def test_dynamic_plugin_head_detections_equal_static_engines(yolov5_models, tmp_
         for b, k in enumerate(n):
             assert np.array_equal(got["classes"][b, :k], want["classes"][b, :k])
         assert box_err <= 1e-2
+
+
+@pytest.mark.gpu
+def test_detect_rect_on_a_dynamic_engine_equals_pytorch(yolov5_models, tmp_path):
+    """`netdef detect --rect` (engine_detector(rect=True)) on a dynamic yolov5s: each photo is letterboxed to the
+    smallest multiple of the recorded stride (32) that holds it at 640, as Ultralytics' LetterBox(auto=True), and the
+    engine's detections on the original photos equal those of the PyTorch model given the same letterboxed
+    batches through the same post-processing."""
+    import dataclasses
+
+    import torch
+
+    from helpers import photos
+    from netdef.tools.detect import engine_detector
+    from netdef.wts import write_wts
+
+    model, sd = _reference("yolov5s", yolov5_models, tame=True)
+    write_wts(tmp_path / "w.wts", sd)
+    path = build_engine("yolov5s", tmp_path / "w.wts", tmp_path / "dyn.engine",
+                        BuildOptions(batch=(1, 1, 1), input_range=YOLO_RANGE, opt_level=0, tf32=False)).path
+    det = engine_detector(path, conf=0.25, rect=True)
+    assert det.rect and det.stride == 32 and det.input_hw == (640, 640)
+    seen = []
+    engine_infer = det.infer
+
+    def spy(batch):
+        seen.append(tuple(batch.shape[2:]))
+        return engine_infer(batch)
+
+    images = photos()
+    got = dataclasses.replace(det, infer=spy)(images)
+    model = model.cuda().eval()
+    name = det.layout.names["pred"]
+
+    def torch_infer(batch):
+        with torch.no_grad():
+            return {name: model(batch)[0]}
+
+    want = dataclasses.replace(det, infer=torch_infer)(images)
+    assert any(hw != (640, 640) for hw in seen) and all(h % 32 == 0 and w % 32 == 0 for h, w in seen)
+    worst, total = 0.0, 0
+    for g, w in zip(got, want):
+        assert len(g["boxes"]) == len(w["boxes"]) and g["classes"] == w["classes"]
+        if g["boxes"]:
+            worst = max(worst, float(np.abs(np.array(g["boxes"]) - np.array(w["boxes"])).max()))
+        total += len(g["boxes"])
+    print(f"RESULT detect --rect yolov5s fp32 on {len(images)} photos at {seen}: {total} boxes, max-abs-err vs "
+          f"PyTorch {worst:.3f} px")
+    assert total > 0 and worst <= 0.05

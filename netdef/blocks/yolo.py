@@ -183,7 +183,7 @@ def detect(net: Network, x: Any, prefix: str, nc: int, anchors: list | int | Non
     stride_list = _strides(net, prefix, feats, strides)
     anchors_px = _anchors_px(net, prefix, nl, na, stride_list, yaml_px)
     _check_outputs(net, prefix, na, nc)
-    net.record_model(task="detect", nc=nc, head=net.param("head"))
+    net.record_model(task="detect", nc=nc, head=net.param("head"), stride=int(max(stride_list)))
     raw = [net.conv(t, f"{prefix}.m.{i}", na * no, 1, bias=True) for i, t in enumerate(feats)]
 
     if net.param("head") == "plugin":

@@ -41,8 +41,8 @@ def detect_anchor_free(net: Network, feats: list, prefix: str, nc: int, reg_max:
     if end2end:
         return detect_end2end(net, feats, prefix, nc, reg_max, strides)
     _check_head(net, prefix)
-    box, cls, _, _ = _detect_parts(net, feats, prefix, nc, reg_max, strides)
-    net.record_model(task="detect", nc=int(cls.shape[1]), head=net.param("head"))
+    box, cls, _, stride_list = _detect_parts(net, feats, prefix, nc, reg_max, strides)
+    net.record_model(task="detect", nc=int(cls.shape[1]), head=net.param("head"), stride=int(max(stride_list)))
     return _prediction(net, prefix, box, cls)
 
 
@@ -83,8 +83,10 @@ def detect_end2end(net: Network, feats: list, prefix: str, nc: int, reg_max: int
     why = ("the one-to-one branch of the end-to-end head (the default head builds it)" if one2many else
            "the one-to-many branch, used in training only (--set head=one2many builds it)")
     net.skip([k for k in net.weights if k.startswith((f"{prefix}.{left}cv2.", f"{prefix}.{left}cv3."))], why)
-    box, cls, _, _ = _detect_parts(net, feats, prefix, nc, reg_max, strides, branch=built, xyxy=not one2many)
-    net.record_model(task="detect" if one2many else "end2end", nc=int(cls.shape[1]), head=head)
+    box, cls, _, stride_list = _detect_parts(net, feats, prefix, nc, reg_max, strides, branch=built,
+                                             xyxy=not one2many)
+    net.record_model(task="detect" if one2many else "end2end", nc=int(cls.shape[1]), head=head,
+                     stride=int(max(stride_list)))
     if one2many:
         return net.concat([box, cls], f"{prefix}/concat", axis=1)
     return _topk_detections(net, box, cls, prefix, net.param("max_det"))
@@ -155,7 +157,8 @@ def pose(net: Network, x: list, prefix: str, nc: int, kpt_shape: Sequence[int] =
     _check_head(net, prefix)
     box, cls, sizes, stride_list = _detect_parts(net, feats, prefix, nc, reg_max, strides)
     nkpt, ndim = int(kpt_shape[0]), int(kpt_shape[1])
-    net.record_model(task="pose", nc=int(cls.shape[1]), head=net.param("head"), kpt_shape=[nkpt, ndim])
+    net.record_model(task="pose", nc=int(cls.shape[1]), head=net.param("head"), kpt_shape=[nkpt, ndim],
+                     stride=int(max(stride_list)))
     key = f"{prefix}.cv4.0.2.bias"
     if net.has(key) and net.weight_size(key) != nkpt * ndim:
         raise SpecError(f"{prefix}: kpt_shape {[nkpt, ndim]} needs {nkpt * ndim} keypoint outputs, the weights' '{key}' "
@@ -200,12 +203,12 @@ def segment(net: Network, x: list, prefix: str, nc: int, nm: int = 32, npr: int 
     if anchors is not None:
         return segment_anchor_based(net, feats, prefix, nc, anchors, nm, npr, strides)
     _check_head(net, prefix)
-    box, cls, sizes, _ = _detect_parts(net, feats, prefix, nc, reg_max, strides)
+    box, cls, sizes, stride_list = _detect_parts(net, feats, prefix, nc, reg_max, strides)
     key = f"{prefix}.cv4.0.2.bias"
     if net.has(key) and net.weight_size(key) != nm:
         raise SpecError(f"{prefix}: nm={nm} mask coefficients, but the weights' '{key}' has {net.weight_size(key)}: "
                         f"set the Segment row's nm to the model's")
-    net.record_model(task="segment", nc=int(cls.shape[1]), head=net.param("head"), nm=nm)
+    net.record_model(task="segment", nc=int(cls.shape[1]), head=net.param("head"), nm=nm, stride=int(max(stride_list)))
     coef = _branch(net, feats, f"{prefix}.cv4", max(net.channels(feats[0]) // 4, nm), nm, sizes)
     out = _prediction(net, prefix, box, cls, coef)
     masks = proto(net, feats[0], f"{prefix}.proto", npr, nm)
@@ -256,9 +259,9 @@ def segment_anchor_based(net: Network, feats: list, prefix: str, nc: int, anchor
     if trained is not None and trained != na * no:
         raise WeightKeyError(f"{prefix}: the weights' '{key}' has {trained} outputs; {na} anchors x (5 + nc + "
                              f"nm={nm}) needs {na * no}: check nm, or these weights belong to a different head")
-    net.record_model(task="segment", nc=nc, head=net.param("head"), nm=nm)
     sizes = [_spatial(net, t, prefix) for t in feats]
     stride_list = _strides(net, prefix, feats, strides)
+    net.record_model(task="segment", nc=nc, head=net.param("head"), nm=nm, stride=int(max(stride_list)))
     anchors_px = _anchors_px(net, prefix, nl, na, stride_list, yaml_px)
     if net.param("head") == "plugin":
         from ..plugins.yolo import add_yolo_decode_nms  # only plugin builds need it

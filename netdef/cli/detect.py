@@ -9,7 +9,7 @@ from .. import defaults
 from ..errors import OptionError
 from ..tools import detect
 from .device import add_device_option, device_index
-from .options import number, parse_numbers
+from .options import number, parse_hw, parse_numbers
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
@@ -38,6 +38,12 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--names", help="class names file, one per line")
     p.add_argument("--kpt-shape", metavar="N,D", help="a plain pose engine's keypoints and dims per keypoint "
                                                      "(default: the kpt_shape of the YAML it was built from)")
+    p.add_argument("--input-shape", metavar="HxW", help="an engine built with a dynamic input size: the size to "
+                                                       "letterbox to (default: its first profile's OPT)")
+    p.add_argument("--rect", action="store_true",
+                   help="an engine built with a dynamic input size: letterbox each batch only to the smallest "
+                        "multiple of the model's stride that holds it at that size (Ultralytics' rectangular "
+                        "inference: fewer pixels for non-square images)")
     add_device_option(p)
     return p
 
@@ -46,6 +52,7 @@ def cmd_detect(a: argparse.Namespace) -> int:
     # The command's files first: without a GPU, loading the engine would report that before a missing image.
     names = detect.load_names(a.names) if a.names else None
     kpt_shape = parse_numbers(a.kpt_shape, "--kpt-shape", int, 2, "N,D such as 17,3") if a.kpt_shape else None
+    hw = parse_hw(a.input_shape)
     if kpt_shape is not None and (kpt_shape[0] < 1 or kpt_shape[1] not in (2, 3)):
         raise OptionError(f"--kpt-shape {a.kpt_shape}: expected keypoints >= 1 and 2 or 3 dims per keypoint")
     files = detect.collect_images(a.images)
@@ -54,7 +61,8 @@ def cmd_detect(a: argparse.Namespace) -> int:
     detect.check_outputs([str(f) for f in files], a.out, inputs=[a.engine, a.names])  # no output replaces an input
     device = device_index(a)
     arrays = [detect.read_image(f) for f in files]
-    extra = {"kpt_shape": tuple(kpt_shape)} if kpt_shape else {}  # passed only when given, as the option is new
+    given = {"kpt_shape": tuple(kpt_shape) if kpt_shape else None, "input_hw": hw, "rect": a.rect or None}
+    extra = {k: v for k, v in given.items() if v is not None}  # only the options given
     det = detect.engine_detector(a.engine, a.conf, a.iou, a.max_det, names, device=device, **extra)
     results = det(arrays, [str(f) for f in files])
     detect.write_results(results, arrays, a.out)

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import NetdefError
+from ..errors import NetdefError, OptionError
 from ..fileio import atomic_write, check_output
 from .classify import Classifier, draw_top1, engine_classifier
 from .masks import process_masks, rle_decode, rle_encode
@@ -287,6 +287,8 @@ class Detector:
     batch_range: tuple[int, int] = (1, 1)  # (min, max) batch the engine takes
     device: Any = "cpu"
     names: list[str] = field(default_factory=list)
+    rect: bool = False  # letterbox each batch to the smallest `stride` multiple that holds it (dynamic engines)
+    stride: int = 32
 
     def __call__(self, images: Sequence[np.ndarray], labels: Sequence[str] | None = None,
                  bgr: bool = False) -> list[dict[str, Any]]:
@@ -303,7 +305,7 @@ class Detector:
         results: list[Detections] = []
         for start in range(0, len(images), hi):
             chunk = list(images[start:start + hi])
-            batch, ratio_pads = letterbox(chunk, self.input_hw, bgr=bgr, device=self.device)
+            batch, ratio_pads = letterbox(chunk, self.input_hw, self.stride, self.rect, bgr=bgr, device=self.device)
             batch = pad_batch(batch, lo, 114 / 255.0)  # grey images up to the profile's minimum
             per_image = self.postprocess(self.infer(batch))[:len(chunk)]
             for det, rp, im in zip(per_image, ratio_pads, chunk):
@@ -386,7 +388,8 @@ def _select(det: Detections, keep: Any) -> Detections:
 
 def engine_detector(engine: Any, conf: float | None = None, iou: float | None = None,
                     max_det: int = DEFAULT_MAX_DET, names: list[str] | None = None, *,
-                    device: int | None = None, kpt_shape: Sequence[int] | None = None) -> Detector | Classifier:
+                    device: int | None = None, kpt_shape: Sequence[int] | None = None,
+                    input_hw: tuple[int, int] | None = None, rect: bool = False) -> Detector | Classifier:
     """A Detector over a netdef engine (a path, loaded on CUDA device `device`, default the current one; or a
     `netdef.runtime.Engine`), on the engine's GPU; for a classification engine a `Classifier` (called the same
     way; conf, iou and kpt_shape do not apply to it, max_det neither: it keeps the top 5).
@@ -395,6 +398,9 @@ def engine_detector(engine: Any, conf: float | None = None, iou: float | None = 
     must equal the built one (rebuild with --set conf_thres=/iou_thres= otherwise); None keeps them.
     `kpt_shape` (keypoints, dims): a plain pose engine's; default the `kpt_shape` of the architecture YAML its
     header records.
+    An engine built with a dynamic input size letterboxes to `input_hw` (default: its first profile's OPT size);
+    `rect` (such engines only) to the smallest multiple of the model's largest stride that holds each batch at
+    that size, as Ultralytics' rectangular inference.
     """
     import torch
 
@@ -404,15 +410,18 @@ def engine_detector(engine: Any, conf: float | None = None, iou: float | None = 
     if len(eng.inputs) != 1:
         raise NetdefError(f"{eng.path} has {len(eng.inputs)} inputs; detection needs one image input")
     shape = eng.inputs[0].shape
-    if len(shape) != 4 or shape[1] != 3 or shape[2] < 1 or shape[3] < 1:
-        raise NetdefError(f"{eng.path}: input {eng.inputs[0].name} {list(shape)} is not a static (B, 3, H, W) image")
+    if len(shape) != 4 or shape[1] != 3 or (shape[2] < 1) != (shape[3] < 1):
+        raise NetdefError(f"{eng.path}: input {eng.inputs[0].name} {list(shape)} is not a (B, 3, H, W) image")
     arch = str(eng.meta.get("arch", {}).get("name", ""))
     model = eng.meta.get("model")  # engine_file checked it (optional: older engines lack it)
+    hw, stride = _target_size(eng, model, input_hw, rect)
     if (model["task"] if model else "classify" if arch.endswith("-cls") else None) == "classify":
         given = [n for n, v in (("conf", conf), ("iou", iou), ("kpt_shape", kpt_shape)) if v is not None]
         if given:
             raise NetdefError(f"{eng.path} is a classification engine: {', '.join(given)} apply to detection "
                               f"engines only")
+        if rect:
+            raise NetdefError(f"{eng.path} is a classification engine: --rect applies to detection engines only")
         return engine_classifier(eng, model, names)
     outputs = [(o.name, tuple(o.shape)) for o in eng.outputs]
     if model:
@@ -435,9 +444,30 @@ def engine_detector(engine: Any, conf: float | None = None, iou: float | None = 
     def infer(batch: Any) -> dict[str, Any]:
         return eng.infer({name: batch}, as_numpy=False)
 
-    return Detector(infer, (int(shape[2]), int(shape[3])), layout,
-                    DEFAULT_CONF if conf is None else conf, DEFAULT_IOU if iou is None else iou, max_det,
-                    (lo, hi), torch.device("cuda", eng.device), names or [])
+    return Detector(infer, hw, layout, DEFAULT_CONF if conf is None else conf, DEFAULT_IOU if iou is None else iou,
+                    max_det, (lo, hi), torch.device("cuda", eng.device), names or [], rect, stride)
+
+
+def _target_size(eng: Any, model: dict[str, Any] | None, input_hw: tuple[int, int] | None,
+                 rect: bool) -> tuple[tuple[int, int], int]:
+    """The letterbox size and stride: a static engine's own size (`input_hw`, if given, must equal it; no rect);
+    a dynamic one's `input_hw` or its first profile's OPT, and the model's recorded largest stride."""
+    shape = eng.inputs[0].shape
+    if shape[2] > 0:
+        static = (int(shape[2]), int(shape[3]))
+        if rect:
+            raise OptionError(f"--rect needs an engine built with a dynamic input size (--input-shape MIN:OPT:MAX); "
+                              f"{eng.path} takes {static[0]}x{static[1]} only")
+        if input_hw is not None and tuple(input_hw) != static:
+            raise OptionError(f"--input-shape {input_hw[0]}x{input_hw[1]}: {eng.path} takes {static[0]}x{static[1]} "
+                              f"only")
+        return static, 32
+    hw = tuple(input_hw) if input_hw is not None else tuple(eng.hw_ranges[0][1])
+    stride = (model or {}).get("stride")
+    if rect and stride is None:
+        raise NetdefError(f"{eng.path}: --rect needs the model's stride, which its header does not record (built "
+                          f"before netdef recorded it): rebuild the engine")
+    return (int(hw[0]), int(hw[1])), int(stride or 32)
 
 
 def _recorded_kpt_shape(model: dict[str, Any], given: Sequence[int] | None, where: str) -> tuple[int, int] | None:
