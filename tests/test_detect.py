@@ -298,6 +298,56 @@ def test_detect_input_shape_is_checked_before_any_work(tmp_path, capsys):
     assert r.returncode == 1 and "--input-shape '8': expected H,W" in r.stderr
 
 
+def test_output_layout_of_engines_with_a_dynamic_input_size():
+    """Where H, W are chosen at run time the positions' axis is -1: YOLOv5's (B, -1, 5 + nc) is raw, YOLOv8's
+    (B, 4 + nc, -1) anchor-free, with the prototypes (B, nm, -1, -1) a segmentation engine."""
+    raw = OutputLayout.of([("output", (-1, -1, 85))])
+    assert (raw.kind, raw.task) == ("raw", "detect")
+    free = OutputLayout.of([("output0", (-1, 84, -1))])
+    assert (free.kind, free.task) == ("anchor_free", "detect")
+    seg = OutputLayout.of([("output0", (-1, 116, -1)), ("proto", (-1, 32, -1, -1))])
+    assert (seg.kind, seg.task, seg.extra) == ("anchor_free", "segment", 32)
+    pose = OutputLayout.of([("output0", (-1, 56, -1))], kpt_shape=(17, 3))
+    assert (pose.kind, pose.task, pose.extra) == ("anchor_free", "pose", 51)
+    with pytest.raises(NetdefError, match="expected either the NMS plugin's"):
+        OutputLayout.of([("output0", (-1, 3, -1))])
+
+
+def test_rect_pads_up_to_the_engines_smallest_size():
+    """A wide photo's rectangle (640x224 at 640) below the engine's smallest 320x320: grey added at the bottom to
+    a stride multiple >= 320, the content and its offsets unchanged, so the box maps back as before."""
+    from netdef.tools.preprocess import pad_to
+
+    x = torch.rand(2, 3, 224, 640)
+    y = pad_to(x, (320, 320), 32, 114 / 255)
+    assert tuple(y.shape) == (2, 3, 320, 640) and torch.equal(y[:, :, :224], x)
+    assert torch.all(y[:, :, 224:] == 114 / 255) and pad_to(x, (200, 600), 32, 0.5) is x
+    assert tuple(pad_to(x, (330, 300), 64, 0.0).shape) == (2, 3, 384, 640)
+    shapes = []
+
+    def infer(batch):
+        shapes.append(tuple(batch.shape[2:]))
+        return centre_box_model(tuple(batch.shape[2:]))(batch)
+
+    wide = np.random.default_rng(0).integers(0, 255, (200, 600, 3), dtype=np.uint8)
+    det = Detector(infer, (640, 640), OutputLayout("raw", {"pred": "output"}), rect=True, min_hw=(320, 320))
+    [r] = det([wide])
+    assert shapes == [(320, 640)]
+    assert np.allclose(r["boxes"][0], [150, 50, 450, 150], atol=2.5)
+
+
+def test_a_classification_engine_with_a_dynamic_size_takes_the_target_size():
+    from types import SimpleNamespace
+
+    from netdef.tools.classify import engine_classifier
+
+    eng = SimpleNamespace(meta={"arch": {"name": "yolov8n-cls"}}, path=Path("c.engine"), device=0,
+                          inputs=[SimpleNamespace(name="images", shape=(-1, 3, -1, -1))],
+                          outputs=[SimpleNamespace(name="probs", shape=(-1, 1000))], batch_range=(1, 4, 8))
+    clf = engine_classifier(eng, {"task": "classify", "nc": 1000, "head": "probs"}, None, (224, 224))
+    assert clf.input_hw == (224, 224) and clf.output == "probs" and not clf.logits
+
+
 def test_write_results_and_drawing(tmp_path):
     imgs = [np.full((40, 60, 3), 200, np.uint8), np.full((30, 30, 3), 50, np.uint8)]
     results = [{"image": "x/a.jpg", "height": 40, "width": 60, "boxes": [[5.0, 5.0, 30.0, 20.0]], "scores": [0.9],

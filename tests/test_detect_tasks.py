@@ -671,7 +671,7 @@ def loaded_engine(outputs, meta):
     from netdef.runtime import Engine
 
     eng = Engine.__new__(Engine)
-    eng.path, eng.device = Path("m.engine"), 0
+    eng.path, eng.device, eng.hw_ranges = Path("m.engine"), 0, None  # a static input size
     eng.meta = dict(meta, options={"batch": [1, 1, 4]})
     eng.inputs = [SimpleNamespace(name="images", shape=(-1, 3, 320, 320))]
     eng.outputs = [SimpleNamespace(name=n, shape=s) for n, s in outputs]

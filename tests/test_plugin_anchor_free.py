@@ -147,6 +147,22 @@ def test_plugin_heads_give_the_contract_outputs(name, monkeypatch):
         assert f"model.{row}/keypoints" in names
 
 
+@needs_ultralytics
+@pytest.mark.parametrize("name", list(HEADS))
+def test_plugin_heads_build_with_a_dynamic_input_size(name, monkeypatch):
+    """H, W chosen at run time: the prediction's positions N are -1 and the plugin (which reads N at enqueue and
+    whose outputs do not depend on it) still ends the head, with the same outputs as the static build's."""
+    calls = stand_in_plugin(monkeypatch)
+    _, sd = ref.reference_model(name)
+    opts = BuildOptions(input_range=((320, 320), (320, 320), (640, 640)), params={"head": "plugin", "max_det": 100})
+    net = define_network(name, sd, opts, log=lambda m: None)
+    [(_, inputs, fields)] = calls
+    assert inputs[0][2] == -1 and fields["layout"] == [1]
+    names = list(outputs_of(net))
+    assert names[:4] == list(DETECTIONS) and all(outputs_of(net)[n][0][1:] == DETECTIONS[n][0][1:]
+                                                 for n in DETECTIONS)
+
+
 def test_yolov5_segment_plugin_head_gives_the_contract_outputs(monkeypatch):
     """YOLOv5-seg (anchor-based Segment) with head=plugin: the raw maps `model.24.m.i` (na x (5 + nc + 32)) into
     the plugin (layout 0, extra 32), outputs as the anchor-free Segment's."""

@@ -111,7 +111,7 @@ def add_anchor_free_nms(net: Any, pred: Any, nc: int, prefix: str, extra: int = 
     fields = decoded_fields(nc, extra, conf_thres, iou_thres, max_det, topk)
     shape = tuple(pred.shape)
     channels = 4 + int(nc) + int(extra)
-    if len(shape) != 3 or shape[1] != channels or shape[2] < 1:
+    if len(shape) != 3 or shape[1] != channels or shape[2] == 0 or shape[2] < -1:  # N -1: chosen at run time
         raise NetdefError(f"{prefix}: the prediction has shape {shape}; the plugin needs (B, {channels}, N) = "
                           f"(B, 4+nc+extra, N) with nc={nc}, extra={extra}")
     return _add(net, [pred], fields, prefix, {})

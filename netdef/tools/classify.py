@@ -74,7 +74,8 @@ class Classifier:
         return self.names[c] if 0 <= c < len(self.names) else str(c)
 
 
-def engine_classifier(eng: Any, model: dict[str, Any] | None, names: list[str] | None = None) -> Classifier:
+def engine_classifier(eng: Any, model: dict[str, Any] | None, names: list[str] | None = None,
+                      input_hw: tuple[int, int] | None = None) -> Classifier:
     """A Classifier over a loaded `netdef.runtime.Engine` of a classification model: its one (B, nc) output, the
     family's transforms (YOLOv5's for yolov5* architectures, else Ultralytics'), a softmax where the head gives
     logits (`model`, the header's record; without one, as the family's Classify: YOLOv5's gives logits)."""
@@ -97,7 +98,8 @@ def engine_classifier(eng: Any, model: dict[str, Any] | None, names: list[str] |
     def infer(batch: Any) -> dict[str, Any]:
         return eng.infer({image.name: batch}, as_numpy=False)
 
-    return Classifier(infer, (int(image.shape[2]), int(image.shape[3])), name, "yolov5" if yolov5 else "ultralytics",
+    hw = input_hw or (int(image.shape[2]), int(image.shape[3]))
+    return Classifier(infer, hw, name, "yolov5" if yolov5 else "ultralytics",
                       logits, TOPK, (lo, hi), torch.device("cuda", eng.device), names or [])
 
 

@@ -38,7 +38,7 @@ from ..errors import NetdefError, OptionError
 from ..fileio import atomic_write, check_output
 from .classify import Classifier, draw_top1, engine_classifier
 from .masks import process_masks, rle_decode, rle_encode
-from .preprocess import letterbox, pad_batch, scale_boxes, scale_keypoints, scale_masks
+from .preprocess import letterbox, pad_batch, pad_to, scale_boxes, scale_keypoints, scale_masks
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 PLUGIN_OUTPUTS = ("num_dets", "boxes", "scores", "classes")
@@ -195,11 +195,14 @@ class OutputLayout:
                 raise NetdefError(f"{where}: kpt_shape {list(kpt_shape)} given, but the engine's keypoints are "
                                   f"{list(layout.kpt_shape or ()) or 'none'}")
             return layout
-        raw = [(n, s) for n, s in outputs if len(s) == 3 and min(s[1:]) >= 5]
+        # a prediction (B, rows, cols): channels >= 5 on one axis, positions on the other (-1 where the input
+        # size is chosen at run time: the positions' axis)
+        raw = [(n, s) for n, s in outputs if len(s) == 3 and max(s[1:]) >= 5 and (min(s[1:]) >= 5 or -1 in s[1:])]
         protos = [(n, s) for n, s in outputs if len(s) == 4]
         if len(raw) == 1 and len(protos) <= 1:
             name, shape = raw[0]
-            kind = "anchor_free" if shape[1] < shape[2] else "raw"
+            positions_last = shape[2] == -1 or (shape[1] != -1 and shape[1] < shape[2])
+            kind = "anchor_free" if positions_last else "raw"
             channels = shape[1] if kind == "anchor_free" else shape[2]
             first = 4 if kind == "anchor_free" else 5  # where the class scores start
             layout = OutputLayout(kind, {"pred": name})
@@ -289,6 +292,7 @@ class Detector:
     names: list[str] = field(default_factory=list)
     rect: bool = False  # letterbox each batch to the smallest `stride` multiple that holds it (dynamic engines)
     stride: int = 32
+    min_hw: tuple[int, int] = (1, 1)  # rect: the smallest size the engine takes (grey added bottom and right)
 
     def __call__(self, images: Sequence[np.ndarray], labels: Sequence[str] | None = None,
                  bgr: bool = False) -> list[dict[str, Any]]:
@@ -306,6 +310,8 @@ class Detector:
         for start in range(0, len(images), hi):
             chunk = list(images[start:start + hi])
             batch, ratio_pads = letterbox(chunk, self.input_hw, self.stride, self.rect, bgr=bgr, device=self.device)
+            if self.rect:
+                batch = pad_to(batch, self.min_hw, self.stride, 114 / 255.0)
             batch = pad_batch(batch, lo, 114 / 255.0)  # grey images up to the profile's minimum
             per_image = self.postprocess(self.infer(batch))[:len(chunk)]
             for det, rp, im in zip(per_image, ratio_pads, chunk):
@@ -414,7 +420,6 @@ def engine_detector(engine: Any, conf: float | None = None, iou: float | None = 
         raise NetdefError(f"{eng.path}: input {eng.inputs[0].name} {list(shape)} is not a (B, 3, H, W) image")
     arch = str(eng.meta.get("arch", {}).get("name", ""))
     model = eng.meta.get("model")  # engine_file checked it (optional: older engines lack it)
-    hw, stride = _target_size(eng, model, input_hw, rect)
     if (model["task"] if model else "classify" if arch.endswith("-cls") else None) == "classify":
         given = [n for n, v in (("conf", conf), ("iou", iou), ("kpt_shape", kpt_shape)) if v is not None]
         if given:
@@ -422,7 +427,8 @@ def engine_detector(engine: Any, conf: float | None = None, iou: float | None = 
                               f"engines only")
         if rect:
             raise NetdefError(f"{eng.path} is a classification engine: --rect applies to detection engines only")
-        return engine_classifier(eng, model, names)
+        return engine_classifier(eng, model, names, _target_size(eng, model, input_hw, False)[0])
+    hw, stride = _target_size(eng, model, input_hw, rect)
     outputs = [(o.name, tuple(o.shape)) for o in eng.outputs]
     if model:
         kpt_shape = _recorded_kpt_shape(model, kpt_shape, str(eng.path))
@@ -444,8 +450,10 @@ def engine_detector(engine: Any, conf: float | None = None, iou: float | None = 
     def infer(batch: Any) -> dict[str, Any]:
         return eng.infer({name: batch}, as_numpy=False)
 
+    ranges = eng.hw_ranges or [((1, 1),)]  # (min, opt, max) (H, W) per profile; static engines: no ranges
+    min_hw = (min(r[0][0] for r in ranges), min(r[0][1] for r in ranges))
     return Detector(infer, hw, layout, DEFAULT_CONF if conf is None else conf, DEFAULT_IOU if iou is None else iou,
-                    max_det, (lo, hi), torch.device("cuda", eng.device), names or [], rect, stride)
+                    max_det, (lo, hi), torch.device("cuda", eng.device), names or [], rect, stride, min_hw)
 
 
 def _target_size(eng: Any, model: dict[str, Any] | None, input_hw: tuple[int, int] | None,

@@ -154,6 +154,17 @@ def pad_batch(batch: Any, lo: int, value: float = 0.0) -> Any:
     return _torch().cat((batch, batch.new_full((lo - batch.shape[0], *batch.shape[1:]), value)))
 
 
+def pad_to(batch: Any, min_hw: Sequence[int], stride: int, value: float) -> Any:
+    """`batch` (B, C, H, W) with `value` added at the bottom and right up to at least `min_hw`, rounded up to a
+    multiple of `stride` (a rectangular letterbox smaller than an engine's smallest size; the content and its
+    top-left offsets stay, so boxes map back unchanged)."""
+    h, w = batch.shape[2:]
+    th, tw = (max(s, -(-m // stride) * stride) for s, m in zip((h, w), min_hw))
+    if (th, tw) == (h, w):
+        return batch
+    return _torch().nn.functional.pad(batch, (0, tw - w, 0, th - h), value=value)
+
+
 def scale_boxes(boxes: Any, ratio_pad: RatioPad, original_shape: Sequence[int]) -> Any:
     """Map (N, 4) x1y1x2y2 boxes from the letterboxed image to the original (h, w[, c]) image, clipped.
 
