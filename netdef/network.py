@@ -146,9 +146,10 @@ class Network:
             args = tuple(self._typed(a, f"{name}/in{i}") for i, a in enumerate(args))
         layer = self.name(getattr(self.definition.raw, f"add_{kind}")(*args), name)
         if self._fp32_scope is not None:
-            trt_api.keep_fp32(layer, self.strongly_typed)
             if self.strongly_typed:
                 self._fp32_tensors.update(layer.get_output(i).name for i in range(layer.num_outputs))
+            else:
+                trt_api.keep_fp32(layer)
         return layer
 
     def _typed(self, arg: Any, name: str) -> Any:

@@ -158,7 +158,8 @@ class Engine:
             if not lo <= shape[0] <= hi:
                 raise OptionError(f"input '{t.name}' batch {shape[0]} is outside the engine's profile "
                                   f"{lo}..{hi}; rebuild with --batch MIN:OPT:MAX")
-        self._profile_of(feeds)  # a height and width outside every profile: the error naming the ranges
+        if self.dynamic_hw:  # a height and width outside every profile: the error naming the ranges
+            self._profile_of(feeds)
 
     @property
     def dynamic_hw(self) -> bool:

@@ -217,11 +217,6 @@ def progress_monitor_base() -> type | None:
 
 # ---------------------------------------------------------------- layers whose API moved between versions
 
-def resize_nearest(layer: Any) -> None:
-    """Nearest-neighbour upsampling with PyTorch's `nearest` semantics (floor, asymmetric)."""
-    set_resize_mode(layer, "nearest")
-
-
 def set_resize_mode(layer: Any, mode: str, align_corners: bool = False) -> None:
     """Give a resize layer F.interpolate's semantics: 'nearest' (source index floor(dst * in / out), asymmetric)
     or 'bilinear' (half-pixel centres, or corner-aligned with `align_corners`)."""
@@ -263,12 +258,10 @@ def gelu_activation(approximate: str) -> Any:
     return getattr(module().ActivationType, "GELU_ERF" if approximate == "none" else "GELU_TANH", None)
 
 
-def keep_fp32(layer: Any, strong: bool) -> None:
+def keep_fp32(layer: Any) -> None:
     """Weakly typed networks (8.6): ask the builder to run `layer` in float32 (its precision and floating output
     types; `configure_precision` then sets PREFER_PRECISION_CONSTRAINTS). Strongly typed networks carry the
-    type in the tensors instead (the caller casts), so nothing is set there."""
-    if strong:
-        return
+    type in the tensors instead (the caller casts)."""
     trt = module()
     floating = (trt.float32, trt.float16)
     outs = [layer.get_output(i) for i in range(layer.num_outputs)]

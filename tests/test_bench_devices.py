@@ -14,7 +14,8 @@ import pytest
 from netdef import trt_api
 from netdef.errors import NetdefError, OptionError
 from netdef.tools import bench, bench_devices
-from netdef.tools.bench_devices import bench_devices as run_devices, compare_outputs, parse_devices
+from netdef.cli.device import parse_devices
+from netdef.tools.bench_devices import bench_devices as run_devices, compare_outputs
 from netdef.tools.timing import summarize
 
 from test_bench import bench_args, fake_engine

@@ -12,7 +12,7 @@ from .. import engine_file
 from ..errors import NetdefError, OptionError
 from ..tools import bench, bench_devices
 from ..tools.timing import DEFAULT_MEASURE, DEFAULT_WARMUP, Budget, parse_budget
-from .device import add_device_option, selected_device
+from .device import add_device_option, parse_devices, selected_device
 from .options import number, parse_hw
 
 
@@ -186,7 +186,7 @@ def _devices(a: argparse.Namespace) -> tuple[int, ...] | None:
                                ("--chart", a.chart is not None, "it draws one engine on one device")):
         if value:
             raise OptionError(f"--devices and {option} do not go together: {why}")
-    return bench_devices.parse_devices(a.devices, allow_repeat=a.allow_shared_device)
+    return parse_devices(a.devices, allow_repeat=a.allow_shared_device)
 
 
 def _bench_devices(a: argparse.Namespace, engine: Path, meta: dict[str, Any], batches: list[int],

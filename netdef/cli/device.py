@@ -1,17 +1,19 @@
 """`--device N`, the CUDA device of the commands that use a GPU (build, calibrate, run, bench, profile, detect):
-defined here once, checked before any work, and made current for the command (`trt_api.use_device`)."""
+defined here once, checked before any work, and made current for the command (`trt_api.use_device`); and
+`--devices LIST` (bench, serve): several, parsed and checked by `parse_devices`."""
 from __future__ import annotations
 
 import argparse
 from typing import Any
 
+from ..errors import OptionError
 from .options import number
 
 HELP = ("CUDA device index to build or run on (default: the current device, 0); indices count the devices "
         "CUDA_VISIBLE_DEVICES leaves visible (with CUDA_VISIBLE_DEVICES=2,3, --device 1 is GPU 3)")
 
 
-def add_device_option(parser: argparse.ArgumentParser) -> None:
+def add_device_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     """Add `--device N` to a command."""
     parser.add_argument("--device", type=number("--device", minimum=0), metavar="N", help=HELP)
 
@@ -30,3 +32,28 @@ def selected_device(a: argparse.Namespace) -> Any:
     from .. import trt_api
 
     return trt_api.use_device(device_index(a), "--device")
+
+
+def parse_devices(text: str, option: str = "--devices", *, allow_repeat: bool = False) -> tuple[int, ...]:
+    """'0,1' -> (0, 1); 'all' -> every visible device. Each index must name a visible device (the error lists the
+    visible ones); a device listed twice is an error unless `allow_repeat` (two instances on one GPU)."""
+    from .. import trt_api
+
+    if text.strip().lower() == "all":
+        found = tuple(range(len(trt_api.visible_devices())))
+        if not found:
+            raise OptionError(f"{option} all: no CUDA device is visible here")
+        return found
+    try:
+        found = tuple(int(p) for p in text.split(","))
+    except ValueError:
+        raise OptionError(f"{option} '{text}': expected device indices such as 0,1, or 'all'") from None
+    if any(d < 0 for d in found):
+        raise OptionError(f"{option} '{text}': device indices must be >= 0")
+    repeated = sorted({d for d in found if found.count(d) > 1})
+    if repeated and not allow_repeat:
+        raise OptionError(f"{option} {text}: device(s) {repeated} listed more than once; add --allow-shared-device "
+                          "to run several instances on one GPU (for testing, or to overlap streams on one GPU)")
+    for d in found:
+        trt_api.check_device(d, option)
+    return found

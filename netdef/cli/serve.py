@@ -7,7 +7,7 @@ from typing import Any
 from .. import defaults
 from ..deploy.serve_detect import DetectSettings
 from ..errors import OptionError
-from .device import HELP as DEVICE_HELP
+from .device import add_device_option, device_index, parse_devices
 from .options import number
 
 HELP = "serve an engine through Triton Inference Server (PyTriton): HTTP, gRPC, dynamic batching, metrics"
@@ -36,7 +36,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     where = s.add_mutually_exclusive_group()
     where.add_argument("--devices", metavar="LIST", help="CUDA devices such as 0,1 (or all): one model instance "
                                                          "on each")
-    where.add_argument("--device", type=number("--device", minimum=0), metavar="N", help=DEVICE_HELP)
+    add_device_option(where)
     s.add_argument("--allow-shared-device", action="store_true",
                    help="with --devices: allow a device listed twice (0,0: two model instances on one GPU)")
     s.add_argument("--name", help="model name (default: the architecture's name)")
@@ -61,13 +61,10 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 def devices(a: argparse.Namespace) -> tuple[int, ...]:
     """The devices of --devices or --device, each a visible device (a device listed twice only with
     --allow-shared-device); () for the current device."""
-    from .. import trt_api
-    from ..tools.bench_devices import parse_devices
-
     if a.allow_shared_device and a.devices is None:
         raise OptionError("--allow-shared-device goes with --devices")
     if a.device is not None:
-        return (trt_api.check_device(a.device, "--device"),)
+        return (device_index(a),)
     if a.devices is None:
         return ()
     return parse_devices(a.devices, "--devices", allow_repeat=a.allow_shared_device)

@@ -51,11 +51,6 @@ class DetectSettings:
     max_det: int = defaults.MAX_DET
 
 
-def is_detector(meta: Mapping[str, Any]) -> bool:
-    """Whether the engine's outputs are a YOLO detector's, as `netdef detect` recognises them."""
-    return detector_error(meta) is None
-
-
 def detector_error(meta: Mapping[str, Any]) -> str | None:
     """Why the engine's outputs are not a YOLO detector's (`OutputLayout.of`'s message); None where they are."""
     from ..tools.detect import OutputLayout

@@ -97,8 +97,7 @@ def add_yolo_decode_nms(net: Any, feats: Sequence[Any], anchors_px: np.ndarray, 
         if len(shape) != 4 or shape[1] != na * no:
             raise NetdefError(f"{prefix}: feature map {i} has shape {shape}; the plugin needs (B, {na * no}, H, W) "
                               f"= (B, na*(5+nc+extra), H, W) with na={na}, nc={nc}, extra={extra}")
-    return _add(net, list(feats), fields, prefix, {"strides": [int(v) for v in fields["strides"]],
-                                                   "anchors": [float(v) for v in fields["anchors"]]})
+    return _add(net, list(feats), fields, prefix)
 
 
 def add_anchor_free_nms(net: Any, pred: Any, nc: int, prefix: str, extra: int = 0,
@@ -114,7 +113,7 @@ def add_anchor_free_nms(net: Any, pred: Any, nc: int, prefix: str, extra: int = 
     if len(shape) != 3 or shape[1] != channels or shape[2] == 0 or shape[2] < -1:  # N -1: chosen at run time
         raise NetdefError(f"{prefix}: the prediction has shape {shape}; the plugin needs (B, {channels}, N) = "
                           f"(B, 4+nc+extra, N) with nc={nc}, extra={extra}")
-    return _add(net, [pred], fields, prefix, {})
+    return _add(net, [pred], fields, prefix)
 
 
 def add_plugin_layer(net: Any, inputs: list[Any], fields: dict[str, np.ndarray],
@@ -138,8 +137,7 @@ def add_plugin_layer(net: Any, inputs: list[Any], fields: dict[str, np.ndarray],
     return [layer.get_output(i) for i in range(layer.num_outputs)], lib
 
 
-def _add(net: Any, inputs: list[Any], fields: dict[str, np.ndarray], prefix: str,
-         record: dict[str, Any]) -> dict[str, Any]:
+def _add(net: Any, inputs: list[Any], fields: dict[str, np.ndarray], prefix: str) -> dict[str, Any]:
     """Add the layer `{prefix}/decode_nms`, name its outputs `{prefix}/<output>`, record its settings."""
     name = f"{prefix}/decode_nms"
     tensors, lib = add_plugin_layer(net, inputs, fields, name)
@@ -153,7 +151,9 @@ def _add(net: Any, inputs: list[Any], fields: dict[str, np.ndarray], prefix: str
     # float32 fields as their shortest decimal (0.45, not 0.449999988): the thresholds `netdef detect` compares
     settings = {k: (float(str(v[0])) if v.dtype == np.float32 else int(v[0])) for k, v in fields.items()
                 if k in ("layout", "conf_thres", "iou_thres", "max_det", "topk", "nc", "extra")}
-    record_plugin(net, lib, {"layer": name, **settings, **record})
+    if "strides" in fields:  # layout 0: its levels' strides and anchors (pixels)
+        settings |= {"strides": [int(v) for v in fields["strides"]], "anchors": [float(v) for v in fields["anchors"]]}
+    record_plugin(net, lib, {"layer": name, **settings})
     return outs
 
 

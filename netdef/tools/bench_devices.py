@@ -39,29 +39,6 @@ WORKERS = ("thread", "process")
 CHECK_SEED = 20261204  # the seed of the inputs every instance runs before timing
 
 
-def parse_devices(text: str, option: str = "--devices", *, allow_repeat: bool = False) -> tuple[int, ...]:
-    """'0,1' -> (0, 1); 'all' -> every visible device. Each index must name a visible device (the error lists the
-    visible ones); a device listed twice is an error unless `allow_repeat` (two instances on one GPU)."""
-    if text.strip().lower() == "all":
-        found = tuple(range(len(trt_api.visible_devices())))
-        if not found:
-            raise OptionError(f"{option} all: no CUDA device is visible here")
-        return found
-    try:
-        found = tuple(int(p) for p in text.split(","))
-    except ValueError:
-        raise OptionError(f"{option} '{text}': expected device indices such as 0,1, or 'all'") from None
-    if any(d < 0 for d in found):
-        raise OptionError(f"{option} '{text}': device indices must be >= 0")
-    repeated = sorted({d for d in found if found.count(d) > 1})
-    if repeated and not allow_repeat:
-        raise OptionError(f"{option} {text}: device(s) {repeated} listed more than once; add --allow-shared-device "
-                          "to run several instances on one GPU (for testing, or to overlap streams on one GPU)")
-    for d in found:
-        trt_api.check_device(d, option)
-    return found
-
-
 def check_inputs(engine: Any, batch: int, hw: tuple[int, int] | None, seed: int = CHECK_SEED
                  ) -> dict[str, np.ndarray]:
     """The same host inputs for every instance: seeded normal values (zeros for integer inputs)."""

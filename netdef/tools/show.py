@@ -108,7 +108,7 @@ class _Recorder:
         self.asked: dict[str, tuple[int, ...]] = {}
         self.rows: list[RowView] = []
         self.net: Network | None = None
-        self._seen: set[str] = set()
+        self._done = 0  # the keys of `asked` already given to a row (every read goes through `weight` below)
 
     def __call__(self, net: Network, row: Row | None, output: Any) -> None:
         if row is None:
@@ -121,9 +121,8 @@ class _Recorder:
 
             net.weight = weight  # type: ignore[method-assign]  # this network only
             return
-        new = [k for k in [*self.asked, *net.used] if k not in self._seen]
-        self._seen.update(new)
-        keys = {k: self.asked.get(k) or tuple(net.weights[k].shape) for k in dict.fromkeys(new)}
+        keys = dict(list(self.asked.items())[self._done:])
+        self._done = len(self.asked)
         self.rows.append(RowView(row, keys, [tuple(t.shape) for t in _tensors(output)]))
 
 

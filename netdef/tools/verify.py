@@ -1,6 +1,8 @@
 """Compare engines with PyTorch: the error measure every netdef accuracy claim uses."""
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -21,15 +23,23 @@ def cosine(out: Any, ref: Any) -> float:
     return float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-30))
 
 
-def torch_reference(model: Any, x: np.ndarray, device: str = "cuda") -> np.ndarray:
-    """The model's fp32 output for x, with TF32 off so the reference itself is exact fp32."""
+@contextlib.contextmanager
+def tf32_off() -> Iterator[None]:
+    """PyTorch's TF32 (matmul and cuDNN) off inside the block, as it was after it: exact fp32 references."""
     import torch
 
     prev = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     try:
-        with torch.no_grad():
-            y = model.to(device).eval()(torch.from_numpy(x).to(device))
-        return (y[0] if isinstance(y, (tuple, list)) else y).float().cpu().numpy()
+        yield
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = prev
+
+
+def torch_reference(model: Any, x: np.ndarray, device: str = "cuda") -> np.ndarray:
+    """The model's fp32 output for x, with TF32 off so the reference itself is exact fp32."""
+    import torch
+
+    with tf32_off(), torch.no_grad():
+        y = model.to(device).eval()(torch.from_numpy(x).to(device))
+    return (y[0] if isinstance(y, (tuple, list)) else y).float().cpu().numpy()

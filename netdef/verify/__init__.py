@@ -18,9 +18,8 @@ from typing import Any
 import numpy as np
 
 from .. import trt_api
-from ..define import define_network
+from ..define import define_network, weights_identity
 from ..errors import NetdefError, OptionError, TensorRTUnavailable
-from ..fileio import file_sha256
 from ..options import BuildOptions
 from ..spec import Spec, load_spec
 from ..wts import read_wts
@@ -59,7 +58,7 @@ def verify(arch: str | Path | Spec, weights: str | Path, model: Any, *, cpu: boo
         log(f"[netdef] loading {model} with PyTorch ...")
         model = load_model(model)
     load_weights_strict(model, tensors, str(weights))
-    identity = (str(weights), file_sha256(weights))
+    identity = weights_identity(weights)
     net = define_network(spec, tensors, opts, log, identity=identity)
     layers = trt_api.describe_layers(net.definition)
     raw = net.definition.raw

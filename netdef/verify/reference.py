@@ -10,6 +10,7 @@ import numpy as np
 from ..errors import NetdefError, WeightKeyError
 from ..export import load_source
 from ..network import IGNORED_KEY_SUFFIXES
+from ..tools.verify import tf32_off
 
 
 @dataclass
@@ -72,17 +73,14 @@ def run_hooked(model: Any, x: np.ndarray, names: Iterable[str], *, device: str =
                 lambda m, i, out, name=name: seen.setdefault(name, []).append(
                     out.detach().clone() if isinstance(out, torch.Tensor) else out)))
     tdtype = getattr(torch, dtype)
-    prev = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     try:
         model = model.to(device=device, dtype=tdtype).eval()
-        with torch.no_grad():
+        with tf32_off(), torch.no_grad():
             y = model(torch.from_numpy(x).to(device=device, dtype=tdtype))
     except Exception as e:  # noqa: BLE001  the user's model failing on the network's input is the user's to see
         raise NetdefError(f"the PyTorch model failed on a {tuple(x.shape)} {dtype} input: {type(e).__name__}: "
                           f"{e}") from e
     finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = prev
         for h in handles:
             h.remove()
     res = ModuleOutputs()
