@@ -4,8 +4,10 @@ with a dynamic input size, any height and width) inside a profile.
 Device memory comes from torch when it is installed (backend "torch"), or from pycuda ("pycuda").
 Each profile has its own execution context (and its own activation memory, made on first use); an input runs on
 the profile whose range holds its batch (and H, W) with the nearest opt. The torch backend can replay CUDA
-graphs (`cuda_graph=True`): one per optimization profile, captured again when the input shape within that
-profile changes (a graph holds only for the context state it was captured with).
+graphs (`cuda_graph=True`): one per input shape seen, kept in a bounded cache (`graph_cache`, least recently
+used out). A graph holds only for the context state it was captured with, so before a replay the profile's
+context gets that graph's shapes and addresses back (host-side calls only). One context per profile: TensorRT
+8.6 lets a profile belong to only one context at a time, so per-shape contexts are not an option there.
 `Engine.prepare_step(batch, hw)` binds device buffers once and returns a `Step` that runs the engine again and
 again on them (what benchmarks and profiles time).
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import math
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +30,8 @@ import numpy as np
 
 from . import engine_file, trt_api
 from .errors import NetdefError, OptionError, TensorRTError, TensorRTUnavailable
+
+GRAPH_CACHE = 8  # CUDA graphs an Engine keeps (one per input shape), least recently used out
 
 
 @dataclass(frozen=True)
@@ -45,8 +50,12 @@ class Engine:
     current device when the engine is loaded."""
 
     def __init__(self, path: str | Path, *, backend: str = "auto", cuda_graph: bool = False,
-                 device: int | None = None):
+                 device: int | None = None, graph_cache: int = GRAPH_CACHE):
         self.path = Path(path)
+        if isinstance(graph_cache, bool) or not isinstance(graph_cache, int) or graph_cache < 1:
+            raise OptionError(f"graph_cache={graph_cache!r}: the number of CUDA graphs kept (one per input shape) "
+                              "must be a positive integer")
+        self.graph_cache = graph_cache
         if device is not None:
             trt_api.check_device(device)  # before any work
         from .deploy.plan import read_any_plan
@@ -89,7 +98,9 @@ class Engine:
             raise OptionError(f"CUDA graphs need the torch backend (this is {self.backend.name}): install torch "
                               "or run without --cuda-graph")
         self.cuda_graph = cuda_graph
-        self._graphs: dict[int, tuple] = {}  # profile -> (input shapes, graph, inputs, outputs) of its graph
+        # (profile, input shapes) -> (graph, inputs, outputs), least recently used first; `graph_captures` counts
+        self._graphs: OrderedDict[tuple, tuple] = OrderedDict()
+        self.graph_captures = 0
         # Calls from several threads take turns: one context per profile and its activation memory are shared,
         # so a run waits for the previous one (an event on its stream) even when the caller's stream differs.
         self._lock = threading.Lock()
@@ -218,8 +229,7 @@ class Engine:
         """Make the context of the profile for the inputs' batch (and H, W) current (creating it, and setting its
         profile on `stream`, the stream the next run uses, the first time), set shapes and device addresses of
         the device-resident inputs; allocates outputs (of the shapes TensorRT infers) when not given. Returns
-        the outputs. A binding changes the context's state, so the profile's CUDA graph is dropped (captured
-        again on its next use)."""
+        the outputs. (A cached CUDA graph gets its own shapes and addresses back before it is replayed.)"""
         with self.on_device():
             return self._bind(inputs, outputs, stream)[1]
 
@@ -237,7 +247,6 @@ class Engine:
         if profile not in self._contexts:
             self._contexts[profile] = self._new_context(profile, stream)
         context = self.context = self._contexts[profile]
-        self._graphs.pop(profile, None)
         outs = dict(outputs or {})
         self._set_io(context, inputs, outs)
         return context, outs
@@ -308,27 +317,35 @@ class Engine:
         return Step(body, stream, context, self._profile_of(inputs), batch, buffers, self.on_device)
 
     def _graph_run(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
-        """Replay the CUDA graph of the inputs' profile; capture it when there is none for these input shapes (a
-        graph holds only for the context state it was captured with; `bind` drops it)."""
+        """Replay the CUDA graph of the inputs' shapes, captured on first sight of them (the least recently used
+        graph makes room when `graph_cache` are kept). The profile's context is given the graph's shapes and
+        addresses again first: a graph holds only for the context state it was captured with."""
         import torch
 
-        key = tuple((n, tuple(v.shape)) for n, v in sorted(feeds.items()))
         profile = self._profile_of(feeds)
-        entry = self._graphs.get(profile)
-        if entry is None or entry[0] != key:
+        key = (profile, tuple((n, tuple(v.shape)) for n, v in sorted(feeds.items())))
+        entry = self._graphs.get(key)
+        if entry is None:
             static_in = {t.name: self.backend.to_device(feeds[t.name], t.dtype).clone() for t in self.inputs}
             stream = torch.cuda.Stream()
             stream.wait_stream(torch.cuda.current_stream())  # the input copies and earlier runs come first
             context, outs = self._bind(static_in, None, stream.cuda_stream)
             graph = _first_run(torch, stream, lambda: trt_api.execute(context, stream.cuda_stream), capture=True)
             torch.cuda.current_stream().wait_stream(stream)
-            self._graphs[profile] = entry = (key, graph, static_in, outs)
-        _, graph, static_in, outs = entry
-        self.context = self._contexts[profile]
+            self.graph_captures += 1
+            while len(self._graphs) >= self.graph_cache:
+                self._graphs.popitem(last=False)
+            self._graphs[key] = entry = (graph, static_in, outs)
+        else:
+            self._graphs.move_to_end(key)
+            self.context = self._contexts[profile]
+            self._set_io(self.context, entry[1], dict(entry[2]))  # the state the graph was captured with
+        graph, static_in, outs = entry
         for t in self.inputs:
             static_in[t.name].copy_(self.backend.to_device(feeds[t.name], t.dtype))
         graph.replay()
         return {k: v.clone() for k, v in outs.items()}
+
 
 class Step:
     """One engine run at a fixed batch on buffers bound once (`Engine.prepare_step`): `step()` enqueues it on
