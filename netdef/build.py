@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from . import engine_file, trt_api
-from .compiler import build_key, compile_engine, target_identity
+from .compiler import build_key, compile_network, target_identity
 from .define import Weights, define_network, weights_identity  # noqa: F401  (re-exported)
 from .errors import NetdefError
 from .fileio import check_output
@@ -61,10 +61,8 @@ def build_engine(arch: str | Path | Spec, weights: Weights, output: str | Path, 
 
     net = define_network(spec, weights, opts, log, identity=(source, weights_sha))
     extra = ({"refit_key": refit_key} if refit_key else {}) | ({"model": net.model} if net.model else {})
-    meta = compile_engine(net.builder, net.definition, opts, output, strongly_typed=net.strongly_typed,
-                          arch={"name": spec.name, "path": str(spec.path), "sha256": spec.sha256},
-                          weights={"path": source, "sha256": weights_sha}, plugins=net.plugins, log=log,
-                          build_key=key, **extra)
+    meta = compile_network(net, opts, output, arch=spec.identity(), weights={"path": source, "sha256": weights_sha},
+                           log=log, build_key=key, **extra)
     return BuildResult(output, meta, True, time.perf_counter() - t0)
 
 

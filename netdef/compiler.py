@@ -2,8 +2,9 @@
 `BuildOptions` -> a serialized plan, written as an engine file with its metadata.
 
 Builder configuration (precision, target, workspace, optimization level, profiles), the timing cache,
-build progress and the metadata header are written here once; `netdef.build`, the INT8 calibration
-run and the route-comparison script all compile through `compile_engine`.
+build progress and the metadata header are written here once; the route-comparison script compiles
+through `compile_engine`, and `netdef.build`, the INT8 calibration run, verification and `check_block`
+compile a netdef `Network` through `compile_network`.
 """
 from __future__ import annotations
 
@@ -14,14 +15,24 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import __version__, engine_file, trt_api
 from .errors import OptionError, TensorRTError
 from .fileio import atomic_write, file_sha256
 from .options import BuildOptions, format_hw_range, format_profiles, options_dict
 
+if TYPE_CHECKING:
+    from .network import Network
+
 Log = Callable[[str], None]
+
+
+def compile_network(net: Network, opts: BuildOptions, output: str | Path, *, arch: Mapping[str, Any],
+                    weights: Mapping[str, Any], log: Log, tag: str = "netdef", **extra_meta: Any) -> dict[str, Any]:
+    """`compile_engine` for a netdef `Network`: its builder, definition, typing and plugin libraries."""
+    return compile_engine(net.builder, net.definition, opts, output, strongly_typed=net.strongly_typed, arch=arch,
+                          weights=weights, plugins=net.plugins, log=log, tag=tag, **extra_meta)
 
 
 def compile_engine(builder: Any, definition: Any, opts: BuildOptions, output: str | Path, *,

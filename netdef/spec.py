@@ -90,6 +90,10 @@ class Spec:
         text += "".join(f"\n# block {n}: {b.module} {b.source_sha}" for n, b in sorted(blocks.items()))
         return hashlib.sha256(text.encode()).hexdigest()
 
+    def identity(self) -> dict[str, str]:
+        """What an engine header records of the architecture it was built from: name, YAML path and sha256."""
+        return {"name": self.name, "path": str(self.path), "sha256": self.sha256}
+
     def where(self, row: Row) -> str:
         return f"{self.path}:{row.line}: row {row.index} ({row.block.name})"
 

@@ -51,6 +51,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", default="20,1s")
     p.add_argument("--measure", default="100,3s")
     p.add_argument("--cuda-graph", action="store_true", help="engines run as CUDA graph replays (one per shape)")
+    p.add_argument("--timing-cache", metavar="DIR", help="each engine's build reads and extends its timing cache in DIR")
     p.add_argument("--workdir", default="out/rect")
     p.add_argument("--json", help="results file (default WORKDIR/rect_MODEL.json)")
     return p
@@ -70,8 +71,11 @@ def build(a: argparse.Namespace, say: Any) -> dict[str, Path]:
     params = {"head": "plugin", "conf_thres": a.conf, "iou_thres": a.iou, "max_det": a.max_det}
     tag = f"{a.precision}_o{a.opt_level}"
     engines = {"static": work / f"{a.model}_static640_{tag}.engine", "dynamic": work / f"{a.model}_dynamic_{tag}.engine"}
+    if a.timing_cache:
+        Path(a.timing_cache).mkdir(parents=True, exist_ok=True)
     for name, shape in (("static", {"input_hw": SQUARE}), ("dynamic", {"input_range": a.range})):
-        opts = BuildOptions(precision=a.precision, opt_level=a.opt_level, params=params, **shape)
+        cache = str(Path(a.timing_cache) / f"{engines[name].stem}.cache") if a.timing_cache else None
+        opts = BuildOptions(precision=a.precision, opt_level=a.opt_level, params=params, timing_cache=cache, **shape)
         res = build_engine(a.model, wts, engines[name], opts, force=True, log=say)
         say(f"{name} engine: {engines[name]} ({res.meta['build_seconds']} s build)")
     return engines

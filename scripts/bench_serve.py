@@ -31,6 +31,8 @@ from typing import Any
 import numpy as np
 
 from netdef.cli.guard import run_guarded
+from netdef.cli.options import checked
+from netdef.cli.serve import add_serve_options
 from netdef.deploy.plan import load_plan
 from netdef.deploy.serve import Binding, binding, serves_detections
 from netdef.deploy.serve_detect import SUFFIX
@@ -111,13 +113,10 @@ def running_server(engine: str | Path, *args: str, timeout_s: float = 300,
 
 def _binding_args(args: Sequence[str]) -> dict[str, Any]:
     """The `binding` arguments among `netdef serve` options (what names the model and sizes its batches), and
-    `detect` (--detect / --no-detect)."""
+    `detect` (--detect / --no-detect), parsed as the command parses them (a bad value is its OptionError)."""
     p = argparse.ArgumentParser(add_help=False)
-    p.add_argument("--name")
-    p.add_argument("--max-batch", type=int)
-    p.add_argument("--max-queue-delay-us", type=int)
-    p.add_argument("--detect", action=argparse.BooleanOptionalAction, default=None)
-    known = p.parse_known_args(list(args))[0]
+    add_serve_options(p)
+    known = checked(p.parse_known_args(list(args))[0])
     return {"name": known.name, "max_batch": known.max_batch, "max_queue_delay_us": known.max_queue_delay_us,
             "detect": known.detect}
 

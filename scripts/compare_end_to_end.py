@@ -32,6 +32,7 @@ as with a trained model.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import importlib.util
 import json
@@ -48,7 +49,7 @@ import compare_routes as routes  # this script's neighbour: the models, ONNX exp
 from netdef.build import BuildOptions, build_engine, parse_batch
 from netdef.cli.guard import run_guarded
 from netdef.engine_file import read_plan
-from netdef.errors import NetdefError
+from netdef.errors import NetdefError, OptionError
 from netdef.fileio import atomic_write, file_sha256
 from netdef.tools.bench import parse_batches
 from netdef.tools.environment import environment
@@ -358,8 +359,13 @@ def build_engines(a: argparse.Namespace, photos: list[np.ndarray], say: Callable
     wts = work / f"{a.model}.wts"
     export_wts(model.m, wts)
     tag = f"{a.precision}_b{'-'.join(map(str, a.profile_t))}_o{a.opt_level}"
-    opts = BuildOptions(precision=a.precision, batch=a.profile_t, opt_level=a.opt_level,
-                        params={"head": "plugin", "conf_thres": a.conf, "iou_thres": a.iou, "max_det": a.max_det})
+    caches = {route: None for route in ("netdef", "onnx")}
+    if a.timing_cache:  # named as compare_routes.py names them, so both scripts share one folder of caches
+        Path(a.timing_cache).mkdir(parents=True, exist_ok=True)
+        caches = {route: str(Path(a.timing_cache) / f"{route}_{a.model}_{tag}.cache") for route in caches}
+    opts = dataclasses.replace(a.build_options, timing_cache=caches["netdef"],
+                               params={"head": "plugin", "conf_thres": a.conf, "iou_thres": a.iou,
+                                       "max_det": a.max_det})
     key = file_sha256(wts)[:10]  # --reuse keeps an ONNX-route engine of these weights only (netdef's: build_engine)
     engines = {"netdef": work / f"netdef_{a.model}_plugin_{tag}.engine",
                "onnx": work / f"onnx_{a.model}_{tag}_{key}.engine"}
@@ -370,8 +376,8 @@ def build_engines(a: argparse.Namespace, photos: list[np.ndarray], say: Callable
         half = routes.half_onnx(a.precision)
         onnx = work / f"{a.model}_{'fp16' if half else 'fp32'}.onnx"
         routes.export_onnx(model, (3, *HW), onnx, half, "legacy", say, names=ONNX_NAMES)
-        meta = routes.build_onnx_engine(onnx, engines["onnx"], BuildOptions(precision=a.precision, batch=a.profile_t,
-                                                                            opt_level=a.opt_level),
+        meta = routes.build_onnx_engine(onnx, engines["onnx"], dataclasses.replace(a.build_options,
+                                                                                   timing_cache=caches["onnx"]),
                                         f"{a.model} (ONNX)", say)
         say(f"ONNX-route engine: {engines['onnx']} ({meta['build_seconds']} s build)")
     if anchor_free(a.model):
@@ -404,6 +410,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--measure", default="100,3s")
     p.add_argument("--workdir", default="out/e2e")
     p.add_argument("--reuse", action="store_true", help="keep engines from an earlier run")
+    p.add_argument("--timing-cache", metavar="DIR",
+                   help="each route's builds read and extend its timing cache in DIR, named as compare_routes.py "
+                        "names them (ROUTE_MODEL_PRECISION_bMIN-OPT-MAX_oLEVEL.cache; default: no cache)")
     p.add_argument("--cuda-graph", action="store_true",
                    help="netdef's engines run as CUDA graph replays (Ultralytics' predictor decides for itself)")
     p.add_argument("--breakdown", action="store_true",
@@ -413,17 +422,20 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse and check the arguments (a NetdefError names a bad value); adds batches_l, profile_t and budgets."""
+    """Parse and check the arguments (a NetdefError names a bad value); adds batches_l, profile_t, build_options
+    (both engines' BuildOptions, validated here: a bad --profile or --opt-level fails before any work) and
+    budgets."""
     a = make_parser().parse_args(argv)
     a.batches_l = parse_batches(a.batches)
     a.profile_t = parse_batch(a.profile, "--profile") if a.profile else (a.batches_l[0], a.batches_l[-1],
                                                                          a.batches_l[-1])
-    lo, opt, hi = a.profile_t
-    if not 1 <= lo <= opt <= hi:
-        raise NetdefError(f"--profile {a.profile}: needs 1 <= MIN <= OPT <= MAX")
-    routes.check_covered(a.batches_l, a.profile_t, a.profile or ":".join(map(str, a.profile_t)))
-    if not 0 <= a.opt_level <= 5:
-        raise NetdefError(f"--opt-level {a.opt_level}: must be 0..5")
+    profile = a.profile or ":".join(map(str, a.profile_t))
+    a.build_options = BuildOptions(precision=a.precision, batch=a.profile_t, opt_level=a.opt_level)
+    try:
+        a.build_options.validate()
+    except OptionError as e:
+        raise OptionError(f"--profile {profile} / --opt-level {a.opt_level}: {e}") from None
+    routes.check_covered(a.batches_l, a.profile_t, profile)
     if not 0 < a.conf < 1 or not 0 < a.iou <= 1:
         raise NetdefError(f"--conf {a.conf} / --iou {a.iou}: need 0 < conf < 1 and 0 < iou <= 1")
     if a.max_det < 1 or a.candidates < 1:

@@ -46,13 +46,16 @@ def test_arguments(e2e):
     a = e2e.parse_args(["--model", "yolo11n", "--batches", "1,8", "--cuda-graph"])
     assert (a.batches_l, a.profile_t, a.cuda_graph) == ([1, 8], (1, 8, 8), True)
     assert a.pipelines == ("netdef", "ultralytics", "onnx+gpu-pre")
+    opts = a.build_options  # both engines', validated by BuildOptions before any work
+    assert (opts.precision, opts.batch, opts.opt_level, opts.params) == ("fp16", (1, 8, 8), 0, {})
     assert e2e.parse_args(["--model", "yolov8s", "--profile", "1:4:16", "--batches", "1,16"]).profile_t == (1, 4, 16)
     assert e2e.routes.parse_args(["--model", "yolov8s"]).batches_l == [1, 8, 32]  # compare_routes knows them too
 
 
 @pytest.mark.parametrize("argv, message", [
     (["--profile", "2:8:8", "--batches", "1,8"], "does not cover batch size(s) [1]"),
-    (["--profile", "8:4:8", "--batches", "8"], "1 <= MIN <= OPT <= MAX"),
+    (["--profile", "8:4:8", "--batches", "8"], "--profile 8:4:8 / --opt-level 0: batch profile 8:4:8 must satisfy"),
+    (["--profile", "0:1:8", "--batches", "1,8"], "--profile 0:1:8 / --opt-level 0: batch profile 0:1:8 must satisfy"),
     (["--conf", "1.5"], "--conf 1.5"),
     (["--iou", "0"], "--iou 0"),
     (["--candidates", "0"], "--candidates 0"),

@@ -639,6 +639,18 @@ def test_serve_detect_on_the_cpu_with_a_stand_in_engine(plugin_engine, tmp_path)
     assert any(model in line for line in server.output)
 
 
+def test_bench_serve_reads_the_options_as_netdef_serve_declares_them():
+    """scripts/bench_serve.py finds the model name and batching among the options it passes on with `netdef
+    serve`'s own declaration (add_serve_options): the same values, and the command's error for a bad one."""
+    got = bench_serve()._binding_args(["--name", "r18", "--max-batch", "16", "--max-queue-delay-us", "500",
+                                       "--devices", "0,1", "--no-detect", "--conf", "0.3"])
+    assert got == {"name": "r18", "max_batch": 16, "max_queue_delay_us": 500, "detect": False}
+    assert bench_serve()._binding_args([]) == {"name": None, "max_batch": None, "max_queue_delay_us": None,
+                                               "detect": None}
+    with pytest.raises(OptionError, match=r"^--max-batch 0: must be >= 1$"):
+        bench_serve()._binding_args(["--max-batch", "0"])
+
+
 # ---------------------------------------------------------------- on the GPU
 
 def _serving_stack():

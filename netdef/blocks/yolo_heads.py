@@ -351,10 +351,9 @@ def _decode_boxes(net: Network, box: Any, prefix: str, reg_max: int, feats: list
     n = -1 if dynamic(sizes) else sum(h * w for h, w in sizes)
     if reg_max > 1:
         bins = net.weight(f"{prefix}.dfl.conv.weight", (1, reg_max, 1, 1)).reshape(reg_max).astype(np.float64)
-        soft = net.layer("softmax", f"{prefix}.dfl/softmax", box)  # module dfl's output (the expectation) has
-        # no tensor of its own here: it is folded into the dist2bbox matrix multiply
-        soft.axes = 1 << 2
-        dist = net.shuffle(soft.get_output(0), f"{prefix}.dfl/flatten", reshape=(0, 4 * reg_max, n))
+        soft = net.softmax(box, f"{prefix}.dfl/softmax", 2, fp32=False)  # module dfl's output (the expectation)
+        # has no tensor of its own here: it is folded into the dist2bbox matrix multiply
+        dist = net.shuffle(soft, f"{prefix}.dfl/flatten", reshape=(0, 4 * reg_max, n))
     else:  # reg_max 1: the distances themselves
         bins = np.ones(1)
         dist = net.shuffle(box, f"{prefix}/dist", reshape=(0, 4, n))
@@ -363,9 +362,7 @@ def _decode_boxes(net: Network, box: Any, prefix: str, reg_max: int, feats: list
     else:  # (x, y, w, h)
         mix = np.array([[-0.5, 0, 0.5, 0], [0, -0.5, 0, 0.5], [1, 0, 1, 0], [0, 1, 0, 1]])
     matrix = (mix[:, :, None] * bins[None, None, :]).reshape(1, 4, 4 * reg_max)
-    mm = net.trt.MatrixOperation
-    xywh = net.layer("matrix_multiply", f"{prefix}/dist2bbox", net.constant(matrix, f"{prefix}/dist2bbox/matrix"),
-                     mm.NONE, dist, mm.NONE).get_output(0)
+    xywh = net.matmul(net.constant(matrix, f"{prefix}/dist2bbox/matrix"), dist, f"{prefix}/dist2bbox")
     if dynamic(sizes):  # rows x, y, (x, y or 0, 0), stride: (cell + 0.5) * stride and the stride
         centre = [[1.0, 0.0, 0.5], [0.0, 1.0, 0.5]]
         rows = _cell_rows(net, feats, strides, f"{prefix}/grid",

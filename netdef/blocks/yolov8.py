@@ -127,12 +127,9 @@ def attention(net: Network, x: Any, prefix: str, num_heads: int = 8, attn_ratio:
     q = net.shuffle(qkv["q"], f"{prefix}/q_heads", reshape=(0, num_heads, key_dim, n))
     k = net.shuffle(qkv["k"], f"{prefix}/k_heads", reshape=(0, num_heads, key_dim, n))
     v = net.shuffle(qkv["v"], f"{prefix}/v_heads", reshape=(0, num_heads, head_dim, n))
-    mm = net.trt.MatrixOperation
-    scores = net.layer("matrix_multiply", f"{prefix}/scores", q, mm.TRANSPOSE, k, mm.NONE).get_output(0)
-    softmax = net.layer("softmax", f"{prefix}/softmax", scores)
-    softmax.axes = 1 << 3
-    out = net.layer("matrix_multiply", f"{prefix}/attend", v, mm.NONE, softmax.get_output(0),
-                    mm.TRANSPOSE).get_output(0)
+    attn = net.softmax(net.matmul(q, k, f"{prefix}/scores", transpose_a=True), f"{prefix}/softmax", -1,
+                       fp32=False)
+    out = net.matmul(v, attn, f"{prefix}/attend", transpose_b=True)
     if n > 0:
         out = net.shuffle(out, f"{prefix}/merge_heads", reshape=(0, dim, h, w))
     else:  # back to x's runtime shape
@@ -187,6 +184,4 @@ def classify(net: Network, x: Any, prefix: str, nc: int, k: int = 1, s: int = 1,
     net.record_model(task="classify", nc=int(logits.shape[1]), head="probs" if softmax else "logits")
     if not softmax:
         return logits
-    layer = net.layer("softmax", f"{prefix}/softmax", logits)
-    layer.axes = 1 << 1
-    return layer.get_output(0)
+    return net.softmax(logits, f"{prefix}/softmax", 1, fp32=False)

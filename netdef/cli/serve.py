@@ -23,6 +23,14 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     """Add `netdef serve` to the command line."""
     s = subparsers.add_parser("serve", help=HELP, description=DESCRIPTION)
     s.add_argument("engine", help="netdef engine (or a raw plan)")
+    add_serve_options(s)
+    s.set_defaults(func=cmd_serve)
+    return s
+
+
+def add_serve_options(s: argparse.ArgumentParser) -> None:
+    """Add `netdef serve`'s options (all but ENGINE) to `s`: the command's parser, and scripts/bench_serve.py's,
+    which reads the model name and batching among the options it passes on to the command."""
     s.add_argument("--port", type=number("--port", minimum=1, maximum=65535), default=8000,
                    help="HTTP port (default 8000)")
     s.add_argument("--grpc-port", type=number("--grpc-port", minimum=1, maximum=65535), default=8001,
@@ -54,8 +62,6 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                    help=f"boxes per image at most, the rows the outputs are padded to (default {defaults.MAX_DET}); "
                         "a request parameter max_det may lower it")
     d.add_argument("--names", help="class names file, one per line (the JSON's names)")
-    s.set_defaults(func=cmd_serve)
-    return s
 
 
 def devices(a: argparse.Namespace) -> tuple[int, ...]:

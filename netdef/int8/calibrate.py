@@ -24,7 +24,7 @@ import numpy as np
 
 from .. import trt_api
 from ..define import define_network, weights_identity
-from ..compiler import compile_engine
+from ..compiler import compile_network
 from ..defaults import IMAGE_SUFFIXES
 from ..errors import NetdefError
 from ..fileio import check_output
@@ -188,10 +188,8 @@ def build_recording_engine(spec: Spec, weights: str | Path, output: str | Path, 
     opts = BuildOptions(precision="fp32", batch=(1, batch, batch), input_hw=tuple(input_hw) if input_hw else None,
                         opt_level=0, tf32=False, strict=strict)
     source, sha = weights_identity(weights)
-    compile_engine(net.builder, net.definition, opts, output, strongly_typed=net.strongly_typed,
-                   arch={"name": spec.name, "path": str(spec.path), "sha256": spec.sha256},
-                   weights={"path": source, "sha256": sha}, plugins=net.plugins, log=log or _stderr,
-                   tag="calibrate", calibration_points=points)
+    compile_network(net, opts, output, arch=spec.identity(), weights={"path": source, "sha256": sha},
+                    log=log or _stderr, tag="calibrate", calibration_points=points)
     return points
 
 

@@ -90,7 +90,7 @@ def check_block(block_or_fn: str | Callable[..., Any], torch_module: Callable[..
                                kwargs=kwargs, weights=weights, tolerance=tolerance, seed=seed)
     import torch
 
-    from ..compiler import compile_engine
+    from ..compiler import compile_network
     from ..options import BuildOptions
     from ..runtime import Engine
     from ..tools.verify import max_rel_error
@@ -100,9 +100,8 @@ def check_block(block_or_fn: str | Callable[..., Any], torch_module: Callable[..
     opts = BuildOptions(precision=precision, batch=(batch, batch, batch), opt_level=0, tf32=False)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "block.engine"
-        compile_engine(net.builder, net.definition, opts, path, strongly_typed=net.strongly_typed,
-                       arch={"name": "check_block"}, weights={"path": "the torch module's weights", "sha256": ""},
-                       plugins=net.plugins, log=lambda msg: None)
+        compile_network(net, opts, path, arch={"name": "check_block"},
+                        weights={"path": "the torch module's weights", "sha256": ""}, log=lambda msg: None)
         out = Engine(path).infer({f"x{i}": x for i, x in enumerate(xs)}, as_numpy=True)["y"]
     with torch.no_grad():
         if hasattr(torch_module, "eval"):

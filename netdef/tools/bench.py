@@ -108,14 +108,14 @@ def load_for_timing(engine: str | Path | Engine, batches: Sequence[int], *, devi
 
 
 def bench_engine(engine: str | Path | Engine, batches: Sequence[int], settings: BenchSettings | None = None,
-                 log: Log | None = None, on_result: Callable[[dict[str, Any]], None] | None = None, *,
-                 device: int | None = None) -> list[dict[str, Any]]:
-    """Time a netdef engine (a file, loaded on CUDA device `device`, default the current one; or a
-    `runtime.Engine` already loaded) at each batch size; one dict of statistics per batch (see
-    `timing.summarize`), also handed to `on_result` as soon as it is measured."""
+                 log: Log | None = None,
+                 on_result: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+    """Time a netdef engine (a file, loaded on the current CUDA device; or a `runtime.Engine` already loaded)
+    at each batch size; one dict of statistics per batch (see `timing.summarize`), also handed to `on_result` as
+    soon as it is measured."""
     settings = settings or BenchSettings()
     log = log or _stderr
-    eng = load_for_timing(engine, batches, device=device)
+    eng = load_for_timing(engine, batches)
     results = []
     for b in batches:
         step = eng.prepare_step(b, settings.hw, cuda_graph=settings.cuda_graph, with_copies=settings.with_copies)

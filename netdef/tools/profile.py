@@ -23,15 +23,15 @@ PROFILE_SUFFIX = re.compile(r" \[profile \d+\]$")  # TensorRT's mark on the laye
 
 
 def profile_engine(path: str | Path, batch: int, runs: int = 200, warmup: int = 20, *,
-                   device: int | None = None, hw: tuple[int, int] | None = None) -> dict[str, Any]:
+                   hw: tuple[int, int] | None = None) -> dict[str, Any]:
     """Mean time per engine layer over `runs` executions at `batch` (after `warmup`), with the inspector's
-    description of each layer, on CUDA device `device` (default the current one); `hw`: the input height and
-    width for an engine built with a dynamic input size (default its profile's opt). Layer times come from
-    TensorRT's per-layer events and exclude launch gaps."""
+    description of each layer, on the current CUDA device; `hw`: the input height and width for an engine built
+    with a dynamic input size (default its profile's opt). Layer times come from TensorRT's per-layer events and
+    exclude launch gaps."""
     if runs < 1 or warmup < 0:
         raise OptionError(f"profile runs {runs} must be >= 1 and warm-up {warmup} >= 0")
     # its own engine: the profiler attached below cannot be detached again
-    eng = load_for_timing(path, [batch], device=device)
+    eng = load_for_timing(path, [batch])
     step = eng.prepare_step(batch, hw)
     for _ in range(warmup):
         step()

@@ -80,7 +80,7 @@ def verify(arch: str | Path | Spec, weights: str | Path, model: Any, *, cpu: boo
         from .engine import engine_values
 
         values = engine_values(net, opts, feeds, [*pairs, *outputs], log,
-                               arch={"name": spec.name, "path": str(spec.path), "sha256": spec.sha256},
+                               arch=spec.identity(),
                                weights={"path": identity[0], "sha256": identity[1]})
         refs = run_hooked(model, x, pairs.values(), device="cuda", dtype="float32")
         mode = f"GPU engine, {trt_api.version_string()}"

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..compiler import compile_engine
+from ..compiler import compile_network
 from ..network import Network
 from ..options import BuildOptions
 
@@ -43,8 +43,7 @@ def engine_values(net: Network, opts: BuildOptions, feeds: dict[str, np.ndarray]
         f"layers across them, so the engine differs from the one `netdef build` makes)")
     with tempfile.TemporaryDirectory(prefix="netdef-verify-") as tmp:
         path = Path(tmp) / "verify.engine"
-        compile_engine(net.builder, net.definition, opts, path, strongly_typed=net.strongly_typed,
-                       arch=arch, weights=weights, plugins=net.plugins, log=log)
+        compile_network(net, opts, path, arch=arch, weights=weights, log=log)
         engine = Engine(path)
         outs: dict[str, Any] = engine.infer(feeds, as_numpy=True)
     return outs
