@@ -12,7 +12,8 @@ and three pipelines, each netdef's Detector (GPU letterbox, engine, boxes mapped
                   holds it at 640 (`netdef detect --rect`, Ultralytics' rectangular inference)
 Inputs are scikit-image's photos (astronaut 512x512, coffee 400x600, chelsea 300x451, rocket 427x640), each call one
 photo (batch 1). Reported per pipeline: images/s (wall clock, after warm-up) and the pixels the engine processed per
-image. The two engines can then be timed in turn with `netdef bench DYNAMIC --against STATIC` (its OPT is 640x640).
+image; then each engine alone (`bench_engine`, the same CUDA graph setting) at every size the pipelines ran. The two
+engines can also be timed in turn with `netdef bench DYNAMIC --against STATIC` (its OPT is 640x640).
 
     python scripts/bench_rect.py --precision fp16 --opt-level 3 --cuda-graph --json rect.json
 """
@@ -30,6 +31,7 @@ from netdef.build import build_engine
 from netdef.cli.guard import run_guarded
 from netdef.errors import NetdefError
 from netdef.options import BuildOptions, parse_input_shape
+from netdef.tools.bench import BenchSettings, bench_engine
 from netdef.tools.environment import environment
 from netdef.tools.report import write_json
 from netdef.tools.timing import parse_budget
@@ -51,7 +53,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", default="20,1s")
     p.add_argument("--measure", default="100,3s")
     p.add_argument("--cuda-graph", action="store_true", help="engines run as CUDA graph replays (one per shape)")
-    p.add_argument("--timing-cache", metavar="DIR", help="each engine's build reads and extends its timing cache in DIR")
+    p.add_argument("--timing-cache", metavar="DIR",
+                   help="each engine's build reads and extends its timing cache in DIR")
     p.add_argument("--workdir", default="out/rect")
     p.add_argument("--json", help="results file (default WORKDIR/rect_MODEL.json)")
     return p
@@ -70,7 +73,8 @@ def build(a: argparse.Namespace, say: Any) -> dict[str, Path]:
     export_wts(model.m.cpu(), wts)
     params = {"head": "plugin", "conf_thres": a.conf, "iou_thres": a.iou, "max_det": a.max_det}
     tag = f"{a.precision}_o{a.opt_level}"
-    engines = {"static": work / f"{a.model}_static640_{tag}.engine", "dynamic": work / f"{a.model}_dynamic_{tag}.engine"}
+    engines = {"static": work / f"{a.model}_static640_{tag}.engine",
+               "dynamic": work / f"{a.model}_dynamic_{tag}.engine"}
     if a.timing_cache:
         Path(a.timing_cache).mkdir(parents=True, exist_ok=True)
     for name, shape in (("static", {"input_hw": SQUARE}), ("dynamic", {"input_range": a.range})):
@@ -83,13 +87,20 @@ def build(a: argparse.Namespace, say: Any) -> dict[str, Path]:
 
 def main(argv: list[str] | None = None) -> int:
     a = make_parser().parse_args(argv)
-    hw, a.range = parse_input_shape(a.input_shape)
+    _, a.range = parse_input_shape(a.input_shape)
     if a.range is None or not all(lo <= s <= hi for lo, s, hi in zip(a.range[0], SQUARE, a.range[2])):
         raise NetdefError(f"--input-shape {a.input_shape}: give a MIN:OPT:MAX range that holds 640x640")
     warmup, measure = parse_budget(a.warmup, "--warmup"), parse_budget(a.measure, "--measure")
+    e2e.require_packages(a.model)
+    import torch
+
+    from netdef import trt_api
     from netdef.runtime import Engine
     from netdef.tools.detect import engine_detector
 
+    if not torch.cuda.is_available() or not trt_api.can_run_engines():
+        raise NetdefError("this benchmark needs a CUDA GPU and full TensorRT "
+                          f"(have {trt_api.version_string()}, GPU: {trt_api.gpu_identity() or 'none'})")
     t0 = time.perf_counter()
 
     def say(msg: str) -> None:
@@ -105,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
                            "model": a.model, "precision": a.precision, "opt_level": a.opt_level,
                            "input_range": a.range, "cuda_graph": a.cuda_graph, "batch": 1,
                            "images": {n: list(p.shape[:2]) for n, p in zip(e2e.PHOTOS, photos)},
-                           "engines": {k: str(v) for k, v in engines.items()}, "results": []}
+                           "engines": {k: str(v) for k, v in engines.items()}, "results": [], "engine_alone": []}
     out = Path(a.json or Path(a.workdir) / f"rect_{a.model}.json")
     for name, det in detectors.items():
         shapes: list[tuple[int, int]] = []
@@ -121,9 +132,20 @@ def main(argv: list[str] | None = None) -> int:
         write_json(out, doc)
         say(f"{name:14s}: {stats['throughput']:8.1f} img/s (median {stats['median_ms'] / len(photos):.3f} ms/img), "
             f"{pixels:9.0f} pixels/img, sizes {shapes}, detections {boxes}")
+    sizes = sorted({tuple(hw) for r in doc["results"] for hw in r["input_hw"]})
+    for name, hws in (("static", [SQUARE]), ("dynamic", sizes)):  # each engine alone at each size the pipelines ran
+        for hw in hws:
+            settings = BenchSettings(warmup=warmup, measure=measure, cuda_graph=a.cuda_graph,
+                                     hw=hw if name == "dynamic" else None)
+            stats = bench_engine(loaded[name], [1], settings, log=lambda m: None)[0]
+            doc["engine_alone"].append({"engine": name, "input_hw": list(hw), **stats})
+            write_json(out, doc)
+            say(f"{name} engine alone at {hw[0]}x{hw[1]}: median {stats['median_ms']:.3f} ms, "
+                f"p99 {stats['p99_ms']:.3f} ms ({stats['iters']} iters)")
     rows = {r["pipeline"]: r for r in doc["results"]}
-    say(f"rect / square on the dynamic engine: {rows['dynamic rect']['throughput'] / rows['dynamic square']['throughput']:.2f}x "
-        f"img/s, {rows['dynamic rect']['pixels_per_image'] / rows['dynamic square']['pixels_per_image']:.2f}x pixels")
+    rect, square = rows["dynamic rect"], rows["dynamic square"]
+    say(f"rect / square on the dynamic engine: {rect['throughput'] / square['throughput']:.2f}x img/s, "
+        f"{rect['pixels_per_image'] / square['pixels_per_image']:.2f}x pixels")
     say(f"figures in {out}; engines timed in turn: netdef bench {engines['dynamic']} --against {engines['static']}")
     return 0
 

@@ -311,3 +311,29 @@ def test_cv2_and_netdef_pipelines_agree(e2e, yolov5_models):
             assert np.abs(ba[0].numpy() - bb[0].numpy()).max() < 2.0
             assert abs(float(sa[0]) - float(sb[0])) < 1e-2
             assert (ba[:, [0, 2]] <= im.shape[1]).all() and (ba[:, [1, 3]] <= im.shape[0]).all()
+
+
+@pytest.mark.parametrize("shape", ["640x640", "320x320:480x480:480x480", "800x800:800x800:1280x1280"])
+def test_bench_rect_needs_a_range_that_holds_640(e2e, shape, tmp_path):
+    """scripts/bench_rect.py (it imports this script's helpers) refuses, before building anything, an input shape
+    that is static or whose range leaves out the square 640x640 it compares with."""
+    spec = importlib.util.spec_from_file_location("bench_rect", SCRIPT.parent / "bench_rect.py")
+    rect = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rect)
+    with pytest.raises(NetdefError, match=rf"--input-shape {shape}: give a MIN:OPT:MAX range that holds 640x640"):
+        rect.main(["--input-shape", shape, "--workdir", str(tmp_path / "work")])
+    assert not (tmp_path / "work").exists()
+
+
+def test_bench_rect_says_what_it_needs_without_a_gpu(e2e, tmp_path):
+    """Without a GPU and full TensorRT (CI), bench_rect stops with that reason before it makes anything."""
+    from netdef import trt_api
+
+    if torch.cuda.is_available() and trt_api.can_run_engines():
+        pytest.skip("a GPU with full TensorRT is here")
+    spec = importlib.util.spec_from_file_location("bench_rect", SCRIPT.parent / "bench_rect.py")
+    rect = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rect)
+    with pytest.raises(NetdefError, match="this benchmark needs a CUDA GPU and full TensorRT"):
+        rect.main(["--workdir", str(tmp_path / "work")])
+    assert not (tmp_path / "work").exists()
