@@ -390,8 +390,15 @@ class Network:
         layer.dilation_nd = (dh, dw)
         layer.num_groups = g
         if bn is not None:
-            self.matches[layer.name] = bn
+            self.match(layer.get_output(0), bn)
         return self.activation(layer.get_output(0), act, prefix)
+
+    def match(self, t: Any, module: str) -> Any:
+        """Record that tensor `t` (its layer's output; netdef names a layer's output after the layer) equals the
+        output of PyTorch module `module`, where the layer's name does not say so; `verify` compares them. Returns
+        `t`."""
+        self.matches[t.name] = module
+        return t
 
     def conv_layer(self, x: Any, name: str, w: np.ndarray, b: np.ndarray) -> Any:
         """The convolution layer `name` with kernel `w` and bias `b` (folded already), int8 Q/DQ where the build
@@ -865,7 +872,7 @@ class Network:
             y = self.pad(y, f"{prefix}/output_padding", (0, extra[1], 0, extra[0]))
             bias_t = self.constant(b.reshape(1, c2, 1, 1), f"{prefix}/bias", key=f"{prefix}.bias")
             y = self.add(y, bias_t, f"{prefix}/add_bias")
-            self.matches[y.name] = prefix
+            self.match(y, prefix)
         return y
 
     def linear(self, x: Any, prefix: str, c2: int, bias: bool = True) -> Any:
@@ -889,7 +896,7 @@ class Network:
             b = self.weight(f"{prefix}.bias", (c2,)).reshape((1,) * (len(x.shape) - 1) + (c2,))
             b = self.constant(b, f"{prefix}/bias", key=f"{prefix}.bias")
             y = self._elementwise(y, b, self.trt.ElementWiseOperation.SUM, f"{prefix}/add_bias")
-            self.matches[y.name] = prefix
+            self.match(y, prefix)
         return y
 
 

@@ -178,7 +178,7 @@ def upsample(net: Network, x: Any, prefix: str, size: Any = None, scale_factor: 
 def _matched(net: Network, y: Any, prefix: str, x: Any = None) -> Any:
     """Record that `y`, the output of a layer named `prefix/...`, is the output of module `prefix`."""
     if y is not x and y.name != prefix:
-        net.matches[y.name] = prefix
+        net.match(y, prefix)
     return y
 
 

@@ -29,22 +29,20 @@ def squeeze_excitation(net: Network, x: Any, prefix: str, squeeze: int, act: str
     s = _act(net, net.conv(s, f"{prefix}.fc1", squeeze, 1, bias=True), act, f"{prefix}.activation", prefix)
     s = net.conv(s, f"{prefix}.fc2", c, 1, bias=True)
     s = net.activation(s, gate, prefix)
-    net.matches[s.name] = f"{prefix}.scale_activation"
+    net.match(s, f"{prefix}.scale_activation")
     y = net.mul(s, x, f"{prefix}/scale")
-    net.matches[y.name] = prefix
-    return y
+    return net.match(y, prefix)
 
 
 def residual(net: Network, x: Any, y: Any, prefix: str) -> Any:
     """x + y, the output of module `prefix` (a residual join)."""
     out = net.add(y, x, f"{prefix}/add", residual=True)
-    net.matches[out.name] = prefix
-    return out
+    return net.match(out, prefix)
 
 
 def _act(net: Network, y: Any, act: str, module: str, name: str) -> Any:
     """The activation `act` on `y` (layer `name/<act>`), recorded as the output of `module`."""
     out = net.activation(y, act, name)
     if out is not y:
-        net.matches[out.name] = module
+        net.match(out, module)
     return out

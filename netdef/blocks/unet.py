@@ -37,7 +37,7 @@ def up(net: Network, x: list, prefix: str, c2: int, bilinear: bool = False, eps:
     x1, skip = x
     if bilinear:
         x1 = net.resize(x1, f"{prefix}/upsample", scale_factor=2.0, mode="bilinear", align_corners=True)
-        net.matches[x1.name] = f"{prefix}.up"
+        net.match(x1, f"{prefix}.up")
     else:
         x1 = net.deconv(x1, f"{prefix}.up", net.channels(x1) // 2, 2, 2)
     (h1, w1), (h2, w2) = tuple(x1.shape)[2:], tuple(skip.shape)[2:]

@@ -78,7 +78,7 @@ def vit_encoder(net: Network, x: Any, prefix: str, heads: int, mlp_dim: int, n: 
         x = net.add(x, y, f"{p}/add_attention", residual=True)
         y = net.gelu(net.linear(net.layer_norm(x, f"{p}.ln_2", e, eps), f"{p}.mlp.0", mlp_dim), f"{p}.mlp.1")
         x = net.add(x, net.linear(y, f"{p}.mlp.3", e), f"{p}/add_mlp", residual=True)
-        net.matches[x.name] = p
+        net.match(x, p)
     return x
 
 

@@ -45,8 +45,7 @@ def reference_model(name: str, nc: int | None = None, seed: int = 0, tame: bool 
     import torch
     import yaml
 
-    from netdef.export import randomize_batchnorm
-    from netdef.testing.yolov5_reference import calibrate_batchnorm, tame_batchnorm
+    from netdef.testing.yolov5_reference import randomize_reference
 
     match = NAME.match(name)
     if match is None:
@@ -62,21 +61,10 @@ def reference_model(name: str, nc: int | None = None, seed: int = 0, tame: bool 
     cfg["scale"] = scale
     torch.manual_seed(seed)
     model = getattr(tasks, MODELS[task])(cfg, nc=nc, verbose=False)
-    randomize_batchnorm(model, seed)
-    if tame:
-        tame_batchnorm(model)
-    calibrate_batchnorm(model, seed)
-    g = torch.Generator().manual_seed(seed + 1)
     head = model.model[-1]
     names = () if task == "-cls" else ("cv2", "cv3", "one2one_cv2", "one2one_cv3")
-    branches = [b for n in names if getattr(head, n, None) is not None for b in getattr(head, n)]
-    with torch.no_grad():  # Ultralytics starts the class biases very negative: spread them over the sigmoid
-        for branch in branches:
-            branch[-1].bias.copy_(torch.randn(branch[-1].bias.shape, generator=g))
-            if tame:
-                branch[-1].weight.mul_(10.0)
-    model.eval()
+    convs = [b[-1] for n in names if getattr(head, n, None) is not None for b in getattr(head, n)]
+    sd = randomize_reference(model, seed, tame, convs)
     if getattr(head, "one2one_cv2", None) is not None:
         model.end2end = True
-    sd = {k: v.detach().clone() for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
     return model, sd

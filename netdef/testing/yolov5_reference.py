@@ -207,30 +207,41 @@ def reference_model(name_or_cfg: str | dict, nc: int | None = None, seed: int = 
     to the state_dict, as old checkpoints carry it."""
     import torch
 
-    from netdef.export import randomize_batchnorm
-
     yolo = import_yolov5()
     cfg = copy.deepcopy(reference_cfg(name_or_cfg) if isinstance(name_or_cfg, str) else name_or_cfg)
     torch.manual_seed(seed)
     model = yolo.DetectionModel(cfg=cfg, nc=nc)
-    randomize_batchnorm(model, seed)
-    if tame:
-        tame_batchnorm(model)
-    calibrate_batchnorm(model, seed)
     detect = model.model[-1]
-    g = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():  # YOLOv5 starts objectness/class biases very negative: spread them over the sigmoid
-        for m in detect.m:
-            m.bias.copy_(torch.randn(m.bias.shape, generator=g))
-            if tame:
-                m.weight.mul_(10.0)
-    model.eval()
-    sd = {k: v.detach().clone() for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+    sd = randomize_reference(model, seed, tame, list(detect.m))
     if v5_buffers:
         prefix = f"model.{len(model.model) - 1}"
         sd[f"{prefix}.anchor_grid"] = (detect.anchors * detect.stride.view(-1, 1, 1)).view(
             detect.nl, 1, detect.na, 1, 1, 2).clone()
     return model, sd
+
+
+def randomize_reference(model: Any, seed: int, tame: bool, head_convs: list[Any]) -> dict:
+    """A freshly made reference model (random weights) made fit to compare with: random BatchNorm statistics and
+    affine parameters (`tame`: gains x0.1), then statistics near those of its real input (`calibrate_batchnorm`),
+    and random biases for the head's last convolutions `head_convs` (`tame`: their weights x10), which Ultralytics
+    and YOLOv5 start very negative (all scores near 0). Leaves the model in eval mode; returns its state_dict
+    (without num_batches_tracked)."""
+    import torch
+
+    from netdef.export import randomize_batchnorm
+
+    randomize_batchnorm(model, seed)
+    if tame:
+        tame_batchnorm(model)
+    calibrate_batchnorm(model, seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():  # spread the score biases over the sigmoid
+        for conv in head_convs:
+            conv.bias.copy_(torch.randn(conv.bias.shape, generator=g))
+            if tame:
+                conv.weight.mul_(10.0)
+    model.eval()
+    return {k: v.detach().clone() for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
 
 
 def tame_batchnorm(model: Any) -> None:

@@ -69,8 +69,8 @@ def verify(arch: str | Path | Spec, weights: str | Path, model: Any, *, cpu: boo
     x = next(iter(feeds.values()))
     modules = {name for name, _ in model.named_modules() if name}
     match = module_matcher(net.matches, modules)
-    pairs = {layer.outputs[0]: m for layer in layers if len(layer.outputs) == 1
-             and (m := match(layer.name)) is not None}  # tensor -> module
+    matched = {layer.name: m for layer in layers if len(layer.outputs) == 1 and (m := match(layer.name)) is not None}
+    pairs = {layer.outputs[0]: matched[layer.name] for layer in layers if layer.name in matched}  # tensor -> module
     if cpu:
         _check_plugins(layers, spec, net.params)
         values = evaluate(layers, feeds)
@@ -84,7 +84,7 @@ def verify(arch: str | Path | Spec, weights: str | Path, model: Any, *, cpu: boo
                                weights={"path": identity[0], "sha256": identity[1]})
         refs = run_hooked(model, x, pairs.values(), device="cuda", dtype="float32")
         mode = f"GPU engine, {trt_api.version_string()}"
-    return compare(spec.name, f"{mode}, {opts.precision}", tol, layers, values, refs, net.matches, modules, outputs)
+    return compare(spec.name, f"{mode}, {opts.precision}", tol, layers, values, refs, matched, outputs)
 
 
 def _random_inputs(definition: Any, seed: int) -> dict[str, np.ndarray]:

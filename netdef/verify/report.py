@@ -84,13 +84,13 @@ def module_matcher(matches: Mapping[str, str], modules: set[str]) -> Callable[[s
 
 
 def compare(arch: str, mode: str, tol: float, layers: list[LayerDescription], values: Mapping[str, Any],
-            refs: ModuleOutputs, matches: Mapping[str, str], modules: set[str], outputs: list[str]) -> Report:
-    """Compare each layer that has a module with that module's output, then the network's output with the model's."""
+            refs: ModuleOutputs, matched: Mapping[str, str], outputs: list[str]) -> Report:
+    """Compare each layer that has a module (`matched`: layer name -> module, see `module_matcher`) with that
+    module's output, then the network's output with the model's."""
     rows: list[Row] = []
     unmatched = 0
-    match = module_matcher(matches, modules)
     for layer in layers:
-        module = match(layer.name) if len(layer.outputs) == 1 else None
+        module = matched.get(layer.name) if len(layer.outputs) == 1 else None
         if module is None:
             unmatched += 1
             continue
