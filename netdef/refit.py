@@ -51,9 +51,12 @@ def refit_arrays(meta: dict[str, Any], weights: Weights, log: Log | None = None,
 
 
 def spec_of(meta: dict[str, Any]) -> Spec:
-    """The architecture an engine was built from, by name or path, checked against the recorded hash."""
+    """The architecture an engine was built from, by name, path, or name beside the path (a scaled name such as
+    yolov8n-pose hashes equal only when loaded by that name), checked against the recorded hash."""
     arch = meta["arch"]
-    for ref in dict.fromkeys(filter(None, (arch.get("name"), arch.get("path")))):
+    name, path = arch.get("name"), arch.get("path")
+    beside = str(Path(path).parent / f"{name}.yaml") if name and path else None
+    for ref in dict.fromkeys(filter(None, (name, path, beside))):
         try:
             spec = load_spec(ref)
         except NetdefError:

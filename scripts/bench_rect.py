@@ -23,10 +23,11 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-import compare_end_to_end as e2e  # this script's neighbour: photos, detection load, timing
-import compare_routes as routes
+import numpy as np
+
+import compare_end_to_end as e2e  # this script's neighbour: photos, detection load, plugin params, timing
 from netdef.build import build_engine
 from netdef.cli.guard import run_guarded
 from netdef.errors import NetdefError
@@ -60,26 +61,16 @@ def make_parser() -> argparse.ArgumentParser:
     return p
 
 
-def build(a: argparse.Namespace, say: Any) -> dict[str, Path]:
-    """The static and the dynamic engine of one random-weight model."""
-    from netdef.export import export_wts
-
-    work = Path(a.workdir)
-    work.mkdir(parents=True, exist_ok=True)
-    model = routes.first_output(routes.load_model(a.model))
-    scale, offset = e2e.set_detection_load(model.m.cuda(), e2e.photos_bgr(), a.conf, a.candidates)
-    say(f"score weights x{scale:.4g}, bias offset {offset:+.2f}: about {a.candidates} boxes per photo above {a.conf}")
-    wts = work / f"{a.model}.wts"
-    export_wts(model.m.cpu(), wts)
-    params = {"head": "plugin", "conf_thres": a.conf, "iou_thres": a.iou, "max_det": a.max_det}
+def build(a: argparse.Namespace, photos: list[np.ndarray], say: Callable[[str], None]) -> dict[str, Path]:
+    """The static and the dynamic engine of one random-weight model, its detection load set on `photos`."""
+    _, wts = e2e.detection_wts(a, photos, say)
+    work = wts.parent
     tag = f"{a.precision}_o{a.opt_level}"
     engines = {"static": work / f"{a.model}_static640_{tag}.engine",
                "dynamic": work / f"{a.model}_dynamic_{tag}.engine"}
-    if a.timing_cache:
-        Path(a.timing_cache).mkdir(parents=True, exist_ok=True)
     for name, shape in (("static", {"input_hw": SQUARE}), ("dynamic", {"input_range": a.range})):
-        cache = str(Path(a.timing_cache) / f"{engines[name].stem}.cache") if a.timing_cache else None
-        opts = BuildOptions(precision=a.precision, opt_level=a.opt_level, params=params, timing_cache=cache, **shape)
+        opts = BuildOptions(precision=a.precision, opt_level=a.opt_level, params=e2e.plugin_params(a),
+                            timing_cache=e2e.timing_cache_file(a, engines[name].stem), **shape)
         res = build_engine(a.model, wts, engines[name], opts, force=True, log=say)
         say(f"{name} engine: {engines[name]} ({res.meta['build_seconds']} s build)")
     return engines
@@ -92,22 +83,17 @@ def main(argv: list[str] | None = None) -> int:
         raise NetdefError(f"--input-shape {a.input_shape}: give a MIN:OPT:MAX range that holds 640x640")
     warmup, measure = parse_budget(a.warmup, "--warmup"), parse_budget(a.measure, "--measure")
     e2e.require_packages(a.model)
-    import torch
-
-    from netdef import trt_api
     from netdef.runtime import Engine
     from netdef.tools.detect import engine_detector
 
-    if not torch.cuda.is_available() or not trt_api.can_run_engines():
-        raise NetdefError("this benchmark needs a CUDA GPU and full TensorRT "
-                          f"(have {trt_api.version_string()}, GPU: {trt_api.gpu_identity() or 'none'})")
+    e2e.require_gpu_and_trt("this benchmark")
     t0 = time.perf_counter()
 
     def say(msg: str) -> None:
         print(f"[rect +{time.perf_counter() - t0:5.0f}s] {msg}", flush=True)
 
-    engines = build(a, say)
     photos = e2e.photos_bgr()
+    engines = build(a, photos, say)
     loaded = {name: Engine(path, cuda_graph=a.cuda_graph) for name, path in engines.items()}
     detectors = {"static square": engine_detector(loaded["static"]),
                  "dynamic square": engine_detector(loaded["dynamic"], input_hw=SQUARE),

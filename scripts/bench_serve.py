@@ -37,6 +37,7 @@ from netdef.deploy.plan import load_plan
 from netdef.deploy.serve import Binding, binding, serves_detections
 from netdef.deploy.serve_detect import SUFFIX
 from netdef.errors import NetdefError, OptionError
+from netdef.tools.timing import Budget, run_budget, summarize
 
 
 @dataclass(frozen=True)
@@ -213,9 +214,9 @@ def load_test(server: Server, concurrency: int, seconds: float, warmup: int = 5,
     flat = np.concatenate([np.asarray(x) for x in latencies])
     if flat.size == 0:
         raise NetdefError(f"load test at concurrency {concurrency}: no request finished in {seconds} s")
-    p50, p99 = (float(v) for v in np.percentile(flat, [50, 99]))
+    stats = summarize(flat)
     return {"concurrency": concurrency, "requests": int(flat.size), "throughput": flat.size / elapsed,
-            "p50_ms": p50, "p99_ms": p99}
+            "p50_ms": stats["median_ms"], "p99_ms": stats["p99_ms"]}
 
 
 def direct(engine: str | Path, batch: int) -> dict[str, Any]:
@@ -234,16 +235,18 @@ def direct_detect(engine: str | Path, image: bytes, batch: int, seconds: float, 
 
     detector = engine_detector(engine)
     images = [read_image(io.BytesIO(image))] * batch
-    for _ in range(warmup):
-        detector(images)
-    times: list[float] = []
-    t_end = time.perf_counter() + seconds
-    while time.perf_counter() < t_end or not times:
+
+    def step() -> float:
         t0 = time.perf_counter()
         detector(images)
-        times.append((time.perf_counter() - t0) * 1000.0)
-    p50, p99 = (float(v) for v in np.percentile(times, [50, 99]))
-    return {"throughput": batch * len(times) / (sum(times) / 1000.0), "p50_ms": p50, "p99_ms": p99}
+        return (time.perf_counter() - t0) * 1000.0
+
+    if warmup > 0:
+        run_budget(step, Budget(iters=warmup))
+    times = run_budget(step, Budget(seconds=seconds))
+    stats = summarize(times)
+    return {"throughput": batch * len(times) / (sum(times) / 1000.0), "p50_ms": stats["median_ms"],
+            "p99_ms": stats["p99_ms"]}
 
 
 def result_line(what: str, stats: dict[str, Any]) -> str:

@@ -87,6 +87,17 @@ def require_packages(model_name: str) -> None:
         raise NetdefError(f"the {model_name} end-to-end comparison needs {', '.join(missing)}")
 
 
+def require_gpu_and_trt(what: str) -> None:
+    """Stop before any work, naming what is here, unless PyTorch sees a CUDA GPU and TensorRT can run engines."""
+    import torch
+
+    from netdef import trt_api
+
+    if not torch.cuda.is_available() or not trt_api.can_run_engines():
+        raise NetdefError(f"{what} needs a CUDA GPU and full TensorRT "
+                          f"(have {trt_api.version_string()}, GPU: {trt_api.gpu_identity() or 'none'})")
+
+
 def photos_bgr() -> list[np.ndarray]:
     """scikit-image's colour photos as cv2.imread would give them (BGR uint8)."""
     try:
@@ -344,9 +355,9 @@ def count(dets: Boxes) -> list[int]:
 
 # ---------------------------------------------------------------- engines
 
-def build_engines(a: argparse.Namespace, photos: list[np.ndarray], say: Callable[[str], None]) -> dict[str, Path]:
-    """From one random-weight model: the netdef engine with the plugin head ("netdef"), the ONNX-route engine
-    ("onnx") and, for YOLOv8/YOLO11, the same plan in Ultralytics' format ("ultralytics")."""
+def detection_wts(a: argparse.Namespace, photos: list[np.ndarray], say: Callable[[str], None]) -> tuple[Any, Path]:
+    """The random-weight model of --model with the detection load of --candidates and --conf on `photos` (said),
+    back on the CPU, and its weights written to WORKDIR/MODEL.wts: (model, .wts path)."""
     from netdef.export import export_wts
 
     work = Path(a.workdir)
@@ -358,14 +369,31 @@ def build_engines(a: argparse.Namespace, photos: list[np.ndarray], say: Callable
         f"about {a.candidates} boxes per photo above conf {a.conf}")
     wts = work / f"{a.model}.wts"
     export_wts(model.m, wts)
+    return model, wts
+
+
+def plugin_params(a: argparse.Namespace) -> dict[str, Any]:
+    """The build parameters of the decode + NMS plugin head at --conf, --iou and --max-det."""
+    return {"head": "plugin", "conf_thres": a.conf, "iou_thres": a.iou, "max_det": a.max_det}
+
+
+def timing_cache_file(a: argparse.Namespace, stem: str) -> str | None:
+    """DIR/STEM.cache with --timing-cache DIR (DIR made), None without it."""
+    if not a.timing_cache:
+        return None
+    Path(a.timing_cache).mkdir(parents=True, exist_ok=True)
+    return str(Path(a.timing_cache) / f"{stem}.cache")
+
+
+def build_engines(a: argparse.Namespace, photos: list[np.ndarray], say: Callable[[str], None]) -> dict[str, Path]:
+    """From one random-weight model: the netdef engine with the plugin head ("netdef"), the ONNX-route engine
+    ("onnx") and, for YOLOv8/YOLO11, the same plan in Ultralytics' format ("ultralytics")."""
+    model, wts = detection_wts(a, photos, say)
+    work = wts.parent
     tag = f"{a.precision}_b{'-'.join(map(str, a.profile_t))}_o{a.opt_level}"
-    caches = {route: None for route in ("netdef", "onnx")}
-    if a.timing_cache:  # named as compare_routes.py names them, so both scripts share one folder of caches
-        Path(a.timing_cache).mkdir(parents=True, exist_ok=True)
-        caches = {route: str(Path(a.timing_cache) / f"{route}_{a.model}_{tag}.cache") for route in caches}
-    opts = dataclasses.replace(a.build_options, timing_cache=caches["netdef"],
-                               params={"head": "plugin", "conf_thres": a.conf, "iou_thres": a.iou,
-                                       "max_det": a.max_det})
+    # named as compare_routes.py names them, so both scripts share one folder of caches
+    caches = {route: timing_cache_file(a, f"{route}_{a.model}_{tag}") for route in ("netdef", "onnx")}
+    opts = dataclasses.replace(a.build_options, timing_cache=caches["netdef"], params=plugin_params(a))
     key = file_sha256(wts)[:10]  # --reuse keeps an ONNX-route engine of these weights only (netdef's: build_engine)
     engines = {"netdef": work / f"netdef_{a.model}_plugin_{tag}.engine",
                "onnx": work / f"onnx_{a.model}_{tag}_{key}.engine"}
@@ -450,13 +478,10 @@ def main(argv: list[str] | None = None) -> int:
     require_packages(a.model)
     import torch
 
-    from netdef import trt_api
     from netdef.tools.detect import engine_detector
     from netdef.runtime import Engine
 
-    if not torch.cuda.is_available() or not trt_api.can_run_engines():
-        raise NetdefError("this comparison needs a CUDA GPU and full TensorRT "
-                          f"(have {trt_api.version_string()}, GPU: {trt_api.gpu_identity() or 'none'})")
+    require_gpu_and_trt("this comparison")
     t0 = time.perf_counter()
 
     def say(msg: str) -> None:

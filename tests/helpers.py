@@ -1,11 +1,13 @@
-"""Helpers shared by several test modules: scikit-image's photos, the CLI in a subprocess, a synthetic
-INT8 calibration table, tensor-name checks."""
+"""Helpers shared by several test modules: scikit-image's photos, the CLI in a subprocess, a script of scripts/ as a
+module, a synthetic INT8 calibration table, tensor-name checks."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -23,6 +25,27 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     """`python -m netdef.cli ARGS` in a new process that sees this one's imports."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     return subprocess.run([sys.executable, "-m", "netdef.cli", *args], capture_output=True, text=True, env=env)
+
+
+def load_script(name: str) -> ModuleType:
+    """scripts/NAME.py as the module NAME, imported once (a neighbour script's import of it gets the same module),
+    with scripts/ on sys.path as `python scripts/NAME.py` has it, so that its own neighbour scripts import."""
+    scripts = Path(__file__).resolve().parent.parent / "scripts"
+    path = scripts / f"{name}.py"
+    loaded = sys.modules.get(name)
+    if loaded is not None and getattr(loaded, "__file__", None) == str(path):
+        return loaded
+    if str(scripts) not in sys.path:
+        sys.path.insert(0, str(scripts))
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
 
 
 def synthetic_table(arch: str, wts: Path, path: Path, input_hw=None):

@@ -22,15 +22,14 @@ from netdef.tools import bench, report, timing
 from netdef.tools.bench import check_batches, parse_batches
 from netdef.tools.timing import Budget, parse_budget, run_budget, summarize
 
+from helpers import load_script
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
 def compare():
-    spec = importlib.util.spec_from_file_location("compare_routes", ROOT / "scripts" / "compare_routes.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("compare_routes")
 
 
 def bench_args(*argv: str) -> argparse.Namespace:

@@ -18,7 +18,7 @@ from netdef.cli.device import parse_devices
 from netdef.tools.bench_devices import bench_devices as run_devices, compare_outputs
 from netdef.tools.timing import summarize
 
-from test_bench import bench_args, fake_engine
+from test_bench import bench_args, fake_engine, run_bench
 from test_device import FakeCuda
 
 FAKE_GPUS = (("Fake GPU A", "8.6"), ("Fake GPU A", "8.6"), ("Fake GPU B", "9.0"))
@@ -29,11 +29,6 @@ def fake_gpus(monkeypatch):
     """Three visible fake devices (two of one model); torch's current device 0."""
     monkeypatch.setattr(trt_api, "visible_devices", lambda: FAKE_GPUS)
     monkeypatch.setattr(trt_api, "_cuda_torch", lambda: SimpleNamespace(cuda=FakeCuda()))
-
-
-def run_bench(*argv: str) -> int:
-    a = bench_args(*argv)
-    return a.func(a)
 
 
 # ---------------------------------------------------------------- the option

@@ -269,13 +269,36 @@ def test_rect_letterboxes_each_batch_to_its_smallest_stride_multiple():
     assert all(h % 64 == 0 and w % 64 == 0 for h, w in shapes[len(images):])  # one batch, the largest image's
 
 
+def test_plain_pose_kpt_shape_from_a_scaled_name_beside_the_recorded_path(tmp_path, monkeypatch):
+    """A family YAML outside the architecture folders, built by a scaled name (yolov8n-pose): it hashes equal only
+    loaded by that name beside the recorded path (`refit.spec_of`), which the kpt_shape then comes from."""
+    from netdef.refit import spec_of
+    from netdef.spec import load_spec, resolve_arch
+    from netdef.tools.detect import _arch_kpt_shape
+
+    monkeypatch.chdir(tmp_path)  # no ./architectures
+    family = tmp_path / "mine" / "yolov8-pose.yaml"
+    family.parent.mkdir()
+    family.write_text(resolve_arch("yolov8n-pose")[0].read_text() + "\n# my copy\n")  # not netdef's own text
+    sha = load_spec(family.parent / "yolov8n-pose.yaml").sha256
+    assert sha != load_spec("yolov8n-pose").sha256  # the name alone finds netdef's own, the path no scale
+    meta = {"arch": {"name": "yolov8n-pose", "path": str(family), "sha256": sha}}
+    assert spec_of(meta).sha256 == sha and spec_of(meta).scale == "n"
+    assert _arch_kpt_shape(meta, "e") == (17, 3)
+    with pytest.raises(NetdefError, match=r"\(yolov8n-pose, .*yolov8-pose\.yaml\) is not here unchanged"):
+        _arch_kpt_shape({"arch": dict(meta["arch"], path=str(tmp_path / "elsewhere" / "yolov8-pose.yaml"))}, "e")
+
+
 def test_target_size_of_static_and_dynamic_engines():
     from types import SimpleNamespace
 
+    from netdef.runtime import Engine
     from netdef.tools.detect import _target_size
 
-    def eng(shape, ranges=None):
-        return SimpleNamespace(inputs=[SimpleNamespace(shape=shape)], hw_ranges=ranges, path=Path("e.engine"))
+    def eng(shape, ranges=None):  # an Engine as loaded (its dynamic_hw from hw_ranges), not run
+        e = Engine.__new__(Engine)
+        e.inputs, e.hw_ranges, e.path = [SimpleNamespace(shape=shape)], ranges, Path("e.engine")
+        return e
 
     static = eng((-1, 3, 640, 480))
     assert _target_size(static, None, None, False) == ((640, 480), 32)
@@ -370,8 +393,8 @@ def test_cli_register_and_run(tmp_path, monkeypatch):
     (tmp_path / "names.txt").write_text("zero\none\ntwo\n")
     seen = {}
 
-    def fake_engine_detector(engine, conf, iou, max_det, names, device=None):
-        seen.update(engine=engine, conf=conf, iou=iou, max_det=max_det, device=device)
+    def fake_engine_detector(engine, conf, iou, max_det, names, device=None, **kw):
+        seen.update(engine=engine, conf=conf, iou=iou, max_det=max_det, device=device, **kw)
         return Detector(centre_box_model((320, 320)), (320, 320), OutputLayout("raw", {"pred": "output"}),
                         conf=conf or 0.25, names=names)
 
@@ -381,7 +404,8 @@ def test_cli_register_and_run(tmp_path, monkeypatch):
     args = parser.parse_args(["detect", "m.engine", str(tmp_path / "imgs"), "--out", str(tmp_path / "out"),
                               "--names", str(tmp_path / "names.txt"), "--conf", "0.3"])
     assert args.func(args) == 0
-    assert seen == {"engine": "m.engine", "conf": 0.3, "iou": None, "max_det": 300, "device": None}
+    assert seen == {"engine": "m.engine", "conf": 0.3, "iou": None, "max_det": 300, "device": None,
+                    "kpt_shape": None, "input_hw": None, "rect": False}
     saved = json.loads((tmp_path / "out" / "detections.json").read_text())
     assert sorted(Path(r["image"]).name for r in saved) == sorted(p.name for p in paths)
     assert all(r["names"] == ["one"] for r in saved)

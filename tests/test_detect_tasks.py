@@ -22,6 +22,7 @@ from netdef.tools.detect import (Detector, OutputLayout, _arch_kpt_shape, draw_d
                                  non_max_suppression, read_image, write_results)
 from netdef.tools.masks import host_bits, process_masks, rle_decode, rle_encode
 from netdef.tools.preprocess import letterbox, scale_boxes, scale_keypoints, scale_masks
+from netdef.tools.verify import tf32_off
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("torchvision")
@@ -406,7 +407,7 @@ def test_cli_kpt_shape(tmp_path, monkeypatch):
     register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["detect", "m.engine", str(tmp_path / "a.png"), "--out", str(tmp_path / "o"),
                               "--kpt-shape", "17,3"])
-    assert args.func(args) == 0 and seen == {"kpt_shape": (17, 3)}
+    assert args.func(args) == 0 and seen == {"kpt_shape": (17, 3), "input_hw": None, "rect": False}
     assert json.loads((tmp_path / "o" / "detections.json").read_text())[0]["keypoints"] == []
     for bad in ("17", "17,4", "0,3", "a,b"):
         args = parser.parse_args(["detect", "m.engine", str(tmp_path / "a.png"), "--out", str(tmp_path / "o"),
@@ -451,12 +452,8 @@ def candidates(got: dict, boxes, classes) -> list[list[int]]:
 
 def reference_outputs(infer, batch) -> dict:
     """The PyTorch model's outputs as the engine's ({output[, proto]}), in fp32 without TF32."""
-    prev = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    try:
+    with tf32_off():  # infer runs the model under torch.no_grad() itself
         return infer(batch)
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = prev
 
 
 def yolov5_nms(pred, conf: float, iou: float, nc: int) -> list:

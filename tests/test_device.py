@@ -227,12 +227,12 @@ def test_run_bench_profile_detect_use_the_device(two_gpus, tmp_path, monkeypatch
     monkeypatch.setattr(cli_bench, "_cmd_bench", lambda a: seen.append(("bench", trt_api.current_device())))
     monkeypatch.setattr(cli_profile, "_cmd_profile", lambda a: seen.append(("profile", trt_api.current_device())))
 
-    def fake_detector(engine, conf, iou, max_det, names, *, device):
+    def fake_detector(engine, conf, iou, max_det, names, *, device, **kw):
         seen.append(("detect", device))
         return lambda arrays, labels: [{"image": label, "boxes": []} for label in labels]
 
     monkeypatch.setattr(netdef.tools.detect, "engine_detector", fake_detector)
-    monkeypatch.setattr(netdef.tools.detect, "write_results", lambda results, arrays, out: [])
+    monkeypatch.setattr(netdef.tools.detect, "write_results", lambda results, arrays, out, **kw: [])
     for command in ("run", "bench", "profile", "detect"):
         assert main([*command_argv(command, tmp_path), "--device", "1"]) == 0
     assert main(command_argv("run", tmp_path)) == 0

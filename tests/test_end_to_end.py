@@ -5,7 +5,6 @@ standing in for the engine, the cv2 (Ultralytics) pipeline and netdef's Detector
 comparison itself runs on a GPU only (docs/benchmarks.md, *Reproduce*)."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -22,19 +21,15 @@ from netdef.testing import yolov5_reference as ref  # noqa: E402
 from netdef.tools.detect import Detector, OutputLayout  # noqa: E402
 from netdef.tools.preprocess import letterbox  # noqa: E402
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "compare_end_to_end.py"
+from helpers import load_script  # noqa: E402
+
 needs_ultralytics = pytest.mark.skipif(not uref.ultralytics_available(),
                                        reason="needs pip install --no-deps ultralytics==8.4.190")
 
 
 @pytest.fixture(scope="module")
 def e2e():
-    sys.path.insert(0, str(SCRIPT.parent))  # as `python scripts/compare_end_to_end.py` has it: its neighbour script
-    spec = importlib.util.spec_from_file_location("compare_end_to_end", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["compare_end_to_end"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("compare_end_to_end")
 
 
 # ---------------------------------------------------------------- arguments and early failures
@@ -317,9 +312,7 @@ def test_cv2_and_netdef_pipelines_agree(e2e, yolov5_models):
 def test_bench_rect_needs_a_range_that_holds_640(e2e, shape, tmp_path):
     """scripts/bench_rect.py (it imports this script's helpers) refuses, before building anything, an input shape
     that is static or whose range leaves out the square 640x640 it compares with."""
-    spec = importlib.util.spec_from_file_location("bench_rect", SCRIPT.parent / "bench_rect.py")
-    rect = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(rect)
+    rect = load_script("bench_rect")
     with pytest.raises(NetdefError, match=rf"--input-shape {shape}: give a MIN:OPT:MAX range that holds 640x640"):
         rect.main(["--input-shape", shape, "--workdir", str(tmp_path / "work")])
     assert not (tmp_path / "work").exists()
@@ -331,9 +324,7 @@ def test_bench_rect_says_what_it_needs_without_a_gpu(e2e, tmp_path):
 
     if torch.cuda.is_available() and trt_api.can_run_engines():
         pytest.skip("a GPU with full TensorRT is here")
-    spec = importlib.util.spec_from_file_location("bench_rect", SCRIPT.parent / "bench_rect.py")
-    rect = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(rect)
+    rect = load_script("bench_rect")
     with pytest.raises(NetdefError, match="this benchmark needs a CUDA GPU and full TensorRT"):
         rect.main(["--workdir", str(tmp_path / "work")])
     assert not (tmp_path / "work").exists()

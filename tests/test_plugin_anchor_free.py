@@ -541,19 +541,14 @@ def test_plugin_head_engine_matches_ultralytics(name, tmp_path):
 
     from netdef.compiler import compile_engine
     from netdef.runtime import Engine
-    from netdef.tools.verify import max_rel_error
+    from netdef.tools.verify import max_rel_error, tf32_off
 
     row, extra, more = HEADS[name]
     model, sd = ref.reference_model(name)
     nc = model.model[-1].nc
     x = np.random.default_rng(0).random((2, 3, *HW), dtype=np.float32)
-    prev = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    try:
-        with torch.no_grad():
-            y = model.cuda().eval()(torch.from_numpy(x).cuda())[0]
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = prev
+    with tf32_off(), torch.no_grad():
+        y = model.cuda().eval()(torch.from_numpy(x).cuda())[0]
     pred, protos = (y[0], y[1]) if isinstance(y, (tuple, list)) else (y, None)
     conf, iou, max_det = pick_conf(pred[:, 4:4 + nc].amax(1).cpu().numpy(), 60), 0.45, 100
     expected = ultralytics_nms(pred, conf, iou, max_det, nc)
@@ -602,7 +597,7 @@ def test_yolov5_segment_plugin_engine_matches_yolov5(tmp_path):
     from netdef.build import build_engine
     from netdef.runtime import Engine
     from netdef.testing import yolov5_reference as yv5
-    from netdef.tools.verify import max_rel_error
+    from netdef.tools.verify import max_rel_error, tf32_off
     from netdef.wts import write_wts
 
     if not yv5.yolov5_available():
@@ -611,13 +606,8 @@ def test_yolov5_segment_plugin_engine_matches_yolov5(tmp_path):
 
     model, sd = reference("yolov5n-seg")
     x = np.random.default_rng(0).random((2, 3, *HW), dtype=np.float32)
-    prev = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    try:
-        with torch.no_grad():
-            pred, protos = model.cuda().eval()(torch.from_numpy(x).cuda())[:2]
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = prev
+    with tf32_off(), torch.no_grad():
+        pred, protos = model.cuda().eval()(torch.from_numpy(x).cuda())[:2]
     nc, nm = pred.shape[2] - 5 - 32, 32
     conf, iou, max_det = pick_conf((pred[..., 4:5] * pred[..., 5:5 + nc]).amax(-1).cpu().numpy(), 60), 0.45, 100
     general = yv5.import_with_stand_ins("yolov5.utils.general")

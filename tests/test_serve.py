@@ -417,7 +417,7 @@ def test_pytriton_model_configs_of_both_models(tmp_path):
     raw = binding(toy_meta(), max_queue_delay_us=100)
     spec = detect_binding(raw, 5)
     make, _ = fake_detectors()
-    fn = detect_function(make, DetectSettings(max_det=5), 5)
+    fn = detect_function(make, DetectSettings(max_det=5))
     configs = {}
     for s, functions in [(raw, [lambda **kw: kw] * 2), (spec, [fn, fn])]:
         args = bind_arguments(pt, s, functions)
@@ -455,7 +455,7 @@ def test_detect_function_on_encoded_images():
     images = [np.full((40, 60, 3), 200, np.uint8), np.full((90, 30, 3), 30, np.uint8),
               np.full((64, 64, 3), 250, np.uint8)]
     data = [encoded(images[0], "PNG"), encoded(images[1], "JPEG"), encoded(images[2], "PNG")]
-    fn = detect_function(make, DetectSettings(max_det=4), 4)
+    fn = detect_function(make, DetectSettings(max_det=4))
     outs = fn([Req(data[:2]), Req(data[2:], {"max_det": 1}), Req(data[2:])])
     assert asked == [DetectSettings(max_det=4), DetectSettings(max_det=1)]  # one call per distinct settings
     assert [o["num_dets"].tolist() for o in outs] == [[[2], [2]], [[1]], [[2]]]
@@ -501,7 +501,7 @@ def test_detect_function_errors_name_the_request(requests, message):
 
     make, _ = fake_detectors()
     good = encoded(np.full((20, 20, 3), 200, np.uint8), "PNG")
-    fn = detect_function(make, DetectSettings(max_det=4), 4)
+    fn = detect_function(make, DetectSettings(max_det=4))
     batch = [Req([good], r[0]) if isinstance(r, tuple) else Req(r or [good]) for r in requests]
     with pytest.raises(NetdefError, match=message):
         fn(batch)

@@ -7,7 +7,7 @@ Rows read like Ultralytics' model YAMLs: `[-1, 3, C3, [128]]`, `[[17, 20, 23], 1
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -172,31 +172,72 @@ def detect(net: Network, x: Any, prefix: str, nc: int, anchors: list | int | Non
         return detect_anchor_free(net, feats, prefix, nc, reg_max, strides, end2end)
     if end2end or net.param("head") == "one2many":
         raise SpecError(f"{prefix}: the anchor-based YOLOv5 head has no end-to-end branch (end2end, head=one2many)")
-    nl = len(feats)
-    na, yaml_px = _yaml_anchors(net, prefix, anchors, nl)
-    key = f"{prefix}.m.0.bias"
-    trained = net.weight_size(key) if net.has(key) else None
-    nc = class_count(net, prefix, nc, trained // na - 5 if trained and trained % na == 0 and trained > 5 * na else None,
-                     f"'{key}' has {trained} outputs = {na} anchors x (5 + nc)")
-    no = nc + 5
-    sizes = [_spatial(net, t, prefix) for t in feats]
-    stride_list = _strides(net, prefix, feats, strides)
-    anchors_px = _anchors_px(net, prefix, nl, na, stride_list, yaml_px)
-    _check_outputs(net, prefix, na, nc)
-    net.record_model(task="detect", nc=nc, head=net.param("head"), stride=int(max(stride_list)))
-    raw = [net.conv(t, f"{prefix}.m.{i}", na * no, 1, bias=True) for i, t in enumerate(feats)]
-
+    head = _anchor_setup(net, feats, prefix, nc, anchors, strides)
     if net.param("head") == "plugin":
-        from ..plugins.yolo import add_yolo_decode_nms  # only plugin builds need it
-
-        return add_yolo_decode_nms(net, raw, anchors_px, stride_list, nc, prefix, conf_thres=net.param("conf_thres"),
-                                   iou_thres=net.param("iou_thres"), max_det=net.param("max_det"))
-    levels = [_decode_level(net, r, f"{prefix}/level{i}", na, no, sizes[i], stride_list[i], anchors_px[i])
-              for i, r in enumerate(raw)]
-    return levels[0] if nl == 1 else net.concat(levels, f"{prefix}/concat", axis=1)
+        return _anchor_plugin(net, feats, prefix, head)
+    raw = _level_convs(net, feats, prefix, head.na * head.no)
+    levels = [_decode_level(net, r, f"{prefix}/level{i}", head.na, head.no, head.sizes[i], head.strides[i],
+                            head.anchors_px[i]) for i, r in enumerate(raw)]
+    return levels[0] if len(levels) == 1 else net.concat(levels, f"{prefix}/concat", axis=1)
 
 
 # ---------------------------------------------------------------- Detect helpers
+
+class AnchorHead(NamedTuple):
+    """What an anchor-based head (YOLOv5's Detect, Segment) decodes with: anchors per level, classes, mask
+    coefficients (0 for Detect), the levels' sizes (from `_spatial`), strides and anchors in pixels (nl, na, 2)."""
+
+    na: int
+    nc: int
+    nm: int
+    sizes: list[tuple[int, int]]
+    strides: list[int]
+    anchors_px: np.ndarray
+
+    @property
+    def no(self) -> int:
+        """Outputs per anchor: x, y, w, h, objectness, classes, mask coefficients."""
+        return 5 + self.nc + self.nm
+
+
+def _anchor_setup(net: Network, feats: Sequence[Any], prefix: str, nc: Any, anchors: Any,
+                  strides: list[int] | None, nm: int = 0) -> AnchorHead:
+    """An anchor-based head's anchors, class count (checked against `prefix.m.0.bias`: na x (5 + nc + nm)), level
+    sizes, strides and anchors in pixels; records the model (task detect, or segment with `nm` > 0)."""
+    na, yaml_px = _yaml_anchors(net, prefix, anchors, len(feats))
+    key = f"{prefix}.m.0.bias"
+    trained = net.weight_size(key) if net.has(key) else None
+    fits = trained is not None and trained % na == 0 and trained // na > 5 + nm
+    nc = class_count(net, prefix, nc, trained // na - 5 - nm if fits else None,
+                     f"'{key}' has {trained} outputs = {na} anchors x (5 + nc{f' + nm={nm}' if nm else ''})")
+    _check_outputs(net, prefix, na, nc, nm)
+    sizes = [_spatial(net, t, prefix) for t in feats]
+    stride_list = _strides(net, prefix, feats, strides, sizes)
+    anchors_px = _anchors_px(net, prefix, len(feats), na, stride_list, yaml_px)
+    model = {"task": "segment" if nm else "detect", "nc": nc, "head": net.param("head")} | ({"nm": nm} if nm else {})
+    net.record_model(**model, stride=int(max(stride_list)))
+    return AnchorHead(na, nc, nm, sizes, stride_list, anchors_px)
+
+
+def _level_convs(net: Network, feats: Sequence[Any], prefix: str, channels: int) -> list[Any]:
+    """The anchor-based head's raw maps: per level the 1x1 Conv2d with bias `prefix.m.{i}` to `channels`."""
+    return [net.conv(t, f"{prefix}.m.{i}", channels, 1, bias=True) for i, t in enumerate(feats)]
+
+
+def _anchor_plugin(net: Network, feats: Sequence[Any], prefix: str, head: AnchorHead) -> dict[str, Any]:
+    """head=plugin of an anchor-based head: the raw maps `prefix.m.{i}` through netdef's decode + NMS plugin
+    (the mask coefficients, if any, as its extra channels)."""
+    from ..plugins.yolo import add_yolo_decode_nms  # only plugin builds need it
+
+    raw = _level_convs(net, feats, prefix, head.na * head.no)
+    extra = {"extra": head.nm} if head.nm else {}  # Detect: the plugin's default (no extra channels)
+    return add_yolo_decode_nms(net, raw, head.anchors_px, head.strides, head.nc, prefix, **nms_params(net), **extra)
+
+
+def nms_params(net: Network) -> dict[str, Any]:
+    """The plugin head's NMS settings (build parameters conf_thres, iou_thres, max_det) as keyword arguments."""
+    return {k: net.param(k) for k in ("conf_thres", "iou_thres", "max_det")}
+
 
 def _yaml_anchors(net: Network, prefix: str, anchors: Any, nl: int) -> tuple[int, np.ndarray | None]:
     """(anchors per level, YAML anchors in pixels (nl, na, 2) or None when only a count is given)."""
@@ -238,10 +279,11 @@ def _input_hw(net: Network, prefix: str) -> tuple[int, int]:
     return int(shape[2]), int(shape[3])
 
 
-def _strides(net: Network, prefix: str, feats: Sequence[Any], given: list[int] | None) -> list[int]:
-    """Each level's stride: input size / feature size (must agree for H and W), or the `strides` argument. A dynamic
-    build asks TensorRT for the feature sizes at a STRIDE_PROBE input (as Ultralytics probes with an image)."""
-    sizes = [_spatial(net, t, prefix) for t in feats]
+def _strides(net: Network, prefix: str, feats: Sequence[Any], given: list[int] | None,
+             sizes: Sequence[tuple[int, int]]) -> list[int]:
+    """Each level's stride: input size / feature size (`sizes`, the levels' `_spatial`; must agree for H and W), or
+    the `strides` argument. A dynamic build asks TensorRT for the feature sizes at a STRIDE_PROBE input (as
+    Ultralytics probes with an image)."""
     if given is not None:
         if not isinstance(given, (list, tuple)) or len(given) != len(sizes) or not all(
                 isinstance(s, int) and s > 0 for s in given):
@@ -297,12 +339,17 @@ def class_count(net: Network, prefix: str, yaml_nc: Any, trained: int | None, ev
     return nc
 
 
-def _check_outputs(net: Network, prefix: str, na: int, nc: int) -> None:
-    """The weights' head outputs must be na x (5 + nc) (a count that no nc gives is another head)."""
+def _check_outputs(net: Network, prefix: str, na: int, nc: int, nm: int = 0) -> None:
+    """The weights' head outputs must be na x (5 + nc + nm) (a count that no nc gives is another head)."""
     key = f"{prefix}.m.0.bias"
-    if net.has(key) and (outputs := net.weight_size(key)) != na * (nc + 5):
-        raise WeightKeyError(f"{prefix}: the weights' '{key}' has {outputs} outputs; {na} anchors x (5 + nc) needs "
-                             f"a multiple of {na} above {5 * na}: these weights belong to a different head")
+    if not net.has(key) or (outputs := net.weight_size(key)) == na * (5 + nc + nm):
+        return
+    if nm:
+        raise WeightKeyError(f"{prefix}: the weights' '{key}' has {outputs} outputs; {na} anchors x (5 + nc + "
+                             f"nm={nm}) needs {na * (5 + nc + nm)}: check nm, or these weights belong to a different "
+                             f"head")
+    raise WeightKeyError(f"{prefix}: the weights' '{key}' has {outputs} outputs; {na} anchors x (5 + nc) needs "
+                         f"a multiple of {na} above {5 * na}: these weights belong to a different head")
 
 
 def _decode_level(net: Network, raw: Any, name: str, na: int, no: int, hw: tuple[int, int], stride: int,

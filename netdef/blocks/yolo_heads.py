@@ -21,8 +21,8 @@ import numpy as np
 from ..errors import SpecError, WeightKeyError
 from ..network import Network, needs_static_size
 from ..registry import block
-from .yolo import (HEAD_PARAMS, _anchors_px, _decode_level, _spatial, _strides, _yaml_anchors, anchor_rows, class_count,
-                   conv, dynamic)
+from .yolo import (HEAD_PARAMS, _anchor_plugin, _anchor_setup, _decode_level, _spatial, _strides, anchor_rows,
+                   class_count, conv, dynamic, nms_params)
 from .yolov8 import dwconv
 
 REG_MAX = 16  # DFL bins per box side in YOLOv8/YOLO11
@@ -56,8 +56,7 @@ def _prediction(net: Network, prefix: str, box: Any, cls: Any, extra: Any = None
     from ..plugins.yolo import add_anchor_free_nms  # only plugin builds need it
 
     return add_anchor_free_nms(net, pred, int(cls.shape[1]), prefix, 0 if extra is None else int(extra.shape[1]),
-                               conf_thres=net.param("conf_thres"), iou_thres=net.param("iou_thres"),
-                               max_det=net.param("max_det"))
+                               **nms_params(net))
 
 
 def detect_end2end(net: Network, feats: list, prefix: str, nc: int, reg_max: int = REG_MAX,
@@ -248,28 +247,11 @@ def segment_anchor_based(net: Network, feats: list, prefix: str, nc: int, anchor
     if net.has(key) and net.weight_size(key) != nm:
         raise SpecError(f"{prefix}: nm={nm} mask coefficients, but the weights' '{key}' has {net.weight_size(key)}: "
                         f"set the Segment row's nm to the model's")
-    nl = len(feats)
-    na, yaml_px = _yaml_anchors(net, prefix, anchors, nl)
-    key = f"{prefix}.m.0.bias"
-    trained = net.weight_size(key) if net.has(key) else None
-    fits = trained is not None and trained % na == 0 and trained // na > 5 + nm
-    nc = class_count(net, prefix, nc, trained // na - 5 - nm if fits else None,
-                     f"'{key}' has {trained} outputs = {na} anchors x (5 + nc + nm={nm})")
-    no = 5 + nc + nm
-    if trained is not None and trained != na * no:
-        raise WeightKeyError(f"{prefix}: the weights' '{key}' has {trained} outputs; {na} anchors x (5 + nc + "
-                             f"nm={nm}) needs {na * no}: check nm, or these weights belong to a different head")
-    sizes = [_spatial(net, t, prefix) for t in feats]
-    stride_list = _strides(net, prefix, feats, strides)
-    net.record_model(task="segment", nc=nc, head=net.param("head"), nm=nm, stride=int(max(stride_list)))
-    anchors_px = _anchors_px(net, prefix, nl, na, stride_list, yaml_px)
+    head = _anchor_setup(net, feats, prefix, nc, anchors, strides, nm)
     if net.param("head") == "plugin":
-        from ..plugins.yolo import add_yolo_decode_nms  # only plugin builds need it
-
-        raw = [net.conv(t, f"{prefix}.m.{i}", na * no, 1, bias=True) for i, t in enumerate(feats)]
-        out = add_yolo_decode_nms(net, raw, anchors_px, stride_list, nc, prefix, conf_thres=net.param("conf_thres"),
-                                  iou_thres=net.param("iou_thres"), max_det=net.param("max_det"), extra=nm)
+        out = _anchor_plugin(net, feats, prefix, head)
         return _plugin_segment(out, proto(net, feats[0], f"{prefix}.proto", npr, nm, upsample="nearest"))
+    na, nc, no, sizes = head.na, head.nc, head.no, head.sizes
     det_rows = [a * no + j for a in range(na) for j in range(5 + nc)]
     mask_rows = [a * no + j for a in range(na) for j in range(5 + nc, no)]
     levels = []
@@ -279,14 +261,14 @@ def segment_anchor_based(net: Network, feats: list, prefix: str, nc: int, anchor
         bias = net.weight(f"{p}.bias", (na * no,))
         det = net.conv_layer(t, f"{p}/det", weight[det_rows], bias[det_rows]).get_output(0)
         masks = net.conv_layer(t, f"{p}/masks", weight[mask_rows], bias[mask_rows]).get_output(0)
-        det = _decode_level(net, det, f"{prefix}/level{i}", na, 5 + nc, sizes[i], stride_list[i], anchors_px[i])
+        det = _decode_level(net, det, f"{prefix}/level{i}", na, 5 + nc, sizes[i], head.strides[i], head.anchors_px[i])
         if dynamic(sizes):
             masks = anchor_rows(net, masks, f"{prefix}/level{i}/masks", na, nm)
         else:
             masks = net.shuffle(masks, f"{prefix}/level{i}/masks", reshape=(0, na, nm, h, w), second=(0, 1, 3, 4, 2))
             masks = net.shuffle(masks, f"{prefix}/level{i}/masks/reshape", reshape=(0, na * h * w, nm))
         levels.append(net.concat([det, masks], f"{prefix}/level{i}/concat", axis=2))
-    out = levels[0] if nl == 1 else net.concat(levels, f"{prefix}/concat", axis=1)
+    out = levels[0] if len(levels) == 1 else net.concat(levels, f"{prefix}/concat", axis=1)
     return [out, proto(net, feats[0], f"{prefix}.proto", npr, nm, upsample="nearest")]
 
 
@@ -303,13 +285,13 @@ def _detect_parts(net: Network, feats: list, prefix: str, nc: int, reg_max: int,
         raise SpecError(f"{prefix}: reg_max={reg_max} needs {4 * reg_max} box outputs, the weights' '{key}' has "
                         f"{net.weight_size(key)}: set `reg_max:` in the YAML to the model's")
     sizes = [_spatial(net, t, prefix) for t in feats]
-    stride_list = _strides(net, prefix, feats, strides)
+    stride_list = _strides(net, prefix, feats, strides, sizes)
     ch0 = net.channels(feats[0])
     box = _branch(net, feats, f"{prefix}.{branch}cv2", max(16, ch0 // 4, reg_max * 4), 4 * reg_max, sizes)
     box = net.shuffle(box, f"{prefix}/box", reshape=(0, 4, reg_max, box.shape[-1]))
     legacy = not net.has(f"{prefix}.{branch}cv3.0.0.0.conv.weight")
     cls = _branch(net, feats, f"{prefix}.{branch}cv3", max(ch0, min(nc, 100)), nc, sizes, depthwise=not legacy)
-    boxes = _decode_boxes(net, box, prefix, reg_max, feats, stride_list, xyxy)
+    boxes = _decode_boxes(net, box, prefix, reg_max, feats, sizes, stride_list, xyxy)
     return boxes, net.activation(cls, "sigmoid", f"{prefix}/cls"), sizes, stride_list
 
 
@@ -339,15 +321,15 @@ def _anchor_grid(sizes: list[tuple[int, int]], strides: list[int]) -> tuple[np.n
     return stride, np.stack([cx, cy]).astype(np.float64)
 
 
-def _decode_boxes(net: Network, box: Any, prefix: str, reg_max: int, feats: list, strides: list[int],
-                  xyxy: bool = False) -> Any:
+def _decode_boxes(net: Network, box: Any, prefix: str, reg_max: int, feats: list, sizes: list[tuple[int, int]],
+                  strides: list[int], xyxy: bool = False) -> Any:
     """(B, 4, reg_max, N) bin logits -> (B, 4, N) boxes x, y, w, h (or x1, y1, x2, y2 with `xyxy`) in pixels.
 
     DFL's expectation and dist2bbox are both linear in the softmax, so they are one matrix (4, 4*reg_max):
     x = ax + (r - l)/2, w = l + r (x1 = ax - l, x2 = ax + r; distances l, t, r, b in grid units) with the bin
     values from `dfl.conv`, then times the level's stride, plus the anchor point (cell centre) in pixels (from the
-    levels' feature maps `feats`: ramps over their runtime shapes where H, W are chosen at run time)."""
-    sizes = [_spatial(net, t, prefix) for t in feats]
+    levels' feature maps `feats` of sizes `sizes` (their `_spatial`): ramps over their runtime shapes where H, W are
+    chosen at run time)."""
     n = -1 if dynamic(sizes) else sum(h * w for h, w in sizes)
     if reg_max > 1:
         bins = net.weight(f"{prefix}.dfl.conv.weight", (1, reg_max, 1, 1)).reshape(reg_max).astype(np.float64)

@@ -12,7 +12,8 @@ from .. import engine_file
 from ..errors import NetdefError, OptionError
 from ..tools import bench, bench_devices
 from ..tools.timing import DEFAULT_MEASURE, DEFAULT_WARMUP, Budget, parse_budget
-from .device import add_device_option, parse_devices, selected_device
+from .device import (add_device_option, add_devices_option, add_shared_device_option, parse_devices,
+                     selected_device)
 from .options import number, parse_hw
 
 
@@ -45,16 +46,14 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--chart", metavar="PNG", help="write a latency/throughput chart (needs matplotlib)")
     add_device_option(p)
     m = p.add_argument_group("several GPUs (docs/multi-gpu.md)")
-    m.add_argument("--devices", metavar="LIST",
-                   help="CUDA devices such as 0,1 (or all): the plan deserialized on each, all timed at the same "
-                        "time from this process; per-device and total throughput, after checking every device's "
-                        "outputs equal the first's for the same input")
+    add_devices_option(m, "the plan deserialized on each, all timed at the same time from this process; "
+                          "per-device and total throughput, after checking every device's outputs equal the "
+                          "first's for the same input")
     m.add_argument("--workers", choices=bench_devices.WORKERS,
                    help="with --devices: drive each device from a thread of this process (default; TensorRT "
                         "releases the GIL in execute_async_v3) or from a process of its own (spawned)")
-    m.add_argument("--allow-shared-device", action="store_true",
-                   help="with --devices: allow a device listed twice (0,0: two instances on one GPU, each with its "
-                        "own stream; for testing the several-GPU path on one GPU, or to overlap two streams)")
+    add_shared_device_option(m, "two instances on one GPU, each with its own stream; for testing the several-GPU "
+                                "path on one GPU, or to overlap two streams")
     m.add_argument("--baseline", action="store_true",
                    help="with --devices: first time the first device alone and report the scaling of the total")
     g = p.add_argument_group("building first (TARGET is an architecture)")

@@ -61,11 +61,10 @@ def cmd_detect(a: argparse.Namespace) -> int:
     detect.check_outputs([str(f) for f in files], a.out, inputs=[a.engine, a.names])  # no output replaces an input
     device = device_index(a)
     arrays = [detect.read_image(f) for f in files]
-    given = {"kpt_shape": tuple(kpt_shape) if kpt_shape else None, "input_hw": hw, "rect": a.rect or None}
-    extra = {k: v for k, v in given.items() if v is not None}  # only the options given
-    det = detect.engine_detector(a.engine, a.conf, a.iou, a.max_det, names, device=device, **extra)
+    det = detect.engine_detector(a.engine, a.conf, a.iou, a.max_det, names, device=device,
+                                 kpt_shape=tuple(kpt_shape) if kpt_shape else None, input_hw=hw, rect=a.rect)
     results = det(arrays, [str(f) for f in files])
-    detect.write_results(results, arrays, a.out)
+    detect.write_results(results, arrays, a.out, check_masks=False)  # masks the detector just encoded
     found = (f"{sum(len(r['boxes']) for r in results)} detection(s)" if all("boxes" in r for r in results)
              else "top-5 classes each")
     print(f"{len(results)} image(s), {found} -> {Path(a.out) / 'detections.json'}")

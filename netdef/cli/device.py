@@ -1,6 +1,6 @@
 """`--device N`, the CUDA device of the commands that use a GPU (build, calibrate, run, bench, profile, detect):
 defined here once, checked before any work, and made current for the command (`trt_api.use_device`); and
-`--devices LIST` (bench, serve): several, parsed and checked by `parse_devices`."""
+`--devices LIST` and `--allow-shared-device` (bench, serve): several, parsed and checked by `parse_devices`."""
 from __future__ import annotations
 
 import argparse
@@ -32,6 +32,18 @@ def selected_device(a: argparse.Namespace) -> Any:
     from .. import trt_api
 
     return trt_api.use_device(device_index(a), "--device")
+
+
+def add_devices_option(group: argparse.ArgumentParser | argparse._ArgumentGroup, help_text: str) -> None:
+    """Add `--devices LIST` to a command; `help_text` says what the command does on each device."""
+    group.add_argument("--devices", metavar="LIST", help=f"CUDA devices such as 0,1 (or all): {help_text}")
+
+
+def add_shared_device_option(group: argparse.ArgumentParser | argparse._ArgumentGroup, example: str) -> None:
+    """Add `--allow-shared-device` (`parse_devices`'s allow_repeat) to a command; `example` says what --devices
+    0,0 then runs."""
+    group.add_argument("--allow-shared-device", action="store_true",
+                       help=f"with --devices: allow a device listed twice (0,0: {example})")
 
 
 def parse_devices(text: str, option: str = "--devices", *, allow_repeat: bool = False) -> tuple[int, ...]:

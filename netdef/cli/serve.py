@@ -7,7 +7,8 @@ from typing import Any
 from .. import defaults
 from ..deploy.serve_detect import DetectSettings
 from ..errors import OptionError
-from .device import add_device_option, device_index, parse_devices
+from .device import (add_device_option, add_devices_option, add_shared_device_option, device_index,
+                     parse_devices)
 from .options import number
 
 HELP = "serve an engine through Triton Inference Server (PyTriton): HTTP, gRPC, dynamic batching, metrics"
@@ -42,11 +43,9 @@ def add_serve_options(s: argparse.ArgumentParser) -> None:
     s.add_argument("--max-queue-delay-us", type=number("--max-queue-delay-us", minimum=0), metavar="US",
                    help="longest time the dynamic batcher holds a request to form a batch (default 0)")
     where = s.add_mutually_exclusive_group()
-    where.add_argument("--devices", metavar="LIST", help="CUDA devices such as 0,1 (or all): one model instance "
-                                                         "on each")
+    add_devices_option(where, "one model instance on each")
     add_device_option(where)
-    s.add_argument("--allow-shared-device", action="store_true",
-                   help="with --devices: allow a device listed twice (0,0: two model instances on one GPU)")
+    add_shared_device_option(s, "two model instances on one GPU")
     s.add_argument("--name", help="model name (default: the architecture's name)")
     d = s.add_argument_group("images -> detections (YOLO detection, segmentation and pose engines)")
     d.add_argument("--detect", action=argparse.BooleanOptionalAction, default=None,

@@ -90,6 +90,16 @@ def read_any_plan(path: str | os.PathLike) -> tuple[dict[str, Any] | None, bytes
     return read_raw_plan(path)
 
 
+def read_any_meta(path: str | os.PathLike) -> dict[str, Any] | None:
+    """`read_any_plan`'s metadata without reading or hashing the plan (for a caller whose `Engine` checks it): a
+    netdef engine's checked header, or a raw plan's sidecar (None without one)."""
+    path = Path(path)
+    if engine_file.is_engine_file(path) or not path.is_file():
+        return engine_file.read_meta(path)
+    side = sidecar_path(path)
+    return read_sidecar(side) if side.is_file() else None
+
+
 def load_plan(path: str | os.PathLike) -> tuple[dict[str, Any], bytes]:
     """(metadata, plan bytes) of a netdef engine, or of a raw plan with its sidecar (checked either way)."""
     path = Path(path)

@@ -200,7 +200,6 @@ def serve(engine: str | os.PathLike, *, port: int = 8000, grpc_port: int = 8001,
     bind `NAME_detect` (`deploy.serve_detect`) with `detect_settings` (a `DetectSettings`) and class `names`;
     None: where the engine is a YOLO detector, False: never, True: always (an error for other engines, as are
     settings or names for a model not served). Options are checked before any GPU work."""
-    from .plan import read_any_plan
     from .serve_detect import DetectSettings, detect_binding, detect_function, engine_detectors
     from ..runtime import Engine
 
@@ -208,15 +207,18 @@ def serve(engine: str | os.PathLike, *, port: int = 8000, grpc_port: int = 8001,
     ports.validate()
     ports.check_free()
     settings, configured = detect_settings or DetectSettings(), detect_settings is not None or bool(names)
-    meta = read_any_plan(engine)[0]  # None: a raw plan without a sidecar, whose metadata the loaded engine gives
-    if meta is not None:
-        spec = binding(meta, name=name, max_batch=max_batch, max_queue_delay_us=max_queue_delay_us)
-        detecting = serves_detections(meta, detect, configured)
+
+    def describe(meta: dict[str, Any]) -> tuple[Binding, bool]:
+        return (binding(meta, name=name, max_batch=max_batch, max_queue_delay_us=max_queue_delay_us),
+                serves_detections(meta, detect, configured))
+
+    from .plan import read_any_meta
+
+    header = read_any_meta(engine)  # None: a raw plan without a sidecar, whose metadata the loaded engine gives
+    checked = None if header is None else describe(header)
     pt = import_pytriton()
     engines = [Engine(engine, device=d) for d in (devices or [None])]
-    if meta is None:
-        spec = binding(engines[0].meta, name=name, max_batch=max_batch, max_queue_delay_us=max_queue_delay_us)
-        detecting = serves_detections(engines[0].meta, detect, configured)
+    spec, detecting = checked or describe(engines[0].meta)
     models = [(spec, [pt.decorators.batch(infer_function(e, spec)) for e in engines])]
     if detecting:
         dspec = detect_binding(spec, settings.max_det)
@@ -224,7 +226,7 @@ def serve(engine: str | os.PathLike, *, port: int = 8000, grpc_port: int = 8001,
             detectors = [engine_detectors(e, settings, names) for e in engines]
         except NetdefError as e:
             raise NetdefError(f"{e} (for model '{dspec.name}'; --no-detect serves the raw tensors alone)") from None
-        models.append((dspec, [detect_function(d, settings, settings.max_det) for d in detectors]))
+        models.append((dspec, [detect_function(d, settings) for d in detectors]))
     server = pt.triton.TritonConfig(http_port=ports.http, grpc_port=ports.grpc, metrics_port=ports.metrics)
     with pt.triton.Triton(config=server) as triton:
         for model, functions in models:

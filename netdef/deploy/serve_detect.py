@@ -154,11 +154,13 @@ def pack(records: Sequence[Mapping[str, Any]], max_det: int) -> dict[str, np.nda
     return out
 
 
-def detect_function(detector: Callable[[DetectSettings], Any], base: DetectSettings,
-                    max_det: int) -> Callable[[list[Any]], list[dict[str, np.ndarray]]]:
+def detect_function(detector: Callable[[DetectSettings], Any], base: DetectSettings
+                    ) -> Callable[[list[Any]], list[dict[str, np.ndarray]]]:
     """The function one `NAME_detect` instance runs on the requests of one batch (PyTriton `Request`s: inputs by
-    name, `.parameters`): per request its outputs (`pack`). `detector(settings)` gives the `Detector` for a
-    request's settings; requests with the same settings run together (images of all of them in one call)."""
+    name, `.parameters`): per request its outputs (`pack`, padded to `base.max_det`). `detector(settings)` gives
+    the `Detector` for a request's settings; requests with the same settings run together (images of all of them
+    in one call)."""
+    max_det = base.max_det
 
     def infer(requests: list[Any]) -> list[dict[str, np.ndarray]]:
         images: list[list[np.ndarray]] = []

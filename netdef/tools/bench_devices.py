@@ -87,8 +87,6 @@ class Instance:
         self.engine = load_for_timing(path, batches, device=device)
         self.gpu: tuple[str, str] = trt_api.visible_devices()[device]
         self._step: Any = None
-        self._where(self.engine.device, "the engine")
-        self._where(self.engine.backend.device.index, "its memory backend")
 
     def _where(self, found: int | None, what: str) -> None:
         """NetdefError unless `what` is on this instance's device."""
@@ -224,10 +222,6 @@ def make_runners(engine: str | Path, devices: Sequence[int], batches: Sequence[i
         for r in runners:
             r.close()
         raise
-    if workers == "thread":  # each instance its own deserialized engine: never one engine on two devices
-        plans = {id(r.engine.engine) for r in runners}  # type: ignore[attr-defined]
-        if len(plans) != len(runners):
-            raise NetdefError(f"{engine}: instances share a deserialized engine; each must deserialize its own")
     return runners
 
 

@@ -34,11 +34,12 @@ from typing import Any
 
 import numpy as np
 
+from .. import defaults
 from ..errors import NetdefError, OptionError
 from ..fileio import atomic_write, check_output
-from .classify import Classifier, draw_top1, engine_classifier
+from .classify import _PALETTE, Classifier, EngineModel, draw_top1, engine_classifier, engine_io
 from .masks import process_masks, rle_decode, rle_encode
-from .preprocess import letterbox, pad_batch, pad_to, scale_boxes, scale_keypoints, scale_masks
+from .preprocess import letterbox, pad_to, scale_boxes, scale_keypoints, scale_masks
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 PLUGIN_OUTPUTS = ("num_dets", "boxes", "scores", "classes")
@@ -115,7 +116,7 @@ def decode_predictions(feats: Sequence[Any], anchors_px: Any, strides: Sequence[
 
 
 def non_max_suppression(pred: Any, conf_thres: float = DEFAULT_CONF, iou_thres: float = DEFAULT_IOU,
-                        max_det: int = DEFAULT_MAX_DET, max_nms: int = 30000,
+                        max_det: int = DEFAULT_MAX_DET, max_nms: int = defaults.MAX_NMS,
                         objectness: bool = True) -> list[tuple[Any, Any, Any]]:
     """YOLOv5's non_max_suppression (single best class per box) on (B, N, 5+nc) predictions; `objectness=False`:
     the anchor-free heads' (YOLOv8/YOLO11) predictions (B, 4+nc, N), class scores without objectness.
@@ -128,7 +129,7 @@ def non_max_suppression(pred: Any, conf_thres: float = DEFAULT_CONF, iou_thres: 
 
 
 def nms_with_extras(pred: Any, extra: int, conf_thres: float = DEFAULT_CONF, iou_thres: float = DEFAULT_IOU,
-                    max_det: int = DEFAULT_MAX_DET, max_nms: int = 30000,
+                    max_det: int = DEFAULT_MAX_DET, max_nms: int = defaults.MAX_NMS,
                     objectness: bool = True) -> list[tuple[Any, Any, Any, Any]]:
     """`non_max_suppression` on predictions whose last `extra` channels are not class scores (mask coefficients,
     keypoints): per image (boxes, scores, classes, extras (n, extra)), the extras of the kept rows (with
@@ -278,7 +279,7 @@ class Detections:
 
 
 @dataclass
-class Detector:
+class Detector(EngineModel):
     """Letterbox -> `infer` -> post-process -> boxes on the original images. `infer(batch) -> {name: tensor}`."""
 
     infer: Callable[[Any], dict[str, Any]]
@@ -299,20 +300,18 @@ class Detector:
         """Detections for HxWx3 uint8 images (RGB unless `bgr`), one dict per image (module docstring)."""
         results = []
         for k, (det, im) in enumerate(zip(self.detect_tensors(images, bgr), images)):
-            results.append(self._record(labels[k] if labels is not None else str(k), im.shape, det))
+            results.append(self._record(self.label(labels, k), im.shape, det))
         return results
 
     def detect_tensors(self, images: Sequence[np.ndarray], bgr: bool = False) -> list[Detections]:
         """Per image its Detections on the original image: on the device for raw predictions and masks, on the
         host for the plugin's boxes, scores, classes and keypoints."""
-        lo, hi = self.batch_range
-        results: list[Detections] = []
-        for start in range(0, len(images), hi):
-            chunk = list(images[start:start + hi])
+        def prepare(chunk: list[np.ndarray]) -> tuple[Any, list[Any]]:
             batch, ratio_pads = letterbox(chunk, self.input_hw, self.stride, self.rect, bgr=bgr, device=self.device)
-            if self.rect:
-                batch = pad_to(batch, self.min_hw, self.stride, 114 / 255.0)
-            batch = pad_batch(batch, lo, 114 / 255.0)  # grey images up to the profile's minimum
+            return (pad_to(batch, self.min_hw, self.stride, 114 / 255.0) if self.rect else batch), ratio_pads
+
+        results: list[Detections] = []
+        for chunk, batch, ratio_pads in self.batches(images, prepare, 114 / 255.0):  # grey images up to the minimum
             per_image = self.postprocess(self.infer(batch))[:len(chunk)]
             for det, rp, im in zip(per_image, ratio_pads, chunk):
                 results.append(self._to_original(det, tuple(batch.shape[2:]), rp, im.shape))
@@ -379,9 +378,6 @@ class Detector:
                                  for p in kp] for kp in det.keypoints.cpu().tolist()]
         return rec
 
-    def class_name(self, c: int) -> str:
-        return self.names[c] if 0 <= c < len(self.names) else str(c)
-
 
 def _select(det: Detections, keep: Any) -> Detections:
     """The detections where `keep` (a bool tensor) is set."""
@@ -408,8 +404,6 @@ def engine_detector(engine: Any, conf: float | None = None, iou: float | None = 
     `rect` (such engines only) to the smallest multiple of the model's largest stride that holds each batch at
     that size, as Ultralytics' rectangular inference.
     """
-    import torch
-
     from ..runtime import Engine
 
     eng = engine if isinstance(engine, Engine) else Engine(engine, device=device)
@@ -444,24 +438,19 @@ def engine_detector(engine: Any, conf: float | None = None, iou: float | None = 
                           f"{layout.task} engine's: " + ", ".join(f"{n} {list(s)}" for n, s in outputs))
     if layout.kind == "plugin":
         conf, iou = _plugin_thresholds(eng.meta, str(eng.path), conf, iou)
-    lo, _, hi = eng.batch_range
-    name = eng.inputs[0].name
-
-    def infer(batch: Any) -> dict[str, Any]:
-        return eng.infer({name: batch}, as_numpy=False)
-
+    infer, batch_range, device = engine_io(eng)
     ranges = eng.hw_ranges or [((1, 1),)]  # (min, opt, max) (H, W) per profile; static engines: no ranges
     min_hw = (min(r[0][0] for r in ranges), min(r[0][1] for r in ranges))
     return Detector(infer, hw, layout, DEFAULT_CONF if conf is None else conf, DEFAULT_IOU if iou is None else iou,
-                    max_det, (lo, hi), torch.device("cuda", eng.device), names or [], rect, stride, min_hw)
+                    max_det, batch_range, device, names or [], rect, stride, min_hw)
 
 
 def _target_size(eng: Any, model: dict[str, Any] | None, input_hw: tuple[int, int] | None,
                  rect: bool) -> tuple[tuple[int, int], int]:
     """The letterbox size and stride: a static engine's own size (`input_hw`, if given, must equal it; no rect);
     a dynamic one's `input_hw` or its first profile's OPT, and the model's recorded largest stride."""
-    shape = eng.inputs[0].shape
-    if shape[2] > 0:
+    if not eng.dynamic_hw:
+        shape = eng.inputs[0].shape
         static = (int(shape[2]), int(shape[3]))
         if rect:
             raise OptionError(f"--rect needs an engine built with a dynamic input size (--input-shape MIN:OPT:MAX); "
@@ -492,29 +481,24 @@ def _recorded_kpt_shape(model: dict[str, Any], given: Sequence[int] | None, wher
 
 
 def _arch_kpt_shape(meta: dict[str, Any], where: str) -> tuple[int, int]:
-    """A plain pose engine's kpt_shape: that of the architecture its header records, found by the recorded path
-    (relative to the build's folder) or by name, and only if unchanged since the build (the same sha256)."""
-    from ..spec import load_spec
+    """A plain pose engine's kpt_shape: that of the architecture its header records (`netdef.refit.spec_of`: by
+    name or path, relative to the build's folder, and only if unchanged since the build: the same sha256)."""
+    from ..refit import spec_of
 
     arch = meta.get("arch", {})
-    name, recorded, sha = arch.get("name"), arch.get("path"), arch.get("sha256")
     hint = "give it (--kpt-shape 17,3, or kpt_shape= in Python)"
-    places = ([str(Path(recorded).parent / f"{name}.yaml")] if recorded and name else []) + ([name] if name else [])
-    for place in places:
-        try:
-            spec = load_spec(place)
-        except NetdefError:
-            continue
-        if spec.sha256 != sha:
-            continue
-        value = spec.params.get("kpt_shape")
-        if (not isinstance(value, (list, tuple)) or len(value) != 2 or not all(isinstance(v, int) for v in value)
-                or value[0] < 1 or value[1] not in (2, 3)):
-            raise NetdefError(f"{where}: its architecture {spec.path} has kpt_shape {value!r}, expected [keypoints, "
-                              f"2 or 3]: {hint}")
-        return int(value[0]), int(value[1])
-    raise NetdefError(f"{where} is a plain pose engine, and the architecture it was built from ({name or '?'}, "
-                      f"{recorded or 'no path recorded'}) is not here unchanged to give its kpt_shape: {hint}")
+    try:
+        spec = spec_of({"arch": arch})
+    except NetdefError:
+        raise NetdefError(f"{where} is a plain pose engine, and the architecture it was built from "
+                          f"({arch.get('name') or '?'}, {arch.get('path') or 'no path recorded'}) is not here "
+                          f"unchanged to give its kpt_shape: {hint}") from None
+    value = spec.params.get("kpt_shape")
+    if (not isinstance(value, (list, tuple)) or len(value) != 2 or not all(isinstance(v, int) for v in value)
+            or value[0] < 1 or value[1] not in (2, 3)):
+        raise NetdefError(f"{where}: its architecture {spec.path} has kpt_shape {value!r}, expected [keypoints, "
+                          f"2 or 3]: {hint}")
+    return int(value[0]), int(value[1])
 
 
 def _plugin_thresholds(meta: dict[str, Any], where: str, conf: float | None,
@@ -560,10 +544,12 @@ def _load_all(images: Sequence[str | Path | np.ndarray]) -> tuple[list[np.ndarra
 
 # ---------------------------------------------------------------- output
 
-def draw_detections(image: np.ndarray, det: dict[str, Any], mask_alpha: float = 0.5) -> Any:
+def draw_detections(image: np.ndarray, det: dict[str, Any], mask_alpha: float = 0.5, *,
+                    check_masks: bool = True) -> Any:
     """A PIL image with the detections' boxes and labels drawn on the RGB `image`; segmentation: translucent
-    masks (`mask_alpha`) under them, pose: keypoints (visibility >= 0.5) and, for COCO's 17, the skeleton;
-    classification (no "boxes"): the top-1 class."""
+    masks (`mask_alpha`) under them (`rle_decode`; `check_masks=False`: masks a Detector just encoded, not
+    checked for damage), pose: keypoints (visibility >= 0.5) and, for COCO's 17, the skeleton; classification
+    (no "boxes"): the top-1 class."""
     from PIL import Image, ImageDraw
 
     if "boxes" not in det:
@@ -572,7 +558,7 @@ def draw_detections(image: np.ndarray, det: dict[str, Any], mask_alpha: float = 
     if det.get("masks"):
         canvas = image.astype(np.float32)
         for rle, cls in zip(det["masks"], det["classes"]):
-            m = rle_decode(rle)
+            m = rle_decode(rle, check=check_masks)
             if m.shape != image.shape[:2]:
                 raise NetdefError(f"{det['image']}: a mask of {m.shape[0]}x{m.shape[1]} on a "
                                   f"{image.shape[0]}x{image.shape[1]} image")
@@ -616,11 +602,6 @@ COCO_LIMB_COLORS = [2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0, 3, 3, 3, 3, 3, 3, 3]
 COCO_KEYPOINT_COLORS = [3, 3, 3, 3, 3, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2]
 _POSE_PALETTE = [(255, 128, 0), (255, 51, 255), (51, 153, 255), (0, 255, 0)]  # arms, torso, legs, head
 
-_PALETTE = [(255, 56, 56), (255, 157, 151), (255, 112, 31), (255, 178, 29), (207, 210, 49), (72, 249, 10),
-            (146, 204, 23), (61, 219, 134), (26, 147, 52), (0, 212, 187), (44, 153, 168), (0, 194, 255),
-            (52, 69, 147), (100, 115, 255), (0, 24, 236), (132, 56, 255), (82, 0, 133), (203, 56, 255),
-            (255, 149, 200), (255, 55, 199)]
-
 
 def annotated_names(labels: Sequence[str]) -> list[str]:
     """The annotated image's file name for each image label (a path, or an index for arrays): the image's own
@@ -660,9 +641,11 @@ def _file_keys(path: Path) -> list[Any]:
         return [path.resolve()]
 
 
-def write_results(results: list[dict[str, Any]], arrays: list[np.ndarray], out_dir: str | Path) -> list[Path]:
+def write_results(results: list[dict[str, Any]], arrays: list[np.ndarray], out_dir: str | Path, *,
+                  check_masks: bool = True) -> list[Path]:
     """detections.json and one annotated image per input (`annotated_names`) in `out_dir`; returns the images.
-    Refuses (before writing anything) where an annotated image would replace its own or another input image."""
+    Refuses (before writing anything) where an annotated image would replace its own or another input image.
+    `check_masks` as in `draw_detections` (False: results straight from a Detector)."""
     out = Path(out_dir)
     labels = [det["image"] for det in results]
     check_outputs(labels, out)
@@ -670,7 +653,7 @@ def write_results(results: list[dict[str, Any]], arrays: list[np.ndarray], out_d
     written = []
     for det, im, name in zip(results, arrays, annotated_names(labels)):
         det["annotated"] = name
-        atomic_write(out / name, _encode(draw_detections(im, det), Path(name).suffix))
+        atomic_write(out / name, _encode(draw_detections(im, det, check_masks=check_masks), Path(name).suffix))
         written.append(out / name)
     atomic_write(out / DETECTIONS_JSON, json.dumps(results, indent=1).encode())
     return written

@@ -80,10 +80,10 @@ def host_bits(bits: Any, pack: bool | None = None) -> np.ndarray:
     return np.unpackbits((eights * weights).sum(2, dtype=torch.uint8).cpu().numpy(), axis=1, count=length)
 
 
-def rle_decode(rle: dict[str, Any]) -> np.ndarray:
+def rle_decode(rle: dict[str, Any], check: bool = True) -> np.ndarray:
     """The (h, w) bool mask of a COCO compressed RLE (`rle_encode`'s output), by pycocotools' `mask.decode`; a clear
     error for a damaged one (runs that do not cover the image exactly: pycocotools checks only an overrun, so
-    the mask must encode back to the same string)."""
+    the mask must encode back to the same string; `check=False` skips that for masks `rle_encode` just wrote)."""
     coco_mask = _coco_mask()
     try:
         (h, w), counts = (int(v) for v in rle["size"]), rle["counts"]
@@ -93,7 +93,7 @@ def rle_decode(rle: dict[str, Any]) -> np.ndarray:
             mask = coco_mask.decode(coded)
     except (KeyError, TypeError, ValueError, UnicodeError) as e:
         raise NetdefError(f"not a COCO compressed RLE mask ({type(e).__name__}: {e}): {str(rle)[:80]}") from None
-    if coco_mask.encode(np.asfortranarray(mask != 0, dtype=np.uint8))["counts"] != coded["counts"]:
+    if check and coco_mask.encode(np.asfortranarray(mask != 0, dtype=np.uint8))["counts"] != coded["counts"]:
         raise NetdefError(f"not a COCO compressed RLE mask: its runs do not cover its {h}x{w} pixels exactly "
                           f"(a damaged or cut string): {str(rle)[:80]}")
     return mask.astype(bool)

@@ -69,8 +69,9 @@ def verify(arch: str | Path | Spec, weights: str | Path, model: Any, *, cpu: boo
     x = next(iter(feeds.values()))
     modules = {name for name, _ in model.named_modules() if name}
     match = module_matcher(net.matches, modules)
-    matched = {layer.name: m for layer in layers if len(layer.outputs) == 1 and (m := match(layer.name)) is not None}
-    pairs = {layer.outputs[0]: matched[layer.name] for layer in layers if layer.name in matched}  # tensor -> module
+    single = [layer for layer in layers if len(layer.outputs) == 1]
+    matched = {layer.name: m for layer in single if (m := match(layer.name)) is not None}  # layer -> module
+    pairs = {layer.outputs[0]: matched[layer.name] for layer in single if layer.name in matched}  # tensor -> module
     if cpu:
         _check_plugins(layers, spec, net.params)
         values = evaluate(layers, feeds)

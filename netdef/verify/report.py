@@ -90,7 +90,7 @@ def compare(arch: str, mode: str, tol: float, layers: list[LayerDescription], va
     rows: list[Row] = []
     unmatched = 0
     for layer in layers:
-        module = matched.get(layer.name) if len(layer.outputs) == 1 else None
+        module = matched.get(layer.name)  # single-output layers only (verify matched those)
         if module is None:
             unmatched += 1
             continue
