@@ -13,13 +13,12 @@ import importlib
 import importlib.util
 import os
 import sys
-import traceback
 from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
 from types import ModuleType
 
-from .errors import NetdefError, OptionError
+from .errors import NetdefError, OptionError, raised_at
 from .registry import BLOCKS
 
 ENV_VAR = "NETDEF_BLOCKS"
@@ -66,7 +65,7 @@ def load_block_module(ref: str, source: str, base: Path | None = None,
             raise
         hint = " (is it installed, or on PYTHONPATH?)" if isinstance(e, ModuleNotFoundError) and e.name and \
             ref.startswith(e.name) else ""
-        raise error(f"{source}: cannot import {what}: {type(e).__name__}: {e}{_location(e)}{hint}") from e
+        raise error(f"{source}: cannot import {what}: {type(e).__name__}: {e}{raised_at(e)}{hint}") from e
     _loaded[key] = module
     return module
 
@@ -87,15 +86,6 @@ def _import_file(path: Path) -> ModuleType:
         del sys.modules[name]
         raise
     return module
-
-
-def _location(e: BaseException) -> str:
-    """' at FILE:LINE' of a syntax error or of the innermost frame that raised `e`."""
-    if isinstance(e, SyntaxError) and e.filename:
-        return f" at {e.filename}:{e.lineno}"
-    frames = traceback.extract_tb(e.__traceback__)
-    outside = [f for f in frames if "importlib" not in f.filename and not f.filename.endswith("block_modules.py")]
-    return f" at {outside[-1].filename}:{outside[-1].lineno}" if outside else ""
 
 
 def _forget_blocks(before: set[str]) -> None:

@@ -18,6 +18,7 @@ from .define import Weights, define_network, weights_identity  # noqa: F401  (re
 from .errors import NetdefError
 from .fileio import check_output
 from .options import BuildOptions, format_profiles, parse_batch, parse_profiles  # noqa: F401  (re-exported)
+from .registry import block_files
 from .spec import Spec, load_spec
 
 
@@ -39,7 +40,7 @@ def build_engine(arch: str | Path | Spec, weights: Weights, output: str | Path, 
     log = log or _stderr
     t0 = time.perf_counter()
     spec = arch if isinstance(arch, Spec) else load_spec(arch)
-    output = check_output(output, inputs=[spec.path, None if isinstance(weights, Mapping) else weights,
+    output = check_output(output, inputs=[spec.path, *block_files(), None if isinstance(weights, Mapping) else weights,
                                           opts.calibration, opts.timing_cache], what="the engine output")
     source, weights_sha = weights_identity(weights)
     target = target_identity(opts)

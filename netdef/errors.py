@@ -14,6 +14,9 @@ Where an error happened (the YAML row a block was building) is added once, by `a
 """
 from __future__ import annotations
 
+import os
+import traceback
+
 
 class NetdefError(Exception):
     """Base class: a user-facing error whose message says what is wrong and what to do."""
@@ -76,3 +79,14 @@ class EngineFileError(NetdefError):
 
 class EngineMismatchError(EngineFileError):
     """An engine file that does not fit this TensorRT, GPU or request."""
+
+
+def raised_at(e: BaseException) -> str:
+    """' at FILE:LINE' of a syntax error, or of the innermost frame outside netdef and importlib that raised `e`
+    (the user's code: a block module, a model function); '' when there is none."""
+    if isinstance(e, SyntaxError) and e.filename:
+        return f" at {e.filename}:{e.lineno}"
+    own = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    frames = [f for f in traceback.extract_tb(e.__traceback__)
+              if "importlib" not in f.filename and not os.path.abspath(f.filename).startswith(own)]
+    return f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""

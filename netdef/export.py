@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .errors import NetdefError
+from .errors import NetdefError, raised_at
 from .fileio import check_output
 from .wts import write_wts
 
@@ -31,7 +31,12 @@ def load_source(source: str, *, state_dict: str | None = None) -> Any:
             fn = getattr(importlib.import_module(mod_name), attr)
         except (ImportError, AttributeError) as e:
             raise NetdefError(f"cannot import '{source}': {e}") from None
-        obj = fn() if callable(fn) and not isinstance(fn, torch.nn.Module) else fn
+        except Exception as e:  # noqa: BLE001  the user's module failed while importing
+            raise NetdefError(f"cannot import '{source}': {type(e).__name__}: {e}{raised_at(e)}") from None
+        try:
+            obj = fn() if callable(fn) and not isinstance(fn, torch.nn.Module) else fn
+        except Exception as e:  # noqa: BLE001  the user's model function failed
+            raise NetdefError(f"{source}: calling {attr}() raised {type(e).__name__}: {e}{raised_at(e)}") from None
         if state_dict:
             _load_into(obj, load_checkpoint(state_dict), state_dict)
         return obj

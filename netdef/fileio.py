@@ -66,7 +66,7 @@ def check_output(path: str | os.PathLike, *, inputs: Iterable[str | os.PathLike 
     for inp in inputs:
         if inp is not None and not isinstance(inp, (dict, list)) and _same_file(path, Path(inp)):
             raise OptionError(f"{what} {path} is also an input of this command ({inp}): writing it would destroy "
-                              f"that input; choose another {what} file")
+                              f"that input; give another path")
     if path.is_dir():
         raise OptionError(f"{what} {path} is a directory: give a file name (e.g. {path / 'out'}{path.suffix})")
     parent = path.parent

@@ -17,6 +17,7 @@ argument names and defaults (docs/writing-blocks.md lists them with their torch 
 """
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from typing import Any
@@ -374,6 +375,8 @@ class Network:
         if p is None:
             p = (dh * (kh - 1) // 2, dw * (kw - 1) // 2)
         c1 = self.channels(x)
+        if not isinstance(c2, numbers.Integral) or isinstance(c2, bool) or c2 < 1:
+            raise SpecError(f"{prefix}: output channels {c2!r}: expected a positive integer")
         if c1 % g or c2 % g:
             raise SpecError(f"{prefix}: channels {c1}->{c2} are not divisible by groups={g}")
         w = self.weight(f"{prefix}.weight", (c2, c1 // g, kh, kw))
@@ -854,6 +857,8 @@ class Network:
         d (k - 1) + output_padding + 1. `bias=None` uses `prefix.bias` when the file has it."""
         (kh, kw), (sh, sw), (ph, pw), (oh, ow), (dh, dw) = (_pair(v) for v in (k, s, p, output_padding, d))
         c1 = self.channels(x)
+        if not isinstance(c2, numbers.Integral) or isinstance(c2, bool) or c2 < 1:
+            raise SpecError(f"{prefix}: output channels {c2!r}: expected a positive integer")
         if c1 % g or c2 % g:
             raise SpecError(f"{prefix}: channels {c1}->{c2} are not divisible by groups={g}")
         if not (0 <= oh < max(sh, dh) and 0 <= ow < max(sw, dw)):
@@ -923,8 +928,9 @@ def _ints(v: Any, n: int | None, what: str) -> tuple[int, ...]:
 
 
 def _pair(v: int | Sequence[int]) -> tuple[int, int]:
-    if isinstance(v, (list, tuple)):
-        if len(v) != 2:
-            raise SpecError(f"expected one value or two, got {v}")
-        return int(v[0]), int(v[1])
-    return int(v), int(v)
+    """A kernel size, stride, padding or dilation: one integer or two (a YAML value such as 2.5 or 'two' is an
+    error, not truncated)."""
+    pair = tuple(v) if isinstance(v, (list, tuple)) else (v, v)
+    if len(pair) != 2 or not all(isinstance(n, numbers.Integral) and not isinstance(n, bool) for n in pair):
+        raise SpecError(f"expected an integer or two integers (a kernel size, stride, padding or dilation), got {v!r}")
+    return int(pair[0]), int(pair[1])

@@ -23,6 +23,7 @@ from .define import Weights, define_network, weights_identity
 from .errors import NetdefError, OptionError
 from .fileio import check_output
 from .options import BuildOptions
+from .registry import block_files
 from .spec import Spec, load_spec
 
 Log = Callable[[str], None]
@@ -74,7 +75,7 @@ def refit_file(engine: str | Path, weights: Weights, output: str | Path | None =
     log = log or _stderr
     t0 = time.perf_counter()
     engine = Path(engine)
-    output = check_output(output or engine, inputs=[None if isinstance(weights, Mapping) else weights],
+    output = check_output(output or engine, inputs=[None if isinstance(weights, Mapping) else weights, *block_files()],
                           what="the refitted engine")
     meta, plan = engine_file.read_plan(engine)
     log(f"[netdef] computing the new weights of {meta['arch']['name']} ...")

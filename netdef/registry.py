@@ -136,6 +136,13 @@ def get_block(name: str) -> Block:
     return BLOCKS[name]
 
 
+def block_files() -> list[str]:
+    """The source files of the registered blocks outside netdef: what a command reads besides its YAML, so its
+    outputs must be none of them."""
+    files = {_source_file(b.fn) for b in BLOCKS.values() if b.source_sha}
+    return sorted(p for p in files if p and os.path.isfile(p))
+
+
 def known_blocks() -> list[str]:
     return sorted(BLOCKS)
 

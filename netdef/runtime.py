@@ -171,6 +171,18 @@ class Engine:
                                   f"{lo}..{hi}; rebuild with --batch MIN:OPT:MAX")
         if self.dynamic_hw:  # a height and width outside every profile: the error naming the ranges
             self._profile_of(feeds)
+            self._check_stride(feeds)
+
+    def _check_stride(self, feeds: Mapping[str, Any]) -> None:
+        """A model that records its stride (the YOLO heads) takes heights and widths that are multiples of it:
+        other sizes pass TensorRT's profile check and fail inside the run."""
+        stride = (self.meta.get("model") or {}).get("stride")
+        for t in self.inputs if stride else ():
+            hw = tuple(int(d) for d in feeds[t.name].shape[2:])
+            if len(t.shape) == 4 and min(t.shape[2:]) < 0 and any(d % stride for d in hw):
+                raise OptionError(f"input '{t.name}' is {hw[0]}x{hw[1]}: {self.path.name} takes heights and widths "
+                                  f"that are multiples of its stride {stride} (letterbox to one, as `netdef detect "
+                                  f"--rect` does)")
 
     @property
     def dynamic_hw(self) -> bool:

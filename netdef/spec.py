@@ -25,6 +25,7 @@ netdef's own (dotted names, or .py paths relative to the YAML file); see netdef.
 """
 from __future__ import annotations
 
+import difflib
 import hashlib
 import inspect
 import math
@@ -207,6 +208,7 @@ def load_spec(path: str | Path) -> Spec:
         raise SpecError(f"{path}{line}: not valid YAML: {getattr(e, 'problem', e)}") from None
     if not isinstance(data, dict):
         raise SpecError(f"{path}: the top level must be a mapping with 'input' and 'layers'")
+    _refuse_duplicate_keys(path, root)
     key_lines = {k.value: k.start_mark.line + 1 for k, _ in root.value if isinstance(k, yaml.ScalarNode)}
     if any(not isinstance(k, str) for k in data):
         raise SpecError(f"{path}: top-level keys must be names, got {sorted(map(repr, data))}")
@@ -215,6 +217,10 @@ def load_spec(path: str | Path) -> Spec:
         return SpecError(f"{path}:{key_lines.get(key, 1)}: '{key}': {msg}")
 
     inp = data.get("input")
+    if inp is None:
+        near = difflib.get_close_matches("input", [k for k in data if k not in RESERVED], n=1)
+        hint = f" ('{near[0]}' on line {key_lines.get(near[0], 1)} is not one: netdef reads 'input')" if near else ""
+        raise SpecError(f"{path}: no 'input' key{hint}: give input: {{name: ..., shape: [C, H, W]}}")
     if not isinstance(inp, dict) or not isinstance(inp.get("shape"), list) or len(inp["shape"]) < 1 \
             or not all(isinstance(s, int) and s > 0 for s in inp["shape"]):
         raise fail("input", "expected {name: ..., shape: [C, H, W]} with positive integers")
@@ -253,6 +259,21 @@ def load_spec(path: str | Path) -> Spec:
         raise fail(unused[0], f"unknown top-level key: no row uses it (netdef reads {', '.join(sorted(RESERVED))} "
                         f"and keys that rows name in their args, such as nc and anchors)")
     return spec
+
+
+def _refuse_duplicate_keys(path: Path, node: Any) -> None:
+    """A key given twice in one mapping is an error (YAML loaders keep the last one silently)."""
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[Any, int] = {}
+        for k, _ in node.value:
+            if isinstance(k, yaml.ScalarNode):
+                if k.value in seen:
+                    raise SpecError(f"{path}:{k.start_mark.line + 1}: '{k.value}' is given twice in one mapping "
+                                    f"(first on line {seen[k.value]}): keep one")
+                seen[k.value] = k.start_mark.line + 1
+    for child in node.value if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)) else ():
+        for n in child if isinstance(child, tuple) else (child,):
+            _refuse_duplicate_keys(path, n)
 
 
 def _load_yaml_blocks(path: Path, data: dict, root: Any, fail: Callable[[str, str], SpecError]) -> None:
@@ -430,10 +451,15 @@ def build_network(spec: Spec, net: Network, input_hw: tuple[int, int] | None = N
             net.check_layers()  # a layer TensorRT rejected is blamed on this row, not on the next one
         except NetdefError as e:
             raise e.at(spec.where(row))
-        except Exception as e:  # noqa: BLE001  anything else escaping a block is the block's own bug
+        except Exception as e:  # noqa: BLE001  anything else escaping a block: its arguments or its own bug
+            lines = str(e).strip().splitlines() or [""]
+            given = ", ".join([*map(repr, row.args), *(f"{k}={v!r}" for k, v in row.kwargs.items())])
             raise BlockError(f"block {row.block.name} ({row.block.module}.{row.block.fn.__name__}) raised "
-                             f"{type(e).__name__}: {e} (a bug in the block or a layer TensorRT rejected; netdef "
-                             f"--debug shows the traceback)", where=spec.where(row)) from e
+                             f"{type(e).__name__}: {lines[0]}{' ...' if len(lines) > 1 else ''} (check the row's "
+                             f"inputs and arguments ({given}) against its signature, which `netdef blocks` lists; if "
+                             f"they are right, a bug in the block or a layer TensorRT rejected; --debug shows the "
+                             f"traceback)",
+                             where=spec.where(row)) from e
         outputs.append(y)
         observe(net, row, y)
     net.where, net.scope = "", ""
@@ -448,6 +474,9 @@ def _mark_outputs(spec: Spec, net: Network, last: Any) -> list[str]:
             raise SpecError(f"{spec.path}: the last row gives {len(last)} outputs but 'output' names "
                             f"{len(spec.output_names)}: {spec.output_names}")
         return [net.output(t, n).name for t, n in zip(last, spec.output_names)]
+    if len(spec.output_names) != 1:
+        raise SpecError(f"{spec.path}: the last row gives one output but 'output' names {len(spec.output_names)}: "
+                        f"{spec.output_names}")
     return [net.output(last, spec.output_names[0]).name]
 
 

@@ -216,8 +216,8 @@ def _check_finite(path: str, line: int, key: str, values: np.ndarray) -> np.ndar
     if not finite.all():
         i = int(np.argmin(finite))
         raise WtsFormatError(path, f"value {i + 1} of {values.size} is {values[i]} ({values.view(np.uint32)[i]:08x}): "
-                             "an engine built from it outputs NaN or inf; fix the weights, or read them with "
-                             "allow_nonfinite=True", line=line, key=key)
+                             "an engine built from it outputs NaN or inf; fix the weights (from Python, "
+                             "read_wts(..., allow_nonfinite=True) reads them as they are)", line=line, key=key)
     return values
 
 

@@ -206,12 +206,18 @@ def export_onnx(model: Any, shape: tuple[int, ...], path: Path, half: bool, expo
         kwargs.update(dynamic_axes={names[0]: {0: "batch"}, names[1]: {0: "batch"}}, dynamo=False)
     else:
         kwargs.update(dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1, max=4096)}}, dynamo=True)
+    fastpath = torch.backends.mha.get_fastpath_enabled()
     try:
+        # nn.MultiheadAttention's eval fast path (a fused kernel, aten::_native_multi_head_attention, which
+        # ONNX cannot express; ViT hits it) is off while exporting, so attention exports as matmuls and softmax
+        torch.backends.mha.set_fastpath_enabled(False)
         with torch.no_grad():
             torch.onnx.export(m, (x,), str(path), **kwargs)
     except Exception as e:  # noqa: BLE001  report which exporter failed and how to switch
         raise NetdefError(f"torch.onnx.export ({exporter} exporter) failed: {type(e).__name__}: {e}; "
                           f"try --onnx-exporter {'dynamo' if exporter == 'legacy' else 'legacy'}") from None
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
     seconds = time.perf_counter() - t0
     log(f"exported {path} ({path.stat().st_size / 2**20:.1f} MiB, {exporter} exporter) in {seconds:.1f} s")
     del m

@@ -387,6 +387,35 @@ def test_onnx_route_engine_builds(compare, tmp_path):
         compare.build_onnx_engine(bad, tmp_path / "b.engine", BuildOptions(), "bad", log=lambda m: None)
 
 
+def test_onnx_route_exports_multihead_attention(compare, tmp_path):
+    """nn.MultiheadAttention in eval mode (torchvision's ViT) runs a fused kernel ONNX cannot express: the export
+    turns PyTorch's fast path off, so the graph holds standard operators only, the ONNX route builds it, and the
+    fast path is back on afterwards."""
+    onnx = pytest.importorskip("onnx")
+    torch = pytest.importorskip("torch")
+
+    class Attention(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.mha = torch.nn.MultiheadAttention(16, 2, batch_first=True)
+
+        def forward(self, x):
+            tokens = x.flatten(2).transpose(1, 2)
+            return self.mha(tokens, tokens, tokens, need_weights=False)[0]
+
+    onnx_path = tmp_path / "mha.onnx"
+    assert torch.backends.mha.get_fastpath_enabled()
+    compare.export_onnx(Attention().eval(), (16, 4, 4), onnx_path, half=False, exporter="legacy", log=lambda m: None)
+    assert torch.backends.mha.get_fastpath_enabled()
+    nodes = onnx.load(str(onnx_path)).graph.node
+    assert {n.domain for n in nodes} <= {"", "ai.onnx"} and "MatMul" in {n.op_type for n in nodes}
+    from netdef.build import BuildOptions
+
+    meta = compare.build_onnx_engine(onnx_path, tmp_path / "mha.engine", BuildOptions(batch=(1, 2, 2), opt_level=0),
+                                     "attention (ONNX)", log=lambda m: None)
+    assert meta["outputs"] == [{"name": "output", "shape": [-1, 16, 16], "dtype": "float32"}]
+
+
 # ---------------------------------------------------------------- GPU
 
 @pytest.fixture(scope="module")

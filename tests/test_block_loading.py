@@ -102,6 +102,20 @@ def test_editing_a_block_makes_the_engine_out_of_date(tiny):
     assert rebuilt.returncode == 0 and "is up to date" not in rebuilt.stderr and "built" in rebuilt.stdout
 
 
+def test_an_output_on_a_loaded_block_file_is_refused_before_any_work(tiny, monkeypatch, capsys):
+    """A block module is an input like the YAML: `-o` on it (from --blocks or NETDEF_BLOCKS) is refused and the
+    file stays as it was."""
+    blocks = tiny / "tiny_blocks.py"
+    source = blocks.read_text()
+    for how in (["--blocks", str(blocks)], []):
+        if not how:
+            monkeypatch.setenv(block_modules.ENV_VAR, str(blocks))
+        args = ["build", str(tiny / "tiny.yaml"), "-w", str(tiny / "tiny.wts"), "-o", str(blocks), *how]
+        assert main(args) == 1
+        err = capsys.readouterr().err
+        assert f"the engine output {blocks} is also an input of this command ({blocks})" in err, err
+        assert blocks.read_text() == source
+
 def test_without_the_module_the_unknown_block_error_says_how_to_load_one(tiny, capsys):
     assert main(build_args(tiny)) == 1
     err = capsys.readouterr().err

@@ -40,6 +40,19 @@ def test_export_from_checkpoint_dict(tmp_path):
                                                         "1.running_mean", "1.running_var"}
 
 
+def test_export_of_a_model_function_that_fails_is_one_line_naming_its_code(tmp_path, monkeypatch, capsys):
+    (tmp_path / "mymodels.py").write_text("def raises():\n    raise RuntimeError('no weights here')\n")
+    (tmp_path / "badmodule.py").write_text("x = 1\nraise ValueError('half-written module')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert main(["export", "mymodels:raises", "-o", str(tmp_path / "e.wts")]) == 1
+    assert capsys.readouterr().err == ("netdef export: error: mymodels:raises: calling raises() raised RuntimeError: "
+                                       f"no weights here at {tmp_path / 'mymodels.py'}:2\n")
+    assert main(["export", "badmodule:model", "-o", str(tmp_path / "e.wts")]) == 1
+    assert capsys.readouterr().err == ("netdef export: error: cannot import 'badmodule:model': ValueError: "
+                                       f"half-written module at {tmp_path / 'badmodule.py'}:2\n")
+    assert not (tmp_path / "e.wts").exists()
+
+
 def test_build_info_and_up_to_date(r18, capsys):
     eng = r18 / "r18.engine"
     args = ["build", "resnet18", "--weights", str(r18 / "r18.wts"), "-o", str(eng), "--batch", "1:2:4",

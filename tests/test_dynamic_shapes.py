@@ -254,6 +254,20 @@ def test_dynamic_yolo_and_unet_engines_build(name, outputs, yolov5_models, tmp_p
     assert {o["name"]: o["shape"] for o in meta["outputs"]} == outputs
 
 
+@pytest.mark.parametrize("rng, bad, fit", [
+    (((300, 300), (320, 320), (640, 640)), "300x300", "288x288:320x320:640x640"),
+    (((256, 256), (320, 330), (640, 650)), "320x330, 640x650", "256x256:320x320:640x640"),
+])
+def test_a_size_range_off_the_stride_is_refused(rng, bad, fit, yolov5_models):
+    """TensorRT only warns about a range whose sizes are not multiples of the model's stride, and builds an engine
+    whose feature maps do not fit together: netdef refuses it, naming the sizes and a range that fits."""
+    _, sd = _reference("yolov8n", yolov5_models)
+    with pytest.raises(OptionError) as e:
+        define_network("yolov8n", sd, BuildOptions(input_range=rng), log=_quiet)
+    assert str(e.value) == (f"--input-shape {format_hw_range(rng)}: yolov8n's input height and width must be "
+                            f"multiples of its stride 32 ({bad} not), e.g. {fit}")
+
+
 def test_dynamic_strides_are_probed_and_the_input_restored(yolov5_models):
     from netdef.network import Network
 
@@ -403,6 +417,12 @@ def test_profile_choice_by_batch_and_size():
     assert eng.input_shape(eng.inputs[0], 2) == (2, 3, 128, 128)  # default: the profile's opt size
     assert eng.input_shape(eng.inputs[0], 8) == (8, 3, 512, 512)
     assert eng.input_shape(eng.inputs[0], 3, (96, 80)) == (3, 3, 96, 80)
+    eng.meta["model"] = {"task": "detect", "stride": 32}  # a YOLO head: sizes in multiples of its stride
+    eng._check_feeds({"input": np.zeros((2, 3, 96, 128), np.float32)})
+    with pytest.raises(OptionError) as e:
+        eng._check_feeds({"input": np.zeros((2, 3, 100, 128), np.float32)})
+    assert str(e.value) == ("input 'input' is 100x128: d.engine takes heights and widths that are multiples of its "
+                            "stride 32 (letterbox to one, as `netdef detect --rect` does)")
 
 
 def test_static_engine_sizes():

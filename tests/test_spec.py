@@ -35,12 +35,45 @@ def write(tmp_path, text, name="arch.yaml"):
     (GOOD.replace("[-1, 1, GlobalAvgPool, {}, pool]", "[-1, GlobalAvgPool]"), 6, "expected [from, number, block, args"),
     (GOOD.replace("shape: [3, 16, 16]", "shape: [3, -16, 16]"), 2, "'input'"),
     (GOOD.replace("  - [-1, 1, Linear", "  - [-1, 1, Linear: {"), 7, "not valid YAML"),
+    (GOOD.replace("{c2: 4}", "{c2: 4, c2: 8}"), 7, "'c2' is given twice in one mapping (first on line 7): keep one"),
+    (GOOD.replace("output: y", "output: y\nname: other"), 4, "'name' is given twice in one mapping (first on line 1)"),
 ])
 def test_errors_name_file_and_line(tmp_path, bad, line, needle):
     p = write(tmp_path, bad)
     with pytest.raises(SpecError) as e:
         load_spec(p)
     assert f"{p}:{line}" in str(e.value) and needle in str(e.value)
+
+
+@pytest.mark.parametrize("args, needle", [
+    ("{c2: -8, k: 3, bn: bn}", "stem: output channels -8: expected a positive integer"),
+    ("{c2: 8, k: 2.5, bn: bn}", "expected an integer or two integers (a kernel size, stride, padding or dilation), "
+                                "got 2.5"),
+    ("{c2: 8, k: two, bn: bn}", "got 'two'"),
+])
+def test_bad_block_argument_values_are_yaml_errors_at_their_row(tmp_path, args, needle):
+    from netdef.build import define_network
+
+    p = write(tmp_path, GOOD.replace("{c2: 8, k: 3, bn: bn}", args))
+    with pytest.raises(SpecError) as e:
+        define_network(p, {}, log=lambda m: None)
+    assert str(e.value).startswith(f"{p}:5: row 0 (ConvBnAct): ") and needle in str(e.value)
+
+
+def test_a_misspelt_input_key_is_named(tmp_path):
+    p = write(tmp_path, GOOD.replace("input:", "inputs:"))
+    with pytest.raises(SpecError) as e:
+        load_spec(p)
+    assert str(e.value) == (f"{p}: no 'input' key ('inputs' on line 2 is not one: netdef reads 'input'): give "
+                            f"input: {{name: ..., shape: [C, H, W]}}")
+
+
+def test_more_output_names_than_outputs_is_an_error(tmp_path):
+    from netdef.build import define_network
+
+    p = write(tmp_path, GOOD.replace("output: y", "output: [y, z]"))
+    with pytest.raises(SpecError, match=r"the last row gives one output but 'output' names 2: \['y', 'z'\]"):
+        define_network(p, {}, log=lambda m: None)
 
 
 def test_unknown_architecture_lists_available():

@@ -347,17 +347,22 @@ def test_unsupported_layer_is_named():
         run(lambda net, trt, xs, W: net.add_topk(xs[0], trt.TopKOperation.MAX, 2, 1 << 1), x)
 
 
-def test_plugin_layer_error_names_the_setting_without_it():
+def test_a_layer_the_cpu_cannot_compute_names_the_setting_without_it():
     from netdef.spec import load_spec
     from netdef.trt_api import LayerDescription
-    from netdef.verify import _check_plugins
+    from netdef.verify import _check_evaluable
 
     plugin = LayerDescription(0, "model.24/yolo_decode_nms", "PLUGIN_V2", ["x"], ["num_dets"], ["int32"], [(1, 1)],
                               {}, {})
     with pytest.raises(UnsupportedLayer, match=r"layer 'model.24/yolo_decode_nms' is a plugin \(PLUGIN_V2\), which "
                                                r"the CPU evaluator cannot compute: verify the network without it "
                                                r"\(--set head=decode( or --set head=\w+)*\) or without --cpu on a GPU"):
-        _check_plugins([plugin], load_spec("yolov5n"), {"head": "plugin"})
+        _check_evaluable([plugin], load_spec("yolov5n"), {"head": "plugin"})
+    topk = LayerDescription(1, "model.23/topk", "TOPK", ["x"], ["y"], ["float32"], [(1, 300)], {}, {})
+    with pytest.raises(UnsupportedLayer, match=r"^layer 'model.23/topk' is a TOPK layer, which the CPU evaluator "
+                                               r"cannot compute: verify the network without it \(--set "
+                                               r"head=one2many\) or without --cpu on a GPU$"):
+        _check_evaluable([topk], load_spec("yolo26n"), {"head": "decode"})
 
 
 # ---------------------------------------------------------------- networks against PyTorch

@@ -30,6 +30,7 @@ from ..errors import NetdefError
 from ..fileio import check_output
 from ..network import Network
 from ..options import BuildOptions
+from ..registry import block_files
 from ..spec import Spec, load_spec
 from .calibration import METHODS, CalibrationTable, RangeCollector, compute_amax
 from .quantize import CALIB_PREFIX, RecordingQuantizer, fingerprint
@@ -205,7 +206,7 @@ def calibrate(arch: str | Path, weights: str | Path, data: str | Path, output_ta
     log = log or _stderr
     kw = _method_options(method, percentile)
     spec = load_spec(arch)
-    check_output(output_table, inputs=[weights, spec.path, data], what="the calibration table")
+    check_output(output_table, inputs=[weights, spec.path, *block_files(), data], what="the calibration table")
     shape = spec.input_shape_for(tuple(input_hw) if input_hw else None)
     n, batches = calibration_batches(data, shape, batch, max_images=max_images, mean=mean, std=std)
     weights_identity(weights)  # a missing .wts is reported before a missing GPU
@@ -249,7 +250,7 @@ def calibrate_torch(model: Any, arch: str | Path, weights: str | Path, batches: 
     log = log or _stderr
     kw = _method_options(method, percentile)
     spec = load_spec(arch)
-    check_output(output_table, inputs=[weights, spec.path], what="the calibration table")
+    check_output(output_table, inputs=[weights, spec.path, *block_files()], what="the calibration table")
     points = quantization_points(spec, weights, input_hw)
     modules = dict(model.named_modules())
     missing = [k for k, kind in points.items() if kind == "residual" or k not in modules]

@@ -23,7 +23,7 @@ from ..errors import NetdefError, OptionError, TensorRTUnavailable
 from ..options import BuildOptions
 from ..spec import Spec, load_spec
 from ..wts import read_wts
-from .evaluate import PLUGIN_TYPES, UnsupportedLayer, evaluate
+from .evaluate import PLUGIN_TYPES, UnsupportedLayer, can_evaluate, evaluate
 from .reference import load_model, load_weights_strict, run_hooked
 from .report import Report, compare, module_matcher
 
@@ -73,7 +73,7 @@ def verify(arch: str | Path | Spec, weights: str | Path, model: Any, *, cpu: boo
     matched = {layer.name: m for layer in single if (m := match(layer.name)) is not None}  # layer -> module
     pairs = {layer.outputs[0]: matched[layer.name] for layer in single if layer.name in matched}  # tensor -> module
     if cpu:
-        _check_plugins(layers, spec, net.params)
+        _check_evaluable(layers, spec, net.params)
         values = evaluate(layers, feeds)
         refs = run_hooked(model, x, pairs.values(), device="cpu", dtype="float64")
         mode = "CPU, float64 definition"
@@ -95,16 +95,17 @@ def _random_inputs(definition: Any, seed: int) -> dict[str, np.ndarray]:
     return {t.name: rng.standard_normal([1 if d < 0 else int(d) for d in t.shape]).astype(np.float32) for t in inputs}
 
 
-def _check_plugins(layers: list, spec: Spec, params: dict[str, Any]) -> None:
-    """The CPU evaluator computes no plugin layer: name the first, and the build parameter that leaves it out."""
-    plugin = next((lay for lay in layers if lay.type in PLUGIN_TYPES), None)
-    if plugin is None:
+def _check_evaluable(layers: list, spec: Spec, params: dict[str, Any]) -> None:
+    """The CPU evaluator computes no plugin layer and a few other kinds (top-k): name the first such layer, and
+    the build parameters that change it (another choice of a head's `--set` parameter)."""
+    bad = next((lay for lay in layers if not can_evaluate(lay)), None)
+    if bad is None:
         return
-    hints = [f"--set {k}={c}" for k, p in spec.build_params().items() if p.choices and params.get(k) == "plugin"
-             for c in p.choices if c != "plugin"]
-    raise UnsupportedLayer(f"layer '{plugin.name}' is a plugin ({plugin.type}), which the CPU evaluator cannot "
-                           f"compute: verify the network without it ({' or '.join(hints) or 'no plugin layers'}) "
-                           f"or without --cpu on a GPU")
+    hints = [f"--set {k}={c}" for k, p in spec.build_params().items() if p.choices
+             for c in p.choices if c != params.get(k) and c != "plugin"]
+    what = f"a plugin ({bad.type})" if bad.type in PLUGIN_TYPES else f"a {bad.type} layer"
+    raise UnsupportedLayer(f"layer '{bad.name}' is {what}, which the CPU evaluator cannot compute: verify the "
+                           f"network without it ({' or '.join(hints) or 'no such layers'}) or without --cpu on a GPU")
 
 
 def _stderr(msg: str) -> None:

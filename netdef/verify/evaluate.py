@@ -22,6 +22,11 @@ class UnsupportedLayer(NetdefError):
     """A layer type (or setting) the CPU evaluator does not compute."""
 
 
+def can_evaluate(layer: LayerDescription) -> bool:
+    """Whether `evaluate` computes layers of this kind."""
+    return layer.type in _OPS
+
+
 def evaluate(layers: list[LayerDescription], inputs: Mapping[str, Any]) -> dict[str, Any]:
     """Every tensor of the network (inputs included) by name, as torch tensors (floats in float64), from the
     layers' descriptions (`trt_api.describe_layers`) and the network inputs' arrays by name."""
