@@ -10,10 +10,10 @@ from typing import Any, Union
 
 import numpy as np
 
-from .errors import OptionError, WtsFormatError
+from .errors import WtsFormatError
 from .fileio import file_sha256
 from .network import Network
-from .options import BuildOptions, format_hw_range
+from .options import BuildOptions
 from .spec import Spec, build_network, load_spec
 from .wts import read_wts
 
@@ -57,22 +57,10 @@ def define_network(spec: Spec | str | Path, weights: Weights, opts: BuildOptions
         quantizer = Quantizer.for_build(spec, weights_sha, opts)
     net.quantizer = quantizer
     build_network(spec, net, (-1, -1) if opts.input_range else opts.input_hw)  # -1: H, W chosen at run time
-    if opts.input_range and net.model.get("stride"):
-        check_stride(opts.input_range, int(net.model["stride"]), spec.name)
     unused = net.check_keys(strict=opts.strict)
     if unused:
         log(f"[netdef] warning: {len(unused)} unused key(s) in {source}, e.g. {unused[:3]}")
     return net
-
-
-def check_stride(hw_range: Any, stride: int, name: str) -> None:
-    """MIN, OPT and MAX of a dynamic size must be multiples of the model's recorded stride (the YOLO heads'):
-    TensorRT only warns about such a range and builds an engine whose sizes do not fit together."""
-    bad = [f"{h}x{w}" for h, w in hw_range if h % stride or w % stride]
-    if bad:
-        fit = [tuple(max(stride, round(v / stride) * stride) for v in hw) for hw in hw_range]
-        raise OptionError(f"--input-shape {format_hw_range(hw_range)}: {name}'s input height and width must be "
-                          f"multiples of its stride {stride} ({', '.join(bad)} not), e.g. {format_hw_range(fit)}")
 
 
 def _array(v: Any) -> np.ndarray:

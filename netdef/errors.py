@@ -15,6 +15,7 @@ Where an error happened (the YAML row a block was building) is added once, by `a
 from __future__ import annotations
 
 import os
+import sysconfig
 import traceback
 
 
@@ -88,5 +89,9 @@ def raised_at(e: BaseException) -> str:
         return f" at {e.filename}:{e.lineno}"
     own = os.path.dirname(os.path.abspath(__file__)) + os.sep
     frames = [f for f in traceback.extract_tb(e.__traceback__)
-              if "importlib" not in f.filename and not os.path.abspath(f.filename).startswith(own)]
+              if not f.filename.startswith("<") and not os.path.abspath(f.filename).startswith(own)]
+    # prefer the user's own files to the libraries it called (torch raising inside torch.load)
+    libraries = tuple(os.path.abspath(p) + os.sep for p in {sysconfig.get_path(k) for k in ("stdlib", "purelib",
+                                                                                           "platlib")} if p)
+    frames = [f for f in frames if not os.path.abspath(f.filename).startswith(libraries)] or frames
     return f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""

@@ -75,9 +75,11 @@ def refit_file(engine: str | Path, weights: Weights, output: str | Path | None =
     log = log or _stderr
     t0 = time.perf_counter()
     engine = Path(engine)
-    output = check_output(output or engine, inputs=[None if isinstance(weights, Mapping) else weights, *block_files()],
-                          what="the refitted engine")
+    what = "the refitted engine"
+    output = check_output(output or engine, inputs=[None if isinstance(weights, Mapping) else weights], what=what)
     meta, plan = engine_file.read_plan(engine)
+    spec = spec_of(meta)  # loads the block modules its YAML names: they are inputs too
+    check_output(output, inputs=[spec.path, *block_files()], what=what)
     log(f"[netdef] computing the new weights of {meta['arch']['name']} ...")
     source, sha = weights_identity(weights)
     arrays, spec, opts = refit_arrays(meta, weights, log, identity=(source, sha))

@@ -217,7 +217,7 @@ def load_spec(path: str | Path) -> Spec:
         return SpecError(f"{path}:{key_lines.get(key, 1)}: '{key}': {msg}")
 
     inp = data.get("input")
-    if inp is None:
+    if "input" not in data:
         near = difflib.get_close_matches("input", [k for k in data if k not in RESERVED], n=1)
         hint = f" ('{near[0]}' on line {key_lines.get(near[0], 1)} is not one: netdef reads 'input')" if near else ""
         raise SpecError(f"{path}: no 'input' key{hint}: give input: {{name: ..., shape: [C, H, W]}}")
@@ -264,13 +264,14 @@ def load_spec(path: str | Path) -> Spec:
 def _refuse_duplicate_keys(path: Path, node: Any) -> None:
     """A key given twice in one mapping is an error (YAML loaders keep the last one silently)."""
     if isinstance(node, yaml.MappingNode):
-        seen: dict[Any, int] = {}
+        seen: dict[tuple[str, str], int] = {}
         for k, _ in node.value:
             if isinstance(k, yaml.ScalarNode):
-                if k.value in seen:
+                key = (k.tag, k.value)  # 1 and '1' are different keys
+                if key in seen:
                     raise SpecError(f"{path}:{k.start_mark.line + 1}: '{k.value}' is given twice in one mapping "
-                                    f"(first on line {seen[k.value]}): keep one")
-                seen[k.value] = k.start_mark.line + 1
+                                    f"(first on line {seen[key]}): keep one")
+                seen[key] = k.start_mark.line + 1
     for child in node.value if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)) else ():
         for n in child if isinstance(child, tuple) else (child,):
             _refuse_duplicate_keys(path, n)

@@ -309,6 +309,9 @@ def test_target_size_of_static_and_dynamic_engines():
     dyn = eng((-1, 3, -1, -1), [((320, 320), (640, 640), (1280, 1280))])
     assert _target_size(dyn, {"stride": 64}, None, True) == ((640, 640), 64)
     assert _target_size(dyn, {"stride": 64}, (960, 960), False) == ((960, 960), 64)
+    with pytest.raises(OptionError, match=r"^--input-shape 650x650: e\.engine takes heights and widths that are "
+                                          r"multiples of its model's stride 64$"):
+        _target_size(dyn, {"stride": 64}, (650, 650), False)
     with pytest.raises(NetdefError, match="--rect needs the model's stride, which its header does not record"):
         _target_size(dyn, {"task": "detect"}, None, True)
 

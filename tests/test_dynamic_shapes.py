@@ -258,12 +258,17 @@ def test_dynamic_yolo_and_unet_engines_build(name, outputs, yolov5_models, tmp_p
     (((300, 300), (320, 320), (640, 640)), "300x300", "288x288:320x320:640x640"),
     (((256, 256), (320, 330), (640, 650)), "320x330, 640x650", "256x256:320x320:640x640"),
 ])
-def test_a_size_range_off_the_stride_is_refused(rng, bad, fit, yolov5_models):
+def test_a_size_range_off_the_stride_is_refused(rng, bad, fit, yolov5_models, tmp_path):
     """TensorRT only warns about a range whose sizes are not multiples of the model's stride, and builds an engine
-    whose feature maps do not fit together: netdef refuses it, naming the sizes and a range that fits."""
+    whose feature maps do not fit together: netdef refuses it before building, naming the sizes and a range that
+    fits."""
+    from netdef.wts import write_wts
+
     _, sd = _reference("yolov8n", yolov5_models)
+    write_wts(tmp_path / "w.wts", sd)
     with pytest.raises(OptionError) as e:
-        define_network("yolov8n", sd, BuildOptions(input_range=rng), log=_quiet)
+        build_engine("yolov8n", tmp_path / "w.wts", tmp_path / "d.engine", BuildOptions(input_range=rng), log=_quiet)
+    assert not (tmp_path / "d.engine").exists()
     assert str(e.value) == (f"--input-shape {format_hw_range(rng)}: yolov8n's input height and width must be "
                             f"multiples of its stride 32 ({bad} not), e.g. {fit}")
 

@@ -461,6 +461,9 @@ def _target_size(eng: Any, model: dict[str, Any] | None, input_hw: tuple[int, in
         return static, 32
     hw = tuple(input_hw) if input_hw is not None else tuple(eng.hw_ranges[0][1])
     stride = (model or {}).get("stride")
+    if stride and any(int(d) % int(stride) for d in hw):
+        raise OptionError(f"--input-shape {hw[0]}x{hw[1]}: {eng.path} takes heights and widths that are multiples of "
+                          f"its model's stride {stride}")
     if rect and stride is None:
         raise NetdefError(f"{eng.path}: --rect needs the model's stride, which its header does not record (built "
                           f"before netdef recorded it): rebuild the engine")

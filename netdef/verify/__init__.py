@@ -101,11 +101,14 @@ def _check_evaluable(layers: list, spec: Spec, params: dict[str, Any]) -> None:
     bad = next((lay for lay in layers if not can_evaluate(lay)), None)
     if bad is None:
         return
-    hints = [f"--set {k}={c}" for k, p in spec.build_params().items() if p.choices
-             for c in p.choices if c != params.get(k) and c != "plugin"]
-    what = f"a plugin ({bad.type})" if bad.type in PLUGIN_TYPES else f"a {bad.type} layer"
+    plugin = bad.type in PLUGIN_TYPES
+    avoid = "decode" if plugin else "one2many" if bad.type == "TOPK" else None  # the YOLO heads' choices without it
+    hints = [f"--set {k}={avoid}" for k, p in spec.build_params().items()
+             if p.choices and avoid in p.choices and params.get(k, p.default) != avoid]
+    what = f"a plugin ({bad.type})" if plugin else f"a {bad.type} layer"
+    without = f"without it ({' or '.join(hints)}) or " if hints else ""
     raise UnsupportedLayer(f"layer '{bad.name}' is {what}, which the CPU evaluator cannot compute: verify the "
-                           f"network without it ({' or '.join(hints) or 'no such layers'}) or without --cpu on a GPU")
+                           f"network {without}without --cpu on a GPU")
 
 
 def _stderr(msg: str) -> None:
