@@ -75,6 +75,8 @@ def refit_file(engine: str | Path, weights: Weights, output: str | Path | None =
     log = log or _stderr
     t0 = time.perf_counter()
     engine = Path(engine)
+    if not isinstance(weights, Mapping) and engine_file.is_engine_file(weights):
+        raise OptionError(f"--weights {weights} is a netdef engine, not a .wts file: give the new weights' .wts")
     what = "the refitted engine"
     output = check_output(output or engine, inputs=[None if isinstance(weights, Mapping) else weights], what=what)
     meta, plan = engine_file.read_plan(engine)

@@ -207,10 +207,46 @@ def test_the_error_handler(capsys):
     assert capsys.readouterr().err == "interrupted\n"
     assert run_guarded(fails(BrokenPipeError()), prog="netdef info") == SIGPIPE_EXIT
     assert capsys.readouterr() == ("", "")
+    denied = PermissionError(13, "Permission denied", "/srv/models/tmpx1.plan")
+    assert run_guarded(fails(denied), prog="netdef export-plan") == 1
+    assert capsys.readouterr().err == ("netdef export-plan: error: [Errno 13] Permission denied: "
+                                       "'/srv/models/tmpx1.plan' (--debug shows where)\n")
     with pytest.raises(OptionError):
         run_guarded(fails(OptionError("x")), prog="netdef run", debug=True)
     with pytest.raises(ZeroDivisionError):  # a bug keeps its traceback
         run_guarded(lambda: 1 / 0, prog="netdef run")
+
+
+def test_bench_and_profile_refuse_a_report_over_their_engine_before_timing(r18, capsys):
+    eng = r18 / "r18_guard.engine"
+    assert main(["build", "resnet18", "--weights", str(r18 / "r18.wts"), "-o", str(eng), "--batch", "1:1:2",
+                 "--opt-level", "0"]) == 0
+    before = eng.read_bytes()
+    capsys.readouterr()
+    for args in (["bench", str(eng), "--json", str(eng)], ["bench", str(eng), "--chart", str(eng)],
+                 ["profile", str(eng), "--json", str(eng)]):
+        assert main(args) == 1
+        err = capsys.readouterr().err
+        assert f"{args[2]} {eng} is also an input of this command ({eng})" in err, err
+    assert eng.read_bytes() == before
+
+
+def test_run_output_names_and_guards_the_file_numpy_writes(r18, tmp_path, capsys):
+    import numpy as np
+
+    from netdef.cli.run import numpy_file
+
+    assert numpy_file("logits", 1) == "logits.npy" and numpy_file("o.npy", 1) == "o.npy"
+    assert numpy_file("o.npz", 1) == "o.npz" and numpy_file("outs", 2) == "outs.npz"
+    assert numpy_file("o.npy", 2) == "o.npy.npz"
+    eng = r18 / "r18.engine"
+    if not eng.is_file():
+        assert main(["build", "resnet18", "--weights", str(r18 / "r18.wts"), "-o", str(eng), "--batch", "1:2:4"]) == 0
+    x = tmp_path / "cal.npy"
+    np.save(x, np.zeros((1, 3, 224, 224), np.float32))
+    capsys.readouterr()
+    assert main(["run", str(eng), "--input", str(x), "--output", str(tmp_path / "cal")]) == 1
+    assert f"--output {x} is also an input of this command ({x})" in capsys.readouterr().err
 
 
 def test_a_reader_that_goes_away_ends_quietly(tmp_path):
@@ -301,7 +337,8 @@ def fake_engine(tmp_path):
 
 @pytest.mark.parametrize("args, needle", [
     (["run", "ENGINE", "--input", "MISSING.npy"], "--input MISSING.npy: no such file"),
-    (["run", "ENGINE", "--input", "BAD.npy"], "--input BAD.npy: not a .npy array"),
+    (["run", "ENGINE", "--input", "BAD.npy"], "--input BAD.npy: not a .npy file (save the input array with "
+                                              "numpy.save)"),
     (["run", "ENGINE", "--output", "ENGINE"], "--output ENGINE is also an input of this command"),
     (["detect", "ENGINE", "MISSING.jpg", "--out", "OUT"], "no such image or folder: MISSING.jpg"),
     (["detect", "ENGINE", "BAD.npy", "--out", "OUT"], "cannot read image BAD.npy"),

@@ -324,6 +324,20 @@ def test_triton_repository_matches_the_engine(engines, name, opts, tmp_path):
     assert not res.libraries and not (model / "plugins.txt").exists()
 
 
+def test_triton_refuses_a_config_that_another_version_would_not_fit(engines, tmp_path):
+    """config.pbtxt is shared by a model's versions: writing version 1 of another profile layout while version 2
+    holds the old plan is refused before anything is written; the same engine again is fine."""
+    repo = tmp_path / "models"
+    for version in (1, 2, 1):
+        write_repository(engines("r50"), repo, TritonOptions(name="r50", version=version))
+    config = (repo / "r50" / "config.pbtxt").read_bytes()
+    with pytest.raises(OptionError, match=r"version 2's plan takes other inputs, outputs or batch sizes, and the "
+                                          r"config.pbtxt written now would serve it too: use another --name, or "
+                                          r"remove .*/r50/2 first"):
+        write_repository(engines("r50_3p"), repo, TritonOptions(name="r50", version=1))
+    assert (repo / "r50" / "config.pbtxt").read_bytes() == config
+
+
 def test_triton_repository_of_a_plugin_engine(engines, tmp_path):
     engine = engines("y5s_plugin")
     meta, plan = engine_file.read_plan(engine)

@@ -57,6 +57,15 @@ def test_collect_images_files_and_folders(tmp_path):
         read_image(tmp_path / "d" / "notes.txt")
 
 
+def test_an_image_pillow_refuses_as_too_large_is_one_error(tmp_path, monkeypatch):
+    from PIL import Image
+
+    Image.new("RGB", (64, 64)).save(tmp_path / "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 4096 pixels: over twice the limit, a "bomb"
+    with pytest.raises(NetdefError, match=r"cannot read image .*big\.png: .* \(Pillow refuses images this large"):
+        read_image(tmp_path / "big.png")
+
+
 def test_load_names(tmp_path):
     (tmp_path / "n.txt").write_text("person\n\nbicycle \ncar\n")
     assert load_names(tmp_path / "n.txt") == ["person", "bicycle", "car"]

@@ -6,6 +6,8 @@ import os
 import numpy as np
 import pytest
 
+from netdef import engine_file
+
 from netdef.build import BuildOptions, build_engine
 from netdef.errors import OptionError
 from netdef.fileio import check_output
@@ -75,5 +77,9 @@ def test_refit_and_calibrate_refuse_their_inputs(lenet_wts, tmp_path):
 
     with pytest.raises(OptionError, match="is also an input"):
         refit_file(tmp_path / "e.engine", lenet_wts, output=lenet_wts)
+    engine = tmp_path / "e.engine"
+    engine.write_bytes(engine_file.MAGIC + b"rest of a header")
+    with pytest.raises(OptionError, match=rf"^--weights {engine} is a netdef engine, not a \.wts file"):
+        refit_file(engine, engine)
     with pytest.raises(OptionError, match="is also an input"):
         calibrate_torch(None, "lenet", lenet_wts, [np.zeros((1, 1, 16, 16), np.float32)], lenet_wts)

@@ -13,8 +13,8 @@ SIGPIPE_EXIT = 141  # 128 + SIGPIPE: what a shell reports for a program whose re
 def run_guarded(fn: Callable[[], int | None], *, prog: str, debug: bool = False) -> int:
     """Run a command and return its exit status. A NetdefError prints one line `PROG: error: MESSAGE` on
     stderr (exit 1), Ctrl-C prints `interrupted` (exit 130), a closed stdout (`netdef info --json x | head`)
-    ends quietly; with `debug` the first two raise instead, traceback and all. Other exceptions are bugs
-    and keep their traceback."""
+    ends quietly; an OSError that reaches here (a folder that cannot be written, a full disk) is one line too;
+    with `debug` these raise instead, traceback and all. Other exceptions are bugs and keep their traceback."""
     try:
         status = int(fn() or 0)
         sys.stdout.flush()  # a reader that went away shows here, not at interpreter exit
@@ -32,6 +32,11 @@ def run_guarded(fn: Callable[[], int | None], *, prog: str, debug: bool = False)
     except BrokenPipeError:
         _silence_stdout()
         return SIGPIPE_EXIT
+    except OSError as e:
+        if debug:
+            raise
+        print(f"{prog}: error: {e} (--debug shows where)", file=sys.stderr)
+        return 1
 
 
 def _silence_stdout() -> None:

@@ -41,6 +41,8 @@ def cmd_run(a: argparse.Namespace) -> int:
     x = load_input(a.input) if a.input else None
     if a.output:
         check_output(a.output, inputs=[a.engine, a.input], what="--output")
+        for count in _output_counts(a.engine):
+            check_output(numpy_file(a.output, count), inputs=[a.engine, a.input], what="--output")
     eng = Engine(a.engine, backend=a.backend, cuda_graph=a.cuda_graph, device=device)
     if x is None:
         spec = eng.inputs[0]
@@ -50,12 +52,33 @@ def cmd_run(a: argparse.Namespace) -> int:
     for name, v in outs.items():
         print(f"{name}: shape {tuple(v.shape)} {v.dtype}  min {v.min():.4g} max {v.max():.4g} mean {v.mean():.4g}")
     if a.output:
-        if len(outs) == 1 and not a.output.endswith(".npz"):
-            np.save(a.output, next(iter(outs.values())))
+        path = numpy_file(a.output, len(outs))
+        if path.endswith(".npy"):
+            np.save(path, next(iter(outs.values())))
         else:
-            np.savez(a.output, **outs)
-        print(f"wrote {a.output}")
+            np.savez(path, **outs)
+        print(f"wrote {path}")
     return 0
+
+
+def _output_counts(engine: str) -> tuple[int, ...]:
+    """The engine's output count as its header or sidecar records it; (1, 2), both file names numpy might
+    write, where none says (a raw plan without a sidecar, a header Engine() will refuse with its own error)."""
+    from ..deploy.plan import read_any_meta
+    from ..errors import NetdefError
+
+    try:
+        meta = read_any_meta(engine)
+    except NetdefError:
+        return (1, 2)
+    return (len(meta["outputs"]),) if meta else (1, 2)
+
+
+def numpy_file(path: str, outputs: int) -> str:
+    """The file `--output PATH` writes: .npy for one output (unless PATH ends in .npz), else .npz; the suffix
+    added when PATH lacks it, as numpy does."""
+    suffix = ".npy" if outputs == 1 and not path.endswith(".npz") else ".npz"
+    return path if path.endswith(suffix) else path + suffix
 
 
 def load_input(path: str) -> Any:
@@ -63,7 +86,11 @@ def load_input(path: str) -> Any:
     import numpy as np
 
     try:
-        x = np.load(path)
+        with open(path, "rb") as f:
+            magic = f.read(6)
+        if not magic.startswith((b"\x93NUMPY", b"PK")):  # .npy, or .npz (a zip file)
+            raise OptionError(f"--input {path}: not a .npy file (save the input array with numpy.save)")
+        x = np.load(path)  # pickled arrays stay refused
     except FileNotFoundError:
         raise OptionError(f"--input {path}: no such file") from None
     except (OSError, ValueError) as e:

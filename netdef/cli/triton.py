@@ -10,7 +10,7 @@ from .options import number, parse_numbers
 HELP = "write a Triton model repository (config.pbtxt, the plan, plugin libraries) for an engine"
 DESCRIPTION = ("Writes REPO/NAME/config.pbtxt (platform tensorrt_plan, max_batch_size, inputs and outputs, dynamic "
                "batching preferring the profiles' OPT batches, instance groups using every profile) and "
-               "REPO/NAME/VERSION/model.plan. A plugin engine's libraries are copied into REPO/NAME with the "
+               "REPO/NAME/VERSION/model.plan with its sidecar model.plan.json. A plugin engine's libraries are copied into REPO/NAME with the "
                "tritonserver option that loads them (plugins.txt).")
 
 

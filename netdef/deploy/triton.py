@@ -33,7 +33,7 @@ from .. import __version__, engine_file
 from ..errors import NetdefError, OptionError
 from ..fileio import atomic_write, check_output, file_sha256
 from ..options import format_hw_range
-from .plan import load_hints, load_plan, sidecar_path, write_plan
+from .plan import load_hints, load_plan, read_sidecar, sidecar_path, write_plan
 
 PLATFORM = "tensorrt_plan"
 PLAN_NAME = "model.plan"  # the TensorRT backend's default model file name
@@ -207,6 +207,7 @@ def write_repository(engine: str | os.PathLike, repo: str | os.PathLike,
         check_output(path, inputs=inputs + libraries, what=what)
     if libraries:
         check_output(model_dir / OPTIONS_NAME, inputs=inputs, what="server options")
+    _check_other_versions(model_dir, opts, config)
 
     t = meta["tensorrt"]
     if t["flavor"] != "tensorrt":
@@ -228,6 +229,23 @@ def write_repository(engine: str | os.PathLike, repo: str | os.PathLike,
     if names:
         atomic_write(model_dir / OPTIONS_NAME, _options_text(meta, repo, res).encode())
     return res
+
+
+def _check_other_versions(model_dir: Path, opts: TritonOptions, config: dict[str, Any]) -> None:
+    """One config.pbtxt serves every version of a model: refuse a configuration that the plans of the model's
+    other versions would not fit (Triton loads the latest version by default)."""
+    if not model_dir.is_dir():
+        return
+    for d in sorted(p for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit() and p.name != str(opts.version)):
+        plan = d / PLAN_NAME
+        if not plan.is_file():
+            continue
+        side = sidecar_path(plan)
+        other = model_config(read_sidecar(side), opts) if side.is_file() else None
+        if other != config:
+            why = "has no sidecar to tell" if other is None else "takes other inputs, outputs or batch sizes"
+            raise OptionError(f"{model_dir}: version {d.name}'s plan {why}, and the config.pbtxt written now would "
+                              f"serve it too: use another --name, or remove {d} first")
 
 
 def _plugin_libraries(meta: dict[str, Any], engine: Path) -> list[Path]:

@@ -78,6 +78,9 @@ def read_image(path: str | Path) -> np.ndarray:
             return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
     except (OSError, UnidentifiedImageError) as e:
         raise NetdefError(f"cannot read image {path}: {e}") from None
+    except Image.DecompressionBombError as e:
+        raise NetdefError(f"cannot read image {path}: {e} (Pillow refuses images this large; raise "
+                          f"PIL.Image.MAX_IMAGE_PIXELS from Python if the file is genuine)") from None
 
 
 def load_names(path: str | Path) -> list[str]:
