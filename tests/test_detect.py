@@ -405,12 +405,19 @@ def test_cli_register_and_run(tmp_path, monkeypatch):
     (tmp_path / "names.txt").write_text("zero\none\ntwo\n")
     seen = {}
 
+    order = []
+
     def fake_engine_detector(engine, conf, iou, max_det, names, device=None, **kw):
         seen.update(engine=engine, conf=conf, iou=iou, max_det=max_det, device=device, **kw)
-        return Detector(centre_box_model((320, 320)), (320, 320), OutputLayout("raw", {"pred": "output"}),
-                        conf=conf or 0.25, names=names)
+        order.append("engine")
+        det = Detector(centre_box_model((320, 320)), (320, 320), OutputLayout("raw", {"pred": "output"}),
+                       conf=conf or 0.25, names=names)
+        return lambda arrays, labels: order.append(len(arrays)) or det(arrays, labels)
+
+    import netdef.cli.detect as cli_detect
 
     monkeypatch.setattr(d, "engine_detector", fake_engine_detector)
+    monkeypatch.setattr(cli_detect, "IMAGES_AT_ONCE", 3)  # the photos decoded and detected three at a time
     parser = argparse.ArgumentParser(prog="netdef")
     register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["detect", "m.engine", str(tmp_path / "imgs"), "--out", str(tmp_path / "out"),
@@ -422,6 +429,7 @@ def test_cli_register_and_run(tmp_path, monkeypatch):
     assert sorted(Path(r["image"]).name for r in saved) == sorted(p.name for p in paths)
     assert all(r["names"] == ["one"] for r in saved)
     assert all((tmp_path / "out" / r["annotated"]).is_file() for r in saved)
+    assert order == ["engine", 3, len(paths) - 3]
 
 
 def cli_args(*argv: str) -> argparse.Namespace:

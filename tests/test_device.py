@@ -232,7 +232,7 @@ def test_run_bench_profile_detect_use_the_device(two_gpus, tmp_path, monkeypatch
         return lambda arrays, labels: [{"image": label, "boxes": []} for label in labels]
 
     monkeypatch.setattr(netdef.tools.detect, "engine_detector", fake_detector)
-    monkeypatch.setattr(netdef.tools.detect, "write_results", lambda results, arrays, out, **kw: [])
+    monkeypatch.setattr(netdef.tools.detect, "write_annotated", lambda results, arrays, out, names, **kw: [])
     for command in ("run", "bench", "profile", "detect"):
         assert main([*command_argv(command, tmp_path), "--device", "1"]) == 0
     assert main(command_argv("run", tmp_path)) == 0

@@ -11,6 +11,8 @@ from ..tools import detect
 from .device import add_device_option, device_index
 from .options import number, parse_hw, parse_numbers
 
+IMAGES_AT_ONCE = 64  # images decoded, detected and drawn at a time
+
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
     """Add `netdef detect` to the command line."""
@@ -60,11 +62,19 @@ def cmd_detect(a: argparse.Namespace) -> int:
         raise OptionError(f"--out {a.out} is a file: give a folder for detections.json and the annotated images")
     detect.check_outputs([str(f) for f in files], a.out, inputs=[a.engine, a.names])  # no output replaces an input
     device = device_index(a)
-    arrays = [detect.read_image(f) for f in files]
+    for f in files:  # every image readable (from its header) before the engine loads
+        detect.check_image(f)
     det = detect.engine_detector(a.engine, a.conf, a.iou, a.max_det, names, device=device,
                                  kpt_shape=tuple(kpt_shape) if kpt_shape else None, input_hw=hw, rect=a.rect)
-    results = det(arrays, [str(f) for f in files])
-    detect.write_results(results, arrays, a.out, check_masks=False)  # masks the detector just encoded
+    labels = [str(f) for f in files]
+    annotated = detect.annotated_names(labels)
+    results: list[dict] = []
+    for i in range(0, len(files), IMAGES_AT_ONCE):  # decoded a chunk at a time: memory does not grow with the folder
+        arrays = [detect.read_image(f) for f in files[i:i + IMAGES_AT_ONCE]]
+        chunk = det(arrays, labels[i:i + IMAGES_AT_ONCE])
+        detect.write_annotated(chunk, arrays, a.out, annotated[i:i + IMAGES_AT_ONCE], check_masks=False)
+        results += chunk
+    detect.write_detections_json(results, a.out)
     found = (f"{sum(len(r['boxes']) for r in results)} detection(s)" if all("boxes" in r for r in results)
              else "top-5 classes each")
     print(f"{len(results)} image(s), {found} -> {Path(a.out) / 'detections.json'}")

@@ -71,11 +71,31 @@ def collect_images(paths: Sequence[str | Path]) -> list[Path]:
 
 def read_image(path: str | Path) -> np.ndarray:
     """An image file as HxWx3 uint8 RGB (Pillow; EXIF orientation applied like cv2.imread)."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import ImageOps
+
+    with _open_image(path) as im:
+        return _decoded(path, lambda: np.asarray(ImageOps.exif_transpose(im).convert("RGB")))
+
+
+def check_image(path: str | Path) -> None:
+    """That `path` is an image Pillow reads, from its header alone (no pixels decoded): a command checks every
+    input this way before its long work, then decodes the images a batch at a time."""
+    with _open_image(path):
+        pass
+
+
+def _open_image(path: str | Path) -> Any:
+    from PIL import Image
+
+    return _decoded(path, lambda: Image.open(path))
+
+
+def _decoded(path: str | Path, fn: Callable[[], Any]) -> Any:
+    """fn() with Pillow's failures as one NetdefError naming the image."""
+    from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
-            return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+        return fn()
     except (OSError, UnidentifiedImageError) as e:
         raise NetdefError(f"cannot read image {path}: {e}") from None
     except Image.DecompressionBombError as e:
@@ -652,17 +672,32 @@ def write_results(results: list[dict[str, Any]], arrays: list[np.ndarray], out_d
     """detections.json and one annotated image per input (`annotated_names`) in `out_dir`; returns the images.
     Refuses (before writing anything) where an annotated image would replace its own or another input image.
     `check_masks` as in `draw_detections` (False: results straight from a Detector)."""
-    out = Path(out_dir)
     labels = [det["image"] for det in results]
-    check_outputs(labels, out)
+    check_outputs(labels, out_dir)
+    written = write_annotated(results, arrays, out_dir, annotated_names(labels), check_masks=check_masks)
+    write_detections_json(results, out_dir)
+    return written
+
+
+def write_annotated(results: Sequence[dict[str, Any]], arrays: Sequence[np.ndarray], out_dir: str | Path,
+                    names: Sequence[str], *, check_masks: bool = True) -> list[Path]:
+    """One annotated image per result, named `names` (`annotated_names` of all the run's labels, checked with
+    `check_outputs`); records each name in its result as "annotated". Returns the images written."""
+    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for det, im, name in zip(results, arrays, annotated_names(labels)):
+    for det, im, name in zip(results, arrays, names):
         det["annotated"] = name
         atomic_write(out / name, _encode(draw_detections(im, det, check_masks=check_masks), Path(name).suffix))
         written.append(out / name)
-    atomic_write(out / DETECTIONS_JSON, json.dumps(results, indent=1).encode())
     return written
+
+
+def write_detections_json(results: Sequence[dict[str, Any]], out_dir: str | Path) -> Path:
+    """detections.json of all the results in `out_dir` (atomically)."""
+    path = Path(out_dir) / DETECTIONS_JSON
+    atomic_write(path, json.dumps(list(results), indent=1).encode())
+    return path
 
 
 def _encode(im: Any, suffix: str) -> bytes:
