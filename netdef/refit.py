@@ -39,6 +39,7 @@ def refit_arrays(meta: dict[str, Any], weights: Weights, log: Log | None = None,
     if not opts.refittable:
         raise OptionError("the engine was built without --refittable: rebuild it with --refittable to refit it")
     spec = spec_of(meta)
+    (log or _stderr)(f"[netdef] computing the new weights of {spec.name} ...")
     quantizer = None
     if opts.precision == "int8":  # the table belongs to the weights the engine was built from: ranges kept
         from .int8.quantize import Quantizer
@@ -82,7 +83,6 @@ def refit_file(engine: str | Path, weights: Weights, output: str | Path | None =
     meta, plan = engine_file.read_plan(engine)
     spec = spec_of(meta)  # loads the block modules its YAML names: they are inputs too
     check_output(output, inputs=[spec.path, *block_files()], what=what)
-    log(f"[netdef] computing the new weights of {meta['arch']['name']} ...")
     source, sha = weights_identity(weights)
     arrays, spec, opts = refit_arrays(meta, weights, log, identity=(source, sha))
     if not trt_api.can_run_engines():

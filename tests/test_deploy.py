@@ -389,6 +389,8 @@ def test_engine_whose_batch_starts_above_one_is_served_without_batching(engines)
 
 @pytest.mark.parametrize("args, message", [
     (["--name", "a/b"], "a Triton model name is a folder name"),
+    (["--name", "..."], "not starting with '.' (a hidden folder Triton would not list)"),
+    (["--name", ".."], "not starting with '.'"),
     (["--version", "0"], "--version 0: must be >= 1"),
     (["--gpus", "0,0"], "distinct GPU indices"),
     (["--instances", "x"], "--instances 'x': expected an integer"),

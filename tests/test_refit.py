@@ -86,3 +86,7 @@ def test_a_plain_engine_is_not_refittable(tmp_path):
     assert "refit_key" not in res.meta
     with pytest.raises(OptionError, match="built without --refittable"):
         refit_arrays(res.meta, tmp_path / "a.wts")
+    said = []
+    with pytest.raises(OptionError, match="built without --refittable"):
+        refit_file(res.path, tmp_path / "a.wts", tmp_path / "out.engine", log=said.append)
+    assert said == [] and not (tmp_path / "out.engine").exists()  # refused before any work is announced

@@ -60,9 +60,9 @@ class TritonOptions:
     cuda_graphs: bool = False
 
     def validate(self) -> None:
-        if self.name is not None and (not _NAME.fullmatch(self.name) or self.name in (".", "..")):
+        if self.name is not None and (not _NAME.fullmatch(self.name) or self.name.startswith(".")):
             raise OptionError(f"--name '{self.name}': a Triton model name is a folder name of letters, digits, "
-                              "'_', '-' and '.'")
+                              "'_', '-' and '.', not starting with '.' (a hidden folder Triton would not list)")
         if self.version < 1:
             raise OptionError(f"--version {self.version}: Triton model versions are numbers >= 1")
         if self.instances < 1:
