@@ -375,8 +375,7 @@ class Network:
         if p is None:
             p = (dh * (kh - 1) // 2, dw * (kw - 1) // 2)
         c1 = self.channels(x)
-        if not isinstance(c2, numbers.Integral) or isinstance(c2, bool) or c2 < 1:
-            raise SpecError(f"{prefix}: output channels {c2!r}: expected a positive integer")
+        _check_channels(prefix, c2)
         if c1 % g or c2 % g:
             raise SpecError(f"{prefix}: channels {c1}->{c2} are not divisible by groups={g}")
         w = self.weight(f"{prefix}.weight", (c2, c1 // g, kh, kw))
@@ -857,8 +856,7 @@ class Network:
         d (k - 1) + output_padding + 1. `bias=None` uses `prefix.bias` when the file has it."""
         (kh, kw), (sh, sw), (ph, pw), (oh, ow), (dh, dw) = (_pair(v) for v in (k, s, p, output_padding, d))
         c1 = self.channels(x)
-        if not isinstance(c2, numbers.Integral) or isinstance(c2, bool) or c2 < 1:
-            raise SpecError(f"{prefix}: output channels {c2!r}: expected a positive integer")
+        _check_channels(prefix, c2)
         if c1 % g or c2 % g:
             raise SpecError(f"{prefix}: channels {c1}->{c2} are not divisible by groups={g}")
         if not (0 <= oh < max(sh, dh) and 0 <= ow < max(sw, dw)):
@@ -931,6 +929,16 @@ def _pair(v: int | Sequence[int]) -> tuple[int, int]:
     """A kernel size, stride, padding or dilation: one integer or two (a YAML value such as 2.5 or 'two' is an
     error, not truncated)."""
     pair = tuple(v) if isinstance(v, (list, tuple)) else (v, v)
-    if len(pair) != 2 or not all(isinstance(n, numbers.Integral) and not isinstance(n, bool) for n in pair):
+    if len(pair) != 2 or not all(map(_is_int, pair)):
         raise SpecError(f"expected an integer or two integers (a kernel size, stride, padding or dilation), got {v!r}")
     return int(pair[0]), int(pair[1])
+
+
+def _check_channels(prefix: str, c2: Any) -> None:
+    """An output channel count from the YAML: a positive integer."""
+    if not _is_int(c2) or c2 < 1:
+        raise SpecError(f"{prefix}: output channels {c2!r}: expected a positive integer")
+
+
+def _is_int(n: Any) -> bool:
+    return isinstance(n, numbers.Integral) and not isinstance(n, bool)
