@@ -42,7 +42,8 @@ def build_engine(arch: str | Path | Spec, weights: Weights, output: str | Path, 
     t0 = time.perf_counter()
     spec = arch if isinstance(arch, Spec) else load_spec(arch)
     output = check_output(output, inputs=[spec.path, *block_files(), None if isinstance(weights, Mapping) else weights,
-                                          opts.calibration, opts.timing_cache], what="the engine output")
+                                          opts.calibration, opts.timing_cache], what="the engine output",
+                          kind=engine_file.ENGINE_FILE)
     source, weights_sha = weights_identity(weights)
     target = target_identity(opts)
     key = build_key(spec.sha256, weights_sha, opts, target)

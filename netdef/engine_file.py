@@ -23,13 +23,17 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import EngineFileError, EngineMismatchError
-from .fileio import atomic_write
+from .fileio import FileKind, atomic_write
+from .trt_api import PLAN_MAGICS
 
 MAGIC = b"NETDEF-ENGINE\n"
 FORMAT = 2
 MAX_HEADER_BYTES = 16 << 20  # a real header is a few KiB; anything larger is damage, not metadata
 _PREFIX = len(MAGIC) + 8
 _CHUNK = 1 << 22
+# what an engine output may replace: a netdef engine (a cut one too) or a raw TensorRT plan
+ENGINE_FILE = FileKind("a netdef engine or TensorRT plan",
+                       lambda head: head.startswith(MAGIC) or MAGIC.startswith(head) or head[:4] in PLAN_MAGICS)
 
 
 def write_engine(path: str | Path, plan: bytes | memoryview, meta: dict[str, Any]) -> dict[str, Any]:

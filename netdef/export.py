@@ -9,7 +9,7 @@ from typing import Any
 
 from .errors import NetdefError, raised_at
 from .fileio import check_output
-from .wts import write_wts
+from .wts import WTS_FILE, write_wts
 
 CHECKPOINT_KEYS = ("ema", "model", "state_dict", "model_state_dict")
 
@@ -123,7 +123,7 @@ def export_wts(source: Any, output: str | Path, *, state_dict: str | None = None
     Messages go to `log` (default: stderr)."""
     log = log or _stderr
     check_output(output, inputs=[source if isinstance(source, (str, Path)) else None, state_dict],
-                 what="the .wts output")
+                 what="the .wts output", kind=WTS_FILE)
     if isinstance(source, str):
         if progress:
             log(f"[netdef] loading {source} with PyTorch ...")

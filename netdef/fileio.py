@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -56,10 +57,25 @@ def cache_dir(kind: str) -> Path:
     return Path(base) / kind
 
 
+@dataclass(frozen=True)
+class FileKind:
+    """What an output file holds, told from its first bytes: `check_output` writes over an existing file of
+    this kind only, so a mistyped -o never destroys a checkpoint, an image or a config."""
+
+    name: str  # "a JSON file"
+    test: Callable[[bytes], bool]  # on the file's first HEAD_BYTES bytes
+
+
+HEAD_BYTES = 64
+JSON_FILE = FileKind("a JSON file", lambda head: head.lstrip()[:1] in (b"{", b"["))
+NUMPY_FILE = FileKind("a numpy file (.npy or .npz)", lambda head: head.startswith((b"\x93NUMPY", b"PK\x03\x04")))
+
+
 def check_output(path: str | os.PathLike, *, inputs: Iterable[str | os.PathLike | None] = (),
-                 what: str = "output") -> Path:
-    """Check, before any work starts, that `path` can be written and is none of the command's `inputs`
-    (nothing may overwrite what it reads). Returns the path; an OptionError names the problem."""
+                 what: str = "output", kind: FileKind | None = None) -> Path:
+    """Check, before any work starts, that `path` can be written, is none of the command's `inputs` (nothing
+    may overwrite what it reads) and, with `kind`, is new, empty or of that kind (nothing else is written
+    over). Returns the path; an OptionError names the problem."""
     from .errors import OptionError
 
     path = Path(path)
@@ -76,7 +92,23 @@ def check_output(path: str | os.PathLike, *, inputs: Iterable[str | os.PathLike 
         raise OptionError(f"{what} {path}: {parent} is a file, not a folder")
     if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise OptionError(f"{what} {path}: no permission to write in {parent}")
+    if kind is not None and path.exists():
+        _check_kind(path, kind, what)
     return path
+
+
+def _check_kind(path: Path, kind: FileKind, what: str) -> None:
+    from .errors import OptionError
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(HEAD_BYTES)
+    except OSError as e:
+        raise OptionError(f"{what} {path} exists and cannot be read ({e.strerror}), so netdef cannot tell whether "
+                          f"it is {kind.name} it may replace: give another path") from None
+    if head and not kind.test(head):
+        raise OptionError(f"{what} {path} exists and is not {kind.name} (it starts with {head[:16]!r}): netdef "
+                          f"writes over {kind.name} only; move that file away or give another path")
 
 
 def _same_file(a: Path, b: Path) -> bool:

@@ -25,6 +25,9 @@ from .errors import OptionError, TensorRTError, TensorRTUnavailable
 # Tried in this order; NETDEF_TRT=tensorrt|tensorrt_rtx|tensorrt_rtx_bindings forces one.
 _CANDIDATES = ("tensorrt", "tensorrt_rtx", "tensorrt_rtx_bindings")
 
+# The first bytes of a serialized plan, per flavour (TensorRT 8.x-10.x: 'ftrt'; TensorRT-RTX: 'vtrt').
+PLAN_MAGICS = {b"ftrt": "TensorRT", b"vtrt": "TensorRT-RTX"}
+
 INSTALL_HINT = (
     "install TensorRT: `pip install tensorrt` (10.x/11.x, with a CUDA GPU) or, to build engines on a "
     "machine without a GPU, `pip install tensorrt-rtx-cu13-libs tensorrt-rtx-cu13-bindings`"

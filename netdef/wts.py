@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from .errors import NetdefError, WtsFormatError
-from .fileio import atomic_write
+from .fileio import FileKind, atomic_write
 
 __all__ = ["read_wts", "write_wts", "wts_summary"]
 
@@ -36,6 +36,7 @@ for _c in _WS:
     _CLASS[_c] = 1
 _CLASS = bytes(_CLASS)
 _ZEROS8 = np.uint64(0x3030303030303030)  # "00000000"
+WTS_FILE = FileKind("a .wts file", lambda head: head.split(b"\n", 1)[0].strip().isdigit())
 
 
 def _progress(path: str, total: int, enabled: bool, unit: str = "B"):

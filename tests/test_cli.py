@@ -238,6 +238,60 @@ def test_bench_and_profile_refuse_a_report_over_their_engine_before_timing(r18_e
     assert eng.read_bytes() == before
 
 
+JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(40)  # a photo a mistyped output path points at
+
+
+@pytest.mark.parametrize("args, what, kind", [
+    (["build", "resnet18", "-w", "WTS", "-o", "VICTIM"], "the engine output", "a netdef engine or TensorRT plan"),
+    (["export", "torchvision:resnet18", "-o", "VICTIM"], "the .wts output", "a .wts file"),
+    (["export-plan", "ENGINE", "-o", "VICTIM"], "plan", "a netdef engine or TensorRT plan"),
+    (["export-plan", "ENGINE", "-o", "PLAN"], "sidecar", "a JSON file"),  # PLAN.json is the photo
+    (["refit", "ENGINE", "-w", "WTS", "-o", "VICTIM"], "the refitted engine", "a netdef engine or TensorRT plan"),
+    (["run", "ENGINE", "--output", "VICTIM.npy"], "--output", "a numpy file (.npy or .npz)"),
+    (["bench", "ENGINE", "--json", "VICTIM"], "--json", "a JSON file"),
+    (["bench", "ENGINE", "--chart", "VICTIM"], "--chart", "a PNG image"),
+    (["profile", "ENGINE", "--json", "VICTIM"], "--json", "a JSON file"),
+    (["calibrate", "lenet", "-w", "WTS", "-d", "DATA", "-o", "VICTIM"], "the calibration table", "a JSON file"),
+    (["triton", "ENGINE", "--repo", "REPO", "--name", "m"], "plan", "a netdef engine or TensorRT plan"),
+])
+def test_outputs_never_replace_a_file_of_another_kind(r18, r18_engine, tmp_path, capsys, args, what, kind):
+    """An existing output file is written over only when it is what the command writes (an engine, a .wts, JSON,
+    numpy): a mistyped path naming a photo, a checkpoint or a config is refused before any work, unchanged."""
+    victim = tmp_path / ("VICTIM.npy" if "VICTIM.npy" in args else "VICTIM")
+    if "PLAN" in args:
+        victim = tmp_path / "PLAN.json"
+    if "REPO" in args:
+        victim = tmp_path / "REPO" / "m" / "1" / "model.plan"
+        victim.parent.mkdir(parents=True)
+    victim.write_bytes(JPEG)
+    names = {"WTS": str(r18 / "r18.wts"), "ENGINE": str(r18_engine), "DATA": str(tmp_path / "DATA"),
+             "VICTIM": str(tmp_path / "VICTIM"), "VICTIM.npy": str(victim), "PLAN": str(tmp_path / "PLAN"),
+             "REPO": str(tmp_path / "REPO")}
+    capsys.readouterr()
+    assert main([names.get(a, a) for a in args]) == 1
+    err = capsys.readouterr().err
+    assert f"{what} {victim} exists and is not {kind} (it starts with {JPEG[:16]!r})" in err, err
+    assert err.count("\n") == 1 and victim.read_bytes() == JPEG
+    assert sorted(p.name for p in victim.parent.iterdir()) == [victim.name]  # nothing else written beside it
+
+
+def test_outputs_replace_empty_files_and_files_of_their_kind(r18, tmp_path):
+    from netdef import engine_file
+    from netdef.fileio import JSON_FILE, NUMPY_FILE
+    from netdef.wts import WTS_FILE
+
+    out = tmp_path / "r18.wts"
+    out.write_bytes(b"")  # e.g. made by mktemp
+    assert main(["export", "torchvision:resnet18", "-o", str(out)]) == 0
+    assert main(["export", "torchvision:resnet18", "-o", str(out), "--seed", "1"]) == 0  # over the first .wts
+    assert WTS_FILE.test(out.read_bytes()[:64]) and not WTS_FILE.test(b"{\"a\": 1}")
+    assert JSON_FILE.test(b"  \n{") and JSON_FILE.test(b"[1]") and not JSON_FILE.test(b"1 2")
+    assert NUMPY_FILE.test(b"\x93NUMPY\x01\x00") and NUMPY_FILE.test(b"PK\x03\x04") and not NUMPY_FILE.test(JPEG)
+    kind = engine_file.ENGINE_FILE
+    assert kind.test(engine_file.MAGIC + bytes(8)) and kind.test(engine_file.MAGIC[:5])  # a cut engine too
+    assert kind.test(b"ftrt\x00\x00\x00\x00") and kind.test(b"vtrt\x00") and not kind.test(JPEG)
+
+
 def test_run_output_names_and_guards_the_file_numpy_writes(r18_engine, tmp_path, capsys):
     import numpy as np
 

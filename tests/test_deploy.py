@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -180,6 +181,35 @@ def test_export_plan_never_writes_over_its_engine(engines, tmp_path):
     for output in (plan, sidecar_path(plan)):
         with pytest.raises(OptionError, match="also an input"):
             export_plan(plan, output)
+
+
+def test_a_plan_is_told_by_its_first_bytes(engines, tmp_path):
+    """A raw plan under any name is read as a plan (`info`), and a file that is no plan, under a plan's name or
+    given to `Engine`, is refused before TensorRT sees it, saying what the file is instead."""
+    from netdef.deploy.plan import is_raw_plan
+    from netdef.wts import write_wts
+
+    plan = tmp_path / "model.plan"
+    export_plan(engines("r50"), plan)
+    odd = tmp_path / "model.bin"  # a plan without a plan's name or a sidecar
+    shutil.copy(plan, odd)
+    assert is_raw_plan(odd) and not is_raw_plan(engines("r50"))
+    r = run_cli("info", "--json", str(odd))
+    assert r.returncode == 0 and json.loads(r.stdout)["plan_bytes"] == odd.stat().st_size, r.stderr
+    wts = tmp_path / "weights.engine"
+    write_wts(wts, {"w": np.ones(3, np.float32)})
+    meta_json = b'{"task": "detect", "imgsz": [640, 640]}'
+    ultralytics = tmp_path / "yolo11n.engine"  # Ultralytics' layout: metadata length, JSON, then the plan
+    ultralytics.write_bytes(len(meta_json).to_bytes(4, "little") + meta_json + plan.read_bytes())
+    checkpoint = tmp_path / "best.trt"
+    checkpoint.write_bytes(b"PK\x03\x04" + bytes(60))
+    for path, says in ((wts, "it is a .wts file: build an engine from it"),
+                       (ultralytics, "it is an Ultralytics engine (JSON metadata before the plan)"),
+                       (checkpoint, "it looks like a PyTorch checkpoint")):
+        with pytest.raises(EngineFileError, match=re.escape(f"neither a netdef engine nor a TensorRT plan ({says}")):
+            Engine(path)
+        r = run_cli("info", str(path))
+        assert r.returncode == 1 and says in r.stderr and "'ftrt' (TensorRT)" in r.stderr, r.stderr
 
 
 def test_a_sidecar_of_another_plan_is_refused(engines, tmp_path):

@@ -30,7 +30,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 def cmd_run(a: argparse.Namespace) -> int:
     import numpy as np
 
-    from ..fileio import check_output
+    from ..fileio import NUMPY_FILE, check_output
     from ..runtime import Engine
 
     device = device_index(a)  # before any work
@@ -42,7 +42,7 @@ def cmd_run(a: argparse.Namespace) -> int:
     if a.output:
         check_output(a.output, inputs=[a.engine, a.input], what="--output")
         for count in _output_counts(a.engine):
-            check_output(numpy_file(a.output, count), inputs=[a.engine, a.input], what="--output")
+            check_output(numpy_file(a.output, count), inputs=[a.engine, a.input], what="--output", kind=NUMPY_FILE)
     eng = Engine(a.engine, backend=a.backend, cuda_graph=a.cuda_graph, device=device)
     if x is None:
         spec = eng.inputs[0]

@@ -18,11 +18,11 @@ from typing import Any
 
 from .. import __version__, engine_file, trt_api
 from ..errors import EngineFileError
-from ..fileio import atomic_write, check_output
+from ..fileio import JSON_FILE, atomic_write, check_output
 from ..options import overall_range
 
 SIDECAR_FORMAT = 1
-PLAN_SUFFIXES = (".plan", ".engine", ".trt")  # names `netdef info` takes for a raw plan without a sidecar
+PLAN_SUFFIXES = (".plan", ".engine", ".trt")  # names `netdef info` reads as a plan (a wrong one: a clear error)
 
 
 def sidecar_path(plan: str | os.PathLike) -> Path:
@@ -31,10 +31,42 @@ def sidecar_path(plan: str | os.PathLike) -> Path:
 
 
 def is_raw_plan(path: str | os.PathLike) -> bool:
-    """Whether `path` is a file to be read as a raw plan: no netdef engine, but with a sidecar or a plan's name."""
+    """Whether `path` is a file to be read as a raw plan: no netdef engine, but a plan's first bytes, a sidecar
+    or a plan's name."""
     path = Path(path)
     return (path.is_file() and not engine_file.is_engine_file(path)
-            and (sidecar_path(path).is_file() or path.suffix.lower() in PLAN_SUFFIXES))
+            and (_head(path)[:4] in trt_api.PLAN_MAGICS or sidecar_path(path).is_file()
+                 or path.suffix.lower() in PLAN_SUFFIXES))
+
+
+def _head(path: Path, n: int = 64) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read(n)
+    except OSError:
+        return b""
+
+
+def _not_a_plan(path: Path, plan: bytes) -> EngineFileError:
+    """The error for a file read as a plan that does not start like one, saying what it looks like instead."""
+    from ..wts import WTS_FILE
+
+    head = plan[:64]
+    n = int.from_bytes(head[:4], "little")
+    if WTS_FILE.test(head):
+        looks = "it is a .wts file: build an engine from it with `netdef build ARCH -w FILE`"
+    elif head[4:5] == b"{" and 8 < n + 8 < len(plan) and plan[n + 4:n + 8] in trt_api.PLAN_MAGICS:
+        looks = ("it is an Ultralytics engine (JSON metadata before the plan): build one with netdef from the "
+                 "checkpoint's weights (`netdef export CHECKPOINT.pt`, then `netdef build`)")
+    elif head.startswith((b"PK\x03\x04", b"\x80")):
+        looks = "it looks like a PyTorch checkpoint or a zip file: export its weights with `netdef export`"
+    elif head.lstrip()[:1] in (b"{", b"["):
+        looks = "it is JSON (a plan's sidecar is PLAN.json, beside the plan)"
+    else:
+        looks = f"it starts with {head[:8]!r}"
+    magics = " or ".join(f"{m.decode()!r} ({flavor})" for m, flavor in trt_api.PLAN_MAGICS.items())
+    return EngineFileError(f"{path} is neither a netdef engine nor a TensorRT plan ({looks}); a plan starts "
+                           f"with {magics}")
 
 
 def read_sidecar(path: str | os.PathLike) -> dict[str, Any]:
@@ -69,6 +101,8 @@ def read_raw_plan(path: str | os.PathLike) -> tuple[dict[str, Any] | None, bytes
         plan = path.read_bytes()
     except OSError as e:
         raise EngineFileError(f"cannot read plan {path}: {e.strerror}") from None
+    if plan[:4] not in trt_api.PLAN_MAGICS:
+        raise _not_a_plan(path, plan)
     side = sidecar_path(path)
     if not side.is_file():
         return None, plan
@@ -174,7 +208,7 @@ def export_plan(engine: str | os.PathLike, output: str | os.PathLike) -> dict[st
     with the sidecar `output.json`; returns the sidecar's content. Neither may be the engine itself."""
     engine, output = Path(engine), Path(output)
     inputs = [engine, sidecar_path(engine)]
-    check_output(output, inputs=inputs, what="plan")
-    check_output(sidecar_path(output), inputs=inputs, what="sidecar")
+    check_output(output, inputs=inputs, what="plan", kind=engine_file.ENGINE_FILE)
+    check_output(sidecar_path(output), inputs=inputs, what="sidecar", kind=JSON_FILE)
     meta, plan = load_plan(engine)
     return write_plan(output, plan, meta, source=engine)

@@ -31,7 +31,7 @@ from typing import Any
 
 from .. import __version__, engine_file
 from ..errors import NetdefError, OptionError
-from ..fileio import atomic_write, check_output, file_sha256
+from ..fileio import JSON_FILE, atomic_write, check_output, file_sha256
 from ..options import format_hw_range
 from .plan import load_hints, load_plan, read_sidecar, sidecar_path, write_plan
 
@@ -202,9 +202,10 @@ def write_repository(engine: str | os.PathLike, repo: str | os.PathLike,
     res = Repository(model_dir, model_dir / "config.pbtxt", model_dir / str(opts.version) / PLAN_NAME)
     inputs = [engine, sidecar_path(engine)]
     libraries = _plugin_libraries(meta, engine)
-    for path, what in [(res.config, "model configuration"), (res.plan, "plan"), (sidecar_path(res.plan), "sidecar"),
-                       *((model_dir / lib.name, "plugin library") for lib in libraries)]:
-        check_output(path, inputs=inputs + libraries, what=what)
+    for path, what, kind in [(res.config, "model configuration", None), (res.plan, "plan", engine_file.ENGINE_FILE),
+                             (sidecar_path(res.plan), "sidecar", JSON_FILE),
+                             *((model_dir / lib.name, "plugin library", None) for lib in libraries)]:
+        check_output(path, inputs=inputs + libraries, what=what, kind=kind)
     if libraries:
         check_output(model_dir / OPTIONS_NAME, inputs=inputs, what="server options")
     _check_other_versions(model_dir, opts, config)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import NetdefError
-from ..fileio import atomic_write
+from ..fileio import FileKind, atomic_write
 
 
 def write_json(path: str | Path, doc: dict[str, Any]) -> None:
@@ -44,6 +44,9 @@ def format_ratios(results: Sequence[dict[str, Any]], a: str, b: str) -> str:
     for bt in batches:
         lines.append(f"{bt:>6} " + " ".join(f"{median[(a, n, bt)] / median[(b, n, bt)]:>14.3f}" for n in rounds))
     return "\n".join(lines)
+
+
+CHART_FILE = FileKind("a PNG image", lambda head: head.startswith(b"\x89PNG"))  # what --chart may replace
 
 
 def write_chart(path: str | Path, results: Sequence[dict[str, Any]], title: str) -> None:
