@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import signal
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__, engine_file, trt_api
-from .errors import OptionError, TensorRTError
+from .errors import OptionError, TensorRTError, Terminated
 from .fileio import atomic_write, file_sha256
 from .options import BuildOptions, format_hw_range, format_profiles, options_dict
 
@@ -60,14 +61,14 @@ def compile_engine(builder: Any, definition: Any, opts: BuildOptions, output: st
     cache = load_timing_cache(config, opts.timing_cache, log, tag)
 
     hw = f", input {format_hw_range(opts.input_range)}" if opts.input_range else ""
-    log(f"[{tag}] building {arch.get('name')} ({opts.precision}, batch {format_profiles(opts.all_profiles)}{hw}, "
-        f"{definition.num_layers} layers) with {trt_api.version_string()}{_on_gpu()} ...")
-    t0 = time.perf_counter()
     with BuildProgress(config, log, tag=tag) as progress:
+        log(f"[{tag}] building {arch.get('name')} ({opts.precision}, batch {format_profiles(opts.all_profiles)}{hw}, "
+            f"{definition.num_layers} layers) with {trt_api.version_string()}{_on_gpu()} ...")
+        t0 = time.perf_counter()
         plan = builder.build_serialized_network(definition, config)
     build_s = time.perf_counter() - t0
     if progress.interrupted:
-        raise KeyboardInterrupt
+        raise Terminated if progress.interrupted == signal.SIGTERM else KeyboardInterrupt
     if plan is None:
         raise TensorRTError(f"TensorRT could not build {arch.get('name')} (its messages above say why)")
     if cache is not None:
@@ -186,17 +187,31 @@ def load_timing_cache(config: Any, path: str | None, log: Log, tag: str = "netde
 
 
 class BuildProgress:
-    """Shows build progress: TensorRT's phases where it reports them (>= 10), elapsed time always. Ctrl-C
-    during a phase cancels the build (`interrupted` is then True) instead of escaping TensorRT's callback."""
+    """Shows build progress: TensorRT's phases where it reports them (>= 10), elapsed time always.
+
+    Ctrl-C or SIGTERM during the build sets `interrupted` to the signal (the caller then raises KeyboardInterrupt
+    or Terminated and writes nothing): in the main thread (the only one Python delivers signals to) handlers do
+    it, so no exception is raised inside one of TensorRT's callbacks, which TensorRT would swallow; the next
+    progress step then cancels the build. TensorRT without progress callbacks (8.6) cannot cancel: the build
+    runs to its end first."""
 
     def __init__(self, config: Any, log: Log, every: float = 15.0, tag: str = "netdef"):
         self.log, self.every, self.tag = log, every, tag
-        self.interrupted = False
+        self.interrupted = 0  # the signal that stopped the build (SIGINT or SIGTERM), 0 while none did
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._tick, daemon=True)
+        self._previous: dict[int, Any] = {}  # signal -> the handler to restore
         base = trt_api.progress_monitor_base()
+        self.cancellable = base is not None
         if base is not None:
             trt_api.attach_progress(config, _make_monitor(base, self))
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if not self.interrupted:
+            self.interrupted = signum
+            what = "terminated" if signum == signal.SIGTERM else "interrupted"
+            self.log(f"[{self.tag}] {what}: " + ("cancelling the build" if self.cancellable else
+                                                 "the build stops when TensorRT returns (it cannot cancel)"))
 
     def _tick(self) -> None:
         t0 = time.perf_counter()
@@ -204,10 +219,15 @@ class BuildProgress:
             self.log(f"[{self.tag}]   ... still building ({time.perf_counter() - t0:.0f} s)")
 
     def __enter__(self) -> "BuildProgress":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         self._thread.start()
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        for s, previous in self._previous.items():  # None: one not set from Python (then Python's default)
+            signal.signal(s, previous if previous is not None else
+                          signal.default_int_handler if s == signal.SIGINT else signal.SIG_DFL)
         self._stop.set()
         self._thread.join()
 
@@ -222,11 +242,7 @@ def _make_monitor(base: type, progress: BuildProgress) -> Any:
                 progress.log(f"[{progress.tag}]   {phase_name} ({num_steps} steps)")
 
         def step_complete(self, phase_name: str, step: int) -> bool:
-            try:
-                return not progress.interrupted
-            except KeyboardInterrupt:
-                progress.interrupted = True
-                return False
+            return not progress.interrupted  # False cancels the build
 
         def phase_finish(self, phase_name: str) -> None:
             pass

@@ -95,3 +95,8 @@ def raised_at(e: BaseException) -> str:
                                                                                            "platlib")} if p)
     frames = [f for f in frames if not os.path.abspath(f.filename).startswith(libraries)] or frames
     return f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill`, `docker stop`, a CI time limit) in a netdef command: unwinds like Ctrl-C, so temporary
+    files are removed and nothing is left half-written; the command exits 143."""

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -24,7 +25,16 @@ def load_source(source: str, *, state_dict: str | None = None) -> Any:
         return model
     path = Path(source)
     if path.exists() or path.suffix in (".pt", ".pth", ".ckpt", ".bin"):
-        return load_checkpoint(path)
+        ckpt = load_checkpoint(path)
+        if state_dict:  # the checkpoint's pickled model, in float32, with these weights
+            model = _module_in(ckpt, torch)
+            if model is None:
+                raise NetdefError(f"--state-dict {state_dict}: {source} holds weights, not a model to load them "
+                                  f"into: export {state_dict} itself (`netdef export {state_dict} -o ...`)")
+            model = model.float()
+            _load_into(model, load_checkpoint(state_dict), state_dict)
+            return model
+        return ckpt
     if ":" in source:
         mod_name, _, attr = source.partition(":")
         try:
@@ -71,8 +81,21 @@ def _missing_code(path: Path, e: ModuleNotFoundError) -> NetdefError:
     elif (e.name or "").startswith("ultralytics"):
         hint = (" This looks like an Ultralytics (YOLOv8/YOLO11/YOLO26) checkpoint: `pip install ultralytics` (a "
                 "version that has this module; `--no-deps` suffices next to torch and PyYAML) and export again.")
+    elif importer := _importer(e):  # the model's code is there, a package it imports is not
+        return NetdefError(f"{path}: the model's code ({importer}) imports '{e.name}', which is not installed: "
+                           f"`pip install {e.name.split('.')[0]}` and export again (YOLOv5's code needs pandas, say)")
     return NetdefError(f"{path} pickles a model whose code is not importable (module '{e.name}' not found).{hint} "
                        "Alternatively save `model.state_dict()` where the code is available and export that.")
+
+
+def _importer(e: ModuleNotFoundError) -> str | None:
+    """FILE:LINE of the code that imported the missing module while unpickling, when that is a module's own code
+    (a dependency is missing); None when the pickled class's module itself is missing."""
+    import traceback
+
+    skip = ("/torch/", "importlib", "<frozen", os.sep + "netdef" + os.sep)
+    frames = [f for f in traceback.extract_tb(e.__traceback__) if not any(s in f.filename for s in skip)]
+    return f"{frames[-1].filename}:{frames[-1].lineno}" if frames else None
 
 
 def state_dict_of(obj: Any, where: str = "source", log: Callable[[str], None] | None = None) -> dict[str, Any]:
@@ -93,7 +116,10 @@ def state_dict_of(obj: Any, where: str = "source", log: Callable[[str], None] | 
                     f"are not tensors: {', '.join(map(repr, skipped[:10]))}{', ...' if len(skipped) > 10 else ''}")
             return tensors
         nested = [k for k in skipped if isinstance(obj[k], (Mapping, torch.nn.Module))]
-        hint = f"; entries holding a model or a dict: {nested[:10]} (save that one alone)" if nested else ""
+        empty = [k for k in CHECKPOINT_KEYS if k in obj]  # present, but None (the loop above took any other)
+        hint = (f"; entries holding a model or a dict: {nested[:10]} (save that one alone)" if nested else
+                f"; its {' and '.join(repr(k) for k in empty)} {'is' if len(empty) == 1 else 'are'} None: the "
+                "checkpoint holds no model (save it again with its model or state_dict)" if empty else "")
         raise NetdefError(f"{where}: a dict without tensors or one of the keys {CHECKPOINT_KEYS}; "
                           f"its keys are {list(obj)[:10]}{hint}")
     raise NetdefError(f"{where}: expected a torch.nn.Module, a checkpoint dict or a state_dict, got {type(obj).__name__}")
@@ -162,6 +188,15 @@ def _torchvision_model(name: str) -> Any:
         return torchvision.models.get_model(name, weights=None).eval()
     except ValueError:
         raise NetdefError(f"torchvision has no model '{name}' (e.g. resnet18, resnet50)") from None
+
+
+def _module_in(ckpt: Any, torch: Any) -> Any:
+    """The model a checkpoint pickles (itself, or under 'ema'/'model'/...: the first that is a module), or None."""
+    if isinstance(ckpt, torch.nn.Module):
+        return ckpt
+    if isinstance(ckpt, dict):
+        return next((ckpt[k] for k in CHECKPOINT_KEYS if isinstance(ckpt.get(k), torch.nn.Module)), None)
+    return None
 
 
 def _load_into(model: Any, ckpt: Any, where: str) -> None:

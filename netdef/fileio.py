@@ -67,7 +67,7 @@ class FileKind:
 
 
 HEAD_BYTES = 64
-JSON_FILE = FileKind("a JSON file", lambda head: head.lstrip()[:1] in (b"{", b"["))
+JSON_FILE = FileKind("a JSON file", lambda head: head.lstrip()[:1] == b"{")  # netdef writes objects ('[' is INI)
 NUMPY_FILE = FileKind("a numpy file (.npy or .npz)", lambda head: head.startswith((b"\x93NUMPY", b"PK\x03\x04")))
 
 
@@ -97,9 +97,25 @@ def check_output(path: str | os.PathLike, *, inputs: Iterable[str | os.PathLike 
     return path
 
 
+# first bytes of files a mistyped path may name, for messages
+_KNOWN_STARTS = ((b"PK\x03\x04", "a zip file (a PyTorch checkpoint?)"), (b"\x80", "a pickle (a PyTorch checkpoint?)"),
+                 (b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"\x7fELF", "a compiled program or library"),
+                 (b"\x93NUMPY", "a numpy array"))
+
+
+def describe_head(head: bytes) -> str:
+    """What a file's first bytes say it is, for an error message: "it looks like a JPEG image", ..."""
+    if not head:
+        return "it is empty"
+    what = next((w for magic, w in _KNOWN_STARTS if head.startswith(magic)), None)
+    return f"it looks like {what}" if what else f"it starts with {head[:16]!r}"
+
+
 def _check_kind(path: Path, kind: FileKind, what: str) -> None:
     from .errors import OptionError
 
+    if not path.is_file():  # a pipe or a device: reading it could block, writing over it is not replacing a file
+        raise OptionError(f"{what} {path} exists and is not a regular file: give the path of a file")
     try:
         with open(path, "rb") as f:
             head = f.read(HEAD_BYTES)
@@ -107,8 +123,8 @@ def _check_kind(path: Path, kind: FileKind, what: str) -> None:
         raise OptionError(f"{what} {path} exists and cannot be read ({e.strerror}), so netdef cannot tell whether "
                           f"it is {kind.name} it may replace: give another path") from None
     if head and not kind.test(head):
-        raise OptionError(f"{what} {path} exists and is not {kind.name} (it starts with {head[:16]!r}): netdef "
-                          f"writes over {kind.name} only; move that file away or give another path")
+        raise OptionError(f"{what} {path} exists and is not {kind.name} ({describe_head(head)}): netdef writes over "
+                          f"{kind.name} only; move that file away or give another path")
 
 
 def _same_file(a: Path, b: Path) -> bool:

@@ -91,6 +91,7 @@ class Network:
         self.quantizer: Any = None  # an int8 Quantizer (netdef.int8.quantize) places Q/DQ pairs
         self.scope = ""  # the key prefix of the row being built: default layer names start with it
         self.where = ""  # where the current row comes from (YAML file:line), recorded with missing keys
+        self.blocks_built: list[str] = []  # the blocks of the rows built so far (a head may depend on them)
         self.used: set[str] = set()
         self.missing: dict[str, str] = {}
         self.skipped: dict[str, str] = {}  # keys consumed without being used (Network.skip) -> why
@@ -281,7 +282,8 @@ class Network:
                             + "\n".join(f"  {k}" for k in unused[:50])
                             + ("\n  ..." if len(unused) > 50 else ""))
         if problems:
-            hint = "" if missing else "\n(pass --no-strict / strict=False to allow unused keys)"
+            hint = _prefix_hint(list(missing), unused) or (
+                "" if missing else "\n(pass --no-strict / strict=False to allow unused keys)")
             raise WeightKeyError(f"{self.source}: " + "\n".join(problems) + hint)
         return unused
 
@@ -942,3 +944,21 @@ def _check_channels(prefix: str, c2: Any) -> None:
 
 def _is_int(n: Any) -> bool:
     return isinstance(n, numbers.Integral) and not isinstance(n, bool)
+
+
+def _prefix_hint(missing: list[str], unused: list[str]) -> str:
+    """Where at least half the missing keys are unused keys with a prefix added (a DataParallel checkpoint's
+    'module.') or removed, a line saying so; '' otherwise."""
+    for extra, short, added in ((unused, missing, True), (missing, unused, False)):
+        wanted = set(short)
+        prefix = next((k[:j + 1] for k in extra[:200] for j, c in enumerate(k) if c == "." and k[j + 1:] in wanted),
+                      None)
+        if not prefix or sum(k.startswith(prefix) and k[len(prefix):] in wanted for k in extra) * 2 < len(short):
+            continue
+        if added:
+            return (f"\nThe file's keys carry the prefix '{prefix}' the architecture's lack (a DataParallel "
+                    f"checkpoint's 'module.', say): export its state_dict with the prefix removed, e.g. "
+                    f"{{k.removeprefix('{prefix}'): v for k, v in state_dict.items()}}")
+        return (f"\nThe architecture's keys start with '{prefix}' and the file's do not: export the weights of the "
+                f"module that holds them (or add the prefix to the keys)")
+    return ""

@@ -79,8 +79,9 @@ def refit_file(engine: str | Path, weights: Weights, output: str | Path | None =
     if not isinstance(weights, Mapping) and engine_file.is_engine_file(weights):
         raise OptionError(f"--weights {weights} is a netdef engine, not a .wts file: give the new weights' .wts")
     what = "the refitted engine"
+    # in place, the engine itself is checked by reading it (next); another output must be an engine or plan
     output = check_output(output or engine, inputs=[None if isinstance(weights, Mapping) else weights], what=what,
-                          kind=engine_file.ENGINE_FILE)
+                          kind=engine_file.ENGINE_FILE if output else None)
     meta, plan = engine_file.read_plan(engine)
     spec = spec_of(meta)  # loads the block modules its YAML names: they are inputs too
     check_output(output, inputs=[spec.path, *block_files()], what=what)

@@ -28,6 +28,8 @@ class Param:
     kind: type | None = None  # default: the default's type (int accepted where float is asked)
     choices: Sequence[Any] | None = None
     help: str = ""
+    valid: tuple[Callable[[Any], bool], str] | None = None  # (test, what it asks: "a positive number")
+    needs: Mapping[str, Sequence[Any]] = field(default_factory=dict)  # given only with these values of others
 
     def convert(self, name: str, value: Any) -> Any:
         """`value` as this parameter's type; an OptionError naming `name` otherwise."""
@@ -43,6 +45,8 @@ class Param:
             raise OptionError(f"--set {name}={value!r}: expected {article} {kind.__name__}") from None
         if self.choices is not None and out not in self.choices:
             raise OptionError(f"--set {name}={value!r}: use one of {', '.join(map(str, self.choices))}")
+        if self.valid is not None and out is not None and not self.valid[0](out):
+            raise OptionError(f"--set {name}={value!r}: expected {self.valid[1]}")
         return out
 
 

@@ -128,7 +128,14 @@ class Spec:
         if unknown:
             raise OptionError(f"--set {unknown[0]}: no block of {self.name} declares it ({takes})")
         given = {**self.preset, **given}
-        return {k: (p.convert(k, given[k]) if k in given else p.default) for k, p in declared.items()}
+        values = {k: (p.convert(k, given[k]) if k in given else p.default) for k, p in declared.items()}
+        for key in given:  # a setting of another head's (conf_thres without the plugin head) would be ignored
+            for other, allowed in declared[key].needs.items():
+                if other in values and values[other] not in allowed:
+                    raise OptionError(f"--set {key}: applies with {other}={'/'.join(map(str, allowed))} only, and "
+                                      f"this build's {other} is {values[other]}: leave it out or add --set "
+                                      f"{other}={allowed[0]}")
+        return values
 
 
 def resolve_arch(name_or_path: str | Path) -> tuple[Path, str | None]:
@@ -442,6 +449,7 @@ def build_network(spec: Spec, net: Network, input_hw: tuple[int, int] | None = N
     for row in spec.rows:
         inputs = [x if s == -1 else outputs[s] for s in row.sources]
         net.where, net.scope = spec.where(row), row.prefix
+        net.blocks_built.append(row.block.name)
         y = inputs if row.multi_input else inputs[0]
         try:
             if row.number == 1:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from .errors import NetdefError, WtsFormatError
-from .fileio import FileKind, atomic_write
+from .fileio import FileKind, atomic_write, describe_head
 
 __all__ = ["read_wts", "write_wts", "wts_summary"]
 
@@ -84,9 +84,13 @@ def _scan(path: str, data: bytes | mmap.mmap, bar=None) -> Iterator[tuple[int, s
     end = len(data) if end < 0 else end
     first = data[:end].strip()
     if not first.isdigit():
-        shown = repr(first[:40])[2:-1]
         text = first.isascii() and first.decode("ascii").isprintable()
-        hint = "" if text else " (this is not a text .wts file)"
+        shown = repr(first[:40 if text else 8])[2:-1]
+        head = bytes(data[:64])
+        hint = ("" if text else f" (this is not a text .wts file: {describe_head(head)})") + (
+            ": export a checkpoint's weights with `netdef export CHECKPOINT -o WEIGHTS.wts`"
+            if head.startswith((b"PK\x03\x04", b"\x80")) else
+            " (a netdef engine, not weights)" if head.startswith(b"NETDEF-ENGINE") else "")
         raise WtsFormatError(path, f"line 1 must be the tensor count, found '{shown}'{hint}", line=1)
     declared, pos, lineno, seen = int(first), end + 1, 1, {}
     last_line, last_key = 1, None
@@ -118,6 +122,8 @@ def _scan(path: str, data: bytes | mmap.mmap, bar=None) -> Iterator[tuple[int, s
         pe = end
         while pe > m.end() and data[pe - 1] in _WS:
             pe -= 1
+        if end == len(data) and pe == end:
+            _check_not_cut(path, data[m.end():pe], int(count_b), lineno, name)
         yield lineno, name, int(count_b), m.end(), pe
         if bar is not None:
             bar.update(end + 1 - pos)
@@ -128,6 +134,17 @@ def _scan(path: str, data: bytes | mmap.mmap, bar=None) -> Iterator[tuple[int, s
         key = _HEAD.match(data, rest).group(1)[:80].decode("ascii", "backslashreplace")
         raise WtsFormatError(path, f"more tensor lines than the {declared} declared on line 1",
                              line=extra, key=key)
+
+
+def _check_not_cut(path: str, payload: bytes, count: int, line: int, key: str) -> None:
+    """The file's last line ends without a newline or trailing blank: where it holds its `count` values, every
+    other one with 8 digits but the last with fewer, the file was cut inside that value (unpadded C++ hex alone
+    cannot explain it). A wrong count is left to the count check."""
+    tokens = payload.split()
+    if len(tokens) == count > 1 and len(tokens[-1]) < 8 and all(len(t) == 8 for t in tokens[:-1]):
+        raise WtsFormatError(path, f"truncated: the file ends inside the last value ('{tokens[-1][:8].decode('ascii', 'replace')}'"
+                             f", {len(tokens[-1])} hex digits where the line's others have 8) without a final newline: "
+                             "write or copy it again (if it is complete, end it with a newline)", line=line, key=key)
 
 
 def _words_to_float32(words: np.ndarray) -> np.ndarray:

@@ -5,7 +5,9 @@ and the refittable engine's speed against the plain one (interleaved timing).
 
     python scripts/bench_refit.py --models resnet50,yolov5s --precision fp16 --workdir out/refit --json out/refit.json
 
-Prints one table; `--opt-level` defaults to TensorRT's own level (3).
+Prints one table; `--opt-level` defaults to TensorRT's own level (3). A level-3 YOLOv5s cold build takes minutes:
+run it apart (`netdef build ... --timing-cache Y.timing`) and pass `--timing-cache Y.timing` (the plain engine is
+then built once, from that cache, and no cold figure is printed).
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from typing import Any
 
 from netdef.build import BuildOptions, build_engine, parse_profiles
 from netdef.cli.guard import run_guarded
+from netdef.fileio import JSON_FILE, check_output
 from netdef.refit import refit_file
 from netdef.tools.bench import BenchSettings, bench_interleaved
 from netdef.tools.report import format_ratios, write_json
@@ -86,11 +89,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--measure", default="300,1s")
     p.add_argument("--workdir", default="out/refit")
     p.add_argument("--json")
-    p.add_argument("--timing-cache", help="start from this timing cache (one model; the first build is then not "
-                                          "cold): a long cold build run separately, e.g. `netdef build --timing-cache`")
+    p.add_argument("--timing-cache", help="an existing timing cache to start from (one model): the cold build ran "
+                                          "separately, e.g. `netdef build --timing-cache`; the plain engine is then "
+                                          "built once, from the cache")
     a = p.parse_args(argv)
     if a.timing_cache and "," in a.models:
         p.error("--timing-cache serves one model")
+    if a.timing_cache and not Path(a.timing_cache).is_file():
+        p.error(f"--timing-cache {a.timing_cache}: no such file (its builds would be cold, not from the cache)")
+    if a.json:
+        check_output(a.json, what="--json", kind=JSON_FILE)
     out = Path(a.workdir)
     out.mkdir(parents=True, exist_ok=True)
     rows = [bench_model(m, a, out) for m in a.models.split(",")]

@@ -270,22 +270,47 @@ def test_outputs_never_replace_a_file_of_another_kind(r18, r18_engine, tmp_path,
     capsys.readouterr()
     assert main([names.get(a, a) for a in args]) == 1
     err = capsys.readouterr().err
-    assert f"{what} {victim} exists and is not {kind} (it starts with {JPEG[:16]!r})" in err, err
+    assert f"{what} {victim} exists and is not {kind} (it looks like a JPEG image)" in err, err
     assert err.count("\n") == 1 and victim.read_bytes() == JPEG
     assert sorted(p.name for p in victim.parent.iterdir()) == [victim.name]  # nothing else written beside it
 
 
-def test_outputs_replace_empty_files_and_files_of_their_kind(r18, tmp_path):
+def test_kind_checks_refuse_configs_pipes_and_speak_of_the_input(r18_engine, tmp_path, capsys):
+    """An INI/TOML file is no JSON to replace; a named pipe is refused without being read (no hang); refit in
+    place of a file that is no engine says so as an input."""
+    import os
+
+    cfg = tmp_path / "setup.cfg"
+    cfg.write_text("[metadata]\nname = mine\n")
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    capsys.readouterr()
+    assert main(["bench", str(r18_engine), "--json", str(cfg)]) == 1
+    assert f"--json {cfg} exists and is not a JSON file (it starts with b'[metadata]\\nname ')" in capsys.readouterr().err
+    assert cfg.read_text() == "[metadata]\nname = mine\n"
+    assert main(["profile", str(r18_engine), "--json", str(fifo)]) == 1
+    assert f"--json {fifo} exists and is not a regular file" in capsys.readouterr().err
+    wts = tmp_path / "w.wts"
+    wts.write_text("0\n")
+    assert main(["refit", str(wts), "-w", str(wts).replace("w.wts", "v.wts")]) == 1
+    assert f"{wts} is not a netdef engine" in capsys.readouterr().err
+
+
+def test_outputs_replace_empty_files_and_files_of_their_kind(r18, r18_engine, tmp_path):
     from netdef import engine_file
     from netdef.fileio import JSON_FILE, NUMPY_FILE
     from netdef.wts import WTS_FILE
+
+    for _ in range(2):  # the second run replaces the first one's plan, sidecar and repository files
+        assert main(["export-plan", str(r18_engine), "-o", str(tmp_path / "r18.plan")]) == 0
+        assert main(["triton", str(r18_engine), "--repo", str(tmp_path / "repo"), "--name", "r18"]) == 0
 
     out = tmp_path / "r18.wts"
     out.write_bytes(b"")  # e.g. made by mktemp
     assert main(["export", "torchvision:resnet18", "-o", str(out)]) == 0
     assert main(["export", "torchvision:resnet18", "-o", str(out), "--seed", "1"]) == 0  # over the first .wts
     assert WTS_FILE.test(out.read_bytes()[:64]) and not WTS_FILE.test(b"{\"a\": 1}")
-    assert JSON_FILE.test(b"  \n{") and JSON_FILE.test(b"[1]") and not JSON_FILE.test(b"1 2")
+    assert JSON_FILE.test(b"  \n{") and not JSON_FILE.test(b"[metadata]\nname = x") and not JSON_FILE.test(b"1 2")
     assert NUMPY_FILE.test(b"\x93NUMPY\x01\x00") and NUMPY_FILE.test(b"PK\x03\x04") and not NUMPY_FILE.test(JPEG)
     kind = engine_file.ENGINE_FILE
     assert kind.test(engine_file.MAGIC + bytes(8)) and kind.test(engine_file.MAGIC[:5])  # a cut engine too
@@ -438,3 +463,58 @@ def test_detect_api_reads_the_images_before_the_engine(fake_engine, tmp_path):
 
     with pytest.raises(NetdefError, match="no such image or folder"):
         detect(fake_engine, [tmp_path / "missing.jpg"])
+
+
+def test_ctrl_c_during_a_build_cancels_it_and_writes_nothing(r18, tmp_path):
+    """SIGINT while TensorRT builds (sent here from its "building ..." message): the build stops with
+    KeyboardInterrupt (exit 130 on the command line), no engine or timing cache is written, an existing engine
+    is kept, and Python's SIGINT handler is back afterwards. With progress callbacks (TensorRT 10+, RTX) the
+    build is cancelled there; TensorRT 8.6 finishes it first."""
+    import os
+    import signal
+
+    from netdef import trt_api
+    from netdef.build import BuildOptions, build_engine
+
+    out, cache = tmp_path / "r18.engine", tmp_path / "r18.timing"
+    out.write_bytes(engine_file.MAGIC + b"an older engine")
+    lines = []
+
+    def log(msg: str) -> None:
+        lines.append(msg)
+        if msg.startswith("[netdef] building"):  # the build's first message
+            os.kill(os.getpid(), signal.SIGINT)
+
+    handler = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        build_engine("resnet18", r18 / "r18.wts", out, BuildOptions(opt_level=0, timing_cache=str(cache)), log=log)
+    assert out.read_bytes() == engine_file.MAGIC + b"an older engine" and not cache.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r18.engine"]
+    assert signal.getsignal(signal.SIGINT) is handler
+    cancel = "cancelling the build" if trt_api.progress_monitor_base() else "it cannot cancel"
+    assert any("interrupted: " + cancel in m for m in lines), lines
+
+
+def test_sigterm_unwinds_like_ctrl_c_and_leaves_no_temporary_file(tmp_path, capsys):
+    """`kill` / `docker stop` while a command writes its output: `terminated`, exit 143, the old file kept and
+    no temporary file left; the previous SIGTERM handler is back afterwards."""
+    import os
+    import signal
+
+    from netdef.cli.guard import run_guarded
+    from netdef.fileio import atomic_write
+
+    out = tmp_path / "big.wts"
+    out.write_bytes(b"1\nold 0\n")
+
+    def chunks():
+        yield b"2\n"
+        os.kill(os.getpid(), signal.SIGTERM)  # mid-write
+        yield b"never written\n"
+
+    handler = signal.getsignal(signal.SIGTERM)
+    assert run_guarded(lambda: atomic_write(out, chunks()), prog="netdef") == 143
+    assert capsys.readouterr().err == "terminated\n"
+    assert out.read_bytes() == b"1\nold 0\n" and sorted(p.name for p in tmp_path.iterdir()) == ["big.wts"]
+    assert signal.getsignal(signal.SIGTERM) is handler
+

@@ -205,7 +205,7 @@ def test_a_plan_is_told_by_its_first_bytes(engines, tmp_path):
     checkpoint.write_bytes(b"PK\x03\x04" + bytes(60))
     for path, says in ((wts, "it is a .wts file: build an engine from it"),
                        (ultralytics, "it is an Ultralytics engine (JSON metadata before the plan)"),
-                       (checkpoint, "it looks like a PyTorch checkpoint")):
+                       (checkpoint, "it looks like a zip file (a PyTorch checkpoint?): export its weights")):
         with pytest.raises(EngineFileError, match=re.escape(f"neither a netdef engine nor a TensorRT plan ({says}")):
             Engine(path)
         r = run_cli("info", str(path))
@@ -451,3 +451,48 @@ def test_raw_plan_runs_like_its_engine(engines, tmp_path):
         got = Engine(path)
         assert got.profiles == [tuple(p) for p in THREE_PROFILES]
         np.testing.assert_array_equal(got(x)["logits"], want)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", ["r50_3p", "y5s_plugin_real"])
+def test_raw_plan_runs_in_a_plain_tensorrt_script(engines, tmp_path, name):
+    """scripts/run_plan.py (TensorRT and torch only; importing netdef fails in its process) runs the exported plan,
+    loading the plugin library by path from the sidecar, with outputs equal to the engine's (batch 5 picks the
+    three-profile engine's second profile)."""
+    import subprocess
+    import sys
+
+    if name == "y5s_plugin_real":
+        engine = tmp_path / "y5s_plugin.engine"
+        build_engine("yolov5s", engines("y5s").parent / "yolov5s.wts", engine,
+                     BuildOptions(batch=(1, 8, 32), opt_level=0, params={"head": "plugin"}), log=lambda m: None)
+    else:
+        engine = engines(name)
+    plan = tmp_path / "model.plan"
+    side = export_plan(engine, plan)
+    assert (len(side["plugins"]) == 1) == (name == "y5s_plugin_real")
+    if name == "y5s_plugin_real":  # a photo, so that the NMS keeps boxes
+        from netdef.tools.preprocess import letterbox
+
+        data = pytest.importorskip("skimage.data")
+
+        x = letterbox([data.astronaut()] * 5, (640, 640), bgr=False)[0].numpy()
+    else:
+        x = np.random.default_rng(0).random((5, 3, 224, 224), np.float32)
+    np.save(tmp_path / "x.npy", x)
+    script = Path(__file__).parents[1] / "scripts" / "run_plan.py"
+    code = ("import runpy, sys; sys.modules['netdef'] = None; sys.argv = sys.argv[1:]\n"
+            "try:\n    runpy.run_path(sys.argv[0], run_name='__main__')\n"
+            "except SystemExit as e:\n    assert e.code in (0, None), e.code\n"
+            "assert not [m for m in sys.modules if m.startswith('netdef.')]")
+    r = subprocess.run([sys.executable, "-c", code, str(script), str(plan), "--input", str(tmp_path / "x.npy"),
+                        "--output", str(tmp_path / "out.npz")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    want = Engine(engine).infer({side["inputs"][0]["name"]: x}, as_numpy=True)
+    with np.load(tmp_path / "out.npz") as got:
+        assert set(got.files) == set(want)
+        for k in want:
+            np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+    if name == "y5s_plugin_real":
+        assert int(want["num_dets"].sum()) > 0  # the plugin ran and kept boxes
+

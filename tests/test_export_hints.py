@@ -46,3 +46,44 @@ def test_other_missing_module_gets_no_ultralytics_hint(tmp_path):
     with pytest.raises(NetdefError, match=r"module 'netdef_missing_pkg' not found\)\. Alternatively") as info:
         load_checkpoint(path)
     assert "Ultralytics" not in str(info.value)
+
+
+def test_state_dict_goes_into_a_checkpoints_pickled_model(tmp_path):
+    """`export ckpt.pt --state-dict ft.pt`: the fine-tuned weights, in float32, not the checkpoint's (fp16) ones;
+    a checkpoint holding only weights has no model to load them into, and says so."""
+    import numpy as np
+    import torch
+
+    from netdef.export import export_wts
+    from netdef.wts import read_wts
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    torch.save({"model": model.half(), "ema": None}, tmp_path / "ck.pt")  # as Ultralytics saves it
+    tuned = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4)).state_dict()
+    torch.save(tuned, tmp_path / "ft.pt")
+    export_wts(str(tmp_path / "ck.pt"), tmp_path / "ft.wts", state_dict=str(tmp_path / "ft.pt"))
+    got = read_wts(tmp_path / "ft.wts")
+    for k, v in tuned.items():
+        if v.is_floating_point():
+            np.testing.assert_array_equal(got[k], v.numpy().ravel(), err_msg=k)
+    with pytest.raises(NetdefError, match="ft.pt holds weights, not a model to load them into"):
+        export_wts(str(tmp_path / "ft.pt"), tmp_path / "x.wts", state_dict=str(tmp_path / "ft.pt"))
+
+
+def test_a_missing_dependency_of_the_models_code_is_named_with_its_importer(tmp_path, monkeypatch):
+    """The pickled class's module is importable but imports a package that is not installed (YOLOv5's code and
+    pandas): the error names that package, the file that imports it, and the pip command."""
+    (tmp_path / "mymodels.py").write_text("import torch\n\n\nclass Net(torch.nn.Module):\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import mymodels
+
+    torch.save({"model": mymodels.Net()}, tmp_path / "net.pt")
+    del sys.modules["mymodels"]
+    (tmp_path / "mymodels.py").write_text("import netdef_absent_dependency\nimport torch\n\n\n"
+                                          "class Net(torch.nn.Module):\n    pass\n")
+    with pytest.raises(NetdefError, match=r"net\.pt: the model's code \(.*mymodels\.py:1\) imports "
+                                          r"'netdef_absent_dependency', which is not installed: `pip install "
+                                          r"netdef_absent_dependency`"):
+        load_checkpoint(tmp_path / "net.pt")
+    sys.modules.pop("mymodels", None)

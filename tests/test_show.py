@@ -115,3 +115,35 @@ def test_show_lists_the_keys_a_head_leaves_out_knowingly(tmp_path):
     assert report.ok and report.skipped and all(k.startswith("model.23.cv") for k in report.skipped)
     text = report.key_report()
     assert text.startswith(f"skipped: {len(report.skipped)} key(s)") and "every other key there is used" in text
+
+
+def test_a_classifier_takes_its_class_count_from_the_weights(tmp_path, capsys):
+    """yolo11n-cls trained for 5 classes: the head is sized by the weights (`prefix.linear.weight` 5 x 1280)
+    without a copied YAML; `--set nc=5` agrees, `--set nc=4` is refused naming the key."""
+    from netdef.testing import ultralytics_reference as ref
+    from netdef.wts import write_wts
+
+    if not ref.ultralytics_available():
+        pytest.skip("needs the ultralytics package (pip install --no-deps ultralytics==8.4.190)")
+    write_wts(tmp_path / "cls5.wts", ref.reference_model("yolo11n-cls", nc=5)[1])
+    for extra in ([], ["--set", "nc=5"]):
+        assert main(["show", "yolo11n-cls", "-w", str(tmp_path / "cls5.wts"), *extra]) == 0
+        out = capsys.readouterr().out
+        assert "Classify  model.10  (B, 5)" in out and "every key there is used" in out
+    assert main(["show", "yolo11n-cls", "-w", str(tmp_path / "cls5.wts"), "--set", "nc=4"]) == 1
+    assert ("--set nc=4, but the weights were trained with nc=5 ('model.10.linear.weight')"
+            in capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("name", ["yolov8n", "yolo11n", "yolo11n-seg"])
+def test_show_without_weights_counts_the_parameters_ultralytics_counts(name, capsys):
+    """Without weights the class branch follows the backbone as in Ultralytics' parse_model (YOLO11's C3k2 rows:
+    depth-wise; YOLOv8: plain), so the parameter count equals the model's."""
+    from netdef.testing import ultralytics_reference as ref
+
+    if not ref.ultralytics_available():
+        pytest.skip("needs the ultralytics package (pip install --no-deps ultralytics==8.4.190)")
+    model = ref.reference_model(name)[0]
+    assert main(["show", name]) == 0
+    assert f"{name}: " in (out := capsys.readouterr().out)
+    assert f" {sum(p.numel() for p in model.parameters()):,} parameters" in out.splitlines()[-1], out[-300:]

@@ -59,10 +59,27 @@ def test_set_with_an_undeclared_key_is_an_error():
         load_spec("resnet18").resolve_params({"head": "plugin"})
 
 
+@pytest.mark.parametrize("given, message", [
+    ({"conf_thres": 0.4}, r"--set conf_thres: applies with head=plugin only, and this build's head is decode: "
+                          r"leave it out or add --set head=plugin"),
+    ({"iou_thres": 0.5, "head": "one2many"}, r"--set iou_thres: applies with head=plugin only"),
+    ({"conf_thres": 2, "head": "plugin"}, r"--set conf_thres=2: expected a score threshold in \[0, 1\)"),
+    ({"iou_thres": 0, "head": "plugin"}, r"--set iou_thres=0: expected an IoU threshold in \(0, 1\]"),
+    ({"max_det": 0}, r"--set max_det=0: expected at least 1"),
+    ({"bn_eps": -1}, r"--set bn_eps=-1: expected a positive number"),
+    ({"nc": 0}, r"--set nc=0: expected at least 1 class"),
+])
+def test_set_values_outside_their_range_or_head_are_refused(given, message):
+    """A value the build would turn into a broken engine (negative eps: inf) or silently ignore (a plugin
+    threshold on a decode head) is an error naming the setting."""
+    with pytest.raises(OptionError, match=message):
+        load_spec("yolo11n").resolve_params(given)
+
+
 def test_set_values_are_converted_and_checked():
     spec = load_spec("yolov5s")
-    p = spec.resolve_params({"conf_thres": "0.4", "max_det": "50"})
-    assert p == {"head": "decode", "conf_thres": 0.4, "iou_thres": 0.45, "max_det": 50, "nc": None, "bn_eps": 1e-3}
+    p = spec.resolve_params({"head": "plugin", "conf_thres": "0.4", "max_det": "50"})
+    assert p == {"head": "plugin", "conf_thres": 0.4, "iou_thres": 0.45, "max_det": 50, "nc": None, "bn_eps": 1e-3}
     assert spec.resolve_params({"nc": "3"})["nc"] == 3
     with pytest.raises(OptionError, match=r"--set head='nms': use one of decode, plugin"):
         spec.resolve_params({"head": "nms"})
@@ -201,3 +218,14 @@ def test_options_are_validated_where_they_enter():
             BuildOptions(**bad).validate()
     with pytest.raises(NetdefError, match="is a directory"):
         define_network("resnet18", "/tmp", log=print)
+
+
+def test_keys_with_a_wrapper_prefix_say_so():
+    """A DataParallel checkpoint's keys ('module.conv1.weight'): the key error ends with what to do about it."""
+    import torchvision
+
+    sd = {f"module.{k}": v.numpy() for k, v in torchvision.models.resnet18().state_dict().items()}
+    with pytest.raises(WeightKeyError, match=r"(?s)key\(s\) the architecture needs are missing.*The file's keys carry "
+                                             r"the prefix 'module\.' the architecture's lack .*"
+                                             r"k\.removeprefix\('module\.'\)"):
+        define_network("resnet18", sd, BuildOptions(), log=lambda m: None)

@@ -404,6 +404,24 @@ def test_yolov5n_cpu_matches_reference(yolov5_models, yolov5_wts):
     assert {r.module for r in compared} >= {"model.0.bn", "model.24.m.2", "(model output)"}
 
 
+def test_every_output_of_a_segmentation_model_is_compared(tmp_path):
+    """yolov8n-seg has two outputs (predictions and prototypes): each is compared with the model's output tensor
+    of its shape (the report's last two rows), both pass."""
+    from netdef.testing import ultralytics_reference as ref
+    from netdef.wts import write_wts
+
+    if not ref.ultralytics_available():
+        pytest.skip("needs the ultralytics package (pip install --no-deps ultralytics==8.4.190)")
+    model, sd = ref.reference_model("yolov8n-seg", nc=3)
+    write_wts(tmp_path / "seg.wts", sd)
+    report = verify("yolov8n-seg", str(tmp_path / "seg.wts"), model, cpu=True,
+                    opts=BuildOptions(input_hw=(96, 128)), log=lambda m: None)
+    outs = [r for r in report.rows if r.module == "(model output)"]
+    assert report.ok, report.summary()
+    assert [r.layer.split()[0] for r in outs] == ["(output)"] * 2 and [r.status for r in outs] == ["pass"] * 2
+    assert sorted(r.shape for r in outs) == [(1, 32, 24, 32), (1, 4 + 3 + 32, 252)], outs
+
+
 TINY_MODEL = '''
 import torch
 from torch import nn

@@ -342,3 +342,29 @@ def test_directory_and_missing_file(tmp_path):
             fn(tmp_path)
         with pytest.raises(NetdefError, match="nope.wts: no such .wts file"):
             fn(tmp_path / "nope.wts")
+
+
+def test_a_file_cut_inside_its_last_value_is_refused(tmp_path):
+    """Unpadded C++ hex makes '4170' a valid value: a file without its final newline whose last value is shorter
+    than the line's other 8-digit values was cut inside it, and is refused (copied whole, it reads)."""
+    p = tmp_path / "w.wts"
+    write_wts(p, {"a": np.float32([1, 2]), "dfl": np.arange(16, dtype=np.float32)})
+    whole = p.read_bytes()
+    p.write_bytes(whole[:-5])  # '... 41700000\n' -> '... 4170'
+    with pytest.raises(WtsFormatError, match=r"w\.wts:3 \(key 'dfl'\): truncated: the file ends inside the last "
+                                             r"value \('4170', 4 hex digits"):
+        read_wts(p)
+    p.write_bytes(whole[:-1])  # complete, only the final newline missing
+    assert read_wts(p)["dfl"][15] == 15.0
+
+
+def test_a_checkpoint_or_an_engine_given_as_weights_is_named(tmp_path):
+    ckpt, engine = tmp_path / "best.pt", tmp_path / "y.engine"
+    ckpt.write_bytes(b"PK\x03\x04" + bytes(100))
+    engine.write_bytes(b"NETDEF-ENGINE\n" + bytes(100))
+    with pytest.raises(WtsFormatError, match=r"not a text \.wts file: it looks like a zip file \(a PyTorch "
+                                             r"checkpoint\?\)\): export a checkpoint's weights with `netdef export"):
+        read_wts(ckpt)
+    with pytest.raises(WtsFormatError, match=r"found 'NETDEF-ENGINE' \(a netdef engine, not weights\)"):
+        read_wts(engine)
+

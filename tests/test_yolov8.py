@@ -163,12 +163,29 @@ def test_yolo26_max_det_and_heads_are_checked(models):
         define("yolov8n", sd8, params={"head": "one2many"})
 
 
-def test_pose_keypoint_count_disagreeing_with_weights_is_named(models, tmp_path):
+def test_pose_keypoint_shape_comes_from_the_weights_or_set(models):
+    """A pose model trained with another kpt_shape needs no copied YAML: the weights' keypoint outputs give the
+    shape where only one fits (15: 5 x 3, 8: 4 x 2); where two do (18: 6 x 3 or 9 x 2) --set kpt_shape picks it,
+    and a --set the weights disagree with is refused naming the key."""
     _, sd = models("yolov8n-pose")
-    text = (Path(__file__).resolve().parents[1] / "netdef" / "architectures" / "yolov8-pose.yaml").read_text("utf-8")
-    (tmp_path / "yolov8-pose5.yaml").write_text(text.replace("kpt_shape: [17, 3]", "kpt_shape: [5, 3]"), "utf-8")
-    with pytest.raises(NetdefError, match=r"kpt_shape \[5, 3\] needs 15 keypoint outputs.*'model\.22\.cv4\.0\.2\.bias' has 51"):
-        define(str(tmp_path / "yolov8n-pose5.yaml"), sd)
+
+    def keypoints(n: int, d: int) -> dict:  # a model trained with kpt_shape [n, d]
+        return ref.reference_model("yolov8n-pose", kpt_shape=(n, d))[1]
+
+    def recorded(weights: dict, **params) -> list:
+        return define("yolov8n-pose", weights, params=params).model["kpt_shape"]
+
+    six_by_three = keypoints(6, 3)
+    assert recorded(sd) == [17, 3] and recorded(keypoints(5, 3)) == [5, 3] and recorded(keypoints(4, 2)) == [4, 2]
+    assert recorded(six_by_three, kpt_shape="6,3") == [6, 3] and recorded(keypoints(9, 2), kpt_shape="9x2") == [9, 2]
+    with pytest.raises(NetdefError, match=r"'model\.22\.cv4\.0\.2\.bias' has 18 keypoint outputs \(6,3 or 9,2\).*"
+                                          r"--set kpt_shape=KEYPOINTS,DIMS"):
+        define("yolov8n-pose", six_by_three)
+    with pytest.raises(NetdefError, match=r"--set kpt_shape=5,3 needs 15 keypoint outputs, the weights' "
+                                          r"'model\.22\.cv4\.0\.2\.bias' has 51"):
+        define("yolov8n-pose", sd, params={"kpt_shape": "5,3"})
+    with pytest.raises(NetdefError, match=r"--set kpt_shape='5,4': expected keypoints,dims such as 5,3"):
+        define("yolov8n-pose", sd, params={"kpt_shape": "5,4"})
 
 
 @pytest.mark.parametrize("name", ["yolov8n", "yolo11n", "yolo11n-cls", "yolov8n-pose", "yolo11n-seg", "yolo26n"])

@@ -18,7 +18,8 @@ from ..registry import Param, block, width_exemption
 from .common import upsample
 
 BN_EPS = Param(1e-3, float, help="BatchNorm eps of Ultralytics' Conv: 1e-3 as their initialize_weights() sets it "
-                                  "for detection models; classification models keep PyTorch's 1e-5")
+                                  "for detection models; classification models keep PyTorch's 1e-5",
+               valid=(lambda v: v > 0, "a positive number"))
 HEAD_PARAMS = {
     "head": Param("decode", str, ("decode", "plugin", "one2many"),
                   "decode: plain TensorRT layers, (B, N, 5 + nc) (YOLOv5), (B, 4 + nc, N) (YOLOv8/YOLO11), top-k "
@@ -26,11 +27,14 @@ HEAD_PARAMS = {
                   "YOLOv8/YOLO11 detect, seg, pose): num_dets, boxes, scores, classes [+ mask_coefs, protos | "
                   "keypoints]; one2many: an "
                   "end-to-end head's one-to-many branch, (B, 4 + nc, N) for NMS"),
-    "conf_thres": Param(defaults.CONF_THRES, float, help="plugin head: score threshold"),
-    "iou_thres": Param(defaults.IOU_THRES, float, help="plugin head: NMS IoU threshold"),
-    "max_det": Param(defaults.MAX_DET, int, help="plugin and end-to-end heads: boxes kept per image"),
+    "conf_thres": Param(defaults.CONF_THRES, float, help="plugin head: score threshold",
+                        valid=(lambda v: 0 <= v < 1, "a score threshold in [0, 1)"), needs={"head": ("plugin",)}),
+    "iou_thres": Param(defaults.IOU_THRES, float, help="plugin head: NMS IoU threshold",
+                       valid=(lambda v: 0 < v <= 1, "an IoU threshold in (0, 1]"), needs={"head": ("plugin",)}),
+    "max_det": Param(defaults.MAX_DET, int, help="plugin and end-to-end heads: boxes kept per image",
+                     valid=(lambda v: v >= 1, "at least 1")),
     "nc": Param(None, int, help="classes; default: the count the weights were trained with, else the YAML's nc; "
-                                "given, the weights must agree"),
+                                "given, the weights must agree", valid=(lambda v: v >= 1, "at least 1 class")),
 }
 
 STRIDE_PROBE = (1024, 1024)  # the input size at which a dynamic build's heads ask TensorRT for the feature sizes

@@ -13,6 +13,7 @@ nm or kpt_shape): the engine header's "model", from which `netdef detect` knows 
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,12 +21,16 @@ import numpy as np
 
 from ..errors import SpecError, WeightKeyError
 from ..network import Network, needs_static_size
-from ..registry import block
+from ..registry import Param, block
 from .yolo import (HEAD_PARAMS, _anchor_plugin, _anchor_setup, _decode_level, _spatial, _strides, anchor_rows,
                    class_count, conv, dynamic, nms_params)
 from .yolov8 import dwconv
 
 REG_MAX = 16  # DFL bins per box side in YOLOv8/YOLO11
+KPT_SHAPE = Param(None, str, help="pose: keypoints,dims such as 5,3 (default: the weights' count where it tells the "
+                                  "shape, else the YAML's kpt_shape); given, the weights must agree",
+                  valid=(lambda v: re.fullmatch(r"\s*[1-9][0-9]*\s*[,x]\s*[23]\s*", v) is not None,
+                         "keypoints,dims such as 5,3 (dims 2 or 3)"))
 TOPK_MAX = 3840  # the largest k of TensorRT's TopK layer (8.6 to 10 and RTX)
 
 
@@ -142,7 +147,7 @@ def _check_head(net: Network, prefix: str) -> None:
                              f"architecture with end2end: True (yolo26)")
 
 
-@block("Pose", params=HEAD_PARAMS)
+@block("Pose", params={**HEAD_PARAMS, "kpt_shape": KPT_SHAPE})
 def pose(net: Network, x: list, prefix: str, nc: int, kpt_shape: Sequence[int] = (17, 3), reg_max: int = REG_MAX,
          strides: list[int] | None = None) -> Any:
     """YOLOv8/YOLO11 pose head in eval mode: Detect's (B, 4 + nc, N) followed by the keypoints of branch `cv4.i`
@@ -155,13 +160,9 @@ def pose(net: Network, x: list, prefix: str, nc: int, kpt_shape: Sequence[int] =
     feats = list(x) if isinstance(x, (list, tuple)) else [x]
     _check_head(net, prefix)
     box, cls, sizes, stride_list = _detect_parts(net, feats, prefix, nc, reg_max, strides)
-    nkpt, ndim = int(kpt_shape[0]), int(kpt_shape[1])
+    nkpt, ndim = _kpt_shape(net, prefix, (int(kpt_shape[0]), int(kpt_shape[1])))
     net.record_model(task="pose", nc=int(cls.shape[1]), head=net.param("head"), kpt_shape=[nkpt, ndim],
                      stride=int(max(stride_list)))
-    key = f"{prefix}.cv4.0.2.bias"
-    if net.has(key) and net.weight_size(key) != nkpt * ndim:
-        raise SpecError(f"{prefix}: kpt_shape {[nkpt, ndim]} needs {nkpt * ndim} keypoint outputs, the weights' '{key}' "
-                        f"has {net.weight_size(key)}: set `kpt_shape:` in the YAML to the model's")
     c4 = max(net.channels(feats[0]) // 4, nkpt * ndim)
     raw = _branch(net, feats, f"{prefix}.cv4", c4, nkpt * ndim, sizes)
     n = raw.shape[-1]
@@ -188,6 +189,30 @@ def pose(net: Network, x: list, prefix: str, nc: int, kpt_shape: Sequence[int] =
         flat = out.pop("extras")
         out["keypoints"] = net.shuffle(flat, f"{prefix}/keypoints", reshape=(0, int(flat.shape[1]), nkpt, ndim))
     return out
+
+
+def _kpt_shape(net: Network, prefix: str, yaml_shape: tuple[int, int]) -> tuple[int, int]:
+    """(keypoints, dims): `--set kpt_shape` (checked against the weights), else the YAML's where the weights'
+    keypoint outputs (`prefix.cv4.0.2.bias`) fit it, else the one shape they fit (n x 2 or n x 3), else an error
+    asking for --set kpt_shape."""
+    key = f"{prefix}.cv4.0.2.bias"
+    outputs = net.weight_size(key) if net.has(key) else None
+    given = net.params.get("kpt_shape")
+    if given is not None:
+        nkpt, ndim = (int(v) for v in re.split(r"\s*[,x]\s*", given.strip()))
+        if outputs is not None and outputs != nkpt * ndim:
+            raise WeightKeyError(f"{prefix}: --set kpt_shape={given} needs {nkpt * ndim} keypoint outputs, the "
+                                 f"weights' '{key}' has {outputs}")
+        return nkpt, ndim
+    if outputs is None or outputs == yaml_shape[0] * yaml_shape[1]:
+        return yaml_shape
+    fits = [(outputs // d, d) for d in (3, 2) if outputs % d == 0]
+    if len(fits) == 1:
+        return fits[0]
+    shapes = " or ".join(f"{n},{d}" for n, d in fits) or "no keypoints,dims shape with dims 2 or 3"
+    raise SpecError(f"{prefix}: the weights' '{key}' has {outputs} keypoint outputs ({shapes}), the YAML's "
+                    f"kpt_shape {list(yaml_shape)} needs {yaml_shape[0] * yaml_shape[1]}: give the model's with "
+                    f"--set kpt_shape=KEYPOINTS,DIMS")
 
 
 @block("Segment", params=HEAD_PARAMS, width_args=("npr",))
@@ -289,7 +314,10 @@ def _detect_parts(net: Network, feats: list, prefix: str, nc: int, reg_max: int,
     ch0 = net.channels(feats[0])
     box = _branch(net, feats, f"{prefix}.{branch}cv2", max(16, ch0 // 4, reg_max * 4), 4 * reg_max, sizes)
     box = net.shuffle(box, f"{prefix}/box", reshape=(0, 4, reg_max, box.shape[-1]))
-    legacy = not net.has(f"{prefix}.{branch}cv3.0.0.0.conv.weight")
+    # the weights tell YOLOv8's plain class branch from YOLO11's depth-wise one; without weights (`netdef show`),
+    # the backbone does, as in Ultralytics' parse_model (C3k2, A2C2f or C2fCIB rows: not legacy)
+    legacy = (not net.has(f"{prefix}.{branch}cv3.0.0.0.conv.weight") if net.weights else
+              not {"C3k2", "A2C2f", "C2fCIB"} & set(net.blocks_built))
     cls = _branch(net, feats, f"{prefix}.{branch}cv3", max(ch0, min(nc, 100)), nc, sizes, depthwise=not legacy)
     boxes = _decode_boxes(net, box, prefix, reg_max, feats, sizes, stride_list, xyxy)
     return boxes, net.activation(cls, "sigmoid", f"{prefix}/cls"), sizes, stride_list

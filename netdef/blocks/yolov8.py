@@ -17,7 +17,7 @@ import numpy as np
 from ..errors import SpecError
 from ..network import Network, fold_batchnorm
 from ..registry import block
-from .yolo import _act, bottleneck, conv
+from .yolo import HEAD_PARAMS, _act, bottleneck, class_count, conv
 
 
 # ---------------------------------------------------------------- convolutions and CSP blocks
@@ -165,14 +165,18 @@ def c2psa(net: Network, x: Any, prefix: str, c2: int, n: int = 1, e: float = 0.5
 
 # ---------------------------------------------------------------- Classify
 
-@block("Classify")
+@block("Classify", params={"nc": HEAD_PARAMS["nc"]})
 def classify(net: Network, x: Any, prefix: str, nc: int, k: int = 1, s: int = 1, p: int | None = None,
              g: int = 1, softmax: bool = True, eps: float | None = None) -> Any:
     """Ultralytics' classification head in eval mode: Conv `prefix.conv` to 1280 channels, global average pool,
     Linear `prefix.linear` to nc, softmax: (B, nc) probabilities (several inputs are concatenated first).
     `softmax=False`: the logits, as YOLOv5's Classify returns them. `eps`: the Conv's BatchNorm eps when it
     differs from the model's `bn_eps` (YOLOv5 adds Classify after initialize_weights: PyTorch's 1e-5). Records
-    the task (`Network.record_model`: classify, nc, head "probs" or "logits")."""
+    the task (`Network.record_model`: classify, nc, head "probs" or "logits"). The class count is the weights'
+    (`prefix.linear.weight` is nc x 1280), else the YAML's; `--set nc` must agree with the weights."""
+    key = f"{prefix}.linear.weight"
+    trained = net.weight_size(key) // 1280 if net.has(key) and net.weight_size(key) % 1280 == 0 else None
+    nc = class_count(net, prefix, nc, trained, f"'{key}'")
     if isinstance(x, (list, tuple)):
         x = net.concat(list(x), f"{prefix}/concat")
     if eps is None:

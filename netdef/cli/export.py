@@ -18,7 +18,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_export)
     p.add_argument("source")
     p.add_argument("-o", "--output", required=True, help="the .wts file to write")
-    p.add_argument("--state-dict", help="load these weights into the torchvision/callable model first")
+    p.add_argument("--state-dict", help="load these weights into the model first (the torchvision or callable "
+                                        "model, or the model a checkpoint pickles, made float32)")
     p.add_argument("--randomize-bn", action="store_true", help="random BatchNorm statistics (for testing)")
     p.add_argument("--seed", type=number("--seed"), default=0)
     return p

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
-from typing import Callable
+import threading
+from typing import Any, Callable
 
-from ..errors import NetdefError
+from ..errors import NetdefError, Terminated
 
 SIGPIPE_EXIT = 141  # 128 + SIGPIPE: what a shell reports for a program whose reader went away
 
@@ -14,7 +16,10 @@ def run_guarded(fn: Callable[[], int | None], *, prog: str, debug: bool = False)
     """Run a command and return its exit status. A NetdefError prints one line `PROG: error: MESSAGE` on
     stderr (exit 1), Ctrl-C prints `interrupted` (exit 130), a closed stdout (`netdef info --json x | head`)
     ends quietly; an OSError that reaches here (a folder that cannot be written, a full disk) is one line too;
-    with `debug` these raise instead, traceback and all. Other exceptions are bugs and keep their traceback."""
+    with `debug` these raise instead, traceback and all. SIGTERM unwinds like Ctrl-C (`Terminated`: temporary
+    files removed) and prints `terminated` (exit 143). Other exceptions are bugs and keep their traceback."""
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if main else None
     try:
         status = int(fn() or 0)
         sys.stdout.flush()  # a reader that went away shows here, not at interpreter exit
@@ -24,6 +29,11 @@ def run_guarded(fn: Callable[[], int | None], *, prog: str, debug: bool = False)
             raise
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 1
+    except Terminated:
+        if debug:
+            raise
+        print("terminated", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         if debug:
             raise
@@ -37,6 +47,13 @@ def run_guarded(fn: Callable[[], int | None], *, prog: str, debug: bool = False)
             raise
         print(f"{prog}: error: {e} (--debug shows where)", file=sys.stderr)
         return 1
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated
 
 
 def _silence_stdout() -> None:

@@ -29,7 +29,7 @@ def cmd_info(a: argparse.Namespace) -> int:
         return 0
     from ..deploy.plan import is_raw_plan
 
-    if is_raw_plan(path):  # a sidecar beside it, or a plan's name (.plan, .engine, .trt)
+    if is_raw_plan(path):  # a plan's first bytes, a sidecar beside it, or a plan's name (.plan, .engine, .trt)
         r = raw_plan_info(path)
         print(json.dumps(r, indent=2) if a.json else format_raw_plan(r, path))
         return 0
@@ -126,7 +126,7 @@ def model_lines(meta: dict[str, Any]) -> list[str]:
         return []
     extra = "".join(f", {k} {v}" for k, v in (("kpt_shape", "x".join(map(str, m.get("kpt_shape") or []))),
                                               ("nm", m.get("nm"))) if v)
-    return [f"  model  {m['task']}, {m['nc']} classes, head {m['head']}{extra}"]
+    return [f"  model  {m['task']}, {m['nc']} class{'' if m['nc'] == 1 else 'es'}, head {m['head']}{extra}"]
 
 
 def io_lines(meta: dict[str, Any]) -> list[str]:

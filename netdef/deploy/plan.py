@@ -47,23 +47,33 @@ def _head(path: Path, n: int = 64) -> bytes:
         return b""
 
 
-def _not_a_plan(path: Path, plan: bytes) -> EngineFileError:
-    """The error for a file read as a plan that does not start like one, saying what it looks like instead."""
+def _other_file(path: Path, head: bytes, f: Any) -> str | None:
+    """What a file that does not start with a known plan magic recognisably is instead (None: unknown, perhaps a
+    plan of a later TensorRT: TensorRT decides)."""
+    from ..fileio import describe_head
     from ..wts import WTS_FILE
 
-    head = plan[:64]
     n = int.from_bytes(head[:4], "little")
+    if not head:
+        return "it is empty"
     if WTS_FILE.test(head):
-        looks = "it is a .wts file: build an engine from it with `netdef build ARCH -w FILE`"
-    elif head[4:5] == b"{" and 8 < n + 8 < len(plan) and plan[n + 4:n + 8] in trt_api.PLAN_MAGICS:
-        looks = ("it is an Ultralytics engine (JSON metadata before the plan): build one with netdef from the "
-                 "checkpoint's weights (`netdef export CHECKPOINT.pt`, then `netdef build`)")
-    elif head.startswith((b"PK\x03\x04", b"\x80")):
-        looks = "it looks like a PyTorch checkpoint or a zip file: export its weights with `netdef export`"
-    elif head.lstrip()[:1] in (b"{", b"["):
-        looks = "it is JSON (a plan's sidecar is PLAN.json, beside the plan)"
-    else:
-        looks = f"it starts with {head[:8]!r}"
+        return "it is a .wts file: build an engine from it with `netdef build ARCH -w FILE`"
+    if head[4:5] == b"{" and 0 < n < path.stat().st_size - 8:
+        f.seek(4 + n)
+        if f.read(4) in trt_api.PLAN_MAGICS:
+            return ("it is an Ultralytics engine (JSON metadata before the plan): build one with netdef from the "
+                    "checkpoint's weights (`netdef export CHECKPOINT.pt`, then `netdef build`)")
+    if head.startswith((b"PK\x03\x04", b"\x80")):
+        return f"{describe_head(head)}: export its weights with `netdef export`"
+    if head.lstrip()[:1] == b"{":
+        return "it is JSON, perhaps a sidecar: give the plan itself"
+    if path.suffix.lower() == ".onnx":
+        return "it is an ONNX model: netdef builds engines from .wts weights (`netdef export`, then `netdef build`)"
+    return None
+
+
+def _not_a_plan(path: Path, looks: str) -> EngineFileError:
+    """The error for a file read as a plan that is recognisably something else."""
     magics = " or ".join(f"{m.decode()!r} ({flavor})" for m, flavor in trt_api.PLAN_MAGICS.items())
     return EngineFileError(f"{path} is neither a netdef engine nor a TensorRT plan ({looks}); a plan starts "
                            f"with {magics}")
@@ -98,11 +108,14 @@ def read_raw_plan(path: str | os.PathLike) -> tuple[dict[str, Any] | None, bytes
     if not path.is_file():
         raise EngineFileError(f"plan not found: {path}")
     try:
-        plan = path.read_bytes()
+        with open(path, "rb") as f:  # what the file is, before reading all of it
+            head = f.read(64)
+            other = None if head[:4] in trt_api.PLAN_MAGICS else _other_file(path, head, f)
+            if other:
+                raise _not_a_plan(path, other)
+            plan = head + f.read()
     except OSError as e:
         raise EngineFileError(f"cannot read plan {path}: {e.strerror}") from None
-    if plan[:4] not in trt_api.PLAN_MAGICS:
-        raise _not_a_plan(path, plan)
     side = sidecar_path(path)
     if not side.is_file():
         return None, plan

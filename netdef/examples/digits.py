@@ -3,7 +3,7 @@
 `run_digits(workdir)` trains the model in seconds on CPU (fixed seed, stratified train/test split; the 8x8
 images are upscaled 2x to 16x16), exports it to .wts, calibrates on training images, builds FP32, FP16 and
 INT8 engines from `architectures/lenet.yaml` and prints each engine's test accuracy next to PyTorch's.
-Calibration uses the FP32 engine (`netdef.calibrate.calibrate`) where engines can run; elsewhere the
+Calibration uses the FP32 engine (`netdef.int8.calibrate.calibrate`) where engines can run; elsewhere the
 ranges come from the PyTorch model's activations (`calibrate_torch`), so the INT8 engine still builds
 (TensorRT-RTX builds Q/DQ networks without a GPU). Run: `python -m netdef.examples.digits --workdir out/digits`.
 """

@@ -16,7 +16,7 @@ in strongly typed int8 builds):
 
 A tensor feeding several quantized consumers gets one Q/DQ pair (under the first consumer's key).
 `RecordingQuantizer` places the same points in a plain FP32 network and marks each as an extra output
-(`calib:<key>`) for calibration (`netdef.calibrate`).
+(`calib:<key>`) for calibration (`netdef.int8.calibrate`).
 """
 from __future__ import annotations
 

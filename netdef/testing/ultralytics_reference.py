@@ -35,7 +35,8 @@ def import_tasks() -> Any:
     return import_with_stand_ins("ultralytics.nn.tasks")
 
 
-def reference_model(name: str, nc: int | None = None, seed: int = 0, tame: bool = False) -> tuple[Any, dict]:
+def reference_model(name: str, nc: int | None = None, seed: int = 0, tame: bool = False,
+                    kpt_shape: tuple[int, int] | None = None) -> tuple[Any, dict]:
     """An Ultralytics DetectionModel `name` (yolov8n ... yolo11x, yolo26n ... yolo26x; -cls, -pose and -seg names
     give the classification, pose and segmentation models) in eval mode (end-to-end heads with
     `model.end2end = True`, as Ultralytics' predictor and exporter run them) with random weights, BatchNorm
@@ -59,6 +60,8 @@ def reference_model(name: str, nc: int | None = None, seed: int = 0, tame: bool 
     with open(os.path.join(cfg_root, FOLDERS[family], f"{family}{task or ''}.yaml"), encoding="utf-8") as f:
         cfg = yaml.safe_load(f)
     cfg["scale"] = scale
+    if kpt_shape is not None:  # a pose model trained with another keypoint shape
+        cfg["kpt_shape"] = list(kpt_shape)
     torch.manual_seed(seed)
     model = getattr(tasks, MODELS[task])(cfg, nc=nc, verbose=False)
     head = model.model[-1]

@@ -36,7 +36,7 @@ import numpy as np
 
 from .. import defaults
 from ..errors import NetdefError, OptionError
-from ..fileio import atomic_write, check_output
+from ..fileio import JSON_FILE, atomic_write, check_output
 from .classify import _PALETTE, Classifier, EngineModel, draw_top1, engine_classifier, engine_io
 from .masks import process_masks, rle_decode, rle_encode
 from .preprocess import letterbox, pad_to, scale_boxes, scale_keypoints, scale_masks
@@ -655,7 +655,8 @@ def check_outputs(labels: Sequence[str], out_dir: str | Path, inputs: Sequence[A
     for name in [*annotated_names(labels), DETECTIONS_JSON]:
         path = Path(out_dir) / name
         same = [sources[k] for k in _file_keys(path) if k in sources]
-        check_output(path, inputs=same[:1], what="--out")  # its error for an input, its checks for all
+        check_output(path, inputs=same[:1], what="--out",  # its error for an input, its checks for all
+                     kind=JSON_FILE if name == DETECTIONS_JSON else None)
 
 
 def _file_keys(path: Path) -> list[Any]:

@@ -19,7 +19,7 @@ class ModuleOutputs:
 
     outputs: dict[str, np.ndarray] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
-    final: np.ndarray | None = None  # the model's output (the first tensor of a tuple)
+    finals: list[np.ndarray] = field(default_factory=list)  # the model's output tensors, nested tuples flattened
 
 
 def load_model(source: str) -> Any:
@@ -91,10 +91,16 @@ def run_hooked(model: Any, x: np.ndarray, names: Iterable[str], *, device: str =
             res.skipped[name] = f"module returns a {type(outs[0]).__name__}"
         else:
             res.outputs[name] = outs[0].detach().cpu().double().numpy()
-    first = y[0] if isinstance(y, (tuple, list)) and y else y
-    if isinstance(first, torch.Tensor):
-        res.final = first.detach().cpu().double().numpy()
+    res.finals = [t.detach().cpu().double().numpy() for t in _tensors(y, torch)]
     return res
+
+
+def _tensors(y: Any, torch: Any) -> list[Any]:
+    """The tensors of a model's output in order: itself, or those of a (nested) tuple, list or dict."""
+    if isinstance(y, torch.Tensor):
+        return [y]
+    items = y.values() if isinstance(y, Mapping) else y if isinstance(y, (tuple, list)) else ()
+    return [t for item in items for t in _tensors(item, torch)]
 
 
 def _few(items: list[str], n: int = 8) -> str:

@@ -102,9 +102,29 @@ def compare(arch: str, mode: str, tol: float, layers: list[LayerDescription], va
             rows.append(Row(layer.name, module, shape, None, "skip", "module not run by forward()"))
         else:
             rows.append(_compare_row(layer.name, module, out, refs.outputs[module], tol))
-    if len(outputs) == 1 and refs.final is not None:
-        rows.append(_compare_row(f"(output) {outputs[0]}", OUTPUT_MODULE, values.get(outputs[0]), refs.final, tol))
+    rows += _output_rows(values, refs.finals, outputs, tol)
     return Report(arch, mode, tol, rows, unmatched)
+
+
+def _output_rows(values: Mapping[str, Any], finals: list[np.ndarray], outputs: list[str], tol: float) -> list[Row]:
+    """The network's outputs against the model's: one output with the model's first tensor; several (a
+    segmentation head's predictions and prototypes, say) each with the first unused tensor of its shape."""
+    if len(outputs) == 1:
+        return [_compare_row(f"(output) {outputs[0]}", OUTPUT_MODULE, values.get(outputs[0]), finals[0], tol)] \
+            if finals else []
+    rows, unused = [], list(finals)
+    for name in outputs:
+        out = values.get(name)
+        shape = None if out is None else tuple(np.shape(out))
+        ref = next((r for r in unused if shape is not None and r.size == int(np.prod(shape))
+                    and r.squeeze().shape == tuple(d for d in shape if d != 1)), None)
+        if ref is None:
+            rows.append(Row(f"(output) {name}", OUTPUT_MODULE, shape or (), None, "skip",
+                            "tensor not available" if out is None else "no output of the model has its shape"))
+            continue
+        unused = [r for r in unused if r is not ref]
+        rows.append(_compare_row(f"(output) {name}", OUTPUT_MODULE, out, ref, tol))
+    return rows
 
 
 def _compare_row(layer: str, module: str, out: Any, ref: np.ndarray, tol: float) -> Row:

@@ -1,0 +1,96 @@
+"""Run a raw TensorRT plan (from `netdef export-plan`) with TensorRT and torch alone: no netdef import. What a
+deployment script needs, and the check that an exported plan stands on its own.
+
+    python scripts/run_plan.py model.plan --input x.npy --output out.npz
+    python scripts/run_plan.py yolov5s.plan --plugin libyolo_decode_nms.so --batch 4
+
+Plugin libraries are loaded by path before deserializing (their creators register themselves): the `--plugin`
+ones, else those the sidecar `model.plan.json` lists. The input is a .npy (the first input) or a .npz keyed by
+input names; without --input, random normal data of --batch. The optimization profile is the first whose batch
+range covers the batch. Works with TensorRT 8.6, 10 and 11 (named I/O tensors, execute_async_v3).
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("plan")
+    p.add_argument("--plugin", action="append", default=[], help="plugin library to load first (repeatable)")
+    p.add_argument("--input", help=".npy (the first input) or .npz (by input name)")
+    p.add_argument("--batch", type=int, default=1, help="batch of the random input (without --input)")
+    p.add_argument("--output", help="write every output to this .npz")
+    a = p.parse_args(argv)
+
+    import tensorrt as trt
+    import torch
+
+    plan = Path(a.plan)
+    sidecar = Path(f"{plan}.json")
+    libraries = a.plugin or ([e["library"] for e in json.loads(sidecar.read_text())["plugins"]]
+                             if sidecar.is_file() else [])
+    for lib in libraries:  # relative sidecar paths are relative to the sidecar's folder
+        ctypes.CDLL(str(sidecar.parent / lib) if not Path(lib).is_absolute() else lib, mode=ctypes.RTLD_GLOBAL)
+    logger = trt.Logger(trt.Logger.WARNING)
+    trt.init_libnvinfer_plugins(logger, "")
+    engine = trt.Runtime(logger).deserialize_cuda_engine(plan.read_bytes())
+    if engine is None:
+        sys.exit(f"TensorRT {trt.__version__} could not deserialize {plan} (see its messages above)")
+    names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+    inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+
+    def random_input(name: str) -> np.ndarray:
+        shape = [a.batch if k == 0 else d for k, d in enumerate(engine.get_tensor_shape(name))]
+        if min(shape) < 0:
+            shape = [a.batch, *engine.get_tensor_profile_shape(name, 0)[1][1:]]  # the opt size
+        return np.random.default_rng(0).standard_normal(shape).astype(trt.nptype(engine.get_tensor_dtype(name)))
+
+    if a.input is None:
+        feeds = {n: random_input(n) for n in inputs}
+    elif a.input.endswith(".npz"):
+        with np.load(a.input) as z:
+            feeds = {n: z[n] for n in inputs}
+    else:
+        feeds = {inputs[0]: np.load(a.input)}
+    batch = feeds[inputs[0]].shape[0]
+    static = engine.get_tensor_shape(inputs[0])[0] >= 0  # a fixed batch: profile 0 (TensorRT checks the size)
+    profile = 0 if static else next((k for k in range(engine.num_optimization_profiles)
+                                     if engine.get_tensor_profile_shape(inputs[0], k)[0][0] <= batch
+                                     <= engine.get_tensor_profile_shape(inputs[0], k)[2][0]), None)
+    if profile is None:
+        sys.exit(f"batch {batch} is outside every optimization profile of {plan}")
+
+    context = engine.create_execution_context()
+    stream = torch.cuda.Stream()
+    context.set_optimization_profile_async(profile, stream.cuda_stream)
+    buffers = {}
+    for n in inputs:
+        buffers[n] = torch.from_numpy(np.ascontiguousarray(feeds[n])).cuda()
+        context.set_input_shape(n, tuple(feeds[n].shape))
+    for n in names:
+        if n not in buffers:
+            dtype = torch.from_numpy(np.empty(0, trt.nptype(engine.get_tensor_dtype(n)))).dtype
+            buffers[n] = torch.empty(tuple(context.get_tensor_shape(n)), dtype=dtype, device="cuda")
+        context.set_tensor_address(n, buffers[n].data_ptr())
+    torch.cuda.current_stream().synchronize()  # the inputs' copies, made on the default stream
+    if not context.execute_async_v3(stream.cuda_stream):
+        sys.exit("execute_async_v3 failed (see TensorRT's messages above)")
+    stream.synchronize()
+    outputs = {n: buffers[n].cpu().numpy() for n in names if n not in inputs}
+    for n, v in outputs.items():
+        print(f"{n}: shape {v.shape} {v.dtype}")
+    if a.output:
+        np.savez(a.output, **outputs)
+        print(f"wrote {a.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
