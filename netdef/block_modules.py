@@ -8,6 +8,7 @@ is imported once; an import that fails is a netdef error naming the module and w
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib
 import importlib.util
@@ -19,7 +20,8 @@ from pathlib import Path
 from types import ModuleType
 
 from .errors import NetdefError, OptionError, raised_at
-from .registry import BLOCKS
+from .fileio import file_sha256
+from .registry import BLOCKS, _source_file
 
 ENV_VAR = "NETDEF_BLOCKS"
 ENTRY_POINT_GROUP = "netdef.blocks"
@@ -47,13 +49,15 @@ def load_block_module(ref: str, source: str, base: Path | None = None,
         path = Path(ref).expanduser()
         path = (base / path if base is not None and not path.is_absolute() else path).resolve()
         key, what = str(path), f"block file {path}"
+        if key not in _loaded and path.is_dir():
+            raise error(f"{source}: {path} is a folder: name a .py file of blocks (or a module on sys.path)")
         if key not in _loaded and not path.is_file():
             raise error(f"{source}: block file {path} not found" + (f" (relative to {base})" if base else ""))
     else:
         key, what = ref, f"block module '{ref}'"
     if key in _loaded:
         return _loaded[key]
-    before = set(BLOCKS)
+    before, modules_before = set(BLOCKS), set(sys.modules)
     try:
         module = _import_file(path) if is_path(ref) else importlib.import_module(ref)
     except NetdefError as e:  # the registry's own errors (a block name registered twice)
@@ -66,8 +70,31 @@ def load_block_module(ref: str, source: str, base: Path | None = None,
         hint = " (is it installed, or on PYTHONPATH?)" if isinstance(e, ModuleNotFoundError) and e.name and \
             ref.startswith(e.name) else ""
         raise error(f"{source}: cannot import {what}: {type(e).__name__}: {e}{raised_at(e)}{hint}") from e
+    _track_helpers(set(BLOCKS) - before, set(sys.modules) - modules_before)
     _loaded[key] = module
     return module
+
+
+def _track_helpers(blocks: set[str], modules: set[str]) -> None:
+    """The new `blocks`' source digests also cover the researcher's own modules their module imported (a
+    `helpers.py` beside it: outside the Python installation, its packages and netdef), so an edited helper
+    makes an engine built with those blocks out of date, as an edited block file does."""
+    installed = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix,
+                                                os.path.dirname(os.path.dirname(__file__)))}
+    files = set()
+    for name in modules:
+        path = getattr(sys.modules.get(name), "__file__", None)
+        if path and path.endswith(".py") and os.path.isfile(path):
+            real = os.path.realpath(path)
+            if not any(real.startswith(p + os.sep) for p in installed) and "-packages" + os.sep not in real:
+                files.add(real)
+    for name in blocks:
+        block = BLOCKS[name]
+        own = _source_file(block.fn)
+        helpers = sorted(file_sha256(p) for p in files if p != (own and os.path.realpath(own)))
+        if helpers:
+            digest = hashlib.sha256("".join([block.source_sha, *helpers]).encode()).hexdigest()
+            BLOCKS[name] = dataclasses.replace(block, source_sha=digest)
 
 
 def _import_file(path: Path) -> ModuleType:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__, engine_file, trt_api
-from .errors import OptionError, TensorRTError, Terminated
+from .errors import OptionError, TensorRTError, Terminated, raise_terminated
 from .fileio import atomic_write, file_sha256
 from .options import BuildOptions, format_hw_range, format_profiles, options_dict
 
@@ -65,7 +65,7 @@ def compile_engine(builder: Any, definition: Any, opts: BuildOptions, output: st
         log(f"[{tag}] building {arch.get('name')} ({opts.precision}, batch {format_profiles(opts.all_profiles)}{hw}, "
             f"{definition.num_layers} layers) with {trt_api.version_string()}{_on_gpu()} ...")
         t0 = time.perf_counter()
-        plan = builder.build_serialized_network(definition, config)
+        plan = None if progress.interrupted else builder.build_serialized_network(definition, config)
     build_s = time.perf_counter() - t0
     if progress.interrupted:
         raise Terminated if progress.interrupted == signal.SIGTERM else KeyboardInterrupt
@@ -189,15 +189,18 @@ def load_timing_cache(config: Any, path: str | None, log: Log, tag: str = "netde
 class BuildProgress:
     """Shows build progress: TensorRT's phases where it reports them (>= 10), elapsed time always.
 
-    Ctrl-C or SIGTERM during the build sets `interrupted` to the signal (the caller then raises KeyboardInterrupt
-    or Terminated and writes nothing): in the main thread (the only one Python delivers signals to) handlers do
-    it, so no exception is raised inside one of TensorRT's callbacks, which TensorRT would swallow; the next
-    progress step then cancels the build. TensorRT without progress callbacks (8.6) cannot cancel: the build
-    runs to its end first."""
+    Ctrl-C (and SIGTERM in netdef's commands) during the build sets `interrupted` to the signal (the caller then
+    raises KeyboardInterrupt or Terminated and writes nothing): in the main thread (the only one Python delivers
+    signals to) handlers do it, so no exception is raised inside one of TensorRT's callbacks, which TensorRT
+    would swallow; the next progress step then cancels the build. Only Python's default SIGINT handler and the
+    commands' SIGTERM handler are taken over: an ignored signal stays ignored, a host program's handler and
+    SIGTERM's default (end the process) stay as they are. A second signal goes to the handler from before.
+    TensorRT without progress callbacks (8.6) cannot cancel: the build runs to its end first."""
 
     def __init__(self, config: Any, log: Log, every: float = 15.0, tag: str = "netdef"):
         self.log, self.every, self.tag = log, every, tag
         self.interrupted = 0  # the signal that stopped the build (SIGINT or SIGTERM), 0 while none did
+        self.cancelled = False  # TensorRT was told to stop (a progress step returned False)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._tick, daemon=True)
         self._previous: dict[int, Any] = {}  # signal -> the handler to restore
@@ -207,11 +210,19 @@ class BuildProgress:
             trt_api.attach_progress(config, _make_monitor(base, self))
 
     def _on_signal(self, signum: int, frame: Any) -> None:
-        if not self.interrupted:
-            self.interrupted = signum
-            what = "terminated" if signum == signal.SIGTERM else "interrupted"
-            self.log(f"[{self.tag}] {what}: " + ("cancelling the build" if self.cancellable else
-                                                 "the build stops when TensorRT returns (it cannot cancel)"))
+        if self.interrupted:  # a second one: the previous handler's way, now
+            self._restore()
+            signal.raise_signal(signum)
+            return
+        self.interrupted = signum
+        what = "terminated" if signum == signal.SIGTERM else "interrupted"
+        self.log(f"[{self.tag}] {what}: " + ("cancelling the build" if self.cancellable else
+                                             "the build stops when TensorRT returns (it cannot cancel)"))
+
+    def _restore(self) -> None:
+        for s, previous in self._previous.items():
+            signal.signal(s, previous)
+        self._previous = {}
 
     def _tick(self) -> None:
         t0 = time.perf_counter()
@@ -220,14 +231,14 @@ class BuildProgress:
 
     def __enter__(self) -> "BuildProgress":
         if threading.current_thread() is threading.main_thread():
-            self._previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+            for s, default in ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, raise_terminated)):
+                if signal.getsignal(s) is default:
+                    self._previous[s] = signal.signal(s, self._on_signal)
         self._thread.start()
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        for s, previous in self._previous.items():  # None: one not set from Python (then Python's default)
-            signal.signal(s, previous if previous is not None else
-                          signal.default_int_handler if s == signal.SIGINT else signal.SIG_DFL)
+        self._restore()
         self._stop.set()
         self._thread.join()
 
@@ -242,6 +253,9 @@ def _make_monitor(base: type, progress: BuildProgress) -> Any:
                 progress.log(f"[{progress.tag}]   {phase_name} ({num_steps} steps)")
 
         def step_complete(self, phase_name: str, step: int) -> bool:
+            if progress.interrupted and not progress.cancelled:
+                progress.cancelled = True
+                progress.log(f"[{progress.tag}] build cancelled")
             return not progress.interrupted  # False cancels the build
 
         def phase_finish(self, phase_name: str) -> None:

@@ -1,14 +1,14 @@
 """The gen_wts step: PyTorch weights from a checkpoint, a torchvision model or a callable -> .wts."""
 from __future__ import annotations
 
+import contextlib
 import importlib
-import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from .errors import NetdefError, raised_at
+from .errors import NetdefError, OptionError, raised_at
 from .fileio import check_output
 from .wts import WTS_FILE, write_wts
 
@@ -82,10 +82,16 @@ def _missing_code(path: Path, e: ModuleNotFoundError) -> NetdefError:
         hint = (" This looks like an Ultralytics (YOLOv8/YOLO11/YOLO26) checkpoint: `pip install ultralytics` (a "
                 "version that has this module; `--no-deps` suffices next to torch and PyYAML) and export again.")
     elif importer := _importer(e):  # the model's code is there, a package it imports is not
+        top = e.name.split(".")[0]
         return NetdefError(f"{path}: the model's code ({importer}) imports '{e.name}', which is not installed: "
-                           f"`pip install {e.name.split('.')[0]}` and export again (YOLOv5's code needs pandas, say)")
+                           f"`pip install {PIP_NAMES.get(top, top)}` and export again (YOLOv5's code needs pandas, "
+                           "say)")
     return NetdefError(f"{path} pickles a model whose code is not importable (module '{e.name}' not found).{hint} "
                        "Alternatively save `model.state_dict()` where the code is available and export that.")
+
+
+PIP_NAMES = {"cv2": "opencv-python", "yaml": "pyyaml", "PIL": "pillow", "sklearn": "scikit-learn",
+             "skimage": "scikit-image"}  # import name -> the package that provides it, where they differ
 
 
 def _importer(e: ModuleNotFoundError) -> str | None:
@@ -93,8 +99,11 @@ def _importer(e: ModuleNotFoundError) -> str | None:
     (a dependency is missing); None when the pickled class's module itself is missing."""
     import traceback
 
-    skip = ("/torch/", "importlib", "<frozen", os.sep + "netdef" + os.sep)
-    frames = [f for f in traceback.extract_tb(e.__traceback__) if not any(s in f.filename for s in skip)]
+    def ours(filename: str) -> bool:  # torch's unpickler, the import machinery, netdef
+        parts = Path(filename).parts
+        return "torch" in parts or "netdef" in parts or "importlib" in filename or filename.startswith("<frozen")
+
+    frames = [f for f in traceback.extract_tb(e.__traceback__) if not ours(f.filename)]
     return f"{frames[-1].filename}:{frames[-1].lineno}" if frames else None
 
 
@@ -142,19 +151,24 @@ def randomize_batchnorm(model: Any, seed: int = 0) -> None:
 
 def export_wts(source: Any, output: str | Path, *, state_dict: str | None = None, randomize_bn: bool = False,
                seed: int = 0, progress: bool = False, log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Write SOURCE's weights to `output` (.wts); returns the state_dict written. `seed` seeds PyTorch, NumPy and
-    Python's `random` before the model is made, so a randomly initialised export (torchvision:NAME, a callable)
-    is reproducible: the same seed writes the same bytes.
+    """Write SOURCE's weights to `output` (.wts); returns the state_dict written. `seed` seeds PyTorch's (CPU),
+    NumPy's and Python's global generators while the model is made, so a randomly initialised export
+    (torchvision:NAME, a callable) is reproducible: the same seed writes the same bytes. Their states are put
+    back afterwards (a training loop exporting each epoch keeps its own random stream).
     `progress` also says what is being loaded (PyTorch and a model take seconds) and shows a bar while writing.
     Messages go to `log` (default: stderr)."""
     log = log or _stderr
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise OptionError(f"--seed {seed}: expected an integer from 0 to 2**63 - 1")
     check_output(output, inputs=[source if isinstance(source, (str, Path)) else None, state_dict],
                  what="the .wts output", kind=WTS_FILE)
     if isinstance(source, str):
         if progress:
             log(f"[netdef] loading {source} with PyTorch ...")
-        _seed_everything(seed)
-    obj = load_source(source, state_dict=state_dict) if isinstance(source, str) else source
+        with _seeded(seed):
+            obj = load_source(source, state_dict=state_dict)
+    else:
+        obj = source
     if randomize_bn:
         torch = _torch()
         if not isinstance(obj, torch.nn.Module):
@@ -168,15 +182,25 @@ def export_wts(source: Any, output: str | Path, *, state_dict: str | None = None
     return sd
 
 
-def _seed_everything(seed: int) -> None:
-    """Seed the random generators a model's initialisation may draw from (PyTorch's, NumPy's, Python's)."""
+@contextlib.contextmanager
+def _seeded(seed: int) -> Iterator[None]:
+    """The global generators a model's initialisation may draw from (PyTorch's CPU one, NumPy's, Python's)
+    seeded for the `with` block, and their states restored after it."""
     import random
 
     import numpy as np
 
+    torch = _torch()
+    states = random.getstate(), np.random.get_state(), torch.get_rng_state()
     random.seed(seed)
     np.random.seed(seed % 2**32)
-    _torch().manual_seed(seed)
+    torch.default_generator.manual_seed(seed)
+    try:
+        yield
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.set_rng_state(states[2])
 
 
 def _torchvision_model(name: str) -> Any:

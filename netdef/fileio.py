@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
+import socket
 import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -13,12 +15,17 @@ from pathlib import Path
 def atomic_write(path: str | os.PathLike, chunks: Iterable[bytes] | bytes) -> None:
     """Write `chunks` to a temporary file beside `path`, fsync it, then rename it over `path`.
 
-    An existing file keeps its permissions; on any error the temporary file is removed.
+    An existing file keeps its permissions; a symlink at `path` is replaced by the new file (the file it pointed
+    to is kept). On any error the temporary file is removed, and an OSError names `path` (a full disk, say).
+    Temporary files that a writer on this machine left for `path` when it was killed (SIGKILL, a crash) are
+    removed first; those of live writers are not.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _remove_orphans(path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_owner()}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
             for chunk in [chunks] if isinstance(chunks, (bytes, bytearray, memoryview)) else chunks:
                 f.write(chunk)
@@ -26,12 +33,48 @@ def atomic_write(path: str | os.PathLike, chunks: Iterable[bytes] | bytes) -> No
             os.fsync(f.fileno())
         os.chmod(tmp, os.stat(path).st_mode & 0o7777 if path.exists() else 0o666 & ~_umask())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+        if isinstance(e, OSError) and e.errno is not None:
+            raise OSError(e.errno, f"cannot write {path}: {e.strerror}") from None
+        raise
+
+
+def _owner() -> str:
+    """This writer in its temporary files' names: host and process id."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _remove_orphans(path: Path) -> None:
+    """Remove `path`'s temporary files whose writer ran on this host and is gone."""
+    host, head = socket.gethostname(), f".{path.name}."
+    try:
+        names = [n for n in os.listdir(path.parent) if n.startswith(head) and n.endswith(".tmp")]
+    except OSError:
+        return
+    for name in names:
+        owner = name[len(head):-len(".tmp")].rsplit(".", 1)[0]  # HOST-PID (mkstemp adds .RANDOM after it)
+        writer, _, pid = owner.rpartition("-")
+        if writer != host or not pid.isdigit() or _alive(int(pid)):
+            continue
         try:
-            os.unlink(tmp)
+            os.unlink(path.parent / name)
         except OSError:
             pass
-        raise
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: alive
+        return True
+    return True
 
 
 def _umask() -> int:
@@ -67,7 +110,9 @@ class FileKind:
 
 
 HEAD_BYTES = 64
-JSON_FILE = FileKind("a JSON file", lambda head: head.lstrip()[:1] == b"{")  # netdef writes objects ('[' is INI)
+# an object, or an array of JSON values (detect's detections.json); '[section]' (INI, TOML) is no JSON
+_JSON_START = re.compile(rb'\s*(\{|\[\s*([\[{\]"\d-]|true|false|null|$))')
+JSON_FILE = FileKind("a JSON file", lambda head: _JSON_START.match(head) is not None)
 NUMPY_FILE = FileKind("a numpy file (.npy or .npz)", lambda head: head.startswith((b"\x93NUMPY", b"PK\x03\x04")))
 
 
@@ -99,8 +144,8 @@ def check_output(path: str | os.PathLike, *, inputs: Iterable[str | os.PathLike 
 
 # first bytes of files a mistyped path may name, for messages
 _KNOWN_STARTS = ((b"PK\x03\x04", "a zip file (a PyTorch checkpoint?)"), (b"\x80", "a pickle (a PyTorch checkpoint?)"),
-                 (b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"\x7fELF", "a compiled program or library"),
-                 (b"\x93NUMPY", "a numpy array"))
+                 (b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"),
+                 (b"\x7fELF", "a compiled program or library"), (b"\x93NUMPY", "a numpy array"))
 
 
 def describe_head(head: bytes) -> str:

@@ -16,6 +16,8 @@ from typing import Any
 from .errors import OptionError
 
 PRECISIONS = ("fp32", "fp16", "int8")
+MAX_DIM = 2**31 - 1  # TensorRT's dimensions (batch sizes, heights, widths) are int32
+MAX_WORKSPACE_MIB = 2**43 - 1  # the workspace limit in bytes must fit int64
 Profile = tuple[int, int, int]
 HW = tuple[int, int]
 HWRange = tuple[HW, HW, HW]  # (min, opt, max) (H, W) of a dynamic input size
@@ -91,8 +93,9 @@ class BuildOptions:
                 raise OptionError(f"batch profile {p!r}: expected (min, opt, max) integers, e.g. (1, 8, 32); "
                                   f"parse_profiles('1:8:32') gives one")
             lo, opt, hi = p
-            if not 1 <= lo <= opt <= hi:
-                raise OptionError(f"batch profile {lo}:{opt}:{hi} must satisfy 1 <= min <= opt <= max")
+            if not 1 <= lo <= opt <= hi <= MAX_DIM:
+                raise OptionError(f"batch profile {lo}:{opt}:{hi} must satisfy 1 <= min <= opt <= max <= {MAX_DIM} "
+                                  "(TensorRT's dimensions are int32)")
         if self.profiles:
             check_profiles(self.profiles)
             if tuple(self.batch) != overall_range(self.profiles):
@@ -100,15 +103,17 @@ class BuildOptions:
                                   f"{format_profiles([overall_range(self.profiles)])} (or leave it out)")
         if self.input_hw is not None and not (
                 isinstance(self.input_hw, (tuple, list)) and len(self.input_hw) == 2
-                and all(_is_int(v) and v > 0 for v in self.input_hw)):
-            raise OptionError(f"input shape {self.input_hw!r}: expected (H, W), two positive integers")
+                and all(_is_int(v) and 0 < v <= MAX_DIM for v in self.input_hw)):
+            raise OptionError(f"input shape {self.input_hw!r}: expected (H, W), two positive integers (int32)")
         if self.input_range is not None:
             check_hw_range(self.input_range)
             if self.input_hw is not None:
                 raise OptionError(f"input_hw {tuple(self.input_hw)} and input_range {format_hw_range(self.input_range)}: "
                                   "give one (a static size or a dynamic range)")
-        if self.workspace_mib is not None and not (_is_int(self.workspace_mib) and self.workspace_mib > 0):
-            raise OptionError(f"workspace {self.workspace_mib!r} MiB: expected a positive integer")
+        if self.workspace_mib is not None and not (_is_int(self.workspace_mib)
+                                                   and 0 < self.workspace_mib <= MAX_WORKSPACE_MIB):
+            raise OptionError(f"workspace {self.workspace_mib!r} MiB: expected a positive integer up to "
+                              f"{MAX_WORKSPACE_MIB} (a limit in bytes TensorRT can hold)")
         if self.opt_level is not None and not (_is_int(self.opt_level) and 0 <= self.opt_level <= 5):
             raise OptionError(f"builder optimization level {self.opt_level!r} must be an integer 0..5")
         if not isinstance(self.params, dict):
@@ -190,10 +195,11 @@ def format_profiles(profiles: Sequence[Sequence[int]], between: str = ",", withi
 def check_hw_range(r: Any, what: str = "input_range") -> None:
     """OptionError unless `r` is ((minH, minW), (optH, optW), (maxH, maxW)), positive, min <= opt <= max."""
     ok = isinstance(r, (tuple, list)) and len(r) == 3 and all(
-        isinstance(hw, (tuple, list)) and len(hw) == 2 and all(_is_int(v) and v > 0 for v in hw) for hw in r)
+        isinstance(hw, (tuple, list)) and len(hw) == 2 and all(_is_int(v) and 0 < v <= MAX_DIM for v in hw)
+        for hw in r)
     if not ok:
-        raise OptionError(f"{what} {r!r}: expected ((minH, minW), (optH, optW), (maxH, maxW)), positive integers; "
-                          "parse_input_shape('320x320:640x640:1280x1280') gives one")
+        raise OptionError(f"{what} {r!r}: expected ((minH, minW), (optH, optW), (maxH, maxW)), positive integers "
+                          "up to 2**31 - 1; parse_input_shape('320x320:640x640:1280x1280') gives one")
     for d, side in enumerate(("height", "width")):
         if not r[0][d] <= r[1][d] <= r[2][d]:
             raise OptionError(f"{what} {format_hw_range(r)}: the {side} must satisfy min <= opt <= max")

@@ -20,7 +20,7 @@ from .errors import NetdefError, OptionError
 from .fileio import file_sha256
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Param:
     """A build parameter a block reads with `net.param(name)`: its default, type and allowed values."""
 
@@ -28,12 +28,35 @@ class Param:
     kind: type | None = None  # default: the default's type (int accepted where float is asked)
     choices: Sequence[Any] | None = None
     help: str = ""
-    valid: tuple[Callable[[Any], bool], str] | None = None  # (test, what it asks: "a positive number")
+    # (test, what it asks: "a positive number"); compared by its text, so equal declarations are equal
+    valid: tuple[Callable[[Any], bool], str] | None = field(default=None, compare=False, repr=False)
     needs: Mapping[str, Sequence[Any]] = field(default_factory=dict)  # given only with these values of others
+    # a converter for values no plain kind takes ("5,3" or [5, 3] -> (5, 3)); ValueError for a bad one
+    parse: Callable[[Any], Any] | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def asks(self) -> str | None:
+        return None if self.valid is None else self.valid[1]
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Param):
+            return NotImplemented
+        return ((self.default, self.kind, self.choices, self.help, dict(self.needs), self.asks)
+                == (other.default, other.kind, other.choices, other.help, dict(other.needs), other.asks))
+
+    __hash__ = None  # type: ignore[assignment]  # equal by value, holds a mapping
 
     def convert(self, name: str, value: Any) -> Any:
         """`value` as this parameter's type; an OptionError naming `name` otherwise."""
         kind = self.kind or type(self.default)
+        if self.parse is not None:
+            try:
+                out = self.parse(value)
+            except (TypeError, ValueError):
+                raise OptionError(f"--set {name}={value!r}: expected {self.asks or 'another value'}") from None
+            if self.valid is not None and not self.valid[0](out):
+                raise OptionError(f"--set {name}={value!r}: expected {self.valid[1]}")
+            return out
         try:
             if kind is bool and not isinstance(value, bool):
                 raise ValueError

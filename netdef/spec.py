@@ -127,13 +127,16 @@ class Spec:
         unknown = sorted(set(given) - set(declared))
         if unknown:
             raise OptionError(f"--set {unknown[0]}: no block of {self.name} declares it ({takes})")
+        cli = set(given)
         given = {**self.preset, **given}
         values = {k: (p.convert(k, given[k]) if k in given else p.default) for k, p in declared.items()}
         for key in given:  # a setting of another head's (conf_thres without the plugin head) would be ignored
             for other, allowed in declared[key].needs.items():
                 if other in values and values[other] not in allowed:
-                    raise OptionError(f"--set {key}: applies with {other}={'/'.join(map(str, allowed))} only, and "
-                                      f"this build's {other} is {values[other]}: leave it out or add --set "
+                    where = f"--set {key}" if key in cli else f"{self.path}: set: {key}"
+                    came = "--set" if other in cli else "the YAML's set:" if other in given else "its default"
+                    raise OptionError(f"{where}: applies with {other}={'/'.join(map(str, allowed))} only, and "
+                                      f"this build's {other} is {values[other]} ({came}): leave {key} out or set "
                                       f"{other}={allowed[0]}")
         return values
 

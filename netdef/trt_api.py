@@ -12,6 +12,7 @@ import functools
 import importlib
 import json
 import os
+import sys
 import threading
 import warnings
 from dataclasses import dataclass
@@ -52,6 +53,8 @@ class TrtInfo:
 def module() -> ModuleType:
     """Import and return the TensorRT Python module, or raise TensorRTUnavailable."""
     forced = os.environ.get("NETDEF_TRT")
+    if forced and forced not in _CANDIDATES:
+        raise TensorRTUnavailable(f"NETDEF_TRT={forced!r}: use one of {', '.join(_CANDIDATES)} (or leave it unset)")
     names = (forced,) if forced else _CANDIDATES
     errors = []
     for name in names:
@@ -88,12 +91,28 @@ def version_string() -> str:
 
 # ---------------------------------------------------------------- logger, builder, network
 
+LOG_LEVELS = ("VERBOSE", "INFO", "WARNING", "ERROR", "INTERNAL_ERROR")
+
+
 @functools.lru_cache(maxsize=None)
 def logger() -> Any:
-    """One shared TensorRT logger; NETDEF_TRT_LOG=VERBOSE|INFO|WARNING|ERROR sets its level."""
+    """One shared TensorRT logger, writing to stderr (stdout stays a command's result: `info --json`, a
+    script's own output); NETDEF_TRT_LOG=VERBOSE|INFO|WARNING|ERROR sets its level (default WARNING)."""
     trt = module()
     level = os.environ.get("NETDEF_TRT_LOG", "WARNING").upper()
-    return trt.Logger(getattr(trt.Logger, level, trt.Logger.WARNING))
+    if level not in LOG_LEVELS:
+        raise OptionError(f"NETDEF_TRT_LOG={os.environ['NETDEF_TRT_LOG']!r}: use one of {', '.join(LOG_LEVELS[:4])}")
+    threshold = int(getattr(trt.ILogger.Severity, level))
+
+    class StderrLogger(trt.ILogger):  # type: ignore[misc, valid-type]
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)
+
+        def log(self, severity: Any, msg: str) -> None:
+            if int(severity) <= threshold:
+                print(f"[TRT] [{str(severity).rsplit('.', 1)[-1][0]}] {msg}", file=sys.stderr, flush=True)
+
+    return StderrLogger()
 
 
 def create_builder() -> Any:
@@ -131,11 +150,13 @@ def configure_precision(config: Any, precision: str, strong: bool, tf32: bool = 
 
 
 def configure_target(config: Any, compute_capability: str | None) -> None:
-    """TensorRT-RTX builds without a GPU for a named compute capability (e.g. '8.6')."""
+    """TensorRT-RTX builds without a GPU for a named compute capability (e.g. '8.6'; default 8.6 without a GPU,
+    else the GPU's). Only `compute_capability` (--compute-capability) chooses it: the engine header and the build
+    key record that choice (`compiler.target_identity`)."""
     trt = module()
     if not hasattr(config, "set_compute_capability"):
         return
-    cc = compute_capability or os.environ.get("NETDEF_RTX_CC", "8.6" if gpu_identity() is None else "current")
+    cc = compute_capability or ("8.6" if gpu_identity() is None else "current")
     name = "CURRENT" if cc == "current" else "SM" + cc.replace(".", "")
     target = getattr(trt.ComputeCapability, name, None)
     if target is None:

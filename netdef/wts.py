@@ -123,7 +123,7 @@ def _scan(path: str, data: bytes | mmap.mmap, bar=None) -> Iterator[tuple[int, s
         while pe > m.end() and data[pe - 1] in _WS:
             pe -= 1
         if end == len(data) and pe == end:
-            _check_not_cut(path, data[m.end():pe], int(count_b), lineno, name)
+            _check_not_cut(path, data, m.end(), pe, int(count_b), lineno, name)
         yield lineno, name, int(count_b), m.end(), pe
         if bar is not None:
             bar.update(end + 1 - pos)
@@ -136,15 +136,25 @@ def _scan(path: str, data: bytes | mmap.mmap, bar=None) -> Iterator[tuple[int, s
                              line=extra, key=key)
 
 
-def _check_not_cut(path: str, payload: bytes, count: int, line: int, key: str) -> None:
-    """The file's last line ends without a newline or trailing blank: where it holds its `count` values, every
-    other one with 8 digits but the last with fewer, the file was cut inside that value (unpadded C++ hex alone
-    cannot explain it). A wrong count is left to the count check."""
-    tokens = payload.split()
-    if len(tokens) == count > 1 and len(tokens[-1]) < 8 and all(len(t) == 8 for t in tokens[:-1]):
-        raise WtsFormatError(path, f"truncated: the file ends inside the last value ('{tokens[-1][:8].decode('ascii', 'replace')}'"
-                             f", {len(tokens[-1])} hex digits where the line's others have 8) without a final newline: "
-                             "write or copy it again (if it is complete, end it with a newline)", line=line, key=key)
+def _check_not_cut(path: str, data: bytes | mmap.mmap, ps: int, pe: int, count: int, line: int, key: str) -> None:
+    """The file's last line ends without a newline or trailing blank. Where it holds its `count` values, every
+    other one with 8 digits and single spaces but the last with fewer and not all zeros (an unpadded writer's
+    0.0 is '0'), the file was cut inside that value. A wrong count is left to the count check. Only lengths
+    and a strided view are looked at: no copy of a large last tensor."""
+    if count < 2:
+        return
+    last = pe - ps - 9 * (count - 1)  # the last value's digits, if the others have 8 and single spaces
+    if not 0 < last < 8 or data[pe - last - 1] != 32:
+        return
+    if not (np.ndarray((count - 1,), np.uint8, data, ps + 8, (9,)) == 32).all():
+        return
+    digits = bytes(data[pe - last:pe])
+    if digits.strip(b"0"):
+        shown = digits.decode("ascii", "replace")
+        raise WtsFormatError(path, f"truncated: the file ends inside the last value ('{shown}', "
+                             f"{last} hex digit{'s' if last > 1 else ''} where the line's others have 8) without a "
+                             "final newline: write or copy it again (if it is complete, end it with a newline)",
+                             line=line, key=key)
 
 
 def _words_to_float32(words: np.ndarray) -> np.ndarray:

@@ -6,8 +6,9 @@ deployment script needs, and the check that an exported plan stands on its own.
 
 Plugin libraries are loaded by path before deserializing (their creators register themselves): the `--plugin`
 ones, else those the sidecar `model.plan.json` lists. The input is a .npy (the first input) or a .npz keyed by
-input names; without --input, random normal data of --batch. The optimization profile is the first whose batch
-range covers the batch. Works with TensorRT 8.6, 10 and 11 (named I/O tensors, execute_async_v3).
+input names, cast to the engine's input type; without --input, random normal data of --batch at profile 0's
+OPT size. The optimization profile is the first whose batch range covers the batch. Works with TensorRT 8.6, 10
+and 11 (named I/O tensors, execute_async_v3), and with TensorRT-RTX plans through `tensorrt_rtx`.
 """
 from __future__ import annotations
 
@@ -29,7 +30,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output", help="write every output to this .npz")
     a = p.parse_args(argv)
 
-    import tensorrt as trt
+    try:
+        import tensorrt as trt
+    except ImportError:  # TensorRT-RTX ('vtrt' plans) has its own module
+        import tensorrt_rtx as trt
     import torch
 
     plan = Path(a.plan)
@@ -56,9 +60,14 @@ def main(argv: list[str] | None = None) -> int:
         feeds = {n: random_input(n) for n in inputs}
     elif a.input.endswith(".npz"):
         with np.load(a.input) as z:
+            if set(inputs) - set(z.files):
+                sys.exit(f"{a.input} lacks the input(s) {sorted(set(inputs) - set(z.files))} (it has {z.files})")
             feeds = {n: z[n] for n in inputs}
+    elif len(inputs) > 1:
+        sys.exit(f"{plan} takes {len(inputs)} inputs {inputs}: give them as an .npz keyed by name")
     else:
         feeds = {inputs[0]: np.load(a.input)}
+    feeds = {n: np.ascontiguousarray(v, trt.nptype(engine.get_tensor_dtype(n))) for n, v in feeds.items()}
     batch = feeds[inputs[0]].shape[0]
     static = engine.get_tensor_shape(inputs[0])[0] >= 0  # a fixed batch: profile 0 (TensorRT checks the size)
     profile = 0 if static else next((k for k in range(engine.num_optimization_profiles)
@@ -72,8 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     context.set_optimization_profile_async(profile, stream.cuda_stream)
     buffers = {}
     for n in inputs:
-        buffers[n] = torch.from_numpy(np.ascontiguousarray(feeds[n])).cuda()
-        context.set_input_shape(n, tuple(feeds[n].shape))
+        buffers[n] = torch.from_numpy(feeds[n]).cuda()
+        if not context.set_input_shape(n, tuple(feeds[n].shape)):
+            sys.exit(f"input {n} {tuple(feeds[n].shape)} is outside optimization profile {profile} of {plan}")
     for n in names:
         if n not in buffers:
             dtype = torch.from_numpy(np.empty(0, trt.nptype(engine.get_tensor_dtype(n)))).dtype

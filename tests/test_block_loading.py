@@ -102,6 +102,27 @@ def test_editing_a_block_makes_the_engine_out_of_date(tiny):
     assert rebuilt.returncode == 0 and "is up to date" not in rebuilt.stderr and "built" in rebuilt.stdout
 
 
+def test_editing_a_helper_the_block_module_imports_makes_the_engine_out_of_date(tiny):
+    """A helper module of the researcher's own (beside the block file, imported by it) counts as the block's
+    source too: editing it rebuilds, as editing the block file does."""
+    (tiny / "tiny_helpers.py").write_text('ACT = "relu"\n')
+    (tiny / "tiny_blocks.py").write_text("import tiny_helpers\n" + BLOCK_SOURCE.format(name="TinyConvRelu").replace(
+        'act="relu"', "act=tiny_helpers.ACT"))
+    args = build_args(tiny, "--blocks", str(tiny / "tiny_blocks.py"))
+    env = {"PYTHONPATH": os.pathsep.join([str(tiny), *sys.path])}
+    assert cli(*args, env=env).returncode == 0
+    assert "is up to date" in cli(*args, env=env).stderr
+    (tiny / "tiny_helpers.py").write_text('ACT = "sigmoid"\n')
+    rebuilt = cli(*args, env=env)
+    assert rebuilt.returncode == 0 and "is up to date" not in rebuilt.stderr and "built" in rebuilt.stdout, \
+        rebuilt.stderr
+
+
+def test_a_folder_given_as_a_block_file_says_so(tiny):
+    res = cli(*build_args(tiny, "--blocks", str(tiny)))
+    assert res.returncode == 1 and f"{tiny} is a folder: name a .py file of blocks" in res.stderr, res.stderr
+
+
 def test_an_output_on_a_loaded_block_file_is_refused_before_any_work(tiny, monkeypatch, capsys):
     """A block module is an input like the YAML: `-o` on it (from --blocks or NETDEF_BLOCKS) is refused and the
     file stays as it was."""

@@ -466,10 +466,10 @@ def test_detect_api_reads_the_images_before_the_engine(fake_engine, tmp_path):
 
 
 def test_ctrl_c_during_a_build_cancels_it_and_writes_nothing(r18, tmp_path):
-    """SIGINT while TensorRT builds (sent here from its "building ..." message): the build stops with
-    KeyboardInterrupt (exit 130 on the command line), no engine or timing cache is written, an existing engine
-    is kept, and Python's SIGINT handler is back afterwards. With progress callbacks (TensorRT 10+, RTX) the
-    build is cancelled there; TensorRT 8.6 finishes it first."""
+    """SIGINT while TensorRT builds: with progress callbacks (TensorRT 10+, RTX) it is sent from the first build
+    phase's message and TensorRT is told to stop at its next step ("build cancelled"); TensorRT 8.6 has no
+    callbacks and finishes first. Either way KeyboardInterrupt (exit 130 on the command line), no engine or
+    timing cache is written, an existing engine is kept, and Python's SIGINT handler is back afterwards."""
     import os
     import signal
 
@@ -478,12 +478,15 @@ def test_ctrl_c_during_a_build_cancels_it_and_writes_nothing(r18, tmp_path):
 
     out, cache = tmp_path / "r18.engine", tmp_path / "r18.timing"
     out.write_bytes(engine_file.MAGIC + b"an older engine")
+    cancellable = trt_api.progress_monitor_base() is not None
     lines = []
 
     def log(msg: str) -> None:
         lines.append(msg)
-        if msg.startswith("[netdef] building"):  # the build's first message
-            os.kill(os.getpid(), signal.SIGINT)
+        building = any(m.startswith("[netdef] building") for m in lines[:-1])
+        if (msg.startswith("[netdef]   ") and building) if cancellable else msg.startswith("[netdef] building"):
+            if not any("interrupted" in m for m in lines):
+                os.kill(os.getpid(), signal.SIGINT)
 
     handler = signal.getsignal(signal.SIGINT)
     with pytest.raises(KeyboardInterrupt):
@@ -491,8 +494,39 @@ def test_ctrl_c_during_a_build_cancels_it_and_writes_nothing(r18, tmp_path):
     assert out.read_bytes() == engine_file.MAGIC + b"an older engine" and not cache.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r18.engine"]
     assert signal.getsignal(signal.SIGINT) is handler
-    cancel = "cancelling the build" if trt_api.progress_monitor_base() else "it cannot cancel"
-    assert any("interrupted: " + cancel in m for m in lines), lines
+    if cancellable:
+        assert "[netdef] interrupted: cancelling the build" in lines and "[netdef] build cancelled" in lines, lines
+    else:
+        assert any("interrupted: the build stops when TensorRT returns" in m for m in lines), lines
+
+
+def test_a_build_leaves_ignored_and_host_signal_handlers_alone(r18, tmp_path):
+    """A background job's ignored SIGINT stays ignored during a build, and a host program's own handlers are
+    neither replaced nor bypassed (netdef takes over Python's default SIGINT handler and its commands' SIGTERM
+    handler only)."""
+    import signal
+
+    from netdef.build import BuildOptions, build_engine
+
+    seen = []
+
+    def host(signum, frame):
+        pass
+
+    def log(msg: str) -> None:
+        if msg.startswith("[netdef] building"):
+            seen.append((signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)))
+
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, host)
+        build_engine("resnet18", r18 / "r18.wts", tmp_path / "a.engine", BuildOptions(opt_level=0), log=log)
+        assert seen == [(signal.SIG_IGN, host)]
+        assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == (signal.SIG_IGN, host)
+    finally:
+        signal.signal(signal.SIGINT, before[0])
+        signal.signal(signal.SIGTERM, before[1])
 
 
 def test_sigterm_unwinds_like_ctrl_c_and_leaves_no_temporary_file(tmp_path, capsys):
@@ -518,3 +552,28 @@ def test_sigterm_unwinds_like_ctrl_c_and_leaves_no_temporary_file(tmp_path, caps
     assert out.read_bytes() == b"1\nold 0\n" and sorted(p.name for p in tmp_path.iterdir()) == ["big.wts"]
     assert signal.getsignal(signal.SIGTERM) is handler
 
+
+
+def test_a_killed_writers_temporary_file_is_removed_by_the_next_write(tmp_path):
+    """SIGKILL leaves `.NAME.HOST-PID.XXXX.tmp`; the next write of NAME removes it when that process is gone
+    (not a live writer's, not an unrelated file); a write error names the target."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from netdef.fileio import atomic_write
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    host = socket.gethostname()
+    orphan = tmp_path / f".w.wts.{host}-{dead}.abc123.tmp"
+    live = tmp_path / f".w.wts.{host}-{os.getpid()}.def456.tmp"
+    other = tmp_path / f".x.wts.{host}-{dead}.ghi789.tmp"
+    for p in (orphan, live, other):
+        p.write_bytes(b"partial")
+    atomic_write(tmp_path / "w.wts", b"1\nw 0\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["w.wts", live.name, other.name])
+    (tmp_path / "file").write_text("")
+    with pytest.raises(OSError, match=rf"cannot write {tmp_path / 'file' / 'w.wts'}"):
+        atomic_write(tmp_path / "file" / "w.wts", b"x")

@@ -159,7 +159,7 @@ def test_export_plan_and_info_on_the_command_line(engines, tmp_path):
     r = run_cli("info", "--json", str(bare))
     assert r.returncode == 0, r.stderr
     info = json.loads(r.stdout)
-    assert info["sidecar"] is None and info["plan_bytes"] == plan.stat().st_size
+    assert info["kind"] == "raw_plan" and info["sidecar"] is None and info["plan_bytes"] == plan.stat().st_size
     if trt_api.can_deserialize():
         assert engine_file.profiles(info["metadata"]) == [tuple(p) for p in THREE_PROFILES]
     else:

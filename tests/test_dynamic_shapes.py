@@ -134,7 +134,8 @@ def test_every_batch_profile_gets_the_range_and_info_shows_them(torchvision_wts,
     assert "input HxW 160x160:224x224:320x320 (min:opt:max) in profile 1 (batch 5:8:8)" in text
     assert "[-1, 3, -1, -1]" in text
     assert main(["info", "--json", str(out)]) == 0
-    assert json.loads(capsys.readouterr().out)["input_hw_ranges"] == [[[160, 160], [224, 224], [320, 320]]] * 2
+    info = json.loads(capsys.readouterr().out)
+    assert info["kind"] == "engine" and info["input_hw_ranges"] == [[[160, 160], [224, 224], [320, 320]]] * 2
 
 
 def test_static_build_metadata_is_unchanged(torchvision_wts, tmp_path, capsys):

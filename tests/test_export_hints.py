@@ -74,16 +74,47 @@ def test_state_dict_goes_into_a_checkpoints_pickled_model(tmp_path):
 def test_a_missing_dependency_of_the_models_code_is_named_with_its_importer(tmp_path, monkeypatch):
     """The pickled class's module is importable but imports a package that is not installed (YOLOv5's code and
     pandas): the error names that package, the file that imports it, and the pip command."""
-    (tmp_path / "mymodels.py").write_text("import torch\n\n\nclass Net(torch.nn.Module):\n    pass\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    import mymodels
+    import importlib
 
-    torch.save({"model": mymodels.Net()}, tmp_path / "net.pt")
-    del sys.modules["mymodels"]
-    (tmp_path / "mymodels.py").write_text("import netdef_absent_dependency\nimport torch\n\n\n"
-                                          "class Net(torch.nn.Module):\n    pass\n")
-    with pytest.raises(NetdefError, match=r"net\.pt: the model's code \(.*mymodels\.py:1\) imports "
+    name = "netdef_test_pickled_models"  # a module name no other test uses
+    source = tmp_path / f"{name}.py"
+    source.write_text("import torch\n\n\nclass Net(torch.nn.Module):\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, name, raising=False)
+    module = importlib.import_module(name)
+    torch.save({"model": module.Net()}, tmp_path / "net.pt")
+    del sys.modules[name]
+    source.write_text("import netdef_absent_dependency\nimport torch\n\n\nclass Net(torch.nn.Module):\n    pass\n")
+    importlib.invalidate_caches()
+    with pytest.raises(NetdefError, match=rf"net\.pt: the model's code \(.*{name}\.py:1\) imports "
                                           r"'netdef_absent_dependency', which is not installed: `pip install "
                                           r"netdef_absent_dependency`"):
         load_checkpoint(tmp_path / "net.pt")
-    sys.modules.pop("mymodels", None)
+    sys.modules.pop(name, None)
+
+
+def test_export_leaves_the_callers_random_streams_alone(tmp_path):
+    """export_wts seeds the global generators while the model is made (reproducible exports) and puts their
+    states back: a training loop exporting each epoch keeps its own random stream."""
+    import random
+
+    import numpy as np
+
+    from netdef.errors import OptionError
+    from netdef.export import export_wts
+    from netdef.wts import read_wts
+
+    random.seed(1234)
+    np.random.seed(1234)
+    torch.manual_seed(1234)
+    want = random.random(), np.random.rand(), torch.rand(1).item()
+    random.seed(1234)
+    np.random.seed(1234)
+    torch.manual_seed(1234)
+    export_wts("torchvision:resnet18", tmp_path / "a.wts", seed=3)
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == want
+    export_wts("torchvision:resnet18", tmp_path / "b.wts", seed=3)
+    assert (tmp_path / "a.wts").read_bytes() == (tmp_path / "b.wts").read_bytes()
+    assert read_wts(tmp_path / "a.wts")["fc.weight"].shape == (512000,)
+    with pytest.raises(OptionError, match=r"--seed 99999999999999999999: expected an integer from 0 to 2\*\*63 - 1"):
+        export_wts("torchvision:resnet18", tmp_path / "c.wts", seed=99999999999999999999)

@@ -60,8 +60,8 @@ def test_set_with_an_undeclared_key_is_an_error():
 
 
 @pytest.mark.parametrize("given, message", [
-    ({"conf_thres": 0.4}, r"--set conf_thres: applies with head=plugin only, and this build's head is decode: "
-                          r"leave it out or add --set head=plugin"),
+    ({"conf_thres": 0.4}, r"--set conf_thres: applies with head=plugin only, and this build's head is decode \(its "
+                          r"default\): leave conf_thres out or set head=plugin"),
     ({"iou_thres": 0.5, "head": "one2many"}, r"--set iou_thres: applies with head=plugin only"),
     ({"conf_thres": 2, "head": "plugin"}, r"--set conf_thres=2: expected a score threshold in \[0, 1\)"),
     ({"iou_thres": 0, "head": "plugin"}, r"--set iou_thres=0: expected an IoU threshold in \(0, 1\]"),

@@ -358,6 +358,8 @@ def test_a_layer_the_cpu_cannot_compute_names_the_setting_without_it():
                                                r"the CPU evaluator cannot compute: verify the network without it "
                                                r"\(--set head=decode\) or without --cpu on a GPU$"):
         _check_evaluable([plugin], load_spec("yolov5n"), {"head": "plugin"})
+    with pytest.raises(UnsupportedLayer, match=r"\(--set head=decode without --set conf_thres\)"):
+        _check_evaluable([plugin], load_spec("yolov5n"), {"head": "plugin", "conf_thres": 0.4})  # plugin-only
     topk = LayerDescription(1, "model.23/topk", "TOPK", ["x"], ["y"], ["float32"], [(1, 300)], {}, {})
     with pytest.raises(UnsupportedLayer, match=r"^layer 'model.23/topk' is a TOPK layer, which the CPU evaluator "
                                                r"cannot compute: verify the network without it \(--set "

@@ -356,6 +356,8 @@ def test_a_file_cut_inside_its_last_value_is_refused(tmp_path):
         read_wts(p)
     p.write_bytes(whole[:-1])  # complete, only the final newline missing
     assert read_wts(p)["dfl"][15] == 15.0
+    p.write_text("1\nb 3 3fc00000 c0000000 0")  # an unpadded writer's 0.0, no final newline: complete
+    assert read_wts(p)["b"].tolist() == [1.5, -2.0, 0.0]
 
 
 def test_a_checkpoint_or_an_engine_given_as_weights_is_named(tmp_path):

@@ -178,6 +178,7 @@ def test_pose_keypoint_shape_comes_from_the_weights_or_set(models):
     six_by_three = keypoints(6, 3)
     assert recorded(sd) == [17, 3] and recorded(keypoints(5, 3)) == [5, 3] and recorded(keypoints(4, 2)) == [4, 2]
     assert recorded(six_by_three, kpt_shape="6,3") == [6, 3] and recorded(keypoints(9, 2), kpt_shape="9x2") == [9, 2]
+    assert recorded(six_by_three, kpt_shape=[6, 3]) == recorded(six_by_three, kpt_shape="[6, 3]") == [6, 3]
     with pytest.raises(NetdefError, match=r"'model\.22\.cv4\.0\.2\.bias' has 18 keypoint outputs \(6,3 or 9,2\).*"
                                           r"--set kpt_shape=KEYPOINTS,DIMS"):
         define("yolov8n-pose", six_by_three)

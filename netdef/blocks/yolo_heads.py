@@ -27,10 +27,19 @@ from .yolo import (HEAD_PARAMS, _anchor_plugin, _anchor_setup, _decode_level, _s
 from .yolov8 import dwconv
 
 REG_MAX = 16  # DFL bins per box side in YOLOv8/YOLO11
-KPT_SHAPE = Param(None, str, help="pose: keypoints,dims such as 5,3 (default: the weights' count where it tells the "
-                                  "shape, else the YAML's kpt_shape); given, the weights must agree",
-                  valid=(lambda v: re.fullmatch(r"\s*[1-9][0-9]*\s*[,x]\s*[23]\s*", v) is not None,
-                         "keypoints,dims such as 5,3 (dims 2 or 3)"))
+def _pair(value: Any) -> tuple[int, int]:
+    """(keypoints, dims) from "5,3", "5x3", "[5, 3]" or a two-item sequence of integers; ValueError otherwise."""
+    if isinstance(value, str):
+        value = re.split(r"\s*[,x]\s*", value.strip().strip("[]()").strip())
+    items = list(value)
+    if len(items) != 2 or any(isinstance(v, (bool, float)) for v in items):
+        raise ValueError(value)
+    return int(items[0]), int(items[1])
+
+
+KPT_SHAPE = Param(None, help="pose: keypoints,dims such as 5,3 (default: the weights' count where it tells the "
+                             "shape, else the YAML's kpt_shape); given, the weights must agree",
+                  parse=_pair, valid=(lambda v: v[0] >= 1 and v[1] in (2, 3), "keypoints,dims such as 5,3 (dims 2 or 3)"))
 TOPK_MAX = 3840  # the largest k of TensorRT's TopK layer (8.6 to 10 and RTX)
 
 
@@ -197,12 +206,12 @@ def _kpt_shape(net: Network, prefix: str, yaml_shape: tuple[int, int]) -> tuple[
     asking for --set kpt_shape."""
     key = f"{prefix}.cv4.0.2.bias"
     outputs = net.weight_size(key) if net.has(key) else None
-    given = net.params.get("kpt_shape")
+    given = net.param("kpt_shape")  # (keypoints, dims) or None
     if given is not None:
-        nkpt, ndim = (int(v) for v in re.split(r"\s*[,x]\s*", given.strip()))
+        nkpt, ndim = given
         if outputs is not None and outputs != nkpt * ndim:
-            raise WeightKeyError(f"{prefix}: --set kpt_shape={given} needs {nkpt * ndim} keypoint outputs, the "
-                                 f"weights' '{key}' has {outputs}")
+            raise WeightKeyError(f"{prefix}: --set kpt_shape={nkpt},{ndim} needs {nkpt * ndim} keypoint outputs, "
+                                 f"the weights' '{key}' has {outputs}")
         return nkpt, ndim
     if outputs is None or outputs == yaml_shape[0] * yaml_shape[1]:
         return yaml_shape

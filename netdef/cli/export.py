@@ -21,7 +21,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--state-dict", help="load these weights into the model first (the torchvision or callable "
                                         "model, or the model a checkpoint pickles, made float32)")
     p.add_argument("--randomize-bn", action="store_true", help="random BatchNorm statistics (for testing)")
-    p.add_argument("--seed", type=number("--seed"), default=0)
+    p.add_argument("--seed", type=number("--seed"), default=0,
+                   help="seeds the random initialisation of torchvision/callable models and --randomize-bn: the "
+                        "same seed writes the same bytes (default 0)")
     return p
 
 

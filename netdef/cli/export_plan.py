@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 HELP = "write an engine's bare TensorRT plan (for trtexec, Triton, DeepStream, C++) and its metadata sidecar"
@@ -28,7 +29,8 @@ def cmd_export_plan(a: argparse.Namespace) -> int:
           f"{sidecar_path(a.output)}; needs {load['requires']}")
     for lib in meta["plugins"]:
         print(f"  plugin library {lib['library']} ({lib.get('name')}): load it before deserializing the plan")
-    for key in ("trtexec", "note"):
-        if key in load:
-            print(f"  {key}: {load[key]}")
+    if "trtexec" in load:
+        print(f"  trtexec: {load['trtexec']}")
+    if "note" in load:  # a warning (a TensorRT-RTX plan): stderr
+        print(f"note: {load['note']}", file=sys.stderr)
     return 0

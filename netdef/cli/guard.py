@@ -5,9 +5,9 @@ import os
 import signal
 import sys
 import threading
-from typing import Any, Callable
+from typing import Callable
 
-from ..errors import NetdefError, Terminated
+from ..errors import NetdefError, Terminated, raise_terminated
 
 SIGPIPE_EXIT = 141  # 128 + SIGPIPE: what a shell reports for a program whose reader went away
 
@@ -19,7 +19,7 @@ def run_guarded(fn: Callable[[], int | None], *, prog: str, debug: bool = False)
     with `debug` these raise instead, traceback and all. SIGTERM unwinds like Ctrl-C (`Terminated`: temporary
     files removed) and prints `terminated` (exit 143). Other exceptions are bugs and keep their traceback."""
     main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _terminate) if main else None
+    previous = signal.signal(signal.SIGTERM, raise_terminated) if main else None
     try:
         status = int(fn() or 0)
         sys.stdout.flush()  # a reader that went away shows here, not at interpreter exit
@@ -50,10 +50,6 @@ def run_guarded(fn: Callable[[], int | None], *, prog: str, debug: bool = False)
     finally:
         if main:
             signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
-
-
-def _terminate(signum: int, frame: Any) -> None:
-    raise Terminated
 
 
 def _silence_stdout() -> None:

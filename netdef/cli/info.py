@@ -15,7 +15,10 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     i = subparsers.add_parser("info", help="show an engine's or a raw plan's metadata, or a .wts summary")
     i.set_defaults(func=cmd_info)
     i.add_argument("file")
-    i.add_argument("--json", action="store_true", help="machine-readable output")
+    i.add_argument("--json", action="store_true",
+                   help='machine-readable output: an object whose "kind" is "engine" (the header\'s fields), '
+                        '"raw_plan" (plan, plan_bytes, plan_sha256, sidecar, metadata) or "wts" (tensors, values, '
+                        'size_bytes, keys)')
     return i
 
 
@@ -25,18 +28,18 @@ def cmd_info(a: argparse.Namespace) -> int:
         raise NetdefError(f"no such file: {path}")
     if engine_file.is_engine_file(path):  # a damaged or cut engine too: never read as a .wts
         meta = engine_file.read_meta(path, verify=True)
-        print(json.dumps(meta, indent=2) if a.json else format_engine(meta, path))
+        print(json.dumps({"kind": "engine", **meta}, indent=2) if a.json else format_engine(meta, path))
         return 0
     from ..deploy.plan import is_raw_plan
 
     if is_raw_plan(path):  # a plan's first bytes, a sidecar beside it, or a plan's name (.plan, .engine, .trt)
         r = raw_plan_info(path)
-        print(json.dumps(r, indent=2) if a.json else format_raw_plan(r, path))
+        print(json.dumps({"kind": "raw_plan", **r}, indent=2) if a.json else format_raw_plan(r, path))
         return 0
     from ..wts import wts_summary
 
     s = wts_summary(path)
-    print(json.dumps(s, indent=2) if a.json else format_wts(s, path))
+    print(json.dumps({"kind": "wts", **s}, indent=2) if a.json else format_wts(s, path))
     return 0
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from .options import number, parse_numbers
@@ -45,6 +46,6 @@ def cmd_triton(a: argparse.Namespace) -> int:
         print("start tritonserver with")
         print(f"  {res.server_options[0]}")
         print(f"or {res.server_options[1]} tritonserver ...")
-    for note in res.notes:
-        print(f"note: {note}")
+    for note in res.notes:  # warnings: stderr, so stdout stays what was written
+        print(f"note: {note}", file=sys.stderr)
     return 0

@@ -113,6 +113,7 @@ def read_raw_plan(path: str | os.PathLike) -> tuple[dict[str, Any] | None, bytes
             other = None if head[:4] in trt_api.PLAN_MAGICS else _other_file(path, head, f)
             if other:
                 raise _not_a_plan(path, other)
+            f.seek(len(head))  # the checks may have read elsewhere
             plan = head + f.read()
     except OSError as e:
         raise EngineFileError(f"cannot read plan {path}: {e.strerror}") from None

@@ -103,8 +103,10 @@ def _check_evaluable(layers: list, spec: Spec, params: dict[str, Any]) -> None:
         return
     plugin = bad.type in PLUGIN_TYPES
     avoid = "decode" if plugin else "one2many" if bad.type == "TOPK" else None  # the YOLO heads' choices without it
-    hints = [f"--set {k}={avoid}" for k, p in spec.build_params().items()
-             if p.choices and avoid in p.choices and params.get(k, p.default) != avoid]
+    declared = spec.build_params()
+    hints = [f"--set {k}={avoid}" + "".join(f" without --set {g}" for g in params  # settings the choice refuses
+                                            if k in declared[g].needs and avoid not in declared[g].needs[k])
+             for k, p in declared.items() if p.choices and avoid in p.choices and params.get(k, p.default) != avoid]
     what = f"a plugin ({bad.type})" if plugin else f"a {bad.type} layer"
     without = f"without it ({' or '.join(hints)}) or " if hints else ""
     raise UnsupportedLayer(f"layer '{bad.name}' is {what}, which the CPU evaluator cannot compute: verify the "

@@ -107,17 +107,17 @@ def compare(arch: str, mode: str, tol: float, layers: list[LayerDescription], va
 
 
 def _output_rows(values: Mapping[str, Any], finals: list[np.ndarray], outputs: list[str], tol: float) -> list[Row]:
-    """The network's outputs against the model's: one output with the model's first tensor; several (a
-    segmentation head's predictions and prototypes, say) each with the first unused tensor of its shape."""
-    if len(outputs) == 1:
-        return [_compare_row(f"(output) {outputs[0]}", OUTPUT_MODULE, values.get(outputs[0]), finals[0], tol)] \
-            if finals else []
+    """The network's outputs against the model's: each (a segmentation head's predictions and prototypes, say)
+    with the model's first unused output tensor of its shape; a single output without one with the model's first
+    (the row then reports the shapes)."""
     rows, unused = [], list(finals)
     for name in outputs:
         out = values.get(name)
         shape = None if out is None else tuple(np.shape(out))
         ref = next((r for r in unused if shape is not None and r.size == int(np.prod(shape))
                     and r.squeeze().shape == tuple(d for d in shape if d != 1)), None)
+        if ref is None and len(outputs) == 1 and unused:  # one output: the model's first, its shape reported
+            ref = unused[0]
         if ref is None:
             rows.append(Row(f"(output) {name}", OUTPUT_MODULE, shape or (), None, "skip",
                             "tensor not available" if out is None else "no output of the model has its shape"))
