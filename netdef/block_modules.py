@@ -9,6 +9,7 @@ is imported once; an import that fails is a netdef error naming the module and w
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import importlib
 import importlib.util
@@ -21,7 +22,7 @@ from types import ModuleType
 
 from .errors import NetdefError, OptionError, raised_at
 from .fileio import file_sha256
-from .registry import BLOCKS, _source_file
+from .registry import BLOCKS
 
 ENV_VAR = "NETDEF_BLOCKS"
 ENTRY_POINT_GROUP = "netdef.blocks"
@@ -57,7 +58,7 @@ def load_block_module(ref: str, source: str, base: Path | None = None,
         key, what = ref, f"block module '{ref}'"
     if key in _loaded:
         return _loaded[key]
-    before, modules_before = set(BLOCKS), set(sys.modules)
+    before = set(BLOCKS)
     try:
         module = _import_file(path) if is_path(ref) else importlib.import_module(ref)
     except NetdefError as e:  # the registry's own errors (a block name registered twice)
@@ -70,31 +71,51 @@ def load_block_module(ref: str, source: str, base: Path | None = None,
         hint = " (is it installed, or on PYTHONPATH?)" if isinstance(e, ModuleNotFoundError) and e.name and \
             ref.startswith(e.name) else ""
         raise error(f"{source}: cannot import {what}: {type(e).__name__}: {e}{raised_at(e)}{hint}") from e
-    _track_helpers(set(BLOCKS) - before, set(sys.modules) - modules_before)
+    _track_helpers(module, set(BLOCKS) - before)
     _loaded[key] = module
     return module
 
 
-def _track_helpers(blocks: set[str], modules: set[str]) -> None:
-    """The new `blocks`' source digests also cover the researcher's own modules their module imported (a
-    `helpers.py` beside it: outside the Python installation, its packages and netdef), so an edited helper
-    makes an engine built with those blocks out of date, as an edited block file does."""
-    installed = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix,
-                                                os.path.dirname(os.path.dirname(__file__)))}
-    files = set()
-    for name in modules:
-        path = getattr(sys.modules.get(name), "__file__", None)
-        if path and path.endswith(".py") and os.path.isfile(path):
-            real = os.path.realpath(path)
-            if not any(real.startswith(p + os.sep) for p in installed) and "-packages" + os.sep not in real:
-                files.add(real)
-    for name in blocks:
+def _track_helpers(module: ModuleType, blocks: set[str]) -> None:
+    """The new `blocks`' source digests also cover the researcher's own modules that `module` uses (a
+    `helpers.py` beside it), so an edited helper makes an engine built with those blocks out of date, as an
+    edited block file does."""
+    own = {os.path.realpath(p) for p in [getattr(module, "__file__", None)] if p}
+    helpers = sorted(file_sha256(p) for p in _own_modules(module) - own)
+    for name in blocks if helpers else ():
         block = BLOCKS[name]
-        own = _source_file(block.fn)
-        helpers = sorted(file_sha256(p) for p in files if p != (own and os.path.realpath(own)))
-        if helpers:
-            digest = hashlib.sha256("".join([block.source_sha, *helpers]).encode()).hexdigest()
-            BLOCKS[name] = dataclasses.replace(block, source_sha=digest)
+        digest = hashlib.sha256("".join([block.source_sha, *helpers]).encode()).hexdigest()
+        BLOCKS[name] = dataclasses.replace(block, source_sha=digest)
+
+
+def _own_modules(module: ModuleType) -> set[str]:
+    """The files of the modules `module` uses (modules in its globals, and the modules that define the functions
+    and classes there), followed through theirs, that are the researcher's own: outside the Python installation's
+    library folders (standard library, site-packages) and netdef."""
+    libraries = _library_dirs()
+    seen, todo, files = {module.__name__}, [module], set()
+    while todo:
+        for value in list(vars(todo.pop()).values()):
+            dep = value if isinstance(value, ModuleType) else sys.modules.get(getattr(value, "__module__", None) or "")
+            if dep is None or dep.__name__ in seen:
+                continue
+            seen.add(dep.__name__)
+            path = getattr(dep, "__file__", None)
+            real = os.path.realpath(path) if path and path.endswith(".py") and os.path.isfile(path) else None
+            if real and not any(real.startswith(d + os.sep) for d in libraries):
+                files.add(real)
+                todo.append(dep)
+    return files
+
+
+@functools.lru_cache(maxsize=1)
+def _library_dirs() -> frozenset[str]:
+    import site
+    import sysconfig
+
+    paths = {sysconfig.get_paths().get(k) for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+    paths |= set(site.getsitepackages()) | {site.getusersitepackages(), os.path.dirname(os.path.abspath(__file__))}
+    return frozenset(os.path.realpath(p) for p in paths if p)
 
 
 def _import_file(path: Path) -> ModuleType:

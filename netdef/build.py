@@ -42,9 +42,9 @@ def build_engine(arch: str | Path | Spec, weights: Weights, output: str | Path, 
     t0 = time.perf_counter()
     spec = arch if isinstance(arch, Spec) else load_spec(arch)
     builtin = Path(__file__).resolve().parent / "architectures"
-    if isinstance(arch, str) and Path(arch).suffix not in (".yaml", ".yml") and \
-            builtin not in Path(spec.path).resolve().parents:  # a name the working folder's architectures/ took
-        log(f"[netdef] {arch}: {spec.path} (a YAML of the working folder's architectures/, before netdef's own)")
+    if isinstance(arch, str) and Path(arch).suffix not in (".yaml", ".yml") and (builtin / spec.path.name).is_file() \
+            and builtin not in Path(spec.path).resolve().parents:  # the working folder's YAML shadows netdef's
+        log(f"[netdef] {arch}: {spec.path} (the working folder's architectures/ comes before netdef's own)")
     output = check_output(output, inputs=[spec.path, *block_files(), None if isinstance(weights, Mapping) else weights,
                                           opts.calibration, opts.timing_cache], what="the engine output",
                           kind=engine_file.ENGINE_FILE)

@@ -8,6 +8,7 @@ compile a netdef `Network` through `compile_network`.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import signal
@@ -18,8 +19,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import __version__, engine_file, trt_api
-from .errors import OptionError, TensorRTError, Terminated, raise_terminated
+from . import __version__, engine_file, interrupts, trt_api
+from .errors import OptionError, TensorRTError
 from .fileio import atomic_write, file_sha256
 from .options import BuildOptions, format_hw_range, format_profiles, options_dict
 
@@ -65,10 +66,12 @@ def compile_engine(builder: Any, definition: Any, opts: BuildOptions, output: st
         log(f"[{tag}] building {arch.get('name')} ({opts.precision}, batch {format_profiles(opts.all_profiles)}{hw}, "
             f"{definition.num_layers} layers) with {trt_api.version_string()}{_on_gpu()} ...")
         t0 = time.perf_counter()
-        plan = None if progress.interrupted else builder.build_serialized_network(definition, config)
+        interrupts.check()  # a signal kept for netdef's code: raised before the build starts
+        plan = builder.build_serialized_network(definition, config)
+        interrupts.check()
     build_s = time.perf_counter() - t0
-    if progress.interrupted:
-        raise Terminated if progress.interrupted == signal.SIGTERM else KeyboardInterrupt
+    if progress.cancelled:  # by a signal in another thread's time (a worker thread's build)
+        raise KeyboardInterrupt
     if plan is None:
         raise TensorRTError(f"TensorRT could not build {arch.get('name')} (its messages above say why)")
     if cache is not None:
@@ -189,58 +192,46 @@ def load_timing_cache(config: Any, path: str | None, log: Log, tag: str = "netde
 class BuildProgress:
     """Shows build progress: TensorRT's phases where it reports them (>= 10), elapsed time always.
 
-    Ctrl-C (and SIGTERM in netdef's commands) during the build sets `interrupted` to the signal (the caller then
-    raises KeyboardInterrupt or Terminated and writes nothing): in the main thread (the only one Python delivers
-    signals to) handlers do it, so no exception is raised inside one of TensorRT's callbacks, which TensorRT
-    would swallow; the next progress step then cancels the build. Only Python's default SIGINT handler and the
-    commands' SIGTERM handler are taken over: an ignored signal stays ignored, a host program's handler and
-    SIGTERM's default (end the process) stay as they are. A second signal goes to the handler from before.
-    TensorRT without progress callbacks (8.6) cannot cancel: the build runs to its end first."""
+    Ctrl-C or SIGTERM during the build: `netdef.interrupts.handler` (netdef's commands install it; for a build in
+    a program that kept Python's default SIGINT handler, this installs it for the build) sets
+    `interrupts.CANCEL`, and the next progress step tells TensorRT to stop (`cancelled`); the caller then raises
+    and writes nothing. An ignored signal or a host program's own handler is left alone. TensorRT without
+    progress callbacks (8.6) cannot cancel: the build runs to its end first."""
 
     def __init__(self, config: Any, log: Log, every: float = 15.0, tag: str = "netdef"):
         self.log, self.every, self.tag = log, every, tag
-        self.interrupted = 0  # the signal that stopped the build (SIGINT or SIGTERM), 0 while none did
         self.cancelled = False  # TensorRT was told to stop (a progress step returned False)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._tick, daemon=True)
-        self._previous: dict[int, Any] = {}  # signal -> the handler to restore
+        self._signals = contextlib.ExitStack()
         base = trt_api.progress_monitor_base()
         self.cancellable = base is not None
         if base is not None:
             trt_api.attach_progress(config, _make_monitor(base, self))
 
-    def _on_signal(self, signum: int, frame: Any) -> None:
-        if self.interrupted:  # a second one: the previous handler's way, now
-            self._restore()
-            signal.raise_signal(signum)
-            return
-        self.interrupted = signum
-        what = "terminated" if signum == signal.SIGTERM else "interrupted"
-        self.log(f"[{self.tag}] {what}: " + ("cancelling the build" if self.cancellable else
-                                             "the build stops when TensorRT returns (it cannot cancel)"))
-
-    def _restore(self) -> None:
-        for s, previous in self._previous.items():
-            signal.signal(s, previous)
-        self._previous = {}
-
     def _tick(self) -> None:
-        t0 = time.perf_counter()
-        while not self._stop.wait(self.every):
-            self.log(f"[{self.tag}]   ... still building ({time.perf_counter() - t0:.0f} s)")
+        t0 = last = time.perf_counter()
+        announced = False
+        while not self._stop.wait(0.25):
+            if interrupts.CANCEL.is_set() and not announced and not self.cancellable:
+                announced = True
+                self.log(f"[{self.tag}] interrupted: the build stops when TensorRT returns (it cannot cancel)")
+            if time.perf_counter() - last >= self.every:
+                last = time.perf_counter()
+                self.log(f"[{self.tag}]   ... still building ({last - t0:.0f} s)")
 
     def __enter__(self) -> "BuildProgress":
-        if threading.current_thread() is threading.main_thread():
-            for s, default in ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, raise_terminated)):
-                if signal.getsignal(s) is default:
-                    self._previous[s] = signal.signal(s, self._on_signal)
-        self._thread.start()
+        with contextlib.ExitStack() as stack:  # nothing left installed if starting fails
+            if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+                stack.enter_context(interrupts.handled((signal.SIGINT,)))
+            self._thread.start()
+            self._signals = stack.pop_all()
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self._restore()
         self._stop.set()
         self._thread.join()
+        self._signals.close()
 
 
 def _make_monitor(base: type, progress: BuildProgress) -> Any:
@@ -248,16 +239,19 @@ def _make_monitor(base: type, progress: BuildProgress) -> Any:
         def __init__(self) -> None:
             base.__init__(self)
 
+        @interrupts.trt_callback
         def phase_start(self, phase_name: str, parent_phase: str | None, num_steps: int) -> None:
             if parent_phase is None:
                 progress.log(f"[{progress.tag}]   {phase_name} ({num_steps} steps)")
 
+        @interrupts.trt_callback
         def step_complete(self, phase_name: str, step: int) -> bool:
-            if progress.interrupted and not progress.cancelled:
+            if interrupts.CANCEL.is_set() and not progress.cancelled:
                 progress.cancelled = True
-                progress.log(f"[{progress.tag}] build cancelled")
-            return not progress.interrupted  # False cancels the build
+                progress.log(f"[{progress.tag}] interrupted: build cancelled")
+            return not progress.cancelled  # False cancels the build
 
+        @interrupts.trt_callback
         def phase_finish(self, phase_name: str) -> None:
             pass
 

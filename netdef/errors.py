@@ -101,8 +101,3 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM (`kill`, `docker stop`, a CI time limit) in a netdef command: unwinds like Ctrl-C, so temporary
     files are removed and nothing is left half-written; the command exits 143."""
 
-
-def raise_terminated(signum: int, frame: object) -> None:
-    """The SIGTERM handler of netdef's commands (`cli.guard`): raise `Terminated`."""
-    raise Terminated
-

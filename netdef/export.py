@@ -184,23 +184,25 @@ def export_wts(source: Any, output: str | Path, *, state_dict: str | None = None
 
 @contextlib.contextmanager
 def _seeded(seed: int) -> Iterator[None]:
-    """The global generators a model's initialisation may draw from (PyTorch's CPU one, NumPy's, Python's)
-    seeded for the `with` block, and their states restored after it."""
+    """The global generators a model's initialisation may draw from (PyTorch's, CUDA's included, NumPy's,
+    Python's) seeded for the `with` block, and their states restored after it (CUDA's where CUDA was already
+    initialised; otherwise PyTorch seeds it when it starts, as `torch.manual_seed` does)."""
     import random
 
     import numpy as np
 
     torch = _torch()
-    states = random.getstate(), np.random.get_state(), torch.get_rng_state()
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.default_generator.manual_seed(seed)
-    try:
-        yield
-    finally:
-        random.setstate(states[0])
-        np.random.set_state(states[1])
-        torch.set_rng_state(states[2])
+    states = random.getstate(), np.random.get_state()
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    with torch.random.fork_rng(devices=devices):
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        torch.manual_seed(seed)
+        try:
+            yield
+        finally:
+            random.setstate(states[0])
+            np.random.set_state(states[1])
 
 
 def _torchvision_model(name: str) -> Any:

@@ -5,11 +5,16 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import socket
 import tempfile
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+
+try:
+    import fcntl  # POSIX: temporary files are locked by their writer
+except ImportError:  # elsewhere no orphan is ever removed
+    fcntl = None  # type: ignore[assignment]
 
 
 def atomic_write(path: str | os.PathLike, chunks: Iterable[bytes] | bytes) -> None:
@@ -17,22 +22,24 @@ def atomic_write(path: str | os.PathLike, chunks: Iterable[bytes] | bytes) -> No
 
     An existing file keeps its permissions; a symlink at `path` is replaced by the new file (the file it pointed
     to is kept). On any error the temporary file is removed, and an OSError names `path` (a full disk, say).
-    Temporary files that a writer on this machine left for `path` when it was killed (SIGKILL, a crash) are
-    removed first; those of live writers are not.
+    The writer holds a lock on its temporary file; temporary files of `path` that nobody holds and that are
+    older than ORPHAN_AGE_S (their writer was killed: SIGKILL, a crash) are removed first.
     """
     path = Path(path)
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         _remove_orphans(path)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_owner()}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{TMP_TAG}", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
+            if fcntl is not None:
+                fcntl.lockf(f, fcntl.LOCK_EX)  # released when the file closes, or when its writer dies
             for chunk in [chunks] if isinstance(chunks, (bytes, bytearray, memoryview)) else chunks:
                 f.write(chunk)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, os.stat(path).st_mode & 0o7777 if path.exists() else 0o666 & ~_umask())
-        os.replace(tmp, path)
+            os.chmod(tmp, os.stat(path).st_mode & 0o7777 if path.exists() else 0o666 & ~_umask())
+            os.replace(tmp, path)
     except BaseException as e:
         if tmp is not None:
             try:
@@ -40,41 +47,34 @@ def atomic_write(path: str | os.PathLike, chunks: Iterable[bytes] | bytes) -> No
             except OSError:
                 pass
         if isinstance(e, OSError) and e.errno is not None:
-            raise OSError(e.errno, f"cannot write {path}: {e.strerror}") from None
+            raise OSError(e.errno, f"cannot write {path}: {e.strerror}") from e
         raise
 
 
-def _owner() -> str:
-    """This writer in its temporary files' names: host and process id."""
-    return f"{socket.gethostname()}-{os.getpid()}"
+TMP_TAG = "netdef-"  # in the temporary files' names: only netdef's are ever removed as orphans
+ORPHAN_AGE_S = 600  # a temporary file this old that nobody holds is an orphan (a fresh one may not be locked yet)
 
 
 def _remove_orphans(path: Path) -> None:
-    """Remove `path`'s temporary files whose writer ran on this host and is gone."""
-    host, head = socket.gethostname(), f".{path.name}."
+    """Remove `path`'s temporary files whose writer is gone: none holds its lock (on this machine or, where
+    the file system shares locks, on another) and it is older than ORPHAN_AGE_S."""
+    head = f".{path.name}.{TMP_TAG}"
+    if fcntl is None:
+        return
     try:
         names = [n for n in os.listdir(path.parent) if n.startswith(head) and n.endswith(".tmp")]
     except OSError:
         return
     for name in names:
-        owner = name[len(head):-len(".tmp")].rsplit(".", 1)[0]  # HOST-PID (mkstemp adds .RANDOM after it)
-        writer, _, pid = owner.rpartition("-")
-        if writer != host or not pid.isdigit() or _alive(int(pid)):
-            continue
+        candidate = path.parent / name
         try:
-            os.unlink(path.parent / name)
+            if time.time() - candidate.stat().st_mtime < ORPHAN_AGE_S:
+                continue
+            with open(candidate, "r+b") as f:
+                fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)  # OSError: a live writer holds it
+                os.unlink(candidate)
         except OSError:
-            pass
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # another user's process: alive
-        return True
-    return True
+            continue
 
 
 def _umask() -> int:

@@ -95,6 +95,9 @@ class Network:
         self.used: set[str] = set()
         self.missing: dict[str, str] = {}
         self.skipped: dict[str, str] = {}  # keys consumed without being used (Network.skip) -> why
+        # keys whose values follow from others and were checked against them (YOLOv5's anchor_grid, strides):
+        # a PyTorch model may lack them (verify does not ask it for them)
+        self.derived: set[str] = set()
         self._keepalive: list[np.ndarray] = []
         self._names: dict[str, int] = {}
         self._inputs: set[str] = set()  # names of the network inputs (and their casts)

@@ -106,6 +106,24 @@ class Engine:
         self._lock = threading.Lock()
         self._last: Any = None
 
+    @classmethod
+    def described(cls, path: str | Path) -> "Engine | None":
+        """The engine as its header (or a raw plan's sidecar) describes it, not loaded: no TensorRT, no GPU. Its
+        inputs, outputs, profiles and checks (`input_shape`, `profile_for`, the feeds' shapes) report a caller's
+        mistakes before a GPU is needed; it cannot run. None for a raw plan without a sidecar (only TensorRT
+        knows it); an engine file that is not one raises as loading would."""
+        from .deploy.plan import read_any_meta
+
+        meta = read_any_meta(path)
+        if meta is None:
+            return None
+        eng = _Described.__new__(_Described)
+        eng.path, eng.meta, eng.device, eng.cuda_graph = Path(path), meta, None, False
+        eng.profiles, eng.hw_ranges = engine_file.profiles(meta), engine_file.hw_ranges(meta)
+        eng.inputs = [TensorInfo(io["name"], tuple(io["shape"]), io["dtype"]) for io in meta["inputs"]]
+        eng.outputs = [TensorInfo(io["name"], tuple(io["shape"]), io["dtype"]) for io in meta["outputs"]]
+        return eng
+
     @contextlib.contextmanager
     def on_device(self) -> Iterator[None]:
         """The engine's device current (and, pycuda, its context on pycuda's stack) for the `with` block, the
@@ -155,6 +173,11 @@ class Engine:
             outs = self._graph_run(feeds) if self.cuda_graph else self.backend.run(self, feeds)
             self._last = self.backend.mark()
         return {k: self.backend.to_host(v) if as_numpy else self.backend.to_user(v) for k, v in outs.items()}
+
+    def check_feeds(self, feeds: Mapping[str, Any]) -> None:
+        """OptionError for feeds (arrays, or anything with a `.shape`) this engine cannot run: names, ranks, fixed
+        dimensions, batch and (dynamic sizes) height and width within a profile and the model's stride."""
+        self._check_feeds(feeds)
 
     def _check_feeds(self, feeds: Mapping[str, Any]) -> None:
         names = {t.name for t in self.inputs}
@@ -378,6 +401,13 @@ class Step:
     def synchronize(self) -> None:
         """Wait for the runs enqueued so far."""
         self.stream.synchronize()
+
+
+class _Described(Engine):
+    """`Engine.described`: the checks of an engine without the engine."""
+
+    def infer(self, feeds: Any, *, as_numpy: bool | None = None) -> dict[str, Any]:
+        raise TensorRTUnavailable(f"{self.path} is only described (Engine.described): load it with Engine(path)")
 
 
 def _deserialize(plan: bytes, path: Path, *, raw: bool) -> tuple[Any, Any]:

@@ -12,6 +12,7 @@ import functools
 import importlib
 import json
 import os
+import signal
 import sys
 import threading
 import warnings
@@ -21,6 +22,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from . import interrupts
 from .errors import OptionError, TensorRTError, TensorRTUnavailable
 
 # Tried in this order; NETDEF_TRT=tensorrt|tensorrt_rtx|tensorrt_rtx_bindings forces one.
@@ -94,23 +96,34 @@ def version_string() -> str:
 LOG_LEVELS = ("VERBOSE", "INFO", "WARNING", "ERROR", "INTERNAL_ERROR")
 
 
-@functools.lru_cache(maxsize=None)
 def logger() -> Any:
-    """One shared TensorRT logger, writing to stderr (stdout stays a command's result: `info --json`, a
-    script's own output); NETDEF_TRT_LOG=VERBOSE|INFO|WARNING|ERROR sets its level (default WARNING)."""
-    trt = module()
+    """The TensorRT logger; NETDEF_TRT_LOG=VERBOSE|INFO|WARNING|ERROR sets its level (default WARNING). In
+    netdef's commands (`netdef.interrupts.handler` handles Ctrl-C) it writes to stderr, so stdout stays the
+    command's result (`info --json`); elsewhere it is TensorRT's own (a Python logger there could swallow a
+    Ctrl-C: TensorRT catches exceptions raised in its callbacks)."""
     level = os.environ.get("NETDEF_TRT_LOG", "WARNING").upper()
     if level not in LOG_LEVELS:
         raise OptionError(f"NETDEF_TRT_LOG={os.environ['NETDEF_TRT_LOG']!r}: use one of {', '.join(LOG_LEVELS[:4])}")
+    return _logger(level, signal.getsignal(signal.SIGINT) is interrupts.handler)
+
+
+@functools.lru_cache(maxsize=None)
+def _logger(level: str, to_stderr: bool) -> Any:
+    trt = module()
+    if not to_stderr:
+        return trt.Logger(getattr(trt.Logger, level))
     threshold = int(getattr(trt.ILogger.Severity, level))
+    letters = {0: "F", 1: "E", 2: "W", 3: "I", 4: "V"}  # INTERNAL_ERROR, ERROR, WARNING, INFO, VERBOSE
 
     class StderrLogger(trt.ILogger):  # type: ignore[misc, valid-type]
         def __init__(self) -> None:
             trt.ILogger.__init__(self)
 
+        @interrupts.trt_callback
         def log(self, severity: Any, msg: str) -> None:
             if int(severity) <= threshold:
-                print(f"[TRT] [{str(severity).rsplit('.', 1)[-1][0]}] {msg}", file=sys.stderr, flush=True)
+                sys.stderr.write(f"[TRT] [{letters.get(int(severity), '?')}] {msg}\n")
+                sys.stderr.flush()
 
     return StderrLogger()
 
@@ -698,6 +711,7 @@ def attach_profiler(context: Any, on_layer: Callable[[str, float], None]) -> Any
         def __init__(self) -> None:
             trt.IProfiler.__init__(self)
 
+        @interrupts.trt_callback
         def report_layer_time(self, layer_name: str, ms: float) -> None:
             on_layer(layer_name, ms)
 

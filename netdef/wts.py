@@ -80,9 +80,10 @@ def _scan(path: str, data: bytes | mmap.mmap, bar=None) -> Iterator[tuple[int, s
     """Check the file structure; yield (line, name, count, payload_start, payload_end)."""
     if _ONLY_WS.match(data).end() == len(data):
         raise WtsFormatError(path, "empty file: expected the tensor count on line 1")
+    start = 3 if data[:3] == b"\xef\xbb\xbf" else 0  # a UTF-8 byte-order mark (an editor's) is no content
     end = data.find(b"\n")
     end = len(data) if end < 0 else end
-    first = data[:end].strip()
+    first = data[start:end].strip()
     if not first.isdigit():
         text = first.isascii() and first.decode("ascii").isprintable()
         shown = repr(first[:40 if text else 8])[2:-1]

@@ -53,13 +53,14 @@ def synthetic_table(arch: str, wts: Path, path: Path, input_hw=None):
     from netdef.int8.calibrate import quantization_points
     from netdef.int8.calibration import CalibrationTable
     from netdef.fileio import file_sha256
-    from netdef.int8.quantize import fingerprint
+    from netdef.int8.quantize import fingerprint, fingerprint_parts
     from netdef.spec import load_spec
 
     spec = load_spec(arch)
     points = quantization_points(arch, wts, input_hw)
     amax = {k: 1.0 + 0.25 * i for i, k in enumerate(points)}
-    table = CalibrationTable(fingerprint(spec, file_sha256(wts), spec.input_shape_for(input_hw)), "max", amax)
+    shape, sha = spec.input_shape_for(input_hw), file_sha256(wts)
+    table = CalibrationTable(fingerprint(spec, sha, shape), "max", amax, fingerprint_parts(spec, sha, shape))
     table.save(path)
     return table
 

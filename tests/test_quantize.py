@@ -237,13 +237,14 @@ def test_missing_table_says_how_to_calibrate(lenet_wts, tmp_path):
 def test_fingerprint_mismatch(lenet_wts, tmp_path):
     _, wts = lenet_wts
     synthetic_table("lenet", wts, tmp_path / "t.json")
-    with pytest.raises(NetdefError, match="different network"):  # other input size
+    with pytest.raises(NetdefError, match=r"different network \(made for input 1x16x16 where this build's is "
+                                          r"1x32x32\)"):  # other input size
         int8_network("lenet", wts, tmp_path / "t.json", input_hw=(32, 32))
     other = tmp_path / "other.wts"
     tensors = read_wts(wts)
     tensors["fc2.bias"] = tensors["fc2.bias"] + 1e-3  # retrained weights, same architecture
     write_wts(other, tensors)
-    with pytest.raises(NetdefError, match="different network"):
+    with pytest.raises(NetdefError, match=r"different network \(made for other weights \(another \.wts file"):
         int8_network("lenet", other, tmp_path / "t.json")
     spec = load_spec("lenet")
     assert fingerprint(spec, file_sha256(wts), (1, 16, 16)) != fingerprint(spec, file_sha256(wts), (1, 32, 32))
@@ -304,6 +305,28 @@ def test_calibrate_torch_ranges_are_module_inputs(lenet_wts, tmp_path):
     assert loaded.amax == pytest.approx(table.amax)
     entropy = calibrate_torch(model, "lenet", wts, [x], tmp_path / "e.json", log=lambda m: None)
     assert entropy.method == "entropy" and all(0 < entropy.amax[k] <= table.amax[k] + 1e-9 for k in table.amax)
+
+
+def test_calibrate_torch_checks_the_models_weights_and_runs_it_in_eval_mode(lenet_wts, tmp_path):
+    """A model that does not hold the .wts (a fresh one) is refused: its ranges would carry that file's
+    fingerprint. The model runs in eval mode for calibration and gets its own mode back."""
+    from netdef.examples.digits import LeNet
+
+    model, wts = lenet_wts
+    x = np.random.default_rng(1).uniform(0, 1, (8, 1, 16, 16)).astype(np.float32)
+    torch.manual_seed(5)
+    with pytest.raises(NetdefError, match=r"the model's 'conv1\.weight' differs from .*load those weights into"):
+        calibrate_torch(LeNet(), "lenet", wts, [x], tmp_path / "t.json", log=lambda m: None)
+    assert not (tmp_path / "t.json").exists()
+    modes = []
+    hook = model.register_forward_pre_hook(lambda m, i: modes.append(m.training))
+    model.train()
+    try:
+        calibrate_torch(model, "lenet", wts, [x], tmp_path / "t.json", method="max", log=lambda m: None)
+    finally:
+        hook.remove()
+    assert modes == [False] and model.training
+    model.eval()
 
 
 def test_calibrate_torch_refuses_residual_points(resnet18_wts, tmp_path):

@@ -55,7 +55,9 @@ def test_set_with_an_undeclared_key_is_an_error():
     with pytest.raises(OptionError, match=r"--set conf_thresh: no block of yolov5s declares it \(its blocks take "
                                           r"bn_eps, conf_thres, head, iou_thres, max_det, nc\)"):
         spec.resolve_params({"conf_thresh": 0.3})
-    with pytest.raises(OptionError, match="resnet18 declares it .*take no build parameters"):
+    with pytest.raises(OptionError, match="lenet declares it .*take no build parameters"):
+        load_spec("lenet").resolve_params({"head": "plugin"})
+    with pytest.raises(OptionError, match=r"--set head: no block of resnet18 declares it \(its blocks take nc\)"):
         load_spec("resnet18").resolve_params({"head": "plugin"})
 
 
@@ -229,3 +231,19 @@ def test_keys_with_a_wrapper_prefix_say_so():
                                              r"the prefix 'module\.' the architecture's lack .*"
                                              r"k\.removeprefix\('module\.'\)"):
         define_network("resnet18", sd, BuildOptions(), log=lambda m: None)
+
+
+@pytest.mark.parametrize("arch, make", [("resnet18", "resnet18"), ("mobilenet_v2", "mobilenet_v2")])
+def test_a_zoo_classifier_takes_its_class_count_from_the_weights(arch, make):
+    """torchvision classifiers trained for 10 classes need no copied YAML: the Classifier row is sized by the
+    weights; `--set nc` must agree with them."""
+    import torchvision
+
+    sd = {k: v.numpy() for k, v in getattr(torchvision.models, make)(num_classes=10).state_dict().items()}
+    net = define_network(arch, sd, BuildOptions(), log=lambda m: None)
+    assert tuple(net.definition.get_output(0).shape) == (-1, 10) and net.key_report() == ({}, [])
+    assert tuple(define_network(arch, sd, BuildOptions(params={"nc": 10}), log=lambda m: None)
+                 .definition.get_output(0).shape) == (-1, 10)
+    with pytest.raises(WeightKeyError, match=r"--set nc=1000, but the weights were trained with nc=10"):
+        define_network(arch, sd, BuildOptions(params={"nc": 1000}), log=lambda m: None)
+

@@ -424,6 +424,29 @@ def test_every_output_of_a_segmentation_model_is_compared(tmp_path):
     assert sorted(r.shape for r in outs) == [(1, 32, 24, 32), (1, 4 + 3 + 32, 252)], outs
 
 
+def test_tensorrtx_yolov5_buffers_are_checked_and_accepted(yolov5_models, tmp_path):
+    """tensorrtx's gen_wts.py for YOLOv5 v7.0 adds `anchor_grid` (pixels) and `strides` to the state_dict: netdef
+    checks both against the anchors and its own strides, and verify does not ask the PyTorch model for them."""
+    from netdef.testing import yolov5_reference as ref
+    from netdef.wts import write_wts
+
+    if not ref.yolov5_available():
+        pytest.skip("needs the yolov5 package (pip install --no-deps yolov5==7.0.14)")
+    model, sd = yolov5_models("yolov5n")
+    strides = np.float32([8, 16, 32])
+    trtx = dict(sd) | {"model.24.anchor_grid": sd["model.24.anchors"].numpy() * strides[:, None, None],
+                       "model.24.strides": strides}
+    write_wts(tmp_path / "trtx.wts", trtx)
+    report = verify("yolov5n", tmp_path / "trtx.wts", model, cpu=True, opts=BuildOptions(input_hw=(128, 160)),
+                    log=lambda m: None)
+    assert report.ok, report.summary()
+    write_wts(tmp_path / "bad.wts", trtx | {"model.24.strides": np.float32([8, 16, 64])})
+    with pytest.raises(WeightKeyError, match=r"model\.24: 'model\.24\.strides' \[8\.0, 16\.0, 64\.0\] disagrees "
+                                             r"with the network's strides \[8, 16, 32\]"):
+        verify("yolov5n", tmp_path / "bad.wts", model, cpu=True, opts=BuildOptions(input_hw=(128, 160)),
+               log=lambda m: None)
+
+
 TINY_MODEL = '''
 import torch
 from torch import nn
@@ -535,9 +558,14 @@ def test_weights_must_fit_the_model(tiny, tmp_path):
     del tensors["bn1.running_var"]
     bad = tmp_path / "bad.wts"
     write_wts(bad, tensors)
-    with pytest.raises(WeightKeyError, match=r"missing from it: bn1\.running_var; 1 key\(s\) the model does not "
-                                             r"have: extra\.weight"):
+    with pytest.raises(WeightKeyError, match=r"(?s)bad\.wts: 1 key\(s\) the architecture needs are missing:\n  "
+                                             r"bn1\.running_var .*not used by the architecture:\n  extra\.weight"):
         verify(yaml(), bad, "tiny_model:make", cpu=True, log=lambda m: None)
+    (tmp_path / "renamed_model.py").write_text(TINY_MODEL.replace("self.conv1, self.bn1", "self.first, self.bn1")
+                                                .replace("self.conv1(x)", "self.first(x)"))
+    with pytest.raises(WeightKeyError, match=r"does not fit the PyTorch model: 1 model key\(s\) missing from it: "
+                                             r"first\.weight; 1 key\(s\) the model does not have: conv1\.weight"):
+        verify(yaml(), wts, "renamed_model:make", cpu=True, log=lambda m: None)  # the file fits the YAML only
 
 
 def test_state_dict_source_is_refused(tiny, tmp_path):

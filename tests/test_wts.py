@@ -370,3 +370,11 @@ def test_a_checkpoint_or_an_engine_given_as_weights_is_named(tmp_path):
     with pytest.raises(WtsFormatError, match=r"found 'NETDEF-ENGINE' \(a netdef engine, not weights\)"):
         read_wts(engine)
 
+
+
+def test_a_utf8_byte_order_mark_is_no_content(tmp_path):
+    """A .wts an editor saved with a UTF-8 BOM reads as the same tensors."""
+    p = tmp_path / "bom.wts"
+    write_wts(p, {"a": np.float32([1.0, -2.0])})
+    p.write_bytes(b"\xef\xbb\xbf" + p.read_bytes())
+    assert read_wts(p)["a"].tolist() == [1.0, -2.0] and wts_summary(p)["tensors"] == 1

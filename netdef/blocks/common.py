@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import SpecError
+from ..errors import SpecError, WeightKeyError
 from ..network import Network
-from ..registry import block
+from ..registry import Param, block
 
 
 @block("ConvBnAct", width_args=("c2",))
@@ -29,6 +29,35 @@ def conv2d(net: Network, x: Any, prefix: str, c2: int, k: int = 1, s: int = 1, p
            g: int = 1, bias: bool = True) -> Any:
     """nn.Conv2d(c1, c2, k, s, p, d, g, bias) `prefix`: `p` defaults to 0 as in torch (ConvBnAct pads 'same')."""
     return net.conv(x, prefix, c2, k, s, p, g, d, bias=bias)
+
+
+NC = Param(None, int, help="classes of the model's classifier (YOLO heads, Classify, Classifier rows); default: the "
+                           "count the weights were trained with, else the YAML's; given, the weights must agree",
+           valid=(lambda v: v >= 1, "at least 1 class"))
+
+
+def class_count(net: Network, prefix: str, yaml_nc: Any, trained: int | None, evidence: str) -> int:
+    """The head's class count: `--set nc` (checked against the weights), else the count the weights were trained
+    with (`trained`, None when they do not tell), else the YAML's `nc`."""
+    given = net.params.get("nc")
+    nc = given if given is not None else trained if trained is not None else yaml_nc
+    if not isinstance(nc, int) or isinstance(nc, bool) or nc < 1:
+        raise SpecError(f"{prefix}: nc must be a positive integer, got {nc!r}")
+    if given is not None and trained is not None and trained != given:
+        raise WeightKeyError(f"{prefix}: --set nc={given}, but the weights were trained with nc={trained} "
+                             f"({evidence}); leave nc out to use the weights' count")
+    return nc
+
+
+
+@block("Classifier", params={"nc": NC})
+def classifier(net: Network, x: Any, prefix: str, c2: int, conv: bool = False, bias: bool = True) -> Any:
+    """The model's class scores: nn.Linear `prefix` (`conv`: a 1x1 nn.Conv2d, e.g. UNet's OutConv) to the class
+    count: `--set nc` (checked against the weights), else the count the weights were trained with (one value of
+    `prefix.bias` per class), else `c2`, the YAML's. A custom-trained classifier needs no copied YAML."""
+    key = f"{prefix}.bias"
+    nc = class_count(net, prefix, c2, net.weight_size(key) if bias and net.has(key) else None, f"'{key}'")
+    return net.conv(x, prefix, nc, 1, bias=bias) if conv else net.linear(x, prefix, nc, bias)
 
 
 @block("ConvTranspose2d", width_args=("c2",))

@@ -15,7 +15,7 @@ from .. import defaults, trt_api
 from ..errors import SpecError, WeightKeyError
 from ..network import Network
 from ..registry import Param, block, width_exemption
-from .common import upsample
+from .common import NC, class_count, upsample  # noqa: F401  (class_count re-exported)
 
 BN_EPS = Param(1e-3, float, help="BatchNorm eps of Ultralytics' Conv: 1e-3 as their initialize_weights() sets it "
                                   "for detection models; classification models keep PyTorch's 1e-5",
@@ -33,8 +33,7 @@ HEAD_PARAMS = {
                        valid=(lambda v: 0 < v <= 1, "an IoU threshold in (0, 1]"), needs={"head": ("plugin",)}),
     "max_det": Param(defaults.MAX_DET, int, help="plugin and end-to-end heads: boxes kept per image",
                      valid=(lambda v: v >= 1, "at least 1")),
-    "nc": Param(None, int, help="classes; default: the count the weights were trained with, else the YAML's nc; "
-                                "given, the weights must agree", valid=(lambda v: v >= 1, "at least 1 class")),
+    "nc": NC,
 }
 
 STRIDE_PROBE = (1024, 1024)  # the input size at which a dynamic build's heads ask TensorRT for the feature sizes
@@ -327,20 +326,15 @@ def _anchors_px(net: Network, prefix: str, nl: int, na: int, strides: list[int],
             raise WeightKeyError(f"{prefix}: '{grid_key}' (pixels) disagrees with '{key}' x strides {strides}: "
                               f"{grid.reshape(nl, -1).tolist()} vs {px.reshape(nl, -1).tolist()}")
         px = grid
+        net.derived.add(grid_key)
+    strides_key = f"{prefix}.strides"  # tensorrtx's gen_wts.py for YOLOv5 v7.0 writes the strides too
+    if net.has(strides_key):
+        recorded = net.weight(strides_key, (nl,))
+        if not np.array_equal(recorded, np.asarray(strides, np.float32)):
+            raise WeightKeyError(f"{prefix}: '{strides_key}' {recorded.tolist()} disagrees with the network's "
+                                 f"strides {strides}")
+        net.derived.add(strides_key)
     return np.ascontiguousarray(px, np.float32)
-
-
-def class_count(net: Network, prefix: str, yaml_nc: Any, trained: int | None, evidence: str) -> int:
-    """The head's class count: `--set nc` (checked against the weights), else the count the weights were trained
-    with (`trained`, None when they do not tell), else the YAML's `nc`."""
-    given = net.params.get("nc")
-    nc = given if given is not None else trained if trained is not None else yaml_nc
-    if not isinstance(nc, int) or isinstance(nc, bool) or nc < 1:
-        raise SpecError(f"{prefix}: nc must be a positive integer, got {nc!r}")
-    if given is not None and trained is not None and trained != given:
-        raise WeightKeyError(f"{prefix}: --set nc={given}, but the weights were trained with nc={trained} "
-                             f"({evidence}); leave nc out to use the weights' count")
-    return nc
 
 
 def _check_outputs(net: Network, prefix: str, na: int, nc: int, nm: int = 0) -> None:

@@ -20,8 +20,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     b.add_argument("-o", "--output", required=True, help="engine file to write")
     b.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"))
     b.add_argument("--batch", default="1",
-                   help="N, or MIN:OPT:MAX for a dynamic-batch engine, or several profiles such as 1:1:8,9:256:256 "
-                        "(each tuned for its OPT batch; the runtime picks one per batch) (default 1)")
+                   help="N, or MIN:OPT:MAX for a dynamic-batch engine (MIN:MAX means MIN:MAX:MAX), or several "
+                        "profiles such as 1:1:8,9:256:256 (each tuned for its OPT batch; the runtime picks one per "
+                        "batch) (default 1)")
     b.add_argument("--input-shape", help="HxW overriding the YAML's input size (e.g. 480x640), or MIN:OPT:MAX "
                                          "sizes for a dynamic input size, e.g. 320x320:640x640:1280x1280 (every "
                                          "--batch profile gets this range)")

@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import os
-import signal
 import sys
-import threading
 from typing import Callable
 
-from ..errors import NetdefError, Terminated, raise_terminated
+from .. import interrupts
+from ..errors import NetdefError, Terminated
 
 SIGPIPE_EXIT = 141  # 128 + SIGPIPE: what a shell reports for a program whose reader went away
 
@@ -18,10 +17,9 @@ def run_guarded(fn: Callable[[], int | None], *, prog: str, debug: bool = False)
     ends quietly; an OSError that reaches here (a folder that cannot be written, a full disk) is one line too;
     with `debug` these raise instead, traceback and all. SIGTERM unwinds like Ctrl-C (`Terminated`: temporary
     files removed) and prints `terminated` (exit 143). Other exceptions are bugs and keep their traceback."""
-    main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, raise_terminated) if main else None
     try:
-        status = int(fn() or 0)
+        with interrupts.handled():  # Ctrl-C and SIGTERM: never lost inside a TensorRT callback
+            status = int(fn() or 0)
         sys.stdout.flush()  # a reader that went away shows here, not at interpreter exit
         return status
     except NetdefError as e:
@@ -47,9 +45,6 @@ def run_guarded(fn: Callable[[], int | None], *, prog: str, debug: bool = False)
             raise
         print(f"{prog}: error: {e} (--debug shows where)", file=sys.stderr)
         return 1
-    finally:
-        if main:
-            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 def _silence_stdout() -> None:

@@ -28,18 +28,18 @@ def cmd_info(a: argparse.Namespace) -> int:
         raise NetdefError(f"no such file: {path}")
     if engine_file.is_engine_file(path):  # a damaged or cut engine too: never read as a .wts
         meta = engine_file.read_meta(path, verify=True)
-        print(json.dumps({"kind": "engine", **meta}, indent=2) if a.json else format_engine(meta, path))
+        print(json.dumps({**meta, "kind": "engine"}, indent=2) if a.json else format_engine(meta, path))
         return 0
     from ..deploy.plan import is_raw_plan
 
     if is_raw_plan(path):  # a plan's first bytes, a sidecar beside it, or a plan's name (.plan, .engine, .trt)
         r = raw_plan_info(path)
-        print(json.dumps({"kind": "raw_plan", **r}, indent=2) if a.json else format_raw_plan(r, path))
+        print(json.dumps({**r, "kind": "raw_plan"}, indent=2) if a.json else format_raw_plan(r, path))
         return 0
     from ..wts import wts_summary
 
     s = wts_summary(path)
-    print(json.dumps({"kind": "wts", **s}, indent=2) if a.json else format_wts(s, path))
+    print(json.dumps({**s, "kind": "wts"}, indent=2) if a.json else format_wts(s, path))
     return 0
 
 

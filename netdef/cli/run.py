@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from types import SimpleNamespace
 from typing import Any
 
 from ..errors import OptionError
@@ -43,11 +44,13 @@ def cmd_run(a: argparse.Namespace) -> int:
         check_output(a.output, inputs=[a.engine, a.input], what="--output")
         for count in _output_counts(a.engine):
             check_output(numpy_file(a.output, count), inputs=[a.engine, a.input], what="--output", kind=NUMPY_FILE)
+    described = Engine.described(a.engine)  # what its header tells is checked before a GPU is needed
+    if described is not None:
+        shape = x.shape if x is not None else _input_shape(described, a.batch, hw)
+        described.check_feeds({described.inputs[0].name: SimpleNamespace(shape=shape)})
     eng = Engine(a.engine, backend=a.backend, cuda_graph=a.cuda_graph, device=device)
     if x is None:
-        spec = eng.inputs[0]
-        shape = eng.input_shape(spec, a.batch or eng.batch_range[1], hw)
-        x = np.random.default_rng(0).standard_normal(shape).astype(spec.dtype)
+        x = np.random.default_rng(0).standard_normal(_input_shape(eng, a.batch, hw)).astype(eng.inputs[0].dtype)
     outs = eng.infer({eng.inputs[0].name: x}, as_numpy=True)
     for name, v in outs.items():
         print(f"{name}: shape {tuple(v.shape)} {v.dtype}  min {v.min():.4g} max {v.max():.4g} mean {v.mean():.4g}")
@@ -59,6 +62,11 @@ def cmd_run(a: argparse.Namespace) -> int:
             np.savez(path, **outs)
         print(f"wrote {path}")
     return 0
+
+
+def _input_shape(eng: Any, batch: int | None, hw: Any) -> tuple[int, ...]:
+    """The shape of the engine's first input at `batch` (default: its profile's opt) and `hw`."""
+    return eng.input_shape(eng.inputs[0], batch or eng.batch_range[1], hw)
 
 
 def _output_counts(engine: str) -> tuple[int, ...]:

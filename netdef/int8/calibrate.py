@@ -33,7 +33,7 @@ from ..options import BuildOptions
 from ..registry import block_files
 from ..spec import Spec, load_spec
 from .calibration import METHODS, CalibrationTable, RangeCollector, compute_amax
-from .quantize import CALIB_PREFIX, RecordingQuantizer, fingerprint
+from .quantize import CALIB_PREFIX, RecordingQuantizer, fingerprint, fingerprint_parts
 
 ARRAY_SUFFIXES = (".npy", ".npz", ".pt", ".pth")
 DEFAULT_MAX_IMAGES = 512
@@ -243,8 +243,10 @@ def calibrate_torch(model: Any, arch: str | Path, weights: str | Path, batches: 
                     log: Callable[[str], None] | None = None) -> CalibrationTable:
     """Calibrate from a PyTorch model whose module names are the weight keys (no GPU, no engine).
 
-    Each quantization point is read as the input of the module named by its key (convolution and linear
-    points); residual-add points have no module and need the engine (`calibrate`).
+    The model must hold the weights of `weights` (checked: the table is made for that file) and runs in eval
+    mode (BatchNorm with its running statistics, as the engine; its mode is restored afterwards). Each
+    quantization point is read as the input of the module named by its key (convolution and linear points);
+    residual-add points have no module and need the engine (`calibrate`).
     """
     import torch
 
@@ -259,17 +261,21 @@ def calibrate_torch(model: Any, arch: str | Path, weights: str | Path, batches: 
     if missing:
         raise NetdefError(f"calibrate_torch cannot observe {missing[:5]} (residual adds or names that are not "
                           f"modules of {type(model).__name__}); calibrate with the engine: `netdef calibrate`")
+    _check_model_holds(model, weights)
     collectors = {k: RangeCollector(bins, name=k) for k in points}
     hooks = [modules[k].register_forward_pre_hook(
         lambda m, inp, c=collectors[k]: c.update(inp[0].detach().float().cpu().numpy())) for k in points]
     n = nb = 0
+    training = model.training
     try:
+        model.eval()
         with torch.no_grad():
             for x in batches:
                 x = torch.as_tensor(np.asarray(x, np.float32))
                 model(x)
                 n, nb = n + len(x), nb + 1
     finally:
+        model.train(training)
         for h in hooks:
             h.remove()
     shape = spec.input_shape_for(tuple(input_hw) if input_hw else None)
@@ -277,13 +283,34 @@ def calibrate_torch(model: Any, arch: str | Path, weights: str | Path, batches: 
                  {"images": n, "batches": nb, "source": "torch"})
 
 
+def _check_model_holds(model: Any, weights: str | Path) -> None:
+    """NetdefError unless `model`'s state_dict holds the arrays of the .wts `weights` (same keys, values equal
+    to float32 rounding): ranges measured with other weights would be stamped with this file's fingerprint."""
+    from ..network import IGNORED_KEY_SUFFIXES
+    from ..wts import read_wts
+
+    tensors = read_wts(weights)
+    state = {k: v for k, v in model.state_dict().items() if not k.endswith(IGNORED_KEY_SUFFIXES)}
+    keys = [k for k in tensors if not k.endswith(IGNORED_KEY_SUFFIXES)]
+    if sorted(state) != sorted(keys):
+        extra, lacking = sorted(set(state) - set(keys)), sorted(set(keys) - set(state))
+        raise NetdefError(f"calibrate_torch: the model's keys are not those of {weights} (model only: "
+                          f"{extra[:3]}, file only: {lacking[:3]}): give the model the file was exported from")
+    for k in keys:
+        have = state[k].detach().float().cpu().numpy().reshape(-1)
+        if have.shape != tensors[k].shape or not np.allclose(have, tensors[k], rtol=1e-5, atol=1e-7):
+            raise NetdefError(f"calibrate_torch: the model's '{k}' differs from {weights}'s (a freshly made model, "
+                              "or another checkpoint?): load those weights into the model first")
+
+
 def _save(spec: Spec, weights: str | Path, shape: tuple[int, ...], collectors: dict[str, RangeCollector], method: str,
           kw: dict, output: str | Path, log: Callable[[str], None], meta: dict) -> CalibrationTable:
     if not meta["images"]:
         raise NetdefError("no calibration inputs were fed")
-    table = CalibrationTable(fingerprint(spec, weights_identity(weights)[1], shape), method, compute_amax(collectors, method, **kw),
-                             dict(meta, arch=spec.name, weights=str(weights), input_shape=list(shape),
-                                  method_options=kw, tensors=len(collectors)))
+    weights_sha = weights_identity(weights)[1]
+    table = CalibrationTable(fingerprint(spec, weights_sha, shape), method, compute_amax(collectors, method, **kw),
+                             dict(meta, arch=spec.name, weights=str(weights), method_options=kw,
+                                  tensors=len(collectors), **fingerprint_parts(spec, weights_sha, shape)))
     table.save(output)
     log(f"[netdef] wrote {output}: {len(table.amax)} ranges ({method}) from {meta['images']} inputs")
     return table

@@ -12,7 +12,7 @@ import json
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 
@@ -234,8 +234,10 @@ class CalibrationTable:
         atomic_write(path, text.encode("utf-8"))
 
     @classmethod
-    def load(cls, path: str | os.PathLike, expect_fingerprint: str | None = None) -> "CalibrationTable":
-        """Read and validate a table; with expect_fingerprint, refuse a table made for another network."""
+    def load(cls, path: str | os.PathLike, expect_fingerprint: str | None = None,
+             expect_parts: dict[str, Any] | None = None) -> "CalibrationTable":
+        """Read and validate a table; with expect_fingerprint, refuse a table made for another network (saying
+        which of `expect_parts`, `quantize.fingerprint_parts`, differs where the table records them)."""
         path = os.fspath(path)
         try:
             with open(path, encoding="utf-8") as f:
@@ -257,9 +259,11 @@ class CalibrationTable:
         table._check(path)
         table.amax = {k: float(v) for k, v in table.amax.items()}
         if expect_fingerprint is not None and table.fingerprint != expect_fingerprint:
-            raise NetdefError(f"calibration table {path} was made for a different network (fingerprint "
-                              f"{table.fingerprint}≠{expect_fingerprint}): recalibrate with this network's "
-                              f"architecture, weights and input shape, or pass the matching table")
+            why = (_differences(table.meta, expect_parts or {})
+                   or f"fingerprint {table.fingerprint}≠{expect_fingerprint}")
+            raise NetdefError(f"calibration table {path} was made for a different network ({why}): recalibrate "
+                              f"with this network's architecture, weights and input shape, or pass the matching "
+                              f"table")
         return table
 
 
@@ -269,3 +273,15 @@ def _json_default(o):
     if isinstance(o, np.ndarray):
         return o.tolist()
     raise TypeError(f"calibration table meta: {type(o).__name__} is not JSON serialisable")
+
+
+def _differences(recorded: dict[str, Any], expected: dict[str, Any]) -> str:
+    """Which fingerprinted parts differ between a table's meta and this build, where the table records them."""
+    said = {"arch_sha256": "another architecture (its YAML or its blocks' code)",
+            "weights_sha256": "other weights (another .wts file: its bytes are fingerprinted)"}
+    out = [said[k] for k in said if k in recorded and k in expected and recorded[k] != expected[k]]
+    shape = recorded.get("input_shape"), expected.get("input_shape")
+    if None not in shape and list(shape[0]) != list(shape[1]):
+        out.append(f"input {'x'.join(map(str, shape[0]))} where this build's is {'x'.join(map(str, shape[1]))}")
+    return "made for " + "; ".join(out) if out else ""
+

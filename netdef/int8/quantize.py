@@ -43,6 +43,11 @@ def fingerprint(spec: Any, weights_sha: str, input_shape: Sequence[int]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def fingerprint_parts(spec: Any, weights_sha: str, input_shape: Sequence[int]) -> dict[str, Any]:
+    """What `fingerprint` covers, kept in a table's meta so that a refusal can say which part differs."""
+    return {"arch_sha256": spec.sha256, "weights_sha256": weights_sha, "input_shape": [int(s) for s in input_shape]}
+
+
 class Quantizer:
     """Inserts Q/DQ pairs into a `Network` with the activation ranges `amax` (key -> amax)."""
 
@@ -60,8 +65,9 @@ class Quantizer:
         """The quantizer of an int8 build: loads `opts.calibration` and checks it belongs to this network."""
         if not opts.calibration:
             raise NetdefError(f"--precision int8 needs a calibration table for {spec.name}: {CALIBRATE_HINT}")
-        expect = fingerprint(spec, weights_sha, spec.input_shape_for(opts.input_hw))
-        table = CalibrationTable.load(opts.calibration, expect_fingerprint=expect)
+        shape = spec.input_shape_for(opts.input_hw)
+        table = CalibrationTable.load(opts.calibration, expect_fingerprint=fingerprint(spec, weights_sha, shape),
+                                      expect_parts=fingerprint_parts(spec, weights_sha, shape))
         return cls(table.amax, source=f"calibration table {opts.calibration}", exclude=opts.int8_exclude)
 
     def excluded(self, name: str) -> bool:

@@ -429,6 +429,9 @@ def engine_detector(engine: Any, conf: float | None = None, iou: float | None = 
     """
     from ..runtime import Engine
 
+    if not isinstance(engine, Engine) and (described := Engine.described(engine)) is not None:
+        # what the header tells (task, input size, stride) checked before loading: no GPU needed for a mistake
+        engine_detector(described, conf, iou, max_det, names, kpt_shape=kpt_shape, input_hw=input_hw, rect=rect)
     eng = engine if isinstance(engine, Engine) else Engine(engine, device=device)
     if len(eng.inputs) != 1:
         raise NetdefError(f"{eng.path} has {len(eng.inputs)} inputs; detection needs one image input")
@@ -440,8 +443,8 @@ def engine_detector(engine: Any, conf: float | None = None, iou: float | None = 
     if (model["task"] if model else "classify" if arch.endswith("-cls") else None) == "classify":
         given = [n for n, v in (("conf", conf), ("iou", iou), ("kpt_shape", kpt_shape)) if v is not None]
         if given:
-            raise NetdefError(f"{eng.path} is a classification engine: {', '.join(given)} apply to detection "
-                              f"engines only")
+            raise NetdefError(f"{eng.path} is a classification engine: {', '.join(given)} "
+                              f"appl{'ies' if len(given) == 1 else 'y'} to detection engines only")
         if rect:
             raise NetdefError(f"{eng.path} is a classification engine: --rect applies to detection engines only")
         return engine_classifier(eng, model, names, _target_size(eng, model, input_hw, False)[0])

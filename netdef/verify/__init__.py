@@ -57,9 +57,9 @@ def verify(arch: str | Path | Spec, weights: str | Path, model: Any, *, cpu: boo
     if isinstance(model, str):
         log(f"[netdef] loading {model} with PyTorch ...")
         model = load_model(model)
-    load_weights_strict(model, tensors, str(weights))
     identity = weights_identity(weights)
     net = define_network(spec, tensors, opts, log, identity=identity)
+    load_weights_strict(model, tensors, str(weights), derived=net.derived)
     layers = trt_api.describe_layers(net.definition)
     raw = net.definition.raw
     outputs = [raw.get_output(i).name for i in range(raw.num_outputs)]

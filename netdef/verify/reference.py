@@ -43,14 +43,16 @@ def load_model(source: str) -> Any:
     return model
 
 
-def load_weights_strict(model: Any, tensors: Mapping[str, np.ndarray], where: str) -> None:
-    """Load the .wts arrays into `model`: its keys must be the model's state_dict keys (sizes equal)."""
+def load_weights_strict(model: Any, tensors: Mapping[str, np.ndarray], where: str,
+                        derived: Iterable[str] = ()) -> None:
+    """Load the .wts arrays into `model`: its keys must be the model's state_dict keys (sizes equal), but for
+    `derived` ones the model may lack (values netdef checked against the others, e.g. tensorrtx's anchor_grid)."""
     import torch
 
     sd = model.state_dict()
     keys = [k for k in sd if not k.endswith(IGNORED_KEY_SUFFIXES)]
     missing = [k for k in keys if k not in tensors]
-    unexpected = [k for k in tensors if k not in sd]
+    unexpected = [k for k in tensors if k not in sd and k not in set(derived)]
     if missing or unexpected:
         parts = [f"{len(missing)} model key(s) missing from it: {_few(missing)}" if missing else "",
                  f"{len(unexpected)} key(s) the model does not have: {_few(unexpected)}" if unexpected else ""]
