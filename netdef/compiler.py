@@ -8,10 +8,8 @@ compile a netdef `Network` through `compile_network`.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import signal
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -66,11 +64,10 @@ def compile_engine(builder: Any, definition: Any, opts: BuildOptions, output: st
         log(f"[{tag}] building {arch.get('name')} ({opts.precision}, batch {format_profiles(opts.all_profiles)}{hw}, "
             f"{definition.num_layers} layers) with {trt_api.version_string()}{_on_gpu()} ...")
         t0 = time.perf_counter()
-        interrupts.check()  # a signal kept for netdef's code: raised before the build starts
-        plan = builder.build_serialized_network(definition, config)
-        interrupts.check()
+        with interrupts.tensorrt_call():  # a signal during the build is raised when it returns
+            plan = builder.build_serialized_network(definition, config)
     build_s = time.perf_counter() - t0
-    if progress.cancelled:  # by a signal in another thread's time (a worker thread's build)
+    if progress.cancelled or interrupts.CANCEL.is_set():  # a signal the main thread took stopped a worker's build
         raise KeyboardInterrupt
     if plan is None:
         raise TensorRTError(f"TensorRT could not build {arch.get('name')} (its messages above say why)")
@@ -192,18 +189,16 @@ def load_timing_cache(config: Any, path: str | None, log: Log, tag: str = "netde
 class BuildProgress:
     """Shows build progress: TensorRT's phases where it reports them (>= 10), elapsed time always.
 
-    Ctrl-C or SIGTERM during the build: `netdef.interrupts.handler` (netdef's commands install it; for a build in
-    a program that kept Python's default SIGINT handler, this installs it for the build) sets
+    Ctrl-C or SIGTERM during the build (`netdef.interrupts.tensorrt_call`): netdef's handler sets
     `interrupts.CANCEL`, and the next progress step tells TensorRT to stop (`cancelled`); the caller then raises
-    and writes nothing. An ignored signal or a host program's own handler is left alone. TensorRT without
-    progress callbacks (8.6) cannot cancel: the build runs to its end first."""
+    and writes nothing. TensorRT without progress callbacks (8.6) cannot cancel: the build runs to its end
+    first (and is then dropped)."""
 
     def __init__(self, config: Any, log: Log, every: float = 15.0, tag: str = "netdef"):
         self.log, self.every, self.tag = log, every, tag
         self.cancelled = False  # TensorRT was told to stop (a progress step returned False)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._tick, daemon=True)
-        self._signals = contextlib.ExitStack()
         base = trt_api.progress_monitor_base()
         self.cancellable = base is not None
         if base is not None:
@@ -221,17 +216,12 @@ class BuildProgress:
                 self.log(f"[{self.tag}]   ... still building ({last - t0:.0f} s)")
 
     def __enter__(self) -> "BuildProgress":
-        with contextlib.ExitStack() as stack:  # nothing left installed if starting fails
-            if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-                stack.enter_context(interrupts.handled((signal.SIGINT,)))
-            self._thread.start()
-            self._signals = stack.pop_all()
+        self._thread.start()
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self._stop.set()
         self._thread.join()
-        self._signals.close()
 
 
 def _make_monitor(base: type, progress: BuildProgress) -> Any:

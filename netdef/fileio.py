@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 try:
     import fcntl  # POSIX: temporary files are locked by their writer
@@ -22,7 +23,8 @@ def atomic_write(path: str | os.PathLike, chunks: Iterable[bytes] | bytes) -> No
 
     An existing file keeps its permissions; a symlink at `path` is replaced by the new file (the file it pointed
     to is kept). On any error the temporary file is removed, and an OSError names `path` (a full disk, say).
-    The writer holds a lock on its temporary file; temporary files of `path` that nobody holds and that are
+    The writer locks its temporary file where the file system has locks (advisory: without them the write goes
+    on); temporary files of `path` that nobody holds, that no writer of this process has open and that are
     older than ORPHAN_AGE_S (their writer was killed: SIGKILL, a crash) are removed first.
     """
     path = Path(path)
@@ -31,15 +33,15 @@ def atomic_write(path: str | os.PathLike, chunks: Iterable[bytes] | bytes) -> No
         path.parent.mkdir(parents=True, exist_ok=True)
         _remove_orphans(path)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{TMP_TAG}", suffix=".tmp", dir=path.parent)
+        _writing.add(os.path.abspath(tmp))
         with os.fdopen(fd, "wb") as f:
-            if fcntl is not None:
-                fcntl.lockf(f, fcntl.LOCK_EX)  # released when the file closes, or when its writer dies
+            _try_lock(f)  # released when the file closes, or when its writer dies
             for chunk in [chunks] if isinstance(chunks, (bytes, bytearray, memoryview)) else chunks:
                 f.write(chunk)
             f.flush()
             os.fsync(f.fileno())
-            os.chmod(tmp, os.stat(path).st_mode & 0o7777 if path.exists() else 0o666 & ~_umask())
-            os.replace(tmp, path)
+        os.chmod(tmp, os.stat(path).st_mode & 0o7777 if path.exists() else 0o666 & ~_umask())
+        os.replace(tmp, path)  # closed first: Windows renames no open file
     except BaseException as e:
         if tmp is not None:
             try:
@@ -49,15 +51,31 @@ def atomic_write(path: str | os.PathLike, chunks: Iterable[bytes] | bytes) -> No
         if isinstance(e, OSError) and e.errno is not None:
             raise OSError(e.errno, f"cannot write {path}: {e.strerror}") from e
         raise
+    finally:
+        if tmp is not None:
+            _writing.discard(os.path.abspath(tmp))
 
 
 TMP_TAG = "netdef-"  # in the temporary files' names: only netdef's are ever removed as orphans
 ORPHAN_AGE_S = 600  # a temporary file this old that nobody holds is an orphan (a fresh one may not be locked yet)
+_writing: set[str] = set()  # this process's temporary files being written (its own locks do not exclude it)
+
+
+def _try_lock(f: BinaryIO) -> bool:
+    """Lock `f` exclusively without waiting; False where another holds it or the file system has no locks."""
+    if fcntl is None:
+        return False
+    try:
+        fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    return True
 
 
 def _remove_orphans(path: Path) -> None:
     """Remove `path`'s temporary files whose writer is gone: none holds its lock (on this machine or, where
-    the file system shares locks, on another) and it is older than ORPHAN_AGE_S."""
+    the file system shares locks, on another), not one of this process's writes, older than ORPHAN_AGE_S.
+    Where locks cannot be taken (no fcntl, a file system without them) nothing is removed."""
     head = f".{path.name}.{TMP_TAG}"
     if fcntl is None:
         return
@@ -67,12 +85,14 @@ def _remove_orphans(path: Path) -> None:
         return
     for name in names:
         candidate = path.parent / name
+        if os.path.abspath(candidate) in _writing:
+            continue
         try:
             if time.time() - candidate.stat().st_mtime < ORPHAN_AGE_S:
                 continue
             with open(candidate, "r+b") as f:
-                fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)  # OSError: a live writer holds it
-                os.unlink(candidate)
+                if _try_lock(f):  # no lock: a live writer holds it, or locks do not work here
+                    os.unlink(candidate)
         except OSError:
             continue
 

@@ -1,13 +1,18 @@
 """Ctrl-C and SIGTERM around TensorRT.
 
 TensorRT catches a Python exception raised inside one of its callbacks (the logger, a build's progress monitor, a
-profiler) and only prints it, so a KeyboardInterrupt that lands there is lost. `handler`, netdef's handler for both
-signals (its commands install it for their whole run, `BuildProgress` in place of Python's default one for a
-build), never raises inside such a callback: it sets `CANCEL` (builds in progress stop at their next step),
-keeps the signal pending and delivers it again shortly, until it lands in netdef's own code, where it raises
-KeyboardInterrupt or `Terminated`; `check()` raises a pending one at once (after a TensorRT call returns). A second
-signal while one is pending ends the process at once (nothing of netdef's is half-written then: TensorRT calls
-write no files).
+profiler) and only prints it, so a KeyboardInterrupt raised there is lost. Python runs a signal handler when the
+main thread next runs Python code, and during a TensorRT call that is the entry of such a callback (before the
+callback's own frame exists). So netdef's handler, `handler`, never raises while the main thread is inside a
+TensorRT call (`tensorrt_call()`: netdef's long calls run in it: builds, deserialization, refits, profiled runs)
+or inside a function marked `trt_callback`: it sets `CANCEL` (builds in progress stop at their next step, in any
+thread), keeps the signal pending and raises it as KeyboardInterrupt or `Terminated` when the call returns;
+elsewhere (a callback of a short, unwrapped call) it delivers the signal again shortly, until it lands in
+netdef's own code. A second signal while one is pending ends the process at once (nothing of netdef's is
+half-written then: TensorRT calls write no files).
+
+netdef's commands install the handler for their whole run (`handled()`); `tensorrt_call()` installs it for the
+call where SIGINT has Python's default handler (a library user's own handler, or an ignored signal, stays).
 """
 from __future__ import annotations
 
@@ -22,11 +27,12 @@ from typing import Any
 from .errors import Terminated
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
-RETRY_S = 0.05  # a pending signal is delivered again after this long
+RETRY_S = 0.05  # a pending signal is delivered again after this long (outside tensorrt_call)
 CANCEL = threading.Event()  # set by a signal: every build in progress (any thread) stops at its next step
 _CALLBACKS: set[CodeType] = set()
 _lock = threading.Lock()
 _pending = 0  # the signal kept for netdef's own code, 0 when none
+_depth = 0  # how deep the main thread is in tensorrt_call (only the main thread changes it or runs handlers)
 
 
 def trt_callback(fn: Callable) -> Callable:
@@ -51,7 +57,8 @@ def handler(signum: int, frame: FrameType | None) -> None:
     """netdef's SIGINT and SIGTERM handler (see the module's docstring)."""
     global _pending
     CANCEL.set()
-    if not _in_trt_callback(frame):
+    inside = _depth > 0
+    if not inside and not _in_trt_callback(frame):
         with _lock:
             _pending = 0
         _raise(signum)
@@ -61,7 +68,8 @@ def handler(signum: int, frame: FrameType | None) -> None:
             os.kill(os.getpid(), signum)
             return
         _pending = signum
-    threading.Timer(RETRY_S, _deliver_again).start()
+    if not inside:  # tensorrt_call raises it when the call returns
+        threading.Timer(RETRY_S, _deliver_again).start()
 
 
 def _deliver_again() -> None:
@@ -73,7 +81,7 @@ def _deliver_again() -> None:
 
 
 def check() -> None:
-    """Raise the signal kept pending, if any (call it after a TensorRT call returns)."""
+    """Raise the signal kept pending, if any."""
     global _pending
     with _lock:
         signum, _pending = _pending, 0
@@ -82,16 +90,43 @@ def check() -> None:
 
 
 @contextlib.contextmanager
+def tensorrt_call() -> Iterator[None]:
+    """Run a TensorRT call that may call back into Python (keep the block to that call): on the main thread a
+    signal during it is kept and raised when it returns, a pending one before it starts. Elsewhere the block just
+    runs (signals go to the main thread; CANCEL still stops a build)."""
+    global _depth
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    with contextlib.ExitStack() as stack:
+        if _depth == 0:
+            if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+                stack.enter_context(handled((signal.SIGINT,)))
+            check()
+        _depth += 1
+        try:
+            yield
+        finally:
+            _depth -= 1
+            if _depth == 0:
+                check()
+
+
+@contextlib.contextmanager
 def handled(signals: tuple[int, ...] = SIGNALS) -> Iterator[None]:
-    """`handler` for `signals` in the `with` block (main thread only; elsewhere nothing changes), the previous
-    handlers after it; `CANCEL` and a pending signal cleared on entry and on exit (they belong to this block)."""
+    """`handler` for `signals` in the `with` block, the previous handlers after it; `CANCEL` and a pending signal
+    cleared on entry and on exit (they belong to this block), a signal still pending at its end raised there.
+    On the main thread only: elsewhere nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
     previous: dict[int, Any] = {}
     try:
-        if threading.current_thread() is threading.main_thread():
-            for s in signals:
-                previous[s] = signal.signal(s, handler)
+        for s in signals:
+            previous[s] = signal.signal(s, handler)
         _reset()
         yield
+        check()
     finally:
         for s, p in previous.items():
             signal.signal(s, p if p is not None else signal.SIG_DFL)

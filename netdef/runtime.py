@@ -9,7 +9,8 @@ used out). A graph holds only for the context state it was captured with, so bef
 context gets that graph's shapes and addresses back (host-side calls only). One context per profile: TensorRT
 8.6 lets a profile belong to only one context at a time, so per-shape contexts are not an option there.
 `Engine.prepare_step(batch, hw)` binds device buffers once and returns a `Step` that runs the engine again and
-again on them (what benchmarks and profiles time).
+again on them (what benchmarks and profiles time); `Engine.capture(inputs, before=, after=)` captures your own
+work around one run into the same CUDA graph (a whole pre-process, engine, copy-out pipeline as one launch).
 
 An engine lives on one CUDA device (`device=N`, default the current one): it is deserialized there, and every
 call that touches CUDA (memory, streams, events, CUDA graphs, TensorRT runs) makes that device current for its
@@ -105,6 +106,10 @@ class Engine:
         # so a run waits for the previous one (an event on its stream) even when the caller's stream differs.
         self._lock = threading.Lock()
         self._last: Any = None
+        # id(context) -> the Step whose shapes and addresses the context holds (None: another call's); a Step
+        # binds its own back before it runs when another call bound the context since
+        self._io_owner: dict[int, Any] = {}
+        self._refits = 0  # Steps made before a refit refuse to run
 
     @classmethod
     def described(cls, path: str | Path) -> "Engine | None":
@@ -144,6 +149,8 @@ class Engine:
                 self._last.synchronize()  # runs still in flight use the old weights and contexts
             self._contexts.clear()  # contexts (and steps from prepare_step) made before a refit must not be used
             self._graphs.clear()
+            self._io_owner.clear()
+            self._refits += 1
             self.context = None
             count = trt_api.refit_engine(self.engine, arrays)
             self._contexts[0] = self.context = trt_api.create_context(self.engine, self.path)
@@ -292,9 +299,11 @@ class Engine:
         trt_api.set_profile(context, profile, stream)
         return context
 
-    def _set_io(self, context: Any, inputs: Mapping[str, Any], outs: dict[str, Any]) -> None:
+    def _set_io(self, context: Any, inputs: Mapping[str, Any], outs: dict[str, Any], owner: Any = None) -> None:
         """Set the inputs' shapes and addresses on `context`, then the outputs': those in `outs`, the others
-        allocated (the shapes TensorRT infers for these inputs) and added to `outs`."""
+        allocated (the shapes TensorRT infers for these inputs) and added to `outs`. `owner`: the Step these are
+        (None for any other call)."""
+        self._io_owner[id(context)] = owner
         for name, t in inputs.items():
             context.set_input_shape(name, tuple(t.shape))
             context.set_tensor_address(name, self.backend.ptr(t))
@@ -308,48 +317,73 @@ class Engine:
         """Bind random device inputs of `batch` (and, dynamic-size engines, height and width `hw`, default the
         profile's opt) and outputs once and return the `Step` that runs the engine on them: plain enqueues, or
         CUDA graph replays; `with_copies` adds the input copies from pinned host memory and the output copies
-        back to it. Needs the torch backend. The step stays valid until this profile is bound again (another
-        step or an `infer` of the same profile)."""
-        if self.backend.name != "torch":
-            raise NetdefError(f"{self.path}: stepping an engine needs the torch backend "
-                              f"(this one uses {self.backend.name})")
+        back to it. Needs the torch backend."""
+        _require_torch(self, "stepping an engine")
         with self.on_device():
-            return self._prepare_step(batch, hw, cuda_graph, with_copies)
+            import torch
 
-    def _prepare_step(self, batch: int, hw: tuple[int, int] | None, cuda_graph: bool, with_copies: bool) -> Step:
+            inputs = {}
+            for t in self.inputs:
+                x = self.backend.empty(self.input_shape(t, batch, hw), t.dtype)
+                inputs[t.name] = x.normal_() if x.is_floating_point() else x.zero_()
+            if not with_copies:
+                return self._make_step(inputs, None, None, cuda_graph)
+            host_in = {k: torch.empty_like(v, device="cpu").pin_memory().copy_(v.cpu()) for k, v in inputs.items()}
+            host_out: dict[str, Any] = {}
+
+            def copy_in() -> None:
+                for k, v in inputs.items():
+                    v.copy_(host_in[k], non_blocking=True)
+
+            def copy_out(outs: Mapping[str, Any]) -> None:
+                for k, v in outs.items():
+                    if k not in host_out:  # the first (uncaptured) run allocates the host buffers
+                        host_out[k] = torch.empty_like(v, device="cpu").pin_memory()
+                    host_out[k].copy_(v, non_blocking=True)
+
+            step = self._make_step(inputs, copy_in, copy_out, cuda_graph)
+            step.keep(host_in, host_out)
+            return step
+
+    def capture(self, inputs: Mapping[str, Any], *, before: Callable[[], None] | None = None,
+                after: Callable[[Mapping[str, Any]], None] | None = None) -> Step:
+        """A CUDA graph of `before()`, one run of the engine on `inputs` and `after(outputs)`, as a `Step`:
+        `inputs` are device tensors you keep (their addresses are bound once; `before` or your own copies write
+        them), `step.outputs` the output tensors (allocated once, rewritten by every run; `after` may copy them
+        on). Both callables enqueue work on the current stream (the step's) and are run once before the capture
+        (allocate and warm up there); nothing in them may synchronize. Every `step()` replays the whole graph as
+        one launch on `step.stream`. Needs the torch backend and a GPU."""
+        _require_torch(self, "capturing a CUDA graph")
+        with self.on_device():
+            return self._make_step(dict(inputs), before, after, True)
+
+    def _make_step(self, inputs: dict[str, Any], before: Callable[[], None] | None,
+                   after: Callable[[Mapping[str, Any]], None] | None, cuda_graph: bool) -> Step:
+        """Bind `inputs` (device tensors) and outputs on a new stream and return the Step of before(), the run
+        and after(outputs): run once, then captured when `cuda_graph`."""
         import torch
 
-        inputs = {}
-        for t in self.inputs:
-            x = self.backend.empty(self.input_shape(t, batch, hw), t.dtype)
-            inputs[t.name] = x.normal_() if x.is_floating_point() else x.zero_()
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())  # the inputs are written on the current stream
         handle = stream.cuda_stream
-        context, outs = self._bind(inputs, None, handle)
+        with self._lock:
+            context, outs = self._bind(inputs, None, handle)
 
-        def run() -> None:
+        def body() -> None:
+            if before is not None:
+                before()
             trt_api.execute(context, handle)
+            if after is not None:
+                after(outs)
 
-        body: Callable[[], None] = run
-        buffers: tuple[Any, ...] = (inputs, outs)
-        if with_copies:
-            host_in = {k: torch.empty_like(v, device="cpu").pin_memory().copy_(v.cpu()) for k, v in inputs.items()}
-            host_out = {k: torch.empty_like(v, device="cpu").pin_memory() for k, v in outs.items()}
-
-            def copy_run_copy() -> None:
-                for k, v in inputs.items():
-                    v.copy_(host_in[k], non_blocking=True)
-                run()
-                for k, v in outs.items():
-                    host_out[k].copy_(v, non_blocking=True)
-
-            body = copy_run_copy
-            buffers += (host_in, host_out)
+        step = Step(body, stream, context, self._profile_of(inputs), int(next(iter(inputs.values())).shape[0]),
+                    (inputs, outs), self)
+        self._io_owner[id(context)] = step
         graph = _first_run(torch, stream, body, capture=cuda_graph)
         if graph is not None:
-            body, buffers = graph.replay, buffers + (graph,)
-        return Step(body, stream, context, self._profile_of(inputs), batch, buffers, self.on_device)
+            step._run = graph.replay
+            step.keep(graph)
+        return step
 
     def _graph_run(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
         """Replay the CUDA graph of the inputs' shapes, captured on first sight of them (the least recently used
@@ -383,19 +417,37 @@ class Engine:
 
 
 class Step:
-    """One engine run at a fixed batch on buffers bound once (`Engine.prepare_step`): `step()` enqueues it on
-    `step.stream`, with the engine's device current. `context` is the execution context it runs (a profiler can
-    be attached to it); the device and host buffers (and the CUDA graph) live as long as the step."""
+    """One engine run at a fixed batch on buffers bound once (`Engine.prepare_step`, `Engine.capture`): `step()`
+    enqueues it (or replays its CUDA graph) on `step.stream`, with the engine's device current; `outputs` are the
+    output tensors it writes. `context` is the execution context it runs (a profiler can be attached to it). A
+    call that bound the context to other buffers since (another step, `infer` of the same profile) costs the step
+    a rebinding of its own first (host-side calls); a refit of the engine ends the step."""
 
     def __init__(self, run: Callable[[], None], stream: Any, context: Any, profile: int, batch: int,
-                 buffers: tuple[Any, ...], on_device: Callable[[], Any]):
+                 io: tuple[Mapping[str, Any], dict[str, Any]], engine: Engine):
         self._run, self.stream, self.context = run, stream, context
         self.profile, self.batch = profile, batch
-        self._buffers = buffers
-        self._on_device = on_device
+        self._inputs, self.outputs = io
+        self._engine = engine
+        self._refits = engine._refits
+        self._buffers: list[Any] = []
+
+    def keep(self, *buffers: Any) -> None:
+        """Keep `buffers` (host copies, the graph) alive as long as the step."""
+        self._buffers.extend(buffers)
 
     def __call__(self) -> None:
-        with self._on_device():
+        import torch
+
+        eng = self._engine
+        if eng._refits != self._refits:
+            raise NetdefError(f"{eng.path}: this step was made before the engine was refitted (TensorRT forbids "
+                              "using its old contexts): make a new one")
+        with eng.on_device(), torch.cuda.stream(self.stream):
+            if eng._io_owner.get(id(self.context)) is not self:
+                with eng._lock:
+                    eng.context = self.context
+                    eng._set_io(self.context, self._inputs, dict(self.outputs), owner=self)
             self._run()
 
     def synchronize(self) -> None:
@@ -406,8 +458,10 @@ class Step:
 class _Described(Engine):
     """`Engine.described`: the checks of an engine without the engine."""
 
-    def infer(self, feeds: Any, *, as_numpy: bool | None = None) -> dict[str, Any]:
+    def _not_loaded(self, *args: Any, **kwargs: Any) -> Any:
         raise TensorRTUnavailable(f"{self.path} is only described (Engine.described): load it with Engine(path)")
+
+    infer = bind = enqueue = prepare_step = capture = refit = on_device = _not_loaded  # type: ignore[assignment]
 
 
 def _deserialize(plan: bytes, path: Path, *, raw: bool) -> tuple[Any, Any]:
@@ -420,6 +474,11 @@ def _deserialize(plan: bytes, path: Path, *, raw: bool) -> tuple[Any, Any]:
         raise TensorRTError(f"{path}: {e}; a raw plan without a sidecar {path}.json: is it a TensorRT plan, built by "
                             f"this {trt_api.version_string()} for this GPU, with no plugin layers? (export it with "
                             "`netdef export-plan` for a sidecar that says)") from None
+
+
+def _require_torch(eng: Engine, what: str) -> None:
+    if eng.backend.name != "torch":
+        raise NetdefError(f"{eng.path}: {what} needs the torch backend (this one uses {eng.backend.name})")
 
 
 def _first_run(torch: Any, stream: Any, body: Callable[[], None], *, capture: bool) -> Any:

@@ -12,7 +12,6 @@ import functools
 import importlib
 import json
 import os
-import signal
 import sys
 import threading
 import warnings
@@ -97,31 +96,30 @@ LOG_LEVELS = ("VERBOSE", "INFO", "WARNING", "ERROR", "INTERNAL_ERROR")
 
 
 def logger() -> Any:
-    """The TensorRT logger; NETDEF_TRT_LOG=VERBOSE|INFO|WARNING|ERROR sets its level (default WARNING). In
-    netdef's commands (`netdef.interrupts.handler` handles Ctrl-C) it writes to stderr, so stdout stays the
-    command's result (`info --json`); elsewhere it is TensorRT's own (a Python logger there could swallow a
-    Ctrl-C: TensorRT catches exceptions raised in its callbacks)."""
+    """netdef's TensorRT logger, one per process (TensorRT keeps the first one it is given): it writes TensorRT's
+    messages to stderr, so stdout stays a command's result (`info --json`); NETDEF_TRT_LOG=VERBOSE|INFO|WARNING|
+    ERROR sets its level (default WARNING, read at each call of this function)."""
     level = os.environ.get("NETDEF_TRT_LOG", "WARNING").upper()
     if level not in LOG_LEVELS:
         raise OptionError(f"NETDEF_TRT_LOG={os.environ['NETDEF_TRT_LOG']!r}: use one of {', '.join(LOG_LEVELS[:4])}")
-    return _logger(level, signal.getsignal(signal.SIGINT) is interrupts.handler)
+    log = _stderr_logger()
+    log.threshold = int(getattr(module().ILogger.Severity, level))
+    return log
 
 
 @functools.lru_cache(maxsize=None)
-def _logger(level: str, to_stderr: bool) -> Any:
+def _stderr_logger() -> Any:
     trt = module()
-    if not to_stderr:
-        return trt.Logger(getattr(trt.Logger, level))
-    threshold = int(getattr(trt.ILogger.Severity, level))
     letters = {0: "F", 1: "E", 2: "W", 3: "I", 4: "V"}  # INTERNAL_ERROR, ERROR, WARNING, INFO, VERBOSE
 
     class StderrLogger(trt.ILogger):  # type: ignore[misc, valid-type]
         def __init__(self) -> None:
             trt.ILogger.__init__(self)
+            self.threshold = int(trt.ILogger.Severity.WARNING)
 
         @interrupts.trt_callback
         def log(self, severity: Any, msg: str) -> None:
-            if int(severity) <= threshold:
+            if int(severity) <= self.threshold:
                 sys.stderr.write(f"[TRT] [{letters.get(int(severity), '?')}] {msg}\n")
                 sys.stderr.flush()
 
@@ -489,7 +487,9 @@ def refit_engine(engine: Any, arrays: dict[tuple[str, str], np.ndarray]) -> int:
     if missing_names:
         raise TensorRTError(f"TensorRT still misses {len(missing_names)} weight(s) after the refit: "
                             f"{', '.join(f'{n} ({r.name})' for n, r in zip(missing_names, missing_roles))}")
-    if not refitter.refit_cuda_engine():
+    with interrupts.tensorrt_call():
+        done = refitter.refit_cuda_engine()
+    if not done:
         raise TensorRTError("TensorRT could not refit the engine (see its messages above)")
     return len(names)
 
@@ -664,7 +664,8 @@ def deserialize(plan: bytes) -> tuple[Any, Any]:
     """(runtime, engine); keep the runtime alive as long as the engine."""
     trt = module()
     runtime = trt.Runtime(logger())
-    engine = runtime.deserialize_cuda_engine(plan)
+    with interrupts.tensorrt_call():
+        engine = runtime.deserialize_cuda_engine(plan)
     if engine is None:
         raise TensorRTError("TensorRT could not deserialize the engine (see its messages above)")
     return runtime, engine
@@ -816,7 +817,9 @@ def parse_onnx(network: Any, path: str) -> Any:
     if not hasattr(trt, "OnnxParser"):
         raise TensorRTUnavailable(f"{version_string()} has no ONNX parser")
     parser = trt.OnnxParser(network, logger())
-    if not parser.parse_from_file(str(path)):
+    with interrupts.tensorrt_call():
+        parsed = parser.parse_from_file(str(path))
+    if not parsed:
         msgs = []
         for i in range(parser.num_errors):
             e = parser.get_error(i)

@@ -442,7 +442,9 @@ def make_parser() -> argparse.ArgumentParser:
                    help="each route's builds read and extend its timing cache in DIR, named as compare_routes.py "
                         "names them (ROUTE_MODEL_PRECISION_bMIN-OPT-MAX_oLEVEL.cache; default: no cache)")
     p.add_argument("--cuda-graph", action="store_true",
-                   help="netdef's engines run as CUDA graph replays (Ultralytics' predictor decides for itself)")
+                   help="netdef's pipeline (upload, letterbox, engine, outputs to the host) and the ONNX-route "
+                        "engine with netdef's pre-processing run as CUDA graph replays (Ultralytics' predictor "
+                        "decides for itself; --breakdown times the stages without graphs)")
     p.add_argument("--breakdown", action="store_true",
                    help="also time the stages (pre-processing, engine, post-processing) of netdef and the reference")
     p.add_argument("--json", help="results file (default WORKDIR/e2e_MODEL.json)")

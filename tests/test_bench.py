@@ -486,6 +486,39 @@ def test_bench_builds_an_architecture_first(resnet18_engine, tmp_path):
 
 
 @pytest.mark.gpu
+def test_steps_and_captured_pipelines_on_gpu(resnet18_engine):
+    """Engine.capture: a copy from pinned memory, the engine and a copy back as one CUDA graph equal `infer`; a step
+    whose context another call bound since binds its own buffers again (its outputs stay right)."""
+    import torch
+
+    from netdef.runtime import Engine
+
+    _, _, path = resnet18_engine
+    eng = Engine(path)
+    x = torch.randn(4, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    want = eng.infer({"input": x.cuda()})["logits"].cpu()
+    host_in, host_out = x.pin_memory(), torch.empty_like(want).pin_memory()
+    dev = torch.empty(4, 3, 224, 224, device="cuda")
+    step = eng.capture({"input": dev}, before=lambda: dev.copy_(host_in, non_blocking=True),
+                       after=lambda outs: host_out.copy_(outs["logits"], non_blocking=True))
+    host_in.copy_(torch.zeros_like(x))  # the replay reads the pinned input anew
+    step()
+    step.synchronize()
+    zeros = eng.infer({"input": torch.zeros(4, 3, 224, 224, device="cuda")})["logits"].cpu()  # rebinds the context
+    assert torch.equal(host_out, zeros) and not torch.equal(zeros, want)
+    host_in.copy_(x)
+    step()  # binds its own buffers again first
+    step.synchronize()
+    assert torch.equal(host_out, want) and torch.equal(step.outputs["logits"].cpu(), want)
+    plain = eng.prepare_step(4)
+    plain()
+    plain.synchronize()
+    step()
+    step.synchronize()
+    assert torch.equal(host_out, want)
+
+
+@pytest.mark.gpu
 def test_time_callable_on_gpu():
     import torch
 

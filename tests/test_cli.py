@@ -449,6 +449,24 @@ def test_inputs_are_checked_before_the_gpu(tmp_path, fake_engine, capsys, args, 
     assert "GPU" not in err and not (tmp_path / "OUT").exists() and not (tmp_path / "T.json").exists()
 
 
+def test_a_described_engine_says_it_is_not_loaded(fake_engine):
+    """Engine.described reads the header only: its checks work, every call that would need the engine says so."""
+    import numpy as np
+
+    from netdef.errors import OptionError, TensorRTUnavailable
+    from netdef.runtime import Engine
+
+    eng = Engine.described(fake_engine)
+    assert [t.name for t in eng.inputs] == ["input"]
+    with pytest.raises(OptionError, match="batch 16 is outside the engine's profile 1..8"):
+        eng.check_feeds({"input": np.zeros((16, 1, 28, 28), np.float32)})
+    for call in (lambda: eng.infer({}), lambda: eng.prepare_step(1), lambda: eng.capture({}),
+                 lambda: eng.bind({}, stream=0), lambda: eng.enqueue({}, stream=0), lambda: eng.refit({}),
+                 lambda: eng.on_device().__enter__()):
+        with pytest.raises(TensorRTUnavailable, match=r"x\.engine is only described \(Engine\.described\)"):
+            call()
+
+
 @pytest.mark.parametrize("args, needle", [
     (["run", "ENGINE", "--batch", "16"], "input 'input' batch 16 is outside the engine's profile 1..8"),
     (["run", "ENGINE", "--input-shape", "32x32"], "x.engine was built for the input size 28x28 only, not 32x32"),
@@ -538,6 +556,132 @@ def test_ctrl_c_during_a_build_cancels_it_and_writes_nothing(r18, tmp_path):
         assert "[netdef] interrupted: build cancelled" in lines, lines
 
 
+@pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
+def test_a_signal_from_outside_during_a_build_is_never_lost(r18, tmp_path, capfd, signum):
+    """A signal from another process (here a timer thread) at any moment of a build: Python runs the handler when
+    TensorRT next calls back into Python, before the callback's frame exists; it is kept and raised when the build
+    returns (KeyboardInterrupt, or Terminated for SIGTERM in a command), TensorRT catches no exception, nothing is
+    written."""
+    import os
+    import signal
+    import threading
+
+    from netdef import interrupts
+    from netdef.build import BuildOptions, build_engine
+    from netdef.errors import Terminated
+
+    sig = getattr(signal, signum)
+    out = tmp_path / "r18.engine"
+    interrupted = 0
+    for delay in (0.02, 0.1, 0.3, 0.6, 1.0, 1.5):
+        timer, lines, caught = threading.Timer(delay, os.kill, (os.getpid(), sig)), [], None
+        try:  # (pytest.raises would let a KeyboardInterrupt in place of Terminated end the whole session)
+            with interrupts.handled():  # as a command runs
+                timer.start()
+                build_engine("resnet18", r18 / "r18.wts", out, BuildOptions(opt_level=0), log=lines.append)
+                timer.join()  # the build ended first: the signal lands in this join
+        except BaseException as e:
+            caught = e
+        timer.join()
+        assert type(caught) is (KeyboardInterrupt if signum == "SIGINT" else Terminated), (delay, caught)
+        assert "Exception caught" not in "".join(capfd.readouterr())
+        wrote = any(m.startswith("[netdef] wrote") for m in lines)
+        assert out.exists() == wrote and [p.name for p in tmp_path.iterdir()] == (["r18.engine"] if wrote else [])
+        if wrote:
+            out.unlink()
+        interrupted += not wrote
+    assert interrupted >= 2  # the build takes longer than the first delays
+
+
+def test_signals_inside_a_tensorrt_call_are_raised_when_it_returns():
+    """tensorrt_call: the handler keeps a signal whatever frame it runs in (TensorRT's callbacks are entered without
+    one of netdef's frames) and the call's end raises it; a second one while it waits ends the process; a pending
+    signal is raised before a call starts; where Python's default SIGINT handler is installed the call installs
+    netdef's for its duration only."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from netdef import interrupts
+
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    inside = []
+    with pytest.raises(KeyboardInterrupt):
+        with interrupts.tensorrt_call():
+            inside.append(signal.getsignal(signal.SIGINT))
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(10000):
+                pass
+            inside.append(interrupts.CANCEL.is_set())
+    assert inside == [interrupts.handler, True] and not interrupts.CANCEL.is_set()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    with interrupts.handled():
+        with pytest.raises(KeyboardInterrupt):
+            with interrupts.tensorrt_call():
+                with interrupts.tensorrt_call():  # nested: the outermost raises
+                    os.kill(os.getpid(), signal.SIGINT)
+                    for _ in range(10000):
+                        pass
+                inside.append("not yet")
+        assert inside[-1] == "not yet"
+    code = ("import os, signal, time\nfrom netdef import interrupts\n"
+            "with interrupts.handled():\n    with interrupts.tensorrt_call():\n"
+            "        os.kill(os.getpid(), signal.SIGTERM)\n        time.sleep(0.2)\n"
+            "        os.kill(os.getpid(), signal.SIGTERM)\n        time.sleep(5)\nprint('survived')")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == -signal.SIGTERM and "survived" not in done.stdout
+
+
+def test_a_signal_kept_to_the_end_of_a_command_is_raised_there():
+    """A signal kept inside a TensorRT callback near the end of a command is not dropped with the handler: the end of
+    `handled()` raises it (exit 130 on the command line)."""
+    import os
+    import signal
+
+    from netdef import interrupts
+
+    @interrupts.trt_callback
+    def callback():
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(10000):
+            pass
+
+    with pytest.raises(KeyboardInterrupt):
+        with interrupts.handled():
+            callback()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler and not interrupts.CANCEL.is_set()
+
+
+def test_handled_on_a_worker_thread_leaves_the_main_threads_state(r18):
+    """A build on a worker thread enters `handled()` there: it changes nothing (signals are the main thread's), so
+    a signal the main thread keeps is still raised."""
+    import os
+    import signal
+    import threading
+
+    from netdef import interrupts
+
+    @interrupts.trt_callback
+    def callback():
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(10000):
+            pass
+
+    def worker():
+        with interrupts.handled():
+            pass
+
+    with interrupts.handled():
+        callback()
+        t = threading.Thread(target=worker)
+        t.start()
+        t.join()
+        assert interrupts.CANCEL.is_set()
+        with pytest.raises(KeyboardInterrupt):
+            interrupts.check()
+
+
 def test_a_build_leaves_ignored_and_host_signal_handlers_alone(r18, tmp_path):
     """A background job's ignored SIGINT stays ignored during a build, and a host program's own handlers are
     neither replaced nor bypassed (netdef takes over Python's default SIGINT handler and its commands' SIGTERM
@@ -625,6 +769,50 @@ def test_a_killed_writers_temporary_file_is_removed_by_the_next_write(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(OSError, match=rf"cannot write {tmp_path / 'file' / 'w.wts'}"):
         fileio.atomic_write(tmp_path / "file" / "w.wts", b"x")
+
+
+def test_atomic_writes_without_file_locks_and_beside_a_writer_of_this_process(tmp_path, monkeypatch):
+    """A file system without locks (NFS without lockd: ENOLCK) still takes atomic writes, and removes no temporary
+    file it cannot lock; a stalled writer of this same process (POSIX locks do not exclude it) keeps its file."""
+    import errno
+    import os
+    import threading
+    import time
+
+    from netdef import fileio
+
+    old = time.time() - fileio.ORPHAN_AGE_S - 60
+    orphan = tmp_path / ".w.wts.netdef-a1.tmp"
+    orphan.write_bytes(b"partial")
+    os.utime(orphan, (old, old))
+
+    def no_locks(*a):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    if fileio.fcntl is not None:
+        monkeypatch.setattr(fileio.fcntl, "lockf", no_locks)
+    fileio.atomic_write(tmp_path / "w.wts", b"1\nw 0\n")
+    assert (tmp_path / "w.wts").read_bytes() == b"1\nw 0\n" and orphan.exists()  # nothing removed unlocked
+    monkeypatch.undo()
+
+    started, go = threading.Event(), threading.Event()
+
+    def stalled():
+        yield b"first "
+        started.set()
+        go.wait(30)
+        yield b"second"
+
+    writer = threading.Thread(target=fileio.atomic_write, args=(tmp_path / "s.wts", stalled()))
+    writer.start()
+    assert started.wait(30)
+    [tmp] = [p for p in tmp_path.iterdir() if p.name.startswith(".s.wts.netdef-")]
+    os.utime(tmp, (old, old))  # as if stalled for longer than ORPHAN_AGE_S
+    fileio.atomic_write(tmp_path / "s.wts", b"other")
+    assert tmp.exists()  # this process's own writer: not an orphan
+    go.set()
+    writer.join()
+    assert (tmp_path / "s.wts").read_bytes() == b"first second"
 
 
 def test_a_signal_inside_a_tensorrt_callback_is_kept_for_netdefs_code():

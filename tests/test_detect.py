@@ -244,6 +244,91 @@ def test_detector_with_plugin_outputs_filters_and_truncates():
     assert len(det([img])[0]["boxes"]) == 1
 
 
+class EagerEngine:
+    """What DetectGraphs uses of a netdef.runtime.Engine, on the CPU: `capture` gives a step that runs before(), the
+    fake engine and after(outputs) eagerly, the outputs written into buffers made on the first run (a graph's)."""
+
+    def __init__(self, infer, hw):
+        from types import SimpleNamespace
+
+        from netdef.runtime import TensorInfo
+
+        self.inputs = [TensorInfo("images", (-1, 3, *hw), "float32")]
+        self.backend = SimpleNamespace(empty=lambda shape, dtype: torch.empty(shape, dtype=getattr(torch, dtype)))
+        self.infer, self.device, self.captures, self.shapes = infer, None, 0, []
+
+    def input_shape(self, t, batch, hw):
+        assert tuple(hw) == t.shape[2:]
+        return (batch, *t.shape[1:])
+
+    def on_device(self):
+        import contextlib
+
+        return contextlib.nullcontext()
+
+    def check_feeds(self, feeds):
+        self.shapes.append(tuple(feeds["images"].shape))
+
+    def capture(self, inputs, before, after):
+        self.captures += 1
+        x, outs = inputs["images"], {}
+
+        def step():
+            before()
+            for k, v in self.infer(x.clone()).items():
+                if k in outs:
+                    outs[k].copy_(v)
+                else:
+                    outs[k] = v.clone()
+            after(outs)
+
+        step.outputs, step.keep, step.synchronize = outs, lambda *a: None, lambda: None
+        step()  # the run before the capture
+        return step
+
+
+def as_plugin(infer, k=5):
+    """A raw fake engine turned into one with the NMS plugin's fixed-size outputs."""
+    def plugin(batch):
+        b = batch.shape[0]
+        out = {"num_dets": torch.zeros(b, 1, dtype=torch.int32), "boxes": torch.zeros(b, k, 4),
+               "scores": torch.zeros(b, k), "classes": torch.zeros(b, k, dtype=torch.int32)}
+        for i, (bx, sc, c) in enumerate(non_max_suppression(infer(batch)["output"], 0.25, 0.45, k)):
+            n = len(bx)
+            out["num_dets"][i, 0], out["boxes"][i, :n], out["scores"][i, :n], out["classes"][i, :n] = n, bx, sc, c
+        return out
+    return plugin
+
+
+@pytest.mark.parametrize("kind", ["raw", "plugin"])
+def test_the_graphed_pipeline_gives_what_the_eager_one_gives(kind):
+    """engine_detector on an Engine with cuda_graph=True: letterbox into the engine's bound input, the engine and
+    the plugin's outputs copied to the host, captured once per list of image shapes (here run eagerly on the
+    CPU by a stand-in engine), give the detections of the plain pipeline; a batch below the smallest is padded."""
+    from netdef.tools.detect_graphs import DetectGraphs
+
+    hw, images = (320, 256), photos()
+    infer = centre_box_model(hw) if kind == "raw" else as_plugin(centre_box_model(hw))
+    layout = OutputLayout("raw", {"pred": "output"}) if kind == "raw" else OutputLayout.of(
+        [(n, (-1, 5)) for n in ("num_dets", "boxes", "scores", "classes")])
+    eager = Detector(infer, hw, layout, batch_range=(2, 3))
+    eng = EagerEngine(infer, hw)
+    to_host = ["num_dets", "boxes", "scores", "classes"] if kind == "plugin" else []
+    graphs = DetectGraphs(eng, torch.device("cpu"), hw, min_batch=2, to_host=to_host, keep=2)
+    graphed = Detector(infer, hw, layout, batch_range=(2, 3), graphs=graphs)
+    want = eager(images, bgr=True)
+    assert len(images) == 4 and sum(len(r["boxes"]) for r in want) == 4
+    assert graphed(images, bgr=True) == want and eng.captures == 2  # chunks of 3 and 1 (padded to 2)
+    assert [s[0] for s in eng.shapes] == [3, 2]
+    assert graphed(images, bgr=True) == want and eng.captures == 2  # the same shapes: replayed
+    assert graphed(images[::-1], bgr=True) == eager(images[::-1], bgr=True) and eng.captures == 4
+    assert graphed(images, bgr=False) == eager(images) and eng.captures == 6  # bgr is part of the key
+    assert len(graphs._graphs) == 2  # the least recently used out
+    with pytest.raises(NetdefError, match=r"image 0 must be an HxWx3 uint8 numpy array for CUDA graphs, got "
+                                          r"\(8, 8\) uint8"):
+        graphed([np.zeros((8, 8), np.uint8)])
+
+
 def test_rect_letterboxes_each_batch_to_its_smallest_stride_multiple():
     """--rect: a batch is padded only to the smallest multiple of the stride that holds it at the target size, as
     Ultralytics' LetterBox(auto=True) pads one image; boxes still map back to the original images."""

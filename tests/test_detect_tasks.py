@@ -659,6 +659,31 @@ def test_plugin_head_engine_equals_plain_head_engine(name, tmp_path):
     assert len(found) > 0 and np.mean(found) >= 0.9  # NMS near-ties of random weights: check_against_ultralytics
 
 
+@pytest.mark.gpu
+@needs_ultralytics
+@pytest.mark.parametrize("name, head", [("yolov8n-seg", "plugin"), ("yolov8n-pose", "plugin"), ("yolov8n-seg", None)])
+def test_graphed_pipeline_equals_the_plain_one(name, head, tmp_path):
+    """engine_detector on Engine(path, cuda_graph=True): upload, letterbox, engine and the plugin's outputs to the host
+    as one CUDA graph per list of image shapes give what the same engine gives without graphs (boxes, masks,
+    keypoints); the same shapes replay the graph, others capture one; three photos on a 1:2:4 profile."""
+    from helpers import photos
+
+    from netdef.runtime import Engine
+    from netdef.tools.detect import engine_detector
+
+    params = {"head": "plugin", "conf_thres": 0.5, "iou_thres": 0.45} if head else {}
+    _, path = build(name, tmp_path, **params)
+    kw = {} if head else {"conf": 0.5, "iou": 0.45}
+    ims = photos(bgr=True)[:3]
+    plain, graphed = engine_detector(path, **kw), engine_detector(Engine(path, cuda_graph=True), **kw)
+    want = plain(ims, bgr=True)
+    for _ in range(3):
+        assert graphed(ims, bgr=True) == want
+    assert graphed.graphs.captures == 1 and sum(len(r["boxes"]) for r in want) > 0
+    assert graphed(ims[::-1], bgr=True) == plain(ims[::-1], bgr=True) and graphed.graphs.captures == 2
+    assert graphed(ims[:1]) == plain(ims[:1])  # RGB, batch 1
+
+
 # ---------------------------------------------------------------- the task from the engine header's "model" record
 
 def loaded_engine(outputs, meta):
@@ -668,7 +693,7 @@ def loaded_engine(outputs, meta):
     from netdef.runtime import Engine
 
     eng = Engine.__new__(Engine)
-    eng.path, eng.device, eng.hw_ranges = Path("m.engine"), 0, None  # a static input size
+    eng.path, eng.device, eng.hw_ranges, eng.cuda_graph = Path("m.engine"), 0, None, False  # a static input size
     eng.meta = dict(meta, options={"batch": [1, 1, 4]})
     eng.inputs = [SimpleNamespace(name="images", shape=(-1, 3, 320, 320))]
     eng.outputs = [SimpleNamespace(name=n, shape=s) for n, s in outputs]

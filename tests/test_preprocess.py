@@ -131,6 +131,25 @@ def test_letterbox_auto_pads_to_stride_multiple():
     assert letterbox_plan(300, 451, 640, auto=True)[2] == (448, 640)
 
 
+def test_letterbox_into_a_given_tensor():
+    """`out=`: the batch written into a view of a larger fp16 buffer (an engine's bound input), the same values; its
+    size comes from `letterbox_size`; a wrong shape is refused."""
+    from netdef.tools.preprocess import letterbox_size, padded_size
+
+    imgs = photos(bgr=True)[1:3]  # coffee 400x600 and chelsea 300x451
+    want, rps = letterbox(imgs, 640, auto=True)
+    hw = letterbox_size([im.shape for im in imgs], 640, auto=True)
+    assert hw == tuple(want.shape[2:]) == (448, 640) and padded_size(hw, (480, 320), 32) == (480, 640)
+    buf = torch.zeros(3, 3, 480, 640, dtype=torch.float16)
+    got, rps2 = letterbox(imgs, 640, auto=True, out=buf[:2, :, :448, :640])
+    assert got.data_ptr() == buf.data_ptr() and rps2 == rps
+    assert float((buf[:2, :, :448].float() - want).abs().max()) <= 1e-3  # fp16 rounding
+    assert float(buf[:2, :, 448:].abs().max()) == 0 and float(buf[2].abs().max()) == 0  # nothing else written
+    with pytest.raises(NetdefError, match=r"out is \(2, 3, 480, 640\) torch.float16; this batch needs "
+                                          r"\(2, 3, 448, 640\) floats"):
+        letterbox(imgs, 640, auto=True, out=buf[:2])
+
+
 def test_letterbox_no_upscale_and_errors():
     small = np.zeros((100, 50, 3), np.uint8)
     r, resized, padded = letterbox_plan(100, 50, 640, scaleup=False)

@@ -321,11 +321,14 @@ def test_calibrate_torch_checks_the_models_weights_and_runs_it_in_eval_mode(lene
     modes = []
     hook = model.register_forward_pre_hook(lambda m, i: modes.append(m.training))
     model.train()
+    frozen = next(m for m in model.modules() if m is not model)
+    frozen.eval()  # a submodule the user froze keeps its own mode
     try:
         calibrate_torch(model, "lenet", wts, [x], tmp_path / "t.json", method="max", log=lambda m: None)
     finally:
         hook.remove()
-    assert modes == [False] and model.training
+    assert modes == [False] and model.training and not frozen.training
+    assert all(m.training for m in model.modules() if m is not frozen)
     model.eval()
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from netdef.build import BuildOptions, build_engine
-from netdef.errors import WeightKeyError
+from netdef.errors import NetdefError, WeightKeyError
 from netdef.refit import refit_file
 from netdef.tools.verify import max_rel_error, torch_reference
 from netdef.wts import write_wts
@@ -89,9 +89,12 @@ def test_build_refits_when_only_the_weights_changed_and_engine_refit_in_process(
 
     eng = Engine(first.path, cuda_graph=True)  # the file now holds B: refit the running engine back to A
     eng.infer(x)
+    step = eng.prepare_step(2, cuda_graph=True)
     eng.refit(wts["a"])
     out = eng.infer(x, as_numpy=True)["logits"]
     assert max_rel_error(out, torch_reference(models["a"], x)) <= BOUND["fp32"]
+    with pytest.raises(NetdefError, match="this step was made before the engine was refitted"):
+        step()  # its context is gone
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])

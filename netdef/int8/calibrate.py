@@ -266,7 +266,7 @@ def calibrate_torch(model: Any, arch: str | Path, weights: str | Path, batches: 
     hooks = [modules[k].register_forward_pre_hook(
         lambda m, inp, c=collectors[k]: c.update(inp[0].detach().float().cpu().numpy())) for k in points]
     n = nb = 0
-    training = model.training
+    modes = {m: m.training for m in model.modules()}  # each module's own (a frozen BatchNorm stays frozen)
     try:
         model.eval()
         with torch.no_grad():
@@ -275,7 +275,8 @@ def calibrate_torch(model: Any, arch: str | Path, weights: str | Path, batches: 
                 model(x)
                 n, nb = n + len(x), nb + 1
     finally:
-        model.train(training)
+        for m, mode in modes.items():
+            m.training = mode
         for h in hooks:
             h.remove()
     shape = spec.input_shape_for(tuple(input_hw) if input_hw else None)

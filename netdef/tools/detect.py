@@ -317,6 +317,7 @@ class Detector(EngineModel):
     rect: bool = False  # letterbox each batch to the smallest `stride` multiple that holds it (dynamic engines)
     stride: int = 32
     min_hw: tuple[int, int] = (1, 1)  # rect: the smallest size the engine takes (grey added bottom and right)
+    graphs: Any = None  # a detect_graphs.DetectGraphs: letterbox, engine and output copies as one CUDA graph
 
     def __call__(self, images: Sequence[np.ndarray], labels: Sequence[str] | None = None,
                  bgr: bool = False) -> list[dict[str, Any]]:
@@ -334,11 +335,22 @@ class Detector(EngineModel):
             return (pad_to(batch, self.min_hw, self.stride, 114 / 255.0) if self.rect else batch), ratio_pads
 
         results: list[Detections] = []
+        if self.graphs is not None:
+            hi = self.batch_range[1]
+            for start in range(0, len(images), hi):
+                chunk = list(images[start:start + hi])
+                outs, input_hw, ratio_pads = self.graphs(chunk, bgr)
+                results += self._finish(outs, input_hw, ratio_pads, chunk)
+            return results
         for chunk, batch, ratio_pads in self.batches(images, prepare, 114 / 255.0):  # grey images up to the minimum
-            per_image = self.postprocess(self.infer(batch))[:len(chunk)]
-            for det, rp, im in zip(per_image, ratio_pads, chunk):
-                results.append(self._to_original(det, tuple(batch.shape[2:]), rp, im.shape))
+            results += self._finish(self.infer(batch), tuple(batch.shape[2:]), ratio_pads, chunk)
         return results
+
+    def _finish(self, outs: dict[str, Any], input_hw: tuple[int, int], ratio_pads: list[Any],
+                chunk: list[np.ndarray]) -> list[Detections]:
+        """The chunk's Detections on its original images from the engine's outputs for it."""
+        per_image = self.postprocess(outs)[:len(chunk)]
+        return [self._to_original(det, input_hw, rp, im.shape) for det, rp, im in zip(per_image, ratio_pads, chunk)]
 
     @staticmethod
     def _to_original(det: Detections, input_hw: tuple[int, int], rp: Any, shape: tuple[int, ...]) -> Detections:
@@ -467,8 +479,16 @@ def engine_detector(engine: Any, conf: float | None = None, iou: float | None = 
     infer, batch_range, device = engine_io(eng)
     ranges = eng.hw_ranges or [((1, 1),)]  # (min, opt, max) (H, W) per profile; static engines: no ranges
     min_hw = (min(r[0][0] for r in ranges), min(r[0][1] for r in ranges))
+    graphs = None
+    if eng.cuda_graph:  # the whole pipeline in one graph; fixed-size outputs copied to the host inside it
+        from .detect_graphs import DetectGraphs
+
+        to_host = [layout.names[r] for r in (*PLUGIN_OUTPUTS, "keypoints") if r in layout.names] \
+            if layout.kind == "plugin" else [layout.names["pred"]] if layout.kind == "end_to_end" else []
+        graphs = DetectGraphs(eng, device, hw, stride=stride, rect=rect, min_hw=min_hw, min_batch=batch_range[0],
+                              to_host=to_host)
     return Detector(infer, hw, layout, DEFAULT_CONF if conf is None else conf, DEFAULT_IOU if iou is None else iou,
-                    max_det, batch_range, device, names or [], rect, stride, min_hw)
+                    max_det, batch_range, device, names or [], rect, stride, min_hw, graphs)
 
 
 def _target_size(eng: Any, model: dict[str, Any] | None, input_hw: tuple[int, int] | None,

@@ -53,29 +53,43 @@ def pad_offsets(resized: tuple[int, int], padded: tuple[int, int]) -> tuple[int,
     return int(round(dh - 0.1)), int(round(dw - 0.1))
 
 
+def letterbox_size(shapes: Sequence[Sequence[int]], new_shape: int | Sequence[int] = (640, 640), stride: int = 32,
+                   auto: bool = False, scaleup: bool = True) -> tuple[int, int]:
+    """The (height, width) `letterbox` gives a batch of images of these (h, w[, c]) shapes."""
+    plans = [letterbox_plan(s[0], s[1], new_shape, stride, auto, scaleup) for s in shapes]
+    return max(p[2][0] for p in plans), max(p[2][1] for p in plans)
+
+
 def letterbox(images: Sequence[ImageLike], new_shape: int | Sequence[int] = (640, 640), stride: int = 32,
               auto: bool = False, color: int = 114, *, scaleup: bool = True, bgr: bool = True,
-              device: Any = None) -> tuple[Any, list[RatioPad]]:
+              device: Any = None, out: Any = None) -> tuple[Any, list[RatioPad]]:
     """Letterbox a batch: returns ((B, 3, h, w) float32 in [0, 1] RGB, [(ratio, (pad_w, pad_h))] per image).
 
     images: HxWx3 uint8 numpy arrays or torch tensors, BGR like cv2.imread (`bgr=False` for RGB, e.g. PIL).
     Each image keeps its aspect ratio, is resized like cv2.resize(INTER_LINEAR) (`resize_linear`) and centred on a `color` canvas. With `auto`, the batch is
     padded only to the smallest stride multiple that holds every image. pad_w/pad_h are the actual left/top
     offsets in pixels (what `scale_boxes` subtracts). device: where to compute (default: the first tensor's
-    device, else the CPU); numpy images are uploaded as uint8.
+    device, else the CPU); numpy images are uploaded as uint8. `out`: a tensor (or view) of the batch's shape to
+    write instead of a new one (any float dtype; its device is the default), e.g. an engine's bound input.
     """
     torch = _torch()
 
     if len(images) == 0:
         raise NetdefError("letterbox: no images")
     if device is None:
-        first = images[0]
+        first = out if out is not None else images[0]
         device = first.device if isinstance(first, torch.Tensor) else torch.device("cpu")
     tensors = [_as_uint8_tensor(im, i, device, torch) for i, im in enumerate(images)]
     plans = [letterbox_plan(t.shape[0], t.shape[1], new_shape, stride, auto, scaleup) for t in tensors]
     bh = max(p[2][0] for p in plans)
     bw = max(p[2][1] for p in plans)
-    batch = torch.full((len(tensors), 3, bh, bw), color / 255.0, dtype=torch.float32, device=device)
+    if out is None:
+        batch = torch.full((len(tensors), 3, bh, bw), color / 255.0, dtype=torch.float32, device=device)
+    elif tuple(out.shape) != (len(tensors), 3, bh, bw) or not out.is_floating_point():
+        raise NetdefError(f"letterbox: out is {tuple(out.shape)} {out.dtype}; this batch needs "
+                          f"{(len(tensors), 3, bh, bw)} floats")
+    else:
+        batch = out.fill_(color / 255.0)
     ratio_pads: list[RatioPad] = []
     for i, (t, (r, (nh, nw), _)) in enumerate(zip(tensors, plans)):
         x = t.permute(2, 0, 1)
@@ -159,10 +173,16 @@ def pad_to(batch: Any, min_hw: Sequence[int], stride: int, value: float) -> Any:
     multiple of `stride` (a rectangular letterbox smaller than an engine's smallest size; the content and its
     top-left offsets stay, so boxes map back unchanged)."""
     h, w = batch.shape[2:]
-    th, tw = (max(s, -(-m // stride) * stride) for s, m in zip((h, w), min_hw))
+    th, tw = padded_size((h, w), min_hw, stride)
     if (th, tw) == (h, w):
         return batch
     return _torch().nn.functional.pad(batch, (0, tw - w, 0, th - h), value=value)
+
+
+def padded_size(hw: Sequence[int], min_hw: Sequence[int], stride: int) -> tuple[int, int]:
+    """`pad_to`'s (height, width) for a batch of height and width `hw`."""
+    th, tw = (max(int(s), -(-int(m) // stride) * stride) for s, m in zip(hw, min_hw))
+    return th, tw
 
 
 def scale_boxes(boxes: Any, ratio_pad: RatioPad, original_shape: Sequence[int]) -> Any:

@@ -14,7 +14,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-from .. import trt_api
+from .. import interrupts, trt_api
 from ..errors import OptionError
 from .bench import load_for_timing
 
@@ -46,8 +46,9 @@ def profile_engine(path: str | Path, batch: int, runs: int = 200, warmup: int = 
 
     profiler = trt_api.attach_profiler(step.context, on_layer)  # noqa: F841  (alive while the engine runs)
     for _ in range(runs):
-        step()
-        step.synchronize()
+        with interrupts.tensorrt_call():  # the profiler is called back during the run
+            step()
+            step.synchronize()
     with eng.on_device():
         info = trt_api.layer_information(eng.engine, step.context)
     layers = []

@@ -52,7 +52,8 @@ def load_weights_strict(model: Any, tensors: Mapping[str, np.ndarray], where: st
     sd = model.state_dict()
     keys = [k for k in sd if not k.endswith(IGNORED_KEY_SUFFIXES)]
     missing = [k for k in keys if k not in tensors]
-    unexpected = [k for k in tensors if k not in sd and k not in set(derived)]
+    derived = set(derived)
+    unexpected = [k for k in tensors if k not in sd and k not in derived]
     if missing or unexpected:
         parts = [f"{len(missing)} model key(s) missing from it: {_few(missing)}" if missing else "",
                  f"{len(unexpected)} key(s) the model does not have: {_few(unexpected)}" if unexpected else ""]
