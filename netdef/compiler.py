@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import __version__, engine_file, interrupts, trt_api
 from .errors import OptionError, TensorRTError
-from .fileio import atomic_write, file_sha256
+from .fileio import FileKind, atomic_write, check_output, file_sha256, recognised
 from .options import BuildOptions, format_hw_range, format_profiles, options_dict
 
 if TYPE_CHECKING:
@@ -163,10 +163,14 @@ def add_profiles(builder: Any, definition: Any, config: Any, opts: BuildOptions,
         config.add_optimization_profile(profile)
 
 
+TIMING_CACHE = FileKind("a TensorRT timing cache", lambda head: recognised(head) is None)  # its format is TensorRT's
+
+
 def load_timing_cache(config: Any, path: str | None, log: Log, tag: str = "netdef") -> Any:
     """Attach the timing cache at `path` (new when missing) to `config`; None when not used."""
     if not path:
         return None
+    check_output(path, what="the timing cache", kind=TIMING_CACHE)  # read, then written over: never another file
     if not trt_api.timing_cache_supported():
         log(f"[{tag}] timing cache {path} not used: {trt_api.version_string()} without a GPU times no tactics")
         return None
@@ -179,7 +183,7 @@ def load_timing_cache(config: Any, path: str | None, log: Log, tag: str = "netde
         empty = len(bytes(config.create_timing_cache(b"").serialize()))
         if kept <= empty < len(data):  # a cache with entries that TensorRT dropped (an empty one stays empty)
             raise TensorRTError(f"TensorRT could not read the timing cache {path} ({len(data)} bytes; its message "
-                                f"above says why): delete the file to start a new one")
+                                f"above says why): if it is a timing cache, delete it to start a new one")
         if kept < len(data):
             log(f"[{tag}] warning: TensorRT kept {kept} of the {len(data)} bytes of timing cache {path}")
     log(f"[{tag}] timing cache {path}: {'loaded ' + str(len(data)) + ' bytes' if data else 'new'}")

@@ -29,7 +29,8 @@ def weights_identity(weights: Weights) -> tuple[str, str]:
         return "in-memory weights", h.hexdigest()
     path = Path(weights)
     if not path.is_file():
-        what = "is a directory, not a .wts file" if path.is_dir() else "not found"
+        what = ("is a directory, not a .wts file" if path.is_dir() else
+                "is not a regular file (a pipe or a device: netdef reads .wts files)" if path.exists() else "not found")
         raise WtsFormatError(str(path), f"weights file {what} (create one with `netdef export`)")
     return str(path), file_sha256(path)
 

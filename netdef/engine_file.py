@@ -44,7 +44,7 @@ def write_engine(path: str | Path, plan: bytes | memoryview, meta: dict[str, Any
     """
     view = memoryview(plan).cast("B")
     meta = dict(meta, format=FORMAT, plan_bytes=view.nbytes, plan_sha256=hashlib.sha256(view).hexdigest())
-    header = json.dumps(meta, indent=1, sort_keys=True).encode()
+    header = json.dumps(printable(meta), indent=1, sort_keys=True).encode()
     stored = json.loads(header)
     problem = meta_problem(stored)
     if problem is None and len(header) > MAX_HEADER_BYTES:
@@ -53,6 +53,21 @@ def write_engine(path: str | Path, plan: bytes | memoryview, meta: dict[str, Any
         raise ValueError(f"cannot write engine {path}: bad metadata ({problem})")
     atomic_write(path, [MAGIC, struct.pack("<Q", len(header)), header, view])
     return stored
+
+
+def printable(value: Any) -> Any:
+    """`value` (JSON types) with the undecodable bytes of file names (Python keeps them as lone surrogates, which
+    no UTF-8 reader takes) written as \\xNN."""
+    if isinstance(value, str):
+        try:
+            return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        except UnicodeEncodeError:  # a surrogate no file name gave
+            return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {printable(k): printable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [printable(v) for v in value]
+    return value
 
 
 def profiles(meta: dict[str, Any]) -> list[tuple[int, int, int]]:

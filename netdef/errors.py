@@ -98,6 +98,11 @@ def raised_at(e: BaseException) -> str:
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM (`kill`, `docker stop`, a CI time limit) in a netdef command: unwinds like Ctrl-C, so temporary
-    files are removed and nothing is left half-written; the command exits 143."""
+    """SIGTERM (`kill`, `docker stop`, a CI time limit) or SIGHUP (a closed terminal or ssh session) in a netdef
+    command: unwinds like Ctrl-C, so temporary files are removed and nothing is left half-written; the command
+    exits 128 + the signal's number (143, 129)."""
+
+    def __init__(self, signum: int = 15):
+        super().__init__(signum)
+        self.signum = signum
 

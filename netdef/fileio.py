@@ -3,14 +3,15 @@ and netdef's cache folder."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 try:
     import fcntl  # POSIX: temporary files are locked by their writer
@@ -27,32 +28,42 @@ def atomic_write(path: str | os.PathLike, chunks: Iterable[bytes] | bytes) -> No
     on); temporary files of `path` that nobody holds, that no writer of this process has open and that are
     older than ORPHAN_AGE_S (their writer was killed: SIGKILL, a crash) are removed first.
     """
-    path = Path(path)
-    tmp = None
+    atomic_write_all({path: chunks})
+
+
+def atomic_write_all(files: Mapping[str | os.PathLike, Iterable[bytes] | bytes]) -> None:
+    """`atomic_write` for files that belong together (a plan and its sidecar): every one is written to its
+    temporary file first, and only then are they renamed, so a full disk or an error leaves all the old ones."""
+    temps: list[tuple[Path, str]] = []
+    path = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _remove_orphans(path)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{TMP_TAG}", suffix=".tmp", dir=path.parent)
-        _writing.add(os.path.abspath(tmp))
-        with os.fdopen(fd, "wb") as f:
-            _try_lock(f)  # released when the file closes, or when its writer dies
-            for chunk in [chunks] if isinstance(chunks, (bytes, bytearray, memoryview)) else chunks:
-                f.write(chunk)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, os.stat(path).st_mode & 0o7777 if path.exists() else 0o666 & ~_umask())
-        os.replace(tmp, path)  # closed first: Windows renames no open file
+        for name, chunks in files.items():
+            path = Path(name)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _remove_orphans(path)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{TMP_TAG}", suffix=".tmp", dir=path.parent)
+            temps.append((path, tmp))
+            _writing.add(os.path.abspath(tmp))
+            with os.fdopen(fd, "wb") as f:
+                _try_lock(f)  # released when the file closes, or when its writer dies
+                for chunk in [chunks] if isinstance(chunks, (bytes, bytearray, memoryview)) else chunks:
+                    f.write(chunk)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, os.stat(path).st_mode & 0o7777 if path.exists() else 0o666 & ~_umask())
+        for path, tmp in temps:
+            os.replace(tmp, path)  # closed first: Windows renames no open file
     except BaseException as e:
-        if tmp is not None:
+        for _, tmp in temps:
             try:
                 os.unlink(tmp)
             except OSError:
                 pass
-        if isinstance(e, OSError) and e.errno is not None:
+        if isinstance(e, OSError) and e.errno is not None and path is not None:
             raise OSError(e.errno, f"cannot write {path}: {e.strerror}") from e
         raise
     finally:
-        if tmp is not None:
+        for _, tmp in temps:
             _writing.discard(os.path.abspath(tmp))
 
 
@@ -127,12 +138,24 @@ class FileKind:
 
     name: str  # "a JSON file"
     test: Callable[[bytes], bool]  # on the file's first HEAD_BYTES bytes
+    holds: Callable[[Any], bool] | None = None  # JSON kinds: on the parsed file (MAX_JSON_BYTES at most)
 
 
 HEAD_BYTES = 64
 # an object, or an array of JSON values (detect's detections.json); '[section]' (INI, TOML) is no JSON
 _JSON_START = re.compile(rb'\s*(\{|\[\s*([\[{\]"\d-]|true|false|null|$))')
 JSON_FILE = FileKind("a JSON file", lambda head: _JSON_START.match(head) is not None)
+MAX_JSON_BYTES = 64 << 20  # a JSON output netdef wrote is smaller: a larger file is someone else's
+
+
+def json_kind(name: str, holds: Callable[[Any], bool]) -> FileKind:
+    """One of netdef's JSON outputs: a JSON file whose document `holds(doc)` (a COCO annotations file or a config is
+    not replaced by a calibration table)."""
+    return FileKind(name, JSON_FILE.test, holds)
+
+
+RESULTS_JSON = json_kind("a netdef results file (--json)",
+                         lambda d: isinstance(d, dict) and ("environment" in d or "results" in d))
 NUMPY_FILE = FileKind("a numpy file (.npy or .npz)", lambda head: head.startswith((b"\x93NUMPY", b"PK\x03\x04")))
 
 
@@ -143,6 +166,11 @@ def check_output(path: str | os.PathLike, *, inputs: Iterable[str | os.PathLike 
     over). Returns the path; an OptionError names the problem."""
     from .errors import OptionError
 
+    raw = os.fspath(path)
+    if raw == "-":
+        raise OptionError(f"{what} '-': netdef writes files, not standard output: give a file name")
+    if raw.endswith(("/", os.sep)) and not Path(raw).is_dir():
+        raise OptionError(f"{what} {raw} ends with '/', a folder's name: give a file name (e.g. {raw}out)")
     path = Path(path)
     for inp in inputs:
         if inp is not None and not isinstance(inp, (dict, list)) and _same_file(path, Path(inp)):
@@ -165,15 +193,36 @@ def check_output(path: str | os.PathLike, *, inputs: Iterable[str | os.PathLike 
 # first bytes of files a mistyped path may name, for messages
 _KNOWN_STARTS = ((b"PK\x03\x04", "a zip file (a PyTorch checkpoint?)"), (b"\x80", "a pickle (a PyTorch checkpoint?)"),
                  (b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"),
-                 (b"\x7fELF", "a compiled program or library"), (b"\x93NUMPY", "a numpy array"))
+                 (b"\x7fELF", "a compiled program or library"), (b"\x93NUMPY", "a numpy array"),
+                 (b"NETDEF-ENGINE\n", "a netdef engine"), (b"ftrt", "a TensorRT plan"), (b"vtrt", "a TensorRT-RTX plan"))
+_WTS_START = re.compile(rb"\s*\d+\r?\n\S+[ \t]+\d+")
+
+
+def recognised(head: bytes) -> str | None:
+    """What a file is, told from its first bytes, where they say (a checkpoint, an image, a .wts, JSON...)."""
+    what = next((w for magic, w in _KNOWN_STARTS if head.startswith(magic)), None)
+    if what is None and _WTS_START.match(head):
+        what = "a .wts weights file"
+    if what is None and head and JSON_FILE.test(head):
+        what = "a JSON file"
+    return what
 
 
 def describe_head(head: bytes) -> str:
     """What a file's first bytes say it is, for an error message: "it looks like a JPEG image", ..."""
     if not head:
         return "it is empty"
-    what = next((w for magic, w in _KNOWN_STARTS if head.startswith(magic)), None)
+    what = recognised(head)
     return f"it looks like {what}" if what else f"it starts with {head[:16]!r}"
+
+
+def read_head(path: str | os.PathLike) -> bytes:
+    """A file's first HEAD_BYTES bytes (b"" where it cannot be read)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(HEAD_BYTES)
+    except OSError:
+        return b""
 
 
 def _check_kind(path: Path, kind: FileKind, what: str) -> None:
@@ -190,6 +239,19 @@ def _check_kind(path: Path, kind: FileKind, what: str) -> None:
     if head and not kind.test(head):
         raise OptionError(f"{what} {path} exists and is not {kind.name} ({describe_head(head)}): netdef writes over "
                           f"{kind.name} only; move that file away or give another path")
+    if head and kind.holds is not None and not _holds(path, kind):
+        raise OptionError(f"{what} {path} exists and is JSON of another kind, not {kind.name}: netdef writes over "
+                          f"{kind.name} only; move that file away or give another path")
+
+
+def _holds(path: Path, kind: FileKind) -> bool:
+    try:
+        if path.stat().st_size > MAX_JSON_BYTES:
+            return False
+        doc = json.loads(path.read_bytes())
+    except (OSError, ValueError, RecursionError):
+        return False
+    return bool(kind.holds(doc))  # type: ignore[misc]
 
 
 def _same_file(a: Path, b: Path) -> bool:

@@ -1,4 +1,4 @@
-"""Ctrl-C and SIGTERM around TensorRT.
+"""Ctrl-C, SIGTERM and SIGHUP around TensorRT.
 
 TensorRT catches a Python exception raised inside one of its callbacks (the logger, a build's progress monitor, a
 profiler) and only prints it, so a KeyboardInterrupt raised there is lost. Python runs a signal handler when the
@@ -26,7 +26,7 @@ from typing import Any
 
 from .errors import Terminated
 
-SIGNALS = (signal.SIGINT, signal.SIGTERM)
+SIGNALS = (signal.SIGINT, signal.SIGTERM, *((signal.SIGHUP,) if hasattr(signal, "SIGHUP") else ()))
 RETRY_S = 0.05  # a pending signal is delivered again after this long (outside tensorrt_call)
 CANCEL = threading.Event()  # set by a signal: every build in progress (any thread) stops at its next step
 _CALLBACKS: set[CodeType] = set()
@@ -50,11 +50,11 @@ def _in_trt_callback(frame: FrameType | None) -> bool:
 
 
 def _raise(signum: int) -> None:
-    raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+    raise KeyboardInterrupt if signum == signal.SIGINT else Terminated(signum)
 
 
 def handler(signum: int, frame: FrameType | None) -> None:
-    """netdef's SIGINT and SIGTERM handler (see the module's docstring)."""
+    """netdef's SIGINT, SIGTERM and SIGHUP handler (see the module's docstring)."""
     global _pending
     CANCEL.set()
     inside = _depth > 0
@@ -80,13 +80,17 @@ def _deliver_again() -> None:
         os.kill(os.getpid(), signum)
 
 
-def check() -> None:
-    """Raise the signal kept pending, if any."""
+def check(cause: BaseException | None = None) -> None:
+    """Raise the signal kept pending, if any (chained to `cause`, an exception it overrides: the user's Ctrl-C or
+    SIGTERM decides the exit, the error stays in the traceback)."""
     global _pending
     with _lock:
         signum, _pending = _pending, 0
     if signum:
-        _raise(signum)
+        try:
+            _raise(signum)
+        except BaseException as e:
+            raise e from cause
 
 
 @contextlib.contextmanager
@@ -106,26 +110,36 @@ def tensorrt_call() -> Iterator[None]:
         _depth += 1
         try:
             yield
-        finally:
+        except BaseException as e:
             _depth -= 1
             if _depth == 0:
-                check()
+                check(e)
+            raise
+        _depth -= 1
+        if _depth == 0:
+            check()
 
 
 @contextlib.contextmanager
 def handled(signals: tuple[int, ...] = SIGNALS) -> Iterator[None]:
     """`handler` for `signals` in the `with` block, the previous handlers after it; `CANCEL` and a pending signal
     cleared on entry and on exit (they belong to this block), a signal still pending at its end raised there.
-    On the main thread only: elsewhere nothing changes."""
+    An ignored signal stays ignored (`nohup`, a script's background job). On the main thread only: elsewhere
+    nothing changes."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     previous: dict[int, Any] = {}
     try:
         for s in signals:
-            previous[s] = signal.signal(s, handler)
+            if signal.getsignal(s) is not signal.SIG_IGN:
+                previous[s] = signal.signal(s, handler)
         _reset()
-        yield
+        try:
+            yield
+        except BaseException as e:
+            check(e)  # a signal kept while the block failed still decides how it ends
+            raise
         check()
     finally:
         for s, p in previous.items():

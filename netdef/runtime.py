@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import math
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -106,8 +107,8 @@ class Engine:
         # so a run waits for the previous one (an event on its stream) even when the caller's stream differs.
         self._lock = threading.Lock()
         self._last: Any = None
-        # id(context) -> the Step whose shapes and addresses the context holds (None: another call's); a Step
-        # binds its own back before it runs when another call bound the context since
+        # id(context) -> a weak reference to the Step whose shapes and addresses the context holds (None: another
+        # call's); a Step binds its own back before it runs when another call bound the context since
         self._io_owner: dict[int, Any] = {}
         self._refits = 0  # Steps made before a refit refuse to run
 
@@ -303,7 +304,7 @@ class Engine:
         """Set the inputs' shapes and addresses on `context`, then the outputs': those in `outs`, the others
         allocated (the shapes TensorRT infers for these inputs) and added to `outs`. `owner`: the Step these are
         (None for any other call)."""
-        self._io_owner[id(context)] = owner
+        self._io_owner[id(context)] = None if owner is None else weakref.ref(owner)
         for name, t in inputs.items():
             context.set_input_shape(name, tuple(t.shape))
             context.set_tensor_address(name, self.backend.ptr(t))
@@ -351,7 +352,7 @@ class Engine:
         `inputs` are device tensors you keep (their addresses are bound once; `before` or your own copies write
         them), `step.outputs` the output tensors (allocated once, rewritten by every run; `after` may copy them
         on). Both callables enqueue work on the current stream (the step's) and are run once before the capture
-        (allocate and warm up there); nothing in them may synchronize. Every `step()` replays the whole graph as
+        (allocate and warm up there); nothing in them may synchronize or call the engine. Every `step()` replays the whole graph as
         one launch on `step.stream`. Needs the torch backend and a GPU."""
         _require_torch(self, "capturing a CUDA graph")
         with self.on_device():
@@ -368,6 +369,8 @@ class Engine:
         handle = stream.cuda_stream
         with self._lock:
             context, outs = self._bind(inputs, None, handle)
+            if self._last is not None:
+                stream.wait_event(self._last)  # the engine's previous run shares the context's memory
 
         def body() -> None:
             if before is not None:
@@ -378,7 +381,7 @@ class Engine:
 
         step = Step(body, stream, context, self._profile_of(inputs), int(next(iter(inputs.values())).shape[0]),
                     (inputs, outs), self)
-        self._io_owner[id(context)] = step
+        self._io_owner[id(context)] = weakref.ref(step)
         graph = _first_run(torch, stream, body, capture=cuda_graph)
         if graph is not None:
             step._run = graph.replay
@@ -419,9 +422,10 @@ class Engine:
 class Step:
     """One engine run at a fixed batch on buffers bound once (`Engine.prepare_step`, `Engine.capture`): `step()`
     enqueues it (or replays its CUDA graph) on `step.stream`, with the engine's device current; `outputs` are the
-    output tensors it writes. `context` is the execution context it runs (a profiler can be attached to it). A
-    call that bound the context to other buffers since (another step, `infer` of the same profile) costs the step
-    a rebinding of its own first (host-side calls); a refit of the engine ends the step."""
+    output tensors it writes. `context` is the execution context it runs (a profiler can be attached to it). Runs
+    take turns with the engine's other runs (any stream, any thread) and follow the caller's stream's work; a call
+    that bound the context to other buffers since (another step, `infer` of the same profile) costs the step a
+    rebinding of its own first (host-side calls); a refit of the engine ends the step."""
 
     def __init__(self, run: Callable[[], None], stream: Any, context: Any, profile: int, batch: int,
                  io: tuple[Mapping[str, Any], dict[str, Any]], engine: Engine):
@@ -431,6 +435,7 @@ class Step:
         self._engine = engine
         self._refits = engine._refits
         self._buffers: list[Any] = []
+        self._done: Any = None  # an event after this step's last run
 
     def keep(self, *buffers: Any) -> None:
         """Keep `buffers` (host copies, the graph) alive as long as the step."""
@@ -443,12 +448,22 @@ class Step:
         if eng._refits != self._refits:
             raise NetdefError(f"{eng.path}: this step was made before the engine was refitted (TensorRT forbids "
                               "using its old contexts): make a new one")
-        with eng.on_device(), torch.cuda.stream(self.stream):
-            if eng._io_owner.get(id(self.context)) is not self:
-                with eng._lock:
+        with eng.on_device():
+            caller = torch.cuda.current_stream()
+            with torch.cuda.stream(self.stream), eng._lock:
+                owner = eng._io_owner.get(id(self.context))
+                if owner is None or owner() is not self:
                     eng.context = self.context
                     eng._set_io(self.context, self._inputs, dict(self.outputs), owner=self)
-            self._run()
+                if caller != self.stream:
+                    self.stream.wait_stream(caller)  # inputs the caller wrote on its stream
+                if eng._last is not None and eng._last is not self._done:
+                    self.stream.wait_event(eng._last)  # another run of the engine (its context's memory)
+                self._run()
+                if self._done is None:
+                    self._done = torch.cuda.Event()
+                self._done.record(self.stream)
+                eng._last = self._done
 
     def synchronize(self) -> None:
         """Wait for the runs enqueued so far."""

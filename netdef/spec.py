@@ -50,6 +50,7 @@ USER_DIR = Path("architectures")  # a user's own YAML files, looked up first (re
 PACKAGE_DIR = "architectures"  # netdef's YAML files, package data of netdef
 RESERVED = {"name", "description", "source", "input", "output", "layers", "backbone", "head",
             "depth_multiple", "width_multiple", "scales", "key_prefix", "blocks", "set"}
+MAX_REPEATS = 1000  # a row's `number`: a typo's 99999999 would define blocks until memory runs out
 ROW_OPTIONS = {"scale": "false keeps the row's number and channel arguments as written (no depth/width scaling)"}
 SCALED_NAME = re.compile(r"^(.*?\d+)([nslmx])(.*)$")  # Ultralytics' family + scale names: yolov5s -> yolov5 + s
 
@@ -212,13 +213,16 @@ def load_spec(path: str | Path) -> Spec:
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
+        _refuse_duplicate_keys(path, root)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f":{mark.line + 1}" if mark else ""
         raise SpecError(f"{path}{line}: not valid YAML: {getattr(e, 'problem', e)}") from None
+    except RecursionError:
+        raise SpecError(f"{path}: not valid YAML for an architecture: an alias refers to itself (or it nests too "
+                        "deep)") from None
     if not isinstance(data, dict):
         raise SpecError(f"{path}: the top level must be a mapping with 'input' and 'layers'")
-    _refuse_duplicate_keys(path, root)
     key_lines = {k.value: k.start_mark.line + 1 for k, _ in root.value if isinstance(k, yaml.ScalarNode)}
     if any(not isinstance(k, str) for k in data):
         raise SpecError(f"{path}: top-level keys must be names, got {sorted(map(repr, data))}")
@@ -352,6 +356,8 @@ def _parse_row(path: Path, i: int, line: int, raw: Any, params: dict, gd: float,
         sources.append(src)
     if not isinstance(number, int) or number < 1:
         raise fail(f"'number' must be a positive integer, got {number!r}")
+    if number > MAX_REPEATS:
+        raise fail(f"'number' {number} is more repeats than any network has (at most {MAX_REPEATS}): a typo?")
     if not isinstance(name, str):
         raise fail(f"block must be a name, got {name!r}")
     try:

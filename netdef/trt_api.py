@@ -12,6 +12,7 @@ import functools
 import importlib
 import json
 import os
+import signal
 import sys
 import threading
 import warnings
@@ -96,18 +97,32 @@ LOG_LEVELS = ("VERBOSE", "INFO", "WARNING", "ERROR", "INTERNAL_ERROR")
 
 
 def logger() -> Any:
-    """netdef's TensorRT logger, one per process (TensorRT keeps the first one it is given): it writes TensorRT's
-    messages to stderr, so stdout stays a command's result (`info --json`); NETDEF_TRT_LOG=VERBOSE|INFO|WARNING|
-    ERROR sets its level (default WARNING, read at each call of this function)."""
+    """netdef's TensorRT logger, one per process (TensorRT keeps the first one it is given), at the level
+    NETDEF_TRT_LOG=VERBOSE|INFO|WARNING|ERROR (default WARNING, read at each call). Made by netdef's commands
+    (`netdef.interrupts.handler` handles Ctrl-C) it writes to stderr from Python, so stdout stays the command's
+    result (`info --json`); made first in a program of yours it is TensorRT's own (a Python logger there could
+    swallow a Ctrl-C: TensorRT catches exceptions raised in its callbacks)."""
     level = os.environ.get("NETDEF_TRT_LOG", "WARNING").upper()
     if level not in LOG_LEVELS:
         raise OptionError(f"NETDEF_TRT_LOG={os.environ['NETDEF_TRT_LOG']!r}: use one of {', '.join(LOG_LEVELS[:4])}")
-    log = _stderr_logger()
-    log.threshold = int(getattr(module().ILogger.Severity, level))
+    log = _process_logger(signal.getsignal(signal.SIGINT) is interrupts.handler)
+    severity = getattr(module().ILogger.Severity, level)
+    if hasattr(log, "threshold"):
+        log.threshold = int(severity)
+    else:
+        log.min_severity = severity
     return log
 
 
-@functools.lru_cache(maxsize=None)
+_LOGGER: list[Any] = []  # the one logger, made on first use
+
+
+def _process_logger(in_command: bool) -> Any:
+    if not _LOGGER:
+        _LOGGER.append(_stderr_logger() if in_command else module().Logger(module().Logger.WARNING))
+    return _LOGGER[0]
+
+
 def _stderr_logger() -> Any:
     trt = module()
     letters = {0: "F", 1: "E", 2: "W", 3: "I", 4: "V"}  # INTERNAL_ERROR, ERROR, WARNING, INFO, VERBOSE
@@ -119,9 +134,10 @@ def _stderr_logger() -> Any:
 
         @interrupts.trt_callback
         def log(self, severity: Any, msg: str) -> None:
-            if int(severity) <= self.threshold:
-                sys.stderr.write(f"[TRT] [{letters.get(int(severity), '?')}] {msg}\n")
-                sys.stderr.flush()
+            if int(severity) > self.threshold or (interrupts.CANCEL.is_set() and "BuildCanceled" in msg):
+                return  # (a build netdef cancelled on a signal: that is said once, by netdef)
+            sys.stderr.write(f"[TRT] [{letters.get(int(severity), '?')}] {msg}\n")
+            sys.stderr.flush()
 
     return StderrLogger()
 

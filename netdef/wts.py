@@ -188,7 +188,22 @@ def _parse_values(path: str, data: bytes | mmap.mmap, line: int, key: str, count
         values = _convert(data, ps, n, count, starts, ends)
         if values is None:
             raise _value_error(path, data[ps:pe], line, key, count, starts, ends)
+    _check_no_lost_digit(path, values, line, key, starts, ends)
     return values
+
+
+def _check_no_lost_digit(path: str, values: np.ndarray, line: int, key: str, starts: np.ndarray,
+                         ends: np.ndarray) -> None:
+    """A value of 7 hex digits among values of 8 lost one (a damaged copy, an edit): it would read as a tiny
+    number (3f800000, 1.0, as 3f80000, 1.46e-36). Writers that do not pad write such digits only for positive
+    numbers below 1.3e-29, which no trained weight is."""
+    lengths = ends - starts
+    short = np.flatnonzero((lengths == 7) & (values != 0))
+    if short.size and (lengths == 8).any():
+        i = int(short[0])
+        raise WtsFormatError(path, f"value {i + 1} has 7 hex digits where the line's others have 8: it would read as "
+                             f"{float(values[i]):.3g} (a digit lost in a copy or an edit?); write the file again",
+                             line=line, key=key)
 
 
 def _split(n: int, ws: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -300,6 +315,15 @@ def _to_float32(path: str, key: str, value: Any, allow_nonfinite: bool) -> np.nd
             out = np.ascontiguousarray(arr, dtype=np.float32).reshape(-1)
     except (TypeError, ValueError) as e:
         raise NetdefError(f"cannot write {path}: tensor '{key}' cannot be converted to float32: {e}") from e
+    if arr.dtype.kind in "iu" and out.size and not key.endswith("num_batches_tracked"):  # a counter may round
+        wide = arr.reshape(-1)
+        exact = wide.astype(np.float64)  # exact up to 2**53 in magnitude; beyond, no float32 is exact anyway
+        lost = np.flatnonzero((out.astype(np.float64) != exact) | (np.abs(exact) > 2.0 ** 53))
+        if lost.size:
+            i = int(lost[0])
+            raise NetdefError(f"cannot write {path}: tensor '{key}' ({arr.dtype}): value {i + 1} ({int(wide[i])}) has "
+                              f"no exact float32 ({int(out[i])}); a .wts holds float32 only (integers up to 2**24 "
+                              "exactly)")
     finite = np.isfinite(out)
     if not allow_nonfinite and not finite.all():
         i = int(np.argmin(finite))

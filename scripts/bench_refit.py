@@ -19,7 +19,7 @@ from typing import Any
 
 from netdef.build import BuildOptions, build_engine, parse_profiles
 from netdef.cli.guard import run_guarded
-from netdef.fileio import JSON_FILE, check_output
+from netdef.fileio import RESULTS_JSON, check_output
 from netdef.refit import refit_file
 from netdef.tools.bench import BenchSettings, bench_interleaved
 from netdef.tools.report import format_ratios, write_json
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.timing_cache and not Path(a.timing_cache).is_file():
         p.error(f"--timing-cache {a.timing_cache}: no such file (its builds would be cold, not from the cache)")
     if a.json:
-        check_output(a.json, what="--json", kind=JSON_FILE)
+        check_output(a.json, what="--json", kind=RESULTS_JSON)
     out = Path(a.workdir)
     out.mkdir(parents=True, exist_ok=True)
     rows = [bench_model(m, a, out) for m in a.models.split(",")]

@@ -269,8 +269,15 @@ def test_malformed_tables(tmp_path):
             CalibrationTable.load(write(tmp_path, dict(good, amax={"a": 1.0, "conv2": bad})))
     with pytest.raises(NetdefError, match="bad_table.json.*'conv2'"):
         CalibrationTable.load(write(tmp_path, '{"fingerprint": "f", "method": "max", "amax": {"conv2": NaN}}'))
-    with pytest.raises(NetdefError, match="JSON object"):
+    with pytest.raises(NetdefError, match="JSON, but no object"):
         CalibrationTable.load(write(tmp_path, "[1, 2]"))
+    for other, what in ((b"102\nconv1.weight 9408 3c", "a .wts weights file"), (b"\x80\x02}q", "a pickle")):
+        path = tmp_path / "mistyped"
+        path.write_bytes(other)  # another file named by mistake: named as what it is, never "delete it"
+        with pytest.raises(NetdefError, match=rf"mistyped is not a calibration table \(it looks like {what}.*give the "
+                                              r"JSON table `netdef calibrate` wrote") as info:
+            CalibrationTable.load(path)
+        assert "delete" not in str(info.value)
     with pytest.raises(NetdefError, match="not found"):
         CalibrationTable.load(tmp_path / "missing.json")
     assert CalibrationTable.load(write(tmp_path, good)).amax == {"a": 1.0}

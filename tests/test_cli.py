@@ -71,6 +71,10 @@ def test_build_info_and_up_to_date(r18, capsys):
     assert "resnet18 fp16" in out and "logits" in out and "1:2:4" in out
     assert main(["info", str(r18 / "r18.wts"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["tensors"] == 102
+    bad = eng.parent / "bad.wts"  # info checks every value, as a build reads them: a CI gate on weights
+    bad.write_text("1\nw 3 3f800000 zzzzzzzz 00000000\n")
+    assert main(["info", str(bad)]) == 1
+    assert "bad.wts:2 (key 'w'): value 2 'zzzzzzzz' is not hexadecimal" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("args, needle", [
@@ -245,13 +249,14 @@ JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(40)  # a photo a mistyped out
     (["build", "resnet18", "-w", "WTS", "-o", "VICTIM"], "the engine output", "a netdef engine or TensorRT plan"),
     (["export", "torchvision:resnet18", "-o", "VICTIM"], "the .wts output", "a .wts file"),
     (["export-plan", "ENGINE", "-o", "VICTIM"], "plan", "a netdef engine or TensorRT plan"),
-    (["export-plan", "ENGINE", "-o", "PLAN"], "sidecar", "a JSON file"),  # PLAN.json is the photo
+    (["export-plan", "ENGINE", "-o", "PLAN"], "sidecar", "a netdef plan sidecar"),  # PLAN.json is the photo
     (["refit", "ENGINE", "-w", "WTS", "-o", "VICTIM"], "the refitted engine", "a netdef engine or TensorRT plan"),
     (["run", "ENGINE", "--output", "VICTIM.npy"], "--output", "a numpy file (.npy or .npz)"),
-    (["bench", "ENGINE", "--json", "VICTIM"], "--json", "a JSON file"),
+    (["bench", "ENGINE", "--json", "VICTIM"], "--json", "a netdef results file (--json)"),
     (["bench", "ENGINE", "--chart", "VICTIM"], "--chart", "a PNG image"),
-    (["profile", "ENGINE", "--json", "VICTIM"], "--json", "a JSON file"),
-    (["calibrate", "lenet", "-w", "WTS", "-d", "DATA", "-o", "VICTIM"], "the calibration table", "a JSON file"),
+    (["profile", "ENGINE", "--json", "VICTIM"], "--json", "a netdef results file (--json)"),
+    (["calibrate", "lenet", "-w", "WTS", "-d", "DATA", "-o", "VICTIM"], "the calibration table",
+     "a netdef calibration table"),
     (["triton", "ENGINE", "--repo", "REPO", "--name", "m"], "plan", "a netdef engine or TensorRT plan"),
 ])
 def test_outputs_never_replace_a_file_of_another_kind(r18, r18_engine, tmp_path, capsys, args, what, kind):
@@ -287,8 +292,19 @@ def test_kind_checks_refuse_configs_pipes_and_speak_of_the_input(r18_engine, tmp
     capsys.readouterr()
     assert main(["bench", str(r18_engine), "--json", str(cfg)]) == 1
     err = capsys.readouterr().err
-    assert f"--json {cfg} exists and is not a JSON file (it starts with b'[metadata]\\nname ')" in err
+    assert f"--json {cfg} exists and is not a netdef results file (--json) (it starts with b'[metadata]\\nname ')" in err
     assert cfg.read_text() == "[metadata]\nname = mine\n"
+    coco, sidecar = tmp_path / "coco.json", tmp_path / "e.plan.json"
+    for path, doc in ((coco, '{"images": [], "annotations": []}'), (sidecar, "[1, 2, 3]")):
+        path.write_text(doc)
+    for args, what, kind in ((["bench", str(r18_engine), "--json", str(coco)], f"--json {coco}", "results file"),
+                             (["calibrate", "lenet", "-w", "x.wts", "-d", "d.npy", "-o", str(coco)],
+                              f"the calibration table {coco}", "calibration table"),
+                             (["export-plan", str(r18_engine), "-o", str(tmp_path / "e.plan")], f"sidecar {sidecar}",
+                              "plan sidecar")):
+        assert main(args) == 1
+        assert f"{what} exists and is JSON of another kind, not a netdef {kind}" in capsys.readouterr().err
+    assert coco.read_text() == '{"images": [], "annotations": []}' and sidecar.read_text() == "[1, 2, 3]"
     assert main(["profile", str(r18_engine), "--json", str(fifo)]) == 1
     assert f"--json {fifo} exists and is not a regular file" in capsys.readouterr().err
     wts = tmp_path / "w.wts"
@@ -653,6 +669,48 @@ def test_a_signal_kept_to_the_end_of_a_command_is_raised_there():
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler and not interrupts.CANCEL.is_set()
 
 
+def test_a_kept_signal_decides_how_a_failing_block_ends():
+    """A signal kept while the block then fails (TensorRT returned an error after a Ctrl-C, a NetdefError after a
+    SIGTERM) is what the block raises, with the failure as its cause: the user's signal decides the exit code."""
+    import os
+    import signal
+
+    from netdef import interrupts
+    from netdef.errors import NetdefError, Terminated
+
+    @interrupts.trt_callback
+    def callback(signum):
+        os.kill(os.getpid(), signum)
+        for _ in range(10000):
+            pass
+
+    with pytest.raises(KeyboardInterrupt) as info:
+        with interrupts.tensorrt_call():
+            callback(signal.SIGINT)
+            raise RuntimeError("TensorRT failed")
+    assert isinstance(info.value.__cause__, RuntimeError)
+    with pytest.raises(Terminated) as info:
+        with interrupts.handled():
+            callback(signal.SIGTERM)
+            raise NetdefError("a later error")
+    assert isinstance(info.value.__cause__, NetdefError)
+
+
+def test_the_tensorrt_logger_is_one_per_process_and_chosen_by_its_first_use():
+    """A command's first TensorRT logger writes to stderr from Python; a program's own first use gets TensorRT's
+    (no Python callback to lose a Ctrl-C in); later calls return the same one at the level asked."""
+    import subprocess
+    import sys
+
+    code = ("import os, sys\nfrom netdef import interrupts, trt_api\n"
+            "block = interrupts.handled()\nif sys.argv[1] == 'command':\n    block.__enter__()\n"
+            "a = trt_api.logger()\nos.environ['NETDEF_TRT_LOG'] = 'ERROR'\nb = trt_api.logger()\n"
+            "print(type(a).__name__, a is b)")
+    for mode, name in (("command", "StderrLogger"), ("library", "Logger")):
+        done = subprocess.run([sys.executable, "-c", code, mode], capture_output=True, text=True, timeout=120)
+        assert done.stdout.split() == [name, "True"], (mode, done.stdout, done.stderr)
+
+
 def test_handled_on_a_worker_thread_leaves_the_main_threads_state(r18):
     """A build on a worker thread enters `handled()` there: it changes nothing (signals are the main thread's), so
     a signal the main thread keeps is still raised."""
@@ -734,6 +792,84 @@ def test_sigterm_unwinds_like_ctrl_c_and_leaves_no_temporary_file(tmp_path, caps
     assert out.read_bytes() == b"1\nold 0\n" and sorted(p.name for p in tmp_path.iterdir()) == ["big.wts"]
     assert signal.getsignal(signal.SIGTERM) is handler
 
+
+
+def test_outputs_named_like_folders_or_stdout_and_pipes_as_weights(tmp_path, capsys):
+    """`-o engines/` (no such folder) would have written a file named engines, `-o -` a file named '-'; a pipe
+    given as weights is named as one; a deleted working folder is said before PyTorch's import trips on it."""
+    import os
+    import subprocess
+    import sys
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    for args, needle in ((["export", "torchvision:resnet18", "-o", f"{tmp_path}/engines/"], "ends with '/', a folder's "
+                                                                                            "name: give a file name"),
+                         (["export", "torchvision:resnet18", "-o", "-"], "'-': netdef writes files, not standard "
+                                                                         "output"),
+                         (["build", "resnet18", "-w", str(fifo), "-o", str(tmp_path / "e.engine")],
+                          "weights file is not a regular file (a pipe or a device")):
+        assert main(args) == 1
+        assert needle in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe"]
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    code = f"import os, sys\nos.chdir({str(gone)!r})\nos.rmdir({str(gone)!r})\nfrom netdef.cli import main\n" \
+           "sys.exit(main(['info', 'x.wts']))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "the working folder was deleted" in done.stderr
+
+
+def test_files_written_together_are_renamed_together(tmp_path):
+    """atomic_write_all (a plan and its sidecar): a failure while writing the second leaves both old files and no
+    temporary file; otherwise both are replaced."""
+    import errno
+
+    from netdef.fileio import atomic_write_all
+
+    plan, side = tmp_path / "m.plan", tmp_path / "m.plan.json"
+    plan.write_bytes(b"old plan")
+    side.write_bytes(b"{}")
+
+    def full_disk():
+        yield b"{"
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OSError, match=r"cannot write .*m\.plan\.json: No space left on device"):
+        atomic_write_all({plan: b"new plan", side: full_disk()})
+    assert plan.read_bytes() == b"old plan" and side.read_bytes() == b"{}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.plan", "m.plan.json"]
+    atomic_write_all({plan: b"new plan", side: b'{"sidecar": {}}'})
+    assert plan.read_bytes() == b"new plan" and side.read_bytes() == b'{"sidecar": {}}'
+
+
+def test_sighup_unwinds_and_an_ignored_one_stays_ignored(tmp_path, capsys):
+    """A closed terminal or ssh session (SIGHUP) mid-write: `terminated (signal 1)`, exit 129, the old file kept and
+    no temporary file left; under `nohup` (SIGHUP ignored) netdef leaves it ignored."""
+    import os
+    import signal
+
+    from netdef.cli.guard import run_guarded
+    from netdef.fileio import atomic_write
+
+    out = tmp_path / "big.wts"
+    out.write_bytes(b"1\nold 0\n")
+
+    def chunks():
+        yield b"2\n"
+        os.kill(os.getpid(), signal.SIGHUP)
+        yield b"never written\n"
+
+    assert run_guarded(lambda: atomic_write(out, chunks()), prog="netdef") == 129
+    assert capsys.readouterr().err == "terminated (signal 1)\n"
+    assert out.read_bytes() == b"1\nold 0\n" and sorted(p.name for p in tmp_path.iterdir()) == ["big.wts"]
+    before = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        seen = []
+        assert run_guarded(lambda: seen.append(signal.getsignal(signal.SIGHUP)), prog="netdef") == 0
+        assert seen == [signal.SIG_IGN]
+    finally:
+        signal.signal(signal.SIGHUP, before)
 
 
 def test_a_killed_writers_temporary_file_is_removed_by_the_next_write(tmp_path):

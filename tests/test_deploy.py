@@ -368,6 +368,32 @@ def test_triton_refuses_a_config_that_another_version_would_not_fit(engines, tmp
     assert (repo / "r50" / "config.pbtxt").read_bytes() == config
 
 
+def test_triton_keeps_a_hand_edited_config_unless_told(engines, tmp_path):
+    """A config.pbtxt tuned by hand (or written for another engine) is never replaced silently: adding a version is
+    refused before anything is written, --keep-config adds the plan under it, --replace-config writes the new one;
+    a config that differs in its comments only is rewritten as before."""
+    from netdef.cli import main
+
+    repo = tmp_path / "models"
+    write_repository(engines("r50"), repo, TritonOptions(name="r50"))
+    config = repo / "r50" / "config.pbtxt"
+    written = config.read_text()
+    config.write_text("# my notes\n" + written)
+    write_repository(engines("r50"), repo, TritonOptions(name="r50"))  # comments only: rewritten
+    assert config.read_text() == written
+    tuned = written + "model_warmup [{ name: \"w\" batch_size: 1 }]\n"
+    config.write_text(tuned)
+    with pytest.raises(OptionError, match=r"r50/config.pbtxt exists and differs from the one for this engine \(edited "
+                                          r"by hand, or another engine's settings\): --keep-config .* --replace-config"):
+        write_repository(engines("r50"), repo, TritonOptions(name="r50", version=2))
+    assert config.read_text() == tuned and not (repo / "r50" / "2").exists()
+    assert main(["triton", str(engines("r50")), "--repo", str(repo), "--name", "r50", "--version", "2",
+                 "--keep-config"]) == 0
+    assert config.read_text() == tuned and (repo / "r50" / "2" / "model.plan").is_file()
+    assert main(["triton", str(engines("r50")), "--repo", str(repo), "--name", "r50", "--replace-config"]) == 0
+    assert config.read_text() == written
+
+
 def test_triton_repository_of_a_plugin_engine(engines, tmp_path):
     engine = engines("y5s_plugin")
     meta, plan = engine_file.read_plan(engine)

@@ -255,7 +255,7 @@ class EagerEngine:
 
         self.inputs = [TensorInfo("images", (-1, 3, *hw), "float32")]
         self.backend = SimpleNamespace(empty=lambda shape, dtype: torch.empty(shape, dtype=getattr(torch, dtype)))
-        self.infer, self.device, self.captures, self.shapes = infer, None, 0, []
+        self.infer, self.device, self.captures, self.shapes, self._refits = infer, None, 0, [], 0
 
     def input_shape(self, t, batch, hw):
         assert tuple(hw) == t.shape[2:]
@@ -282,7 +282,8 @@ class EagerEngine:
                     outs[k] = v.clone()
             after(outs)
 
-        step.outputs, step.keep, step.synchronize = outs, lambda *a: None, lambda: None
+        step.outputs, step.kept, step.synchronize = outs, [], lambda: None
+        step.keep = lambda *buffers: step.kept.extend(buffers)
         step()  # the run before the capture
         return step
 
@@ -324,6 +325,11 @@ def test_the_graphed_pipeline_gives_what_the_eager_one_gives(kind):
     assert graphed(images[::-1], bgr=True) == eager(images[::-1], bgr=True) and eng.captures == 4
     assert graphed(images, bgr=False) == eager(images) and eng.captures == 6  # bgr is part of the key
     assert len(graphs._graphs) == 2  # the least recently used out
+    for cap in graphs._graphs.values():  # a graph keeps the resize tables it reads (their cache may drop them)
+        tables = cap.step.kept[-1]
+        assert tables and all(len(t) == 4 and all(isinstance(v, torch.Tensor) for v in t) for t in tables)
+    eng._refits = 1  # a refit ends the steps: every graph is made again
+    assert graphed(images, bgr=False) == eager(images) and eng.captures == 8 and len(graphs._graphs) == 2
     with pytest.raises(NetdefError, match=r"image 0 must be an HxWx3 uint8 numpy array for CUDA graphs, got "
                                           r"\(8, 8\) uint8"):
         graphed([np.zeros((8, 8), np.uint8)])

@@ -82,6 +82,17 @@ def test_write_returns_what_read_gives(tmp_path):
     assert engine_file.profiles(written) == [(1, 1, 2), (3, 3, 3)]
 
 
+def test_undecodable_file_names_are_written_readably(tmp_path):
+    """A .wts named with bytes that are no UTF-8 (Python holds them as lone surrogates) is recorded as \\xNN: the
+    engine reads back (it was 'damaged' for ever before)."""
+    import os
+
+    name = os.fsdecode(b"w\xff.wts")
+    meta = complete_meta() | {"weights": {"path": name, "sha256": "0" * 64}}
+    write_engine(tmp_path / "e.engine", PLAN, meta)
+    assert read_meta(tmp_path / "e.engine")["weights"]["path"] == "w\\xff.wts"
+
+
 @pytest.mark.parametrize("key", engine_file.REQUIRED_KEYS[2:])  # plan_bytes and plan_sha256 come from the writer
 def test_write_refuses_incomplete_metadata(tmp_path, key):
     meta = complete_meta()

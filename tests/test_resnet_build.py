@@ -83,8 +83,16 @@ def test_unreadable_timing_cache_is_an_error(tmp_path, monkeypatch):
     assert logs[-1].startswith("[onnx] timing cache")  # the ONNX route's build says whose cache it is
     compiler.load_timing_cache(_FakeConfig(60), str(path), logs.append)
     assert "kept 60 of the 100 bytes" in logs[-2]
-    with pytest.raises(NetdefError, match=r"could not read the timing cache .*t.cache \(100 bytes.*delete the file"):
+    with pytest.raises(NetdefError, match=r"could not read the timing cache .*t.cache \(100 bytes.*if it is a timing "
+                                          r"cache, delete it"):
         compiler.load_timing_cache(_FakeConfig(8), str(path), logs.append)
+    for other, what in ((b"102\nconv1.weight 9408 3c", "a .wts weights file"), (b"PK\x03\x04", "a zip file"),
+                        (b'{"fingerprint": "f"}', "a JSON file")):  # a mistyped path: read, then written over
+        path.write_bytes(other)
+        with pytest.raises(NetdefError, match=rf"the timing cache .*t.cache exists and is not a TensorRT timing cache "
+                                              rf"\(it looks like {what}"):
+            compiler.load_timing_cache(_FakeConfig(100), str(path), logs.append)
+        assert path.read_bytes() == other
 
 
 def test_an_empty_timing_cache_reads_back(tmp_path, monkeypatch):

@@ -32,6 +32,8 @@ def write(tmp_path, text, name="arch.yaml"):
     (GOOD.replace("[-1, 1, Linear", "[3, 1, Linear"), 7, "'from' index 3 does not refer to an earlier row"),
     (GOOD.replace("[-1, 1, Linear", "[-5, 1, Linear"), 7, "'from' index -5"),
     (GOOD.replace("[-1, 1, Linear", "[-1, 0, Linear"), 7, "'number' must be a positive integer"),
+    (GOOD.replace("[-1, 1, Linear", "[-1, 99999999, Linear"), 7, "'number' 99999999 is more repeats than any network "
+                                                                  "has (at most 1000): a typo?"),
     (GOOD.replace("[-1, 1, GlobalAvgPool, {}, pool]", "[-1, GlobalAvgPool]"), 6, "expected [from, number, block, args"),
     (GOOD.replace("shape: [3, 16, 16]", "shape: [3, -16, 16]"), 2, "'input'"),
     (GOOD.replace("  - [-1, 1, Linear", "  - [-1, 1, Linear: {"), 7, "not valid YAML"),
@@ -43,6 +45,12 @@ def test_errors_name_file_and_line(tmp_path, bad, line, needle):
     with pytest.raises(SpecError) as e:
         load_spec(p)
     assert f"{p}:{line}" in str(e.value) and needle in str(e.value)
+
+
+def test_a_self_referencing_alias_is_one_error(tmp_path):
+    p = write(tmp_path, GOOD + "extra: &x [*x]\n")
+    with pytest.raises(SpecError, match=r"arch\.yaml: not valid YAML for an architecture: an alias refers to itself"):
+        load_spec(p)
 
 
 @pytest.mark.parametrize("args, needle", [

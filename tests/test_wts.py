@@ -129,10 +129,15 @@ def test_variants(tmp_path, text):
 def test_unpadded_cpp_tokens_bit_exact(tmp_path):
     rng = np.random.default_rng(1)
     v = np.concatenate([SPECIALS, rng.standard_normal(5000).astype(np.float32),
-                        np.array([1, 0xF, 0xFF, 0xABC, 0x1234, 0xABCDE, 0x123456, 0x1234567], np.uint32).view(np.float32)])
+                        np.array([1, 0xF, 0xFF, 0xABC, 0x1234, 0xABCDE, 0x123456], np.uint32).view(np.float32)])
     tokens = " ".join("%X" % u if i % 2 else "%x" % u for i, u in enumerate(v.view(np.uint32).tolist()))
     got = read_wts(put(tmp_path, f"1\nx {v.size} {tokens}\n"), allow_nonfinite=True)
     np.testing.assert_array_equal(got["x"].view(np.uint32), v.view(np.uint32))
+    # 7 digits among 8: a lost digit, not one of the tiny numbers an unpadded writer writes so (below 1.3e-29)
+    assert read_wts(put(tmp_path, "1\nx 2 1234567 0\n"))["x"].view(np.uint32).tolist() == [0x1234567, 0]
+    with pytest.raises(WtsFormatError, match=r"w\.wts:2 \(key 'x'\): value 2 has 7 hex digits where the line's others "
+                                             r"have 8: it would read as 1\.46e-36"):
+        read_wts(put(tmp_path, "1\nx 3 bf800000 3f80000 00000000\n"))
 
 
 def test_zero_tensors(tmp_path):
@@ -281,10 +286,10 @@ def test_complex_rejected(tmp_path):
 
 def test_general_path_windows_reach_into_the_header(tmp_path):
     """Short tokens right-aligned from the bytes before them (the line's name and count, or nothing)."""
-    text = "2\nx 4 1 22 333 4444\na_long_tensor_name 5 ABCDEF0 7\t00000001 FFFFFFFF  8\n"
+    text = "2\nx 4 1 22 333 4444\na_long_tensor_name 5 BCDEF0 7\t00000001 FFFFFFFF  8\n"
     got = read_wts(put(tmp_path, text), allow_nonfinite=True)
     np.testing.assert_array_equal(got["x"].view(np.uint32), [0x1, 0x22, 0x333, 0x4444])
-    np.testing.assert_array_equal(got["a_long_tensor_name"].view(np.uint32), [0xABCDEF0, 7, 1, 0xFFFFFFFF, 8])
+    np.testing.assert_array_equal(got["a_long_tensor_name"].view(np.uint32), [0xBCDEF0, 7, 1, 0xFFFFFFFF, 8])
 
 
 # ---------------------------------------------------------------- non-finite values
@@ -316,6 +321,7 @@ def test_nonfinite_values_refused(tmp_path, token, shown, layout):
     (np.array([[1.0], [-np.inf]], np.float32), "value 2 of 2 is -inf"),
     (np.array([np.inf], np.float16), "value 1 of 1 is inf"),
     (np.array([0.0, 1e39]), r"value 2 of 2 \(1e\+39\) is beyond float32's range"),
+    (np.array([3, 16777217]), r"tensor 'b' \(int64\): value 2 \(16777217\) has no exact float32 \(16777216\)"),
 ])
 def test_write_refuses_non_numbers_and_nonfinite(tmp_path, value, what):
     p = tmp_path / "w.wts"

@@ -4,6 +4,7 @@ the command, shows the traceback."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from .. import __version__
@@ -36,6 +37,11 @@ DEBUG_HELP = "show Python tracebacks on errors"
 
 def main(argv: list[str] | None = None) -> int:
     """Run `netdef ARGV` and return its exit status."""
+    try:
+        os.getcwd()
+    except FileNotFoundError:  # before PyTorch's import fails on it with a fatal error
+        print("netdef: error: the working folder was deleted: cd to an existing folder", file=sys.stderr)
+        return 1
     parser = make_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

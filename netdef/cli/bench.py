@@ -10,7 +10,7 @@ from typing import Any
 
 from .. import engine_file
 from ..errors import NetdefError, OptionError
-from ..fileio import JSON_FILE, check_output
+from ..fileio import RESULTS_JSON, check_output
 from ..tools import bench, bench_devices
 from ..tools.timing import DEFAULT_MEASURE, DEFAULT_WARMUP, Budget, parse_budget
 from .device import (add_device_option, add_devices_option, add_shared_device_option, parse_devices,
@@ -88,7 +88,7 @@ def _cmd_bench(a: argparse.Namespace) -> int:
 
     settings = settings_from_args(a)
     inputs = [a.target, a.against, a.weights, a.engine_out, a.timing_cache, a.calibration]
-    for option, path, kind in (("--json", a.json, JSON_FILE), ("--chart", a.chart, CHART_FILE)):
+    for option, path, kind in (("--json", a.json, RESULTS_JSON), ("--chart", a.chart, CHART_FILE)):
         if path:
             check_output(path, inputs=inputs, what=option, kind=kind)  # before any building and timing
     batches = bench.parse_batches(a.batch) if a.batch else None

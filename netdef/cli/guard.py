@@ -15,10 +15,11 @@ def run_guarded(fn: Callable[[], int | None], *, prog: str, debug: bool = False)
     """Run a command and return its exit status. A NetdefError prints one line `PROG: error: MESSAGE` on
     stderr (exit 1), Ctrl-C prints `interrupted` (exit 130), a closed stdout (`netdef info --json x | head`)
     ends quietly; an OSError that reaches here (a folder that cannot be written, a full disk) is one line too;
-    with `debug` these raise instead, traceback and all. SIGTERM unwinds like Ctrl-C (`Terminated`: temporary
-    files removed) and prints `terminated` (exit 143). Other exceptions are bugs and keep their traceback."""
+    with `debug` these raise instead, traceback and all. SIGTERM and SIGHUP unwind like Ctrl-C (`Terminated`:
+    temporary files removed) and print `terminated` (exit 143, 129). Other exceptions are bugs and keep their
+    traceback."""
     try:
-        with interrupts.handled():  # Ctrl-C and SIGTERM: never lost inside a TensorRT callback
+        with interrupts.handled():  # Ctrl-C, SIGTERM, SIGHUP: never lost inside a TensorRT callback
             status = int(fn() or 0)
         sys.stdout.flush()  # a reader that went away shows here, not at interpreter exit
         return status
@@ -27,11 +28,11 @@ def run_guarded(fn: Callable[[], int | None], *, prog: str, debug: bool = False)
             raise
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 1
-    except Terminated:
+    except Terminated as e:
         if debug:
             raise
-        print("terminated", file=sys.stderr)
-        return 143
+        print("terminated" if e.signum == 15 else f"terminated (signal {e.signum})", file=sys.stderr)
+        return 128 + e.signum
     except KeyboardInterrupt:
         if debug:
             raise

@@ -12,7 +12,8 @@ from ..errors import NetdefError
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
     """Add `netdef info` to the command line."""
-    i = subparsers.add_parser("info", help="show an engine's or a raw plan's metadata, or a .wts summary")
+    i = subparsers.add_parser("info", help="show an engine's or a raw plan's metadata, or a .wts summary "
+                                                  "(every value checked)")
     i.set_defaults(func=cmd_info)
     i.add_argument("file")
     i.add_argument("--json", action="store_true",
@@ -36,9 +37,10 @@ def cmd_info(a: argparse.Namespace) -> int:
         r = raw_plan_info(path)
         print(json.dumps({**r, "kind": "raw_plan"}, indent=2) if a.json else format_raw_plan(r, path))
         return 0
-    from ..wts import wts_summary
+    from ..wts import read_wts, wts_summary
 
     s = wts_summary(path)
+    read_wts(path, progress=not a.json)  # every value checked as a build reads them: info passes what builds
     print(json.dumps({**s, "kind": "wts"}, indent=2) if a.json else format_wts(s, path))
     return 0
 

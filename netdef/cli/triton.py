@@ -28,6 +28,12 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     t.add_argument("--max-queue-delay-us", type=number("--max-queue-delay-us", minimum=0), metavar="US",
                    help="longest time the dynamic batcher holds a request to form a batch (default 0)")
     t.add_argument("--cuda-graphs", action="store_true", help="let the TensorRT backend run CUDA graphs")
+    kept = t.add_mutually_exclusive_group()
+    kept.add_argument("--keep-config", dest="existing_config", action="store_const", const="keep",
+                      help="an existing config.pbtxt (or plugins.txt) that differs from this engine's is kept as it "
+                           "is (default: refused)")
+    kept.add_argument("--replace-config", dest="existing_config", action="store_const", const="replace",
+                      help="... is replaced by this engine's")
     t.set_defaults(func=cmd_triton)
     return t
 
@@ -37,7 +43,8 @@ def cmd_triton(a: argparse.Namespace) -> int:
 
     gpus = tuple(parse_numbers(a.gpus, "--gpus", int, what="GPU indices such as 0,1")) if a.gpus else ()
     opts = TritonOptions(name=a.name, version=a.version, instances=a.instances, gpus=gpus,
-                         max_queue_delay_us=a.max_queue_delay_us, cuda_graphs=a.cuda_graphs)
+                         max_queue_delay_us=a.max_queue_delay_us, cuda_graphs=a.cuda_graphs,
+                         existing_config=a.existing_config or "refuse")
     res = write_repository(a.engine, a.repo, opts)
     print(f"wrote {res.config} and {res.plan}")
     for lib in res.libraries:

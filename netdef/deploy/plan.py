@@ -18,10 +18,11 @@ from typing import Any
 
 from .. import __version__, engine_file, trt_api
 from ..errors import EngineFileError
-from ..fileio import JSON_FILE, atomic_write, check_output
+from ..fileio import atomic_write_all, check_output, json_kind
 from ..options import overall_range
 
 SIDECAR_FORMAT = 1
+SIDECAR_FILE = json_kind("a netdef plan sidecar", lambda d: isinstance(d, dict) and isinstance(d.get("sidecar"), dict))
 PLAN_SUFFIXES = (".plan", ".engine", ".trt")  # names `netdef info` reads as a plan (a wrong one: a clear error)
 
 
@@ -203,7 +204,8 @@ def load_hints(meta: dict[str, Any], plan: str, libraries: list[str]) -> dict[st
 
 def write_plan(output: str | os.PathLike, plan: bytes, meta: dict[str, Any], *, source: str | os.PathLike,
                plugins: list[dict[str, Any]] | None = None, hints: dict[str, str] | None = None) -> dict[str, Any]:
-    """Write the raw plan `output` and its sidecar (atomically, plan first); returns the sidecar's content.
+    """Write the raw plan `output` and its sidecar (atomically, both renamed once both are written); returns the
+    sidecar's content.
     `plugins` replaces the plugin entries (e.g. with paths relative to the sidecar); `hints`, the load hints."""
     output = Path(output)
     side = dict(meta, plugins=meta["plugins"] if plugins is None else plugins)
@@ -212,8 +214,8 @@ def write_plan(output: str | os.PathLike, plan: bytes, meta: dict[str, Any], *, 
         "exported": datetime.now(timezone.utc).isoformat(timespec="seconds"), "netdef_version": __version__,
         "load": hints or load_hints(meta, output.name, [str(p["library"]) for p in meta["plugins"]]),
     }
-    atomic_write(output, plan)
-    atomic_write(sidecar_path(output), json.dumps(side, indent=1, sort_keys=True).encode() + b"\n")
+    text = json.dumps(engine_file.printable(side), indent=1, sort_keys=True)
+    atomic_write_all({output: plan, sidecar_path(output): text.encode() + b"\n"})  # both, or neither
     return side
 
 
@@ -223,6 +225,6 @@ def export_plan(engine: str | os.PathLike, output: str | os.PathLike) -> dict[st
     engine, output = Path(engine), Path(output)
     inputs = [engine, sidecar_path(engine)]
     check_output(output, inputs=inputs, what="plan", kind=engine_file.ENGINE_FILE)
-    check_output(sidecar_path(output), inputs=inputs, what="sidecar", kind=JSON_FILE)
+    check_output(sidecar_path(output), inputs=inputs, what="sidecar", kind=SIDECAR_FILE)
     meta, plan = load_plan(engine)
     return write_plan(output, plan, meta, source=engine)

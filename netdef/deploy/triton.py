@@ -31,13 +31,14 @@ from typing import Any
 
 from .. import __version__, engine_file
 from ..errors import NetdefError, OptionError
-from ..fileio import JSON_FILE, atomic_write, check_output, file_sha256
+from ..fileio import atomic_write, check_output, file_sha256
 from ..options import format_hw_range
-from .plan import load_hints, load_plan, read_sidecar, sidecar_path, write_plan
+from .plan import SIDECAR_FILE, load_hints, load_plan, read_sidecar, sidecar_path, write_plan
 
 PLATFORM = "tensorrt_plan"
 PLAN_NAME = "model.plan"  # the TensorRT backend's default model file name
 OPTIONS_NAME = "plugins.txt"
+CONFIG_POLICIES = ("refuse", "keep", "replace")
 DATA_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "bfloat16": "TYPE_BF16", "int8": "TYPE_INT8",
               "uint8": "TYPE_UINT8", "int32": "TYPE_INT32", "int64": "TYPE_INT64", "bool": "TYPE_BOOL"}
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
@@ -58,8 +59,11 @@ class TritonOptions:
     gpus: tuple[int, ...] = ()
     max_queue_delay_us: int | None = None
     cuda_graphs: bool = False
+    existing_config: str = "refuse"  # a config.pbtxt (or plugins.txt) that differs: "refuse", "keep" or "replace"
 
     def validate(self) -> None:
+        if self.existing_config not in CONFIG_POLICIES:
+            raise OptionError(f"existing_config={self.existing_config!r}: one of {', '.join(CONFIG_POLICIES)}")
         if self.name is not None and (not _NAME.fullmatch(self.name) or self.name.startswith(".")):
             raise OptionError(f"--name '{self.name}': a Triton model name is a folder name of letters, digits, "
                               "'_', '-' and '.', not starting with '.' (a hidden folder Triton would not list)")
@@ -203,7 +207,7 @@ def write_repository(engine: str | os.PathLike, repo: str | os.PathLike,
     inputs = [engine, sidecar_path(engine)]
     libraries = _plugin_libraries(meta, engine)
     for path, what, kind in [(res.config, "model configuration", None), (res.plan, "plan", engine_file.ENGINE_FILE),
-                             (sidecar_path(res.plan), "sidecar", JSON_FILE),
+                             (sidecar_path(res.plan), "sidecar", SIDECAR_FILE),
                              *((model_dir / lib.name, "plugin library", None) for lib in libraries)]:
         check_output(path, inputs=inputs + libraries, what=what, kind=kind)
     if libraries:
@@ -218,18 +222,44 @@ def write_repository(engine: str | os.PathLike, repo: str | os.PathLike,
     else:
         res.notes.append(f"the plan loads in TensorRT {t['version']} only (compute capability "
                          f"{meta['gpu'].get('compute_capability')}): serve it with a Triton release built on it")
-    for lib in libraries:
-        res.libraries.append(model_dir / lib.name)
-        atomic_write(res.libraries[-1], lib.read_bytes())
+    res.libraries = [model_dir / lib.name for lib in libraries]
     names = [str(p.absolute()) for p in res.libraries]
     if names:
         res.server_options = [f'--backend-config=tensorrt,plugins="{";".join(names)}"', f"LD_PRELOAD={':'.join(names)}"]
+    texts = {res.config: config_text(config, _comments(meta, engine, res))}
+    if names:
+        texts[model_dir / OPTIONS_NAME] = _options_text(meta, repo, res)
+    texts = {path: text for path, text in texts.items() if _to_write(path, text, opts.existing_config)}
+    for lib, copy in zip(libraries, res.libraries):
+        atomic_write(copy, lib.read_bytes())
     plugins = [dict(p, library=os.path.join("..", Path(p["library"]).name)) for p in meta["plugins"]]
     write_plan(res.plan, plan, meta, source=engine, plugins=plugins, hints=load_hints(meta, PLAN_NAME, names))
-    atomic_write(res.config, config_text(config, _comments(meta, engine, res)).encode())
-    if names:
-        atomic_write(model_dir / OPTIONS_NAME, _options_text(meta, repo, res).encode())
+    for path, text in texts.items():
+        atomic_write(path, text.encode())
+    if res.config not in texts:
+        res.notes.append(f"{res.config} kept as it is (--keep-config): check that it serves {res.plan}")
     return res
+
+
+def _to_write(path: Path, text: str, policy: str) -> bool:
+    """Whether to write `text` to `path`: a file that differs from it beyond its # comments (edited by hand, or
+    another engine's) is kept or replaced only when asked, else refused before anything is written."""
+    try:
+        old = path.read_text()
+    except FileNotFoundError:
+        return True
+    except (OSError, UnicodeDecodeError) as e:
+        raise OptionError(f"cannot read {path} to compare it with the new one: {e}") from None
+
+    def body(t: str) -> list[str]:
+        return [line.rstrip() for line in t.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+    if body(old) == body(text) or policy == "replace":
+        return True
+    if policy == "keep":
+        return False
+    raise OptionError(f"{path} exists and differs from the one for this engine (edited by hand, or another engine's "
+                      "settings): --keep-config adds the plan under it as it is, --replace-config writes the new one")
 
 
 def _check_other_versions(model_dir: Path, opts: TritonOptions, config: dict[str, Any]) -> None:

@@ -27,12 +27,12 @@ from ..define import define_network, weights_identity
 from ..compiler import compile_network
 from ..defaults import IMAGE_SUFFIXES
 from ..errors import NetdefError
-from ..fileio import JSON_FILE, check_output
+from ..fileio import check_output
 from ..network import Network
 from ..options import BuildOptions
 from ..registry import block_files
 from ..spec import Spec, load_spec
-from .calibration import METHODS, CalibrationTable, RangeCollector, compute_amax
+from .calibration import METHODS, TABLE_FILE, CalibrationTable, RangeCollector, compute_amax
 from .quantize import CALIB_PREFIX, RecordingQuantizer, fingerprint, fingerprint_parts
 
 ARRAY_SUFFIXES = (".npy", ".npz", ".pt", ".pth")
@@ -207,7 +207,7 @@ def calibrate(arch: str | Path, weights: str | Path, data: str | Path, output_ta
     kw = _method_options(method, percentile)
     spec = load_spec(arch)
     check_output(output_table, inputs=[weights, spec.path, *block_files(), data], what="the calibration table",
-                 kind=JSON_FILE)
+                 kind=TABLE_FILE)
     shape = spec.input_shape_for(tuple(input_hw) if input_hw else None)
     n, batches = calibration_batches(data, shape, batch, max_images=max_images, mean=mean, std=std)
     weights_identity(weights)  # a missing .wts is reported before a missing GPU
@@ -254,7 +254,7 @@ def calibrate_torch(model: Any, arch: str | Path, weights: str | Path, batches: 
     kw = _method_options(method, percentile)
     spec = load_spec(arch)
     check_output(output_table, inputs=[weights, spec.path, *block_files()], what="the calibration table",
-                 kind=JSON_FILE)
+                 kind=TABLE_FILE)
     points = quantization_points(spec, weights, input_hw)
     modules = dict(model.named_modules())
     missing = [k for k, kind in points.items() if kind == "residual" or k not in modules]

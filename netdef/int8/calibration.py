@@ -17,11 +17,13 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from ..errors import NetdefError
-from ..fileio import atomic_write
+from ..fileio import atomic_write, describe_head, json_kind, read_head, recognised
 
 METHODS = ("max", "percentile", "entropy")
 MIN_SCALE = 1e-8  # scale given to an all-zero channel/tensor: positive, and 1/scale is finite in float32
 _FORMAT = 1  # version of the JSON table layout
+TABLE_FILE = json_kind("a netdef calibration table",
+                       lambda d: isinstance(d, dict) and "fingerprint" in d and "method" in d)
 
 
 def scale_from_amax(amax: float) -> float:
@@ -245,16 +247,21 @@ class CalibrationTable:
         except FileNotFoundError:
             raise NetdefError(f"calibration table {path} not found: run calibration first or fix the path") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            what = recognised(read_head(path))
+            if what != "a JSON file":  # another file named by mistake: never advise deleting it
+                raise NetdefError(f"{path} is not a calibration table ({describe_head(read_head(path))}): give the "
+                                  "JSON table `netdef calibrate` wrote") from None
             raise NetdefError(f"calibration table {path} is not valid JSON ({e}); delete it and recalibrate") from None
         if not isinstance(doc, dict):
-            raise NetdefError(f"calibration table {path} must hold a JSON object; delete it and recalibrate")
+            raise NetdefError(f"{path} is not a calibration table (JSON, but no object): give the table `netdef "
+                              "calibrate` wrote")
         if doc.get("format", _FORMAT) != _FORMAT:
             raise NetdefError(f"calibration table {path} has format {doc['format']!r}, this netdef reads "
                               f"format {_FORMAT}; recalibrate")
         missing = [k for k in ("fingerprint", "method", "amax") if k not in doc]
         if missing:
-            raise NetdefError(f"calibration table {path} lacks field(s) {', '.join(missing)}; "
-                              f"delete it and recalibrate")
+            raise NetdefError(f"{path} is not a calibration table (a JSON object without {', '.join(missing)}): give "
+                              "the table `netdef calibrate` wrote")
         table = cls(doc["fingerprint"], doc["method"], doc["amax"], doc.get("meta", {}))
         table._check(path)
         table.amax = {k: float(v) for k, v in table.amax.items()}

@@ -36,7 +36,7 @@ import numpy as np
 
 from .. import defaults
 from ..errors import NetdefError, OptionError
-from ..fileio import JSON_FILE, atomic_write, check_output
+from ..fileio import atomic_write, check_output, json_kind
 from .classify import _PALETTE, Classifier, EngineModel, draw_top1, engine_classifier, engine_io
 from .masks import process_masks, rle_decode, rle_encode
 from .preprocess import letterbox, pad_to, scale_boxes, scale_keypoints, scale_masks
@@ -45,6 +45,8 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 PLUGIN_OUTPUTS = ("num_dets", "boxes", "scores", "classes")
 PLUGIN_SEGMENT, PLUGIN_POSE = ("mask_coefs", "protos"), ("keypoints",)  # the plugin head's task outputs
 DETECTIONS_JSON = "detections.json"
+DETECTIONS_FILE = json_kind("a netdef detections.json",
+                            lambda d: isinstance(d, list) and all(isinstance(r, dict) and "image" in r for r in d))
 DEFAULT_CONF, DEFAULT_IOU, DEFAULT_MAX_DET = 0.25, 0.45, 300
 MAX_WH = 7680  # YOLOv5's class offset for batched NMS (larger than any box coordinate)
 
@@ -329,7 +331,7 @@ class Detector(EngineModel):
 
     def detect_tensors(self, images: Sequence[np.ndarray], bgr: bool = False) -> list[Detections]:
         """Per image its Detections on the original image: on the device for raw predictions and masks, on the
-        host for the plugin's boxes, scores, classes and keypoints."""
+        host for the plugin's boxes, scores, classes and keypoints (and, with CUDA graphs, YOLO26's rows)."""
         def prepare(chunk: list[np.ndarray]) -> tuple[Any, list[Any]]:
             batch, ratio_pads = letterbox(chunk, self.input_hw, self.stride, self.rect, bgr=bgr, device=self.device)
             return (pad_to(batch, self.min_hw, self.stride, 114 / 255.0) if self.rect else batch), ratio_pads
@@ -339,8 +341,9 @@ class Detector(EngineModel):
             hi = self.batch_range[1]
             for start in range(0, len(images), hi):
                 chunk = list(images[start:start + hi])
-                outs, input_hw, ratio_pads = self.graphs(chunk, bgr)
-                results += self._finish(outs, input_hw, ratio_pads, chunk)
+                with self.graphs.lock:  # the outputs are the graph's buffers until read
+                    outs, input_hw, ratio_pads = self.graphs(chunk, bgr)
+                    results += self._finish(outs, input_hw, ratio_pads, chunk)
             return results
         for chunk, batch, ratio_pads in self.batches(images, prepare, 114 / 255.0):  # grey images up to the minimum
             results += self._finish(self.infer(batch), tuple(batch.shape[2:]), ratio_pads, chunk)
@@ -679,7 +682,7 @@ def check_outputs(labels: Sequence[str], out_dir: str | Path, inputs: Sequence[A
         path = Path(out_dir) / name
         same = [sources[k] for k in _file_keys(path) if k in sources]
         check_output(path, inputs=same[:1], what="--out",  # its error for an input, its checks for all
-                     kind=JSON_FILE if name == DETECTIONS_JSON else None)
+                     kind=DETECTIONS_FILE if name == DETECTIONS_JSON else None)
 
 
 def _file_keys(path: Path) -> list[Any]:

@@ -9,10 +9,13 @@ several synchronisations become one launch and one wait. Raw predictions (NMS in
 their NMS runs after the graph, as without graphs (its output sizes vary).
 
 A graph is made on the first batch of a given list of image shapes (a camera's frames: always the same one) and
-kept, the least recently used out past `keep` (each holds its own buffers and the engine's bound memory).
+kept, the least recently used out past `keep` (each holds its own buffers, the resize tables it reads and the
+engine's bound memory); a refit of the engine drops them all. Calls from several threads take turns (`lock`:
+held by the Detector until it has read the outputs).
 """
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -47,14 +50,16 @@ class DetectGraphs:
         self.engine, self.device, self.input_hw, self.stride, self.rect = engine, device, input_hw, stride, rect
         self.min_hw, self.min_batch, self.to_host, self.keep = min_hw, min_batch, tuple(to_host), keep
         self._graphs: OrderedDict[tuple, _Captured] = OrderedDict()
+        self._refits = getattr(engine, "_refits", 0)
         self.captures = 0
+        self.lock = threading.Lock()
 
     def __call__(self, images: Sequence[np.ndarray], bgr: bool) -> tuple[dict[str, Any], tuple[int, int],
                                                                            list[RatioPad]]:
         """Run the pipeline on HxWx3 uint8 `images` (at most the engine's largest batch) and wait for it: (outputs:
         the `to_host` ones as host tensors, the others on the GPU; the engine input's height and width; per image
         its (ratio, (left, top))). The outputs are the graph's own buffers: the next call on these shapes
-        overwrites them."""
+        overwrites them (hold `lock` until they are read)."""
         for i, im in enumerate(images):
             if not isinstance(im, np.ndarray) or im.dtype != np.uint8 or im.ndim != 3 or im.shape[2] != 3:
                 got = f"{tuple(im.shape)} {im.dtype}" if hasattr(im, "shape") else type(im).__name__
@@ -62,6 +67,9 @@ class DetectGraphs:
             if min(im.shape[:2]) < 1:
                 raise NetdefError(f"image {i} is empty ({tuple(im.shape)})")
         key = (bool(bgr), tuple(im.shape for im in images))
+        if getattr(self.engine, "_refits", 0) != self._refits:  # a refit ended the steps the graphs run
+            self._graphs.clear()
+            self._refits = self.engine._refits
         cap = self._graphs.get(key)
         if cap is None:
             while len(self._graphs) >= self.keep:
@@ -98,13 +106,15 @@ class DetectGraphs:
             view = batch[:n, :, :hw[0], :hw[1]]
             ratio_pads: list[RatioPad] = []
             host_out: dict[str, Any] = {}
+            tables: list[Any] = []  # the resize tables the graph reads (a cache could free them)
 
             def before() -> None:
                 for d, h in zip(dev_in, host_in):
                     d.copy_(h, non_blocking=True)
                 if view.shape != batch.shape:
                     batch.fill_(GREY)  # rect's padding and the grey images up to the smallest batch
-                ratio_pads[:] = letterbox(dev_in, self.input_hw, self.stride, self.rect, bgr=bgr, out=view)[1]
+                ratio_pads[:] = letterbox(dev_in, self.input_hw, self.stride, self.rect, bgr=bgr, out=view,
+                                          keep=tables)[1]
 
             def after(outs: dict[str, Any]) -> None:
                 for k in self.to_host:
@@ -113,6 +123,6 @@ class DetectGraphs:
                     host_out[k].copy_(outs[k], non_blocking=True)
 
             step = eng.capture({t.name: batch}, before=before, after=after)
-        step.keep(dev_in)
+        step.keep(dev_in, tables)
         self.captures += 1
         return _Captured(step, host_in, host_out, input_hw, ratio_pads)

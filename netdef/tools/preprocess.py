@@ -62,7 +62,7 @@ def letterbox_size(shapes: Sequence[Sequence[int]], new_shape: int | Sequence[in
 
 def letterbox(images: Sequence[ImageLike], new_shape: int | Sequence[int] = (640, 640), stride: int = 32,
               auto: bool = False, color: int = 114, *, scaleup: bool = True, bgr: bool = True,
-              device: Any = None, out: Any = None) -> tuple[Any, list[RatioPad]]:
+              device: Any = None, out: Any = None, keep: list[Any] | None = None) -> tuple[Any, list[RatioPad]]:
     """Letterbox a batch: returns ((B, 3, h, w) float32 in [0, 1] RGB, [(ratio, (pad_w, pad_h))] per image).
 
     images: HxWx3 uint8 numpy arrays or torch tensors, BGR like cv2.imread (`bgr=False` for RGB, e.g. PIL).
@@ -71,6 +71,7 @@ def letterbox(images: Sequence[ImageLike], new_shape: int | Sequence[int] = (640
     offsets in pixels (what `scale_boxes` subtracts). device: where to compute (default: the first tensor's
     device, else the CPU); numpy images are uploaded as uint8. `out`: a tensor (or view) of the batch's shape to
     write instead of a new one (any float dtype; its device is the default), e.g. an engine's bound input.
+    `keep`: a list the resize tables used are added to (a CUDA graph of this must keep them: they live in a cache).
     """
     torch = _torch()
 
@@ -96,7 +97,7 @@ def letterbox(images: Sequence[ImageLike], new_shape: int | Sequence[int] = (640
         if bgr:
             x = x.flip(0)
         if (nh, nw) != tuple(t.shape[:2]):
-            x = resize_linear(x, nh, nw)
+            x = resize_linear(x, nh, nw, keep)
         top, left = pad_offsets((nh, nw), (bh, bw))
         batch[i, :, top:top + nh, left:left + nw] = x.float() / 255.0
         ratio_pads.append((r, (float(left), float(top))))
@@ -125,22 +126,25 @@ def _linear_taps(n_out: int, n_in: int, vertical: bool) -> tuple[np.ndarray, np.
     return i0, i1, a0, a1
 
 
-@functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=1024)
 def _device_taps(n_out: int, n_in: int, vertical: bool, device: Any) -> tuple[Any, ...]:
     """`_linear_taps` as tensors on `device`, kept: a camera stream resizes the same sizes again and again."""
     torch = _torch()
     return tuple(torch.from_numpy(v).to(device) for v in _linear_taps(n_out, n_in, vertical))
 
 
-def resize_linear(x: Any, nh: int, nw: int) -> Any:
+def resize_linear(x: Any, nh: int, nw: int, keep: list[Any] | None = None) -> Any:
     """Resize a (C, H, W) uint8 tensor like cv2.resize(INTER_LINEAR) (its fixed-point uint8 arithmetic).
 
     Half-pixel centres, cv2's edge handling, 11-bit weights, a horizontal then a vertical pass with the
-    rounding of cv2's vectorised uint8 path. Returns uint8 (C, nh, nw).
+    rounding of cv2's vectorised uint8 path. Returns uint8 (C, nh, nw). `keep`: see `letterbox`.
     """
     torch = _torch()
-    x0, x1, a0, a1 = _device_taps(nw, x.shape[2], False, x.device)
-    y0, y1, b0, b1 = _device_taps(nh, x.shape[1], True, x.device)
+    columns, rows_taps = _device_taps(nw, x.shape[2], False, x.device), _device_taps(nh, x.shape[1], True, x.device)
+    if keep is not None:
+        keep += [columns, rows_taps]
+    x0, x1, a0, a1 = columns
+    y0, y1, b0, b1 = rows_taps
     xi = x.to(torch.int32)
     rows = xi[:, :, x0] * a0 + xi[:, :, x1] * a1  # (C, H, nw), scaled by 2048
     top = (rows[:, y0] >> 4) * b0[:, None] >> 16

@@ -45,8 +45,8 @@ def profile_engine(path: str | Path, batch: int, runs: int = 200, warmup: int = 
         totals[name] += ms
 
     profiler = trt_api.attach_profiler(step.context, on_layer)  # noqa: F841  (alive while the engine runs)
-    for _ in range(runs):
-        with interrupts.tensorrt_call():  # the profiler is called back during the run
+    with interrupts.tensorrt_call():  # the profiler is called back during the runs
+        for _ in range(runs):
             step()
             step.synchronize()
     with eng.on_device():
