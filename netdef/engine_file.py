@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import EngineFileError, EngineMismatchError
-from .fileio import FileKind, atomic_write
+from .fileio import FileKind, atomic_write, recognised
 from .trt_api import PLAN_MAGICS
 
 MAGIC = b"NETDEF-ENGINE\n"
@@ -156,6 +156,10 @@ def _read_header(f: Any, path: Path) -> dict[str, Any]:
     if not head.startswith(MAGIC):
         if head and MAGIC.startswith(head):
             raise _damaged(path, f"the file ends after {len(head)} bytes, inside the netdef magic")
+        what = recognised(head)
+        if what is not None and what not in ("a TensorRT plan", "a TensorRT-RTX plan"):
+            raise EngineFileError(f"{path} is not a netdef engine: it looks like {what}; give the engine `netdef "
+                                  "build` wrote")
         raise EngineFileError(f"{path} is not a netdef engine (no netdef header): build it with `netdef build`; "
                               "a raw TensorRT plan runs with `netdef run` or `Engine(...)` (its metadata comes from "
                               "the sidecar `netdef export-plan` writes)")

@@ -4,12 +4,13 @@ from __future__ import annotations
 import contextlib
 import importlib
 import sys
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from .errors import NetdefError, OptionError, raised_at
-from .fileio import check_output
+from .fileio import check_output, read_head, recognised
 from .wts import WTS_FILE, write_wts
 
 CHECKPOINT_KEYS = ("ema", "model", "state_dict", "model_state_dict")
@@ -60,7 +61,9 @@ def load_checkpoint(path: str | Path) -> Any:
     if not path.is_file():
         raise NetdefError(f"checkpoint not found: {path}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # a first, safe attempt: what it warns of, the retry reports
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except ModuleNotFoundError as e:
         raise _missing_code(path, e) from None
     except Exception:  # noqa: BLE001  pickled model objects: retry trusting the file, as the user asked
@@ -70,7 +73,13 @@ def load_checkpoint(path: str | Path) -> Any:
     except ModuleNotFoundError as e:
         raise _missing_code(path, e) from None
     except Exception as e:  # noqa: BLE001
-        raise NetdefError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}") from None
+        head = read_head(path)
+        if head.startswith(b"\x80") and "magic number" in str(e):  # pickle.dump's, not torch.save's
+            raise NetdefError(f"cannot read checkpoint {path}: it is a plain pickle, not a torch.save file: load it "
+                              "with pickle and torch.save what it holds (a state_dict or the model)") from None
+        what = recognised(head)
+        kind = f" ({path.name} looks like {what})" if what and not what.startswith(("a zip", "a pickle")) else ""
+        raise NetdefError(f"cannot read checkpoint {path}{kind}: {type(e).__name__}: {e}") from None
 
 
 def _missing_code(path: Path, e: ModuleNotFoundError) -> NetdefError:

@@ -311,6 +311,9 @@ def test_kind_checks_refuse_configs_pipes_and_speak_of_the_input(r18_engine, tmp
     wts.write_text("0\n")
     assert main(["refit", str(wts), "-w", str(wts).replace("w.wts", "v.wts")]) == 1
     assert f"{wts} is not a netdef engine" in capsys.readouterr().err
+    wts.write_text("1\nw 1 3f800000\n")  # the .wts given in the engine's place is named as one
+    assert main(["refit", str(wts), "-w", str(wts).replace("w.wts", "v.wts")]) == 1
+    assert f"{wts} is not a netdef engine: it looks like a .wts weights file" in capsys.readouterr().err
 
 
 def test_outputs_replace_empty_files_and_files_of_their_kind(r18, r18_engine, tmp_path):

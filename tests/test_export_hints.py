@@ -118,3 +118,21 @@ def test_export_leaves_the_callers_random_streams_alone(tmp_path):
     assert read_wts(tmp_path / "a.wts")["fc.weight"].shape == (512000,)
     with pytest.raises(OptionError, match=r"--seed 99999999999999999999: expected an integer from 0 to 2\*\*63 - 1"):
         export_wts("torchvision:resnet18", tmp_path / "c.wts", seed=99999999999999999999)
+
+
+def test_a_plain_pickle_and_a_wts_given_as_checkpoint_are_named(tmp_path):
+    """pickle.dump's file is no torch.save checkpoint (torch says 'Invalid magic number'); a .wts named .pt is
+    named as one."""
+    import pickle
+
+    from netdef.export import load_checkpoint
+
+    plain = tmp_path / "weights.pkl"
+    plain.write_bytes(pickle.dumps({"a": [1, 2]}))
+    with pytest.raises(NetdefError, match=r"weights\.pkl: it is a plain pickle, not a torch\.save file: load it with "
+                                          r"pickle and torch\.save what it holds"):
+        load_checkpoint(plain)
+    wts = tmp_path / "best.pt"
+    wts.write_text("1\nw 1 3f800000\n")
+    with pytest.raises(NetdefError, match=r"best\.pt \(best\.pt looks like a \.wts weights file\)"):
+        load_checkpoint(wts)
