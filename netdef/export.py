@@ -158,8 +158,25 @@ def randomize_batchnorm(model: Any, seed: int = 0) -> None:
                     m.bias.copy_(torch.randn(n, generator=g) * 0.1)
 
 
+def randomize_constants(model: Any, seed: int = 0) -> list[str]:
+    """Give every float tensor of `model` whose values are all equal (initial LayerNorm and BatchNorm affines and
+    statistics, zero biases, ConvNeXt's 1e-6 layer scales) random values in [0.5, 1.5): random-weight tests then
+    exercise every weight, as trained weights do (a mistake behind a 1e-6 layer scale is invisible). Returns the
+    keys changed."""
+    torch = _torch()
+    g = torch.Generator().manual_seed(seed)
+    changed = []
+    with torch.no_grad():
+        for key, t in model.state_dict(keep_vars=True).items():
+            if t.is_floating_point() and t.numel() > 1 and bool((t == t.reshape(-1)[0]).all()):
+                t.copy_(torch.rand(t.shape, generator=g, dtype=torch.float64).to(t.dtype) + 0.5)
+                changed.append(key)
+    return changed
+
+
 def export_wts(source: Any, output: str | Path, *, state_dict: str | None = None, randomize_bn: bool = False,
-               seed: int = 0, progress: bool = False, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+               randomize_consts: bool = False, seed: int = 0, progress: bool = False,
+               log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Write SOURCE's weights to `output` (.wts); returns the state_dict written. `seed` seeds PyTorch's (CPU),
     NumPy's and Python's global generators while the model is made, so a randomly initialised export
     (torchvision:NAME, a callable) is reproducible: the same seed writes the same bytes. Their states are put
@@ -178,11 +195,13 @@ def export_wts(source: Any, output: str | Path, *, state_dict: str | None = None
             obj = load_source(source, state_dict=state_dict)
     else:
         obj = source
+    for wanted, option in ((randomize_bn, "--randomize-bn"), (randomize_consts, "--randomize-constants")):
+        if wanted and not isinstance(obj, _torch().nn.Module):
+            raise NetdefError(f"{option} needs a model source (torchvision:NAME or a callable), not a state_dict")
     if randomize_bn:
-        torch = _torch()
-        if not isinstance(obj, torch.nn.Module):
-            raise NetdefError("--randomize-bn needs a model source (torchvision:NAME or a callable), not a state_dict")
         randomize_batchnorm(obj, seed)
+    if randomize_consts:
+        randomize_constants(obj, seed)
     sd = state_dict_of(obj, str(source) if isinstance(source, str) else "source", log)
     sd = {k: v for k, v in sd.items() if not k.endswith("num_batches_tracked")}
     if progress:

@@ -108,6 +108,7 @@ class Network:
         self._fp32_tensors: set[str] = set()  # float32 outputs of fp32 blocks (strongly typed): cast back on use
         self._casts: dict[tuple[str, Any], Any] = {}  # (tensor name, dtype) -> its cast, made once
         self._checked = 0  # layers whose output shapes check_layers has seen
+        trt_api.forget_errors()  # TensorRT's messages about an earlier network's layers of the same names
 
     # ------------------------------------------------------------ build parameters and plugins
 
@@ -196,8 +197,9 @@ class Network:
             for k in range(layer.num_outputs):
                 if _shape_or_none(layer.get_output(k)) is None:
                     inputs = [_shape_or_none(layer.get_input(j)) for j in range(layer.num_inputs)]
+                    said = trt_api.last_error(layer.name)
                     raise TensorRTError(f"TensorRT rejected layer {layer.name} ({layer.type.name}) with input "
-                                        f"shapes {inputs} (its message above says why)")
+                                        f"shapes {inputs}" + (f": {said}" if said else " (its message above says why)"))
         self._checked = raw.num_layers
 
     def name(self, layer: Any, name: str) -> Any:
@@ -242,7 +244,8 @@ class Network:
         if arr.size != expected:
             raise WeightKeyError(
                 f"{self.source}: '{key}' has {arr.size} values but the architecture expects shape "
-                f"{shape} = {expected} values: the .wts does not belong to this architecture/config")
+                f"{shape} = {expected} values: the .wts does not belong to this architecture/config, or a block "
+                f"computes this shape differently from the model (its channels, groups or input shape)")
         self.used.add(key)
         return arr.reshape(shape)
 
@@ -491,9 +494,11 @@ class Network:
         for d in range(1, len(shapes[0])):
             sizes = {s[d] for s in shapes if s[d] >= 0 and (axis is not None or s[d] != 1)}
             if d != axis and len(sizes) > 1:
-                hint = ("; with strided layers the input height and width must be multiples of the network's "
+                made = ", ".join(f"{list(s)} from layer '{t.name}'" for t, s in zip(tensors, shapes))
+                hint = ("; check the padding, stride and kernel size of the layers that made them (a block's own "
+                        "or a YAML row's), or whether the input height and width are multiples of the network's "
                         "total stride (the product of its downsampling strides)") if d >= 2 else ""
-                raise SpecError(f"{name}: input shapes {[list(s) for s in shapes]} differ in dimension {d}{hint}")
+                raise SpecError(f"{name}: input shapes differ in dimension {d}: {made}{hint}")
 
     def pool(self, x: Any, kind: str, k: int, s: int | None = None, p: int = 0, name: str = "pool") -> Any:
         """max or avg pooling; avg counts padding like PyTorch's default (count_include_pad=True)."""
@@ -884,15 +889,21 @@ class Network:
         return y
 
     def linear(self, x: Any, prefix: str, c2: int, bias: bool = True) -> Any:
-        """nn.Linear `prefix`: y = x W^T + b. On (B, C) or tokens (B, N, C) a matrix multiply `prefix` (TensorRT 10
-        removed the fully connected layer) and the bias add `prefix/add_bias`; on pooled (B, C, 1, 1) features a
-        1x1 convolution with the bias fused, flattened to (B, c2)."""
+        """nn.Linear `prefix`: y = x W^T + b over the last dimension, as torch's. On (B, C), tokens (B, N, C) or any
+        (..., C) (channels-last maps (B, H, W, C): ConvNeXt's MLP) a matrix multiply `prefix` (TensorRT 10 removed
+        the fully connected layer) and the bias add `prefix/add_bias`; on pooled (B, C, 1, 1) features a 1x1
+        convolution with the bias fused, flattened to (B, c2)."""
         if len(x.shape) == 4 and tuple(x.shape[2:]) == (1, 1):
             return self.flatten(self.conv(x, prefix, c2, 1, bias=bias), f"{prefix}/flatten")
-        if len(x.shape) not in (2, 3):
-            raise SpecError(f"{prefix}: Linear takes (B, C), tokens (B, N, C) or pooled (B, C, 1, 1) input, got "
-                            f"{tuple(x.shape)}; add a Flatten or GlobalAvgPool row before it")
+        if len(x.shape) < 2:
+            raise SpecError(f"{prefix}: Linear takes (B, C), tokens (B, N, C), (..., C) or pooled (B, C, 1, 1) input, "
+                            f"got {tuple(x.shape)}")
         c1 = int(x.shape[-1])
+        stored = self.weights.get(f"{prefix}.weight")
+        if len(x.shape) == 4 and stored is not None and np.size(stored) == c2 * int(x.shape[1]) != c2 * c1:
+            raise SpecError(f"{prefix}: Linear acts on the last dimension ({c1}) of {tuple(x.shape)}, but its weight "
+                            f"takes the {int(x.shape[1])} channels: add a Flatten or GlobalAvgPool row before it, or "
+                            "permute the channels last")
         w = self.weight(f"{prefix}.weight", (c2, c1))
         if self._quantized(prefix):
             wt = self.quantizer.linear_weight(self, x, prefix, w)

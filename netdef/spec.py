@@ -470,6 +470,10 @@ def build_network(spec: Spec, net: Network, input_hw: tuple[int, int] | None = N
         except NetdefError as e:
             raise e.at(spec.where(row))
         except Exception as e:  # noqa: BLE001  anything else escaping a block: its arguments or its own bug
+            try:  # a layer TensorRT rejected inside the block (the block then failed on its output): say which
+                net.check_layers()
+            except NetdefError as rejected:
+                raise rejected.at(spec.where(row)) from e
             lines = str(e).strip().splitlines() or [""]
             given = ", ".join([*map(repr, row.args), *(f"{k}={v!r}" for k, v in row.kwargs.items())])
             raise BlockError(f"block {row.block.name} ({row.block.module}.{row.block.fn.__name__}) raised "

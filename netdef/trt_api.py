@@ -8,6 +8,7 @@ CUDA devices too: TensorRT builds, deserializes and runs on the calling thread's
 """
 from __future__ import annotations
 
+import collections
 import functools
 import importlib
 import json
@@ -115,6 +116,17 @@ def logger() -> Any:
 
 
 _LOGGER: list[Any] = []  # the one logger, made on first use
+_ERRORS: collections.deque[str] = collections.deque(maxlen=8)  # TensorRT's last error messages (netdef's logger)
+
+
+def forget_errors() -> None:
+    _ERRORS.clear()
+
+
+def last_error(about: str) -> str | None:
+    """TensorRT's first recent error message naming `about` (a layer: the cause, before its consequences), where
+    netdef's logger saw it (its commands)."""
+    return next((m for m in _ERRORS if about in m), None)
 
 
 def _process_logger(in_command: bool) -> Any:
@@ -134,6 +146,8 @@ def _stderr_logger() -> Any:
 
         @interrupts.trt_callback
         def log(self, severity: Any, msg: str) -> None:
+            if int(severity) <= 1:  # (INTERNAL_)ERROR: kept for netdef's own error messages
+                _ERRORS.append(msg)
             if int(severity) > self.threshold or (interrupts.CANCEL.is_set() and "BuildCanceled" in msg):
                 return  # (a build netdef cancelled on a signal: that is said once, by netdef)
             sys.stderr.write(f"[TRT] [{letters.get(int(severity), '?')}] {msg}\n")

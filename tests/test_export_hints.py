@@ -136,3 +136,28 @@ def test_a_plain_pickle_and_a_wts_given_as_checkpoint_are_named(tmp_path):
     wts.write_text("1\nw 1 3f800000\n")
     with pytest.raises(NetdefError, match=r"best\.pt \(best\.pt looks like a \.wts weights file\)"):
         load_checkpoint(wts)
+
+
+def test_randomize_constants_gives_every_constant_tensor_values():
+    """--randomize-constants: initial norms, zero biases and 1e-6 layer scales get values in [0.5, 1.5), the same for
+    the same seed; tensors that already vary and integer buffers are kept."""
+    from netdef.export import randomize_constants
+
+    def model():
+        torch.manual_seed(0)
+        m = torch.nn.Module()
+        m.conv = torch.nn.Conv2d(3, 4, 3)
+        torch.nn.init.zeros_(m.conv.bias)
+        m.ln = torch.nn.LayerNorm(4)
+        m.gamma = torch.nn.Parameter(torch.full((4, 1, 1), 1e-6))
+        m.register_buffer("index", torch.arange(4))
+        return m
+
+    a, b = model(), model()
+    conv = a.conv.weight.detach().clone()
+    assert randomize_constants(a, seed=3) == ["gamma", "conv.bias", "ln.weight", "ln.bias"]
+    randomize_constants(b, seed=3)
+    for (k, v), w in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(v, w), k
+    assert torch.equal(a.conv.weight, conv) and torch.equal(a.index, torch.arange(4))
+    assert all(0.5 <= float(t.min()) and float(t.max()) < 1.5 for t in (a.gamma, a.conv.bias, a.ln.weight, a.ln.bias))

@@ -112,10 +112,13 @@ def test_linear_on_pooled_features_is_a_1x1_convolution():
                                                                       ("fc/flatten", T.SHUFFLE)]
     assert net.check_keys() == []
     net2 = Network(w, source="t.wts")
-    with pytest.raises(NetdefError, match=r"fc: Linear takes \(B, C\), tokens \(B, N, C\) or pooled \(B, C, 1, 1\) "
-                                          r"input, got "
-                                          r"\(-1, 8, 2, 2\); add a Flatten or GlobalAvgPool row"):
+    with pytest.raises(NetdefError, match=r"fc: Linear acts on the last dimension \(2\) of \(-1, 8, 2, 2\), but its "
+                                          r"weight takes the 8 channels: add a Flatten or GlobalAvgPool row before it, "
+                                          r"or permute the channels last"):
         net2.linear(net2.input("x", (-1, 8, 2, 2)), "fc", 4)
+    net3 = Network(w, source="t.wts")  # channels last (B, H, W, C), as torch's Linear over the last dimension
+    y = net3.linear(net3.permute(net3.input("x", (-1, 8, 2, 2)), "to_last", (0, 2, 3, 1)), "fc", 4)
+    assert tuple(y.shape) == (-1, 2, 2, 4) and net3.check_keys() == []
 
 
 # ---------------------------------------------------------------- fp16 range, input shape

@@ -287,6 +287,33 @@ def test_a_layer_tensorrt_rejects_is_blamed_on_its_own_row(tmp_path):
     assert not isinstance(e.value, BlockError) and isinstance(e.value, NetdefError)
 
 
+def test_a_layer_rejected_inside_a_block_is_named_with_tensorrts_reason(tmp_path):
+    """A block whose raw layer TensorRT rejects and which then fails on its output (its shape: RuntimeError) is
+    reported as that layer's rejection, with TensorRT's own reason where netdef's logger saw it (a command)."""
+    from netdef import interrupts
+    from netdef.registry import BLOCKS, block
+    from netdef.spec import build_network, load_spec
+
+    @block("TypeClashForTest")
+    def clash(net, x, prefix):
+        c = net.definition.raw.add_constant((1, 1), np.ones((1, 1), np.int32)).get_output(0)
+        layer = net.name(net.definition.raw.add_elementwise(x, c, net.trt.ElementWiseOperation.PROD),
+                         f"{prefix}/elementwise")
+        return net.relu(layer.get_output(0), f"{prefix}/act") if tuple(layer.get_output(0).shape) else None
+
+    try:
+        p = tmp_path / "bad.yaml"
+        p.write_text(BAD_ROW.replace("BadReshapeForTest", "TypeClashForTest"))
+        net = Network({"fc.weight": np.ones(6, np.float32), "fc.bias": np.zeros(2, np.float32)})
+        with interrupts.handled(), pytest.raises(TensorRTError) as e:  # as in a command: netdef's logger
+            build_network(load_spec(p), net)
+    finally:
+        BLOCKS.pop("TypeClashForTest")
+    msg = str(e.value)
+    assert "bad.yaml:6: row 1 (TypeClashForTest): TensorRT rejected layer bad/elementwise (ELEMENTWISE)" in msg
+    assert not isinstance(e.value, BlockError)
+
+
 def test_gelu_uses_tensorrts_activation_where_it_has_one():
     net = Network({})
     net.gelu(net.input("x", (-1, 4)), "g")

@@ -141,7 +141,9 @@ def test_mismatched_join_names_the_row(tmp_path):
     p.write_text("input: {shape: [3, 9, 9]}\nlayers:\n  - [-1, 1, MaxPool, [2, 2]]\n"
                  "  - [[-1, -2], 1, Concat, [1]]\n")
     net = Network({}, precision="fp32")
-    with pytest.raises(NetdefError, match=r"a.yaml:4: row 1 \(Concat\): model.1/concat: input shapes .* differ in dimension 2"):
+    with pytest.raises(NetdefError, match=r"a.yaml:4: row 1 \(Concat\): model.1/concat: input shapes differ in "
+                                          r"dimension 2: \[-1, 3, 4, 4\] from layer 'model.0', \[-1, 3, 9, 9\] from "
+                                          r"layer 'input'; check the padding, stride and kernel size"):
         build_network(load_spec(p), net)
 
 

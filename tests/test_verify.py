@@ -644,3 +644,48 @@ def test_check_block_cpu_catches_a_wrong_block():
 
     with pytest.raises(AssertionError, match=r"fp32 \(CPU\): max relative error .* > 1e-05"):
         check_block_cpu(lambda net, x, p: net.gelu(x, p, "tanh"), torch.nn.GELU(), (2, 3, 8, 8))  # erf vs tanh
+
+
+def test_modules_whose_weights_are_never_compared_are_named():
+    """A block that names a layer freely (not after its module) hides that module from the comparison: behind a
+    small layer scale its mistakes pass every compared layer. The summary names such modules; a layer NAME/add_bias
+    covers NAME, a convolution whose output is compared as its BatchNorm covers itself."""
+    from netdef.verify import _uncompared
+    from netdef.verify.report import Report, Row
+
+    rows = [Row("stem.conv", "stem.bn", (1,), 0.0, "pass"), Row("head/add_bias", "head", (1,), 0.0, "pass"),
+            Row("blk.proj", "blk.proj", (1,), None, "skip", "module not run by forward()")]
+    tensors = dict.fromkeys(["stem.conv.weight", "stem.bn.weight", "stem.bn.num_batches_tracked", "head.weight",
+                             "blk.fc.weight", "blk.proj.weight", "blk.gamma", "scale"])
+    report = Report("m", "CPU", 1e-5, rows, 0)
+    report.uncompared = _uncompared(tensors, report)
+    assert report.uncompared == ["blk.fc", "blk.proj", "blk"]
+    assert report.summary().endswith("; 3 module(s) whose weights are read were never compared (blk.fc, blk.proj, "
+                                     "blk): a mistake there shows only through later layers (not at all behind a "
+                                     "small layer scale); name their layers after them")
+
+
+def test_verify_with_a_batch_of_two_and_attention_compared(tmp_path):
+    """--batch 2 feeds two images (a block mixing the batch up differs there only); MultiheadAttention, which
+    returns (output, weights), is compared by its output."""
+    from torch import nn
+
+    from netdef.export import export_wts
+    from netdef.verify.reference import run_hooked
+
+    wts = tmp_path / "r18.wts"
+    export_wts("torchvision:resnet18", wts, randomize_bn=True)
+    report = verify("resnet18", wts, "torchvision:resnet18", cpu=True, batch=2, log=lambda m: None)
+    assert report.ok and "batch 2" in report.mode and not report.uncompared
+
+    class Attention(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+
+        def forward(self, x):
+            return self.attn(x, x, x)[0] * 2
+
+    x = np.random.default_rng(0).standard_normal((2, 5, 8)).astype(np.float32)
+    outs = run_hooked(Attention(), x, ["attn"])
+    assert "attn" not in outs.skipped and np.allclose(outs.outputs["attn"] * 2, outs.finals[0])

@@ -64,7 +64,9 @@ def multihead_attention(net: Network, x: Any, prefix: str, heads: int) -> Any:
         attn = net.softmax(scores, f"{prefix}/softmax", -1)
     y = net.matmul(attn, v, f"{prefix}/context")  # (B, heads, N, d)
     y = net.shuffle(y, f"{prefix}/merge_heads", first=(0, 2, 1, 3), reshape=(0, n, e))
-    return net.linear(y, f"{prefix}.out_proj", e)
+    out = net.linear(y, f"{prefix}.out_proj", e)
+    net.match(out, prefix)  # MultiheadAttention's output (its out_proj is no module forward() calls)
+    return out
 
 
 @block("ViTEncoderLayer", repeat_arg="n")

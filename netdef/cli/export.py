@@ -21,8 +21,11 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--state-dict", help="load these weights into the model first (the torchvision or callable "
                                         "model, or the model a checkpoint pickles, made float32)")
     p.add_argument("--randomize-bn", action="store_true", help="random BatchNorm statistics (for testing)")
+    p.add_argument("--randomize-constants", action="store_true",
+                   help="random values in [0.5, 1.5) for every tensor whose values are all equal (initial norms, "
+                        "zero biases, 1e-6 layer scales), so `netdef verify` sees every weight at work (for testing)")
     p.add_argument("--seed", type=number("--seed"), default=0,
-                   help="seeds the random initialisation of torchvision/callable models and --randomize-bn: the "
+                   help="seeds the random initialisation of torchvision/callable models and --randomize-*: the "
                         "same seed writes the same bytes (default 0)")
     return p
 
@@ -30,7 +33,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 def cmd_export(a: argparse.Namespace) -> int:
     from ..export import export_wts
 
-    sd = export_wts(a.source, a.output, state_dict=a.state_dict, randomize_bn=a.randomize_bn, seed=a.seed,
+    sd = export_wts(a.source, a.output, state_dict=a.state_dict, randomize_bn=a.randomize_bn,
+                    randomize_consts=a.randomize_constants, seed=a.seed,
                     progress=sys.stderr.isatty())
     n = sum(int(v.numel()) for v in sd.values())
     print(f"wrote {a.output}: {len(sd)} tensors, {n:,} values")

@@ -30,6 +30,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--tol", type=number("--tol", float, above=0.0),
                    help="max relative error per layer (default 1e-5 with --cpu, 1e-4 for fp32 engines, 1e-2 fp16)")
     p.add_argument("--seed", type=number("--seed"), default=0, help="seed of the random input (default 0)")
+    p.add_argument("--batch", type=number("--batch", minimum=1), default=1,
+                   help="images in the random input (default 1; 2 or more catches blocks that mix the batch up)")
     add_blocks_option(p)
     return p
 
@@ -40,7 +42,7 @@ def cmd_verify(a: argparse.Namespace) -> int:
 
     load_blocks(a)
     opts = BuildOptions(precision=a.precision, input_hw=parse_hw(a.input_shape), params=parse_params(a.set))
-    report = verify(a.arch, a.weights, a.model, cpu=a.cpu, opts=opts, tol=a.tol, seed=a.seed)
+    report = verify(a.arch, a.weights, a.model, cpu=a.cpu, opts=opts, tol=a.tol, seed=a.seed, batch=a.batch)
     first = report.first_failure
     if first is not None:
         print(f"first divergent layer: {first.layer} (PyTorch module {first.module}): "

@@ -10,7 +10,7 @@ engine whose compared tensors are marked as outputs (`engine.py`).
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ import numpy as np
 from .. import trt_api
 from ..define import define_network, weights_identity
 from ..errors import NetdefError, OptionError, TensorRTUnavailable
+from ..network import IGNORED_KEY_SUFFIXES
 from ..options import BuildOptions
 from ..spec import Spec, load_spec
 from ..wts import read_wts
@@ -39,12 +40,15 @@ def default_tolerance(precision: str, cpu: bool) -> float:
 
 
 def verify(arch: str | Path | Spec, weights: str | Path, model: Any, *, cpu: bool = False,
-           opts: BuildOptions | None = None, tol: float | None = None, seed: int = 0,
+           opts: BuildOptions | None = None, tol: float | None = None, seed: int = 0, batch: int = 1,
            log: Callable[[str], None] | None = None) -> Report:
     """Compare the network `arch` + `weights` with `model` (a torch module, or a source as `netdef export` takes
-    it: torchvision:NAME, package.module:callable, a checkpoint) layer by layer on one random input."""
+    it: torchvision:NAME, package.module:callable, a checkpoint) layer by layer on one random input of `batch`
+    images."""
     log = log or _stderr
-    opts = replace(opts or BuildOptions(), tf32=False, batch=(1, 1, 1), profiles=())
+    if batch < 1:
+        raise OptionError(f"verify batch {batch}: must be >= 1")
+    opts = replace(opts or BuildOptions(), tf32=False, batch=(batch, batch, batch), profiles=())
     if opts.precision not in ("fp32", "fp16"):
         raise OptionError(f"verify compares fp32 or fp16 networks, not {opts.precision}")
     tol = default_tolerance(opts.precision, cpu) if tol is None else tol
@@ -63,7 +67,7 @@ def verify(arch: str | Path | Spec, weights: str | Path, model: Any, *, cpu: boo
     layers = trt_api.describe_layers(net.definition)
     raw = net.definition.raw
     outputs = [raw.get_output(i).name for i in range(raw.num_outputs)]
-    feeds = _random_inputs(raw, seed)
+    feeds = _random_inputs(raw, seed, batch)
     if len(feeds) != 1:
         raise NetdefError(f"verify feeds one input to the PyTorch model; {spec.name} has {len(feeds)}")
     x = next(iter(feeds.values()))
@@ -85,14 +89,27 @@ def verify(arch: str | Path | Spec, weights: str | Path, model: Any, *, cpu: boo
                                weights={"path": identity[0], "sha256": identity[1]})
         refs = run_hooked(model, x, pairs.values(), device="cuda", dtype="float32")
         mode = f"GPU engine, {trt_api.version_string()}"
-    return compare(spec.name, f"{mode}, {opts.precision}", tol, layers, values, refs, matched, outputs)
+    report = compare(spec.name, f"{mode}, {opts.precision}" + (f", batch {batch}" if batch > 1 else ""), tol, layers,
+                     values, refs, matched, outputs)
+    report.uncompared = _uncompared(tensors, report)
+    return report
 
 
-def _random_inputs(definition: Any, seed: int) -> dict[str, np.ndarray]:
-    """A standard-normal float32 array per network input (a dynamic batch is 1)."""
+def _uncompared(tensors: Mapping[str, Any], report: Report) -> list[str]:
+    """The modules whose weights the network reads but whose output no row compared: a mistake inside one shows
+    only through what follows it (not at all behind a small layer scale): name their layers after them."""
+    done = [r for r in report.rows if r.status != "skip"]
+    compared = {r.module for r in done} | {r.layer.split("/")[0] for r in done}  # a layer NAME/add_bias is NAME's
+    owners = dict.fromkeys(k.rsplit(".", 1)[0] for k in tensors if "." in k and not k.endswith(IGNORED_KEY_SUFFIXES))
+    return [m for m in owners if m not in compared and not any(c.startswith(m + ".") for c in compared)]
+
+
+def _random_inputs(definition: Any, seed: int, batch: int = 1) -> dict[str, np.ndarray]:
+    """A standard-normal float32 array per network input (the dynamic batch `batch`)."""
     rng = np.random.default_rng(seed)
     inputs = [definition.get_input(i) for i in range(definition.num_inputs)]
-    return {t.name: rng.standard_normal([1 if d < 0 else int(d) for d in t.shape]).astype(np.float32) for t in inputs}
+    return {t.name: rng.standard_normal([batch if d < 0 else int(d) for d in t.shape]).astype(np.float32)
+            for t in inputs}
 
 
 def _check_evaluable(layers: list, spec: Spec, params: dict[str, Any]) -> None:

@@ -68,8 +68,9 @@ def load_weights_strict(model: Any, tensors: Mapping[str, np.ndarray], where: st
 
 def run_hooked(model: Any, x: np.ndarray, names: Iterable[str], *, device: str = "cpu",
                dtype: str = "float64") -> ModuleOutputs:
-    """Run `model` on `x` with forward hooks on the modules `names` (those absent are ignored). In float64 on
-    the CPU, or float32 on a GPU with TF32 off (the reference is then exact fp32)."""
+    """Run `model` on `x` with forward hooks on the modules `names` (those absent are ignored); a module returning
+    a tuple (MultiheadAttention's (output, weights)) is compared by its first tensor. In float64 on the CPU, or
+    float32 on a GPU with TF32 off (the reference is then exact fp32)."""
     import torch
 
     wanted = set(names)
@@ -78,8 +79,7 @@ def run_hooked(model: Any, x: np.ndarray, names: Iterable[str], *, device: str =
     for name, module in model.named_modules():
         if name in wanted:
             handles.append(module.register_forward_hook(  # a copy: a later in-place op (ReLU) changes `out`
-                lambda m, i, out, name=name: seen.setdefault(name, []).append(
-                    out.detach().clone() if isinstance(out, torch.Tensor) else out)))
+                lambda m, i, out, name=name: seen.setdefault(name, []).append(_first_tensor(out, torch))))
     tdtype = getattr(torch, dtype)
     try:
         model = model.to(device=device, dtype=tdtype).eval()
@@ -101,6 +101,13 @@ def run_hooked(model: Any, x: np.ndarray, names: Iterable[str], *, device: str =
             res.outputs[name] = outs[0].detach().cpu().double().numpy()
     res.finals = [t.detach().cpu().double().numpy() for t in _tensors(y, torch)]
     return res
+
+
+def _first_tensor(out: Any, torch: Any) -> Any:
+    """A copy of a module's output (a later in-place op, a ReLU, would change it), or of its tuple's first tensor."""
+    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
+        out = out[0]
+    return out.detach().clone() if isinstance(out, torch.Tensor) else out
 
 
 def _tensors(y: Any, torch: Any) -> list[Any]:

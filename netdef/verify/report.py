@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -33,6 +33,7 @@ class Report:
     tol: float
     rows: list[Row]
     unmatched: int  # layers with no PyTorch module of their name
+    uncompared: list[str] = field(default_factory=list)  # modules whose weights are read but whose output no row compared
 
     @property
     def first_failure(self) -> Row | None:
@@ -61,6 +62,11 @@ class Report:
             text += f"; first divergent layer: {first.layer} ({first.module}){_err_text(first)}"
         elif compared == 0:
             text += "; no layer could be compared (do the layer names follow the model's module names?)"
+        if self.uncompared:
+            few = ", ".join(self.uncompared[:6]) + (", ..." if len(self.uncompared) > 6 else "")
+            text += (f"; {len(self.uncompared)} module(s) whose weights are read were never compared ({few}): a "
+                     "mistake there shows only through later layers (not at all behind a small layer scale); name "
+                     "their layers after them")
         return text
 
 
