@@ -159,15 +159,18 @@ def randomize_batchnorm(model: Any, seed: int = 0) -> None:
 
 
 def randomize_constants(model: Any, seed: int = 0) -> list[str]:
-    """Give every float tensor of `model` whose values are all equal (initial LayerNorm and BatchNorm affines and
-    statistics, zero biases, ConvNeXt's 1e-6 layer scales) random values in [0.5, 1.5): random-weight tests then
-    exercise every weight, as trained weights do (a mistake behind a 1e-6 layer scale is invisible). Returns the
-    keys changed."""
+    """Give every parameter of `model` whose values are all equal (initial LayerNorm and BatchNorm affines, zero
+    biases, ConvNeXt's 1e-6 layer scales), and constant BatchNorm statistics, random values in [0.5, 1.5):
+    random-weight tests then exercise every weight, as trained weights do (a mistake behind a 1e-6 layer scale is
+    invisible). Other buffers (masks, fixed tables) are kept. Returns the keys changed."""
     torch = _torch()
     g = torch.Generator().manual_seed(seed)
     changed = []
+    params = {k for k, _ in model.named_parameters()}
     with torch.no_grad():
         for key, t in model.state_dict(keep_vars=True).items():
+            if key not in params and not key.endswith(("running_mean", "running_var")):
+                continue
             if t.is_floating_point() and t.numel() > 1 and bool((t == t.reshape(-1)[0]).all()):
                 t.copy_(torch.rand(t.shape, generator=g, dtype=torch.float64).to(t.dtype) + 0.5)
                 changed.append(key)

@@ -51,8 +51,11 @@ def atomic_write_all(files: Mapping[str | os.PathLike, Iterable[bytes] | bytes])
                 f.flush()
                 os.fsync(f.fileno())
             os.chmod(tmp, os.stat(path).st_mode & 0o7777 if path.exists() else 0o666 & ~_umask())
-        for path, tmp in temps:
-            os.replace(tmp, path)  # closed first: Windows renames no open file
+        from . import interrupts
+
+        with interrupts.deferred():  # a signal waits until every file is renamed
+            for path, tmp in temps:
+                os.replace(tmp, path)  # closed first: Windows renames no open file
     except BaseException as e:
         for _, tmp in temps:
             try:
@@ -139,6 +142,7 @@ class FileKind:
     name: str  # "a JSON file"
     test: Callable[[bytes], bool]  # on the file's first HEAD_BYTES bytes
     holds: Callable[[Any], bool] | None = None  # JSON kinds: on the parsed file (MAX_JSON_BYTES at most)
+    starts: re.Pattern[bytes] | None = None  # JSON kinds: how a larger file of the kind begins
 
 
 HEAD_BYTES = 64
@@ -148,10 +152,11 @@ JSON_FILE = FileKind("a JSON file", lambda head: _JSON_START.match(head) is not 
 MAX_JSON_BYTES = 64 << 20  # a JSON output netdef wrote is smaller: a larger file is someone else's
 
 
-def json_kind(name: str, holds: Callable[[Any], bool]) -> FileKind:
+def json_kind(name: str, holds: Callable[[Any], bool], starts: bytes | None = None) -> FileKind:
     """One of netdef's JSON outputs: a JSON file whose document `holds(doc)` (a COCO annotations file or a config is
-    not replaced by a calibration table)."""
-    return FileKind(name, JSON_FILE.test, holds)
+    not replaced by a calibration table); one larger than MAX_JSON_BYTES is told by the regular expression
+    `starts` on its first bytes (none: never of the kind)."""
+    return FileKind(name, JSON_FILE.test, holds, re.compile(starts) if starts else None)
 
 
 RESULTS_JSON = json_kind("a netdef results file (--json)",
@@ -247,7 +252,7 @@ def _check_kind(path: Path, kind: FileKind, what: str) -> None:
 def _holds(path: Path, kind: FileKind) -> bool:
     try:
         if path.stat().st_size > MAX_JSON_BYTES:
-            return False
+            return kind.starts is not None and kind.starts.match(read_head(path)) is not None
         doc = json.loads(path.read_bytes())
     except (OSError, ValueError, RecursionError):
         return False

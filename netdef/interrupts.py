@@ -120,6 +120,9 @@ def tensorrt_call() -> Iterator[None]:
             check()
 
 
+deferred = tensorrt_call  # any block a signal must not cut in two (renaming files that belong together)
+
+
 @contextlib.contextmanager
 def handled(signals: tuple[int, ...] = SIGNALS) -> Iterator[None]:
     """`handler` for `signals` in the `with` block, the previous handlers after it; `CANCEL` and a pending signal

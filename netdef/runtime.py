@@ -367,11 +367,6 @@ class Engine:
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())  # the inputs are written on the current stream
         handle = stream.cuda_stream
-        with self._lock:
-            context, outs = self._bind(inputs, None, handle)
-            if self._last is not None:
-                stream.wait_event(self._last)  # the engine's previous run shares the context's memory
-
         def body() -> None:
             if before is not None:
                 before()
@@ -379,10 +374,14 @@ class Engine:
             if after is not None:
                 after(outs)
 
-        step = Step(body, stream, context, self._profile_of(inputs), int(next(iter(inputs.values())).shape[0]),
-                    (inputs, outs), self)
-        self._io_owner[id(context)] = weakref.ref(step)
-        graph = _first_run(torch, stream, body, capture=cuda_graph)
+        with self._lock:  # no other run rebinds the context before the capture is done
+            context, outs = self._bind(inputs, None, handle)
+            if self._last is not None:
+                stream.wait_event(self._last)  # the engine's previous run shares the context's memory
+            step = Step(body, stream, context, self._profile_of(inputs), int(next(iter(inputs.values())).shape[0]),
+                        (inputs, outs), self)
+            self._io_owner[id(context)] = weakref.ref(step)
+            graph = _first_run(torch, stream, body, capture=cuda_graph)
         if graph is not None:
             step._run = graph.replay
             step.keep(graph)
@@ -445,12 +444,12 @@ class Step:
         import torch
 
         eng = self._engine
-        if eng._refits != self._refits:
-            raise NetdefError(f"{eng.path}: this step was made before the engine was refitted (TensorRT forbids "
-                              "using its old contexts): make a new one")
         with eng.on_device():
             caller = torch.cuda.current_stream()
             with torch.cuda.stream(self.stream), eng._lock:
+                if eng._refits != self._refits:
+                    raise NetdefError(f"{eng.path}: this step was made before the engine was refitted (TensorRT "
+                                      "forbids using its old contexts): make a new one")
                 owner = eng._io_owner.get(id(self.context))
                 if owner is None or owner() is not self:
                     eng.context = self.context

@@ -106,7 +106,7 @@ def logger() -> Any:
     level = os.environ.get("NETDEF_TRT_LOG", "WARNING").upper()
     if level not in LOG_LEVELS:
         raise OptionError(f"NETDEF_TRT_LOG={os.environ['NETDEF_TRT_LOG']!r}: use one of {', '.join(LOG_LEVELS[:4])}")
-    log = _process_logger(signal.getsignal(signal.SIGINT) is interrupts.handler)
+    log = _process_logger(_IN_COMMAND[0] or signal.getsignal(signal.SIGINT) is interrupts.handler)
     severity = getattr(module().ILogger.Severity, level)
     if hasattr(log, "threshold"):
         log.threshold = int(severity)
@@ -116,6 +116,12 @@ def logger() -> Any:
 
 
 _LOGGER: list[Any] = []  # the one logger, made on first use
+_IN_COMMAND = [False]  # set by netdef's commands: their logger writes to stderr (whatever SIGINT's handler)
+
+
+def use_stderr_logger() -> None:
+    """netdef's commands: TensorRT's messages to stderr from Python (stdout stays the command's result)."""
+    _IN_COMMAND[0] = True
 _ERRORS: collections.deque[str] = collections.deque(maxlen=8)  # TensorRT's last error messages (netdef's logger)
 
 

@@ -194,12 +194,13 @@ def _parse_values(path: str, data: bytes | mmap.mmap, line: int, key: str, count
 
 def _check_no_lost_digit(path: str, values: np.ndarray, line: int, key: str, starts: np.ndarray,
                          ends: np.ndarray) -> None:
-    """A value of 7 hex digits among values of 8 lost one (a damaged copy, an edit): it would read as a tiny
-    number (3f800000, 1.0, as 3f80000, 1.46e-36). Writers that do not pad write such digits only for positive
-    numbers below 1.3e-29, which no trained weight is."""
+    """A value of 7 hex digits in a line whose others all have 8 lost one (a damaged copy, an edit): it would read
+    as a tiny number (3f800000, 1.0, as 3f80000, 1.46e-36). A writer that does not pad writes 7 digits for positive
+    numbers below 2.5e-29, and shorter ones (0 as '0') beside them: a line with any value of fewer than 7 digits is
+    such a writer's, and is left alone."""
     lengths = ends - starts
     short = np.flatnonzero((lengths == 7) & (values != 0))
-    if short.size and (lengths == 8).any():
+    if short.size and (lengths == 8).any() and not (lengths < 7).any():
         i = int(short[0])
         raise WtsFormatError(path, f"value {i + 1} has 7 hex digits where the line's others have 8: it would read as "
                              f"{float(values[i]):.3g} (a digit lost in a copy or an edit?); write the file again",

@@ -705,11 +705,13 @@ def test_the_tensorrt_logger_is_one_per_process_and_chosen_by_its_first_use():
     import subprocess
     import sys
 
-    code = ("import os, sys\nfrom netdef import interrupts, trt_api\n"
+    code = ("import os, signal, sys\nfrom netdef import interrupts, trt_api\nfrom netdef.cli.guard import run_guarded\n"
             "block = interrupts.handled()\nif sys.argv[1] == 'command':\n    block.__enter__()\n"
+            "if sys.argv[1] == 'background':\n    signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+            "    run_guarded(lambda: trt_api.logger() and 0, prog='netdef')\n"
             "a = trt_api.logger()\nos.environ['NETDEF_TRT_LOG'] = 'ERROR'\nb = trt_api.logger()\n"
             "print(type(a).__name__, a is b)")
-    for mode, name in (("command", "StderrLogger"), ("library", "Logger")):
+    for mode, name in (("command", "StderrLogger"), ("library", "Logger"), ("background", "StderrLogger")):
         done = subprocess.run([sys.executable, "-c", code, mode], capture_output=True, text=True, timeout=120)
         assert done.stdout.split() == [name, "True"], (mode, done.stdout, done.stderr)
 
@@ -821,6 +823,22 @@ def test_outputs_named_like_folders_or_stdout_and_pipes_as_weights(tmp_path, cap
            "sys.exit(main(['info', 'x.wts']))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 1 and "the working folder was deleted" in done.stderr
+
+
+def test_a_large_detections_json_of_netdefs_is_replaced(tmp_path, monkeypatch):
+    """JSON outputs beyond what is parsed to check their kind (MAX_JSON_BYTES: 5000 images' detections) are told by
+    their first bytes: netdef's own detections.json is replaced, someone else's large JSON is not."""
+    from netdef import fileio
+    from netdef.errors import OptionError
+    from netdef.tools.detect import DETECTIONS_FILE
+
+    monkeypatch.setattr(fileio, "MAX_JSON_BYTES", 16)
+    ours, theirs = tmp_path / "detections.json", tmp_path / "coco.json"
+    ours.write_text('[\n {\n  "image": "0",\n  "boxes": []\n }\n]')
+    theirs.write_text('{"images": [], "annotations": []}')
+    fileio.check_output(ours, kind=DETECTIONS_FILE)
+    with pytest.raises(OptionError, match="is JSON of another kind, not a netdef detections.json"):
+        fileio.check_output(theirs, kind=DETECTIONS_FILE)
 
 
 def test_files_written_together_are_renamed_together(tmp_path):

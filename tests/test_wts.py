@@ -135,6 +135,8 @@ def test_unpadded_cpp_tokens_bit_exact(tmp_path):
     np.testing.assert_array_equal(got["x"].view(np.uint32), v.view(np.uint32))
     # 7 digits among 8: a lost digit, not one of the tiny numbers an unpadded writer writes so (below 1.3e-29)
     assert read_wts(put(tmp_path, "1\nx 2 1234567 0\n"))["x"].view(np.uint32).tolist() == [0x1234567, 0]
+    line = "1\nx 5 3f800000 bf000000 e224260 20aac8 0\n"  # an unpadded writer's 2e-30 beside its shorter values
+    assert read_wts(put(tmp_path, line))["x"].view(np.uint32).tolist()[2] == 0xE224260
     with pytest.raises(WtsFormatError, match=r"w\.wts:2 \(key 'x'\): value 2 has 7 hex digits where the line's others "
                                              r"have 8: it would read as 1\.46e-36"):
         read_wts(put(tmp_path, "1\nx 3 bf800000 3f80000 00000000\n"))

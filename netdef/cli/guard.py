@@ -18,6 +18,9 @@ def run_guarded(fn: Callable[[], int | None], *, prog: str, debug: bool = False)
     with `debug` these raise instead, traceback and all. SIGTERM and SIGHUP unwind like Ctrl-C (`Terminated`:
     temporary files removed) and print `terminated` (exit 143, 129). Other exceptions are bugs and keep their
     traceback."""
+    from .. import trt_api
+
+    trt_api.use_stderr_logger()  # (a background job's ignored SIGINT must not make it TensorRT's stdout logger)
     try:
         with interrupts.handled():  # Ctrl-C, SIGTERM, SIGHUP: never lost inside a TensorRT callback
             status = int(fn() or 0)
@@ -26,17 +29,17 @@ def run_guarded(fn: Callable[[], int | None], *, prog: str, debug: bool = False)
     except NetdefError as e:
         if debug:
             raise
-        print(f"{prog}: error: {e}", file=sys.stderr)
+        _say(f"{prog}: error: {e}")
         return 1
     except Terminated as e:
         if debug:
             raise
-        print("terminated" if e.signum == 15 else f"terminated (signal {e.signum})", file=sys.stderr)
+        _say("terminated" if e.signum == 15 else f"terminated (signal {e.signum})")
         return 128 + e.signum
     except KeyboardInterrupt:
         if debug:
             raise
-        print("interrupted", file=sys.stderr)
+        _say("interrupted")
         return 130
     except BrokenPipeError:
         _silence_stdout()
@@ -44,8 +47,17 @@ def run_guarded(fn: Callable[[], int | None], *, prog: str, debug: bool = False)
     except OSError as e:
         if debug:
             raise
-        print(f"{prog}: error: {e} (--debug shows where)", file=sys.stderr)
+        _say(f"{prog}: error: {e} (--debug shows where)")
         return 1
+
+
+def _say(message: str) -> None:
+    """The one line on stderr, where it can still be written (after SIGHUP the terminal may be gone: the exit code
+    still says what happened)."""
+    try:
+        print(message, file=sys.stderr)
+    except (OSError, ValueError):
+        pass
 
 
 def _silence_stdout() -> None:

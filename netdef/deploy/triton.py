@@ -245,7 +245,7 @@ def _to_write(path: Path, text: str, policy: str) -> bool:
     """Whether to write `text` to `path`: a file that differs from it beyond its # comments (edited by hand, or
     another engine's) is kept or replaced only when asked, else refused before anything is written."""
     try:
-        old = path.read_text()
+        old = path.read_text(encoding="utf-8-sig")  # an editor's byte-order mark is no difference
     except FileNotFoundError:
         return True
     except (OSError, UnicodeDecodeError) as e:

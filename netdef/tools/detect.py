@@ -46,7 +46,8 @@ PLUGIN_OUTPUTS = ("num_dets", "boxes", "scores", "classes")
 PLUGIN_SEGMENT, PLUGIN_POSE = ("mask_coefs", "protos"), ("keypoints",)  # the plugin head's task outputs
 DETECTIONS_JSON = "detections.json"
 DETECTIONS_FILE = json_kind("a netdef detections.json",
-                            lambda d: isinstance(d, list) and all(isinstance(r, dict) and "image" in r for r in d))
+                            lambda d: isinstance(d, list) and all(isinstance(r, dict) and "image" in r for r in d),
+                            starts=rb'\s*\[\s*\{\s*"image"')
 DEFAULT_CONF, DEFAULT_IOU, DEFAULT_MAX_DET = 0.25, 0.45, 300
 MAX_WH = 7680  # YOLOv5's class offset for batched NMS (larger than any box coordinate)
 
