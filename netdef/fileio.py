@@ -149,7 +149,7 @@ HEAD_BYTES = 64
 # an object, or an array of JSON values (detect's detections.json); '[section]' (INI, TOML) is no JSON
 _JSON_START = re.compile(rb'\s*(\{|\[\s*([\[{\]"\d-]|true|false|null|$))')
 JSON_FILE = FileKind("a JSON file", lambda head: _JSON_START.match(head) is not None)
-MAX_JSON_BYTES = 64 << 20  # a JSON output netdef wrote is smaller: a larger file is someone else's
+MAX_JSON_BYTES = 64 << 20  # parsed to tell its kind; a larger one is told by its first bytes (`json_kind` starts)
 
 
 def json_kind(name: str, holds: Callable[[Any], bool], starts: bytes | None = None) -> FileKind:

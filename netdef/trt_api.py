@@ -122,10 +122,13 @@ _IN_COMMAND = [False]  # set by netdef's commands: their logger writes to stderr
 def use_stderr_logger() -> None:
     """netdef's commands: TensorRT's messages to stderr from Python (stdout stays the command's result)."""
     _IN_COMMAND[0] = True
+
+
 _ERRORS: collections.deque[str] = collections.deque(maxlen=8)  # TensorRT's last error messages (netdef's logger)
 
 
 def forget_errors() -> None:
+    """Drop the error messages kept so far (a new network's layers may reuse an earlier one's names)."""
     _ERRORS.clear()
 
 
