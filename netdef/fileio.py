@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from . import interrupts
+
 try:
     import fcntl  # POSIX: temporary files are locked by their writer
 except ImportError:  # elsewhere no orphan is ever removed
@@ -51,8 +53,6 @@ def atomic_write_all(files: Mapping[str | os.PathLike, Iterable[bytes] | bytes])
                 f.flush()
                 os.fsync(f.fileno())
             os.chmod(tmp, os.stat(path).st_mode & 0o7777 if path.exists() else 0o666 & ~_umask())
-        from . import interrupts
-
         with interrupts.deferred():  # a signal waits until every file is renamed
             for path, tmp in temps:
                 os.replace(tmp, path)  # closed first: Windows renames no open file

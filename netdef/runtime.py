@@ -435,14 +435,16 @@ class Step:
         self._refits = engine._refits
         self._buffers: list[Any] = []
         self._done: Any = None  # an event after this step's last run
+        import torch
+
+        self._torch = torch  # (a step is called in timing loops: no import statement per call)
 
     def keep(self, *buffers: Any) -> None:
         """Keep `buffers` (host copies, the graph) alive as long as the step."""
         self._buffers.extend(buffers)
 
     def __call__(self) -> None:
-        import torch
-
+        torch = self._torch
         eng = self._engine
         with eng.on_device():
             caller = torch.cuda.current_stream()

@@ -13,7 +13,6 @@ import functools
 import importlib
 import json
 import os
-import signal
 import sys
 import threading
 import warnings
@@ -99,14 +98,14 @@ LOG_LEVELS = ("VERBOSE", "INFO", "WARNING", "ERROR", "INTERNAL_ERROR")
 
 def logger() -> Any:
     """netdef's TensorRT logger, one per process (TensorRT keeps the first one it is given), at the level
-    NETDEF_TRT_LOG=VERBOSE|INFO|WARNING|ERROR (default WARNING, read at each call). Made by netdef's commands
-    (`netdef.interrupts.handler` handles Ctrl-C) it writes to stderr from Python, so stdout stays the command's
-    result (`info --json`); made first in a program of yours it is TensorRT's own (a Python logger there could
-    swallow a Ctrl-C: TensorRT catches exceptions raised in its callbacks)."""
+    NETDEF_TRT_LOG=VERBOSE|INFO|WARNING|ERROR (default WARNING, read at each call). In netdef's commands
+    (`use_stderr_logger`) it writes to stderr from Python, so stdout stays the command's result (`info --json`);
+    made first in a program of yours it is TensorRT's own (a Python logger there could swallow a Ctrl-C:
+    TensorRT catches exceptions raised in its callbacks)."""
     level = os.environ.get("NETDEF_TRT_LOG", "WARNING").upper()
     if level not in LOG_LEVELS:
         raise OptionError(f"NETDEF_TRT_LOG={os.environ['NETDEF_TRT_LOG']!r}: use one of {', '.join(LOG_LEVELS[:4])}")
-    log = _process_logger(_IN_COMMAND[0] or signal.getsignal(signal.SIGINT) is interrupts.handler)
+    log = _process_logger(_IN_COMMAND[0])
     severity = getattr(module().ILogger.Severity, level)
     if hasattr(log, "threshold"):
         log.threshold = int(severity)
@@ -116,7 +115,7 @@ def logger() -> Any:
 
 
 _LOGGER: list[Any] = []  # the one logger, made on first use
-_IN_COMMAND = [False]  # set by netdef's commands: their logger writes to stderr (whatever SIGINT's handler)
+_IN_COMMAND = [False]  # set by netdef's commands (`netdef.cli.guard`): their logger writes to stderr
 
 
 def use_stderr_logger() -> None:

@@ -287,12 +287,18 @@ def read_wts(path: str | os.PathLike, *, progress: bool = False,
             bar.close()
 
 
-def wts_summary(path: str | os.PathLike) -> dict:
-    """Summarise a .wts file from its headers, without converting (or checking) the values."""
+def wts_summary(path: str | os.PathLike, *, checked: bool = False, progress: bool = False) -> dict:
+    """Summarise a .wts file from its headers, without converting (or checking) the values; `checked`: from the
+    values read as a build reads them (every value checked; `progress` shows a bar)."""
     path = os.fspath(path)
-    data = _load(path)
-    keys = [(name, count) for _, name, count, _, _ in _scan(path, data)]
-    return {"path": path, "size_bytes": len(data), "tensors": len(keys),
+    if checked:
+        keys = [(name, int(v.size)) for name, v in read_wts(path, progress=progress).items()]
+        size = os.path.getsize(path)
+    else:
+        data = _load(path)
+        keys = [(name, count) for _, name, count, _, _ in _scan(path, data)]
+        size = len(data)
+    return {"path": path, "size_bytes": size, "tensors": len(keys),
             "values": sum(c for _, c in keys), "keys": keys}
 
 

@@ -706,7 +706,7 @@ def test_the_tensorrt_logger_is_one_per_process_and_chosen_by_its_first_use():
     import sys
 
     code = ("import os, signal, sys\nfrom netdef import interrupts, trt_api\nfrom netdef.cli.guard import run_guarded\n"
-            "block = interrupts.handled()\nif sys.argv[1] == 'command':\n    block.__enter__()\n"
+            "if sys.argv[1] == 'command':\n    run_guarded(lambda: trt_api.logger() and 0, prog='netdef')\n"
             "if sys.argv[1] == 'background':\n    signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
             "    run_guarded(lambda: trt_api.logger() and 0, prog='netdef')\n"
             "a = trt_api.logger()\nos.environ['NETDEF_TRT_LOG'] = 'ERROR'\nb = trt_api.logger()\n"

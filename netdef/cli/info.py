@@ -37,10 +37,9 @@ def cmd_info(a: argparse.Namespace) -> int:
         r = raw_plan_info(path)
         print(json.dumps({**r, "kind": "raw_plan"}, indent=2) if a.json else format_raw_plan(r, path))
         return 0
-    from ..wts import read_wts, wts_summary
+    from ..wts import wts_summary
 
-    s = wts_summary(path)
-    read_wts(path, progress=not a.json)  # every value checked as a build reads them: info passes what builds
+    s = wts_summary(path, checked=True, progress=not a.json)  # info passes what builds pass
     print(json.dumps({**s, "kind": "wts"}, indent=2) if a.json else format_wts(s, path))
     return 0
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from .. import __version__, engine_file, trt_api
 from ..errors import EngineFileError
-from ..fileio import atomic_write_all, check_output, json_kind
+from ..fileio import HEAD_BYTES, atomic_write_all, check_output, describe_head, json_kind, read_head
 from ..options import overall_range
 
 SIDECAR_FORMAT = 1
@@ -36,22 +36,13 @@ def is_raw_plan(path: str | os.PathLike) -> bool:
     or a plan's name."""
     path = Path(path)
     return (path.is_file() and not engine_file.is_engine_file(path)
-            and (_head(path)[:4] in trt_api.PLAN_MAGICS or sidecar_path(path).is_file()
+            and (read_head(path)[:4] in trt_api.PLAN_MAGICS or sidecar_path(path).is_file()
                  or path.suffix.lower() in PLAN_SUFFIXES))
-
-
-def _head(path: Path, n: int = 64) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            return f.read(n)
-    except OSError:
-        return b""
 
 
 def _other_file(path: Path, head: bytes, f: Any) -> str | None:
     """What a file that does not start with a known plan magic recognisably is instead (None: unknown, perhaps a
     plan of a later TensorRT: TensorRT decides)."""
-    from ..fileio import describe_head
     from ..wts import WTS_FILE
 
     n = int.from_bytes(head[:4], "little")
@@ -110,7 +101,7 @@ def read_raw_plan(path: str | os.PathLike) -> tuple[dict[str, Any] | None, bytes
         raise EngineFileError(f"plan not found: {path}")
     try:
         with open(path, "rb") as f:  # what the file is, before reading all of it
-            head = f.read(64)
+            head = f.read(HEAD_BYTES)
             other = None if head[:4] in trt_api.PLAN_MAGICS else _other_file(path, head, f)
             if other:
                 raise _not_a_plan(path, other)

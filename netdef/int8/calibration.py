@@ -247,10 +247,10 @@ class CalibrationTable:
         except FileNotFoundError:
             raise NetdefError(f"calibration table {path} not found: run calibration first or fix the path") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            what = recognised(read_head(path))
-            if what != "a JSON file":  # another file named by mistake: never advise deleting it
-                raise NetdefError(f"{path} is not a calibration table ({describe_head(read_head(path))}): give the "
-                                  "JSON table `netdef calibrate` wrote") from None
+            head = read_head(path)
+            if recognised(head) != "a JSON file":  # another file named by mistake: never advise deleting it
+                raise NetdefError(f"{path} is not a calibration table ({describe_head(head)}): give the JSON table "
+                                  "`netdef calibrate` wrote") from None
             raise NetdefError(f"calibration table {path} is not valid JSON ({e}); delete it and recalibrate") from None
         if not isinstance(doc, dict):
             raise NetdefError(f"{path} is not a calibration table (JSON, but no object): give the table `netdef "

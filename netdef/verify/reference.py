@@ -21,11 +21,6 @@ class ModuleOutputs:
     skipped: dict[str, str] = field(default_factory=dict)
     finals: list[np.ndarray] = field(default_factory=list)  # the model's output tensors, nested tuples flattened
 
-    @property
-    def final(self) -> np.ndarray | None:
-        """The model's first output tensor (None when it returned none)."""
-        return self.finals[0] if self.finals else None
-
 
 def load_model(source: str) -> Any:
     """A torch module from SOURCE (as `netdef export` reads it); a bare state_dict is no model."""
