@@ -12,8 +12,10 @@ Typing: tensors carry the compute dtype `net.dtype` (float16 in fp16/int8 builds
 float32 otherwise; constants and weights follow it). `with net.fp32(name):` keeps the layers added inside in
 float32: strongly typed, their floating inputs are cast to float32 and their float32 results are cast back
 when a layer outside uses them; on TensorRT 8.6 the layers get a float32 precision for the builder to honour.
-Layer norm, group norm and softmax use it by default in fp16/int8 builds. The primitives follow PyTorch's
-argument names and defaults (docs/writing-blocks.md lists them with their torch equivalents).
+Layer norm, group norm and softmax use `net.fp32(name, strict=False)` by default in fp16/int8 builds: the same
+where the network is strongly typed; on 8.6 only normalization layers compute in float32 (see `fp32`). The
+primitives follow PyTorch's argument names and defaults (docs/writing-blocks.md lists them with their torch
+equivalents).
 """
 from __future__ import annotations
 
@@ -105,6 +107,7 @@ class Network:
         # name is not that module (a convolution with BatchNorm folded in equals the BatchNorm's output)
         self.matches: dict[str, str] = {}
         self._fp32_scope: str | None = None  # the name given to the `fp32` block being built, if any
+        self._fp32_strict = False  # whether that block constrains weakly typed layers too (`fp32(strict=True)`)
         self._fp32_tensors: set[str] = set()  # float32 outputs of fp32 blocks (strongly typed): cast back on use
         self._casts: dict[tuple[str, Any], Any] = {}  # (tensor name, dtype) -> its cast, made once
         self._checked = 0  # layers whose output shapes check_layers has seen
@@ -155,7 +158,7 @@ class Network:
             if self.strongly_typed:
                 self._fp32_tensors.update(layer.get_output(i).name for i in range(layer.num_outputs))
             else:
-                trt_api.keep_fp32(layer)
+                trt_api.keep_fp32(layer, strict=self._fp32_strict)
         return layer
 
     def _typed(self, arg: Any, name: str) -> Any:
@@ -173,19 +176,25 @@ class Network:
         return self._casts[key]
 
     @contextmanager
-    def fp32(self, name: str) -> Iterator[None]:
+    def fp32(self, name: str, *, strict: bool = True) -> Iterator[None]:
         """Layers added inside compute in float32 in fp16/int8 builds (a no-op in fp32 builds): strongly typed,
         their inputs are cast to float32 and their results back to `net.dtype` where a later layer uses them;
-        weakly typed (8.6), each layer's precision is set to float32. Constants made inside are float32."""
-        if self.precision == "fp32" or self._fp32_scope is not None:
+        weakly typed (8.6), each layer's precision is set to float32. Constants made inside are float32.
+
+        `strict=False` (what layer_norm, group_norm, softmax and attention blocks use): the same where the network
+        is strongly typed; weakly typed, only normalization layers compute in float32 (their compute precision)
+        and the builder chooses the rest. TensorRT 8.6 fuses a transformer block into one region and a precision
+        constraint on any layer in it runs the whole region in float32: ViT-B/16 fp16 then kept float32 weights
+        (330.9 MiB against 166.7) and ran 1.6x slower than the ONNX route at batch 64 (H200)."""
+        if self.precision == "fp32" or (self._fp32_scope is not None and (self._fp32_strict or not strict)):
             yield
             return
-        saved = self.dtype
-        self.dtype, self._fp32_scope = np.float32, name
+        saved = self.dtype, self._fp32_scope, self._fp32_strict
+        self.dtype, self._fp32_scope, self._fp32_strict = np.float32, self._fp32_scope or name, strict
         try:
             yield
         finally:
-            self.dtype, self._fp32_scope = saved, None
+            self.dtype, self._fp32_scope, self._fp32_strict = saved
 
     def check_layers(self) -> None:
         """Raise TensorRTError naming the first layer added since the last check whose output shape TensorRT
@@ -253,7 +262,8 @@ class Network:
         """trt.Weights over a contiguous copy of `arr` in the compute dtype (or `dtype`), kept alive until the
         build; `key` names the weight in errors. fp16/int8 builds refuse values beyond fp16's range (except
         inside `fp32`, whose layers keep float32 weights)."""
-        if self.precision != "fp32" and self._fp32_scope is None:  # fp16 here, or cast by TensorRT 8.6 or a DQ
+        kept = self._fp32_scope is not None and (self.strongly_typed or self._fp32_strict)  # float32 for sure
+        if self.precision != "fp32" and not kept:  # fp16 here, or cast by TensorRT 8.6 or a DQ
             self._check_fp16_range(arr, key)
         a = np.ascontiguousarray(arr, dtype=dtype or self.dtype)
         self._keepalive.append(a)
@@ -726,9 +736,10 @@ class Network:
                           bool(keepdim)).get_output(0)
 
     def softmax(self, x: Any, name: str, dim: int, fp32: bool = True) -> Any:
-        """torch.softmax(x, dim); computed in float32 in fp16/int8 builds unless `fp32=False`."""
+        """torch.softmax(x, dim); computed in float32 in fp16/int8 builds (`fp32(strict=False)`) unless
+        `fp32=False`."""
         axis = self._axis(dim, len(x.shape), name)
-        with self.fp32(name) if fp32 else nullcontext():
+        with self.fp32(name, strict=False) if fp32 else nullcontext():
             layer = self.layer("softmax", name, x)
             layer.axes = 1 << axis
         return layer.get_output(0)
@@ -784,7 +795,7 @@ class Network:
         """nn.LayerNorm(normalized_shape, eps, elementwise_affine=affine) `prefix` over the trailing dims, or
         over `axes` (e.g. [1]: ConvNeXt's channels-first LayerNorm2d; weight and bias then have the size of
         those dims). A normalization layer named `prefix` (axes not at the end are permuted there and back, the
-        last permute named `prefix`), in float32 in fp16/int8 builds unless `fp32=False`."""
+        last permute named `prefix`), in float32 in fp16/int8 builds (`fp32(strict=False)`) unless `fp32=False`."""
         shape, rank = tuple(x.shape), len(x.shape)
         if axes is None:
             if normalized_shape is None:
@@ -802,7 +813,7 @@ class Network:
         b = self.weight(f"{prefix}.bias", wshape) if affine else np.zeros(wshape, np.float32)
         trailing = list(range(rank - len(dims), rank))
         bshape = (1,) * (rank - len(dims)) + wshape
-        with self.fp32(prefix) if fp32 else nullcontext():
+        with self.fp32(prefix, strict=False) if fp32 else nullcontext():
             if dims == trailing:
                 return self._normalization(x, prefix, prefix, w.reshape(bshape), b.reshape(bshape), dims, eps)
             perm = [d for d in range(rank) if d not in dims] + dims
@@ -814,7 +825,7 @@ class Network:
                    fp32: bool = True) -> Any:
         """nn.GroupNorm(groups, C, eps, affine) `prefix` on (B, C, ...): each group normalized as a layer norm
         of (B, groups, -1), then the per-channel affine (the last layer is named `prefix`); float32 in fp16/int8
-        builds unless `fp32=False`."""
+        builds (`fp32(strict=False)`) unless `fp32=False`."""
         shape = tuple(x.shape)
         if len(shape) < 3 or any(s < 0 for s in shape[1:]):
             raise SpecError(f"{prefix}: GroupNorm takes (B, C, ...) input with static sizes after B, got {shape}")
@@ -824,7 +835,7 @@ class Network:
         per_group = int(np.prod(shape[1:])) // groups
         w = self.weight(f"{prefix}.weight", (c,)) if affine else None
         b = self.weight(f"{prefix}.bias", (c,)) if affine else None
-        with self.fp32(prefix) if fp32 else nullcontext():
+        with self.fp32(prefix, strict=False) if fp32 else nullcontext():
             g = self.shuffle(x, f"{prefix}/group", reshape=(0, groups, per_group))
             ones = np.ones((1, 1, per_group), np.float32)
             g = self._normalization(g, f"{prefix}/norm", f"{prefix}/norm", ones, np.zeros_like(ones), [2], eps)

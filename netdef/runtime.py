@@ -154,7 +154,8 @@ class Engine:
             self._refits += 1
             self.context = None
             count = trt_api.refit_engine(self.engine, arrays)
-            self._contexts[0] = self.context = trt_api.create_context(self.engine, self.path)
+        # contexts are made again on first use, each set to its profile: TensorRT gives only an engine's first
+        # context profile 0 unasked (a later one fails its runs with "mOptimizationProfile >= 0")
         return count
 
     @property

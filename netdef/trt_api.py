@@ -331,14 +331,19 @@ def gelu_activation(approximate: str) -> Any:
     return getattr(module().ActivationType, "GELU_ERF" if approximate == "none" else "GELU_TANH", None)
 
 
-def keep_fp32(layer: Any) -> None:
+def keep_fp32(layer: Any, *, strict: bool = True) -> None:
     """Weakly typed networks (8.6): ask the builder to run `layer` in float32 (its precision and floating output
-    types; `configure_precision` then sets PREFER_PRECISION_CONSTRAINTS). Strongly typed networks carry the
-    type in the tensors instead (the caller casts)."""
+    types; `configure_precision` then sets PREFER_PRECISION_CONSTRAINTS); a normalization layer also computes
+    its statistics in float32 (compute precision). `strict=False`: the compute precision alone, the builder
+    chooses everything else (a precision constraint inside a region TensorRT 8.6 fuses, such as a transformer
+    block, runs that whole region in float32). Strongly typed networks carry the type in the tensors instead
+    (the caller casts)."""
     trt = module()
+    if layer.type == trt.LayerType.NORMALIZATION and hasattr(layer, "compute_precision"):
+        layer.compute_precision = trt.float32
     floating = (trt.float32, trt.float16)
     outs = [layer.get_output(i) for i in range(layer.num_outputs)]
-    if not outs or any(t.dtype not in floating for t in outs) or layer.type == trt.LayerType.CONSTANT:
+    if not strict or not outs or any(t.dtype not in floating for t in outs) or layer.type == trt.LayerType.CONSTANT:
         return  # shape arithmetic and constants have no precision to keep
     layer.precision = trt.float32
     for i in range(layer.num_outputs):

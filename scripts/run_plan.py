@@ -43,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     for lib in libraries:  # relative sidecar paths are relative to the sidecar's folder
         ctypes.CDLL(str(sidecar.parent / lib) if not Path(lib).is_absolute() else lib, mode=ctypes.RTLD_GLOBAL)
     logger = trt.Logger(trt.Logger.WARNING)
-    trt.init_libnvinfer_plugins(logger, "")
+    if hasattr(trt, "init_libnvinfer_plugins"):  # TensorRT's own plugins, where its plugin library is installed
+        trt.init_libnvinfer_plugins(logger, "")
     engine = trt.Runtime(logger).deserialize_cuda_engine(plan.read_bytes())
     if engine is None:
         sys.exit(f"TensorRT {trt.__version__} could not deserialize {plan} (see its messages above)")

@@ -6,6 +6,8 @@ expected dtype. The GPU tests run the same cases against torch with `netdef.test
 """
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -343,18 +345,80 @@ def test_check_block_fails_on_a_wrong_block():
 
 @pytest.mark.gpu
 def test_weakly_typed_fp32_layers_get_their_precision():
-    """TensorRT 8.6: layers under `net.fp32` have float32 precision set, and the builder then honours it."""
+    """TensorRT 8.6: layers under `net.fp32` have float32 precision set, and the builder then honours it; the
+    helpers' `strict=False` leaves softmax to the builder and gives a layer norm float32 statistics only."""
     net = Network({}, precision="fp16")
     if net.strongly_typed:
         pytest.skip("weakly typed TensorRT (8.6) only")
     x = net.input("x", (-1, 4, 6))
-    net.output(net.softmax(net.gelu(x, "g"), "sm", -1), "y")
+    with net.fp32("kept"):
+        kept = net.softmax(net.gelu(x, "g"), "sm", -1)
+    y = net.layer_norm(net.softmax(kept, "sm2", -1), "ln", 6, affine=False)
+    net.output(y, "y")
     layers = {layer.name: layer for layer in _layers(net)}
     assert layers["sm"].precision_is_set and layers["sm"].precision == net.trt.float32
-    assert not layers["g"].precision_is_set
+    assert not layers["sm2"].precision_is_set and not layers["ln"].precision_is_set
+    assert layers["ln"].compute_precision == net.trt.float32
     config = net.builder.create_builder_config()
     trt_api.configure_precision(config, "fp16", False, definition=net.definition)
     assert config.get_flag(net.trt.BuilderFlag.PREFER_PRECISION_CONSTRAINTS)
+
+
+def test_keep_fp32_strict_or_statistics_only():
+    """trt_api.keep_fp32 on weakly typed layers: strict sets precision and output types (a normalization layer
+    also gets float32 compute precision); strict=False gives a normalization layer the compute precision alone
+    and leaves other layers to the builder; shape arithmetic is never constrained."""
+    trt = trt_api.module()
+
+    class Layer:
+        def __init__(self, kind, dtype=trt.float32):
+            self.type, self.num_outputs, self.precision, self.types, self.dtype = kind, 1, None, {}, dtype
+            if kind == trt.LayerType.NORMALIZATION:
+                self.compute_precision = None
+
+        def get_output(self, i):
+            return SimpleNamespace(dtype=self.dtype)
+
+        def set_output_type(self, i, t):
+            self.types[i] = t
+
+    loose, strict = Layer(trt.LayerType.NORMALIZATION), Layer(trt.LayerType.NORMALIZATION)
+    trt_api.keep_fp32(loose, strict=False)
+    trt_api.keep_fp32(strict)
+    assert loose.compute_precision == trt.float32 and loose.precision is None and not loose.types
+    assert strict.compute_precision == strict.precision == strict.types[0] == trt.float32
+    soft, shape = Layer(trt.LayerType.SOFTMAX), Layer(trt.LayerType.SHAPE, trt.int32)
+    trt_api.keep_fp32(soft, strict=False)
+    trt_api.keep_fp32(shape)
+    assert soft.precision is None and not soft.types and shape.precision is None and not shape.types
+
+
+def test_weakly_typed_scopes_pass_on_their_strictness(monkeypatch):
+    """As on TensorRT 8.6: each layer added inside `net.fp32` is handed to keep_fp32 with its scope's strictness
+    (the helpers' scopes are not strict; a strict scope inside one is, until it ends); weights inside a loose
+    scope are range-checked (TensorRT may run them in fp16), inside a strict one they are kept in float32."""
+    from netdef.errors import WeightKeyError
+
+    calls = []
+    monkeypatch.setattr(trt_api, "keep_fp32", lambda layer, strict=True: calls.append((layer.name, strict)))
+    net = Network({}, precision="fp16")
+    net.strongly_typed, net.dtype = False, np.float32
+    x = net.input("x", (-1, 4, 6))
+    net.softmax(x, "sm", -1)
+    with net.fp32("outer", strict=False):
+        net.add(x, x, "a")
+        with net.fp32("inner"):
+            net.add(x, x, "b")
+            with net.fp32("nested", strict=False):
+                net.add(x, x, "c")
+        net.add(x, x, "d")
+        with pytest.raises(WeightKeyError, match="beyond fp16's largest value"):
+            net.keep(np.array([70000.0], np.float32), "big.weight")
+    with net.fp32("kept"):
+        assert net.keep(np.array([70000.0], np.float32), "big.weight") is not None
+    net.add(x, x, "e")
+    assert calls == [("sm", False), ("a", False), ("b", True), ("c", True), ("d", False)]
+    assert net.dtype == np.float32 and net._fp32_scope is None
 
 
 def test_weights_beyond_fp16_are_kept_inside_fp32():

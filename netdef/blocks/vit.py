@@ -1,7 +1,8 @@
 """Vision Transformer blocks with torchvision's key names (`conv_proj`, `class_token`, `encoder.pos_embedding`,
 `encoder.layers.encoder_layer_0.self_attention.in_proj_weight`, `...mlp.0`, `heads.head`).
 
-Tokens are (B, N, E) with a dynamic batch B; attention scores and softmax run in float32 in fp16 builds."""
+Tokens are (B, N, E) with a dynamic batch B; attention scores and softmax run in float32 in fp16 builds
+(`net.fp32(strict=False)`: TensorRT 8.6 chooses their precision)."""
 from __future__ import annotations
 
 import math
@@ -59,7 +60,7 @@ def multihead_attention(net: Network, x: Any, prefix: str, heads: int) -> Any:
 
     q, k, v = (head_split(i, what) for i, what in enumerate(("q", "k", "v")))
     q = net.mul(q, net.constant(_full(1.0 / math.sqrt(d), 4), f"{prefix}/q_scale_factor"), f"{prefix}/q_scale")
-    with net.fp32(f"{prefix}/attention"):
+    with net.fp32(f"{prefix}/attention", strict=False):
         scores = net.matmul(q, k, f"{prefix}/scores", transpose_b=True)
         attn = net.softmax(scores, f"{prefix}/softmax", -1)
     y = net.matmul(attn, v, f"{prefix}/context")  # (B, heads, N, d)
