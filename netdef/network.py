@@ -261,7 +261,7 @@ class Network:
     def keep(self, arr: np.ndarray, key: str, dtype: Any = None) -> Any:
         """trt.Weights over a contiguous copy of `arr` in the compute dtype (or `dtype`), kept alive until the
         build; `key` names the weight in errors. fp16/int8 builds refuse values beyond fp16's range (except
-        inside `fp32`, whose layers keep float32 weights)."""
+        inside `fp32`, whose layers keep float32 weights; on TensorRT 8.6 only a strict one's)."""
         kept = self._fp32_scope is not None and (self.strongly_typed or self._fp32_strict)  # float32 for sure
         if self.precision != "fp32" and not kept:  # fp16 here, or cast by TensorRT 8.6 or a DQ
             self._check_fp16_range(arr, key)
@@ -736,8 +736,8 @@ class Network:
                           bool(keepdim)).get_output(0)
 
     def softmax(self, x: Any, name: str, dim: int, fp32: bool = True) -> Any:
-        """torch.softmax(x, dim); computed in float32 in fp16/int8 builds (`fp32(strict=False)`) unless
-        `fp32=False`."""
+        """torch.softmax(x, dim); computed in float32 in fp16/int8 builds (`fp32(strict=False)`: TensorRT 8.6
+        chooses) unless `fp32=False`."""
         axis = self._axis(dim, len(x.shape), name)
         with self.fp32(name, strict=False) if fp32 else nullcontext():
             layer = self.layer("softmax", name, x)

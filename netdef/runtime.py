@@ -111,6 +111,7 @@ class Engine:
         # call's); a Step binds its own back before it runs when another call bound the context since
         self._io_owner: dict[int, Any] = {}
         self._refits = 0  # Steps made before a refit refuse to run
+        self._steps: weakref.WeakSet[Step] = weakref.WeakSet()  # this engine's live Steps (a refit ends them)
 
     @classmethod
     def described(cls, path: str | Path) -> "Engine | None":
@@ -148,14 +149,17 @@ class Engine:
         with self._lock, self.on_device():
             if self._last is not None:
                 self._last.synchronize()  # runs still in flight use the old weights and contexts
-            self._contexts.clear()  # contexts (and steps from prepare_step) made before a refit must not be used
+            # Contexts made before a refit must not be used, and TensorRT lets an optimization profile belong to
+            # one live context: the old ones (the engine's and its Steps') go, and new ones are made on first use,
+            # each set to its profile (a context made while profile 0 is taken has none: "mOptimizationProfile >= 0")
+            for step in list(self._steps):
+                step._end()
+            self._contexts.clear()
             self._graphs.clear()
             self._io_owner.clear()
             self._refits += 1
             self.context = None
             count = trt_api.refit_engine(self.engine, arrays)
-        # contexts are made again on first use, each set to its profile: TensorRT gives only an engine's first
-        # context profile 0 unasked (a later one fails its runs with "mOptimizationProfile >= 0")
         return count
 
     @property
@@ -382,6 +386,7 @@ class Engine:
             step = Step(body, stream, context, self._profile_of(inputs), int(next(iter(inputs.values())).shape[0]),
                         (inputs, outs), self)
             self._io_owner[id(context)] = weakref.ref(step)
+            self._steps.add(step)
             graph = _first_run(torch, stream, body, capture=cuda_graph)
         if graph is not None:
             step._run = graph.replay
@@ -425,7 +430,7 @@ class Step:
     output tensors it writes. `context` is the execution context it runs (a profiler can be attached to it). Runs
     take turns with the engine's other runs (any stream, any thread) and follow the caller's stream's work; a call
     that bound the context to other buffers since (another step, `infer` of the same profile) costs the step a
-    rebinding of its own first (host-side calls); a refit of the engine ends the step."""
+    rebinding of its own first (host-side calls); a refit of the engine ends the step (and frees its context)."""
 
     def __init__(self, run: Callable[[], None], stream: Any, context: Any, profile: int, batch: int,
                  io: tuple[Mapping[str, Any], dict[str, Any]], engine: Engine):
@@ -443,6 +448,11 @@ class Step:
     def keep(self, *buffers: Any) -> None:
         """Keep `buffers` (host copies, the graph) alive as long as the step."""
         self._buffers.extend(buffers)
+
+    def _end(self) -> None:
+        """A refit of the engine ended this step: let go of its context, run and graph (calls now refuse)."""
+        self.context, self._run = None, None
+        self._buffers.clear()
 
     def __call__(self) -> None:
         torch = self._torch

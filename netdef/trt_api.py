@@ -344,7 +344,7 @@ def keep_fp32(layer: Any, *, strict: bool = True) -> None:
     floating = (trt.float32, trt.float16)
     outs = [layer.get_output(i) for i in range(layer.num_outputs)]
     if not strict or not outs or any(t.dtype not in floating for t in outs) or layer.type == trt.LayerType.CONSTANT:
-        return  # shape arithmetic and constants have no precision to keep
+        return  # loose: the builder chooses; shape arithmetic and constants have no precision to keep
     layer.precision = trt.float32
     for i in range(layer.num_outputs):
         layer.set_output_type(i, trt.float32)

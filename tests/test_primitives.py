@@ -358,6 +358,7 @@ def test_weakly_typed_fp32_layers_get_their_precision():
     layers = {layer.name: layer for layer in _layers(net)}
     assert layers["sm"].precision_is_set and layers["sm"].precision == net.trt.float32
     assert not layers["sm2"].precision_is_set and not layers["ln"].precision_is_set
+    layers["ln"].__class__ = net.trt.INormalizationLayer  # get_layer gives the base class
     assert layers["ln"].compute_precision == net.trt.float32
     config = net.builder.create_builder_config()
     trt_api.configure_precision(config, "fp16", False, definition=net.definition)

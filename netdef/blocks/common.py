@@ -71,13 +71,13 @@ def conv_transpose2d(net: Network, x: Any, prefix: str, c2: int, k: int = 1, s: 
 def layer_norm(net: Network, x: Any, prefix: str, normalized_shape: Any = None, eps: float = 1e-5,
                elementwise_affine: bool = True, axes: Any = None) -> Any:
     """nn.LayerNorm over the trailing `normalized_shape`, or over `axes` ([1]: channels-first, ConvNeXt's
-    LayerNorm2d); float32 in fp16/int8 builds."""
+    LayerNorm2d); float32 in fp16/int8 builds (TensorRT 8.6: its statistics; `Network.fp32`, strict=False)."""
     return net.layer_norm(x, prefix, normalized_shape, eps, elementwise_affine, axes)
 
 
 @block("GroupNorm")
 def group_norm(net: Network, x: Any, prefix: str, num_groups: int, eps: float = 1e-5, affine: bool = True) -> Any:
-    """nn.GroupNorm(num_groups, C, eps, affine); float32 in fp16/int8 builds."""
+    """nn.GroupNorm(num_groups, C, eps, affine); float32 in fp16/int8 builds (TensorRT 8.6: its statistics)."""
     return net.group_norm(x, prefix, num_groups, eps, affine)
 
 
@@ -89,7 +89,7 @@ def gelu(net: Network, x: Any, prefix: str, approximate: str = "none") -> Any:
 
 @block("Softmax")
 def softmax(net: Network, x: Any, prefix: str, dim: int = -1) -> Any:
-    """nn.Softmax(dim) (float32 in fp16/int8 builds)."""
+    """nn.Softmax(dim) (float32 in fp16/int8 builds; TensorRT 8.6 chooses: `Network.fp32`, strict=False)."""
     return net.softmax(x, prefix, dim)
 
 
