@@ -195,8 +195,11 @@ def check_output(path: str | os.PathLike, *, inputs: Iterable[str | os.PathLike 
     return path
 
 
+CHECKPOINT_STARTS = (b"PK\x03\x04", b"\x80")  # torch.save's zip file, a pickle: a checkpoint, not weights
+
 # first bytes of files a mistyped path may name, for messages
-_KNOWN_STARTS = ((b"PK\x03\x04", "a zip file (a PyTorch checkpoint?)"), (b"\x80", "a pickle (a PyTorch checkpoint?)"),
+_KNOWN_STARTS = ((CHECKPOINT_STARTS[0], "a zip file (a PyTorch checkpoint?)"),
+                 (CHECKPOINT_STARTS[1], "a pickle (a PyTorch checkpoint?)"),
                  (b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"),
                  (b"\x7fELF", "a compiled program or library"), (b"\x93NUMPY", "a numpy array"),
                  (b"NETDEF-ENGINE\n", "a netdef engine"), (b"ftrt", "a TensorRT plan"), (b"vtrt", "a TensorRT-RTX plan"))

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from .errors import NetdefError, WtsFormatError
-from .fileio import FileKind, atomic_write, describe_head
+from .fileio import CHECKPOINT_STARTS, FileKind, atomic_write, describe_head
 
 __all__ = ["read_wts", "write_wts", "wts_summary"]
 
@@ -90,7 +90,7 @@ def _scan(path: str, data: bytes | mmap.mmap, bar=None) -> Iterator[tuple[int, s
         head = bytes(data[:64])
         hint = ("" if text else f" (this is not a text .wts file: {describe_head(head)})") + (
             ": export a checkpoint's weights with `netdef export CHECKPOINT -o WEIGHTS.wts`"
-            if head.startswith((b"PK\x03\x04", b"\x80")) else
+            if head.startswith(CHECKPOINT_STARTS) else
             " (a netdef engine, not weights)" if head.startswith(b"NETDEF-ENGINE") else "")
         raise WtsFormatError(path, f"line 1 must be the tensor count, found '{shown}'{hint}", line=1)
     declared, pos, lineno, seen = int(first), end + 1, 1, {}

@@ -18,7 +18,7 @@ from typing import Any
 
 from .. import __version__, engine_file, trt_api
 from ..errors import EngineFileError
-from ..fileio import HEAD_BYTES, atomic_write_all, check_output, describe_head, json_kind, read_head
+from ..fileio import CHECKPOINT_STARTS, HEAD_BYTES, atomic_write_all, check_output, describe_head, json_kind, read_head
 from ..options import overall_range
 
 SIDECAR_FORMAT = 1
@@ -55,7 +55,7 @@ def _other_file(path: Path, head: bytes, f: Any) -> str | None:
         if f.read(4) in trt_api.PLAN_MAGICS:
             return ("it is an Ultralytics engine (JSON metadata before the plan): build one with netdef from the "
                     "checkpoint's weights (`netdef export CHECKPOINT.pt`, then `netdef build`)")
-    if head.startswith((b"PK\x03\x04", b"\x80")):
+    if head.startswith(CHECKPOINT_STARTS):
         return f"{describe_head(head)}: export its weights with `netdef export`"
     if head.lstrip()[:1] == b"{":
         return "it is JSON, perhaps a sidecar: give the plan itself"
