@@ -157,7 +157,7 @@ def _read_header(f: Any, path: Path) -> dict[str, Any]:
         if head and MAGIC.startswith(head):
             raise _damaged(path, f"the file ends after {len(head)} bytes, inside the netdef magic")
         what = recognised(head)
-        if what is not None and what not in ("a TensorRT plan", "a TensorRT-RTX plan"):
+        if what is not None and head[:4] not in PLAN_MAGICS:
             raise EngineFileError(f"{path} is not a netdef engine: it looks like {what}; give the engine `netdef "
                                   "build` wrote")
         raise EngineFileError(f"{path} is not a netdef engine (no netdef header): build it with `netdef build`; "

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import NetdefError, OptionError, raised_at
-from .fileio import check_output, read_head, recognised
+from .fileio import CHECKPOINT_STARTS, check_output, read_head, recognised
 from .wts import WTS_FILE, write_wts
 
 CHECKPOINT_KEYS = ("ema", "model", "state_dict", "model_state_dict")
@@ -74,11 +74,11 @@ def load_checkpoint(path: str | Path) -> Any:
         raise _missing_code(path, e) from None
     except Exception as e:  # noqa: BLE001
         head = read_head(path)
-        if head.startswith(b"\x80") and "magic number" in str(e):  # pickle.dump's, not torch.save's
+        if head.startswith(CHECKPOINT_STARTS[1]) and "magic number" in str(e):  # pickle.dump's, not torch.save's
             raise NetdefError(f"cannot read checkpoint {path}: it is a plain pickle, not a torch.save file: load it "
                               "with pickle and torch.save what it holds (a state_dict or the model)") from None
         what = recognised(head)
-        kind = f" ({path.name} looks like {what})" if what and not what.startswith(("a zip", "a pickle")) else ""
+        kind = f" ({path.name} looks like {what})" if what and not head.startswith(CHECKPOINT_STARTS) else ""
         raise NetdefError(f"cannot read checkpoint {path}{kind}: {type(e).__name__}: {e}") from None
 
 

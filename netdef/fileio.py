@@ -247,15 +247,17 @@ def _check_kind(path: Path, kind: FileKind, what: str) -> None:
     if head and not kind.test(head):
         raise OptionError(f"{what} {path} exists and is not {kind.name} ({describe_head(head)}): netdef writes over "
                           f"{kind.name} only; move that file away or give another path")
-    if head and kind.holds is not None and not _holds(path, kind):
+    if head and kind.holds is not None and not _holds(path, kind, head):
         raise OptionError(f"{what} {path} exists and is JSON of another kind, not {kind.name}: netdef writes over "
                           f"{kind.name} only; move that file away or give another path")
 
 
-def _holds(path: Path, kind: FileKind) -> bool:
+def _holds(path: Path, kind: FileKind, head: bytes) -> bool:
+    """Whether the JSON file `path` (its first bytes `head`) is `kind`: by its content, or for a file too large to
+    parse by how it starts."""
     try:
         if path.stat().st_size > MAX_JSON_BYTES:
-            return kind.starts is not None and kind.starts.match(read_head(path)) is not None
+            return kind.starts is not None and kind.starts.match(head) is not None
         doc = json.loads(path.read_bytes())
     except (OSError, ValueError, RecursionError):
         return False

@@ -110,7 +110,7 @@ class Engine:
         # id(context) -> a weak reference to the Step whose shapes and addresses the context holds (None: another
         # call's); a Step binds its own back before it runs when another call bound the context since
         self._io_owner: dict[int, Any] = {}
-        self._refits = 0  # Steps made before a refit refuse to run
+        self._refits = 0  # refits so far (a detector's CUDA graphs are made again after one)
         self._steps: weakref.WeakSet[Step] = weakref.WeakSet()  # this engine's live Steps (a refit ends them)
 
     @classmethod
@@ -438,7 +438,6 @@ class Step:
         self.profile, self.batch = profile, batch
         self._inputs, self.outputs = io
         self._engine = engine
-        self._refits = engine._refits
         self._buffers: list[Any] = []
         self._done: Any = None  # an event after this step's last run
         import torch
@@ -460,7 +459,7 @@ class Step:
         with eng.on_device():
             caller = torch.cuda.current_stream()
             with torch.cuda.stream(self.stream), eng._lock:
-                if eng._refits != self._refits:
+                if self._run is None:  # `_end`: a refit of the engine
                     raise NetdefError(f"{eng.path}: this step was made before the engine was refitted (TensorRT "
                                       "forbids using its old contexts): make a new one")
                 owner = eng._io_owner.get(id(self.context))

@@ -17,7 +17,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from ..errors import NetdefError
-from ..fileio import atomic_write, describe_head, json_kind, read_head, recognised
+from ..fileio import JSON_FILE, atomic_write, describe_head, json_kind, read_head
 
 METHODS = ("max", "percentile", "entropy")
 MIN_SCALE = 1e-8  # scale given to an all-zero channel/tensor: positive, and 1/scale is finite in float32
@@ -248,7 +248,7 @@ class CalibrationTable:
             raise NetdefError(f"calibration table {path} not found: run calibration first or fix the path") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             head = read_head(path)
-            if recognised(head) != "a JSON file":  # another file named by mistake: never advise deleting it
+            if not JSON_FILE.test(head):  # another file named by mistake: never advise deleting it
                 raise NetdefError(f"{path} is not a calibration table ({describe_head(head)}): give the JSON table "
                                   "`netdef calibrate` wrote") from None
             raise NetdefError(f"calibration table {path} is not valid JSON ({e}); delete it and recalibrate") from None

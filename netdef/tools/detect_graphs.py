@@ -50,7 +50,7 @@ class DetectGraphs:
         self.engine, self.device, self.input_hw, self.stride, self.rect = engine, device, input_hw, stride, rect
         self.min_hw, self.min_batch, self.to_host, self.keep = min_hw, min_batch, tuple(to_host), keep
         self._graphs: OrderedDict[tuple, _Captured] = OrderedDict()
-        self._refits = getattr(engine, "_refits", 0)
+        self._refits = engine._refits
         self.captures = 0
         self.lock = threading.Lock()
 
@@ -67,7 +67,7 @@ class DetectGraphs:
             if min(im.shape[:2]) < 1:
                 raise NetdefError(f"image {i} is empty ({tuple(im.shape)})")
         key = (bool(bgr), tuple(im.shape for im in images))
-        if getattr(self.engine, "_refits", 0) != self._refits:  # a refit ended the steps the graphs run
+        if self.engine._refits != self._refits:  # a refit ended the steps the graphs run
             self._graphs.clear()
             self._refits = self.engine._refits
         cap = self._graphs.get(key)

@@ -56,7 +56,11 @@ def pad_offsets(resized: tuple[int, int], padded: tuple[int, int]) -> tuple[int,
 def letterbox_size(shapes: Sequence[Sequence[int]], new_shape: int | Sequence[int] = (640, 640), stride: int = 32,
                    auto: bool = False, scaleup: bool = True) -> tuple[int, int]:
     """The (height, width) `letterbox` gives a batch of images of these (h, w[, c]) shapes."""
-    plans = [letterbox_plan(s[0], s[1], new_shape, stride, auto, scaleup) for s in shapes]
+    return _batch_hw([letterbox_plan(s[0], s[1], new_shape, stride, auto, scaleup) for s in shapes])
+
+
+def _batch_hw(plans: Sequence[Any]) -> tuple[int, int]:
+    """The batch's (height, width): the largest padded size of the images' `letterbox_plan`s."""
     return max(p[2][0] for p in plans), max(p[2][1] for p in plans)
 
 
@@ -82,8 +86,7 @@ def letterbox(images: Sequence[ImageLike], new_shape: int | Sequence[int] = (640
         device = first.device if isinstance(first, torch.Tensor) else torch.device("cpu")
     tensors = [_as_uint8_tensor(im, i, device, torch) for i, im in enumerate(images)]
     plans = [letterbox_plan(t.shape[0], t.shape[1], new_shape, stride, auto, scaleup) for t in tensors]
-    bh = max(p[2][0] for p in plans)
-    bw = max(p[2][1] for p in plans)
+    bh, bw = _batch_hw(plans)
     if out is None:
         batch = torch.full((len(tensors), 3, bh, bw), color / 255.0, dtype=torch.float32, device=device)
     elif tuple(out.shape) != (len(tensors), 3, bh, bw) or not out.is_floating_point():
