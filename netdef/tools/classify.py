@@ -47,11 +47,15 @@ class EngineModel:
         """`images` in chunks of at most the largest batch: per chunk (its images, its batch, the rest of what
         `prepare(chunk) -> (batch, rest)` gives), the batch padded with `pad` images up to the smallest batch
         (`pad_batch`: its rows past the chunk's images are padding)."""
-        lo, hi = self.batch_range
-        for start in range(0, len(images), hi):
-            chunk = list(images[start:start + hi])
+        for chunk in self.chunks(images):
             batch, rest = prepare(chunk)
-            yield chunk, pad_batch(batch, lo, pad), rest
+            yield chunk, pad_batch(batch, self.batch_range[0], pad), rest
+
+    def chunks(self, images: Sequence[np.ndarray]) -> Iterator[list[np.ndarray]]:
+        """`images` in chunks of at most the largest batch."""
+        hi = self.batch_range[1]
+        for start in range(0, len(images), hi):
+            yield list(images[start:start + hi])
 
 
 def engine_io(eng: Any) -> tuple[Callable[[Any], dict[str, Any]], tuple[int, int], Any]:

@@ -339,9 +339,7 @@ class Detector(EngineModel):
 
         results: list[Detections] = []
         if self.graphs is not None:
-            hi = self.batch_range[1]
-            for start in range(0, len(images), hi):
-                chunk = list(images[start:start + hi])
+            for chunk in self.chunks(images):
                 with self.graphs.lock:  # the outputs are the graph's buffers until read
                     outs, input_hw, ratio_pads = self.graphs(chunk, bgr)
                     results += self._finish(outs, input_hw, ratio_pads, chunk)
