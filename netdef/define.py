@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -10,9 +11,9 @@ from typing import Any, Union
 
 import numpy as np
 
-from .errors import WtsFormatError
+from .errors import NetdefError, WeightKeyError, WtsFormatError
 from .fileio import file_sha256
-from .network import Network
+from .network import Network, unused_modules_hint
 from .options import BuildOptions
 from .spec import Spec, build_network, load_spec
 from .wts import read_wts
@@ -57,11 +58,43 @@ def define_network(spec: Spec | str | Path, weights: Weights, opts: BuildOptions
 
         quantizer = Quantizer.for_build(spec, weights_sha, opts)
     net.quantizer = quantizer
-    build_network(spec, net, (-1, -1) if opts.input_range else opts.input_hw)  # -1: H, W chosen at run time
+    try:
+        build_network(spec, net, (-1, -1) if opts.input_range else opts.input_hw)  # -1: H, W chosen at run time
+    except WeightKeyError as e:
+        hint = _other_scale(spec, tensors, opts) if " values but the architecture expects shape " in str(e) else None
+        if hint is None:
+            raise
+        raise WeightKeyError(f"{e}\nThese weights fit {hint}: build that architecture") from None
     unused = net.check_keys(strict=opts.strict)
     if unused:
-        log(f"[netdef] warning: {len(unused)} unused key(s) in {source}, e.g. {unused[:3]}")
+        log(f"[netdef] warning: {len(unused)} unused key(s) in {source}, e.g. {unused[:3]}"
+            + unused_modules_hint(unused, net.used).replace("\n", " "))
     return net
+
+
+def _other_scale(spec: Spec, tensors: Mapping[str, np.ndarray], opts: BuildOptions) -> str | None:
+    """The name of another scale of `spec`'s family (yolo11s for yolo11n weights) whose network the weights fit
+    key for key and shape for shape, or None (not a family member, or no scale fits)."""
+    from .spec import available_archs
+
+    if spec.scale is None:
+        return None
+    parts = re.match(r"^(.*?\d+)" + re.escape(spec.scale) + r"(.*)$", spec.name)  # yolo11 + l + -seg
+    if parts is None:
+        return None
+    pattern = re.compile(re.escape(parts[1]) + "[a-z]" + re.escape(parts[2]))
+    for name in available_archs():
+        if not pattern.fullmatch(name) or name == spec.name or load_spec(name).path != spec.path:
+            continue
+        other = load_spec(name)
+        net = Network(tensors, precision=opts.precision, params=other.resolve_params(opts.params))
+        try:
+            build_network(other, net, None)
+            net.check_keys(strict=True)
+        except NetdefError:
+            continue
+        return name
+    return None
 
 
 def _array(v: Any) -> np.ndarray:

@@ -257,14 +257,19 @@ MODEL_TASKS = ("detect", "segment", "pose", "classify", "end2end")  # the "model
 
 def _is_model(v: Any) -> bool:
     """The optional "model" field the heads record: {"task", "nc", "head"[, "kpt_shape" (pose), "nm" (segment),
-    "stride" (the detection heads' largest stride)]}."""
+    "stride" (the detection heads' largest stride)]}; YOLO26's end-to-end heads (task end2end) give kpt_shape or
+    nm where their rows carry keypoints or mask coefficients."""
     if type(v) is not dict or v.get("task") not in MODEL_TASKS or not _is_int(v.get("nc"), 1, _MAX_DIM):
         return False
-    kpt = v.get("kpt_shape")
-    return (_is_str(v.get("head")) and (v["task"] == "pose") == (kpt is not None)
+    kpt, task = v.get("kpt_shape"), v["task"]
+
+    def given(key: str, own: str) -> bool:  # required for its own task, optional for end2end, else absent
+        return (key in v) == (task == own) or (task == "end2end" and key in v)
+    return (_is_str(v.get("head")) and given("kpt_shape", "pose") and given("nm", "segment")
+            and not ("kpt_shape" in v and "nm" in v)
             and (kpt is None or (type(kpt) is list and len(kpt) == 2 and _is_int(kpt[0], 1, _MAX_DIM)
                                  and kpt[1] in (2, 3) and type(kpt[1]) is int))
-            and (v["task"] == "segment") == ("nm" in v) and ("nm" not in v or _is_int(v["nm"], 1, _MAX_DIM))
+            and ("nm" not in v or _is_int(v["nm"], 1, _MAX_DIM))
             and ("stride" not in v or _is_int(v["stride"], 1, _MAX_DIM)))
 
 
@@ -298,7 +303,8 @@ _FIELDS: tuple[tuple[str, bool, Callable[[Any], bool], str], ...] = (
     ("weights.sha256", True, _is_str, "a string"),
     ("plugins", True, _list_of(_is_plugin), "a list of {name, library, layers}"),
     ("model", False, _is_model, "{task: one of " + ", ".join(MODEL_TASKS) + ", nc >= 1, head: a string, "
-                                "kpt_shape: [n, 2 or 3] for pose alone, nm >= 1 for segment alone}"),
+                                "kpt_shape: [n, 2 or 3] for pose (or end2end) alone, nm >= 1 for segment (or "
+                                "end2end) alone}"),
     ("layers", True, _is_int, "a non-negative integer"),
     ("created", True, _is_str, "a string"),
     ("build_seconds", True, lambda v: _is_number(v) and v >= 0, "a non-negative number"),

@@ -54,12 +54,18 @@ def load_source(source: str, *, state_dict: str | None = None) -> Any:
     raise NetdefError(f"source '{source}' is not a file, 'torchvision:NAME' or 'package.module:callable'")
 
 
-def load_checkpoint(path: str | Path) -> Any:
-    """torch.load a checkpoint; pickled models need their defining code importable."""
+def load_checkpoint(path: str | Path, log: Callable[[str], None] | None = None) -> Any:
+    """torch.load a checkpoint; pickled models need their defining code importable. A file that holds more than
+    tensors (a pickled model, Ultralytics' checkpoints) is loaded with pickle's full power, which runs code
+    from the file: said on `log` first."""
     torch = _torch()
     path = Path(path)
+    if path.is_dir():
+        raise NetdefError(f"checkpoint {path} is a directory: give the checkpoint file")
     if not path.is_file():
         raise NetdefError(f"checkpoint not found: {path}")
+    if not path.stat().st_size:
+        raise NetdefError(f"checkpoint {path} is empty")
     try:
         with warnings.catch_warnings():  # a first, safe attempt: what it warns of, the retry reports
             warnings.simplefilter("ignore", UserWarning)
@@ -68,6 +74,8 @@ def load_checkpoint(path: str | Path) -> Any:
         raise _missing_code(path, e) from None
     except Exception:  # noqa: BLE001  pickled model objects: retry trusting the file, as the user asked
         pass
+    (log or _stderr)(f"[netdef] {path} holds pickled Python objects, not only tensors: unpickling it runs code the "
+                     "file names (load only checkpoints you trust)")
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except ModuleNotFoundError as e:
@@ -210,7 +218,34 @@ def export_wts(source: Any, output: str | Path, *, state_dict: str | None = None
     if progress:
         log(f"[netdef] writing {output}: {len(sd)} tensors ...")
     write_wts(output, sd, progress=progress)
+    named = ultralytics_arch(obj)
+    if named is not None:
+        name, known = named
+        log(f"[netdef] an Ultralytics {name} model: " + (f"build it with `netdef build {name} -w {output}`" if known
+                                                        else f"netdef has no architecture '{name}'"))
     return sd
+
+
+def ultralytics_arch(obj: Any) -> tuple[str, bool] | None:
+    """(the architecture name an Ultralytics model or checkpoint records, e.g. yolo11s-seg from its YAML's file name
+    and scale; whether netdef has it), or None for other sources."""
+    import re
+
+    from .errors import SpecError
+    from .spec import resolve_arch
+
+    cfg = getattr(_module_in(obj, _torch()), "yaml", None)
+    if not isinstance(cfg, dict) or not cfg.get("yaml_file"):
+        return None
+    match = re.fullmatch(r"(yolov?\d+)([nslmx]?)(-[a-z0-9]+)?", Path(str(cfg["yaml_file"])).stem)
+    if match is None:
+        return None
+    name = match[1] + (match[2] or str(cfg.get("scale") or "")) + (match[3] or "")
+    try:
+        resolve_arch(name)
+    except SpecError:
+        return name, False
+    return name, True
 
 
 @contextlib.contextmanager

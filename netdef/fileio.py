@@ -37,11 +37,12 @@ def atomic_write_all(files: Mapping[str | os.PathLike, Iterable[bytes] | bytes])
     """`atomic_write` for files that belong together (a plan and its sidecar): every one is written to its
     temporary file first, and only then are they renamed, so a full disk or an error leaves all the old ones."""
     temps: list[tuple[Path, str]] = []
+    made: list[Path] = []  # folders this call created: removed again (if still empty) when it fails
     path = None
     try:
         for name, chunks in files.items():
             path = Path(name)
-            path.parent.mkdir(parents=True, exist_ok=True)
+            made += _make_folders(path.parent)
             _remove_orphans(path)
             fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{TMP_TAG}", suffix=".tmp", dir=path.parent)
             temps.append((path, tmp))
@@ -62,12 +63,28 @@ def atomic_write_all(files: Mapping[str | os.PathLike, Iterable[bytes] | bytes])
                 os.unlink(tmp)
             except OSError:
                 pass
+        for folder in reversed(made):  # an empty version folder would be a broken model to Triton
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
         if isinstance(e, OSError) and e.errno is not None and path is not None:
             raise OSError(e.errno, f"cannot write {path}: {e.strerror}") from e
         raise
     finally:
         for _, tmp in temps:
             _writing.discard(os.path.abspath(tmp))
+
+
+def _make_folders(folder: Path) -> list[Path]:
+    """mkdir -p `folder`; the folders it created, outermost first."""
+    missing = []
+    while not folder.exists() and folder.parent != folder:
+        missing.append(folder)
+        folder = folder.parent
+    for f in reversed(missing):
+        f.mkdir(exist_ok=True)
+    return missing[::-1]
 
 
 TMP_TAG = "netdef-"  # in the temporary files' names: only netdef's are ever removed as orphans

@@ -298,8 +298,9 @@ class Network:
                             + "\n".join(f"  {k}" for k in unused[:50])
                             + ("\n  ..." if len(unused) > 50 else ""))
         if problems:
-            hint = _prefix_hint(list(missing), unused) or (
-                "" if missing else "\n(pass --no-strict / strict=False to allow unused keys)")
+            hint = (_prefix_hint(list(missing), unused) or _fused_hint(list(missing), unused)
+                    or unused_modules_hint(unused, self.used)
+                    or ("" if missing else "\n(pass --no-strict / strict=False to allow unused keys)"))
             raise WeightKeyError(f"{self.source}: " + "\n".join(problems) + hint)
         return unused
 
@@ -507,8 +508,25 @@ class Network:
                 made = ", ".join(f"{list(s)} from layer '{t.name}'" for t, s in zip(tensors, shapes))
                 hint = ("; check the padding, stride and kernel size of the layers that made them (a block's own "
                         "or a YAML row's), or whether the input height and width are multiples of the network's "
-                        "total stride (the product of its downsampling strides)") if d >= 2 else ""
+                        "total stride (the product of its downsampling strides)" + self._input_size_hint()
+                        ) if d >= 2 else ""
                 raise SpecError(f"{name}: input shapes differ in dimension {d}: {made}{hint}")
+
+    def _input_size_hint(self) -> str:
+        """Where the (first) input has a static height and width that halve evenly fewer than 5 times, the likely
+        cause of sizes that no longer join: say so, with the nearest multiples of 32 (YOLO's total stride)."""
+        raw = self.definition.raw
+        shape = tuple(raw.get_input(0).shape) if raw.num_inputs else ()
+        if len(shape) != 4 or min(shape[2:]) < 1:
+            return ""
+        h, w = shape[2:]
+        halvings = min((v & -v).bit_length() - 1 for v in (h, w))
+        if halvings >= 5:
+            return ""
+        up = lambda v: -(-v // 32) * 32  # noqa: E731
+        return (f"; the input {h}x{w} halves evenly only {halvings} time(s): a network that downsamples and joins "
+                f"the sizes again needs multiples of its total stride (YOLO: 32, e.g. --input-shape "
+                f"{up(h)}x{up(w)})")
 
     def pool(self, x: Any, kind: str, k: int, s: int | None = None, p: int = 0, name: str = "pool") -> Any:
         """max or avg pooling; avg counts padding like PyTorch's default (count_include_pad=True)."""
@@ -969,6 +987,48 @@ def _check_channels(prefix: str, c2: Any) -> None:
 
 def _is_int(n: Any) -> bool:
     return isinstance(n, numbers.Integral) and not isinstance(n, bool)
+
+
+# Modules of Ultralytics heads that only some tasks have: what a file holding them was trained for
+_HEAD_PARTS = {"proto": "mask prototypes of a segmentation head, a -seg model",
+               "cv4": "the extra branch of a segmentation or pose head, a -seg or -pose model",
+               "one2one_cv2": "YOLO26's end-to-end branch, a yolo26 model"}
+
+
+def unused_modules_hint(unused: list[str], used: set[str]) -> str:
+    """Where unused keys form whole modules the architecture never reads (another head, another model), a line
+    naming them (and what such a module means for Ultralytics' heads); '' where some unused keys belong to
+    modules the architecture does read (a differently configured block: the key list tells more)."""
+    if not unused:
+        return ""
+    read = {".".join(k.split(".")[:i]) for k in used for i in range(1, k.count(".") + 1)}
+    modules: dict[str, int] = {}
+    for k in unused:
+        parts = k.split(".")
+        i = next((i for i in range(1, len(parts)) if ".".join(parts[:i]) not in read), None)
+        if i is None:
+            return ""
+        m = ".".join(parts[:i])
+        modules[m] = modules.get(m, 0) + 1
+    named = [f"{m} ({n} key{'s' if n > 1 else ''}" + (f": {_HEAD_PARTS[m.rsplit('.', 1)[-1]]})"
+                                                     if m.rsplit(".", 1)[-1] in _HEAD_PARTS else ")")
+             for m, n in list(modules.items())[:8]]
+    return (f"\nThe unused keys are whole modules this architecture does not have: {', '.join(named)}"
+            + (", ..." if len(modules) > 8 else "") + ". The weights are of another architecture or task: build "
+            "the one they were trained with (--no-strict would drop those modules: right only if you removed them "
+            "on purpose)")
+
+
+def _fused_hint(missing: list[str], unused: list[str]) -> str:
+    """Where the missing keys are BatchNorm's and the file has the convolutions' biases instead (a checkpoint
+    saved after fusing BatchNorm into the convolutions), a line saying so; '' otherwise."""
+    bn = [k for k in missing if ".bn." in k or k.rsplit(".", 2)[-2:-1] == ["bn"]]
+    biases = [k for k in unused if k.endswith(".conv.bias")]
+    if not bn or len(bn) * 2 < len(missing) or not biases:
+        return ""
+    return ("\nThe file has convolution biases (e.g. " + biases[0] + ") where the architecture reads BatchNorm: "
+            "the model was saved after BatchNorm was fused into its convolutions (Ultralytics' fuse(), a fused "
+            "export). Export the checkpoint as trained, before fusing")
 
 
 def _prefix_hint(missing: list[str], unused: list[str]) -> str:

@@ -206,8 +206,9 @@ def check_hw_range(r: Any, what: str = "input_range") -> None:
 
 
 def parse_input_shape(text: str, what: str = "--input-shape") -> tuple[HW | None, HWRange | None]:
-    """(input_hw, input_range) for BuildOptions: '480x640' or '480,640' -> a static size; 'MIN:OPT:MAX' of HxW
-    sizes ('320x320:640x640:1280x1280') -> a dynamic range; 'MIN:MAX' -> opt = max (as for --batch)."""
+    """(input_hw, input_range) for BuildOptions: '480x640' or '480,640' -> a static size ('640': 640x640, as
+    Ultralytics' imgsz); 'MIN:OPT:MAX' of such sizes ('320x320:640x640:1280x1280') -> a dynamic range; 'MIN:MAX'
+    -> opt = max (as for --batch)."""
     parts = [_parse_hw(p, text, what) for p in str(text).split(":")]
     if len(parts) == 1:
         return parts[0], None
@@ -224,6 +225,7 @@ def _parse_hw(part: str, text: str, what: str) -> HW:
         hw = tuple(int(v) for v in part.replace(",", "x").split("x"))
     except ValueError:
         hw = ()
+    hw = hw * 2 if len(hw) == 1 else hw  # one number: a square, as Ultralytics' imgsz
     if len(hw) != 2 or min(hw) < 1:
         raise OptionError(f"{what} '{text}': expected H,W or HxW (two positive integers, e.g. 480x640), or "
                           "MIN:OPT:MAX of HxW sizes for a dynamic input size (e.g. 320x320:640x640:1280x1280)")

@@ -92,9 +92,11 @@ class Spec:
         text += "".join(f"\n# block {n}: {b.module} {b.source_sha}" for n, b in sorted(blocks.items()))
         return hashlib.sha256(text.encode()).hexdigest()
 
-    def identity(self) -> dict[str, str]:
-        """What an engine header records of the architecture it was built from: name, YAML path and sha256."""
-        return {"name": self.name, "path": str(self.path), "sha256": self.sha256}
+    def identity(self) -> dict[str, Any]:
+        """What an engine header records of the architecture it was built from: name, YAML path, sha256 (of the
+        YAML, its scale and the source of its own blocks: `sha256`), and the modules of those blocks."""
+        own = sorted({r.block.module for r in self.rows if r.block.source_sha})
+        return {"name": self.name, "path": str(self.path), "sha256": self.sha256} | ({"blocks": own} if own else {})
 
     def where(self, row: Row) -> str:
         return f"{self.path}:{row.line}: row {row.index} ({row.block.name})"
@@ -234,6 +236,9 @@ def load_spec(path: str | Path) -> Spec:
     if "input" not in data:
         near = difflib.get_close_matches("input", [k for k in data if k not in RESERVED], n=1)
         hint = f" ('{near[0]}' on line {key_lines.get(near[0], 1)} is not one: netdef reads 'input')" if near else ""
+        if not hint and "backbone" in data and "head" in data:  # an Ultralytics model YAML as it ships
+            hint = (" (an Ultralytics model YAML: add `input: {name: images, shape: [3, 640, 640]}` and `output: "
+                    "output`, or `output: [output, proto]` for segmentation, as netdef's own YOLO YAMLs have)")
         raise SpecError(f"{path}: no 'input' key{hint}: give input: {{name: ..., shape: [C, H, W]}}")
     if not isinstance(inp, dict) or not isinstance(inp.get("shape"), list) or len(inp["shape"]) < 1 \
             or not all(isinstance(s, int) and s > 0 for s in inp["shape"]):
@@ -255,7 +260,7 @@ def load_spec(path: str | Path) -> Spec:
         raise SpecError(f"{path}: no rows: give 'layers' (or 'backbone' and 'head')")
 
     _load_yaml_blocks(path, data, root, fail)
-    gd, gw, max_ch = _multiples(data, scale, fail)
+    gd, gw, max_ch = _multiples(data, scale, fail, path)
     params = {k: v for k, v in data.items() if k not in RESERVED}
     name = _scaled_names(path.stem, [scale])[0] if scale is not None else str(data.get("name", path.stem))
     preset = data.get("set", {})
@@ -304,7 +309,7 @@ def _load_yaml_blocks(path: Path, data: dict, root: Any, fail: Callable[[str, st
                           error=SpecError)
 
 
-def _multiples(data: dict, scale: str | None, fail: Any) -> tuple[float, float, int | None]:
+def _multiples(data: dict, scale: str | None, fail: Any, path: Path) -> tuple[float, float, int | None]:
     """(depth_multiple, width_multiple, max_channels) from the chosen `scales:` entry or the plain keys."""
     scales = data.get("scales")
     if scales is None:
@@ -318,8 +323,10 @@ def _multiples(data: dict, scale: str | None, fail: Any) -> tuple[float, float, 
     if "depth_multiple" in data or "width_multiple" in data:
         raise fail("scales", "give either 'scales:' or depth_multiple/width_multiple, not both")
     if scale is None:
-        raise fail("scales", f"this file is a family: build one of its scales by name "
-                             f"({', '.join(_scaled_names(Path(str(data.get('name', 'arch'))).stem, list(scales)))})")
+        names = _scaled_names(Path(str(data.get("name") or path.stem)).stem, list(scales))
+        scaled = path.with_name(_scaled_names(path.stem, list(scales)[:1])[0] + path.suffix)
+        raise fail("scales", f"this file is a family: build one of its scales by name ({', '.join(names)}) or by "
+                             f"a path with the scale in the file name ({scaled} for {path.name})")
     if scale not in scales:
         raise fail("scales", f"no scale '{scale}' (this family has {', '.join(map(str, scales))})")
     entry = scales[scale]

@@ -445,6 +445,7 @@ _LAYER_CLASSES = {
     "MATRIX_MULTIPLY": "IMatrixMultiplyLayer", "CONSTANT": "IConstantLayer", "IDENTITY": "IIdentityLayer",
     "CAST": "ICastLayer", "SLICE": "ISliceLayer", "SHAPE": "IShapeLayer", "RESIZE": "IResizeLayer",
     "SELECT": "ISelectLayer", "GATHER": "IGatherLayer", "NORMALIZATION": "INormalizationLayer", "FILL": "IFillLayer",
+    "TOPK": "ITopKLayer",
 }
 
 

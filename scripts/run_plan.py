@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -30,13 +31,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output", help="write every output to this .npz")
     a = p.parse_args(argv)
 
-    try:
-        import tensorrt as trt
-    except ImportError:  # TensorRT-RTX ('vtrt' plans) has its own module
-        import tensorrt_rtx as trt
+    trt = None
+    for name in ("tensorrt", "tensorrt_rtx", "tensorrt_rtx_bindings"):  # TensorRT-RTX ('vtrt' plans): its own
+        try:
+            trt = importlib.import_module(name)
+            break
+        except ImportError:
+            continue
+    if trt is None:
+        sys.exit("no TensorRT Python module (tensorrt, or TensorRT-RTX's tensorrt_rtx) is installed")
     import torch
 
     plan = Path(a.plan)
+    if not plan.is_file():
+        sys.exit(f"no such plan file: {plan}")
+    if not torch.cuda.is_available():
+        sys.exit(f"running {plan} needs a CUDA GPU (torch sees none)")
     sidecar = Path(f"{plan}.json")
     libraries = a.plugin or ([e["library"] for e in json.loads(sidecar.read_text())["plugins"]]
                              if sidecar.is_file() else [])

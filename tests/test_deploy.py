@@ -11,6 +11,7 @@ compared with the engine's metadata. GPU (`-m gpu`): a raw plan runs like its en
 from __future__ import annotations
 
 import hashlib
+import os
 import json
 import re
 import shutil
@@ -210,6 +211,37 @@ def test_a_plan_is_told_by_its_first_bytes(engines, tmp_path):
             Engine(path)
         r = run_cli("info", str(path))
         assert r.returncode == 1 and says in r.stderr and "'ftrt' (TensorRT)" in r.stderr, r.stderr
+
+
+def test_a_damaged_engine_is_no_plan(engines, tmp_path):
+    """A netdef engine whose first bytes are damaged, or garbage under a plan's name, is refused (no raw plan
+    with no metadata, exit 0)."""
+    data = bytearray(engines("r50").read_bytes())
+    data[0] ^= 0x16  # 'N' -> 'X'
+    damaged = tmp_path / "damaged.engine"
+    damaged.write_bytes(bytes(data))
+    garbage = tmp_path / "garbage.plan"
+    garbage.write_bytes(bytes(range(256)) * 20)
+    for path, says in ((damaged, "its header is a netdef engine's but its first bytes are damaged"),
+                       (garbage, r"its first bytes b'\x00\x01")):
+        r = run_cli("info", str(path))
+        assert r.returncode == 1 and "neither a netdef engine nor a TensorRT plan" in r.stderr and says in r.stderr, \
+            r.stderr
+        with pytest.raises(EngineFileError, match="neither a netdef engine nor a TensorRT plan"):
+            Engine(path)
+
+
+def test_a_failed_write_leaves_no_new_folders(engines, tmp_path, monkeypatch):
+    """A repository write that fails leaves no empty version folder (Triton would take it for the latest
+    version) and keeps the folders that were there."""
+    (tmp_path / "models").mkdir()
+
+    def failing_fsync(fd):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(os, "fsync", failing_fsync)
+    with pytest.raises(OSError, match="No space left on device"):
+        write_repository(engines("r50"), tmp_path / "models", TritonOptions(version=2))
+    assert [p.name for p in tmp_path.rglob("*")] == ["models"]
 
 
 def test_a_sidecar_of_another_plan_is_refused(engines, tmp_path):
@@ -450,6 +482,12 @@ def test_engine_whose_batch_starts_above_one_is_served_without_batching(engines)
     (["--version", "0"], "--version 0: must be >= 1"),
     (["--gpus", "0,0"], "distinct GPU indices"),
     (["--instances", "x"], "--instances 'x': expected an integer"),
+    # beyond the field types of Triton's model_config.proto: config.pbtxt would not parse
+    (["--instances", "3000000000"], "--instances 3000000000: must be from 1 to 2^31-1"),
+    (["--gpus", "99999999999"], "distinct GPU indices"),
+    (["--gpus="], "--gpus '': expected GPU indices"),
+    (["--max-queue-delay-us", str(2**64)], "must be from 0 to 2^64-1"),
+    (["--version", str(2**63)], "Triton model versions are numbers from 1 to 2^63-1"),
 ])
 def test_triton_option_errors_are_one_line(engines, tmp_path, args, message):
     r = run_cli("triton", str(engines("r50")), "--repo", str(tmp_path / "models"), *args)

@@ -173,6 +173,31 @@ def test_output_layout():
         OutputLayout.of([("output", (-1, 84, 8400))], end_to_end=True)
 
 
+def test_end_to_end_rows_with_mask_coefficients_or_keypoints():
+    """YOLO26-seg rows (B, K, 6 + nm) with the prototypes, YOLO26-pose rows (B, K, 6 + nkpt * ndim): the kept rows'
+    coefficients go to mask assembly with their image's prototypes, the keypoints are shaped (n, nkpt, ndim)."""
+    seg = OutputLayout.of([("output", (-1, 300, 38)), ("proto", (-1, 32, 80, 80))], end_to_end=True)
+    assert (seg.kind, seg.task, seg.extra, seg.names) == ("end_to_end", "segment", 32,
+                                                          {"protos": "proto", "pred": "output"})
+    pose = OutputLayout.of([("output", (-1, 300, 57))], end_to_end=True, kpt_shape=(17, 3))
+    assert (pose.task, pose.kpt_shape, pose.extra) == ("pose", (17, 3), 51)
+    with pytest.raises(NetdefError, match=r"expected one end-to-end output \(B, K, 57\), got output \[-1, 300, 6\]"):
+        OutputLayout.of([("output", (-1, 300, 6))], end_to_end=True, kpt_shape=(17, 3))
+    rows = torch.zeros((2, 3, 6 + 4))
+    rows[0, 0, :6] = torch.tensor([0, 0, 10, 10, 0.9, 2])
+    rows[0, 0, 6:] = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    rows[1, 1, :6] = torch.tensor([5, 5, 9, 9, 0.5, 1])
+    protos = torch.arange(2 * 4 * 8 * 8, dtype=torch.float32).reshape(2, 4, 8, 8)
+    lay = OutputLayout.of([("output", (-1, 3, 10)), ("proto", (-1, 4, 8, 8))], end_to_end=True)
+    per_image = Detector(None, (32, 32), lay, conf=0.25).postprocess({"output": rows, "proto": protos})
+    assert [len(d.scores) for d in per_image] == [1, 1]
+    assert per_image[0].coefs.tolist() == [[1.0, 2.0, 3.0, 4.0]] and per_image[1].protos is not None
+    assert torch.equal(per_image[1].protos, protos[1])
+    lay = OutputLayout.of([("output", (-1, 3, 10))], end_to_end=True, kpt_shape=(2, 2))
+    kept = Detector(None, (32, 32), lay, conf=0.25).postprocess({"output": rows})
+    assert kept[0].keypoints.tolist() == [[[1.0, 2.0], [3.0, 4.0]]] and kept[1].keypoints.shape == (1, 2, 2)
+
+
 def test_end_to_end_rows_are_filtered_not_suppressed():
     """YOLO26's top-k rows (x1, y1, x2, y2, score, class) keep those above the threshold, overlapping or not."""
     rows = torch.tensor([[[0, 0, 10, 10, 0.9, 2], [0, 0, 10, 10, 0.8, 2], [5, 5, 9, 9, 0.1, 0]]], dtype=torch.float32)
@@ -420,8 +445,8 @@ def test_detect_input_shape_is_checked_before_any_work(tmp_path, capsys):
     from helpers import run_cli
 
     r = run_cli("detect", str(tmp_path / "e.engine"), str(tmp_path), "--out", str(tmp_path / "o"),
-                "--input-shape", "8")
-    assert r.returncode == 1 and "--input-shape '8': expected H,W" in r.stderr
+                "--input-shape", "8x8x8")
+    assert r.returncode == 1 and "--input-shape '8x8x8': expected H,W" in r.stderr
 
 
 def test_output_layout_of_engines_with_a_dynamic_input_size():

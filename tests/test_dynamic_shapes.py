@@ -39,6 +39,8 @@ def _quiet(msg: str) -> None:
     ("320x320:640x640:1280x1280", None, ((320, 320), (640, 640), (1280, 1280))),
     ("320x256:640x480", None, ((320, 256), (640, 480), (640, 480))),  # MIN:MAX: opt = max, as for --batch
     ("224x224:224x224:224x224", None, ((224, 224),) * 3),
+    ("640", (640, 640), None),  # one number: a square, as Ultralytics' imgsz
+    ("320:640", None, ((320, 320), (640, 640), (640, 640))),
 ])
 def test_parse_input_shape(text, hw, rng):
     assert parse_input_shape(text) == (hw, rng)
@@ -47,7 +49,7 @@ def test_parse_input_shape(text, hw, rng):
 
 
 @pytest.mark.parametrize("text, needle", [
-    ("480", "--input-shape '480': expected H,W or HxW"),
+    ("480x640x3", "--input-shape '480x640x3': expected H,W or HxW"),
     ("0x640", "--input-shape '0x640': expected H,W or HxW"),
     ("axb:1x1", "--input-shape 'axb:1x1'"),
     ("1x1:2x2:3x3:4x4", "--input-shape '1x1:2x2:3x3:4x4': expected H,W or HxW, or MIN:OPT:MAX"),
@@ -454,8 +456,8 @@ def test_run_refuses_a_size_with_an_input_file(tmp_path):
     np.save(tmp_path / "x.npy", np.zeros((1, 3, 8, 8), np.float32))
     r = run_cli("run", str(tmp_path / "d.engine"), "--input", str(tmp_path / "x.npy"), "--input-shape", "8x8")
     assert r.returncode == 1 and "--input gives the input's height and width: leave out --input-shape" in r.stderr
-    r = run_cli("run", str(tmp_path / "d.engine"), "--input-shape", "8")
-    assert r.returncode == 1 and "--input-shape '8': expected H,W" in r.stderr
+    r = run_cli("run", str(tmp_path / "d.engine"), "--input-shape", "8x8x8")
+    assert r.returncode == 1 and "--input-shape '8x8x8': expected H,W" in r.stderr
 
 
 # ---------------------------------------------------------------- GPU: outputs, profiles, CUDA graphs

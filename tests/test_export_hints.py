@@ -161,3 +161,23 @@ def test_randomize_constants_gives_every_constant_tensor_values():
         assert torch.equal(v, w), k
     assert torch.equal(a.conv.weight, conv) and torch.equal(a.index, torch.arange(4))
     assert all(0.5 <= float(t.min()) and float(t.max()) < 1.5 for t in (a.gamma, a.conv.bias, a.ln.weight, a.ln.bias))
+
+
+def test_unpickling_code_is_said_before_it_runs(tmp_path):
+    """A checkpoint that holds more than tensors is loaded with pickle's full power only after a line saying so;
+    an empty file or a folder is named as such."""
+    torch.save({"model": torch.nn.Linear(2, 2)}, tmp_path / "net.pt")
+    said = []
+    ckpt = load_checkpoint(tmp_path / "net.pt", log=said.append)
+    assert isinstance(ckpt["model"], torch.nn.Linear)
+    assert said == [f"[netdef] {tmp_path / 'net.pt'} holds pickled Python objects, not only tensors: unpickling it "
+                    "runs code the file names (load only checkpoints you trust)"]
+    torch.save({"w": torch.ones(2)}, tmp_path / "sd.pt")
+    said.clear()
+    load_checkpoint(tmp_path / "sd.pt", log=said.append)
+    assert said == []
+    (tmp_path / "empty.pt").write_bytes(b"")
+    with pytest.raises(NetdefError, match=r"empty\.pt is empty"):
+        load_checkpoint(tmp_path / "empty.pt")
+    with pytest.raises(NetdefError, match=r"is a directory: give the checkpoint file"):
+        load_checkpoint(tmp_path)

@@ -233,6 +233,57 @@ def test_keys_with_a_wrapper_prefix_say_so():
         define_network("resnet18", sd, BuildOptions(), log=lambda m: None)
 
 
+def test_unused_whole_modules_are_named_and_not_waved_through():
+    """Keys of modules the architecture never reads (another head): the error names the modules and does not
+    suggest --no-strict; a non-strict build warns with the same words. Unused keys inside read modules keep the
+    --no-strict hint."""
+    import torchvision
+
+    sd = {k: v.numpy() for k, v in torchvision.models.resnet18().state_dict().items()}
+    extra = {"fc2.weight": np.zeros((3, 4), np.float32), "fc2.bias": np.zeros(3, np.float32),
+             "proto.cv1.conv.weight": np.zeros((2, 2, 1, 1), np.float32)}
+    with pytest.raises(WeightKeyError) as e:
+        define_network("resnet18", sd | extra, BuildOptions(), log=lambda m: None)
+    assert "whole modules this architecture does not have: fc2 (2 keys), proto (1 key: mask prototypes of a " \
+           "segmentation head, a -seg model)" in str(e.value) and "pass --no-strict" not in str(e.value)
+    logged = []
+    define_network("resnet18", sd | extra, BuildOptions(strict=False), log=logged.append)
+    assert any("3 unused key(s)" in m and "whole modules this architecture does not have: fc2" in m for m in logged)
+    with pytest.raises(WeightKeyError, match=r"pass --no-strict"):  # fc is read: fc.extra is not a whole module
+        define_network("resnet18", sd | {"fc.extra": np.zeros(1, np.float32)}, BuildOptions(), log=lambda m: None)
+
+
+def test_fused_checkpoints_and_segment_weights_as_detect_say_what_they_are():
+    """An Ultralytics checkpoint saved after fuse() (convolution biases, no BatchNorm) and YOLOv5-seg weights
+    built as YOLOv5 (whose head would otherwise count the mask coefficients as classes)."""
+    pytest.importorskip("ultralytics")
+    from netdef.testing.ultralytics_reference import reference_model
+
+    model, _ = reference_model("yolov8n")
+    model.fuse()
+    fused = {k: v.numpy() for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+    with pytest.raises(WeightKeyError, match=r"the model was saved after BatchNorm was fused into its convolutions"):
+        define_network("yolov8n", fused, BuildOptions(input_hw=(64, 64)), log=lambda m: None)
+    from netdef.testing.yolov5_reference import reference_model as yolov5_model, yolov5_available
+
+    if not yolov5_available():
+        pytest.skip("needs pip install --no-deps yolov5==7.0.14")
+    sd = yolov5_model("yolov5n")[1] | {"model.24.proto.cv1.conv.weight": np.zeros((8, 64, 3, 3), np.float32)}
+    with pytest.raises(SpecError, match=r"model\.24: the weights have a Segment head \(model\.24\.proto\.\*\), this "
+                                        r"architecture a Detect head: build the -seg architecture"):
+        define_network("yolov5n", sd, BuildOptions(input_hw=(64, 64), strict=False), log=lambda m: None)
+
+
+def test_a_static_size_that_does_not_halve_evenly_is_named():
+    pytest.importorskip("ultralytics")
+    from netdef.testing.ultralytics_reference import reference_model
+
+    sd = reference_model("yolov8n")[1]
+    with pytest.raises(SpecError, match=r"model\.11/concat: input shapes differ.*the input 330x330 halves evenly only "
+                                        r"1 time\(s\).*e\.g\. --input-shape 352x352"):
+        define_network("yolov8n", sd, BuildOptions(input_hw=(330, 330)), log=lambda m: None)
+
+
 @pytest.mark.parametrize("arch, make", [("resnet18", "resnet18"), ("mobilenet_v2", "mobilenet_v2")])
 def test_a_zoo_classifier_takes_its_class_count_from_the_weights(arch, make):
     """torchvision classifiers trained for 10 classes need no copied YAML: the Classifier row is sized by the

@@ -13,7 +13,7 @@ F = torch.nn.functional
 
 from netdef import trt_api  # noqa: E402
 from netdef.cli import main  # noqa: E402
-from netdef.errors import NetdefError, WeightKeyError  # noqa: E402
+from netdef.errors import NetdefError, OptionError, WeightKeyError  # noqa: E402
 from netdef.options import BuildOptions  # noqa: E402
 from netdef.verify import UnsupportedLayer, evaluate, verify  # noqa: E402
 
@@ -343,8 +343,28 @@ def test_padding_and_select_and_gather():
 
 def test_unsupported_layer_is_named():
     x = rand(1, 5)
-    with pytest.raises(UnsupportedLayer, match=r"layer 'under_test'.*TOPK"):
-        run(lambda net, trt, xs, W: net.add_topk(xs[0], trt.TopKOperation.MAX, 2, 1 << 1), x)
+    with pytest.raises(UnsupportedLayer, match=r"layer 'under_test'.*NON_ZERO"):
+        run(lambda net, trt, xs, W: net.add_non_zero(xs[0]), x)
+
+
+@pytest.mark.parametrize("op", ["MAX", "MIN"])
+def test_topk_and_a_batched_gather(op):
+    """TopK (sorted values and indices over one axis) and a gather with one element-wise dimension (each batch
+    entry with its own indices), as YOLO26's end-to-end head uses them."""
+    x = rand(2, 3, 7)
+
+    def topk(net, trt, xs, W):
+        return net.add_topk(xs[0], getattr(trt.TopKOperation, op), 4, 1 << 2)
+
+    values, index = t(x).topk(4, dim=2, largest=op == "MAX")
+    close(run(topk, x), values)
+    idx = np.array([[0, 2], [1, 1]], np.int32)
+
+    def gather(net, trt, xs, W):
+        layer = net.add_gather(xs[0], net.add_constant(idx.shape, trt.Weights(idx)).get_output(0), 2)
+        layer.num_elementwise_dims = 1
+        return layer
+    close(run(gather, x), torch.stack([t(x)[0][:, [0, 2]], t(x)[1][:, [1, 1]]]))
 
 
 def test_a_layer_the_cpu_cannot_compute_names_the_setting_without_it():
@@ -358,13 +378,13 @@ def test_a_layer_the_cpu_cannot_compute_names_the_setting_without_it():
                                                r"the CPU evaluator cannot compute: verify the network without it "
                                                r"\(--set head=decode\) or without --cpu on a GPU$"):
         _check_evaluable([plugin], load_spec("yolov5n"), {"head": "plugin"})
-    with pytest.raises(UnsupportedLayer, match=r"\(--set head=decode without --set conf_thres\)"):
+    with pytest.raises(UnsupportedLayer, match=r"\(--set head=decode, leaving out --set conf_thres\)"):
         _check_evaluable([plugin], load_spec("yolov5n"), {"head": "plugin", "conf_thres": 0.4})  # plugin-only
-    topk = LayerDescription(1, "model.23/topk", "TOPK", ["x"], ["y"], ["float32"], [(1, 300)], {}, {})
-    with pytest.raises(UnsupportedLayer, match=r"^layer 'model.23/topk' is a TOPK layer, which the CPU evaluator "
-                                               r"cannot compute: verify the network without it \(--set "
-                                               r"head=one2many\) or without --cpu on a GPU$"):
-        _check_evaluable([topk], load_spec("yolo26n"), {})  # head: its default, decode
+    other = LayerDescription(1, "model.23/nonzero", "NON_ZERO", ["x"], ["y"], ["int32"], [(1, 300)], {}, {})
+    with pytest.raises(UnsupportedLayer, match=r"^layer 'model.23/nonzero' is a NON_ZERO layer, which the CPU "
+                                               r"evaluator cannot compute: verify the network without --cpu on a "
+                                               r"GPU$"):
+        _check_evaluable([other], load_spec("yolo26n"), {})
 
 
 # ---------------------------------------------------------------- networks against PyTorch
@@ -389,6 +409,29 @@ def test_resnet18_report_values(torchvision_wts):
     assert all(r.error is not None and r.error <= 1e-5 for r in compared)
     assert compared[0].layer == "conv1" and compared[0].module == "bn1"
     assert compared[-1].module == "(model output)" and compared[-1].shape == (1, 1000)
+
+
+def test_a_dynamic_size_is_verified_at_sizes_of_its_range(torchvision_wts, tmp_path, capsys):
+    """A network defined with a dynamic input size gets images of the range's OPT size (or the size asked for),
+    not the batch in every dynamic dimension; the CLI checks MIN, OPT and MAX in turn."""
+    model, wts = torchvision_wts("resnet18")
+    rng = ((32, 32), (48, 64), (64, 64))
+    report = verify("resnet18", wts, model, cpu=True, opts=BuildOptions(input_range=rng), batch=2,
+                    log=lambda m: None)
+    assert report.ok and "batch 2, input 48x64" in report.summary()
+    assert report.rows[0].layer == "conv1" and report.rows[0].shape == (2, 64, 24, 32)
+    assert verify("resnet18", wts, model, cpu=True, opts=BuildOptions(input_range=rng), size=(32, 40),
+                  log=lambda m: None).rows[0].shape == (1, 64, 16, 20)
+    with pytest.raises(OptionError, match=r"verify size 80x64: outside the input range 32x32:48x64:64x64"):
+        verify("resnet18", wts, model, cpu=True, opts=BuildOptions(input_range=rng), size=(80, 64))
+    with pytest.raises(OptionError, match=r"the network's input size is static"):
+        verify("resnet18", wts, model, cpu=True, opts=BuildOptions(input_hw=(64, 64)), size=(64, 64))
+    capsys.readouterr()
+    assert main(["verify", "resnet18", "-w", str(wts), "--model", "torchvision:resnet18", "--cpu",
+                 "--input-shape", "32x32:48x64:64x64"]) == 0
+    out = capsys.readouterr().out
+    assert [line.split("fp32, ")[1].split(")")[0] for line in out.splitlines() if line.startswith("verify resnet18")] \
+        == ["input 32x32", "input 48x64", "input 64x64"]
 
 
 def test_yolov5n_cpu_matches_reference(yolov5_models, yolov5_wts):
@@ -662,7 +705,8 @@ def test_modules_whose_weights_are_never_compared_are_named():
     assert report.uncompared == ["blk.fc", "blk.proj", "blk"]
     assert report.summary().endswith("; 3 module(s) whose weights are read were never compared (blk.fc, blk.proj, "
                                      "blk): a mistake there shows only through later layers (not at all behind a "
-                                     "small layer scale); name their layers after them")
+                                     "small layer scale); a block author names a layer after each to have it "
+                                     "compared")
 
 
 def test_verify_with_a_batch_of_two_and_attention_compared(tmp_path):

@@ -189,7 +189,8 @@ def test_pose_keypoint_shape_comes_from_the_weights_or_set(models):
         define("yolov8n-pose", sd, params={"kpt_shape": "5,4"})
 
 
-@pytest.mark.parametrize("name", ["yolov8n", "yolo11n", "yolo11n-cls", "yolov8n-pose", "yolo11n-seg", "yolo26n"])
+@pytest.mark.parametrize("name", ["yolov8n", "yolo11n", "yolo11n-cls", "yolov8n-pose", "yolo11n-seg", "yolo26n",
+                                  "yolo26n-seg", "yolo26n-pose"])
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_small_models_build(name, precision, wts, tmp_path):
     res = build_engine(name, wts(name), tmp_path / f"{name}.engine",
@@ -274,66 +275,86 @@ def test_segment_engine_matches_ultralytics(name, precision, models, wts, tmp_pa
         assert err <= GPU_BOUND[precision]
 
 
-def check_topk(out: np.ndarray, candidates: np.ndarray, reference: np.ndarray, tol: float) -> int:
-    """Whether `out` (B, k, 6) is a top-k of Ultralytics' `candidates` (B, N, 4 + nc: x1, y1, x2, y2, class scores,
-    its postprocess input) up to `tol` (relative to the boxes' range for boxes, absolute for scores): the sorted
-    scores equal the reference's `reference` (B, k, 6) (order statistics move no more than their inputs), and each
-    row is a distinct (anchor, class) of the candidates with that box and score. Ties may pick other rows than the
-    reference does; this is what a correct top-k guarantees anyway. Returns the rows checked."""
+def check_topk(out: np.ndarray, candidates: np.ndarray, reference: np.ndarray, tol: float,
+               nc: int | None = None) -> int:
+    """Whether `out` (B, k, 6 + E) is a top-k of Ultralytics' `candidates` (B, N, 4 + nc + E: x1, y1, x2, y2, class
+    scores, E mask coefficients or keypoints; its postprocess input) up to `tol` (relative to the boxes' range for
+    boxes, and to the extras' for extras; absolute for scores): the sorted scores equal the reference's
+    `reference` (B, k, 6 + E) (order statistics move no more than their inputs), and each row is a distinct
+    (anchor, class) of the candidates with that box, score and extras. Ties may pick other rows than the reference
+    does; this is what a correct top-k guarantees anyway. Returns the rows checked."""
+    nc = candidates.shape[2] - 4 if nc is None else nc
     box_tol = tol * float(np.abs(candidates[..., :4]).max())
+    extras = candidates[..., 4 + nc:]
+    extra_tol = tol * float(np.abs(extras).max()) if extras.size else 0.0
     for b in range(len(out)):
         err = float(np.abs(np.sort(out[b, :, 4]) - np.sort(reference[b, :, 4])).max())
         assert err <= tol, f"image {b}: the sorted top-k scores differ by {err:.2e}"
         picked = set()
         for row in out[b]:
             c = int(row[5])
-            assert row[5] == c and 0 <= c < candidates.shape[2] - 4, f"image {b}: class {row[5]}"
+            assert row[5] == c and 0 <= c < nc, f"image {b}: class {row[5]}"
             near = np.abs(candidates[b, :, :4] - row[:4]).max(axis=1)
             ok = (near <= box_tol) & (np.abs(candidates[b, :, 4 + c] - row[4]) <= tol)
-            assert ok.any(), f"image {b}: {row.tolist()} is no (anchor, class) of the reference's candidates"
+            assert ok.any(), f"image {b}: {row[:6].tolist()} is no (anchor, class) of the reference's candidates"
             anchor = int(np.argmin(np.where(ok, near, np.inf)))
             assert (anchor, c) not in picked, f"image {b}: anchor {anchor} class {c} picked twice"
             picked.add((anchor, c))
+            err = float(np.abs(extras[b, anchor] - row[6:]).max()) if extras.size else 0.0
+            assert err <= extra_tol, f"image {b}: anchor {anchor}'s extra values differ by {err:.2e}"
     return out.shape[0] * out.shape[1]
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("name, extra", [("yolo26s", 0), ("yolo26s-seg", 32), ("yolo26s-pose", 51)])
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
-def test_yolo26_end_to_end_engine_matches_ultralytics(precision, models, wts, tmp_path):
-    """yolo26s top-k detections vs Ultralytics' model(x)[0] with model.end2end = True (TF32 off; fp16 on the tamed
-    model), compared as check_topk does: random weights give many nearly equal scores, whose order rounding
-    decides."""
+def test_yolo26_end_to_end_engine_matches_ultralytics(name, extra, precision, models, wts, tmp_path):
+    """yolo26s (-seg, -pose) top-k rows vs Ultralytics' model(x)[0] with model.end2end = True (TF32 off; fp16 on
+    the tamed model), compared as check_topk does (random weights give many nearly equal scores, whose order
+    rounding decides), mask coefficients or keypoints included; the prototypes directly."""
+    import torch
+
     from netdef.runtime import Engine
-    from netdef.tools.verify import torch_reference
+    from netdef.tools.verify import max_rel_error, tf32_off
 
     tame = precision == "fp16"
-    model, _ = models("yolo26s", tame=tame)
+    model, _ = models(name, tame=tame)
     model.end2end = True
     head, captured = model.model[-1], []
-    res = build_engine("yolo26s", wts("yolo26s", tame), tmp_path / "yolo26s.engine",
+    res = build_engine(name, wts(name, tame), tmp_path / f"{name}.engine",
                        BuildOptions(precision=precision, batch=(1, 2, 2), opt_level=0, tf32=False))
     x = np.random.default_rng(0).random((2, 3, 640, 640), dtype=np.float32)
     postprocess = head.postprocess
     head.postprocess = lambda preds: postprocess(captured.append(preds) or preds)  # keep its input: the candidates
     try:
-        reference = torch_reference(model, x)
+        with tf32_off(), torch.no_grad():
+            y = model.cuda().eval()(torch.from_numpy(x).cuda())[0]
+        rows, proto = (y if isinstance(y, (tuple, list)) else (y, None))
+        reference = rows.float().cpu().numpy()
+        proto = None if proto is None else proto.float().cpu().numpy()
     finally:
         del head.postprocess
         model.cpu()
-    out = Engine(res.path).infer(x, as_numpy=True)["output"]
-    assert out.shape == reference.shape == (2, 300, 6)
-    checked = check_topk(out, captured[0].float().cpu().numpy(), reference, GPU_BOUND[precision])
-    print(f"RESULT yolo26s 640x640 {precision}{' tamed model' if tame else ''} (tf32 off) end-to-end top-300: "
-          f"{checked} detections are distinct reference candidates, sorted scores within {GPU_BOUND[precision]:.0e} "
-          f"build {res.meta['build_seconds']} s")
+    got = Engine(res.path).infer(x, as_numpy=True)
+    out = got["output"]
+    assert out.shape == reference.shape == (2, 300, 6 + extra)
+    nc = head.nc
+    checked = check_topk(out, captured[0].float().cpu().numpy(), reference, GPU_BOUND[precision], nc)
+    proto_err = "" if proto is None else f" proto max-rel-err {max_rel_error(got['proto'], proto):.2e}"
+    print(f"RESULT {name} 640x640 {precision}{' tamed model' if tame else ''} (tf32 off) end-to-end top-300: "
+          f"{checked} rows are distinct reference candidates (their {extra} extra values too), sorted scores within "
+          f"{GPU_BOUND[precision]:.0e}{proto_err} build {res.meta['build_seconds']} s")
+    if proto is not None:
+        assert max_rel_error(got["proto"], proto) <= GPU_BOUND[precision]
 
 
-def test_check_topk_accepts_the_reference_and_refuses_a_wrong_pick(models):
+@pytest.mark.parametrize("name", ["yolo26n", "yolo26n-pose"])
+def test_check_topk_accepts_the_reference_and_refuses_a_wrong_pick(name, models):
     """The GPU test's checker on CPU: the reference's own output in another order passes; a duplicated row, a
-    wrong class or a moved box fails."""
+    wrong class, a moved box or (pose) a moved keypoint fails."""
     import torch
 
-    model, _ = models("yolo26n")
+    model, _ = models(name)
     head, captured = model.model[-1], []
     postprocess = head.postprocess
     head.postprocess = lambda preds: postprocess(captured.append(preds) or preds)
@@ -343,18 +364,20 @@ def test_check_topk_accepts_the_reference_and_refuses_a_wrong_pick(models):
                                                                                 dtype=np.float32)))[0].numpy()
     finally:
         del head.postprocess
-    candidates = captured[0].numpy()
-    assert check_topk(reference[:, ::-1], candidates, reference, 1e-4) == 300
-    for change in ("duplicate", "class", "box"):
+    candidates, nc = captured[0].numpy(), model.model[-1].nc
+    assert check_topk(reference[:, ::-1], candidates, reference, 1e-4, nc) == 300
+    for change in ("duplicate", "class", "box") + (("keypoint",) if name.endswith("-pose") else ()):
         bad = reference.copy()
         if change == "duplicate":
             bad[0, 1] = bad[0, 0]
         elif change == "class":
-            bad[0, 0, 5] = (bad[0, 0, 5] + 1) % 80
-        else:
+            bad[0, 0, 5] = (bad[0, 0, 5] + 1) % nc
+        elif change == "box":
             bad[0, 0, :2] += 5.0
+        else:
+            bad[0, 0, 6:8] += 5.0
         with pytest.raises(AssertionError):
-            check_topk(bad, candidates, reference, 1e-4)
+            check_topk(bad, candidates, reference, 1e-4, nc)
 
 
 @pytest.mark.gpu
@@ -381,3 +404,70 @@ def test_yolo26_one2many_engine_matches_ultralytics(precision, models, wts, tmp_
     print(f"RESULT yolo26s 640x640 {precision}{' tamed model' if tame else ''} (tf32 off) head=one2many "
           f"max-rel-err {err:.2e} build {res.meta['build_seconds']} s")
     assert err <= GPU_BOUND[precision]
+
+
+@pytest.mark.parametrize("name, model, outputs", [
+    ("yolo26n-seg", {"task": "end2end", "nm": 32}, [("output", [-1, 300, 38]), ("proto", [-1, 32, 80, 80])]),
+    ("yolo26n-pose", {"task": "end2end", "kpt_shape": [17, 3]}, [("output", [-1, 300, 57])])])
+def test_yolo26_seg_and_pose_engines_record_what_detect_reads(name, model, outputs, wts, tmp_path):
+    """YOLO26-seg and -pose engines: the header's model carries nm or kpt_shape next to task end2end, the training-
+    only keys (semseg, cv4_sigma, flow_model, the one-to-many branches) are accounted for, and `netdef detect`'s
+    setup accepts the engine from its header (the GPU runs it)."""
+    from netdef.runtime import Engine
+    from netdef.tools.detect import engine_detector
+
+    res = build_engine(name, wts(name), tmp_path / f"{name}.engine",
+                       BuildOptions(batch=(1, 2, 2), opt_level=0, input_hw=(320, 320)), log=lambda m: None)
+    assert {k: res.meta["model"][k] for k in model} == model
+    assert [(o["name"], o["shape"]) for o in res.meta["outputs"]] == outputs
+    engine_detector(Engine.described(res.path))
+
+
+def test_export_names_the_architecture_an_ultralytics_model_records(tmp_path):
+    """`netdef export` of an Ultralytics model says which architecture to build (its YAML's file name and scale),
+    or that netdef has none for it (an oriented-box model)."""
+    from netdef.export import export_wts
+
+    model, _ = ref.reference_model("yolo11n-seg")
+    logs: list[str] = []
+    for yaml_file, said in (("yolo11-seg.yaml", "build it with `netdef build yolo11n-seg -w "),
+                            ("yolo11n-seg.yaml", "build it with `netdef build yolo11n-seg -w "),
+                            ("yolo11n-obb.yaml", "netdef has no architecture 'yolo11n-obb'")):
+        model.yaml["yaml_file"] = yaml_file
+        export_wts(model, tmp_path / "m.wts", log=logs.append)
+        assert said in logs[-1], logs
+
+
+def test_nms_iou_defaults_follow_the_family(wts, tmp_path):
+    """`netdef detect` and the plugin head default to Ultralytics' predictor IoU (0.7) for YOLOv8/YOLO11 and to
+    YOLOv5 detect.py's (0.45) for YOLOv5; a given threshold wins."""
+    from netdef import defaults
+    from netdef.blocks.yolo import nms_params
+    from netdef.runtime import Engine
+    from netdef.tools.detect import engine_detector
+
+    res = build_engine("yolov8n", wts("yolov8n"), tmp_path / "v8.engine",
+                       BuildOptions(batch=(1, 1, 1), opt_level=0, input_hw=(320, 320)), log=lambda m: None)
+    assert engine_detector(Engine.described(res.path)).iou == defaults.IOU_THRES_ANCHOR_FREE == 0.7
+    assert engine_detector(Engine.described(res.path), iou=0.5).iou == 0.5
+
+    class Params:
+        def __init__(self, iou):
+            self.values = {"conf_thres": 0.25, "iou_thres": iou, "max_det": 100}
+
+        def param(self, k):
+            return self.values[k]
+    assert nms_params(Params(None), anchor_free=True)["iou_thres"] == 0.7
+    assert nms_params(Params(None))["iou_thres"] == defaults.IOU_THRES == 0.45
+    assert nms_params(Params(0.6), anchor_free=True)["iou_thres"] == 0.6
+
+
+def test_weights_of_another_scale_name_it(models):
+    """yolo11s weights built as yolo11n: the size error says which scale of the family they fit."""
+    _, sd = models("yolo11s")
+    with pytest.raises(NetdefError, match=r"'model\.0\.conv\.weight' has 864 values(?s:.*)These weights fit yolo11s: "
+                                          r"build that architecture"):
+        define("yolo11n", sd)
+    with pytest.raises(NetdefError) as e:  # no scale of the family fits a YOLOv8 model: no hint
+        define("yolo11n", models("yolov8n")[1])
+    assert "These weights fit" not in str(e.value)

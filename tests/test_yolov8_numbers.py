@@ -1,5 +1,6 @@
-"""YOLOv8/YOLO11 numbers on the CPU: netdef's network definition evaluated in float64 (`netdef verify --cpu`)
-against Ultralytics' own model, layer by layer, at a small input (detection, pose, classification).
+"""YOLOv8/YOLO11/YOLO26 numbers on the CPU: netdef's network definition evaluated in float64 (`netdef verify
+--cpu`) against Ultralytics' own model, layer by layer, at a small input (detection, segmentation, pose,
+classification).
 
 Needs `pip install --no-deps ultralytics==8.4.190` (the reference); without it these tests skip.
 """
@@ -17,7 +18,10 @@ pytestmark = pytest.mark.skipif(not ref.ultralytics_available(),
 
 
 @pytest.mark.parametrize("name, hw", [("yolov8n", (128, 160)), ("yolo11n", (128, 160)), ("yolov8n-pose", (96, 128)),
-                                      ("yolov8n-cls", None), ("yolo11n-cls", None)])
+                                      ("yolov8n-cls", None), ("yolo11n-cls", None),
+                                      # YOLO26's end-to-end heads, top-k rows included (tamed: no tied scores)
+                                      ("yolo26n", (128, 160)), ("yolo26n-seg", (128, 160)),
+                                      ("yolo26n-pose", (96, 128))])
 def test_matches_ultralytics_layer_by_layer(name, hw, tmp_path):
     model, sd = ref.reference_model(name, tame=True)
     write_wts(tmp_path / "w.wts", sd)

@@ -29,7 +29,9 @@ HEAD_PARAMS = {
                   "end-to-end head's one-to-many branch, (B, 4 + nc, N) for NMS"),
     "conf_thres": Param(defaults.CONF_THRES, float, help="plugin head: score threshold",
                         valid=(lambda v: 0 <= v < 1, "a score threshold in [0, 1)"), needs={"head": ("plugin",)}),
-    "iou_thres": Param(defaults.IOU_THRES, float, help="plugin head: NMS IoU threshold",
+    "iou_thres": Param(None, float, help=f"plugin head: NMS IoU threshold (default {defaults.IOU_THRES} for YOLOv5 "
+                                         f"as its detect.py, {defaults.IOU_THRES_ANCHOR_FREE} for YOLOv8/YOLO11 as "
+                                         f"Ultralytics' predictor)",
                        valid=(lambda v: 0 < v <= 1, "an IoU threshold in (0, 1]"), needs={"head": ("plugin",)}),
     "max_det": Param(defaults.MAX_DET, int, help="plugin and end-to-end heads: boxes kept per image",
                      valid=(lambda v: v >= 1, "at least 1")),
@@ -207,6 +209,9 @@ def _anchor_setup(net: Network, feats: Sequence[Any], prefix: str, nc: Any, anch
                   strides: list[int] | None, nm: int = 0) -> AnchorHead:
     """An anchor-based head's anchors, class count (checked against `prefix.m.0.bias`: na x (5 + nc + nm)), level
     sizes, strides and anchors in pixels; records the model (task detect, or segment with `nm` > 0)."""
+    if not nm and net.has(f"{prefix}.proto.cv1.conv.weight"):  # its m.* outputs hold 32 mask coefficients too
+        raise SpecError(f"{prefix}: the weights have a Segment head ({prefix}.proto.*), this architecture a Detect "
+                        "head: build the -seg architecture (yolov5s-seg, ...)")
     na, yaml_px = _yaml_anchors(net, prefix, anchors, len(feats))
     key = f"{prefix}.m.0.bias"
     trained = net.weight_size(key) if net.has(key) else None
@@ -237,9 +242,14 @@ def _anchor_plugin(net: Network, feats: Sequence[Any], prefix: str, head: Anchor
     return add_yolo_decode_nms(net, raw, head.anchors_px, head.strides, head.nc, prefix, **nms_params(net), **extra)
 
 
-def nms_params(net: Network) -> dict[str, Any]:
-    """The plugin head's NMS settings (build parameters conf_thres, iou_thres, max_det) as keyword arguments."""
-    return {k: net.param(k) for k in ("conf_thres", "iou_thres", "max_det")}
+def nms_params(net: Network, anchor_free: bool = False) -> dict[str, Any]:
+    """The plugin head's NMS settings (build parameters conf_thres, iou_thres, max_det) as keyword arguments; an
+    IoU threshold left out is the family's default (YOLOv5's detect.py, or Ultralytics' predictor for the
+    anchor-free heads)."""
+    params = {k: net.param(k) for k in ("conf_thres", "iou_thres", "max_det")}
+    if params["iou_thres"] is None:
+        params["iou_thres"] = defaults.IOU_THRES_ANCHOR_FREE if anchor_free else defaults.IOU_THRES
+    return params
 
 
 def _yaml_anchors(net: Network, prefix: str, anchors: Any, nl: int) -> tuple[int, np.ndarray | None]:

@@ -70,11 +70,11 @@ def _prediction(net: Network, prefix: str, box: Any, cls: Any, extra: Any = None
     from ..plugins.yolo import add_anchor_free_nms  # only plugin builds need it
 
     return add_anchor_free_nms(net, pred, int(cls.shape[1]), prefix, 0 if extra is None else int(extra.shape[1]),
-                               **nms_params(net))
+                               **nms_params(net, anchor_free=True))
 
 
 def detect_end2end(net: Network, feats: list, prefix: str, nc: int, reg_max: int = REG_MAX,
-                   strides: list[int] | None = None) -> Any:
+                   strides: list[int] | None = None, extra: Any = None, task: dict | None = None) -> Any:
     """YOLO26's end-to-end head as Ultralytics runs it with `model.end2end = True` (predictor, exporter): the
     one-to-one branches `one2one_cv2`/`one2one_cv3` decoded to x1, y1, x2, y2 boxes and class scores, then
     `Detect.postprocess` without NMS: the k = min(max_det, N) anchors of highest best-class score, the k highest
@@ -82,7 +82,11 @@ def detect_end2end(net: Network, feats: list, prefix: str, nc: int, reg_max: int
 
     The one-to-many branches `cv2`/`cv3` (training only) are accounted for as knowingly unused (`net.skip`);
     `--set head=one2many` builds them instead: Ultralytics' `model.end2end = False` output (B, 4 + nc, N) of
-    x, y, w, h and class scores, for NMS (the one-to-one keys are then the skipped ones)."""
+    x, y, w, h and class scores, for NMS (the one-to-one keys are then the skipped ones).
+
+    Segment26 and Pose26 give `extra(branch, sizes, strides) -> (B, E, N)` (the branch's mask coefficients or
+    decoded keypoints; branch "one2one_" or "") and `task` (recorded model fields: task, nm or kpt_shape): the
+    top-k rows then carry the picked anchors' E values, (B, k, 6 + E), and one2many's output is (B, 4 + nc + E, N)."""
     head = net.param("head")
     if head == "plugin":
         raise SpecError(f"{prefix}: head=plugin is not available for the end-to-end head (end2end: True), which needs "
@@ -95,20 +99,24 @@ def detect_end2end(net: Network, feats: list, prefix: str, nc: int, reg_max: int
     built, left = ("", "one2one_") if one2many else ("one2one_", "")
     why = ("the one-to-one branch of the end-to-end head (the default head builds it)" if one2many else
            "the one-to-many branch, used in training only (--set head=one2many builds it)")
-    net.skip([k for k in net.weights if k.startswith((f"{prefix}.{left}cv2.", f"{prefix}.{left}cv3."))], why)
-    box, cls, _, stride_list = _detect_parts(net, feats, prefix, nc, reg_max, strides, branch=built,
-                                             xyxy=not one2many)
-    net.record_model(task="detect" if one2many else "end2end", nc=int(cls.shape[1]), head=head,
-                     stride=int(max(stride_list)))
+    branches = tuple(f"{prefix}.{left}{b}." for b in ("cv2", "cv3", "cv4", "cv4_kpts"))
+    net.skip([k for k in net.weights if k.startswith(branches)], why)
+    box, cls, sizes, stride_list = _detect_parts(net, feats, prefix, nc, reg_max, strides, branch=built,
+                                                 xyxy=not one2many)
+    fields = task or {"task": "detect"}
+    net.record_model(**{**fields, "task": fields["task"] if one2many else "end2end"}, nc=int(cls.shape[1]),
+                     head=head, stride=int(max(stride_list)))
+    more = None if extra is None else extra(built, sizes, stride_list)
     if one2many:
-        return net.concat([box, cls], f"{prefix}/concat", axis=1)
-    return _topk_detections(net, box, cls, prefix, net.param("max_det"))
+        return net.concat([box, cls] + ([] if more is None else [more]), f"{prefix}/concat", axis=1)
+    return _topk_detections(net, box, cls, prefix, net.param("max_det"), more)
 
 
-def _topk_detections(net: Network, box: Any, cls: Any, prefix: str, max_det: int) -> Any:
+def _topk_detections(net: Network, box: Any, cls: Any, prefix: str, max_det: int, extra: Any = None) -> Any:
     """Ultralytics' `Detect.get_topk_index` + `postprocess` on boxes (B, 4, N) and scores (B, nc, N): TopK over
     each anchor's best score, gather those anchors' scores (B, nc, k), TopK over them flattened; the class and
-    anchor of each pick come from constant tables of the flattened positions. Returns (B, k, 6)."""
+    anchor of each pick come from constant tables of the flattened positions. Returns (B, k, 6), with `extra`
+    (B, E, N) the picked anchors' values after them: (B, k, 6 + E)."""
     nc, n = int(cls.shape[1]), int(cls.shape[2])
     if n < 0:  # k = min(max_det, N) and the tables of flattened positions are sized at build time
         raise SpecError(needs_static_size(f"{prefix}: the end-to-end head's top-k selection"))
@@ -134,6 +142,8 @@ def _topk_detections(net: Network, box: Any, cls: Any, prefix: str, max_det: int
     boxes = _gather(net, box, chosen, 2, f"{prefix}/boxes", batched=True)  # (B, 4, k)
     columns = [boxes, *(net.shuffle(t, f"{prefix}/{name}/column", reshape=(0, 1, k))
                         for t, name in ((scores, "scores"), (labels, "labels")))]
+    if extra is not None:
+        columns.append(_gather(net, extra, chosen, 2, f"{prefix}/extras", batched=True))  # (B, E, k)
     return net.shuffle(net.concat(columns, f"{prefix}/detections", axis=1), f"{prefix}/detections/transpose",
                        first=(0, 2, 1))
 
@@ -163,9 +173,7 @@ def pose(net: Network, x: list, prefix: str, nc: int, kpt_shape: Sequence[int] =
     (Conv, Conv, Conv2d to nk = kpts x dims), decoded as Ultralytics' `Pose.kpts_decode`: x, y in input pixels
     ((2 v + cell centre - 0.5) x stride), visibility through a sigmoid: (B, 4 + nc + nk, N). head=plugin: the NMS
     detections with the kept boxes' keypoints (B, K, kpts, dims)."""
-    if (not isinstance(kpt_shape, (list, tuple)) or len(kpt_shape) != 2 or kpt_shape[1] not in (2, 3)
-            or not isinstance(kpt_shape[0], int) or kpt_shape[0] < 1):
-        raise SpecError(f"{prefix}: kpt_shape must be [keypoints, 2 or 3], got {kpt_shape!r}")
+    _check_kpt_shape(prefix, kpt_shape)
     feats = list(x) if isinstance(x, (list, tuple)) else [x]
     _check_head(net, prefix)
     box, cls, sizes, stride_list = _detect_parts(net, feats, prefix, nc, reg_max, strides)
@@ -174,25 +182,7 @@ def pose(net: Network, x: list, prefix: str, nc: int, kpt_shape: Sequence[int] =
                      stride=int(max(stride_list)))
     c4 = max(net.channels(feats[0]) // 4, nkpt * ndim)
     raw = _branch(net, feats, f"{prefix}.cv4", c4, nkpt * ndim, sizes)
-    n = raw.shape[-1]
-    kpts = net.shuffle(raw, f"{prefix}/kpts", reshape=(0, nkpt, ndim, n))
-    if dynamic(sizes):
-        gain_t, offset_t = _kpt_grid(net, feats, stride_list, prefix, ndim)
-    else:
-        stride, cells = _anchor_grid(sizes, stride_list)
-        gain = np.zeros((1, 1, ndim, n))
-        offset = np.zeros((1, 1, ndim, n))
-        gain[0, 0, :2] = 2.0 * stride
-        offset[0, 0, :2] = cells * stride  # Ultralytics' (anchor - 0.5): the anchor is the cell centre
-        gain_t, offset_t = net.constant(gain, f"{prefix}/kpts/gain"), net.constant(offset, f"{prefix}/kpts/offset")
-    xy = net.add(net.mul(kpts, gain_t, f"{prefix}/kpts/mul_gain"), offset_t, f"{prefix}/kpts/add_offset")
-    if ndim == 3:  # visibility: sigmoid(v) in the third slot, the linear decode (zero gain there) in the others
-        keep = np.zeros((1, 1, ndim, 1))
-        keep[0, 0, 2] = 1.0
-        vis = net.activation(kpts, "sigmoid", f"{prefix}/kpts")
-        xy = net.add(xy, net.mul(vis, net.constant(keep, f"{prefix}/kpts/visibility"), f"{prefix}/kpts/mul_vis"),
-                     f"{prefix}/kpts/add_vis")
-    kpts = net.shuffle(xy, f"{prefix}/kpts/flatten", reshape=(0, nkpt * ndim, n))
+    kpts = _decode_kpts(net, raw, prefix, feats, sizes, stride_list, nkpt, ndim, gain=2.0, centre=0.0)
     out = _prediction(net, prefix, box, cls, kpts)
     if isinstance(out, dict):
         flat = out.pop("extras")
@@ -200,11 +190,70 @@ def pose(net: Network, x: list, prefix: str, nc: int, kpt_shape: Sequence[int] =
     return out
 
 
-def _kpt_shape(net: Network, prefix: str, yaml_shape: tuple[int, int]) -> tuple[int, int]:
+def _check_kpt_shape(prefix: str, kpt_shape: Any) -> None:
+    if (not isinstance(kpt_shape, (list, tuple)) or len(kpt_shape) != 2 or kpt_shape[1] not in (2, 3)
+            or not isinstance(kpt_shape[0], int) or kpt_shape[0] < 1):
+        raise SpecError(f"{prefix}: kpt_shape must be [keypoints, 2 or 3], got {kpt_shape!r}")
+
+
+def _decode_kpts(net: Network, raw: Any, prefix: str, feats: list, sizes: list[tuple[int, int]],
+                 stride_list: list[int], nkpt: int, ndim: int, gain: float, centre: float) -> Any:
+    """Raw keypoint outputs (B, nkpt * ndim, N) decoded as Ultralytics' `kpts_decode`: x, y = (gain * v + cell +
+    centre) * stride in input pixels (Pose: gain 2, centre 0, i.e. 2v + anchor - 0.5; Pose26: gain 1, centre 0.5,
+    v + anchor), visibility through a sigmoid: (B, nkpt * ndim, N)."""
+    n = raw.shape[-1]
+    kpts = net.shuffle(raw, f"{prefix}/kpts", reshape=(0, nkpt, ndim, n))
+    if dynamic(sizes):
+        gain_t, offset_t = _kpt_grid(net, feats, stride_list, prefix, ndim, gain, centre)
+    else:
+        stride, cells = _anchor_grid(sizes, stride_list)
+        g = np.zeros((1, 1, ndim, n))
+        offset = np.zeros((1, 1, ndim, n))
+        g[0, 0, :2] = gain * stride
+        offset[0, 0, :2] = (cells + centre) * stride
+        gain_t, offset_t = net.constant(g, f"{prefix}/kpts/gain"), net.constant(offset, f"{prefix}/kpts/offset")
+    xy = net.add(net.mul(kpts, gain_t, f"{prefix}/kpts/mul_gain"), offset_t, f"{prefix}/kpts/add_offset")
+    if ndim == 3:  # visibility: sigmoid(v) in the third slot, the linear decode (zero gain there) in the others
+        keep = np.zeros((1, 1, ndim, 1))
+        keep[0, 0, 2] = 1.0
+        vis = net.activation(kpts, "sigmoid", f"{prefix}/kpts")
+        xy = net.add(xy, net.mul(vis, net.constant(keep, f"{prefix}/kpts/visibility"), f"{prefix}/kpts/mul_vis"),
+                     f"{prefix}/kpts/add_vis")
+    return net.shuffle(xy, f"{prefix}/kpts/flatten", reshape=(0, nkpt * ndim, n))
+
+
+@block("Pose26", params={**HEAD_PARAMS, "kpt_shape": KPT_SHAPE})
+def pose26(net: Network, x: list, prefix: str, nc: int, kpt_shape: Sequence[int] = (17, 3), reg_max: int = REG_MAX,
+           end2end: bool = False, strides: list[int] | None = None) -> Any:
+    """YOLO26's pose head (Pose26) in eval mode: per level `{branch}cv4.i` (Conv 3x3, Conv 3x3) and
+    `{branch}cv4_kpts.i` (Conv2d 1x1 to nkpt * ndim), keypoints decoded as Pose26's `kpts_decode` (v + anchor,
+    times the stride; visibility sigmoided). With `end2end` (YOLO26): the one-to-one branches' top-k rows with
+    the keypoints after them, (B, k, 6 + nkpt * ndim) (detect_end2end; head=one2many: (B, 4 + nc + nk, N)).
+    The keypoint-uncertainty branches `cv4_sigma` and the normalizing flow `flow_model` are training-only."""
+    _check_kpt_shape(prefix, kpt_shape)
+    feats = list(x) if isinstance(x, (list, tuple)) else [x]
+    net.skip([k for k in net.weights if k.startswith((f"{prefix}.cv4_sigma.", f"{prefix}.one2one_cv4_sigma.",
+                                                      f"{prefix}.flow_model."))],
+             "training only: keypoint uncertainty (cv4_sigma) and the normalizing flow of the pose loss")
+    branch = "one2one_" if end2end and net.param("head") != "one2many" else ""
+    nkpt, ndim = _kpt_shape(net, prefix, (int(kpt_shape[0]), int(kpt_shape[1])), f"{prefix}.{branch}cv4_kpts.0.bias")
+    c4 = max(net.channels(feats[0]) // 4, nkpt * (ndim + 2))
+
+    def keypoints(branch: str, sizes: list[tuple[int, int]], stride_list: list[int]) -> Any:
+        raw = _branch(net, feats, f"{prefix}.{branch}cv4", c4, nkpt * ndim, sizes, last=f"{prefix}.{branch}cv4_kpts")
+        return _decode_kpts(net, raw, prefix, feats, sizes, stride_list, nkpt, ndim, gain=1.0, centre=0.5)
+
+    if not end2end:
+        raise SpecError(f"{prefix}: Pose26 is YOLO26's head: its YAML has end2end: True")
+    return detect_end2end(net, feats, prefix, nc, reg_max, strides, keypoints,
+                          {"task": "pose", "kpt_shape": [nkpt, ndim]})
+
+
+def _kpt_shape(net: Network, prefix: str, yaml_shape: tuple[int, int], key: str | None = None) -> tuple[int, int]:
     """(keypoints, dims): `--set kpt_shape` (checked against the weights), else the YAML's where the weights'
-    keypoint outputs (`prefix.cv4.0.2.bias`) fit it, else the one shape they fit (n x 2 or n x 3), else an error
-    asking for --set kpt_shape."""
-    key = f"{prefix}.cv4.0.2.bias"
+    keypoint outputs (`key`, default `prefix.cv4.0.2.bias`) fit it, else the one shape they fit (n x 2 or n x 3),
+    else an error asking for --set kpt_shape."""
+    key = key or f"{prefix}.cv4.0.2.bias"
     outputs = net.weight_size(key) if net.has(key) else None
     given = net.param("kpt_shape")  # (keypoints, dims) or None
     if given is not None:
@@ -246,6 +295,46 @@ def segment(net: Network, x: list, prefix: str, nc: int, nm: int = 32, npr: int 
     out = _prediction(net, prefix, box, cls, coef)
     masks = proto(net, feats[0], f"{prefix}.proto", npr, nm)
     return _plugin_segment(out, masks) if isinstance(out, dict) else [out, masks]
+
+
+@block("Segment26", params=HEAD_PARAMS, width_args=("npr",))
+def segment26(net: Network, x: list, prefix: str, nc: int, nm: int = 32, npr: int = 256, reg_max: int = REG_MAX,
+              end2end: bool = False, strides: list[int] | None = None) -> list:
+    """YOLO26's instance-segmentation head (Segment26) in eval mode: the end-to-end detections with the mask
+    coefficients of branch `{branch}cv4.i` (Conv, Conv, Conv2d) after them, (B, k, 6 + nm) (detect_end2end;
+    head=one2many: (B, 4 + nc + nm, N)), and the prototypes of Proto26 `proto`: [rows, (B, nm, H/4, W/4)]."""
+    feats = list(x) if isinstance(x, (list, tuple)) else [x]
+    if not end2end:
+        raise SpecError(f"{prefix}: Segment26 is YOLO26's head: its YAML has end2end: True")
+    branch = "one2one_" if net.param("head") != "one2many" else ""
+    key = f"{prefix}.{branch}cv4.0.2.bias"
+    if net.has(key) and net.weight_size(key) != nm:
+        raise SpecError(f"{prefix}: nm={nm} mask coefficients, but the weights' '{key}' has {net.weight_size(key)}: "
+                        f"set the Segment26 row's nm to the model's")
+    c4 = max(net.channels(feats[0]) // 4, nm)
+
+    def coefficients(branch: str, sizes: list[tuple[int, int]], stride_list: list[int]) -> Any:
+        return _branch(net, feats, f"{prefix}.{branch}cv4", c4, nm, sizes)
+
+    rows = detect_end2end(net, feats, prefix, nc, reg_max, strides, coefficients, {"task": "segment", "nm": nm})
+    return [rows, proto26(net, feats, f"{prefix}.proto", npr, nm)]
+
+
+@block("Proto26", width_args=("c_",))
+def proto26(net: Network, x: list, prefix: str, c_: int = 256, c2: int = 32) -> Any:
+    """YOLO26's mask prototypes: each coarser level through `feat_refine.i` (Conv 1x1 to the first level's
+    channels), nearest-upsampled to the first level's size and added to it, `feat_fuse` (Conv 3x3 to c_), then
+    Proto's cv1, ConvTranspose2d, cv2, cv3: (B, c2, 2H, 2W). The semantic-segmentation branch `semseg` is
+    training only."""
+    feats = list(x) if isinstance(x, (list, tuple)) else [x]
+    net.skip([k for k in net.weights if k.startswith(f"{prefix}.semseg.")], "training only: the semantic "
+             "segmentation branch of Proto26")
+    feat, ch0 = feats[0], net.channels(feats[0])
+    for i, t in enumerate(feats[1:]):
+        up = net.upsample(conv(net, t, f"{prefix}.feat_refine.{i}", ch0, 1), 2 ** (i + 1),
+                          f"{prefix}.feat_refine.{i}/upsample")
+        feat = net.add(feat, up, f"{prefix}.feat_refine.{i}/add")
+    return proto(net, conv(net, feat, f"{prefix}.feat_fuse", c_, 3), prefix, c_, c2)
 
 
 def _plugin_segment(detections: dict, protos: Any) -> dict:
@@ -333,9 +422,10 @@ def _detect_parts(net: Network, feats: list, prefix: str, nc: int, reg_max: int,
 
 
 def _branch(net: Network, feats: list, prefix: str, c_mid: int, c_out: int, sizes: list[tuple[int, int]],
-            depthwise: bool = False) -> Any:
+            depthwise: bool = False, last: str | None = None) -> Any:
     """A head branch per level `prefix.i` — Conv 3x3, Conv 3x3 (or, `depthwise`, YOLO11's (DWConv 3x3, Conv 1x1)
-    twice), then Conv2d 1x1 with bias to `c_out` — flattened and joined over the levels: (B, c_out, N)."""
+    twice), then Conv2d 1x1 with bias to `c_out` (`prefix.i.2`, or `last.i`: Pose26's separate cv4_kpts) —
+    flattened and joined over the levels: (B, c_out, N)."""
     outs = []
     for i, t in enumerate(feats):
         p = f"{prefix}.{i}"
@@ -344,9 +434,9 @@ def _branch(net: Network, feats: list, prefix: str, c_mid: int, c_out: int, size
                 t = conv(net, dwconv(net, t, f"{p}.{j}.0", net.channels(t), 3), f"{p}.{j}.1", c_mid, 1)
         else:
             t = conv(net, conv(net, t, f"{p}.0", c_mid, 3), f"{p}.1", c_mid, 3)
-        t = net.conv(t, f"{p}.2", c_out, 1, bias=True)
+        t = net.conv(t, f"{p}.2" if last is None else f"{last}.{i}", c_out, 1, bias=True)
         n = -1 if dynamic(sizes) else sizes[i][0] * sizes[i][1]
-        outs.append(net.shuffle(t, f"{p}/flatten", reshape=(0, c_out, n)))
+        outs.append(net.shuffle(t, f"{p}/flatten" if last is None else f"{last}.{i}/flatten", reshape=(0, c_out, n)))
     return outs[0] if len(outs) == 1 else net.concat(outs, f"{prefix}/concat", axis=2)
 
 
@@ -418,12 +508,14 @@ def _cell_rows(net: Network, feats: list, strides: list[int], name: str, rows: n
     return levels[0] if len(levels) == 1 else net.concat(levels, f"{name}/concat", axis=2)
 
 
-def _kpt_grid(net: Network, feats: list, strides: list[int], prefix: str, ndim: int) -> tuple[Any, Any]:
-    """Pose's keypoint gain (2 * stride on x, y) and offset (cell * stride) (1, 1, ndim, N) for levels whose H, W
-    are chosen at run time (the static path's constants `{prefix}/kpts/gain` and `/offset`)."""
+def _kpt_grid(net: Network, feats: list, strides: list[int], prefix: str, ndim: int, gain: float = 2.0,
+              centre: float = 0.0) -> tuple[Any, Any]:
+    """The keypoint gain (gain * stride on x, y) and offset ((cell + centre) * stride) (1, 1, ndim, N) for levels
+    whose H, W are chosen at run time (the static path's constants `{prefix}/kpts/gain` and `/offset`)."""
     rows = np.zeros((2 * ndim, 3))
-    rows[0, 2] = rows[1, 2] = 2.0
+    rows[0, 2] = rows[1, 2] = gain
     rows[ndim, 0] = rows[ndim + 1, 1] = 1.0
+    rows[ndim, 2] = rows[ndim + 1, 2] = centre
     grid = _cell_rows(net, feats, strides, f"{prefix}/kpts/grid", rows)
     return tuple(net.shuffle(net.slice(grid, f"{prefix}/kpts/{part}/rows", [0, k * ndim, 0], [1, ndim, -1]),
                              f"{prefix}/kpts/{part}", reshape=(1, 1, ndim, -1))

@@ -34,7 +34,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--conf", type=number("--conf", float, minimum=0.0, maximum=1.0),
                    help=f"score threshold (default {defaults.CONF_THRES}; plugin engines: built in)")
     p.add_argument("--iou", type=number("--iou", float, minimum=0.0, maximum=1.0),
-                   help=f"NMS IoU threshold (default {defaults.IOU_THRES}; plugin engines: built in)")
+                   help=f"NMS IoU threshold (default {defaults.IOU_THRES_ANCHOR_FREE} for YOLOv8/YOLO11 as "
+                        f"Ultralytics' predictor, {defaults.IOU_THRES} for YOLOv5 as its detect.py; plugin engines: "
+                        "built in)")
     p.add_argument("--max-det", type=number("--max-det", minimum=1), default=defaults.MAX_DET,
                    help="boxes per image at most (detection engines)")
     p.add_argument("--names", help="class names file, one per line")

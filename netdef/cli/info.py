@@ -26,7 +26,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 def cmd_info(a: argparse.Namespace) -> int:
     path = Path(a.file)
     if not path.is_file():
-        raise NetdefError(f"no such file: {path}")
+        raise NetdefError(f"{path} is a directory: give a file" if path.is_dir() else f"no such file: {path}")
     if engine_file.is_engine_file(path):  # a damaged or cut engine too: never read as a .wts
         meta = engine_file.read_meta(path, verify=True)
         print(json.dumps({**meta, "kind": "engine"}, indent=2) if a.json else format_engine(meta, path))
@@ -57,6 +57,9 @@ def format_engine(meta: dict[str, Any], path: Path) -> str:
     lines += hw_lines(meta)
     lines += io_lines(meta)
     lines += model_lines(meta)
+    arch = meta["arch"]
+    lines.append(f"  architecture {arch.get('path')} sha256 {str(arch.get('sha256'))[:12]} (YAML, scale and own "
+                 "blocks)" + (f", blocks from {', '.join(arch['blocks'])}" if arch.get("blocks") else ""))
     lines.append(f"  weights {meta['weights']['path']} sha256 {meta['weights']['sha256'][:12]}")
     lines += [f"  plugin {p.get('name')}: {p.get('library')}" for p in meta.get("plugins", [])]
     return "\n".join(lines)

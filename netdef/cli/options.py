@@ -50,10 +50,14 @@ def checked(args: argparse.Namespace) -> argparse.Namespace:
 
 
 def parse_hw(text: str | None, option: str = "--input-shape") -> tuple[int, int] | None:
-    """'480,640' or '480x640' -> (480, 640): two positive integers; None stays None."""
+    """'480,640' or '480x640' -> (480, 640): two positive integers ('640': 640x640); None stays None."""
     if text is None:
         return None
-    hw = parse_numbers(text, option, int, 2, what="H,W such as 480,640")
+    hw = parse_numbers(text, option, int, None, what="H,W such as 480,640")
+    if len(hw) == 1:
+        hw = hw * 2  # one number: a square, as Ultralytics' imgsz
+    elif len(hw) != 2:
+        raise OptionError(f"{option} '{text}': expected H,W such as 480,640 (or one number for a square)")
     if min(hw) < 1:
         raise OptionError(f"{option} '{text}': height and width must be positive")
     return hw[0], hw[1]

@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from .build import parse_params
-from .options import add_blocks_option, load_blocks, parse_hw
+from .options import add_blocks_option, load_blocks
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
@@ -23,17 +23,20 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--weights", "-w", help=".wts file to check against the architecture")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="block build parameter, as for `netdef build` (repeatable)")
-    p.add_argument("--input-shape", help="H,W overriding the YAML's input size (e.g. 480,640)")
+    p.add_argument("--input-shape", help="HxW overriding the YAML's input size (e.g. 480x640), or MIN:OPT:MAX "
+                                         "sizes of a dynamic input size as for `netdef build`")
     p.add_argument("--keys", action="store_true", help="list each row's keys and shapes also without --weights")
     add_blocks_option(p)
     return p
 
 
 def cmd_show(a: argparse.Namespace) -> int:
-    from ..options import BuildOptions
+    from ..options import BuildOptions, parse_input_shape
     from ..tools.show import show
 
     load_blocks(a)
-    report = show(a.arch, a.weights, BuildOptions(input_hw=parse_hw(a.input_shape), params=parse_params(a.set)))
+    input_hw, input_range = parse_input_shape(a.input_shape) if a.input_shape else (None, None)
+    report = show(a.arch, a.weights, BuildOptions(input_hw=input_hw, input_range=input_range,
+                                                  params=parse_params(a.set)))
     print(report.format(keys=True if a.keys else None))
     return 0 if report.ok else 1

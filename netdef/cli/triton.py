@@ -41,7 +41,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 def cmd_triton(a: argparse.Namespace) -> int:
     from ..deploy.triton import TritonOptions, write_repository
 
-    gpus = tuple(parse_numbers(a.gpus, "--gpus", int, what="GPU indices such as 0,1")) if a.gpus else ()
+    gpus = tuple(parse_numbers(a.gpus, "--gpus", int, what="GPU indices such as 0,1")) if a.gpus is not None else ()
     opts = TritonOptions(name=a.name, version=a.version, instances=a.instances, gpus=gpus,
                          max_queue_delay_us=a.max_queue_delay_us, cuda_graphs=a.cuda_graphs,
                          existing_config=a.existing_config or "refuse")

@@ -5,7 +5,7 @@ import argparse
 from typing import Any
 
 from .build import parse_params
-from .options import add_blocks_option, load_blocks, number, parse_hw
+from .options import add_blocks_option, load_blocks, number
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
@@ -25,7 +25,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                    help="evaluate the network definition in float64 with torch on the CPU (no GPU, no TensorRT "
                         "runtime); default: build an engine with the compared tensors as outputs and run it")
     p.add_argument("--precision", default="fp32", choices=("fp32", "fp16"))
-    p.add_argument("--input-shape", help="H,W overriding the YAML's input size (e.g. 256,320)")
+    p.add_argument("--input-shape", help="HxW overriding the YAML's input size (e.g. 256x320), or MIN:OPT:MAX "
+                                         "sizes of a dynamic input size as for `netdef build` (the network is "
+                                         "then checked at each of the three sizes)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="block build parameter (repeatable)")
     p.add_argument("--tol", type=number("--tol", float, above=0.0),
                    help="max relative error per layer (default 1e-5 with --cpu, 1e-4 for fp32 engines, 1e-2 fp16)")
@@ -37,16 +39,22 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def cmd_verify(a: argparse.Namespace) -> int:
-    from ..options import BuildOptions
+    from ..options import BuildOptions, parse_input_shape
     from ..verify import verify
 
     load_blocks(a)
-    opts = BuildOptions(precision=a.precision, input_hw=parse_hw(a.input_shape), params=parse_params(a.set))
-    report = verify(a.arch, a.weights, a.model, cpu=a.cpu, opts=opts, tol=a.tol, seed=a.seed, batch=a.batch)
-    first = report.first_failure
-    if first is not None:
-        print(f"first divergent layer: {first.layer} (PyTorch module {first.module}): "
-              f"{first.note or f'max rel error {first.error:.3g} > {report.tol:g}'}")
-    print(report.table())
-    print(report.summary())
-    return 0 if report.ok else 1
+    input_hw, input_range = parse_input_shape(a.input_shape) if a.input_shape else (None, None)
+    opts = BuildOptions(precision=a.precision, input_hw=input_hw, input_range=input_range,
+                        params=parse_params(a.set))
+    ok = True
+    for size in dict.fromkeys(input_range or [None]):  # a dynamic size: its MIN, OPT and MAX sizes in turn
+        report = verify(a.arch, a.weights, a.model, cpu=a.cpu, opts=opts, tol=a.tol, seed=a.seed, batch=a.batch,
+                        size=size)
+        first = report.first_failure
+        if first is not None:
+            print(f"first divergent layer: {first.layer} (PyTorch module {first.module}): "
+                  f"{first.note or f'max rel error {first.error:.3g} > {report.tol:g}'}")
+        print(report.table())
+        print(report.summary())
+        ok = ok and report.ok
+    return 0 if ok else 1

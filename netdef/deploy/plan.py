@@ -40,9 +40,8 @@ def is_raw_plan(path: str | os.PathLike) -> bool:
                  or path.suffix.lower() in PLAN_SUFFIXES))
 
 
-def _other_file(path: Path, head: bytes, f: Any) -> str | None:
-    """What a file that does not start with a known plan magic recognisably is instead (None: unknown, perhaps a
-    plan of a later TensorRT: TensorRT decides)."""
+def _other_file(path: Path, head: bytes, f: Any) -> str:
+    """What a file that does not start with a known plan magic is instead, as far as its bytes tell."""
     from ..wts import WTS_FILE
 
     n = int.from_bytes(head[:4], "little")
@@ -61,7 +60,10 @@ def _other_file(path: Path, head: bytes, f: Any) -> str | None:
         return "it is JSON, perhaps a sidecar: give the plan itself"
     if path.suffix.lower() == ".onnx":
         return "it is an ONNX model: netdef builds engines from .wts weights (`netdef export`, then `netdef build`)"
-    return None
+    if 0 < sum(a != b for a, b in zip(head, engine_file.MAGIC)) <= 3:  # a few bytes off netdef's magic
+        return "its header is a netdef engine's but its first bytes are damaged: build the engine again"
+    return (f"its first bytes {head[:8]!r} are not a plan's: a damaged file, or another format; build the engine "
+            "again, or export the plan again with `netdef export-plan`")
 
 
 def _not_a_plan(path: Path, looks: str) -> EngineFileError:
@@ -102,9 +104,8 @@ def read_raw_plan(path: str | os.PathLike) -> tuple[dict[str, Any] | None, bytes
     try:
         with open(path, "rb") as f:  # what the file is, before reading all of it
             head = f.read(HEAD_BYTES)
-            other = None if head[:4] in trt_api.PLAN_MAGICS else _other_file(path, head, f)
-            if other:
-                raise _not_a_plan(path, other)
+            if head[:4] not in trt_api.PLAN_MAGICS:
+                raise _not_a_plan(path, _other_file(path, head, f))
             f.seek(len(head))  # the checks may have read elsewhere
             plan = head + f.read()
     except OSError as e:

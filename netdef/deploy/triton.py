@@ -67,14 +67,15 @@ class TritonOptions:
         if self.name is not None and (not _NAME.fullmatch(self.name) or self.name.startswith(".")):
             raise OptionError(f"--name '{self.name}': a Triton model name is a folder name of letters, digits, "
                               "'_', '-' and '.', not starting with '.' (a hidden folder Triton would not list)")
-        if self.version < 1:
-            raise OptionError(f"--version {self.version}: Triton model versions are numbers >= 1")
-        if self.instances < 1:
-            raise OptionError(f"--instances {self.instances}: must be >= 1")
-        if any(g < 0 for g in self.gpus) or len(set(self.gpus)) != len(self.gpus):
+        # the bounds are the fields' types in Triton's model_config.proto (a larger value fails to parse there)
+        if not 1 <= self.version < 2**63:
+            raise OptionError(f"--version {self.version}: Triton model versions are numbers from 1 to 2^63-1")
+        if not 1 <= self.instances < 2**31:
+            raise OptionError(f"--instances {self.instances}: must be from 1 to 2^31-1")
+        if any(not 0 <= g < 2**31 for g in self.gpus) or len(set(self.gpus)) != len(self.gpus):
             raise OptionError(f"--gpus {','.join(map(str, self.gpus))}: expected distinct GPU indices >= 0")
-        if self.max_queue_delay_us is not None and self.max_queue_delay_us < 0:
-            raise OptionError(f"--max-queue-delay-us {self.max_queue_delay_us}: must be >= 0")
+        if self.max_queue_delay_us is not None and not 0 <= self.max_queue_delay_us < 2**64:
+            raise OptionError(f"--max-queue-delay-us {self.max_queue_delay_us}: must be from 0 to 2^64-1")
 
 
 def model_name(meta: dict[str, Any], opts: TritonOptions) -> str:

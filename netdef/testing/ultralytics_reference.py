@@ -1,5 +1,5 @@
-"""Ultralytics' own YOLOv8/YOLO11 model definitions (PyPI package `ultralytics`, 8.4) as the reference for
-netdef's `yolov8*` and `yolo11*` architectures: random weights, realistic BatchNorm statistics, eval mode.
+"""Ultralytics' own YOLOv8/YOLO11/YOLO26 model definitions (PyPI package `ultralytics`, 8.4) as the reference for
+netdef's `yolov8*`, `yolo11*` and `yolo26*` architectures: random weights, realistic BatchNorm statistics, eval mode.
 
 Only `pip install --no-deps ultralytics==8.4.190` is needed next to torch and PyYAML: the modules its import
 chain names but model code never calls get inert stand-ins while it is imported (as for the YOLOv5 reference).
@@ -37,7 +37,7 @@ def import_tasks() -> Any:
 
 def reference_model(name: str, nc: int | None = None, seed: int = 0, tame: bool = False,
                     kpt_shape: tuple[int, int] | None = None) -> tuple[Any, dict]:
-    """An Ultralytics DetectionModel `name` (yolov8n ... yolo11x, yolo26n ... yolo26x; -cls, -pose and -seg names
+    """An Ultralytics DetectionModel `name` (yolov8n ... yolo26x; -cls, -pose and -seg names
     give the classification, pose and segmentation models) in eval mode (end-to-end heads with
     `model.end2end = True`, as Ultralytics' predictor and exporter run them) with random weights, BatchNorm
     statistics close to those of its real input, random head biases; and its state_dict (no num_batches_tracked).
@@ -50,13 +50,11 @@ def reference_model(name: str, nc: int | None = None, seed: int = 0, tame: bool 
 
     match = NAME.match(name)
     if match is None:
-        raise ValueError(f"no Ultralytics reference for '{name}': use yolov8n..x or yolo11n..x (-cls, -pose, "
-                         f"-seg), yolo26n..x")
+        raise ValueError(f"no Ultralytics reference for '{name}': use yolov8n..x, yolo11n..x or yolo26n..x (-cls, "
+                         f"-pose, -seg)")
     tasks = import_tasks()
     cfg_root = os.path.join(os.path.dirname(tasks.__file__), "..", "cfg", "models")
     family, scale, task = match.groups()
-    if family == "yolo26" and task is not None:
-        raise ValueError(f"no Ultralytics reference for '{name}': of YOLO26 only the detection models (yolo26n..x)")
     with open(os.path.join(cfg_root, FOLDERS[family], f"{family}{task or ''}.yaml"), encoding="utf-8") as f:
         cfg = yaml.safe_load(f)
     cfg["scale"] = scale

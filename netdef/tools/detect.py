@@ -210,11 +210,20 @@ class OutputLayout:
         one-class YOLOv5 prediction). `kpt_shape` (keypoints, dims): a plain pose head's prediction, which by
         shape alone passes for a detection output with more classes."""
         shapes = ", ".join(f"{n} {list(s)}" for n, s in outputs)
-        if end_to_end:
-            hits = [n for n, s in outputs if len(s) == 3 and s[-1] == 6]
-            if len(hits) != 1:
-                raise NetdefError(f"{where}: expected one end-to-end output (B, K, 6), got {shapes}")
-            return OutputLayout("end_to_end", {"pred": hits[0]})
+        if end_to_end:  # rows x1, y1, x2, y2, score, class [, mask coefficients | keypoints]
+            protos = [(n, s) for n, s in outputs if len(s) == 4]
+            layout = OutputLayout("end_to_end", {})
+            if protos:
+                layout.names["protos"], layout.task, layout.extra = protos[0][0], "segment", int(protos[0][1][1])
+            elif kpt_shape is not None:
+                layout.task, layout.kpt_shape = "pose", (int(kpt_shape[0]), int(kpt_shape[1]))
+                layout.extra = layout.kpt_shape[0] * layout.kpt_shape[1]
+            hits = [n for n, s in outputs if len(s) == 3 and s[-1] == 6 + layout.extra]
+            if len(hits) != 1 or len(protos) > 1:
+                raise NetdefError(f"{where}: expected one end-to-end output (B, K, {6 + layout.extra})"
+                                  f"{' and the prototypes' if protos else ''}, got {shapes}")
+            layout.names["pred"] = hits[0]
+            return layout
         by_role = _roles(outputs, PLUGIN_OUTPUTS + PLUGIN_SEGMENT + PLUGIN_POSE)
         if all(r in by_role for r in PLUGIN_OUTPUTS):
             layout = _plugin_layout(by_role, dict(outputs), where)
@@ -384,8 +393,17 @@ class Detector(EngineModel):
                     for i, (b, s, c, e) in enumerate(kept)]
         if lay.kind == "end_to_end":  # sorted top-k rows: keep those above the score threshold
             rows = outs[lay.names["pred"]].float()
-            return [Detections(r[keep, :4], r[keep, 4], r[keep, 5].int())
-                    for r in rows for keep in [(r[:, 4] > self.conf).nonzero().flatten()[:self.max_det]]]
+            protos = outs[lay.names["protos"]] if lay.task == "segment" else None
+            per_image = []
+            for i, r in enumerate(rows):
+                keep = (r[:, 4] > self.conf).nonzero().flatten()[:self.max_det]
+                det = Detections(r[keep, :4], r[keep, 4], r[keep, 5].int())
+                if protos is not None:  # the rows may have been copied to the host (CUDA graphs)
+                    det.coefs, det.protos = r[keep, 6:].to(protos.device), protos[i]
+                elif lay.task == "pose":
+                    det.keypoints = r[keep, 6:].reshape(len(keep), *lay.kpt_shape)
+                per_image.append(det)
+            return per_image
         n = lay.names
         num, boxes, scores, classes = (outs[n[r]].cpu() for r in PLUGIN_OUTPUTS)
         kpts = outs[n["keypoints"]].cpu() if lay.task == "pose" else None
@@ -473,7 +491,9 @@ def engine_detector(engine: Any, conf: float | None = None, iou: float | None = 
         if kpt_shape is None and arch.endswith("-pose") and "keypoints" not in _roles(outputs, PLUGIN_POSE):
             kpt_shape = _arch_kpt_shape(eng.meta, str(eng.path))
     layout = OutputLayout.of(outputs, str(eng.path), end_to_end=end_to_end, kpt_shape=kpt_shape)
-    if model and layout.task != ("detect" if end_to_end else model["task"]):
+    recorded = model and (model["task"] if not end_to_end else "segment" if "nm" in model else
+                          "pose" if "kpt_shape" in model else "detect")
+    if model and layout.task != recorded:
         raise NetdefError(f"{eng.path}: its header records a {model['task']} model, but its outputs are a "
                           f"{layout.task} engine's: " + ", ".join(f"{n} {list(s)}" for n, s in outputs))
     if layout.kind == "plugin":
@@ -489,7 +509,9 @@ def engine_detector(engine: Any, conf: float | None = None, iou: float | None = 
             if layout.kind == "plugin" else [layout.names["pred"]] if layout.kind == "end_to_end" else []
         graphs = DetectGraphs(eng, device, hw, stride=stride, rect=rect, min_hw=min_hw, min_batch=batch_range[0],
                               to_host=to_host)
-    return Detector(infer, hw, layout, DEFAULT_CONF if conf is None else conf, DEFAULT_IOU if iou is None else iou,
+    if iou is None:  # YOLOv8/YOLO11 as Ultralytics' predictor, YOLOv5 as its detect.py (plugins: built in)
+        iou = defaults.IOU_THRES_ANCHOR_FREE if layout.kind == "anchor_free" else DEFAULT_IOU
+    return Detector(infer, hw, layout, DEFAULT_CONF if conf is None else conf, iou,
                     max_det, batch_range, device, names or [], rect, stride, min_hw, graphs)
 
 
@@ -519,8 +541,9 @@ def _target_size(eng: Any, model: dict[str, Any] | None, input_hw: tuple[int, in
 
 
 def _recorded_kpt_shape(model: dict[str, Any], given: Sequence[int] | None, where: str) -> tuple[int, int] | None:
-    """The kpt_shape to read a recorded model's outputs with: a pose model's own (one given must equal it)."""
-    if model["task"] != "pose":
+    """The kpt_shape to read a recorded model's outputs with: a pose model's own, YOLO26's pose rows' (one given
+    must equal it)."""
+    if "kpt_shape" not in model:
         if given is not None:
             raise NetdefError(f"{where}: kpt_shape {list(given)} given, but it is a {model['task']} engine (its "
                               f"header's record), not a pose engine")

@@ -21,7 +21,7 @@ from .. import trt_api
 from ..define import define_network, weights_identity
 from ..errors import NetdefError, OptionError, TensorRTUnavailable
 from ..network import IGNORED_KEY_SUFFIXES
-from ..options import BuildOptions
+from ..options import BuildOptions, format_hw_range
 from ..spec import Spec, load_spec
 from ..wts import read_wts
 from .evaluate import PLUGIN_TYPES, UnsupportedLayer, can_evaluate, evaluate
@@ -41,14 +41,16 @@ def default_tolerance(precision: str, cpu: bool) -> float:
 
 def verify(arch: str | Path | Spec, weights: str | Path, model: Any, *, cpu: bool = False,
            opts: BuildOptions | None = None, tol: float | None = None, seed: int = 0, batch: int = 1,
-           log: Callable[[str], None] | None = None) -> Report:
+           size: tuple[int, int] | None = None, log: Callable[[str], None] | None = None) -> Report:
     """Compare the network `arch` + `weights` with `model` (a torch module, or a source as `netdef export` takes
     it: torchvision:NAME, package.module:callable, a checkpoint) layer by layer on one random input of `batch`
-    images."""
+    images. A network with a dynamic input size (`opts.input_range`) is defined as the build defines it and
+    fed images of `size` (H, W) within the range (default: its OPT size)."""
     log = log or _stderr
     if batch < 1:
         raise OptionError(f"verify batch {batch}: must be >= 1")
     opts = replace(opts or BuildOptions(), tf32=False, batch=(batch, batch, batch), profiles=())
+    size = _input_size(opts, size)
     if opts.precision not in ("fp32", "fp16"):
         raise OptionError(f"verify compares fp32 or fp16 networks, not {opts.precision}")
     tol = default_tolerance(opts.precision, cpu) if tol is None else tol
@@ -67,7 +69,7 @@ def verify(arch: str | Path | Spec, weights: str | Path, model: Any, *, cpu: boo
     layers = trt_api.describe_layers(net.definition)
     raw = net.definition.raw
     outputs = [raw.get_output(i).name for i in range(raw.num_outputs)]
-    feeds = _random_inputs(raw, seed, batch)
+    feeds = _random_inputs(raw, seed, batch, size)
     if len(feeds) != 1:
         raise NetdefError(f"verify feeds one input to the PyTorch model; {spec.name} has {len(feeds)}")
     x = next(iter(feeds.values()))
@@ -89,41 +91,70 @@ def verify(arch: str | Path | Spec, weights: str | Path, model: Any, *, cpu: boo
                                weights={"path": identity[0], "sha256": identity[1]})
         refs = run_hooked(model, x, pairs.values(), device="cuda", dtype="float32")
         mode = f"GPU engine, {trt_api.version_string()}"
-    report = compare(spec.name, f"{mode}, {opts.precision}" + (f", batch {batch}" if batch > 1 else ""), tol, layers,
-                     values, refs, matched, outputs)
+    shown = (f", batch {batch}" if batch > 1 else "") + (f", input {size[0]}x{size[1]}" if size else "")
+    report = compare(spec.name, f"{mode}, {opts.precision}{shown}", tol, layers, values, refs, matched, outputs)
     report.uncompared = _uncompared(tensors, report)
     return report
 
 
 def _uncompared(tensors: Mapping[str, Any], report: Report) -> list[str]:
     """The modules whose weights the network reads but whose output no row compared: a mistake inside one shows
-    only through what follows it (not at all behind a small layer scale): name their layers after them."""
+    only through what follows it (not at all behind a small layer scale)."""
     done = [r for r in report.rows if r.status != "skip"]
     compared = {r.module for r in done} | {r.layer.split("/")[0] for r in done}  # a layer NAME/add_bias is NAME's
     owners = dict.fromkeys(k.rsplit(".", 1)[0] for k in tensors if "." in k and not k.endswith(IGNORED_KEY_SUFFIXES))
     return [m for m in owners if m not in compared and not any(c.startswith(m + ".") for c in compared)]
 
 
-def _random_inputs(definition: Any, seed: int, batch: int = 1) -> dict[str, np.ndarray]:
-    """A standard-normal float32 array per network input (the dynamic batch `batch`)."""
+def _input_size(opts: BuildOptions, size: tuple[int, int] | None) -> tuple[int, int] | None:
+    """The (H, W) fed to a network with a dynamic input size: `size`, checked against the range, or the range's
+    OPT size; None for a static size (a `size` then is an error: the network takes only its own)."""
+    r = opts.input_range
+    if r is None:
+        if size is not None:
+            raise OptionError(f"verify size {tuple(size)}: the network's input size is static; set it with "
+                              "input_hw (--input-shape HxW) instead")
+        return None
+    if size is None:
+        return tuple(r[1])
+    if not all(lo <= v <= hi for lo, v, hi in zip(r[0], size, r[2])):
+        raise OptionError(f"verify size {size[0]}x{size[1]}: outside the input range {format_hw_range(r)}")
+    return tuple(size)
+
+
+def _random_inputs(definition: Any, seed: int, batch: int = 1,
+                   size: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
+    """A standard-normal float32 array per network input: the dynamic batch `batch`, dynamic height and width
+    `size` (an image input's dimensions 2 and 3)."""
     rng = np.random.default_rng(seed)
-    inputs = [definition.get_input(i) for i in range(definition.num_inputs)]
-    return {t.name: rng.standard_normal([batch if d < 0 else int(d) for d in t.shape]).astype(np.float32)
-            for t in inputs}
+    out = {}
+    for t in (definition.get_input(i) for i in range(definition.num_inputs)):
+        dims = [int(d) for d in t.shape]
+        if dims and dims[0] < 0:
+            dims[0] = batch
+        if any(d < 0 for d in dims):
+            if size is None or len(dims) != 4 or any(d < 0 for d in dims[:2]):
+                raise NetdefError(f"verify cannot choose the dynamic dimensions of input {t.name} {dims}: only a "
+                                  "dynamic batch and, with an input range, height and width of (B, C, H, W)")
+            dims[2:] = [v if d < 0 else d for d, v in zip(dims[2:], size)]
+        out[t.name] = rng.standard_normal(dims).astype(np.float32)
+    return out
 
 
 def _check_evaluable(layers: list, spec: Spec, params: dict[str, Any]) -> None:
-    """The CPU evaluator computes no plugin layer and a few other kinds (top-k): name the first such layer, and
-    the build parameters that change it (another choice of a head's `--set` parameter)."""
+    """The CPU evaluator computes no plugin layer and a few other kinds: name the first such layer, and the build
+    parameters that avoid a plugin (another choice of a head's `--set` parameter)."""
     bad = next((lay for lay in layers if not can_evaluate(lay)), None)
     if bad is None:
         return
     plugin = bad.type in PLUGIN_TYPES
-    avoid = "decode" if plugin else "one2many" if bad.type == "TOPK" else None  # the YOLO heads' choices without it
+    avoid = "decode" if plugin else None  # the YOLO heads' choice without a plugin
     declared = spec.build_params()
-    hints = [f"--set {k}={avoid}" + "".join(f" without --set {g}" for g in params  # settings the choice refuses
-                                            if k in declared[g].needs and avoid not in declared[g].needs[k])
-             for k, p in declared.items() if p.choices and avoid in p.choices and params.get(k, p.default) != avoid]
+    hints = []
+    for k, p in declared.items():
+        if p.choices and avoid in p.choices and params.get(k, p.default) != avoid:
+            refused = [g for g in params if k in declared[g].needs and avoid not in declared[g].needs[k]]
+            hints.append(f"--set {k}={avoid}" + (f", leaving out --set {' and '.join(refused)}" if refused else ""))
     what = f"a plugin ({bad.type})" if plugin else f"a {bad.type} layer"
     without = f"without it ({' or '.join(hints)}) or " if hints else ""
     raise UnsupportedLayer(f"layer '{bad.name}' is {what}, which the CPU evaluator cannot compute: verify the "

@@ -414,13 +414,32 @@ def _padding(torch: Any, layer: LayerDescription, args: list) -> Any:
 
 
 def _gather(torch: Any, layer: LayerDescription, args: list) -> Any:
+    """Default-mode gather along `axis`; one element-wise dimension: each batch entry with its own indices."""
     data, idx = args
-    if layer.attrs.get("mode", "DEFAULT") != "DEFAULT" or int(layer.attrs.get("num_elementwise_dims", 0)):
-        raise UnsupportedLayer(f"layer '{layer.name}': only default-mode gathers are supported")
+    batched = int(layer.attrs.get("num_elementwise_dims", 0))
+    if layer.attrs.get("mode", "DEFAULT") != "DEFAULT" or batched > 1:
+        raise UnsupportedLayer(f"layer '{layer.name}': only default-mode gathers with at most one element-wise "
+                               "dimension are supported")
     axis = int(_attr(layer, "axis"))
     idx = torch.where(idx < 0, idx + data.shape[axis], idx).long()
+    if batched:
+        return torch.stack([_gather_one(d, i, axis - 1) for d, i in zip(data, idx)])
+    return _gather_one(data, idx, axis)
+
+
+def _gather_one(data: Any, idx: Any, axis: int) -> Any:
     out = data.index_select(axis, idx.reshape(-1))
     return out.reshape(*data.shape[:axis], *idx.shape, *data.shape[axis + 1:])
+
+
+def _topk(torch: Any, layer: LayerDescription, args: list) -> list:
+    """The k largest (MAX) or smallest values along the one reduced axis, sorted, and their indices."""
+    axes = _axes(int(_attr(layer, "axes")), args[0].dim())
+    if len(axes) != 1:
+        raise UnsupportedLayer(f"layer '{layer.name}': top-k over {len(axes)} axes")
+    values, index = torch.topk(args[0], int(_attr(layer, "k")), dim=axes[0], largest=_attr(layer, "op") == "MAX",
+                               sorted=True)
+    return [values, index]
 
 
 def _fill(torch: Any, layer: LayerDescription, args: list) -> Any:
@@ -448,5 +467,5 @@ _OPS: dict[str, Callable[[Any, LayerDescription, list], Any]] = {
     "CONSTANT": _constant, "CAST": lambda torch, layer, a: a[0], "IDENTITY": lambda torch, layer, a: a[0],
     "NORMALIZATION": _normalization, "PADDING": _padding, "GATHER": _gather,
     "SELECT": lambda torch, layer, a: torch.where(a[0].bool(), a[1], a[2]),
-    "SHAPE": lambda torch, layer, a: torch.tensor(list(a[0].shape)), "FILL": _fill,
+    "SHAPE": lambda torch, layer, a: torch.tensor(list(a[0].shape)), "FILL": _fill, "TOPK": _topk,
 }

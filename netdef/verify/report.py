@@ -65,8 +65,8 @@ class Report:
         if self.uncompared:
             few = ", ".join(self.uncompared[:6]) + (", ..." if len(self.uncompared) > 6 else "")
             text += (f"; {len(self.uncompared)} module(s) whose weights are read were never compared ({few}): a "
-                     "mistake there shows only through later layers (not at all behind a small layer scale); name "
-                     "their layers after them")
+                     "mistake there shows only through later layers (not at all behind a small layer scale); a "
+                     "block author names a layer after each to have it compared")
         return text
 
 
