@@ -16,24 +16,25 @@ from .wts import WTS_FILE, write_wts
 CHECKPOINT_KEYS = ("ema", "model", "state_dict", "model_state_dict")
 
 
-def load_source(source: str, *, state_dict: str | None = None) -> Any:
-    """A torch module or state_dict from SOURCE: a checkpoint path, `torchvision:NAME`, or `pkg.module:callable`."""
+def load_source(source: str, *, state_dict: str | None = None, log: Callable[[str], None] | None = None) -> Any:
+    """A torch module or state_dict from SOURCE: a checkpoint path, `torchvision:NAME`, or `pkg.module:callable`;
+    `log` gets load_checkpoint's notice."""
     torch = _torch()
     if source.startswith("torchvision:"):
         model = _torchvision_model(source.split(":", 1)[1])
         if state_dict:
-            _load_into(model, load_checkpoint(state_dict), state_dict)
+            _load_into(model, load_checkpoint(state_dict, log), state_dict)
         return model
     path = Path(source)
     if path.exists() or path.suffix in (".pt", ".pth", ".ckpt", ".bin"):
-        ckpt = load_checkpoint(path)
+        ckpt = load_checkpoint(path, log)
         if state_dict:  # the checkpoint's pickled model, in float32, with these weights
             model = _module_in(ckpt, torch)
             if model is None:
                 raise NetdefError(f"--state-dict {state_dict}: {source} holds weights, not a model to load them "
                                   f"into: export {state_dict} itself (`netdef export {state_dict} -o ...`)")
             model = model.float()
-            _load_into(model, load_checkpoint(state_dict), state_dict)
+            _load_into(model, load_checkpoint(state_dict, log), state_dict)
             return model
         return ckpt
     if ":" in source:
@@ -49,7 +50,7 @@ def load_source(source: str, *, state_dict: str | None = None) -> Any:
         except Exception as e:  # noqa: BLE001  the user's model function failed
             raise NetdefError(f"{source}: calling {attr}() raised {type(e).__name__}: {e}{raised_at(e)}") from None
         if state_dict:
-            _load_into(obj, load_checkpoint(state_dict), state_dict)
+            _load_into(obj, load_checkpoint(state_dict, log), state_dict)
         return obj
     raise NetdefError(f"source '{source}' is not a file, 'torchvision:NAME' or 'package.module:callable'")
 
@@ -74,8 +75,8 @@ def load_checkpoint(path: str | Path, log: Callable[[str], None] | None = None) 
         raise _missing_code(path, e) from None
     except Exception:  # noqa: BLE001  pickled model objects: retry trusting the file, as the user asked
         pass
-    (log or _stderr)(f"[netdef] {path} holds pickled Python objects, not only tensors: unpickling it runs code the "
-                     "file names (load only checkpoints you trust)")
+    (log or _stderr)(f"[netdef] {path} does not load as tensors alone: loading it with full unpickling, which runs "
+                     "code the file names (load only checkpoints you trust)")
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except ModuleNotFoundError as e:
@@ -203,7 +204,7 @@ def export_wts(source: Any, output: str | Path, *, state_dict: str | None = None
         if progress:
             log(f"[netdef] loading {source} with PyTorch ...")
         with _seeded(seed):
-            obj = load_source(source, state_dict=state_dict)
+            obj = load_source(source, state_dict=state_dict, log=log)
     else:
         obj = source
     for wanted, option in ((randomize_bn, "--randomize-bn"), (randomize_consts, "--randomize-constants")):
@@ -228,7 +229,8 @@ def export_wts(source: Any, output: str | Path, *, state_dict: str | None = None
 
 def ultralytics_arch(obj: Any) -> tuple[str, bool] | None:
     """(the architecture name an Ultralytics model or checkpoint records, e.g. yolo11s-seg from its YAML's file name
-    and scale; whether netdef has it), or None for other sources."""
+    and scale; whether netdef has it), or None for other sources. YOLO26's classifiers are YOLO11's layout (their
+    YAMLs are equal): named so; Ultralytics' own YOLOv5 (anchor-free YOLOv5u) is not netdef's YOLOv5 v7.0."""
     import re
 
     from .errors import SpecError
@@ -240,7 +242,13 @@ def ultralytics_arch(obj: Any) -> tuple[str, bool] | None:
     match = re.fullmatch(r"(yolov?\d+)([nslmx]?)(-[a-z0-9]+)?", Path(str(cfg["yaml_file"])).stem)
     if match is None:
         return None
-    name = match[1] + (match[2] or str(cfg.get("scale") or "")) + (match[3] or "")
+    family, task = match[1], match[3] or ""
+    name = family + (match[2] or str(cfg.get("scale") or "")) + task
+    head = cfg.get("head") or [[]]
+    if family == "yolov5" and "anchors" not in str(head[-1]):  # Ultralytics' anchor-free YOLOv5u
+        return f"{name} (Ultralytics' anchor-free YOLOv5u)", False
+    if family == "yolo26" and task == "-cls":
+        name = name.replace("yolo26", "yolo11", 1)
     try:
         resolve_arch(name)
     except SpecError:

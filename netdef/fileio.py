@@ -42,7 +42,7 @@ def atomic_write_all(files: Mapping[str | os.PathLike, Iterable[bytes] | bytes])
     try:
         for name, chunks in files.items():
             path = Path(name)
-            made += _make_folders(path.parent)
+            _make_folders(path.parent, made)
             _remove_orphans(path)
             fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{TMP_TAG}", suffix=".tmp", dir=path.parent)
             temps.append((path, tmp))
@@ -76,15 +76,15 @@ def atomic_write_all(files: Mapping[str | os.PathLike, Iterable[bytes] | bytes])
             _writing.discard(os.path.abspath(tmp))
 
 
-def _make_folders(folder: Path) -> list[Path]:
-    """mkdir -p `folder`; the folders it created, outermost first."""
+def _make_folders(folder: Path, made: list[Path]) -> None:
+    """mkdir -p `folder`, appending each folder it creates to `made` as it is created (outermost first)."""
     missing = []
     while not folder.exists() and folder.parent != folder:
         missing.append(folder)
         folder = folder.parent
     for f in reversed(missing):
         f.mkdir(exist_ok=True)
-    return missing[::-1]
+        made.append(f)
 
 
 TMP_TAG = "netdef-"  # in the temporary files' names: only netdef's are ever removed as orphans

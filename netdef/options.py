@@ -227,7 +227,8 @@ def _parse_hw(part: str, text: str, what: str) -> HW:
         hw = ()
     hw = hw * 2 if len(hw) == 1 else hw  # one number: a square, as Ultralytics' imgsz
     if len(hw) != 2 or min(hw) < 1:
-        raise OptionError(f"{what} '{text}': expected H,W or HxW (two positive integers, e.g. 480x640), or "
+        raise OptionError(f"{what} '{text}': expected H,W or HxW (two positive integers, e.g. 480x640, or one for "
+                          "a square), or "
                           "MIN:OPT:MAX of HxW sizes for a dynamic input size (e.g. 320x320:640x640:1280x1280)")
     return hw  # type: ignore[return-value]
 

@@ -325,8 +325,8 @@ def _multiples(data: dict, scale: str | None, fail: Any, path: Path) -> tuple[fl
     if scale is None:
         names = _scaled_names(Path(str(data.get("name") or path.stem)).stem, list(scales))
         scaled = path.with_name(_scaled_names(path.stem, list(scales)[:1])[0] + path.suffix)
-        raise fail("scales", f"this file is a family: build one of its scales by name ({', '.join(names)}) or by "
-                             f"a path with the scale in the file name ({scaled} for {path.name})")
+        by_path = f" or by a path with the scale in the file name ({scaled} for {path.name})" if scaled != path else ""
+        raise fail("scales", f"this file is a family: build one of its scales by name ({', '.join(names)}){by_path}")
     if scale not in scales:
         raise fail("scales", f"no scale '{scale}' (this family has {', '.join(map(str, scales))})")
     entry = scales[scale]

@@ -31,20 +31,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output", help="write every output to this .npz")
     a = p.parse_args(argv)
 
+    plan = Path(a.plan)
+    if not plan.is_file():
+        sys.exit(f"no such plan file: {plan}")
+    with open(plan, "rb") as f:  # 'vtrt': a TensorRT-RTX plan, which its own module reads; 'ftrt': TensorRT's
+        rtx = f.read(4) == b"vtrt"
     trt = None
-    for name in ("tensorrt", "tensorrt_rtx", "tensorrt_rtx_bindings"):  # TensorRT-RTX ('vtrt' plans): its own
+    for name in ("tensorrt_rtx", "tensorrt_rtx_bindings") if rtx else ("tensorrt",):
         try:
             trt = importlib.import_module(name)
             break
         except ImportError:
             continue
     if trt is None:
-        sys.exit("no TensorRT Python module (tensorrt, or TensorRT-RTX's tensorrt_rtx) is installed")
+        sys.exit(f"{plan} is a {'TensorRT-RTX' if rtx else 'TensorRT'} plan, and its Python module "
+                 f"({'tensorrt_rtx' if rtx else 'tensorrt'}) is not installed")
     import torch
 
-    plan = Path(a.plan)
-    if not plan.is_file():
-        sys.exit(f"no such plan file: {plan}")
     if not torch.cuda.is_available():
         sys.exit(f"running {plan} needs a CUDA GPU (torch sees none)")
     sidecar = Path(f"{plan}.json")

@@ -466,6 +466,34 @@ def yolov5_nms(pred, conf: float, iou: float, nc: int) -> list:
     return general.non_max_suppression(pred, conf, iou, max_det=300, nm=pred.shape[2] - 5 - nc)
 
 
+def compare_end_to_end(got: list, outs: dict, ims, rps, conf: float, hw=(320, 320)) -> None:
+    """YOLO26's rows (and prototypes) through Ultralytics' predictor post-processing (rows above `conf`, masks by
+    process_mask with empty ones dropped, keypoints by scale_coords) against `got`: the same detections in the
+    same order, boxes to 0.01 px, the very same masks, keypoints as the JSON rounds them."""
+    ops, nms = ultra("ultralytics.utils.ops"), ultra("ultralytics.utils.nms")
+    protos = outs.get("proto")
+    total = 0
+    for i, (g, t, im, rp) in enumerate(zip(got, nms.non_max_suppression(outs["output"], conf, max_det=300,
+                                                                          end2end=True), ims, rps)):
+        if protos is not None:
+            masks = ops.process_mask(protos[i], t[:, 6:], t[:, :4], hw, upsample=True)
+            keep = masks.amax((-2, -1)) > 0
+            t, masks = t[keep], masks[keep]
+            full = (ops.scale_masks(masks[None].float(), im.shape[:2])[0] > 0.5).cpu().numpy()
+            assert all(np.array_equal(rle_decode(r), m) for r, m in zip(g["masks"], full))
+        else:
+            kpts = ops.scale_coords(hw, t[:, 6:].view(len(t), 17, 3).clone(), im.shape,
+                                    ratio_pad=ultralytics_ratio_pad(rp)).cpu().numpy()
+            err = np.abs(np.asarray(g["keypoints"]).reshape(kpts.shape) - kpts)
+            assert err[..., :2].max(initial=0) <= 0.0051 and err[..., 2].max(initial=0) <= 0.00006
+        boxes = ops.scale_boxes(hw, t[:, :4].clone(), im.shape, ratio_pad=ultralytics_ratio_pad(rp)).cpu().numpy()
+        assert len(g["boxes"]) == len(t) and g["classes"] == t[:, 5].int().tolist()
+        np.testing.assert_allclose(np.asarray(g["boxes"]).reshape(boxes.shape), boxes, atol=0.0051)
+        np.testing.assert_allclose(g["scores"], t[:, 4].cpu().numpy(), atol=1e-5)
+        total += len(t)
+    assert total >= 20, total
+
+
 def compare_segment(got: list, pred, protos, ims, rps, conf: float, iou: float, nc: int, hw=(320, 320),
                     yolov5: bool = False):
     """Ultralytics' segmentation predictor post-processing of (pred, protos) for the letterboxed `ims` (`yolov5`:
@@ -517,6 +545,13 @@ def tamed_reference(name: str):
         from test_yolov5_tasks import reference
         model, sd = reference(name, tame=True)
         outputs = [("output", (-1, 6300, 5 + 80 + 32)), ("proto", (-1, 32, 80, 80))]
+    elif name.startswith("yolo26"):  # the end-to-end head's top-300 rows
+        model, _ = ref.reference_model(name, tame=True)
+        for branch in model.model[-1].one2one_cv2:  # box distances of a few cells: random ones invert boxes,
+            branch[-1].bias.data.add_(3.0)          # whose masks are empty (Ultralytics and netdef drop them)
+        sd = {k: v.detach().clone() for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+        outputs = [("output", (-1, 300, 38)), ("proto", (-1, 32, 80, 80))] if name.endswith("-seg") else \
+            [("output", (-1, 300, 57))]
     else:
         model, sd = ref.reference_model(name, tame=True)
         outputs = [("output", (-1, 116, 2100)), ("proto", (-1, 32, 80, 80))] if name.endswith("-seg") else \
@@ -533,22 +568,24 @@ def tamed_reference(name: str):
 
 
 @needs_ultralytics
-@pytest.mark.parametrize("name", ["yolov8n-seg", "yolov8n-pose", "yolov5n-seg"])
+@pytest.mark.parametrize("name", ["yolov8n-seg", "yolov8n-pose", "yolov5n-seg", "yolo26n-seg", "yolo26n-pose"])
 def test_detector_over_the_pytorch_model_equals_ultralytics_predictor(name):
     """The Detector driving the random-weights PyTorch model (as its engine, on the CPU) gives what Ultralytics'
-    predictor post-processing gives on the same letterboxed input (yolov5n-seg: after YOLOv5's own NMS): the GPU
-    tests' comparison, here with real head outputs."""
+    predictor post-processing gives on the same letterboxed input (yolov5n-seg: after YOLOv5's own NMS; YOLO26:
+    its end-to-end rows, no NMS): the GPU tests' comparison, here with real head outputs."""
     from helpers import photos
 
     _, _, infer, outputs = tamed_reference(name)
-    seg = name.endswith("-seg")
-    ims, conf, iou = photos(), 0.5, 0.45
-    det = Detector(infer, (320, 320), OutputLayout.of(outputs, kpt_shape=None if seg else (17, 3)), conf, iou,
-                   batch_range=(1, 4))
-    assert det.layout.kind == ("raw" if name.startswith("yolov5") else "anchor_free")
+    seg, e2e = name.endswith("-seg"), name.startswith("yolo26")
+    ims, conf, iou = photos(), (0.1 if e2e else 0.5), 0.45
+    det = Detector(infer, (320, 320), OutputLayout.of(outputs, end_to_end=e2e, kpt_shape=None if seg else (17, 3)),
+                   conf, iou, batch_range=(1, 4))
+    assert det.layout.kind == ("raw" if name.startswith("yolov5") else "end_to_end" if e2e else "anchor_free")
     got = det(ims)
     batch, rps = letterbox(ims, (320, 320), bgr=False)
     outs = infer(batch)
+    if e2e:  # no NMS: the same rows in the same order (random weights: boxes of any shape, so no IoU matching)
+        return compare_end_to_end(got, outs, ims, rps, conf)
     if seg:
         best, diff = compare_segment(got, outs["output"], outs["proto"], ims, rps, conf, iou, 80,
                                      yolov5=name.startswith("yolov5"))
@@ -576,6 +613,28 @@ def check_against_ultralytics(name: str, source: str, quality, diff: int, tol: f
     assert len(ok) > 0 and ok.mean() >= (0.98 if source == "engine" else 0.9)
     if source == "engine":
         assert diff <= max(1, len(ok) // 100)
+
+
+@pytest.mark.gpu
+@needs_ultralytics
+@pytest.mark.parametrize("name", ["yolo26n-seg", "yolo26n-pose"])
+def test_end_to_end_engine_detections_equal_ultralytics_predictor(name, tmp_path):
+    """yolo26n-seg / -pose engines (random weights, tamed, fp32) at 320x320 through `detect()`: on the engine's own
+    rows, exactly what Ultralytics' predictor post-processing gives (the same rows, boxes, masks, keypoints);
+    the rows themselves are checked against PyTorch by test_yolov8's end-to-end test."""
+    from helpers import photos
+
+    from netdef.tools.detect import detect, engine_detector
+
+    infer, engine = build(name, tmp_path)
+    ims, conf = photos(), 0.1
+    got = detect(engine, ims, conf=conf)
+    det = engine_detector(engine, conf=conf)
+    assert (det.layout.kind, det.layout.task) == ("end_to_end", "segment" if name.endswith("-seg") else "pose")
+    batch, rps = letterbox(ims, (320, 320), bgr=False, device=det.device)
+    compare_end_to_end(got, det.infer(batch), ims, rps, conf)
+    print(f"RESULT detect {name} 320x320 fp32: detections, boxes, {'masks' if name.endswith('-seg') else 'keypoints'} "
+          f"equal Ultralytics' predictor post-processing of the engine's rows")
 
 
 @pytest.mark.gpu

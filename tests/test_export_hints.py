@@ -170,8 +170,8 @@ def test_unpickling_code_is_said_before_it_runs(tmp_path):
     said = []
     ckpt = load_checkpoint(tmp_path / "net.pt", log=said.append)
     assert isinstance(ckpt["model"], torch.nn.Linear)
-    assert said == [f"[netdef] {tmp_path / 'net.pt'} holds pickled Python objects, not only tensors: unpickling it "
-                    "runs code the file names (load only checkpoints you trust)"]
+    assert said == [f"[netdef] {tmp_path / 'net.pt'} does not load as tensors alone: loading it with full "
+                    "unpickling, which runs code the file names (load only checkpoints you trust)"]
     torch.save({"w": torch.ones(2)}, tmp_path / "sd.pt")
     said.clear()
     load_checkpoint(tmp_path / "sd.pt", log=said.append)

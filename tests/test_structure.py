@@ -81,7 +81,9 @@ def test_set_values_outside_their_range_or_head_are_refused(given, message):
 def test_set_values_are_converted_and_checked():
     spec = load_spec("yolov5s")
     p = spec.resolve_params({"head": "plugin", "conf_thres": "0.4", "max_det": "50"})
-    assert p == {"head": "plugin", "conf_thres": 0.4, "iou_thres": 0.45, "max_det": 50, "nc": None, "bn_eps": 1e-3}
+    # iou_thres None: the head's family default (nms_params)
+    assert p == {"head": "plugin", "conf_thres": 0.4, "iou_thres": None, "max_det": 50, "nc": None, "bn_eps": 1e-3}
+    assert spec.resolve_params({"head": "plugin", "iou_thres": "0.5"})["iou_thres"] == 0.5
     assert spec.resolve_params({"nc": "3"})["nc"] == 3
     with pytest.raises(OptionError, match=r"--set head='nms': use one of decode, plugin"):
         spec.resolve_params({"head": "nms"})

@@ -386,3 +386,12 @@ def test_a_utf8_byte_order_mark_is_no_content(tmp_path):
     write_wts(p, {"a": np.float32([1.0, -2.0])})
     p.write_bytes(b"\xef\xbb\xbf" + p.read_bytes())
     assert read_wts(p)["a"].tolist() == [1.0, -2.0] and wts_summary(p)["tensors"] == 1
+
+
+def test_a_failed_write_removes_the_folders_it_made(tmp_path):
+    """A folder that cannot be made (a name too long) after others were: those others are removed again."""
+    from netdef.fileio import atomic_write
+
+    with pytest.raises(OSError):
+        atomic_write(tmp_path / "a" / "b" / ("x" * 300) / "f.bin", b"data")
+    assert list(tmp_path.iterdir()) == []

@@ -55,8 +55,9 @@ def add_serve_options(s: argparse.ArgumentParser) -> None:
                    help=f"score threshold (default {defaults.CONF_THRES}; plugin engines: built in, may be raised); "
                         "a request parameter conf overrides it")
     d.add_argument("--iou", type=number("--iou", float, minimum=0.0, maximum=1.0),
-                   help=f"NMS IoU threshold (default {defaults.IOU_THRES}; plugin engines: built in); a request "
-                        "parameter iou overrides it")
+                   help=f"NMS IoU threshold (default {defaults.IOU_THRES_ANCHOR_FREE} for YOLOv8/YOLO11, "
+                        f"{defaults.IOU_THRES} for YOLOv5; plugin engines: built in); a request parameter iou "
+                        "overrides it")
     d.add_argument("--max-det", type=number("--max-det", minimum=1), metavar="K",
                    help=f"boxes per image at most, the rows the outputs are padded to (default {defaults.MAX_DET}); "
                         "a request parameter max_det may lower it")

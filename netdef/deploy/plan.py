@@ -60,7 +60,8 @@ def _other_file(path: Path, head: bytes, f: Any) -> str:
         return "it is JSON, perhaps a sidecar: give the plan itself"
     if path.suffix.lower() == ".onnx":
         return "it is an ONNX model: netdef builds engines from .wts weights (`netdef export`, then `netdef build`)"
-    if 0 < sum(a != b for a, b in zip(head, engine_file.MAGIC)) <= 3:  # a few bytes off netdef's magic
+    magic = engine_file.MAGIC
+    if len(head) >= len(magic) and 0 < sum(a != b for a, b in zip(head, magic)) <= 3:  # a few bytes off netdef's
         return "its header is a netdef engine's but its first bytes are damaged: build the engine again"
     return (f"its first bytes {head[:8]!r} are not a plan's: a damaged file, or another format; build the engine "
             "again, or export the plan again with `netdef export-plan`")

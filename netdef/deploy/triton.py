@@ -73,7 +73,7 @@ class TritonOptions:
         if not 1 <= self.instances < 2**31:
             raise OptionError(f"--instances {self.instances}: must be from 1 to 2^31-1")
         if any(not 0 <= g < 2**31 for g in self.gpus) or len(set(self.gpus)) != len(self.gpus):
-            raise OptionError(f"--gpus {','.join(map(str, self.gpus))}: expected distinct GPU indices >= 0")
+            raise OptionError(f"--gpus {','.join(map(str, self.gpus))}: expected distinct GPU indices from 0 to 2^31-1")
         if self.max_queue_delay_us is not None and not 0 <= self.max_queue_delay_us < 2**64:
             raise OptionError(f"--max-queue-delay-us {self.max_queue_delay_us}: must be from 0 to 2^64-1")
 

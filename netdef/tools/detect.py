@@ -596,7 +596,8 @@ def detect(engine: Any, images: Sequence[str | Path | np.ndarray], conf: float |
     """Detect objects: `images` are files, folders or HxWx3 uint8 RGB arrays; one dict per image:
     {"image", "height", "width", "boxes" [[x1,y1,x2,y2]...] (original pixels), "scores", "classes", "names"}
     (+ "masks" or "keypoints": module docstring; classification engines: the top-5 "classes", "scores", "names",
-    no "boxes": netdef.tools.classify). conf/iou default to 0.25/0.45 (plugin engines: their built-in values);
+    no "boxes": netdef.tools.classify). conf defaults to 0.25, iou to 0.7 for YOLOv8/YOLO11 and 0.45 for YOLOv5
+    (plugin engines: their built-in values);
     `device` and `kpt_shape` as in `engine_detector`."""
     arrays, labels = _load_all(images)  # the images first: without a GPU the engine would report that instead
     return engine_detector(engine, conf, iou, max_det, names, device=device, kpt_shape=kpt_shape)(arrays, labels)

@@ -422,7 +422,9 @@ def _gather(torch: Any, layer: LayerDescription, args: list) -> Any:
                                "dimension are supported")
     axis = int(_attr(layer, "axis"))
     idx = torch.where(idx < 0, idx + data.shape[axis], idx).long()
-    if batched:
+    if batched:  # the element-wise dimension broadcasts (size 1 against B)
+        n = max(data.shape[0], idx.shape[0])
+        data, idx = data.expand(n, *data.shape[1:]), idx.expand(n, *idx.shape[1:])
         return torch.stack([_gather_one(d, i, axis - 1) for d, i in zip(data, idx)])
     return _gather_one(data, idx, axis)
 
