@@ -60,35 +60,36 @@ def define_network(spec: Spec | str | Path, weights: Weights, opts: BuildOptions
     net.quantizer = quantizer
     try:
         build_network(spec, net, (-1, -1) if opts.input_range else opts.input_hw)  # -1: H, W chosen at run time
-    except WeightKeyError as e:
-        hint = _other_scale(spec, tensors, opts) if " values but the architecture expects shape " in str(e) else None
+        unused = net.check_keys(strict=opts.strict)
+    except WeightKeyError as e:  # sizes or keys of another scale or task of the family?
+        hint = _fitting_sibling(spec, tensors, opts)
         if hint is None:
             raise
         raise WeightKeyError(f"{e}\nThese weights fit {hint}: build that architecture") from None
-    unused = net.check_keys(strict=opts.strict)
     if unused:
         log(f"[netdef] warning: {len(unused)} unused key(s) in {source}, e.g. {unused[:3]}"
             + unused_modules_hint(unused, net.used).replace("\n", " "))
     return net
 
 
-def _other_scale(spec: Spec, tensors: Mapping[str, np.ndarray], opts: BuildOptions) -> str | None:
-    """The name of another scale of `spec`'s family (yolo11s for yolo11n weights) whose network the weights fit
-    key for key and shape for shape, or None (not a family member, or no scale fits)."""
+def _fitting_sibling(spec: Spec, tensors: Mapping[str, np.ndarray], opts: BuildOptions) -> str | None:
+    """The name of another scale or task of `spec`'s family (yolo11s for yolo11n weights, yolo26n-pose for
+    yolo26n-seg weights) whose network the weights fit key for key and shape for shape, or None (not a family
+    member, or none fits). Scales that do not fit fail at their first row, tasks at their head."""
     from .spec import available_archs
 
     if spec.scale is None:
         return None
-    parts = re.match(r"^(.*?\d+)" + re.escape(spec.scale) + r"(.*)$", spec.name)  # yolo11 + l + -seg
+    parts = re.match(r"^(.*?\d+)" + re.escape(spec.scale), spec.name)  # yolo11 + l (+ -seg)
     if parts is None:
         return None
-    pattern = re.compile(re.escape(parts[1]) + "[a-z]" + re.escape(parts[2]))
+    pattern = re.compile(re.escape(parts[1]) + r"[a-z](-[a-z0-9]+)?")
     for name in available_archs():
-        if not pattern.fullmatch(name) or name == spec.name or load_spec(name).path != spec.path:
+        if not pattern.fullmatch(name) or name == spec.name:
             continue
-        other = load_spec(name)
-        net = Network(tensors, precision=opts.precision, params=other.resolve_params(opts.params))
         try:
+            other = load_spec(name)
+            net = Network(tensors, precision=opts.precision, params=other.resolve_params(opts.params))
             build_network(other, net, None)
             net.check_keys(strict=True)
         except NetdefError:

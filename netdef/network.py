@@ -20,7 +20,7 @@ equivalents).
 from __future__ import annotations
 
 import numbers
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from typing import Any
 
@@ -299,7 +299,7 @@ class Network:
                             + ("\n  ..." if len(unused) > 50 else ""))
         if problems:
             hint = (_prefix_hint(list(missing), unused) or _fused_hint(list(missing), unused)
-                    or unused_modules_hint(unused, self.used)
+                    or missing_modules_hint(list(missing), self.weights) or unused_modules_hint(unused, self.used)
                     or ("" if missing else "\n(pass --no-strict / strict=False to allow unused keys)"))
             raise WeightKeyError(f"{self.source}: " + "\n".join(problems) + hint)
         return unused
@@ -950,7 +950,7 @@ class Network:
 
 def needs_static_size(what: str) -> str:
     """The error for a block or layer `what` that needs the input's height and width at build time."""
-    return f"{what} needs a static input size: build with --input-shape H,W (this build's input H, W are dynamic)"
+    return f"{what} needs a static input size: build with --input-shape HxW (this build's input H, W are dynamic)"
 
 
 def _shape_or_none(t: Any) -> tuple[int, ...] | None:
@@ -992,20 +992,40 @@ def _is_int(n: Any) -> bool:
 # Modules of Ultralytics heads that only some tasks have: what a file holding them was trained for
 _HEAD_PARTS = {"proto": "mask prototypes of a segmentation head, a -seg model",
                "cv4": "the extra branch of a segmentation, pose or oriented-box head, a -seg, -pose or -obb model",
-               "one2one_cv2": "YOLO26's end-to-end branch, a yolo26 model"}
+               "one2one_cv2": "YOLO26's end-to-end branch, a yolo26 model",
+               "one2one_cv4": "the extra branch of a YOLO26 segmentation or pose head"}
 
 
 def unused_modules_hint(unused: list[str], used: set[str]) -> str:
     """Where unused keys form whole modules the architecture never reads (another head, another model), a line
     naming them (and what such a module means for Ultralytics' heads); '' where some unused keys belong to
     modules the architecture does read (a differently configured block: the key list tells more)."""
-    if not unused:
+    named = _whole_modules(unused, used)
+    if not named:
         return ""
-    read = {".".join(k.split(".")[:i]) for k in used for i in range(1, k.count(".") + 1)}
+    return (f"\nThe unused keys are whole modules this architecture does not have: {named}. The weights are of "
+            "another architecture or task: build the one they were trained with (--no-strict would drop those "
+            "modules: right only if you removed them on purpose)")
+
+
+def missing_modules_hint(missing: list[str], present: Iterable[str]) -> str:
+    """Where missing keys form whole modules the file has no key of (another head, another model), a line naming
+    them; '' otherwise."""
+    named = _whole_modules(missing, set(present))
+    return (f"\nThe missing keys are whole modules the file does not have: {named}. The weights are of another "
+            "architecture or task: build the one they were trained with") if named else ""
+
+
+def _whole_modules(keys: list[str], others: set[str]) -> str:
+    """`keys` grouped by the shortest module prefix that no key of `others` has ("module (n keys[: what an
+    Ultralytics head part means])", ...); '' where a key has no such prefix."""
+    if not keys:
+        return ""
+    prefixes = {".".join(k.split(".")[:i]) for k in others for i in range(1, k.count(".") + 1)}
     modules: dict[str, int] = {}
-    for k in unused:
+    for k in keys:
         parts = k.split(".")
-        i = next((i for i in range(1, len(parts)) if ".".join(parts[:i]) not in read), None)
+        i = next((i for i in range(1, len(parts)) if ".".join(parts[:i]) not in prefixes), None)
         if i is None:
             return ""
         m = ".".join(parts[:i])
@@ -1013,10 +1033,7 @@ def unused_modules_hint(unused: list[str], used: set[str]) -> str:
     named = [f"{m} ({n} key{'s' if n > 1 else ''}" + (f": {_HEAD_PARTS[m.rsplit('.', 1)[-1]]})"
                                                      if m.rsplit(".", 1)[-1] in _HEAD_PARTS else ")")
              for m, n in list(modules.items())[:8]]
-    return (f"\nThe unused keys are whole modules this architecture does not have: {', '.join(named)}"
-            + (", ..." if len(modules) > 8 else "") + ". The weights are of another architecture or task: build "
-            "the one they were trained with (--no-strict would drop those modules: right only if you removed them "
-            "on purpose)")
+    return ", ".join(named) + (", ..." if len(modules) > 8 else "")
 
 
 def _fused_hint(missing: list[str], unused: list[str]) -> str:

@@ -473,3 +473,16 @@ def test_weights_of_another_scale_name_it(models):
     with pytest.raises(NetdefError) as e:  # no scale of the family fits a YOLOv8 model: no hint
         define("yolo11n", models("yolov8n")[1])
     assert "These weights fit" not in str(e.value)
+
+
+def test_weights_of_another_task_name_it(models):
+    """YOLO26 weights of one task built as another: the error names the modules that differ and the family member
+    the weights fit."""
+    _, seg = models("yolo26n-seg")
+    with pytest.raises(NetdefError, match=r"(?s)These weights fit yolo26n-seg: build that architecture"):
+        define("yolo26n-pose", seg)
+    with pytest.raises(NetdefError, match=r"(?s)The missing keys are whole modules the file does not have: "
+                                          r"model\.23\.one2one_cv4 \(36 keys: the extra branch of a YOLO26 "
+                                          r"segmentation or pose head\), model\.23\.proto \(.*These weights fit "
+                                          r"yolo26n: build"):
+        define("yolo26n-seg", models("yolo26n")[1])

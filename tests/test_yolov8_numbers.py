@@ -86,3 +86,19 @@ def test_detect_on_a_yolov8_engine_equals_ultralytics_nms(tmp_path):
     print(f"RESULT netdef detect yolov8s fp32: {kept} boxes on {len(ours)} photos, {matched} equal to a box of "
           f"Ultralytics' NMS (same class, within 0.05 px, score within 1e-3)")
     assert kept > 0 and matched >= 0.99 * kept  # a near-tie in scores may let NMS keep a neighbour instead
+
+
+@pytest.mark.parametrize("head", [None, "one2many"])
+def test_verify_runs_the_head_the_network_builds(head, tmp_path):
+    """A YOLO26 model as its checkpoints load (end2end off, max_det 300): verify switches it to the branch the
+    network builds (the top-k rows, with --set max_det, or the one-to-many output), so the outputs compare."""
+    model, sd = ref.reference_model("yolo26n", tame=True)
+    model.end2end = head is not None  # the other branch than the network builds
+    write_wts(tmp_path / "w.wts", sd)
+    params = {"head": head} if head else {"max_det": 100}
+    said: list[str] = []
+    report = verify("yolo26n", tmp_path / "w.wts", model, cpu=True,
+                    opts=BuildOptions(input_hw=(128, 160), params=params), log=said.append)
+    assert report.ok, report.summary()
+    assert [r for r in report.rows if r.module == "(model output)"][0].status == "pass"
+    assert f"[netdef] verify: the model's end2end set to {head is None}, the head the network builds" in said

@@ -119,7 +119,8 @@ def _topk_detections(net: Network, box: Any, cls: Any, prefix: str, max_det: int
     (B, E, N) the picked anchors' values after them: (B, k, 6 + E)."""
     nc, n = int(cls.shape[1]), int(cls.shape[2])
     if n < 0:  # k = min(max_det, N) and the tables of flattened positions are sized at build time
-        raise SpecError(needs_static_size(f"{prefix}: the end-to-end head's top-k selection"))
+        raise SpecError(needs_static_size(f"{prefix}: the end-to-end head's top-k selection") + "; or build the "
+                        "one-to-many branch, which takes any size, with --set head=one2many (NMS afterwards)")
     if not isinstance(max_det, int) or not 1 <= max_det <= TOPK_MAX:
         raise SpecError(f"{prefix}: max_det must be an integer from 1 to {TOPK_MAX} (TensorRT's TopK limit), "
                         f"got {max_det!r}")

@@ -66,6 +66,7 @@ def verify(arch: str | Path | Spec, weights: str | Path, model: Any, *, cpu: boo
     identity = weights_identity(weights)
     net = define_network(spec, tensors, opts, log, identity=identity)
     load_weights_strict(model, tensors, str(weights), derived=net.derived)
+    _run_the_built_head(model, net, log)
     layers = trt_api.describe_layers(net.definition)
     raw = net.definition.raw
     outputs = [raw.get_output(i).name for i in range(raw.num_outputs)]
@@ -104,6 +105,20 @@ def _uncompared(tensors: Mapping[str, Any], report: Report) -> list[str]:
     compared = {r.module for r in done} | {r.layer.split("/")[0] for r in done}  # a layer NAME/add_bias is NAME's
     owners = dict.fromkeys(k.rsplit(".", 1)[0] for k in tensors if "." in k and not k.endswith(IGNORED_KEY_SUFFIXES))
     return [m for m in owners if m not in compared and not any(c.startswith(m + ".") for c in compared)]
+
+
+def _run_the_built_head(model: Any, net: Any, log: Callable[[str], None]) -> None:
+    """A model whose head switches between its end-to-end rows and its one-to-many output (Ultralytics' YOLO26:
+    `model.end2end`, which its checkpoints load switched off, and the head's `max_det`) runs the branch the
+    network builds (`--set head`, `--set max_det`), so that the outputs compare."""
+    if not (hasattr(type(model), "end2end") and net.model and hasattr(model, "model")):
+        return
+    end2end, head = net.model["task"] == "end2end", model.model[-1]
+    if bool(getattr(model, "end2end", False)) != end2end:
+        log(f"[netdef] verify: the model's end2end set to {end2end}, the head the network builds")
+        model.end2end = end2end
+    if end2end and hasattr(head, "max_det") and head.max_det != net.param("max_det"):
+        head.max_det = net.param("max_det")
 
 
 def _input_size(opts: BuildOptions, size: tuple[int, int] | None) -> tuple[int, int] | None:
