@@ -15,7 +15,7 @@ from .errors import NetdefError, WeightKeyError, WtsFormatError
 from .fileio import file_sha256
 from .network import Network, unused_modules_hint
 from .options import BuildOptions
-from .spec import Spec, build_network, load_spec
+from .spec import Spec, build_network, load_spec, observing_rows
 from .wts import read_wts
 
 Weights = Union[str, Path, Mapping[str, Any]]  # a .wts path, or a mapping key -> array (numpy or torch)
@@ -78,7 +78,7 @@ def _fitting_sibling(spec: Spec, tensors: Mapping[str, np.ndarray], opts: BuildO
     member, or none fits). Scales that do not fit fail at their first row, tasks at their head."""
     from .spec import available_archs
 
-    if spec.scale is None:
+    if spec.scale is None or not tensors:  # no weights (`netdef show` alone): nothing to fit
         return None
     parts = re.match(r"^(.*?\d+)" + re.escape(spec.scale), spec.name)  # yolo11 + l (+ -seg)
     if parts is None:
@@ -90,7 +90,8 @@ def _fitting_sibling(spec: Spec, tensors: Mapping[str, np.ndarray], opts: BuildO
         try:
             other = load_spec(name)
             net = Network(tensors, precision=opts.precision, params=other.resolve_params(opts.params))
-            build_network(other, net, None)
+            with observing_rows(None):  # not rows of the network `netdef show` lists
+                build_network(other, net, None)
             net.check_keys(strict=True)
         except NetdefError:
             continue

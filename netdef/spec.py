@@ -445,9 +445,10 @@ _row_observer: ContextVar[RowObserver | None] = ContextVar("netdef_row_observer"
 
 
 @contextmanager
-def observing_rows(observer: RowObserver) -> Iterator[None]:
+def observing_rows(observer: RowObserver | None) -> Iterator[None]:
     """Within the block, `build_network` calls `observer(net, None, input)` once it made the input, then
-    `observer(net, row, output)` after each row (how `netdef show` sees each row's keys and shapes)."""
+    `observer(net, row, output)` after each row (how `netdef show` sees each row's keys and shapes); None: no
+    observer (networks built on the side)."""
     token = _row_observer.set(observer)
     try:
         yield

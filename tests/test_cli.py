@@ -136,7 +136,8 @@ def test_help_lists_commands():
     (["build", "resnet18", "-w", "W", "-o", "x.engine", "--workspace", "-1"], "--workspace -1: must be >= 1"),
     (["build", "resnet18", "-w", "W", "-o", "x.engine", "--opt-level", "9"], "--opt-level 9: must be 0..5"),
     (["build", "resnet18", "-w", "W", "-o", "x.engine", "--input-shape=-5,-5"], "--input-shape '-5,-5'"),
-    (["build", "resnet18", "-w", "W", "-o", "x.engine", "--input-shape", "480x640x3"], "--input-shape '480x640x3': expected H,W"),
+    (["build", "resnet18", "-w", "W", "-o", "x.engine", "--input-shape", "480x640x3"],
+     "--input-shape '480x640x3': expected H,W"),
     (["build", "resnet18", "-w", "W", "-o", "x.engine", "--set", "conf"], "--set 'conf': expected KEY=VALUE"),
     (["profile", "x.engine", "--batch", "1", "x"], "netdef profile: error: --batch 'x'"),
     (["bench", "x.engine", "--seconds", "0"], "netdef bench: error: --seconds 0: must be > 0"),
@@ -179,7 +180,8 @@ def test_calibrate_command_line(monkeypatch, capsys):
     with pytest.raises(SystemExit):
         main(args + ["--method", "minmax"])
     capsys.readouterr()
-    for extra, message in [(["--input-shape", "3,3,3"], "--input-shape '3,3,3'"), (["--batch", "0"], "--batch 0: must be >= 1"),
+    for extra, message in [(["--input-shape", "3,3,3"], "--input-shape '3,3,3'"),
+                           (["--batch", "0"], "--batch 0: must be >= 1"),
                            (["--percentile", "101"], "--percentile 101: must be <= 100.0"),
                            (["--std", "a,b"], "--std 'a,b'")]:
         assert main(args + extra) == 1

@@ -333,7 +333,9 @@ def test_what_stays_static_names_itself():
     net = Network({})
     box, cls = net.input("box", (-1, 4, -1)), net.input("cls", (-1, 80, -1))
     with pytest.raises(SpecError, match=r"^m\.23: the end-to-end head's top-k selection needs a static input size: "
-                                        r"build with --input-shape H,W"):
+                                        r"build with --input-shape HxW \(this build.s input H, W are dynamic\); "
+                                        r"or build the one-to-many branch, which takes any size, with --set "
+                                        r"head=one2many"):
         _topk_detections(net, box, cls, "m.23", 300)
 
 

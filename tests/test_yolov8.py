@@ -434,7 +434,8 @@ def test_export_names_the_architecture_an_ultralytics_model_records(tmp_path):
                             ("yolo11n-seg.yaml", "build it with `netdef build yolo11n-seg -w "),
                             ("yolo26n-cls.yaml", "build it with `netdef build yolo11n-cls -w "),
                             ("yolo11n-obb.yaml", "netdef has no architecture 'yolo11n-obb'"),
-                            ("yolov5n.yaml", "netdef has no architecture 'yolov5n (Ultralytics' anchor-free YOLOv5u)'")):
+                            ("yolov5n.yaml",
+                             "netdef has no architecture 'yolov5n (Ultralytics' anchor-free YOLOv5u)'")):
         model.yaml["yaml_file"] = yaml_file
         export_wts(model, tmp_path / "m.wts", log=logs.append)
         assert said in logs[-1], logs

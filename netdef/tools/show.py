@@ -87,8 +87,8 @@ class ShowReport:
         out = [f"skipped: {len(self.skipped)} key(s) in {self.weights} left out knowingly:"] if self.skipped else []
         out += [f"  {k}   ({why})" for k, why in self.skipped.items()]
         if self.ok:
-            out.append(f"keys: every key the architecture asks for is in {self.weights}, and every other key there "
-                       f"is used" if self.skipped else
+            out.append(f"keys: every key the architecture asks for is in {self.weights}, and every key there but "
+                       f"the {len(self.skipped)} skipped above is used" if self.skipped else
                        f"keys: every key the architecture asks for is in {self.weights}, and every key there is used")
             return "\n".join(out)
         if self.missing:
