@@ -2,6 +2,8 @@
 strict key report. The network is defined with TensorRT-RTX on the CPU (no engine build)."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -161,3 +163,15 @@ def test_show_lists_its_own_rows_when_the_weights_fit_a_sibling(tmp_path):
     report = show("yolo26n", tmp_path / "seg.wts")
     assert not report.ok and len(report.rows) == len(report.spec.rows)
     assert any(k.startswith("model.23.proto.") for k in report.unused)
+
+
+def test_show_says_what_the_head_takes_from_the_weights(tmp_path):
+    """The YAML row shows nc 80; the weights of a 3-class model build a 3-class head, which the listing says."""
+    from netdef.testing import ultralytics_reference as ref
+
+    if not ref.ultralytics_available():
+        pytest.skip("needs the reference: pip install --no-deps ultralytics==8.4.190")
+    write_wts(tmp_path / "nc3.wts", ref.reference_model("yolov8n", nc=3)[1])
+    text = show("yolov8n", tmp_path / "nc3.wts").format()
+    assert re.search(r"Detect +model\.22 +\(B, 7, 8400\) +\[80\]", text)
+    assert "\nhead: task detect, nc 3, head decode\n" in text

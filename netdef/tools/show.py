@@ -54,6 +54,7 @@ class ShowReport:
     missing: dict[str, str] = field(default_factory=dict)  # key -> where it was asked for (with weights)
     unused: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)  # key -> why its block leaves it out (Network.skip)
+    model: dict = field(default_factory=dict)  # what the head recorded (Network.record_model): nc etc. as built
 
     @property
     def ok(self) -> bool:
@@ -78,6 +79,8 @@ class ShowReport:
         total = sum(v.params for v in self.rows)
         lines.append(f"{s.name}: {len(self.rows)} rows, {total:,} parameters, "
                      f"{sum(len(v.keys) for v in self.rows)} weight keys")
+        if self.weights is not None and self.model:  # the head as built: class count (and keypoints) of the weights
+            lines.append("head: " + ", ".join(f"{k} {v}" for k, v in self.model.items() if k != "stride"))
         if self.weights is not None:
             lines.append(self.key_report())
         return "\n".join(lines)
@@ -143,6 +146,7 @@ def show(arch: str | Path | Spec, weights: str | Path | None = None, opts: Build
     if weights is not None:
         report.missing, report.unused = rec.net.key_report()
         report.skipped = dict(rec.net.skipped)
+        report.model = dict(rec.net.model or {})
     return report
 
 
