@@ -232,6 +232,8 @@ def pose26(net: Network, x: list, prefix: str, nc: int, kpt_shape: Sequence[int]
     the keypoints after them, (B, k, 6 + nkpt * ndim) (detect_end2end; head=one2many: (B, 4 + nc + nk, N)).
     The keypoint-uncertainty branches `cv4_sigma` and the normalizing flow `flow_model` are training-only."""
     _check_kpt_shape(prefix, kpt_shape)
+    if not end2end:
+        raise SpecError(f"{prefix}: Pose26 is YOLO26's head: its YAML has end2end: True")
     feats = list(x) if isinstance(x, (list, tuple)) else [x]
     net.skip([k for k in net.weights if k.startswith((f"{prefix}.cv4_sigma.", f"{prefix}.one2one_cv4_sigma.",
                                                       f"{prefix}.flow_model."))],
@@ -244,8 +246,6 @@ def pose26(net: Network, x: list, prefix: str, nc: int, kpt_shape: Sequence[int]
         raw = _branch(net, feats, f"{prefix}.{branch}cv4", c4, nkpt * ndim, sizes, last=f"{prefix}.{branch}cv4_kpts")
         return _decode_kpts(net, raw, prefix, feats, sizes, stride_list, nkpt, ndim, gain=1.0, centre=0.5)
 
-    if not end2end:
-        raise SpecError(f"{prefix}: Pose26 is YOLO26's head: its YAML has end2end: True")
     return detect_end2end(net, feats, prefix, nc, reg_max, strides, keypoints,
                           {"task": "pose", "kpt_shape": [nkpt, ndim]})
 
