@@ -249,11 +249,20 @@ def ultralytics_arch(obj: Any) -> tuple[str, bool] | None:
         return f"{name} (Ultralytics' anchor-free YOLOv5u)", False
     if family == "yolo26" and task == "-cls":
         name = name.replace("yolo26", "yolo11", 1)
-    try:
-        resolve_arch(name)
-    except SpecError:
-        return name, False
-    return name, True
+    # a renamed copy (yolo26-pose5.yaml for a 5-keypoint model): the task its head row builds, where the name has it
+    head_task = _HEAD_TASKS.get(str(head[-1][2]) if len(head[-1]) > 2 else "", "")
+    names = [name] + ([name[:len(name) - len(task)] + head_task] if head_task and task.startswith(head_task)
+                      and task != head_task else [])
+    for candidate in names:
+        try:
+            resolve_arch(candidate)
+        except SpecError:
+            continue
+        return candidate, True
+    return name, False
+
+
+_HEAD_TASKS = {"Segment": "-seg", "Segment26": "-seg", "Pose": "-pose", "Pose26": "-pose", "Classify": "-cls"}
 
 
 @contextlib.contextmanager

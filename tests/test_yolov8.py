@@ -433,6 +433,7 @@ def test_export_names_the_architecture_an_ultralytics_model_records(tmp_path):
     for yaml_file, said in (("yolo11-seg.yaml", "build it with `netdef build yolo11n-seg -w "),
                             ("yolo11n-seg.yaml", "build it with `netdef build yolo11n-seg -w "),
                             ("yolo26n-cls.yaml", "build it with `netdef build yolo11n-cls -w "),
+                            ("yolo11n-seg5.yaml", "build it with `netdef build yolo11n-seg -w "),  # a renamed copy
                             ("yolo11n-obb.yaml", "netdef has no architecture 'yolo11n-obb'"),
                             ("yolov5n.yaml",
                              "netdef has no architecture 'yolov5n (Ultralytics' anchor-free YOLOv5u)'")):
