@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import re
 import sys
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -231,8 +232,6 @@ def ultralytics_arch(obj: Any) -> tuple[str, bool] | None:
     """(the architecture name an Ultralytics model or checkpoint records, e.g. yolo11s-seg from its YAML's file name
     and scale; whether netdef has it), or None for other sources. YOLO26's classifiers are YOLO11's layout (their
     YAMLs are equal): named so; Ultralytics' own YOLOv5 (anchor-free YOLOv5u) is not netdef's YOLOv5 v7.0."""
-    import re
-
     from .errors import SpecError
     from .spec import resolve_arch
 

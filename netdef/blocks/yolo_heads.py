@@ -287,10 +287,7 @@ def segment(net: Network, x: list, prefix: str, nc: int, nm: int = 32, npr: int 
         return segment_anchor_based(net, feats, prefix, nc, anchors, nm, npr, strides)
     _check_head(net, prefix)
     box, cls, sizes, stride_list = _detect_parts(net, feats, prefix, nc, reg_max, strides)
-    key = f"{prefix}.cv4.0.2.bias"
-    if net.has(key) and net.weight_size(key) != nm:
-        raise SpecError(f"{prefix}: nm={nm} mask coefficients, but the weights' '{key}' has {net.weight_size(key)}: "
-                        f"set the Segment row's nm to the model's")
+    _check_nm(net, prefix, f"{prefix}.cv4.0.2.bias", nm, "Segment")
     net.record_model(task="segment", nc=int(cls.shape[1]), head=net.param("head"), nm=nm, stride=int(max(stride_list)))
     coef = _branch(net, feats, f"{prefix}.cv4", max(net.channels(feats[0]) // 4, nm), nm, sizes)
     out = _prediction(net, prefix, box, cls, coef)
@@ -308,10 +305,7 @@ def segment26(net: Network, x: list, prefix: str, nc: int, nm: int = 32, npr: in
     if not end2end:
         raise SpecError(f"{prefix}: Segment26 is YOLO26's head: its YAML has end2end: True")
     branch = "one2one_" if net.param("head") != "one2many" else ""
-    key = f"{prefix}.{branch}cv4.0.2.bias"
-    if net.has(key) and net.weight_size(key) != nm:
-        raise SpecError(f"{prefix}: nm={nm} mask coefficients, but the weights' '{key}' has {net.weight_size(key)}: "
-                        f"set the Segment26 row's nm to the model's")
+    _check_nm(net, prefix, f"{prefix}.{branch}cv4.0.2.bias", nm, "Segment26")
     c4 = max(net.channels(feats[0]) // 4, nm)
 
     def coefficients(branch: str, sizes: list[tuple[int, int]], stride_list: list[int]) -> Any:
@@ -336,6 +330,13 @@ def proto26(net: Network, x: list, prefix: str, c_: int = 256, c2: int = 32) -> 
                           f"{prefix}.feat_refine.{i}/upsample")
         feat = net.add(feat, up, f"{prefix}.feat_refine.{i}/add")
     return proto(net, conv(net, feat, f"{prefix}.feat_fuse", c_, 3), prefix, c_, c2)
+
+
+def _check_nm(net: Network, prefix: str, key: str, nm: int, row: str) -> None:
+    """The row's mask-coefficient count `nm` must be the weights' (`key` has one value per coefficient)."""
+    if net.has(key) and net.weight_size(key) != nm:
+        raise SpecError(f"{prefix}: nm={nm} mask coefficients, but the weights' '{key}' has {net.weight_size(key)}: "
+                        f"set the {row} row's nm to the model's")
 
 
 def _plugin_segment(detections: dict, protos: Any) -> dict:
@@ -367,10 +368,7 @@ def segment_anchor_based(net: Network, feats: list, prefix: str, nc: int, anchor
     if net.param("head") == "one2many":
         raise SpecError(f"{prefix}: head=one2many is not available for the YOLOv5 Segment head, which has no "
                         f"end-to-end branch: leave head out")
-    key = f"{prefix}.proto.cv3.bn.weight"
-    if net.has(key) and net.weight_size(key) != nm:
-        raise SpecError(f"{prefix}: nm={nm} mask coefficients, but the weights' '{key}' has {net.weight_size(key)}: "
-                        f"set the Segment row's nm to the model's")
+    _check_nm(net, prefix, f"{prefix}.proto.cv3.bn.weight", nm, "Segment")
     head = _anchor_setup(net, feats, prefix, nc, anchors, strides, nm)
     if net.param("head") == "plugin":
         out = _anchor_plugin(net, feats, prefix, head)

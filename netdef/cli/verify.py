@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from .build import parse_params
@@ -41,14 +42,19 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 def cmd_verify(a: argparse.Namespace) -> int:
     from ..options import BuildOptions, parse_input_shape
     from ..verify import verify
+    from ..verify.reference import load_model
 
     load_blocks(a)
     input_hw, input_range = parse_input_shape(a.input_shape) if a.input_shape else (None, None)
     opts = BuildOptions(precision=a.precision, input_hw=input_hw, input_range=input_range,
                         params=parse_params(a.set))
+    model = a.model
+    if input_range:  # checked at three sizes: the model loaded once
+        print(f"[netdef] loading {model} with PyTorch ...", file=sys.stderr, flush=True)
+        model = load_model(model)
     ok = True
     for size in dict.fromkeys(input_range or [None]):  # a dynamic size: its MIN, OPT and MAX sizes in turn
-        report = verify(a.arch, a.weights, a.model, cpu=a.cpu, opts=opts, tol=a.tol, seed=a.seed, batch=a.batch,
+        report = verify(a.arch, a.weights, model, cpu=a.cpu, opts=opts, tol=a.tol, seed=a.seed, batch=a.batch,
                         size=size)
         first = report.first_failure
         if first is not None:
