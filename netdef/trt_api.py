@@ -72,8 +72,10 @@ def info() -> TrtInfo:
     trt = module()
     version = getattr(trt, "__version__", "0")
     rtx = "rtx" in trt.__name__
-    strong = hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED")
     weak = hasattr(trt.BuilderFlag, "FP16")
+    # 11.x types every network strongly and keeps the STRONGLY_TYPED flag only for compatibility: no FP16 flag
+    # means strong typing whether or not a later release still has that flag.
+    strong = hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED") or not weak
     return TrtInfo(
         module=trt.__name__,
         flavor="tensorrt-rtx" if rtx else "tensorrt",
@@ -174,7 +176,8 @@ def create_network(builder: Any) -> tuple[Any, bool]:
     flags = 0
     strong = info().strongly_typed
     if strong:
-        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+        if hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
+            flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
     elif hasattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH"):  # 8.x: implicit batch is the default
         flags |= 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
     return builder.create_network(flags), strong
@@ -252,7 +255,8 @@ def prefer_layer_precisions(config: Any) -> bool:
 def set_refittable(config: Any, definition: Any) -> None:
     """Build an engine whose weights can be replaced later (IRefitter). TensorRT 11.3 documents that REFIT
     can drop a GEMM bias that the refit API does not expose (its REFIT_IDENTICAL alternative only takes the
-    build's own weights): refused there for networks with a matrix multiply rather than built wrong."""
+    build's own weights): refused there for networks with a matrix multiply rather than built wrong. The 11.4
+    documentation's refit page no longer carries that warning."""
     trt = module()
     i = info()
     if i.flavor == "tensorrt-rtx" and gpu_identity() is None:

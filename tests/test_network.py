@@ -100,6 +100,34 @@ def test_fp16_network_is_typed_where_strong_typing_exists(resnet18_weights):
     assert conv.get_output(0).dtype == expected
 
 
+@pytest.mark.parametrize("creation_flags, builder_flags, strong, flags", [
+    (("EXPLICIT_BATCH",), ("FP16", "INT8"), False, 1 << 0),       # 8.6: weak typing, explicit batch asked for
+    (("EXPLICIT_BATCH", "STRONGLY_TYPED"), ("FP16",), True, 1 << 1),  # 10.x: strong typing asked for
+    (("STRONGLY_TYPED",), (), True, 1 << 0),                        # 11.x: the flag kept for compatibility
+    ((), (), True, 0),                                              # a later release without that flag
+])
+def test_typing_follows_what_this_tensorrt_has(monkeypatch, creation_flags, builder_flags, strong, flags):
+    """Strong typing where the STRONGLY_TYPED flag exists or the weak-typing flags are gone (never the weak path
+    on a TensorRT that cannot honour it); the creation flag is set only where it exists."""
+    from types import SimpleNamespace
+
+    from netdef import trt_api
+
+    fake = SimpleNamespace(__name__="tensorrt", __version__="99.0.0",
+                           NetworkDefinitionCreationFlag=SimpleNamespace(**{n: i for i, n in enumerate(creation_flags)}),
+                           BuilderFlag=SimpleNamespace(**{n: i for i, n in enumerate(builder_flags)}))
+    monkeypatch.setattr(trt_api, "module", lambda: fake)
+    trt_api.info.cache_clear()
+    try:
+        assert trt_api.info().strongly_typed is strong
+        made = []
+        builder = SimpleNamespace(create_network=lambda f: made.append(f) or "network")
+        assert trt_api.create_network(builder) == ("network", strong)
+        assert made == [flags]
+    finally:
+        trt_api.info.cache_clear()
+
+
 def test_linear_on_pooled_features_is_a_1x1_convolution():
     """Linear on (B, C, 1, 1) runs as a convolution named after the module (bias fused), then flattens."""
     w = {"fc.weight": np.arange(32, dtype=np.float32), "fc.bias": np.ones(4, np.float32)}

@@ -167,6 +167,16 @@ def test_only_missing_nvcc_is_named(tmp_path, monkeypatch):
                                           "#define NV_TENSORRT_PATCH 0\n")
     with pytest.raises(NetdefError, match="headers in .* are version 10.3.0"):
         pc.find_toolchain()
+    # 10.11 and later: the numbers through one more macro, as NvInferVersion.h of 10.14.1 has them
+    (inc / "NvInferVersion.h").write_text("#define TRT_MAJOR_ENTERPRISE 10\n#define TRT_MINOR_ENTERPRISE 14\n"
+                                          "#define TRT_PATCH_ENTERPRISE 1\n#define NV_TENSORRT_MAJOR "
+                                          "TRT_MAJOR_ENTERPRISE //!< TensorRT major version.\n#define "
+                                          "NV_TENSORRT_MINOR TRT_MINOR_ENTERPRISE\n#define NV_TENSORRT_PATCH "
+                                          "TRT_PATCH_ENTERPRISE\n")
+    with pytest.raises(NetdefError, match="headers in .* are version 10.14.1"):
+        pc.find_toolchain()
+    (inc / "NvInferVersion.h").write_text("#define NV_TENSORRT_MAJOR TRT_MAJOR_UNDEFINED\n")
+    assert pc._header_version(inc) == ""
 
 
 def test_plugin_fields_are_checked():

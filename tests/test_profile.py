@@ -31,6 +31,18 @@ def test_summary_groups_layers_by_kind():
     assert list(s) == ["CaskConvolution", "layer", "reformat"]  # slowest kind first
 
 
+@pytest.mark.parametrize("output, shown", [
+    ({"Name": "y", "Format/Datatype": "Channel major FP16 format"}, "Channel major FP16 format"),  # 8.6-10.x
+    ({"Name": "y", "Format": "Row major linear FP32 format (kLINEAR)", "DataType": "Float"},
+     "Row major linear FP32 format (kLINEAR) Float"),                                            # 11.x split
+    ({"Name": "y"}, None),
+])
+def test_output_formats_of_each_inspector_schema(output, shown):
+    described = profile._describe({"LayerType": "CaskConvolution", "Outputs": [output, "not a dict"]})
+    assert described.get("outputs") == ([shown] if shown else None)
+    assert described["type"] == "CaskConvolution"
+
+
 def test_format_profile_lists_slowest_first_and_the_rest():
     p = fake_profile("a.engine", [(f"l{i}", 0.001 * (i + 1), None) for i in range(5)])
     text = profile.format_profile(p, top=2)

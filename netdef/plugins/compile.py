@@ -138,9 +138,19 @@ def _find_include(problems: list[str]) -> str | None:
 
 
 def _header_version(include: Path) -> str:
-    text = (include / "NvInferVersion.h").read_text(errors="replace") if (include / "NvInferVersion.h").is_file() else ""
-    parts = [re.search(rf"#define\s+(?:NV_)?TENSORRT_{k}\s+(\d+)", text) for k in ("MAJOR", "MINOR", "PATCH")]
-    return ".".join(m.group(1) for m in parts) if all(parts) else ""
+    """MAJOR.MINOR.PATCH from NvInferVersion.h; '' where it cannot be read. 10.11 and later define the numbers
+    through one more macro (`#define NV_TENSORRT_MAJOR TRT_MAJOR_ENTERPRISE`), which is followed."""
+    path = include / "NvInferVersion.h"
+    text = path.read_text(errors="replace") if path.is_file() else ""
+    defines = dict(re.findall(r"^[ \t]*#[ \t]*define[ \t]+(\w+)[ \t]+(\w+)", text, flags=re.M))
+    parts = []
+    for k in ("MAJOR", "MINOR", "PATCH"):
+        value = defines.get(f"NV_TENSORRT_{k}", defines.get(f"TENSORRT_{k}", ""))
+        value = defines.get(value, value)  # one level of indirection
+        if not value.isdigit():
+            return ""
+        parts.append(value)
+    return ".".join(parts)
 
 
 def _find_library(major: int, problems: list[str]) -> str | None:

@@ -73,10 +73,21 @@ def _describe(entry: Any) -> dict[str, Any]:
     if not isinstance(entry, dict):
         return {}
     out = {"type": entry.get("LayerType"), "tactic": entry.get("TacticName") or entry.get("TacticValue")}
-    formats = [o.get("Format/Datatype") for o in entry.get("Outputs", []) if isinstance(o, dict)]
+    formats = [f for f in map(_output_format, entry.get("Outputs", [])) if f]
     if formats:
         out["outputs"] = formats
     return {k: v for k, v in out.items() if v is not None}
+
+
+def _output_format(tensor: Any) -> str | None:
+    """One output's format as the inspector gives it: 'Format/Datatype' up to 10.x; 11.x splits that field
+    (its I/O tensors carry 'Format' and 'DataType'), so those are joined; None where neither is there."""
+    if not isinstance(tensor, dict):
+        return None
+    if tensor.get("Format/Datatype"):
+        return str(tensor["Format/Datatype"])
+    parts = [str(tensor[k]) for k in ("Format", "DataType", "Datatype") if tensor.get(k)]
+    return " ".join(parts) or None
 
 
 def kind_of(layer: dict[str, Any]) -> str:
