@@ -733,3 +733,27 @@ def test_verify_with_a_batch_of_two_and_attention_compared(tmp_path):
     x = np.random.default_rng(0).standard_normal((2, 5, 8)).astype(np.float32)
     outs = run_hooked(Attention(), x, ["attn"])
     assert "attn" not in outs.skipped and np.allclose(outs.outputs["attn"] * 2, outs.finals[0])
+
+
+def test_fp32_cpu_bounds_widen_to_pytorchs_own_float32_error():
+    """A layer beyond the tolerance passes within FLOOR_FACTOR x PyTorch's own float32 error at that module (random
+    deep networks amplify float32 rounding past 1e-5); beyond that it fails, the floor named; without a float32
+    run (fp16, engines) the tolerance alone decides."""
+    from types import SimpleNamespace
+
+    from netdef.verify.reference import ModuleOutputs
+    from netdef.verify.report import FLOOR_FACTOR, compare
+
+    ref = np.linspace(1.0, 2.0, 12).reshape(1, 12)
+    layers = [SimpleNamespace(name=n, outputs=[n], output_shapes=[(1, 12)]) for n in ("a", "b", "c")]
+    values = {"a": ref * (1 + 3e-5), "b": ref * (1 + 9e-5), "c": ref * (1 + 5e-6), "y": ref}
+    refs = ModuleOutputs(outputs={"a": ref, "b": ref, "c": ref}, finals=[ref])
+    floor = ModuleOutputs(outputs={"a": ref * (1 + 2e-5), "b": ref * (1 + 2e-5), "c": ref}, finals=[ref])
+    matched = {"a": "a", "b": "b", "c": "c"}
+    report = compare("m", "CPU", 1e-5, layers, values, refs, matched, ["y"], floor)
+    a, b, c, out = report.rows
+    assert (a.status, b.status, c.status, out.status) == ("pass", "FAIL", "pass", "pass")
+    assert "(PyTorch in float32: 2.00e-05)" == a.note and "2.00e-05" in b.note and c.note == ""
+    assert report.first_failure is b and f"or {FLOOR_FACTOR:g}x PyTorch's own float32 error" in report.summary()
+    plain = compare("m", "CPU", 1e-5, layers, values, refs, matched, ["y"])
+    assert [r.status for r in plain.rows] == ["FAIL", "FAIL", "pass", "pass"] and "float32" not in plain.summary()

@@ -59,7 +59,7 @@ def cmd_verify(a: argparse.Namespace) -> int:
         first = report.first_failure
         if first is not None:
             print(f"first divergent layer: {first.layer} (PyTorch module {first.module}): "
-                  f"{first.note or f'max rel error {first.error:.3g} > {report.tol:g}'}")
+                  f"{first.note if first.error is None else f'max rel error {first.error:.3g} > {report.tol:g} {first.note}'.rstrip()}")
         print(report.table())
         print(report.summary())
         ok = ok and report.ok

@@ -79,9 +79,13 @@ def verify(arch: str | Path | Spec, weights: str | Path, model: Any, *, cpu: boo
     single = [layer for layer in layers if len(layer.outputs) == 1]
     matched = {layer.name: m for layer in single if (m := match(layer.name)) is not None}  # layer -> module
     pairs = {layer.outputs[0]: matched[layer.name] for layer in single if layer.name in matched}  # tensor -> module
+    floor = None
     if cpu:
         _check_evaluable(layers, spec, net.params)
         values = evaluate(layers, feeds)
+        # fp32: PyTorch's own float32 run first (the float64 one leaves the model in float64), the floor of
+        # what an fp32 network can reach
+        floor = run_hooked(model, x, pairs.values(), dtype="float32") if opts.precision == "fp32" else None
         refs = run_hooked(model, x, pairs.values(), device="cpu", dtype="float64")
         mode = "CPU, float64 definition"
     else:
@@ -93,7 +97,8 @@ def verify(arch: str | Path | Spec, weights: str | Path, model: Any, *, cpu: boo
         refs = run_hooked(model, x, pairs.values(), device="cuda", dtype="float32")
         mode = f"GPU engine, {trt_api.version_string()}"
     shown = (f", batch {batch}" if batch > 1 else "") + (f", input {size[0]}x{size[1]}" if size else "")
-    report = compare(spec.name, f"{mode}, {opts.precision}{shown}", tol, layers, values, refs, matched, outputs)
+    report = compare(spec.name, f"{mode}, {opts.precision}{shown}", tol, layers, values, refs, matched, outputs,
+                     floor)
     report.uncompared = _uncompared(tensors, report)
     return report
 
