@@ -119,7 +119,12 @@ def _library_dirs() -> frozenset[str]:
 
 
 def _import_file(path: Path) -> ModuleType:
-    """Import a .py file as a module named after it (its stem, made unique when that name is taken)."""
+    """Import a .py file as a module named after it (its stem, made unique when that name is taken); a file
+    imported already under a module name (`import my_blocks`, `--blocks my_blocks`) is that module."""
+    for module in list(sys.modules.values()):
+        file = getattr(module, "__file__", None)
+        if file and file.endswith(".py") and os.path.realpath(file) == os.path.realpath(path):
+            return module
     name = path.stem if path.stem.isidentifier() else "netdef_blocks"
     if name in sys.modules:
         name = f"{name}_{hashlib.sha256(str(path).encode()).hexdigest()[:8]}"

@@ -504,6 +504,14 @@ class Network:
             raise SpecError(f"{name}: inputs have different ranks {shapes}")
         for d in range(1, len(shapes[0])):
             sizes = {s[d] for s in shapes if s[d] >= 0 and (axis is not None or s[d] != 1)}
+            if d != axis and sizes and any(s[d] < 0 for s in shapes):
+                fixed = next(t for t, s in zip(tensors, shapes) if s[d] in sizes)
+                moving = next(t for t, s in zip(tensors, shapes) if s[d] < 0)
+                raise SpecError(f"{name}: joins a fixed size {fixed.shape[d]} in dimension {d} (layer "
+                                f"'{fixed.name}', shape {list(fixed.shape)}) with a size that follows the dynamic "
+                                f"input (layer '{moving.name}', shape {list(moving.shape)}): such an engine works "
+                                "at one input size only; take that size from the other tensor at run time, or "
+                                "build with a static --input-shape")
             if d != axis and len(sizes) > 1:
                 made = ", ".join(f"{list(s)} from layer '{t.name}'" for t, s in zip(tensors, shapes))
                 hint = ("; check the padding, stride and kernel size of the layers that made them (a block's own "

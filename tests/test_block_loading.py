@@ -230,6 +230,17 @@ def test_the_same_module_twice_is_imported_once(tiny):
     assert load_spec(tiny / "again.yaml").rows[0].block.fn is registry.get_block("TinyConvRelu").fn
 
 
+def test_a_file_imported_by_module_name_is_the_same_module_by_path(tiny, monkeypatch):
+    """`--blocks tiny_blocks` (or the researcher's own `import tiny_blocks`) and a YAML's `blocks: [tiny_blocks.py]`
+    name one file: one module, not a second copy whose blocks clash with the first."""
+    monkeypatch.syspath_prepend(str(tiny))
+    by_name = block_modules.load_block_module("tiny_blocks", "--blocks")
+    assert block_modules.load_block_module(str(tiny / "tiny_blocks.py"), "x.yaml:3") is by_name
+    (tiny / "again.yaml").write_text(arch_yaml("TinyConvRelu", "blocks: [tiny_blocks.py]"))
+    assert main(["build", str(tiny / "again.yaml"), "-w", str(tiny / "tiny.wts"), "-o", str(tiny / "again.engine"),
+                 "--blocks", "tiny_blocks"]) == 0
+
+
 def test_block_loading_options_on_every_command():
     from netdef.cli import make_parser
 

@@ -350,6 +350,25 @@ def test_blocks_that_bake_the_size_name_themselves():
     assert net.static_hw(net.input("fixed", (-1, 3, 32, 48)), "T") == (32, 48)
 
 
+def test_a_fixed_size_joined_with_the_dynamic_one_is_refused():
+    """A branch resized to a fixed size, concatenated or added to one that follows the input: TensorRT builds it
+    (warning only that the profile is not self-consistent) and the engine works at one size; refused by name.
+    Broadcasting a size 1 (an add) and the concatenation axis itself stay allowed."""
+    from netdef.network import Network
+
+    net = Network({})
+    x = net.input("input", (-1, 8, -1, -1))
+    fixed = net.resize(x, "r", size=(64, 64))
+    with pytest.raises(SpecError, match=r"^cat: joins a fixed size 64 in dimension 2 \(layer 'r', shape \[-1, 8, 64, "
+                                        r"64\]\) with a size that follows the dynamic input \(layer 'input'"):
+        net.concat([x, fixed], "cat")
+    with pytest.raises(SpecError, match=r"^sum: joins a fixed size 64 in dimension 2"):
+        net.add(fixed, x, "sum")
+    pooled = net.global_avg_pool(x, "gap", keep_dims=True)  # (B, 8, 1, 1): broadcasts
+    assert tuple(net.add(x, pooled, "scaled").shape) == (-1, 8, -1, -1)
+    assert tuple(net.concat([x, x], "twice", axis=1).shape) == (-1, 16, -1, -1)
+
+
 def test_a_dynamic_input_without_a_range_is_refused():
     from netdef.compiler import add_profiles
     from netdef.network import Network

@@ -757,3 +757,32 @@ def test_fp32_cpu_bounds_widen_to_pytorchs_own_float32_error():
     assert report.first_failure is b and f"or {FLOOR_FACTOR:g}x PyTorch's own float32 error" in report.summary()
     plain = compare("m", "CPU", 1e-5, layers, values, refs, matched, ["y"])
     assert [r.status for r in plain.rows] == ["FAIL", "FAIL", "pass", "pass"] and "float32" not in plain.summary()
+
+
+def test_a_layer_torch_cannot_compute_is_named_with_its_input_shapes():
+    """Sizes TensorRT's definition left open (-1) that disagree at the fed size: one error naming the layer and
+    the shapes, not a traceback from inside the evaluator."""
+    from netdef.trt_api import LayerDescription
+    from netdef.verify import evaluate
+
+    cat = LayerDescription(0, "classifier.0/cat", "CONCATENATION", ["a", "b"], ["y"], ["float32"], [(1, 16, -1, -1)],
+                           {"axis": 1}, {})
+    with pytest.raises(NetdefError, match=r"^layer 'classifier.0/cat' \(CONCATENATION\) cannot be computed on inputs "
+                                          r"of shapes \(1, 8, 21, 25\), \(1, 8, 28, 28\): Sizes of tensors must "
+                                          r"match"):
+        evaluate([cat], {"a": np.zeros((1, 8, 21, 25), np.float32), "b": np.zeros((1, 8, 28, 28), np.float32)})
+
+
+def test_a_module_the_model_lacks_is_told_from_one_forward_did_not_run():
+    """A row (or a block's net.match) naming a module the model does not have is skipped saying so, not as a
+    module forward() left out."""
+    from types import SimpleNamespace
+
+    from netdef.verify.reference import ModuleOutputs
+    from netdef.verify.report import compare
+
+    layers = [SimpleNamespace(name=n, outputs=[n], output_shapes=[(1,)]) for n in ("up", "aux")]
+    report = compare("m", "CPU", 1e-5, layers, {}, ModuleOutputs(), {"up": "upsample", "aux": "aux"}, [],
+                     modules={"aux", "backbone"})
+    assert [(r.status, r.note) for r in report.rows] == [("skip", "the model has no module of this name"),
+                                                         ("skip", "module not run by forward()")]

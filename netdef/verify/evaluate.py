@@ -46,7 +46,13 @@ def evaluate(layers: list[LayerDescription], inputs: Mapping[str, Any]) -> dict[
                 raise NetdefError(f"layer '{layer.name}': input tensor '{name}' is neither a network input nor "
                                   f"a layer's output")
             args.append(None if name is None else values[name])
-        outs = fn(torch, layer, args)
+        try:
+            outs = fn(torch, layer, args)
+        except (RuntimeError, ValueError, IndexError) as e:  # torch refusing the sizes this input gives the layer
+            shapes = ", ".join(str(tuple(a.shape)) for a in args if a is not None)
+            raise NetdefError(f"layer '{layer.name}' ({layer.type}) cannot be computed on inputs of shapes "
+                              f"{shapes}: {str(e).splitlines()[0]} (a size the definition does not fix, e.g. a "
+                              "fixed size joined with one that follows the input)") from e
         outs = [_as_dtype(torch, t, d) for t, d in zip(outs if isinstance(outs, list) else [outs],
                                                        layer.output_dtypes)]
         for name, t, shape in zip(layer.outputs, outs, layer.output_shapes):

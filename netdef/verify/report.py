@@ -98,10 +98,11 @@ def module_matcher(matches: Mapping[str, str], modules: set[str]) -> Callable[[s
 
 def compare(arch: str, mode: str, tol: float, layers: list[LayerDescription], values: Mapping[str, Any],
             refs: ModuleOutputs, matched: Mapping[str, str], outputs: list[str],
-            floor: ModuleOutputs | None = None) -> Report:
+            floor: ModuleOutputs | None = None, modules: set[str] | None = None) -> Report:
     """Compare each layer that has a module (`matched`: layer name -> module, see `module_matcher`) with that
     module's output, then the network's output with the model's. `floor`: the same modules run in float32 (fp32
-    on the CPU), whose distance from `refs` widens each bound to FLOOR_FACTOR times it where that is larger."""
+    on the CPU), whose distance from `refs` widens each bound to FLOOR_FACTOR times it where that is larger.
+    `modules`: the model's module names, to tell a module forward() did not run from one the model lacks."""
     rows: list[Row] = []
     unmatched = 0
     for layer in layers:
@@ -114,7 +115,9 @@ def compare(arch: str, mode: str, tol: float, layers: list[LayerDescription], va
         if module in refs.skipped:
             rows.append(Row(layer.name, module, shape, None, "skip", refs.skipped[module]))
         elif module not in refs.outputs:
-            rows.append(Row(layer.name, module, shape, None, "skip", "module not run by forward()"))
+            why = ("the model has no module of this name" if modules is not None and module not in modules
+                   else "module not run by forward()")
+            rows.append(Row(layer.name, module, shape, None, "skip", why))
         else:
             ref = refs.outputs[module]
             rows.append(_compare_row(layer.name, module, out, ref, tol,
