@@ -106,6 +106,7 @@ class Network:
         # layer name -> the PyTorch module whose forward output that layer's output equals, where the layer's own
         # name is not that module (a convolution with BatchNorm folded in equals the BatchNorm's output)
         self.matches: dict[str, str] = {}
+        self.match_channels: dict[str, np.ndarray] = {}  # tensor -> the module output's channels it holds
         self._fp32_scope: str | None = None  # the name given to the `fp32` block being built, if any
         self._fp32_strict = False  # whether that block constrains weakly typed layers too (`fp32(strict=True)`)
         self._fp32_tensors: set[str] = set()  # float32 outputs of fp32 blocks (strongly typed): cast back on use
@@ -299,7 +300,7 @@ class Network:
                             + ("\n  ..." if len(unused) > 50 else ""))
         if problems:
             hint = (_prefix_hint(list(missing), unused) or _fused_hint(list(missing), unused)
-                    or missing_modules_hint(list(missing), self.weights) or unused_modules_hint(unused, self.used)
+                    or misspelt_module_hint(missing, unused, self.weights, self.used) or missing_modules_hint(list(missing), self.weights) or unused_modules_hint(unused, self.used)
                     or ("" if missing else "\n(pass --no-strict / strict=False to allow unused keys)"))
             raise WeightKeyError(f"{self.source}: " + "\n".join(problems) + hint)
         return unused
@@ -414,11 +415,14 @@ class Network:
             self.match(layer.get_output(0), bn)
         return self.activation(layer.get_output(0), act, prefix)
 
-    def match(self, t: Any, module: str) -> Any:
+    def match(self, t: Any, module: str, channels: Sequence[int] | None = None) -> Any:
         """Record that tensor `t` (its layer's output; netdef names a layer's output after the layer) equals the
-        output of PyTorch module `module`, where the layer's name does not say so; `verify` compares them. Returns
-        `t`."""
+        output of PyTorch module `module`, where the layer's name does not say so; `verify` compares them.
+        `channels`: `t` is those channels (dimension 1) of the module's output only (a convolution computed in
+        parts). Returns `t`."""
         self.matches[t.name] = module
+        if channels is not None:
+            self.match_channels[t.name] = np.asarray(channels, np.int64)
         return t
 
     def conv_layer(self, x: Any, name: str, w: np.ndarray, b: np.ndarray) -> Any:
@@ -1027,21 +1031,40 @@ def missing_modules_hint(missing: list[str], present: Iterable[str]) -> str:
 def _whole_modules(keys: list[str], others: set[str]) -> str:
     """`keys` grouped by the shortest module prefix that no key of `others` has ("module (n keys[: what an
     Ultralytics head part means])", ...); '' where a key has no such prefix."""
-    if not keys:
+    modules = _module_groups(keys, others)
+    if not modules or None in modules:
         return ""
+    named = [f"{m} ({len(ks)} key{'s' if len(ks) > 1 else ''}" + (f": {_HEAD_PARTS[m.rsplit('.', 1)[-1]]})"
+                                                               if m.rsplit(".", 1)[-1] in _HEAD_PARTS else ")")
+             for m, ks in list(modules.items())[:8] if m is not None]
+    return ", ".join(named) + (", ..." if len(modules) > 8 else "")
+
+
+def _module_groups(keys: Iterable[str], others: Iterable[str]) -> dict[str | None, list[str]]:
+    """`keys` by the shortest module prefix that no key of `others` has (None: keys without such a prefix)."""
     prefixes = {".".join(k.split(".")[:i]) for k in others for i in range(1, k.count(".") + 1)}
-    modules: dict[str, int] = {}
+    modules: dict[str | None, list[str]] = {}
     for k in keys:
         parts = k.split(".")
         i = next((i for i in range(1, len(parts)) if ".".join(parts[:i]) not in prefixes), None)
-        if i is None:
-            return ""
-        m = ".".join(parts[:i])
-        modules[m] = modules.get(m, 0) + 1
-    named = [f"{m} ({n} key{'s' if n > 1 else ''}" + (f": {_HEAD_PARTS[m.rsplit('.', 1)[-1]]})"
-                                                     if m.rsplit(".", 1)[-1] in _HEAD_PARTS else ")")
-             for m, n in list(modules.items())[:8]]
-    return ", ".join(named) + (", ..." if len(modules) > 8 else "")
+        modules.setdefault(None if i is None else ".".join(parts[:i]), []).append(k)
+    return modules
+
+
+def misspelt_module_hint(missing: Mapping[str, str], unused: list[str], present: Iterable[str],
+                         used: set[str]) -> str:
+    """Where a module the architecture reads has no key in the file and an unused module of the file has exactly
+    its keys under another name (a misspelt prefix in a YAML row or block), a line naming both and where the
+    first key was asked for; '' otherwise."""
+    spare = {u: {k[len(u):] for k in ks} for u, ks in _module_groups(unused, used).items() if u is not None}
+    for m, keys in _module_groups(missing, present).items():
+        tails = {k[len(m):] for k in keys} if m is not None else None
+        u = next((u for u, t in spare.items() if t == tails), None)
+        if u is not None:
+            where = missing[keys[0]]
+            return (f"\nThe file has no module {m} but an unused module {u} with exactly its {len(keys)} key(s): "
+                    f"a misspelt module prefix{f' ({where})' if where else ''}? Name the module as the file does")
+    return ""
 
 
 def _fused_hint(missing: list[str], unused: list[str]) -> str:

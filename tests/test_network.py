@@ -89,6 +89,19 @@ def test_wrong_size_names_key_and_row(resnet18_weights):
     assert "resnet18.yaml:" in msg and "row 2" in msg
 
 
+def test_a_misspelt_module_prefix_names_the_module_the_file_has(resnet18_weights):
+    """The architecture reads layer3.* and the file has exactly those keys as layer_3.*: the error says so, with
+    the row that asked, rather than 'the weights are of another architecture'."""
+    weights = {k.replace("layer3.", "layer_3.", 1): v for k, v in resnet18_weights.items()}
+    net = Network(weights)
+    build_network(load_spec("resnet18"), net)
+    with pytest.raises(WeightKeyError) as e:
+        net.check_keys()
+    hint = str(e.value).splitlines()[-1]
+    assert hint.startswith("The file has no module layer3 but an unused module layer_3 with exactly its ")
+    assert "resnet18.yaml:" in hint and "another architecture" not in str(e.value)
+
+
 def test_fp16_network_is_typed_where_strong_typing_exists(resnet18_weights):
     net = Network(resnet18_weights, precision="fp16")
     build_network(load_spec("resnet18"), net)

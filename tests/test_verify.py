@@ -786,3 +786,49 @@ def test_a_module_the_model_lacks_is_told_from_one_forward_did_not_run():
                      modules={"aux", "backbone"})
     assert [(r.status, r.note) for r in report.rows] == [("skip", "the model has no module of this name"),
                                                          ("skip", "module not run by forward()")]
+
+
+def test_an_fp16_overflow_is_named():
+    """inf where PyTorch's values pass float16's 65504: the row says so (an unexplained 'inf' before)."""
+    from netdef.verify.report import _compare_row
+
+    ref = np.array([[1.0, -66319.0, 3.0]])
+    row = _compare_row("Mixed_6c.branch7x7_3.conv", "Mixed_6c.branch7x7_3.bn", ref.clip(-65504, 65504) * [1, np.inf, 1],
+                       ref, 1e-2)
+    assert row.status == "FAIL" and row.note.startswith("values not finite (PyTorch's values reach 66319, beyond "
+                                                        "float16's 65504: an fp16 overflow")
+    assert _compare_row("a", "a", np.array([[np.nan]]), np.array([[1.0]]), 1e-2).note == "values not finite"
+
+
+def test_a_convolution_computed_in_parts_is_compared_part_by_part():
+    """C2f's cv1 is two convolutions over its halves (no tensor holds the whole output): each is compared with
+    its channels of the module's output, so a wrong half fails by name."""
+    from types import SimpleNamespace
+
+    from netdef.verify.reference import ModuleOutputs
+    from netdef.verify.report import compare
+
+    ref = np.arange(1.0, 17.0).reshape(1, 4, 2, 2)
+    layers = [SimpleNamespace(name=n, outputs=[n], output_shapes=[(1, 2, 2, 2)]) for n in ("cv1.conv/a", "cv1.conv/b")]
+    values = {"cv1.conv/a": ref[:, :2], "cv1.conv/b": ref[:, 2:] * 1.01}
+    report = compare("m", "CPU", 1e-5, layers, values, ModuleOutputs(outputs={"cv1.bn": ref}),
+                     {"cv1.conv/a": "cv1.bn", "cv1.conv/b": "cv1.bn"}, [],
+                     channels={"cv1.conv/a": np.arange(2), "cv1.conv/b": np.arange(2, 4)})
+    assert [r.status for r in report.rows] == ["pass", "FAIL"] and report.first_failure.layer == "cv1.conv/b"
+
+
+def test_yolo_blocks_leave_no_module_with_weights_uncompared_but_the_folded_dfl(tmp_path):
+    """netdef's own C3k2 / C2f / attention name (or match by channels) a layer for every module they read, so
+    verify's 'never compared' list, meant for researchers' blocks, holds only DFL (folded into dist2bbox)."""
+    pytest.importorskip("ultralytics")
+    from ultralytics.nn.tasks import DetectionModel
+
+    from netdef.export import export_wts
+    from netdef.verify import verify
+
+    torch.manual_seed(0)
+    model = DetectionModel("yolo11n.yaml", verbose=False).eval()
+    export_wts(model.state_dict(), tmp_path / "y.wts")
+    report = verify("yolo11n", tmp_path / "y.wts", model, cpu=True, opts=BuildOptions(input_hw=(64, 64)),
+                    log=lambda m: None)
+    assert report.ok and report.uncompared == ["model.23.dfl.conv"], report.uncompared

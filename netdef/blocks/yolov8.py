@@ -45,6 +45,8 @@ def conv_parts(net: Network, x: Any, prefix: str, parts: Mapping[str, Sequence[i
         name = f"{prefix}.conv/{part}"
         layer = net.conv_layer(x, name, w[rows] * gain, b[rows] * gain)
         layer.padding_nd = (k // 2, k // 2)
+        if gain == 1.0:  # those channels of the BatchNorm's output
+            net.match(layer.get_output(0), f"{prefix}.bn", channels=rows)
         out[part] = net.activation(layer.get_output(0), _act(act), name)
     return out
 

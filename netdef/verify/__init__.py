@@ -98,7 +98,7 @@ def verify(arch: str | Path | Spec, weights: str | Path, model: Any, *, cpu: boo
         mode = f"GPU engine, {trt_api.version_string()}"
     shown = (f", batch {batch}" if batch > 1 else "") + (f", input {size[0]}x{size[1]}" if size else "")
     report = compare(spec.name, f"{mode}, {opts.precision}{shown}", tol, layers, values, refs, matched, outputs,
-                     floor, modules)
+                     floor, modules, net.match_channels)
     report.uncompared = _uncompared(tensors, report)
     return report
 

@@ -98,11 +98,13 @@ def module_matcher(matches: Mapping[str, str], modules: set[str]) -> Callable[[s
 
 def compare(arch: str, mode: str, tol: float, layers: list[LayerDescription], values: Mapping[str, Any],
             refs: ModuleOutputs, matched: Mapping[str, str], outputs: list[str],
-            floor: ModuleOutputs | None = None, modules: set[str] | None = None) -> Report:
+            floor: ModuleOutputs | None = None, modules: set[str] | None = None,
+            channels: Mapping[str, np.ndarray] | None = None) -> Report:
     """Compare each layer that has a module (`matched`: layer name -> module, see `module_matcher`) with that
     module's output, then the network's output with the model's. `floor`: the same modules run in float32 (fp32
     on the CPU), whose distance from `refs` widens each bound to FLOOR_FACTOR times it where that is larger.
-    `modules`: the model's module names, to tell a module forward() did not run from one the model lacks."""
+    `modules`: the model's module names, to tell a module forward() did not run from one the model lacks.
+    `channels`: tensor -> the channels of its module's output it holds (`Network.match_channels`)."""
     rows: list[Row] = []
     unmatched = 0
     for layer in layers:
@@ -119,9 +121,10 @@ def compare(arch: str, mode: str, tol: float, layers: list[LayerDescription], va
                    else "module not run by forward()")
             rows.append(Row(layer.name, module, shape, None, "skip", why))
         else:
-            ref = refs.outputs[module]
-            rows.append(_compare_row(layer.name, module, out, ref, tol,
-                                     None if floor is None else floor.outputs.get(module)))
+            part = (channels or {}).get(layer.outputs[0])
+            pick = (lambda a: a) if part is None else (lambda a: None if a is None else a[:, part])
+            rows.append(_compare_row(layer.name, module, out, pick(refs.outputs[module]), tol,
+                                     None if floor is None else pick(floor.outputs.get(module))))
     rows += _output_rows(values, refs.finals, outputs, tol, None if floor is None else floor.finals)
     return Report(arch, mode, tol, rows, unmatched, floor=floor is not None)
 
@@ -160,6 +163,11 @@ def _compare_row(layer: str, module: str, out: Any, ref: np.ndarray, tol: float,
             return Row(layer, module, shape, None, "FAIL", f"shape {shape} != PyTorch's {tuple(ref.shape)}")
         out = out.reshape(ref.shape)  # e.g. a Linear run as a 1x1 convolution: (B, C, 1, 1) vs (B, C)
     err = max_rel_error(out, ref)
+    if not np.isfinite(out).all():
+        peak = float(np.abs(ref).max()) if ref.size else 0.0
+        why = (f" (PyTorch's values reach {peak:.6g}, beyond float16's 65504: an fp16 overflow; smaller values there, "
+               "e.g. trained weights or tamer BatchNorm statistics, or that part kept in fp32)") if peak > 65504 else ""
+        return Row(layer, module, shape, err, "FAIL", f"values not finite{why}")
     if err <= tol:
         return Row(layer, module, shape, err, "pass")
     own = None if floor is None or floor.shape != ref.shape else max_rel_error(floor, ref)
