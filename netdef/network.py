@@ -540,14 +540,37 @@ class Network:
                 f"the sizes again needs multiples of its total stride (YOLO: 32, e.g. --input-shape "
                 f"{up(h)}x{up(w)})")
 
-    def pool(self, x: Any, kind: str, k: int, s: int | None = None, p: int = 0, name: str = "pool") -> Any:
-        """max or avg pooling; avg counts padding like PyTorch's default (count_include_pad=True)."""
+    def pool(self, x: Any, kind: str, k: int | Sequence[int], s: int | Sequence[int] | None = None,
+             p: int | Sequence[int] = 0, name: str = "pool", ceil_mode: bool = False,
+             count_include_pad: bool = True) -> Any:
+        """nn.MaxPool2d / nn.AvgPool2d(k, s, p, ceil_mode, count_include_pad) over (B, C, H, W). `ceil_mode`:
+        torch's windows (`_ceil_pool_reach`); a static size pads explicitly up to the last window (padding,
+        which max and excluding averages ignore; an average that counts torch's padding pads it with zeros first,
+        layer `name/pad`), a dynamic one rounds up (TensorRT's EXPLICIT_ROUND_UP)."""
         types = {"max": self.trt.PoolingType.MAX, "avg": self.trt.PoolingType.AVERAGE}
-        layer = self.layer("pooling_nd", name, x, types[kind], _pair(k))
-        layer.stride_nd = _pair(k if s is None else s)
-        layer.padding_nd = _pair(p)
+        if kind not in types:
+            raise SpecError(f"{name}: pooling kind '{kind}': use max or avg")
+        k2, s2, p2 = _pair(k), _pair(k if s is None else s), _pair(p)
+        if any(w < 1 or st < 1 or q < 0 or 2 * q > w for w, st, q in zip(k2, s2, p2)):
+            raise SpecError(f"{name}: pooling kernel {list(k2)}, stride {list(s2)}, padding {list(p2)}: positive "
+                            f"kernel and stride, padding at most half the kernel (as torch requires)")
+        if len(x.shape) != 4:
+            raise SpecError(f"{name}: pooling takes (B, C, H, W) input, got {tuple(x.shape)}")
+        exclude = kind == "avg" and not count_include_pad
+        post, reach = p2, _ceil_pool_reach(tuple(x.shape)[2:], k2, s2, p2, name) if ceil_mode else None
+        if reach and max(reach) > 0:
+            if kind == "avg" and not exclude and any(p2):  # torch counts its padding, not the rest: zeros as input
+                x, p2 = self.pad(x, f"{name}/pad", [p2[1], p2[1], p2[0], p2[0]]), (0, 0)
+            post, exclude = tuple(q + max(0, r) for q, r in zip(p2, reach)), kind == "avg"
+        layer = self.layer("pooling_nd", name, x, types[kind], k2)
+        layer.stride_nd = s2
+        layer.padding_nd = p2
+        if post != p2:
+            layer.post_padding = post
+        if ceil_mode and reach is None:
+            layer.padding_mode = self.trt.PaddingMode.EXPLICIT_ROUND_UP
         if kind == "avg":
-            layer.average_count_excludes_padding = False
+            layer.average_count_excludes_padding = exclude
         return layer.get_output(0)
 
     def global_avg_pool(self, x: Any, name: str, keep_dims: bool = False) -> Any:
@@ -560,13 +583,14 @@ class Network:
 
     def resize(self, x: Any, name: str, size: int | Sequence[int] | None = None,
                scale_factor: float | Sequence[float] | None = None, mode: str = "nearest",
-               align_corners: bool | None = None) -> Any:
-        """F.interpolate over the dims after (B, C): output `size`, or floor(in * scale_factor) with the source
-        coordinates mapped by the given scale as torch does; 'nearest' is torch's (floor, asymmetric),
+               align_corners: bool | None = None, like: Any = None) -> Any:
+        """F.interpolate over the dims after (B, C): output `size`, floor(in * scale_factor) with the source
+        coordinates mapped by the given scale as torch does, or `like`'s sizes (F.interpolate(x,
+        size=like.shape[2:]), taken at run time where they are dynamic); 'nearest' is torch's (floor, asymmetric),
         'bilinear' uses half-pixel centres or `align_corners`."""
         rank = len(x.shape)
-        if (size is None) == (scale_factor is None):
-            raise SpecError(f"{name}: give either size or scale_factor")
+        if sum(v is not None for v in (size, scale_factor, like)) != 1:
+            raise SpecError(f"{name}: give one of size, scale_factor and like")
         if mode not in ("nearest", "bilinear"):
             raise SpecError(f"{name}: resize mode '{mode}' is not supported: use nearest or bilinear")
         if mode == "nearest" and align_corners is not None:
@@ -574,7 +598,13 @@ class Network:
         if mode == "bilinear" and rank != 4:
             raise SpecError(f"{name}: bilinear resizing takes (B, C, H, W) input, got {tuple(x.shape)}")
         layer = self.layer("resize", name, x)
-        if size is not None:
+        if like is not None:
+            dims = self._size_like(x, like, name)
+            if isinstance(dims, tuple):
+                layer.shape = dims
+            else:
+                layer.set_input(1, dims)
+        elif size is not None:
             out = _ints(size, rank - 2, f"{name}: size")
             if any(v < 1 for v in out):
                 raise SpecError(f"{name}: size {list(out)} must be positive")
@@ -730,23 +760,46 @@ class Network:
         E = self.trt.ElementWiseOperation
         sx = self.layer("shape", f"{name}/shape", x).get_output(0)
         sr = self.layer("shape", f"{name}/ref_shape", ref).get_output(0)
-        dt = trt_api.np_dtype(sx.dtype)
         last = [0] * (rank - 2) + [1, 1]
-
-        def const(values: Sequence[int], n: str) -> Any:
-            return self.constant(np.array(values, dt), f"{name}/{n}", dt)
-
         diff = self._elementwise(sr, sx, E.SUB, f"{name}/diff")
-        half = self._elementwise(diff, const([2] * rank, "two"), E.FLOOR_DIV, f"{name}/half")
-        start = self._elementwise(half, const([-v for v in last], "negate"), E.PROD, f"{name}/start")
-        size = self._elementwise(self._elementwise(sx, const([1 - v for v in last], "keep"), E.PROD, f"{name}/kept"),
-                                 self._elementwise(sr, const(last, "take"), E.PROD, f"{name}/taken"), E.SUM,
-                                 f"{name}/size")
+        half = self._elementwise(diff, self._shape_constant([2] * rank, sx, f"{name}/two"), E.FLOOR_DIV,
+                                 f"{name}/half")
+        start = self._elementwise(half, self._shape_constant([-v for v in last], sx, f"{name}/negate"), E.PROD,
+                                  f"{name}/start")
+        size = self._mixed_dims(sx, sr, last, name)
         layer = self.layer("slice", name, x, (0,) * rank, (1,) * rank, (1,) * rank)
         layer.set_input(1, start)
         layer.set_input(2, size)
         layer.mode = trt_api.slice_mode("fill")
         return layer.get_output(0)
+
+    def _size_like(self, x: Any, ref: Any, name: str) -> Any:
+        """x's batch and channels with `ref`'s sizes after them: a tuple where static, else a shape tensor."""
+        rank = len(x.shape)
+        if len(ref.shape) != rank or rank < 3:
+            raise SpecError(f"{name}: resize like a tensor takes two tensors of one rank >= 3, got {tuple(x.shape)} "
+                            f"and {tuple(ref.shape)}")
+        sizes = tuple(ref.shape)[2:]
+        take = [0, 0] + [1] * (rank - 2)
+        if min(sizes) >= 0:  # ref's sizes are static (x's batch may still be dynamic)
+            return self.dims(x, name, [1 - v for v in take], [0, 0, *sizes])
+        sx = self.layer("shape", f"{name}/shape", x).get_output(0)
+        sr = self.layer("shape", f"{name}/ref_shape", ref).get_output(0)
+        return self._mixed_dims(sx, sr, take, name)
+
+    def _mixed_dims(self, sx: Any, sr: Any, take: Sequence[int], name: str) -> Any:
+        """The shape tensor sx * (1 - take) + sr * take: per dimension one of two shapes (layers `name/keep`,
+        `/kept`, `/take`, `/taken`, `/size`)."""
+        E = self.trt.ElementWiseOperation
+        kept = self._elementwise(sx, self._shape_constant([1 - v for v in take], sx, f"{name}/keep"), E.PROD,
+                                 f"{name}/kept")
+        taken = self._elementwise(sr, self._shape_constant(list(take), sx, f"{name}/take"), E.PROD, f"{name}/taken")
+        return self._elementwise(kept, taken, E.SUM, f"{name}/size")
+
+    def _shape_constant(self, values: Sequence[int], like: Any, name: str) -> Any:
+        """A 1-D integer constant in the type of shape tensor `like` (int32 on TensorRT 8.6, int64 on 10+)."""
+        dt = trt_api.np_dtype(like.dtype)
+        return self.constant(np.array(values, dt), name, dt)
 
     def _axis(self, d: int, rank: int, name: str) -> int:
         """A dimension index (negative counts from the end) checked against `rank`."""
@@ -963,6 +1016,31 @@ class Network:
 def needs_static_size(what: str) -> str:
     """The error for a block or layer `what` that needs the input's height and width at build time."""
     return f"{what} needs a static input size: build with --input-shape HxW (this build's input H, W are dynamic)"
+
+
+def _ceil_pool_reach(hw: Sequence[int], k: tuple[int, int], s: tuple[int, int], p: tuple[int, int],
+                     name: str) -> list[int] | None:
+    """How far torch's last ceil_mode window reaches past the right padding, per axis (<= 0: not past it); None for
+    a size chosen at run time. torch: ceil((I + 2p - k) / s) + 1 windows, less a last one that would start in the
+    right padding (at input index I or later). TensorRT's EXPLICIT_ROUND_UP gives ceil((I + pre + post - k) / s)
+    + 1 and counts an average over the padded input: torch's rule at every size where no window can start in the
+    padding, s <= k - p, which a dynamic size needs."""
+    if min(hw) < 0:
+        if any(st > w - q for w, st, q in zip(k, s, p)):
+            raise SpecError(f"{name}: ceil_mode pooling with kernel {list(k)}, stride {list(s)}, padding {list(p)} on "
+                            f"a dynamic input size: torch drops a last window that would start in the padding, "
+                            f"which TensorRT cannot follow at sizes chosen at run time unless stride <= kernel - "
+                            f"padding; build with --input-shape HxW")
+        return None
+    reach = []
+    for n, w, st, q in zip(hw, k, s, p):
+        if n + 2 * q < w:
+            raise SpecError(f"{name}: pooling input size {n} with padding {q} is smaller than the kernel {w}")
+        count = -(-(n + 2 * q - w) // st) + 1
+        if (count - 1) * st >= n + q:
+            count -= 1
+        reach.append((count - 1) * st + w - n - 2 * q)  # the last window's end, (count - 1) * s - p + k, past I + p
+    return reach
 
 
 def _shape_or_none(t: Any) -> tuple[int, ...] | None:

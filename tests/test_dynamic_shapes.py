@@ -381,6 +381,139 @@ def test_a_dynamic_input_without_a_range_is_refused():
         add_profiles(net.builder, net.definition, config, BuildOptions(), "arch")
 
 
+# ---------------------------------------------------------------- ceil_mode pooling and resizing like a tensor
+
+@pytest.mark.parametrize("kind, k, s, p, include", [("max", 3, 2, 0, True), ("max", 3, 2, 1, True),
+                                                     ("avg", 3, 2, 1, True), ("avg", 3, 2, 1, False),
+                                                     ("avg", 2, 2, 0, True), ("max", 5, 3, 2, True)])
+def test_ceil_mode_pooling_at_sizes_chosen_at_run_time(kind, k, s, p, include):
+    """A dynamic size rounds up (TensorRT's EXPLICIT_ROUND_UP), torch's ceil_mode where stride <= kernel - padding:
+    equal to torch at even and odd sizes (the CPU evaluator checks its sizes against TensorRT's definition)."""
+    import torch
+    import torch.nn.functional as F
+
+    from netdef.network import Network
+    from netdef.verify import evaluate
+
+    net = Network({})
+    y = net.output(net.pool(net.input("x", (-1, 2, -1, -1)), kind, k, s, p, "m", ceil_mode=True,
+                            count_include_pad=include), "y")
+    assert tuple(y.shape) == (-1, 2, -1, -1)
+    layers = trt_api.describe_layers(net.definition)
+    assert layers[-1].attrs["padding_mode"] == "EXPLICIT_ROUND_UP"
+    for h, w in [(8, 9), (11, 6), (12, 13)]:
+        x = np.random.default_rng(h).standard_normal((2, 2, h, w)).astype(np.float32)
+        t = torch.from_numpy(x).double()
+        ref = (F.max_pool2d(t, k, s, p, ceil_mode=True) if kind == "max" else
+               F.avg_pool2d(t, k, s, p, ceil_mode=True, count_include_pad=include))
+        got = evaluate(layers, {"x": x})["y"]
+        assert got.shape == ref.shape and torch.allclose(got, ref, rtol=0, atol=1e-12), (h, w)
+
+
+def test_ceil_mode_pooling_that_may_drop_a_window_needs_a_static_size():
+    from netdef.network import Network
+
+    net = Network({})
+    x = net.input("x", (-1, 2, -1, -1))
+    with pytest.raises(SpecError, match=r"^m: ceil_mode pooling with kernel \[2, 2\], stride \[2, 2\], padding "
+                                        r"\[1, 1\] on a dynamic input size: torch drops a last window that would "
+                                        r"start in the padding, .* unless stride <= kernel - padding; build with "
+                                        r"--input-shape HxW$"):
+        net.pool(x, "max", 2, 2, 1, "m", ceil_mode=True)
+    assert tuple(net.pool(net.input("s", (-1, 2, 6, 9)), "max", 2, 2, 1, "ok", ceil_mode=True).shape) == (-1, 2, 4, 5)
+
+
+@pytest.mark.parametrize("mode, align", [("nearest", None), ("bilinear", False), ("bilinear", True)])
+def test_resize_like_at_sizes_chosen_at_run_time(mode, align):
+    """resize(x, like=ref) of two dynamic tensors: the output size is a shape tensor from both shapes (int32 on
+    TensorRT 8.6); a static ref's size is baked in."""
+    import torch
+    import torch.nn.functional as F
+
+    from netdef.network import Network
+    from netdef.verify import evaluate
+
+    net = Network({})
+    a, b = net.input("a", (-1, 3, -1, -1)), net.input("b", (-1, 2, -1, -1))
+    y = net.output(net.resize(a, "up", mode=mode, align_corners=align, like=b), "y")
+    assert tuple(y.shape) == (-1, 3, -1, -1)
+    layers = trt_api.describe_layers(net.definition)
+    assert [d.type for d in layers if d.name.startswith("up")].count("SHAPE") == 2
+    for sa, sb in [((2, 3, 4, 5), (2, 2, 9, 7)), ((1, 3, 9, 6), (1, 2, 3, 4)), ((2, 3, 1, 1), (2, 2, 5, 3))]:
+        xa = np.random.default_rng(0).standard_normal(sa).astype(np.float32)
+        got = evaluate(layers, {"a": xa, "b": np.zeros(sb, np.float32)})["y"]
+        ref = F.interpolate(torch.from_numpy(xa).double(), size=sb[2:], mode=mode, align_corners=align)
+        assert got.shape == ref.shape and torch.allclose(got, ref, rtol=0, atol=1e-12), (sa, sb)
+    static = net.resize(a, "fixed", mode=mode, align_corners=align, like=net.input("c", (-1, 1, 6, 8)))
+    assert tuple(static.shape) == (-1, 3, 6, 8)
+
+
+TINY_ASPP = """name: tiny_aspp
+input: {name: x, shape: [3, 40, 52]}
+output: y
+layers:
+  - [-1, 1, Conv2d, {c2: 8, k: 3, s: 2, p: 1}, stem]
+  - [-1, 1, MaxPool, {k: 3, s: 2, ceil_mode: true}, pool]                  # GoogLeNet's stem pooling
+  - [-1, 1, GlobalAvgPool, {keep_dims: true}, gap]                        # DeepLabV3's ASPPPooling
+  - [-1, 1, Conv2d, {c2: 4, k: 1}, proj]
+  - [[-1, 1], 1, ResizeLike, {mode: bilinear, align_corners: false}, up]  # back to the feature map's size
+  - [[1, -1], 1, Concat, {}, cat]
+  - [-1, 1, Conv2d, {c2: 2, k: 1}, head]
+  - [[-1, -8], 1, ResizeLike, {mode: bilinear, align_corners: false}, out]  # to the input's size
+"""
+
+
+def _tiny_aspp(tmp_path):
+    import torch
+    import torch.nn.functional as F
+
+    class TinyASPP(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = torch.nn.Conv2d(3, 8, 3, 2, 1)
+            self.pool = torch.nn.MaxPool2d(3, 2, ceil_mode=True)
+            self.proj = torch.nn.Conv2d(8, 4, 1)
+            self.head = torch.nn.Conv2d(12, 2, 1)
+
+        def forward(self, x):
+            f = self.pool(self.stem(x))
+            g = F.interpolate(self.proj(F.adaptive_avg_pool2d(f, 1)), size=f.shape[-2:], mode="bilinear",
+                              align_corners=False)
+            y = self.head(torch.cat([f, g], 1))
+            return F.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+    torch.manual_seed(0)
+    model = TinyASPP().eval()
+    path = tmp_path / "tiny_aspp.yaml"
+    path.write_text(TINY_ASPP)
+    weights = {k: v.numpy().ravel() for k, v in model.state_dict().items()}
+    return path, model.double(), weights  # float32 weights: the float64 reference computes with the same values
+
+
+def test_aspp_with_resize_like_and_ceil_pooling_matches_torch(tmp_path):
+    """A DeepLab-ASPP-like network (pooled branch resized like the feature map, logits like the input) after a
+    ceil_mode max pool, one dynamic definition at two sizes (where ceil_mode adds a window) and the static
+    network of each size, on the CPU, against torch; TensorRT-RTX builds the dynamic range."""
+    import torch
+
+    path, model, weights = _tiny_aspp(tmp_path)
+    rng = ((32, 32), (40, 52), (64, 64))
+    dyn = define_network(path, weights, BuildOptions(input_range=rng), log=_quiet)
+    for h, w in [(40, 52), (36, 59)]:
+        x = np.random.default_rng(h).standard_normal((2, 3, h, w)).astype(np.float32)
+        with torch.no_grad():
+            ref = model(torch.from_numpy(x).double()).numpy()
+        static = define_network(path, weights, BuildOptions(input_hw=(h, w)), log=_quiet)
+        for net in (dyn, static):
+            got = _cpu_outputs(net, x)["y"]
+            assert got.shape == ref.shape == (2, 2, h, w)
+            assert float(np.abs(got - ref).max() / np.abs(ref).max()) <= 1e-12
+    res = build_engine(path, weights, tmp_path / "aspp.engine", BuildOptions(batch=(1, 1, 2), input_range=rng,
+                                                                             opt_level=0), log=_quiet)
+    meta = engine_file.read_meta(res.path, verify=True)
+    assert meta["outputs"][0]["shape"] == [-1, 2, -1, -1] and engine_file.hw_ranges(meta) == [rng]
+
+
 # ---------------------------------------------------------------- engine header and deployment
 
 def test_header_checks_the_ranges(torchvision_wts, tmp_path):

@@ -6,6 +6,7 @@ expected dtype. The GPU tests run the same cases against torch with `netdef.test
 """
 from __future__ import annotations
 
+import itertools
 from types import SimpleNamespace
 
 import numpy as np
@@ -104,6 +105,11 @@ CASES = {
                         X, {"size": [9, 11], "mode": "bilinear", "align_corners": False}, False),
     "resize_bilinear_corners": ("Upsample", torch.nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True),
                                 X, {"scale_factor": 2, "mode": "bilinear", "align_corners": True}, False),
+    "max_pool_ceil": ("MaxPool", torch.nn.MaxPool2d(2, ceil_mode=True), X, {"k": 2, "ceil_mode": True}, False),
+    "avg_pool_ceil": ("AvgPool", torch.nn.AvgPool2d(3, 2, 1, ceil_mode=True), X,  # torch counts p, not the rest
+                      {"k": 3, "s": 2, "p": 1, "ceil_mode": True}, False),
+    "avg_pool_ceil_exclude": ("AvgPool", torch.nn.AvgPool2d(3, 2, 1, ceil_mode=True, count_include_pad=False), X,
+                              {"k": 3, "s": 2, "p": 1, "ceil_mode": True, "count_include_pad": False}, False),
     "linear": ("Linear", torch.nn.Linear(6, 5), (2, 6), {"c2": 5}, False),
     "linear_tokens": ("Linear", torch.nn.Linear(6, 5), (2, 4, 6), {"c2": 5}, False),
     "layer_scale": ("LayerScale", LayerScale(3, 1), X, {}, False),
@@ -212,7 +218,14 @@ def test_deconv_output_padding_past_padding_adds_the_bias_after_padding():
     (lambda n, x: n.pad(x, "p", (-3, -3)), r"leave nothing of dimension 3"),
     (lambda n, x: n.slice(x, "s", (0, 0, 4, 0), (-1, 3, 2, 6)), r"s: slice of dimension 2 \(size 5\) with start 4"),
     (lambda n, x: n.slice(x, "s", (0, 0, 0, 0), (2, 3, 5, 6)), r"slice of dimension 0 \(size -1\)"),
-    (lambda n, x: n.resize(x, "r"), r"r: give either size or scale_factor"),
+    (lambda n, x: n.resize(x, "r"), r"r: give one of size, scale_factor and like"),
+    (lambda n, x: n.resize(x, "r", size=4, like=x), r"r: give one of size, scale_factor and like"),
+    (lambda n, x: n.resize(x, "r", like=n.input("t", (-1, 3, 5))), r"r: resize like a tensor takes two tensors of one"),
+    (lambda n, x: n.pool(x, "max", 3, 2, 2), r"pool: pooling kernel \[3, 3\], stride \[2, 2\], padding \[2, 2\]: .*"
+                                            r"padding at most half the kernel"),
+    (lambda n, x: n.pool(x, "min", 2), r"pool: pooling kind 'min'"),
+    (lambda n, x: n.pool(x, "max", 7, ceil_mode=True, name="mp"), r"mp: pooling input size 5 with padding 0 is "
+                                                                  r"smaller than the kernel 7"),
     (lambda n, x: n.resize(x, "r", scale_factor=2, align_corners=True), r"align_corners applies to bilinear"),
     (lambda n, x: n.resize(x, "r", size=(3,)), r"r: size \(3,\): expected 2 integer"),
     (lambda n, x: n.resize(x, "r", scale_factor=2, mode="bicubic"), r"resize mode 'bicubic'"),
@@ -232,6 +245,57 @@ def test_bad_arguments_are_one_line_spec_errors(call, message):
     with pytest.raises(SpecError, match=message) as e:
         call(net, net.input("x", (-1, 3, 5, 6)))
     assert "\n" not in str(e.value)
+
+
+def _pool_sizes(n, k, s, p):
+    """torch's floor and ceil_mode output sizes, and the ceil before torch drops a window starting in the padding."""
+    ceil = -(-(n + 2 * p - k) // s) + 1
+    return (n + 2 * p - k) // s + 1, ceil - ((ceil - 1) * s >= n + p), ceil
+
+
+@pytest.mark.parametrize("kind, include", [("max", True), ("avg", True), ("avg", False)])
+def test_pooling_matches_torch_on_cpu_over_a_grid(kind, include):
+    """Sizes, kernels, strides (beyond the kernel too), paddings, floor and ceil mode, on the CPU evaluator against
+    torch (exactly, shapes first): the grid holds sizes where ceil_mode adds a window reaching past the padding,
+    where torch drops one that would start in it, and both at once (H drops, W adds), so an off-by-one fails."""
+    seen = set()
+    for n, k, s, p, ceil in itertools.product((5, 6, 7, 8), (1, 2, 3, 4), (1, 2, 3, 4), (0, 1, 2), (False, True)):
+        if 2 * p > k or n + 2 * p < k:
+            continue
+        for hw in ((n, n + 1), (n + 1, n)):
+            if kind == "max":
+                module = torch.nn.MaxPool2d(k, s, p, ceil_mode=ceil)
+            else:
+                module = torch.nn.AvgPool2d(k, s, p, ceil_mode=ceil, count_include_pad=include)
+            assert check_block(lambda net, x, pre: net.pool(x, kind, k, s, p, pre, ceil_mode=ceil,
+                                                            count_include_pad=include),
+                               module, (1, 2, *hw), cpu=True, tolerance=1e-12) <= 1e-12
+            sizes = [_pool_sizes(v, k, s, p) for v in hw]
+            seen.update(("adds" if c > f else "drops") for f, c, naive in sizes if ceil and naive > f)
+            seen.update(["both"] if ceil and sizes[0][1] < sizes[0][2] and sizes[1][1] > sizes[1][0] else [])
+    assert seen == {"adds", "drops", "both"}
+
+
+@pytest.mark.parametrize("mode, align", [("nearest", None), ("bilinear", False), ("bilinear", True)])
+@pytest.mark.parametrize("shapes", [[(2, 3, 4, 5), (2, 1, 7, 9)], [(2, 3, 6, 6), (2, 4, 4, 3)],
+                                    [(2, 3, 1, 1), (2, 2, 5, 6)]])
+def test_resize_like_matches_interpolate_on_cpu(mode, align, shapes):
+    """net.resize(x, like=ref) as F.interpolate(x, size=ref.shape[2:]) (up, down, from 1x1), and the ResizeLike
+    block of a row `from: [x, ref]`."""
+    def fn(net, xs, p):
+        return net.resize(xs[0], p, mode=mode, align_corners=align, like=xs[1])
+
+    module = Fn(lambda a, b: F.interpolate(a, size=b.shape[2:], mode=mode, align_corners=align))
+    assert check_block(fn, module, shapes, cpu=True, tolerance=1e-12) <= 1e-12
+    kwargs = {"mode": mode, "align_corners": align}
+    assert check_block("ResizeLike", module, shapes, kwargs=kwargs, cpu=True, tolerance=1e-12) <= 1e-12
+    net = define_block("ResizeLike", shapes, {}, kwargs=kwargs)
+    assert [layer.name for layer in _layers(net) if layer.type == net.trt.LayerType.RESIZE] == [PREFIX]
+
+
+def test_resize_like_block_takes_two_inputs():
+    with pytest.raises(SpecError, match=r"^m: ResizeLike takes two inputs \(from: \[x, ref\]\)$"):
+        define_block("ResizeLike", [(1, 3, 4, 4)], {})
 
 
 def test_flatten_keeps_its_default_and_generalises():

@@ -183,6 +183,41 @@ def test_pooling_with_padding(kind, exclude):
     close(run(build, x), ref)
 
 
+ROUNDED_UP = [((7, 6), 3, 2, 1, 1, (4, 4)),  # torch's ceil_mode: no window starts in the padding
+              ((6, 9), 2, 2, 1, 1, (4, 6)),  # ceil((M - k) / s) + 1: torch drops the last along W, (4, 5)
+              ((5, 7), 3, 2, 0, 1, (3, 4))]  # asymmetric; the last windows reach 1 past the post-padding
+
+
+@pytest.mark.parametrize("kind, exclude, size, k, s, pre, post, want", [
+    (kind, exclude, *case) for kind, exclude in (("MAX", True), ("AVERAGE", False), ("AVERAGE", True))
+    for case in ROUNDED_UP if not (exclude and kind == "AVERAGE" and case is ROUNDED_UP[1])])
+def test_pooling_rounded_up(kind, exclude, size, k, s, pre, post, want):
+    """EXPLICIT_ROUND_UP as TensorRT defines it: ceil((I + pre + post - k) / s) + 1 windows; an average divides by
+    the window's overlap with the input (excluding padding) or with the padded input [-pre, I + post). (TensorRT
+    refuses an excluding average whose padding and reach past it make a window of padding alone.)"""
+    x = rand(1, 2, *size)
+
+    def build(net, trt, xs, W):
+        p = net.add_pooling_nd(xs[0], getattr(trt.PoolingType, kind), (k, k))
+        p.stride_nd, p.pre_padding, p.post_padding = (s, s), (pre, pre), (post, post)
+        p.padding_mode, p.average_count_excludes_padding = trt.PaddingMode.EXPLICIT_ROUND_UP, exclude
+        return p
+
+    out = run(build, x)
+    assert out.shape[2:] == want
+    reach = [(n - 1) * s + k - (i + pre + post) for n, i in zip(want, size)]  # past the post-padding
+    padded = F.pad(t(x), [pre, post + reach[1], pre, post + reach[0]], value=-math.inf if kind == "MAX" else 0.0)
+    if kind == "MAX":
+        close(out, F.max_pool2d(padded, k, s))
+    else:
+        inside = F.pad(torch.ones(1, 1, *size, dtype=torch.float64), [pre, post, pre, post],
+                       value=0.0 if exclude else 1.0)
+        close(out, F.avg_pool2d(padded, k, s) / F.avg_pool2d(F.pad(inside, [0, reach[1], 0, reach[0]]), k, s))
+    if size == (7, 6):  # torch's ceil_mode
+        close(out, F.max_pool2d(t(x), k, s, 1, ceil_mode=True) if kind == "MAX" else
+              F.avg_pool2d(t(x), k, s, 1, ceil_mode=True, count_include_pad=not exclude))
+
+
 @pytest.mark.parametrize("op, fn", [("SUM", torch.sum), ("AVG", torch.mean), ("MAX", torch.amax),
                                     ("MIN", torch.amin), ("PROD", None)])
 @pytest.mark.parametrize("keep", [True, False])

@@ -112,6 +112,15 @@ def resize(net: Network, x: Any, prefix: str, size: Any = None, scale_factor: An
     return net.resize(x, prefix, size, scale_factor, mode, align_corners)
 
 
+@block("ResizeLike")
+def resize_like(net: Network, x: list, prefix: str, mode: str = "nearest", align_corners: bool | None = None) -> Any:
+    """F.interpolate(x, size=ref.shape[2:], mode, align_corners) of the row's inputs `from: [x, ref]`: ref's sizes,
+    taken at run time where they are dynamic (DeepLab's ASPP pooling branch back to the feature map)."""
+    if not isinstance(x, list) or len(x) != 2:
+        raise SpecError(f"{prefix}: ResizeLike takes two inputs (from: [x, ref])")
+    return net.resize(x[0], prefix, mode=mode, align_corners=align_corners, like=x[1])
+
+
 @block("Permute")
 def permute(net: Network, x: Any, prefix: str, dims: list) -> Any:
     return net.permute(x, prefix, dims)
@@ -155,13 +164,17 @@ def act(net: Network, x: Any, prefix: str, kind: str = "relu") -> Any:
 
 
 @block("MaxPool")
-def max_pool(net: Network, x: Any, prefix: str, k: int = 2, s: int | None = None, p: int = 0) -> Any:
-    return net.pool(x, "max", k, s, p, name=prefix)
+def max_pool(net: Network, x: Any, prefix: str, k: int = 2, s: int | None = None, p: int = 0,
+             ceil_mode: bool = False) -> Any:
+    """nn.MaxPool2d(k, s, p, ceil_mode=ceil_mode) (no dilation)."""
+    return net.pool(x, "max", k, s, p, name=prefix, ceil_mode=ceil_mode)
 
 
 @block("AvgPool")
-def avg_pool(net: Network, x: Any, prefix: str, k: int = 2, s: int | None = None, p: int = 0) -> Any:
-    return net.pool(x, "avg", k, s, p, name=prefix)
+def avg_pool(net: Network, x: Any, prefix: str, k: int = 2, s: int | None = None, p: int = 0,
+             ceil_mode: bool = False, count_include_pad: bool = True) -> Any:
+    """nn.AvgPool2d(k, s, p, ceil_mode, count_include_pad)."""
+    return net.pool(x, "avg", k, s, p, name=prefix, ceil_mode=ceil_mode, count_include_pad=count_include_pad)
 
 
 @block("GlobalAvgPool")

@@ -239,19 +239,42 @@ def _pooling(torch: Any, layer: LayerDescription, args: list) -> Any:
     k = tuple(_attr(layer, "window_size_nd"))
     n = len(k)
     stride = _spatial(layer, "stride_nd", n)
-    pre, post = _explicit_padding(layer)
+    pre, post, extra = _pool_padding(layer, tuple(x.shape[-n:]), k, stride)
+    reach = tuple(a + e for a, e in zip(post, extra))
     F = torch.nn.functional
     if kind == "MAX":
-        xp = F.pad(x, _pad_arg(pre, post), value=-math.inf)
+        xp = F.pad(x, _pad_arg(pre, reach), value=-math.inf)
         return getattr(F, f"max_pool{n}d")(xp, k, stride)
     if kind != "AVERAGE":
         raise UnsupportedLayer(f"layer '{layer.name}': pooling type {kind} is not supported")
     avg = getattr(F, f"avg_pool{n}d")
-    total = avg(F.pad(x, _pad_arg(pre, post)), k, stride) * math.prod(k)
-    if not layer.attrs.get("average_count_excludes_padding", True):
-        return total / math.prod(k)
-    ones = F.pad(torch.ones_like(x[:1, :1]), _pad_arg(pre, post))
-    return total / (avg(ones, k, stride) * math.prod(k))
+    total = avg(F.pad(x, _pad_arg(pre, reach)), k, stride) * math.prod(k)
+    ones = torch.ones_like(x[:1, :1])
+    if layer.attrs.get("average_count_excludes_padding", True):  # the window's overlap with the input
+        counted = F.pad(ones, _pad_arg(pre, reach))
+    else:  # its overlap with the padded input (not the extra reach of ROUND_UP)
+        counted = F.pad(F.pad(ones, _pad_arg(pre, post), value=1.0), _pad_arg((0,) * n, extra))
+    return total / (avg(counted, k, stride) * math.prod(k))
+
+
+def _pool_padding(layer: LayerDescription, size: tuple[int, ...], k: tuple[int, ...], stride: tuple[int, ...]
+                  ) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """Pre-padding, post-padding and how far past the post-padding the last window reaches. TensorRT's output
+    size, with M = I + pre + post: floor((M - k) / s) + 1 (EXPLICIT_ROUND_DOWN; no reach) or
+    ceil((M - k) / s) + 1 (EXPLICIT_ROUND_UP)."""
+    mode = layer.attrs.get("padding_mode", "EXPLICIT_ROUND_DOWN")
+    if mode == "EXPLICIT_ROUND_DOWN":
+        pre, post = _explicit_padding(layer)
+        return pre, post, (0,) * len(k)
+    if mode != "EXPLICIT_ROUND_UP":
+        raise UnsupportedLayer(f"layer '{layer.name}': padding mode {mode} is not supported (only explicit "
+                               f"padding)")
+    pre, post = tuple(_attr(layer, "pre_padding")), tuple(_attr(layer, "post_padding"))
+    extra = []
+    for i, b, a, w, s in zip(size, pre, post, k, stride):
+        m = i + b + a
+        extra.append((-(-(m - w) // s)) * s + w - m)  # (n - 1) * s + k - M with n - 1 = ceil((M - k) / s)
+    return pre, post, tuple(extra)
 
 
 def _reduce(torch: Any, layer: LayerDescription, args: list) -> Any:
