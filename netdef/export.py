@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from . import yolov5_code
 from .errors import NetdefError, OptionError, raised_at
 from .fileio import CHECKPOINT_STARTS, check_output, read_head, recognised
 from .wts import WTS_FILE, write_wts
@@ -81,7 +82,8 @@ def load_checkpoint(path: str | Path, log: Callable[[str], None] | None = None) 
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except ModuleNotFoundError as e:
-        raise _missing_code(path, e) from None
+        if not _from_yolov5_repository(e):
+            raise _missing_code(path, e) from None
     except Exception as e:  # noqa: BLE001
         head = read_head(path)
         if head.startswith(CHECKPOINT_STARTS[1]) and "magic number" in str(e):  # pickle.dump's, not torch.save's
@@ -90,13 +92,26 @@ def load_checkpoint(path: str | Path, log: Callable[[str], None] | None = None) 
         what = recognised(head)
         kind = f" ({path.name} looks like {what})" if what and not head.startswith(CHECKPOINT_STARTS) else ""
         raise NetdefError(f"cannot read checkpoint {path}{kind}: {type(e).__name__}: {e}") from None
+    (log or _stderr)(f"[netdef] {path} pickles the yolov5 repository's classes (models.yolo, ...): loading them "
+                     "from the installed yolov5 package")
+    try:
+        return yolov5_code.load_repository_checkpoint(path)
+    except ModuleNotFoundError as e:
+        raise _missing_code(path, e) from None
+
+
+def _from_yolov5_repository(e: ModuleNotFoundError) -> bool:
+    """Whether unpickling stopped at the yolov5 repository's own packages (a checkpoint its train.py saved) and
+    the yolov5 package that holds the same classes is installed."""
+    return (e.name or "").split(".")[0] in yolov5_code.REPOSITORY_PACKAGES and yolov5_code.yolov5_available()
 
 
 def _missing_code(path: Path, e: ModuleNotFoundError) -> NetdefError:
     hint = ""
     if e.name in ("models", "utils"):
-        hint = (" This looks like an Ultralytics YOLOv5 checkpoint: run from a clone of the yolov5 repository "
-                "(or put it on PYTHONPATH), or `pip install yolov5` and set PYTHONPATH to its package folder.")
+        hint = (" This looks like a checkpoint of Ultralytics' yolov5 repository: `pip install --no-deps "
+                "yolov5==7.0.14` (netdef then takes those classes from that package; none of its other "
+                "dependencies is needed), or run from a clone of the repository.")
     elif (e.name or "").startswith("ultralytics"):
         hint = (" This looks like an Ultralytics (YOLOv8/YOLO11/YOLO26) checkpoint: `pip install ultralytics` (a "
                 "version that has this module; `--no-deps` suffices next to torch and PyYAML) and export again.")

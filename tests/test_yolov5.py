@@ -318,6 +318,36 @@ def test_export_ultralytics_checkpoint(models, tmp_path, monkeypatch):
         load_checkpoint(ckpt)
 
 
+def test_export_a_checkpoint_of_the_yolov5_repository(models, tmp_path, monkeypatch, capsys):
+    """A checkpoint the yolov5 repository's train.py saved pickles `models.yolo.DetectionModel`, `models.common.C3`,
+    ... (the repository's top-level packages): export takes those classes from the installed yolov5 package, with
+    no clone on sys.path and none of its other dependencies (pandas, seaborn, ...)."""
+    import copy
+
+    import torch
+
+    from netdef.cli import main
+
+    model, sd = models("yolov5s")
+    classes = {type(m) for m in model.modules() if type(m).__module__.startswith("yolov5.")}
+    aliases = {m[len("yolov5."):]: sys.modules[m] for m in list(sys.modules) if m.startswith(("yolov5.models",
+                                                                                               "yolov5.utils"))}
+    for name, module in aliases.items():  # saved as the repository's own code names its classes
+        monkeypatch.setitem(sys.modules, name, module)
+    for cls in classes:
+        monkeypatch.setattr(cls, "__module__", cls.__module__[len("yolov5."):])
+    ckpt = tmp_path / "yolov5s.pt"
+    torch.save({"epoch": -1, "model": copy.deepcopy(model).half(), "ema": None}, ckpt)
+    monkeypatch.undo()
+    assert b"models.yolo" in ckpt.read_bytes() and not any(m.split(".")[0] in ("models", "utils")
+                                                           for m in sys.modules)
+    assert main(["export", str(ckpt), "-o", str(tmp_path / "y.wts")]) == 0, capsys.readouterr().err
+    assert "pickles the yolov5 repository's classes (models.yolo, ...)" in capsys.readouterr().err
+    got = read_wts(tmp_path / "y.wts")
+    assert set(got) == set(sd)
+    np.testing.assert_array_equal(got["model.0.conv.weight"], sd["model.0.conv.weight"].half().float().numpy().ravel())
+
+
 # ---------------------------------------------------------------- GPU: engines vs Ultralytics
 
 GPU_BOUND = {"fp32": 1e-3, "fp16": 1e-2}
