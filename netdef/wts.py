@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from .errors import NetdefError, WtsFormatError
-from .fileio import CHECKPOINT_STARTS, FileKind, atomic_write, describe_head
+from .fileio import CHECKPOINT_STARTS, FileKind, atomic_write, describe_head, recognised
 
 __all__ = ["read_wts", "write_wts", "wts_summary"]
 
@@ -88,7 +88,9 @@ def _scan(path: str, data: bytes | mmap.mmap, bar=None) -> Iterator[tuple[int, s
         text = first.isascii() and first.decode("ascii").isprintable()
         shown = repr(first[:40 if text else 8])[2:-1]
         head = bytes(data[:64])
-        hint = ("" if text else f" (this is not a text .wts file: {describe_head(head)})") + (
+        what = recognised(head)
+        hint = ("" if text and what in (None, "a netdef engine") else
+                f" (this is not a {'.wts' if text else 'text .wts'} file: {describe_head(head)})") + (
             ": export a checkpoint's weights with `netdef export CHECKPOINT -o WEIGHTS.wts`"
             if head.startswith(CHECKPOINT_STARTS) else
             " (a netdef engine, not weights)" if head.startswith(b"NETDEF-ENGINE") else "")

@@ -169,6 +169,7 @@ GOOD2 = "a 2 3f800000 00000000\n"
     ("", None, None, ["empty file"]),
     (" \n\r\n\t", None, None, ["empty file"]),
     ("abc\n" + GOOD2, 1, None, ["line 1 must be the tensor count", "'abc'"]),
+    ('{"a": 1}\n', 1, None, ["tensor count", "this is not a .wts file: it looks like a JSON file"]),
     ("-1\n" + GOOD2, 1, None, ["tensor count", "'-1'"]),
     ("1.5\n" + GOOD2, 1, None, ["tensor count"]),
     ("\n1\n" + GOOD2, 1, None, ["tensor count"]),
