@@ -14,10 +14,10 @@ from typing import Any
 
 from . import engine_file, trt_api
 from .compiler import build_key, compile_network, target_identity
-from .define import Weights, define_network, weights_identity  # noqa: F401  (re-exported)
-from .errors import NetdefError, OptionError
+from .define import Weights, check_stride, define_network, weights_identity  # noqa: F401  (re-exported)
+from .errors import NetdefError
 from .fileio import check_output
-from .options import BuildOptions, format_hw_range
+from .options import BuildOptions
 from .options import format_profiles, parse_batch, parse_profiles  # noqa: F401  (re-exported)
 from .registry import block_files
 from .spec import Spec, load_spec
@@ -73,17 +73,6 @@ def build_engine(arch: str | Path | Spec, weights: Weights, output: str | Path, 
     meta = compile_network(net, opts, output, arch=spec.identity(), weights={"path": source, "sha256": weights_sha},
                            log=log, build_key=key, **extra)
     return BuildResult(output, meta, True, time.perf_counter() - t0)
-
-
-def check_stride(hw_range: Any, stride: int, name: str) -> None:
-    """MIN, OPT and MAX of a dynamic size must be multiples of the model's recorded stride (the YOLO heads'):
-    TensorRT only warns about such a range and builds an engine whose sizes do not fit together (checked when
-    building, not when refitting or verifying an engine built before)."""
-    bad = [f"{h}x{w}" for h, w in hw_range if h % stride or w % stride]
-    if bad:
-        fit = [tuple(max(stride, round(v / stride) * stride) for v in hw) for hw in hw_range]
-        raise OptionError(f"--input-shape {format_hw_range(hw_range)}: {name}'s input height and width must be "
-                          f"multiples of its stride {stride} ({', '.join(bad)} not), e.g. {format_hw_range(fit)}")
 
 
 def _old_meta(path: Path) -> dict[str, Any]:

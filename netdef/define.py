@@ -11,10 +11,10 @@ from typing import Any, Union
 
 import numpy as np
 
-from .errors import NetdefError, WeightKeyError, WtsFormatError
+from .errors import NetdefError, OptionError, WeightKeyError, WtsFormatError
 from .fileio import file_sha256
 from .network import Network, unused_modules_hint
-from .options import BuildOptions
+from .options import BuildOptions, format_hw_range
 from .spec import Spec, build_network, load_spec, observing_rows
 from .wts import read_wts
 
@@ -108,3 +108,14 @@ def _array(v: Any) -> np.ndarray:
 
 def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
+
+
+def check_stride(hw_range: Any, stride: int, name: str) -> None:
+    """MIN, OPT and MAX of a dynamic size must be multiples of the model's recorded stride (the YOLO heads'):
+    TensorRT only warns about such a range and builds an engine whose sizes do not fit together (checked by
+    build and show, not when refitting or verifying an engine built before)."""
+    bad = [f"{h}x{w}" for h, w in hw_range if h % stride or w % stride]
+    if bad:
+        fit = [tuple(max(stride, round(v / stride) * stride) for v in hw) for hw in hw_range]
+        raise OptionError(f"--input-shape {format_hw_range(hw_range)}: {name}'s input height and width must be "
+                          f"multiples of its stride {stride} ({', '.join(bad)} not), e.g. {format_hw_range(fit)}")

@@ -274,6 +274,11 @@ def test_a_size_range_off_the_stride_is_refused(rng, bad, fit, yolov5_models, tm
     assert not (tmp_path / "d.engine").exists()
     assert str(e.value) == (f"--input-shape {format_hw_range(rng)}: yolov8n's input height and width must be "
                             f"multiples of its stride 32 ({bad} not), e.g. {fit}")
+    from netdef.tools.show import show  # show, build's dry run, refuses it too
+
+    with pytest.raises(OptionError) as shown:
+        show("yolov8n", tmp_path / "w.wts", BuildOptions(input_range=rng))
+    assert str(shown.value) == str(e.value)
 
 
 def test_dynamic_strides_are_probed_and_the_input_restored(yolov5_models):

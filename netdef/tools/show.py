@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..define import define_network
+from ..define import check_stride, define_network
 from ..errors import WeightKeyError
 from ..network import Network
 from ..options import BuildOptions
@@ -141,6 +141,8 @@ def show(arch: str | Path | Spec, weights: str | Path | None = None, opts: Build
         if len(rec.rows) < len(spec.rows) or rec.net is None:
             raise  # a row's weight of the wrong size: not the key report of a finished definition
     assert rec.net is not None
+    if opts.input_range and (rec.net.model or {}).get("stride"):  # what build refuses, show refuses
+        check_stride(opts.input_range, int(rec.net.model["stride"]), spec.name)
     report = ShowReport(spec, (-1, *spec.input_shape_for(opts.input_hw)), rec.rows,
                         None if weights is None else str(weights))
     if weights is not None:
