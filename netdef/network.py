@@ -518,10 +518,11 @@ class Network:
                                 "build with a static --input-shape")
             if d != axis and len(sizes) > 1:
                 made = ", ".join(f"{list(s)} from layer '{t.name}'" for t, s in zip(tensors, shapes))
+                rounding = max(sizes) - min(sizes) == 1  # a size halved with rounding and doubled again
                 hint = ("; check the padding, stride and kernel size of the layers that made them (a block's own "
-                        "or a YAML row's), or whether the input height and width are multiples of the network's "
-                        "total stride (the product of its downsampling strides)" + self._input_size_hint()
-                        ) if d >= 2 else ""
+                        "or a YAML row's)" + (", or whether the input height and width are multiples of the "
+                                              "network's total stride (the product of its downsampling strides)"
+                                              + self._input_size_hint() if rounding else "")) if d >= 2 else ""
                 raise SpecError(f"{name}: input shapes differ in dimension {d}: {made}{hint}")
 
     def _input_size_hint(self) -> str:

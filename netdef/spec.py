@@ -355,11 +355,15 @@ def _parse_row(path: Path, i: int, line: int, raw: Any, params: dict, gd: float,
     multi = isinstance(frm, list)
     sources = []
     for f in (frm if multi else [frm]):
-        if not isinstance(f, int):
-            raise fail(f"'from' must be an integer or a list of integers, got {f!r}")
+        if f == "input":  # the network input, whichever row asks
+            sources.append(-1)
+            continue
+        if not isinstance(f, int) or isinstance(f, bool):
+            raise fail(f"'from' must be an integer, 'input' or a list of them, got {f!r}")
         src = i + f if f < 0 else f
         if src >= i or src < -1 or (f < 0 and src < -1):
-            raise fail(f"'from' index {f} does not refer to an earlier row (valid: -1..-{i + 1} or 0..{i - 1})")
+            raise fail(f"'from' index {f} does not refer to an earlier row (valid: -1..-{i + 1} or 0..{i - 1}, "
+                       "or 'input' for the network input)")
         sources.append(src)
     if not isinstance(number, int) or number < 1:
         raise fail(f"'number' must be a positive integer, got {number!r}")

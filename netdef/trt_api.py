@@ -145,6 +145,9 @@ def _process_logger(in_command: bool) -> Any:
     return _LOGGER[0]
 
 
+_NO_DRIVER = "cudaError 35"  # "CUDA driver version is insufficient": what CUDA says where there is no GPU
+
+
 def _stderr_logger() -> Any:
     trt = module()
     letters = {0: "F", 1: "E", 2: "W", 3: "I", 4: "V"}  # INTERNAL_ERROR, ERROR, WARNING, INFO, VERBOSE
@@ -156,6 +159,8 @@ def _stderr_logger() -> Any:
 
         @interrupts.trt_callback
         def log(self, severity: Any, msg: str) -> None:
+            if _NO_DRIVER in msg and gpu_identity() is None:
+                return  # TensorRT-RTX on a machine without a GPU, after another error: not that error's cause
             if int(severity) <= 1:  # (INTERNAL_)ERROR: kept for netdef's own error messages
                 _ERRORS.append(msg)
             if int(severity) > self.threshold or (interrupts.CANCEL.is_set() and "BuildCanceled" in msg):

@@ -718,6 +718,24 @@ def test_the_tensorrt_logger_is_one_per_process_and_chosen_by_its_first_use():
         assert done.stdout.split() == [name, "True"], (mode, done.stdout, done.stderr)
 
 
+def test_a_missing_driver_after_another_error_is_not_shown_without_a_gpu(monkeypatch, capsys):
+    """TensorRT-RTX on a machine without a GPU follows a rejected layer's error with CUDA's 'driver version is
+    insufficient' (cudaError 35): not that error's cause, so netdef's logger neither shows nor keeps it there."""
+    from netdef import trt_api
+
+    log = trt_api._stderr_logger()
+    monkeypatch.setattr(trt_api, "gpu_identity", lambda device=None: None)
+    trt_api.forget_errors()
+    error = trt_api.module().ILogger.Severity.ERROR
+    log.log(error, "Error Code 4: Internal Error (cat: all concat input tensors must have the same dimensions)")
+    log.log(error, "Error Code 1: Cuda Runtime (cudaError 35: CUDA driver version is insufficient)")
+    err = capsys.readouterr().err
+    assert "concat input tensors" in err and "cudaError" not in err
+    assert list(trt_api._ERRORS) == ["Error Code 4: Internal Error (cat: all concat input tensors must have the same "
+                                     "dimensions)"]
+    trt_api.forget_errors()
+
+
 def test_handled_on_a_worker_thread_leaves_the_main_threads_state(r18):
     """A build on a worker thread enters `handled()` there: it changes nothing (signals are the main thread's), so
     a signal the main thread keeps is still raised."""

@@ -64,6 +64,12 @@ def test_input_shape_and_set_reach_the_definition():
     assert small.input_shape == (-1, 3, 320, 256)
 
 
+def test_a_dynamic_input_size_shows_its_range():
+    text = show("resnet18", opts=BuildOptions(input_range=((160, 160), (224, 224), (320, 320)))).format()
+    assert text.splitlines()[0].startswith("resnet18 (architectures/resnet18.yaml): input 'input' (B, 3, -1, -1) at "
+                                           "HxW 160x160:224x224:320x320 (MIN:OPT:MAX)")
+
+
 def test_key_report_missing_and_unused(lenet, tmp_path, capsys):
     _, wts = lenet
     tensors = dict(read_wts(wts))

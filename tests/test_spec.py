@@ -47,6 +47,28 @@ def test_errors_name_file_and_line(tmp_path, bad, line, needle):
     assert f"{p}:{line}" in str(e.value) and needle in str(e.value)
 
 
+def test_a_later_row_takes_the_network_input_by_name(tmp_path):
+    """`from: input` (alone or in a list) is the network input from any row: no offset to recount when rows move."""
+    text = """name: skip
+input: {name: x, shape: [3, 8, 8]}
+output: y
+layers:
+  - [-1, 1, Conv2d, {c2: 5, k: 3, p: 1}, a]
+  - [-1, 1, Conv2d, {c2: 5, k: 3, p: 1}, b]
+  - [[-1, input], 1, Concat, {}, cat]
+  - [input, 1, Conv2d, {c2: 8, k: 1}, side]
+  - [[-2, -1], 1, Add, {}, y]
+"""
+    spec = load_spec(write(tmp_path, text))
+    assert [r.sources for r in spec.rows][2:] == [[1, -1], [-1], [2, 3]]
+    rng = np.random.default_rng(0)
+    weights = {"a.weight": rng.random((5, 3, 3, 3)), "a.bias": rng.random(5), "b.weight": rng.random((5, 5, 3, 3)),
+               "b.bias": rng.random(5), "side.weight": rng.random((8, 3, 1, 1)), "side.bias": rng.random(8)}
+    net = Network({k: v.astype(np.float32) for k, v in weights.items()})
+    build_network(spec, net)
+    assert tuple(net.definition.get_output(0).shape) == (-1, 8, 8, 8) and net.check_keys() == []
+
+
 def test_a_self_referencing_alias_is_one_error(tmp_path):
     p = write(tmp_path, GOOD + "extra: &x [*x]\n")
     with pytest.raises(SpecError, match=r"arch\.yaml: not valid YAML for an architecture: an alias refers to itself"):

@@ -286,6 +286,21 @@ def test_a_static_size_that_does_not_halve_evenly_is_named():
         define_network("yolov8n", sd, BuildOptions(input_hw=(330, 330)), log=lambda m: None)
 
 
+def test_sizes_that_differ_by_more_than_rounding_get_no_stride_advice():
+    """Inception's branches 17x17 and 15x15 (a padding mistake, not an input size that halves unevenly): the
+    error points at padding, stride and kernel size only."""
+    from netdef.network import Network
+
+    net = Network({})
+    x = net.input("input", (1, 8, 35, 35))
+    b = net.pool(net.pool(net.pool(x, "max", 3, 1, name="p"), "max", 3, 1, name="q"), "max", 3, 2, name="b")
+    a = net.pool(x, "max", 3, 2, name="a")
+    with pytest.raises(SpecError) as e:
+        net.concat([a, b], "Mixed_6a")
+    assert "check the padding, stride and kernel size" in str(e.value) and "stride (the product" not in str(e.value)
+    assert "halves evenly" not in str(e.value)
+
+
 @pytest.mark.parametrize("arch, make", [("resnet18", "resnet18"), ("mobilenet_v2", "mobilenet_v2")])
 def test_a_zoo_classifier_takes_its_class_count_from_the_weights(arch, make):
     """torchvision classifiers trained for 10 classes need no copied YAML: the Classifier row is sized by the

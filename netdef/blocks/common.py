@@ -123,6 +123,7 @@ def resize_like(net: Network, x: list, prefix: str, mode: str = "nearest", align
 
 @block("Permute")
 def permute(net: Network, x: Any, prefix: str, dims: list) -> Any:
+    """x.permute(*dims), the layer named `prefix`."""
     return net.permute(x, prefix, dims)
 
 
@@ -154,6 +155,7 @@ def matmul(net: Network, x: list, prefix: str, transpose_a: bool = False, transp
 
 @block("BatchNorm")
 def batchnorm(net: Network, x: Any, prefix: str, eps: float = 1e-5) -> Any:
+    """nn.BatchNorm2d `prefix` in eval mode, alone (after a convolution, a ConvBnAct row folds it instead)."""
     return net.batchnorm(x, prefix, eps)
 
 
@@ -191,6 +193,7 @@ def flatten(net: Network, x: Any, prefix: str, start_dim: int = 1, end_dim: int 
 
 @block("Linear")
 def linear(net: Network, x: Any, prefix: str, c2: int, bias: bool = True) -> Any:
+    """nn.Linear(c1, c2, bias) `prefix` over the last dimension (or on pooled (B, C, 1, 1) features)."""
     return net.linear(x, prefix, c2, bias)
 
 
@@ -205,6 +208,7 @@ def add(net: Network, x: list, prefix: str) -> Any:
 
 @block("Concat")
 def concat(net: Network, x: list, prefix: str, dimension: int = 1) -> Any:
+    """torch.cat of the row's inputs (`from: [i, j, ...]`) along `dimension`; the layer is `prefix/concat`."""
     return _matched(net, net.concat(x, f"{prefix}/concat", dimension), prefix)
 
 

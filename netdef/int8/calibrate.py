@@ -99,7 +99,7 @@ def load_image(path: Path, shape: Sequence[int], mean: np.ndarray | None = None,
         with Image.open(path) as img:
             img = img.convert("L" if c == 1 else "RGB").resize((w, h), Image.BILINEAR)
             x = np.asarray(img, dtype=np.float32) / 255.0
-    except OSError as e:
+    except (OSError, ImportError) as e:  # ImportError: a Pillow plugin another package added lacks its module
         raise NetdefError(f"cannot read image {path}: {e}") from None
     x = x[None] if c == 1 else x.transpose(2, 0, 1)
     if mean is not None:

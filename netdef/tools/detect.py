@@ -99,8 +99,8 @@ def _decoded(path: str | Path, fn: Callable[[], Any]) -> Any:
 
     try:
         return fn()
-    except (OSError, UnidentifiedImageError) as e:
-        raise NetdefError(f"cannot read image {path}: {e}") from None
+    except (OSError, UnidentifiedImageError, ImportError) as e:  # ImportError: a Pillow plugin another package
+        raise NetdefError(f"cannot read image {path}: {e}") from None  # added (Ultralytics' HEIF) lacks its module
     except Image.DecompressionBombError as e:
         raise NetdefError(f"cannot read image {path}: {e} (Pillow refuses images this large; raise "
                           f"PIL.Image.MAX_IMAGE_PIXELS from Python if the file is genuine)") from None

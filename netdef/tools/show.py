@@ -18,7 +18,7 @@ from typing import Any
 from ..define import check_stride, define_network
 from ..errors import WeightKeyError
 from ..network import Network
-from ..options import BuildOptions
+from ..options import BuildOptions, format_hw_range
 from ..spec import Row, Spec, load_spec, observing_rows
 
 BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked", "anchors", "anchor_grid")  # not parameters
@@ -55,6 +55,7 @@ class ShowReport:
     unused: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)  # key -> why its block leaves it out (Network.skip)
     model: dict = field(default_factory=dict)  # what the head recorded (Network.record_model): nc etc. as built
+    input_sizes: str = ""  # a dynamic input size's MIN:OPT:MAX (H, W then show as -1)
 
     @property
     def ok(self) -> bool:
@@ -65,7 +66,8 @@ class ShowReport:
         """The listing; `keys` (default: when weights were given) adds each row's keys and shapes."""
         keys = self.weights is not None if keys is None else keys
         s = self.spec
-        lines = [f"{s.name} ({s.path}): input '{s.input_name}' {_shape(self.input_shape)}"
+        sizes = f" at HxW {self.input_sizes} (MIN:OPT:MAX)" if self.input_sizes else ""
+        lines = [f"{s.name} ({s.path}): input '{s.input_name}' {_shape(self.input_shape)}{sizes}"
                  + (f", weights {self.weights}" if self.weights else ", no weights (keys and shapes as expected)"),
                  ""]
         table = [["", "from", "n", "params", "block", "prefix", "output", "arguments"]] + [v.cells() for v in self.rows]
@@ -143,8 +145,10 @@ def show(arch: str | Path | Spec, weights: str | Path | None = None, opts: Build
     assert rec.net is not None
     if opts.input_range and (rec.net.model or {}).get("stride"):  # what build refuses, show refuses
         check_stride(opts.input_range, int(rec.net.model["stride"]), spec.name)
-    report = ShowReport(spec, (-1, *spec.input_shape_for(opts.input_hw)), rec.rows,
-                        None if weights is None else str(weights))
+    shape = tuple(rec.net.definition.raw.get_input(0).shape) if rec.net.definition.raw.num_inputs else ()
+    report = ShowReport(spec, shape or (-1, *spec.input_shape_for(opts.input_hw)), rec.rows,
+                        None if weights is None else str(weights),
+                        input_sizes=format_hw_range(opts.input_range) if opts.input_range else "")
     if weights is not None:
         report.missing, report.unused = rec.net.key_report()
         report.skipped = dict(rec.net.skipped)
