@@ -92,12 +92,16 @@ def load_checkpoint(path: str | Path, log: Callable[[str], None] | None = None) 
         what = recognised(head)
         kind = f" ({path.name} looks like {what})" if what and not head.startswith(CHECKPOINT_STARTS) else ""
         raise NetdefError(f"cannot read checkpoint {path}{kind}: {type(e).__name__}: {e}") from None
-    (log or _stderr)(f"[netdef] {path} pickles the yolov5 repository's classes (models.yolo, ...): loading them "
-                     "from the installed yolov5 package")
     try:
-        return yolov5_code.load_repository_checkpoint(path)
-    except ModuleNotFoundError as e:
-        raise _missing_code(path, e) from None
+        obj = yolov5_code.load_repository_checkpoint(path)
+    except (ImportError, AttributeError) as e:  # a class the yolov5 package lacks: not its repository's
+        raise NetdefError(f"{path} pickles classes of a top-level 'models' or 'utils' package that the installed "
+                          f"yolov5 package does not have ({type(e).__name__}: {e}): it is not a yolov5 repository "
+                          "checkpoint, or one of a newer repository: export it where the code that saved it is "
+                          "importable (or save its state_dict there and export that)") from None
+    (log or _stderr)(f"[netdef] {path} pickles the yolov5 repository's classes (models.yolo, ...): loaded them from "
+                     "the installed yolov5 package")
+    return obj
 
 
 def _from_yolov5_repository(e: ModuleNotFoundError) -> bool:

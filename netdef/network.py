@@ -423,6 +423,8 @@ class Network:
         self.matches[t.name] = module
         if channels is not None:
             self.match_channels[t.name] = np.asarray(channels, np.int64)
+        else:
+            self.match_channels.pop(t.name, None)
         return t
 
     def conv_layer(self, x: Any, name: str, w: np.ndarray, b: np.ndarray) -> Any:
@@ -495,6 +497,10 @@ class Network:
         return self._elementwise(a, b, self.trt.ElementWiseOperation.PROD, name)
 
     def concat(self, tensors: Sequence[Any], name: str, axis: int = 1) -> Any:
+        """torch.cat(tensors, axis) (a negative axis counts from the end), the layer named `name`."""
+        if not tensors:
+            raise SpecError(f"{name}: nothing to concatenate")
+        axis = self._axis(axis, len(tensors[0].shape), name)
         self._check_join(tensors, name, axis)
         layer = self.layer("concatenation", name, list(tensors))
         layer.axis = axis
@@ -514,8 +520,9 @@ class Network:
                 raise SpecError(f"{name}: joins a fixed size {fixed.shape[d]} in dimension {d} (layer "
                                 f"'{fixed.name}', shape {list(fixed.shape)}) with a size that follows the dynamic "
                                 f"input (layer '{moving.name}', shape {list(moving.shape)}): such an engine works "
-                                "at one input size only; take that size from the other tensor at run time, or "
-                                "build with a static --input-shape")
+                                "at one input size only; take that size from the other tensor at run time "
+                                "(net.resize(x, name, like=ref), the ResizeLike block), or build with a static "
+                                "--input-shape")
             if d != axis and len(sizes) > 1:
                 made = ", ".join(f"{list(s)} from layer '{t.name}'" for t, s in zip(tensors, shapes))
                 rounding = max(sizes) - min(sizes) == 1  # a size halved with rounding and doubled again
@@ -563,6 +570,11 @@ class Network:
             if kind == "avg" and not exclude and any(p2):  # torch counts its padding, not the rest: zeros as input
                 x, p2 = self.pad(x, f"{name}/pad", [p2[1], p2[1], p2[0], p2[0]]), (0, 0)
             post, exclude = tuple(q + max(0, r) for q, r in zip(p2, reach)), kind == "avg"
+        elif ceil_mode and reach is None and kind == "avg" and not exclude:  # a dynamic size: the divisor must not
+            if any(p2):  # rest on how TensorRT counts the rounded-up reach (torch counts padding, not the reach)
+                raise SpecError(f"{name}: ceil_mode average pooling that counts its padding {list(p2)} on a dynamic "
+                                "input size: build with --input-shape HxW (or count_include_pad=False)")
+            exclude = True  # no padding: torch divides by the window's part inside the input
         layer = self.layer("pooling_nd", name, x, types[kind], k2)
         layer.stride_nd = s2
         layer.padding_nd = p2
@@ -1132,18 +1144,25 @@ def _module_groups(keys: Iterable[str], others: Iterable[str]) -> dict[str | Non
 
 def misspelt_module_hint(missing: Mapping[str, str], unused: list[str], present: Iterable[str],
                          used: set[str]) -> str:
-    """Where a module the architecture reads has no key in the file and an unused module of the file has exactly
-    its keys under another name (a misspelt prefix in a YAML row or block), a line naming both and where the
-    first key was asked for; '' otherwise."""
+    """Where every missing key belongs to a module the file lacks and each such module has exactly one unused
+    module of the file with the same keys under another name (a misspelt prefix in a YAML row or block), a line
+    naming them and where the first key was asked for; '' otherwise (weights of another architecture, say)."""
+    lost = _module_groups(missing, present)
     spare = {u: {k[len(u):] for k in ks} for u, ks in _module_groups(unused, used).items() if u is not None}
-    for m, keys in _module_groups(missing, present).items():
-        tails = {k[len(m):] for k in keys} if m is not None else None
-        u = next((u for u, t in spare.items() if t == tails), None)
-        if u is not None:
-            where = missing[keys[0]]
-            return (f"\nThe file has no module {m} but an unused module {u} with exactly its {len(keys)} key(s): "
-                    f"a misspelt module prefix{f' ({where})' if where else ''}? Name the module as the file does")
-    return ""
+    if not lost or None in lost:
+        return ""
+    pairs = []
+    for m, keys in lost.items():
+        tails = {k[len(m):] for k in keys}
+        twins = [u for u, t in spare.items() if t == tails]
+        if len(twins) != 1:
+            return ""
+        pairs.append((m, twins[0], keys))
+    m, u, keys = pairs[0]
+    where = missing[keys[0]]
+    more = f" (and {len(pairs) - 1} more such module(s))" if len(pairs) > 1 else ""
+    return (f"\nThe file has no module {m} but an unused module {u} with exactly its {len(keys)} key(s){more}: a "
+            f"misspelt module prefix{f' ({where})' if where else ''}? Name the module as the file does")
 
 
 def _fused_hint(missing: list[str], unused: list[str]) -> str:

@@ -159,7 +159,7 @@ def _stderr_logger() -> Any:
 
         @interrupts.trt_callback
         def log(self, severity: Any, msg: str) -> None:
-            if _NO_DRIVER in msg and gpu_identity() is None:
+            if _NO_DRIVER in msg and _ERRORS and info().flavor == "tensorrt-rtx" and gpu_identity() is None:
                 return  # TensorRT-RTX on a machine without a GPU, after another error: not that error's cause
             if int(severity) <= 1:  # (INTERNAL_)ERROR: kept for netdef's own error messages
                 _ERRORS.append(msg)
@@ -273,6 +273,17 @@ def set_refittable(config: Any, definition: Any) -> None:
                                   "bias (TensorRT 11.3 known issue); build without --refittable or use another "
                                   "TensorRT version")
     config.set_flag(trt.BuilderFlag.REFIT)
+
+
+def inspector_output_format(tensor: Any) -> str | None:
+    """One output's format as the inspector gives it: 'Format/Datatype' up to 10.x; 11.x splits that field
+    (its I/O tensors carry 'Format' and 'DataType'), so those are joined; None where neither is there."""
+    if not isinstance(tensor, dict):
+        return None
+    if tensor.get("Format/Datatype"):
+        return str(tensor["Format/Datatype"])
+    parts = [str(tensor[k]) for k in ("Format", "DataType", "Datatype") if tensor.get(k)]
+    return " ".join(parts) or None
 
 
 def set_detailed_profiling(config: Any) -> None:

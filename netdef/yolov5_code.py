@@ -111,8 +111,13 @@ def import_yolov5() -> types.ModuleType:
         raise ImportError("the reference needs Ultralytics' YOLOv5 code: pip install --no-deps yolov5==7.0.14")
     if "yolov5" not in sys.modules:  # the package itself without its __init__ (hub helpers, heavy imports)
         sys.modules["yolov5"] = importlib.util.module_from_spec(spec)
-    os.environ.setdefault("YOLOV5_CONFIG_DIR", tempfile.gettempdir())
-    yolo = import_with_stand_ins("yolov5.models.yolo")
+    configured = "YOLOV5_CONFIG_DIR" in os.environ
+    os.environ.setdefault("YOLOV5_CONFIG_DIR", tempfile.gettempdir())  # its settings file: not in the user's home
+    try:
+        yolo = import_with_stand_ins("yolov5.models.yolo")
+    finally:
+        if not configured:
+            os.environ.pop("YOLOV5_CONFIG_DIR", None)
     logging.getLogger("yolov5").setLevel(logging.WARNING)  # parse_model prints a table per model
     return yolo
 

@@ -723,7 +723,11 @@ def test_a_missing_driver_after_another_error_is_not_shown_without_a_gpu(monkeyp
     insufficient' (cudaError 35): not that error's cause, so netdef's logger neither shows nor keeps it there."""
     from netdef import trt_api
 
+    import dataclasses
+
     log = trt_api._stderr_logger()
+    rtx = dataclasses.replace(trt_api.info(), flavor="tensorrt-rtx")
+    monkeypatch.setattr(trt_api, "info", lambda: rtx)
     monkeypatch.setattr(trt_api, "gpu_identity", lambda device=None: None)
     trt_api.forget_errors()
     error = trt_api.module().ILogger.Severity.ERROR
@@ -733,6 +737,9 @@ def test_a_missing_driver_after_another_error_is_not_shown_without_a_gpu(monkeyp
     assert "concat input tensors" in err and "cudaError" not in err
     assert list(trt_api._ERRORS) == ["Error Code 4: Internal Error (cat: all concat input tensors must have the same "
                                      "dimensions)"]
+    trt_api.forget_errors()  # alone (a driver too old on a GPU machine, say), it is the cause: shown
+    log.log(error, "Error Code 1: Cuda Runtime (cudaError 35: CUDA driver version is insufficient)")
+    assert "cudaError 35" in capsys.readouterr().err
     trt_api.forget_errors()
 
 

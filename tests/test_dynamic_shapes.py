@@ -372,6 +372,8 @@ def test_a_fixed_size_joined_with_the_dynamic_one_is_refused():
     pooled = net.global_avg_pool(x, "gap", keep_dims=True)  # (B, 8, 1, 1): broadcasts
     assert tuple(net.add(x, pooled, "scaled").shape) == (-1, 8, -1, -1)
     assert tuple(net.concat([x, x], "twice", axis=1).shape) == (-1, 16, -1, -1)
+    fixed = net.input("fixed", (1, 8, 4, 5))
+    assert tuple(net.concat([fixed, fixed], "last", axis=-1).shape) == (1, 8, 4, 10)  # from the end, as torch.cat
 
 
 def test_a_dynamic_input_without_a_range_is_refused():
@@ -389,8 +391,8 @@ def test_a_dynamic_input_without_a_range_is_refused():
 # ---------------------------------------------------------------- ceil_mode pooling and resizing like a tensor
 
 @pytest.mark.parametrize("kind, k, s, p, include", [("max", 3, 2, 0, True), ("max", 3, 2, 1, True),
-                                                     ("avg", 3, 2, 1, True), ("avg", 3, 2, 1, False),
-                                                     ("avg", 2, 2, 0, True), ("max", 5, 3, 2, True)])
+                                                     ("avg", 3, 2, 1, False), ("avg", 2, 2, 0, True),
+                                                     ("avg", 3, 2, 0, True), ("max", 5, 3, 2, True)])
 def test_ceil_mode_pooling_at_sizes_chosen_at_run_time(kind, k, s, p, include):
     """A dynamic size rounds up (TensorRT's EXPLICIT_ROUND_UP), torch's ceil_mode where stride <= kernel - padding:
     equal to torch at even and odd sizes (the CPU evaluator checks its sizes against TensorRT's definition)."""
@@ -417,6 +419,11 @@ def test_ceil_mode_pooling_at_sizes_chosen_at_run_time(kind, k, s, p, include):
 
 def test_ceil_mode_pooling_that_may_drop_a_window_needs_a_static_size():
     from netdef.network import Network
+
+    net = Network({})  # an average counting torch's padding but not the rounded-up reach: static only
+    with pytest.raises(SpecError, match=r"^m: ceil_mode average pooling that counts its padding \[1, 1\] on a "
+                                        r"dynamic input size"):
+        net.pool(net.input("x", (-1, 2, -1, -1)), "avg", 3, 2, 1, "m", ceil_mode=True)
 
     net = Network({})
     x = net.input("x", (-1, 2, -1, -1))

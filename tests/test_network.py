@@ -100,6 +100,14 @@ def test_a_misspelt_module_prefix_names_the_module_the_file_has(resnet18_weights
     hint = str(e.value).splitlines()[-1]
     assert hint.startswith("The file has no module layer3 but an unused module layer_3 with exactly its ")
     assert "resnet18.yaml:" in hint and "another architecture" not in str(e.value)
+    import torchvision  # weights of another architecture whose classifier happens to match: not a misspelling
+
+    other = {k: v.numpy() for k, v in torchvision.models.densenet121().state_dict().items()}
+    net = Network(other)
+    build_network(load_spec("resnet18"), net)
+    with pytest.raises(WeightKeyError) as e:
+        net.check_keys()
+    assert "misspelt" not in str(e.value) and "The weights are of another architecture" in str(e.value)
 
 
 def test_fp16_network_is_typed_where_strong_typing_exists(resnet18_weights):

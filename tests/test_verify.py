@@ -792,6 +792,10 @@ def test_fp32_cpu_bounds_widen_to_pytorchs_own_float32_error():
     assert report.first_failure is b and f"or {FLOOR_FACTOR:g}x PyTorch's own float32 error" in report.summary()
     plain = compare("m", "CPU", 1e-5, layers, values, refs, matched, ["y"])
     assert [r.status for r in plain.rows] == ["FAIL", "FAIL", "pass", "pass"] and "float32" not in plain.summary()
+    wild = ModuleOutputs(outputs={"a": ref * 1.5, "b": ref * np.inf, "c": ref}, finals=[ref])  # top-k ties, say
+    capped = compare("m", "CPU", 1e-5, layers, {**values, "a": ref * 1.3, "b": ref * 1.3}, refs, matched, ["y"],
+                     wild)
+    assert [r.status for r in capped.rows][:2] == ["FAIL", "FAIL"]  # never beyond FLOOR_CAP x the tolerance
 
 
 def test_a_layer_torch_cannot_compute_is_named_with_its_input_shapes():
@@ -828,11 +832,12 @@ def test_an_fp16_overflow_is_named():
     from netdef.verify.report import _compare_row
 
     ref = np.array([[1.0, -66319.0, 3.0]])
-    row = _compare_row("Mixed_6c.branch7x7_3.conv", "Mixed_6c.branch7x7_3.bn", ref.clip(-65504, 65504) * [1, np.inf, 1],
-                       ref, 1e-2)
+    out = ref.clip(-65504, 65504) * [1, np.inf, 1]
+    row = _compare_row("Mixed_6c.branch7x7_3.conv", "Mixed_6c.branch7x7_3.bn", out, ref, 1e-2, half=True)
     assert row.status == "FAIL" and row.note.startswith("values not finite (PyTorch's values reach 66319, beyond "
                                                         "float16's 65504: an fp16 overflow")
-    assert _compare_row("a", "a", np.array([[np.nan]]), np.array([[1.0]]), 1e-2).note == "values not finite"
+    assert _compare_row("a", "a", out, ref, 1e-5).note == "values not finite"  # an fp32 network: no fp16 to blame
+    assert _compare_row("a", "a", np.array([[np.nan]]), np.array([[1.0]]), 1e-2, half=True).note == "values not finite"
 
 
 def test_a_convolution_computed_in_parts_is_compared_part_by_part():
@@ -867,3 +872,36 @@ def test_yolo_blocks_leave_no_module_with_weights_uncompared_but_the_folded_dfl(
     report = verify("yolo11n", tmp_path / "y.wts", model, cpu=True, opts=BuildOptions(input_hw=(64, 64)),
                     log=lambda m: None)
     assert report.ok and report.uncompared == ["model.23.dfl.conv"], report.uncompared
+
+
+def test_verify_leaves_the_callers_model_as_it_is_and_takes_weights_in_memory(tmp_path):
+    """verify loads the weights into a copy of a module passed in and runs that copy in float64: the caller's
+    module keeps its own weights, dtype, device and mode. Weights may be a mapping, as build_engine takes them."""
+    import torchvision
+
+    from netdef.export import export_wts
+    from netdef.verify import verify
+    from netdef.wts import read_wts
+
+    model = torchvision.models.resnet18(num_classes=10)
+    export_wts(model, tmp_path / "r18.wts")
+    with torch.no_grad():
+        model.fc.bias.add_(1.0)  # the caller's unsaved change
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    weights = dict(read_wts(tmp_path / "r18.wts"))  # a mapping: key -> array
+    report = verify("resnet18", weights, model, cpu=True, opts=BuildOptions(input_hw=(64, 64)), log=lambda m: None)
+    assert report.ok
+    assert model.training and model.fc.weight.dtype == torch.float32
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_an_explicit_tolerance_is_not_widened(tmp_path):
+    from netdef.export import export_wts
+    from netdef.verify import verify
+
+    wts = tmp_path / "r18.wts"
+    export_wts("torchvision:resnet18", wts)
+    strict = verify("resnet18", wts, "torchvision:resnet18", cpu=True, opts=BuildOptions(input_hw=(64, 64)),
+                    tol=1e-5, log=lambda m: None)
+    assert not strict.floor and "float32" not in strict.summary()

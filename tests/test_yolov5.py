@@ -339,13 +339,45 @@ def test_export_a_checkpoint_of_the_yolov5_repository(models, tmp_path, monkeypa
     ckpt = tmp_path / "yolov5s.pt"
     torch.save({"epoch": -1, "model": copy.deepcopy(model).half(), "ema": None}, ckpt)
     monkeypatch.undo()
-    assert b"models.yolo" in ckpt.read_bytes() and not any(m.split(".")[0] in ("models", "utils")
-                                                           for m in sys.modules)
+    for name in [m for m in sys.modules if m.split(".")[0] in ("models", "utils")]:
+        monkeypatch.delitem(sys.modules, name)  # no clone of the repository importable (whatever ran before)
+    assert b"models.yolo" in ckpt.read_bytes()
     assert main(["export", str(ckpt), "-o", str(tmp_path / "y.wts")]) == 0, capsys.readouterr().err
     assert "pickles the yolov5 repository's classes (models.yolo, ...)" in capsys.readouterr().err
     got = read_wts(tmp_path / "y.wts")
     assert set(got) == set(sd)
     np.testing.assert_array_equal(got["model.0.conv.weight"], sd["model.0.conv.weight"].half().float().numpy().ravel())
+
+
+def test_a_models_package_of_another_project_is_not_taken_for_yolov5s(tmp_path, monkeypatch, capsys):
+    """A researcher's own `models.resnet.MyNet` checkpoint, its code not importable: one error saying it is not a
+    yolov5 repository checkpoint, not a traceback from the yolov5 package."""
+    import types
+
+    import torch
+
+    from netdef.cli import main
+
+    package, module = types.ModuleType("models"), types.ModuleType("models.resnet")
+    package.__path__ = []
+
+    class MyNet(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = torch.nn.Linear(2, 2)
+
+    MyNet.__module__, MyNet.__qualname__ = "models.resnet", "MyNet"
+    module.MyNet, package.resnet = MyNet, module
+    with pytest.MonkeyPatch.context() as saving:
+        saving.setitem(sys.modules, "models", package)
+        saving.setitem(sys.modules, "models.resnet", module)
+        torch.save(MyNet(), tmp_path / "mine.pt")
+    for name in [m for m in sys.modules if m.split(".")[0] in ("models", "utils")]:
+        monkeypatch.delitem(sys.modules, name)  # the project's code is not importable here
+    assert main(["export", str(tmp_path / "mine.pt"), "-o", str(tmp_path / "m.wts")]) == 1
+    err = capsys.readouterr().err
+    assert "not a yolov5 repository checkpoint" in err and "Traceback" not in err, err
+    assert not (tmp_path / "m.wts").exists()
 
 
 # ---------------------------------------------------------------- GPU: engines vs Ultralytics

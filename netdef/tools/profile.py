@@ -73,21 +73,10 @@ def _describe(entry: Any) -> dict[str, Any]:
     if not isinstance(entry, dict):
         return {}
     out = {"type": entry.get("LayerType"), "tactic": entry.get("TacticName") or entry.get("TacticValue")}
-    formats = [f for f in map(_output_format, entry.get("Outputs", [])) if f]
+    formats = [f for f in map(trt_api.inspector_output_format, entry.get("Outputs", [])) if f]
     if formats:
         out["outputs"] = formats
     return {k: v for k, v in out.items() if v is not None}
-
-
-def _output_format(tensor: Any) -> str | None:
-    """One output's format as the inspector gives it: 'Format/Datatype' up to 10.x; 11.x splits that field
-    (its I/O tensors carry 'Format' and 'DataType'), so those are joined; None where neither is there."""
-    if not isinstance(tensor, dict):
-        return None
-    if tensor.get("Format/Datatype"):
-        return str(tensor["Format/Datatype"])
-    parts = [str(tensor[k]) for k in ("Format", "DataType", "Datatype") if tensor.get(k)]
-    return " ".join(parts) or None
 
 
 def kind_of(layer: dict[str, Any]) -> str:

@@ -9,6 +9,7 @@ engine whose compared tensors are marked as outputs (`engine.py`).
 """
 from __future__ import annotations
 
+import copy
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from .. import trt_api
-from ..define import define_network, weights_identity
+from ..define import Weights, _array, define_network, weights_identity
 from ..errors import NetdefError, OptionError, TensorRTUnavailable
 from ..network import IGNORED_KEY_SUFFIXES
 from ..options import BuildOptions, format_hw_range
@@ -39,13 +40,16 @@ def default_tolerance(precision: str, cpu: bool) -> float:
     return TOLERANCES[(precision, cpu)]
 
 
-def verify(arch: str | Path | Spec, weights: str | Path, model: Any, *, cpu: bool = False,
+def verify(arch: str | Path | Spec, weights: Weights, model: Any, *, cpu: bool = False,
            opts: BuildOptions | None = None, tol: float | None = None, seed: int = 0, batch: int = 1,
            size: tuple[int, int] | None = None, log: Callable[[str], None] | None = None) -> Report:
-    """Compare the network `arch` + `weights` with `model` (a torch module, or a source as `netdef export` takes
-    it: torchvision:NAME, package.module:callable, a checkpoint) layer by layer on one random input of `batch`
-    images. A network with a dynamic input size (`opts.input_range`) is defined as the build defines it and
-    fed images of `size` (H, W) within the range (default: its OPT size)."""
+    """Compare the network `arch` + `weights` (a .wts path or a mapping of arrays) with `model` (a torch module,
+    or a source as `netdef export` takes it: torchvision:NAME, package.module:callable, a checkpoint) layer by
+    layer on one random input of `batch` images; the model gets `weights` too (a copy of a module you pass: yours
+    is left as it is). A network with a dynamic input size (`opts.input_range`) is defined as the build defines
+    it and fed images of `size` (H, W) within the range (default: its OPT size). Without `tol`, fp32 on the CPU
+    also passes a layer within FLOOR_FACTOR x PyTorch's own float32 error there (up to FLOOR_CAP x the
+    tolerance)."""
     log = log or _stderr
     if batch < 1:
         raise OptionError(f"verify batch {batch}: must be >= 1")
@@ -53,19 +57,22 @@ def verify(arch: str | Path | Spec, weights: str | Path, model: Any, *, cpu: boo
     size = _input_size(opts, size)
     if opts.precision not in ("fp32", "fp16"):
         raise OptionError(f"verify compares fp32 or fp16 networks, not {opts.precision}")
+    widen = tol is None and cpu and opts.precision == "fp32"  # an explicit tolerance is the bound
     tol = default_tolerance(opts.precision, cpu) if tol is None else tol
     if not cpu and not trt_api.can_run_engines():
         raise TensorRTUnavailable(f"verify without --cpu builds and runs an engine, which needs a CUDA GPU and full "
                                   f"TensorRT (this is {trt_api.version_string()}, GPU: "
                                   f"{trt_api.gpu_identity() or 'none'}): use --cpu to evaluate the network definition")
     spec = arch if isinstance(arch, Spec) else load_spec(arch)
-    tensors = read_wts(weights)
+    tensors = {k: _array(v) for k, v in weights.items()} if isinstance(weights, Mapping) else read_wts(weights)
     if isinstance(model, str):
         log(f"[netdef] loading {model} with PyTorch ...")
         model = load_model(model)
+    else:  # the weights are loaded into it and it is run in float64: the caller's module stays as it is
+        model = copy.deepcopy(model)
     identity = weights_identity(weights)
     net = define_network(spec, tensors, opts, log, identity=identity)
-    load_weights_strict(model, tensors, str(weights), derived=net.derived)
+    load_weights_strict(model, tensors, identity[0], derived=net.derived)
     _run_the_built_head(model, net, log)
     layers = trt_api.describe_layers(net.definition)
     raw = net.definition.raw
@@ -83,10 +90,10 @@ def verify(arch: str | Path | Spec, weights: str | Path, model: Any, *, cpu: boo
     if cpu:
         _check_evaluable(layers, spec, net.params)
         values = evaluate(layers, feeds)
-        # fp32: PyTorch's own float32 run first (the float64 one leaves the model in float64), the floor of
-        # what an fp32 network can reach
-        floor = run_hooked(model, x, pairs.values(), dtype="float32") if opts.precision == "fp32" else None
         refs = run_hooked(model, x, pairs.values(), device="cpu", dtype="float64")
+        # PyTorch's own float32 run, after the reference (what its forward caches is then float64's): the floor
+        # of what an fp32 network can reach
+        floor = run_hooked(model, x, pairs.values(), dtype="float32") if widen else None
         mode = "CPU, float64 definition"
     else:
         from .engine import engine_values
@@ -98,7 +105,7 @@ def verify(arch: str | Path | Spec, weights: str | Path, model: Any, *, cpu: boo
         mode = f"GPU engine, {trt_api.version_string()}"
     shown = (f", batch {batch}" if batch > 1 else "") + (f", input {size[0]}x{size[1]}" if size else "")
     report = compare(spec.name, f"{mode}, {opts.precision}{shown}", tol, layers, values, refs, matched, outputs,
-                     floor, modules, net.match_channels)
+                     floor, modules, net.match_channels, half=opts.precision == "fp16")
     report.uncompared = _uncompared(tensors, report)
     return report
 

@@ -49,6 +49,8 @@ def evaluate(layers: list[LayerDescription], inputs: Mapping[str, Any]) -> dict[
         try:
             outs = fn(torch, layer, args)
         except (RuntimeError, ValueError, IndexError) as e:  # torch refusing the sizes this input gives the layer
+            if not any(d < 0 for shape in layer.output_shapes for d in shape):
+                raise  # sizes the definition fixes: an evaluator bug, with its traceback
             shapes = ", ".join(str(tuple(a.shape)) for a in args if a is not None)
             raise NetdefError(f"layer '{layer.name}' ({layer.type}) cannot be computed on inputs of shapes "
                               f"{shapes}: {str(e).splitlines()[0]} (a size the definition does not fix, e.g. a "
