@@ -30,6 +30,7 @@ HOW_TO_LOAD = (f"load a module of your own blocks with --blocks MODULE|FILE.py, 
                f"a top-level 'blocks: [MODULE]' in the YAML, or a package's '{ENTRY_POINT_GROUP}' entry point")
 
 _loaded: dict[str, ModuleType] = {}  # a module name or a resolved .py path -> the module it gave
+_digests: dict[str, str] = {}  # the same key -> its file's SHA-256 when imported (edited since: imported again)
 _installed_done = False
 
 
@@ -56,11 +57,14 @@ def load_block_module(ref: str, source: str, base: Path | None = None,
             raise error(f"{source}: block file {path} not found" + (f" (relative to {base})" if base else ""))
     else:
         key, what = ref, f"block module '{ref}'"
-    if key in _loaded:
+    if key in _loaded and _digests.get(key) == _file_digest(_loaded[key]):
         return _loaded[key]
     before = set(BLOCKS)
     try:
-        module = _import_file(path) if is_path(ref) else importlib.import_module(ref)
+        if key in _loaded:  # its file changed since: run it again (its blocks replace their old selves)
+            module = _run_again(_loaded[key])
+        else:
+            module = _import_file(path) if is_path(ref) else importlib.import_module(ref)
     except NetdefError as e:  # the registry's own errors (a block name registered twice)
         _forget_blocks(before)
         raise error(f"{source}: {what}: {e}") from e
@@ -71,9 +75,25 @@ def load_block_module(ref: str, source: str, base: Path | None = None,
         hint = " (is it installed, or on PYTHONPATH?)" if isinstance(e, ModuleNotFoundError) and e.name and \
             ref.startswith(e.name) else ""
         raise error(f"{source}: cannot import {what}: {type(e).__name__}: {e}{raised_at(e)}{hint}") from e
-    _track_helpers(module, set(BLOCKS) - before)
-    _loaded[key] = module
+    _track_helpers(module, {n for n, b in BLOCKS.items() if n not in before or b.fn.__module__ == module.__name__})
+    _loaded[key], _digests[key] = module, _file_digest(module)
     return module
+
+
+def _run_again(module: ModuleType) -> ModuleType:
+    """Execute the module's edited .py file again in the same module object (importlib.reload needs the module
+    findable on sys.path; a block file named by path is not)."""
+    spec = importlib.util.spec_from_file_location(module.__name__, module.__file__)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"{module.__file__} is not a Python module")
+    spec.loader.exec_module(module)
+    return module
+
+
+def _file_digest(module: ModuleType) -> str:
+    """The SHA-256 of the module's .py file ('' without one)."""
+    path = getattr(module, "__file__", None)
+    return file_sha256(path) if path and path.endswith(".py") and os.path.isfile(path) else ""
 
 
 def _track_helpers(module: ModuleType, blocks: set[str]) -> None:

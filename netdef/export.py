@@ -206,10 +206,12 @@ def randomize_constants(model: Any, seed: int = 0) -> list[str]:
     return changed
 
 
-def export_wts(source: Any, output: str | Path, *, state_dict: str | None = None, randomize_bn: bool = False,
+def export_wts(source: str | Path | Any, output: str | Path, *, state_dict: str | None = None, randomize_bn: bool = False,
                randomize_consts: bool = False, seed: int = 0, progress: bool = False,
                log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Write SOURCE's weights to `output` (.wts); returns the state_dict written. `seed` seeds PyTorch's (CPU),
+    """Write SOURCE's weights to `output` (.wts): a torch module, a state_dict or checkpoint dict, or a source as
+    the command line takes it (a checkpoint path, `torchvision:NAME`, `pkg.module:callable`). Returns the
+    state_dict written. `seed` seeds PyTorch's (CPU),
     NumPy's and Python's global generators while the model is made, so a randomly initialised export
     (torchvision:NAME, a callable) is reproducible: the same seed writes the same bytes. Their states are put
     back afterwards (a training loop exporting each epoch keeps its own random stream).
@@ -220,11 +222,11 @@ def export_wts(source: Any, output: str | Path, *, state_dict: str | None = None
         raise OptionError(f"--seed {seed}: expected an integer from 0 to 2**63 - 1")
     check_output(output, inputs=[source if isinstance(source, (str, Path)) else None, state_dict],
                  what="the .wts output", kind=WTS_FILE)
-    if isinstance(source, str):
+    if isinstance(source, (str, Path)):  # a Path is a checkpoint file
         if progress:
             log(f"[netdef] loading {source} with PyTorch ...")
         with _seeded(seed):
-            obj = load_source(source, state_dict=state_dict, log=log)
+            obj = load_source(str(source), state_dict=state_dict, log=log)
     else:
         obj = source
     for wanted, option in ((randomize_bn, "--randomize-bn"), (randomize_consts, "--randomize-constants")):

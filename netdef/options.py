@@ -37,9 +37,9 @@ class BuildOptions:
     opt_level: int | None = None
     tf32: bool = True
     strict: bool = True
-    timing_cache: str | None = None
+    timing_cache: str | Path | None = None  # a Path is kept as its string
     compute_capability: str | None = None  # TensorRT-RTX without a GPU: the target (default 8.6)
-    calibration: str | None = None  # int8: calibration table (JSON)
+    calibration: str | Path | None = None  # int8: calibration table (JSON)
     int8_exclude: tuple[str, ...] = ()  # int8: layer-name patterns (fnmatch) left unquantized (fp16/fp32)
     detailed: bool = False  # keep layer types, tactics and formats in the engine (netdef profile shows them)
     refittable: bool = False  # weights can be replaced later without a rebuild (`netdef refit`, Engine.refit)
@@ -70,6 +70,9 @@ class BuildOptions:
         return self.input_range is not None
 
     def __post_init__(self) -> None:
+        for name in ("timing_cache", "calibration"):  # a Path is a path (the engine's header records a string)
+            if isinstance(getattr(self, name), Path):
+                setattr(self, name, str(getattr(self, name)))
         if isinstance(self.profiles, (tuple, list)) and self.profiles and all(map(_is_triple, self.profiles)) \
                 and isinstance(self.batch, (tuple, list)) and tuple(self.batch) == (1, 1, 1):
             self.batch = overall_range(self.profiles)  # batch left out: the profiles' overall range

@@ -96,6 +96,13 @@ class Block:
         return _origin(self.fn)
 
 
+def _same_definition(old: Callable, new: Callable) -> bool:
+    """Whether `new` is `old` defined again (a notebook cell run again, an edited block file imported again): the
+    same module and qualified name. It then replaces `old`."""
+    return (getattr(old, "__module__", None), getattr(old, "__qualname__", None)) == \
+        (getattr(new, "__module__", None), getattr(new, "__qualname__", None))
+
+
 def _origin(fn: Callable) -> str:
     path = _source_file(fn)
     return f"{fn.__module__} ({path})" if path else fn.__module__
@@ -146,7 +153,7 @@ def block(name: str, *, width_args: tuple[str, ...] = (), repeat_arg: str | None
     params: build parameters the block reads with `net.param(name)` (set with `netdef build --set`).
     """
     def register(fn: Callable) -> Callable:
-        if name in BLOCKS and BLOCKS[name].fn is not fn:
+        if name in BLOCKS and BLOCKS[name].fn is not fn and not _same_definition(BLOCKS[name].fn, fn):
             raise NetdefError(f"block '{name}' is registered twice: by {BLOCKS[name].origin} and by "
                               f"{_origin(fn)} (rename one of them)")
         for key, p in (params or {}).items():

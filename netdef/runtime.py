@@ -118,7 +118,7 @@ class Engine:
         """The engine as its header (or a raw plan's sidecar) describes it, not loaded: no TensorRT, no GPU. Its
         inputs, outputs, profiles and checks (`input_shape`, `profile_for`, the feeds' shapes) report a caller's
         mistakes before a GPU is needed; it cannot run. None for a raw plan without a sidecar (only TensorRT
-        knows it); an engine file that is not one raises as loading would."""
+        knows it); any other file raises as loading would."""
         from .deploy.plan import read_any_meta
 
         meta = read_any_meta(path)

@@ -120,9 +120,12 @@ _LOGGER: list[Any] = []  # the one logger, made on first use
 _IN_COMMAND = [False]  # set by netdef's commands (`netdef.cli.guard`): their logger writes to stderr
 
 
-def use_stderr_logger() -> None:
-    """netdef's commands: TensorRT's messages to stderr from Python (stdout stays the command's result)."""
+def use_stderr_logger() -> bool:
+    """TensorRT's messages to stderr from Python, its errors kept for netdef's exceptions (netdef's commands call
+    this: stdout stays the command's result). False where netdef's TensorRT logger exists already as TensorRT's
+    own (TensorRT keeps the first logger it is given): call it before netdef's first TensorRT call."""
     _IN_COMMAND[0] = True
+    return not _LOGGER or type(_LOGGER[0]).__name__ == "StderrLogger"
 
 
 _ERRORS: collections.deque[str] = collections.deque(maxlen=8)  # TensorRT's last error messages (netdef's logger)

@@ -102,6 +102,36 @@ def test_editing_a_block_makes_the_engine_out_of_date(tiny):
     assert rebuilt.returncode == 0 and "is up to date" not in rebuilt.stderr and "built" in rebuilt.stdout
 
 
+def test_an_edited_block_file_is_imported_again_in_the_same_process(tiny, capsys):
+    """A notebook or script that edits its block file between two builds: the second build imports it again (the
+    block replaces its old self) and rebuilds the engine; an unchanged file is not imported again."""
+    args = build_args(tiny, "--blocks", str(tiny / "tiny_blocks.py"))
+    assert main(args) == 0
+    first = registry.get_block("TinyConvRelu")
+    assert main(args) == 0 and "is up to date" in capsys.readouterr().err
+    assert registry.get_block("TinyConvRelu") is first
+    (tiny / "tiny_blocks.py").write_text(BLOCK_SOURCE.format(name="TinyConvRelu").replace('act="relu"', 'act="silu"'))
+    assert main(args) == 0
+    out, err = capsys.readouterr()
+    assert "is up to date" not in err and "built" in out
+    assert registry.get_block("TinyConvRelu").source_sha != first.source_sha
+
+
+def test_a_block_defined_again_by_the_same_code_replaces_itself(clean_registry):
+    """A notebook cell that defines a block, run twice: the second definition replaces the first (same module and
+    name); another function under that name is still refused."""
+    def define():
+        @registry.block("CellBlock")
+        def cell_block(net, x, prefix):
+            return x
+        return cell_block
+
+    first, second = define(), define()
+    assert first is not second and registry.get_block("CellBlock").fn is second
+    with pytest.raises(NetdefError, match="block 'CellBlock' is registered twice"):
+        registry.block("CellBlock")(lambda net, x, prefix: x)
+
+
 def test_editing_a_helper_the_block_module_imports_makes_the_engine_out_of_date(tiny):
     """A helper module of the researcher's own (beside the block file, imported by it) counts as the block's
     source too: editing it rebuilds, as editing the block file does."""

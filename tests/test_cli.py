@@ -38,6 +38,10 @@ def test_export_from_checkpoint_dict(tmp_path):
         assert main(["export", str(tmp_path / f), "-o", str(tmp_path / f"{f}.wts")]) == 0
         assert set(read_wts(tmp_path / f"{f}.wts")) == {"0.weight", "0.bias", "1.weight", "1.bias",
                                                         "1.running_mean", "1.running_var"}
+    from netdef.export import export_wts  # from Python, a Path is the checkpoint file as its string is
+
+    assert set(export_wts(tmp_path / "sd.pth", tmp_path / "p.wts", log=lambda m: None)) == set(read_wts(tmp_path /
+                                                                                                     "sd.pth.wts"))
 
 
 def test_export_of_a_model_function_that_fails_is_one_line_naming_its_code(tmp_path, monkeypatch, capsys):
@@ -474,7 +478,7 @@ def test_a_described_engine_says_it_is_not_loaded(fake_engine):
     """Engine.described reads the header only: its checks work, every call that would need the engine says so."""
     import numpy as np
 
-    from netdef.errors import OptionError, TensorRTUnavailable
+    from netdef.errors import EngineFileError, OptionError, TensorRTUnavailable
     from netdef.runtime import Engine
 
     eng = Engine.described(fake_engine)
@@ -486,6 +490,10 @@ def test_a_described_engine_says_it_is_not_loaded(fake_engine):
                  lambda: eng.on_device().__enter__()):
         with pytest.raises(TensorRTUnavailable, match=r"x\.engine is only described \(Engine\.described\)"):
             call()
+    (fake_engine.parent / "r18.wts").write_text("1\nfc.bias 1 3f800000\n")
+    with pytest.raises(EngineFileError, match=r"r18\.wts is neither a netdef engine nor a TensorRT plan \(it is a "
+                                              r"\.wts file"):
+        Engine.described(fake_engine.parent / "r18.wts")  # not None, which means a raw plan without a sidecar
 
 
 @pytest.mark.parametrize("args, needle", [

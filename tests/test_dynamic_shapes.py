@@ -83,6 +83,8 @@ def test_options_round_trip_through_metadata():
     assert back == opts and back.dynamic_hw and back.input_range == RANGE
     static = BuildOptions.from_meta(json.loads(json.dumps(options_dict(BuildOptions(input_hw=(480, 640))))))
     assert static.input_range is None and not static.dynamic_hw and static.input_hw == (480, 640)
+    cached = BuildOptions(timing_cache=Path("weights") / "h100.timing")  # a Path: recorded as its string
+    assert cached.timing_cache == "weights/h100.timing" and json.dumps(options_dict(cached))
 
 
 def test_build_command_line_takes_a_range():

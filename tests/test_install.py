@@ -42,9 +42,14 @@ def netdef(venv: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_installed_package_is_not_the_checkout(fresh_venv, tmp_path):
-    out = subprocess.run([str(fresh_venv / "bin" / "python"), "-c", "import netdef; print(netdef.__file__)"],
-                         cwd=tmp_path, check=True, capture_output=True, text=True).stdout.strip()
-    assert "site-packages" in out and not out.startswith(str(ROOT))
+    """...and ships its type marker; `import netdef` imports neither torch nor TensorRT, and its modules load on
+    first use (`netdef.registry.block` right after `import netdef`)."""
+    code = ("import sys, netdef; print(netdef.__file__); print('torch' in sys.modules or any('tensorrt' in m "
+            "for m in sys.modules)); print(netdef.registry.block.__name__)")
+    out = subprocess.run([str(fresh_venv / "bin" / "python"), "-c", code],
+                         cwd=tmp_path, check=True, capture_output=True, text=True).stdout.split()
+    assert "site-packages" in out[0] and not out[0].startswith(str(ROOT)) and out[1:] == ["False", "block"]
+    assert (Path(out[0]).parent / "py.typed").is_file()
 
 
 def test_build_resnet18_from_an_empty_folder(fresh_venv, tmp_path, torchvision_wts):

@@ -102,13 +102,9 @@ def read_raw_plan(path: str | os.PathLike) -> tuple[dict[str, Any] | None, bytes
     path = Path(path)
     if not path.is_file():
         raise EngineFileError(f"plan not found: {path}")
+    _check_plan_head(path)  # what the file is, before reading all of it
     try:
-        with open(path, "rb") as f:  # what the file is, before reading all of it
-            head = f.read(HEAD_BYTES)
-            if head[:4] not in trt_api.PLAN_MAGICS:
-                raise _not_a_plan(path, _other_file(path, head, f))
-            f.seek(len(head))  # the checks may have read elsewhere
-            plan = head + f.read()
+        plan = path.read_bytes()
     except OSError as e:
         raise EngineFileError(f"cannot read plan {path}: {e.strerror}") from None
     side = sidecar_path(path)
@@ -138,8 +134,20 @@ def read_any_meta(path: str | os.PathLike) -> dict[str, Any] | None:
     path = Path(path)
     if engine_file.is_engine_file(path) or not path.is_file():
         return engine_file.read_meta(path)
+    _check_plan_head(path)
     side = sidecar_path(path)
     return read_sidecar(side) if side.is_file() else None
+
+
+def _check_plan_head(path: Path) -> None:
+    """EngineFileError (saying what it is instead) for a file that does not start as a plan does."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(HEAD_BYTES)
+            if head[:4] not in trt_api.PLAN_MAGICS:
+                raise _not_a_plan(path, _other_file(path, head, f))
+    except OSError as e:
+        raise EngineFileError(f"cannot read plan {path}: {e.strerror}") from None
 
 
 def load_plan(path: str | os.PathLike) -> tuple[dict[str, Any], bytes]:

@@ -27,9 +27,15 @@ def _block_fn(block_or_fn: str | Callable[..., Any]) -> Callable[..., Any]:
     """A registered block's function (by name or `Block`), or `block_or_fn` itself."""
     if isinstance(block_or_fn, str):
         from .. import blocks  # noqa: F401  (registers the built-in blocks)
-        from ..registry import get_block
+        from ..block_modules import HOW_TO_LOAD
+        from ..errors import SpecError
+        from ..registry import get_block, known_blocks
 
-        return get_block(block_or_fn).fn
+        try:
+            return get_block(block_or_fn).fn
+        except KeyError:
+            raise SpecError(f"unknown block '{block_or_fn}'; known blocks: {', '.join(known_blocks())}. Import the "
+                            f"module that registers it first, or {HOW_TO_LOAD}") from None
     return getattr(block_or_fn, "fn", block_or_fn)
 
 
