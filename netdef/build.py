@@ -15,7 +15,7 @@ from typing import Any
 from . import engine_file, trt_api
 from .compiler import build_key, compile_network, target_identity
 from .define import Weights, check_stride, define_network, weights_identity  # noqa: F401  (re-exported)
-from .errors import NetdefError
+from .errors import NetdefError, OptionError
 from .fileio import check_output
 from .options import BuildOptions
 from .options import format_profiles, parse_batch, parse_profiles  # noqa: F401  (re-exported)
@@ -37,7 +37,12 @@ def build_engine(arch: str | Path | Spec, weights: Weights, output: str | Path, 
     """Build the engine for `arch` + `weights` at `output`; keep it when up to date, and refit it when it is
     refittable and only the weights changed (a GPU is needed for that; `force` always rebuilds)."""
     opts = opts or BuildOptions()
+    if not isinstance(opts, BuildOptions):
+        raise OptionError(f"opts {opts!r}: expected a netdef.options.BuildOptions (e.g. BuildOptions(precision="
+                          "'fp16'))")
     opts.validate()
+    if not isinstance(force, bool):
+        raise OptionError(f"force {force!r}: expected True or False")
     log = log or _stderr
     t0 = time.perf_counter()
     spec = arch if isinstance(arch, Spec) else load_spec(arch)

@@ -909,3 +909,19 @@ def test_an_explicit_tolerance_is_not_widened(tmp_path):
     strict = verify("resnet18", wts, "torchvision:resnet18", cpu=True, opts=BuildOptions(input_hw=(64, 64)),
                     tol=1e-5, log=lambda m: None)
     assert not strict.floor and "float32" not in strict.summary()
+
+
+def test_library_arguments_of_the_wrong_type_are_option_errors(tmp_path):
+    """verify's batch and seed, build_engine's opts and force: a type mistake from Python is a netdef error naming
+    the argument, not a TypeError from deep inside."""
+    from netdef.build import build_engine
+    from netdef.verify import verify
+
+    for kw, needle in (({"batch": "2"}, "verify batch '2'"), ({"seed": -1}, "verify seed -1"),
+                       ({"opts": {"precision": "fp16"}}, "expected a netdef.options.BuildOptions")):
+        with pytest.raises(OptionError, match=re.escape(needle)):
+            verify("resnet18", tmp_path / "none.wts", "torchvision:resnet18", cpu=True, **kw)
+    with pytest.raises(OptionError, match=r"opts \{'precision': 'fp16'\}: expected a netdef.options.BuildOptions"):
+        build_engine("resnet18", tmp_path / "none.wts", tmp_path / "x.engine", {"precision": "fp16"})
+    with pytest.raises(OptionError, match=r"force 'no': expected True or False"):
+        build_engine("resnet18", tmp_path / "none.wts", tmp_path / "x.engine", force="no")

@@ -51,8 +51,11 @@ def verify(arch: str | Path | Spec, weights: Weights, model: Any, *, cpu: bool =
     also passes a layer within FLOOR_FACTOR x PyTorch's own float32 error there (up to FLOOR_CAP x the
     tolerance)."""
     log = log or _stderr
-    if batch < 1:
-        raise OptionError(f"verify batch {batch}: must be >= 1")
+    for name, value, least in (("batch", batch, 1), ("seed", seed, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise OptionError(f"verify {name} {value!r}: expected an integer >= {least}")
+    if opts is not None and not isinstance(opts, BuildOptions):
+        raise OptionError(f"opts {opts!r}: expected a netdef.options.BuildOptions")
     opts = replace(opts or BuildOptions(), tf32=False, batch=(batch, batch, batch), profiles=())
     size = _input_size(opts, size)
     if opts.precision not in ("fp32", "fp16"):
