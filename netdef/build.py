@@ -33,9 +33,11 @@ class BuildResult:
 
 
 def build_engine(arch: str | Path | Spec, weights: Weights, output: str | Path, opts: BuildOptions | None = None,
-                 *, force: bool = False, log: Callable[[str], None] | None = None) -> BuildResult:
+                 *, force: bool = False, log: Callable[[str], None] | None = None,
+                 progress: bool | None = None) -> BuildResult:
     """Build the engine for `arch` + `weights` at `output`; keep it when up to date, and refit it when it is
-    refittable and only the weights changed (a GPU is needed for that; `force` always rebuilds)."""
+    refittable and only the weights changed (a GPU is needed for that; `force` always rebuilds). `log` gets the
+    messages (default: stderr); `progress`: a bar while reading the .wts (default: when stderr is a terminal)."""
     opts = opts or BuildOptions()
     if not isinstance(opts, BuildOptions):
         raise OptionError(f"opts {opts!r}: expected a netdef.options.BuildOptions (e.g. BuildOptions(precision="
@@ -71,7 +73,7 @@ def build_engine(arch: str | Path | Spec, weights: Weights, output: str | Path, 
         log(f"[netdef] only the weights of {output} changed, but refitting needs a CUDA GPU and full TensorRT "
             f"({trt_api.version_string()} here): rebuilding")
 
-    net = define_network(spec, weights, opts, log, identity=(source, weights_sha))
+    net = define_network(spec, weights, opts, log, identity=(source, weights_sha), progress=progress)
     if opts.input_range and net.model.get("stride"):
         check_stride(opts.input_range, int(net.model["stride"]), spec.name)
     extra = ({"refit_key": refit_key} if refit_key else {}) | ({"model": net.model} if net.model else {})

@@ -38,10 +38,11 @@ def weights_identity(weights: Weights) -> tuple[str, str]:
 
 def define_network(spec: Spec | str | Path, weights: Weights, opts: BuildOptions | None = None,
                    log: Callable[[str], None] | None = None, *, quantizer: Any = None,
-                   identity: tuple[str, str] | None = None) -> Network:
+                   identity: tuple[str, str] | None = None, progress: bool | None = None) -> Network:
     """Read the weights (a .wts path or a mapping of arrays) and define the network (no engine build); checks
     the weight keys and the build parameters. `quantizer` replaces the int8 build's (calibration records);
-    `identity` is the weights' `weights_identity` when the caller has it already (no second hash)."""
+    `identity` is the weights' `weights_identity` when the caller has it already (no second hash). `progress`:
+    a bar while reading the .wts (default: when stderr is a terminal)."""
     opts = opts or BuildOptions()
     log = log or _stderr
     spec = spec if isinstance(spec, Spec) else load_spec(spec)
@@ -51,7 +52,7 @@ def define_network(spec: Spec | str | Path, weights: Weights, opts: BuildOptions
         tensors = {k: _array(v) for k, v in weights.items()}
     else:
         log(f"[netdef] reading {weights} ...")
-        tensors = read_wts(weights, progress=sys.stderr.isatty())
+        tensors = read_wts(weights, progress=sys.stderr.isatty() if progress is None else progress)
     net = Network(tensors, precision=opts.precision, source=source, params=params)
     if quantizer is None and opts.precision == "int8":
         from .int8.quantize import Quantizer  # int8 only: needs a calibration table

@@ -1,6 +1,7 @@
 """Every ResNet builds and serializes with the installed builder (TensorRT-RTX in CI), fp32 and fp16."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from helpers import misnamed_tensors
@@ -106,3 +107,21 @@ def test_an_empty_timing_cache_reads_back(tmp_path, monkeypatch):
     logs: list[str] = []
     assert compiler.load_timing_cache(_FakeConfig(8), str(path), logs.append) is not None
     assert logs[-1].endswith("loaded 8 bytes")
+
+
+def test_the_wts_progress_bar_can_be_turned_off_from_python(tmp_path, monkeypatch, capsys):
+    """A program of yours on a terminal: define_network / build_engine draw a bar while reading the .wts unless
+    progress=False."""
+    import sys
+
+    from netdef.define import define_network
+    from netdef.wts import write_wts
+
+    write_wts(tmp_path / "l.wts", {"fc.weight": np.ones((2, 4), np.float32), "fc.bias": np.zeros(2, np.float32)})
+    (tmp_path / "l.yaml").write_text("name: l\ninput: {name: x, shape: [4, 1, 1]}\noutput: y\nlayers:\n"
+                                     "  - [-1, 1, Linear, {c2: 2}, fc]\n")
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    define_network(tmp_path / "l.yaml", tmp_path / "l.wts", log=lambda m: None)
+    assert "l.wts" in capsys.readouterr().err  # the bar
+    define_network(tmp_path / "l.yaml", tmp_path / "l.wts", log=lambda m: None, progress=False)
+    assert capsys.readouterr().err == ""
