@@ -65,12 +65,21 @@ def define_network(spec: Spec | str | Path, weights: Weights, opts: BuildOptions
     except WeightKeyError as e:  # sizes or keys of another scale or task of the family?
         hint = _fitting_sibling(spec, tensors, opts)
         if hint is None:
-            raise
+            raise WeightKeyError(f"{e}{_custom_scale_hint(spec, tensors)}") from None
         raise WeightKeyError(f"{e}\nThese weights fit {hint}: build that architecture") from None
     if unused:
         log(f"[netdef] warning: {len(unused)} unused key(s) in {source}, e.g. {unused[:3]}"
             + unused_modules_hint(unused, net.used).replace("\n", " "))
     return net
+
+
+def _custom_scale_hint(spec: Spec, tensors: Mapping[str, np.ndarray]) -> str:
+    """For a scaled family member whose weights no scale fits but whose keys are the family's (`model.*`): how a
+    custom depth and width (tensorrtx's `c gd gw`) is built; '' otherwise."""
+    if spec.scale is None or not tensors or sum(k.startswith("model.") for k in tensors) * 2 < len(tensors):
+        return ""
+    return (f"\nIf the weights are of a custom depth and width (tensorrtx's `c gd gw`, say): copy {spec.path.name} "
+            "with `depth_multiple: gd` and `width_multiple: gw` in place of its `scales:` map and build that file")
 
 
 def _fitting_sibling(spec: Spec, tensors: Mapping[str, np.ndarray], opts: BuildOptions) -> str | None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import os
 import re
 import sys
 import warnings
@@ -99,15 +100,20 @@ def load_checkpoint(path: str | Path, log: Callable[[str], None] | None = None) 
                           f"yolov5 package does not have ({type(e).__name__}: {e}): it is not a yolov5 repository "
                           "checkpoint, or one of a newer repository: export it where the code that saved it is "
                           "importable (or save its state_dict there and export that)") from None
-    (log or _stderr)(f"[netdef] {path} pickles the yolov5 repository's classes (models.yolo, ...): loaded them from "
-                     "the installed yolov5 package")
+    (log or _stderr)(f"[netdef] {path} pickles YOLOv5's classes: loaded them from the installed yolov5 package, "
+                     "without its plotting and data dependencies")
     return obj
 
 
 def _from_yolov5_repository(e: ModuleNotFoundError) -> bool:
-    """Whether unpickling stopped at the yolov5 repository's own packages (a checkpoint its train.py saved) and
-    the yolov5 package that holds the same classes is installed."""
-    return (e.name or "").split(".")[0] in yolov5_code.REPOSITORY_PACKAGES and yolov5_code.yolov5_available()
+    """Whether unpickling stopped at the yolov5 repository's own packages (a checkpoint its train.py saved), or at
+    a plotting or data dependency the yolov5 package's model code imports (a checkpoint the package saved), and
+    that package is installed: its classes then load with stand-ins for those dependencies."""
+    top = (e.name or "").split(".")[0]
+    importer = _importer(e) or ""
+    ours = top in yolov5_code.REPOSITORY_PACKAGES or (
+        top in yolov5_code.OPTIONAL_MODULES and f"{os.sep}yolov5{os.sep}" in importer)
+    return ours and yolov5_code.yolov5_available()
 
 
 def _missing_code(path: Path, e: ModuleNotFoundError) -> NetdefError:
@@ -122,7 +128,7 @@ def _missing_code(path: Path, e: ModuleNotFoundError) -> NetdefError:
     elif importer := _importer(e):  # the model's code is there, a package it imports is not
         top = e.name.split(".")[0]
         return NetdefError(f"{path}: the model's code ({importer}) imports '{e.name}', which is not installed: "
-                           f"`pip install {PIP_NAMES.get(top, top)}` and export again (YOLOv5's code needs pandas, "
+                           f"`pip install {PIP_NAMES.get(top, top)}` and try again (YOLOv5's code needs pandas, "
                            "say)")
     return NetdefError(f"{path} pickles a model whose code is not importable (module '{e.name}' not found).{hint} "
                        "Alternatively save `model.state_dict()` where the code is available and export that.")
@@ -154,6 +160,10 @@ def state_dict_of(obj: Any, where: str = "source", log: Callable[[str], None] | 
     if isinstance(obj, Mapping):
         for key in CHECKPOINT_KEYS:
             if obj.get(key) is not None:
+                others = [k for k in CHECKPOINT_KEYS if k != key and obj.get(k) is not None]
+                if others and log:  # a training checkpoint with both: say which weights the .wts gets
+                    log(f"[netdef] {where}: exporting '{key}' (the weights Ultralytics deploys), not "
+                        f"{' or '.join(repr(k) for k in others)}; save that one alone to export it")
                 return state_dict_of(obj[key], f"{where}['{key}']", log)
         tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
         skipped = [k for k in obj if k not in tensors]

@@ -1094,7 +1094,8 @@ def _is_int(n: Any) -> bool:
 
 # Modules of Ultralytics heads that only some tasks have: what a file holding them was trained for
 _HEAD_PARTS = {"proto": "mask prototypes of a segmentation head, a -seg model",
-               "cv4": "the extra branch of a segmentation, pose or oriented-box head, a -seg, -pose or -obb model",
+               "cv4": "the extra branch of a segmentation, pose or oriented-box head: a -seg or -pose model (-obb "
+                      "oriented boxes have no netdef architecture)",
                "one2one_cv2": "YOLO26's end-to-end branch, a yolo26 model",
                "one2one_cv4": "the extra branch of a YOLO26 segmentation or pose head"}
 

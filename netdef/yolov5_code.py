@@ -175,9 +175,10 @@ REPOSITORY_PACKAGES = ("models", "utils")
 
 
 def load_repository_checkpoint(path: str | Path) -> Any:
-    """torch.load (full unpickling) a checkpoint saved by the yolov5 repository's own code, whose classes it
-    pickles as `models.yolo.DetectionModel`, `models.common.Conv`, ...: those classes are taken from the installed
-    `yolov5` package (`yolov5.models.yolo`, ...) instead, so no clone of the repository need be on sys.path."""
+    """torch.load (full unpickling) a checkpoint of YOLOv5's classes: saved by the yolov5 repository's own code
+    (`models.yolo.DetectionModel`, `models.common.Conv`, ...: taken from the installed `yolov5` package instead,
+    so no clone of the repository need be on sys.path) or by the package (`yolov5.models.yolo...`), its modules
+    imported with stand-ins for the plotting and data dependencies the model does not use."""
     import torch
 
     import_yolov5()
@@ -186,8 +187,8 @@ def load_repository_checkpoint(path: str | Path) -> Any:
         def find_class(self, module: str, name: str) -> Any:
             if module.split(".")[0] in REPOSITORY_PACKAGES:
                 module = f"yolov5.{module}"
-                if module not in sys.modules:
-                    import_with_stand_ins(module)
+            if module.startswith("yolov5.") and module not in sys.modules:
+                import_with_stand_ins(module)
             return super().find_class(module, name)
 
     renaming = types.ModuleType("netdef_yolov5_pickle")

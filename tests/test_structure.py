@@ -286,6 +286,28 @@ def test_a_static_size_that_does_not_halve_evenly_is_named():
         define_network("yolov8n", sd, BuildOptions(input_hw=(330, 330)), log=lambda m: None)
 
 
+def test_weights_of_a_custom_depth_and_width_say_how_to_build_them(tmp_path):
+    """tensorrtx's `c gd gw` scale: weights no scale of the family fits, keys of the family's form: the error says
+    to copy the family YAML with depth_multiple / width_multiple, and that copy builds them."""
+    pytest.importorskip("ultralytics")
+    import yaml
+    from ultralytics.nn.tasks import DetectionModel
+
+    from netdef.spec import resolve_arch
+
+    path, _ = resolve_arch("yolov8n")
+    cfg = yaml.safe_load(path.read_text())
+    cfg.pop("scales")
+    cfg.update(depth_multiple=0.17, width_multiple=0.1875)
+    sd = {k: v.numpy() for k, v in DetectionModel(dict(cfg), verbose=False).state_dict().items()}
+    with pytest.raises(WeightKeyError, match=r"If the weights are of a custom depth and width \(tensorrtx's `c gd "
+                                             r"gw`, say\): copy yolov8\.yaml with `depth_multiple: gd`"):
+        define_network("yolov8n", sd, BuildOptions(input_hw=(64, 64)), log=lambda m: None)
+    (tmp_path / "yolov8c.yaml").write_text(yaml.safe_dump(cfg))
+    net = define_network(tmp_path / "yolov8c.yaml", sd, BuildOptions(input_hw=(64, 64)), log=lambda m: None)
+    assert net.check_keys() == []
+
+
 def test_sizes_that_differ_by_more_than_rounding_get_no_stride_advice():
     """Inception's branches 17x17 and 15x15 (a padding mistake, not an input size that halves unevenly): the
     error points at padding, stride and kernel size only."""

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,7 @@ def cmd_info(a: argparse.Namespace) -> int:
         return 0
     from ..wts import wts_summary
 
-    s = wts_summary(path, checked=True, progress=not a.json)  # info passes what builds pass
+    s = wts_summary(path, checked=True, progress=not a.json and sys.stderr.isatty())  # info passes what builds pass
     print(json.dumps({**s, "kind": "wts"}, indent=2) if a.json else format_wts(s, path))
     return 0
 
