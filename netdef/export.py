@@ -83,7 +83,7 @@ def load_checkpoint(path: str | Path, log: Callable[[str], None] | None = None) 
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except ModuleNotFoundError as e:
-        if not _from_yolov5_repository(e):
+        if not _yolov5_checkpoint(e):
             raise _missing_code(path, e) from None
     except Exception as e:  # noqa: BLE001
         head = read_head(path)
@@ -96,16 +96,16 @@ def load_checkpoint(path: str | Path, log: Callable[[str], None] | None = None) 
     try:
         obj = yolov5_code.load_repository_checkpoint(path)
     except (ImportError, AttributeError) as e:  # a class the yolov5 package lacks: not its repository's
-        raise NetdefError(f"{path} pickles classes of a top-level 'models' or 'utils' package that the installed "
-                          f"yolov5 package does not have ({type(e).__name__}: {e}): it is not a yolov5 repository "
-                          "checkpoint, or one of a newer repository: export it where the code that saved it is "
-                          "importable (or save its state_dict there and export that)") from None
+        raise NetdefError(f"{path} pickles classes the installed yolov5 package does not have ({type(e).__name__}: "
+                          f"{e}): it is not a yolov5 repository checkpoint (another project's 'models' or 'utils'), "
+                          "or one of a newer repository: export it where the code that saved it is importable (or "
+                          "save its state_dict there and export that)") from None
     (log or _stderr)(f"[netdef] {path} pickles YOLOv5's classes: loaded them from the installed yolov5 package, "
                      "without its plotting and data dependencies")
     return obj
 
 
-def _from_yolov5_repository(e: ModuleNotFoundError) -> bool:
+def _yolov5_checkpoint(e: ModuleNotFoundError) -> bool:
     """Whether unpickling stopped at the yolov5 repository's own packages (a checkpoint its train.py saved), or at
     a plotting or data dependency the yolov5 package's model code imports (a checkpoint the package saved), and
     that package is installed: its classes then load with stand-ins for those dependencies."""
@@ -216,15 +216,15 @@ def randomize_constants(model: Any, seed: int = 0) -> list[str]:
     return changed
 
 
-def export_wts(source: str | Path | Any, output: str | Path, *, state_dict: str | None = None, randomize_bn: bool = False,
-               randomize_consts: bool = False, seed: int = 0, progress: bool = False,
+def export_wts(source: str | Path | Any, output: str | Path, *, state_dict: str | None = None,
+               randomize_bn: bool = False, randomize_consts: bool = False, seed: int = 0, progress: bool = False,
                log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Write SOURCE's weights to `output` (.wts): a torch module, a state_dict or checkpoint dict, or a source as
     the command line takes it (a checkpoint path, `torchvision:NAME`, `pkg.module:callable`). Returns the
-    state_dict written. `seed` seeds PyTorch's (CPU),
-    NumPy's and Python's global generators while the model is made, so a randomly initialised export
-    (torchvision:NAME, a callable) is reproducible: the same seed writes the same bytes. Their states are put
-    back afterwards (a training loop exporting each epoch keeps its own random stream).
+    state_dict written. `seed` seeds PyTorch's (CPU), NumPy's and Python's global generators while the model is
+    made, so a randomly initialised export (torchvision:NAME, a callable) is reproducible: the same seed writes
+    the same bytes. Their states are put back afterwards (a training loop exporting each epoch keeps its own
+    random stream).
     `progress` also says what is being loaded (PyTorch and a model take seconds) and shows a bar while writing.
     Messages go to `log` (default: stderr)."""
     log = log or _stderr

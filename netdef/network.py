@@ -300,7 +300,8 @@ class Network:
                             + ("\n  ..." if len(unused) > 50 else ""))
         if problems:
             hint = (_prefix_hint(list(missing), unused) or _fused_hint(list(missing), unused)
-                    or misspelt_module_hint(missing, unused, self.weights, self.used) or missing_modules_hint(list(missing), self.weights) or unused_modules_hint(unused, self.used)
+                    or misspelt_module_hint(missing, unused, self.weights, self.used)
+                    or missing_modules_hint(list(missing), self.weights) or unused_modules_hint(unused, self.used)
                     or ("" if missing else "\n(pass --no-strict / strict=False to allow unused keys)"))
             raise WeightKeyError(f"{self.source}: " + "\n".join(problems) + hint)
         return unused

@@ -58,8 +58,9 @@ def cmd_verify(a: argparse.Namespace) -> int:
                         size=size)
         first = report.first_failure
         if first is not None:
-            print(f"first divergent layer: {first.layer} (PyTorch module {first.module}): "
-                  f"{first.note if first.error is None else f'max rel error {first.error:.3g} > {report.tol:g} {first.note}'.rstrip()}")
+            why = first.note if first.error is None else \
+                f"max rel error {first.error:.3g} > {report.tol:g} {first.note}".rstrip()
+            print(f"first divergent layer: {first.layer} (PyTorch module {first.module}): {why}")
         print(report.table())
         print(report.summary())
         ok = ok and report.ok
