@@ -46,6 +46,22 @@ def test_tensorrt_rtx_without_a_gpu_says_it_cannot_build_refittable(tmp_path):
                      log=lambda m: None)
 
 
+def test_the_refit_benchmark_says_it_needs_a_gpu_before_any_work(tmp_path):
+    """scripts/bench_refit.py without a GPU: one error before it exports or builds anything (minutes saved)."""
+    import importlib.util
+    from pathlib import Path
+
+    if trt_api.can_run_engines():
+        pytest.skip("a GPU machine runs the benchmark")
+    path = Path(__file__).parents[1] / "scripts" / "bench_refit.py"
+    spec = importlib.util.spec_from_file_location("bench_refit_script", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    with pytest.raises(NetdefError, match=r"needs a CUDA GPU and full TensorRT"):
+        script.main(["--models", "resnet50", "--workdir", str(tmp_path / "w")])
+    assert not (tmp_path / "w").exists()
+
+
 def test_refit_arrays_are_the_builds_own(refittable):
     """Same arrays as a network defined from B directly, for every weighted layer; and not A's."""
     _, meta, a, b = refittable
