@@ -181,3 +181,5 @@ def test_show_says_what_the_head_takes_from_the_weights(tmp_path):
     text = show("yolov8n", tmp_path / "nc3.wts").format()
     assert re.search(r"Detect +model\.22 +\(B, 7, 8400\) +\[80\]", text)
     assert "\nhead: task detect, nc 3, head decode\n" in text
+    seg = show("yolov8n-seg", tmp_path / "nc3.wts").format()  # detect weights: the seg head's keys are missing
+    assert "MISSING" in seg and "\nhead: " not in seg  # no class count read from another head's outputs

@@ -81,7 +81,8 @@ class ShowReport:
         total = sum(v.params for v in self.rows)
         lines.append(f"{s.name}: {len(self.rows)} rows, {total:,} parameters, "
                      f"{sum(len(v.keys) for v in self.rows)} weight keys")
-        if self.weights is not None and self.model:  # the head as built: class count (and keypoints) of the weights
+        if self.weights is not None and self.model and not self.missing:  # the head as built from these weights
+            # (with keys missing, another head's weights: its class count would be read wrong)
             lines.append("head: " + ", ".join(f"{k} {v}" for k, v in self.model.items() if k != "stride"))
         if self.weights is not None:
             lines.append(self.key_report())
