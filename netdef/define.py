@@ -48,11 +48,7 @@ def define_network(spec: Spec | str | Path, weights: Weights, opts: BuildOptions
     spec = spec if isinstance(spec, Spec) else load_spec(spec)
     params = spec.resolve_params(opts.params)
     source, weights_sha = identity or weights_identity(weights)
-    if isinstance(weights, Mapping):
-        tensors = {k: _array(v) for k, v in weights.items()}
-    else:
-        log(f"[netdef] reading {weights} ...")
-        tensors = read_wts(weights, progress=sys.stderr.isatty() if progress is None else progress)
+    tensors = load_tensors(weights, log, progress)
     net = Network(tensors, precision=opts.precision, source=source, params=params)
     if quantizer is None and opts.precision == "int8":
         from .int8.quantize import Quantizer  # int8 only: needs a calibration table
@@ -71,6 +67,15 @@ def define_network(spec: Spec | str | Path, weights: Weights, opts: BuildOptions
         log(f"[netdef] warning: {len(unused)} unused key(s) in {source}, e.g. {unused[:3]}"
             + unused_modules_hint(unused, net.used).replace("\n", " "))
     return net
+
+
+def load_tensors(weights: Weights, log: Callable[[str], None], progress: bool | None = None) -> dict[str, np.ndarray]:
+    """The weights as float32 arrays by key: a mapping's values converted, or the .wts read (a bar where
+    `progress`, default: when stderr is a terminal)."""
+    if isinstance(weights, Mapping):
+        return {k: _array(v) for k, v in weights.items()}
+    log(f"[netdef] reading {weights} ...")
+    return read_wts(weights, progress=sys.stderr.isatty() if progress is None else progress)
 
 
 def _custom_scale_hint(spec: Spec, tensors: Mapping[str, np.ndarray]) -> str:

@@ -740,13 +740,10 @@ class Network:
         if all(s >= 0 or not k for s, k in zip(shape, keep)):
             return tuple(int(s * k + o) for s, k, o in zip(shape, keep, offset))
         dims = self.layer("shape", f"{name}/shape", x).get_output(0)
-        dt = trt_api.np_dtype(dims.dtype)
         E = self.trt.ElementWiseOperation
         if not all(keep):
-            dims = self._elementwise(dims, self.constant(np.array(keep, dt), f"{name}/keep", dt), E.PROD,
-                                     f"{name}/kept")
-        return self._elementwise(dims, self.constant(np.array(offset, dt), f"{name}/offset", dt), E.SUM,
-                                 f"{name}/size")
+            dims = self._elementwise(dims, self._shape_constant(keep, dims, f"{name}/keep"), E.PROD, f"{name}/kept")
+        return self._elementwise(dims, self._shape_constant(offset, dims, f"{name}/offset"), E.SUM, f"{name}/size")
 
     def linspace(self, shape: Any, name: str, start: float, delta: Sequence[float]) -> Any:
         """Ramps over a tensor of `shape` (a tuple, or a 1-D shape tensor such as `dims` gives, for sizes chosen at

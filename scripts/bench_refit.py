@@ -17,13 +17,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from netdef import trt_api
 from netdef.build import BuildOptions, build_engine, parse_profiles
-from netdef.errors import NetdefError
 from netdef.cli.guard import run_guarded
 from netdef.fileio import RESULTS_JSON, check_output
 from netdef.refit import refit_file
-from netdef.tools.bench import BenchSettings, bench_interleaved
+from netdef.tools.bench import BenchSettings, bench_interleaved, require_gpu
 from netdef.tools.report import format_ratios, write_json
 from netdef.tools.timing import parse_budget
 from netdef.wts import write_wts
@@ -101,9 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--timing-cache {a.timing_cache}: no such file (its builds would be cold, not from the cache)")
     if a.json:
         check_output(a.json, what="--json", kind=RESULTS_JSON)
-    if not trt_api.can_run_engines():  # before any export or build: refits and timings need one
-        raise NetdefError(f"this benchmark refits and runs engines: it needs a CUDA GPU and full TensorRT (have "
-                          f"{trt_api.version_string()}, GPU: {trt_api.gpu_identity() or 'none'})")
+    require_gpu()  # before any export or build: refits and timings need one
     out = Path(a.workdir)
     out.mkdir(parents=True, exist_ok=True)
     rows = [bench_model(m, a, out) for m in a.models.split(",")]

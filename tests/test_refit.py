@@ -57,7 +57,7 @@ def test_the_refit_benchmark_says_it_needs_a_gpu_before_any_work(tmp_path):
     spec = importlib.util.spec_from_file_location("bench_refit_script", path)
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
-    with pytest.raises(NetdefError, match=r"needs a CUDA GPU and full TensorRT"):
+    with pytest.raises(NetdefError, match=r"benchmarks need a CUDA GPU and full TensorRT"):
         script.main(["--models", "resnet50", "--workdir", str(tmp_path / "w")])
     assert not (tmp_path / "w").exists()
 

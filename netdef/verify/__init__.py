@@ -19,12 +19,11 @@ from typing import Any
 import numpy as np
 
 from .. import trt_api
-from ..define import Weights, _array, define_network, weights_identity
+from ..define import Weights, define_network, load_tensors, weights_identity
 from ..errors import NetdefError, OptionError, TensorRTUnavailable
 from ..network import IGNORED_KEY_SUFFIXES
 from ..options import BuildOptions, format_hw_range
 from ..spec import Spec, load_spec
-from ..wts import read_wts
 from .evaluate import PLUGIN_TYPES, UnsupportedLayer, can_evaluate, evaluate
 from .reference import load_model, load_weights_strict, run_hooked
 from .report import Report, compare, module_matcher
@@ -67,13 +66,13 @@ def verify(arch: str | Path | Spec, weights: Weights, model: Any, *, cpu: bool =
                                   f"TensorRT (this is {trt_api.version_string()}, GPU: "
                                   f"{trt_api.gpu_identity() or 'none'}): use --cpu to evaluate the network definition")
     spec = arch if isinstance(arch, Spec) else load_spec(arch)
-    tensors = {k: _array(v) for k, v in weights.items()} if isinstance(weights, Mapping) else read_wts(weights)
+    tensors = load_tensors(weights, lambda m: None, progress=False)
     if isinstance(model, str):
         log(f"[netdef] loading {model} with PyTorch ...")
         model = load_model(model)
     else:  # the weights are loaded into it and it is run in float64: the caller's module stays as it is
         model = copy.deepcopy(model)
-    identity = weights_identity(weights)
+    identity = weights_identity(weights if isinstance(weights, (str, Path)) else tensors)  # arrays converted once
     net = define_network(spec, tensors, opts, log, identity=identity)
     load_weights_strict(model, tensors, identity[0], derived=net.derived)
     _run_the_built_head(model, net, log)
