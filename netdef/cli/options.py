@@ -8,6 +8,7 @@ import math
 from typing import Any, Callable
 
 from ..errors import OptionError
+from ..options import parse_input_shape
 
 
 class Invalid:
@@ -50,17 +51,15 @@ def checked(args: argparse.Namespace) -> argparse.Namespace:
 
 
 def parse_hw(text: str | None, option: str = "--input-shape") -> tuple[int, int] | None:
-    """'480,640' or '480x640' -> (480, 640): two positive integers ('640': 640x640); None stays None."""
+    """'480,640' or '480x640' -> (480, 640), parsed as `netdef build --input-shape` parses a static size ('640':
+    640x640); a MIN:OPT:MAX range is refused (running, benchmarking or calibrating takes one size); None stays None."""
     if text is None:
         return None
-    hw = parse_numbers(text, option, int, None, what="H,W such as 480,640")
-    if len(hw) == 1:
-        hw = hw * 2  # one number: a square, as Ultralytics' imgsz
-    elif len(hw) != 2:
-        raise OptionError(f"{option} '{text}': expected H,W such as 480,640 (or one number for a square)")
-    if min(hw) < 1:
-        raise OptionError(f"{option} '{text}': height and width must be positive")
-    return hw[0], hw[1]
+    hw, _ = parse_input_shape(text, option)
+    if hw is None:
+        raise OptionError(f"{option} '{text}': expected one size H,W or HxW such as 480x640; a MIN:OPT:MAX range "
+                          "belongs to `netdef build --input-shape`")
+    return hw
 
 
 def parse_numbers(text: str, option: str, kind: type = float, count: int | None = None,
