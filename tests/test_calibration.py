@@ -303,3 +303,22 @@ def test_end_to_end_collect_compute_save(tmp_path):
     t = CalibrationTable("fp", "percentile", amax, {"batches": 3, "percentile": 99.9})
     t.save(tmp_path / "c.json")
     assert CalibrationTable.load(tmp_path / "c.json", "fp") == t
+
+
+def test_calibration_images_fail_as_detect_images_do(tmp_path, monkeypatch):
+    """`netdef calibrate` reads images through netdef.tools.images: a truncated file and an image Pillow refuses
+    as too large are one error naming the file (the large one used to escape as a DecompressionBombError)."""
+    from PIL import Image
+
+    from netdef.int8.calibrate import load_image
+
+    Image.new("RGB", (64, 64), (255, 0, 0)).save(tmp_path / "big.png")
+    x = load_image(tmp_path / "big.png", (3, 8, 4))
+    assert x.shape == (3, 8, 4) and np.allclose(x[0], 1) and np.allclose(x[1:], 0)
+    assert load_image(tmp_path / "big.png", (1, 2, 2)).shape == (1, 2, 2)
+    (tmp_path / "cut.png").write_bytes((tmp_path / "big.png").read_bytes()[:60])
+    with pytest.raises(NetdefError, match=r"cannot read image .*cut\.png: "):
+        load_image(tmp_path / "cut.png", (3, 8, 8))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 4096 pixels: over twice the limit, a "bomb"
+    with pytest.raises(NetdefError, match=r"cannot read image .*big\.png: .* \(Pillow refuses images this large"):
+        load_image(tmp_path / "big.png", (3, 8, 8))

@@ -449,7 +449,7 @@ def test_detect_function_on_encoded_images():
     import json
 
     from netdef.deploy.serve_detect import DetectSettings, detect_function, request_settings
-    from netdef.tools.detect import read_image
+    from netdef.tools.images import read_image
 
     make, asked = fake_detectors()
     images = [np.full((40, 60, 3), 200, np.uint8), np.full((90, 30, 3), 30, np.uint8),

@@ -8,6 +8,7 @@ from typing import Any
 from .. import defaults
 from ..errors import OptionError
 from ..tools import detect
+from ..tools.images import check_image, read_image
 from .device import add_device_option, device_index
 from .options import number, parse_hw, parse_numbers
 
@@ -65,14 +66,14 @@ def cmd_detect(a: argparse.Namespace) -> int:
     detect.check_outputs([str(f) for f in files], a.out, inputs=[a.engine, a.names])  # no output replaces an input
     device = device_index(a)
     for f in files:  # every image readable (from its header) before the engine loads
-        detect.check_image(f)
+        check_image(f)
     det = detect.engine_detector(a.engine, a.conf, a.iou, a.max_det, names, device=device,
                                  kpt_shape=tuple(kpt_shape) if kpt_shape else None, input_hw=hw, rect=a.rect)
     labels = [str(f) for f in files]
     annotated = detect.annotated_names(labels)
     results: list[dict] = []
     for i in range(0, len(files), IMAGES_AT_ONCE):  # decoded a chunk at a time: memory does not grow with the folder
-        arrays = [detect.read_image(f) for f in files[i:i + IMAGES_AT_ONCE]]
+        arrays = [read_image(f) for f in files[i:i + IMAGES_AT_ONCE]]
         chunk = det(arrays, labels[i:i + IMAGES_AT_ONCE])
         detect.write_annotated(chunk, arrays, a.out, annotated[i:i + IMAGES_AT_ONCE], check_masks=False)
         results += chunk

@@ -118,7 +118,7 @@ def _number(key: str, value: Any, kind: type) -> Any:
 
 def decode_image(data: Any, where: str) -> np.ndarray:
     """One encoded image (bytes) as HxWx3 uint8 RGB, read as `netdef detect` reads files (`read_image`)."""
-    from ..tools.detect import read_image
+    from ..tools.images import read_image
 
     if not isinstance(data, (bytes, np.bytes_)):
         raise NetdefError(f"{where}: expected the bytes of an encoded image, got {type(data).__name__}")

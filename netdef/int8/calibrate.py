@@ -32,6 +32,7 @@ from ..network import Network
 from ..options import BuildOptions
 from ..registry import block_files
 from ..spec import Spec, load_spec
+from ..tools.images import decoded, open_image
 from .calibration import METHODS, TABLE_FILE, CalibrationTable, RangeCollector, compute_amax
 from .quantize import CALIB_PREFIX, RecordingQuantizer, fingerprint, fingerprint_parts
 
@@ -87,20 +88,15 @@ def image_files(folder: Path) -> list[Path]:
 def load_image(path: Path, shape: Sequence[int], mean: np.ndarray | None = None,
                std: np.ndarray | None = None) -> np.ndarray:
     """One image as float32 (C, H, W) in [0, 1] (then (x - mean) / std): resized (bilinear) to H, W."""
-    try:
-        from PIL import Image
-    except ImportError:
-        raise NetdefError("calibrating on an image folder needs Pillow: pip install pillow") from None
+    from PIL import Image
+
     c, h, w = shape
     if c not in (1, 3):
         raise NetdefError(f"image calibration data needs a 1- or 3-channel input, the network takes {c}; "
                           f"pass a (N, {c}, {h}, {w}) .npy array instead")
-    try:
-        with Image.open(path) as img:
-            img = img.convert("L" if c == 1 else "RGB").resize((w, h), Image.BILINEAR)
-            x = np.asarray(img, dtype=np.float32) / 255.0
-    except (OSError, ImportError) as e:  # ImportError: a Pillow plugin another package added lacks its module
-        raise NetdefError(f"cannot read image {path}: {e}") from None
+    with open_image(path) as img:
+        x = decoded(path, lambda: np.asarray(img.convert("L" if c == 1 else "RGB").resize((w, h), Image.BILINEAR),
+                                             dtype=np.float32)) / 255.0
     x = x[None] if c == 1 else x.transpose(2, 0, 1)
     if mean is not None:
         x = x - mean[:, None, None]

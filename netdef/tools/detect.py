@@ -35,13 +35,14 @@ from typing import Any
 import numpy as np
 
 from .. import defaults
+from ..defaults import IMAGE_SUFFIXES
 from ..errors import NetdefError, OptionError
 from ..fileio import atomic_write, check_output, json_kind
 from .classify import _PALETTE, Classifier, EngineModel, draw_top1, engine_classifier, engine_io
+from .images import read_image
 from .masks import process_masks, rle_decode, rle_encode
 from .preprocess import letterbox, pad_to, scale_boxes, scale_keypoints, scale_masks
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 PLUGIN_OUTPUTS = ("num_dets", "boxes", "scores", "classes")
 PLUGIN_SEGMENT, PLUGIN_POSE = ("mask_coefs", "protos"), ("keypoints",)  # the plugin head's task outputs
 DETECTIONS_JSON = "detections.json"
@@ -70,40 +71,6 @@ def collect_images(paths: Sequence[str | Path]) -> list[Path]:
     if not found:
         raise NetdefError("no images given")
     return found
-
-
-def read_image(path: str | Path) -> np.ndarray:
-    """An image file as HxWx3 uint8 RGB (Pillow; EXIF orientation applied like cv2.imread)."""
-    from PIL import ImageOps
-
-    with _open_image(path) as im:
-        return _decoded(path, lambda: np.asarray(ImageOps.exif_transpose(im).convert("RGB")))
-
-
-def check_image(path: str | Path) -> None:
-    """That `path` is an image Pillow reads, from its header alone (no pixels decoded): a command checks every
-    input this way before its long work, then decodes the images a batch at a time."""
-    with _open_image(path):
-        pass
-
-
-def _open_image(path: str | Path) -> Any:
-    from PIL import Image
-
-    return _decoded(path, lambda: Image.open(path))
-
-
-def _decoded(path: str | Path, fn: Callable[[], Any]) -> Any:
-    """fn() with Pillow's failures as one NetdefError naming the image."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        return fn()
-    except (OSError, UnidentifiedImageError, ImportError) as e:  # ImportError: a Pillow plugin another package
-        raise NetdefError(f"cannot read image {path}: {e}") from None  # added (Ultralytics' HEIF) lacks its module
-    except Image.DecompressionBombError as e:
-        raise NetdefError(f"cannot read image {path}: {e} (Pillow refuses images this large; raise "
-                          f"PIL.Image.MAX_IMAGE_PIXELS from Python if the file is genuine)") from None
 
 
 def load_names(path: str | Path) -> list[str]:
