@@ -755,6 +755,44 @@ def test_a_model_load_failure_names_the_exception():
     assert _cause(Exception("model 'x' failed")) == "model 'x' failed"
 
 
+
+def test_a_model_load_failure_pytriton_says_nothing_about_gives_tritons_reason():
+    """PyTriton's error can be just ';' (seen on the H100 with PyTriton 0.7.0): Triton's own reason from its model
+    repository index is given instead, with what a missing module in the Python stub means."""
+    from netdef.deploy.serve import _cause
+
+    reason = ("failed to load 'yolov5s' version 1: Internal: ModuleNotFoundError: No module named 'zmq'\n\nAt:\n"
+              "  /tmp/folder0KaOun/1/communication.py(30): <module>\n  <frozen importlib._bootstrap>(488): x\n")
+    got = _cause(Exception(";"), reason)
+    assert got.startswith("ModuleNotFoundError: No module named 'zmq' (in Triton's Python backend stub"), got
+    assert "pip install nvidia-pytriton" in got
+    assert _cause(Exception(";")) == "Exception"  # nothing to say either way: the exception's type
+    assert _cause(Exception("model 'x' failed"), reason) == "model 'x' failed"  # PyTriton's message comes first
+
+
+def test_pytriton_outside_site_packages_is_refused_before_its_server_hangs(tmp_path, monkeypatch):
+    """PyTriton on PYTHONPATH only (pip --target) counts as an editable install and looks for Triton's libraries
+    in pytriton/tritonserver/external_libs: the server would fail to start and PyTriton time out after two
+    minutes without a reason (seen on the H100). import_pytriton says so at once, and how to fix it."""
+    import types
+
+    root = tmp_path / "site"
+    (root / "nvidia_pytriton.libs").mkdir(parents=True)
+    missing = root / "pytriton" / "tritonserver" / "external_libs"
+    fakes = {name: types.ModuleType(name) for name in ("pytriton", "pytriton.decorators", "pytriton.model_config",
+                                                       "pytriton.triton", "pytriton.utils",
+                                                       "pytriton.utils.distribution")}
+    fakes["pytriton.utils.distribution"].get_libs_path = lambda: missing
+    for name, module in fakes.items():
+        monkeypatch.setitem(sys.modules, name, module)
+    with pytest.raises(NetdefError, match=rf"PyTriton looks for Triton's libraries in {missing}, which does not "
+                                          r"exist: .*pip --target.*pip install nvidia-pytriton.* \(or link .*external_libs "
+                                          r"to .*nvidia_pytriton\.libs\)"):
+        import_pytriton()
+    missing.mkdir(parents=True)
+    assert import_pytriton() is fakes["pytriton"]
+
+
 @pytest.mark.gpu
 def test_load_test_of_the_detect_model(engines, tmp_path):
     """scripts/bench_serve.py --image: the detect model under load next to netdef detect's Detector (RESULT

@@ -188,7 +188,26 @@ def import_pytriton() -> Any:
                           f"{INSTALL}") from None
     import pytriton
 
+    _check_server_libraries()
     return pytriton
+
+
+def _check_server_libraries() -> None:
+    """A NetdefError where PyTriton would start a Triton server that cannot load its libraries: PyTriton outside
+    the interpreter's site-packages (pip --target, PYTHONPATH) counts as an editable install and looks for them in
+    `pytriton/tritonserver/external_libs`; the server then fails to start and PyTriton times out after two
+    minutes without saying why."""
+    try:
+        from pytriton.utils.distribution import get_libs_path
+    except ImportError:  # another PyTriton layout: nothing to check
+        return
+    libs = get_libs_path()
+    if not libs.is_dir():
+        installed = libs.parent.parent.parent / "nvidia_pytriton.libs"  # pytriton/tritonserver/external_libs
+        raise NetdefError(f"PyTriton looks for Triton's libraries in {libs}, which does not exist: PyTriton outside "
+                          "this Python's site-packages (installed with pip --target or found through PYTHONPATH) "
+                          "counts as an editable install. Install it into this Python's environment: "
+                          f"{INSTALL}" + (f" (or link {libs} to {installed})" if installed.is_dir() else ""))
 
 
 def serve(engine: str | os.PathLike, *, port: int = 8000, grpc_port: int = 8001, metrics_port: int = 8002,
@@ -233,7 +252,8 @@ def serve(engine: str | os.PathLike, *, port: int = 8000, grpc_port: int = 8001,
             try:
                 triton.bind(**bind_arguments(pt, model, functions))
             except Exception as e:  # PyTriton's and tritonclient's errors: Triton refused or failed to load the model
-                raise NetdefError(f"Triton could not load model '{model.name}': {_cause(e)}") from e
+                reason = _cause(e, _load_reason(ports.http, model.name))
+                raise NetdefError(f"Triton could not load model '{model.name}': {reason}") from e
         for what, url in ports.endpoints("localhost", spec.name):
             log(f"{what:8} {url}")
         if detecting:
@@ -274,12 +294,31 @@ def bind_arguments(pt: Any, spec: Binding, functions: Sequence[Callable[..., Any
             "config": config, "strict": True}
 
 
-def _cause(error: Exception) -> str:
-    """The exception at the end of a model-load error (Triton's message ends with the Python stub's traceback)."""
-    lines = [line.strip() for line in str(error).replace("\\n", "\n").splitlines() if line.strip()]
-    raised = [line for line in lines if re.match(r"[A-Za-z_.]*(Error|Exception)\b", line)]
+def _load_reason(http_port: int, model: str) -> str:
+    """Triton's reason for not loading `model` (its model repository index), '' where the server cannot say."""
+    try:
+        import tritonclient.http as http
+
+        index = http.InferenceServerClient(f"localhost:{http_port}").get_model_repository_index()
+    except Exception:  # the server is gone or does not answer: PyTriton's own message is all there is
+        return ""
+    return next((str(m.get("reason") or "") for m in index if m.get("name") == model), "")
+
+
+def _cause(error: Exception, reason: str = "") -> str:
+    """The exception at the end of a model-load error (Triton's message ends with the Python stub's traceback):
+    PyTriton's `error`, or where that says nothing (PyTriton's message can be just ';'), Triton's `reason`."""
+    lines = []
+    for text in (str(error), reason):
+        lines = [line.strip() for line in text.replace("\\n", "\n").splitlines() if line.strip(" ;")]
+        if lines:
+            break
+    raised = [m[1] for m in (re.search(r"(?:^|\s)([A-Za-z_.]*(?:Error|Exception)\b.*)", line) for line in lines) if m]
     last = (raised or lines or [type(error).__name__])[-1]
     if "_recursion_count" in last:  # pytriton issue 51: its bundled Python stub does not fit this Python's stdlib
         last += (" (PyTriton's Python backend stub does not match this Python's patch release, pytriton issue 51 "
                  "reports 3.11.7 failing where 3.11.5 works: serve from another Python)")
+    elif last.startswith("ModuleNotFoundError"):
+        last += (" (in Triton's Python backend stub, which imports PyTriton's dependencies from this Python's "
+                 f"environment: install them there with {INSTALL}, not on PYTHONPATH alone)")
     return last
