@@ -70,6 +70,12 @@ def load_checkpoint(path: str | Path, log: Callable[[str], None] | None = None) 
         raise NetdefError(f"checkpoint not found: {path}")
     if not path.stat().st_size:
         raise NetdefError(f"checkpoint {path} is empty")
+    head = read_head(path)
+    what = recognised(head)
+    if what and not head.startswith(CHECKPOINT_STARTS):  # torch.save writes a zip file or a pickle: never unpickled
+        hint = ": it holds weights already; give it to `netdef build ARCH -w FILE`" if what == "a .wts weights file" \
+            else ": give the .pt/.pth file torch.save wrote"
+        raise NetdefError(f"cannot read checkpoint {path} ({path.name} looks like {what}){hint}")
     try:
         with warnings.catch_warnings():  # a first, safe attempt: what it warns of, the retry reports
             warnings.simplefilter("ignore", UserWarning)
@@ -86,13 +92,10 @@ def load_checkpoint(path: str | Path, log: Callable[[str], None] | None = None) 
         if not _yolov5_checkpoint(e):
             raise _missing_code(path, e) from None
     except Exception as e:  # noqa: BLE001
-        head = read_head(path)
         if head.startswith(CHECKPOINT_STARTS[1]) and "magic number" in str(e):  # pickle.dump's, not torch.save's
             raise NetdefError(f"cannot read checkpoint {path}: it is a plain pickle, not a torch.save file: load it "
                               "with pickle and torch.save what it holds (a state_dict or the model)") from None
-        what = recognised(head)
-        kind = f" ({path.name} looks like {what})" if what and not head.startswith(CHECKPOINT_STARTS) else ""
-        raise NetdefError(f"cannot read checkpoint {path}{kind}: {type(e).__name__}: {e}") from None
+        raise NetdefError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}") from None
     try:
         obj = yolov5_code.load_repository_checkpoint(path)
     except (ImportError, AttributeError) as e:  # a class the yolov5 package lacks: not its repository's

@@ -122,7 +122,7 @@ def test_export_leaves_the_callers_random_streams_alone(tmp_path):
 
 def test_a_plain_pickle_and_a_wts_given_as_checkpoint_are_named(tmp_path):
     """pickle.dump's file is no torch.save checkpoint (torch says 'Invalid magic number'); a .wts named .pt is
-    named as one."""
+    named as one, and neither it nor a PNG image is unpickled (no 'full unpickling' notice: refused before)."""
     import pickle
 
     from netdef.export import load_checkpoint
@@ -134,8 +134,16 @@ def test_a_plain_pickle_and_a_wts_given_as_checkpoint_are_named(tmp_path):
         load_checkpoint(plain)
     wts = tmp_path / "best.pt"
     wts.write_text("1\nw 1 3f800000\n")
-    with pytest.raises(NetdefError, match=r"best\.pt \(best\.pt looks like a \.wts weights file\)"):
-        load_checkpoint(wts)
+    said = []
+    with pytest.raises(NetdefError, match=r"best\.pt \(best\.pt looks like a \.wts weights file\): it holds weights "
+                                          r"already; give it to `netdef build ARCH -w FILE`$"):
+        load_checkpoint(wts, log=said.append)
+    png = tmp_path / "photo.pt"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(40))
+    with pytest.raises(NetdefError, match=r"photo\.pt looks like a PNG image\): give the \.pt/\.pth file torch\.save "
+                                          r"wrote$"):
+        load_checkpoint(png, log=said.append)
+    assert said == []  # a file that is recognisably no checkpoint is never unpickled with pickle's full power
 
 
 def test_randomize_constants_gives_every_constant_tensor_values():
