@@ -1040,3 +1040,26 @@ def test_a_signal_inside_a_tensorrt_callback_is_kept_for_netdefs_code():
             time.sleep(1)
     assert not interrupts.CANCEL.is_set()  # it belonged to the block
 
+
+
+def test_demo_writes_over_its_own_weights_only(tmp_path, capsys):
+    """`netdef demo --workdir weights/` keeps the user's resnet18.wts (it used to become random weights); a workdir
+    of an earlier demo run is written again (the demo's weights are the same every run)."""
+    import numpy as np
+
+    from netdef.wts import write_wts
+
+    mine = tmp_path / "resnet18.wts"
+    write_wts(mine, {"fc.weight": np.ones(4, np.float32)})
+    before = mine.read_bytes()
+    capsys.readouterr()
+    assert main(["demo", "--workdir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert f"--workdir {tmp_path}: {mine} holds other weights than the demo's random ones (yours?)" in err, err
+    assert err.count("\n") == 1 and mine.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["resnet18.wts"]  # no engine built from random weights beside it
+    own = tmp_path / "own"
+    assert main(["demo", "--workdir", str(own)]) == 0
+    first = (own / "resnet18.wts").read_bytes()
+    assert main(["demo", "--workdir", str(own)]) == 0
+    assert (own / "resnet18.wts").read_bytes() == first

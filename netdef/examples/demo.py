@@ -12,7 +12,10 @@ import numpy as np
 
 from .. import trt_api
 from ..build import BuildOptions, build_engine
-from ..export import export_wts, load_source, randomize_batchnorm
+from ..errors import NetdefError, OptionError
+from ..export import _seeded, export_wts, load_source, randomize_batchnorm
+from ..fileio import read_head
+from ..wts import WTS_FILE, read_wts
 
 TOLERANCE = {"fp32": 1e-3, "fp16": 1e-2}
 
@@ -20,9 +23,11 @@ TOLERANCE = {"fp32": 1e-3, "fp16": 1e-2}
 def run_demo(workdir: Path, arch: str = "resnet18") -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     print(f"netdef demo: {arch} with {trt_api.version_string()}, GPU: {trt_api.gpu_identity() or 'none'}")
-    model = load_source(f"torchvision:{arch}")
+    with _seeded(0):  # the same weights every run: an earlier run's .wts is told from weights of the user's
+        model = load_source(f"torchvision:{arch}")
     randomize_batchnorm(model, seed=0)
     wts = workdir / f"{arch}.wts"
+    check_own_weights(wts, model)
     export_wts(model, wts)
     print(f"1. exported {wts} ({wts.stat().st_size / 2**20:.1f} MiB)")
 
@@ -55,3 +60,20 @@ def run_demo(workdir: Path, arch: str = "resnet18") -> int:
               f"({'ok' if passed else 'FAIL'}, bound {TOLERANCE[precision]:g}); top-1 agreement "
               f"{(out.argmax(1) == ref.argmax(1)).mean():.0%}")
     return 0 if ok else 1
+
+
+def check_own_weights(wts: Path, model) -> None:
+    """An existing .wts at `wts` is replaced only when it holds the demo's own weights (an earlier run's): `--workdir
+    weights/` must not turn the user's trained resnet18.wts into random weights. Files of other kinds are left to
+    export_wts's own check."""
+    if not wts.is_file() or not WTS_FILE.test(read_head(wts)):
+        return
+    ours = {k: v.detach().cpu().float().numpy().reshape(-1) for k, v in model.state_dict().items()
+            if not k.endswith("num_batches_tracked")}
+    try:
+        theirs = read_wts(wts, allow_nonfinite=True)
+    except NetdefError:
+        theirs = {}
+    if theirs.keys() != ours.keys() or not all(np.array_equal(theirs[k], v) for k, v in ours.items()):
+        raise OptionError(f"--workdir {wts.parent}: {wts} holds other weights than the demo's random ones (yours?): "
+                          f"the demo writes over its own files only; give another --workdir or move {wts.name} away")
