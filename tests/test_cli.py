@@ -1063,3 +1063,39 @@ def test_demo_writes_over_its_own_weights_only(tmp_path, capsys):
     first = (own / "resnet18.wts").read_bytes()
     assert main(["demo", "--workdir", str(own)]) == 0
     assert (own / "resnet18.wts").read_bytes() == first
+
+
+def test_run_output_is_written_atomically(fake_engine, tmp_path, monkeypatch, capsys):
+    """`run --output` replaces an earlier result only with a complete one: a run stopped while the array is written
+    (Ctrl-C, a full disk) leaves the earlier file as it was and no temporary file (np.save used to truncate it)."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    import netdef.runtime
+
+    class Engine:  # runs without a GPU: the engine's one output, 'logits'
+        described = staticmethod(lambda path: None)
+
+        def __init__(self, *args, **kwargs):
+            self.inputs = [SimpleNamespace(name="input", dtype=np.float32)]
+
+        def infer(self, feeds, as_numpy):
+            return {"logits": np.arange(10, dtype=np.float32).reshape(1, 10)}
+
+    monkeypatch.setattr(netdef.runtime, "Engine", Engine)
+    x, out = tmp_path / "x.npy", tmp_path / "logits.npy"
+    np.save(x, np.zeros((1, 1, 28, 28), np.float32))
+    assert main(["run", str(fake_engine), "--input", str(x), "--output", str(out)]) == 0
+    before = out.read_bytes()
+    assert np.array_equal(np.load(out), np.arange(10).reshape(1, 10))
+    write_array = np.lib.format.write_array
+
+    def stopped(fp, array, *args, **kwargs):  # the header and part of the data, then Ctrl-C
+        write_array(fp, array[:, :3], *args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(np.lib.format, "write_array", stopped)
+    assert main(["run", str(fake_engine), "--input", str(x), "--output", str(out)]) == 130
+    assert out.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["x.npy", "logits.npy", fake_engine.name])

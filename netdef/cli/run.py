@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 from types import SimpleNamespace
 from typing import Any
 
@@ -31,7 +32,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 def cmd_run(a: argparse.Namespace) -> int:
     import numpy as np
 
-    from ..fileio import NUMPY_FILE, check_output
+    from ..fileio import NUMPY_FILE, atomic_write, check_output
     from ..runtime import Engine
 
     device = device_index(a)  # before any work
@@ -56,10 +57,12 @@ def cmd_run(a: argparse.Namespace) -> int:
         print(f"{name}: shape {tuple(v.shape)} {v.dtype}  min {v.min():.4g} max {v.max():.4g} mean {v.mean():.4g}")
     if a.output:
         path = numpy_file(a.output, len(outs))
+        buf = io.BytesIO()  # written whole, then renamed: never a part of the array over an earlier result
         if path.endswith(".npy"):
-            np.save(path, next(iter(outs.values())))
+            np.save(buf, next(iter(outs.values())))
         else:
-            np.savez(path, **outs)
+            np.savez(buf, **outs)
+        atomic_write(path, buf.getbuffer())
         print(f"wrote {path}")
     return 0
 
