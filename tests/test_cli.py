@@ -1099,3 +1099,15 @@ def test_run_output_is_written_atomically(fake_engine, tmp_path, monkeypatch, ca
     assert main(["run", str(fake_engine), "--input", str(x), "--output", str(out)]) == 130
     assert out.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["x.npy", "logits.npy", fake_engine.name])
+
+
+def test_bench_refuses_one_file_for_its_results_and_its_chart(r18_engine, tmp_path, capsys):
+    """--json and --chart naming one file: the PNG would replace the results JSON written just before it."""
+    out = tmp_path / "r18"
+    capsys.readouterr()
+    for chart in (out, tmp_path / "sub" / ".." / "r18"):
+        assert main(["bench", str(r18_engine), "--json", str(out), "--chart", str(chart)]) == 1
+        err = capsys.readouterr().err
+        assert f"--json and --chart both name {out}: the chart would replace the results" in err, err
+        assert err.count("\n") == 1 and "GPU" not in err
+    assert not out.exists()

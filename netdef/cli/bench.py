@@ -91,6 +91,9 @@ def _cmd_bench(a: argparse.Namespace) -> int:
     for option, path, kind in (("--json", a.json, RESULTS_JSON), ("--chart", a.chart, CHART_FILE)):
         if path:
             check_output(path, inputs=inputs, what=option, kind=kind)  # before any building and timing
+    if a.json and a.chart and Path(a.json).resolve() == Path(a.chart).resolve():  # the chart would replace the results
+        raise OptionError(f"--json and --chart both name {a.json}: the chart would replace the results; give each "
+                          "its own file")
     batches = bench.parse_batches(a.batch) if a.batch else None
     devices = _devices(a)
     against = _against(a, batches)
