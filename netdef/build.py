@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from . import engine_file, trt_api
-from .compiler import build_key, compile_network, target_identity
+from .compiler import TIMING_CACHE, build_key, compile_network, target_identity
 from .define import Weights, check_stride, define_network, weights_identity  # noqa: F401  (re-exported)
 from .errors import NetdefError, OptionError
 from .fileio import check_output
@@ -52,9 +52,11 @@ def build_engine(arch: str | Path | Spec, weights: Weights, output: str | Path, 
     if isinstance(arch, str) and Path(arch).suffix not in (".yaml", ".yml") and (builtin / spec.path.name).is_file() \
             and builtin not in Path(spec.path).resolve().parents:  # the working folder's YAML shadows netdef's
         log(f"[netdef] {arch}: {spec.path} (the working folder's architectures/ comes before netdef's own)")
-    output = check_output(output, inputs=[spec.path, *block_files(), None if isinstance(weights, Mapping) else weights,
-                                          opts.calibration, opts.timing_cache], what="the engine output",
+    inputs = [spec.path, *block_files(), None if isinstance(weights, Mapping) else weights, opts.calibration]
+    output = check_output(output, inputs=[*inputs, opts.timing_cache], what="the engine output",
                           kind=engine_file.ENGINE_FILE)
+    if opts.timing_cache:  # read, then written over by the build: checked now, not after the weights are read
+        check_output(opts.timing_cache, inputs=inputs, what="the timing cache", kind=TIMING_CACHE)
     source, weights_sha = weights_identity(weights)
     target = target_identity(opts)
     key = build_key(spec.sha256, weights_sha, opts, target)

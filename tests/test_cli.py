@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -1111,3 +1112,22 @@ def test_bench_refuses_one_file_for_its_results_and_its_chart(r18_engine, tmp_pa
         assert f"--json and --chart both name {out}: the chart would replace the results" in err, err
         assert err.count("\n") == 1 and "GPU" not in err
     assert not out.exists()
+
+
+def test_the_timing_cache_is_checked_before_the_weights_are_read(tmp_path, capsys):
+    """--timing-cache naming a photo, or the build's own YAML (written over after the build on a GPU), is refused
+    before any work, as the engine output is: not after a large .wts has been read and the network defined."""
+    photo, wts = tmp_path / "photo.jpg", tmp_path / "cut.wts"
+    photo.write_bytes(JPEG)
+    wts.write_text("2\nconv1.weight 3 3f800000\n")  # unreadable: reading it first would report it instead
+    yaml = tmp_path / "mine.yaml"
+    yaml.write_text((Path(engine_file.__file__).parent / "architectures" / "resnet18.yaml").read_text())
+    capsys.readouterr()
+    for arch, cache, needle in (("resnet18", photo, f"the timing cache {photo} exists and is not a TensorRT timing "
+                                                    "cache (it looks like a JPEG image)"),
+                                (str(yaml), yaml, f"the timing cache {yaml} is also an input of this command")):
+        assert main(["build", arch, "-w", str(wts), "-o", str(tmp_path / "r.engine"), "--timing-cache",
+                     str(cache)]) == 1
+        err = capsys.readouterr().err
+        assert needle in err and err.count("\n") == 1, err
+    assert photo.read_bytes() == JPEG and not (tmp_path / "r.engine").exists()
