@@ -6,7 +6,8 @@ length (the file size) and, with `verify=True`, the checksum; `read_plan` checks
 and GPU (`check_compatible`). Every header field netdef reads is checked for presence and type by
 `validate_meta`, so a damaged or cut file is one EngineFileError, never a KeyError or MemoryError.
 
-Format 2 added `plan_bytes` and `plan_sha256`. Format 1 engines (no length, no checksum) are refused with
+Format 2 added `plan_bytes` and `plan_sha256`; `header_sha256` (the header's own fields, checked on every read
+where present: engines of older netdefs lack it) makes a changed header value damage too. Format 1 engines (no length, no checksum) are refused with
 "rebuild it" rather than read unchecked: a header without those fields cannot be told from a damaged
 one, an engine only loads in the TensorRT and GPU that built it anyway, and `netdef build` rebuilds an
 engine whose header it cannot read.
@@ -43,7 +44,9 @@ def write_engine(path: str | Path, plan: bytes | memoryview, meta: dict[str, Any
     `validate_meta` requires (a bug in the caller: netdef never writes an engine it would refuse to read).
     """
     view = memoryview(plan).cast("B")
+    meta = {k: v for k, v in meta.items() if k != "header_sha256"}
     meta = dict(meta, format=FORMAT, plan_bytes=view.nbytes, plan_sha256=hashlib.sha256(view).hexdigest())
+    meta["header_sha256"] = _header_sha256(json.loads(json.dumps(printable(meta))))
     header = json.dumps(printable(meta), indent=1, sort_keys=True).encode()
     stored = json.loads(header)
     problem = meta_problem(stored)
@@ -138,6 +141,13 @@ def _damaged(path: Path, what: str) -> EngineFileError:
     return EngineFileError(f"{path}: damaged netdef engine file ({what}), rebuild it")
 
 
+def _header_sha256(meta: dict[str, Any]) -> str:
+    """SHA-256 of a header's fields (as JSON types) but `header_sha256`: a changed value (a flipped digit in a shape)
+    is damage, not another engine."""
+    text = json.dumps({k: v for k, v in meta.items() if k != "header_sha256"}, indent=1, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def _check_sha256(meta: dict[str, Any], digest: str, path: Path) -> None:
     if digest != meta["plan_sha256"]:
         raise _damaged(path, f"the plan's SHA-256 is {digest[:12]}..., the header says {meta['plan_sha256'][:12]}...")
@@ -190,6 +200,8 @@ def _read_header(f: Any, path: Path) -> dict[str, Any]:
     problem = meta_problem(meta)
     if problem is not None:
         raise _damaged(path, problem)
+    if "header_sha256" in meta and _header_sha256(meta) != meta["header_sha256"]:  # engines of older netdefs lack it
+        raise _damaged(path, "the header's SHA-256 is not the one it records: a value in it was changed")
     plan_size, expected = size - _PREFIX - n, meta["plan_bytes"]
     if plan_size != expected:
         how = "the file was cut short" if plan_size < expected else "extra bytes follow it"

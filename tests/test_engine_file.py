@@ -71,7 +71,8 @@ def test_round_trip_records_length_and_checksum(engine):
     assert meta["plan_bytes"] == len(PLAN) and meta["plan_sha256"] == hashlib.sha256(PLAN).hexdigest()
     assert meta["format"] == engine_file.FORMAT == 2
     assert read_meta(engine) == read_meta(engine, verify=True) == meta
-    assert {k: v for k, v in meta.items() if k not in ("format", "plan_bytes", "plan_sha256")} == complete_meta()
+    assert {k: v for k, v in meta.items() if k not in ("format", "plan_bytes", "plan_sha256", "header_sha256")} == \
+        complete_meta()
     assert engine_file.profiles(meta) == [(1, 4, 8)]
 
 
@@ -260,6 +261,7 @@ def test_fields_are_checked(engine, tmp_path, key, value, what):
 
 def test_optional_and_extra_fields(engine, tmp_path):
     header, plan = header_of(engine)
+    del header["header_sha256"]  # an older netdef's engine: no header checksum, optional fields missing
     for key in ("gpu.name", "options.profiles", "netdef_version", "build_key", "tensorrt.strongly_typed"):
         _set(header, key, KeyError)
     header |= {"route": "onnx", "calibration_points": {"conv1": "conv"}}
@@ -288,3 +290,25 @@ def test_check_compatible_on_a_read_header(engine):
 def test_optional_fields_are_checked_when_present(engine, tmp_path, key, value):
     header, plan = header_of(engine)
     damaged(with_header(tmp_path / "m.engine", _set(header, key, value), plan), f"'{key}' is")
+
+
+def test_a_changed_value_in_the_header_is_damage(engine, tmp_path):
+    """The plan's checksum does not cover the header: a flipped digit in an input shape (a valid header still) was
+    read as the engine's shape, shown by `netdef info` and written into a Triton config.pbtxt. The header records its
+    own SHA-256 (an older netdef's engine, without it, still reads)."""
+    data = engine.read_bytes()
+    assert b'"shape": [\n    -1,\n    1,\n    28,' in data
+    flipped = tmp_path / "flipped.engine"
+    flipped.write_bytes(data.replace(b'"shape": [\n    -1,\n    1,\n    28,', b'"shape": [\n    -1,\n    1,\n    38,'))
+    damaged(flipped, "the header's SHA-256 is not the one it records: a value in it was changed")
+    header, plan = header_of(engine)
+    assert read_meta(engine) == header and len(header["header_sha256"]) == 64
+    header["inputs"][0]["shape"][2] = 38
+    damaged(with_header(tmp_path / "edited.engine", header, plan), "the header's SHA-256 is not the one it records")
+    del header["header_sha256"]
+    assert read_meta(with_header(tmp_path / "old.engine", header, plan))["inputs"][0]["shape"][2] == 38
+    side = engine_file.read_meta(engine) | {"plugins": []}  # a sidecar carries no checksum of another header
+    from netdef.deploy.plan import read_sidecar, sidecar_path, write_plan
+
+    write_plan(tmp_path / "e.plan", PLAN, side, source=engine)
+    assert "header_sha256" not in read_sidecar(sidecar_path(tmp_path / "e.plan"))

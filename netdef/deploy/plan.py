@@ -210,6 +210,7 @@ def write_plan(output: str | os.PathLike, plan: bytes, meta: dict[str, Any], *, 
     `plugins` replaces the plugin entries (e.g. with paths relative to the sidecar); `hints`, the load hints."""
     output = Path(output)
     side = dict(meta, plugins=meta["plugins"] if plugins is None else plugins)
+    side.pop("header_sha256", None)  # the engine header's own checksum: the sidecar's fields differ (plugins, sidecar)
     side["sidecar"] = {
         "format": SIDECAR_FORMAT, "plan": output.name, "exported_from": str(source),
         "exported": datetime.now(timezone.utc).isoformat(timespec="seconds"), "netdef_version": __version__,
