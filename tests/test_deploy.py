@@ -560,3 +560,30 @@ def test_raw_plan_runs_in_a_plain_tensorrt_script(engines, tmp_path, name):
     if name == "y5s_plugin_real":
         assert int(want["num_dets"].sum()) > 0  # the plugin ran and kept boxes
 
+
+
+def test_a_triton_model_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
+    """The plan, its sidecar and config.pbtxt are renamed together: a configuration that cannot be written (a full
+    disk) left the new plan in the repository under no or the old configuration, a model Triton fails on."""
+    import errno
+    import tempfile
+
+    from test_engine_file import complete_meta
+
+    engine = tmp_path / "e.engine"
+    engine_file.write_engine(engine, b"ftrt" + bytes(60), complete_meta() | {"plugins": []})
+    mkstemp = tempfile.mkstemp
+
+    def full_disk(*args, prefix="", **kwargs):
+        if prefix.startswith(".config.pbtxt."):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return mkstemp(*args, prefix=prefix, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", full_disk)
+    repo = tmp_path / "models"
+    with pytest.raises(OSError, match=r"cannot write .*config\.pbtxt: No space left on device"):
+        write_repository(engine, repo, TritonOptions(name="m"))
+    assert not repo.exists() or not [p for p in repo.rglob("*") if p.is_file()]
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    res = write_repository(engine, repo, TritonOptions(name="m"))
+    assert res.config.is_file() and res.plan.read_bytes() == b"ftrt" + bytes(60)

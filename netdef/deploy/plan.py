@@ -204,10 +204,12 @@ def load_hints(meta: dict[str, Any], plan: str, libraries: list[str]) -> dict[st
 
 
 def write_plan(output: str | os.PathLike, plan: bytes, meta: dict[str, Any], *, source: str | os.PathLike,
-               plugins: list[dict[str, Any]] | None = None, hints: dict[str, str] | None = None) -> dict[str, Any]:
+               plugins: list[dict[str, Any]] | None = None, hints: dict[str, str] | None = None,
+               also: dict[Path, bytes] | None = None) -> dict[str, Any]:
     """Write the raw plan `output` and its sidecar (atomically, both renamed once both are written); returns the
     sidecar's content.
-    `plugins` replaces the plugin entries (e.g. with paths relative to the sidecar); `hints`, the load hints."""
+    `plugins` replaces the plugin entries (e.g. with paths relative to the sidecar); `hints`, the load hints; `also`,
+    files that belong with them (a Triton model's configuration), written and renamed together with them."""
     output = Path(output)
     side = dict(meta, plugins=meta["plugins"] if plugins is None else plugins)
     side.pop("header_sha256", None)  # the engine header's own checksum: the sidecar's fields differ (plugins, sidecar)
@@ -217,7 +219,7 @@ def write_plan(output: str | os.PathLike, plan: bytes, meta: dict[str, Any], *, 
         "load": hints or load_hints(meta, output.name, [str(p["library"]) for p in meta["plugins"]]),
     }
     text = json.dumps(engine_file.printable(side), indent=1, sort_keys=True)
-    atomic_write_all({output: plan, sidecar_path(output): text.encode() + b"\n"})  # both, or neither
+    atomic_write_all({output: plan, sidecar_path(output): text.encode() + b"\n", **(also or {})})  # all, or none
     return side
 
 

@@ -31,7 +31,7 @@ from typing import Any
 
 from .. import __version__, engine_file
 from ..errors import NetdefError, OptionError
-from ..fileio import atomic_write, check_output, file_sha256
+from ..fileio import check_output, file_sha256
 from ..options import format_hw_range
 from .plan import SIDECAR_FILE, load_hints, load_plan, read_sidecar, sidecar_path, write_plan
 
@@ -195,7 +195,8 @@ def write_repository(engine: str | os.PathLike, repo: str | os.PathLike,
                      opts: TritonOptions | None = None) -> Repository:
     """Write the Triton model `REPO/NAME` for `engine` (a netdef engine, or a raw plan with its sidecar):
     config.pbtxt, VERSION/model.plan (byte-identical to the engine's plan) and its sidecar, and for a plugin
-    engine the plugin libraries with `plugins.txt`. Every file is written atomically, none over the engine."""
+    engine the plugin libraries with `plugins.txt`. The files are written atomically and renamed together (all or
+none), none over the engine."""
     opts = opts or TritonOptions()
     opts.validate()
     engine, repo = Path(engine), Path(repo)
@@ -231,12 +232,11 @@ def write_repository(engine: str | os.PathLike, repo: str | os.PathLike,
     if names:
         texts[model_dir / OPTIONS_NAME] = _options_text(meta, repo, res)
     texts = {path: text for path, text in texts.items() if _to_write(path, text, opts.existing_config)}
-    for lib, copy in zip(libraries, res.libraries):
-        atomic_write(copy, lib.read_bytes())
+    files = {copy: lib.read_bytes() for lib, copy in zip(libraries, res.libraries)}
+    files |= {path: text.encode() for path, text in texts.items()}
     plugins = [dict(p, library=os.path.join("..", Path(p["library"]).name)) for p in meta["plugins"]]
-    write_plan(res.plan, plan, meta, source=engine, plugins=plugins, hints=load_hints(meta, PLAN_NAME, names))
-    for path, text in texts.items():
-        atomic_write(path, text.encode())
+    write_plan(res.plan, plan, meta, source=engine, plugins=plugins, hints=load_hints(meta, PLAN_NAME, names),
+               also=files)  # the model's files renamed together: never a new plan under the old configuration
     if res.config not in texts:
         res.notes.append(f"{res.config} kept as it is (--keep-config): check that it serves {res.plan}")
     return res
