@@ -44,7 +44,7 @@ def atomic_write_all(files: Mapping[str | os.PathLike, Iterable[bytes] | bytes])
             path = Path(name)
             _make_folders(path.parent, made)
             _remove_orphans(path)
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{TMP_TAG}", suffix=".tmp", dir=path.parent)
+            fd, tmp = tempfile.mkstemp(prefix=_temp_head(path), suffix=".tmp", dir=path.parent)
             temps.append((path, tmp))
             _writing.add(os.path.abspath(tmp))
             with os.fdopen(fd, "wb") as f:
@@ -92,6 +92,16 @@ ORPHAN_AGE_S = 600  # a temporary file this old that nobody holds is an orphan (
 _writing: set[str] = set()  # this process's temporary files being written (its own locks do not exclude it)
 
 
+def _temp_head(path: Path) -> str:
+    """How the names of `path`'s temporary files start: `.NAME.netdef-`; for a NAME so long that the temporary name
+    (8 random characters and ".tmp" follow) would pass the 255 bytes a file name may have, its first 40 characters
+    and a hash of all of it."""
+    head = f".{path.name}.{TMP_TAG}"
+    if len(os.fsencode(head)) + 12 <= 255:
+        return head
+    return f".{path.name[:40]}-{hashlib.sha256(os.fsencode(path.name)).hexdigest()[:16]}.{TMP_TAG}"
+
+
 def _try_lock(f: BinaryIO) -> bool:
     """Lock `f` exclusively without waiting; False where another holds it or the file system has no locks."""
     if fcntl is None:
@@ -107,7 +117,7 @@ def _remove_orphans(path: Path) -> None:
     """Remove `path`'s temporary files whose writer is gone: none holds its lock (on this machine or, where
     the file system shares locks, on another), not one of this process's writes, older than ORPHAN_AGE_S.
     Where locks cannot be taken (no fcntl, a file system without them) nothing is removed."""
-    head = f".{path.name}.{TMP_TAG}"
+    head = _temp_head(path)
     if fcntl is None:
         return
     try:

@@ -1131,3 +1131,23 @@ def test_the_timing_cache_is_checked_before_the_weights_are_read(tmp_path, capsy
         err = capsys.readouterr().err
         assert needle in err and err.count("\n") == 1, err
     assert photo.read_bytes() == JPEG and not (tmp_path / "r.engine").exists()
+
+
+def test_an_output_name_near_the_length_limit_is_written(tmp_path):
+    """A legal 250-byte file name: its temporary file `.NAME.netdef-XXXXXXXX.tmp` was over the 255-byte limit, so the
+    write failed with 'File name too long' after the whole build or export. A killed writer's temporary file of such a
+    name is still found and removed by the next write."""
+    import os
+    import time
+
+    from netdef import fileio
+
+    out = tmp_path / ("w" * 246 + ".wts")
+    assert main(["export", "torchvision:resnet18", "-o", str(out)]) == 0
+    assert len(read_wts(out)) == 102 and [p.name for p in tmp_path.iterdir()] == [out.name]
+    orphan = tmp_path / f"{fileio._temp_head(out)}a1b2c3d4.tmp"
+    orphan.write_bytes(b"partial")
+    old = time.time() - fileio.ORPHAN_AGE_S - 60
+    os.utime(orphan, (old, old))
+    fileio.atomic_write(out, b"1\nw 0\n")
+    assert [p.name for p in tmp_path.iterdir()] == [out.name] and out.read_bytes() == b"1\nw 0\n"
