@@ -72,6 +72,18 @@ def test_load_names(tmp_path):
     (tmp_path / "e.txt").write_text("\n")
     with pytest.raises(NetdefError, match="no class names"):
         load_names(tmp_path / "e.txt")
+    # an Ultralytics data.yaml gave the names 'names:', '0: person', '1: car' (class 0 labelled 'names:'); an engine
+    # given by mistake was a UnicodeDecodeError traceback
+    for name, text in (("data.yaml", "path: coco\nnames:\n  0: person\n  1: car\n"), ("n.json", '["person", "car"]'),
+                       ("list.yaml", "- person\n- car\n")):
+        (tmp_path / name).write_text(text)
+        with pytest.raises(NetdefError, match=rf"{name}: YAML or JSON \(a data\.yaml\?\), not one name per line"):
+            load_names(tmp_path / name)
+    (tmp_path / "odd.json").write_text("traffic light\njack-o'-lantern\n[unlabelled]\n")  # text, whatever its name
+    assert load_names(tmp_path / "odd.json") == ["traffic light", "jack-o'-lantern", "[unlabelled]"]
+    (tmp_path / "e.engine").write_bytes(b"NETDEF-ENGINE\n\xca\x05" + bytes(6))
+    with pytest.raises(NetdefError, match=r"e\.engine: not UTF-8 text \(it looks like a netdef engine\); --names"):
+        load_names(tmp_path / "e.engine")
 
 
 # ---------------------------------------------------------------- post-processing

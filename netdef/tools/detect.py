@@ -37,7 +37,7 @@ import numpy as np
 from .. import defaults
 from ..defaults import IMAGE_SUFFIXES
 from ..errors import NetdefError, OptionError
-from ..fileio import atomic_write, check_output, json_kind
+from ..fileio import atomic_write, check_output, describe_head, json_kind, read_head
 from .classify import _PALETTE, Classifier, EngineModel, draw_top1, engine_classifier, engine_io
 from .images import read_image
 from .masks import process_masks, rle_decode, rle_encode
@@ -74,11 +74,25 @@ def collect_images(paths: Sequence[str | Path]) -> list[Path]:
 
 
 def load_names(path: str | Path) -> list[str]:
-    """Class names, one per line (blank lines ignored)."""
+    """Class names, one per line (blank lines ignored). YAML or JSON (an Ultralytics data.yaml, a list) is refused:
+    its lines ('names:', '  0: person') would be taken as names, each class labelled with another's."""
+    import yaml
+
     try:
-        names = [ln.strip() for ln in Path(path).read_text(encoding="utf-8").splitlines() if ln.strip()]
+        text = Path(path).read_text(encoding="utf-8")
     except OSError as e:
         raise NetdefError(f"cannot read class names {path}: {e}") from None
+    except UnicodeDecodeError:
+        raise NetdefError(f"class names {path}: not UTF-8 text ({describe_head(read_head(path))}); --names takes a "
+                          "text file of the names, one per line") from None
+    try:
+        doc = yaml.safe_load(text)  # plain lines of names are one YAML string
+    except yaml.YAMLError:
+        doc = None
+    if isinstance(doc, (dict, list)):
+        raise NetdefError(f"class names {path}: YAML or JSON (a data.yaml?), not one name per line; --names takes a "
+                          "text file of the names, one per line, in class order (a data.yaml's names: entries)")
+    names = [ln.strip() for ln in text.splitlines() if ln.strip()]
     if not names:
         raise NetdefError(f"{path} holds no class names (one per line)")
     return names
