@@ -189,7 +189,7 @@ def available_archs() -> list[str]:
 def _scales_of(path: Path) -> list[str]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):  # a UTF-16 file of an editor's: no scales, no traceback
         return []
     scales = data.get("scales") if isinstance(data, dict) else None
     return list(scales) if isinstance(scales, dict) else []

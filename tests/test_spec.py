@@ -247,3 +247,19 @@ def test_yaml_set_gives_build_parameters(tmp_path):
         (tmp_path / "yolov5-bad.yaml").write_text(text.replace("nc: 80 ", f"set: {bad}\nnc: 80 "), encoding="utf-8")
         with pytest.raises(SpecError, match=message):
             load_spec(tmp_path / "yolov5s-bad.yaml").resolve_params({})
+
+
+def test_a_yaml_file_that_is_not_utf8_in_the_working_folder_leaves_the_names_alone(tmp_path, monkeypatch):
+    """A UTF-16 YAML (Windows Notepad's) in ./architectures/ made every lookup that lists or scales the names end in
+    a UnicodeDecodeError traceback: `netdef build yolov5s` too. The names are listed without its scales; loading
+    that file itself is the usual one-line error."""
+    from netdef.spec import load_spec
+
+    (tmp_path / "architectures").mkdir()
+    (tmp_path / "architectures" / "mine.yaml").write_bytes("name: mine\n".encode("utf-16"))
+    monkeypatch.chdir(tmp_path)
+    assert load_spec("yolov5s").name.startswith("yolov5")
+    with pytest.raises(SpecError, match=r"no architecture 'nosuch' \(a \.yaml path or one of: .*mine, .*resnet18"):
+        load_spec("nosuch")
+    with pytest.raises(SpecError, match=r"mine\.yaml: not a text file"):
+        load_spec("mine")
