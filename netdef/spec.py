@@ -260,9 +260,14 @@ def load_spec(path: str | Path) -> Spec:
         raise SpecError(f"{path}: no rows: give 'layers' (or 'backbone' and 'head')")
 
     _load_yaml_blocks(path, data, root, fail)
+    # a family file named with one of its scales (my-yolo11n.yaml, a copy of yolo11.yaml): that scale, as Ultralytics
+    # reads such a file
+    own_scale = _family(path.stem) if scale is None and isinstance(data.get("scales"), dict) else None
+    scale = own_scale[1] if own_scale else scale
     gd, gw, max_ch = _multiples(data, scale, fail, path)
     params = {k: v for k, v in data.items() if k not in RESERVED}
-    name = _scaled_names(path.stem, [scale])[0] if scale is not None else str(data.get("name", path.stem))
+    name = (path.stem if own_scale else _scaled_names(path.stem, [scale])[0] if scale is not None
+            else str(data.get("name", path.stem)))
     preset = data.get("set", {})
     if not isinstance(preset, dict) or not all(isinstance(k, str) for k in preset):
         raise fail("set", "expected a mapping of build parameters, e.g. {bn_eps: 1.0e-5}, as --set KEY=VALUE gives them")

@@ -200,6 +200,19 @@ def test_a_family_file_needs_a_scale(tmp_path):
         load_spec("yolov5q")
 
 
+def test_a_family_file_named_with_a_scale_builds_that_scale(tmp_path):
+    """A copy of yolo11.yaml saved as my-yolo11n.yaml (Ultralytics reads the scale from such a file name) is
+    yolo11n's rows under the file's own name, not a family asking for a scale (nor for my-yolo11nn.yaml)."""
+    mine = tmp_path / "my-yolo11n.yaml"
+    mine.write_text(load_spec("yolo11n").text)
+    spec, ref = load_spec(mine), load_spec("yolo11n")
+    assert (spec.name, spec.scale) == ("my-yolo11n", "n")
+    assert [(r.block, r.args, r.kwargs, r.n) for r in spec.rows] == [(r.block, r.args, r.kwargs, r.n) for r in ref.rows]
+    (tmp_path / "my-yolo11q.yaml").write_text(ref.text)  # no scale letter: still a family
+    with pytest.raises(SpecError, match=r"this file is a family"):
+        load_spec(tmp_path / "my-yolo11q.yaml")
+
+
 # ---------------------------------------------------------------- import structure
 
 @pytest.mark.parametrize("module, must_not_load", [
