@@ -272,11 +272,12 @@ def ultralytics_arch(obj: Any) -> tuple[str, bool] | None:
     cfg = getattr(_module_in(obj, _torch()), "yaml", None)
     if not isinstance(cfg, dict) or not cfg.get("yaml_file"):
         return None
-    match = re.fullmatch(r"(yolov?\d+)([nslmx]?)(-[a-z0-9]+)?", Path(str(cfg["yaml_file"])).stem)
-    if match is None:
-        return None
-    family, task = match[1], match[3] or ""
-    name = family + (match[2] or str(cfg.get("scale") or "")) + task
+    stem = Path(str(cfg["yaml_file"])).stem
+    match = re.fullmatch(r"(yolov?\d+)([nslmx]?)(u?)(-[a-z0-9]+)?", stem)  # u: yolov5nu, yolov3u
+    if match is None:  # yolov9t, rtdetr-l, yolov8n-seg-p6, a YAML of your own: none of netdef's names
+        return stem, False
+    family, task = match[1], match[4] or ""
+    name = family + (match[2] or str(cfg.get("scale") or "")) + match[3] + task
     head = cfg.get("head") or [[]]
     if family == "yolov5" and "anchors" not in str(head[-1]):  # Ultralytics' anchor-free YOLOv5u
         return f"{name} (Ultralytics' anchor-free YOLOv5u)", False

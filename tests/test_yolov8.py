@@ -425,7 +425,7 @@ def test_yolo26_seg_and_pose_engines_record_what_detect_reads(name, model, outpu
 
 def test_export_names_the_architecture_an_ultralytics_model_records(tmp_path):
     """`netdef export` of an Ultralytics model says which architecture to build (its YAML's file name and scale),
-    or that netdef has none for it (an oriented-box model)."""
+    or that netdef has none for it (an oriented-box model, or one of a family netdef does not name at all)."""
     from netdef.export import export_wts
 
     model, _ = ref.reference_model("yolo11n-seg")
@@ -436,7 +436,12 @@ def test_export_names_the_architecture_an_ultralytics_model_records(tmp_path):
                             ("yolo11n-seg5.yaml", "build it with `netdef build yolo11n-seg -w "),  # a renamed copy
                             ("yolo11n-obb.yaml", "netdef has no architecture 'yolo11n-obb'"),
                             ("yolov5n.yaml",
-                             "netdef has no architecture 'yolov5n (Ultralytics' anchor-free YOLOv5u)'")):
+                             "netdef has no architecture 'yolov5n (Ultralytics' anchor-free YOLOv5u)'"),
+                            ("yolov5nu.yaml",  # the name Ultralytics records for yolov5n.yaml
+                             "netdef has no architecture 'yolov5nu (Ultralytics' anchor-free YOLOv5u)'"),
+                            ("yolov9t.yaml", "netdef has no architecture 'yolov9t'"),
+                            ("yolov8n-seg-p6.yaml", "netdef has no architecture 'yolov8n-seg-p6'"),
+                            ("rtdetr-l.yaml", "netdef has no architecture 'rtdetr-l'")):
         model.yaml["yaml_file"] = yaml_file
         export_wts(model, tmp_path / "m.wts", log=logs.append)
         assert said in logs[-1], logs
