@@ -177,5 +177,7 @@ def _compare_row(layer: str, module: str, out: Any, ref: np.ndarray, tol: float,
     own = None if floor is None or floor.shape != ref.shape else max_rel_error(floor, ref)
     if own is not None and err <= min(FLOOR_FACTOR * own, FLOOR_CAP * tol):
         return Row(layer, module, shape, err, "pass", f"(PyTorch in float32: {own:.2e})")
-    note = "" if own is None else f"(PyTorch in float32: {own:.2e})"
+    note = "" if own is None else f"(PyTorch in float32: {own:.2e}" + (
+        ": float32 rounding alone moves the model's own output that much here, e.g. tied scores ahead of a top-k "
+        "(random weights): this row cannot tell a mistake from rounding)" if own > FLOOR_CAP * tol else ")")
     return Row(layer, module, shape, err, "FAIL", note)
