@@ -61,7 +61,7 @@ def define_network(spec: Spec | str | Path, weights: Weights, opts: BuildOptions
     except WeightKeyError as e:  # sizes or keys of another scale or task of the family?
         hint = _fitting_sibling(spec, tensors, opts)
         if hint is None:
-            raise WeightKeyError(f"{e}{_custom_scale_hint(spec, tensors)}") from None
+            raise WeightKeyError(f"{e}{_custom_scale_hint(spec, tensors, opts)}") from None
         raise WeightKeyError(f"{e}\nThese weights fit {hint}: build that architecture") from None
     if unused:
         log(f"[netdef] warning: {len(unused)} unused key(s) in {source}, e.g. {unused[:3]}"
@@ -78,10 +78,13 @@ def load_tensors(weights: Weights, log: Callable[[str], None], progress: bool | 
     return read_wts(weights, progress=sys.stderr.isatty() if progress is None else progress)
 
 
-def _custom_scale_hint(spec: Spec, tensors: Mapping[str, np.ndarray]) -> str:
+def _custom_scale_hint(spec: Spec, tensors: Mapping[str, np.ndarray], opts: BuildOptions) -> str:
     """For a scaled family member whose weights no scale fits but whose keys are the family's (`model.*`): how a
-    custom depth and width (tensorrtx's `c gd gw`) is built; '' otherwise."""
+    custom depth and width (tensorrtx's `c gd gw`) is built; '' otherwise (weights `spec` itself takes without
+    the --set values given: one of those disagrees with them, `--set nc=80` for 3 classes, say)."""
     if spec.scale is None or not tensors or sum(k.startswith("model.") for k in tensors) * 2 < len(tensors):
+        return ""
+    if opts.params and _fits(spec, tensors, opts.precision, {}):
         return ""
     return (f"\nIf the weights are of a custom depth and width (tensorrtx's `c gd gw`, say): copy {spec.path.name} "
             "with `depth_multiple: gd` and `width_multiple: gw` in place of its `scales:` map and build that file")
@@ -99,19 +102,22 @@ def _fitting_sibling(spec: Spec, tensors: Mapping[str, np.ndarray], opts: BuildO
     if parts is None:
         return None
     pattern = re.compile(re.escape(parts[1]) + r"[a-z](-[a-z0-9]+)?")
-    for name in available_archs():
-        if not pattern.fullmatch(name) or name == spec.name:
-            continue
-        try:
-            other = load_spec(name)
-            net = Network(tensors, precision=opts.precision, params=other.resolve_params(opts.params))
-            with observing_rows(None):  # not rows of the network `netdef show` lists
-                build_network(other, net, None)
-            net.check_keys(strict=True)
-        except NetdefError:
-            continue
-        return name
-    return None
+    return next((name for name in available_archs() if pattern.fullmatch(name) and name != spec.name
+                 and _fits(name, tensors, opts.precision, opts.params)), None)
+
+
+def _fits(spec: Spec | str, tensors: Mapping[str, np.ndarray], precision: str, params: Mapping[str, Any]) -> bool:
+    """Whether `spec` (or the architecture of that name) takes the weights key for key and shape for shape with
+    the build parameters `params`."""
+    try:
+        spec = spec if isinstance(spec, Spec) else load_spec(spec)
+        net = Network(tensors, precision=precision, params=spec.resolve_params(params))
+        with observing_rows(None):  # not rows of the network `netdef show` lists
+            build_network(spec, net, None)
+        net.check_keys(strict=True)
+    except NetdefError:
+        return False
+    return True
 
 
 def _array(v: Any) -> np.ndarray:

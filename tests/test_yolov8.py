@@ -200,12 +200,14 @@ def test_small_models_build(name, precision, wts, tmp_path):
 
 
 def test_class_count_from_the_weights():
-    """nc=3 weights with the nc: 80 YAML: the weights' count (no copied YAML); `--set nc` must agree with them."""
+    """nc=3 weights with the nc: 80 YAML: the weights' count (no copied YAML); `--set nc` must agree with them, and
+    its error suggests no custom depth and width (the weights fit the scale)."""
     _, sd = ref.reference_model("yolov8n", nc=3)
     assert tuple(define("yolov8n", sd).definition.get_output(0).shape) == (-1, 7, 8400)
     assert tuple(define("yolov8n", sd, params={"nc": 3}).definition.get_output(0).shape) == (-1, 7, 8400)
-    with pytest.raises(NetdefError, match=r"model\.22: --set nc=80, but the weights were trained with nc=3"):
+    with pytest.raises(NetdefError, match=r"model\.22: --set nc=80, but the weights were trained with nc=3") as e:
         define("yolov8n", sd, params={"nc": 80})
+    assert "custom depth and width" not in str(e.value)  # the weights fit yolov8n: only the --set value is wrong
 
 
 @pytest.mark.gpu
