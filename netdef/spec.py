@@ -162,7 +162,11 @@ def resolve_arch(name_or_path: str | Path) -> tuple[Path, str | None]:
         family = _family(str(p))
         if family and (d / f"{family[0]}.yaml").is_file():
             return d / f"{family[0]}.yaml", family[1]
-    raise SpecError(f"no architecture '{name_or_path}' (a .yaml path or one of: {', '.join(available_archs())})")
+    names = available_archs()
+    scaled = SCALED_NAME.match(str(p))  # yolo11n-obb: the tasks netdef has of yolo11 at scale n
+    kin = [n for n in names if scaled and re.fullmatch(re.escape(scaled[1] + scaled[2]) + r"(-[a-z0-9]+)?", n)]
+    of_family = f": of {scaled[1]} at that scale netdef builds {', '.join(kin)}" if kin else ""
+    raise SpecError(f"no architecture '{name_or_path}'{of_family} (a .yaml path or one of: {', '.join(names)})")
 
 
 def _family(name: str) -> tuple[str, str] | None:

@@ -200,6 +200,18 @@ def test_a_family_file_needs_a_scale(tmp_path):
         load_spec("yolov5q")
 
 
+def test_an_unknown_task_of_a_family_names_the_tasks_netdef_builds():
+    """yolo11n-obb (oriented boxes), yolov8n-p2: the error says which members of that family and scale exist,
+    ahead of the list of every architecture; a name of no family gets the list alone."""
+    with pytest.raises(SpecError, match=r"no architecture 'yolo11n-obb': of yolo11 at that scale netdef builds "
+                                        r"yolo11n, yolo11n-cls, yolo11n-pose, yolo11n-seg \(a \.yaml path"):
+        load_spec("yolo11n-obb")
+    with pytest.raises(SpecError, match=r"no architecture 'yolov8n-p2': of yolov8 at that scale netdef builds yolov8n,"):
+        load_spec("yolov8n-p2")
+    with pytest.raises(SpecError, match=r"no architecture 'yolov10n' \(a \.yaml path"):
+        load_spec("yolov10n")
+
+
 def test_a_family_file_named_with_a_scale_builds_that_scale(tmp_path):
     """A copy of yolo11.yaml saved as my-yolo11n.yaml (Ultralytics reads the scale from such a file name) is
     yolo11n's rows under the file's own name, not a family asking for a scale (nor for my-yolo11nn.yaml)."""
