@@ -132,6 +132,13 @@ def test_help_lists_commands():
         assert cmd in res.stdout
 
 
+def test_detect_help_says_where_a_pose_engines_kpt_shape_comes_from():
+    """The header's record (the weights' kpt_shape: 5 keypoints for a custom-trained yolov8n-pose built from the
+    17-keypoint YAML) is the default, not the YAML's."""
+    res = run_cli("detect", "--help")
+    assert res.returncode == 0 and "the kpt_shape its header records" in " ".join(res.stdout.split())
+
+
 # ---------------------------------------------------------------- option values and the one error handler
 
 @pytest.mark.parametrize("args, needle", [

@@ -42,7 +42,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                    help="boxes per image at most (detection engines)")
     p.add_argument("--names", help="class names file, one per line")
     p.add_argument("--kpt-shape", metavar="N,D", help="a plain pose engine's keypoints and dims per keypoint "
-                                                     "(default: the kpt_shape of the YAML it was built from)")
+                                                     "(default: the kpt_shape its header records, that of the "
+                                                     "weights; older engines: that of the YAML it was built from)")
     p.add_argument("--input-shape", metavar="HxW", help="an engine built with a dynamic input size: the size to "
                                                        "letterbox to (default: its first profile's OPT)")
     p.add_argument("--rect", action="store_true",

@@ -434,8 +434,8 @@ def engine_detector(engine: Any, conf: float | None = None, iou: float | None = 
 
     Plugin engines have their NMS thresholds built in: `conf` may only raise the score threshold and `iou`
     must equal the built one (rebuild with --set conf_thres=/iou_thres= otherwise); None keeps them.
-    `kpt_shape` (keypoints, dims): a plain pose engine's; default the `kpt_shape` of the architecture YAML its
-    header records.
+    `kpt_shape` (keypoints, dims): a plain pose engine's; default the `kpt_shape` its header's model record holds
+    (the weights'; one given must equal it), for older engines that of the architecture YAML its header records.
     An engine built with a dynamic input size letterboxes to `input_hw` (default: its first profile's OPT size);
     `rect` (such engines only) to the smallest multiple of the model's largest stride that holds each batch at
     that size, as Ultralytics' rectangular inference.
