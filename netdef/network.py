@@ -420,11 +420,8 @@ class Network:
         """Record that tensor `t` (its layer's output; netdef names a layer's output after the layer) equals the
         output of PyTorch module `module`, where the layer's name does not say so; `verify` compares them.
         `channels`: `t` is those channels (dimension 1) of the module's output only (a convolution computed in
-        parts). Returns `t`. A tensor matches one module: matching it to a second is a SpecError."""
-        earlier = self.matches.get(t.name)
-        if earlier is not None and earlier != module:
-            raise SpecError(f"{t.name}: matched to PyTorch module '{earlier}' already, now to '{module}': a tensor "
-                            "equals one module's output (match the other module's own tensor)")
+        parts). Returns `t`. A tensor matched again (a module's output is also the output of the Sequential or
+        attention block around it) is compared with the module matched last."""
         self.matches[t.name] = module
         if channels is not None:
             self.match_channels[t.name] = np.asarray(channels, np.int64)

@@ -171,19 +171,6 @@ def test_linear_on_pooled_features_is_a_1x1_convolution():
 
 
 
-def test_a_tensor_matches_one_module():
-    """net.match of one tensor to a second module is refused naming both (it used to replace the first silently);
-    matching it again to the same module, or with channels, is fine."""
-    w = {"fc.weight": np.arange(32, dtype=np.float32), "fc.bias": np.ones(4, np.float32)}
-    net = Network(w, source="t.wts")
-    y = net.linear(net.input("x", (-1, 8, 1, 1)), "fc", 4)
-    net.match(y, "head.fc")
-    net.match(y, "head.fc", channels=range(4))
-    assert net.matches[y.name] == "head.fc" and list(net.match_channels[y.name]) == [0, 1, 2, 3]
-    with pytest.raises(NetdefError, match=rf"{y.name}: matched to PyTorch module 'head.fc' already, now to 'head.out'"):
-        net.match(y, "head.out")
-    assert net.matches[y.name] == "head.fc"
-
 # ---------------------------------------------------------------- fp16 range, input shape
 
 TINY = """name: tiny
