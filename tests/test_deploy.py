@@ -587,3 +587,25 @@ def test_a_triton_model_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
     res = write_repository(engine, repo, TritonOptions(name="m"))
     assert res.config.is_file() and res.plan.read_bytes() == b"ftrt" + bytes(60)
+
+
+def test_the_same_engine_gives_the_same_repository_and_plan(tmp_path):
+    """A Triton repository (or a raw plan) written again from the same engine, later, is byte for byte the same: a
+    repository CI writes on every run, or one kept in version control, changes only when the engine does."""
+    import time
+
+    from test_engine_file import complete_meta
+
+    engine = tmp_path / "e.engine"
+    engine_file.write_engine(engine, b"ftrt" + bytes(60), complete_meta() | {"plugins": []})
+
+    def files(root: Path) -> dict[str, bytes]:
+        return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+    write_repository(engine, tmp_path / "a", TritonOptions(name="m"))
+    export_plan(engine, tmp_path / "a" / "e.plan")
+    time.sleep(1.1)  # a clock in the files (seconds) would now differ
+    write_repository(engine, tmp_path / "b", TritonOptions(name="m"))
+    export_plan(engine, tmp_path / "b" / "e.plan")
+    first = files(tmp_path / "a")
+    assert first == files(tmp_path / "b") and "m/1/model.plan.json" in first and "e.plan.json" in first

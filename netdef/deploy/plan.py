@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -209,13 +208,14 @@ def write_plan(output: str | os.PathLike, plan: bytes, meta: dict[str, Any], *, 
     """Write the raw plan `output` and its sidecar (atomically, both renamed once both are written); returns the
     sidecar's content.
     `plugins` replaces the plugin entries (e.g. with paths relative to the sidecar); `hints`, the load hints; `also`,
-    files that belong with them (a Triton model's configuration), written and renamed together with them."""
+    files that belong with them (a Triton model's configuration), written and renamed together with them.
+    The sidecar holds no time of export: the same engine gives the same files (a repository CI writes again is
+    unchanged)."""
     output = Path(output)
     side = dict(meta, plugins=meta["plugins"] if plugins is None else plugins)
     side.pop("header_sha256", None)  # the engine header's own checksum: the sidecar's fields differ (plugins, sidecar)
     side["sidecar"] = {
-        "format": SIDECAR_FORMAT, "plan": output.name, "exported_from": str(source),
-        "exported": datetime.now(timezone.utc).isoformat(timespec="seconds"), "netdef_version": __version__,
+        "format": SIDECAR_FORMAT, "plan": output.name, "exported_from": str(source), "netdef_version": __version__,
         "load": hints or load_hints(meta, output.name, [str(p["library"]) for p in meta["plugins"]]),
     }
     text = json.dumps(engine_file.printable(side), indent=1, sort_keys=True)
