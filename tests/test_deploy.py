@@ -609,3 +609,23 @@ def test_the_same_engine_gives_the_same_repository_and_plan(tmp_path):
     export_plan(engine, tmp_path / "b" / "e.plan")
     first = files(tmp_path / "a")
     assert first == files(tmp_path / "b") and "m/1/model.plan.json" in first and "e.plan.json" in first
+
+
+def test_triton_says_which_files_it_wrote_when_it_keeps_the_config(tmp_path, capsys):
+    """--keep-config leaves config.pbtxt as it was: stdout (what a CI log or a script reads) names the plan as
+    written and the configuration as kept, never as written."""
+    from netdef.cli import main
+    from test_engine_file import complete_meta
+
+    engine = tmp_path / "e.engine"
+    engine_file.write_engine(engine, b"ftrt" + bytes(60), complete_meta() | {"plugins": []})
+    repo = tmp_path / "models"
+    assert main(["triton", str(engine), "--repo", str(repo), "--name", "m"]) == 0
+    config = repo / "m" / "config.pbtxt"
+    assert f"wrote {config} and {repo / 'm' / '1' / 'model.plan'}" in capsys.readouterr().out
+    tuned = config.read_text() + "model_warmup [{ name: \"w\" batch_size: 1 }]\n"
+    config.write_text(tuned)
+    assert main(["triton", str(engine), "--repo", str(repo), "--name", "m", "--version", "2", "--keep-config"]) == 0
+    out = capsys.readouterr().out
+    assert config.read_text() == tuned
+    assert f"wrote {repo / 'm' / '2' / 'model.plan'} (kept {config} as it was)" in out and f"wrote {config}" not in out

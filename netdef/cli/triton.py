@@ -46,7 +46,8 @@ def cmd_triton(a: argparse.Namespace) -> int:
                          max_queue_delay_us=a.max_queue_delay_us, cuda_graphs=a.cuda_graphs,
                          existing_config=a.existing_config or "refuse")
     res = write_repository(a.engine, a.repo, opts)
-    print(f"wrote {res.config} and {res.plan}")
+    print(f"wrote {res.plan} (kept {res.config} as it was)" if res.config_kept else
+          f"wrote {res.config} and {res.plan}")
     for lib in res.libraries:
         print(f"  plugin library {lib}")
     if res.server_options:

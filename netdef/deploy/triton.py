@@ -189,6 +189,7 @@ class Repository:
     libraries: list[Path] = field(default_factory=list)
     server_options: list[str] = field(default_factory=list)  # each one alone loads the plugin libraries
     notes: list[str] = field(default_factory=list)
+    config_kept: bool = False  # an existing config.pbtxt left as it was (--keep-config), not written
 
 
 def write_repository(engine: str | os.PathLike, repo: str | os.PathLike,
@@ -237,7 +238,8 @@ none), none over the engine."""
     plugins = [dict(p, library=os.path.join("..", Path(p["library"]).name)) for p in meta["plugins"]]
     write_plan(res.plan, plan, meta, source=engine, plugins=plugins, hints=load_hints(meta, PLAN_NAME, names),
                also=files)  # the model's files renamed together: never a new plan under the old configuration
-    if res.config not in texts:
+    res.config_kept = res.config not in texts
+    if res.config_kept:
         res.notes.append(f"{res.config} kept as it is (--keep-config): check that it serves {res.plan}")
     return res
 
