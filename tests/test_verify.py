@@ -646,6 +646,24 @@ def test_weights_must_fit_the_model(tiny, tmp_path):
         verify(yaml(), wts, "renamed_model:make", cpu=True, log=lambda m: None)  # the file fits the YAML only
 
 
+def test_weights_load_with_the_modules_versions():
+    """A module that reads its version from the state_dict's metadata (torchvision's MNASNet raises without it)
+    loads the .wts as with `model.load_state_dict(model.state_dict())`."""
+    from netdef.verify.reference import load_weights_strict
+
+    class Versioned(torch.nn.Linear):
+        _version = 2
+
+        def _load_from_state_dict(self, state_dict, prefix, local_metadata, *args):
+            if local_metadata.get("version") != 2:
+                raise ValueError(f"version should be 2, not {local_metadata.get('version')}")
+            super()._load_from_state_dict(state_dict, prefix, local_metadata, *args)
+
+    model = torch.nn.Sequential(Versioned(3, 2))
+    load_weights_strict(model, {"0.weight": np.ones((2, 3), np.float32), "0.bias": np.zeros(2, np.float32)}, "w.wts")
+    assert model[0].weight.sum().item() == 6
+
+
 def test_state_dict_source_is_refused(tiny, tmp_path):
     yaml, wts = tiny
     sd = tmp_path / "sd.pt"

@@ -1,6 +1,7 @@
 """The PyTorch side of `netdef verify`: the model loaded with the .wts strictly, and its modules' outputs."""
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,8 +58,10 @@ def load_weights_strict(model: Any, tensors: Mapping[str, np.ndarray], where: st
              if np.asarray(tensors[k]).size != sd[k].numel()]
     if wrong:
         raise WeightKeyError(f"{where}: {len(wrong)} key(s) differ in size from the PyTorch model: {_few(wrong)}")
-    model.load_state_dict({k: torch.from_numpy(np.asarray(tensors[k]).reshape(tuple(sd[k].shape))).to(sd[k].dtype)
-                           for k in keys}, strict=False)
+    state = OrderedDict((k, torch.from_numpy(np.asarray(tensors[k]).reshape(tuple(sd[k].shape))).to(sd[k].dtype))
+                        for k in keys)
+    state._metadata = getattr(sd, "_metadata", None)  # module versions: torchvision's MNASNet needs them
+    model.load_state_dict(state, strict=False)
 
 
 def run_hooked(model: Any, x: np.ndarray, names: Iterable[str], *, device: str = "cpu",
