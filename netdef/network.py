@@ -722,6 +722,20 @@ class Network:
         kind = "strict" if all(p <= 0 for p in pads) else "fill" if mode == "constant" else "reflect"
         return self._slice(x, name, start, [1] * len(shape), delta, [1] * len(shape), kind, value)
 
+    def roll(self, x: Any, name: str, shifts: int | Sequence[int], dims: int | Sequence[int]) -> Any:
+        """torch.roll(x, shifts, dims) over dimensions of static size (Swin's shifted windows): one slice layer
+        in wrap mode, starting each rolled dimension at -shift modulo its size."""
+        shape = tuple(x.shape)
+        dims = _ints(dims, None, f"{name}: dims")
+        shifts = _ints(shifts, len(dims), f"{name}: shifts")
+        start = [0] * len(shape)
+        for s, d in zip(shifts, dims):
+            a = self._axis(d, len(shape), name)
+            if shape[a] < 0:
+                raise SpecError(needs_static_size(f"{name}: roll of dimension {a} of {shape}"))
+            start[a] = -s % shape[a]
+        return self._slice(x, name, start, [1] * len(shape), [0] * len(shape), [1] * len(shape), "wrap")
+
     def _slice(self, x: Any, name: str, start: Sequence[int], keep: Sequence[int], offset: Sequence[int],
                stride: Sequence[int], kind: str, value: float = 0.0) -> Any:
         """A slice layer of size shape(x) * keep + offset (a shape tensor where that size is dynamic)."""

@@ -329,12 +329,12 @@ def set_resize_mode(layer: Any, mode: str, align_corners: bool = False) -> None:
 
 
 def slice_mode(kind: str) -> Any:
-    """The slice layer's mode for out-of-bounds coordinates: 'strict', 'fill' or 'reflect' (8.x calls the enum
-    SliceMode with DEFAULT for strict; 10+ and RTX SampleMode with STRICT_BOUNDS)."""
+    """The slice layer's mode for out-of-bounds coordinates: 'strict', 'fill', 'reflect' or 'wrap' (8.x calls the
+    enum SliceMode with DEFAULT for strict; 10+ and RTX SampleMode with STRICT_BOUNDS)."""
     trt = module()
     modes = getattr(trt, "SampleMode", None) or trt.SliceMode
     names = {"strict": "STRICT_BOUNDS" if hasattr(modes, "STRICT_BOUNDS") else "DEFAULT", "fill": "FILL",
-             "reflect": "REFLECT"}
+             "reflect": "REFLECT", "wrap": "WRAP"}
     return getattr(modes, names[kind])
 
 

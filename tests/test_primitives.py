@@ -93,6 +93,8 @@ CASES = {
                False),
     "slice": ("Slice", Fn(lambda x: x[:, 1:3, ::2, 1:5:2]), X, {"start": [0, 1, 0, 1], "shape": [-1, 2, 3, 2],
                                                                   "stride": [1, 1, 2, 2]}, False),
+    "roll": (lambda n, x, p: n.roll(x, p, (-2, 3), (2, 3)), Fn(lambda x: torch.roll(x, (-2, 3), (2, 3))), X, {},
+             False),
     "reshape": ("Reshape", Fn(lambda x: x.reshape(x.shape[0], 3, -1)), X, {"shape": [0, 3, -1]}, False),
     "permute": ("Permute", Fn(lambda x: x.permute(0, 2, 3, 1)), X, {"dims": [0, 2, 3, 1]}, False),
     "flatten_2": ("Flatten", Fn(lambda x: torch.flatten(x, 2)), X, {"start_dim": 2}, False),
@@ -237,6 +239,7 @@ def test_deconv_output_padding_past_padding_adds_the_bias_after_padding():
     (lambda n, x: n.permute(x, "pm", (0, 1, 1, 2)), r"pm: permute dims \[0, 1, 1, 2\] are not a permutation"),
     (lambda n, x: n.reshape(x, "rs", (0, -1, -1)), r"rs: reshape to \[0, -1, -1\]: at most one -1"),
     (lambda n, x: n.reduce(x, "rd", "median"), r"rd: reduce op 'median'"),
+    (lambda n, x: n.roll(x, "rl", 1, 0), r"rl: roll of dimension 0 of \(-1, 3, 5, 6\) needs a static input size"),
     (lambda n, x: n.deconv(x, "d", 4, 3, 2, 0, 2), r"d: output_padding \(2, 2\) must be smaller"),
     (lambda n, x: n.activation(x, "gelu:fast", "a"), r"a/gelu: gelu approximate 'fast'"),
 ])
@@ -291,6 +294,15 @@ def test_resize_like_matches_interpolate_on_cpu(mode, align, shapes):
     assert check_block("ResizeLike", module, shapes, kwargs=kwargs, cpu=True, tolerance=1e-12) <= 1e-12
     net = define_block("ResizeLike", shapes, {}, kwargs=kwargs)
     assert [layer.name for layer in _layers(net) if layer.type == net.trt.LayerType.RESIZE] == [PREFIX]
+
+
+@pytest.mark.parametrize("shifts, dims", [((-2, 3), (2, 3)), (7, 1), ((1, -1), (1, -1))])
+def test_roll_matches_torch_on_cpu(shifts, dims):
+    """One slice layer in wrap mode is torch.roll, shifts past the size and negative dims included."""
+    shape = (2, 3, 5, 6)
+    err = check_block(lambda n, x, p: n.roll(x, p, shifts, dims), Fn(lambda x: torch.roll(x, shifts, dims)), shape,
+                      cpu=True)
+    assert err < 1e-12
 
 
 def test_resize_like_block_takes_two_inputs():
