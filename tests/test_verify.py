@@ -763,7 +763,8 @@ def test_modules_whose_weights_are_never_compared_are_named():
     assert report.summary().endswith("; 3 module(s) whose weights are read were never compared (blk.fc, blk.proj, "
                                      "blk): a mistake there shows only through later layers (not at all behind a "
                                      "small layer scale); a block author names a layer after each to have it "
-                                     "compared")
+                                     "compared; 1 of them (blk.proj) named by a layer: the model never runs their "
+                                     "forward() (it passes their weights to a function)")
 
 
 def test_verify_with_a_batch_of_two_and_attention_compared(tmp_path):

@@ -12,6 +12,7 @@ from ..trt_api import LayerDescription
 from .reference import ModuleOutputs
 
 OUTPUT_MODULE = "(model output)"
+NOT_RUN = "module not run by forward()"  # the model has it, but uses its weights in a function
 # fp32 on the CPU: a layer also passes within this many times PyTorch's own float32 error at that module (an fp32
 # network cannot be closer to the float64 model than float32 arithmetic is; random weights and BatchNorm
 # statistics amplify that error through deep networks beyond the plain tolerance).
@@ -76,6 +77,10 @@ class Report:
             text += (f"; {len(self.uncompared)} module(s) whose weights are read were never compared ({few}): a "
                      "mistake there shows only through later layers (not at all behind a small layer scale); a "
                      "block author names a layer after each to have it compared")
+            unrun = [m for m in self.uncompared if m in {r.module for r in self.rows if r.note == NOT_RUN}]
+            if unrun:  # torchvision's Swin passes qkv.weight to F.linear: a layer named after qkv cannot help
+                text += (f"; {len(unrun)} of them ({', '.join(unrun[:6])}{', ...' if len(unrun) > 6 else ''}) named "
+                         "by a layer: the model never runs their forward() (it passes their weights to a function)")
         return text
 
 
@@ -121,7 +126,7 @@ def compare(arch: str, mode: str, tol: float, layers: list[LayerDescription], va
             rows.append(Row(layer.name, module, shape, None, "skip", refs.skipped[module]))
         elif module not in refs.outputs:
             why = ("the model has no module of this name" if modules is not None and module not in modules
-                   else "module not run by forward()")
+                   else NOT_RUN)
             rows.append(Row(layer.name, module, shape, None, "skip", why))
         else:
             part = (channels or {}).get(layer.outputs[0])
