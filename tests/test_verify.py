@@ -866,6 +866,21 @@ def test_an_fp16_overflow_is_named():
     assert _compare_row("a", "a", np.array([[np.nan]]), np.array([[1.0]]), 1e-2, half=True).note == "values not finite"
 
 
+def test_an_fp16_underflow_is_named():
+    """A failing row whose PyTorch values all lie below float16's smallest normal says so (a randomly initialised
+    MNASNet decays to 2e-6 there), in fp16 networks only."""
+    from netdef.verify.report import _compare_row
+
+    ref = np.linspace(1e-7, 2.2e-6, 12).reshape(1, 12)
+    out = ref.astype(np.float16).astype(np.float64)
+    row = _compare_row("layers.11.1.layers.3", "layers.11.1.layers.4", out, ref, 1e-2, half=True)
+    assert row.status == "FAIL" and row.note.startswith("(PyTorch's values peak at 2.2e-06, below float16's smallest "
+                                                        "normal 6.1e-05: an fp16 underflow")
+    assert _compare_row("a", "a", out, ref, 1e-5).note == ""  # an fp32 network: no fp16 to blame
+    big = _compare_row("a", "a", out * 100, ref * 100, 1e-2, half=True)  # as wrong, but float16 holds such values
+    assert big.status == "FAIL" and big.note == ""
+
+
 def test_a_convolution_computed_in_parts_is_compared_part_by_part():
     """C2f's cv1 is two convolutions over its halves (no tensor holds the whole output): each is compared with
     its channels of the module's output, so a wrong half fails by name."""

@@ -17,6 +17,7 @@ NOT_RUN = "module not run by forward()"  # the model has it, but uses its weight
 # network cannot be closer to the float64 model than float32 arithmetic is; random weights and BatchNorm
 # statistics amplify that error through deep networks beyond the plain tolerance).
 FLOOR_FACTOR = 2.0
+FP16_TINY = 2.0 ** -14  # float16's smallest normal value
 FLOOR_CAP = 100.0  # ... but never beyond this many times the tolerance (ties in a top-k, say, make float32's error
 # large: the row is then not compared at all)
 
@@ -185,4 +186,9 @@ def _compare_row(layer: str, module: str, out: Any, ref: np.ndarray, tol: float,
     note = "" if own is None else f"(PyTorch in float32: {own:.2e}" + (
         ": float32 rounding alone moves the model's own output that much here, e.g. tied scores ahead of a top-k "
         "(random weights): this row cannot tell a mistake from rounding)" if own > FLOOR_CAP * tol else ")")
+    peak = float(np.abs(ref).max()) if half and ref.size else 0.0
+    if 0 < peak < FP16_TINY:  # float16 keeps only a few bits of such values (MNASNet's random init: 2e-6)
+        note = (f"{note} " if note else "") + (
+            f"(PyTorch's values peak at {peak:.3g}, below float16's smallest normal {FP16_TINY:.2g}: an fp16 "
+            "underflow; larger values there, e.g. trained weights, or that part kept in fp32)")
     return Row(layer, module, shape, err, "FAIL", note)
