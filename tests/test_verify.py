@@ -662,6 +662,11 @@ def test_weights_load_with_the_modules_versions():
     model = torch.nn.Sequential(Versioned(3, 2))
     load_weights_strict(model, {"0.weight": np.ones((2, 3), np.float32), "0.bias": np.zeros(2, np.float32)}, "w.wts")
     assert model[0].weight.sum().item() == 6
+    Versioned._version = 3  # a module whose own loading code raises: one NetdefError naming the file, no traceback
+    with pytest.raises(NetdefError, match=r"^w\.wts: the PyTorch model failed to load it: ValueError: version should "
+                                          r"be 2, not 3$"):
+        load_weights_strict(torch.nn.Sequential(Versioned(3, 2)), {"0.weight": np.ones((2, 3), np.float32),
+                                                                  "0.bias": np.zeros(2, np.float32)}, "w.wts")
 
 
 def test_state_dict_source_is_refused(tiny, tmp_path):

@@ -61,7 +61,10 @@ def load_weights_strict(model: Any, tensors: Mapping[str, np.ndarray], where: st
     state = OrderedDict((k, torch.from_numpy(np.asarray(tensors[k]).reshape(tuple(sd[k].shape))).to(sd[k].dtype))
                         for k in keys)
     state._metadata = getattr(sd, "_metadata", None)  # module versions: torchvision's MNASNet needs them
-    model.load_state_dict(state, strict=False)
+    try:
+        model.load_state_dict(state, strict=False)
+    except Exception as e:  # noqa: BLE001  a module's own loading code (its _load_from_state_dict) is the user's
+        raise NetdefError(f"{where}: the PyTorch model failed to load it: {type(e).__name__}: {e}") from e
 
 
 def run_hooked(model: Any, x: np.ndarray, names: Iterable[str], *, device: str = "cpu",
