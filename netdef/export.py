@@ -238,7 +238,7 @@ def export_wts(source: str | Path | Any, output: str | Path, *, state_dict: str 
     if isinstance(source, (str, Path)):  # a Path is a checkpoint file
         if progress:
             log(f"[netdef] loading {source} with PyTorch ...")
-        with _seeded(seed):
+        with seeded(seed):
             obj = load_source(str(source), state_dict=state_dict, log=log)
     else:
         obj = source
@@ -300,7 +300,7 @@ _HEAD_TASKS = {"Segment": "-seg", "Segment26": "-seg", "Pose": "-pose", "Pose26"
 
 
 @contextlib.contextmanager
-def _seeded(seed: int) -> Iterator[None]:
+def seeded(seed: int) -> Iterator[None]:
     """The global generators a model's initialisation may draw from (PyTorch's, CUDA's included, NumPy's,
     Python's) seeded for the `with` block, and their states restored after it (CUDA's where CUDA was already
     initialised; otherwise PyTorch seeds it when it starts, as `torch.manual_seed` does)."""

@@ -13,7 +13,7 @@ import numpy as np
 from .. import trt_api
 from ..build import BuildOptions, build_engine
 from ..errors import NetdefError, OptionError
-from ..export import _seeded, export_wts, load_source, randomize_batchnorm
+from ..export import seeded, export_wts, load_source, randomize_batchnorm
 from ..fileio import read_head
 from ..wts import WTS_FILE, read_wts
 
@@ -23,7 +23,7 @@ TOLERANCE = {"fp32": 1e-3, "fp16": 1e-2}
 def run_demo(workdir: Path, arch: str = "resnet18") -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     print(f"netdef demo: {arch} with {trt_api.version_string()}, GPU: {trt_api.gpu_identity() or 'none'}")
-    with _seeded(0):  # the same weights every run: an earlier run's .wts is told from weights of the user's
+    with seeded(0):  # the same weights every run: an earlier run's .wts is told from weights of the user's
         model = load_source(f"torchvision:{arch}")
     randomize_batchnorm(model, seed=0)
     wts = workdir / f"{arch}.wts"
