@@ -17,9 +17,9 @@ NOT_RUN = "module not run by forward()"  # the model has it, but uses its weight
 # network cannot be closer to the float64 model than float32 arithmetic is; random weights and BatchNorm
 # statistics amplify that error through deep networks beyond the plain tolerance).
 FLOOR_FACTOR = 2.0
-FP16_TINY = 2.0 ** -14  # float16's smallest normal value
 FLOOR_CAP = 100.0  # ... but never beyond this many times the tolerance (ties in a top-k, say, make float32's error
 # large: the row is then not compared at all)
+FP16_TINY = 2.0 ** -14  # float16's smallest normal value
 
 
 @dataclass
