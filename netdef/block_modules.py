@@ -21,13 +21,14 @@ from pathlib import Path
 from types import ModuleType
 
 from .errors import NetdefError, OptionError, raised_at
-from .fileio import file_sha256
+from .fileio import file_sha256, read_head, recognised
 from .registry import BLOCKS
 
 ENV_VAR = "NETDEF_BLOCKS"
 ENTRY_POINT_GROUP = "netdef.blocks"
 HOW_TO_LOAD = (f"load a module of your own blocks with --blocks MODULE|FILE.py, the {ENV_VAR} environment variable, "
                f"a top-level 'blocks: [MODULE]' in the YAML, or a package's '{ENTRY_POINT_GROUP}' entry point")
+EXPECTED = "a block module is a module on sys.path that registers blocks (my_pkg.blocks) or a .py file of blocks"
 
 _loaded: dict[str, ModuleType] = {}  # a module name or a resolved .py path -> the module it gave
 _digests: dict[str, str] = {}  # the same key -> its file's SHA-256 when imported (edited since: imported again)
@@ -55,6 +56,8 @@ def load_block_module(ref: str, source: str, base: Path | None = None,
             raise error(f"{source}: {path} is a folder: name a .py file of blocks (or a module on sys.path)")
         if key not in _loaded and not path.is_file():
             raise error(f"{source}: block file {path} not found" + (f" (relative to {base})" if base else ""))
+        if key not in _loaded and path.suffix != ".py":
+            raise error(f"{source}: {_not_blocks(path)}")
     else:
         key, what = ref, f"block module '{ref}'"
     if key in _loaded and _digests.get(key) == _file_digest(_loaded[key]):
@@ -72,12 +75,23 @@ def load_block_module(ref: str, source: str, base: Path | None = None,
         _forget_blocks(before)
         if isinstance(e, (KeyboardInterrupt, SystemExit)):
             raise
-        hint = " (is it installed, or on PYTHONPATH?)" if isinstance(e, ModuleNotFoundError) and e.name and \
-            ref.startswith(e.name) else ""
+        missing = isinstance(e, ModuleNotFoundError) and bool(e.name) and ref.startswith(e.name)  # not its imports'
+        named = base / ref if base is not None else Path(ref)  # r18.wts, a folder: a path given as a module name
+        if missing and not is_path(ref) and named.exists():
+            raise error(f"{source}: {_not_blocks(named)}") from e
+        hint = " (is it installed, or on PYTHONPATH?)" if missing else ""
         raise error(f"{source}: cannot import {what}: {type(e).__name__}: {e}{raised_at(e)}{hint}") from e
+    if getattr(module, "__file__", None) is None and hasattr(module, "__path__"):  # a folder without __init__.py
+        raise error(f"{source}: {_not_blocks(Path(next(iter(module.__path__), ref)))}")
     _track_helpers(module, {n for n, b in BLOCKS.items() if n not in before or b.fn.__module__ == module.__name__})
     _loaded[key], _digests[key] = module, _file_digest(module)
     return module
+
+
+def _not_blocks(path: Path) -> str:
+    """What a file or folder given where a block module was expected is, and what is expected."""
+    kind = "a folder" if path.is_dir() else recognised(read_head(path)) or "a file"
+    return f"{path} is {kind}, not a module of blocks: {EXPECTED}"
 
 
 def _run_again(module: ModuleType) -> ModuleType:

@@ -4,6 +4,7 @@ blocks. CPU builds (TensorRT-RTX)."""
 from __future__ import annotations
 
 import os
+import re
 import site
 import subprocess
 import sys
@@ -151,6 +152,27 @@ def test_editing_a_helper_the_block_module_imports_makes_the_engine_out_of_date(
 def test_a_folder_given_as_a_block_file_says_so(tiny):
     res = cli(*build_args(tiny, "--blocks", str(tiny)))
     assert res.returncode == 1 and f"{tiny} is a folder: name a .py file of blocks" in res.stderr, res.stderr
+
+
+def test_a_folder_or_weights_file_given_as_a_module_name_says_what_it_is(tiny):
+    """`--blocks imgs` (a folder named without a slash) was imported from the working folder as an empty namespace
+    package, silently; `--blocks tiny.wts` said "No module named 'tiny'". Both name what was given and what is
+    expected, from --blocks, NETDEF_BLOCKS and a YAML's blocks: alike."""
+    (tiny / "imgs").mkdir()
+    (tiny / "notes.yaml").write_text(arch_yaml("TinyConvRelu", "blocks: [tiny.wts]"))
+    expected = "not a module of blocks: a block module is a module on sys.path that registers blocks"
+    for args, env, says in [(["--blocks", "imgs"], {}, "--blocks imgs: "),
+                            (["--blocks", "tiny.wts"], {}, "--blocks tiny.wts: tiny.wts is a .wts weights file, "),
+                            (["--blocks", "./tiny.wts"], {}, f"{tiny / 'tiny.wts'} is a .wts weights file, "),
+                            ([], {block_modules.ENV_VAR: "imgs"}, f"NETDEF_BLOCKS=imgs: {tiny / 'imgs'} is a folder, ")]:
+        res = cli("blocks", *args, cwd=tiny, env=env)
+        assert res.returncode == 1 and says in res.stderr and expected in res.stderr, res.stderr
+        assert "is a folder, " in res.stderr or "weights file" in res.stderr, res.stderr
+    res = cli(*build_args(tiny)[:1], str(tiny / "notes.yaml"), *build_args(tiny)[2:], cwd=tiny)
+    assert res.returncode == 1 and f"notes.yaml:4: 'blocks': {tiny / 'tiny.wts'} is a .wts weights file, " \
+        f"{expected}" in res.stderr and not (tiny / "tiny.engine").exists(), res.stderr
+    with pytest.raises(OptionError, match=f"^x.yaml:3: {re.escape(str(tiny / 'imgs'))} is a folder, {expected}"):
+        block_modules.load_block_module("imgs", "x.yaml:3", base=tiny)  # not importable from here: a folder still
 
 
 def test_an_output_on_a_loaded_block_file_is_refused_before_any_work(tiny, monkeypatch, capsys):
