@@ -43,6 +43,7 @@ import yaml
 from . import blocks as _builtin_blocks  # noqa: F401  (registers the built-in blocks)
 from .block_modules import HOW_TO_LOAD, load_block_module, load_installed_blocks
 from .errors import BlockError, NetdefError, OptionError, SpecError
+from .fileio import read_head, recognised
 from .network import Network
 from .registry import Block, Param, declared_params, get_block, known_blocks, unscaled_channels
 
@@ -162,6 +163,10 @@ def resolve_arch(name_or_path: str | Path) -> tuple[Path, str | None]:
         family = _family(str(p))
         if family and (d / f"{family[0]}.yaml").is_file():
             return d / f"{family[0]}.yaml", family[1]
+    what = recognised(read_head(p)) if p.is_file() else None  # r18.wts or r18.engine where the architecture goes
+    if what is not None:
+        raise SpecError(f"{p} is {what}, not an architecture: give the architecture's name (resnet18) or its .yaml "
+                        "file, and the weights with --weights")
     names = available_archs()
     scaled = SCALED_NAME.match(str(p))  # yolo11n-obb: the tasks netdef has of yolo11 at scale n
     kin = [n for n in names if scaled and re.fullmatch(re.escape(scaled[1] + scaled[2]) + r"(-[a-z0-9]+)?", n)]

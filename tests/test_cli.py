@@ -97,6 +97,23 @@ def test_errors_are_one_line_without_traceback(r18, args, needle):
     assert len(res.stderr.strip().splitlines()) == 1, res.stderr
 
 
+def test_a_weights_file_or_engine_where_the_architecture_goes_says_what_it_is(r18, tmp_path):
+    """`netdef show r18.wts` and `netdef build r18.engine -w ...` listed every architecture name; the file is told by
+    its content (a .wts named weights.bin too), not by its suffix."""
+    wts, engine = r18 / "r18.wts", tmp_path / "r18.engine"
+    engine.write_bytes(engine_file.MAGIC + bytes(64))
+    (tmp_path / "weights.bin").write_bytes(wts.read_bytes()[:4096])
+    expected = "not an architecture: give the architecture's name (resnet18) or its .yaml file, and the weights with"
+    for args, what in [(["show", str(wts)], f"{wts} is a .wts weights file"),
+                       (["show", str(tmp_path / "weights.bin")], "weights.bin is a .wts weights file"),
+                       (["build", str(engine), "-w", str(wts), "-o", str(tmp_path / "y.engine")],
+                        f"{engine} is a netdef engine")]:
+        res = run_cli(*args)
+        assert res.returncode == 1 and f"{what}, {expected}" in res.stderr and "resnet152" not in res.stderr, res.stderr
+        assert len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert not (tmp_path / "y.engine").exists()
+
+
 def test_failed_build_leaves_no_engine(r18, tmp_path):
     wts = read_wts(r18 / "r18.wts")
     del wts["fc.bias"]
