@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import EngineFileError, EngineMismatchError
-from .fileio import FileKind, atomic_write, recognised
+from .fileio import FileKind, atomic_write, recognised, special_kind
 from .trt_api import PLAN_MAGICS
 
 MAGIC = b"NETDEF-ENGINE\n"
@@ -129,7 +129,8 @@ def read_plan(path: str | Path) -> tuple[dict[str, Any], bytes]:
 def _open(path: Path) -> Any:
     """The engine file opened for reading; EngineFileError when there is none."""
     if not path.is_file():
-        raise EngineFileError(f"engine not found: {path}")
+        raise EngineFileError(f"{path} is {special_kind(path)}, not an engine file" if path.exists()
+                              else f"engine not found: {path}")
     try:
         return open(path, "rb")
     except OSError as e:

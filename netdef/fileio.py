@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -249,6 +250,14 @@ def describe_head(head: bytes) -> str:
         return "it is empty"
     what = recognised(head)
     return f"it looks like {what}" if what else f"it starts with {head[:16]!r}"
+
+
+def special_kind(path: str | os.PathLike) -> str:
+    """What an existing path that is no regular file is, for a message: "a directory", "a character device", ..."""
+    mode = os.stat(path).st_mode
+    kinds = ((stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+             (stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"))
+    return next((what for test, what in kinds if test(mode)), "not a regular file")
 
 
 def read_head(path: str | os.PathLike) -> bytes:

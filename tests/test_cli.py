@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -112,6 +113,20 @@ def test_a_weights_file_or_engine_where_the_architecture_goes_says_what_it_is(r1
         assert res.returncode == 1 and f"{what}, {expected}" in res.stderr and "resnet152" not in res.stderr, res.stderr
         assert len(res.stderr.strip().splitlines()) == 1, res.stderr
     assert not (tmp_path / "y.engine").exists()
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo") or not os.path.exists("/dev/null"), reason="POSIX devices and pipes")
+def test_a_device_or_pipe_given_as_a_file_is_named_as_what_it_is(tmp_path):
+    """`netdef info /dev/null` said "no such file" (it exists: it is no regular file); export-plan "engine not found"."""
+    os.mkfifo(tmp_path / "pipe")
+    for args, needle in [(["info", "/dev/null"], "/dev/null is a character device, not a file: give an engine"),
+                         (["info", str(tmp_path / "pipe")], f"{tmp_path / 'pipe'} is a named pipe, not a file"),
+                         (["info", str(tmp_path)], f"{tmp_path} is a directory, not a file"),
+                         (["export-plan", "/dev/null", "-o", str(tmp_path / "x.plan")],
+                          "/dev/null is a character device, not an engine file")]:
+        res = run_cli(*args)
+        assert res.returncode == 1 and needle in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe"]
 
 
 def test_failed_build_leaves_no_engine(r18, tmp_path):

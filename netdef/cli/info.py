@@ -9,6 +9,7 @@ from typing import Any
 
 from .. import engine_file
 from ..errors import NetdefError
+from ..fileio import special_kind
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
@@ -27,7 +28,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 def cmd_info(a: argparse.Namespace) -> int:
     path = Path(a.file)
     if not path.is_file():
-        raise NetdefError(f"{path} is a directory: give a file" if path.is_dir() else f"no such file: {path}")
+        raise NetdefError(f"{path} is {special_kind(path)}, not a file: give an engine, a raw plan or a .wts file"
+                          if path.exists() else f"no such file: {path}")
     if engine_file.is_engine_file(path):  # a damaged or cut engine too: never read as a .wts
         meta = engine_file.read_meta(path, verify=True)
         print(json.dumps({**meta, "kind": "engine"}, indent=2) if a.json else format_engine(meta, path))
