@@ -1105,6 +1105,23 @@ def test_demo_writes_over_its_own_weights_only(tmp_path, capsys):
     assert (own / "resnet18.wts").read_bytes() == first
 
 
+def test_demo_workdir_that_is_a_file_says_what_it_is(tmp_path, capsys):
+    """`netdef demo --workdir r18.wts` (an existing file) said "[Errno 17] File exists"; a folder inside a file,
+    "[Errno 20]". Refused before any work, naming the file and what it is, which stays as it was."""
+    from netdef.wts import write_wts
+
+    wts = tmp_path / "r18.wts"
+    write_wts(wts, {"w": [1.0]})
+    before = wts.read_bytes()
+    for workdir in (wts, wts / "sub"):
+        capsys.readouterr()
+        assert main(["demo", "--workdir", str(workdir)]) == 1
+        err = capsys.readouterr().err
+        assert err == (f"netdef demo: error: --workdir {workdir}: {wts} is not a folder (it looks like a .wts weights "
+                       "file): give a folder for the demo's .wts and engines (a new one, or an earlier demo's)\n"), err
+    assert wts.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["r18.wts"]
+
+
 def test_run_output_is_written_atomically(fake_engine, tmp_path, monkeypatch, capsys):
     """`run --output` replaces an earlier result only with a complete one: a run stopped while the array is written
     (Ctrl-C, a full disk) leaves the earlier file as it was and no temporary file (np.save used to truncate it)."""

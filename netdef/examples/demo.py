@@ -13,14 +13,15 @@ import numpy as np
 from .. import trt_api
 from ..build import BuildOptions, build_engine
 from ..errors import NetdefError, OptionError
-from ..export import seeded, export_wts, load_source, randomize_batchnorm
-from ..fileio import read_head
+from ..export import export_wts, load_source, randomize_batchnorm, seeded
+from ..fileio import describe_head, read_head, special_kind
 from ..wts import WTS_FILE, read_wts
 
 TOLERANCE = {"fp32": 1e-3, "fp16": 1e-2}
 
 
 def run_demo(workdir: Path, arch: str = "resnet18") -> int:
+    check_workdir(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     print(f"netdef demo: {arch} with {trt_api.version_string()}, GPU: {trt_api.gpu_identity() or 'none'}")
     with seeded(0):  # the same weights every run: an earlier run's .wts is told from weights of the user's
@@ -60,6 +61,17 @@ def run_demo(workdir: Path, arch: str = "resnet18") -> int:
               f"({'ok' if passed else 'FAIL'}, bound {TOLERANCE[precision]:g}); top-1 agreement "
               f"{(out.argmax(1) == ref.argmax(1)).mean():.0%}")
     return 0 if ok else 1
+
+
+def check_workdir(workdir: Path) -> None:
+    """A --workdir that is a file (or lies inside one) is refused before any work, naming what that file is."""
+    found = workdir
+    while not found.exists() and found != found.parent:
+        found = found.parent
+    if found.exists() and not found.is_dir():
+        what = describe_head(read_head(found)) if found.is_file() else f"it is {special_kind(found)}"
+        raise OptionError(f"--workdir {workdir}: {found} is not a folder ({what}): give a folder for the demo's .wts "
+                          "and engines (a new one, or an earlier demo's)")
 
 
 def check_own_weights(wts: Path, model) -> None:
