@@ -7,7 +7,8 @@ and GPU (`check_compatible`). Every header field netdef reads is checked for pre
 `validate_meta`, so a damaged or cut file is one EngineFileError, never a KeyError or MemoryError.
 
 Format 2 added `plan_bytes` and `plan_sha256`; `header_sha256` (the header's own fields, checked on every read
-where present: engines of older netdefs lack it) makes a changed header value damage too. Format 1 engines (no length, no checksum) are refused with
+where present: engines of older netdefs lack it) makes a changed header value damage too; a raw plan's sidecar
+records its own the same way (`sealed`, `header_changed`). Format 1 engines (no length, no checksum) are refused with
 "rebuild it" rather than read unchecked: a header without those fields cannot be told from a damaged
 one, an engine only loads in the TensorRT and GPU that built it anyway, and `netdef build` rebuilds an
 engine whose header it cannot read.
@@ -44,10 +45,8 @@ def write_engine(path: str | Path, plan: bytes | memoryview, meta: dict[str, Any
     `validate_meta` requires (a bug in the caller: netdef never writes an engine it would refuse to read).
     """
     view = memoryview(plan).cast("B")
-    meta = {k: v for k, v in meta.items() if k != "header_sha256"}
-    meta = dict(meta, format=FORMAT, plan_bytes=view.nbytes, plan_sha256=hashlib.sha256(view).hexdigest())
-    meta["header_sha256"] = _header_sha256(json.loads(json.dumps(printable(meta))))
-    header = json.dumps(printable(meta), indent=1, sort_keys=True).encode()
+    meta = sealed(dict(meta, format=FORMAT, plan_bytes=view.nbytes, plan_sha256=hashlib.sha256(view).hexdigest()))
+    header = json.dumps(meta, indent=1, sort_keys=True).encode()
     stored = json.loads(header)
     problem = meta_problem(stored)
     if problem is None and len(header) > MAX_HEADER_BYTES:
@@ -149,6 +148,18 @@ def _header_sha256(meta: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def sealed(meta: dict[str, Any]) -> dict[str, Any]:
+    """`meta` as JSON types (`printable`) with its own `header_sha256` (an earlier one replaced): what an engine header
+    or a plan's sidecar holds."""
+    meta = json.loads(json.dumps(printable({k: v for k, v in meta.items() if k != "header_sha256"})))
+    return dict(meta, header_sha256=_header_sha256(meta))
+
+
+def header_changed(meta: dict[str, Any]) -> bool:
+    """Whether `meta` records a `header_sha256` that its fields no longer give (those of older netdefs lack it)."""
+    return "header_sha256" in meta and _header_sha256(meta) != meta["header_sha256"]
+
+
 def _check_sha256(meta: dict[str, Any], digest: str, path: Path) -> None:
     if digest != meta["plan_sha256"]:
         raise _damaged(path, f"the plan's SHA-256 is {digest[:12]}..., the header says {meta['plan_sha256'][:12]}...")
@@ -201,7 +212,7 @@ def _read_header(f: Any, path: Path) -> dict[str, Any]:
     problem = meta_problem(meta)
     if problem is not None:
         raise _damaged(path, problem)
-    if "header_sha256" in meta and _header_sha256(meta) != meta["header_sha256"]:  # engines of older netdefs lack it
+    if header_changed(meta):
         raise _damaged(path, "the header's SHA-256 is not the one it records: a value in it was changed")
     plan_size, expected = size - _PREFIX - n, meta["plan_bytes"]
     if plan_size != expected:

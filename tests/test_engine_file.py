@@ -307,8 +307,34 @@ def test_a_changed_value_in_the_header_is_damage(engine, tmp_path):
     damaged(with_header(tmp_path / "edited.engine", header, plan), "the header's SHA-256 is not the one it records")
     del header["header_sha256"]
     assert read_meta(with_header(tmp_path / "old.engine", header, plan))["inputs"][0]["shape"][2] == 38
-    side = engine_file.read_meta(engine) | {"plugins": []}  # a sidecar carries no checksum of another header
-    from netdef.deploy.plan import read_sidecar, sidecar_path, write_plan
 
-    write_plan(tmp_path / "e.plan", PLAN, side, source=engine)
-    assert "header_sha256" not in read_sidecar(sidecar_path(tmp_path / "e.plan"))
+
+def test_a_changed_value_in_a_sidecar_is_refused(tmp_path):
+    """A raw plan's sidecar had no checksum of its own: a digit edited in a shape was used by `netdef info` and
+    written into a Triton config.pbtxt. It records the SHA-256 of its own fields (not the engine header's: its fields
+    differ) as an engine header does; one of an older netdef, without it, still reads; the same engine still gives
+    the same bytes."""
+    from helpers import run_cli
+    from netdef.deploy.plan import export_plan, read_sidecar, sidecar_path
+
+    engine, plan = tmp_path / "e.engine", tmp_path / "e.plan"
+    write_engine(engine, b"ftrt" + PLAN, complete_meta() | {"plugins": []})  # a plan's first bytes; no plugin
+    side = sidecar_path(plan)
+    written = export_plan(engine, plan)
+    text = side.read_bytes()
+    assert export_plan(engine, plan) == written and side.read_bytes() == text
+    assert read_sidecar(side) == written and written["header_sha256"] not in (None, read_meta(engine)["header_sha256"])
+    doc = json.loads(text)
+    doc["inputs"][0]["shape"][2] = 29
+    side.write_text(json.dumps(doc, indent=1, sort_keys=True))
+    with pytest.raises(EngineFileError, match=r"e\.plan\.json: not a usable netdef sidecar \(its SHA-256 is not the "
+                                              r"one it records: a value in it was changed\): export the plan again"):
+        read_sidecar(side)
+    for args in (["info", str(plan)], ["triton", str(plan), "--repo", str(tmp_path / "models")]):
+        res = run_cli(*args)
+        assert res.returncode == 1 and "a value in it was changed" in res.stderr, res.stderr
+        assert len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert not (tmp_path / "models").exists()
+    del doc["header_sha256"]  # an older netdef's sidecar: read as before
+    side.write_text(json.dumps(doc, indent=1, sort_keys=True))
+    assert read_sidecar(side)["inputs"][0]["shape"] == [-1, 1, 29, 28]

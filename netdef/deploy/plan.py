@@ -88,6 +88,8 @@ def read_sidecar(path: str | os.PathLike) -> dict[str, Any]:
     side = meta.get("sidecar") if isinstance(meta, dict) else None
     if problem is None and not (isinstance(side, dict) and side.get("format") == SIDECAR_FORMAT):
         problem = f"no 'sidecar' entry of format {SIDECAR_FORMAT}"
+    if problem is None and engine_file.header_changed(meta):  # a flipped digit in a shape; older sidecars lack it
+        problem = "its SHA-256 is not the one it records: a value in it was changed"
     if problem is not None:
         raise EngineFileError(f"{path}: not a usable netdef sidecar ({problem}): {redo}")
     for entry in meta["plugins"]:
@@ -212,13 +214,11 @@ def write_plan(output: str | os.PathLike, plan: bytes, meta: dict[str, Any], *, 
     The sidecar holds no time of export: the same engine gives the same files (a repository CI writes again is
     unchanged)."""
     output = Path(output)
-    side = dict(meta, plugins=meta["plugins"] if plugins is None else plugins)
-    side.pop("header_sha256", None)  # the engine header's own checksum: the sidecar's fields differ (plugins, sidecar)
-    side["sidecar"] = {
+    side = engine_file.sealed(dict(meta, plugins=meta["plugins"] if plugins is None else plugins, sidecar={
         "format": SIDECAR_FORMAT, "plan": output.name, "exported_from": str(source), "netdef_version": __version__,
         "load": hints or load_hints(meta, output.name, [str(p["library"]) for p in meta["plugins"]]),
-    }
-    text = json.dumps(engine_file.printable(side), indent=1, sort_keys=True)
+    }))  # its own header_sha256 (the engine's covers other fields: no plugins paths, no sidecar entry)
+    text = json.dumps(side, indent=1, sort_keys=True)
     atomic_write_all({output: plan, sidecar_path(output): text.encode() + b"\n", **(also or {})})  # all, or none
     return side
 
