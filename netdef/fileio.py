@@ -224,12 +224,13 @@ def check_output(path: str | os.PathLike, *, inputs: Iterable[str | os.PathLike 
 
 
 CHECKPOINT_STARTS = (b"PK\x03\x04", b"\x80")  # torch.save's zip file, a pickle: a checkpoint, not weights
+ELF_START = b"\x7fELF"  # a compiled program or shared library (a plugin library)
 
 # first bytes of files a mistyped path may name, for messages
 _KNOWN_STARTS = ((CHECKPOINT_STARTS[0], "a zip file (a PyTorch checkpoint?)"),
                  (CHECKPOINT_STARTS[1], "a pickle (a PyTorch checkpoint?)"),
                  (b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"),
-                 (b"\x7fELF", "a compiled program or library"), (b"\x93NUMPY", "a numpy array"),
+                 (ELF_START, "a compiled program or library"), (b"\x93NUMPY", "a numpy array"),
                  (b"NETDEF-ENGINE\n", "a netdef engine"), (b"ftrt", "a TensorRT plan"), (b"vtrt", "a TensorRT-RTX plan"))
 _WTS_START = re.compile(rb"\s*\d+\r?\n\S+[ \t]+\d+")
 

@@ -449,6 +449,30 @@ def test_triton_repository_of_a_plugin_engine(engines, tmp_path):
     assert raw == plan and Path(got["plugins"][0]["library"]) == copied.absolute()
 
 
+def test_triton_writes_plugin_files_over_their_own_kind_only(engines, tmp_path):
+    """plugins.txt (with --replace-config) and the plugin library's copy were written over whatever file had their
+    name in the model folder; like every output they replace only a file of their kind (netdef's plugins.txt, whose
+    first line may go past the bytes checked, and a compiled library), checked before anything is written."""
+    engine, name = tmp_path / "p.engine", "a_model_name_that_pushes_the_first_line_of_plugins_txt_past_64_bytes"
+    write_engine_with_plugin_header(engines("r50"), engine, tmp_path / "libplug.so")
+    repo, model = tmp_path / "models", tmp_path / "models" / name
+    model.mkdir(parents=True)
+    for file, content, kind in [("libplug.so", b"my notes\n", "a compiled library"),
+                                ("plugins.txt", b"# my plugins\ntorch\n", r"netdef's server options \(plugins.txt\)")]:
+        (model / file).write_bytes(content)
+        with pytest.raises(OptionError, match=f"{file} exists and is not {kind} .*: netdef writes over {kind} only"):
+            write_repository(engine, repo, TritonOptions(name=name, existing_config="replace"))
+        assert (model / file).read_bytes() == content and [p.name for p in model.iterdir()] == [file]
+        (model / file).unlink()
+    res = write_repository(engine, repo, TritonOptions(name=name))
+    options = (model / "plugins.txt").read_bytes()
+    assert res.libraries == [model / "libplug.so"] and options.startswith(f"# {name} needs the TensorRT".encode())
+    (model / "libplug.so").write_bytes(b"\x7fELF an older copy")  # their own kind: written again
+    write_repository(engine, repo, TritonOptions(name=name))
+    assert (model / "libplug.so").read_bytes() == (tmp_path / "libplug.so").read_bytes()
+    assert (model / "plugins.txt").read_bytes() == options
+
+
 def test_triton_refuses_a_changed_plugin_library(engines, tmp_path):
     engine = engines("y5s_plugin")
     library = Path(engine_file.read_meta(engine)["plugins"][0]["library"])

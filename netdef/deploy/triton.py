@@ -31,7 +31,7 @@ from typing import Any
 
 from .. import __version__, engine_file
 from ..errors import NetdefError, OptionError
-from ..fileio import check_output, file_sha256
+from ..fileio import ELF_START, HEAD_BYTES, FileKind, check_output, file_sha256
 from ..options import format_hw_range
 from .plan import SIDECAR_FILE, load_hints, load_plan, read_sidecar, sidecar_path, write_plan
 
@@ -42,6 +42,21 @@ CONFIG_POLICIES = ("refuse", "keep", "replace")
 DATA_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "bfloat16": "TYPE_BF16", "int8": "TYPE_INT8",
               "uint8": "TYPE_UINT8", "int32": "TYPE_INT32", "int64": "TYPE_INT64", "bool": "TYPE_BOOL"}
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
+_NEEDS = b" needs the TensorRT plugin libraries "  # plugins.txt's first line: "# NAME needs the TensorRT plugin ..."
+
+
+def _is_options_file(head: bytes) -> bool:
+    """Whether a file's first bytes are those of a plugins.txt netdef wrote (its first line may go past them)."""
+    name = re.match(rb"# \S+", head)
+    if name is None:
+        return False
+    rest = head[name.end():]
+    return rest.startswith(_NEEDS) or (len(head) == HEAD_BYTES and _NEEDS.startswith(rest))
+
+
+# what the model folder's plugins.txt and plugin library copies may replace: a file of their own kind only
+OPTIONS_FILE = FileKind(f"netdef's server options ({OPTIONS_NAME})", _is_options_file)
+LIBRARY_FILE = FileKind("a compiled library", lambda head: head.startswith(ELF_START))
 
 
 class Enum(str):
@@ -211,10 +226,10 @@ none), none over the engine."""
     libraries = _plugin_libraries(meta, engine)
     for path, what, kind in [(res.config, "model configuration", None), (res.plan, "plan", engine_file.ENGINE_FILE),
                              (sidecar_path(res.plan), "sidecar", SIDECAR_FILE),
-                             *((model_dir / lib.name, "plugin library", None) for lib in libraries)]:
+                             *((model_dir / lib.name, "plugin library", LIBRARY_FILE) for lib in libraries)]:
         check_output(path, inputs=inputs + libraries, what=what, kind=kind)
     if libraries:
-        check_output(model_dir / OPTIONS_NAME, inputs=inputs, what="server options")
+        check_output(model_dir / OPTIONS_NAME, inputs=inputs, what="server options", kind=OPTIONS_FILE)
     _check_other_versions(model_dir, opts, config)
 
     t = meta["tensorrt"]
@@ -315,7 +330,7 @@ def _comments(meta: dict[str, Any], engine: Path, res: Repository) -> list[str]:
 
 def _options_text(meta: dict[str, Any], repo: Path, res: Repository) -> str:
     plugins = ", ".join(f"{p.get('name')} ({Path(p['library']).name})" for p in meta["plugins"])
-    lines = [f"# {res.model_dir.name} needs the TensorRT plugin libraries {plugins}, copied beside this file.",
+    lines = [f"# {res.model_dir.name}{_NEEDS.decode()}{plugins}, copied beside this file.",
              "# Start Triton with one of these (paths as on this machine: change them where the repository is "
              "mounted elsewhere;",
              "# several models' plugins are joined with ';' in plugins=, ':' in LD_PRELOAD):",
