@@ -5,14 +5,16 @@
 """
 from __future__ import annotations
 
+import os
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from . import engine_file, trt_api
+from .class_names import check_count, names_sidecar, read_names_sidecar, shown, valid_names
 from .compiler import TIMING_CACHE, build_key, compile_network, target_identity
 from .define import Weights, check_stride, define_network, weights_identity  # noqa: F401  (re-exported)
 from .errors import NetdefError, OptionError
@@ -34,10 +36,13 @@ class BuildResult:
 
 def build_engine(arch: str | Path | Spec, weights: Weights, output: str | Path, opts: BuildOptions | None = None,
                  *, force: bool = False, log: Callable[[str], None] | None = None,
-                 progress: bool | None = None) -> BuildResult:
+                 progress: bool | None = None, names: Sequence[str] | None = None,
+                 names_from: str | os.PathLike | None = None) -> BuildResult:
     """Build the engine for `arch` + `weights` at `output`; keep it when up to date, and refit it when it is
     refittable and only the weights changed (a GPU is needed for that; `force` always rebuilds). `log` gets the
-    messages (default: stderr); `progress`: a bar while reading the .wts (default: when stderr is a terminal)."""
+    messages (default: stderr); `progress`: a bar while reading the .wts (default: when stderr is a terminal).
+    The header records the class `names` (read from the file `names_from`, named in errors), default those
+    `netdef export` wrote beside the .wts (`class_names.names_sidecar`); one per class of the model's head."""
     opts = opts or BuildOptions()
     if not isinstance(opts, BuildOptions):
         raise OptionError(f"opts {opts!r}: expected a netdef.options.BuildOptions (e.g. BuildOptions(precision="
@@ -45,6 +50,8 @@ def build_engine(arch: str | Path | Spec, weights: Weights, output: str | Path, 
     opts.validate()
     if not isinstance(force, bool):
         raise OptionError(f"force {force!r}: expected True or False")
+    if names is not None and not valid_names(list(names)):
+        raise OptionError(f"names {names_from or list(names)[:5]}: expected a non-empty list of non-empty strings")
     log = log or _stderr
     t0 = time.perf_counter()
     spec = arch if isinstance(arch, Spec) else load_spec(arch)
@@ -52,15 +59,18 @@ def build_engine(arch: str | Path | Spec, weights: Weights, output: str | Path, 
     if isinstance(arch, str) and Path(arch).suffix not in (".yaml", ".yml") and (builtin / spec.path.name).is_file() \
             and builtin not in Path(spec.path).resolve().parents:  # the working folder's YAML shadows netdef's
         log(f"[netdef] {arch}: {spec.path} (the working folder's architectures/ comes before netdef's own)")
-    inputs = [spec.path, *block_files(), None if isinstance(weights, Mapping) else weights, opts.calibration]
+    inputs = [spec.path, *block_files(), None if isinstance(weights, Mapping) else weights, opts.calibration,
+              names_from]
     output = check_output(output, inputs=[*inputs, opts.timing_cache], what="the engine output",
                           kind=engine_file.ENGINE_FILE)
     if opts.timing_cache:  # read, then written over by the build: checked now, not after the weights are read
         check_output(opts.timing_cache, inputs=inputs, what="the timing cache", kind=TIMING_CACHE)
     source, weights_sha = weights_identity(weights)
+    if names is None and not isinstance(weights, Mapping):
+        names, names_from = _exported_names(Path(weights), weights_sha, log)
     target = target_identity(opts)
-    key = build_key(spec.sha256, weights_sha, opts, target)
-    refit_key = build_key(spec.sha256, "", opts, target) if opts.refittable else None
+    key = build_key(spec.sha256, weights_sha, opts, target, names)
+    refit_key = build_key(spec.sha256, "", opts, target, names) if opts.refittable else None
     old = _old_meta(output) if output.is_file() and not force else {}
     if old.get("build_key") == key:
         log(f"[netdef] {output} is up to date (same .wts, YAML, options, TensorRT and GPU); --force rebuilds")
@@ -78,10 +88,28 @@ def build_engine(arch: str | Path | Spec, weights: Weights, output: str | Path, 
     net = define_network(spec, weights, opts, log, identity=(source, weights_sha), progress=progress)
     if opts.input_range and net.model.get("stride"):
         check_stride(opts.input_range, int(net.model["stride"]), spec.name)
-    extra = ({"refit_key": refit_key} if refit_key else {}) | ({"model": net.model} if net.model else {})
+    if names:
+        check_count(names, names_from, net.model.get("nc"), source)
+    extra = ({"refit_key": refit_key} if refit_key else {}) | ({"model": net.model} if net.model else {}) | \
+        ({"names": list(names)} if names else {})
     meta = compile_network(net, opts, output, arch=spec.identity(), weights={"path": source, "sha256": weights_sha},
                            log=log, build_key=key, **extra)
     return BuildResult(output, meta, True, time.perf_counter() - t0)
+
+
+def _exported_names(weights: Path, sha: str, log: Callable[[str], None]) -> tuple[list[str] | None, Path | None]:
+    """(the class names `netdef export` wrote beside the .wts `weights`, their file), or (None, None) where there are
+    none for these weights (an earlier export's are said and left alone)."""
+    path = names_sidecar(weights)
+    if not path.is_file():
+        return None, None
+    names, for_sha = read_names_sidecar(path)
+    if for_sha != sha:
+        log(f"[netdef] {path} holds the class names of other weights (an earlier export to {weights.name}): not "
+            "recorded; export again to renew it, or give --names")
+        return None, None
+    log(f"[netdef] class names from {path}: {shown(names)}")
+    return names, path
 
 
 def _old_meta(path: Path) -> dict[str, Any]:

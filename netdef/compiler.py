@@ -12,7 +12,7 @@ import hashlib
 import json
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -80,12 +80,16 @@ def compile_engine(builder: Any, definition: Any, opts: BuildOptions, output: st
     return meta
 
 
-def build_key(arch_sha: str, weights_sha: str, opts: BuildOptions, target: Mapping[str, Any]) -> str:
-    """Everything that changes the engine: an engine with the same key is not rebuilt. With weights_sha ""
-    it is the key of everything but the weights (a refittable engine with the same one is refitted instead)."""
+def build_key(arch_sha: str, weights_sha: str, opts: BuildOptions, target: Mapping[str, Any],
+              names: Sequence[str] | None = None) -> str:
+    """Everything that changes the engine (its header's class `names` too): an engine with the same key is not
+    rebuilt. With weights_sha "" it is the key of everything but the weights (a refittable engine with the same one
+    is refitted instead)."""
     calib = file_sha256(opts.calibration) if opts.calibration else None
     key = {"arch": arch_sha, "weights": weights_sha, "opts": options_dict(opts) | {"timing_cache": None},
            "tensorrt": trt_api.version_string(), "target": dict(target), "netdef": __version__, "calibration": calib}
+    if names:  # engines without names keep the key they had
+        key["names"] = list(names)
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
 
 

@@ -24,6 +24,7 @@ import struct
 from pathlib import Path
 from typing import Any, Callable
 
+from .class_names import valid_names
 from .errors import EngineFileError, EngineMismatchError
 from .fileio import FileKind, atomic_write, recognised, special_kind
 from .trt_api import PLAN_MAGICS
@@ -329,6 +330,7 @@ _FIELDS: tuple[tuple[str, bool, Callable[[Any], bool], str], ...] = (
     ("model", False, _is_model, "{task: one of " + ", ".join(MODEL_TASKS) + ", nc >= 1, head: a string, "
                                 "kpt_shape: [n, 2 or 3] for pose (or end2end) alone, nm >= 1 for segment (or "
                                 "end2end) alone}"),
+    ("names", False, valid_names, "a non-empty list of class names (non-empty strings)"),
     ("layers", True, _is_int, "a non-negative integer"),
     ("created", True, _is_str, "a string"),
     ("build_seconds", True, lambda v: _is_number(v) and v >= 0, "a non-negative number"),
@@ -367,6 +369,9 @@ def meta_problem(meta: Any) -> str | None:
             continue
         if required:
             return f"no '{key}'"
+    nc = (meta.get("model") or {}).get("nc")
+    if "names" in meta and nc is not None and len(meta["names"]) != nc:
+        return f"'names' holds {len(meta['names'])} class names, 'model' records {nc} classes"
     return None
 
 

@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from . import yolov5_code
+from .class_names import NAMES_FILE, model_names, names_sidecar, shown, write_names_sidecar
 from .errors import NetdefError, OptionError, raised_at
-from .fileio import CHECKPOINT_STARTS, check_output, read_head, recognised
+from .fileio import CHECKPOINT_STARTS, check_output, file_sha256, read_head, recognised
 from .wts import WTS_FILE, write_wts
 
 CHECKPOINT_KEYS = ("ema", "model", "state_dict", "model_state_dict")
@@ -229,7 +230,8 @@ def export_wts(source: str | Path | Any, output: str | Path, *, state_dict: str 
     the same bytes. Their states are put back afterwards (a training loop exporting each epoch keeps its own
     random stream).
     `progress` also says what is being loaded (PyTorch and a model take seconds) and shows a bar while writing.
-    Messages go to `log` (default: stderr)."""
+    Messages go to `log` (default: stderr). A model that carries class names (`class_names.model_names`) has them
+    written beside the .wts, to `output` + ".names.json" (`netdef build` records them in the engine)."""
     log = log or _stderr
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
         raise OptionError(f"--seed {seed}: expected an integer from 0 to 2**63 - 1")
@@ -251,15 +253,30 @@ def export_wts(source: str | Path | Any, output: str | Path, *, state_dict: str 
         randomize_constants(obj, seed)
     sd = state_dict_of(obj, str(source) if isinstance(source, str) else "source", log)
     sd = {k: v for k, v in sd.items() if not k.endswith("num_batches_tracked")}
+    names = _names_in(obj)
+    if names:
+        sidecar = check_output(names_sidecar(output), inputs=[source if isinstance(source, (str, Path)) else None,
+                                                              state_dict, output],
+                               what="the class names file", kind=NAMES_FILE)
     if progress:
         log(f"[netdef] writing {output}: {len(sd)} tensors ...")
     write_wts(output, sd, progress=progress)
+    if names:
+        write_names_sidecar(sidecar, names, output, file_sha256(output))
+        log(f"[netdef] wrote its {len(names)} class names ({shown(names)}) to {sidecar}: `netdef build` records them "
+            "in the engine for `netdef detect` and `netdef serve`")
     named = ultralytics_arch(obj)
     if named is not None:
         name, known = named
         log(f"[netdef] an Ultralytics {name} model: " + (f"build it with `netdef build {name} -w {output}`" if known
                                                         else f"netdef has no architecture '{name}'"))
     return sd
+
+
+def _names_in(obj: Any) -> list[str] | None:
+    """The class names of the model a source is or a checkpoint holds (its first model that has some), or None."""
+    models = [obj.get(k) for k in CHECKPOINT_KEYS] if isinstance(obj, Mapping) else [obj]
+    return next((names for m in models if (names := model_names(m)) is not None), None)
 
 
 def ultralytics_arch(obj: Any) -> tuple[str, bool] | None:

@@ -99,7 +99,7 @@ def refit_file(engine: str | Path, weights: Weights, output: str | Path | None =
     new_plan = trt_api.serialize(cuda_engine)
     refit_s = time.perf_counter() - t1
     new_meta = dict(meta, weights={"path": source, "sha256": sha},
-                    build_key=build_key(spec.sha256, sha, opts, meta["gpu"]),
+                    build_key=build_key(spec.sha256, sha, opts, meta["gpu"], meta.get("names")),
                     refit={"from_weights": meta["weights"]["sha256"], "weights_set": count,
                            "seconds": round(time.perf_counter() - t0, 3), "refit_seconds": round(refit_s, 3)})
     new_meta = engine_file.write_engine(output, new_plan, new_meta)

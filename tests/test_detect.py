@@ -86,6 +86,24 @@ def test_load_names(tmp_path):
         load_names(tmp_path / "e.engine")
 
 
+def test_class_names_given_then_recorded_then_indices():
+    """Detection labels with --names where given, else the names the engine header records (netdef build took them
+    from the checkpoint), else class indices; given names must be one per class of the recorded model."""
+    from netdef.class_names import engine_names
+
+    model = {"task": "detect", "nc": 3, "head": "decode"}
+    meta = {"model": model, "names": ["cat", "dog", "fox"]}
+    assert engine_names(None, meta, "y.engine") == ["cat", "dog", "fox"]
+    assert engine_names(["a", "b", "c"], meta, "y.engine", "n.txt") == ["a", "b", "c"]
+    assert engine_names(None, {"model": model}, "old.engine") == []  # an engine built without names
+    assert engine_names(["a"], {}, "older.engine") == ["a"]  # no model record: no class count to check
+    with pytest.raises(NetdefError, match=r"^n\.txt: 2 class names, but y\.engine holds a model of 3 classes: give "
+                                          r"one name per class$"):
+        engine_names(["a", "b"], meta, "y.engine", "n.txt")
+    with pytest.raises(NetdefError, match=r"^the names given: 1 class name, but y\.engine"):
+        engine_names(["a"], {"model": model}, "y.engine")
+
+
 # ---------------------------------------------------------------- post-processing
 
 def brute_force_nms(pred: np.ndarray, conf: float, iou: float, max_det: int):
@@ -552,7 +570,7 @@ def test_cli_register_and_run(tmp_path, monkeypatch):
                               "--names", str(tmp_path / "names.txt"), "--conf", "0.3"])
     assert args.func(args) == 0
     assert seen == {"engine": "m.engine", "conf": 0.3, "iou": None, "max_det": 300, "device": None,
-                    "kpt_shape": None, "input_hw": None, "rect": False}
+                    "kpt_shape": None, "input_hw": None, "rect": False, "names_from": str(tmp_path / "names.txt")}
     saved = json.loads((tmp_path / "out" / "detections.json").read_text())
     assert sorted(Path(r["image"]).name for r in saved) == sorted(p.name for p in paths)
     assert all(r["names"] == ["one"] for r in saved)

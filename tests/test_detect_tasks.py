@@ -407,7 +407,7 @@ def test_cli_kpt_shape(tmp_path, monkeypatch):
     register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["detect", "m.engine", str(tmp_path / "a.png"), "--out", str(tmp_path / "o"),
                               "--kpt-shape", "17,3"])
-    assert args.func(args) == 0 and seen == {"kpt_shape": (17, 3), "input_hw": None, "rect": False}
+    assert args.func(args) == 0 and seen == {"kpt_shape": (17, 3), "input_hw": None, "rect": False, "names_from": None}
     assert json.loads((tmp_path / "o" / "detections.json").read_text())[0]["keypoints"] == []
     for bad in ("17", "17,4", "0,3", "a,b"):
         args = parser.parse_args(["detect", "m.engine", str(tmp_path / "a.png"), "--out", str(tmp_path / "o"),

@@ -292,6 +292,30 @@ def test_optional_fields_are_checked_when_present(engine, tmp_path, key, value):
     damaged(with_header(tmp_path / "m.engine", _set(header, key, value), plan), f"'{key}' is")
 
 
+DETECT_3 = {"task": "detect", "nc": 3, "head": "decode"}
+
+
+@pytest.mark.parametrize("names, model, what", [
+    ([], None, "'names' is [], expected a non-empty list of class names"),
+    ("cat", None, "'names' is \"cat\""),
+    (["cat", 3], None, "'names' is [\"cat\", 3]"),
+    (["cat", ""], None, "'names' is [\"cat\", \"\"]"),
+    (["cat", "dog"], DETECT_3, "'names' holds 2 class names, 'model' records 3 classes"),
+])
+def test_class_names_are_checked_when_present(engine, tmp_path, names, model, what):
+    """The optional "names" (netdef build records the checkpoint's class names): strings, one per recorded class;
+    engines without it read as before (every other test's engine)."""
+    header, plan = header_of(engine)
+    header |= {"names": names} | ({"model": model} if model else {})
+    damaged(with_header(tmp_path / "m.engine", header, plan), what)
+    with pytest.raises(ValueError, match="bad metadata"):  # netdef never writes such a header
+        write_engine(tmp_path / "w.engine", plan, complete_meta() | {"names": names} | ({"model": model} if model
+                                                                                          else {}))
+    good = write_engine(tmp_path / "g.engine", plan, complete_meta() | {"names": ["cat", "dog", "fox"],
+                                                                         "model": DETECT_3})
+    assert read_meta(tmp_path / "g.engine")["names"] == good["names"] == ["cat", "dog", "fox"]
+
+
 def test_a_changed_value_in_the_header_is_damage(engine, tmp_path):
     """The plan's checksum does not cover the header: a flipped digit in an input shape (a valid header still) was
     read as the engine's shape, shown by `netdef info` and written into a Triton config.pbtxt. The header records its

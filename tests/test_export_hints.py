@@ -189,3 +189,17 @@ def test_unpickling_code_is_said_before_it_runs(tmp_path):
         load_checkpoint(tmp_path / "empty.pt")
     with pytest.raises(NetdefError, match=r"is a directory: give the checkpoint file"):
         load_checkpoint(tmp_path)
+
+
+def test_the_class_names_a_model_carries():
+    """Ultralytics' {0: 'cat', ...} and YOLOv5's list, in class order; Ultralytics' default names (the indices) and
+    anything that is no list of names are none."""
+    from types import SimpleNamespace
+
+    from netdef.class_names import model_names
+
+    assert model_names(SimpleNamespace(names={1: "dog", 0: "cat", 2: "fox"})) == ["cat", "dog", "fox"]
+    assert model_names(SimpleNamespace(names=("person", "car"))) == ["person", "car"]
+    for names in ({0: "0", 1: "1"}, ["0", "1", "2"], {0: "cat", 2: "fox"}, ["cat", 1], [], "cat", None):
+        assert model_names(SimpleNamespace(names=names)) is None, names
+    assert model_names(torch.nn.Conv2d(1, 1, 1)) is None

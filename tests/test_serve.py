@@ -516,7 +516,7 @@ def test_engine_detectors_are_made_once_per_settings(monkeypatch):
 
     calls = []
 
-    def fake(engine, conf, iou, max_det, names):
+    def fake(engine, conf, iou, max_det, names, **kw):
         calls.append((engine, conf, iou, max_det, names))
         if conf is not None and conf < 0.25:
             raise NetdefError(f"y.engine filters scores at conf 0.25 inside its NMS plugin; --conf {conf} cannot "
@@ -580,7 +580,7 @@ def test_serve_stops_before_triton_where_the_detector_is_refused(plugin_engine, 
         def __init__(self, path, device=None):
             self.meta, self.device, self.profiles = engine_file.read_meta(path), device or 0, [(1, 8, 32)]
 
-    def refuse(engine, conf, iou, max_det, names):
+    def refuse(engine, conf, iou, max_det, names, **kw):
         raise NetdefError("y.engine: input images [-1, 3, -1, -1] is not a static (B, 3, H, W) image")
 
     started = []
@@ -599,7 +599,7 @@ import netdef.tools.detect as detect
 from test_serve import content_model
 
 
-def cpu_detector(engine, conf, iou, max_det, names):  # netdef detect's Detector, on the CPU, over content_model
+def cpu_detector(engine, conf, iou, max_det, names, **kw):  # netdef detect's Detector, on the CPU, over content_model
     return detect.Detector(content_model, (64, 64), detect.OutputLayout("raw", {"pred": "output"}),
                            0.25 if conf is None else conf, 0.45 if iou is None else iou, max_det, (1, 4))
 

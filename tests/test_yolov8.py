@@ -495,3 +495,66 @@ def test_weights_of_another_task_name_it(models):
                                           r"segmentation or pose head\), model\.23\.proto \(.*These weights fit "
                                           r"yolo26n: build"):
         define("yolo26n-seg", models("yolo26n")[1])
+
+
+def test_class_names_travel_from_the_checkpoint_to_detect(tmp_path, capsys):
+    """An Ultralytics checkpoint with its own class names: `netdef export` writes them beside the .wts (the .wts stays
+    a tensorrtx file) and says so, `netdef build` records them in the engine header, `netdef detect` labels with
+    them unless --names gives others; a names count other than the model's class count is an error naming both
+    files; names an earlier export left for other weights are not recorded; a file of the user's is kept."""
+    import json
+
+    import torch
+
+    from netdef.cli import main
+    from netdef.export import export_wts
+    from netdef.fileio import file_sha256
+    from netdef.runtime import Engine
+    from netdef.tools.detect import engine_detector
+    from netdef.wts import read_wts
+
+    model, sd = ref.reference_model("yolov8n", nc=3)
+    model.names = {0: "cat", 1: "dog", 2: "fox"}
+    torch.save({"model": model, "ema": None}, tmp_path / "ck.pt")
+    wts, eng = tmp_path / "y.wts", tmp_path / "y.engine"
+    assert main(["export", str(tmp_path / "ck.pt"), "-o", str(wts)]) == 0
+    assert f"wrote its 3 class names (cat, dog, fox) to {wts}.names.json" in capsys.readouterr().err
+    assert json.loads((tmp_path / "y.wts.names.json").read_text()) == {
+        "format": 1, "weights": "y.wts", "weights_sha256": file_sha256(wts), "names": ["cat", "dog", "fox"]}
+    assert set(read_wts(wts)) == set(sd)  # the .wts itself is the same tensorrtx file
+
+    build = ["build", "yolov8n", "-w", str(wts), "--input-shape", "64x64", "--opt-level", "0"]
+    assert main([*build, "-o", str(eng)]) == 0
+    assert Engine.described(eng).meta["names"] == ["cat", "dog", "fox"]
+    detector = engine_detector(Engine.described(eng))
+    assert detector.names == ["cat", "dog", "fox"] and detector.class_name(2) == "fox"
+    assert engine_detector(Engine.described(eng), names=["a", "b", "c"]).names == ["a", "b", "c"]
+
+    (tmp_path / "two.txt").write_text("a\nb\n")
+    (tmp_path / "three.txt").write_text("x\ny\nz\n")
+    capsys.readouterr()
+    assert main([*build, "-o", str(tmp_path / "n.engine"), "--names", str(tmp_path / "two.txt")]) == 1
+    assert f"{tmp_path / 'two.txt'}: 2 class names, but {wts} holds a model of 3 classes" in capsys.readouterr().err
+    assert not (tmp_path / "n.engine").exists()
+    assert main([*build, "-o", str(tmp_path / "n.engine"), "--names", str(tmp_path / "three.txt")]) == 0
+    assert Engine.described(tmp_path / "n.engine").meta["names"] == ["x", "y", "z"]  # --names overrides
+
+    from PIL import Image
+
+    Image.new("RGB", (40, 30)).save(tmp_path / "a.jpg")
+    capsys.readouterr()
+    assert main(["detect", str(eng), str(tmp_path / "a.jpg"), "--out", str(tmp_path / "out"),
+                 "--names", str(tmp_path / "two.txt")]) == 1  # refused before any GPU work
+    assert f"{tmp_path / 'two.txt'}: 2 class names, but {eng} holds a model of 3 classes" in capsys.readouterr().err
+
+    export_wts(ref.reference_model("yolov8n", nc=3, seed=1)[1], wts)  # other weights, no names: not theirs
+    logs: list[str] = []
+    res = build_engine("yolov8n", wts, eng, BuildOptions(input_hw=(64, 64), opt_level=0), log=logs.append)
+    assert res.built and "names" not in res.meta
+    assert any("y.wts.names.json holds the class names of other weights" in m for m in logs), logs
+
+    mine = tmp_path / "u.wts.names.json"
+    mine.write_text("cat\ndog\nfox\n")
+    assert main(["export", str(tmp_path / "ck.pt"), "-o", str(tmp_path / "u.wts")]) == 1
+    assert "the class names file" in capsys.readouterr().err
+    assert mine.read_text() == "cat\ndog\nfox\n" and not (tmp_path / "u.wts").exists()

@@ -46,6 +46,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                    help="an engine whose weights `netdef refit` (or a later build with new weights) can replace "
                         "without a rebuild; it can run slower (TensorRT 8.6: YOLOv5s 1.5-1.8x, ResNet-50 not): "
                         "for deployment prefer a plain engine rebuilt with --timing-cache")
+    b.add_argument("--names", metavar="FILE",
+                   help="class names, one per line, recorded in the engine for `netdef detect` and `netdef serve` "
+                        "(default: WEIGHTS.names.json, which `netdef export` writes for a checkpoint with names)")
     b.add_argument("--force", action="store_true", help="rebuild even if the engine is up to date (or refittable)")
     add_device_option(b)
     add_blocks_option(b)
@@ -83,11 +86,14 @@ def parse_params(items: list[str]) -> dict[str, Any]:
 
 def cmd_build(a: argparse.Namespace) -> int:
     from ..build import build_engine
+    from ..class_names import load_names
 
     on_device = selected_device(a)  # --device checked before any work
+    names = load_names(a.names) if a.names else None
     load_blocks(a)
     with on_device:  # TensorRT builds on the current device
-        res = build_engine(a.arch, a.weights, a.output, build_options(a), force=a.force)
+        res = build_engine(a.arch, a.weights, a.output, build_options(a), force=a.force, names=names,
+                           names_from=a.names)
     if res.built:
         print(f"{'refitted' if res.refitted else 'built'} {res.path} in {res.seconds:.1f} s")
     return 0

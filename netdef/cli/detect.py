@@ -40,7 +40,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                         "built in)")
     p.add_argument("--max-det", type=number("--max-det", minimum=1), default=defaults.MAX_DET,
                    help="boxes per image at most (detection engines)")
-    p.add_argument("--names", help="class names file, one per line")
+    p.add_argument("--names", help="class names file, one per line (default: the names the engine records, from "
+                                   "the checkpoint or `netdef build --names`; none: class indices)")
     p.add_argument("--kpt-shape", metavar="N,D", help="a plain pose engine's keypoints and dims per keypoint "
                                                      "(default: the kpt_shape its header records, that of the "
                                                      "weights; older engines: that of the YAML it was built from)")
@@ -69,7 +70,8 @@ def cmd_detect(a: argparse.Namespace) -> int:
     for f in files:  # every image readable (from its header) before the engine loads
         check_image(f)
     det = detect.engine_detector(a.engine, a.conf, a.iou, a.max_det, names, device=device,
-                                 kpt_shape=tuple(kpt_shape) if kpt_shape else None, input_hw=hw, rect=a.rect)
+                                 kpt_shape=tuple(kpt_shape) if kpt_shape else None, input_hw=hw, rect=a.rect,
+                                 names_from=a.names)
     labels = [str(f) for f in files]
     annotated = detect.annotated_names(labels)
     results: list[dict] = []

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import engine_file
+from ..class_names import shown
 from ..errors import NetdefError
 from ..fileio import special_kind
 
@@ -130,13 +131,15 @@ def hw_lines(meta: dict[str, Any]) -> list[str]:
 
 
 def model_lines(meta: dict[str, Any]) -> list[str]:
-    """What the head computes, as it recorded it (task, classes, head, kpt_shape / nm); none for older engines."""
+    """What the head computes, as it recorded it (task, classes, head, kpt_shape / nm), and its class names; none
+    for older engines."""
     m = meta.get("model")
     if not m:
         return []
     extra = "".join(f", {k} {v}" for k, v in (("kpt_shape", "x".join(map(str, m.get("kpt_shape") or []))),
                                               ("nm", m.get("nm"))) if v)
-    return [f"  model  {m['task']}, {m['nc']} class{'' if m['nc'] == 1 else 'es'}, head {m['head']}{extra}"]
+    names = [f"  names  {shown(meta['names'], 10)}"] if meta.get("names") else []
+    return [f"  model  {m['task']}, {m['nc']} class{'' if m['nc'] == 1 else 'es'}, head {m['head']}{extra}"] + names
 
 
 def io_lines(meta: dict[str, Any]) -> list[str]:

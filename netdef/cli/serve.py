@@ -61,7 +61,8 @@ def add_serve_options(s: argparse.ArgumentParser) -> None:
     d.add_argument("--max-det", type=number("--max-det", minimum=1), metavar="K",
                    help=f"boxes per image at most, the rows the outputs are padded to (default {defaults.MAX_DET}); "
                         "a request parameter max_det may lower it")
-    d.add_argument("--names", help="class names file, one per line (the JSON's names)")
+    d.add_argument("--names", help="class names file, one per line (the JSON's names; default: the names the engine "
+                                   "records)")
 
 
 def devices(a: argparse.Namespace) -> tuple[int, ...]:
@@ -85,11 +86,11 @@ def detect_settings(a: argparse.Namespace) -> DetectSettings | None:
 
 def cmd_serve(a: argparse.Namespace) -> int:
     from ..deploy.serve import serve
-    from ..tools.detect import load_names
+    from ..class_names import load_names
 
     names = load_names(a.names) if a.names else None
     serve(a.engine, port=a.port, grpc_port=a.grpc_port, metrics_port=a.metrics_port, max_batch=a.max_batch,
           max_queue_delay_us=a.max_queue_delay_us, devices=devices(a), name=a.name, detect=a.detect,
-          detect_settings=detect_settings(a), names=names)
+          detect_settings=detect_settings(a), names=names, names_from=a.names)
     print("stopped")
     return 0

@@ -213,10 +213,12 @@ def _check_server_libraries() -> None:
 def serve(engine: str | os.PathLike, *, port: int = 8000, grpc_port: int = 8001, metrics_port: int = 8002,
           max_batch: int | None = None, max_queue_delay_us: int | None = None, devices: Sequence[int] = (),
           name: str | None = None, detect: bool | None = None, detect_settings: DetectSettings | None = None,
-          names: Sequence[str] | None = None, log: Callable[[str], None] = print) -> None:
+          names: Sequence[str] | None = None, names_from: str | os.PathLike | None = None,
+          log: Callable[[str], None] = print) -> None:
     """Serve `engine` (a netdef engine, or a raw plan) through Triton until Ctrl-C or the server stops: one model
     instance per device in `devices` (default: the current device; a device listed twice gets two). `detect`: also
-    bind `NAME_detect` (`deploy.serve_detect`) with `detect_settings` (a `DetectSettings`) and class `names`;
+    bind `NAME_detect` (`deploy.serve_detect`) with `detect_settings` (a `DetectSettings`) and class `names` (read
+    from the file `names_from`; default: those the engine header records);
     None: where the engine is a YOLO detector, False: never, True: always (an error for other engines, as are
     settings or names for a model not served). Options are checked before any GPU work."""
     from .serve_detect import DetectSettings, detect_binding, detect_function, engine_detectors
@@ -242,7 +244,7 @@ def serve(engine: str | os.PathLike, *, port: int = 8000, grpc_port: int = 8001,
     if detecting:
         dspec = detect_binding(spec, settings.max_det)
         try:
-            detectors = [engine_detectors(e, settings, names) for e in engines]
+            detectors = [engine_detectors(e, settings, names, names_from=names_from) for e in engines]
         except NetdefError as e:
             raise NetdefError(f"{e} (for model '{dspec.name}'; --no-detect serves the raw tensors alone)") from None
         models.append((dspec, [detect_function(d, settings) for d in detectors]))

@@ -25,6 +25,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
@@ -193,15 +194,17 @@ def detect_function(detector: Callable[[DetectSettings], Any], base: DetectSetti
 
 
 def engine_detectors(engine: Any, base: DetectSettings, names: Sequence[str] | None = None,
-                     cache: int = 16) -> Callable[[DetectSettings], Any]:
+                     cache: int = 16, *, names_from: str | os.PathLike | None = None
+                     ) -> Callable[[DetectSettings], Any]:
     """settings -> `engine_detector(engine, ...)`, the last `cache` kept; the one for `base` made now, so bad
-    server settings fail before serving."""
+    server settings fail before serving. `names`, `names_from` as `engine_detector` takes them."""
     from ..tools import detect
 
     @lru_cache(maxsize=cache)
     def make(s: DetectSettings) -> Any:
         try:
-            return detect.engine_detector(engine, s.conf, s.iou, s.max_det, list(names or []) or None)
+            return detect.engine_detector(engine, s.conf, s.iou, s.max_det, list(names or []) or None,
+                                          names_from=names_from)
         except NetdefError as e:
             if s == base:
                 raise

@@ -27,6 +27,7 @@ adds "keypoints": per detection [[x, y, visibility], ...] (original pixels; [x, 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,9 +36,11 @@ from typing import Any
 import numpy as np
 
 from .. import defaults
+from .. import class_names
+from ..class_names import engine_names
 from ..defaults import IMAGE_SUFFIXES
 from ..errors import NetdefError, OptionError
-from ..fileio import atomic_write, check_output, describe_head, json_kind, read_head
+from ..fileio import atomic_write, check_output, json_kind
 from .classify import _PALETTE, Classifier, EngineModel, draw_top1, engine_classifier, engine_io
 from .images import read_image
 from .masks import process_masks, rle_decode, rle_encode
@@ -51,6 +54,7 @@ DETECTIONS_FILE = json_kind("a netdef detections.json",
                             starts=rb'\s*\[\s*\{\s*"image"')
 DEFAULT_CONF, DEFAULT_IOU, DEFAULT_MAX_DET = 0.25, 0.45, 300
 MAX_WH = 7680  # YOLOv5's class offset for batched NMS (larger than any box coordinate)
+load_names = class_names.load_names  # --names files (netdef.class_names)
 
 
 # ---------------------------------------------------------------- inputs
@@ -71,31 +75,6 @@ def collect_images(paths: Sequence[str | Path]) -> list[Path]:
     if not found:
         raise NetdefError("no images given")
     return found
-
-
-def load_names(path: str | Path) -> list[str]:
-    """Class names, one per line (blank lines ignored). YAML or JSON (an Ultralytics data.yaml, a list) is refused:
-    its lines ('names:', '  0: person') would be taken as names, each class labelled with another's."""
-    import yaml
-
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as e:
-        raise NetdefError(f"cannot read class names {path}: {e}") from None
-    except UnicodeDecodeError:
-        raise NetdefError(f"class names {path}: not UTF-8 text ({describe_head(read_head(path))}); --names takes a "
-                          "text file of the names, one per line") from None
-    try:
-        doc = yaml.safe_load(text)  # plain lines of names are one YAML string
-    except yaml.YAMLError:
-        doc = None
-    if isinstance(doc, (dict, list)):
-        raise NetdefError(f"class names {path}: YAML or JSON (a data.yaml?), not one name per line; --names takes a "
-                          "text file of the names, one per line, in class order (a data.yaml's names: entries)")
-    names = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    if not names:
-        raise NetdefError(f"{path} holds no class names (one per line)")
-    return names
 
 
 # ---------------------------------------------------------------- YOLOv5 post-processing in torch
@@ -427,7 +406,8 @@ def _select(det: Detections, keep: Any) -> Detections:
 def engine_detector(engine: Any, conf: float | None = None, iou: float | None = None,
                     max_det: int = DEFAULT_MAX_DET, names: list[str] | None = None, *,
                     device: int | None = None, kpt_shape: Sequence[int] | None = None,
-                    input_hw: tuple[int, int] | None = None, rect: bool = False) -> Detector | Classifier:
+                    input_hw: tuple[int, int] | None = None, rect: bool = False,
+                    names_from: str | os.PathLike | None = None) -> Detector | Classifier:
     """A Detector over a netdef engine (a path, loaded on CUDA device `device`, default the current one; or a
     `netdef.runtime.Engine`), on the engine's GPU; for a classification engine a `Classifier` (called the same
     way; conf, iou and kpt_shape do not apply to it, max_det neither: it keeps the top 5).
@@ -439,12 +419,15 @@ def engine_detector(engine: Any, conf: float | None = None, iou: float | None = 
     An engine built with a dynamic input size letterboxes to `input_hw` (default: its first profile's OPT size);
     `rect` (such engines only) to the smallest multiple of the model's largest stride that holds each batch at
     that size, as Ultralytics' rectangular inference.
+    `names` (read from the file `names_from`, named in errors) label the classes, default the names the engine
+    header records (`class_names.engine_names`; neither: class indices); one per class of the recorded model.
     """
     from ..runtime import Engine
 
     if not isinstance(engine, Engine) and (described := Engine.described(engine)) is not None:
         # what the header tells (task, input size, stride) checked before loading: no GPU needed for a mistake
-        engine_detector(described, conf, iou, max_det, names, kpt_shape=kpt_shape, input_hw=input_hw, rect=rect)
+        engine_detector(described, conf, iou, max_det, names, kpt_shape=kpt_shape, input_hw=input_hw, rect=rect,
+                        names_from=names_from)
     eng = engine if isinstance(engine, Engine) else Engine(engine, device=device)
     if len(eng.inputs) != 1:
         raise NetdefError(f"{eng.path} has {len(eng.inputs)} inputs; detection needs one image input")
@@ -453,6 +436,7 @@ def engine_detector(engine: Any, conf: float | None = None, iou: float | None = 
         raise NetdefError(f"{eng.path}: input {eng.inputs[0].name} {list(shape)} is not a (B, 3, H, W) image")
     arch = str(eng.meta.get("arch", {}).get("name", ""))
     model = eng.meta.get("model")  # engine_file checked it (optional: older engines lack it)
+    names = engine_names(names, eng.meta, eng.path, names_from)
     if (model["task"] if model else "classify" if arch.endswith("-cls") else None) == "classify":
         given = [n for n, v in (("conf", conf), ("iou", iou), ("kpt_shape", kpt_shape)) if v is not None]
         if given:
@@ -493,7 +477,7 @@ def engine_detector(engine: Any, conf: float | None = None, iou: float | None = 
     if iou is None:  # YOLOv8/YOLO11 as Ultralytics' predictor, YOLOv5 as its detect.py (plugins: built in)
         iou = defaults.IOU_THRES_ANCHOR_FREE if layout.kind == "anchor_free" else DEFAULT_IOU
     return Detector(infer, hw, layout, DEFAULT_CONF if conf is None else conf, iou,
-                    max_det, batch_range, device, names or [], rect, stride, min_hw, graphs)
+                    max_det, batch_range, device, names, rect, stride, min_hw, graphs)
 
 
 def _target_size(eng: Any, model: dict[str, Any] | None, input_hw: tuple[int, int] | None,

@@ -1,0 +1,116 @@
+"""Class names from a checkpoint to the labels of `netdef detect` and `netdef serve`.
+
+`netdef export` of a model that carries class names (Ultralytics' and YOLOv5's `model.names`) writes them beside
+the .wts, in `WTS.names.json` (`names_sidecar`; the .wts stays a plain tensorrtx file), with the .wts's SHA-256;
+`netdef build` records the names of its .wts (or of `--names`) in the engine header ("names"), and detection uses
+the header's names unless given others (`engine_names`). A names count other than the model's class count is an
+error naming both files.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .errors import NetdefError
+from .fileio import atomic_write, describe_head, json_kind, read_head
+
+NAMES_SUFFIX = ".names.json"
+NAMES_FORMAT = 1
+NAMES_FILE = json_kind("a netdef class names file",
+                       lambda d: isinstance(d, dict) and isinstance(d.get("names"), list) and "weights_sha256" in d)
+
+
+def names_sidecar(wts: str | os.PathLike) -> Path:
+    """The class names file of a .wts: `weights/y.wts` -> `weights/y.wts.names.json`."""
+    return Path(os.fspath(wts) + NAMES_SUFFIX)
+
+
+def model_names(model: Any) -> list[str] | None:
+    """The class names a model carries (`model.names`: Ultralytics' {0: 'person', ...}, YOLOv5's list or dict), in
+    class order; None without them, or where they are only the class indices (Ultralytics' default '0', '1', ...)."""
+    names = getattr(model, "names", None)
+    if isinstance(names, Mapping) and sorted(names) == list(range(len(names))):
+        names = [names[i] for i in range(len(names))]
+    if not isinstance(names, (list, tuple)) or not names or not all(isinstance(n, str) for n in names):
+        return None
+    return None if list(names) == [str(i) for i in range(len(names))] else list(names)
+
+
+def write_names_sidecar(path: str | os.PathLike, names: Sequence[str], wts: str | os.PathLike,
+                        weights_sha256: str) -> None:
+    """Write the class names of the .wts `wts` (whose SHA-256 is `weights_sha256`) to `path`, atomically."""
+    doc = {"format": NAMES_FORMAT, "weights": Path(wts).name, "weights_sha256": weights_sha256, "names": list(names)}
+    atomic_write(path, (json.dumps(doc, indent=1, ensure_ascii=False) + "\n").encode())
+
+
+def read_names_sidecar(path: str | os.PathLike) -> tuple[list[str], str]:
+    """(the class names, the SHA-256 of the .wts they belong to) of a names file `netdef export` wrote."""
+    try:
+        doc = json.loads(Path(path).read_bytes())
+    except OSError as e:
+        raise NetdefError(f"cannot read class names {path}: {e.strerror}") from None
+    except ValueError:
+        raise NetdefError(f"class names {path}: not JSON ({describe_head(read_head(path))}): export the weights "
+                          "again to rewrite it") from None
+    names = doc.get("names") if isinstance(doc, dict) else None
+    if not (valid_names(names) and isinstance(doc.get("weights_sha256"), str)):
+        raise NetdefError(f"class names {path}: expected {{\"names\": [strings], \"weights_sha256\": ...}} as `netdef "
+                          "export` writes it: export the weights again to rewrite it")
+    return list(names), doc["weights_sha256"]
+
+
+def load_names(path: str | os.PathLike) -> list[str]:
+    """Class names, one per line (blank lines ignored). YAML or JSON (an Ultralytics data.yaml, a list) is refused:
+    its lines ('names:', '  0: person') would be taken as names, each class labelled with another's."""
+    import yaml
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise NetdefError(f"cannot read class names {path}: {e}") from None
+    except UnicodeDecodeError:
+        raise NetdefError(f"class names {path}: not UTF-8 text ({describe_head(read_head(path))}); --names takes a "
+                          "text file of the names, one per line") from None
+    try:
+        doc = yaml.safe_load(text)  # plain lines of names are one YAML string
+    except yaml.YAMLError:
+        doc = None
+    if isinstance(doc, (dict, list)):
+        raise NetdefError(f"class names {path}: YAML or JSON (a data.yaml?), not one name per line; --names takes a "
+                          "text file of the names, one per line, in class order (a data.yaml's names: entries)")
+    names = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    if not names:
+        raise NetdefError(f"{path} holds no class names (one per line)")
+    return names
+
+
+def check_count(names: Sequence[str], names_from: str | os.PathLike | None, nc: int | None, model_from: str) -> None:
+    """A NetdefError naming both sources when there are not `nc` names (the model's class count; None: unknown)."""
+    if nc is not None and len(names) != nc:
+        raise NetdefError(f"{names_from or 'the names given'}: {len(names)} class name{'' if len(names) == 1 else 's'}"
+                          f", but {model_from} holds a model of {nc} class{'' if nc == 1 else 'es'}: give one name "
+                          "per class")
+
+
+def engine_names(given: Sequence[str] | None, meta: Mapping[str, Any], engine: str | os.PathLike,
+                 given_from: str | os.PathLike | None = None) -> list[str]:
+    """The class names detection labels with: `given` (read from `given_from`, a --names file), else those the
+    engine header records, else none (labels are class indices); given ones must be one per class of the model
+    the header records."""
+    if given:
+        check_count(given, given_from, (meta.get("model") or {}).get("nc"), str(engine))
+        return list(given)
+    return list(meta.get("names") or [])
+
+
+def shown(names: Sequence[str], at_most: int = 5) -> str:
+    """The first names, for a message: "cat, dog, fox" or "person, bicycle, car, ..."."""
+    return ", ".join(names[:at_most]) + (", ..." if len(names) > at_most else "")
+
+
+def valid_names(names: Any) -> bool:
+    """Whether `names` is a non-empty list of non-empty strings (the engine header's "names")."""
+    return type(names) is list and bool(names) and all(type(n) is str and n for n in names)
