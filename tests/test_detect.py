@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -636,6 +637,50 @@ def test_detect_refuses_to_overwrite_its_other_inputs(tmp_path, monkeypatch):
         cmd_detect(cli_args("m.engine", str(tmp_path / "photos"), "--out", str(tmp_path / "out"),
                             "--names", str(names)))
     assert names.read_text() == "zero\none\n"
+
+
+def test_detect_never_replaces_a_file_of_the_users_in_out(tmp_path, monkeypatch):
+    """--out may hold the user's own files: one named as an annotated image will be (their own bus.jpg) is refused
+    before any work, saying how to go on; the images an earlier `netdef detect` wrote there (marked in the file, or,
+    from an older netdef, listed in its detections.json) are replaced."""
+    from PIL import Image
+
+    from netdef.tools.detect import ANNOTATED_BY
+
+    photos, out = tmp_path / "photos", tmp_path / "out"
+    photos.mkdir()
+    out.mkdir()
+    Image.new("RGB", (16, 12), (200, 0, 0)).save(photos / "bus.jpg")
+    Image.new("RGB", (16, 12), (0, 200, 0)).save(photos / "cat.png")
+    Image.new("RGB", (5, 5)).save(out / "bus.jpg")  # the user's own photo, not one of the inputs
+    mine = (out / "bus.jpg").read_bytes()
+    labels = [str(photos / "bus.jpg"), str(photos / "cat.png")]
+    refused = (rf"^--out {re.escape(str(out / 'bus.jpg'))} exists and no earlier `netdef detect` wrote it: the annotated "
+               rf"image of {re.escape(labels[0])} would replace it; move that file away or give another --out folder$")
+    with pytest.raises(OptionError, match=refused):
+        check_outputs(labels, out)
+    no_engine(monkeypatch)
+    with pytest.raises(OptionError, match=refused):
+        cmd_detect(cli_args("m.engine", str(photos), "--out", str(out)))
+    res = [{"image": label, "height": 12, "width": 16, "boxes": [[1.0, 1.0, 9.0, 9.0]], "scores": [0.9],
+            "classes": [0], "names": ["bus"]} for label in labels]
+    arrays = [np.full((12, 16, 3), 90, np.uint8)] * 2
+    with pytest.raises(OptionError, match=refused):
+        write_results(res, arrays, out)
+    assert (out / "bus.jpg").read_bytes() == mine and not (out / "detections.json").exists()
+
+    (out / "bus.jpg").unlink()
+    assert [p.name for p in write_results(res, arrays, out)] == ["bus.jpg", "cat.png"]
+    with Image.open(out / "bus.jpg") as a, Image.open(out / "cat.png") as b:
+        assert a.info["comment"] == ANNOTATED_BY.encode() and b.info["Software"] == ANNOTATED_BY
+    (out / "detections.json").unlink()
+    check_outputs(labels, out)  # its own images, marked: replaced by a later run
+    write_results(res, arrays, out)
+    Image.new("RGB", (5, 5)).save(out / "cat.png")  # unmarked, as an older netdef wrote it, and listed
+    check_outputs(labels, out)
+    (out / "detections.json").write_text("[]")  # listed no more: another file of that name
+    with pytest.raises(OptionError, match=r"cat\.png exists and no earlier `netdef detect` wrote it"):
+        check_outputs(labels, out)
 
 
 def test_annotated_names_and_write_results_never_replace_an_input(tmp_path):

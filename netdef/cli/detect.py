@@ -26,8 +26,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                                           "torch), assemble masks (segmentation) or map keypoints (pose); "
                                           "classification: resize and crop as the model's own predictor, top-5 "
                                           "classes. Writes detections.json (masks as COCO compressed RLE) and "
-                                          "annotated images named after the inputs (never over an input: such an "
-                                          "--out is refused).")
+                                          "annotated images named after the inputs (never over an input, nor over "
+                                          "a file in --out that no earlier `netdef detect` wrote: such an --out is "
+                                          "refused).")
     p.set_defaults(func=cmd_detect)
     p.add_argument("engine")
     p.add_argument("images", nargs="+", help="image files or folders")

@@ -17,7 +17,8 @@ head's (B, 4 + nc + nkpt*ndim, N) looks like a detection output: there the archi
 `kpt_shape` (from the YAML the engine header records, or given) tell it. Masks are assembled as Ultralytics 8.4's
 predictor does (`netdef.tools.masks.process_masks`, then `preprocess.scale_masks`; a detection whose mask is empty
 is dropped, as there), keypoints mapped like boxes. Boxes are mapped back to the original images;
-`detections.json` and annotated images are written (never over an input: `check_outputs`).
+`detections.json` and annotated images are written (never over an input, nor over a file in the output folder that
+no earlier `netdef detect` wrote: `check_outputs`).
 
 detections.json: a list, one entry per image: {"image", "height", "width", "boxes" [[x1, y1, x2, y2], ...]
 (original pixels), "scores", "classes", "names"}; segmentation adds "masks": one COCO compressed RLE
@@ -42,7 +43,7 @@ from ..defaults import IMAGE_SUFFIXES
 from ..errors import NetdefError, OptionError
 from ..fileio import atomic_write, check_output, json_kind
 from .classify import _PALETTE, Classifier, EngineModel, draw_top1, engine_classifier, engine_io
-from .images import read_image
+from .images import open_image, read_image
 from .masks import process_masks, rle_decode, rle_encode
 from .preprocess import letterbox, pad_to, scale_boxes, scale_keypoints, scale_masks
 
@@ -53,6 +54,7 @@ DETECTIONS_FILE = json_kind("a netdef detections.json",
                             lambda d: isinstance(d, list) and all(isinstance(r, dict) and "image" in r for r in d),
                             starts=rb'\s*\[\s*\{\s*"image"')
 DEFAULT_CONF, DEFAULT_IOU, DEFAULT_MAX_DET = 0.25, 0.45, 300
+ANNOTATED_BY = "netdef detect"  # in each annotated image (JPEG comment, PNG Software text): a later run may replace it
 MAX_WH = 7680  # YOLOv5's class offset for batched NMS (larger than any box coordinate)
 load_names = class_names.load_names  # --names files (netdef.class_names)
 
@@ -661,16 +663,46 @@ def annotated_names(labels: Sequence[str]) -> list[str]:
 
 def check_outputs(labels: Sequence[str], out_dir: str | Path, inputs: Sequence[Any] = ()) -> None:
     """Before any work: none of the files `write_results` writes into `out_dir` for these image labels may be
-    one of the command's inputs (the images themselves and `inputs`, e.g. the engine); an OptionError names it."""
+    one of the command's inputs (the images themselves and `inputs`, e.g. the engine), nor an existing file that
+    no earlier `netdef detect` wrote (`_annotated_before`: a photo of the user's named as an annotated image will
+    be); an OptionError names it."""
     sources: dict[Any, Path] = {}  # each input by its resolved path and its file identity: one lookup per output
     for src in (Path(p) for p in [*labels, *inputs] if p is not None):
         for key in _file_keys(src):
             sources.setdefault(key, src)
-    for name in [*annotated_names(labels), DETECTIONS_JSON]:
+    names = annotated_names(labels)
+    for name in [*names, DETECTIONS_JSON]:
         path = Path(out_dir) / name
         same = [sources[k] for k in _file_keys(path) if k in sources]
         check_output(path, inputs=same[:1], what="--out",  # its error for an input, its checks for all
                      kind=DETECTIONS_FILE if name == DETECTIONS_JSON else None)
+    existing = [(label, Path(out_dir) / name) for label, name in zip(labels, names) if (Path(out_dir) / name).exists()]
+    listed = _listed_annotated(Path(out_dir)) if existing else set()
+    for label, path in existing:
+        if path.name not in listed and not _annotated_before(path):
+            raise OptionError(f"--out {path} exists and no earlier `netdef detect` wrote it: the annotated image of "
+                              f"{label} would replace it; move that file away or give another --out folder")
+
+
+def _annotated_before(path: Path) -> bool:
+    """Whether the image at `path` carries the ANNOTATED_BY mark `write_annotated` gives its images."""
+    try:
+        with open_image(path) as im:
+            marks = (im.info.get("comment"), im.info.get("Software"))
+    except NetdefError:
+        return False
+    return ANNOTATED_BY in marks or ANNOTATED_BY.encode() in marks
+
+
+def _listed_annotated(out_dir: Path) -> set[str]:
+    """The annotated images the detections.json in `out_dir` lists (those of an earlier netdef without the mark)."""
+    path = out_dir / DETECTIONS_JSON
+    try:
+        doc = json.loads(path.read_bytes())
+    except (OSError, ValueError, RecursionError):
+        return set()
+    return {r["annotated"] for r in doc if isinstance(r, dict) and isinstance(r.get("annotated"), str)} \
+        if isinstance(doc, list) else set()
 
 
 def _file_keys(path: Path) -> list[Any]:
@@ -716,8 +748,16 @@ def write_detections_json(results: Sequence[dict[str, Any]], out_dir: str | Path
 
 
 def _encode(im: Any, suffix: str) -> bytes:
+    """The image encoded for `suffix`, marked ANNOTATED_BY (a JPEG comment, a PNG Software text)."""
     import io
 
+    from PIL.PngImagePlugin import PngInfo
+
     buf = io.BytesIO()
-    im.save(buf, format="JPEG" if suffix in (".jpg", ".jpeg") else "PNG", quality=90)
+    if suffix in (".jpg", ".jpeg"):
+        im.save(buf, format="JPEG", quality=90, comment=ANNOTATED_BY.encode())
+    else:
+        info = PngInfo()
+        info.add_text("Software", ANNOTATED_BY)
+        im.save(buf, format="PNG", pnginfo=info)
     return buf.getvalue()
