@@ -184,7 +184,7 @@ def test_build_and_calibrate_run_on_the_device(two_gpus, tmp_path, monkeypatch):
 
     seen = []
 
-    def fake_build(arch, weights, output, opts, force=False):
+    def fake_build(arch, weights, output, opts, force=False, **kwargs):
         seen.append(("build", trt_api.current_device(), target_identity(opts)["name"]))
         return SimpleNamespace(built=False)
 
