@@ -48,18 +48,19 @@ def load_script(name: str) -> ModuleType:
     return module
 
 
-def synthetic_table(arch: str, wts: Path, path: Path, input_hw=None):
-    """A valid calibration table with a distinct amax per point (1.0, 1.25, 1.5, ...)."""
+def synthetic_table(arch: str, wts, path: Path, input_hw=None):
+    """A valid calibration table with a distinct amax per point (1.0, 1.25, 1.5, ...); `wts` a .wts path or a
+    mapping of arrays (in-memory weights)."""
+    from netdef.define import weights_identity
     from netdef.int8.calibrate import quantization_points
     from netdef.int8.calibration import CalibrationTable
-    from netdef.fileio import file_sha256
     from netdef.int8.quantize import fingerprint, fingerprint_parts
     from netdef.spec import load_spec
 
     spec = load_spec(arch)
     points = quantization_points(arch, wts, input_hw)
     amax = {k: 1.0 + 0.25 * i for i, k in enumerate(points)}
-    shape, sha = spec.input_shape_for(input_hw), file_sha256(wts)
+    shape, sha = spec.input_shape_for(input_hw), weights_identity(wts)[1]
     table = CalibrationTable(fingerprint(spec, sha, shape), "max", amax, fingerprint_parts(spec, sha, shape))
     table.save(path)
     return table

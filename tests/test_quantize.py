@@ -224,6 +224,21 @@ def test_build_int8_resnet18(resnet18_wts, tmp_path):
     assert res.built and res.path.is_file()
 
 
+def test_int8_linear_after_an_fp32_block_is_defined(tmp_path):
+    """ViT-B/16's MLP Linear reads a LayerNorm computed in float32 (an `fp32` block): its input Q/DQ dequantizes
+    to the compute dtype, as its weights do (strongly typed TensorRT rejected the matmul: float32 by float16)."""
+    tv = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    weights = {k: v.numpy() for k, v in tv.models.vit_b_16().state_dict().items()}
+    synthetic_table("vit_b_16", weights, tmp_path / "t.json")
+    net = define_network(load_spec("vit_b_16"), weights, BuildOptions(precision="int8", calibration=str(tmp_path / "t.json")),
+                         lambda m: None)
+    g = Graph(net.definition)
+    mlp = g.by_name["encoder.layers.encoder_layer_0.mlp.0"]
+    assert g.source(mlp, 0).type == LT.DEQUANTIZE
+    assert mlp.get_input(0).dtype == mlp.get_input(1).dtype == trt_api.trt_dtype(net.dtype)
+
+
 # ---------------------------------------------------------------- table errors
 
 def test_missing_table_says_how_to_calibrate(lenet_wts, tmp_path):

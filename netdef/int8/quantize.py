@@ -118,7 +118,8 @@ class Quantizer:
             raise NetdefError(f"{self.source} has no range for '{key}' (input of a {self.points[key]} layer): it "
                               f"does not match this network; recalibrate")
         scale = np.array(scale_from_amax(self.amax[key]), np.float32)
-        return self._qdq(net, x, scale, None, f"{key}/input", x.dtype)
+        # dequantized to the compute dtype, as the weights are: x may be float32 coming out of an `fp32` block
+        return self._qdq(net, x, scale, None, f"{key}/input", trt_api.trt_dtype(net.dtype))
 
     def _weight_qdq(self, net: Any, w: np.ndarray, prefix: str) -> Any:
         """Weights as a float32 constant -> per-output-channel Q/DQ (axis 0) -> compute dtype."""
