@@ -143,9 +143,10 @@ class Network:
                             f"head: an engine records one")
         self.model = dict(fields)
 
-    def _quantized(self, name: str) -> bool:
-        """Whether layer `name` gets int8 Q/DQ (an int8 build, and not matched by --int8-exclude)."""
-        return self.quantizer is not None and not self.quantizer.excluded(name)
+    def _quantized(self, name: str, *inputs: Any) -> bool:
+        """Whether layer `name` gets int8 Q/DQ (an int8 build, and not matched by --int8-exclude); `inputs`: the
+        activations it quantizes."""
+        return self.quantizer is not None and not self.quantizer.excluded(name, inputs)
 
     # ------------------------------------------------------------ names and weights
 
@@ -432,7 +433,7 @@ class Network:
     def conv_layer(self, x: Any, name: str, w: np.ndarray, b: np.ndarray) -> Any:
         """The convolution layer `name` with kernel `w` and bias `b` (folded already), int8 Q/DQ where the build
         quantizes it; the caller sets stride, padding, dilation and groups."""
-        if self._quantized(name):
+        if self.quantizer is not None:  # it leaves out what --int8-exclude names
             return self.quantizer.conv(self, x, name, w, b)
         return self.convolution(x, name, w, b)
 
@@ -1025,7 +1026,7 @@ class Network:
                             f"takes the {int(x.shape[1])} channels: add a Flatten or GlobalAvgPool row before it, or "
                             "permute the channels last")
         w = self.weight(f"{prefix}.weight", (c2, c1))
-        if self._quantized(prefix):
+        if self._quantized(prefix, x):
             wt = self.quantizer.linear_weight(self, x, prefix, w)
             x = self.quantizer.activation(self, x, prefix)
         else:

@@ -191,6 +191,22 @@ def test_int8_exclude_leaves_matching_layers_in_floating_point(resnet18_wts, tmp
     assert names and not [n for n in names if n.startswith(("layer4.", "fc/"))]
 
 
+def test_int8_exclude_keeps_the_tables_ranges(resnet18_wts, tmp_path):
+    """An excluded layer's input keeps the key the calibration network gave it: layer2.0.conv1 excluded, the
+    downsample convolution reading the same tensor gets layer2.0.conv1's range (not "no range ... recalibrate");
+    layer2.0.conv2 excluded, the add still quantizes the shortcut with the add's range, not conv2's output."""
+    table = synthetic_table("resnet18", resnet18_wts, tmp_path / "t.json")
+    g = Graph(int8_network("resnet18", resnet18_wts, tmp_path / "t.json", int8_exclude=("layer2.0.conv1",)).definition)
+    assert g.source(g.by_name["layer2.0.conv1"], 0).type != LT.DEQUANTIZE
+    scale, _ = g.dq_scale(g.source(g.by_name["layer2.0.downsample.0"], 0))
+    assert np.allclose(scale, table.amax["layer2.0.conv1"] / 127)
+    g = Graph(int8_network("resnet18", resnet18_wts, tmp_path / "t.json", int8_exclude=("layer2.0.conv2",)).definition)
+    add = g.by_name["layer2.0/add"]
+    assert g.source(add, 0).name == "layer2.0.conv2"
+    assert g.source(g.source(g.source(add, 1), 0), 0).name == "layer2.0.downsample.0"
+    assert np.allclose(g.dq_scale(g.source(add, 1))[0], table.amax["layer2.0/add"] / 127)
+
+
 def test_recording_network_marks_points(resnet18_wts):
     net, points = recording_network(load_spec("resnet18"), resnet18_wts)
     d = net.definition

@@ -14,7 +14,8 @@ in strongly typed int8 builds):
   the convolution producing the other input. An add with no convolution output among its inputs is left
   in floating point.
 
-A tensor feeding several quantized consumers gets one Q/DQ pair (under the first consumer's key).
+A tensor feeding several quantized consumers gets one Q/DQ pair, under the key of its first consumer in the
+calibration network (where nothing is excluded), so an excluded layer moves no range to another key.
 `RecordingQuantizer` places the same points in a plain FP32 network and marks each as an extra output
 (`calib:<key>`) for calibration (`netdef.int8.calibrate`).
 """
@@ -57,8 +58,9 @@ class Quantizer:
         self.source = source
         self.exclude = tuple(exclude)
         self.points: dict[str, str] = {}  # key -> kind ("conv", "linear", "residual"), in network order
+        self._keys: dict[str, str] = {}  # tensor name -> the key an excluded first consumer gave it
         self._quantized: dict[str, Any] = {}  # tensor name -> its dequantized stand-in
-        self._convs: list[Any] = []  # convolution layers made here (their outputs can absorb an add)
+        self._convs: list[Any] = []  # convolution layers made here, excluded ones too (their outputs can absorb an add)
 
     @classmethod
     def for_build(cls, spec: Any, weights_sha: str, opts: Any) -> "Quantizer":
@@ -70,16 +72,25 @@ class Quantizer:
                                       expect_parts=fingerprint_parts(spec, weights_sha, shape))
         return cls(table.amax, source=f"calibration table {opts.calibration}", exclude=opts.int8_exclude)
 
-    def excluded(self, name: str) -> bool:
-        """True when layer `name` matches an --int8-exclude pattern (it stays in floating point)."""
-        return any(fnmatch.fnmatchcase(name, p) for p in self.exclude)
+    def excluded(self, name: str, inputs: Sequence[Any] = ()) -> bool:
+        """True when layer `name` matches an --int8-exclude pattern (it stays in floating point). Its `inputs`
+        keep the key this layer gives them in the calibration network, where nothing is excluded: a later
+        consumer quantizes them with the table's range of that key."""
+        hit = any(fnmatch.fnmatchcase(name, p) for p in self.exclude)
+        for t in inputs if hit else ():
+            self._keys.setdefault(t.name, name)
+        return hit
 
     # ------------------------------------------------------------ hooks called by Network
 
     def conv(self, net: Any, x: Any, prefix: str, w: np.ndarray, b: np.ndarray) -> Any:
-        """The convolution `prefix` (stride, padding: set by the caller) on quantized input and weights."""
-        x = self.quantize_activation(net, x, prefix, "conv")
-        layer = self._convolution(net, x, prefix, w, b)
+        """The convolution `prefix` (stride, padding: set by the caller) on quantized input and weights, or on
+        floating ones where --int8-exclude names it; either way a convolution whose output a residual add can
+        absorb, as in the calibration network (so that the add quantizes the input the table has its range of)."""
+        if self.excluded(prefix, [x]):
+            layer = net.convolution(x, prefix, w, b)
+        else:
+            layer = self._convolution(net, self.quantize_activation(net, x, prefix, "conv"), prefix, w, b)
         self._convs.append(layer)
         return layer
 
@@ -108,6 +119,7 @@ class Quantizer:
         done = self._quantized.get(x.name)
         if done is not None:
             return done
+        key = self._keys.get(x.name, key)
         self.points[key] = kind
         out = self._activation_qdq(net, x, key)
         self._quantized[x.name] = out
