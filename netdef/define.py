@@ -57,6 +57,8 @@ def define_network(spec: Spec | str | Path, weights: Weights, opts: BuildOptions
     net.quantizer = quantizer
     try:
         build_network(spec, net, (-1, -1) if opts.input_range else opts.input_hw)  # -1: H, W chosen at run time
+        if quantizer is not None:
+            quantizer.check_exclude(spec.name)
         unused = net.check_keys(strict=opts.strict)
     except WeightKeyError as e:  # sizes or keys of another scale or task of the family?
         hint = _fitting_sibling(spec, tensors, opts)

@@ -207,6 +207,14 @@ def test_int8_exclude_keeps_the_tables_ranges(resnet18_wts, tmp_path):
     assert np.allclose(g.dq_scale(g.source(add, 1))[0], table.amax["layer2.0/add"] / 127)
 
 
+def test_int8_exclude_that_names_no_layer_is_an_error(resnet18_wts, tmp_path):
+    """A pattern that matches nothing (a typo, a module name instead of a layer's) would leave quantized the
+    layers it meant: refused, naming the pattern and the layers there are."""
+    synthetic_table("resnet18", resnet18_wts, tmp_path / "t.json")
+    with pytest.raises(NetdefError, match=r"--int8-exclude 'layer9\.\*' matches no layer of resnet18 .*layer1\.0\.conv1"):
+        int8_network("resnet18", resnet18_wts, tmp_path / "t.json", int8_exclude=("layer1.*", "layer9.*"))
+
+
 def test_recording_network_marks_points(resnet18_wts):
     net, points = recording_network(load_spec("resnet18"), resnet18_wts)
     d = net.definition

@@ -30,7 +30,7 @@ import numpy as np
 
 from .. import trt_api
 from .calibration import CalibrationTable, per_channel_weight_scales, scale_from_amax
-from ..errors import NetdefError
+from ..errors import NetdefError, OptionError
 
 CALIB_PREFIX = "calib:"  # output-name prefix of the tensors a recording network exposes
 CALIBRATE_HINT = ("run `netdef calibrate ARCH --weights W --data IMAGES_OR_NPY -o table.json` (on a GPU machine) "
@@ -59,6 +59,8 @@ class Quantizer:
         self.exclude = tuple(exclude)
         self.points: dict[str, str] = {}  # key -> kind ("conv", "linear", "residual"), in network order
         self._keys: dict[str, str] = {}  # tensor name -> the key an excluded first consumer gave it
+        self._layers: list[str] = []  # the layers --int8-exclude can name, in network order
+        self._matched: set[str] = set()  # the --int8-exclude patterns that named one
         self._quantized: dict[str, Any] = {}  # tensor name -> its dequantized stand-in
         self._convs: list[Any] = []  # convolution layers made here, excluded ones too (their outputs can absorb an add)
 
@@ -76,10 +78,22 @@ class Quantizer:
         """True when layer `name` matches an --int8-exclude pattern (it stays in floating point). Its `inputs`
         keep the key this layer gives them in the calibration network, where nothing is excluded: a later
         consumer quantizes them with the table's range of that key."""
-        hit = any(fnmatch.fnmatchcase(name, p) for p in self.exclude)
-        for t in inputs if hit else ():
+        self._layers.append(name)
+        hits = [p for p in self.exclude if fnmatch.fnmatchcase(name, p)]
+        self._matched.update(hits)
+        for t in inputs if hits else ():
             self._keys.setdefault(t.name, name)
-        return hit
+        return bool(hits)
+
+    def check_exclude(self, where: str) -> None:
+        """OptionError naming each --int8-exclude pattern that matched no layer of the network `where` (a typo
+        would leave the layers it meant quantized)."""
+        unmatched = [p for p in self.exclude if p not in self._matched]
+        if unmatched:
+            shown = ", ".join(self._layers[:8]) + (f", ... ({len(self._layers)} in all)" if len(self._layers) > 8 else "")
+            raise OptionError(f"--int8-exclude {', '.join(repr(p) for p in unmatched)} matches no layer of {where} "
+                              f"that int8 quantizes; their names are weight-key prefixes (fnmatch patterns: "
+                              f"'layer4.*'): {shown or 'none'}")
 
     # ------------------------------------------------------------ hooks called by Network
 
