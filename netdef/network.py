@@ -144,9 +144,14 @@ class Network:
         self.model = dict(fields)
 
     def _quantized(self, name: str, *inputs: Any) -> bool:
-        """Whether layer `name` gets int8 Q/DQ (an int8 build, and not matched by --int8-exclude); `inputs`: the
-        activations it quantizes."""
-        return self.quantizer is not None and not self.quantizer.excluded(name, inputs)
+        """Whether layer `name` gets int8 Q/DQ (an int8 build, not matched by --int8-exclude, not inside `fp32`);
+        `inputs`: the activations it quantizes."""
+        return self.quantizer is not None and not self.quantizer.excluded(name, inputs, fp32=self.in_fp32)
+
+    @property
+    def in_fp32(self) -> bool:
+        """Whether the layers added now are kept in float32 (inside `fp32` in an fp16 or int8 build)."""
+        return self._fp32_scope is not None
 
     # ------------------------------------------------------------ names and weights
 

@@ -215,6 +215,27 @@ def test_int8_exclude_that_names_no_layer_is_an_error(resnet18_wts, tmp_path):
         int8_network("resnet18", resnet18_wts, tmp_path / "t.json", int8_exclude=("layer1.*", "layer9.*"))
 
 
+def test_int8_leaves_fp32_block_layers_unquantized():
+    """A convolution a block keeps in float32 (`with net.fp32(name):`) gets no Q/DQ in an int8 build (it was
+    quantized to int8 anyway); the next one, outside, is quantized with its own range."""
+    from netdef.int8.quantize import Quantizer
+    from netdef.network import Network
+
+    rng = np.random.default_rng(0)
+    weights = {"a.weight": rng.normal(size=(4, 3, 3, 3)), "b.weight": rng.normal(size=(4, 4, 3, 3))}
+    net = Network({k: v.astype(np.float32) for k, v in weights.items()}, precision="int8")
+    net.quantizer = Quantizer({"a": 2.0, "b": 3.0})
+    x = net.input("x", (-1, 3, 8, 8))
+    with net.fp32("a"):
+        y = net.conv(x, "a", 4, 3, p=1, bias=False)
+    net.output(net.conv(y, "b", 4, 3, p=1, bias=False), "y")
+    net.check_layers()
+    g = Graph(net.definition)
+    assert g.by_name["a"].get_input(1) is None and g.source(g.by_name["a"], 0).type != LT.DEQUANTIZE
+    assert not [layer.name for layer in g.layers if layer.name.startswith("a/") and "quantize" in layer.name]
+    assert np.allclose(g.dq_scale(g.source(g.by_name["b"], 0))[0], 3.0 / 127)
+
+
 def test_recording_network_marks_points(resnet18_wts):
     net, points = recording_network(load_spec("resnet18"), resnet18_wts)
     d = net.definition

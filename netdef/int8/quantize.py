@@ -3,7 +3,7 @@
 `Network` calls the hooks of `net.quantizer` (set by `build.define_network` for `--precision int8`) on
 the layers it is about to add; a layer whose name matches an `--int8-exclude` pattern (fnmatch, e.g.
 'model.24.*') is left unquantized, so it runs in the build's float precision (fp16 on TensorRT 8.6 and
-in strongly typed int8 builds):
+in strongly typed int8 builds), and so is a layer a block keeps in float32 (`with net.fp32(name):`):
 
 - convolution: the input activation gets a per-tensor Q/DQ (scale amax/127 from the table, key = the
   convolution's prefix); the BN-folded weights become a float32 constant with a per-output-channel
@@ -74,16 +74,16 @@ class Quantizer:
                                       expect_parts=fingerprint_parts(spec, weights_sha, shape))
         return cls(table.amax, source=f"calibration table {opts.calibration}", exclude=opts.int8_exclude)
 
-    def excluded(self, name: str, inputs: Sequence[Any] = ()) -> bool:
-        """True when layer `name` matches an --int8-exclude pattern (it stays in floating point). Its `inputs`
-        keep the key this layer gives them in the calibration network, where nothing is excluded: a later
-        consumer quantizes them with the table's range of that key."""
+    def excluded(self, name: str, inputs: Sequence[Any] = (), *, fp32: bool = False) -> bool:
+        """True when layer `name` stays in floating point: it matches an --int8-exclude pattern, or `fp32` (a
+        block keeps it in float32: `net.fp32`). Its `inputs` keep the key this layer gives them in the calibration
+        network, where nothing is excluded: a later consumer quantizes them with the table's range of that key."""
         self._layers.append(name)
         hits = [p for p in self.exclude if fnmatch.fnmatchcase(name, p)]
         self._matched.update(hits)
-        for t in inputs if hits else ():
+        for t in inputs if hits or fp32 else ():
             self._keys.setdefault(t.name, name)
-        return bool(hits)
+        return bool(hits) or fp32
 
     def check_exclude(self, where: str) -> None:
         """OptionError naming each --int8-exclude pattern that matched no layer of the network `where` (a typo
@@ -101,7 +101,7 @@ class Quantizer:
         """The convolution `prefix` (stride, padding: set by the caller) on quantized input and weights, or on
         floating ones where --int8-exclude names it; either way a convolution whose output a residual add can
         absorb, as in the calibration network (so that the add quantizes the input the table has its range of)."""
-        if self.excluded(prefix, [x]):
+        if self.excluded(prefix, [x], fp32=net.in_fp32):
             layer = net.convolution(x, prefix, w, b)
         else:
             layer = self._convolution(net, self.quantize_activation(net, x, prefix, "conv"), prefix, w, b)
