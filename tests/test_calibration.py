@@ -322,3 +322,18 @@ def test_calibration_images_fail_as_detect_images_do(tmp_path, monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 4096 pixels: over twice the limit, a "bomb"
     with pytest.raises(NetdefError, match=r"cannot read image .*big\.png: .* \(Pillow refuses images this large"):
         load_image(tmp_path / "big.png", (3, 8, 8))
+
+
+def test_calibration_images_without_pillow_are_one_error(tmp_path, monkeypatch):
+    """Without Pillow (no dependency of netdef's), an image folder is the one NetdefError saying to install it, as
+    before netdef.tools.images, not a ModuleNotFoundError traceback from load_image's own import."""
+    import sys
+
+    from netdef.int8.calibrate import load_image
+
+    (tmp_path / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(40))
+    for name in [m for m in sys.modules if m == "PIL" or m.startswith("PIL.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "PIL", None)  # `import PIL` raises ImportError
+    with pytest.raises(NetdefError, match=r"^reading images needs Pillow: pip install pillow$"):
+        load_image(tmp_path / "a.png", (3, 8, 8))

@@ -88,13 +88,13 @@ def image_files(folder: Path) -> list[Path]:
 def load_image(path: Path, shape: Sequence[int], mean: np.ndarray | None = None,
                std: np.ndarray | None = None) -> np.ndarray:
     """One image as float32 (C, H, W) in [0, 1] (then (x - mean) / std): resized (bilinear) to H, W."""
-    from PIL import Image
-
     c, h, w = shape
     if c not in (1, 3):
         raise NetdefError(f"image calibration data needs a 1- or 3-channel input, the network takes {c}; "
                           f"pass a (N, {c}, {h}, {w}) .npy array instead")
-    with open_image(path) as img:
+    with open_image(path) as img:  # without Pillow: open_image's NetdefError, not an ImportError
+        from PIL import Image
+
         x = decoded(path, lambda: np.asarray(img.convert("L" if c == 1 else "RGB").resize((w, h), Image.BILINEAR),
                                              dtype=np.float32)) / 255.0
     x = x[None] if c == 1 else x.transpose(2, 0, 1)
