@@ -730,7 +730,8 @@ class Network:
 
     def roll(self, x: Any, name: str, shifts: int | Sequence[int], dims: int | Sequence[int]) -> Any:
         """torch.roll(x, shifts, dims) over dimensions of static size (Swin's shifted windows): one slice layer
-        in wrap mode, starting each rolled dimension at -shift modulo its size."""
+        in wrap mode, starting each rolled dimension at -shift modulo its size (a dimension named twice rolls by the
+        sum of its shifts, as in torch)."""
         shape = tuple(x.shape)
         dims = _ints(dims, None, f"{name}: dims")
         shifts = _ints(shifts, len(dims), f"{name}: shifts")
@@ -739,7 +740,7 @@ class Network:
             a = self._axis(d, len(shape), name)
             if shape[a] < 0:
                 raise SpecError(needs_static_size(f"{name}: roll of dimension {a} of {shape}"))
-            start[a] = -s % shape[a]
+            start[a] = (start[a] - s) % shape[a]
         return self._slice(x, name, start, [1] * len(shape), [0] * len(shape), [1] * len(shape), "wrap")
 
     def _slice(self, x: Any, name: str, start: Sequence[int], keep: Sequence[int], offset: Sequence[int],

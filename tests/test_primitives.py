@@ -296,9 +296,10 @@ def test_resize_like_matches_interpolate_on_cpu(mode, align, shapes):
     assert [layer.name for layer in _layers(net) if layer.type == net.trt.LayerType.RESIZE] == [PREFIX]
 
 
-@pytest.mark.parametrize("shifts, dims", [((-2, 3), (2, 3)), (7, 1), ((1, -1), (1, -1))])
+@pytest.mark.parametrize("shifts, dims", [((-2, 3), (2, 3)), (7, 1), ((1, -1), (1, -1)), ((1, 2), (3, -1))])
 def test_roll_matches_torch_on_cpu(shifts, dims):
-    """One slice layer in wrap mode is torch.roll, shifts past the size and negative dims included."""
+    """One slice layer in wrap mode is torch.roll, shifts past the size and negative dims included; a dimension
+    named twice (3 and -1) rolls by both shifts, as torch's does."""
     shape = (2, 3, 5, 6)
     err = check_block(lambda n, x, p: n.roll(x, p, shifts, dims), Fn(lambda x: torch.roll(x, shifts, dims)), shape,
                       cpu=True)
