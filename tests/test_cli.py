@@ -1207,3 +1207,16 @@ def test_an_output_name_near_the_length_limit_is_written(tmp_path):
     os.utime(orphan, (old, old))
     fileio.atomic_write(out, b"1\nw 0\n")
     assert [p.name for p in tmp_path.iterdir()] == [out.name] and out.read_bytes() == b"1\nw 0\n"
+
+
+def test_info_shows_the_class_names_of_an_engine_without_a_model_record(tmp_path, capsys):
+    """`build --names` records names for any architecture (a ResNet records no head "model"): `netdef info` shows
+    them there too, as it does beside a YOLO head's record."""
+    from test_engine_file import complete_meta
+
+    engine = tmp_path / "r.engine"
+    engine_file.write_engine(engine, b"ftrt" + bytes(60), complete_meta() | {"names": ["cat", "dog"]})
+    assert "model" not in engine_file.read_meta(engine)
+    capsys.readouterr()
+    assert main(["info", str(engine)]) == 0
+    assert "  names  cat, dog" in capsys.readouterr().out.splitlines()

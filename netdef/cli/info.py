@@ -131,14 +131,14 @@ def hw_lines(meta: dict[str, Any]) -> list[str]:
 
 
 def model_lines(meta: dict[str, Any]) -> list[str]:
-    """What the head computes, as it recorded it (task, classes, head, kpt_shape / nm), and its class names; none
-    for older engines."""
+    """What the head computes, as it recorded it (task, classes, head, kpt_shape / nm), and the class names the
+    header records (`build --names` gives them to an engine without that record too); none for older engines."""
     m = meta.get("model")
+    names = [f"  names  {shown(meta['names'], 10)}"] if meta.get("names") else []
     if not m:
-        return []
+        return names
     extra = "".join(f", {k} {v}" for k, v in (("kpt_shape", "x".join(map(str, m.get("kpt_shape") or []))),
                                               ("nm", m.get("nm"))) if v)
-    names = [f"  names  {shown(meta['names'], 10)}"] if meta.get("names") else []
     return [f"  model  {m['task']}, {m['nc']} class{'' if m['nc'] == 1 else 'es'}, head {m['head']}{extra}"] + names
 
 
