@@ -32,7 +32,7 @@ def model_names(model: Any) -> list[str] | None:
     """The class names a model carries (`model.names`: Ultralytics' {0: 'person', ...}, YOLOv5's list or dict), in
     class order; None without them, or where they are only the class indices (Ultralytics' default '0', '1', ...)."""
     names = getattr(model, "names", None)
-    if isinstance(names, Mapping) and sorted(names) == list(range(len(names))):
+    if isinstance(names, Mapping) and set(names) == set(range(len(names))):  # keys of mixed types too
         names = [names[i] for i in range(len(names))]
     if not isinstance(names, (list, tuple)) or not names or not all(isinstance(n, str) for n in names):
         return None

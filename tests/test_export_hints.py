@@ -200,6 +200,7 @@ def test_the_class_names_a_model_carries():
 
     assert model_names(SimpleNamespace(names={1: "dog", 0: "cat", 2: "fox"})) == ["cat", "dog", "fox"]
     assert model_names(SimpleNamespace(names=("person", "car"))) == ["person", "car"]
-    for names in ({0: "0", 1: "1"}, ["0", "1", "2"], {0: "cat", 2: "fox"}, ["cat", 1], [], "cat", None):
+    for names in ({0: "0", 1: "1"}, ["0", "1", "2"], {0: "cat", 2: "fox"}, ["cat", 1], [], "cat", None,
+                  {0: "cat", "1": "dog"}):  # keys of mixed types: none, not a TypeError from sorting them
         assert model_names(SimpleNamespace(names=names)) is None, names
     assert model_names(torch.nn.Conv2d(1, 1, 1)) is None
