@@ -770,10 +770,11 @@ def test_a_model_load_failure_pytriton_says_nothing_about_gives_tritons_reason()
     assert _cause(Exception("model 'x' failed"), reason) == "model 'x' failed"  # PyTriton's message comes first
 
 
-def test_pytriton_outside_site_packages_is_refused_before_its_server_hangs(tmp_path, monkeypatch):
+def test_pytriton_outside_site_packages_is_refused_before_its_server_hangs(engines, tmp_path, monkeypatch):
     """PyTriton on PYTHONPATH only (pip --target) counts as an editable install and looks for Triton's libraries
     in pytriton/tritonserver/external_libs: the server would fail to start and PyTriton time out after two
-    minutes without a reason (seen on the H100). import_pytriton says so at once, and how to fix it."""
+    minutes without a reason (seen on the H100). serve says so at once, before any GPU work, and how to fix it;
+    importing PyTriton alone (for bind_arguments, say) is fine."""
     import types
 
     root = tmp_path / "site"
@@ -788,8 +789,7 @@ def test_pytriton_outside_site_packages_is_refused_before_its_server_hangs(tmp_p
     with pytest.raises(NetdefError, match=rf"PyTriton looks for Triton's libraries in {missing}, which does not "
                                           r"exist: .*pip --target.*pip install nvidia-pytriton.* \(or link .*external_libs "
                                           r"to .*nvidia_pytriton\.libs\)"):
-        import_pytriton()
-    missing.mkdir(parents=True)
+        serve(engines("r18"), port=18000, grpc_port=18001, metrics_port=18002)
     assert import_pytriton() is fakes["pytriton"]
 
 

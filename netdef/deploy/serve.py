@@ -188,7 +188,6 @@ def import_pytriton() -> Any:
                           f"{INSTALL}") from None
     import pytriton
 
-    _check_server_libraries()
     return pytriton
 
 
@@ -238,6 +237,7 @@ def serve(engine: str | os.PathLike, *, port: int = 8000, grpc_port: int = 8001,
     header = read_any_meta(engine)  # None: a raw plan without a sidecar, whose metadata the loaded engine gives
     checked = None if header is None else describe(header)
     pt = import_pytriton()
+    _check_server_libraries()  # before any GPU work
     engines = [Engine(engine, device=d) for d in (devices or [None])]
     spec, detecting = checked or describe(engines[0].meta)
     models = [(spec, [pt.decorators.batch(infer_function(e, spec)) for e in engines])]
