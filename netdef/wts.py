@@ -109,13 +109,16 @@ def _scan(path: str, data: bytes | mmap.mmap, bar=None) -> Iterator[tuple[int, s
         name_b, count_b = m.group(1), m.group(2)
         if name_b is None:
             raise WtsFormatError(path, f"blank line where tensor {i + 1} of {declared} was expected", line=lineno)
-        head = name_b + b" " + (count_b or b"")
-        if not (head.isascii() and head.decode("ascii").isprintable()):
-            raise WtsFormatError(path, "non-ASCII or control bytes in a tensor header: "
+        try:  # UTF-8 (gen_wts.py writes a non-ASCII key so; tensorrtx's `>> name` takes its bytes as they are)
+            name, count_s = name_b.decode("utf-8"), (count_b or b"").decode("utf-8")
+            text = (name + count_s).isprintable()
+        except UnicodeDecodeError:
+            text = False
+        if not text:
+            raise WtsFormatError(path, "bytes that are not UTF-8 text, or control characters, in a tensor header: "
                                  "this is not a text .wts file", line=lineno)
-        name = name_b.decode("ascii")
         if count_b is None or not count_b.isdigit():
-            found = "nothing" if count_b is None else f"'{count_b[:40].decode('ascii')}'"
+            found = "nothing" if count_b is None else f"'{count_s[:40]}'"
             raise WtsFormatError(path, f"the value count after the name must be a non-negative integer, "
                                  f"found {found}", line=lineno, key=name)
         if name in seen:
@@ -134,7 +137,7 @@ def _scan(path: str, data: bytes | mmap.mmap, bar=None) -> Iterator[tuple[int, s
     rest = _ONLY_WS.match(data, pos).end()
     if rest < len(data):
         extra = lineno + data[pos:rest].count(b"\n") + 1
-        key = _HEAD.match(data, rest).group(1)[:80].decode("ascii", "backslashreplace")
+        key = _HEAD.match(data, rest).group(1)[:80].decode("utf-8", "backslashreplace")
         raise WtsFormatError(path, f"more tensor lines than the {declared} declared on line 1",
                              line=extra, key=key)
 

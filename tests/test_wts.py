@@ -226,6 +226,26 @@ def test_not_text(tmp_path, data, line):
     assert ei.value.line == line
 
 
+def test_utf8_keys_read_as_tensorrtx_reads_them(tmp_path):
+    """gen_wts.py writes a model's non-ASCII attribute names in UTF-8 (its locale's, or encoding="utf-8"), and
+    tensorrtx's `input >> name` takes the bytes as they are: the key reads as text, not as a binary file."""
+    torch = pytest.importorskip("torch")
+    sd = {"model.0.conv.w\u00e9ight": torch.ones(2), "\u5377\u79ef.bias": torch.zeros(1)}
+    p = tmp_path / "u.wts"
+    gen_wts_py(p, sd)  # open(path, "w"): in the locale's encoding, UTF-8 on Linux
+    p.write_bytes(p.read_text(encoding=None).encode("utf-8"))  # UTF-8 whatever this machine's locale
+    got = read_wts(p)
+    assert list(got) == list(sd) and got["model.0.conv.w\u00e9ight"].tolist() == [1.0, 1.0]
+    assert wts_summary(p)["keys"] == [("model.0.conv.w\u00e9ight", 2), ("\u5377\u79ef.bias", 1)]
+    with pytest.raises(WtsFormatError, match=r"u\.wts:2 \(key 'a\u00e9'\): the value count after the name must be"):
+        read_wts(put(tmp_path, "1\na\u00e9 x\u00e9 3f800000\n".encode("utf-8"), "u.wts"))
+    with pytest.raises(WtsFormatError, match=r"u\.wts:3 \(key 'b\u00e9'\): more tensor lines"):
+        read_wts(put(tmp_path, "1\na 1 3f800000\nb\u00e9 1 3f800000\n".encode("utf-8"), "u.wts"))
+    for bad in (b"1\nconv\xe9 1 3f800000\n", "1\nconv\u00a0x 1 3f800000\n".encode("utf-8")):  # latin-1, NBSP
+        with pytest.raises(WtsFormatError, match="not a text .wts file"):
+            read_wts(put(tmp_path, bad))
+
+
 def test_non_ascii_value_is_reported_as_value(tmp_path):
     with pytest.raises(WtsFormatError, match=r"value 2 '3f8\\xe90000' is not hexadecimal"):
         read_wts(put(tmp_path, b"1\na 2 3f800000 3f8\xe90000\n"))
