@@ -164,6 +164,21 @@ def test_help_lists_commands():
         assert cmd in res.stdout
 
 
+@pytest.mark.parametrize("argv, needle", [
+    (["yolov5_det", "-s", "y.wts", "y.engine", "s"], "`netdef build yolov5s -w y.wts -o y.engine`"),
+    (["yolov8_seg", "-s", "y.wts", "y.engine", "n"], "`netdef build yolov8n-seg -w y.wts -o y.engine`"),
+    (["--debug", "yolov5", "-s", "y.wts", "y.engine", "c", "0.33", "0.5"], "`netdef build ARCH -w y.wts -o y.engine`"),
+    (["-s", "y.wts", "y.engine", "s"], "`netdef build ARCH -w y.wts -o y.engine`"),
+    (["yolov5_det", "-d", "y.engine", "../images"], "`netdef detect y.engine ../images --out DIR`"),
+])
+def test_a_tensorrtx_command_line_is_answered_with_netdefs(capsys, argv, needle):
+    """tensorrtx's `yolov5_det -s WTS ENGINE SCALE` / `-d ENGINE IMAGES`, typed out of habit: the netdef commands
+    that do the same, not argparse's list of commands."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("netdef: error: netdef has no `-") and needle in err, err
+
+
 def test_detect_help_says_where_a_pose_engines_kpt_shape_comes_from():
     """The header's record (the weights' kpt_shape: 5 keypoints for a custom-trained yolov8n-pose built from the
     17-keypoint YAML) is the default, not the YAML's."""

@@ -42,12 +42,48 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError:  # before PyTorch's import fails on it with a fatal error
         print("netdef: error: the working folder was deleted: cd to an existing folder", file=sys.stderr)
         return 1
+    argv = sys.argv[1:] if argv is None else list(argv)
+    hint = tensorrtx_usage(argv)
+    if hint:
+        print(f"netdef: error: {hint}", file=sys.stderr)
+        return 2
     parser = make_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
     return run_guarded(lambda: args.func(checked(args)), prog=f"netdef {args.command}", debug=args.debug)
+
+
+def tensorrtx_usage(argv: list[str]) -> str | None:
+    """For a tensorrtx program's command line given to netdef (`yolov5_det -s W.wts E.engine s`, `-d E.engine
+    IMAGES`: no netdef command first, `-s` or `-d` among the words), netdef's commands that do the same; else None."""
+    words = [w for w in argv if w != "--debug"]
+    if not words or words[0] in {c.__name__.rsplit(".", 1)[-1].replace("_", "-") for c in COMMANDS}:
+        return None
+    flag = next((w for w in words if w in ("-s", "-d")), None)
+    if flag is None:
+        return None
+    rest = words[words.index(flag) + 1:]
+    if flag == "-d":
+        engine = rest[0] if rest else "ENGINE"
+        images = rest[1] if len(rest) > 1 else "IMAGES"
+        return (f"netdef has no `-d`: tensorrtx's `-d ENGINE IMAGES` is `netdef detect {engine} {images} --out DIR`"
+                " (thresholds and class names from the engine)")
+    wts = rest[0] if rest else "WEIGHTS.wts"
+    engine = rest[1] if len(rest) > 1 else "OUT.engine"
+    arch = "ARCH"
+    program = words[0].lower() if not words[0].startswith("-") else ""
+    family, _, task = program.partition("_")
+    if family and len(rest) > 2:
+        from ..spec import available_archs  # only here: reading the architecture list takes a moment
+
+        guess = f"{family}{rest[2]}" + ("" if task in ("", "det") else f"-{task}")
+        arch = guess if guess in available_archs() else arch
+    how = ("the class count comes from the weights" if arch != "ARCH" else "ARCH: the family and scale, yolov5s, "
+           "yolov8n-seg, resnet50; the class count comes from the weights; tensorrtx's `c gd gw`: README's 'Coming "
+           "from tensorrtx'")
+    return f"netdef has no `-s`: tensorrtx's `-s WTS ENGINE SCALE` is `netdef build {arch} -w {wts} -o {engine}` ({how})"
 
 
 def make_parser() -> argparse.ArgumentParser:
