@@ -138,6 +138,10 @@ def _scan(path: str, data: bytes | mmap.mmap, bar=None) -> Iterator[tuple[int, s
     if rest < len(data):
         extra = lineno + data[pos:rest].count(b"\n") + 1
         key = _HEAD.match(data, rest).group(1)[:80].decode("utf-8", "backslashreplace")
+        if not key.isprintable():  # NUL padding of a copy, binary data appended: no key to name
+            raise WtsFormatError(path, f"bytes that are not text after the {declared} tensors declared on line 1 "
+                                 f"({repr(bytes(data[rest:rest + 8]))[2:-1]}...): a damaged or padded copy? "
+                                 "write or copy it again", line=extra)
         raise WtsFormatError(path, f"more tensor lines than the {declared} declared on line 1",
                              line=extra, key=key)
 

@@ -389,6 +389,17 @@ def test_a_file_cut_inside_its_last_value_is_refused(tmp_path):
     assert read_wts(p)["b"].tolist() == [1.5, -2.0, 0.0]
 
 
+def test_bytes_that_are_not_text_after_the_declared_tensors_are_named_as_such(tmp_path):
+    """NUL padding after the last tensor (a damaged or padded copy) is no 'key' of raw NULs in the message."""
+    for tail, line, shown in ((b"\0" * 64, 3, r"\x00" * 8), (b"\n\x7fELF\x02", 4, r"\x7fELF\x02")):
+        with pytest.raises(WtsFormatError) as ei:
+            read_wts(put(tmp_path, b"1\na 1 3f800000\n" + tail))
+        err = ei.value
+        assert err.line == line and err.key is None, str(err)
+        assert "after the 1 tensors declared on line 1" in str(err) and shown in str(err), str(err)
+        assert str(err).isprintable(), str(err)
+
+
 def test_a_checkpoint_or_an_engine_given_as_weights_is_named(tmp_path):
     ckpt, engine = tmp_path / "best.pt", tmp_path / "y.engine"
     ckpt.write_bytes(b"PK\x03\x04" + bytes(100))
