@@ -89,7 +89,7 @@ def build_engine(arch: str | Path | Spec, weights: Weights, output: str | Path, 
     if opts.input_range and net.model.get("stride"):
         check_stride(opts.input_range, int(net.model["stride"]), spec.name)
     if names:
-        check_count(names, names_from, net.model.get("nc"), source)
+        check_count(names, names_from, net.model.get("nc", net.classes), source)
     extra = ({"refit_key": refit_key} if refit_key else {}) | ({"model": net.model} if net.model else {}) | \
         ({"names": list(names)} if names else {})
     meta = compile_network(net, opts, output, arch=spec.identity(), weights={"path": source, "sha256": weights_sha},

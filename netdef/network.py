@@ -90,6 +90,7 @@ class Network:
         self.params: dict[str, Any] = dict(params or {})
         self.plugins: list[dict[str, Any]] = []
         self.model: dict[str, Any] = {}  # what the head computes (record_model): the engine header's "model"
+        self.classes: int | None = None  # a Classifier row's class count (checks --names where no head records one)
         self.quantizer: Any = None  # an int8 Quantizer (netdef.int8.quantize) places Q/DQ pairs
         self.scope = ""  # the key prefix of the row being built: default layer names start with it
         self.where = ""  # where the current row comes from (YAML file:line), recorded with missing keys

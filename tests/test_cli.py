@@ -1235,3 +1235,14 @@ def test_info_shows_the_class_names_of_an_engine_without_a_model_record(tmp_path
     capsys.readouterr()
     assert main(["info", str(engine)]) == 0
     assert "  names  cat, dog" in capsys.readouterr().out.splitlines()
+
+
+def test_build_names_must_be_one_per_class_of_a_classifier(r18, tmp_path):
+    """README: `build --names FILE` gives "one per class of the model". A ResNet records no head "model", so a names
+    file of 3 lines was recorded for its 1000 classes; its Classifier row's count is checked now, naming both files."""
+    names = tmp_path / "three.txt"
+    names.write_text("cat\ndog\nfox\n")
+    wts, engine = r18 / "r18.wts", tmp_path / "r.engine"
+    result = run_cli("build", "resnet18", "-w", str(wts), "-o", str(engine), "--names", str(names))
+    assert result.returncode == 1 and not engine.exists()
+    assert f"{names}: 3 class names, but {wts} holds a model of 1000 classes: give one name per class" in result.stderr

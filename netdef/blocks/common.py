@@ -57,6 +57,7 @@ def classifier(net: Network, x: Any, prefix: str, c2: int, conv: bool = False, b
     `prefix.bias` per class), else `c2`, the YAML's. A custom-trained classifier needs no copied YAML."""
     key = f"{prefix}.bias"
     nc = class_count(net, prefix, c2, net.weight_size(key) if bias and net.has(key) else None, f"'{key}'")
+    net.classes = nc
     return net.conv(x, prefix, nc, 1, bias=bias) if conv else net.linear(x, prefix, nc, bias)
 
 
