@@ -102,6 +102,19 @@ class Graph:
 
 # ---------------------------------------------------------------- Q/DQ network definition
 
+def test_a_table_range_beyond_fp16_names_the_table(lenet_wts, tmp_path):
+    """An amax whose int8 scale passes fp16's range (an edited table: 1e30) is the table's error, naming its file
+    and tensor; it used to be reported as the .wts's weight 'fc1/input_scale' to rescale."""
+    from netdef.int8.calibration import CalibrationTable
+
+    _, wts = lenet_wts
+    table = synthetic_table("lenet", wts, tmp_path / "t.json")
+    CalibrationTable(table.fingerprint, table.method, dict(table.amax, fc1=1e30), table.meta).save(tmp_path / "t.json")
+    with pytest.raises(NetdefError, match=r"calibration table .*t\.json: tensor 'fc1' has amax 1e\+30, an int8 "
+                                          r"scale of 7\.87\d*e\+27, beyond fp16's largest value 65504"):
+        int8_network("lenet", wts, tmp_path / "t.json")
+
+
 def test_lenet_qdq_definition(lenet_wts, tmp_path):
     model, wts = lenet_wts
     table = synthetic_table("lenet", wts, tmp_path / "t.json")

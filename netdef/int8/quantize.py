@@ -31,6 +31,7 @@ import numpy as np
 from .. import trt_api
 from .calibration import CalibrationTable, per_channel_weight_scales, scale_from_amax
 from ..errors import NetdefError, OptionError
+from ..network import FP16_MAX
 
 CALIB_PREFIX = "calib:"  # output-name prefix of the tensors a recording network exposes
 CALIBRATE_HINT = ("run `netdef calibrate ARCH --weights W --data IMAGES_OR_NPY -o table.json` (on a GPU machine) "
@@ -144,6 +145,10 @@ class Quantizer:
             raise NetdefError(f"{self.source} has no range for '{key}' (input of a {self.points[key]} layer): it "
                               f"does not match this network; recalibrate")
         scale = np.array(scale_from_amax(self.amax[key]), np.float32)
+        if net.precision != "fp32" and float(scale) > FP16_MAX:  # the table's value, not the weights': say so
+            raise NetdefError(f"{self.source}: tensor '{key}' has amax {self.amax[key]:g}, an int8 scale of "
+                              f"{float(scale):g}, beyond fp16's largest value {FP16_MAX:g}: recalibrate or fix that "
+                              "entry")
         # dequantized to the compute dtype, as the weights are: x may be float32 coming out of an `fp32` block
         return self._qdq(net, x, scale, None, f"{key}/input", trt_api.trt_dtype(net.dtype))
 
