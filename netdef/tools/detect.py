@@ -36,8 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import defaults
-from .. import class_names
+from .. import class_names, defaults
 from ..class_names import engine_names
 from ..defaults import IMAGE_SUFFIXES
 from ..errors import NetdefError, OptionError
