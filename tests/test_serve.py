@@ -15,6 +15,7 @@ import builtins
 import contextlib
 import importlib.util
 import io
+import re
 import socket
 import sys
 from pathlib import Path
@@ -25,7 +26,8 @@ import pytest
 from helpers import run_cli
 from netdef import engine_file
 from netdef.build import BuildOptions, build_engine
-from netdef.deploy.serve import TensorSpec, binding, chunks, import_pytriton, infer_function, run_batch, serve
+from netdef.deploy.serve import (TensorSpec, binding, chunks, import_pytriton, infer_function, numpy_outside,
+                                 run_batch, serve)
 from netdef.errors import NetdefError, OptionError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -271,8 +273,8 @@ sys.exit(main(sys.argv[1:]))
 def test_serve_on_the_cpu_with_a_stand_in_engine(engines, tmp_path):
     """`netdef serve` itself (PyTriton, Triton's HTTP, gRPC, batcher, health, metrics, Ctrl-C) with the engine's
     runs replaced by numpy: Triton runs without a GPU. Needs pytriton and tritonclient; skips where PyTriton's
-    Python stub does not fit this Python (pytriton issue 51: Python 3.11.7)."""
-    pytest.importorskip("pytriton", reason="needs pip install nvidia-pytriton")
+    Python stub does not fit this Python (pytriton issue 51: Python 3.11.7) or `netdef serve` refuses the install."""
+    _serving_stack()
     grpc = pytest.importorskip("tritonclient.grpc", reason="needs pip install 'tritonclient[all]'")
     http = pytest.importorskip("tritonclient.http", reason="needs pip install 'tritonclient[all]'")
     import threading
@@ -573,6 +575,7 @@ def test_serve_stops_before_triton_where_the_detector_is_refused(plugin_engine, 
     pytest.importorskip("pytriton", reason="needs pip install nvidia-pytriton")
     import pytriton.triton
 
+    import netdef.deploy.serve as serve_module
     import netdef.runtime
     from netdef.tools import detect
 
@@ -587,6 +590,7 @@ def test_serve_stops_before_triton_where_the_detector_is_refused(plugin_engine, 
     monkeypatch.setattr(netdef.runtime, "Engine", StandIn)
     monkeypatch.setattr(detect, "engine_detector", refuse)
     monkeypatch.setattr(pytriton.triton, "Triton", lambda **kwargs: started.append(kwargs))
+    monkeypatch.setattr(serve_module, "check_pytriton_install", lambda: None)  # this install's fitness: not the point
     port, grpc, metrics = bench_serve().free_ports(3)
     with pytest.raises(NetdefError, match=r"is not a static \(B, 3, H, W\) image \(for model 'resnet18_detect'; "
                                           r"--no-detect serves the raw tensors alone\)$"):
@@ -612,7 +616,7 @@ def test_serve_detect_on_the_cpu_with_a_stand_in_engine(plugin_engine, tmp_path)
     """`netdef serve` of a detector engine through Triton (no GPU: the detector runs `content_model` on the CPU):
     encoded images of several sizes in one request, request parameters, a bad image fails its request and the
     server keeps answering. Skips as the stand-in test above does."""
-    pytest.importorskip("pytriton", reason="needs pip install nvidia-pytriton")
+    _serving_stack()
     pytest.importorskip("torchvision")
     http = pytest.importorskip("tritonclient.http", reason="needs pip install 'tritonclient[all]'")
     import json
@@ -654,9 +658,17 @@ def test_bench_serve_reads_the_options_as_netdef_serve_declares_them():
 # ---------------------------------------------------------------- on the GPU
 
 def _serving_stack():
+    """Skips where PyTriton or tritonclient is missing, or where `netdef serve` refuses this PyTriton install
+    (numpy outside its range, libraries it cannot find): the skip reason says why."""
     pytest.importorskip("pytriton", reason="needs pip install nvidia-pytriton")
     pytest.importorskip("tritonclient.grpc", reason="needs pip install 'tritonclient[all]'")
     pytest.importorskip("tritonclient.http", reason="needs pip install 'tritonclient[all]'")
+    from netdef.deploy.serve import check_pytriton_install
+
+    try:
+        check_pytriton_install()
+    except NetdefError as e:
+        pytest.skip(str(e))
 
 
 @pytest.mark.gpu
@@ -770,27 +782,65 @@ def test_a_model_load_failure_pytriton_says_nothing_about_gives_tritons_reason()
     assert _cause(Exception("model 'x' failed"), reason) == "model 'x' failed"  # PyTriton's message comes first
 
 
+def fake_pytriton(monkeypatch, libs: Path) -> dict:
+    """Empty pytriton modules in sys.modules whose libraries path is `libs`: `serve` stops at its install checks."""
+    import types
+
+    fakes = {name: types.ModuleType(name) for name in ("pytriton", "pytriton.decorators", "pytriton.model_config",
+                                                       "pytriton.triton", "pytriton.utils",
+                                                       "pytriton.utils.distribution")}
+    fakes["pytriton.utils.distribution"].get_libs_path = lambda: libs
+    for name, module in fakes.items():
+        monkeypatch.setitem(sys.modules, name, module)
+    return fakes
+
+
 def test_pytriton_outside_site_packages_is_refused_before_its_server_hangs(engines, tmp_path, monkeypatch):
     """PyTriton on PYTHONPATH only (pip --target) counts as an editable install and looks for Triton's libraries
     in pytriton/tritonserver/external_libs: the server would fail to start and PyTriton time out after two
     minutes without a reason (seen on the H100). serve says so at once, before any GPU work, and how to fix it;
     importing PyTriton alone (for bind_arguments, say) is fine."""
-    import types
-
     root = tmp_path / "site"
     (root / "nvidia_pytriton.libs").mkdir(parents=True)
     missing = root / "pytriton" / "tritonserver" / "external_libs"
-    fakes = {name: types.ModuleType(name) for name in ("pytriton", "pytriton.decorators", "pytriton.model_config",
-                                                       "pytriton.triton", "pytriton.utils",
-                                                       "pytriton.utils.distribution")}
-    fakes["pytriton.utils.distribution"].get_libs_path = lambda: missing
-    for name, module in fakes.items():
-        monkeypatch.setitem(sys.modules, name, module)
+    fakes = fake_pytriton(monkeypatch, missing)
     with pytest.raises(NetdefError, match=rf"PyTriton looks for Triton's libraries in {missing}, which does not "
                                           r"exist: .*pip --target.*pip install nvidia-pytriton.* \(or link .*external_libs "
                                           r"to .*nvidia_pytriton\.libs\)"):
         serve(engines("r18"), port=18000, grpc_port=18001, metrics_port=18002)
     assert import_pytriton() is fakes["pytriton"]
+
+
+@pytest.mark.parametrize("requires, version, want", [
+    (["grpcio", "numpy<2.0.0,>=1.21", "sh"], "2.4.6", "<2.0.0,>=1.21"),
+    (["numpy<2.0.0,>=1.21"], "1.26.4", None),
+    (["numpy<2.0.0,>=1.21"], "1.20.3", "<2.0.0,>=1.21"),
+    (["NumPy<2"], "2.0.0rc1", "<2"),  # a pre-release of 2.0 is 2.0 here
+    (['numpy<2; python_version < "3"'], "2.4.6", None),  # a requirement for other Pythons
+    (['numpy<2; extra == "legacy"'], "2.4.6", None),  # an extra's requirement
+    (["numpy"], "2.4.6", None),
+    ([], "2.4.6", None),
+])
+def test_numpy_outside_the_range_a_distribution_declares(requires, version, want):
+    assert numpy_outside(requires, version) == want
+
+
+def test_serve_refuses_a_numpy_pytriton_does_not_support(engines, tmp_path, monkeypatch):
+    """PyTriton 0.7.0 declares numpy<2; with numpy 2 its Triton loads the models and answers each request with
+    empty outputs, and the detect model's stub dies (seen on the H200 and reproduced on the CPU): serve refuses at
+    once, before any GPU work, naming both versions and the pip command."""
+    import importlib.metadata
+
+    (tmp_path / "libs").mkdir()
+    fake_pytriton(monkeypatch, tmp_path / "libs")
+    declared = f"numpy<{np.__version__},>=1.21"  # this Python's numpy is outside it, whichever it is
+    monkeypatch.setattr(importlib.metadata, "requires", lambda name: ["grpcio", declared])
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "0.7.0")
+    with pytest.raises(NetdefError, match=rf"^PyTriton 0\.7\.0 declares numpy<{re.escape(np.__version__)},>=1\.21 and "
+                                          rf"this Python has numpy {re.escape(np.__version__)} \(.*\): with it, Triton "
+                                          r"loads the models and then answers each request with empty outputs.* "
+                                          rf"pip install 'numpy<{re.escape(np.__version__)},>=1\.21'$"):
+        serve(engines("r18"), port=18000, grpc_port=18001, metrics_port=18002)
 
 
 @pytest.mark.gpu

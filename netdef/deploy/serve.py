@@ -191,6 +191,43 @@ def import_pytriton() -> Any:
     return pytriton
 
 
+def check_pytriton_install() -> None:
+    """NetdefErrors, before any GPU work, for PyTriton installs whose server starts and then fails without saying
+    why: libraries it cannot find (`_check_server_libraries`) and a numpy outside the range PyTriton declares."""
+    _check_server_libraries()
+    from importlib import metadata
+
+    try:
+        requires, version = metadata.requires("nvidia-pytriton") or [], metadata.version("nvidia-pytriton")
+    except metadata.PackageNotFoundError:  # PyTriton not installed as a distribution: it declares nothing to check
+        return
+    wanted = numpy_outside(requires, np.__version__)
+    if wanted:
+        raise NetdefError(f"PyTriton {version} declares numpy{wanted} and this Python has numpy {np.__version__} "
+                          f"({os.path.dirname(np.__file__)}): with it, Triton loads the models and then answers "
+                          "each request with empty outputs (and the images -> detections model's Python stub "
+                          "fails). Serve from an environment with a numpy PyTriton supports: "
+                          f"pip install 'numpy{wanted}'")
+
+
+def numpy_outside(requires: Sequence[str], numpy_version: str) -> str | None:
+    """The numpy specifier among a distribution's `requires` (importlib.metadata's strings) that `numpy_version`
+    falls outside, None where it fits (or none applies to this Python)."""
+    try:
+        from packaging.requirements import Requirement
+        from packaging.utils import canonicalize_name
+    except ImportError:
+        raise NetdefError("netdef serve checks PyTriton's requirements with 'packaging': pip install packaging "
+                          "(or pip install 'netdef[serve]')") from None
+    for line in requires:
+        req = Requirement(line)
+        applies = req.marker is None or req.marker.evaluate({"extra": ""})
+        if canonicalize_name(req.name) == "numpy" and applies and \
+                not req.specifier.contains(numpy_version, prereleases=True):
+            return str(req.specifier)
+    return None
+
+
 def _check_server_libraries() -> None:
     """A NetdefError where PyTriton would start a Triton server that cannot load its libraries: PyTriton outside
     the interpreter's site-packages (pip --target, PYTHONPATH) counts as an editable install and looks for them in
@@ -237,7 +274,7 @@ def serve(engine: str | os.PathLike, *, port: int = 8000, grpc_port: int = 8001,
     header = read_any_meta(engine)  # None: a raw plan without a sidecar, whose metadata the loaded engine gives
     checked = None if header is None else describe(header)
     pt = import_pytriton()
-    _check_server_libraries()  # before any GPU work
+    check_pytriton_install()  # before any GPU work
     engines = [Engine(engine, device=d) for d in (devices or [None])]
     spec, detecting = checked or describe(engines[0].meta)
     models = [(spec, [pt.decorators.batch(infer_function(e, spec)) for e in engines])]
