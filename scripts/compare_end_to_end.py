@@ -377,6 +377,13 @@ def plugin_params(a: argparse.Namespace) -> dict[str, Any]:
     return {"head": "plugin", "conf_thres": a.conf, "iou_thres": a.iou, "max_det": a.max_det}
 
 
+def timing_cache_files(a: argparse.Namespace, tag: str) -> dict[str, str | None]:
+    """Each route's timing cache: ROUTE_MODEL_TAG.cache in --timing-cache DIR, one shared_MODEL_TAG.cache for both
+    with --shared-timing-cache, None without --timing-cache."""
+    return {route: timing_cache_file(a, f"{'shared' if a.shared_timing_cache else route}_{a.model}_{tag}")
+            for route in ("netdef", "onnx")}
+
+
 def timing_cache_file(a: argparse.Namespace, stem: str) -> str | None:
     """DIR/STEM.cache with --timing-cache DIR (DIR made), None without it."""
     if not a.timing_cache:
@@ -392,7 +399,7 @@ def build_engines(a: argparse.Namespace, photos: list[np.ndarray], say: Callable
     work = wts.parent
     tag = f"{a.precision}_b{'-'.join(map(str, a.profile_t))}_o{a.opt_level}"
     # named as compare_routes.py names them, so both scripts share one folder of caches
-    caches = {route: timing_cache_file(a, f"{route}_{a.model}_{tag}") for route in ("netdef", "onnx")}
+    caches = timing_cache_files(a, tag)
     opts = dataclasses.replace(a.build_options, timing_cache=caches["netdef"], params=plugin_params(a))
     key = file_sha256(wts)[:10]  # --reuse keeps an ONNX-route engine of these weights only (netdef's: build_engine)
     engines = {"netdef": work / f"netdef_{a.model}_plugin_{tag}.engine",
@@ -441,6 +448,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--timing-cache", metavar="DIR",
                    help="each route's builds read and extend its timing cache in DIR, named as compare_routes.py "
                         "names them (ROUTE_MODEL_PRECISION_bMIN-OPT-MAX_oLEVEL.cache; default: no cache)")
+    p.add_argument("--shared-timing-cache", action="store_true",
+                   help="with --timing-cache: both routes read and extend one cache (shared_MODEL_....cache), so "
+                        "the second build reuses the first's kernel timings and both choose from the same ones")
     p.add_argument("--cuda-graph", action="store_true",
                    help="netdef's pipeline (upload, letterbox, engine, outputs to the host) and the ONNX-route "
                         "engine with netdef's pre-processing run as CUDA graph replays (Ultralytics' predictor "
@@ -470,6 +480,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         raise NetdefError(f"--conf {a.conf} / --iou {a.iou}: need 0 < conf < 1 and 0 < iou <= 1")
     if a.max_det < 1 or a.candidates < 1:
         raise NetdefError(f"--max-det {a.max_det} / --candidates {a.candidates}: must be at least 1")
+    if a.shared_timing_cache and not a.timing_cache:
+        raise OptionError("--shared-timing-cache needs --timing-cache DIR (the folder of the one cache)")
     a.warmup_budget, a.measure_budget = parse_budget(a.warmup, "--warmup"), parse_budget(a.measure, "--measure")
     a.pipelines = pipelines(a.model)
     return a

@@ -353,7 +353,7 @@ class Run:
         bench_engine(engine, self.a.batches_l, self.settings, log=self.say, on_result=on_result)
 
     def _cache_file(self, route: str, precision: str) -> tuple[Path, str]:
-        path = self.cache_dir / f"{route}_{self.tag(precision)}.cache"
+        path = self.cache_dir / f"{'shared' if self.a.shared_timing_cache else route}_{self.tag(precision)}.cache"
         return path, "warm" if path.is_file() and path.stat().st_size else "cold"
 
     def route_netdef(self, precision: str) -> None:
@@ -517,6 +517,10 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--opt-level", type=int, help="builder optimization level for both engines (TensorRT default: 3)")
     p.add_argument("--timing-cache", metavar="DIR",
                    help="keep timing caches here across runs (default: a fresh folder per run, so builds are cold)")
+    p.add_argument("--shared-timing-cache", action="store_true",
+                   help="both routes read and extend one timing cache (shared_TAG.cache): the second route's "
+                        "build reuses the first's kernel timings (minutes less at level 3) and both engines choose "
+                        "from the same measurements")
     p.add_argument("--no-cache-experiment", dest="cache_experiment", action="store_false",
                    help="skip the second (warm timing cache) netdef build")
     p.add_argument("--no-tf32", dest="tf32", action="store_false",

@@ -55,11 +55,30 @@ def test_arguments(e2e):
     (["--iou", "0"], "--iou 0"),
     (["--candidates", "0"], "--candidates 0"),
     (["--opt-level", "6"], "--opt-level 6"),
+    (["--shared-timing-cache"], "--shared-timing-cache needs --timing-cache DIR"),
 ])
 def test_bad_arguments_are_named(e2e, argv, message):
     with pytest.raises(NetdefError) as info:
         e2e.parse_args(["--model", "yolo11n", *argv])
     assert message in str(info.value)
+
+
+def test_timing_caches_per_route_or_shared(e2e, tmp_path):
+    """compare_end_to_end.py and compare_routes.py name the caches alike: one per route, or with
+    --shared-timing-cache one file both routes' builds read and extend."""
+    tc, tag = str(tmp_path / "tc"), "fp16_b1-8-8_o3"
+    own = e2e.timing_cache_files(e2e.parse_args(["--model", "yolo11n", "--timing-cache", tc]), tag)
+    assert own == {r: str(tmp_path / "tc" / f"{r}_yolo11n_{tag}.cache") for r in ("netdef", "onnx")}
+    one = e2e.timing_cache_files(e2e.parse_args(["--model", "yolo11n", "--timing-cache", tc, "--shared-timing-cache"]),
+                                 tag)
+    assert set(one.values()) == {str(tmp_path / "tc" / f"shared_yolo11n_{tag}.cache")}
+    assert e2e.timing_cache_files(e2e.parse_args(["--model", "yolo11n"]), tag) == {"netdef": None, "onnx": None}
+    for shared in (False, True):
+        run = e2e.routes.Run(e2e.routes.parse_args(["--model", "efficientnet_b0", "--workdir", str(tmp_path / "w"),
+                                                    "--opt-level", "3"] + ["--shared-timing-cache"] * shared))
+        files = {r: run._cache_file(r, "fp16")[0].name for r in ("netdef", "onnx")}
+        assert files == ({r: "shared_efficientnet_b0_fp16_b1-64-64_o3.cache" for r in files} if shared else
+                         {r: f"{r}_efficientnet_b0_fp16_b1-64-64_o3.cache" for r in files})
 
 
 def test_unknown_model_is_refused(e2e, capsys):
