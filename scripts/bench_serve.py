@@ -1,7 +1,7 @@
 """`netdef serve` under load, next to direct `Engine` calls on the same engine (GPU; pytriton and tritonclient).
 
 Starts `netdef serve ENGINE` on free ports, waits until the model is ready, sends batch-1 requests over gRPC from
-1, 8 and 64 concurrent clients (one tritonclient each) for a fixed time, and prints one `RESULT` line per
+1, 8 and 64 concurrent clients (one tritonclient each, threads of up to 8 client processes) for a fixed time, and prints one `RESULT` line per
 concurrency (throughput in items/s, p50 and p99 latency in ms), the direct `Engine` throughput at batch 64 (host
 copies included, as the server's are) and the ratio of the two at the highest concurrency:
 
@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import os
+import queue
 import signal
 import socket
 import subprocess
@@ -160,63 +162,127 @@ def detect(client: Any, protocol: Any, model: str, images: Sequence[bytes],
     return {n: result.as_numpy(n) for n in names}
 
 
+@dataclass(frozen=True)
+class Requests:
+    """What one load-test client sends over gRPC, picklable for the client processes: batch-1 random inputs to
+    the raw model, or with `image` (encoded) that image to the `NAME_detect` model."""
+
+    url: str
+    spec: Binding
+    image: bytes | None = None
+
+    def client(self) -> Any:
+        import tritonclient.grpc as grpc
+
+        return grpc.InferenceServerClient(self.url)
+
+    @functools.cached_property
+    def feeds(self) -> dict[str, np.ndarray]:
+        """The one batch-1 input every request of this process sends (made once)."""
+        return sample_inputs(self.spec, 1)
+
+    def __call__(self, client: Any) -> None:
+        import tritonclient.grpc as grpc
+
+        if self.image is None:
+            infer(client, grpc, self.spec, self.feeds)
+        else:
+            detect(client, grpc, self.spec.name + SUFFIX, [self.image])
+
+
 def load_test(server: Server, concurrency: int, seconds: float, warmup: int = 5,
-              image: bytes | None = None) -> dict[str, Any]:
+              image: bytes | None = None, processes: int | None = None) -> dict[str, Any]:
     """`concurrency` gRPC clients sending batch-1 requests back to back for `seconds`: throughput (items/s) and
-    latency percentiles (ms). With `image` (encoded): requests of it to the `NAME_detect` model."""
-    import tritonclient.grpc as grpc
+    latency percentiles (ms). With `image` (encoded): requests of it to the `NAME_detect` model. The clients run
+    as threads of `processes` client processes (default: up to 8), so that one Python's GIL does not cap what
+    the server shows."""
+    if image is not None and server.spec.name + SUFFIX not in server.models:
+        raise OptionError(f"--image: the server does not serve {server.spec.name + SUFFIX} (not a YOLO detector, "
+                          "or --no-detect)")
+    return load_test_with(Requests(server.grpc, server.spec, image), concurrency, seconds, warmup, processes)
 
-    if image is None:
-        feeds = sample_inputs(server.spec, 1)
 
-        def one(client: Any) -> None:
-            infer(client, grpc, server.spec, feeds)
-    else:
-        if server.spec.name + SUFFIX not in server.models:
-            raise OptionError(f"--image: the server does not serve {server.spec.name + SUFFIX} (not a YOLO detector, "
-                              "or --no-detect)")
+def load_test_with(requests: Any, concurrency: int, seconds: float, warmup: int = 5,
+                   processes: int | None = None) -> dict[str, Any]:
+    """`load_test` for any picklable `requests` (`.client()` makes a client, `requests(client)` sends one)."""
+    import multiprocessing
 
-        def one(client: Any) -> None:
-            detect(client, grpc, server.spec.name + SUFFIX, [image])
-    latencies: list[list[float]] = [[] for _ in range(concurrency)]
-    errors: list[BaseException] = []
-    start = threading.Barrier(concurrency + 1)
+    n = min(concurrency, processes or 8)
+    shares = [concurrency // n + (i < concurrency % n) for i in range(n)]
+    ctx = multiprocessing.get_context("spawn")  # no fork of a process holding CUDA or gRPC state
+    barrier, results = ctx.Barrier(n), ctx.Queue()
+    procs = [ctx.Process(target=_client_process, args=(requests, k, seconds, warmup, barrier, results), daemon=True)
+             for k in shares]
+    for proc in procs:
+        proc.start()
+    got: list[tuple[list[float], float, str | None]] = []
+    deadline = time.monotonic() + seconds + 300
+    try:
+        while len(got) < n:
+            try:
+                got.append(results.get(timeout=1.0))
+            except queue.Empty:
+                failed = [proc.exitcode for proc in procs if proc.exitcode not in (None, 0)]
+                if failed or time.monotonic() > deadline:
+                    raise NetdefError(f"load test at concurrency {concurrency}: " + (
+                        f"a client process failed (exit code {failed[0]}; its messages above)" if failed else
+                        f"the client processes did not finish within {seconds + 300:.0f} s")) from None
+    finally:
+        for proc in procs:
+            proc.join(10)
+            if proc.is_alive():
+                proc.kill()
+    errors = [e for _, _, e in got if e]
+    if errors:
+        raise NetdefError(f"load test at concurrency {concurrency}: {errors[0]}")
+    flat = np.concatenate([np.asarray(lat, dtype=np.float64) for lat, _, _ in got])
+    if flat.size == 0:
+        raise NetdefError(f"load test at concurrency {concurrency}: no request finished in {seconds} s")
+    stats = summarize(flat)
+    elapsed = max(t for _, t, _ in got)
+    return {"concurrency": concurrency, "requests": int(flat.size), "throughput": flat.size / elapsed,
+            "p50_ms": stats["median_ms"], "p99_ms": stats["p99_ms"], "processes": n}
+
+
+def _client_process(requests: Any, clients: int, seconds: float, warmup: int, barrier: Any, results: Any) -> None:
+    """One client process: `clients` threads, each its own client, `warmup` requests each, then (once every
+    process is warm: `barrier`) requests back to back for `seconds`; puts (latencies ms, elapsed s, first error
+    or None) on `results`."""
+    latencies: list[list[float]] = [[] for _ in range(clients)]
+    errors: list[str] = []
+    warm = threading.Barrier(clients + 1)
+    go = threading.Event()
     stop_at: list[float] = []
 
     def client_loop(i: int) -> None:
         try:
-            client = grpc.InferenceServerClient(server.grpc)
+            client = requests.client()
             for _ in range(warmup):
-                one(client)
-        except BaseException as e:  # noqa: BLE001  reported below, after the barrier
-            errors.append(e)
-        start.wait()
+                requests(client)
+        except BaseException as e:  # noqa: BLE001  reported by the parent
+            errors.append(f"{type(e).__name__}: {e}")
+        warm.wait()
+        go.wait()
         while not errors and time.perf_counter() < stop_at[0]:
             t0 = time.perf_counter()
             try:
-                one(client)
+                requests(client)
             except BaseException as e:  # noqa: BLE001
-                errors.append(e)
+                errors.append(f"{type(e).__name__}: {e}")
                 return
             latencies[i].append((time.perf_counter() - t0) * 1000.0)
 
-    threads = [threading.Thread(target=client_loop, args=(i,), daemon=True) for i in range(concurrency)]
+    threads = [threading.Thread(target=client_loop, args=(i,), daemon=True) for i in range(clients)]
     for t in threads:
         t.start()
+    warm.wait()
+    barrier.wait()
     stop_at.append(time.perf_counter() + seconds)
-    start.wait()
     t0 = time.perf_counter()
+    go.set()
     for t in threads:
         t.join()
-    elapsed = time.perf_counter() - t0
-    if errors:
-        raise NetdefError(f"load test at concurrency {concurrency}: {errors[0]}")
-    flat = np.concatenate([np.asarray(x) for x in latencies])
-    if flat.size == 0:
-        raise NetdefError(f"load test at concurrency {concurrency}: no request finished in {seconds} s")
-    stats = summarize(flat)
-    return {"concurrency": concurrency, "requests": int(flat.size), "throughput": flat.size / elapsed,
-            "p50_ms": stats["median_ms"], "p99_ms": stats["p99_ms"]}
+    results.put(([x for lat in latencies for x in lat], time.perf_counter() - t0, errors[0] if errors else None))
 
 
 def direct(engine: str | Path, batch: int) -> dict[str, Any]:

@@ -13,17 +13,19 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-import importlib.util
 import io
+import os
 import re
 import socket
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from helpers import run_cli
+from helpers import load_script, run_cli
 from netdef import engine_file
 from netdef.build import BuildOptions, build_engine
 from netdef.deploy.serve import (TensorSpec, binding, chunks, import_pytriton, infer_function, numpy_outside,
@@ -35,11 +37,8 @@ THREE_PROFILES = ((1, 1, 4), (5, 32, 64), (65, 256, 256))
 
 
 def bench_serve():
-    spec = importlib.util.spec_from_file_location("bench_serve", ROOT / "scripts" / "bench_serve.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    """scripts/bench_serve.py, importable by name (its spawned client processes import it)."""
+    return load_script("bench_serve")
 
 
 @pytest.fixture(scope="module")
@@ -740,6 +739,40 @@ def test_serve_detect_answers_like_netdef_detect(engines, tmp_path):
             with pytest.raises(Exception, match=r"request 1 of 1 in this batch, image 0: cannot read image"):
                 bs.detect(client, protocol, model, [b"not an image"])
             assert bs.detect(client, protocol, model, data[:1])["num_dets"][0, 0] == len(want[None][0]["boxes"])
+
+
+@dataclass(frozen=True)
+class FakeRequests:
+    """A load-test client's requests without a server: each takes 2 ms; with `fail`, those after the warm-up raise;
+    with `die`, making a client ends its process with that exit code."""
+
+    fail: bool = False
+    die: int = 0
+
+    def client(self) -> dict:
+        if self.die:
+            os._exit(self.die)
+        return {"sent": 0}
+
+    def __call__(self, client: dict) -> None:
+        client["sent"] += 1
+        time.sleep(0.002)
+        if self.fail and client["sent"] > 1:
+            raise RuntimeError("boom")
+
+
+def test_load_test_clients_run_side_by_side_in_client_processes():
+    """bench_serve's clients are threads of several spawned processes (one GIL each) that start together after
+    their warm-up: six 2 ms clients over 0.5 s send far more than one could, and a failing request is named."""
+    bs = bench_serve()
+    got = bs.load_test_with(FakeRequests(), 6, 0.5, warmup=1, processes=4)
+    assert got["processes"] == 4 and got["concurrency"] == 6
+    assert got["requests"] > 2 * 0.5 / 0.002, got  # more than two clients' worth: they ran side by side
+    assert got["p50_ms"] >= 2.0 and got["throughput"] > 0
+    with pytest.raises(NetdefError, match=r"^load test at concurrency 3: RuntimeError: boom$"):
+        bs.load_test_with(FakeRequests(fail=True), 3, 0.5, warmup=1, processes=2)
+    with pytest.raises(NetdefError, match=r"^load test at concurrency 2: a client process failed \(exit code 3"):
+        bs.load_test_with(FakeRequests(die=3), 2, 0.5, warmup=1, processes=2)  # at once, not after a timeout
 
 
 @pytest.mark.gpu
