@@ -2,7 +2,8 @@
 
 Format: the first line holds the tensor count; each following line is
 ``name count v1 v2 ...`` where every value is the big-endian IEEE float32 bit
-pattern in hex (1..8 digits, any case, separated by spaces or tabs).
+pattern in hex (1..8 digits, any case, separated by spaces or tabs). Blank lines
+between tensor lines are skipped, as tensorrtx's C++ reader (``std::ifstream >>``) skips them.
 
 The file is memory-mapped; values are converted by C builtins (``binascii.unhexlify``,
 ``bytes.translate``) and numpy, never by a Python loop per value. NaN and infinite values
@@ -102,13 +103,13 @@ def _scan(path: str, data: bytes | mmap.mmap, bar=None) -> Iterator[tuple[int, s
         if rest >= len(data):
             raise WtsFormatError(path, f"truncated: the file declares {declared} tensors but ends after "
                                  f"{i}, at line {last_line}", line=last_line, key=last_key)
-        end = data.find(b"\n", pos)
+        blank = data.rfind(b"\n", pos, rest)  # the end of blank lines before the tensor's (tensorrtx skips them)
+        start = pos if blank < 0 else blank + 1
+        lineno += data[pos:start].count(b"\n") + 1
+        end = data.find(b"\n", start)
         end = len(data) if end < 0 else end
-        lineno += 1
-        m = _HEAD.match(data, pos, end)
+        m = _HEAD.match(data, start, end)
         name_b, count_b = m.group(1), m.group(2)
-        if name_b is None:
-            raise WtsFormatError(path, f"blank line where tensor {i + 1} of {declared} was expected", line=lineno)
         try:  # UTF-8 (gen_wts.py writes a non-ASCII key so; tensorrtx's `>> name` takes its bytes as they are)
             name, count_s = name_b.decode("utf-8"), (count_b or b"").decode("utf-8")
             text = (name + count_s).isprintable()

@@ -118,6 +118,7 @@ EXPECT = {"a": [1.0, 0.0, -2.0], "b": [], "c": [0.5]}
     "3\r\na 3 3f800000 00000000 c0000000\r\nb 0\r\nc 1 3f000000\r\n",        # CRLF
     "3\r\na 3 3f800000 00000000 c0000000  \r\nb 0  \r\nc 1 3f000000 \t\r\n\r\n\n  \n",  # trailing ws, blanks
     " 3 \na 3 3f800000 00000000 c0000000\nb 0\nc 1 3f000000\n",
+    "3\n\na 3 3f800000 00000000 c0000000\n \t\r\n\nb 0\n\r\nc 1 3f000000\n",          # blank lines (tensorrtx skips)
 ])
 def test_variants(tmp_path, text):
     got = read_wts(put(tmp_path, text))
@@ -178,7 +179,10 @@ GOOD2 = "a 2 3f800000 00000000\n"
     ("2\n", 1, None, ["declares 2 tensors but ends after 0"]),
     ("1\n" + GOOD2 + "b 1 3f800000\n", 3, "b", ["more tensor lines than the 1 declared"]),
     ("1\n" + GOOD2 + "\n\nb 1 3f800000\n", 5, "b", ["more tensor lines"]),
-    ("2\n" + GOOD2 + "\nb 1 3f800000\n", 3, None, ["blank line"]),
+    ("3\n" + GOOD2 + "\n\nb 1 3f800000\n\n", 5, "b", ["declares 3 tensors but ends after 2", "line 5"]),
+    ("2\n\n" + GOOD2 + " \t\n\r\nb x\n", 6, "b", ["must be a non-negative integer", "'x'"]),
+    ("3\n\n" + GOOD2 + "\nb 2 3f800000\n", 5, "b", ["declares 2 values, found 1"]),
+    ("2\n" + GOOD2 + "\n\na 1 3f800000\n", 5, "a", ["key 'a' at line 5 was already defined at line 2"]),
     ("1\na x2 3f800000\n", 2, "a", ["must be a non-negative integer", "'x2'"]),
     ("1\na\n", 2, "a", ["must be a non-negative integer", "found nothing"]),
     ("1\na -2 3f800000\n", 2, "a", ["non-negative integer"]),
