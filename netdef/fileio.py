@@ -232,12 +232,26 @@ _KNOWN_STARTS = ((CHECKPOINT_STARTS[0], "a zip file (a PyTorch checkpoint?)"),
                  (b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"),
                  (ELF_START, "a compiled program or library"), (b"\x93NUMPY", "a numpy array"),
                  (b"NETDEF-ENGINE\n", "a netdef engine"), (b"ftrt", "a TensorRT plan"), (b"vtrt", "a TensorRT-RTX plan"))
-_WTS_START = re.compile(rb"\s*\d+\r?\n\S+[ \t]+\d+")
+UTF8_BOM = b"\xef\xbb\xbf"  # an editor's UTF-8 byte-order mark: no content
+_WTS_START = re.compile(rb"(?:\xef\xbb\xbf)?\s*\d+\r?\n\s*\S+[ \t]+\d+")
+
+
+def utf16(head: bytes) -> bool:
+    """Whether a file's first bytes are UTF-16 text (PowerShell 5's `>` writes it): a byte-order mark (FF FE, FE FF),
+    or printable ASCII with a NUL after (or before) each character."""
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return True
+    pairs = head[:min(len(head), 16) & ~1]
+    text = [all(32 <= c < 127 or c in b"\t\r\n" for c in pairs[i::2]) for i in (0, 1)]
+    nul = [not any(pairs[i::2]) for i in (0, 1)]
+    return len(pairs) >= 4 and (text[0] and nul[1] or nul[0] and text[1])
 
 
 def recognised(head: bytes) -> str | None:
     """What a file is, told from its first bytes, where they say (a checkpoint, an image, a .wts, JSON...)."""
     what = next((w for magic, w in _KNOWN_STARTS if head.startswith(magic)), None)
+    if what is None and utf16(head):
+        what = "UTF-16 text"
     if what is None and _WTS_START.match(head):
         what = "a .wts weights file"
     if what is None and head and JSON_FILE.test(head):

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from .errors import NetdefError, WtsFormatError
-from .fileio import CHECKPOINT_STARTS, FileKind, atomic_write, describe_head, recognised
+from .fileio import CHECKPOINT_STARTS, UTF8_BOM, FileKind, atomic_write, describe_head, recognised, utf16
 
 __all__ = ["read_wts", "write_wts", "wts_summary"]
 
@@ -37,7 +37,7 @@ for _c in _WS:
     _CLASS[_c] = 1
 _CLASS = bytes(_CLASS)
 _ZEROS8 = np.uint64(0x3030303030303030)  # "00000000"
-WTS_FILE = FileKind("a .wts file", lambda head: head.split(b"\n", 1)[0].strip().isdigit())
+WTS_FILE = FileKind("a .wts file", lambda head: head.removeprefix(UTF8_BOM).split(b"\n", 1)[0].strip().isdigit())
 
 
 def _progress(path: str, total: int, enabled: bool, unit: str = "B"):
@@ -81,10 +81,15 @@ def _scan(path: str, data: bytes | mmap.mmap, bar=None) -> Iterator[tuple[int, s
     """Check the file structure; yield (line, name, count, payload_start, payload_end)."""
     if _ONLY_WS.match(data).end() == len(data):
         raise WtsFormatError(path, "empty file: expected the tensor count on line 1")
-    start = 3 if data[:3] == b"\xef\xbb\xbf" else 0  # a UTF-8 byte-order mark (an editor's) is no content
+    start = len(UTF8_BOM) if data[:3] == UTF8_BOM else 0
     end = data.find(b"\n")
     end = len(data) if end < 0 else end
     first = data[start:end].strip()
+    if not first.isdigit() and utf16(bytes(data[:64])):
+        raise WtsFormatError(path, "the file is UTF-16 text (as PowerShell 5's `>` and Out-File write it), not the "
+                             "ASCII text of a .wts: re-save it as ASCII or UTF-8 (PowerShell: `Get-Content IN | "
+                             "Set-Content -Encoding ascii OUT`), or write it from Python (`netdef export`, "
+                             "gen_wts.py) instead of redirecting printed output", line=1)
     if not first.isdigit():
         text = first.isascii() and first.decode("ascii").isprintable()
         shown = repr(first[:40 if text else 8])[2:-1]

@@ -417,11 +417,32 @@ def test_a_checkpoint_or_an_engine_given_as_weights_is_named(tmp_path):
 
 
 def test_a_utf8_byte_order_mark_is_no_content(tmp_path):
-    """A .wts an editor saved with a UTF-8 BOM reads as the same tensors."""
+    """A .wts an editor saved with a UTF-8 BOM reads as the same tensors, is recognised as a .wts, and an export
+    may write over it; its line numbers are those of the file."""
+    from netdef.fileio import check_output, recognised
+    from netdef.wts import WTS_FILE
+
     p = tmp_path / "bom.wts"
     write_wts(p, {"a": np.float32([1.0, -2.0])})
     p.write_bytes(b"\xef\xbb\xbf" + p.read_bytes())
     assert read_wts(p)["a"].tolist() == [1.0, -2.0] and wts_summary(p)["tensors"] == 1
+    assert recognised(p.read_bytes()[:64]) == "a .wts weights file"
+    assert check_output(p, kind=WTS_FILE) == p
+    with pytest.raises(WtsFormatError, match=r"bom\.wts:1: line 1 must be the tensor count, found 'x'$"):
+        read_wts(put(tmp_path, b"\xef\xbb\xbfx\na 1 3f800000\n", "bom.wts"))
+    with pytest.raises(WtsFormatError, match=r"bom\.wts:3 \(key 'a'\): declares 2 values, found 1"):
+        read_wts(put(tmp_path, b"\xef\xbb\xbf1\n\na 2 3f800000\n", "bom.wts"))
+
+
+@pytest.mark.parametrize("encoding, bom", [("utf-16-le", b"\xff\xfe"), ("utf-16-be", b"\xfe\xff"),
+                                           ("utf-16-le", b""), ("utf-16-be", b"")])
+def test_a_utf16_file_is_named_so(tmp_path, encoding, bom):
+    """PowerShell 5's `python gen_wts.py > y.wts` writes UTF-16: the error says so and how to re-save it."""
+    p = put(tmp_path, bom + "2\r\na 1 3f800000\r\nb 1 3f800000\r\n".encode(encoding), "ps.wts")
+    with pytest.raises(WtsFormatError, match=r"ps\.wts:1: the file is UTF-16 text .*re-save it as ASCII or UTF-8"
+                                             r".*write it from Python \(`netdef export`, gen_wts\.py\)") as ei:
+        read_wts(p)
+    assert ei.value.line == 1 and "\\x00" not in str(ei.value)
 
 
 def test_a_failed_write_removes_the_folders_it_made(tmp_path):
