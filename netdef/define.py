@@ -21,13 +21,16 @@ from .wts import read_wts
 Weights = Union[str, Path, Mapping[str, Any]]  # a .wts path, or a mapping key -> array (numpy or torch)
 
 
+IN_MEMORY = "in-memory weights"  # where weights given as a mapping come from (`weights_identity`)
+
+
 def weights_identity(weights: Weights) -> tuple[str, str]:
     """(where the weights come from, their SHA-256): the file's, or a digest of an in-memory mapping."""
     if isinstance(weights, Mapping):
         h = hashlib.sha256()
         for k in sorted(weights):
             h.update(k.encode() + b"\0" + np.ascontiguousarray(_array(weights[k])).tobytes())
-        return "in-memory weights", h.hexdigest()
+        return IN_MEMORY, h.hexdigest()
     path = Path(weights)
     if not path.is_file():
         what = ("is a directory, not a .wts file" if path.is_dir() else
@@ -53,7 +56,7 @@ def define_network(spec: Spec | str | Path, weights: Weights, opts: BuildOptions
     if quantizer is None and opts.precision == "int8":
         from .int8.quantize import Quantizer  # int8 only: needs a calibration table
 
-        quantizer = Quantizer.for_build(spec, weights_sha, opts)
+        quantizer = Quantizer.for_build(spec, weights_sha, opts, weights_from=source)
     net.quantizer = quantizer
     try:
         build_network(spec, net, (-1, -1) if opts.input_range else opts.input_hw)  # -1: H, W chosen at run time

@@ -44,7 +44,8 @@ def refit_arrays(meta: dict[str, Any], weights: Weights, log: Log | None = None,
     if opts.precision == "int8":  # the table belongs to the weights the engine was built from: ranges kept
         from .int8.quantize import Quantizer
 
-        quantizer = Quantizer.for_build(spec, meta["weights"]["sha256"], opts)
+        weights_from = meta["weights"]["path"]
+        quantizer = Quantizer.for_build(spec, meta["weights"]["sha256"], opts, weights_from=weights_from)
     net = define_network(spec, weights, opts, log or _stderr, quantizer=quantizer, identity=identity)
     if structure_digest(net.definition, net.plugins) != meta.get("structure"):
         raise NetdefError(f"the new weights change the structure of {spec.name} (layer shapes, or settings baked "

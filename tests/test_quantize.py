@@ -324,6 +324,23 @@ def test_fingerprint_mismatch(lenet_wts, tmp_path):
     assert fingerprint(spec, file_sha256(wts), (1, 16, 16)) == fingerprint(spec, file_sha256(wts), [1, 16, 16])
 
 
+def test_fingerprint_mismatch_of_in_memory_weights_names_no_other_file(lenet_wts, tmp_path):
+    """The same weights given in memory never match a table made from their .wts (its bytes are fingerprinted): the
+    refusal says so and names the file the table was made from, instead of 'another .wts file'."""
+    _, wts = lenet_wts
+    table = synthetic_table("lenet", wts, tmp_path / "t.json")
+    table.meta["weights"] = str(wts)  # as `netdef calibrate` records it
+    table.save(tmp_path / "t.json")
+    with pytest.raises(NetdefError) as ei:
+        int8_network("lenet", read_wts(wts), tmp_path / "t.json")
+    msg = str(ei.value)
+    assert "another .wts file" not in msg and ("other weights (this build's are in memory, fingerprinted by their "
+                                               "keys and values") in msg and f"build from {wts})" in msg, msg
+    synthetic_table("lenet", wts, tmp_path / "t.json")  # no record of its weights
+    with pytest.raises(NetdefError, match=r"never matches them: build from the \.wts it was made from\)"):
+        int8_network("lenet", read_wts(wts), tmp_path / "t.json")
+
+
 def test_table_without_a_point(lenet_wts, tmp_path):
     _, wts = lenet_wts
     table = synthetic_table("lenet", wts, tmp_path / "t.json")

@@ -239,7 +239,8 @@ class CalibrationTable:
     def load(cls, path: str | os.PathLike, expect_fingerprint: str | None = None,
              expect_parts: dict[str, Any] | None = None) -> "CalibrationTable":
         """Read and validate a table; with expect_fingerprint, refuse a table made for another network (saying
-        which of `expect_parts`, `quantize.fingerprint_parts`, differs where the table records them)."""
+        which of `expect_parts`, `quantize.fingerprint_parts` and "weights" (where the build's come from), differs
+        where the table records them)."""
         path = os.fspath(path)
         try:
             with open(path, encoding="utf-8") as f:
@@ -284,8 +285,15 @@ def _json_default(o):
 
 def _differences(recorded: dict[str, Any], expected: dict[str, Any]) -> str:
     """Which fingerprinted parts differ between a table's meta and this build, where the table records them."""
+    from ..define import IN_MEMORY
+
+    made_from = recorded.get("weights")
+    made_from = made_from if isinstance(made_from, str) and made_from != IN_MEMORY else "the .wts it was made from"
+    weights = (f"this build's are in memory, fingerprinted by their keys and values, and a table made from a .wts "
+               f"file, fingerprinted by its bytes, never matches them: build from {made_from}"
+               if expected.get("weights") == IN_MEMORY else "another .wts file: its bytes are fingerprinted")
     said = {"arch_sha256": "another architecture (its YAML or its blocks' code)",
-            "weights_sha256": "other weights (another .wts file: its bytes are fingerprinted)"}
+            "weights_sha256": f"other weights ({weights})"}
     out = [said[k] for k in said if k in recorded and k in expected and recorded[k] != expected[k]]
     shape = recorded.get("input_shape"), expected.get("input_shape")
     if None not in shape and list(shape[0]) != list(shape[1]):

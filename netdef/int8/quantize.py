@@ -66,13 +66,15 @@ class Quantizer:
         self._convs: list[Any] = []  # convolution layers made here, excluded ones too (their outputs can absorb an add)
 
     @classmethod
-    def for_build(cls, spec: Any, weights_sha: str, opts: Any) -> "Quantizer":
-        """The quantizer of an int8 build: loads `opts.calibration` and checks it belongs to this network."""
+    def for_build(cls, spec: Any, weights_sha: str, opts: Any, weights_from: str | None = None) -> "Quantizer":
+        """The quantizer of an int8 build: loads `opts.calibration` and checks it belongs to this network (whose
+        weights come from `weights_from`, `define.weights_identity`'s source: said where the table's differ)."""
         if not opts.calibration:
             raise NetdefError(f"--precision int8 needs a calibration table for {spec.name}: {CALIBRATE_HINT}")
         shape = spec.input_shape_for(opts.input_hw)
         table = CalibrationTable.load(opts.calibration, expect_fingerprint=fingerprint(spec, weights_sha, shape),
-                                      expect_parts=fingerprint_parts(spec, weights_sha, shape))
+                                      expect_parts=dict(fingerprint_parts(spec, weights_sha, shape),
+                                                        weights=weights_from))
         return cls(table.amax, source=f"calibration table {opts.calibration}", exclude=opts.int8_exclude)
 
     def excluded(self, name: str, inputs: Sequence[Any] = (), *, fp32: bool = False) -> bool:
