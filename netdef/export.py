@@ -22,7 +22,9 @@ CHECKPOINT_KEYS = ("ema", "model", "state_dict", "model_state_dict")
 
 def load_source(source: str, *, state_dict: str | None = None, log: Callable[[str], None] | None = None) -> Any:
     """A torch module or state_dict from SOURCE: a checkpoint path, `torchvision:NAME`, or `pkg.module:callable`;
-    `log` gets load_checkpoint's notice."""
+    `log` gets load_checkpoint's notice. A bad `state_dict` path is reported before SOURCE is loaded."""
+    if state_dict:
+        check_checkpoint(state_dict)
     torch = _torch()
     if source.startswith("torchvision:"):
         model = _torchvision_model(source.split(":", 1)[1])
@@ -63,20 +65,9 @@ def load_checkpoint(path: str | Path, log: Callable[[str], None] | None = None) 
     """torch.load a checkpoint; pickled models need their defining code importable. A file that holds more than
     tensors (a pickled model, Ultralytics' checkpoints) is loaded with pickle's full power, which runs code
     from the file: said on `log` first."""
-    torch = _torch()
     path = Path(path)
-    if path.is_dir():
-        raise NetdefError(f"checkpoint {path} is a directory: give the checkpoint file")
-    if not path.is_file():
-        raise NetdefError(f"checkpoint not found: {path}")
-    if not path.stat().st_size:
-        raise NetdefError(f"checkpoint {path} is empty")
-    head = read_head(path)
-    what = recognised(head)
-    if what and not head.startswith(CHECKPOINT_STARTS):  # torch.save writes a zip file or a pickle: never unpickled
-        hint = ": it holds weights already; give it to `netdef build ARCH -w FILE`" if what == "a .wts weights file" \
-            else ": give the .pt/.pth file torch.save wrote"
-        raise NetdefError(f"cannot read checkpoint {path} ({path.name} looks like {what}){hint}")
+    head = check_checkpoint(path)
+    torch = _torch()
     try:
         with warnings.catch_warnings():  # a first, safe attempt: what it warns of, the retry reports
             warnings.simplefilter("ignore", UserWarning)
@@ -107,6 +98,25 @@ def load_checkpoint(path: str | Path, log: Callable[[str], None] | None = None) 
     (log or _stderr)(f"[netdef] {path} pickles YOLOv5's classes: loaded them from the installed yolov5 package, "
                      "without its plotting and data dependencies")
     return obj
+
+
+def check_checkpoint(path: str | os.PathLike) -> bytes:
+    """A NetdefError unless `path` is a non-empty file that may be a checkpoint (not a .wts, an image, an engine...),
+    told without loading it; returns its first bytes."""
+    path = Path(path)
+    if path.is_dir():
+        raise NetdefError(f"checkpoint {path} is a directory: give the checkpoint file")
+    if not path.is_file():
+        raise NetdefError(f"checkpoint not found: {path}")
+    if not path.stat().st_size:
+        raise NetdefError(f"checkpoint {path} is empty")
+    head = read_head(path)
+    what = recognised(head)
+    if what and not head.startswith(CHECKPOINT_STARTS):  # torch.save writes a zip file or a pickle: never unpickled
+        hint = ": it holds weights already; give it to `netdef build ARCH -w FILE`" if what == "a .wts weights file" \
+            else ": give the .pt/.pth file torch.save wrote"
+        raise NetdefError(f"cannot read checkpoint {path} ({path.name} looks like {what}){hint}")
+    return head
 
 
 def _yolov5_checkpoint(e: ModuleNotFoundError) -> bool:
@@ -231,12 +241,21 @@ def export_wts(source: str | Path | Any, output: str | Path, *, state_dict: str 
     random stream).
     `progress` also says what is being loaded (PyTorch and a model take seconds) and shows a bar while writing.
     Messages go to `log` (default: stderr). A model that carries class names (`class_names.model_names`) has them
-    written beside the .wts, to `output` + ".names.json" (`netdef build` records them in the engine)."""
+    written beside the .wts, to `output` + ".names.json" (`netdef build` records them in the engine). Both
+    output paths are checked before SOURCE is loaded (a large checkpoint takes long; `load_source` checks `state_dict`
+    first too), so a names file path netdef may not write over is refused even for a model without names (one too
+    long for the file system is refused, after loading, for a model with names only)."""
     log = log or _stderr
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
         raise OptionError(f"--seed {seed}: expected an integer from 0 to 2**63 - 1")
-    check_output(output, inputs=[source if isinstance(source, (str, Path)) else None, state_dict],
-                 what="the .wts output", kind=WTS_FILE)
+    inputs = [source if isinstance(source, (str, Path)) else None, state_dict]
+    check_output(output, inputs=inputs, what="the .wts output", kind=WTS_FILE)
+    sidecar = names_sidecar(output)
+    try:  # where the names go if the model carries some
+        check_output(sidecar, inputs=[*inputs, output], what="the class names file", kind=NAMES_FILE)
+        unnameable = None
+    except OSError as e:  # a name too long for the file system: an error only for a model with names (below)
+        unnameable = e
     if isinstance(source, (str, Path)):  # a Path is a checkpoint file
         if progress:
             log(f"[netdef] loading {source} with PyTorch ...")
@@ -254,10 +273,9 @@ def export_wts(source: str | Path | Any, output: str | Path, *, state_dict: str 
     sd = state_dict_of(obj, str(source) if isinstance(source, str) else "source", log)
     sd = {k: v for k, v in sd.items() if not k.endswith("num_batches_tracked")}
     names = _names_in(obj)
-    if names:
-        sidecar = check_output(names_sidecar(output), inputs=[source if isinstance(source, (str, Path)) else None,
-                                                              state_dict, output],
-                               what="the class names file", kind=NAMES_FILE)
+    if names and unnameable is not None:
+        raise OptionError(f"the class names file {sidecar}: {unnameable.strerror}; the model carries {len(names)} "
+                          f"class names, written to OUTPUT.names.json: give a shorter -o")
     if progress:
         log(f"[netdef] writing {output}: {len(sd)} tensors ...")
     write_wts(output, sd, progress=progress)

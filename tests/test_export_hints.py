@@ -7,7 +7,7 @@ import types
 
 import pytest
 
-from netdef.errors import NetdefError
+from netdef.errors import NetdefError, OptionError
 from netdef.export import load_checkpoint
 
 torch = pytest.importorskip("torch")
@@ -204,3 +204,47 @@ def test_the_class_names_a_model_carries():
                   {0: "cat", "1": "dog"}):  # keys of mixed types: none, not a TypeError from sorting them
         assert model_names(SimpleNamespace(names=names)) is None, names
     assert model_names(torch.nn.Conv2d(1, 1, 1)) is None
+
+
+def test_export_checks_its_outputs_and_state_dict_before_loading_the_checkpoint(tmp_path, monkeypatch):
+    """A names file path netdef may not write over (a file of the user's, a folder) and a missing or wrong --state-dict
+    are refused before the (maybe large) checkpoint is loaded, and nothing is written."""
+    from netdef.cli import main
+    from netdef.export import export_wts
+
+    ckpt = tmp_path / "big.pt"
+    torch.save(torch.nn.Conv2d(1, 1, 1).state_dict(), ckpt)
+    loads = []
+    real_load = torch.load
+    monkeypatch.setattr(torch, "load", lambda *a, **k: loads.append(a) or real_load(*a, **k))
+    out = tmp_path / "y.wts"
+    mine = tmp_path / "y.wts.names.json"
+    mine.write_text("cat\ndog\n")
+    with pytest.raises(NetdefError, match=r"the class names file .*y\.wts\.names\.json exists and is not a netdef "
+                                          r"class names file"):
+        export_wts(str(ckpt), out)
+    mine.unlink()
+    mine.mkdir()
+    with pytest.raises(NetdefError, match=r"the class names file .*y\.wts\.names\.json is a directory"):
+        export_wts(str(ckpt), out)
+    mine.rmdir()
+    for state_dict, said in ((tmp_path / "gone.pt", r"checkpoint not found: .*gone\.pt"),
+                             (tmp_path, r"is a directory: give the checkpoint file"),
+                             (out.with_suffix(".png"), r"y\.png looks like a PNG image")):
+        if state_dict.suffix == ".png":
+            state_dict.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(40))
+        with pytest.raises(NetdefError, match=said):
+            export_wts(str(ckpt), out, state_dict=str(state_dict))
+    assert loads == [] and not out.exists() and not mine.exists()
+    assert main(["export", str(ckpt), "-o", str(out)]) == 0 and len(loads) == 1  # the checks pass a good export
+
+    named = torch.nn.Conv2d(1, 1, 1)
+    named.names = ["cat", "dog"]
+    long = tmp_path / ("w" * 246 + ".wts")  # a legal name, but its names file's is too long
+    with pytest.raises(OptionError, match=r"the class names file .*\.wts\.names\.json: File name too long; the model "
+                                          r"carries 2 class names, written to OUTPUT\.names\.json: give a shorter -o"):
+        export_wts(named, long)
+    assert not long.exists()
+    del named.names  # without names the long name is fine
+    export_wts(named, long)
+    assert long.exists()
