@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from . import engine_file, trt_api
-from .class_names import check_count, names_sidecar, read_names_sidecar, shown, valid_names
+from .class_names import check_count, check_given, exported_names
 from .compiler import TIMING_CACHE, build_key, compile_network, target_identity
 from .define import Weights, check_stride, define_network, weights_identity  # noqa: F401  (re-exported)
 from .errors import NetdefError, OptionError
@@ -50,8 +50,7 @@ def build_engine(arch: str | Path | Spec, weights: Weights, output: str | Path, 
     opts.validate()
     if not isinstance(force, bool):
         raise OptionError(f"force {force!r}: expected True or False")
-    if names is not None and not valid_names(list(names)):
-        raise OptionError(f"names {names_from or list(names)[:5]}: expected a non-empty list of non-empty strings")
+    check_given(names, names_from)
     log = log or _stderr
     t0 = time.perf_counter()
     spec = arch if isinstance(arch, Spec) else load_spec(arch)
@@ -67,7 +66,7 @@ def build_engine(arch: str | Path | Spec, weights: Weights, output: str | Path, 
         check_output(opts.timing_cache, inputs=inputs, what="the timing cache", kind=TIMING_CACHE)
     source, weights_sha = weights_identity(weights)
     if names is None and not isinstance(weights, Mapping):
-        names, names_from = _exported_names(Path(weights), weights_sha, log)
+        names, names_from = exported_names(Path(weights), weights_sha, log)
     target = target_identity(opts)
     key = build_key(spec.sha256, weights_sha, opts, target, names)
     refit_key = build_key(spec.sha256, "", opts, target, names) if opts.refittable else None
@@ -80,7 +79,7 @@ def build_engine(arch: str | Path | Spec, weights: Weights, output: str | Path, 
             from .refit import refit_file
 
             log(f"[netdef] only the weights changed: refitting {output} instead of rebuilding (--force rebuilds)")
-            meta = refit_file(output, weights, log=log)
+            meta = refit_file(output, weights, log=log, names=names, names_from=names_from)  # the same names
             return BuildResult(output, meta, True, time.perf_counter() - t0, refitted=True)
         log(f"[netdef] only the weights of {output} changed, but refitting needs a CUDA GPU and full TensorRT "
             f"({trt_api.version_string()} here): rebuilding")
@@ -95,21 +94,6 @@ def build_engine(arch: str | Path | Spec, weights: Weights, output: str | Path, 
     meta = compile_network(net, opts, output, arch=spec.identity(), weights={"path": source, "sha256": weights_sha},
                            log=log, build_key=key, **extra)
     return BuildResult(output, meta, True, time.perf_counter() - t0)
-
-
-def _exported_names(weights: Path, sha: str, log: Callable[[str], None]) -> tuple[list[str] | None, Path | None]:
-    """(the class names `netdef export` wrote beside the .wts `weights`, their file), or (None, None) where there are
-    none for these weights (an earlier export's are said and left alone)."""
-    path = names_sidecar(weights)
-    if not path.is_file():
-        return None, None
-    names, for_sha = read_names_sidecar(path)
-    if for_sha != sha:
-        log(f"[netdef] {path} holds the class names of other weights (an earlier export to {weights.name}): not "
-            "recorded; export again to renew it, or give --names")
-        return None, None
-    log(f"[netdef] class names from {path}: {shown(names)}")
-    return names, path
 
 
 def _old_meta(path: Path) -> dict[str, Any]:

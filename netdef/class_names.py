@@ -2,19 +2,19 @@
 
 `netdef export` of a model that carries class names (Ultralytics' and YOLOv5's `model.names`) writes them beside
 the .wts, in `WTS.names.json` (`names_sidecar`; the .wts stays a plain tensorrtx file), with the .wts's SHA-256;
-`netdef build` records the names of its .wts (or of `--names`) in the engine header ("names"), and detection uses
-the header's names unless given others (`engine_names`). A names count other than the model's class count is an
-error naming both files.
+`netdef build` records the names of its .wts (or of `--names`) in the engine header ("names"), `netdef refit` those
+of its new .wts (`exported_names`), and detection uses the header's names unless given others (`engine_names`). A
+names count other than the model's class count is an error naming both files.
 """
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import NetdefError
+from .errors import NetdefError, OptionError
 from .fileio import atomic_write, describe_head, json_kind, read_head
 
 NAMES_SUFFIX = ".names.json"
@@ -87,12 +87,33 @@ def load_names(path: str | os.PathLike) -> list[str]:
     return names
 
 
-def check_count(names: Sequence[str], names_from: str | os.PathLike | None, nc: int | None, model_from: str) -> None:
+def check_count(names: Sequence[str], names_from: str | os.PathLike | None, nc: int | None, model_from: str,
+                fix: str = "give one name per class") -> None:
     """A NetdefError naming both sources when there are not `nc` names (the model's class count; None: unknown)."""
     if nc is not None and len(names) != nc:
         raise NetdefError(f"{names_from or 'the names given'}: {len(names)} class name{'' if len(names) == 1 else 's'}"
-                          f", but {model_from} holds a model of {nc} class{'' if nc == 1 else 'es'}: give one name "
-                          "per class")
+                          f", but {model_from} holds a model of {nc} class{'' if nc == 1 else 'es'}: {fix}")
+
+
+def check_given(names: Sequence[str] | None, names_from: str | os.PathLike | None) -> None:
+    """An OptionError unless the class `names` a caller gives (read from `names_from`) are None or valid."""
+    if names is not None and not valid_names(list(names)):
+        raise OptionError(f"names {names_from or list(names)[:5]}: expected a non-empty list of non-empty strings")
+
+
+def exported_names(weights: Path, sha: str, log: Callable[[str], None]) -> tuple[list[str] | None, Path | None]:
+    """(the class names `netdef export` wrote beside the .wts `weights` whose SHA-256 is `sha`, their file), or
+    (None, None) where there are none for these weights (an earlier export's are said on `log` and left alone)."""
+    path = names_sidecar(weights)
+    if not path.is_file():
+        return None, None
+    names, for_sha = read_names_sidecar(path)
+    if for_sha != sha:
+        log(f"[netdef] {path} holds the class names of other weights (an earlier export to {weights.name}): not "
+            "recorded; export again to renew it, or give --names")
+        return None, None
+    log(f"[netdef] class names from {path}: {shown(names)}")
+    return names, path
 
 
 def engine_names(given: Sequence[str] | None, meta: Mapping[str, Any], engine: str | os.PathLike,

@@ -9,19 +9,22 @@ INT8 engines keep their calibration table's activation ranges; weight scales are
 """
 from __future__ import annotations
 
+import os
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from . import engine_file, trt_api
+from .class_names import check_count, check_given, exported_names, shown
 from .compiler import build_key, structure_digest
 from .define import Weights, define_network, weights_identity
 from .errors import NetdefError, OptionError
 from .fileio import check_output
+from .network import Network
 from .options import BuildOptions
 from .registry import block_files
 from .spec import Spec, load_spec
@@ -34,6 +37,14 @@ def refit_arrays(meta: dict[str, Any], weights: Weights, log: Log | None = None,
                  ) -> tuple[dict[tuple[str, str], np.ndarray], Spec, BuildOptions]:
     """The arrays a refit hands to TensorRT ((layer name, role) -> array) for the engine described by `meta`
     and the new `weights`, computed by the build's own network definition; and the spec and options used."""
+    net, spec, opts = _refit_network(meta, weights, log, identity)
+    return trt_api.layer_weights(net.definition), spec, opts
+
+
+def _refit_network(meta: dict[str, Any], weights: Weights, log: Log | None,
+                   identity: tuple[str, str] | None) -> tuple[Network, Spec, BuildOptions]:
+    """The network of the new `weights` defined as the build of the engine `meta` defined its own, checked to have
+    that engine's structure; and the spec and options used."""
     opts = BuildOptions.from_meta(meta["options"])
     opts.validate()
     if not opts.refittable:
@@ -50,7 +61,7 @@ def refit_arrays(meta: dict[str, Any], weights: Weights, log: Log | None = None,
     if structure_digest(net.definition, net.plugins) != meta.get("structure"):
         raise NetdefError(f"the new weights change the structure of {spec.name} (layer shapes, or settings baked "
                           f"into a plugin such as the class count or the anchors): rebuild with `netdef build`")
-    return trt_api.layer_weights(net.definition), spec, opts
+    return net, spec, opts
 
 
 def spec_of(meta: dict[str, Any]) -> Spec:
@@ -71,23 +82,35 @@ def spec_of(meta: dict[str, Any]) -> Spec:
 
 
 def refit_file(engine: str | Path, weights: Weights, output: str | Path | None = None, *,
-               log: Log | None = None) -> dict[str, Any]:
+               log: Log | None = None, names: Sequence[str] | None = None,
+               names_from: str | os.PathLike | None = None) -> dict[str, Any]:
     """Refit the engine file `engine` with `weights` and write it to `output` (default: in place, atomically);
-    returns the new metadata. Nothing is written when anything fails."""
+    returns the new metadata. Nothing is written when anything fails.
+    The header records the class names of the new weights as `netdef build` would: `names` (read from the file
+    `names_from`), else those `netdef export` wrote beside the .wts, else none; one per class of the model (its
+    class count is part of the engine's structure). A change of the engine's names is said on `log`."""
     log = log or _stderr
+    check_given(names, names_from)
     t0 = time.perf_counter()
     engine = Path(engine)
     if not isinstance(weights, Mapping) and engine_file.is_engine_file(weights):
         raise OptionError(f"--weights {weights} is a netdef engine, not a .wts file: give the new weights' .wts")
     what = "the refitted engine"
     # in place, the engine itself is checked by reading it (next); another output must be an engine or plan
-    output = check_output(output or engine, inputs=[None if isinstance(weights, Mapping) else weights], what=what,
-                          kind=engine_file.ENGINE_FILE if output else None)
+    output = check_output(output or engine, inputs=[None if isinstance(weights, Mapping) else weights, names_from],
+                          what=what, kind=engine_file.ENGINE_FILE if output else None)
     meta, plan = engine_file.read_plan(engine)
     spec = spec_of(meta)  # loads the block modules its YAML names: they are inputs too
     check_output(output, inputs=[spec.path, *block_files()], what=what)
     source, sha = weights_identity(weights)
-    arrays, spec, opts = refit_arrays(meta, weights, log, identity=(source, sha))
+    if names is None and not isinstance(weights, Mapping):
+        names, names_from = exported_names(Path(weights), sha, log)
+    net, spec, opts = _refit_network(meta, weights, log, identity=(source, sha))
+    if names:
+        check_count(names, names_from, net.model.get("nc", net.classes), str(engine),
+                    fix="give one name per class (the class count is part of the engine: a model of another count "
+                        "needs a rebuild, `netdef build`)")
+    arrays = trt_api.layer_weights(net.definition)
     if not trt_api.can_run_engines():
         raise NetdefError(f"refitting {engine} needs a CUDA GPU and full TensorRT (this is "
                           f"{trt_api.version_string()}, GPU: {trt_api.gpu_identity() or 'none'})")
@@ -100,12 +123,23 @@ def refit_file(engine: str | Path, weights: Weights, output: str | Path | None =
     new_plan = trt_api.serialize(cuda_engine)
     refit_s = time.perf_counter() - t1
     new_meta = dict(meta, weights={"path": source, "sha256": sha},
-                    build_key=build_key(spec.sha256, sha, opts, meta["gpu"], meta.get("names")),
+                    build_key=build_key(spec.sha256, sha, opts, meta["gpu"], names),
                     refit={"from_weights": meta["weights"]["sha256"], "weights_set": count,
                            "seconds": round(time.perf_counter() - t0, 3), "refit_seconds": round(refit_s, 3)})
+    new_meta.pop("names", None)
+    if names:
+        new_meta["names"] = list(names)
+    if "refit_key" in meta:  # the key of everything but the weights: the names are part of it (`build_engine`)
+        new_meta["refit_key"] = build_key(spec.sha256, "", opts, meta["gpu"], names)
     new_meta = engine_file.write_engine(output, new_plan, new_meta)
     log(f"[netdef] refitted {count} weights of {engine} from {source} in {time.perf_counter() - t0:.2f} s "
         f"(TensorRT refit {refit_s:.2f} s); wrote {output}")
+    old = meta.get("names")
+    if list(names or []) != list(old or []):
+        log(f"[netdef] class names changed: {output} records "
+            + (f"{shown(names)} (from {names_from or 'the names given'})" if names else
+               f"none now ({source} comes without names: give --names FILE to record some)")
+            + f"; it had {shown(old) if old else 'none'}")
     return new_meta
 
 

@@ -106,3 +106,84 @@ def test_a_plain_engine_is_not_refittable(tmp_path):
     with pytest.raises(OptionError, match="built without --refittable"):
         refit_file(res.path, tmp_path / "a.wts", tmp_path / "out.engine", log=said.append)
     assert said == [] and not (tmp_path / "out.engine").exists()  # refused before any work is announced
+
+
+@pytest.fixture
+def classifier_engine(tmp_path, monkeypatch):
+    """(engine path, .wts A, .wts B, .wts C, said): LeNet with a Classifier row (10 classes) built from A without
+    names, its header marked refittable; TensorRT's refit replaced by a stand-in that hands the plan back (no GPU
+    here), so that the header refit_file writes can be looked at; `said` collects the log."""
+    from pathlib import Path
+
+    import netdef
+    from netdef.compiler import build_key
+
+    yaml = (Path(netdef.__file__).parent / "architectures" / "lenet.yaml").read_text()
+    yaml = yaml.replace("name: lenet", "name: lenet_cls").replace("Linear, {c2: 10}", "Classifier, {c2: 10}")
+    (tmp_path / "lenet_cls.yaml").write_text(yaml)
+    for name, seed in (("a", 0), ("b", 1), ("c", 2)):
+        write_wts(tmp_path / f"{name}.wts", lenet_weights(seed))
+    res = build_engine(str(tmp_path / "lenet_cls.yaml"), tmp_path / "a.wts", tmp_path / "e.engine",
+                       BuildOptions(opt_level=0), log=lambda m: None)
+    meta, plan = engine_file.read_plan(res.path)
+    options = dict(meta["options"], refittable=True)
+    refit_key = build_key(meta["arch"]["sha256"], "", BuildOptions.from_meta(options), meta["gpu"])
+    engine_file.write_engine(res.path, plan, dict(meta, options=options, refit_key=refit_key))
+    monkeypatch.setattr(trt_api, "can_run_engines", lambda: True)
+    monkeypatch.setattr(trt_api, "deserialize", lambda p: (None, bytes(p)))
+    monkeypatch.setattr(trt_api, "refit_engine", lambda engine, arrays: len(arrays))
+    monkeypatch.setattr(trt_api, "serialize", lambda engine: engine)
+    return res.path, tmp_path / "a.wts", tmp_path / "b.wts", tmp_path / "c.wts", []
+
+
+def test_refit_records_the_class_names_of_the_new_weights(classifier_engine, tmp_path, capsys):
+    """As `netdef build` records them: NEW.wts.names.json (for these weights), else none, --names overriding; a
+    change is said; the header's keys then say 'up to date' to a build of the same weights and names."""
+    from netdef.class_names import names_sidecar, write_names_sidecar
+    from netdef.cli import main
+    from netdef.fileio import file_sha256
+
+    engine, _, b, c, said = classifier_engine
+    digits = [f"digit{i}" for i in range(10)]
+    write_names_sidecar(names_sidecar(b), digits, b, file_sha256(b))
+    meta = refit_file(engine, b, log=said.append)
+    assert engine_file.read_meta(engine)["names"] == meta["names"] == digits
+    assert f"class names changed: {engine} records digit0, digit1, digit2, digit3, digit4, ... (from {b}.names.json); " \
+           "it had none" in said[-1], said
+    opts = BuildOptions.from_meta(meta["options"])
+    again = build_engine(str(tmp_path / "lenet_cls.yaml"), b, engine, opts, log=said.append)
+    assert not again.built and "is up to date" in said[-1]  # build_key and refit_key carry the new names
+
+    said.clear()
+    meta = refit_file(engine, b, log=said.append)  # the same names: nothing said about them
+    assert meta["names"] == digits and not any("class names changed" in m for m in said), said
+    meta = refit_file(engine, c, log=said.append)  # no names beside c.wts: the engine records none, and says so
+    assert "names" not in meta and "names" not in engine_file.read_meta(engine)
+    assert f"class names changed: {engine} records none now ({c} comes without names: give --names FILE to record " \
+           "some); it had digit0" in said[-1], said
+    (tmp_path / "n.txt").write_text("\n".join(reversed(digits)) + "\n")
+    capsys.readouterr()
+    assert main(["refit", str(engine), "-w", str(b), "--names", str(tmp_path / "n.txt")]) == 0
+    assert engine_file.read_meta(engine)["names"] == digits[::-1]  # --names over b.wts.names.json
+    assert f"records digit9, digit8, digit7, digit6, digit5, ... (from {tmp_path / 'n.txt'}); it had none" in \
+        capsys.readouterr().err
+
+
+def test_refit_refuses_names_of_another_class_count_and_leaves_the_engine(classifier_engine, tmp_path):
+    """The class count is part of the engine: names of another count are an error naming both files and a rebuild,
+    before anything is written."""
+    from netdef.class_names import names_sidecar, write_names_sidecar
+    from netdef.fileio import file_sha256
+
+    engine, _, b, _, said = classifier_engine
+    before = engine.read_bytes()
+    write_names_sidecar(names_sidecar(b), ["cat", "dog", "fox"], b, file_sha256(b))
+    with pytest.raises(NetdefError, match=rf"{b}\.names\.json: 3 class names, but {engine} holds a model of 10 "
+                                          r"classes: give one name per class \(the class count is part of the engine: "
+                                          r"a model of another count needs a rebuild, `netdef build`\)"):
+        refit_file(engine, b, log=said.append)
+    with pytest.raises(NetdefError, match=r"n\.txt: 3 class names, but .* 10 classes"):
+        refit_file(engine, tmp_path / "c.wts", names=["a", "b", "c"], names_from=tmp_path / "n.txt", log=said.append)
+    with pytest.raises(OptionError, match=r"names \['a', ''\]: expected a non-empty list of non-empty strings"):
+        refit_file(engine, tmp_path / "c.wts", names=["a", ""], log=said.append)
+    assert engine.read_bytes() == before

@@ -18,14 +18,20 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     r.add_argument("engine", help="engine built with `netdef build --refittable`")
     r.add_argument("--weights", "-w", required=True, help="the new .wts file (same architecture)")
     r.add_argument("-o", "--output", help="engine file to write (default: the engine itself, atomically)")
+    r.add_argument("--names", metavar="FILE",
+                   help="class names of the new weights, one per line, recorded in the engine as `netdef build` "
+                        "records them (default: WEIGHTS.names.json, which `netdef export` writes for a checkpoint "
+                        "with names; without either the engine records none)")
     add_blocks_option(r)
     return r
 
 
 def cmd_refit(a: argparse.Namespace) -> int:
+    from ..class_names import load_names
     from ..refit import refit_file
 
+    names = load_names(a.names) if a.names else None
     load_blocks(a)
-    meta = refit_file(a.engine, a.weights, a.output)
+    meta = refit_file(a.engine, a.weights, a.output, names=names, names_from=a.names)
     print(f"refitted {a.output or a.engine}: {meta['refit']['weights_set']} weights in {meta['refit']['seconds']:.2f} s")
     return 0
