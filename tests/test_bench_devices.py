@@ -41,6 +41,9 @@ def test_parse_devices(fake_gpus):
              ("0,,1", "--devices '0,,1': expected device indices"),
              ("", "--devices '': expected device indices"),
              ("0,-1", "--devices '0,-1': device indices must be >= 0"),
+             ("0x1", "--devices '0x1': expected device indices"),  # int() alone takes '+1' and '1_0'
+             ("+1", "--devices '\\+1': expected device indices"),
+             ("1_0", "--devices '1_0': expected device indices"),
              ("0,1,0", r"--devices 0,1,0: device\(s\) \[0\] listed more than once; add --allow-shared-device"),
              ("0,3", "--devices 3: no such CUDA device; the visible ones are 0: Fake GPU A"),
              ]

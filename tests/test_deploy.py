@@ -504,12 +504,16 @@ def test_engine_whose_batch_starts_above_one_is_served_without_batching(engines)
     (["--name", "..."], "not starting with '.' (a hidden folder Triton would not list)"),
     (["--name", ".."], "not starting with '.'"),
     (["--version", "0"], "--version 0: must be >= 1"),
-    (["--gpus", "0,0"], "distinct GPU indices"),
+    (["--gpus", "0,0"], "--gpus 0,0: device(s) [0] listed more than once; --instances N runs N instances"),
+    # parsed as --devices is: strictly
+    (["--gpus", "0x1"], "--gpus '0x1': expected device indices such as 0,1, or 'all'"),
+    (["--gpus", "1_0"], "--gpus '1_0': expected device indices"),
+    (["--gpus", "0,-1"], "--gpus '0,-1': device indices must be >= 0"),
     (["--instances", "x"], "--instances 'x': expected an integer"),
     # beyond the field types of Triton's model_config.proto: config.pbtxt would not parse
     (["--instances", "3000000000"], "--instances 3000000000: must be from 1 to 2^31-1"),
     (["--gpus", "99999999999"], "distinct GPU indices"),
-    (["--gpus="], "--gpus '': expected GPU indices"),
+    (["--gpus="], "--gpus '': expected device indices"),
     (["--max-queue-delay-us", str(2**64)], "must be from 0 to 2^64-1"),
     (["--version", str(2**63)], "Triton model versions are numbers from 1 to 2^63-1"),
 ])
@@ -653,3 +657,17 @@ def test_triton_says_which_files_it_wrote_when_it_keeps_the_config(tmp_path, cap
     out = capsys.readouterr().out
     assert config.read_text() == tuned
     assert f"wrote {repo / 'm' / '2' / 'model.plan'} (kept {config} as it was)" in out and f"wrote {config}" not in out
+
+
+def test_triton_gpus_are_parsed_as_devices_are(tmp_path):
+    """--gpus takes what --devices takes ('0, 2', 'all': every GPU, as without it) and is not checked against this
+    machine's GPUs: Triton may run on another."""
+    from netdef.cli import main
+    from test_engine_file import complete_meta
+
+    engine = tmp_path / "e.engine"
+    engine_file.write_engine(engine, b"ftrt" + bytes(60), complete_meta() | {"plugins": []})
+    for i, (gpus, want) in enumerate([("0, 2", "gpus: [0, 2]"), ("7", "gpus: [7]"), ("all", None)]):
+        assert main(["triton", str(engine), "--repo", str(tmp_path / "models"), "--name", f"m{i}", "--gpus", gpus]) == 0
+        config = (tmp_path / "models" / f"m{i}" / "config.pbtxt").read_text()
+        assert (want in config) if want else "gpus:" not in config

@@ -4,6 +4,7 @@ defined here once, checked before any work, and made current for the command (`t
 from __future__ import annotations
 
 import argparse
+import re
 from typing import Any
 
 from ..errors import OptionError
@@ -11,6 +12,9 @@ from .options import number
 
 HELP = ("CUDA device index to build or run on (default: the current device, 0); indices count the devices "
         "CUDA_VISIBLE_DEVICES leaves visible (with CUDA_VISIBLE_DEVICES=2,3, --device 1 is GPU 3)")
+SHARED_HINT = ("add --allow-shared-device to run several instances on one GPU (for testing, or to overlap streams "
+               "on one GPU)")
+_INDEX = re.compile(r"[0-9]+")
 
 
 def add_device_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
@@ -56,16 +60,24 @@ def parse_devices(text: str, option: str = "--devices", *, allow_repeat: bool = 
         if not found:
             raise OptionError(f"{option} all: no CUDA device is visible here")
         return found
-    try:
-        found = tuple(int(p) for p in text.split(","))
-    except ValueError:
-        raise OptionError(f"{option} '{text}': expected device indices such as 0,1, or 'all'") from None
-    if any(d < 0 for d in found):
-        raise OptionError(f"{option} '{text}': device indices must be >= 0")
-    repeated = sorted({d for d in found if found.count(d) > 1})
-    if repeated and not allow_repeat:
-        raise OptionError(f"{option} {text}: device(s) {repeated} listed more than once; add --allow-shared-device "
-                          "to run several instances on one GPU (for testing, or to overlap streams on one GPU)")
+    found = parse_device_indices(text, option, allow_repeat=allow_repeat)
     for d in found:
         trt_api.check_device(d, option)
+    return found
+
+
+def parse_device_indices(text: str, option: str = "--devices", *, allow_repeat: bool = False,
+                         repeat_hint: str = SHARED_HINT) -> tuple[int, ...]:
+    """'0,1' -> (0, 1): comma-separated indices >= 0 and nothing else (no '0x1', '+1' or '1_0'), not checked
+    against the devices visible here ('all' is the caller's); a device listed twice is an error ending in
+    `repeat_hint` unless `allow_repeat`."""
+    parts = [p.strip() for p in text.split(",")]
+    if not all(_INDEX.fullmatch(p) for p in parts):
+        if all(_INDEX.fullmatch(p.removeprefix("-")) for p in parts):
+            raise OptionError(f"{option} '{text}': device indices must be >= 0")
+        raise OptionError(f"{option} '{text}': expected device indices such as 0,1, or 'all'")
+    found = tuple(int(p) for p in parts)
+    repeated = sorted({d for d in found if found.count(d) > 1})
+    if repeated and not allow_repeat:
+        raise OptionError(f"{option} {text}: device(s) {repeated} listed more than once; {repeat_hint}")
     return found

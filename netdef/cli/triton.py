@@ -5,7 +5,8 @@ import argparse
 import sys
 from typing import Any
 
-from .options import number, parse_numbers
+from .device import parse_device_indices
+from .options import number
 
 
 HELP = "write a Triton model repository (config.pbtxt, the plan, plugin libraries) for an engine"
@@ -24,7 +25,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     t.add_argument("--version", type=number("--version", minimum=1), default=1, help="model version (default 1)")
     t.add_argument("--instances", type=number("--instances", minimum=1), default=1,
                    help="instances per GPU (default 1)")
-    t.add_argument("--gpus", help="GPU indices such as 0,1 (default: every GPU)")
+    t.add_argument("--gpus", metavar="LIST", help="GPU indices such as 0,1 of the server running Triton, or all "
+                                                   "(default: every GPU)")
     t.add_argument("--max-queue-delay-us", type=number("--max-queue-delay-us", minimum=0), metavar="US",
                    help="longest time the dynamic batcher holds a request to form a batch (default 0)")
     t.add_argument("--cuda-graphs", action="store_true", help="let the TensorRT backend run CUDA graphs")
@@ -41,7 +43,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 def cmd_triton(a: argparse.Namespace) -> int:
     from ..deploy.triton import TritonOptions, write_repository
 
-    gpus = tuple(parse_numbers(a.gpus, "--gpus", int, what="GPU indices such as 0,1")) if a.gpus is not None else ()
+    gpus = _gpus(a.gpus)
     opts = TritonOptions(name=a.name, version=a.version, instances=a.instances, gpus=gpus,
                          max_queue_delay_us=a.max_queue_delay_us, cuda_graphs=a.cuda_graphs,
                          existing_config=a.existing_config or "refuse")
@@ -57,3 +59,11 @@ def cmd_triton(a: argparse.Namespace) -> int:
     for note in res.notes:  # warnings: stderr, so stdout stays what was written
         print(f"note: {note}", file=sys.stderr)
     return 0
+
+
+def _gpus(text: str | None) -> tuple[int, ...]:
+    """--gpus as `--devices` is parsed, but not checked against this machine's GPUs (Triton may run elsewhere);
+    () (every GPU) without it or for 'all'."""
+    if text is None or text.strip().lower() == "all":
+        return ()
+    return parse_device_indices(text, "--gpus", repeat_hint="--instances N runs N instances on each GPU")
