@@ -1237,6 +1237,26 @@ def test_info_shows_the_class_names_of_an_engine_without_a_model_record(tmp_path
     assert "  names  cat, dog" in capsys.readouterr().out.splitlines()
 
 
+def test_info_json_lists_the_profiles_as_the_text_shows_them(tmp_path, capsys):
+    """`info --json` has a top-level "profiles" ([min, opt, max] batches, as engine_file.profiles and the text's
+    "batch profiles"), for one profile (options.batch) and several (options.profiles); the header's keys stay."""
+    from test_engine_file import complete_meta
+
+    for options, want in (({"batch": [1, 4, 8], "profiles": []}, [[1, 4, 8]]),
+                          ({"batch": [1, 32, 64], "profiles": [[1, 1, 4], [5, 32, 64]]}, [[1, 1, 4], [5, 32, 64]])):
+        engine = tmp_path / "e.engine"
+        meta = complete_meta()
+        engine_file.write_engine(engine, b"ftrt" + bytes(60), meta | {"options": meta["options"] | options})
+        capsys.readouterr()
+        assert main(["info", "--json", str(engine)]) == 0
+        info = json.loads(capsys.readouterr().out)
+        assert info["profiles"] == want and info["options"]["batch"] == options["batch"]
+        assert set(info) == set(engine_file.read_meta(engine)) | {"kind", "profiles"}
+        assert main(["info", str(engine)]) == 0
+        assert f"batch profile{'s' if len(want) > 1 else ''} {','.join(':'.join(map(str, p)) for p in want)}, " \
+            in capsys.readouterr().out
+
+
 def test_build_names_must_be_one_per_class_of_a_classifier(r18, tmp_path):
     """README: `build --names FILE` gives "one per class of the model". A ResNet records no head "model", so a names
     file of 3 lines was recorded for its 1000 classes; its Classifier row's count is checked now, naming both files."""

@@ -155,6 +155,8 @@ def test_export_plan_and_info_on_the_command_line(engines, tmp_path):
     r = run_cli("info", str(plan))
     assert r.returncode == 0, r.stderr
     assert "metadata from its sidecar" in r.stdout and "batch profiles 1:1:4,5:32:64,65:256:256" in r.stdout
+    r = run_cli("info", "--json", str(plan))
+    assert r.returncode == 0 and json.loads(r.stdout)["profiles"] == [list(p) for p in THREE_PROFILES], r.stderr
     bare = tmp_path / "bare.plan"  # no sidecar: what TensorRT can tell, or why nothing
     shutil.copy(plan, bare)
     r = run_cli("info", "--json", str(bare))
@@ -163,8 +165,9 @@ def test_export_plan_and_info_on_the_command_line(engines, tmp_path):
     assert info["kind"] == "raw_plan" and info["sidecar"] is None and info["plan_bytes"] == plan.stat().st_size
     if trt_api.can_deserialize():
         assert engine_file.profiles(info["metadata"]) == [tuple(p) for p in THREE_PROFILES]
+        assert info["profiles"] == [list(p) for p in THREE_PROFILES]
     else:
-        assert info["metadata"] is None and "needs a CUDA GPU" in info["not_shown"]
+        assert info["metadata"] is None and info["profiles"] is None and "needs a CUDA GPU" in info["not_shown"]
         assert "optimization profiles" in info["not_shown"]
 
 

@@ -22,7 +22,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     i.add_argument("--json", action="store_true",
                    help='machine-readable output: an object whose "kind" is "engine" (the header\'s fields), '
                         '"raw_plan" (plan, plan_bytes, plan_sha256, sidecar, metadata) or "wts" (tensors, values, '
-                        'size_bytes, keys)')
+                        'size_bytes, keys); an engine\'s and a raw plan\'s "profiles" list the optimization '
+                        'profiles as [min, opt, max] batches in profile-index order (null where not known), '
+                        '"input_hw_ranges" their input sizes where dynamic')
     return i
 
 
@@ -33,13 +35,16 @@ def cmd_info(a: argparse.Namespace) -> int:
                           if path.exists() else f"no such file: {path}")
     if engine_file.is_engine_file(path):  # a damaged or cut engine too: never read as a .wts
         meta = engine_file.read_meta(path, verify=True)
-        print(json.dumps({**meta, "kind": "engine"}, indent=2) if a.json else format_engine(meta, path))
+        print(json.dumps({**meta, "kind": "engine", "profiles": engine_file.profiles(meta)}, indent=2) if a.json
+              else format_engine(meta, path))
         return 0
     from ..deploy.plan import is_raw_plan
 
     if is_raw_plan(path):  # a plan's first bytes, a sidecar beside it, or a plan's name (.plan, .engine, .trt)
         r = raw_plan_info(path)
-        print(json.dumps({**r, "kind": "raw_plan"}, indent=2) if a.json else format_raw_plan(r, path))
+        profiles = None if r["metadata"] is None else engine_file.profiles(r["metadata"])
+        print(json.dumps({**r, "kind": "raw_plan", "profiles": profiles}, indent=2) if a.json
+              else format_raw_plan(r, path))
         return 0
     from ..wts import wts_summary
 
