@@ -44,6 +44,25 @@ def test_rows_keys_and_parameters_match_the_pytorch_model(lenet):
     assert report.rows[-1].outputs == [(-1, 10)]
 
 
+def test_parameters_leave_out_buffers_and_the_summary_says_so(lenet, tmp_path):
+    """Weights written from the whole state_dict (tensorrtx's gen_wts.py writes BatchNorm's int64
+    num_batches_tracked too): the parameters are PyTorch's parameters() alone, and the summary line says what each
+    total counts."""
+    model, _ = lenet
+    sd = model.state_dict()
+    assert any(not v.is_floating_point() for v in sd.values())  # the counters are there
+    wts = tmp_path / "full.wts"
+    write_wts(wts, {k: v.numpy() for k, v in sd.items()})
+    report = show("lenet", wts)
+    params = sum(p.numel() for p in model.parameters())
+    floats = [v for v in sd.values() if v.is_floating_point()]
+    values = sum(v.numel() for v in floats)
+    assert report.ok and sum(v.params for v in report.rows) == params and sum(v.values for v in report.rows) == values
+    assert f"lenet: {len(report.rows)} rows, {params:,} parameters (weights and biases, as PyTorch's parameters() " \
+        f"counts), {len(floats)} weight keys of {values:,} " \
+        "values (with BatchNorm statistics and anchors)" in report.format()
+
+
 def test_yolov5s_without_weights_is_ultralytics_listing():
     report = show("yolov5s")
     # Ultralytics prints "7235389 parameters" for yolov5s.yaml (nc=80)

@@ -34,8 +34,14 @@ class RowView:
 
     @property
     def params(self) -> int:
-        """Parameters (weights and biases; BatchNorm statistics and anchors are buffers, not counted)."""
+        """Parameters (weights and biases; BatchNorm statistics, its counter and anchors are buffers, not counted),
+        as PyTorch's `model.parameters()` counts them."""
         return sum(math.prod(s) for k, s in self.keys.items() if not k.endswith(BUFFER_SUFFIXES))
+
+    @property
+    def values(self) -> int:
+        """Every value the row reads: its parameters and its buffers (BatchNorm statistics, anchors)."""
+        return sum(math.prod(s) for s in self.keys.values())
 
     def cells(self) -> list[str]:
         """index, from, n, params, block, prefix, output, arguments (Ultralytics' columns, then netdef's)."""
@@ -78,9 +84,9 @@ class ShowReport:
             if keys and i > 0:
                 lines += [f"{'':{sum(widths[:4]) + 8}}{k} {list(shape)}{'  MISSING' if k in self.missing else ''}"
                           for k, shape in self.rows[i - 1].keys.items()]
-        total = sum(v.params for v in self.rows)
-        lines.append(f"{s.name}: {len(self.rows)} rows, {total:,} parameters, "
-                     f"{sum(len(v.keys) for v in self.rows)} weight keys")
+        lines.append(f"{s.name}: {len(self.rows)} rows, {sum(v.params for v in self.rows):,} parameters (weights and "
+                     f"biases, as PyTorch's parameters() counts), {sum(len(v.keys) for v in self.rows)} weight keys "
+                     f"of {sum(v.values for v in self.rows):,} values (with BatchNorm statistics and anchors)")
         if self.weights is not None and self.model and not self.missing:  # the head as built from these weights
             # (with keys missing, another head's weights: its class count would be read wrong)
             lines.append("head: " + ", ".join(f"{k} {v}" for k, v in self.model.items() if k != "stride"))
