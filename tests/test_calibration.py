@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from netdef.int8.calibration import (MIN_SCALE, CalibrationTable, RangeCollector, _entropy_amax, collect_ranges,
+from netdef.int8.calibration import (METHODS, MIN_SCALE, CalibrationTable, RangeCollector, _entropy_amax, collect_ranges,
                                 compute_amax, per_channel_weight_scales, scale_from_amax)
 from netdef.errors import NetdefError
 
@@ -281,6 +281,24 @@ def test_malformed_tables(tmp_path):
     with pytest.raises(NetdefError, match="not found"):
         CalibrationTable.load(tmp_path / "missing.json")
     assert CalibrationTable.load(write(tmp_path, good)).amax == {"a": 1.0}
+
+
+def test_unknown_keys_and_methods_are_refused_by_name(tmp_path):
+    """A table with a key netdef never writes, or a method no calibration has, is refused naming the file and the
+    key or method (save refuses such a method too); every key and method netdef writes loads."""
+    good = {"format": 1, "fingerprint": "f", "method": "max", "amax": {"a": 1.0}, "meta": {"anything": [1]}}
+    for method in METHODS:
+        assert CalibrationTable.load(write(tmp_path, dict(good, method=method))).method == method
+    with pytest.raises(NetdefError, match=r"bad_table\.json: unknown key\(s\) 'amx', 'note' \(a table has format, "
+                                          r"fingerprint, method, amax, meta; free-form notes belong in 'meta'\)"):
+        CalibrationTable.load(write(tmp_path, dict(good, amx={"a": 2.0}, note="x")))
+    for method in ("minmax", "Entropy", ""):
+        with pytest.raises(NetdefError, match=rf"bad_table\.json: 'method' '{method}' is not a calibration method "
+                                              r"\(netdef writes max, percentile, entropy\)"):
+            CalibrationTable.load(write(tmp_path, dict(good, method=method)))
+    with pytest.raises(NetdefError, match=r"t\.json: 'method' 'kl' is not a calibration method"):
+        CalibrationTable("f", "kl", {"a": 1.0}).save(tmp_path / "t.json")
+    assert not (tmp_path / "t.json").exists()
 
 
 def test_save_rejects_bad_amax_and_leaves_nothing(tmp_path):

@@ -22,6 +22,7 @@ from ..fileio import JSON_FILE, atomic_write, describe_head, json_kind, read_hea
 METHODS = ("max", "percentile", "entropy")
 MIN_SCALE = 1e-8  # scale given to an all-zero channel/tensor: positive, and 1/scale is finite in float32
 _FORMAT = 1  # version of the JSON table layout
+_KEYS = ("format", "fingerprint", "method", "amax", "meta")  # a table's keys, as `save` writes them
 TABLE_FILE = json_kind("a netdef calibration table",
                        lambda d: isinstance(d, dict) and "fingerprint" in d and "method" in d)
 
@@ -201,7 +202,7 @@ class CalibrationTable:
     """Activation ranges of one network, saved as JSON.
 
     fingerprint: identifies the network (hash of YAML + weights + input shape, made by the caller);
-    method: how the amax values were computed; amax: tensor name -> amax; meta: free-form info.
+    method: how the amax values were computed (one of METHODS); amax: tensor name -> amax; meta: free-form info.
     """
 
     fingerprint: str
@@ -213,6 +214,9 @@ class CalibrationTable:
         if not isinstance(self.fingerprint, str) or not isinstance(self.method, str):
             raise NetdefError(f"calibration table {where}: 'fingerprint' and 'method' must be strings; "
                               f"recalibrate to write a fresh table")
+        if self.method not in METHODS:
+            raise NetdefError(f"calibration table {where}: 'method' {self.method!r} is not a calibration method "
+                              f"(netdef writes {', '.join(METHODS)}); recalibrate to write a fresh table")
         if not isinstance(self.amax, dict) or not isinstance(self.meta, dict):
             raise NetdefError(f"calibration table {where}: 'amax' and 'meta' must be objects; "
                               f"recalibrate to write a fresh table")
@@ -262,6 +266,11 @@ class CalibrationTable:
         missing = [k for k in ("fingerprint", "method", "amax") if k not in doc]
         if missing:
             raise NetdefError(f"{path} is not a calibration table (a JSON object without {', '.join(missing)}): give "
+                              "the table `netdef calibrate` wrote")
+        unknown = [k for k in doc if k not in _KEYS]
+        if unknown:
+            raise NetdefError(f"calibration table {path}: unknown key(s) {', '.join(map(repr, unknown))} (a table "
+                              f"has {', '.join(_KEYS)}; free-form notes belong in 'meta'): remove them, or give "
                               "the table `netdef calibrate` wrote")
         table = cls(doc["fingerprint"], doc["method"], doc["amax"], doc.get("meta", {}))
         table._check(path)
