@@ -21,7 +21,7 @@ from pathlib import Path
 from types import ModuleType
 
 from .errors import NetdefError, OptionError, raised_at
-from .fileio import file_sha256, read_head, recognised
+from .fileio import file_sha256, read_head, recognised, special_kind
 from .registry import BLOCKS
 
 ENV_VAR = "NETDEF_BLOCKS"
@@ -53,7 +53,7 @@ def load_block_module(ref: str, source: str, base: Path | None = None,
         path = (base / path if base is not None and not path.is_absolute() else path).resolve()
         key, what = str(path), f"block file {path}"
         if key not in _loaded and path.is_dir():
-            raise error(f"{source}: {path} is a folder: name a .py file of blocks (or a module on sys.path)")
+            raise error(f"{source}: {path} is a directory: name a .py file of blocks (or a module on sys.path)")
         if key not in _loaded and not path.is_file():
             raise error(f"{source}: block file {path} not found" + (f" (relative to {base})" if base else ""))
         if key not in _loaded and path.suffix != ".py":
@@ -89,8 +89,9 @@ def load_block_module(ref: str, source: str, base: Path | None = None,
 
 
 def _not_blocks(path: Path) -> str:
-    """What a file or folder given where a block module was expected is, and what is expected."""
-    kind = "a folder" if path.is_dir() else recognised(read_head(path)) or "a file"
+    """What a file or directory given where a block module was expected is (as `special_kind` says it), and what
+    is expected."""
+    kind = special_kind(path) if path.is_dir() else recognised(read_head(path)) or "a file"
     return f"{path} is {kind}, not a module of blocks: {EXPECTED}"
 
 

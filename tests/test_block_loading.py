@@ -151,7 +151,7 @@ def test_editing_a_helper_the_block_module_imports_makes_the_engine_out_of_date(
 
 def test_a_folder_given_as_a_block_file_says_so(tiny):
     res = cli(*build_args(tiny, "--blocks", str(tiny)))
-    assert res.returncode == 1 and f"{tiny} is a folder: name a .py file of blocks" in res.stderr, res.stderr
+    assert res.returncode == 1 and f"{tiny} is a directory: name a .py file of blocks" in res.stderr, res.stderr
 
 
 def test_a_folder_or_weights_file_given_as_a_module_name_says_what_it_is(tiny):
@@ -164,14 +164,14 @@ def test_a_folder_or_weights_file_given_as_a_module_name_says_what_it_is(tiny):
     for args, env, says in [(["--blocks", "imgs"], {}, "--blocks imgs: "),
                             (["--blocks", "tiny.wts"], {}, "--blocks tiny.wts: tiny.wts is a .wts weights file, "),
                             (["--blocks", "./tiny.wts"], {}, f"{tiny / 'tiny.wts'} is a .wts weights file, "),
-                            ([], {block_modules.ENV_VAR: "imgs"}, f"NETDEF_BLOCKS=imgs: {tiny / 'imgs'} is a folder, ")]:
+                            ([], {block_modules.ENV_VAR: "imgs"}, f"NETDEF_BLOCKS=imgs: {tiny / 'imgs'} is a directory, ")]:
         res = cli("blocks", *args, cwd=tiny, env=env)
         assert res.returncode == 1 and says in res.stderr and expected in res.stderr, res.stderr
-        assert "is a folder, " in res.stderr or "weights file" in res.stderr, res.stderr
+        assert "is a directory, " in res.stderr or "weights file" in res.stderr, res.stderr
     res = cli(*build_args(tiny)[:1], str(tiny / "notes.yaml"), *build_args(tiny)[2:], cwd=tiny)
     assert res.returncode == 1 and f"notes.yaml:4: 'blocks': {tiny / 'tiny.wts'} is a .wts weights file, " \
         f"{expected}" in res.stderr and not (tiny / "tiny.engine").exists(), res.stderr
-    with pytest.raises(OptionError, match=f"^x.yaml:3: {re.escape(str(tiny / 'imgs'))} is a folder, {expected}"):
+    with pytest.raises(OptionError, match=f"^x.yaml:3: {re.escape(str(tiny / 'imgs'))} is a directory, {expected}"):
         block_modules.load_block_module("imgs", "x.yaml:3", base=tiny)  # not importable from here: a folder still
 
 
