@@ -68,6 +68,8 @@ def define_network(spec: Spec | str | Path, weights: Weights, opts: BuildOptions
         if hint is None:
             raise WeightKeyError(f"{e}{_custom_scale_hint(spec, tensors, opts)}") from None
         raise WeightKeyError(f"{e}\nThese weights fit {hint}: build that architecture") from None
+    for key, why in net.supplied.items():
+        log(f"[netdef] note: {key} is not in {source}; built with {why}")
     if unused:
         log(f"[netdef] warning: {len(unused)} unused key(s) in {source}, e.g. {unused[:3]}"
             + unused_modules_hint(unused, net.used).replace("\n", " "))

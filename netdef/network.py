@@ -98,6 +98,7 @@ class Network:
         self.used: set[str] = set()
         self.missing: dict[str, str] = {}
         self.skipped: dict[str, str] = {}  # keys consumed without being used (Network.skip) -> why
+        self.supplied: dict[str, str] = {}  # fixed, untrained keys the file lacks, built from known values -> why
         # keys whose values follow from others and were checked against them (YOLOv5's anchor_grid, strides):
         # a PyTorch model may lack them (verify does not ask it for them)
         self.derived: set[str] = set()
@@ -238,6 +239,15 @@ class Network:
         """How many values the file holds for `key` (a present key), without using it: heads read their class
         count from it."""
         return int(np.asarray(self.weights[key]).size)
+
+    def fixed_weight(self, key: str, values: np.ndarray, why: str) -> np.ndarray:
+        """`key`'s array shaped as `values` (read and checked as `weight` reads it); where the file lacks it,
+        `values` themselves: for a tensor no training changes (DFL's bins) that some exporters leave out. Such a
+        key is recorded in `supplied` with `why` (what the values are): build logs it, `netdef show` lists it."""
+        if key in self.weights:
+            return self.weight(key, values.shape)
+        self.supplied[key] = why
+        return np.asarray(values, np.float32)
 
     def skip(self, keys: Sequence[str], reason: str) -> None:
         """Account for file `keys` that the block knowingly leaves out of the network (a training-only branch),

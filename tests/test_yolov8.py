@@ -484,6 +484,34 @@ def test_weights_of_another_scale_name_it(models):
     assert "These weights fit" not in str(e.value)
 
 
+def test_a_missing_dfl_key_is_built_from_its_fixed_values_and_said(models, tmp_path):
+    """Some exporters drop DFL's 1x1 conv (Ultralytics sets it to arange(reg_max) and never trains it): the build
+    used to refuse it with a custom-scale hint (`c gd gw`). Now the network gets those values, the log and
+    `netdef show` say so, and the engine's network still computes what Ultralytics' model does (verify --cpu)."""
+    from netdef.tools.show import show
+    from netdef.verify import verify
+
+    model, sd = models("yolov8n")
+    key = "model.22.dfl.conv.weight"
+    assert np.array_equal(np.asarray(sd[key]).reshape(-1), np.arange(16))
+    lacking = {k: v for k, v in sd.items() if k != key}
+    said: list[str] = []
+    net = define_network("yolov8n", lacking, BuildOptions(), log=said.append)
+    assert net.key_report() == ({}, []) and list(net.supplied) == [key] and key not in net.used
+    assert [m for m in said if key in m] == [
+        f"[netdef] note: {key} is not in in-memory weights; built with DFL's fixed bin values 0..15: Ultralytics sets "
+        "this 1x1 conv to arange(reg_max) and never trains it; some exporters leave it out"]
+    assert not define("yolov8n", sd).supplied  # present: read from the file as before
+    wts = tmp_path / "no_dfl.wts"
+    write_wts(wts, lacking)
+    text = show("yolov8n", wts).format()
+    assert f"{key} [1, 16, 1, 1]  SUPPLIED (not in the weights)" in text
+    assert f"supplied: 1 fixed key(s) not in {wts}, built from known values:\n  {key}   (DFL's fixed bin" in text
+    assert f"keys: every key the architecture asks for but the 1 supplied above is in {wts}" in text
+    report = verify("yolov8n", str(wts), model, cpu=True, opts=BuildOptions(input_hw=(64, 96)), log=lambda m: None)
+    assert report.ok, report.summary()
+
+
 def test_weights_of_another_task_name_it(models):
     """YOLO26 weights of one task built as another: the error names the modules that differ and the family member
     the weights fit."""

@@ -458,7 +458,11 @@ def _decode_boxes(net: Network, box: Any, prefix: str, reg_max: int, feats: list
     chosen at run time)."""
     n = -1 if dynamic(sizes) else sum(h * w for h, w in sizes)
     if reg_max > 1:
-        bins = net.weight(f"{prefix}.dfl.conv.weight", (1, reg_max, 1, 1)).reshape(reg_max).astype(np.float64)
+        fixed = np.arange(reg_max, dtype=np.float32).reshape(1, reg_max, 1, 1)  # Ultralytics' DFL: never trained
+        bins = net.fixed_weight(f"{prefix}.dfl.conv.weight", fixed,
+                                f"DFL's fixed bin values 0..{reg_max - 1}: Ultralytics sets this 1x1 conv to "
+                                "arange(reg_max) and never trains it; some exporters leave it out"
+                                ).reshape(reg_max).astype(np.float64)
         soft = net.softmax(box, f"{prefix}.dfl/softmax", 2, fp32=False)  # module dfl's output (the expectation)
         # has no tensor of its own here: it is folded into the dist2bbox matrix multiply
         dist = net.shuffle(soft, f"{prefix}.dfl/flatten", reshape=(0, 4 * reg_max, n))

@@ -60,6 +60,7 @@ class ShowReport:
     missing: dict[str, str] = field(default_factory=dict)  # key -> where it was asked for (with weights)
     unused: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)  # key -> why its block leaves it out (Network.skip)
+    supplied: dict[str, str] = field(default_factory=dict)  # fixed key the weights lack -> its values (fixed_weight)
     model: dict = field(default_factory=dict)  # what the head recorded (Network.record_model): nc etc. as built
     input_sizes: str = ""  # a dynamic input size's MIN:OPT:MAX (H, W then show as -1)
 
@@ -82,7 +83,7 @@ class ShowReport:
             lines.append("  ".join(c.rjust(w) if j < 4 else c.ljust(w) for j, (c, w) in enumerate(zip(cells, widths)))
                          .rstrip())
             if keys and i > 0:
-                lines += [f"{'':{sum(widths[:4]) + 8}}{k} {list(shape)}{'  MISSING' if k in self.missing else ''}"
+                lines += [f"{'':{sum(widths[:4]) + 8}}{k} {list(shape)}{self._mark(k)}"
                           for k, shape in self.rows[i - 1].keys.items()]
         lines.append(f"{s.name}: {len(self.rows)} rows, {sum(v.params for v in self.rows):,} parameters (weights and "
                      f"biases, as PyTorch's parameters() counts), {sum(len(v.keys) for v in self.rows)} weight keys "
@@ -94,14 +95,23 @@ class ShowReport:
             lines.append(self.key_report())
         return "\n".join(lines)
 
+    def _mark(self, key: str) -> str:
+        return "  MISSING" if key in self.missing else "  SUPPLIED (not in the weights)" if key in self.supplied else ""
+
     def key_report(self) -> str:
-        """The strict key report: missing keys (with the row that asked) and unused keys, or that all fit."""
+        """The strict key report: missing keys (with the row that asked) and unused keys, or that all fit; the
+        keys left out knowingly and the fixed keys built without the weights (`Network.fixed_weight`) first."""
         out = [f"skipped: {len(self.skipped)} key(s) in {self.weights} left out knowingly:"] if self.skipped else []
         out += [f"  {k}   ({why})" for k, why in self.skipped.items()]
+        if self.supplied:
+            out.append(f"supplied: {len(self.supplied)} fixed key(s) not in {self.weights}, built from known values:")
+            out += [f"  {k}   ({why})" for k, why in self.supplied.items()]
         if self.ok:
-            out.append(f"keys: every key the architecture asks for is in {self.weights}, and every key there but "
-                       f"the {len(self.skipped)} skipped above is used" if self.skipped else
-                       f"keys: every key the architecture asks for is in {self.weights}, and every key there is used")
+            asked = "every key the architecture asks for" + (f" but the {len(self.supplied)} supplied above"
+                                                             if self.supplied else "")
+            out.append(f"keys: {asked} is in {self.weights}, and every key there but the {len(self.skipped)} "
+                       f"skipped above is used" if self.skipped else
+                       f"keys: {asked} is in {self.weights}, and every key there is used")
             return "\n".join(out)
         if self.missing:
             out.append(f"missing: {len(self.missing)} key(s) the architecture needs are not in {self.weights}:")
@@ -132,6 +142,13 @@ class _Recorder:
                 return read(key, shape)
 
             net.weight = weight  # type: ignore[method-assign]  # this network only
+            fixed = net.fixed_weight
+
+            def fixed_weight(key: str, values: Any, why: str) -> Any:  # asked for too where the weights lack it
+                self.asked.setdefault(key, tuple(int(v) for v in values.shape))
+                return fixed(key, values, why)
+
+            net.fixed_weight = fixed_weight  # type: ignore[method-assign]
             return
         keys = dict(list(self.asked.items())[self._done:])
         self._done = len(self.asked)
@@ -159,6 +176,7 @@ def show(arch: str | Path | Spec, weights: str | Path | None = None, opts: Build
     if weights is not None:
         report.missing, report.unused = rec.net.key_report()
         report.skipped = dict(rec.net.skipped)
+        report.supplied = dict(rec.net.supplied)
         report.model = dict(rec.net.model or {})
     return report
 

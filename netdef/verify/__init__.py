@@ -74,7 +74,7 @@ def verify(arch: str | Path | Spec, weights: Weights, model: Any, *, cpu: bool =
         model = copy.deepcopy(model)
     identity = weights_identity(weights if isinstance(weights, (str, Path)) else tensors)  # arrays converted once
     net = define_network(spec, tensors, opts, log, identity=identity)
-    load_weights_strict(model, tensors, identity[0], derived=net.derived)
+    load_weights_strict(model, tensors, identity[0], derived=net.derived, supplied=net.supplied)
     _run_the_built_head(model, net, log)
     layers = trt_api.describe_layers(net.definition)
     raw = net.definition.raw
