@@ -582,6 +582,10 @@ def test_serve_stops_before_triton_where_the_detector_is_refused(plugin_engine, 
         def __init__(self, path, device=None):
             self.meta, self.device, self.profiles = engine_file.read_meta(path), device or 0, [(1, 8, 32)]
 
+        @classmethod
+        def described(cls, path):
+            return cls(path)
+
     def refuse(engine, conf, iou, max_det, names, **kw):
         raise NetdefError("y.engine: input images [-1, 3, -1, -1] is not a static (B, 3, H, W) image")
 
@@ -595,6 +599,38 @@ def test_serve_stops_before_triton_where_the_detector_is_refused(plugin_engine, 
                                           r"--no-detect serves the raw tensors alone\)$"):
         serve(plugin_engine, port=port, grpc_port=grpc, metrics_port=metrics)
     assert started == []
+
+
+def test_serve_checks_the_names_count_against_the_header_before_loading(plugin_engine, tmp_path, monkeypatch):
+    """`serve --names FILE` with a count other than the class count the header records is refused before the
+    engine is loaded on a GPU (and before PyTriton is needed), naming both files and the way out."""
+    import netdef.deploy.serve as serve_module
+    from netdef.class_names import load_names
+    from netdef.runtime import Engine
+
+    meta, plan = engine_file.read_plan(plugin_engine)
+    engine = tmp_path / "y.engine"
+    engine_file.write_engine(engine, plan, meta | {"model": {"task": "detect", "nc": 80, "head": "plugin",
+                                                             "stride": 32}})
+    three = tmp_path / "three.txt"
+    three.write_text("cat\ndog\nfox\n")
+    loaded = []
+    monkeypatch.setattr(Engine, "__init__", lambda self, *a, **kw: loaded.append(a) or 1 / 0)
+    monkeypatch.setattr(serve_module, "import_pytriton", lambda: loaded.append("pytriton") or 1 / 0)
+    port, grpc, metrics = bench_serve().free_ports(3)
+    with pytest.raises(NetdefError, match=rf"^{re.escape(str(three))}: 3 class names, but {re.escape(str(engine))} "
+                                          r"holds a model of 80 classes: give one name per class \(for model "
+                                          r"'resnet18_detect'; --no-detect serves the raw tensors alone\)$"):
+        serve(engine, port=port, grpc_port=grpc, metrics_port=metrics, names=load_names(three), names_from=three)
+    assert loaded == []
+    r = run_cli("serve", str(engine), "--names", str(three), "--port", str(port), "--grpc-port", str(grpc),
+                "--metrics-port", str(metrics))
+    assert r.returncode == 1 and "3 class names, but" in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    eighty = tmp_path / "eighty.txt"  # the right count passes the header's check and goes on to load
+    eighty.write_text("".join(f"c{i}\n" for i in range(80)))
+    with pytest.raises(ZeroDivisionError):
+        serve(engine, port=port, grpc_port=grpc, metrics_port=metrics, names=load_names(eighty), names_from=eighty)
+    assert loaded == ["pytriton"]
 
 
 STAND_IN_DETECT = """

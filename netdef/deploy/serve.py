@@ -271,8 +271,17 @@ def serve(engine: str | os.PathLike, *, port: int = 8000, grpc_port: int = 8001,
 
     from .plan import read_any_meta
 
+    def detectors(spec: Binding, engines: Sequence[Any]) -> list[Any]:
+        try:
+            return [engine_detectors(e, settings, names, names_from=names_from) for e in engines]
+        except NetdefError as e:
+            raise NetdefError(f"{e} (for model '{detect_binding(spec, settings.max_det).name}'; --no-detect serves "
+                              "the raw tensors alone)") from None
+
     header = read_any_meta(engine)  # None: a raw plan without a sidecar, whose metadata the loaded engine gives
     checked = None if header is None else describe(header)
+    if checked is not None and checked[1]:  # the settings and --names against the header (class count): no GPU
+        detectors(checked[0], [Engine.described(engine)])
     pt = import_pytriton()
     check_pytriton_install()  # before any GPU work
     engines = [Engine(engine, device=d) for d in (devices or [None])]
@@ -280,11 +289,7 @@ def serve(engine: str | os.PathLike, *, port: int = 8000, grpc_port: int = 8001,
     models = [(spec, [pt.decorators.batch(infer_function(e, spec)) for e in engines])]
     if detecting:
         dspec = detect_binding(spec, settings.max_det)
-        try:
-            detectors = [engine_detectors(e, settings, names, names_from=names_from) for e in engines]
-        except NetdefError as e:
-            raise NetdefError(f"{e} (for model '{dspec.name}'; --no-detect serves the raw tensors alone)") from None
-        models.append((dspec, [detect_function(d, settings) for d in detectors]))
+        models.append((dspec, [detect_function(d, settings) for d in detectors(spec, engines)]))
     server = pt.triton.TritonConfig(http_port=ports.http, grpc_port=ports.grpc, metrics_port=ports.metrics)
     with pt.triton.Triton(config=server) as triton:
         for model, functions in models:
