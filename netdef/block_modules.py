@@ -80,7 +80,8 @@ def load_block_module(ref: str, source: str, base: Path | None = None,
         if missing and not is_path(ref) and named.exists():
             raise error(f"{source}: {_not_blocks(named)}") from e
         hint = " (is it installed, or on PYTHONPATH?)" if missing else ""
-        raise error(f"{source}: cannot import {what}: {type(e).__name__}: {e}{raised_at(e)}{hint}") from e
+        where = "" if missing else raised_at(e)  # a module not found was raised inside importlib: no use to say
+        raise error(f"{source}: cannot import {what}: {type(e).__name__}: {e}{where}{hint}") from e
     if getattr(module, "__file__", None) is None and hasattr(module, "__path__"):  # a folder without __init__.py
         raise error(f"{source}: {_not_blocks(Path(next(iter(module.__path__), ref)))}")
     _track_helpers(module, {n for n, b in BLOCKS.items() if n not in before or b.fn.__module__ == module.__name__})

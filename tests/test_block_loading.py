@@ -248,7 +248,8 @@ def test_a_bad_module_path_is_one_clear_error(tiny, capsys):
                   f"{tiny / 'missing_blocks.py'} not found\n"
     assert main(build_args(tiny, "--blocks", "no_such_pkg.blocks")) == 1
     err = capsys.readouterr().err
-    assert "--blocks no_such_pkg.blocks: cannot import block module 'no_such_pkg.blocks': ModuleNotFoundError" in err
+    assert err == ("netdef build: error: --blocks no_such_pkg.blocks: cannot import block module 'no_such_pkg.blocks': "
+                   "ModuleNotFoundError: No module named 'no_such_pkg' (is it installed, or on PYTHONPATH?)\n")
 
 
 def test_a_module_that_fails_names_its_line_and_leaves_no_blocks(tiny):

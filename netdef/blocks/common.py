@@ -162,7 +162,7 @@ def batchnorm(net: Network, x: Any, prefix: str, eps: float = 1e-5) -> Any:
 
 @block("Act")
 def act(net: Network, x: Any, prefix: str, kind: str = "relu") -> Any:
-    """An activation (relu, silu, leaky[:slope], hardswish, sigmoid, tanh, relu6, gelu[:tanh], none)."""
+    """An activation (relu, silu, leaky[:slope], hardswish, hardsigmoid, sigmoid, tanh, relu6, gelu[:tanh], none)."""
     return _matched(net, net.activation(x, kind, prefix), prefix, x)
 
 
