@@ -1,9 +1,10 @@
 """`netdef serve` under load, next to direct `Engine` calls on the same engine (GPU; pytriton and tritonclient).
 
 Starts `netdef serve ENGINE` on free ports, waits until the model is ready, sends batch-1 requests over gRPC from
-1, 8 and 64 concurrent clients (one tritonclient each, threads of up to 8 client processes) for a fixed time, and prints one `RESULT` line per
-concurrency (throughput in items/s, p50 and p99 latency in ms), the direct `Engine` throughput at batch 64 (host
-copies included, as the server's are) and the ratio of the two at the highest concurrency:
+1, 8 and 64 concurrent clients (one tritonclient each, threads of up to 8 client processes) for a fixed time, and
+prints one `RESULT` line per concurrency (throughput in items/s, p50 and p99 latency in ms), the direct `Engine`
+throughput at batch 64 (host copies included, as the server's are) and the ratio of the two at the highest
+concurrency:
 
     python scripts/bench_serve.py resnet50.engine --concurrency 1,8,64 --seconds 10 --max-queue-delay-us 500
 
