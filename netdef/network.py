@@ -108,6 +108,10 @@ class Network:
         # layer name -> the PyTorch module whose forward output that layer's output equals, where the layer's own
         # name is not that module (a convolution with BatchNorm folded in equals the BatchNorm's output)
         self.matches: dict[str, str] = {}
+        # every module `match` ever named, also those a later match of the same tensor replaced (a Linear `fc`
+        # whose bias add is matched again with the Sequential around it): a layer named after such a module is
+        # not the module's output (the matrix multiply `fc` before its bias add), so verify does not compare it
+        self.claimed: set[str] = set()
         self.match_channels: dict[str, np.ndarray] = {}  # tensor -> the module output's channels it holds
         self._fp32_scope: str | None = None  # the name given to the `fp32` block being built, if any
         self._fp32_strict = False  # whether that block constrains weakly typed layers too (`fp32(strict=True)`)
@@ -440,6 +444,7 @@ class Network:
         parts). Returns `t`. A tensor matched again (a module's output is also the output of the Sequential or
         attention block around it) is compared with the module matched last."""
         self.matches[t.name] = module
+        self.claimed.add(module)
         if channels is not None:
             self.match_channels[t.name] = np.asarray(channels, np.int64)
         else:

@@ -967,3 +967,42 @@ def test_library_arguments_of_the_wrong_type_are_option_errors(tmp_path):
         build_engine("resnet18", tmp_path / "none.wts", tmp_path / "x.engine", {"precision": "fp16"})
     with pytest.raises(OptionError, match=r"force 'no': expected True or False"):
         build_engine("resnet18", tmp_path / "none.wts", tmp_path / "x.engine", force="no")
+
+
+def test_a_linear_whose_output_is_matched_again_is_not_compared_before_its_bias(tmp_path):
+    """A block that matches a Linear's bias add again with the Sequential around it (torchvision's MLP: `mlp.3`'s
+    output is `mlp`'s) leaves the matrix multiply named `mlp.3` without its bias: it is not compared with module
+    `mlp.3` (it was reported as diverging, and named first, though every output agreed)."""
+    import torch
+    from torch import nn
+
+    from netdef.registry import block
+    from netdef.spec import load_spec
+
+    @block("TestRematchedMLP")
+    def rematched_mlp(net, x, prefix):
+        y = net.gelu(net.linear(x, f"{prefix}.0", 16), f"{prefix}.1")
+        return net.match(net.linear(y, f"{prefix}.2", 8), prefix)
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.mlp = nn.Sequential(nn.Linear(8, 16), nn.GELU(), nn.Linear(16, 8))
+
+        def forward(self, x):
+            return self.mlp(x.flatten(1))
+
+    torch.manual_seed(0)
+    model = Model()
+    for p in model.parameters():  # nonzero biases: the bias-less matrix multiply then differs from the module
+        nn.init.uniform_(p, -1, 1)
+    arch = tmp_path / "rematched.yaml"
+    arch.write_text("name: rematched\ninput: {name: input, shape: [8, 1, 1]}\noutput: y\nlayers:\n"
+                    "  - [-1, 1, Flatten, {}, flat]\n  - [-1, 1, TestRematchedMLP, {}, mlp]\n")
+    spec = load_spec(str(arch))
+    wts = {k: v.detach().numpy() for k, v in model.state_dict().items()}
+    report = verify(spec, wts, model, cpu=True, log=lambda m: None)
+    assert report.ok, report.summary()
+    assert {r.module for r in report.rows} >= {"mlp", "mlp.0", "mlp.1"}
+    assert "mlp.2" not in {r.module for r in report.rows}
+

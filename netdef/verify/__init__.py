@@ -84,7 +84,7 @@ def verify(arch: str | Path | Spec, weights: Weights, model: Any, *, cpu: bool =
         raise NetdefError(f"verify feeds one input to the PyTorch model; {spec.name} has {len(feeds)}")
     x = next(iter(feeds.values()))
     modules = {name for name, _ in model.named_modules() if name}
-    match = module_matcher(net.matches, modules)
+    match = module_matcher(net.matches, modules, net.claimed)
     single = [layer for layer in layers if len(layer.outputs) == 1]
     matched = {layer.name: m for layer in single if (m := match(layer.name)) is not None}  # layer -> module
     pairs = {layer.outputs[0]: matched[layer.name] for layer in single if layer.name in matched}  # tensor -> module

@@ -1,7 +1,7 @@
 """Layer-by-layer comparison of netdef's tensors with PyTorch's module outputs, and its report."""
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -89,12 +89,15 @@ def _err_text(row: Row) -> str:
     return f": {row.note}" if row.error is None else f": max rel error {row.error:.3g}"
 
 
-def module_matcher(matches: Mapping[str, str], modules: set[str]) -> Callable[[str], str | None]:
+def module_matcher(matches: Mapping[str, str], modules: set[str],
+                   claimed: Iterable[str] = ()) -> Callable[[str], str | None]:
     """layer name -> the PyTorch module whose output that layer's output equals, or None: `Network.matches`
     first, then the layer's own name (`layer1.0.conv1`), then its name with '/' read as '.' (`layer1.0/relu`
     -> `layer1.0.relu`). A module that `matches` gives to a layer is that layer's alone (the matrix multiply
-    `fc` before the bias add `fc/add_bias` is not compared with module `fc`)."""
-    claimed = set(matches.values())
+    `fc` before the bias add `fc/add_bias` is not compared with module `fc`), and so is one in `claimed`
+    (`Network.claimed`: modules a later `match` of the same tensor took it from, `fc/add_bias` matched again
+    with the Sequential around `fc`)."""
+    claimed = set(matches.values()) | set(claimed)
 
     def match(layer: str) -> str | None:
         if layer in matches:
