@@ -1006,3 +1006,19 @@ def test_a_linear_whose_output_is_matched_again_is_not_compared_before_its_bias(
     assert {r.module for r in report.rows} >= {"mlp", "mlp.0", "mlp.1"}
     assert "mlp.2" not in {r.module for r in report.rows}
 
+
+def test_a_fixed_size_joined_with_the_batch_is_named_where_the_output_is_static():
+    """A (-1, 3, 4) tensor (batch-dependent) plus a (2, 1, 4) constant: TensorRT's broadcasting fixes the output to
+    (2, 3, 4), so the definition holds only at the one batch that gives 2 (a Swin mask added before the windows
+    are split from the batch). At another batch it is one error naming the layer, not an evaluator traceback."""
+    from netdef.trt_api import LayerDescription
+    from netdef.verify import evaluate
+
+    add = LayerDescription(0, "attn/add_mask", "ELEMENTWISE", ["x", "mask"], ["y"], ["float32"], [(2, 3, 4)],
+                           {"op": "SUM"}, {})
+    mask = LayerDescription(1, "attn/mask", "CONSTANT", [], ["mask"], ["float32"], [(2, 1, 4)],
+                            {"shape": (2, 1, 4)}, {"weights": np.zeros((2, 1, 4), np.float32)})
+    evaluate([mask, add], {"x": np.zeros((2, 3, 4), np.float32)})  # the one batch it holds at
+    with pytest.raises(NetdefError, match=r"^layer 'attn/add_mask' \(ELEMENTWISE\) cannot be computed on inputs of "
+                                          r"shapes \(4, 3, 4\), \(2, 1, 4\)"):
+        evaluate([mask, add], {"x": np.zeros((4, 3, 4), np.float32)})

@@ -34,6 +34,7 @@ def evaluate(layers: list[LayerDescription], inputs: Mapping[str, Any]) -> dict[
 
     values: dict[str, Any] = {k: _as_dtype(torch, torch.as_tensor(np.asarray(v)), np.asarray(v).dtype.name)
                               for k, v in inputs.items()}
+    declared = {name: shape for layer in layers for name, shape in zip(layer.outputs, layer.output_shapes)}
     for layer in _in_dependency_order(layers, values):
         fn = _OPS.get(layer.type)
         if fn is None:
@@ -49,7 +50,9 @@ def evaluate(layers: list[LayerDescription], inputs: Mapping[str, Any]) -> dict[
         try:
             outs = fn(torch, layer, args)
         except (RuntimeError, ValueError, IndexError) as e:  # torch refusing the sizes this input gives the layer
-            if not any(d < 0 for shape in layer.output_shapes for d in shape):
+            # a network input's sizes (not a layer's output) may be dynamic too: its batch
+            open_sizes = [declared.get(name, (-1,)) for name in layer.inputs if name is not None]
+            if not any(d < 0 for shape in [*layer.output_shapes, *open_sizes] for d in shape):
                 raise  # sizes the definition fixes: an evaluator bug, with its traceback
             shapes = ", ".join(str(tuple(a.shape)) for a in args if a is not None)
             raise NetdefError(f"layer '{layer.name}' ({layer.type}) cannot be computed on inputs of shapes "
