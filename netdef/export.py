@@ -196,19 +196,23 @@ def state_dict_of(obj: Any, where: str = "source", log: Callable[[str], None] | 
     raise NetdefError(f"{where}: expected a torch.nn.Module, a checkpoint dict or a state_dict, got {type(obj).__name__}")
 
 
-def randomize_batchnorm(model: Any, seed: int = 0) -> None:
-    """Give every BatchNorm random statistics and affine parameters (so tests see BN folding at work)."""
+def randomize_batchnorm(model: Any, seed: int = 0) -> int:
+    """Give every BatchNorm random statistics and affine parameters (so tests see BN folding at work); returns how
+    many BatchNorm modules there were."""
     torch = _torch()
     g = torch.Generator().manual_seed(seed)
+    count = 0
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                count += 1
                 n = m.num_features
                 m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
                 m.running_var.copy_(torch.rand(n, generator=g) * 1.5 + 0.5)
                 if m.affine:
                     m.weight.copy_(torch.rand(n, generator=g) + 0.5)
                     m.bias.copy_(torch.randn(n, generator=g) * 0.1)
+    return count
 
 
 def randomize_constants(model: Any, seed: int = 0) -> list[str]:
@@ -266,8 +270,10 @@ def export_wts(source: str | Path | Any, output: str | Path, *, state_dict: str 
     for wanted, option in ((randomize_bn, "--randomize-bn"), (randomize_consts, "--randomize-constants")):
         if wanted and not isinstance(obj, _torch().nn.Module):
             raise NetdefError(f"{option} needs a model source (torchvision:NAME or a callable), not a state_dict")
-    if randomize_bn:
-        randomize_batchnorm(obj, seed)
+    if randomize_bn and not randomize_batchnorm(obj, seed):
+        log("[netdef] note: --randomize-bn: the model has no BatchNorm, nothing changed"
+            + ("" if randomize_consts else " (--randomize-constants gives constant weights such as LayerNorm's "
+                                           "affines and zero biases random values)"))
     if randomize_consts:
         randomize_constants(obj, seed)
     sd = state_dict_of(obj, str(source) if isinstance(source, str) else "source", log)

@@ -171,6 +171,22 @@ def test_randomize_constants_gives_every_constant_tensor_values():
     assert all(0.5 <= float(t.min()) and float(t.max()) < 1.5 for t in (a.gamma, a.conv.bias, a.ln.weight, a.ln.bias))
 
 
+def test_randomize_bn_on_a_model_without_batchnorm_says_so(tmp_path):
+    """--randomize-bn on a model with no BatchNorm (a transformer) changes nothing: a note says so and points at
+    --randomize-constants, which that model's LayerNorms and zero biases need."""
+    from netdef.export import export_wts
+
+    said: list[str] = []
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4))
+    export_wts(model, tmp_path / "m.wts", randomize_bn=True, log=said.append)
+    assert said == ["[netdef] note: --randomize-bn: the model has no BatchNorm, nothing changed (--randomize-constants "
+                    "gives constant weights such as LayerNorm's affines and zero biases random values)"]
+    said.clear()
+    export_wts(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4)), tmp_path / "c.wts",
+               randomize_bn=True, log=said.append)
+    assert said == []
+
+
 def test_unpickling_code_is_said_before_it_runs(tmp_path):
     """A checkpoint that holds more than tensors is loaded with pickle's full power only after a line saying so;
     an empty file or a folder is named as such."""

@@ -59,8 +59,18 @@ def test_parameters_leave_out_buffers_and_the_summary_says_so(lenet, tmp_path):
     values = sum(v.numel() for v in floats)
     assert report.ok and sum(v.params for v in report.rows) == params and sum(v.values for v in report.rows) == values
     assert f"lenet: {len(report.rows)} rows, {params:,} parameters (weights and biases, as PyTorch's parameters() " \
-        f"counts), {len(floats)} weight keys of {values:,} " \
-        "values (with BatchNorm statistics and anchors)" in report.format()
+        f"counts: keys named as known buffers left out), {len(floats)} weight keys of {values:,} " \
+        "values (with the buffers)" in report.format()
+
+
+def test_known_buffer_keys_are_not_counted_as_parameters():
+    """A .wts does not say which keys are buffers: those named like one (BatchNorm statistics, anchors, Swin's
+    relative_position_index) are left out of the parameter count and kept in the values."""
+    from netdef.tools.show import RowView
+
+    view = RowView(None, {"m.0.weight": (4, 3), "m.0.bias": (4,), "m.1.running_var": (4,),
+                          "m.2.attn.relative_position_index": (49 * 49,)}, [])
+    assert view.params == 16 and view.values == 16 + 4 + 49 * 49
 
 
 def test_yolov5s_without_weights_is_ultralytics_listing():

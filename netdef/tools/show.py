@@ -21,7 +21,9 @@ from ..network import Network
 from ..options import BuildOptions, format_hw_range
 from ..spec import Row, Spec, load_spec, observing_rows
 
-BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked", "anchors", "anchor_grid")  # not parameters
+# keys named as PyTorch buffers, not parameters (a .wts does not say which is which: known names only)
+BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked", "anchors", "anchor_grid",
+                   "relative_position_index")
 
 
 @dataclass
@@ -34,8 +36,8 @@ class RowView:
 
     @property
     def params(self) -> int:
-        """Parameters (weights and biases; BatchNorm statistics, its counter and anchors are buffers, not counted),
-        as PyTorch's `model.parameters()` counts them."""
+        """Parameters (weights and biases), as PyTorch's `model.parameters()` counts them where the buffers' keys
+        have known names (`BUFFER_SUFFIXES`: BatchNorm statistics and counter, anchors, Swin's position index)."""
         return sum(math.prod(s) for k, s in self.keys.items() if not k.endswith(BUFFER_SUFFIXES))
 
     @property
@@ -86,8 +88,9 @@ class ShowReport:
                 lines += [f"{'':{sum(widths[:4]) + 8}}{k} {list(shape)}{self._mark(k)}"
                           for k, shape in self.rows[i - 1].keys.items()]
         lines.append(f"{s.name}: {len(self.rows)} rows, {sum(v.params for v in self.rows):,} parameters (weights and "
-                     f"biases, as PyTorch's parameters() counts), {sum(len(v.keys) for v in self.rows)} weight keys "
-                     f"of {sum(v.values for v in self.rows):,} values (with BatchNorm statistics and anchors)")
+                     f"biases, as PyTorch's parameters() counts: keys named as known buffers left out), "
+                     f"{sum(len(v.keys) for v in self.rows)} weight keys of {sum(v.values for v in self.rows):,} "
+                     "values (with the buffers)")
         if self.weights is not None and self.model and not self.missing:  # the head as built from these weights
             # (with keys missing, another head's weights: its class count would be read wrong)
             lines.append("head: " + ", ".join(f"{k} {v}" for k, v in self.model.items() if k != "stride"))
