@@ -64,7 +64,8 @@ def build_engine(arch: str | Path | Spec, weights: Weights, output: str | Path, 
                           kind=engine_file.ENGINE_FILE)
     if opts.timing_cache:  # read, then written over by the build: checked now, not after the weights are read
         check_output(opts.timing_cache, inputs=inputs, what="the timing cache", kind=TIMING_CACHE)
-    source, weights_sha = weights_identity(weights)
+    identity = weights_identity(weights)  # the file read below must be the one hashed here
+    source, weights_sha = identity
     if names is None and not isinstance(weights, Mapping):
         names, names_from = exported_names(Path(weights), weights_sha, log)
     target = target_identity(opts)
@@ -84,7 +85,7 @@ def build_engine(arch: str | Path | Spec, weights: Weights, output: str | Path, 
         log(f"[netdef] only the weights of {output} changed, but refitting needs a CUDA GPU and full TensorRT "
             f"({trt_api.version_string()} here): rebuilding")
 
-    net = define_network(spec, weights, opts, log, identity=(source, weights_sha), progress=progress)
+    net = define_network(spec, weights, opts, log, identity=identity, progress=progress)
     if opts.input_range and net.model.get("stride"):
         check_stride(opts.input_range, int(net.model["stride"]), spec.name)
     if names:

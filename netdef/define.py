@@ -12,7 +12,7 @@ from typing import Any, Union
 import numpy as np
 
 from .errors import NetdefError, OptionError, WeightKeyError, WtsFormatError
-from .fileio import file_sha256
+from .fileio import file_sha256_and_key
 from .network import Network, unused_modules_hint
 from .options import BuildOptions, format_hw_range
 from .spec import Spec, build_network, load_spec, observing_rows
@@ -24,19 +24,32 @@ Weights = Union[str, Path, Mapping[str, Any]]  # a .wts path, or a mapping key -
 IN_MEMORY = "in-memory weights"  # where weights given as a mapping come from (`weights_identity`)
 
 
-def weights_identity(weights: Weights) -> tuple[str, str]:
+class Identity(tuple):
+    """(where the weights come from, their SHA-256), a pair; for a file also `file`, the `fileio.file_key` of the
+    file hashed, so that reading it later (`load_tensors`) reads those bytes or fails (a concurrent `netdef export`
+    may replace the file in between: an engine must not record one file's SHA-256 and hold another's weights)."""
+
+    file: tuple | None
+
+    def __new__(cls, source: str, sha256: str, file: tuple | None = None) -> Identity:
+        self = super().__new__(cls, (source, sha256))
+        self.file = file
+        return self
+
+
+def weights_identity(weights: Weights) -> Identity:
     """(where the weights come from, their SHA-256): the file's, or a digest of an in-memory mapping."""
     if isinstance(weights, Mapping):
         h = hashlib.sha256()
         for k in sorted(weights):
             h.update(k.encode() + b"\0" + np.ascontiguousarray(_array(weights[k])).tobytes())
-        return IN_MEMORY, h.hexdigest()
+        return Identity(IN_MEMORY, h.hexdigest())
     path = Path(weights)
     if not path.is_file():
         what = ("is a directory, not a .wts file" if path.is_dir() else
                 "is not a regular file (a pipe or a device: netdef reads .wts files)" if path.exists() else "not found")
         raise WtsFormatError(str(path), f"weights file {what} (create one with `netdef export`)")
-    return str(path), file_sha256(path)
+    return Identity(str(path), *file_sha256_and_key(path))
 
 
 def define_network(spec: Spec | str | Path, weights: Weights, opts: BuildOptions | None = None,
@@ -50,8 +63,9 @@ def define_network(spec: Spec | str | Path, weights: Weights, opts: BuildOptions
     log = log or _stderr
     spec = spec if isinstance(spec, Spec) else load_spec(spec)
     params = spec.resolve_params(opts.params)
-    source, weights_sha = identity or weights_identity(weights)
-    tensors = load_tensors(weights, log, progress)
+    identity = identity or weights_identity(weights)
+    source, weights_sha = identity
+    tensors = load_tensors(weights, log, progress, expect=getattr(identity, "file", None))
     net = Network(tensors, precision=opts.precision, source=source, params=params)
     if quantizer is None and opts.precision == "int8":
         from .int8.quantize import Quantizer  # int8 only: needs a calibration table
@@ -76,13 +90,15 @@ def define_network(spec: Spec | str | Path, weights: Weights, opts: BuildOptions
     return net
 
 
-def load_tensors(weights: Weights, log: Callable[[str], None], progress: bool | None = None) -> dict[str, np.ndarray]:
+def load_tensors(weights: Weights, log: Callable[[str], None], progress: bool | None = None,
+                 expect: tuple | None = None) -> dict[str, np.ndarray]:
     """The weights as float32 arrays by key: a mapping's values converted, or the .wts read (a bar where
-    `progress`, default: when stderr is a terminal)."""
+    `progress`, default: when stderr is a terminal; `expect`: the file must be the one `weights_identity` hashed,
+    its `Identity.file`)."""
     if isinstance(weights, Mapping):
         return {k: _array(v) for k, v in weights.items()}
     log(f"[netdef] reading {weights} ...")
-    return read_wts(weights, progress=sys.stderr.isatty() if progress is None else progress)
+    return read_wts(weights, progress=sys.stderr.isatty() if progress is None else progress, expect=expect)
 
 
 def _custom_scale_hint(spec: Spec, tensors: Mapping[str, np.ndarray], opts: BuildOptions) -> str:

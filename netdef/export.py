@@ -14,7 +14,7 @@ from typing import Any
 from . import yolov5_code
 from .class_names import NAMES_FILE, model_names, names_sidecar, shown, write_names_sidecar
 from .errors import NetdefError, OptionError, raised_at
-from .fileio import CHECKPOINT_STARTS, check_output, file_sha256, read_head, recognised
+from .fileio import CHECKPOINT_STARTS, check_output, read_head, recognised
 from .wts import WTS_FILE, write_wts
 
 CHECKPOINT_KEYS = ("ema", "model", "state_dict", "model_state_dict")
@@ -284,9 +284,9 @@ def export_wts(source: str | Path | Any, output: str | Path, *, state_dict: str 
                           f"class names, written to OUTPUT.names.json: give a shorter -o")
     if progress:
         log(f"[netdef] writing {output}: {len(sd)} tensors ...")
-    write_wts(output, sd, progress=progress)
+    written = write_wts(output, sd, progress=progress, sha256=bool(names))  # not the file: another export's by now?
     if names:
-        write_names_sidecar(sidecar, names, output, file_sha256(output))
+        write_names_sidecar(sidecar, names, output, written)
         log(f"[netdef] wrote its {len(names)} class names ({shown(names)}) to {sidecar}: `netdef build` records them "
             "in the engine for `netdef detect` and `netdef serve`")
     named = ultralytics_arch(obj)

@@ -147,11 +147,26 @@ def _umask() -> int:
 
 def file_sha256(path: str | os.PathLike) -> str:
     """SHA-256 of a file's bytes (hex)."""
+    return file_sha256_and_key(path)[0]
+
+
+FileKey = tuple  # (device, inode, size, modification time in ns): which file, in which state (`file_key`)
+
+
+def file_key(st: os.stat_result) -> FileKey:
+    """What tells one state of a file from another: a file replaced (a new inode) or written again (size, time)."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def file_sha256_and_key(path: str | os.PathLike) -> tuple[str, FileKey]:
+    """(SHA-256 of a file's bytes, `file_key` of the file hashed): a reader that opens the file again later checks
+    the key to know it reads the bytes that were hashed (another process may have replaced the file meanwhile)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
+        key = file_key(os.fstat(f.fileno()))
+        for chunk in iter(lambda: f.read(1 << 22), b""):  # written in place meanwhile: its key is another now
             h.update(chunk)
-    return h.hexdigest()
+    return h.hexdigest(), key
 
 
 def cache_dir(kind: str) -> Path:

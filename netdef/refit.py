@@ -102,10 +102,11 @@ def refit_file(engine: str | Path, weights: Weights, output: str | Path | None =
     meta, plan = engine_file.read_plan(engine)
     spec = spec_of(meta)  # loads the block modules its YAML names: they are inputs too
     check_output(output, inputs=[spec.path, *block_files()], what=what)
-    source, sha = weights_identity(weights)
+    identity = weights_identity(weights)  # the file read by _refit_network must be the one hashed here
+    source, sha = identity
     if names is None and not isinstance(weights, Mapping):
         names, names_from = exported_names(Path(weights), sha, log)
-    net, spec, opts = _refit_network(meta, weights, log, identity=(source, sha))
+    net, spec, opts = _refit_network(meta, weights, log, identity=identity)
     if names:
         check_count(names, names_from, net.model.get("nc", net.classes), str(engine),
                     fix="give one name per class (the class count is part of the engine: a model of another count "

@@ -12,6 +12,7 @@ are refused unless asked for (``allow_nonfinite=True``): an engine built from th
 from __future__ import annotations
 
 import binascii
+import hashlib
 import mmap
 import os
 import re
@@ -21,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from .errors import NetdefError, WtsFormatError
-from .fileio import CHECKPOINT_STARTS, UTF8_BOM, FileKind, atomic_write, describe_head, recognised, utf16
+from .fileio import CHECKPOINT_STARTS, UTF8_BOM, FileKind, atomic_write, describe_head, file_key, recognised, utf16
 
 __all__ = ["read_wts", "write_wts", "wts_summary"]
 
@@ -51,8 +52,10 @@ def _progress(path: str, total: int, enabled: bool, unit: str = "B"):
     return None
 
 
-def _load(path: str) -> bytes | mmap.mmap:
+def _load(path: str, expect: tuple | None = None) -> bytes | mmap.mmap:
     """The file's bytes: a read-only memory map (no copy), or the bytes read where mapping is impossible.
+    `expect`: the `fileio.file_key` the file must have (the file whose SHA-256 the caller took); a file replaced or
+    written since is an error, not weights other than those the caller hashed.
 
     netdef replaces files atomically, so a mapped file never changes under the reader; another program
     truncating it in place during the read would end the process (SIGBUS).
@@ -66,6 +69,9 @@ def _load(path: str) -> bytes | mmap.mmap:
     except OSError as e:
         raise NetdefError(f"{path}: cannot read the .wts file ({e.strerror or e})") from None
     with f:
+        if expect is not None and file_key(os.fstat(f.fileno())) != expect:
+            raise NetdefError(f"{path} changed while netdef was reading it (written again by another program, a "
+                              "`netdef export` say): run the command again once it is written")
         try:
             if hasattr(mmap, "MAP_POPULATE"):  # Linux: map the pages now, not one fault at a time
                 return mmap.mmap(f.fileno(), 0, flags=mmap.MAP_SHARED | mmap.MAP_POPULATE, prot=mmap.PROT_READ)
@@ -282,14 +288,15 @@ def _check_finite(path: str, line: int, key: str, values: np.ndarray) -> np.ndar
 
 
 def read_wts(path: str | os.PathLike, *, progress: bool = False,
-             allow_nonfinite: bool = False) -> dict[str, np.ndarray]:
+             allow_nonfinite: bool = False, expect: tuple | None = None) -> dict[str, np.ndarray]:
     """Read a .wts file into an insertion-ordered dict of 1-D float32 arrays.
 
     Raises WtsFormatError (naming the file, 1-based line and key) on malformed input and, unless
-    `allow_nonfinite`, on NaN or infinite values; NetdefError when the path is not a readable file.
+    `allow_nonfinite`, on NaN or infinite values; NetdefError when the path is not a readable file, or
+    not the file `expect` (a `fileio.file_key`, from `fileio.file_sha256_and_key`) says.
     """
     path = os.fspath(path)
-    data = _load(path)
+    data = _load(path, expect)
     bar = _progress(path, len(data), progress)
     try:
         tensors = {}
@@ -357,12 +364,14 @@ def _to_float32(path: str, key: str, value: Any, allow_nonfinite: bool) -> np.nd
 
 
 def write_wts(path: str | os.PathLike, tensors: Mapping[str, Any], *, progress: bool = False,
-              allow_nonfinite: bool = False) -> None:
+              allow_nonfinite: bool = False, sha256: bool = False) -> str | None:
     """Write tensors to a .wts file atomically (temp file in the same directory, then os.replace).
 
     Values are flattened and converted to float32; each is written as 8 lowercase hex digits.
     None, non-numeric values and (unless `allow_nonfinite`) NaN, infinities and values beyond
     float32's range are refused with a NetdefError naming the key; the target is then left as it was.
+    With `sha256`, returns the SHA-256 (hex) of the bytes written (hashing the file afterwards could hash another
+    process's file that replaced it meanwhile).
     """
     path = os.fspath(path)
     for key in tensors:
@@ -381,8 +390,16 @@ def write_wts(path: str | os.PathLike, tensors: Mapping[str, Any], *, progress: 
             if bar is not None:
                 bar.update(1)
 
+    digest = hashlib.sha256() if sha256 else None
+
+    def hashed(chunks: Iterator[bytes]) -> Iterator[bytes]:
+        for chunk in chunks:
+            digest.update(chunk)  # type: ignore[union-attr]
+            yield chunk
+
     try:
-        atomic_write(path, lines())
+        atomic_write(path, hashed(lines()) if digest is not None else lines())
     finally:
         if bar is not None:
             bar.close()
+    return digest.hexdigest() if digest is not None else None
