@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -1266,3 +1267,27 @@ def test_build_names_must_be_one_per_class_of_a_classifier(r18, tmp_path):
     result = run_cli("build", "resnet18", "-w", str(wts), "-o", str(engine), "--names", str(names))
     assert result.returncode == 1 and not engine.exists()
     assert f"{names}: 3 class names, but {wts} holds a model of 1000 classes: give one name per class" in result.stderr
+
+
+def test_command_modules_load_in_main_where_a_ctrl_c_is_reported(monkeypatch, capsys):
+    """Importing netdef.cli imports no command module (a quarter second of imports a Ctrl-C would interrupt with a
+    traceback); `main` imports them and reports a Ctrl-C there as `interrupted` (130). Every module of netdef/cli
+    with a `register` function is a command."""
+    import subprocess
+
+    import netdef.cli as cli
+
+    code = ("import sys, netdef.cli as c; "
+            "print(sorted(m for m in c.COMMAND_MODULES if 'netdef.cli.' + m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+    folder = Path(cli.__file__).parent
+    registering = {f.stem for f in folder.glob("*.py") if "\ndef register(" in f.read_text()}
+    assert registering == set(cli.COMMAND_MODULES)
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "commands", interrupted)
+    assert cli.main(["info", "x.engine"]) == 130
+    assert capsys.readouterr().err == "interrupted\n"

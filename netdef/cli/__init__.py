@@ -4,17 +4,24 @@ the command, shows the traceback."""
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
+from types import ModuleType
 
 from .. import __version__
-from . import (bench, blocks, build, calibrate, demo, detect, export, export_plan, info, profile, refit, run, serve,
-               show, triton, verify)
 from .guard import run_guarded
 from .options import checked
 
-COMMANDS = (export, build, refit, run, info, show, verify, blocks, calibrate, detect, bench, profile, export_plan, triton,
-            serve, demo)
+COMMAND_MODULES = ("export", "build", "refit", "run", "info", "show", "verify", "blocks", "calibrate", "detect", "bench",
+                   "profile", "export_plan", "triton", "serve", "demo")
+COMMAND_NAMES = tuple(m.replace("_", "-") for m in COMMAND_MODULES)
+
+
+def commands() -> list[ModuleType]:
+    """The command modules, imported on first use: importing them takes a quarter of a second, and a Ctrl-C then
+    is `main`'s to report (`interrupted`), not a traceback from the import of `netdef.cli`."""
+    return [importlib.import_module(f".{m}", __name__) for m in COMMAND_MODULES]
 
 EPILOG = """typical use:
   netdef export torchvision:resnet50 -o weights/resnet50.wts
@@ -47,7 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     if hint:
         print(f"netdef: error: {hint}", file=sys.stderr)
         return 2
-    parser = make_parser()
+    try:
+        parser = make_parser()
+    except KeyboardInterrupt:  # while the command modules are imported
+        print("interrupted", file=sys.stderr)
+        return 130
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
@@ -59,7 +70,7 @@ def tensorrtx_usage(argv: list[str]) -> str | None:
     """For a tensorrtx program's command line given to netdef (`yolov5_det -s W.wts E.engine s`, `-d E.engine
     IMAGES`: no netdef command first, `-s` or `-d` among the words), netdef's commands that do the same; else None."""
     words = [w for w in argv if w != "--debug"]
-    if not words or words[0] in {c.__name__.rsplit(".", 1)[-1].replace("_", "-") for c in COMMANDS}:
+    if not words or words[0] in COMMAND_NAMES:
         return None
     flag = next((w for w in words if w in ("-s", "-d")), None)
     if flag is None:
@@ -94,7 +105,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"netdef {__version__}")
     p.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    for command in COMMANDS:
+    for command in commands():
         command.register(sub)
     for command_parser in sub.choices.values():  # SUPPRESS: no default that would hide `netdef --debug CMD`
         command_parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
