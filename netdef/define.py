@@ -36,6 +36,9 @@ class Identity(tuple):
         self.file = file
         return self
 
+    def __getnewargs__(self) -> tuple:  # pickle and copy make it again with its file
+        return (self[0], self[1], self.file)
+
 
 def weights_identity(weights: Weights) -> Identity:
     """(where the weights come from, their SHA-256): the file's, or a digest of an in-memory mapping."""

@@ -66,3 +66,40 @@ def test_exported_names_record_the_weights_export_wrote(tmp_path, monkeypatch):
     export_wts(model, out, log=lambda m: None)
     doc = json.loads(names_sidecar(out).read_text())
     assert doc["weights_sha256"] == file_sha256(tmp_path / "ours.wts") != file_sha256(out)
+
+
+def test_a_calibration_table_records_the_weights_it_measured(tmp_path):
+    """calibrate_torch hashes the .wts before reading it: a file replaced while the model runs (another export)
+    leaves the table with the hash of the weights measured, which a build of the new file then refuses, not the
+    new file's hash stamped on the old weights' ranges."""
+    import numpy as np
+    import torch
+
+    from netdef.int8.calibrate import calibrate_torch
+
+    w = _lenet_wts(tmp_path / "w.wts", 1)
+    hashed = file_sha256(w)
+    other = _lenet_wts(tmp_path / "other.wts", 2)
+    torch.manual_seed(1)
+    model = LeNet().eval()  # the weights of w.wts (seed 1)
+    x = np.random.default_rng(0).uniform(0, 1, (4, 1, 16, 16)).astype(np.float32)
+
+    def batches():
+        yield x
+        os.replace(other, w)  # another export lands while calibration runs
+        yield x
+
+    table = calibrate_torch(model, "lenet", w, batches(), tmp_path / "t.json", method="max", log=lambda m: None)
+    assert table.meta["weights_sha256"] == hashed != file_sha256(w)
+
+
+def test_a_weights_identity_survives_pickle_and_copy(tmp_path):
+    """An identity sent to another process or copied keeps the file it hashed (`Identity.file`)."""
+    import copy
+    import pickle
+
+    from netdef.define import weights_identity
+
+    identity = weights_identity(_lenet_wts(tmp_path / "w.wts", 1))
+    for again in (pickle.loads(pickle.dumps(identity)), copy.deepcopy(identity)):
+        assert again == identity and again.file == identity.file is not None

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from .. import trt_api
-from ..define import define_network, weights_identity
+from ..define import Identity, define_network, weights_identity
 from ..compiler import compile_network
 from ..defaults import IMAGE_SUFFIXES
 from ..errors import NetdefError
@@ -162,29 +162,32 @@ def _load_torch_array(path: Path) -> np.ndarray:
 # ---------------------------------------------------------------- the recording network
 
 def recording_network(spec: Spec, weights: str | Path, *, input_hw: Sequence[int] | None = None,
-                      strict: bool = True) -> tuple[Network, dict[str, str]]:
-    """The FP32 network with every quantization point exposed as output `calib:<key>`; (network, key -> kind)."""
+                      strict: bool = True, identity: Identity | None = None) -> tuple[Network, dict[str, str]]:
+    """The FP32 network with every quantization point exposed as output `calib:<key>`; (network, key -> kind).
+    `identity`: the `weights_identity` taken before (the .wts read must be the file hashed then)."""
     rec = RecordingQuantizer()
     opts = BuildOptions(precision="fp32", input_hw=tuple(input_hw) if input_hw else None, strict=strict)
-    net = define_network(spec, weights, opts, log=lambda msg: None, quantizer=rec)
+    net = define_network(spec, weights, opts, log=lambda msg: None, quantizer=rec, identity=identity)
     return net, dict(rec.points)
 
 
 def quantization_points(arch: str | Path | Spec, weights: str | Path, input_hw: Sequence[int] | None = None,
-                        strict: bool = True) -> dict[str, str]:
+                        strict: bool = True, identity: Identity | None = None) -> dict[str, str]:
     """key -> kind ("conv", "linear", "residual") of every tensor an int8 build quantizes (no engine built)."""
     spec = arch if isinstance(arch, Spec) else load_spec(arch)
-    return recording_network(spec, weights, input_hw=input_hw, strict=strict)[1]
+    return recording_network(spec, weights, input_hw=input_hw, strict=strict, identity=identity)[1]
 
 
 def build_recording_engine(spec: Spec, weights: str | Path, output: str | Path, *, batch: int,
                            input_hw: Sequence[int] | None = None, strict: bool = True,
-                           log: Callable[[str], None] | None = None) -> dict[str, str]:
+                           log: Callable[[str], None] | None = None, identity: Identity | None = None
+                           ) -> dict[str, str]:
     """Build the recording network as an FP32 engine (level 0, batch 1..`batch`) at `output`; returns the points."""
-    net, points = recording_network(spec, weights, input_hw=input_hw, strict=strict)
+    identity = identity or weights_identity(weights)
+    net, points = recording_network(spec, weights, input_hw=input_hw, strict=strict, identity=identity)
     opts = BuildOptions(precision="fp32", batch=(1, batch, batch), input_hw=tuple(input_hw) if input_hw else None,
                         opt_level=0, tf32=False, strict=strict)
-    source, sha = weights_identity(weights)
+    source, sha = identity
     compile_network(net, opts, output, arch=spec.identity(), weights={"path": source, "sha256": sha},
                     log=log or _stderr, tag="calibrate", calibration_points=points)
     return points
@@ -206,7 +209,8 @@ def calibrate(arch: str | Path, weights: str | Path, data: str | Path, output_ta
                  kind=TABLE_FILE)
     shape = spec.input_shape_for(tuple(input_hw) if input_hw else None)
     n, batches = calibration_batches(data, shape, batch, max_images=max_images, mean=mean, std=std)
-    weights_identity(weights)  # a missing .wts is reported before a missing GPU
+    # a missing .wts is reported before a missing GPU; the table records this hash, of the file the engine reads
+    identity = weights_identity(weights)
     if not trt_api.can_run_engines():
         raise NetdefError(f"calibration runs the FP32 network on a CUDA GPU with full TensorRT (this is "
                           f"{trt_api.version_string()}, GPU: {trt_api.gpu_identity() or 'none'}): run `netdef "
@@ -219,7 +223,7 @@ def calibrate(arch: str | Path, weights: str | Path, data: str | Path, output_ta
     with tempfile.TemporaryDirectory(prefix="netdef-calib-") as tmp:
         log(f"[netdef] building the FP32 calibration network of {spec.name} ...")
         points = build_recording_engine(spec, weights, Path(tmp) / "calib.engine", batch=batch,
-                                        input_hw=input_hw, strict=strict, log=log)
+                                        input_hw=input_hw, strict=strict, log=log, identity=identity)
         engine = Engine(Path(tmp) / "calib.engine")
         log(f"[netdef] calibrating {len(points)} tensors on {n} inputs from {data} ({method})")
         collectors = {k: RangeCollector(bins, name=k) for k in points}
@@ -229,7 +233,7 @@ def calibrate(arch: str | Path, weights: str | Path, data: str | Path, output_ta
             for key, c in collectors.items():
                 c.update(outs[CALIB_PREFIX + key])
             batches_run += 1
-    return _save(spec, weights, shape, collectors, method, kw, output_table, log,
+    return _save(spec, weights, identity, shape, collectors, method, kw, output_table, log,
                  {"images": n, "batches": batches_run, "batch": batch, "data": str(data), "source": "engine"})
 
 
@@ -251,13 +255,14 @@ def calibrate_torch(model: Any, arch: str | Path, weights: str | Path, batches: 
     spec = load_spec(arch)
     check_output(output_table, inputs=[weights, spec.path, *block_files()], what="the calibration table",
                  kind=TABLE_FILE)
-    points = quantization_points(spec, weights, input_hw)
+    identity = weights_identity(weights)  # what the table records: the file read below must be this one
+    points = quantization_points(spec, weights, input_hw, identity=identity)
     modules = dict(model.named_modules())
     missing = [k for k, kind in points.items() if kind == "residual" or k not in modules]
     if missing:
         raise NetdefError(f"calibrate_torch cannot observe {missing[:5]} (residual adds or names that are not "
                           f"modules of {type(model).__name__}); calibrate with the engine: `netdef calibrate`")
-    _check_model_holds(model, weights)
+    _check_model_holds(model, weights, identity.file)
     collectors = {k: RangeCollector(bins, name=k) for k in points}
     hooks = [modules[k].register_forward_pre_hook(
         lambda m, inp, c=collectors[k]: c.update(inp[0].detach().float().cpu().numpy())) for k in points]
@@ -276,17 +281,18 @@ def calibrate_torch(model: Any, arch: str | Path, weights: str | Path, batches: 
         for h in hooks:
             h.remove()
     shape = spec.input_shape_for(tuple(input_hw) if input_hw else None)
-    return _save(spec, weights, shape, collectors, method, kw, output_table, log,
+    return _save(spec, weights, identity, shape, collectors, method, kw, output_table, log,
                  {"images": n, "batches": nb, "source": "torch"})
 
 
-def _check_model_holds(model: Any, weights: str | Path) -> None:
+def _check_model_holds(model: Any, weights: str | Path, expect: tuple | None = None) -> None:
     """NetdefError unless `model`'s state_dict holds the arrays of the .wts `weights` (same keys, values equal
-    to float32 rounding): ranges measured with other weights would be stamped with this file's fingerprint."""
+    to float32 rounding): ranges measured with other weights would be stamped with this file's fingerprint.
+    `expect`: the `fileio.file_key` of the file hashed for the table (a file replaced since is an error)."""
     from ..network import IGNORED_KEY_SUFFIXES
     from ..wts import read_wts
 
-    tensors = read_wts(weights)
+    tensors = read_wts(weights, expect=expect)
     state = {k: v for k, v in model.state_dict().items() if not k.endswith(IGNORED_KEY_SUFFIXES)}
     keys = [k for k in tensors if not k.endswith(IGNORED_KEY_SUFFIXES)]
     if sorted(state) != sorted(keys):
@@ -300,11 +306,14 @@ def _check_model_holds(model: Any, weights: str | Path) -> None:
                               "or another checkpoint?): load those weights into the model first")
 
 
-def _save(spec: Spec, weights: str | Path, shape: tuple[int, ...], collectors: dict[str, RangeCollector], method: str,
-          kw: dict, output: str | Path, log: Callable[[str], None], meta: dict) -> CalibrationTable:
+def _save(spec: Spec, weights: str | Path, identity: Identity, shape: tuple[int, ...],
+          collectors: dict[str, RangeCollector], method: str, kw: dict, output: str | Path,
+          log: Callable[[str], None], meta: dict) -> CalibrationTable:
+    """The table of the ranges `collectors` measured, for the weights hashed in `identity` (taken before they were
+    read: not the file found at `weights` now, which another program may have replaced meanwhile), saved."""
     if not meta["images"]:
         raise NetdefError("no calibration inputs were fed")
-    weights_sha = weights_identity(weights)[1]
+    weights_sha = identity[1]
     table = CalibrationTable(fingerprint(spec, weights_sha, shape), method, compute_amax(collectors, method, **kw),
                              dict(meta, arch=spec.name, weights=str(weights), method_options=kw,
                                   tensors=len(collectors), **fingerprint_parts(spec, weights_sha, shape)))

@@ -66,13 +66,17 @@ def verify(arch: str | Path | Spec, weights: Weights, model: Any, *, cpu: bool =
                                   f"TensorRT (this is {trt_api.version_string()}, GPU: "
                                   f"{trt_api.gpu_identity() or 'none'}): use --cpu to evaluate the network definition")
     spec = arch if isinstance(arch, Spec) else load_spec(arch)
-    tensors = load_tensors(weights, lambda m: None, progress=False)
+    if isinstance(weights, (str, Path)):  # hashed first: the file read next must be the one hashed
+        identity = weights_identity(weights)
+        tensors = load_tensors(weights, lambda m: None, progress=False, expect=identity.file)
+    else:
+        tensors = load_tensors(weights, lambda m: None, progress=False)
+        identity = weights_identity(tensors)  # of the arrays converted once
     if isinstance(model, str):
         log(f"[netdef] loading {model} with PyTorch ...")
         model = load_model(model)
     else:  # the weights are loaded into it and it is run in float64: the caller's module stays as it is
         model = copy.deepcopy(model)
-    identity = weights_identity(weights if isinstance(weights, (str, Path)) else tensors)  # arrays converted once
     net = define_network(spec, tensors, opts, log, identity=identity)
     load_weights_strict(model, tensors, identity[0], derived=net.derived, supplied=net.supplied)
     _run_the_built_head(model, net, log)
