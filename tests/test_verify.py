@@ -767,9 +767,16 @@ def test_modules_whose_weights_are_never_compared_are_named():
     assert report.uncompared == ["blk.fc", "blk.proj", "blk"]
     assert report.summary().endswith("; 3 module(s) whose weights are read were never compared (blk.fc, blk.proj, "
                                      "blk): a mistake there shows only through later layers (not at all behind a "
-                                     "small layer scale); a block author names a layer after each to have it "
-                                     "compared; 1 of them (blk.proj) named by a layer: the model never runs their "
-                                     "forward() (it passes their weights to a function)")
+                                     "small layer scale); a block author names a layer after each of the others to "
+                                     "have it compared; 1 of them (blk.proj) cannot be: the model never runs their "
+                                     "forward() (it passes their weights to a function), so no output of theirs "
+                                     "exists")
+    report.rows.append(Row("blk.fc", "blk.fc", (1,), None, "skip", "module not run by forward()"))
+    report.uncompared = ["blk.fc", "blk.proj"]  # Swin's qkv and proj: nothing a block author can do
+    assert report.summary().endswith("were never compared (blk.fc, blk.proj): a mistake there shows only through "
+                                     "later layers (not at all behind a small layer scale); all of them (blk.fc, "
+                                     "blk.proj) cannot be: the model never runs their forward() (it passes their "
+                                     "weights to a function), so no output of theirs exists")
 
 
 def test_verify_with_a_batch_of_two_and_attention_compared(tmp_path):

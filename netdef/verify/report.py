@@ -76,12 +76,15 @@ class Report:
         if self.uncompared:
             few = ", ".join(self.uncompared[:6]) + (", ..." if len(self.uncompared) > 6 else "")
             text += (f"; {len(self.uncompared)} module(s) whose weights are read were never compared ({few}): a "
-                     "mistake there shows only through later layers (not at all behind a small layer scale); a "
-                     "block author names a layer after each to have it compared")
+                     "mistake there shows only through later layers (not at all behind a small layer scale)")
             unrun = [m for m in self.uncompared if m in {r.module for r in self.rows if r.note == NOT_RUN}]
+            if len(unrun) < len(self.uncompared):
+                text += "; a block author names a layer after " + ("each" if not unrun else "each of the others") + \
+                        " to have it compared"
             if unrun:  # torchvision's Swin passes qkv.weight to F.linear: a layer named after qkv cannot help
-                text += (f"; {len(unrun)} of them ({', '.join(unrun[:6])}{', ...' if len(unrun) > 6 else ''}) named "
-                         "by a layer: the model never runs their forward() (it passes their weights to a function)")
+                text += (f"; {'all' if len(unrun) == len(self.uncompared) else len(unrun)} of them "
+                         f"({', '.join(unrun[:6])}{', ...' if len(unrun) > 6 else ''}) cannot be: the model never runs "
+                         "their forward() (it passes their weights to a function), so no output of theirs exists")
         return text
 
 
