@@ -70,7 +70,7 @@ def build(a: argparse.Namespace, photos: list[np.ndarray], say: Callable[[str], 
                "dynamic": work / f"{a.model}_dynamic_{tag}.engine"}
     for name, shape in (("static", {"input_hw": SQUARE}), ("dynamic", {"input_range": a.range})):
         opts = BuildOptions(precision=a.precision, opt_level=a.opt_level, params=e2e.plugin_params(a),
-                            timing_cache=e2e.timing_cache_file(a, engines[name].stem), **shape)
+                            timing_cache=e2e.timing_cache_file(a, f"{engines[name].stem}.cache"), **shape)
         res = build_engine(a.model, wts, engines[name], opts, force=True, log=say)
         say(f"{name} engine: {engines[name]} ({res.meta['build_seconds']} s build)")
     return engines

@@ -378,18 +378,18 @@ def plugin_params(a: argparse.Namespace) -> dict[str, Any]:
 
 
 def timing_cache_files(a: argparse.Namespace, tag: str) -> dict[str, str | None]:
-    """Each route's timing cache: ROUTE_MODEL_TAG.cache in --timing-cache DIR, one shared_MODEL_TAG.cache for both
-    with --shared-timing-cache, None without --timing-cache."""
-    return {route: timing_cache_file(a, f"{'shared' if a.shared_timing_cache else route}_{a.model}_{tag}")
+    """Each route's timing cache in --timing-cache DIR (made), named as compare_routes.py names them
+    (ROUTE_MODEL_TAG.cache, or shared_MODEL_TAG.cache for both with --shared-timing-cache); None without it."""
+    return {route: timing_cache_file(a, routes.cache_name(route, f"{a.model}_{tag}", a.shared_timing_cache))
             for route in ("netdef", "onnx")}
 
 
-def timing_cache_file(a: argparse.Namespace, stem: str) -> str | None:
-    """DIR/STEM.cache with --timing-cache DIR (DIR made), None without it."""
+def timing_cache_file(a: argparse.Namespace, name: str) -> str | None:
+    """DIR/NAME with --timing-cache DIR (DIR made), None without it."""
     if not a.timing_cache:
         return None
     Path(a.timing_cache).mkdir(parents=True, exist_ok=True)
-    return str(Path(a.timing_cache) / f"{stem}.cache")
+    return str(Path(a.timing_cache) / name)
 
 
 def build_engines(a: argparse.Namespace, photos: list[np.ndarray], say: Callable[[str], None]) -> dict[str, Path]:

@@ -243,6 +243,12 @@ def build_onnx_engine(onnx_path: Path, out: Path, opts: BuildOptions, label: str
 
 # ---------------------------------------------------------------- the run
 
+def cache_name(route: str, tag: str, shared: bool) -> str:
+    """A route's timing-cache file name, ROUTE_TAG.cache, or with `shared` (--shared-timing-cache) the one both
+    routes use, shared_TAG.cache (compare_end_to_end.py names its caches alike)."""
+    return f"{'shared' if shared else route}_{tag}.cache"
+
+
 class Run:
     def __init__(self, args: argparse.Namespace):
         self.a = args
@@ -353,7 +359,7 @@ class Run:
         bench_engine(engine, self.a.batches_l, self.settings, log=self.say, on_result=on_result)
 
     def _cache_file(self, route: str, precision: str) -> tuple[Path, str]:
-        path = self.cache_dir / f"{'shared' if self.a.shared_timing_cache else route}_{self.tag(precision)}.cache"
+        path = self.cache_dir / cache_name(route, self.tag(precision), self.a.shared_timing_cache)
         return path, "warm" if path.is_file() and path.stat().st_size else "cold"
 
     def route_netdef(self, precision: str) -> None:
