@@ -21,7 +21,7 @@ import numpy as np
 from . import engine_file, trt_api
 from .class_names import check_count, check_given, exported_names, shown
 from .compiler import build_key, structure_digest
-from .define import Weights, define_network, weights_identity
+from .define import Identity, Weights, define_network, weights_identity
 from .errors import NetdefError, OptionError
 from .fileio import check_output
 from .network import Network
@@ -103,9 +103,18 @@ def refit_file(engine: str | Path, weights: Weights, output: str | Path | None =
     spec = spec_of(meta)  # loads the block modules its YAML names: they are inputs too
     check_output(output, inputs=[spec.path, *block_files()], what=what)
     identity = weights_identity(weights)  # the file read by _refit_network must be the one hashed here
-    source, sha = identity
     if names is None and not isinstance(weights, Mapping):
-        names, names_from = exported_names(Path(weights), sha, log)
+        names, names_from = exported_names(Path(weights), identity[1], log)
+    return refit_resolved(engine, output, meta, plan, weights, identity, names, names_from, log, t0)
+
+
+def refit_resolved(engine: Path, output: Path, meta: dict[str, Any], plan: bytes, weights: Weights,
+                   identity: Identity, names: Sequence[str] | None, names_from: str | os.PathLike | None,
+                   log: Log, t0: float) -> dict[str, Any]:
+    """`refit_file` once its arguments are checked and resolved: the engine's `meta` and `plan` read, `output`
+    checked, the weights hashed (`identity`), their class names found (`names`, None: none). `build_engine`
+    calls it with what it has already resolved itself."""
+    source, sha = identity
     net, spec, opts = _refit_network(meta, weights, log, identity=identity)
     if names:
         check_count(names, names_from, net.model.get("nc", net.classes), str(engine),

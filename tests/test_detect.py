@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from netdef.cli.detect import cmd_detect, register
+from netdef.class_names import load_names
 from netdef.tools.detect import (Detector, OutputLayout, _plugin_thresholds, annotated_names, check_outputs,
-                                 collect_images, decode_predictions, load_names, non_max_suppression, read_image,
-                                 write_results)
+                                 collect_images, decode_predictions, non_max_suppression, read_image, write_results)
 from netdef.errors import NetdefError, OptionError
 
 from helpers import PHOTOS, photos

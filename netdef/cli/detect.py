@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import defaults
+from ..class_names import load_names
 from ..errors import OptionError
 from ..tools import detect
 from ..tools.images import check_image, read_image
@@ -58,7 +59,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 def cmd_detect(a: argparse.Namespace) -> int:
     # The command's files first: without a GPU, loading the engine would report that before a missing image.
-    names = detect.load_names(a.names) if a.names else None
+    names = load_names(a.names) if a.names else None
     kpt_shape = parse_numbers(a.kpt_shape, "--kpt-shape", int, 2, "N,D such as 17,3") if a.kpt_shape else None
     hw = parse_hw(a.input_shape)
     if kpt_shape is not None and (kpt_shape[0] < 1 or kpt_shape[1] not in (2, 3)):

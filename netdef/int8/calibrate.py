@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import sys
 import tempfile
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -172,10 +172,10 @@ def recording_network(spec: Spec, weights: str | Path, *, input_hw: Sequence[int
 
 
 def quantization_points(arch: str | Path | Spec, weights: str | Path, input_hw: Sequence[int] | None = None,
-                        strict: bool = True, identity: Identity | None = None) -> dict[str, str]:
+                        strict: bool = True) -> dict[str, str]:
     """key -> kind ("conv", "linear", "residual") of every tensor an int8 build quantizes (no engine built)."""
     spec = arch if isinstance(arch, Spec) else load_spec(arch)
-    return recording_network(spec, weights, input_hw=input_hw, strict=strict, identity=identity)[1]
+    return recording_network(spec, weights, input_hw=input_hw, strict=strict)[1]
 
 
 def build_recording_engine(spec: Spec, weights: str | Path, output: str | Path, *, batch: int,
@@ -256,13 +256,13 @@ def calibrate_torch(model: Any, arch: str | Path, weights: str | Path, batches: 
     check_output(output_table, inputs=[weights, spec.path, *block_files()], what="the calibration table",
                  kind=TABLE_FILE)
     identity = weights_identity(weights)  # what the table records: the file read below must be this one
-    points = quantization_points(spec, weights, input_hw, identity=identity)
+    net, points = recording_network(spec, weights, input_hw=input_hw, identity=identity)
     modules = dict(model.named_modules())
     missing = [k for k, kind in points.items() if kind == "residual" or k not in modules]
     if missing:
         raise NetdefError(f"calibrate_torch cannot observe {missing[:5]} (residual adds or names that are not "
                           f"modules of {type(model).__name__}); calibrate with the engine: `netdef calibrate`")
-    _check_model_holds(model, weights, identity.file)
+    _check_model_holds(model, net.weights, weights)  # the arrays read once, from the file hashed
     collectors = {k: RangeCollector(bins, name=k) for k in points}
     hooks = [modules[k].register_forward_pre_hook(
         lambda m, inp, c=collectors[k]: c.update(inp[0].detach().float().cpu().numpy())) for k in points]
@@ -285,14 +285,11 @@ def calibrate_torch(model: Any, arch: str | Path, weights: str | Path, batches: 
                  {"images": n, "batches": nb, "source": "torch"})
 
 
-def _check_model_holds(model: Any, weights: str | Path, expect: tuple | None = None) -> None:
-    """NetdefError unless `model`'s state_dict holds the arrays of the .wts `weights` (same keys, values equal
-    to float32 rounding): ranges measured with other weights would be stamped with this file's fingerprint.
-    `expect`: the `fileio.file_key` of the file hashed for the table (a file replaced since is an error)."""
+def _check_model_holds(model: Any, tensors: Mapping[str, np.ndarray], weights: str | Path) -> None:
+    """NetdefError unless `model`'s state_dict holds `tensors`, the arrays of the .wts `weights` (same keys, values
+    equal to float32 rounding): ranges measured with other weights would be stamped with this file's fingerprint."""
     from ..network import IGNORED_KEY_SUFFIXES
-    from ..wts import read_wts
 
-    tensors = read_wts(weights, expect=expect)
     state = {k: v for k, v in model.state_dict().items() if not k.endswith(IGNORED_KEY_SUFFIXES)}
     keys = [k for k in tensors if not k.endswith(IGNORED_KEY_SUFFIXES)]
     if sorted(state) != sorted(keys):

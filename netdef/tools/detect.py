@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import class_names, defaults
+from .. import defaults
 from ..class_names import engine_names
 from ..defaults import IMAGE_SUFFIXES
 from ..errors import NetdefError, OptionError
@@ -55,7 +55,6 @@ DETECTIONS_FILE = json_kind("a netdef detections.json",
 DEFAULT_CONF, DEFAULT_IOU, DEFAULT_MAX_DET = 0.25, 0.45, 300
 ANNOTATED_BY = "netdef detect"  # in each annotated image (JPEG comment, PNG Software text): a later run may replace it
 MAX_WH = 7680  # YOLOv5's class offset for batched NMS (larger than any box coordinate)
-load_names = class_names.load_names  # --names files (netdef.class_names)
 
 
 # ---------------------------------------------------------------- inputs

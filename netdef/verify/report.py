@@ -77,7 +77,8 @@ class Report:
             few = ", ".join(self.uncompared[:6]) + (", ..." if len(self.uncompared) > 6 else "")
             text += (f"; {len(self.uncompared)} module(s) whose weights are read were never compared ({few}): a "
                      "mistake there shows only through later layers (not at all behind a small layer scale)")
-            unrun = [m for m in self.uncompared if m in {r.module for r in self.rows if r.note == NOT_RUN}]
+            not_run = {r.module for r in self.rows if r.note == NOT_RUN}
+            unrun = [m for m in self.uncompared if m in not_run]
             if len(unrun) < len(self.uncompared):
                 text += "; a block author names a layer after " + ("each" if not unrun else "each of the others") + \
                         " to have it compared"
@@ -93,14 +94,14 @@ def _err_text(row: Row) -> str:
 
 
 def module_matcher(matches: Mapping[str, str], modules: set[str],
-                   claimed: Iterable[str] = ()) -> Callable[[str], str | None]:
+                   claimed: Iterable[str]) -> Callable[[str], str | None]:
     """layer name -> the PyTorch module whose output that layer's output equals, or None: `Network.matches`
     first, then the layer's own name (`layer1.0.conv1`), then its name with '/' read as '.' (`layer1.0/relu`
-    -> `layer1.0.relu`). A module that `matches` gives to a layer is that layer's alone (the matrix multiply
-    `fc` before the bias add `fc/add_bias` is not compared with module `fc`), and so is one in `claimed`
-    (`Network.claimed`: modules a later `match` of the same tensor took it from, `fc/add_bias` matched again
-    with the Sequential around `fc`)."""
-    claimed = set(matches.values()) | set(claimed)
+    -> `layer1.0.relu`). A module in `claimed` (`Network.claimed`: every module `match` ever named, also those
+    a later match of the same tensor took it from) is only the matched layer's: the matrix multiply `fc` before
+    the bias add `fc/add_bias` is not compared with module `fc`, even with `fc/add_bias` matched again with the
+    Sequential around `fc`."""
+    claimed = set(claimed)
 
     def match(layer: str) -> str | None:
         if layer in matches:
