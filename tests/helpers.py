@@ -48,6 +48,16 @@ def load_script(name: str) -> ModuleType:
     return module
 
 
+def lenet_weights(seed: int) -> dict[str, np.ndarray]:
+    """The state_dict of netdef's example LeNet made after `torch.manual_seed(seed)`, as numpy arrays."""
+    import torch
+
+    from netdef.examples.digits import LeNet
+
+    torch.manual_seed(seed)
+    return {k: v.numpy() for k, v in LeNet().state_dict().items()}
+
+
 def synthetic_table(arch: str, wts, path: Path, input_hw=None):
     """A valid calibration table with a distinct amax per point (1.0, 1.25, 1.5, ...); `wts` a .wts path or a
     mapping of arrays (in-memory weights)."""

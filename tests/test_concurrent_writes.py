@@ -16,13 +16,13 @@ from netdef.errors import NetdefError
 from netdef.examples.digits import LeNet
 from netdef.export import export_wts
 from netdef.fileio import file_sha256
+from netdef.wts import write_wts
+
+from helpers import lenet_weights
 
 
 def _lenet_wts(path, seed):
-    import torch
-
-    torch.manual_seed(seed)
-    export_wts(LeNet(), path, log=lambda m: None)
+    write_wts(path, lenet_weights(seed))
     return path
 
 

@@ -593,16 +593,23 @@ def test_raw_plan_runs_in_a_plain_tensorrt_script(engines, tmp_path, name):
 
 
 
-def test_a_triton_model_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
+@pytest.fixture
+def stand_in_engine(tmp_path):
+    """An engine file with a complete header and a stand-in plan (no TensorRT needed), e.engine in tmp_path."""
+    from test_engine_file import complete_meta
+
+    engine = tmp_path / "e.engine"
+    engine_file.write_engine(engine, b"ftrt" + bytes(60), complete_meta() | {"plugins": []})
+    return engine
+
+
+def test_a_triton_model_is_written_whole_or_not_at_all(stand_in_engine, tmp_path, monkeypatch):
     """The plan, its sidecar and config.pbtxt are renamed together: a configuration that cannot be written (a full
     disk) left the new plan in the repository under no or the old configuration, a model Triton fails on."""
     import errno
     import tempfile
 
-    from test_engine_file import complete_meta
-
-    engine = tmp_path / "e.engine"
-    engine_file.write_engine(engine, b"ftrt" + bytes(60), complete_meta() | {"plugins": []})
+    engine = stand_in_engine
     mkstemp = tempfile.mkstemp
 
     def full_disk(*args, prefix="", **kwargs):
@@ -620,15 +627,12 @@ def test_a_triton_model_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
     assert res.config.is_file() and res.plan.read_bytes() == b"ftrt" + bytes(60)
 
 
-def test_the_same_engine_gives_the_same_repository_and_plan(tmp_path):
+def test_the_same_engine_gives_the_same_repository_and_plan(stand_in_engine, tmp_path):
     """A Triton repository (or a raw plan) written again from the same engine, later, is byte for byte the same: a
     repository CI writes on every run, or one kept in version control, changes only when the engine does."""
     import time
 
-    from test_engine_file import complete_meta
-
-    engine = tmp_path / "e.engine"
-    engine_file.write_engine(engine, b"ftrt" + bytes(60), complete_meta() | {"plugins": []})
+    engine = stand_in_engine
 
     def files(root: Path) -> dict[str, bytes]:
         return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
@@ -642,14 +646,12 @@ def test_the_same_engine_gives_the_same_repository_and_plan(tmp_path):
     assert first == files(tmp_path / "b") and "m/1/model.plan.json" in first and "e.plan.json" in first
 
 
-def test_triton_says_which_files_it_wrote_when_it_keeps_the_config(tmp_path, capsys):
+def test_triton_says_which_files_it_wrote_when_it_keeps_the_config(stand_in_engine, tmp_path, capsys):
     """--keep-config leaves config.pbtxt as it was: stdout (what a CI log or a script reads) names the plan as
     written and the configuration as kept, never as written."""
     from netdef.cli import main
-    from test_engine_file import complete_meta
 
-    engine = tmp_path / "e.engine"
-    engine_file.write_engine(engine, b"ftrt" + bytes(60), complete_meta() | {"plugins": []})
+    engine = stand_in_engine
     repo = tmp_path / "models"
     assert main(["triton", str(engine), "--repo", str(repo), "--name", "m"]) == 0
     config = repo / "m" / "config.pbtxt"
@@ -662,14 +664,12 @@ def test_triton_says_which_files_it_wrote_when_it_keeps_the_config(tmp_path, cap
     assert f"wrote {repo / 'm' / '2' / 'model.plan'} (kept {config} as it was)" in out and f"wrote {config}" not in out
 
 
-def test_triton_gpus_are_parsed_as_devices_are(tmp_path):
+def test_triton_gpus_are_parsed_as_devices_are(stand_in_engine, tmp_path):
     """--gpus takes what --devices takes ('0, 2', 'all': every GPU, as without it) and is not checked against this
     machine's GPUs: Triton may run on another."""
     from netdef.cli import main
-    from test_engine_file import complete_meta
 
-    engine = tmp_path / "e.engine"
-    engine_file.write_engine(engine, b"ftrt" + bytes(60), complete_meta() | {"plugins": []})
+    engine = stand_in_engine
     for i, (gpus, want) in enumerate([("0, 2", "gpus: [0, 2]"), ("7", "gpus: [7]"), ("all", None)]):
         assert main(["triton", str(engine), "--repo", str(tmp_path / "models"), "--name", f"m{i}", "--gpus", gpus]) == 0
         config = (tmp_path / "models" / f"m{i}" / "config.pbtxt").read_text()

@@ -13,14 +13,9 @@ from netdef.errors import NetdefError, OptionError, TensorRTUnavailable, WeightK
 from netdef.refit import refit_arrays, refit_file
 from netdef.wts import write_wts
 
+from helpers import lenet_weights
+
 torch = pytest.importorskip("torch")
-
-
-def lenet_weights(seed: int) -> dict[str, np.ndarray]:
-    from netdef.examples.digits import LeNet
-
-    torch.manual_seed(seed)
-    return {k: v.numpy() for k, v in LeNet().state_dict().items()}
 
 
 @pytest.fixture(scope="module")

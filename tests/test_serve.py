@@ -32,7 +32,6 @@ from netdef.deploy.serve import (TensorSpec, binding, chunks, import_pytriton, i
                                  run_batch, serve)
 from netdef.errors import NetdefError, OptionError
 
-ROOT = Path(__file__).resolve().parent.parent
 THREE_PROFILES = ((1, 1, 4), (5, 32, 64), (65, 256, 256))
 
 
