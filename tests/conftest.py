@@ -31,19 +31,22 @@ def wts_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def torchvision_wts(wts_dir):
-    """export(name) -> (model, path): a torchvision model with random weights and random BN stats, as .wts."""
+    """export(name, folder=None) -> (model, path): a torchvision model with random weights and random BN stats, as
+    .wts, made once; with `folder` (a test's tmp_path, for a large model used once) written there and not kept."""
     from netdef.export import export_wts, load_source, randomize_batchnorm
 
     cache: dict[str, tuple] = {}
 
-    def export(name: str):
-        if name not in cache:
-            model = load_source(f"torchvision:{name}")
-            randomize_batchnorm(model, seed=1)
-            path = wts_dir / f"{name}.wts"
-            export_wts(model, path)
+    def export(name: str, folder: Path | None = None):
+        if name in cache:
+            return cache[name]
+        model = load_source(f"torchvision:{name}")
+        randomize_batchnorm(model, seed=1)
+        path = (folder or wts_dir) / f"{name}.wts"
+        export_wts(model, path)
+        if folder is None:
             cache[name] = (model, path)
-        return cache[name]
+        return model, path
 
     return export
 

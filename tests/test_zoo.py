@@ -42,37 +42,39 @@ def _input_hw(name: str) -> tuple[int, int] | None:
 
 
 @pytest.fixture(scope="module")
-def zoo(tmp_path_factory):
-    """get(name) -> (model, wts path): random weights, random BatchNorm statistics, and the parameters torchvision
-    initialises to zero (ViT's class token and head, attention biases, ...) random too, so every key matters."""
-    folder = tmp_path_factory.mktemp("zoo")
-    cache: dict[str, tuple] = {}
+def zoo_model(request, tmp_path_factory):
+    """(model, wts path) of the zoo model named by the test's parameter (`indirect=True`): random weights, random
+    BatchNorm statistics, and the parameters torchvision initialises to zero (ViT's class token and head, attention
+    biases, ...) random too, so every key matters. Module-scoped and parametrized, so pytest runs the tests model by
+    model and only one model and its .wts (up to 0.8 GB for ViT-B/16) exist at a time: the file is deleted after."""
+    name = request.param
+    torch.manual_seed(0)
+    model = load_source(_source(name)).eval()
+    randomize_batchnorm(model, seed=1)
+    g = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for p in model.parameters():
+            if not p.any():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.02)
+    path = tmp_path_factory.mktemp("zoo") / f"{name}.wts"
+    export_wts(model, path)
+    yield model, path
+    path.unlink()
 
-    def get(name: str):
-        if name not in cache:
-            torch.manual_seed(0)
-            model = load_source(_source(name)).eval()
-            randomize_batchnorm(model, seed=1)
-            g = torch.Generator().manual_seed(2)
-            with torch.no_grad():
-                for p in model.parameters():
-                    if not p.any():
-                        p.copy_(torch.randn(p.shape, generator=g) * 0.02)
-            path = folder / f"{name}.wts"
-            export_wts(model, path)
-            cache[name] = (model, path)
-        return cache[name]
 
-    return get
+def models(names: list[str]):
+    """Parametrize a test over zoo models, each handed in as `zoo_model`."""
+    return pytest.mark.parametrize("zoo_model", names, indirect=True)
 
 
 def _layers(net):
     return [net.definition.get_layer(i) for i in range(net.definition.num_layers)]
 
 
-@pytest.mark.parametrize("name", ZOO)
-def test_keys_names_and_output_shape(name, zoo):
-    model, wts = zoo(name)
+@models(ZOO)
+def test_keys_names_and_output_shape(zoo_model):
+    model, wts = zoo_model
+    name = wts.stem
     net = define_network(load_spec(name), wts, BuildOptions(input_hw=_input_hw(name)), log=lambda m: None)
     assert net.check_keys() == []  # and define_network raised on missing keys
     assert net.used == set(k for k in model.state_dict() if not k.endswith("num_batches_tracked"))
@@ -99,10 +101,11 @@ def test_keys_names_and_output_shape(name, zoo):
     assert misnamed_tensors(net.definition) == []
 
 
-@pytest.mark.parametrize("name", ZOO)
-def test_verify_cpu_matches_pytorch(name, zoo):
+@models(ZOO)
+def test_verify_cpu_matches_pytorch(zoo_model):
     """Every matched layer and the output within 1e-5 (max relative error) of PyTorch in float64."""
-    model, wts = zoo(name)
+    model, wts = zoo_model
+    name = wts.stem
     hw = VERIFY_HW.get(name)
     report = verify(name, wts, model, cpu=True, opts=BuildOptions(input_hw=hw), log=lambda m: None)
     assert report.ok, report.summary() + "\n" + report.table()
@@ -115,11 +118,12 @@ def test_verify_cpu_matches_pytorch(name, zoo):
           f"{max(r.error for r in compared):.2e}")
 
 
-@pytest.mark.parametrize("name", ["efficientnet_b0", "vit_b_16", "unet"])
-def test_fp16_definition_within_fp16_tolerance(name, zoo):
+@models(["efficientnet_b0", "vit_b_16", "unet"])
+def test_fp16_definition_within_fp16_tolerance(zoo_model):
     """The fp16 network evaluated with float16 rounding (SiLU/squeeze-excitation; attention scores, softmax and
     LayerNorm kept in float32; transposed convolution and padding): every layer within 1e-2 of PyTorch."""
-    model, wts = zoo(name)
+    model, wts = zoo_model
+    name = wts.stem
     opts = BuildOptions(precision="fp16", input_hw=VERIFY_HW.get(name))
     report = verify(name, wts, model, cpu=True, opts=opts, log=lambda m: None)
     assert report.ok, report.summary()
@@ -128,9 +132,10 @@ def test_fp16_definition_within_fp16_tolerance(name, zoo):
     print(f"RESULT {name} verify --cpu fp16: output max rel err {final.error:.2e}")
 
 
-@pytest.mark.parametrize("name", CNNS)
-def test_builds_fp32_and_fp16(name, zoo, tmp_path):
-    _, wts = zoo(name)
+@models(CNNS)
+def test_builds_fp32_and_fp16(zoo_model, tmp_path):
+    _, wts = zoo_model
+    name = wts.stem
     for precision in ("fp32", "fp16"):
         out = tmp_path / f"{name}_{precision}.engine"
         opts = BuildOptions(precision=precision, batch=(1, 4, 8), opt_level=0, input_hw=_input_hw(name))
@@ -144,9 +149,10 @@ def test_builds_fp32_and_fp16(name, zoo, tmp_path):
         assert meta["precision"] == precision and len(engine_file.read_plan(out)[1]) > 1000
 
 
-def test_vit_builds_fp16(zoo, tmp_path):
+@models(["vit_b_16"])
+def test_vit_builds_fp16(zoo_model, tmp_path):
     """ViT-B/16 is big: one build (fp16: the typed attention path)."""
-    _, wts = zoo("vit_b_16")
+    _, wts = zoo_model
     out = tmp_path / "vit_fp16.engine"
     res = build_engine("vit_b_16", wts, out, BuildOptions(precision="fp16", batch=(1, 4, 8), opt_level=0),
                        log=lambda m: None)
@@ -154,9 +160,10 @@ def test_vit_builds_fp16(zoo, tmp_path):
     assert engine_file.read_meta(out)["outputs"] == [{"name": "logits", "shape": [-1, 1000], "dtype": "float32"}]
 
 
-def test_unet_pads_like_f_pad_at_odd_sizes(zoo):
+@models(["unet"])
+def test_unet_pads_like_f_pad_at_odd_sizes(zoo_model):
     """At 100x75 the decoder pads (1 row or column) where floor division lost one; at 96x128 nothing is padded."""
-    _, wts = zoo("unet")
+    _, wts = zoo_model
     names = {lay.name for lay in _layers(define_network("unet", wts, BuildOptions(input_hw=UNET_HW),
                                                          log=lambda m: None))}
     assert {"up1/pad", "up2/pad", "up3/pad", "up4/pad"} <= names  # width: 9->8, 37->36, 75->74; height: 25->24
@@ -195,8 +202,9 @@ def test_cli_export_and_verify(tmp_path, capsys):
         assert "PASS" in capsys.readouterr().out
 
 
-def test_bad_inputs_are_named(zoo, tmp_path):
-    model, _ = zoo("vit_b_16")
+@models(["vit_b_16"])
+def test_bad_inputs_are_named(zoo_model, tmp_path):
+    model, _ = zoo_model
     sd = {k: v.float().numpy() for k, v in model.state_dict().items()}
     with pytest.raises(NetdefError, match=r"encoder\.pos_embedding"):  # a 160x160 input has 101 tokens, not 197
         define_network("vit_b_16", sd, BuildOptions(input_hw=(160, 160)), log=lambda m: None)
@@ -213,13 +221,14 @@ def test_bad_inputs_are_named(zoo, tmp_path):
 # ---------------------------------------------------------------- GPU: engines against PyTorch
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("name", ZOO)
+@models(ZOO)
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
-def test_gpu_engine_matches_pytorch(name, precision, zoo, tmp_path):
+def test_gpu_engine_matches_pytorch(zoo_model, precision, tmp_path):
     from netdef.runtime import Engine
     from netdef.tools.verify import max_rel_error, torch_reference
 
-    model, wts = zoo(name)
+    model, wts = zoo_model
+    name = wts.stem
     model = model.float()  # verify may have left it in float64
     hw = _input_hw(name) or (224, 224)
     rng = np.random.default_rng(0)
