@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from . import interrupts
+from . import interrupts, trt_api
 
 try:
     import fcntl  # POSIX: temporary files are locked by their writer
@@ -246,7 +246,7 @@ _KNOWN_STARTS = ((CHECKPOINT_STARTS[0], "a zip file (a PyTorch checkpoint?)"),
                  (CHECKPOINT_STARTS[1], "a pickle (a PyTorch checkpoint?)"),
                  (b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"),
                  (ELF_START, "a compiled program or library"), (b"\x93NUMPY", "a numpy array"),
-                 (b"NETDEF-ENGINE\n", "a netdef engine"), (b"ftrt", "a TensorRT plan"), (b"vtrt", "a TensorRT-RTX plan"))
+                 (b"NETDEF-ENGINE\n", "a netdef engine"))  # then a plan of each flavour trt_api.PLAN_MAGICS knows
 UTF8_BOM = b"\xef\xbb\xbf"  # an editor's UTF-8 byte-order mark: no content
 _WTS_START = re.compile(rb"(?:\xef\xbb\xbf)?\s*\d+\r?\n\s*\S+[ \t]+\d+")
 
@@ -264,7 +264,8 @@ def utf16(head: bytes) -> bool:
 
 def recognised(head: bytes) -> str | None:
     """What a file is, told from its first bytes, where they say (a checkpoint, an image, a .wts, JSON...)."""
-    what = next((w for magic, w in _KNOWN_STARTS if head.startswith(magic)), None)
+    starts = _KNOWN_STARTS + tuple((magic, f"a {flavor} plan") for magic, flavor in trt_api.PLAN_MAGICS.items())
+    what = next((w for magic, w in starts if head.startswith(magic)), None)
     if what is None and utf16(head):
         what = "UTF-16 text"
     if what is None and _WTS_START.match(head):

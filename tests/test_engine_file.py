@@ -172,6 +172,18 @@ def test_is_engine_file(tmp_path, engine):
     assert not is_engine_file(tmp_path)
 
 
+def test_plan_magics_are_trt_apis_alone(monkeypatch):
+    """A file's first bytes name a plan of each flavour trt_api knows (trt_api.PLAN_MAGICS, the one place that
+    knows how TensorRT's flavours and versions differ): a magic added there is recognised, one taken out is not."""
+    from netdef import fileio, trt_api
+
+    for magic, flavor in trt_api.PLAN_MAGICS.items():
+        assert fileio.recognised(magic + b"\0" * 12) == f"a {flavor} plan"
+    monkeypatch.setattr(trt_api, "PLAN_MAGICS", {b"xtrt": "TensorRT-X"})
+    assert fileio.recognised(b"xtrt" + b"\0" * 12) == "a TensorRT-X plan"
+    assert fileio.recognised(b"ftrt" + b"\0" * 12) is None
+
+
 def test_missing_engine(tmp_path):
     for fn in (read_meta, read_plan):
         with pytest.raises(EngineFileError, match="engine not found"):
