@@ -588,6 +588,9 @@ def np_dtype(trt_type: Any) -> np.dtype:
         table[trt.int64] = np.int64
     if hasattr(trt, "uint8"):
         table[trt.uint8] = np.uint8
+    if trt_type not in table:  # 10.x/11.x/RTX: BF16, FP8, INT4 (11: FP4, E8M0) I/O in a plan another tool built
+        raise TensorRTError(f"TensorRT data type {getattr(trt_type, 'name', trt_type)} has no numpy equivalent: netdef "
+                            "handles float32, float16, int32, int64, int8, uint8 and bool tensors")
     return np.dtype(table[trt_type])
 
 
@@ -745,7 +748,11 @@ def io_tensors(engine: Any) -> list[tuple[str, bool, tuple[int, ...], str]]:
     for i in range(engine.num_io_tensors):
         name = engine.get_tensor_name(i)
         is_input = engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
-        out.append((name, is_input, tuple(engine.get_tensor_shape(name)), dtype_name(engine.get_tensor_dtype(name))))
+        try:
+            dtype = dtype_name(engine.get_tensor_dtype(name))
+        except TensorRTError as e:
+            raise TensorRTError(f"the engine's {'input' if is_input else 'output'} '{name}': {e}") from None
+        out.append((name, is_input, tuple(engine.get_tensor_shape(name)), dtype))
     return out
 
 

@@ -354,6 +354,24 @@ def test_metadata_of_a_raw_plan_without_sidecar():
     assert "batch profiles 1:1:4,5:32:64,65:256:256, 57 layers" in text and "logits" in text
 
 
+def test_a_raw_plan_whose_io_numpy_cannot_hold_is_refused_by_name():
+    """TensorRT 10.x/11.x (and RTX) have data types numpy lacks (BF16, FP8, INT4, FP4): a plan another tool built
+    with such an input or output is a TensorRTError naming the tensor and the type, not a KeyError."""
+    trt = trt_api.module()
+    if not hasattr(trt, "bfloat16"):
+        pytest.skip(f"{trt_api.version_string()} has no bfloat16")
+
+    class Bf16Logits(StandInEngine):
+        def get_tensor_dtype(self, name: str):
+            return trt.bfloat16 if name == "logits" else trt.float32
+
+    with pytest.raises(TensorRTError, match=r"the engine's output 'logits': TensorRT data type BF16 has no numpy "
+                                            r"equivalent"):
+        metadata_from_engine(Bf16Logits())
+    with pytest.raises(TensorRTError, match="BF16 has no numpy equivalent"):
+        trt_api.dtype_name(trt.bfloat16)
+
+
 def test_load_hints_name_each_programs_way():
     meta = {"tensorrt": {"flavor": "tensorrt", "version": "10.9.0"}, "gpu": {"compute_capability": "9.0"}}
     hints = load_hints(meta, "m.plan", ["/p/liba.so", "/p/libb.so"])
