@@ -392,6 +392,21 @@ def test_a_layer_rejected_inside_a_block_is_named_with_tensorrts_reason(tmp_path
     assert not isinstance(e.value, BlockError)
 
 
+def test_check_block_names_a_layer_rejected_inside_the_block():
+    """A function block whose reshape TensorRT rejects (a 0 placeholder past the input's rank: torch's
+    view(B, g, C // g, H, W) written with TensorRT's 0s) and which then reads that layer's shape is a
+    TensorRTError naming the layer, in define_block and check_block as in a YAML row, not RuntimeError
+    'Could not get tensor shape.'."""
+    def shuffle(net, x, p):
+        y = net.reshape(x, f"{p}/view", (0, 2, 4, 0, 0))
+        return net.permute(y, f"{p}/transpose", (0, 2, 1, 3, 4))
+
+    with pytest.raises(TensorRTError, match=r"TensorRT rejected layer m/view \(SHUFFLE\) with input shapes"):
+        define_block(shuffle, [(2, 8, 5, 7)], {})
+    with pytest.raises(TensorRTError, match=r"rejected layer m/view "):
+        check_block(shuffle, Fn(lambda x: x), (2, 8, 5, 7), cpu=True)
+
+
 def test_gelu_uses_tensorrts_activation_where_it_has_one():
     net = Network({})
     net.gelu(net.input("x", (-1, 4)), "g")

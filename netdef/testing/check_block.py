@@ -49,12 +49,18 @@ def define_block(block_or_fn: str | Callable[..., Any], input_shapes: Sequence[S
                  weights: Mapping[str, np.ndarray], *, precision: str = "fp32", args: Sequence[Any] = (),
                  kwargs: Mapping[str, Any] | None = None, prefix: str = PREFIX) -> Network:
     """A network of one block: inputs `x0, x1, ...` (batch dynamic) -> the block (prefix `prefix`) -> output `y`.
-    Every weight key must be used (strict) and TensorRT must accept each layer."""
+    Every weight key must be used (strict) and TensorRT must accept each layer: a layer it rejected is a
+    TensorRTError naming it, also where the block then failed on that layer's output."""
     fn = _block_fn(block_or_fn)
     net = Network(weights, precision=precision, source="the torch module's weights")
     xs = [net.input(f"x{i}", (-1, *shape[1:])) for i, shape in enumerate(input_shapes)]
     net.scope = prefix
-    y = fn(net, xs if len(xs) > 1 else xs[0], prefix, *args, **dict(kwargs or {}))
+    try:
+        y = fn(net, xs if len(xs) > 1 else xs[0], prefix, *args, **dict(kwargs or {}))
+    except Exception as e:  # noqa: BLE001  the block failed on a layer TensorRT rejected: name it, as a YAML row does
+        if not isinstance(e, NetdefError):
+            net.check_layers()
+        raise
     net.check_layers()
     net.output(y, "y")
     net.check_keys(strict=True)
