@@ -1183,7 +1183,8 @@ def misspelt_module_hint(missing: Mapping[str, str], unused: list[str], present:
                          used: set[str]) -> str:
     """Where every missing key belongs to a module the file lacks and each such module has exactly one unused
     module of the file with the same keys under another name (a misspelt prefix in a YAML row or block), a line
-    naming them and where the first key was asked for; '' otherwise (weights of another architecture, say)."""
+    naming them and where the first key was asked for; '' otherwise (weights of another architecture, say). Of
+    several such modules (a block repeated through the network), the one whose name differs in one part only."""
     lost = _module_groups(missing, present)
     spare = {u: {k[len(u):] for k in ks} for u, ks in _module_groups(unused, used).items() if u is not None}
     if not lost or None in lost:
@@ -1192,6 +1193,8 @@ def misspelt_module_hint(missing: Mapping[str, str], unused: list[str], present:
     for m, keys in lost.items():
         tails = {k[len(m):] for k in keys}
         twins = [u for u, t in spare.items() if t == tails]
+        if len(twins) > 1:  # layer1.0.bn1 has layer1.0.norm1, layer1.1.norm1, ...: the one at its own place
+            twins = [u for u in twins if _one_part_apart(m, u)]
         if len(twins) != 1:
             return ""
         pairs.append((m, twins[0], keys))
@@ -1200,6 +1203,12 @@ def misspelt_module_hint(missing: Mapping[str, str], unused: list[str], present:
     more = f" (and {len(pairs) - 1} more such module(s))" if len(pairs) > 1 else ""
     return (f"\nThe file has no module {m} but an unused module {u} with exactly its {len(keys)} key(s){more}: a "
             f"misspelt module prefix{f' ({where})' if where else ''}? Name the module as the file does")
+
+
+def _one_part_apart(a: str, b: str) -> bool:
+    """Whether dotted names `a` and `b` have as many parts and differ in exactly one of them."""
+    pa, pb = a.split("."), b.split(".")
+    return len(pa) == len(pb) and sum(x != y for x, y in zip(pa, pb)) == 1
 
 
 def _fused_hint(missing: list[str], unused: list[str]) -> str:

@@ -110,6 +110,22 @@ def test_a_misspelt_module_prefix_names_the_module_the_file_has(resnet18_weights
     assert "misspelt" not in str(e.value) and "The weights are of another architecture" in str(e.value)
 
 
+def test_a_misspelt_module_in_a_repeated_block_names_its_twin_at_the_same_place(resnet18_weights):
+    """Every BasicBlock's bn1 is norm1 in the file (a block reading a misspelt key): each missing module has eight
+    unused twins with its keys, one of them at its own place (one name part apart); the hint names that one, not
+    'the weights are of another architecture'."""
+    weights = {k.replace(".bn1.", ".norm1."): v for k, v in resnet18_weights.items()}
+    net = Network(weights)
+    build_network(load_spec("resnet18"), net)
+    with pytest.raises(WeightKeyError) as e:
+        net.check_keys()
+    hint = str(e.value).splitlines()[-1]
+    assert hint.startswith("The file has no module layer1.0.bn1 but an unused module layer1.0.norm1 with exactly its "
+                           "4 key(s) (and 7 more such module(s)): a misspelt module prefix (")
+    assert "resnet18.yaml:10: row 2 (ResLayer)" in hint
+    assert "another architecture" not in str(e.value)
+
+
 def test_fp16_network_is_typed_where_strong_typing_exists(resnet18_weights):
     net = Network(resnet18_weights, precision="fp16")
     build_network(load_spec("resnet18"), net)
