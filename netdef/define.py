@@ -81,10 +81,10 @@ def define_network(spec: Spec | str | Path, weights: Weights, opts: BuildOptions
             quantizer.check_exclude(spec.name)
         unused = net.check_keys(strict=opts.strict)
     except WeightKeyError as e:  # sizes or keys of another scale or task of the family?
-        hint = _fitting_sibling(spec, tensors, opts)
-        if hint is None:
-            raise WeightKeyError(f"{e}{_custom_scale_hint(spec, tensors, opts)}") from None
-        raise WeightKeyError(f"{e}\nThese weights fit {hint}: build that architecture") from None
+        sibling = _fitting_sibling(spec, tensors, opts)
+        more = (_custom_scale_hint(spec, tensors, opts) if sibling is None
+                else f"\nThese weights fit {sibling}: build that architecture")
+        raise WeightKeyError(str(e).removesuffix(e.hint), hint=e.hint + more) from None
     for key, why in net.supplied.items():
         log(f"[netdef] note: {key} is not in {source}; built with {why}")
     if unused:

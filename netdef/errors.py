@@ -51,7 +51,12 @@ class WtsFormatError(NetdefError):
 
 
 class WeightKeyError(NetdefError):
-    """Weights missing from, unused in, or of the wrong size for a .wts file."""
+    """Weights missing from, unused in, or of the wrong size for a .wts file. `hint`: the end of the message that
+    says what the mismatch looks like (a misspelt module, another architecture), for `netdef show` to print."""
+
+    def __init__(self, message: str = "", *, where: str | None = None, hint: str = ""):
+        super().__init__(message + hint, where=where)
+        self.hint = hint
 
 
 class SpecError(NetdefError):

@@ -324,7 +324,7 @@ class Network:
                     or misspelt_module_hint(missing, unused, self.weights, self.used)
                     or missing_modules_hint(list(missing), self.weights) or unused_modules_hint(unused, self.used)
                     or ("" if missing else "\n(pass --no-strict / strict=False to allow unused keys)"))
-            raise WeightKeyError(f"{self.source}: " + "\n".join(problems) + hint)
+            raise WeightKeyError(f"{self.source}: " + "\n".join(problems), hint=hint)
         return unused
 
     # ------------------------------------------------------------ graph I/O

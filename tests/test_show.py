@@ -63,6 +63,22 @@ def test_parameters_leave_out_buffers_and_the_summary_says_so(lenet, tmp_path):
         "values (with the buffers)" in report.format()
 
 
+def test_the_key_report_ends_with_the_hint_a_build_gives(lenet, tmp_path):
+    """Weights whose BatchNorm bn1 is named norm1: `show` lists the missing and unused keys and then says what a
+    build's error says of them (a misspelt module prefix, with the row), not the lists alone; a build's error
+    text is unchanged."""
+    from netdef.build import define_network
+
+    wts = tmp_path / "renamed.wts"
+    write_wts(wts, {k.replace("bn1.", "norm1."): v for k, v in read_wts(lenet[1]).items()})
+    report = show("lenet", wts)
+    hint = "\nThe file has no module bn1 but an unused module norm1 with exactly its 4 key(s): a misspelt module prefix"
+    assert not report.ok and hint in report.key_report() and report.format().endswith(report.key_report())
+    with pytest.raises(WeightKeyError) as e:
+        define_network("lenet", wts)
+    assert str(e.value).endswith(e.value.hint) and hint in e.value.hint and str(e.value).count(hint) == 1
+
+
 def test_known_buffer_keys_are_not_counted_as_parameters():
     """A .wts does not say which keys are buffers: those named like one (BatchNorm statistics, anchors, Swin's
     relative_position_index) are left out of the parameter count and kept in the values."""
@@ -110,7 +126,7 @@ def test_key_report_missing_and_unused(lenet, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "fc2.bias [10]  MISSING" in out
     assert "missing: 1 key(s) the architecture needs are not in" in out and "  fc2.bias   (asked for by " in out
-    assert "unused: 1 key(s) in" in out and out.rstrip().endswith("extra.weight")
+    assert "unused: 1 key(s) in" in out and "\n  extra.weight\nThe unused keys are whole modules" in out
 
 
 def test_cli_lists_keys_and_exits_0_when_the_weights_fit(lenet, capsys):

@@ -65,6 +65,7 @@ class ShowReport:
     supplied: dict[str, str] = field(default_factory=dict)  # fixed key the weights lack -> its values (fixed_weight)
     model: dict = field(default_factory=dict)  # what the head recorded (Network.record_model): nc etc. as built
     input_sizes: str = ""  # a dynamic input size's MIN:OPT:MAX (H, W then show as -1)
+    hint: str = ""  # what a build's key error says the mismatch looks like (a misspelt module, another task)
 
     @property
     def ok(self) -> bool:
@@ -103,7 +104,8 @@ class ShowReport:
 
     def key_report(self) -> str:
         """The strict key report: missing keys (with the row that asked) and unused keys, or that all fit; the
-        keys left out knowingly and the fixed keys built without the weights (`Network.fixed_weight`) first."""
+        keys left out knowingly and the fixed keys built without the weights (`Network.fixed_weight`) first; then
+        what a build's error would say the mismatch looks like."""
         out = [f"skipped: {len(self.skipped)} key(s) in {self.weights} left out knowingly:"] if self.skipped else []
         out += [f"  {k}   ({why})" for k, why in self.skipped.items()]
         if self.supplied:
@@ -122,7 +124,7 @@ class ShowReport:
         if self.unused:
             out.append(f"unused: {len(self.unused)} key(s) in {self.weights} no row uses:")
             out += [f"  {k}" for k in self.unused]
-        return "\n".join(out)
+        return "\n".join(out) + self.hint
 
 
 class _Recorder:
@@ -163,19 +165,21 @@ def show(arch: str | Path | Spec, weights: str | Path | None = None, opts: Build
     opts = opts or BuildOptions()
     spec = arch if isinstance(arch, Spec) else load_spec(arch)
     rec = _Recorder()
+    hint = ""
     try:
         with observing_rows(rec):
             define_network(spec, {} if weights is None else weights, opts, log=lambda _: None)
-    except WeightKeyError:
+    except WeightKeyError as e:
         if len(rec.rows) < len(spec.rows) or rec.net is None:
             raise  # a row's weight of the wrong size: not the key report of a finished definition
+        hint = e.hint
     assert rec.net is not None
     if opts.input_range and (rec.net.model or {}).get("stride"):  # what build refuses, show refuses
         check_stride(opts.input_range, int(rec.net.model["stride"]), spec.name)
     shape = tuple(rec.net.definition.raw.get_input(0).shape) if rec.net.definition.raw.num_inputs else ()
     report = ShowReport(spec, shape or (-1, *spec.input_shape_for(opts.input_hw)), rec.rows,
                         None if weights is None else str(weights),
-                        input_sizes=format_hw_range(opts.input_range) if opts.input_range else "")
+                        input_sizes=format_hw_range(opts.input_range) if opts.input_range else "", hint=hint)
     if weights is not None:
         report.missing, report.unused = rec.net.key_report()
         report.skipped = dict(rec.net.skipped)
