@@ -60,7 +60,7 @@ class NamingDefinition:
         def add(*args: Any, **kwargs: Any) -> Any:
             layer = value(*args, **kwargs)
             if hasattr(layer, "get_output"):  # a layer (add_input gives a tensor)
-                self._net.name(layer, f"{self._net.scope or 'network'}/{kind}")
+                self._net.name(layer, self._net.scoped(kind))
             return layer
 
         return add
@@ -223,6 +223,10 @@ class Network:
                     raise TensorRTError(f"TensorRT rejected layer {layer.name} ({layer.type.name}) with input "
                                         f"shapes {inputs}" + (f": {said}" if said else " (its message above says why)"))
         self._checked = raw.num_layers
+
+    def scoped(self, kind: str) -> str:
+        """A default layer name: `<row prefix>/<kind>` (`network/<kind>` outside a row)."""
+        return f"{self.scope or 'network'}/{kind}"
 
     def name(self, layer: Any, name: str) -> Any:
         """Give a layer a unique name (a repeated name gets `#2`, `#3`...) and its outputs the same name
@@ -573,12 +577,14 @@ class Network:
                 f"{up(h)}x{up(w)})")
 
     def pool(self, x: Any, kind: str, k: int | Sequence[int], s: int | Sequence[int] | None = None,
-             p: int | Sequence[int] = 0, name: str = "pool", ceil_mode: bool = False,
+             p: int | Sequence[int] = 0, name: str | None = None, ceil_mode: bool = False,
              count_include_pad: bool = True) -> Any:
-        """nn.MaxPool2d / nn.AvgPool2d(k, s, p, ceil_mode, count_include_pad) over (B, C, H, W). `ceil_mode`:
+        """nn.MaxPool2d / nn.AvgPool2d(k, s, p, ceil_mode, count_include_pad) over (B, C, H, W), the layer `name`
+        (default `<row prefix>/pool`, which verify compares with module `<row prefix>.pool`). `ceil_mode`:
         torch's windows (`_ceil_pool_reach`); a static size pads explicitly up to the last window (padding,
         which max and excluding averages ignore; an average that counts torch's padding pads it with zeros first,
         layer `name/pad`), a dynamic one rounds up (TensorRT's EXPLICIT_ROUND_UP)."""
+        name = name or self.scoped("pool")
         types = {"max": self.trt.PoolingType.MAX, "avg": self.trt.PoolingType.AVERAGE}
         if kind not in types:
             raise SpecError(f"{name}: pooling kind '{kind}': use max or avg")

@@ -250,6 +250,16 @@ def test_bad_arguments_are_one_line_spec_errors(call, message):
     assert "\n" not in str(e.value)
 
 
+def test_a_pool_without_a_name_is_named_after_its_row():
+    """net.pool's default name is `<row prefix>/pool`, as a raw layer's: a block that leaves it out (DenseNet's
+    transition, module `prefix.pool`) gets layers verify compares with `prefix.pool`, not `pool`, `pool#2`, ..."""
+    net = define_block(lambda n, x, p: n.pool(n.pool(x, "avg", 2, 2), "max", 2), [(1, 4, 8, 8)], {})
+    assert [layer.name for layer in _layers(net)] == [f"{PREFIX}/pool", f"{PREFIX}/pool#2"]
+    bare = Network({})  # outside a row
+    with pytest.raises(SpecError, match=r"^network/pool: pooling kind 'min'"):
+        bare.pool(bare.input("x", (-1, 3, 5, 6)), "min", 2)
+
+
 def _pool_sizes(n, k, s, p):
     """torch's floor and ceil_mode output sizes, and the ceil before torch drops a window starting in the padding."""
     ceil = -(-(n + 2 * p - k) // s) + 1
