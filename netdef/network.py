@@ -727,6 +727,47 @@ class Network:
         keep = [1 if k == -1 else 0 for k in shape]
         return self._slice(x, name, start, keep, [0 if k == -1 else k for k in shape], stride, "strict")
 
+    def split(self, x: Any, name: str, split_size: int | Sequence[int], dim: int = 1) -> list[Any]:
+        """torch.split(x, split_size, dim): pieces of `split_size` along `dim` (the last one smaller where it does
+        not divide the size) or of the listed sizes (adding up to it), as slices `name/0`, `name/1`, ... that keep
+        the other dimensions whole (any batch and input size); `dim`'s own size must be static."""
+        shape = tuple(x.shape)
+        d = self._axis(dim, len(shape), name)
+        n = int(shape[d])
+        if n < 0:
+            raise SpecError(f"{name}: split of dimension {d} of {shape}, whose size is chosen at run time")
+        if _is_int(split_size):
+            if split_size < 1:
+                raise SpecError(f"{name}: split size {split_size!r}: expected a positive integer")
+            sizes = [min(split_size, n - a) for a in range(0, n, split_size)]
+        else:
+            sizes = list(_ints(split_size, None, f"{name}: split sizes"))
+            if min(sizes, default=0) < 1 or sum(sizes) != n:
+                raise SpecError(f"{name}: split sizes {sizes} must be positive and add up to {n}, the size of "
+                                f"dimension {d} of {shape}")
+        starts = np.cumsum([0, *sizes[:-1]])
+        return [self.slice(x, f"{name}/{i}", [int(a) if j == d else 0 for j in range(len(shape))],
+                           [k if j == d else -1 for j in range(len(shape))])
+                for i, (a, k) in enumerate(zip(starts, sizes))]
+
+    def chunk(self, x: Any, name: str, chunks: int, dim: int = 1) -> list[Any]:
+        """torch.chunk(x, chunks, dim) (ShuffleNet's and YOLOv8's channel split): `split` into pieces of
+        ceil(size / chunks), so fewer than `chunks` pieces where torch gives fewer."""
+        if not _is_int(chunks) or chunks < 1:
+            raise SpecError(f"{name}: chunks {chunks!r}: expected a positive integer")
+        n = int(x.shape[self._axis(dim, len(x.shape), name)])
+        return self.split(x, name, max(1, -(-n // chunks)), dim)  # a dynamic size: split says so
+
+    def channel_shuffle(self, x: Any, name: str, groups: int) -> Any:
+        """nn.ChannelShuffle(groups) (ShuffleNet's channel_shuffle) on (B, C, H, W): channel g * (C // groups) + i
+        goes to i * groups + g. Two shuffle layers, `name` and `name/merge`, whose 0s keep the batch and the
+        spatial sizes, so any input size works."""
+        c = self.channels(x)
+        if not _is_int(groups) or groups < 1 or c % groups:
+            raise SpecError(f"{name}: channel shuffle of {c} channels in groups={groups!r}: groups must divide them")
+        y = self.shuffle(x, name, first=(0, 2, 3, 1), reshape=(0, 0, 0, groups, c // groups), second=(0, 1, 2, 4, 3))
+        return self.shuffle(y, f"{name}/merge", reshape=(0, 0, 0, c), second=(0, 3, 1, 2))
+
     def pad(self, x: Any, name: str, pads: Sequence[int], mode: str = "constant", value: float = 0.0) -> Any:
         """F.pad(x, pads, mode, value): `pads` = (left, right, top, bottom, ...) from the last dimension
         backwards; negative pads crop. mode constant or reflect. A slice layer in fill/reflect mode."""

@@ -242,6 +242,11 @@ def test_deconv_output_padding_past_padding_adds_the_bias_after_padding():
     (lambda n, x: n.roll(x, "rl", 1, 0), r"rl: roll of dimension 0 of \(-1, 3, 5, 6\) needs a static input size"),
     (lambda n, x: n.deconv(x, "d", 4, 3, 2, 0, 2), r"d: output_padding \(2, 2\) must be smaller"),
     (lambda n, x: n.activation(x, "gelu:fast", "a"), r"a/gelu: gelu approximate 'fast'"),
+    (lambda n, x: n.split(x, "sp", [1, 1]), r"sp: split sizes \[1, 1\] must be positive and add up to 3"),
+    (lambda n, x: n.split(x, "sp", 0, -1), r"sp: split size 0: expected a positive integer"),
+    (lambda n, x: n.split(x, "sp", 2, 0), r"sp: split of dimension 0 of \(-1, 3, 5, 6\), whose size is chosen"),
+    (lambda n, x: n.chunk(x, "ch", 0), r"ch: chunks 0: expected a positive integer"),
+    (lambda n, x: n.channel_shuffle(x, "cs", 2), r"cs: channel shuffle of 3 channels in groups=2: groups must"),
 ])
 def test_bad_arguments_are_one_line_spec_errors(call, message):
     net = Network({})
@@ -349,6 +354,43 @@ layers:
   - [-1, 1, BadReshapeForTest, {}, bad]
   - [-1, 1, Linear, {c2: 2}, fc]
 """
+
+
+@pytest.mark.parametrize("c, chunks", [(8, 2), (7, 3), (5, 4), (6, 6), (1, 2)])
+def test_chunk_and_split_match_torch_on_cpu(c, chunks):
+    """net.chunk is torch.chunk (uneven and fewer pieces included: 5 in 4 chunks is 2, 2, 1), net.split is
+    torch.split by a size and by sizes, along a negative dim too; the pieces are slices `name/i`."""
+    def joined(pieces):  # the pieces in reverse, so a wrong start or size shows
+        return lambda n, x, p: n.concat(pieces(n, x, p)[::-1], f"{p}/cat")
+
+    cat = Fn(lambda x: torch.cat(torch.chunk(x, chunks, 1)[::-1], 1))
+    assert check_block(joined(lambda n, x, p: n.chunk(x, p, chunks)), cat, (2, c, 3, 4), cpu=True) == 0
+    sizes = Fn(lambda x: torch.cat(torch.split(x, [2, 5, 1], -1)[::-1], -1))
+    assert check_block(lambda n, x, p: n.concat(n.split(x, p, [2, 5, 1], -1)[::-1], f"{p}/cat", -1), sizes,
+                       (2, 3, 4, 8), cpu=True) == 0
+    net = define_block(lambda n, x, p: n.concat(n.split(x, p, 3)[::-1], f"{p}/cat"), [(2, c, 3, 4)], {})
+    slices = [layer.name for layer in _layers(net) if layer.type == net.trt.LayerType.SLICE]
+    assert slices == [f"{PREFIX}/{i}" for i in range(-(-c // 3))]
+
+
+def test_channel_shuffle_is_torchs_at_any_input_size():
+    """net.channel_shuffle and the ChannelShuffle block are nn.ChannelShuffle; on an input whose H, W are chosen at
+    run time (the CPU evaluator at two sizes), with a chunk before it, as ShuffleNet's units use them."""
+    from netdef.verify import evaluate
+
+    assert check_block(lambda n, x, p: n.channel_shuffle(x, p, 3), torch.nn.ChannelShuffle(3), (2, 12, 3, 5),
+                       cpu=True) == 0
+    assert check_block("ChannelShuffle", torch.nn.ChannelShuffle(4), (2, 8, 2, 3), kwargs={"groups": 4}, cpu=True) == 0
+    net = Network({})
+    a, b = net.chunk(net.input("x", (-1, 12, -1, -1)), "split", 2)
+    y = net.output(net.channel_shuffle(net.concat([b, a], "cat"), "shuffle", 2), "y")
+    assert tuple(y.shape) == (-1, 12, -1, -1)
+    layers = trt_api.describe_layers(net.definition)
+    for h, w in [(3, 5), (6, 4)]:
+        x = np.random.default_rng(h).standard_normal((2, 12, h, w)).astype(np.float32)
+        t = torch.from_numpy(x).double()
+        ref = torch.nn.ChannelShuffle(2)(torch.cat(t.chunk(2, 1)[::-1], 1))
+        assert torch.equal(evaluate(layers, {"x": x})["y"], ref), (h, w)
 
 
 def test_a_layer_tensorrt_rejects_is_blamed_on_its_own_row(tmp_path):

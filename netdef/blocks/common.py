@@ -140,6 +140,12 @@ def slice_(net: Network, x: Any, prefix: str, start: list, shape: list, stride: 
     return net.slice(x, prefix, start, shape, stride)
 
 
+@block("ChannelShuffle")
+def channel_shuffle(net: Network, x: Any, prefix: str, groups: int) -> Any:
+    """nn.ChannelShuffle(groups) on (B, C, H, W) (ShuffleNet's channel_shuffle); layers `prefix`, `prefix/merge`."""
+    return _matched(net, net.channel_shuffle(x, prefix, groups), prefix)
+
+
 @block("Reduce")
 def reduce(net: Network, x: Any, prefix: str, op: str = "mean", dims: Any = -1, keepdim: bool = False) -> Any:
     """x.mean/amax/amin/sum/prod(dims, keepdim)."""
