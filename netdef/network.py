@@ -1083,8 +1083,12 @@ class Network:
         (..., C) (channels-last maps (B, H, W, C): ConvNeXt's MLP) a matrix multiply `prefix` (TensorRT 10 removed
         the fully connected layer) and the bias add `prefix/add_bias`; on pooled (B, C, 1, 1) features a 1x1
         convolution with the bias fused, flattened to (B, c2)."""
-        if len(x.shape) == 4 and tuple(x.shape[2:]) == (1, 1):
-            return self.flatten(self.conv(x, prefix, c2, 1, bias=bias), f"{prefix}/flatten")
+        if len(x.shape) == 4 and tuple(x.shape[2:]) == (1, 1):  # the weight read as torch's (c2, c1)
+            _check_channels(prefix, c2)
+            w = self.weight(f"{prefix}.weight", (c2, self.channels(x)))
+            b = self.weight(f"{prefix}.bias", (c2,)) if bias else np.zeros(c2, np.float32)
+            y = self.conv_layer(x, prefix, w[:, :, None, None], b).get_output(0)
+            return self.flatten(y, f"{prefix}/flatten")
         if len(x.shape) < 2:
             raise SpecError(f"{prefix}: Linear takes (B, C), tokens (B, N, C), (..., C) or pooled (B, C, 1, 1) input, "
                             f"got {tuple(x.shape)}")

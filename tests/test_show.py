@@ -79,6 +79,13 @@ def test_the_key_report_ends_with_the_hint_a_build_gives(lenet, tmp_path):
     assert str(e.value).endswith(e.value.hint) and hint in e.value.hint and str(e.value).count(hint) == 1
 
 
+def test_a_linear_on_pooled_features_reads_torchs_weight_shape():
+    """mobilenet_v2's classifier is a Linear after GlobalAvgPool(keep_dims) (a 1x1 convolution in the engine): the
+    key it reads has nn.Linear's shape (1000, 1280), not the convolution's (1000, 1280, 1, 1)."""
+    keys = show("mobilenet_v2").rows[-1].keys
+    assert keys == {"classifier.1.weight": (1000, 1280), "classifier.1.bias": (1000,)}
+
+
 def test_known_buffer_keys_are_not_counted_as_parameters():
     """A .wts does not say which keys are buffers: those named like one (BatchNorm statistics, anchors, Swin's
     relative_position_index) are left out of the parameter count and kept in the values."""
