@@ -627,6 +627,22 @@ def test_fp16_network_is_evaluated_in_half_precision(tiny):
         assert all(e < 1e-5 for e in errors)
 
 
+def test_a_half_precision_model_takes_the_weights_unrounded(tiny, tmp_path):
+    """A checkpoint saved in half precision (Ultralytics' and YOLOv5's trainers save model.half()) takes the .wts's
+    float32 values as they are, as the network does: a .wts of other float32 weights (a plain state_dict, say)
+    passes, not fails on the checkpoint's float16 rounding."""
+    from tiny_model import make  # the tiny fixture's module
+
+    yaml, wts = tiny
+    model = make().half()
+    report = verify(yaml(), wts, model, cpu=True, log=lambda m: None)
+    assert report.ok, [(r.layer, r.error) for r in report.rows]
+    assert next(model.parameters()).dtype == torch.float16  # the caller's module left as it was
+    ckpt = tmp_path / "best.pt"
+    torch.save({"epoch": -1, "model": model, "ema": None}, ckpt)  # as the trainers save it
+    assert verify(yaml(), wts, str(ckpt), cpu=True, log=lambda m: None).ok
+
+
 def test_weights_must_fit_the_model(tiny, tmp_path):
     from netdef.wts import read_wts, write_wts
 

@@ -41,13 +41,15 @@ def load_model(source: str) -> Any:
 
 def load_weights_strict(model: Any, tensors: Mapping[str, np.ndarray], where: str,
                         derived: Iterable[str] = (), supplied: Iterable[str] = ()) -> None:
-    """Load the .wts arrays into `model`: its keys must be the model's state_dict keys (sizes equal), but for
-    `derived` ones the model may lack (values netdef checked against the others, e.g. tensorrtx's anchor_grid)
-    and `supplied` ones the file may lack (fixed values netdef built itself, e.g. DFL's bins: the model keeps its
-    own)."""
+    """Load the .wts arrays into `model` (made float32 where it was half precision, as trainers save checkpoints):
+    its keys must be the model's state_dict keys (sizes equal), but for `derived` ones the model may lack (values
+    netdef checked against the others, e.g. tensorrtx's anchor_grid) and `supplied` ones the file may lack (fixed
+    values netdef built itself, e.g. DFL's bins: the model keeps its own)."""
     import torch
 
     sd = model.state_dict()
+    if any(t.is_floating_point() and t.element_size() < 4 for t in sd.values()):
+        sd = model.float().state_dict()  # a half-precision checkpoint: the .wts's float32 values, not rounded again
     supplied = set(supplied) - set(tensors)
     keys = [k for k in sd if not k.endswith(IGNORED_KEY_SUFFIXES) and k not in supplied]
     missing = [k for k in keys if k not in tensors]
