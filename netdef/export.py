@@ -291,9 +291,7 @@ def export_wts(source: str | Path | Any, output: str | Path, *, state_dict: str 
             "in the engine for `netdef detect` and `netdef serve`")
     named = ultralytics_arch(obj)
     if named is not None:
-        name, known = named
-        log(f"[netdef] an Ultralytics {name} model: " + (f"build it with `netdef build {name} -w {output}`" if known
-                                                        else f"netdef has no architecture '{name}'"))
+        log(f"[netdef] an Ultralytics {named[0]} model: {_build_hint(obj, *named, output)}")
     return sd
 
 
@@ -335,6 +333,32 @@ def ultralytics_arch(obj: Any) -> tuple[str, bool] | None:
             continue
         return candidate, True
     return name, False
+
+
+def _build_hint(obj: Any, name: str, known: bool, output: str | Path) -> str:
+    """How to build the Ultralytics model `name` (`ultralytics_arch`) from its .wts: the command with what the
+    weights do not tell (a keypoint shape their output count leaves open: 18 outputs are 6 x 3 or 9 x 2), or why
+    netdef's architecture of that name does not build it (other input channels, another activation)."""
+    if not known:
+        return f"netdef has no architecture '{name}'"
+    from .spec import load_spec
+
+    cfg = _module_in(obj, _torch()).yaml
+    spec = load_spec(name)
+    family = spec.path.name
+    act = str(cfg.get("activation") or "nn.SiLU()")
+    if act.replace(" ", "") not in ("nn.SiLU()", "torch.nn.SiLU()"):
+        return (f"its YAML sets `activation: {act}`, and netdef's {name} ({family}) is built with SiLU: netdef has "
+                f"no architecture for it")
+    channels = int(cfg.get("channels", 3))
+    if channels != 3:
+        return (f"its input has {channels} channel(s), netdef's {name} ({family}) 3: copy {family} to "
+                f"{name}-{channels}ch.yaml with `input: {{name: {spec.input_name}, shape: "
+                f"{[channels, *spec.input_shape[1:]]}}}` and build that file")
+    kpt = cfg.get("kpt_shape")
+    sets = f" --set kpt_shape={kpt[0]},{kpt[1]}" if kpt and name.endswith("-pose") and kpt[0] * kpt[1] % 6 == 0 \
+        else ""  # n x 3 and m x 2 keypoints alike
+    return f"build it with `netdef build {name} -w {output}{sets}`"
 
 
 _HEAD_TASKS = {"Segment": "-seg", "Segment26": "-seg", "Pose": "-pose", "Pose26": "-pose", "Classify": "-cls"}

@@ -449,6 +449,29 @@ def test_export_names_the_architecture_an_ultralytics_model_records(tmp_path):
         assert said in logs[-1], logs
 
 
+def test_export_says_what_the_weights_of_an_ultralytics_model_do_not_tell(tmp_path):
+    """The build command `netdef export` prints for an Ultralytics model carries a keypoint shape its weights leave
+    open (18 outputs: 6 x 3 or 9 x 2), and says where netdef's architecture of that name would not build the model:
+    another number of input channels (a copy of the family file with that input does), another activation."""
+    from netdef.export import export_wts
+
+    logs: list[str] = []
+    for kpt, said in (((6, 3), "--set kpt_shape=6,3`"), ((5, 3), "-w " + str(tmp_path / "m.wts") + "`")):
+        model, _ = ref.reference_model("yolo11n-pose", kpt_shape=kpt)
+        model.yaml["yaml_file"] = "yolo11n-pose.yaml"  # as a model made from Ultralytics' file records it
+        export_wts(model, tmp_path / "m.wts", log=logs.append)
+        assert logs[-1].endswith(said), logs[-1]
+    model, _ = ref.reference_model("yolov8n")
+    model.yaml.update(yaml_file="yolov8n.yaml", channels=1)
+    export_wts(model, tmp_path / "m.wts", log=logs.append)
+    assert "its input has 1 channel(s), netdef's yolov8n (yolov8.yaml) 3: copy yolov8.yaml to yolov8n-1ch.yaml with " \
+           "`input: {name: images, shape: [1, 640, 640]}`" in logs[-1]
+    model.yaml.update(channels=3, activation="nn.ReLU()")
+    export_wts(model, tmp_path / "m.wts", log=logs.append)
+    assert logs[-1].endswith("its YAML sets `activation: nn.ReLU()`, and netdef's yolov8n (yolov8.yaml) is built with "
+                             "SiLU: netdef has no architecture for it"), logs[-1]
+
+
 def test_nms_iou_defaults_follow_the_family(wts, tmp_path):
     """`netdef detect` and the plugin head default to Ultralytics' predictor IoU (0.7) for YOLOv8/YOLO11 and to
     YOLOv5 detect.py's (0.45) for YOLOv5; a given threshold wins."""
