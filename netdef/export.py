@@ -314,7 +314,7 @@ def ultralytics_arch(obj: Any) -> tuple[str, bool] | None:
     stem = Path(str(cfg["yaml_file"])).stem
     match = re.fullmatch(r"(yolov?\d+)([nslmx]?)(u?)(-[a-z0-9]+)?", stem)  # u: yolov5nu, yolov3u
     if match is None:  # yolov9t, rtdetr-l, yolov8n-seg-p6, a YAML of your own: none of netdef's names
-        return stem, False
+        return _same_layout(cfg, stem) or (stem, False)
     family, task = match[1], match[4] or ""
     name = family + (match[2] or str(cfg.get("scale") or "")) + match[3] + task
     head = cfg.get("head") or [[]]
@@ -332,7 +332,34 @@ def ultralytics_arch(obj: Any) -> tuple[str, bool] | None:
         except SpecError:
             continue
         return candidate, True
-    return name, False
+    return _same_layout(cfg, stem) or (name, False)
+
+
+def _same_layout(cfg: dict, stem: str) -> tuple[str, bool] | None:
+    """(netdef's architecture, True) that a renamed copy of one of Ultralytics' YAMLs (my-yolo11n.yaml,
+    yolov8s-helmet.yaml) builds: the family and scale Ultralytics reads from the name, the task of the head row;
+    None where the rows (the head's arguments aside: nc), the scale's multiples or a task the name states differ."""
+    import yaml
+
+    from .errors import SpecError
+    from .spec import resolve_arch
+
+    found = re.search(r"(yolov?\d+)([nslmx])?", stem)
+    head = (cfg.get("head") or [[]])[-1]
+    task = _HEAD_TASKS.get(str(head[2]), "" if head[2] == "Detect" else None) if len(head) > 2 else None
+    scale = cfg.get("scale") or (found and found[2])
+    if found is None or task is None or not scale or set(re.findall(r"-(seg|pose|cls|obb)", stem)) - {task[1:]}:
+        return None
+    name = ("yolo11" if found[1] == "yolo26" and task == "-cls" else found[1]) + scale + task
+    try:
+        path, _ = resolve_arch(name)
+    except SpecError:
+        return None
+    ours = yaml.safe_load(path.read_text(encoding="utf-8"))
+    rows, theirs = ours["backbone"] + ours["head"], [*cfg.get("backbone", []), *cfg.get("head", [])]
+    same = (len(rows) == len(theirs) and rows[:-1] == theirs[:-1] and rows[-1][:3] == theirs[-1][:3]
+            and list(ours["scales"][scale]) == list((cfg.get("scales") or {}).get(scale, [])))
+    return (name, True) if same else None
 
 
 def _build_hint(obj: Any, name: str, known: bool, output: str | Path) -> str:

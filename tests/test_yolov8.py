@@ -449,6 +449,27 @@ def test_export_names_the_architecture_an_ultralytics_model_records(tmp_path):
         assert said in logs[-1], logs
 
 
+def test_export_names_the_architecture_a_renamed_copy_of_an_ultralytics_yaml_builds(tmp_path):
+    """A model made from a renamed copy of Ultralytics' YAML (my-yolo11n.yaml, yolo11n-helmet.yaml: nc edited) is
+    named after netdef's architecture of the same rows and scale; a copy whose rows, scale or stated task differ
+    is still one netdef has no architecture for."""
+    from netdef.export import export_wts
+
+    model, _ = ref.reference_model("yolo11n", nc=3)
+    logs: list[str] = []
+    for yaml_file, said in (("data/my-yolo11n.yaml", "build it with `netdef build yolo11n -w "),
+                            ("yolo11n-helmet.yaml", "build it with `netdef build yolo11n -w "),
+                            ("yolo11n-helmet-v2.yaml", "build it with `netdef build yolo11n -w "),
+                            ("yolo11n-pose-helmet.yaml", "netdef has no architecture 'yolo11n-pose-helmet'"),
+                            ("my-yolov8n.yaml", "netdef has no architecture 'my-yolov8n'")):  # yolo11's rows
+        model.yaml["yaml_file"] = yaml_file
+        export_wts(model, tmp_path / "m.wts", log=logs.append)
+        assert said in logs[-1], logs
+    model.yaml.update(yaml_file="my-yolo11n.yaml", scales={**model.yaml["scales"], "n": [0.33, 0.25, 1024]})
+    export_wts(model, tmp_path / "m.wts", log=logs.append)
+    assert "netdef has no architecture 'my-yolo11n'" in logs[-1], logs
+
+
 def test_export_says_what_the_weights_of_an_ultralytics_model_do_not_tell(tmp_path):
     """The build command `netdef export` prints for an Ultralytics model carries a keypoint shape its weights leave
     open (18 outputs: 6 x 3 or 9 x 2), and says where netdef's architecture of that name would not build the model:
