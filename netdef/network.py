@@ -1184,7 +1184,8 @@ _HEAD_PARTS = {"proto": "mask prototypes of a segmentation head, a -seg model",
                "cv4": "the extra branch of a segmentation, pose or oriented-box head: a -seg or -pose model (-obb "
                       "oriented boxes have no netdef architecture)",
                "one2one_cv2": "YOLO26's end-to-end branch, a yolo26 model",
-               "one2one_cv4": "the extra branch of a YOLO26 segmentation or pose head"}
+               "one2one_cv4": "the extra branch of a YOLO26 segmentation, pose or oriented-box head: a -seg or -pose "
+                              "model (-obb oriented boxes have no netdef architecture)"}
 
 
 def unused_modules_hint(unused: list[str], used: set[str]) -> str:

@@ -11,6 +11,7 @@ Needs `pip install --no-deps ultralytics==8.4.190` (the reference); without it t
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -558,15 +559,23 @@ def test_a_missing_dfl_key_is_built_from_its_fixed_values_and_said(models, tmp_p
 
 def test_weights_of_another_task_name_it(models):
     """YOLO26 weights of one task built as another: the error names the modules that differ and the family member
-    the weights fit."""
+    the weights fit; an oriented-box model's (yolo26n-obb) extra branch is named as one netdef has no head for."""
     _, seg = models("yolo26n-seg")
     with pytest.raises(NetdefError, match=r"(?s)These weights fit yolo26n-seg: build that architecture"):
         define("yolo26n-pose", seg)
     with pytest.raises(NetdefError, match=r"(?s)The missing keys are whole modules the file does not have: "
                                           r"model\.23\.one2one_cv4 \(36 keys: the extra branch of a YOLO26 "
-                                          r"segmentation or pose head\), model\.23\.proto \(.*These weights fit "
-                                          r"yolo26n: build"):
+                                          r"segmentation, pose or oriented-box head: a -seg or -pose model \(-obb "
+                                          r"oriented boxes have no netdef architecture\)\), model\.23\.proto \(.*"
+                                          r"These weights fit yolo26n: build"):
         define("yolo26n-seg", models("yolo26n")[1])
+    det = models("yolo26n")[1]  # and the angle branches of an oriented-box head (yolo26n-obb): cv4, one2one_cv4
+    angles = {k.replace("cv2.", "cv4.", 1): v for k, v in det.items() if re.match(r"model\.23\.(one2one_)?cv2", k)}
+    obb = {**det, **angles}
+    with pytest.raises(NetdefError, match=r"The unused keys are whole modules this architecture does not have: "
+                                          r"model\.23\.one2one_cv4 \(\d+ keys: the extra branch of a YOLO26 "
+                                          r"segmentation, pose or oriented-box head: a -seg or -pose model \(-obb "):
+        define("yolo26n", obb)
 
 
 def test_class_names_travel_from_the_checkpoint_to_detect(tmp_path, capsys):
