@@ -156,7 +156,8 @@ def resolve_arch(name_or_path: str | Path) -> tuple[Path, str | None]:
         family = _family(p.stem)
         if family and (p.parent / f"{family[0]}{p.suffix}").is_file():
             return p.parent / f"{family[0]}{p.suffix}", family[1]
-        raise SpecError(f"architecture file not found: {p}")
+        own = f" (netdef's own {p.stem} is named without .yaml: `{p.stem}`)" if p.stem in available_archs() else ""
+        raise SpecError(f"architecture file not found: {p}{own}")
     for d in _arch_dirs():
         if (d / f"{p}.yaml").is_file():
             return d / f"{p}.yaml", None

@@ -212,6 +212,17 @@ def test_an_unknown_task_of_a_family_names_the_tasks_netdef_builds():
         load_spec("yolov10n")
 
 
+def test_a_missing_yaml_named_as_one_of_netdefs_architectures_says_so(tmp_path, monkeypatch):
+    """`netdef build yolov8s.yaml` as Ultralytics' YOLO("yolov8s.yaml") takes it: the file is missing, and the error
+    gives netdef's name of that architecture; another missing file is the plain error."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SpecError, match=r"^architecture file not found: yolov8s\.yaml \(netdef's own yolov8s is "
+                                        r"named without \.yaml: `yolov8s`\)$"):
+        load_spec("yolov8s.yaml")
+    with pytest.raises(SpecError, match=r"^architecture file not found: mine\.yaml$"):
+        load_spec("mine.yaml")
+
+
 def test_a_family_file_named_with_a_scale_builds_that_scale(tmp_path):
     """A copy of yolo11.yaml saved as my-yolo11n.yaml (Ultralytics reads the scale from such a file name) is
     yolo11n's rows under the file's own name, not a family asking for a scale (nor for my-yolo11nn.yaml)."""
