@@ -364,8 +364,9 @@ def _same_layout(cfg: dict, stem: str) -> tuple[str, bool] | None:
 
 def _build_hint(obj: Any, name: str, known: bool, output: str | Path) -> str:
     """How to build the Ultralytics model `name` (`ultralytics_arch`) from its .wts: the command with what the
-    weights do not tell (a keypoint shape their output count leaves open: 18 outputs are 6 x 3 or 9 x 2), or why
-    netdef's architecture of that name does not build it (other input channels, another activation)."""
+    weights do not tell (a keypoint shape their output count leaves open: 18 outputs are 6 x 3 or 9 x 2; the input
+    size it was trained at, where not the family file's), or why netdef's architecture of that name does not build
+    it (other input channels, another activation)."""
     if not known:
         return f"netdef has no architecture '{name}'"
     from .spec import load_spec
@@ -385,7 +386,23 @@ def _build_hint(obj: Any, name: str, known: bool, output: str | Path) -> str:
     kpt = cfg.get("kpt_shape")
     sets = f" --set kpt_shape={kpt[0]},{kpt[1]}" if kpt and name.endswith("-pose") and kpt[0] * kpt[1] % 6 == 0 \
         else ""  # n x 3 and m x 2 keypoints alike
+    hw = _trained_size(obj)
+    if hw is not None and hw != tuple(spec.input_shape[1:]):  # Ultralytics' own export takes the training size too
+        sets += f" --input-shape {hw[0]}x{hw[1]}"
     return f"build it with `netdef build {name} -w {output}{sets}`"
+
+
+def _trained_size(obj: Any) -> tuple[int, int] | None:
+    """(H, W) of the `imgsz` an Ultralytics model was trained at (its `args`, else the checkpoint's `train_args`),
+    or None where neither records one."""
+    args = getattr(_module_in(obj, _torch()), "args", None) or (obj.get("train_args") if isinstance(obj, Mapping)
+                                                                 else None)
+    size = args.get("imgsz") if isinstance(args, Mapping) else getattr(args, "imgsz", None)
+    if isinstance(size, int) and not isinstance(size, bool):
+        return size, size
+    if isinstance(size, (list, tuple)) and len(size) == 2 and all(isinstance(v, int) for v in size):
+        return int(size[0]), int(size[1])
+    return None
 
 
 _HEAD_TASKS = {"Segment": "-seg", "Segment26": "-seg", "Pose": "-pose", "Pose26": "-pose", "Classify": "-cls"}

@@ -473,8 +473,9 @@ def test_export_names_the_architecture_a_renamed_copy_of_an_ultralytics_yaml_bui
 
 def test_export_says_what_the_weights_of_an_ultralytics_model_do_not_tell(tmp_path):
     """The build command `netdef export` prints for an Ultralytics model carries a keypoint shape its weights leave
-    open (18 outputs: 6 x 3 or 9 x 2), and says where netdef's architecture of that name would not build the model:
-    another number of input channels (a copy of the family file with that input does), another activation."""
+    open (18 outputs: 6 x 3 or 9 x 2) and the input size it was trained at where not the family's, and says where
+    netdef's architecture of that name would not build the model: another number of input channels (a copy of the
+    family file with that input does), another activation."""
     from netdef.export import export_wts
 
     logs: list[str] = []
@@ -488,7 +489,13 @@ def test_export_says_what_the_weights_of_an_ultralytics_model_do_not_tell(tmp_pa
     export_wts(model, tmp_path / "m.wts", log=logs.append)
     assert "its input has 1 channel(s), netdef's yolov8n (yolov8.yaml) 3: copy yolov8.yaml to yolov8n-1ch.yaml with " \
            "`input: {name: images, shape: [1, 640, 640]}`" in logs[-1]
-    model.yaml.update(channels=3, activation="nn.ReLU()")
+    model.yaml["channels"] = 3
+    for args, said in (({"imgsz": 320}, " --input-shape 320x320`"), ({"imgsz": [480, 640]}, " --input-shape 480x640`"),
+                       ({"imgsz": 640}, "m.wts`")):  # trained at; Ultralytics' own export takes that size
+        model.args = args
+        export_wts(model, tmp_path / "m.wts", log=logs.append)
+        assert logs[-1].endswith(said), logs[-1]
+    model.yaml["activation"] = "nn.ReLU()"
     export_wts(model, tmp_path / "m.wts", log=logs.append)
     assert logs[-1].endswith("its YAML sets `activation: nn.ReLU()`, and netdef's yolov8n (yolov8.yaml) is built with "
                              "SiLU: netdef has no architecture for it"), logs[-1]
