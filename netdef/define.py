@@ -82,9 +82,11 @@ def define_network(spec: Spec | str | Path, weights: Weights, opts: BuildOptions
         unused = net.check_keys(strict=opts.strict)
     except WeightKeyError as e:  # sizes or keys of another scale or task of the family?
         sibling = _fitting_sibling(spec, tensors, opts)
-        more = (_custom_scale_hint(spec, tensors, opts) if sibling is None
-                else f"\nThese weights fit {sibling}: build that architecture")
-        raise WeightKeyError(str(e).removesuffix(e.hint), hint=e.hint + more) from None
+        if sibling is not None:
+            more = f"\nThese weights fit {sibling}: build that architecture"
+        else:
+            more = "" if e.another_layout else _custom_scale_hint(spec, tensors, opts)
+        raise WeightKeyError(str(e).removesuffix(e.hint), hint=e.hint + more, another_layout=e.another_layout) from None
     for key, why in net.supplied.items():
         log(f"[netdef] note: {key} is not in {source}; built with {why}")
     if unused:

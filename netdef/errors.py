@@ -52,11 +52,14 @@ class WtsFormatError(NetdefError):
 
 class WeightKeyError(NetdefError):
     """Weights missing from, unused in, or of the wrong size for a .wts file. `hint`: the end of the message that
-    says what the mismatch looks like (a misspelt module, another architecture), for `netdef show` to print."""
+    says what the mismatch looks like (a misspelt module, another architecture), for `netdef show` to print.
+    `another_layout`: the hint explains the keys (saved fused or prefixed, another task's head), so no other scale
+    of the architecture would fit them."""
 
-    def __init__(self, message: str = "", *, where: str | None = None, hint: str = ""):
+    def __init__(self, message: str = "", *, where: str | None = None, hint: str = "", another_layout: bool = False):
         super().__init__(message + hint, where=where)
         self.hint = hint
+        self.another_layout = another_layout
 
 
 class SpecError(NetdefError):

@@ -324,11 +324,14 @@ class Network:
                             + "\n".join(f"  {k}" for k in unused[:50])
                             + ("\n  ..." if len(unused) > 50 else ""))
         if problems:
-            hint = (_prefix_hint(list(missing), unused) or _fused_hint(list(missing), unused)
-                    or misspelt_module_hint(missing, unused, self.weights, self.used)
-                    or missing_modules_hint(list(missing), self.weights) or unused_modules_hint(unused, self.used)
+            saved = (_prefix_hint(list(missing), unused) or _fused_hint(list(missing), unused)
+                     or misspelt_module_hint(missing, unused, self.weights, self.used))
+            hint = (saved or missing_modules_hint(list(missing), self.weights) or unused_modules_hint(unused, self.used)
                     or ("" if missing else "\n(pass --no-strict / strict=False to allow unused keys)"))
-            raise WeightKeyError(f"{self.source}: " + "\n".join(problems), hint=hint)
+            parts = {*_module_groups(missing, self.weights), *_module_groups(unused, self.used)} - {None}
+            # keys saved otherwise (prefixed, fused, misspelt) or of another task's head: no other scale explains them
+            another = bool(saved) or any(m.rsplit(".", 1)[-1] in _HEAD_PARTS for m in parts)
+            raise WeightKeyError(f"{self.source}: " + "\n".join(problems), hint=hint, another_layout=another)
         return unused
 
     # ------------------------------------------------------------ graph I/O

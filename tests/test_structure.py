@@ -2,6 +2,7 @@
 place, YAML families with scales, architectures found by name from any folder, no import cycles."""
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -310,6 +311,24 @@ def test_fused_checkpoints_and_segment_weights_as_detect_say_what_they_are():
     with pytest.raises(SpecError, match=r"model\.24: the weights have a Segment head \(model\.24\.proto\.\*\), this "
                                         r"architecture a Detect head: build the -seg architecture"):
         define_network("yolov5n", sd, BuildOptions(input_hw=(64, 64), strict=False), log=lambda m: None)
+
+
+def test_weights_saved_fused_or_of_another_task_suggest_no_custom_scale():
+    """Weights the key report explains (saved after fuse(); an oriented-box head's extra cv4 branch) are not also
+    told they may be of a custom depth and width: no copied YAML with other multiples builds them."""
+    pytest.importorskip("ultralytics")
+    from netdef.testing.ultralytics_reference import reference_model
+
+    model, sd = reference_model("yolo11n")
+    angle = {k.replace(".cv2.", ".cv4.", 1): v[:1] if re.match(r"model\.23\.cv2\.\d\.2\.", k) else v
+             for k, v in sd.items() if k.startswith("model.23.cv2.")}  # OBB's cv4: cv2's layers, one output (angle)
+    obb = sd | angle
+    model.fuse()
+    fused = {k: v.numpy() for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+    for weights, said in ((fused, "fused into its convolutions"), (obb, r"model\.23\.cv4 \(36 keys: the extra branch")):
+        with pytest.raises(WeightKeyError, match=said) as e:
+            define_network("yolo11n", weights, BuildOptions(input_hw=(64, 64)), log=lambda m: None)
+        assert "custom depth and width" not in str(e.value)
 
 
 def test_a_static_size_that_does_not_halve_evenly_is_named():
