@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import NetdefError, OptionError
-from .fileio import atomic_write, describe_head, json_kind, read_head
+from .fileio import atomic_write, describe_head, json_kind, read_head, recognised
 
 NAMES_SUFFIX = ".names.json"
 NAMES_FORMAT = 1
@@ -74,6 +74,10 @@ def load_names(path: str | os.PathLike) -> list[str]:
     except UnicodeDecodeError:
         raise NetdefError(f"class names {path}: not UTF-8 text ({describe_head(read_head(path))}); --names takes a "
                           "text file of the names, one per line") from None
+    what = recognised(read_head(path))
+    if what not in (None, "a JSON file"):  # text of another kind (a .wts, UTF-16): its lines are no names
+        raise NetdefError(f"class names {path}: it looks like {what}, not one name per line; --names takes a text "
+                          "file of the names, one per line")
     try:
         doc = yaml.safe_load(text)  # plain lines of names are one YAML string
     except yaml.YAMLError:

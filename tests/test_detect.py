@@ -85,6 +85,10 @@ def test_load_names(tmp_path):
     (tmp_path / "e.engine").write_bytes(b"NETDEF-ENGINE\n\xca\x05" + bytes(6))
     with pytest.raises(NetdefError, match=r"e\.engine: not UTF-8 text \(it looks like a netdef engine\); --names"):
         load_names(tmp_path / "e.engine")
+    # a .wts is UTF-8 text too: its lines (the tensor count, 'conv1.weight 144 bb238d56 ...') were recorded as names
+    (tmp_path / "w.wts").write_text("2\nconv1.weight 2 3f800000 3f800000\nconv1.bias 1 00000000\n")
+    with pytest.raises(NetdefError, match=r"w\.wts: it looks like a \.wts weights file, not one name per line; --names"):
+        load_names(tmp_path / "w.wts")
 
 
 def test_class_names_given_then_recorded_then_indices():
