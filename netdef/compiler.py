@@ -71,12 +71,16 @@ def compile_engine(builder: Any, definition: Any, opts: BuildOptions, output: st
         raise KeyboardInterrupt
     if plan is None:
         raise TensorRTError(f"TensorRT could not build {arch.get('name')} (its messages above say why)")
-    if cache is not None:
-        atomic_write(opts.timing_cache, bytes(config.get_timing_cache().serialize()))
     meta = engine_metadata(definition, opts, strongly_typed=strongly_typed, arch=arch, weights=weights,
                            plugins=plugins, build_seconds=build_s, **extra_meta)
-    meta = engine_file.write_engine(output, plan, meta)
+    meta = engine_file.write_engine(output, plan, meta)  # first: a cache that cannot be written keeps the engine
     log(f"[{tag}] wrote {output} ({plan.nbytes / 2**20:.1f} MiB) in {build_s:.1f} s")
+    if cache is not None:
+        try:
+            atomic_write(opts.timing_cache, bytes(config.get_timing_cache().serialize()))
+        except OSError as e:
+            said = f"; the engine {output} was written, its timing cache not"
+            raise (OSError(e.errno, e.strerror + said) if e.errno is not None else OSError(f"{e}{said}")) from e
     return meta
 
 

@@ -110,6 +110,32 @@ def test_an_empty_timing_cache_reads_back(tmp_path, monkeypatch):
     assert logs[-1].endswith("loaded 8 bytes")
 
 
+def test_a_timing_cache_that_cannot_be_written_keeps_the_engine(tmp_path, monkeypatch):
+    """The timing cache was written before the engine: a full disk there threw the finished build away. The engine
+    is written first; the cache's failure is still an error, which says the engine was written."""
+    import errno
+
+    from helpers import lenet_weights
+    from netdef import compiler, trt_api
+    from netdef.wts import write_wts
+
+    monkeypatch.setattr(trt_api, "timing_cache_supported", lambda: True)
+    write_wts(tmp_path / "l.wts", lenet_weights(0))
+    cache, engine = tmp_path / "t.cache", tmp_path / "l.engine"
+    real = compiler.atomic_write
+
+    def full_for_the_cache(path, chunks):
+        if str(path) == str(cache):
+            raise OSError(errno.ENOSPC, f"cannot write {path}: No space left on device")
+        real(path, chunks)
+
+    monkeypatch.setattr(compiler, "atomic_write", full_for_the_cache)
+    with pytest.raises(OSError, match=r"cannot write .*t\.cache: No space left on device; the engine .*l\.engine "
+                                      r"was written, its timing cache not"):
+        build_engine("lenet", tmp_path / "l.wts", engine, BuildOptions(timing_cache=str(cache)), log=lambda m: None)
+    assert engine_file.read_meta(engine)["arch"]["name"] == "lenet" and not cache.exists()
+
+
 def test_the_wts_progress_bar_can_be_turned_off_from_python(tmp_path, monkeypatch, capsys):
     """A program of yours on a terminal: define_network / build_engine draw a bar while reading the .wts unless
     progress=False."""
