@@ -42,8 +42,13 @@ def model_names(model: Any) -> list[str] | None:
 def write_names_sidecar(path: str | os.PathLike, names: Sequence[str], wts: str | os.PathLike,
                         weights_sha256: str) -> None:
     """Write the class names of the .wts `wts` (whose SHA-256 is `weights_sha256`) to `path`, atomically."""
+    atomic_write(path, names_document(names, wts, weights_sha256))
+
+
+def names_document(names: Sequence[str], wts: str | os.PathLike, weights_sha256: str) -> bytes:
+    """The names file of the class `names` of the .wts `wts`, whose SHA-256 is `weights_sha256`."""
     doc = {"format": NAMES_FORMAT, "weights": Path(wts).name, "weights_sha256": weights_sha256, "names": list(names)}
-    atomic_write(path, (json.dumps(doc, indent=1, ensure_ascii=False) + "\n").encode())
+    return (json.dumps(doc, indent=1, ensure_ascii=False) + "\n").encode()
 
 
 def read_names_sidecar(path: str | os.PathLike) -> tuple[list[str], str]:

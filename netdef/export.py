@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from . import yolov5_code
-from .class_names import NAMES_FILE, model_names, names_sidecar, shown, write_names_sidecar
+from .class_names import NAMES_FILE, model_names, names_document, names_sidecar, shown
 from .errors import NetdefError, OptionError, raised_at
 from .fileio import CHECKPOINT_STARTS, check_output, read_head, recognised
 from .wts import WTS_FILE, write_wts
@@ -284,9 +284,10 @@ def export_wts(source: str | Path | Any, output: str | Path, *, state_dict: str 
                           f"class names, written to OUTPUT.names.json: give a shorter -o")
     if progress:
         log(f"[netdef] writing {output}: {len(sd)} tensors ...")
-    written = write_wts(output, sd, progress=progress, sha256=bool(names))  # not the file: another export's by now?
+    # the names, with the SHA-256 of the bytes written (not of the file: another export's by now?), renamed with it
+    write_wts(output, sd, progress=progress, beside={sidecar: lambda sha: names_document(names, output, sha)} if names
+              else None)
     if names:
-        write_names_sidecar(sidecar, names, output, written)
         log(f"[netdef] wrote its {len(names)} class names ({shown(names)}) to {sidecar}: `netdef build` records them "
             "in the engine for `netdef detect` and `netdef serve`")
     named = ultralytics_arch(obj)

@@ -16,13 +16,13 @@ import hashlib
 import mmap
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
 
 from .errors import NetdefError, WtsFormatError
-from .fileio import CHECKPOINT_STARTS, UTF8_BOM, FileKind, atomic_write, describe_head, file_key, recognised, utf16
+from .fileio import CHECKPOINT_STARTS, UTF8_BOM, FileKind, atomic_write_all, describe_head, file_key, recognised, utf16
 
 __all__ = ["read_wts", "write_wts", "wts_summary"]
 
@@ -364,14 +364,16 @@ def _to_float32(path: str, key: str, value: Any, allow_nonfinite: bool) -> np.nd
 
 
 def write_wts(path: str | os.PathLike, tensors: Mapping[str, Any], *, progress: bool = False,
-              allow_nonfinite: bool = False, sha256: bool = False) -> str | None:
+              allow_nonfinite: bool = False, sha256: bool = False,
+              beside: Mapping[str | os.PathLike, Callable[[str], bytes]] | None = None) -> str | None:
     """Write tensors to a .wts file atomically (temp file in the same directory, then os.replace).
 
     Values are flattened and converted to float32; each is written as 8 lowercase hex digits.
     None, non-numeric values and (unless `allow_nonfinite`) NaN, infinities and values beyond
     float32's range are refused with a NetdefError naming the key; the target is then left as it was.
     With `sha256`, returns the SHA-256 (hex) of the bytes written (hashing the file afterwards could hash another
-    process's file that replaced it meanwhile).
+    process's file that replaced it meanwhile). `beside`: files that belong to the .wts (its class names), each
+    path's bytes made by its function from that SHA-256, written and renamed together with it (all or none).
     """
     path = os.fspath(path)
     for key in tensors:
@@ -390,15 +392,19 @@ def write_wts(path: str | os.PathLike, tensors: Mapping[str, Any], *, progress: 
             if bar is not None:
                 bar.update(1)
 
-    digest = hashlib.sha256() if sha256 else None
+    digest = hashlib.sha256() if sha256 or beside else None
 
     def hashed(chunks: Iterator[bytes]) -> Iterator[bytes]:
         for chunk in chunks:
             digest.update(chunk)  # type: ignore[union-attr]
             yield chunk
 
+    def made(fn: Callable[[str], bytes]) -> Iterator[bytes]:  # run after the .wts's chunks: files go in order
+        yield fn(digest.hexdigest())  # type: ignore[union-attr]
+
     try:
-        atomic_write(path, hashed(lines()) if digest is not None else lines())
+        atomic_write_all({path: hashed(lines()) if digest is not None else lines(),
+                          **{other: made(fn) for other, fn in (beside or {}).items()}})
     finally:
         if bar is not None:
             bar.close()

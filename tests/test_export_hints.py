@@ -264,3 +264,39 @@ def test_export_checks_its_outputs_and_state_dict_before_loading_the_checkpoint(
     del named.names  # without names the long name is fine
     export_wts(named, long)
     assert long.exists()
+
+
+def test_a_wts_and_its_class_names_are_written_together(tmp_path, monkeypatch):
+    """The names file was written after the .wts had replaced the old one: a full disk there left new weights beside
+    the old weights' names (which `build` then ignored). Both are renamed once both are written: all or none."""
+    import errno
+    import tempfile
+
+    from netdef.class_names import names_sidecar, read_names_sidecar
+    from netdef.export import export_wts
+    from netdef.fileio import file_sha256
+
+    def named(seed: int, names: list[str]):
+        torch.manual_seed(seed)
+        model = torch.nn.Conv2d(1, 2, 1)
+        model.names = names
+        return model
+
+    out = tmp_path / "y.wts"
+    export_wts(named(0, ["cat", "dog"]), out, log=lambda m: None)
+    old = out.read_bytes(), names_sidecar(out).read_bytes()
+    real = tempfile.mkstemp
+
+    def no_room_for_names(*args, **kwargs):
+        if ".names.json" in kwargs.get("prefix", ""):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", no_room_for_names)
+    with pytest.raises(OSError, match=r"y\.wts\.names\.json: No space left on device"):
+        export_wts(named(1, ["fox", "owl"]), out, log=lambda m: None)
+    assert (out.read_bytes(), names_sidecar(out).read_bytes()) == old
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["y.wts", "y.wts.names.json"]
+    monkeypatch.undo()
+    export_wts(named(1, ["fox", "owl"]), out, log=lambda m: None)
+    assert read_names_sidecar(names_sidecar(out)) == (["fox", "owl"], file_sha256(out))
