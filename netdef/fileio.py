@@ -2,6 +2,7 @@
 and netdef's cache folder."""
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -34,9 +35,14 @@ def atomic_write(path: str | os.PathLike, chunks: Iterable[bytes] | bytes) -> No
     atomic_write_all({path: chunks})
 
 
-def atomic_write_all(files: Mapping[str | os.PathLike, Iterable[bytes] | bytes]) -> None:
+def atomic_write_all(files: Mapping[str | os.PathLike, Iterable[bytes] | bytes], *,
+                     sizes: Mapping[str | os.PathLike, int] | None = None) -> None:
     """`atomic_write` for files that belong together (a plan and its sidecar): every one is written to its
-    temporary file first, and only then are they renamed, so a full disk or an error leaves all the old ones."""
+    temporary file first, in order, and only then are they renamed, so a full disk or an error leaves all the old
+    ones. Files of known size (`sizes`, else bytes or a list of them) that the free space cannot hold are refused
+    before anything is written (`check_room`)."""
+    known = {Path(p): n for p, c in files.items() if (n := (sizes or {}).get(p, _size_of(c))) is not None}
+    check_room(known)
     temps: list[tuple[Path, str]] = []
     made: list[Path] = []  # folders this call created: removed again (if still empty) when it fails
     path = None
@@ -75,6 +81,42 @@ def atomic_write_all(files: Mapping[str | os.PathLike, Iterable[bytes] | bytes])
     finally:
         for _, tmp in temps:
             _writing.discard(os.path.abspath(tmp))
+
+
+def _size_of(chunks: Iterable[bytes] | bytes) -> int | None:
+    """The bytes `chunks` hold where that is known without reading an iterator: bytes, or a list or tuple of them."""
+    items = [chunks] if isinstance(chunks, (bytes, bytearray, memoryview)) else chunks
+    if not isinstance(items, (list, tuple)) or not all(isinstance(c, (bytes, bytearray, memoryview)) for c in items):
+        return None
+    return sum(memoryview(c).nbytes for c in items)
+
+
+def check_room(files: Mapping[Path, int]) -> None:
+    """An OSError (ENOSPC) naming the files, their folder, the bytes needed and those free where a file system has
+    too little free space for the `files` (path -> size in bytes) to be written there, old files still in place.
+    Free space is what this user may fill (root: the blocks reserved for it too); where it cannot be told (no
+    statvfs, a file system that reports no size, as FUSE ones without statfs do), nothing is checked (the write
+    itself then fails on a full disk)."""
+    groups: dict[int, tuple[Path, Any, list[Path]]] = {}  # device -> (a folder on it, its statvfs, the files)
+    for path in files:
+        folder = path.parent
+        while not folder.exists() and folder.parent != folder:
+            folder = folder.parent
+        try:
+            device = os.stat(folder).st_dev
+            groups.setdefault(device, (folder, os.statvfs(folder), []))[2].append(path)
+        except (OSError, AttributeError):  # no statvfs (Windows), or the folder cannot be asked
+            continue
+    for folder, st, paths in groups.values():
+        if not st.f_blocks:
+            continue
+        block = st.f_frsize or st.f_bsize or 1
+        free = (st.f_bfree if hasattr(os, "geteuid") and os.geteuid() == 0 else st.f_bavail) * block
+        if sum(-(-files[p] // block) for p in paths) * block > free:
+            needed = sum(files[p] for p in paths)
+            raise OSError(errno.ENOSPC, f"cannot write {', '.join(map(str, paths))}: not enough free space in "
+                                        f"{folder}: {needed:,} bytes needed, {free:,} free; free some space there or "
+                                        "write elsewhere")
 
 
 def _make_folders(folder: Path, made: list[Path]) -> None:

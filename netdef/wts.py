@@ -363,6 +363,18 @@ def _to_float32(path: str, key: str, value: Any, allow_nonfinite: bool) -> np.nd
     return out
 
 
+def _wts_size(tensors: Mapping[str, Any], path: str) -> dict[str, int]:
+    """{path: the bytes `write_wts` writes for `tensors`}, told from their value counts (torch tensors, numpy arrays);
+    {} where a value's count is not known without converting it (a list)."""
+    total = len(b"%d\n" % len(tensors))
+    for key, value in tensors.items():
+        n = value.numel() if hasattr(value, "numel") else getattr(value, "size", None)
+        if not isinstance(n, int):
+            return {}
+        total += len(key) + len(str(n)) + 9 * n + 2  # 'key n' + (' ' + 8 hex digits) per value, less a space, '\n'
+    return {path: total}
+
+
 def write_wts(path: str | os.PathLike, tensors: Mapping[str, Any], *, progress: bool = False,
               allow_nonfinite: bool = False, sha256: bool = False,
               beside: Mapping[str | os.PathLike, Callable[[str], bytes]] | None = None) -> str | None:
@@ -404,7 +416,7 @@ def write_wts(path: str | os.PathLike, tensors: Mapping[str, Any], *, progress: 
 
     try:
         atomic_write_all({path: hashed(lines()) if digest is not None else lines(),
-                          **{other: made(fn) for other, fn in (beside or {}).items()}})
+                          **{other: made(fn) for other, fn in (beside or {}).items()}}, sizes=_wts_size(tensors, path))
     finally:
         if bar is not None:
             bar.close()

@@ -289,6 +289,43 @@ def test_atomic_write_keeps_existing_target(tmp_path, monkeypatch):
     assert p.read_bytes() == before and leftovers(tmp_path) == []
 
 
+def test_a_write_that_cannot_fit_is_refused_before_it_starts(tmp_path, monkeypatch):
+    """A .wts's size follows from its tensors, an engine's or plan's from its bytes: one larger than the free space
+    of its folder's file system is refused before anything is written (it filled the disk to the last byte first,
+    failing other programs' writes meanwhile), naming the folder, the bytes needed and those free."""
+    import errno
+
+    from netdef.fileio import atomic_write_all
+
+    torch = pytest.importorskip("torch")
+    tensors = {"conv.weight": torch.ones(4, 3, 3, 3), "conv.bias": np.zeros(4, np.float32), "empty": np.zeros(0)}
+    write_wts(tmp_path / "real.wts", tensors)
+    size = (tmp_path / "real.wts").stat().st_size
+    (tmp_path / "w.wts").write_bytes(b"1\nold 0\n")
+    real = os.statvfs(tmp_path)
+
+    def free(n_blocks: int, size: int = real.f_blocks):  # the tests' file system with `n_blocks` free
+        fields = list(real)
+        fields[2], fields[3], fields[4] = size, n_blocks, n_blocks  # f_blocks, f_bfree (root's), f_bavail
+        monkeypatch.setattr(os, "statvfs", lambda path: os.statvfs_result(fields))
+
+    block = real.f_frsize
+    free(0)
+    with pytest.raises(OSError, match=rf"cannot write .*w\.wts: not enough free space in {re.escape(str(tmp_path))}: "
+                                      rf"{size:,} bytes needed, 0 free; free some space there or write elsewhere") as e:
+        write_wts(tmp_path / "w.wts", tensors)
+    assert e.value.errno == errno.ENOSPC and (tmp_path / "w.wts").read_bytes() == b"1\nold 0\n"
+    with pytest.raises(OSError, match=r"cannot write .*a\.plan, .*a\.plan\.json: not enough free space in .*: "
+                                      rf"{block + 3:,} bytes needed, 0 free"):
+        atomic_write_all({tmp_path / "new" / "a.plan": [b"x" * block, b"y"], tmp_path / "new" / "a.plan.json": b"{}"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["real.wts", "w.wts"]  # no folder, no temporary file
+    free(0, size=0)  # a file system that reports no size (FUSE without statfs): not checked
+    write_wts(tmp_path / "w.wts", {"x": np.ones(1)})
+    free(-(-size // block))  # room for it, in whole blocks
+    write_wts(tmp_path / "w.wts", tensors)
+    assert (tmp_path / "w.wts").read_bytes() == (tmp_path / "real.wts").read_bytes()
+
+
 def test_write_replaces_and_keeps_mode(tmp_path):
     p = tmp_path / "w.wts"
     write_wts(p, {"a": np.ones(2)})
