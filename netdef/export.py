@@ -14,7 +14,7 @@ from typing import Any
 from . import yolov5_code
 from .class_names import NAMES_FILE, model_names, names_document, names_sidecar, shown
 from .errors import NetdefError, OptionError, raised_at
-from .fileio import CHECKPOINT_STARTS, check_output, read_head, recognised
+from .fileio import CHECKPOINT_STARTS, check_output, describe_head, read_head, recognised
 from .wts import WTS_FILE, write_wts
 
 CHECKPOINT_KEYS = ("ema", "model", "state_dict", "model_state_dict")
@@ -76,6 +76,9 @@ def load_checkpoint(path: str | Path, log: Callable[[str], None] | None = None) 
         raise _missing_code(path, e) from None
     except Exception:  # noqa: BLE001  pickled model objects: retry trusting the file, as the user asked
         pass
+    if not head.startswith(CHECKPOINT_STARTS):  # text, say (a YAML given by mistake): never unpickled with full power
+        raise NetdefError(f"cannot read checkpoint {path}: it is not a PyTorch checkpoint ({describe_head(head)}): "
+                          "torch.save writes a zip file or a pickle")
     (log or _stderr)(f"[netdef] {path} does not load as tensors alone: loading it with full unpickling, which runs "
                      "code the file names (load only checkpoints you trust)")
     try:

@@ -207,6 +207,20 @@ def test_unpickling_code_is_said_before_it_runs(tmp_path):
         load_checkpoint(tmp_path)
 
 
+def test_a_text_file_is_never_unpickled(tmp_path):
+    """An architecture YAML given as the checkpoint (`netdef export lenet.yaml`, `verify --model`) was loaded with full
+    unpickling after the notice that this runs code, and failed with "UnpicklingError: invalid load key, '#'";
+    torch.save writes a zip file or a pickle, so a file starting otherwise is named as no checkpoint, unpickled never."""
+    said = []
+    for name, text in (("lenet.yaml", "# LeNet\nname: lenet\n"), ("h.pt", "hello")):
+        (tmp_path / name).write_text(text)
+        with pytest.raises(NetdefError, match=rf"cannot read checkpoint .*{name}: it is not a PyTorch checkpoint \(it "
+                                              rf"starts with b'{text[:5]}.*\): torch\.save writes a zip file or a "
+                                              "pickle"):
+            load_checkpoint(tmp_path / name, log=said.append)
+    assert said == []
+
+
 def test_the_class_names_a_model_carries():
     """Ultralytics' {0: 'cat', ...} and YOLOv5's list, in class order; Ultralytics' default names (the indices) and
     anything that is no list of names are none."""
