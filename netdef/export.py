@@ -259,7 +259,7 @@ def export_wts(source: str | Path | Any, output: str | Path, *, state_dict: str 
     check_output(output, inputs=inputs, what="the .wts output", kind=WTS_FILE)
     sidecar = names_sidecar(output)
     try:  # where the names go if the model carries some
-        check_output(sidecar, inputs=[*inputs, output], what="the class names file", kind=NAMES_FILE)
+        check_output(sidecar, inputs=[*inputs, output], what="the class names file", kind=NAMES_FILE, belongs=output)
         unnameable = None
     except OSError as e:  # a name too long for the file system: an error only for a model with names (below)
         unnameable = e

@@ -249,11 +249,12 @@ RESULTS_JSON = json_kind("a netdef results file (--json)",
 NUMPY_FILE = FileKind("a numpy file (.npy or .npz)", lambda head: head.startswith((b"\x93NUMPY", b"PK\x03\x04")))
 
 
-def check_output(path: str | os.PathLike, *, inputs: Iterable[str | os.PathLike | None] = (),
-                 what: str = "output", kind: FileKind | None = None) -> Path:
+def check_output(path: str | os.PathLike, *, inputs: Iterable[str | os.PathLike | None] = (), what: str = "output",
+                 kind: FileKind | None = None, belongs: str | os.PathLike | None = None) -> Path:
     """Check, before any work starts, that `path` can be written, is none of the command's `inputs` (nothing
     may overwrite what it reads) and, with `kind`, is new, empty or of that kind (nothing else is written
-    over). Returns the path; an OptionError names the problem."""
+    over). `belongs`: the output that `path` is named after (a plan of its sidecar, a Triton model's folder of its
+    files), so that no option names `path` itself. Returns the path; an OptionError names the problem."""
     from .errors import OptionError
 
     raw = os.fspath(path)
@@ -266,6 +267,9 @@ def check_output(path: str | os.PathLike, *, inputs: Iterable[str | os.PathLike 
         if inp is not None and not isinstance(inp, (dict, list)) and _same_file(path, Path(inp)):
             raise OptionError(f"{what} {path} is also an input of this command ({inp}): writing it would destroy "
                               f"that input; give another path")
+    if path.is_dir() and belongs is not None:
+        raise OptionError(f"{what} {path} is a directory where netdef writes that file (it belongs with {belongs}): "
+                          "move that folder away")
     if path.is_dir():
         raise OptionError(f"{what} {path} is a directory: give a file name (e.g. {path / 'out'}{path.suffix})")
     parent = path.parent

@@ -645,6 +645,19 @@ def test_a_triton_model_is_written_whole_or_not_at_all(stand_in_engine, tmp_path
     assert res.config.is_file() and res.plan.read_bytes() == b"ftrt" + bytes(60)
 
 
+def test_a_folder_where_netdef_names_a_file_is_to_be_moved_not_renamed(stand_in_engine, tmp_path):
+    """A folder in the place of a file netdef names itself (a plan's sidecar, a Triton model's config.pbtxt) was
+    answered "give a file name (e.g. x.plan.json/out.json)", a name no option takes: now, move that folder away."""
+    (tmp_path / "x.plan.json").mkdir()
+    with pytest.raises(OptionError, match=r"^sidecar .*x\.plan\.json is a directory where netdef writes that file "
+                                          r"\(it belongs with .*x\.plan\): move that folder away$"):
+        export_plan(stand_in_engine, tmp_path / "x.plan")
+    (tmp_path / "models" / "m" / "config.pbtxt").mkdir(parents=True)
+    with pytest.raises(OptionError, match=r"^model configuration .*config\.pbtxt is a directory where netdef writes "
+                                          r"that file \(it belongs with .*models/m\): move that folder away$"):
+        write_repository(stand_in_engine, tmp_path / "models", TritonOptions(name="m"))
+
+
 def test_the_same_engine_gives_the_same_repository_and_plan(stand_in_engine, tmp_path):
     """A Triton repository (or a raw plan) written again from the same engine, later, is byte for byte the same: a
     repository CI writes on every run, or one kept in version control, changes only when the engine does."""

@@ -229,6 +229,6 @@ def export_plan(engine: str | os.PathLike, output: str | os.PathLike) -> dict[st
     engine, output = Path(engine), Path(output)
     inputs = [engine, sidecar_path(engine)]
     check_output(output, inputs=inputs, what="plan", kind=engine_file.ENGINE_FILE)
-    check_output(sidecar_path(output), inputs=inputs, what="sidecar", kind=SIDECAR_FILE)
+    check_output(sidecar_path(output), inputs=inputs, what="sidecar", kind=SIDECAR_FILE, belongs=output)
     meta, plan = load_plan(engine)
     return write_plan(output, plan, meta, source=engine)

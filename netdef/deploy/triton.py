@@ -227,9 +227,10 @@ none), none over the engine."""
     for path, what, kind in [(res.config, "model configuration", None), (res.plan, "plan", engine_file.ENGINE_FILE),
                              (sidecar_path(res.plan), "sidecar", SIDECAR_FILE),
                              *((model_dir / lib.name, "plugin library", LIBRARY_FILE) for lib in libraries)]:
-        check_output(path, inputs=inputs + libraries, what=what, kind=kind)
+        check_output(path, inputs=inputs + libraries, what=what, kind=kind, belongs=model_dir)
     if libraries:
-        check_output(model_dir / OPTIONS_NAME, inputs=inputs, what="server options", kind=OPTIONS_FILE)
+        check_output(model_dir / OPTIONS_NAME, inputs=inputs, what="server options", kind=OPTIONS_FILE,
+                     belongs=model_dir)
     _check_other_versions(model_dir, opts, config)
 
     t = meta["tensorrt"]
