@@ -278,6 +278,8 @@ def check_output(path: str | os.PathLike, *, inputs: Iterable[str | os.PathLike 
     if not parent.is_dir():
         raise OptionError(f"{what} {path}: {parent} is a file, not a folder")
     if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        if _read_only(parent):
+            raise OptionError(f"{what} {path}: {parent} is on a read-only file system: give a path on a writable one")
         raise OptionError(f"{what} {path}: no permission to write in {parent}")
     if kind is not None and path.exists():
         _check_kind(path, kind, what)
@@ -375,6 +377,14 @@ def _holds(path: Path, kind: FileKind, head: bytes) -> bool:
     except (OSError, ValueError, RecursionError):
         return False
     return bool(kind.holds(doc))  # type: ignore[misc]
+
+
+def _read_only(folder: Path) -> bool:
+    """Whether `folder` is on a file system mounted read-only (where statvfs tells)."""
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):
+        return False
 
 
 def _same_file(a: Path, b: Path) -> bool:

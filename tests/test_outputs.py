@@ -69,6 +69,13 @@ def test_an_unwritable_folder_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "access", lambda p, mode: False if str(p) == str(ro) else real(p, mode))
     with pytest.raises(OptionError, match=f"no permission to write in {ro}"):
         check_output(ro / "x.engine")
+    # a read-only mount refuses root too: "no permission" misled there (seen on a tmpfs remounted ro)
+    fields = list(os.statvfs(tmp_path))
+    fields[8] |= os.ST_RDONLY  # f_flag
+    monkeypatch.setattr(os, "statvfs", lambda p: os.statvfs_result(fields))
+    with pytest.raises(OptionError, match=f"x.engine: {ro} is on a read-only file system: give a path on a writable "
+                                          "one"):
+        check_output(ro / "x.engine")
 
 
 def test_refit_and_calibrate_refuse_their_inputs(lenet_wts, tmp_path):
