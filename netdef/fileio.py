@@ -41,6 +41,8 @@ def atomic_write_all(files: Mapping[str | os.PathLike, Iterable[bytes] | bytes],
     temporary file first, in order, and only then are they renamed, so a full disk or an error leaves all the old
     ones. Files of known size (`sizes`, else bytes or a list of them) that the free space cannot hold are refused
     before anything is written (`check_room`)."""
+    for name in files:
+        _remove_orphans(Path(name))  # first: the space they held counts as free
     known = {Path(p): n for p, c in files.items() if (n := (sizes or {}).get(p, _size_of(c))) is not None}
     check_room(known)
     temps: list[tuple[Path, str]] = []
@@ -50,7 +52,6 @@ def atomic_write_all(files: Mapping[str | os.PathLike, Iterable[bytes] | bytes],
         for name, chunks in files.items():
             path = Path(name)
             _make_folders(path.parent, made)
-            _remove_orphans(path)
             fd, tmp = tempfile.mkstemp(prefix=_temp_head(path), suffix=".tmp", dir=path.parent)
             temps.append((path, tmp))
             _writing.add(os.path.abspath(tmp))
@@ -76,7 +77,9 @@ def atomic_write_all(files: Mapping[str | os.PathLike, Iterable[bytes] | bytes],
             except OSError:
                 pass
         if isinstance(e, OSError) and e.errno is not None and path is not None:
-            raise OSError(e.errno, f"cannot write {path}: {e.strerror}") from e
+            full = e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))  # a full disk, or a quota
+            note = _leftovers_note([Path(p) for p in files]) if full else ""
+            raise OSError(e.errno, f"cannot write {path}: {e.strerror}{note}") from e
         raise
     finally:
         for _, tmp in temps:
@@ -116,7 +119,21 @@ def check_room(files: Mapping[Path, int]) -> None:
             needed = sum(files[p] for p in paths)
             raise OSError(errno.ENOSPC, f"cannot write {', '.join(map(str, paths))}: not enough free space in "
                                         f"{folder}: {needed:,} bytes needed, {free:,} free; free some space there or "
-                                        "write elsewhere")
+                                        f"write elsewhere{_leftovers_note(paths)}")
+
+
+def _leftovers_note(paths: Iterable[Path]) -> str:
+    """For a full disk: the temporary files of `paths` that writes which did not finish left (hidden, and holding
+    space until a later write removes them, ORPHAN_AGE_S after), '' when there are none."""
+    notes = []
+    for path in paths:
+        for tmp in _temp_files(path):
+            try:
+                notes.append(f"a write of {path.name} that did not finish left {tmp}, {tmp.stat().st_size:,} bytes: "
+                             f"delete it unless netdef is writing {path.name} now")
+            except OSError:
+                continue
+    return f" ({'; '.join(notes)})" if notes else ""
 
 
 def _make_folders(folder: Path, made: list[Path]) -> None:
@@ -156,21 +173,23 @@ def _try_lock(f: BinaryIO) -> bool:
     return True
 
 
+def _temp_files(path: Path) -> list[Path]:
+    """`path`'s temporary files that are not being written by this process."""
+    head = _temp_head(path)
+    try:
+        names = [n for n in os.listdir(path.parent) if n.startswith(head) and n.endswith(".tmp")]
+    except OSError:
+        return []
+    return [path.parent / n for n in names if os.path.abspath(path.parent / n) not in _writing]
+
+
 def _remove_orphans(path: Path) -> None:
     """Remove `path`'s temporary files whose writer is gone: none holds its lock (on this machine or, where
     the file system shares locks, on another), not one of this process's writes, older than ORPHAN_AGE_S.
     Where locks cannot be taken (no fcntl, a file system without them) nothing is removed."""
-    head = _temp_head(path)
     if fcntl is None:
         return
-    try:
-        names = [n for n in os.listdir(path.parent) if n.startswith(head) and n.endswith(".tmp")]
-    except OSError:
-        return
-    for name in names:
-        candidate = path.parent / name
-        if os.path.abspath(candidate) in _writing:
-            continue
+    for candidate in _temp_files(path):
         try:
             if time.time() - candidate.stat().st_mtime < ORPHAN_AGE_S:
                 continue

@@ -311,6 +311,22 @@ def test_a_write_that_cannot_fit_is_refused_before_it_starts(tmp_path, monkeypat
 
     block = real.f_frsize
     free(0)
+    left = tmp_path / ".w.wts.netdef-k1ll3d00.tmp"  # what a killed export left (SIGKILL): hidden, and taking space
+    left.write_bytes(b"2\n" * 1000)
+    with pytest.raises(OSError, match=rf"write elsewhere \(a write of w\.wts that did not finish left "
+                                      rf"{re.escape(str(left))}, 2,000 bytes: delete it unless netdef is writing "
+                                      r"w\.wts now\)$"):
+        write_wts(tmp_path / "w.wts", tensors)
+
+    def full_disk(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as m:  # a size not told beforehand (a list): the write itself finds the disk full
+        m.setattr(os, "fsync", full_disk)
+        with pytest.raises(OSError, match=r"w\.wts: No space left on device \(a write of w\.wts that did not finish "
+                                          r"left .*k1ll3d00\.tmp, 2,000 bytes"):
+            write_wts(tmp_path / "w.wts", {"x": [1.0, 2.0]})
+    left.unlink()
     with pytest.raises(OSError, match=rf"cannot write .*w\.wts: not enough free space in {re.escape(str(tmp_path))}: "
                                       rf"{size:,} bytes needed, 0 free; free some space there or write elsewhere") as e:
         write_wts(tmp_path / "w.wts", tensors)
