@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import NetdefError, OptionError
-from .fileio import atomic_write, describe_head, json_kind, read_head, recognised
+from .fileio import atomic_write, describe_head, json_kind, printable, read_head, recognised
 
 NAMES_SUFFIX = ".names.json"
 NAMES_FORMAT = 1
@@ -48,7 +48,7 @@ def write_names_sidecar(path: str | os.PathLike, names: Sequence[str], wts: str 
 def names_document(names: Sequence[str], wts: str | os.PathLike, weights_sha256: str) -> bytes:
     """The names file of the class `names` of the .wts `wts`, whose SHA-256 is `weights_sha256`."""
     doc = {"format": NAMES_FORMAT, "weights": Path(wts).name, "weights_sha256": weights_sha256, "names": list(names)}
-    return (json.dumps(doc, indent=1, ensure_ascii=False) + "\n").encode()
+    return (json.dumps(printable(doc), indent=1, ensure_ascii=False) + "\n").encode()
 
 
 def read_names_sidecar(path: str | os.PathLike) -> tuple[list[str], str]:

@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 from .class_names import valid_names
 from .errors import EngineFileError, EngineMismatchError
-from .fileio import FileKind, atomic_write, recognised, special_kind
+from .fileio import FileKind, atomic_write, printable, recognised, special_kind
 from .trt_api import PLAN_MAGICS
 
 MAGIC = b"NETDEF-ENGINE\n"
@@ -56,21 +56,6 @@ def write_engine(path: str | Path, plan: bytes | memoryview, meta: dict[str, Any
         raise ValueError(f"cannot write engine {path}: bad metadata ({problem})")
     atomic_write(path, [MAGIC, struct.pack("<Q", len(header)), header, view])
     return stored
-
-
-def printable(value: Any) -> Any:
-    """`value` (JSON types) with the undecodable bytes of file names (Python keeps them as lone surrogates, which
-    no UTF-8 reader takes) written as \\xNN."""
-    if isinstance(value, str):
-        try:
-            return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-        except UnicodeEncodeError:  # a surrogate no file name gave
-            return value.encode("utf-8", "backslashreplace").decode("utf-8")
-    if isinstance(value, dict):
-        return {printable(k): printable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [printable(v) for v in value]
-    return value
 
 
 def profiles(meta: dict[str, Any]) -> list[tuple[int, int, int]]:

@@ -206,6 +206,21 @@ def _umask() -> int:
     return mask
 
 
+def printable(value: Any) -> Any:
+    """`value` (JSON types) with the undecodable bytes of file names (Python keeps them as lone surrogates, which
+    no UTF-8 reader takes) written as \\xNN."""
+    if isinstance(value, str):
+        try:
+            return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        except UnicodeEncodeError:  # a surrogate no file name gave
+            return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {printable(k): printable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [printable(v) for v in value]
+    return value
+
+
 def file_sha256(path: str | os.PathLike) -> str:
     """SHA-256 of a file's bytes (hex)."""
     return file_sha256_and_key(path)[0]

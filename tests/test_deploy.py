@@ -658,6 +658,15 @@ def test_a_folder_where_netdef_names_a_file_is_to_be_moved_not_renamed(stand_in_
         write_repository(stand_in_engine, tmp_path / "models", TritonOptions(name="m"))
 
 
+def test_an_engine_whose_name_is_no_utf8_gives_a_repository(stand_in_engine, tmp_path):
+    """An engine file name of bytes that are no UTF-8 (Latin-1 'e\\xfe.engine'): `netdef triton` failed with a
+    UnicodeEncodeError traceback writing config.pbtxt, whose comment names the engine; it says \\xfe there now."""
+    engine = tmp_path / os.fsdecode(b"e\xfe.engine")
+    stand_in_engine.rename(engine)
+    res = write_repository(engine, tmp_path / "models", TritonOptions(name="m"))
+    assert "e\\xfe.engine" in res.config.read_text(encoding="utf-8")
+
+
 def test_the_same_engine_gives_the_same_repository_and_plan(stand_in_engine, tmp_path):
     """A Triton repository (or a raw plan) written again from the same engine, later, is byte for byte the same: a
     repository CI writes on every run, or one kept in version control, changes only when the engine does."""

@@ -207,6 +207,24 @@ def test_unpickling_code_is_said_before_it_runs(tmp_path):
         load_checkpoint(tmp_path)
 
 
+def test_class_names_beside_a_wts_whose_name_is_no_utf8(tmp_path):
+    """A .wts named in bytes that are no UTF-8 (Latin-1 'y\\xff.wts'): the names file, which records the .wts's name,
+    failed to encode (a UnicodeEncodeError traceback, nothing written); the name is recorded as y\\xff.wts."""
+    import json
+    import os
+
+    from netdef.class_names import names_sidecar, read_names_sidecar
+    from netdef.export import export_wts
+    from netdef.fileio import file_sha256
+
+    model = torch.nn.Conv2d(1, 2, 1)
+    model.names = ["cat", "dog"]
+    out = tmp_path / os.fsdecode(b"y\xff.wts")
+    export_wts(model, out, log=lambda m: None)
+    assert read_names_sidecar(names_sidecar(out)) == (["cat", "dog"], file_sha256(out))
+    assert json.loads(names_sidecar(out).read_bytes())["weights"] == "y\\xff.wts"
+
+
 def test_a_text_file_is_never_unpickled(tmp_path):
     """An architecture YAML given as the checkpoint (`netdef export lenet.yaml`, `verify --model`) was loaded with full
     unpickling after the notice that this runs code, and failed with "UnpicklingError: invalid load key, '#'";

@@ -31,7 +31,7 @@ from typing import Any
 
 from .. import __version__, engine_file
 from ..errors import NetdefError, OptionError
-from ..fileio import ELF_START, HEAD_BYTES, FileKind, check_output, file_sha256
+from ..fileio import ELF_START, HEAD_BYTES, FileKind, check_output, file_sha256, printable
 from ..options import format_hw_range
 from .plan import SIDECAR_FILE, load_hints, load_plan, read_sidecar, sidecar_path, write_plan
 
@@ -248,6 +248,7 @@ none), none over the engine."""
     texts = {res.config: config_text(config, _comments(meta, engine, res))}
     if names:
         texts[model_dir / OPTIONS_NAME] = _options_text(meta, repo, res)
+    texts = {path: printable(text) for path, text in texts.items()}  # file names of bytes no UTF-8 decodes: \xNN
     texts = {path: text for path, text in texts.items() if _to_write(path, text, opts.existing_config)}
     files = {copy: lib.read_bytes() for lib, copy in zip(libraries, res.libraries)}
     files |= {path: text.encode() for path, text in texts.items()}
