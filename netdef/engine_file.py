@@ -72,8 +72,11 @@ def hw_ranges(meta: dict[str, Any]) -> list[tuple[tuple[int, int], ...]] | None:
 def is_engine_file(path: str | Path) -> bool:
     """Whether `path` starts with the netdef engine magic, or is a non-empty file cut inside it.
 
-    Such a file is an engine (perhaps a damaged one) and is never to be read as a `.wts` file.
+    Such a file is an engine (perhaps a damaged one) and is never to be read as a `.wts` file. A pipe or a device is
+    none (never opened: reading a named pipe waits for a writer).
     """
+    if not os.path.isfile(path):
+        return False
     try:
         with open(path, "rb") as f:
             head = f.read(len(MAGIC))

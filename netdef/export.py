@@ -14,7 +14,7 @@ from typing import Any
 from . import yolov5_code
 from .class_names import NAMES_FILE, model_names, names_document, names_sidecar, shown
 from .errors import NetdefError, OptionError, raised_at
-from .fileio import CHECKPOINT_STARTS, check_output, describe_head, read_head, recognised
+from .fileio import CHECKPOINT_STARTS, check_output, describe_head, read_head, recognised, special_kind
 from .wts import WTS_FILE, write_wts
 
 CHECKPOINT_KEYS = ("ema", "model", "state_dict", "model_state_dict")
@@ -109,6 +109,8 @@ def check_checkpoint(path: str | os.PathLike) -> bytes:
     path = Path(path)
     if path.is_dir():
         raise NetdefError(f"checkpoint {path} is a directory: give the checkpoint file")
+    if path.exists() and not path.is_file():  # a named pipe would wait for a writer
+        raise NetdefError(f"checkpoint {path} is {special_kind(path)}, not a file: give the checkpoint file")
     if not path.is_file():
         raise NetdefError(f"checkpoint not found: {path}")
     if not path.stat().st_size:

@@ -374,7 +374,10 @@ def special_kind(path: str | os.PathLike) -> str:
 
 
 def read_head(path: str | os.PathLike) -> bytes:
-    """A file's first HEAD_BYTES bytes (b"" where it cannot be read)."""
+    """A file's first HEAD_BYTES bytes (b"" where it cannot be read, or is no regular file: a named pipe would wait for
+    a writer)."""
+    if not os.path.isfile(path):
+        return b""
     try:
         with open(path, "rb") as f:
             return f.read(HEAD_BYTES)

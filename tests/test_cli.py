@@ -1291,3 +1291,31 @@ def test_command_modules_load_in_main_where_a_ctrl_c_is_reported(monkeypatch, ca
     monkeypatch.setattr(cli, "commands", interrupted)
     assert cli.main(["info", "x.engine"]) == 130
     assert capsys.readouterr().err == "interrupted\n"
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+def test_a_named_pipe_given_as_an_input_is_refused_not_read(tmp_path):
+    """A named pipe (or a device) where a command reads a file: export-plan, triton, run, `refit -w` and `--names`
+    opened it to read its first bytes and waited for a writer forever; export said "checkpoint not found" and
+    --calibration "not found" of a pipe that is there. Each now says what it is, at once (refit goes on to the missing
+    engine)."""
+    import subprocess
+
+    pipe = tmp_path / "p"
+    os.mkfifo(pipe)
+    engine = tmp_path / "e.engine"
+    commands = [["export-plan", str(pipe), "-o", str(tmp_path / "x.plan")], ["triton", str(pipe), "--repo",
+                str(tmp_path / "m")], ["run", str(pipe)], ["refit", str(engine), "-w", str(pipe)],
+                ["export", str(pipe), "-o", str(tmp_path / "x.wts")],
+                ["build", "lenet", "-w", str(pipe), "-o", str(engine), "--names", str(pipe)],
+                ["build", "lenet", "-w", str(pipe), "-o", str(engine), "--precision", "int8",
+                 "--calibration", str(pipe)]]
+    code = ("import sys; from netdef.cli import main\n"
+            f"for argv in {commands!r}:\n    print('exit', main(argv), file=sys.stderr, flush=True)\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    lines = [ln for ln in res.stderr.splitlines() if ln.startswith(("netdef", "exit"))]
+    said = dict(zip(lines[::2], lines[1::2]))
+    assert len(lines) == 2 * len(commands) and set(said.values()) == {"exit 1"}, res.stderr[-3000:]
+    assert [ln for ln in said if f"{pipe} is a named pipe" not in ln] == [f"netdef refit: error: engine not found: "
+                                                                         f"{engine}"], res.stderr[-3000:]
