@@ -517,15 +517,31 @@ class Network:
         return self.layer("elementwise", name, a, b, op).get_output(0)
 
     def add(self, a: Any, b: Any, name: str, *, residual: bool = False) -> Any:
-        """a + b. `residual=True` marks a residual join (a shortcut added to a convolution's output): int8
-        builds quantize its shortcut input so TensorRT can fuse the add into that convolution."""
+        """a + b, broadcasting size-1 dims and a static input of lower rank (given leading 1s, as torch).
+        `residual=True` marks a residual join (a shortcut added to a convolution's output): int8 builds quantize
+        its shortcut input so TensorRT can fuse the add into that convolution."""
+        a, b = self._same_rank(a, b, name, "add")
         self._check_join([a, b], name, None)
         if residual and self._quantized(name):
             a, b = self.quantizer.residual(self, a, b, name)
         return self._elementwise(a, b, self.trt.ElementWiseOperation.SUM, name)
 
     def mul(self, a: Any, b: Any, name: str) -> Any:
+        """a * b (broadcast as `add`)."""
+        a, b = self._same_rank(a, b, name, "mul")
         return self._elementwise(a, b, self.trt.ElementWiseOperation.PROD, name)
+
+    def _same_rank(self, a: Any, b: Any, name: str, op: str) -> tuple[Any, Any]:
+        """`a`, `b` with the static one of lower rank given leading 1s (layer `name/expand`), as torch
+        broadcasts it (a (heads, N, N) bias added to (B, heads, N, N) scores)."""
+        ra, rb = len(a.shape), len(b.shape)
+        if ra == rb:
+            return a, b
+        low, high = (a, rb) if ra < rb else (b, ra)
+        if any(s < 0 for s in low.shape):
+            raise SpecError(f"{name}: {op} of ranks {ra} and {rb}: the lower-rank input must be static")
+        expanded = self.shuffle(low, f"{name}/expand", reshape=(1,) * (high - len(low.shape)) + tuple(low.shape))
+        return (expanded, b) if ra < rb else (a, expanded)
 
     def concat(self, tensors: Sequence[Any], name: str, axis: int = 1) -> Any:
         """torch.cat(tensors, axis) (a negative axis counts from the end), the layer named `name`."""
@@ -953,15 +969,9 @@ class Network:
     def matmul(self, a: Any, b: Any, name: str, transpose_a: bool = False, transpose_b: bool = False) -> Any:
         """torch.matmul(a, b) of tensors of rank >= 2 (batched, leading dims broadcast), optionally with the last
         two dims of `a` or `b` transposed; a static tensor of lower rank gets leading 1s."""
-        ra, rb = len(a.shape), len(b.shape)
-        if min(ra, rb) < 2:
+        if min(len(a.shape), len(b.shape)) < 2:
             raise SpecError(f"{name}: matmul takes tensors of rank >= 2, got {tuple(a.shape)} and {tuple(b.shape)}")
-        if ra != rb:
-            low, high = (a, rb) if ra < rb else (b, ra)
-            if any(s < 0 for s in low.shape):
-                raise SpecError(f"{name}: matmul of ranks {ra} and {rb}: the lower-rank input must be static")
-            expanded = self.shuffle(low, f"{name}/expand", reshape=(1,) * (high - len(low.shape)) + tuple(low.shape))
-            a, b = (expanded, b) if ra < rb else (a, expanded)
+        a, b = self._same_rank(a, b, name, "matmul")
         ka = a.shape[-2] if transpose_a else a.shape[-1]
         kb = b.shape[-1] if transpose_b else b.shape[-2]
         if ka >= 0 and kb >= 0 and ka != kb:

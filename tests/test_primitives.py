@@ -321,6 +321,25 @@ def test_roll_matches_torch_on_cpu(shifts, dims):
     assert err < 1e-12
 
 
+@pytest.mark.parametrize("op", ["add", "mul"])
+@pytest.mark.parametrize("first", [True, False])
+def test_add_and_mul_broadcast_a_static_input_of_lower_rank_as_torch(op, first):
+    """A (heads, N, N) bias added to (B, heads, N, N) scores (Swin's relative position bias): torch broadcasts it with
+    leading 1s; netdef refused it ('inputs have different ranks'; mul: TensorRT rejected the layer)."""
+    c = np.random.default_rng(0).standard_normal((5, 6)).astype(np.float32)
+    f = torch.add if op == "add" else torch.mul
+
+    def fn(n, x, p):
+        k = n.constant(c, f"{p}/c")
+        return getattr(n, op)(*((k, x) if first else (x, k)), p)
+
+    err = check_block(fn, Fn(lambda x: f(torch.from_numpy(c).to(x), x)), (2, 3, 5, 6), cpu=True)
+    assert err < 1e-12
+    net = Network({})
+    with pytest.raises(SpecError, match=rf"s: {op} of ranks 4 and 3: the lower-rank input must be static"):
+        getattr(net, op)(net.input("x", (-1, 3, 5, 6)), net.input("y", (-1, 5, 6)), "s")
+
+
 def test_resize_like_block_takes_two_inputs():
     with pytest.raises(SpecError, match=r"^m: ResizeLike takes two inputs \(from: \[x, ref\]\)$"):
         define_block("ResizeLike", [(1, 3, 4, 4)], {})
