@@ -286,10 +286,12 @@ class Network:
 
     def keep(self, arr: np.ndarray, key: str, dtype: Any = None) -> Any:
         """trt.Weights over a contiguous copy of `arr` in the compute dtype (or `dtype`), kept alive until the
-        build; `key` names the weight in errors. fp16/int8 builds refuse values beyond fp16's range (except
-        inside `fp32`, whose layers keep float32 weights; on TensorRT 8.6 only a strict one's)."""
+        build; `key` names the weight in errors. fp16/int8 builds refuse floating values beyond fp16's range
+        (except inside `fp32`, whose layers keep float32 weights; on TensorRT 8.6 only a strict one's); integer
+        weights (a gather's int32 indices) are never cast to fp16."""
         kept = self._fp32_scope is not None and (self.strongly_typed or self._fp32_strict)  # float32 for sure
-        if self.precision != "fp32" and not kept:  # fp16 here, or cast by TensorRT 8.6 or a DQ
+        floating = np.dtype(dtype or self.dtype).kind == "f"
+        if self.precision != "fp32" and not kept and floating:  # fp16 here, or cast by TensorRT 8.6 or a DQ
             self._check_fp16_range(arr, key)
         a = np.ascontiguousarray(arr, dtype=dtype or self.dtype)
         self._keepalive.append(a)

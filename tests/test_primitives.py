@@ -598,6 +598,17 @@ def test_weights_beyond_fp16_are_kept_inside_fp32():
     assert y.dtype == net.trt.float32 and net._keepalive[-1].dtype == np.float32
 
 
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+def test_integer_constants_are_not_held_to_fp16s_range(precision):
+    """A gather's int32 index constant past 65504 (a row of a large table) was refused in fp16 builds as a weight
+    that 'reaches 70000 in magnitude, beyond fp16's largest value': integers are never cast to fp16."""
+    net = Network({}, precision=precision)
+    table = net.input("t", (80000, 3))
+    index = net.constant(np.array([70000, 1], np.int32), "idx", dtype=np.int32)
+    assert index.dtype == net.trt.int32 and net._keepalive[-1].dtype == np.int32
+    assert tuple(net.layer("gather", "g", table, index, 0).get_output(0).shape) == (2, 3)
+
+
 @pytest.mark.parametrize("approximate", ["none", "tanh"])
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_gelu_composed_where_tensorrt_has_no_gelu(monkeypatch, approximate, precision, tmp_path):
