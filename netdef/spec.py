@@ -42,7 +42,7 @@ import yaml
 
 from . import blocks as _builtin_blocks  # noqa: F401  (registers the built-in blocks)
 from .block_modules import HOW_TO_LOAD, load_block_module, load_installed_blocks
-from .errors import BlockError, NetdefError, OptionError, SpecError
+from .errors import BlockError, NetdefError, OptionError, SpecError, raised_at
 from .fileio import read_head, recognised
 from .network import Network
 from .registry import Block, Param, declared_params, get_block, known_blocks, unscaled_channels
@@ -504,10 +504,10 @@ def build_network(spec: Spec, net: Network, input_hw: tuple[int, int] | None = N
             lines = str(e).strip().splitlines() or [""]
             given = ", ".join([*map(repr, row.args), *(f"{k}={v!r}" for k, v in row.kwargs.items())])
             raise BlockError(f"block {row.block.name} ({row.block.module}.{row.block.fn.__name__}) raised "
-                             f"{type(e).__name__}: {lines[0]}{' ...' if len(lines) > 1 else ''} (check the row's "
-                             f"inputs and arguments ({given}) against its signature, which `netdef blocks` lists; if "
-                             f"they are right, a bug in the block or a layer TensorRT rejected; --debug shows the "
-                             f"traceback)",
+                             f"{type(e).__name__}: {lines[0]}{' ...' if len(lines) > 1 else ''}{raised_at(e)} (check "
+                             f"the row's inputs and arguments ({given}) against its signature, which `netdef blocks` "
+                             f"lists; if they are right, a bug in the block or a layer TensorRT rejected; --debug shows "
+                             f"the traceback)",
                              where=spec.where(row)) from e
         outputs.append(y)
         observe(net, row, y)

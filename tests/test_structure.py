@@ -117,6 +117,9 @@ def test_a_bug_inside_a_block_is_a_block_error_not_bad_yaml(tmp_path, temp_block
     assert not isinstance(e.value, SpecError)
     msg = str(e.value)
     assert "tiny.yaml:6: row 1 (Buggy): block Buggy (" in msg and "raised TypeError" in msg and "\n" not in msg
+    # the line of the block that raised, as an import error of a block file gives it (a NameError in a block said
+    # only "raised NameError: name 'mlp_ratioo' is not defined")
+    assert f"no len() at {__file__}:{buggy.__code__.co_firstlineno + 1} (check" in msg
 
 
 def test_a_netdef_error_in_a_block_gets_the_row_once(tmp_path, temp_block):
