@@ -19,6 +19,7 @@ equivalents).
 """
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
@@ -687,7 +688,12 @@ class Network:
 
     def shuffle(self, x: Any, name: str, reshape: Sequence[int] | None = None, first: Sequence[int] | None = None,
                 second: Sequence[int] | None = None) -> Any:
-        """A shuffle layer: optional first transpose, reshape (0 keeps a dimension, -1 infers one), second transpose."""
+        """A shuffle layer: optional first transpose, reshape (0 keeps a dimension, -1 infers one), second transpose.
+        A reshape that cannot hold the input's values is a SpecError here (TensorRT finds it only at build time
+        where the batch is dynamic)."""
+        if reshape is not None:
+            src = tuple(x.shape)
+            _check_volume(tuple(src[d] for d in first) if first is not None else src, tuple(reshape), name)
         layer = self.layer("shuffle", name, x)
         if first is not None:
             layer.first_transpose = tuple(first)
@@ -1165,6 +1171,19 @@ def _shape_or_none(t: Any) -> tuple[int, ...] | None:
         return None if t is None else tuple(t.shape)
     except (RuntimeError, ValueError, TypeError):
         return None
+
+
+def _check_volume(src: tuple[int, ...], dims: tuple[int, ...], name: str) -> None:
+    """Refuse a reshape of `src` to `dims` (0 copies src's dimension there, -1 is inferred) that changes the number
+    of values, where the dimensions not copied are static."""
+    rest = [n for d, n in enumerate(src) if not (d < len(dims) and dims[d] == 0)]
+    fixed = [n for n in dims if n > 0]
+    if any(n < 0 for n in rest) or 0 in dims[len(src):] or not all(rest):
+        return
+    have, want = math.prod(rest), math.prod(fixed)
+    if have % want if -1 in dims else have != want:
+        raise SpecError(f"{name}: reshape of {src} to {list(dims)}: {have} values (beside the dimensions 0 keeps) "
+                        f"{'are not a multiple of' if -1 in dims else 'cannot fill'} {want}")
 
 
 def _ints(v: Any, n: int | None, what: str) -> tuple[int, ...]:

@@ -238,6 +238,10 @@ def test_deconv_output_padding_past_padding_adds_the_bias_after_padding():
     (lambda n, x: n.softmax(x, "sm", 4), r"sm: dimension 4 is out of range for a 4-D tensor"),
     (lambda n, x: n.permute(x, "pm", (0, 1, 1, 2)), r"pm: permute dims \[0, 1, 1, 2\] are not a permutation"),
     (lambda n, x: n.reshape(x, "rs", (0, -1, -1)), r"rs: reshape to \[0, -1, -1\]: at most one -1"),
+    (lambda n, x: n.reshape(x, "rs", (0, 3, 31)), r"rs: reshape of \(-1, 3, 5, 6\) to \[0, 3, 31\]: 90 values "
+                                                 r"\(beside the dimensions 0 keeps\) cannot fill 93"),
+    (lambda n, x: n.shuffle(x, "sh", (0, 6, -1, 7), (0, 3, 2, 1)), r"sh: reshape of \(-1, 6, 5, 3\) to \[0, 6, -1, "
+                                                                  r"7\]: 90 values .* are not a multiple of 42"),
     (lambda n, x: n.reduce(x, "rd", "median"), r"rd: reduce op 'median'"),
     (lambda n, x: n.roll(x, "rl", 1, 0), r"rl: roll of dimension 0 of \(-1, 3, 5, 6\) needs a static input size"),
     (lambda n, x: n.deconv(x, "d", 4, 3, 2, 0, 2), r"d: output_padding \(2, 2\) must be smaller"),
