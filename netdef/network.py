@@ -367,15 +367,17 @@ class Network:
         arr = np.asarray(arr)
         return self.layer("constant", name, tuple(arr.shape), self.keep(arr, key or name, dtype)).get_output(0)
 
-    def static_hw(self, t: Any, what: str) -> tuple[int, int]:
-        """The static (H, W) of a (B, C, H, W) tensor, for a block `what` (e.g. "model.24: Detect") that bakes them
-        into its layers; with a dynamic input size (`--input-shape MIN:OPT:MAX`) one SpecError saying so."""
+    def static_hw(self, t: Any, what: str, channels_last: bool = False) -> tuple[int, int]:
+        """The static (H, W) of a (B, C, H, W) tensor, or of a (B, H, W, C) one with `channels_last` (Swin's
+        windows), for a block `what` (e.g. "model.24: Detect") that bakes them into its layers; with a dynamic
+        input size (`--input-shape MIN:OPT:MAX`) one SpecError saying so."""
         shape = tuple(t.shape)
         if len(shape) != 4:
-            raise SpecError(f"{what} takes (B, C, H, W) input, got {shape}")
-        if shape[2] < 0 or shape[3] < 0:
+            raise SpecError(f"{what} takes {'(B, H, W, C)' if channels_last else '(B, C, H, W)'} input, got {shape}")
+        h, w = shape[1:3] if channels_last else shape[2:]
+        if h < 0 or w < 0:
             raise SpecError(needs_static_size(what))
-        return int(shape[2]), int(shape[3])
+        return int(h), int(w)
 
     def hw_at(self, tensors: Sequence[Any], hw: tuple[int, int], what: str) -> list[tuple[int, int]]:
         """The (H, W) each (B, C, H, W) tensor would have with the network input HxW: TensorRT's own shape inference,

@@ -355,6 +355,10 @@ def test_blocks_that_bake_the_size_name_themselves():
         net.reshape(x, "r", [0, 3, 400])
     assert tuple(net.reshape(x, "ok", [0, 3, -1]).shape) == (-1, 3, -1)  # -1 takes H * W at run time
     assert net.static_hw(net.input("fixed", (-1, 3, 32, 48)), "T") == (32, 48)
+    # channels last (B, H, W, C), as Swin's windows take it: (H, W), not the (W, C) that (B, C, H, W) reads
+    assert net.static_hw(net.input("last", (-1, 32, 48, 3)), "T", channels_last=True) == (32, 48)
+    with pytest.raises(SpecError, match=r"^W: needs a static input size"):
+        net.static_hw(net.input("dyn", (-1, -1, -1, 96)), "W:", channels_last=True)
 
 
 def test_a_fixed_size_joined_with_the_dynamic_one_is_refused():
