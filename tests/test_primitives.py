@@ -1,8 +1,10 @@
-"""Network primitives (deconv, pad, norms, gelu, softmax, matmul, shape ops, resize, layer scale) and `net.fp32`.
+"""Network primitives (deconv, pad, norms, gelu, softmax, matmul, shape ops, split, channel shuffle, resize, layer
+scale) and `net.fp32`.
 
 On the CPU each primitive's one-block network is defined and built with TensorRT-RTX in fp32 and fp16: its
 output shape is torch's, layers are named after the prefix, every weight key is used, tensors carry the
-expected dtype. The GPU tests run the same cases against torch with `netdef.testing.check_block`.
+expected dtype; evaluated in float64 (`check_block(cpu=True)`), it equals torch's. The GPU tests run the same
+cases against torch with `netdef.testing.check_block` on engines in fp32 and fp16.
 """
 from __future__ import annotations
 
@@ -95,6 +97,12 @@ CASES = {
                                                                   "stride": [1, 1, 2, 2]}, False),
     "roll": (lambda n, x, p: n.roll(x, p, (-2, 3), (2, 3)), Fn(lambda x: torch.roll(x, (-2, 3), (2, 3))), X, {},
              False),
+    # a piece of a split is the layer `prefix/i`: matched to the prefix, as a block that returns it would
+    "chunk_uneven": (lambda n, x, p: n.match(n.chunk(x, p, 3)[2], p), Fn(lambda x: x.chunk(3, 1)[2]), (2, 7, 5, 6), {},
+                     False),
+    "split_sizes_last_dim": (lambda n, x, p: n.match(n.split(x, p, [2, 4], -1)[1], p),
+                             Fn(lambda x: x.split([2, 4], -1)[1]), X, {}, False),
+    "channel_shuffle": ("ChannelShuffle", torch.nn.ChannelShuffle(2), (2, 6, 5, 6), {"groups": 2}, False),
     "reshape": ("Reshape", Fn(lambda x: x.reshape(x.shape[0], 3, -1)), X, {"shape": [0, 3, -1]}, False),
     "permute": ("Permute", Fn(lambda x: x.permute(0, 2, 3, 1)), X, {"dims": [0, 2, 3, 1]}, False),
     "flatten_2": ("Flatten", Fn(lambda x: torch.flatten(x, 2)), X, {"start_dim": 2}, False),
@@ -490,6 +498,14 @@ def test_gelu_uses_tensorrts_activation_where_it_has_one():
         assert types[-1] == net.trt.LayerType.ACTIVATION and len(types) == 1 + (net.dtype != np.float32)
     else:  # 8.6: x/2 * (1 + erf(x / sqrt 2))
         assert net.trt.LayerType.UNARY in types and _layers(net)[-1].name == "g"
+
+
+@pytest.mark.parametrize("case_id", sorted(CASES))
+def test_primitive_matches_torch_on_cpu(case_id):
+    """Every case's network definition, evaluated in float64 on the CPU (`verify`'s evaluator), equals torch's."""
+    fn, module, shapes, kwargs, _ = _case(case_id)
+    err = check_block(fn, module, shapes if len(shapes) > 1 else shapes[0], kwargs=kwargs, cpu=True, tolerance=1e-9)
+    assert err <= 1e-9
 
 
 # ---------------------------------------------------------------- GPU: against torch
