@@ -4,11 +4,19 @@ Reference models and their `.wts` files are made once per session and shared by 
 (making and exporting them is a large part of the suite's time on CPU)."""
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytest
 
 from netdef import trt_api
+
+
+def pytest_configure(config):
+    """A suite started in the background (`cmd &` in a script) starts with SIGINT ignored, which netdef respects;
+    the signal tests send SIGINT to this process and need Python's own handler, as a foreground run has it."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_collection_modifyitems(config, items):
