@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import NetdefError, OptionError
-from .fileio import atomic_write, describe_head, json_kind, printable, read_head, recognised, special_kind
+from .fileio import (HEAD_BYTES, atomic_write, describe_head, json_kind, printable, read_head, recognised,
+                     special_kind)
 
 NAMES_SUFFIX = ".names.json"
 NAMES_FORMAT = 1
@@ -81,7 +82,7 @@ def load_names(path: str | os.PathLike) -> list[str]:
     except UnicodeDecodeError:
         raise NetdefError(f"class names {path}: not UTF-8 text ({describe_head(read_head(path))}); --names takes a "
                           "text file of the names, one per line") from None
-    what = recognised(read_head(path))
+    what = recognised(text.encode("utf-8")[:HEAD_BYTES])  # the bytes read above, not a second read
     if what not in (None, "a JSON file"):  # text of another kind (a .wts, UTF-16): its lines are no names
         raise NetdefError(f"class names {path}: it looks like {what}, not one name per line; --names takes a text "
                           "file of the names, one per line")

@@ -377,7 +377,8 @@ def _build_hint(obj: Any, name: str, known: bool, output: str | Path) -> str:
         return f"netdef has no architecture '{name}'"
     from .spec import load_spec
 
-    cfg = _module_in(obj, _torch()).yaml
+    model = _module_in(obj, _torch())
+    cfg = model.yaml
     spec = load_spec(name)
     family = spec.path.name
     act = str(cfg.get("activation") or "nn.SiLU()")
@@ -392,17 +393,16 @@ def _build_hint(obj: Any, name: str, known: bool, output: str | Path) -> str:
     kpt = cfg.get("kpt_shape")
     sets = f" --set kpt_shape={kpt[0]},{kpt[1]}" if kpt and name.endswith("-pose") and kpt[0] * kpt[1] % 6 == 0 \
         else ""  # n x 3 and m x 2 keypoints alike
-    hw = _trained_size(obj)
+    hw = _trained_size(model, obj)
     if hw is not None and hw != tuple(spec.input_shape[1:]):  # Ultralytics' own export takes the training size too
         sets += f" --input-shape {hw[0]}x{hw[1]}"
     return f"build it with `netdef build {name} -w {output}{sets}`"
 
 
-def _trained_size(obj: Any) -> tuple[int, int] | None:
-    """(H, W) of the `imgsz` an Ultralytics model was trained at (its `args`, else the checkpoint's `train_args`),
-    or None where neither records one."""
-    args = getattr(_module_in(obj, _torch()), "args", None) or (obj.get("train_args") if isinstance(obj, Mapping)
-                                                                 else None)
+def _trained_size(model: Any, obj: Any) -> tuple[int, int] | None:
+    """(H, W) of the `imgsz` the Ultralytics `model` (of the checkpoint `obj`) was trained at (its `args`, else the
+    checkpoint's `train_args`), or None where neither records one."""
+    args = getattr(model, "args", None) or (obj.get("train_args") if isinstance(obj, Mapping) else None)
     size = args.get("imgsz") if isinstance(args, Mapping) else getattr(args, "imgsz", None)
     if isinstance(size, int) and not isinstance(size, bool):
         return size, size
