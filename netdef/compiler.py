@@ -57,7 +57,7 @@ def compile_engine(builder: Any, definition: Any, opts: BuildOptions, output: st
     if plugins:
         trt_api.disable_library_tactics(config)
     add_profiles(builder, definition, config, opts, str(arch.get("name")))
-    cache = load_timing_cache(config, opts.timing_cache, log, tag)
+    cache, cache_state = load_timing_cache(config, opts.timing_cache, log, tag)
 
     hw = f", input {format_hw_range(opts.input_range)}" if opts.input_range else ""
     with BuildProgress(config, log, tag=tag) as progress:
@@ -72,7 +72,8 @@ def compile_engine(builder: Any, definition: Any, opts: BuildOptions, output: st
     if plan is None:
         raise TensorRTError(f"TensorRT could not build {arch.get('name')} (its messages above say why)")
     meta = engine_metadata(definition, opts, strongly_typed=strongly_typed, arch=arch, weights=weights,
-                           plugins=plugins, build_seconds=build_s, **extra_meta)
+                           plugins=plugins, build_seconds=build_s,
+                           **({"timing_cache": cache_state} if cache_state else {}), **extra_meta)
     meta = engine_file.write_engine(output, plan, meta)  # first: a cache that cannot be written keeps the engine
     log(f"[{tag}] wrote {output} ({plan.nbytes / 2**20:.1f} MiB) in {build_s:.1f} s")
     if cache is not None:
@@ -174,28 +175,39 @@ def add_profiles(builder: Any, definition: Any, config: Any, opts: BuildOptions,
 TIMING_CACHE = FileKind("a TensorRT timing cache", lambda head: recognised(head) is None)  # its format is TensorRT's
 
 
-def load_timing_cache(config: Any, path: str | None, log: Log, tag: str = "netdef") -> Any:
-    """Attach the timing cache at `path` (new when missing) to `config`; None when not used."""
+def load_timing_cache(config: Any, path: str | None, log: Log, tag: str = "netdef") -> tuple[Any, str | None]:
+    """Attach the timing cache at `path` (new when missing) to `config`. Returns the cache and what became of the
+    file: "new", "loaded" or "refused" (TensorRT said it would not use it and builds without); (None, None) when
+    no cache is used."""
     if not path:
-        return None
+        return None, None
     check_output(path, what="the timing cache", kind=TIMING_CACHE)  # read, then written over: never another file
     if not trt_api.timing_cache_supported():
         log(f"[{tag}] timing cache {path} not used: {trt_api.version_string()} without a GPU times no tactics")
-        return None
+        return None, None
     data = Path(path).read_bytes() if Path(path).is_file() else b""
+    mark = trt_api.error_mark()
     cache = config.create_timing_cache(data)
     if cache is None or not config.set_timing_cache(cache, False):
         raise TensorRTError(f"timing cache {path} does not fit this TensorRT/GPU; delete it or pick another file")
-    if data:  # TensorRT logs an error and goes on with an empty cache when it cannot read the file
-        kept = len(bytes(cache.serialize()))
-        empty = len(bytes(config.create_timing_cache(b"").serialize()))
-        if kept <= empty < len(data):  # a cache with entries that TensorRT dropped (an empty one stays empty)
-            raise TensorRTError(f"TensorRT could not read the timing cache {path} ({len(data)} bytes; its message "
-                                f"above says why): if it is a timing cache, delete it to start a new one")
-        if kept < len(data):
-            log(f"[{tag}] warning: TensorRT kept {kept} of the {len(data)} bytes of timing cache {path}")
-    log(f"[{tag}] timing cache {path}: {'loaded ' + str(len(data)) + ' bytes' if data else 'new'}")
-    return cache
+    if not data:
+        log(f"[{tag}] timing cache {path}: new")
+        return cache, "new"
+    # TensorRT logs an error and goes on with an empty cache when it cannot read the file
+    kept = len(bytes(cache.serialize()))
+    empty = len(bytes(config.create_timing_cache(b"").serialize()))
+    if kept <= empty < len(data):  # a cache with entries that TensorRT dropped (an empty one stays empty)
+        raise TensorRTError(f"TensorRT could not read the timing cache {path} ({len(data)} bytes; its message "
+                            f"above says why): if it is a timing cache, delete it to start a new one")
+    refused = trt_api.errors_since(mark)
+    if refused:  # e.g. TensorRT 8.6 reading back the Myelin part of a cache it wrote: "will not be used"
+        log(f"[{tag}] warning: TensorRT did not use the timing cache {path} ({len(data)} bytes; it said: "
+            f"{' / '.join(refused)}): this build times its tactics without it")
+        return cache, "refused"
+    if kept < len(data):
+        log(f"[{tag}] warning: TensorRT kept {kept} of the {len(data)} bytes of timing cache {path}")
+    log(f"[{tag}] timing cache {path}: loaded {len(data)} bytes")
+    return cache, "loaded"
 
 
 class BuildProgress:

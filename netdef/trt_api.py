@@ -129,6 +129,7 @@ def use_stderr_logger() -> bool:
 
 
 _ERRORS: collections.deque[str] = collections.deque(maxlen=8)  # TensorRT's last error messages (netdef's logger)
+_ERROR_COUNT = [0]  # how many error messages netdef's logger has seen in this process
 
 
 def forget_errors() -> None:
@@ -140,6 +141,18 @@ def last_error(about: str) -> str | None:
     """TensorRT's first recent error message naming `about` (a layer: the cause, before its consequences), where
     netdef's logger saw it (its commands)."""
     return next((m for m in _ERRORS if about in m), None)
+
+
+def error_mark() -> int:
+    """A mark for `errors_since`: the count of TensorRT error messages netdef's logger has seen so far."""
+    return _ERROR_COUNT[0]
+
+
+def errors_since(mark: int) -> list[str]:
+    """TensorRT's error messages since `error_mark()` gave `mark` (the last 8 at most), where netdef's logger saw
+    them (its commands)."""
+    n = min(_ERROR_COUNT[0] - mark, len(_ERRORS))
+    return list(_ERRORS)[len(_ERRORS) - n:] if n > 0 else []
 
 
 def _process_logger(in_command: bool) -> Any:
@@ -166,6 +179,7 @@ def _stderr_logger() -> Any:
                 return  # TensorRT-RTX on a machine without a GPU, after another error: not that error's cause
             if int(severity) <= 1:  # (INTERNAL_)ERROR: kept for netdef's own error messages
                 _ERRORS.append(msg)
+                _ERROR_COUNT[0] += 1
             if int(severity) > self.threshold or (interrupts.CANCEL.is_set() and "BuildCanceled" in msg):
                 return  # (a build netdef cancelled on a signal: that is said once, by netdef)
             sys.stderr.write(f"[TRT] [{letters.get(int(severity), '?')}] {msg}\n")

@@ -62,7 +62,14 @@ QUICK = {"model": "resnet50", "precision": "fp16", "batches": "1,256", "opt_leve
          "compile_budget": 150.0}
 
 
+def built_state(state: str, meta: dict[str, Any]) -> str:
+    """The timing cache a build had: `state` ("warm" or "cold", as the file was), or "refused" where TensorRT would
+    not use the file (the engine header says; the build timed its tactics without it)."""
+    return "refused" if meta.get("timing_cache") == "refused" else state
+
+
 # ---------------------------------------------------------------- the record (JSON, rewritten after each result)
+
 
 class Record:
     """The run's JSON document; `save()` after each addition keeps a cut run's figures."""
@@ -359,6 +366,7 @@ class Run:
         bench_engine(engine, self.a.batches_l, self.settings, log=self.say, on_result=on_result)
 
     def _cache_file(self, route: str, precision: str) -> tuple[Path, str]:
+        """The route's timing cache file and its state before the build: "warm" (it has entries) or "cold"."""
         path = self.cache_dir / cache_name(route, self.tag(precision), self.a.shared_timing_cache)
         return path, "warm" if path.is_file() and path.stat().st_size else "cold"
 
@@ -372,6 +380,7 @@ class Run:
         if res.meta["inputs"][0]["shape"] != expected:
             raise NetdefError(f"the netdef engine's input is {res.meta['inputs'][0]['shape']}, expected {expected}")
         if res.built:
+            state = built_state(state, res.meta)
             self._record_build("netdef", precision, res.meta["build_seconds"], cache, state, engine,
                                {"total_seconds": round(res.seconds, 2)})
             self.netdef_cold = (precision, state, res.meta["build_seconds"])
@@ -391,7 +400,7 @@ class Run:
             self.say(f"reusing {engine}")
         else:
             meta = build_onnx_engine(onnx_path, engine, self.opts(precision, cache), f"{self.a.model} (ONNX)", self.say)
-            self._record_build("onnx", precision, meta["build_seconds"], cache, state, engine,
+            self._record_build("onnx", precision, meta["build_seconds"], cache, built_state(state, meta), engine,
                                {"total_seconds": meta["parse_and_build_seconds"]})
         self._bench("onnx", precision, engine)
 
@@ -418,15 +427,17 @@ class Run:
         total = time.perf_counter() - t
         if proc.returncode != 0:
             raise NetdefError(f"the timing-cache rebuild failed (exit code {proc.returncode}; its messages above)")
-        warm = read_meta(engine)["build_seconds"]
-        cold = first[2] if first[1] == "cold" else None
+        rebuilt = read_meta(engine)
+        warm, state = rebuilt["build_seconds"], built_state(state, rebuilt)
+        cold = first[2] if first[1] in ("cold", "refused") and state == "warm" else None
         item = {"precision": precision, "opt_level": a.opt_level, "profile": a.profile_rec,
                 "first_build": first[1], "cold_s": cold, "warm_s": warm,
                 "speedup": round(cold / warm, 2) if cold and warm else None, "command": " ".join(cmd)}
         self.rec.add("timing_cache", item)
         self._record_build("netdef", precision, warm, cache, state, engine, {"total_seconds": round(total, 2)})
         self.say(f"timing cache: first build {first[1]} {first[2]:.1f} s, rebuild {warm:.1f} s" +
-                 (f" -> {cold / warm:.1f}x faster" if cold else " (the cache was already warm: no cold figure)"))
+                 (f" -> {cold / warm:.1f}x faster" if cold else " (TensorRT refused the cache: no speed-up figure)"
+                  if state == "refused" else " (the cache was already warm: no cold figure)"))
         engine.unlink()
 
     # -- the PyTorch routes

@@ -294,6 +294,13 @@ FIXED = {
 }
 
 
+def test_a_refused_timing_cache_is_not_called_warm(compare):
+    """The build's header says whether TensorRT used the cache file; a file with entries alone made it "warm"."""
+    assert compare.built_state("warm", {"timing_cache": "refused"}) == "refused"
+    assert compare.built_state("warm", {"timing_cache": "loaded"}) == "warm"
+    assert compare.built_state("cold", {}) == "cold"
+
+
 def test_markdown_tables(compare):
     lines = compare.markdown_tables(FIXED).splitlines()
     assert lines[0].startswith("resnet50 on NVIDIA H100 80GB HBM3 (driver 580.1), tensorrt 8.6.0, torch 2.11.0")

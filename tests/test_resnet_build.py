@@ -79,7 +79,7 @@ def test_unreadable_timing_cache_is_an_error(tmp_path, monkeypatch):
     path = tmp_path / "t.cache"
     path.write_bytes(b"x" * 100)
     logs: list[str] = []
-    assert compiler.load_timing_cache(_FakeConfig(100), str(path), logs.append) is not None
+    assert compiler.load_timing_cache(_FakeConfig(100), str(path), logs.append)[1] == "loaded"
     assert logs[-1].startswith("[netdef] timing cache") and logs[-1].endswith("loaded 100 bytes")
     compiler.load_timing_cache(_FakeConfig(100), str(path), logs.append, tag="onnx")
     assert logs[-1].startswith("[onnx] timing cache")  # the ONNX route's build says whose cache it is
@@ -97,6 +97,49 @@ def test_unreadable_timing_cache_is_an_error(tmp_path, monkeypatch):
         assert path.read_bytes() == other
 
 
+class _RefusingConfig(_FakeConfig):
+    """TensorRT 8.6 reading back a cache with Myelin entries it wrote (H100, EfficientNet-B0's ONNX route after
+    netdef's build): it logs two errors, keeps the bytes and builds without the cache."""
+
+    def __init__(self, log):
+        super().__init__(100)
+        self.trt_log = log
+
+    def create_timing_cache(self, data: bytes) -> _FakeCache:
+        from netdef import trt_api
+
+        if data:
+            error = trt_api.module().ILogger.Severity.ERROR
+            self.trt_log.log(error, "1: [myelinCache.h::deserializeFromBuffer::52] Error Code 1: Myelin (Myelin error "
+                                    "from unknown graph)")
+            self.trt_log.log(error, "4: The timing cache will not be used!")
+        return super().create_timing_cache(data)
+
+
+def test_a_timing_cache_tensorrt_refuses_is_said(tmp_path, monkeypatch, capsys):
+    """TensorRT logs that it will not use a timing cache and builds without it: netdef warns, quoting it, and the
+    build's state is "refused" (compare_routes.py reported such a build as "warm" before)."""
+    from netdef import compiler, trt_api
+
+    monkeypatch.setattr(trt_api, "timing_cache_supported", lambda: True)
+    path = tmp_path / "t.cache"
+    path.write_bytes(b"x" * 100)
+    logs: list[str] = []
+    stderr_logger = trt_api._stderr_logger()
+    mark = trt_api.error_mark()
+    assert compiler.load_timing_cache(_RefusingConfig(stderr_logger), str(path), logs.append)[1] == "refused"
+    assert len(trt_api.errors_since(mark)) == 2
+    assert logs[-1].startswith(f"[netdef] warning: TensorRT did not use the timing cache {path} (100 bytes; it said: "
+                               "1: [myelinCache.h") and logs[-1].endswith("will not be used!): this build times its "
+                                                                         "tactics without it")
+    assert "The timing cache will not be used!" in capsys.readouterr().err  # TensorRT's own words, as it logged them
+    mark = trt_api.error_mark()  # errors before the mark are not this cache's
+    assert compiler.load_timing_cache(_FakeConfig(100), str(path), logs.append)[1] == "loaded"
+    assert trt_api.errors_since(mark) == []
+    assert compiler.load_timing_cache(_RefusingConfig(stderr_logger), str(tmp_path / "new.cache"),
+                                      logs.append)[1] == "new"
+
+
 def test_an_empty_timing_cache_reads_back(tmp_path, monkeypatch):
     """A level-0 build times no tactics and writes an empty cache (203 bytes with TensorRT 8.6): reading it back
     is no error (an H200 run refused it before)."""
@@ -106,7 +149,7 @@ def test_an_empty_timing_cache_reads_back(tmp_path, monkeypatch):
     path = tmp_path / "t.cache"
     path.write_bytes(b"h" * 8)  # what _FakeConfig serializes for an empty cache
     logs: list[str] = []
-    assert compiler.load_timing_cache(_FakeConfig(8), str(path), logs.append) is not None
+    assert compiler.load_timing_cache(_FakeConfig(8), str(path), logs.append)[1] == "loaded"
     assert logs[-1].endswith("loaded 8 bytes")
 
 
