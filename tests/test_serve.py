@@ -240,18 +240,17 @@ def test_missing_pytriton_says_how_to_install_it(engines, monkeypatch):
 
 # ---------------------------------------------------------------- the server on the CPU
 
-STAND_IN = """
-import sys
-
+STAND_IN_ENGINE = """
 import numpy as np
 
 import netdef.runtime
-from netdef.cli import main
 from netdef.deploy.plan import read_any_plan
 from netdef.engine_file import profiles
 
 
 class StandIn:  # the engine's metadata, and for its network the mean of each image (TensorRT-RTX cannot run it)
+    described = staticmethod(netdef.runtime.Engine.described)  # the real one: the header's checks, no TensorRT
+
     def __init__(self, path, device=None):
         self.meta = read_any_plan(path)[0]
         self.profiles, self.device = profiles(self.meta), device or 0
@@ -261,11 +260,48 @@ class StandIn:  # the engine's metadata, and for its network the mean of each im
         assert any(lo <= len(x) <= hi for lo, _, hi in self.profiles), len(x)
         print("ENGINE BATCH", len(x), flush=True)
         return {"logits": np.repeat(x.mean(axis=(1, 2, 3))[:, None], 1000, axis=1).astype(np.float32)}
+"""
+STAND_IN = STAND_IN_ENGINE + """
+import sys
 
+from netdef.cli import main
 
 netdef.runtime.Engine = StandIn
 sys.exit(main(sys.argv[1:]))
 """
+
+
+def test_the_stand_in_engine_has_the_engine_class_s_methods(plugin_engine, monkeypatch):
+    """The stand-in scripts' engine class offers every class-level method of `Engine` (`serve` calls
+    `Engine.described` on a detector's header before PyTriton: its absence failed the detect stand-in test on the
+    H100), and `described` gives what the real one gives. As the detect script, the detector is replaced; no
+    PyTriton needed: `serve` stops at importing it."""
+    import netdef.deploy.serve as serve_module
+    import netdef.runtime
+    from netdef.tools import detect
+
+    real = netdef.runtime.Engine
+    namespace: dict = {}
+    exec(STAND_IN_ENGINE, namespace)
+    stand_in = namespace["StandIn"]
+    wanted = {k for k, v in vars(real).items() if isinstance(v, (classmethod, staticmethod))}
+    assert wanted and {k for k in wanted if not hasattr(stand_in, k)} == set()
+    assert stand_in.described(plugin_engine).meta == real.described(plugin_engine).meta
+
+    class Reached(Exception):
+        pass
+
+    def reached():
+        raise Reached
+
+    checked = []
+    monkeypatch.setattr(netdef.runtime, "Engine", stand_in)
+    monkeypatch.setattr(detect, "engine_detector", lambda engine, *a, **kw: checked.append(engine.meta))
+    monkeypatch.setattr(serve_module, "import_pytriton", reached)
+    port, grpc, metrics = bench_serve().free_ports(3)
+    with pytest.raises(Reached):  # the header's detector checks ran with the stand-in, before PyTriton
+        serve(plugin_engine, port=port, grpc_port=grpc, metrics_port=metrics)
+    assert checked == [real.described(plugin_engine).meta]
 
 
 def test_serve_on_the_cpu_with_a_stand_in_engine(engines, tmp_path):
