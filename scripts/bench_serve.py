@@ -4,7 +4,10 @@ Starts `netdef serve ENGINE` on free ports, waits until the model is ready, send
 1, 8 and 64 concurrent clients (one tritonclient each, threads of up to 8 client processes) for a fixed time, and
 prints one `RESULT` line per concurrency (throughput in items/s, p50 and p99 latency in ms), the direct `Engine`
 throughput at batch 64 (host copies included, as the server's are) and the ratio of the two at the highest
-concurrency:
+concurrency. After each `RESULT serve` line a `RESULT serve-stats` line tells where the time went: Triton's
+statistics over that concurrency (warm-up requests included; `netdef.deploy.serve_stats`): the batches the
+batcher formed (`avg_batch`, `batches=SIZE:COUNT,...`), per request the server's time and its queue and compute
+phases, per execution the model's time, and the clients' mean latency less the server's (transport, clients):
 
     python scripts/bench_serve.py resnet50.engine --concurrency 1,8,64 --seconds 10 --max-queue-delay-us 500
 
@@ -242,7 +245,7 @@ def load_test_with(requests: Any, concurrency: int, seconds: float, warmup: int 
     stats = summarize(flat)
     elapsed = max(t for _, t, _ in got)
     return {"concurrency": concurrency, "requests": int(flat.size), "throughput": flat.size / elapsed,
-            "p50_ms": stats["median_ms"], "p99_ms": stats["p99_ms"], "processes": n}
+            "p50_ms": stats["median_ms"], "p99_ms": stats["p99_ms"], "mean_ms": float(flat.mean()), "processes": n}
 
 
 def _client_process(requests: Any, clients: int, seconds: float, warmup: int, barrier: Any, results: Any) -> None:
@@ -324,15 +327,26 @@ def result_line(what: str, stats: dict[str, Any]) -> str:
 
 def run(engine: str | Path, concurrency: Sequence[int], seconds: float, serve_args: Sequence[str],
         direct_batch: int = 64, image: bytes | None = None) -> list[str]:
-    """The load test at each concurrency and the direct run at `direct_batch`: the RESULT lines, printed too.
-    With `image` (encoded): the `NAME_detect` model against `direct_detect` ("serve-detect", "direct-detect")."""
+    """The load test at each concurrency and the direct run at `direct_batch`: the RESULT lines, printed too
+    (each serve line followed by its `serve-stats` line). With `image` (encoded): the `NAME_detect` model against
+    `direct_detect` ("serve-detect", "direct-detect")."""
+    from netdef.deploy import serve_stats
+
     lines, served = [], {}
     kind = "" if image is None else "-detect"
-    with running_server(engine, *serve_args) as server:
+    with running_server(engine, "--open-endpoints", "statistics", *serve_args) as server:
+        model = server.spec.name + (SUFFIX if image is not None else "")
+
+        def counters() -> dict[str, int]:
+            return serve_stats.counters(serve_stats.model_statistics(server.http, model), model)
+
         for c in concurrency:
+            before = counters()
             served = load_test(server, c, seconds, image=image)
             lines.append(result_line(f"serve{kind} concurrency={c}", served))
-            print(lines[-1], flush=True)
+            got = serve_stats.summary(serve_stats.delta(before, counters()), served["mean_ms"])
+            lines.append(serve_stats.stats_line(f"concurrency={c} model={model}", got))
+            print(*lines[-2:], sep="\n", flush=True)
     base = direct(engine, direct_batch) if image is None else direct_detect(engine, image, direct_batch, seconds)
     lines.append(result_line(f"direct{kind} batch={direct_batch}", base))
     lines.append(f"RESULT ratio{kind} serve_concurrency={concurrency[-1]}/direct_batch={direct_batch} "

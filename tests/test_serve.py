@@ -853,7 +853,7 @@ def test_load_test_against_direct_engine_calls(engines):
     _serving_stack()
     with stub_fits():
         lines = bench_serve().run(engines("r50_fp16"), [1, 8, 64], 5.0, ["--max-queue-delay-us", "500"])
-    assert [line.split()[1] for line in lines] == ["serve", "serve", "serve", "direct", "ratio"]
+    assert [line.split()[1] for line in lines] == ["serve", "serve-stats"] * 3 + ["direct", "ratio"]
     ratio = float(lines[-1].split()[-1])
     assert ratio >= 0.8, lines
 
@@ -958,5 +958,91 @@ def test_load_test_of_the_detect_model(engines, tmp_path):
     with stub_fits():
         lines = bench_serve().run(engines("y5s_plugin_fp16"), [1, 8], 3.0, ["--max-queue-delay-us", "500"],
                                   direct_batch=8, image=image)
-    assert [line.split()[1] for line in lines] == ["serve-detect", "serve-detect", "direct-detect", "ratio-detect"]
-    assert all(float(line.split("throughput=")[1].split()[0]) > 0 for line in lines[:3]), lines
+    assert [line.split()[1] for line in lines] == ["serve-detect", "serve-stats"] * 2 + ["direct-detect",
+                                                                                          "ratio-detect"]
+    assert all(float(line.split("throughput=")[1].split()[0]) > 0 for line in lines if "throughput=" in line), lines
+    assert all("_detect requests=" in line for line in lines if "serve-stats" in line), lines
+
+
+# ---------------------------------------------------------------- where the time goes (Triton's statistics)
+
+def model_stats(name: str, scale: int, batches: dict[int, int], as_strings: bool = False) -> dict:
+    """tritonclient.http's JSON of `get_inference_statistics` for one model (gRPC's as_json=True gives the 64-bit
+    numbers as strings): `scale` requests of 2 ms each (queue 0.5, input 0.1, infer 1.2, output 0.1 ms) in the
+    executions `batches` (batch size -> count, 3 ms of compute_infer each)."""
+    def n(x: int):
+        return str(x) if as_strings else x
+
+    def phase(count: int, ms: float) -> dict:
+        return {"count": n(count), "ns": n(int(count * ms * 1e6))}
+
+    return {"model_stats": [
+        {"name": "other", "version": "1", "inference_count": n(999), "execution_count": n(1),
+         "inference_stats": {"success": phase(999, 9.0)}, "batch_stats": []},
+        {"name": name, "version": "1", "last_inference": n(0), "inference_count": n(scale),
+         "execution_count": n(sum(batches.values())),
+         "inference_stats": {"success": phase(scale, 2.0), "fail": phase(0, 0.0), "queue": phase(scale, 0.5),
+                             "compute_input": phase(scale, 0.1), "compute_infer": phase(scale, 1.2),
+                             "compute_output": phase(scale, 0.1), "cache_hit": phase(0, 0.0)},
+         "batch_stats": [{"batch_size": n(b), "compute_input": phase(c, 0.2), "compute_infer": phase(c, 3.0),
+                          "compute_output": phase(c, 0.2)} for b, c in batches.items()]}]}
+
+
+@pytest.mark.parametrize("as_strings", [False, True])
+def test_serve_stats_over_a_stretch_of_load(as_strings):
+    """bench_serve's `RESULT serve-stats` line: the delta of Triton's cumulative counters over one concurrency
+    level, means per request and per execution, the batches the batcher formed, and the clients' time beyond the
+    server's."""
+    from netdef.deploy import serve_stats
+
+    before = serve_stats.counters(model_stats("r50", 10, {1: 10}, as_strings), "r50")
+    after = serve_stats.counters(model_stats("r50", 10 + 640, {1: 10, 8: 40, 64: 5}, as_strings), "r50")
+    s = serve_stats.summary(serve_stats.delta(before, after), client_mean_ms=5.0)
+    assert (s["requests"], s["failed"], s["executions"], s["batches"]) == (640, 0, 45, {8: 40, 64: 5})
+    assert s["avg_batch"] == pytest.approx(640 / 45)
+    assert [s[k] for k in ("server_ms", "queue_ms", "compute_input_ms", "compute_infer_ms", "compute_output_ms",
+                           "infer_per_exec_ms", "client_ms", "overhead_ms")] == pytest.approx(
+        [2.0, 0.5, 0.1, 1.2, 0.1, 3.0, 5.0, 3.0])
+    line = serve_stats.stats_line("concurrency=64 model=r50", s)
+    assert line.startswith("RESULT serve-stats concurrency=64 model=r50 requests=640 failed=0 executions=45 "
+                           "avg_batch=14.222 server_ms=2.000 queue_ms=0.500 "), line
+    assert line.endswith(" client_ms=5.000 overhead_ms=3.000 batches=8:40,64:5"), line
+    fields = dict(f.split("=", 1) for f in line.split()[2:])
+    assert float(fields["compute_infer_ms"]) == 1.2 and fields["infer_per_exec_ms"] == "3.000"
+    idle = serve_stats.summary(serve_stats.delta(after, after))
+    assert idle["requests"] == 0 and idle["batches"] == {} and "client_ms" not in idle
+    assert serve_stats.stats_line("c", idle).endswith(" batches=-")
+    with pytest.raises(KeyError, match=r"no statistics for model 'r18' \(the server's: \['other', 'r50'\]\)"):
+        serve_stats.counters(model_stats("r50", 1, {}), "r18")
+
+
+def test_serve_opens_only_the_endpoints_asked_for(monkeypatch):
+    """PyTriton 0.7 restricts statistics (and shared-memory, model-repository, trace, logging) to a token it never
+    shows, so the load test's statistics need `--open-endpoints statistics`; the rest stay restricted, and a
+    PyTriton without such restrictions gets no argument."""
+    import types
+
+    from netdef.deploy.serve import PROTECTED_ENDPOINTS, security_arguments
+
+    class Security:
+        def __init__(self, restricted_endpoints):
+            self.restricted = restricted_endpoints
+
+    pt = types.SimpleNamespace(triton=types.SimpleNamespace(TritonSecurityConfig=Security,
+                                                            DEFAULT_PROTECTED_ENDPOINTS=list(PROTECTED_ENDPOINTS)))
+    assert security_arguments(pt, ()) == {}
+    got = security_arguments(pt, ("statistics",))["security_config"].restricted
+    assert got == ["shared-memory", "model-repository", "trace", "logging"]
+    assert security_arguments(types.SimpleNamespace(triton=types.SimpleNamespace()), ("statistics",)) == {}
+    try:
+        import pytriton.triton
+    except ImportError:
+        return
+    assert set(getattr(pytriton.triton, "DEFAULT_PROTECTED_ENDPOINTS", PROTECTED_ENDPOINTS)) <= set(PROTECTED_ENDPOINTS)
+
+
+def test_serve_refuses_an_unknown_endpoint_to_open(engines):
+    r = run_cli("serve", str(engines("r18")), "--open-endpoints", "statistics,inference")
+    assert r.returncode == 1 and "--open-endpoints statistics,inference: inference is not one of shared-memory, " \
+                                 "model-repository, statistics, trace, logging" in r.stderr, r.stderr
+    assert r.stderr.count("\n") == 1 and r.stdout == ""

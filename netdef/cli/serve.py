@@ -47,6 +47,10 @@ def add_serve_options(s: argparse.ArgumentParser) -> None:
     add_device_option(where)
     add_shared_device_option(s, "two model instances on one GPU")
     s.add_argument("--name", help="model name (default: the architecture's name)")
+    s.add_argument("--open-endpoints", metavar="LIST", type=lambda v: tuple(e.strip() for e in v.split(",")),
+                   default=(), help="Triton endpoints to serve without PyTriton's access token, such as statistics "
+                                    "(per-model queue and compute times; PyTriton restricts shared-memory, "
+                                    "model-repository, statistics, trace and logging)")
     d = s.add_argument_group("images -> detections (YOLO detection, segmentation and pose engines)")
     d.add_argument("--detect", action=argparse.BooleanOptionalAction, default=None,
                    help="also serve NAME_detect: encoded images in, detections out, with netdef detect's GPU pre- "
@@ -91,6 +95,6 @@ def cmd_serve(a: argparse.Namespace) -> int:
     names = load_names(a.names) if a.names else None
     serve(a.engine, port=a.port, grpc_port=a.grpc_port, metrics_port=a.metrics_port, max_batch=a.max_batch,
           max_queue_delay_us=a.max_queue_delay_us, devices=devices(a), name=a.name, detect=a.detect,
-          detect_settings=detect_settings(a), names=names, names_from=a.names)
+          detect_settings=detect_settings(a), names=names, names_from=a.names, open_endpoints=a.open_endpoints)
     print("stopped")
     return 0

@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     from .serve_detect import DetectSettings
 
 INSTALL = "pip install nvidia-pytriton (or pip install 'netdef[serve]')"
+# Triton endpoints PyTriton (0.7 on) restricts to a token it makes and never shows (DEFAULT_PROTECTED_ENDPOINTS)
+PROTECTED_ENDPOINTS = ("shared-memory", "model-repository", "statistics", "trace", "logging")
 
 
 @dataclass(frozen=True)
@@ -250,19 +252,25 @@ def serve(engine: str | os.PathLike, *, port: int = 8000, grpc_port: int = 8001,
           max_batch: int | None = None, max_queue_delay_us: int | None = None, devices: Sequence[int] = (),
           name: str | None = None, detect: bool | None = None, detect_settings: DetectSettings | None = None,
           names: Sequence[str] | None = None, names_from: str | os.PathLike | None = None,
-          log: Callable[[str], None] = print) -> None:
+          open_endpoints: Sequence[str] = (), log: Callable[[str], None] = print) -> None:
     """Serve `engine` (a netdef engine, or a raw plan) through Triton until Ctrl-C or the server stops: one model
     instance per device in `devices` (default: the current device; a device listed twice gets two). `detect`: also
     bind `NAME_detect` (`deploy.serve_detect`) with `detect_settings` (a `DetectSettings`) and class `names` (read
     from the file `names_from`; default: those the engine header records);
     None: where the engine is a YOLO detector, False: never, True: always (an error for other engines, as are
-    settings or names for a model not served). Options are checked before any GPU work."""
+    settings or names for a model not served). `open_endpoints`: those of `PROTECTED_ENDPOINTS` served without
+    PyTriton's token (statistics for a load test's queue and compute times). Options are checked before any GPU
+    work."""
     from .serve_detect import DetectSettings, detect_binding, detect_function, engine_detectors
     from ..runtime import Engine
 
     ports = Ports(port, grpc_port, metrics_port)
     ports.validate()
     ports.check_free()
+    unknown = [e for e in open_endpoints if e not in PROTECTED_ENDPOINTS]
+    if unknown:
+        raise OptionError(f"--open-endpoints {','.join(open_endpoints)}: {', '.join(unknown)} is not one of "
+                          f"{', '.join(PROTECTED_ENDPOINTS)}")
     settings, configured = detect_settings or DetectSettings(), detect_settings is not None or bool(names)
 
     def describe(meta: dict[str, Any]) -> tuple[Binding, bool]:
@@ -291,7 +299,7 @@ def serve(engine: str | os.PathLike, *, port: int = 8000, grpc_port: int = 8001,
         dspec = detect_binding(spec, settings.max_det)
         models.append((dspec, [detect_function(d, settings) for d in detectors(spec, engines)]))
     server = pt.triton.TritonConfig(http_port=ports.http, grpc_port=ports.grpc, metrics_port=ports.metrics)
-    with pt.triton.Triton(config=server) as triton:
+    with pt.triton.Triton(config=server, **security_arguments(pt, open_endpoints)) as triton:
         for model, functions in models:
             try:
                 triton.bind(**bind_arguments(pt, model, functions))
@@ -323,6 +331,16 @@ def serves_detections(meta: dict[str, Any], detect: bool | None, configured: boo
         raise OptionError("--conf, --iou, --max-det and --names set the images -> detections model, which is not "
                           "served " + ("with --no-detect" if detect is False else f"for this engine: {error}"))
     return detect is not False and error is None
+
+
+def security_arguments(pt: Any, open_endpoints: Sequence[str]) -> dict[str, Any]:
+    """PyTriton's `Triton` arguments that serve `open_endpoints` without its token (the others keep it); none
+    where nothing is opened or PyTriton restricts nothing (before 0.7)."""
+    config = getattr(pt.triton, "TritonSecurityConfig", None)
+    if not open_endpoints or config is None:
+        return {}
+    protected = getattr(pt.triton, "DEFAULT_PROTECTED_ENDPOINTS", PROTECTED_ENDPOINTS)
+    return {"security_config": config(restricted_endpoints=[e for e in protected if e not in open_endpoints])}
 
 
 def bind_arguments(pt: Any, spec: Binding, functions: Sequence[Callable[..., Any]]) -> dict[str, Any]:
