@@ -1046,3 +1046,19 @@ def test_serve_refuses_an_unknown_endpoint_to_open(engines):
     assert r.returncode == 1 and "--open-endpoints statistics,inference: inference is not one of shared-memory, " \
                                  "model-repository, statistics, trace, logging" in r.stderr, r.stderr
     assert r.stderr.count("\n") == 1 and r.stdout == ""
+
+
+def test_triton_s_python_stub_loads_this_python_s_library(tmp_path):
+    """Triton's Python stub links libpythonX.Y.so.1.0 and the loader finds the system's first: a system 3.11.2
+    under a pyenv 3.11.7 fails in 3.11.7's stdlib (pytriton issue 51, reproduced on this CPU machine: the stub
+    loads with the pyenv's directory on LD_LIBRARY_PATH), a pyenv 3.12 has none (the model load timed out).
+    `serve` adds this Python's library directory, after the entries already there."""
+    from netdef.deploy.serve import stub_library_path
+
+    (tmp_path / "libpython3.11.so.1.0").write_bytes(b"")
+    config = {"Py_ENABLE_SHARED": 1, "LIBDIR": str(tmp_path), "INSTSONAME": "libpython3.11.so.1.0"}.get
+    assert stub_library_path({}, config) == str(tmp_path)
+    assert stub_library_path({"LD_LIBRARY_PATH": "/opt/cuda/lib64:"}, config) == f"/opt/cuda/lib64:{tmp_path}"
+    assert stub_library_path({"LD_LIBRARY_PATH": f"/a:{tmp_path}"}, config) is None  # there already
+    assert stub_library_path({}, {**config.__self__, "Py_ENABLE_SHARED": 0}.get) is None  # a static Python
+    assert stub_library_path({}, {**config.__self__, "INSTSONAME": "libpython3.9.so.1.0"}.get) is None  # none there

@@ -299,6 +299,9 @@ def serve(engine: str | os.PathLike, *, port: int = 8000, grpc_port: int = 8001,
         dspec = detect_binding(spec, settings.max_det)
         models.append((dspec, [detect_function(d, settings) for d in detectors(spec, engines)]))
     server = pt.triton.TritonConfig(http_port=ports.http, grpc_port=ports.grpc, metrics_port=ports.metrics)
+    library_path = stub_library_path(os.environ)
+    if library_path is not None:  # inherited by Triton and its Python stubs
+        os.environ["LD_LIBRARY_PATH"] = library_path
     with pt.triton.Triton(config=server, **security_arguments(pt, open_endpoints)) as triton:
         for model, functions in models:
             try:
@@ -316,6 +319,23 @@ def serve(engine: str | os.PathLike, *, port: int = 8000, grpc_port: int = 8001,
         log(f"serving {engine} as model(s) {', '.join(repr(m.name) for m, _ in models)} on {len(engines)} "
             f"instance(s) (device {', '.join(str(e.device) for e in engines)}); Ctrl-C stops")
         triton.serve()
+
+
+def stub_library_path(environ: Mapping[str, str], config: Callable[[str], Any] | None = None) -> str | None:
+    """LD_LIBRARY_PATH with this interpreter's library directory added (after the entries there), so that
+    Triton's Python stub, linked against libpythonX.Y.so.1.0, loads this Python's and not another X.Y's the loader
+    finds first: a system 3.11.2 under a pyenv 3.11.7 fails in the 3.11.7 stdlib (pytriton issue 51,
+    `_recursion_count`), a pyenv 3.12 with no system one is not found (the model load times out). None where
+    nothing is to add: a Python without a shared library, or its directory listed already. `config`:
+    `sysconfig.get_config_var`."""
+    import sysconfig
+
+    config = config or sysconfig.get_config_var
+    libdir, soname = config("LIBDIR"), config("INSTSONAME")
+    if not config("Py_ENABLE_SHARED") or not libdir or not soname or not os.path.isfile(os.path.join(libdir, soname)):
+        return None
+    current = [p for p in environ.get("LD_LIBRARY_PATH", "").split(os.pathsep) if p]
+    return None if libdir in current else os.pathsep.join([*current, libdir])
 
 
 def serves_detections(meta: dict[str, Any], detect: bool | None, configured: bool = False) -> bool:
