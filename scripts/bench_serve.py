@@ -7,7 +7,8 @@ throughput at batch 64 (host copies included, as the server's are) and the ratio
 concurrency. After each `RESULT serve` line a `RESULT serve-stats` line tells where the time went: Triton's
 statistics over that concurrency (warm-up requests included; `netdef.deploy.serve_stats`): the batches the
 batcher formed (`avg_batch`, `batches=SIZE:COUNT,...`), per request the server's time and its queue and compute
-phases, per execution the model's time, and the clients' mean latency less the server's (transport, clients):
+phases, per execution the model's time, the clients' mean latency less the server's (transport, clients) and
+how busy the model instances were (compute seconds per second):
 
     python scripts/bench_serve.py resnet50.engine --concurrency 1,8,64 --seconds 10 --max-queue-delay-us 500
 
@@ -341,10 +342,11 @@ def run(engine: str | Path, concurrency: Sequence[int], seconds: float, serve_ar
             return serve_stats.counters(serve_stats.model_statistics(server.http, model), model)
 
         for c in concurrency:
-            before = counters()
+            before, t0 = counters(), time.perf_counter()
             served = load_test(server, c, seconds, image=image)
             lines.append(result_line(f"serve{kind} concurrency={c}", served))
-            got = serve_stats.summary(serve_stats.delta(before, counters()), served["mean_ms"])
+            got = serve_stats.summary(serve_stats.delta(before, counters()), served["mean_ms"],
+                                      time.perf_counter() - t0)
             lines.append(serve_stats.stats_line(f"concurrency={c} model={model}", got))
             print(*lines[-2:], sep="\n", flush=True)
     base = direct(engine, direct_batch) if image is None else direct_detect(engine, image, direct_batch, seconds)

@@ -997,20 +997,20 @@ def test_serve_stats_over_a_stretch_of_load(as_strings):
 
     before = serve_stats.counters(model_stats("r50", 10, {1: 10}, as_strings), "r50")
     after = serve_stats.counters(model_stats("r50", 10 + 640, {1: 10, 8: 40, 64: 5}, as_strings), "r50")
-    s = serve_stats.summary(serve_stats.delta(before, after), client_mean_ms=5.0)
+    s = serve_stats.summary(serve_stats.delta(before, after), client_mean_ms=5.0, seconds=0.5)
     assert (s["requests"], s["failed"], s["executions"], s["batches"]) == (640, 0, 45, {8: 40, 64: 5})
     assert s["avg_batch"] == pytest.approx(640 / 45)
     assert [s[k] for k in ("server_ms", "queue_ms", "compute_input_ms", "compute_infer_ms", "compute_output_ms",
-                           "infer_per_exec_ms", "client_ms", "overhead_ms")] == pytest.approx(
-        [2.0, 0.5, 0.1, 1.2, 0.1, 3.0, 5.0, 3.0])
+                           "infer_per_exec_ms", "client_ms", "overhead_ms", "busy")] == pytest.approx(
+        [2.0, 0.5, 0.1, 1.2, 0.1, 3.0, 5.0, 3.0, 45 * 3.4e-3 / 0.5])  # 45 executions of 3 + 0.2 + 0.2 ms
     line = serve_stats.stats_line("concurrency=64 model=r50", s)
     assert line.startswith("RESULT serve-stats concurrency=64 model=r50 requests=640 failed=0 executions=45 "
                            "avg_batch=14.222 server_ms=2.000 queue_ms=0.500 "), line
-    assert line.endswith(" client_ms=5.000 overhead_ms=3.000 batches=8:40,64:5"), line
+    assert line.endswith(" client_ms=5.000 overhead_ms=3.000 busy=0.306 batches=8:40,64:5"), line
     fields = dict(f.split("=", 1) for f in line.split()[2:])
     assert float(fields["compute_infer_ms"]) == 1.2 and fields["infer_per_exec_ms"] == "3.000"
     idle = serve_stats.summary(serve_stats.delta(after, after))
-    assert idle["requests"] == 0 and idle["batches"] == {} and "client_ms" not in idle
+    assert idle["requests"] == 0 and idle["batches"] == {} and "client_ms" not in idle and "busy" not in idle
     assert serve_stats.stats_line("c", idle).endswith(" batches=-")
     with pytest.raises(KeyError, match=r"no statistics for model 'r18' \(the server's: \['other', 'r50'\]\)"):
         serve_stats.counters(model_stats("r50", 1, {}), "r18")

@@ -27,8 +27,9 @@ def model_statistics(url: str, model: str) -> dict[str, Any]:
 def counters(stats: dict[str, Any], model: str) -> dict[str, int]:
     """The cumulative counters of `model` (all its versions together) in `stats` (tritonclient's JSON; gRPC's
     `as_json=True` form, whose 64-bit numbers are strings, too), flat: 'inference_count', 'execution_count',
-    'PHASE.count' and 'PHASE.ns' for success, fail and `PHASES`, and 'batch.SIZE.count' and 'batch.SIZE.ns'
-    (compute_infer of the executions of that batch size)."""
+    'PHASE.count' and 'PHASE.ns' for success, fail and `PHASES`, and per batch size the executions
+    ('batch.SIZE.count'), their compute_infer ('batch.SIZE.ns') and compute_input + compute_output
+    ('batch.SIZE.io_ns')."""
     out: dict[str, int] = {}
 
     def add(key: str, value: Any) -> None:
@@ -46,9 +47,10 @@ def counters(stats: dict[str, Any], model: str) -> dict[str, int]:
             add(f"{phase}.count", got.get("count"))
             add(f"{phase}.ns", got.get("ns"))
         for b in m.get("batch_stats", []):
-            infer = b.get("compute_infer", {})
-            add(f"batch.{int(b['batch_size'])}.count", infer.get("count"))
-            add(f"batch.{int(b['batch_size'])}.ns", infer.get("ns"))
+            key, infer = f"batch.{int(b['batch_size'])}", b.get("compute_infer", {})
+            add(f"{key}.count", infer.get("count"))
+            add(f"{key}.ns", infer.get("ns"))
+            add(f"{key}.io_ns", sum(int(b.get(p, {}).get("ns") or 0) for p in ("compute_input", "compute_output")))
     return out
 
 
@@ -57,11 +59,13 @@ def delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
     return {k: v - before.get(k, 0) for k, v in after.items()}
 
 
-def summary(d: dict[str, int], client_mean_ms: float | None = None) -> dict[str, Any]:
+def summary(d: dict[str, int], client_mean_ms: float | None = None, seconds: float | None = None) -> dict[str, Any]:
     """Means of a `delta`: requests, failures, executions, items per execution (`avg_batch`), per request the
     server's time (`server_ms`) and each phase's (`PHASE_ms`), per execution the model's time
     (`infer_per_exec_ms`), executions by batch size (`batches`); with the clients' mean latency, `client_ms` and
-    `overhead_ms` (client minus server: transport and the clients' own work)."""
+    `overhead_ms` (client minus server: transport and the clients' own work); with the stretch's length,
+    `busy`: the model instances' compute (input, infer, output) per second of it (near the instance count: they
+    are the bottleneck; well below: requests do not reach them fast enough)."""
     def mean_ms(ns: int, count: int) -> float:
         return ns / count / 1e6 if count else float("nan")
 
@@ -77,6 +81,8 @@ def summary(d: dict[str, int], client_mean_ms: float | None = None) -> dict[str,
     }
     if client_mean_ms is not None:
         out["client_ms"], out["overhead_ms"] = client_mean_ms, client_mean_ms - out["server_ms"]
+    if seconds:
+        out["busy"] = sum(d.get(f"batch.{b}.ns", 0) + d.get(f"batch.{b}.io_ns", 0) for b in batches) / seconds / 1e9
     return out
 
 
