@@ -1062,3 +1062,6 @@ def test_triton_s_python_stub_loads_this_python_s_library(tmp_path):
     assert stub_library_path({"LD_LIBRARY_PATH": f"/a:{tmp_path}"}, config) is None  # there already
     assert stub_library_path({}, {**config.__self__, "Py_ENABLE_SHARED": 0}.get) is None  # a static Python
     assert stub_library_path({}, {**config.__self__, "INSTSONAME": "libpython3.9.so.1.0"}.get) is None  # none there
+    system = {"Py_ENABLE_SHARED": 1, "LIBDIR": "/usr/lib/x86_64-linux-gnu", "MULTIARCH": "x86_64-linux-gnu",
+              "INSTSONAME": next(Path("/usr/lib/x86_64-linux-gnu").glob("libpython3*.so.1.0"), Path("x")).name}
+    assert stub_library_path({}, system.get) is None  # the loader's own directory: not listed before Triton's

@@ -326,13 +326,18 @@ def stub_library_path(environ: Mapping[str, str], config: Callable[[str], Any] |
     Triton's Python stub, linked against libpythonX.Y.so.1.0, loads this Python's and not another X.Y's the loader
     finds first: a system 3.11.2 under a pyenv 3.11.7 fails in the 3.11.7 stdlib (pytriton issue 51,
     `_recursion_count`), a pyenv 3.12 with no system one is not found (the model load times out). None where
-    nothing is to add: a Python without a shared library, or its directory listed already. `config`:
-    `sysconfig.get_config_var`."""
+    nothing is to add: a Python without a shared library, one in a system directory (the loader's own; listed,
+    it would come before the libraries Triton finds through its RUNPATH), or its directory listed already.
+    `config`: `sysconfig.get_config_var`."""
     import sysconfig
 
     config = config or sysconfig.get_config_var
     libdir, soname = config("LIBDIR"), config("INSTSONAME")
     if not config("Py_ENABLE_SHARED") or not libdir or not soname or not os.path.isfile(os.path.join(libdir, soname)):
+        return None
+    system = {"/lib", "/usr/lib", "/lib64", "/usr/lib64", *(f"{d}/{config('MULTIARCH')}" for d in ("/lib", "/usr/lib")
+                                                            if config("MULTIARCH"))}
+    if os.path.realpath(libdir) in {os.path.realpath(d) for d in system}:
         return None
     current = [p for p in environ.get("LD_LIBRARY_PATH", "").split(os.pathsep) if p]
     return None if libdir in current else os.pathsep.join([*current, libdir])
