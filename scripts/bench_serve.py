@@ -365,6 +365,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--direct-batch", type=int, default=64, help="batch of the direct Engine run (default 64)")
     p.add_argument("--max-queue-delay-us", default="500", help="the server's batcher delay (default 500)")
     p.add_argument("--devices", help="the server's devices such as 0,1 (default: the current one)")
+    p.add_argument("--allow-shared-device", action="store_true",
+                   help="let --devices list a device twice (one model instance per entry, e.g. 0,0)")
     p.add_argument("--image", help="an image file: load-test the YOLO engine's NAME_detect model with it (one "
                                    "encoded image per request) against netdef detect's Detector at --direct-batch")
     a = p.parse_args(argv)
@@ -375,7 +377,8 @@ def main(argv: list[str] | None = None) -> int:
         levels = parse_numbers(a.concurrency, "--concurrency", int, what="client counts such as 1,8,64")
         if min(levels) < 1:
             raise OptionError(f"--concurrency {a.concurrency}: counts must be >= 1")
-        extra = ["--max-queue-delay-us", a.max_queue_delay_us] + (["--devices", a.devices] if a.devices else [])
+        extra = ["--max-queue-delay-us", a.max_queue_delay_us] + (["--devices", a.devices] if a.devices else []) + \
+            (["--allow-shared-device"] if a.allow_shared_device else [])
         image = None
         if a.image is not None:
             try:

@@ -832,6 +832,16 @@ class FakeRequests:
             raise RuntimeError("boom")
 
 
+def test_bench_serve_passes_the_server_options_on(monkeypatch):
+    """scripts/bench_serve.py's --devices and --allow-shared-device reach `netdef serve` (two model instances on one
+    GPU: `--devices 0,0 --allow-shared-device`)."""
+    bs = bench_serve()
+    calls = []
+    monkeypatch.setattr(bs, "run", lambda engine, levels, seconds, extra, batch, image: calls.append((levels, extra)))
+    assert bs.main(["r50.engine", "--concurrency", "64", "--devices", "0,0", "--allow-shared-device"]) == 0
+    assert calls == [([64], ["--max-queue-delay-us", "500", "--devices", "0,0", "--allow-shared-device"])]
+
+
 def test_load_test_clients_run_side_by_side_in_client_processes():
     """bench_serve's clients are threads of several spawned processes (one GIL each) that start together after
     their warm-up: six 2 ms clients over 0.5 s send far more than one could, and a failing request is named."""
