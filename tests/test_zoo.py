@@ -242,3 +242,19 @@ def test_gpu_engine_matches_pytorch(zoo_model, precision, tmp_path):
     print(f"RESULT zoo {name} {precision}{' no-tf32' if precision == 'fp32' else ''} build "
           f"{res.meta['build_seconds']} s max-rel-err " + " ".join(f"b{k}={v:.2e}" for k, v in errors.items()))
     assert max(errors.values()) <= BOUND[precision], errors
+
+
+def test_dilated_inverted_residual_v3():
+    """InvertedResidualV3 with `d: 2` is torchvision's dilated block (the segmentation backbones' last stage):
+    the depthwise convolution dilated and padded d * (k - 1) // 2, its stride 1 though the config says 2."""
+    from functools import partial
+
+    from netdef.testing.check_block import check_block
+    from torchvision.models.mobilenetv3 import InvertedResidual, InvertedResidualConfig
+
+    torch.manual_seed(0)
+    cnf = InvertedResidualConfig(40, 5, 120, 48, True, "HS", 2, 2, 1.0)
+    module = InvertedResidual(cnf, partial(torch.nn.BatchNorm2d, eps=0.001, momentum=0.01)).eval()
+    randomize_batchnorm(module, seed=3)
+    kwargs = {"c2": 48, "k": 5, "exp": 120, "se": True, "act": "hardswish", "s": 2, "d": 2}
+    assert check_block("InvertedResidualV3", module, (1, 40, 19, 13), kwargs=kwargs, cpu=True) <= 1e-5

@@ -36,19 +36,24 @@ def inverted_residual(net: Network, x: Any, prefix: str, c2: int, s: int = 1, t:
 
 @block("InvertedResidualV3")
 def inverted_residual_v3(net: Network, x: Any, prefix: str, c2: int, k: int = 3, exp: int = 16, se: bool = False,
-                         act: str = "relu", s: int = 1, eps: float = 1e-3) -> Any:
-    """MobileNetV3's InvertedResidual (InvertedResidualConfig(c1, k, exp, c2, se, act, s)): [1x1 expand to `exp`]
-    -> kxk depthwise -> [squeeze-excitation, hardsigmoid gate] -> 1x1 projection (keys `prefix.block.*`); a
-    residual add when s == 1 and c1 == c2. `act` relu or hardswish; BatchNorm eps 0.001 as torchvision's."""
+                         act: str = "relu", s: int = 1, eps: float = 1e-3, d: int = 1) -> Any:
+    """MobileNetV3's InvertedResidual (InvertedResidualConfig(c1, k, exp, c2, se, act, s, dilation d)): [1x1
+    expand to `exp`] -> kxk depthwise -> [squeeze-excitation, hardsigmoid gate] -> 1x1 projection (keys
+    `prefix.block.*`); a residual add when s == 1 and c1 == c2. `act` relu or hardswish; BatchNorm eps 0.001 as
+    torchvision's. `d` > 1 dilates the depthwise convolution and makes its stride 1, as torchvision's
+    `dilated=True` backbones (the segmentation models') do with the last stage; write the config's `s` as is."""
     if act not in V3_ACTS:
         raise SpecError(f"{prefix}: InvertedResidualV3 act '{act}': use one of {', '.join(V3_ACTS)}")
     if s not in (1, 2):
         raise SpecError(f"{prefix}: InvertedResidualV3 stride must be 1 or 2, got {s}")
+    if d < 1:
+        raise SpecError(f"{prefix}: InvertedResidualV3 dilation d must be 1 or more, got {d}")
+    s = 1 if d > 1 else s  # torchvision: `stride = 1 if cnf.dilation > 1 else cnf.stride`
     c1 = net.channels(x)
     seq, y, i = f"{prefix}.block", x, 0
     if exp != c1:
         y, i = conv_norm_act(net, y, f"{seq}.0", exp, 1, act=act, eps=eps), 1
-    y = conv_norm_act(net, y, f"{seq}.{i}", exp, k, s, g=exp, act=act, eps=eps)
+    y = conv_norm_act(net, y, f"{seq}.{i}", exp, k, s, g=exp, act=act, eps=eps, d=d)
     if se:
         i += 1
         y = squeeze_excitation(net, y, f"{seq}.{i}", make_divisible(exp // 4), "relu", "hardsigmoid")

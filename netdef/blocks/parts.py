@@ -11,10 +11,11 @@ GATES = ("sigmoid", "hardsigmoid")
 
 
 def conv_norm_act(net: Network, x: Any, seq: str, c2: int, k: int = 3, s: int = 1, g: int = 1,
-                  act: str = "relu", eps: float = 1e-5, i: int = 0) -> Any:
-    """Conv2d `seq.i` (no bias, 'same' padding) + BatchNorm `seq.{i+1}` folded + activation; the activation
-    layer is recorded as the output of module `seq.{i+2}` (for `netdef verify`)."""
-    y = net.conv(x, f"{seq}.{i}", c2, k, s, g=g, bias=False, bn=f"{seq}.{i + 1}", eps=eps)
+                  act: str = "relu", eps: float = 1e-5, i: int = 0, d: int = 1) -> Any:
+    """Conv2d `seq.i` (no bias, dilation `d`, 'same' padding `d * (k - 1) // 2` as torchvision's) + BatchNorm
+    `seq.{i+1}` folded + activation; the activation layer is recorded as the output of module `seq.{i+2}` (for
+    `netdef verify`)."""
+    y = net.conv(x, f"{seq}.{i}", c2, k, s, g=g, d=d, bias=False, bn=f"{seq}.{i + 1}", eps=eps)
     return _act(net, y, act, f"{seq}.{i + 2}", f"{seq}.{i}")
 
 
