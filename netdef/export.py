@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import inspect
 import os
 import re
 import sys
@@ -438,14 +439,18 @@ def seeded(seed: int) -> Iterator[None]:
 
 
 def _torchvision_model(name: str) -> Any:
+    """torchvision's model NAME with its own random init: no weights, and no pretrained backbone either (the
+    segmentation and detection builders default `weights_backbone` to ImageNet weights, a download)."""
     try:
         import torchvision
     except ImportError:
         raise NetdefError("torchvision is not installed: pip install torchvision") from None
     try:
-        return torchvision.models.get_model(name, weights=None).eval()
+        builder = torchvision.models.get_model_builder(name)
     except ValueError:
         raise NetdefError(f"torchvision has no model '{name}' (e.g. resnet18, resnet50)") from None
+    kwargs = {"weights_backbone": None} if "weights_backbone" in inspect.signature(builder).parameters else {}
+    return builder(weights=None, **kwargs).eval()
 
 
 def _module_in(ckpt: Any, torch: Any) -> Any:

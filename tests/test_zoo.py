@@ -258,3 +258,18 @@ def test_dilated_inverted_residual_v3():
     randomize_batchnorm(module, seed=3)
     kwargs = {"c2": 48, "k": 5, "exp": 120, "se": True, "act": "hardswish", "s": 2, "d": 2}
     assert check_block("InvertedResidualV3", module, (1, 40, 19, 13), kwargs=kwargs, cpu=True) <= 1e-5
+
+
+def test_torchvision_segmentation_model_downloads_nothing(monkeypatch):
+    """`torchvision:NAME` is torchvision's random init also for a segmentation model, whose builder defaults
+    `weights_backbone` to ImageNet weights: nothing is downloaded (offline, that was a bare urlopen error)."""
+    import torchvision.models._api as api
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("netdef export torchvision:NAME downloaded weights")
+
+    monkeypatch.setattr(api, "load_state_dict_from_url", no_download)
+    model = load_source("torchvision:lraspp_mobilenet_v3_large")
+    assert not model.training and "classifier.low_classifier.weight" in model.state_dict()
+    with pytest.raises(NetdefError, match="torchvision has no model 'resnet17'"):
+        load_source("torchvision:resnet17")
