@@ -273,3 +273,20 @@ def test_torchvision_segmentation_model_downloads_nothing(monkeypatch):
     assert not model.training and "classifier.low_classifier.weight" in model.state_dict()
     with pytest.raises(NetdefError, match="torchvision has no model 'resnet17'"):
         load_source("torchvision:resnet17")
+
+
+def test_dilated_res_layer():
+    """ResLayer with `d`, `d_first` is a torchvision layer of `replace_stride_with_dilation` (DeepLabV3's ResNet
+    backbone): the first unit's 3x3 dilated by the previous dilation, the others by `d`, the stride 1."""
+    from netdef.testing.check_block import check_block
+    from torchvision.models.resnet import Bottleneck
+
+    torch.manual_seed(0)
+    down = torch.nn.Sequential(torch.nn.Conv2d(32, 64, 1, bias=False), torch.nn.BatchNorm2d(64))
+    module = torch.nn.Sequential(Bottleneck(32, 16, 1, down, dilation=2), Bottleneck(64, 16, dilation=4),
+                                 Bottleneck(64, 16, dilation=4)).eval()
+    randomize_batchnorm(module, seed=3)
+    kwargs = {"planes": 16, "n": 3, "s": 1, "d": 4, "d_first": 2}
+    assert check_block("ResLayer", module, (1, 32, 11, 9), kwargs=kwargs, cpu=True) <= 1e-5
+    with pytest.raises(SpecError, match="basic ResLayer has no dilation"):
+        check_block("ResLayer", module, (1, 32, 11, 9), kwargs={**kwargs, "kind": "basic"}, cpu=True)
