@@ -1045,3 +1045,12 @@ def test_a_fixed_size_joined_with_the_batch_is_named_where_the_output_is_static(
     with pytest.raises(NetdefError, match=r"^layer 'attn/add_mask' \(ELEMENTWISE\) cannot be computed on inputs of "
                                           r"shapes \(4, 3, 4\), \(2, 1, 4\)"):
         evaluate([mask, add], {"x": np.zeros((4, 3, 4), np.float32)})
+
+
+def test_summary_gives_the_largest_error_and_the_outputs():
+    """A passing report says how close it came: the largest error, at which layer, and the model output's."""
+    from netdef.verify.report import OUTPUT_MODULE, Report, Row
+
+    rows = [Row("a", "a", (1,), 3e-8, "pass"), Row("b", "b", (1,), 5e-7, "pass"), Row("c", "c", (1,), None, "skip"),
+            Row("(output) out", OUTPUT_MODULE, (1,), 2e-8, "pass")]
+    assert "; max rel error 5e-07 at b, the output's 2e-08" in Report("m", "CPU", 1e-5, rows, 0).summary()

@@ -71,7 +71,9 @@ class Report:
                 f"{within}, {counts['skip']} skipped, {self.unmatched} layers without a PyTorch module")
         if first is not None:
             text += f"; first divergent layer: {first.layer} ({first.module}){_err_text(first)}"
-        elif compared == 0:
+        elif compared:
+            text += _largest_errors(self.rows)
+        if compared == 0:
             text += "; no layer could be compared (do the layer names follow the model's module names?)"
         if self.uncompared:
             few = ", ".join(self.uncompared[:6]) + (", ..." if len(self.uncompared) > 6 else "")
@@ -87,6 +89,15 @@ class Report:
                          f"({', '.join(unrun[:6])}{', ...' if len(unrun) > 6 else ''}) cannot be: the model never runs "
                          "their forward() (it passes their weights to a function), so no output of theirs exists")
         return text
+
+
+def _largest_errors(rows: list[Row]) -> str:
+    """'; max rel error E at LAYER, the output's E2': the worst compared layer, and the model output's error."""
+    compared = [r for r in rows if r.error is not None and r.status != "skip"]
+    worst = max(compared, key=lambda r: r.error or 0.0)
+    outs = [r.error for r in compared if r.module == OUTPUT_MODULE]
+    out = f", the output's {max(outs):.3g}" if outs else ""
+    return f"; max rel error {worst.error:.3g} at {worst.layer}{out}"
 
 
 def _err_text(row: Row) -> str:
