@@ -28,7 +28,8 @@ def residual_unit(net: Network, x: Any, prefix: str, kind: str, planes: int, str
     shortcut = x
     if stride != 1 or net.channels(x) != c_out:
         shortcut = net.conv(x, f"{prefix}.downsample.0", c_out, 1, stride, bn=f"{prefix}.downsample.1", eps=eps)
-    return net.activation(net.add(y, shortcut, f"{prefix}/add", residual=True), "relu", prefix)
+    out = net.activation(net.add(y, shortcut, f"{prefix}/add", residual=True), "relu", prefix)
+    return net.match(out, prefix)  # the unit's output: its ReLU module is shared, which verify cannot compare
 
 
 @block("ResLayer", repeat_arg="n")
