@@ -7,6 +7,8 @@ error <= 1e-5). GPU (`-m gpu`): fp32 (TF32 off) and fp16 engines with a dynamic 
 at batches 1, 7 and 32; one RESULT line per case."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -200,6 +202,22 @@ def test_cli_export_and_verify(tmp_path, capsys):
         assert main(["export", _source(name), "-o", str(wts), "--randomize-bn", "--seed", "5"]) == 0
         assert main(["verify", name, "-w", str(wts), "--model", _source(name), "--cpu", *extra]) == 0
         assert "PASS" in capsys.readouterr().out
+
+
+SEGMENTATION = Path(__file__).resolve().parent.parent / "docs" / "examples" / "segmentation"
+
+
+@pytest.mark.parametrize("name", ["lraspp_mobilenet_v3_large", "deeplabv3_mobilenet_v3_large"])
+def test_segmentation_examples_verify(name, tmp_path, capsys):
+    """docs/examples/segmentation (a researcher's own block module and YAMLs, outside netdef/): torchvision's
+    LRASPP and DeepLabV3 on dilated MobileNetV3 backbones pass `verify --cpu` at a size that is not a multiple of
+    32 (deeplabv3_resnet50.yaml, 357 MB of .wts, is checked the same way by hand: docs/writing-blocks.md)."""
+    wts, source = tmp_path / f"{name}.wts", f"torchvision:{name}"
+    assert main(["export", source, "-o", str(wts), "--randomize-bn"]) == 0
+    assert main(["verify", str(SEGMENTATION / f"{name}.yaml"), "-w", str(wts), "--model", source, "--cpu",
+                 "--blocks", str(SEGMENTATION / "blocks.py"), "--input-shape", "131x197"]) == 0
+    out = capsys.readouterr().out
+    assert "PASS" in out and " 0 skipped" in out, out
 
 
 @models(["vit_b_16"])
