@@ -205,13 +205,14 @@ def test_a_family_file_needs_a_scale(tmp_path):
 
 
 def test_an_unknown_task_of_a_family_names_the_tasks_netdef_builds():
-    """yolo11n-obb (oriented boxes), yolov8n-p2: the error says which members of that family and scale exist,
+    """yolo11n-obb (oriented boxes), yolov8n-rtdetr: the error says which members of that family and scale exist,
     ahead of the list of every architecture; a name of no family gets the list alone."""
     with pytest.raises(SpecError, match=r"no architecture 'yolo11n-obb': of yolo11 at that scale netdef builds "
                                         r"yolo11n, yolo11n-cls, yolo11n-pose, yolo11n-seg \(a \.yaml path"):
         load_spec("yolo11n-obb")
-    with pytest.raises(SpecError, match=r"no architecture 'yolov8n-p2': of yolov8 at that scale netdef builds yolov8n,"):
-        load_spec("yolov8n-p2")
+    with pytest.raises(SpecError, match=r"no architecture 'yolov8n-rtdetr': of yolov8 at that scale netdef builds "
+                                        r"yolov8n, yolov8n-cls, yolov8n-ghost, yolov8n-p2, yolov8n-pose,"):
+        load_spec("yolov8n-rtdetr")
     with pytest.raises(SpecError, match=r"no architecture 'yolov10n' \(a \.yaml path"):
         load_spec("yolov10n")
 

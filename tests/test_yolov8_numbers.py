@@ -102,3 +102,48 @@ def test_verify_runs_the_head_the_network_builds(head, tmp_path):
     assert report.ok, report.summary()
     assert [r for r in report.rows if r.module == "(model output)"][0].status == "pass"
     assert f"[netdef] verify: the model's end2end set to {head is None}, the head the network builds" in said
+
+
+@pytest.mark.parametrize("name, hw, modules", [
+    ("yolov8n-p2", (128, 160), ["model.18.cv2.bn", "model.28.cv2.3.2"]),          # the P2 level's C2f, a 4th head level
+    ("yolov8n-p6", (128, 192), ["model.14.cv1.bn", "model.29.cv2.bn"]),   # C2 (YOLOv8-P6's head), P6 level
+    ("yolov8n-ghost", (128, 160), ["model.1", "model.2.m.0", "model.2.m.0.conv.2"])])  # GhostConv, C3Ghost
+def test_ultralytics_yolov8_variants_match_layer_by_layer(name, hw, modules, tmp_path):
+    """Ultralytics' YOLOv8 variants with their own family files (yolov8-p2.yaml, yolov8-p6.yaml,
+    yolov8-ghost.yaml): every key used, and layer by layer equal to Ultralytics' model, those blocks included."""
+    model, sd = ref.reference_model(name, tame=True)
+    write_wts(tmp_path / "w.wts", sd)
+    report = verify(name, tmp_path / "w.wts", model, cpu=True, opts=BuildOptions(input_hw=hw), log=lambda m: None)
+    assert report.ok, report.summary()
+    compared = {r.module for r in report.rows if r.status == "pass"}
+    assert "(model output)" in compared and set(modules) <= compared, sorted(compared)
+
+
+def test_ghost_bottleneck_with_stride_2_matches_ultralytics(tmp_path):
+    """GhostBottleneck at stride 2 (a depth-wise Conv in both branches), as a YAML row of its own may use it."""
+    import yaml
+
+    from netdef.spec import resolve_arch
+
+    tasks = ref.import_tasks()
+    path, _ = resolve_arch("yolov8n-ghost")
+    cfg = yaml.safe_load(path.read_text("utf-8"))
+    assert cfg["backbone"][3] == [-1, 1, "GhostConv", [256, 3, 2]]
+    cfg["backbone"][3] = [-1, 1, "GhostBottleneck", [256, 3, 2]]
+    cfg["name"] = "yolov8-ghostb"
+    (tmp_path / "yolov8-ghostb.yaml").write_text(yaml.safe_dump(cfg), "utf-8")
+    ucfg = {k: v for k, v in cfg.items() if k in ("nc", "scales", "backbone", "head")}
+    ucfg["scale"] = "n"
+    import torch
+
+    from netdef.testing.yolov5_reference import randomize_reference
+
+    torch.manual_seed(0)
+    model = tasks.DetectionModel(ucfg, verbose=False)
+    sd = randomize_reference(model, 0, True, [b[-1] for n in ("cv2", "cv3") for b in getattr(model.model[-1], n)])
+    assert "model.3.shortcut.1.conv.weight" in sd and "model.3.conv.1.conv.weight" in sd
+    write_wts(tmp_path / "w.wts", sd)
+    report = verify(str(tmp_path / "yolov8n-ghostb.yaml"), tmp_path / "w.wts", model, cpu=True,
+                    opts=BuildOptions(input_hw=(128, 160)), log=lambda m: None)
+    assert report.ok, report.summary()
+    assert {"model.3", "model.3.shortcut.1.bn"} <= {r.module for r in report.rows if r.status == "pass"}

@@ -6,7 +6,7 @@ Rows read like Ultralytics' model YAMLs: `[-1, 3, C3, [128]]`, `[[17, 20, 23], 1
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -88,10 +88,17 @@ def bottleneck(net: Network, x: Any, prefix: str, c2: int, shortcut: bool = True
 def c3(net: Network, x: Any, prefix: str, c2: int, n: int = 1, shortcut: bool = True, g: int = 1,
        e: float = 0.5) -> Any:
     """CSP bottleneck with 3 convolutions: cv3(cat(m(cv1(x)), cv2(x))), `n` Bottlenecks `m.0 ... m.{n-1}`."""
+    return csp3(net, x, prefix, c2, n, e, lambda y, p, c: bottleneck(net, y, p, c, shortcut, g, e=1.0))
+
+
+def csp3(net: Network, x: Any, prefix: str, c2: int, n: int, e: float,
+         inner: Callable[[Any, str, int], Any]) -> Any:
+    """C3's frame, shared by its variants (C3k, C3Ghost): cv3(cat(m(cv1(x)), cv2(x))) with hidden channels
+    c2 * e and `m` the `n` blocks `inner(tensor, prefix.m.i, hidden channels)` in sequence."""
     c_ = int(c2 * e)
     a = conv(net, x, f"{prefix}.cv1", c_, 1, 1)
     for i in range(n):
-        a = bottleneck(net, a, f"{prefix}.m.{i}", c_, shortcut, g, e=1.0)
+        a = inner(a, f"{prefix}.m.{i}", c_)
     b = conv(net, x, f"{prefix}.cv2", c_, 1, 1)
     return conv(net, net.concat([a, b], f"{prefix}/concat"), f"{prefix}.cv3", c2, 1)
 

@@ -1,5 +1,6 @@
-"""YOLOv8, YOLO11 and YOLO26 blocks under Ultralytics' (8.x) names, arguments and weight keys: C2f, C3k2 (with C3k
-or attention), C2PSA (PSABlock, Attention), DWConv and Classify. Their detection, segmentation and pose heads
+"""YOLOv8, YOLO11 and YOLO26 blocks under Ultralytics' (8.x) names, arguments and weight keys: C2f, C2 (YOLOv8-P6's
+head), C3k2 (with C3k or attention), C2PSA (PSABlock, Attention), DWConv, GhostConv and C3Ghost (YOLOv8-ghost) and
+Classify. Their detection, segmentation and pose heads
 are in netdef.blocks.yolo_heads.
 
 Channel splits (`cv1(x).chunk(2, 1)`, the attention's q/k/v) are built as convolutions over the matching weight
@@ -17,7 +18,7 @@ import numpy as np
 from ..errors import SpecError
 from ..network import Network, fold_batchnorm
 from ..registry import block
-from .yolo import HEAD_PARAMS, _act, bottleneck, class_count, conv
+from .yolo import HEAD_PARAMS, _act, bottleneck, class_count, conv, csp3
 
 
 # ---------------------------------------------------------------- convolutions and CSP blocks
@@ -68,16 +69,53 @@ def c2f(net: Network, x: Any, prefix: str, c2: int, n: int = 1, shortcut: bool =
     return conv(net, net.concat(ys, f"{prefix}/concat"), f"{prefix}.cv2", c2, 1)
 
 
+@block("C2", width_args=("c2",), repeat_arg="n")
+def c2(net: Network, x: Any, prefix: str, c2: int, n: int = 1, shortcut: bool = True, g: int = 1,
+       e: float = 0.5) -> Any:
+    """CSP bottleneck, 2 convolutions (YOLOv8-P6's head): cv2(cat(m(a), b)) with a, b = cv1(x).chunk(2); the
+    Bottlenecks `m.i`, in sequence on a, are 3x3 -> 3x3."""
+    c = int(c2 * e)
+    a, b = conv_parts(net, x, f"{prefix}.cv1", halves(c), 2 * c).values()
+    for i in range(n):
+        a = bottleneck(net, a, f"{prefix}.m.{i}", c, shortcut, g, e=1.0, k=(3, 3))
+    return conv(net, net.concat([a, b], f"{prefix}/concat"), f"{prefix}.cv2", c2, 1)
+
+
+@block("GhostConv", width_args=("c2",))
+def ghost_conv(net: Network, x: Any, prefix: str, c2: int, k: int = 1, s: int = 1, g: int = 1,
+               act: bool | str = True) -> Any:
+    """cat(y, cv2(y)) with y = cv1(x) (k x k, stride s, c2 / 2 channels) and cv2 a depth-wise 5x5 Conv."""
+    y = conv(net, x, f"{prefix}.cv1", c2 // 2, k, s, None, g, act=act)
+    z = conv(net, y, f"{prefix}.cv2", c2 // 2, 5, 1, None, c2 // 2, act=act)
+    return net.match(net.concat([y, z], f"{prefix}/concat"), prefix)
+
+
+@block("GhostBottleneck", width_args=("c2",))
+def ghost_bottleneck(net: Network, x: Any, prefix: str, c2: int, k: int = 3, s: int = 1) -> Any:
+    """conv(x) + shortcut(x): conv = GhostConv 1x1 (c2 / 2), a k x k depth-wise Conv without activation where
+    s == 2, GhostConv 1x1 without activation; shortcut = x, or where s == 2 a depth-wise Conv and a 1x1 Conv."""
+    y = ghost_conv(net, x, f"{prefix}.conv.0", c2 // 2, 1, 1)
+    if s == 2:
+        y = dwconv(net, y, f"{prefix}.conv.1", c2 // 2, k, s, act=False)
+    y = ghost_conv(net, y, f"{prefix}.conv.2", c2, 1, 1, act=False)
+    if s == 2:
+        short = dwconv(net, x, f"{prefix}.shortcut.0", net.channels(x), k, s, act=False)
+        x = conv(net, short, f"{prefix}.shortcut.1", c2, 1, 1, act=False)
+    return net.match(net.add(y, x, f"{prefix}/add"), prefix)
+
+
+@block("C3Ghost", width_args=("c2",), repeat_arg="n")
+def c3ghost(net: Network, x: Any, prefix: str, c2: int, n: int = 1, shortcut: bool = True, g: int = 1,
+            e: float = 0.5) -> Any:
+    """C3 whose `n` inner blocks are GhostBottlenecks (stride 1; `shortcut` and `g` unused, as in Ultralytics)."""
+    return csp3(net, x, prefix, c2, n, e, lambda y, p, c: ghost_bottleneck(net, y, p, c))
+
+
 @block("C3k", width_args=("c2",), repeat_arg="n")
 def c3k_block(net: Network, x: Any, prefix: str, c2: int, n: int = 1, shortcut: bool = True, g: int = 1,
         e: float = 0.5, k: int = 3) -> Any:
     """C3 whose Bottlenecks are k x k -> k x k."""
-    c_ = int(c2 * e)
-    a = conv(net, x, f"{prefix}.cv1", c_, 1, 1)
-    for i in range(n):
-        a = bottleneck(net, a, f"{prefix}.m.{i}", c_, shortcut, g, e=1.0, k=(k, k))
-    b = conv(net, x, f"{prefix}.cv2", c_, 1, 1)
-    return conv(net, net.concat([a, b], f"{prefix}/concat"), f"{prefix}.cv3", c2, 1)
+    return csp3(net, x, prefix, c2, n, e, lambda y, p, c: bottleneck(net, y, p, c, shortcut, g, e=1.0, k=(k, k)))
 
 
 @block("C3k2", width_args=("c2",), repeat_arg="n")

@@ -14,7 +14,7 @@ import tempfile
 from typing import Any
 
 FOLDERS = {"yolov8": "v8", "yolo11": "11", "yolo26": "26"}
-NAME = re.compile(r"^(yolov8|yolo11|yolo26)([nslmx])(-cls|-pose|-seg)?$")
+NAME = re.compile(r"^(yolov8|yolo11|yolo26)([nslmx])(-cls|-pose|-seg|-p2|-p6|-ghost)?$")
 MODELS = {None: "DetectionModel", "-cls": "ClassificationModel", "-pose": "PoseModel", "-seg": "SegmentationModel"}
 
 
@@ -37,10 +37,11 @@ def import_tasks() -> Any:
 
 def reference_model(name: str, nc: int | None = None, seed: int = 0, tame: bool = False,
                     kpt_shape: tuple[int, int] | None = None) -> tuple[Any, dict]:
-    """An Ultralytics DetectionModel `name` (yolov8n ... yolo26x; -cls, -pose and -seg names
-    give the classification, pose and segmentation models) in eval mode (end-to-end heads with
-    `model.end2end = True`, as Ultralytics' predictor and exporter run them) with random weights, BatchNorm
-    statistics close to those of its real input, random head biases; and its state_dict (no num_batches_tracked).
+    """An Ultralytics DetectionModel `name` (yolov8n ... yolo26x; -cls, -pose and -seg names give the
+    classification, pose and segmentation models; yolov8n-p2, -p6 and -ghost its detection variants) in eval mode
+    (end-to-end heads with `model.end2end = True`, as Ultralytics' predictor and exporter run them) with random
+    weights, BatchNorm statistics close to those of its real input, random head biases; and its state_dict (no
+    num_batches_tracked).
     `tame=True`: BatchNorm gains x0.1 and the head's last convolutions x10, as yolov5_reference.reference_model
     explains (a random deep SiLU network amplifies rounding errors; fp16 comparisons need it tamed)."""
     import torch
@@ -51,7 +52,7 @@ def reference_model(name: str, nc: int | None = None, seed: int = 0, tame: bool 
     match = NAME.match(name)
     if match is None:
         raise ValueError(f"no Ultralytics reference for '{name}': use yolov8n..x, yolo11n..x or yolo26n..x (-cls, "
-                         f"-pose, -seg)")
+                         f"-pose, -seg; yolov8 also -p2, -p6, -ghost)")
     tasks = import_tasks()
     cfg_root = os.path.join(os.path.dirname(tasks.__file__), "..", "cfg", "models")
     family, scale, task = match.groups()
@@ -61,7 +62,7 @@ def reference_model(name: str, nc: int | None = None, seed: int = 0, tame: bool 
     if kpt_shape is not None:  # a pose model trained with another keypoint shape
         cfg["kpt_shape"] = list(kpt_shape)
     torch.manual_seed(seed)
-    model = getattr(tasks, MODELS[task])(cfg, nc=nc, verbose=False)
+    model = getattr(tasks, MODELS.get(task, MODELS[None]))(cfg, nc=nc, verbose=False)
     head = model.model[-1]
     names = () if task == "-cls" else ("cv2", "cv3", "one2one_cv2", "one2one_cv3")
     convs = [b[-1] for n in names if getattr(head, n, None) is not None for b in getattr(head, n)]
