@@ -375,7 +375,7 @@ def _build_hint(obj: Any, name: str, known: bool, output: str | Path) -> str:
     size it was trained at, where not the family file's), or why netdef's architecture of that name does not build
     it (other input channels, another activation)."""
     if not known:
-        return f"netdef has no architecture '{name}'"
+        return f"netdef has no architecture '{name}'{_why_no_architecture(obj, output)}"
     from .spec import load_spec
 
     model = _module_in(obj, _torch())
@@ -398,6 +398,28 @@ def _build_hint(obj: Any, name: str, known: bool, output: str | Path) -> str:
     if hw is not None and hw != tuple(spec.input_shape[1:]):  # Ultralytics' own export takes the training size too
         sets += f" --input-shape {hw[0]}x{hw[1]}"
     return f"build it with `netdef build {name} -w {output}{sets}`"
+
+
+def _why_no_architecture(obj: Any, output: str | Path) -> str:
+    """What netdef would need for an Ultralytics model it has no architecture for, from its YAML's rows:
+    the first block netdef knowingly does not build and why, or, where every block is netdef's, how to build a
+    copy of its YAML ('' where neither: a block netdef does not know; the build's error names it)."""
+    from .registry import BLOCKS, UNBUILT
+
+    cfg = _module_in(obj, _torch()).yaml
+    rows = [*cfg.get("backbone", []), *cfg.get("head", [])]
+    blocks = [str(row[2]) for row in rows if isinstance(row, (list, tuple)) and len(row) > 2]
+    for i, b in enumerate(blocks):
+        if b in UNBUILT:
+            return f": its row {i} is {b}, which netdef does not build ({UNBUILT[b]})"
+    if not blocks or any(b not in BLOCKS for b in blocks):
+        return ""
+    stem = Path(str(cfg.get("yaml_file"))).stem  # Ultralytics records the scale in it: yolov8n-ghost-p2
+    outputs = "[output, proto]" if blocks[-1].startswith("Segment") else "output"
+    return (f"; its rows are all netdef blocks: copy Ultralytics' YAML of it to {stem}.yaml (the scale letter in the "
+            f"name picks the scale), add `input: {{name: images, shape: [{int(cfg.get('channels', 3))}, 640, 640]}}` "
+            f"and `output: {outputs}`, check it with `netdef verify {stem}.yaml -w {output} --model CHECKPOINT --cpu` "
+            f"and build it with `netdef build {stem}.yaml -w {output}`")
 
 
 def _trained_size(model: Any, obj: Any) -> tuple[int, int] | None:

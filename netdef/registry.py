@@ -165,6 +165,16 @@ def block(name: str, *, width_args: tuple[str, ...] = (), repeat_arg: str | None
     return register
 
 
+UNBUILT: dict[str, str] = {}
+
+
+def not_built(reason: str, *names: str) -> None:
+    """Record that blocks `names` of a model family netdef reads are knowingly not built, and why: an
+    architecture file naming one gets that reason instead of a bare 'unknown block'."""
+    for name in names:
+        UNBUILT[name] = reason
+
+
 def get_block(name: str) -> Block:
     """The registered block `name` (KeyError when there is none)."""
     return BLOCKS[name]

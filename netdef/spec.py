@@ -45,7 +45,7 @@ from .block_modules import HOW_TO_LOAD, load_block_module, load_installed_blocks
 from .errors import BlockError, NetdefError, OptionError, SpecError, raised_at
 from .fileio import read_head, recognised
 from .network import Network
-from .registry import Block, Param, declared_params, get_block, known_blocks, unscaled_channels
+from .registry import UNBUILT, Block, Param, declared_params, get_block, known_blocks, unscaled_channels
 
 USER_DIR = Path("architectures")  # a user's own YAML files, looked up first (relative to the working folder)
 PACKAGE_DIR = "architectures"  # netdef's YAML files, package data of netdef
@@ -389,6 +389,9 @@ def _parse_row(path: Path, i: int, line: int, raw: Any, params: dict, gd: float,
     try:
         blk = get_block(name)
     except KeyError:
+        if name in UNBUILT:
+            raise fail(f"block '{name}' is not built by netdef: {UNBUILT[name]}. A block of your own of that name "
+                       f"is registered with @netdef.registry.block('{name}'): {HOW_TO_LOAD}") from None
         raise fail(f"unknown block '{name}'; known blocks: {', '.join(known_blocks())}. A block of your own is "
                    f"registered with @netdef.registry.block('{name}'): {HOW_TO_LOAD}") from None
     if isinstance(args, dict):

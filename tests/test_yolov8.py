@@ -646,3 +646,44 @@ def test_class_names_travel_from_the_checkpoint_to_detect(tmp_path, capsys):
     assert main(["export", str(tmp_path / "ck.pt"), "-o", str(tmp_path / "u.wts")]) == 1
     assert "the class names file" in capsys.readouterr().err
     assert mine.read_text() == "cat\ndog\nfox\n" and not (tmp_path / "u.wts").exists()
+
+
+def test_export_says_why_netdef_has_no_architecture_for_an_ultralytics_variant(tmp_path):
+    """An Ultralytics variant netdef has no file for: a head netdef knowingly does not build (OBB) is named with its
+    row and the reason; rows that are all netdef blocks (yolov8-seg-p6) get the YAML to copy and the commands."""
+    import os
+
+    import yaml
+
+    from netdef.export import export_wts
+
+    tasks = ref.import_tasks()
+    root = os.path.join(os.path.dirname(tasks.__file__), "..", "cfg", "models", "v8")
+    logs: list[str] = []
+    for file, cls, said in (
+            ("yolov8-obb.yaml", "OBBModel", "netdef has no architecture 'yolov8n-obb': its row 22 is OBB, which "
+                                            "netdef does not build (Ultralytics' oriented-box head"),
+            ("yolov8-seg-p6.yaml", "SegmentationModel",
+             "netdef has no architecture 'yolov8n-seg-p6'; its rows are all netdef blocks: copy Ultralytics' YAML "
+             "of it to yolov8n-seg-p6.yaml (the scale letter in the name picks the scale), add `input: {name: images, "
+             "shape: [3, 640, 640]}` and `output: [output, proto]`, check it with `netdef verify yolov8n-seg-p6.yaml "
+             "-w ")):
+        with open(os.path.join(root, file), encoding="utf-8") as f:
+            cfg = yaml.safe_load(f)
+        cfg.update(scale="n", yaml_file=file.replace("yolov8", "yolov8n"))
+        export_wts(getattr(tasks, cls)(cfg, verbose=False), tmp_path / "m.wts", log=logs.append)
+        assert said in logs[-1], logs
+
+
+def test_a_yaml_row_of_a_block_netdef_knowingly_lacks_says_why(tmp_path):
+    """Ultralytics' OBB and RT-DETR rows: the error names the block, the row and file line, and why netdef has no
+    such block, instead of listing every known block."""
+    from netdef.spec import load_spec
+
+    text = (Path(__file__).resolve().parents[1] / "netdef" / "architectures" / "yolov8.yaml").read_text("utf-8")
+    for block, why in (("OBB", "Ultralytics' oriented-box head"), ("RTDETRDecoder", r"RT-DETR \(yolov8-rtdetr")):
+        (tmp_path / "yolov8-x.yaml").write_text(text.replace("Detect, [nc]]", f"{block}, [nc, 1]]"), "utf-8")
+        with pytest.raises(NetdefError, match=rf"yolov8-x\.yaml:43: row 22: block '{block}' is not built by netdef: "
+                                              rf"{why}") as e:
+            load_spec(str(tmp_path / "yolov8n-x.yaml"))
+        assert "known blocks" not in str(e.value)

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..errors import SpecError, WeightKeyError
 from ..network import Network, needs_static_size
-from ..registry import Param, block
+from ..registry import Param, block, not_built
 from .yolo import (HEAD_PARAMS, _anchor_plugin, _anchor_setup, _decode_level, _spatial, _strides, anchor_rows,
                    class_count, conv, dynamic, nms_params)
 from .yolov8 import dwconv
@@ -523,3 +523,17 @@ def _kpt_grid(net: Network, feats: list, strides: list[int], prefix: str, ndim: 
     return tuple(net.shuffle(net.slice(grid, f"{prefix}/kpts/{part}/rows", [0, k * ndim, 0], [1, ndim, -1]),
                              f"{prefix}/kpts/{part}", reshape=(1, 1, ndim, -1))
                  for k, part in enumerate(("gain", "offset")))
+
+
+# ---------------------------------------------------------------- Ultralytics' heads and blocks netdef does not build
+
+not_built("Ultralytics' oriented-box head (-obb models): it would need its angle branch cv4 decoded into rotated "
+          "boxes (x, y, w, h, angle) and rotated NMS in `netdef detect`; netdef has neither",
+          "OBB", "OBB26")
+not_built("RT-DETR (yolov8-rtdetr, rtdetr-l/x): its transformer decoder (query selection, multi-scale deformable "
+          "attention, denoising parts) and backbone blocks (HGStem, HGBlock, AIFI, RepC3, ResNetLayer) have no netdef "
+          "blocks; export it with Ultralytics' own ONNX export instead",
+          "RTDETRDecoder", "HGStem", "HGBlock", "AIFI", "RepC3", "ResNetLayer")
+not_built("an open-vocabulary head (YOLO-World, YOLOE) with text or visual prompt embeddings: netdef has none",
+          "WorldDetect", "YOLOEDetect", "YOLOESegment", "YOLOESegment26", "C2fAttn", "ImagePoolingAttn")
+not_built("YOLOv10's one-to-one head: netdef builds YOLO26's end-to-end head, not v10Detect", "v10Detect")
