@@ -337,6 +337,8 @@ def _multiples(data: dict, scale: str | None, fail: Any, path: Path) -> tuple[fl
         raise fail("scales", "expected {scale: [depth_multiple, width_multiple(, max_channels)]}")
     if "depth_multiple" in data or "width_multiple" in data:
         raise fail("scales", "give either 'scales:' or depth_multiple/width_multiple, not both")
+    if scale is None and len(scales) == 1:  # one scale (Ultralytics' rtdetr-l.yaml): that one, as Ultralytics
+        scale = next(iter(scales))
     if scale is None:
         names = _scaled_names(Path(str(data.get("name") or path.stem)).stem, list(scales))
         scaled = path.with_name(_scaled_names(path.stem, list(scales)[:1])[0] + path.suffix)

@@ -396,3 +396,15 @@ def test_a_zoo_classifier_takes_its_class_count_from_the_weights(arch, make):
     with pytest.raises(WeightKeyError, match=r"--set nc=1000, but the weights were trained with nc=10"):
         define_network(arch, sd, BuildOptions(params={"nc": 1000}), log=lambda m: None)
 
+
+
+def test_a_family_file_of_one_scale_builds_that_scale(tmp_path):
+    """A `scales:` map of one entry (Ultralytics' rtdetr-l.yaml has only `l`) is that scale, as Ultralytics takes
+    it: the error 'build one of its scales by name (rtdetr-l)' led to the same file and the same error."""
+    text = load_spec("yolov5s").path.read_text("utf-8")
+    start = text.index("scales:")
+    end = text.index("\n", text.index("x:", start))
+    one = text[:start] + "scales:\n  m: [0.67, 0.75]" + text[end:]
+    (tmp_path / "mine-m.yaml").write_text(one, "utf-8")
+    spec = load_spec(str(tmp_path / "mine-m.yaml"))
+    assert spec.rows[0].args[0] == load_spec("yolov5m").rows[0].args[0] == 48
