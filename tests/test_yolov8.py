@@ -212,7 +212,8 @@ def test_class_count_from_the_weights():
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("name", ["yolov8s", "yolo11s", "yolov8s-cls", "yolo11s-cls", "yolov8s-pose", "yolo11s-pose"])
+@pytest.mark.parametrize("name", ["yolov8s", "yolo11s", "yolov8s-cls", "yolo11s-cls", "yolov8s-pose", "yolo11s-pose",
+                                  "yolov8n-p2", "yolov8n-p6", "yolov8n-ghost"])
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_engine_matches_ultralytics(name, precision, models, wts, tmp_path):
     """Raw (B, 4 + nc, N) output vs Ultralytics' fp32 model(x)[0] (TF32 off); fp16 on the tamed model."""
