@@ -397,7 +397,6 @@ def test_a_zoo_classifier_takes_its_class_count_from_the_weights(arch, make):
         define_network(arch, sd, BuildOptions(params={"nc": 1000}), log=lambda m: None)
 
 
-
 def test_a_family_file_of_one_scale_builds_that_scale(tmp_path):
     """A `scales:` map of one entry (Ultralytics' rtdetr-l.yaml has only `l`) is that scale, as Ultralytics takes
     it: the error 'build one of its scales by name (rtdetr-l)' led to the same file and the same error."""

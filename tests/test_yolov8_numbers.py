@@ -121,9 +121,11 @@ def test_ultralytics_yolov8_variants_match_layer_by_layer(name, hw, modules, tmp
 
 def test_ghost_bottleneck_with_stride_2_matches_ultralytics(tmp_path):
     """GhostBottleneck at stride 2 (a depth-wise Conv in both branches), as a YAML row of its own may use it."""
+    import torch
     import yaml
 
     from netdef.spec import resolve_arch
+    from netdef.testing.yolov5_reference import randomize_reference
 
     tasks = ref.import_tasks()
     path, _ = resolve_arch("yolov8n-ghost")
@@ -134,10 +136,6 @@ def test_ghost_bottleneck_with_stride_2_matches_ultralytics(tmp_path):
     (tmp_path / "yolov8-ghostb.yaml").write_text(yaml.safe_dump(cfg), "utf-8")
     ucfg = {k: v for k, v in cfg.items() if k in ("nc", "scales", "backbone", "head")}
     ucfg["scale"] = "n"
-    import torch
-
-    from netdef.testing.yolov5_reference import randomize_reference
-
     torch.manual_seed(0)
     model = tasks.DetectionModel(ucfg, verbose=False)
     sd = randomize_reference(model, 0, True, [b[-1] for n in ("cv2", "cv3") for b in getattr(model.model[-1], n)])
