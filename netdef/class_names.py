@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import NetdefError, OptionError
-from .fileio import (HEAD_BYTES, atomic_write, describe_head, json_kind, printable, read_head, recognised,
-                     special_kind)
+from .fileio import (HEAD_BYTES, atomic_write, describe_head, json_kind, not_a_file, printable, read_head,
+                     recognised)
 
 NAMES_SUFFIX = ".names.json"
 NAMES_FORMAT = 1
@@ -73,8 +73,9 @@ def load_names(path: str | os.PathLike) -> list[str]:
     its lines ('names:', '  0: person') would be taken as names, each class labelled with another's."""
     import yaml
 
-    if Path(path).exists() and not Path(path).is_file():  # a named pipe would wait for a writer
-        raise NetdefError(f"class names {path} is {special_kind(path)}, not a file of names, one per line")
+    kind = not_a_file(path)
+    if kind:
+        raise NetdefError(f"class names {path} is {kind}, not a file of names, one per line")
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as e:

@@ -8,14 +8,14 @@ import os
 import re
 import sys
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from . import yolov5_code
 from .class_names import NAMES_FILE, model_names, names_document, names_sidecar, shown
 from .errors import NetdefError, OptionError, raised_at
-from .fileio import CHECKPOINT_STARTS, check_output, describe_head, read_head, recognised, special_kind
+from .fileio import CHECKPOINT_STARTS, check_output, describe_head, read_head, recognised, not_a_file
 from .wts import WTS_FILE, write_wts
 
 CHECKPOINT_KEYS = ("ema", "model", "state_dict", "model_state_dict")
@@ -110,8 +110,9 @@ def check_checkpoint(path: str | os.PathLike) -> bytes:
     path = Path(path)
     if path.is_dir():
         raise NetdefError(f"checkpoint {path} is a directory: give the checkpoint file")
-    if path.exists() and not path.is_file():  # a named pipe would wait for a writer
-        raise NetdefError(f"checkpoint {path} is {special_kind(path)}, not a file: give the checkpoint file")
+    kind = not_a_file(path)
+    if kind:
+        raise NetdefError(f"checkpoint {path} is {kind}, not a file: give the checkpoint file")
     if not path.is_file():
         raise NetdefError(f"checkpoint not found: {path}")
     if not path.stat().st_size:
@@ -296,9 +297,10 @@ def export_wts(source: str | Path | Any, output: str | Path, *, state_dict: str 
     if names:
         log(f"[netdef] wrote its {len(names)} class names ({shown(names)}) to {sidecar}: `netdef build` records them "
             "in the engine for `netdef detect` and `netdef serve`")
-    named = ultralytics_arch(obj)
+    model = _module_in(obj, _torch())
+    named = ultralytics_arch(model)
     if named is not None:
-        log(f"[netdef] an Ultralytics {named[0]} model: {_build_hint(obj, *named, output)}")
+        log(f"[netdef] an Ultralytics {named[0]} model: {_build_hint(model, obj, *named, output)}")
     return sd
 
 
@@ -308,14 +310,14 @@ def _names_in(obj: Any) -> list[str] | None:
     return next((names for m in models if (names := model_names(m)) is not None), None)
 
 
-def ultralytics_arch(obj: Any) -> tuple[str, bool] | None:
-    """(the architecture name an Ultralytics model or checkpoint records, e.g. yolo11s-seg from its YAML's file name
-    and scale; whether netdef has it), or None for other sources. YOLO26's classifiers are YOLO11's layout (their
+def ultralytics_arch(model: Any) -> tuple[str, bool] | None:
+    """(the architecture name an Ultralytics `model` (a checkpoint's: `_module_in`) records, e.g. yolo11s-seg from
+    its YAML's file name and scale; whether netdef has it), or None for other models. YOLO26's classifiers are YOLO11's layout (their
     YAMLs are equal): named so; Ultralytics' own YOLOv5 (anchor-free YOLOv5u) is not netdef's YOLOv5 v7.0."""
     from .errors import SpecError
     from .spec import resolve_arch
 
-    cfg = getattr(_module_in(obj, _torch()), "yaml", None)
+    cfg = getattr(model, "yaml", None)
     if not isinstance(cfg, dict) or not cfg.get("yaml_file"):
         return None
     stem = Path(str(cfg["yaml_file"])).stem
@@ -330,7 +332,7 @@ def ultralytics_arch(obj: Any) -> tuple[str, bool] | None:
     if family == "yolo26" and task == "-cls":
         name = name.replace("yolo26", "yolo11", 1)
     # a renamed copy (yolo26-pose5.yaml for a 5-keypoint model): the task its head row builds, where the name has it
-    head_task = _HEAD_TASKS.get(str(head[-1][2]) if len(head[-1]) > 2 else "", "")
+    head_task = _head_task(head[-1]) or ""
     names = [name] + ([name[:len(name) - len(task)] + head_task] if head_task and task.startswith(head_task)
                       and task != head_task else [])
     for candidate in names:
@@ -353,7 +355,7 @@ def _same_layout(cfg: dict, stem: str) -> tuple[str, bool] | None:
 
     found = re.search(r"(yolov?\d+)([nslmx])?", stem)
     head = (cfg.get("head") or [[]])[-1]
-    task = _HEAD_TASKS.get(str(head[2]), "" if head[2] == "Detect" else None) if len(head) > 2 else None
+    task = _head_task(head)
     scale = cfg.get("scale") or (found and found[2])
     if found is None or task is None or not scale or set(re.findall(r"-(seg|pose|cls|obb)", stem)) - {task[1:]}:
         return None
@@ -369,16 +371,21 @@ def _same_layout(cfg: dict, stem: str) -> tuple[str, bool] | None:
     return (name, True) if same else None
 
 
-def _build_hint(obj: Any, name: str, known: bool, output: str | Path) -> str:
-    """How to build the Ultralytics model `name` (`ultralytics_arch`) from its .wts: the command with what the
+def _head_task(head: Sequence[Any]) -> str | None:
+    """The task suffix an Ultralytics head row builds ("" for Detect, "-seg", "-pose", "-cls"); None for another."""
+    return _HEAD_TASKS.get(str(head[2]), "" if head[2] == "Detect" else None) if len(head) > 2 else None
+
+
+def _build_hint(model: Any, obj: Any, name: str, known: bool, output: str | Path) -> str:
+    """How to build the Ultralytics `model` (of the source or checkpoint `obj`) of architecture `name`
+    (`ultralytics_arch`) from its .wts: the command with what the
     weights do not tell (a keypoint shape their output count leaves open: 18 outputs are 6 x 3 or 9 x 2; the input
     size it was trained at, where not the family file's), or why netdef's architecture of that name does not build
     it (other input channels, another activation)."""
     if not known:
-        return f"netdef has no architecture '{name}'{_why_no_architecture(obj, output)}"
+        return f"netdef has no architecture '{name}'{_why_no_architecture(model.yaml, output)}"
     from .spec import load_spec
 
-    model = _module_in(obj, _torch())
     cfg = model.yaml
     spec = load_spec(name)
     family = spec.path.name
@@ -400,19 +407,19 @@ def _build_hint(obj: Any, name: str, known: bool, output: str | Path) -> str:
     return f"build it with `netdef build {name} -w {output}{sets}`"
 
 
-def _why_no_architecture(obj: Any, output: str | Path) -> str:
-    """What netdef would need for an Ultralytics model it has no architecture for, from its YAML's rows:
+def _why_no_architecture(cfg: dict, output: str | Path) -> str:
+    """What netdef would need for an Ultralytics model it has no architecture for, from its YAML `cfg`'s rows:
     the first block netdef knowingly does not build and why, or, where every block is netdef's, how to build a
     copy of its YAML ('' where neither: a block netdef does not know; the build's error names it)."""
-    from .registry import BLOCKS, UNBUILT
+    from .registry import UNBUILT
+    from .spec import known_blocks  # importing spec registers netdef's blocks
 
-    cfg = _module_in(obj, _torch()).yaml
     rows = [*cfg.get("backbone", []), *cfg.get("head", [])]
     blocks = [str(row[2]) for row in rows if isinstance(row, (list, tuple)) and len(row) > 2]
     for i, b in enumerate(blocks):
         if b in UNBUILT:
             return f": its row {i} is {b}, which netdef does not build ({UNBUILT[b]})"
-    if not blocks or any(b not in BLOCKS for b in blocks):
+    if not blocks or not set(blocks) <= set(known_blocks()):
         return ""
     stem = Path(str(cfg.get("yaml_file"))).stem  # Ultralytics records the scale in it: yolov8n-ghost-p2
     outputs = "[output, proto]" if blocks[-1].startswith("Segment") else "output"

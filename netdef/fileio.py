@@ -373,6 +373,12 @@ def special_kind(path: str | os.PathLike) -> str:
     return next((what for test, what in kinds if test(mode)), "not a regular file")
 
 
+def not_a_file(path: str | os.PathLike) -> str | None:
+    """`special_kind` of a path that exists and is no regular file (reading a named pipe would wait for a writer);
+    None for a regular file or nothing there."""
+    return special_kind(path) if os.path.exists(path) and not os.path.isfile(path) else None
+
+
 def read_head(path: str | os.PathLike) -> bytes:
     """A file's first HEAD_BYTES bytes (b"" where it cannot be read, or is no regular file: a named pipe would wait for
     a writer)."""

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import OptionError
-from .fileio import special_kind
+from .fileio import not_a_file
 
 PRECISIONS = ("fp32", "fp16", "int8")
 MAX_DIM = 2**31 - 1  # TensorRT's dimensions (batch sizes, heights, widths) are int32
@@ -126,8 +126,9 @@ class BuildOptions:
             raise OptionError("--calibration is for --precision int8 only")
         if self.int8_exclude and self.precision != "int8":
             raise OptionError("--int8-exclude is for --precision int8 only")
-        if self.calibration and Path(self.calibration).exists() and not Path(self.calibration).is_file():
-            raise OptionError(f"calibration table {self.calibration} is {special_kind(self.calibration)}, not a file: "
+        kind = not_a_file(self.calibration) if self.calibration else None
+        if kind:
+            raise OptionError(f"calibration table {self.calibration} is {kind}, not a file: "
                               "give the JSON table `netdef calibrate` wrote")
         if self.calibration and not Path(self.calibration).is_file():
             raise OptionError(f"calibration table {self.calibration} not found: make it with `netdef calibrate "

@@ -376,16 +376,16 @@ def _wts_size(tensors: Mapping[str, Any], path: str) -> dict[str, int]:
 
 
 def write_wts(path: str | os.PathLike, tensors: Mapping[str, Any], *, progress: bool = False,
-              allow_nonfinite: bool = False, sha256: bool = False,
-              beside: Mapping[str | os.PathLike, Callable[[str], bytes]] | None = None) -> str | None:
+              allow_nonfinite: bool = False,
+              beside: Mapping[str | os.PathLike, Callable[[str], bytes]] | None = None) -> None:
     """Write tensors to a .wts file atomically (temp file in the same directory, then os.replace).
 
     Values are flattened and converted to float32; each is written as 8 lowercase hex digits.
     None, non-numeric values and (unless `allow_nonfinite`) NaN, infinities and values beyond
     float32's range are refused with a NetdefError naming the key; the target is then left as it was.
-    With `sha256`, returns the SHA-256 (hex) of the bytes written (hashing the file afterwards could hash another
-    process's file that replaced it meanwhile). `beside`: files that belong to the .wts (its class names), each
-    path's bytes made by its function from that SHA-256, written and renamed together with it (all or none).
+    `beside`: files that belong to the .wts (its class names), each path's bytes made by its function from the
+    SHA-256 (hex) of the bytes written (hashing the file afterwards could hash another process's file that replaced
+    it meanwhile), written and renamed together with it (all or none).
     """
     path = os.fspath(path)
     for key in tensors:
@@ -404,7 +404,7 @@ def write_wts(path: str | os.PathLike, tensors: Mapping[str, Any], *, progress: 
             if bar is not None:
                 bar.update(1)
 
-    digest = hashlib.sha256() if sha256 or beside else None
+    digest = hashlib.sha256() if beside else None
 
     def hashed(chunks: Iterator[bytes]) -> Iterator[bytes]:
         for chunk in chunks:
@@ -420,4 +420,3 @@ def write_wts(path: str | os.PathLike, tensors: Mapping[str, Any], *, progress: 
     finally:
         if bar is not None:
             bar.close()
-    return digest.hexdigest() if digest is not None else None
