@@ -154,6 +154,9 @@ def infer(client: Any, protocol: Any, spec: Binding, feeds: dict[str, np.ndarray
     return {t.name: result.as_numpy(t.name) for t in spec.outputs}
 
 
+DETECT_OUTPUTS = ("num_dets", "boxes", "scores", "classes", "detections")  # a NAME_detect model's
+
+
 def detect(client: Any, protocol: Any, model: str, images: Sequence[bytes],
            parameters: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
     """One request of encoded `images` (one per batch item) to a `NAME_detect` model, with Triton request
@@ -161,55 +164,119 @@ def detect(client: Any, protocol: Any, model: str, images: Sequence[bytes],
     data = np.array([[x] for x in images], dtype=object)
     image = protocol.InferInput("image", list(data.shape), "BYTES")
     image.set_data_from_numpy(data)
-    names = ("num_dets", "boxes", "scores", "classes", "detections")
-    result = client.infer(model, [image], outputs=[protocol.InferRequestedOutput(n) for n in names],
+    result = client.infer(model, [image], outputs=[protocol.InferRequestedOutput(n) for n in DETECT_OUTPUTS],
                           parameters=parameters)
-    return {n: result.as_numpy(n) for n in names}
+    return {n: result.as_numpy(n) for n in DETECT_OUTPUTS}
+
+
+@dataclass
+class Client:
+    """One load-test client: its gRPC connection, the inputs and outputs every request names (made once), and the
+    system shared-memory region holding the inputs (None: they go over the wire)."""
+
+    connection: Any
+    inputs: list[Any]
+    outputs: list[Any]
+    region: Any = None
+    region_name: str = ""
+
+    def close(self) -> None:
+        """Unregister and free the shared-memory region, if any."""
+        if self.region is not None:
+            import tritonclient.utils.shared_memory as shm
+
+            with contextlib.suppress(Exception):  # the server may be gone: the region is freed here all the same
+                self.connection.unregister_system_shared_memory(self.region_name)
+            shm.destroy_shared_memory_region(self.region)
+            self.region = None
 
 
 @dataclass(frozen=True)
 class Requests:
     """What one load-test client sends over gRPC, picklable for the client processes: batch-1 random inputs to
-    the raw model, or with `image` (encoded) that image to the `NAME_detect` model."""
+    the raw model, or with `image` (encoded) that image to the `NAME_detect` model. `shared_memory`: the raw
+    model's inputs travel in system shared memory (client and server on one host, as perf_analyzer's
+    `--shared-memory system`; outputs still over gRPC), which the server serves only with `--open-endpoints
+    shared-memory`."""
 
     url: str
     spec: Binding
     image: bytes | None = None
+    shared_memory: bool = False
 
-    def client(self) -> Any:
+    def client(self) -> Client:
         import tritonclient.grpc as grpc
+        from tritonclient.utils import np_to_triton_dtype
 
-        return grpc.InferenceServerClient(self.url)
+        connection = grpc.InferenceServerClient(self.url)
+        if self.image is not None:
+            data = np.array([[self.image]], dtype=object)
+            image = grpc.InferInput("image", list(data.shape), "BYTES")
+            image.set_data_from_numpy(data)
+            return Client(connection, [image], [grpc.InferRequestedOutput(n) for n in DETECT_OUTPUTS])
+        inputs = [grpc.InferInput(k, list(x.shape), np_to_triton_dtype(x.dtype)) for k, x in self.feeds.items()]
+        outputs = [grpc.InferRequestedOutput(t.name) for t in self.spec.outputs]
+        if not self.shared_memory:
+            for i, x in zip(inputs, self.feeds.values()):
+                i.set_data_from_numpy(x)
+            return Client(connection, inputs, outputs)
+        import tritonclient.utils.shared_memory as shm
+
+        size = sum(x.nbytes for x in self.feeds.values())
+        name = f"netdef_bench_{os.getpid()}_{threading.get_ident()}"
+        region = shm.create_shared_memory_region(name, "/" + name, size)
+        client = Client(connection, inputs, outputs, region, name)
+        try:
+            shm.set_shared_memory_region(region, list(self.feeds.values()))
+            connection.register_system_shared_memory(name, "/" + name, size)
+        except BaseException as e:
+            client.close()
+            if "restricted" in str(e):
+                raise NetdefError(f"the server at {self.url} keeps its shared-memory endpoint behind PyTriton's "
+                                  f"token ({e}): serve with --open-endpoints shared-memory") from None
+            raise
+        offset = 0
+        for i, x in zip(inputs, self.feeds.values()):
+            i.set_shared_memory(name, x.nbytes, offset)
+            offset += x.nbytes
+        return client
 
     @functools.cached_property
     def feeds(self) -> dict[str, np.ndarray]:
         """The one batch-1 input every request of this process sends (made once)."""
         return sample_inputs(self.spec, 1)
 
-    def __call__(self, client: Any) -> None:
-        import tritonclient.grpc as grpc
+    def model(self) -> str:
+        return self.spec.name + ("" if self.image is None else SUFFIX)
 
-        if self.image is None:
-            infer(client, grpc, self.spec, self.feeds)
-        else:
-            detect(client, grpc, self.spec.name + SUFFIX, [self.image])
+    def __call__(self, client: Client) -> Any:
+        return client.connection.infer(self.model(), client.inputs, outputs=client.outputs)
+
+    @staticmethod
+    def close(client: Client) -> None:
+        client.close()
 
 
 def load_test(server: Server, concurrency: int, seconds: float, warmup: int = 5,
-              image: bytes | None = None, processes: int | None = None) -> dict[str, Any]:
+              image: bytes | None = None, processes: int | None = None,
+              shared_memory: bool = False) -> dict[str, Any]:
     """`concurrency` gRPC clients sending batch-1 requests back to back for `seconds`: throughput (items/s) and
     latency percentiles (ms). With `image` (encoded): requests of it to the `NAME_detect` model. The clients run
     as threads of `processes` client processes (default: up to 8), so that one Python's GIL does not cap what
-    the server shows."""
+    the server shows. `shared_memory`: see `Requests`."""
     if image is not None and server.spec.name + SUFFIX not in server.models:
         raise OptionError(f"--image: the server does not serve {server.spec.name + SUFFIX} (not a YOLO detector, "
                           "or --no-detect)")
-    return load_test_with(Requests(server.grpc, server.spec, image), concurrency, seconds, warmup, processes)
+    if image is not None and shared_memory:
+        raise OptionError("--shared-memory system: the raw model's inputs only, not --image")
+    return load_test_with(Requests(server.grpc, server.spec, image, shared_memory), concurrency, seconds, warmup,
+                          processes)
 
 
 def load_test_with(requests: Any, concurrency: int, seconds: float, warmup: int = 5,
                    processes: int | None = None) -> dict[str, Any]:
-    """`load_test` for any picklable `requests` (`.client()` makes a client, `requests(client)` sends one)."""
+    """`load_test` for any picklable `requests` (`.client()` makes a client, `requests(client)` sends one,
+    `requests.close(client)`, where it has one, frees what the client holds)."""
     import multiprocessing
 
     n = min(concurrency, processes or 8)
@@ -260,6 +327,7 @@ def _client_process(requests: Any, clients: int, seconds: float, warmup: int, ba
     stop_at: list[float] = []
 
     def client_loop(i: int) -> None:
+        client = None
         try:
             client = requests.client()
             for _ in range(warmup):
@@ -268,14 +336,18 @@ def _client_process(requests: Any, clients: int, seconds: float, warmup: int, ba
             errors.append(f"{type(e).__name__}: {e}")
         warm.wait()
         go.wait()
-        while not errors and time.perf_counter() < stop_at[0]:
-            t0 = time.perf_counter()
-            try:
-                requests(client)
-            except BaseException as e:  # noqa: BLE001
-                errors.append(f"{type(e).__name__}: {e}")
-                return
-            latencies[i].append((time.perf_counter() - t0) * 1000.0)
+        try:
+            while not errors and time.perf_counter() < stop_at[0]:
+                t0 = time.perf_counter()
+                try:
+                    requests(client)
+                except BaseException as e:  # noqa: BLE001
+                    errors.append(f"{type(e).__name__}: {e}")
+                    return
+                latencies[i].append((time.perf_counter() - t0) * 1000.0)
+        finally:
+            if client is not None and hasattr(requests, "close"):
+                requests.close(client)
 
     threads = [threading.Thread(target=client_loop, args=(i,), daemon=True) for i in range(clients)]
     for t in threads:
@@ -327,15 +399,19 @@ def result_line(what: str, stats: dict[str, Any]) -> str:
 
 
 def run(engine: str | Path, concurrency: Sequence[int], seconds: float, serve_args: Sequence[str],
-        direct_batch: int = 64, image: bytes | None = None) -> list[str]:
+        direct_batch: int = 64, image: bytes | None = None, shared_memory: bool = False) -> list[str]:
     """The load test at each concurrency and the direct run at `direct_batch`: the RESULT lines, printed too
     (each serve line followed by its `serve-stats` line). With `image` (encoded): the `NAME_detect` model against
-    `direct_detect` ("serve-detect", "direct-detect")."""
+    `direct_detect` ("serve-detect", "direct-detect"). `shared_memory`: the inputs in system shared memory
+    ("serve-shm"; `Requests`)."""
     from netdef.deploy import serve_stats
 
+    if image is not None and shared_memory:
+        raise OptionError("--shared-memory system: the raw model's inputs only, not --image")
     lines, served = [], {}
-    kind = "" if image is None else "-detect"
-    with running_server(engine, "--open-endpoints", "statistics", *serve_args) as server:
+    kind = "-detect" if image is not None else "-shm" if shared_memory else ""
+    endpoints = "statistics,shared-memory" if shared_memory else "statistics"
+    with running_server(engine, "--open-endpoints", endpoints, *serve_args) as server:
         model = server.spec.name + (SUFFIX if image is not None else "")
 
         def counters() -> dict[str, int]:
@@ -343,14 +419,15 @@ def run(engine: str | Path, concurrency: Sequence[int], seconds: float, serve_ar
 
         for c in concurrency:
             before, t0 = counters(), time.perf_counter()
-            served = load_test(server, c, seconds, image=image)
+            served = load_test(server, c, seconds, image=image, shared_memory=shared_memory)
             lines.append(result_line(f"serve{kind} concurrency={c}", served))
             got = serve_stats.summary(serve_stats.delta(before, counters()), served["mean_ms"],
                                       time.perf_counter() - t0)
             lines.append(serve_stats.stats_line(f"concurrency={c} model={model}", got))
             print(*lines[-2:], sep="\n", flush=True)
     base = direct(engine, direct_batch) if image is None else direct_detect(engine, image, direct_batch, seconds)
-    lines.append(result_line(f"direct{kind} batch={direct_batch}", base))
+    direct_kind = "-detect" if image is not None else ""
+    lines.append(result_line(f"direct{direct_kind} batch={direct_batch}", base))
     lines.append(f"RESULT ratio{kind} serve_concurrency={concurrency[-1]}/direct_batch={direct_batch} "
                  f"{served['throughput'] / base['throughput']:.3f}")
     print(*lines[-2:], sep="\n", flush=True)
@@ -369,6 +446,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="let --devices list a device twice (one model instance per entry, e.g. 0,0)")
     p.add_argument("--image", help="an image file: load-test the YOLO engine's NAME_detect model with it (one "
                                    "encoded image per request) against netdef detect's Detector at --direct-batch")
+    p.add_argument("--shared-memory", choices=("none", "system"), default="none",
+                   help="system: the clients put the raw model's inputs in system shared memory, as "
+                        "perf_analyzer's --shared-memory system (client and server on one host): the server's "
+                        "cost without the inputs' network transfer (default none: over gRPC)")
     a = p.parse_args(argv)
 
     def go() -> None:
@@ -385,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
                 image = Path(a.image).read_bytes()
             except OSError as e:
                 raise OptionError(f"--image {a.image}: {e.strerror}") from None
-        run(a.engine, levels, a.seconds, extra, a.direct_batch, image)
+        run(a.engine, levels, a.seconds, extra, a.direct_batch, image, a.shared_memory == "system")
 
     return run_guarded(go, prog="bench_serve.py")
 

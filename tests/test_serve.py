@@ -345,6 +345,39 @@ def test_serve_on_the_cpu_with_a_stand_in_engine(engines, tmp_path):
     assert any(line.startswith("health   http://localhost:") for line in server.output)
 
 
+def test_load_test_inputs_in_system_shared_memory(engines, tmp_path):
+    """bench_serve's `--shared-memory system` (perf_analyzer's): each client's inputs in a shared-memory region
+    it registers with the server, answered as over the wire, and unregistered and freed when the client ends;
+    a server that keeps the shared-memory endpoint behind PyTriton's token is an error saying how to open it.
+    Runs the stand-in server on the CPU; skips as the stand-in test above does."""
+    _serving_stack()
+    import tritonclient.grpc as grpc
+
+    bs = bench_serve()
+    script = tmp_path / "stand_in.py"
+    script.write_text(STAND_IN)
+    for endpoints in ("statistics,shared-memory", "statistics"):
+        with stub_fits(), bs.running_server(engines("r18"), "--open-endpoints", endpoints,
+                                            program=(sys.executable, str(script))) as server:
+            requests = bs.Requests(server.grpc, server.spec, shared_memory=True)
+            if endpoints == "statistics":
+                with pytest.raises(NetdefError, match="serve with --open-endpoints shared-memory"):
+                    requests.client()
+                assert bs.load_test(server, 2, 0.3, warmup=1, processes=1).get("requests")  # over the wire
+                continue
+            client = requests.client()
+            regions = client.connection.get_system_shared_memory_status(as_json=True)["regions"]
+            assert [r["byte_size"] for r in regions.values()] == [str(3 * 224 * 224 * 4)]
+            got = requests(client).as_numpy("logits")
+            np.testing.assert_allclose(got[0, 7], requests.feeds["input"].mean(), rtol=1e-5, atol=1e-6)
+            requests.close(client)
+            assert client.region is None and \
+                grpc.InferenceServerClient(server.grpc).get_system_shared_memory_status(as_json=True) == {}
+            got = bs.load_test(server, 4, 0.5, warmup=1, processes=2, shared_memory=True)
+            assert got["requests"] > 0 and got["concurrency"] == 4
+            assert grpc.InferenceServerClient(server.grpc).get_system_shared_memory_status(as_json=True) == {}
+
+
 # ---------------------------------------------------------------- images -> detections (NAME_detect)
 
 PLUGIN_OUTPUTS = [{"name": "num_dets", "shape": [-1, 1], "dtype": "int32"},
@@ -834,12 +867,15 @@ class FakeRequests:
 
 def test_bench_serve_passes_the_server_options_on(monkeypatch):
     """scripts/bench_serve.py's --devices and --allow-shared-device reach `netdef serve` (two model instances on one
-    GPU: `--devices 0,0 --allow-shared-device`)."""
+    GPU: `--devices 0,0 --allow-shared-device`), --shared-memory system the load test."""
     bs = bench_serve()
     calls = []
-    monkeypatch.setattr(bs, "run", lambda engine, levels, seconds, extra, batch, image: calls.append((levels, extra)))
+    monkeypatch.setattr(bs, "run", lambda engine, levels, seconds, extra, batch, image, shm:
+                        calls.append((levels, extra, shm)))
     assert bs.main(["r50.engine", "--concurrency", "64", "--devices", "0,0", "--allow-shared-device"]) == 0
-    assert calls == [([64], ["--max-queue-delay-us", "500", "--devices", "0,0", "--allow-shared-device"])]
+    assert bs.main(["r50.engine", "--shared-memory", "system"]) == 0
+    assert calls == [([64], ["--max-queue-delay-us", "500", "--devices", "0,0", "--allow-shared-device"], False),
+                     ([1, 8, 64], ["--max-queue-delay-us", "500"], True)]
 
 
 def test_load_test_clients_run_side_by_side_in_client_processes():
