@@ -944,6 +944,23 @@ def test_yolo_blocks_leave_no_module_with_weights_uncompared_but_the_folded_dfl(
     assert report.ok and report.uncompared == ["model.23.dfl.conv"], report.uncompared
 
 
+def test_modules_a_block_skips_are_not_named_as_read_but_never_compared(tmp_path):
+    """Keys a block knowingly leaves out (Network.skip: YOLO26's branch not built, GoogLeNet's auxiliary heads)
+    are not read, so their modules are not in verify's 'never compared' list."""
+    pytest.importorskip("ultralytics")
+    from ultralytics.nn.tasks import DetectionModel
+
+    from netdef.export import export_wts
+    from netdef.verify import verify
+
+    torch.manual_seed(0)
+    model = DetectionModel("yolo26n.yaml", verbose=False).eval()
+    export_wts(model.state_dict(), tmp_path / "y.wts")
+    report = verify("yolo26n", tmp_path / "y.wts", model, cpu=True, log=lambda m: None,
+                    opts=BuildOptions(input_hw=(64, 64), params={"head": "one2many"}))  # one2one_* skipped
+    assert report.ok and report.uncompared == [], report.uncompared
+
+
 def test_verify_leaves_the_callers_model_as_it_is_and_takes_weights_in_memory(tmp_path):
     """verify loads the weights into a copy of a module passed in and runs that copy in float64: the caller's
     module keeps its own weights, dtype, device and mode. Weights may be a mapping, as build_engine takes them."""

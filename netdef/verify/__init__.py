@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Container, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -112,16 +112,18 @@ def verify(arch: str | Path | Spec, weights: Weights, model: Any, *, cpu: bool =
     shown = (f", batch {batch}" if batch > 1 else "") + (f", input {size[0]}x{size[1]}" if size else "")
     report = compare(spec.name, f"{mode}, {opts.precision}{shown}", tol, layers, values, refs, matched, outputs,
                      floor, modules, net.match_channels, half=opts.precision == "fp16")
-    report.uncompared = _uncompared(tensors, report)
+    report.uncompared = _uncompared(tensors, report, net.skipped)
     return report
 
 
-def _uncompared(tensors: Mapping[str, Any], report: Report) -> list[str]:
+def _uncompared(tensors: Mapping[str, Any], report: Report, skipped: Container[str] = ()) -> list[str]:
     """The modules whose weights the network reads but whose output no row compared: a mistake inside one shows
-    only through what follows it (not at all behind a small layer scale)."""
+    only through what follows it (not at all behind a small layer scale). Keys a block `skipped` (Network.skip: a
+    training-only branch) are not read."""
     done = [r for r in report.rows if r.status != "skip"]
     compared = {r.module for r in done} | {r.layer.split("/")[0] for r in done}  # a layer NAME/add_bias is NAME's
-    owners = dict.fromkeys(k.rsplit(".", 1)[0] for k in tensors if "." in k and not k.endswith(IGNORED_KEY_SUFFIXES))
+    owners = dict.fromkeys(k.rsplit(".", 1)[0] for k in tensors
+                           if "." in k and not k.endswith(IGNORED_KEY_SUFFIXES) and k not in skipped)
     return [m for m in owners if m not in compared and not any(c.startswith(m + ".") for c in compared)]
 
 
