@@ -220,6 +220,40 @@ def test_segmentation_examples_verify(name, tmp_path, capsys):
     assert "PASS" in out and " 0 skipped" in out, out
 
 
+CLASSIFICATION = Path(__file__).resolve().parent.parent / "docs" / "examples" / "classification"
+
+
+@pytest.mark.parametrize("name, hw", [("shufflenet_v2_x1_0", "97x75"), ("convnext_tiny", "64x70"),
+                                      ("googlenet", "97x75")])
+def test_classification_examples_verify(name, hw, tmp_path, capsys):
+    """docs/examples/classification (a researcher's own block module and YAMLs): torchvision's ShuffleNetV2,
+    ConvNeXt-T (its 1e-6 layer scales randomized) and GoogLeNet (max-pools with ceil_mode, which matters at odd
+    sizes; its auxiliary heads skipped, not named as never compared) pass `verify --cpu`."""
+    wts, source = tmp_path / f"{name}.wts", f"torchvision:{name}"
+    assert main(["export", source, "-o", str(wts), "--randomize-bn", "--randomize-constants"]) == 0
+    assert main(["verify", str(CLASSIFICATION / f"{name}.yaml"), "-w", str(wts), "--model", source, "--cpu",
+                 "--blocks", str(CLASSIFICATION / "blocks.py"), "--input-shape", hw]) == 0
+    out = capsys.readouterr().out
+    assert "PASS" in out and " 0 skipped" in out and "never compared" not in out, out
+
+
+def test_googlenet_example_transform_input(tmp_path):
+    """`--set transform_input=true` is GoogLeNet's transform_input (torchvision's ImageNet weights): the model
+    built with it matches only the network built with it."""
+    import torchvision
+
+    from netdef.block_modules import load_blocks
+
+    load_blocks([str(CLASSIFICATION / "blocks.py")])
+    torch.manual_seed(0)
+    model = torchvision.models.googlenet(transform_input=True, aux_logits=False, init_weights=True).eval()
+    randomize_batchnorm(model, seed=1)
+    export_wts(model, tmp_path / "g.wts")
+    ok = {ti: verify(CLASSIFICATION / "googlenet.yaml", tmp_path / "g.wts", model, cpu=True, log=lambda m: None,
+                     opts=BuildOptions(input_hw=(40, 48), params={"transform_input": ti})).ok for ti in (True, False)}
+    assert ok == {True: True, False: False}
+
+
 @models(["vit_b_16"])
 def test_bad_inputs_are_named(zoo_model, tmp_path):
     model, _ = zoo_model

@@ -1,0 +1,121 @@
+"""Blocks for torchvision's ShuffleNetV2, ConvNeXt and GoogLeNet classifiers, torchvision's key names.
+
+    netdef export torchvision:googlenet -o weights/googlenet.wts --randomize-bn
+    netdef verify docs/examples/classification/googlenet.yaml -w weights/googlenet.wts --model torchvision:googlenet \
+           --cpu --blocks docs/examples/classification/blocks.py --input-shape 97x75
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from netdef.blocks.parts import conv_norm_act
+from netdef.network import Network
+from netdef.registry import Param, block
+
+
+@block("ShuffleUnit", width_args=("c2",))
+def shuffle_unit(net: Network, x: Any, prefix: str, c2: int, s: int = 1) -> Any:
+    """torchvision's shufflenetv2.InvertedResidual(c1, c2, s): stride 1 splits the channels in half and runs
+    `branch2` on the second half; stride 2 runs `branch1` (depth-wise 3x3 + BN, 1x1 + BN + ReLU) and `branch2` on
+    the whole input. Then torch.cat and channel_shuffle(2)."""
+    half = c2 // 2
+    if s == 1:
+        a, b = net.chunk(x, f"{prefix}/chunk", 2)
+    else:
+        c1 = net.channels(x)
+        a = conv_norm_act(net, x, f"{prefix}.branch1", c1, 3, s, g=c1, act="none")
+        a = conv_norm_act(net, a, f"{prefix}.branch1", half, 1, act="relu", i=2)
+        b = x
+    b = conv_norm_act(net, b, f"{prefix}.branch2", half, 1, act="relu")
+    b = conv_norm_act(net, b, f"{prefix}.branch2", half, 3, s, g=half, act="none", i=3)
+    b = conv_norm_act(net, b, f"{prefix}.branch2", half, 1, act="relu", i=5)
+    y = net.concat([a, b], f"{prefix}/cat")
+    return net.match(net.channel_shuffle(y, f"{prefix}/shuffle", 2), prefix)
+
+
+@block("ShuffleStage", width_args=("c2",), repeat_arg="n")
+def shuffle_stage(net: Network, x: Any, prefix: str, c2: int, n: int = 1) -> Any:
+    """torchvision's ShuffleNetV2 stage `prefix`: a stride-2 unit `prefix.0`, then `n - 1` stride-1 units."""
+    for i in range(n):
+        x = shuffle_unit(net, x, f"{prefix}.{i}", c2, 2 if i == 0 else 1)
+    return net.match(x, prefix)
+
+
+@block("CNBlock", width_args=("dim",))
+def cn_block(net: Network, x: Any, prefix: str, dim: int) -> Any:
+    """torchvision's convnext.CNBlock(dim): x + layer_scale * block(x), block = depth-wise 7x7 conv, permute to
+    channels last, LayerNorm(eps=1e-6), Linear to 4 dim, GELU, Linear back, permute to channels first (the
+    StochasticDepth is eval's identity)."""
+    y = net.conv(x, f"{prefix}.block.0", dim, 7, p=3, g=dim, bias=True)
+    y = net.permute(y, f"{prefix}.block.1", (0, 2, 3, 1))
+    y = net.layer_norm(y, f"{prefix}.block.2", dim, eps=1e-6)
+    y = net.gelu(net.linear(y, f"{prefix}.block.3", 4 * dim), f"{prefix}.block.4")
+    y = net.linear(y, f"{prefix}.block.5", dim)
+    y = net.permute(y, f"{prefix}.block.6", (0, 3, 1, 2))
+    y = net.match(y, f"{prefix}.block")
+    y = net.scale(y, f"{prefix}.layer_scale", name=f"{prefix}/layer_scale")
+    return net.match(net.add(y, x, f"{prefix}/add", residual=True), prefix)
+
+
+@block("CNStage", width_args=("dim",), repeat_arg="n")
+def cn_stage(net: Network, x: Any, prefix: str, dim: int, n: int = 1) -> Any:
+    """A ConvNeXt stage `prefix`: `n` CNBlocks `prefix.0 ... prefix.{n-1}`."""
+    for i in range(n):
+        x = cn_block(net, x, f"{prefix}.{i}", dim)
+    return net.match(x, prefix)
+
+
+def basic_conv(net: Network, x: Any, prefix: str, c2: int, k: int = 1, s: int = 1, p: int = 0) -> Any:
+    """GoogLeNet's BasicConv2d `prefix`: Conv2d `prefix.conv` (no bias) + BatchNorm `prefix.bn` (eps 1e-3) + ReLU."""
+    y = net.conv(x, f"{prefix}.conv", c2, k, s, p, bias=False, bn=f"{prefix}.bn", eps=1e-3, act="relu")
+    return net.match(y, prefix)
+
+
+@block("BasicConv2d", width_args=("c2",))
+def basic_conv2d(net: Network, x: Any, prefix: str, c2: int, k: int = 1, s: int = 1, p: int = 0) -> Any:
+    """torchvision's googlenet.BasicConv2d(c1, c2, kernel_size=k, stride=s, padding=p); `p` defaults to 0 as in
+    torch."""
+    return basic_conv(net, x, prefix, c2, k, s, p)
+
+
+@block("Inception")
+def inception(net: Network, x: Any, prefix: str, ch1x1: int, ch3x3red: int, ch3x3: int, ch5x5red: int,
+              ch5x5: int, pool_proj: int) -> Any:
+    """torchvision's googlenet.Inception(c1, ch1x1, ch3x3red, ch3x3, ch5x5red, ch5x5, pool_proj): four branches
+    concatenated; branch3's "5x5" is a 3x3 as in torchvision, branch4 a 3x3 max-pool (stride 1, ceil_mode) then
+    a 1x1 BasicConv2d."""
+    b1 = basic_conv(net, x, f"{prefix}.branch1", ch1x1)
+    b2 = basic_conv(net, basic_conv(net, x, f"{prefix}.branch2.0", ch3x3red), f"{prefix}.branch2.1", ch3x3, 3, p=1)
+    b3 = basic_conv(net, basic_conv(net, x, f"{prefix}.branch3.0", ch5x5red), f"{prefix}.branch3.1", ch5x5, 3, p=1)
+    b4 = net.pool(x, "max", 3, 1, 1, name=f"{prefix}.branch4.0", ceil_mode=True)
+    b4 = basic_conv(net, b4, f"{prefix}.branch4.1", pool_proj)
+    for i, b in enumerate((b2, b3, b4), 2):
+        net.match(b, f"{prefix}.branch{i}")
+    return net.match(net.concat([b1, b2, b3, b4], f"{prefix}/cat"), prefix)
+
+
+@block("SkipAux")
+def skip_aux(net: Network, x: Any, prefix: str) -> Any:
+    """An auxiliary classifier `prefix` that eval mode does not run (GoogLeNet's InceptionAux): its keys, where
+    the file has them (aux_logits=True), are accounted for as knowingly unused; `x` passes through."""
+    net.skip([k for k in net.weights if k.startswith(f"{prefix}.")], "auxiliary classifier: training only")
+    return x
+
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+@block("TransformInput", params={"transform_input": Param(
+        False, bool, help="GoogLeNet's transform_input (True for torchvision's ImageNet weights, False for its "
+                          "random init): inputs normalised with ImageNet's mean and std made (x - 0.5) / 0.5")})
+def transform_input(net: Network, x: Any, prefix: str) -> Any:
+    """GoogLeNet's _transform_input with `--set transform_input=true`: channel c becomes x_c * std_c / 0.5 +
+    (mean_c - 0.5) / 0.5; without it the input passes through."""
+    if not net.param("transform_input"):
+        return x
+    scale = np.array(IMAGENET_STD, np.float32).reshape(1, 3, 1, 1) / 0.5
+    shift = (np.array(IMAGENET_MEAN, np.float32).reshape(1, 3, 1, 1) - 0.5) / 0.5
+    y = net.mul(x, net.constant(scale, f"{prefix}/scale"), f"{prefix}/mul")
+    return net.add(y, net.constant(shift, f"{prefix}/shift"), f"{prefix}/add")
