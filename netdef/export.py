@@ -467,6 +467,10 @@ def seeded(seed: int) -> Iterator[None]:
             np.random.set_state(states[1])
 
 
+# torchvision models that warn (FutureWarning) when built without init_weights, which then means True
+UNSET_INIT_WARNS = ("googlenet", "inception_v3")
+
+
 def _torchvision_model(name: str) -> Any:
     """torchvision's model NAME with its own random init: no weights, and no pretrained backbone either (the
     segmentation and detection builders default `weights_backbone` to ImageNet weights, a download)."""
@@ -479,6 +483,8 @@ def _torchvision_model(name: str) -> Any:
     except ValueError:
         raise NetdefError(f"torchvision has no model '{name}' (e.g. resnet18, resnet50)") from None
     kwargs = {"weights_backbone": None} if "weights_backbone" in inspect.signature(builder).parameters else {}
+    if name in UNSET_INIT_WARNS:  # torchvision's default said explicitly: no FutureWarning the user cannot act on
+        kwargs["init_weights"] = True
     return builder(weights=None, **kwargs).eval()
 
 

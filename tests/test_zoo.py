@@ -327,6 +327,17 @@ def test_torchvision_segmentation_model_downloads_nothing(monkeypatch):
         load_source("torchvision:resnet17")
 
 
+@pytest.mark.parametrize("name", ["googlenet", "inception_v3"])
+def test_torchvision_model_without_init_weights_warns_nothing(name):
+    """GoogLeNet and Inception-v3 built without `init_weights` warn (FutureWarning) that its default will change,
+    advice for a caller of torchvision the `netdef export` user is not: netdef passes the default, True."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert "fc.weight" in load_source(f"torchvision:{name}").state_dict()
+
+
 def test_dilated_res_layer():
     """ResLayer with `d`, `d_first` is a torchvision layer of `replace_stride_with_dilation` (DeepLabV3's ResNet
     backbone): the first unit's 3x3 dilated by the previous dilation, the others by `d`, the stride 1."""
