@@ -65,7 +65,8 @@ class Param:
                 raise ValueError
         except (TypeError, ValueError):
             article = "an" if kind.__name__[0] in "aeiou" else "a"
-            raise OptionError(f"--set {name}={value!r}: expected {article} {kind.__name__}") from None
+            spelt = ": true or false" if kind is bool else ""  # --set values are JSON: True is the text 'True'
+            raise OptionError(f"--set {name}={value!r}: expected {article} {kind.__name__}{spelt}") from None
         if self.choices is not None and out not in self.choices:
             raise OptionError(f"--set {name}={value!r}: use one of {', '.join(map(str, self.choices))}")
         if self.valid is not None and out is not None and not self.valid[0](out):

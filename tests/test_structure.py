@@ -105,6 +105,17 @@ def test_the_network_carries_typed_build_state(tmp_path, temp_block):
     assert seen["scale"] == 3.0 and net.params == {"scale": 3.0} and net.plugins == []
 
 
+def test_a_bool_build_parameter_error_says_how_to_write_one():
+    """--set values are JSON, so `--set flag=True` (Python's spelling) is the text 'True': the error says what a
+    bool is written as."""
+    from netdef.errors import OptionError
+    from netdef.registry import Param
+
+    assert Param(False, bool).convert("flag", True) is True
+    with pytest.raises(OptionError, match=r"^--set flag='True': expected a bool: true or false$"):
+        Param(False, bool).convert("flag", "True")
+
+
 # ---------------------------------------------------------------- errors
 
 def test_a_bug_inside_a_block_is_a_block_error_not_bad_yaml(tmp_path, temp_block):
