@@ -46,6 +46,10 @@ def load_source(source: str, *, state_dict: str | None = None, log: Callable[[st
         return ckpt
     if ":" in source:
         mod_name, _, attr = source.partition(":")
+        if mod_name.endswith(".py"):  # a file: Python imports modules by name (--blocks takes a path; this not)
+            folder, module = Path(mod_name).parent, Path(mod_name).stem
+            raise NetdefError(f"cannot import '{source}': the part before ':' is a module name, not a file: put "
+                              f"its folder on the path and name the module (PYTHONPATH={folder} ... {module}:{attr})")
         try:
             fn = getattr(importlib.import_module(mod_name), attr)
         except (ImportError, AttributeError) as e:

@@ -60,6 +60,15 @@ def test_export_of_a_model_function_that_fails_is_one_line_naming_its_code(tmp_p
     assert not (tmp_path / "e.wts").exists()
 
 
+def test_a_model_function_named_by_its_file_says_to_name_the_module(tmp_path, capsys):
+    """`--model models/zoo.py:fn` (a path, as --blocks takes one) was "No module named 'models/zoo'": the error
+    says how to name it."""
+    assert main(["export", "models/zoo.py:fn", "-o", str(tmp_path / "e.wts")]) == 1
+    assert capsys.readouterr().err == ("netdef export: error: cannot import 'models/zoo.py:fn': the part before ':' "
+                                       "is a module name, not a file: put its folder on the path and name the module "
+                                       "(PYTHONPATH=models ... zoo:fn)\n")
+
+
 def test_build_info_and_up_to_date(r18, capsys):
     eng = r18 / "r18.engine"
     args = ["build", "resnet18", "--weights", str(r18 / "r18.wts"), "-o", str(eng), "--batch", "1:2:4",
