@@ -1247,6 +1247,21 @@ def test_info_shows_the_class_names_of_an_engine_without_a_model_record(tmp_path
     assert "  names  cat, dog" in capsys.readouterr().out.splitlines()
 
 
+def test_info_shows_the_build_parameters(tmp_path, capsys):
+    """An engine built with `--set` (GoogLeNet's transform_input, a YOLO head's thresholds) says so in `netdef
+    info`, as --set takes them; the text showed them only with --json."""
+    from test_engine_file import complete_meta
+
+    engine = tmp_path / "e.engine"
+    meta = complete_meta()
+    for params, want in (({"transform_input": True, "head": "plugin", "conf_thres": 0.4},
+                          ["  set    conf_thres=0.4 head=plugin transform_input=true"]), ({}, [])):
+        engine_file.write_engine(engine, b"ftrt" + bytes(60), meta | {"options": meta["options"] | {"params": params}})
+        capsys.readouterr()
+        assert main(["info", str(engine)]) == 0
+        assert [line for line in capsys.readouterr().out.splitlines() if line.startswith("  set ")] == want
+
+
 def test_info_json_lists_the_profiles_as_the_text_shows_them(tmp_path, capsys):
     """`info --json` has a top-level "profiles" ([min, opt, max] batches, as engine_file.profiles and the text's
     "batch profiles"), for one profile (options.batch) and several (options.profiles); the header's keys stay."""

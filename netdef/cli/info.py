@@ -66,6 +66,7 @@ def format_engine(meta: dict[str, Any], path: Path) -> str:
     lines += hw_lines(meta)
     lines += io_lines(meta)
     lines += model_lines(meta)
+    lines += set_lines(meta)
     arch = meta["arch"]
     lines.append(f"  architecture {arch.get('path')} sha256 {str(arch.get('sha256'))[:12]} (YAML, scale and own "
                  "blocks)" + (f", blocks from {', '.join(arch['blocks'])}" if arch.get("blocks") else ""))
@@ -145,6 +146,14 @@ def model_lines(meta: dict[str, Any]) -> list[str]:
     extra = "".join(f", {k} {v}" for k, v in (("kpt_shape", "x".join(map(str, m.get("kpt_shape") or []))),
                                               ("nm", m.get("nm"))) if v)
     return [f"  model  {m['task']}, {m['nc']} class{'' if m['nc'] == 1 else 'es'}, head {m['head']}{extra}"] + names
+
+
+def set_lines(meta: dict[str, Any]) -> list[str]:
+    """The build parameters given to the build (`--set`; a YAML's own `set:` belongs to its architecture), as --set
+    takes them; none where none was given."""
+    params = meta.get("options", {}).get("params") or {}
+    shown_params = " ".join(f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in sorted(params.items()))
+    return [f"  set    {shown_params}"] if params else []
 
 
 def io_lines(meta: dict[str, Any]) -> list[str]:
