@@ -1048,6 +1048,30 @@ def test_a_linear_whose_output_is_matched_again_is_not_compared_before_its_bias(
     assert "mlp.2" not in {r.module for r in report.rows}
 
 
+def test_a_row_for_a_function_forward_calls_is_compared_with_no_module(tmp_path):
+    """An Act row whose prefix has '/' (`conv/relu` for F.relu in forward(), as `features/avgpool` names a pooling
+    forward() does) is the output of no module: it was compared with module `conv/relu`, a 'skip: the model has
+    no module of this name' that every such model carried."""
+    from netdef.spec import load_spec
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 4, 3)
+
+        def forward(self, x):
+            return F.relu(self.conv(x))
+
+    torch.manual_seed(0)
+    model = Model()
+    arch = tmp_path / "functional.yaml"
+    arch.write_text("name: functional\ninput: {name: input, shape: [3, 8, 8]}\noutput: y\nlayers:\n"
+                    "  - [-1, 1, Conv2d, {c2: 4, k: 3}, conv]\n  - [-1, 1, Act, {kind: relu}, conv/relu]\n")
+    wts = {k: v.detach().numpy() for k, v in model.state_dict().items()}
+    report = verify(load_spec(str(arch)), wts, model, cpu=True, log=lambda m: None)
+    assert report.ok and [(r.module, r.status) for r in report.rows] == [("conv", "pass"), ("(model output)", "pass")]
+
+
 def test_a_fixed_size_joined_with_the_batch_is_named_where_the_output_is_static():
     """A (-1, 3, 4) tensor (batch-dependent) plus a (2, 1, 4) constant: TensorRT's broadcasting fixes the output to
     (2, 3, 4), so the definition holds only at the one batch that gives 2 (a Swin mask added before the windows

@@ -229,8 +229,9 @@ def upsample(net: Network, x: Any, prefix: str, size: Any = None, scale_factor: 
 
 
 def _matched(net: Network, y: Any, prefix: str, x: Any = None) -> Any:
-    """Record that `y`, the output of a layer named `prefix/...`, is the output of module `prefix`."""
-    if y is not x and y.name != prefix:
+    """Record that `y`, the output of a layer named `prefix/...`, is the output of module `prefix`; a prefix with
+    '/' names no module (a function forward() calls: `features/relu` for F.relu), so verify looks for none."""
+    if y is not x and y.name != prefix and "/" not in prefix:
         net.match(y, prefix)
     return y
 
