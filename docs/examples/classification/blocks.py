@@ -1,4 +1,4 @@
-"""Blocks for torchvision's ShuffleNetV2, ConvNeXt and GoogLeNet classifiers, torchvision's key names.
+"""Blocks for torchvision's ShuffleNetV2, ConvNeXt, GoogLeNet and DenseNet classifiers, torchvision's key names.
 
     netdef export torchvision:googlenet -o weights/googlenet.wts --randomize-bn
     netdef verify docs/examples/classification/googlenet.yaml -w weights/googlenet.wts --model torchvision:googlenet \
@@ -119,3 +119,32 @@ def transform_input(net: Network, x: Any, prefix: str) -> Any:
     shift = (np.array(IMAGENET_MEAN, np.float32).reshape(1, 3, 1, 1) - 0.5) / 0.5
     y = net.mul(x, net.constant(scale, f"{prefix}/scale"), f"{prefix}/mul")
     return net.add(y, net.constant(shift, f"{prefix}/shift"), f"{prefix}/add")
+
+
+def bn_relu(net: Network, x: Any, prefix: str, norm: str, relu: str) -> Any:
+    """BatchNorm `prefix.norm` (before a convolution, so not folded) + ReLU, the module `prefix.relu`."""
+    y = net.activation(net.batchnorm(x, f"{prefix}.{norm}"), "relu", f"{prefix}.{norm}")
+    return net.match(y, f"{prefix}.{relu}")
+
+
+@block("DenseBlock", repeat_arg="n")
+def dense_block(net: Network, x: Any, prefix: str, n: int = 1, growth: int = 32, bn_size: int = 4) -> Any:
+    """torchvision's densenet._DenseBlock `prefix`: `n` _DenseLayers `prefix.denselayer1 ...`, each norm1, ReLU,
+    1x1 conv1 (+ norm2 folded), ReLU, 3x3 conv2 on the concatenation of all features so far; returns that
+    concatenation with the last layer's features."""
+    features = [x]
+    for i in range(1, n + 1):
+        p = f"{prefix}.denselayer{i}"
+        y = features[0] if len(features) == 1 else net.concat(features, f"{p}/cat")
+        y = net.conv(bn_relu(net, y, p, "norm1", "relu1"), f"{p}.conv1", bn_size * growth, 1, bias=False,
+                     bn=f"{p}.norm2", act="relu")
+        y = net.match(y, f"{p}.relu2")
+        features.append(net.match(net.conv(y, f"{p}.conv2", growth, 3, p=1, bias=False), p))
+    return net.match(net.concat(features, f"{prefix}/cat"), prefix)
+
+
+@block("Transition", width_args=("c2",))
+def transition(net: Network, x: Any, prefix: str, c2: int) -> Any:
+    """torchvision's densenet._Transition `prefix`: norm, ReLU, 1x1 conv, 2x2 average pool."""
+    y = net.conv(bn_relu(net, x, prefix, "norm", "relu"), f"{prefix}.conv", c2, 1, bias=False)
+    return net.match(net.pool(y, "avg", 2, 2, name=f"{prefix}.pool"), prefix)
