@@ -1096,3 +1096,12 @@ def test_summary_gives_the_largest_error_and_the_outputs():
     rows = [Row("a", "a", (1,), 3e-8, "pass"), Row("b", "b", (1,), 5e-7, "pass"), Row("c", "c", (1,), None, "skip"),
             Row("(output) out", OUTPUT_MODULE, (1,), 2e-8, "pass")]
     assert "; max rel error 5e-07 at b, the output's 2e-08" in Report("m", "CPU", 1e-5, rows, 0).summary()
+
+
+def test_the_summary_counts_layers_without_a_module_in_words():
+    """'1 layer without a PyTorch module', '2 layers ...': the count and its noun agree."""
+    from netdef.verify.report import Report, Row
+
+    rows = [Row("stem.conv", "stem.conv", (1,), 0.0, "pass")]
+    assert ", 1 layer without a PyTorch module;" in Report("m", "CPU", 1e-5, rows, 1).summary()
+    assert ", 2 layers without a PyTorch module;" in Report("m", "CPU", 1e-5, rows, 2).summary()

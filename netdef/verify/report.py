@@ -68,7 +68,8 @@ class Report:
         within = f"{self.tol:g}" + (f" (or {FLOOR_FACTOR:g}x PyTorch's own float32 error, where larger, up to "
                                     f"{FLOOR_CAP * self.tol:g})" if self.floor else "")
         text = (f"verify {self.arch} ({self.mode}): {verdict}: {counts['pass']} of {compared} matched layers within "
-                f"{within}, {counts['skip']} skipped, {self.unmatched} layers without a PyTorch module")
+                f"{within}, {counts['skip']} skipped, {self.unmatched} layer{'' if self.unmatched == 1 else 's'} without a "
+                "PyTorch module")
         if first is not None:
             text += f"; first divergent layer: {first.layer} ({first.module}){_err_text(first)}"
         elif compared:
