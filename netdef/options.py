@@ -8,6 +8,7 @@ options (metadata, build key: `options_dict`) stay exactly as they were before d
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -74,6 +75,8 @@ class BuildOptions:
         for name in ("timing_cache", "calibration"):  # a Path is a path (the engine's header records a string)
             if isinstance(getattr(self, name), Path):
                 setattr(self, name, str(getattr(self, name)))
+        if isinstance(self.compute_capability, str):  # 89, sm89, SM_89: 8.9, as a GPU's is recorded and compared
+            self.compute_capability = normalize_compute_capability(self.compute_capability)
         if isinstance(self.profiles, (tuple, list)) and self.profiles and all(map(_is_triple, self.profiles)) \
                 and isinstance(self.batch, (tuple, list)) and tuple(self.batch) == (1, 1, 1):
             self.batch = overall_range(self.profiles)  # batch left out: the profiles' overall range
@@ -90,6 +93,9 @@ class BuildOptions:
         for name in ("timing_cache", "compute_capability", "calibration"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), (str, Path)):
                 raise OptionError(f"{name} {getattr(self, name)!r}: expected a string")
+        cc = self.compute_capability
+        if isinstance(cc, str) and not re.fullmatch(r"\d+\.\d|current", normalize_compute_capability(cc)):
+            raise OptionError(f"--compute-capability {cc!r}: expected MAJOR.MINOR, e.g. 8.6 or 12.0 (also 86, sm86)")
         if not isinstance(self.int8_exclude, (tuple, list)) or not all(isinstance(p, str) for p in self.int8_exclude):
             raise OptionError(f"int8_exclude {self.int8_exclude!r}: expected layer-name patterns (strings)")
         for p in (self.batch, *self.profiles):
@@ -133,6 +139,19 @@ class BuildOptions:
         if self.calibration and not Path(self.calibration).is_file():
             raise OptionError(f"calibration table {self.calibration} not found: make it with `netdef calibrate "
                               "ARCH --weights W --data DATA -o TABLE.json` and pass --calibration TABLE.json")
+
+
+_CC = re.compile(r"(?:sm_?)?(\d+)\.(\d)|(?:sm_?)?(\d+)(\d)", re.IGNORECASE)
+
+
+def normalize_compute_capability(text: str) -> str:
+    """A compute capability as a GPU reports it, MAJOR.MINOR ('8.9' for '8.9', '89', 'sm89', 'SM_89'; '12.0' for
+    '120'); 'current' for 'current' in any case; any other text as it is (`BuildOptions.validate` refuses it)."""
+    m = _CC.fullmatch(text.strip())
+    if m is None:
+        return "current" if text.strip().lower() == "current" else text
+    major, minor = (m[1], m[2]) if m[1] is not None else (m[3], m[4])
+    return f"{int(major)}.{minor}"
 
 
 def options_dict(opts: BuildOptions) -> dict[str, Any]:

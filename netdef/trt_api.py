@@ -234,8 +234,9 @@ def configure_target(config: Any, compute_capability: str | None) -> None:
     name = "CURRENT" if cc == "current" else "SM" + cc.replace(".", "")
     target = getattr(trt.ComputeCapability, name, None)
     if target is None:
-        valid = [m for m in trt.ComputeCapability.__members__ if m.startswith("SM")]
-        raise TensorRTUnavailable(f"TensorRT-RTX cannot target compute capability {cc}; it supports {valid}")
+        valid = [f"{m[2:-1]}.{m[-1]}" for m in trt.ComputeCapability.__members__ if m.startswith("SM")]
+        raise TensorRTUnavailable(f"TensorRT-RTX cannot target compute capability {cc}; it supports "
+                                  f"{', '.join(valid)} (--compute-capability)")
     config.num_compute_capabilities = 1
     config.set_compute_capability(target, 0)
 

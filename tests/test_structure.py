@@ -269,11 +269,22 @@ def test_no_import_cycle(module, must_not_load):
 def test_options_are_validated_where_they_enter():
     for bad, needle in [({"batch": 8}, "batch profile 8"), ({"batch": "1:8:32"}, "batch profile '1:8:32'"),
                         ({"opt_level": "3"}, "optimization level '3'"), ({"input_hw": 16}, "input shape 16"),
-                        ({"workspace_mib": -1}, "workspace -1"), ({"precision": "int4"}, "precision 'int4'")]:
+                        ({"workspace_mib": -1}, "workspace -1"), ({"precision": "int4"}, "precision 'int4'"),
+                        ({"compute_capability": "ampere"}, "--compute-capability 'ampere': expected MAJOR.MINOR")]:
         with pytest.raises(OptionError, match=needle):
             BuildOptions(**bad).validate()
     with pytest.raises(NetdefError, match="is a directory"):
         define_network("resnet18", "/tmp", log=print)
+
+
+@pytest.mark.parametrize("given, recorded", [("8.9", "8.9"), ("89", "8.9"), ("sm89", "8.9"), ("SM_86", "8.6"),
+                                             ("120", "12.0"), ("12.0", "12.0"), ("CURRENT", "current")])
+def test_compute_capability_is_recorded_as_a_gpu_reports_it(given: str, recorded: str) -> None:
+    """--compute-capability 120 targets 12.0 and is recorded so: the header's value is compared with a GPU's '12.0'
+    when the engine loads, so '120' there would refuse the very GPU it was built for."""
+    opts = BuildOptions(compute_capability=given)
+    opts.validate()
+    assert opts.compute_capability == recorded
 
 
 def test_keys_with_a_wrapper_prefix_say_so():
