@@ -503,6 +503,21 @@ def test_every_output_of_a_segmentation_model_is_compared(tmp_path):
     assert sorted(r.shape for r in outs) == [(1, 32, 24, 32), (1, 4 + 3 + 32, 252)], outs
 
 
+def test_a_checkpoint_of_another_ultralytics_model_is_named(tmp_path):
+    """--model the wrong checkpoint (yolo11n weights, a yolov8n model as Ultralytics makes it from its YAML, which
+    it records): the key error says which model that is."""
+    from netdef.testing import ultralytics_reference as ref
+    from netdef.wts import write_wts
+
+    if not ref.ultralytics_available():
+        pytest.skip("needs the ultralytics package (pip install --no-deps ultralytics==8.4.190)")
+    write_wts(tmp_path / "y11n.wts", ref.reference_model("yolo11n", nc=3)[1])
+    with pytest.raises(WeightKeyError, match=r"does not fit the PyTorch model: .*\nThe PyTorch model is an "
+                                             r"Ultralytics yolov8n, the weights are yolo11n's"):
+        verify("yolo11n", str(tmp_path / "y11n.wts"), ref.import_tasks().DetectionModel("yolov8n.yaml", nc=3,
+               verbose=False), cpu=True, opts=BuildOptions(input_hw=(64, 64)), log=lambda m: None)
+
+
 def test_tensorrtx_yolov5_buffers_are_checked_and_accepted(yolov5_models, tmp_path):
     """tensorrtx's gen_wts.py for YOLOv5 v7.0 adds `anchor_grid` (pixels) and `strides` to the state_dict: netdef
     checks both against the anchors and its own strides, and verify does not ask the PyTorch model for them."""

@@ -20,7 +20,7 @@ import numpy as np
 
 from .. import trt_api
 from ..define import Weights, define_network, load_tensors, weights_identity
-from ..errors import NetdefError, OptionError, TensorRTUnavailable
+from ..errors import NetdefError, OptionError, TensorRTUnavailable, WeightKeyError
 from ..network import IGNORED_KEY_SUFFIXES
 from ..options import BuildOptions, format_hw_range
 from ..spec import Spec, load_spec
@@ -78,7 +78,10 @@ def verify(arch: str | Path | Spec, weights: Weights, model: Any, *, cpu: bool =
     else:  # the weights are loaded into it and it is run in float64: the caller's module stays as it is
         model = copy.deepcopy(model)
     net = define_network(spec, tensors, opts, log, identity=identity)
-    load_weights_strict(model, tensors, identity[0], derived=net.derived, supplied=net.supplied)
+    try:
+        load_weights_strict(model, tensors, identity[0], derived=net.derived, supplied=net.supplied)
+    except WeightKeyError as e:
+        raise WeightKeyError(str(e) + _another_model_hint(model, spec)) from None
     _run_the_built_head(model, net, log)
     layers = trt_api.describe_layers(net.definition)
     raw = net.definition.raw
@@ -125,6 +128,18 @@ def _uncompared(tensors: Mapping[str, Any], report: Report, skipped: Container[s
     owners = dict.fromkeys(k.rsplit(".", 1)[0] for k in tensors
                            if "." in k and not k.endswith(IGNORED_KEY_SUFFIXES) and k not in skipped)
     return [m for m in owners if m not in compared and not any(c.startswith(m + ".") for c in compared)]
+
+
+def _another_model_hint(model: Any, spec: Spec) -> str:
+    """For weights that do not fit an Ultralytics model of another architecture than `spec`: which one the model is
+    (the weights fit `spec`: define_network checked them), so the wrong checkpoint is named; '' otherwise."""
+    from ..export import ultralytics_arch
+
+    named = ultralytics_arch(model)
+    if named is None or named[0] == spec.name:
+        return ""
+    return (f"\nThe PyTorch model is an Ultralytics {named[0]}, the weights are {spec.name}'s: give --model the "
+            "checkpoint they were exported from")
 
 
 def _run_the_built_head(model: Any, net: Any, log: Callable[[str], None]) -> None:
