@@ -120,8 +120,9 @@ def _custom_scale_hint(spec: Spec, tensors: Mapping[str, np.ndarray], opts: Buil
 
 def _fitting_sibling(spec: Spec, tensors: Mapping[str, np.ndarray], opts: BuildOptions) -> str | None:
     """The name of another scale or task of `spec`'s family (yolo11s for yolo11n weights, yolo26n-pose for
-    yolo26n-seg weights) whose network the weights fit key for key and shape for shape, or None (not a family
-    member, or none fits). Scales that do not fit fail at their first row, tasks at their head."""
+    yolo26n-seg weights), else of another YOLO family (yolo11n for yolo11n weights built as yolov8n, those of its
+    scale first), whose network the weights fit key for key and shape for shape, or None (not a family member,
+    or none fits). Scales that do not fit fail at their first row, tasks at their head."""
     from .spec import available_archs
 
     if spec.scale is None or not tensors:  # no weights (`netdef show` alone): nothing to fit
@@ -129,8 +130,12 @@ def _fitting_sibling(spec: Spec, tensors: Mapping[str, np.ndarray], opts: BuildO
     parts = re.match(r"^(.*?\d+)" + re.escape(spec.scale), spec.name)  # yolo11 + l (+ -seg)
     if parts is None:
         return None
-    pattern = re.compile(re.escape(parts[1]) + r"[a-z](-[a-z0-9]+)?")
-    return next((name for name in available_archs() if pattern.fullmatch(name) and name != spec.name
+    family = re.compile(re.escape(parts[1]) + r"[a-z](-[a-z0-9]+)?")
+    yolo = re.compile(r"yolov?\d+([a-z])(6|-[a-z0-9]+)?")
+    others = [name for name in available_archs() if yolo.fullmatch(name) and not family.fullmatch(name)]
+    others.sort(key=lambda name: yolo.fullmatch(name)[1] != spec.scale)  # the same scale first
+    candidates = [name for name in available_archs() if family.fullmatch(name)] + others
+    return next((name for name in candidates if name != spec.name
                  and _fits(name, tensors, opts.precision, opts.params)), None)
 
 

@@ -527,14 +527,16 @@ def test_nms_iou_defaults_follow_the_family(wts, tmp_path):
 
 
 def test_weights_of_another_scale_name_it(models):
-    """yolo11s weights built as yolo11n: the size error says which scale of the family they fit."""
+    """yolo11s weights built as yolo11n: the size error says which scale of the family they fit; YOLOv8 weights
+    built as YOLO11 (or yolo11n ones as yolov8s), which family member of another family, not a custom scale."""
     _, sd = models("yolo11s")
     with pytest.raises(NetdefError, match=r"'model\.0\.conv\.weight' has 864 values(?s:.*)These weights fit yolo11s: "
                                           r"build that architecture"):
         define("yolo11n", sd)
-    with pytest.raises(NetdefError) as e:  # no scale of the family fits a YOLOv8 model: no hint
-        define("yolo11n", models("yolov8n")[1])
-    assert "These weights fit" not in str(e.value)
+    for arch, weights, fit in [("yolo11n", "yolov8n", "yolov8n"), ("yolov8s", "yolo11n", "yolo11n")]:
+        with pytest.raises(NetdefError, match=rf"These weights fit {fit}: build that architecture$") as e:
+            define(arch, models(weights)[1])
+        assert "custom depth and width" not in str(e.value)
 
 
 def test_a_missing_dfl_key_is_built_from_its_fixed_values_and_said(models, tmp_path):
