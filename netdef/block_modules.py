@@ -67,7 +67,7 @@ def load_block_module(ref: str, source: str, base: Path | None = None,
         if key in _loaded:  # its file changed since: run it again (its blocks replace their old selves)
             module = _run_again(_loaded[key])
         else:
-            module = _import_file(path) if is_path(ref) else importlib.import_module(ref)
+            module = import_file(path) if is_path(ref) else importlib.import_module(ref)
     except NetdefError as e:  # the registry's own errors (a block name registered twice)
         _forget_blocks(before)
         raise error(f"{source}: {what}: {e}") from e
@@ -154,7 +154,7 @@ def _library_dirs() -> frozenset[str]:
     return frozenset(os.path.realpath(p) for p in paths if p)
 
 
-def _import_file(path: Path) -> ModuleType:
+def import_file(path: Path) -> ModuleType:
     """Import a .py file as a module named after it (its stem, made unique when that name is taken); a file
     imported already under a module name (`import my_blocks`, `--blocks my_blocks`) is that module."""
     for module in list(sys.modules.values()):

@@ -22,7 +22,8 @@ CHECKPOINT_KEYS = ("ema", "model", "state_dict", "model_state_dict")
 
 
 def load_source(source: str, *, state_dict: str | None = None, log: Callable[[str], None] | None = None) -> Any:
-    """A torch module or state_dict from SOURCE: a checkpoint path, `torchvision:NAME`, or `pkg.module:callable`;
+    """A torch module or state_dict from SOURCE: a checkpoint path, `torchvision:NAME`, `pkg.module:callable` or
+    `path/to/file.py:callable`;
     `log` gets load_checkpoint's notice. A bad `state_dict` path is reported before SOURCE is loaded."""
     if state_dict:
         check_checkpoint(state_dict)
@@ -45,13 +46,16 @@ def load_source(source: str, *, state_dict: str | None = None, log: Callable[[st
             return model
         return ckpt
     if ":" in source:
-        mod_name, _, attr = source.partition(":")
-        if mod_name.endswith(".py"):  # a file: Python imports modules by name (--blocks takes a path; this not)
-            folder, module = Path(mod_name).parent, Path(mod_name).stem
-            raise NetdefError(f"cannot import '{source}': the part before ':' is a module name, not a file: put "
-                              f"its folder on the path and name the module (PYTHONPATH={folder} ... {module}:{attr})")
+        mod_name, _, attr = source.rpartition(":")  # my_model.py:make, C:\\models\\my_model.py:make
         try:
-            fn = getattr(importlib.import_module(mod_name), attr)
+            if mod_name.endswith(".py"):  # a file of your own, as --blocks takes one
+                from .block_modules import import_file
+
+                if not Path(mod_name).is_file():
+                    raise ImportError(f"no Python file {mod_name}")
+                fn = getattr(import_file(Path(mod_name)), attr)
+            else:
+                fn = getattr(importlib.import_module(mod_name), attr)
         except (ImportError, AttributeError) as e:
             raise NetdefError(f"cannot import '{source}': {e}") from None
         except Exception as e:  # noqa: BLE001  the user's module failed while importing
@@ -63,7 +67,8 @@ def load_source(source: str, *, state_dict: str | None = None, log: Callable[[st
         if state_dict:
             _load_into(obj, load_checkpoint(state_dict, log), state_dict)
         return obj
-    raise NetdefError(f"source '{source}' is not a file, 'torchvision:NAME' or 'package.module:callable'")
+    raise NetdefError(f"source '{source}' is not a file, 'torchvision:NAME', 'package.module:callable' or "
+                      "'file.py:callable'")
 
 
 def load_checkpoint(path: str | Path, log: Callable[[str], None] | None = None) -> Any:

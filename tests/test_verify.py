@@ -610,6 +610,17 @@ def test_tiny_network_passes(tiny, capsys):
     assert "PASS: 4 of 4 matched layers" in capsys.readouterr().out
 
 
+def test_a_model_file_of_your_own_is_a_source(tiny, tmp_path, capsys):
+    """--model path/to/file.py:make (as --blocks takes a file), imported from its path, not from sys.path."""
+    yaml, wts = tiny
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "my_tiny.py").write_text(TINY_MODEL)
+    assert main(["verify", yaml(), "-w", wts, "--model", f"{tmp_path}/elsewhere/my_tiny.py:make", "--cpu"]) == 0
+    assert "PASS: 4 of 4 matched layers" in capsys.readouterr().out
+    with pytest.raises(NetdefError, match=r"cannot import '.*nothere\.py:make': no Python file .*nothere\.py$"):
+        verify(yaml(), wts, f"{tmp_path}/nothere.py:make", cpu=True, log=lambda m: None)
+
+
 def test_planted_wrong_stride_is_named_first(tiny, capsys):
     yaml, wts = tiny
     assert main(["verify", yaml(stride=1), "-w", wts, "--model", "tiny_model:make", "--cpu"]) == 1
@@ -705,7 +716,7 @@ def test_state_dict_source_is_refused(tiny, tmp_path):
     yaml, wts = tiny
     sd = tmp_path / "sd.pt"
     torch.save({"conv1.weight": torch.zeros(1)}, sd)
-    with pytest.raises(NetdefError, match="not a torch.nn.Module"):
+    with pytest.raises(NetdefError, match="not a torch.nn.Module; verify needs the model's code: .* or file.py:callable"):
         verify(yaml(), wts, str(sd), cpu=True, log=lambda m: None)
 
 

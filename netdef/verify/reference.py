@@ -35,7 +35,9 @@ def load_model(source: str) -> Any:
                 break
     if not isinstance(model, torch.nn.Module):
         raise NetdefError(f"--model {source}: gives a {type(model).__name__}, not a torch.nn.Module; verify needs "
-                          f"the model's code: torchvision:NAME, package.module:callable, or a pickled model")
+                          f"the model's code: torchvision:NAME, package.module:callable or file.py:callable (a "
+                          f"function returning the model, e.g. Ultralytics' DetectionModel('yolo11n.yaml', nc=3)), "
+                          f"or a checkpoint holding the pickled model")
     return model
 
 
