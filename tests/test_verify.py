@@ -716,7 +716,8 @@ def test_state_dict_source_is_refused(tiny, tmp_path):
     yaml, wts = tiny
     sd = tmp_path / "sd.pt"
     torch.save({"conv1.weight": torch.zeros(1)}, sd)
-    with pytest.raises(NetdefError, match="not a torch.nn.Module; verify needs the model's code: .* or file.py:callable"):
+    with pytest.raises(NetdefError, match=r"not a torch\.nn\.Module; verify needs the model's code: .* or "
+                                          r"file\.py:callable"):
         verify(yaml(), wts, str(sd), cpu=True, log=lambda m: None)
 
 

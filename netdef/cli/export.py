@@ -13,8 +13,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser("export", help="write a .wts file from PyTorch weights (the gen_wts step)",
                               description="SOURCE: a checkpoint (.pt/.pth: a state_dict, a pickled model, or a "
                                           "dict holding one under 'model'/'ema'/'state_dict'), torchvision:NAME "
-                                          "(random init unless --state-dict), or package.module:callable or file.py:callable "
-                                          "returning a model or state_dict.")
+                                          "(random init unless --state-dict), or package.module:callable or "
+                                          "file.py:callable returning a model or state_dict.")
     p.set_defaults(func=cmd_export)
     p.add_argument("source")
     p.add_argument("-o", "--output", required=True, help="the .wts file to write")
