@@ -59,6 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # while the command modules are imported
         print("interrupted", file=sys.stderr)
         return 130
+    hint = ultralytics_usage(argv, parser)
+    if hint:
+        print(f"netdef: error: {hint}", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
@@ -95,6 +99,38 @@ def tensorrtx_usage(argv: list[str]) -> str | None:
            "yolov8n-seg, resnet50; the class count comes from the weights; tensorrtx's `c gd gw`: README's 'Coming "
            "from tensorrtx'")
     return f"netdef has no `-s`: tensorrtx's `-s WTS ENGINE SCALE` is `netdef build {arch} -w {wts} -o {engine}` ({how})"
+
+
+ULTRALYTICS_OPTIONS = {  # Ultralytics' export arguments no netdef command takes: netdef's option for each
+    "imgsz": "--input-shape HxW", "img-size": "--input-shape HxW", "img": "--input-shape HxW",
+    "half": "--precision fp16", "int8": "--precision int8 (with --calibration, from `netdef calibrate`)",
+    "dynamic": "--batch MIN:OPT:MAX (and --input-shape MIN:OPT:MAX for dynamic sizes)",
+    "batch-size": "--batch",
+}
+
+
+def ultralytics_usage(argv: list[str], parser: argparse.ArgumentParser) -> str | None:
+    """For an Ultralytics export argument given to a netdef command (`--imgsz 640`, `imgsz=640`, `--half`),
+    the command's option that does the same; else None (argparse reports what else is wrong)."""
+    words = [w for w in argv if w != "--debug"]
+    if not words or words[0] not in COMMAND_NAMES:
+        return None
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    options = sub.choices[words[0]]._option_string_actions
+    for i, word in enumerate(words[1:], 1):
+        name, eq, value = word.lstrip("-").partition("=")
+        name = name.replace("_", "-")
+        if name not in ULTRALYTICS_OPTIONS or not (word.startswith("--") or eq) or f"--{name}" in options \
+                or ULTRALYTICS_OPTIONS[name].split()[0] not in options:
+            continue
+        value = value if eq else (words[i + 1] if i + 1 < len(words) and not words[i + 1].startswith("-") else "")
+        how = ULTRALYTICS_OPTIONS[name]
+        if how.startswith("--input-shape") and value.isdigit() and int(value) > 0:
+            size = -(-int(value) // 32) * 32  # Ultralytics rounds imgsz up to a multiple of the stride
+            how = f"--input-shape {size}x{size}" + (f" (Ultralytics rounds {value} up to {size}, a multiple of the "
+                                                    f"YOLO stride 32)" if size != int(value) else "")
+        return f"netdef {words[0]} has no {word if eq else '--' + name}: netdef's option is {how}"
+    return None
 
 
 def make_parser() -> argparse.ArgumentParser:
