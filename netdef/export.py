@@ -132,7 +132,25 @@ def check_checkpoint(path: str | os.PathLike) -> bytes:
         hint = ": it holds weights already; give it to `netdef build ARCH -w FILE`" if what == "a .wts weights file" \
             else ": give the .pt/.pth file torch.save wrote"
         raise NetdefError(f"cannot read checkpoint {path} ({path.name} looks like {what}){hint}")
+    if head.startswith(CHECKPOINT_STARTS[0]):
+        _check_zip(path)
     return head
+
+
+def _check_zip(path: Path) -> None:
+    """A NetdefError unless every record of torch.save's zip file `path` passes its CRC-32 check: torch.load reads
+    changed bytes (a bad copy or disk) as weights without a word, and a cut-short file with miniz's own words."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            bad = z.testzip()
+    except (zipfile.BadZipFile, EOFError, ValueError) as e:
+        raise NetdefError(f"checkpoint {path} is damaged (its zip directory does not read: {e}): the file was cut "
+                          "short or changed after torch.save wrote it; copy or save it again") from None
+    if bad is not None:
+        raise NetdefError(f"checkpoint {path} is damaged: its record {bad} fails its CRC-32 check (the file changed "
+                          "after torch.save wrote it: a bad copy or disk); copy or save it again")
 
 
 def _yolov5_checkpoint(e: ModuleNotFoundError) -> bool:

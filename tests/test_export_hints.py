@@ -207,6 +207,23 @@ def test_unpickling_code_is_said_before_it_runs(tmp_path):
         load_checkpoint(tmp_path)
 
 
+def test_a_damaged_checkpoint_is_refused_not_exported(tmp_path):
+    """Bytes changed inside torch.save's zip file (a bad copy) loaded as weights without a word, and a cut-short
+    file failed with miniz's words: both are named damaged, before anything is unpickled."""
+    good = tmp_path / "good.pt"
+    torch.save({"w": torch.arange(4096, dtype=torch.float32)}, good)
+    data = bytearray(good.read_bytes())
+    start = data.index(torch.arange(4096, dtype=torch.float32).numpy().tobytes()[:64])
+    data[start + 100:start + 200] = bytes(100)
+    (tmp_path / "changed.pt").write_bytes(data)
+    with pytest.raises(NetdefError, match=r"changed\.pt is damaged: its record \S+/data/0 fails its CRC-32 check"):
+        load_checkpoint(tmp_path / "changed.pt")
+    (tmp_path / "cut.pt").write_bytes(data[:len(data) // 2])
+    with pytest.raises(NetdefError, match=r"cut\.pt is damaged \(its zip directory does not read: .*cut short"):
+        load_checkpoint(tmp_path / "cut.pt")
+    assert load_checkpoint(good)["w"][4095] == 4095
+
+
 def test_class_names_beside_a_wts_whose_name_is_no_utf8(tmp_path):
     """A .wts named in bytes that are no UTF-8 (Latin-1 'y\\xff.wts'): the names file, which records the .wts's name,
     failed to encode (a UnicodeEncodeError traceback, nothing written); the name is recorded as y\\xff.wts."""
