@@ -172,6 +172,13 @@ def resolve_arch(name_or_path: str | Path) -> tuple[Path, str | None]:
     scaled = SCALED_NAME.match(str(p))  # yolo11n-obb: the tasks netdef has of yolo11 at scale n
     kin = [n for n in names if scaled and re.fullmatch(re.escape(scaled[1] + scaled[2]) + r"(-[a-z0-9]+)?", n)]
     of_family = f": of {scaled[1]} at that scale netdef builds {', '.join(kin)}" if kin else ""
+    if not kin:  # YOLO11N, yolov11n (Ultralytics names YOLO11 and YOLO26 without the v), resnet-50; yolo12n is
+        # another architecture, not a misspelt yolo11n
+        lower = str(p).lower()
+        close = [n for n in (lower, re.sub(r"^yolov(1\d|2\d)", r"yolo\1", lower), lower.replace("-", "_"),
+                             lower.replace("-", "")) if n in names][:1] \
+            or ([] if lower.startswith("yolo") else difflib.get_close_matches(lower, names, n=3, cutoff=0.8))
+        of_family = f": did you mean {' or '.join(close)}?" if close else ""
     raise SpecError(f"no architecture '{name_or_path}'{of_family} (a .yaml path or one of: {', '.join(names)})")
 
 

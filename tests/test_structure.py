@@ -228,6 +228,17 @@ def test_an_unknown_task_of_a_family_names_the_tasks_netdef_builds():
         load_spec("yolov10n")
 
 
+@pytest.mark.parametrize("name, meant", [("YOLO11N", "yolo11n"), ("yolov11n-seg", "yolo11n-seg"),
+                                         ("yolov26n", "yolo26n"), ("resnet-50", "resnet50"), ("resnt18", "resnet18"),
+                                         ("mobilenet-v2", "mobilenet_v2"), ("yolo12n", None)])
+def test_a_misspelt_architecture_name_gets_the_one_meant(name: str, meant: str | None) -> None:
+    """Case, Ultralytics' 'YOLOv11' spelling, '-' for '_', a typo: the name meant, ahead of the list of every
+    architecture; yolo12n is another architecture, not a misspelt yolo11n: no guess."""
+    with pytest.raises(SpecError, match=rf"no architecture '{name}'(: did you mean {meant}\?)? \(a \.yaml path") as e:
+        load_spec(name)
+    assert ("did you mean" in str(e.value)) == (meant is not None)
+
+
 def test_a_missing_yaml_named_as_one_of_netdefs_architectures_says_so(tmp_path, monkeypatch):
     """`netdef build yolov8s.yaml` as Ultralytics' YOLO("yolov8s.yaml") takes it: the file is missing, and the error
     gives netdef's name of that architecture; another missing file is the plain error."""
