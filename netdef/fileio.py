@@ -328,7 +328,10 @@ _KNOWN_STARTS = ((CHECKPOINT_STARTS[0], "a zip file (a PyTorch checkpoint?)"),
                  (CHECKPOINT_STARTS[1], "a pickle (a PyTorch checkpoint?)"),
                  (b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"),
                  (ELF_START, "a compiled program or library"), (b"\x93NUMPY", "a numpy array"),
-                 (b"NETDEF-ENGINE\n", "a netdef engine"))  # then a plan of each flavour trt_api.PLAN_MAGICS knows
+                 (b"NETDEF-ENGINE\n", "a netdef engine"), (b"\x1f\x8b", "a gzip-compressed file (decompress it first)"),
+                 (b"\xfd7zXZ\x00", "an xz-compressed file (decompress it first)"),
+                 (b"\x28\xb5\x2f\xfd", "a zstd-compressed file (decompress it first)"))
+# then a plan of each flavour trt_api.PLAN_MAGICS knows
 UTF8_BOM = b"\xef\xbb\xbf"  # an editor's UTF-8 byte-order mark: no content
 _WTS_START = re.compile(rb"(?:\xef\xbb\xbf)?\s*\d+\r?\n\s*\S+[ \t]+\d+")
 

@@ -468,6 +468,21 @@ def test_a_checkpoint_or_an_engine_given_as_weights_is_named(tmp_path):
         read_wts(engine)
 
 
+@pytest.mark.parametrize("magic, what", [(b"\x1f\x8b\x08\x08", "gzip"), (b"\xfd7zXZ\x00", "xz"),
+                                         (b"\x28\xb5\x2f\xfd", "zstd")])
+def test_a_compressed_file_is_named_as_one(tmp_path, magic: bytes, what: str) -> None:
+    """y.wts.gz or best.pt.gz as it came from a download: 'decompress it first', given as weights or as a checkpoint
+    (not unpickled, not 'it starts with b...')."""
+    from netdef.export import load_checkpoint
+
+    path = put(tmp_path, magic + bytes(60), "y.wts.gz")
+    with pytest.raises(WtsFormatError, match=rf"not a text \.wts file: it looks like an? {what}-compressed file "
+                                             r"\(decompress it first\)"):
+        read_wts(path)
+    with pytest.raises(NetdefError, match=rf"y\.wts\.gz looks like an? {what}-compressed file \(decompress it first"):
+        load_checkpoint(path)
+
+
 
 def test_a_utf8_byte_order_mark_is_no_content(tmp_path):
     """A .wts an editor saved with a UTF-8 BOM reads as the same tensors, is recognised as a .wts, and an export
