@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import NetdefError, OptionError
-from .fileio import (HEAD_BYTES, atomic_write, describe_head, json_kind, not_a_file, printable, read_head,
-                     recognised)
+from .fileio import (HEAD_BYTES, JSON_FILE, atomic_write, describe_head, json_kind, not_a_file, printable,
+                     read_head, recognised)
 
 NAMES_SUFFIX = ".names.json"
 NAMES_FORMAT = 1
@@ -58,9 +58,10 @@ def read_names_sidecar(path: str | os.PathLike) -> tuple[list[str], str]:
         doc = json.loads(Path(path).read_bytes())
     except OSError as e:
         raise NetdefError(f"cannot read class names {path}: {e.strerror}") from None
-    except ValueError:
-        raise NetdefError(f"class names {path}: not JSON ({describe_head(read_head(path))}): export the weights "
-                          "again to rewrite it") from None
+    except ValueError as e:  # cut short or edited by hand: where it broke; another file: what it looks like
+        head = read_head(path)
+        why = f"invalid JSON: {str(e)[:200]}" if JSON_FILE.test(head) else describe_head(head)
+        raise NetdefError(f"class names {path}: not JSON ({why}): export the weights again to rewrite it") from None
     names = doc.get("names") if isinstance(doc, dict) else None
     if not (valid_names(names) and isinstance(doc.get("weights_sha256"), str)):
         raise NetdefError(f"class names {path}: expected {{\"names\": [strings], \"weights_sha256\": ...}} as `netdef "

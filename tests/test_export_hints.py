@@ -242,6 +242,21 @@ def test_class_names_beside_a_wts_whose_name_is_no_utf8(tmp_path):
     assert json.loads(names_sidecar(out).read_bytes())["weights"] == "y\\xff.wts"
 
 
+def test_a_damaged_names_file_says_where_its_json_breaks(tmp_path):
+    """A names file cut short or mangled by hand said 'not JSON (it looks like a JSON file)'; now where it breaks.
+    A binary file there still says what its bytes look like."""
+    from netdef.class_names import read_names_sidecar
+
+    cut = tmp_path / "y.wts.names.json"
+    cut.write_text('{"names": [\n')
+    with pytest.raises(NetdefError, match=r"y\.wts\.names\.json: not JSON \(invalid JSON: Expecting value: line 2 "
+                                          r"column 1 \(char 12\)\): export the weights again"):
+        read_names_sidecar(cut)
+    cut.write_bytes(b"\x00\x01junk")
+    with pytest.raises(NetdefError, match=r"not JSON \(it starts with b'\\x00\\x01junk'\)"):
+        read_names_sidecar(cut)
+
+
 def test_a_text_file_is_never_unpickled(tmp_path):
     """An architecture YAML given as the checkpoint (`netdef export lenet.yaml`, `verify --model`) was loaded with full
     unpickling after the notice that this runs code, and failed with "UnpicklingError: invalid load key, '#'";
