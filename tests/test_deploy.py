@@ -187,6 +187,20 @@ def test_export_plan_never_writes_over_its_engine(engines, tmp_path):
             export_plan(plan, output)
 
 
+def test_export_plan_never_writes_over_another_netdef_engine(engines, tmp_path):
+    """`-o y.engine` meant as `-o y.plan`: a netdef engine there (another model's, maybe its only copy) was replaced
+    by a raw plan without a word; now refused, while an earlier raw plan export is still replaced."""
+    other = tmp_path / "other.engine"
+    shutil.copy(engines("r50"), other)
+    before = other.read_bytes()
+    with pytest.raises(OptionError, match=r"other\.engine exists and is not a raw TensorRT plan \(it looks like a "
+                                          r"netdef engine\): netdef writes over a raw TensorRT plan only"):
+        export_plan(engines("r50"), other)
+    assert other.read_bytes() == before and not sidecar_path(other).exists()
+    export_plan(engines("r50"), tmp_path / "r50.plan")
+    export_plan(engines("r50"), tmp_path / "r50.plan")  # its own earlier export
+
+
 def test_a_plan_is_told_by_its_first_bytes(engines, tmp_path):
     """A raw plan under any name is read as a plan (`info`), and a file that is no plan, under a plan's name or
     given to `Engine`, is refused before TensorRT sees it, saying what the file is instead."""

@@ -17,11 +17,15 @@ from typing import Any
 
 from .. import __version__, engine_file, trt_api
 from ..errors import EngineFileError
-from ..fileio import CHECKPOINT_STARTS, HEAD_BYTES, atomic_write_all, check_output, describe_head, json_kind, read_head
+from ..fileio import (CHECKPOINT_STARTS, HEAD_BYTES, FileKind, atomic_write_all, check_output, describe_head, json_kind,
+                      read_head)
 from ..options import overall_range
 
 SIDECAR_FORMAT = 1
 SIDECAR_FILE = json_kind("a netdef plan sidecar", lambda d: isinstance(d, dict) and isinstance(d.get("sidecar"), dict))
+# what export-plan's output may replace: a raw plan (an earlier export's), never a netdef engine (of another model,
+# maybe the only one: `-o y.engine` for `-o y.plan`)
+RAW_PLAN_FILE = FileKind("a raw TensorRT plan", lambda head: head[:4] in trt_api.PLAN_MAGICS)
 PLAN_SUFFIXES = (".plan", ".engine", ".trt")  # names `netdef info` reads as a plan (a wrong one: a clear error)
 
 
@@ -228,7 +232,7 @@ def export_plan(engine: str | os.PathLike, output: str | os.PathLike) -> dict[st
     with the sidecar `output.json`; returns the sidecar's content. Neither may be the engine itself."""
     engine, output = Path(engine), Path(output)
     inputs = [engine, sidecar_path(engine)]
-    check_output(output, inputs=inputs, what="plan", kind=engine_file.ENGINE_FILE)
+    check_output(output, inputs=inputs, what="plan", kind=RAW_PLAN_FILE)
     check_output(sidecar_path(output), inputs=inputs, what="sidecar", kind=SIDECAR_FILE, belongs=output)
     meta, plan = load_plan(engine)
     return write_plan(output, plan, meta, source=engine)
