@@ -25,7 +25,7 @@ from helpers import run_cli
 from netdef import engine_file, trt_api
 from netdef.build import BuildOptions, build_engine
 from netdef.deploy.plan import export_plan, load_hints, metadata_from_engine, read_raw_plan, sidecar_path
-from netdef.deploy.triton import TritonOptions, model_config, write_repository
+from netdef.deploy.triton import Repository, TritonOptions, model_config, write_repository
 from netdef.errors import EngineFileError, NetdefError, OptionError, TensorRTError, TensorRTUnavailable
 from netdef.runtime import Engine
 
@@ -433,6 +433,23 @@ def test_triton_refuses_a_config_that_another_version_would_not_fit(engines, tmp
                                           r"remove .*/r50/2 first"):
         write_repository(engines("r50_3p"), repo, TritonOptions(name="r50", version=1))
     assert (repo / "r50" / "config.pbtxt").read_bytes() == config
+
+
+def test_triton_says_when_it_replaces_another_plan_of_the_version(engines, tmp_path):
+    """`netdef triton new.engine --repo models/` (version 1 by default) over a deployed model of the same
+    configuration replaced its plan without a word; now a note names it. The same engine again: no note."""
+    def replaced(res: Repository) -> list[str]:
+        return [n for n in res.notes if n.startswith("replaced")]
+
+    repo = tmp_path / "models"
+    assert replaced(write_repository(engines("r50"), repo, TritonOptions(name="r50"))) == []
+    plan = repo / "r50" / "1" / "model.plan"
+    plan.write_bytes(plan.read_bytes() + b"another build")  # a plan of another engine of the same configuration
+    other = hashlib.sha256(plan.read_bytes()).hexdigest()
+    assert replaced(write_repository(engines("r50"), repo, TritonOptions(name="r50"))) == [
+        f"replaced {plan}, another plan (SHA-256 {other[:12]}...): Triton serves this engine as version 1 now; "
+        "--version N adds it beside the old one"]
+    assert replaced(write_repository(engines("r50"), repo, TritonOptions(name="r50"))) == []
 
 
 def test_triton_keeps_a_hand_edited_config_unless_told(engines, tmp_path):

@@ -22,6 +22,7 @@ The configuration follows the engine's metadata (`model_config`):
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from collections.abc import Sequence
@@ -232,6 +233,10 @@ none), none over the engine."""
         check_output(model_dir / OPTIONS_NAME, inputs=inputs, what="server options", kind=OPTIONS_FILE,
                      belongs=model_dir)
     _check_other_versions(model_dir, opts, config)
+    old = file_sha256(res.plan) if res.plan.is_file() else None
+    if old is not None and old != hashlib.sha256(plan).hexdigest():  # another engine's: a deployed model
+        res.notes.append(f"replaced {res.plan}, another plan (SHA-256 {old[:12]}...): Triton serves this engine as "
+                         f"version {opts.version} now; --version N adds it beside the old one")
 
     t = meta["tensorrt"]
     if t["flavor"] != "tensorrt":
