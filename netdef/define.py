@@ -127,6 +127,8 @@ def _fitting_sibling(spec: Spec, tensors: Mapping[str, np.ndarray], opts: BuildO
 
     if spec.scale is None or not tensors:  # no weights (`netdef show` alone): nothing to fit
         return None
+    if not any(k.startswith("model.0.") for k in tensors):  # no YOLO's first row (a ResNet's, 'model.model.0.' of a
+        return None  # wrapper): no family member fits, and trying each takes seconds
     parts = re.match(r"^(.*?\d+)" + re.escape(spec.scale), spec.name)  # yolo11 + l (+ -seg)
     if parts is None:
         return None
