@@ -225,6 +225,8 @@ def test_detect_help_says_where_a_pose_engines_kpt_shape_comes_from():
     (["build", "resnet18", "-w", "W", "-o", "x.engine", "--input-shape", "480x640x3"],
      "--input-shape '480x640x3': expected H,W"),
     (["build", "resnet18", "-w", "W", "-o", "x.engine", "--set", "conf"], "--set 'conf': expected KEY=VALUE"),
+    (["build", "resnet18", "-w", "W", "-o", "x.engine", "--set", "nc=3", "--set", "nc=80"],
+     "--set nc is given twice (nc=3, nc=80): give it once"),  # the last one won without a word
     (["profile", "x.engine", "--batch", "1", "x"], "netdef profile: error: --batch 'x'"),
     (["bench", "x.engine", "--seconds", "0"], "netdef bench: error: --seconds 0: must be > 0"),
     (["detect", "x.engine", "imgs", "--out", "o", "--conf", "1.5"], "--conf 1.5: must be 0.0..1.0"),

@@ -77,6 +77,9 @@ def parse_params(items: list[str]) -> dict[str, Any]:
         key, eq, value = item.partition("=")
         if not eq or not key:
             raise OptionError(f"--set '{item}': expected KEY=VALUE")
+        if key in params:  # the last one silently won: a pasted command line's leftover, say
+            earlier = next(i for i in items if i.partition("=")[0] == key)
+            raise OptionError(f"--set {key} is given twice ({earlier}, {item}): give it once")
         try:
             params[key] = json.loads(value)
         except ValueError:
