@@ -100,6 +100,9 @@ def refit_file(engine: str | Path, weights: Weights, output: str | Path | None =
     output = check_output(output or engine, inputs=[None if isinstance(weights, Mapping) else weights, names_from],
                           what=what, kind=engine_file.ENGINE_FILE if output else None)
     meta, plan = engine_file.read_plan(engine)
+    if not meta["options"].get("refittable"):  # named here, before the weights are hashed and read
+        raise OptionError(f"{engine} was built without --refittable: rebuild it with `netdef build ... --refittable` "
+                          "(on a GPU) to refit it")
     spec = spec_of(meta)  # loads the block modules its YAML names: they are inputs too
     check_output(output, inputs=[spec.path, *block_files()], what=what)
     identity = weights_identity(weights)  # the file read by _refit_network must be the one hashed here
