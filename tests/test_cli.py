@@ -338,7 +338,7 @@ JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(40)  # a photo a mistyped out
 @pytest.mark.parametrize("args, what, kind", [
     (["build", "resnet18", "-w", "WTS", "-o", "VICTIM"], "the engine output", "a netdef engine or TensorRT plan"),
     (["export", "torchvision:resnet18", "-o", "VICTIM"], "the .wts output", "a .wts file"),
-    (["export-plan", "ENGINE", "-o", "VICTIM"], "plan", "a netdef engine or TensorRT plan"),
+    (["export-plan", "ENGINE", "-o", "VICTIM"], "plan", "a raw TensorRT plan"),
     (["export-plan", "ENGINE", "-o", "PLAN"], "sidecar", "a netdef plan sidecar"),  # PLAN.json is the photo
     (["refit", "ENGINE", "-w", "WTS", "-o", "VICTIM"], "the refitted engine", "a netdef engine or TensorRT plan"),
     (["run", "ENGINE", "--output", "VICTIM.npy"], "--output", "a numpy file (.npy or .npz)"),
