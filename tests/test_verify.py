@@ -795,6 +795,28 @@ def test_check_block_cpu_catches_a_wrong_block():
         check_block_cpu("Conv2e", torch.nn.Identity(), (1, 3, 4, 4))
 
 
+def test_check_block_names_a_shape_mismatch_as_a_failed_check():
+    """A block whose output shape differs from the module's fails the check (AssertionError naming both shapes),
+    not with the comparison's ValueError."""
+    from netdef.testing.check_block import check_block
+
+    with pytest.raises(AssertionError, match=r"^fp32 \(CPU\): the block's output has shape \(2, 8, 5, 5\), the "
+                                             r"torch module's \(2, 8, 9, 9\)$"):
+        check_block(lambda net, x, p: net.conv(x, p, 8, 3, s=2, p=1), torch.nn.Conv2d(4, 8, 3, 1, 1), (2, 4, 9, 9),
+                    cpu=True)
+
+
+@pytest.mark.skipif(trt_api.can_run_engines(), reason="engines run here")
+def test_check_block_without_a_gpu_suggests_cpu_mode():
+    """Without a GPU, check_block's engine mode says so before building and points to cpu=True (not a temporary
+    engine file that Engine refuses)."""
+    from netdef.errors import TensorRTUnavailable
+    from netdef.testing.check_block import check_block
+
+    with pytest.raises(TensorRTUnavailable, match=r"^check_block runs the block's engine, .*; cpu=True evaluates"):
+        check_block(lambda net, x, p: net.conv(x, p, 8, 3), torch.nn.Conv2d(4, 8, 3, 1, 1), (2, 4, 9, 9))
+
+
 def test_modules_whose_weights_are_never_compared_are_named():
     """A block that names a layer freely (not after its module) hides that module from the comparison: behind a
     small layer scale its mistakes pass every compared layer. The summary names such modules; a layer NAME/add_bias

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..errors import NetdefError
 from ..network import Network
+from ..tools.verify import max_rel_error
 
 TOLERANCE = {"fp32": 1e-5, "fp16": 2e-2, "int8": 2e-2}  # max |trt - torch| / max |torch|
 PREFIX = "m"  # the weight-key prefix the block is built under: the torch module's keys are `m.<name>`
@@ -91,8 +92,8 @@ def check_block(block_or_fn: str | Callable[..., Any], torch_module: Callable[..
     """Build `block_or_fn` (a block name, or `fn(net, x, prefix, *args, **kwargs)`) with `torch_module`'s weights
     (its state_dict under prefix `m.`, or `weights`), run it with TensorRT on random normal input of
     `input_shape` (the batch included; a list of shapes for a block of several inputs) and compare with
-    `torch_module` on the same input in float32. Returns the max relative error; raises AssertionError above
-    `tolerance` (default 1e-5 for fp32, built without TF32, and 2e-2 for fp16/int8).
+    `torch_module` on the same input in float32. Returns the max relative error; raises AssertionError where the
+    output shapes differ or above `tolerance` (default 1e-5 for fp32, built without TF32, and 2e-2 for fp16/int8).
     `cpu=True`: no GPU needed, the block's network definition is evaluated in float64 on the CPU
     (netdef.verify.block.check_block_cpu) and compared with a float64 copy of `torch_module`."""
     if cpu:
@@ -102,11 +103,16 @@ def check_block(block_or_fn: str | Callable[..., Any], torch_module: Callable[..
                                kwargs=kwargs, weights=weights, tolerance=tolerance, seed=seed)
     import torch
 
+    from .. import trt_api
     from ..compiler import compile_network
+    from ..errors import TensorRTUnavailable
     from ..options import BuildOptions
     from ..runtime import Engine
-    from ..tools.verify import max_rel_error
 
+    if not trt_api.can_run_engines():  # before the build: the engine would be built only to be refused
+        raise TensorRTUnavailable(f"check_block runs the block's engine, which needs a CUDA GPU and full TensorRT "
+                                  f"(this is {trt_api.version_string()}, GPU: {trt_api.gpu_identity() or 'none'}); "
+                                  "cpu=True evaluates its network definition on the CPU instead")
     shapes, xs, net = block_case(block_or_fn, torch_module, input_shape, precision, args, kwargs, weights, seed)
     batch = shapes[0][0]
     opts = BuildOptions(precision=precision, batch=(batch, batch, batch), opt_level=0, tf32=False)
@@ -119,9 +125,18 @@ def check_block(block_or_fn: str | Callable[..., Any], torch_module: Callable[..
         if hasattr(torch_module, "eval"):
             torch_module.eval()
         ref = torch_module(*(torch.from_numpy(x) for x in xs))
-    ref = ref.detach().cpu().float().numpy()
+    return compared(out, ref.detach().cpu().float().numpy(), precision, tolerance)
+
+
+def compared(out: np.ndarray, ref: np.ndarray, precision: str, tolerance: float | None, mode: str = "") -> float:
+    """The max relative error of the block's output `out` against the torch module's `ref`. AssertionError (raised,
+    not asserted: `python -O` must not pass a broken block) where their shapes differ or the error is above
+    `tolerance` (default `TOLERANCE[precision]`); `mode` follows the precision in the message (" (CPU)")."""
+    if tuple(out.shape) != tuple(ref.shape):
+        raise AssertionError(f"{precision}{mode}: the block's output has shape {tuple(out.shape)}, the torch "
+                             f"module's {tuple(ref.shape)}")
     err = max_rel_error(out, ref)
     limit = TOLERANCE[precision] if tolerance is None else tolerance
-    if not err <= limit:  # raised, not asserted: `python -O` must not pass a broken block
-        raise AssertionError(f"{precision}: max relative error {err:.3g} > {limit:g} (output {out.shape})")
+    if not err <= limit:
+        raise AssertionError(f"{precision}{mode}: max relative error {err:.3g} > {limit:g} (output {tuple(out.shape)})")
     return err

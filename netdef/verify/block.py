@@ -8,7 +8,6 @@ from typing import Any
 
 import numpy as np
 
-from ..tools.verify import max_rel_error
 from ..trt_api import describe_layers
 from .evaluate import evaluate
 
@@ -23,7 +22,7 @@ def check_block_cpu(block_or_fn: str | Callable[..., Any], torch_module: Callabl
     relative error; raises AssertionError above `tolerance` (check_block's defaults)."""
     import torch
 
-    from ..testing.check_block import TOLERANCE, block_case
+    from ..testing.check_block import block_case, compared
 
     shapes, xs, net = block_case(block_or_fn, torch_module, input_shape, precision, args, kwargs, weights, seed)
     out = evaluate(describe_layers(net.definition), {f"x{i}": x for i, x in enumerate(xs)})["y"]
@@ -32,9 +31,4 @@ def check_block_cpu(block_or_fn: str | Callable[..., Any], torch_module: Callabl
         module = module.double().eval()
     with torch.no_grad():
         ref = module(*(torch.from_numpy(x).double() for x in xs))
-    err = max_rel_error(out.numpy(), ref.detach().cpu().double().numpy())
-    limit = TOLERANCE[precision] if tolerance is None else tolerance
-    if not err <= limit:  # raised, not asserted: `python -O` must not pass a broken block
-        raise AssertionError(f"{precision} (CPU): max relative error {err:.3g} > {limit:g} "
-                             f"(output {tuple(out.shape)})")
-    return err
+    return compared(out.numpy(), ref.detach().cpu().double().numpy(), precision, tolerance, " (CPU)")
