@@ -166,6 +166,17 @@ class Engine:
     def batch_range(self) -> tuple[int, int, int]:
         return tuple(self.meta["options"]["batch"])  # type: ignore[return-value]
 
+    def __repr__(self) -> str:
+        """`<Engine r50.engine: input (-1, 3, 224, 224) float32 -> logits (-1, 1000) float32, batch 1:8:32, fp16>`;
+        `Engine.described` for one read from its header only."""
+        def io(ts: list[TensorInfo]) -> str:
+            return ", ".join(f"{t.name} {t.shape} {t.dtype}" for t in ts)
+
+        kind = "Engine.described" if isinstance(self, _Described) else "Engine"
+        batch = ":".join(str(b) for b in self.batch_range) if self.meta.get("options", {}).get("batch") else "?"
+        precision = f", {self.meta['precision']}" if self.meta.get("precision") else ""
+        return f"<{kind} {self.path.name}: {io(self.inputs)} -> {io(self.outputs)}, batch {batch}{precision}>"
+
     def __call__(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         if args and kwargs:
             raise OptionError("pass inputs either by position or by name, not both")

@@ -567,6 +567,8 @@ def test_a_described_engine_says_it_is_not_loaded(fake_engine):
 
     eng = Engine.described(fake_engine)
     assert [t.name for t in eng.inputs] == ["input"]
+    assert repr(eng) == ("<Engine.described x.engine: input (-1, 1, 28, 28) float32 -> logits (-1, 10) float32, "
+                         "batch 1:4:8, fp16>")
     with pytest.raises(OptionError, match="batch 16 is outside the engine's profile 1..8"):
         eng.check_feeds({"input": np.zeros((16, 1, 28, 28), np.float32)})
     for call in (lambda: eng.infer({}), lambda: eng.prepare_step(1), lambda: eng.capture({}),
