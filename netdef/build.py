@@ -27,6 +27,8 @@ from .spec import Spec, load_spec
 
 @dataclass
 class BuildResult:
+    """What `build_engine` did: the engine `path`, its header `meta`, whether it was built, kept or refitted."""
+
     path: Path
     meta: dict[str, Any]
     built: bool  # False when an up-to-date engine was kept

@@ -242,6 +242,7 @@ class Network:
         return layer
 
     def has(self, key: str) -> bool:
+        """Whether the weights hold `key` (reading nothing: it is not counted as used)."""
         return key in self.weights
 
     def weight_size(self, key: str) -> int:
@@ -355,6 +356,7 @@ class Network:
         return t
 
     def cast(self, t: Any, dtype: Any, name: str) -> Any:
+        """`t.to(dtype)` (a numpy or TensorRT dtype) as layer `name`; `t` itself where it has that dtype already."""
         target = trt_api.trt_dtype(dtype)
         if t.dtype == target:
             return t

@@ -189,6 +189,7 @@ def block_files() -> list[str]:
 
 
 def known_blocks() -> list[str]:
+    """The names of the registered blocks, sorted."""
     return sorted(BLOCKS)
 
 

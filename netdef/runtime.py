@@ -38,6 +38,8 @@ GRAPH_CACHE = 8  # CUDA graphs an Engine keeps (one per input shape), least rece
 
 @dataclass(frozen=True)
 class TensorInfo:
+    """An engine input or output: its name, shape (-1 for dynamic dimensions) and numpy dtype name."""
+
     name: str
     shape: tuple[int, ...]  # -1 for dynamic dimensions
     dtype: str  # numpy dtype name
@@ -164,6 +166,7 @@ class Engine:
 
     @property
     def batch_range(self) -> tuple[int, int, int]:
+        """(min, opt, max) batch over all the engine's optimization profiles."""
         return tuple(self.meta["options"]["batch"])  # type: ignore[return-value]
 
     def __repr__(self) -> str:

@@ -1154,3 +1154,13 @@ def test_the_summary_counts_layers_without_a_module_in_words():
     rows = [Row("stem.conv", "stem.conv", (1,), 0.0, "pass")]
     assert ", 1 layer without a PyTorch module;" in Report("m", "CPU", 1e-5, rows, 1).summary()
     assert ", 2 layers without a PyTorch module;" in Report("m", "CPU", 1e-5, rows, 2).summary()
+
+
+def test_a_printed_report_is_its_table_and_summary():
+    """print(verify(...)) in Python shows what `netdef verify` prints (table, then summary), not the dataclass's fields;
+    repr keeps them."""
+    from netdef.verify.report import Report, Row
+
+    report = Report("m", "CPU", 1e-5, [Row("stem.conv", "stem.conv", (1, 8), 2e-8, "pass")], 0)
+    assert str(report) == f"{report.table()}\n{report.summary()}"
+    assert str(report).startswith("layer ") and repr(report).startswith("Report(arch='m'")

@@ -24,6 +24,8 @@ FP16_TINY = 2.0 ** -14  # float16's smallest normal value
 
 @dataclass
 class Row:
+    """One compared layer: its name, the PyTorch module it is compared with, its output shape, error and verdict."""
+
     layer: str
     module: str
     shape: tuple[int, ...]
@@ -46,13 +48,16 @@ class Report:
 
     @property
     def first_failure(self) -> Row | None:
+        """The first row, in network order, above the tolerance (None when every compared row passed)."""
         return next((r for r in self.rows if r.status == "FAIL"), None)
 
     @property
     def ok(self) -> bool:
+        """True when no compared layer failed and at least one was compared (what `netdef verify` exits 0 on)."""
         return self.first_failure is None and any(r.status == "pass" for r in self.rows)
 
     def table(self) -> str:
+        """The rows as a text table: layer, module, shape, max relative error, result."""
         head = ("layer", "module", "shape", "max rel err", "result")
         body = [(r.layer, r.module, "x".join(map(str, r.shape)), "-" if r.error is None else f"{r.error:.2e}",
                  f"{r.status} {r.note}".strip()) for r in self.rows]
@@ -61,6 +66,7 @@ class Report:
                          for row in [head, *body])
 
     def summary(self) -> str:
+        """One line: the verdict, counts, the first divergent layer (or the largest errors) and modules never compared."""
         counts = {s: sum(r.status == s for r in self.rows) for s in ("pass", "FAIL", "skip")}
         compared = counts["pass"] + counts["FAIL"]
         first = self.first_failure
@@ -90,6 +96,10 @@ class Report:
                          f"({', '.join(unrun[:6])}{', ...' if len(unrun) > 6 else ''}) cannot be: the model never runs "
                          "their forward() (it passes their weights to a function), so no output of theirs exists")
         return text
+
+    def __str__(self) -> str:
+        """What `netdef verify` prints: the table, then the summary line."""
+        return f"{self.table()}\n{self.summary()}"
 
 
 def _largest_errors(rows: list[Row]) -> str:
