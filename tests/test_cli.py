@@ -470,6 +470,18 @@ def test_examples_use_the_same_error_handler(capsys):
     assert capsys.readouterr().err == "netdef digits: error: --epochs 0: must be >= 1\n"
 
 
+def test_dir_of_netdef_lists_its_submodules():
+    """dir(netdef) (a notebook's completion) lists every submodule, imported or not, and none of __init__'s imports."""
+    import pkgutil
+
+    import netdef
+
+    names = dir(netdef)
+    assert {m.name for m in pkgutil.iter_modules(netdef.__path__)} <= set(names)
+    assert {"runtime", "verify", "testing", "NetdefError", "__version__"} <= set(names)
+    assert not {"pkgutil", "importlib", "Any", "annotations"} & set(names)
+
+
 def test_only_the_command_line_imports_argparse():
     import ast
     from pathlib import Path
