@@ -77,6 +77,10 @@ def test_extra_key_is_reported_unless_not_strict(resnet18_weights):
     with pytest.raises(WeightKeyError, match="head.extra.weight"):
         net.check_keys(strict=True)
     assert net.check_keys(strict=False) == ["head.extra.weight"]
+    net = _define(dict(resnet18_weights, **{"fc.scale": np.zeros(3, np.float32)}))  # a module the network reads
+    with pytest.raises(WeightKeyError, match=r"(?s)fc\.scale.*\(netdef build --no-strict, BuildOptions\(strict=False\) "
+                                             r"in Python, allows unused keys\)"):
+        net.check_keys(strict=True)  # the option's name in both APIs, not a bare `strict=False`
 
 
 def test_wrong_size_names_key_and_row(resnet18_weights):
