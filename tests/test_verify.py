@@ -806,6 +806,20 @@ def test_check_block_names_a_shape_mismatch_as_a_failed_check():
                     cpu=True)
 
 
+def test_check_block_compares_a_tuple_output_by_its_first_tensor():
+    """A module returning a tuple (nn.MultiheadAttention's (output, weights)) is compared by its first tensor, as verify
+    compares it; an output with no tensor to compare is a NetdefError saying so, not an AttributeError."""
+    from netdef.testing.check_block import check_block
+
+    class Pair(torch.nn.Module):
+        def forward(self, x):
+            return torch.relu(x), x
+
+    assert check_block(lambda n, x, p: n.activation(x, "relu", p), Pair(), (2, 4), cpu=True) == 0.0
+    with pytest.raises(NetdefError, match=r"^check_block: the torch module returned dict, not a tensor"):
+        check_block(lambda n, x, p: n.activation(x, "relu", p), lambda x: {"y": x}, (2, 4), cpu=True)
+
+
 @pytest.mark.skipif(trt_api.can_run_engines(), reason="engines run here")
 def test_check_block_without_a_gpu_suggests_cpu_mode():
     """Without a GPU, check_block's engine mode says so before building and points to cpu=True (not a temporary

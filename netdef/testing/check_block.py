@@ -125,7 +125,19 @@ def check_block(block_or_fn: str | Callable[..., Any], torch_module: Callable[..
         if hasattr(torch_module, "eval"):
             torch_module.eval()
         ref = torch_module(*(torch.from_numpy(x) for x in xs))
-    return compared(out, ref.detach().cpu().float().numpy(), precision, tolerance)
+    return compared(out, module_output(ref).detach().cpu().float().numpy(), precision, tolerance)
+
+
+
+def module_output(ref: Any) -> Any:
+    """The tensor the block is compared with: the module's output, or the first tensor of a tuple or list it returns
+    (nn.MultiheadAttention's (output, weights)), as `netdef verify` compares such a module."""
+    if isinstance(ref, (tuple, list)) and ref and hasattr(ref[0], "detach"):
+        return ref[0]
+    if not hasattr(ref, "detach"):
+        raise NetdefError(f"check_block: the torch module returned {type(ref).__name__}, not a tensor (or a tuple or "
+                          "list starting with one) to compare the block's output with")
+    return ref
 
 
 def compared(out: np.ndarray, ref: np.ndarray, precision: str, tolerance: float | None, mode: str = "") -> float:

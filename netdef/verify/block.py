@@ -22,7 +22,7 @@ def check_block_cpu(block_or_fn: str | Callable[..., Any], torch_module: Callabl
     relative error; raises AssertionError above `tolerance` (check_block's defaults)."""
     import torch
 
-    from ..testing.check_block import block_case, compared
+    from ..testing.check_block import block_case, compared, module_output
 
     shapes, xs, net = block_case(block_or_fn, torch_module, input_shape, precision, args, kwargs, weights, seed)
     out = evaluate(describe_layers(net.definition), {f"x{i}": x for i, x in enumerate(xs)})["y"]
@@ -31,4 +31,4 @@ def check_block_cpu(block_or_fn: str | Callable[..., Any], torch_module: Callabl
         module = module.double().eval()
     with torch.no_grad():
         ref = module(*(torch.from_numpy(x).double() for x in xs))
-    return compared(out.numpy(), ref.detach().cpu().double().numpy(), precision, tolerance, " (CPU)")
+    return compared(out.numpy(), module_output(ref).detach().cpu().double().numpy(), precision, tolerance, " (CPU)")
