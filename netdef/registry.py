@@ -85,6 +85,7 @@ class Block:
 
     @property
     def signature(self) -> inspect.Signature:
+        """The block function's signature: (net, x, prefix, *the row's arguments)."""
         return inspect.signature(self.fn)
 
     @property
@@ -95,6 +96,13 @@ class Block:
     def origin(self) -> str:
         """The defining module, with its file: `my_blocks (/home/me/my_blocks.py)`."""
         return _origin(self.fn)
+
+
+
+def bad_arguments(name: str, signature: inspect.Signature, error: TypeError) -> str:
+    """`bad arguments for NAME: <why>; NAME takes (<its arguments after net, x, prefix>)`."""
+    params_doc = ", ".join(str(p) for p in list(signature.parameters.values())[3:])
+    return f"bad arguments for {name}: {error}; {name} takes ({params_doc})"
 
 
 def _same_definition(old: Callable, new: Callable) -> bool:

@@ -45,7 +45,7 @@ from .block_modules import HOW_TO_LOAD, load_block_module, load_installed_blocks
 from .errors import BlockError, NetdefError, OptionError, SpecError, raised_at
 from .fileio import read_head, recognised
 from .network import Network
-from .registry import UNBUILT, Block, Param, declared_params, get_block, known_blocks, unscaled_channels
+from .registry import UNBUILT, Block, Param, bad_arguments, declared_params, get_block, known_blocks, unscaled_channels
 
 USER_DIR = Path("architectures")  # a user's own YAML files, looked up first (relative to the working folder)
 PACKAGE_DIR = "architectures"  # netdef's YAML files, package data of netdef
@@ -421,8 +421,7 @@ def _parse_row(path: Path, i: int, line: int, raw: Any, params: dict, gd: float,
     try:
         blk.signature.bind(None, None, prefix, *pos, **kw)
     except TypeError as e:
-        params_doc = ", ".join(str(p) for p in list(blk.signature.parameters.values())[3:])
-        raise fail(f"bad arguments for {name}: {e}; {name} takes ({params_doc})") from None
+        raise fail(bad_arguments(name, blk.signature, e)) from None
     return Row(i, line, sources, number, blk, pos, kw, prefix, multi, frm, n)
 
 

@@ -806,6 +806,17 @@ def test_check_block_names_a_shape_mismatch_as_a_failed_check():
                     cpu=True)
 
 
+def test_check_block_names_a_misspelt_argument_as_a_yaml_row_does():
+    """A keyword the block does not take is a SpecError naming the block and what it takes, not the function's
+    TypeError."""
+    from netdef.errors import SpecError
+    from netdef.testing.check_block import check_block
+
+    with pytest.raises(SpecError, match=r"^check_block: bad arguments for LayerNorm: got an unexpected keyword argument "
+                                        r"'normalised_shape'; LayerNorm takes \(normalized_shape"):
+        check_block("LayerNorm", torch.nn.LayerNorm(8), (1, 3, 8), kwargs={"normalised_shape": 8}, cpu=True)
+
+
 def test_check_block_compares_a_tuple_output_by_its_first_tensor():
     """A module returning a tuple (nn.MultiheadAttention's (output, weights)) is compared by its first tensor, as verify
     compares it; an output with no tensor to compare is a NetdefError saying so, not an AttributeError."""

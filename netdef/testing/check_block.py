@@ -40,6 +40,28 @@ def _block_fn(block_or_fn: str | Callable[..., Any]) -> Callable[..., Any]:
     return getattr(block_or_fn, "fn", block_or_fn)
 
 
+
+def _check_arguments(block_or_fn: str | Callable[..., Any], fn: Callable[..., Any], prefix: str, args: Sequence[Any],
+                     kwargs: Mapping[str, Any]) -> None:
+    """SpecError for `args`/`kwargs` the block does not take (a misspelt keyword), worded as a YAML row's error,
+    before the block runs; a function without a signature (a builtin) is left to its call."""
+    import inspect
+
+    from ..errors import SpecError
+    from ..registry import bad_arguments
+
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return
+    try:
+        signature.bind(None, None, prefix, *args, **kwargs)
+    except TypeError as e:
+        name = block_or_fn if isinstance(block_or_fn, str) else getattr(block_or_fn, "name", None) or \
+            getattr(fn, "__name__", "the block")
+        raise SpecError(f"check_block: {bad_arguments(name, signature, e)}") from None
+
+
 def module_weights(torch_module: Any, prefix: str = PREFIX) -> dict[str, np.ndarray]:
     """The module's state_dict as flat float32 arrays under `prefix.` (what a .wts export of it would hold)."""
     state = torch_module.state_dict() if hasattr(torch_module, "state_dict") else {}
@@ -53,6 +75,7 @@ def define_block(block_or_fn: str | Callable[..., Any], input_shapes: Sequence[S
     Every weight key must be used (strict) and TensorRT must accept each layer: a layer it rejected is a
     TensorRTError naming it, also where the block then failed on that layer's output."""
     fn = _block_fn(block_or_fn)
+    _check_arguments(block_or_fn, fn, prefix, args, kwargs or {})
     net = Network(weights, precision=precision, source="the torch module's weights")
     xs = [net.input(f"x{i}", (-1, *shape[1:])) for i, shape in enumerate(input_shapes)]
     net.scope = prefix
