@@ -42,6 +42,10 @@ def test_rows_keys_and_parameters_match_the_pytorch_model(lenet):
     assert list(conv1.keys) == ["conv1.weight", "bn1.weight", "bn1.bias", "bn1.running_mean", "bn1.running_var"]
     assert conv1.params == 16 * 9 + 32 and conv1.outputs == [(-1, 16, 16, 16)]
     assert report.rows[-1].outputs == [(-1, 10)]
+    assert str(report) == report.format()  # print(show(...)) in Python is the listing, not the dataclass's fields
+    in_memory = show("lenet", model.state_dict())  # a state_dict is named as such, not printed whole
+    assert in_memory.ok and in_memory.format().splitlines()[0].endswith(", weights in-memory weights")
+    assert "tensor(" not in in_memory.format()
 
 
 def test_parameters_leave_out_buffers_and_the_summary_says_so(lenet, tmp_path):

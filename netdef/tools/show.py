@@ -11,11 +11,12 @@ whose presence the weights decide, such as a convolution's optional bias, is the
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..define import check_stride, define_network
+from ..define import IN_MEMORY, Weights, check_stride, define_network
 from ..errors import WeightKeyError
 from ..network import Network
 from ..options import BuildOptions, format_hw_range
@@ -71,6 +72,10 @@ class ShowReport:
     def ok(self) -> bool:
         """Whether a strict build with these weights would find every key and use every key."""
         return not self.missing and not self.unused
+
+    def __str__(self) -> str:
+        """What `netdef show` prints: `format()`."""
+        return self.format()
 
     def format(self, keys: bool | None = None) -> str:
         """The listing; `keys` (default: when weights were given) adds each row's keys and shapes."""
@@ -160,8 +165,9 @@ class _Recorder:
         self.rows.append(RowView(row, keys, [tuple(t.shape) for t in _tensors(output)]))
 
 
-def show(arch: str | Path | Spec, weights: str | Path | None = None, opts: BuildOptions | None = None) -> ShowReport:
-    """Define `arch` with `weights` (or with none: every key is then expected, not read) and report each row."""
+def show(arch: str | Path | Spec, weights: Weights | None = None, opts: BuildOptions | None = None) -> ShowReport:
+    """Define `arch` with `weights` (a .wts path or a mapping of arrays, a state_dict; or none: every key is then
+    expected, not read) and report each row."""
     opts = opts or BuildOptions()
     spec = arch if isinstance(arch, Spec) else load_spec(arch)
     rec = _Recorder()
@@ -178,7 +184,7 @@ def show(arch: str | Path | Spec, weights: str | Path | None = None, opts: Build
         check_stride(opts.input_range, int(rec.net.model["stride"]), spec.name)
     shape = tuple(rec.net.definition.raw.get_input(0).shape) if rec.net.definition.raw.num_inputs else ()
     report = ShowReport(spec, shape or (-1, *spec.input_shape_for(opts.input_hw)), rec.rows,
-                        None if weights is None else str(weights),
+                        None if weights is None else IN_MEMORY if isinstance(weights, Mapping) else str(weights),
                         input_sizes=format_hw_range(opts.input_range) if opts.input_range else "", hint=hint)
     if weights is not None:
         report.missing, report.unused = rec.net.key_report()
