@@ -29,6 +29,7 @@ import difflib
 import hashlib
 import inspect
 import math
+import os
 import re
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -149,6 +150,12 @@ def resolve_arch(name_or_path: str | Path) -> tuple[Path, str | None]:
     """(YAML path, scale) for a YAML path or an architecture name. Names are looked up in ./architectures,
     then in netdef's own; a family file with `scales:` serves its scaled names as Ultralytics' do
     (yolov5s -> yolov5.yaml scale s, yolov5s6 -> yolov5-p6.yaml, yolov5s-v5 -> yolov5-v5.yaml)."""
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        what = f"the block function {getattr(name_or_path, '__name__', '?')}()" if callable(name_or_path) else \
+            type(name_or_path).__name__
+        raise OptionError(f"architecture {what}: expected an architecture name, a YAML path or a Spec (a block is "
+                          "used through a YAML row naming it; netdef.testing.check_block.define_block defines one "
+                          "block alone)")
     p = Path(name_or_path)
     if p.suffix in (".yaml", ".yml"):
         if p.is_file():

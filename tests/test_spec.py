@@ -263,3 +263,19 @@ def test_a_yaml_file_that_is_not_utf8_in_the_working_folder_leaves_the_names_alo
         load_spec("nosuch")
     with pytest.raises(SpecError, match=r"mine\.yaml: not a text file"):
         load_spec("mine")
+
+
+def test_an_architecture_that_is_no_name_or_path_is_named():
+    """define_network(block_fn, ...) (a Python user's first try without a YAML file) is an OptionError saying what an
+    architecture is, not os.fspath's TypeError."""
+    from netdef.define import define_network
+    from netdef.errors import OptionError
+
+    def my_model(net, x, prefix):
+        return x
+
+    with pytest.raises(OptionError, match=r"^architecture the block function my_model\(\): expected an architecture "
+                                          r"name, a YAML path or a Spec"):
+        define_network(my_model, {})
+    with pytest.raises(OptionError, match=r"^architecture dict: expected"):
+        load_spec({"layers": []})
