@@ -1189,3 +1189,17 @@ def test_a_printed_report_is_its_table_and_summary():
     report = Report("m", "CPU", 1e-5, [Row("stem.conv", "stem.conv", (1, 8), 2e-8, "pass")], 0)
     assert str(report) == f"{report.table()}\n{report.summary()}"
     assert str(report).startswith("layer ") and repr(report).startswith("Report(arch='m'")
+
+
+@pytest.mark.parametrize("cpu", [True, False])
+def test_check_block_refuses_int8(cpu):
+    """An int8 block alone has no calibration scales: it would be checked unquantized (an fp16 check under
+    another name), so check_block refuses int8 in both modes, before any build."""
+    import torch
+
+    from netdef.errors import OptionError
+    from netdef.testing.check_block import check_block
+
+    with pytest.raises(OptionError, match=r"^check_block: precision 'int8': use fp32 or fp16 .*netdef calibrate"):
+        check_block("Conv2d", torch.nn.Conv2d(3, 4, 3), (1, 3, 8, 8), kwargs={"c2": 4, "k": 3}, precision="int8",
+                    cpu=cpu)

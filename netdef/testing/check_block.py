@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import NetdefError
+from ..errors import NetdefError, OptionError
 from ..network import Network
 from ..tools.verify import max_rel_error
 
-TOLERANCE = {"fp32": 1e-5, "fp16": 2e-2, "int8": 2e-2}  # max |trt - torch| / max |torch|
+TOLERANCE = {"fp32": 1e-5, "fp16": 2e-2}  # max |trt - torch| / max |torch|
 PREFIX = "m"  # the weight-key prefix the block is built under: the torch module's keys are `m.<name>`
 
 
@@ -91,12 +91,22 @@ def define_block(block_or_fn: str | Callable[..., Any], input_shapes: Sequence[S
     return net
 
 
+def _check_precision(precision: str) -> None:
+    """An OptionError for a precision a block cannot be checked in alone: int8 (no calibration scales: it would
+    run unquantized)."""
+    if precision not in TOLERANCE:
+        raise OptionError(f"check_block: precision '{precision}': use fp32 or fp16 (an int8 block's scales come "
+                          "from calibrating the whole model with `netdef calibrate`: compare that engine's outputs "
+                          "with PyTorch's)")
+
+
 def block_case(block_or_fn: str | Callable[..., Any], torch_module: Callable[..., Any],
                input_shape: Sequence[int] | Sequence[Sequence[int]], precision: str, args: Sequence[Any],
                kwargs: Mapping[str, Any] | None, weights: Mapping[str, np.ndarray] | None,
                seed: int) -> tuple[list[tuple[int, ...]], list[np.ndarray], Any]:
     """What `check_block` and its CPU mode compare on: the input shapes, random normal inputs (seeded) and the
     block's Network defined with the module's weights."""
+    _check_precision(precision)
     shapes = [tuple(input_shape)] if isinstance(input_shape[0], int) else [tuple(s) for s in input_shape]
     if len({s[0] for s in shapes}) != 1:
         raise NetdefError(f"check_block: the inputs' batch sizes differ: {shapes}")
@@ -116,9 +126,11 @@ def check_block(block_or_fn: str | Callable[..., Any], torch_module: Callable[..
     (its state_dict under prefix `m.`, or `weights`), run it with TensorRT on random normal input of
     `input_shape` (the batch included; a list of shapes for a block of several inputs) and compare with
     `torch_module` on the same input in float32. Returns the max relative error; raises AssertionError where the
-    output shapes differ or above `tolerance` (default 1e-5 for fp32, built without TF32, and 2e-2 for fp16/int8).
+    output shapes differ or above `tolerance` (default 1e-5 for fp32, built without TF32, and 2e-2 for fp16;
+    int8 is refused: a block alone has no calibration scales).
     `cpu=True`: no GPU needed, the block's network definition is evaluated in float64 on the CPU
     (netdef.verify.block.check_block_cpu) and compared with a float64 copy of `torch_module`."""
+    _check_precision(precision)  # before a GPU is asked for
     if cpu:
         from ..verify.block import check_block_cpu
 
