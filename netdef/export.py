@@ -31,7 +31,7 @@ def load_source(source: str, *, state_dict: str | None = None, log: Callable[[st
     if source.startswith("torchvision:"):
         model = _torchvision_model(source.split(":", 1)[1])
         if state_dict:
-            _load_into(model, load_checkpoint(state_dict, log), state_dict)
+            _load_into(model, load_checkpoint(state_dict, log), state_dict, source)
         return model
     path = Path(source)
     if path.exists() or path.suffix in (".pt", ".pth", ".ckpt", ".bin"):
@@ -42,7 +42,7 @@ def load_source(source: str, *, state_dict: str | None = None, log: Callable[[st
                 raise NetdefError(f"--state-dict {state_dict}: {source} holds weights, not a model to load them "
                                   f"into: export {state_dict} itself (`netdef export {state_dict} -o ...`)")
             model = model.float()
-            _load_into(model, load_checkpoint(state_dict, log), state_dict)
+            _load_into(model, load_checkpoint(state_dict, log), state_dict, source)
             return model
         return ckpt
     if ":" in source:
@@ -65,7 +65,7 @@ def load_source(source: str, *, state_dict: str | None = None, log: Callable[[st
         except Exception as e:  # noqa: BLE001  the user's model function failed
             raise NetdefError(f"{source}: calling {attr}() raised {type(e).__name__}: {e}{raised_at(e)}") from None
         if state_dict:
-            _load_into(obj, load_checkpoint(state_dict, log), state_dict)
+            _load_into(obj, load_checkpoint(state_dict, log), state_dict, source)
         return obj
     raise NetdefError(f"source '{source}' is not a file, 'torchvision:NAME', 'package.module:callable' or "
                       "'file.py:callable'")
@@ -524,11 +524,46 @@ def _module_in(ckpt: Any, torch: Any) -> Any:
     return None
 
 
-def _load_into(model: Any, ckpt: Any, where: str) -> None:
+def _load_into(model: Any, ckpt: Any, where: str, source: str) -> None:
+    """Load the state_dict of `ckpt` (the --state-dict file `where`) into `model` (of `source`), or a NetdefError
+    that says how they differ (`_misfit`) instead of PyTorch's list of every tensor."""
+    sd = state_dict_of(ckpt, where)
     try:
-        model.load_state_dict(state_dict_of(ckpt, where))
+        model.load_state_dict(sd)
     except RuntimeError as e:
-        raise NetdefError(f"{where} does not fit the model: {e}") from None
+        how, classes = _misfit(model, sd, where)
+        raise NetdefError(f"--state-dict {where} does not fit the model of {source}: {how or e}; give the checkpoint "
+                          f"of the model these weights were trained as, or export them alone (`netdef export {where} "
+                          f"-o OUT.wts`{': `netdef build` takes the class count from the weights' if classes else ''})"
+                          ) from None
+
+
+def _misfit(model: Any, sd: Mapping[str, Any], where: str, shown_keys: int = 3) -> tuple[str, bool]:
+    """How the state_dict `sd` differs from `model`'s: the head's class count where it differs (an Ultralytics
+    head's `nc`, the state_dict's from the last 1-D head tensor of that size, the class biases), the first
+    tensors whose shapes differ with both shapes, and the keys only one of them has ('' where none differ); whether
+    the class count differs."""
+    own = model.state_dict()
+    shapes = [(k, list(own[k].shape), list(v.shape)) for k, v in sd.items() if k in own and own[k].shape != v.shape]
+    missing, extra = [k for k in own if k not in sd], [k for k in sd if k not in own]
+    parts = []
+    head = model.model[-1] if isinstance(getattr(model, "model", None), _torch().nn.Sequential) else None
+    nc = getattr(head, "nc", None)
+    if isinstance(nc, int) and head is not None and shapes:
+        prefix = next((f"{name}." for name, m in model.named_modules() if m is head), "")
+        counts = [b[0] for k, a, b in shapes
+                  if k.startswith(prefix) and k.endswith(".bias") and a == [nc] and len(b) == 1]
+        if counts:
+            parts.append(f"the head's class count differs (the model's {nc}, {where}'s {counts[-1]})")
+    classes = bool(parts)
+    if shapes:
+        first = "; ".join(f"{k}: {a} in the model, {b} in {where}" for k, a, b in shapes[:shown_keys])
+        parts.append(f"{len(shapes)} tensor(s)' shapes differ ({first}{'; ...' if len(shapes) > shown_keys else ''})")
+    for keys, what in ((missing, f"missing from {where}"), (extra, "not in the model")):
+        if keys:
+            parts.append(f"{len(keys)} key(s) {what} (e.g. {', '.join(keys[:shown_keys])}"
+                         f"{', ...' if len(keys) > shown_keys else ''})")
+    return ", ".join(parts), classes
 
 
 def _stderr(msg: str) -> None:

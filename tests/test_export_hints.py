@@ -71,6 +71,39 @@ def test_state_dict_goes_into_a_checkpoints_pickled_model(tmp_path):
         export_wts(str(tmp_path / "ft.pt"), tmp_path / "x.wts", state_dict=str(tmp_path / "ft.pt"))
 
 
+def test_a_state_dict_that_does_not_fit_says_how(tmp_path):
+    """`export SOURCE --state-dict SD` whose tensors differ from the model's: the head's class count (an Ultralytics
+    head's `nc`) or the first differing shapes and keys, and what to do, in one line, not PyTorch's list."""
+    import torch
+
+    from netdef.export import load_source
+
+    (tmp_path / "heads.py").write_text(
+        "import torch\n"
+        "class Head(torch.nn.Module):\n"
+        "    def __init__(self, nc):\n"
+        "        super().__init__()\n"
+        "        self.nc, self.cv3 = nc, torch.nn.Conv2d(4, nc, 1)\n"
+        "class Model(torch.nn.Module):\n"
+        "    def __init__(self, nc=80):\n"
+        "        super().__init__()\n"
+        "        self.model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), Head(nc))\n")
+    heads = load_source(f"{tmp_path / 'heads.py'}:Model")
+    torch.save(type(heads)(nc=3).state_dict(), tmp_path / "nc3.pt")
+    with pytest.raises(NetdefError, match=r"nc3\.pt does not fit the model of .*heads\.py:Model: the head's class "
+                                          r"count differs \(the model's 80, \S*nc3\.pt's 3\), 2 tensor\(s\)' shapes "
+                                          r"differ \(model\.1\.cv3\.weight: \[80, 4, 1, 1\] in the model, \[3, 4, 1, "
+                                          r"1\] in .*`netdef build` takes the class count from the weights\)$"):
+        load_source(f"{tmp_path / 'heads.py'}:Model", state_dict=str(tmp_path / "nc3.pt"))
+    torch.save({"conv.weight": torch.zeros(4, 3, 1, 1)}, tmp_path / "other.pt")
+    with pytest.raises(NetdefError, match=r"4 key\(s\) missing from \S*other\.pt \(e\.g\. model\.0\.weight, "
+                                          r"model\.0\.bias, model\.1\.cv3\.weight, \.\.\.\), 1 key\(s\) not in the "
+                                          r"model \(e\.g\. conv\.weight\); give the checkpoint of the model these "
+                                          r"weights were trained as, or export them alone \(`netdef export \S*other\.pt "
+                                          r"-o OUT\.wts`\)$"):
+        load_source(f"{tmp_path / 'heads.py'}:Model", state_dict=str(tmp_path / "other.pt"))
+
+
 def test_a_missing_dependency_of_the_models_code_is_named_with_its_importer(tmp_path, monkeypatch):
     """The pickled class's module is importable but imports a package that is not installed (YOLOv5's code and
     pandas): the error names that package, the file that imports it, and the pip command."""
