@@ -18,7 +18,7 @@ from .class_names import check_count, check_given, exported_names
 from .compiler import TIMING_CACHE, build_key, compile_network, target_identity
 from .define import Weights, check_stride, define_network, weights_identity  # noqa: F401  (re-exported)
 from .errors import NetdefError, OptionError
-from .fileio import check_output
+from .fileio import check_output, output_name
 from .options import BuildOptions
 from .options import format_profiles, parse_batch, parse_profiles  # noqa: F401  (re-exported)
 from .registry import block_files
@@ -63,9 +63,10 @@ def build_engine(arch: str | Path | Spec, weights: Weights, output: str | Path, 
     inputs = [spec.path, *block_files(), None if isinstance(weights, Mapping) else weights, opts.calibration,
               names_from]
     output = check_output(output, inputs=[*inputs, opts.timing_cache], what="the engine output",
-                          kind=engine_file.ENGINE_FILE)
+                          kind=engine_file.ENGINE_FILE, name=output_name(spec.name, ".engine"))
     if opts.timing_cache:  # read, then written over by the build: checked now, not after the weights are read
-        check_output(opts.timing_cache, inputs=inputs, what="the timing cache", kind=TIMING_CACHE)
+        check_output(opts.timing_cache, inputs=inputs, what="the timing cache", kind=TIMING_CACHE,
+                     name=output_name(spec.name, ".timing"))
     identity = weights_identity(weights)  # the file read below must be the one hashed here
     source, weights_sha = identity
     if names is None and not isinstance(weights, Mapping):

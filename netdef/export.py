@@ -15,7 +15,7 @@ from typing import Any
 from . import yolov5_code
 from .class_names import NAMES_FILE, model_names, names_document, names_sidecar, shown
 from .errors import NetdefError, OptionError, raised_at
-from .fileio import CHECKPOINT_STARTS, check_output, describe_head, read_head, recognised, not_a_file
+from .fileio import CHECKPOINT_STARTS, check_output, describe_head, not_a_file, output_name, read_head, recognised
 from .wts import WTS_FILE, write_wts
 
 CHECKPOINT_KEYS = ("ema", "model", "state_dict", "model_state_dict")
@@ -287,7 +287,8 @@ def export_wts(source: str | Path | Any, output: str | Path, *, state_dict: str 
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
         raise OptionError(f"--seed {seed}: expected an integer from 0 to 2**63 - 1")
     inputs = [source if isinstance(source, (str, Path)) else None, state_dict]
-    check_output(output, inputs=inputs, what="the .wts output", kind=WTS_FILE)
+    check_output(output, inputs=inputs, what="the .wts output", kind=WTS_FILE,
+                 name=output_name(source if isinstance(source, (str, Path)) else "model", ".wts"))
     sidecar = names_sidecar(output)
     try:  # where the names go if the model carries some
         check_output(sidecar, inputs=[*inputs, output], what="the class names file", kind=NAMES_FILE, belongs=output)

@@ -284,18 +284,21 @@ NUMPY_FILE = FileKind("a numpy file (.npy or .npz)", lambda head: head.startswit
 
 
 def check_output(path: str | os.PathLike, *, inputs: Iterable[str | os.PathLike | None] = (), what: str = "output",
-                 kind: FileKind | None = None, belongs: str | os.PathLike | None = None) -> Path:
+                 kind: FileKind | None = None, belongs: str | os.PathLike | None = None,
+                 name: str | None = None) -> Path:
     """Check, before any work starts, that `path` can be written, is none of the command's `inputs` (nothing
     may overwrite what it reads) and, with `kind`, is new, empty or of that kind (nothing else is written
     over). `belongs`: the output that `path` is named after (a plan of its sidecar, a Triton model's folder of its
-    files), so that no option names `path` itself. Returns the path; an OptionError names the problem."""
+    files), so that no option names `path` itself. `name`: the file name suggested where `path` names a folder
+    (`output_name`: yolo11n.engine). Returns the path; an OptionError names the problem."""
     from .errors import OptionError
 
     raw = os.fspath(path)
     if raw == "-":
         raise OptionError(f"{what} '-': netdef writes files, not standard output: give a file name")
     if raw.endswith(("/", os.sep)) and not Path(raw).is_dir():
-        raise OptionError(f"{what} {raw} ends with '/', a folder's name: give a file name (e.g. {raw}out)")
+        raise OptionError(f"{what} {raw} ends with '/', a folder's name: give a file name (e.g. "
+                          f"{Path(raw) / (name or 'out')})")
     path = Path(path)
     for inp in inputs:
         if inp is not None and not isinstance(inp, (dict, list)) and _same_file(path, Path(inp)):
@@ -305,7 +308,7 @@ def check_output(path: str | os.PathLike, *, inputs: Iterable[str | os.PathLike 
         raise OptionError(f"{what} {path} is a directory where netdef writes that file (it belongs with {belongs}): "
                           "move that folder away")
     if path.is_dir():
-        raise OptionError(f"{what} {path} is a directory: give a file name (e.g. {path / 'out'}{path.suffix})")
+        raise OptionError(f"{what} {path} is a directory: give a file name (e.g. {path / (name or 'out')})")
     parent = path.parent
     while not parent.exists():
         parent = parent.parent
@@ -318,6 +321,18 @@ def check_output(path: str | os.PathLike, *, inputs: Iterable[str | os.PathLike 
     if kind is not None and path.exists():
         _check_kind(path, kind, what)
     return path
+
+
+def output_name(named_after: str | os.PathLike, suffix: str) -> str:
+    """The file name `check_output` suggests for an output given as a folder: that of what the file is made from (an
+    architecture's name, a checkpoint's or an engine's stem: 'yolo11n', 'runs/best.pt'; a source such as
+    'torchvision:resnet18' by its last part) with the command's usual `suffix` ('.engine')."""
+    last = re.split(r"[:/\\]", os.fspath(named_after).rstrip("/\\"))[-1]
+    stem = last[:-len(Path(last).suffix)] if Path(last).suffix in _FILE_SUFFIXES else last
+    return (stem or "out") + suffix
+
+
+_FILE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".wts", ".engine", ".plan", ".yaml", ".yml", ".py")
 
 
 CHECKPOINT_STARTS = (b"PK\x03\x04", b"\x80")  # torch.save's zip file, a pickle: a checkpoint, not weights

@@ -23,7 +23,7 @@ from .class_names import check_count, check_given, exported_names, shown
 from .compiler import build_key, structure_digest
 from .define import Identity, Weights, define_network, weights_identity
 from .errors import NetdefError, OptionError
-from .fileio import check_output
+from .fileio import check_output, output_name
 from .network import Network
 from .options import BuildOptions
 from .registry import block_files
@@ -98,7 +98,8 @@ def refit_file(engine: str | Path, weights: Weights, output: str | Path | None =
     what = "the refitted engine"
     # in place, the engine itself is checked by reading it (next); another output must be an engine or plan
     output = check_output(output or engine, inputs=[None if isinstance(weights, Mapping) else weights, names_from],
-                          what=what, kind=engine_file.ENGINE_FILE if output else None)
+                          what=what, kind=engine_file.ENGINE_FILE if output else None,
+                          name=output_name(engine, ".engine"))
     meta, plan = engine_file.read_plan(engine)
     if not meta["options"].get("refittable"):  # named here, before the weights are hashed and read
         raise OptionError(f"{engine} was built without --refittable: rebuild it with `netdef build ... --refittable` "

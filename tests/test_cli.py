@@ -958,6 +958,31 @@ def test_outputs_named_like_folders_or_stdout_and_pipes_as_weights(tmp_path, cap
     assert done.returncode == 1 and "the working folder was deleted" in done.stderr
 
 
+@pytest.mark.parametrize("args, suggested", [
+    (["build", "yolo11n", "-w", "x.wts", "-o", "OUT"], "yolo11n.engine"),
+    (["build", "yolo11n", "-w", "x.wts", "-o", "e.engine", "--timing-cache", "OUT"], "yolo11n.timing"),
+    (["export", "torchvision:resnet18", "-o", "OUT"], "resnet18.wts"),
+    (["export", "runs/best.pt", "-o", "OUT"], "best.wts"),
+    (["export-plan", "m/y.engine", "-o", "OUT"], "y.plan"),
+    (["refit", "m/y.engine", "-w", "x.wts", "-o", "OUT"], "y.engine"),
+    (["calibrate", "lenet", "-w", "x.wts", "-d", "d", "-o", "OUT"], "lenet_table.json"),
+    (["run", "m/y.engine", "--output", "OUT"], "y.npy"),
+    (["bench", "m/y.engine", "--json", "OUT"], "y.json"),
+])
+def test_an_output_given_as_a_folder_gets_a_real_file_name(tmp_path, monkeypatch, capsys, args, suggested):
+    """`-o dirout` (an existing folder) or `-o engines/`: the error suggests the file name the command would
+    write there, after what it is made from and with the command's usual suffix, not `dirout/out`."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "y.engine").write_bytes(b"not read")
+    (tmp_path / "dirout").mkdir()
+    for out, shown in (("dirout", "dirout"), ("engines/", "engines")):
+        assert main([out if a == "OUT" else a for a in args]) == 1
+        err = capsys.readouterr().err
+        assert f"give a file name (e.g. {Path(shown) / suggested})\n" in err, err
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["dirout", "m", "y.engine"]
+
+
 def test_a_large_detections_json_of_netdefs_is_replaced(tmp_path, monkeypatch):
     """JSON outputs beyond what is parsed to check their kind (MAX_JSON_BYTES: 5000 images' detections) are told by
     their first bytes: netdef's own detections.json is replaced, someone else's large JSON is not."""

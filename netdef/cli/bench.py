@@ -10,7 +10,7 @@ from typing import Any
 
 from .. import engine_file
 from ..errors import NetdefError, OptionError
-from ..fileio import RESULTS_JSON, check_output
+from ..fileio import RESULTS_JSON, check_output, output_name
 from ..tools import bench, bench_devices
 from ..tools.timing import DEFAULT_MEASURE, DEFAULT_WARMUP, Budget, parse_budget
 from .device import (add_device_option, add_devices_option, add_shared_device_option, parse_devices,
@@ -90,7 +90,8 @@ def _cmd_bench(a: argparse.Namespace) -> int:
     inputs = [a.target, a.against, a.weights, a.engine_out, a.timing_cache, a.calibration]
     for option, path, kind in (("--json", a.json, RESULTS_JSON), ("--chart", a.chart, CHART_FILE)):
         if path:
-            check_output(path, inputs=inputs, what=option, kind=kind)  # before any building and timing
+            check_output(path, inputs=inputs, what=option, kind=kind,  # before any building and timing
+                         name=output_name(a.target, ".json" if option == "--json" else ".png"))
     if a.json and a.chart and Path(a.json).resolve() == Path(a.chart).resolve():  # the chart would replace the results
         raise OptionError(f"--json and --chart both name {a.json}: the chart would replace the results; give each "
                           "its own file")

@@ -8,7 +8,7 @@ from typing import Any
 
 from .. import engine_file
 from ..errors import NetdefError
-from ..fileio import RESULTS_JSON, check_output
+from ..fileio import RESULTS_JSON, check_output, output_name
 from ..tools import profile
 from .device import add_device_option, selected_device
 from .options import number, parse_hw
@@ -53,7 +53,8 @@ def _cmd_profile(a: argparse.Namespace) -> int:
         if not Path(e).is_file():
             raise NetdefError(f"engine not found: {e}")
     if a.json:
-        check_output(a.json, inputs=engines, what="--json", kind=RESULTS_JSON)  # before any profiling
+        check_output(a.json, inputs=engines, what="--json", kind=RESULTS_JSON,  # before any profiling
+                     name=output_name(a.engine, ".json"))
     batches = a.batch or [engine_file.read_meta(a.engine)["options"]["batch"][1]]
     doc: dict[str, Any] = {"environment": environment(), "command": " ".join(sys.argv), "profiles": []}
     for b in batches:

@@ -32,7 +32,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 def cmd_run(a: argparse.Namespace) -> int:
     import numpy as np
 
-    from ..fileio import NUMPY_FILE, atomic_write, check_output
+    from ..fileio import NUMPY_FILE, atomic_write, check_output, output_name
     from ..runtime import Engine
 
     device = device_index(a)  # before any work
@@ -42,7 +42,7 @@ def cmd_run(a: argparse.Namespace) -> int:
     # Files next: without a GPU, Engine() would report that before a missing --input.
     x = load_input(a.input) if a.input else None
     if a.output:
-        check_output(a.output, inputs=[a.engine, a.input], what="--output")
+        check_output(a.output, inputs=[a.engine, a.input], what="--output", name=output_name(a.engine, ".npy"))
         for count in _output_counts(a.engine):
             check_output(numpy_file(a.output, count), inputs=[a.engine, a.input], what="--output", kind=NUMPY_FILE)
     described = Engine.described(a.engine)  # what its header tells is checked before a GPU is needed

@@ -18,7 +18,7 @@ from typing import Any
 from .. import __version__, engine_file, trt_api
 from ..errors import EngineFileError
 from ..fileio import (CHECKPOINT_STARTS, HEAD_BYTES, FileKind, atomic_write_all, check_output, describe_head, json_kind,
-                      read_head)
+                      output_name, read_head)
 from ..options import overall_range
 
 SIDECAR_FORMAT = 1
@@ -230,9 +230,9 @@ def write_plan(output: str | os.PathLike, plan: bytes, meta: dict[str, Any], *, 
 def export_plan(engine: str | os.PathLike, output: str | os.PathLike) -> dict[str, Any]:
     """Write the plan of `engine` (a netdef engine, or a raw plan with its sidecar) as the raw plan `output`
     with the sidecar `output.json`; returns the sidecar's content. Neither may be the engine itself."""
-    engine, output = Path(engine), Path(output)
-    inputs = [engine, sidecar_path(engine)]
-    check_output(output, inputs=inputs, what="plan", kind=RAW_PLAN_FILE)
+    engine = Path(engine)
+    inputs = [engine, sidecar_path(engine)]  # `output` as given: `-o plans/` names a folder, Path() drops the '/'
+    output = check_output(output, inputs=inputs, what="plan", kind=RAW_PLAN_FILE, name=output_name(engine, ".plan"))
     check_output(sidecar_path(output), inputs=inputs, what="sidecar", kind=SIDECAR_FILE, belongs=output)
     meta, plan = load_plan(engine)
     return write_plan(output, plan, meta, source=engine)

@@ -27,7 +27,7 @@ from ..define import Identity, define_network, weights_identity
 from ..compiler import compile_network
 from ..defaults import IMAGE_SUFFIXES
 from ..errors import NetdefError
-from ..fileio import check_output
+from ..fileio import check_output, output_name
 from ..network import Network
 from ..options import BuildOptions
 from ..registry import block_files
@@ -206,7 +206,7 @@ def calibrate(arch: str | Path, weights: str | Path, data: str | Path, output_ta
     kw = _method_options(method, percentile)
     spec = load_spec(arch)
     check_output(output_table, inputs=[weights, spec.path, *block_files(), data], what="the calibration table",
-                 kind=TABLE_FILE)
+                 kind=TABLE_FILE, name=output_name(spec.name, "_table.json"))
     shape = spec.input_shape_for(tuple(input_hw) if input_hw else None)
     n, batches = calibration_batches(data, shape, batch, max_images=max_images, mean=mean, std=std)
     # a missing .wts is reported before a missing GPU; the table records this hash, of the file the engine reads
@@ -254,7 +254,7 @@ def calibrate_torch(model: Any, arch: str | Path, weights: str | Path, batches: 
     kw = _method_options(method, percentile)
     spec = load_spec(arch)
     check_output(output_table, inputs=[weights, spec.path, *block_files()], what="the calibration table",
-                 kind=TABLE_FILE)
+                 kind=TABLE_FILE, name=output_name(spec.name, "_table.json"))
     identity = weights_identity(weights)  # what the table records: the file read below must be this one
     net, points = recording_network(spec, weights, input_hw=input_hw, identity=identity)
     modules = dict(model.named_modules())
