@@ -4,7 +4,8 @@
 the .wts, in `WTS.names.json` (`names_sidecar`; the .wts stays a plain tensorrtx file), with the .wts's SHA-256;
 `netdef build` records the names of its .wts (or of `--names`) in the engine header ("names"), `netdef refit` those
 of its new .wts (`exported_names`), and detection uses the header's names unless given others (`engine_names`). A
-names count other than the model's class count is an error naming both files.
+names count other than the model's class count is an error naming both files. An export of weights without names
+over a .wts removes the names file an earlier export wrote for it (`names_written_for`).
 """
 from __future__ import annotations
 
@@ -67,6 +68,27 @@ def read_names_sidecar(path: str | os.PathLike) -> tuple[list[str], str]:
         raise NetdefError(f"class names {path}: expected {{\"names\": [strings], \"weights_sha256\": ...}} as `netdef "
                           "export` writes it: export the weights again to rewrite it")
     return list(names), doc["weights_sha256"]
+
+
+def names_written_for(wts: str | os.PathLike) -> str | None:
+    """The SHA-256 that the names file beside the .wts `wts` records where `netdef export` wrote it for that .wts
+    (it names the .wts, or records the SHA-256 of the file there now), else None (no names file, or one of
+    another file's: never removed by an export to `wts`)."""
+    from .fileio import file_sha256_and_key
+
+    path = names_sidecar(wts)
+    try:
+        doc = json.loads(path.read_bytes()) if path.is_file() else None  # a name too long for the file system: none
+    except (ValueError, OSError):
+        return None
+    if not NAMES_FILE.holds(doc) or not isinstance(sha := doc["weights_sha256"], str):  # type: ignore[misc]
+        return None
+    if doc.get("weights") == Path(wts).name:
+        return sha
+    try:
+        return sha if Path(wts).is_file() and file_sha256_and_key(wts)[0] == sha else None
+    except OSError:
+        return None
 
 
 def load_names(path: str | os.PathLike) -> list[str]:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from . import yolov5_code
-from .class_names import NAMES_FILE, model_names, names_document, names_sidecar, shown
+from .class_names import NAMES_FILE, model_names, names_document, names_sidecar, names_written_for, shown
 from .errors import NetdefError, OptionError, raised_at
 from .fileio import CHECKPOINT_STARTS, check_output, describe_head, not_a_file, output_name, read_head, recognised
 from .wts import WTS_FILE, write_wts
@@ -320,11 +320,23 @@ def export_wts(source: str | Path | Any, output: str | Path, *, state_dict: str 
     if progress:
         log(f"[netdef] writing {output}: {len(sd)} tensors ...")
     # the names, with the SHA-256 of the bytes written (not of the file: another export's by now?), renamed with it
+    # a model without names: the names file an earlier export wrote for the .wts replaced goes with it (unless
+    # these are the very bytes it names)
+    recorded = None if names else names_written_for(output)
+    dropped: list[bool] = []
+
+    def stale(sha: str) -> bool:
+        dropped.append(sha != recorded)
+        return dropped[-1]
+
     write_wts(output, sd, progress=progress, beside={sidecar: lambda sha: names_document(names, output, sha)} if names
-              else None)
+              else None, drop=None if recorded is None else {sidecar: stale})
     if names:
         log(f"[netdef] wrote its {len(names)} class names ({shown(names)}) to {sidecar}: `netdef build` records them "
             "in the engine for `netdef detect` and `netdef serve`")
+    elif any(dropped):
+        log(f"[netdef] removed {sidecar}: the class names of the weights {output} held before (this model carries "
+            "none)")
     model = _module_in(obj, _torch())
     named = ultralytics_arch(model)
     if named is not None:

@@ -377,7 +377,8 @@ def _wts_size(tensors: Mapping[str, Any], path: str) -> dict[str, int]:
 
 def write_wts(path: str | os.PathLike, tensors: Mapping[str, Any], *, progress: bool = False,
               allow_nonfinite: bool = False,
-              beside: Mapping[str | os.PathLike, Callable[[str], bytes]] | None = None) -> None:
+              beside: Mapping[str | os.PathLike, Callable[[str], bytes]] | None = None,
+              drop: Mapping[str | os.PathLike, Callable[[str], bool]] | None = None) -> None:
     """Write tensors to a .wts file atomically (temp file in the same directory, then os.replace).
 
     Values are flattened and converted to float32; each is written as 8 lowercase hex digits.
@@ -385,7 +386,9 @@ def write_wts(path: str | os.PathLike, tensors: Mapping[str, Any], *, progress: 
     float32's range are refused with a NetdefError naming the key; the target is then left as it was.
     `beside`: files that belong to the .wts (its class names), each path's bytes made by its function from the
     SHA-256 (hex) of the bytes written (hashing the file afterwards could hash another process's file that replaced
-    it meanwhile), written and renamed together with it (all or none).
+    it meanwhile), written and renamed together with it (all or none). `drop`: files that belonged to the .wts
+    written over (its class names), removed right after the rename where their function says so of the SHA-256 of
+    the bytes written (names of these very bytes still belong to them).
     """
     path = os.fspath(path)
     for key in tensors:
@@ -404,7 +407,7 @@ def write_wts(path: str | os.PathLike, tensors: Mapping[str, Any], *, progress: 
             if bar is not None:
                 bar.update(1)
 
-    digest = hashlib.sha256() if beside else None
+    digest = hashlib.sha256() if beside or drop else None
 
     def hashed(chunks: Iterator[bytes]) -> Iterator[bytes]:
         for chunk in chunks:
@@ -416,7 +419,8 @@ def write_wts(path: str | os.PathLike, tensors: Mapping[str, Any], *, progress: 
 
     try:
         atomic_write_all({path: hashed(lines()) if digest is not None else lines(),
-                          **{other: made(fn) for other, fn in (beside or {}).items()}}, sizes=_wts_size(tensors, path))
+                          **{other: made(fn) for other, fn in (beside or {}).items()}}, sizes=_wts_size(tensors, path),
+                          remove=(lambda: [p for p, fn in drop.items() if fn(digest.hexdigest())]) if drop else None)
     finally:
         if bar is not None:
             bar.close()

@@ -398,3 +398,39 @@ def test_a_wts_and_its_class_names_are_written_together(tmp_path, monkeypatch):
     monkeypatch.undo()
     export_wts(named(1, ["fox", "owl"]), out, log=lambda m: None)
     assert read_names_sidecar(names_sidecar(out)) == (["fox", "owl"], file_sha256(out))
+
+
+def test_an_export_without_names_removes_the_names_of_the_weights_it_replaces(tmp_path, monkeypatch):
+    """Weights without class names exported over a .wts whose names file an earlier export wrote: the stale names
+    file goes with the rename (a failed write keeps both), names of the very bytes written stay, and a names file
+    of another .wts (copied beside it under this name) is left alone."""
+    import shutil
+
+    from netdef.class_names import names_sidecar
+    from netdef.export import export_wts
+
+    def model(seed: int, names: list[str] | None = None):
+        torch.manual_seed(seed)
+        m = torch.nn.Conv2d(1, 2, 1)
+        if names:
+            m.names = names
+        return m
+
+    out, logs = tmp_path / "y.wts", []
+    export_wts(model(0, ["cat", "dog"]), out, log=logs.append)
+    export_wts(model(0), out, log=logs.append)  # the same bytes: their names still hold
+    before = out.read_bytes(), names_sidecar(out).read_bytes()
+    monkeypatch.setattr("netdef.fileio.interrupts.deferred", lambda: 1 / 0)  # fails before any rename
+    with pytest.raises(ZeroDivisionError):
+        export_wts(model(1), out, log=logs.append)
+    monkeypatch.undo()
+    assert (out.read_bytes(), names_sidecar(out).read_bytes()) == before
+    export_wts(model(1), out, log=logs.append)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["y.wts"]
+    assert logs[-1] == f"[netdef] removed {names_sidecar(out)}: the class names of the weights {out} held before " \
+                       "(this model carries none)"
+    other = tmp_path / "other.wts"
+    export_wts(model(2, ["fox"]), other, log=logs.append)
+    shutil.copy(names_sidecar(other), names_sidecar(out))  # names of other.wts's bytes, not of y.wts's
+    export_wts(model(3), out, log=logs.append)
+    assert names_sidecar(out).read_bytes() == names_sidecar(other).read_bytes()
