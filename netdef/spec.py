@@ -26,6 +26,7 @@ netdef's own (dotted names, or .py paths relative to the YAML file); see netdef.
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import inspect
 import math
@@ -212,8 +213,8 @@ def available_archs() -> list[str]:
 
 def _scales_of(path: Path) -> list[str]:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):  # a UTF-16 file of an editor's: no scales, no traceback
+        data = _parse_once(path.read_text(encoding="utf-8"))[1]  # read only: its keys
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError):  # a UTF-16 file of an editor's: no scales
         return []
     scales = data.get("scales") if isinstance(data, dict) else None
     return list(scales) if isinstance(scales, dict) else []
@@ -237,8 +238,7 @@ def load_spec(path: str | Path) -> Spec:
     except OSError as e:
         raise SpecError(f"{path}: cannot read the architecture: {e.strerror or e}") from None
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        root, data = _parsed(text)
         _refuse_duplicate_keys(path, root)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
@@ -307,6 +307,21 @@ def load_spec(path: str | Path) -> Spec:
         raise fail(unused[0], f"unknown top-level key: no row uses it (netdef reads {', '.join(sorted(RESERVED))} "
                         f"and keys that rows name in their args, such as nc and anchors)")
     return spec
+
+
+def _parsed(text: str) -> tuple[Any, Any]:
+    """(the YAML node tree, the data) of an architecture's text; the text's parse is kept (a family file serves
+    each of its scales and tasks: a search of the architectures weights fit loads it 4 to 20 times), the data
+    given as a copy of its own (a Spec's parameters are the data's values)."""
+    import copy
+
+    root, data = _parse_once(text)
+    return root, copy.deepcopy(data)
+
+
+@functools.lru_cache(maxsize=64)
+def _parse_once(text: str) -> tuple[Any, Any]:
+    return yaml.compose(text, Loader=yaml.SafeLoader), yaml.safe_load(text)
 
 
 def _refuse_duplicate_keys(path: Path, node: Any) -> None:

@@ -279,3 +279,15 @@ def test_an_architecture_that_is_no_name_or_path_is_named():
         define_network(my_model, {})
     with pytest.raises(OptionError, match=r"^architecture dict: expected"):
         load_spec({"layers": []})
+
+
+def test_a_family_file_is_parsed_once_and_each_spec_has_its_own_data():
+    """Each scale and task of a family file loads from one parse of its text (a search of the architectures that
+    weights fit loads each family file 4 to 20 times); a spec's parameters are its own, not the parse's."""
+    from netdef import spec as spec_module
+
+    spec_module._parse_once.cache_clear()
+    first = load_spec("yolov5n")
+    first.params["anchors"][0].append(99)
+    assert load_spec("yolov5s").params["anchors"][0] == [10, 13, 16, 30, 33, 23]
+    assert spec_module._parse_once.cache_info().misses == 1
