@@ -141,6 +141,26 @@ def _fitting_sibling(spec: Spec, tensors: Mapping[str, np.ndarray], opts: BuildO
                  and _fits(name, tensors, opts.precision, opts.params)), None)
 
 
+def fitting_architectures(tensors: Mapping[str, Any], precision: str = "fp32") -> list[str]:
+    """The known architectures (netdef's and ./architectures') whose network takes the weights `tensors` (arrays
+    or torch tensors by key) key for key and shape for shape with their default build parameters. Only those whose
+    first and last rows' key prefixes are among the weights' keys are built (a family's other depths and other
+    families fail there): under a second for any weights. An architecture that does not load is left out."""
+    from .spec import available_archs
+
+    arrays = {k: _array(v) for k, v in tensors.items()}
+    found = []
+    for name in available_archs():
+        try:
+            spec = load_spec(name)
+        except NetdefError:
+            continue
+        ends = [row.prefix for row in (spec.rows[0], spec.rows[-1]) if row.prefix]
+        if all(any(k.startswith(p + ".") for k in arrays) for p in ends) and _fits(spec, arrays, precision, {}):
+            found.append(name)
+    return found
+
+
 def _fits(spec: Spec | str, tensors: Mapping[str, np.ndarray], precision: str, params: Mapping[str, Any]) -> bool:
     """Whether `spec` (or the architecture of that name) takes the weights key for key and shape for shape with
     the build parameters `params`."""

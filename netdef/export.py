@@ -341,6 +341,12 @@ def export_wts(source: str | Path | Any, output: str | Path, *, state_dict: str 
     named = ultralytics_arch(model)
     if named is not None:
         log(f"[netdef] an Ultralytics {named[0]} model: {_build_hint(model, obj, *named, output)}")
+    else:  # a state_dict, a torchvision model, a callable's: the architecture, where the weights fit exactly one
+        from .define import fitting_architectures
+
+        fits = fitting_architectures(sd)
+        if len(fits) == 1:
+            log(f"[netdef] these weights fit netdef's {fits[0]}: build it with `netdef build {fits[0]} -w {output}`")
     return sd
 
 

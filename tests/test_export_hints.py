@@ -434,3 +434,25 @@ def test_an_export_without_names_removes_the_names_of_the_weights_it_replaces(tm
     shutil.copy(names_sidecar(other), names_sidecar(out))  # names of other.wts's bytes, not of y.wts's
     export_wts(model(3), out, log=logs.append)
     assert names_sidecar(out).read_bytes() == names_sidecar(other).read_bytes()
+
+
+def test_a_state_dict_that_fits_one_architecture_is_told_how_to_build(tmp_path, monkeypatch):
+    """`netdef export` of a plain state_dict says which architecture to build, as for an Ultralytics checkpoint,
+    where its weights fit exactly one (LeNet's); nothing where none does. Only architectures whose first and last
+    rows' keys the weights have are built (the search stays under a second)."""
+    import torch
+
+    from netdef import define
+    from netdef.examples.digits import LeNet
+    from netdef.export import export_wts
+
+    built: list[str] = []
+    fits = define._fits
+    monkeypatch.setattr(define, "_fits", lambda spec, *a: built.append(spec.name) or fits(spec, *a))
+    logs: list[str] = []
+    export_wts(LeNet().state_dict(), tmp_path / "l.wts", log=logs.append)
+    assert logs == [f"[netdef] these weights fit netdef's lenet: build it with `netdef build lenet -w "
+                    f"{tmp_path / 'l.wts'}`"]
+    assert built == ["lenet"]
+    export_wts(torch.nn.Conv2d(1, 2, 1), tmp_path / "c.wts", log=logs.append)
+    assert len(logs) == 1 and built == ["lenet"]
