@@ -53,6 +53,7 @@ def build_engine(arch: str | Path | Spec, weights: Weights, output: str | Path, 
     if not isinstance(force, bool):
         raise OptionError(f"force {force!r}: expected True or False")
     check_given(names, names_from)
+    trt_api.check_compute_capability(opts.compute_capability)  # before the weights are read
     log = log or _stderr
     t0 = time.perf_counter()
     spec = arch if isinstance(arch, Spec) else load_spec(arch)

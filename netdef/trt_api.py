@@ -227,18 +227,32 @@ def configure_target(config: Any, compute_capability: str | None) -> None:
     """TensorRT-RTX builds without a GPU for a named compute capability (e.g. '8.6'; default 8.6 without a GPU,
     else the GPU's). Only `compute_capability` (--compute-capability) chooses it: the engine header and the build
     key record that choice (`compiler.target_identity`)."""
-    trt = module()
     if not hasattr(config, "set_compute_capability"):
         return
-    cc = compute_capability or ("8.6" if gpu_identity() is None else "current")
+    target = _compute_capability_target(compute_capability or ("8.6" if gpu_identity() is None else "current"))
+    config.num_compute_capabilities = 1
+    config.set_compute_capability(target, 0)
+
+
+def check_compute_capability(compute_capability: str | None) -> None:
+    """An OptionError naming --compute-capability and the targets this TensorRT-RTX supports where it cannot build
+    for `compute_capability` ('9.0'; normalised by `BuildOptions`), told before the weights are read; nothing for
+    None or a TensorRT without build targets (full TensorRT builds for its GPU)."""
+    if compute_capability is not None and hasattr(module(), "ComputeCapability"):
+        _compute_capability_target(compute_capability)
+
+
+def _compute_capability_target(cc: str) -> Any:
+    """TensorRT-RTX's ComputeCapability member for 'MAJOR.MINOR' or 'current', or an OptionError listing those it has
+    (they change with its version: SM75 to SM121 in 1.7)."""
+    trt = module()
     name = "CURRENT" if cc == "current" else "SM" + cc.replace(".", "")
     target = getattr(trt.ComputeCapability, name, None)
     if target is None:
         valid = [f"{m[2:-1]}.{m[-1]}" for m in trt.ComputeCapability.__members__ if m.startswith("SM")]
-        raise TensorRTUnavailable(f"TensorRT-RTX cannot target compute capability {cc}; it supports "
-                                  f"{', '.join(valid)} (--compute-capability)")
-    config.num_compute_capabilities = 1
-    config.set_compute_capability(target, 0)
+        raise OptionError(f"--compute-capability {cc}: {version_string()} cannot build for it; it targets "
+                          f"{', '.join(valid)} (or current, the GPU's)")
+    return target
 
 
 def timing_cache_supported() -> bool:

@@ -298,6 +298,28 @@ def test_compute_capability_is_recorded_as_a_gpu_reports_it(given: str, recorded
     assert opts.compute_capability == recorded
 
 
+def test_a_compute_capability_tensorrt_rtx_cannot_target_is_refused_before_the_weights(tmp_path, monkeypatch):
+    """--compute-capability 9.0 with a TensorRT-RTX that has no SM90 target: refused with the targets it has before
+    the weights are read (a missing .wts is not reached), not at builder configuration; full TensorRT (no build
+    targets) checks nothing."""
+    import enum
+    import types
+
+    from netdef import trt_api
+    from netdef.build import build_engine
+
+    rtx = types.SimpleNamespace(ComputeCapability=enum.Enum("ComputeCapability", "NONE CURRENT SM75 SM86 SM120"))
+    monkeypatch.setattr(trt_api, "module", lambda: rtx)
+    monkeypatch.setattr(trt_api, "version_string", lambda: "tensorrt-rtx 1.7")
+    for cc in ("8.6", "120", "current"):
+        trt_api.check_compute_capability(BuildOptions(compute_capability=cc).compute_capability)
+    with pytest.raises(OptionError, match=r"^--compute-capability 9\.0: tensorrt-rtx 1\.7 cannot build for it; it "
+                                          r"targets 7\.5, 8\.6, 12\.0 \(or current, the GPU's\)$"):
+        build_engine("lenet", tmp_path / "missing.wts", tmp_path / "l.engine", BuildOptions(compute_capability="90"))
+    monkeypatch.setattr(trt_api, "module", lambda: types.SimpleNamespace())  # full TensorRT
+    trt_api.check_compute_capability("9.0")
+
+
 def test_keys_with_a_wrapper_prefix_say_so():
     """A DataParallel checkpoint's keys ('module.conv1.weight'): the key error ends with what to do about it."""
     import torchvision
