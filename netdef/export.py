@@ -270,7 +270,7 @@ def randomize_constants(model: Any, seed: int = 0) -> list[str]:
 
 def export_wts(source: str | Path | Any, output: str | Path, *, state_dict: str | None = None,
                randomize_bn: bool = False, randomize_consts: bool = False, seed: int = 0, progress: bool = False,
-               log: Callable[[str], None] | None = None) -> dict[str, Any]:
+               log: Callable[[str], None] | None = None, strip_prefix: str | None = None) -> dict[str, Any]:
     """Write SOURCE's weights to `output` (.wts): a torch module, a state_dict or checkpoint dict, or a source as
     the command line takes it (a checkpoint path, `torchvision:NAME`, `pkg.module:callable`). Returns the
     state_dict written. `seed` seeds PyTorch's (CPU), NumPy's and Python's global generators while the model is
@@ -282,10 +282,14 @@ def export_wts(source: str | Path | Any, output: str | Path, *, state_dict: str 
     written beside the .wts, to `output` + ".names.json" (`netdef build` records them in the engine). Both
     output paths are checked before SOURCE is loaded (a large checkpoint takes long; `load_source` checks `state_dict`
     first too), so a names file path netdef may not write over is refused even for a model without names (one too
-    long for the file system is refused, after loading, for a model with names only)."""
+    long for the file system is refused, after loading, for a model with names only). `strip_prefix`
+    (--strip-prefix): the keys are written without it (`strip_key_prefix`)."""
     log = log or _stderr
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
         raise OptionError(f"--seed {seed}: expected an integer from 0 to 2**63 - 1")
+    if strip_prefix is not None and (not isinstance(strip_prefix, str) or not strip_prefix.strip(".")):
+        raise OptionError(f"--strip-prefix {strip_prefix!r}: expected the keys' leading name, e.g. 'model.' or "
+                          "'module.'")
     inputs = [source if isinstance(source, (str, Path)) else None, state_dict]
     check_output(output, inputs=inputs, what="the .wts output", kind=WTS_FILE,
                  name=output_name(source if isinstance(source, (str, Path)) else "model", ".wts"))
@@ -313,6 +317,8 @@ def export_wts(source: str | Path | Any, output: str | Path, *, state_dict: str 
         randomize_constants(obj, seed)
     sd = state_dict_of(obj, str(source) if isinstance(source, str) else "source", log)
     sd = {k: v for k, v in sd.items() if not k.endswith("num_batches_tracked")}
+    if strip_prefix is not None:
+        sd = strip_key_prefix(sd, strip_prefix, str(source) if isinstance(source, (str, Path)) else "the source", log)
     names = _names_in(obj)
     if names and unnameable is not None:
         raise OptionError(f"the class names file {sidecar}: {unnameable.strerror}; the model carries {len(names)} "
@@ -348,6 +354,23 @@ def export_wts(source: str | Path | Any, output: str | Path, *, state_dict: str 
         if len(fits) == 1:
             log(f"[netdef] these weights fit netdef's {fits[0]}: build it with `netdef build {fits[0]} -w {output}`")
     return sd
+
+
+def strip_key_prefix(sd: Mapping[str, Any], prefix: str, where: str,
+                     log: Callable[[str], None]) -> dict[str, Any]:
+    """`sd` with `prefix` ('model.': a Lightning module's 'model.model.0.conv.weight'; a dot is added where it
+    lacks one) removed from its keys; keys without it are left out and counted on `log`; a NetdefError where no key
+    has it."""
+    prefix = prefix if prefix.endswith(".") else prefix + "."
+    kept = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+    if not kept:
+        raise NetdefError(f"--strip-prefix {prefix}: no key of {where} starts with it (its keys: "
+                          f"{', '.join(list(sd)[:3])}{', ...' if len(sd) > 3 else ''})")
+    others = [k for k in sd if not k.startswith(prefix)]
+    if others:
+        log(f"[netdef] --strip-prefix {prefix}: left out {len(others)} key(s) of {where} without it, e.g. "
+            f"{', '.join(others[:3])}")
+    return kept
 
 
 def _names_in(obj: Any) -> list[str] | None:

@@ -1324,8 +1324,8 @@ def _prefix_hint(missing: list[str], unused: list[str]) -> str:
             continue
         if added:
             return (f"\nThe file's keys carry the prefix '{prefix}' the architecture's lack (a DataParallel "
-                    f"checkpoint's 'module.', say): export its state_dict with the prefix removed, e.g. "
-                    f"{{k.removeprefix('{prefix}'): v for k, v in state_dict.items()}}")
+                    f"checkpoint's 'module.', a Lightning module's 'model.', say): export the checkpoint again "
+                    f"without it: `netdef export CHECKPOINT --strip-prefix {prefix} -o WEIGHTS.wts`")
         return (f"\nThe architecture's keys start with '{prefix}' and the file's do not: export the weights of the "
                 f"module that holds them (or add the prefix to the keys)")
     return ""

@@ -456,3 +456,24 @@ def test_a_state_dict_that_fits_one_architecture_is_told_how_to_build(tmp_path, 
     assert built == ["lenet"]
     export_wts(torch.nn.Conv2d(1, 2, 1), tmp_path / "c.wts", log=logs.append)
     assert len(logs) == 1 and built == ["lenet"]
+
+
+def test_strip_prefix_writes_a_wrapped_models_keys_as_the_architecture_reads_them(tmp_path):
+    """`--strip-prefix model` turns a Lightning module's 'model.conv1.weight' into 'conv1.weight' (the dot added),
+    leaves out and names the keys without it, and is refused where no key has it or the prefix is empty."""
+    from netdef.examples.digits import LeNet
+    from netdef.export import export_wts
+    from netdef.wts import read_wts
+
+    wrapped = {**{f"model.{k}": v for k, v in LeNet().state_dict().items()}, "loss.weight": torch.ones(2)}
+    logs: list[str] = []
+    export_wts(wrapped, tmp_path / "l.wts", strip_prefix="model", log=logs.append)
+    assert set(read_wts(tmp_path / "l.wts")) == {k for k in LeNet().state_dict() if "num_batches" not in k}
+    assert logs[0] == "[netdef] --strip-prefix model.: left out 1 key(s) of the source without it, e.g. loss.weight"
+    assert "build it with `netdef build lenet -w" in logs[-1]
+    with pytest.raises(NetdefError, match=r"^--strip-prefix module\.: no key of the source starts with it \(its keys: "
+                                          r"model\.conv1\.weight, model\.bn1\.weight, model\.bn1\.bias, \.\.\.\)$"):
+        export_wts(wrapped, tmp_path / "m.wts", strip_prefix="module.")
+    with pytest.raises(OptionError, match=r"^--strip-prefix '\.': expected the keys' leading name"):
+        export_wts(wrapped, tmp_path / "m.wts", strip_prefix=".")
+    assert not (tmp_path / "m.wts").exists()

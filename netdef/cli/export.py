@@ -20,6 +20,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="the .wts file to write")
     p.add_argument("--state-dict", help="load these weights into the model first (the torchvision or callable "
                                         "model, or the model a checkpoint pickles, made float32)")
+    p.add_argument("--strip-prefix", metavar="PREFIX",
+                   help="write the keys without PREFIX: 'model.' of a Lightning module's 'model.model.0...', "
+                        "'module.' of DataParallel's (keys without it are left out, and said)")
     p.add_argument("--randomize-bn", action="store_true", help="random BatchNorm statistics (for testing)")
     p.add_argument("--randomize-constants", action="store_true",
                    help="random values in [0.5, 1.5) for every tensor whose values are all equal (initial norms, "
@@ -35,7 +38,7 @@ def cmd_export(a: argparse.Namespace) -> int:
 
     sd = export_wts(a.source, a.output, state_dict=a.state_dict, randomize_bn=a.randomize_bn,
                     randomize_consts=a.randomize_constants, seed=a.seed,
-                    progress=sys.stderr.isatty())
+                    progress=sys.stderr.isatty(), strip_prefix=a.strip_prefix)
     n = sum(int(v.numel()) for v in sd.values())
     print(f"wrote {a.output}: {len(sd)} tensors, {n:,} values")
     return 0
