@@ -145,9 +145,16 @@ def fitting_architectures(tensors: Mapping[str, Any], precision: str = "fp32") -
     """The known architectures (netdef's and ./architectures') whose network takes the weights `tensors` (arrays
     or torch tensors by key) key for key and shape for shape with their default build parameters. Only those whose
     first and last rows' key prefixes are among the weights' keys are built (a family's other depths and other
-    families fail there): under a second for any weights. An architecture that does not load is left out."""
+    families fail there): under a second for any weights. An architecture that does not load is left out; none
+    without TensorRT (the networks are TensorRT's: `netdef export` needs only PyTorch)."""
+    from . import trt_api
+    from .errors import TensorRTUnavailable
     from .spec import available_archs
 
+    try:
+        trt_api.module()
+    except TensorRTUnavailable:
+        return []
     arrays = {k: _array(v) for k, v in tensors.items()}
     found = []
     for name in available_archs():

@@ -443,6 +443,7 @@ def test_a_state_dict_that_fits_one_architecture_is_told_how_to_build(tmp_path, 
     import torch
 
     from netdef import define
+    from netdef.errors import TensorRTUnavailable
     from netdef.examples.digits import LeNet
     from netdef.export import export_wts
 
@@ -455,6 +456,13 @@ def test_a_state_dict_that_fits_one_architecture_is_told_how_to_build(tmp_path, 
                     f"{tmp_path / 'l.wts'}`"]
     assert built == ["lenet"]
     export_wts(torch.nn.Conv2d(1, 2, 1), tmp_path / "c.wts", log=logs.append)
+    assert len(logs) == 1 and built == ["lenet"]
+
+    def no_tensorrt():
+        raise TensorRTUnavailable("no TensorRT Python module found")
+
+    monkeypatch.setattr("netdef.trt_api.module", no_tensorrt)  # export needs only PyTorch: no hint, no error
+    export_wts(LeNet().state_dict(), tmp_path / "l.wts", log=logs.append)
     assert len(logs) == 1 and built == ["lenet"]
 
 
