@@ -325,7 +325,6 @@ def export_wts(source: str | Path | Any, output: str | Path, *, state_dict: str 
                           f"class names, written to OUTPUT.names.json: give a shorter -o")
     if progress:
         log(f"[netdef] writing {output}: {len(sd)} tensors ...")
-    # the names, with the SHA-256 of the bytes written (not of the file: another export's by now?), renamed with it
     # a model without names: the names file an earlier export wrote for the .wts replaced goes with it (unless
     # these are the very bytes it names)
     recorded = None if names else names_written_for(output)
@@ -335,6 +334,7 @@ def export_wts(source: str | Path | Any, output: str | Path, *, state_dict: str 
         dropped.append(sha != recorded)
         return dropped[-1]
 
+    # the names, with the SHA-256 of the bytes written (not of the file: another export's by now?), renamed with it
     write_wts(output, sd, progress=progress, beside={sidecar: lambda sha: names_document(names, output, sha)} if names
               else None, drop=None if recorded is None else {sidecar: stale})
     if names:
