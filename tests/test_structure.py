@@ -343,11 +343,11 @@ def test_unused_whole_modules_are_named_and_not_waved_through():
     with pytest.raises(WeightKeyError) as e:
         define_network("resnet18", sd | extra, BuildOptions(), log=lambda m: None)
     assert "whole modules this architecture does not have: fc2 (2 keys), proto (1 key: mask prototypes of a " \
-           "segmentation head, a -seg model)" in str(e.value) and "pass --no-strict" not in str(e.value)
+           "segmentation head, a -seg model)" in str(e.value) and "netdef build --no-strict," not in str(e.value)
     logged = []
     define_network("resnet18", sd | extra, BuildOptions(strict=False), log=logged.append)
     assert any("3 unused key(s)" in m and "whole modules this architecture does not have: fc2" in m for m in logged)
-    with pytest.raises(WeightKeyError, match=r"pass --no-strict"):  # fc is read: fc.extra is not a whole module
+    with pytest.raises(WeightKeyError, match=r"netdef build --no-strict"):  # fc is read: fc.extra is no whole module
         define_network("resnet18", sd | {"fc.extra": np.zeros(1, np.float32)}, BuildOptions(), log=lambda m: None)
 
 

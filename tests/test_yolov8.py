@@ -655,7 +655,11 @@ def test_class_names_travel_from_the_checkpoint_to_detect(tmp_path, capsys):
                  "--names", str(tmp_path / "two.txt")]) == 1  # refused before any GPU work
     assert f"{tmp_path / 'two.txt'}: 2 class names, but {eng} holds a model of 3 classes" in capsys.readouterr().err
 
-    export_wts(ref.reference_model("yolov8n", nc=3, seed=1)[1], wts)  # other weights, no names: not theirs
+    names_file = tmp_path / "y.wts.names.json"
+    written = names_file.read_text()
+    export_wts(ref.reference_model("yolov8n", nc=3, seed=1)[1], wts)  # other weights, no names: theirs go
+    assert not names_file.exists()
+    names_file.write_text(written)  # as if the .wts had been replaced by other means: the names are not theirs
     logs: list[str] = []
     res = build_engine("yolov8n", wts, eng, BuildOptions(input_hw=(64, 64), opt_level=0), log=logs.append)
     assert res.built and "names" not in res.meta
