@@ -26,7 +26,7 @@ def load_source(source: str, *, state_dict: str | None = None, log: Callable[[st
     `path/to/file.py:callable`;
     `log` gets load_checkpoint's notice. A bad `state_dict` path is reported before SOURCE is loaded."""
     if state_dict:
-        check_checkpoint(state_dict)
+        check_checkpoint(state_dict, records=False)  # at once; its records when it is loaded
     torch = _torch()
     if source.startswith("torchvision:"):
         model = _torchvision_model(source.split(":", 1)[1])
@@ -113,9 +113,10 @@ def load_checkpoint(path: str | Path, log: Callable[[str], None] | None = None) 
     return obj
 
 
-def check_checkpoint(path: str | os.PathLike) -> bytes:
+def check_checkpoint(path: str | os.PathLike, *, records: bool = True) -> bytes:
     """A NetdefError unless `path` is a non-empty file that may be a checkpoint (not a .wts, an image, an engine...),
-    told without loading it; returns its first bytes."""
+    told without unpickling it; returns its first bytes. `records`: torch.save's zip records are read and checked
+    against their CRC-32 too (`_check_zip`: the whole file is read)."""
     path = Path(path)
     if path.is_dir():
         raise NetdefError(f"checkpoint {path} is a directory: give the checkpoint file")
@@ -132,25 +133,36 @@ def check_checkpoint(path: str | os.PathLike) -> bytes:
         hint = ": it holds weights already; give it to `netdef build ARCH -w FILE`" if what == "a .wts weights file" \
             else ": give the .pt/.pth file torch.save wrote"
         raise NetdefError(f"cannot read checkpoint {path} ({path.name} looks like {what}){hint}")
-    if head.startswith(CHECKPOINT_STARTS[0]):
+    if records and head.startswith(CHECKPOINT_STARTS[0]):
         _check_zip(path)
     return head
 
 
 def _check_zip(path: Path) -> None:
-    """A NetdefError unless every record of torch.save's zip file `path` passes its CRC-32 check: torch.load reads
-    changed bytes (a bad copy or disk) as weights without a word, and a cut-short file with miniz's own words."""
+    """A NetdefError unless every record of torch.save's zip file `path` that has a CRC-32 passes its check: torch.load
+    reads changed bytes (a bad copy or disk) as weights without a word, and a cut-short file with miniz's own words.
+    A record of data with CRC 0 is not checked: torch.save wrote none (`torch.serialization.set_crc32_options(False)`,
+    faster saves of large checkpoints)."""
     import zipfile
 
     try:
         with zipfile.ZipFile(path) as z:
-            bad = z.testzip()
-    except (zipfile.BadZipFile, EOFError, ValueError) as e:
+            for record in z.infolist():
+                if record.CRC == 0 and record.file_size:
+                    continue
+                with z.open(record) as f:  # zipfile compares the CRC-32 at the record's end
+                    while f.read(1 << 24):
+                        pass
+    except zipfile.BadZipFile as e:
+        if "CRC" in str(e):
+            raise NetdefError(f"checkpoint {path} is damaged: its record {record.filename} fails its CRC-32 check "
+                              "(the file changed after torch.save wrote it: a bad copy or disk); copy or save it "
+                              "again") from None
         raise NetdefError(f"checkpoint {path} is damaged (its zip directory does not read: {e}): the file was cut "
                           "short or changed after torch.save wrote it; copy or save it again") from None
-    if bad is not None:
-        raise NetdefError(f"checkpoint {path} is damaged: its record {bad} fails its CRC-32 check (the file changed "
-                          "after torch.save wrote it: a bad copy or disk); copy or save it again")
+    except (EOFError, ValueError, OSError) as e:
+        raise NetdefError(f"checkpoint {path} is damaged (its zip directory does not read: {e}): the file was cut "
+                          "short or changed after torch.save wrote it; copy or save it again") from None
 
 
 def _yolov5_checkpoint(e: ModuleNotFoundError) -> bool:
