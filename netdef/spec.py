@@ -228,8 +228,11 @@ def _scaled_names(family: str, scales: list[str]) -> list[str]:
     return [f"{m.group(1)}{s}{'6' if m.group(2) else ''}{m.group(3)}" for s in scales]
 
 
-def load_spec(path: str | Path) -> Spec:
-    """Parse and validate an architecture YAML (a path or a name); errors name the file and line."""
+def load_spec(path: str | Path | Spec) -> Spec:
+    """Parse and validate an architecture YAML (a path or a name; a Spec is itself); errors name the file and
+    line."""
+    if isinstance(path, Spec):
+        return path
     path, scale = resolve_arch(path)
     try:
         text = path.read_text(encoding="utf-8")

@@ -279,6 +279,8 @@ def test_an_architecture_that_is_no_name_or_path_is_named():
         define_network(my_model, {})
     with pytest.raises(OptionError, match=r"^architecture dict: expected"):
         load_spec({"layers": []})
+    spec = load_spec("resnet18")
+    assert load_spec(spec) is spec  # a Spec, as the message offers, is taken as it is
 
 
 def test_a_family_file_is_parsed_once_and_each_spec_has_its_own_data():
