@@ -513,9 +513,10 @@ def test_a_checkpoint_of_another_ultralytics_model_is_named(tmp_path):
         pytest.skip("needs the ultralytics package (pip install --no-deps ultralytics==8.4.190)")
     write_wts(tmp_path / "y11n.wts", ref.reference_model("yolo11n", nc=3)[1])
     with pytest.raises(WeightKeyError, match=r"does not fit the PyTorch model: .*\nThe PyTorch model is an "
-                                             r"Ultralytics yolov8n, the weights are yolo11n's"):
+                                             r"Ultralytics yolov8n, the weights are yolo11n's") as e:
         verify("yolo11n", str(tmp_path / "y11n.wts"), ref.import_tasks().DetectionModel("yolov8n.yaml", nc=3,
                verbose=False), cpu=True, opts=BuildOptions(input_hw=(64, 64)), log=lambda m: None)
+    assert "The PyTorch model is an Ultralytics yolov8n" in e.value.hint  # the error's parts kept (netdef show's)
 
 
 def test_tensorrtx_yolov5_buffers_are_checked_and_accepted(yolov5_models, tmp_path):
