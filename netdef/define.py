@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Union
 
@@ -127,8 +127,6 @@ def _fitting_sibling(spec: Spec, tensors: Mapping[str, np.ndarray], opts: BuildO
 
     if spec.scale is None or not tensors:  # no weights (`netdef show` alone): nothing to fit
         return None
-    if not any(k.startswith("model.0.") for k in tensors):  # no YOLO's first row (a ResNet's, 'model.model.0.' of a
-        return None  # wrapper): no family member fits, and trying each takes seconds
     parts = re.match(r"^(.*?\d+)" + re.escape(spec.scale), spec.name)  # yolo11 + l (+ -seg)
     if parts is None:
         return None
@@ -136,17 +134,14 @@ def _fitting_sibling(spec: Spec, tensors: Mapping[str, np.ndarray], opts: BuildO
     yolo = re.compile(r"yolov?\d+([a-z])(6|-[a-z0-9]+)?")
     others = [name for name in available_archs() if yolo.fullmatch(name) and not family.fullmatch(name)]
     others.sort(key=lambda name: yolo.fullmatch(name)[1] != spec.scale)  # the same scale first
-    candidates = [name for name in available_archs() if family.fullmatch(name)] + others
-    return next((name for name in candidates if name != spec.name
-                 and _fits(name, tensors, opts.precision, opts.params)), None)
+    candidates = [name for name in available_archs() if family.fullmatch(name) and name != spec.name] + others
+    return next(iter(_fitting(candidates, tensors, opts.precision, opts.params)), None)
 
 
 def fitting_architectures(tensors: Mapping[str, Any], precision: str = "fp32") -> list[str]:
-    """The known architectures (netdef's and ./architectures') whose network takes the weights `tensors` (arrays
-    or torch tensors by key) key for key and shape for shape with their default build parameters. Only those whose
-    first and last rows' key prefixes are among the weights' keys are built (a family's other depths and other
-    families fail there): under a second for any weights. An architecture that does not load is left out; none
-    without TensorRT (the networks are TensorRT's: `netdef export` needs only PyTorch)."""
+    """netdef's own architectures whose network takes the weights `tensors` (arrays or torch tensors by key) key
+    for key and shape for shape with their default build parameters (`_fitting`); none without TensorRT (the
+    networks are TensorRT's: `netdef export` needs only PyTorch)."""
     from . import trt_api
     from .errors import TensorRTUnavailable
     from .spec import available_archs
@@ -155,17 +150,27 @@ def fitting_architectures(tensors: Mapping[str, Any], precision: str = "fp32") -
         trt_api.module()
     except TensorRTUnavailable:
         return []
-    arrays = {k: _array(v) for k, v in tensors.items()}
-    found = []
-    for name in available_archs():
+    return list(_fitting(available_archs(own=True), tensors, precision, {}))
+
+
+def _fitting(names: Iterable[str], tensors: Mapping[str, Any], precision: str,
+             params: Mapping[str, Any]) -> Iterator[str]:
+    """The architectures among `names`, in order, that take `tensors` (`_fits`). Only those whose first and last
+    rows' key prefixes are among the weights' keys are defined (a network's definition takes a while; most
+    architectures fail this look at the keys); one that does not load is left out."""
+    keys = list(tensors)
+    arrays: dict[str, np.ndarray] | None = None
+    for name in names:
         try:
             spec = load_spec(name)
         except NetdefError:
             continue
         ends = [row.prefix for row in (spec.rows[0], spec.rows[-1]) if row.prefix]
-        if all(any(k.startswith(p + ".") for k in arrays) for p in ends) and _fits(spec, arrays, precision, {}):
-            found.append(name)
-    return found
+        if not all(any(k.startswith(p + ".") for k in keys) for p in ends):
+            continue
+        arrays = arrays if arrays is not None else {k: _array(v) for k, v in tensors.items()}
+        if _fits(spec, arrays, precision, params):
+            yield name
 
 
 def _fits(spec: Spec | str, tensors: Mapping[str, np.ndarray], precision: str, params: Mapping[str, Any]) -> bool:

@@ -201,10 +201,11 @@ def _arch_dirs() -> list[Path]:
     return [USER_DIR, Path(str(resources.files("netdef") / PACKAGE_DIR))]
 
 
-def available_archs() -> list[str]:
-    """Every architecture name: plain files, and each scale of the family files."""
+def available_archs(own: bool = False) -> list[str]:
+    """Every architecture name: plain files, and each scale of the family files; `own`: netdef's only (not
+    ./architectures', whose YAMLs may import block modules of their own)."""
     names = set()
-    for d in _arch_dirs():
+    for d in _arch_dirs()[1:] if own else _arch_dirs():
         for q in d.glob("*.yaml") if d.is_dir() else []:
             scales = _scales_of(q)
             names.update(_scaled_names(q.stem, scales) if scales else [q.stem])

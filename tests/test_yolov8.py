@@ -545,7 +545,7 @@ def test_weights_without_a_yolo_first_row_try_no_family_member(models, monkeypat
     from netdef import define as define_module
 
     tried = []
-    monkeypatch.setattr(define_module, "_fits", lambda name, *a: tried.append(name))
+    monkeypatch.setattr(define_module, "_fits", lambda spec, *a: tried.append(spec.name))
     sd = models("yolov8n")[1]
     for weights in ({"conv1.weight": np.zeros((4, 3, 3, 3), np.float32)}, {f"model.{k}": v for k, v in sd.items()}):
         with pytest.raises(NetdefError):
