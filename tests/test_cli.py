@@ -188,22 +188,34 @@ def test_a_tensorrtx_command_line_is_answered_with_netdefs(capsys, argv, needle)
     assert err.startswith("netdef: error: netdef has no `-") and needle in err, err
 
 
+BUILD = ["build", "yolo11n", "-w", "y.wts", "-o", "y.engine"]
+
+
 @pytest.mark.parametrize("argv, needle", [
-    (["build", "yolo11n", "-w", "y.wts", "--imgsz", "481"], "build has no --imgsz: netdef's option is --input-shape "
-                                                            "512x512 (Ultralytics rounds 481 up to 512"),
-    (["--debug", "verify", "yolo11n", "imgsz=640"], "verify has no imgsz=640: netdef's option is --input-shape 640x"),
-    (["build", "yolo11n", "--half"], "build has no --half: netdef's option is --precision fp16"),
+    ([*BUILD, "--imgsz", "481"], "build has no --imgsz: netdef's option is --input-shape 512x512 (Ultralytics "
+                                 "rounds 481 up to 512"),
+    (["--debug", "verify", "yolo11n", "-w", "y.wts", "--model", "m.py:f", "imgsz=640"],
+     "verify has no imgsz=640: netdef's option is --input-shape 640x"),
+    ([*BUILD, "--half"], "build has no --half: netdef's option is --precision fp16"),
+    ([*BUILD, "--dynamic"], "build has no --dynamic: netdef's option is --batch MIN:OPT:MAX"),
     (["run", "y.engine", "--batch-size", "4"], "run has no --batch-size: netdef's option is --batch"),
 ])
 def test_an_ultralytics_export_argument_is_answered_with_netdefs(capsys, argv: list[str], needle: str) -> None:
     """Ultralytics' export arguments, typed out of habit: the command's own option, not argparse's bare
-    'unrecognized arguments'; where the command has no such option (show has no --precision), argparse's error."""
+    'unrecognized arguments'; where the command has no such option (show has no --precision, verify no
+    --calibration, run no batch range) or the word is an option's value (-o img=1.engine), argparse's error."""
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("netdef: error: netdef ") and needle in err, err
-    with pytest.raises(SystemExit):
-        main(["show", "yolo11n", "--half"])
-    assert "unrecognized arguments: --half" in capsys.readouterr().err
+    for argv, left in [(["show", "yolo11n", "--half"], "--half"),
+                       (["verify", "yolo11n", "-w", "y.wts", "--model", "m.py:f", "--int8"], "--int8"),
+                       (["run", "y.engine", "--dynamic"], "--dynamic")]:
+        with pytest.raises(SystemExit):
+            main(argv)
+        assert f"unrecognized arguments: {left}" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # -o's value is the output's name: argparse's error is for --bogus alone
+        main(["build", "yolo11n", "-w", "y.wts", "-o", "img=1.engine", "--bogus"])
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err
 
 
 def test_detect_help_says_where_a_pose_engines_kpt_shape_comes_from():

@@ -7,6 +7,7 @@ import argparse
 import importlib
 import os
 import sys
+from collections.abc import Callable
 from types import ModuleType
 
 from .. import __version__
@@ -59,11 +60,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # while the command modules are imported
         print("interrupted", file=sys.stderr)
         return 130
-    hint = ultralytics_usage(argv, parser)
+    args, extra = parser.parse_known_args(argv)
+    hint = ultralytics_usage(args, extra)
     if hint:
         print(f"netdef: error: {hint}", file=sys.stderr)
         return 2
-    args = parser.parse_args(argv)
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
@@ -101,35 +104,36 @@ def tensorrtx_usage(argv: list[str]) -> str | None:
     return f"netdef has no `-s`: tensorrtx's `-s WTS ENGINE SCALE` is `netdef build {arch} -w {wts} -o {engine}` ({how})"
 
 
-ULTRALYTICS_OPTIONS = {  # Ultralytics' export arguments no netdef command takes: netdef's option for each
-    "imgsz": "--input-shape HxW", "img-size": "--input-shape HxW", "img": "--input-shape HxW",
-    "half": "--precision fp16", "int8": "--precision int8 (with --calibration, from `netdef calibrate`)",
-    "dynamic": "--batch MIN:OPT:MAX (and --input-shape MIN:OPT:MAX for dynamic sizes)",
-    "batch-size": "--batch",
+ULTRALYTICS_OPTIONS: dict[str, tuple[str, Callable[[argparse.Namespace], bool]]] = {
+    # Ultralytics' export arguments no netdef command takes: netdef's option for each, where the command has it
+    "imgsz": ("--input-shape HxW", lambda a: hasattr(a, "input_shape")),
+    "img-size": ("--input-shape HxW", lambda a: hasattr(a, "input_shape")),
+    "img": ("--input-shape HxW", lambda a: hasattr(a, "input_shape")),
+    "half": ("--precision fp16", lambda a: hasattr(a, "precision")),
+    "int8": ("--precision int8 (with --calibration, from `netdef calibrate`)", lambda a: hasattr(a, "calibration")),
+    "dynamic": ("--batch MIN:OPT:MAX (and --input-shape MIN:OPT:MAX for dynamic sizes)",
+                lambda a: a.command == "build"),
+    "batch-size": ("--batch", lambda a: hasattr(a, "batch")),
 }
 
 
-def ultralytics_usage(argv: list[str], parser: argparse.ArgumentParser) -> str | None:
-    """For an Ultralytics export argument given to a netdef command (`--imgsz 640`, `imgsz=640`, `--half`),
-    the command's option that does the same; else None (argparse reports what else is wrong)."""
-    words = [w for w in argv if w != "--debug"]
-    if not words or words[0] not in COMMAND_NAMES:
-        return None
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    options = sub.choices[words[0]]._option_string_actions
-    for i, word in enumerate(words[1:], 1):
+def ultralytics_usage(args: argparse.Namespace, extra: list[str]) -> str | None:
+    """For an Ultralytics export argument among the words argparse did not take (`--imgsz 640`, `imgsz=640`,
+    `--half`), the parsed command's option that does the same; else None (argparse reports what is left)."""
+    for i, word in enumerate(extra):
         name, eq, value = word.lstrip("-").partition("=")
         name = name.replace("_", "-")
-        if name not in ULTRALYTICS_OPTIONS or not (word.startswith("--") or eq) or f"--{name}" in options \
-                or ULTRALYTICS_OPTIONS[name].split()[0] not in options:
+        if name not in ULTRALYTICS_OPTIONS or not (word.startswith("--") or eq):
             continue
-        value = value if eq else (words[i + 1] if i + 1 < len(words) and not words[i + 1].startswith("-") else "")
-        how = ULTRALYTICS_OPTIONS[name]
+        how, applies = ULTRALYTICS_OPTIONS[name]
+        if not getattr(args, "command", None) or not applies(args):
+            continue
+        value = value if eq else (extra[i + 1] if i + 1 < len(extra) and not extra[i + 1].startswith("-") else "")
         if how.startswith("--input-shape") and value.isdigit() and int(value) > 0:
             size = -(-int(value) // 32) * 32  # Ultralytics rounds imgsz up to a multiple of the stride
             how = f"--input-shape {size}x{size}" + (f" (Ultralytics rounds {value} up to {size}, a multiple of the "
                                                     f"YOLO stride 32)" if size != int(value) else "")
-        return f"netdef {words[0]} has no {word if eq else '--' + name}: netdef's option is {how}"
+        return f"netdef {args.command} has no {word if eq else '--' + name}: netdef's option is {how}"
     return None
 
 
