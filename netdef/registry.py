@@ -99,10 +99,16 @@ class Block:
 
 
 
-def bad_arguments(name: str, signature: inspect.Signature, error: TypeError) -> str:
-    """`bad arguments for NAME: <why>; NAME takes (<its arguments after net, x, prefix>)`."""
-    params_doc = ", ".join(str(p) for p in list(signature.parameters.values())[3:])
-    return f"bad arguments for {name}: {error}; {name} takes ({params_doc})"
+def bad_arguments(name: str, signature: inspect.Signature, prefix: str, args: Sequence[Any],
+                  kwargs: Mapping[str, Any]) -> str | None:
+    """None where block NAME (`signature`: net, x, prefix, ...) takes `args` and `kwargs`, else `bad arguments for
+    NAME: <why>; NAME takes (<its arguments after net, x, prefix>)`."""
+    try:
+        signature.bind(None, None, prefix, *args, **kwargs)
+    except TypeError as error:
+        params_doc = ", ".join(str(p) for p in list(signature.parameters.values())[3:])
+        return f"bad arguments for {name}: {error}; {name} takes ({params_doc})"
+    return None
 
 
 def _same_definition(old: Callable, new: Callable) -> bool:

@@ -444,10 +444,9 @@ def _parse_row(path: Path, i: int, line: int, raw: Any, params: dict, gd: float,
     if blk.repeat_arg:
         _insert_arg(blk, pos, kw, blk.repeat_arg, number, fail)
         number = 1
-    try:
-        blk.signature.bind(None, None, prefix, *pos, **kw)
-    except TypeError as e:
-        raise fail(bad_arguments(name, blk.signature, e)) from None
+    bad = bad_arguments(name, blk.signature, prefix, pos, kw)
+    if bad:
+        raise fail(bad)
     return Row(i, line, sources, number, blk, pos, kw, prefix, multi, frm, n)
 
 

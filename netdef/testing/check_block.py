@@ -40,7 +40,6 @@ def _block_fn(block_or_fn: str | Callable[..., Any]) -> Callable[..., Any]:
     return getattr(block_or_fn, "fn", block_or_fn)
 
 
-
 def _check_arguments(block_or_fn: str | Callable[..., Any], fn: Callable[..., Any], prefix: str, args: Sequence[Any],
                      kwargs: Mapping[str, Any]) -> None:
     """SpecError for `args`/`kwargs` the block does not take (a misspelt keyword), worded as a YAML row's error,
@@ -54,12 +53,11 @@ def _check_arguments(block_or_fn: str | Callable[..., Any], fn: Callable[..., An
         signature = inspect.signature(fn)
     except (TypeError, ValueError):
         return
-    try:
-        signature.bind(None, None, prefix, *args, **kwargs)
-    except TypeError as e:
-        name = block_or_fn if isinstance(block_or_fn, str) else getattr(block_or_fn, "name", None) or \
-            getattr(fn, "__name__", "the block")
-        raise SpecError(f"check_block: {bad_arguments(name, signature, e)}") from None
+    name = block_or_fn if isinstance(block_or_fn, str) else getattr(block_or_fn, "name", None) or \
+        getattr(fn, "__name__", "the block")
+    bad = bad_arguments(name, signature, prefix, args, kwargs)
+    if bad:
+        raise SpecError(f"check_block: {bad}")
 
 
 def module_weights(torch_module: Any, prefix: str = PREFIX) -> dict[str, np.ndarray]:
