@@ -161,17 +161,17 @@ def resolve_arch(name_or_path: str | Path) -> tuple[Path, str | None]:
     if p.suffix in (".yaml", ".yml"):
         if p.is_file():
             return p, None
-        family = _family(p.stem)
-        if family and (p.parent / f"{family[0]}{p.suffix}").is_file():
-            return p.parent / f"{family[0]}{p.suffix}", family[1]
+        family = _family_file(p.stem, p.parent, p.suffix)
+        if family:
+            return family
         own = f" (netdef's own {p.stem} is named without .yaml: `{p.stem}`)" if p.stem in available_archs() else ""
         raise SpecError(f"architecture file not found: {p}{own}")
     for d in _arch_dirs():
         if (d / f"{p}.yaml").is_file():
             return d / f"{p}.yaml", None
-        family = _family(str(p))
-        if family and (d / f"{family[0]}.yaml").is_file():
-            return d / f"{family[0]}.yaml", family[1]
+        family = _family_file(str(p), d, ".yaml")
+        if family:
+            return family
     what = recognised(read_head(p)) if p.is_file() else None  # r18.wts or r18.engine where the architecture goes
     if what is not None:
         raise SpecError(f"{p} is {what}, not an architecture: give the architecture's name (resnet18) or its .yaml "
@@ -190,11 +190,27 @@ def resolve_arch(name_or_path: str | Path) -> tuple[Path, str | None]:
     raise SpecError(f"no architecture '{name_or_path}'{of_family} (a .yaml path or one of: {', '.join(names)})")
 
 
-def _family(name: str) -> tuple[str, str] | None:
-    """Ultralytics' name rule: 'yolov5s6' -> ('yolov5-p6', 's'), 'yolov5s-v5' -> ('yolov5-v5', 's')."""
-    name = re.sub(r"(\d+)([nslmx])6(.+)?$", r"\1\2-p6\3", name)
-    m = SCALED_NAME.match(name)
+def _family(name: str, scales: list[str] | None = None) -> tuple[str, str] | None:
+    """Ultralytics' name rule: 'yolov5s6' -> ('yolov5-p6', 's'), 'yolov5s-v5' -> ('yolov5-v5', 's'); with a
+    family's `scales` keys, its own letters after the digits ('my-yolo11t-neck' -> ('my-yolo11-neck', 't'))."""
+    letters = "|".join(map(re.escape, sorted(map(str, scales), key=len, reverse=True))) if scales else "[nslmx]"
+    name = re.sub(rf"(\d+)({letters})6(.+)?$", r"\1\2-p6\3", name)
+    m = re.match(rf"^(.*?\d+)({letters})(.*)$", name)
     return (m.group(1) + m.group(3), m.group(2)) if m else None
+
+
+def _family_file(name: str, folder: Path, suffix: str) -> tuple[Path, str] | None:
+    """(family file in `folder`, scale) for a scaled name: Ultralytics' letters n/s/m/l/x, else any key of the
+    family file's own `scales:` (a custom 't: [0.33, 0.30, 768]') right after a run of digits."""
+    family = _family(name)
+    if family and (folder / f"{family[0]}{suffix}").is_file():
+        return folder / f"{family[0]}{suffix}", family[1]
+    for digits in re.finditer(r"\d+", name):
+        for end in range(digits.end() + 1, len(name) + 1):
+            path = folder / f"{name[:digits.end()]}{name[end:]}{suffix}"
+            if path.is_file() and name[digits.end():end] in map(str, _scales_of(path)):
+                return path, name[digits.end():end]
+    return None
 
 
 def _arch_dirs() -> list[Path]:
@@ -290,7 +306,8 @@ def load_spec(path: str | Path | Spec) -> Spec:
     _load_yaml_blocks(path, data, root, fail)
     # a family file named with one of its scales (my-yolo11n.yaml, a copy of yolo11.yaml): that scale, as Ultralytics
     # reads such a file
-    own_scale = _family(path.stem) if scale is None and isinstance(data.get("scales"), dict) else None
+    own_scale = _family(path.stem, list(data["scales"])) or _family(path.stem) \
+        if scale is None and isinstance(data.get("scales"), dict) else None
     scale = own_scale[1] if own_scale else scale
     gd, gw, max_ch = _multiples(data, scale, fail, path)
     params = {k: v for k, v in data.items() if k not in RESERVED}

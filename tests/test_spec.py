@@ -293,3 +293,18 @@ def test_a_family_file_is_parsed_once_and_each_spec_has_its_own_data():
     first.params["anchors"][0].append(99)
     assert load_spec("yolov5s").params["anchors"][0] == [10, 13, 16, 30, 33, 23]
     assert spec_module._parse_once.cache_info().misses == 1
+
+
+
+def test_a_family_of_custom_scale_letters_is_built_by_its_scaled_names(tmp_path):
+    """A `scales:` key other than Ultralytics' n/s/m/l/x ('t: [0.33, 0.30, 768]') is chosen as those are: by the
+    scaled path the family's own error suggests, or in a copy of the file named with it (both once refused)."""
+    family = write(tmp_path, "input: {shape: [3, 64, 64]}\nscales:\n  t: [0.33, 0.30, 768]\n  s: [0.5, 0.5, 1024]\n"
+                             "layers:\n  - [-1, 1, Conv, [64, 3, 2]]\n", "my-yolo11-neck.yaml")
+    with pytest.raises(SpecError, match=r"my-yolo11t-neck.yaml for my-yolo11-neck.yaml"):
+        load_spec(family)
+    scaled = tmp_path / "my-yolo11t-neck.yaml"
+    assert [(s.scale, s.rows[0].args[0]) for s in (load_spec(scaled), load_spec(tmp_path / "my-yolo11s-neck.yaml"))] \
+        == [("t", 24), ("s", 32)]
+    scaled.write_text(family.read_text())  # a copy named with its scale
+    assert load_spec(scaled).scale == "t"
