@@ -114,6 +114,9 @@ class Network:
         # not the module's output (the matrix multiply `fc` before its bias add), so verify does not compare it
         self.claimed: set[str] = set()
         self.match_channels: dict[str, np.ndarray] = {}  # tensor -> the module output's channels it holds
+        # tensor -> the key prefix of the YAML row it ends (Ultralytics' `model.3`: the row's module), which verify
+        # compares where no layer was matched with that module (a block of one's own that matches only its parts)
+        self.row_outputs: dict[str, str] = {}
         self._fp32_scope: str | None = None  # the name given to the `fp32` block being built, if any
         self._fp32_strict = False  # whether that block constrains weakly typed layers too (`fp32(strict=True)`)
         self._fp32_tensors: set[str] = set()  # float32 outputs of fp32 blocks (strongly typed): cast back on use

@@ -563,6 +563,8 @@ def build_network(spec: Spec, net: Network, input_hw: tuple[int, int] | None = N
                              f"the traceback)",
                              where=spec.where(row)) from e
         outputs.append(y)
+        if hasattr(y, "name") and row.prefix and row.prefix not in net.claimed:
+            net.row_outputs.setdefault(y.name, row.prefix)
         observe(net, row, y)
     net.where, net.scope = "", ""
     return _mark_outputs(spec, net, outputs[-1])

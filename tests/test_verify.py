@@ -1204,3 +1204,56 @@ def test_check_block_refuses_int8(cpu):
     with pytest.raises(OptionError, match=r"^check_block: precision 'int8': use fp32 or fp16 .*netdef calibrate"):
         check_block("Conv2d", torch.nn.Conv2d(3, 4, 3), (1, 3, 8, 8), kwargs={"c2": 4, "k": 3}, precision="int8",
                     cpu=cpu)
+
+
+SPLIT_MODEL = '''
+import torch
+from torch import nn
+
+
+class Split(nn.Module):
+    """cat(a(x), relu(b(x))): a block whose own output no layer is named after."""
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 4, 1), nn.Conv2d(3, 4, 1)
+
+    def forward(self, x):
+        return torch.cat([self.a(x), torch.relu(self.b(x))], 1)
+
+
+def make():
+    torch.manual_seed(0)
+    return nn.Sequential(Split(), nn.Conv2d(8, 4, 3, 1, 1)).eval()
+'''
+
+SPLIT_BLOCK = '''
+from netdef.registry import block
+
+
+@block("PlantedSplit")
+def planted_split(net, x, prefix, relu):
+    a = net.conv(x, f"{prefix}.a", 4, 1, bias=True)
+    b = net.conv(x, f"{prefix}.b", 4, 1, bias=True, act="relu" if relu else "none")
+    return net.concat([a, b], f"{prefix}/cat")
+'''
+
+
+def test_a_rows_output_is_compared_with_its_module(tmp_path, capsys, monkeypatch):
+    """A block of one's own that matches only its parts (its convolutions) has its row's output compared with the
+    row's module: a mistake after the last matched layer (a forgotten activation) is named at its row, not at the
+    next row's layers."""
+    (tmp_path / "split_model.py").write_text(SPLIT_MODEL)
+    (tmp_path / "split_blocks.py").write_text(SPLIT_BLOCK)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert main(["export", "split_model:make", "-o", str(tmp_path / "s.wts")]) == 0
+    for relu in (True, False):
+        (tmp_path / "split.yaml").write_text(f"input: {{shape: [3, 8, 8]}}\nlayers:\n"
+                                             f"  - [-1, 1, PlantedSplit, {{relu: {relu}}}, '0']\n"
+                                             "  - [-1, 1, Conv2d, {c2: 4, k: 3, p: 1}, '1']\n")
+        capsys.readouterr()
+        code = main(["verify", str(tmp_path / "split.yaml"), "-w", str(tmp_path / "s.wts"), "--model",
+                     "split_model:make", "--cpu", "--blocks", str(tmp_path / "split_blocks.py")])
+        out = capsys.readouterr().out
+        assert re.search(r"^0/cat +0 +1x8x8x8 +\S+ +" + ("pass" if relu else "FAIL"), out, re.M), out
+        assert code == (0 if relu else 1)
+    assert out.startswith("first divergent layer: 0/cat (PyTorch module 0)")

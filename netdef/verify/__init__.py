@@ -95,6 +95,8 @@ def verify(arch: str | Path | Spec, weights: Weights, model: Any, *, cpu: bool =
     match = module_matcher(net.matches, modules, net.claimed)
     single = [layer for layer in layers if len(layer.outputs) == 1]
     matched = {layer.name: m for layer in single if (m := match(layer.name)) is not None}  # layer -> module
+    rows = _row_matches(single, matched, net, modules)  # a row's output with its module, unless matched already
+    matched.update(rows)
     pairs = {layer.outputs[0]: matched[layer.name] for layer in single if layer.name in matched}  # tensor -> module
     floor = None
     if cpu:
@@ -113,11 +115,29 @@ def verify(arch: str | Path | Spec, weights: Weights, model: Any, *, cpu: bool =
                                weights={"path": identity[0], "sha256": identity[1]})
         refs = run_hooked(model, x, pairs.values(), device="cuda", dtype="float32")
         mode = f"GPU engine, {trt_api.version_string()}"
+    outputs_of = {layer.name: layer.outputs[0] for layer in single}
+    for layer, module in rows.items():  # a row module whose output is not a tensor of that size (a head's tuple)
+        ref, out = refs.outputs.get(module), values.get(outputs_of[layer])
+        if ref is None or out is None or int(np.prod(tuple(out.shape))) != ref.size:
+            del matched[layer]
     shown = (f", batch {batch}" if batch > 1 else "") + (f", input {size[0]}x{size[1]}" if size else "")
     report = compare(spec.name, f"{mode}, {opts.precision}{shown}", tol, layers, values, refs, matched, outputs,
                      floor, modules, net.match_channels, half=opts.precision == "fp16")
     report.uncompared = _uncompared(tensors, report, net.skipped)
     return report
+
+
+def _row_matches(single: list[Any], matched: Mapping[str, str], net: Any, modules: set[str]) -> dict[str, str]:
+    """layer -> the module of the YAML row whose output the layer's is (`Network.row_outputs`), for rows whose module
+    no layer is compared with: a mistake inside a block then shows at its row, not only at the next row's layers."""
+    taken = set(matched.values()) | set(net.claimed)
+    found = {}
+    for layer in single:
+        module = net.row_outputs.get(layer.outputs[0])
+        if layer.name not in matched and module in modules and module not in taken:
+            found[layer.name] = module
+            taken.add(module)
+    return found
 
 
 def _uncompared(tensors: Mapping[str, Any], report: Report, skipped: Container[str] = ()) -> list[str]:
