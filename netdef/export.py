@@ -500,8 +500,18 @@ def _why_no_architecture(cfg: dict, output: str | Path) -> str:
     for i, b in enumerate(blocks):
         if b in UNBUILT:
             return f": its row {i} is {b}, which netdef does not build ({UNBUILT[b]})"
-    if not blocks or not set(blocks) <= set(known_blocks()):
+    if not blocks:
         return ""
+    lacking: dict[str, list[int]] = {}
+    for i, b in enumerate(blocks):
+        if b not in known_blocks():
+            lacking.setdefault(b, []).append(i)
+    if lacking:
+        named = ", ".join(f"{b} (row{'s' if len(rows) > 1 else ''} {', '.join(map(str, rows))})"
+                          for b, rows in lacking.items())
+        return (f"; its rows use blocks netdef does not have: {named}: write each as a @netdef.registry.block "
+                f"function under its Ultralytics name in a module of your own and give it to show, verify and build "
+                f"with --blocks (docs/writing-blocks.md)")
     stem = Path(str(cfg.get("yaml_file"))).stem  # Ultralytics records the scale in it: yolov8n-ghost-p2
     outputs = "[output, proto]" if blocks[-1].startswith("Segment") else "output"
     return (f"; its rows are all netdef blocks: copy Ultralytics' YAML of it to {stem}.yaml (the scale letter in the "

@@ -674,7 +674,8 @@ def test_class_names_travel_from_the_checkpoint_to_detect(tmp_path, capsys):
 
 def test_export_says_why_netdef_has_no_architecture_for_an_ultralytics_variant(tmp_path):
     """An Ultralytics variant netdef has no file for: a head netdef knowingly does not build (OBB) is named with its
-    row and the reason; rows that are all netdef blocks (yolov8-seg-p6) get the YAML to copy and the commands."""
+    row and the reason; rows that are all netdef blocks (yolov8-seg-p6) get the YAML to copy and the commands; blocks
+    netdef lacks (YOLOv9's) are named with their rows."""
     import os
 
     import yaml
@@ -691,7 +692,11 @@ def test_export_says_why_netdef_has_no_architecture_for_an_ultralytics_variant(t
              "netdef has no architecture 'yolov8n-seg-p6'; its rows are all netdef blocks: copy Ultralytics' YAML "
              "of it to yolov8n-seg-p6.yaml (the scale letter in the name picks the scale), add `input: {name: images, "
              "shape: [3, 640, 640]}` and `output: [output, proto]`, check it with `netdef verify yolov8n-seg-p6.yaml "
-             "-w ")):
+             "-w "),
+            ("../v9/yolov9t.yaml", "DetectionModel",  # YOLOv9's blocks: each named with its rows
+             "netdef has no architecture 'yolov9t'; its rows use blocks netdef does not have: ELAN1 (row 2), "
+             "AConv (rows 3, 5, 7, 16, 19), RepNCSPELAN4 (rows 4, 6, 8, 12, 15, 18, 21), SPPELAN (row 9): write each "
+             "as a @netdef.registry.block function")):
         with open(os.path.join(root, file), encoding="utf-8") as f:
             cfg = yaml.safe_load(f)
         cfg.update(scale="n", yaml_file=file.replace("yolov8", "yolov8n"))
