@@ -695,7 +695,7 @@ def test_export_says_why_netdef_has_no_architecture_for_an_ultralytics_variant(t
              "-w "),
             ("../v9/yolov9t.yaml", "DetectionModel",  # YOLOv9's blocks: each named with its rows
              "netdef has no architecture 'yolov9t'; its rows use blocks netdef does not have: ELAN1 (row 2), "
-             "AConv (rows 3, 5, 7, 16, 19), RepNCSPELAN4 (rows 4, 6, 8, 12, 15, 18, 21), SPPELAN (row 9): write each "
+             "AConv (rows 3, 5, 7, 16, 19), RepNCSPELAN4 (rows 4, 6, 8, 12, 15, 18, 21): write each "
              "as a @netdef.registry.block function")):
         with open(os.path.join(root, file), encoding="utf-8") as f:
             cfg = yaml.safe_load(f)

@@ -145,3 +145,26 @@ def test_ghost_bottleneck_with_stride_2_matches_ultralytics(tmp_path):
                     opts=BuildOptions(input_hw=(128, 160)), log=lambda m: None)
     assert report.ok, report.summary()
     assert {"model.3", "model.3.shortcut.1.bn"} <= {r.module for r in report.rows if r.status == "pass"}
+
+
+
+def test_yolov9_and_yolov10_blocks_match_ultralytics_layer_by_layer(tmp_path):
+    """ADown and SPPELAN (YOLOv9) and SCDown (YOLOv10) in YOLO11n's rows, as a researcher's YAML puts them: that
+    Ultralytics YAML, with netdef's input and output added, verifies against Ultralytics' model built from it."""
+    import yaml
+
+    rows = {3: [-1, 1, "ADown", [256]], 5: [-1, 1, "SCDown", [512, 3, 2]], 9: [-1, 1, "SPPELAN", [1024, 256]],
+            20: [-1, 1, "SCDown", [512, 3, 2]]}
+    cfg = {"nc": 5, "scales": {"n": [0.5, 0.25, 1024]}, "input": {"name": "images", "shape": [3, 640, 640]},
+           "output": "output"}
+    for part in ("backbone", "head"):
+        cfg[part] = [rows.get(i, row) for i, row in enumerate(yaml.safe_load(ref.cfg_text("yolo11"))[part],
+                                                               0 if part == "backbone" else 11)]
+    (tmp_path / "my-yolo11n-v9.yaml").write_text(yaml.safe_dump(cfg))
+    model, sd = ref.model_from_cfg(dict(cfg, scale="n"), tame=True)
+    write_wts(tmp_path / "w.wts", sd)
+    report = verify(tmp_path / "my-yolo11n-v9.yaml", tmp_path / "w.wts", model, cpu=True,
+                    opts=BuildOptions(input_hw=(128, 160)), log=lambda m: None)
+    assert report.ok, report.summary()
+    compared = {r.module for r in report.rows if r.status == "pass"}
+    assert {"model.3", "model.9.cv2", "model.9.cv5.bn", "model.5.cv2.bn", "model.20.cv2.bn"} <= compared

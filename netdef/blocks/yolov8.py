@@ -1,6 +1,6 @@
 """YOLOv8, YOLO11 and YOLO26 blocks under Ultralytics' (8.x) names, arguments and weight keys: C2f, C2 (YOLOv8-P6's
 head), C3k2 (with C3k or attention), C2PSA (PSABlock, Attention), DWConv, GhostConv and C3Ghost (YOLOv8-ghost) and
-Classify. Their detection, segmentation and pose heads
+Classify; YOLOv9's ADown and SPPELAN and YOLOv10's SCDown. Their detection, segmentation and pose heads
 are in netdef.blocks.yolo_heads.
 
 Channel splits (`cv1(x).chunk(2, 1)`, the attention's q/k/v) are built as convolutions over the matching weight
@@ -201,6 +201,35 @@ def c2psa(net: Network, x: Any, prefix: str, c2: int, n: int = 1, e: float = 0.5
     for i in range(n):
         b = psa_block(net, b, f"{prefix}.m.{i}", c, 0.5, max(c // 64, 1))
     return conv(net, net.concat([a, b], f"{prefix}/concat"), f"{prefix}.cv2", c1, 1)
+
+
+# ---------------------------------------------------------------- YOLOv9/YOLOv10 downsampling and pooling
+
+@block("SCDown", width_args=("c2",))
+def scdown(net: Network, x: Any, prefix: str, c2: int, k: int = 3, s: int = 2) -> Any:
+    """YOLOv10's separable downsampling: 1x1 Conv `cv1` to c2, then a k x k stride-s depth-wise Conv `cv2` without
+    activation."""
+    return conv(net, conv(net, x, f"{prefix}.cv1", c2, 1, 1), f"{prefix}.cv2", c2, k, s, g=c2, act=False)
+
+
+@block("ADown", width_args=("c2",))
+def adown(net: Network, x: Any, prefix: str, c2: int) -> Any:
+    """YOLOv9's downsampling: a 2x2 stride-1 average pool, its channel halves a 3x3 stride-2 Conv `cv1` and a 3x3
+    stride-2 max pool + 1x1 Conv `cv2`, concatenated (c2/2 channels each)."""
+    a, b = net.chunk(net.pool(x, "avg", 2, 1, 0, name=f"{prefix}/avgpool"), f"{prefix}/chunk", 2)
+    a = conv(net, a, f"{prefix}.cv1", c2 // 2, 3, 2, 1)
+    b = conv(net, net.pool(b, "max", 3, 2, 1, name=f"{prefix}/maxpool"), f"{prefix}.cv2", c2 // 2, 1, 1, 0)
+    return net.match(net.concat([a, b], f"{prefix}/concat"), prefix)
+
+
+@block("SPPELAN", width_args=("c2",))
+def sppelan(net: Network, x: Any, prefix: str, c2: int, c3: int, k: int = 5) -> Any:
+    """YOLOv9's SPP-ELAN: cv5(cat(y, pool(y), pool(pool(y)), pool(pool(pool(y))))) with y = cv1(x) (c3 channels, not
+    scaled by width_multiple, as Ultralytics) and the k x k stride-1 max pools `cv2` to `cv4`."""
+    ys = [conv(net, x, f"{prefix}.cv1", c3, 1, 1)]
+    for i in (2, 3, 4):
+        ys.append(net.pool(ys[-1], "max", k, 1, k // 2, name=f"{prefix}.cv{i}"))
+    return conv(net, net.concat(ys, f"{prefix}/concat"), f"{prefix}.cv5", c2, 1, 1)
 
 
 # ---------------------------------------------------------------- Classify

@@ -35,6 +35,14 @@ def import_tasks() -> Any:
     return import_with_stand_ins("ultralytics.nn.tasks")
 
 
+def cfg_text(name: str) -> str:
+    """The text of Ultralytics' own model YAML `name` (yolov8-seg, yolo11, yolo26-pose: family and task)."""
+    tasks = import_tasks()
+    path = os.path.join(os.path.dirname(tasks.__file__), "..", "cfg", "models", FOLDERS[name[:6]], f"{name}.yaml")
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
 def reference_model(name: str, nc: int | None = None, seed: int = 0, tame: bool = False,
                     kpt_shape: tuple[int, int] | None = None) -> tuple[Any, dict]:
     """An Ultralytics DetectionModel `name` (yolov8n ... yolo26x; -cls, -pose and -seg names give the
@@ -44,27 +52,33 @@ def reference_model(name: str, nc: int | None = None, seed: int = 0, tame: bool 
     num_batches_tracked).
     `tame=True`: BatchNorm gains x0.1 and the head's last convolutions x10, as yolov5_reference.reference_model
     explains (a random deep SiLU network amplifies rounding errors; fp16 comparisons need it tamed)."""
-    import torch
     import yaml
-
-    from netdef.testing.yolov5_reference import randomize_reference
 
     match = NAME.match(name)
     if match is None:
         raise ValueError(f"no Ultralytics reference for '{name}': use yolov8n..x, yolo11n..x or yolo26n..x (-cls, "
                          f"-pose, -seg; yolov8 also -p2, -p6, -ghost)")
-    tasks = import_tasks()
-    cfg_root = os.path.join(os.path.dirname(tasks.__file__), "..", "cfg", "models")
     family, scale, task = match.groups()
-    with open(os.path.join(cfg_root, FOLDERS[family], f"{family}{task or ''}.yaml"), encoding="utf-8") as f:
-        cfg = yaml.safe_load(f)
+    cfg = yaml.safe_load(cfg_text(f"{family}{task or ''}"))
     cfg["scale"] = scale
     if kpt_shape is not None:  # a pose model trained with another keypoint shape
         cfg["kpt_shape"] = list(kpt_shape)
+    return model_from_cfg(cfg, MODELS.get(task, MODELS[None]), nc, seed, tame)
+
+
+def model_from_cfg(cfg: dict, kind: str = "DetectionModel", nc: int | None = None, seed: int = 0,
+                   tame: bool = False) -> tuple[Any, dict]:
+    """reference_model's model and state_dict for an Ultralytics model YAML of one's own (`cfg`, its parsed rows)
+    and model class `kind` (DetectionModel, SegmentationModel, PoseModel, ClassificationModel)."""
+    import torch
+
+    from netdef.testing.yolov5_reference import randomize_reference
+
+    tasks = import_tasks()
     torch.manual_seed(seed)
-    model = getattr(tasks, MODELS.get(task, MODELS[None]))(cfg, nc=nc, verbose=False)
+    model = getattr(tasks, kind)(cfg, nc=nc, verbose=False)
     head = model.model[-1]
-    names = () if task == "-cls" else ("cv2", "cv3", "one2one_cv2", "one2one_cv3")
+    names = () if kind == "ClassificationModel" else ("cv2", "cv3", "one2one_cv2", "one2one_cv3")
     convs = [b[-1] for n in names if getattr(head, n, None) is not None for b in getattr(head, n)]
     sd = randomize_reference(model, seed, tame, convs)
     if getattr(head, "one2one_cv2", None) is not None:
