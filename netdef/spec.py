@@ -52,7 +52,11 @@ from .registry import UNBUILT, Block, Param, bad_arguments, declared_params, get
 USER_DIR = Path("architectures")  # a user's own YAML files, looked up first (relative to the working folder)
 PACKAGE_DIR = "architectures"  # netdef's YAML files, package data of netdef
 RESERVED = {"name", "description", "source", "input", "output", "layers", "backbone", "head",
-            "depth_multiple", "width_multiple", "scales", "key_prefix", "blocks", "set"}
+            "depth_multiple", "width_multiple", "scales", "key_prefix", "blocks", "set", "activation"}
+# Ultralytics' top-level `activation: nn.ReLU()` (Conv.default_act): torch's class -> netdef's activation
+TORCH_ACTIVATIONS = {"ReLU": "relu", "SiLU": "silu", "LeakyReLU": "leaky", "Hardswish": "hardswish",
+                     "Hardsigmoid": "hardsigmoid", "Sigmoid": "sigmoid", "Tanh": "tanh", "ReLU6": "relu6",
+                     "GELU": "gelu", "Identity": "none"}
 MAX_REPEATS = 1000  # a row's `number`: a typo's 99999999 would define blocks until memory runs out
 ROW_OPTIONS = {"scale": "false keeps the row's number and channel arguments as written (no depth/width scaling)"}
 SCALED_NAME = re.compile(r"^(.*?\d+)([nslmx])(.*)$")  # Ultralytics' family + scale names: yolov5s -> yolov5 + s
@@ -316,6 +320,8 @@ def load_spec(path: str | Path | Spec) -> Spec:
     preset = data.get("set", {})
     if not isinstance(preset, dict) or not all(isinstance(k, str) for k in preset):
         raise fail("set", "expected a mapping of build parameters, e.g. {bn_eps: 1.0e-5}, as --set KEY=VALUE gives them")
+    if "activation" in data and "default_act" not in preset:
+        preset = {**preset, "default_act": _torch_activation(data["activation"], fail)}
     spec = Spec(path, text, name, str(inp.get("name", "input")), tuple(inp["shape"]), out_names,
                 params=params, scale=scale, preset=dict(preset))
     key_prefix = str(data.get("key_prefix", "model"))
@@ -372,6 +378,19 @@ def _load_yaml_blocks(path: Path, data: dict, root: Any, fail: Callable[[str, st
     for node in nodes.value:
         load_block_module(str(node.value), f"{path}:{node.start_mark.line + 1}: 'blocks'", base=path.parent,
                           error=SpecError)
+
+
+def _torch_activation(text: Any, fail: Any) -> str:
+    """Ultralytics' `activation: nn.LeakyReLU(0.1)` as netdef's activation name ('leaky:0.1')."""
+    m = re.fullmatch(r"\s*(?:torch\.)?nn\.(\w+)\((.*)\)\s*", str(text))
+    args = [a.strip() for a in m[2].split(",") if a.strip() and not a.strip().startswith("inplace")] if m else []
+    if m is None or m[1] not in TORCH_ACTIVATIONS or len(args) > (1 if m[1] in ("LeakyReLU", "GELU") else 0):
+        raise fail("activation", f"expected one of {', '.join(f'nn.{c}()' for c in TORCH_ACTIVATIONS)} (Ultralytics' "
+                                 f"Conv activation; nn.LeakyReLU(slope), nn.GELU(approximate='tanh')), got {text!r}")
+    name = TORCH_ACTIVATIONS[m[1]]
+    if m[1] == "LeakyReLU":
+        return f"leaky:{float(args[0].split('=')[-1]) if args else 0.01}"
+    return "gelu:tanh" if args and "tanh" in args[0] else name
 
 
 def _multiples(data: dict, scale: str | None, fail: Any, path: Path) -> tuple[float, float, int | None]:

@@ -143,8 +143,8 @@ def test_block_error_names_row(tmp_path):
 
 def test_unused_top_level_key_is_rejected(tmp_path):
     p = tmp_path / "a.yaml"
-    p.write_text("input: {shape: [3, 8, 8]}\nactivation: nn.ReLU()\nlayers:\n  - [-1, 1, Act, [relu]]\n")
-    with pytest.raises(SpecError, match=r"a.yaml:2: 'activation': unknown top-level key"):
+    p.write_text("input: {shape: [3, 8, 8]}\nactivations: nn.ReLU()\nlayers:\n  - [-1, 1, Act, [relu]]\n")
+    with pytest.raises(SpecError, match=r"a.yaml:2: 'activations': unknown top-level key"):
         load_spec(p)
 
 

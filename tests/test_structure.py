@@ -54,7 +54,7 @@ def tiny_weights():
 def test_set_with_an_undeclared_key_is_an_error():
     spec = load_spec("yolov5s")
     with pytest.raises(OptionError, match=r"--set conf_thresh: no block of yolov5s declares it \(its blocks take "
-                                          r"bn_eps, conf_thres, head, iou_thres, max_det, nc\)"):
+                                          r"bn_eps, conf_thres, default_act, head, iou_thres, max_det, nc\)"):
         spec.resolve_params({"conf_thresh": 0.3})
     with pytest.raises(OptionError, match="lenet declares it .*take no build parameters"):
         load_spec("lenet").resolve_params({"head": "plugin"})
@@ -70,6 +70,7 @@ def test_set_with_an_undeclared_key_is_an_error():
     ({"iou_thres": 0, "head": "plugin"}, r"--set iou_thres=0: expected an IoU threshold in \(0, 1\]"),
     ({"max_det": 0}, r"--set max_det=0: expected at least 1"),
     ({"bn_eps": -1}, r"--set bn_eps=-1: expected a positive number"),
+    ({"default_act": "mish"}, r"--set default_act='?mish'?: expected one of relu, silu, leaky, "),
     ({"nc": 0}, r"--set nc=0: expected at least 1 class"),
 ])
 def test_set_values_outside_their_range_or_head_are_refused(given, message):
@@ -83,7 +84,8 @@ def test_set_values_are_converted_and_checked():
     spec = load_spec("yolov5s")
     p = spec.resolve_params({"head": "plugin", "conf_thres": "0.4", "max_det": "50"})
     # iou_thres None: the head's family default (nms_params)
-    assert p == {"head": "plugin", "conf_thres": 0.4, "iou_thres": None, "max_det": 50, "nc": None, "bn_eps": 1e-3}
+    assert p == {"head": "plugin", "conf_thres": 0.4, "iou_thres": None, "max_det": 50, "nc": None, "bn_eps": 1e-3,
+                 "default_act": "silu"}
     assert spec.resolve_params({"head": "plugin", "iou_thres": "0.5"})["iou_thres"] == 0.5
     assert spec.resolve_params({"nc": "3"})["nc"] == 3
     with pytest.raises(OptionError, match=r"--set head='nms': use one of decode, plugin"):

@@ -168,3 +168,26 @@ def test_yolov9_and_yolov10_blocks_match_ultralytics_layer_by_layer(tmp_path):
     assert report.ok, report.summary()
     compared = {r.module for r in report.rows if r.status == "pass"}
     assert {"model.3", "model.9.cv2", "model.9.cv5.bn", "model.5.cv2.bn", "model.20.cv2.bn"} <= compared
+
+
+def test_an_ultralytics_yaml_activation_is_the_conv_activation(tmp_path):
+    """Ultralytics' top-level `activation: nn.LeakyReLU(0.1)` (every Conv's, heads included) builds as the build
+    parameter default_act (once an unknown top-level key); an activation netdef lacks is named with the line."""
+    import yaml
+
+    from netdef.errors import SpecError
+    from netdef.spec import load_spec
+
+    cfg = dict(yaml.safe_load(ref.cfg_text("yolov8-pose")), scale="n", activation="nn.LeakyReLU(0.1)",
+               input={"name": "images", "shape": [3, 640, 640]}, output="output")
+    mine = {k: v for k, v in cfg.items() if k != "scale"}  # the file's name gives the scale
+    (tmp_path / "my-yolov8n-pose.yaml").write_text(yaml.safe_dump(mine))
+    model, sd = ref.model_from_cfg(cfg, "PoseModel", nc=2, tame=True)
+    write_wts(tmp_path / "w.wts", sd)
+    report = verify(tmp_path / "my-yolov8n-pose.yaml", tmp_path / "w.wts", model, cpu=True,
+                    opts=BuildOptions(input_hw=(96, 128)), log=lambda m: None)
+    assert report.ok and any(r.layer.endswith("/leaky") for r in report.rows), report.summary()
+    (tmp_path / "my-yolov8n-pose.yaml").write_text(yaml.safe_dump(dict(mine, activation="nn.Mish()")))
+    with pytest.raises(SpecError, match=r"my-yolov8n-pose.yaml:1: 'activation': expected one of nn.ReLU\(\), .* "
+                                        r"got 'nn.Mish\(\)'"):
+        load_spec(tmp_path / "my-yolov8n-pose.yaml")

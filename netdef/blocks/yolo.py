@@ -20,6 +20,10 @@ from .common import NC, class_count, upsample  # noqa: F401  (class_count re-exp
 BN_EPS = Param(1e-3, float, help="BatchNorm eps of Ultralytics' Conv: 1e-3 as their initialize_weights() sets it "
                                   "for detection models; classification models keep PyTorch's 1e-5",
                valid=(lambda v: v > 0, "a positive number"))
+ACTIVATIONS = ("relu", "silu", "leaky", "hardswish", "hardsigmoid", "sigmoid", "tanh", "relu6", "gelu", "none")
+DEFAULT_ACT = Param("silu", str, help="the activation of Ultralytics' Conv where its act is True (SiLU; an "
+                                      "Ultralytics YAML's `activation: nn.ReLU()` sets it): relu, leaky:0.1, ...",
+                    valid=(lambda v: v.split(":")[0] in ACTIVATIONS, f"one of {', '.join(ACTIVATIONS)}"))
 HEAD_PARAMS = {
     "head": Param("decode", str, ("decode", "plugin", "one2many"),
                   "decode: plain TensorRT layers, (B, N, 5 + nc) (YOLOv5), (B, 4 + nc, N) (YOLOv8/YOLO11), top-k "
@@ -56,22 +60,23 @@ def head_channels(params: dict) -> int | None:
     return None
 
 
-def _act(act: bool | str | None) -> str:
-    """Ultralytics' `act=True` is SiLU, `False` none; a string names a netdef activation."""
+def _act(act: bool | str | None, net: Network | None = None) -> str:
+    """Ultralytics' `act=True` is SiLU (`net`'s build parameter default_act, where given), `False` none; a string
+    names a netdef activation."""
     if act is True:
-        return "silu"
+        return "silu" if net is None else str(net.param("default_act"))
     if act is False or act is None:
         return "none"
     return str(act)
 
 
-@block("Conv", width_args=("c2",), params={"bn_eps": BN_EPS})
+@block("Conv", width_args=("c2",), params={"bn_eps": BN_EPS, "default_act": DEFAULT_ACT})
 def conv(net: Network, x: Any, prefix: str, c2: int, k: int = 1, s: int = 1, p: int | None = None,
          g: int = 1, d: int = 1, act: bool | str = True) -> Any:
     """Conv2d (no bias) `prefix.conv` + BatchNorm `prefix.bn` (eps: build parameter bn_eps, folded) + SiLU;
     `p=None` pads 'same'."""
     return net.conv(x, f"{prefix}.conv", c2, k, s, p, g, d, bias=False, bn=f"{prefix}.bn", eps=net.param("bn_eps"),
-                    act=_act(act))
+                    act=_act(act, net))
 
 
 @block("Bottleneck", width_args=("c2",))

@@ -48,7 +48,7 @@ def conv_parts(net: Network, x: Any, prefix: str, parts: Mapping[str, Sequence[i
         layer.padding_nd = (k // 2, k // 2)
         if gain == 1.0:  # those channels of the BatchNorm's output
             net.match(layer.get_output(0), f"{prefix}.bn", channels=rows)
-        out[part] = net.activation(layer.get_output(0), _act(act), name)
+        out[part] = net.activation(layer.get_output(0), _act(act, net), name)
     return out
 
 
@@ -252,7 +252,7 @@ def classify(net: Network, x: Any, prefix: str, nc: int, k: int = 1, s: int = 1,
         y = conv(net, x, f"{prefix}.conv", 1280, k, s, p, g)
     else:
         y = net.conv(x, f"{prefix}.conv.conv", 1280, k, s, p, g, bias=False, bn=f"{prefix}.conv.bn", eps=eps,
-                     act=_act(True))
+                     act=_act(True, net))
     logits = net.linear(net.global_avg_pool(y, f"{prefix}.pool", keep_dims=True), f"{prefix}.linear", nc)
     net.record_model(task="classify", nc=int(logits.shape[1]), head="probs" if softmax else "logits")
     if not softmax:

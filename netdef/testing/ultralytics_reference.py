@@ -76,7 +76,11 @@ def model_from_cfg(cfg: dict, kind: str = "DetectionModel", nc: int | None = Non
 
     tasks = import_tasks()
     torch.manual_seed(seed)
-    model = getattr(tasks, kind)(cfg, nc=nc, verbose=False)
+    default_act = tasks.Conv.default_act  # a YAML's `activation:` sets it for every model built after it
+    try:
+        model = getattr(tasks, kind)(cfg, nc=nc, verbose=False)
+    finally:
+        tasks.Conv.default_act = default_act
     head = model.model[-1]
     names = () if kind == "ClassificationModel" else ("cv2", "cv3", "one2one_cv2", "one2one_cv3")
     convs = [b[-1] for n in names if getattr(head, n, None) is not None for b in getattr(head, n)]
