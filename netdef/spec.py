@@ -52,7 +52,8 @@ from .registry import UNBUILT, Block, Param, bad_arguments, declared_params, get
 USER_DIR = Path("architectures")  # a user's own YAML files, looked up first (relative to the working folder)
 PACKAGE_DIR = "architectures"  # netdef's YAML files, package data of netdef
 RESERVED = {"name", "description", "source", "input", "output", "layers", "backbone", "head",
-            "depth_multiple", "width_multiple", "scales", "key_prefix", "blocks", "set", "activation"}
+            "depth_multiple", "width_multiple", "scales", "key_prefix", "blocks", "set", "activation",
+            "scale", "channels"}
 # Ultralytics' top-level `activation: nn.ReLU()` (Conv.default_act): torch's class -> netdef's activation
 TORCH_ACTIVATIONS = {"ReLU": "relu", "SiLU": "silu", "LeakyReLU": "leaky", "Hardswish": "hardswish",
                      "Hardsigmoid": "hardsigmoid", "Sigmoid": "sigmoid", "Tanh": "tanh", "ReLU6": "relu6",
@@ -313,6 +314,11 @@ def load_spec(path: str | Path | Spec) -> Spec:
     own_scale = _family(path.stem, list(data["scales"])) or _family(path.stem) \
         if scale is None and isinstance(data.get("scales"), dict) else None
     scale = own_scale[1] if own_scale else scale
+    if scale is None and data.get("scale") not in (None, ""):  # Ultralytics' `scale: n` (a model's saved yaml)
+        scale = str(data["scale"])
+    if "channels" in data and data["channels"] != inp["shape"][0]:
+        raise fail("channels", f"{data['channels']!r} (the model's input channels), but input: shape [C, H, W] has C = "
+                               f"{inp['shape'][0]}: make them agree (or leave Ultralytics' channels: out)")
     gd, gw, max_ch = _multiples(data, scale, fail, path)
     params = {k: v for k, v in data.items() if k not in RESERVED}
     name = (path.stem if own_scale else _scaled_names(path.stem, [scale])[0] if scale is not None
