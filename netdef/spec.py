@@ -53,7 +53,7 @@ USER_DIR = Path("architectures")  # a user's own YAML files, looked up first (re
 PACKAGE_DIR = "architectures"  # netdef's YAML files, package data of netdef
 RESERVED = {"name", "description", "source", "input", "output", "layers", "backbone", "head",
             "depth_multiple", "width_multiple", "scales", "key_prefix", "blocks", "set", "activation",
-            "scale", "channels"}
+            "scale", "channels", "yaml_file"}  # yaml_file: the path Ultralytics records in a model's yaml
 # Ultralytics' top-level `activation: nn.ReLU()` (Conv.default_act): torch's class -> netdef's activation
 TORCH_ACTIVATIONS = {"ReLU": "relu", "SiLU": "silu", "LeakyReLU": "leaky", "Hardswish": "hardswish",
                      "Hardsigmoid": "hardsigmoid", "Sigmoid": "sigmoid", "Tanh": "tanh", "ReLU6": "relu6",

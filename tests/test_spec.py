@@ -312,10 +312,11 @@ def test_a_family_of_custom_scale_letters_is_built_by_its_scaled_names(tmp_path)
 
 def test_ultralytics_scale_and_channels_keys(tmp_path):
     """Ultralytics' own top-level `scale: n` (as a model's saved yaml has it) picks the scale where the name does
-    not, and `channels:` must agree with the input's (both once unknown top-level keys)."""
+    not, `channels:` must agree with the input's, and the `yaml_file` such a yaml records is only a note (all once
+    unknown top-level keys)."""
     text = "input: {shape: [3, 64, 64]}\nscales:\n  n: [0.33, 0.25, 1024]\n  s: [0.33, 0.5, 1024]\n" \
            "layers:\n  - [-1, 1, Conv, [64, 3, 2]]\n"
-    spec = load_spec(write(tmp_path, text + "scale: n\nchannels: 3\n", "my-yolo8.yaml"))
+    spec = load_spec(write(tmp_path, text + "scale: n\nchannels: 3\nyaml_file: my-yolo8.yaml\n", "my-yolo8.yaml"))
     assert (spec.name, spec.scale, spec.rows[0].args[0]) == ("my-yolo8n", "n", 16)
     assert load_spec(write(tmp_path, text + "scale: n\n", "my-yolo8s.yaml")).scale == "s"  # the name's first
     with pytest.raises(SpecError, match=r"a.yaml:8: 'channels': 1 \(the model's input channels\), but "
