@@ -513,11 +513,15 @@ def _why_no_architecture(cfg: dict, output: str | Path) -> str:
                 f"function under its Ultralytics name in a module of your own and give it to show, verify and build "
                 f"with --blocks (docs/writing-blocks.md)")
     stem = Path(str(cfg.get("yaml_file"))).stem  # Ultralytics records the scale in it: yolov8n-ghost-p2
-    outputs = "[output, proto]" if blocks[-1].startswith("Segment") else "output"
+    scales = cfg.get("scales")
+    if isinstance(scales, dict) and scales and not cfg.get("scale"):  # none in the name: Ultralytics took the first
+        from .spec import _scaled_names
+
+        stem = _scaled_names(stem, [str(next(iter(scales)))])[0]
     return (f"; its rows are all netdef blocks: copy Ultralytics' YAML of it to {stem}.yaml (the scale letter in the "
-            f"name picks the scale), add `input: {{name: images, shape: [{int(cfg.get('channels', 3))}, 640, 640]}}` "
-            f"and `output: {outputs}`, check it with `netdef verify {stem}.yaml -w {output} --model CHECKPOINT --cpu` "
-            f"and build it with `netdef build {stem}.yaml -w {output}`")
+            f"name picks the scale; input 'images' at 640x640 unless its `input:` says otherwise), check it with "
+            f"`netdef verify {stem}.yaml -w {output} --model CHECKPOINT --cpu` and build it with "
+            f"`netdef build {stem}.yaml -w {output}`")
 
 
 def _trained_size(model: Any, obj: Any) -> tuple[int, int] | None:

@@ -281,13 +281,17 @@ def load_spec(path: str | Path | Spec) -> Spec:
     def fail(key: str, msg: str) -> SpecError:
         return SpecError(f"{path}:{key_lines.get(key, 1)}: '{key}': {msg}")
 
+    ultralytics = "input" not in data and isinstance(data.get("backbone"), list) and isinstance(data.get("head"), list)
+    if ultralytics and not difflib.get_close_matches("input", [k for k in data if k not in RESERVED], n=1):
+        # an Ultralytics model YAML as it ships: its predictor's input and netdef's YOLO output names
+        data = {**data, "input": {"name": "images", "shape": [data.get("channels", 3), 640, 640]}}
+        last = data["head"][-1] if data["head"] else None
+        segment = isinstance(last, list) and len(last) > 2 and str(last[2]).startswith("Segment")
+        data.setdefault("output", ["output", "proto"] if segment else "output")
     inp = data.get("input")
     if "input" not in data:
         near = difflib.get_close_matches("input", [k for k in data if k not in RESERVED], n=1)
         hint = f" ('{near[0]}' on line {key_lines.get(near[0], 1)} is not one: netdef reads 'input')" if near else ""
-        if not hint and "backbone" in data and "head" in data:  # an Ultralytics model YAML as it ships
-            hint = (" (an Ultralytics model YAML: add `input: {name: images, shape: [3, 640, 640]}` and `output: "
-                    "output`, or `output: [output, proto]` for segmentation, as netdef's own YOLO YAMLs have)")
         raise SpecError(f"{path}: no 'input' key{hint}: give input: {{name: ..., shape: [C, H, W]}}")
     if not isinstance(inp, dict) or not isinstance(inp.get("shape"), list) or len(inp["shape"]) < 1 \
             or not all(isinstance(s, int) and s > 0 for s in inp["shape"]):

@@ -491,3 +491,16 @@ def test_strip_prefix_writes_a_wrapped_models_keys_as_the_architecture_reads_the
     with pytest.raises(OptionError, match=r"^--strip-prefix '\.': expected the keys' leading name"):
         export_wts(wrapped, tmp_path / "m.wts", strip_prefix=".")
     assert not (tmp_path / "m.wts").exists()
+
+
+def test_a_family_yaml_named_without_a_scale_gets_the_scale_ultralytics_took():
+    """An Ultralytics model whose YAML file names no scale (my-yolo11-neck.yaml: Ultralytics took the first of its
+    `scales:`, 't') is told to copy its YAML under a name with that scale, which netdef then reads as Ultralytics
+    did (the plain name is a family netdef refuses to guess)."""
+    from netdef.export import _why_no_architecture
+
+    cfg = {"scales": {"t": [0.33, 0.3, 768], "s": [0.5, 0.5, 1024]}, "scale": "", "yaml_file": "a/my-yolo11-neck.yaml",
+           "backbone": [[-1, 1, "Conv", [64, 3, 2]]], "head": [[-1, 1, "Conv", [64, 3, 2]]]}
+    assert "copy Ultralytics' YAML of it to my-yolo11t-neck.yaml" in _why_no_architecture(cfg, "w.wts")
+    assert "to my-yolo11s-neck.yaml" in _why_no_architecture(dict(cfg, scale="s", yaml_file="my-yolo11s-neck.yaml"),
+                                                             "w.wts")

@@ -690,9 +690,8 @@ def test_export_says_why_netdef_has_no_architecture_for_an_ultralytics_variant(t
                                             "netdef does not build (Ultralytics' oriented-box head"),
             ("yolov8-seg-p6.yaml", "SegmentationModel",
              "netdef has no architecture 'yolov8n-seg-p6'; its rows are all netdef blocks: copy Ultralytics' YAML "
-             "of it to yolov8n-seg-p6.yaml (the scale letter in the name picks the scale), add `input: {name: images, "
-             "shape: [3, 640, 640]}` and `output: [output, proto]`, check it with `netdef verify yolov8n-seg-p6.yaml "
-             "-w "),
+             "of it to yolov8n-seg-p6.yaml (the scale letter in the name picks the scale; input 'images' at 640x640 "
+             "unless its `input:` says otherwise), check it with `netdef verify yolov8n-seg-p6.yaml -w "),
             ("../v9/yolov9t.yaml", "DetectionModel",  # YOLOv9's blocks: each named with its rows
              "netdef has no architecture 'yolov9t'; its rows use blocks netdef does not have: ELAN1 (row 2), "
              "AConv (rows 3, 5, 7, 16, 19), RepNCSPELAN4 (rows 4, 6, 8, 12, 15, 18, 21): write each "

@@ -150,13 +150,15 @@ def test_ghost_bottleneck_with_stride_2_matches_ultralytics(tmp_path):
 
 def test_yolov9_and_yolov10_blocks_match_ultralytics_layer_by_layer(tmp_path):
     """ADown and SPPELAN (YOLOv9) and SCDown (YOLOv10) in YOLO11n's rows, as a researcher's YAML puts them: that
-    Ultralytics YAML, with netdef's input and output added, verifies against Ultralytics' model built from it."""
+    Ultralytics YAML as it is (no netdef keys: input 'images' at 640 and output 'output' by default) verifies
+    against Ultralytics' model built from it; a segmentation YAML's outputs are 'output' and 'proto'."""
     import yaml
+
+    from netdef.spec import load_spec
 
     rows = {3: [-1, 1, "ADown", [256]], 5: [-1, 1, "SCDown", [512, 3, 2]], 9: [-1, 1, "SPPELAN", [1024, 256]],
             20: [-1, 1, "SCDown", [512, 3, 2]]}
-    cfg = {"nc": 5, "scales": {"n": [0.5, 0.25, 1024]}, "input": {"name": "images", "shape": [3, 640, 640]},
-           "output": "output"}
+    cfg = {"nc": 5, "scales": {"n": [0.5, 0.25, 1024]}}
     for part in ("backbone", "head"):
         cfg[part] = [rows.get(i, row) for i, row in enumerate(yaml.safe_load(ref.cfg_text("yolo11"))[part],
                                                                0 if part == "backbone" else 11)]
@@ -168,6 +170,9 @@ def test_yolov9_and_yolov10_blocks_match_ultralytics_layer_by_layer(tmp_path):
     assert report.ok, report.summary()
     compared = {r.module for r in report.rows if r.status == "pass"}
     assert {"model.3", "model.9.cv2", "model.9.cv5.bn", "model.5.cv2.bn", "model.20.cv2.bn"} <= compared
+    (tmp_path / "my-yolov8n-seg.yaml").write_text(ref.cfg_text("yolov8-seg"))
+    seg = load_spec(tmp_path / "my-yolov8n-seg.yaml")
+    assert (seg.input_name, seg.input_shape, seg.output_names) == ("images", (3, 640, 640), ["output", "proto"])
 
 
 def test_an_ultralytics_yaml_activation_is_the_conv_activation(tmp_path):
