@@ -111,6 +111,11 @@ def bad_arguments(name: str, signature: inspect.Signature, prefix: str, args: Se
     return None
 
 
+def _is_builtin(fn: Callable) -> bool:
+    """Whether `fn` is one of netdef's own blocks."""
+    return (getattr(fn, "__module__", None) or "").startswith("netdef.")
+
+
 def _same_definition(old: Callable, new: Callable) -> bool:
     """Whether `new` is `old` defined again (a notebook cell run again, an edited block file imported again): the
     same module and qualified name. It then replaces `old`."""
@@ -159,18 +164,23 @@ def unscaled_channels(params: Mapping[str, Any]) -> set[int]:
 
 
 def block(name: str, *, width_args: tuple[str, ...] = (), repeat_arg: str | None = None,
-          params: Mapping[str, Param] | None = None) -> Callable:
+          params: Mapping[str, Param] | None = None, replaces: bool = False) -> Callable:
     """Register `fn` as block `name` for architecture YAML files.
 
     width_args: channel arguments that `width_multiple` scales (rounded up to a multiple of 8).
     repeat_arg: the argument that receives the row's `number` (scaled by `depth_multiple`); blocks
     without one are repeated as a sequence named `prefix.0`, `prefix.1`, ...
     params: build parameters the block reads with `net.param(name)` (set with `netdef build --set`).
+    replaces: a block of one's own takes the place of netdef's block of that name (a YAML keeps Ultralytics'
+    block names); without it, or for another module's block, a name registered twice is an error.
     """
     def register(fn: Callable) -> Callable:
-        if name in BLOCKS and BLOCKS[name].fn is not fn and not _same_definition(BLOCKS[name].fn, fn):
-            raise NetdefError(f"block '{name}' is registered twice: by {BLOCKS[name].origin} and by "
-                              f"{_origin(fn)} (rename one of them)")
+        old = BLOCKS.get(name)
+        if old is not None and old.fn is not fn and not _same_definition(old.fn, fn) and \
+                not (replaces and _is_builtin(old.fn)):
+            how = f"rename yours, or register it with @block({name!r}, replaces=True) to build it in place of " \
+                  "netdef's" if _is_builtin(old.fn) else "rename one of them"
+            raise NetdefError(f"block '{name}' is registered twice: by {old.origin} and by {_origin(fn)} ({how})")
         for key, p in (params or {}).items():
             other = declared_params().get(key)
             if other is not None and other != p:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from netdef import block_modules, registry
+from netdef import blocks as builtin_blocks, block_modules, registry  # netdef's blocks: in clean_registry's copy
 from netdef.cli import main
 from netdef.errors import NetdefError, OptionError, SpecError
 from netdef.wts import write_wts
@@ -131,6 +131,26 @@ def test_a_block_defined_again_by_the_same_code_replaces_itself(clean_registry):
     assert first is not second and registry.get_block("CellBlock").fn is second
     with pytest.raises(NetdefError, match="block 'CellBlock' is registered twice"):
         registry.block("CellBlock")(lambda net, x, prefix: x)
+
+
+def test_a_block_of_ones_own_replaces_netdefs_only_when_it_says_so(clean_registry):
+    """A researcher's ADown (written before netdef had one; the YAML keeps Ultralytics' name): an error saying
+    how to replace netdef's, then with `replaces=True` it is the block built; it does not replace another
+    module's block of the name."""
+    assert registry.get_block("ADown").fn.__module__.startswith(builtin_blocks.__name__)
+
+    def my_adown(net, x, prefix, c2):
+        return x
+
+    def their_adown(net, x, prefix, c2):
+        return x
+
+    with pytest.raises(NetdefError, match=r"block 'ADown' is registered twice: by netdef\.blocks\.\S+ .*\(rename "
+                                          r"yours, or register it with @block\('ADown', replaces=True\)"):
+        registry.block("ADown")(my_adown)
+    assert registry.block("ADown", replaces=True)(my_adown) is my_adown and registry.get_block("ADown").fn is my_adown
+    with pytest.raises(NetdefError, match=r"rename one of them\)$"):
+        registry.block("ADown", replaces=True)(their_adown)
 
 
 def test_editing_a_helper_the_block_module_imports_makes_the_engine_out_of_date(tiny):
