@@ -100,6 +100,7 @@ class Network:
         self.missing: dict[str, str] = {}
         self.skipped: dict[str, str] = {}  # keys consumed without being used (Network.skip) -> why
         self.supplied: dict[str, str] = {}  # fixed, untrained keys the file lacks, built from known values -> why
+        self.fixed: set[str] = set()  # keys of fixed, untrained tensors (`fixed_weight`), read or supplied
         # keys whose values follow from others and were checked against them (YOLOv5's anchor_grid, strides):
         # a PyTorch model may lack them (verify does not ask it for them)
         self.derived: set[str] = set()
@@ -256,7 +257,9 @@ class Network:
     def fixed_weight(self, key: str, values: np.ndarray, why: str) -> np.ndarray:
         """`key`'s array shaped as `values` (read and checked as `weight` reads it); where the file lacks it,
         `values` themselves: for a tensor no training changes (DFL's bins) that some exporters leave out. Such a
-        key is recorded in `supplied` with `why` (what the values are): build logs it, `netdef show` lists it."""
+        key is recorded in `supplied` with `why` (what the values are): build logs it, `netdef show` lists it.
+        Either way the key is in `fixed` (verify does not ask for its module's output: no training changes it)."""
+        self.fixed.add(key)
         if key in self.weights:
             return self.weight(key, values.shape)
         self.supplied[key] = why

@@ -123,7 +123,7 @@ def verify(arch: str | Path | Spec, weights: Weights, model: Any, *, cpu: bool =
     shown = (f", batch {batch}" if batch > 1 else "") + (f", input {size[0]}x{size[1]}" if size else "")
     report = compare(spec.name, f"{mode}, {opts.precision}{shown}", tol, layers, values, refs, matched, outputs,
                      floor, modules, net.match_channels, half=opts.precision == "fp16")
-    report.uncompared = _uncompared(tensors, report, net.skipped)
+    report.uncompared = _uncompared(tensors, report, net.skipped, net.fixed)
     return report
 
 
@@ -140,14 +140,16 @@ def _row_matches(single: list[Any], matched: Mapping[str, str], net: Any, module
     return found
 
 
-def _uncompared(tensors: Mapping[str, Any], report: Report, skipped: Container[str] = ()) -> list[str]:
+def _uncompared(tensors: Mapping[str, Any], report: Report, skipped: Container[str] = (),
+                fixed: Container[str] = ()) -> list[str]:
     """The modules whose weights the network reads but whose output no row compared: a mistake inside one shows
     only through what follows it (not at all behind a small layer scale). Keys a block `skipped` (Network.skip: a
-    training-only branch) are not read."""
+    training-only branch) are not read; `fixed` ones (Network.fixed_weight: DFL's bins, folded into dist2bbox's
+    matrix multiply) hold values no training changes, so no mistake of a block's hides in them."""
     done = [r for r in report.rows if r.status != "skip"]
     compared = {r.module for r in done} | {r.layer.split("/")[0] for r in done}  # a layer NAME/add_bias is NAME's
-    owners = dict.fromkeys(k.rsplit(".", 1)[0] for k in tensors
-                           if "." in k and not k.endswith(IGNORED_KEY_SUFFIXES) and k not in skipped)
+    owners = dict.fromkeys(k.rsplit(".", 1)[0] for k in tensors if "." in k and not k.endswith(IGNORED_KEY_SUFFIXES)
+                           and k not in skipped and k not in fixed)
     return [m for m in owners if m not in compared and not any(c.startswith(m + ".") for c in compared)]
 
 
