@@ -142,30 +142,42 @@ def sample_inputs(spec: Binding, batch: int, seed: int = 0) -> dict[str, np.ndar
     return out
 
 
-def infer(client: Any, protocol: Any, spec: Binding, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """One request through a tritonclient `client` of module `protocol` (tritonclient.http or .grpc)."""
+def request_tensors(protocol: Any, spec: Binding, feeds: dict[str, np.ndarray],
+            data: bool = True) -> tuple[list[Any], list[Any]]:
+    """The request's inputs (`feeds`; with `data`, their data set: else to be set, e.g. to shared memory) and the
+    outputs it asks for, as tritonclient's module `protocol` (tritonclient.http or .grpc) makes them."""
     from tritonclient.utils import np_to_triton_dtype
 
-    inputs = []
-    for name, x in feeds.items():
-        inputs.append(protocol.InferInput(name, list(x.shape), np_to_triton_dtype(x.dtype)))
-        inputs[-1].set_data_from_numpy(x)
-    result = client.infer(spec.name, inputs, outputs=[protocol.InferRequestedOutput(t.name) for t in spec.outputs])
+    inputs = [protocol.InferInput(name, list(x.shape), np_to_triton_dtype(x.dtype)) for name, x in feeds.items()]
+    for i, x in zip(inputs, feeds.values()) if data else ():
+        i.set_data_from_numpy(x)
+    return inputs, [protocol.InferRequestedOutput(t.name) for t in spec.outputs]
+
+
+def infer(client: Any, protocol: Any, spec: Binding, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """One request through a tritonclient `client` of module `protocol` (tritonclient.http or .grpc)."""
+    inputs, outputs = request_tensors(protocol, spec, feeds)
+    result = client.infer(spec.name, inputs, outputs=outputs)
     return {t.name: result.as_numpy(t.name) for t in spec.outputs}
 
 
 DETECT_OUTPUTS = ("num_dets", "boxes", "scores", "classes", "detections")  # a NAME_detect model's
 
 
+def image_tensors(protocol: Any, images: Sequence[bytes]) -> tuple[list[Any], list[Any]]:
+    """A `NAME_detect` request's input (encoded `images`, one per batch item) and the outputs it asks for."""
+    data = np.array([[x] for x in images], dtype=object)
+    image = protocol.InferInput("image", list(data.shape), "BYTES")
+    image.set_data_from_numpy(data)
+    return [image], [protocol.InferRequestedOutput(n) for n in DETECT_OUTPUTS]
+
+
 def detect(client: Any, protocol: Any, model: str, images: Sequence[bytes],
            parameters: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
     """One request of encoded `images` (one per batch item) to a `NAME_detect` model, with Triton request
     `parameters` (conf, iou, max_det): its outputs by name (`detections` as bytes, one JSON record each)."""
-    data = np.array([[x] for x in images], dtype=object)
-    image = protocol.InferInput("image", list(data.shape), "BYTES")
-    image.set_data_from_numpy(data)
-    result = client.infer(model, [image], outputs=[protocol.InferRequestedOutput(n) for n in DETECT_OUTPUTS],
-                          parameters=parameters)
+    inputs, outputs = image_tensors(protocol, images)
+    result = client.infer(model, inputs, outputs=outputs, parameters=parameters)
     return {n: result.as_numpy(n) for n in DETECT_OUTPUTS}
 
 
@@ -206,19 +218,12 @@ class Requests:
 
     def client(self) -> Client:
         import tritonclient.grpc as grpc
-        from tritonclient.utils import np_to_triton_dtype
 
         connection = grpc.InferenceServerClient(self.url)
         if self.image is not None:
-            data = np.array([[self.image]], dtype=object)
-            image = grpc.InferInput("image", list(data.shape), "BYTES")
-            image.set_data_from_numpy(data)
-            return Client(connection, [image], [grpc.InferRequestedOutput(n) for n in DETECT_OUTPUTS])
-        inputs = [grpc.InferInput(k, list(x.shape), np_to_triton_dtype(x.dtype)) for k, x in self.feeds.items()]
-        outputs = [grpc.InferRequestedOutput(t.name) for t in self.spec.outputs]
+            return Client(connection, *image_tensors(grpc, [self.image]))
+        inputs, outputs = request_tensors(grpc, self.spec, self.feeds, data=not self.shared_memory)
         if not self.shared_memory:
-            for i, x in zip(inputs, self.feeds.values()):
-                i.set_data_from_numpy(x)
             return Client(connection, inputs, outputs)
         import tritonclient.utils.shared_memory as shm
 
@@ -267,10 +272,14 @@ def load_test(server: Server, concurrency: int, seconds: float, warmup: int = 5,
     if image is not None and server.spec.name + SUFFIX not in server.models:
         raise OptionError(f"--image: the server does not serve {server.spec.name + SUFFIX} (not a YOLO detector, "
                           "or --no-detect)")
-    if image is not None and shared_memory:
-        raise OptionError("--shared-memory system: the raw model's inputs only, not --image")
+    _check_shared_memory(image, shared_memory)
     return load_test_with(Requests(server.grpc, server.spec, image, shared_memory), concurrency, seconds, warmup,
                           processes)
+
+
+def _check_shared_memory(image: bytes | None, shared_memory: bool) -> None:
+    if image is not None and shared_memory:
+        raise OptionError("--shared-memory system: the raw model's inputs only, not --image")
 
 
 def load_test_with(requests: Any, concurrency: int, seconds: float, warmup: int = 5,
@@ -406,8 +415,7 @@ def run(engine: str | Path, concurrency: Sequence[int], seconds: float, serve_ar
     ("serve-shm"; `Requests`)."""
     from netdef.deploy import serve_stats
 
-    if image is not None and shared_memory:
-        raise OptionError("--shared-memory system: the raw model's inputs only, not --image")
+    _check_shared_memory(image, shared_memory)  # before the server starts
     lines, served = [], {}
     kind = "-detect" if image is not None else "-shm" if shared_memory else ""
     endpoints = "statistics,shared-memory" if shared_memory else "statistics"
