@@ -337,7 +337,8 @@ class Network:
             saved = (_prefix_hint(list(missing), unused) or _fused_hint(list(missing), unused)
                      or misspelt_module_hint(missing, unused, self.weights, self.used))
             hint = (saved or missing_modules_hint(list(missing), self.weights) or unused_modules_hint(unused, self.used)
-                    or ("" if missing else "\n(netdef build --no-strict, BuildOptions(strict=False) in Python, allows unused keys)"))
+                    or ("" if missing else "\n(netdef build --no-strict, BuildOptions(strict=False) in Python, "
+                                           "allows unused keys)"))
             parts = {*_module_groups(missing, self.weights), *_module_groups(unused, self.used)} - {None}
             # keys saved otherwise (prefixed, fused, misspelt) or of another task's head: no other scale explains them
             another = bool(saved) or any(m.rsplit(".", 1)[-1] in _HEAD_PARTS for m in parts)

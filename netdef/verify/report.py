@@ -66,16 +66,17 @@ class Report:
                          for row in [head, *body])
 
     def summary(self) -> str:
-        """One line: the verdict, counts, the first divergent layer (or the largest errors) and modules never compared."""
+        """One line: the verdict, counts, the first divergent layer (or the largest errors) and modules never
+        compared."""
         counts = {s: sum(r.status == s for r in self.rows) for s in ("pass", "FAIL", "skip")}
         compared = counts["pass"] + counts["FAIL"]
         first = self.first_failure
         verdict = "PASS" if self.ok else "FAIL"
         within = f"{self.tol:g}" + (f" (or {FLOOR_FACTOR:g}x PyTorch's own float32 error, where larger, up to "
                                     f"{FLOOR_CAP * self.tol:g})" if self.floor else "")
+        layers = f"{self.unmatched} layer{'' if self.unmatched == 1 else 's'}"
         text = (f"verify {self.arch} ({self.mode}): {verdict}: {counts['pass']} of {compared} matched layers within "
-                f"{within}, {counts['skip']} skipped, {self.unmatched} layer{'' if self.unmatched == 1 else 's'} without a "
-                "PyTorch module")
+                f"{within}, {counts['skip']} skipped, {layers} without a PyTorch module")
         if first is not None:
             text += f"; first divergent layer: {first.layer} ({first.module}){_err_text(first)}"
         elif compared:
