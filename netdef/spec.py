@@ -337,8 +337,10 @@ def load_spec(path: str | Path | Spec) -> Spec:
     key_prefix = str(data.get("key_prefix", "model"))
     width = (gw, max_ch, unscaled_channels(params))
     used: set[str] = set()
+    unknown = _unknown_blocks(raw_rows)
     for i, (raw, node) in enumerate(zip(raw_rows, row_nodes)):
-        spec.rows.append(_parse_row(path, i, node.start_mark.line + 1, raw, params, gd, width, key_prefix, used))
+        spec.rows.append(_parse_row(path, i, node.start_mark.line + 1, raw, params, gd, width, key_prefix, used,
+                                    unknown))
     unused = [k for k in params if k not in used]  # a typo, or an Ultralytics option netdef ignores
     if unused:
         raise fail(unused[0], f"unknown top-level key: no row uses it (netdef reads {', '.join(sorted(RESERVED))} "
@@ -429,8 +431,23 @@ def _multiples(data: dict, scale: str | None, fail: Any, path: Path) -> tuple[fl
     return float(entry[0]), float(entry[1]), (int(entry[2]) if len(entry) == 3 else None)
 
 
+def _unknown_blocks(raw_rows: list[Any]) -> dict[str, list[int]]:
+    """The block names of rows (`[from, number, block, args, ...]`) that no module registers and netdef does not
+    knowingly leave out, with their rows: an architecture of new blocks hears of all of them at once."""
+    unknown: dict[str, list[int]] = {}
+    for i, raw in enumerate(raw_rows):
+        name = raw[2] if isinstance(raw, list) and len(raw) >= 4 else None
+        if isinstance(name, str) and name not in UNBUILT:
+            try:
+                get_block(name)
+            except KeyError:
+                unknown.setdefault(name, []).append(i)
+    return unknown
+
+
 def _parse_row(path: Path, i: int, line: int, raw: Any, params: dict, gd: float,
-               width: tuple[float, int | None, set[int]], key_prefix: str, used: set[str]) -> Row:
+               width: tuple[float, int | None, set[int]], key_prefix: str, used: set[str],
+               unknown: Mapping[str, list[int]] | None = None) -> Row:
     def fail(msg: str) -> SpecError:
         return SpecError(f"{path}:{line}: row {i}: {msg}")
 
@@ -473,7 +490,10 @@ def _parse_row(path: Path, i: int, line: int, raw: Any, params: dict, gd: float,
         if name in UNBUILT:
             raise fail(f"block '{name}' is not built by netdef: {UNBUILT[name]}. A block of your own of that name "
                        f"is registered with @netdef.registry.block('{name}'): {HOW_TO_LOAD}") from None
-        raise fail(f"unknown block '{name}'; known blocks: {', '.join(known_blocks())}. A block of your own is "
+        others = [f"{b} (row{'s' if len(rows) > 1 else ''} {', '.join(map(str, rows))})"
+                  for b, rows in (unknown or {}).items() if b != name]
+        also = f" (also unknown: {', '.join(others)})" if others else ""
+        raise fail(f"unknown block '{name}'{also}; known blocks: {', '.join(known_blocks())}. A block of your own is "
                    f"registered with @netdef.registry.block('{name}'): {HOW_TO_LOAD}") from None
     if isinstance(args, dict):
         pos, kw = [], {k: _substitute(v, params, used) for k, v in args.items()}

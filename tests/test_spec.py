@@ -47,6 +47,18 @@ def test_errors_name_file_and_line(tmp_path, bad, line, needle):
     assert f"{p}:{line}" in str(e.value) and needle in str(e.value)
 
 
+def test_every_unknown_block_is_named_at_once(tmp_path):
+    """An architecture of several blocks netdef lacks (a YAML ported from another repository): the first row's
+    error names the others with their rows, so one --blocks module can be written for all of them."""
+    text = GOOD.replace("GlobalAvgPool", "MyPool").replace("Linear", "MyHead") + \
+        "  - [-1, 1, MyPool, {}, pool2]\n"
+    with pytest.raises(SpecError, match=r":6: row 1: unknown block 'MyPool' \(also unknown: MyHead \(row 2\)\); "
+                                        r"known blocks: "):
+        load_spec(write(tmp_path, text))
+    with pytest.raises(SpecError, match=r"row 1: unknown block 'MyPool'; known blocks"):  # one: no 'also'
+        load_spec(write(tmp_path, GOOD.replace("GlobalAvgPool", "MyPool")))
+
+
 def test_a_later_row_takes_the_network_input_by_name(tmp_path):
     """`from: input` (alone or in a list) is the network input from any row: no offset to recount when rows move."""
     text = """name: skip
