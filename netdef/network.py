@@ -355,7 +355,10 @@ class Network:
         return out
 
     def output(self, t: Any, name: str) -> Any:
-        """Mark `t` as an output named `name`; floating outputs are returned as float32."""
+        """Mark `t` as an output named `name`; floating outputs are returned as float32. A network input given as
+        an output (an identity block) gets a layer `name/identity` between: renaming the input would lose it."""
+        if t.is_network_input:
+            t = self.layer("identity", f"{name}/identity", t).get_output(0)
         if self.strongly_typed and t.dtype == self.trt.float16:
             t = self.cast(t, np.float32, f"{name}/cast")
         t.name = name

@@ -1258,3 +1258,13 @@ def test_a_rows_output_is_compared_with_its_module(tmp_path, capsys, monkeypatch
         assert re.search(r"^0/cat +0 +1x8x8x8 +\S+ +" + ("pass" if relu else "FAIL"), out, re.M), out
         assert code == (0 if relu else 1)
     assert out.startswith("first divergent layer: 0/cat (PyTorch module 0)")
+
+
+def test_check_block_of_an_identity_block():
+    """A block that returns its input (nn.Identity's): its network's output was the input renamed, and the check
+    failed with KeyError 'y'; a layer now comes between."""
+    import torch
+
+    from netdef.testing.check_block import check_block
+
+    assert check_block(lambda net, x, prefix: x, torch.nn.Identity(), (2, 4), cpu=True) == 0.0
