@@ -145,24 +145,30 @@ def _check_zip(path: Path) -> None:
     faster saves of large checkpoints)."""
     import zipfile
 
+    def damaged(e: Exception) -> NetdefError:
+        return NetdefError(f"checkpoint {path} is damaged (its zip directory does not read: {e}): the file was cut "
+                           "short or changed after torch.save wrote it; copy or save it again")
+
     try:
-        with zipfile.ZipFile(path) as z:
-            for record in z.infolist():
-                if record.CRC == 0 and record.file_size:
-                    continue
+        z = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, EOFError, ValueError, OSError) as e:
+        raise damaged(e) from None
+    with z:
+        for record in z.infolist():
+            if record.CRC == 0 and record.file_size:
+                continue
+            try:
                 with z.open(record) as f:  # zipfile compares the CRC-32 at the record's end
                     while f.read(1 << 24):
                         pass
-    except zipfile.BadZipFile as e:
-        if "CRC" in str(e):
-            raise NetdefError(f"checkpoint {path} is damaged: its record {record.filename} fails its CRC-32 check "
-                              "(the file changed after torch.save wrote it: a bad copy or disk); copy or save it "
-                              "again") from None
-        raise NetdefError(f"checkpoint {path} is damaged (its zip directory does not read: {e}): the file was cut "
-                          "short or changed after torch.save wrote it; copy or save it again") from None
-    except (EOFError, ValueError, OSError) as e:
-        raise NetdefError(f"checkpoint {path} is damaged (its zip directory does not read: {e}): the file was cut "
-                          "short or changed after torch.save wrote it; copy or save it again") from None
+            except zipfile.BadZipFile as e:
+                if "CRC" not in str(e):
+                    raise damaged(e) from None
+                raise NetdefError(f"checkpoint {path} is damaged: its record {record.filename} fails its CRC-32 check "
+                                  "(the file changed after torch.save wrote it: a bad copy or disk); copy or save it "
+                                  "again") from None
+            except (EOFError, ValueError, OSError) as e:
+                raise damaged(e) from None
 
 
 def _yolov5_checkpoint(e: ModuleNotFoundError) -> bool:
