@@ -58,7 +58,7 @@ def build_engine(arch: str | Path | Spec, weights: Weights, output: str | Path, 
     t0 = time.perf_counter()
     spec = arch if isinstance(arch, Spec) else load_spec(arch)
     builtin = Path(__file__).resolve().parent / "architectures"
-    if isinstance(arch, str) and Path(arch).suffix not in (".yaml", ".yml") and (builtin / spec.path.name).is_file() \
+    if isinstance(arch, str) and spec.path is not None and Path(arch).suffix not in (".yaml", ".yml") and (builtin / spec.path.name).is_file() \
             and builtin not in Path(spec.path).resolve().parents:  # the working folder's YAML shadows netdef's
         log(f"[netdef] {arch}: {spec.path} (the working folder's architectures/ comes before netdef's own)")
     inputs = [spec.path, *block_files(), None if isinstance(weights, Mapping) else weights, opts.calibration,
@@ -85,7 +85,8 @@ def build_engine(arch: str | Path | Spec, weights: Weights, output: str | Path, 
 
             log(f"[netdef] only the weights changed: refitting {output} instead of rebuilding (--force rebuilds)")
             meta, plan = engine_file.read_plan(output)  # hashed, names found and paths checked above: not again
-            meta = refit_resolved(output, output, meta, plan, weights, identity, names, names_from, log, t0)
+            meta = refit_resolved(output, output, meta, plan, weights, identity, names, names_from, log, t0,
+                                  spec)
             return BuildResult(output, meta, True, time.perf_counter() - t0, refitted=True)
         log(f"[netdef] only the weights of {output} changed, but refitting needs a CUDA GPU and full TensorRT "
             f"({trt_api.version_string()} here): rebuilding")

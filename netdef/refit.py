@@ -33,23 +33,24 @@ Log = Callable[[str], None]
 
 
 def refit_arrays(meta: dict[str, Any], weights: Weights, log: Log | None = None,
-                 identity: tuple[str, str] | None = None
+                 identity: tuple[str, str] | None = None, arch: str | Path | Spec | None = None
                  ) -> tuple[dict[tuple[str, str], np.ndarray], Spec, BuildOptions]:
     """The arrays a refit hands to TensorRT ((layer name, role) -> array) for the engine described by `meta`
-    and the new `weights`, computed by the build's own network definition; and the spec and options used."""
-    net, spec, opts = _refit_network(meta, weights, log, identity)
+    and the new `weights`, computed by the build's own network definition; and the spec and options used.
+    `arch`: the architecture (`spec_of`), for one the header cannot find (given in Python, or moved)."""
+    net, spec, opts = _refit_network(meta, weights, log, identity, arch)
     return trt_api.layer_weights(net.definition), spec, opts
 
 
-def _refit_network(meta: dict[str, Any], weights: Weights, log: Log | None,
-                   identity: tuple[str, str] | None) -> tuple[Network, Spec, BuildOptions]:
+def _refit_network(meta: dict[str, Any], weights: Weights, log: Log | None, identity: tuple[str, str] | None,
+                   arch: str | Path | Spec | None = None) -> tuple[Network, Spec, BuildOptions]:
     """The network of the new `weights` defined as the build of the engine `meta` defined its own, checked to have
     that engine's structure; and the spec and options used."""
     opts = BuildOptions.from_meta(meta["options"])
     opts.validate()
     if not opts.refittable:
         raise OptionError("the engine was built without --refittable: rebuild it with --refittable to refit it")
-    spec = spec_of(meta)
+    spec = spec_of(meta, arch)
     (log or _stderr)(f"[netdef] computing the new weights of {spec.name} ...")
     quantizer = None
     if opts.precision == "int8":  # the table belongs to the weights the engine was built from: ranges kept
@@ -64,11 +65,21 @@ def _refit_network(meta: dict[str, Any], weights: Weights, log: Log | None,
     return net, spec, opts
 
 
-def spec_of(meta: dict[str, Any]) -> Spec:
-    """The architecture an engine was built from, by name, path, or name beside the path (a scaled name such as
-    yolov8n-pose hashes equal only when loaded by that name), checked against the recorded hash."""
+def spec_of(meta: dict[str, Any], given: str | Path | Spec | None = None) -> Spec:
+    """The architecture an engine was built from: `given` (a Spec, name or path), else found by name, path, or
+    name beside the path (a scaled name such as yolov8n-pose hashes equal only when loaded by that name); checked
+    against the recorded hash."""
     arch = meta["arch"]
     name, path = arch.get("name"), arch.get("path")
+    if given is not None:
+        spec = load_spec(given)
+        if spec.sha256 != arch.get("sha256"):
+            raise NetdefError(f"architecture {spec.source} is not the one the engine was built from ({name}, "
+                              f"{path or 'given in Python'}: another YAML text, scale or block source)")
+        return spec
+    if path is None:
+        raise NetdefError(f"the engine was built from an architecture given in Python (parse_spec: <{name}>): pass "
+                          f"that architecture (refit_file(..., arch=spec), Engine.refit(weights, arch=spec))")
     beside = str(Path(path).parent / f"{name}.yaml") if name and path else None
     for ref in dict.fromkeys(filter(None, (name, path, beside))):
         try:
@@ -83,12 +94,13 @@ def spec_of(meta: dict[str, Any]) -> Spec:
 
 def refit_file(engine: str | Path, weights: Weights, output: str | Path | None = None, *,
                log: Log | None = None, names: Sequence[str] | None = None,
-               names_from: str | os.PathLike | None = None) -> dict[str, Any]:
+               names_from: str | os.PathLike | None = None, arch: str | Path | Spec | None = None) -> dict[str, Any]:
     """Refit the engine file `engine` with `weights` and write it to `output` (default: in place, atomically);
     returns the new metadata. Nothing is written when anything fails.
     The header records the class names of the new weights as `netdef build` would: `names` (read from the file
     `names_from`), else those `netdef export` wrote beside the .wts, else none; one per class of the model (its
-    class count is part of the engine's structure). A change of the engine's names is said on `log`."""
+    class count is part of the engine's structure). A change of the engine's names is said on `log`. `arch`: the
+    engine's architecture where its header cannot find it (`spec_of`)."""
     log = log or _stderr
     check_given(names, names_from)
     t0 = time.perf_counter()
@@ -104,22 +116,22 @@ def refit_file(engine: str | Path, weights: Weights, output: str | Path | None =
     if not meta["options"].get("refittable"):  # named here, before the weights are hashed and read
         raise OptionError(f"{engine} was built without --refittable: rebuild it with `netdef build ... --refittable` "
                           "(on a GPU) to refit it")
-    spec = spec_of(meta)  # loads the block modules its YAML names: they are inputs too
+    spec = spec_of(meta, arch)  # loads the block modules its YAML names: they are inputs too
     check_output(output, inputs=[spec.path, *block_files()], what=what)
     identity = weights_identity(weights)  # the file read by _refit_network must be the one hashed here
     if names is None and not isinstance(weights, Mapping):
         names, names_from = exported_names(Path(weights), identity[1], log)
-    return refit_resolved(engine, output, meta, plan, weights, identity, names, names_from, log, t0)
+    return refit_resolved(engine, output, meta, plan, weights, identity, names, names_from, log, t0, spec)
 
 
 def refit_resolved(engine: Path, output: Path, meta: dict[str, Any], plan: bytes, weights: Weights,
                    identity: Identity, names: Sequence[str] | None, names_from: str | os.PathLike | None,
-                   log: Log, t0: float) -> dict[str, Any]:
+                   log: Log, t0: float, arch: Spec | None = None) -> dict[str, Any]:
     """`refit_file` once its arguments are checked and resolved: the engine's `meta` and `plan` read, `output`
     checked, the weights hashed (`identity`), their class names found (`names`, None: none). `build_engine`
     calls it with what it has already resolved itself."""
     source, sha = identity
-    net, spec, opts = _refit_network(meta, weights, log, identity=identity)
+    net, spec, opts = _refit_network(meta, weights, log, identity, arch)
     if names:
         check_count(names, names_from, net.model.get("nc", net.classes), str(engine),
                     fix="give one name per class (the class count is part of the engine: a model of another count "

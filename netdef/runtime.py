@@ -140,14 +140,15 @@ class Engine:
         with trt_api.use_device(self.device), self.backend.activate():
             yield
 
-    def refit(self, weights: Any, *, log: Any = None) -> int:
+    def refit(self, weights: Any, *, log: Any = None, arch: Any = None) -> int:
         """Replace the engine's weights in this process (an engine built with --refittable): `weights` is a .wts
         path or a mapping key -> array (e.g. a training checkpoint's state_dict), defined by the build's own
         code and checked like a build. TensorRT forbids using contexts made before a refit, so every execution
-        context and CUDA graph is made anew. Returns the number of weights set; the file is not changed."""
+        context and CUDA graph is made anew. Returns the number of weights set; the file is not changed. `arch`: the
+        architecture (a Spec, name or path) where the header cannot find it (one given in Python: `parse_spec`)."""
         from .refit import refit_arrays
 
-        arrays, _, _ = refit_arrays(self.meta, weights, log or (lambda msg: None))
+        arrays, _, _ = refit_arrays(self.meta, weights, log or (lambda msg: None), arch=arch)
         with self._lock, self.on_device():
             if self._last is not None:
                 self._last.synchronize()  # runs still in flight use the old weights and contexts

@@ -80,7 +80,7 @@ class Row:
 
 @dataclass
 class Spec:
-    path: Path
+    path: Path | None  # None for an architecture given as text or a dict (parse_spec)
     text: str
     name: str
     input_name: str
@@ -104,10 +104,16 @@ class Spec:
         """What an engine header records of the architecture it was built from: name, YAML path, sha256 (of the
         YAML, its scale and the source of its own blocks: `sha256`), and the modules of those blocks."""
         own = sorted({r.block.module for r in self.rows if r.block.source_sha})
-        return {"name": self.name, "path": str(self.path), "sha256": self.sha256} | ({"blocks": own} if own else {})
+        path = None if self.path is None else str(self.path)
+        return {"name": self.name, "path": path, "sha256": self.sha256} | ({"blocks": own} if own else {})
+
+    @property
+    def source(self) -> str:
+        """Where the architecture comes from, as errors name it: its YAML path, or <name> for text (parse_spec)."""
+        return str(self.path) if self.path is not None else f"<{self.name}>"
 
     def where(self, row: Row) -> str:
-        return f"{self.path}:{row.line}: row {row.index} ({row.block.name})"
+        return f"{self.source}:{row.line}: row {row.index} ({row.block.name})"
 
     def input_shape_for(self, input_hw: tuple[int, int] | None = None) -> tuple[int, ...]:
         """The (C, H, W) input a build uses: the YAML's, with H, W replaced by `input_hw` (--input-shape)."""
@@ -115,7 +121,7 @@ class Spec:
         if input_hw is None:
             return shape
         if len(shape) != 3:
-            raise OptionError(f"--input-shape H,W needs a [C, H, W] input; {self.path} has {list(shape)}")
+            raise OptionError(f"--input-shape H,W needs a [C, H, W] input; {self.source} has {list(shape)}")
         return (shape[0], *(int(v) for v in input_hw))
 
     def build_params(self) -> dict[str, Param]:
@@ -130,11 +136,11 @@ class Spec:
                  else "its blocks take no build parameters")
         for key, value in self.preset.items():  # the YAML's own `set:`, checked like --set
             if key not in declared:
-                raise SpecError(f"{self.path}: set: {key}: no block of {self.name} declares it ({takes})")
+                raise SpecError(f"{self.source}: set: {key}: no block of {self.name} declares it ({takes})")
             try:
                 declared[key].convert(key, value)
             except OptionError as e:
-                raise SpecError(f"{self.path}: set: {e}") from None
+                raise SpecError(f"{self.source}: set: {e}") from None
         unknown = sorted(set(given) - set(declared))
         if unknown:
             raise OptionError(f"--set {unknown[0]}: no block of {self.name} declares it ({takes})")
@@ -144,7 +150,7 @@ class Spec:
         for key in given:  # a setting of another head's (conf_thres without the plugin head) would be ignored
             for other, allowed in declared[key].needs.items():
                 if other in values and values[other] not in allowed:
-                    where = f"--set {key}" if key in cli else f"{self.path}: set: {key}"
+                    where = f"--set {key}" if key in cli else f"{self.source}: set: {key}"
                     came = "--set" if other in cli else "the YAML's set:" if other in given else "its default"
                     raise OptionError(f"{where}: applies with {other}={'/'.join(map(str, allowed))} only, and "
                                       f"this build's {other} is {values[other]} ({came}): leave {key} out or set "
@@ -262,24 +268,46 @@ def load_spec(path: str | Path | Spec) -> Spec:
         raise SpecError(f"{path}: not a text file (byte {e.start} is not UTF-8): an architecture is YAML text") from None
     except OSError as e:
         raise SpecError(f"{path}: cannot read the architecture: {e.strerror or e}") from None
+    return _spec(text, path, str(path), path.stem, path.parent, scale, named=False)
+
+
+def parse_spec(text: str | Mapping[str, Any], name: str = "model", *, base: str | Path = ".") -> Spec:
+    """An architecture from YAML text or a dict of the same keys (a model defined in Python, no file): `name` names
+    it (with a family's scale: parse_spec(yolo11_text, "yolo11n")); `blocks:` paths are relative to `base`. Errors
+    name it <name> and the line of the text (of a dict: of its YAML dump)."""
+    if isinstance(text, Mapping):
+        try:
+            text = yaml.safe_dump(dict(text), sort_keys=False, default_flow_style=None, width=120)
+        except yaml.YAMLError as e:
+            raise SpecError(f"<{name}>: cannot be written as YAML (an architecture's values are numbers, strings, "
+                            f"lists and mappings): {e}") from None
+    if not isinstance(text, str) or not isinstance(name, str) or not name:
+        raise SpecError(f"parse_spec({type(text).__name__}, {name!r}): expected YAML text or a dict, and a name")
+    return _spec(text, None, f"<{name}>", name, Path(base), None, named=True)
+
+
+def _spec(text: str, path: Path | None, where: str, stem: str, base: Path, scale: str | None, *,
+          named: bool) -> Spec:
+    """Parse and validate an architecture's text; `where` (a path or <name>) begins its errors, `stem` names it
+    (the YAML's `name:` wins unless `named`), `blocks:` paths are relative to `base`."""
     try:
         root, data = _parsed(text)
-        _refuse_duplicate_keys(path, root)
+        _refuse_duplicate_keys(where, root)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f":{mark.line + 1}" if mark else ""
-        raise SpecError(f"{path}{line}: not valid YAML: {getattr(e, 'problem', e)}") from None
+        raise SpecError(f"{where}{line}: not valid YAML: {getattr(e, 'problem', e)}") from None
     except RecursionError:
-        raise SpecError(f"{path}: not valid YAML for an architecture: an alias refers to itself (or it nests too "
+        raise SpecError(f"{where}: not valid YAML for an architecture: an alias refers to itself (or it nests too "
                         "deep)") from None
     if not isinstance(data, dict):
-        raise SpecError(f"{path}: the top level must be a mapping with 'input' and 'layers'")
+        raise SpecError(f"{where}: the top level must be a mapping with 'input' and 'layers'")
     key_lines = {k.value: k.start_mark.line + 1 for k, _ in root.value if isinstance(k, yaml.ScalarNode)}
     if any(not isinstance(k, str) for k in data):
-        raise SpecError(f"{path}: top-level keys must be names, got {sorted(map(repr, data))}")
+        raise SpecError(f"{where}: top-level keys must be names, got {sorted(map(repr, data))}")
 
     def fail(key: str, msg: str) -> SpecError:
-        return SpecError(f"{path}:{key_lines.get(key, 1)}: '{key}': {msg}")
+        return SpecError(f"{where}:{key_lines.get(key, 1)}: '{key}': {msg}")
 
     ultralytics = "input" not in data and isinstance(data.get("backbone"), list) and isinstance(data.get("head"), list)
     if ultralytics and not difflib.get_close_matches("input", [k for k in data if k not in RESERVED], n=1):
@@ -292,7 +320,7 @@ def load_spec(path: str | Path | Spec) -> Spec:
     if "input" not in data:
         near = difflib.get_close_matches("input", [k for k in data if k not in RESERVED], n=1)
         hint = f" ('{near[0]}' on line {key_lines.get(near[0], 1)} is not one: netdef reads 'input')" if near else ""
-        raise SpecError(f"{path}: no 'input' key{hint}: give input: {{name: ..., shape: [C, H, W]}}")
+        raise SpecError(f"{where}: no 'input' key{hint}: give input: {{name: ..., shape: [C, H, W]}}")
     if not isinstance(inp, dict) or not isinstance(inp.get("shape"), list) or len(inp["shape"]) < 1 \
             or not all(isinstance(s, int) and s > 0 for s in inp["shape"]):
         raise fail("input", "expected {name: ..., shape: [C, H, W]} with positive integers")
@@ -310,12 +338,12 @@ def load_spec(path: str | Path | Spec) -> Spec:
                 row_nodes.extend(v.value)
     raw_rows = (data.get("layers") or []) + (data.get("backbone") or []) + (data.get("head") or [])
     if not raw_rows:
-        raise SpecError(f"{path}: no rows: give 'layers' (or 'backbone' and 'head')")
+        raise SpecError(f"{where}: no rows: give 'layers' (or 'backbone' and 'head')")
 
-    _load_yaml_blocks(path, data, root, fail)
+    _load_yaml_blocks(where, base, data, root, fail)
     # a family file named with one of its scales (my-yolo11n.yaml, a copy of yolo11.yaml): that scale, as Ultralytics
     # reads such a file
-    own_scale = _family(path.stem, list(data["scales"])) or _family(path.stem) \
+    own_scale = _family(stem, list(data["scales"])) or _family(stem) \
         if scale is None and isinstance(data.get("scales"), dict) else None
     scale = own_scale[1] if own_scale else scale
     if scale is None and data.get("scale") not in (None, ""):  # Ultralytics' `scale: n` (a model's saved yaml)
@@ -323,10 +351,10 @@ def load_spec(path: str | Path | Spec) -> Spec:
     if "channels" in data and data["channels"] != inp["shape"][0]:
         raise fail("channels", f"{data['channels']!r} (the model's input channels), but input: shape [C, H, W] has C = "
                                f"{inp['shape'][0]}: make them agree (or leave Ultralytics' channels: out)")
-    gd, gw, max_ch = _multiples(data, scale, fail, path)
+    gd, gw, max_ch = _multiples(data, scale, fail, path, stem)
     params = {k: v for k, v in data.items() if k not in RESERVED}
-    name = (path.stem if own_scale else _scaled_names(path.stem, [scale])[0] if scale is not None
-            else str(data.get("name", path.stem)))
+    name = (stem if own_scale or named and scale is None else _scaled_names(stem, [scale])[0] if scale is not None
+            else str(data.get("name", stem)))
     preset = data.get("set", {})
     if not isinstance(preset, dict) or not all(isinstance(k, str) for k in preset):
         raise fail("set", "expected a mapping of build parameters, e.g. {bn_eps: 1.0e-5}, as --set KEY=VALUE gives them")
@@ -339,7 +367,7 @@ def load_spec(path: str | Path | Spec) -> Spec:
     used: set[str] = set()
     unknown = _unknown_blocks(raw_rows)
     for i, (raw, node) in enumerate(zip(raw_rows, row_nodes)):
-        spec.rows.append(_parse_row(path, i, node.start_mark.line + 1, raw, params, gd, width, key_prefix, used,
+        spec.rows.append(_parse_row(where, i, node.start_mark.line + 1, raw, params, gd, width, key_prefix, used,
                                     unknown))
     unused = [k for k in params if k not in used]  # a typo, or an Ultralytics option netdef ignores
     if unused:
@@ -363,7 +391,7 @@ def _parse_once(text: str) -> tuple[Any, Any]:
     return yaml.compose(text, Loader=yaml.SafeLoader), yaml.safe_load(text)
 
 
-def _refuse_duplicate_keys(path: Path, node: Any) -> None:
+def _refuse_duplicate_keys(where: str, node: Any) -> None:
     """A key given twice in one mapping is an error (YAML loaders keep the last one silently)."""
     if isinstance(node, yaml.MappingNode):
         seen: dict[tuple[str, str], int] = {}
@@ -371,16 +399,17 @@ def _refuse_duplicate_keys(path: Path, node: Any) -> None:
             if isinstance(k, yaml.ScalarNode):
                 key = (k.tag, k.value)  # 1 and '1' are different keys
                 if key in seen:
-                    raise SpecError(f"{path}:{k.start_mark.line + 1}: '{k.value}' is given twice in one mapping "
+                    raise SpecError(f"{where}:{k.start_mark.line + 1}: '{k.value}' is given twice in one mapping "
                                     f"(first on line {seen[key]}): keep one")
                 seen[key] = k.start_mark.line + 1
     for child in node.value if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)) else ():
         for n in child if isinstance(child, tuple) else (child,):
-            _refuse_duplicate_keys(path, n)
+            _refuse_duplicate_keys(where, n)
 
 
-def _load_yaml_blocks(path: Path, data: dict, root: Any, fail: Callable[[str, str], SpecError]) -> None:
-    """Import the installed block modules and those the YAML's `blocks:` names (paths relative to the YAML)."""
+def _load_yaml_blocks(where: str, base: Path, data: dict, root: Any, fail: Callable[[str, str], SpecError]) -> None:
+    """Import the installed block modules and those the YAML's `blocks:` names (paths relative to `base`: the
+    YAML's folder)."""
     load_installed_blocks()
     if "blocks" not in data:
         return
@@ -388,7 +417,7 @@ def _load_yaml_blocks(path: Path, data: dict, root: Any, fail: Callable[[str, st
     if not isinstance(nodes, yaml.SequenceNode) or not all(isinstance(n, yaml.ScalarNode) for n in nodes.value):
         raise fail("blocks", "expected a list of block modules: dotted names or .py paths (relative to this file)")
     for node in nodes.value:
-        load_block_module(str(node.value), f"{path}:{node.start_mark.line + 1}: 'blocks'", base=path.parent,
+        load_block_module(str(node.value), f"{where}:{node.start_mark.line + 1}: 'blocks'", base=base,
                           error=SpecError)
 
 
@@ -405,7 +434,8 @@ def _torch_activation(text: Any, fail: Any) -> str:
     return "gelu:tanh" if args and "tanh" in args[0] else name
 
 
-def _multiples(data: dict, scale: str | None, fail: Any, path: Path) -> tuple[float, float, int | None]:
+def _multiples(data: dict, scale: str | None, fail: Any, path: Path | None,
+               stem: str) -> tuple[float, float, int | None]:
     """(depth_multiple, width_multiple, max_channels) from the chosen `scales:` entry or the plain keys."""
     scales = data.get("scales")
     if scales is None:
@@ -421,8 +451,11 @@ def _multiples(data: dict, scale: str | None, fail: Any, path: Path) -> tuple[fl
     if scale is None and len(scales) == 1:  # one scale (Ultralytics' rtdetr-l.yaml): that one, as Ultralytics
         scale = next(iter(scales))
     if scale is None:
-        names = _scaled_names(Path(str(data.get("name") or path.stem)).stem, list(scales))
-        scaled = path.with_name(_scaled_names(path.stem, list(scales)[:1])[0] + path.suffix)
+        names = _scaled_names(Path(str(data.get("name") or stem)).stem, list(scales))
+        if path is None:
+            raise fail("scales", f"this architecture is a family: name one of its scales ({', '.join(names)}), e.g. "
+                                 f"parse_spec(text, {_scaled_names(stem, list(scales)[:1])[0]!r})")
+        scaled = path.with_name(_scaled_names(stem, list(scales)[:1])[0] + path.suffix)
         by_path = f" or by a path with the scale in the file name ({scaled} for {path.name})" if scaled != path else ""
         raise fail("scales", f"this file is a family: build one of its scales by name ({', '.join(names)}){by_path}")
     if scale not in scales:
@@ -445,11 +478,11 @@ def _unknown_blocks(raw_rows: list[Any]) -> dict[str, list[int]]:
     return unknown
 
 
-def _parse_row(path: Path, i: int, line: int, raw: Any, params: dict, gd: float,
+def _parse_row(where: str, i: int, line: int, raw: Any, params: dict, gd: float,
                width: tuple[float, int | None, set[int]], key_prefix: str, used: set[str],
                unknown: Mapping[str, list[int]] | None = None) -> Row:
     def fail(msg: str) -> SpecError:
-        return SpecError(f"{path}:{line}: row {i}: {msg}")
+        return SpecError(f"{where}:{line}: row {i}: {msg}")
 
     options = raw[-1] if isinstance(raw, list) and len(raw) in (5, 6) and isinstance(raw[-1], dict) else None
     raw = raw[:-1] if options is not None else raw
@@ -624,11 +657,11 @@ def _mark_outputs(spec: Spec, net: Network, last: Any) -> list[str]:
         return [net.output(t, n).name for n, t in last.items()]
     if isinstance(last, (list, tuple)):
         if len(last) != len(spec.output_names):
-            raise SpecError(f"{spec.path}: the last row gives {len(last)} outputs but 'output' names "
+            raise SpecError(f"{spec.source}: the last row gives {len(last)} outputs but 'output' names "
                             f"{len(spec.output_names)}: {spec.output_names}")
         return [net.output(t, n).name for t, n in zip(last, spec.output_names)]
     if len(spec.output_names) != 1:
-        raise SpecError(f"{spec.path}: the last row gives one output but 'output' names {len(spec.output_names)}: "
+        raise SpecError(f"{spec.source}: the last row gives one output but 'output' names {len(spec.output_names)}: "
                         f"{spec.output_names}")
     return [net.output(last, spec.output_names[0]).name]
 

@@ -334,3 +334,64 @@ def test_ultralytics_scale_and_channels_keys(tmp_path):
     with pytest.raises(SpecError, match=r"a.yaml:8: 'channels': 1 \(the model's input channels\), but "
                                         r"input: shape \[C, H, W\] has C = 3"):
         load_spec(write(tmp_path, text + "scale: n\nchannels: 1\n", "a.yaml"))
+
+
+def test_an_architecture_given_in_python_builds_and_refits_only_with_itself(tmp_path):
+    """parse_spec: YAML text or a dict, no file; the name given names it, errors say <name> and the line, the
+    engine header records no path, and a refit (which cannot find it by name) is told to pass it."""
+    from pathlib import Path
+
+    import yaml
+
+    from netdef import engine_file
+    from netdef.build import BuildOptions, build_engine, define_network
+    from netdef.refit import spec_of
+    from netdef.spec import parse_spec
+
+    from helpers import lenet_weights
+
+    pytest.importorskip("torch")
+    text = (Path(load_spec("lenet").path)).read_text()
+    from_text, from_dict = parse_spec(text, "mynet"), parse_spec(yaml.safe_load(text), "mynet")
+    assert from_text.name == from_dict.name == "mynet" and from_text.path is None
+    assert from_text.sha256 == load_spec("lenet").sha256  # the same text is the same architecture
+    weights = lenet_weights(0)
+    layers = [[n.definition.get_layer(i).name for i in range(n.definition.num_layers)]
+              for n in (define_network(s, weights, BuildOptions(), log=lambda m: None)
+                        for s in (from_dict, load_spec("lenet")))]
+    assert layers[0] == layers[1] and "conv1" in layers[0]
+    res = build_engine(from_dict, weights, tmp_path / "mynet.engine", BuildOptions(), log=lambda m: None)
+    meta = res.meta
+    assert meta["arch"]["name"] == "mynet" and meta["arch"]["path"] is None
+    with pytest.raises(NetdefError, match=r"given in Python \(parse_spec: <mynet>\): pass that architecture"):
+        spec_of(meta)
+    assert spec_of(meta, from_dict) is from_dict
+    with pytest.raises(NetdefError, match="is not the one the engine was built from"):
+        spec_of(meta, load_spec("lenet"))  # other text (the dict's YAML dump), other architecture
+
+
+@pytest.mark.parametrize("text, name, needle", [
+    ("input: {name: x, shape: [1, 8, 8]}\nlayers:\n  - [-1, 1, Nope, {}]\n", "mynet",
+     r"<mynet>:3: row 0: unknown block 'Nope'"),
+    ("input: {name: x, shape: [1, 8, 8]}\nlayers:\n  - [-1, 1, Linear]\n", "mynet", r"<mynet>:3: row 0: expected"),
+    ({"input": {"name": "x", "shape": [1, 8, 8]}, "layers": [[-1, 1, "Linear", {"c2": 4}, "fc"]], "nx": 1}, "m",
+     r"<m>:\d+: 'nx': unknown top-level key"),
+    ({"input": {"name": "x", "shape": [1, 8, 8]}, "layers": [[-1, 1, "Linear", {"c2": object()}]]}, "m",
+     r"<m>: cannot be written as YAML"),
+    (["input"], "m", r"expected YAML text or a dict"),
+])
+def test_an_architecture_given_in_python_names_its_errors(text, name, needle):
+    from netdef.spec import parse_spec
+
+    with pytest.raises(SpecError, match=needle):
+        parse_spec(text, name)
+
+
+def test_a_family_given_as_text_is_built_by_a_scaled_name():
+    from netdef.spec import parse_spec
+
+    text = load_spec("yolov8n").path.read_text()
+    with pytest.raises(SpecError, match=r"<yolov8>:\d+: 'scales': .*name one of its scales .*'yolov8n'"):
+        parse_spec(text, "yolov8")
+    spec = parse_spec(text, "yolov8s")
+    assert (spec.name, spec.scale, len(spec.rows)) == ("yolov8s", "s", len(load_spec("yolov8s").rows))

@@ -535,7 +535,7 @@ def _arch_kpt_shape(meta: dict[str, Any], where: str) -> tuple[int, int]:
     value = spec.params.get("kpt_shape")
     if (not isinstance(value, (list, tuple)) or len(value) != 2 or not all(isinstance(v, int) for v in value)
             or value[0] < 1 or value[1] not in (2, 3)):
-        raise NetdefError(f"{where}: its architecture {spec.path} has kpt_shape {value!r}, expected [keypoints, "
+        raise NetdefError(f"{where}: its architecture {spec.source} has kpt_shape {value!r}, expected [keypoints, "
                           f"2 or 3]: {hint}")
     return int(value[0]), int(value[1])
 
