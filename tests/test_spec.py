@@ -343,7 +343,6 @@ def test_an_architecture_given_in_python_builds_and_refits_only_with_itself(tmp_
 
     import yaml
 
-    from netdef import engine_file
     from netdef.build import BuildOptions, build_engine, define_network
     from netdef.refit import spec_of
     from netdef.spec import parse_spec
