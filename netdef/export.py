@@ -602,6 +602,10 @@ def _load_into(model: Any, ckpt: Any, where: str, source: str) -> None:
     """Load the state_dict of `ckpt` (the --state-dict file `where`) into `model` (of `source`), or a NetdefError
     that says how they differ (`_misfit`) instead of PyTorch's list of every tensor."""
     sd = state_dict_of(ckpt, where)
+    if not callable(getattr(model, "load_state_dict", None)):
+        raise NetdefError(f"--state-dict {where}: {source} gives a {type(model).__name__}, not a torch module to load "
+                          f"the weights into: give a source that makes the model (a callable returning the "
+                          f"torch.nn.Module), or export {where} itself (`netdef export {where} -o OUT.wts`)")
     try:
         model.load_state_dict(sd)
     except RuntimeError as e:

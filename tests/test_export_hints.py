@@ -102,6 +102,10 @@ def test_a_state_dict_that_does_not_fit_says_how(tmp_path):
                                           r"weights were trained as, or export them alone \(`netdef export \S*other\.pt "
                                           r"-o OUT\.wts`\)$"):
         load_source(f"{tmp_path / 'heads.py'}:Model", state_dict=str(tmp_path / "other.pt"))
+    (tmp_path / "weights_only.py").write_text("def make():\n    return {'conv.weight': 0}\n")
+    with pytest.raises(NetdefError, match=r"weights_only\.py:make gives a dict, not a torch module to load the "
+                                          r"weights into"):  # a callable returning a state_dict: no AttributeError
+        load_source(f"{tmp_path / 'weights_only.py'}:make", state_dict=str(tmp_path / "other.pt"))
 
 
 def test_a_missing_dependency_of_the_models_code_is_named_with_its_importer(tmp_path, monkeypatch):
