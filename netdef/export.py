@@ -1,6 +1,7 @@
 """The gen_wts step: PyTorch weights from a checkpoint, a torchvision model or a callable -> .wts."""
 from __future__ import annotations
 
+import ast
 import contextlib
 import importlib
 import inspect
@@ -23,13 +24,15 @@ CHECKPOINT_KEYS = ("ema", "model", "state_dict", "model_state_dict")
 
 def load_source(source: str, *, state_dict: str | None = None, log: Callable[[str], None] | None = None) -> Any:
     """A torch module or state_dict from SOURCE: a checkpoint path, `torchvision:NAME`, `pkg.module:callable` or
-    `path/to/file.py:callable`;
-    `log` gets load_checkpoint's notice. A bad `state_dict` path is reported before SOURCE is loaded."""
+    `path/to/file.py:callable`, the last three with keyword arguments for the builder if wanted
+    (`torchvision:resnet18(num_classes=10)`); `log` gets load_checkpoint's notice. A bad `state_dict` path is
+    reported before SOURCE is loaded."""
     if state_dict:
         check_checkpoint(state_dict, records=False)  # at once; its records when it is loaded
     torch = _torch()
-    if source.startswith("torchvision:"):
-        model = _torchvision_model(source.split(":", 1)[1])
+    target, kwargs = (source, {}) if Path(source).exists() else _call(source)
+    if target.startswith("torchvision:"):
+        model = _torchvision_model(target.split(":", 1)[1], kwargs, source)
         if state_dict:
             _load_into(model, load_checkpoint(state_dict, log), state_dict, source)
         return model
@@ -45,8 +48,8 @@ def load_source(source: str, *, state_dict: str | None = None, log: Callable[[st
             _load_into(model, load_checkpoint(state_dict, log), state_dict, source)
             return model
         return ckpt
-    if ":" in source:
-        mod_name, _, attr = source.rpartition(":")  # my_model.py:make, C:\\models\\my_model.py:make
+    if ":" in target:
+        mod_name, _, attr = target.rpartition(":")  # my_model.py:make, C:\\models\\my_model.py:make
         try:
             if mod_name.endswith(".py"):  # a file of your own, as --blocks takes one
                 from .block_modules import import_file
@@ -60,8 +63,10 @@ def load_source(source: str, *, state_dict: str | None = None, log: Callable[[st
             raise NetdefError(f"cannot import '{source}': {e}") from None
         except Exception as e:  # noqa: BLE001  the user's module failed while importing
             raise NetdefError(f"cannot import '{source}': {type(e).__name__}: {e}{raised_at(e)}") from None
+        if kwargs and (not callable(fn) or isinstance(fn, torch.nn.Module)):
+            raise NetdefError(f"{source}: {attr} is a {type(fn).__name__}, not a callable to give arguments to")
         try:
-            obj = fn() if callable(fn) and not isinstance(fn, torch.nn.Module) else fn
+            obj = fn(**kwargs) if callable(fn) and not isinstance(fn, torch.nn.Module) else fn
         except Exception as e:  # noqa: BLE001  the user's model function failed
             raise NetdefError(f"{source}: calling {attr}() raised {type(e).__name__}: {e}{raised_at(e)}") from None
         if state_dict:
@@ -69,6 +74,28 @@ def load_source(source: str, *, state_dict: str | None = None, log: Callable[[st
         return obj
     raise NetdefError(f"source '{source}' is not a file, 'torchvision:NAME', 'package.module:callable' or "
                       "'file.py:callable'")
+
+
+def _call(source: str) -> tuple[str, dict[str, Any]]:
+    """'torchvision:resnet18(num_classes=10)' -> ('torchvision:resnet18', {'num_classes': 10}): a source's keyword
+    arguments for its builder, Python literals; a source without parentheses has none."""
+    if not source.endswith(")") or "(" not in source:
+        return source, {}
+    target, _, args = source[:-1].partition("(")
+    problem = "not Python's keyword=value syntax"
+    try:
+        call = ast.parse(f"f({args})", mode="eval").body
+        if isinstance(call, ast.Call) and not call.args and all(k.arg for k in call.keywords):
+            kwargs = {}
+            for k in call.keywords:
+                problem = f"{ast.unparse(k)}: the value is no literal (quote a string: {k.arg}='...')"
+                kwargs[k.arg] = ast.literal_eval(k.value)
+            return target, kwargs
+        problem = "keyword arguments only"
+    except (SyntaxError, ValueError):
+        pass
+    raise NetdefError(f"source '{source}': {problem}; a builder's arguments are keyword=value with Python literals "
+                      f"as values, e.g. torchvision:resnet18(num_classes=10)")
 
 
 def load_checkpoint(path: str | Path, log: Callable[[str], None] | None = None) -> Any:
@@ -572,9 +599,10 @@ def seeded(seed: int) -> Iterator[None]:
 UNSET_INIT_WARNS = ("googlenet", "inception_v3")
 
 
-def _torchvision_model(name: str) -> Any:
+def _torchvision_model(name: str, given: Mapping[str, Any] | None = None, source: str = "") -> Any:
     """torchvision's model NAME with its own random init: no weights, and no pretrained backbone either (the
-    segmentation and detection builders default `weights_backbone` to ImageNet weights, a download)."""
+    segmentation and detection builders default `weights_backbone` to ImageNet weights, a download); `given`: the
+    builder's keyword arguments (num_classes=10, width_mult=0.5)."""
     try:
         import torchvision
     except ImportError:
@@ -586,7 +614,15 @@ def _torchvision_model(name: str) -> Any:
     kwargs = {"weights_backbone": None} if "weights_backbone" in inspect.signature(builder).parameters else {}
     if name in UNSET_INIT_WARNS:  # torchvision's default said explicitly: no FutureWarning the user cannot act on
         kwargs["init_weights"] = True
-    return builder(weights=None, **kwargs).eval()
+    kwargs.update(given or {})
+    if kwargs.get("weights") is not None or kwargs.get("weights_backbone") is not None:
+        raise NetdefError(f"{source}: netdef makes torchvision models with random weights (nothing is downloaded): "
+                          f"leave weights= out and give yours with --state-dict")
+    kwargs.pop("weights", None)
+    try:
+        return builder(weights=None, **kwargs).eval()
+    except (TypeError, ValueError) as e:  # an unknown or bad argument of the builder's
+        raise NetdefError(f"{source or name}: torchvision's {name}() refused its arguments: {e}") from None
 
 
 def _module_in(ckpt: Any, torch: Any) -> Any:

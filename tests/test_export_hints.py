@@ -508,3 +508,26 @@ def test_a_family_yaml_named_without_a_scale_gets_the_scale_ultralytics_took():
     assert "copy Ultralytics' YAML of it to my-yolo11t-neck.yaml" in _why_no_architecture(cfg, "w.wts")
     assert "to my-yolo11s-neck.yaml" in _why_no_architecture(dict(cfg, scale="s", yaml_file="my-yolo11s-neck.yaml"),
                                                              "w.wts")
+
+
+def test_a_sources_builder_takes_keyword_arguments(tmp_path):
+    """torchvision:NAME(k=v, ...) and file.py:fn(k=v): the builder's arguments (a model of 10 classes); bad ones are
+    named with the source, and torchvision's pretrained weights (a download) are refused."""
+    from netdef.export import load_source
+
+    assert load_source("torchvision:resnet18(num_classes=10)").fc.out_features == 10
+    assert load_source("torchvision:mobilenet_v2(width_mult=0.5, num_classes=3)").classifier[1].in_features == 1280
+    (tmp_path / "mine.py").write_text("import torch\ndef make(c=4, name='x'):\n    return torch.nn.Linear(2, c)\n"
+                                      "LAYER = torch.nn.Linear(2, 2)\n")
+    assert load_source(f"{tmp_path / 'mine.py'}:make(c=7, name='y')").out_features == 7
+    for source, needle in [
+        ("torchvision:resnet18(num_clases=10)", r"torchvision's resnet18\(\) refused its arguments: .*num_clases"),
+        ("torchvision:resnet18(10)", r"keyword arguments only"),
+        ("torchvision:resnet18(num_classes=x)", r"num_classes=x: the value is no literal \(quote a string"),
+        ("torchvision:resnet18(num_classes=)", r"not Python's keyword=value syntax"),
+        ("torchvision:resnet18(weights='DEFAULT')", r"random weights \(nothing is downloaded\)"),
+        (f"{tmp_path / 'mine.py'}:LAYER(c=1)", r"LAYER is a Linear, not a callable to give arguments to"),
+        (f"{tmp_path / 'mine.py'}:make(d=1)", r"calling make\(\) raised TypeError: .*'d'"),
+    ]:
+        with pytest.raises(NetdefError, match=needle):
+            load_source(source)

@@ -21,7 +21,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("arch", help="architecture YAML file or name")
     p.add_argument("--weights", "-w", required=True, help=".wts file (from `netdef export`)")
     p.add_argument("--model", required=True, metavar="SOURCE",
-                   help="the PyTorch model: torchvision:NAME, package.module:callable, file.py:callable, or a "
+                   help="the PyTorch model: torchvision:NAME, package.module:callable, file.py:callable (each with the "
+                        "builder's keyword arguments if wanted: \"torchvision:resnet18(num_classes=10)\"), or a "
                         "pickled-model checkpoint")
     p.add_argument("--cpu", action="store_true",
                    help="evaluate the network definition in float64 with torch on the CPU (no GPU, no TensorRT "
