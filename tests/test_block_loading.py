@@ -249,6 +249,17 @@ def test_yaml_names_its_block_modules_relative_to_itself(tiny, monkeypatch):
     assert (tiny / "t.engine").is_file()
 
 
+def test_an_architecture_given_in_python_names_block_modules_relative_to_its_base(tiny):
+    """parse_spec(text, base=DIR): `blocks:` paths are relative to DIR (there is no YAML file to be relative to)."""
+    from netdef.spec import parse_spec
+
+    text = arch_yaml("TinyConvRelu", "blocks: [tiny_blocks.py]")
+    with pytest.raises(SpecError, match=r"^<tiny>:4: 'blocks': .*tiny_blocks\.py"):
+        parse_spec(text, "tiny", base=tiny / "elsewhere")
+    spec = parse_spec(text, "tiny", base=tiny)
+    assert spec.rows[0].block.name == "TinyConvRelu" and spec.identity()["path"] is None
+
+
 def test_a_bad_yaml_block_module_names_the_yaml_line(tiny):
     from netdef.spec import load_spec
 
