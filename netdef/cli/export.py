@@ -14,8 +14,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                               description="SOURCE: a checkpoint (.pt/.pth: a state_dict, a pickled model, or a "
                                           "dict holding one under 'model'/'ema'/'state_dict'), torchvision:NAME "
                                           "(random init unless --state-dict), or package.module:callable or "
-                                          "file.py:callable returning a model or state_dict; the last three take the builder's keyword "
-                                          "arguments: \"torchvision:resnet18(num_classes=10)\".")
+                                          "file.py:callable returning a model or state_dict; the last three take "
+                                          "the builder's keyword arguments: \"torchvision:resnet18(num_classes=10)\".")
     p.set_defaults(func=cmd_export)
     p.add_argument("source")
     p.add_argument("-o", "--output", required=True, help="the .wts file to write")
