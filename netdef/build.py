@@ -58,8 +58,9 @@ def build_engine(arch: str | Path | Spec, weights: Weights, output: str | Path, 
     t0 = time.perf_counter()
     spec = arch if isinstance(arch, Spec) else load_spec(arch)
     builtin = Path(__file__).resolve().parent / "architectures"
+    # the working folder's YAML shadows netdef's
     if isinstance(arch, str) and spec.path is not None and Path(arch).suffix not in (".yaml", ".yml") \
-            and (builtin / spec.path.name).is_file() and builtin not in spec.path.resolve().parents:  # the working folder's YAML shadows netdef's
+            and (builtin / spec.path.name).is_file() and builtin not in spec.path.resolve().parents:
         log(f"[netdef] {arch}: {spec.path} (the working folder's architectures/ comes before netdef's own)")
     inputs = [spec.path, *block_files(), None if isinstance(weights, Mapping) else weights, opts.calibration,
               names_from]
