@@ -283,6 +283,9 @@ def parse_spec(text: str | Mapping[str, Any], name: str = "model", *, base: str 
                             f"lists and mappings): {e}") from None
     if not isinstance(text, str) or not isinstance(name, str) or not name:
         raise SpecError(f"parse_spec({type(text).__name__}, {name!r}): expected YAML text or a dict, and a name")
+    if "\n" not in text.strip() and (text.strip().endswith((".yaml", ".yml")) or Path(text.strip()).is_file()):
+        raise SpecError(f"parse_spec({text.strip()!r}): that is a file's name; parse_spec takes the YAML text itself, "
+                        f"load_spec(path) reads a file")
     return _spec(text, None, f"<{name}>", name, Path(base), None, named=True)
 
 

@@ -378,6 +378,7 @@ def test_an_architecture_given_in_python_builds_and_refits_only_with_itself(tmp_
     ({"input": {"name": "x", "shape": [1, 8, 8]}, "layers": [[-1, 1, "Linear", {"c2": object()}]]}, "m",
      r"<m>: cannot be written as YAML"),
     (["input"], "m", r"expected YAML text or a dict"),
+    ("architectures/mine.yaml", "m", r"that is a file's name; parse_spec takes the YAML text itself, load_spec"),
 ])
 def test_an_architecture_given_in_python_names_its_errors(text, name, needle):
     from netdef.spec import parse_spec
