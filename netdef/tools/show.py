@@ -82,7 +82,7 @@ class ShowReport:
         keys = self.weights is not None if keys is None else keys
         s = self.spec
         sizes = f" at HxW {self.input_sizes} (MIN:OPT:MAX)" if self.input_sizes else ""
-        lines = [f"{s.name} ({s.path}): input '{s.input_name}' {_shape(self.input_shape)}{sizes}"
+        lines = [f"{s.name} ({s.source}): input '{s.input_name}' {_shape(self.input_shape)}{sizes}"
                  + (f", weights {self.weights}" if self.weights else ", no weights (keys and shapes as expected)"),
                  ""]
         table = [["", "from", "n", "params", "block", "prefix", "output", "arguments"]] + [v.cells() for v in self.rows]
