@@ -118,6 +118,18 @@ def test_two_processes_compile_once(plugin_cache, monkeypatch):
     assert len(calls) == 1 and len({r.path for r in results}) == 1 and len(results) == 3
 
 
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, subprocess.TimeoutExpired("nvcc", 1)])
+def test_an_interrupted_compile_leaves_no_half_written_library(plugin_cache, monkeypatch, stop):
+    def nvcc_stopped(cmd, **kw):  # nvcc has written part of its output when Ctrl-C (or the time limit) stops it
+        Path(cmd[cmd.index("-o") + 1]).write_bytes(b"\x7fELF half")
+        raise stop
+
+    monkeypatch.setattr(pc.subprocess, "run", nvcc_stopped)
+    with pytest.raises(KeyboardInterrupt if stop is KeyboardInterrupt else NetdefError):
+        pc.compile_plugin("yolo_decode_nms", toolchain=fake_toolchain(), log=lambda m: None)
+    assert [p.suffix for p in plugin_cache.iterdir()] == [".lock"]
+
+
 def _no_toolchain(monkeypatch, tmp_path, *, keep_nvcc: bool = False) -> None:
     """An environment with no nvcc (unless keep_nvcc), no TensorRT headers/library and no GPU."""
     fake = replace(trt_api.info(), module="tensorrt", flavor="tensorrt", version="8.6.0", major=8,

@@ -271,9 +271,11 @@ def _compile(tc: Toolchain, sources: list[Path], target: Path, log: Any) -> None
     log(f"[netdef] compiling plugin {target.name} for compute capability {tc.arch} (first use; about a minute) ...")
     try:
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
+    except BaseException as e:  # a timeout, Ctrl-C, nvcc not startable: no half-written library stays in the cache
         tmp.unlink(missing_ok=True)
-        raise NetdefError(f"nvcc did not finish within {COMPILE_TIMEOUT_S} s compiling {target.name}") from None
+        if isinstance(e, subprocess.TimeoutExpired):
+            raise NetdefError(f"nvcc did not finish within {COMPILE_TIMEOUT_S} s compiling {target.name}") from None
+        raise
     if res.returncode != 0 or not tmp.is_file():
         tmp.unlink(missing_ok=True)
         tail = "\n".join((res.stderr or res.stdout).strip().splitlines()[-30:])
