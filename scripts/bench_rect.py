@@ -82,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.range is None or not all(lo <= s <= hi for lo, s, hi in zip(a.range[0], SQUARE, a.range[2])):
         raise NetdefError(f"--input-shape {a.input_shape}: give a MIN:OPT:MAX range that holds 640x640")
     warmup, measure = parse_budget(a.warmup, "--warmup"), parse_budget(a.measure, "--measure")
+    out = e2e.routes.results_file(a.json, a.workdir, f"rect_{a.model}.json")
     e2e.require_packages(a.model)
     from netdef.runtime import Engine
     from netdef.tools.detect import engine_detector
@@ -103,7 +104,6 @@ def main(argv: list[str] | None = None) -> int:
                            "input_range": a.range, "cuda_graph": a.cuda_graph, "batch": 1,
                            "images": {n: list(p.shape[:2]) for n, p in zip(e2e.PHOTOS, photos)},
                            "engines": {k: str(v) for k, v in engines.items()}, "results": [], "engine_alone": []}
-    out = Path(a.json or Path(a.workdir) / f"rect_{a.model}.json")
     for name, det in detectors.items():
         shapes: list[tuple[int, int]] = []
         infer = det.infer

@@ -484,6 +484,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         raise OptionError("--shared-timing-cache needs --timing-cache DIR (the folder of the one cache)")
     a.warmup_budget, a.measure_budget = parse_budget(a.warmup, "--warmup"), parse_budget(a.measure, "--measure")
     a.pipelines = pipelines(a.model)
+    a.json_path = routes.results_file(a.json, a.workdir, f"e2e_{a.model}.json")
     return a
 
 
@@ -508,7 +509,7 @@ def main(argv: list[str] | None = None) -> int:
                            "thresholds": {"conf": a.conf, "iou": a.iou, "max_det": a.max_det},
                            "candidates_per_photo": a.candidates, "cuda_graph": a.cuda_graph,
                            "images": list(PHOTOS), "results": [], "detections": {}}
-    out = Path(a.json or Path(a.workdir) / f"e2e_{a.model}.json")
+    out = a.json_path
     photos = photos_bgr()
     engines = build_engines(a, photos, say)
     netdef_det = engine_detector(Engine(engines["netdef"], cuda_graph=a.cuda_graph), max_det=a.max_det)

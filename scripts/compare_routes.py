@@ -38,7 +38,7 @@ from netdef.compiler import compile_engine
 from netdef.engine_file import read_meta
 from netdef.cli.guard import run_guarded
 from netdef.errors import NetdefError
-from netdef.fileio import file_sha256
+from netdef.fileio import RESULTS_JSON, check_output, file_sha256
 from netdef.tools.bench import BenchSettings, bench_engine, parse_batches
 from netdef.tools.environment import environment
 from netdef.tools.report import write_json
@@ -263,7 +263,7 @@ class Run:
         self.m = MODELS[args.model]
         self.workdir = Path(args.workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.rec = Record(Path(args.json or self.workdir / f"compare_{args.model}.json"), args.append)
+        self.rec = Record(args.json_path, args.append)
         self.settings = BenchSettings(warmup=args.warmup_budget, measure=args.measure_budget)
         self.cache_dir = Path(args.timing_cache) if args.timing_cache else self.workdir / "timing-cache"
         if not args.timing_cache:  # a fresh cache per run: the first netdef build is cold
@@ -563,6 +563,14 @@ def make_parser() -> argparse.ArgumentParser:
     return p
 
 
+def results_file(json_arg: str | None, workdir: str, name: str) -> Path:
+    """The results file, --json or else WORKDIR/NAME, checked before any work: it may replace an earlier run's
+    results only (an OptionError where it names another file, say a script or a config)."""
+    path = Path(json_arg or Path(workdir) / name)
+    check_output(path, what="--json", kind=RESULTS_JSON)
+    return path
+
+
 def check_covered(batches: list[int], profile: tuple[int, int, int], text: str) -> None:
     """Every batch size inside the profile's min..max (else a NetdefError naming those outside)."""
     lo, _, hi = profile
@@ -585,6 +593,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                               f"leave out {', '.join('--' + k.replace('_', '-') for k in changed)}")
         for k, v in QUICK.items():
             setattr(a, k, v)
+    a.json_path = results_file(a.json, a.workdir, f"compare_{a.model}.json")
     a.precisions = [s.strip() for s in a.precision.split(",")]
     bad = [s for s in a.precisions if s not in ("fp32", "fp16")]
     if bad or len(set(a.precisions)) != len(a.precisions):

@@ -347,3 +347,21 @@ def test_bench_rect_says_what_it_needs_without_a_gpu(e2e, tmp_path):
     with pytest.raises(NetdefError, match="this benchmark needs a CUDA GPU and full TensorRT"):
         rect.main(["--workdir", str(tmp_path / "work")])
     assert not (tmp_path / "work").exists()
+
+
+@pytest.mark.parametrize("script", ["compare_routes", "compare_end_to_end", "bench_rect"])
+def test_the_comparisons_replace_results_files_only(e2e, script, tmp_path):
+    """--json (or the default WORKDIR/NAME.json) is checked before any work: an earlier run's results are replaced,
+    a file of the user's (a script, a config) is not."""
+    start = {"compare_routes": e2e.routes.parse_args, "compare_end_to_end": e2e.parse_args,
+             "bench_rect": load_script("bench_rect").main}[script]
+    mine = tmp_path / "setup.py"
+    mine.write_text("print('mine')\n")
+    with pytest.raises(NetdefError, match=r"--json .*setup\.py exists and is not a netdef results file"):
+        start(["--json", str(mine), "--workdir", str(tmp_path / "work")])
+    assert mine.read_text() == "print('mine')\n" and not (tmp_path / "work").exists()
+    earlier = tmp_path / "work" / "old.json"
+    earlier.parent.mkdir()
+    earlier.write_text(json.dumps({"environment": {}, "results": []}))
+    if script != "bench_rect":  # its checks pass; bench_rect goes on to need a GPU
+        assert start(["--json", str(earlier)]).json_path == earlier
