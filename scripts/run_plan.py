@@ -16,7 +16,9 @@ import argparse
 import ctypes
 import importlib
 import json
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +36,14 @@ def main(argv: list[str] | None = None) -> int:
     plan = Path(a.plan)
     if not plan.is_file():
         sys.exit(f"no such plan file: {plan}")
+    output = None if a.output is None else Path(a.output if a.output.endswith(".npz") else f"{a.output}.npz")
+    if output is not None:  # checked before the run: np.savez would write over any file, an input too
+        if not output.parent.is_dir():
+            sys.exit(f"--output {output}: no folder {output.parent}")
+        for read in (plan, Path(f"{plan}.json"), *(Path(p) for p in [a.input, *a.plugin] if p)):
+            if output.exists() and read.exists() and os.path.samefile(output, read):
+                sys.exit(f"--output {output} is also an input ({read}): writing it would destroy that input; "
+                         "give another path")
     with open(plan, "rb") as f:  # 'vtrt': a TensorRT-RTX plan, which its own module reads; 'ftrt': TensorRT's
         rtx = f.read(4) == b"vtrt"
     trt = None
@@ -110,10 +120,25 @@ def main(argv: list[str] | None = None) -> int:
     outputs = {n: buffers[n].cpu().numpy() for n in names if n not in inputs}
     for n, v in outputs.items():
         print(f"{n}: shape {v.shape} {v.dtype}")
-    if a.output:
-        np.savez(a.output, **outputs)
-        print(f"wrote {a.output}")
+    if output is not None:
+        save(output, outputs)
+        print(f"wrote {output}")
     return 0
+
+
+def save(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """np.savez to a temporary file beside `path`, renamed over it: an error or Ctrl-C leaves the old file whole."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~mask)  # as np.savez's own file
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from helpers import run_cli
+from helpers import load_script, run_cli
 from netdef import engine_file, trt_api
 from netdef.build import BuildOptions, build_engine
 from netdef.deploy.plan import export_plan, load_hints, metadata_from_engine, read_raw_plan, sidecar_path
@@ -595,6 +595,33 @@ def test_raw_plan_runs_like_its_engine(engines, tmp_path):
         got = Engine(path)
         assert got.profiles == [tuple(p) for p in THREE_PROFILES]
         np.testing.assert_array_equal(got(x)["logits"], want)
+
+
+def test_run_plan_never_writes_its_output_over_an_input(tmp_path, monkeypatch):
+    """scripts/run_plan.py refuses, before it loads TensorRT, an --output that is one of its inputs (by another
+    name, or without the .npz np.savez adds), and writes its .npz atomically (Ctrl-C leaves the old file)."""
+    run_plan = load_script("run_plan")
+    plan, x = tmp_path / "model.plan", tmp_path / "x.npz"
+    plan.write_bytes(b"vtrt plan")
+    np.savez(x, input=np.ones(3, np.float32))
+    before = x.read_bytes()
+    os.link(x, tmp_path / "hard.npz")
+    (tmp_path / "link.npz").symlink_to(plan)
+    for output in (str(tmp_path / "x"), str(tmp_path / "hard.npz"), str(tmp_path / "link.npz")):
+        with pytest.raises(SystemExit, match=r"--output .* is also an input"):
+            run_plan.main([str(plan), "--input", str(x), "--output", output])
+    with pytest.raises(SystemExit, match="no folder"):
+        run_plan.main([str(plan), "--output", str(tmp_path / "missing" / "out.npz")])
+
+    def interrupted(f, **arrays):
+        f.write(b"PK\x03\x04 part")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_plan.np, "savez", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_plan.save(x, {"output": np.zeros(2)})
+    assert x.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == [
+        "hard.npz", "link.npz", "model.plan", "x.npz"]
 
 
 @pytest.mark.gpu
