@@ -691,6 +691,8 @@ def test_annotated_names_and_write_results_never_replace_an_input(tmp_path):
     assert annotated_names(["x/a.jpg", "y/a.jpg", "detections.png", "z/b.bmp", "3"]) == \
         ["a.jpg", "a_2.jpg", "detections.png", "b.png", "3.png"]
     assert annotated_names(["a/detections.json"]) == ["detections.png"]
+    # names that differ in case only are one file on macOS and Windows: the second would replace the first
+    assert annotated_names(["x/Dog.jpg", "y/dog.jpg", "z/DOG.png"]) == ["Dog.jpg", "dog_2.jpg", "DOG.png"]
     # a renamed output (a_2.jpg) that is an input is caught as well
     (tmp_path / "a.jpg").write_bytes(b"first")
     (tmp_path / "a_2.jpg").write_bytes(b"second")

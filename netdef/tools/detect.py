@@ -645,16 +645,17 @@ _POSE_PALETTE = [(255, 128, 0), (255, 51, 255), (51, 153, 255), (0, 255, 0)]  # 
 
 def annotated_names(labels: Sequence[str]) -> list[str]:
     """The annotated image's file name for each image label (a path, or an index for arrays): the image's own
-    name (.jpg/.jpeg/.png kept, other formats as .png), made unique with _2, _3, ..."""
+    name (.jpg/.jpeg/.png kept, other formats as .png), made unique with _2, _3, ... regardless of case (Dog.jpg
+    and dog.jpg are one file on macOS and Windows)."""
     names, used = [], {DETECTIONS_JSON}
     for label in labels:
         src = Path(label)
         stem, suffix = src.stem, src.suffix.lower() if src.suffix.lower() in (".jpg", ".jpeg", ".png") else ".png"
         name, n = f"{stem}{suffix}", 1
-        while name in used:
+        while name.casefold() in used:
             n += 1
             name = f"{stem}_{n}{suffix}"
-        used.add(name)
+        used.add(name.casefold())
         names.append(name)
     return names
 
