@@ -59,6 +59,24 @@ def test_run_digits_without_gpu(tmp_path, capsys):
     assert "epoch 1/3: training loss" in err and "epoch 3/3" in err and "building the int8 engine" in err
 
 
+def test_run_digits_writes_over_its_own_calibration_images_only(tmp_path, monkeypatch):
+    """A --workdir holding the user's calib.npy is refused before training; an earlier run's is replaced."""
+    from netdef.errors import OptionError
+    from netdef.examples import digits
+
+    calib = tmp_path / "calib.npy"
+    np.save(calib, np.zeros((4, 1, 8, 8), np.float32))
+    mine = calib.read_bytes()
+    monkeypatch.setattr(digits, "train_lenet", lambda *a, **k: pytest.fail("trained before checking its files"))
+    with pytest.raises(OptionError, match=r"calib\.npy holds other data than this example's"):
+        run_digits(tmp_path, epochs=1, log=lambda m: None)
+    assert calib.read_bytes() == mine
+    ours = digits.npy_bytes(load_digits_data(0)["x_train"][:512])
+    calib.write_bytes(ours)
+    digits.check_own_file(calib, ours)  # an earlier run's: written over
+    np.testing.assert_array_equal(np.load(calib), load_digits_data(0)["x_train"][:512])
+
+
 @gpu
 def test_run_digits_engines(tmp_path):
     """FP32/FP16/INT8 engine accuracy next to PyTorch's; INT8 within 1 percentage point of FP32."""

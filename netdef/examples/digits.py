@@ -10,6 +10,7 @@ ranges come from the PyTorch model's activations (`calibrate_torch`), so the INT
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 import time
 from collections.abc import Callable
@@ -22,7 +23,8 @@ from torch import nn
 
 from .. import trt_api
 from ..build import BuildOptions, build_engine
-from ..errors import NetdefError
+from ..errors import NetdefError, OptionError
+from ..fileio import atomic_write
 
 ARCH = "lenet"
 UPSCALE = 2  # 8x8 -> 16x16 (nearest)
@@ -109,6 +111,8 @@ def run_digits(workdir: str | Path, *, epochs: int = 10, seed: int = 0, method: 
     log(f"netdef digits: {trt_api.version_string()}, GPU: {trt_api.gpu_identity() or 'none'}")
     t0 = time.perf_counter()
     data = load_digits_data(seed)
+    calib, calib_bytes = workdir / "calib.npy", npy_bytes(data["x_train"][:512])
+    check_own_file(calib, calib_bytes)  # before training
     log(f"1. training LeNet on {len(data['y_train'])} images for {epochs} epochs (CPU) ...")
     model = train_lenet(data["x_train"], data["y_train"], epochs=epochs, seed=seed, log=_stderr)
     result: dict[str, Any] = {"torch_accuracy": accuracy(torch_logits(model, data["x_test"]), data["y_test"]),
@@ -118,8 +122,7 @@ def run_digits(workdir: str | Path, *, epochs: int = 10, seed: int = 0, method: 
 
     wts = workdir / "lenet.wts"
     export_wts(model, wts)
-    calib = workdir / "calib.npy"
-    np.save(calib, data["x_train"][:512])
+    atomic_write(calib, calib_bytes)
     table = workdir / "lenet_calib.json"
     if runnable:
         calibrate(ARCH, wts, calib, table, method=method, batch=128, log=log)
@@ -155,6 +158,21 @@ def run_digits(workdir: str | Path, *, epochs: int = 10, seed: int = 0, method: 
     log("4. test accuracy:  PyTorch " + f"{result['torch_accuracy']:.2%}  " +
         "  ".join(f"{p} engine {a:.2%}" for p, a in result["accuracy"].items()))
     return result
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    """`array` as np.save writes it."""
+    buf = io.BytesIO()
+    np.save(buf, array)
+    return buf.getvalue()
+
+
+def check_own_file(path: Path, data: bytes) -> None:
+    """An existing `path` is replaced only when it holds `data` (an earlier run's): `--workdir` naming a folder of
+    the user's must not turn their calib.npy into this example's images."""
+    if path.exists() and (not path.is_file() or path.stat().st_size != len(data) or path.read_bytes() != data):
+        raise OptionError(f"--workdir {path.parent}: {path} holds other data than this example's (yours?): the example "
+                          f"writes over its own files only; give another --workdir or move {path.name} away")
 
 
 def _stderr(msg: str) -> None:
