@@ -357,7 +357,7 @@ def count(dets: Boxes) -> list[int]:
 
 def detection_wts(a: argparse.Namespace, photos: list[np.ndarray], say: Callable[[str], None]) -> tuple[Any, Path]:
     """The random-weight model of --model with the detection load of --candidates and --conf on `photos` (said),
-    back on the CPU, and its weights written to WORKDIR/MODEL.wts: (model, .wts path)."""
+    back on the CPU, and its weights written to WORKDIR/MODEL_random.wts: (model, .wts path)."""
     from netdef.export import export_wts
 
     work = Path(a.workdir)
@@ -367,7 +367,7 @@ def detection_wts(a: argparse.Namespace, photos: list[np.ndarray], say: Callable
     model.m.cpu()
     say(f"score weights x{scale:.4g}, {'class' if anchor_free(a.model) else 'objectness'} bias offset {offset:+.2f}: "
         f"about {a.candidates} boxes per photo above conf {a.conf}")
-    wts = work / f"{a.model}.wts"
+    wts = routes.weights_file(work, a.model)
     export_wts(model.m, wts)
     return model, wts
 

@@ -322,7 +322,7 @@ class Run:
                  f"profile {a.profile_text}, opt level {a.opt_level if a.opt_level is not None else 'default'}; "
                  f"JSON {self.rec.path}")
         self.model = first_output(load_model(a.model))
-        self.wts = self.workdir / f"{a.model}.wts"
+        self.wts = weights_file(self.workdir, a.model)
         if "netdef" in a.routes_l and not (a.reuse and self.wts.is_file()):
             from netdef.export import export_wts
 
@@ -569,6 +569,12 @@ def results_file(json_arg: str | None, workdir: str, name: str) -> Path:
     path = Path(json_arg or Path(workdir) / name)
     check_output(path, what="--json", kind=RESULTS_JSON)
     return path
+
+
+def weights_file(workdir: str | Path, model: str) -> Path:
+    """WORKDIR/MODEL_random.wts, the comparisons' random weights: named so that a --workdir holding the user's
+    trained MODEL.wts (weights/, as the README keeps them) never has them replaced by random ones."""
+    return Path(workdir) / f"{model}_random.wts"
 
 
 def check_covered(batches: list[int], profile: tuple[int, int, int], text: str) -> None:

@@ -365,3 +365,22 @@ def test_the_comparisons_replace_results_files_only(e2e, script, tmp_path):
     earlier.write_text(json.dumps({"environment": {}, "results": []}))
     if script != "bench_rect":  # its checks pass; bench_rect goes on to need a GPU
         assert start(["--json", str(earlier)]).json_path == earlier
+
+
+def test_the_comparisons_keep_the_users_weights_in_their_workdir(e2e, tmp_path, monkeypatch):
+    """--workdir weights/ (where the README keeps trained weights): the random-weight model's .wts goes beside
+    weights/yolov5s.wts, not over it."""
+    class Model(torch.nn.Linear):
+        def cuda(self):  # the detection load is set on the GPU: a stand-in here
+            return self
+
+    monkeypatch.setattr(e2e.routes, "load_model", lambda name: None)
+    monkeypatch.setattr(e2e.routes, "first_output", lambda model: type("Wrapped", (), {"m": Model(2, 2)})())
+    monkeypatch.setattr(e2e, "set_detection_load", lambda *a: (1.0, 0.0))
+    trained = tmp_path / "weights" / "yolov5s.wts"
+    trained.parent.mkdir()
+    trained.write_text("1\nmodel.0.weight 1 3f800000\n")
+    a = e2e.parse_args(["--workdir", str(trained.parent)])
+    _, wts = e2e.detection_wts(a, [], lambda m: None)
+    assert trained.read_text() == "1\nmodel.0.weight 1 3f800000\n"
+    assert wts == e2e.routes.weights_file(trained.parent, "yolov5s") and wts.is_file()
