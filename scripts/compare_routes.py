@@ -23,6 +23,7 @@ import argparse
 import copy
 import gc
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -199,7 +200,9 @@ def half_onnx(precision: str) -> bool:
 
 def export_onnx(model: Any, shape: tuple[int, ...], path: Path, half: bool, exporter: str, log: Callable,
                 names: tuple[str, str] = ("input", "output")) -> float:
-    """torch.onnx.export with a dynamic batch axis (opset 17), input and output named `names`; returns seconds."""
+    """torch.onnx.export with a dynamic batch axis (opset 17), input and output named `names`; returns seconds.
+    Exported to a temporary file renamed to `path` once complete: a failed or interrupted export leaves no part
+    that --reuse would take for the model."""
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -214,17 +217,22 @@ def export_onnx(model: Any, shape: tuple[int, ...], path: Path, half: bool, expo
     else:
         kwargs.update(dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1, max=4096)}}, dynamo=True)
     fastpath = torch.backends.mha.get_fastpath_enabled()
+    part = path.with_name(f".{path.name}.part.onnx")
     try:
         # nn.MultiheadAttention's eval fast path (a fused kernel, aten::_native_multi_head_attention, which
         # ONNX cannot express; ViT hits it) is off while exporting, so attention exports as matmuls and softmax
         torch.backends.mha.set_fastpath_enabled(False)
         with torch.no_grad():
-            torch.onnx.export(m, (x,), str(path), **kwargs)
-    except Exception as e:  # noqa: BLE001  report which exporter failed and how to switch
+            torch.onnx.export(m, (x,), str(part), **kwargs)
+    except BaseException as e:
+        part.unlink(missing_ok=True)
+        if not isinstance(e, Exception):  # Ctrl-C
+            raise
         raise NetdefError(f"torch.onnx.export ({exporter} exporter) failed: {type(e).__name__}: {e}; "
                           f"try --onnx-exporter {'dynamo' if exporter == 'legacy' else 'legacy'}") from None
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
+    os.replace(part, path)
     seconds = time.perf_counter() - t0
     log(f"exported {path} ({path.stat().st_size / 2**20:.1f} MiB, {exporter} exporter) in {seconds:.1f} s")
     del m

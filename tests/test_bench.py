@@ -372,6 +372,27 @@ def test_compare_models_are_the_same_in_every_run(compare):
     assert first["conv1.weight"].std() > 0
 
 
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, RuntimeError("unsupported operator")])
+def test_an_interrupted_onnx_export_leaves_no_part_for_reuse(compare, tmp_path, monkeypatch, stop):
+    """An ONNX export cut short (Ctrl-C, an exporter error) leaves neither the model's .onnx, which --reuse would
+    take for a complete one, nor its temporary file; an earlier run's file stays as it was."""
+    torch = pytest.importorskip("torch")
+
+    def export_stopped(m, args, f, **kw):
+        Path(f).write_bytes(b"\x08\x07 part of a model")
+        raise stop
+
+    monkeypatch.setattr(torch.onnx, "export", export_stopped)
+    onnx_path = tmp_path / "m.onnx"
+    with pytest.raises(KeyboardInterrupt if stop is KeyboardInterrupt else NetdefError):
+        compare.export_onnx(torch.nn.Conv2d(3, 4, 1), (3, 8, 8), onnx_path, False, "legacy", lambda m: None)
+    assert list(tmp_path.iterdir()) == []
+    onnx_path.write_bytes(b"earlier run")
+    with pytest.raises(KeyboardInterrupt if stop is KeyboardInterrupt else NetdefError):
+        compare.export_onnx(torch.nn.Conv2d(3, 4, 1), (3, 8, 8), onnx_path, False, "legacy", lambda m: None)
+    assert list(tmp_path.iterdir()) == [onnx_path] and onnx_path.read_bytes() == b"earlier run"
+
+
 def test_onnx_route_engine_builds(compare, tmp_path):
     """The ONNX route with the installed builder: same profile/precision plumbing as netdef, netdef container."""
     pytest.importorskip("onnx")
