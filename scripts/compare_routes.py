@@ -24,7 +24,6 @@ import copy
 import gc
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -274,9 +273,11 @@ class Run:
         self.rec = Record(args.json_path, args.append)
         self.settings = BenchSettings(warmup=args.warmup_budget, measure=args.measure_budget)
         self.cache_dir = Path(args.timing_cache) if args.timing_cache else self.workdir / "timing-cache"
-        if not args.timing_cache:  # a fresh cache per run: the first netdef build is cold
-            shutil.rmtree(self.cache_dir, ignore_errors=True)
         self.cache_dir.mkdir(parents=True, exist_ok=True)
+        if not args.timing_cache:  # fresh caches per run, the first netdef build cold: this run's files, no others
+            for precision in args.precisions:
+                for route in ("netdef", "onnx"):  # the routes that build engines
+                    self._cache_file(route, precision)[0].unlink(missing_ok=True)
         self.failed = False
 
     def say(self, msg: str) -> None:

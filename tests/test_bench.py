@@ -294,6 +294,22 @@ FIXED = {
 }
 
 
+def test_a_run_removes_its_own_timing_caches_only(compare, tmp_path):
+    """Each run starts cold (without --timing-cache): it removes the caches it will use, not the whole
+    WORKDIR/timing-cache folder, which a --workdir of the user's may hold with files of theirs."""
+    a = compare.parse_args(["--workdir", str(tmp_path), "--precision", "fp16", "--routes", "netdef,onnx"])
+    folder = tmp_path / "timing-cache"
+    folder.mkdir()
+    mine = folder / "mine" / "yolov5s.cache"
+    mine.parent.mkdir()
+    mine.write_bytes(b"the user's cache")
+    earlier = [folder / compare.cache_name(route, compare.Run(a).tag("fp16"), False) for route in ("netdef", "onnx")]
+    for path in earlier:
+        path.write_bytes(b"an earlier run's cache")
+    compare.Run(a)
+    assert mine.read_bytes() == b"the user's cache" and not any(path.exists() for path in earlier)
+
+
 def test_a_refused_timing_cache_is_not_called_warm(compare):
     """The build's header says whether TensorRT used the cache file; a file with entries alone made it "warm"."""
     assert compare.built_state("warm", {"timing_cache": "refused"}) == "refused"
