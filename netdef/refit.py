@@ -23,7 +23,7 @@ from .class_names import check_count, check_given, exported_names, shown
 from .compiler import build_key, structure_digest
 from .define import Identity, Weights, define_network, weights_identity
 from .errors import NetdefError, OptionError
-from .fileio import check_output, output_name
+from .fileio import FileKey, check_output, file_key, output_name
 from .network import Network
 from .options import BuildOptions
 from .registry import block_files
@@ -129,8 +129,10 @@ def refit_resolved(engine: Path, output: Path, meta: dict[str, Any], plan: bytes
                    log: Log, t0: float, arch: Spec | None = None) -> dict[str, Any]:
     """`refit_file` once its arguments are checked and resolved: the engine's `meta` and `plan` read, `output`
     checked, the weights hashed (`identity`), their class names found (`names`, None: none). `build_engine`
-    calls it with what it has already resolved itself."""
+    calls it with what it has already resolved itself. A file another program writes at `output` meanwhile (a
+    build, another refit) is kept: the refit ends with an error instead of replacing it."""
     source, sha = identity
+    before = _state(output)  # in place: the engine just read
     net, spec, opts = _refit_network(meta, weights, log, identity, arch)
     if names:
         check_count(names, names_from, net.model.get("nc", net.classes), str(engine),
@@ -157,6 +159,9 @@ def refit_resolved(engine: Path, output: Path, meta: dict[str, Any], plan: bytes
         new_meta["names"] = list(names)
     if "refit_key" in meta:  # the key of everything but the weights: the names are part of it (`build_engine`)
         new_meta["refit_key"] = build_key(spec.sha256, "", opts, meta["gpu"], names)
+    if _state(output) != before:
+        raise NetdefError(f"{output} was written by another program while this refit ran (a netdef build or refit?): "
+                          "nothing written, so that what it wrote is kept; refit again")
     new_meta = engine_file.write_engine(output, new_plan, new_meta)
     log(f"[netdef] refitted {count} weights of {engine} from {source} in {time.perf_counter() - t0:.2f} s "
         f"(TensorRT refit {refit_s:.2f} s); wrote {output}")
@@ -167,6 +172,14 @@ def refit_resolved(engine: Path, output: Path, meta: dict[str, Any], plan: bytes
                f"none now ({source} comes without names: give --names FILE to record some)")
             + f"; it had {shown(old) if old else 'none'}")
     return new_meta
+
+
+def _state(path: Path) -> FileKey | None:
+    """`fileio.file_key` of the file at `path`, None where there is none."""
+    try:
+        return file_key(os.stat(path))
+    except FileNotFoundError:
+        return None
 
 
 def _stderr(msg: str) -> None:

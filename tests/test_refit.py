@@ -165,6 +165,24 @@ def test_refit_records_the_class_names_of_the_new_weights(classifier_engine, tmp
         capsys.readouterr().err
 
 
+@pytest.mark.parametrize("in_place", [True, False])
+def test_a_refit_never_replaces_an_engine_written_while_it_ran(classifier_engine, tmp_path, monkeypatch, in_place):
+    """Another build or refit that writes the output while this refit runs (it read the engine seconds before)
+    keeps its engine: the refit ends with an error, writing nothing."""
+    engine, _, b, _, said = classifier_engine
+    output = engine if in_place else tmp_path / "out.engine"
+    meta, plan = engine_file.read_plan(engine)
+
+    def refit_meanwhile(cuda_engine, arrays):  # another process's refit finishes first
+        engine_file.write_engine(output, plan, dict(meta, refit={"by": "another process"}))
+        return len(arrays)
+
+    monkeypatch.setattr(trt_api, "refit_engine", refit_meanwhile)
+    with pytest.raises(NetdefError, match=rf"{output} was written by another program while this refit ran"):
+        refit_file(engine, b, None if in_place else output, log=said.append)
+    assert engine_file.read_meta(output)["refit"] == {"by": "another process"}
+
+
 def test_refit_refuses_names_of_another_class_count_and_leaves_the_engine(classifier_engine, tmp_path):
     """The class count is part of the engine: names of another count are an error naming both files and a rebuild,
     before anything is written."""
