@@ -262,6 +262,28 @@ def test_chart_without_matplotlib_says_to_install_it(tmp_path):
         a.func(a)
 
 
+def test_chart_replaces_a_chart_never_a_png_image(tmp_path):
+    """--chart writes over an earlier chart (Matplotlib names itself in the PNG's first chunk), not over a photo or
+    a screenshot that is a PNG too; refused before any timing."""
+    from PIL import Image
+
+    photo = tmp_path / "holiday.png"
+    Image.new("RGB", (4, 4), (200, 120, 40)).save(photo)
+    before = photo.read_bytes()
+    a = bench_args(str(fake_engine(tmp_path / "f.engine")), "--chart", str(photo))
+    with pytest.raises(NetdefError, match=r"holiday\.png exists and is not a Matplotlib chart \(PNG\) \(it looks like a "
+                                          r"PNG image\)"):
+        a.func(a)
+    assert photo.read_bytes() == before
+    drawn = (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x04\xb0\x00\x00\x01\xe0\x08\x06\x00\x00\x00\xb5\x97\x94\x9f"
+             b"\x00\x00\x00:tEXtSoftware\x00Matplotlib version3.11.2, http")  # the first bytes of a chart netdef drew
+    assert report.CHART_FILE.test(drawn) and not report.CHART_FILE.test(before[:64])
+    if importlib.util.find_spec("matplotlib") is not None:
+        rows = [summarize([1.0, 2.0], batch=1) | {"batch": 1}]
+        report.write_chart(tmp_path / "c.png", rows, "chart")
+        assert report.CHART_FILE.test((tmp_path / "c.png").read_bytes()[:64])
+
+
 def test_format_table():
     rows = [summarize([1.0, 2.0, 3.0], batch=1) | {"batch": 1}, summarize([10.0, 10.0, 13.0], batch=8)]
     lines = report.format_table(rows).splitlines()

@@ -355,7 +355,7 @@ JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(40)  # a photo a mistyped out
     (["refit", "ENGINE", "-w", "WTS", "-o", "VICTIM"], "the refitted engine", "a netdef engine or TensorRT plan"),
     (["run", "ENGINE", "--output", "VICTIM.npy"], "--output", "a numpy file (.npy or .npz)"),
     (["bench", "ENGINE", "--json", "VICTIM"], "--json", "a netdef results file (--json)"),
-    (["bench", "ENGINE", "--chart", "VICTIM"], "--chart", "a PNG image"),
+    (["bench", "ENGINE", "--chart", "VICTIM"], "--chart", "a Matplotlib chart (PNG)"),
     (["profile", "ENGINE", "--json", "VICTIM"], "--json", "a netdef results file (--json)"),
     (["calibrate", "lenet", "-w", "WTS", "-d", "DATA", "-o", "VICTIM"], "the calibration table",
      "a netdef calibration table"),

@@ -46,7 +46,10 @@ def format_ratios(results: Sequence[dict[str, Any]], a: str, b: str) -> str:
     return "\n".join(lines)
 
 
-CHART_FILE = FileKind("a PNG image", lambda head: head.startswith(b"\x89PNG"))  # what --chart may replace
+# what --chart may replace: a chart, a PNG whose first chunk after the header names Matplotlib as its writer (as in
+# every chart netdef drew), never any PNG image (a photo, a screenshot)
+CHART_FILE = FileKind("a Matplotlib chart (PNG)",
+                      lambda head: head.startswith(b"\x89PNG") and b"tEXtSoftware\x00Matplotlib" in head)
 
 
 def write_chart(path: str | Path, results: Sequence[dict[str, Any]], title: str) -> None:
