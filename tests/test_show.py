@@ -126,6 +126,15 @@ def test_a_dynamic_input_size_shows_its_range():
                                            "HxW 160x160:224x224:320x320 (MIN:OPT:MAX)")
 
 
+def test_an_architecture_without_a_file_is_named_as_its_errors_name_it():
+    """parse_spec gives a Spec with no path: the first line names it <name>, as its errors do, not "(None)"."""
+    from netdef.spec import parse_spec
+
+    spec = parse_spec({"input": {"name": "x", "shape": [3, 8, 8]}, "output": "y",
+                       "layers": [[-1, 1, "GlobalAvgPool", {}, "pool"]]}, "mynet")
+    assert show(spec).format().splitlines()[0].startswith("mynet (<mynet>): input 'x' (B, 3, 8, 8)")
+
+
 def test_key_report_missing_and_unused(lenet, tmp_path, capsys):
     _, wts = lenet
     tensors = dict(read_wts(wts))
