@@ -181,10 +181,13 @@ def block(name: str, *, width_args: tuple[str, ...] = (), repeat_arg: str | None
             how = f"rename yours, or register it with @block({name!r}, replaces=True) to build it in place of " \
                   "netdef's" if _is_builtin(old.fn) else "rename one of them"
             raise NetdefError(f"block '{name}' is registered twice: by {old.origin} and by {_origin(fn)} ({how})")
-        for key, p in (params or {}).items():
-            other = declared_params().get(key)
-            if other is not None and other != p:
-                raise NetdefError(f"block '{name}' declares build parameter '{key}' unlike another block: {other}")
+        for key, p in (params or {}).items():  # one parameter, one declaration (`--set KEY` sets it for all)
+            owner = next((b for b in BLOCKS.values() if b.name != name and b.params.get(key, p) != p), None)
+            if owner is not None:
+                raise NetdefError(f"block '{name}' of {_origin(fn)} declares build parameter '{key}' as {p}, block "
+                                  f"'{owner.name}' of {owner.origin} as {owner.params[key]}: a parameter is one "
+                                  f"setting for every block (`--set {key}=...`); declare it alike or name yours "
+                                  "differently")
         BLOCKS[name] = Block(name, fn, tuple(width_args), repeat_arg, dict(params or {}), _source_sha(fn))
         return fn
     return register

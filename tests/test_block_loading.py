@@ -392,3 +392,22 @@ def test_a_broken_entry_point_names_itself(tiny, monkeypatch):
     with pytest.raises(NetdefError, match=r"^entry point 'broken' \(netdef.blocks\): cannot import block module "
                                           r"'no_such_blocks_pkg': ModuleNotFoundError"):
         block_modules.load_blocks()
+
+
+def test_a_build_parameter_declared_unlike_another_blocks_names_both(clean_registry):
+    """A block of one's own that declares `conf_thres` otherwise than netdef's YOLO heads is refused with both
+    blocks and their modules named (it said "unlike another block" and showed only the other's Param); the same
+    block defined again with a changed parameter (a notebook cell edited and run again) is not a conflict."""
+    assert "Detect" in registry.BLOCKS  # netdef's blocks are loaded (builtin_blocks)
+    with pytest.raises(NetdefError) as e:
+        @registry.block("MyHead", params={"conf_thres": registry.Param(0.25, float, help="score threshold")})
+        def my_head(net, x, prefix):
+            return x
+    msg = str(e.value)
+    assert "block 'MyHead' of " in msg and "block 'Detect' of netdef.blocks.yolo" in msg and "--set conf_thres" in msg
+
+    for default in (0.5, 0.7):
+        @registry.block("MyGate", params={"gate": registry.Param(default, float)})
+        def my_gate(net, x, prefix):
+            return x
+    assert registry.BLOCKS["MyGate"].params["gate"].default == 0.7
