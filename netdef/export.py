@@ -494,26 +494,30 @@ def _build_hint(model: Any, obj: Any, name: str, known: bool, output: str | Path
     """How to build the Ultralytics `model` (of the source or checkpoint `obj`) of architecture `name`
     (`ultralytics_arch`) from its .wts: the command with what the
     weights do not tell (a keypoint shape their output count leaves open: 18 outputs are 6 x 3 or 9 x 2; the input
-    size it was trained at, where not the family file's), or why netdef's architecture of that name does not build
-    it (other input channels, another activation)."""
+    size it was trained at, where not the family file's; the `activation:` of its YAML as --set default_act), or why
+    netdef's architecture of that name does not build it (other input channels, an activation netdef lacks)."""
     if not known:
         return f"netdef has no architecture '{name}'{_why_no_architecture(model.yaml, output)}"
-    from .spec import load_spec
+    from .spec import _torch_activation, load_spec
 
     cfg = model.yaml
     spec = load_spec(name)
     family = spec.path.name
     act = str(cfg.get("activation") or "nn.SiLU()")
-    if act.replace(" ", "") not in ("nn.SiLU()", "torch.nn.SiLU()"):
-        return (f"its YAML sets `activation: {act}`, and netdef's {name} ({family}) is built with SiLU: netdef has "
-                f"no architecture for it")
+    sets = ""
+    if act.replace(" ", "") not in ("nn.SiLU()", "torch.nn.SiLU()"):  # Conv's build parameter default_act builds it
+        try:
+            sets = f" --set default_act={_torch_activation(act, lambda key, what: ValueError(what))}"
+        except ValueError:
+            return (f"its YAML sets `activation: {act}`, an activation netdef's Conv does not build (relu, "
+                    f"leaky:SLOPE, ...: `netdef blocks`): netdef has no architecture for it")
     channels = int(cfg.get("channels", 3))
     if channels != 3:
         return (f"its input has {channels} channel(s), netdef's {name} ({family}) 3: copy {family} to "
                 f"{name}-{channels}ch.yaml with `input: {{name: {spec.input_name}, shape: "
                 f"{[channels, *spec.input_shape[1:]]}}}` and build that file")
     kpt = cfg.get("kpt_shape")
-    sets = f" --set kpt_shape={kpt[0]},{kpt[1]}" if kpt and name.endswith("-pose") and kpt[0] * kpt[1] % 6 == 0 \
+    sets += f" --set kpt_shape={kpt[0]},{kpt[1]}" if kpt and name.endswith("-pose") and kpt[0] * kpt[1] % 6 == 0 \
         else ""  # n x 3 and m x 2 keypoints alike
     hw = _trained_size(model, obj)
     if hw is not None and hw != tuple(spec.input_shape[1:]):  # Ultralytics' own export takes the training size too

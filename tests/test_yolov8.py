@@ -476,7 +476,7 @@ def test_export_says_what_the_weights_of_an_ultralytics_model_do_not_tell(tmp_pa
     """The build command `netdef export` prints for an Ultralytics model carries a keypoint shape its weights leave
     open (18 outputs: 6 x 3 or 9 x 2) and the input size it was trained at where not the family's, and says where
     netdef's architecture of that name would not build the model: another number of input channels (a copy of the
-    family file with that input does), another activation."""
+    family file with that input does), an activation it lacks; another activation it builds is --set default_act."""
     from netdef.export import export_wts
 
     logs: list[str] = []
@@ -496,10 +496,14 @@ def test_export_says_what_the_weights_of_an_ultralytics_model_do_not_tell(tmp_pa
         model.args = args
         export_wts(model, tmp_path / "m.wts", log=logs.append)
         assert logs[-1].endswith(said), logs[-1]
-    model.yaml["activation"] = "nn.ReLU()"
-    export_wts(model, tmp_path / "m.wts", log=logs.append)
-    assert logs[-1].endswith("its YAML sets `activation: nn.ReLU()`, and netdef's yolov8n (yolov8.yaml) is built with "
-                             "SiLU: netdef has no architecture for it"), logs[-1]
+    # an activation other than SiLU is the build parameter default_act (it said netdef had no architecture for it)
+    for act, said in (("nn.ReLU()", "m.wts --set default_act=relu`"),
+                      ("nn.LeakyReLU(0.1)", " --set default_act=leaky:0.1`"),
+                      ("nn.Mish()", "its YAML sets `activation: nn.Mish()`, an activation netdef's Conv does not build "
+                                    "(relu, leaky:SLOPE, ...: `netdef blocks`): netdef has no architecture for it")):
+        model.yaml["activation"] = act
+        export_wts(model, tmp_path / "m.wts", log=logs.append)
+        assert logs[-1].endswith(said), logs[-1]
 
 
 def test_nms_iou_defaults_follow_the_family(wts, tmp_path):
