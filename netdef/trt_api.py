@@ -248,10 +248,13 @@ def _compute_capability_target(cc: str) -> Any:
     trt = module()
     name = "CURRENT" if cc == "current" else "SM" + cc.replace(".", "")
     target = getattr(trt.ComputeCapability, name, None)
+    valid = ", ".join(f"{m[2:-1]}.{m[-1]}" for m in trt.ComputeCapability.__members__ if m.startswith("SM"))
     if target is None:
-        valid = [f"{m[2:-1]}.{m[-1]}" for m in trt.ComputeCapability.__members__ if m.startswith("SM")]
         raise OptionError(f"--compute-capability {cc}: {version_string()} cannot build for it; it targets "
-                          f"{', '.join(valid)} (or current, the GPU's)")
+                          f"{valid} (or current, the GPU's)")
+    if cc == "current" and gpu_identity() is None:  # else the build fails in TensorRT with a CUDA driver error
+        raise OptionError(f"--compute-capability current: the GPU's, and no CUDA GPU is visible here; without one "
+                          f"{version_string()} builds for a compute capability named: {valid}")
     return target
 
 

@@ -302,8 +302,8 @@ def test_compute_capability_is_recorded_as_a_gpu_reports_it(given: str, recorded
 
 def test_a_compute_capability_tensorrt_rtx_cannot_target_is_refused_before_the_weights(tmp_path, monkeypatch):
     """--compute-capability 9.0 with a TensorRT-RTX that has no SM90 target: refused with the targets it has before
-    the weights are read (a missing .wts is not reached), not at builder configuration; full TensorRT (no build
-    targets) checks nothing."""
+    the weights are read (a missing .wts is not reached), not at builder configuration, and so is `current` without
+    a GPU; full TensorRT (no build targets) checks nothing."""
     import enum
     import types
 
@@ -313,8 +313,17 @@ def test_a_compute_capability_tensorrt_rtx_cannot_target_is_refused_before_the_w
     rtx = types.SimpleNamespace(ComputeCapability=enum.Enum("ComputeCapability", "NONE CURRENT SM75 SM86 SM120"))
     monkeypatch.setattr(trt_api, "module", lambda: rtx)
     monkeypatch.setattr(trt_api, "version_string", lambda: "tensorrt-rtx 1.7")
+    monkeypatch.setattr(trt_api, "gpu_identity", lambda: ("NVIDIA L4", "8.9"))
     for cc in ("8.6", "120", "current"):
         trt_api.check_compute_capability(BuildOptions(compute_capability=cc).compute_capability)
+    # current is the GPU's: without one it is refused here (the build failed in TensorRT with a CUDA driver error)
+    monkeypatch.setattr(trt_api, "gpu_identity", lambda: None)
+    trt_api.check_compute_capability("8.6")
+    with pytest.raises(OptionError, match=r"^--compute-capability current: the GPU's, and no CUDA GPU is visible here; "
+                                          r"without one tensorrt-rtx 1\.7 builds for a compute capability named: "
+                                          r"7\.5, 8\.6, 12\.0$"):
+        build_engine("lenet", tmp_path / "missing.wts", tmp_path / "l.engine",
+                     BuildOptions(compute_capability="current"))
     with pytest.raises(OptionError, match=r"^--compute-capability 9\.0: tensorrt-rtx 1\.7 cannot build for it; it "
                                           r"targets 7\.5, 8\.6, 12\.0 \(or current, the GPU's\)$"):
         build_engine("lenet", tmp_path / "missing.wts", tmp_path / "l.engine", BuildOptions(compute_capability="90"))
