@@ -8,7 +8,10 @@ concurrency. After each `RESULT serve` line a `RESULT serve-stats` line tells wh
 statistics over that concurrency (warm-up requests included; `netdef.deploy.serve_stats`): the batches the
 batcher formed (`avg_batch`, `batches=SIZE:COUNT,...`), per request the server's time and its queue and compute
 phases, per execution the model's time, the clients' mean latency less the server's (transport, clients) and
-how busy the model instances were (compute seconds per second):
+how busy the model instances were (compute seconds per second). When the server stops, one `RESULT
+serve-callable` line per model instance splits the model's time in netdef's process, over the whole run (every
+concurrency): per execution the callable PyTriton calls and `Engine.infer` within it (the rest of Triton's
+`compute_infer` is PyTriton moving the requests between Triton and netdef's process):
 
     python scripts/bench_serve.py resnet50.engine --concurrency 1,8,64 --seconds 10 --max-queue-delay-us 500
 
@@ -24,6 +27,7 @@ import contextlib
 import functools
 import os
 import queue
+import re
 import signal
 import socket
 import subprocess
@@ -401,6 +405,18 @@ def direct_detect(engine: str | Path, image: bytes, batch: int, seconds: float, 
             "p99_ms": stats["p99_ms"]}
 
 
+TIMING = re.compile(r"timing +model '(?P<model>[^']+)' instance (?P<instance>\d+): (?P<executions>\d+) executions of "
+                    r"(?P<items>\d+) items; per execution (?P<callable>[\d.]+) ms in netdef's callable, "
+                    r"(?P<engine>[\d.]+) ms of it in Engine.infer")
+
+
+def callable_lines(output: Sequence[str]) -> list[str]:
+    """`RESULT serve-callable` lines of the `timing` lines a stopped `netdef serve` logged (`CallTimes.line`)."""
+    return [f"RESULT serve-callable model={m['model']} instance={m['instance']} executions={m['executions']} "
+            f"items={m['items']} callable_ms={m['callable']} engine_ms={m['engine']}"
+            for m in filter(None, map(TIMING.match, output))]
+
+
 def result_line(what: str, stats: dict[str, Any]) -> str:
     """`RESULT what throughput=... p50_ms=... p99_ms=...`, the form the GPU tests print."""
     p50 = stats.get("p50_ms", stats.get("median_ms"))
@@ -433,6 +449,9 @@ def run(engine: str | Path, concurrency: Sequence[int], seconds: float, serve_ar
                                       time.perf_counter() - t0)
             lines.append(serve_stats.stats_line(f"concurrency={c} model={model}", got))
             print(*lines[-2:], sep="\n", flush=True)
+    timing = callable_lines(server.output)  # logged as the server stopped
+    lines += timing
+    print(*timing, sep="\n", flush=True)
     base = direct(engine, direct_batch) if image is None else direct_detect(engine, image, direct_batch, seconds)
     direct_kind = "-detect" if image is not None else ""
     lines.append(result_line(f"direct{direct_kind} batch={direct_batch}", base))

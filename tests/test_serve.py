@@ -186,6 +186,43 @@ def test_infer_function_serves_one_value_per_item_as_a_column():
     np.testing.assert_array_equal(out["score"], x.sum(axis=1)[:, None])
 
 
+def test_the_time_in_netdefs_callable_and_in_the_engine_is_counted_and_read_back():
+    """CallTimes: executions, items, the callable's time and Engine.infer's within it; the line `serve` logs when it
+    stops is what bench_serve's `RESULT serve-callable` reads back."""
+    import time
+
+    from netdef.deploy.serve import CallTimes, timed
+
+    meta = {"arch": {"name": "toy"}, "options": {"batch": [1, 4, 8], "profiles": None},
+            "inputs": [{"name": "x", "shape": [-1, 2], "dtype": "float32"}],
+            "outputs": [{"name": "y", "shape": [-1, 2], "dtype": "float32"}]}
+
+    class Slow:
+        profiles = [(1, 4, 8)]
+
+        def infer(self, feeds, as_numpy):
+            time.sleep(0.02)
+            return {"y": feeds["x"] * 2}
+
+    def joined(requests):  # PyTriton's @batch: the requests' inputs joined, the outputs split back
+        time.sleep(0.01)
+        out = infer(x=np.concatenate([r["x"] for r in requests]))["y"]
+        return [{"y": part} for part in np.split(out, np.cumsum([len(r["x"]) for r in requests])[:-1])]
+
+    times = CallTimes()
+    infer = infer_function(Slow(), binding(meta), times)
+    call = timed(joined, times)
+    requests = [{"x": np.ones((1, 2), np.float32)}, {"x": np.ones((2, 2), np.float32)}]
+    assert [r["y"].shape for r in call(requests)] == [(1, 2), (2, 2)]
+    call(requests[:1])
+    assert (times.executions, times.items) == (2, 4)
+    assert 0.04 <= times.engine_s < times.callable_s and times.callable_s >= 0.06
+    line = times.line("toy", 1)
+    got = bench_serve().callable_lines(["serving ...", line])
+    assert got == [f"RESULT serve-callable model=toy instance=1 executions=2 items=4 callable_ms="
+                   f"{1000 * times.callable_s / 2:.3f} engine_ms={1000 * times.engine_s / 2:.3f}"]
+
+
 # ---------------------------------------------------------------- options and errors
 
 @pytest.mark.parametrize("args, message", [
@@ -343,6 +380,8 @@ def test_serve_on_the_cpu_with_a_stand_in_engine(engines, tmp_path):
         assert 'nv_inference_request_success{model="resnet18",version="1"} 22' in metrics
     assert server.process.returncode == 0 and "stopped" in "".join(server.output[-3:]), server.output[-5:]
     assert any(line.startswith("health   http://localhost:") for line in server.output)
+    timing = bs.callable_lines(server.output)  # logged when it stopped: the items of the 22 requests (2 x (1 + 5 + 32)
+    assert len(timing) == 1 and " items=92 " in timing[0] and "model=resnet18 instance=0" in timing[0], timing  # + 16)
 
 
 def test_load_test_inputs_in_system_shared_memory(engines, tmp_path):

@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -163,20 +164,61 @@ def _pad(x: np.ndarray, run: int) -> np.ndarray:
     return np.concatenate([x, np.repeat(x[-1:], run - len(x), axis=0)])
 
 
-def infer_function(engine: Any, spec: Binding) -> Callable[..., dict[str, np.ndarray]]:
+@dataclass
+class CallTimes:
+    """Where one model instance's time goes in netdef's process (Triton's `compute_infer` also counts PyTriton
+    moving the requests to this process and back): its executions and items, the seconds in the callable PyTriton
+    calls (its batch decorator joining the requests and splitting the outputs included) and in `Engine.infer`."""
+    executions: int = 0
+    items: int = 0
+    callable_s: float = 0.0
+    engine_s: float = 0.0
+
+    def line(self, model: str, instance: int) -> str:
+        """The line `serve` logs when it stops (`scripts/bench_serve.py` reads it back)."""
+        n = max(self.executions, 1)
+        return (f"timing   model '{model}' instance {instance}: {self.executions} executions of {self.items} items; "
+                f"per execution {1000 * self.callable_s / n:.3f} ms in netdef's callable, "
+                f"{1000 * self.engine_s / n:.3f} ms of it in Engine.infer")
+
+
+def infer_function(engine: Any, spec: Binding, times: CallTimes | None = None) -> Callable[..., dict[str, np.ndarray]]:
     """The function one Triton model instance runs: inputs by name (a batch the batcher formed, or a client's
-    whole batch for a non-batching engine) -> outputs by name, through `engine.infer` (numpy in and out)."""
+    whole batch for a non-batching engine) -> outputs by name, through `engine.infer` (numpy in and out), its
+    time added to `times`."""
     flat = {t.name for t in spec.inputs if t.squeeze}
     squeeze = {t.name for t in spec.outputs if t.squeeze}
     names = [t.name for t in spec.outputs]
     profiles = spec.profiles or tuple(engine.profiles)
+    times = times or CallTimes()
+
+    def run(feeds: dict[str, np.ndarray]) -> Mapping[str, Any]:
+        t0 = time.perf_counter()
+        try:
+            return engine.infer(feeds, as_numpy=True)
+        finally:
+            times.engine_s += time.perf_counter() - t0
 
     def infer(**inputs: np.ndarray) -> dict[str, np.ndarray]:
         feeds = {k: v.reshape(len(v)) if k in flat else v for k, v in inputs.items()}
-        outs = run_batch(lambda f: engine.infer(f, as_numpy=True), feeds, profiles)
+        times.items += len(next(iter(feeds.values()), ()))
+        outs = run_batch(run, feeds, profiles)
         return {k: outs[k][:, None] if k in squeeze else outs[k] for k in names}
 
     return infer
+
+
+def timed(fn: Callable[[list[Any]], Any], times: CallTimes) -> Callable[[list[Any]], Any]:
+    """`fn` (a PyTriton callable: the requests of one execution) counting its executions and time in `times`."""
+    def call(requests: list[Any]) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return fn(requests)
+        finally:
+            times.executions += 1
+            times.callable_s += time.perf_counter() - t0
+
+    return call
 
 
 def import_pytriton() -> Any:
@@ -294,7 +336,8 @@ def serve(engine: str | os.PathLike, *, port: int = 8000, grpc_port: int = 8001,
     check_pytriton_install()  # before any GPU work
     engines = [Engine(engine, device=d) for d in (devices or [None])]
     spec, detecting = checked or describe(engines[0].meta)
-    models = [(spec, [pt.decorators.batch(infer_function(e, spec)) for e in engines])]
+    times = [CallTimes() for _ in engines]
+    models = [(spec, [timed(pt.decorators.batch(infer_function(e, spec, t)), t) for e, t in zip(engines, times)])]
     if detecting:
         dspec = detect_binding(spec, settings.max_det)
         models.append((dspec, [detect_function(d, settings) for d in detectors(spec, engines)]))
@@ -319,6 +362,8 @@ def serve(engine: str | os.PathLike, *, port: int = 8000, grpc_port: int = 8001,
         log(f"serving {engine} as model(s) {', '.join(repr(m.name) for m, _ in models)} on {len(engines)} "
             f"instance(s) (device {', '.join(str(e.device) for e in engines)}); Ctrl-C stops")
         triton.serve()
+    for i, t in enumerate(times):
+        log(t.line(spec.name, i))
 
 
 def stub_library_path(environ: Mapping[str, str], config: Callable[[str], Any] | None = None) -> str | None:
