@@ -498,7 +498,7 @@ def _build_hint(model: Any, obj: Any, name: str, known: bool, output: str | Path
     netdef's architecture of that name does not build it (other input channels, an activation netdef lacks)."""
     if not known:
         return f"netdef has no architecture '{name}'{_why_no_architecture(model.yaml, output)}"
-    from .spec import _torch_activation, load_spec
+    from .spec import load_spec, torch_activation
 
     cfg = model.yaml
     spec = load_spec(name)
@@ -507,7 +507,7 @@ def _build_hint(model: Any, obj: Any, name: str, known: bool, output: str | Path
     sets = ""
     if act.replace(" ", "") not in ("nn.SiLU()", "torch.nn.SiLU()"):  # Conv's build parameter default_act builds it
         try:
-            sets = f" --set default_act={_torch_activation(act, lambda key, what: ValueError(what))}"
+            sets = f" --set default_act={torch_activation(act, lambda key, what: ValueError(what))}"
         except ValueError:
             return (f"its YAML sets `activation: {act}`, an activation netdef's Conv does not build (relu, "
                     f"leaky:SLOPE, ...: `netdef blocks`): netdef has no architecture for it")

@@ -362,7 +362,7 @@ def _spec(text: str, path: Path | None, where: str, stem: str, base: Path, scale
     if not isinstance(preset, dict) or not all(isinstance(k, str) for k in preset):
         raise fail("set", "expected a mapping of build parameters, e.g. {bn_eps: 1.0e-5}, as --set KEY=VALUE gives them")
     if "activation" in data and "default_act" not in preset:
-        preset = {**preset, "default_act": _torch_activation(data["activation"], fail)}
+        preset = {**preset, "default_act": torch_activation(data["activation"], fail)}
     spec = Spec(path, text, name, str(inp.get("name", "input")), tuple(inp["shape"]), out_names,
                 params=params, scale=scale, preset=dict(preset))
     key_prefix = str(data.get("key_prefix", "model"))
@@ -424,7 +424,7 @@ def _load_yaml_blocks(where: str, base: Path, data: dict, root: Any, fail: Calla
                           error=SpecError)
 
 
-def _torch_activation(text: Any, fail: Any) -> str:
+def torch_activation(text: Any, fail: Any) -> str:
     """Ultralytics' `activation: nn.LeakyReLU(0.1)` as netdef's activation name ('leaky:0.1')."""
     m = re.fullmatch(r"\s*(?:torch\.)?nn\.(\w+)\((.*)\)\s*", str(text))
     args = [a.strip() for a in m[2].split(",") if a.strip() and not a.strip().startswith("inplace")] if m else []

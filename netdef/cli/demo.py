@@ -12,7 +12,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_demo)
     d.add_argument("--workdir", default="out/demo", help="where to write the .wts and engines")
     d.add_argument("--arch", default="resnet18",
-                   help="a torchvision model netdef has an architecture of, e.g. resnet50, mobilenet_v2 (default resnet18)")
+                   help="a torchvision model netdef has an architecture of, e.g. resnet50, mobilenet_v2 "
+                        "(default resnet18)")
     return d
 
 
