@@ -162,6 +162,10 @@ def resolve_arch(name_or_path: str | Path) -> tuple[Path, str | None]:
     """(YAML path, scale) for a YAML path or an architecture name. Names are looked up in ./architectures,
     then in netdef's own; a family file with `scales:` serves its scaled names as Ultralytics' do
     (yolov5s -> yolov5.yaml scale s, yolov5s6 -> yolov5-p6.yaml, yolov5s-v5 -> yolov5-v5.yaml)."""
+    if isinstance(name_or_path, Mapping) or isinstance(name_or_path, str) and "\n" in name_or_path.strip():
+        what = "dict" if isinstance(name_or_path, Mapping) else "YAML text"
+        raise OptionError(f"architecture {what}: expected an architecture name, a YAML path or a Spec: make a Spec of "
+                          f"the {what} with netdef.spec.parse_spec(arch, 'mynet') and pass that")
     if not isinstance(name_or_path, (str, os.PathLike)):
         what = f"the block function {getattr(name_or_path, '__name__', '?')}()" if callable(name_or_path) else \
             type(name_or_path).__name__

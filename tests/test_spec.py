@@ -295,6 +295,19 @@ def test_an_architecture_that_is_no_name_or_path_is_named():
     assert load_spec(spec) is spec  # a Spec, as the message offers, is taken as it is
 
 
+def test_an_architecture_given_as_a_dict_or_yaml_text_points_to_parse_spec():
+    """build_engine(arch_dict, ...) or define_network(yaml_text, ...) (the text parse_spec takes) is an OptionError
+    naming parse_spec, not an OSError 'File name too long' from a lookup of the text as a file name."""
+    from netdef.define import define_network
+    from netdef.errors import OptionError
+
+    text = "input: {name: x, shape: [3, 8, 8]}\nlayers:\n  - [-1, 1, Act, {act: relu}, relu]\n"
+    with pytest.raises(OptionError, match=r"^architecture YAML text: .*netdef\.spec\.parse_spec\(arch, 'mynet'\)"):
+        define_network(text, {})
+    with pytest.raises(OptionError, match=r"^architecture dict: .*parse_spec"):
+        load_spec({"input": {"name": "x", "shape": [3, 8, 8]}, "layers": [[-1, 1, "Act", {"act": "relu"}, "relu"]]})
+
+
 def test_a_family_file_is_parsed_once_and_each_spec_has_its_own_data():
     """Each scale and task of a family file loads from one parse of its text (a search of the architectures that
     weights fit loads each family file 4 to 20 times); a spec's parameters are its own, not the parse's."""
