@@ -1336,6 +1336,11 @@ def _prefix_hint(missing: list[str], unused: list[str]) -> str:
             return (f"\nThe file's keys carry the prefix '{prefix}' the architecture's lack (a DataParallel "
                     f"checkpoint's 'module.', a Lightning module's 'model.', say): export the checkpoint again "
                     f"without it: `netdef export CHECKPOINT --strip-prefix {prefix} -o WEIGHTS.wts`")
+        twice = next((k for k in extra if k.startswith(prefix + prefix) and k[len(prefix):] in wanted), None)
+        if twice:  # ConvBnAct {conv: stem.0} in row 'stem': stem.stem.0.weight for the file's stem.0.weight
+            return (f"\nThe architecture's keys repeat the prefix '{prefix}' ({twice} for the file's "
+                    f"{twice[len(prefix):]}): a row's key names (ConvBnAct's conv: and bn:) are relative to the row's "
+                    f"prefix: write them without it")
         return (f"\nThe architecture's keys start with '{prefix}' and the file's do not: export the weights of the "
                 f"module that holds them (or add the prefix to the keys)")
     return ""

@@ -342,6 +342,22 @@ def test_keys_with_a_wrapper_prefix_say_so():
         define_network("resnet18", sd, BuildOptions(), log=lambda m: None)
 
 
+def test_keys_with_the_row_prefix_twice_say_key_names_are_relative():
+    """ConvBnAct {conv: stem.0, bn: stem.1} in row 'stem' reads stem.stem.0.weight: the error says the names are
+    relative to the row's prefix, not that the file's keys lack 'stem.' (they have it)."""
+    from netdef.spec import parse_spec
+
+    spec = parse_spec({"input": {"name": "x", "shape": [3, 8, 8]},
+                       "layers": [[-1, 1, "ConvBnAct", {"c2": 4, "k": 3, "conv": "stem.0", "bn": "stem.1"}, "stem"]]},
+                      "mynet")
+    sd = {"stem.0.weight": np.ones((4, 3, 3, 3), np.float32)} | {
+        f"stem.1.{k}": np.ones(4, np.float32) for k in ("weight", "bias", "running_mean", "running_var")}
+    with pytest.raises(WeightKeyError, match=r"(?s)The architecture's keys repeat the prefix 'stem\.' "
+                                             r"\(stem\.stem\.0\.weight for the file's stem\.0\.weight\): .*"
+                                             r"relative to the row's prefix: write them without it$"):
+        define_network(spec, sd, BuildOptions(), log=lambda m: None)
+
+
 def test_unused_whole_modules_are_named_and_not_waved_through():
     """Keys of modules the architecture never reads (another head): the error names the modules and does not
     suggest --no-strict; a non-strict build warns with the same words. Unused keys inside read modules keep the
