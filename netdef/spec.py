@@ -533,6 +533,8 @@ def _parse_row(where: str, i: int, line: int, raw: Any, params: dict, gd: float,
         others = [f"{b} (row{'s' if len(rows) > 1 else ''} {', '.join(map(str, rows))})"
                   for b, rows in (unknown or {}).items() if b != name]
         also = f" (also unknown: {', '.join(others)})" if others else ""
+        near = difflib.get_close_matches(name, known_blocks(), n=1, cutoff=0.8)
+        also += f": did you mean '{near[0]}'?" if near else ""
         raise fail(f"unknown block '{name}'{also}; known blocks: {', '.join(known_blocks())}. A block of your own is "
                    f"registered with @netdef.registry.block('{name}'): {HOW_TO_LOAD}") from None
     if isinstance(args, dict):

@@ -27,7 +27,7 @@ def write(tmp_path, text, name="arch.yaml"):
 
 
 @pytest.mark.parametrize("bad, line, needle", [
-    (GOOD.replace("ConvBnAct", "ConvBnActt"), 5, "unknown block 'ConvBnActt'"),
+    (GOOD.replace("ConvBnAct", "ConvBnActt"), 5, "unknown block 'ConvBnActt': did you mean 'ConvBnAct'?; known"),
     (GOOD.replace("{c2: 8, k: 3, bn: bn}", "{c2: 8, kk: 3}"), 5, "bad arguments for ConvBnAct"),
     (GOOD.replace("[-1, 1, Linear", "[3, 1, Linear"), 7, "'from' index 3 does not refer to an earlier row"),
     (GOOD.replace("[-1, 1, Linear", "[-5, 1, Linear"), 7, "'from' index -5"),
