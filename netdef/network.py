@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from typing import Any
@@ -336,7 +337,8 @@ class Network:
         if problems:
             saved = (_prefix_hint(list(missing), unused) or _fused_hint(list(missing), unused)
                      or misspelt_module_hint(missing, unused, self.weights, self.used))
-            hint = (saved or missing_modules_hint(list(missing), self.weights) or unused_modules_hint(unused, self.used)
+            hint = (saved or _default_prefix_hint(missing, self.weights, self.used)
+                    or missing_modules_hint(list(missing), self.weights) or unused_modules_hint(unused, self.used)
                     or ("" if missing else "\n(netdef build --no-strict, BuildOptions(strict=False) in Python, "
                                            "allows unused keys)"))
             parts = {*_module_groups(missing, self.weights), *_module_groups(unused, self.used)} - {None}
@@ -1246,6 +1248,19 @@ def unused_modules_hint(unused: list[str], used: set[str]) -> str:
     return (f"\nThe unused keys are whole modules this architecture does not have: {named}. The weights are of "
             "another architecture or task: build the one they were trained with (--no-strict would drop those "
             "modules: right only if you removed them on purpose)")
+
+
+def _default_prefix_hint(missing: Mapping[str, str], present: Iterable[str], used: set[str]) -> str:
+    """Where the missing keys are all model.<row>.* (the prefix of a row that names none), the file has no
+    model.* key and the other rows' keys are read, a line saying to give those rows their prefixes; '' otherwise."""
+    if not used or not missing or not all(re.match(r"model\.\d+\.", k) for k in missing) \
+            or any(k.startswith("model.") for k in present):
+        return ""
+    first = next(iter(missing))
+    where = missing[first]
+    return (f"\nThe missing keys are model.<row>.* ({first}{f', {where}' if where else ''}): a row without a "
+            "prefix (its 5th item) reads model.<row>.* (Ultralytics' key names): give it the module's prefix, "
+            "[from, number, block, args, prefix]")
 
 
 def missing_modules_hint(missing: list[str], present: Iterable[str]) -> str:

@@ -358,6 +358,20 @@ def test_keys_with_the_row_prefix_twice_say_key_names_are_relative():
         define_network(spec, sd, BuildOptions(), log=lambda m: None)
 
 
+def test_a_row_without_a_prefix_says_so():
+    """A parse_spec row that names no prefix reads model.<row>.* (Ultralytics' keys): the error says to give the row
+    its prefix, not that the weights are of another architecture."""
+    from netdef.spec import parse_spec
+
+    rows = [[-1, 1, "ConvBnAct", {"c2": 4, "k": 3}, "stem"], [-1, 1, "ConvBnAct", {"c2": 4, "k": 3}]]
+    spec = parse_spec({"input": {"name": "x", "shape": [3, 8, 8]}, "layers": rows}, "mynet")
+    sd = {"stem.weight": np.ones((4, 3, 3, 3), np.float32), "b1.weight": np.ones((4, 4, 3, 3), np.float32)}
+    with pytest.raises(WeightKeyError, match=r"(?s)The missing keys are model\.<row>\.\* \(model\.1\.weight, "
+                                             r"<mynet>:\d+: row 1 \(ConvBnAct\)\): a row without a prefix .*"
+                                             r"give it the module's prefix, \[from, number, block, args, prefix\]$"):
+        define_network(spec, sd, BuildOptions(), log=lambda m: None)
+
+
 def test_unused_whole_modules_are_named_and_not_waved_through():
     """Keys of modules the architecture never reads (another head): the error names the modules and does not
     suggest --no-strict; a non-strict build warns with the same words. Unused keys inside read modules keep the
