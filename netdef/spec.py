@@ -281,7 +281,7 @@ def parse_spec(text: str | Mapping[str, Any], name: str = "model", *, base: str 
     name it <name> and the line of the text (of a dict: of its YAML dump)."""
     if isinstance(text, Mapping):
         try:
-            text = yaml.safe_dump(dict(text), sort_keys=False, default_flow_style=None, width=120)
+            text = yaml.safe_dump(_plain(text), sort_keys=False, default_flow_style=None, width=120)
         except yaml.YAMLError as e:
             raise SpecError(f"<{name}>: cannot be written as YAML (an architecture's values are numbers, strings, "
                             f"lists and mappings): {e}") from None
@@ -291,6 +291,16 @@ def parse_spec(text: str | Mapping[str, Any], name: str = "model", *, base: str 
         raise SpecError(f"parse_spec({text.strip()!r}): that is a file's name; parse_spec takes the YAML text itself, "
                         f"load_spec(path) reads a file")
     return _spec(text, None, f"<{name}>", name, Path(base), None, named=True)
+
+
+def _plain(value: Any) -> Any:
+    """A dict's values as YAML writes them: numpy numbers and arrays as Python's (np.int64(3) -> 3), tuples as
+    lists; anything else as it is."""
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value.tolist() if hasattr(value, "tolist") and type(value).__module__ == "numpy" else value
 
 
 def _spec(text: str, path: Path | None, where: str, stem: str, base: Path, scale: str | None, *,

@@ -400,6 +400,15 @@ def test_an_architecture_given_in_python_names_its_errors(text, name, needle):
         parse_spec(text, name)
 
 
+def test_a_dict_with_numpy_values_is_an_architecture():
+    """Channel counts computed with numpy (np.int64) and shapes as tuples are written as YAML numbers and lists."""
+    from netdef.spec import parse_spec
+
+    spec = parse_spec({"input": {"name": "x", "shape": (3, np.int64(8), 8)}, "output": "y",
+                       "layers": [(-1, 1, "Linear", {"c2": np.int64(4)}, "fc")]}, "m")
+    assert spec.input_shape == (3, 8, 8) and spec.rows[0].kwargs == {"c2": 4}
+
+
 def test_a_family_given_as_text_is_built_by_a_scaled_name():
     from netdef.spec import parse_spec
 
