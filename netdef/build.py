@@ -82,12 +82,13 @@ def build_engine(arch: str | Path | Spec, weights: Weights, output: str | Path, 
         return BuildResult(output, old, False, time.perf_counter() - t0)
     if refit_key and old.get("refit_key") == refit_key:
         if trt_api.can_run_engines():
-            from .refit import refit_resolved
+            from .refit import output_state, refit_resolved
 
             log(f"[netdef] only the weights changed: refitting {output} instead of rebuilding (--force rebuilds)")
+            before = output_state(output)
             meta, plan = engine_file.read_plan(output)  # hashed, names found and paths checked above: not again
             meta = refit_resolved(output, output, meta, plan, weights, identity, names, names_from, log, t0,
-                                  spec)
+                                  spec, before=before)
             return BuildResult(output, meta, True, time.perf_counter() - t0, refitted=True)
         log(f"[netdef] only the weights of {output} changed, but refitting needs a CUDA GPU and full TensorRT "
             f"({trt_api.version_string()} here): rebuilding")

@@ -112,6 +112,7 @@ def refit_file(engine: str | Path, weights: Weights, output: str | Path | None =
     output = check_output(output or engine, inputs=[None if isinstance(weights, Mapping) else weights, names_from],
                           what=what, kind=engine_file.ENGINE_FILE if output else None,
                           name=output_name(engine, ".engine"))
+    before = output_state(output)  # before the engine is read: a write from now on is another program's
     meta, plan = engine_file.read_plan(engine)
     if not meta["options"].get("refittable"):  # named here, before the weights are hashed and read
         raise OptionError(f"{engine} was built without --refittable: rebuild it with `netdef build ... --refittable` "
@@ -121,18 +122,19 @@ def refit_file(engine: str | Path, weights: Weights, output: str | Path | None =
     identity = weights_identity(weights)  # the file read by _refit_network must be the one hashed here
     if names is None and not isinstance(weights, Mapping):
         names, names_from = exported_names(Path(weights), identity[1], log)
-    return refit_resolved(engine, output, meta, plan, weights, identity, names, names_from, log, t0, spec)
+    return refit_resolved(engine, output, meta, plan, weights, identity, names, names_from, log, t0, spec,
+                          before=before)
 
 
 def refit_resolved(engine: Path, output: Path, meta: dict[str, Any], plan: bytes, weights: Weights,
                    identity: Identity, names: Sequence[str] | None, names_from: str | os.PathLike | None,
-                   log: Log, t0: float, arch: Spec | None = None) -> dict[str, Any]:
+                   log: Log, t0: float, arch: Spec | None = None, *, before: FileKey | None) -> dict[str, Any]:
     """`refit_file` once its arguments are checked and resolved: the engine's `meta` and `plan` read, `output`
     checked, the weights hashed (`identity`), their class names found (`names`, None: none). `build_engine`
-    calls it with what it has already resolved itself. A file another program writes at `output` meanwhile (a
-    build, another refit) is kept: the refit ends with an error instead of replacing it."""
+    calls it with what it has already resolved itself. `before`: `output_state(output)` taken before the engine
+    was read; a file another program wrote at `output` since (a build, another refit) is kept: the refit ends
+    with an error instead of replacing it."""
     source, sha = identity
-    before = _state(output)  # in place: the engine just read
     net, spec, opts = _refit_network(meta, weights, log, identity, arch)
     if names:
         check_count(names, names_from, net.model.get("nc", net.classes), str(engine),
@@ -159,7 +161,7 @@ def refit_resolved(engine: Path, output: Path, meta: dict[str, Any], plan: bytes
         new_meta["names"] = list(names)
     if "refit_key" in meta:  # the key of everything but the weights: the names are part of it (`build_engine`)
         new_meta["refit_key"] = build_key(spec.sha256, "", opts, meta["gpu"], names)
-    if _state(output) != before:
+    if output_state(output) != before:
         raise NetdefError(f"{output} was written by another program while this refit ran (a netdef build or refit?): "
                           "nothing written, so that what it wrote is kept; refit again")
     new_meta = engine_file.write_engine(output, new_plan, new_meta)
@@ -174,7 +176,7 @@ def refit_resolved(engine: Path, output: Path, meta: dict[str, Any], plan: bytes
     return new_meta
 
 
-def _state(path: Path) -> FileKey | None:
+def output_state(path: Path) -> FileKey | None:
     """`fileio.file_key` of the file at `path`, None where there is none."""
     try:
         return file_key(os.stat(path))
