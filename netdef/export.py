@@ -30,14 +30,14 @@ def load_source(source: str, *, state_dict: str | None = None, log: Callable[[st
     if state_dict:
         check_checkpoint(state_dict, records=False)  # at once; its records when it is loaded
     torch = _torch()
-    target, kwargs = (source, {}) if Path(source).exists() else _call(source)
+    target, kwargs = (source, {}) if os.path.exists(source) else _call(source)
     if target.startswith("torchvision:"):
         model = _torchvision_model(target.split(":", 1)[1], kwargs, source)
         if state_dict:
             _load_into(model, load_checkpoint(state_dict, log), state_dict, source)
         return model
     path = Path(source)
-    if path.exists() or path.suffix in (".pt", ".pth", ".ckpt", ".bin"):
+    if os.path.exists(source) or path.suffix in (".pt", ".pth", ".ckpt", ".bin"):
         ckpt = load_checkpoint(path, log)
         if state_dict:  # the checkpoint's pickled model, in float32, with these weights
             model = _module_in(ckpt, torch)
@@ -76,12 +76,21 @@ def load_source(source: str, *, state_dict: str | None = None, log: Callable[[st
                       "'file.py:callable'")
 
 
+def _named(source: Any) -> str | Path:
+    """What an output given as a folder is named after: the source without its builder's arguments ('model' for
+    an object)."""
+    if not isinstance(source, (str, Path)):
+        return "model"
+    return source if isinstance(source, Path) or os.path.exists(source) else _call(source)[0]
+
+
 def _call(source: str) -> tuple[str, dict[str, Any]]:
     """'torchvision:resnet18(num_classes=10)' -> ('torchvision:resnet18', {'num_classes': 10}): a source's keyword
     arguments for its builder, Python literals; a source without parentheses has none."""
-    if not source.endswith(")") or "(" not in source:
+    m = re.fullmatch(r"(.*:[A-Za-z_][\w.]*)\((.*)\)", source, re.S)  # NAME(...) after the last ':' of a path
+    if m is None:
         return source, {}
-    target, _, args = source[:-1].partition("(")
+    target, args = m[1], m[2]
     problem = "not Python's keyword=value syntax"
     try:
         call = ast.parse(f"f({args})", mode="eval").body
@@ -337,7 +346,7 @@ def export_wts(source: str | Path | Any, output: str | Path, *, state_dict: str 
                           "'module.'")
     inputs = [source if isinstance(source, (str, Path)) else None, state_dict]
     check_output(output, inputs=inputs, what="the .wts output", kind=WTS_FILE,
-                 name=output_name(source if isinstance(source, (str, Path)) else "model", ".wts"))
+                 name=output_name(_named(source), ".wts"))
     sidecar = names_sidecar(output)
     try:  # where the names go if the model carries some
         check_output(sidecar, inputs=[*inputs, output], what="the class names file", kind=NAMES_FILE, belongs=output)

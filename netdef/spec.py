@@ -275,10 +275,13 @@ def load_spec(path: str | Path | Spec) -> Spec:
     return _spec(text, path, str(path), path.stem, path.parent, scale, named=False)
 
 
-def parse_spec(text: str | Mapping[str, Any], name: str = "model", *, base: str | Path = ".") -> Spec:
+def parse_spec(text: str | Mapping[str, Any], name: str | None = None, *, base: str | Path = ".") -> Spec:
     """An architecture from YAML text or a dict of the same keys (a model defined in Python, no file): `name` names
-    it (with a family's scale: parse_spec(yolo11_text, "yolo11n")); `blocks:` paths are relative to `base`. Errors
-    name it <name> and the line of the text (of a dict: of its YAML dump)."""
+    it (default: its `name:`, else 'model'; with a family's scale: parse_spec(yolo11_text, "yolo11n")); `blocks:`
+    paths are relative to `base`. Errors name it <name> and the line of the text (of a dict: of its YAML dump).
+    Its identity (engine headers, refit) is that text: a dict dumped with its keys in another order is another."""
+    if name is None:
+        name = _own_name(text)
     if isinstance(text, Mapping):
         try:
             text = yaml.safe_dump(_plain(text), sort_keys=False, default_flow_style=None, width=120)
@@ -287,10 +290,22 @@ def parse_spec(text: str | Mapping[str, Any], name: str = "model", *, base: str 
                             f"lists and mappings): {e}") from None
     if not isinstance(text, str) or not isinstance(name, str) or not name:
         raise SpecError(f"parse_spec({type(text).__name__}, {name!r}): expected YAML text or a dict, and a name")
-    if "\n" not in text.strip() and (text.strip().endswith((".yaml", ".yml")) or Path(text.strip()).is_file()):
+    if "\n" not in text.strip() and (text.strip().endswith((".yaml", ".yml")) or os.path.isfile(text.strip())):
         raise SpecError(f"parse_spec({text.strip()!r}): that is a file's name; parse_spec takes the YAML text itself, "
                         f"load_spec(path) reads a file")
     return _spec(text, None, f"<{name}>", name, Path(base), None, named=True)
+
+
+def _own_name(text: Any) -> str:
+    """The `name:` of an architecture's text or dict, else 'model'."""
+    data = text
+    if isinstance(text, str):
+        try:
+            data = _parse_once(text)[1]
+        except (yaml.YAMLError, RecursionError):  # reported with <model> and the line when it is parsed
+            data = None
+    given = data.get("name") if isinstance(data, Mapping) else None
+    return str(given) if isinstance(given, (str, int)) and not isinstance(given, bool) and str(given) else "model"
 
 
 def _plain(value: Any) -> Any:
@@ -447,7 +462,10 @@ def torch_activation(text: Any, fail: Any) -> str:
                                  f"Conv activation; nn.LeakyReLU(slope), nn.GELU(approximate='tanh')), got {text!r}")
     name = TORCH_ACTIVATIONS[m[1]]
     if m[1] == "LeakyReLU":
-        return f"leaky:{float(args[0].split('=')[-1]) if args else 0.01}"
+        try:
+            return f"leaky:{float(args[0].split('=')[-1]) if args else 0.01}"
+        except ValueError:
+            raise fail("activation", f"nn.LeakyReLU's slope must be a number, got {text!r}") from None
     return "gelu:tanh" if args and "tanh" in args[0] else name
 
 
@@ -471,7 +489,7 @@ def _multiples(data: dict, scale: str | None, fail: Any, path: Path | None,
         names = _scaled_names(Path(str(data.get("name") or stem)).stem, list(scales))
         if path is None:
             raise fail("scales", f"this architecture is a family: name one of its scales ({', '.join(names)}), e.g. "
-                                 f"parse_spec(text, {_scaled_names(stem, list(scales)[:1])[0]!r})")
+                                 f"parse_spec(text, {names[0]!r})")
         scaled = path.with_name(_scaled_names(stem, list(scales)[:1])[0] + path.suffix)
         by_path = f" or by a path with the scale in the file name ({scaled} for {path.name})" if scaled != path else ""
         raise fail("scales", f"this file is a family: build one of its scales by name ({', '.join(names)}){by_path}")

@@ -513,7 +513,7 @@ def test_a_family_yaml_named_without_a_scale_gets_the_scale_ultralytics_took():
 def test_a_sources_builder_takes_keyword_arguments(tmp_path):
     """torchvision:NAME(k=v, ...) and file.py:fn(k=v): the builder's arguments (a model of 10 classes); bad ones are
     named with the source, and torchvision's pretrained weights (a download) are refused."""
-    from netdef.export import load_source
+    from netdef.export import export_wts, load_source
 
     assert load_source("torchvision:resnet18(num_classes=10)").fc.out_features == 10
     assert load_source("torchvision:mobilenet_v2(width_mult=0.5, num_classes=3)").classifier[1].in_features == 1280
@@ -531,3 +531,9 @@ def test_a_sources_builder_takes_keyword_arguments(tmp_path):
     ]:
         with pytest.raises(NetdefError, match=needle):
             load_source(source)
+    (tmp_path / "my (copy)").mkdir()  # parentheses in the path: the arguments are those after the callable's name
+    (tmp_path / "my (copy)" / "mine.py").write_text((tmp_path / "mine.py").read_text())
+    assert load_source(f"{tmp_path / 'my (copy)' / 'mine.py'}:make(c=3)").out_features == 3
+    assert load_source(f"{tmp_path / 'my (copy)' / 'mine.py'}:make()").out_features == 4
+    with pytest.raises(NetdefError, match=r"give a file name \(e\.g\. \S*resnet18\.wts\)"):  # not resnet18(...).wts
+        export_wts("torchvision:resnet18(num_classes=10)", tmp_path)

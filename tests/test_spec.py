@@ -409,6 +409,23 @@ def test_a_dict_with_numpy_values_is_an_architecture():
     assert spec.input_shape == (3, 8, 8) and spec.rows[0].kwargs == {"c2": 4}
 
 
+def test_an_architecture_given_in_python_takes_its_own_name_and_any_length():
+    """Without a name, parse_spec takes the text's `name:` (as load_spec does), else 'model'; a one-line flow-style
+    text longer than a file name can be is parsed (pathlib raised 'File name too long'); a family named without a
+    scale is told a scaled name; a LeakyReLU slope that is no number is a SpecError."""
+    from netdef.spec import parse_spec
+
+    assert parse_spec(GOOD).name == "tiny" and parse_spec(GOOD.replace("name: tiny\n", "")).name == "model"
+    flow = "{input: {name: x, shape: [3, 16, 16]}, output: y, layers: [" + ", ".join(
+        f"[-1, 1, Act, {{kind: relu}}, a{i}]" for i in range(20)) + "]}"
+    assert len(flow) > 300 and len(parse_spec(flow).rows) == 20
+    text = load_spec("yolov8n").path.read_text()
+    with pytest.raises(SpecError, match=r"name one of its scales .*e\.g\. parse_spec\(text, 'yolov8n'\)"):
+        parse_spec(text)
+    with pytest.raises(SpecError, match=r"<m>:\d+: 'activation': nn.LeakyReLU's slope must be a number"):
+        parse_spec(GOOD + "activation: nn.LeakyReLU(slope)\n", "m")
+
+
 def test_a_family_given_as_text_is_built_by_a_scaled_name():
     from netdef.spec import parse_spec
 
