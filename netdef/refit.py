@@ -78,8 +78,9 @@ def spec_of(meta: dict[str, Any], given: str | Path | Spec | None = None) -> Spe
                               f"{path or 'given in Python'}: another YAML text, scale or block source)")
         return spec
     if path is None:
-        raise NetdefError(f"the engine was built from an architecture given in Python (parse_spec: <{name}>): pass "
-                          f"that architecture (refit_file(..., arch=spec), Engine.refit(weights, arch=spec))")
+        raise NetdefError(f"the engine records no architecture file (<{name}>, one given in Python: parse_spec): "
+                          f"pass that architecture (`netdef refit --arch YAML`, refit_file(..., arch=spec), "
+                          f"Engine.refit(weights, arch=spec))")
     beside = str(Path(path).parent / f"{name}.yaml") if name and path else None
     for ref in dict.fromkeys(filter(None, (name, path, beside))):
         try:

@@ -214,3 +214,18 @@ def test_refit_refuses_names_of_another_class_count_and_leaves_the_engine(classi
     with pytest.raises(OptionError, match=r"names \['a', ''\]: expected a non-empty list of non-empty strings"):
         refit_file(engine, tmp_path / "c.wts", names=["a", ""], log=said.append)
     assert engine.read_bytes() == before
+
+
+def test_refit_arch_is_checked_against_the_engine(refittable, tmp_path, capsys):
+    """`netdef refit --arch YAML`: the architecture the header cannot find, used only if it is the engine's own
+    (its hash): another one is refused before any weight is read."""
+    from netdef.cli import main
+    from netdef.spec import load_spec
+
+    engine, _, _, b = refittable
+    other = tmp_path / "lenet.yaml"
+    other.write_text(load_spec("lenet").path.read_text().replace("c2: 64", "c2: 32"))
+    before = engine.read_bytes()
+    assert main(["refit", str(engine), "-w", str(b), "--arch", str(other)]) != 0
+    assert f"architecture {other} is not the one the engine was built from (lenet, " in capsys.readouterr().err
+    assert engine.read_bytes() == before

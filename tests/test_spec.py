@@ -349,7 +349,7 @@ def test_ultralytics_scale_and_channels_keys(tmp_path):
         load_spec(write(tmp_path, text + "scale: n\nchannels: 1\n", "a.yaml"))
 
 
-def test_an_architecture_given_in_python_builds_and_refits_only_with_itself(tmp_path):
+def test_an_architecture_given_in_python_builds_and_is_found_for_a_refit_only_as_itself(tmp_path):
     """parse_spec: YAML text or a dict, no file; the name given names it, errors say <name> and the line, the
     engine header records no path, and a refit (which cannot find it by name) is told to pass it."""
     from pathlib import Path
@@ -375,9 +375,13 @@ def test_an_architecture_given_in_python_builds_and_refits_only_with_itself(tmp_
     res = build_engine(from_dict, weights, tmp_path / "mynet.engine", BuildOptions(), log=lambda m: None)
     meta = res.meta
     assert meta["arch"]["name"] == "mynet" and meta["arch"]["path"] is None
-    with pytest.raises(NetdefError, match=r"given in Python \(parse_spec: <mynet>\): pass that architecture"):
+    with pytest.raises(NetdefError, match=r"records no architecture file \(<mynet>, one given in Python: "
+                                          r"parse_spec\): pass that architecture \(`netdef refit --arch YAML`"):
         spec_of(meta)
     assert spec_of(meta, from_dict) is from_dict
+    from netdef.cli.info import format_engine
+
+    assert "architecture <mynet> (given in Python: no file) sha256" in format_engine(meta, res.path)
     with pytest.raises(NetdefError, match="is not the one the engine was built from"):
         spec_of(meta, load_spec("lenet"))  # other text (the dict's YAML dump), other architecture
 

@@ -68,7 +68,8 @@ def format_engine(meta: dict[str, Any], path: Path) -> str:
     lines += model_lines(meta)
     lines += set_lines(meta)
     arch = meta["arch"]
-    lines.append(f"  architecture {arch.get('path')} sha256 {str(arch.get('sha256'))[:12]} (YAML, scale and own "
+    where = arch.get("path") or f"<{arch.get('name')}> (given in Python: no file)"
+    lines.append(f"  architecture {where} sha256 {str(arch.get('sha256'))[:12]} (YAML, scale and own "
                  "blocks)" + (f", blocks from {', '.join(arch['blocks'])}" if arch.get("blocks") else ""))
     lines.append(f"  weights {meta['weights']['path']} sha256 {meta['weights']['sha256'][:12]}")
     lines += [f"  plugin {p.get('name')}: {p.get('library')}" for p in meta.get("plugins", [])]

@@ -22,6 +22,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                    help="class names of the new weights, one per line, recorded in the engine as `netdef build` "
                         "records them (default: WEIGHTS.names.json, which `netdef export` writes for a checkpoint "
                         "with names; without either the engine records none)")
+    r.add_argument("--arch", metavar="YAML",
+                   help="the engine's architecture, where its header cannot find it (one built from a YAML that "
+                        "moved, or from a parse_spec architecture saved as YAML); checked against the header's hash")
     add_blocks_option(r)
     return r
 
@@ -32,6 +35,6 @@ def cmd_refit(a: argparse.Namespace) -> int:
 
     names = load_names(a.names) if a.names else None
     load_blocks(a)
-    meta = refit_file(a.engine, a.weights, a.output, names=names, names_from=a.names)
+    meta = refit_file(a.engine, a.weights, a.output, names=names, names_from=a.names, arch=a.arch)
     print(f"refitted {a.output or a.engine}: {meta['refit']['weights_set']} weights in {meta['refit']['seconds']:.2f} s")
     return 0
