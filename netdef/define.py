@@ -114,8 +114,8 @@ def _custom_scale_hint(spec: Spec, tensors: Mapping[str, np.ndarray], opts: Buil
         return ""
     if opts.params and _fits(spec, tensors, opts.precision, {}):
         return ""
-    family = spec.path.name if spec.path else spec.source
-    return (f"\nIf the weights are of a custom depth and width (tensorrtx's `c gd gw`, say): copy {family} "
+    family = f"copy {spec.path.name}" if spec.path else f"write {spec.source}'s text"
+    return (f"\nIf the weights are of a custom depth and width (tensorrtx's `c gd gw`, say): {family} "
             "with `depth_multiple: gd` and `width_multiple: gw` in place of its `scales:` map and build that file")
 
 

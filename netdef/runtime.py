@@ -26,12 +26,15 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import engine_file, trt_api
 from .errors import NetdefError, OptionError, TensorRTError, TensorRTUnavailable
+
+if TYPE_CHECKING:
+    from .spec import Spec
 
 GRAPH_CACHE = 8  # CUDA graphs an Engine keeps (one per input shape), least recently used out
 
@@ -140,7 +143,7 @@ class Engine:
         with trt_api.use_device(self.device), self.backend.activate():
             yield
 
-    def refit(self, weights: Any, *, log: Any = None, arch: Any = None) -> int:
+    def refit(self, weights: Any, *, log: Any = None, arch: str | Path | Spec | None = None) -> int:
         """Replace the engine's weights in this process (an engine built with --refittable): `weights` is a .wts
         path or a mapping key -> array (e.g. a training checkpoint's state_dict), defined by the build's own
         code and checked like a build. TensorRT forbids using contexts made before a refit, so every execution

@@ -361,9 +361,11 @@ def serve(engine: str | os.PathLike, *, port: int = 8000, grpc_port: int = 8001,
                 "parameters conf, iou, max_det")
         log(f"serving {engine} as model(s) {', '.join(repr(m.name) for m, _ in models)} on {len(engines)} "
             f"instance(s) (device {', '.join(str(e.device) for e in engines)}); Ctrl-C stops")
-        triton.serve()
-    for i, t in enumerate(times):
-        log(t.line(spec.name, i))
+        try:
+            triton.serve()
+        finally:  # also when a signal PyTriton does not handle (SIGTERM: docker stop) ends it
+            for i, t in enumerate(times):
+                log(t.line(spec.name, i))
 
 
 def stub_library_path(environ: Mapping[str, str], config: Callable[[str], Any] | None = None) -> str | None:
