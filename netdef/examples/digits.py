@@ -112,7 +112,7 @@ def run_digits(workdir: str | Path, *, epochs: int = 10, seed: int = 0, method: 
     t0 = time.perf_counter()
     data = load_digits_data(seed)
     calib, calib_bytes = workdir / "calib.npy", npy_bytes(data["x_train"][:512])
-    check_own_file(calib, calib_bytes)  # before training
+    check_own_file(calib, data["x_train"][:512])  # before training
     log(f"1. training LeNet on {len(data['y_train'])} images for {epochs} epochs (CPU) ...")
     model = train_lenet(data["x_train"], data["y_train"], epochs=epochs, seed=seed, log=_stderr)
     result: dict[str, Any] = {"torch_accuracy": accuracy(torch_logits(model, data["x_test"]), data["y_test"]),
@@ -167,10 +167,16 @@ def npy_bytes(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def check_own_file(path: Path, data: bytes) -> None:
-    """An existing `path` is replaced only when it holds `data` (an earlier run's): `--workdir` naming a folder of
-    the user's must not turn their calib.npy into this example's images."""
-    if path.exists() and (not path.is_file() or path.stat().st_size != len(data) or path.read_bytes() != data):
+def check_own_file(path: Path, like: np.ndarray) -> None:
+    """An existing `path` is replaced only when it holds an array of `like`'s dtype and shape (an earlier run's, of
+    any seed): `--workdir` naming a folder of the user's must not turn their calib.npy into this example's images."""
+    if not path.exists():
+        return
+    try:
+        old = np.load(path, mmap_mode="r", allow_pickle=False) if path.is_file() else None
+    except (OSError, ValueError):  # not a .npy file
+        old = None
+    if not isinstance(old, np.ndarray) or old.dtype != like.dtype or old.shape != like.shape:
         raise OptionError(f"--workdir {path.parent}: {path} holds other data than this example's (yours?): the example "
                           f"writes over its own files only; give another --workdir or move {path.name} away")
 
