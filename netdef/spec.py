@@ -703,12 +703,20 @@ def _mark_outputs(spec: Spec, net: Network, last: Any) -> list[str]:
     return [net.output(last, spec.output_names[0]).name]
 
 
-def block_help(name: str) -> str:
+def block_help(name: str, described: dict[str, str] | None = None) -> str:
+    """A block's signature, module and docstring, and the build parameters it declares; a parameter in
+    `described` (parameter -> the block described with it; this block's are added) is named, not described again
+    (one declaration serves every block: `registry.block`)."""
     blk = get_block(name)
     args = ", ".join(str(p) for p in list(blk.signature.parameters.values())[3:])
     where = blk.module if blk.module.startswith("netdef.") else blk.origin
     text = f"{name}({args})  [{where}]\n    {inspect.getdoc(blk.fn) or ''}"
+    described = {} if described is None else described
     for key, p in blk.params.items():
+        if key in described:
+            text += f"\n    --set {key}=... (as under {described[key]})"
+            continue
+        described[key] = name
         choices = f", one of {', '.join(map(str, p.choices))}" if p.choices else ""
         text += f"\n    --set {key}=... (default {p.default!r}{choices}) {p.help}".rstrip()
     return text

@@ -234,6 +234,8 @@ def test_netdef_blocks_environment_variable(tiny, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert f"TinyConvRelu(c2, k=3)  [tiny_blocks ({tiny / 'tiny_blocks.py'})]" in out
     assert "MoreConvRelu(c2, k=3)" in out and "Convolution with bias + ReLU" in out
+    nc = [line for line in out.splitlines() if line.strip().startswith("--set nc=")]  # several blocks take nc
+    assert len(nc) > 2 and "(default None)" in nc[0] and all(line.endswith("(as under Classifier)") for line in nc[1:])
     monkeypatch.setattr(block_modules, "_installed_done", False)
     monkeypatch.setenv("NETDEF_BLOCKS", "nowhere/gone.py")
     assert main(["blocks"]) == 1

@@ -21,6 +21,7 @@ def cmd_blocks(a: argparse.Namespace) -> int:
     from ..spec import block_help
 
     load_blocks(a)
+    described: dict[str, str] = {}  # a build parameter several blocks take is described once
     for name in known_blocks():
-        print(block_help(name))
+        print(block_help(name, described))
     return 0
