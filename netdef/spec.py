@@ -102,8 +102,10 @@ class Spec:
 
     def identity(self) -> dict[str, Any]:
         """What an engine header records of the architecture it was built from: name, YAML path, sha256 (of the
-        YAML, its scale and the source of its own blocks: `sha256`), and the modules of those blocks."""
-        own = sorted({r.block.module for r in self.rows if r.block.source_sha})
+        YAML, its scale and the source of its own blocks: `sha256`), and the modules of those blocks (a script's,
+        `__main__`, with its file)."""
+        own = sorted({r.block.origin if r.block.module == "__main__" else r.block.module
+                      for r in self.rows if r.block.source_sha})
         path = None if self.path is None else str(self.path)
         return {"name": self.name, "path": path, "sha256": self.sha256} | ({"blocks": own} if own else {})
 

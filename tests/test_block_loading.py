@@ -262,6 +262,21 @@ def test_an_architecture_given_in_python_names_block_modules_relative_to_its_bas
     assert spec.rows[0].block.name == "TinyConvRelu" and spec.identity()["path"] is None
 
 
+def test_a_scripts_own_blocks_are_recorded_with_its_file(clean_registry):
+    """Blocks defined in the script that builds (module `__main__`) are recorded in the header's arch.blocks with
+    the script's file: `__main__` alone names nothing a reader could find."""
+    from netdef.spec import parse_spec
+
+    def conv_relu(net, x, prefix, c2):
+        """Convolution with bias + ReLU."""
+        return net.conv(x, prefix, c2, 3, act="relu")
+
+    conv_relu.__module__ = "__main__"
+    registry.block("ScriptConvRelu", width_args=("c2",))(conv_relu)
+    spec = parse_spec(arch_yaml("ScriptConvRelu"), "tiny")
+    assert spec.identity()["blocks"] == [f"__main__ ({__file__})"]
+
+
 def test_a_bad_yaml_block_module_names_the_yaml_line(tiny):
     from netdef.spec import load_spec
 
