@@ -539,7 +539,7 @@ def _why_no_architecture(cfg: dict, output: str | Path) -> str:
     the first block netdef knowingly does not build and why, or, where every block is netdef's, how to build a
     copy of its YAML ('' where neither: a block netdef does not know; the build's error names it)."""
     from .registry import UNBUILT
-    from .spec import known_blocks  # importing spec registers netdef's blocks
+    from .spec import rows_text, unknown_blocks  # importing spec registers netdef's blocks
 
     rows = [*cfg.get("backbone", []), *cfg.get("head", [])]
     blocks = [str(row[2]) for row in rows if isinstance(row, (list, tuple)) and len(row) > 2]
@@ -548,14 +548,9 @@ def _why_no_architecture(cfg: dict, output: str | Path) -> str:
             return f": its row {i} is {b}, which netdef does not build ({UNBUILT[b]})"
     if not blocks:
         return ""
-    lacking: dict[str, list[int]] = {}
-    for i, b in enumerate(blocks):
-        if b not in known_blocks():
-            lacking.setdefault(b, []).append(i)
+    lacking = unknown_blocks(rows)
     if lacking:
-        named = ", ".join(f"{b} (row{'s' if len(rows) > 1 else ''} {', '.join(map(str, rows))})"
-                          for b, rows in lacking.items())
-        return (f"; its rows use blocks netdef does not have: {named}: write each as a @netdef.registry.block "
+        return (f"; its rows use blocks netdef does not have: {rows_text(lacking)}: write each as a @netdef.registry.block "
                 f"function under its Ultralytics name in a module of your own and give it to show, verify and build "
                 f"with --blocks (docs/writing-blocks.md)")
     stem = Path(str(cfg.get("yaml_file"))).stem  # Ultralytics records the scale in it: yolov8n-ghost-p2

@@ -399,10 +399,9 @@ def _spec(text: str, path: Path | None, where: str, stem: str, base: Path, scale
     key_prefix = str(data.get("key_prefix", "model"))
     width = (gw, max_ch, unscaled_channels(params))
     used: set[str] = set()
-    unknown = _unknown_blocks(raw_rows)
     for i, (raw, node) in enumerate(zip(raw_rows, row_nodes)):
         spec.rows.append(_parse_row(where, i, node.start_mark.line + 1, raw, params, gd, width, key_prefix, used,
-                                    unknown))
+                                    raw_rows))
     unused = [k for k in params if k not in used]  # a typo, or an Ultralytics option netdef ignores
     if unused:
         raise fail(unused[0], f"unknown top-level key: no row uses it (netdef reads {', '.join(sorted(RESERVED))} "
@@ -501,7 +500,7 @@ def _multiples(data: dict, scale: str | None, fail: Any, path: Path | None,
     return float(entry[0]), float(entry[1]), (int(entry[2]) if len(entry) == 3 else None)
 
 
-def _unknown_blocks(raw_rows: list[Any]) -> dict[str, list[int]]:
+def unknown_blocks(raw_rows: list[Any]) -> dict[str, list[int]]:
     """The block names of rows (`[from, number, block, args, ...]`) that no module registers and netdef does not
     knowingly leave out, with their rows: an architecture of new blocks hears of all of them at once."""
     unknown: dict[str, list[int]] = {}
@@ -515,9 +514,14 @@ def _unknown_blocks(raw_rows: list[Any]) -> dict[str, list[int]]:
     return unknown
 
 
+def rows_text(blocks: Mapping[str, list[int]]) -> str:
+    """'C2fX (rows 2, 4), SPPX (row 9)': block names with the rows that use them."""
+    return ", ".join(f"{b} (row{'s' if len(rows) > 1 else ''} {', '.join(map(str, rows))})" for b, rows in blocks.items())
+
+
 def _parse_row(where: str, i: int, line: int, raw: Any, params: dict, gd: float,
                width: tuple[float, int | None, set[int]], key_prefix: str, used: set[str],
-               unknown: Mapping[str, list[int]] | None = None) -> Row:
+               all_rows: list[Any] | None = None) -> Row:
     def fail(msg: str) -> SpecError:
         return SpecError(f"{where}:{line}: row {i}: {msg}")
 
@@ -560,9 +564,8 @@ def _parse_row(where: str, i: int, line: int, raw: Any, params: dict, gd: float,
         if name in UNBUILT:
             raise fail(f"block '{name}' is not built by netdef: {UNBUILT[name]}. A block of your own of that name "
                        f"is registered with @netdef.registry.block('{name}'): {HOW_TO_LOAD}") from None
-        others = [f"{b} (row{'s' if len(rows) > 1 else ''} {', '.join(map(str, rows))})"
-                  for b, rows in (unknown or {}).items() if b != name]
-        also = f" (also unknown: {', '.join(others)})" if others else ""
+        others = {b: rows for b, rows in unknown_blocks(all_rows or []).items() if b != name}
+        also = f" (also unknown: {rows_text(others)})" if others else ""
         near = difflib.get_close_matches(name, known_blocks(), n=1, cutoff=0.8)
         also += f": did you mean '{near[0]}'?" if near else ""
         raise fail(f"unknown block '{name}'{also}; known blocks: {', '.join(known_blocks())}. A block of your own is "
