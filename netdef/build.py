@@ -18,7 +18,7 @@ from .class_names import check_count, check_given, exported_names
 from .compiler import TIMING_CACHE, build_key, compile_network, target_identity
 from .define import Weights, check_stride, define_network, weights_identity  # noqa: F401  (re-exported)
 from .errors import NetdefError, OptionError
-from .fileio import check_output, output_name
+from .fileio import check_output, output_name, path_key
 from .options import BuildOptions
 from .options import format_profiles, parse_batch, parse_profiles  # noqa: F401  (re-exported)
 from .registry import block_files
@@ -82,10 +82,10 @@ def build_engine(arch: str | Path | Spec, weights: Weights, output: str | Path, 
         return BuildResult(output, old, False, time.perf_counter() - t0)
     if refit_key and old.get("refit_key") == refit_key:
         if trt_api.can_run_engines():
-            from .refit import output_state, refit_resolved
+            from .refit import refit_resolved
 
             log(f"[netdef] only the weights changed: refitting {output} instead of rebuilding (--force rebuilds)")
-            before = output_state(output)
+            before = path_key(output)
             meta, plan = engine_file.read_plan(output)  # hashed, names found and paths checked above: not again
             meta = refit_resolved(output, output, meta, plan, weights, identity, names, names_from, log, t0,
                                   spec, before=before)

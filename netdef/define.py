@@ -133,9 +133,10 @@ def _fitting_sibling(spec: Spec, tensors: Mapping[str, np.ndarray], opts: BuildO
         return None
     family = re.compile(re.escape(parts[1]) + r"[a-z](-[a-z0-9]+)?")
     yolo = re.compile(r"yolov?\d+([a-z])(6|-[a-z0-9]+)?")
-    others = [name for name in available_archs() if yolo.fullmatch(name) and not family.fullmatch(name)]
+    names = available_archs()
+    others = [name for name in names if yolo.fullmatch(name) and not family.fullmatch(name)]
     others.sort(key=lambda name: yolo.fullmatch(name)[1] != spec.scale)  # the same scale first
-    candidates = [name for name in available_archs() if family.fullmatch(name) and name != spec.name] + others
+    candidates = [name for name in names if family.fullmatch(name) and name != spec.name] + others
     return next(iter(_fitting(candidates, tensors, opts.precision, opts.params)), None)
 
 

@@ -30,14 +30,15 @@ def load_source(source: str, *, state_dict: str | None = None, log: Callable[[st
     if state_dict:
         check_checkpoint(state_dict, records=False)  # at once; its records when it is loaded
     torch = _torch()
-    target, kwargs = (source, {}) if os.path.exists(source) else _call(source)
+    exists = os.path.exists(source)
+    target, kwargs = (source, {}) if exists else _call(source)
     if target.startswith("torchvision:"):
         model = _torchvision_model(target.split(":", 1)[1], kwargs, source)
         if state_dict:
             _load_into(model, load_checkpoint(state_dict, log), state_dict, source)
         return model
     path = Path(source)
-    if os.path.exists(source) or path.suffix in (".pt", ".pth", ".ckpt", ".bin"):
+    if exists or path.suffix in (".pt", ".pth", ".ckpt", ".bin"):
         ckpt = load_checkpoint(path, log)
         if state_dict:  # the checkpoint's pickled model, in float32, with these weights
             model = _module_in(ckpt, torch)

@@ -239,6 +239,14 @@ def file_key(st: os.stat_result) -> FileKey:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
+def path_key(path: str | os.PathLike) -> FileKey | None:
+    """`file_key` of the file at `path` now, None where there is none."""
+    try:
+        return file_key(os.stat(path))
+    except FileNotFoundError:
+        return None
+
+
 def file_sha256_and_key(path: str | os.PathLike) -> tuple[str, FileKey]:
     """(SHA-256 of a file's bytes, `file_key` of the file hashed): a reader that opens the file again later checks
     the key to know it reads the bytes that were hashed (another process may have replaced the file meanwhile)."""

@@ -23,7 +23,7 @@ from .class_names import check_count, check_given, exported_names, shown
 from .compiler import build_key, structure_digest
 from .define import Identity, Weights, define_network, weights_identity
 from .errors import NetdefError, OptionError
-from .fileio import FileKey, check_output, file_key, output_name
+from .fileio import FileKey, check_output, output_name, path_key
 from .network import Network
 from .options import BuildOptions
 from .registry import block_files
@@ -113,7 +113,7 @@ def refit_file(engine: str | Path, weights: Weights, output: str | Path | None =
     output = check_output(output or engine, inputs=[None if isinstance(weights, Mapping) else weights, names_from],
                           what=what, kind=engine_file.ENGINE_FILE if output else None,
                           name=output_name(engine, ".engine"))
-    before = output_state(output)  # before the engine is read: a write from now on is another program's
+    before = path_key(output)  # before the engine is read: a write from now on is another program's
     meta, plan = engine_file.read_plan(engine)
     if not meta["options"].get("refittable"):  # named here, before the weights are hashed and read
         raise OptionError(f"{engine} was built without --refittable: rebuild it with `netdef build ... --refittable` "
@@ -132,7 +132,7 @@ def refit_resolved(engine: Path, output: Path, meta: dict[str, Any], plan: bytes
                    log: Log, t0: float, arch: Spec | None = None, *, before: FileKey | None) -> dict[str, Any]:
     """`refit_file` once its arguments are checked and resolved: the engine's `meta` and `plan` read, `output`
     checked, the weights hashed (`identity`), their class names found (`names`, None: none). `build_engine`
-    calls it with what it has already resolved itself. `before`: `output_state(output)` taken before the engine
+    calls it with what it has already resolved itself. `before`: `fileio.path_key(output)` taken before the engine
     was read; a file another program wrote at `output` since (a build, another refit) is kept: the refit ends
     with an error instead of replacing it."""
     source, sha = identity
@@ -162,7 +162,7 @@ def refit_resolved(engine: Path, output: Path, meta: dict[str, Any], plan: bytes
         new_meta["names"] = list(names)
     if "refit_key" in meta:  # the key of everything but the weights: the names are part of it (`build_engine`)
         new_meta["refit_key"] = build_key(spec.sha256, "", opts, meta["gpu"], names)
-    if output_state(output) != before:
+    if path_key(output) != before:
         raise NetdefError(f"{output} was written by another program while this refit ran (a netdef build or refit?): "
                           "nothing written, so that what it wrote is kept; refit again")
     new_meta = engine_file.write_engine(output, new_plan, new_meta)
@@ -175,14 +175,6 @@ def refit_resolved(engine: Path, output: Path, meta: dict[str, Any], plan: bytes
                f"none now ({source} comes without names: give --names FILE to record some)")
             + f"; it had {shown(old) if old else 'none'}")
     return new_meta
-
-
-def output_state(path: Path) -> FileKey | None:
-    """`fileio.file_key` of the file at `path`, None where there is none."""
-    try:
-        return file_key(os.stat(path))
-    except FileNotFoundError:
-        return None
 
 
 def _stderr(msg: str) -> None:

@@ -516,7 +516,8 @@ def unknown_blocks(raw_rows: list[Any]) -> dict[str, list[int]]:
 
 def rows_text(blocks: Mapping[str, list[int]]) -> str:
     """'C2fX (rows 2, 4), SPPX (row 9)': block names with the rows that use them."""
-    return ", ".join(f"{b} (row{'s' if len(rows) > 1 else ''} {', '.join(map(str, rows))})" for b, rows in blocks.items())
+    return ", ".join(f"{b} (row{'s' if len(rows) > 1 else ''} {', '.join(map(str, rows))})"
+                     for b, rows in blocks.items())
 
 
 def _parse_row(where: str, i: int, line: int, raw: Any, params: dict, gd: float,

@@ -27,7 +27,6 @@ import contextlib
 import functools
 import os
 import queue
-import re
 import signal
 import socket
 import subprocess
@@ -45,7 +44,7 @@ from netdef.cli.guard import run_guarded
 from netdef.cli.options import checked
 from netdef.cli.serve import add_serve_options
 from netdef.deploy.plan import load_plan
-from netdef.deploy.serve import Binding, binding, serves_detections
+from netdef.deploy.serve import TIMING_LINE, Binding, binding, serves_detections
 from netdef.deploy.serve_detect import SUFFIX
 from netdef.errors import NetdefError, OptionError
 from netdef.tools.timing import Budget, run_budget, summarize
@@ -405,16 +404,11 @@ def direct_detect(engine: str | Path, image: bytes, batch: int, seconds: float, 
             "p99_ms": stats["p99_ms"]}
 
 
-TIMING = re.compile(r"timing +model '(?P<model>[^']+)' instance (?P<instance>\d+): (?P<executions>\d+) executions of "
-                    r"(?P<items>\d+) items; per execution (?P<callable>[\d.]+) ms in netdef's callable, "
-                    r"(?P<engine>[\d.]+) ms of it in Engine.infer")
-
-
 def callable_lines(output: Sequence[str]) -> list[str]:
     """`RESULT serve-callable` lines of the `timing` lines a stopped `netdef serve` logged (`CallTimes.line`)."""
     return [f"RESULT serve-callable model={m['model']} instance={m['instance']} executions={m['executions']} "
             f"items={m['items']} callable_ms={m['callable']} engine_ms={m['engine']}"
-            for m in filter(None, map(TIMING.match, output))]
+            for m in filter(None, map(TIMING_LINE.match, output))]
 
 
 def result_line(what: str, stats: dict[str, Any]) -> str:

@@ -104,16 +104,21 @@ def tensorrtx_usage(argv: list[str]) -> str | None:
     return f"netdef has no `-s`: tensorrtx's `-s WTS ENGINE SCALE` is `netdef build {arch} -w {wts} -o {engine}` ({how})"
 
 
+def _has(dest: str) -> Callable[[argparse.Namespace], bool]:
+    """Whether a command's parsed arguments have option `dest` (the command takes it)."""
+    return lambda a: hasattr(a, dest)
+
+
 ULTRALYTICS_OPTIONS: dict[str, tuple[str, Callable[[argparse.Namespace], bool]]] = {
     # Ultralytics' export arguments no netdef command takes: netdef's option for each, where the command has it
-    "imgsz": ("--input-shape HxW", lambda a: hasattr(a, "input_shape")),
-    "img-size": ("--input-shape HxW", lambda a: hasattr(a, "input_shape")),
-    "img": ("--input-shape HxW", lambda a: hasattr(a, "input_shape")),
-    "half": ("--precision fp16", lambda a: hasattr(a, "precision")),
-    "int8": ("--precision int8 (with --calibration, from `netdef calibrate`)", lambda a: hasattr(a, "calibration")),
+    "imgsz": ("--input-shape HxW", _has("input_shape")),
+    "img-size": ("--input-shape HxW", _has("input_shape")),
+    "img": ("--input-shape HxW", _has("input_shape")),
+    "half": ("--precision fp16", _has("precision")),
+    "int8": ("--precision int8 (with --calibration, from `netdef calibrate`)", _has("calibration")),
     "dynamic": ("--batch MIN:OPT:MAX (and --input-shape MIN:OPT:MAX for dynamic sizes)",
                 lambda a: a.command == "build"),
-    "batch-size": ("--batch", lambda a: hasattr(a, "batch")),
+    "batch-size": ("--batch", _has("batch")),
 }
 
 

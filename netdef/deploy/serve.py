@@ -175,11 +175,16 @@ class CallTimes:
     engine_s: float = 0.0
 
     def line(self, model: str, instance: int) -> str:
-        """The line `serve` logs when it stops (`scripts/bench_serve.py` reads it back)."""
+        """The line `serve` logs when it stops (`TIMING_LINE` reads it back: `scripts/bench_serve.py`)."""
         n = max(self.executions, 1)
         return (f"timing   model '{model}' instance {instance}: {self.executions} executions of {self.items} items; "
                 f"per execution {1000 * self.callable_s / n:.3f} ms in netdef's callable, "
                 f"{1000 * self.engine_s / n:.3f} ms of it in Engine.infer")
+
+
+TIMING_LINE = re.compile(r"timing +model '(?P<model>[^']+)' instance (?P<instance>\d+): (?P<executions>\d+) "
+                         r"executions of (?P<items>\d+) items; per execution (?P<callable>[\d.]+) ms in netdef's "
+                         r"callable, (?P<engine>[\d.]+) ms of it in Engine.infer")  # `CallTimes.line`'s fields
 
 
 def infer_function(engine: Any, spec: Binding, times: CallTimes | None = None) -> Callable[..., dict[str, np.ndarray]]:
