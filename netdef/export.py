@@ -383,19 +383,13 @@ def export_wts(source: str | Path | Any, output: str | Path, *, state_dict: str 
     # a model without names: the names file an earlier export wrote for the .wts replaced goes with it (unless
     # these are the very bytes it names)
     recorded = None if names else names_written_for(output)
-    dropped: list[bool] = []
-
-    def stale(sha: str) -> bool:
-        dropped.append(sha != recorded)
-        return dropped[-1]
-
     # the names, with the SHA-256 of the bytes written (not of the file: another export's by now?), renamed with it
-    write_wts(output, sd, progress=progress, beside={sidecar: lambda sha: names_document(names, output, sha)} if names
-              else None, drop=None if recorded is None else {sidecar: stale})
+    removed = write_wts(output, sd, progress=progress, beside={sidecar: lambda sha: names_document(names, output, sha)}
+                        if names else None, drop=None if recorded is None else {sidecar: recorded})
     if names:
         log(f"[netdef] wrote its {len(names)} class names ({shown(names)}) to {sidecar}: `netdef build` records them "
             "in the engine for `netdef detect` and `netdef serve`")
-    elif any(dropped):
+    elif removed:
         log(f"[netdef] removed {sidecar}: the class names of the weights {output} held before (this model carries "
             "none)")
     model = _module_in(obj, _torch())

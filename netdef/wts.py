@@ -378,7 +378,7 @@ def _wts_size(tensors: Mapping[str, Any], path: str) -> dict[str, int]:
 def write_wts(path: str | os.PathLike, tensors: Mapping[str, Any], *, progress: bool = False,
               allow_nonfinite: bool = False,
               beside: Mapping[str | os.PathLike, Callable[[str], bytes]] | None = None,
-              drop: Mapping[str | os.PathLike, Callable[[str], bool]] | None = None) -> None:
+              drop: Mapping[str | os.PathLike, str] | None = None) -> list[str | os.PathLike]:
     """Write tensors to a .wts file atomically (temp file in the same directory, then os.replace).
 
     Values are flattened and converted to float32; each is written as 8 lowercase hex digits.
@@ -387,8 +387,8 @@ def write_wts(path: str | os.PathLike, tensors: Mapping[str, Any], *, progress: 
     `beside`: files that belong to the .wts (its class names), each path's bytes made by its function from the
     SHA-256 (hex) of the bytes written (hashing the file afterwards could hash another process's file that replaced
     it meanwhile), written and renamed together with it (all or none). `drop`: files that belonged to the .wts
-    written over (its class names), removed right after the rename where their function says so of the SHA-256 of
-    the bytes written (names of these very bytes still belong to them).
+    written over (its class names) with the SHA-256 they belong to, removed right after the rename unless it is that
+    of the bytes written (names of these very bytes still belong to them). Returns the files removed.
     """
     path = os.fspath(path)
     for key in tensors:
@@ -417,10 +417,17 @@ def write_wts(path: str | os.PathLike, tensors: Mapping[str, Any], *, progress: 
     def made(fn: Callable[[str], bytes]) -> Iterator[bytes]:  # run after the .wts's chunks: files go in order
         yield fn(digest.hexdigest())  # type: ignore[union-attr]
 
+    removed: list[str | os.PathLike] = []
+
+    def stale() -> list[str | os.PathLike]:
+        removed.extend(p for p, sha in (drop or {}).items() if sha != digest.hexdigest())  # type: ignore[union-attr]
+        return removed
+
     try:
         atomic_write_all({path: hashed(lines()) if digest is not None else lines(),
                           **{other: made(fn) for other, fn in (beside or {}).items()}}, sizes=_wts_size(tensors, path),
-                          remove=(lambda: [p for p, fn in drop.items() if fn(digest.hexdigest())]) if drop else None)
+                          remove=stale if drop else None)
     finally:
         if bar is not None:
             bar.close()
+    return removed
