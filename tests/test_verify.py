@@ -743,6 +743,23 @@ def test_gpu_resnet18_engine_matches(tmp_path, capsys):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("name, source, extra", [
+    ("resnet50", "torchvision:resnet50", []),
+    ("unet", "netdef.testing.unet_reference:UNet", ["--input-shape", "100,75"]),  # not multiples of 16: F.pad
+])
+def test_gpu_engine_verify_of_resnet50_and_unet(name, source, extra, tmp_path, capsys):
+    """`netdef verify` on the GPU (an engine with every compared layer marked as an output) passes for ResNet-50 and
+    the UNet; the summary line is printed as a RESULT line."""
+    wts = tmp_path / f"{name}.wts"
+    assert main(["export", source, "-o", str(wts), "--randomize-bn", "--seed", "3"]) == 0
+    rc = main(["verify", name, "-w", str(wts), "--model", source, *extra])
+    out = capsys.readouterr().out
+    print(f"RESULT verify-gpu {name}: " + " | ".join(line for line in out.splitlines() if "PASS" in line))
+    assert rc == 0, out
+    assert re.search(r"PASS: (\d+) of \1 matched layers", out) and "GPU engine" in out, out
+
+
+@pytest.mark.gpu
 def test_gpu_planted_wrong_padding_is_named_first(tiny, tmp_path, capsys):
     yaml, wts = tiny
     blocks = tmp_path / "planted_blocks.py"
