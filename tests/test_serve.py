@@ -939,9 +939,11 @@ def test_load_test_against_direct_engine_calls(engines):
     _serving_stack()
     with stub_fits():
         lines = bench_serve().run(engines("r50_fp16"), [1, 8, 64], 5.0, ["--max-queue-delay-us", "500"])
-    assert [line.split()[1] for line in lines] == ["serve", "serve-stats"] * 3 + ["direct", "ratio"]
+    assert [line.split()[1] for line in lines] == ["serve", "serve-stats"] * 3 + ["serve-callable", "direct", "ratio"]
     stats = [dict(f.split("=", 1) for f in line.split()[2:]) for line in lines if "serve-stats" in line]
     assert all(int(s["failed"]) == 0 and int(s["requests"]) > 0 for s in stats), lines
+    timing = dict(f.split("=", 1) for f in lines[6].split()[2:])  # the one instance's, logged as the server stopped
+    assert int(timing["executions"]) > 0 and 0 < float(timing["engine_ms"]) <= float(timing["callable_ms"]), lines
     assert float(stats[-1]["avg_batch"]) > 1, lines
     assert float(lines[-1].split()[-1]) > 0, lines
 
@@ -1046,7 +1048,8 @@ def test_load_test_of_the_detect_model(engines, tmp_path):
     with stub_fits():
         lines = bench_serve().run(engines("y5s_plugin_fp16"), [1, 8], 3.0, ["--max-queue-delay-us", "500"],
                                   direct_batch=8, image=image)
-    assert [line.split()[1] for line in lines] == ["serve-detect", "serve-stats"] * 2 + ["direct-detect",
+    assert [line.split()[1] for line in lines] == ["serve-detect", "serve-stats"] * 2 + ["serve-callable",
+                                                                                          "direct-detect",
                                                                                           "ratio-detect"]
     assert all(float(line.split("throughput=")[1].split()[0]) > 0 for line in lines if "throughput=" in line), lines
     assert all("_detect requests=" in line for line in lines if "serve-stats" in line), lines
