@@ -772,3 +772,13 @@ def test_triton_gpus_are_parsed_as_devices_are(stand_in_engine, tmp_path):
         assert main(["triton", str(engine), "--repo", str(tmp_path / "models"), "--name", f"m{i}", "--gpus", gpus]) == 0
         config = (tmp_path / "models" / f"m{i}" / "config.pbtxt").read_text()
         assert (want in config) if want else "gpus:" not in config
+
+
+def test_info_on_a_sidecar_names_its_plan(stand_in_engine, tmp_path):
+    """`netdef info model.plan.json` read the sidecar as a .wts file ("line 1 must be the tensor count"); now it
+    names the plan to give instead."""
+    plan = tmp_path / "e.plan"
+    export_plan(stand_in_engine, plan)
+    r = run_cli("info", str(sidecar_path(plan)))
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert f"`netdef info {plan}`" in r.stderr and "tensor count" not in r.stderr, r.stderr

@@ -10,7 +10,7 @@ from typing import Any
 from .. import engine_file
 from ..class_names import shown
 from ..errors import NetdefError
-from ..fileio import special_kind
+from ..fileio import JSON_FILE, read_head, special_kind
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
@@ -46,6 +46,10 @@ def cmd_info(a: argparse.Namespace) -> int:
         print(json.dumps({**r, "kind": "raw_plan", "profiles": profiles}, indent=2) if a.json
               else format_raw_plan(r, path))
         return 0
+    if JSON_FILE.test(read_head(path)):  # a plan's sidecar, given for its plan: no .wts error about line 1
+        plan = path.with_suffix("") if path.suffix.lower() == ".json" else None
+        raise NetdefError(f"{path} is JSON, not an engine, a raw plan or a .wts file" + (
+            f": a plan's sidecar is read with its plan, `netdef info {plan}`" if plan and plan.is_file() else ""))
     from ..wts import wts_summary
 
     s = wts_summary(path, checked=True, progress=not a.json and sys.stderr.isatty())  # info passes what builds pass
