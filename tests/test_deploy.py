@@ -782,3 +782,13 @@ def test_info_on_a_sidecar_names_its_plan(stand_in_engine, tmp_path):
     r = run_cli("info", str(sidecar_path(plan)))
     assert r.returncode != 0 and "Traceback" not in r.stderr
     assert f"`netdef info {plan}`" in r.stderr and "tensor count" not in r.stderr, r.stderr
+
+
+def test_a_line_break_in_the_engines_name_stays_in_the_comment(stand_in_engine, tmp_path):
+    """config.pbtxt's first comment names the engine: a file name with a line break ended the comment there, and
+    the rest of the name was read as configuration (here a second `name` field; Triton failed to parse it)."""
+    engine = tmp_path / 'e\nname: "x".engine'
+    stand_in_engine.rename(engine)
+    res = write_repository(engine, tmp_path / "models", TritonOptions(name="m"))
+    assert '/e\\nname: "x".engine (' in res.config.read_text()
+    assert parse_config(res.config).name == "m"

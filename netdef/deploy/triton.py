@@ -155,8 +155,9 @@ def _tensor(io: dict[str, Any], batching: bool, lo: int, hi: int) -> dict[str, A
 
 
 def config_text(config: dict[str, Any], comments: Sequence[str] = ()) -> str:
-    """`config` in protobuf text format (Triton's config.pbtxt), after `comments` as # lines."""
-    lines = [f"# {c}" for c in comments]
+    """`config` in protobuf text format (Triton's config.pbtxt), after `comments` as # lines (a line break in one,
+    from a file name, written as \\n: the text after it would be read as configuration)."""
+    lines = [f"# {c.translate(_LINE_BREAKS)}" for c in comments]
     _render(config, "", lines)
     return "\n".join(lines) + "\n"
 
@@ -193,6 +194,7 @@ def _scalar(v: Any) -> str:
 
 
 _CHAR = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\\r"}
+_LINE_BREAKS = str.maketrans({"\n": "\\n", "\r": "\\r"})
 
 
 @dataclass
