@@ -792,3 +792,15 @@ def test_a_line_break_in_the_engines_name_stays_in_the_comment(stand_in_engine, 
     res = write_repository(engine, tmp_path / "models", TritonOptions(name="m"))
     assert '/e\\nname: "x".engine (' in res.config.read_text()
     assert parse_config(res.config).name == "m"
+
+
+def test_triton_says_when_the_plugin_options_cannot_load_from_the_repositorys_path(stand_in_engine, tmp_path):
+    """The server options for a plugin engine name the copied library by its absolute path: under a folder whose
+    name holds ';' (Triton's plugins= separator), ':' or a space (LD_PRELOAD's), they were printed as if they
+    worked; a note now says they do not, and why."""
+    engine = tmp_path / "p.engine"
+    write_engine_with_plugin_header(stand_in_engine, engine, tmp_path / "libplug.so")
+    plain = write_repository(engine, tmp_path / "models", TritonOptions(name="m"))
+    assert not any("plugin libraries' paths hold" in note for note in plain.notes)
+    res = write_repository(engine, tmp_path / "my models;v2", TritonOptions(name="m"))
+    assert res.libraries and any("paths hold ' ;'" in note and "plugins= at ';'" in note for note in res.notes)

@@ -43,6 +43,7 @@ CONFIG_POLICIES = ("refuse", "keep", "replace")
 DATA_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "bfloat16": "TYPE_BF16", "int8": "TYPE_INT8",
               "uint8": "TYPE_UINT8", "int32": "TYPE_INT32", "int64": "TYPE_INT64", "bool": "TYPE_BOOL"}
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
+_BREAKS = ';: \t\n"$`\\'  # characters of a plugin library's path that break the printed server options
 _NEEDS = b" needs the TensorRT plugin libraries "  # plugins.txt's first line: "# NAME needs the TensorRT plugin ..."
 
 
@@ -252,6 +253,12 @@ none), none over the engine."""
     names = [str(p.absolute()) for p in res.libraries]
     if names:
         res.server_options = [f'--backend-config=tensorrt,plugins="{";".join(names)}"', f"LD_PRELOAD={':'.join(names)}"]
+        odd = "".join(sorted({c for name in names for c in name if c in _BREAKS}))
+        if odd:  # the options are printed and written, not checked: say when they cannot work as they are
+            res.notes.append(f"the plugin libraries' paths hold {odd!r}: Triton splits plugins= at ';', LD_PRELOAD is "
+                             "split at ':' and spaces, and a shell splits at spaces and ';' and expands '$', so the "
+                             "options above do not load them as written; write the repository under a path without "
+                             "these characters")
     texts = {res.config: config_text(config, _comments(meta, engine, res))}
     if names:
         texts[model_dir / OPTIONS_NAME] = _options_text(meta, repo, res)
