@@ -24,7 +24,8 @@ import pytest
 from helpers import load_script, run_cli
 from netdef import engine_file, trt_api
 from netdef.build import BuildOptions, build_engine
-from netdef.deploy.plan import export_plan, load_hints, metadata_from_engine, read_raw_plan, sidecar_path
+from netdef.deploy.plan import (export_plan, load_hints, metadata_from_engine, read_any_meta, read_raw_plan,
+                                sidecar_path)
 from netdef.deploy.triton import Repository, TritonOptions, model_config, write_repository
 from netdef.errors import EngineFileError, NetdefError, OptionError, TensorRTError, TensorRTUnavailable
 from netdef.runtime import Engine
@@ -804,3 +805,18 @@ def test_triton_says_when_the_plugin_options_cannot_load_from_the_repositorys_pa
     assert not any("plugin libraries' paths hold" in note for note in plain.notes)
     res = write_repository(engine, tmp_path / "my models;v2", TritonOptions(name="m"))
     assert res.libraries and any("paths hold ' ;'" in note and "plugins= at ';'" in note for note in res.notes)
+
+
+@pytest.mark.parametrize("kind", ["directory", "named pipe"])
+def test_a_sidecar_that_is_no_file_is_named_not_passed_over(stand_in_engine, tmp_path, kind):
+    """A folder (or a named pipe) named PLAN.json was taken for no sidecar at all: `netdef info` said "no sidecar",
+    `netdef triton` "without netdef's metadata (no sidecar ...)", and Engine fell back to the deserialized plan;
+    each now names it and says to move it away (a pipe is never opened)."""
+    plan = tmp_path / "e.plan"
+    export_plan(stand_in_engine, plan)
+    side = sidecar_path(plan)
+    side.unlink()
+    side.mkdir() if kind == "directory" else os.mkfifo(side)
+    for read in (read_raw_plan, read_any_meta):
+        with pytest.raises(EngineFileError, match=f"e.plan.json is a {kind} where a plan's sidecar belongs.*move it"):
+            read(plan)

@@ -18,7 +18,7 @@ from typing import Any
 from .. import __version__, engine_file, trt_api
 from ..errors import EngineFileError
 from ..fileio import (CHECKPOINT_STARTS, HEAD_BYTES, FileKind, atomic_write_all, check_output, describe_head, json_kind,
-                      output_name, read_head)
+                      not_a_file, output_name, read_head)
 from ..options import overall_range
 
 SIDECAR_FORMAT = 1
@@ -39,7 +39,7 @@ def is_raw_plan(path: str | os.PathLike) -> bool:
     or a plan's name."""
     path = Path(path)
     return (path.is_file() and not engine_file.is_engine_file(path)
-            and (read_head(path)[:4] in trt_api.PLAN_MAGICS or sidecar_path(path).is_file()
+            and (read_head(path)[:4] in trt_api.PLAN_MAGICS or sidecar_path(path).exists()
                  or path.suffix.lower() in PLAN_SUFFIXES))
 
 
@@ -82,6 +82,10 @@ def read_sidecar(path: str | os.PathLike) -> dict[str, Any]:
     the sidecar's folder). EngineFileError for anything that is not a netdef sidecar."""
     path = Path(path)
     redo = "export the plan again with `netdef export-plan`"
+    kind = not_a_file(path)  # a folder or a named pipe where the sidecar belongs: never "no sidecar", never read
+    if kind:
+        raise EngineFileError(f"{path} is {kind} where a plan's sidecar belongs (the file `netdef export-plan` writes "
+                              "beside the plan): move it away")
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except OSError as e:
@@ -113,7 +117,7 @@ def read_raw_plan(path: str | os.PathLike) -> tuple[dict[str, Any] | None, bytes
     except OSError as e:
         raise EngineFileError(f"cannot read plan {path}: {e.strerror}") from None
     side = sidecar_path(path)
-    if not side.is_file():
+    if not side.exists():
         return None, plan
     meta = read_sidecar(side)
     digest = hashlib.sha256(plan).hexdigest()
@@ -141,7 +145,7 @@ def read_any_meta(path: str | os.PathLike) -> dict[str, Any] | None:
         return engine_file.read_meta(path)
     _check_plan_head(path)
     side = sidecar_path(path)
-    return read_sidecar(side) if side.is_file() else None
+    return read_sidecar(side) if side.exists() else None
 
 
 def _check_plan_head(path: Path) -> None:

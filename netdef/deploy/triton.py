@@ -306,7 +306,7 @@ def _check_other_versions(model_dir: Path, opts: TritonOptions, config: dict[str
         if not plan.is_file():
             continue
         side = sidecar_path(plan)
-        other = model_config(read_sidecar(side), opts) if side.is_file() else None
+        other = model_config(read_sidecar(side), opts) if side.exists() else None
         if other != config:
             why = "has no sidecar to tell" if other is None else "takes other inputs, outputs or batch sizes"
             raise OptionError(f"{model_dir}: version {d.name}'s plan {why}, and the config.pbtxt written now would "
