@@ -174,9 +174,10 @@ def _is_triple(p: Any) -> bool:
 def parse_profiles(text: str, what: str = "--batch") -> tuple[Profile, tuple[Profile, ...]]:
     """(batch, profiles) for BuildOptions: '1:8:32' -> one profile; '1:1:8,9:64:256' -> two profiles, each
     tuned for its opt batch, and their overall range (1, 64, 256) as the batch."""
-    parts = [parse_batch(p, what) for p in str(text).split(",")]
-    if len(parts) == 1:
-        return parts[0], ()
+    pieces = str(text).split(",")
+    if len(pieces) == 1:
+        return parse_batch(text, what), ()
+    parts = [parse_batch(p, f"{what} '{text}': profile") for p in pieces]  # '1:8:32,' names its empty profile in it
     check_profiles(parts)
     return overall_range(parts), tuple(parts)
 

@@ -23,7 +23,8 @@ def test_parse_profiles():
     ("1:1:8,10:64:256", "batches 9..9 are in no profile; start the next one at 9 or lower"),
     ("1:1:4,2:2:3,9:64:256", "batches 5..8 are in no profile"),
     ("9:64:256,1:1:8", "9:64:256,1:1:8: list the profiles by increasing min batch"),
-    ("1:1:8,x", "--profile '1:1:8,x'|--profile 'x': expected N or MIN:OPT:MAX with integers"),
+    ("1:1:8,x", "--profile '1:1:8,x': profile 'x': expected N or MIN:OPT:MAX with integers"),
+    ("1:8:32,", "--profile '1:8:32,': profile '': expected"),  # said "--profile '': expected ...", not the value
 ])
 def test_bad_profiles_are_named(text, message):
     with pytest.raises(NetdefError, match=message):
