@@ -216,6 +216,9 @@ class Engine:
             raise OptionError(f"{self.path.name} inputs are {sorted(names)}, got {sorted(feeds)}")
         lo, _, hi = self.batch_range
         for t in self.inputs:
+            if not hasattr(feeds[t.name], "shape"):  # a list, a PIL image, None: one line, not an AttributeError
+                raise OptionError(f"input '{t.name}' is a {type(feeds[t.name]).__name__}: give a numpy array or a "
+                                  "torch tensor")
             shape = tuple(feeds[t.name].shape)
             fixed = [(a, b) for a, b in zip(shape[1:], t.shape[1:]) if b != -1]
             if len(shape) != len(t.shape) or any(a != b for a, b in fixed):

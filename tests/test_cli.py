@@ -596,6 +596,8 @@ def test_a_described_engine_says_it_is_not_loaded(fake_engine):
                          "batch 1:4:8, fp16>")
     with pytest.raises(OptionError, match="batch 16 is outside the engine's profile 1..8"):
         eng.check_feeds({"input": np.zeros((16, 1, 28, 28), np.float32)})
+    with pytest.raises(OptionError, match="input 'input' is a list: give a numpy array or a torch tensor"):
+        eng.check_feeds({"input": [[0.0] * 28] * 28})  # was an AttributeError ('list' object has no attribute 'shape')
     for call in (lambda: eng.infer({}), lambda: eng.prepare_step(1), lambda: eng.capture({}),
                  lambda: eng.bind({}, stream=0), lambda: eng.enqueue({}, stream=0), lambda: eng.refit({}),
                  lambda: eng.on_device().__enter__()):
