@@ -820,3 +820,12 @@ def test_a_sidecar_that_is_no_file_is_named_not_passed_over(stand_in_engine, tmp
     for read in (read_raw_plan, read_any_meta):
         with pytest.raises(EngineFileError, match=f"e.plan.json is a {kind} where a plan's sidecar belongs.*move it"):
             read(plan)
+
+
+def test_an_empty_repo_is_refused_not_the_working_folder(stand_in_engine, tmp_path, monkeypatch):
+    """`--repo ""` (an unset variable in "$REPO") wrote the model into the working folder."""
+    monkeypatch.chdir(tmp_path)
+    before = sorted(tmp_path.iterdir())
+    with pytest.raises(OptionError, match=r"--repo '': give the folder of the model repository"):
+        write_repository(stand_in_engine, "", TritonOptions(name="m"))
+    assert sorted(tmp_path.iterdir()) == before

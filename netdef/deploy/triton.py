@@ -219,6 +219,8 @@ def write_repository(engine: str | os.PathLike, repo: str | os.PathLike,
 none), none over the engine."""
     opts = opts or TritonOptions()
     opts.validate()
+    if not os.fspath(repo):  # Path("") is the working folder: an unset "$REPO" must not fill it with models
+        raise OptionError("--repo '': give the folder of the model repository, e.g. models (. for this one)")
     engine, repo = Path(engine), Path(repo)
     if repo.exists() and not repo.is_dir():
         raise OptionError(f"--repo {repo} is a file: give the folder of the model repository")
