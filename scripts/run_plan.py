@@ -45,7 +45,11 @@ def main(argv: list[str] | None = None) -> int:
                 sys.exit(f"--output {output} is also an input ({read}): writing it would destroy that input; "
                          "give another path")
     with open(plan, "rb") as f:  # 'vtrt': a TensorRT-RTX plan, which its own module reads; 'ftrt': TensorRT's
-        rtx = f.read(4) == b"vtrt"
+        magic = f.read(4)
+    if magic not in (b"ftrt", b"vtrt"):  # a netdef engine (its header first), a sidecar: never "a TensorRT plan"
+        sys.exit(f"{plan} is no TensorRT plan (it starts with {magic!r}, a plan with 'ftrt' or 'vtrt'): for a netdef "
+                 "engine, write its plan with `netdef export-plan ENGINE -o PLAN` and give PLAN")
+    rtx = magic == b"vtrt"
     trt = None
     for name in ("tensorrt_rtx", "tensorrt_rtx_bindings") if rtx else ("tensorrt",):
         try:

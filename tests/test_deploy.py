@@ -613,6 +613,11 @@ def test_run_plan_never_writes_its_output_over_an_input(tmp_path, monkeypatch):
             run_plan.main([str(plan), "--input", str(x), "--output", output])
     with pytest.raises(SystemExit, match="no folder"):
         run_plan.main([str(plan), "--output", str(tmp_path / "missing" / "out.npz")])
+    engine = tmp_path / "model.engine"  # said "model.engine is a TensorRT plan, and its Python module ... is not
+    engine.write_bytes(engine_file.MAGIC + b"{}")  # installed", or with TensorRT failed to deserialize it
+    with pytest.raises(SystemExit, match=r"model\.engine is no TensorRT plan \(it starts with b'NETD'.*netdef export-plan"):
+        run_plan.main([str(engine)])
+    engine.unlink()
 
     def interrupted(f, **arrays):
         f.write(b"PK\x03\x04 part")
