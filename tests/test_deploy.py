@@ -834,3 +834,12 @@ def test_an_empty_repo_is_refused_not_the_working_folder(stand_in_engine, tmp_pa
     with pytest.raises(OptionError, match=r"--repo '': give the folder of the model repository"):
         write_repository(stand_in_engine, "", TritonOptions(name="m"))
     assert sorted(tmp_path.iterdir()) == before
+
+
+def test_info_on_a_triton_config_names_a_plan(stand_in_engine, tmp_path):
+    """`netdef info REPO/NAME/config.pbtxt` read it as a .wts file ("line 1 must be the tensor count, found '#
+    written by netdef ..."); now it says what the file is and names a version's plan to give."""
+    res = write_repository(stand_in_engine, tmp_path / "models", TritonOptions(name="m"))
+    r = run_cli("info", str(res.config))
+    assert r.returncode == 1 and "tensor count" not in r.stderr, r.stderr
+    assert "is a Triton model configuration" in r.stderr and f"`netdef info {res.plan}`" in r.stderr, r.stderr

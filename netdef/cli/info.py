@@ -50,6 +50,10 @@ def cmd_info(a: argparse.Namespace) -> int:
         plan = path.with_suffix("") if path.suffix.lower() == ".json" else None
         raise NetdefError(f"{path} is JSON, not an engine, a raw plan or a .wts file" + (
             f": a plan's sidecar is read with its plan, `netdef info {plan}`" if plan and plan.is_file() else ""))
+    if path.name == "config.pbtxt":  # a Triton model's configuration: its plans are what netdef describes
+        plans = sorted(str(p) for p in path.parent.glob("*/model.plan"))
+        raise NetdefError(f"{path} is a Triton model configuration, not an engine, a raw plan or a .wts file: give "
+                          + (f"a version's plan, e.g. `netdef info {plans[0]}`" if plans else "a version's model.plan"))
     from ..wts import wts_summary
 
     s = wts_summary(path, checked=True, progress=not a.json and sys.stderr.isatty())  # info passes what builds pass
