@@ -843,3 +843,15 @@ def test_info_on_a_triton_config_names_a_plan(stand_in_engine, tmp_path):
     r = run_cli("info", str(res.config))
     assert r.returncode == 1 and "tensor count" not in r.stderr, r.stderr
     assert "is a Triton model configuration" in r.stderr and f"`netdef info {res.plan}`" in r.stderr, r.stderr
+
+
+def test_triton_says_plugins_txt_is_left_from_an_earlier_plugin_engine(stand_in_engine, tmp_path):
+    """A model written for a plugin engine, then for one without plugins (--replace-config), kept plugins.txt
+    saying the model needs the plugin library, without a word; a note now says it is left from the earlier one."""
+    engine = tmp_path / "p.engine"
+    write_engine_with_plugin_header(stand_in_engine, engine, tmp_path / "libplug.so")
+    first = write_repository(engine, tmp_path / "models", TritonOptions(name="m"))
+    assert not any("earlier plugin engine" in note for note in first.notes)
+    res = write_repository(stand_in_engine, tmp_path / "models", TritonOptions(name="m", existing_config="replace"))
+    assert any(f"{res.model_dir / 'plugins.txt'} (and the libraries it names) came with an earlier plugin engine" in note
+               for note in res.notes), res.notes

@@ -237,6 +237,9 @@ none), none over the engine."""
     if libraries:
         check_output(model_dir / OPTIONS_NAME, inputs=inputs, what="server options", kind=OPTIONS_FILE,
                      belongs=model_dir)
+    elif (model_dir / OPTIONS_NAME).is_file():  # an earlier plugin engine's: left, but never passed for this one's
+        res.notes.append(f"{model_dir / OPTIONS_NAME} (and the libraries it names) came with an earlier plugin engine: "
+                         "this engine needs no plugin library; remove them unless another version of the model does")
     _check_other_versions(model_dir, opts, config)
     old = file_sha256(res.plan) if res.plan.is_file() else None
     if old is not None and old != hashlib.sha256(plan).hexdigest():  # another engine's: a deployed model
