@@ -65,8 +65,12 @@ def main(argv: list[str] | None = None) -> int:
     if not torch.cuda.is_available():
         sys.exit(f"running {plan} needs a CUDA GPU (torch sees none)")
     sidecar = Path(f"{plan}.json")
-    libraries = a.plugin or ([e["library"] for e in json.loads(sidecar.read_text())["plugins"]]
-                             if sidecar.is_file() else [])
+    try:
+        libraries = a.plugin or ([e["library"] for e in json.loads(sidecar.read_text())["plugins"]]
+                                 if sidecar.is_file() else [])
+    except (OSError, ValueError, LookupError, TypeError) as e:  # cut, edited by hand, or another tool's JSON
+        sys.exit(f"{sidecar}: no plugin libraries to read from it ({type(e).__name__}: {e}); export the plan again "
+                 "with `netdef export-plan`, or name the libraries with --plugin")
     for lib in libraries:  # relative sidecar paths are relative to the sidecar's folder
         ctypes.CDLL(str(sidecar.parent / lib) if not Path(lib).is_absolute() else lib, mode=ctypes.RTLD_GLOBAL)
     logger = trt.Logger(trt.Logger.WARNING)

@@ -855,3 +855,20 @@ def test_triton_says_plugins_txt_is_left_from_an_earlier_plugin_engine(stand_in_
     res = write_repository(stand_in_engine, tmp_path / "models", TritonOptions(name="m", existing_config="replace"))
     assert any(f"{res.model_dir / 'plugins.txt'} (and the libraries it names) came with an earlier plugin engine" in note
                for note in res.notes), res.notes
+
+
+@pytest.mark.parametrize("text", ["{", '{"sidecar": {}}', '{"plugins": [{"name": "x"}]}'])
+def test_run_plan_names_a_sidecar_it_cannot_read(tmp_path, monkeypatch, text):
+    """scripts/run_plan.py read the plugin libraries from a cut or foreign PLAN.json with a traceback
+    (JSONDecodeError, KeyError 'plugins'); it now names the sidecar and says what to do."""
+    import torch
+
+    run_plan = load_script("run_plan")
+    plan = tmp_path / "model.plan"
+    plan.write_bytes(b"ftrt" + bytes(60))
+    sidecar_path(plan).write_text(text)
+    # the sidecar is read after TensorRT's import and the GPU check, before TensorRT is used: stand-ins for both
+    monkeypatch.setattr(run_plan.importlib, "import_module", lambda name: object())
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    with pytest.raises(SystemExit, match=r"model\.plan\.json: no plugin libraries to read from it .*--plugin"):
+        run_plan.main([str(plan)])
