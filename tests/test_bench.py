@@ -165,11 +165,16 @@ def test_bench_argument_checks(tmp_path):
 def test_bench_against_checks_both_engines_first(tmp_path):
     eng, small = fake_engine(tmp_path / "a.engine"), fake_engine(tmp_path / "b.engine", batch=(1, 2, 2))
     (tmp_path / "plain.bin").write_bytes(b"\0" * 64)
+    plan = tmp_path / "r.plan"
+    plan.write_bytes(b"ftrt" + bytes(60))
     cases = [
         ((str(eng), "--rounds", "3"), "--rounds only applies with --against"),
         ((str(eng), "--against", str(small), "--rounds", "0"), "--rounds 0"),
         ((str(eng), "--against", str(tmp_path / "none.engine")), "--against: engine not found"),
         ((str(eng), "--against", str(tmp_path / "plain.bin")), "is not a netdef engine"),
+        # a raw plan said "is not a netdef engine; build it with `netdef build`", though it was exported from one
+        ((str(eng), "--against", str(plan)), r"is not a netdef engine \(no netdef header\).*raw TensorRT plan runs with"),
+        ((str(plan),), r"r\.plan is not a netdef engine \(no netdef header\).*raw TensorRT plan runs with `netdef run`"),
         ((str(eng), "--against", str(small), "--chart", "c.png"), "--chart draws one engine"),
         ((str(eng), "--against", str(small), "--batch", "1,4"), rf"{small}: batch size\(s\) \[4\] outside"),
     ]

@@ -121,8 +121,9 @@ def resolve_engine(a: argparse.Namespace, batches: list[int] | None) -> Path:
             raise OptionError(f"{target} is an engine: {', '.join(given)} only apply when TARGET is an architecture")
         return target
     if target.suffix in (".engine", ".plan", ".trt"):
-        raise NetdefError(f"engine not found: {target}" if not target.is_file() else
-                          f"{target} is not a netdef engine; build it with `netdef build`")
+        if not target.is_file():
+            raise NetdefError(f"engine not found: {target}")
+        engine_file.read_meta(target)  # no engine: raises, saying what it is (a raw plan, a .wts) and what to do
     if not a.weights:
         raise OptionError(f"'{a.target}' is not an engine file, so it is taken as an architecture: "
                           "give its weights with --weights W.wts (or pass an engine)")
@@ -240,9 +241,7 @@ def _against(a: argparse.Namespace, batches: list[int] | None) -> tuple[Path, di
     other = Path(a.against)
     if not other.is_file():
         raise NetdefError(f"--against: engine not found: {other}")
-    if not engine_file.is_engine_file(other):
-        raise NetdefError(f"--against: {other} is not a netdef engine; build it with `netdef build`")
-    meta = engine_file.read_meta(other)
+    meta = engine_file.read_meta(other)  # no engine: says what it is (a raw plan, a .wts) and what to do
     if batches:
         bench.check_batches(batches, meta["options"]["batch"], str(other))
     return other, meta, rounds
