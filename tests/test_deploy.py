@@ -872,3 +872,19 @@ def test_run_plan_names_a_sidecar_it_cannot_read(tmp_path, monkeypatch, text):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     with pytest.raises(SystemExit, match=r"model\.plan\.json: no plugin libraries to read from it .*--plugin"):
         run_plan.main([str(plan)])
+
+
+def test_export_plan_says_when_the_plugin_library_is_missing_or_changed(stand_in_engine, tmp_path):
+    """export-plan of a plugin engine whose library was gone (a cleared cache) or changed printed "load it before
+    deserializing the plan" without a word about it (`netdef triton` refused the same engine); a note now says so."""
+    engine, library = tmp_path / "p.engine", tmp_path / "libplug.so"
+    write_engine_with_plugin_header(stand_in_engine, engine, library)
+    r = run_cli("export-plan", str(engine), "-o", str(tmp_path / "a.plan"))
+    assert r.returncode == 0 and "libplug.so" not in r.stderr, r.stderr
+    library.write_bytes(library.read_bytes() + b"changed")
+    r = run_cli("export-plan", str(engine), "-o", str(tmp_path / "b.plan"))
+    assert r.returncode == 0 and f"note: plugin library {library} changed since {engine} was built" in r.stderr
+    library.unlink()
+    r = run_cli("export-plan", str(engine), "-o", str(tmp_path / "c.plan"))
+    assert r.returncode == 0 and f"note: {engine} needs plugin library {library} (yolo_decode_nms), which is missing" \
+        in r.stderr, r.stderr

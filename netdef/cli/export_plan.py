@@ -21,7 +21,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def cmd_export_plan(a: argparse.Namespace) -> int:
-    from ..deploy.plan import export_plan, sidecar_path
+    from ..deploy.plan import export_plan, library_problem, sidecar_path
 
     meta = export_plan(a.engine, a.output)
     load = meta["sidecar"]["load"]
@@ -33,4 +33,7 @@ def cmd_export_plan(a: argparse.Namespace) -> int:
         print(f"  trtexec: {load['trtexec']}")
     if "note" in load:  # a warning (a TensorRT-RTX plan): stderr
         print(f"note: {load['note']}", file=sys.stderr)
+    # written all the same (the plan loads once the library is back); `netdef triton`, which copies it, refuses
+    for problem in filter(None, (library_problem(lib, a.engine) for lib in meta["plugins"])):
+        print(f"note: {problem}", file=sys.stderr)
     return 0

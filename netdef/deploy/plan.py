@@ -18,7 +18,7 @@ from typing import Any
 from .. import __version__, engine_file, trt_api
 from ..errors import EngineFileError
 from ..fileio import (CHECKPOINT_STARTS, HEAD_BYTES, FileKind, atomic_write_all, check_output, describe_head, json_kind,
-                      not_a_file, output_name, read_head)
+                      file_sha256, not_a_file, output_name, read_head)
 from ..options import overall_range
 
 SIDECAR_FORMAT = 1
@@ -167,6 +167,19 @@ def load_plan(path: str | os.PathLike) -> tuple[dict[str, Any], bytes]:
         raise EngineFileError(f"{path} is a raw TensorRT plan without netdef's metadata (no sidecar "
                               f"{sidecar_path(path)}): export it from its netdef engine with `netdef export-plan`")
     return meta, plan
+
+
+def library_problem(entry: dict[str, Any], engine: str | os.PathLike) -> str | None:
+    """Why the plugin library of `entry` (one of `engine`'s plugins) is not the one the engine was built with:
+    missing, or changed since; None when it is."""
+    lib = Path(entry["library"])
+    if not lib.is_file():
+        return (f"{engine} needs plugin library {lib} ({entry.get('name')}), which is missing: run the engine once "
+                "(`netdef run`, which compiles it again) or rebuild it with `netdef build`")
+    if entry.get("sha256") and file_sha256(lib) != entry["sha256"]:
+        return (f"plugin library {lib} changed since {engine} was built (its SHA-256 differs from the recorded one): "
+                "rebuild the engine with `netdef build`")
+    return None
 
 
 def metadata_from_engine(engine: Any) -> dict[str, Any]:

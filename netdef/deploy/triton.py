@@ -34,7 +34,7 @@ from .. import __version__, engine_file
 from ..errors import NetdefError, OptionError
 from ..fileio import ELF_START, HEAD_BYTES, FileKind, check_output, file_sha256, printable
 from ..options import format_hw_range
-from .plan import SIDECAR_FILE, load_hints, load_plan, read_sidecar, sidecar_path, write_plan
+from .plan import SIDECAR_FILE, library_problem, load_hints, load_plan, read_sidecar, sidecar_path, write_plan
 
 PLATFORM = "tensorrt_plan"
 PLAN_NAME = "model.plan"  # the TensorRT backend's default model file name
@@ -322,14 +322,10 @@ def _plugin_libraries(meta: dict[str, Any], engine: Path) -> list[Path]:
     """The plugin libraries the engine needs, checked to exist and to be the ones it was built with."""
     out = []
     for entry in meta["plugins"]:
-        lib = Path(entry["library"])
-        if not lib.is_file():
-            raise NetdefError(f"{engine} needs plugin library {lib} ({entry.get('name')}), which is missing: run the "
-                              "engine once (`netdef run`, which compiles it again) or rebuild it with `netdef build`")
-        if entry.get("sha256") and file_sha256(lib) != entry["sha256"]:
-            raise NetdefError(f"plugin library {lib} changed since {engine} was built (its SHA-256 differs from the "
-                              "recorded one): rebuild the engine with `netdef build`")
-        out.append(lib)
+        problem = library_problem(entry, engine)
+        if problem:
+            raise NetdefError(problem)
+        out.append(Path(entry["library"]))
     return out
 
 
