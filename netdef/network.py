@@ -1296,8 +1296,9 @@ def _module_groups(keys: Iterable[str], others: Iterable[str]) -> dict[str | Non
 
 def misspelt_module_hint(missing: Mapping[str, str], unused: list[str], present: Iterable[str],
                          used: set[str]) -> str:
-    """Where every missing key belongs to a module the file lacks and each such module has exactly one unused
-    module of the file with the same keys under another name (a misspelt prefix in a YAML row or block), a line
+    """Where every missing key belongs to a module the file lacks and each such module (or each of its submodules)
+    has exactly one unused module of the file with the same keys under another name (a misspelt prefix in a YAML
+    row or block), a line
     naming them and where the first key was asked for; '' otherwise (weights of another architecture, say). Of
     several such modules (a block repeated through the network), the one whose name differs in one part only."""
     lost = _module_groups(missing, present)
@@ -1306,18 +1307,41 @@ def misspelt_module_hint(missing: Mapping[str, str], unused: list[str], present:
         return ""
     pairs = []
     for m, keys in lost.items():
-        tails = {k[len(m):] for k in keys}
-        twins = [u for u, t in spare.items() if t == tails]
-        if len(twins) > 1:  # layer1.0.bn1 has layer1.0.norm1, layer1.1.norm1, ...: the one at its own place
-            twins = [u for u in twins if _one_part_apart(m, u)]
-        if len(twins) != 1:
+        found = _twin_modules(m, keys, spare)
+        if not found:
             return ""
-        pairs.append((m, twins[0], keys))
+        pairs += found
     m, u, keys = pairs[0]
     where = missing[keys[0]]
     more = f" (and {len(pairs) - 1} more such module(s))" if len(pairs) > 1 else ""
     return (f"\nThe file has no module {m} but an unused module {u} with exactly its {len(keys)} key(s){more}: a "
             f"misspelt module prefix{f' ({where})' if where else ''}? Name the module as the file does")
+
+
+def _twin_modules(m: str, keys: list[str], spare: Mapping[str, set[str]],
+                  sub: bool = False) -> list[tuple[str, str, list[str]]]:
+    """[(m, the one unused module with m's keys, m's keys)], else the same for each submodule of m, whose twin must
+    be at its own place, one name part apart (a row prefix misspelt in a part other rows share: feature.9 for the
+    file's features.9); [] where some key has no twin."""
+    tails = {k[len(m):] for k in keys}
+    twins = [u for u, t in spare.items() if t == tails]
+    if len(twins) > 1 or sub:  # layer1.0.bn1 has layer1.0.norm1, layer1.1.norm1, ...: the one at its own place
+        twins = [u for u in twins if _one_part_apart(m, u)]
+    if len(twins) == 1:
+        return [(m, twins[0], keys)]
+    subs: dict[str, list[str]] = {}
+    for k in keys:
+        rest = k[len(m) + 1:]
+        if "." not in rest:  # a key of m itself
+            return []
+        subs.setdefault(f"{m}.{rest.split('.', 1)[0]}", []).append(k)
+    pairs = []
+    for part, ks in subs.items():
+        found = _twin_modules(part, ks, spare, sub=True)
+        if not found:
+            return []
+        pairs += found
+    return pairs
 
 
 def _one_part_apart(a: str, b: str) -> bool:

@@ -130,6 +130,25 @@ def test_a_misspelt_module_in_a_repeated_block_names_its_twin_at_the_same_place(
     assert "another architecture" not in str(e.value)
 
 
+def test_a_row_prefix_misspelt_in_a_part_other_rows_share_names_the_module_the_file_has(tmp_path):
+    """A row reads feature.1.* where the file has features.1.* (the other rows read features.0.*): the missing
+    module is feature, the unused one features.1; the hint pairs feature.1 with features.1 and names the row,
+    rather than 'the weights are of another architecture'."""
+    yaml = tmp_path / "two.yaml"
+    yaml.write_text("name: two\ninput: {name: input, shape: [3, 8, 8]}\nlayers:\n"
+                    "  - [-1, 1, Conv2d, {c2: 4, k: 1}, features.0]\n"
+                    "  - [-1, 1, Conv2d, {c2: 4, k: 1}, feature.1]\n")
+    weights = {"features.0.weight": np.ones((4, 3, 1, 1), np.float32), "features.0.bias": np.ones(4, np.float32),
+               "features.1.weight": np.ones((4, 4, 1, 1), np.float32), "features.1.bias": np.ones(4, np.float32)}
+    net = Network(weights)
+    build_network(load_spec(str(yaml)), net)
+    with pytest.raises(WeightKeyError) as e:
+        net.check_keys()
+    assert str(e.value).splitlines()[-1] == (
+        "The file has no module feature.1 but an unused module features.1 with exactly its 2 key(s): a misspelt "
+        f"module prefix ({yaml}:5: row 1 (Conv2d))? Name the module as the file does")
+
+
 def test_fp16_network_is_typed_where_strong_typing_exists(resnet18_weights):
     net = Network(resnet18_weights, precision="fp16")
     build_network(load_spec("resnet18"), net)
