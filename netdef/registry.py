@@ -8,6 +8,7 @@ A block that reads build parameters (`netdef build --set KEY=VALUE`) declares th
 """
 from __future__ import annotations
 
+import difflib
 import hashlib
 import inspect
 import marshal
@@ -106,8 +107,15 @@ def bad_arguments(name: str, signature: inspect.Signature, prefix: str, args: Se
     try:
         signature.bind(None, None, prefix, *args, **kwargs)
     except TypeError as error:
-        params_doc = ", ".join(str(p) for p in list(signature.parameters.values())[3:])
-        return f"bad arguments for {name}: {error}; {name} takes ({params_doc})"
+        params = list(signature.parameters.values())[3:]
+        names = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        unknown = [k for k in kwargs if k not in signature.parameters]
+        why = str(error)
+        if unknown and not any(p.kind is p.VAR_KEYWORD for p in params):  # a misspelt name, before what it left out
+            near = difflib.get_close_matches(unknown[0], names, n=1)
+            why = f"got an unexpected keyword argument '{unknown[0]}'" + (f": did you mean '{near[0]}'?"
+                                                                           if near else "")
+        return f"bad arguments for {name}: {why}; {name} takes ({', '.join(map(str, params))})"
     return None
 
 

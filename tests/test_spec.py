@@ -29,6 +29,8 @@ def write(tmp_path, text, name="arch.yaml"):
 @pytest.mark.parametrize("bad, line, needle", [
     (GOOD.replace("ConvBnAct", "ConvBnActt"), 5, "unknown block 'ConvBnActt': did you mean 'ConvBnAct'?; known"),
     (GOOD.replace("{c2: 8, k: 3, bn: bn}", "{c2: 8, kk: 3}"), 5, "bad arguments for ConvBnAct"),
+    (GOOD.replace("{c2: 4}", "{c_2: 4}"), 7, "bad arguments for Linear: got an unexpected keyword argument 'c_2': "
+                                          "did you mean 'c2'?; Linear takes (c2"),  # not 'missing c2' alone
     (GOOD.replace("[-1, 1, Linear", "[3, 1, Linear"), 7, "'from' index 3 does not refer to an earlier row"),
     (GOOD.replace("[-1, 1, Linear", "[-5, 1, Linear"), 7, "'from' index -5"),
     (GOOD.replace("[-1, 1, Linear", "[-1, 0, Linear"), 7, "'number' must be a positive integer"),

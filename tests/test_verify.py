@@ -831,7 +831,8 @@ def test_check_block_names_a_misspelt_argument_as_a_yaml_row_does():
     from netdef.testing.check_block import check_block
 
     with pytest.raises(SpecError, match=r"^check_block: bad arguments for LayerNorm: got an unexpected keyword argument "
-                                        r"'normalised_shape'; LayerNorm takes \(normalized_shape"):
+                                        r"'normalised_shape': did you mean 'normalized_shape'\?; LayerNorm takes "
+                                        r"\(normalized_shape"):
         check_block("LayerNorm", torch.nn.LayerNorm(8), (1, 3, 8), kwargs={"normalised_shape": 8}, cpu=True)
 
 
