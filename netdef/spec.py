@@ -182,6 +182,8 @@ def resolve_arch(name_or_path: str | Path) -> tuple[Path, str | None]:
         if family:
             return family
         own = f" (netdef's own {p.stem} is named without .yaml: `{p.stem}`)" if p.stem in available_archs() else ""
+        other = p.with_suffix(".yml" if p.suffix == ".yaml" else ".yaml")
+        own = own or (f" ({other} exists: give that path)" if other.is_file() else "")
         raise SpecError(f"architecture file not found: {p}{own}")
     for d in _arch_dirs():
         if (d / f"{p}.yaml").is_file():
@@ -193,6 +195,10 @@ def resolve_arch(name_or_path: str | Path) -> tuple[Path, str | None]:
     if what is not None:
         raise SpecError(f"{p} is {what}, not an architecture: give the architecture's name (resnet18) or its .yaml "
                         "file, and the weights with --weights")
+    here = next((f for f in (p.with_name(f"{p.name}.yaml"), p.with_name(f"{p.name}.yml")) if f.is_file()), None)
+    if here is not None:  # a name is looked up in ./architectures/ and netdef's own, not the folder run from
+        raise SpecError(f"no architecture '{name_or_path}' in {USER_DIR}/ or netdef's own, but {here} is a file: "
+                        f"give its path ({here}), or move it to {USER_DIR}/ to build it by name")
     names = available_archs()
     scaled = SCALED_NAME.match(str(p))  # yolo11n-obb: the tasks netdef has of yolo11 at scale n
     kin = [n for n in names if scaled and re.fullmatch(re.escape(scaled[1] + scaled[2]) + r"(-[a-z0-9]+)?", n)]

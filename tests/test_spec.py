@@ -49,6 +49,21 @@ def test_errors_name_file_and_line(tmp_path, bad, line, needle):
     assert f"{p}:{line}" in str(e.value) and needle in str(e.value)
 
 
+def test_a_yaml_file_in_the_working_folder_named_without_its_suffix_is_pointed_to(tmp_path, monkeypatch):
+    """`netdef show mynet` with ./mynet.yaml (not in ./architectures/): the error names the file and says to give
+    its path, not only the list of netdef's architectures; mynet.yml for mynet.yaml names the file that exists."""
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path, GOOD, "mynet.yaml")
+    with pytest.raises(SpecError, match=r"^no architecture 'mynet' in architectures/ or netdef's own, but "
+                                        r"mynet\.yaml is a file: give its path \(mynet\.yaml\), or move it to "
+                                        r"architectures/"):
+        load_spec("mynet")
+    with pytest.raises(SpecError, match=r"^architecture file not found: mynet\.yml \(mynet\.yaml exists: give that "
+                                        r"path\)$"):
+        load_spec("mynet.yml")
+    assert load_spec("mynet.yaml").name
+
+
 def test_every_unknown_block_is_named_at_once(tmp_path):
     """An architecture of several blocks netdef lacks (a YAML ported from another repository): the first row's
     error names the others with their rows, so one --blocks module can be written for all of them."""
