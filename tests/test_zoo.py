@@ -224,12 +224,15 @@ CLASSIFICATION = Path(__file__).resolve().parent.parent / "docs" / "examples" / 
 
 
 @pytest.mark.parametrize("name, hw", [("shufflenet_v2_x1_0", "97x75"), ("convnext_tiny", "64x70"),
-                                      ("googlenet", "97x75"), ("densenet121", "97x75")])
+                                      ("googlenet", "97x75"), ("densenet121", "97x75"), ("squeezenet1_1", "97x75"),
+                                      ("regnet_y_400mf", "64x70")])
 def test_classification_examples_verify(name, hw, tmp_path, capsys):
     """docs/examples/classification (a researcher's own block module and YAMLs): torchvision's ShuffleNetV2,
     ConvNeXt-T (its 1e-6 layer scales randomized), GoogLeNet (max-pools with ceil_mode, which matters at odd
-    sizes; its auxiliary heads skipped, not named as never compared) and DenseNet-121 (BatchNorm before the
-    convolutions; F.relu in forward() an Act row compared with no module) pass `verify --cpu`."""
+    sizes; its auxiliary heads skipped, not named as never compared), DenseNet-121 (BatchNorm before the
+    convolutions; F.relu in forward() an Act row compared with no module), SqueezeNet 1.1 (ceil_mode max-pools,
+    a 1x1 convolution classifier; its zero biases randomized) and RegNetY-400MF (grouped convolutions,
+    squeeze-excitation, units named blockK-i) pass `verify --cpu`."""
     wts, source = tmp_path / f"{name}.wts", f"torchvision:{name}"
     assert main(["export", source, "-o", str(wts), "--randomize-bn", "--randomize-constants"]) == 0
     assert main(["verify", str(CLASSIFICATION / f"{name}.yaml"), "-w", str(wts), "--model", source, "--cpu",

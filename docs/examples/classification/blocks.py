@@ -1,4 +1,5 @@
-"""Blocks for torchvision's ShuffleNetV2, ConvNeXt, GoogLeNet and DenseNet classifiers, torchvision's key names.
+"""Blocks for torchvision's ShuffleNetV2, ConvNeXt, GoogLeNet, DenseNet, SqueezeNet and RegNetY classifiers,
+torchvision's key names.
 
     netdef export torchvision:googlenet -o weights/googlenet.wts --randomize-bn
     netdef verify docs/examples/classification/googlenet.yaml -w weights/googlenet.wts --model torchvision:googlenet \
@@ -6,11 +7,13 @@
 """
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
 
-from netdef.blocks.parts import conv_norm_act
+from netdef.blocks.parts import conv_norm_act, squeeze_excitation
+from netdef.errors import SpecError
 from netdef.network import Network
 from netdef.registry import Param, block
 
@@ -148,3 +151,43 @@ def transition(net: Network, x: Any, prefix: str, c2: int) -> Any:
     """torchvision's densenet._Transition `prefix`: norm, ReLU, 1x1 conv, 2x2 average pool."""
     y = net.conv(bn_relu(net, x, prefix, "norm", "relu"), f"{prefix}.conv", c2, 1, bias=False)
     return net.match(net.pool(y, "avg", 2, 2, name=f"{prefix}.pool"), prefix)
+
+
+@block("Fire", width_args=("e1", "e3"))
+def fire(net: Network, x: Any, prefix: str, s: int, e1: int, e3: int) -> Any:
+    """torchvision's squeezenet.Fire(c1, s, e1, e3): 1x1 `squeeze` + ReLU, then 1x1 `expand1x1` and 3x3
+    `expand3x3` (padding 1), each + ReLU, concatenated."""
+    y = net.match(net.conv(x, f"{prefix}.squeeze", s, 1, p=0, bias=True, act="relu"), f"{prefix}.squeeze_activation")
+    a = net.match(net.conv(y, f"{prefix}.expand1x1", e1, 1, p=0, bias=True, act="relu"),
+                  f"{prefix}.expand1x1_activation")
+    b = net.match(net.conv(y, f"{prefix}.expand3x3", e3, 3, p=1, bias=True, act="relu"),
+                  f"{prefix}.expand3x3_activation")
+    return net.match(net.concat([a, b], f"{prefix}/cat"), prefix)
+
+
+def res_bottleneck(net: Network, x: Any, prefix: str, c2: int, s: int, gw: int, se: float) -> Any:
+    """torchvision's regnet.ResBottleneckBlock (bottleneck multiplier 1): `f` = 1x1 `a`, 3x3 `b` of groups of
+    `gw` channels (stride s), SqueezeExcitation `se` (round(se * c1) channels), 1x1 `c` without activation; plus
+    `proj` (1x1, stride s) where the shape changes, else x; then ReLU."""
+    c1, f = net.channels(x), f"{prefix}.f"
+    y = conv_norm_act(net, x, f"{f}.a", c2, 1)
+    y = conv_norm_act(net, y, f"{f}.b", c2, 3, s, g=c2 // gw)
+    y = squeeze_excitation(net, y, f"{f}.se", int(round(se * c1)))
+    y = conv_norm_act(net, y, f"{f}.c", c2, 1, act="none")
+    shortcut = conv_norm_act(net, x, f"{prefix}.proj", c2, 1, s, act="none") if c1 != c2 or s != 1 else x
+    y = net.add(shortcut, y, f"{prefix}/add", residual=True)
+    return net.match(net.activation(y, "relu", prefix), prefix)
+
+
+@block("RegStage", width_args=("c2",), repeat_arg="n")
+def reg_stage(net: Network, x: Any, prefix: str, c2: int, n: int = 1, s: int = 2, gw: int = 8,
+              se: float = 0.25) -> Any:
+    """torchvision's regnet.AnyStage `prefix` (`trunk_output.blockK`): `n` ResBottleneckBlocks `prefix.blockK-0
+    ... prefix.blockK-{n-1}`, the first of stride `s`; `gw` the group width, `se` the squeeze-excitation ratio."""
+    stage = prefix.rsplit(".", 1)[-1]
+    if not re.fullmatch(r"block\d+", stage):
+        raise SpecError(f"{prefix}: a RegStage's prefix ends in its module's name blockK (trunk_output.block1), "
+                        f"which names its units blockK-0, blockK-1, ...")
+    for i in range(n):
+        x = res_bottleneck(net, x, f"{prefix}.{stage}-{i}", c2, s if i == 0 else 1, gw, se)
+    return net.match(x, prefix)
