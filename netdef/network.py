@@ -338,6 +338,7 @@ class Network:
             saved = (_prefix_hint(list(missing), unused) or _fused_hint(list(missing), unused)
                      or misspelt_module_hint(missing, unused, self.weights, self.used))
             hint = (saved or _default_prefix_hint(missing, self.weights, self.used)
+                    or _repeat_hint(missing, unused, self.weights, self.used)
                     or missing_modules_hint(list(missing), self.weights) or unused_modules_hint(unused, self.used)
                     or ("" if missing else "\n(netdef build --no-strict, BuildOptions(strict=False) in Python, "
                                            "allows unused keys)"))
@@ -1261,6 +1262,27 @@ def _default_prefix_hint(missing: Mapping[str, str], present: Iterable[str], use
     return (f"\nThe missing keys are model.<row>.* ({first}{f', {where}' if where else ''}): a row without a "
             "prefix (its 5th item) reads model.<row>.* (Ultralytics' key names): give it the module's prefix, "
             "[from, number, block, args, prefix]")
+
+
+def _repeat_hint(missing: Mapping[str, str], unused: list[str], present: Iterable[str], used: set[str]) -> str:
+    """Where the missing (else the unused) keys form whole units of a sequence (`x.3` or `x.block2-3`, numbered
+    after a unit `x.0` or `x.block2-0` the file has, or the architecture reads), a line asking about a row too
+    many (missing) or a row's `number` larger (smaller) than the model's; '' otherwise."""
+    for keys, others, more in ((list(missing), set(present), True), (unused, used, False)):
+        groups = _module_groups(keys, others)
+        if not keys or not groups or None in groups:
+            continue
+        prefixes = {".".join(k.split(".")[:i]) for k in others for i in range(1, k.count(".") + 1)}
+        units = [re.fullmatch(r"(.*\.(?:[^.]*[-_])?)(\d+)", m) for m in groups]
+        if not all(u and any(f"{u[1]}{i}" in prefixes for i in range(int(u[2]))) for u in units):
+            return ""
+        named = ", ".join(list(groups)[:4]) + (", ..." if len(groups) > 4 else "")
+        where = f" ({missing[keys[0]]})" if more and missing[keys[0]] else ""
+        return (f"\nThe {'missing' if more else 'unused'} keys are whole units {named} after units "
+                f"{'the file has' if more else 'the architecture reads'}: a row {'too many' if more else 'missing'}, "
+                f"or a row's number (repeats) {'larger' if more else 'smaller'} than the model's{where}? (In a "
+                "scaled family: weights of another depth)")
+    return ""
 
 
 def missing_modules_hint(missing: list[str], present: Iterable[str]) -> str:

@@ -149,6 +149,26 @@ def test_a_row_prefix_misspelt_in_a_part_other_rows_share_names_the_module_the_f
         f"module prefix ({yaml}:5: row 1 (Conv2d))? Name the module as the file does")
 
 
+def test_units_of_a_repeated_row_past_the_files_or_the_networks_are_a_repeat_count_not_another_architecture(
+        resnet18_weights):
+    """A ResLayer row of one unit more than the file's (layer2.1 missing, after layer2.0) or one fewer (an unused
+    layer2.2 after layer2.1): the hint asks about the row's number (or a missing row), naming the row where it
+    asked for keys, rather than 'the weights are of another architecture'."""
+    for weights, needle in [
+            ({k: v for k, v in resnet18_weights.items() if not k.startswith("layer2.1.")},
+             r"The missing keys are whole units layer2\.1 after units the file has: a row too many, or a row's "
+             r"number \(repeats\) larger than the model's \(.*resnet18\.yaml:\d+: row \d+ \(ResLayer\)\)\?"),
+            (resnet18_weights | {k.replace("layer2.1.", "layer2.2."): v for k, v in resnet18_weights.items()
+                                 if k.startswith("layer2.1.")},
+             r"The unused keys are whole units layer2\.2 after units the architecture reads: a row missing, or a "
+             r"row's number \(repeats\) smaller than the model's\?")]:
+        net = Network(weights)
+        build_network(load_spec("resnet18"), net)
+        with pytest.raises(WeightKeyError, match=needle) as e:
+            net.check_keys()
+        assert "another architecture" not in str(e.value)
+
+
 def test_fp16_network_is_typed_where_strong_typing_exists(resnet18_weights):
     net = Network(resnet18_weights, precision="fp16")
     build_network(load_spec("resnet18"), net)
