@@ -693,6 +693,9 @@ def build_network(spec: Spec, net: Network, input_hw: tuple[int, int] | None = N
                              f"lists; if they are right, a bug in the block or a layer TensorRT rejected; --debug shows "
                              f"the traceback)",
                              where=spec.where(row)) from e
+        if y is None:  # a block without `return`: the next row would fail on its input, blamed on that row
+            raise BlockError(f"block {row.block.name} ({row.block.module}.{row.block.fn.__name__}) returned None: a "
+                             f"block returns its output tensor (`return y`)", where=spec.where(row))
         outputs.append(y)
         if hasattr(y, "name") and row.prefix and row.prefix not in net.claimed:
             net.row_outputs.setdefault(y.name, row.prefix)

@@ -428,3 +428,16 @@ def test_a_build_parameter_declared_unlike_another_blocks_names_both(clean_regis
         def my_gate(net, x, prefix):
             return x
     assert registry.BLOCKS["MyGate"].params["gate"].default == 0.7
+
+
+@pytest.mark.parametrize("command", ["build", "show"])
+def test_a_block_that_returns_nothing_is_named_at_its_own_row(tiny, capsys, command):
+    """A block without `return`: its own row is named, not the next row's AttributeError on a None input (which
+    `show`'s row listing raised as a traceback)."""
+    source = BLOCK_SOURCE.format(name="TinyConvRelu").replace("return net.conv", "net.conv")
+    (tiny / "tiny_blocks.py").write_text(source)
+    args = build_args(tiny) if command == "build" else ["show", str(tiny / "tiny.yaml"), "-w", str(tiny / "tiny.wts")]
+    assert main([*args, "--blocks", str(tiny / "tiny_blocks.py")]) != 0
+    assert capsys.readouterr().err.endswith("tiny.yaml:6: row 0 (TinyConvRelu): block TinyConvRelu "
+                                            "(tiny_blocks.conv_relu) returned None: a block returns its output tensor "
+                                            "(`return y`)\n")
