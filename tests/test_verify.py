@@ -836,6 +836,19 @@ def test_check_block_names_a_misspelt_argument_as_a_yaml_row_does():
         check_block("LayerNorm", torch.nn.LayerNorm(8), (1, 3, 8), kwargs={"normalised_shape": 8}, cpu=True)
 
 
+def test_check_block_names_a_block_that_returns_nothing():
+    """A block function without `return`: a BlockError saying so, not TensorRT's AttributeError on None."""
+    from netdef.errors import BlockError
+    from netdef.testing.check_block import check_block
+
+    def conv(net, x, prefix):
+        net.conv(x, prefix, 8, 1, p=0)
+
+    with pytest.raises(BlockError, match=r"^check_block: test_check_block_names_a_block_that_returns_nothing\.<locals>"
+                                         r"\.conv returned None: a block returns its output tensor \(`return y`\)$"):
+        check_block(conv, torch.nn.Conv2d(4, 8, 1), (1, 4, 5, 5), cpu=True)
+
+
 def test_check_block_compares_a_tuple_output_by_its_first_tensor():
     """A module returning a tuple (nn.MultiheadAttention's (output, weights)) is compared by its first tensor, as verify
     compares it; an output with no tensor to compare is a NetdefError saying so, not an AttributeError."""

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import NetdefError, OptionError
+from ..errors import BlockError, NetdefError, OptionError
 from ..network import Network
 from ..tools.verify import max_rel_error
 
@@ -84,6 +84,9 @@ def define_block(block_or_fn: str | Callable[..., Any], input_shapes: Sequence[S
             net.check_layers()
         raise
     net.check_layers()
+    if y is None:
+        raise BlockError(f"check_block: {getattr(fn, '__qualname__', fn)} returned None: a block returns its output "
+                         "tensor (`return y`)")
     net.output(y, "y")
     net.check_keys(strict=True)
     return net
