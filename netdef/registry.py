@@ -189,6 +189,12 @@ def block(name: str, *, width_args: tuple[str, ...] = (), repeat_arg: str | None
             how = f"rename yours, or register it with @block({name!r}, replaces=True) to build it in place of " \
                   "netdef's" if _is_builtin(old.fn) else "rename one of them"
             raise NetdefError(f"block '{name}' is registered twice: by {old.origin} and by {_origin(fn)} ({how})")
+        takes = list(inspect.signature(fn).parameters.values())[3:]
+        named = [("width_args", a) for a in width_args] + ([("repeat_arg", repeat_arg)] if repeat_arg else [])
+        for what, arg in named:  # else silently not scaled, or a row's number passed as an unknown keyword
+            if arg not in [p.name for p in takes] and not any(p.kind is p.VAR_KEYWORD for p in takes):
+                raise NetdefError(f"block '{name}' of {_origin(fn)}: {what} names '{arg}', which {fn.__name__} does "
+                                  f"not take after (net, x, prefix): ({', '.join(map(str, takes))})")
         for key, p in (params or {}).items():  # one parameter, one declaration (`--set KEY` sets it for all)
             owner = next((b for b in BLOCKS.values() if b.name != name and b.params.get(key, p) != p), None)
             if owner is not None:

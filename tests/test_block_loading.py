@@ -441,3 +441,15 @@ def test_a_block_that_returns_nothing_is_named_at_its_own_row(tiny, capsys, comm
     assert capsys.readouterr().err.endswith("tiny.yaml:6: row 0 (TinyConvRelu): block TinyConvRelu "
                                             "(tiny_blocks.conv_relu) returned None: a block returns its output tensor "
                                             "(`return y`)\n")
+
+
+def test_width_and_repeat_arguments_the_block_does_not_take_are_refused(tiny):
+    """@block(width_args=("c2",)) on a function without c2 would leave its channels unscaled by width_multiple,
+    silently, and a repeat_arg it lacks would pass the row's number as an unknown keyword at build time: both are
+    refused when the module registers the block, naming the argument and what the function takes."""
+    for option, what in [('width_args=("c3",)', "width_args names 'c3'"), ('repeat_arg="n"', "repeat_arg names 'n'")]:
+        (tiny / "tiny_blocks.py").write_text(BLOCK_SOURCE.format(name="TinyConvRelu")
+                                             .replace('width_args=("c2",)', option))
+        with pytest.raises(NetdefError, match=rf"block 'TinyConvRelu' of tiny_blocks \(.*\): {what}, which conv_relu "
+                                              r"does not take after \(net, x, prefix\): \(c2, k=3\)$"):
+            block_modules.load_blocks([str(tiny / "tiny_blocks.py")])
