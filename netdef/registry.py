@@ -115,8 +115,17 @@ def bad_arguments(name: str, signature: inspect.Signature, prefix: str, args: Se
             near = difflib.get_close_matches(unknown[0], names, n=1)
             why = f"got an unexpected keyword argument '{unknown[0]}'" + (f": did you mean '{near[0]}'?"
                                                                            if near else "")
-        return f"bad arguments for {name}: {why}; {name} takes ({', '.join(map(str, params))})"
+        return f"bad arguments for {name}: {why}{_first_three(signature)}; {name} takes ({', '.join(map(str, params))})"
     return None
+
+
+def _first_three(signature: inspect.Signature) -> str:
+    """Where a block function's third parameter is not `prefix` (fn(net, x, c2, ...): the row's arguments start one
+    place early), a note saying what its first three receive; '' otherwise."""
+    first = list(signature.parameters)[:3]
+    return "" if first[2:] == ["prefix"] else (f" (a block is fn(net, x, prefix, ...): its first three parameters, "
+                                               f"({', '.join(first)}), receive the network, the input and the row's "
+                                               "key prefix)")
 
 
 def _is_builtin(fn: Callable) -> bool:
@@ -194,7 +203,8 @@ def block(name: str, *, width_args: tuple[str, ...] = (), repeat_arg: str | None
         for what, arg in named:  # else silently not scaled, or a row's number passed as an unknown keyword
             if arg not in [p.name for p in takes] and not any(p.kind is p.VAR_KEYWORD for p in takes):
                 raise NetdefError(f"block '{name}' of {_origin(fn)}: {what} names '{arg}', which {fn.__name__} does "
-                                  f"not take after (net, x, prefix): ({', '.join(map(str, takes))})")
+                                  f"not take after (net, x, prefix): ({', '.join(map(str, takes))})"
+                                  f"{_first_three(inspect.signature(fn))}")
         for key, p in (params or {}).items():  # one parameter, one declaration (`--set KEY` sets it for all)
             owner = next((b for b in BLOCKS.values() if b.name != name and b.params.get(key, p) != p), None)
             if owner is not None:

@@ -453,3 +453,19 @@ def test_width_and_repeat_arguments_the_block_does_not_take_are_refused(tiny):
         with pytest.raises(NetdefError, match=rf"block 'TinyConvRelu' of tiny_blocks \(.*\): {what}, which conv_relu "
                                               r"does not take after \(net, x, prefix\): \(c2, k=3\)$"):
             block_modules.load_blocks([str(tiny / "tiny_blocks.py")])
+
+
+def test_a_block_function_without_a_prefix_parameter_is_told_what_its_first_three_receive(tiny, capsys):
+    """def conv_relu(net, x, c2, k=3): the row's c2 meets the prefix in c2 ('multiple values for argument'), and
+    width_args c2 is not among the arguments after the prefix; both errors say what a block's first three
+    parameters receive, not only that c2 came twice or is not taken."""
+    note = ("(a block is fn(net, x, prefix, ...): its first three parameters, (net, x, c2), receive the network, the "
+            "input and the row's key prefix)")
+    source = BLOCK_SOURCE.format(name="TinyConvRelu").replace("x, prefix, c2", "x, c2")
+    for width, error in [("", "tiny.yaml:6: row 0: bad arguments for TinyConvRelu: multiple values for argument "
+                              f"'c2' {note}; TinyConvRelu takes (k=3)\n"),
+                         ('width_args=("c2",)', "which conv_relu does not take after (net, x, prefix): (k=3) "
+                                                f"{note}\n")]:
+        (tiny / "tiny_blocks.py").write_text(source.replace('width_args=("c2",)', width))
+        assert main([*build_args(tiny), "--blocks", str(tiny / "tiny_blocks.py")]) != 0
+        assert capsys.readouterr().err.endswith(error)
