@@ -659,6 +659,16 @@ class Network:
         """Mean over H and W: (B, C, H, W) -> (B, C) (or (B, C, 1, 1) with keep_dims)."""
         return self.layer("reduce", name, x, self.trt.ReduceOperation.AVG, (1 << 2) | (1 << 3), keep_dims).get_output(0)
 
+    def adaptive_avg_pool(self, x: Any, name: str, output_size: int | Sequence[int]) -> Any:
+        """nn.AdaptiveAvgPool2d(output_size) (VGG's 7x7, AlexNet's 6x6) at a static input size: torch's windows
+        [floor(i * H / h), ceil((i + 1) * H / h)) as averaging matrices, A_h @ x @ A_w^T (layers `name/rows`,
+        `name`)."""
+        oh, ow = _pair(output_size)
+        h, w = self.static_hw(x, f"{name}: AdaptiveAvgPool2d({[oh, ow]})")
+        rows = self.constant(_adaptive_windows(h, oh), f"{name}/rows_avg")
+        y = self.matmul(rows, x, f"{name}/rows")
+        return self.matmul(y, self.constant(_adaptive_windows(w, ow), f"{name}/cols_avg"), name, transpose_b=True)
+
     def upsample(self, x: Any, scale: int, name: str) -> Any:
         """Nearest-neighbour upsampling by `scale` (nn.Upsample(scale_factor=scale)): `resize` with mode nearest."""
         return self.resize(x, name, scale_factor=float(scale))
@@ -1179,6 +1189,15 @@ def _ceil_pool_reach(hw: Sequence[int], k: tuple[int, int], s: tuple[int, int], 
             count -= 1
         reach.append((count - 1) * st + w - n - 2 * q)  # the last window's end, (count - 1) * s - p + k, past I + p
     return reach
+
+
+def _adaptive_windows(n: int, out: int) -> np.ndarray:
+    """(out, n): row i averages torch's adaptive-pool window [floor(i * n / out), ceil((i + 1) * n / out))."""
+    a = np.zeros((out, n))
+    for i in range(out):
+        lo, hi = i * n // out, -(-(i + 1) * n // out)
+        a[i, lo:hi] = 1.0 / (hi - lo)
+    return a
 
 
 def _shape_or_none(t: Any) -> tuple[int, ...] | None:

@@ -306,6 +306,22 @@ def test_pooling_matches_torch_on_cpu_over_a_grid(kind, include):
     assert seen == {"adds", "drops", "both"}
 
 
+@pytest.mark.parametrize("shape, out", [((2, 3, 10, 13), (7, 7)), ((1, 4, 6, 6), 6), ((1, 2, 9, 5), (4, 2)),
+                                        ((1, 2, 7, 7), 1), ((1, 2, 3, 2), (5, 7))])
+def test_adaptive_avg_pool_matches_torch_on_cpu(shape, out):
+    """nn.AdaptiveAvgPool2d (VGG's 7x7 and AlexNet's 6x6 avgpool) at sizes whose windows overlap, divide evenly,
+    are the identity, the global mean, or smaller than the output (windows repeated), as net.adaptive_avg_pool and
+    the AdaptiveAvgPool block; a dynamic input size is a SpecError saying to build with --input-shape."""
+    module = torch.nn.AdaptiveAvgPool2d(out)
+    assert check_block("AdaptiveAvgPool", module, shape, kwargs={"output_size": out}, cpu=True) <= 1e-6
+    assert check_block("AdaptiveAvgPool", module, shape, kwargs={"output_size": out}, cpu=True,
+                       precision="fp16") <= 2e-3
+    net = Network({})
+    x = net.input("x", (-1, 2, -1, -1))
+    with pytest.raises(SpecError, match=r"^avgpool: AdaptiveAvgPool2d\(\[7, 7\]\) needs a static input size"):
+        net.adaptive_avg_pool(x, "avgpool", 7)
+
+
 @pytest.mark.parametrize("mode, align", [("nearest", None), ("bilinear", False), ("bilinear", True)])
 @pytest.mark.parametrize("shapes", [[(2, 3, 4, 5), (2, 1, 7, 9)], [(2, 3, 6, 6), (2, 4, 4, 3)],
                                     [(2, 3, 1, 1), (2, 2, 5, 6)]])

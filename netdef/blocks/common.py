@@ -192,6 +192,12 @@ def global_avg_pool(net: Network, x: Any, prefix: str, keep_dims: bool = False) 
     return net.global_avg_pool(x, prefix, keep_dims)
 
 
+@block("AdaptiveAvgPool")
+def adaptive_avg_pool(net: Network, x: Any, prefix: str, output_size: int | list[int] = 1) -> Any:
+    """nn.AdaptiveAvgPool2d(output_size) at a static input size (VGG's and AlexNet's avgpool)."""
+    return net.adaptive_avg_pool(x, prefix, output_size)
+
+
 @block("Flatten")
 def flatten(net: Network, x: Any, prefix: str, start_dim: int = 1, end_dim: int = -1) -> Any:
     """torch.flatten(x, start_dim, end_dim)."""
