@@ -339,6 +339,7 @@ class Network:
                      or misspelt_module_hint(missing, unused, self.weights, self.used))
             hint = (saved or _default_prefix_hint(missing, self.weights, self.used)
                     or _repeat_hint(missing, unused, self.weights, self.used)
+                    or _sequence_row_hint(missing, unused, self.weights, self.used)
                     or missing_modules_hint(list(missing), self.weights) or unused_modules_hint(unused, self.used)
                     or ("" if missing else "\n(netdef build --no-strict, BuildOptions(strict=False) in Python, "
                                            "allows unused keys)"))
@@ -1302,6 +1303,28 @@ def _repeat_hint(missing: Mapping[str, str], unused: list[str], present: Iterabl
                 f"or a row's number (repeats) {'larger' if more else 'smaller'} than the model's{where}? (In a "
                 "scaled family: weights of another depth)")
     return ""
+
+
+def _sequence_row_hint(missing: Mapping[str, str], unused: list[str], present: Iterable[str], used: set[str]) -> str:
+    """Where each missing module is `x.N.j` and the file's unused `x.{N + j}` has its keys (a row `[-1, 2, Fire, ...,
+    x.N]` of a block without repeat_arg, repeated as x.N.0, x.N.1 for the file's x.N, x.{N+1}), a line saying to
+    give each module its row; '' otherwise."""
+    lost = _module_groups(missing, present)
+    spare = {u: {k[len(u):] for k in ks} for u, ks in _module_groups(unused, used).items() if u is not None}
+    if not lost or None in lost:
+        return ""
+    pairs = []
+    for m, keys in lost.items():
+        unit = re.fullmatch(r"(.*)\.(\d+)\.(\d+)", m)
+        twin = unit and f"{unit[1]}.{int(unit[2]) + int(unit[3])}"
+        if not twin or spare.get(twin) != {k[len(m):] for k in keys}:
+            return ""
+        pairs.append(f"{m} = {twin}")
+    first = next(iter(missing))
+    where = f" ({missing[first]})" if missing[first] else ""
+    return (f"\nThe missing modules are the file's next ones under other names ({', '.join(pairs[:4])}"
+            f"{', ...' if len(pairs) > 4 else ''}): a row whose number repeats a block without a repeat argument"
+            f"{where} names the repeats prefix.0, prefix.1, ...; give each module its own row (number 1)")
 
 
 def missing_modules_hint(missing: list[str], present: Iterable[str]) -> str:

@@ -169,6 +169,26 @@ def test_units_of_a_repeated_row_past_the_files_or_the_networks_are_a_repeat_cou
         assert "another architecture" not in str(e.value)
 
 
+def test_a_row_repeating_a_block_without_a_repeat_argument_over_the_files_next_modules_says_so(tmp_path):
+    """[-1, 2, Conv2d, ..., features.1] builds features.1.0 and features.1.1 where the file has features.1 and
+    features.2: the hint pairs them and says to give each module its own row, naming the row, rather than 'the
+    weights are of another architecture'."""
+    yaml = tmp_path / "seq.yaml"
+    yaml.write_text("name: seq\ninput: {name: input, shape: [4, 8, 8]}\nlayers:\n"
+                    "  - [-1, 1, Conv2d, {c2: 4, k: 1}, features.0]\n"
+                    "  - [-1, 2, Conv2d, {c2: 4, k: 1}, features.1]\n")
+    weights = {f"features.{i}.{k}": np.ones((4, 4, 1, 1) if k == "weight" else 4, np.float32)
+               for i in range(3) for k in ("weight", "bias")}
+    net = Network(weights)
+    build_network(load_spec(str(yaml)), net)
+    with pytest.raises(WeightKeyError) as e:
+        net.check_keys()
+    assert str(e.value).splitlines()[-1] == (
+        "The missing modules are the file's next ones under other names (features.1.0 = features.1, features.1.1 = "
+        f"features.2): a row whose number repeats a block without a repeat argument ({yaml}:5: row 1 (Conv2d)) names "
+        "the repeats prefix.0, prefix.1, ...; give each module its own row (number 1)")
+
+
 def test_fp16_network_is_typed_where_strong_typing_exists(resnet18_weights):
     net = Network(resnet18_weights, precision="fp16")
     build_network(load_spec("resnet18"), net)
