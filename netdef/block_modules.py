@@ -80,6 +80,11 @@ def load_block_module(ref: str, source: str, base: Path | None = None,
         if missing and not is_path(ref) and named.exists():
             raise error(f"{source}: {_not_blocks(named)}") from e
         hint = " (is it installed, or on PYTHONPATH?)" if missing else ""
+        if is_path(ref) and isinstance(e, ModuleNotFoundError) and e.name:  # a helper module beside the file?
+            beside = path.parent / e.name.split(".")[0]
+            if beside.is_dir() or beside.with_suffix(".py").is_file():
+                hint = (f" ({beside.name} beside it is imported from the module path, which the block file's folder "
+                        f"is not on: add {path.parent} to PYTHONPATH)")
         where = "" if missing else raised_at(e)  # a module not found was raised inside importlib: no use to say
         raise error(f"{source}: cannot import {what}: {type(e).__name__}: {e}{where}{hint}") from e
     if getattr(module, "__file__", None) is None and hasattr(module, "__path__"):  # a folder without __init__.py

@@ -469,3 +469,17 @@ def test_a_block_function_without_a_prefix_parameter_is_told_what_its_first_thre
         (tiny / "tiny_blocks.py").write_text(source.replace('width_args=("c2",)', width))
         assert main([*build_args(tiny), "--blocks", str(tiny / "tiny_blocks.py")]) != 0
         assert capsys.readouterr().err.endswith(error)
+
+
+def test_a_helper_beside_the_block_file_not_on_the_module_path_says_to_add_its_folder(tiny, capsys):
+    """The block file imports tiny_helpers.py beside it, whose folder is not on sys.path: the error says so and
+    names the folder to add to PYTHONPATH (not only ModuleNotFoundError); a module found nowhere gets no such note."""
+    (tiny / "tiny_helpers.py").write_text('ACT = "relu"\n')
+    (tiny / "tiny_blocks.py").write_text("import tiny_helpers\n" + BLOCK_SOURCE.format(name="TinyConvRelu"))
+    assert main([*build_args(tiny), "--blocks", str(tiny / "tiny_blocks.py")]) != 0
+    assert capsys.readouterr().err.endswith(
+        f"No module named 'tiny_helpers' at {tiny / 'tiny_blocks.py'}:1 (tiny_helpers beside it is imported from the "
+        f"module path, which the block file's folder is not on: add {tiny} to PYTHONPATH)\n")
+    (tiny / "tiny_helpers.py").unlink()
+    assert main([*build_args(tiny), "--blocks", str(tiny / "tiny_blocks.py")]) != 0
+    assert capsys.readouterr().err.endswith(f"No module named 'tiny_helpers' at {tiny / 'tiny_blocks.py'}:1\n")
