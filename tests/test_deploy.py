@@ -828,11 +828,14 @@ def test_a_sidecar_that_is_no_file_is_named_not_passed_over(stand_in_engine, tmp
 
 
 def test_an_empty_repo_is_refused_not_the_working_folder(stand_in_engine, tmp_path, monkeypatch):
-    """`--repo ""` (an unset variable in "$REPO") wrote the model into the working folder."""
+    """`--repo ""` (an unset variable in "$REPO") wrote the model into the working folder, `--repo -` a folder
+    named '-' (the file outputs refuse '-')."""
     monkeypatch.chdir(tmp_path)
     before = sorted(tmp_path.iterdir())
     with pytest.raises(OptionError, match=r"--repo '': give the folder of the model repository"):
         write_repository(stand_in_engine, "", TritonOptions(name="m"))
+    with pytest.raises(OptionError, match=r"--repo -: a model repository is a folder, not standard output"):
+        write_repository(stand_in_engine, "-", TritonOptions(name="m"))  # wrote a folder named '-'
     assert sorted(tmp_path.iterdir()) == before
 
 
@@ -843,6 +846,21 @@ def test_info_on_a_triton_config_names_a_plan(stand_in_engine, tmp_path):
     r = run_cli("info", str(res.config))
     assert r.returncode == 1 and "tensor count" not in r.stderr, r.stderr
     assert "is a Triton model configuration" in r.stderr and f"`netdef info {res.plan}`" in r.stderr, r.stderr
+
+
+def test_info_on_a_plugin_options_file_or_an_onnx_model_says_what_it_is(stand_in_engine, tmp_path):
+    """`netdef info` of plugins.txt (beside a plugin engine's Triton model) or of an ONNX model gave the .wts
+    reader's error about line 1; now each is named for what it is, with what to give instead."""
+    engine = tmp_path / "p.engine"
+    write_engine_with_plugin_header(stand_in_engine, engine, tmp_path / "libplug.so")
+    res = write_repository(engine, tmp_path / "models", TritonOptions(name="m"))
+    r = run_cli("info", str(res.model_dir / "plugins.txt"))
+    assert r.returncode == 1 and "tensor count" not in r.stderr, r.stderr
+    assert "is the server options of a Triton model" in r.stderr and f"`netdef info {res.plan}`" in r.stderr, r.stderr
+    onnx = tmp_path / "m.onnx"
+    onnx.write_bytes(b"\x08\t\x12\x07pytorch" + bytes(40))
+    r = run_cli("info", str(onnx))
+    assert r.returncode == 1 and "is an ONNX model" in r.stderr and "netdef export" in r.stderr, r.stderr
 
 
 def test_triton_says_plugins_txt_is_left_from_an_earlier_plugin_engine(stand_in_engine, tmp_path):

@@ -9,6 +9,7 @@ from typing import Any
 
 from .. import engine_file
 from ..class_names import shown
+from ..deploy.triton import OPTIONS_NAME
 from ..errors import NetdefError
 from ..fileio import JSON_FILE, read_head, special_kind
 
@@ -50,10 +51,14 @@ def cmd_info(a: argparse.Namespace) -> int:
         plan = path.with_suffix("") if path.suffix.lower() == ".json" else None
         raise NetdefError(f"{path} is JSON, not an engine, a raw plan or a .wts file" + (
             f": a plan's sidecar is read with its plan, `netdef info {plan}`" if plan and plan.is_file() else ""))
-    if path.name == "config.pbtxt":  # a Triton model's configuration: its plans are what netdef describes
+    triton_files = {"config.pbtxt": "a Triton model configuration", OPTIONS_NAME: "the server options of a Triton model"}
+    if path.name in triton_files:  # a file of a Triton model `netdef triton` wrote: its plans are what netdef describes
         plans = sorted(str(p) for p in path.parent.glob("*/model.plan"))
-        raise NetdefError(f"{path} is a Triton model configuration, not an engine, a raw plan or a .wts file: give "
+        raise NetdefError(f"{path} is {triton_files[path.name]}, not an engine, a raw plan or a .wts file: give "
                           + (f"a version's plan, e.g. `netdef info {plans[0]}`" if plans else "a version's model.plan"))
+    if path.suffix.lower() == ".onnx":  # else the .wts reader's error about its first line
+        raise NetdefError(f"{path} is an ONNX model, not an engine, a raw plan or a .wts file: netdef builds engines "
+                          "from .wts weights (`netdef export`, then `netdef build`)")
     from ..wts import wts_summary
 
     s = wts_summary(path, checked=True, progress=not a.json and sys.stderr.isatty())  # info passes what builds pass

@@ -221,6 +221,9 @@ none), none over the engine."""
     opts.validate()
     if not os.fspath(repo):  # Path("") is the working folder: an unset "$REPO" must not fill it with models
         raise OptionError("--repo '': give the folder of the model repository, e.g. models (. for this one)")
+    if os.fspath(repo) == "-":  # as the file outputs refuse it: not a folder named '-'
+        raise OptionError("--repo -: a model repository is a folder, not standard output; give its path "
+                          "(./- for a folder of that name)")
     engine, repo = Path(engine), Path(repo)
     if repo.exists() and not repo.is_dir():
         raise OptionError(f"--repo {repo} is a file: give the folder of the model repository")
