@@ -45,7 +45,7 @@ import yaml
 from . import blocks as _builtin_blocks  # noqa: F401  (registers the built-in blocks)
 from .block_modules import HOW_TO_LOAD, load_block_module, load_installed_blocks
 from .errors import BlockError, NetdefError, OptionError, SpecError, raised_at
-from .fileio import read_head, recognised
+from .fileio import read_head, recognised, special_kind
 from .network import Network
 from .registry import UNBUILT, Block, Param, bad_arguments, declared_params, get_block, known_blocks, unscaled_channels
 
@@ -191,7 +191,7 @@ def resolve_arch(name_or_path: str | Path) -> tuple[Path, str | None]:
         family = _family_file(str(p), d, ".yaml")
         if family:
             return family
-    what = recognised(read_head(p)) if p.is_file() else None  # r18.wts or r18.engine where the architecture goes
+    what = recognised(read_head(p)) if p.is_file() else special_kind(p) if p.exists() else None  # r18.wts, a FIFO
     if what is not None:
         raise SpecError(f"{p} is {what}, not an architecture: give the architecture's name (resnet18) or its .yaml "
                         "file, and the weights with --weights")

@@ -124,6 +124,17 @@ def test_a_weights_file_or_engine_where_the_architecture_goes_says_what_it_is(r1
     assert not (tmp_path / "y.engine").exists()
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="POSIX pipes")
+def test_a_pipe_or_folder_where_the_architecture_goes_is_named(tmp_path):
+    """`netdef show fifo` (and a folder) said "no architecture 'fifo'" and listed every architecture name."""
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "folder").mkdir()
+    for name, what in (("fifo", "a named pipe"), ("folder", "a directory")):
+        res = run_cli("show", str(tmp_path / name))
+        assert res.returncode == 1 and f"{tmp_path / name} is {what}, not an architecture" in res.stderr, res.stderr
+        assert "resnet152" not in res.stderr, res.stderr
+
+
 @pytest.mark.skipif(not hasattr(os, "mkfifo") or not os.path.exists("/dev/null"), reason="POSIX devices and pipes")
 def test_a_device_or_pipe_given_as_a_file_is_named_as_what_it_is(tmp_path):
     """`netdef info /dev/null` said "no such file" (it exists: it is no regular file); export-plan "engine not found"."""
