@@ -660,12 +660,16 @@ class Network:
         """Mean over H and W: (B, C, H, W) -> (B, C) (or (B, C, 1, 1) with keep_dims)."""
         return self.layer("reduce", name, x, self.trt.ReduceOperation.AVG, (1 << 2) | (1 << 3), keep_dims).get_output(0)
 
-    def adaptive_avg_pool(self, x: Any, name: str, output_size: int | Sequence[int]) -> Any:
+    def adaptive_avg_pool(self, x: Any, name: str, output_size: int | Sequence[int | None]) -> Any:
         """nn.AdaptiveAvgPool2d(output_size) (VGG's 7x7, AlexNet's 6x6) at a static input size: torch's windows
         [floor(i * H / h), ceil((i + 1) * H / h)) as averaging matrices, A_h @ x @ A_w^T (layers `name/rows`,
-        `name`)."""
-        oh, ow = _pair(output_size)
-        h, w = self.static_hw(x, f"{name}: AdaptiveAvgPool2d({[oh, ow]})")
+        `name`); None in a pair keeps that size, as in torch."""
+        pair = list(output_size) if isinstance(output_size, (list, tuple)) else [output_size] * 2
+        if len(pair) != 2 or not all(v is None or _is_int(v) and v >= 1 for v in pair):
+            raise SpecError(f"{name}: AdaptiveAvgPool2d output_size {output_size!r}: expected a positive integer or two "
+                            "(None in a pair keeps that size)")
+        h, w = self.static_hw(x, f"{name}: AdaptiveAvgPool2d({pair})")
+        oh, ow = (h if pair[0] is None else int(pair[0])), (w if pair[1] is None else int(pair[1]))
         rows = self.constant(_adaptive_windows(h, oh), f"{name}/rows_avg")
         y = self.matmul(rows, x, f"{name}/rows")
         return self.matmul(y, self.constant(_adaptive_windows(w, ow), f"{name}/cols_avg"), name, transpose_b=True)

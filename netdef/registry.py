@@ -202,7 +202,7 @@ def block(name: str, *, width_args: tuple[str, ...] = (), repeat_arg: str | None
         named = [("width_args", a) for a in width_args] + ([("repeat_arg", repeat_arg)] if repeat_arg else [])
         for what, arg in named:  # else silently not scaled, or a row's number passed as an unknown keyword
             if arg not in [p.name for p in takes] and not any(p.kind is p.VAR_KEYWORD for p in takes):
-                raise NetdefError(f"block '{name}' of {_origin(fn)}: {what} names '{arg}', which {fn.__name__} does "
+                raise NetdefError(f"block '{name}' of {_origin(fn)}: {what} names '{arg}', which {getattr(fn, '__name__', fn)} does "
                                   f"not take after (net, x, prefix): ({', '.join(map(str, takes))})"
                                   f"{_first_three(inspect.signature(fn))}")
         for key, p in (params or {}).items():  # one parameter, one declaration (`--set KEY` sets it for all)

@@ -483,3 +483,15 @@ def test_a_helper_beside_the_block_file_not_on_the_module_path_says_to_add_its_f
     (tiny / "tiny_helpers.py").unlink()
     assert main([*build_args(tiny), "--blocks", str(tiny / "tiny_blocks.py")]) != 0
     assert capsys.readouterr().err.endswith(f"No module named 'tiny_helpers' at {tiny / 'tiny_blocks.py'}:1\n")
+
+
+def test_a_bad_width_arg_of_a_partial_is_refused_by_name(clean_registry):
+    """A block registered from a functools.partial (no __name__) with a width_args name it does not take: the
+    registration error, not an AttributeError while making it."""
+    import functools
+
+    def conv(net, x, prefix, c2, k=1):
+        return x
+
+    with pytest.raises(NetdefError, match=r"^block 'P' of .*: width_args names 'c3', which functools\.partial\("):
+        registry.block("P", width_args=("c3",))(functools.partial(conv, k=3))

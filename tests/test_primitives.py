@@ -322,6 +322,18 @@ def test_adaptive_avg_pool_matches_torch_on_cpu(shape, out):
         net.adaptive_avg_pool(x, "avgpool", 7)
 
 
+def test_adaptive_avg_pool_keeps_a_none_size_and_refuses_bad_sizes():
+    """None in output_size keeps that axis (torch's rule); 0, a negative size or a string is a SpecError naming
+    the layer (were an AttributeError from an empty constant, numpy's negative dimensions, _pair's kernel words)."""
+    assert check_block("AdaptiveAvgPool", torch.nn.AdaptiveAvgPool2d((None, 3)), (1, 2, 5, 8),
+                       kwargs={"output_size": [None, 3]}, cpu=True) <= 1e-6
+    for bad in (0, (7, 0), -1, "7", (1, 2, 3)):
+        net = Network({})
+        x = net.input("x", (1, 2, 8, 8))
+        with pytest.raises(SpecError, match=r"^avgpool: AdaptiveAvgPool2d output_size .*: expected a positive "):
+            net.adaptive_avg_pool(x, "avgpool", bad)
+
+
 @pytest.mark.parametrize("mode, align", [("nearest", None), ("bilinear", False), ("bilinear", True)])
 @pytest.mark.parametrize("shapes", [[(2, 3, 4, 5), (2, 1, 7, 9)], [(2, 3, 6, 6), (2, 4, 4, 3)],
                                     [(2, 3, 1, 1), (2, 2, 5, 6)]])
