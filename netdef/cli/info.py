@@ -9,7 +9,6 @@ from typing import Any
 
 from .. import engine_file
 from ..class_names import shown
-from ..deploy.triton import OPTIONS_NAME
 from ..errors import NetdefError
 from ..fileio import JSON_FILE, read_head, special_kind
 
@@ -40,6 +39,7 @@ def cmd_info(a: argparse.Namespace) -> int:
               else format_engine(meta, path))
         return 0
     from ..deploy.plan import is_raw_plan
+    from ..deploy.triton import OPTIONS_NAME
 
     if is_raw_plan(path):  # a plan's first bytes, a sidecar beside it, or a plan's name (.plan, .engine, .trt)
         r = raw_plan_info(path)
