@@ -28,7 +28,7 @@ from typing import Any
 
 from .. import trt_api
 from ..errors import NetdefError
-from ..fileio import cache_dir
+from ..fileio import cache_dir, file_sha256
 from . import load_library
 
 PLUGIN_DIR = Path(__file__).resolve().parent
@@ -262,7 +262,7 @@ def compile_plugin(name: str, *, toolchain: Toolchain | None = None, log: Any = 
             fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be compiling the same library
             if not target.is_file():
                 _compile(tc, sources, target, log or _stderr)
-    return PluginLibrary(name, target, _sha256(target), tc.tensorrt, tc.arch)
+    return PluginLibrary(name, target, file_sha256(target), tc.tensorrt, tc.arch)
 
 
 def _compile(tc: Toolchain, sources: list[Path], target: Path, log: Any) -> None:
@@ -270,22 +270,17 @@ def _compile(tc: Toolchain, sources: list[Path], target: Path, log: Any) -> None
     cmd = nvcc_command(tc, sources, tmp)
     log(f"[netdef] compiling plugin {target.name} for compute capability {tc.arch} (first use; about a minute) ...")
     try:
-        res = subprocess.run(cmd, capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S)
-    except BaseException as e:  # a timeout, Ctrl-C, nvcc not startable: no half-written library stays in the cache
-        tmp.unlink(missing_ok=True)
-        if isinstance(e, subprocess.TimeoutExpired):
+        try:
+            res = subprocess.run(cmd, capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
             raise NetdefError(f"nvcc did not finish within {COMPILE_TIMEOUT_S} s compiling {target.name}") from None
-        raise
-    if res.returncode != 0 or not tmp.is_file():
+        if res.returncode != 0 or not tmp.is_file():
+            tail = "\n".join((res.stderr or res.stdout).strip().splitlines()[-30:])
+            raise NetdefError(f"nvcc failed to compile plugin {target.name} (exit {res.returncode}):\n"
+                              f"  {' '.join(cmd)}\n{tail}")
+        os.replace(tmp, target)
+    finally:  # a failure, a timeout, Ctrl-C, nvcc not startable: no half-written library stays in the cache
         tmp.unlink(missing_ok=True)
-        tail = "\n".join((res.stderr or res.stdout).strip().splitlines()[-30:])
-        raise NetdefError(f"nvcc failed to compile plugin {target.name} (exit {res.returncode}):\n"
-                          f"  {' '.join(cmd)}\n{tail}")
-    os.replace(tmp, target)
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _stderr(msg: str) -> None:
