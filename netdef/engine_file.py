@@ -22,11 +22,11 @@ import os
 import re
 import struct
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from .class_names import valid_names
 from .errors import EngineFileError, EngineMismatchError
-from .fileio import FileKind, atomic_write, printable, recognised, special_kind
+from .fileio import FileKey, FileKind, atomic_write_all, printable, recognised, special_kind
 from .trt_api import PLAN_MAGICS
 
 MAGIC = b"NETDEF-ENGINE\n"
@@ -39,8 +39,11 @@ ENGINE_FILE = FileKind("a netdef engine or TensorRT plan",
                        lambda head: head.startswith(MAGIC) or MAGIC.startswith(head) or head[:4] in PLAN_MAGICS)
 
 
-def write_engine(path: str | Path, plan: bytes | memoryview, meta: dict[str, Any]) -> dict[str, Any]:
+def write_engine(path: str | Path, plan: bytes | memoryview, meta: dict[str, Any], *,
+                 expect: Mapping[str | os.PathLike, FileKey | None] | None = None) -> dict[str, Any]:
     """Write the engine file; returns its header as `read_meta` will give it back (JSON types).
+    `expect`: {path: `fileio.path_key(path)` as read before} (None: no file then); a file another program wrote at
+    `path` since is kept (`errors.WrittenMeanwhile`, checked right before the rename: `fileio.atomic_write_all`).
 
     Adds `format`, `plan_bytes` and `plan_sha256`; raises ValueError when `meta` lacks a field
     `validate_meta` requires (a bug in the caller: netdef never writes an engine it would refuse to read).
@@ -54,7 +57,8 @@ def write_engine(path: str | Path, plan: bytes | memoryview, meta: dict[str, Any
         problem = f"a {len(header)}-byte header, over the {MAX_HEADER_BYTES >> 20} MiB limit"
     if problem is not None:
         raise ValueError(f"cannot write engine {path}: bad metadata ({problem})")
-    atomic_write(path, [MAGIC, struct.pack("<Q", len(header)), header, view])
+    atomic_write_all({path: [MAGIC, struct.pack("<Q", len(header)), header, view]},
+                     expect=expect)
     return stored
 
 

@@ -90,6 +90,16 @@ class EngineMismatchError(EngineFileError):
     """An engine file that does not fit this TensorRT, GPU or request."""
 
 
+class WrittenMeanwhile(NetdefError):
+    """A file netdef was to replace was written by another program since netdef read it (a concurrent build or
+    refit): nothing was written, so what that program wrote is kept. `path`: that file."""
+
+    def __init__(self, path: str | os.PathLike, message: str | None = None):
+        super().__init__(message or f"{path} was written by another program while netdef was writing it: nothing "
+                                    "written, so that what it wrote is kept; run the command again")
+        self.path = os.fspath(path)
+
+
 def raised_at(e: BaseException) -> str:
     """' at FILE:LINE' of a syntax error, or of the innermost frame outside netdef and importlib that raised `e`
     (the user's code: a block module, a model function); '' when there is none."""

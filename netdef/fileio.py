@@ -37,12 +37,15 @@ def atomic_write(path: str | os.PathLike, chunks: Iterable[bytes] | bytes) -> No
 
 def atomic_write_all(files: Mapping[str | os.PathLike, Iterable[bytes] | bytes], *,
                      sizes: Mapping[str | os.PathLike, int] | None = None,
-                     remove: Callable[[], Iterable[str | os.PathLike]] | None = None) -> None:
+                     remove: Callable[[], Iterable[str | os.PathLike]] | None = None,
+                     expect: Mapping[str | os.PathLike, FileKey | None] | None = None) -> None:
     """`atomic_write` for files that belong together (a plan and its sidecar): every one is written to its
     temporary file first, in order, and only then are they renamed, so a full disk or an error leaves all the old
     ones. Files of known size (`sizes`, else bytes or a list of them) that the free space cannot hold are refused
     before anything is written (`check_room`). `remove`: once every file is written, the files that no longer
-    belong with them (a .wts's names file of other weights), removed right after the renames (a signal waits)."""
+    belong with them (a .wts's names file of other weights), removed right after the renames (a signal waits).
+    `expect`: path -> its `path_key` as the caller read it (None: no file there), checked right before the renames:
+    a file another program wrote since is kept, and `errors.WrittenMeanwhile` names it (nothing renamed)."""
     for name in files:
         _remove_orphans(Path(name))  # first: the space they held counts as free
     known = {Path(p): n for p, c in files.items() if (n := (sizes or {}).get(p, _size_of(c))) is not None}
@@ -66,6 +69,11 @@ def atomic_write_all(files: Mapping[str | os.PathLike, Iterable[bytes] | bytes],
             os.chmod(tmp, os.stat(path).st_mode & 0o7777 if path.exists() else 0o666 & ~_umask())
         gone = list(remove()) if remove is not None else []
         with interrupts.deferred():  # a signal waits until every file is renamed
+            for name, key in (expect or {}).items():  # last: a write before this point is seen
+                if path_key(name) != key:
+                    from .errors import WrittenMeanwhile
+
+                    raise WrittenMeanwhile(name)
             for path, tmp in temps:
                 os.replace(tmp, path)  # closed first: Windows renames no open file
             for stale in gone:  # after the renames: a failure before leaves the old files together

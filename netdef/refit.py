@@ -22,7 +22,7 @@ from . import engine_file, trt_api
 from .class_names import check_count, check_given, exported_names, shown
 from .compiler import build_key, structure_digest
 from .define import Identity, Weights, define_network, weights_identity
-from .errors import NetdefError, OptionError
+from .errors import NetdefError, OptionError, WrittenMeanwhile
 from .fileio import FileKey, check_output, output_name, path_key
 from .network import Network
 from .options import BuildOptions
@@ -133,8 +133,8 @@ def refit_resolved(engine: Path, output: Path, meta: dict[str, Any], plan: bytes
     """`refit_file` once its arguments are checked and resolved: the engine's `meta` and `plan` read, `output`
     checked, the weights hashed (`identity`), their class names found (`names`, None: none). `build_engine`
     calls it with what it has already resolved itself. `before`: `fileio.path_key(output)` taken before the engine
-    was read; a file another program wrote at `output` since (a build, another refit) is kept: the refit ends
-    with an error instead of replacing it."""
+    was read; a file another program wrote at `output` since (a build, another refit; checked right before the
+    rename) is kept: the refit ends with an error instead of replacing it."""
     source, sha = identity
     net, spec, opts = _refit_network(meta, weights, log, identity, arch)
     if names:
@@ -162,10 +162,12 @@ def refit_resolved(engine: Path, output: Path, meta: dict[str, Any], plan: bytes
         new_meta["names"] = list(names)
     if "refit_key" in meta:  # the key of everything but the weights: the names are part of it (`build_engine`)
         new_meta["refit_key"] = build_key(spec.sha256, "", opts, meta["gpu"], names)
-    if path_key(output) != before:
-        raise NetdefError(f"{output} was written by another program while this refit ran (a netdef build or refit?): "
-                          "nothing written, so that what it wrote is kept; refit again")
-    new_meta = engine_file.write_engine(output, new_plan, new_meta)
+    try:  # `before` checked right before the rename: a write up to then is seen
+        new_meta = engine_file.write_engine(output, new_plan, new_meta, expect={output: before})
+    except WrittenMeanwhile:
+        raise WrittenMeanwhile(output, f"{output} was written by another program while this refit ran (a netdef "
+                                       "build or refit?): nothing written, so that what it wrote is kept; refit "
+                                       "again") from None
     log(f"[netdef] refitted {count} weights of {engine} from {source} in {time.perf_counter() - t0:.2f} s "
         f"(TensorRT refit {refit_s:.2f} s); wrote {output}")
     old = meta.get("names")

@@ -196,6 +196,32 @@ def test_a_refit_never_replaces_an_engine_written_while_it_ran(classifier_engine
     assert engine_file.read_meta(output)["refit"] == {"by": "a third process"}
 
 
+@pytest.mark.parametrize("in_place", [True, False])
+def test_a_refit_never_replaces_an_engine_written_while_it_writes(classifier_engine, tmp_path, monkeypatch, in_place):
+    """A write of the output after the refit's own engine bytes are written, right before the rename (another build
+    finishing then), is seen too: that engine is kept, the refit ends with an error and leaves no temporary file."""
+    from netdef import fileio
+
+    engine, _, b, _, said = classifier_engine
+    output = engine if in_place else tmp_path / "out.engine"
+    meta, plan = engine_file.read_plan(engine)
+    real = fileio.atomic_write_all
+
+    def written_before_the_rename(files, **kw):
+        def chunks(parts):
+            yield from parts  # the refit's engine, whole in its temporary file
+            real({output: engine_file.MAGIC + b"another build's"})  # then the other program's rename
+
+        return real({p: chunks(c) for p, c in files.items()}, **kw)
+
+    monkeypatch.setattr(engine_file, "atomic_write_all", written_before_the_rename, raising=False)
+    files = sorted(p.name for p in tmp_path.iterdir())
+    with pytest.raises(NetdefError, match=rf"{output} was written by another program while this refit ran"):
+        refit_file(engine, b, None if in_place else output, log=said.append)
+    assert output.read_bytes() == engine_file.MAGIC + b"another build's"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted({*files, output.name})
+
+
 def test_refit_refuses_names_of_another_class_count_and_leaves_the_engine(classifier_engine, tmp_path):
     """The class count is part of the engine: names of another count are an error naming both files and a rebuild,
     before anything is written."""
