@@ -44,7 +44,7 @@ from netdef.cli.guard import run_guarded
 from netdef.cli.options import checked
 from netdef.cli.serve import add_serve_options
 from netdef.deploy.plan import load_plan
-from netdef.deploy.serve import TIMING_LINE, Binding, binding, serves_detections
+from netdef.deploy.serve import Binding, binding, parse_timing_line, serves_detections
 from netdef.deploy.serve_detect import SUFFIX
 from netdef.errors import NetdefError, OptionError
 from netdef.tools.timing import Budget, run_budget, summarize
@@ -407,8 +407,8 @@ def direct_detect(engine: str | Path, image: bytes, batch: int, seconds: float, 
 def callable_lines(output: Sequence[str]) -> list[str]:
     """`RESULT serve-callable` lines of the `timing` lines a stopped `netdef serve` logged (`CallTimes.line`)."""
     return [f"RESULT serve-callable model={m['model']} instance={m['instance']} executions={m['executions']} "
-            f"items={m['items']} callable_ms={m['callable']} engine_ms={m['engine']}"
-            for m in filter(None, map(TIMING_LINE.match, output))]
+            f"items={m['items']} callable_ms={m['callable_ms']:.3f} engine_ms={m['engine_ms']:.3f}"
+            for m in filter(None, map(parse_timing_line, output))]
 
 
 def result_line(what: str, stats: dict[str, Any]) -> str:

@@ -1156,3 +1156,19 @@ def test_triton_s_python_stub_loads_this_python_s_library(tmp_path):
     system = {"Py_ENABLE_SHARED": 1, "LIBDIR": "/usr/lib/x86_64-linux-gnu", "MULTIARCH": "x86_64-linux-gnu",
               "INSTSONAME": next(Path("/usr/lib/x86_64-linux-gnu").glob("libpython3*.so.1.0"), Path("x")).name}
     assert stub_library_path({}, system.get) is None  # the loader's own directory: not listed before Triton's
+
+
+@pytest.mark.parametrize("model", ["resnet18", "it's", 'say "hi"', "two  words", "back\\slash 'and' \"both\"",
+                                   "tab\there", "ünïcode €", ""])
+def test_the_timing_line_reads_back_for_any_model_name(model):
+    """`CallTimes.line` and `parse_timing_line` (what bench_serve reads) share one definition: a line round-trips,
+    quotes, spaces and backslashes in the model's name included; other lines are None."""
+    from netdef.deploy.serve import CallTimes, parse_timing_line
+
+    times = CallTimes(executions=3, items=7, callable_s=0.0123456, engine_s=0.004)
+    line = times.line(model, 2)
+    assert parse_timing_line(line) == {"model": model, "instance": 2, "executions": 3, "items": 7,
+                                       "callable_ms": 4.115, "engine_ms": 1.333}
+    assert parse_timing_line(f"serving {line}") is None and parse_timing_line("timing   model") is None
+    assert bench_serve().callable_lines(["serving ...", line]) == [
+        f"RESULT serve-callable model={model} instance=2 executions=3 items=7 callable_ms=4.115 engine_ms=1.333"]

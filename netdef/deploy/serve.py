@@ -18,9 +18,11 @@ detections (`NAME_detect`, netdef detect's GPU pre- and post-processing: `deploy
 """
 from __future__ import annotations
 
+import ast
 import os
 import re
 import socket
+import string
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -175,16 +177,30 @@ class CallTimes:
     engine_s: float = 0.0
 
     def line(self, model: str, instance: int) -> str:
-        """The line `serve` logs when it stops (`TIMING_LINE` reads it back: `scripts/bench_serve.py`)."""
+        """The line `serve` logs when it stops, TIMING_FORMAT filled in (`parse_timing_line` reads it back:
+        `scripts/bench_serve.py`)."""
         n = max(self.executions, 1)
-        return (f"timing   model '{model}' instance {instance}: {self.executions} executions of {self.items} items; "
-                f"per execution {1000 * self.callable_s / n:.3f} ms in netdef's callable, "
-                f"{1000 * self.engine_s / n:.3f} ms of it in Engine.infer")
+        return TIMING_FORMAT.format(model=repr(model), instance=instance, executions=self.executions,
+                                    items=self.items, callable_ms=1000 * self.callable_s / n,
+                                    engine_ms=1000 * self.engine_s / n)
 
 
-TIMING_LINE = re.compile(r"timing +model '(?P<model>[^']+)' instance (?P<instance>\d+): (?P<executions>\d+) "
-                         r"executions of (?P<items>\d+) items; per execution (?P<callable>[\d.]+) ms in netdef's "
-                         r"callable, (?P<engine>[\d.]+) ms of it in Engine.infer")  # `CallTimes.line`'s fields
+# the line `CallTimes.line` writes, its one definition: TIMING_LINE, which reads it back, is made from it
+TIMING_FORMAT = ("timing   model {model} instance {instance}: {executions} executions of {items} items; "
+                 "per execution {callable_ms:.3f} ms in netdef's callable, {engine_ms:.3f} ms of it in Engine.infer")
+_STR_REPR = r"'(?:[^'\\\n]|\\.)*'|\"(?:[^\"\\\n]|\\.)*\""  # repr() of a str: a model name with quotes, spaces
+_TIMING_FIELDS: dict[str, tuple[str, Callable[[str], Any]]] = {  # field -> (its regular expression, its reader)
+    "model": (_STR_REPR, ast.literal_eval), "instance": (r"\d+", int), "executions": (r"\d+", int),
+    "items": (r"\d+", int), "callable_ms": (r"\d+\.\d+", float), "engine_ms": (r"\d+\.\d+", float)}
+TIMING_LINE = re.compile("".join(re.escape(text) + (f"(?P<{field}>{_TIMING_FIELDS[field][0]})" if field else "")
+                                 for text, field, _, _ in string.Formatter().parse(TIMING_FORMAT)))
+
+
+def parse_timing_line(line: str) -> dict[str, Any] | None:
+    """The fields of a line `CallTimes.line` wrote (model: str; instance, executions, items: int; callable_ms,
+    engine_ms: float, per execution), None for another line."""
+    m = TIMING_LINE.match(line)
+    return None if m is None else {k: _TIMING_FIELDS[k][1](v) for k, v in m.groupdict().items()}
 
 
 def infer_function(engine: Any, spec: Binding, times: CallTimes | None = None) -> Callable[..., dict[str, np.ndarray]]:
