@@ -53,6 +53,7 @@ def atomic_write_all(files: Mapping[str | os.PathLike, Iterable[bytes] | bytes],
     temps: list[tuple[Path, str]] = []
     made: list[Path] = []  # folders this call created: removed again (if still empty) when it fails
     path = None
+    committed = False  # every file renamed into place
     try:
         for name, chunks in files.items():
             path = Path(name)
@@ -78,7 +79,11 @@ def atomic_write_all(files: Mapping[str | os.PathLike, Iterable[bytes] | bytes],
                 os.replace(tmp, path)  # closed first: Windows renames no open file
             for stale in gone:  # after the renames: a failure before leaves the old files together
                 Path(stale).unlink(missing_ok=True)
+            interrupts.wrote([path for path, _ in temps])  # a signal raised from here on: they are complete
+            committed = True
     except BaseException as e:
+        if committed:  # a signal kept during the renames, raised at their end: nothing to undo
+            raise
         for _, tmp in temps:
             try:
                 os.unlink(tmp)

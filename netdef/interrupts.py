@@ -20,7 +20,7 @@ import contextlib
 import os
 import signal
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from types import CodeType, FrameType
 from typing import Any
 
@@ -33,6 +33,8 @@ _CALLBACKS: set[CodeType] = set()
 _lock = threading.Lock()
 _pending = 0  # the signal kept for netdef's own code, 0 when none
 _depth = 0  # how deep the main thread is in tensorrt_call (only the main thread changes it or runs handlers)
+_blocks = 0  # how many `handled()` blocks the main thread is in
+_written: list[str] = []  # files written completely in the outermost `handled()` block (`wrote`), oldest first
 
 
 def trt_callback(fn: Callable) -> Callable:
@@ -78,6 +80,19 @@ def _deliver_again() -> None:
         signum, _pending = _pending, 0
     if signum:
         os.kill(os.getpid(), signum)
+
+
+def wrote(paths: Iterable[str | os.PathLike]) -> None:
+    """Record files written completely (an atomic write's renames done) inside a `handled()` block: a signal that
+    ends the command after that point does not undo them, and its message says so (`written`)."""
+    if _blocks:
+        _written.extend(map(os.fspath, paths))
+
+
+def written() -> list[str]:
+    """The files the last outermost `handled()` block wrote completely (`wrote`), oldest first, each once; kept
+    after the block, for the message a signal ends a command with (`cli.guard`)."""
+    return list(reversed(dict.fromkeys(reversed(_written))))
 
 
 def check(cause: BaseException | None = None) -> None:
@@ -132,7 +147,11 @@ def handled(signals: tuple[int, ...] = SIGNALS) -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    global _blocks
     previous: dict[int, Any] = {}
+    if _blocks == 0:  # a new command: what an earlier one wrote is not its own
+        _written.clear()
+    _blocks += 1
     try:
         for s in signals:
             if signal.getsignal(s) is not signal.SIG_IGN:
@@ -145,6 +164,7 @@ def handled(signals: tuple[int, ...] = SIGNALS) -> Iterator[None]:
             raise
         check()
     finally:
+        _blocks -= 1
         for s, p in previous.items():
             signal.signal(s, p if p is not None else signal.SIG_DFL)
         _reset()

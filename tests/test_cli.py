@@ -1077,6 +1077,46 @@ def test_sighup_unwinds_and_an_ignored_one_stays_ignored(tmp_path, capsys):
         signal.signal(signal.SIGHUP, before)
 
 
+def test_a_signal_after_the_rename_says_the_file_is_complete(tmp_path, monkeypatch, capsys):
+    """SIGTERM once an export's .wts is renamed into place (during the renames: kept until they are done; or just
+    after): still `terminated`, exit 143 (the command was stopped), but the message says the file was written
+    completely, and it is there whole, no temporary file beside it."""
+    import os
+    import signal
+
+    import torch
+
+    from netdef import fileio
+    from netdef.cli.guard import run_guarded
+    from netdef.fileio import atomic_write
+    from netdef.wts import read_wts
+
+    torch.save({"conv.weight": torch.ones(2, 1, 1, 1)}, tmp_path / "m.pt")
+    out = tmp_path / "m.wts"
+    replace = os.replace
+
+    def replaced_then_killed(src, dst):  # the commit point: the signal comes right after the rename
+        replace(src, dst)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(fileio.os, "replace", replaced_then_killed)
+    assert main(["export", str(tmp_path / "m.pt"), "-o", str(out)]) == 143
+    monkeypatch.setattr(fileio.os, "replace", replace)
+    assert capsys.readouterr().err.endswith(f"terminated: {out} was written completely before the signal\n")
+    assert set(read_wts(out)) == {"conv.weight"} and sorted(p.name for p in tmp_path.iterdir()) == ["m.pt", "m.wts"]
+
+    def written_then_killed():
+        atomic_write(tmp_path / "a.json", b"{}")
+        atomic_write(tmp_path / "b.json", b"[]")
+        os.kill(os.getpid(), signal.SIGHUP)
+
+    assert run_guarded(written_then_killed, prog="netdef") == 129
+    assert capsys.readouterr().err == (f"terminated (signal 1): {tmp_path / 'a.json'}, {tmp_path / 'b.json'} were "
+                                       "written completely before the signal\n")
+    assert run_guarded(lambda: os.kill(os.getpid(), signal.SIGTERM), prog="netdef") == 143  # a new command: none
+    assert capsys.readouterr().err == "terminated\n"
+
+
 def test_a_killed_writers_temporary_file_is_removed_by_the_next_write(tmp_path):
     """SIGKILL leaves `.NAME.netdef-XXXX.tmp`; the next write of NAME removes it when nobody holds its lock and it
     is old (not a live writer's, not a fresh one, not another file's or another program's); a write error names

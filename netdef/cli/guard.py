@@ -16,8 +16,9 @@ def run_guarded(fn: Callable[[], int | None], *, prog: str, debug: bool = False)
     stderr (exit 1), Ctrl-C prints `interrupted` (exit 130), a closed stdout (`netdef info --json x | head`)
     ends quietly; an OSError that reaches here (a folder that cannot be written, a full disk) is one line too;
     with `debug` these raise instead, traceback and all. SIGTERM and SIGHUP unwind like Ctrl-C (`Terminated`:
-    temporary files removed) and print `terminated` (exit 143, 129). Other exceptions are bugs and keep their
-    traceback."""
+    temporary files removed) and print `terminated` (exit 143, 129); files the command had written completely
+    before the signal (an atomic write's rename done: `interrupts.written`) are named as complete. Other
+    exceptions are bugs and keep their traceback."""
     from .. import trt_api
 
     trt_api.use_stderr_logger()  # (a background job's ignored SIGINT must not make it TensorRT's stdout logger)
@@ -34,12 +35,12 @@ def run_guarded(fn: Callable[[], int | None], *, prog: str, debug: bool = False)
     except Terminated as e:
         if debug:
             raise
-        _say("terminated" if e.signum == 15 else f"terminated (signal {e.signum})")
+        _say(("terminated" if e.signum == 15 else f"terminated (signal {e.signum})") + _complete_note())
         return 128 + e.signum
     except KeyboardInterrupt:
         if debug:
             raise
-        _say("interrupted")
+        _say("interrupted" + _complete_note())
         return 130
     except BrokenPipeError:
         _silence_stdout()
@@ -49,6 +50,17 @@ def run_guarded(fn: Callable[[], int | None], *, prog: str, debug: bool = False)
             raise
         _say(f"{prog}: error: {e} (--debug shows where)")
         return 1
+
+
+def _complete_note() -> str:
+    """For a command a signal ended: the files it had written completely before (renamed into place: the signal
+    undid nothing of them), '' when there are none."""
+    done = interrupts.written()
+    if not done:
+        return ""
+    if len(done) > 3:
+        return f": {len(done)} files were written completely before the signal (the last: {', '.join(done[-3:])})"
+    return f": {', '.join(done)} {'was' if len(done) == 1 else 'were'} written completely before the signal"
 
 
 def _say(message: str) -> None:
