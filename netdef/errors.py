@@ -14,6 +14,7 @@ Where an error happened (the YAML row a block was building) is added once, by `a
 """
 from __future__ import annotations
 
+import errno
 import os
 import sysconfig
 import traceback
@@ -88,6 +89,16 @@ class EngineFileError(NetdefError):
 
 class EngineMismatchError(EngineFileError):
     """An engine file that does not fit this TensorRT, GPU or request."""
+
+
+class NameTooLong(NetdefError, OSError):
+    """A file name longer than its file system allows (NAME_MAX bytes: 255 on most), said before anything is
+    written. An OSError too (errno ENAMETOOLONG, strerror 'File name too long'), as the file system's own error is."""
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        OSError.__init__(self, errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG), os.fspath(path))
+        self.message = f"cannot write {os.fspath(path)}: {reason}"
+        self.where = None
 
 
 class WrittenMeanwhile(NetdefError):

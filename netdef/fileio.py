@@ -30,7 +30,8 @@ def atomic_write(path: str | os.PathLike, chunks: Iterable[bytes] | bytes) -> No
     to is kept). On any error the temporary file is removed, and an OSError names `path` (a full disk, say).
     The writer locks its temporary file where the file system has locks (advisory: without them the write goes
     on); temporary files of `path` that nobody holds, that no writer of this process has open and that are
-    older than ORPHAN_AGE_S (their writer was killed: SIGKILL, a crash) are removed first.
+    older than ORPHAN_AGE_S (their writer was killed: SIGKILL, a crash) are removed first. A name the file
+    system cannot hold, or whose temporary file's it cannot, is refused before anything is written (`check_name`).
     """
     atomic_write_all({path: chunks})
 
@@ -46,6 +47,8 @@ def atomic_write_all(files: Mapping[str | os.PathLike, Iterable[bytes] | bytes],
     belong with them (a .wts's names file of other weights), removed right after the renames (a signal waits).
     `expect`: path -> its `path_key` as the caller read it (None: no file there), checked right before the renames:
     a file another program wrote since is kept, and `errors.WrittenMeanwhile` names it (nothing renamed)."""
+    for name in files:
+        check_name(Path(name))  # before anything is written: the rename would fail after the whole write
     for name in files:
         _remove_orphans(Path(name))  # first: the space they held counts as free
     known = {Path(p): n for p, c in files.items() if (n := (sizes or {}).get(p, _size_of(c))) is not None}
@@ -167,15 +170,41 @@ def _make_folders(folder: Path, made: list[Path]) -> None:
 
 TMP_TAG = "netdef-"  # in the temporary files' names: only netdef's are ever removed as orphans
 ORPHAN_AGE_S = 600  # a temporary file this old that nobody holds is an orphan (a fresh one may not be locked yet)
+_TEMP_TAIL = 12  # what follows `_temp_head` in a temporary file's name: mkstemp's 8 random characters, ".tmp"
 _writing: set[str] = set()  # this process's temporary files being written (its own locks do not exclude it)
+
+
+def name_max(folder: Path) -> int:
+    """The bytes a file name may have in `folder` (or the nearest folder above it that exists): NAME_MAX of its
+    file system, 255 where that cannot be asked."""
+    while not folder.exists() and folder.parent != folder:
+        folder = folder.parent
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):  # no pathconf (Windows), or the file system does not say
+        return 255
+
+
+def check_name(path: Path) -> None:
+    """`errors.NameTooLong` naming `path` where its name, or its temporary files' (`_temp_head`), has more bytes than
+    its file system allows (`name_max`)."""
+    from .errors import NameTooLong
+
+    limit = name_max(path.parent)
+    where = f"a file name may have on the file system of {path.parent}: give a shorter name"
+    if (n := len(os.fsencode(path.name))) > limit:
+        raise NameTooLong(path, f"its name is {n} bytes long, over the {limit} bytes {where}")
+    if (n := len(os.fsencode(_temp_head(path))) + _TEMP_TAIL) > limit:
+        raise NameTooLong(path, f"the name of the temporary file it is written to first ({_temp_head(path)}XXXXXXXX"
+                                f".tmp) is {n} bytes long, over the {limit} bytes {where}")
 
 
 def _temp_head(path: Path) -> str:
     """How the names of `path`'s temporary files start: `.NAME.netdef-`; for a NAME so long that the temporary name
-    (8 random characters and ".tmp" follow) would pass the 255 bytes a file name may have, its first 40 characters
-    and a hash of all of it."""
+    (`_TEMP_TAIL` follows) would pass the bytes a file name may have (`name_max`), its first 40 characters and a
+    hash of all of it."""
     head = f".{path.name}.{TMP_TAG}"
-    if len(os.fsencode(head)) + 12 <= 255:
+    if len(os.fsencode(head)) + _TEMP_TAIL <= name_max(path.parent):
         return head
     return f".{path.name[:40]}-{hashlib.sha256(os.fsencode(path.name)).hexdigest()[:16]}.{TMP_TAG}"
 
@@ -326,6 +355,7 @@ def check_output(path: str | os.PathLike, *, inputs: Iterable[str | os.PathLike 
         raise OptionError(f"{what} {raw} ends with '/', a folder's name: give a file name (e.g. "
                           f"{Path(raw) / (name or 'out')})")
     path = Path(path)
+    check_name(path)  # an OSError too (an export's names file too long is an error only for a model with names)
     for inp in inputs:
         if inp is not None and not isinstance(inp, (dict, list)) and _same_file(path, Path(inp)):
             raise OptionError(f"{what} {path} is also an input of this command ({inp}): writing it would destroy "

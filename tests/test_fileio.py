@@ -31,3 +31,40 @@ def test_a_file_another_program_writes_before_the_rename_is_kept(tmp_path, how):
     assert out.read_bytes() == b"their engine" and sorted(p.name for p in tmp_path.iterdir()) == ["m.engine"]
     atomic_write_all({out: b"new engine"}, expect={out: path_key(out)})  # unchanged since read: written
     assert out.read_bytes() == b"new engine"
+
+
+def test_a_name_too_long_for_the_file_system_is_refused_before_anything_is_written(tmp_path, monkeypatch, capsys):
+    """A 256-byte name (over NAME_MAX) was written whole to its temporary file, then the rename failed with the raw
+    'File name too long'; now a NameTooLong (a NetdefError and an OSError) names the file and the reason first, for
+    the output check of a command too. A 250-byte name whose temporary file's name would be too long is written."""
+    import errno
+
+    from netdef import fileio
+    from netdef.cli import main
+    from netdef.errors import NameTooLong, NetdefError
+    from netdef.fileio import atomic_write, check_output
+
+    long = tmp_path / "new" / ("p" * 251 + ".plan")  # 256 bytes, in a folder the write would create
+    for fail in (lambda: atomic_write(long, b"plan"), lambda: atomic_write_all({tmp_path / "m.plan": b"plan",
+                                                                                long: b"{}"}),
+                 lambda: check_output(long)):
+        with pytest.raises(NameTooLong, match=rf"cannot write {long}: its name is 256 bytes long, over the 255 bytes "
+                                              rf"a file name may have on the file system of {long.parent}: give a "
+                                              r"shorter name") as e:
+            fail()
+        assert isinstance(e.value, NetdefError) and isinstance(e.value, OSError)
+        assert (e.value.errno, e.value.strerror) == (errno.ENAMETOOLONG, "File name too long")
+        assert list(tmp_path.iterdir()) == []
+    assert main(["export-plan", str(tmp_path / "m.engine"), "-o", str(long)]) == 1
+    assert f"netdef export-plan: error: cannot write {long}: its name is 256 bytes long" in capsys.readouterr().err
+    fine = tmp_path / ("p" * 245 + ".plan")  # 250 bytes: its temporary file's name is shortened
+    atomic_write(fine, b"plan")
+    assert [p.name for p in tmp_path.iterdir()] == [fine.name] and fine.read_bytes() == b"plan"
+
+    monkeypatch.setattr(fileio, "name_max", lambda folder: 64)  # a file system of short names: even the shortened
+    short = tmp_path / ("q" * 60 + ".pl")  # temporary name (the first 40 characters and a hash) is too long
+    with pytest.raises(NameTooLong, match=rf"cannot write {short}: the name of the temporary file it is written to "
+                                          rf"first \(\.q{{40}}-[0-9a-f]{{16}}\.netdef-XXXXXXXX\.tmp\) is 78 bytes "
+                                          r"long, over the 64 bytes"):
+        atomic_write(short, b"plan")
+    assert [p.name for p in tmp_path.iterdir()] == [fine.name]
