@@ -289,7 +289,7 @@ def parse_spec(text: str | Mapping[str, Any], name: str | None = None, *, base: 
     paths are relative to `base`. Errors name it <name> and the line of the text (of a dict: of its YAML dump).
     Its identity (engine headers, refit) is that text: a dict dumped with its keys in another order is another."""
     if name is None:
-        name = _own_name(text)
+        name = _own_name(text, "model", "<model>")
     if isinstance(text, Mapping):
         try:
             text = yaml.safe_dump(_plain(text), sort_keys=False, default_flow_style=None, width=120)
@@ -304,16 +304,25 @@ def parse_spec(text: str | Mapping[str, Any], name: str | None = None, *, base: 
     return _spec(text, None, f"<{name}>", name, Path(base), None, named=True)
 
 
-def _own_name(text: Any) -> str:
-    """The `name:` of an architecture's text or dict, else 'model'."""
-    data = text
+def _own_name(text: Any, fallback: str, where: str) -> str:
+    """The `name:` of an architecture's text or dict (a string, or an integer as YAML reads `name: 18`), else
+    `fallback` (a file's stem, 'model' for text); a name of another kind (a list, a mapping, a float, true) is a
+    SpecError naming `where` and the line. load_spec and parse_spec both name a spec by it."""
+    data, line = text, 1
     if isinstance(text, str):
         try:
-            data = _parse_once(text)[1]
-        except (yaml.YAMLError, RecursionError):  # reported with <model> and the line when it is parsed
-            data = None
+            root, data = _parse_once(text)
+        except (yaml.YAMLError, RecursionError):  # reported with `where` and the line when it is parsed
+            return fallback
+        if isinstance(root, yaml.MappingNode):
+            line = next((k.start_mark.line + 1 for k, _ in root.value if k.value == "name"), 1)
     given = data.get("name") if isinstance(data, Mapping) else None
-    return str(given) if isinstance(given, (str, int)) and not isinstance(given, bool) and str(given) else "model"
+    if given is None or given == "":
+        return fallback
+    if not isinstance(given, (str, int)) or isinstance(given, bool):
+        raise SpecError(f"{where}:{line}: 'name': expected a name (a string), got {given!r}: give one, quoted where "
+                        f"YAML would read another value, or leave it out (the name is then {fallback!r})")
+    return str(given)
 
 
 def _plain(value: Any) -> Any:
@@ -391,10 +400,11 @@ def _spec(text: str, path: Path | None, where: str, stem: str, base: Path, scale
     if "channels" in data and data["channels"] != inp["shape"][0]:
         raise fail("channels", f"{data['channels']!r} (the model's input channels), but input: shape [C, H, W] has C = "
                                f"{inp['shape'][0]}: make them agree (or leave Ultralytics' channels: out)")
+    own_name = _own_name(text, stem, where)
     gd, gw, max_ch = _multiples(data, scale, fail, path, stem)
     params = {k: v for k, v in data.items() if k not in RESERVED}
     name = (stem if own_scale or named and scale is None else _scaled_names(stem, [scale])[0] if scale is not None
-            else str(data.get("name", stem)))
+            else own_name)
     preset = data.get("set", {})
     if not isinstance(preset, dict) or not all(isinstance(k, str) for k in preset):
         raise fail("set", "expected a mapping of build parameters, e.g. {bn_eps: 1.0e-5}, as --set KEY=VALUE gives them")

@@ -447,6 +447,25 @@ def test_an_architecture_given_in_python_takes_its_own_name_and_any_length():
         parse_spec(GOOD + "activation: nn.LeakyReLU(slope)\n", "m")
 
 
+@pytest.mark.parametrize("value, named", [("'3'", "3"), ("3", "3"), ("", None), ("null", None), ("[a, b]", SpecError),
+                                          ("{a: 1}", SpecError), ("1.5", SpecError), ("true", SpecError)])
+def test_load_spec_and_parse_spec_take_a_yaml_name_by_one_rule(tmp_path, value, named):
+    """A file and its text are named alike by their `name:`: a string or an integer; none: the file's stem (text:
+    'model'); a list, mapping, float or boolean is the same SpecError from both (load_spec named a spec
+    "['a', 'b']" or "None", parse_spec silently 'model')."""
+    from netdef.spec import parse_spec
+
+    text = GOOD.replace("name: tiny", f"name: {value}")
+    path = write(tmp_path, text, "mine.yaml")
+    if named is SpecError:
+        with pytest.raises(SpecError, match=r"<model>:1: 'name': expected a name \(a string\)"):
+            parse_spec(text)
+        with pytest.raises(SpecError, match=rf"{path}:1: 'name': expected a name .*the name is then 'mine'"):
+            load_spec(path)
+    else:
+        assert (parse_spec(text).name, load_spec(path).name) == (named or "model", named or "mine")
+
+
 def test_a_family_given_as_text_is_built_by_a_scaled_name():
     from netdef.spec import parse_spec
 
