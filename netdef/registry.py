@@ -128,6 +128,20 @@ def _first_three(signature: inspect.Signature) -> str:
                                                "key prefix)")
 
 
+def _unnamed_kind(what: str, param: inspect.Parameter | None) -> str:
+    """Why a block's `param` cannot be its width_args/repeat_arg (`what`), or '' where it can. A row's number is
+    passed by keyword where the row gives fewer arguments before it, so a repeat_arg must not be positional-only
+    (a width_args one is scaled where the row gives it, by position); `*args`/`**kwargs` are no one argument."""
+    if param is None or param.kind in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY):
+        return ""
+    if param.kind is param.VAR_POSITIONAL:
+        return f"*{param.name}, the extra positional arguments, not one argument"
+    if param.kind is param.VAR_KEYWORD:
+        return f"**{param.name}, the extra keyword arguments, not one argument"
+    return "positional-only, but a row's number is passed by keyword where the row gives fewer arguments before it" \
+        if what == "repeat_arg" else ""
+
+
 def _is_builtin(fn: Callable) -> bool:
     """Whether `fn` is one of netdef's own blocks."""
     return (getattr(fn, "__module__", None) or "").startswith("netdef.")
@@ -186,7 +200,8 @@ def block(name: str, *, width_args: tuple[str, ...] = (), repeat_arg: str | None
 
     width_args: channel arguments that `width_multiple` scales (rounded up to a multiple of 8).
     repeat_arg: the argument that receives the row's `number` (scaled by `depth_multiple`); blocks
-    without one are repeated as a sequence named `prefix.0`, `prefix.1`, ...
+    without one are repeated as a sequence named `prefix.0`, `prefix.1`, ... Both name parameters a row can give
+    by name (not *args or **kwargs; a repeat_arg not positional-only).
     params: build parameters the block reads with `net.param(name)` (set with `netdef build --set`).
     replaces: a block of one's own takes the place of netdef's block of that name (a YAML keeps Ultralytics'
     block names); without it, or for another module's block, a name registered twice is an error.
@@ -205,6 +220,11 @@ def block(name: str, *, width_args: tuple[str, ...] = (), repeat_arg: str | None
                 raise NetdefError(f"block '{name}' of {_origin(fn)}: {what} names '{arg}', which {getattr(fn, '__name__', fn)} does "
                                   f"not take after (net, x, prefix): ({', '.join(map(str, takes))})"
                                   f"{_first_three(inspect.signature(fn))}")
+            why = _unnamed_kind(what, next((p for p in takes if p.name == arg), None))
+            if why:
+                raise NetdefError(f"block '{name}' of {_origin(fn)}: {what} names '{arg}', which is {why}: give "
+                                  f"{getattr(fn, '__name__', fn)} a parameter '{arg}' that a row can name (not *, **, "
+                                  "nor before /)")
         for key, p in (params or {}).items():  # one parameter, one declaration (`--set KEY` sets it for all)
             owner = next((b for b in BLOCKS.values() if b.name != name and b.params.get(key, p) != p), None)
             if owner is not None:

@@ -495,3 +495,26 @@ def test_a_bad_width_arg_of_a_partial_is_refused_by_name(clean_registry):
 
     with pytest.raises(NetdefError, match=r"^block 'P' of .*: width_args names 'c3', which functools\.partial\("):
         registry.block("P", width_args=("c3",))(functools.partial(conv, k=3))
+
+
+def test_width_and_repeat_arguments_a_row_cannot_give_by_name_are_refused(clean_registry):
+    """repeat_arg/width_args naming *args or **kwargs (no one argument: a row's {kwargs: 64} was scaled, its number
+    passed as kwargs=3) or a positional-only repeat_arg (the number, passed by keyword where the row gives fewer
+    arguments, failed as 'passed as a keyword' at the row) are refused when the block registers, naming the block
+    and the parameter. A positional-only width argument is scaled where a row gives it (by position): registered."""
+    def star(net, x, prefix, c2, *args, **kwargs):
+        return x
+
+    def only(net, x, prefix, c2=8, n=1, /):
+        return x
+
+    for fn, option, needle in [(star, {"width_args": ("args",)}, r"width_args names 'args', which is \*args"),
+                               (star, {"repeat_arg": "args"}, r"repeat_arg names 'args', which is \*args"),
+                               (star, {"width_args": ("kwargs",)}, r"width_args names 'kwargs', which is \*\*kwargs"),
+                               (star, {"repeat_arg": "kwargs"}, r"repeat_arg names 'kwargs', which is \*\*kwargs"),
+                               (only, {"repeat_arg": "n"}, r"repeat_arg names 'n', which is positional-only")]:
+        with pytest.raises(NetdefError, match=rf"^block 'Bad' of .*: {needle}.*a parameter '\w+' that a row can name"):
+            registry.block("Bad", **option)(fn)
+        assert "Bad" not in registry.BLOCKS
+    registry.block("Only", width_args=("c2",))(only)
+    registry.block("Star", width_args=("c2",), repeat_arg="n")(star)  # c2 named, n taken by **kwargs: as before
