@@ -152,19 +152,20 @@ def fitting_architectures(tensors: Mapping[str, Any], precision: str = "fp32") -
         trt_api.module()
     except TensorRTUnavailable:
         return []
-    return list(_fitting(available_archs(own=True), tensors, precision, {}))
+    return list(_fitting(available_archs(own=True), tensors, precision, {}, own=True))
 
 
 def _fitting(names: Iterable[str], tensors: Mapping[str, Any], precision: str,
-             params: Mapping[str, Any]) -> Iterator[str]:
-    """The architectures among `names`, in order, that take `tensors` (`_fits`). Only those whose first and last
-    rows' key prefixes are among the weights' keys are defined (a network's definition takes a while; most
-    architectures fail this look at the keys); one that does not load is left out."""
+             params: Mapping[str, Any], *, own: bool = False) -> Iterator[str]:
+    """The architectures among `names`, in order, that take `tensors` (`_fits`); `own`: the names are netdef's
+    (a ./architectures file of one's name is not loaded for it). Only those whose first and last rows' key
+    prefixes are among the weights' keys are defined (a network's definition takes a while; most architectures
+    fail this look at the keys); one that does not load is left out."""
     keys = list(tensors)
     arrays: dict[str, np.ndarray] | None = None
     for name in names:
         try:
-            spec = load_spec(name)
+            spec = load_spec(name, own=own)
         except NetdefError:
             continue
         ends = [row.prefix for row in (spec.rows[0], spec.rows[-1]) if row.prefix]

@@ -160,10 +160,11 @@ class Spec:
         return values
 
 
-def resolve_arch(name_or_path: str | Path) -> tuple[Path, str | None]:
+def resolve_arch(name_or_path: str | Path, *, own: bool = False) -> tuple[Path, str | None]:
     """(YAML path, scale) for a YAML path or an architecture name. Names are looked up in ./architectures,
-    then in netdef's own; a family file with `scales:` serves its scaled names as Ultralytics' do
-    (yolov5s -> yolov5.yaml scale s, yolov5s6 -> yolov5-p6.yaml, yolov5s-v5 -> yolov5-v5.yaml)."""
+    then in netdef's own (`own`: in netdef's only, as `available_archs(own=True)` lists them); a family file with
+    `scales:` serves its scaled names as Ultralytics' do (yolov5s -> yolov5.yaml scale s, yolov5s6 ->
+    yolov5-p6.yaml, yolov5s-v5 -> yolov5-v5.yaml)."""
     if isinstance(name_or_path, Mapping) or isinstance(name_or_path, str) and "\n" in name_or_path.strip():
         what = "dict" if isinstance(name_or_path, Mapping) else "YAML text"
         raise OptionError(f"architecture {what}: expected an architecture name, a YAML path or a Spec: make a Spec of "
@@ -185,7 +186,7 @@ def resolve_arch(name_or_path: str | Path) -> tuple[Path, str | None]:
         other = p.with_suffix(".yml" if p.suffix == ".yaml" else ".yaml")
         own = own or (f" ({other} exists: give that path)" if other.is_file() else "")
         raise SpecError(f"architecture file not found: {p}{own}")
-    for d in _arch_dirs():
+    for d in _arch_dirs()[1:] if own else _arch_dirs():
         if (d / f"{p}.yaml").is_file():
             return d / f"{p}.yaml", None
         family = _family_file(str(p), d, ".yaml")
@@ -268,12 +269,12 @@ def _scaled_names(family: str, scales: list[str]) -> list[str]:
     return [f"{m.group(1)}{s}{'6' if m.group(2) else ''}{m.group(3)}" for s in scales]
 
 
-def load_spec(path: str | Path | Spec) -> Spec:
+def load_spec(path: str | Path | Spec, *, own: bool = False) -> Spec:
     """Parse and validate an architecture YAML (a path or a name; a Spec is itself); errors name the file and
-    line."""
+    line. `own`: a name is netdef's architecture, never one of ./architectures of that name."""
     if isinstance(path, Spec):
         return path
-    path, scale = resolve_arch(path)
+    path, scale = resolve_arch(path, own=own)
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:

@@ -476,6 +476,24 @@ def test_a_state_dict_that_fits_one_architecture_is_told_how_to_build(tmp_path, 
     assert len(logs) == 1 and built == ["lenet"]
 
 
+def test_the_architectures_weights_fit_are_netdefs_own_not_a_working_folders_file_of_that_name(tmp_path,
+                                                                                                 monkeypatch):
+    """fitting_architectures searches netdef's own architectures (`available_archs(own=True)`), so each is loaded
+    from netdef's file: ./architectures/lenet.yaml (another network) shadowed netdef's lenet there, and LeNet's
+    weights fitted nothing; ./lenet.yaml is no architecture name's file either."""
+    from netdef.define import fitting_architectures
+    from netdef.examples.digits import LeNet
+    from netdef.spec import load_spec
+
+    other = "name: lenet\ninput: {name: x, shape: [1, 8, 8]}\nlayers:\n  - [-1, 1, Conv2d, {c2: 3}, conv1]\n"
+    (tmp_path / "architectures").mkdir()
+    (tmp_path / "architectures" / "lenet.yaml").write_text(other)
+    (tmp_path / "lenet.yaml").write_text(other)
+    monkeypatch.chdir(tmp_path)
+    assert fitting_architectures(LeNet().state_dict()) == ["lenet"]
+    assert load_spec("lenet").path.resolve() == tmp_path / "architectures" / "lenet.yaml"  # a name built: the user's
+
+
 def test_strip_prefix_writes_a_wrapped_models_keys_as_the_architecture_reads_them(tmp_path):
     """`--strip-prefix model` turns a Lightning module's 'model.conv1.weight' into 'conv1.weight' (the dot added),
     leaves out and names the keys without it, and is refused where no key has it or the prefix is empty."""
