@@ -116,6 +116,9 @@ class Network:
         # not the module's output (the matrix multiply `fc` before its bias add), so verify does not compare it
         self.claimed: set[str] = set()
         self.match_channels: dict[str, np.ndarray] = {}  # tensor -> the module output's channels it holds
+        # tensor -> every module matched with it, in the order matched (the last is `matches`'), each with the
+        # channels of its output the tensor holds (None: all): verify compares the tensor with each
+        self.matched_modules: dict[str, dict[str, np.ndarray | None]] = {}
         # tensor -> the key prefix of the YAML row it ends (Ultralytics' `model.3`: the row's module), which verify
         # compares where no layer was matched with that module (a block of one's own that matches only its parts)
         self.row_outputs: dict[str, str] = {}
@@ -470,11 +473,15 @@ class Network:
         output of PyTorch module `module`, where the layer's name does not say so; `verify` compares them.
         `channels`: `t` is those channels (dimension 1) of the module's output only (a convolution computed in
         parts). Returns `t`. A tensor matched again (a module's output is also the output of the Sequential or
-        attention block around it) is compared with the module matched last."""
+        nn.Identity around it) is compared with each module (`matched_modules`); `matches` holds the last."""
+        part = None if channels is None else np.asarray(channels, np.int64)
+        modules = self.matched_modules.setdefault(t.name, {})
+        modules.pop(module, None)  # matched again: its place is now the last
+        modules[module] = part
         self.matches[t.name] = module
         self.claimed.add(module)
-        if channels is not None:
-            self.match_channels[t.name] = np.asarray(channels, np.int64)
+        if part is not None:
+            self.match_channels[t.name] = part
         else:
             self.match_channels.pop(t.name, None)
         return t

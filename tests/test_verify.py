@@ -1120,7 +1120,8 @@ def test_library_arguments_of_the_wrong_type_are_option_errors(tmp_path):
 def test_a_linear_whose_output_is_matched_again_is_not_compared_before_its_bias(tmp_path):
     """A block that matches a Linear's bias add again with the Sequential around it (torchvision's MLP: `mlp.3`'s
     output is `mlp`'s) leaves the matrix multiply named `mlp.3` without its bias: it is not compared with module
-    `mlp.3` (it was reported as diverging, and named first, though every output agreed)."""
+    `mlp.3` (it was reported as diverging, and named first, though every output agreed); the bias add, matched with
+    both, is compared with both."""
     import torch
     from torch import nn
 
@@ -1152,7 +1153,8 @@ def test_a_linear_whose_output_is_matched_again_is_not_compared_before_its_bias(
     report = verify(spec, wts, model, cpu=True, log=lambda m: None)
     assert report.ok, report.summary()
     assert {r.module for r in report.rows} >= {"mlp", "mlp.0", "mlp.1"}
-    assert "mlp.2" not in {r.module for r in report.rows}
+    assert [(r.layer, r.module) for r in report.rows if r.module in ("mlp.2", "mlp")] == \
+        [("mlp.2/add_bias", "mlp.2"), ("mlp.2/add_bias", "mlp")]
 
 
 def test_a_row_for_a_function_forward_calls_is_compared_with_no_module(tmp_path):
@@ -1299,3 +1301,40 @@ def test_check_block_of_an_identity_block():
     from netdef.testing.check_block import check_block
 
     assert check_block(lambda net, x, prefix: x, torch.nn.Identity(), (2, 4), cpu=True) == 0.0
+
+
+def test_a_tensor_matched_with_several_modules_is_compared_with_each(tmp_path):
+    """A block's output that is a BatchNorm's, the Sequential's around it and an nn.Identity's (net.match three
+    times) is compared with all three modules: only the last was, and the BatchNorm, whose weights the network
+    reads, was reported as never compared."""
+    from torch import nn
+
+    from netdef.registry import BLOCKS, block
+    from netdef.spec import parse_spec
+
+    @block("BnSequentialIdentity")
+    def bn_sequential_identity(net, x, prefix):
+        y = net.conv(x, "body.0", 8, 3, bn="body.1")  # matched with body.1 (the BatchNorm folded in)
+        net.match(y, "body")
+        return net.match(y, "id")
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body, self.id = nn.Sequential(nn.Conv2d(3, 8, 3, 1, 1), nn.BatchNorm2d(8)), nn.Identity()
+
+        def forward(self, x):
+            return self.id(self.body(x))
+
+    torch.manual_seed(0)
+    model = Model().eval()
+    weights = {k: v.numpy() for k, v in model.state_dict().items()}
+    spec = parse_spec("input: {name: x, shape: [3, 8, 8]}\noutput: y\nlayers:\n"
+                      "  - [-1, 1, BnSequentialIdentity, {}, blk]\n", "m")
+    try:
+        report = verify(spec, weights, model, cpu=True, log=lambda m: None)
+    finally:
+        BLOCKS.pop("BnSequentialIdentity", None)
+    assert [(r.layer, r.module, r.status) for r in report.rows[:3]] == [
+        ("body.0", "body.1", "pass"), ("body.0", "body", "pass"), ("body.0", "id", "pass")]
+    assert report.ok and report.uncompared == []

@@ -98,14 +98,16 @@ def verify(arch: str | Path | Spec, weights: Weights, model: Any, *, cpu: bool =
     rows = _row_matches(single, matched, net, modules)  # a row's output with its module, unless matched already
     matched.update(rows)
     pairs = {layer.outputs[0]: matched[layer.name] for layer in single if layer.name in matched}  # tensor -> module
+    also = _earlier_matches(single, matched, net.matched_modules)
+    hooked = [*pairs.values(), *(m for found in also.values() for m in found)]
     floor = None
     if cpu:
         _check_evaluable(layers, spec, net.params)
         values = evaluate(layers, feeds)
-        refs = run_hooked(model, x, pairs.values(), device="cpu", dtype="float64")
+        refs = run_hooked(model, x, hooked, device="cpu", dtype="float64")
         # PyTorch's own float32 run, after the reference (what its forward caches is then float64's): the floor
         # of what an fp32 network can reach
-        floor = run_hooked(model, x, pairs.values(), dtype="float32") if widen else None
+        floor = run_hooked(model, x, hooked, dtype="float32") if widen else None
         mode = "CPU, float64 definition"
     else:
         from .engine import engine_values
@@ -113,7 +115,7 @@ def verify(arch: str | Path | Spec, weights: Weights, model: Any, *, cpu: bool =
         values = engine_values(net, opts, feeds, [*pairs, *outputs], log,
                                arch=spec.identity(),
                                weights={"path": identity[0], "sha256": identity[1]})
-        refs = run_hooked(model, x, pairs.values(), device="cuda", dtype="float32")
+        refs = run_hooked(model, x, hooked, device="cuda", dtype="float32")
         mode = f"GPU engine, {trt_api.version_string()}"
     outputs_of = {layer.name: layer.outputs[0] for layer in single}
     for layer, module in rows.items():  # a row module whose output is not a tensor of that size (a head's tuple)
@@ -122,7 +124,7 @@ def verify(arch: str | Path | Spec, weights: Weights, model: Any, *, cpu: bool =
             del matched[layer]
     shown = (f", batch {batch}" if batch > 1 else "") + (f", input {size[0]}x{size[1]}" if size else "")
     report = compare(spec.name, f"{mode}, {opts.precision}{shown}", tol, layers, values, refs, matched, outputs,
-                     floor, modules, net.match_channels, half=opts.precision == "fp16")
+                     floor, modules, net.match_channels, half=opts.precision == "fp16", also=also)
     report.uncompared = _uncompared(tensors, report, net.skipped, net.fixed)
     return report
 
@@ -138,6 +140,20 @@ def _row_matches(single: list[Any], matched: Mapping[str, str], net: Any, module
             found[layer.name] = module
             taken.add(module)
     return found
+
+
+def _earlier_matches(single: list[Any], matched: Mapping[str, str],
+                     matched_modules: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """layer -> the other modules `Network.match` matched its output with (a BatchNorm whose output is also its
+    Sequential's), each with the channels it holds: compared besides `matched`'s module, so that none of them is
+    reported as never compared."""
+    also = {}
+    for layer in single:
+        if layer.name in matched:
+            found = {m: c for m, c in matched_modules.get(layer.name, {}).items() if m != matched[layer.name]}
+            if found:
+                also[layer.name] = found
+    return also
 
 
 def _uncompared(tensors: Mapping[str, Any], report: Report, skipped: Container[str] = (),

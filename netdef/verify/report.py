@@ -137,13 +137,16 @@ def module_matcher(matches: Mapping[str, str], modules: set[str],
 def compare(arch: str, mode: str, tol: float, layers: list[LayerDescription], values: Mapping[str, Any],
             refs: ModuleOutputs, matched: Mapping[str, str], outputs: list[str],
             floor: ModuleOutputs | None = None, modules: set[str] | None = None,
-            channels: Mapping[str, np.ndarray] | None = None, half: bool = False) -> Report:
+            channels: Mapping[str, np.ndarray] | None = None, half: bool = False,
+            also: Mapping[str, Mapping[str, np.ndarray | None]] | None = None) -> Report:
     """Compare each layer that has a module (`matched`: layer name -> module, see `module_matcher`) with that
     module's output, then the network's output with the model's. `floor`: the same modules run in float32 (fp32
     on the CPU), whose distance from `refs` widens each bound to FLOOR_FACTOR times it where that is larger.
     `modules`: the model's module names, to tell a module forward() did not run from one the model lacks.
     `channels`: tensor -> the channels of its module's output it holds (`Network.match_channels`). `half`: an
-    fp16 network (values beyond float16's range are then named as an overflow)."""
+    fp16 network (values beyond float16's range are then named as an overflow). `also`: layer -> the other modules
+    its output was matched with (`Network.matched_modules`), with their channels: each compared too, in a row
+    before the layer's own, except one forward() never runs (a Linear whose weights a function uses)."""
     rows: list[Row] = []
     unmatched = 0
     for layer in layers:
@@ -153,17 +156,18 @@ def compare(arch: str, mode: str, tol: float, layers: list[LayerDescription], va
             continue
         out = values.get(layer.outputs[0])
         shape = tuple(out.shape) if out is not None else layer.output_shapes[0]
-        if module in refs.skipped:
-            rows.append(Row(layer.name, module, shape, None, "skip", refs.skipped[module]))
-        elif module not in refs.outputs:
-            why = ("the model has no module of this name" if modules is not None and module not in modules
-                   else NOT_RUN)
-            rows.append(Row(layer.name, module, shape, None, "skip", why))
-        else:
-            part = (channels or {}).get(layer.outputs[0])
-            pick = (lambda a: a) if part is None else (lambda a: None if a is None else a[:, part])
-            rows.append(_compare_row(layer.name, module, out, pick(refs.outputs[module]), tol,
-                                     None if floor is None else pick(floor.outputs.get(module)), half))
+        others = {m: c for m, c in (also or {}).get(layer.name, {}).items()
+                  if m in refs.outputs or m in refs.skipped or modules is not None and m not in modules}
+        for m, part in [*others.items(), (module, (channels or {}).get(layer.outputs[0]))]:
+            if m in refs.skipped:
+                rows.append(Row(layer.name, m, shape, None, "skip", refs.skipped[m]))
+            elif m not in refs.outputs:
+                why = "the model has no module of this name" if modules is not None and m not in modules else NOT_RUN
+                rows.append(Row(layer.name, m, shape, None, "skip", why))
+            else:
+                pick = (lambda a: a) if part is None else (lambda a, part=part: None if a is None else a[:, part])
+                rows.append(_compare_row(layer.name, m, out, pick(refs.outputs[m]), tol,
+                                         None if floor is None else pick(floor.outputs.get(m)), half))
     rows += _output_rows(values, refs.finals, outputs, tol, None if floor is None else floor.finals, half)
     return Report(arch, mode, tol, rows, unmatched, floor=floor is not None)
 
