@@ -292,7 +292,7 @@ class Network:
             raise WeightKeyError(
                 f"{self.source}: '{key}' has {arr.size} values but the architecture expects shape "
                 f"{shape} = {expected} values: the .wts does not belong to this architecture/config, or a block "
-                f"computes this shape differently from the model (its channels, groups or input shape)")
+                f"computes this shape differently from the model (its channels, groups or input shape)", key=key)
         self.used.add(key)
         return arr.reshape(shape)
 
@@ -343,6 +343,7 @@ class Network:
             hint = (saved or _default_prefix_hint(missing, self.weights, self.used)
                     or _repeat_hint(missing, unused, self.weights, self.used)
                     or _sequence_row_hint(missing, unused, self.weights, self.used)
+                    or _shifted_rows_hint(missing, unused)
                     or missing_modules_hint(list(missing), self.weights) or unused_modules_hint(unused, self.used)
                     or ("" if missing else "\n(netdef build --no-strict, BuildOptions(strict=False) in Python, "
                                            "allows unused keys)"))
@@ -1336,6 +1337,26 @@ def _sequence_row_hint(missing: Mapping[str, str], unused: list[str], present: I
     return (f"\nThe missing modules are the file's next ones under other names ({', '.join(pairs[:4])}"
             f"{', ...' if len(pairs) > 4 else ''}): a row whose number repeats a block without a repeat argument"
             f"{where} names the repeats prefix.0, prefix.1, ...; give each module its own row (number 1)")
+
+
+def _shifted_rows_hint(missing: Mapping[str, str], unused: list[str]) -> str:
+    """Where each missing key `x.N.rest` is the file's unused `x.{N + 1}.rest` (rows whose key prefixes count the
+    rows, Ultralytics' model.N, each reading the keys of the module before theirs: the YAML lacks a row), a line
+    naming the first module the rows read short; '' otherwise."""
+    spare, shifted = set(unused), []
+    for key in missing:
+        m = re.fullmatch(r"(.*?)\.(\d+)\.(.+)", key)
+        if not m or f"{m[1]}.{int(m[2]) + 1}.{m[3]}" not in spare:
+            return ""
+        shifted.append((m[1], int(m[2]), key))
+    if not shifted or len({base for base, _, _ in shifted}) != 1:
+        return ""
+    base, n, first = min(shifted, key=lambda s: s[1])
+    rest = first[len(f"{base}.{n}."):]
+    return (f"\nEach missing key is the file's unused key of the next module ('{first}' is the file's "
+            f"'{base}.{n + 1}.{rest}'): the rows from {missing[first] or f'the one of {base}.{n}'} on read the keys of "
+            f"the module before theirs. Is a row missing from the YAML (the file's {base}.{n}, or one before it)? The "
+            "rows after a missing one also get its input, and their `from` indices shift")
 
 
 def missing_modules_hint(missing: list[str], present: Iterable[str]) -> str:

@@ -44,9 +44,9 @@ import yaml
 
 from . import blocks as _builtin_blocks  # noqa: F401  (registers the built-in blocks)
 from .block_modules import HOW_TO_LOAD, load_block_module, load_installed_blocks
-from .errors import BlockError, NetdefError, OptionError, SpecError, raised_at
+from .errors import BlockError, NetdefError, OptionError, SpecError, WeightKeyError, raised_at
 from .fileio import read_head, recognised, special_kind
-from .network import Network
+from .network import IGNORED_KEY_SUFFIXES, Network
 from .registry import UNBUILT, Block, Param, bad_arguments, declared_params, get_block, known_blocks, unscaled_channels
 
 USER_DIR = Path("architectures")  # a user's own YAML files, looked up first (relative to the working folder)
@@ -690,6 +690,10 @@ def build_network(spec: Spec, net: Network, input_hw: tuple[int, int] | None = N
                     y = row.block.fn(net, y, f"{row.prefix}.{j}", *row.args, **row.kwargs)
             net.check_layers()  # a layer TensorRT rejected is blamed on this row, not on the next one
         except NetdefError as e:
+            more = _missing_row_hint(spec, row, net, e.key) if isinstance(e, WeightKeyError) and e.key else ""
+            if more:
+                raise WeightKeyError(e.message.removesuffix(e.hint), where=e.where or spec.where(row),
+                                     hint=e.hint + more, another_layout=e.another_layout, key=e.key) from None
             raise e.at(spec.where(row))
         except Exception as e:  # noqa: BLE001  anything else escaping a block: its arguments or its own bug
             try:  # a layer TensorRT rejected inside the block (the block then failed on its output): say which
@@ -713,6 +717,41 @@ def build_network(spec: Spec, net: Network, input_hw: tuple[int, int] | None = N
         observe(net, row, y)
     net.where, net.scope = "", ""
     return _mark_outputs(spec, net, outputs[-1])
+
+
+def _missing_row_hint(spec: Spec, row: Row, net: Network, key: str) -> str:
+    """Where the weights show that the YAML lacks a row before `row`, whose weight `key` did not fit: the keys just
+    before `key` in the file are read by no row before `row` and named by no row from it on (as a row's key prefix or
+    a key an argument names), a line naming their modules; '' otherwise."""
+    order = list(net.weights)
+    if key not in net.weights:
+        return ""
+    run = []  # the keys right before `key` in the file that no row has read
+    for k in reversed(order[:order.index(key)]):
+        if k.endswith(IGNORED_KEY_SUFFIXES):
+            continue
+        if k in net.used or k in net.skipped:
+            break
+        run.append(k)
+    names = {n for later in spec.rows[row.index:] for n in _row_key_names(later)}
+    if not run or any(k == n or k.startswith(n + ".") for k in run for n in names):
+        return ""
+    modules = list(dict.fromkeys(k.rsplit(".", 1)[0] for k in reversed(run)))
+    named = ", ".join(modules[:4]) + (", ..." if len(modules) > 4 else "")
+    return (f"\nThe weights' {named} ({len(run)} key(s) just before '{key}' in the file) are read by no row before "
+            f"row {row.index} and named by none after it: is their row missing from the YAML before row {row.index}? "
+            "(the rows after a missing one get its input, and their `from` indices shift)")
+
+
+def _row_key_names(row: Row) -> set[str]:
+    """The key prefixes `row` can read: its own prefix and the keys its arguments name (`conv: conv1`, '/abs')."""
+    names = {row.prefix} if row.prefix else set()
+    values = [*row.args, *row.kwargs.values()]
+    for v in [*values, *(x for v in values if isinstance(v, list) for x in v)]:
+        if isinstance(v, (str, int)) and not isinstance(v, bool) and str(v):
+            v = str(v)
+            names.add(v[1:] if v.startswith("/") else f"{row.prefix}.{v}" if row.prefix else v)
+    return names
 
 
 def _mark_outputs(spec: Spec, net: Network, last: Any) -> list[str]:

@@ -9,7 +9,7 @@ import torch
 
 from netdef.errors import NetdefError, WeightKeyError
 from netdef.network import Network, fold_batchnorm
-from netdef.spec import build_network, load_spec
+from netdef.spec import build_network, load_spec, parse_spec
 
 
 def test_fold_batchnorm_matches_torch_conv_bn():
@@ -187,6 +187,52 @@ def test_a_row_repeating_a_block_without_a_repeat_argument_over_the_files_next_m
         "The missing modules are the file's next ones under other names (features.1.0 = features.1, features.1.1 = "
         f"features.2): a row whose number repeats a block without a repeat argument ({yaml}:5: row 1 (Conv2d)) names "
         "the repeats prefix.0, prefix.1, ...; give each module its own row (number 1)")
+
+
+def test_a_row_missing_from_the_yaml_is_named_at_the_next_rows_shape_error(resnet18_weights):
+    """A YAML that leaves out layer2's row: layer3's row gets layer1's 64 channels and its weights do not fit. The
+    error, at layer3's row, names layer2 (the file's keys just before layer3's, read by no row) as a likely missing
+    row; a shape error of weights of another architecture (resnet50's in resnet18) gets no such line."""
+    import torchvision
+
+    text = load_spec("resnet18").path.read_text()
+    spec = parse_spec("\n".join(line for line in text.splitlines() if "layer2]" not in line), "resnet18")
+    with pytest.raises(WeightKeyError, match=r"^<resnet18>:\d+: row 3 \(ResLayer\): test\.wts: 'layer3\.0\.conv1\.weight' "
+                                            r"has 294912 values") as e:
+        build_network(spec, Network(resnet18_weights, source="test.wts"))
+    assert str(e.value).splitlines()[-1] == (
+        "The weights' layer2.0.conv1, layer2.0.bn1, layer2.0.conv2, layer2.0.bn2, ... (25 key(s) just before "
+        "'layer3.0.conv1.weight' in the file) are read by no row before row 3 and named by none after it: is their "
+        "row missing from the YAML before row 3? (the rows after a missing one get its input, and their `from` "
+        "indices shift)")
+    with pytest.raises(WeightKeyError) as e:
+        build_network(load_spec("resnet18"), Network(_weights(torchvision.models.resnet50()), source="r50.wts"))
+    assert "missing from the YAML" not in str(e.value)
+
+
+def test_rows_counted_in_their_key_prefixes_after_a_missing_row_say_so():
+    """Ultralytics-style rows (prefixes model.N counted by the YAML): leaving a row out makes each later row read the
+    keys of the module before its own, which the file has under other names; the hint says each missing key is the
+    file's next module's and asks whether a row is missing, rather than 'the weights are of another architecture'."""
+    def conv(c2, c1):
+        return {"conv.weight": np.ones((c2, c1, 1, 1), np.float32), "conv.bias": np.ones(c2, np.float32)}
+
+    def fc(c2, c1):
+        return {"fc.weight": np.ones((c2, c1), np.float32), "fc.bias": np.ones(c2, np.float32)}
+
+    weights = {f"model.{i}.{k}": v for i, part in enumerate([conv(4, 3), fc(4, 4), conv(4, 4), fc(4, 4)])
+               for k, v in part.items()}
+    spec = parse_spec("input: {name: x, shape: [3, 1, 1]}\nlayers:\n  - [-1, 1, ConvBnAct, {c2: 4, conv: conv}]\n"
+                      "  - [-1, 1, ConvBnAct, {c2: 4, conv: conv}]\n  - [-1, 1, Flatten, {}]\n", "m")
+    net = Network(weights)  # the file's row 1 (model.1.fc) left out of the YAML
+    build_network(spec, net)
+    with pytest.raises(WeightKeyError) as e:
+        net.check_keys()
+    assert str(e.value).splitlines()[-1] == (
+        "Each missing key is the file's unused key of the next module ('model.1.conv.weight' is the file's "
+        "'model.2.conv.weight'): the rows from <m>:4: row 1 (ConvBnAct) on read the keys of the module before "
+        "theirs. Is a row missing from the YAML (the file's model.1, or one before it)? The rows after a missing one "
+        "also get its input, and their `from` indices shift")
 
 
 def test_fp16_network_is_typed_where_strong_typing_exists(resnet18_weights):
