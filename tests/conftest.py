@@ -95,3 +95,17 @@ def yolov5_wts(yolov5_models, wts_dir):
         return cache[name, tame]
 
     return get
+
+
+def pytest_runtest_logreport(report):
+    """With NETDEF_RESULTS=FILE, append each test's `RESULT ...` output lines to FILE as the test ends (also from
+    xdist workers), so that a GPU run cut by its time limit keeps the figures of the tests that finished."""
+    import os
+
+    path = os.environ.get("NETDEF_RESULTS")
+    if not path or report.when != "call":
+        return
+    lines = [line for line in report.capstdout.splitlines() if line.startswith("RESULT")]
+    if lines:
+        with open(path, "a") as f:
+            f.writelines(f"{report.nodeid} {report.outcome}: {line}\n" for line in lines)
