@@ -14,9 +14,11 @@ from __future__ import annotations
 import builtins
 import contextlib
 import io
+import json
 import os
 import re
 import socket
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -1172,3 +1174,50 @@ def test_the_timing_line_reads_back_for_any_model_name(model):
     assert parse_timing_line(f"serving {line}") is None and parse_timing_line("timing   model") is None
     assert bench_serve().callable_lines(["serving ...", line]) == [
         f"RESULT serve-callable model={model} instance=2 executions=3 items=7 callable_ms=4.115 engine_ms=1.333"]
+
+
+# ---------------------------------------------------------------- the engine inside Triton's Python stub (benchmark)
+
+def test_stub_config_parses_with_triton_s_schema(engines):
+    """scripts/bench_serve_in_stub.py's model config: `netdef triton`'s, for the Python backend (no TensorRT
+    platform), K instances, the engine and its profiles as parameters; it parses with Triton's schema."""
+    pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="needs pip install 'tritonclient[grpc]'")
+    from google.protobuf import text_format
+
+    from netdef.deploy.triton import config_text
+
+    stub = load_script("bench_serve_in_stub")
+    meta = engine_file.read_meta(engines("r18"))
+    c = text_format.Parse(config_text(stub.stub_config(meta, 3, 250, Path("/e/r18.engine"), False)), pb2.ModelConfig())
+    assert c.backend == "python" and not c.platform and c.max_batch_size == 32
+    assert [(g.count, pb2.ModelInstanceGroup.Kind.Name(g.kind)) for g in c.instance_group] == [(3, "KIND_CPU")]
+    assert c.dynamic_batching.max_queue_delay_microseconds == 250
+    params = {k: v.string_value for k, v in c.parameters.items()}
+    assert params["engine"] == "/e/r18.engine" and params["stand_in"] == "0"
+    assert json.loads(params["profiles"]) == [[1, 8, 32]]
+    assert [t.name for t in c.input] == ["input"] and [(t.name, list(t.dims)) for t in c.output] == [("logits", [1000])]
+
+
+def test_engine_inside_the_stub_on_the_cpu_with_a_stand_in(engines):
+    """The benchmark end to end on the CPU: Triton loads the stub's model.py from the repository, which finds netdef
+    through the script's sys.path (the stub ignores PYTHONPATH), answers a batch of 3 as the stand-in says, and serves the load with
+    the batcher joining requests; no direct run without a GPU engine."""
+    _serving_stack()
+    proc = subprocess.run([sys.executable, str(Path(__file__).resolve().parent.parent / "scripts" /
+                                               "bench_serve_in_stub.py"), str(engines("r18")), "--instances", "2",
+                           "--concurrency", "1,8", "--seconds", "2", "--stand-in"],
+                          capture_output=True, text=True, timeout=600)
+    out = proc.stdout + proc.stderr
+    if "_recursion_count" in out:
+        pytest.skip(f"PyTriton's Python stub does not fit Python {sys.version.split()[0]} (pytriton issue 51)")
+    assert proc.returncode == 0, out[-3000:]
+    results = [line for line in proc.stdout.splitlines() if line.startswith("RESULT")]
+    assert "RESULT answers-stub batch=3 equal=stand-in" in results, results
+    served = [line for line in results if line.startswith("RESULT serve-stub instances=2 shm=0 concurrency=")]
+    stats = [dict(kv.split("=", 1) for kv in line.split()[2:]) for line in results
+             if line.startswith("RESULT serve-stats")]
+    assert len(served) == 2 and len(stats) == 2, results
+    assert all(float(line.split("throughput=")[1].split()[0]) > 0 for line in served)
+    assert all(s["failed"] == "0" and int(s["requests"]) > 0 for s in stats), stats
+    assert float(stats[1]["avg_batch"]) > 1, stats  # concurrency 8: the batcher joined requests
+    assert not any("ratio" in line or "direct" in line for line in results), results
