@@ -589,6 +589,10 @@ def _parse_row(where: str, i: int, line: int, raw: Any, params: dict, gd: float,
         raise fail(f"unknown block '{name}'{also}; known blocks: {', '.join(known_blocks())}. A block of your own is "
                    f"registered with @netdef.registry.block('{name}'): {HOW_TO_LOAD}") from None
     if isinstance(args, dict):
+        named = [k for k in args if not isinstance(k, str)]
+        if named:
+            raise fail(f"args: a mapping's keys are the block's argument names, got {named[0]!r}: give its name "
+                       "(e.g. {c2: 64}), or a list for arguments by position")
         pos, kw = [], {k: _substitute(v, params, used) for k, v in args.items()}
     elif isinstance(args, list):
         pos, kw = [_substitute(v, params, used) for v in args], {}

@@ -474,3 +474,14 @@ def test_a_family_given_as_text_is_built_by_a_scaled_name():
         parse_spec(text, "yolov8")
     spec = parse_spec(text, "yolov8s")
     assert (spec.name, spec.scale, len(spec.rows)) == ("yolov8s", "s", len(load_spec("yolov8s").rows))
+
+
+@pytest.mark.parametrize("args", ["{2: 8, k: 3}", "{c2: 8, null: 3}", "{true: 8}"])
+def test_an_argument_mapping_key_that_is_no_name_is_named_at_its_row(tmp_path, args):
+    """A row's argument mapping whose key is no string (YAML reads `2:` as an int) is an error at the row (was a
+    TypeError inside the arguments' check, found by the spec fuzzer)."""
+    p = write(tmp_path, GOOD.replace("{c2: 8, k: 3, bn: bn}", args))
+    with pytest.raises(SpecError) as e:
+        load_spec(p)
+    assert str(e.value).startswith(f"{p}:5: row 0: args: a mapping's keys are the block's argument "
+                                   "names, got "), str(e.value)
