@@ -100,7 +100,13 @@ def run(engine: Path, instances: int, concurrency: list[int], seconds: float, de
     if meta is None:
         raise NetdefError(f"{engine}: a raw plan without its sidecar: give the netdef engine or the plan's .json")
     spec = binding(meta, max_queue_delay_us=delay_us)
-    repo = Path(tempfile.mkdtemp(prefix="netdef_stub_repo_"))
+    with tempfile.TemporaryDirectory(prefix="netdef_stub_repo_") as repo:
+        return _run(engine, meta, spec, Path(repo), instances, concurrency, seconds, delay_us, shared_memory, stand_in,
+                    direct_batch)
+
+
+def _run(engine: Path, meta: dict[str, Any], spec: Any, repo: Path, instances: int, concurrency: list[int],
+         seconds: float, delay_us: int, shared_memory: bool, stand_in: bool, direct_batch: int) -> list[str]:
     (repo / spec.name / "1").mkdir(parents=True)
     (repo / spec.name / "config.pbtxt").write_text(config_text(stub_config(meta, instances, delay_us,
                                                                            engine.resolve(), stand_in)))
@@ -185,9 +191,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shared-memory", action="store_true", help="the clients' inputs in system shared memory")
     p.add_argument("--stand-in", action="store_true", help="numpy instead of the engine (CPU; no direct run)")
     a = p.parse_args(argv)
-    levels = [int(c) for c in a.concurrency.split(",")]
-    return run_guarded(lambda: run(Path(a.engine), a.instances, levels, a.seconds, a.max_queue_delay_us,
-                                   a.shared_memory, a.stand_in) and None, prog="bench_serve_in_stub.py")
+
+    def go() -> None:
+        from netdef.cli.options import parse_numbers
+
+        levels = parse_numbers(a.concurrency, "--concurrency", int, what="client counts such as 1,8,64")
+        run(Path(a.engine), a.instances, levels, a.seconds, a.max_queue_delay_us, a.shared_memory, a.stand_in)
+
+    return run_guarded(go, prog="bench_serve_in_stub.py")
 
 
 if __name__ == "__main__":

@@ -1467,3 +1467,18 @@ def test_a_named_pipe_given_as_an_input_is_refused_not_read(tmp_path):
     assert len(lines) == 2 * len(commands) and set(said.values()) == {"exit 1"}, res.stderr[-3000:]
     assert [ln for ln in said if f"{pipe} is a named pipe" not in ln] == [f"netdef refit: error: engine not found: "
                                                                          f"{engine}"], res.stderr[-3000:]
+
+
+@pytest.mark.parametrize("text, want", [("1,8,64", [1, 8, 64]), ("17x3", [17, 3]), (" 1, 8", [1, 8]),
+                                        ("1,", None), ("1,,8", None), ("1,x", None), ("", None), ("a", None)])
+def test_number_lists_refuse_an_empty_item(text, want):
+    """A comma-separated option value with an empty item (`--concurrency 1,x`, `1,,8`) is an error naming the
+    option; it was left out silently (1,x ran concurrency 1 alone)."""
+    from netdef.cli.options import parse_numbers
+    from netdef.errors import OptionError
+
+    if want is None:
+        with pytest.raises(OptionError, match=f"--concurrency '{text}': expected client counts"):
+            parse_numbers(text, "--concurrency", int, what="client counts such as 1,8,64")
+    else:
+        assert parse_numbers(text, "--concurrency", int, what="client counts such as 1,8,64") == want

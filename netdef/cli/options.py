@@ -64,9 +64,10 @@ def parse_hw(text: str | None, option: str = "--input-shape") -> tuple[int, int]
 
 def parse_numbers(text: str, option: str, kind: type = float, count: int | None = None,
                   what: str | None = None) -> list:
-    """'0.485,0.456,0.406' -> [0.485, 0.456, 0.406]: `count` (or one or more) comma-separated numbers."""
+    """'0.485,0.456,0.406' -> [0.485, 0.456, 0.406]: `count` (or one or more) comma-separated numbers ('x' separates
+    too: 17x3); an empty one ('1,', '1,,8', '1,x') is an error, not left out."""
     try:
-        values = [kind(v) for v in text.replace("x", ",").split(",") if v.strip()]
+        values = [kind(v) for v in text.replace("x", ",").split(",")]
     except ValueError:
         values = []
     if not values or (count is not None and len(values) != count):
