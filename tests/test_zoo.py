@@ -152,14 +152,18 @@ def test_builds_fp32_and_fp16(zoo_model, tmp_path):
 
 
 @models(["vit_b_16"])
-def test_vit_builds_fp16(zoo_model, tmp_path):
-    """ViT-B/16 is big: one build (fp16: the typed attention path)."""
+def test_vit_builds_fp32_and_fp16(zoo_model, tmp_path):
+    """ViT-B/16 (fp16: the typed attention path); each engine deleted once checked (0.35 GB in fp32)."""
     _, wts = zoo_model
-    out = tmp_path / "vit_fp16.engine"
-    res = build_engine("vit_b_16", wts, out, BuildOptions(precision="fp16", batch=(1, 4, 8), opt_level=0),
-                       log=lambda m: None)
-    assert res.built
-    assert engine_file.read_meta(out)["outputs"] == [{"name": "logits", "shape": [-1, 1000], "dtype": "float32"}]
+    for precision in ("fp32", "fp16"):
+        out = tmp_path / f"vit_{precision}.engine"
+        res = build_engine("vit_b_16", wts, out, BuildOptions(precision=precision, batch=(1, 4, 8), opt_level=0),
+                           log=lambda m: None)
+        assert res.built
+        meta = engine_file.read_meta(out)
+        assert meta["precision"] == precision
+        assert meta["outputs"] == [{"name": "logits", "shape": [-1, 1000], "dtype": "float32"}]
+        out.unlink()
 
 
 @models(["unet"])
