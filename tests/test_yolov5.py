@@ -138,10 +138,12 @@ def test_non_square_input(name, hw, wts, tmp_path):
     assert res.meta["outputs"][0]["shape"] == [-1, n_boxes(3, hw, strides_of(name)), 85]
 
 
-def test_fp16_build(wts, tmp_path):
-    res = build_engine("yolov5s", wts("yolov5s"), tmp_path / "e.engine", BuildOptions(precision="fp16", opt_level=0))
+@pytest.mark.parametrize("name", ["yolov5s", "yolov5n6", "yolov5n-v5"])  # each layout (v6/v7, P6, v5.0) in fp16 too
+def test_fp16_build(name, wts, tmp_path):
+    res = build_engine(name, wts(name), tmp_path / "e.engine", BuildOptions(precision="fp16", opt_level=0))
     assert res.meta["precision"] == "fp16" and res.meta["outputs"][0]["dtype"] == "float32"
-    assert res.meta["outputs"][0]["shape"] == [-1, 25200, 85]
+    hw = (1280, 1280) if name.endswith("6") else (640, 640)
+    assert res.meta["outputs"][0]["shape"] == [-1, n_boxes(3, hw, strides_of(name)), 85]
 
 
 def custom_nc_yaml(tmp_path, name: str = "yolov5s", nc: int = 3) -> Path:
