@@ -120,6 +120,29 @@ def test_verify_cpu_matches_pytorch(zoo_model):
           f"{max(r.error for r in compared):.2e}")
 
 
+ODD_HW = (97, 75)  # (H, W), as `--input-shape 97x75`: neither a multiple of 16 (nor of 2)
+
+
+@models(["mobilenet_v2", "mobilenet_v3_large", "efficientnet_b0", "resnext50_32x4d", "wide_resnet50_2"])
+def test_verify_cpu_at_odd_size(zoo_model):
+    """At 97x75 (H x W) every stride-2 stage rounds up (97 -> 49 -> 25 -> 13 -> 7 -> 4, 75 -> 38 -> 19 -> 10 -> 5
+    -> 3) and the classifier pools a non-square map: every matched layer and the output within 1e-5 of PyTorch in
+    float64, as at 224 (test_verify_cpu_matches_pytorch). The UNet is verified at 100x75 there; ViT-B/16 takes
+    only 224."""
+    model, wts = zoo_model
+    name = wts.stem
+    report = verify(name, wts, model, cpu=True, opts=BuildOptions(input_hw=ODD_HW), log=lambda m: None)
+    assert report.ok, report.summary() + "\n" + report.table()
+    compared = [r for r in report.rows if r.error is not None]
+    assert compared[0].shape[-2:] == (49, 38)  # the stem's stride-2 output: H and W not swapped
+    assert compared[-1].module == "(model output)" and compared[-1].shape == (1, 1000)
+    assert max(r.error for r in compared) <= 1e-5
+    n_convs = sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+    assert len(compared) >= min(n_convs, 60)
+    print(f"RESULT {name} verify --cpu fp32 {ODD_HW[0]}x{ODD_HW[1]}: {len(compared)} layers, max rel err "
+          f"{max(r.error for r in compared):.2e}")
+
+
 @models(["efficientnet_b0", "vit_b_16", "unet"])
 def test_fp16_definition_within_fp16_tolerance(zoo_model):
     """The fp16 network evaluated with float16 rounding (SiLU/squeeze-excitation; attention scores, softmax and
