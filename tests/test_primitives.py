@@ -108,6 +108,8 @@ CASES = {
     "flatten_2": ("Flatten", Fn(lambda x: torch.flatten(x, 2)), X, {"start_dim": 2}, False),
     "reduce_mean": ("Reduce", Fn(lambda x: x.mean((2, 3), keepdim=True)), X, {"dims": [2, 3], "keepdim": True}, False),
     "reduce_max": (lambda n, x, p: n.reduce(x, p, "max", -1), Fn(lambda x: x.amax(-1)), X, {}, False),
+    "reduce_sum": (lambda n, x, p: n.reduce(x, p, "sum", (1, -1), keepdim=True),
+                   Fn(lambda x: x.sum((1, -1), keepdim=True)), X, {}, False),
     "resize_nearest_size": ("Resize", Fn(lambda x: F.interpolate(x, size=(7, 9))), X, {"size": [7, 9]}, False),
     "resize_nearest_scale": ("Resize", Fn(lambda x: F.interpolate(x, scale_factor=1.5)), X, {"scale_factor": 1.5},
                              False),
