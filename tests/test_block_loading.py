@@ -3,6 +3,7 @@
 blocks. CPU builds (TensorRT-RTX)."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import site
@@ -18,7 +19,7 @@ import pytest
 from netdef import blocks as builtin_blocks, block_modules, registry  # netdef's blocks: in clean_registry's copy
 from netdef.cli import main
 from netdef.errors import NetdefError, OptionError, SpecError
-from netdef.wts import write_wts
+from netdef.wts import read_wts, write_wts
 
 ROOT = Path(__file__).resolve().parent.parent
 BLOCK_SOURCE = '''
@@ -518,3 +519,73 @@ def test_width_and_repeat_arguments_a_row_cannot_give_by_name_are_refused(clean_
         assert "Bad" not in registry.BLOCKS
     registry.block("Only", width_args=("c2",))(only)
     registry.block("Star", width_args=("c2",), repeat_arg="n")(star)  # c2 named, n taken by **kwargs: as before
+
+
+def test_show_lists_the_rows_of_a_block_file_given_with_blocks(tiny, capsys):
+    """`netdef show --blocks FILE.py`: the YAML's row of the block defined there is listed with its arguments, keys,
+    shapes and parameters, and the key report passes; without --blocks the row's block is unknown."""
+    args = ["show", str(tiny / "tiny.yaml"), "-w", str(tiny / "tiny.wts")]
+    assert main(args) == 1
+    assert "tiny.yaml:6: row 0: unknown block 'TinyConvRelu'" in capsys.readouterr().err
+    assert main([*args, "--blocks", str(tiny / "tiny_blocks.py")]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^0 +-1 +1 +40 +TinyConvRelu +conv1 +\(B, 4, 8, 8\) +\[c2=4\]$", out, re.M), out
+    assert re.search(r"^ +conv1\.weight \[4, 1, 3, 3\]\n +conv1\.bias \[4\]$", out, re.M), out
+    assert "tiny: 3 rows, 811 parameters" in out and "every key there is used" in out
+
+
+def test_calibrate_with_a_block_file_given_with_blocks(tiny, capsys, monkeypatch):
+    """`netdef calibrate --blocks FILE.py`. Without --blocks the YAML's block is unknown. With it, calibration
+    needs a CUDA GPU and full TensorRT (it runs an engine): on TensorRT-RTX without a GPU it loads the block, the
+    YAML, the data and the weights and then says so. With only the engine's run replaced by netdef's float64
+    evaluator of the same recording network, the rest is real: the FP32 recording engine with the block is built
+    (TensorRT-RTX), the ranges are collected and the table written, and an int8 build with it and --blocks works."""
+    from netdef import runtime, trt_api
+    from netdef.engine_file import read_meta
+    from netdef.int8.calibrate import recording_network
+    from netdef.spec import load_spec
+    from netdef.verify.evaluate import evaluate
+
+    torch = pytest.importorskip("torch")
+    x = np.random.default_rng(1).standard_normal((6, 1, 8, 8)).astype(np.float32)
+    np.save(tiny / "x.npy", x)
+    table = tiny / "t.json"
+    args = ["calibrate", str(tiny / "tiny.yaml"), "-w", str(tiny / "tiny.wts"), "-d", str(tiny / "x.npy"),
+            "-o", str(table), "--method", "max", "--batch", "4"]
+    assert main(args) == 1
+    assert "tiny.yaml:6: row 0: unknown block 'TinyConvRelu'" in capsys.readouterr().err
+    args += ["--blocks", str(tiny / "tiny_blocks.py")]
+    gpu = trt_api.can_run_engines()  # on a GPU, the whole calibration runs as it is
+    if not gpu:
+        assert main(args) == 1
+        err = capsys.readouterr().err
+        assert "error: calibration runs the FP32 network on a CUDA GPU with full TensorRT" in err, err
+        assert not table.exists()
+
+    class CpuEngine:
+        """The recording engine's outputs computed by netdef's evaluator (float64) from its network definition."""
+
+        def __init__(self, path):
+            assert read_meta(path)["calibration_points"] == {"conv1": "conv", "fc": "linear"}  # the built engine
+            net, _ = recording_network(load_spec(tiny / "tiny.yaml"), tiny / "tiny.wts")
+            self.layers = trt_api.describe_layers(net.definition)
+            self.outputs = [net.definition.get_output(i).name for i in range(net.definition.num_outputs)]
+
+        def infer(self, x, as_numpy=True):
+            values = evaluate(self.layers, {"input": x})
+            return {name: values[name].numpy() for name in self.outputs}
+
+    with monkeypatch.context() as m:
+        if not gpu:
+            m.setattr(trt_api, "can_run_engines", lambda: True)
+            m.setattr(runtime, "Engine", CpuEngine)
+        assert main(args) == 0
+    assert f"wrote {table}: 2 ranges from 6 inputs" in capsys.readouterr().out
+    amax = json.loads(table.read_text())["amax"]
+    w = {k: torch.as_tensor(v).double() for k, v in read_wts(tiny / "tiny.wts").items()}  # flat arrays
+    hidden = torch.nn.functional.conv2d(torch.as_tensor(x).double(), w["conv1.weight"].reshape(4, 1, 3, 3),
+                                        w["conv1.bias"], padding=1).relu()
+    assert amax == pytest.approx({"conv1": float(np.abs(x).max()), "fc": float(hidden.max())}, rel=1e-5)
+    assert main(["build", str(tiny / "tiny.yaml"), "-w", str(tiny / "tiny.wts"), "-o", str(tiny / "int8.engine"),
+                 "--precision", "int8", "--calibration", str(table), "--blocks", str(tiny / "tiny_blocks.py")]) == 0
+    assert read_meta(tiny / "int8.engine")["precision"] == "int8"
