@@ -622,6 +622,29 @@ def test_a_model_file_of_your_own_is_a_source(tiny, tmp_path, capsys):
         verify(yaml(), wts, f"{tmp_path}/nothere.py:make", cpu=True, log=lambda m: None)
 
 
+def test_a_checkpoint_of_the_pickled_model_is_a_source_on_the_command_line(tiny, tmp_path, capsys):
+    """`netdef verify --model CHECKPOINT`: a .pt of the pickled nn.Module (torch.save(model)) and a trainer's
+    checkpoint dict holding it (its 'model') are loaded, the .wts put in, and every layer compared; a .pt of a bare
+    state_dict is refused as no model, exit status 1."""
+    from tiny_model import make  # the tiny fixture's module: the checkpoints unpickle its class
+
+    yaml, wts = tiny
+    model = make()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()  # the checkpoint's own values: replaced by the .wts's
+    torch.save(model, tmp_path / "tiny.pt")
+    torch.save({"epoch": 3, "model": model, "optimizer": None}, tmp_path / "best.pt")
+    for ckpt in ("tiny.pt", "best.pt"):
+        assert main(["verify", yaml(), "-w", wts, "--model", str(tmp_path / ckpt), "--cpu"]) == 0
+        out, err = capsys.readouterr()
+        assert "PASS: 4 of 4 matched layers" in out, out + err
+        assert f"loading {tmp_path / ckpt} with PyTorch" in err
+    torch.save(model.state_dict(), tmp_path / "sd.pt")
+    assert main(["verify", yaml(), "-w", wts, "--model", str(tmp_path / "sd.pt"), "--cpu"]) == 1
+    assert "gives a OrderedDict, not a torch.nn.Module; verify needs the model's code" in capsys.readouterr().err
+
+
 def test_planted_wrong_stride_is_named_first(tiny, capsys):
     yaml, wts = tiny
     assert main(["verify", yaml(stride=1), "-w", wts, "--model", "tiny_model:make", "--cpu"]) == 1
