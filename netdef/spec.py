@@ -418,7 +418,7 @@ def _spec(text: str, path: Path | None, where: str, stem: str, base: Path, scale
     used: set[str] = set()
     for i, (raw, node) in enumerate(zip(raw_rows, row_nodes)):
         spec.rows.append(_parse_row(where, i, node.start_mark.line + 1, raw, params, gd, width, key_prefix, used,
-                                    raw_rows))
+                                    raw_rows, _prefix_text(node)))
     unused = [k for k in params if k not in used]  # a typo, or an Ultralytics option netdef ignores
     if unused:
         raise fail(unused[0], f"unknown top-level key: no row uses it (netdef reads {', '.join(sorted(RESERVED))} "
@@ -537,9 +537,21 @@ def rows_text(blocks: Mapping[str, list[int]]) -> str:
                      for b, rows in blocks.items())
 
 
+def _prefix_text(node: Any) -> str | None:
+    """The key prefix of a row as written: the text of its fifth element where YAML reads it as a number or a
+    boolean (`1.10` is the float 1.1, `010` the octal 8, `on` true, which str() would make '1.1', '8', 'True');
+    None where it is no such scalar."""
+    if not isinstance(node, yaml.SequenceNode) or len(node.value) < 5:
+        return None
+    item = node.value[4]
+    if not isinstance(item, yaml.ScalarNode) or item.style is not None:  # quoted: a string as it is
+        return None
+    return item.value if item.tag.endswith((":int", ":float", ":bool")) else None
+
+
 def _parse_row(where: str, i: int, line: int, raw: Any, params: dict, gd: float,
                width: tuple[float, int | None, set[int]], key_prefix: str, used: set[str],
-               all_rows: list[Any] | None = None) -> Row:
+               all_rows: list[Any] | None = None, prefix_text: str | None = None) -> Row:
     def fail(msg: str) -> SpecError:
         return SpecError(f"{where}:{line}: row {i}: {msg}")
 
@@ -556,7 +568,9 @@ def _parse_row(where: str, i: int, line: int, raw: Any, params: dict, gd: float,
         raise fail(f"{problem} (row options: {'; '.join(f'{k}: {v}' for k, v in ROW_OPTIONS.items())})")
     scaled = options.get("scale", True)
     frm, number, name, args = raw[:4]
-    prefix = str(raw[4]) if len(raw) == 5 else f"{key_prefix}.{i}"  # a number (`0`) is a key prefix too
+    # a number (`0`, `1.10`) is a key prefix too, as written (str() of YAML's float 1.1 would drop the 0)
+    prefix = (prefix_text if isinstance(raw[4], (int, float)) and prefix_text is not None else str(raw[4])) \
+        if len(raw) == 5 else f"{key_prefix}.{i}"
     multi = isinstance(frm, list)
     sources = []
     for f in (frm if multi else [frm]):

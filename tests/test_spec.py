@@ -216,6 +216,17 @@ def test_numeric_keys_and_prefixes_are_key_names(tmp_path):
         assert {"5.0", "7"} <= names
 
 
+def test_a_key_prefix_yaml_reads_as_a_float_or_a_boolean_is_the_prefix_as_written(tmp_path):
+    """A prefix `1.10` (module 10 of nn.Sequential 1) is YAML's float 1.1: the row reads `1.10.*`, not `1.1.*`
+    (str() of the float, which read another module's keys where the file has both); `2.0`, `on` and a quoted
+    `"1.10"` are the prefixes as written too, with or without a row options mapping after them."""
+    rows = [("[-1, 1, Conv2d, {c2: 4, k: 3}, 1.10]", "1.10"), ('[-1, 1, Conv2d, {c2: 4, k: 3}, "1.10"]', "1.10"),
+            ("[-1, 1, Conv2d, {c2: 4, k: 3}, 2.0, {scale: false}]", "2.0"),
+            ("[-1, 1, Conv2d, {c2: 4, k: 3}, on]", "on"), ("[-1, 1, Conv2d, {c2: 4, k: 3}, 10]", "10")]
+    p = write(tmp_path, "input: {shape: [3, 16, 16]}\nlayers:\n" + "".join(f"  - {r}\n" for r, _ in rows))
+    assert [row.prefix for row in load_spec(p).rows] == [prefix for _, prefix in rows]
+
+
 def test_row_option_scale_false_keeps_number_and_channels(tmp_path):
     p = write(tmp_path, "input: {shape: [3, 64, 64]}\ndepth_multiple: 0.33\nwidth_multiple: 0.5\nlayers:\n"
                         "  - [-1, 1, Conv, [64, 3, 2]]\n  - [-1, 3, C3, [128]]\n"
