@@ -227,6 +227,32 @@ def test_a_key_prefix_yaml_reads_as_a_float_or_a_boolean_is_the_prefix_as_writte
     assert [row.prefix for row in load_spec(p).rows] == [prefix for _, prefix in rows]
 
 
+def test_a_key_argument_of_a_block_of_ones_own_arrives_as_yaml_typed_it(tmp_path):
+    """docs/writing-blocks.md's rule: the registry does not know which arguments name keys, so `{conv: 0}` reaches
+    a block of one's own as the int 0 (netdef's ConvBnAct converts its `conv` and `bn`); the docs' example block
+    builds its key with an f-string and reads `prefix.0.*`, unquoted or quoted."""
+    got = []
+
+    @block("TestConvFrom")
+    def conv_from(net, x, prefix, c2, conv="conv"):
+        got.append(conv)
+        return net.conv(x, f"{prefix}.{conv}", c2, 3)
+
+    try:
+        rng = np.random.default_rng(0)
+        w = {"stem.0.weight": rng.random((8, 3, 3, 3)), "stem.0.bias": rng.random(8), "fc.weight": rng.random((4, 8)),
+             "fc.bias": rng.random(4)}
+        for conv in ("0", '"0"'):
+            p = write(tmp_path, GOOD.replace("ConvBnAct, {c2: 8, k: 3, bn: bn}",
+                                             f"TestConvFrom, {{c2: 8, conv: {conv}}}"))
+            net = Network({k: v.astype(np.float32) for k, v in w.items()})
+            build_network(load_spec(p), net)
+            assert net.check_keys() == [] and net.used == set(w)
+        assert got == [0, "0"]
+    finally:
+        BLOCKS.pop("TestConvFrom")
+
+
 def test_row_option_scale_false_keeps_number_and_channels(tmp_path):
     p = write(tmp_path, "input: {shape: [3, 64, 64]}\ndepth_multiple: 0.33\nwidth_multiple: 0.5\nlayers:\n"
                         "  - [-1, 1, Conv, [64, 3, 2]]\n  - [-1, 3, C3, [128]]\n"
