@@ -455,6 +455,16 @@ def run(engine: str | Path, concurrency: Sequence[int], seconds: float, serve_ar
     return lines
 
 
+def parse_levels(text: str) -> list[int]:
+    """--concurrency's client counts (1,8,64), each >= 1: an OptionError naming the option otherwise."""
+    from netdef.cli.options import parse_numbers
+
+    levels = parse_numbers(text, "--concurrency", int, what="client counts such as 1,8,64")
+    if min(levels) < 1:
+        raise OptionError(f"--concurrency {text}: counts must be >= 1")
+    return levels
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("engine")
@@ -474,11 +484,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
 
     def go() -> None:
-        from netdef.cli.options import parse_numbers
-
-        levels = parse_numbers(a.concurrency, "--concurrency", int, what="client counts such as 1,8,64")
-        if min(levels) < 1:
-            raise OptionError(f"--concurrency {a.concurrency}: counts must be >= 1")
+        levels = parse_levels(a.concurrency)
         extra = ["--max-queue-delay-us", a.max_queue_delay_us] + (["--devices", a.devices] if a.devices else []) + \
             (["--allow-shared-device"] if a.allow_shared_device else [])
         image = None

@@ -163,14 +163,21 @@ def check_answers(engine: Path, feeds: dict[str, Any], answers: dict[str, Any], 
         from netdef.runtime import Engine
 
         want = Engine(engine).infer(feeds, as_numpy=True)
+    if set(answers) != set(want):
+        raise NetdefError(f"the stub answered outputs {sorted(answers)}, {source} gives {sorted(want)}")
     for name, got in answers.items():
-        if got.shape != want[name].shape or not np.allclose(got, want[name], rtol=1e-5, atol=1e-6):
+        if got.shape != want[name].shape:
+            raise NetdefError(f"output '{name}' served from the stub has shape {got.shape}, {source}'s "
+                              f"{want[name].shape}")
+        if not np.allclose(got, want[name], rtol=1e-5, atol=1e-6):
             raise NetdefError(f"output '{name}' served from the stub differs from {source} on the same inputs "
                               f"(largest difference {np.abs(got - want[name]).max():.3g})")
     return f"RESULT answers-stub batch={len(next(iter(feeds.values())))} equal={source}"
 
 
 def _wait_ready(http: str, model: str, timeout_s: float = 300) -> None:
+    """Wait until the server at `http` is live and `model` ready (a NetdefError with the repository index after
+    `timeout_s`: the model failed to load)."""
     import tritonclient.http as client
 
     c, deadline = client.InferenceServerClient(http), time.time() + timeout_s
@@ -182,6 +189,7 @@ def _wait_ready(http: str, model: str, timeout_s: float = 300) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line (see the module docstring); its exit status."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("engine")
     p.add_argument("--instances", type=int, default=1, help="model instances (stub processes) on the GPU")
@@ -193,10 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
 
     def go() -> None:
-        from netdef.cli.options import parse_numbers
-
-        levels = parse_numbers(a.concurrency, "--concurrency", int, what="client counts such as 1,8,64")
-        run(Path(a.engine), a.instances, levels, a.seconds, a.max_queue_delay_us, a.shared_memory, a.stand_in)
+        run(Path(a.engine), a.instances, bs.parse_levels(a.concurrency), a.seconds, a.max_queue_delay_us,
+            a.shared_memory, a.stand_in)
 
     return run_guarded(go, prog="bench_serve_in_stub.py")
 
