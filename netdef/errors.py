@@ -101,6 +101,10 @@ class NameTooLong(NetdefError, OSError):
         OSError.__init__(self, errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG), os.fspath(path))
         self.message = f"cannot write {os.fspath(path)}: {reason}"
         self.where = None
+        self.reason = reason
+
+    def __reduce__(self) -> tuple:  # OSError's would call __init__ with (errno, strerror, path)
+        return type(self), (self.filename, self.reason)
 
 
 class WrittenMeanwhile(NetdefError):

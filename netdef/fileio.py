@@ -180,9 +180,10 @@ def name_max(folder: Path) -> int:
     while not folder.exists() and folder.parent != folder:
         folder = folder.parent
     try:
-        return os.pathconf(folder, "PC_NAME_MAX")
+        n = os.pathconf(folder, "PC_NAME_MAX")
     except (OSError, ValueError, AttributeError):  # no pathconf (Windows), or the file system does not say
         return 255
+    return n if n > 0 else 255  # -1: no limit known; 0: a file system (FUSE, network) that reports none
 
 
 def check_name(path: Path) -> None:

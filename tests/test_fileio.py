@@ -68,3 +68,28 @@ def test_a_name_too_long_for_the_file_system_is_refused_before_anything_is_writt
                                           r"long, over the 64 bytes"):
         atomic_write(short, b"plan")
     assert [p.name for p in tmp_path.iterdir()] == [fine.name]
+
+
+@pytest.mark.parametrize("reported", [-1, 0])
+def test_a_file_system_that_reports_no_name_limit_gets_the_usual_one(tmp_path, monkeypatch, reported):
+    """pathconf's NAME_MAX of -1 (no limit known) or 0 (some FUSE and network file systems) is not a limit every
+    name passes: the usual 255 bytes is taken, and a plain write goes through."""
+    from netdef import fileio
+
+    monkeypatch.setattr(fileio.os, "pathconf", lambda folder, name: reported)
+    assert fileio.name_max(tmp_path) == 255
+    atomic_write_all({tmp_path / "model.plan": b"plan"})
+    assert (tmp_path / "model.plan").read_bytes() == b"plan"
+
+
+def test_a_name_too_long_error_survives_pickling(tmp_path):
+    """NameTooLong crosses process boundaries (multiprocessing workers) as itself: its message, file and errno."""
+    import errno
+    import pickle
+
+    from netdef.errors import NameTooLong
+
+    e = NameTooLong(tmp_path / "x", "its name is 300 bytes long")
+    back = pickle.loads(pickle.dumps(e))
+    assert type(back) is NameTooLong and str(back) == str(e) and back.filename == e.filename
+    assert back.errno == errno.ENAMETOOLONG

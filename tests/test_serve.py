@@ -188,6 +188,16 @@ def test_infer_function_serves_one_value_per_item_as_a_column():
     np.testing.assert_array_equal(out["score"], x.sum(axis=1)[:, None])
 
 
+def test_a_timing_line_with_an_escape_repr_never_writes_is_no_timing_line():
+    """parse_timing_line gives None, as for any other line, where the quoted model name holds an escape that
+    repr() never writes (a hand-edited or another program's line); it raised a SyntaxError."""
+    from netdef.deploy.serve import CallTimes, parse_timing_line
+
+    good = CallTimes(executions=2, items=5).line("m", 0)
+    assert parse_timing_line(good)["items"] == 5
+    assert parse_timing_line(good.replace("'m'", "'\\x'")) is None
+
+
 def test_the_time_in_netdefs_callable_and_in_the_engine_is_counted_and_read_back():
     """CallTimes: executions, items, the callable's time and Engine.infer's within it; the line `serve` logs when it
     stops is what bench_serve's `RESULT serve-callable` reads back."""
@@ -1221,3 +1231,33 @@ def test_engine_inside_the_stub_on_the_cpu_with_a_stand_in(engines):
     assert all(s["failed"] == "0" and int(s["requests"]) > 0 for s in stats), stats
     assert float(stats[1]["avg_batch"]) > 1, stats  # concurrency 8: the batcher joined requests
     assert not any("ratio" in line or "direct" in line for line in results), results
+
+
+def test_stub_answers_of_another_shape_or_name_are_named(monkeypatch):
+    """bench_serve_in_stub's answer check names an output of another shape, or other outputs, as a NetdefError
+    (numpy's broadcast error escaped for a shape); both load scripts refuse a client count below 1."""
+    import netdef.runtime
+
+    stub = load_script("bench_serve_in_stub")
+    feeds = {"input": np.ones((3, 4), np.float32)}
+
+    class Fake:  # the engine's answers: (3, 5) ones
+        def __init__(self, path):
+            pass
+
+        def infer(self, feeds, as_numpy):
+            return {"out": np.ones((3, 5), np.float32)}
+
+    monkeypatch.setattr(netdef.runtime, "Engine", Fake)
+    assert stub.check_answers(Path("e"), feeds, {"out": np.ones((3, 5), np.float32)}, stand_in=False) == \
+        "RESULT answers-stub batch=3 equal=Engine.infer"
+    with pytest.raises(NetdefError, match=r"output 'out' served from the stub has shape \(3, 4\), Engine.infer's "
+                                          r"\(3, 5\)"):
+        stub.check_answers(Path("e"), feeds, {"out": np.ones((3, 4), np.float32)}, stand_in=False)
+    with pytest.raises(NetdefError, match=r"the stub answered outputs \['logits'\], Engine.infer gives \['out'\]"):
+        stub.check_answers(Path("e"), feeds, {"logits": np.ones((3, 5), np.float32)}, stand_in=False)
+    with pytest.raises(NetdefError, match="differs from Engine.infer on the same inputs"):
+        stub.check_answers(Path("e"), feeds, {"out": np.full((3, 5), 2, np.float32)}, stand_in=False)
+    for bad in ("0", "8,-2"):
+        with pytest.raises(OptionError, match=f"--concurrency {bad}: counts must be >= 1"):
+            bench_serve().parse_levels(bad)

@@ -200,7 +200,10 @@ def parse_timing_line(line: str) -> dict[str, Any] | None:
     """The fields of a line `CallTimes.line` wrote (model: str; instance, executions, items: int; callable_ms,
     engine_ms: float, per execution), None for another line."""
     m = TIMING_LINE.match(line)
-    return None if m is None else {k: _TIMING_FIELDS[k][1](v) for k, v in m.groupdict().items()}
+    try:
+        return None if m is None else {k: _TIMING_FIELDS[k][1](v) for k, v in m.groupdict().items()}
+    except (SyntaxError, ValueError):  # a quoted name with an escape repr() never writes ('\\x'): not such a line
+        return None
 
 
 def infer_function(engine: Any, spec: Binding, times: CallTimes | None = None) -> Callable[..., dict[str, np.ndarray]]:
