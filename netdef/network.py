@@ -343,7 +343,7 @@ class Network:
             hint = (saved or _default_prefix_hint(missing, self.weights, self.used)
                     or _repeat_hint(missing, unused, self.weights, self.used)
                     or _sequence_row_hint(missing, unused, self.weights, self.used)
-                    or _shifted_rows_hint(missing, unused)
+                    or _shifted_rows_hint(missing, unused, self.weights)
                     or missing_modules_hint(list(missing), self.weights) or unused_modules_hint(unused, self.used)
                     or ("" if missing else "\n(netdef build --no-strict, BuildOptions(strict=False) in Python, "
                                            "allows unused keys)"))
@@ -1339,10 +1339,11 @@ def _sequence_row_hint(missing: Mapping[str, str], unused: list[str], present: I
             f"{where} names the repeats prefix.0, prefix.1, ...; give each module its own row (number 1)")
 
 
-def _shifted_rows_hint(missing: Mapping[str, str], unused: list[str]) -> str:
+def _shifted_rows_hint(missing: Mapping[str, str], unused: list[str], present: Iterable[str]) -> str:
     """Where each missing key `x.N.rest` is the file's unused `x.{N + 1}.rest` (rows whose key prefixes count the
     rows, Ultralytics' model.N, each reading the keys of the module before theirs: the YAML lacks a row), a line
-    naming the first module the rows read short; '' otherwise."""
+    naming the first module the rows read short; '' otherwise, and where the file has no key of that first module
+    x.N (two rows swapped around a weightless one, an Upsample: `missing_modules_hint` says that better)."""
     spare, shifted = set(unused), []
     for key in missing:
         m = re.fullmatch(r"(.*?)\.(\d+)\.(.+)", key)
@@ -1352,6 +1353,8 @@ def _shifted_rows_hint(missing: Mapping[str, str], unused: list[str]) -> str:
     if not shifted or len({base for base, _, _ in shifted}) != 1:
         return ""
     base, n, first = min(shifted, key=lambda s: s[1])
+    if not any(key.startswith(f"{base}.{n}.") for key in present):
+        return ""
     rest = first[len(f"{base}.{n}."):]
     return (f"\nEach missing key is the file's unused key of the next module ('{first}' is the file's "
             f"'{base}.{n + 1}.{rest}'): the rows from {missing[first] or f'the one of {base}.{n}'} on read the keys of "

@@ -182,10 +182,10 @@ def resolve_arch(name_or_path: str | Path, *, own: bool = False) -> tuple[Path, 
         family = _family_file(p.stem, p.parent, p.suffix)
         if family:
             return family
-        own = f" (netdef's own {p.stem} is named without .yaml: `{p.stem}`)" if p.stem in available_archs() else ""
+        note = f" (netdef's own {p.stem} is named without .yaml: `{p.stem}`)" if p.stem in available_archs() else ""
         other = p.with_suffix(".yml" if p.suffix == ".yaml" else ".yaml")
-        own = own or (f" ({other} exists: give that path)" if other.is_file() else "")
-        raise SpecError(f"architecture file not found: {p}{own}")
+        note = note or (f" ({other} exists: give that path)" if other.is_file() else "")
+        raise SpecError(f"architecture file not found: {p}{note}")
     for d in _arch_dirs()[1:] if own else _arch_dirs():
         if (d / f"{p}.yaml").is_file():
             return d / f"{p}.yaml", None

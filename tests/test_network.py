@@ -235,6 +235,17 @@ def test_rows_counted_in_their_key_prefixes_after_a_missing_row_say_so():
         "also get its input, and their `from` indices shift")
 
 
+def test_two_rows_swapped_around_a_weightless_one_are_not_called_a_missing_row():
+    """The same shifted keys where the file has no key of the first module the rows read short (a Conv and the
+    weightless Upsample after it swapped in the YAML): no 'row missing' hint, which would blame every later row."""
+    from netdef.network import _shifted_rows_hint
+
+    missing = {"model.10.conv.weight": "row 10", "model.10.bn.weight": "row 10"}
+    unused = ["model.11.conv.weight", "model.11.bn.weight"]
+    assert _shifted_rows_hint(missing, unused, ["model.9.conv.weight", *unused]) == ""
+    assert "Is a row missing" in _shifted_rows_hint(missing, unused, ["model.10.fc.weight", *unused])
+
+
 def test_fp16_network_is_typed_where_strong_typing_exists(resnet18_weights):
     net = Network(resnet18_weights, precision="fp16")
     build_network(load_spec("resnet18"), net)

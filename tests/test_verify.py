@@ -1361,3 +1361,15 @@ def test_a_tensor_matched_with_several_modules_is_compared_with_each(tmp_path):
     assert [(r.layer, r.module, r.status) for r in report.rows[:3]] == [
         ("body.0", "body.1", "pass"), ("body.0", "body", "pass"), ("body.0", "id", "pass")]
     assert report.ok and report.uncompared == []
+
+
+def test_the_summary_counts_layers_not_comparisons():
+    """A layer compared with two modules (its BatchNorm's and its Sequential's output) is one matched layer in the
+    summary, failed where either comparison fails."""
+    from netdef.verify.report import Report, Row
+
+    rows = [Row("conv1", "bn1", (1, 4), 1e-7, "pass"), Row("conv1", "stem", (1, 4), 2e-7, "pass"),
+            Row("conv2", "bn2", (1, 4), 1e-7, "pass"), Row("conv2", "block", (1, 4), 1e-3, "FAIL"),
+            Row("relu", "act", (1, 4), None, "skip")]
+    summary = Report("m", "CPU", 1e-5, rows, unmatched=0).summary()
+    assert ": FAIL: 1 of 2 matched layers within 1e-05, 1 skipped," in summary, summary

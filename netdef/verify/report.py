@@ -68,7 +68,11 @@ class Report:
     def summary(self) -> str:
         """One line: the verdict, counts, the first divergent layer (or the largest errors) and modules never
         compared."""
-        counts = {s: sum(r.status == s for r in self.rows) for s in ("pass", "FAIL", "skip")}
+        status: dict[str, str] = {}  # layer -> its verdict (a layer compared with several modules fails if one fails)
+        for r in self.rows:
+            if status.get(r.layer) != "FAIL":
+                status[r.layer] = r.status
+        counts = {s: sum(v == s for v in status.values()) for s in ("pass", "FAIL", "skip")}
         compared = counts["pass"] + counts["FAIL"]
         first = self.first_failure
         verdict = "PASS" if self.ok else "FAIL"
