@@ -550,12 +550,17 @@ def _why_no_architecture(cfg: dict, output: str | Path) -> str:
                 f"with --blocks (docs/writing-blocks.md)")
     stem = Path(str(cfg.get("yaml_file"))).stem  # Ultralytics records the scale in it: yolov8n-ghost-p2
     scales = cfg.get("scales")
+    picks = "the scale letter in the name picks the scale"
     if isinstance(scales, dict) and scales and not cfg.get("scale"):  # none in the name: Ultralytics took the first
         from .spec import _scaled_names
 
-        stem = _scaled_names(stem, [str(next(iter(scales)))])[0]
-    return (f"; its rows are all netdef blocks: copy Ultralytics' YAML of it to {stem}.yaml (the scale letter in the "
-            f"name picks the scale; input 'images' at 640x640 unless its `input:` says otherwise), check it with "
+        first = str(next(iter(scales)))
+        scaled = _scaled_names(stem, [first])[0]
+        if scaled == stem:  # no digits to put the scale after (custom.yaml): the YAML's `scale:` key says it
+            picks = f"with `scale: {first}` added, the scale Ultralytics took for a name without one"
+        stem = scaled
+    return (f"; its rows are all netdef blocks: copy Ultralytics' YAML of it to {stem}.yaml ({picks}; "
+            f"input 'images' at 640x640 unless its `input:` says otherwise), check it with "
             f"`netdef verify {stem}.yaml -w {output} --model CHECKPOINT --cpu` and build it with "
             f"`netdef build {stem}.yaml -w {output}`")
 

@@ -509,6 +509,11 @@ def _multiples(data: dict, scale: str | None, fail: Any, path: Path | None,
             raise fail("scales", f"this architecture is a family: name one of its scales ({', '.join(names)}), e.g. "
                                  f"parse_spec(text, {names[0]!r})")
         scaled = path.with_name(_scaled_names(stem, list(scales)[:1])[0] + path.suffix)
+        if scaled == path:  # no digits in the file name to put a scale after (custom.yaml): its `scale:` picks one
+            first = next(iter(scales))
+            raise fail("scales", f"this file is a family and its name ({path.name}) carries no scale: add `scale: "
+                                 f"{first}` (one of {', '.join(map(str, scales))}) to it; Ultralytics takes the first "
+                                 f"of its `scales:`, {first}, for a file named without one")
         by_path = f" or by a path with the scale in the file name ({scaled} for {path.name})" if scaled != path else ""
         raise fail("scales", f"this file is a family: build one of its scales by name ({', '.join(names)}){by_path}")
     if scale not in scales:

@@ -526,6 +526,9 @@ def test_a_family_yaml_named_without_a_scale_gets_the_scale_ultralytics_took():
     assert "copy Ultralytics' YAML of it to my-yolo11t-neck.yaml" in _why_no_architecture(cfg, "w.wts")
     assert "to my-yolo11s-neck.yaml" in _why_no_architecture(dict(cfg, scale="s", yaml_file="my-yolo11s-neck.yaml"),
                                                              "w.wts")
+    # custom.yaml: no digits to put the scale after; the copy gets Ultralytics' `scale:` key instead
+    hint = _why_no_architecture(dict(cfg, yaml_file="a/custom.yaml"), "w.wts")
+    assert "copy Ultralytics' YAML of it to custom.yaml (with `scale: t` added, the scale Ultralytics took" in hint
 
 
 def test_a_sources_builder_takes_keyword_arguments(tmp_path):

@@ -265,6 +265,21 @@ def test_a_family_file_named_with_a_scale_builds_that_scale(tmp_path):
         load_spec(tmp_path / "my-yolo11q.yaml")
 
 
+def test_a_family_file_named_without_digits_is_told_to_add_a_scale_key(tmp_path):
+    """custom.yaml, a copy of yolo11.yaml (Ultralytics took its first scale, warning): no file name picks a scale, so
+    the error says to add Ultralytics' `scale:` key (it said 'build one of its scales by name (custom)'), which then
+    builds that scale."""
+    ref = load_spec("yolo11s")
+    (tmp_path / "custom.yaml").write_text(ref.text)
+    with pytest.raises(SpecError, match=r"this file is a family and its name \(custom\.yaml\) carries no scale: add "
+                                        r"`scale: n` \(one of n, s, m, l, x\) to it; Ultralytics takes the first"):
+        load_spec(tmp_path / "custom.yaml")
+    (tmp_path / "custom.yaml").write_text("scale: s\n" + ref.text)
+    spec = load_spec(tmp_path / "custom.yaml")
+    assert spec.scale == "s"
+    assert [(r.block, r.args, r.n) for r in spec.rows] == [(r.block, r.args, r.n) for r in ref.rows]
+
+
 # ---------------------------------------------------------------- import structure
 
 @pytest.mark.parametrize("module, must_not_load", [
