@@ -588,6 +588,28 @@ def test_a_missing_dfl_key_is_built_from_its_fixed_values_and_said(models, tmp_p
     assert report.ok, report.summary()
 
 
+@pytest.mark.parametrize("arch, kind", [("yolo11n", "DetectionModel"), ("yolov8n-seg", "SegmentationModel"),
+                                        ("yolo11n-pose", "PoseModel")])
+def test_dfl_bins_come_from_the_weights(arch, kind):
+    """A model trained from a YAML with Ultralytics' `reg_max: 8` key: netdef's family file builds it with the
+    weights' DFL bins (box outputs / 4), as it takes their class count. It was refused with 'set `reg_max:` in the
+    YAML', a top-level key netdef's YAML refuses where no row names it. The network computes what Ultralytics'
+    model does (verify --cpu)."""
+    import yaml
+
+    from netdef.verify import verify
+
+    family, scale, task = ref.NAME.match(arch).groups()
+    cfg = yaml.safe_load(ref.cfg_text(f"{family}{task or ''}"))
+    cfg.update(scale=scale, reg_max=8, nc=3)
+    model, sd = ref.model_from_cfg(cfg, kind)
+    assert model.model[-1].reg_max == 8
+    net = define_network(arch, sd, BuildOptions(input_hw=(64, 64)), log=lambda m: None)
+    assert net.key_report() == ({}, [])
+    report = verify(arch, sd, model, cpu=True, opts=BuildOptions(input_hw=(64, 64)), log=lambda m: None)
+    assert report.ok, report.summary()
+
+
 def test_weights_of_another_task_name_it(models):
     """YOLO26 weights of one task built as another: the error names the modules that differ and the family member
     the weights fit; an oriented-box model's (yolo26n-obb) extra branch is named as one netdef has no head for."""

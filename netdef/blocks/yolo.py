@@ -171,11 +171,11 @@ def _phases(net: Network, x: Any, name: str) -> Any:
 
 @block("Detect", params=HEAD_PARAMS)
 def detect(net: Network, x: Any, prefix: str, nc: int, anchors: list | int | None = None,
-           strides: list[int] | None = None, reg_max: int = 16, end2end: bool = False) -> Any:
+           strides: list[int] | None = None, reg_max: int | None = None, end2end: bool = False) -> Any:
     """YOLOv5 head: 1x1 conv `prefix.m.{i}` per level, decoded as YOLOv5 v6/v7 inference to (B, N, 5 + nc)
     = (x, y, w, h in input pixels, objectness, class scores). Without `anchors`, the anchor-free YOLOv8/YOLO11
-    head (netdef.blocks.yolo_heads.detect_anchor_free; `reg_max` DFL bins): (B, 4 + nc, N), or with `end2end`
-    YOLO26's top-k detections (B, max_det, 6).
+    head (netdef.blocks.yolo_heads.detect_anchor_free; `reg_max` DFL bins, by default the weights'): (B, 4 + nc,
+    N), or with `end2end` YOLO26's top-k detections (B, max_det, 6).
 
     Anchors come from the weights (`prefix.anchors`, grid units; `prefix.anchor_grid`, pixels, in older
     checkpoints) or else from `anchors` (pixels per level, as in the YAML). Strides follow from the input

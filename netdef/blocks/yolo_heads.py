@@ -45,7 +45,7 @@ TOPK_MAX = 3840  # the largest k of TensorRT's TopK layer (8.6 to 10 and RTX)
 
 # ---------------------------------------------------------------- anchor-free Detect
 
-def detect_anchor_free(net: Network, feats: list, prefix: str, nc: int, reg_max: int = REG_MAX,
+def detect_anchor_free(net: Network, feats: list, prefix: str, nc: int, reg_max: int | None = None,
                        strides: list[int] | None = None, end2end: bool = False) -> Any:
     """YOLOv8/YOLO11 head in eval mode: per level a box branch `cv2.i` (Conv, Conv, Conv2d to 4*reg_max) and a
     class branch `cv3.i` (YOLOv8: Conv, Conv, Conv2d; YOLO11: (DWConv, Conv) twice, Conv2d: read from the
@@ -73,7 +73,7 @@ def _prediction(net: Network, prefix: str, box: Any, cls: Any, extra: Any = None
                                **nms_params(net, anchor_free=True))
 
 
-def detect_end2end(net: Network, feats: list, prefix: str, nc: int, reg_max: int = REG_MAX,
+def detect_end2end(net: Network, feats: list, prefix: str, nc: int, reg_max: int | None = None,
                    strides: list[int] | None = None, extra: Any = None, task: dict | None = None) -> Any:
     """YOLO26's end-to-end head as Ultralytics runs it with `model.end2end = True` (predictor, exporter): the
     one-to-one branches `one2one_cv2`/`one2one_cv3` decoded to x1, y1, x2, y2 boxes and class scores, then
@@ -168,7 +168,7 @@ def _check_head(net: Network, prefix: str) -> None:
 
 
 @block("Pose", params={**HEAD_PARAMS, "kpt_shape": KPT_SHAPE})
-def pose(net: Network, x: list, prefix: str, nc: int, kpt_shape: Sequence[int] = (17, 3), reg_max: int = REG_MAX,
+def pose(net: Network, x: list, prefix: str, nc: int, kpt_shape: Sequence[int] = (17, 3), reg_max: int | None = None,
          strides: list[int] | None = None) -> Any:
     """YOLOv8/YOLO11 pose head in eval mode: Detect's (B, 4 + nc, N) followed by the keypoints of branch `cv4.i`
     (Conv, Conv, Conv2d to nk = kpts x dims), decoded as Ultralytics' `Pose.kpts_decode`: x, y in input pixels
@@ -224,7 +224,7 @@ def _decode_kpts(net: Network, raw: Any, prefix: str, feats: list, sizes: list[t
 
 
 @block("Pose26", params={**HEAD_PARAMS, "kpt_shape": KPT_SHAPE})
-def pose26(net: Network, x: list, prefix: str, nc: int, kpt_shape: Sequence[int] = (17, 3), reg_max: int = REG_MAX,
+def pose26(net: Network, x: list, prefix: str, nc: int, kpt_shape: Sequence[int] = (17, 3), reg_max: int | None = None,
            end2end: bool = False, strides: list[int] | None = None) -> Any:
     """YOLO26's pose head (Pose26) in eval mode: per level `{branch}cv4.i` (Conv 3x3, Conv 3x3) and
     `{branch}cv4_kpts.i` (Conv2d 1x1 to nkpt * ndim), keypoints decoded as Pose26's `kpts_decode` (v + anchor,
@@ -275,7 +275,7 @@ def _kpt_shape(net: Network, prefix: str, yaml_shape: tuple[int, int], key: str 
 
 
 @block("Segment", params=HEAD_PARAMS, width_args=("npr",))
-def segment(net: Network, x: list, prefix: str, nc: int, nm: int = 32, npr: int = 256, reg_max: int = REG_MAX,
+def segment(net: Network, x: list, prefix: str, nc: int, nm: int = 32, npr: int = 256, reg_max: int | None = None,
             strides: list[int] | None = None, anchors: list | int | None = None) -> list:
     """YOLOv8/YOLO11 instance-segmentation head in eval mode: Detect's (B, 4 + nc, N) followed by the `nm` mask
     coefficients of branch `cv4.i` (Conv, Conv, Conv2d), and the mask prototypes `proto` (Proto, `npr` hidden
@@ -296,7 +296,7 @@ def segment(net: Network, x: list, prefix: str, nc: int, nm: int = 32, npr: int 
 
 
 @block("Segment26", params=HEAD_PARAMS, width_args=("npr",))
-def segment26(net: Network, x: list, prefix: str, nc: int, nm: int = 32, npr: int = 256, reg_max: int = REG_MAX,
+def segment26(net: Network, x: list, prefix: str, nc: int, nm: int = 32, npr: int = 256, reg_max: int | None = None,
               end2end: bool = False, strides: list[int] | None = None) -> list:
     """YOLO26's instance-segmentation head (Segment26) in eval mode: the end-to-end detections with the mask
     coefficients of branch `{branch}cv4.i` (Conv, Conv, Conv2d) after them, (B, k, 6 + nm) (detect_end2end;
@@ -394,15 +394,19 @@ def segment_anchor_based(net: Network, feats: list, prefix: str, nc: int, anchor
     return [out, proto(net, feats[0], f"{prefix}.proto", npr, nm, upsample="nearest")]
 
 
-def _detect_parts(net: Network, feats: list, prefix: str, nc: int, reg_max: int, strides: list[int] | None,
+def _detect_parts(net: Network, feats: list, prefix: str, nc: int, reg_max: int | None, strides: list[int] | None,
                   branch: str = "", xyxy: bool = False) -> tuple[Any, Any, list[tuple[int, int]], list[int]]:
     """Detect's decoded boxes (B, 4, N) (x, y, w, h, or `xyxy`), class scores (B, nc, N), the levels' sizes and
-    strides, from the branches `{branch}cv2` and `{branch}cv3` (branch "" or "one2one_")."""
+    strides, from the branches `{branch}cv2` and `{branch}cv3` (branch "" or "one2one_"). `reg_max` None: the
+    weights' DFL bins (their box outputs / 4, as Ultralytics' `reg_max:` YAML key made them), else REG_MAX."""
     key = f"{prefix}.{branch}cv3.0.2.bias"
     nc = class_count(net, prefix, nc, net.weight_size(key) if net.has(key) else None, f"'{key}'")
+    key = f"{prefix}.{branch}cv2.0.2.bias"
+    if reg_max is None:
+        size = net.weight_size(key) if net.has(key) else 0
+        reg_max = size // 4 if size and size % 4 == 0 else REG_MAX
     if not isinstance(reg_max, int) or isinstance(reg_max, bool) or reg_max < 1:
         raise SpecError(f"{prefix}: reg_max must be a positive integer, got {reg_max!r}")
-    key = f"{prefix}.{branch}cv2.0.2.bias"
     if net.has(key) and net.weight_size(key) != 4 * reg_max:
         raise SpecError(f"{prefix}: reg_max={reg_max} needs {4 * reg_max} box outputs, the weights' '{key}' has "
                         f"{net.weight_size(key)}: set `reg_max:` in the YAML to the model's")
