@@ -59,6 +59,7 @@ TORCH_ACTIVATIONS = {"ReLU": "relu", "SiLU": "silu", "LeakyReLU": "leaky", "Hard
                      "Hardsigmoid": "hardsigmoid", "Sigmoid": "sigmoid", "Tanh": "tanh", "ReLU6": "relu6",
                      "GELU": "gelu", "Identity": "none"}
 MAX_REPEATS = 1000  # a row's `number`: a typo's 99999999 would define blocks until memory runs out
+HEAD_KEYS = ("reg_max", "end2end")  # top-level keys of Ultralytics' YAMLs passed to the rows whose block takes them
 ROW_OPTIONS = {"scale": "false keeps the row's number and channel arguments as written (no depth/width scaling)"}
 SCALED_NAME = re.compile(r"^(.*?\d+)([nslmx])(.*)$")  # Ultralytics' family + scale names: yolov5s -> yolov5 + s
 
@@ -617,6 +618,9 @@ def _parse_row(where: str, i: int, line: int, raw: Any, params: dict, gd: float,
         pos, kw = [_substitute(v, params, used) for v in args], {}
     else:
         raise fail(f"args must be a list or a mapping, got {args!r}")
+    for key in HEAD_KEYS:  # Ultralytics' parse_model gives its heads the YAML's `reg_max:` and `end2end:`
+        if key in params and key not in kw and _param_index(blk, key) >= len(pos):
+            kw[key] = _substitute(key, params, used)
 
     if number > 1 and scaled:
         number = max(round(number * gd), 1)

@@ -610,6 +610,30 @@ def test_dfl_bins_come_from_the_weights(arch, kind):
     assert report.ok, report.summary()
 
 
+@pytest.mark.parametrize("name", ["yolo26n", "yolo26n-seg", "yolo26n-pose"])
+def test_ultralytics_own_yolo26_yaml_builds_as_it_is(name, models, tmp_path):
+    """Ultralytics' yolo26*.yaml give the head its reg_max and end2end through top-level keys (parse_model passes them
+    to Detect, Segment26, Pose26): a copy of it (the YAML of a model trained from it, as export's hint says to copy)
+    was refused with "'end2end': unknown top-level key". Its head row now takes them, and the network it defines
+    reads the model's weights as netdef's own yolo26 file does and computes what the model does (verify --cpu)."""
+    from netdef.spec import load_spec
+    from netdef.verify import verify
+
+    family, scale, task = ref.NAME.match(name).groups()
+    mine = tmp_path / f"mine-{name}.yaml"
+    mine.write_text(ref.cfg_text(f"{family}{task or ''}"))
+    head = load_spec(mine).rows[-1]
+    assert (head.kwargs["reg_max"], head.kwargs["end2end"]) == (1, True)
+    model, sd = models(name)
+    opts = BuildOptions(input_hw=(64, 64))
+    net = define_network(mine, sd, opts, log=lambda m: None)
+    ours = define_network(name, sd, opts, log=lambda m: None)
+    assert net.key_report() == ({}, []) and set(net.skipped) == set(ours.skipped)
+    report = verify(mine, sd, model, cpu=True, opts=BuildOptions(input_hw=(64, 64), params={"head": "one2many"}),
+                    log=lambda m: None)
+    assert report.ok, report.summary()
+
+
 def test_weights_of_another_task_name_it(models):
     """YOLO26 weights of one task built as another: the error names the modules that differ and the family member
     the weights fit; an oriented-box model's (yolo26n-obb) extra branch is named as one netdef has no head for."""
