@@ -465,9 +465,7 @@ def ultralytics_arch(model: Any) -> tuple[str, bool] | None:
 def _same_layout(cfg: dict, stem: str) -> tuple[str, bool] | None:
     """(netdef's architecture, True) that a renamed copy of one of Ultralytics' YAMLs (my-yolo11n.yaml,
     yolov8s-helmet.yaml) builds: the family and scale Ultralytics reads from the name, the task of the head row;
-    None where the rows (the head's arguments aside: nc), the scale's multiples or a task the name states differ."""
-    import yaml
-
+    None where the rows (`_layout_difference`), the scale's multiples or a task the name states differ."""
     from .errors import SpecError
     from .spec import resolve_arch
 
@@ -479,14 +477,36 @@ def _same_layout(cfg: dict, stem: str) -> tuple[str, bool] | None:
         return None
     name = ("yolo11" if found[1] == "yolo26" and task == "-cls" else found[1]) + scale + task
     try:
-        path, _ = resolve_arch(name)
+        resolve_arch(name)
     except SpecError:
         return None
-    ours = yaml.safe_load(path.read_text(encoding="utf-8"))
+    return (name, True) if _layout_difference(cfg, name, scale) is None else None
+
+
+def _layout_difference(cfg: dict, name: str, scale: str) -> str | None:
+    """Where the rows of an Ultralytics model's YAML `cfg` differ from those of netdef's architecture `name` (its
+    family file), or its `scale`'s multiples from the file's ('row 11 (nn.Upsample)', 'the scale'); None where they
+    agree. The head row's arguments are compared where both are lists (nc, kpt_shape are names in both)."""
+    import yaml
+
+    from .spec import resolve_arch
+
+    ours = yaml.safe_load(resolve_arch(name)[0].read_text(encoding="utf-8"))
     rows, theirs = ours["backbone"] + ours["head"], [*cfg.get("backbone", []), *cfg.get("head", [])]
-    same = (len(rows) == len(theirs) and rows[:-1] == theirs[:-1] and rows[-1][:3] == theirs[-1][:3]
-            and list(ours["scales"][scale]) == list((cfg.get("scales") or {}).get(scale, [])))
-    return (name, True) if same else None
+    if len(rows) != len(theirs):
+        return f"its {len(theirs)} rows (netdef's {len(rows)})"
+    for i, (row, their) in enumerate(zip(rows, theirs)):
+        if i < len(rows) - 1:
+            same = row == their
+        else:  # the head: netdef's YOLO26 rows name reg_max and end2end in a mapping, Ultralytics' give [nc]
+            lists = len(row) > 3 and len(their) > 3 and isinstance(row[3], list) and isinstance(their[3], list)
+            same = row[:3] == their[:3] and (not lists or row[3] == their[3])
+        if not same:
+            block = their[2] if isinstance(their, (list, tuple)) and len(their) > 2 else repr(their)
+            return f"row {i} ({block})"
+    if list((ours.get("scales") or {}).get(scale, [])) != list((cfg.get("scales") or {}).get(scale, [])):
+        return f"scale {scale}'s multiples"
+    return None
 
 
 def _head_task(head: Sequence[Any]) -> str | None:
@@ -515,6 +535,10 @@ def _build_hint(model: Any, obj: Any, name: str, known: bool, output: str | Path
         except ValueError:
             return (f"its YAML sets `activation: {act}`, an activation netdef's Conv does not build (relu, "
                     f"leaky:SLOPE, ...: `netdef blocks`): netdef has no architecture for it")
+    differs = _layout_difference(cfg, name, str(spec.scale))
+    if differs is not None:  # its own YAML, edited (a stride, an upsampling mode): same weights, other layers
+        return (f"its YAML differs from netdef's {name} ({family}) at {differs}, so that architecture would compute "
+                f"something else from the same weights{_why_no_architecture(cfg, output)}")
     channels = int(cfg.get("channels", 3))
     if channels != 3:
         return (f"its input has {channels} channel(s), netdef's {name} ({family}) 3: copy {family} to "

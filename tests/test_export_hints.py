@@ -531,6 +531,38 @@ def test_a_family_yaml_named_without_a_scale_gets_the_scale_ultralytics_took():
     assert "copy Ultralytics' YAML of it to custom.yaml (with `scale: t` added, the scale Ultralytics took" in hint
 
 
+def test_an_edited_yaml_of_a_known_name_is_not_built_as_netdefs_file():
+    """A model trained from Ultralytics' yolo11.yaml edited in place (an upsampling mode, the Segment head's mask
+    count) and saved as yolo11n.yaml / yolo11n-seg.yaml: its weights have the shapes of netdef's yolo11n(-seg), so
+    export's hint `netdef build yolo11n` gave an engine computing something else (the upsampling) or a build error
+    (nm). The hint now names the row that differs and says to build the model's own YAML; Ultralytics' unedited
+    YAMLs still get netdef's name."""
+    pytest.importorskip("ultralytics")
+    import yaml
+
+    from netdef.export import _build_hint, ultralytics_arch
+    from netdef.testing import ultralytics_reference as ref
+
+    def hint(cfg: dict) -> str:
+        model = types.SimpleNamespace(yaml=cfg, args={"imgsz": 640})
+        named = ultralytics_arch(model)
+        return _build_hint(model, {}, *named, "w.wts")
+
+    for family, stem in (("yolo11", "yolo11n"), ("yolo11-seg", "yolo11n-seg"), ("yolo26", "yolo26n")):
+        cfg = dict(yaml.safe_load(ref.cfg_text(family)), yaml_file=f"{stem}.yaml", scale="n")
+        assert hint(cfg) == f"build it with `netdef build {stem} -w w.wts`"
+    cfg = dict(yaml.safe_load(ref.cfg_text("yolo11")), yaml_file="yolo11n.yaml", scale="n")
+    cfg["head"][0] = [-1, 1, "nn.Upsample", [None, 2, "bilinear"]]
+    assert hint(cfg).startswith("its YAML differs from netdef's yolo11n (yolo11.yaml) at row 11 (nn.Upsample), so "
+                                "that architecture would compute something else from the same weights; its rows are "
+                                "all netdef blocks: copy Ultralytics' YAML of it to yolo11n.yaml")
+    cfg = dict(yaml.safe_load(ref.cfg_text("yolo11-seg")), yaml_file="yolo11n-seg.yaml", scale="n")
+    cfg["head"][-1][3] = ["nc", 16, 128]
+    assert "differs from netdef's yolo11n-seg (yolo11-seg.yaml) at row 23 (Segment)" in hint(cfg)
+    cfg["yaml_file"] = "my-yolo11n-seg.yaml"  # a renamed copy: not taken for netdef's file either
+    assert hint(cfg).startswith("netdef has no architecture 'my-yolo11n-seg'")
+
+
 def test_a_sources_builder_takes_keyword_arguments(tmp_path):
     """torchvision:NAME(k=v, ...) and file.py:fn(k=v): the builder's arguments (a model of 10 classes); bad ones are
     named with the source, and torchvision's pretrained weights (a download) are refused."""
