@@ -92,8 +92,10 @@ def names_written_for(wts: str | os.PathLike) -> str | None:
 
 
 def load_names(path: str | os.PathLike) -> list[str]:
-    """Class names, one per line (blank lines ignored). YAML or JSON (an Ultralytics data.yaml, a list) is refused:
-    its lines ('names:', '  0: person') would be taken as names, each class labelled with another's."""
+    """Class names: one per line (blank lines ignored), or the names of a YAML or JSON document: a list of them,
+    an Ultralytics data.yaml's `names:` (a list, or a mapping of the class indices 0..N-1), or the names file
+    `netdef export` writes (WTS.names.json). Any other YAML or JSON is refused: its lines ('path: coco') are no
+    names."""
     import yaml
 
     kind = not_a_file(path)
@@ -115,11 +117,28 @@ def load_names(path: str | os.PathLike) -> list[str]:
     except yaml.YAMLError:
         doc = None
     if isinstance(doc, (dict, list)):
-        raise NetdefError(f"class names {path}: YAML or JSON (a data.yaml?), not one name per line; --names takes a "
-                          "text file of the names, one per line, in class order (a data.yaml's names: entries)")
+        return _document_names(doc, path)
     names = [ln.strip() for ln in text.splitlines() if ln.strip()]
     if not names:
         raise NetdefError(f"{path} holds no class names (one per line)")
+    return names
+
+
+def _document_names(doc: dict | list, path: str | os.PathLike) -> list[str]:
+    """The class names of a YAML or JSON document (`load_names`), in class order; a NetdefError naming `path` and
+    what it holds otherwise."""
+    names = doc.get("names") if isinstance(doc, dict) else doc
+    if isinstance(names, dict):  # a data.yaml's {0: person, 1: car} ('0' in JSON): the indices must be 0..N-1
+        index = {int(k) if isinstance(k, str) and k.isdigit() else k: v for k, v in names.items()}
+        if len(index) != len(names) or set(index) != set(range(len(names))):
+            raise NetdefError(f"class names {path}: its names: mapping has the keys {shown(list(map(str, names)))}, "
+                              f"not the class indices 0..{len(names) - 1}")
+        names = [index[i] for i in range(len(names))]
+    names = [n.strip() if isinstance(n, str) else n for n in names] if isinstance(names, list) else names
+    if not valid_names(names):
+        what = "a list" if isinstance(doc, list) else "a mapping without a names: list of them"
+        raise NetdefError(f"class names {path}: YAML or JSON of {what} of names (strings, not empty); --names takes "
+                          "names one per line, a list of them, a data.yaml's names: or a WTS.names.json")
     return names
 
 

@@ -73,12 +73,22 @@ def test_load_names(tmp_path):
     (tmp_path / "e.txt").write_text("\n")
     with pytest.raises(NetdefError, match="no class names"):
         load_names(tmp_path / "e.txt")
-    # an Ultralytics data.yaml gave the names 'names:', '0: person', '1: car' (class 0 labelled 'names:'); an engine
-    # given by mistake was a UnicodeDecodeError traceback
-    for name, text in (("data.yaml", "path: coco\nnames:\n  0: person\n  1: car\n"), ("n.json", '["person", "car"]'),
-                       ("list.yaml", "- person\n- car\n")):
+    # an Ultralytics data.yaml gave the names 'names:', '0: person', '1: car' (class 0 labelled 'names:'): its
+    # names: are read, as are a list's and netdef's own names file's; an engine given by mistake was a
+    # UnicodeDecodeError traceback
+    for name, text in (("data.yaml", "path: coco\nnames:\n  1: car\n  0: person\n"), ("n.json", '["person", "car"]'),
+                       ("list.yaml", "- person\n- car\n"), ("data2.yaml", "names: [person, ' car']\n"),
+                       ("w.wts.names.json", '{"format": 1, "names": ["person", "car"], "weights_sha256": "ab"}'),
+                       ("keys.json", '{"names": {"0": "person", "1": "car"}}')):
         (tmp_path / name).write_text(text)
-        with pytest.raises(NetdefError, match=rf"{name}: YAML or JSON \(a data\.yaml\?\), not one name per line"):
+        assert load_names(tmp_path / name) == ["person", "car"], name
+    for name, text, needle in (("gap.yaml", "names:\n  0: person\n  2: car\n", "has the keys 0, 2, not the class "
+                                                                                 "indices 0..1"),
+                               ("coco.yaml", "path: coco\ntrain: images\n", "a mapping without a names: list"),
+                               ("nums.json", "[1, 2]", "YAML or JSON of a list of names"),
+                               ("empty.yaml", "names: []\n", "a mapping without a names: list")):
+        (tmp_path / name).write_text(text)
+        with pytest.raises(NetdefError, match=rf"class names .*{name}: .*{needle}"):
             load_names(tmp_path / name)
     (tmp_path / "odd.json").write_text("traffic light\njack-o'-lantern\n[unlabelled]\n")  # text, whatever its name
     assert load_names(tmp_path / "odd.json") == ["traffic light", "jack-o'-lantern", "[unlabelled]"]

@@ -47,8 +47,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                         "without a rebuild; it can run slower (TensorRT 8.6: YOLOv5s 1.5-1.8x, ResNet-50 not): "
                         "for deployment prefer a plain engine rebuilt with --timing-cache")
     b.add_argument("--names", metavar="FILE",
-                   help="class names, one per line, recorded in the engine for `netdef detect` and `netdef serve` "
-                        "(default: WEIGHTS.names.json, which `netdef export` writes for a checkpoint with names)")
+                   help="class names, one per line or a data.yaml's names:, recorded in the engine for `netdef "
+                        "detect` and `netdef serve` (default: WEIGHTS.names.json, which `netdef export` writes for a "
+                        "checkpoint with names)")
     b.add_argument("--force", action="store_true", help="rebuild even if the engine is up to date (or refittable)")
     add_device_option(b)
     add_blocks_option(b)

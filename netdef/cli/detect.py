@@ -42,8 +42,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                         "built in)")
     p.add_argument("--max-det", type=number("--max-det", minimum=1), default=defaults.MAX_DET,
                    help="boxes per image at most (detection engines)")
-    p.add_argument("--names", help="class names file, one per line (default: the names the engine records, from "
-                                   "the checkpoint or `netdef build --names`; none: class indices)")
+    p.add_argument("--names", help="class names file: one per line, or a data.yaml's names: (default: the names "
+                                   "the engine records, from the checkpoint or `netdef build --names`; none: class "
+                                   "indices)")
     p.add_argument("--kpt-shape", metavar="N,D", help="a plain pose engine's keypoints and dims per keypoint "
                                                      "(default: the kpt_shape its header records, that of the "
                                                      "weights; older engines: that of the YAML it was built from)")

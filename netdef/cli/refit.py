@@ -19,9 +19,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     r.add_argument("--weights", "-w", required=True, help="the new .wts file (same architecture)")
     r.add_argument("-o", "--output", help="engine file to write (default: the engine itself, atomically)")
     r.add_argument("--names", metavar="FILE",
-                   help="class names of the new weights, one per line, recorded in the engine as `netdef build` "
-                        "records them (default: WEIGHTS.names.json, which `netdef export` writes for a checkpoint "
-                        "with names; without either the engine records none)")
+                   help="class names of the new weights, one per line or a data.yaml's names:, recorded in the "
+                        "engine as `netdef build` records them (default: WEIGHTS.names.json, which `netdef export` "
+                        "writes for a checkpoint with names; without either the engine records none)")
     r.add_argument("--arch", metavar="YAML",
                    help="the engine's architecture, where its header cannot find it (one built from a YAML that "
                         "moved, or from a parse_spec architecture saved as YAML); checked against the header's hash")

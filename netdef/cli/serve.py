@@ -65,8 +65,8 @@ def add_serve_options(s: argparse.ArgumentParser) -> None:
     d.add_argument("--max-det", type=number("--max-det", minimum=1), metavar="K",
                    help=f"boxes per image at most, the rows the outputs are padded to (default {defaults.MAX_DET}); "
                         "a request parameter max_det may lower it")
-    d.add_argument("--names", help="class names file, one per line (the JSON's names; default: the names the engine "
-                                   "records)")
+    d.add_argument("--names", help="class names file: one per line, or a data.yaml's names: (the JSON's names; "
+                                   "default: the names the engine records)")
 
 
 def devices(a: argparse.Namespace) -> tuple[int, ...]:
