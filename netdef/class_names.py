@@ -183,8 +183,14 @@ def engine_names(given: Sequence[str] | None, meta: Mapping[str, Any], engine: s
 
 
 def shown(names: Sequence[str], at_most: int = 5) -> str:
-    """The first names, for a message: "cat, dog, fox" or "person, bicycle, car, ..."."""
-    return ", ".join(names[:at_most]) + (", ..." if len(names) > at_most else "")
+    """The first names, for a message: "cat, dog, fox" or "person, bicycle, car, ..."; a name with a line break or
+    another control character, or a comma, quoted as Python writes it ('a\\nb'), so that it stays one name on one
+    line."""
+    def one(name: str) -> str:
+        return repr(name) if "," in name or any(c.isspace() and c != " " or not c.isprintable() for c in name) \
+            else name
+
+    return ", ".join(map(one, names[:at_most])) + (", ..." if len(names) > at_most else "")
 
 
 def valid_names(names: Any) -> bool:

@@ -818,3 +818,13 @@ def test_detect_engine_with_plugin_equals_torch_pipeline(tmp_path):
         json.loads((tmp_path / "out" / "detections.json").read_text())
     with pytest.raises(NetdefError, match="cannot lower it"):
         engine_detector(engine_path, conf=0.1)
+
+
+def test_names_in_messages_stay_one_name_on_one_line():
+    """`shown` (export's log, refit's and info's names line) quotes a name with a line break, a tab, another
+    control character or a comma, as Python writes it; plain names, spaces and non-ASCII letters as they are."""
+    from netdef.class_names import shown
+
+    assert shown(["cat", "traffic light", "é", "dog\nbone", "a\tb", "x,y", "z\x00"], 10) == \
+        "cat, traffic light, é, 'dog\\nbone', 'a\\tb', 'x,y', 'z\\x00'"
+    assert shown(list("abcdef")) == "a, b, c, d, e, ..."
