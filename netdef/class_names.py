@@ -34,8 +34,10 @@ def model_names(model: Any) -> list[str] | None:
     """The class names a model carries (`model.names`: Ultralytics' {0: 'person', ...}, YOLOv5's list or dict), in
     class order; None without them, or where they are only the class indices (Ultralytics' default '0', '1', ...)."""
     names = getattr(model, "names", None)
-    if isinstance(names, Mapping) and set(names) == set(range(len(names))):  # keys of mixed types too
-        names = [names[i] for i in range(len(names))]
+    if isinstance(names, Mapping):  # '0' keys are 0, as Ultralytics' check_class_names reads them
+        index = {int(k) if isinstance(k, str) and k.isdigit() else k: v for k, v in names.items()}
+        if len(index) == len(names) and set(index) == set(range(len(names))):  # keys of mixed types too
+            names = [index[i] for i in range(len(names))]
     if not isinstance(names, (list, tuple)) or not names or not all(isinstance(n, str) for n in names):
         return None
     return None if list(names) == [str(i) for i in range(len(names))] else list(names)

@@ -375,6 +375,8 @@ def export_wts(source: str | Path | Any, output: str | Path, *, state_dict: str 
     if strip_prefix is not None:
         sd = strip_key_prefix(sd, strip_prefix, str(source) if isinstance(source, (str, Path)) else "the source", log)
     names = _names_in(obj)
+    if names is None:
+        _note_unread_names(obj, log)
     if names and unnameable is not None:
         raise OptionError(f"the class names file {sidecar}: {unnameable.strerror}; the model carries {len(names)} "
                           f"class names, written to OUTPUT.names.json: give a shorter -o")
@@ -420,6 +422,20 @@ def strip_key_prefix(sd: Mapping[str, Any], prefix: str, where: str,
         log(f"[netdef] --strip-prefix {prefix}: left out {len(others)} key(s) of {where} without it, e.g. "
             f"{', '.join(others[:3])}")
     return kept
+
+
+def _note_unread_names(obj: Any, log: Callable[[str], None]) -> None:
+    """Log where the model carries a `names` that is not a list of class names in class order (a mapping with gaps
+    in its class indices, names that are no strings): none are recorded, and the log says so and how to give them."""
+    models = [obj.get(k) for k in CHECKPOINT_KEYS] if isinstance(obj, Mapping) else [obj]
+    given = next((n for m in models if (n := getattr(m, "names", None))), None)
+    if given is None or isinstance(given, (list, tuple, Mapping)) and [str(v) for v in (
+            given.values() if isinstance(given, Mapping) else given)] == [str(i) for i in range(len(given))]:
+        return  # none, or Ultralytics' default names (the class indices)
+    text = repr(given)
+    log(f"[netdef] the model's names ({text[:80]}{'...' if len(text) > 80 else ''}) are not class names in class "
+        "order (a list of strings, or a mapping of the class indices 0..N-1): none recorded; `netdef build --names "
+        "FILE` gives them")
 
 
 def _names_in(obj: Any) -> list[str] | None:

@@ -325,9 +325,30 @@ def test_the_class_names_a_model_carries():
     assert model_names(SimpleNamespace(names={1: "dog", 0: "cat", 2: "fox"})) == ["cat", "dog", "fox"]
     assert model_names(SimpleNamespace(names=("person", "car"))) == ["person", "car"]
     for names in ({0: "0", 1: "1"}, ["0", "1", "2"], {0: "cat", 2: "fox"}, ["cat", 1], [], "cat", None,
-                  {0: "cat", "1": "dog"}):  # keys of mixed types: none, not a TypeError from sorting them
+                  {0: "cat", "x": "dog"}):  # keys of mixed types: none, not a TypeError from sorting them
         assert model_names(SimpleNamespace(names=names)) is None, names
     assert model_names(torch.nn.Conv2d(1, 1, 1)) is None
+    # '0' keys (a names mapping read from JSON or YAML) are the class indices, as Ultralytics' check_class_names
+    assert model_names(SimpleNamespace(names={"1": "dog", "0": "cat"})) == ["cat", "dog"]
+    assert model_names(SimpleNamespace(names={0: "cat", "1": "dog"})) == ["cat", "dog"]
+
+
+@pytest.mark.parametrize("names, said", [({0: "cat", 2: "fox"}, True), (["cat", 1], True), ({0: "0", 1: "1"}, False),
+                                         (None, False)])
+def test_names_a_model_carries_but_export_cannot_record_are_said(tmp_path, names, said):
+    """A model whose names are no class names in class order (a gap in the indices, a name that is no string):
+    export records none, as before, and now says so and how to give them; Ultralytics' default names (the
+    indices) and no names stay quiet."""
+    from netdef.class_names import names_sidecar
+    from netdef.export import export_wts
+
+    model = torch.nn.Conv2d(1, 2, 1)
+    model.names = names
+    logged: list[str] = []
+    export_wts(model, tmp_path / "y.wts", log=logged.append)
+    assert not names_sidecar(tmp_path / "y.wts").exists()
+    notes = [m for m in logged if "are not class names in class order" in m]
+    assert len(notes) == said and (not said or "`netdef build --names FILE` gives them" in notes[0]), logged
 
 
 def test_export_checks_its_outputs_and_state_dict_before_loading_the_checkpoint(tmp_path, monkeypatch):
