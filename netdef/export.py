@@ -124,8 +124,11 @@ def load_checkpoint(path: str | Path, log: Callable[[str], None] | None = None) 
     except Exception:  # noqa: BLE001  pickled model objects: retry trusting the file, as the user asked
         pass
     if not head.startswith(CHECKPOINT_STARTS):  # text, say (a YAML given by mistake): never unpickled with full power
+        model_yaml = (f"; a model's YAML is built by its code: Ultralytics' \"ultralytics.nn.tasks:DetectionModel("
+                      f"cfg='{path}')\" (SegmentationModel, PoseModel, ClassificationModel for the other tasks)"
+                      if path.suffix in (".yaml", ".yml") else "")
         raise NetdefError(f"cannot read checkpoint {path}: it is not a PyTorch checkpoint ({describe_head(head)}): "
-                          "torch.save writes a zip file or a pickle")
+                          f"torch.save writes a zip file or a pickle{model_yaml}")
     (log or _stderr)(f"[netdef] {path} does not load as tensors alone: loading it with full unpickling, which runs "
                      "code the file names (load only checkpoints you trust)")
     try:

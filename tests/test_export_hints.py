@@ -611,3 +611,19 @@ def test_a_sources_builder_takes_keyword_arguments(tmp_path):
     assert load_source(f"{tmp_path / 'my (copy)' / 'mine.py'}:make()").out_features == 4
     with pytest.raises(NetdefError, match=r"give a file name \(e\.g\. \S*resnet18\.wts\)"):  # not resnet18(...).wts
         export_wts("torchvision:resnet18(num_classes=10)", tmp_path)
+
+
+def test_a_model_yaml_given_as_a_checkpoint_says_how_to_build_its_model(tmp_path):
+    """`--model yolo11n-3.yaml` (verify) or `netdef export` of a YAML: not a checkpoint, and the error names the
+    source form that builds the model from it (Ultralytics' model classes take cfg=)."""
+    from netdef.export import load_checkpoint
+
+    y = tmp_path / "yolo11n-3.yaml"
+    y.write_text("nc: 3\nscales: {n: [0.5, 0.25, 1024]}\n")
+    with pytest.raises(NetdefError, match=r"yolo11n-3\.yaml: it is not a PyTorch checkpoint .*a model's YAML is built "
+                                          r"by its code: Ultralytics' \"ultralytics\.nn\.tasks:DetectionModel\(cfg='"):
+        load_checkpoint(y)
+    t = tmp_path / "notes.txt"
+    t.write_text("hello\n")
+    with pytest.raises(NetdefError, match=r"torch\.save writes a zip file or a pickle$"):
+        load_checkpoint(t)
