@@ -448,6 +448,7 @@ class Network:
         dh, dw = _pair(d)
         if p is None:
             p = (dh * (kh - 1) // 2, dw * (kw - 1) // 2)
+        _check_conv_args(prefix, (kh, kw), (sh, sw), _pair(p), (dh, dw), g)
         c1 = self.channels(x)
         _check_channels(prefix, c2)
         if c1 % g or c2 % g:
@@ -1116,6 +1117,7 @@ class Network:
         """nn.ConvTranspose2d `prefix` (weight (c1, c2/g, kh, kw)); output size as torch's: (in - 1) * s - 2p +
         d (k - 1) + output_padding + 1. `bias=None` uses `prefix.bias` when the file has it."""
         (kh, kw), (sh, sw), (ph, pw), (oh, ow), (dh, dw) = (_pair(v) for v in (k, s, p, output_padding, d))
+        _check_conv_args(prefix, (kh, kw), (sh, sw), (ph, pw), (dh, dw), g)
         c1 = self.channels(x)
         _check_channels(prefix, c2)
         if c1 % g or c2 % g:
@@ -1250,6 +1252,16 @@ def _pair(v: int | Sequence[int]) -> tuple[int, int]:
     if len(pair) != 2 or not all(map(_is_int, pair)):
         raise SpecError(f"expected an integer or two integers (a kernel size, stride, padding or dilation), got {v!r}")
     return int(pair[0]), int(pair[1])
+
+
+def _check_conv_args(prefix: str, k: tuple[int, int], s: tuple[int, int], p: tuple[int, int], d: tuple[int, int],
+                     g: Any) -> None:
+    """A convolution's kernel, stride and dilation must be positive, its padding not negative and its groups a
+    positive integer, as torch requires (TensorRT only logs a bad one and keeps its default: a silently other layer)."""
+    if min(*k, *s, *d) < 1 or min(p) < 0 or not _is_int(g) or g < 1:
+        raise SpecError(f"{prefix}: convolution kernel {list(k)}, stride {list(s)}, padding {list(p)}, dilation "
+                        f"{list(d)}, groups {g!r}: positive kernel, stride, dilation and groups, padding not negative "
+                        f"(as torch requires)")
 
 
 def _check_channels(prefix: str, c2: Any) -> None:
