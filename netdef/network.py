@@ -293,6 +293,13 @@ class Network:
                 f"{self.source}: '{key}' has {arr.size} values but the architecture expects shape "
                 f"{shape} = {expected} values: the .wts does not belong to this architecture/config, or a block "
                 f"computes this shape differently from the model (its channels, groups or input shape)", key=key)
+        given, wanted = (tuple(n for n in dims if n != 1) for dims in (arr.shape, shape))
+        if len(given) == len(wanted) and given != wanted:  # (c1, c2) for (c2, c1): reshaped, its values would scramble
+            raise WeightKeyError(
+                f"{self.source}: '{key}' has shape {tuple(arr.shape)} but the architecture expects {shape}: the same "
+                f"number of values in another layout (a transposed matrix, swapped channels), which reshaping would "
+                f"scramble: give the module's own tensor (state_dict's), or check the block's channels and groups",
+                key=key)
         self.used.add(key)
         return arr.reshape(shape)
 

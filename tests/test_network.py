@@ -398,3 +398,27 @@ def test_an_input_without_channels_is_not_a_weight_mismatch(tmp_path, shape, sho
     assert f"the input shape is {shown}, but a convolution or BatchNorm needs [C, H, W]" in msg
     assert f"input: {{shape: {example}]}}"[:-2] in msg and "tiny.yaml:5: row 0" in msg
     assert "values but the architecture expects" not in msg
+
+
+def test_a_shaped_weight_of_another_layout_is_refused_not_reshaped():
+    """A state_dict-like mapping keeps its arrays' shapes: one with the expected number of values in another layout
+    (a transposed Linear, a conv of swapped channels) is an error naming it, not reshaped into scrambled values;
+    flat arrays (a .wts) and shapes that differ only in size-1 dims ((C, 1, 1) layer scales) are read as before."""
+    spec = parse_spec({"input": {"name": "x", "shape": [3, 8, 8]}, "output": "y",
+                       "layers": [[-1, 1, "Conv2d", {"c2": 6, "k": 3}, "conv"],
+                                  [-1, 1, "LayerScale", {}, "ls"],
+                                  [-1, 1, "GlobalAvgPool", {}, "pool"], [-1, 1, "Linear", {"c2": 4}, "fc"]]}, "tiny")
+    good = {"conv.weight": np.ones((6, 3, 3, 3), np.float32), "conv.bias": np.zeros(6, np.float32),
+            "ls.gamma": np.ones((6, 1, 1), np.float32), "fc.weight": np.ones((4, 6), np.float32),
+            "fc.bias": np.zeros(4, np.float32)}
+
+    def define(weights):
+        build_network(spec, Network(weights, source="w.wts"))
+
+    define(good)
+    define({k: v.ravel() for k, v in good.items()})
+    for key, bad, shown in (("fc.weight", np.ones((6, 4), np.float32), "(6, 4) but the architecture expects (4, 6)"),
+                            ("conv.weight", np.ones((3, 6, 3, 3), np.float32), "(3, 6, 3, 3)")):
+        with pytest.raises(WeightKeyError, match="another layout") as e:
+            define({**good, key: bad})
+        assert e.value.key == key and f"w.wts: '{key}' has shape {shown}" in str(e.value)
