@@ -16,7 +16,7 @@ from typing import Any
 from . import engine_file, trt_api
 from .class_names import check_count, check_given, exported_names
 from .compiler import TIMING_CACHE, build_key, compile_network, target_identity
-from .define import Weights, check_stride, define_network, weights_identity  # noqa: F401  (re-exported)
+from .define import Weights, check_stride, check_weights, define_network, weights_identity  # noqa: F401  (re-exported)
 from .errors import NetdefError, OptionError
 from .fileio import check_output, output_name, path_key
 from .options import BuildOptions
@@ -53,6 +53,7 @@ def build_engine(arch: str | Path | Spec, weights: Weights, output: str | Path, 
     if not isinstance(force, bool):
         raise OptionError(f"force {force!r}: expected True or False")
     check_given(names, names_from)
+    check_weights(weights)
     trt_api.check_compute_capability(opts.compute_capability)  # before the weights are read
     log = log or _stderr
     t0 = time.perf_counter()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -44,10 +45,10 @@ def weights_identity(weights: Weights) -> Identity:
     """(where the weights come from, their SHA-256): the file's, or a digest of an in-memory mapping."""
     if isinstance(weights, Mapping):
         h = hashlib.sha256()
-        for k in sorted(weights):
-            h.update(k.encode() + b"\0" + np.ascontiguousarray(_array(weights[k])).tobytes())
+        for k in sorted(_keys(weights)):
+            h.update(k.encode() + b"\0" + np.ascontiguousarray(_array(weights[k], k)).tobytes())
         return Identity(IN_MEMORY, h.hexdigest())
-    path = Path(weights)
+    path = Path(_path(weights))
     if not path.is_file():
         what = ("is a directory, not a .wts file" if path.is_dir() else
                 "is not a regular file (a pipe or a device: netdef reads .wts files)" if path.exists() else "not found")
@@ -101,7 +102,8 @@ def load_tensors(weights: Weights, log: Callable[[str], None], progress: bool | 
     `progress`, default: when stderr is a terminal; `expect`: the file must be the one `weights_identity` hashed,
     its `Identity.file`)."""
     if isinstance(weights, Mapping):
-        return {k: _array(v) for k, v in weights.items()}
+        return {k: _array(weights[k], k) for k in _keys(weights)}
+    _path(weights)
     log(f"[netdef] reading {weights} ...")
     return read_wts(weights, progress=sys.stderr.isatty() if progress is None else progress, expect=expect)
 
@@ -171,7 +173,7 @@ def _fitting(names: Iterable[str], tensors: Mapping[str, Any], precision: str,
         ends = [row.prefix for row in (spec.rows[0], spec.rows[-1]) if row.prefix]
         if not all(any(k.startswith(p + ".") for k in keys) for p in ends):
             continue
-        arrays = arrays if arrays is not None else {k: _array(v) for k, v in tensors.items()}
+        arrays = arrays if arrays is not None else {k: _array(v, k) for k, v in tensors.items()}
         if _fits(spec, arrays, precision, params):
             yield name
 
@@ -190,11 +192,47 @@ def _fits(spec: Spec | str, tensors: Mapping[str, np.ndarray], precision: str, p
     return True
 
 
-def _array(v: Any) -> np.ndarray:
-    """A float32 numpy array from a numpy array or a torch tensor (any device)."""
+def check_weights(weights: Any) -> None:
+    """`weights` must be a mapping key -> array or a .wts path (an OptionError says so), checked before any work."""
+    if not isinstance(weights, Mapping):
+        _path(weights)
+
+
+def _path(weights: Any) -> str | os.PathLike:
+    """`weights` where it is not a mapping: a .wts path, else an OptionError saying what weights are."""
+    if isinstance(weights, (str, os.PathLike)):
+        return weights
+    what = type(weights).__name__
+    hint = " (a torch module: pass its state_dict())" if hasattr(weights, "state_dict") else ""
+    raise OptionError(f"weights: expected a .wts path or a mapping key -> array (a state_dict), got {what}{hint}")
+
+
+def _keys(weights: Mapping[Any, Any]) -> list[str]:
+    """The keys of a mapping of weights, each a string as a state_dict's (a WeightKeyError names another)."""
+    keys = list(weights)
+    for k in keys:
+        if not isinstance(k, str):
+            raise WeightKeyError(f"{IN_MEMORY}: key {k!r} ({type(k).__name__}): weight keys are strings, a module's "
+                                 "name and the tensor's ('layer1.0.conv1.weight'), as a state_dict's")
+    return keys
+
+
+def _array(v: Any, key: str) -> np.ndarray:
+    """A float32 numpy array from a numpy array or a torch tensor (any device), or a sequence or number; values
+    that are no real numbers (strings, objects, None, complex numbers) are a WeightKeyError naming `key`."""
     if hasattr(v, "detach"):
+        if v.is_complex():
+            raise WeightKeyError(f"{IN_MEMORY}: '{key}' is a tensor of {v.dtype}: weights are real numbers", key=key)
         v = v.detach().cpu().float().numpy()
-    return np.asarray(v, dtype=np.float32)
+    try:
+        arr = np.asarray(v)
+    except ValueError as e:  # a ragged sequence
+        raise WeightKeyError(f"{IN_MEMORY}: '{key}' is no array of numbers ({e})", key=key) from None
+    if arr.dtype.kind not in "biuf":  # bool, integers, floats
+        what = "None" if v is None else f"an array of {arr.dtype}" if isinstance(v, np.ndarray) else type(v).__name__
+        raise WeightKeyError(f"{IN_MEMORY}: '{key}' is {what}: weights are real numbers (a float, integer or bool "
+                             "array or torch tensor)", key=key)
+    return arr.astype(np.float32, copy=False)
 
 
 def _stderr(msg: str) -> None:

@@ -21,7 +21,7 @@ import numpy as np
 from . import engine_file, trt_api
 from .class_names import check_count, check_given, exported_names, shown
 from .compiler import build_key, structure_digest
-from .define import Identity, Weights, define_network, weights_identity
+from .define import Identity, Weights, check_weights, define_network, weights_identity
 from .errors import NetdefError, OptionError, WrittenMeanwhile
 from .fileio import FileKey, check_output, output_name, path_key
 from .network import Network
@@ -106,6 +106,7 @@ def refit_file(engine: str | Path, weights: Weights, output: str | Path | None =
     check_given(names, names_from)
     t0 = time.perf_counter()
     engine = Path(engine)
+    check_weights(weights)
     if not isinstance(weights, Mapping) and engine_file.is_engine_file(weights):
         raise OptionError(f"--weights {weights} is a netdef engine, not a .wts file: give the new weights' .wts")
     what = "the refitted engine"

@@ -422,3 +422,46 @@ def test_a_shaped_weight_of_another_layout_is_refused_not_reshaped():
         with pytest.raises(WeightKeyError, match="another layout") as e:
             define({**good, key: bad})
         assert e.value.key == key and f"w.wts: '{key}' has shape {shown}" in str(e.value)
+
+
+@pytest.mark.parametrize("change, error, message", [
+    ({"fc.bias": np.array(["a", "b"])}, WeightKeyError, r"^in-memory weights: 'fc.bias' is an array of <U1: weights are "
+                                                        r"real numbers"),
+    ({"fc.bias": np.array([object(), object()])}, WeightKeyError, r"'fc.bias' is an array of object"),
+    ({"fc.bias": np.array([1 + 2j, 0j])}, WeightKeyError, r"'fc.bias' is an array of complex128"),
+    ({"fc.bias": torch.zeros(2, dtype=torch.complex64)}, WeightKeyError, r"'fc.bias' is a tensor of torch.complex64"),
+    ({"fc.bias": None}, WeightKeyError, r"'fc.bias' is None: weights are real numbers"),
+    ({3: np.zeros(2, np.float32)}, WeightKeyError, r"in-memory weights: key 3 \(int\): weight keys are strings"),
+])
+def test_weights_that_are_no_numbers_are_named(tmp_path, change, error, message):
+    """A mapping's value that is no array of real numbers, or a key that is no string, is an error naming it (was
+    numpy's TypeError or ValueError, a sort's TypeError, or a complex array cast silently to its real part)."""
+    from netdef.build import define_network
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no numpy ComplexWarning either
+        with pytest.raises(error, match=message) as e:
+            define_network(tiny_yaml(tmp_path), {**tiny_weights(), **change}, log=print)
+    assert "\n" not in str(e.value)
+    define_network(tiny_yaml(tmp_path), {**tiny_weights(), "fc.bias": torch.zeros(2, dtype=torch.int64)}, log=print)
+
+
+def test_weights_that_are_no_mapping_or_path_say_what_weights_are(tmp_path):
+    """A torch module (not its state_dict), a list or None as weights is an OptionError saying what weights are, from
+    define_network, build_engine and verify alike (was pathlib's TypeError)."""
+    from netdef.build import build_engine, define_network
+    from netdef.errors import OptionError
+    from netdef.verify import verify
+
+    module = torch.nn.Linear(2, 2)
+    calls = [lambda w: define_network(tiny_yaml(tmp_path), w, log=print),
+             lambda w: build_engine(tiny_yaml(tmp_path), w, tmp_path / "t.engine", log=print),
+             lambda w: verify(tiny_yaml(tmp_path), w, module, cpu=True, log=print)]
+    for call in calls:
+        with pytest.raises(OptionError, match=r"weights: expected a .wts path or a mapping key -> array \(a state_dict"
+                                              r"\), got Linear \(a torch module: pass its state_dict\(\)\)"):
+            call(module)
+        for other, name in (([1.0], "list"), (None, "NoneType")):
+            with pytest.raises(OptionError, match=f"got {name}$"):
+                call(other)
+    assert not (tmp_path / "t.engine").exists()
