@@ -738,6 +738,11 @@ def build_network(spec: Spec, net: Network, input_hw: tuple[int, int] | None = N
         if y is None:  # a block without `return`: the next row would fail on its input, blamed on that row
             raise BlockError(f"block {row.block.name} ({row.block.module}.{row.block.fn.__name__}) returned None: a "
                              f"block returns its output tensor (`return y`)", where=spec.where(row))
+        if not returns_tensors(net, y):  # an array, a shape: an AttributeError in the next row or at the output
+            raise BlockError(f"block {row.block.name} ({row.block.module}.{row.block.fn.__name__}) returned "
+                             f"{type(y).__name__}, not a tensor: a block returns the tensor its last net.* call made "
+                             f"(a list of them for several outputs; net.constant(array, name) makes one of an array)",
+                             where=spec.where(row))
         outputs.append(y)
         if hasattr(y, "name") and row.prefix and row.prefix not in net.claimed:
             net.row_outputs.setdefault(y.name, row.prefix)
@@ -779,6 +784,12 @@ def _row_key_names(row: Row) -> set[str]:
             v = str(v)
             names.add(v[1:] if v.startswith("/") else f"{row.prefix}.{v}" if row.prefix else v)
     return names
+
+
+def returns_tensors(net: Network, y: Any) -> bool:
+    """Whether a block's result `y` is a TensorRT tensor, or a list, tuple or dict of them (a head's outputs)."""
+    items = y.values() if isinstance(y, dict) else y if isinstance(y, (list, tuple)) else [y]
+    return all(isinstance(t, net.trt.ITensor) for t in items)
 
 
 def _mark_outputs(spec: Spec, net: Network, last: Any) -> list[str]:

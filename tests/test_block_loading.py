@@ -444,6 +444,33 @@ def test_a_block_that_returns_nothing_is_named_at_its_own_row(tiny, capsys, comm
                                             "(`return y`)\n")
 
 
+@pytest.mark.parametrize("result, shown", [(lambda net, y: np.zeros(3), "ndarray"),
+                                           (lambda net, y: y.shape, "Dims"),
+                                           (lambda net, y: [y, "y"], "list")])
+def test_a_block_that_returns_no_tensor_is_named_at_its_own_row(clean_registry, result, shown):
+    """A block returning an array or a shape (not a tensor) is a BlockError naming its row, from the Python API and
+    check_block alike (was an AttributeError from inside netdef where the output was marked or the next row used
+    it)."""
+    from netdef.errors import BlockError
+    from netdef.network import Network
+    from netdef.spec import build_network, parse_spec
+    from netdef.testing.check_block import define_block
+
+    @registry.block("ReturnsNoTensor")
+    def returns_no_tensor(net, x, prefix):
+        return result(net, net.activation(x, "relu", prefix))
+
+    spec = parse_spec({"input": {"name": "x", "shape": [3, 4, 4]}, "output": "y",
+                       "layers": [[-1, 1, "ReturnsNoTensor", {}, "a"], [-1, 1, "Act", {"kind": "relu"}, "b/relu"]]},
+                      "mine")
+    with pytest.raises(BlockError, match=rf"^<mine>:6: row 0 \(ReturnsNoTensor\): block ReturnsNoTensor "
+                                         rf"\(.*returns_no_tensor\) returned {shown}, not a tensor: a block returns "
+                                         r"the tensor its last net.\* call made"):
+        build_network(spec, Network({}))
+    with pytest.raises(BlockError, match=rf"^check_block: .*returns_no_tensor returned {shown}, not a tensor"):
+        define_block(returns_no_tensor, [(1, 3, 4, 4)], {})
+
+
 def test_width_and_repeat_arguments_the_block_does_not_take_are_refused(tiny):
     """@block(width_args=("c2",)) on a function without c2 would leave its channels unscaled by width_multiple,
     silently, and a repeat_arg it lacks would pass the row's number as an unknown keyword at build time: both are

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..errors import BlockError, NetdefError, OptionError
 from ..network import Network
+from ..spec import returns_tensors
 from ..tools.verify import max_rel_error
 
 TOLERANCE = {"fp32": 1e-5, "fp16": 2e-2}  # max |trt - torch| / max |torch|
@@ -87,6 +88,10 @@ def define_block(block_or_fn: str | Callable[..., Any], input_shapes: Sequence[S
     if y is None:
         raise BlockError(f"check_block: {getattr(fn, '__qualname__', fn)} returned None: a block returns its output "
                          "tensor (`return y`)")
+    if not returns_tensors(net, y):
+        raise BlockError(f"check_block: {getattr(fn, '__qualname__', fn)} returned {type(y).__name__}, not a tensor: "
+                         "a block returns the tensor its last net.* call made (net.constant(array, name) makes one of "
+                         "an array)")
     net.output(y, "y")
     net.check_keys(strict=True)
     return net
