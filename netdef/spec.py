@@ -373,11 +373,14 @@ def _spec(text: str, path: Path | None, where: str, stem: str, base: Path, scale
         hint = f" ('{near[0]}' on line {key_lines.get(near[0], 1)} is not one: netdef reads 'input')" if near else ""
         raise SpecError(f"{where}: no 'input' key{hint}: give input: {{name: ..., shape: [C, H, W]}}")
     if not isinstance(inp, dict) or not isinstance(inp.get("shape"), list) or len(inp["shape"]) < 1 \
-            or not all(isinstance(s, int) and s > 0 for s in inp["shape"]):
+            or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in inp["shape"]):
         raise fail("input", "expected {name: ..., shape: [C, H, W]} with positive integers")
+    if set(inp) - {"name", "shape"}:  # a dtype or a batch netdef would not use: the input is float32, its batch dynamic
+        raise fail("input", f"unknown key(s) {sorted(set(inp) - {'name', 'shape'})}: netdef reads name and shape "
+                            "(the input is float32 with a dynamic batch: `BuildOptions(batch=...)`, --batch)")
     out = data.get("output", "output")
     out_names = [out] if isinstance(out, str) else out
-    if not isinstance(out_names, list) or not out_names or not all(isinstance(n, str) for n in out_names):
+    if not isinstance(out_names, list) or not out_names or not all(isinstance(n, str) and n for n in out_names):
         raise fail("output", f"expected an output name or a list of names, got {out!r}")
 
     row_nodes = []
@@ -495,6 +498,10 @@ def _multiples(data: dict, scale: str | None, fail: Any, path: Path | None,
     if scales is None:
         if scale is not None:
             raise fail("name", f"the file has no 'scales:' for scale '{scale}'")
+        for key in ("depth_multiple", "width_multiple"):
+            value = data.get(key, 1.0)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+                raise fail(key, f"expected a positive number, got {value!r}")
         return float(data.get("depth_multiple", 1.0)), float(data.get("width_multiple", 1.0)), None
     if not isinstance(scales, dict) or not all(
             isinstance(v, list) and len(v) in (2, 3) and all(isinstance(x, (int, float)) for x in v)

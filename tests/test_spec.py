@@ -38,6 +38,13 @@ def write(tmp_path, text, name="arch.yaml"):
                                                                   "has (at most 1000): a typo?"),
     (GOOD.replace("[-1, 1, GlobalAvgPool, {}, pool]", "[-1, GlobalAvgPool]"), 6, "expected [from, number, block, args"),
     (GOOD.replace("shape: [3, 16, 16]", "shape: [3, -16, 16]"), 2, "'input'"),
+    (GOOD.replace("shape: [3, 16, 16]", "shape: [3, true, 16]"), 2, "'input': expected {name: ..., shape: [C, H, W]}"),
+    (GOOD.replace("shape: [3, 16, 16]", "shape: [3, 16, 16], dtype: float16"), 2,
+     "'input': unknown key(s) ['dtype']: netdef reads name and shape"),
+    (GOOD.replace("output: y", "output: ''"), 3, "'output': expected an output name or a list of names, got ''"),
+    (GOOD.replace("output: y", "output: y\ndepth_multiple: x"), 4, "'depth_multiple': expected a positive number, "
+                                                                   "got 'x'"),
+    (GOOD.replace("output: y", "output: y\nwidth_multiple: -0.5"), 4, "'width_multiple': expected a positive number"),
     (GOOD.replace("  - [-1, 1, Linear", "  - [-1, 1, Linear: {"), 7, "not valid YAML"),
     (GOOD.replace("{c2: 4}", "{c2: 4, c2: 8}"), 7, "'c2' is given twice in one mapping (first on line 7): keep one"),
     (GOOD.replace("output: y", "output: y\nname: other"), 4, "'name' is given twice in one mapping (first on line 1)"),
