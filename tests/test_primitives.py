@@ -557,6 +557,26 @@ def test_primitive_matches_torch(case_id, precision):
     check_block(fn, module, shapes if len(shapes) > 1 else shapes[0], precision=precision, kwargs=kwargs)
 
 
+@pytest.mark.parametrize("given, error, message", [
+    ({"input_shape": 8}, "OptionError", r"check_block: input_shape 8: expected a shape of positive integers"),
+    ({"input_shape": [(1, 3, 4, 4), 5]}, "OptionError", r"input_shape \[\(1, 3, 4, 4\), 5\]: expected"),
+    ({"input_shape": (1, 0, 4, 4)}, "OptionError", r"input_shape \(1, 0, 4, 4\): expected"),
+    ({"block_or_fn": 42}, "OptionError", r"check_block: block 42: expected a block's name or a function"),
+    ({"block_or_fn": "Conv2D"}, "SpecError", r"unknown block 'Conv2D': did you mean 'Conv2d'\?; known blocks"),
+    ({"tolerance": "1e-3"}, "OptionError", r"check_block: tolerance '1e-3': expected a number >= 0"),
+    ({"weights": torch.nn.Conv2d(3, 4, 3)}, "OptionError", r"check_block: weights: expected a mapping .* got Conv2d"),
+])
+def test_check_block_names_a_bad_argument(given, error, message):
+    """check_block's own arguments of the wrong kind are errors naming them, before anything is built (were
+    TypeErrors from inside netdef: 'int' object is not subscriptable, not callable, '<=' not supported)."""
+    from netdef import errors
+
+    call = {"block_or_fn": "Conv2d", "torch_module": torch.nn.Conv2d(3, 4, 3), "input_shape": (1, 3, 6, 6),
+            "kwargs": {"c2": 4, "k": 3}, "cpu": True, **given}
+    with pytest.raises(getattr(errors, error), match=message):
+        check_block(**call)
+
+
 @pytest.mark.gpu
 def test_check_block_fails_on_a_wrong_block():
     """The comparison can fail: GELU's tanh form against the erf form differs by more than 1e-5."""

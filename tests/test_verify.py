@@ -832,7 +832,8 @@ def test_check_block_cpu_catches_a_wrong_block():
         check_block_cpu(lambda net, x, p: net.gelu(x, p, "tanh"), torch.nn.GELU(), (2, 3, 8, 8))  # erf vs tanh
     from netdef.errors import SpecError
 
-    with pytest.raises(SpecError, match=r"^unknown block 'Conv2e'; known blocks: ADown, Act, "):  # a typo: not a KeyError
+    with pytest.raises(SpecError, match=r"^unknown block 'Conv2e': did you mean 'Conv2d'\?; known blocks: ADown, "
+                                        r"Act, "):  # a typo: not a KeyError
         check_block_cpu("Conv2e", torch.nn.Identity(), (1, 3, 4, 4))
 
 

@@ -9,6 +9,8 @@ Running the engine needs a CUDA GPU and full TensorRT; `define_block` (the defin
 """
 from __future__ import annotations
 
+import difflib
+import numbers
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -36,9 +38,15 @@ def _block_fn(block_or_fn: str | Callable[..., Any]) -> Callable[..., Any]:
         try:
             return get_block(block_or_fn).fn
         except KeyError:
-            raise SpecError(f"unknown block '{block_or_fn}'; known blocks: {', '.join(known_blocks())}. Import the "
-                            f"module that registers it first, or {HOW_TO_LOAD}") from None
-    return getattr(block_or_fn, "fn", block_or_fn)
+            near = difflib.get_close_matches(block_or_fn, known_blocks(), n=1, cutoff=0.8)
+            meant = f": did you mean '{near[0]}'?" if near else ""
+            raise SpecError(f"unknown block '{block_or_fn}'{meant}; known blocks: {', '.join(known_blocks())}. Import "
+                            f"the module that registers it first, or {HOW_TO_LOAD}") from None
+    fn = getattr(block_or_fn, "fn", block_or_fn)
+    if not callable(fn):
+        raise OptionError(f"check_block: block {block_or_fn!r}: expected a block's name or a function "
+                          "fn(net, x, prefix, *args, **kwargs)")
+    return fn
 
 
 def _check_arguments(block_or_fn: str | Callable[..., Any], fn: Callable[..., Any], prefix: str, args: Sequence[Any],
@@ -106,6 +114,32 @@ def _check_precision(precision: str) -> None:
                           "with PyTorch's)")
 
 
+def _check_tolerance(tolerance: Any) -> None:
+    """An OptionError for a tolerance that is no number >= 0 (None: the precision's default)."""
+    if tolerance is not None and (isinstance(tolerance, bool) or not isinstance(tolerance, numbers.Real)
+                                  or not tolerance >= 0):
+        raise OptionError(f"check_block: tolerance {tolerance!r}: expected a number >= 0 (a max relative error)")
+
+
+def _shapes(input_shape: Any) -> list[tuple[int, ...]]:
+    """The input shapes of `input_shape`: one shape (the batch first), or a list of them for a block of several
+    inputs; an OptionError for anything else."""
+    def shape(s: Any) -> tuple[int, ...] | None:
+        ok = isinstance(s, Sequence) and not isinstance(s, str) and len(s) > 0 and all(
+            isinstance(n, numbers.Integral) and not isinstance(n, bool) and n > 0 for n in s)
+        return tuple(int(n) for n in s) if ok else None
+
+    one = shape(input_shape)
+    if one is not None:
+        return [one]
+    many = [shape(s) for s in input_shape] if isinstance(input_shape, Sequence) and not isinstance(
+        input_shape, str) and len(input_shape) > 0 else [None]
+    if None in many:
+        raise OptionError(f"check_block: input_shape {input_shape!r}: expected a shape of positive integers, the "
+                          "batch first ((2, 16, 32, 32)), or a list of them for a block of several inputs")
+    return many
+
+
 def block_case(block_or_fn: str | Callable[..., Any], torch_module: Callable[..., Any],
                input_shape: Sequence[int] | Sequence[Sequence[int]], precision: str, args: Sequence[Any],
                kwargs: Mapping[str, Any] | None, weights: Mapping[str, np.ndarray] | None,
@@ -113,7 +147,10 @@ def block_case(block_or_fn: str | Callable[..., Any], torch_module: Callable[...
     """What `check_block` and its CPU mode compare on: the input shapes, random normal inputs (seeded) and the
     block's Network defined with the module's weights."""
     _check_precision(precision)
-    shapes = [tuple(input_shape)] if isinstance(input_shape[0], int) else [tuple(s) for s in input_shape]
+    shapes = _shapes(input_shape)
+    if weights is not None and not isinstance(weights, Mapping):
+        raise OptionError(f"check_block: weights: expected a mapping key -> array (keys under prefix '{PREFIX}.'), "
+                          f"got {type(weights).__name__}")
     if len({s[0] for s in shapes}) != 1:
         raise NetdefError(f"check_block: the inputs' batch sizes differ: {shapes}")
     rng = np.random.default_rng(seed)
@@ -137,6 +174,7 @@ def check_block(block_or_fn: str | Callable[..., Any], torch_module: Callable[..
     `cpu=True`: no GPU needed, the block's network definition is evaluated in float64 on the CPU
     (netdef.verify.block.check_block_cpu) and compared with a float64 copy of `torch_module`."""
     _check_precision(precision)  # before a GPU is asked for
+    _check_tolerance(tolerance)
     if cpu:
         from ..verify.block import check_block_cpu
 
@@ -188,8 +226,9 @@ def compared(out: np.ndarray, ref: np.ndarray, precision: str, tolerance: float 
     if tuple(out.shape) != tuple(ref.shape):
         raise AssertionError(f"{precision}{mode}: the block's output has shape {tuple(out.shape)}, the torch "
                              f"module's {tuple(ref.shape)}")
-    err = max_rel_error(out, ref)
+    _check_tolerance(tolerance)
     limit = TOLERANCE[precision] if tolerance is None else tolerance
+    err = max_rel_error(out, ref)
     if not err <= limit:
         raise AssertionError(f"{precision}{mode}: max relative error {err:.3g} > {limit:g} (output {tuple(out.shape)})")
     return err
