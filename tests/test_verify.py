@@ -1132,6 +1132,7 @@ def test_library_arguments_of_the_wrong_type_are_option_errors(tmp_path):
     from netdef.verify import verify
 
     for kw, needle in (({"batch": "2"}, "verify batch '2'"), ({"seed": -1}, "verify seed -1"),
+                       ({"tol": "1e-3"}, "verify tol '1e-3': expected a number >= 0"), ({"tol": -1}, "verify tol -1"),
                        ({"opts": {"precision": "fp16"}}, "expected a netdef.options.BuildOptions")):
         with pytest.raises(OptionError, match=re.escape(needle)):
             verify("resnet18", tmp_path / "none.wts", "torchvision:resnet18", cpu=True, **kw)
