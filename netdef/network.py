@@ -522,8 +522,12 @@ class Network:
     def activation(self, x: Any, act: str | None, prefix: str) -> Any:
         """relu | silu | leaky[:slope] (default 0.1) | hardswish | hardsigmoid | sigmoid | tanh | relu6 | gelu[:tanh]
         | none."""
+        if act is not None and not isinstance(act, str):  # YAML's `act: true`, say
+            raise SpecError(f"activation {act!r} for {prefix}: expected a name, one of {ACTIVATIONS}")
         kind, _, arg = (act or "none").partition(":")
         A = self.trt.ActivationType
+        if arg and kind not in ("leaky", "gelu"):  # `relu:0.2` would be plain ReLU: the number is no setting of it
+            raise SpecError(f"activation '{act}' for {prefix}: only leaky (its slope) and gelu (tanh) take a ':' setting")
         if kind == "none":
             return x
         name = f"{prefix}/{kind}"
@@ -533,7 +537,11 @@ class Network:
             return self.layer("activation", name, x, getattr(A, kind.upper())).get_output(0)
         if kind == "leaky":
             layer = self.layer("activation", name, x, A.LEAKY_RELU)
-            layer.alpha = float(arg or 0.1)
+            try:
+                layer.alpha = float(arg or 0.1)
+            except ValueError:
+                raise SpecError(f"activation '{act}' for {prefix}: the slope '{arg}' is no number (leaky:0.1, "
+                                "say)") from None
             return layer.get_output(0)
         if kind == "relu6":
             layer = self.layer("activation", name, x, A.CLIP)
