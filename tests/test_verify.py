@@ -441,7 +441,7 @@ def test_resnet18_report_values(torchvision_wts):
     model, wts = torchvision_wts("resnet18")
     report = verify("resnet18", wts, model, cpu=True, opts=BuildOptions(input_hw=(64, 64)), log=lambda m: None)
     compared = [r for r in report.rows if r.status != "skip"]
-    assert report.ok and len(compared) == 32  # with the 8 residual units
+    assert report.ok and len(compared) == 36  # with the 8 residual units, and each layerN row as its module
     assert all(r.error is not None and r.error <= 1e-5 for r in compared)
     assert compared[0].layer == "conv1" and compared[0].module == "bn1"
     assert compared[-1].module == "(model output)" and compared[-1].shape == (1, 1000)
@@ -1375,3 +1375,30 @@ def test_the_summary_counts_layers_not_comparisons():
             Row("relu", "act", (1, 4), None, "skip")]
     summary = Report("m", "CPU", 1e-5, rows, unmatched=0).summary()
     assert ": FAIL: 1 of 2 matched layers within 1e-05, 1 skipped," in summary, summary
+
+
+def test_a_row_whose_output_is_matched_with_an_inner_module_is_compared_with_its_own_too():
+    """A ConvBnAct row whose act is left out: its output (the convolution, matched with its BatchNorm `stem.1`) is
+    also compared with the row's module `stem` (Conv, BN, ReLU), so the missing ReLU is named at the stem, not first at
+    the next row's convolution."""
+    import torch
+    from torch import nn
+
+    from netdef.spec import parse_spec
+
+    torch.manual_seed(0)
+    model = nn.Sequential()
+    model.add_module("stem", nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU()))
+    model.add_module("conv", nn.Conv2d(8, 4, 3, padding=1))
+    model.eval()
+
+    def spec(act):
+        return parse_spec({"input": {"name": "x", "shape": [3, 8, 8]}, "output": "y",
+                           "layers": [[-1, 1, "ConvBnAct", {"c2": 8, "k": 3, "conv": "0", "bn": "1", "act": act},
+                                       "stem"], [-1, 1, "Conv2d", {"c2": 4, "k": 3, "p": 1}, "conv"]]}, "tiny")
+
+    good = verify(spec("relu"), model.state_dict(), model, cpu=True, log=lambda m: None)
+    assert good.ok and [(r.layer, r.module) for r in good.rows][:2] == [("stem.0", "stem.1"), ("stem.0/relu", "stem")]
+    bad = verify(spec("none"), model.state_dict(), model, cpu=True, log=lambda m: None)
+    assert not bad.ok and (bad.first_failure.layer, bad.first_failure.module) == ("stem.0", "stem")
+    assert [(r.module, r.status) for r in bad.rows][:2] == [("stem", "FAIL"), ("stem.1", "pass")]

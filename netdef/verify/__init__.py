@@ -98,10 +98,12 @@ def verify(arch: str | Path | Spec, weights: Weights, model: Any, *, cpu: bool =
     match = module_matcher(net.matches, modules, net.claimed)
     single = [layer for layer in layers if len(layer.outputs) == 1]
     matched = {layer.name: m for layer in single if (m := match(layer.name)) is not None}  # layer -> module
-    rows = _row_matches(single, matched, net, modules)  # a row's output with its module, unless matched already
+    rows, again = _row_matches(single, matched, net, modules)  # a row's output with its module
     matched.update(rows)
     pairs = {layer.outputs[0]: matched[layer.name] for layer in single if layer.name in matched}  # tensor -> module
     also = _earlier_matches(single, matched, net.matched_modules)
+    for layer, module in again.items():  # a row output matched with an inner module: with the row's module too
+        also.setdefault(layer, {})[module] = None
     hooked = [*pairs.values(), *(m for found in also.values() for m in found)]
     floor = None
     if cpu:
@@ -121,10 +123,13 @@ def verify(arch: str | Path | Spec, weights: Weights, model: Any, *, cpu: bool =
         refs = run_hooked(model, x, hooked, device="cuda", dtype="float32")
         mode = f"GPU engine, {trt_api.version_string()}"
     outputs_of = {layer.name: layer.outputs[0] for layer in single}
-    for layer, module in rows.items():  # a row module whose output is not a tensor of that size (a head's tuple)
-        ref, out = refs.outputs.get(module), values.get(outputs_of[layer])
+    for layer, module in [*rows.items(), *again.items()]:  # a row module whose output is not a tensor of that size
+        ref, out = refs.outputs.get(module), values.get(outputs_of[layer])  # (a head's tuple)
         if ref is None or out is None or int(np.prod(tuple(out.shape))) != ref.size:
-            del matched[layer]
+            if layer in rows:
+                del matched[layer]
+            else:
+                del also[layer][module]
     shown = (f", batch {batch}" if batch > 1 else "") + (f", input {size[0]}x{size[1]}" if size else "")
     report = compare(spec.name, f"{mode}, {opts.precision}{shown}", tol, layers, values, refs, matched, outputs,
                      floor, modules, net.match_channels, half=opts.precision == "fp16", also=also)
@@ -132,17 +137,20 @@ def verify(arch: str | Path | Spec, weights: Weights, model: Any, *, cpu: bool =
     return report
 
 
-def _row_matches(single: list[Any], matched: Mapping[str, str], net: Any, modules: set[str]) -> dict[str, str]:
+def _row_matches(single: list[Any], matched: Mapping[str, str], net: Any,
+                 modules: set[str]) -> tuple[dict[str, str], dict[str, str]]:
     """layer -> the module of the YAML row whose output the layer's is (`Network.row_outputs`), for rows whose module
-    no layer is compared with: a mistake inside a block then shows at its row, not only at the next row's layers."""
+    no layer is compared with: a mistake inside a block then shows at its row, not only at the next row's layers.
+    Two mappings: layers compared with no module yet, and layers compared with an inner module already (a row's
+    convolution matched with its BatchNorm: the row's module is compared besides, so a missing activation shows)."""
     taken = set(matched.values()) | set(net.claimed)
-    found = {}
+    found, again = {}, {}
     for layer in single:
         module = net.row_outputs.get(layer.outputs[0])
-        if layer.name not in matched and module in modules and module not in taken:
-            found[layer.name] = module
+        if module in modules and module not in taken:
+            (again if layer.name in matched else found)[layer.name] = module
             taken.add(module)
-    return found
+    return found, again
 
 
 def _earlier_matches(single: list[Any], matched: Mapping[str, str],
