@@ -241,6 +241,9 @@ class Network:
         """Give a layer a unique name (a repeated name gets `#2`, `#3`...) and its outputs the same name
         (`:i` added when there are several), so the reformat copies TensorRT inserts, which it names after
         tensors, point back to the module too. Returns the layer."""
+        if not isinstance(name, str) or not name:  # TensorRT only logs a None name and leaves the layer unnamed
+            raise SpecError(f"layer name {name!r} ({layer.type.name.lower()} layer): expected a non-empty string, a "
+                            "module's key prefix or 'prefix/kind'")
         n = self._names.get(name, 0) + 1
         self._names[name] = n
         layer.name = name if n == 1 else f"{name}#{n}"

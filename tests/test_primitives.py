@@ -267,6 +267,8 @@ def test_deconv_output_padding_past_padding_adds_the_bias_after_padding():
     (lambda n, x: n.activation(x, "leaky:abc", "a"), r"activation 'leaky:abc' for a: the slope 'abc' is no number"),
     (lambda n, x: n.activation(x, "relu:0.2", "a"), r"activation 'relu:0.2' for a: only leaky \(its slope\) and gelu"),
     (lambda n, x: n.activation(x, True, "a"), r"activation True for a: expected a name, one of \('relu'"),
+    (lambda n, x: n.softmax(x, None, 1), r"layer name None \(softmax layer\): expected a non-empty string"),
+    (lambda n, x: n.layer("activation", "", x, n.trt.ActivationType.RELU), r"layer name '' \(\w+ layer\): expected"),
     (lambda n, x: n.split(x, "sp", [1, 1]), r"sp: split sizes \[1, 1\] must be positive and add up to 3"),
     (lambda n, x: n.split(x, "sp", 0, -1), r"sp: split size 0: expected a positive integer"),
     (lambda n, x: n.split(x, "sp", 2, 0), r"sp: split of dimension 0 of \(-1, 3, 5, 6\), whose size is chosen"),
