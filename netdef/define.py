@@ -64,6 +64,10 @@ def define_network(spec: Spec | str | Path, weights: Weights, opts: BuildOptions
     `identity` is the weights' `weights_identity` when the caller has it already (no second hash). `progress`:
     a bar while reading the .wts (default: when stderr is a terminal)."""
     opts = opts or BuildOptions()
+    if not isinstance(opts, BuildOptions):
+        raise OptionError(f"opts {opts!r}: expected a netdef.options.BuildOptions (e.g. BuildOptions(precision="
+                          "'fp16'))")
+    opts.validate()  # an input size of 0 or a list of params: named as the option, not as a layer TensorRT rejects
     log = log or _stderr
     spec = spec if isinstance(spec, Spec) else load_spec(spec)
     params = spec.resolve_params(opts.params)

@@ -425,8 +425,8 @@ def test_a_shaped_weight_of_another_layout_is_refused_not_reshaped():
 
 
 @pytest.mark.parametrize("change, error, message", [
-    ({"fc.bias": np.array(["a", "b"])}, WeightKeyError, r"^in-memory weights: 'fc.bias' is an array of <U1: weights are "
-                                                        r"real numbers"),
+    ({"fc.bias": np.array(["a", "b"])}, WeightKeyError, r"^in-memory weights: 'fc.bias' is an array of <U1: "
+                                                        r"weights are real numbers"),
     ({"fc.bias": np.array([object(), object()])}, WeightKeyError, r"'fc.bias' is an array of object"),
     ({"fc.bias": np.array([1 + 2j, 0j])}, WeightKeyError, r"'fc.bias' is an array of complex128"),
     ({"fc.bias": torch.zeros(2, dtype=torch.complex64)}, WeightKeyError, r"'fc.bias' is a tensor of torch.complex64"),
@@ -465,3 +465,16 @@ def test_weights_that_are_no_mapping_or_path_say_what_weights_are(tmp_path):
             with pytest.raises(OptionError, match=f"got {name}$"):
                 call(other)
     assert not (tmp_path / "t.engine").exists()
+
+
+def test_define_network_checks_its_options(tmp_path):
+    """define_network (the Python API's network alone) checks its BuildOptions as build_engine does: an input size of
+    0 was a layer TensorRT rejected, a dict of options an AttributeError, a list of params an unknown '--set'."""
+    from netdef.build import BuildOptions, define_network
+    from netdef.errors import OptionError
+
+    for opts, message in ((BuildOptions(input_hw=(0, 8)), r"input shape \(0, 8\): expected \(H, W\)"),
+                          ({"precision": "fp16"}, r"opts \{'precision': 'fp16'\}: expected a netdef.options"),
+                          (BuildOptions(params=[("thr", 0.5)]), r"params \[\('thr', 0.5\)\]: expected a dict")):
+        with pytest.raises(OptionError, match=message):
+            define_network(tiny_yaml(tmp_path), tiny_weights(), opts, log=print)
