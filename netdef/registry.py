@@ -206,7 +206,16 @@ def block(name: str, *, width_args: tuple[str, ...] = (), repeat_arg: str | None
     replaces: a block of one's own takes the place of netdef's block of that name (a YAML keeps Ultralytics'
     block names); without it, or for another module's block, a name registered twice is an error.
     """
+    if not isinstance(name, str) or not name.strip():
+        raise NetdefError(f"@block({name!r}): a block's name is a non-empty string, the name YAML rows use")
+
     def register(fn: Callable) -> Callable:
+        first = list(inspect.signature(fn).parameters.values())[:3]
+        if not any(p.kind is p.VAR_POSITIONAL for p in first) and (
+                len(first) < 3 or any(p.kind not in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in first)):
+            raise NetdefError(f"block '{name}' of {_origin(fn)}: {getattr(fn, '__name__', fn)}"
+                              f"{inspect.signature(fn)} does not take (net, x, prefix) first: a block is "
+                              "fn(net, x, prefix, ...), called with the network, the row's input and its key prefix")
         old = BLOCKS.get(name)
         if old is not None and old.fn is not fn and not _same_definition(old.fn, fn) and \
                 not (replaces and _is_builtin(old.fn)):

@@ -471,6 +471,20 @@ def test_a_block_that_returns_no_tensor_is_named_at_its_own_row(clean_registry, 
         define_block(returns_no_tensor, [(1, 3, 4, 4)], {})
 
 
+def test_a_block_that_cannot_take_net_x_prefix_or_has_no_name_is_refused_when_registered(clean_registry):
+    """@block on a function of fewer than three positional parameters (fn(x), fn(net, *, x, prefix)) or with a name
+    that is no string: refused at registration, not a TypeError inside every build that uses it (reported as a bug
+    in the block) or a block no row can name."""
+    for fn in (lambda x: x, lambda net, x: x, lambda net, *, x, prefix: x):
+        with pytest.raises(NetdefError, match=r"^block 'Few' of .*: <lambda>\(.*\) does not take \(net, x, prefix\) "
+                                              r"first: a block is fn\(net, x, prefix, ...\)"):
+            registry.block("Few")(fn)
+    for name in (5, "", None):
+        with pytest.raises(NetdefError, match=r"a block's name is a non-empty string"):
+            registry.block(name)
+    registry.block("Many")(lambda *args: args[1])  # *args takes them
+
+
 def test_width_and_repeat_arguments_the_block_does_not_take_are_refused(tiny):
     """@block(width_args=("c2",)) on a function without c2 would leave its channels unscaled by width_multiple,
     silently, and a repeat_arg it lacks would pass the row's number as an unknown keyword at build time: both are
