@@ -353,7 +353,7 @@ class Network:
             hint = (saved or _default_prefix_hint(missing, self.weights, self.used)
                     or _repeat_hint(missing, unused, self.weights, self.used)
                     or _sequence_row_hint(missing, unused, self.weights, self.used)
-                    or _shifted_rows_hint(missing, unused, self.weights)
+                    or _shifted_rows_hint(missing, unused, self.weights) or _bias_hint(missing, self.used)
                     or missing_modules_hint(list(missing), self.weights) or unused_modules_hint(unused, self.used)
                     or ("" if missing else "\n(netdef build --no-strict, BuildOptions(strict=False) in Python, "
                                            "allows unused keys)"))
@@ -1390,6 +1390,18 @@ def _shifted_rows_hint(missing: Mapping[str, str], unused: list[str], present: I
             f"'{base}.{n + 1}.{rest}'): the rows from {missing[first] or f'the one of {base}.{n}'} on read the keys of "
             f"the module before theirs. Is a row missing from the YAML (the file's {base}.{n}, or one before it)? The "
             "rows after a missing one also get its input, and their `from` indices shift")
+
+
+def _bias_hint(missing: Mapping[str, str], used: set[str]) -> str:
+    """Where every missing key is the bias of a module whose weight was read (nn.Conv2d(..., bias=False) built by a
+    row that adds a bias), a line saying how to leave the bias out; '' otherwise."""
+    modules = [k.removesuffix(".bias") for k in missing]
+    if not modules or not all(k.endswith(".bias") and f"{m}.weight" in used for k, m in zip(missing, modules)):
+        return ""
+    named = ", ".join(modules[:4]) + (", ..." if len(modules) > 4 else "")
+    return (f"\nThe file has the weight but no bias of {named}: modules made with bias=False. Give their rows bias: "
+            "false (the Conv2d, ConvTranspose2d and Linear blocks take it), or pass bias=False to net.conv, "
+            "net.deconv or net.linear in a block")
 
 
 def missing_modules_hint(missing: list[str], present: Iterable[str]) -> str:

@@ -478,3 +478,19 @@ def test_define_network_checks_its_options(tmp_path):
                           (BuildOptions(params=[("thr", 0.5)]), r"params \[\('thr', 0.5\)\]: expected a dict")):
         with pytest.raises(OptionError, match=message):
             define_network(tiny_yaml(tmp_path), tiny_weights(), opts, log=print)
+
+
+def test_a_missing_bias_of_a_module_made_without_one_says_how_to_leave_it_out():
+    """nn.Conv2d(..., bias=False) built by a Conv2d row (bias defaults to True, as torch's): the missing bias is named
+    with what to do (bias: false), not only listed."""
+    from netdef.build import define_network
+
+    def spec(bias):
+        return parse_spec({"input": {"name": "x", "shape": [3, 8, 8]}, "output": "y",
+                           "layers": [[-1, 1, "Conv2d", {"c2": 4, "k": 3, "bias": bias}, "conv"]]}, "tiny")
+
+    w = {"conv.weight": np.ones((4, 3, 3, 3), np.float32)}
+    with pytest.raises(WeightKeyError, match=r"missing:\n  conv.bias .*\nThe file has the weight but no bias of conv: "
+                                             r"modules made with bias=False. Give their rows bias: false"):
+        define_network(spec(True), w, log=print)
+    define_network(spec(False), w, log=print)
