@@ -234,6 +234,14 @@ def block(name: str, *, width_args: tuple[str, ...] = (), repeat_arg: str | None
                 raise NetdefError(f"block '{name}' of {_origin(fn)}: {what} names '{arg}', which is {why}: give "
                                   f"{getattr(fn, '__name__', fn)} a parameter '{arg}' that a row can name (not *, **, "
                                   "nor before /)")
+        for key, p in (params or {}).items():  # a default its own kind, choices or test refuse: used unchecked
+            if isinstance(p, Param) and p.default is not None and p.parse is None:
+                try:
+                    p.convert(key, p.default)
+                except OptionError as e:
+                    raise NetdefError(f"block '{name}' of {_origin(fn)}: build parameter '{key}' has the default "
+                                      f"{p.default!r}, which its declaration refuses ({str(e).split(': ', 1)[1]})") \
+                        from None
         for key, p in (params or {}).items():  # one parameter, one declaration (`--set KEY` sets it for all)
             owner = next((b for b in BLOCKS.values() if b.name != name and b.params.get(key, p) != p), None)
             if owner is not None:

@@ -485,6 +485,19 @@ def test_a_block_that_cannot_take_net_x_prefix_or_has_no_name_is_refused_when_re
     registry.block("Many")(lambda *args: args[1])  # *args takes them
 
 
+@pytest.mark.parametrize("param, why", [
+    (registry.Param(0.5, int), r"the default 0.5, which its declaration refuses \(expected an int\)"),
+    (registry.Param("a", str, choices=("b", "c")), r"the default 'a', which .* refuses \(use one of b, c\)"),
+    (registry.Param(-1.0, valid=(lambda v: v > 0, "a positive number")), r"the default -1.0, .*\(expected a positive"),
+])
+def test_a_build_parameter_whose_default_its_declaration_refuses_is_named(clean_registry, param, why):
+    """Param(0.5, int): --set would refuse 0.5, yet the block read it unchecked where not set; refused when it is
+    registered."""
+    with pytest.raises(NetdefError, match=rf"^block 'Thresholded' of .*: build parameter 'thr' has {why}"):
+        registry.block("Thresholded", params={"thr": param})(lambda net, x, prefix: x)
+    registry.block("Thresholded", params={"thr": registry.Param(None, float)})(lambda net, x, prefix: x)
+
+
 def test_width_and_repeat_arguments_the_block_does_not_take_are_refused(tiny):
     """@block(width_args=("c2",)) on a function without c2 would leave its channels unscaled by width_multiple,
     silently, and a repeat_arg it lacks would pass the row's number as an unknown keyword at build time: both are
