@@ -353,8 +353,9 @@ class Network:
             hint = (saved or _default_prefix_hint(missing, self.weights, self.used)
                     or _repeat_hint(missing, unused, self.weights, self.used)
                     or _sequence_row_hint(missing, unused, self.weights, self.used)
-                    or _shifted_rows_hint(missing, unused, self.weights) or _bias_hint(missing, self.used)
+                    or _shifted_rows_hint(missing, unused, self.weights)
                     or missing_modules_hint(list(missing), self.weights) or unused_modules_hint(unused, self.used)
+                    or _bias_hint(missing, self.used)
                     or ("" if missing else "\n(netdef build --no-strict, BuildOptions(strict=False) in Python, "
                                            "allows unused keys)"))
             parts = {*_module_groups(missing, self.weights), *_module_groups(unused, self.used)} - {None}
