@@ -34,13 +34,20 @@ def model_names(model: Any) -> list[str] | None:
     """The class names a model carries (`model.names`: Ultralytics' {0: 'person', ...}, YOLOv5's list or dict), in
     class order; None without them, or where they are only the class indices (Ultralytics' default '0', '1', ...)."""
     names = getattr(model, "names", None)
-    if isinstance(names, Mapping):  # '0' keys are 0, as Ultralytics' check_class_names reads them
-        index = {int(k) if isinstance(k, str) and k.isdigit() else k: v for k, v in names.items()}
-        if len(index) == len(names) and set(index) == set(range(len(names))):  # keys of mixed types too
-            names = [index[i] for i in range(len(names))]
+    if isinstance(names, Mapping):
+        names = by_index(names)
     if not isinstance(names, (list, tuple)) or not names or not all(isinstance(n, str) for n in names):
         return None
     return None if list(names) == [str(i) for i in range(len(names))] else list(names)
+
+
+def by_index(names: Mapping[Any, Any]) -> list[Any] | None:
+    """The values of a mapping of class indices 0..N-1 in class order ('0' keys are 0, as Ultralytics'
+    check_class_names reads them; keys of mixed types too), None where its keys are not those indices."""
+    index = {int(k) if isinstance(k, str) and k.isdigit() else k: v for k, v in names.items()}
+    if len(index) != len(names) or set(index) != set(range(len(names))):
+        return None
+    return [index[i] for i in range(len(names))]
 
 
 def write_names_sidecar(path: str | os.PathLike, names: Sequence[str], wts: str | os.PathLike,
@@ -131,11 +138,11 @@ def _document_names(doc: dict | list, path: str | os.PathLike) -> list[str]:
     what it holds otherwise."""
     names = doc.get("names") if isinstance(doc, dict) else doc
     if isinstance(names, dict):  # a data.yaml's {0: person, 1: car} ('0' in JSON): the indices must be 0..N-1
-        index = {int(k) if isinstance(k, str) and k.isdigit() else k: v for k, v in names.items()}
-        if len(index) != len(names) or set(index) != set(range(len(names))):
+        ordered = by_index(names)
+        if ordered is None:
             raise NetdefError(f"class names {path}: its names: mapping has the keys {shown(list(map(str, names)))}, "
                               f"not the class indices 0..{len(names) - 1}")
-        names = [index[i] for i in range(len(names))]
+        names = ordered
     names = [n.strip() if isinstance(n, str) else n for n in names] if isinstance(names, list) else names
     if not valid_names(names):
         what = "a list" if isinstance(doc, list) else "a mapping without a names: list of them"

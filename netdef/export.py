@@ -430,8 +430,7 @@ def strip_key_prefix(sd: Mapping[str, Any], prefix: str, where: str,
 def _note_unread_names(obj: Any, log: Callable[[str], None]) -> None:
     """Log where the model carries a `names` that is not a list of class names in class order (a mapping with gaps
     in its class indices, names that are no strings): none are recorded, and the log says so and how to give them."""
-    models = [obj.get(k) for k in CHECKPOINT_KEYS] if isinstance(obj, Mapping) else [obj]
-    given = next((n for m in models if (n := getattr(m, "names", None))), None)
+    given = next((n for m in _models_in(obj) if (n := getattr(m, "names", None))), None)
     if given is None or isinstance(given, (list, tuple, Mapping)) and [str(v) for v in (
             given.values() if isinstance(given, Mapping) else given)] == [str(i) for i in range(len(given))]:
         return  # none, or Ultralytics' default names (the class indices)
@@ -441,10 +440,14 @@ def _note_unread_names(obj: Any, log: Callable[[str], None]) -> None:
         "FILE` gives them")
 
 
+def _models_in(obj: Any) -> list[Any]:
+    """The model a source is, or those a checkpoint holds under CHECKPOINT_KEYS (None where it holds none)."""
+    return [obj.get(k) for k in CHECKPOINT_KEYS] if isinstance(obj, Mapping) else [obj]
+
+
 def _names_in(obj: Any) -> list[str] | None:
     """The class names of the model a source is or a checkpoint holds (its first model that has some), or None."""
-    models = [obj.get(k) for k in CHECKPOINT_KEYS] if isinstance(obj, Mapping) else [obj]
-    return next((names for m in models if (names := model_names(m)) is not None), None)
+    return next((names for m in _models_in(obj) if (names := model_names(m)) is not None), None)
 
 
 def ultralytics_arch(model: Any) -> tuple[str, bool] | None:

@@ -28,6 +28,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_serve as bs  # noqa: E402
 
+from netdef import engine_file  # noqa: E402
 from netdef.cli.guard import run_guarded  # noqa: E402
 from netdef.deploy import serve_stats  # noqa: E402
 from netdef.deploy.plan import read_any_meta  # noqa: E402
@@ -85,7 +86,7 @@ def stub_config(meta: dict[str, Any], instances: int, delay_us: int, engine: Pat
     config = {"name": config.pop("name"), "backend": "python", **config}
     config["instance_group"] = [{"count": instances, "kind": Enum("KIND_CPU")}]
     config.pop("optimization", None)  # the TensorRT backend's CUDA graphs
-    profiles = [list(p) for p in binding(meta).profiles]
+    profiles = [list(p) for p in engine_file.profiles(meta)]
     config["parameters"] = [{"key": k, "value": {"string_value": v}} for k, v in
                             {"engine": str(engine), "stand_in": "1" if stand_in else "0",
                              "profiles": json.dumps(profiles)}.items()]
