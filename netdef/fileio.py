@@ -195,17 +195,18 @@ def check_name(path: Path) -> None:
     where = f"a file name may have on the file system of {path.parent}: give a shorter name"
     if (n := len(os.fsencode(path.name))) > limit:
         raise NameTooLong(path, f"its name is {n} bytes long, over the {limit} bytes {where}")
-    if (n := len(os.fsencode(_temp_head(path))) + _TEMP_TAIL) > limit:
-        raise NameTooLong(path, f"the name of the temporary file it is written to first ({_temp_head(path)}XXXXXXXX"
-                                f".tmp) is {n} bytes long, over the {limit} bytes {where}")
+    head = _temp_head(path, limit)
+    if (n := len(os.fsencode(head)) + _TEMP_TAIL) > limit:
+        raise NameTooLong(path, f"the name of the temporary file it is written to first ({head}XXXXXXXX.tmp) is {n} "
+                                f"bytes long, over the {limit} bytes {where}")
 
 
-def _temp_head(path: Path) -> str:
+def _temp_head(path: Path, limit: int | None = None) -> str:
     """How the names of `path`'s temporary files start: `.NAME.netdef-`; for a NAME so long that the temporary name
-    (`_TEMP_TAIL` follows) would pass the bytes a file name may have (`name_max`), its first 40 characters and a
-    hash of all of it."""
+    (`_TEMP_TAIL` follows) would pass the bytes a file name may have (`limit`, default `name_max` of its folder),
+    its first 40 characters and a hash of all of it."""
     head = f".{path.name}.{TMP_TAG}"
-    if len(os.fsencode(head)) + _TEMP_TAIL <= name_max(path.parent):
+    if len(os.fsencode(head)) + _TEMP_TAIL <= (name_max(path.parent) if limit is None else limit):
         return head
     return f".{path.name[:40]}-{hashlib.sha256(os.fsencode(path.name)).hexdigest()[:16]}.{TMP_TAG}"
 

@@ -1348,14 +1348,24 @@ def _repeat_hint(missing: Mapping[str, str], unused: list[str], present: Iterabl
     return ""
 
 
+def _lost_and_spare(missing: Iterable[str], unused: Iterable[str], present: Iterable[str],
+                    used: set[str]) -> tuple[dict[str | None, list[str]], dict[str, set[str]]] | None:
+    """(the modules the missing keys belong to, each unused module of the file with its keys' endings) for the
+    hints that look for a missing module's twin among the unused ones; None where no missing key has a module."""
+    lost = _module_groups(missing, present)
+    if not lost or None in lost:
+        return None
+    return lost, {u: {k[len(u):] for k in ks} for u, ks in _module_groups(unused, used).items() if u is not None}
+
+
 def _sequence_row_hint(missing: Mapping[str, str], unused: list[str], present: Iterable[str], used: set[str]) -> str:
     """Where each missing module is `x.N.j` and the file's unused `x.{N + j}` has its keys (a row `[-1, 2, Fire, ...,
     x.N]` of a block without repeat_arg, repeated as x.N.0, x.N.1 for the file's x.N, x.{N+1}), a line saying to
     give each module its row; '' otherwise."""
-    lost = _module_groups(missing, present)
-    spare = {u: {k[len(u):] for k in ks} for u, ks in _module_groups(unused, used).items() if u is not None}
-    if not lost or None in lost:
+    groups = _lost_and_spare(missing, unused, present, used)
+    if groups is None:
         return ""
+    lost, spare = groups
     pairs = []
     for m, keys in lost.items():
         unit = re.fullmatch(r"(.*)\.(\d+)\.(\d+)", m)
@@ -1443,10 +1453,10 @@ def misspelt_module_hint(missing: Mapping[str, str], unused: list[str], present:
     row or block), a line
     naming them and where the first key was asked for; '' otherwise (weights of another architecture, say). Of
     several such modules (a block repeated through the network), the one whose name differs in one part only."""
-    lost = _module_groups(missing, present)
-    spare = {u: {k[len(u):] for k in ks} for u, ks in _module_groups(unused, used).items() if u is not None}
-    if not lost or None in lost:
+    groups = _lost_and_spare(missing, unused, present, used)
+    if groups is None:
         return ""
+    lost, spare = groups
     pairs = []
     for m, keys in lost.items():
         found = _twin_modules(m, keys, spare)

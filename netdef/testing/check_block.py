@@ -21,7 +21,7 @@ import numpy as np
 from ..errors import BlockError, NetdefError, OptionError
 from ..network import Network
 from ..spec import returns_tensors
-from ..tools.verify import max_rel_error
+from ..tools.verify import check_tolerance, max_rel_error
 
 TOLERANCE = {"fp32": 1e-5, "fp16": 2e-2}  # max |trt - torch| / max |torch|
 PREFIX = "m"  # the weight-key prefix the block is built under: the torch module's keys are `m.<name>`
@@ -114,13 +114,6 @@ def _check_precision(precision: str) -> None:
                           "with PyTorch's)")
 
 
-def _check_tolerance(tolerance: Any) -> None:
-    """An OptionError for a tolerance that is no number >= 0 (None: the precision's default)."""
-    if tolerance is not None and (isinstance(tolerance, bool) or not isinstance(tolerance, numbers.Real)
-                                  or not tolerance >= 0):
-        raise OptionError(f"check_block: tolerance {tolerance!r}: expected a number >= 0 (a max relative error)")
-
-
 def _shapes(input_shape: Any) -> list[tuple[int, ...]]:
     """The input shapes of `input_shape`: one shape (the batch first), or a list of them for a block of several
     inputs; an OptionError for anything else."""
@@ -174,7 +167,7 @@ def check_block(block_or_fn: str | Callable[..., Any], torch_module: Callable[..
     `cpu=True`: no GPU needed, the block's network definition is evaluated in float64 on the CPU
     (netdef.verify.block.check_block_cpu) and compared with a float64 copy of `torch_module`."""
     _check_precision(precision)  # before a GPU is asked for
-    _check_tolerance(tolerance)
+    check_tolerance(tolerance, "check_block: tolerance")
     if cpu:
         from ..verify.block import check_block_cpu
 
@@ -226,7 +219,7 @@ def compared(out: np.ndarray, ref: np.ndarray, precision: str, tolerance: float 
     if tuple(out.shape) != tuple(ref.shape):
         raise AssertionError(f"{precision}{mode}: the block's output has shape {tuple(out.shape)}, the torch "
                              f"module's {tuple(ref.shape)}")
-    _check_tolerance(tolerance)
+    check_tolerance(tolerance, "check_block: tolerance")
     limit = TOLERANCE[precision] if tolerance is None else tolerance
     err = max_rel_error(out, ref)
     if not err <= limit:

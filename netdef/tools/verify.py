@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import numbers
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,6 +16,15 @@ def max_rel_error(out: Any, ref: Any) -> float:
     if out.shape != ref.shape:
         raise ValueError(f"shape {out.shape} != reference shape {ref.shape}")
     return float(np.abs(out - ref).max() / max(np.abs(ref).max(), 1e-12))
+
+
+def check_tolerance(tol: Any, label: str) -> None:
+    """An OptionError '`label` TOL: expected a number >= 0' for a tolerance that is no number >= 0 (None: a
+    default is used)."""
+    from ..errors import OptionError
+
+    if tol is not None and (isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not tol >= 0):
+        raise OptionError(f"{label} {tol!r}: expected a number >= 0 (a max relative error)")
 
 
 def cosine(out: Any, ref: Any) -> float:

@@ -10,7 +10,6 @@ engine whose compared tensors are marked as outputs (`engine.py`).
 from __future__ import annotations
 
 import copy
-import numbers
 import sys
 from collections.abc import Callable, Container, Mapping
 from dataclasses import replace
@@ -25,6 +24,7 @@ from ..errors import NetdefError, OptionError, TensorRTUnavailable, WeightKeyErr
 from ..network import IGNORED_KEY_SUFFIXES
 from ..options import BuildOptions, format_hw_range
 from ..spec import Spec, load_spec
+from ..tools.verify import check_tolerance
 from .evaluate import PLUGIN_TYPES, UnsupportedLayer, can_evaluate, evaluate
 from .reference import load_model, load_weights_strict, run_hooked
 from .report import Report, compare, module_matcher
@@ -54,8 +54,7 @@ def verify(arch: str | Path | Spec, weights: Weights, model: Any, *, cpu: bool =
     for name, value, least in (("batch", batch, 1), ("seed", seed, 0)):
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
             raise OptionError(f"verify {name} {value!r}: expected an integer >= {least}")
-    if tol is not None and (isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not tol >= 0):
-        raise OptionError(f"verify tol {tol!r}: expected a number >= 0 (a max relative error)")
+    check_tolerance(tol, "verify tol")
     if opts is not None and not isinstance(opts, BuildOptions):
         raise OptionError(f"opts {opts!r}: expected a netdef.options.BuildOptions")
     opts = replace(opts or BuildOptions(), tf32=False, batch=(batch, batch, batch), profiles=())
