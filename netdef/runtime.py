@@ -143,6 +143,12 @@ class Engine:
         with trt_api.use_device(self.device), self.backend.activate():
             yield
 
+    def host_buffer(self, shape: Sequence[int], dtype: Any) -> np.ndarray:
+        """A numpy array of `shape` and `dtype` in pinned (page-locked) host memory: inputs written there reach the
+        engine's GPU in one DMA transfer, with no staging copy (`netdef serve` joins requests in such buffers)."""
+        with self.on_device():
+            return self.backend.host_buffer(tuple(int(d) for d in shape), np.dtype(dtype).name)
+
     def refit(self, weights: Any, *, log: Any = None, arch: str | Path | Spec | None = None) -> int:
         """Replace the engine's weights in this process (an engine built with --refittable): `weights` is a .wts
         path or a mapping key -> array (e.g. a training checkpoint's state_dict), defined by the build's own
@@ -586,6 +592,9 @@ class TorchBackend:
         with self._memory(tuple(t.shape), np_name):
             return t.to(self.device, self._dtype(np_name), non_blocking=True).contiguous()
 
+    def host_buffer(self, shape: tuple[int, ...], np_name: str) -> np.ndarray:
+        return self.torch.empty(shape, dtype=self._dtype(np_name), pin_memory=True).numpy()
+
     def empty(self, shape: tuple[int, ...], np_name: str) -> Any:
         with self._memory(shape, np_name):
             return self.torch.empty(shape, dtype=self._dtype(np_name), device=self.device)
@@ -661,6 +670,9 @@ class PycudaBackend:
         self.cuda.memcpy_htod_async(mem.alloc, arr, self.stream)
         self._pinned.append(arr)  # keep the host array alive until the stream is synchronised
         return mem
+
+    def host_buffer(self, shape: tuple[int, ...], np_name: str) -> np.ndarray:
+        return self.cuda.pagelocked_empty(shape, np.dtype(np_name))
 
     def empty(self, shape: tuple[int, ...], np_name: str) -> Any:
         return DeviceArray(self.cuda, shape, np.dtype(np_name))

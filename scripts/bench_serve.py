@@ -110,6 +110,7 @@ def running_server(engine: str | Path, *args: str, timeout_s: float = 300,
             if time.monotonic() > deadline:
                 raise NetdefError(f"netdef serve was not ready after {timeout_s:.0f} s: " + " | ".join(lines[-20:]))
             time.sleep(0.5)
+        client.close()  # an open connection holds Triton up when it stops
         yield Server(f"localhost:{port}", f"localhost:{grpc}", f"localhost:{metrics}", spec, proc, lines, models)
     finally:
         if proc.poll() is None:

@@ -1,17 +1,19 @@
-"""Serve an engine through Triton Inference Server with PyTriton (`netdef serve`).
+"""Serve an engine through Triton Inference Server (`netdef serve`), the server PyTriton bundles.
 
-PyTriton (`pip install nvidia-pytriton`, or `netdef[serve]`) bundles Triton and runs Python callables as Triton
-models: HTTP and gRPC, the dynamic batcher, health (`/v2/health/ready`) and Prometheus metrics (`/metrics`).
-netdef binds one callable per selected GPU (one Triton model instance each), each running its own
-`netdef.runtime.Engine` on that device.
+PyTriton (`pip install nvidia-pytriton`, or `netdef[serve]`) ships Triton with its Python backend: HTTP and gRPC,
+the dynamic batcher, health (`/v2/health/ready`) and Prometheus metrics (`/metrics`). `serve` writes a model
+repository (`write_repository`) and starts that Triton on it: each model instance is a Python backend stub that
+runs `netdef.runtime.Engine` itself (`deploy.stub_model`), one instance per selected GPU, so a batch goes from
+Triton to the engine with no process in between (PyTriton's own model binding moves every tensor to the binding
+process and back: 0.06 of direct throughput where the stub reached 0.41 on an H100, docs/benchmarks.md).
 
-`binding(meta, ...)` derives what is bound from the engine's metadata, through the model configuration
+`binding(meta, ...)` derives what is served from the engine's metadata, through the model configuration
 `netdef triton` writes (`deploy.triton.model_config`): name, inputs and outputs (without the batch axis for a
 batching engine), `max_batch_size` (0: a non-batching engine, whose smallest batch is above 1, takes whole
 batches) and the batcher's preferred sizes (the profiles' OPT batches). `run_batch` runs one batch the batcher
 formed: split into chunks of at most the engine's largest batch, a chunk no profile covers (below the smallest
 batch of a non-batching engine) padded up to the nearest batch one covers. These are pure functions: importable
-and testable without pytriton or a GPU; so is `bind_arguments`, what `serve` hands PyTriton for each model.
+and testable without pytriton or a GPU; so are `write_repository` and `stub_config`.
 
 YOLO detection, segmentation and pose engines are served twice: as raw tensors (`NAME`) and as images ->
 detections (`NAME_detect`, netdef detect's GPU pre- and post-processing: `deploy.serve_detect`).
@@ -19,20 +21,26 @@ detections (`NAME_detect`, netdef detect's GPU pre- and post-processing: `deploy
 from __future__ import annotations
 
 import ast
+import dataclasses
 import os
 import re
+import secrets
 import socket
 import string
+import sys
+import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .. import engine_file
+from .. import engine_file, trt_api
 from ..errors import NetdefError, OptionError
-from .triton import DATA_TYPES, TritonOptions, model_config
+from .triton import DATA_TYPES, Enum, TritonOptions, config_text, model_config
 
 if TYPE_CHECKING:
     from .serve_detect import DetectSettings
@@ -40,6 +48,10 @@ if TYPE_CHECKING:
 INSTALL = "pip install nvidia-pytriton (or pip install 'netdef[serve]')"
 # Triton endpoints PyTriton (0.7 on) restricts to a token it makes and never shows (DEFAULT_PROTECTED_ENDPOINTS)
 PROTECTED_ENDPOINTS = ("shared-memory", "model-repository", "statistics", "trace", "logging")
+# on Ctrl-C Triton gives open connections and requests this long, then unloads the models (their timing lines),
+# within the 30 s PyTriton waits before it kills the server (Triton's own default, 30 s, left no time to unload)
+EXIT_TIMEOUT_S = 10
+ACCESS_HEADER = "triton-access-token"  # the header of PyTriton's token (its TRITON_ACCESS_HEADER)
 
 
 @dataclass(frozen=True)
@@ -168,81 +180,42 @@ def _pad(x: np.ndarray, run: int) -> np.ndarray:
 
 @dataclass
 class CallTimes:
-    """Where one model instance's time goes in netdef's process (Triton's `compute_infer` also counts PyTriton
-    moving the requests to this process and back): its executions and items, the seconds in the callable PyTriton
-    calls (its batch decorator joining the requests and splitting the outputs included) and in `Engine.infer`."""
+    """Where one model instance's time goes (Triton's `compute_infer` per execution is measured around it, in the
+    server): its executions and items, the seconds in the model's `execute` (the requests' inputs read, the engine
+    run, the responses made) and in `Engine.infer` within it."""
     executions: int = 0
     items: int = 0
     callable_s: float = 0.0
     engine_s: float = 0.0
 
-    def line(self, model: str, instance: int) -> str:
-        """The line `serve` logs when it stops, TIMING_FORMAT filled in (`parse_timing_line` reads it back:
-        `scripts/bench_serve.py`)."""
+    def line(self, model: str, instance: str) -> str:
+        """The line `serve` logs for an instance when it stops, TIMING_FORMAT filled in (`parse_timing_line` reads
+        it back: `scripts/bench_serve.py`)."""
         n = max(self.executions, 1)
-        return TIMING_FORMAT.format(model=repr(model), instance=instance, executions=self.executions,
+        return TIMING_FORMAT.format(model=repr(model), instance=repr(instance), executions=self.executions,
                                     items=self.items, callable_ms=1000 * self.callable_s / n,
                                     engine_ms=1000 * self.engine_s / n)
 
 
 # the line `CallTimes.line` writes, its one definition: TIMING_LINE, which reads it back, is made from it
 TIMING_FORMAT = ("timing   model {model} instance {instance}: {executions} executions of {items} items; "
-                 "per execution {callable_ms:.3f} ms in netdef's callable, {engine_ms:.3f} ms of it in Engine.infer")
-_STR_REPR = r"'(?:[^'\\\n]|\\.)*'|\"(?:[^\"\\\n]|\\.)*\""  # repr() of a str: a model name with quotes, spaces
+                 "per execution {callable_ms:.3f} ms in netdef's execute, {engine_ms:.3f} ms of it in Engine.infer")
+_STR_REPR = r"'(?:[^'\\\n]|\\.)*'|\"(?:[^\"\\\n]|\\.)*\""  # repr() of a str: a name with quotes, spaces
 _TIMING_FIELDS: dict[str, tuple[str, Callable[[str], Any]]] = {  # field -> (its regular expression, its reader)
-    "model": (_STR_REPR, ast.literal_eval), "instance": (r"\d+", int), "executions": (r"\d+", int),
+    "model": (_STR_REPR, ast.literal_eval), "instance": (_STR_REPR, ast.literal_eval), "executions": (r"\d+", int),
     "items": (r"\d+", int), "callable_ms": (r"\d+\.\d+", float), "engine_ms": (r"\d+\.\d+", float)}
 TIMING_LINE = re.compile("".join(re.escape(text) + (f"(?P<{field}>{_TIMING_FIELDS[field][0]})" if field else "")
                                  for text, field, _, _ in string.Formatter().parse(TIMING_FORMAT)))
 
 
 def parse_timing_line(line: str) -> dict[str, Any] | None:
-    """The fields of a line `CallTimes.line` wrote (model: str; instance, executions, items: int; callable_ms,
+    """The fields of a line `CallTimes.line` wrote (model, instance: str; executions, items: int; callable_ms,
     engine_ms: float, per execution), None for another line."""
     m = TIMING_LINE.match(line)
     try:
         return None if m is None else {k: _TIMING_FIELDS[k][1](v) for k, v in m.groupdict().items()}
     except (SyntaxError, ValueError):  # a quoted name with an escape repr() never writes ('\\x'): not such a line
         return None
-
-
-def infer_function(engine: Any, spec: Binding, times: CallTimes | None = None) -> Callable[..., dict[str, np.ndarray]]:
-    """The function one Triton model instance runs: inputs by name (a batch the batcher formed, or a client's
-    whole batch for a non-batching engine) -> outputs by name, through `engine.infer` (numpy in and out), its
-    time added to `times`."""
-    flat = {t.name for t in spec.inputs if t.squeeze}
-    squeeze = {t.name for t in spec.outputs if t.squeeze}
-    names = [t.name for t in spec.outputs]
-    profiles = spec.profiles or tuple(engine.profiles)
-    times = times or CallTimes()
-
-    def run(feeds: dict[str, np.ndarray]) -> Mapping[str, Any]:
-        t0 = time.perf_counter()
-        try:
-            return engine.infer(feeds, as_numpy=True)
-        finally:
-            times.engine_s += time.perf_counter() - t0
-
-    def infer(**inputs: np.ndarray) -> dict[str, np.ndarray]:
-        feeds = {k: v.reshape(len(v)) if k in flat else v for k, v in inputs.items()}
-        times.items += len(next(iter(feeds.values()), ()))
-        outs = run_batch(run, feeds, profiles)
-        return {k: outs[k][:, None] if k in squeeze else outs[k] for k in names}
-
-    return infer
-
-
-def timed(fn: Callable[[list[Any]], Any], times: CallTimes) -> Callable[[list[Any]], Any]:
-    """`fn` (a PyTriton callable: the requests of one execution) counting its executions and time in `times`."""
-    def call(requests: list[Any]) -> Any:
-        t0 = time.perf_counter()
-        try:
-            return fn(requests)
-        finally:
-            times.executions += 1
-            times.callable_s += time.perf_counter() - t0
-
-    return call
 
 
 def import_pytriton() -> Any:
@@ -320,15 +293,16 @@ def serve(engine: str | os.PathLike, *, port: int = 8000, grpc_port: int = 8001,
           names: Sequence[str] | None = None, names_from: str | os.PathLike | None = None,
           open_endpoints: Sequence[str] = (), log: Callable[[str], None] = print) -> None:
     """Serve `engine` (a netdef engine, or a raw plan) through Triton until Ctrl-C or the server stops: one model
-    instance per device in `devices` (default: the current device; a device listed twice gets two). `detect`: also
-    bind `NAME_detect` (`deploy.serve_detect`) with `detect_settings` (a `DetectSettings`) and class `names` (read
-    from the file `names_from`; default: those the engine header records);
-    None: where the engine is a YOLO detector, False: never, True: always (an error for other engines, as are
-    settings or names for a model not served). `open_endpoints`: those of `PROTECTED_ENDPOINTS` served without
-    PyTriton's token (statistics for a load test's queue and compute times). Options are checked before any GPU
-    work."""
-    from .serve_detect import DetectSettings, detect_binding, detect_function, engine_detectors
-    from ..runtime import Engine
+    instance per device in `devices` (default: the current device; a device listed twice gets two), each running
+    the engine inside Triton's Python stub (`deploy.stub_model`). `detect`: also serve `NAME_detect`
+    (`deploy.serve_detect`) with `detect_settings` (a `DetectSettings`) and class `names` (read from the file
+    `names_from`; default: those the engine header records); None: where the engine is a YOLO detector, False:
+    never, True: always (an error for other engines, as are settings or names for a model not served).
+    `open_endpoints`: those of `PROTECTED_ENDPOINTS` served without PyTriton's token (statistics for a load test's
+    queue and compute times). Options are checked before any GPU work."""
+    from .plan import read_any_meta
+    from . import stub_model
+    from .serve_detect import DetectSettings, detect_binding, engine_detectors
 
     ports = Ports(port, grpc_port, metrics_port)
     ports.validate()
@@ -338,58 +312,147 @@ def serve(engine: str | os.PathLike, *, port: int = 8000, grpc_port: int = 8001,
         raise OptionError(f"--open-endpoints {','.join(open_endpoints)}: {', '.join(unknown)} is not one of "
                           f"{', '.join(PROTECTED_ENDPOINTS)}")
     settings, configured = detect_settings or DetectSettings(), detect_settings is not None or bool(names)
+    from ..runtime import Engine
 
-    def describe(meta: dict[str, Any]) -> tuple[Binding, bool]:
-        return (binding(meta, name=name, max_batch=max_batch, max_queue_delay_us=max_queue_delay_us),
-                serves_detections(meta, detect, configured))
-
-    from .plan import read_any_meta
-
-    def detectors(spec: Binding, engines: Sequence[Any]) -> list[Any]:
+    header = read_any_meta(engine)  # None: a raw plan without a sidecar, whose metadata only TensorRT knows
+    meta = header if header is not None else stub_model.engine_class()(engine).meta
+    spec = binding(meta, name=name, max_batch=max_batch, max_queue_delay_us=max_queue_delay_us)
+    detecting = serves_detections(meta, detect, configured)
+    if detecting and header is not None:  # the settings and --names against the header (class count): no GPU
         try:
-            return [engine_detectors(e, settings, names, names_from=names_from) for e in engines]
+            engine_detectors(Engine.described(engine), settings, names, names_from=names_from)
         except NetdefError as e:
             raise NetdefError(f"{e} (for model '{detect_binding(spec, settings.max_det).name}'; --no-detect serves "
                               "the raw tensors alone)") from None
-
-    header = read_any_meta(engine)  # None: a raw plan without a sidecar, whose metadata the loaded engine gives
-    checked = None if header is None else describe(header)
-    if checked is not None and checked[1]:  # the settings and --names against the header (class count): no GPU
-        detectors(checked[0], [Engine.described(engine)])
     pt = import_pytriton()
     check_pytriton_install()  # before any GPU work
-    engines = [Engine(engine, device=d) for d in (devices or [None])]
-    spec, detecting = checked or describe(engines[0].meta)
-    times = [CallTimes() for _ in engines]
-    models = [(spec, [timed(pt.decorators.batch(infer_function(e, spec, t)), t) for e, t in zip(engines, times)])]
-    if detecting:
-        dspec = detect_binding(spec, settings.max_det)
-        models.append((dspec, [detect_function(d, settings) for d in detectors(spec, engines)]))
-    server = pt.triton.TritonConfig(http_port=ports.http, grpc_port=ports.grpc, metrics_port=ports.metrics)
-    library_path = stub_library_path(os.environ)
-    if library_path is not None:  # inherited by Triton and its Python stubs
-        os.environ["LD_LIBRARY_PATH"] = library_path
-    with pt.triton.Triton(config=server, **security_arguments(pt, open_endpoints)) as triton:
-        for model, functions in models:
-            try:
-                triton.bind(**bind_arguments(pt, model, functions))
-            except Exception as e:  # PyTriton's and tritonclient's errors: Triton refused or failed to load the model
-                reason = _cause(e, _load_reason(ports.http, model.name))
-                raise NetdefError(f"Triton could not load model '{model.name}': {reason}") from e
-        for what, url in ports.endpoints("localhost", spec.name):
-            log(f"{what:8} {url}")
-        if detecting:
-            log(f"{'HTTP':8} {ports.endpoints('localhost', dspec.name)[0][1]}")
-            log(f"model '{dspec.name}': input '{dspec.inputs[0].name}' (BYTES: one encoded image per item) -> "
-                f"num_dets, boxes, scores, classes (padded to {settings.max_det}), detections (JSON); request "
-                "parameters conf, iou, max_det")
-        log(f"serving {engine} as model(s) {', '.join(repr(m.name) for m, _ in models)} on {len(engines)} "
-            f"instance(s) (device {', '.join(str(e.device) for e in engines)}); Ctrl-C stops")
+    with tempfile.TemporaryDirectory(prefix="netdef_serve_") as work:
+        repo, timing = Path(work, "models"), Path(work, "timing")
+        models = write_repository(repo, timing, Path(engine).resolve(), meta, devices,
+                                  name=name, max_batch=max_batch, max_queue_delay_us=max_queue_delay_us,
+                                  detect=detecting, detect_settings=settings, names=names, names_from=names_from)
+        token = secrets.token_hex(16)
+        os.environ[stub_model.SYSPATH_ENV] = os.pathsep.join(p for p in sys.path if p)  # inherited by Triton and its stubs
+        library_path = stub_library_path(os.environ)
+        if library_path is not None:
+            os.environ["LD_LIBRARY_PATH"] = library_path
+        config = pt.triton.TritonConfig(http_port=ports.http, grpc_port=ports.grpc, metrics_port=ports.metrics,
+                                        model_repository=repo, exit_on_error=False, strict_readiness=False,
+                                        exit_timeout_secs=EXIT_TIMEOUT_S)
         try:
-            triton.serve()
-        finally:  # also when a signal PyTriton does not handle (SIGTERM: docker stop) ends it
-            for i, t in enumerate(times):
-                log(t.line(spec.name, i))
+            with pt.triton.Triton(config=config, **security_arguments(pt, open_endpoints, token)) as triton:
+                _start(pt, triton)
+                wait_ready(ports.http, models, token)
+                _log_endpoints(log, ports, spec, models, settings.max_det)
+                log(f"serving {engine} as model(s) {', '.join(repr(m) for m in models)} on "
+                    f"{max(len(devices), 1)} instance(s) each (device {', '.join(map(str, devices)) or 'current'}); "
+                    "Ctrl-C stops")
+                triton.serve()
+        finally:  # the instances' timing lines, written as Triton unloaded them (also after a SIGTERM)
+            for f in sorted(timing.glob("*.timing")):
+                log(f.read_text().strip())
+
+
+def _start(pt: Any, triton: Any) -> None:
+    """Start PyTriton's Triton; its failure to start (a model's own failure comes later) as a NetdefError."""
+    try:
+        triton.run()
+    except Exception as e:  # PyTriton's errors: the server did not start
+        raise NetdefError(f"Triton did not start: {_cause(e)}") from e
+
+
+def _log_endpoints(log: Callable[[str], None], ports: Ports, spec: Binding, models: Sequence[str],
+                   max_det: int) -> None:
+    for what, url in ports.endpoints("localhost", spec.name):
+        log(f"{what:8} {url}")
+    for model in models[1:]:
+        log(f"{'HTTP':8} {ports.endpoints('localhost', model)[0][1]}")
+        log(f"model '{model}': input 'image' (BYTES: one encoded image per item) -> num_dets, boxes, scores, "
+            f"classes (padded to {max_det}), detections (JSON); request parameters conf, iou, max_det")
+
+
+def write_repository(repo: Path, timing: Path, engine: Path, meta: dict[str, Any], devices: Sequence[int], *,
+                     detect: bool = False, detect_settings: DetectSettings | None = None, **raw: Any) -> list[str]:
+    """Write the model repository `serve` has Triton load into `repo` (each model instance writes its timing line
+    into the folder `timing` when it stops): the raw model (`raw`: name, max_batch,
+    max_queue_delay_us as `binding` takes them) and, with `detect`, the images -> detections model (with
+    `detect_settings`, and names / names_from in `raw`), each a `model.py` (`stub_model.MODEL_PY`) and a
+    `config.pbtxt` (`stub_config`). Returns the models' names."""
+    from .serve_detect import DetectSettings, detect_binding
+    from .stub_model import ENGINE_ENV, MODEL_PY, Settings
+
+    names, names_from = raw.pop("names", None), raw.pop("names_from", None)
+    spec = binding(meta, **raw)
+    specs = [(spec, "raw")]
+    base = detect_settings or DetectSettings()
+    if detect:
+        specs.append((detect_binding(spec, base.max_det), "detect"))
+    timing.mkdir(parents=True, exist_ok=True)
+    kind = "KIND_CPU" if os.environ.get(ENGINE_ENV) else "KIND_GPU"  # a stand-in engine runs on the CPU
+    for model, role in specs:
+        settings = Settings(engine=str(engine), role=role, timing_dir=str(timing),
+                            detect=dataclasses.asdict(base), names=list(names) if names else None,
+                            names_from=None if names_from is None else str(Path(names_from).resolve()), **raw)
+        (repo / model.name / "1").mkdir(parents=True)
+        (repo / model.name / "1" / "model.py").write_text(MODEL_PY)
+        (repo / model.name / "config.pbtxt").write_text(config_text(stub_config(model, devices, kind, settings)))
+    return [m.name for m, _ in specs]
+
+
+def stub_config(spec: Binding, devices: Sequence[int], kind: str, settings: Any) -> dict[str, Any]:
+    """The Triton model configuration of a model `serve` runs in the Python backend: `spec`'s tensors and batching,
+    one instance per entry of `devices` (KIND_GPU: a group per device with its count; () the current device;
+    KIND_CPU: that many instances), `settings` (`stub_model.Settings`) as the model parameter 'netdef'."""
+    from .stub_model import PARAMETER
+
+    config: dict[str, Any] = {"name": spec.name, "backend": "python", "max_batch_size": spec.max_batch_size,
+                              "input": [_stub_tensor(t) for t in spec.inputs],
+                              "output": [_stub_tensor(t) for t in spec.outputs]}
+    if spec.max_batch_size:
+        batcher: dict[str, Any] = {"max_queue_delay_microseconds": spec.max_queue_delay_us}
+        if spec.preferred_batch_sizes:
+            batcher["preferred_batch_size"] = list(spec.preferred_batch_sizes)
+        config["dynamic_batching"] = batcher
+    if kind == "KIND_CPU":
+        config["instance_group"] = [{"count": max(len(devices), 1), "kind": Enum("KIND_CPU")}]
+    else:
+        counts = Counter(devices or [trt_api.current_device()])
+        config["instance_group"] = [{"count": n, "kind": Enum("KIND_GPU"), "gpus": [d]} for d, n in counts.items()]
+    config["parameters"] = [{"key": PARAMETER, "value": {"string_value": settings.to_json()}}]
+    return config
+
+
+def _stub_tensor(t: TensorSpec) -> dict[str, Any]:
+    return {"name": t.name, "data_type": Enum("TYPE_STRING" if t.dtype == "bytes" else DATA_TYPES[t.dtype]),
+            "dims": list(t.shape)}
+
+
+def wait_ready(http_port: int, models: Sequence[str], token: str, timeout_s: float = 600) -> None:
+    """Wait until Triton on `http_port` has loaded `models`: a NetdefError with Triton's reason (the stub's
+    exception) as soon as one fails, or after `timeout_s`."""
+    import tritonclient.http as http
+
+    client = http.InferenceServerClient(f"localhost:{http_port}")
+    try:  # closed after: Triton waits for open connections when it stops
+        _wait_loaded(client, models, {ACCESS_HEADER: token}, timeout_s)
+    finally:
+        client.close()
+
+
+def _wait_loaded(client: Any, models: Sequence[str], headers: dict[str, str], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        index = {m.get("name"): m for m in client.get_model_repository_index(headers=headers)}
+        states = {m: str(index.get(m, {}).get("state", "")) for m in models}
+        failed = [m for m, s in states.items() if s == "UNAVAILABLE"]
+        if failed:
+            reason = _cause(NetdefError(str(index[failed[0]].get("reason") or "")))
+            raise NetdefError(f"Triton could not load model '{failed[0]}': {reason}")
+        if all(s == "READY" for s in states.values()):
+            return
+        if time.monotonic() > deadline:
+            raise NetdefError(f"Triton had not loaded model(s) {states} after {timeout_s:.0f} s")
+        time.sleep(0.2)
 
 
 def stub_library_path(environ: Mapping[str, str], config: Callable[[str], Any] | None = None) -> str | None:
@@ -429,38 +492,15 @@ def serves_detections(meta: dict[str, Any], detect: bool | None, configured: boo
     return detect is not False and error is None
 
 
-def security_arguments(pt: Any, open_endpoints: Sequence[str]) -> dict[str, Any]:
-    """PyTriton's `Triton` arguments that serve `open_endpoints` without its token (the others keep it); none
-    where nothing is opened or PyTriton restricts nothing (before 0.7)."""
+def security_arguments(pt: Any, open_endpoints: Sequence[str], token: str) -> dict[str, Any]:
+    """PyTriton's `Triton` arguments that serve `open_endpoints` without a token and the others with `token`
+    (`serve` reads the model repository's index with it); none where PyTriton restricts nothing (before 0.7)."""
     config = getattr(pt.triton, "TritonSecurityConfig", None)
-    if not open_endpoints or config is None:
+    if config is None:
         return {}
     protected = getattr(pt.triton, "DEFAULT_PROTECTED_ENDPOINTS", PROTECTED_ENDPOINTS)
-    return {"security_config": config(restricted_endpoints=[e for e in protected if e not in open_endpoints])}
-
-
-def bind_arguments(pt: Any, spec: Binding, functions: Sequence[Callable[..., Any]]) -> dict[str, Any]:
-    """The arguments of PyTriton's `Triton.bind` for model `spec`, one model instance per function in
-    `functions`; `pt` the pytriton package (`import_pytriton`)."""
-    mc = pt.model_config
-    config = mc.ModelConfig(batching=spec.max_batch_size > 0, max_batch_size=spec.max_batch_size,
-                            batcher=mc.DynamicBatcher(max_queue_delay_microseconds=spec.max_queue_delay_us,
-                                                      preferred_batch_size=list(spec.preferred_batch_sizes) or None))
-    inputs, outputs = ([mc.Tensor(name=t.name, dtype=np.dtype(t.dtype), shape=t.shape) for t in group]
-                       for group in (spec.inputs, spec.outputs))
-    return {"model_name": spec.name, "infer_func": list(functions), "inputs": inputs, "outputs": outputs,
-            "config": config, "strict": True}
-
-
-def _load_reason(http_port: int, model: str) -> str:
-    """Triton's reason for not loading `model` (its model repository index), '' where the server cannot say."""
-    try:
-        import tritonclient.http as http
-
-        index = http.InferenceServerClient(f"localhost:{http_port}").get_model_repository_index()
-    except Exception:  # the server is gone or does not answer: PyTriton's own message is all there is
-        return ""
-    return next((str(m.get("reason") or "") for m in index if m.get("name") == model), "")
+    return {"security_config": config(access_token=token,
+                                      restricted_endpoints=[e for e in protected if e not in open_endpoints])}
 
 
 def _cause(error: Exception, reason: str = "") -> str:
