@@ -9,9 +9,10 @@ statistics over that concurrency (warm-up requests included; `netdef.deploy.serv
 batcher formed (`avg_batch`, `batches=SIZE:COUNT,...`), per request the server's time and its queue and compute
 phases, per execution the model's time, the clients' mean latency less the server's (transport, clients) and
 how busy the model instances were (compute seconds per second). When the server stops, one `RESULT
-serve-callable` line per model instance splits the model's time in netdef's process, over the whole run (every
-concurrency): per execution the callable PyTriton calls and `Engine.infer` within it (the rest of Triton's
-`compute_infer` is PyTriton moving the requests between Triton and netdef's process):
+serve-callable` line per model instance (each runs the engine inside Triton's Python stub: `netdef.deploy.
+stub_model`) splits the model's time over the whole run (every concurrency): per execution netdef's `execute`
+and the engine's run within it (`Engine.infer`; for `NAME_detect`, netdef detect's Detector); the rest of
+Triton's `compute_infer` is the Python backend moving the requests to the stub and back:
 
     python scripts/bench_serve.py resnet50.engine --concurrency 1,8,64 --seconds 10 --max-queue-delay-us 500
 
@@ -130,7 +131,7 @@ def _binding_args(args: Sequence[str]) -> dict[str, Any]:
     add_serve_options(p)
     known = checked(p.parse_known_args(list(args))[0])
     return {"name": known.name, "max_batch": known.max_batch, "max_queue_delay_us": known.max_queue_delay_us,
-            "detect": known.detect}
+            "preferred_batch": known.preferred_batch, "detect": known.detect}
 
 
 def sample_inputs(spec: Binding, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -473,6 +474,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=10.0, help="time per concurrency (default 10)")
     p.add_argument("--direct-batch", type=int, default=64, help="batch of the direct Engine run (default 64)")
     p.add_argument("--max-queue-delay-us", default="500", help="the server's batcher delay (default 500)")
+    p.add_argument("--preferred-batch", help="the server's --preferred-batch (default: its own, opt)")
     p.add_argument("--devices", help="the server's devices such as 0,1 (default: the current one)")
     p.add_argument("--allow-shared-device", action="store_true",
                    help="let --devices list a device twice (one model instance per entry, e.g. 0,0)")
@@ -487,7 +489,8 @@ def main(argv: list[str] | None = None) -> int:
     def go() -> None:
         levels = parse_levels(a.concurrency)
         extra = ["--max-queue-delay-us", a.max_queue_delay_us] + (["--devices", a.devices] if a.devices else []) + \
-            (["--allow-shared-device"] if a.allow_shared_device else [])
+            (["--allow-shared-device"] if a.allow_shared_device else []) + \
+            (["--preferred-batch", a.preferred_batch] if a.preferred_batch else [])
         image = None
         if a.image is not None:
             try:

@@ -112,6 +112,27 @@ def test_binding_of_a_three_profile_engine(engines):
     assert binding(meta, max_batch=64).preferred_batch_sizes == (32,)
 
 
+def test_preferred_batch_sizes_of_the_batcher(engines):
+    """--preferred-batch: the profiles' OPT batches ('opt', as netdef triton writes them: serve's default), none
+    (the largest batch the batcher can form) or a list, each size within the batches the server forms."""
+    from netdef.cli.serve import preferred_batch
+
+    meta = engine_file.read_meta(engines("r18"))  # 1:8:32
+    assert binding(meta).preferred_batch_sizes == (8,)
+    assert binding(meta, preferred_batch=()).preferred_batch_sizes == ()
+    assert binding(meta, preferred_batch=[32, 16, 16]).preferred_batch_sizes == (16, 32)
+    with pytest.raises(OptionError, match=r"^--preferred-batch 64: sizes must be within the batches the server "
+                                          r"forms, 1\.\.32$"):
+        binding(meta, preferred_batch=[64])
+    with pytest.raises(OptionError, match=r"1\.\.16$"):
+        binding(meta, max_batch=16, preferred_batch=[32])
+    with pytest.raises(OptionError, match="served without batching"):
+        binding(engine_file.read_meta(engines("r18_8")), preferred_batch=[8])
+    assert (preferred_batch("opt"), preferred_batch("none"), preferred_batch("8,16")) == (None, (), (8, 16))
+    with pytest.raises(OptionError, match="--preferred-batch"):
+        preferred_batch("eight")
+
+
 def test_binding_of_a_non_batching_engine(engines):
     """Batches 8..8: no dynamic batching (max_batch_size 0), the batch axis in the shapes."""
     meta = engine_file.read_meta(engines("r18_8"))
@@ -891,9 +912,10 @@ def test_bench_serve_reads_the_options_as_netdef_serve_declares_them():
     serve`'s own declaration (add_serve_options): the same values, and the command's error for a bad one."""
     got = bench_serve()._binding_args(["--name", "r18", "--max-batch", "16", "--max-queue-delay-us", "500",
                                        "--devices", "0,1", "--no-detect", "--conf", "0.3"])
-    assert got == {"name": "r18", "max_batch": 16, "max_queue_delay_us": 500, "detect": False}
-    assert bench_serve()._binding_args([]) == {"name": None, "max_batch": None, "max_queue_delay_us": None,
-                                               "detect": None}
+    assert got == {"name": "r18", "max_batch": 16, "max_queue_delay_us": 500, "preferred_batch": None,
+                   "detect": False}
+    assert bench_serve()._binding_args(["--preferred-batch", "none"]) == {
+        "name": None, "max_batch": None, "max_queue_delay_us": None, "preferred_batch": (), "detect": None}
     with pytest.raises(OptionError, match=r"^--max-batch 0: must be >= 1$"):
         bench_serve()._binding_args(["--max-batch", "0"])
 
@@ -1149,9 +1171,11 @@ def test_load_test_of_the_detect_model(engines, tmp_path):
     with stub_fits():
         lines = bench_serve().run(engines("y5s_plugin_fp16"), [1, 8], 3.0, ["--max-queue-delay-us", "500"],
                                   direct_batch=8, image=image)
-    assert [line.split()[1] for line in lines] == ["serve-detect", "serve-stats"] * 2 + ["serve-callable",
-                                                                                          "direct-detect",
-                                                                                          "ratio-detect"]
+    assert [line.split()[1] for line in lines] == ["serve-detect", "serve-stats"] * 2 + ["serve-callable"] * 2 + [
+        "direct-detect", "ratio-detect"]  # a timing line per model instance: the raw model's and NAME_detect's
+    timing = [dict(f.split("=", 1) for f in line.split()[2:]) for line in lines if "serve-callable" in line]
+    assert [(t["model"], int(t["items"]) > 0) for t in timing] == [("yolov5s", False), ("yolov5s_detect", True)]
+    assert 0 < float(timing[1]["engine_ms"]) <= float(timing[1]["callable_ms"]), timing  # the Detector's time
     assert all(float(line.split("throughput=")[1].split()[0]) > 0 for line in lines if "throughput=" in line), lines
     assert all("_detect requests=" in line for line in lines if "serve-stats" in line), lines
 

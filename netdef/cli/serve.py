@@ -9,7 +9,7 @@ from ..deploy.serve_detect import DetectSettings
 from ..errors import OptionError
 from .device import (add_device_option, add_devices_option, add_shared_device_option, device_index,
                      parse_devices)
-from .options import number
+from .options import number, parse_numbers
 
 HELP = "serve an engine through Triton Inference Server (PyTriton): HTTP, gRPC, dynamic batching, metrics"
 DESCRIPTION = ("Serves ENGINE as a Triton model through PyTriton (pip install nvidia-pytriton): HTTP and gRPC "
@@ -42,6 +42,9 @@ def add_serve_options(s: argparse.ArgumentParser) -> None:
                    help="largest batch the dynamic batcher forms (default: the engine's largest)")
     s.add_argument("--max-queue-delay-us", type=number("--max-queue-delay-us", minimum=0), metavar="US",
                    help="longest time the dynamic batcher holds a request to form a batch (default 0)")
+    s.add_argument("--preferred-batch", metavar="SIZES", type=preferred_batch, default="opt",
+                   help="batch sizes the dynamic batcher prefers: comma-separated, 'opt' (the profiles' OPT "
+                        "batches, as netdef triton writes them; default) or 'none' (the largest batch it can form)")
     where = s.add_mutually_exclusive_group()
     add_devices_option(where, "one model instance on each")
     add_device_option(where)
@@ -69,6 +72,15 @@ def add_serve_options(s: argparse.ArgumentParser) -> None:
                                    "default: the names the engine records)")
 
 
+def preferred_batch(text: str) -> tuple[int, ...] | None:
+    """--preferred-batch: 'opt' -> None (the profiles' OPT batches), 'none' -> (), '8,16' -> (8, 16)."""
+    if text == "opt":
+        return None
+    if text == "none":
+        return ()
+    return tuple(parse_numbers(text, "--preferred-batch", int, what="batch sizes such as 16,32, opt or none"))
+
+
 def devices(a: argparse.Namespace) -> tuple[int, ...]:
     """The devices of --devices or --device, each a visible device (a device listed twice only with
     --allow-shared-device); () for the current device."""
@@ -94,7 +106,7 @@ def cmd_serve(a: argparse.Namespace) -> int:
 
     names = load_names(a.names) if a.names else None
     serve(a.engine, port=a.port, grpc_port=a.grpc_port, metrics_port=a.metrics_port, max_batch=a.max_batch,
-          max_queue_delay_us=a.max_queue_delay_us, devices=devices(a), name=a.name, detect=a.detect,
+          max_queue_delay_us=a.max_queue_delay_us, preferred_batch=a.preferred_batch, devices=devices(a), name=a.name, detect=a.detect,
           detect_settings=detect_settings(a), names=names, names_from=a.names, open_endpoints=a.open_endpoints)
     print("stopped")
     return 0

@@ -112,10 +112,12 @@ class Ports:
 
 
 def binding(meta: dict[str, Any], *, name: str | None = None, max_batch: int | None = None,
-            max_queue_delay_us: int | None = None) -> Binding:
-    """The PyTriton binding of an engine with metadata `meta` (see the module docstring). `max_batch` caps the
+            max_queue_delay_us: int | None = None, preferred_batch: Sequence[int] | None = None) -> Binding:
+    """What `serve` serves of an engine with metadata `meta` (see the module docstring). `max_batch` caps the
     batcher's batches (1..the engine's largest batch; a batching engine only); `max_queue_delay_us` is how long
-    the batcher holds a request to form a batch (default 0)."""
+    the batcher holds a request to form a batch (default 0); `preferred_batch` the batch sizes the batcher
+    prefers (None: the profiles' OPT batches, as `netdef triton` writes them; (): none, the largest batch it can
+    form)."""
     if max_queue_delay_us is not None and max_queue_delay_us < 0:
         raise OptionError(f"--max-queue-delay-us {max_queue_delay_us}: must be >= 0")
     config = model_config(meta, TritonOptions(name=name, max_queue_delay_us=max_queue_delay_us))
@@ -130,9 +132,18 @@ def binding(meta: dict[str, Any], *, name: str | None = None, max_batch: int | N
             raise OptionError(f"--max-batch {max_batch}: must be within the engine's batches 1..{hi}")
         hi = max_batch
     batcher = config.get("dynamic_batching", {})
+    preferred = tuple(b for b in batcher.get("preferred_batch_size", []) if b <= hi)
+    if preferred_batch is not None:
+        wrong = [b for b in preferred_batch if not 1 <= b <= hi]
+        if wrong or (preferred_batch and not hi):
+            raise OptionError(f"--preferred-batch {','.join(map(str, preferred_batch))}: sizes must be within the "
+                              f"batches the server forms, 1..{hi}" if hi else
+                              "--preferred-batch: the engine is served without batching (its smallest batch is "
+                              "above 1)")
+        preferred = tuple(sorted(set(preferred_batch)))
     return Binding(name=config["name"], inputs=tuple(_spec(t) for t in config["input"]),
                    outputs=tuple(_spec(t) for t in config["output"]), max_batch_size=hi,
-                   preferred_batch_sizes=tuple(b for b in batcher.get("preferred_batch_size", []) if b <= hi),
+                   preferred_batch_sizes=preferred,
                    max_queue_delay_us=int(batcher.get("max_queue_delay_microseconds", 0)), profiles=profiles)
 
 
@@ -182,7 +193,8 @@ def _pad(x: np.ndarray, run: int) -> np.ndarray:
 class CallTimes:
     """Where one model instance's time goes (Triton's `compute_infer` per execution is measured around it, in the
     server): its executions and items, the seconds in the model's `execute` (the requests' inputs read, the engine
-    run, the responses made) and in `Engine.infer` within it."""
+    run, the responses made) and running the engine within it: `Engine.infer` (the raw model), netdef detect's
+    Detector with its pre- and post-processing (`NAME_detect`)."""
     executions: int = 0
     items: int = 0
     callable_s: float = 0.0
@@ -199,7 +211,7 @@ class CallTimes:
 
 # the line `CallTimes.line` writes, its one definition: TIMING_LINE, which reads it back, is made from it
 TIMING_FORMAT = ("timing   model {model} instance {instance}: {executions} executions of {items} items; "
-                 "per execution {callable_ms:.3f} ms in netdef's execute, {engine_ms:.3f} ms of it in Engine.infer")
+                 "per execution {callable_ms:.3f} ms in netdef's execute, {engine_ms:.3f} ms of it running the engine")
 _STR_REPR = r"'(?:[^'\\\n]|\\.)*'|\"(?:[^\"\\\n]|\\.)*\""  # repr() of a str: a name with quotes, spaces
 _TIMING_FIELDS: dict[str, tuple[str, Callable[[str], Any]]] = {  # field -> (its regular expression, its reader)
     "model": (_STR_REPR, ast.literal_eval), "instance": (_STR_REPR, ast.literal_eval), "executions": (r"\d+", int),
@@ -288,7 +300,8 @@ def _check_server_libraries() -> None:
 
 
 def serve(engine: str | os.PathLike, *, port: int = 8000, grpc_port: int = 8001, metrics_port: int = 8002,
-          max_batch: int | None = None, max_queue_delay_us: int | None = None, devices: Sequence[int] = (),
+          max_batch: int | None = None, max_queue_delay_us: int | None = None,
+          preferred_batch: Sequence[int] | None = None, devices: Sequence[int] = (),
           name: str | None = None, detect: bool | None = None, detect_settings: DetectSettings | None = None,
           names: Sequence[str] | None = None, names_from: str | os.PathLike | None = None,
           open_endpoints: Sequence[str] = (), log: Callable[[str], None] = print) -> None:
@@ -316,7 +329,8 @@ def serve(engine: str | os.PathLike, *, port: int = 8000, grpc_port: int = 8001,
 
     header = read_any_meta(engine)  # None: a raw plan without a sidecar, whose metadata only TensorRT knows
     meta = header if header is not None else stub_model.engine_class()(engine).meta
-    spec = binding(meta, name=name, max_batch=max_batch, max_queue_delay_us=max_queue_delay_us)
+    spec = binding(meta, name=name, max_batch=max_batch, max_queue_delay_us=max_queue_delay_us,
+                   preferred_batch=preferred_batch)
     detecting = serves_detections(meta, detect, configured)
     if detecting and header is not None:  # the settings and --names against the header (class count): no GPU
         try:
@@ -330,7 +344,8 @@ def serve(engine: str | os.PathLike, *, port: int = 8000, grpc_port: int = 8001,
         repo, timing = Path(work, "models"), Path(work, "timing")
         models = write_repository(repo, timing, Path(engine).resolve(), meta, devices,
                                   name=name, max_batch=max_batch, max_queue_delay_us=max_queue_delay_us,
-                                  detect=detecting, detect_settings=settings, names=names, names_from=names_from)
+                                  preferred_batch=preferred_batch, detect=detecting, detect_settings=settings,
+                                  names=names, names_from=names_from)
         token = secrets.token_hex(16)
         os.environ[stub_model.SYSPATH_ENV] = os.pathsep.join(p for p in sys.path if p)  # inherited by Triton and its stubs
         library_path = stub_library_path(os.environ)

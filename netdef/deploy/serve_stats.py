@@ -1,11 +1,11 @@
 """Where a served request's time goes: Triton's per-model inference statistics over a stretch of load.
 
 Triton counts per request `success` (receipt to response: the server's whole time), `queue` (in the dynamic
-batcher, waiting for a batch and a free model instance), `compute_input` (inputs handed to the backend: for
-PyTriton, into the Python stub's shared memory), `compute_infer` (the model: PyTriton passes the batch to its own
-process, runs the bound callable, the engine with its host copies, and takes the outputs back) and
-`compute_output` (outputs out of the backend); per execution (one batch the batcher formed) `batch_stats` by
-batch size. PyTriton serves them only with its access token: `netdef serve --open-endpoints statistics`.
+batcher, waiting for a batch and a free model instance), `compute_input` (inputs handed to the backend: into the
+Python stub's shared memory), `compute_infer` (the model: `netdef serve`'s stub joins the requests, runs the engine
+with its host copies and makes the responses: `deploy.stub_model`) and `compute_output` (outputs out of the
+backend); per execution (one batch the batcher formed) `batch_stats` by
+batch size. `netdef serve` keeps them behind its access token unless it runs with `--open-endpoints statistics`.
 
 `model_statistics` reads them as tritonclient.http's JSON, `counters` flattens that, `delta` is what a stretch
 added, `summary` the means (ms) and `stats_line` a `RESULT serve-stats` line of them (scripts/bench_serve.py).

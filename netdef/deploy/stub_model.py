@@ -53,6 +53,7 @@ class Settings:
     name: str | None = None
     max_batch: int | None = None
     max_queue_delay_us: int | None = None
+    preferred_batch: list[int] | None = None
     detect: dict[str, Any] = field(default_factory=dict)  # DetectSettings' fields
     names: list[str] | None = None
     names_from: str | None = None
@@ -67,7 +68,8 @@ class Settings:
 
     def binding(self, meta: dict[str, Any]) -> Binding:
         """The raw model's binding (`serve.binding`), as the serving process made it."""
-        return binding(meta, name=self.name, max_batch=self.max_batch, max_queue_delay_us=self.max_queue_delay_us)
+        return binding(meta, name=self.name, max_batch=self.max_batch, max_queue_delay_us=self.max_queue_delay_us,
+                       preferred_batch=self.preferred_batch)
 
 
 def engine_class() -> Any:
@@ -202,7 +204,17 @@ def served_model(settings: Settings, device: int | None, times: CallTimes) -> tu
 
     base = DetectSettings(**settings.detect)
     detectors = engine_detectors(engine, base, settings.names, names_from=settings.names_from)
-    return detect_binding(spec, base.max_det), detect_model(detectors, base)
+
+    def timed(detector: Callable[..., Any]) -> Callable[..., Any]:
+        def run(*args: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return detector(*args)
+            finally:
+                times.engine_s += time.perf_counter() - t0
+        return run
+
+    return detect_binding(spec, base.max_det), detect_model(lambda s: timed(detectors(s)), base)
 
 
 class TritonPythonModel:
