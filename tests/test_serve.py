@@ -739,6 +739,23 @@ def test_detect_function_errors_name_the_request(requests, message):
     assert fn([Req([good])])[0]["num_dets"].tolist() == [[2]]
 
 
+def test_the_stub_s_detect_model_fails_only_the_bad_request():
+    """Inside the stub a bad image fails its own request (the error names it as "this request"); the other requests
+    of the batch Triton formed are answered as if alone."""
+    from netdef.deploy.serve_detect import DetectSettings
+    from netdef.deploy.stub_model import Request, detect_model
+
+    make, _ = fake_detectors()
+    good = encoded(np.full((20, 20, 3), 200, np.uint8), "PNG")
+    run = detect_model(make, DetectSettings(max_det=4))
+    answers = run([Request({"image": np.array([[good]], dtype=object)}),
+                   Request({"image": np.array([[b"nope!"]], dtype=object)}),
+                   Request({"image": np.array([[good], [good]], dtype=object)}, {"max_det": 1})])
+    assert answers[0]["num_dets"].tolist() == [[2]] and answers[2]["num_dets"].tolist() == [[1], [1]]
+    assert isinstance(answers[1], NetdefError)
+    assert str(answers[1]).startswith("this request, image 0: cannot read image <5 bytes>"), answers[1]
+
+
 def test_engine_detectors_are_made_once_per_settings(monkeypatch):
     """The server's settings are checked when serving starts (their error as it is); a request's settings the
     engine refuses name the request parameters."""
