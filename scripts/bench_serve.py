@@ -98,8 +98,8 @@ def running_server(engine: str | Path, *args: str, timeout_s: float = 300,
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)  # type: ignore[arg-type]
     reader.start()
+    client = http.InferenceServerClient(f"localhost:{port}")
     try:
-        client = http.InferenceServerClient(f"localhost:{port}")
         deadline = time.monotonic() + timeout_s
         while True:
             if proc.poll() is not None:
@@ -114,6 +114,7 @@ def running_server(engine: str | Path, *args: str, timeout_s: float = 300,
         client.close()  # an open connection holds Triton up when it stops
         yield Server(f"localhost:{port}", f"localhost:{grpc}", f"localhost:{metrics}", spec, proc, lines, models)
     finally:
+        client.close()
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
             try:

@@ -4,16 +4,16 @@ PyTriton (`pip install nvidia-pytriton`, or `netdef[serve]`) ships Triton with i
 the dynamic batcher, health (`/v2/health/ready`) and Prometheus metrics (`/metrics`). `serve` writes a model
 repository (`write_repository`) and starts that Triton on it: each model instance is a Python backend stub that
 runs `netdef.runtime.Engine` itself (`deploy.stub_model`), one instance per selected GPU, so a batch goes from
-Triton to the engine with no process in between (PyTriton's own model binding moves every tensor to the binding
-process and back: 0.06 of direct throughput where the stub reached 0.41 on an H100, docs/benchmarks.md).
+Triton to the engine with no process in between (PyTriton's own model binding, which `serve` used before, moves
+every tensor to the binding process and back: docs/benchmarks.md compares the two).
 
 `binding(meta, ...)` derives what is served from the engine's metadata, through the model configuration
 `netdef triton` writes (`deploy.triton.model_config`): name, inputs and outputs (without the batch axis for a
 batching engine), `max_batch_size` (0: a non-batching engine, whose smallest batch is above 1, takes whole
-batches) and the batcher's preferred sizes (the profiles' OPT batches). `run_batch` runs one batch the batcher
-formed: split into chunks of at most the engine's largest batch, a chunk no profile covers (below the smallest
-batch of a non-batching engine) padded up to the nearest batch one covers. These are pure functions: importable
-and testable without pytriton or a GPU; so are `write_repository` and `stub_config`.
+batches) and the batcher's preferred sizes (the profiles' OPT batches). `run_batch` runs a batch of any size:
+split into chunks of at most the engine's largest batch, a chunk no profile covers (below the smallest batch of a
+non-batching engine) padded up to the nearest batch one covers. These are pure functions: importable and testable
+without pytriton or a GPU; so are `write_repository` and `stub_config`.
 
 YOLO detection, segmentation and pose engines are served twice: as raw tensors (`NAME`) and as images ->
 detections (`NAME_detect`, netdef detect's GPU pre- and post-processing: `deploy.serve_detect`).
@@ -21,6 +21,7 @@ detections (`NAME_detect`, netdef detect's GPU pre- and post-processing: `deploy
 from __future__ import annotations
 
 import ast
+import contextlib
 import dataclasses
 import os
 import re
@@ -31,7 +32,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,7 +47,7 @@ if TYPE_CHECKING:
     from .serve_detect import DetectSettings
 
 INSTALL = "pip install nvidia-pytriton (or pip install 'netdef[serve]')"
-# Triton endpoints PyTriton (0.7 on) restricts to a token it makes and never shows (DEFAULT_PROTECTED_ENDPOINTS)
+# Triton endpoints PyTriton (0.7 on) restricts to a token (DEFAULT_PROTECTED_ENDPOINTS); `serve` makes its own
 PROTECTED_ENDPOINTS = ("shared-memory", "model-repository", "statistics", "trace", "logging")
 # on Ctrl-C Triton gives open connections and requests this long, then unloads the models (their timing lines),
 # within the 30 s PyTriton waits before it kills the server (Triton's own default, 30 s, left no time to unload)
@@ -66,7 +67,7 @@ class TensorSpec:
 
 @dataclass(frozen=True)
 class Binding:
-    """What `serve` binds in PyTriton for one engine."""
+    """What `serve` serves of one engine: the model's name, tensors and batching (`binding`)."""
 
     name: str
     inputs: tuple[TensorSpec, ...]
@@ -311,8 +312,9 @@ def serve(engine: str | os.PathLike, *, port: int = 8000, grpc_port: int = 8001,
     (`deploy.serve_detect`) with `detect_settings` (a `DetectSettings`) and class `names` (read from the file
     `names_from`; default: those the engine header records); None: where the engine is a YOLO detector, False:
     never, True: always (an error for other engines, as are settings or names for a model not served).
-    `open_endpoints`: those of `PROTECTED_ENDPOINTS` served without PyTriton's token (statistics for a load test's
-    queue and compute times). Options are checked before any GPU work."""
+    `open_endpoints`: those of `PROTECTED_ENDPOINTS` served without the access token (statistics for a load test's
+    queue and compute times). Options and the PyTriton install are checked before any GPU work (a raw plan
+    without a sidecar is then loaded once for its metadata)."""
     from .plan import read_any_meta
     from . import stub_model
     from .serve_detect import DetectSettings, detect_binding, engine_detectors
@@ -328,6 +330,9 @@ def serve(engine: str | os.PathLike, *, port: int = 8000, grpc_port: int = 8001,
     from ..runtime import Engine
 
     header = read_any_meta(engine)  # None: a raw plan without a sidecar, whose metadata only TensorRT knows
+    if header is None:
+        pt = import_pytriton()
+        check_pytriton_install()  # before the GPU work of loading the plan
     meta = header if header is not None else stub_model.engine_class()(engine).meta
     spec = binding(meta, name=name, max_batch=max_batch, max_queue_delay_us=max_queue_delay_us,
                    preferred_batch=preferred_batch)
@@ -339,7 +344,7 @@ def serve(engine: str | os.PathLike, *, port: int = 8000, grpc_port: int = 8001,
             raise NetdefError(f"{e} (for model '{detect_binding(spec, settings.max_det).name}'; --no-detect serves "
                               "the raw tensors alone)") from None
     pt = import_pytriton()
-    check_pytriton_install()  # before any GPU work
+    check_pytriton_install()
     with tempfile.TemporaryDirectory(prefix="netdef_serve_") as work:
         repo, timing = Path(work, "models"), Path(work, "timing")
         models = write_repository(repo, timing, Path(engine).resolve(), meta, devices,
@@ -347,33 +352,55 @@ def serve(engine: str | os.PathLike, *, port: int = 8000, grpc_port: int = 8001,
                                   preferred_batch=preferred_batch, detect=detecting, detect_settings=settings,
                                   names=names, names_from=names_from)
         token = secrets.token_hex(16)
-        os.environ[stub_model.SYSPATH_ENV] = os.pathsep.join(p for p in sys.path if p)  # inherited by Triton and its stubs
-        library_path = stub_library_path(os.environ)
-        if library_path is not None:
-            os.environ["LD_LIBRARY_PATH"] = library_path
         config = pt.triton.TritonConfig(http_port=ports.http, grpc_port=ports.grpc, metrics_port=ports.metrics,
                                         model_repository=repo, exit_on_error=False, strict_readiness=False,
                                         exit_timeout_secs=EXIT_TIMEOUT_S)
+        served = False
         try:
-            with pt.triton.Triton(config=config, **security_arguments(pt, open_endpoints, token)) as triton:
-                _start(pt, triton)
+            with _stub_environment(), \
+                    pt.triton.Triton(config=config, **security_arguments(pt, open_endpoints, token)) as triton:
+                _start(triton)
                 wait_ready(ports.http, models, token)
+                served = True
                 _log_endpoints(log, ports, spec, models, settings.max_det)
                 log(f"serving {engine} as model(s) {', '.join(repr(m) for m in models)} on "
                     f"{max(len(devices), 1)} instance(s) each (device {', '.join(map(str, devices)) or 'current'}); "
                     "Ctrl-C stops")
                 triton.serve()
         finally:  # the instances' timing lines, written as Triton unloaded them (also after a SIGTERM)
-            for f in sorted(timing.glob("*.timing")):
+            for f in sorted(timing.glob("*.timing")) if served else ():
                 log(f.read_text().strip())
 
 
-def _start(pt: Any, triton: Any) -> None:
-    """Start PyTriton's Triton; its failure to start (a model's own failure comes later) as a NetdefError."""
+@contextlib.contextmanager
+def _stub_environment() -> Iterator[None]:
+    """This process's environment, inherited by Triton and its Python stubs, with the stubs' sys.path
+    (`stub_model.SYSPATH_ENV`) and LD_LIBRARY_PATH (`stub_library_path`) set; restored after."""
+    from .stub_model import SYSPATH_ENV
+
+    saved = {k: os.environ.get(k) for k in (SYSPATH_ENV, "LD_LIBRARY_PATH")}
+    os.environ[SYSPATH_ENV] = os.pathsep.join(p for p in sys.path if p)
+    library_path = stub_library_path(os.environ)
+    if library_path is not None:
+        os.environ["LD_LIBRARY_PATH"] = library_path
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _start(triton: Any) -> None:
+    """Start PyTriton's Triton; its failure to start as a NetdefError. Triton loads the models before it answers,
+    and PyTriton waits for an answer for a limited time (120 s in 0.7): a slow load ends here too."""
     try:
         triton.run()
-    except Exception as e:  # PyTriton's errors: the server did not start
-        raise NetdefError(f"Triton did not start: {_cause(e)}") from e
+    except Exception as e:  # PyTriton's errors: the server did not start, or not in PyTriton's time
+        raise NetdefError(f"Triton did not start: {_cause(e)} (it loads the engine in every model instance before "
+                          "it answers; Triton's log above says how far it got)") from e
 
 
 def _log_endpoints(log: Callable[[str], None], ports: Ports, spec: Binding, models: Sequence[str],
@@ -443,8 +470,8 @@ def _stub_tensor(t: TensorSpec) -> dict[str, Any]:
 
 
 def wait_ready(http_port: int, models: Sequence[str], token: str, timeout_s: float = 600) -> None:
-    """Wait until Triton on `http_port` has loaded `models`: a NetdefError with Triton's reason (the stub's
-    exception) as soon as one fails, or after `timeout_s`."""
+    """Wait until Triton on `http_port` has loaded `models` (the raw model, then NAME_detect where served): a
+    NetdefError with Triton's reason (the stub's exception) as soon as one fails, or after `timeout_s`."""
     import tritonclient.http as http
 
     client = http.InferenceServerClient(f"localhost:{http_port}")
@@ -462,7 +489,8 @@ def _wait_loaded(client: Any, models: Sequence[str], headers: dict[str, str], ti
         failed = [m for m, s in states.items() if s == "UNAVAILABLE"]
         if failed:
             reason = _cause(NetdefError(str(index[failed[0]].get("reason") or "")))
-            raise NetdefError(f"Triton could not load model '{failed[0]}': {reason}")
+            hint = " (--no-detect serves the raw tensors alone)" if failed[0] in models[1:] else ""  # NAME_detect
+            raise NetdefError(f"Triton could not load model '{failed[0]}': {reason}{hint}")
         if all(s == "READY" for s in states.values()):
             return
         if time.monotonic() > deadline:
@@ -518,14 +546,9 @@ def security_arguments(pt: Any, open_endpoints: Sequence[str], token: str) -> di
                                       restricted_endpoints=[e for e in protected if e not in open_endpoints])}
 
 
-def _cause(error: Exception, reason: str = "") -> str:
-    """The exception at the end of a model-load error (Triton's message ends with the Python stub's traceback):
-    PyTriton's `error`, or where that says nothing (PyTriton's message can be just ';'), Triton's `reason`."""
-    lines = []
-    for text in (str(error), reason):
-        lines = [line.strip() for line in text.replace("\\n", "\n").splitlines() if line.strip(" ;")]
-        if lines:
-            break
+def _cause(error: Exception) -> str:
+    """The exception at the end of a model-load error (Triton's message ends with the Python stub's traceback)."""
+    lines = [line.strip() for line in str(error).replace("\\n", "\n").splitlines() if line.strip(" ;")]
     raised = [m[1] for m in (re.search(r"(?:^|\s)([A-Za-z_.]*(?:Error|Exception)\b.*)", line) for line in lines) if m]
     last = (raised or lines or [type(error).__name__])[-1]
     if "_recursion_count" in last:  # pytriton issue 51: its bundled Python stub does not fit this Python's stdlib

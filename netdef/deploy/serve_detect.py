@@ -16,9 +16,8 @@ keypoints, boxes mapped back) on encoded images:
   for that request; `max_det` at most K. Plugin engines keep their built-in NMS: conf may only be raised, iou
   must equal the built one (`engine_detector`'s rule).
 
-Errors: an image Pillow cannot read, or a bad parameter, fails the request with a Triton error naming the request
-and item; the server keeps serving. PyTriton (0.7) answers one batch of the dynamic batcher with a single error,
-so requests the batcher joined to a failing one fail with the same message (which names the failing request).
+Errors: an image Pillow cannot read, or a bad parameter, fails its own request with a Triton error naming the
+image (`stub_model.detect_model` answers the other requests of the batch); the server keeps serving.
 """
 from __future__ import annotations
 
@@ -157,7 +156,7 @@ def pack(records: Sequence[Mapping[str, Any]], max_det: int) -> dict[str, np.nda
 
 def detect_function(detector: Callable[[DetectSettings], Any], base: DetectSettings
                     ) -> Callable[[list[Any]], list[dict[str, np.ndarray]]]:
-    """The function one `NAME_detect` instance runs on the requests of one batch (PyTriton `Request`s: inputs by
+    """The function one `NAME_detect` instance runs on the requests of one batch (`stub_model.Request`s: inputs by
     name, `.parameters`): per request its outputs (`pack`, padded to `base.max_det`). `detector(settings)` gives
     the `Detector` for a request's settings; requests with the same settings run together (images of all of them
     in one call)."""

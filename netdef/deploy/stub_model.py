@@ -86,69 +86,70 @@ def engine_class() -> Any:
         raise NetdefError(f"{ENGINE_ENV}={target}: cannot import it ({e}); expected module:Class") from None
 
 
-class Batches:
-    """The engine on the requests of one execution (inputs by name, each with its own batch axis): their items
-    joined in pinned host buffers (`Engine.host_buffer`), padded with copies of the last item up to a batch a
-    profile covers, run in `serve.chunks`' chunks; the outputs of all items in request order."""
+def timed(fn: Callable[..., Any], times: CallTimes) -> Callable[..., Any]:
+    """`fn` with the seconds of each call added to `times.engine_s` (the engine's run, or the Detector's)."""
+    def call(*args: Any, **kwargs: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            times.engine_s += time.perf_counter() - t0
 
-    def __init__(self, engine: Any, spec: Binding, times: CallTimes):
-        self.engine, self.times = engine, times
-        self.profiles = spec.profiles or tuple(engine.profiles)
-        self.shapes = {t.name: (() if t.squeeze else t.shape, t.dtype) for t in spec.inputs}
-        self.rows = 0
+    return call
+
+
+class Batches:
+    """The engine (`infer`: numpy in and out) on the requests of one execution (inputs by name, each with its own
+    batch axis): their items joined in pinned host buffers (`Engine.host_buffer`), padded there with copies of the
+    last item up to a batch a profile covers, and run as `serve.run_batch` runs a batch; the outputs of all items
+    in request order. The buffers are made for the largest batch and the items' shape (Triton joins only requests
+    of one shape: an engine with a dynamic height and width gets new buffers when the shape changes)."""
+
+    def __init__(self, engine: Any, infer: Callable[[dict[str, np.ndarray]], Mapping[str, Any]], spec: Binding):
+        self.engine, self.infer, self.profiles = engine, infer, spec.profiles
+        self.dtypes = {t.name: t.dtype for t in spec.inputs}
         self.buffers: dict[str, np.ndarray] = {}
 
-    def _buffers(self, rows: int) -> dict[str, np.ndarray]:
-        """Pinned buffers of at least `rows` items (made once for the largest batch; more only for more items)."""
-        if rows > self.rows:
-            self.rows = max(rows, max(p[2] for p in self.profiles))
-            self.buffers = {k: self.engine.host_buffer((self.rows, *shape), dtype)
-                            for k, (shape, dtype) in self.shapes.items()}
+    def _buffers(self, rows: int, items: Mapping[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+        """Pinned buffers of at least `rows` items of the shapes `items` (name -> one item's shape)."""
+        have = self.buffers
+        if not have or any(len(v) < rows or v.shape[1:] != items[k] for k, v in have.items()):
+            top = max(rows, max(p[2] for p in self.profiles))
+            self.buffers = {k: self.engine.host_buffer((top, *items[k]), dtype) for k, dtype in self.dtypes.items()}
         return self.buffers
 
     def __call__(self, requests: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
-        n = sum(len(r[next(iter(self.shapes))]) for r in requests)
+        first = {k: np.asarray(v) for k, v in requests[0].items()}
+        n = sum(len(r[next(iter(self.dtypes))]) for r in requests)
         plan = chunks(n, self.profiles)
-        rows = plan[-1][0] + plan[-1][2]
-        buffers = self._buffers(rows)
+        rows = plan[-1][0] + plan[-1][2]  # the items and the last chunk's padding
+        buffers = self._buffers(rows, {k: first[k].shape[1:] for k in self.dtypes})
         for name, buf in buffers.items():
             at = 0
             for r in requests:
                 x = np.asarray(r[name])
-                buf[at:at + len(x)] = x.reshape(len(x), *buf.shape[1:])
+                buf[at:at + len(x)] = x
                 at += len(x)
             buf[n:rows] = buf[n - 1]
-        parts: dict[str, list[np.ndarray]] = {}
-        for start, stop, run in plan:
-            t0 = time.perf_counter()
-            got = self.engine.infer({k: v[start:start + run] for k, v in buffers.items()}, as_numpy=True)
-            self.times.engine_s += time.perf_counter() - t0
-            for k, v in got.items():
-                parts.setdefault(k, []).append(np.asarray(v)[:stop - start])
-        return {k: v[0] if len(v) == 1 else np.concatenate(v) for k, v in parts.items()}
+        outs = run_batch(self.infer, {k: v[:rows] for k, v in buffers.items()}, self.profiles)
+        return {k: v[:n] for k, v in outs.items()}
 
 
 def raw_model(engine: Any, spec: Binding, times: CallTimes) -> Callable[[list[Request]], list[Any]]:
     """The raw model's execution: requests (inputs as the binding serves them) -> per request its outputs. A
     batching engine's requests run together (`Batches`); a non-batching engine's each alone (a whole batch, padded
     up to the smallest the engine takes)."""
-    batches = Batches(engine, spec, times)
+    infer = timed(lambda feeds: engine.infer(feeds, as_numpy=True), times)
+    batches = Batches(engine, infer, spec)
     squeeze = {t.name for t in spec.outputs if t.squeeze}
     names = [t.name for t in spec.outputs]
-
-    def infer(feeds: dict[str, np.ndarray]) -> Mapping[str, Any]:
-        t0 = time.perf_counter()
-        try:
-            return engine.infer(feeds, as_numpy=True)
-        finally:
-            times.engine_s += time.perf_counter() - t0
 
     def served(outs: Mapping[str, np.ndarray], start: int, stop: int) -> dict[str, np.ndarray]:
         return {k: outs[k][start:stop, None] if k in squeeze else outs[k][start:stop] for k in names}
 
     def run(requests: list[Request]) -> list[Any]:
         if not spec.max_batch_size:
-            whole = [run_batch(infer, r.inputs, batches.profiles) for r in requests]
+            whole = [run_batch(infer, r.inputs, spec.profiles) for r in requests]
             return [served(outs, 0, len(next(iter(outs.values())))) for outs in whole]
         outs = batches([r.inputs for r in requests])
         answers, at = [], 0
@@ -205,16 +206,7 @@ def served_model(settings: Settings, device: int | None, times: CallTimes) -> tu
     base = DetectSettings(**settings.detect)
     detectors = engine_detectors(engine, base, settings.names, names_from=settings.names_from)
 
-    def timed(detector: Callable[..., Any]) -> Callable[..., Any]:
-        def run(*args: Any) -> Any:
-            t0 = time.perf_counter()
-            try:
-                return detector(*args)
-            finally:
-                times.engine_s += time.perf_counter() - t0
-        return run
-
-    return detect_binding(spec, base.max_det), detect_model(lambda s: timed(detectors(s)), base)
+    return detect_binding(spec, base.max_det), detect_model(lambda s: timed(detectors(s), times), base)
 
 
 class TritonPythonModel:
