@@ -108,16 +108,13 @@ class Network:
         self._keepalive: list[np.ndarray] = []
         self._names: dict[str, int] = {}
         self._inputs: set[str] = set()  # names of the network inputs (and their casts)
-        # layer name -> the PyTorch module whose forward output that layer's output equals, where the layer's own
-        # name is not that module (a convolution with BatchNorm folded in equals the BatchNorm's output)
-        self.matches: dict[str, str] = {}
         # every module `match` ever named, also those a later match of the same tensor replaced (a Linear `fc`
         # whose bias add is matched again with the Sequential around it): a layer named after such a module is
         # not the module's output (the matrix multiply `fc` before its bias add), so verify does not compare it
         self.claimed: set[str] = set()
-        self.match_channels: dict[str, np.ndarray] = {}  # tensor -> the module output's channels it holds
-        # tensor -> every module matched with it, in the order matched (the last is `matches`'), each with the
-        # channels of its output the tensor holds (None: all): verify compares the tensor with each
+        # tensor -> every module matched with it (`match`), in the order matched, each with the channels of its
+        # output the tensor holds (None: all): verify compares the tensor with each; `matches` and
+        # `match_channels` are its last entries
         self.matched_modules: dict[str, dict[str, np.ndarray | None]] = {}
         # tensor -> the key prefix of the YAML row it ends (Ultralytics' `model.3`: the row's module), which verify
         # compares where no layer was matched with that module (a block of one's own that matches only its parts)
@@ -491,13 +488,21 @@ class Network:
         modules = self.matched_modules.setdefault(t.name, {})
         modules.pop(module, None)  # matched again: its place is now the last
         modules[module] = part
-        self.matches[t.name] = module
         self.claimed.add(module)
-        if part is not None:
-            self.match_channels[t.name] = part
-        else:
-            self.match_channels.pop(t.name, None)
         return t
+
+    @property
+    def matches(self) -> dict[str, str]:
+        """Layer name -> the PyTorch module whose forward output that layer's output equals, where the layer's own
+        name is not that module (a convolution with BatchNorm folded in equals the BatchNorm's output): the module
+        matched last."""
+        return {name: next(reversed(modules)) for name, modules in self.matched_modules.items()}
+
+    @property
+    def match_channels(self) -> dict[str, np.ndarray]:
+        """Tensor -> the channels of its last matched module's output it holds, where not all."""
+        return {name: part for name, modules in self.matched_modules.items()
+                if (part := modules[next(reversed(modules))]) is not None}
 
     def conv_layer(self, x: Any, name: str, w: np.ndarray, b: np.ndarray) -> Any:
         """The convolution layer `name` with kernel `w` and bias `b` (folded already), int8 Q/DQ where the build
