@@ -341,6 +341,8 @@ class TimedModel:
     (["--iou", "0.5"], "--conf, --iou, --max-det and --names set the images -> detections model, which is not "
                        "served for this engine: resnet18 has outputs"),
     (["--name", "a/b"], "a Triton model name is a folder name"),
+    (["--instances", "0"], "--instances 0: must be >= 1"),
+    (["--preferred-batch", "64"], "--preferred-batch 64: sizes must be within the batches the server forms, 1..32"),
 ])
 def test_serve_option_errors_are_one_line(engines, args, message):
     r = run_cli("serve", str(engines("r18")), *args)
@@ -417,8 +419,8 @@ if __name__ == "__main__":  # netdef's command line, its Triton's model instance
 
 def test_serve_on_the_cpu_with_a_stand_in_engine(engines, tmp_path):
     """`netdef serve` itself (PyTriton's Triton loading netdef's model repository: the Python stub running the
-    engine, HTTP, gRPC, batcher, health, metrics, statistics, Ctrl-C) with the engine's runs replaced by numpy:
-    Triton runs without a GPU. Needs pytriton and tritonclient; skips where PyTriton's Python stub does
+    engine, two instances, HTTP, gRPC, batcher, health, metrics, statistics, Ctrl-C) with the engine's runs replaced
+    by numpy: Triton runs without a GPU. Needs pytriton and tritonclient; skips where PyTriton's Python stub does
     not fit this Python (pytriton issue 51: Python 3.11.7) or `netdef serve` refuses the install."""
     _serving_stack()
     grpc = pytest.importorskip("tritonclient.grpc", reason="needs pip install 'tritonclient[all]'")
@@ -432,7 +434,8 @@ def test_serve_on_the_cpu_with_a_stand_in_engine(engines, tmp_path):
     from netdef.deploy import serve_stats
 
     with stub_fits(), bs.running_server(engines("r18"), "--max-queue-delay-us", "100000", "--open-endpoints",
-                                        "statistics", program=(sys.executable, str(script))) as server:
+                                        "statistics", "--instances", "2",
+                                        program=(sys.executable, str(script))) as server:
         for protocol, client in [(http, http.InferenceServerClient(server.http)),
                                  (grpc, grpc.InferenceServerClient(server.grpc))]:
             for batch in (1, 5, 32):
@@ -458,8 +461,9 @@ def test_serve_on_the_cpu_with_a_stand_in_engine(engines, tmp_path):
         assert 'nv_inference_request_success{model="resnet18",version="1"} 22' in metrics
     assert server.process.returncode == 0 and "stopped" in "".join(server.output[-3:]), server.output[-5:]
     assert any(line.startswith("health   http://localhost:") for line in server.output)
-    timing = bs.callable_lines(server.output)  # logged when it stopped: the items of the 22 requests (2 x (1 + 5 + 32)
-    assert len(timing) == 1 and " items=92 " in timing[0] and "model=resnet18 instance=" in timing[0], timing  # + 16)
+    timing = bs.callable_lines(server.output)  # logged when it stopped: each instance's share of the 22 requests'
+    items = [int(line.split(" items=")[1].split()[0]) for line in timing]  # 92 items (2 x (1 + 5 + 32) + 16)
+    assert len(timing) == 2 and sum(items) == 92 and all("model=resnet18 instance=" in t for t in timing), timing
 
 
 def test_serve_names_the_stub_s_exception_where_a_model_fails_to_load(engines, tmp_path):
@@ -646,10 +650,14 @@ def test_repository_of_both_models_parses_with_triton_s_schema(tmp_path, monkeyp
     assert [(t.name, list(t.dims)) for t in r.output] == [
         ("num_dets", [1]), ("boxes", [100, 4]), ("scores", [100]), ("classes", [100])]
     monkeypatch.setenv(ENGINE_ENV, "stand_in:StandIn")  # a stand-in engine: CPU instances, one per device entry
-    write_repository(tmp_path / "cpu", tmp_path / "t", Path("/e/y.engine"), toy_meta(), [0, 0, 0], name="n")
+    write_repository(tmp_path / "cpu", tmp_path / "t", Path("/e/y.engine"), toy_meta(), [0, 0, 0], 2, name="n")
     c = text_format.Parse((tmp_path / "cpu" / "n" / "config.pbtxt").read_text(), pb2.ModelConfig())
     assert [(g.count, pb2.ModelInstanceGroup.Kind.Name(g.kind), list(g.gpus)) for g in c.instance_group] == [
-        (3, "KIND_CPU", [])]
+        (6, "KIND_CPU", [])]  # --instances 2 on each of three entries
+    monkeypatch.delenv(ENGINE_ENV)
+    write_repository(tmp_path / "gpu", tmp_path / "t", Path("/e/y.engine"), toy_meta(), [1, 0, 1], 3, name="n")
+    c = text_format.Parse((tmp_path / "gpu" / "n" / "config.pbtxt").read_text(), pb2.ModelConfig())
+    assert [(g.count, list(g.gpus)) for g in c.instance_group] == [(6, [1]), (3, [0])]
 
 
 class FakeBackendUtils:
@@ -1086,16 +1094,18 @@ class FakeRequests:
 
 
 def test_bench_serve_passes_the_server_options_on(monkeypatch):
-    """scripts/bench_serve.py's --devices and --allow-shared-device reach `netdef serve` (two model instances on one
-    GPU: `--devices 0,0 --allow-shared-device`), --shared-memory system the load test."""
+    """scripts/bench_serve.py's --devices, --allow-shared-device, --instances and --preferred-batch reach `netdef
+    serve` (two model instances on one GPU: `--devices 0,0 --allow-shared-device` or `--instances 2`),
+    --shared-memory system the load test."""
     bs = bench_serve()
     calls = []
     monkeypatch.setattr(bs, "run", lambda engine, levels, seconds, extra, batch, image, shm:
                         calls.append((levels, extra, shm)))
     assert bs.main(["r50.engine", "--concurrency", "64", "--devices", "0,0", "--allow-shared-device"]) == 0
-    assert bs.main(["r50.engine", "--shared-memory", "system"]) == 0
+    assert bs.main(["r50.engine", "--shared-memory", "system", "--instances", "4", "--preferred-batch", "none"]) == 0
     assert calls == [([64], ["--max-queue-delay-us", "500", "--devices", "0,0", "--allow-shared-device"], False),
-                     ([1, 8, 64], ["--max-queue-delay-us", "500"], True)]
+                     ([1, 8, 64], ["--max-queue-delay-us", "500", "--preferred-batch", "none", "--instances", "4"],
+                      True)]
 
 
 def test_load_test_clients_run_side_by_side_in_client_processes():

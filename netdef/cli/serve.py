@@ -14,7 +14,8 @@ from .options import number, parse_numbers
 HELP = "serve an engine through Triton Inference Server (PyTriton): HTTP, gRPC, dynamic batching, metrics"
 DESCRIPTION = ("Serves ENGINE as a Triton model through PyTriton (pip install nvidia-pytriton): HTTP and gRPC "
                "inference, Triton's dynamic batcher (preferring the profiles' OPT batches), health "
-               "(/v2/health/ready) and Prometheus metrics (/metrics), one model instance per selected GPU. "
+               "(/v2/health/ready) and Prometheus metrics (/metrics), --instances model instances per selected GPU "
+               "(default 1), each running the engine inside Triton's Python stub. "
                "YOLO detection, segmentation and pose engines are also served as NAME_detect: encoded images in "
                "(BYTES input 'image'), detections out (num_dets, boxes, scores, classes padded to --max-det, and "
                "netdef detect's JSON record per image). Ctrl-C stops the server.")
@@ -45,8 +46,11 @@ def add_serve_options(s: argparse.ArgumentParser) -> None:
     s.add_argument("--preferred-batch", metavar="SIZES", type=preferred_batch, default="opt",
                    help="batch sizes the dynamic batcher prefers: comma-separated, 'opt' (the profiles' OPT "
                         "batches, as netdef triton writes them; default) or 'none' (the largest batch it can form)")
+    s.add_argument("--instances", type=number("--instances", minimum=1), default=1, metavar="K",
+                   help="model instances on each device (default 1): each a Python stub process with its own "
+                        "engine; more run executions side by side")
     where = s.add_mutually_exclusive_group()
-    add_devices_option(where, "one model instance on each")
+    add_devices_option(where, "--instances model instances on each")
     add_device_option(where)
     add_shared_device_option(s, "two model instances on one GPU")
     s.add_argument("--name", help="model name (default: the architecture's name)")
@@ -106,7 +110,8 @@ def cmd_serve(a: argparse.Namespace) -> int:
 
     names = load_names(a.names) if a.names else None
     serve(a.engine, port=a.port, grpc_port=a.grpc_port, metrics_port=a.metrics_port, max_batch=a.max_batch,
-          max_queue_delay_us=a.max_queue_delay_us, preferred_batch=a.preferred_batch, devices=devices(a), name=a.name, detect=a.detect,
+          max_queue_delay_us=a.max_queue_delay_us, preferred_batch=a.preferred_batch, devices=devices(a),
+          instances=a.instances, name=a.name, detect=a.detect,
           detect_settings=detect_settings(a), names=names, names_from=a.names, open_endpoints=a.open_endpoints)
     print("stopped")
     return 0

@@ -302,13 +302,13 @@ def _check_server_libraries() -> None:
 
 def serve(engine: str | os.PathLike, *, port: int = 8000, grpc_port: int = 8001, metrics_port: int = 8002,
           max_batch: int | None = None, max_queue_delay_us: int | None = None,
-          preferred_batch: Sequence[int] | None = None, devices: Sequence[int] = (),
+          preferred_batch: Sequence[int] | None = None, devices: Sequence[int] = (), instances: int = 1,
           name: str | None = None, detect: bool | None = None, detect_settings: DetectSettings | None = None,
           names: Sequence[str] | None = None, names_from: str | os.PathLike | None = None,
           open_endpoints: Sequence[str] = (), log: Callable[[str], None] = print) -> None:
-    """Serve `engine` (a netdef engine, or a raw plan) through Triton until Ctrl-C or the server stops: one model
-    instance per device in `devices` (default: the current device; a device listed twice gets two), each running
-    the engine inside Triton's Python stub (`deploy.stub_model`). `detect`: also serve `NAME_detect`
+    """Serve `engine` (a netdef engine, or a raw plan) through Triton until Ctrl-C or the server stops: `instances`
+    model instances per device in `devices` (default: the current device; a device listed twice gets twice as
+    many), each running the engine inside Triton's Python stub (`deploy.stub_model`). `detect`: also serve `NAME_detect`
     (`deploy.serve_detect`) with `detect_settings` (a `DetectSettings`) and class `names` (read from the file
     `names_from`; default: those the engine header records); None: where the engine is a YOLO detector, False:
     never, True: always (an error for other engines, as are settings or names for a model not served).
@@ -319,6 +319,8 @@ def serve(engine: str | os.PathLike, *, port: int = 8000, grpc_port: int = 8001,
     from . import stub_model
     from .serve_detect import DetectSettings, detect_binding, engine_detectors
 
+    if isinstance(instances, bool) or not isinstance(instances, int) or instances < 1:
+        raise OptionError(f"--instances {instances}: must be >= 1")
     ports = Ports(port, grpc_port, metrics_port)
     ports.validate()
     ports.check_free()
@@ -347,7 +349,7 @@ def serve(engine: str | os.PathLike, *, port: int = 8000, grpc_port: int = 8001,
     check_pytriton_install()
     with tempfile.TemporaryDirectory(prefix="netdef_serve_") as work:
         repo, timing = Path(work, "models"), Path(work, "timing")
-        models = write_repository(repo, timing, Path(engine).resolve(), meta, devices,
+        models = write_repository(repo, timing, Path(engine).resolve(), meta, devices, instances,
                                   name=name, max_batch=max_batch, max_queue_delay_us=max_queue_delay_us,
                                   preferred_batch=preferred_batch, detect=detecting, detect_settings=settings,
                                   names=names, names_from=names_from)
@@ -363,9 +365,9 @@ def serve(engine: str | os.PathLike, *, port: int = 8000, grpc_port: int = 8001,
                 wait_ready(ports.http, models, token)
                 served = True
                 _log_endpoints(log, ports, spec, models, settings.max_det)
-                log(f"serving {engine} as model(s) {', '.join(repr(m) for m in models)} on "
-                    f"{max(len(devices), 1)} instance(s) each (device {', '.join(map(str, devices)) or 'current'}); "
-                    "Ctrl-C stops")
+                log(f"serving {engine} as model(s) {', '.join(repr(m) for m in models)}, "
+                    f"{max(len(devices), 1) * instances} instance(s) each (device "
+                    f"{', '.join(map(str, devices)) or 'current'}, {instances} per entry); Ctrl-C stops")
                 triton.serve()
         finally:  # the instances' timing lines, written as Triton unloaded them (also after a SIGTERM)
             for f in sorted(timing.glob("*.timing")) if served else ():
@@ -413,8 +415,9 @@ def _log_endpoints(log: Callable[[str], None], ports: Ports, spec: Binding, mode
             f"classes (padded to {max_det}), detections (JSON); request parameters conf, iou, max_det")
 
 
-def write_repository(repo: Path, timing: Path, engine: Path, meta: dict[str, Any], devices: Sequence[int], *,
-                     detect: bool = False, detect_settings: DetectSettings | None = None, **raw: Any) -> list[str]:
+def write_repository(repo: Path, timing: Path, engine: Path, meta: dict[str, Any], devices: Sequence[int],
+                     instances: int = 1, *, detect: bool = False, detect_settings: DetectSettings | None = None,
+                     **raw: Any) -> list[str]:
     """Write the model repository `serve` has Triton load into `repo` (each model instance writes its timing line
     into the folder `timing` when it stops): the raw model (`raw`: name, max_batch,
     max_queue_delay_us as `binding` takes them) and, with `detect`, the images -> detections model (with
@@ -437,14 +440,16 @@ def write_repository(repo: Path, timing: Path, engine: Path, meta: dict[str, Any
                             names_from=None if names_from is None else str(Path(names_from).resolve()), **raw)
         (repo / model.name / "1").mkdir(parents=True)
         (repo / model.name / "1" / "model.py").write_text(MODEL_PY)
-        (repo / model.name / "config.pbtxt").write_text(config_text(stub_config(model, devices, kind, settings)))
+        (repo / model.name / "config.pbtxt").write_text(config_text(stub_config(model, devices, kind, settings,
+                                                                                instances)))
     return [m.name for m, _ in specs]
 
 
-def stub_config(spec: Binding, devices: Sequence[int], kind: str, settings: Any) -> dict[str, Any]:
+def stub_config(spec: Binding, devices: Sequence[int], kind: str, settings: Any, instances: int = 1
+                ) -> dict[str, Any]:
     """The Triton model configuration of a model `serve` runs in the Python backend: `spec`'s tensors and batching,
-    one instance per entry of `devices` (KIND_GPU: a group per device with its count; () the current device;
-    KIND_CPU: that many instances), `settings` (`stub_model.Settings`) as the model parameter 'netdef'."""
+    `instances` instances per entry of `devices` (KIND_GPU: a group per device with its count; () the current
+    device; KIND_CPU: that many instances), `settings` (`stub_model.Settings`) as the model parameter 'netdef'."""
     from .stub_model import PARAMETER
 
     config: dict[str, Any] = {"name": spec.name, "backend": "python", "max_batch_size": spec.max_batch_size,
@@ -456,10 +461,11 @@ def stub_config(spec: Binding, devices: Sequence[int], kind: str, settings: Any)
             batcher["preferred_batch_size"] = list(spec.preferred_batch_sizes)
         config["dynamic_batching"] = batcher
     if kind == "KIND_CPU":
-        config["instance_group"] = [{"count": max(len(devices), 1), "kind": Enum("KIND_CPU")}]
+        config["instance_group"] = [{"count": max(len(devices), 1) * instances, "kind": Enum("KIND_CPU")}]
     else:
         counts = Counter(devices or [trt_api.current_device()])
-        config["instance_group"] = [{"count": n, "kind": Enum("KIND_GPU"), "gpus": [d]} for d, n in counts.items()]
+        config["instance_group"] = [{"count": n * instances, "kind": Enum("KIND_GPU"), "gpus": [d]}
+                                    for d, n in counts.items()]
     config["parameters"] = [{"key": PARAMETER, "value": {"string_value": settings.to_json()}}]
     return config
 
