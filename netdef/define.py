@@ -17,7 +17,7 @@ from .fileio import file_sha256_and_key
 from .network import Network, unused_modules_hint
 from .options import BuildOptions, format_hw_range
 from .spec import Spec, build_network, load_spec, observing_rows
-from .wts import read_wts
+from .wts import NonFiniteAllowed, read_wts
 
 Weights = Union[str, Path, Mapping[str, Any]]  # a .wts path, or a mapping key -> array (numpy or torch)
 
@@ -46,7 +46,7 @@ def weights_identity(weights: Weights) -> Identity:
     if isinstance(weights, Mapping):
         h = hashlib.sha256()
         for k in sorted(_keys(weights)):
-            h.update(k.encode() + b"\0" + np.ascontiguousarray(_array(weights[k], k)).tobytes())
+            h.update(k.encode() + b"\0" + np.ascontiguousarray(_array(weights[k], k, finite=False)).tobytes())
         return Identity(IN_MEMORY, h.hexdigest())
     path = Path(_path(weights))
     if not path.is_file():
@@ -106,7 +106,8 @@ def load_tensors(weights: Weights, log: Callable[[str], None], progress: bool | 
     `progress`, default: when stderr is a terminal; `expect`: the file must be the one `weights_identity` hashed,
     its `Identity.file`)."""
     if isinstance(weights, Mapping):
-        return {k: _array(weights[k], k) for k in _keys(weights)}
+        finite = not isinstance(weights, NonFiniteAllowed)
+        return {k: _array(weights[k], k, finite) for k in _keys(weights)}
     _path(weights)
     log(f"[netdef] reading {weights} ...")
     return read_wts(weights, progress=sys.stderr.isatty() if progress is None else progress, expect=expect)
@@ -177,7 +178,7 @@ def _fitting(names: Iterable[str], tensors: Mapping[str, Any], precision: str,
         ends = [row.prefix for row in (spec.rows[0], spec.rows[-1]) if row.prefix]
         if not all(any(k.startswith(p + ".") for k in keys) for p in ends):
             continue
-        arrays = arrays if arrays is not None else {k: _array(v, k) for k, v in tensors.items()}
+        arrays = arrays if arrays is not None else {k: _array(v, k, finite=False) for k, v in tensors.items()}
         if _fits(spec, arrays, precision, params):
             yield name
 
@@ -221,9 +222,10 @@ def _keys(weights: Mapping[Any, Any]) -> list[str]:
     return keys
 
 
-def _array(v: Any, key: str) -> np.ndarray:
+def _array(v: Any, key: str, finite: bool) -> np.ndarray:
     """A float32 numpy array from a numpy array or a torch tensor (any device), or a sequence or number; values
-    that are no real numbers (strings, objects, None, complex numbers) are a WeightKeyError naming `key`."""
+    that are no real numbers (strings, objects, None, complex numbers) are a WeightKeyError naming `key`, and so
+    (where `finite`) are NaN, infinities and values beyond float32's range, as a .wts file's are."""
     if hasattr(v, "detach"):
         if v.is_complex():
             raise WeightKeyError(f"{IN_MEMORY}: '{key}' is a tensor of {v.dtype}: weights are real numbers", key=key)
@@ -236,7 +238,17 @@ def _array(v: Any, key: str) -> np.ndarray:
         what = "None" if v is None else f"an array of {arr.dtype}" if isinstance(v, np.ndarray) else type(v).__name__
         raise WeightKeyError(f"{IN_MEMORY}: '{key}' is {what}: weights are real numbers (a float, integer or bool "
                              "array or torch tensor)", key=key)
-    return arr.astype(np.float32, copy=False)
+    with np.errstate(over="ignore"):  # beyond float32's range: inf, refused below
+        out = arr.astype(np.float32, copy=False)
+    if finite and out.dtype.kind == "f" and not np.isfinite(out).all():
+        flat = out.reshape(-1)
+        i = int(np.argmin(np.isfinite(flat)))
+        src = arr.reshape(-1)[i]
+        what = f"{src} (beyond float32's range)" if np.isfinite(src) else str(flat[i])
+        raise WeightKeyError(f"{IN_MEMORY}: '{key}' holds {what} at index {i}: an engine built from it outputs NaN "
+                             "or inf; fix the weights (or pass netdef.wts.NonFiniteAllowed(weights) to take them as "
+                             "they are)", key=key)
+    return out
 
 
 def _stderr(msg: str) -> None:

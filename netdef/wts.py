@@ -287,13 +287,20 @@ def _check_finite(path: str, line: int, key: str, values: np.ndarray) -> np.ndar
     return values
 
 
+class NonFiniteAllowed(dict):
+    """Weights (key -> array) whose NaN and infinite values are meant: a build or refit given this mapping takes
+    them as they are, where it refuses them in any other mapping or .wts file. `read_wts(...,
+    allow_nonfinite=True)` returns one."""
+
+
 def read_wts(path: str | os.PathLike, *, progress: bool = False,
              allow_nonfinite: bool = False, expect: tuple | None = None) -> dict[str, np.ndarray]:
     """Read a .wts file into an insertion-ordered dict of 1-D float32 arrays.
 
     Raises WtsFormatError (naming the file, 1-based line and key) on malformed input and, unless
-    `allow_nonfinite`, on NaN or infinite values; NetdefError when the path is not a readable file, or
-    not the file `expect` (a `fileio.file_key`, from `fileio.file_sha256_and_key`) says.
+    `allow_nonfinite` (the dict is then a `NonFiniteAllowed`, which builds take as it is), on NaN or infinite
+    values; NetdefError when the path is not a readable file, or not the file `expect` (a `fileio.file_key`, from
+    `fileio.file_sha256_and_key`) says.
     """
     path = os.fspath(path)
     data = _load(path, expect)
@@ -303,7 +310,7 @@ def read_wts(path: str | os.PathLike, *, progress: bool = False,
         for line, name, count, ps, pe in _scan(path, data, bar):
             values = _parse_values(path, data, line, name, count, ps, pe)
             tensors[name] = values if allow_nonfinite else _check_finite(path, line, name, values)
-        return tensors
+        return NonFiniteAllowed(tensors) if allow_nonfinite else tensors
     finally:
         if bar is not None:
             bar.close()

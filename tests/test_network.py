@@ -467,6 +467,36 @@ def test_weights_that_are_no_mapping_or_path_say_what_weights_are(tmp_path):
     assert not (tmp_path / "t.engine").exists()
 
 
+def test_nan_and_infinite_in_memory_weights_are_refused_as_in_a_wts_file(tmp_path):
+    """A state_dict (a diverged training run's, say) with NaN or inf is refused naming the key and index, as a .wts
+    file's are, by define_network, build_engine and verify alike; NonFiniteAllowed (what read_wts(...,
+    allow_nonfinite=True) returns) takes them as they are."""
+    from netdef.build import build_engine, define_network
+    from netdef.verify import verify
+    from netdef.wts import NonFiniteAllowed, read_wts, write_wts
+
+    good = tiny_weights()
+    key = next(iter(good))
+    for bad_value, shown in ((np.nan, "nan"), (np.inf, "inf"), (-1e39, r"-1e\+39 \(beyond float32's range\)")):
+        bad = dict(good)
+        bad[key] = np.array(good[key], np.float64).copy()
+        bad[key].reshape(-1)[2] = bad_value
+        calls = [lambda w: define_network(tiny_yaml(tmp_path), w, log=print),
+                 lambda w: build_engine(tiny_yaml(tmp_path), w, tmp_path / "t.engine", log=print),
+                 lambda w: verify(tiny_yaml(tmp_path), w, torch.nn.Identity(), cpu=True, log=print)]
+        for call in calls:
+            with pytest.raises(WeightKeyError, match=rf"in-memory weights: '{key}' holds {shown} at index "
+                                                     r"2: an engine built from it outputs NaN or inf.*NonFiniteAllowed"):
+                call(bad)
+    bad[key].reshape(-1)[2] = np.nan
+    define_network(tiny_yaml(tmp_path), NonFiniteAllowed(bad), log=print)  # meant: taken as it is
+    write_wts(tmp_path / "nan.wts", bad, allow_nonfinite=True)
+    read = read_wts(tmp_path / "nan.wts", allow_nonfinite=True)
+    assert isinstance(read, NonFiniteAllowed) and np.isnan(read[key][2])
+    define_network(tiny_yaml(tmp_path), read, log=print)
+    assert not (tmp_path / "t.engine").exists()
+
+
 def test_define_network_checks_its_options(tmp_path):
     """define_network (the Python API's network alone) checks its BuildOptions as build_engine does: an input size of
     0 was a layer TensorRT rejected, a dict of options an AttributeError, a list of params an unknown '--set'."""
