@@ -11,8 +11,9 @@ from .device import (add_device_option, add_devices_option, add_shared_device_op
                      parse_devices)
 from .options import number, parse_numbers
 
-HELP = "serve an engine through Triton Inference Server (PyTriton): HTTP, gRPC, dynamic batching, metrics"
-DESCRIPTION = ("Serves ENGINE as a Triton model through PyTriton (pip install nvidia-pytriton): HTTP and gRPC "
+HELP = "serve an engine through Triton Inference Server (PyTriton's): HTTP, gRPC, dynamic batching, metrics"
+DESCRIPTION = ("Serves ENGINE as a Triton model through the Triton Inference Server PyTriton bundles (pip install "
+               "nvidia-pytriton): HTTP and gRPC "
                "inference, Triton's dynamic batcher (preferring the profiles' OPT batches), health "
                "(/v2/health/ready) and Prometheus metrics (/metrics), --instances model instances per selected GPU "
                "(default 1), each running the engine inside Triton's Python stub. "
