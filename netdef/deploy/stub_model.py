@@ -205,7 +205,6 @@ def served_model(settings: Settings, device: int | None, times: CallTimes) -> tu
 
     base = DetectSettings(**settings.detect)
     detectors = engine_detectors(engine, base, settings.names, names_from=settings.names_from)
-
     return detect_binding(spec, base.max_det), detect_model(lambda s: timed(detectors(s), times), base)
 
 
