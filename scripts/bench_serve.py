@@ -478,6 +478,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--preferred-batch", help="the server's --preferred-batch (default: its own, opt)")
     p.add_argument("--devices", help="the server's devices such as 0,1 (default: the current one)")
     p.add_argument("--instances", help="the server's model instances per device (default: its own, 1)")
+    p.add_argument("--cuda-graphs", action="store_true", help="the server's --cuda-graphs")
     p.add_argument("--allow-shared-device", action="store_true",
                    help="let --devices list a device twice (one model instance per entry, e.g. 0,0)")
     p.add_argument("--image", help="an image file: load-test the YOLO engine's NAME_detect model with it (one "
@@ -493,7 +494,7 @@ def main(argv: list[str] | None = None) -> int:
         extra = ["--max-queue-delay-us", a.max_queue_delay_us] + (["--devices", a.devices] if a.devices else []) + \
             (["--allow-shared-device"] if a.allow_shared_device else []) + \
             (["--preferred-batch", a.preferred_batch] if a.preferred_batch else []) + \
-            (["--instances", a.instances] if a.instances else [])
+            (["--instances", a.instances] if a.instances else []) + (["--cuda-graphs"] if a.cuda_graphs else [])
         image = None
         if a.image is not None:
             try:

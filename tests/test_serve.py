@@ -391,10 +391,10 @@ LOADED = []
 
 
 class StandIn:  # the engine's metadata, and for its network the mean of each image (TensorRT-RTX cannot run it)
-    def __init__(self, path, device=None):
+    def __init__(self, path, device=None, cuda_graph=False):
         self.meta = read_any_plan(path)[0]
-        self.profiles, self.device = profiles(self.meta), device
-        LOADED.append((str(path), device))
+        self.profiles, self.device, self.graph_cache = profiles(self.meta), device, 8
+        LOADED.append((str(path), device, cuda_graph, self))
 
     def host_buffer(self, shape, dtype):
         return np.zeros(shape, dtype)
@@ -621,7 +621,7 @@ def test_repository_of_both_models_parses_with_triton_s_schema(tmp_path, monkeyp
     monkeypatch.delenv(ENGINE_ENV, raising=False)
     models = write_repository(tmp_path / "m", tmp_path / "t", Path("/e/y.engine"), toy_meta(), [0, 1, 0],
                               max_queue_delay_us=100, detect=True, detect_settings=DetectSettings(conf=0.4, max_det=5),
-                              names=["a", "b"])
+                              names=["a", "b"], cuda_graphs=True)
     assert models == ["yolov5s", "yolov5s_detect"]
     configs = {}
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == models  # nothing else for Triton to poll
@@ -633,8 +633,8 @@ def test_repository_of_both_models_parses_with_triton_s_schema(tmp_path, monkeyp
             (2, "KIND_GPU", [0]), (1, "KIND_GPU", [1])]
         settings = Settings.of_config({"parameters": {k: {"string_value": v.string_value}
                                                       for k, v in c.parameters.items()}})
-        assert (settings.engine, settings.role, settings.max_queue_delay_us, settings.names) == (
-            "/e/y.engine", "raw" if m == "yolov5s" else "detect", 100, ["a", "b"])
+        assert (settings.engine, settings.role, settings.max_queue_delay_us, settings.names, settings.cuda_graphs) == (
+            "/e/y.engine", "raw" if m == "yolov5s" else "detect", 100, ["a", "b"], True)
         assert settings.detect == {"conf": 0.4, "iou": None, "max_det": 5}
         assert Path(settings.timing_dir) == tmp_path / "t" and Path(settings.timing_dir).is_dir()
     name = pb2.DataType.Name
@@ -704,7 +704,7 @@ def test_the_stub_s_model_class_serves_and_writes_its_timing_line(engines, tmp_p
     monkeypatch.setitem(sys.modules, "triton_python_backend_utils", FakeBackendUtils)
     engine = engines("r18")  # ResNet-18, 1:8:32: its header is what the stand-in reads
     meta = engine_file.read_meta(engine)
-    settings = Settings(engine=str(engine), role="raw", timing_dir=str(tmp_path))
+    settings = Settings(engine=str(engine), role="raw", timing_dir=str(tmp_path), cuda_graphs=True)
     config = stub_config(binding(meta), [3], "KIND_GPU", settings)
     config["parameters"] = {p["key"]: p["value"] for p in config["parameters"]}  # Triton's JSON form
     model = TritonPythonModel()
@@ -719,7 +719,8 @@ def test_the_stub_s_model_class_serves_and_writes_its_timing_line(engines, tmp_p
     got = parse_timing_line((tmp_path / "resnet18.resnet18_0_3.timing").read_text().strip())
     assert (got["model"], got["instance"], got["executions"], got["items"]) == ("resnet18", "resnet18_0_3", 1, 3)
     loaded = sys.modules["stub_stand_in"].LOADED
-    assert loaded == [(str(engine), 3)]  # the instance's device
+    assert [entry[:3] for entry in loaded] == [(str(engine), 3, True)]  # the instance's device; graphs asked for
+    assert loaded[0][3].graph_cache == 32  # a graph kept for every batch size the engine takes (1..32)
 
 
 def test_detect_function_on_encoded_images():
@@ -1003,10 +1004,12 @@ def _serving_stack():
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("name", ["r18_fp16", "r50_fp16", "y5s_plugin_fp16"])
-def test_serve_answers_like_the_engine(engines, name):
+@pytest.mark.parametrize("name, args", [("r18_fp16", ()), ("r50_fp16", ()), ("y5s_plugin_fp16", ()),
+                                        ("r18_fp16", ("--cuda-graphs",))])
+def test_serve_answers_like_the_engine(engines, name, args):
     """Requests one at a time (each its own batch): HTTP and gRPC give exactly what `Engine.infer` gives (the
-    plugin-head detector as raw tensors: num_dets, boxes, scores, classes)."""
+    plugin-head detector as raw tensors: num_dets, boxes, scores, classes), with `--cuda-graphs` too (a graph per
+    batch size replayed)."""
     _serving_stack()
     import tritonclient.grpc as grpc
     import tritonclient.http as http
@@ -1016,7 +1019,7 @@ def test_serve_answers_like_the_engine(engines, name):
     bs = bench_serve()
     engine = engines(name)
     direct = Engine(engine)
-    with stub_fits(), bs.running_server(engine) as server:
+    with stub_fits(), bs.running_server(engine, *args) as server:
         for protocol, client in [(http, http.InferenceServerClient(server.http)),
                                  (grpc, grpc.InferenceServerClient(server.grpc))]:
             top = server.spec.max_batch_size
@@ -1102,10 +1105,11 @@ def test_bench_serve_passes_the_server_options_on(monkeypatch):
     monkeypatch.setattr(bs, "run", lambda engine, levels, seconds, extra, batch, image, shm:
                         calls.append((levels, extra, shm)))
     assert bs.main(["r50.engine", "--concurrency", "64", "--devices", "0,0", "--allow-shared-device"]) == 0
-    assert bs.main(["r50.engine", "--shared-memory", "system", "--instances", "4", "--preferred-batch", "none"]) == 0
+    assert bs.main(["r50.engine", "--shared-memory", "system", "--instances", "4", "--preferred-batch", "none",
+                    "--cuda-graphs"]) == 0
     assert calls == [([64], ["--max-queue-delay-us", "500", "--devices", "0,0", "--allow-shared-device"], False),
-                     ([1, 8, 64], ["--max-queue-delay-us", "500", "--preferred-batch", "none", "--instances", "4"],
-                      True)]
+                     ([1, 8, 64], ["--max-queue-delay-us", "500", "--preferred-batch", "none", "--instances", "4",
+                                   "--cuda-graphs"], True)]
 
 
 def test_load_test_clients_run_side_by_side_in_client_processes():

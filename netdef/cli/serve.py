@@ -50,6 +50,10 @@ def add_serve_options(s: argparse.ArgumentParser) -> None:
     s.add_argument("--instances", type=number("--instances", minimum=1), default=1, metavar="K",
                    help="model instances on each device (default 1): each a Python stub process with its own "
                         "engine; more run executions side by side")
+    s.add_argument("--cuda-graphs", action="store_true",
+                   help="each instance of the raw model replays a CUDA graph per batch size (captured when the "
+                        "size first comes, one kept per size: GPU memory for inputs and outputs of every size; "
+                        "Engine(cuda_graph=True)) instead of enqueueing the engine's kernels one by one")
     where = s.add_mutually_exclusive_group()
     add_devices_option(where, "--instances model instances on each")
     add_device_option(where)
@@ -112,7 +116,7 @@ def cmd_serve(a: argparse.Namespace) -> int:
     names = load_names(a.names) if a.names else None
     serve(a.engine, port=a.port, grpc_port=a.grpc_port, metrics_port=a.metrics_port, max_batch=a.max_batch,
           max_queue_delay_us=a.max_queue_delay_us, preferred_batch=a.preferred_batch, devices=devices(a),
-          instances=a.instances, name=a.name, detect=a.detect,
+          instances=a.instances, cuda_graphs=a.cuda_graphs, name=a.name, detect=a.detect,
           detect_settings=detect_settings(a), names=names, names_from=a.names, open_endpoints=a.open_endpoints)
     print("stopped")
     return 0

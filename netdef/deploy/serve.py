@@ -303,12 +303,13 @@ def _check_server_libraries() -> None:
 def serve(engine: str | os.PathLike, *, port: int = 8000, grpc_port: int = 8001, metrics_port: int = 8002,
           max_batch: int | None = None, max_queue_delay_us: int | None = None,
           preferred_batch: Sequence[int] | None = None, devices: Sequence[int] = (), instances: int = 1,
-          name: str | None = None, detect: bool | None = None, detect_settings: DetectSettings | None = None,
+          cuda_graphs: bool = False, name: str | None = None, detect: bool | None = None, detect_settings: DetectSettings | None = None,
           names: Sequence[str] | None = None, names_from: str | os.PathLike | None = None,
           open_endpoints: Sequence[str] = (), log: Callable[[str], None] = print) -> None:
     """Serve `engine` (a netdef engine, or a raw plan) through Triton until Ctrl-C or the server stops: `instances`
     model instances per device in `devices` (default: the current device; a device listed twice gets twice as
-    many), each running the engine inside Triton's Python stub (`deploy.stub_model`). `detect`: also serve `NAME_detect`
+    many), each running the engine inside Triton's Python stub (`deploy.stub_model`; `cuda_graphs`: replaying a CUDA
+    graph per batch size). `detect`: also serve `NAME_detect`
     (`deploy.serve_detect`) with `detect_settings` (a `DetectSettings`) and class `names` (read from the file
     `names_from`; default: those the engine header records); None: where the engine is a YOLO detector, False:
     never, True: always (an error for other engines, as are settings or names for a model not served).
@@ -352,7 +353,7 @@ def serve(engine: str | os.PathLike, *, port: int = 8000, grpc_port: int = 8001,
         models = write_repository(repo, timing, Path(engine).resolve(), meta, devices, instances,
                                   name=name, max_batch=max_batch, max_queue_delay_us=max_queue_delay_us,
                                   preferred_batch=preferred_batch, detect=detecting, detect_settings=settings,
-                                  names=names, names_from=names_from)
+                                  names=names, names_from=names_from, cuda_graphs=cuda_graphs)
         token = secrets.token_hex(16)
         config = pt.triton.TritonConfig(http_port=ports.http, grpc_port=ports.grpc, metrics_port=ports.metrics,
                                         model_repository=repo, exit_on_error=False, strict_readiness=False,
@@ -427,6 +428,7 @@ def write_repository(repo: Path, timing: Path, engine: Path, meta: dict[str, Any
     from .stub_model import ENGINE_ENV, MODEL_PY, Settings
 
     names, names_from = raw.pop("names", None), raw.pop("names_from", None)
+    cuda_graphs = bool(raw.pop("cuda_graphs", False))
     spec = binding(meta, **raw)
     specs = [(spec, "raw")]
     base = detect_settings or DetectSettings()
@@ -437,7 +439,8 @@ def write_repository(repo: Path, timing: Path, engine: Path, meta: dict[str, Any
     for model, role in specs:
         settings = Settings(engine=str(engine), role=role, timing_dir=str(timing),
                             detect=dataclasses.asdict(base), names=list(names) if names else None,
-                            names_from=None if names_from is None else str(Path(names_from).resolve()), **raw)
+                            names_from=None if names_from is None else str(Path(names_from).resolve()),
+                            cuda_graphs=cuda_graphs, **raw)
         (repo / model.name / "1").mkdir(parents=True)
         (repo / model.name / "1" / "model.py").write_text(MODEL_PY)
         (repo / model.name / "config.pbtxt").write_text(config_text(stub_config(model, devices, kind, settings,

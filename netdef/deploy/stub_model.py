@@ -57,6 +57,7 @@ class Settings:
     detect: dict[str, Any] = field(default_factory=dict)  # DetectSettings' fields
     names: list[str] | None = None
     names_from: str | None = None
+    cuda_graphs: bool = False
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -196,8 +197,13 @@ class Request:
 
 
 def served_model(settings: Settings, device: int | None, times: CallTimes) -> tuple[Binding, Callable[..., Any]]:
-    """The binding and execution function of the model `settings` describe, its engine loaded on `device`."""
-    engine = engine_class()(settings.engine, device=device)
+    """The binding and execution function of the model `settings` describe, its engine loaded on `device` (the raw
+    model with `settings.cuda_graphs`: replaying a CUDA graph per batch size, `Engine(cuda_graph=True)`, one kept
+    for each batch the engine takes)."""
+    graphs = settings.cuda_graphs and settings.role == "raw"
+    engine = engine_class()(settings.engine, device=device, **({"cuda_graph": True} if graphs else {}))
+    if graphs:
+        engine.graph_cache = max(p[2] for p in engine.profiles)  # the batcher forms any size up to the largest
     spec = settings.binding(engine.meta)
     if settings.role == "raw":
         return spec, raw_model(engine, spec, times)
