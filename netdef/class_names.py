@@ -38,7 +38,12 @@ def model_names(model: Any) -> list[str] | None:
         names = by_index(names)
     if not isinstance(names, (list, tuple)) or not names or not all(isinstance(n, str) for n in names):
         return None
-    return None if list(names) == [str(i) for i in range(len(names))] else list(names)
+    return None if index_names(names) else list(names)
+
+
+def index_names(values: Sequence[Any]) -> bool:
+    """Whether class names are only the class indices '0', '1', ... (Ultralytics' default names)."""
+    return [str(v) for v in values] == [str(i) for i in range(len(values))]
 
 
 def by_index(names: Mapping[Any, Any]) -> list[Any] | None:

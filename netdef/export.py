@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from . import yolov5_code
-from .class_names import NAMES_FILE, model_names, names_document, names_sidecar, names_written_for, shown
+from .class_names import NAMES_FILE, index_names, model_names, names_document, names_sidecar, names_written_for, shown
 from .errors import NetdefError, OptionError, raised_at
 from .fileio import CHECKPOINT_STARTS, check_output, describe_head, not_a_file, output_name, read_head, recognised
 from .wts import WTS_FILE, write_wts
@@ -431,8 +431,8 @@ def _note_unread_names(obj: Any, log: Callable[[str], None]) -> None:
     """Log where the model carries a `names` that is not a list of class names in class order (a mapping with gaps
     in its class indices, names that are no strings): none are recorded, and the log says so and how to give them."""
     given = next((n for m in _models_in(obj) if (n := getattr(m, "names", None))), None)
-    if given is None or isinstance(given, (list, tuple, Mapping)) and [str(v) for v in (
-            given.values() if isinstance(given, Mapping) else given)] == [str(i) for i in range(len(given))]:
+    if given is None or isinstance(given, (list, tuple, Mapping)) and index_names(
+            list(given.values()) if isinstance(given, Mapping) else given):
         return  # none, or Ultralytics' default names (the class indices)
     text = repr(given)
     log(f"[netdef] the model's names ({text[:80]}{'...' if len(text) > 80 else ''}) are not class names in class "

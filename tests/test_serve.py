@@ -762,11 +762,10 @@ def test_detect_function_on_encoded_images():
 
 
 @pytest.mark.parametrize("requests, message", [
-    ([[b"\x89PNG garbage"]], r"request 1 of 1 in this batch, image 0: cannot read image <12 bytes>"),
-    ([["x"]], "request 1 of 1 in this batch, image 0: expected the bytes of an encoded image, got str"),
-    ([None, [b""]], r"request 2 of 2 in this batch, image 0: cannot read image <0 bytes>"),
-    ([None, None, ({"conf": "high"},)], r"request 3 of 3 in this batch: request parameter conf='high': expected a "
-                                        "number"),
+    ([[b"\x89PNG garbage"]], r"this request, image 0: cannot read image <12 bytes>"),
+    ([["x"]], "this request, image 0: expected the bytes of an encoded image, got str"),
+    ([None, [b""]], r"this request, image 0: cannot read image <0 bytes>"),
+    ([None, None, ({"conf": "high"},)], r"this request: request parameter conf='high': expected a number"),
     ([({"conf": 1.5},)], r"request parameter conf=1.5: must be 0..1"),
     ([({"max_det": 5},)], r"request parameter max_det=5: must be 1..4 \(the server's --max-det"),
     ([({"max_det": 2.5},)], r"request parameter max_det=2.5: expected an integer"),
@@ -776,34 +775,42 @@ def test_detect_function_on_encoded_images():
                                "max_det"),
 ])
 def test_detect_function_errors_name_the_request(requests, message):
-    """A bad image or parameter fails the batch with an error naming the request and item; the function keeps
-    answering afterwards (the server keeps serving)."""
+    """A bad image or parameter fails its own request (the last of the batch here) with an error naming the item,
+    the batch's other requests answered; the function keeps answering afterwards (the server keeps serving)."""
     from netdef.deploy.serve_detect import DetectSettings, detect_function
 
     make, _ = fake_detectors()
     good = encoded(np.full((20, 20, 3), 200, np.uint8), "PNG")
     fn = detect_function(make, DetectSettings(max_det=4))
     batch = [Req([good], r[0]) if isinstance(r, tuple) else Req(r or [good]) for r in requests]
-    with pytest.raises(NetdefError, match=message):
-        fn(batch)
+    answers = fn(batch)
+    assert isinstance(answers[-1], NetdefError) and re.search(message, str(answers[-1])), answers[-1]
+    assert all(a["num_dets"].tolist() == [[2]] for a in answers[:-1])
     assert fn([Req([good])])[0]["num_dets"].tolist() == [[2]]
 
 
 def test_the_stub_s_detect_model_fails_only_the_bad_request():
     """Inside the stub a bad image fails its own request (the error names it as "this request"); the other requests
-    of the batch Triton formed are answered as if alone."""
-    from netdef.deploy.serve_detect import DetectSettings
-    from netdef.deploy.stub_model import Request, detect_model
+    of the batch Triton formed are answered, the good ones of the same settings in one detector call; a request with
+    a bad image and a bad parameter is told both."""
+    from netdef.deploy.serve_detect import DetectSettings, detect_function
+    from netdef.deploy.stub_model import Request
 
-    make, _ = fake_detectors()
+    make, asked = fake_detectors()
     good = encoded(np.full((20, 20, 3), 200, np.uint8), "PNG")
-    run = detect_model(make, DetectSettings(max_det=4))
+    run = detect_function(make, DetectSettings(max_det=4))
     answers = run([Request({"image": np.array([[good]], dtype=object)}),
                    Request({"image": np.array([[b"nope!"]], dtype=object)}),
-                   Request({"image": np.array([[good], [good]], dtype=object)}, {"max_det": 1})])
-    assert answers[0]["num_dets"].tolist() == [[2]] and answers[2]["num_dets"].tolist() == [[1], [1]]
+                   Request({"image": np.array([[good], [good]], dtype=object)}, {"max_det": 1}),
+                   Request({"image": np.array([[good]], dtype=object)}),
+                   Request({"image": np.array([[b""]], dtype=object)}, {"conf": 2})])
+    assert answers[0]["num_dets"].tolist() == answers[3]["num_dets"].tolist() == [[2]]
+    assert answers[2]["num_dets"].tolist() == [[1], [1]]
+    assert asked == [DetectSettings(max_det=4), DetectSettings(max_det=1)]  # one call per distinct settings
     assert isinstance(answers[1], NetdefError)
     assert str(answers[1]).startswith("this request, image 0: cannot read image <5 bytes>"), answers[1]
+    assert str(answers[4]).startswith("this request: request parameter conf=2: must be 0..1; this request, image 0: "
+                                      "cannot read image <0 bytes>"), answers[4]
 
 
 def test_engine_detectors_are_made_once_per_settings(monkeypatch):

@@ -346,8 +346,9 @@ def serve(engine: str | os.PathLike, *, port: int = 8000, grpc_port: int = 8001,
         except NetdefError as e:
             raise NetdefError(f"{e} (for model '{detect_binding(spec, settings.max_det).name}'; --no-detect serves "
                               "the raw tensors alone)") from None
-    pt = import_pytriton()
-    check_pytriton_install()
+    if header is not None:  # a sidecar-less plan had them checked before it was loaded
+        pt = import_pytriton()
+        check_pytriton_install()
     with tempfile.TemporaryDirectory(prefix="netdef_serve_") as work:
         repo, timing = Path(work, "models"), Path(work, "timing")
         models = write_repository(repo, timing, Path(engine).resolve(), meta, devices, instances,

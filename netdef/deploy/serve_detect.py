@@ -17,7 +17,7 @@ keypoints, boxes mapped back) on encoded images:
   must equal the built one (`engine_detector`'s rule).
 
 Errors: an image Pillow cannot read, or a bad parameter, fails its own request with a Triton error naming the
-image (`stub_model.detect_model` answers the other requests of the batch); the server keeps serving.
+image (`detect_function` answers the other requests of the batch); the server keeps serving.
 """
 from __future__ import annotations
 
@@ -155,39 +155,47 @@ def pack(records: Sequence[Mapping[str, Any]], max_det: int) -> dict[str, np.nda
 
 
 def detect_function(detector: Callable[[DetectSettings], Any], base: DetectSettings
-                    ) -> Callable[[list[Any]], list[dict[str, np.ndarray]]]:
+                    ) -> Callable[[list[Any]], list[dict[str, np.ndarray] | NetdefError]]:
     """The function one `NAME_detect` instance runs on the requests of one batch (`stub_model.Request`s: inputs by
-    name, `.parameters`): per request its outputs (`pack`, padded to `base.max_det`). `detector(settings)` gives
-    the `Detector` for a request's settings; requests with the same settings run together (images of all of them
-    in one call)."""
+    name, `.parameters`): per request its outputs (`pack`, padded to `base.max_det`), or the NetdefError its
+    images or parameters raised ("this request, image 0: ..."; the other requests are answered).
+    `detector(settings)` gives the `Detector` for a request's settings; requests with the same settings run
+    together (images of all of them in one call)."""
     max_det = base.max_det
 
-    def infer(requests: list[Any]) -> list[dict[str, np.ndarray]]:
-        images: list[list[np.ndarray]] = []
-        settings: list[DetectSettings] = []
-        errors = []
-        for r, request in enumerate(requests):
-            where = f"request {r + 1} of {len(requests)} in this batch"
-            try:
-                settings.append(request_settings(getattr(request, "parameters", None), base, max_det))
-            except NetdefError as e:
-                errors.append(f"{where}: {e}")
-            try:
-                items = np.asarray(request[IMAGE]).reshape(-1)
-                images.append([decode_image(x, f"{where}, image {i}") for i, x in enumerate(items)])
-            except NetdefError as e:
-                errors.append(str(e))
+    def read(request: Any) -> tuple[DetectSettings, list[np.ndarray]]:
+        """The request's settings and decoded images; a NetdefError naming what is wrong with either or both."""
+        errors, settings, images = [], base, []
+        try:
+            settings = request_settings(getattr(request, "parameters", None), base, max_det)
+        except NetdefError as e:
+            errors.append(f"this request: {e}")
+        try:
+            items = np.asarray(request[IMAGE]).reshape(-1)
+            images = [decode_image(x, f"this request, image {i}") for i, x in enumerate(items)]
+        except NetdefError as e:
+            errors.append(str(e))
         if errors:
             raise NetdefError("; ".join(errors))
-        records: list[list[dict[str, Any]]] = [[] for _ in requests]
-        for s in dict.fromkeys(settings):
-            members = [r for r, rs in enumerate(settings) if rs == s]
-            flat = [im for r in members for im in images[r]]
-            labels = [str(i) for r in members for i in range(len(images[r]))]
+        return settings, images
+
+    def infer(requests: list[Any]) -> list[dict[str, np.ndarray] | NetdefError]:
+        answers: list[Any] = []
+        read_ok: dict[int, tuple[DetectSettings, list[np.ndarray]]] = {}
+        for r, request in enumerate(requests):
+            try:
+                read_ok[r] = read(request)
+                answers.append(None)
+            except NetdefError as e:
+                answers.append(e)
+        for s in dict.fromkeys(settings for settings, _ in read_ok.values()):
+            members = [r for r, (rs, _) in read_ok.items() if rs == s]
+            flat = [im for r in members for im in read_ok[r][1]]
+            labels = [str(i) for r in members for i in range(len(read_ok[r][1]))]
             found = iter(detector(s)(flat, labels))
             for r in members:
-                records[r] = [next(found) for _ in images[r]]
-        return [pack(recs, max_det) for recs in records]
+                answers[r] = pack([next(found) for _ in read_ok[r][1]], max_det)
+        return answers
 
     return infer
 

@@ -120,11 +120,10 @@ class Batches:
         return self.buffers
 
     def __call__(self, requests: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
-        first = {k: np.asarray(v) for k, v in requests[0].items()}
         n = sum(len(r[next(iter(self.dtypes))]) for r in requests)
         plan = chunks(n, self.profiles)
         rows = plan[-1][0] + plan[-1][2]  # the items and the last chunk's padding
-        buffers = self._buffers(rows, {k: first[k].shape[1:] for k in self.dtypes})
+        buffers = self._buffers(rows, {k: np.shape(requests[0][k])[1:] for k in self.dtypes})
         for name, buf in buffers.items():
             at = 0
             for r in requests:
@@ -163,28 +162,6 @@ def raw_model(engine: Any, spec: Binding, times: CallTimes) -> Callable[[list[Re
     return run
 
 
-def detect_model(detectors: Callable[[Any], Any], base: Any) -> Callable[[list[Request]], list[Any]]:
-    """The images -> detections model's execution (`serve_detect.detect_function`): requests -> per request its
-    outputs, or the NetdefError its images or parameters raised (the batch's other requests are answered)."""
-    from .serve_detect import detect_function
-
-    run_all = detect_function(detectors, base)
-
-    def run(requests: list[Request]) -> list[Any]:
-        try:
-            return run_all(requests)
-        except NetdefError:  # answer each request alone: only the failing ones fail
-            answers: list[Any] = []
-            for r in requests:
-                try:
-                    answers.extend(run_all([r]))
-                except NetdefError as e:
-                    answers.append(NetdefError(str(e).replace("request 1 of 1 in this batch", "this request")))
-            return answers
-
-    return run
-
-
 @dataclass
 class Request:
     """One request as netdef's models take it: its inputs by name (numpy) and its parameters."""
@@ -207,11 +184,11 @@ def served_model(settings: Settings, device: int | None, times: CallTimes) -> tu
     spec = settings.binding(engine.meta)
     if settings.role == "raw":
         return spec, raw_model(engine, spec, times)
-    from .serve_detect import DetectSettings, detect_binding, engine_detectors
+    from .serve_detect import DetectSettings, detect_binding, detect_function, engine_detectors
 
     base = DetectSettings(**settings.detect)
     detectors = engine_detectors(engine, base, settings.names, names_from=settings.names_from)
-    return detect_binding(spec, base.max_det), detect_model(lambda s: timed(detectors(s), times), base)
+    return detect_binding(spec, base.max_det), detect_function(lambda s: timed(detectors(s), times), base)
 
 
 class TritonPythonModel:
