@@ -277,10 +277,21 @@ def _value_error(path: str, seg: bytes, line: int, key: str, count: int, starts:
                           line=line, key=key)
 
 
+def first_nonfinite(out: np.ndarray, source: np.ndarray | None = None) -> tuple[int, Any] | None:
+    """(flat index, value) of the first NaN or infinity in the float32 array `out`, None where all are finite; the
+    value is `source`'s (what `out` was converted from) where that is finite: a value beyond float32's range."""
+    finite = np.isfinite(out)
+    if finite.all():
+        return None
+    i = int(np.argmin(finite.reshape(-1)))
+    src = out.reshape(-1)[i] if source is None else source.reshape(-1)[i]
+    return i, src
+
+
 def _check_finite(path: str, line: int, key: str, values: np.ndarray) -> np.ndarray:
-    finite = np.isfinite(values)
-    if not finite.all():
-        i = int(np.argmin(finite))
+    bad = first_nonfinite(values)
+    if bad is not None:
+        i = bad[0]
         raise WtsFormatError(path, f"value {i + 1} of {values.size} is {values[i]} ({values.view(np.uint32)[i]:08x}): "
                              "an engine built from it outputs NaN or inf; fix the weights (from Python, "
                              "read_wts(..., allow_nonfinite=True) reads them as they are)", line=line, key=key)
@@ -360,10 +371,9 @@ def _to_float32(path: str, key: str, value: Any, allow_nonfinite: bool) -> np.nd
             raise NetdefError(f"cannot write {path}: tensor '{key}' ({arr.dtype}): value {i + 1} ({int(wide[i])}) has "
                               f"no exact float32 ({int(out[i])}); a .wts holds float32 only (integers up to 2**24 "
                               "exactly)")
-    finite = np.isfinite(out)
-    if not allow_nonfinite and not finite.all():
-        i = int(np.argmin(finite))
-        src = float(arr.reshape(-1)[i])
+    bad = None if allow_nonfinite else first_nonfinite(out, arr)
+    if bad is not None:
+        i, src = bad[0], float(bad[1])
         what = f"({src}) is beyond float32's range" if np.isfinite(src) else f"is {src}"
         raise NetdefError(f"cannot write {path}: tensor '{key}': value {i + 1} of {out.size} {what}; an engine "
                           "built from it outputs NaN or inf (fix the weights, or write them with allow_nonfinite=True)")
