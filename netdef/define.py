@@ -17,7 +17,7 @@ from .fileio import file_sha256_and_key
 from .network import Network, unused_modules_hint
 from .options import BuildOptions, format_hw_range
 from .spec import Spec, build_network, load_spec, observing_rows
-from .wts import NonFiniteAllowed, read_wts
+from .wts import NonFiniteAllowed, first_nonfinite, read_wts
 
 Weights = Union[str, Path, Mapping[str, Any]]  # a .wts path, or a mapping key -> array (numpy or torch)
 
@@ -107,7 +107,8 @@ def load_tensors(weights: Weights, log: Callable[[str], None], progress: bool | 
     its `Identity.file`)."""
     if isinstance(weights, Mapping):
         finite = not isinstance(weights, NonFiniteAllowed)
-        return {k: _array(weights[k], k, finite) for k in _keys(weights)}
+        arrays = {k: _array(weights[k], k, finite) for k in _keys(weights)}
+        return arrays if finite else NonFiniteAllowed(arrays)  # still meant when converted again (verify's)
     _path(weights)
     log(f"[netdef] reading {weights} ...")
     return read_wts(weights, progress=sys.stderr.isatty() if progress is None else progress, expect=expect)
@@ -240,11 +241,10 @@ def _array(v: Any, key: str, finite: bool) -> np.ndarray:
                              "array or torch tensor)", key=key)
     with np.errstate(over="ignore"):  # beyond float32's range: inf, refused below
         out = arr.astype(np.float32, copy=False)
-    if finite and out.dtype.kind == "f" and not np.isfinite(out).all():
-        flat = out.reshape(-1)
-        i = int(np.argmin(np.isfinite(flat)))
-        src = arr.reshape(-1)[i]
-        what = f"{src} (beyond float32's range)" if np.isfinite(src) else str(flat[i])
+    bad = first_nonfinite(out, arr) if finite else None
+    if bad is not None:
+        i, src = bad
+        what = f"{src} (beyond float32's range)" if np.isfinite(src) else str(np.float32(src))
         raise WeightKeyError(f"{IN_MEMORY}: '{key}' holds {what} at index {i}: an engine built from it outputs NaN "
                              "or inf; fix the weights (or pass netdef.wts.NonFiniteAllowed(weights) to take them as "
                              "they are)", key=key)

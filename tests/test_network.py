@@ -494,6 +494,8 @@ def test_nan_and_infinite_in_memory_weights_are_refused_as_in_a_wts_file(tmp_pat
     read = read_wts(tmp_path / "nan.wts", allow_nonfinite=True)
     assert isinstance(read, NonFiniteAllowed) and np.isnan(read[key][2])
     define_network(tiny_yaml(tmp_path), read, log=print)
+    with pytest.raises(WeightKeyError, match="does not fit the PyTorch model"):  # past the network's definition,
+        verify(tiny_yaml(tmp_path), read, torch.nn.Identity(), cpu=True, log=print)  # which converts them again
     assert not (tmp_path / "t.engine").exists()
 
 
