@@ -210,11 +210,12 @@ def block(name: str, *, width_args: tuple[str, ...] = (), repeat_arg: str | None
         raise NetdefError(f"@block({name!r}): a block's name is a non-empty string, the name YAML rows use")
 
     def register(fn: Callable) -> Callable:
-        first = list(inspect.signature(fn).parameters.values())[:3]
+        sig = inspect.signature(fn)
+        first = list(sig.parameters.values())[:3]
         if not any(p.kind is p.VAR_POSITIONAL for p in first) and (
                 len(first) < 3 or any(p.kind not in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in first)):
             raise NetdefError(f"block '{name}' of {_origin(fn)}: {getattr(fn, '__name__', fn)}"
-                              f"{inspect.signature(fn)} does not take (net, x, prefix) first: a block is "
+                              f"{sig} does not take (net, x, prefix) first: a block is "
                               "fn(net, x, prefix, ...), called with the network, the row's input and its key prefix")
         old = BLOCKS.get(name)
         if old is not None and old.fn is not fn and not _same_definition(old.fn, fn) and \
@@ -222,13 +223,13 @@ def block(name: str, *, width_args: tuple[str, ...] = (), repeat_arg: str | None
             how = f"rename yours, or register it with @block({name!r}, replaces=True) to build it in place of " \
                   "netdef's" if _is_builtin(old.fn) else "rename one of them"
             raise NetdefError(f"block '{name}' is registered twice: by {old.origin} and by {_origin(fn)} ({how})")
-        takes = list(inspect.signature(fn).parameters.values())[3:]
+        takes = list(sig.parameters.values())[3:]
         named = [("width_args", a) for a in width_args] + ([("repeat_arg", repeat_arg)] if repeat_arg else [])
         for what, arg in named:  # else silently not scaled, or a row's number passed as an unknown keyword
             if arg not in [p.name for p in takes] and not any(p.kind is p.VAR_KEYWORD for p in takes):
                 raise NetdefError(f"block '{name}' of {_origin(fn)}: {what} names '{arg}', which {getattr(fn, '__name__', fn)} does "
                                   f"not take after (net, x, prefix): ({', '.join(map(str, takes))})"
-                                  f"{_first_three(inspect.signature(fn))}")
+                                  f"{_first_three(sig)}")
             why = _unnamed_kind(what, next((p for p in takes if p.name == arg), None))
             if why:
                 raise NetdefError(f"block '{name}' of {_origin(fn)}: {what} names '{arg}', which is {why}: give "

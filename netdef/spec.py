@@ -43,6 +43,7 @@ from typing import Any
 import yaml
 
 from . import blocks as _builtin_blocks  # noqa: F401  (registers the built-in blocks)
+from .blocks.common import _key
 from .block_modules import HOW_TO_LOAD, load_block_module, load_installed_blocks
 from .errors import BlockError, NetdefError, OptionError, SpecError, WeightKeyError, raised_at
 from .fileio import read_head, recognised, special_kind
@@ -187,7 +188,7 @@ def resolve_arch(name_or_path: str | Path, *, own: bool = False) -> tuple[Path, 
         other = p.with_suffix(".yml" if p.suffix == ".yaml" else ".yaml")
         note = note or (f" ({other} exists: give that path)" if other.is_file() else "")
         raise SpecError(f"architecture file not found: {p}{note}")
-    for d in _arch_dirs()[1:] if own else _arch_dirs():
+    for d in _arch_dirs(own):
         if (d / f"{p}.yaml").is_file():
             return d / f"{p}.yaml", None
         family = _family_file(str(p), d, ".yaml")
@@ -238,15 +239,17 @@ def _family_file(name: str, folder: Path, suffix: str) -> tuple[Path, str] | Non
     return None
 
 
-def _arch_dirs() -> list[Path]:
-    return [USER_DIR, Path(str(resources.files("netdef") / PACKAGE_DIR))]
+def _arch_dirs(own: bool = False) -> list[Path]:
+    """Where architecture files are looked up, in order: ./architectures, then netdef's; `own`: netdef's only."""
+    dirs = [USER_DIR, Path(str(resources.files("netdef") / PACKAGE_DIR))]
+    return dirs[1:] if own else dirs
 
 
 def available_archs(own: bool = False) -> list[str]:
     """Every architecture name: plain files, and each scale of the family files; `own`: netdef's only (not
     ./architectures', whose YAMLs may import block modules of their own)."""
     names = set()
-    for d in _arch_dirs()[1:] if own else _arch_dirs():
+    for d in _arch_dirs(own):
         for q in d.glob("*.yaml") if d.is_dir() else []:
             scales = _scales_of(q)
             names.update(_scaled_names(q.stem, scales) if scales else [q.stem])
@@ -522,8 +525,8 @@ def _multiples(data: dict, scale: str | None, fail: Any, path: Path | None,
             raise fail("scales", f"this file is a family and its name ({path.name}) carries no scale: add `scale: "
                                  f"{first}` (one of {', '.join(map(str, scales))}) to it; Ultralytics takes the first "
                                  f"of its `scales:`, {first}, for a file named without one")
-        by_path = f" or by a path with the scale in the file name ({scaled} for {path.name})" if scaled != path else ""
-        raise fail("scales", f"this file is a family: build one of its scales by name ({', '.join(names)}){by_path}")
+        raise fail("scales", f"this file is a family: build one of its scales by name ({', '.join(names)}) or by a "
+                             f"path with the scale in the file name ({scaled} for {path.name})")
     if scale not in scales:
         raise fail("scales", f"no scale '{scale}' (this family has {', '.join(map(str, scales))})")
     entry = scales[scale]
@@ -788,8 +791,7 @@ def _row_key_names(row: Row) -> set[str]:
     values = [*row.args, *row.kwargs.values()]
     for v in [*values, *(x for v in values if isinstance(v, list) for x in v)]:
         if isinstance(v, (str, int)) and not isinstance(v, bool) and str(v):
-            v = str(v)
-            names.add(v[1:] if v.startswith("/") else f"{row.prefix}.{v}" if row.prefix else v)
+            names.add(_key(row.prefix, v))  # as the blocks resolve their key arguments
     return names
 
 

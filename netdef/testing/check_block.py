@@ -219,7 +219,6 @@ def compared(out: np.ndarray, ref: np.ndarray, precision: str, tolerance: float 
     if tuple(out.shape) != tuple(ref.shape):
         raise AssertionError(f"{precision}{mode}: the block's output has shape {tuple(out.shape)}, the torch "
                              f"module's {tuple(ref.shape)}")
-    check_tolerance(tolerance, "check_block: tolerance")
     limit = TOLERANCE[precision] if tolerance is None else tolerance
     err = max_rel_error(out, ref)
     if not err <= limit:

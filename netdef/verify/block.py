@@ -23,6 +23,9 @@ def check_block_cpu(block_or_fn: str | Callable[..., Any], torch_module: Callabl
     import torch
 
     from ..testing.check_block import block_case, compared, module_output
+    from ..tools.verify import check_tolerance
+
+    check_tolerance(tolerance, "check_block: tolerance")  # before any work (check_block checks it first too)
 
     shapes, xs, net = block_case(block_or_fn, torch_module, input_shape, precision, args, kwargs, weights, seed)
     out = evaluate(describe_layers(net.definition), {f"x{i}": x for i, x in enumerate(xs)})["y"]
