@@ -91,7 +91,7 @@ def define_network(spec: Spec | str | Path, weights: Weights, opts: BuildOptions
             more = f"\nThese weights fit {sibling}: build that architecture"
         else:
             more = "" if e.another_layout else _custom_scale_hint(spec, tensors, opts)
-        raise WeightKeyError(str(e).removesuffix(e.hint), hint=e.hint + more, another_layout=e.another_layout) from None
+        raise e.with_hint(more) from None
     for key, why in net.supplied.items():
         log(f"[netdef] note: {key} is not in {source}; built with {why}")
     if unused:

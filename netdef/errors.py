@@ -64,6 +64,11 @@ class WeightKeyError(NetdefError):
         self.another_layout = another_layout
         self.key = key
 
+    def with_hint(self, more: str, where: str | None = None) -> "WeightKeyError":
+        """The same error with `more` added to its hint (and `where`, where it has none yet)."""
+        return WeightKeyError(self.message.removesuffix(self.hint), where=self.where or where, hint=self.hint + more,
+                              another_layout=self.another_layout, key=self.key)
+
 
 class SpecError(NetdefError):
     """A bad architecture YAML: names the file and the row (or key)."""

@@ -729,8 +729,7 @@ def build_network(spec: Spec, net: Network, input_hw: tuple[int, int] | None = N
         except NetdefError as e:
             more = _missing_row_hint(spec, row, net, e.key) if isinstance(e, WeightKeyError) and e.key else ""
             if more:
-                raise WeightKeyError(e.message.removesuffix(e.hint), where=e.where or spec.where(row),
-                                     hint=e.hint + more, another_layout=e.another_layout, key=e.key) from None
+                raise e.with_hint(more, spec.where(row)) from None
             raise e.at(spec.where(row))
         except Exception as e:  # noqa: BLE001  anything else escaping a block: its arguments or its own bug
             try:  # a layer TensorRT rejected inside the block (the block then failed on its output): say which

@@ -83,8 +83,7 @@ def verify(arch: str | Path | Spec, weights: Weights, model: Any, *, cpu: bool =
     try:
         load_weights_strict(model, tensors, identity[0], derived=net.derived, supplied=net.supplied)
     except WeightKeyError as e:
-        raise WeightKeyError(str(e).removesuffix(e.hint), where=e.where, hint=e.hint + _another_model_hint(model, spec),
-                             another_layout=e.another_layout) from None
+        raise e.with_hint(_another_model_hint(model, spec)) from None
     _run_the_built_head(model, net, log)
     layers = trt_api.describe_layers(net.definition)
     raw = net.definition.raw
