@@ -19,7 +19,7 @@ from .compiler import TIMING_CACHE, build_key, compile_network, target_identity
 from .define import Weights, check_stride, check_weights, define_network, weights_identity  # noqa: F401  (re-exported)
 from .errors import NetdefError, OptionError
 from .fileio import check_output, output_name, path_key
-from .options import BuildOptions
+from .options import BuildOptions, checked_options
 from .options import format_profiles, parse_batch, parse_profiles  # noqa: F401  (re-exported)
 from .registry import block_files
 from .spec import Spec, load_spec
@@ -45,11 +45,7 @@ def build_engine(arch: str | Path | Spec, weights: Weights, output: str | Path, 
     messages (default: stderr); `progress`: a bar while reading the .wts (default: when stderr is a terminal).
     The header records the class `names` (read from the file `names_from`, named in errors), default those
     `netdef export` wrote beside the .wts (`class_names.names_sidecar`); one per class of the model's head."""
-    opts = opts or BuildOptions()
-    if not isinstance(opts, BuildOptions):
-        raise OptionError(f"opts {opts!r}: expected a netdef.options.BuildOptions (e.g. BuildOptions(precision="
-                          "'fp16'))")
-    opts.validate()
+    opts = checked_options(opts)
     if not isinstance(force, bool):
         raise OptionError(f"force {force!r}: expected True or False")
     check_given(names, names_from)

@@ -15,7 +15,7 @@ import numpy as np
 from .errors import NetdefError, OptionError, WeightKeyError, WtsFormatError
 from .fileio import file_sha256_and_key
 from .network import Network, unused_modules_hint
-from .options import BuildOptions, format_hw_range
+from .options import BuildOptions, checked_options, format_hw_range
 from .spec import Spec, build_network, load_spec, observing_rows
 from .wts import NonFiniteAllowed, first_nonfinite, read_wts
 
@@ -63,11 +63,7 @@ def define_network(spec: Spec | str | Path, weights: Weights, opts: BuildOptions
     the weight keys and the build parameters. `quantizer` replaces the int8 build's (calibration records);
     `identity` is the weights' `weights_identity` when the caller has it already (no second hash). `progress`:
     a bar while reading the .wts (default: when stderr is a terminal)."""
-    opts = opts or BuildOptions()
-    if not isinstance(opts, BuildOptions):
-        raise OptionError(f"opts {opts!r}: expected a netdef.options.BuildOptions (e.g. BuildOptions(precision="
-                          "'fp16'))")
-    opts.validate()  # an input size of 0 or a list of params: named as the option, not as a layer TensorRT rejects
+    opts = checked_options(opts)  # an input size of 0, a list of params: named as the option, not as a layer
     log = log or _stderr
     spec = spec if isinstance(spec, Spec) else load_spec(spec)
     params = spec.resolve_params(opts.params)

@@ -264,3 +264,13 @@ def _parse_hw(part: str, text: str, what: str) -> HW:
 def format_hw_range(r: Any) -> str:
     """((320, 320), (640, 640), (1280, 1280)) -> '320x320:640x640:1280x1280' (the --input-shape form)."""
     return ":".join(f"{hw[0]}x{hw[1]}" for hw in r)
+
+
+def checked_options(opts: "BuildOptions | None") -> "BuildOptions":
+    """`opts` (default `BuildOptions()`) checked: an OptionError for another type or a value that cannot build."""
+    opts = opts or BuildOptions()
+    if not isinstance(opts, BuildOptions):
+        raise OptionError(f"opts {opts!r}: expected a netdef.options.BuildOptions (e.g. BuildOptions(precision="
+                          "'fp16'))")
+    opts.validate()
+    return opts
