@@ -47,10 +47,9 @@ def atomic_write_all(files: Mapping[str | os.PathLike, Iterable[bytes] | bytes],
     belong with them (a .wts's names file of other weights), removed right after the renames (a signal waits).
     `expect`: path -> its `path_key` as the caller read it (None: no file there), checked right before the renames:
     a file another program wrote since is kept, and `errors.WrittenMeanwhile` names it (nothing renamed)."""
-    for name in files:
-        check_name(Path(name))  # before anything is written: the rename would fail after the whole write
-    for name in files:
-        _remove_orphans(Path(name))  # first: the space they held counts as free
+    heads = {Path(name): check_name(Path(name)) for name in files}  # before anything is written: a rename would fail
+    for path, head in heads.items():
+        _remove_orphans(path, head)  # first: the space they held counts as free
     known = {Path(p): n for p, c in files.items() if (n := (sizes or {}).get(p, _size_of(c))) is not None}
     check_room(known)
     temps: list[tuple[Path, str]] = []
@@ -61,7 +60,7 @@ def atomic_write_all(files: Mapping[str | os.PathLike, Iterable[bytes] | bytes],
         for name, chunks in files.items():
             path = Path(name)
             _make_folders(path.parent, made)
-            fd, tmp = tempfile.mkstemp(prefix=_temp_head(path), suffix=".tmp", dir=path.parent)
+            fd, tmp = tempfile.mkstemp(prefix=heads[path], suffix=".tmp", dir=path.parent)
             temps.append((path, tmp))
             _writing.add(os.path.abspath(tmp))
             with os.fdopen(fd, "wb") as f:
@@ -186,9 +185,9 @@ def name_max(folder: Path) -> int:
     return n if n > 0 else 255  # -1: no limit known; 0: a file system (FUSE, network) that reports none
 
 
-def check_name(path: Path) -> None:
+def check_name(path: Path) -> str:
     """`errors.NameTooLong` naming `path` where its name, or its temporary files' (`_temp_head`), has more bytes than
-    its file system allows (`name_max`)."""
+    its file system allows (`name_max`); else how its temporary files' names start (`_temp_head`)."""
     from .errors import NameTooLong
 
     limit = name_max(path.parent)
@@ -199,6 +198,7 @@ def check_name(path: Path) -> None:
     if (n := len(os.fsencode(head)) + _TEMP_TAIL) > limit:
         raise NameTooLong(path, f"the name of the temporary file it is written to first ({head}XXXXXXXX.tmp) is {n} "
                                 f"bytes long, over the {limit} bytes {where}")
+    return head
 
 
 def _temp_head(path: Path, limit: int | None = None) -> str:
@@ -222,9 +222,10 @@ def _try_lock(f: BinaryIO) -> bool:
     return True
 
 
-def _temp_files(path: Path) -> list[Path]:
-    """`path`'s temporary files that are not being written by this process."""
-    head = _temp_head(path)
+def _temp_files(path: Path, head: str | None = None) -> list[Path]:
+    """`path`'s temporary files (their names start with `head`, default `_temp_head`) that are not being written by
+    this process."""
+    head = head or _temp_head(path)
     try:
         names = [n for n in os.listdir(path.parent) if n.startswith(head) and n.endswith(".tmp")]
     except OSError:
@@ -232,13 +233,13 @@ def _temp_files(path: Path) -> list[Path]:
     return [path.parent / n for n in names if os.path.abspath(path.parent / n) not in _writing]
 
 
-def _remove_orphans(path: Path) -> None:
-    """Remove `path`'s temporary files whose writer is gone: none holds its lock (on this machine or, where
+def _remove_orphans(path: Path, head: str) -> None:
+    """Remove `path`'s temporary files (named from `head`) whose writer is gone: none holds its lock (on this machine or, where
     the file system shares locks, on another), not one of this process's writes, older than ORPHAN_AGE_S.
     Where locks cannot be taken (no fcntl, a file system without them) nothing is removed."""
     if fcntl is None:
         return
-    for candidate in _temp_files(path):
+    for candidate in _temp_files(path, head):
         try:
             if time.time() - candidate.stat().st_mtime < ORPHAN_AGE_S:
                 continue
