@@ -234,8 +234,9 @@ def _temp_files(path: Path, head: str | None = None) -> list[Path]:
 
 
 def _remove_orphans(path: Path, head: str) -> None:
-    """Remove `path`'s temporary files (named from `head`) whose writer is gone: none holds its lock (on this machine or, where
-    the file system shares locks, on another), not one of this process's writes, older than ORPHAN_AGE_S.
+    """Remove `path`'s temporary files (named from `head`) whose writer is gone: none holds its lock (on this
+    machine or, where the file system shares locks, on another), not one of this process's writes, older than
+    ORPHAN_AGE_S.
     Where locks cannot be taken (no fcntl, a file system without them) nothing is removed."""
     if fcntl is None:
         return
