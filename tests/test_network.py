@@ -485,8 +485,8 @@ def test_nan_and_infinite_in_memory_weights_are_refused_as_in_a_wts_file(tmp_pat
                  lambda w: build_engine(tiny_yaml(tmp_path), w, tmp_path / "t.engine", log=print),
                  lambda w: verify(tiny_yaml(tmp_path), w, torch.nn.Identity(), cpu=True, log=print)]
         for call in calls:
-            with pytest.raises(WeightKeyError, match=rf"in-memory weights: '{key}' holds {shown} at index "
-                                                     r"2: an engine built from it outputs NaN or inf.*NonFiniteAllowed"):
+            with pytest.raises(WeightKeyError, match=rf"in-memory weights: '{key}' holds {shown} at index 2: an "
+                                                     r"engine built from it outputs NaN or inf.*NonFiniteAllowed"):
                 call(bad)
     bad[key].reshape(-1)[2] = np.nan
     define_network(tiny_yaml(tmp_path), NonFiniteAllowed(bad), log=print)  # meant: taken as it is

@@ -481,7 +481,8 @@ def test_serve_names_the_stub_s_exception_where_a_model_fails_to_load(engines, t
             pass
     text = str(err.value)
     assert "netdef serve exited with status 1 before it was ready" in text, text[-2000:]
-    assert "netdef serve: error: Triton could not load model 'resnet18': RuntimeError: no GPU for " in text, text[-2000:]
+    want = "netdef serve: error: Triton could not load model 'resnet18': RuntimeError: no GPU for "
+    assert want in text, text[-2000:]
     assert "timing   model" not in text
 
 

@@ -303,7 +303,8 @@ def _check_server_libraries() -> None:
 def serve(engine: str | os.PathLike, *, port: int = 8000, grpc_port: int = 8001, metrics_port: int = 8002,
           max_batch: int | None = None, max_queue_delay_us: int | None = None,
           preferred_batch: Sequence[int] | None = None, devices: Sequence[int] = (), instances: int = 1,
-          cuda_graphs: bool = False, name: str | None = None, detect: bool | None = None, detect_settings: DetectSettings | None = None,
+          cuda_graphs: bool = False, name: str | None = None, detect: bool | None = None,
+          detect_settings: DetectSettings | None = None,
           names: Sequence[str] | None = None, names_from: str | os.PathLike | None = None,
           open_endpoints: Sequence[str] = (), log: Callable[[str], None] = print) -> None:
     """Serve `engine` (a netdef engine, or a raw plan) through Triton until Ctrl-C or the server stops: `instances`
