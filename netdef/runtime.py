@@ -205,32 +205,11 @@ class Engine:
         self._check_feeds(feeds)
         if as_numpy is None:
             as_numpy = all(isinstance(v, np.ndarray) for v in feeds.values())
-        outs = self._run(feeds)[0]
-        return {k: self.backend.to_host(v) if as_numpy else self.backend.to_user(v) for k, v in outs.items()}
-
-    def submit(self, feeds: Mapping[str, Any] | Any) -> "Pending":
-        """Enqueue one run and return without waiting for it: `Pending.result()` waits and gives the outputs as
-        numpy arrays (in pinned host memory, their copies back enqueued with the run). Inputs in pinned memory
-        (`host_buffer`) are copied to the GPU asynchronously too: leave them unchanged until the result is in.
-        Runs take turns as `infer`'s do; the pycuda backend's run is over when `submit` returns."""
-        if not isinstance(feeds, Mapping):
-            feeds = {self.inputs[0].name: feeds}
-        self._check_feeds(feeds)
-        outs, done = self._run(feeds, lambda dev: {k: self.backend.to_host_async(v) for k, v in dev.items()})
-        return Pending(outs, done, self.backend)
-
-    def _run(self, feeds: Mapping[str, Any], then: Callable[[dict[str, Any]], dict[str, Any]] | None = None
-             ) -> tuple[dict[str, Any], Any]:
-        """Enqueue one run on the current stream (after the engine's previous one) and `then(outputs)`, work
-        enqueued after it; returns what `then` returns (default: the device outputs) and the backend's event
-        after it all."""
         with self._lock, self.on_device():
             self.backend.wait(self._last)
             outs = self._graph_run(feeds) if self.cuda_graph else self.backend.run(self, feeds)
-            if then is not None:
-                outs = then(outs)
             self._last = self.backend.mark()
-            return outs, self._last
+        return {k: self.backend.to_host(v) if as_numpy else self.backend.to_user(v) for k, v in outs.items()}
 
     def check_feeds(self, feeds: Mapping[str, Any]) -> None:
         """OptionError for feeds (arrays, or anything with a `.shape`) this engine cannot run: names, ranks, fixed
@@ -472,20 +451,6 @@ class Engine:
         return {k: v.clone() for k, v in outs.items()}
 
 
-class Pending:
-    """A run `Engine.submit` enqueued: `result()` waits for it (the event after its copies back, None: done)
-    and returns its outputs."""
-
-    def __init__(self, outputs: dict[str, np.ndarray], event: Any, backend: Any):
-        self._outputs, self._event, self._backend = outputs, event, backend
-
-    def result(self) -> dict[str, np.ndarray]:
-        if self._event is not None:
-            self._backend.synchronize(self._event)
-            self._event = None
-        return self._outputs
-
-
 class Step:
     """One engine run at a fixed batch on buffers bound once (`Engine.prepare_step`, `Engine.capture`): `step()`
     enqueues it (or replays its CUDA graph) on `step.stream`, with the engine's device current; `outputs` are the
@@ -667,17 +632,6 @@ class TorchBackend:
     def to_host(self, t: Any) -> np.ndarray:
         return t.cpu().numpy()
 
-    def to_host_async(self, t: Any) -> np.ndarray:
-        """A copy of `t` into pinned host memory, enqueued on the current stream (valid once it has run)."""
-        host = self.torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
-        host.copy_(t, non_blocking=True)
-        return host.numpy()
-
-    @staticmethod
-    def synchronize(event: Any) -> None:
-        """Wait for `event` (`mark`'s) here, on the host."""
-        event.synchronize()
-
     @staticmethod
     def to_user(t: Any) -> Any:
         return t
@@ -743,8 +697,6 @@ class PycudaBackend:
     @staticmethod
     def to_host(a: np.ndarray) -> np.ndarray:
         return a
-
-    to_host_async = to_host  # `run` gave host arrays, synchronised
 
     @staticmethod
     def wait(event: Any) -> None:

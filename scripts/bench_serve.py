@@ -11,8 +11,8 @@ phases, per execution the model's time, the clients' mean latency less the serve
 how busy the model instances were (compute seconds per second). When the server stops, one `RESULT
 serve-callable` line per model instance (each runs the engine inside Triton's Python stub: `netdef.deploy.
 stub_model`) splits the model's time over the whole run (every concurrency): per execution netdef's `execute`
-and the engine's run (`Engine.submit`, from the batch handed on to its outputs back, which overlaps the next
-executions with the server's --in-flight 2; for `NAME_detect`, netdef detect's Detector within `execute`):
+and the engine's run within it (`Engine.infer`; for `NAME_detect`, netdef detect's Detector); the rest of
+Triton's `compute_infer` is the Python backend moving the requests to the stub and back:
 
     python scripts/bench_serve.py resnet50.engine --concurrency 1,8,64 --seconds 10 --max-queue-delay-us 500
 
@@ -479,7 +479,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--devices", help="the server's devices such as 0,1 (default: the current one)")
     p.add_argument("--instances", help="the server's model instances per device (default: its own, 1)")
     p.add_argument("--cuda-graphs", action="store_true", help="the server's --cuda-graphs")
-    p.add_argument("--in-flight", help="the server's --in-flight (default: its own, 2)")
     p.add_argument("--allow-shared-device", action="store_true",
                    help="let --devices list a device twice (one model instance per entry, e.g. 0,0)")
     p.add_argument("--image", help="an image file: load-test the YOLO engine's NAME_detect model with it (one "
@@ -495,8 +494,7 @@ def main(argv: list[str] | None = None) -> int:
         extra = ["--max-queue-delay-us", a.max_queue_delay_us] + (["--devices", a.devices] if a.devices else []) + \
             (["--allow-shared-device"] if a.allow_shared_device else []) + \
             (["--preferred-batch", a.preferred_batch] if a.preferred_batch else []) + \
-            (["--instances", a.instances] if a.instances else []) + (["--cuda-graphs"] if a.cuda_graphs else []) + \
-            (["--in-flight", a.in_flight] if a.in_flight else [])
+            (["--instances", a.instances] if a.instances else []) + (["--cuda-graphs"] if a.cuda_graphs else [])
         image = None
         if a.image is not None:
             try:

@@ -290,31 +290,6 @@ def test_engine_on_device_0_equals_the_default_device(small_engine):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("backend, cuda_graph", [("torch", False), ("torch", True), ("pycuda", False)])
-def test_submitted_runs_give_what_infer_gives(small_engine, backend, cuda_graph):
-    """`Engine.submit` from pinned inputs (`host_buffer`): several runs enqueued before the first result is asked
-    for, each result equal to `infer`'s on the same input, in pinned host memory (torch backend); the pycuda
-    backend's runs are over when submit returns."""
-    import torch
-
-    from netdef.runtime import Engine
-
-    path, x = small_engine
-    ref = Engine(path).infer(x)["out"]
-    eng = Engine(path, backend=backend, cuda_graph=cuda_graph)
-    buffers = [eng.host_buffer((n, 3, 16, 16), "float32") for n in (1, 2, 3)]
-    pending = []
-    for buf in buffers:
-        buf[:] = x[:len(buf)]
-        pending.append(eng.submit({"images": buf}))
-    for buf, p in zip(reversed(buffers), reversed(pending)):
-        got = p.result()["out"]
-        np.testing.assert_allclose(got, ref[:len(buf)], rtol=1e-5, atol=1e-6)
-        if backend == "torch":
-            assert torch.from_numpy(got).is_pinned()
-
-
-@pytest.mark.gpu
 def test_two_engines_on_device_0_in_one_process(small_engine):
     from netdef.runtime import Engine
 

@@ -29,9 +29,8 @@ import pytest
 from helpers import load_script, run_cli
 from netdef import engine_file
 from netdef.build import BuildOptions, build_engine
-from netdef.deploy.serve import TensorSpec, binding, chunks, import_pytriton, numpy_outside, serve, submit_batch
+from netdef.deploy.serve import TensorSpec, binding, chunks, import_pytriton, numpy_outside, run_batch, serve
 from netdef.errors import NetdefError, OptionError
-from netdef.runtime import Pending
 
 THREE_PROFILES = ((1, 1, 4), (5, 32, 64), (65, 256, 256))
 
@@ -165,38 +164,35 @@ def test_chunks_pad_up_to_the_smallest_batch():
         chunks(0, [(1, 1, 4)])
 
 
-def test_submit_batch_gives_what_one_run_would():
+def test_run_batch_gives_what_one_run_would():
     """A fake engine that refuses batches outside its profiles: the batch of 40 runs in pieces, padded, and comes
     back whole, item by item as one run would give it."""
     profiles = [(1, 2, 4), (8, 8, 16)]
     seen = []
 
-    def submit(feeds):
+    def infer(feeds):
         b = len(feeds["x"])
         assert any(lo <= b <= hi for lo, _, hi in profiles), b
         seen.append(b)
-        return Pending({"y": feeds["x"] * 2 + feeds["z"], "n": feeds["x"].sum(axis=(1, 2))}, None, None)
-
-    def run_batch(feeds):
-        return submit_batch(submit, feeds, profiles)()
+        return {"y": feeds["x"] * 2 + feeds["z"], "n": feeds["x"].sum(axis=(1, 2))}
 
     rng = np.random.default_rng(0)
     x, z = rng.standard_normal((40, 3, 5)).astype(np.float32), rng.standard_normal((40, 3, 5)).astype(np.float32)
-    out = run_batch({"x": x, "z": z})
+    out = run_batch(infer, {"x": x, "z": z}, profiles)
     assert seen == [16, 16, 8]
     np.testing.assert_array_equal(out["y"], x * 2 + z)
     np.testing.assert_array_equal(out["n"], x.sum(axis=(1, 2)))
-    out = run_batch({"x": x[:6], "z": z[:6]})  # padded to 8, cut back to 6
+    out = run_batch(infer, {"x": x[:6], "z": z[:6]}, profiles)  # padded to 8, cut back to 6
     assert seen[-1] == 8 and out["y"].shape == (6, 3, 5)
     with pytest.raises(OptionError, match="one common batch axis"):
-        run_batch({"x": x[:6], "z": z[:5]})
+        run_batch(infer, {"x": x[:6], "z": z[:5]}, profiles)
 
 
 def test_the_raw_model_serves_one_value_per_item_as_a_column():
     """An engine output (B,) is (B, 1) in Triton (dims [1]): the stub's raw model adds the axis (and takes a (B,)
     input served as (B, 1) without it)."""
     from netdef.deploy.serve import CallTimes
-    from netdef.deploy.stub_model import RawModel, Request
+    from netdef.deploy.stub_model import Request, raw_model
 
     meta = {"arch": {"name": "toy"}, "options": {"batch": [1, 2, 8], "profiles": None},
             "inputs": [{"name": "x", "shape": [-1, 4], "dtype": "float32"}],
@@ -204,7 +200,7 @@ def test_the_raw_model_serves_one_value_per_item_as_a_column():
     spec = binding(meta)
     assert spec.outputs == (TensorSpec("score", "float32", (1,), squeeze=True),)
     x = np.arange(12, dtype=np.float32).reshape(3, 4)
-    out = RawModel(HostEngine(lambda f: {"score": f["x"].sum(axis=1)}, [(1, 2, 8)]), spec, CallTimes())(
+    out = raw_model(HostEngine(lambda f: {"score": f["x"].sum(axis=1)}, [(1, 2, 8)]), spec, CallTimes())(
         [Request({"x": x[:1]}), Request({"x": x[1:]})])
     np.testing.assert_array_equal(out[0]["score"], x[:1].sum(axis=1)[:, None])
     np.testing.assert_array_equal(out[1]["score"], x[1:].sum(axis=1)[:, None])
@@ -220,25 +216,11 @@ class HostEngine:
         self.buffers.append(np.zeros(shape, dtype))
         return self.buffers[-1]
 
-    def submit(self, feeds):
-        """The run when its result is asked for, as a GPU reads pinned inputs after `Engine.submit` returns."""
-        return Later(lambda: self.run(feeds))
-
-    def run(self, feeds):
-        assert any(lo <= len(v) <= hi for lo, _, hi in self.profiles for v in feeds.values())
+    def infer(self, feeds, as_numpy):
+        assert as_numpy and any(lo <= len(v) <= hi for lo, _, hi in self.profiles for v in feeds.values())
         self.runs.append(len(next(iter(feeds.values()))))
         time.sleep(self.delay_s)
         return self.fn(feeds)
-
-
-class Later:
-    """A run `HostEngine.submit` handed on: made when its result is asked for."""
-
-    def __init__(self, run):
-        self.run = run
-
-    def result(self):
-        return self.run()
 
 
 def test_the_raw_model_joins_requests_in_the_engine_s_host_buffers_and_pads_them():
@@ -247,7 +229,7 @@ def test_the_raw_model_joins_requests_in_the_engine_s_host_buffers_and_pads_them
     item up to a batch a profile covers, run once, and each request gets its own rows back; more items than the
     largest batch run in chunks."""
     from netdef.deploy.serve import CallTimes
-    from netdef.deploy.stub_model import RawModel, Request
+    from netdef.deploy.stub_model import Request, raw_model
 
     meta = {"arch": {"name": "toy"}, "options": {"batch": None, "profiles": [[1, 1, 2], [4, 4, 8]]},
             "inputs": [{"name": "x", "shape": [-1, 2], "dtype": "float32"},
@@ -258,7 +240,7 @@ def test_the_raw_model_joins_requests_in_the_engine_s_host_buffers_and_pads_them
     engine = HostEngine(lambda f: seen.append({k: v.copy() for k, v in f.items()}) or
                         {"y": f["x"] * 10 + f["k"][:, None]}, [(1, 1, 2), (4, 4, 8)])
     times = CallTimes()
-    run = RawModel(engine, spec, times)
+    run = raw_model(engine, spec, times)
     x = np.arange(20, dtype=np.float32).reshape(10, 2)
     k = np.arange(10, dtype=np.int32)
     out = run([Request({"x": x[:1], "k": k[:1]}), Request({"x": x[1:3], "k": k[1:3]})])
@@ -274,45 +256,11 @@ def test_the_raw_model_joins_requests_in_the_engine_s_host_buffers_and_pads_them
     assert times.engine_s > 0
 
 
-def test_the_raw_model_hands_batches_on_each_in_its_own_buffers():
-    """`RawModel.submit` returns before the engine has read the inputs (HostEngine runs when the result is asked
-    for, as the GPU reads pinned memory after `Engine.submit`): with two in flight, a second execution is joined in
-    other buffers while the first is out and both get their own answers; a third waits until one is answered, then
-    reuses its buffers."""
-    import threading
-
-    from netdef.deploy.serve import CallTimes
-    from netdef.deploy.stub_model import RawModel, Request
-
-    meta = {"arch": {"name": "toy"}, "options": {"batch": [1, 4, 8], "profiles": None},
-            "inputs": [{"name": "x", "shape": [-1, 2], "dtype": "float32"}],
-            "outputs": [{"name": "y", "shape": [-1, 2], "dtype": "float32"}]}
-    engine = HostEngine(lambda f: {"y": f["x"] * 2}, [(1, 4, 8)])
-    model = RawModel(engine, binding(meta), times := CallTimes(), in_flight=2)
-    x = np.arange(16, dtype=np.float32).reshape(8, 2)
-    first = model.submit([Request({"x": x[:3]})])
-    second = model.submit([Request({"x": x[3:5]}), Request({"x": x[5:6]})])
-    assert len(engine.buffers) == 2 and engine.runs == []  # two executions out, none run yet
-    third = []
-    waiting = threading.Thread(target=lambda: third.append(model.submit([Request({"x": x[6:]})])))
-    waiting.start()
-    waiting.join(0.3)
-    assert waiting.is_alive() and not third  # both buffers are in flight
-    np.testing.assert_array_equal(first()[0]["y"], x[:3] * 2)
-    waiting.join(5)
-    assert len(third) == 1 and len(engine.buffers) == 2  # the first's buffers, free again
-    got = second()
-    np.testing.assert_array_equal(got[0]["y"], x[3:5] * 2)
-    np.testing.assert_array_equal(got[1]["y"], x[5:6] * 2)
-    np.testing.assert_array_equal(third[0]()[0]["y"], x[6:] * 2)
-    assert engine.runs == [3, 3, 2] and times.engine_s > 0
-
-
 def test_the_raw_model_serves_an_engine_of_dynamic_height_and_width():
     """An engine input (B, 3, H, W) with H and W dynamic: the host buffers take the requests' own shape (Triton
     joins requests of one shape), made anew when another shape comes."""
     from netdef.deploy.serve import CallTimes
-    from netdef.deploy.stub_model import RawModel, Request
+    from netdef.deploy.stub_model import Request, raw_model
 
     meta = {"arch": {"name": "toy"}, "options": {"batch": [1, 2, 4], "profiles": None},
             "inputs": [{"name": "images", "shape": [-1, 3, -1, -1], "dtype": "float32"}],
@@ -320,7 +268,7 @@ def test_the_raw_model_serves_an_engine_of_dynamic_height_and_width():
     spec = binding(meta)
     assert spec.inputs[0].shape == (3, -1, -1)
     engine = HostEngine(lambda f: {"m": f["images"].mean(axis=(1, 2, 3))}, [(1, 2, 4)])
-    run = RawModel(engine, spec, CallTimes())
+    run = raw_model(engine, spec, CallTimes())
     rng = np.random.default_rng(1)
     for h, w in [(4, 6), (4, 6), (8, 8)]:
         x = rng.standard_normal((3, 3, h, w)).astype(np.float32)
@@ -343,12 +291,12 @@ def test_the_time_in_netdefs_execute_and_in_the_engine_is_counted_and_read_back(
     """CallTimes: executions, items, the model's execute and Engine.infer's time within it; the line each model
     instance writes when it stops is what bench_serve's `RESULT serve-callable` reads back."""
     from netdef.deploy.serve import CallTimes
-    from netdef.deploy.stub_model import RawModel, Request
+    from netdef.deploy.stub_model import Request, raw_model
 
     meta = {"arch": {"name": "toy"}, "options": {"batch": [1, 4, 8], "profiles": None},
             "inputs": [{"name": "x", "shape": [-1, 2], "dtype": "float32"}],
             "outputs": [{"name": "y", "shape": [-1, 2], "dtype": "float32"}]}
-    model = TimedModel(RawModel(HostEngine(lambda f: {"y": f["x"] * 2}, [(1, 4, 8)], delay_s=0.02),
+    model = TimedModel(raw_model(HostEngine(lambda f: {"y": f["x"] * 2}, [(1, 4, 8)], delay_s=0.02),
                                  binding(meta), times := CallTimes()), times)
     requests = [Request({"x": np.ones((1, 2), np.float32)}), Request({"x": np.ones((2, 2), np.float32)})]
     assert [r["y"].shape for r in model.execute(requests)] == [(1, 2), (2, 2)]
@@ -369,7 +317,7 @@ class TimedModel:
         from netdef.deploy.stub_model import TritonPythonModel
 
         self.model = TritonPythonModel()
-        self.model.run, self.model.times, self.model.answering = run, times, None  # answered in execute
+        self.model.run, self.model.times = run, times
         self.model._request = lambda r: r
         self.model._response = lambda a: a
 
@@ -394,7 +342,6 @@ class TimedModel:
                        "served for this engine: resnet18 has outputs"),
     (["--name", "a/b"], "a Triton model name is a folder name"),
     (["--instances", "0"], "--instances 0: must be >= 1"),
-    (["--in-flight", "0"], "--in-flight 0: must be >= 1"),
     (["--preferred-batch", "64"], "--preferred-batch 64: sizes must be within the batches the server forms, 1..32"),
 ])
 def test_serve_option_errors_are_one_line(engines, args, message):
@@ -439,7 +386,6 @@ import numpy as np
 
 from netdef.deploy.plan import read_any_plan
 from netdef.engine_file import profiles
-from netdef.runtime import Pending
 
 LOADED = []
 
@@ -457,9 +403,6 @@ class StandIn:  # the engine's metadata, and for its network the mean of each im
         x = feeds["input"]
         assert any(lo <= len(x) <= hi for lo, _, hi in self.profiles), len(x)
         return {"logits": np.repeat(x.mean(axis=(1, 2, 3))[:, None], 1000, axis=1).astype(np.float32)}
-
-    def submit(self, feeds):
-        return Pending(self.infer(feeds, True), None, None)
 """
 STAND_IN = STAND_IN_ENGINE + """
 
@@ -736,24 +679,12 @@ class FakeBackendUtils:
         def __init__(self, output_tensors, error=None):
             self.outputs, self.error = {t.name: t.array for t in output_tensors}, error
 
-    TRITONSERVER_RESPONSE_COMPLETE_FINAL = 1
-
     class Request:
         def __init__(self, inputs, parameters=""):
-            self.inputs, self._parameters, self.sent = inputs, parameters, []
+            self.inputs, self._parameters = inputs, parameters
 
         def parameters(self):
             return self._parameters
-
-        def get_response_sender(self):
-            return FakeBackendUtils.Sender(self.sent)
-
-    class Sender:
-        def __init__(self, sent):
-            self.sent = sent
-
-        def send(self, response, flags):
-            self.sent.append((response, flags))
 
     @classmethod
     def get_input_tensor_by_name(cls, request, name):
@@ -763,9 +694,7 @@ class FakeBackendUtils:
 def test_the_stub_s_model_class_serves_and_writes_its_timing_line(engines, tmp_path, monkeypatch):
     """TritonPythonModel as Triton's Python backend drives it, with a fake backend module and a stand-in engine:
     initialize reads the settings parameter and loads the engine (the NETDEF_STUB_ENGINE class, on the instance's
-    GPU for KIND_GPU); execute hands the requests on and returns, the instance's answering thread sends each
-    request its rows (one final response through its sender) or, where the run failed, the error and goes on;
-    finalize answers what is in flight and writes the instance's timing line."""
+    GPU for KIND_GPU); execute answers each request with its rows; finalize writes the instance's timing line."""
     from netdef.deploy.serve import parse_timing_line, stub_config
     from netdef.deploy.stub_model import ENGINE_ENV, Settings, TritonPythonModel
 
@@ -783,29 +712,13 @@ def test_the_stub_s_model_class_serves_and_writes_its_timing_line(engines, tmp_p
     model.initialize({"model_config": json.dumps(config), "model_instance_kind": "GPU",
                       "model_instance_device_id": "3", "model_instance_name": "resnet18_0_3"})
     x = np.random.default_rng(0).standard_normal((3, 3, 224, 224)).astype(np.float32)
-    requests = [FakeBackendUtils.Request({"input": x[:2]}), FakeBackendUtils.Request({"input": x[2:]})]
-    assert model.execute(requests) is None
-    stand_in = sys.modules["stub_stand_in"].LOADED[0][3]
-
-    class Failed:
-        def result(self):
-            raise RuntimeError("boom")
-
-    stand_in.submit, good = (lambda feeds: Failed()), stand_in.submit
-    failed = [FakeBackendUtils.Request({"input": x[:1]})]
-    assert model.execute(failed) is None
-    stand_in.submit = good
-    after = [FakeBackendUtils.Request({"input": x[1:2]})]
-    assert model.execute(after) is None  # answered: the failure ended no thread
+    answers = model.execute([FakeBackendUtils.Request({"input": x[:2]}), FakeBackendUtils.Request({"input": x[2:]})])
+    assert [a.error for a in answers] == [None, None]
+    np.testing.assert_allclose(answers[0].outputs["logits"][:, 5], x[:2].mean(axis=(1, 2, 3)), rtol=1e-6)
+    np.testing.assert_allclose(answers[1].outputs["logits"][:, 5], x[2:].mean(axis=(1, 2, 3)), rtol=1e-6)
     model.finalize()
-    answers = [r.sent for r in requests + failed + after]
-    assert [[(a.error, flags) for a, flags in sent] for sent in answers] == [
-        [(None, 1)], [(None, 1)], [("RuntimeError: boom", 1)], [(None, 1)]]  # one final response each
-    np.testing.assert_allclose(answers[0][0][0].outputs["logits"][:, 5], x[:2].mean(axis=(1, 2, 3)), rtol=1e-6)
-    np.testing.assert_allclose(answers[1][0][0].outputs["logits"][:, 5], x[2:].mean(axis=(1, 2, 3)), rtol=1e-6)
-    np.testing.assert_allclose(answers[3][0][0].outputs["logits"][:, 5], x[1:2].mean(axis=(1, 2, 3)), rtol=1e-6)
     got = parse_timing_line((tmp_path / "resnet18.resnet18_0_3.timing").read_text().strip())
-    assert (got["model"], got["instance"], got["executions"], got["items"]) == ("resnet18", "resnet18_0_3", 3, 5)
+    assert (got["model"], got["instance"], got["executions"], got["items"]) == ("resnet18", "resnet18_0_3", 1, 3)
     loaded = sys.modules["stub_stand_in"].LOADED
     assert [entry[:3] for entry in loaded] == [(str(engine), 3, True)]  # the instance's device; graphs asked for
     assert loaded[0][3].graph_cache == 32  # a graph kept for every batch size the engine takes (1..32)
@@ -1201,10 +1114,10 @@ def test_bench_serve_passes_the_server_options_on(monkeypatch):
                         calls.append((levels, extra, shm)))
     assert bs.main(["r50.engine", "--concurrency", "64", "--devices", "0,0", "--allow-shared-device"]) == 0
     assert bs.main(["r50.engine", "--shared-memory", "system", "--instances", "4", "--preferred-batch", "none",
-                    "--cuda-graphs", "--in-flight", "3"]) == 0
+                    "--cuda-graphs"]) == 0
     assert calls == [([64], ["--max-queue-delay-us", "500", "--devices", "0,0", "--allow-shared-device"], False),
                      ([1, 8, 64], ["--max-queue-delay-us", "500", "--preferred-batch", "none", "--instances", "4",
-                                   "--cuda-graphs", "--in-flight", "3"], True)]
+                                   "--cuda-graphs"], True)]
 
 
 def test_load_test_clients_run_side_by_side_in_client_processes():

@@ -54,10 +54,6 @@ def add_serve_options(s: argparse.ArgumentParser) -> None:
                    help="each instance of the raw model replays a CUDA graph per batch size (captured when the "
                         "size first comes, one kept per size: GPU memory for inputs and outputs of every size; "
                         "Engine(cuda_graph=True)) instead of enqueueing the engine's kernels one by one")
-    s.add_argument("--in-flight", type=number("--in-flight", minimum=1), default=2, metavar="N",
-                   help="batches of the raw model each instance hands to the GPU before it waits for the first "
-                        "one's outputs (default 2: the next batch's inputs are read and joined while the GPU runs "
-                        "one; 1: one batch at a time), each in its own pinned host buffers")
     where = s.add_mutually_exclusive_group()
     add_devices_option(where, "--instances model instances on each")
     add_device_option(where)
@@ -120,7 +116,7 @@ def cmd_serve(a: argparse.Namespace) -> int:
     names = load_names(a.names) if a.names else None
     serve(a.engine, port=a.port, grpc_port=a.grpc_port, metrics_port=a.metrics_port, max_batch=a.max_batch,
           max_queue_delay_us=a.max_queue_delay_us, preferred_batch=a.preferred_batch, devices=devices(a),
-          instances=a.instances, cuda_graphs=a.cuda_graphs, in_flight=a.in_flight, name=a.name, detect=a.detect,
+          instances=a.instances, cuda_graphs=a.cuda_graphs, name=a.name, detect=a.detect,
           detect_settings=detect_settings(a), names=names, names_from=a.names, open_endpoints=a.open_endpoints)
     print("stopped")
     return 0

@@ -10,7 +10,7 @@ every tensor to the binding process and back: docs/benchmarks.md compares the tw
 `binding(meta, ...)` derives what is served from the engine's metadata, through the model configuration
 `netdef triton` writes (`deploy.triton.model_config`): name, inputs and outputs (without the batch axis for a
 batching engine), `max_batch_size` (0: a non-batching engine, whose smallest batch is above 1, takes whole
-batches) and the batcher's preferred sizes (the profiles' OPT batches). `submit_batch` runs a batch of any size:
+batches) and the batcher's preferred sizes (the profiles' OPT batches). `run_batch` runs a batch of any size:
 split into chunks of at most the engine's largest batch, a chunk no profile covers (below the smallest batch of a
 non-batching engine) padded up to the nearest batch one covers. These are pure functions: importable and testable
 without pytriton or a GPU; so are `write_repository` and `stub_config`.
@@ -154,7 +154,7 @@ def _spec(tensor: dict[str, Any]) -> TensorSpec:
 
 
 def chunks(n: int, profiles: Sequence[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
-    """How `submit_batch` runs `n` items: (start, stop, run batch) per engine run, items [start, stop) padded up to
+    """How `run_batch` runs `n` items: (start, stop, run batch) per engine run, items [start, stop) padded up to
     `run batch` (the smallest batch >= stop - start that a profile covers). Chunks hold at most the largest
     batch."""
     if n < 1:
@@ -168,29 +168,20 @@ def chunks(n: int, profiles: Sequence[tuple[int, int, int]]) -> list[tuple[int, 
     return out
 
 
-def submit_batch(submit: Callable[[dict[str, np.ndarray]], Any], feeds: Mapping[str, np.ndarray],
-                 profiles: Sequence[tuple[int, int, int]]) -> Callable[[], dict[str, np.ndarray]]:
-    """Hand `feeds`, whose batch is any size, to `submit` (an `Engine.submit`, whose `result()` gives a run's
-    outputs) in the chunks `chunks` gives, each padded with copies of its last item where needed; returns the
-    function that waits for the outputs, cuts them back and joins them (what one run of the whole batch would
-    give)."""
+def run_batch(infer: Callable[[dict[str, np.ndarray]], Mapping[str, Any]], feeds: Mapping[str, np.ndarray],
+              profiles: Sequence[tuple[int, int, int]]) -> dict[str, np.ndarray]:
+    """Outputs of `infer` (an `Engine.infer` with numpy in and out) on `feeds`, whose batch any size: run in the
+    chunks `chunks` gives, each padded with copies of its last item where needed, outputs cut back and joined."""
     sizes = {int(np.shape(v)[0]) if np.ndim(v) else -1 for v in feeds.values()}
     if len(sizes) != 1 or -1 in sizes:
         raise OptionError(f"inputs {sorted(feeds)} need one common batch axis, got shapes "
                           f"{[tuple(np.shape(v)) for v in feeds.values()]}")
-    runs = []
+    parts: dict[str, list[np.ndarray]] = {}
     for start, stop, run in chunks(sizes.pop(), profiles):
         chunk = {k: _pad(np.ascontiguousarray(v[start:stop]), run) for k, v in feeds.items()}
-        runs.append((stop - start, submit(chunk)))
-
-    def joined() -> dict[str, np.ndarray]:
-        parts: dict[str, list[np.ndarray]] = {}
-        for n, pending in runs:
-            for k, v in pending.result().items():
-                parts.setdefault(k, []).append(np.asarray(v)[:n])
-        return {k: v[0] if len(v) == 1 else np.concatenate(v) for k, v in parts.items()}
-
-    return joined
+        for k, v in infer(chunk).items():
+            parts.setdefault(k, []).append(np.asarray(v)[:stop - start])
+    return {k: v[0] if len(v) == 1 else np.concatenate(v) for k, v in parts.items()}
 
 
 def _pad(x: np.ndarray, run: int) -> np.ndarray:
@@ -202,11 +193,9 @@ def _pad(x: np.ndarray, run: int) -> np.ndarray:
 @dataclass
 class CallTimes:
     """Where one model instance's time goes (Triton's `compute_infer` per execution is measured around it, in the
-    server): its executions and items, the seconds in the model's `execute` (the requests' inputs read and joined,
-    the batch handed to the engine; `NAME_detect`: the whole run and its responses) and the engine's: for the raw
-    model from a batch handed to the engine to its outputs back (`Engine.submit`; with more than one in flight
-    these overlap the next executions), for `NAME_detect` netdef detect's Detector with its pre- and
-    post-processing, within `execute`."""
+    server): its executions and items, the seconds in the model's `execute` (the requests' inputs read, the engine
+    run, the responses made) and running the engine within it: `Engine.infer` (the raw model), netdef detect's
+    Detector with its pre- and post-processing (`NAME_detect`)."""
     executions: int = 0
     items: int = 0
     callable_s: float = 0.0
@@ -223,7 +212,7 @@ class CallTimes:
 
 # the line `CallTimes.line` writes, its one definition: TIMING_LINE, which reads it back, is made from it
 TIMING_FORMAT = ("timing   model {model} instance {instance}: {executions} executions of {items} items; "
-                 "per execution {callable_ms:.3f} ms in netdef's execute and {engine_ms:.3f} ms running the engine")
+                 "per execution {callable_ms:.3f} ms in netdef's execute, {engine_ms:.3f} ms of it running the engine")
 _STR_REPR = r"'(?:[^'\\\n]|\\.)*'|\"(?:[^\"\\\n]|\\.)*\""  # repr() of a str: a name with quotes, spaces
 _TIMING_FIELDS: dict[str, tuple[str, Callable[[str], Any]]] = {  # field -> (its regular expression, its reader)
     "model": (_STR_REPR, ast.literal_eval), "instance": (_STR_REPR, ast.literal_eval), "executions": (r"\d+", int),
@@ -314,15 +303,14 @@ def _check_server_libraries() -> None:
 def serve(engine: str | os.PathLike, *, port: int = 8000, grpc_port: int = 8001, metrics_port: int = 8002,
           max_batch: int | None = None, max_queue_delay_us: int | None = None,
           preferred_batch: Sequence[int] | None = None, devices: Sequence[int] = (), instances: int = 1,
-          cuda_graphs: bool = False, in_flight: int = 2, name: str | None = None, detect: bool | None = None,
+          cuda_graphs: bool = False, name: str | None = None, detect: bool | None = None,
           detect_settings: DetectSettings | None = None,
           names: Sequence[str] | None = None, names_from: str | os.PathLike | None = None,
           open_endpoints: Sequence[str] = (), log: Callable[[str], None] = print) -> None:
     """Serve `engine` (a netdef engine, or a raw plan) through Triton until Ctrl-C or the server stops: `instances`
     model instances per device in `devices` (default: the current device; a device listed twice gets twice as
     many), each running the engine inside Triton's Python stub (`deploy.stub_model`; `cuda_graphs`: replaying a CUDA
-    graph per batch size; `in_flight`: the raw model's batches an instance hands to the engine before it waits
-    for the first one's outputs). `detect`: also serve `NAME_detect`
+    graph per batch size). `detect`: also serve `NAME_detect`
     (`deploy.serve_detect`) with `detect_settings` (a `DetectSettings`) and class `names` (read from the file
     `names_from`; default: those the engine header records); None: where the engine is a YOLO detector, False:
     never, True: always (an error for other engines, as are settings or names for a model not served).
@@ -335,8 +323,6 @@ def serve(engine: str | os.PathLike, *, port: int = 8000, grpc_port: int = 8001,
 
     if isinstance(instances, bool) or not isinstance(instances, int) or instances < 1:
         raise OptionError(f"--instances {instances}: must be >= 1")
-    if isinstance(in_flight, bool) or not isinstance(in_flight, int) or in_flight < 1:
-        raise OptionError(f"--in-flight {in_flight}: must be >= 1")
     ports = Ports(port, grpc_port, metrics_port)
     ports.validate()
     ports.check_free()
@@ -369,8 +355,7 @@ def serve(engine: str | os.PathLike, *, port: int = 8000, grpc_port: int = 8001,
         models = write_repository(repo, timing, Path(engine).resolve(), meta, devices, instances,
                                   name=name, max_batch=max_batch, max_queue_delay_us=max_queue_delay_us,
                                   preferred_batch=preferred_batch, detect=detecting, detect_settings=settings,
-                                  names=names, names_from=names_from, cuda_graphs=cuda_graphs,
-                                  in_flight=in_flight)
+                                  names=names, names_from=names_from, cuda_graphs=cuda_graphs)
         token = secrets.token_hex(16)
         config = pt.triton.TritonConfig(http_port=ports.http, grpc_port=ports.grpc, metrics_port=ports.metrics,
                                         model_repository=repo, exit_on_error=False, strict_readiness=False,
@@ -446,7 +431,6 @@ def write_repository(repo: Path, timing: Path, engine: Path, meta: dict[str, Any
 
     names, names_from = raw.pop("names", None), raw.pop("names_from", None)
     cuda_graphs = bool(raw.pop("cuda_graphs", False))
-    in_flight = int(raw.pop("in_flight", 2))
     spec = binding(meta, **raw)
     specs = [(spec, "raw")]
     base = detect_settings or DetectSettings()
@@ -458,7 +442,7 @@ def write_repository(repo: Path, timing: Path, engine: Path, meta: dict[str, Any
         settings = Settings(engine=str(engine), role=role, timing_dir=str(timing),
                             detect=dataclasses.asdict(base), names=list(names) if names else None,
                             names_from=None if names_from is None else str(Path(names_from).resolve()),
-                            cuda_graphs=cuda_graphs, in_flight=in_flight, **raw)
+                            cuda_graphs=cuda_graphs, **raw)
         (repo / model.name / "1").mkdir(parents=True)
         (repo / model.name / "1" / "model.py").write_text(MODEL_PY)
         (repo / model.name / "config.pbtxt").write_text(config_text(stub_config(model, devices, kind, settings,
