@@ -28,6 +28,10 @@ as with a trained model.
 
     python scripts/compare_end_to_end.py --precision fp16 --batches 1,8,32 --opt-level 0 --json e2e.json
     python scripts/compare_end_to_end.py --model yolo11n --precision fp16 --batches 1,8 --cuda-graph
+    python scripts/compare_end_to_end.py --model yolo11n --batches 1 --opt-level 3 --netdef-only --cuda-graph
+
+`--netdef-only` builds and times netdef's pipeline alone (its own time, e.g. at a level whose ONNX-route build
+takes longer than one wants to wait; no ratios).
 """
 from __future__ import annotations
 
@@ -394,7 +398,8 @@ def timing_cache_file(a: argparse.Namespace, name: str) -> str | None:
 
 def build_engines(a: argparse.Namespace, photos: list[np.ndarray], say: Callable[[str], None]) -> dict[str, Path]:
     """From one random-weight model: the netdef engine with the plugin head ("netdef"), the ONNX-route engine
-    ("onnx") and, for YOLOv8/YOLO11, the same plan in Ultralytics' format ("ultralytics")."""
+    ("onnx") and, for YOLOv8/YOLO11, the same plan in Ultralytics' format ("ultralytics"); with --netdef-only
+    netdef's alone."""
     model, wts = detection_wts(a, photos, say)
     work = wts.parent
     tag = f"{a.precision}_b{'-'.join(map(str, a.profile_t))}_o{a.opt_level}"
@@ -406,6 +411,8 @@ def build_engines(a: argparse.Namespace, photos: list[np.ndarray], say: Callable
                "onnx": work / f"onnx_{a.model}_{tag}_{key}.engine"}
     res = build_engine(a.model, wts, engines["netdef"], opts, force=not a.reuse, log=say)
     say(f"netdef plugin engine: {engines['netdef']} ({res.meta['build_seconds']} s build)")
+    if a.netdef_only:
+        return {"netdef": engines["netdef"]}
     fresh = not (a.reuse and engines["onnx"].is_file())
     if fresh:
         half = routes.half_onnx(a.precision)
@@ -457,6 +464,9 @@ def make_parser() -> argparse.ArgumentParser:
                         "decides for itself; --breakdown times the stages without graphs)")
     p.add_argument("--breakdown", action="store_true",
                    help="also time the stages (pre-processing, engine, post-processing) of netdef and the reference")
+    p.add_argument("--netdef-only", action="store_true",
+                   help="build and time netdef's pipeline alone (no ONNX-route engine, no reference: no ratios), "
+                        "e.g. netdef's own time at a level whose ONNX-route build takes too long")
     p.add_argument("--json", help="results file (default WORKDIR/e2e_MODEL.json)")
     return p
 
@@ -483,7 +493,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if a.shared_timing_cache and not a.timing_cache:
         raise OptionError("--shared-timing-cache needs --timing-cache DIR (the folder of the one cache)")
     a.warmup_budget, a.measure_budget = parse_budget(a.warmup, "--warmup"), parse_budget(a.measure, "--measure")
-    a.pipelines = pipelines(a.model)
+    a.pipelines = pipelines(a.model)[:1] if a.netdef_only else pipelines(a.model)
     a.json_path = routes.results_file(a.json, a.workdir, f"e2e_{a.model}.json")
     return a
 
@@ -502,7 +512,7 @@ def main(argv: list[str] | None = None) -> int:
     def say(msg: str) -> None:
         print(f"[e2e +{time.perf_counter() - t0:5.0f}s] {msg}", flush=True)
 
-    ours, ref, gpu_pre = a.pipelines
+    ours = a.pipelines[0]
     doc: dict[str, Any] = {"environment": environment(), "command": " ".join([sys.executable, *sys.argv]),
                            "model": a.model, "pipelines": list(a.pipelines),
                            "precision": a.precision, "profile": a.profile_t, "opt_level": a.opt_level,
@@ -513,22 +523,29 @@ def main(argv: list[str] | None = None) -> int:
     photos = photos_bgr()
     engines = build_engines(a, photos, say)
     netdef_det = engine_detector(Engine(engines["netdef"], cuda_graph=a.cuda_graph), max_det=a.max_det)
-    onnx_eng = Engine(engines["onnx"], cuda_graph=a.cuda_graph)
-    onnx_det = engine_detector(onnx_eng, conf=a.conf, iou=a.iou, max_det=a.max_det)
-    out_name = onnx_eng.outputs[0].name
+    pipes = {ours: detector_pipeline(netdef_det)}
+    stages: dict[str, Callable[[list[np.ndarray]], dict[str, Pipeline]]] = {
+        ours: lambda images: netdef_stages(netdef_det, images)}
+    if not a.netdef_only:
+        ref, gpu_pre = a.pipelines[1:]
+        onnx_eng = Engine(engines["onnx"], cuda_graph=a.cuda_graph)
+        onnx_det = engine_detector(onnx_eng, conf=a.conf, iou=a.iou, max_det=a.max_det)
+        out_name = onnx_eng.outputs[0].name
 
-    def onnx_infer(x: Any) -> Any:
-        return onnx_eng.infer({onnx_eng.inputs[0].name: x}, as_numpy=False)[out_name]
+        def onnx_infer(x: Any) -> Any:
+            return onnx_eng.infer({onnx_eng.inputs[0].name: x}, as_numpy=False)[out_name]
 
-    if anchor_free(a.model):
-        ref_fn, yolo = ultralytics_pipeline(engines["ultralytics"], a)
-    else:
-        ref_fn = cv2_pipeline(onnx_infer, HW, torch.device("cuda"), a.conf, a.iou, a.max_det)
-    pipes = {ours: detector_pipeline(netdef_det), ref: ref_fn, gpu_pre: detector_pipeline(onnx_det)}
+        if anchor_free(a.model):
+            pipes[ref], yolo = ultralytics_pipeline(engines["ultralytics"], a)
+            stages[ref] = lambda images: ultralytics_stages(yolo, images, a)
+        else:
+            pipes[ref] = cv2_pipeline(onnx_infer, HW, torch.device("cuda"), a.conf, a.iou, a.max_det)
+            stages[ref] = lambda images: cv2_stages(netdef_det, onnx_infer, images, a)
+        pipes[gpu_pre] = detector_pipeline(onnx_det)
     most = a.profile_t[2]  # the photos in batches the engines take
     doc["detections"] = {name: [n for i in range(0, len(photos), most) for n in count(fn(photos[i:i + most]))]
                          for name, fn in pipes.items()}
-    if anchor_free(a.model):
+    if anchor_free(a.model) and not a.netdef_only:
         import ultralytics
 
         backend = yolo.predictor.model.backend
@@ -548,17 +565,15 @@ def main(argv: list[str] | None = None) -> int:
             say(f"{name:13s} batch {b:3d}: median {stats['median_ms']:8.3f} ms, p90 {stats['p90_ms']:8.3f}, "
                 f"{stats['throughput']:8.1f} img/s ({stats['iters']} iters)")
         if a.breakdown:
-            stages = {ours: netdef_stages(netdef_det, images),
-                      ref: ultralytics_stages(yolo, images, a) if anchor_free(a.model)
-                      else cv2_stages(netdef_det, onnx_infer, images, a)}
-            for name, parts in stages.items():
-                for stage, fn in parts.items():
+            for name, make_stages in stages.items():
+                for stage, fn in make_stages(images).items():
                     stats = time_pipeline(fn, images, a.warmup_budget, a.measure_budget)
                     doc["results"].append({"pipeline": name, "stage": stage, **stats})
                     say(f"  {name:13s} batch {b:3d} {stage:11s}: median {stats['median_ms']:8.3f} ms")
             write_json(out, doc)
-        say(f"batch {b}: {ours} / {ref} throughput = {row[ours]['throughput'] / row[ref]['throughput']:.2f}x, "
-            f"{ours} / {gpu_pre} = {row[ours]['throughput'] / row[gpu_pre]['throughput']:.2f}x")
+        if not a.netdef_only:
+            say(f"batch {b}: {ours} / {ref} throughput = {row[ours]['throughput'] / row[ref]['throughput']:.2f}x, "
+                f"{ours} / {gpu_pre} = {row[ours]['throughput'] / row[gpu_pre]['throughput']:.2f}x")
         gc.collect()
     write_json(out, doc)
     say(f"figures in {out}")

@@ -47,6 +47,23 @@ def test_arguments(e2e):
     assert e2e.routes.parse_args(["--model", "yolov8s"]).batches_l == [1, 8, 32]  # compare_routes knows them too
 
 
+def test_netdef_only_builds_netdef_s_engine_alone(e2e, tmp_path, monkeypatch):
+    """--netdef-only: one pipeline (netdef's), and its engine is the only one built (no ONNX export or build)."""
+    from types import SimpleNamespace
+
+    a = e2e.parse_args(["--model", "yolo11n", "--batches", "1", "--netdef-only", "--workdir", str(tmp_path)])
+    assert a.pipelines == ("netdef",)
+    wts = tmp_path / "yolo11n_random.wts"
+    wts.write_text("0\n")
+    monkeypatch.setattr(e2e, "detection_wts", lambda a, photos, say: (None, wts))
+    built = []
+    monkeypatch.setattr(e2e, "build_engine", lambda model, w, out, opts, force, log:
+                        built.append((model, w, out)) or SimpleNamespace(meta={"build_seconds": 1.0}))
+    monkeypatch.setattr(e2e.routes, "export_onnx", lambda *args, **kwargs: pytest.fail("exported an ONNX model"))
+    engines = e2e.build_engines(a, [], lambda msg: None)
+    assert list(engines) == ["netdef"] and built == [("yolo11n", wts, engines["netdef"])]
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--profile", "2:8:8", "--batches", "1,8"], "does not cover batch size(s) [1]"),
     (["--profile", "8:4:8", "--batches", "8"], "--profile 8:4:8 / --opt-level 0: batch profile 8:4:8 must satisfy"),
