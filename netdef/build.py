@@ -16,7 +16,7 @@ from typing import Any
 from . import engine_file, trt_api
 from .class_names import check_count, check_given, exported_names
 from .compiler import TIMING_CACHE, build_key, compile_network, target_identity
-from .define import Weights, check_stride, check_weights, define_network, weights_identity  # noqa: F401  (re-exported)
+from .define import Weights, check_stride, check_weights, define_network, identified  # noqa: F401  (re-exported)
 from .errors import NetdefError, OptionError
 from .fileio import check_output, output_name, path_key
 from .options import BuildOptions, checked_options
@@ -66,7 +66,7 @@ def build_engine(arch: str | Path | Spec, weights: Weights, output: str | Path, 
     if opts.timing_cache:  # read, then written over by the build: checked now, not after the weights are read
         check_output(opts.timing_cache, inputs=inputs, what="the timing cache", kind=TIMING_CACHE,
                      name=output_name(spec.name, ".timing"))
-    identity = weights_identity(weights)  # the file read below must be the one hashed here
+    weights, identity = identified(weights)  # the file read below must be the one hashed here
     source, weights_sha = identity
     if names is None and not isinstance(weights, Mapping):
         names, names_from = exported_names(Path(weights), weights_sha, log)

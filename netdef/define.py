@@ -56,6 +56,16 @@ def weights_identity(weights: Weights) -> Identity:
     return Identity(str(path), *file_sha256_and_key(path))
 
 
+def identified(weights: Weights) -> tuple[Weights, Identity]:
+    """The weights as `define_network` reads them, with their `weights_identity`: a mapping converted once (float32
+    arrays, checked as `load_tensors` checks them) and hashed from those arrays, so that the build converts no
+    tensor twice; a .wts path as it is, hashed (the file read later must be this one)."""
+    if isinstance(weights, Mapping):
+        arrays = load_tensors(weights, _stderr)
+        return arrays, weights_identity(arrays)
+    return weights, weights_identity(weights)
+
+
 def define_network(spec: Spec | str | Path, weights: Weights, opts: BuildOptions | None = None,
                    log: Callable[[str], None] | None = None, *, quantizer: Any = None,
                    identity: tuple[str, str] | None = None, progress: bool | None = None) -> Network:
@@ -67,7 +77,8 @@ def define_network(spec: Spec | str | Path, weights: Weights, opts: BuildOptions
     log = log or _stderr
     spec = spec if isinstance(spec, Spec) else load_spec(spec)
     params = spec.resolve_params(opts.params)
-    identity = identity or weights_identity(weights)
+    if identity is None:
+        weights, identity = identified(weights)
     source, weights_sha = identity
     tensors = load_tensors(weights, log, progress, expect=getattr(identity, "file", None))
     net = Network(tensors, precision=opts.precision, source=source, params=params)

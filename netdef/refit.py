@@ -21,7 +21,7 @@ import numpy as np
 from . import engine_file, trt_api
 from .class_names import check_count, check_given, exported_names, shown
 from .compiler import build_key, structure_digest
-from .define import Identity, Weights, check_weights, define_network, weights_identity
+from .define import Identity, Weights, check_weights, define_network, identified
 from .errors import NetdefError, OptionError, WrittenMeanwhile
 from .fileio import FileKey, check_output, output_name, path_key
 from .network import Network
@@ -121,7 +121,7 @@ def refit_file(engine: str | Path, weights: Weights, output: str | Path | None =
                           "(on a GPU) to refit it")
     spec = spec_of(meta, arch)  # loads the block modules its YAML names: they are inputs too
     check_output(output, inputs=[spec.path, *block_files()], what=what)
-    identity = weights_identity(weights)  # the file read by _refit_network must be the one hashed here
+    weights, identity = identified(weights)  # the file read by _refit_network must be the one hashed here
     if names is None and not isinstance(weights, Mapping):
         names, names_from = exported_names(Path(weights), identity[1], log)
     return refit_resolved(engine, output, meta, plan, weights, identity, names, names_from, log, t0, spec,

@@ -499,6 +499,28 @@ def test_nan_and_infinite_in_memory_weights_are_refused_as_in_a_wts_file(tmp_pat
     assert not (tmp_path / "t.engine").exists()
 
 
+def test_a_state_dict_s_tensors_are_converted_once_per_build(tmp_path):
+    """build_engine and define_network hash in-memory weights and define the network from one conversion of each
+    tensor (a torch tensor copied off its device once, not once to hash and again to build)."""
+    from netdef.build import build_engine, define_network
+
+    converted = []
+
+    class Counted(torch.Tensor):  # a tensor that counts its conversions to numpy
+        def numpy(self, *args, **kwargs):
+            converted.append(1)
+            return super().numpy(*args, **kwargs)
+
+    def weights():
+        return {k: torch.from_numpy(v).as_subclass(Counted) for k, v in tiny_weights().items()}
+
+    define_network(tiny_yaml(tmp_path), weights(), log=print)
+    assert len(converted) == len(tiny_weights())
+    converted.clear()
+    build_engine(tiny_yaml(tmp_path), weights(), tmp_path / "t.engine", log=print)
+    assert len(converted) == len(tiny_weights()) and (tmp_path / "t.engine").is_file()
+
+
 def test_define_network_checks_its_options(tmp_path):
     """define_network (the Python API's network alone) checks its BuildOptions as build_engine does: an input size of
     0 was a layer TensorRT rejected, a dict of options an AttributeError, a list of params an unknown '--set'."""

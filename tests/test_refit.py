@@ -183,14 +183,14 @@ def test_a_refit_never_replaces_an_engine_written_while_it_ran(classifier_engine
     assert engine_file.read_meta(output)["refit"] == {"by": "another process"}
     import netdef.refit
 
-    real = netdef.refit.weights_identity
+    real = netdef.refit.identified
 
     def written_while_hashing(weights):  # seconds of hashing a large .wts, after the engine was read
         engine_file.write_engine(output, plan, dict(meta, refit={"by": "a third process"}))
         return real(weights)
 
     monkeypatch.setattr(trt_api, "refit_engine", lambda cuda_engine, arrays: len(arrays))
-    monkeypatch.setattr(netdef.refit, "weights_identity", written_while_hashing)
+    monkeypatch.setattr(netdef.refit, "identified", written_while_hashing)
     with pytest.raises(NetdefError, match=rf"{output} was written by another program while this refit ran"):
         refit_file(engine, b, None if in_place else output, log=said.append)
     assert engine_file.read_meta(output)["refit"] == {"by": "a third process"}

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from .. import trt_api
-from ..define import Weights, define_network, load_tensors, weights_identity
+from ..define import Weights, define_network, identified, load_tensors
 from ..errors import NetdefError, OptionError, TensorRTUnavailable, WeightKeyError
 from ..network import IGNORED_KEY_SUFFIXES
 from ..options import BuildOptions, format_hw_range
@@ -68,12 +68,8 @@ def verify(arch: str | Path | Spec, weights: Weights, model: Any, *, cpu: bool =
                                   f"TensorRT (this is {trt_api.version_string()}, GPU: "
                                   f"{trt_api.gpu_identity() or 'none'}): use --cpu to evaluate the network definition")
     spec = arch if isinstance(arch, Spec) else load_spec(arch)
-    if isinstance(weights, (str, Path)):  # hashed first: the file read next must be the one hashed
-        identity = weights_identity(weights)
-        tensors = load_tensors(weights, lambda m: None, progress=False, expect=identity.file)
-    else:
-        tensors = load_tensors(weights, lambda m: None, progress=False)
-        identity = weights_identity(tensors)  # of the arrays converted once
+    weights, identity = identified(weights)  # a path hashed first: the file read next must be the one hashed
+    tensors = load_tensors(weights, lambda m: None, progress=False, expect=identity.file)
     if isinstance(model, str):
         log(f"[netdef] loading {model} with PyTorch ...")
         model = load_model(model)
