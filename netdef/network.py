@@ -77,7 +77,8 @@ class Network:
     (int8 builds), `scope` and `where` (the current row's key prefix and YAML location)."""
 
     def __init__(self, weights: Mapping[str, np.ndarray], *, precision: str = "fp32", source: str = "weights",
-                 params: Mapping[str, Any] | None = None):
+                 params: Mapping[str, Any] | None = None, input_dtype: str = "float32",
+                 input_mean: Sequence[float] | None = None, input_std: Sequence[float] | None = None):
         if precision not in ("fp32", "fp16", "int8"):
             raise OptionError(f"unknown precision '{precision}': use fp32, fp16 or int8")
         self.trt = trt_api.module()
@@ -90,6 +91,8 @@ class Network:
         self.weights = weights
         self.source = source
         self.params: dict[str, Any] = dict(params or {})
+        # the network input's type and, uint8, its normalization inside the network (`input`; BuildOptions')
+        self.input_dtype, self.input_mean, self.input_std = input_dtype, input_mean, input_std
         self.plugins: list[dict[str, Any]] = []
         self.model: dict[str, Any] = {}  # what the head computes (record_model): the engine header's "model"
         self.classes: int | None = None  # a Classifier row's class count (checks --names where no head records one)
@@ -364,11 +367,34 @@ class Network:
     # ------------------------------------------------------------ graph I/O
 
     def input(self, name: str, shape: Sequence[int]) -> Any:
-        """A float32 network input (dynamic dims as -1), cast to the compute dtype when strongly typed."""
-        t = self.definition.raw.add_input(name, self.trt.float32, tuple(shape))
+        """A network input (dynamic dims as -1) of `input_dtype` (float32, float16 or uint8), cast to the compute
+        dtype where it differs (layer NAME/cast). A uint8 input, images (B, C, H, W) of 0..255, is then scaled to
+        [0, 1] and normalized per channel, (x / 255 - input_mean) / input_std, by one scale layer NAME/normalize."""
+        t = self.definition.raw.add_input(name, trt_api.trt_dtype(self.input_dtype), tuple(shape))
         out = self.cast(t, self.dtype, f"{name}/cast")
+        if self.input_dtype == "uint8":
+            self._inputs.add(out.name)
+            out = self._normalized(out, name, tuple(shape))
         self._inputs.update((t.name, out.name))
         return out
+
+    def _normalized(self, x: Any, name: str, shape: tuple[int, ...]) -> Any:
+        """(x / 255 - mean) / std per channel of the image input `name` (`input_mean`, `input_std`: one value per
+        channel or one for all; default 0 and 1)."""
+        if len(shape) != 4 or shape[1] < 1:
+            raise OptionError(f"--input-dtype uint8 is for image inputs (B, C, H, W); input '{name}' is "
+                              f"{list(shape)} (the YAML's input shape [C, H, W] with the batch first)")
+        c = int(shape[1])
+        mean = np.asarray(self.input_mean if self.input_mean is not None else (0.0,), np.float64)
+        std = np.asarray(self.input_std if self.input_std is not None else (1.0,), np.float64)
+        for option, values in (("--input-mean", mean), ("--input-std", std)):
+            if values.size not in (1, c):
+                raise OptionError(f"{option} has {values.size} values; input '{name}' has {c} channels: give {c}, "
+                                  "or one for all")
+        scale, shift = np.broadcast_to(1 / (255 * std), (c,)), np.broadcast_to(-mean / std, (c,))
+        where = f"{name}/normalize"
+        return self.layer("scale", where, x, self.trt.ScaleMode.CHANNEL, self.keep(shift, f"{where}.shift"),
+                          self.keep(scale, f"{where}.scale"), self.keep(np.ones(c), f"{where}.power")).get_output(0)
 
     def output(self, t: Any, name: str) -> Any:
         """Mark `t` as an output named `name`; floating outputs are returned as float32. A network input given as

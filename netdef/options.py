@@ -8,6 +8,7 @@ options (metadata, build key: `options_dict`) stay exactly as they were before d
 """
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -18,6 +19,7 @@ from .errors import OptionError
 from .fileio import not_a_file
 
 PRECISIONS = ("fp32", "fp16", "int8")
+INPUT_DTYPES = ("float32", "float16", "uint8")  # the network input's type (uint8: images, normalized inside)
 MAX_DIM = 2**31 - 1  # TensorRT's dimensions (batch sizes, heights, widths) are int32
 MAX_WORKSPACE_MIB = 2**43 - 1  # the workspace limit in bytes must fit int64
 Profile = tuple[int, int, int]
@@ -46,6 +48,11 @@ class BuildOptions:
     detailed: bool = False  # keep layer types, tactics and formats in the engine (netdef profile shows them)
     refittable: bool = False  # weights can be replaced later without a rebuild (`netdef refit`, Engine.refit)
     params: dict[str, Any] = field(default_factory=dict)  # block build parameters (`--set`, e.g. NMS thresholds)
+    # the network input's type; uint8: 0..255 images, scaled to [0, 1] and normalized per channel inside the network,
+    # (x / 255 - mean) / std with `input_mean` and `input_std` (default 0 and 1: x / 255)
+    input_dtype: str = "float32"
+    input_mean: tuple[float, ...] | None = None
+    input_std: tuple[float, ...] | None = None
 
     @classmethod
     def from_meta(cls, options: dict[str, Any]) -> "BuildOptions":
@@ -59,6 +66,9 @@ class BuildOptions:
             kw["input_range"] = tuple(tuple(hw) for hw in kw["input_range"])
         kw["profiles"] = tuple(tuple(p) for p in kw.get("profiles") or ())
         kw["int8_exclude"] = tuple(kw.get("int8_exclude") or ())
+        for key in ("input_mean", "input_std"):
+            if kw.get(key) is not None:
+                kw[key] = tuple(kw[key])
         return cls(**kw)
 
     @property
@@ -128,6 +138,7 @@ class BuildOptions:
             raise OptionError(f"builder optimization level {self.opt_level!r} must be an integer 0..5")
         if not isinstance(self.params, dict):
             raise OptionError(f"params {self.params!r}: expected a dict of build parameters")
+        self._validate_input()
         if self.calibration and self.precision != "int8":
             raise OptionError("--calibration is for --precision int8 only")
         if self.int8_exclude and self.precision != "int8":
@@ -139,6 +150,29 @@ class BuildOptions:
         if self.calibration and not Path(self.calibration).is_file():
             raise OptionError(f"calibration table {self.calibration} not found: make it with `netdef calibrate "
                               "ARCH --weights W --data DATA -o TABLE.json` and pass --calibration TABLE.json")
+
+    def _validate_input(self) -> None:
+        """The input's type, and the normalization of a uint8 input."""
+        if not isinstance(self.input_dtype, str) or self.input_dtype not in INPUT_DTYPES:
+            raise OptionError(f"--input-dtype {self.input_dtype!r}: use {', '.join(INPUT_DTYPES)}")
+        for name in ("input_mean", "input_std"):
+            values = getattr(self, name)
+            if values is None:
+                continue
+            option = "--" + name.replace("_", "-")
+            if self.input_dtype != "uint8":
+                raise OptionError(f"{option} normalizes a uint8 input inside the network: it goes with "
+                                  "--input-dtype uint8 (a float input comes normalized)")
+            if not isinstance(values, (tuple, list)) or not values or \
+                    not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                            for v in values):
+                raise OptionError(f"{option} {values!r}: expected one number per input channel (or one for all), "
+                                  "of images scaled to [0, 1], e.g. 0.485,0.456,0.406")
+            if name == "input_std" and min(values) <= 0:
+                raise OptionError(f"{option} {','.join(map(str, values))}: standard deviations must be > 0")
+        if self.input_dtype != "float32" and self.precision == "int8":  # calibration records float32 inputs
+            raise OptionError(f"--input-dtype {self.input_dtype} with --precision int8 is not supported: build int8 "
+                              "engines with a float32 input")
 
 
 _CC = re.compile(r"(?:sm_?)?(\d+)\.(\d)|(?:sm_?)?(\d+)(\d)", re.IGNORECASE)
@@ -155,11 +189,17 @@ def normalize_compute_capability(text: str) -> str:
 
 
 def options_dict(opts: BuildOptions) -> dict[str, Any]:
-    """`opts` as the engine metadata and the build key record them; `input_range` only when dynamic (a static
-    build's options are those of netdef before dynamic sizes, so its engines stay up to date)."""
+    """`opts` as the engine metadata and the build key record them; `input_range` only when dynamic, the input's
+    type and normalization only where not float32 (a static float32 build's options are those of netdef before
+    dynamic sizes and input types, so its engines stay up to date)."""
     d = asdict(opts)
     if d["input_range"] is None:
         del d["input_range"]
+    if d["input_dtype"] == "float32":  # as before input types existed: engines built then stay up to date
+        del d["input_dtype"]
+    for key in ("input_mean", "input_std"):
+        if d[key] is None:
+            del d[key]
     return d
 
 

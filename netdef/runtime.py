@@ -39,6 +39,13 @@ if TYPE_CHECKING:
 GRAPH_CACHE = 8  # CUDA graphs an Engine keeps (one per input shape), least recently used out
 
 
+def random_input(shape: Sequence[int], dtype: Any, rng: np.random.Generator) -> np.ndarray:
+    """A random array of `shape` for an engine input of `dtype`: standard-normal floats, uint8 images of 0..255."""
+    if np.dtype(dtype) == np.uint8:
+        return rng.integers(0, 256, tuple(shape), dtype=np.uint8)
+    return rng.standard_normal(tuple(shape)).astype(dtype)
+
+
 @dataclass(frozen=True)
 class TensorInfo:
     """An engine input or output: its name, shape (-1 for dynamic dimensions) and numpy dtype name."""
@@ -232,6 +239,10 @@ class Engine:
             if not lo <= shape[0] <= hi:
                 raise OptionError(f"input '{t.name}' batch {shape[0]} is outside the engine's profile "
                                   f"{lo}..{hi}; rebuild with --batch MIN:OPT:MAX")
+            given = str(getattr(feeds[t.name], "dtype", "uint8")).replace("torch.", "")  # (a shape alone: no type)
+            if t.dtype == "uint8" and given != "uint8":  # a cast would wrap or truncate the values silently
+                raise OptionError(f"input '{t.name}' takes uint8 images (0..255, normalized inside the engine), got "
+                                  f"{given}: pass the images themselves, not scaled or normalized")
         if self.dynamic_hw:  # a height and width outside every profile: the error naming the ranges
             self._profile_of(feeds)
             self._check_stride(feeds)

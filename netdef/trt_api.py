@@ -609,6 +609,8 @@ def trt_dtype(np_dtype: Any) -> Any:
              np.dtype(np.int32): trt.int32, np.dtype(np.int8): trt.int8, np.dtype(np.bool_): trt.bool}
     if hasattr(trt, "int64"):
         table[np.dtype(np.int64)] = trt.int64
+    if hasattr(trt, "uint8"):
+        table[np.dtype(np.uint8)] = trt.uint8
     return table[np.dtype(np_dtype)]
 
 

@@ -48,6 +48,7 @@ from netdef.deploy.plan import load_plan
 from netdef.deploy.serve import Binding, binding, parse_timing_line, serves_detections
 from netdef.deploy.serve_detect import SUFFIX
 from netdef.errors import NetdefError, OptionError
+from netdef.runtime import random_input
 from netdef.tools.timing import Budget, run_budget, summarize
 
 
@@ -136,7 +137,8 @@ def _binding_args(args: Sequence[str]) -> dict[str, Any]:
 
 
 def sample_inputs(spec: Binding, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Random inputs of `batch` items for a batching binding (fixed dims only)."""
+    """Random inputs of `batch` items for a batching binding (fixed dims only): standard-normal floats, uint8
+    images of 0..255."""
     if not spec.max_batch_size:
         raise OptionError(f"model '{spec.name}' takes whole batches (no dynamic batching): nothing to load-test")
     rng = np.random.default_rng(seed)
@@ -144,7 +146,7 @@ def sample_inputs(spec: Binding, batch: int, seed: int = 0) -> dict[str, np.ndar
     for t in spec.inputs:
         if min(t.shape) < 0:
             raise OptionError(f"input '{t.name}' {t.shape} has dynamic dimensions: give an engine of fixed size")
-        out[t.name] = rng.standard_normal((batch, *t.shape)).astype(t.dtype)
+        out[t.name] = random_input((batch, *t.shape), t.dtype, rng)
     return out
 
 

@@ -53,6 +53,35 @@ def test_resnet_matches_pytorch(name, precision, tf32, torchvision_wts, inputs, 
     assert max(errors.values()) <= BOUND[precision], errors
 
 
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_uint8_images_normalized_inside_match_pytorch(precision, torchvision_wts, tmp_path):
+    """An engine of uint8 input (`--input-dtype uint8` with ImageNet's mean and std, normalized inside) on uint8
+    images equals the model on the images normalized in PyTorch, as a float32 engine does (numpy and torch feeds,
+    a CUDA graph); a float feed is refused."""
+    import torch
+
+    from netdef.runtime import Engine
+
+    model, wts = torchvision_wts("resnet18")
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    opts = BuildOptions(precision=precision, batch=(1, 7, 32), opt_level=0, tf32=False, input_dtype="uint8",
+                        input_mean=mean, input_std=std)
+    res = build_engine("resnet18", wts, tmp_path / "u8.engine", opts)
+    images = np.random.default_rng(2).integers(0, 256, (7, 3, 224, 224), dtype=np.uint8)
+    normalized = ((images / 255.0 - np.reshape(mean, (1, 3, 1, 1))) / np.reshape(std, (1, 3, 1, 1)))
+    ref = torch_reference(model, normalized.astype(np.float32))
+    errors = {"numpy": max_rel_error(Engine(res.path).infer(images)["logits"], ref),
+              "torch": max_rel_error(Engine(res.path)(torch.from_numpy(images).cuda())["logits"].cpu().numpy(), ref)}
+    graphed = Engine(res.path, cuda_graph=True)
+    for _ in range(2):
+        errors["cuda-graph"] = max_rel_error(graphed.infer(images)["logits"], ref)
+    print(f"RESULT resnet18 uint8 input {precision} max-rel-err "
+          + " ".join(f"{k}={v:.2e}" for k, v in errors.items()))
+    assert max(errors.values()) <= BOUND[precision], errors
+    with pytest.raises(Exception, match="takes uint8 images"):
+        Engine(res.path).infer(normalized.astype(np.float32))
+
+
 def test_torch_tensor_in_torch_tensor_out(torchvision_wts, tmp_path):
     import torch
 

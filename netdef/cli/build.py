@@ -7,7 +7,7 @@ from typing import Any
 
 from ..errors import OptionError
 from .device import add_device_option, selected_device
-from .options import add_blocks_option, load_blocks, number
+from .options import add_blocks_option, load_blocks, number, parse_numbers
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
@@ -26,6 +26,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     b.add_argument("--input-shape", help="HxW overriding the YAML's input size (e.g. 480x640), or MIN:OPT:MAX "
                                          "sizes for a dynamic input size, e.g. 320x320:640x640:1280x1280 (every "
                                          "--batch profile gets this range)")
+    add_input_dtype_options(b)
     b.add_argument("--workspace", type=number("--workspace", minimum=1), metavar="MiB",
                    help="builder workspace limit")
     b.add_argument("--opt-level", type=number("--opt-level", minimum=0, maximum=5),
@@ -68,7 +69,28 @@ def build_options(a: argparse.Namespace) -> Any:
                         strict=not a.no_strict, timing_cache=a.timing_cache,
                         compute_capability=a.compute_capability, calibration=a.calibration,
                         int8_exclude=tuple(a.int8_exclude), detailed=a.detailed, refittable=a.refittable,
-                        params=parse_params(a.set))
+                        params=parse_params(a.set), **input_dtype_options(a))
+
+
+def add_input_dtype_options(p: argparse.ArgumentParser) -> None:
+    """--input-dtype, --input-mean, --input-std (`build`, `verify`): the network input's type and normalization."""
+    p.add_argument("--input-dtype", default="float32", choices=("float32", "float16", "uint8"),
+                   help="the input's type (default float32). uint8: images of 0..255 (4x fewer bytes to copy than "
+                        "float32), scaled to [0, 1] and normalized with --input-mean and --input-std inside the "
+                        "network (layer INPUT/normalize); float16: half the bytes, cast inside")
+    p.add_argument("--input-mean", metavar="M", help="uint8 input: per-channel mean of images scaled to [0, 1], "
+                                                     "subtracted inside the network, e.g. 0.485,0.456,0.406")
+    p.add_argument("--input-std", metavar="S", help="uint8 input: per-channel standard deviation of images scaled to "
+                                                    "[0, 1], divided by inside the network, e.g. 0.229,0.224,0.225")
+
+
+def input_dtype_options(a: argparse.Namespace) -> dict[str, Any]:
+    """BuildOptions' input_dtype, input_mean and input_std of `add_input_dtype_options`' arguments."""
+    def numbers(text: str | None, option: str) -> tuple[float, ...] | None:
+        return None if text is None else tuple(parse_numbers(text, option, what="numbers such as 0.485,0.456,0.406"))
+
+    return {"input_dtype": a.input_dtype, "input_mean": numbers(a.input_mean, "--input-mean"),
+            "input_std": numbers(a.input_std, "--input-std")}
 
 
 def parse_params(items: list[str]) -> dict[str, Any]:

@@ -171,9 +171,17 @@ def set_lines(meta: dict[str, Any]) -> list[str]:
 
 
 def io_lines(meta: dict[str, Any]) -> list[str]:
-    """One line per input and output: name, dtype, shape (-1: dynamic)."""
+    """One line per input and output: name, dtype, shape (-1: dynamic); a uint8 input with the normalization the
+    engine applies to it."""
+    opts = meta.get("options", {})
+    norm = f"  (x / 255 - {_values(opts.get('input_mean'), 0)}) / {_values(opts.get('input_std'), 1)} inside"
     return [f"  {kind[:-1]:6} {io['name']:12} {io['dtype']:8} {io['shape']}"
+            + (norm if kind == "inputs" and io["dtype"] == "uint8" and opts.get("input_dtype") == "uint8" else "")
             for kind in ("inputs", "outputs") for io in meta[kind]]
+
+
+def _values(values: list[float] | None, default: float) -> str:
+    return str(default) if values is None else "[" + ", ".join(f"{v:g}" for v in values) + "]"
 
 
 def format_wts(s: dict[str, Any], path: Path) -> str:

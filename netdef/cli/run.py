@@ -16,7 +16,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     r = subparsers.add_parser("run", help="run an engine on an input (random when none is given)")
     r.set_defaults(func=cmd_run)
     r.add_argument("engine")
-    r.add_argument("--input", help=".npy input (default: random normal of the engine's input shape)")
+    r.add_argument("--input", help=".npy input (default: random, of the engine's input shape and type)")
     r.add_argument("--batch", type=number("--batch", minimum=1),
                    help="batch size of the random input (default: the profile's opt)")
     r.add_argument("--input-shape", metavar="HxW",
@@ -33,7 +33,7 @@ def cmd_run(a: argparse.Namespace) -> int:
     import numpy as np
 
     from ..fileio import NUMPY_FILE, atomic_write, check_output, output_name
-    from ..runtime import Engine
+    from ..runtime import Engine, random_input
 
     device = device_index(a)  # before any work
     hw = parse_hw(a.input_shape)
@@ -51,7 +51,7 @@ def cmd_run(a: argparse.Namespace) -> int:
         described.check_feeds({described.inputs[0].name: SimpleNamespace(shape=shape)})
     eng = Engine(a.engine, backend=a.backend, cuda_graph=a.cuda_graph, device=device)
     if x is None:
-        x = np.random.default_rng(0).standard_normal(_input_shape(eng, a.batch, hw)).astype(eng.inputs[0].dtype)
+        x = random_input(_input_shape(eng, a.batch, hw), eng.inputs[0].dtype, np.random.default_rng(0))
     outs = eng.infer({eng.inputs[0].name: x}, as_numpy=True)
     for name, v in outs.items():
         print(f"{name}: shape {tuple(v.shape)} {v.dtype}  min {v.min():.4g} max {v.max():.4g} mean {v.mean():.4g}")

@@ -5,7 +5,7 @@ import argparse
 import sys
 from typing import Any
 
-from .build import parse_params
+from .build import add_input_dtype_options, input_dtype_options, parse_params
 from .options import add_blocks_option, load_blocks, number
 
 
@@ -32,6 +32,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                                          "sizes of a dynamic input size as for `netdef build` (the network is "
                                          "then checked at each of the three sizes)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="block build parameter (repeatable)")
+    add_input_dtype_options(p)
     p.add_argument("--tol", type=number("--tol", float, above=0.0),
                    help="max relative error per layer (default 1e-5 with --cpu, 1e-4 for fp32 engines, 1e-2 fp16)")
     p.add_argument("--seed", type=number("--seed"), default=0, help="seed of the random input (default 0)")
@@ -49,7 +50,7 @@ def cmd_verify(a: argparse.Namespace) -> int:
     load_blocks(a)
     input_hw, input_range = parse_input_shape(a.input_shape) if a.input_shape else (None, None)
     opts = BuildOptions(precision=a.precision, input_hw=input_hw, input_range=input_range,
-                        params=parse_params(a.set))
+                        params=parse_params(a.set), **input_dtype_options(a))
     model = a.model
     if input_range:  # checked at three sizes: the model loaded once
         print(f"[netdef] loading {model} with PyTorch ...", file=sys.stderr, flush=True)

@@ -23,6 +23,7 @@ from ..define import Weights, define_network, identified, load_tensors
 from ..errors import NetdefError, OptionError, TensorRTUnavailable, WeightKeyError
 from ..network import IGNORED_KEY_SUFFIXES
 from ..options import BuildOptions, format_hw_range
+from ..runtime import random_input
 from ..spec import Spec, load_spec
 from ..tools.verify import check_tolerance
 from .evaluate import PLUGIN_TYPES, UnsupportedLayer, can_evaluate, evaluate
@@ -87,7 +88,7 @@ def verify(arch: str | Path | Spec, weights: Weights, model: Any, *, cpu: bool =
     feeds = _random_inputs(raw, seed, batch, size)
     if len(feeds) != 1:
         raise NetdefError(f"verify feeds one input to the PyTorch model; {spec.name} has {len(feeds)}")
-    x = next(iter(feeds.values()))
+    x = _model_input(next(iter(feeds.values())), opts)
     modules = {name for name, _ in model.named_modules() if name}
     match = module_matcher(net.matches, modules, net.claimed)
     single = [layer for layer in layers if len(layer.outputs) == 1]
@@ -218,8 +219,8 @@ def _input_size(opts: BuildOptions, size: tuple[int, int] | None) -> tuple[int, 
 
 def _random_inputs(definition: Any, seed: int, batch: int = 1,
                    size: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
-    """A standard-normal float32 array per network input: the dynamic batch `batch`, dynamic height and width
-    `size` (an image input's dimensions 2 and 3)."""
+    """A random array per network input of its type: standard-normal floats (float16 ones rounded), uint8 images
+    of 0..255; the dynamic batch `batch`, dynamic height and width `size` (an image input's dimensions 2 and 3)."""
     rng = np.random.default_rng(seed)
     out = {}
     for t in (definition.get_input(i) for i in range(definition.num_inputs)):
@@ -231,8 +232,19 @@ def _random_inputs(definition: Any, seed: int, batch: int = 1,
                 raise NetdefError(f"verify cannot choose the dynamic dimensions of input {t.name} {dims}: only a "
                                   "dynamic batch and, with an input range, height and width of (B, C, H, W)")
             dims[2:] = [v if d < 0 else d for d, v in zip(dims[2:], size)]
-        out[t.name] = rng.standard_normal(dims).astype(np.float32)
+        out[t.name] = random_input(dims, trt_api.np_dtype(t.dtype), rng)
     return out
+
+
+def _model_input(x: np.ndarray, opts: BuildOptions) -> np.ndarray:
+    """What the PyTorch model takes for the network input `x`: float32, and a uint8 image as the network itself
+    normalizes it, (x / 255 - mean) / std per channel (`opts.input_mean`, `opts.input_std`)."""
+    if x.dtype != np.uint8:
+        return x.astype(np.float32)
+    shape = (1, -1, 1, 1)
+    mean = np.reshape(np.asarray(opts.input_mean if opts.input_mean is not None else (0.0,), np.float64), shape)
+    std = np.reshape(np.asarray(opts.input_std if opts.input_std is not None else (1.0,), np.float64), shape)
+    return ((x / 255.0 - mean) / std).astype(np.float32)
 
 
 def _check_evaluable(layers: list, spec: Spec, params: dict[str, Any]) -> None:
