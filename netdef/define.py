@@ -82,7 +82,7 @@ def define_network(spec: Spec | str | Path, weights: Weights, opts: BuildOptions
     source, weights_sha = identity
     tensors = load_tensors(weights, log, progress, expect=getattr(identity, "file", None))
     net = Network(tensors, precision=opts.precision, source=source, params=params, input_dtype=opts.input_dtype,
-                  input_mean=opts.input_mean, input_std=opts.input_std)
+                  input_normalization=opts.input_normalization)
     if quantizer is None and opts.precision == "int8":
         from .int8.quantize import Quantizer  # int8 only: needs a calibration table
 

@@ -310,6 +310,11 @@ _FIELDS: tuple[tuple[str, bool, Callable[[Any], bool], str], ...] = (
     ("options.input_hw", False, lambda v: v is None or (type(v) is list and len(v) == 2 and
                                                          all(_is_int(d, 1, _MAX_DIM) for d in v)), "null or [H, W]"),
     ("options.input_range", False, lambda v: v is None or _is_hw_range(v), "null or [[H, W], [H, W], [H, W]]"),
+    ("options.input_dtype", False, lambda v: v in ("float32", "float16", "uint8"), "float32, float16 or uint8"),
+    ("options.input_mean", False, lambda v: v is None or (_list_of(_is_number)(v) and bool(v)),
+     "null or a list of numbers"),
+    ("options.input_std", False, lambda v: v is None or (_list_of(lambda x: _is_number(x) and x > 0)(v) and bool(v)),
+     "null or a list of positive numbers"),
     ("input_hw_ranges", False, _list_of(_is_hw_range), "a list of [[minH, minW], [optH, optW], [maxH, maxW]]"),
     ("arch.name", True, _is_str, "a string"),
     ("arch.path", False, _is_str_or_null, "a string or null"),

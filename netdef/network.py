@@ -78,7 +78,7 @@ class Network:
 
     def __init__(self, weights: Mapping[str, np.ndarray], *, precision: str = "fp32", source: str = "weights",
                  params: Mapping[str, Any] | None = None, input_dtype: str = "float32",
-                 input_mean: Sequence[float] | None = None, input_std: Sequence[float] | None = None):
+                 input_normalization: tuple[Sequence[float], Sequence[float]] = ((0.0,), (1.0,))):
         if precision not in ("fp32", "fp16", "int8"):
             raise OptionError(f"unknown precision '{precision}': use fp32, fp16 or int8")
         self.trt = trt_api.module()
@@ -91,8 +91,9 @@ class Network:
         self.weights = weights
         self.source = source
         self.params: dict[str, Any] = dict(params or {})
-        # the network input's type and, uint8, its normalization inside the network (`input`; BuildOptions')
-        self.input_dtype, self.input_mean, self.input_std = input_dtype, input_mean, input_std
+        # the network input's type and, uint8, its normalization inside the network, (mean, std) (`input`; the
+        # BuildOptions' `input_normalization`)
+        self.input_dtype, self.input_normalization = input_dtype, input_normalization
         self.plugins: list[dict[str, Any]] = []
         self.model: dict[str, Any] = {}  # what the head computes (record_model): the engine header's "model"
         self.classes: int | None = None  # a Classifier row's class count (checks --names where no head records one)
@@ -369,7 +370,8 @@ class Network:
     def input(self, name: str, shape: Sequence[int]) -> Any:
         """A network input (dynamic dims as -1) of `input_dtype` (float32, float16 or uint8), cast to the compute
         dtype where it differs (layer NAME/cast). A uint8 input, images (B, C, H, W) of 0..255, is then scaled to
-        [0, 1] and normalized per channel, (x / 255 - input_mean) / input_std, by one scale layer NAME/normalize."""
+        [0, 1] and normalized per channel, (x / 255 - mean) / std (`input_normalization`), by one scale layer
+        NAME/normalize."""
         t = self.definition.raw.add_input(name, trt_api.trt_dtype(self.input_dtype), tuple(shape))
         out = self.cast(t, self.dtype, f"{name}/cast")
         if self.input_dtype == "uint8":
@@ -379,14 +381,13 @@ class Network:
         return out
 
     def _normalized(self, x: Any, name: str, shape: tuple[int, ...]) -> Any:
-        """(x / 255 - mean) / std per channel of the image input `name` (`input_mean`, `input_std`: one value per
-        channel or one for all; default 0 and 1)."""
+        """(x / 255 - mean) / std per channel of the image input `name` (`input_normalization`: one value per
+        channel or one for all)."""
         if len(shape) != 4 or shape[1] < 1:
             raise OptionError(f"--input-dtype uint8 is for image inputs (B, C, H, W); input '{name}' is "
                               f"{list(shape)} (the YAML's input shape [C, H, W] with the batch first)")
         c = int(shape[1])
-        mean = np.asarray(self.input_mean if self.input_mean is not None else (0.0,), np.float64)
-        std = np.asarray(self.input_std if self.input_std is not None else (1.0,), np.float64)
+        mean, std = (np.asarray(v, np.float64) for v in self.input_normalization)
         for option, values in (("--input-mean", mean), ("--input-std", std)):
             if values.size not in (1, c):
                 raise OptionError(f"{option} has {values.size} values; input '{name}' has {c} channels: give {c}, "

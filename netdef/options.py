@@ -9,6 +9,7 @@ options (metadata, build key: `options_dict`) stay exactly as they were before d
 from __future__ import annotations
 
 import math
+import numbers
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -75,6 +76,13 @@ class BuildOptions:
     def all_profiles(self) -> tuple[Profile, ...]:
         """The engine's optimization profiles: `profiles`, or the single `batch` profile."""
         return self.profiles or (self.batch,)
+
+    @property
+    def input_normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """(mean, std) a uint8 input is normalized with inside the network, (x / 255 - mean) / std: the options',
+        default (0,) and (1,) (x / 255)."""
+        return (tuple(self.input_mean) if self.input_mean is not None else (0.0,),
+                tuple(self.input_std) if self.input_std is not None else (1.0,))
 
     @property
     def dynamic_hw(self) -> bool:
@@ -163,13 +171,14 @@ class BuildOptions:
             if self.input_dtype != "uint8":
                 raise OptionError(f"{option} normalizes a uint8 input inside the network: it goes with "
                                   "--input-dtype uint8 (a float input comes normalized)")
+            shown = ",".join(map(str, values)) if isinstance(values, (tuple, list)) else str(values)
             if not isinstance(values, (tuple, list)) or not values or \
-                    not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                    not all(isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
                             for v in values):
-                raise OptionError(f"{option} {values!r}: expected one number per input channel (or one for all), "
+                raise OptionError(f"{option} {shown!r}: expected one number per input channel (or one for all), "
                                   "of images scaled to [0, 1], e.g. 0.485,0.456,0.406")
             if name == "input_std" and min(values) <= 0:
-                raise OptionError(f"{option} {','.join(map(str, values))}: standard deviations must be > 0")
+                raise OptionError(f"{option} {shown}: standard deviations must be > 0")
         if self.input_dtype != "float32" and self.precision == "int8":  # calibration records float32 inputs
             raise OptionError(f"--input-dtype {self.input_dtype} with --precision int8 is not supported: build int8 "
                               "engines with a float32 input")

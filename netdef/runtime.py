@@ -220,7 +220,8 @@ class Engine:
 
     def check_feeds(self, feeds: Mapping[str, Any]) -> None:
         """OptionError for feeds (arrays, or anything with a `.shape`) this engine cannot run: names, ranks, fixed
-        dimensions, batch and (dynamic sizes) height and width within a profile and the model's stride."""
+        dimensions, batch and (dynamic sizes) height and width within a profile and the model's stride; a uint8
+        input given another type (a feed with no `.dtype` is checked for its shape alone)."""
         self._check_feeds(feeds)
 
     def _check_feeds(self, feeds: Mapping[str, Any]) -> None:

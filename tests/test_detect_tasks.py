@@ -754,7 +754,7 @@ def loaded_engine(outputs, meta):
     eng = Engine.__new__(Engine)
     eng.path, eng.device, eng.hw_ranges, eng.cuda_graph = Path("m.engine"), 0, None, False  # a static input size
     eng.meta = dict(meta, options={"batch": [1, 1, 4]})
-    eng.inputs = [SimpleNamespace(name="images", shape=(-1, 3, 320, 320))]
+    eng.inputs = [SimpleNamespace(name="images", shape=(-1, 3, 320, 320), dtype="float32")]
     eng.outputs = [SimpleNamespace(name=n, shape=s) for n, s in outputs]
     return eng
 

@@ -24,14 +24,16 @@ IMAGENET = {"input_mean": (0.485, 0.456, 0.406), "input_std": (0.229, 0.224, 0.2
                               "uint8"),
     (dict(input_dtype="float16", input_std=(0.5,)), "--input-std normalizes a uint8 input"),
     (dict(input_dtype="uint8", input_std=(0.2, 0.0, 0.2)), "--input-std 0.2,0.0,0.2: standard deviations must be > 0"),
-    (dict(input_dtype="uint8", input_mean=()), "--input-mean (): expected one number per input channel"),
-    (dict(input_dtype="uint8", input_mean=("a",)), "--input-mean ('a',): expected one number per input channel"),
-    (dict(input_dtype="uint8", input_mean=(float("nan"),)), "--input-mean (nan,): expected one number"),
+    (dict(input_dtype="uint8", input_mean=()), "--input-mean '': expected one number per input channel"),
+    (dict(input_dtype="uint8", input_mean=("a",)), "--input-mean 'a': expected one number per input channel"),
+    (dict(input_dtype="uint8", input_mean=(float("nan"), 0.5)), "--input-mean 'nan,0.5': expected one number"),
+    (dict(input_dtype="uint8", input_mean=0.5), "--input-mean '0.5': expected one number per input channel"),
     (dict(input_dtype="uint8", precision="int8"), "--input-dtype uint8 with --precision int8 is not supported"),
 ])
 def test_input_options_are_checked(opts, message):
     with pytest.raises(OptionError, match=rf"^{__import__('re').escape(message)}"):
         BuildOptions(**opts).validate()
+    BuildOptions(input_dtype="uint8", input_mean=(np.float32(0.5),), input_std=[1]).validate()  # any real numbers
 
 
 def test_a_float32_input_leaves_the_options_as_before():
@@ -116,15 +118,26 @@ def test_a_uint8_engine_s_header_info_and_feeds(torchvision_wts, tmp_path):
     from netdef.tools.detect import engine_detector
 
     with pytest.raises(NetdefError, match="input input is uint8; netdef detect letterboxes and scales the images on "
-                                          "the GPU and feeds float32"):
+                                          "the GPU and feeds floats"):
         engine_detector(out)  # its header, before a GPU is needed
     r = run_cli("build", "resnet18", "-w", str(wts), "-o", str(tmp_path / "x.engine"), "--input-mean", "0.5")
     assert r.returncode == 1 and "--input-mean normalizes a uint8 input" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_a_uint8_engine_is_served_as_uint8():
-    from netdef.deploy.serve import binding
+    """`netdef serve` serves a uint8 input as TYPE_UINT8 (bench_serve's random inputs cover 0..255), and a YOLO
+    engine of uint8 input as raw tensors alone by default (netdef detect feeds floats: no NAME_detect)."""
+    from test_serve import toy_meta
+
+    from netdef.deploy.serve import binding, serves_detections
     from netdef.runtime import random_input
+
+    yolo = toy_meta()
+    assert serves_detections(yolo, None)
+    yolo["inputs"][0]["dtype"] = "uint8"
+    assert not serves_detections(yolo, None)
+    with pytest.raises(NetdefError, match="yolov5s takes uint8 images: netdef detect letterboxes"):
+        serves_detections(yolo, True)
 
     meta = {"arch": {"name": "toy"}, "options": {"batch": [1, 4, 8], "profiles": None, "input_dtype": "uint8"},
             "inputs": [{"name": "images", "shape": [-1, 3, 8, 8], "dtype": "uint8"}],

@@ -47,8 +47,8 @@ def cmd_run(a: argparse.Namespace) -> int:
             check_output(numpy_file(a.output, count), inputs=[a.engine, a.input], what="--output", kind=NUMPY_FILE)
     described = Engine.described(a.engine)  # what its header tells is checked before a GPU is needed
     if described is not None:
-        shape = x.shape if x is not None else _input_shape(described, a.batch, hw)
-        described.check_feeds({described.inputs[0].name: SimpleNamespace(shape=shape)})
+        feed = x if x is not None else SimpleNamespace(shape=_input_shape(described, a.batch, hw))
+        described.check_feeds({described.inputs[0].name: feed})
     eng = Engine(a.engine, backend=a.backend, cuda_graph=a.cuda_graph, device=device)
     if x is None:
         x = random_input(_input_shape(eng, a.batch, hw), eng.inputs[0].dtype, np.random.default_rng(0))

@@ -434,9 +434,9 @@ def engine_detector(engine: Any, conf: float | None = None, iou: float | None = 
     shape = eng.inputs[0].shape
     if len(shape) != 4 or shape[1] != 3 or (shape[2] < 1) != (shape[3] < 1):
         raise NetdefError(f"{eng.path}: input {eng.inputs[0].name} {list(shape)} is not a (B, 3, H, W) image")
-    if eng.inputs[0].dtype != "float32":
-        raise NetdefError(f"{eng.path}: input {eng.inputs[0].name} is {eng.inputs[0].dtype}; netdef detect letterboxes "
-                          "and scales the images on the GPU and feeds float32: build the engine without --input-dtype")
+    if eng.inputs[0].dtype == "uint8":
+        raise NetdefError(f"{eng.path}: input {eng.inputs[0].name} is uint8; netdef detect letterboxes and scales the "
+                          "images on the GPU and feeds floats: build the engine without --input-dtype uint8")
     arch = str(eng.meta.get("arch", {}).get("name", ""))
     model = eng.meta.get("model")  # engine_file checked it (optional: older engines lack it)
     names = engine_names(names, eng.meta, eng.path, names_from)

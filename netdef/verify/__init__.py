@@ -59,6 +59,7 @@ def verify(arch: str | Path | Spec, weights: Weights, model: Any, *, cpu: bool =
     if opts is not None and not isinstance(opts, BuildOptions):
         raise OptionError(f"opts {opts!r}: expected a netdef.options.BuildOptions")
     opts = replace(opts or BuildOptions(), tf32=False, batch=(batch, batch, batch), profiles=())
+    opts.validate()  # before the weights are read and the model loaded
     size = _input_size(opts, size)
     if opts.precision not in ("fp32", "fp16"):
         raise OptionError(f"verify compares fp32 or fp16 networks, not {opts.precision}")
@@ -238,12 +239,10 @@ def _random_inputs(definition: Any, seed: int, batch: int = 1,
 
 def _model_input(x: np.ndarray, opts: BuildOptions) -> np.ndarray:
     """What the PyTorch model takes for the network input `x`: float32, and a uint8 image as the network itself
-    normalizes it, (x / 255 - mean) / std per channel (`opts.input_mean`, `opts.input_std`)."""
+    normalizes it, (x / 255 - mean) / std per channel (`opts.input_normalization`)."""
     if x.dtype != np.uint8:
         return x.astype(np.float32)
-    shape = (1, -1, 1, 1)
-    mean = np.reshape(np.asarray(opts.input_mean if opts.input_mean is not None else (0.0,), np.float64), shape)
-    std = np.reshape(np.asarray(opts.input_std if opts.input_std is not None else (1.0,), np.float64), shape)
+    mean, std = (np.reshape(np.asarray(v, np.float64), (1, -1, 1, 1)) for v in opts.input_normalization)
     return ((x / 255.0 - mean) / std).astype(np.float32)
 
 
