@@ -42,12 +42,15 @@ def bench_serve():
 
 @pytest.fixture(scope="module")
 def engines(torchvision_wts, tmp_path_factory):
-    """name -> engine path: r18 (1:8:32), r18_3p (three profiles), r18_8 (8:8:8); for the GPU tests r18_fp16 and
+    """name -> engine path: r18 (1:8:32), r18_3p (three profiles), r18_8 (8:8:8), r18_u8 (1:8:32, uint8 images
+    normalized inside); for the GPU tests r18_fp16 and
     r50_fp16 (1:8:64) and y5s_plugin_fp16 (YOLOv5s with the decode + NMS plugin head, 1:8:32)."""
     out = tmp_path_factory.mktemp("serve_engines")
     options = {"r18": BuildOptions(batch=(1, 8, 32), opt_level=0),
                "r18_3p": BuildOptions(profiles=THREE_PROFILES, opt_level=0),
                "r18_8": BuildOptions(batch=(8, 8, 8), opt_level=0),
+               "r18_u8": BuildOptions(batch=(1, 8, 32), opt_level=0, input_dtype="uint8", input_mean=(0.5,),
+                                      input_std=(0.25,)),
                "r18_fp16": BuildOptions(batch=(1, 8, 64), precision="fp16", opt_level=0),
                "r50_fp16": BuildOptions(batch=(1, 8, 64), precision="fp16", opt_level=0),
                "y5s_plugin_fp16": BuildOptions(batch=(1, 8, 32), precision="fp16", opt_level=0,
@@ -464,6 +467,34 @@ def test_serve_on_the_cpu_with_a_stand_in_engine(engines, tmp_path):
     timing = bs.callable_lines(server.output)  # logged when it stopped: each instance's share of the 22 requests'
     items = [int(line.split(" items=")[1].split()[0]) for line in timing]  # 92 items (2 x (1 + 5 + 32) + 16)
     assert len(timing) == 2 and sum(items) == 92 and all("model=resnet18 instance=" in t for t in timing), timing
+
+
+def test_serve_takes_uint8_images_on_the_cpu(engines, tmp_path):
+    """An engine of uint8 input served through Triton and the Python stub (the stand-in's mean of each image):
+    the model's input is TYPE_UINT8, and uint8 batches over HTTP and gRPC reach the engine as the clients sent
+    them, joined in uint8 host buffers."""
+    _serving_stack()
+    grpc = pytest.importorskip("tritonclient.grpc", reason="needs pip install 'tritonclient[all]'")
+    http = pytest.importorskip("tritonclient.http", reason="needs pip install 'tritonclient[all]'")
+    bs = bench_serve()
+    script = tmp_path / "stand_in.py"
+    script.write_text(STAND_IN)
+    with stub_fits(), bs.running_server(engines("r18_u8"), "--max-queue-delay-us", "1000",
+                                        program=(sys.executable, str(script))) as server:
+        assert server.spec.inputs[0].dtype == "uint8"
+        clients = [(http, http.InferenceServerClient(server.http)), (grpc, grpc.InferenceServerClient(server.grpc))]
+        meta = clients[0][1].get_model_metadata("resnet18")
+        assert [(t["name"], t["datatype"]) for t in meta["inputs"]] == [("input", "UINT8")]
+        for protocol, client in clients:
+            x = bs.sample_inputs(server.spec, 5, seed=3)
+            assert x["input"].dtype == np.uint8
+            got = bs.infer(client, protocol, server.spec, x)["logits"]
+            np.testing.assert_allclose(got[:, 0], x["input"].mean(axis=(1, 2, 3)), rtol=1e-5)
+            client.close()  # an open connection holds Triton up when it stops
+        deadline = time.monotonic() + 60  # Ctrl-C once netdef serve serves (not while it still logs its start)
+        while not any("Ctrl-C stops" in line for line in server.output) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    assert server.process.returncode == 0, server.output[-5:]
 
 
 def test_serve_names_the_stub_s_exception_where_a_model_fails_to_load(engines, tmp_path):
