@@ -82,6 +82,20 @@ def test_uint8_images_normalized_inside_match_pytorch(precision, torchvision_wts
         Engine(res.path).infer(normalized.astype(np.float32))
 
 
+def test_float16_input_matches_pytorch(torchvision_wts, inputs, tmp_path):
+    """An fp16 engine of float16 input (`--input-dtype float16`: half the bytes to copy) on float16 images equals
+    the model on the same values in float32, within fp16's bound."""
+    from netdef.runtime import Engine
+
+    model, wts = torchvision_wts("resnet18")
+    opts = BuildOptions(precision="fp16", batch=(1, 7, 32), opt_level=0, input_dtype="float16")
+    res = build_engine("resnet18", wts, tmp_path / "f16in.engine", opts)
+    x = inputs[7].astype(np.float16)
+    err = max_rel_error(Engine(res.path).infer(x)["logits"], torch_reference(model, x.astype(np.float32)))
+    print(f"RESULT resnet18 float16 input fp16 max-rel-err {err:.2e}")
+    assert err <= BOUND["fp16"], err
+
+
 def test_torch_tensor_in_torch_tensor_out(torchvision_wts, tmp_path):
     import torch
 
