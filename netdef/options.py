@@ -93,6 +93,11 @@ class BuildOptions:
         for name in ("timing_cache", "calibration"):  # a Path is a path (the engine's header records a string)
             if isinstance(getattr(self, name), Path):
                 setattr(self, name, str(getattr(self, name)))
+        for name in ("input_mean", "input_std"):  # numpy's numbers as floats: the header is JSON
+            values = getattr(self, name)
+            if isinstance(values, (tuple, list)) and all(isinstance(v, numbers.Real) and not isinstance(v, bool)
+                                                         for v in values):
+                setattr(self, name, tuple(float(v) for v in values))
         if isinstance(self.compute_capability, str):  # 89, sm89, SM_89: 8.9, as a GPU's is recorded and compared
             self.compute_capability = normalize_compute_capability(self.compute_capability)
         if isinstance(self.profiles, (tuple, list)) and self.profiles and all(map(_is_triple, self.profiles)) \

@@ -3,6 +3,7 @@ the network definition against PyTorch in float64 (CPU), the header, `netdef inf
 the serving types and random inputs. The engines' own numbers against PyTorch: tests/test_resnet_gpu.py."""
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 
 import numpy as np
@@ -33,7 +34,9 @@ IMAGENET = {"input_mean": (0.485, 0.456, 0.406), "input_std": (0.229, 0.224, 0.2
 def test_input_options_are_checked(opts, message):
     with pytest.raises(OptionError, match=rf"^{__import__('re').escape(message)}"):
         BuildOptions(**opts).validate()
-    BuildOptions(input_dtype="uint8", input_mean=(np.float32(0.5),), input_std=[1]).validate()  # any real numbers
+    given = BuildOptions(input_dtype="uint8", input_mean=(np.float32(0.5),), input_std=[1])  # any real numbers,
+    given.validate()
+    assert json.dumps(options_dict(given))  # kept as floats: the header is JSON
 
 
 def test_a_float32_input_leaves_the_options_as_before():
