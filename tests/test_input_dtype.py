@@ -150,3 +150,20 @@ def test_a_uint8_engine_is_served_as_uint8():
     x = random_input((64, 3, 8, 8), "uint8", np.random.default_rng(0))
     assert x.dtype == np.uint8 and x.min() < 10 and x.max() > 245  # the whole range of an image
     assert random_input((4,), "float16", np.random.default_rng(0)).dtype == np.float16
+
+
+def test_netdef_triton_writes_a_uint8_input_for_triton_s_tensorrt_backend(torchvision_wts, tmp_path):
+    """`netdef triton` of a uint8-input engine: the repository's config.pbtxt declares TYPE_UINT8 (Triton's own
+    schema parses it), so Triton's TensorRT backend takes the images as the engine does."""
+    pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="needs pip install 'tritonclient[grpc]'")
+    from google.protobuf import text_format
+
+    _, wts = torchvision_wts("resnet18")
+    engine = tmp_path / "u8.engine"
+    assert run_cli("build", "resnet18", "-w", str(wts), "-o", str(engine), "--batch", "1:2:4", "--opt-level", "0",
+                   "--input-dtype", "uint8").returncode == 0
+    r = run_cli("triton", str(engine), "--repo", str(tmp_path / "repo"))
+    assert r.returncode == 0, r.stderr
+    config = text_format.Parse((tmp_path / "repo" / "resnet18" / "config.pbtxt").read_text(), pb2.ModelConfig())
+    assert [(t.name, pb2.DataType.Name(t.data_type), list(t.dims)) for t in config.input] == [
+        ("input", "TYPE_UINT8", [3, 224, 224])]
