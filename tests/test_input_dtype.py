@@ -4,6 +4,7 @@ the serving types and random inputs. The engines' own numbers against PyTorch: t
 from __future__ import annotations
 
 import json
+import re
 from types import SimpleNamespace
 
 import numpy as np
@@ -32,11 +33,15 @@ IMAGENET = {"input_mean": (0.485, 0.456, 0.406), "input_std": (0.229, 0.224, 0.2
     (dict(input_dtype="uint8", precision="int8"), "--input-dtype uint8 with --precision int8 is not supported"),
 ])
 def test_input_options_are_checked(opts, message):
-    with pytest.raises(OptionError, match=rf"^{__import__('re').escape(message)}"):
+    with pytest.raises(OptionError, match=rf"^{re.escape(message)}"):
         BuildOptions(**opts).validate()
-    given = BuildOptions(input_dtype="uint8", input_mean=(np.float32(0.5),), input_std=[1])  # any real numbers,
+
+
+def test_any_real_numbers_normalize_and_are_kept_as_floats():
+    given = BuildOptions(input_dtype="uint8", input_mean=(np.float32(0.5),), input_std=[1])
     given.validate()
-    assert json.dumps(options_dict(given))  # kept as floats: the header is JSON
+    assert given.input_normalization == ((0.5,), (1.0,))
+    assert json.dumps(options_dict(given))  # the header is JSON
 
 
 def test_a_float32_input_leaves_the_options_as_before():
