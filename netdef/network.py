@@ -373,10 +373,14 @@ class Network:
         [0, 1] and normalized per channel, (x / 255 - mean) / std (`input_normalization`), by one scale layer
         NAME/normalize."""
         t = self.definition.raw.add_input(name, trt_api.trt_dtype(self.input_dtype), tuple(shape))
-        out = self.cast(t, self.dtype, f"{name}/cast")
         if self.input_dtype == "uint8":
+            layer = trt_api.add_uint8_conversion(self.definition.raw, t, trt_api.trt_dtype(self.dtype),
+                                                 self.strongly_typed)
+            out = self.name(layer, f"{name}/cast").get_output(0)
             self._inputs.add(out.name)
             out = self._normalized(out, name, tuple(shape))
+        else:
+            out = self.cast(t, self.dtype, f"{name}/cast")
         self._inputs.update((t.name, out.name))
         return out
 

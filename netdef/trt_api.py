@@ -405,6 +405,17 @@ def keep_fp32(layer: Any, *, strict: bool = True) -> None:
         layer.set_output_type(i, trt.float32)
 
 
+def add_uint8_conversion(network: Any, x: Any, dtype: Any, strongly_typed: bool) -> Any:
+    """The layer turning the uint8 tensor `x` (a network input) into `dtype` (float32 or float16): a cast in a
+    strongly typed network; in a weakly typed one (8.6, 10) an identity layer with that output type, the conversion
+    TensorRT 8.x documents for uint8 network inputs."""
+    if strongly_typed:
+        return network.add_cast(x, dtype)
+    layer = network.add_identity(x)
+    layer.set_output_type(0, dtype)
+    return layer
+
+
 def add_quantize(network: Any, x: Any, scale: Any, axis: int | None) -> Any:
     """A QuantizeLayer to INT8 (8.6 infers the output type; 10+ takes it as an argument)."""
     trt = module()
