@@ -113,13 +113,19 @@ def load_tensors(weights: Weights, log: Callable[[str], None], progress: bool | 
     """The weights as float32 arrays by key: a mapping's values converted, or the .wts read (a bar where
     `progress`, default: when stderr is a terminal; `expect`: the file must be the one `weights_identity` hashed,
     its `Identity.file`)."""
+    if isinstance(weights, _Loaded):  # converted and checked already (`identified`, verify's): taken as they are
+        return weights
     if isinstance(weights, Mapping):
         finite = not isinstance(weights, NonFiniteAllowed)
-        arrays = {k: _array(weights[k], k, finite) for k in _keys(weights)}
-        return arrays if finite else NonFiniteAllowed(arrays)  # still meant when converted again (verify's)
+        return _Loaded({k: _array(weights[k], k, finite) for k in _keys(weights)})
     _path(weights)
     log(f"[netdef] reading {weights} ...")
-    return read_wts(weights, progress=sys.stderr.isatty() if progress is None else progress, expect=expect)
+    return _Loaded(read_wts(weights, progress=sys.stderr.isatty() if progress is None else progress, expect=expect))
+
+
+class _Loaded(dict):
+    """Weights `load_tensors` made (float32 arrays by key, converted and checked): given to it again, taken as
+    they are."""
 
 
 def _custom_scale_hint(spec: Spec, tensors: Mapping[str, np.ndarray], opts: BuildOptions) -> str:

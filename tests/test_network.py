@@ -499,12 +499,17 @@ def test_nan_and_infinite_in_memory_weights_are_refused_as_in_a_wts_file(tmp_pat
     assert not (tmp_path / "t.engine").exists()
 
 
-def test_a_state_dict_s_tensors_are_converted_once_per_build(tmp_path):
-    """build_engine and define_network hash in-memory weights and define the network from one conversion of each
-    tensor (a torch tensor copied off its device once, not once to hash and again to build)."""
+def test_a_state_dict_s_tensors_are_converted_once_per_build(tmp_path, monkeypatch):
+    """build_engine, define_network and verify hash in-memory weights and define the network from one conversion
+    and one NaN/inf check of each tensor (a torch tensor copied off its device once, not once to hash and again to
+    build)."""
+    import netdef.define
     from netdef.build import build_engine, define_network
+    from netdef.verify import verify
 
-    converted = []
+    converted, checked = [], []
+    real = netdef.define.first_nonfinite
+    monkeypatch.setattr(netdef.define, "first_nonfinite", lambda *a: checked.append(1) or real(*a))
 
     class Counted(torch.Tensor):  # a tensor that counts its conversions to numpy
         def numpy(self, *args, **kwargs):
@@ -514,11 +519,16 @@ def test_a_state_dict_s_tensors_are_converted_once_per_build(tmp_path):
     def weights():
         return {k: torch.from_numpy(v).as_subclass(Counted) for k, v in tiny_weights().items()}
 
+    n = len(tiny_weights())
     define_network(tiny_yaml(tmp_path), weights(), log=print)
-    assert len(converted) == len(tiny_weights())
-    converted.clear()
+    assert (len(converted), len(checked)) == (n, n)
+    converted.clear(), checked.clear()
     build_engine(tiny_yaml(tmp_path), weights(), tmp_path / "t.engine", log=print)
-    assert len(converted) == len(tiny_weights()) and (tmp_path / "t.engine").is_file()
+    assert (len(converted), len(checked)) == (n, n) and (tmp_path / "t.engine").is_file()
+    converted.clear(), checked.clear()
+    with pytest.raises(WeightKeyError, match="does not fit the PyTorch model"):  # past the network's definition
+        verify(tiny_yaml(tmp_path), weights(), torch.nn.Identity(), cpu=True, log=print)
+    assert (len(converted), len(checked)) == (n, n)
 
 
 def test_define_network_checks_its_options(tmp_path):
