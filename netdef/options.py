@@ -67,10 +67,7 @@ class BuildOptions:
             kw["input_range"] = tuple(tuple(hw) for hw in kw["input_range"])
         kw["profiles"] = tuple(tuple(p) for p in kw.get("profiles") or ())
         kw["int8_exclude"] = tuple(kw.get("int8_exclude") or ())
-        for key in ("input_mean", "input_std"):
-            if kw.get(key) is not None:
-                kw[key] = tuple(kw[key])
-        return cls(**kw)
+        return cls(**kw)  # (input_mean and input_std: tuples of floats in __post_init__)
 
     @property
     def all_profiles(self) -> tuple[Profile, ...]:

@@ -7,7 +7,7 @@ from typing import Any
 
 from ..errors import OptionError
 from .device import add_device_option, selected_device
-from .options import add_blocks_option, load_blocks, number, parse_numbers
+from .options import add_blocks_option, load_blocks, number, optional_numbers
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
@@ -86,11 +86,9 @@ def add_input_dtype_options(p: argparse.ArgumentParser) -> None:
 
 def input_dtype_options(a: argparse.Namespace) -> dict[str, Any]:
     """BuildOptions' input_dtype, input_mean and input_std of `add_input_dtype_options`' arguments."""
-    def numbers(text: str | None, option: str) -> tuple[float, ...] | None:
-        return None if text is None else tuple(parse_numbers(text, option, what="numbers such as 0.485,0.456,0.406"))
-
-    return {"input_dtype": a.input_dtype, "input_mean": numbers(a.input_mean, "--input-mean"),
-            "input_std": numbers(a.input_std, "--input-std")}
+    what = "numbers such as 0.485,0.456,0.406"
+    return {"input_dtype": a.input_dtype, "input_mean": optional_numbers(a.input_mean, "--input-mean", what),
+            "input_std": optional_numbers(a.input_std, "--input-std", what)}
 
 
 def parse_params(items: list[str]) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from typing import Any
 from ..int8 import calibrate as calibration_run
 from ..int8.calibration import METHODS
 from .device import add_device_option, selected_device
-from .options import add_blocks_option, load_blocks, number, parse_hw, parse_numbers
+from .options import add_blocks_option, load_blocks, number, optional_numbers, parse_hw
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
@@ -46,14 +46,10 @@ def cmd_calibrate(a: argparse.Namespace) -> int:
     with on_device:  # the FP32 network is built and run on the current device
         table = calibration_run.calibrate(
             a.arch, a.weights, a.data, a.output, method=a.method, percentile=a.percentile, batch=a.batch,
-            max_images=a.max_images, input_hw=list(hw) if hw else None, mean=_numbers(a.mean, "--mean"),
-            std=_numbers(a.std, "--std"), strict=not a.no_strict)
+            max_images=a.max_images, input_hw=list(hw) if hw else None, mean=optional_numbers(a.mean, "--mean"),
+            std=optional_numbers(a.std, "--std"), strict=not a.no_strict)
     shape = f" --input-shape {a.input_shape}" if a.input_shape else ""
     print(f"wrote {a.output}: {len(table.amax)} ranges from {table.meta['images']} inputs\n"
           f"next: netdef build {a.arch} --weights {a.weights}{shape} --precision int8 --calibration {a.output} "
           f"-o ENGINE")
     return 0
-
-
-def _numbers(text: str | None, option: str) -> list[float] | None:
-    return None if text is None else parse_numbers(text, option)

@@ -76,6 +76,11 @@ def parse_numbers(text: str, option: str, kind: type = float, count: int | None 
     return values
 
 
+def optional_numbers(text: str | None, option: str, what: str | None = None) -> list | None:
+    """`parse_numbers` of an option's text, None where the option is not given."""
+    return None if text is None else parse_numbers(text, option, what=what)
+
+
 def add_blocks_option(parser: argparse.ArgumentParser) -> None:
     """`--blocks MODULE|FILE.py` (repeatable): modules of the researcher's own blocks, loaded by `load_blocks`."""
     parser.add_argument("--blocks", action="append", default=[], metavar="MODULE",
