@@ -373,14 +373,9 @@ class Network:
         [0, 1] and normalized per channel, (x / 255 - mean) / std (`input_normalization`), by one scale layer
         NAME/normalize."""
         t = self.definition.raw.add_input(name, trt_api.trt_dtype(self.input_dtype), tuple(shape))
+        out = self.cast(t, self.dtype, f"{name}/cast")
         if self.input_dtype == "uint8":
-            layer = trt_api.add_uint8_conversion(self.definition.raw, t, trt_api.trt_dtype(self.dtype),
-                                                 self.strongly_typed)
-            out = self.name(layer, f"{name}/cast").get_output(0)
-            self._inputs.add(out.name)
             out = self._normalized(out, name, tuple(shape))
-        else:
-            out = self.cast(t, self.dtype, f"{name}/cast")
         self._inputs.update((t.name, out.name))
         return out
 
@@ -396,10 +391,9 @@ class Network:
             if values.size not in (1, c):
                 raise OptionError(f"{option} has {values.size} values; input '{name}' has {c} channels: give {c}, "
                                   "or one for all")
-        scale, shift = np.broadcast_to(1 / (255 * std), (c,)), np.broadcast_to(-mean / std, (c,))
         where = f"{name}/normalize"
-        return self.layer("scale", where, x, self.trt.ScaleMode.CHANNEL, self.keep(shift, f"{where}.shift"),
-                          self.keep(scale, f"{where}.scale"), self.keep(np.ones(c), f"{where}.power")).get_output(0)
+        return self.channel_scale(x, where, np.broadcast_to(1 / (255 * std), (c,)),
+                                  np.broadcast_to(-mean / std, (c,)), (f"{where}.scale", f"{where}.shift"))
 
     def output(self, t: Any, name: str) -> Any:
         """Mark `t` as an output named `name`; floating outputs are returned as float32. A network input given as
@@ -413,10 +407,14 @@ class Network:
         return t
 
     def cast(self, t: Any, dtype: Any, name: str) -> Any:
-        """`t.to(dtype)` (a numpy or TensorRT dtype) as layer `name`; `t` itself where it has that dtype already."""
+        """`t.to(dtype)` (a numpy or TensorRT dtype) as layer `name`; `t` itself where it has that dtype already. A
+        uint8 tensor (a network input) to float: `trt_api.add_uint8_conversion`."""
         target = trt_api.trt_dtype(dtype)
         if t.dtype == target:
             return t
+        if t.dtype == self.trt.uint8:
+            layer = trt_api.add_uint8_conversion(self.definition.raw, t, target, self.strongly_typed)
+            return self.name(layer, name).get_output(0)
         return self.layer("cast", name, t, target).get_output(0)
 
     def constant(self, arr: np.ndarray, name: str, dtype: Any = None, *, key: str | None = None) -> Any:
@@ -555,9 +553,13 @@ class Network:
         gamma, beta, mean, var = (self.weight(f"{prefix}.{n}", (c,)).astype(np.float64)
                                   for n in ("weight", "bias", "running_mean", "running_var"))
         scale = gamma / np.sqrt(var + eps)
-        shift = beta - mean * scale
-        return self.layer("scale", prefix, x, self.trt.ScaleMode.CHANNEL, self.keep(shift, f"{prefix}.bias"),
-                          self.keep(scale, f"{prefix}.weight"), self.keep(np.ones(c), f"{prefix}/power")).get_output(0)
+        return self.channel_scale(x, prefix, scale, beta - mean * scale, (f"{prefix}.weight", f"{prefix}.bias"))
+
+    def channel_scale(self, x: Any, name: str, scale: np.ndarray, shift: np.ndarray, keys: tuple[str, str]) -> Any:
+        """x * scale + shift per channel (dimension 1), one scale layer `name`; `keys` name the scale's and the
+        shift's weights in errors."""
+        return self.layer("scale", name, x, self.trt.ScaleMode.CHANNEL, self.keep(shift, keys[1]),
+                          self.keep(scale, keys[0]), self.keep(np.ones(len(scale)), f"{name}/power")).get_output(0)
 
     def activation(self, x: Any, act: str | None, prefix: str) -> Any:
         """relu | silu | leaky[:slope] (default 0.1) | hardswish | hardsigmoid | sigmoid | tanh | relu6 | gelu[:tanh]
