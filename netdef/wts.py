@@ -279,7 +279,7 @@ def _value_error(path: str, seg: bytes, line: int, key: str, count: int, starts:
 
 def first_nonfinite(out: np.ndarray, source: np.ndarray | None = None) -> tuple[int, Any] | None:
     """(flat index, value) of the first NaN or infinity in the float32 array `out`, None where all are finite; the
-    value is `source`'s (what `out` was converted from) where that is finite: a value beyond float32's range."""
+    value is `source`'s (what `out` was converted from) where given: finite there, it was beyond float32's range."""
     finite = np.isfinite(out)
     if finite.all():
         return None
