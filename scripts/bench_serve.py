@@ -45,7 +45,7 @@ from netdef.cli.guard import run_guarded
 from netdef.cli.options import checked
 from netdef.cli.serve import add_serve_options
 from netdef.deploy.plan import load_plan
-from netdef.deploy.serve import Binding, binding, parse_timing_line, serves_detections
+from netdef.deploy.serve import SERVING, Binding, binding, parse_timing_line, serves_detections
 from netdef.deploy.serve_detect import SUFFIX
 from netdef.errors import NetdefError, OptionError
 from netdef.runtime import random_input
@@ -107,7 +107,9 @@ def running_server(engine: str | Path, *args: str, timeout_s: float = 300,
                 raise NetdefError(f"netdef serve exited with status {proc.returncode} before it was ready: "
                                   + " | ".join(lines[-20:]))
             with contextlib.suppress(Exception):  # not listening yet
-                if client.is_server_ready() and all(client.is_model_ready(m) for m in models):
+                # ready, and serving: a Ctrl-C before `netdef serve` has logged its start ends it with status 130
+                if client.is_server_ready() and all(client.is_model_ready(m) for m in models) and \
+                        any(SERVING in line for line in lines):
                     break
             if time.monotonic() > deadline:
                 raise NetdefError(f"netdef serve was not ready after {timeout_s:.0f} s: " + " | ".join(lines[-20:]))

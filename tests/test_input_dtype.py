@@ -144,7 +144,7 @@ def test_a_uint8_engine_is_served_as_uint8():
     assert serves_detections(yolo, None)
     yolo["inputs"][0]["dtype"] = "uint8"
     assert not serves_detections(yolo, None)
-    with pytest.raises(NetdefError, match="yolov5s takes uint8 images: netdef detect letterboxes"):
+    with pytest.raises(NetdefError, match="yolov5s: input images is uint8; netdef detect letterboxes"):
         serves_detections(yolo, True)
 
     meta = {"arch": {"name": "toy"}, "options": {"batch": [1, 4, 8], "profiles": None, "input_dtype": "uint8"},

@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from .serve_detect import DetectSettings
 
 INSTALL = "pip install nvidia-pytriton (or pip install 'netdef[serve]')"
+SERVING = "Ctrl-C stops"  # the end of the line `serve` logs once it serves (clients may stop it from then on)
 # Triton endpoints PyTriton (0.7 on) restricts to a token (DEFAULT_PROTECTED_ENDPOINTS); `serve` makes its own
 PROTECTED_ENDPOINTS = ("shared-memory", "model-repository", "statistics", "trace", "logging")
 # on Ctrl-C Triton gives open connections and requests this long, then unloads the models (their timing lines),
@@ -317,7 +318,6 @@ def serve(engine: str | os.PathLike, *, port: int = 8000, grpc_port: int = 8001,
     `open_endpoints`: those of `PROTECTED_ENDPOINTS` served without the access token (statistics for a load test's
     queue and compute times). Options and the PyTriton install are checked before any GPU work (a raw plan
     without a sidecar is then loaded once for its metadata)."""
-    from .plan import read_any_meta
     from . import stub_model
     from .serve_detect import DetectSettings, detect_binding, engine_detectors
 
@@ -333,7 +333,8 @@ def serve(engine: str | os.PathLike, *, port: int = 8000, grpc_port: int = 8001,
     settings, configured = detect_settings or DetectSettings(), detect_settings is not None or bool(names)
     from ..runtime import Engine
 
-    header = read_any_meta(engine)  # None: a raw plan without a sidecar, whose metadata only TensorRT knows
+    described = Engine.described(engine)  # None: a raw plan without a sidecar, whose metadata only TensorRT knows
+    header = None if described is None else described.meta
     if header is None:
         pt = import_pytriton()
         check_pytriton_install()  # before the GPU work of loading the plan
@@ -343,7 +344,7 @@ def serve(engine: str | os.PathLike, *, port: int = 8000, grpc_port: int = 8001,
     detecting = serves_detections(meta, detect, configured)
     if detecting and header is not None:  # the settings and --names against the header (class count): no GPU
         try:
-            engine_detectors(Engine.described(engine), settings, names, names_from=names_from)
+            engine_detectors(described, settings, names, names_from=names_from)
         except NetdefError as e:
             raise NetdefError(f"{e} (for model '{detect_binding(spec, settings.max_det).name}'; --no-detect serves "
                               "the raw tensors alone)") from None
@@ -367,10 +368,10 @@ def serve(engine: str | os.PathLike, *, port: int = 8000, grpc_port: int = 8001,
                 _start(triton)
                 wait_ready(ports.http, models, token)
                 served = True
-                _log_endpoints(log, ports, spec, models, settings.max_det)
+                _log_endpoints(log, ports, models, settings.max_det)
                 log(f"serving {engine} as model(s) {', '.join(repr(m) for m in models)}, "
                     f"{max(len(devices), 1) * instances} instance(s) each (device "
-                    f"{', '.join(map(str, devices)) or 'current'}, {instances} per entry); Ctrl-C stops")
+                    f"{', '.join(map(str, devices)) or 'current'}, {instances} per entry); {SERVING}")
                 triton.serve()
         finally:  # the instances' timing lines, written as Triton unloaded them (also after a SIGTERM)
             for f in sorted(timing.glob("*.timing")) if served else ():
@@ -408,9 +409,9 @@ def _start(triton: Any) -> None:
                           "it answers; Triton's log above says how far it got)") from e
 
 
-def _log_endpoints(log: Callable[[str], None], ports: Ports, spec: Binding, models: Sequence[str],
-                   max_det: int) -> None:
-    for what, url in ports.endpoints("localhost", spec.name):
+def _log_endpoints(log: Callable[[str], None], ports: Ports, models: Sequence[str], max_det: int) -> None:
+    """The endpoints of the raw model (`models[0]`) and the HTTP endpoint of each other model."""
+    for what, url in ports.endpoints("localhost", models[0]):
         log(f"{what:8} {url}")
     for model in models[1:]:
         log(f"{'HTTP':8} {ports.endpoints('localhost', model)[0][1]}")

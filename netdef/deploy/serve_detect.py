@@ -52,13 +52,13 @@ class DetectSettings:
 
 
 def detector_error(meta: Mapping[str, Any]) -> str | None:
-    """Why the engine is no YOLO detector netdef detect can drive: its outputs are not a detector's
-    (`OutputLayout.of`'s message) or its input is uint8 (detect feeds floats); None where it is."""
-    from ..tools.detect import OutputLayout
+    """Why the engine is no YOLO detector netdef detect can drive: its inputs (`tools.detect.input_problem`) or
+    its outputs (`OutputLayout.of`'s message) are not a detector's; None where it is."""
+    from ..tools.detect import OutputLayout, input_problem
 
-    if any(t["dtype"] == "uint8" for t in meta["inputs"]):
-        return (f"{meta['arch'].get('name')} takes uint8 images: netdef detect letterboxes and scales them on the "
-                "GPU and feeds floats")
+    problem = input_problem([(t["name"], tuple(t["shape"]), t["dtype"]) for t in meta["inputs"]])
+    if problem:
+        return f"{meta['arch'].get('name')}: {problem}"
     try:
         OutputLayout.of([(o["name"], tuple(o["shape"])) for o in meta["outputs"]], str(meta["arch"].get("name")))
     except NetdefError as e:

@@ -119,8 +119,8 @@ class Batches:
             self.buffers = {k: self.engine.host_buffer((top, *items[k]), dtype) for k, dtype in self.dtypes.items()}
         return self.buffers
 
-    def __call__(self, requests: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
-        n = sum(len(r[next(iter(self.dtypes))]) for r in requests)
+    def __call__(self, requests: Sequence[Request]) -> dict[str, np.ndarray]:
+        n = sum(r.items for r in requests)
         plan = chunks(n, self.profiles)
         rows = plan[-1][0] + plan[-1][2]  # the items and the last chunk's padding
         buffers = self._buffers(rows, {k: np.shape(requests[0][k])[1:] for k in self.dtypes})
@@ -149,14 +149,12 @@ def raw_model(engine: Any, spec: Binding, times: CallTimes) -> Callable[[list[Re
 
     def run(requests: list[Request]) -> list[Any]:
         if not spec.max_batch_size:
-            whole = [run_batch(infer, r.inputs, spec.profiles) for r in requests]
-            return [served(outs, 0, len(next(iter(outs.values())))) for outs in whole]
-        outs = batches([r.inputs for r in requests])
+            return [served(run_batch(infer, r.inputs, spec.profiles), 0, r.items) for r in requests]
+        outs = batches(requests)
         answers, at = [], 0
         for r in requests:
-            k = len(next(iter(r.inputs.values())))
-            answers.append(served(outs, at, at + k))
-            at += k
+            answers.append(served(outs, at, at + r.items))
+            at += r.items
         return answers
 
     return run
@@ -171,6 +169,11 @@ class Request:
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self.inputs[name]
+
+    @property
+    def items(self) -> int:
+        """The request's batch: the length of its inputs' first axis."""
+        return len(next(iter(self.inputs.values())))
 
 
 def served_model(settings: Settings, device: int | None, times: CallTimes) -> tuple[Binding, Callable[..., Any]]:
@@ -219,7 +222,7 @@ class TritonPythonModel:
         t0 = time.perf_counter()
         try:
             got = [self._request(r) for r in requests]
-            self.times.items += sum(len(next(iter(g.inputs.values()))) for g in got)
+            self.times.items += sum(g.items for g in got)
             try:
                 answers = self.run(got)
             except NetdefError as e:

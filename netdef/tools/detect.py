@@ -403,6 +403,20 @@ def _select(det: Detections, keep: Any) -> Detections:
                       coefs=pick(det.coefs), protos=det.protos)
 
 
+def input_problem(inputs: Sequence[tuple[str, tuple[int, ...], str]]) -> str | None:
+    """Why an engine of these inputs (name, shape, dtype) is no image model netdef detect can feed; None where it
+    is: one (B, 3, H, W) floating input (netdef detect letterboxes and scales the images on the GPU)."""
+    if len(inputs) != 1:
+        return f"it has {len(inputs)} inputs; detection needs one image input"
+    name, shape, dtype = inputs[0]
+    if len(shape) != 4 or shape[1] != 3 or (shape[2] < 1) != (shape[3] < 1):
+        return f"input {name} {list(shape)} is not a (B, 3, H, W) image"
+    if dtype == "uint8":
+        return (f"input {name} is uint8; netdef detect letterboxes and scales the images on the GPU and feeds "
+                "floats: build the engine without --input-dtype uint8")
+    return None
+
+
 def engine_detector(engine: Any, conf: float | None = None, iou: float | None = None,
                     max_det: int = DEFAULT_MAX_DET, names: list[str] | None = None, *,
                     device: int | None = None, kpt_shape: Sequence[int] | None = None,
@@ -429,14 +443,9 @@ def engine_detector(engine: Any, conf: float | None = None, iou: float | None = 
         engine_detector(described, conf, iou, max_det, names, kpt_shape=kpt_shape, input_hw=input_hw, rect=rect,
                         names_from=names_from)
     eng = engine if isinstance(engine, Engine) else Engine(engine, device=device)
-    if len(eng.inputs) != 1:
-        raise NetdefError(f"{eng.path} has {len(eng.inputs)} inputs; detection needs one image input")
-    shape = eng.inputs[0].shape
-    if len(shape) != 4 or shape[1] != 3 or (shape[2] < 1) != (shape[3] < 1):
-        raise NetdefError(f"{eng.path}: input {eng.inputs[0].name} {list(shape)} is not a (B, 3, H, W) image")
-    if eng.inputs[0].dtype == "uint8":
-        raise NetdefError(f"{eng.path}: input {eng.inputs[0].name} is uint8; netdef detect letterboxes and scales the "
-                          "images on the GPU and feeds floats: build the engine without --input-dtype uint8")
+    problem = input_problem([(t.name, tuple(t.shape), t.dtype) for t in eng.inputs])
+    if problem:
+        raise NetdefError(f"{eng.path}: {problem}")
     arch = str(eng.meta.get("arch", {}).get("name", ""))
     model = eng.meta.get("model")  # engine_file checked it (optional: older engines lack it)
     names = engine_names(names, eng.meta, eng.path, names_from)
