@@ -12,7 +12,10 @@ how busy the model instances were (compute seconds per second). When the server 
 serve-callable` line per model instance (each runs the engine inside Triton's Python stub: `netdef.deploy.
 stub_model`) splits the model's time over the whole run (every concurrency): per execution netdef's `execute`
 and the engine's run within it (`Engine.infer`; for `NAME_detect`, netdef detect's Detector); the rest of
-Triton's `compute_infer` is the Python backend moving the requests to the stub and back:
+Triton's `compute_infer` is the Python backend moving the requests to the stub and back. Last, `RESULT
+direct-mix` is the engine alone (host copies included) on the batch sizes the batcher formed at the highest
+concurrency, run back to back: what those batch sizes allow, whatever serving costs; `RESULT ratio-mix` is the
+served throughput over it (a low ratio: serving costs; a low direct-mix against the batch-64 run: small batches):
 
     python scripts/bench_serve.py resnet50.engine --concurrency 1,8,64 --seconds 10 --max-queue-delay-us 500
 
@@ -388,6 +391,22 @@ def direct(engine: str | Path, batch: int) -> dict[str, Any]:
     return bench_engine(engine, [batch], BenchSettings(with_copies=True), log=lambda m: None)[0]
 
 
+def direct_mix(engine: str | Path, batches: dict[int, int]) -> dict[str, Any]:
+    """The engine alone, host copies included, on `batches` (size -> executions, as Triton's statistics count
+    them): each size timed (median of 30 runs), then items/s if exactly those executions ran back to back."""
+    from netdef.tools.bench import BenchSettings, bench_engine
+    from netdef.tools.timing import Budget
+
+    if not batches:
+        raise NetdefError("no batch sizes to time: the server ran no execution")
+    sizes = sorted(batches)
+    settings = BenchSettings(warmup=Budget(iters=5), measure=Budget(iters=30), with_copies=True)
+    timed = bench_engine(engine, sizes, settings, log=lambda m: None)
+    seconds = sum(batches[b] * t["median_ms"] / 1000.0 for b, t in zip(sizes, timed))
+    return {"throughput": sum(b * n for b, n in batches.items()) / seconds, "sizes": len(sizes),
+            "executions": sum(batches.values())}
+
+
 def direct_detect(engine: str | Path, image: bytes, batch: int, seconds: float, warmup: int = 3) -> dict[str, Any]:
     """netdef detect's `Detector` on `batch` copies of the decoded `image` for `seconds` (pre- and post-processing
     included, as the server's): throughput (images/s) and latency percentiles per call (ms)."""
@@ -433,7 +452,7 @@ def run(engine: str | Path, concurrency: Sequence[int], seconds: float, serve_ar
     from netdef.deploy import serve_stats
 
     _check_shared_memory(image, shared_memory)  # before the server starts
-    lines, served = [], {}
+    lines, served, formed = [], {}, {}
     kind = "-detect" if image is not None else "-shm" if shared_memory else ""
     endpoints = "statistics,shared-memory" if shared_memory else "statistics"
     with running_server(engine, "--open-endpoints", endpoints, *serve_args) as server:
@@ -449,6 +468,7 @@ def run(engine: str | Path, concurrency: Sequence[int], seconds: float, serve_ar
             got = serve_stats.summary(serve_stats.delta(before, counters()), served["mean_ms"],
                                       time.perf_counter() - t0)
             lines.append(serve_stats.stats_line(f"concurrency={c} model={model}", got))
+            formed = got["batches"]
             print(*lines[-2:], sep="\n", flush=True)
     timing = callable_lines(server.output)  # logged as the server stopped
     lines += timing
@@ -459,6 +479,15 @@ def run(engine: str | Path, concurrency: Sequence[int], seconds: float, serve_ar
     lines.append(f"RESULT ratio{kind} serve_concurrency={concurrency[-1]}/direct_batch={direct_batch} "
                  f"{served['throughput'] / base['throughput']:.3f}")
     print(*lines[-2:], sep="\n", flush=True)
+    if image is None and not server.spec.max_batch_size:
+        print("RESULT direct-mix skipped: the engine's model does not batch requests", flush=True)
+    elif image is None:
+        mix = direct_mix(engine, formed)
+        lines.append(f"RESULT direct-mix concurrency={concurrency[-1]} throughput={mix['throughput']:.1f} "
+                     f"sizes={mix['sizes']} executions={mix['executions']}")
+        lines.append(f"RESULT ratio-mix{kind} serve_concurrency={concurrency[-1]}/direct_mix "
+                     f"{served['throughput'] / mix['throughput']:.3f}")
+        print(*lines[-2:], sep="\n", flush=True)
     return lines
 
 

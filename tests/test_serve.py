@@ -1170,13 +1170,16 @@ def test_load_test_against_direct_engine_calls(engines):
     _serving_stack()
     with stub_fits():
         lines = bench_serve().run(engines("r50_fp16"), [1, 8, 64], 5.0, ["--max-queue-delay-us", "500"])
-    assert [line.split()[1] for line in lines] == ["serve", "serve-stats"] * 3 + ["serve-callable", "direct", "ratio"]
+    assert [line.split()[1] for line in lines] == ["serve", "serve-stats"] * 3 + [
+        "serve-callable", "direct", "ratio", "direct-mix", "ratio-mix"]
     stats = [dict(f.split("=", 1) for f in line.split()[2:]) for line in lines if "serve-stats" in line]
     assert all(int(s["failed"]) == 0 and int(s["requests"]) > 0 for s in stats), lines
     timing = dict(f.split("=", 1) for f in lines[6].split()[2:])  # the one instance's, logged as the server stopped
     assert int(timing["executions"]) > 0 and 0 < float(timing["engine_ms"]) <= float(timing["callable_ms"]), lines
     assert float(stats[-1]["avg_batch"]) > 1, lines
-    assert float(lines[-1].split()[-1]) > 0, lines
+    assert float(lines[-3].split()[-1]) > 0 and float(lines[-1].split()[-1]) > 0, lines
+    mix = dict(f.split("=", 1) for f in lines[-2].split()[2:])  # the engine on the batches of concurrency 64
+    assert mix["executions"] == stats[-1]["executions"] and float(mix["throughput"]) > 0, lines
 
 
 def test_a_model_load_failure_names_the_exception():
@@ -1399,3 +1402,23 @@ def test_load_scripts_refuse_a_client_count_below_one():
     for bad in ("0", "8,-2"):
         with pytest.raises(OptionError, match=f"--concurrency {bad}: counts must be >= 1"):
             bench_serve().parse_levels(bad)
+
+
+def test_bench_serve_direct_mix_runs_the_engine_on_the_batches_the_server_formed(monkeypatch):
+    """`direct_mix` times each batch size Triton formed (host copies included) and gives the items/s of exactly
+    those executions back to back; with no execution it says so."""
+    import netdef.tools.bench as bench
+
+    seen = {}
+
+    def fake_bench(engine, batches, settings, log=None):
+        seen.update(engine=engine, batches=list(batches), copies=settings.with_copies)
+        return [{"median_ms": 0.5 + 0.1 * b} for b in batches]  # 0.9 ms at 4, 2.1 ms at 16
+
+    monkeypatch.setattr(bench, "bench_engine", fake_bench)
+    got = bench_serve().direct_mix("r50.engine", {16: 10, 4: 30})
+    assert seen == {"engine": "r50.engine", "batches": [4, 16], "copies": True}
+    assert got["throughput"] == pytest.approx((4 * 30 + 16 * 10) / ((30 * 0.9 + 10 * 2.1) / 1000.0))
+    assert (got["sizes"], got["executions"]) == (2, 40)
+    with pytest.raises(NetdefError, match="no batch sizes to time"):
+        bench_serve().direct_mix("r50.engine", {})
