@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .errors import OptionError
 from .fileio import not_a_file
 
@@ -92,6 +94,10 @@ class BuildOptions:
                 setattr(self, name, str(getattr(self, name)))
         for name in ("input_mean", "input_std"):  # numpy's numbers as floats: the header is JSON
             values = getattr(self, name)
+            if isinstance(values, numbers.Real) and not isinstance(values, bool):
+                values = (values,)  # one for all channels
+            elif isinstance(values, np.ndarray) and values.ndim <= 1:
+                values = tuple(values.reshape(-1).tolist())
             if isinstance(values, (tuple, list)) and all(isinstance(v, numbers.Real) and not isinstance(v, bool)
                                                          for v in values):
                 setattr(self, name, tuple(float(v) for v in values))
@@ -161,6 +167,19 @@ class BuildOptions:
             raise OptionError(f"calibration table {self.calibration} not found: make it with `netdef calibrate "
                               "ARCH --weights W --data DATA -o TABLE.json` and pass --calibration TABLE.json")
 
+    def _check_normalized_range(self) -> None:
+        """A uint8 input's normalized values, (x / 255 - mean) / std, must fit the type the network computes them
+        in: float16 in an fp16 build, float32 otherwise (a tiny std overflows them to inf)."""
+        if self.input_dtype != "uint8" or self.input_std is None:
+            return
+        std = self.input_normalization[1]
+        top = 1.0 / min(std)  # x / 255 / std at x = 255, before the mean's shift
+        limit, kind = (65504.0, "float16") if self.precision == "fp16" else (float(np.finfo(np.float32).max), "float32")
+        if not top <= limit:
+            raise OptionError(f"--input-std {','.join(map(str, std))}: the normalization reaches {top:.3g}, beyond "
+                              f"{kind}'s range ({limit:.6g}) in an {self.precision} build; use the standard "
+                              "deviations of the images scaled to [0, 1] (e.g. 0.229,0.224,0.225)")
+
     def _validate_input(self) -> None:
         """The input's type, and the normalization of a uint8 input."""
         if not isinstance(self.input_dtype, str) or self.input_dtype not in INPUT_DTYPES:
@@ -181,6 +200,12 @@ class BuildOptions:
                                   "of images scaled to [0, 1], e.g. 0.485,0.456,0.406")
             if name == "input_std" and min(values) <= 0:
                 raise OptionError(f"{option} {shown}: standard deviations must be > 0")
+            if min(values) < 0 or max(values) > 1:  # mean and std of values in [0, 1] lie in [0, 1]
+                raise OptionError(f"{option} {shown}: the images are scaled to [0, 1] before they are normalized, so "
+                                  f"{'means' if name == 'input_mean' else 'standard deviations'} lie in [0, 1]; for "
+                                  "values of the 0..255 scale divide them by 255 (123.675,116.28,103.53 -> "
+                                  "0.485,0.456,0.406)")
+        self._check_normalized_range()
         if self.input_dtype != "float32" and self.precision == "int8":  # calibration records float32 inputs
             raise OptionError(f"--input-dtype {self.input_dtype} with --precision int8 is not supported: build int8 "
                               "engines with a float32 input")

@@ -6,9 +6,10 @@ deployment script needs, and the check that an exported plan stands on its own.
 
 Plugin libraries are loaded by path before deserializing (their creators register themselves): the `--plugin`
 ones, else those the sidecar `model.plan.json` lists. The input is a .npy (the first input) or a .npz keyed by
-input names, cast to the engine's input type; without --input, random normal data of --batch at profile 0's
-OPT size. The optimization profile is the first whose batch range covers the batch. Works with TensorRT 8.6, 10
-and 11 (named I/O tensors, execute_async_v3), and with TensorRT-RTX plans through `tensorrt_rtx`.
+input names, cast to the engine's input type (floats for an integer input are refused); without --input, random
+data of --batch at profile 0's OPT size (normal, or 0..255 for an integer input). The optimization profile is the
+first whose batch range covers the batch. Works with TensorRT 8.6, 10 and 11 (named I/O tensors,
+execute_async_v3), and with TensorRT-RTX plans through `tensorrt_rtx`.
 """
 from __future__ import annotations
 
@@ -22,6 +23,29 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+
+
+def random_values(shape: list[int], dtype: type, rng: np.random.Generator) -> np.ndarray:
+    """Random input of `dtype`: standard normal floats, or integers 0..255 for an integer input (a uint8 image)."""
+    if np.issubdtype(dtype, np.integer):
+        return rng.integers(0, 256, shape).astype(dtype)
+    return rng.standard_normal(shape).astype(dtype)
+
+
+def as_input(name: str, value: np.ndarray, dtype: type) -> np.ndarray:
+    """`value` as the engine's input type. Refused (the cast would wrap them): floats for an integer input, and
+    integers outside its type's range."""
+    value = np.asarray(value)
+    if np.issubdtype(dtype, np.integer):
+        kind = np.dtype(dtype).name
+        if not np.issubdtype(value.dtype, np.integer):
+            sys.exit(f"input {name} takes {kind} (an engine built with --input-dtype uint8 takes the images "
+                     f"themselves, 0..255) and the given array is {value.dtype}: give {kind} values")
+        info = np.iinfo(dtype)
+        if value.size and (value.min() < info.min or value.max() > info.max):
+            sys.exit(f"input {name} takes {kind} ({info.min}..{info.max}) and the given values span "
+                     f"{value.min()}..{value.max()}")
+    return np.ascontiguousarray(value, dtype)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         shape = [a.batch if k == 0 else d for k, d in enumerate(engine.get_tensor_shape(name))]
         if min(shape) < 0:
             shape = [a.batch, *engine.get_tensor_profile_shape(name, 0)[1][1:]]  # the opt size
-        return np.random.default_rng(0).standard_normal(shape).astype(trt.nptype(engine.get_tensor_dtype(name)))
+        return random_values(shape, trt.nptype(engine.get_tensor_dtype(name)), np.random.default_rng(0))
 
     if a.input is None:
         feeds = {n: random_input(n) for n in inputs}
@@ -99,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit(f"{plan} takes {len(inputs)} inputs {inputs}: give them as an .npz keyed by name")
     else:
         feeds = {inputs[0]: np.load(a.input)}
-    feeds = {n: np.ascontiguousarray(v, trt.nptype(engine.get_tensor_dtype(n))) for n, v in feeds.items()}
+    feeds = {n: as_input(n, v, trt.nptype(engine.get_tensor_dtype(n))) for n, v in feeds.items()}
     batch = feeds[inputs[0]].shape[0]
     static = engine.get_tensor_shape(inputs[0])[0] >= 0  # a fixed batch: profile 0 (TensorRT checks the size)
     profile = 0 if static else next((k for k in range(engine.num_optimization_profiles)

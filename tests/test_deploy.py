@@ -429,11 +429,29 @@ def test_triton_refuses_a_config_that_another_version_would_not_fit(engines, tmp
     for version in (1, 2, 1):
         write_repository(engines("r50"), repo, TritonOptions(name="r50", version=version))
     config = (repo / "r50" / "config.pbtxt").read_bytes()
-    with pytest.raises(OptionError, match=r"version 2's plan takes other inputs, outputs or batch sizes, and the "
-                                          r"config.pbtxt written now would serve it too: use another --name, or "
-                                          r"remove .*/r50/2 first"):
+    with pytest.raises(OptionError, match=r"version 2's plan takes other inputs, outputs or batch sizes than this "
+                                          r"engine, and the config.pbtxt written now would serve both: use another "
+                                          r"--name, or remove .*/r50/2 first"):
         write_repository(engines("r50_3p"), repo, TritonOptions(name="r50", version=1))
-    assert (repo / "r50" / "config.pbtxt").read_bytes() == config
+    with pytest.raises(OptionError, match=r"version 1's plan .* and the kept config.pbtxt serves both"):
+        write_repository(engines("r50_3p"), repo, TritonOptions(name="r50", version=3, existing_config="keep"))
+    assert (repo / "r50" / "config.pbtxt").read_bytes() == config and not (repo / "r50" / "3").exists()
+
+
+def test_triton_keep_config_refuses_a_plan_the_kept_config_does_not_fit(engines, tmp_path):
+    """--keep-config over the same version keeps the config.pbtxt written for the plan it replaces: an engine of
+    other inputs, outputs or batch sizes is refused before anything is written (Triton would refuse the model,
+    and the old plan would be gone); an engine that fits is written."""
+    repo = tmp_path / "models"
+    write_repository(engines("r50"), repo, TritonOptions(name="r50"))
+    model = repo / "r50"
+    before = {p: p.read_bytes() for p in model.rglob("*") if p.is_file()}
+    with pytest.raises(OptionError, match=r"^--keep-config: .*/r50/1/model.plan takes other inputs, outputs or batch "
+                                          r"sizes than this engine, and the kept .*/r50/config.pbtxt was written for "
+                                          r"it; --replace-config"):
+        write_repository(engines("r50_3p"), repo, TritonOptions(name="r50", existing_config="keep"))
+    assert {p: p.read_bytes() for p in model.rglob("*") if p.is_file()} == before
+    assert write_repository(engines("r50"), repo, TritonOptions(name="r50", existing_config="keep")).plan.is_file()
 
 
 def test_triton_says_when_it_replaces_another_plan_of_the_version(engines, tmp_path):
@@ -628,6 +646,22 @@ def test_run_plan_never_writes_its_output_over_an_input(tmp_path, monkeypatch):
         run_plan.save(x, {"output": np.zeros(2)})
     assert x.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == [
         "hard.npz", "link.npz", "model.plan", "x.npz"]
+
+
+def test_run_plan_refuses_what_a_uint8_input_would_wrap():
+    """scripts/run_plan.py feeds an integer (uint8 image) input only integers in its range: a cast would wrap
+    normalized floats (-0.5 -> 0, 300 -> 44); its random data for such an input spans 0..255."""
+    run_plan = load_script("run_plan")
+    with pytest.raises(SystemExit, match=r"^input images takes uint8 \(an engine built with --input-dtype uint8 "
+                                         r"takes the images themselves, 0\.\.255\) and the given array is float32"):
+        run_plan.as_input("images", np.array([-0.5, 0.7], np.float32), np.uint8)
+    with pytest.raises(SystemExit, match=r"^input images takes uint8 \(0\.\.255\) and the given values span 0\.\.300"):
+        run_plan.as_input("images", np.array([0, 300]), np.uint8)
+    got = run_plan.as_input("images", np.array([[0, 255]], np.int64), np.uint8)
+    assert got.dtype == np.uint8 and got.tolist() == [[0, 255]]
+    assert run_plan.as_input("x", np.array([1.5]), np.float16).dtype == np.float16
+    values = run_plan.random_values([4, 3, 8, 8], np.uint8, np.random.default_rng(0))
+    assert values.dtype == np.uint8 and values.min() < 16 and values.max() > 240
 
 
 @pytest.mark.gpu

@@ -29,7 +29,17 @@ IMAGENET = {"input_mean": (0.485, 0.456, 0.406), "input_std": (0.229, 0.224, 0.2
     (dict(input_dtype="uint8", input_mean=()), "--input-mean '': expected one number per input channel"),
     (dict(input_dtype="uint8", input_mean=("a",)), "--input-mean 'a': expected one number per input channel"),
     (dict(input_dtype="uint8", input_mean=(float("nan"), 0.5)), "--input-mean 'nan,0.5': expected one number"),
-    (dict(input_dtype="uint8", input_mean=0.5), "--input-mean '0.5': expected one number per input channel"),
+    (dict(input_dtype="uint8", input_mean="0.5"), "--input-mean '0.5': expected one number per input channel"),
+    (dict(input_dtype="uint8", input_mean=(123.675, 116.28, 103.53)), "--input-mean 123.675,116.28,103.53: the "
+     "images are scaled to [0, 1] before they are normalized, so means lie in [0, 1]; for values of the 0..255 scale "
+     "divide them by 255"),
+    (dict(input_dtype="uint8", input_std=(58.395, 57.12, 57.375)), "--input-std 58.395,57.12,57.375: the images are "
+     "scaled to [0, 1] before they are normalized, so standard deviations lie in [0, 1]"),
+    (dict(input_dtype="uint8", input_mean=(-0.1,)), "--input-mean -0.1: the images are scaled to [0, 1]"),
+    (dict(input_dtype="uint8", input_std=(1e-5, 0.2, 0.2), precision="fp16"), "--input-std 1e-05,0.2,0.2: the "
+     "normalization reaches 1e+05, beyond float16's range (65504) in an fp16 build"),
+    (dict(input_dtype="uint8", input_std=(1e-300,)), "--input-std 1e-300: the normalization reaches 1e+300, beyond "
+     "float32's range"),
     (dict(input_dtype="uint8", precision="int8"), "--input-dtype uint8 with --precision int8 is not supported"),
 ])
 def test_input_options_are_checked(opts, message):
@@ -41,6 +51,11 @@ def test_any_real_numbers_normalize_and_are_kept_as_floats():
     given = BuildOptions(input_dtype="uint8", input_mean=(np.float32(0.5),), input_std=[1])
     given.validate()
     assert given.input_normalization == ((0.5,), (1.0,))
+    for mean, std in ((0.5, np.float64(1)), (np.array([0.5]), np.array(1.0))):  # a number or an array of them
+        given = BuildOptions(input_dtype="uint8", input_mean=mean, input_std=std)
+        given.validate()
+        assert given.input_normalization == ((0.5,), (1.0,))
+    assert BuildOptions(input_dtype="uint8", input_std=(1e-5,), precision="fp32").validate() is None  # float32 holds
     assert json.dumps(options_dict(given))  # the header is JSON
 
 

@@ -244,6 +244,8 @@ none), none over the engine."""
         res.notes.append(f"{model_dir / OPTIONS_NAME} (and the libraries it names) came with an earlier plugin engine: "
                          "this engine needs no plugin library; remove them unless another version of the model does")
     _check_other_versions(model_dir, opts, config)
+    if opts.existing_config == "keep" and res.config.is_file():
+        _check_replaced_plan(res.plan, opts, config)
     old = file_sha256(res.plan) if res.plan.is_file() else None
     if old is not None and old != hashlib.sha256(plan).hexdigest():  # another engine's: a deployed model
         res.notes.append(f"replaced {res.plan}, another plan (SHA-256 {old[:12]}...): Triton serves this engine as "
@@ -317,8 +319,22 @@ def _check_other_versions(model_dir: Path, opts: TritonOptions, config: dict[str
         other = model_config(read_sidecar(side), opts) if side.exists() else None
         if other != config:
             why = "has no sidecar to tell" if other is None else "takes other inputs, outputs or batch sizes"
-            raise OptionError(f"{model_dir}: version {d.name}'s plan {why}, and the config.pbtxt written now would "
-                              f"serve it too: use another --name, or remove {d} first")
+            which = "the kept config.pbtxt serves" if opts.existing_config == "keep" else \
+                "the config.pbtxt written now would serve"
+            raise OptionError(f"{model_dir}: version {d.name}'s plan {why} than this engine, and {which} both: use "
+                              f"another --name, or remove {d} first")
+
+
+def _check_replaced_plan(plan: Path, opts: TritonOptions, config: dict[str, Any]) -> None:
+    """--keep-config over a plan of the same version: the kept config.pbtxt was written for that plan, so refuse
+    an engine whose inputs, outputs or batch sizes differ from it (Triton would refuse the model, and the plan
+    it served would be gone)."""
+    side = sidecar_path(plan)
+    if not plan.is_file() or not side.is_file() or model_config(read_sidecar(side), opts) == config:
+        return
+    raise OptionError(f"--keep-config: {plan} takes other inputs, outputs or batch sizes than this engine, and the "
+                      f"kept {plan.parent.parent / 'config.pbtxt'} was written for it; --replace-config writes the "
+                      f"one for this engine, --version N adds it beside the old plan under a new model --name")
 
 
 def _plugin_libraries(meta: dict[str, Any], engine: Path) -> list[Path]:
