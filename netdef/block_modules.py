@@ -8,6 +8,7 @@ is imported once; an import that fails is a netdef error naming the module and w
 """
 from __future__ import annotations
 
+import ast
 import dataclasses
 import functools
 import hashlib
@@ -80,11 +81,8 @@ def load_block_module(ref: str, source: str, base: Path | None = None,
         if missing and not is_path(ref) and named.exists():
             raise error(f"{source}: {_not_blocks(named)}") from e
         hint = " (is it installed, or on PYTHONPATH?)" if missing else ""
-        if is_path(ref) and isinstance(e, ModuleNotFoundError) and e.name:  # a helper module beside the file?
-            beside = path.parent / e.name.split(".")[0]
-            if beside.is_dir() or beside.with_suffix(".py").is_file():
-                hint = (f" ({beside.name} beside it is imported from the module path, which the block file's folder "
-                        f"is not on: add {path.parent} to PYTHONPATH)")
+        if is_path(ref):
+            hint = beside_hint(path, e) or hint
         where = "" if missing else raised_at(e)  # a module not found was raised inside importlib: no use to say
         raise error(f"{source}: cannot import {what}: {type(e).__name__}: {e}{where}{hint}") from e
     if getattr(module, "__file__", None) is None and hasattr(module, "__path__"):  # a folder without __init__.py
@@ -99,6 +97,18 @@ def _not_blocks(path: Path) -> str:
     is expected."""
     kind = special_kind(path) if path.is_dir() else recognised(read_head(path)) or "a file"
     return f"{path} is {kind}, not a module of blocks: {EXPECTED}"
+
+
+def beside_hint(path: Path, e: BaseException) -> str:
+    """For a module not found while the .py file `path` was imported: the hint that a module of that name beside
+    the file is imported from the module path, which the file's folder is not on ('' for any other error)."""
+    if not isinstance(e, ModuleNotFoundError) or not e.name:
+        return ""
+    beside = path.parent / e.name.split(".")[0]
+    if not (beside.is_dir() or beside.with_suffix(".py").is_file()):
+        return ""
+    return (f" ({beside.name} beside it is imported from the module path, which the file's folder is not on: add "
+            f"{path.parent.absolute()} to PYTHONPATH)")
 
 
 def _run_again(module: ModuleType) -> ModuleType:
@@ -130,13 +140,15 @@ def _track_helpers(module: ModuleType, blocks: set[str]) -> None:
 
 
 def _own_modules(module: ModuleType) -> set[str]:
-    """The files of the modules `module` uses (modules in its globals, and the modules that define the functions
-    and classes there), followed through theirs, that are the researcher's own: outside the Python installation's
-    library folders (standard library, site-packages) and netdef."""
+    """The files of the modules `module` uses (modules in its globals, the modules that define the functions
+    and classes there, and the modules its import statements name: `from helpers import ACT` brings a constant),
+    followed through theirs, that are the researcher's own: outside the Python installation's library folders
+    (standard library, site-packages) and netdef."""
     libraries = _library_dirs()
     seen, todo, files = {module.__name__}, [module], set()
     while todo:
-        for value in list(vars(todo.pop()).values()):
+        current = todo.pop()
+        for value in [*vars(current).values(), *_imported(current)]:
             dep = value if isinstance(value, ModuleType) else sys.modules.get(getattr(value, "__module__", None) or "")
             if dep is None or dep.__name__ in seen:
                 continue
@@ -147,6 +159,28 @@ def _own_modules(module: ModuleType) -> set[str]:
                 files.add(real)
                 todo.append(dep)
     return files
+
+
+def _imported(module: ModuleType) -> list[ModuleType]:
+    """The loaded modules the import statements of `module`'s .py file name (relative ones resolved in its
+    package); none where the file cannot be read or parsed."""
+    path = getattr(module, "__file__", None)
+    try:
+        tree = ast.parse(Path(path).read_bytes()) if path and path.endswith(".py") else None
+    except (OSError, SyntaxError, ValueError):
+        return []
+    names: list[str] = []
+    for node in ast.walk(tree) if tree is not None else ():
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = "." * node.level + (node.module or "")
+            try:
+                base = importlib.util.resolve_name(base, module.__package__ or "") if node.level else base
+            except (ImportError, ValueError):
+                continue
+            names += [base, *(f"{base}.{a.name}" for a in node.names)]  # `from pkg import mod` names a module too
+    return [sys.modules[n] for n in dict.fromkeys(names) if n in sys.modules]
 
 
 @functools.lru_cache(maxsize=1)

@@ -61,7 +61,10 @@ def load_source(source: str, *, state_dict: str | None = None, log: Callable[[st
             else:
                 fn = getattr(importlib.import_module(mod_name), attr)
         except (ImportError, AttributeError) as e:
-            raise NetdefError(f"cannot import '{source}': {e}") from None
+            from .block_modules import beside_hint
+
+            hint = beside_hint(Path(mod_name), e) if mod_name.endswith(".py") else ""
+            raise NetdefError(f"cannot import '{source}': {e}{hint}") from None
         except Exception as e:  # noqa: BLE001  the user's module failed while importing
             raise NetdefError(f"cannot import '{source}': {type(e).__name__}: {e}{raised_at(e)}") from None
         if kwargs and (not callable(fn) or isinstance(fn, torch.nn.Module)):
@@ -400,7 +403,8 @@ def export_wts(source: str | Path | Any, output: str | Path, *, state_dict: str 
     model = _module_in(obj, _torch())
     named = ultralytics_arch(model)
     if named is not None:
-        log(f"[netdef] an Ultralytics {named[0]} model: {_build_hint(model, obj, *named, output)}")
+        checkpoint = source if isinstance(source, (str, Path)) else None
+        log(f"[netdef] an Ultralytics {named[0]} model: {_build_hint(model, obj, *named, output, checkpoint)}")
     else:  # a state_dict, a torchvision model, a callable's: the architecture, where the weights fit exactly one
         from .define import fitting_architectures
 
@@ -536,14 +540,16 @@ def _head_task(head: Sequence[Any]) -> str | None:
     return _HEAD_TASKS.get(str(head[2]), "" if head[2] == "Detect" else None) if len(head) > 2 else None
 
 
-def _build_hint(model: Any, obj: Any, name: str, known: bool, output: str | Path) -> str:
+def _build_hint(model: Any, obj: Any, name: str, known: bool, output: str | Path,
+                source: str | Path | None = None) -> str:
     """How to build the Ultralytics `model` (of the source or checkpoint `obj`) of architecture `name`
     (`ultralytics_arch`) from its .wts: the command with what the
     weights do not tell (a keypoint shape their output count leaves open: 18 outputs are 6 x 3 or 9 x 2; the input
     size it was trained at, where not the family file's; the `activation:` of its YAML as --set default_act), or why
-    netdef's architecture of that name does not build it (other input channels, an activation netdef lacks)."""
+    netdef's architecture of that name does not build it (other input channels, an activation netdef lacks).
+    `source`: the checkpoint's path, for the verify command (CHECKPOINT where the model came as an object)."""
     if not known:
-        return f"netdef has no architecture '{name}'{_why_no_architecture(model.yaml, output)}"
+        return f"netdef has no architecture '{name}'{_why_no_architecture(model.yaml, output, source)}"
     from .spec import load_spec, torch_activation
 
     cfg = model.yaml
@@ -560,7 +566,7 @@ def _build_hint(model: Any, obj: Any, name: str, known: bool, output: str | Path
     differs = _layout_difference(cfg, name, str(spec.scale))
     if differs is not None:  # its own YAML, edited (a stride, an upsampling mode): same weights, other layers
         return (f"its YAML differs from netdef's {name} ({family}) at {differs}, so that architecture would compute "
-                f"something else from the same weights{_why_no_architecture(cfg, output)}")
+                f"something else from the same weights{_why_no_architecture(cfg, output, source)}")
     channels = int(cfg.get("channels", 3))
     if channels != 3:
         return (f"its input has {channels} channel(s), netdef's {name} ({family}) 3: copy {family} to "
@@ -575,7 +581,7 @@ def _build_hint(model: Any, obj: Any, name: str, known: bool, output: str | Path
     return f"build it with `netdef build {name} -w {output}{sets}`"
 
 
-def _why_no_architecture(cfg: dict, output: str | Path) -> str:
+def _why_no_architecture(cfg: dict, output: str | Path, source: str | Path | None = None) -> str:
     """What netdef would need for an Ultralytics model it has no architecture for, from its YAML `cfg`'s rows:
     the first block netdef knowingly does not build and why, or, where every block is netdef's, how to build a
     copy of its YAML ('' where neither: a block netdef does not know; the build's error names it)."""
@@ -607,7 +613,7 @@ def _why_no_architecture(cfg: dict, output: str | Path) -> str:
         stem = scaled
     return (f"; its rows are all netdef blocks: copy Ultralytics' YAML of it to {stem}.yaml ({picks}; "
             f"input 'images' at 640x640 unless its `input:` says otherwise), check it with "
-            f"`netdef verify {stem}.yaml -w {output} --model CHECKPOINT --cpu` and build it with "
+            f"`netdef verify {stem}.yaml -w {output} --model {source or 'CHECKPOINT'} --cpu` and build it with "
             f"`netdef build {stem}.yaml -w {output}`")
 
 

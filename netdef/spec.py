@@ -614,8 +614,8 @@ def _parse_row(where: str, i: int, line: int, raw: Any, params: dict, gd: float,
                        f"is registered with @netdef.registry.block('{name}'): {HOW_TO_LOAD}") from None
         others = {b: rows for b, rows in unknown_blocks(all_rows or []).items() if b != name}
         also = f" (also unknown: {rows_text(others)})" if others else ""
-        near = difflib.get_close_matches(name, known_blocks(), n=1, cutoff=0.8)
-        also += f": did you mean '{near[0]}'?" if near else ""
+        near = _near_block(name)
+        also += f": did you mean '{near}'?" if near else ""
         raise fail(f"unknown block '{name}'{also}; known blocks: {', '.join(known_blocks())}. A block of your own is "
                    f"registered with @netdef.registry.block('{name}'): {HOW_TO_LOAD}") from None
     if isinstance(args, dict):
@@ -705,6 +705,17 @@ def observing_rows(observer: RowObserver | None) -> Iterator[None]:
         yield
     finally:
         _row_observer.reset(token)
+
+
+def _near_block(name: str) -> str | None:
+    """The known block `name` is a misspelling of: the same name in other letter case (`c2f`, `SPPF`'s `sppf`)
+    first, else the closest by spelling, compared in lower case (`C2F` is C2f, not C2)."""
+    known = known_blocks()
+    by_case = {b.lower(): b for b in reversed(known)}  # the first of names equal but for case
+    if name.lower() in by_case:
+        return by_case[name.lower()]
+    near = difflib.get_close_matches(name.lower(), list(by_case), n=1, cutoff=0.8)
+    return by_case[near[0]] if near else None
 
 
 def build_network(spec: Spec, net: Network, input_hw: tuple[int, int] | None = None) -> list[str]:

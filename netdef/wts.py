@@ -376,7 +376,8 @@ def _to_float32(path: str, key: str, value: Any, allow_nonfinite: bool) -> np.nd
         i, src = bad[0], float(bad[1])
         what = f"({src}) is beyond float32's range" if np.isfinite(src) else f"is {src}"
         raise NetdefError(f"cannot write {path}: tensor '{key}': value {i + 1} of {out.size} {what}; an engine "
-                          "built from it outputs NaN or inf (fix the weights, or write them with allow_nonfinite=True)")
+                          "built from it outputs NaN or inf (fix the weights; from Python, write_wts(..., "
+                          "allow_nonfinite=True) writes them as they are)")
     return out
 
 

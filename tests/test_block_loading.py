@@ -154,12 +154,15 @@ def test_a_block_of_ones_own_replaces_netdefs_only_when_it_says_so(clean_registr
         registry.block("ADown", replaces=True)(their_adown)
 
 
-def test_editing_a_helper_the_block_module_imports_makes_the_engine_out_of_date(tiny):
+@pytest.mark.parametrize("imports, act", [("import tiny_helpers", "tiny_helpers.ACT"),
+                                          ("from tiny_helpers import ACT", "ACT")])  # a constant alone: was missed
+def test_editing_a_helper_the_block_module_imports_makes_the_engine_out_of_date(tiny, imports, act):
     """A helper module of the researcher's own (beside the block file, imported by it) counts as the block's
-    source too: editing it rebuilds, as editing the block file does."""
+    source too: editing it rebuilds, as editing the block file does, also where the block file takes only a
+    constant from it."""
     (tiny / "tiny_helpers.py").write_text('ACT = "relu"\n')
-    (tiny / "tiny_blocks.py").write_text("import tiny_helpers\n" + BLOCK_SOURCE.format(name="TinyConvRelu").replace(
-        'act="relu"', "act=tiny_helpers.ACT"))
+    (tiny / "tiny_blocks.py").write_text(f"{imports}\n" + BLOCK_SOURCE.format(name="TinyConvRelu").replace(
+        'act="relu"', f"act={act}"))
     args = build_args(tiny, "--blocks", str(tiny / "tiny_blocks.py"))
     env = {"PYTHONPATH": os.pathsep.join([str(tiny), *sys.path])}
     assert cli(*args, env=env).returncode == 0
@@ -534,7 +537,7 @@ def test_a_helper_beside_the_block_file_not_on_the_module_path_says_to_add_its_f
     assert main([*build_args(tiny), "--blocks", str(tiny / "tiny_blocks.py")]) != 0
     assert capsys.readouterr().err.endswith(
         f"No module named 'tiny_helpers' at {tiny / 'tiny_blocks.py'}:1 (tiny_helpers beside it is imported from the "
-        f"module path, which the block file's folder is not on: add {tiny} to PYTHONPATH)\n")
+        f"module path, which the file's folder is not on: add {tiny} to PYTHONPATH)\n")
     (tiny / "tiny_helpers.py").unlink()
     assert main([*build_args(tiny), "--blocks", str(tiny / "tiny_blocks.py")]) != 0
     assert capsys.readouterr().err.endswith(f"No module named 'tiny_helpers' at {tiny / 'tiny_blocks.py'}:1\n")

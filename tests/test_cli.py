@@ -68,6 +68,20 @@ def test_a_model_function_in_a_missing_file_is_named(tmp_path, capsys):
     assert not (tmp_path / "e.wts").exists()
 
 
+def test_a_model_file_whose_sibling_module_is_not_importable_says_to_add_its_folder(tmp_path, capsys):
+    """`netdef export models/variants.py:make` where variants.py imports `mynet` beside it: the file's folder is not
+    on the module path (the working folder may not be either), and the error says to add it, as for --blocks."""
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "mynet.py").write_text("def make():\n    return None\n")
+    (tmp_path / "models" / "variants.py").write_text("from mynet import make\n")
+    source = str(tmp_path / "models" / "variants.py") + ":make"
+    assert main(["export", source, "-o", str(tmp_path / "e.wts")]) == 1
+    assert capsys.readouterr().err == (f"netdef export: error: cannot import '{source}': No module named 'mynet' "
+                                       "(mynet beside it is imported from the module path, which the file's folder is "
+                                       f"not on: add {tmp_path / 'models'} to PYTHONPATH)\n")
+    assert not (tmp_path / "e.wts").exists()
+
+
 def test_build_info_and_up_to_date(r18, capsys):
     eng = r18 / "r18.engine"
     args = ["build", "resnet18", "--weights", str(r18 / "r18.wts"), "-o", str(eng), "--batch", "1:2:4",

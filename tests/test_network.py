@@ -558,3 +558,20 @@ def test_a_missing_bias_of_a_module_made_without_one_says_how_to_leave_it_out():
                                              r"modules made with bias=False. Give their rows bias: false"):
         define_network(spec(True), w, log=print)
     define_network(spec(False), w, log=print)
+
+
+@pytest.mark.parametrize("args, given", [({}, "neither"), ({"size": 16, "scale_factor": 2}, "both"),
+                                         ([512, 5], "both")])  # Ultralytics' list form with a channel count
+def test_upsample_takes_one_of_size_and_scale_factor_as_torch_does(args, given):
+    """Upsample mirrors nn.Upsample, which refuses both and neither: the row says so (it doubled the size without
+    arguments, and took size over scale_factor given both; `[512, 5]` failed two rows later at a Concat)."""
+    spec = parse_spec({"input": {"name": "x", "shape": [3, 8, 8]}, "output": "y",
+                       "layers": [[-1, 1, "Upsample", args, "up"]]}, "tiny")
+    with pytest.raises(NetdefError, match=rf"up: Upsample takes one of size and scale_factor, as nn\.Upsample does "
+                                          rf"\(given {given}\)"):
+        build_network(spec, Network({}, source="test.wts"))
+    spec = parse_spec({"input": {"name": "x", "shape": [3, 8, 8]}, "output": "y",
+                       "layers": [[-1, 1, "Upsample", [None, 2, "nearest"], "up"]]}, "tiny")
+    net = Network({}, source="test.wts")
+    build_network(spec, net)
+    assert tuple(net.definition.get_output(0).shape)[-2:] == (16, 16)

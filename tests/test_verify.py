@@ -1402,3 +1402,39 @@ def test_a_row_whose_output_is_matched_with_an_inner_module_is_compared_with_its
     bad = verify(spec("none"), model.state_dict(), model, cpu=True, log=lambda m: None)
     assert not bad.ok and (bad.first_failure.layer, bad.first_failure.module) == ("stem.0", "stem")
     assert [(r.module, r.status) for r in bad.rows][:2] == [("stem", "FAIL"), ("stem.1", "pass")]
+
+
+def test_a_convbnact_row_named_after_its_conv_is_not_compared_with_the_bare_conv():
+    """A ConvBnAct row whose prefix is its Conv2d's own name (keys `conv1.weight`, `bn1.*`: the README's
+    `parse_spec` example's layout) was compared with module `conv1`, the convolution before BatchNorm and ReLU, and
+    failed a correct network; the convolution layer `conv1` is that module's, so the row's output is compared with
+    none, and a wrong activation still fails (at the output)."""
+    import torch
+    from torch import nn
+
+    from netdef.spec import parse_spec
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1, self.bn1 = nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
+            self.fc = nn.Linear(8, 4)
+
+        def forward(self, x):
+            return self.fc(torch.relu(self.bn1(self.conv1(x))).mean((2, 3)))
+
+    torch.manual_seed(0)
+    model = Net().eval()
+
+    def spec(act):
+        return parse_spec({"input": {"name": "x", "shape": [3, 8, 8]}, "output": "y",
+                           "layers": [[-1, 1, "ConvBnAct", {"c2": 8, "k": 3, "bn": "/bn1", "act": act}, "conv1"],
+                                      [-1, 1, "GlobalAvgPool", {}, "pool"], [-1, 1, "Linear", {"c2": 4}, "fc"]]},
+                          "tiny")
+
+    good = verify(spec("relu"), model.state_dict(), model, cpu=True, log=lambda m: None)
+    assert good.ok, good.rows
+    assert [(r.layer, r.module) for r in good.rows][:1] == [("conv1", "bn1")]
+    assert "conv1" not in {r.module for r in good.rows}
+    bad = verify(spec("silu"), model.state_dict(), model, cpu=True, log=lambda m: None)
+    assert not bad.ok

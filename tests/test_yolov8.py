@@ -751,8 +751,15 @@ def test_export_says_why_netdef_has_no_architecture_for_an_ultralytics_variant(t
         with open(os.path.join(root, file), encoding="utf-8") as f:
             cfg = yaml.safe_load(f)
         cfg.update(scale="n", yaml_file=file.replace("yolov8", "yolov8n"))
-        export_wts(getattr(tasks, cls)(cfg, verbose=False), tmp_path / "m.wts", log=logs.append)
+        model = getattr(tasks, cls)(cfg, verbose=False)
+        export_wts(model, tmp_path / "m.wts", log=logs.append)
         assert said in logs[-1], logs
+        if cls == "SegmentationModel":  # from a checkpoint file: its path in the verify command, not CHECKPOINT
+            import torch
+
+            torch.save({"model": model}, tmp_path / "seg.pt")
+    export_wts(str(tmp_path / "seg.pt"), tmp_path / "m.wts", log=logs.append)
+    assert f"--model {tmp_path / 'seg.pt'} --cpu`" in logs[-1], logs
 
 
 def test_a_yaml_row_of_a_block_netdef_knowingly_lacks_says_why(tmp_path):

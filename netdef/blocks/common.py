@@ -226,11 +226,14 @@ def concat(net: Network, x: list, prefix: str, dimension: int = 1) -> Any:
 
 
 @block("Upsample")
-def upsample(net: Network, x: Any, prefix: str, size: Any = None, scale_factor: Any = 2, mode: str = "nearest",
+def upsample(net: Network, x: Any, prefix: str, size: Any = None, scale_factor: Any = None, mode: str = "nearest",
              align_corners: bool | None = None) -> Any:
     """nn.Upsample(size, scale_factor, mode nearest|bilinear, align_corners) (the Ultralytics row form
-    `[None, 2, 'nearest']`); the layer is `prefix/upsample`."""
-    y = net.resize(x, f"{prefix}/upsample", size, None if size is not None else scale_factor, mode, align_corners)
+    `[None, 2, 'nearest']`): one of size and scale_factor, as torch takes them; the layer is `prefix/upsample`."""
+    if (size is None) == (scale_factor is None):
+        raise SpecError(f"{prefix}: Upsample takes one of size and scale_factor, as nn.Upsample does (given "
+                        f"{'both' if size is not None else 'neither'}): e.g. {{scale_factor: 2}} or [null, 2, nearest]")
+    y = net.resize(x, f"{prefix}/upsample", size, scale_factor, mode, align_corners)
     return _matched(net, y, prefix)
 
 

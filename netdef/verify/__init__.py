@@ -138,12 +138,15 @@ def _row_matches(single: list[Any], matched: Mapping[str, str], net: Any,
     """layer -> the module of the YAML row whose output the layer's is (`Network.row_outputs`), for rows whose module
     no layer is compared with: a mistake inside a block then shows at its row, not only at the next row's layers.
     Two mappings: layers compared with no module yet, and layers compared with an inner module already (a row's
-    convolution matched with its BatchNorm: the row's module is compared besides, so a missing activation shows)."""
+    convolution matched with its BatchNorm: the row's module is compared besides, so a missing activation shows).
+    A row module that names another layer of the row (a ConvBnAct row whose prefix is its Conv2d's name: layer
+    `conv1`, BatchNorm `bn1` folded in, activation `conv1/relu`) is that layer's module, not the row's output."""
     taken = set(matched.values()) | set(net.claimed)
+    names = {layer.name for layer in single}
     found, again = {}, {}
     for layer in single:
         module = net.row_outputs.get(layer.outputs[0])
-        if module in modules and module not in taken:
+        if module in modules and module not in taken and (module == layer.name or module not in names):
             (again if layer.name in matched else found)[layer.name] = module
             taken.add(module)
     return found, again
