@@ -18,7 +18,7 @@ from .class_names import check_count, check_given, exported_names
 from .compiler import TIMING_CACHE, build_key, compile_network, target_identity
 from .define import Weights, check_stride, check_weights, define_network, identified  # noqa: F401  (re-exported)
 from .errors import NetdefError, OptionError
-from .fileio import check_output, output_name, path_key
+from .fileio import check_output, output_name, path_key, read_head
 from .options import BuildOptions, checked_options
 from .options import format_profiles, parse_batch, parse_profiles  # noqa: F401  (re-exported)
 from .registry import block_files
@@ -34,6 +34,17 @@ class BuildResult:
     built: bool  # False when an up-to-date engine was kept
     seconds: float
     refitted: bool = False  # True when a refittable engine got the new weights instead of a rebuild
+
+
+def _check_not_a_deployed_plan(output: Path) -> None:
+    """Refuse to write a netdef engine over a raw plan `netdef export-plan` wrote with its sidecar: the sidecar
+    would describe a plan that is gone, and the file would no longer load in Triton or trtexec."""
+    sidecar = Path(f"{output}.json")
+    if output.is_file() and sidecar.is_file() and read_head(output)[:4] in engine_file.PLAN_MAGICS:
+        raise OptionError(f"{output} is a raw TensorRT plan with its sidecar {sidecar} (netdef export-plan): a netdef "
+                          f"engine written there would leave the sidecar describing a plan that is gone, and Triton "
+                          f"or trtexec could not load the file; give another -o (then `netdef export-plan` it), or "
+                          f"remove both files first")
 
 
 def build_engine(arch: str | Path | Spec, weights: Weights, output: str | Path, opts: BuildOptions | None = None,
@@ -63,6 +74,7 @@ def build_engine(arch: str | Path | Spec, weights: Weights, output: str | Path, 
               names_from]
     output = check_output(output, inputs=[*inputs, opts.timing_cache], what="the engine output",
                           kind=engine_file.ENGINE_FILE, name=output_name(spec.name, ".engine"))
+    _check_not_a_deployed_plan(output)
     if opts.timing_cache:  # read, then written over by the build: checked now, not after the weights are read
         check_output(opts.timing_cache, inputs=inputs, what="the timing cache", kind=TIMING_CACHE,
                      name=output_name(spec.name, ".timing"))

@@ -389,8 +389,8 @@ class Network:
         mean, std = (np.asarray(v, np.float64) for v in self.input_normalization)
         for option, values in (("--input-mean", mean), ("--input-std", std)):
             if values.size not in (1, c):
-                raise OptionError(f"{option} has {values.size} values; input '{name}' has {c} channels: give {c}, "
-                                  "or one for all")
+                raise OptionError(f"{option} has {values.size} values; input '{name}' has {c} "
+                                  f"channel{'' if c == 1 else 's'}: give {c}, or one for all")
         where = f"{name}/normalize"
         return self.channel_scale(x, where, np.broadcast_to(1 / (255 * std), (c,)),
                                   np.broadcast_to(-mean / std, (c,)), (f"{where}.scale", f"{where}.shift"))

@@ -395,6 +395,11 @@ def _spec(text: str, path: Path | None, where: str, stem: str, base: Path, scale
                 row_nodes.extend(v.value)
     raw_rows = (data.get("layers") or []) + (data.get("backbone") or []) + (data.get("head") or [])
     if not raw_rows:
+        lists = [k for k, v in data.items() if isinstance(v, list) and v and all(isinstance(r, list) for r in v)
+                 and k not in RESERVED]  # `lyers:`, a list of rows under a misspelt key
+        if lists:
+            raise fail(lists[0], "a list of rows under a key netdef does not read: give them as 'layers' (or "
+                                 "'backbone' and 'head')")
         raise SpecError(f"{where}: no rows: give 'layers' (or 'backbone' and 'head')")
 
     _load_yaml_blocks(where, base, data, root, fail)

@@ -940,3 +940,21 @@ def test_export_plan_says_when_the_plugin_library_is_missing_or_changed(stand_in
     r = run_cli("export-plan", str(engine), "-o", str(tmp_path / "c.plan"))
     assert r.returncode == 0 and f"note: {engine} needs plugin library {library} (yolo_decode_nms), which is missing" \
         in r.stderr, r.stderr
+
+
+def test_build_refuses_to_write_an_engine_over_an_exported_plan_with_its_sidecar(tmp_path):
+    """`netdef build ... -o model.plan` over the raw plan `netdef export-plan` wrote (a Triton model's, say) would
+    leave model.plan.json describing a plan that is gone and a file Triton cannot load: refused before any work,
+    both files left as they were; a plan without a sidecar is any output file."""
+    from netdef.build import build_engine
+
+    plan = tmp_path / "model.plan"
+    plan.write_bytes(b"ftrt" + b"\0" * 60)
+    (tmp_path / "model.plan.json").write_text('{"sidecar": {}}')
+    with pytest.raises(OptionError, match=r"model\.plan is a raw TensorRT plan with its sidecar .*model\.plan\.json "
+                                          r"\(netdef export-plan\): a netdef engine written there would leave"):
+        build_engine("resnet18", tmp_path / "missing.wts", plan)
+    assert plan.read_bytes() == b"ftrt" + b"\0" * 60 and (tmp_path / "model.plan.json").is_file()
+    (tmp_path / "model.plan.json").unlink()
+    with pytest.raises(NetdefError, match="missing.wts"):  # no sidecar: on to the weights
+        build_engine("resnet18", tmp_path / "missing.wts", plan)

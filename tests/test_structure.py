@@ -71,6 +71,9 @@ def test_set_with_an_undeclared_key_is_an_error():
     ({"max_det": 0}, r"--set max_det=0: expected at least 1"),
     ({"bn_eps": -1}, r"--set bn_eps=-1: expected a positive number"),
     ({"default_act": "mish"}, r"--set default_act='?mish'?: expected one of relu, silu, leaky, "),
+    ({"default_act": "leaky:abc"}, r"--set default_act='?leaky:abc'?: expected .*; leaky:SLOPE \(a number\), "
+                                   r"gelu:tanh"),
+    ({"default_act": "relu:2"}, r"--set default_act='?relu:2'?: expected one of"),
     ({"nc": 0}, r"--set nc=0: expected at least 1 class"),
 ])
 def test_set_values_outside_their_range_or_head_are_refused(given, message):

@@ -954,8 +954,8 @@ def test_verify_with_a_batch_of_two_and_attention_compared(tmp_path):
 
 def test_fp32_cpu_bounds_widen_to_pytorchs_own_float32_error():
     """A layer beyond the tolerance passes within FLOOR_FACTOR x PyTorch's own float32 error at that module (random
-    deep networks amplify float32 rounding past 1e-5); beyond that it fails, the floor named; without a float32
-    run (fp16, engines) the tolerance alone decides."""
+    deep networks amplify float32 rounding past 1e-5); beyond that it fails, the floor named; without a floor run
+    (engines) the tolerance alone decides; an fp16 network's floor is PyTorch's float16 run."""
     from types import SimpleNamespace
 
     from netdef.verify.reference import ModuleOutputs
@@ -977,10 +977,17 @@ def test_fp32_cpu_bounds_widen_to_pytorchs_own_float32_error():
     wild = ModuleOutputs(outputs={"a": ref * 1.5, "b": ref * np.inf, "c": ref}, finals=[ref])  # top-k ties, say
     capped = compare("m", "CPU", 1e-5, layers, {**values, "a": ref * 1.3, "b": ref * 1.3}, refs, matched, ["y"],
                      wild)
-    assert [r.status for r in capped.rows][:2] == ["FAIL", "FAIL"]  # never beyond FLOOR_CAP x the tolerance
+    assert [r.status for r in capped.rows][:2] == ["FAIL", "FAIL"]  # never beyond FLOOR_CAPS x the tolerance
     # the model's own float32 run that far off: the row says it cannot tell (YOLO26's top-k of random weights)
     assert "this row cannot tell a mistake from rounding" in capped.rows[0].note
     assert "cannot tell" not in b.note
+    # an fp16 network: PyTorch's own float16 run is the floor, capped at FLOOR_CAPS["float16"] x the tolerance
+    half = {"a": ref * (1 + 3e-2), "b": ref * (1 + 9e-2), "c": ref * (1 + 5e-3), "y": ref}
+    own = ModuleOutputs(outputs={"a": ref * (1 + 2e-2), "b": ref * (1 + 2e-2), "c": ref}, finals=[ref])
+    fp16 = compare("m", "CPU", 1e-2, layers, half, refs, matched, ["y"], own, half=True)
+    assert [r.status for r in fp16.rows] == ["pass", "FAIL", "pass", "pass"] and fp16.floor == "float16"
+    assert fp16.rows[0].note == "(PyTorch in float16: 2.00e-02)" and "PyTorch's own float16 error" in fp16.summary()
+    assert "up to 0.05)" in fp16.summary()
 
 
 def test_a_layer_torch_cannot_compute_is_named_with_its_input_shapes():
@@ -1438,3 +1445,24 @@ def test_a_convbnact_row_named_after_its_conv_is_not_compared_with_the_bare_conv
     assert "conv1" not in {r.module for r in good.rows}
     bad = verify(spec("silu"), model.state_dict(), model, cpu=True, log=lambda m: None)
     assert not bad.ok
+
+
+def test_fp16_cpu_floor_is_pytorchs_float16_run_and_says_when_there_is_none(monkeypatch):
+    """verify --cpu of an fp16 network runs the model in float16 on the CPU for its floor; where this PyTorch
+    cannot (an op without a CPU float16 kernel), it says so and holds each layer to the tolerance."""
+    import netdef.verify as v
+    from netdef.verify.reference import ModuleOutputs
+
+    calls = []
+    monkeypatch.setattr(v, "run_hooked", lambda model, x, hooked, dtype: calls.append(dtype) or ModuleOutputs())
+    assert isinstance(v._own_run(None, None, [], "fp16", print), ModuleOutputs) and calls == ["float16"]
+    assert isinstance(v._own_run(None, None, [], "fp32", print), ModuleOutputs) and calls[-1] == "float32"
+
+    def fails(model, x, hooked, dtype):
+        raise NetdefError('the PyTorch model failed on a (1, 3) float16 input: "slow_conv2d" not implemented')
+
+    monkeypatch.setattr(v, "run_hooked", fails)
+    logs = []
+    assert v._own_run(None, None, [], "fp16", logs.append) is None
+    assert logs == ["[netdef] PyTorch's own float16 run on the CPU failed, so each layer is held to the tolerance "
+                    "alone: the PyTorch model failed on a (1, 3) float16 input: \"slow_conv2d\" not implemented"]

@@ -6,6 +6,7 @@ Rows read like Ultralytics' model YAMLs: `[-1, 3, C3, [128]]`, `[[17, 20, 23], 1
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -21,9 +22,26 @@ BN_EPS = Param(1e-3, float, help="BatchNorm eps of Ultralytics' Conv: 1e-3 as th
                                   "for detection models; classification models keep PyTorch's 1e-5",
                valid=(lambda v: v > 0, "a positive number"))
 ACTIVATIONS = ("relu", "silu", "leaky", "hardswish", "hardsigmoid", "sigmoid", "tanh", "relu6", "gelu", "none")
+
+
+def _activation_text(text: str) -> bool:
+    """Whether `text` names an activation `Network.activation` builds: a name, leaky:SLOPE or gelu:none|tanh."""
+    kind, colon, arg = text.partition(":")
+    if kind not in ACTIVATIONS or not arg:
+        return kind in ACTIVATIONS and not colon
+    if kind == "gelu":
+        return arg in ("none", "tanh")
+    try:
+        return kind == "leaky" and math.isfinite(float(arg))
+    except ValueError:
+        return False
+
+
 DEFAULT_ACT = Param("silu", str, help="the activation of Ultralytics' Conv where its act is True (SiLU; an "
                                       "Ultralytics YAML's `activation: nn.ReLU()` sets it): relu, leaky:0.1, ...",
-                    valid=(lambda v: v.split(":")[0] in ACTIVATIONS, f"one of {', '.join(ACTIVATIONS)}"))
+                    valid=(_activation_text, f"one of {', '.join(ACTIVATIONS)}; leaky:SLOPE (a number), gelu:tanh"))
+
+
 HEAD_PARAMS = {
     "head": Param("decode", str, ("decode", "plugin", "one2many"),
                   "decode: plain TensorRT layers, (B, N, 5 + nc) (YOLOv5), (B, 4 + nc, N) (YOLOv8/YOLO11), top-k "

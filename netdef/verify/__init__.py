@@ -27,7 +27,7 @@ from ..runtime import random_input
 from ..spec import Spec, load_spec
 from ..tools.verify import check_tolerance
 from .evaluate import PLUGIN_TYPES, UnsupportedLayer, can_evaluate, evaluate
-from .reference import load_model, load_weights_strict, run_hooked
+from .reference import ModuleOutputs, load_model, load_weights_strict, run_hooked
 from .report import Report, compare, module_matcher
 
 __all__ = ["Report", "UnsupportedLayer", "default_tolerance", "evaluate", "verify"]
@@ -48,9 +48,9 @@ def verify(arch: str | Path | Spec, weights: Weights, model: Any, *, cpu: bool =
     or a source as `netdef export` takes it: torchvision:NAME, package.module:callable, a checkpoint) layer by
     layer on one random input of `batch` images; the model gets `weights` too (a copy of a module you pass: yours
     is left as it is). A network with a dynamic input size (`opts.input_range`) is defined as the build defines
-    it and fed images of `size` (H, W) within the range (default: its OPT size). Without `tol`, fp32 on the CPU
-    also passes a layer within FLOOR_FACTOR x PyTorch's own float32 error there (up to FLOOR_CAP x the
-    tolerance)."""
+    it and fed images of `size` (H, W) within the range (default: its OPT size). Without `tol`, on the CPU a layer
+    also passes within FLOOR_FACTOR x PyTorch's own error there in the network's precision (float32 for fp32,
+    float16 for fp16; up to FLOOR_CAPS x the tolerance)."""
     log = log or _stderr
     for name, value, least in (("batch", batch, 1), ("seed", seed, 0)):
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
@@ -63,7 +63,7 @@ def verify(arch: str | Path | Spec, weights: Weights, model: Any, *, cpu: bool =
     size = _input_size(opts, size)
     if opts.precision not in ("fp32", "fp16"):
         raise OptionError(f"verify compares fp32 or fp16 networks, not {opts.precision}")
-    widen = tol is None and cpu and opts.precision == "fp32"  # an explicit tolerance is the bound
+    widen = tol is None and cpu  # an explicit tolerance is the bound
     tol = default_tolerance(opts.precision, cpu) if tol is None else tol
     if not cpu and not trt_api.can_run_engines():
         raise TensorRTUnavailable(f"verify without --cpu builds and runs an engine, which needs a CUDA GPU and full "
@@ -106,9 +106,9 @@ def verify(arch: str | Path | Spec, weights: Weights, model: Any, *, cpu: bool =
         _check_evaluable(layers, spec, net.params)
         values = evaluate(layers, feeds)
         refs = run_hooked(model, x, hooked, device="cpu", dtype="float64")
-        # PyTorch's own float32 run, after the reference (what its forward caches is then float64's): the floor
-        # of what an fp32 network can reach
-        floor = run_hooked(model, x, hooked, dtype="float32") if widen else None
+        # PyTorch's own run in the network's precision, after the reference (what its forward caches is then
+        # float64's): the floor of what the network can reach
+        floor = _own_run(model, x, hooked, opts.precision, log) if widen else None
         mode = "CPU, float64 definition"
     else:
         from .engine import engine_values
@@ -131,6 +131,19 @@ def verify(arch: str | Path | Spec, weights: Weights, model: Any, *, cpu: bool =
                      floor, modules, net.match_channels, half=opts.precision == "fp16", also=also)
     report.uncompared = _uncompared(tensors, report, net.skipped, net.fixed)
     return report
+
+
+def _own_run(model: Any, x: np.ndarray, hooked: list[str], precision: str,
+             log: Callable[[str], None]) -> ModuleOutputs | None:
+    """PyTorch's own run of `model` on the CPU in `precision`'s type (float32 for fp32, float16 for fp16); None,
+    said, where this PyTorch cannot run the model in float16 on the CPU (layers are then held to the tolerance)."""
+    if precision != "fp16":
+        return run_hooked(model, x, hooked, dtype="float32")
+    try:
+        return run_hooked(model, x, hooked, dtype="float16")
+    except NetdefError as e:
+        log(f"[netdef] PyTorch's own float16 run on the CPU failed, so each layer is held to the tolerance alone: {e}")
+        return None
 
 
 def _row_matches(single: list[Any], matched: Mapping[str, str], net: Any,

@@ -13,12 +13,13 @@ from .reference import ModuleOutputs
 
 OUTPUT_MODULE = "(model output)"
 NOT_RUN = "module not run by forward()"  # the model has it, but uses its weights in a function
-# fp32 on the CPU: a layer also passes within this many times PyTorch's own float32 error at that module (an fp32
-# network cannot be closer to the float64 model than float32 arithmetic is; random weights and BatchNorm
-# statistics amplify that error through deep networks beyond the plain tolerance).
+# On the CPU a layer also passes within this many times PyTorch's own error at that module in the network's
+# precision, float32 for fp32 and float16 for fp16 (a network cannot be closer to the float64 model than that
+# arithmetic is; random weights and BatchNorm statistics amplify its error through deep networks beyond the plain
+# tolerance).
 FLOOR_FACTOR = 2.0
-FLOOR_CAP = 100.0  # ... but never beyond this many times the tolerance (ties in a top-k, say, make float32's error
-# large: the row is then not compared at all)
+FLOOR_CAPS = {"float32": 100.0, "float16": 5.0}  # ... but never beyond this many times the tolerance (ties in a
+# top-k, say, make float32's error large: the row is then not compared at all)
 FP16_TINY = 2.0 ** -14  # float16's smallest normal value
 
 
@@ -44,7 +45,7 @@ class Report:
     rows: list[Row]
     unmatched: int  # layers with no PyTorch module of their name
     uncompared: list[str] = field(default_factory=list)  # modules whose weights are read but whose output no row compared
-    floor: bool = False  # layers may also pass within FLOOR_FACTOR x PyTorch's own float32 error
+    floor: str = ""  # layers may also pass within FLOOR_FACTOR x PyTorch's own error in this type ('': not)
 
     @property
     def first_failure(self) -> Row | None:
@@ -76,8 +77,8 @@ class Report:
         compared = counts["pass"] + counts["FAIL"]
         first = self.first_failure
         verdict = "PASS" if self.ok else "FAIL"
-        within = f"{self.tol:g}" + (f" (or {FLOOR_FACTOR:g}x PyTorch's own float32 error, where larger, up to "
-                                    f"{FLOOR_CAP * self.tol:g})" if self.floor else "")
+        within = f"{self.tol:g}" + (f" (or {FLOOR_FACTOR:g}x PyTorch's own {self.floor} error, where larger, up to "
+                                    f"{FLOOR_CAPS[self.floor] * self.tol:g})" if self.floor else "")
         layers = f"{self.unmatched} layer{'' if self.unmatched == 1 else 's'}"
         text = (f"verify {self.arch} ({self.mode}): {verdict}: {counts['pass']} of {compared} matched layers within "
                 f"{within}, {counts['skip']} skipped, {layers} without a PyTorch module")
@@ -173,7 +174,12 @@ def compare(arch: str, mode: str, tol: float, layers: list[LayerDescription], va
                 rows.append(_compare_row(layer.name, m, out, pick(refs.outputs[m]), tol,
                                          None if floor is None else pick(floor.outputs.get(m)), half))
     rows += _output_rows(values, refs.finals, outputs, tol, None if floor is None else floor.finals, half)
-    return Report(arch, mode, tol, rows, unmatched, floor=floor is not None)
+    return Report(arch, mode, tol, rows, unmatched, floor="" if floor is None else _own_type(half))
+
+
+def _own_type(half: bool) -> str:
+    """The type PyTorch's own run of the floor is in: float16 for an fp16 network, float32 otherwise."""
+    return "float16" if half else "float32"
 
 
 def _output_rows(values: Mapping[str, Any], finals: list[np.ndarray], outputs: list[str], tol: float,
@@ -219,11 +225,12 @@ def _compare_row(layer: str, module: str, out: Any, ref: np.ndarray, tol: float,
     if err <= tol:
         return Row(layer, module, shape, err, "pass")
     own = None if floor is None or floor.shape != ref.shape else max_rel_error(floor, ref)
-    if own is not None and err <= min(FLOOR_FACTOR * own, FLOOR_CAP * tol):
-        return Row(layer, module, shape, err, "pass", f"(PyTorch in float32: {own:.2e})")
-    note = "" if own is None else f"(PyTorch in float32: {own:.2e}" + (
-        ": float32 rounding alone moves the model's own output that much here, e.g. tied scores ahead of a top-k "
-        "(random weights): this row cannot tell a mistake from rounding)" if own > FLOOR_CAP * tol else ")")
+    kind = _own_type(half)
+    if own is not None and err <= min(FLOOR_FACTOR * own, FLOOR_CAPS[kind] * tol):
+        return Row(layer, module, shape, err, "pass", f"(PyTorch in {kind}: {own:.2e})")
+    note = "" if own is None else f"(PyTorch in {kind}: {own:.2e}" + (
+        f": {kind} rounding alone moves the model's own output that much here, e.g. tied scores ahead of a top-k "
+        "(random weights): this row cannot tell a mistake from rounding)" if own > FLOOR_CAPS[kind] * tol else ")")
     peak = float(np.abs(ref).max()) if half and ref.size else 0.0
     if 0 < peak < FP16_TINY:  # float16 keeps only a few bits of such values (MNASNet's random init: 2e-6)
         note = (f"{note} " if note else "") + (
