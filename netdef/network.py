@@ -1347,9 +1347,10 @@ def unused_modules_hint(unused: list[str], used: set[str]) -> str:
     named = _whole_modules(unused, used)
     if not named:
         return ""
-    return (f"\nThe unused keys are whole modules this architecture does not have: {named}. The weights are of "
-            "another architecture or task: build the one they were trained with (--no-strict would drop those "
-            "modules: right only if you removed them on purpose)")
+    return (f"\nThe unused keys are whole modules this architecture does not have: {named}. Either the weights are "
+            "of another architecture or task (build the one they were trained with), or the YAML leaves out rows "
+            "for these modules (add them); --no-strict would drop those modules: right only if you removed them on "
+            "purpose")
 
 
 def _default_prefix_hint(missing: Mapping[str, str], present: Iterable[str], used: set[str]) -> str:

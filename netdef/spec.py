@@ -184,7 +184,8 @@ def resolve_arch(name_or_path: str | Path, *, own: bool = False) -> tuple[Path, 
         family = _family_file(p.stem, p.parent, p.suffix)
         if family:
             return family
-        note = f" (netdef's own {p.stem} is named without .yaml: `{p.stem}`)" if p.stem in available_archs() else ""
+        whose = "netdef's own" if p.stem in available_archs(own=True) else f"{USER_DIR}/'s"
+        note = f" ({whose} {p.stem} is named without .yaml: `{p.stem}`)" if p.stem in available_archs() else ""
         other = p.with_suffix(".yml" if p.suffix == ".yaml" else ".yaml")
         note = note or (f" ({other} exists: give that path)" if other.is_file() else "")
         raise SpecError(f"architecture file not found: {p}{note}")
@@ -202,6 +203,7 @@ def resolve_arch(name_or_path: str | Path, *, own: bool = False) -> tuple[Path, 
     if here is not None:  # a name is looked up in ./architectures/ and netdef's own, not the folder run from
         raise SpecError(f"no architecture '{name_or_path}' in {USER_DIR}/ or netdef's own, but {here} is a file: "
                         f"give its path ({here}), or move it to {USER_DIR}/ to build it by name")
+    _refuse_digitless_scale(str(p), own)
     names = available_archs()
     scaled = SCALED_NAME.match(str(p))  # yolo11n-obb: the tasks netdef has of yolo11 at scale n
     kin = [n for n in names if scaled and re.fullmatch(re.escape(scaled[1] + scaled[2]) + r"(-[a-z0-9]+)?", n)]
@@ -214,6 +216,19 @@ def resolve_arch(name_or_path: str | Path, *, own: bool = False) -> tuple[Path, 
             or ([] if lower.startswith("yolo") else difflib.get_close_matches(lower, names, n=3, cutoff=0.8))
         of_family = f": did you mean {' or '.join(close)}?" if close else ""
     raise SpecError(f"no architecture '{name_or_path}'{of_family} (a .yaml path or one of: {', '.join(names)})")
+
+
+def _refuse_digitless_scale(name: str, own: bool) -> None:
+    """`mydetn` where `mydet.yaml` is a family with scale n: a scale letter is read after the name's digits, as
+    Ultralytics reads yolov8n, and this name has none; say what to do instead of suggesting `mydet`."""
+    for d in _arch_dirs(own):
+        for q in sorted(d.glob("*.yaml")) if d.is_dir() else []:
+            scale = name[len(q.stem):]
+            if not re.search(r"\d", q.stem) and name.startswith(q.stem) and scale and scale in _scales_of(q):
+                raise SpecError(f"no architecture '{name}': {q} is a family (scales {', '.join(_scales_of(q))}) "
+                                f"whose name has no digits, and netdef reads a scale letter after a name's digits, "
+                                f"as Ultralytics does (yolov8n): add `scale: {scale}` to {q.name} and build "
+                                f"`{q.stem}`, or name the file with digits ({q.stem}1.yaml builds as {q.stem}1{scale})")
 
 
 def _family(name: str, scales: list[str] | None = None) -> tuple[str, str] | None:

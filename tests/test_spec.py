@@ -534,3 +534,18 @@ def test_an_argument_mapping_key_that_is_no_name_is_named_at_its_row(tmp_path, a
         load_spec(p)
     assert str(e.value).startswith(f"{p}:5: row 0: args: a mapping's keys are the block's argument "
                                    "names, got "), str(e.value)
+
+
+def test_a_scale_after_a_family_name_without_digits_says_what_to_do(tmp_path, monkeypatch):
+    """architectures/mydet.yaml, a family with scales n and s: `mydetn` was answered "did you mean mydet?", which
+    then asked for `scale:`; the error now says that a scale letter is read after digits and what to do."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "architectures").mkdir()
+    family = GOOD.replace("name: tiny\n", "scales:\n  n: [0.33, 0.25, 1024]\n  s: [0.33, 0.5, 1024]\n")
+    (tmp_path / "architectures" / "mydet.yaml").write_text(family)
+    with pytest.raises(SpecError, match=r"^no architecture 'mydetn': architectures/mydet\.yaml is a family \(scales "
+                                        r"n, s\) whose name has no digits, .* add `scale: n` to mydet\.yaml and build "
+                                        r"`mydet`, or name the file with digits \(mydet1\.yaml builds as mydet1n\)$"):
+        load_spec("mydetn")
+    with pytest.raises(SpecError, match=r"^no architecture 'mydetq': did you mean mydet\? \("):  # no such scale
+        load_spec("mydetq")
