@@ -177,8 +177,8 @@ class BuildOptions:
         limit, kind = (65504.0, "float16") if self.precision == "fp16" else (float(np.finfo(np.float32).max), "float32")
         if not top <= limit:
             raise OptionError(f"--input-std {','.join(map(str, std))}: the normalization reaches {top:.3g}, beyond "
-                              f"{kind}'s range ({limit:.6g}) in an {self.precision} build; use the standard "
-                              "deviations of the images scaled to [0, 1] (e.g. 0.229,0.224,0.225)")
+                              f"{kind}'s range ({limit:.6g}) in an {self.precision} build: check the values "
+                              "(ImageNet's: 0.229,0.224,0.225)")
 
     def _validate_input(self) -> None:
         """The input's type, and the normalization of a uint8 input."""
@@ -201,10 +201,11 @@ class BuildOptions:
             if name == "input_std" and min(values) <= 0:
                 raise OptionError(f"{option} {shown}: standard deviations must be > 0")
             if min(values) < 0 or max(values) > 1:  # mean and std of values in [0, 1] lie in [0, 1]
+                what, example = ("means", "123.675,116.28,103.53 -> 0.485,0.456,0.406") if name == "input_mean" else \
+                    ("standard deviations", "58.395,57.12,57.375 -> 0.229,0.224,0.225")
                 raise OptionError(f"{option} {shown}: the images are scaled to [0, 1] before they are normalized, so "
-                                  f"{'means' if name == 'input_mean' else 'standard deviations'} lie in [0, 1]; for "
-                                  "values of the 0..255 scale divide them by 255 (123.675,116.28,103.53 -> "
-                                  "0.485,0.456,0.406)")
+                                  f"{what} lie in [0, 1]; for values of the 0..255 scale divide them by 255 "
+                                  f"({example})")
         self._check_normalized_range()
         if self.input_dtype != "float32" and self.precision == "int8":  # calibration records float32 inputs
             raise OptionError(f"--input-dtype {self.input_dtype} with --precision int8 is not supported: build int8 "

@@ -410,8 +410,8 @@ def _spec(text: str, path: Path | None, where: str, stem: str, base: Path, scale
                 row_nodes.extend(v.value)
     raw_rows = (data.get("layers") or []) + (data.get("backbone") or []) + (data.get("head") or [])
     if not raw_rows:
-        lists = [k for k, v in data.items() if isinstance(v, list) and v and all(isinstance(r, list) for r in v)
-                 and k not in RESERVED]  # `lyers:`, a list of rows under a misspelt key
+        lists = [k for k, v in data.items() if k not in RESERVED and isinstance(v, list) and v and all(
+            isinstance(r, list) and len(r) >= 4 and isinstance(r[2], str) for r in v)]  # `lyers:`: rows, misfiled
         if lists:
             raise fail(lists[0], "a list of rows under a key netdef does not read: give them as 'layers' (or "
                                  "'backbone' and 'head')")

@@ -114,7 +114,8 @@ def _scan(path: str, data: bytes | mmap.mmap, bar=None) -> Iterator[tuple[int, s
         if rest >= len(data):
             last = f" (the last, '{last_key}', at line {last_line})" if last_key is not None else ""
             raise WtsFormatError(path, f"truncated: the file declares {declared} tensors but ends after {i}{last}: a "
-                                 "copy cut short, or a count line above the tensors written", line=last_line)
+                                 "copy cut short, or a count line larger than the number of tensors written",
+                                 line=last_line)
         blank = data.rfind(b"\n", pos, rest)  # the end of blank lines before the tensor's (tensorrtx skips them)
         start = pos if blank < 0 else blank + 1
         lineno += data[pos:start].count(b"\n") + 1

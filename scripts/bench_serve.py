@@ -13,9 +13,10 @@ serve-callable` line per model instance (each runs the engine inside Triton's Py
 stub_model`) splits the model's time over the whole run (every concurrency): per execution netdef's `execute`
 and the engine's run within it (`Engine.infer`; for `NAME_detect`, netdef detect's Detector); the rest of
 Triton's `compute_infer` is the Python backend moving the requests to the stub and back. Last, `RESULT
-direct-mix` is the engine alone (host copies included) on the batch sizes the batcher formed at the highest
-concurrency, run back to back: what those batch sizes allow, whatever serving costs; `RESULT ratio-mix` is the
-served throughput over it (a low ratio: serving costs; a low direct-mix against the batch-64 run: small batches):
+direct-mix` is the engine alone (host copies included) at each batch size the batcher formed at the last
+concurrency given (the median of 30 runs each, weighted by the executions at that size): what those batch sizes
+allow, whatever serving costs; `RESULT ratio-mix` is the served throughput over it (a low ratio: serving costs;
+a low direct-mix against the batch-64 run: small batches):
 
     python scripts/bench_serve.py resnet50.engine --concurrency 1,8,64 --seconds 10 --max-queue-delay-us 500
 

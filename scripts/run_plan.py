@@ -26,9 +26,11 @@ import numpy as np
 
 
 def random_values(shape: list[int], dtype: type, rng: np.random.Generator) -> np.ndarray:
-    """Random input of `dtype`: standard normal floats, or integers 0..255 for an integer input (a uint8 image)."""
+    """Random input of `dtype`: standard normal floats, or integers within 0..255 and the type's range for an
+    integer input (a uint8 image: 0..255)."""
     if np.issubdtype(dtype, np.integer):
-        return rng.integers(0, 256, shape).astype(dtype)
+        info = np.iinfo(dtype)
+        return rng.integers(max(0, info.min), min(255, info.max) + 1, shape).astype(dtype)
     return rng.standard_normal(shape).astype(dtype)
 
 

@@ -436,6 +436,10 @@ def test_triton_refuses_a_config_that_another_version_would_not_fit(engines, tmp
     with pytest.raises(OptionError, match=r"version 1's plan .* and the kept config.pbtxt serves both"):
         write_repository(engines("r50_3p"), repo, TritonOptions(name="r50", version=3, existing_config="keep"))
     assert (repo / "r50" / "config.pbtxt").read_bytes() == config and not (repo / "r50" / "3").exists()
+    (repo / "r50" / "1" / "model.plan.json").unlink()
+    with pytest.raises(OptionError, match=r"version 1's plan has no sidecar to tell whether it fits this engine's "
+                                          r"configuration, and the config.pbtxt written now would serve both"):
+        write_repository(engines("r50"), repo, TritonOptions(name="r50", version=3))
 
 
 def test_triton_keep_config_refuses_a_plan_the_kept_config_does_not_fit(engines, tmp_path):
@@ -447,11 +451,16 @@ def test_triton_keep_config_refuses_a_plan_the_kept_config_does_not_fit(engines,
     model = repo / "r50"
     before = {p: p.read_bytes() for p in model.rglob("*") if p.is_file()}
     with pytest.raises(OptionError, match=r"^--keep-config: .*/r50/1/model.plan takes other inputs, outputs or batch "
-                                          r"sizes than this engine, and the kept .*/r50/config.pbtxt was written for "
-                                          r"it; --replace-config"):
+                                          r"sizes than this engine, and the kept .*/r50/config.pbtxt is the one "
+                                          r"written for it; --replace-config writes the one for this engine, another "
+                                          r"--name deploys"):
         write_repository(engines("r50_3p"), repo, TritonOptions(name="r50", existing_config="keep"))
     assert {p: p.read_bytes() for p in model.rglob("*") if p.is_file()} == before
     assert write_repository(engines("r50"), repo, TritonOptions(name="r50", existing_config="keep")).plan.is_file()
+    config = model / "config.pbtxt"  # edited by hand (for the new engine, say): kept, as asked, with the note
+    config.write_text(config.read_text() + "model_warmup [{ name: \"w\" batch_size: 1 }]\n")
+    res = write_repository(engines("r50_3p"), repo, TritonOptions(name="r50", existing_config="keep"))
+    assert res.config_kept and any("kept as it is (--keep-config): check that it serves" in n for n in res.notes)
 
 
 def test_triton_says_when_it_replaces_another_plan_of_the_version(engines, tmp_path):
@@ -662,6 +671,8 @@ def test_run_plan_refuses_what_a_uint8_input_would_wrap():
     assert run_plan.as_input("x", np.array([1.5]), np.float16).dtype == np.float16
     values = run_plan.random_values([4, 3, 8, 8], np.uint8, np.random.default_rng(0))
     assert values.dtype == np.uint8 and values.min() < 16 and values.max() > 240
+    values = run_plan.random_values([1000], np.int8, np.random.default_rng(0))  # never wrapped to negatives
+    assert values.min() >= 0 and values.max() == 127
 
 
 @pytest.mark.gpu

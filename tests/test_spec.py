@@ -33,6 +33,7 @@ def write(tmp_path, text, name="arch.yaml"):
     (GOOD.replace("ConvBnAct", "sppf"), 5, "unknown block 'sppf': did you mean 'SPPF'?; known"),
     (GOOD.replace("layers:", "lyers:"), 4, "'lyers': a list of rows under a key netdef does not read: give them as "
                                            "'layers'"),
+    (GOOD.replace("layers:", "anchors:\n  - [10, 13, 16, 30, 33, 23]\nlyers:"), 6, "'lyers': a list of rows"),
     (GOOD.replace("{c2: 8, k: 3, bn: bn}", "{c2: 8, kk: 3}"), 5, "bad arguments for ConvBnAct"),
     (GOOD.replace("{c2: 4}", "{c_2: 4}"), 7, "bad arguments for Linear: got an unexpected keyword argument 'c_2': "
                                           "did you mean 'c2'?; Linear takes (c2"),  # not 'missing c2' alone

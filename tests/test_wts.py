@@ -175,7 +175,8 @@ GOOD2 = "a 2 3f800000 00000000\n"
     ("1.5\n" + GOOD2, 1, None, ["tensor count"]),
     ("\n1\n" + GOOD2, 1, None, ["tensor count"]),
     ("3\n" + GOOD2 + "b 1 3f800000\n", 3, None, ["declares 3 tensors but ends after 2 (the last, 'b', at line 3): a "
-                                                 "copy cut short, or a count line above the tensors written"]),
+                                                 "copy cut short, or a count line larger than the number of tensors "
+                                                 "written"]),
     ("3\n" + GOOD2 + "b 1 3f800000\n\n \n", 3, None, ["declares 3 tensors but ends after 2"]),
     ("2\n", 1, None, ["declares 2 tensors but ends after 0"]),
     ("1\n" + GOOD2 + "b 1 3f800000\n", 3, "b", ["more tensor lines than the 1 declared"]),

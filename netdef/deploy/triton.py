@@ -295,15 +295,17 @@ def _to_write(path: Path, text: str, policy: str) -> bool:
     except (OSError, UnicodeDecodeError) as e:
         raise OptionError(f"cannot read {path} to compare it with the new one: {e}") from None
 
-    def body(t: str) -> list[str]:
-        return [line.rstrip() for line in t.splitlines() if line.strip() and not line.lstrip().startswith("#")]
-
-    if body(old) == body(text) or policy == "replace":
+    if _body(old) == _body(text) or policy == "replace":
         return True
     if policy == "keep":
         return False
     raise OptionError(f"{path} exists and differs from the one for this engine (edited by hand, or another engine's "
                       "settings): --keep-config adds the plan under it as it is, --replace-config writes the new one")
+
+
+def _body(text: str) -> list[str]:
+    """A config.pbtxt's lines without # comments and blank lines: what Triton reads."""
+    return [line.rstrip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
 
 
 def _check_other_versions(model_dir: Path, opts: TritonOptions, config: dict[str, Any]) -> None:
@@ -318,23 +320,33 @@ def _check_other_versions(model_dir: Path, opts: TritonOptions, config: dict[str
         side = sidecar_path(plan)
         other = model_config(read_sidecar(side), opts) if side.exists() else None
         if other != config:
-            why = "has no sidecar to tell" if other is None else "takes other inputs, outputs or batch sizes"
-            which = "the kept config.pbtxt serves" if opts.existing_config == "keep" else \
-                "the config.pbtxt written now would serve"
-            raise OptionError(f"{model_dir}: version {d.name}'s plan {why} than this engine, and {which} both: use "
-                              f"another --name, or remove {d} first")
+            why = "has no sidecar to tell whether it fits this engine's configuration" if other is None else \
+                "takes other inputs, outputs or batch sizes than this engine"
+            kept = opts.existing_config == "keep" and (model_dir / "config.pbtxt").is_file()
+            which = "the kept config.pbtxt serves" if kept else "the config.pbtxt written now would serve"
+            raise OptionError(f"{model_dir}: version {d.name}'s plan {why}, and {which} both: use another --name, "
+                              f"or remove {d} first")
 
 
 def _check_replaced_plan(plan: Path, opts: TritonOptions, config: dict[str, Any]) -> None:
-    """--keep-config over a plan of the same version: the kept config.pbtxt was written for that plan, so refuse
-    an engine whose inputs, outputs or batch sizes differ from it (Triton would refuse the model, and the plan
-    it served would be gone)."""
+    """--keep-config over a plan of the same version whose inputs, outputs or batch sizes differ from this
+    engine's: refused where the kept config.pbtxt is the one netdef writes for that plan (it cannot serve this
+    engine: Triton would refuse the model, and the plan it served would be gone); a config edited by hand is
+    kept, as asked (`write_repository` notes to check it)."""
     side = sidecar_path(plan)
-    if not plan.is_file() or not side.is_file() or model_config(read_sidecar(side), opts) == config:
+    if not plan.is_file() or not side.is_file():
+        return
+    old = model_config(read_sidecar(side), opts)
+    kept = plan.parent.parent / "config.pbtxt"
+    try:
+        text = kept.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError):
+        return  # _to_write says why it cannot be read
+    if old == config or _body(text) != _body(config_text(old)):
         return
     raise OptionError(f"--keep-config: {plan} takes other inputs, outputs or batch sizes than this engine, and the "
-                      f"kept {plan.parent.parent / 'config.pbtxt'} was written for it; --replace-config writes the "
-                      f"one for this engine, --version N adds it beside the old plan under a new model --name")
+                      f"kept {kept} is the one written for it; --replace-config writes the one for this engine, "
+                      f"another --name deploys this engine as a model of its own")
 
 
 def _plugin_libraries(meta: dict[str, Any], engine: Path) -> list[Path]:

@@ -47,6 +47,10 @@ class Report:
     uncompared: list[str] = field(default_factory=list)  # modules whose weights are read but whose output no row compared
     floor: str = ""  # layers may also pass within FLOOR_FACTOR x PyTorch's own error in this type ('': not)
 
+    def __post_init__(self) -> None:
+        if isinstance(self.floor, bool):  # as it was recorded before fp16 networks had a floor: float32's
+            self.floor = "float32" if self.floor else ""
+
     @property
     def first_failure(self) -> Row | None:
         """The first row, in network order, above the tolerance (None when every compared row passed)."""
@@ -145,8 +149,9 @@ def compare(arch: str, mode: str, tol: float, layers: list[LayerDescription], va
             channels: Mapping[str, np.ndarray] | None = None, half: bool = False,
             also: Mapping[str, Mapping[str, np.ndarray | None]] | None = None) -> Report:
     """Compare each layer that has a module (`matched`: layer name -> module, see `module_matcher`) with that
-    module's output, then the network's output with the model's. `floor`: the same modules run in float32 (fp32
-    on the CPU), whose distance from `refs` widens each bound to FLOOR_FACTOR times it where that is larger.
+    module's output, then the network's output with the model's. `floor`: the same modules run by PyTorch on the
+    CPU in the network's precision (float32; float16 where `half`), whose distance from `refs` widens each bound
+    to FLOOR_FACTOR times it where that is larger (up to FLOOR_CAPS times the tolerance).
     `modules`: the model's module names, to tell a module forward() did not run from one the model lacks.
     `channels`: tensor -> the channels of its module's output it holds (`Network.match_channels`). `half`: an
     fp16 network (values beyond float16's range are then named as an overflow). `also`: layer -> the other modules
