@@ -385,6 +385,17 @@ def _client_process(requests: Any, clients: int, seconds: float, warmup: int, ba
     results.put(([x for lat in latencies for x in lat], time.perf_counter() - t0, errors[0] if errors else None))
 
 
+def check_clients() -> None:
+    """tritonclient with HTTP (the server's statistics and readiness) and gRPC (the load), else a NetdefError saying
+    what to install (tritonclient raises a RuntimeError for a protocol installed without its extra)."""
+    try:
+        import tritonclient.grpc  # noqa: F401
+        import tritonclient.http  # noqa: F401
+    except (ImportError, RuntimeError) as e:
+        raise NetdefError(f"bench_serve.py needs tritonclient with HTTP and gRPC ({e}): pip install "
+                          "'tritonclient[all]'") from None
+
+
 def direct(engine: str | Path, batch: int) -> dict[str, Any]:
     """`Engine` at `batch` on the same engine, host copies included: netdef's benchmark statistics."""
     from netdef.tools.bench import BenchSettings, bench_engine
@@ -525,6 +536,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def go() -> None:
         levels = parse_levels(a.concurrency)
+        check_clients()
         extra = ["--max-queue-delay-us", a.max_queue_delay_us] + (["--devices", a.devices] if a.devices else []) + \
             (["--allow-shared-device"] if a.allow_shared_device else []) + \
             (["--preferred-batch", a.preferred_batch] if a.preferred_batch else []) + \

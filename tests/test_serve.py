@@ -1422,3 +1422,11 @@ def test_bench_serve_direct_mix_runs_the_engine_on_the_batches_the_server_formed
     assert (got["sizes"], got["executions"]) == (2, 40)
     with pytest.raises(NetdefError, match="no batch sizes to time"):
         bench_serve().direct_mix("r50.engine", {})
+
+
+def test_bench_serve_without_tritonclient_http_says_what_to_install(monkeypatch, capsys):
+    """bench_serve.py's clients need tritonclient's HTTP and gRPC parts; without HTTP (`pip install
+    tritonclient[grpc]`, as the test extra installs) it ended in tritonclient's RuntimeError traceback."""
+    monkeypatch.setitem(sys.modules, "tritonclient.http", None)  # importing it fails, as without its extra
+    assert bench_serve().main(["r50.engine", "--concurrency", "64"]) == 1
+    assert "bench_serve.py needs tritonclient with HTTP and gRPC (" in capsys.readouterr().err
