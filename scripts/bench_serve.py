@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import importlib
 import os
 import queue
 import signal
@@ -389,8 +390,8 @@ def check_clients() -> None:
     """tritonclient with HTTP (the server's statistics and readiness) and gRPC (the load), else a NetdefError saying
     what to install (tritonclient raises a RuntimeError for a protocol installed without its extra)."""
     try:
-        import tritonclient.grpc  # noqa: F401
-        import tritonclient.http  # noqa: F401
+        for part in ("tritonclient.grpc", "tritonclient.http"):
+            importlib.import_module(part)
     except (ImportError, RuntimeError) as e:
         raise NetdefError(f"bench_serve.py needs tritonclient with HTTP and gRPC ({e}): pip install "
                           "'tritonclient[all]'") from None
