@@ -7,6 +7,7 @@ import importlib
 import inspect
 import os
 import re
+import shlex
 import sys
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -410,7 +411,7 @@ def export_wts(source: str | Path | Any, output: str | Path, *, state_dict: str 
 
         fits = fitting_architectures(sd)
         if len(fits) == 1:
-            log(f"[netdef] these weights fit netdef's {fits[0]}: build it with `netdef build {fits[0]} -w {output}`")
+            log(f"[netdef] these weights fit netdef's {fits[0]}: build it with `{build_command(fits[0], output)}`")
     return sd
 
 
@@ -540,6 +541,12 @@ def _head_task(head: Sequence[Any]) -> str | None:
     return _HEAD_TASKS.get(str(head[2]), "" if head[2] == "Detect" else None) if len(head) > 2 else None
 
 
+def build_command(arch: str, weights: str | Path) -> str:
+    """`netdef build ARCH -w WEIGHTS -o STEM.engine`, paths quoted for a shell, as export's hints print it."""
+    engine = Path(weights).with_suffix(".engine").name
+    return f"netdef build {shlex.quote(arch)} -w {shlex.quote(str(weights))} -o {shlex.quote(engine)}"
+
+
 def _build_hint(model: Any, obj: Any, name: str, known: bool, output: str | Path,
                 source: str | Path | None = None) -> str:
     """How to build the Ultralytics `model` (of the source or checkpoint `obj`) of architecture `name`
@@ -548,8 +555,15 @@ def _build_hint(model: Any, obj: Any, name: str, known: bool, output: str | Path
     size it was trained at, where not the family file's; the `activation:` of its YAML as --set default_act), or why
     netdef's architecture of that name does not build it (other input channels, an activation netdef lacks).
     `source`: the checkpoint's path, for the verify command (CHECKPOINT where the model came as an object)."""
-    if not known:
-        return f"netdef has no architecture '{name}'{_why_no_architecture(model.yaml, output, source)}"
+    if not known:  # a name with a note ('yolov5nu (Ultralytics' anchor-free YOLOv5u)'): the note outside the quotes
+        arch, _, note = name.partition(" (")
+        return (f"netdef has no architecture '{arch}'{' (' + note if note else ''}"
+                f"{_why_no_architecture(model.yaml, output, source)}")
+    keys = getattr(model, "state_dict", dict)().keys()  # (a stand-in of the model's YAML alone has none)
+    if any(k.endswith(".conv.bias") for k in keys) and not any(k.endswith(".bn.running_mean") for k in keys):
+        return (f"its BatchNorm was fused into the convolutions (Ultralytics' fuse(), a fused export: "
+                f"{next(k for k in keys if k.endswith('.conv.bias'))}), and netdef's {name} reads BatchNorm: export "
+                f"the checkpoint as trained, before fusing")
     from .spec import load_spec, torch_activation
 
     cfg = model.yaml
@@ -578,7 +592,7 @@ def _build_hint(model: Any, obj: Any, name: str, known: bool, output: str | Path
     hw = _trained_size(model, obj)
     if hw is not None and hw != tuple(spec.input_shape[1:]):  # Ultralytics' own export takes the training size too
         sets += f" --input-shape {hw[0]}x{hw[1]}"
-    return f"build it with `netdef build {name} -w {output}{sets}`"
+    return f"build it with `{build_command(name, output)}{sets}`"
 
 
 def _why_no_architecture(cfg: dict, output: str | Path, source: str | Path | None = None) -> str:
@@ -613,8 +627,9 @@ def _why_no_architecture(cfg: dict, output: str | Path, source: str | Path | Non
         stem = scaled
     return (f"; its rows are all netdef blocks: copy Ultralytics' YAML of it to {stem}.yaml ({picks}; "
             f"input 'images' at 640x640 unless its `input:` says otherwise), check it with "
-            f"`netdef verify {stem}.yaml -w {output} --model {source or 'CHECKPOINT'} --cpu` and build it with "
-            f"`netdef build {stem}.yaml -w {output}`")
+            f"`netdef verify {stem}.yaml -w {shlex.quote(str(output))} --model "
+            f"{shlex.quote(str(source)) if source else 'CHECKPOINT'} --cpu` and build it with "
+            f"`{build_command(stem + '.yaml', output)}`")
 
 
 def _trained_size(model: Any, obj: Any) -> tuple[int, int] | None:

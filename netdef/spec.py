@@ -208,6 +208,8 @@ def resolve_arch(name_or_path: str | Path, *, own: bool = False) -> tuple[Path, 
     scaled = SCALED_NAME.match(str(p))  # yolo11n-obb: the tasks netdef has of yolo11 at scale n
     kin = [n for n in names if scaled and re.fullmatch(re.escape(scaled[1] + scaled[2]) + r"(-[a-z0-9]+)?", n)]
     of_family = f": of {scaled[1]} at that scale netdef builds {', '.join(kin)}" if kin else ""
+    if kin and scaled[1] == "yolo26" and str(p).endswith("-cls"):  # Ultralytics' yolo26-cls.yaml is yolo11-cls's
+        of_family += f"; YOLO26's classifier is YOLO11's layout: build {str(p).replace('yolo26', 'yolo11', 1)}"
     if not kin:  # YOLO11N, yolov11n (Ultralytics names YOLO11 and YOLO26 without the v), resnet-50; yolo12n is
         # another architecture, not a misspelt yolo11n
         lower = str(p).lower()

@@ -566,7 +566,7 @@ def test_export_says_what_it_loads_and_counts_tensors(tmp_path, capsys):
     assert f"{len(sd)}/{len(sd)}" in err and " tensors/s" in err and "B/s" not in err  # the bar counts tensors
     export_wts("netdef.examples.digits:LeNet", tmp_path / "quiet.wts")
     assert capsys.readouterr().err == (f"[netdef] these weights fit netdef's lenet: build it with `netdef build lenet "
-                                       f"-w {tmp_path / 'quiet.wts'}`\n")  # no progress: the build hint alone
+                                       f"-w {tmp_path / 'quiet.wts'} -o quiet.engine`\n")  # no progress: the hint alone
 
 
 @pytest.fixture

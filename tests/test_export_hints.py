@@ -484,7 +484,7 @@ def test_a_state_dict_that_fits_one_architecture_is_told_how_to_build(tmp_path, 
     logs: list[str] = []
     export_wts(LeNet().state_dict(), tmp_path / "l.wts", log=logs.append)
     assert logs == [f"[netdef] these weights fit netdef's lenet: build it with `netdef build lenet -w "
-                    f"{tmp_path / 'l.wts'}`"]
+                    f"{tmp_path / 'l.wts'} -o l.engine`"]
     assert built == ["lenet"]
     export_wts(torch.nn.Conv2d(1, 2, 1), tmp_path / "c.wts", log=logs.append)
     assert len(logs) == 1 and built == ["lenet"]
@@ -571,7 +571,7 @@ def test_an_edited_yaml_of_a_known_name_is_not_built_as_netdefs_file():
 
     for family, stem in (("yolo11", "yolo11n"), ("yolo11-seg", "yolo11n-seg"), ("yolo26", "yolo26n")):
         cfg = dict(yaml.safe_load(ref.cfg_text(family)), yaml_file=f"{stem}.yaml", scale="n")
-        assert hint(cfg) == f"build it with `netdef build {stem} -w w.wts`"
+        assert hint(cfg) == f"build it with `netdef build {stem} -w w.wts -o w.engine`"
     cfg = dict(yaml.safe_load(ref.cfg_text("yolo11")), yaml_file="yolo11n.yaml", scale="n")
     cfg["head"][0] = [-1, 1, "nn.Upsample", [None, 2, "bilinear"]]
     assert hint(cfg).startswith("its YAML differs from netdef's yolo11n (yolo11.yaml) at row 11 (nn.Upsample), so "
@@ -627,3 +627,13 @@ def test_a_model_yaml_given_as_a_checkpoint_says_how_to_build_its_model(tmp_path
     t.write_text("hello\n")
     with pytest.raises(NetdefError, match=r"torch\.save writes a zip file or a pickle$"):
         load_checkpoint(t)
+
+
+def test_the_printed_build_command_runs_as_printed():
+    """export's hint was `netdef build ARCH -w W`, which build refuses (-o is required), and unquoted paths split
+    at their spaces: the command is whole and quoted for a shell."""
+    from netdef.export import build_command
+
+    assert build_command("lenet", "weights/l.wts") == "netdef build lenet -w weights/l.wts -o l.engine"
+    assert build_command("yolov8n", "my weights/v8 n.wts") == \
+        "netdef build yolov8n -w 'my weights/v8 n.wts' -o 'v8 n.engine'"

@@ -229,6 +229,10 @@ def test_an_unknown_task_of_a_family_names_the_tasks_netdef_builds():
     with pytest.raises(SpecError, match=r"no architecture 'yolov8n-rtdetr': of yolov8 at that scale netdef builds "
                                         r"yolov8n, yolov8n-cls, yolov8n-ghost, yolov8n-p2, yolov8n-pose,"):
         load_spec("yolov8n-rtdetr")
+    with pytest.raises(SpecError, match=r"no architecture 'yolo26s-cls': of yolo26 at that scale netdef builds "
+                                        r"yolo26s, yolo26s-pose, yolo26s-seg; YOLO26's classifier is YOLO11's layout: "
+                                        r"build yolo11s-cls \(a \.yaml path"):
+        load_spec("yolo26s-cls")
     with pytest.raises(SpecError, match=r"no architecture 'yolov10n' \(a \.yaml path"):
         load_spec("yolov10n")
 

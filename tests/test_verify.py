@@ -1466,3 +1466,21 @@ def test_fp16_cpu_floor_is_pytorchs_float16_run_and_says_when_there_is_none(monk
     assert v._own_run(None, None, [], "fp16", logs.append) is None
     assert logs == ["[netdef] PyTorch's own float16 run on the CPU failed, so each layer is held to the tolerance "
                     "alone: the PyTorch model failed on a (1, 3) float16 input: \"slow_conv2d\" not implemented"]
+
+
+def test_a_row_failed_on_non_finite_values_names_the_first_layer_that_was_not_finite():
+    """An fp16 overflow in a layer no module is compared with (YOLO11's attention scores) showed only as 'values
+    not finite' at the next compared layers: each such row now names the first layer whose output is not finite."""
+    from types import SimpleNamespace
+
+    from netdef.verify.reference import ModuleOutputs
+    from netdef.verify.report import compare
+
+    ref = np.linspace(1.0, 2.0, 4).reshape(1, 4)
+    layers = [SimpleNamespace(name=n, outputs=[n], output_shapes=[(1, 4)]) for n in ("a", "attn/scores", "c")]
+    values = {"a": ref, "attn/scores": ref * np.inf, "c": ref * np.nan, "y": ref}
+    refs = ModuleOutputs(outputs={"a": ref, "c": ref}, finals=[ref])
+    report = compare("m", "CPU", 1e-2, layers, values, refs, {"a": "a", "c": "c"}, ["y"], half=True)
+    a, c, out = report.rows
+    assert (a.status, c.status, out.status) == ("pass", "FAIL", "pass")
+    assert c.note == "values not finite (the first layer whose output is not finite: attn/scores)"

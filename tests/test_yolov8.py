@@ -441,9 +441,9 @@ def test_export_names_the_architecture_an_ultralytics_model_records(tmp_path):
                             ("yolo11n-seg5.yaml", "build it with `netdef build yolo11n-seg -w "),  # a renamed copy
                             ("yolo11n-obb.yaml", "netdef has no architecture 'yolo11n-obb'"),
                             ("yolov5n.yaml",
-                             "netdef has no architecture 'yolov5n (Ultralytics' anchor-free YOLOv5u)'"),
+                             "netdef has no architecture 'yolov5n' (Ultralytics' anchor-free YOLOv5u)"),
                             ("yolov5nu.yaml",  # the name Ultralytics records for yolov5n.yaml
-                             "netdef has no architecture 'yolov5nu (Ultralytics' anchor-free YOLOv5u)'"),
+                             "netdef has no architecture 'yolov5nu' (Ultralytics' anchor-free YOLOv5u)"),
                             ("yolov9t.yaml", "netdef has no architecture 'yolov9t'"),
                             ("yolov8n-seg-p6.yaml", "netdef has no architecture 'yolov8n-seg-p6'"),
                             ("rtdetr-l.yaml", "netdef has no architecture 'rtdetr-l'")):
@@ -482,7 +482,7 @@ def test_export_says_what_the_weights_of_an_ultralytics_model_do_not_tell(tmp_pa
     from netdef.export import export_wts
 
     logs: list[str] = []
-    for kpt, said in (((6, 3), "--set kpt_shape=6,3`"), ((5, 3), "-w " + str(tmp_path / "m.wts") + "`")):
+    for kpt, said in (((6, 3), "--set kpt_shape=6,3`"), ((5, 3), "-w " + str(tmp_path / "m.wts") + " -o m.engine`")):
         model, _ = ref.reference_model("yolo11n-pose", kpt_shape=kpt)
         model.yaml["yaml_file"] = "yolo11n-pose.yaml"  # as a model made from Ultralytics' file records it
         export_wts(model, tmp_path / "m.wts", log=logs.append)
@@ -494,12 +494,12 @@ def test_export_says_what_the_weights_of_an_ultralytics_model_do_not_tell(tmp_pa
            "`input: {name: images, shape: [1, 640, 640]}`" in logs[-1]
     model.yaml["channels"] = 3
     for args, said in (({"imgsz": 320}, " --input-shape 320x320`"), ({"imgsz": [480, 640]}, " --input-shape 480x640`"),
-                       ({"imgsz": 640}, "m.wts`")):  # trained at; Ultralytics' own export takes that size
+                       ({"imgsz": 640}, "m.wts -o m.engine`")):  # trained at; Ultralytics' own export takes that size
         model.args = args
         export_wts(model, tmp_path / "m.wts", log=logs.append)
         assert logs[-1].endswith(said), logs[-1]
     # an activation other than SiLU is the build parameter default_act (it said netdef had no architecture for it)
-    for act, said in (("nn.ReLU()", "m.wts --set default_act=relu`"),
+    for act, said in (("nn.ReLU()", "m.wts -o m.engine --set default_act=relu`"),
                       ("nn.LeakyReLU(0.1)", " --set default_act=leaky:0.1`"),
                       ("nn.Mish()", "its YAML sets `activation: nn.Mish()`, an activation netdef's Conv does not build "
                                     "(relu, leaky:SLOPE, ...: `netdef blocks`): netdef has no architecture for it")):
@@ -774,3 +774,17 @@ def test_a_yaml_row_of_a_block_netdef_knowingly_lacks_says_why(tmp_path):
                                               rf"{why}") as e:
             load_spec(str(tmp_path / "yolov8n-x.yaml"))
         assert "known blocks" not in str(e.value)
+
+
+def test_export_of_a_fused_ultralytics_model_says_so_instead_of_a_build_command(tmp_path):
+    """A checkpoint saved after fuse() (BatchNorm folded into conv biases) got `build it with ...`, and the build
+    then failed on the missing BatchNorm keys: export says it at once."""
+    from netdef.export import export_wts
+
+    model, _ = ref.reference_model("yolov8n")
+    model.yaml["yaml_file"] = "yolov8n.yaml"
+    logs: list[str] = []
+    export_wts(model.fuse(verbose=False), tmp_path / "m.wts", log=logs.append)
+    assert "an Ultralytics yolov8n model: its BatchNorm was fused into the convolutions (Ultralytics' fuse(), a " \
+           "fused export: model.0.conv.bias), and netdef's yolov8n reads BatchNorm: export the checkpoint as " \
+           "trained, before fusing" in logs[-1], logs

@@ -13,6 +13,7 @@ from .reference import ModuleOutputs
 
 OUTPUT_MODULE = "(model output)"
 NOT_RUN = "module not run by forward()"  # the model has it, but uses its weights in a function
+NOT_FINITE = "values not finite"
 # On the CPU a layer also passes within this many times PyTorch's own error at that module in the network's
 # precision, float32 for fp32 and float16 for fp16 (a network cannot be closer to the float64 model than that
 # arithmetic is; random weights and BatchNorm statistics amplify its error through deep networks beyond the plain
@@ -179,7 +180,23 @@ def compare(arch: str, mode: str, tol: float, layers: list[LayerDescription], va
                 rows.append(_compare_row(layer.name, m, out, pick(refs.outputs[m]), tol,
                                          None if floor is None else pick(floor.outputs.get(m)), half))
     rows += _output_rows(values, refs.finals, outputs, tol, None if floor is None else floor.finals, half)
+    _name_first_nonfinite(rows, layers, values)
     return Report(arch, mode, tol, rows, unmatched, floor="" if floor is None else _own_type(half))
+
+
+def _name_first_nonfinite(rows: list[Row], layers: list[LayerDescription], values: Mapping[str, Any]) -> None:
+    """Rows failed on values that are not finite also name the first layer of the network whose output is not
+    (an fp16 overflow often starts in a layer no module is compared with: attention scores)."""
+    if not any(r.status == "FAIL" and r.note.startswith(NOT_FINITE) for r in rows):
+        return
+    for layer in layers:
+        out = values.get(layer.outputs[0]) if layer.outputs else None
+        if out is not None and not np.isfinite(np.asarray(out.detach().cpu().numpy() if hasattr(out, "detach")
+                                                          else out, dtype=np.float64)).all():
+            for r in rows:
+                if r.status == "FAIL" and r.note.startswith(NOT_FINITE) and r.layer != layer.name:
+                    r.note += f" (the first layer whose output is not finite: {layer.name})"
+            return
 
 
 def _own_type(half: bool) -> str:
@@ -226,7 +243,7 @@ def _compare_row(layer: str, module: str, out: Any, ref: np.ndarray, tol: float,
         why = (f" (PyTorch's values reach {peak:.6g}, beyond float16's 65504: an fp16 overflow; smaller values there, "
                "e.g. trained weights or tamer BatchNorm statistics, or that part kept in fp32)") \
             if half and peak > 65504 else ""
-        return Row(layer, module, shape, err, "FAIL", f"values not finite{why}")
+        return Row(layer, module, shape, err, "FAIL", f"{NOT_FINITE}{why}")
     if err <= tol:
         return Row(layer, module, shape, err, "pass")
     own = None if floor is None or floor.shape != ref.shape else max_rel_error(floor, ref)
@@ -234,8 +251,9 @@ def _compare_row(layer: str, module: str, out: Any, ref: np.ndarray, tol: float,
     if own is not None and err <= min(FLOOR_FACTOR * own, FLOOR_CAPS[kind] * tol):
         return Row(layer, module, shape, err, "pass", f"(PyTorch in {kind}: {own:.2e})")
     note = "" if own is None else f"(PyTorch in {kind}: {own:.2e}" + (
-        f": {kind} rounding alone moves the model's own output that much here, e.g. tied scores ahead of a top-k "
-        "(random weights): this row cannot tell a mistake from rounding)" if own > FLOOR_CAPS[kind] * tol else ")")
+        f": {kind} rounding alone moves the model's own output that much here (random weights amplify it; tied "
+        "scores ahead of a top-k swap): this row cannot tell a mistake from rounding)" if own > FLOOR_CAPS[kind] * tol
+        else ")")
     peak = float(np.abs(ref).max()) if half and ref.size else 0.0
     if 0 < peak < FP16_TINY:  # float16 keeps only a few bits of such values (MNASNet's random init: 2e-6)
         note = (f"{note} " if note else "") + (
