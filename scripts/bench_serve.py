@@ -464,7 +464,8 @@ def run(engine: str | Path, concurrency: Sequence[int], seconds: float, serve_ar
     ("serve-shm"; `Requests`)."""
     from netdef.deploy import serve_stats
 
-    _check_shared_memory(image, shared_memory)  # before the server starts
+    check_clients()  # before the server starts
+    _check_shared_memory(image, shared_memory)
     lines, served, formed = [], {}, {}
     kind = "-detect" if image is not None else "-shm" if shared_memory else ""
     endpoints = "statistics,shared-memory" if shared_memory else "statistics"
@@ -537,7 +538,6 @@ def main(argv: list[str] | None = None) -> int:
 
     def go() -> None:
         levels = parse_levels(a.concurrency)
-        check_clients()
         extra = ["--max-queue-delay-us", a.max_queue_delay_us] + (["--devices", a.devices] if a.devices else []) + \
             (["--allow-shared-device"] if a.allow_shared_device else []) + \
             (["--preferred-batch", a.preferred_batch] if a.preferred_batch else []) + \
