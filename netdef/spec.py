@@ -78,6 +78,8 @@ class Row:
     multi_input: bool
     frm: Any = -1  # `from` as written
     n: int = 1  # `number` after depth scaling (a repeat_arg block receives it as an argument; `number` is then 1)
+    # argument (position in `args`, or name in `kwargs`) -> the top-level key it names (`[nc]`: nc), for `show`
+    named: dict[int | str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -650,9 +652,12 @@ def _parse_row(where: str, i: int, line: int, raw: Any, params: dict, gd: float,
         pos, kw = [_substitute(v, params, used) for v in args], {}
     else:
         raise fail(f"args must be a list or a mapping, got {args!r}")
+    named: dict[int | str, str] = {k: v for k, v in (args.items() if isinstance(args, dict) else enumerate(args))
+                                   if isinstance(v, str) and v in params}
     for key in HEAD_KEYS:  # Ultralytics' parse_model gives its heads the YAML's `reg_max:` and `end2end:`
         if key in params and key not in kw and _param_index(blk, key) >= len(pos):
             kw[key] = _substitute(key, params, used)
+            named[key] = key
 
     if number > 1 and scaled:
         number = max(round(number * gd), 1)
@@ -660,12 +665,13 @@ def _parse_row(where: str, i: int, line: int, raw: Any, params: dict, gd: float,
     if scaled and (width[0] != 1.0 or width[1] is not None):
         _scale_width(blk, pos, kw, *width)
     if blk.repeat_arg:
-        _insert_arg(blk, pos, kw, blk.repeat_arg, number, fail)
+        at = _insert_arg(blk, pos, kw, blk.repeat_arg, number, fail)
+        named = {k + 1 if isinstance(k, int) and at is not None and k >= at else k: v for k, v in named.items()}
         number = 1
     bad = bad_arguments(name, blk.signature, prefix, pos, kw)
     if bad:
         raise fail(bad)
-    return Row(i, line, sources, number, blk, pos, kw, prefix, multi, frm, n)
+    return Row(i, line, sources, number, blk, pos, kw, prefix, multi, frm, n, named)
 
 
 def _substitute(v: Any, params: dict, used: set[str]) -> Any:
@@ -701,16 +707,18 @@ def _make_divisible(c: Any, gw: float, max_ch: int | None, keep: set[int]) -> An
     return int(math.ceil(min(c, max_ch or c) * gw / 8) * 8)
 
 
-def _insert_arg(blk: Block, pos: list, kw: dict, arg: str, value: int, fail: Any) -> None:
+def _insert_arg(blk: Block, pos: list, kw: dict, arg: str, value: int, fail: Any) -> int | None:
+    """The repeat count `value` as argument `arg`: inserted at its position (returned) or given by name (None)."""
     if arg in kw:
         if value != 1:
             raise fail(f"give the repeat count either as 'number' or as argument '{arg}', not both")
-        return
+        return None
     j = _param_index(blk, arg)
     if 0 <= j <= len(pos):
         pos.insert(j, value)
-    else:
-        kw[arg] = value
+        return j
+    kw[arg] = value
+    return None
 
 
 RowObserver = Callable[[Network, "Row | None", Any], None]

@@ -237,14 +237,29 @@ def test_show_lists_its_own_rows_when_the_weights_fit_a_sibling(tmp_path):
 
 
 def test_show_says_what_the_head_takes_from_the_weights(tmp_path):
-    """The YAML row shows nc 80; the weights of a 3-class model build a 3-class head, which the listing says."""
+    """The YAML says nc 80; the weights of a 3-class model build a 3-class head, which the listing says, in the
+    head's row too; with another head's weights (keys missing) the row keeps the YAML's value."""
     from netdef.testing import ultralytics_reference as ref
 
     if not ref.ultralytics_available():
         pytest.skip("needs the reference: pip install --no-deps ultralytics==8.4.190")
     write_wts(tmp_path / "nc3.wts", ref.reference_model("yolov8n", nc=3)[1])
     text = show("yolov8n", tmp_path / "nc3.wts").format()
-    assert re.search(r"Detect +model\.22 +\(B, 7, 8400\) +\[80\]", text)
+    assert re.search(r"Detect +model\.22 +\(B, 7, 8400\) +\[3\]", text)
     assert "\nhead: task detect, nc 3, head decode\n" in text
     seg = show("yolov8n-seg", tmp_path / "nc3.wts").format()  # detect weights: the seg head's keys are missing
     assert "MISSING" in seg and "\nhead: " not in seg  # no class count read from another head's outputs
+    assert re.search(r"Segment +model\.22 .*\[80, ", seg)
+
+
+def test_an_argument_naming_a_top_level_key_shows_the_value_the_build_used():
+    """Pose26's row reads `kpt_shape` (and nc) from the YAML's top-level keys: with --set kpt_shape=5,3 (or weights
+    of another class count) the arguments column showed the YAML's [17, 3] while the row's output had 5 x 3
+    keypoints; it shows what the head was built with, as its `head:` line does."""
+    plain = show("yolo26n-pose")
+    given = show("yolo26n-pose", opts=BuildOptions(params={"kpt_shape": (5, 3)}))
+    row = given.rows[-1]
+    assert row.row.named == {"nc": "nc", "kpt_shape": "kpt_shape", "reg_max": "reg_max", "end2end": "end2end"}
+    assert "kpt_shape=[17, 3]" in plain.rows[-1].cells(plain.built)[-1]
+    assert "kpt_shape=[5, 3]" in row.cells(given.built)[-1] and "kpt_shape=[5, 3]" in given.format()
+    assert row.outputs[0][-1] == 4 + 1 + 5 * 3 + 1  # boxes, score, keypoints, class: the 5 x 3 the column shows

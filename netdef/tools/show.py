@@ -46,10 +46,17 @@ class RowView:
         """Every value the row reads: its parameters and its buffers (BatchNorm statistics, anchors)."""
         return sum(math.prod(s) for s in self.keys.values())
 
-    def cells(self) -> list[str]:
-        """index, from, n, params, block, prefix, output, arguments (Ultralytics' columns, then netdef's)."""
-        r = self.row
-        args = ", ".join([*map(repr, r.args), *(f"{k}={v!r}" for k, v in r.kwargs.items())])
+    def cells(self, built: Mapping[str, Any] | None = None) -> list[str]:
+        """index, from, n, params, block, prefix, output, arguments (Ultralytics' columns, then netdef's); an
+        argument naming a top-level key (`[nc]`) shows the value the build used where the head recorded it
+        (`built`: nc from the weights or --set, not the YAML's)."""
+        r, built = self.row, built or {}
+
+        def shown(at: int | str, value: Any) -> Any:
+            return built.get(r.named[at], value) if at in r.named else value
+
+        args = ", ".join([*(repr(shown(i, v)) for i, v in enumerate(r.args)),
+                          *(f"{k}={shown(k, v)!r}" for k, v in r.kwargs.items())])
         return [str(r.index), str(r.frm), str(r.n), str(self.params), r.block.name, r.prefix or repr(""),
                 " ".join(_shape(s) for s in self.outputs), f"[{args}]"]
 
@@ -65,6 +72,7 @@ class ShowReport:
     skipped: dict[str, str] = field(default_factory=dict)  # key -> why its block leaves it out (Network.skip)
     supplied: dict[str, str] = field(default_factory=dict)  # fixed key the weights lack -> its values (fixed_weight)
     model: dict = field(default_factory=dict)  # what the head recorded (Network.record_model): nc etc. as built
+    built: dict = field(default_factory=dict)  # the same, with or without weights: the arguments column's values
     input_sizes: str = ""  # a dynamic input size's MIN:OPT:MAX (H, W then show as -1)
     hint: str = ""  # what a build's key error says the mismatch looks like (a misspelt module, another task)
 
@@ -85,7 +93,9 @@ class ShowReport:
         lines = [f"{s.name} ({s.source}): input '{s.input_name}' {_shape(self.input_shape)}{sizes}"
                  + (f", weights {self.weights}" if self.weights else ", no weights (keys and shapes as expected)"),
                  ""]
-        table = [["", "from", "n", "params", "block", "prefix", "output", "arguments"]] + [v.cells() for v in self.rows]
+        built = {} if self.missing else self.built  # keys missing: another head's, its class count read wrong
+        table = [["", "from", "n", "params", "block", "prefix", "output", "arguments"]] + [
+            v.cells(built) for v in self.rows]
         widths = [max(len(c[i]) for c in table) for i in range(len(table[0]))]
         for i, cells in enumerate(table):
             lines.append("  ".join(c.rjust(w) if j < 4 else c.ljust(w) for j, (c, w) in enumerate(zip(cells, widths)))
@@ -186,6 +196,7 @@ def show(arch: str | Path | Spec, weights: Weights | None = None, opts: BuildOpt
     report = ShowReport(spec, shape or (-1, *spec.input_shape_for(opts.input_hw)), rec.rows,
                         None if weights is None else IN_MEMORY if isinstance(weights, Mapping) else str(weights),
                         input_sizes=format_hw_range(opts.input_range) if opts.input_range else "", hint=hint)
+    report.built = {k: list(v) if isinstance(v, tuple) else v for k, v in (rec.net.model or {}).items()}
     if weights is not None:
         report.missing, report.unused = rec.net.key_report()
         report.skipped = dict(rec.net.skipped)
