@@ -39,8 +39,10 @@ class BuildResult:
 def _check_not_a_deployed_plan(output: Path) -> None:
     """Refuse to write a netdef engine over a raw plan `netdef export-plan` wrote with its sidecar: the sidecar
     would describe a plan that is gone, and the file would no longer load in Triton or trtexec."""
-    sidecar = Path(f"{output}.json")
-    if output.is_file() and sidecar.is_file() and read_head(output)[:4] in engine_file.PLAN_MAGICS:
+    from .deploy.plan import RAW_PLAN_FILE, sidecar_path
+
+    sidecar = sidecar_path(output)
+    if output.is_file() and sidecar.is_file() and RAW_PLAN_FILE.test(read_head(output)):
         raise OptionError(f"{output} is a raw TensorRT plan with its sidecar {sidecar} (netdef export-plan): a netdef "
                           f"engine written there would leave the sidecar describing a plan that is gone, and Triton "
                           f"or trtexec could not load the file; give another -o (then `netdef export-plan` it), or "

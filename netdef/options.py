@@ -172,7 +172,7 @@ class BuildOptions:
         in: float16 in an fp16 build, float32 otherwise (a tiny std overflows them to inf)."""
         if self.input_dtype != "uint8" or self.input_std is None:
             return
-        std = self.input_normalization[1]
+        std = self.input_std
         top = 1.0 / min(std)  # x / 255 / std at x = 255, before the mean's shift
         limit, kind = (65504.0, "float16") if self.precision == "fp16" else (float(np.finfo(np.float32).max), "float32")
         if not top <= limit:
@@ -230,11 +230,9 @@ def options_dict(opts: BuildOptions) -> dict[str, Any]:
     type and normalization only where not float32 (a static float32 build's options are those of netdef before
     dynamic sizes and input types, so its engines stay up to date)."""
     d = asdict(opts)
-    if d["input_range"] is None:
-        del d["input_range"]
     if d["input_dtype"] == "float32":  # as before input types existed: engines built then stay up to date
         del d["input_dtype"]
-    for key in ("input_mean", "input_std"):
+    for key in ("input_range", "input_mean", "input_std"):
         if d[key] is None:
             del d[key]
     return d

@@ -240,8 +240,8 @@ class Engine:
             if not lo <= shape[0] <= hi:
                 raise OptionError(f"input '{t.name}' batch {shape[0]} is outside the engine's profile "
                                   f"{lo}..{hi}; rebuild with --batch MIN:OPT:MAX")
-            given = str(getattr(feeds[t.name], "dtype", "uint8")).replace("torch.", "")  # (a shape alone: no type)
-            if t.dtype == "uint8" and given != "uint8":  # a cast would wrap or truncate the values silently
+            given = t.dtype == "uint8" and str(getattr(feeds[t.name], "dtype", "uint8")).replace("torch.", "")
+            if given and given != "uint8":  # a cast would wrap or truncate the values silently (a shape alone: none)
                 raise OptionError(f"input '{t.name}' takes uint8 images (0..255, normalized inside the engine), got "
                                   f"{given}: pass the images themselves, not scaled or normalized")
         if self.dynamic_hw:  # a height and width outside every profile: the error naming the ranges

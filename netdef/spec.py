@@ -186,8 +186,10 @@ def resolve_arch(name_or_path: str | Path, *, own: bool = False) -> tuple[Path, 
         family = _family_file(p.stem, p.parent, p.suffix)
         if family:
             return family
-        whose = "netdef's own" if p.stem in available_archs(own=True) else f"{USER_DIR}/'s"
-        note = f" ({whose} {p.stem} is named without .yaml: `{p.stem}`)" if p.stem in available_archs() else ""
+        note = ""
+        if p.stem in available_archs():
+            whose = "netdef's own" if p.stem in available_archs(own=True) else f"{USER_DIR}/'s"
+            note = f" ({whose} {p.stem} is named without .yaml: `{p.stem}`)"
         other = p.with_suffix(".yml" if p.suffix == ".yaml" else ".yaml")
         note = note or (f" ({other} exists: give that path)" if other.is_file() else "")
         raise SpecError(f"architecture file not found: {p}{note}")

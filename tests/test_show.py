@@ -260,6 +260,6 @@ def test_an_argument_naming_a_top_level_key_shows_the_value_the_build_used():
     given = show("yolo26n-pose", opts=BuildOptions(params={"kpt_shape": (5, 3)}))
     row = given.rows[-1]
     assert row.row.named == {"nc": "nc", "kpt_shape": "kpt_shape", "reg_max": "reg_max", "end2end": "end2end"}
-    assert "kpt_shape=[17, 3]" in plain.rows[-1].cells(plain.built)[-1]
-    assert "kpt_shape=[5, 3]" in row.cells(given.built)[-1] and "kpt_shape=[5, 3]" in given.format()
+    assert "kpt_shape=[17, 3]" in plain.rows[-1].cells(plain.model)[-1]
+    assert "kpt_shape=[5, 3]" in row.cells(given.model)[-1] and "kpt_shape=[5, 3]" in given.format()
     assert row.outputs[0][-1] == 4 + 1 + 5 * 3 + 1  # boxes, score, keypoints, class: the 5 x 3 the column shows

@@ -14,14 +14,13 @@ import numpy as np
 
 from .. import defaults, trt_api
 from ..errors import SpecError, WeightKeyError
-from ..network import Network
+from ..network import ACTIVATIONS, Network
 from ..registry import Param, block, width_exemption
 from .common import NC, class_count, upsample  # noqa: F401  (class_count re-exported)
 
 BN_EPS = Param(1e-3, float, help="BatchNorm eps of Ultralytics' Conv: 1e-3 as their initialize_weights() sets it "
                                   "for detection models; classification models keep PyTorch's 1e-5",
                valid=(lambda v: v > 0, "a positive number"))
-ACTIVATIONS = ("relu", "silu", "leaky", "hardswish", "hardsigmoid", "sigmoid", "tanh", "relu6", "gelu", "none")
 
 
 def _activation_text(text: str) -> bool:

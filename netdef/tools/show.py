@@ -53,7 +53,10 @@ class RowView:
         r, built = self.row, built or {}
 
         def shown(at: int | str, value: Any) -> Any:
-            return built.get(r.named[at], value) if at in r.named else value
+            if at not in r.named or r.named[at] not in built:
+                return value
+            got = built[r.named[at]]
+            return list(got) if isinstance(got, tuple) else got  # as the YAML writes it: [5, 3]
 
         args = ", ".join([*(repr(shown(i, v)) for i, v in enumerate(r.args)),
                           *(f"{k}={shown(k, v)!r}" for k, v in r.kwargs.items())])
@@ -72,7 +75,6 @@ class ShowReport:
     skipped: dict[str, str] = field(default_factory=dict)  # key -> why its block leaves it out (Network.skip)
     supplied: dict[str, str] = field(default_factory=dict)  # fixed key the weights lack -> its values (fixed_weight)
     model: dict = field(default_factory=dict)  # what the head recorded (Network.record_model): nc etc. as built
-    built: dict = field(default_factory=dict)  # the same, with or without weights: the arguments column's values
     input_sizes: str = ""  # a dynamic input size's MIN:OPT:MAX (H, W then show as -1)
     hint: str = ""  # what a build's key error says the mismatch looks like (a misspelt module, another task)
 
@@ -93,7 +95,7 @@ class ShowReport:
         lines = [f"{s.name} ({s.source}): input '{s.input_name}' {_shape(self.input_shape)}{sizes}"
                  + (f", weights {self.weights}" if self.weights else ", no weights (keys and shapes as expected)"),
                  ""]
-        built = {} if self.missing else self.built  # keys missing: another head's, its class count read wrong
+        built = {} if self.missing else self.model  # keys missing: another head's, its class count read wrong
         table = [["", "from", "n", "params", "block", "prefix", "output", "arguments"]] + [
             v.cells(built) for v in self.rows]
         widths = [max(len(c[i]) for c in table) for i in range(len(table[0]))]
@@ -196,12 +198,11 @@ def show(arch: str | Path | Spec, weights: Weights | None = None, opts: BuildOpt
     report = ShowReport(spec, shape or (-1, *spec.input_shape_for(opts.input_hw)), rec.rows,
                         None if weights is None else IN_MEMORY if isinstance(weights, Mapping) else str(weights),
                         input_sizes=format_hw_range(opts.input_range) if opts.input_range else "", hint=hint)
-    report.built = {k: list(v) if isinstance(v, tuple) else v for k, v in (rec.net.model or {}).items()}
+    report.model = dict(rec.net.model or {})  # (its head line is printed with weights only)
     if weights is not None:
         report.missing, report.unused = rec.net.key_report()
         report.skipped = dict(rec.net.skipped)
         report.supplied = dict(rec.net.supplied)
-        report.model = dict(rec.net.model or {})
     return report
 
 

@@ -191,12 +191,16 @@ def _name_first_nonfinite(rows: list[Row], layers: list[LayerDescription], value
         return
     for layer in layers:
         out = values.get(layer.outputs[0]) if layer.outputs else None
-        if out is not None and not np.isfinite(np.asarray(out.detach().cpu().numpy() if hasattr(out, "detach")
-                                                          else out, dtype=np.float64)).all():
+        if out is not None and not np.isfinite(_as_float64(out)).all():
             for r in rows:
                 if r.status == "FAIL" and r.note.startswith(NOT_FINITE) and r.layer != layer.name:
                     r.note += f" (the first layer whose output is not finite: {layer.name})"
             return
+
+
+def _as_float64(out: Any) -> np.ndarray:
+    """A layer's value (a torch tensor, or an array) as a float64 numpy array."""
+    return np.asarray(out.detach().cpu().numpy() if hasattr(out, "detach") else out, dtype=np.float64)
 
 
 def _own_type(half: bool) -> str:
@@ -231,7 +235,7 @@ def _compare_row(layer: str, module: str, out: Any, ref: np.ndarray, tol: float,
                  floor: np.ndarray | None = None, half: bool = False) -> Row:
     if out is None:
         return Row(layer, module, tuple(ref.shape), None, "skip", "tensor not available")
-    out = np.asarray(out.detach().cpu().numpy() if hasattr(out, "detach") else out, dtype=np.float64)
+    out = _as_float64(out)
     shape = tuple(out.shape)
     if shape != ref.shape:
         if out.size != ref.size or out.squeeze().shape != ref.squeeze().shape:
