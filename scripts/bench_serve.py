@@ -8,7 +8,9 @@ concurrency. After each `RESULT serve` line a `RESULT serve-stats` line tells wh
 statistics over that concurrency (warm-up requests included; `netdef.deploy.serve_stats`): the batches the
 batcher formed (`avg_batch`, `batches=SIZE:COUNT,...`), per request the server's time and its queue and compute
 phases, per execution the model's time, the clients' mean latency less the server's (transport, clients) and
-how busy the model instances were (compute seconds per second). When the server stops, one `RESULT
+how busy the model instances were (compute seconds per second); a `RESULT serve-cpu` line then gives the CPU use
+over the measured time in cores: the machine's, the server's (Triton, its stubs) and the clients'. When the server
+stops, one `RESULT
 serve-callable` line per model instance (each runs the engine inside Triton's Python stub: `netdef.deploy.
 stub_model`) splits the model's time over the whole run (every concurrency): per execution netdef's `execute`
 and the engine's run within it (`Engine.infer`; for `NAME_detect`, netdef detect's Detector); the rest of
@@ -289,7 +291,7 @@ def load_test(server: Server, concurrency: int, seconds: float, warmup: int = 5,
                           "or --no-detect)")
     _check_shared_memory(image, shared_memory)
     return load_test_with(Requests(server.grpc, server.spec, image, shared_memory), concurrency, seconds, warmup,
-                          processes)
+                          processes, watch=server.process.pid)
 
 
 def _check_shared_memory(image: bytes | None, shared_memory: bool) -> None:
@@ -298,20 +300,23 @@ def _check_shared_memory(image: bytes | None, shared_memory: bool) -> None:
 
 
 def load_test_with(requests: Any, concurrency: int, seconds: float, warmup: int = 5,
-                   processes: int | None = None) -> dict[str, Any]:
+                   processes: int | None = None, watch: int | None = None) -> dict[str, Any]:
     """`load_test` for any picklable `requests` (`.client()` makes a client, `requests(client)` sends one,
-    `requests.close(client)`, where it has one, frees what the client holds)."""
+    `requests.close(client)`, where it has one, frees what the client holds). CPU use over the measured time, in
+    cores (CPU seconds per second): `client_cores` (the client processes), `busy_cores` (the machine), and with
+    `watch` (a pid) `server_cores` (that process and its descendants); nan where there is no /proc."""
     import multiprocessing
 
     n = min(concurrency, processes or 8)
     shares = [concurrency // n + (i < concurrency % n) for i in range(n)]
     ctx = multiprocessing.get_context("spawn")  # no fork of a process holding CUDA or gRPC state
     barrier, results = ctx.Barrier(n), ctx.Queue()
-    procs = [ctx.Process(target=_client_process, args=(requests, k, seconds, warmup, barrier, results), daemon=True)
-             for k in shares]
+    procs = [ctx.Process(target=_client_process, args=(requests, k, seconds, warmup, barrier, results,
+                                                      (watch or 0) if i == 0 else None), daemon=True)
+             for i, k in enumerate(shares)]
     for proc in procs:
         proc.start()
-    got: list[tuple[list[float], float, str | None]] = []
+    got: list[dict[str, Any]] = []
     deadline = time.monotonic() + seconds + 300
     try:
         while len(got) < n:
@@ -328,22 +333,27 @@ def load_test_with(requests: Any, concurrency: int, seconds: float, warmup: int 
             proc.join(10)
             if proc.is_alive():
                 proc.kill()
-    errors = [e for _, _, e in got if e]
+    errors = [g["error"] for g in got if g["error"]]
     if errors:
         raise NetdefError(f"load test at concurrency {concurrency}: {errors[0]}")
-    flat = np.concatenate([np.asarray(lat, dtype=np.float64) for lat, _, _ in got])
+    flat = np.concatenate([np.asarray(g["latencies"], dtype=np.float64) for g in got])
     if flat.size == 0:
         raise NetdefError(f"load test at concurrency {concurrency}: no request finished in {seconds} s")
     stats = summarize(flat)
-    elapsed = max(t for _, t, _ in got)
+    elapsed = max(g["elapsed"] for g in got)
+    first = next(g for g in got if "busy_s" in g)  # the first process's: the machine's and `watch`'s CPU time
     return {"concurrency": concurrency, "requests": int(flat.size), "throughput": flat.size / elapsed,
-            "p50_ms": stats["median_ms"], "p99_ms": stats["p99_ms"], "mean_ms": stats["mean_ms"], "processes": n}
+            "p50_ms": stats["median_ms"], "p99_ms": stats["p99_ms"], "mean_ms": stats["mean_ms"], "processes": n,
+            "client_cores": sum(g["cpu_s"] for g in got) / elapsed, "busy_cores": first["busy_s"] / first["elapsed"],
+            "server_cores": first["watch_s"] / first["elapsed"]}
 
 
-def _client_process(requests: Any, clients: int, seconds: float, warmup: int, barrier: Any, results: Any) -> None:
+def _client_process(requests: Any, clients: int, seconds: float, warmup: int, barrier: Any, results: Any,
+                    watch: int | None) -> None:
     """One client process: `clients` threads, each its own client, `warmup` requests each, then (once every
-    process is warm: `barrier`) requests back to back for `seconds`; puts (latencies ms, elapsed s, first error
-    or None) on `results`."""
+    process is warm: `barrier`) requests back to back for `seconds`; puts on `results` the latencies (ms), the
+    time taken (s), the first error or None and this process's CPU seconds meanwhile; with `watch` (a pid, or 0 for
+    none) also the machine's busy CPU seconds and those of `watch`'s process tree."""
     latencies: list[list[float]] = [[] for _ in range(clients)]
     errors: list[str] = []
     warm = threading.Barrier(clients + 1)
@@ -379,11 +389,54 @@ def _client_process(requests: Any, clients: int, seconds: float, warmup: int, ba
     warm.wait()
     barrier.wait()
     stop_at.append(time.perf_counter() + seconds)
-    t0 = time.perf_counter()
+    probe = watch is not None
+    host0, watch0 = (host_busy(), tree_cpu(watch) if watch else float("nan")) if probe else (0.0, 0.0)
+    t0, cpu0 = time.perf_counter(), time.process_time()  # process_time: every thread of this process
     go.set()
     for t in threads:
         t.join()
-    results.put(([x for lat in latencies for x in lat], time.perf_counter() - t0, errors[0] if errors else None))
+    got = {"latencies": [x for lat in latencies for x in lat], "elapsed": time.perf_counter() - t0,
+           "error": errors[0] if errors else None, "cpu_s": time.process_time() - cpu0}
+    if probe:
+        got.update(busy_s=host_busy() - host0, watch_s=(tree_cpu(watch) if watch else float("nan")) - watch0)
+    results.put(got)
+
+
+def host_busy() -> float:
+    """This machine's busy CPU seconds since boot, summed over its cores (/proc/stat less idle and iowait); nan
+    where there is no /proc/stat."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except (OSError, ValueError):
+        return float("nan")
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # guest time is within user
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of process `pid` and its live descendants (/proc: Triton and its Python stubs
+    under `netdef serve`); nan where there is no /proc."""
+    try:
+        entries = [e for e in os.listdir("/proc") if e.isdigit()]
+    except OSError:
+        return float("nan")
+    tick, stats = os.sysconf("SC_CLK_TCK"), {}
+    for entry in entries:
+        with contextlib.suppress(OSError, ValueError, IndexError):  # a process that ended meanwhile
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()  # after the command name
+            stats[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)  # ppid, utime + stime
+    tree, more = set(), {pid}
+    while more:
+        tree |= more
+        more = {p for p, (parent, _) in stats.items() if parent in more} - tree
+    return sum(stats[p][1] for p in tree if p in stats)
+
+
+def cpu_line(what: str, load: dict[str, Any]) -> str:
+    """`RESULT serve-cpu WHAT ...` of a `load_test`: the machine's cores, how many were busy, and the server's and
+    the clients' share, in cores (CPU seconds per second of the measured time). A machine near `cores` busy bounds
+    what the server shows."""
+    return (f"RESULT serve-cpu {what} cores={os.cpu_count()} busy_cores={load['busy_cores']:.2f} "
+            f"server_cores={load['server_cores']:.2f} client_cores={load['client_cores']:.2f}")
 
 
 def check_clients() -> None:
@@ -459,7 +512,7 @@ def result_line(what: str, stats: dict[str, Any]) -> str:
 def run(engine: str | Path, concurrency: Sequence[int], seconds: float, serve_args: Sequence[str],
         direct_batch: int = 64, image: bytes | None = None, shared_memory: bool = False) -> list[str]:
     """The load test at each concurrency and the direct run at `direct_batch`: the RESULT lines, printed too
-    (each serve line followed by its `serve-stats` line). With `image` (encoded): the `NAME_detect` model against
+    (each serve line followed by its `serve-stats` and `serve-cpu` lines). With `image` (encoded): the `NAME_detect` model against
     `direct_detect` ("serve-detect", "direct-detect"). `shared_memory`: the inputs in system shared memory
     ("serve-shm"; `Requests`)."""
     from netdef.deploy import serve_stats
@@ -482,8 +535,9 @@ def run(engine: str | Path, concurrency: Sequence[int], seconds: float, serve_ar
             got = serve_stats.summary(serve_stats.delta(before, counters()), served["mean_ms"],
                                       time.perf_counter() - t0)
             lines.append(serve_stats.stats_line(f"concurrency={c} model={model}", got))
+            lines.append(cpu_line(f"concurrency={c}", served))
             formed = got["batches"]
-            print(*lines[-2:], sep="\n", flush=True)
+            print(*lines[-3:], sep="\n", flush=True)
     timing = callable_lines(server.output)  # logged as the server stopped
     lines += timing
     print(*timing, sep="\n", flush=True)

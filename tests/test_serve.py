@@ -15,9 +15,12 @@ import builtins
 import contextlib
 import io
 import json
+import math
 import os
 import re
+import signal
 import socket
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -1156,10 +1159,33 @@ def test_load_test_clients_run_side_by_side_in_client_processes():
     assert got["processes"] == 4 and got["concurrency"] == 6
     assert got["requests"] > 2 * 0.5 / 0.002, got  # more than two clients' worth: they ran side by side
     assert got["p50_ms"] >= 2.0 and got["throughput"] > 0
+    assert got["busy_cores"] >= 0 and got["client_cores"] >= 0 and math.isnan(got["server_cores"]), got  # no watch
     with pytest.raises(NetdefError, match=r"^load test at concurrency 3: RuntimeError: boom$"):
         bs.load_test_with(FakeRequests(fail=True), 3, 0.5, warmup=1, processes=2)
     with pytest.raises(NetdefError, match=r"^load test at concurrency 2: a client process failed \(exit code 3"):
         bs.load_test_with(FakeRequests(die=3), 2, 0.5, warmup=1, processes=2)  # at once, not after a timeout
+
+
+def test_cpu_accounting_counts_a_process_tree_and_the_machine():
+    """bench_serve's `serve-cpu` figures: `tree_cpu` counts a grandchild's CPU time under its grandparent (Triton's
+    stubs under `netdef serve`), `host_busy` at least that much, and a load test watching the tree reports it in
+    cores."""
+    bs = bench_serve()
+    spin = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.4: pass\ntime.sleep(60)"
+    tree = subprocess.Popen(["sh", "-c", f'"{sys.executable}" -c "{spin}" & wait'], start_new_session=True)
+    try:
+        host0, start = bs.host_busy(), time.monotonic()
+        while bs.tree_cpu(tree.pid) < 0.4 and time.monotonic() - start < 30:
+            time.sleep(0.05)
+        assert 0.4 <= bs.tree_cpu(tree.pid) < 1.0 and bs.host_busy() - host0 >= 0.3
+        got = bs.load_test_with(FakeRequests(), 2, 0.3, warmup=1, processes=2, watch=tree.pid)
+        assert 0 <= got["server_cores"] < 0.5 and got["busy_cores"] >= 0, got  # the grandchild sleeps by now
+        line = bs.cpu_line("concurrency=2", got)
+        assert re.fullmatch(r"RESULT serve-cpu concurrency=2 cores=\d+ busy_cores=[\d.]+ server_cores=[\d.]+ "
+                            r"client_cores=[\d.]+", line), line
+    finally:
+        os.killpg(tree.pid, signal.SIGKILL)  # the shell and its child
+        tree.wait()
 
 
 @pytest.mark.gpu
@@ -1170,11 +1196,13 @@ def test_load_test_against_direct_engine_calls(engines):
     _serving_stack()
     with stub_fits():
         lines = bench_serve().run(engines("r50_fp16"), [1, 8, 64], 5.0, ["--max-queue-delay-us", "500"])
-    assert [line.split()[1] for line in lines] == ["serve", "serve-stats"] * 3 + [
+    assert [line.split()[1] for line in lines] == ["serve", "serve-stats", "serve-cpu"] * 3 + [
         "serve-callable", "direct", "ratio", "direct-mix", "ratio-mix"]
     stats = [dict(f.split("=", 1) for f in line.split()[2:]) for line in lines if "serve-stats" in line]
     assert all(int(s["failed"]) == 0 and int(s["requests"]) > 0 for s in stats), lines
-    timing = dict(f.split("=", 1) for f in lines[6].split()[2:])  # the one instance's, logged as the server stopped
+    cpu = dict(f.split("=", 1) for f in lines[8].split()[2:])  # concurrency 64: the server and clients used CPU
+    assert float(cpu["server_cores"]) > 0 and float(cpu["client_cores"]) > 0, lines
+    timing = dict(f.split("=", 1) for f in lines[9].split()[2:])  # the one instance's, logged as the server stopped
     assert int(timing["executions"]) > 0 and 0 < float(timing["engine_ms"]) <= float(timing["callable_ms"]), lines
     assert float(stats[-1]["avg_batch"]) > 1, lines
     assert float(lines[-3].split()[-1]) > 0 and float(lines[-1].split()[-1]) > 0, lines
