@@ -99,13 +99,18 @@ def yolov5_wts(yolov5_models, wts_dir):
 
 def pytest_runtest_logreport(report):
     """With NETDEF_RESULTS=FILE, append each test's `RESULT ...` output lines to FILE as the test ends (also from
-    xdist workers), so that a GPU run cut by its time limit keeps the figures of the tests that finished."""
+    xdist workers), and a failure's whole report (`FAILED nodeid (phase)`, traceback, captured output), so that a
+    GPU run cut by its time limit keeps the figures and the failures of the tests that finished."""
     import os
 
     path = os.environ.get("NETDEF_RESULTS")
-    if not path or report.when != "call":
+    if not path:
         return
-    lines = [line for line in report.capstdout.splitlines() if line.startswith("RESULT")]
+    lines = [f"{report.nodeid} {report.outcome}: {line}\n" for line in report.capstdout.splitlines()
+             if report.when == "call" and line.startswith("RESULT")]
+    if report.failed:
+        lines.append(f"FAILED {report.nodeid} ({report.when})\n{report.longreprtext}\n")
+        lines += [f"--- {name}\n{text}\n" for name, text in report.sections]
     if lines:
         with open(path, "a") as f:
-            f.writelines(f"{report.nodeid} {report.outcome}: {line}\n" for line in lines)
+            f.writelines(lines)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from netdef import engine_file, trt_api
+from netdef import defaults, engine_file, trt_api
 from netdef.build import BuildOptions, build_engine, define_network
 from netdef.compiler import build_key, target_identity
 from netdef.errors import EngineFileError, OptionError, SpecError
@@ -790,13 +790,15 @@ def test_dynamic_yolo_and_unet_match_pytorch_and_static_engines(name, rng, shape
 @pytest.mark.gpu
 def test_dynamic_plugin_head_detections_equal_static_engines(yolov5_models, tmp_path):
     """head=plugin with H, W chosen at run time: the plugin reads each level's H, W from its inputs at enqueue; its
-    detections equal the static engine's of each shape."""
+    detections equal the static engine's of each shape. conf_thres 0.72 keeps about 120 to 200 boxes per noise image
+    (about 10,000 at the default 0.25): below max_det, so that the two engines' tiny fp32 differences (other tactics)
+    cannot change which of thousands of near-equal boxes fill the 300 places (a failure seen on a loaded GPU)."""
     from netdef.runtime import Engine
     from netdef.wts import write_wts
 
     _, sd = _reference("yolov5s", yolov5_models, tame=True)
     write_wts(tmp_path / "w.wts", sd)
-    common = dict(batch=(1, 2, 2), opt_level=0, tf32=False, params={"head": "plugin"})
+    common = dict(batch=(1, 2, 2), opt_level=0, tf32=False, params={"head": "plugin", "conf_thres": 0.72})
     dyn = Engine(build_engine("yolov5s", tmp_path / "w.wts", tmp_path / "dyn.engine",
                               BuildOptions(input_range=YOLO_RANGE, **common)).path, backend="torch")
     for h, w in [(384, 640), (640, 640)]:
@@ -809,7 +811,7 @@ def test_dynamic_plugin_head_detections_equal_static_engines(yolov5_models, tmp_
                        for b, k in enumerate(n)), default=0.0)
         print(f"RESULT dynamic yolov5s head=plugin at {h}x{w}: num_dets {got['num_dets'].ravel().tolist()} vs static "
               f"{n}, boxes max-abs-err {box_err:.2e} px")
-        assert got["num_dets"].ravel().tolist() == n and sum(n) > 0
+        assert got["num_dets"].ravel().tolist() == n and 0 < min(n) and max(n) < defaults.MAX_DET
         for b, k in enumerate(n):
             assert np.array_equal(got["classes"][b, :k], want["classes"][b, :k])
         assert box_err <= 1e-2
