@@ -10,11 +10,10 @@ batcher formed (`avg_batch`, `batches=SIZE:COUNT,...`), per request the server's
 phases, per execution the model's time, the clients' mean latency less the server's (transport, clients) and
 how busy the model instances were (compute seconds per second); a `RESULT serve-cpu` line then gives the CPU use
 over the measured time in cores: the machine's, the server's (Triton, its stubs) and the clients'. When the server
-stops, one `RESULT
-serve-callable` line per model instance (each runs the engine inside Triton's Python stub: `netdef.deploy.
-stub_model`) splits the model's time over the whole run (every concurrency): per execution netdef's `execute`
-and the engine's run within it (`Engine.infer`; for `NAME_detect`, netdef detect's Detector); the rest of
-Triton's `compute_infer` is the Python backend moving the requests to the stub and back. Last, `RESULT
+stops, one `RESULT serve-callable` line per model instance (each runs the engine inside Triton's Python stub:
+`netdef.deploy.stub_model`) splits the model's time over the whole run (every concurrency): per execution
+netdef's `execute` and the engine's run within it (`Engine.infer`; for `NAME_detect`, netdef detect's Detector);
+the rest of Triton's `compute_infer` is the Python backend moving the requests to the stub and back. Last, `RESULT
 direct-mix` is the engine alone (host copies included) at each batch size the batcher formed at the last
 concurrency given (the median of 30 runs each, weighted by the executions at that size): what those batch sizes
 allow, whatever serving costs; `RESULT ratio-mix` is the served throughput over it (a low ratio: serving costs;
@@ -389,8 +388,11 @@ def _client_process(requests: Any, clients: int, seconds: float, warmup: int, ba
     warm.wait()
     barrier.wait()
     stop_at.append(time.perf_counter() + seconds)
+    def watched() -> float:
+        return tree_cpu(watch) if watch else float("nan")
+
     probe = watch is not None
-    host0, watch0 = (host_busy(), tree_cpu(watch) if watch else float("nan")) if probe else (0.0, 0.0)
+    host0, watch0 = (host_busy(), watched()) if probe else (0.0, 0.0)
     t0, cpu0 = time.perf_counter(), time.process_time()  # process_time: every thread of this process
     go.set()
     for t in threads:
@@ -398,7 +400,7 @@ def _client_process(requests: Any, clients: int, seconds: float, warmup: int, ba
     got = {"latencies": [x for lat in latencies for x in lat], "elapsed": time.perf_counter() - t0,
            "error": errors[0] if errors else None, "cpu_s": time.process_time() - cpu0}
     if probe:
-        got.update(busy_s=host_busy() - host0, watch_s=(tree_cpu(watch) if watch else float("nan")) - watch0)
+        got.update(busy_s=host_busy() - host0, watch_s=watched() - watch0)
     results.put(got)
 
 
