@@ -514,9 +514,9 @@ def result_line(what: str, stats: dict[str, Any]) -> str:
 def run(engine: str | Path, concurrency: Sequence[int], seconds: float, serve_args: Sequence[str],
         direct_batch: int = 64, image: bytes | None = None, shared_memory: bool = False) -> list[str]:
     """The load test at each concurrency and the direct run at `direct_batch`: the RESULT lines, printed too
-    (each serve line followed by its `serve-stats` and `serve-cpu` lines). With `image` (encoded): the `NAME_detect` model against
-    `direct_detect` ("serve-detect", "direct-detect"). `shared_memory`: the inputs in system shared memory
-    ("serve-shm"; `Requests`)."""
+    (each serve line followed by its `serve-stats` and `serve-cpu` lines). With `image` (encoded): the
+    `NAME_detect` model against `direct_detect` ("serve-detect", "direct-detect"). `shared_memory`: the inputs in
+    system shared memory ("serve-shm"; `Requests`)."""
     from netdef.deploy import serve_stats
 
     check_clients()  # before the server starts

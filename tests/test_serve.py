@@ -1297,7 +1297,7 @@ def test_load_test_of_the_detect_model(engines, tmp_path):
         lines = bench_serve().run(engines("y5s_plugin_fp16"), [1, 8], 3.0, ["--max-queue-delay-us", "500"],
                                   direct_batch=8, image=image)
     assert [line.split()[1] for line in lines] == ["serve-detect", "serve-stats", "serve-cpu"] * 2 + [
-        "serve-callable"] * 2 + ["direct-detect", "ratio-detect"]  # a timing line per model instance: the raw model's and NAME_detect's
+        "serve-callable"] * 2 + ["direct-detect", "ratio-detect"]  # a timing line per model instance (raw, _detect)
     timing = [dict(f.split("=", 1) for f in line.split()[2:]) for line in lines if "serve-callable" in line]
     assert [(t["model"], int(t["items"]) > 0) for t in timing] == [("yolov5s", False), ("yolov5s_detect", True)]
     assert 0 < float(timing[1]["engine_ms"]) <= float(timing[1]["callable_ms"]), timing  # the Detector's time
