@@ -36,6 +36,28 @@ FP16_MAX = 65504.0  # the largest finite float16
 IGNORED_KEY_SUFFIXES = ("num_batches_tracked",)
 
 
+def parse_activation(act: Any, where: str) -> tuple[str, str]:
+    """(kind, setting) of an activation text `Network.activation` builds: a name of ACTIVATIONS, leaky:SLOPE (a
+    finite number; plain leaky is 0.1) or gelu:none|tanh; a SpecError naming `where` (the layer) otherwise."""
+    if act is not None and not isinstance(act, str):  # YAML's `act: true`, say
+        raise SpecError(f"activation {act!r} for {where}: expected a name, one of {ACTIVATIONS}")
+    kind, colon, arg = (act or "none").partition(":")
+    if kind not in ACTIVATIONS:
+        raise SpecError(f"unknown activation '{act}' for {where}; use one of {ACTIVATIONS}")
+    if colon and kind not in ("leaky", "gelu"):  # `relu:0.2` would be plain ReLU: the number is no setting of it
+        raise SpecError(f"activation '{act}' for {where}: only leaky (its slope) and gelu (tanh) take a ':' setting")
+    if kind == "gelu" and arg not in ("", "none", "tanh"):
+        raise SpecError(f"activation '{act}' for {where}: gelu's setting is none or tanh")
+    if kind == "leaky":
+        try:
+            ok = math.isfinite(float(arg or 0.1))
+        except ValueError:
+            ok = False
+        if not ok:
+            raise SpecError(f"activation '{act}' for {where}: the slope '{arg}' is no finite number (leaky:0.1, say)")
+    return kind, arg
+
+
 def fold_batchnorm(w: np.ndarray, b: np.ndarray | None, gamma: np.ndarray, beta: np.ndarray,
                    mean: np.ndarray, var: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray]:
     """Fold BatchNorm (inference form) into the preceding convolution: returns (weight, bias) in float32."""
@@ -564,12 +586,8 @@ class Network:
     def activation(self, x: Any, act: str | None, prefix: str) -> Any:
         """relu | silu | leaky[:slope] (default 0.1) | hardswish | hardsigmoid | sigmoid | tanh | relu6 | gelu[:tanh]
         | none."""
-        if act is not None and not isinstance(act, str):  # YAML's `act: true`, say
-            raise SpecError(f"activation {act!r} for {prefix}: expected a name, one of {ACTIVATIONS}")
-        kind, _, arg = (act or "none").partition(":")
+        kind, arg = parse_activation(act, prefix)
         A = self.trt.ActivationType
-        if arg and kind not in ("leaky", "gelu"):  # `relu:0.2` would be plain ReLU: the number is no setting of it
-            raise SpecError(f"activation '{act}' for {prefix}: only leaky (its slope) and gelu (tanh) take a ':' setting")
         if kind == "none":
             return x
         name = f"{prefix}/{kind}"
@@ -579,11 +597,7 @@ class Network:
             return self.layer("activation", name, x, getattr(A, kind.upper())).get_output(0)
         if kind == "leaky":
             layer = self.layer("activation", name, x, A.LEAKY_RELU)
-            try:
-                layer.alpha = float(arg or 0.1)
-            except ValueError:
-                raise SpecError(f"activation '{act}' for {prefix}: the slope '{arg}' is no number (leaky:0.1, "
-                                "say)") from None
+            layer.alpha = float(arg or 0.1)
             return layer.get_output(0)
         if kind == "relu6":
             layer = self.layer("activation", name, x, A.CLIP)
@@ -598,7 +612,7 @@ class Network:
             if kind == "hardswish":
                 gate.alpha, gate.beta = 1.0 / 6.0, 0.5
             return self.mul(x, gate.get_output(0), name)
-        raise SpecError(f"unknown activation '{act}' for {prefix}; use one of {ACTIVATIONS}")
+        raise AssertionError(f"activation {kind} is in ACTIVATIONS but not built")
 
     def _elementwise(self, a: Any, b: Any, op: Any, name: str) -> Any:
         return self.layer("elementwise", name, a, b, op).get_output(0)

@@ -6,7 +6,6 @@ Rows read like Ultralytics' model YAMLs: `[-1, 3, C3, [128]]`, `[[17, 20, 23], 1
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -14,7 +13,7 @@ import numpy as np
 
 from .. import defaults, trt_api
 from ..errors import SpecError, WeightKeyError
-from ..network import ACTIVATIONS, Network
+from ..network import ACTIVATIONS, Network, parse_activation
 from ..registry import Param, block, width_exemption
 from .common import NC, class_count, upsample  # noqa: F401  (class_count re-exported)
 
@@ -25,15 +24,11 @@ BN_EPS = Param(1e-3, float, help="BatchNorm eps of Ultralytics' Conv: 1e-3 as th
 
 def _activation_text(text: str) -> bool:
     """Whether `text` names an activation `Network.activation` builds: a name, leaky:SLOPE or gelu:none|tanh."""
-    kind, colon, arg = text.partition(":")
-    if kind not in ACTIVATIONS or not arg:
-        return kind in ACTIVATIONS and not colon
-    if kind == "gelu":
-        return arg in ("none", "tanh")
     try:
-        return kind == "leaky" and math.isfinite(float(arg))
-    except ValueError:
+        parse_activation(text, "default_act")
+    except SpecError:
         return False
+    return True
 
 
 DEFAULT_ACT = Param("silu", str, help="the activation of Ultralytics' Conv where its act is True (SiLU; an "
