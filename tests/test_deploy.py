@@ -969,3 +969,61 @@ def test_build_refuses_to_write_an_engine_over_an_exported_plan_with_its_sidecar
     (tmp_path / "model.plan.json").unlink()
     with pytest.raises(NetdefError, match="missing.wts"):  # no sidecar: on to the weights
         build_engine("resnet18", tmp_path / "missing.wts", plan)
+
+
+def _variant(engine: Path, path: Path, **changes: Any) -> Path:
+    """A copy of `engine` (header and plan) with header fields changed."""
+    meta, plan = engine_file.read_plan(engine)
+    engine_file.write_engine(path, plan, meta | changes)
+    return path
+
+
+def test_triton_adds_a_version_of_another_architecture_under_the_model_name(stand_in_engine, tmp_path):
+    """A version added without --name to a model folder of the architecture's name was refused as taking other
+    inputs when the older version's plan came from another architecture of the same inputs and outputs (a
+    fine-tuned copy of the YAML): its configuration was compared under its own name."""
+    meta = engine_file.read_meta(stand_in_engine)
+    tuned = _variant(stand_in_engine, tmp_path / "ft.engine", arch=meta["arch"] | {"name": "lenet_ft"})
+    write_repository(tuned, tmp_path / "models", TritonOptions(name="lenet"))
+    res = write_repository(stand_in_engine, tmp_path / "models", TritonOptions(version=2))
+    assert res.plan == tmp_path / "models" / "lenet" / "2" / "model.plan" and res.plan.is_file()
+
+
+def test_triton_names_the_other_version_that_does_not_fit_the_options(stand_in_engine, tmp_path):
+    """--max-queue-delay-us for a batching engine beside a version 1 of whole batches (4:4:4) blamed this engine
+    ("the engine's smallest batch is 4 ... rebuild"); the refusal now names version 1's plan."""
+    whole = _variant(stand_in_engine, tmp_path / "b4.engine",
+                     options=engine_file.read_meta(stand_in_engine)["options"] | {"batch": [4, 4, 4]})
+    write_repository(whole, tmp_path / "models", TritonOptions(name="m"))
+    with pytest.raises(OptionError, match=r"m: version 1's plan does not fit these options \(--max-queue-delay-us: "
+                                          r"the engine's smallest batch is 4.*\), and the config.pbtxt written now"):
+        write_repository(stand_in_engine, tmp_path / "models", TritonOptions(name="m", version=2,
+                                                                             max_queue_delay_us=100))
+    assert not (tmp_path / "models" / "m" / "2").exists()
+
+
+def test_one_plugins_txt_loads_the_plugins_of_every_version(stand_in_engine, tmp_path):
+    """Two versions built with two plugin library files (another netdef or compiler): plugins.txt named only the
+    first version's (kept) or only the last one's (replaced), silently; it now names both with
+    --replace-config, and --keep-config says what the plans need."""
+    one, two = tmp_path / "one.engine", tmp_path / "two.engine"
+    write_engine_with_plugin_header(stand_in_engine, one, tmp_path / "libplug1.so")
+    write_engine_with_plugin_header(stand_in_engine, two, tmp_path / "libplug2.so")
+    repo, model = tmp_path / "models", tmp_path / "models" / "m"
+    write_repository(one, repo, TritonOptions(name="m"))
+    with pytest.raises(OptionError, match=r"plugins.txt exists and differs"):
+        write_repository(two, repo, TritonOptions(name="m", version=2))
+    kept = write_repository(two, repo, TritonOptions(name="m", version=2, existing_config="keep"))
+    assert "libplug2" not in (model / "plugins.txt").read_text()
+    assert any(f"{model / 'plugins.txt'} kept as it is (--keep-config): the model's plans need "
+               f"{(model / 'libplug2.so').absolute()}, {(model / 'libplug1.so').absolute()}" in n for n in kept.notes)
+    res = write_repository(two, repo, TritonOptions(name="m", version=2, existing_config="replace"))
+    both = f"{(model / 'libplug2.so').absolute()};{(model / 'libplug1.so').absolute()}"
+    assert res.server_options[0] == f'--backend-config=tensorrt,plugins="{both}"'
+    text = (model / "plugins.txt").read_text()
+    assert res.server_options[0] in text.splitlines() and "(libplug1.so), yolo_decode_nms (libplug2.so)" not in text
+    assert "yolo_decode_nms (libplug2.so), yolo_decode_nms (libplug1.so)" in text.splitlines()[0]
+    assert f"start tritonserver with {res.server_options[0]}" in (model / "config.pbtxt").read_text()
+    (model / "libplug1.so").unlink()
+    again = write_repository(two, repo, TritonOptions(name="m", version=2))
+    assert any(f"needs the plugin library {model / 'libplug1.so'}, which is not there" in n for n in again.notes)

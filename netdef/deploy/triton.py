@@ -26,7 +26,7 @@ import hashlib
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -237,13 +237,21 @@ none), none over the engine."""
                              (sidecar_path(res.plan), "sidecar", SIDECAR_FILE),
                              *((model_dir / lib.name, "plugin library", LIBRARY_FILE) for lib in libraries)]:
         check_output(path, inputs=inputs + libraries, what=what, kind=kind, belongs=model_dir)
-    if libraries:
+    _check_other_versions(model_dir, opts, config)
+    res.libraries = [model_dir / lib.name for lib in libraries]
+    plugins = [(entry.get("name"), copy) for entry, copy in zip(meta["plugins"], res.libraries)]
+    for entry, copy in _other_versions_plugins(model_dir, opts.version):  # one plugins.txt loads every version's
+        if copy not in [c for _, c in plugins]:
+            plugins.append((entry.get("name"), copy))
+            if not copy.is_file():
+                res.notes.append(f"another version of {model_dir.name} needs the plugin library {copy}, which is "
+                                 "not there: write that version again, or remove it")
+    if plugins:
         check_output(model_dir / OPTIONS_NAME, inputs=inputs, what="server options", kind=OPTIONS_FILE,
                      belongs=model_dir)
     elif (model_dir / OPTIONS_NAME).is_file():  # an earlier plugin engine's: left, but never passed for this one's
         res.notes.append(f"{model_dir / OPTIONS_NAME} (and the libraries it names) came with an earlier plugin engine: "
                          "this engine needs no plugin library; remove them unless another version of the model does")
-    _check_other_versions(model_dir, opts, config)
     if opts.existing_config == "keep" and res.config.is_file():
         _check_replaced_plan(res.plan, opts, config)
     old = file_sha256(res.plan) if res.plan.is_file() else None
@@ -259,8 +267,7 @@ none), none over the engine."""
     else:
         res.notes.append(f"the plan loads in TensorRT {t['version']} only (compute capability "
                          f"{meta['gpu'].get('compute_capability')}): serve it with a Triton release built on it")
-    res.libraries = [model_dir / lib.name for lib in libraries]
-    names = [str(p.absolute()) for p in res.libraries]
+    names = [str(copy.absolute()) for _, copy in plugins]
     if names:
         res.server_options = [f'--backend-config=tensorrt,plugins="{";".join(names)}"', f"LD_PRELOAD={':'.join(names)}"]
         odd = "".join(sorted({c for name in names for c in name if c in _BREAKS}))
@@ -271,7 +278,7 @@ none), none over the engine."""
                              "these characters")
     texts = {res.config: config_text(config, _comments(meta, engine, res))}
     if names:
-        texts[model_dir / OPTIONS_NAME] = _options_text(meta, repo, res)
+        texts[model_dir / OPTIONS_NAME] = _options_text(plugins, repo, res)
     texts = {path: printable(text) for path, text in texts.items()}  # file names of bytes no UTF-8 decodes: \xNN
     texts = {path: text for path, text in texts.items() if _to_write(path, text, opts.existing_config)}
     files = {copy: lib.read_bytes() for lib, copy in zip(libraries, res.libraries)}
@@ -282,6 +289,9 @@ none), none over the engine."""
     res.config_kept = res.config not in texts
     if res.config_kept:
         res.notes.append(f"{res.config} kept as it is (--keep-config): check that it serves {res.plan}")
+    if names and model_dir / OPTIONS_NAME not in texts:
+        res.notes.append(f"{model_dir / OPTIONS_NAME} kept as it is (--keep-config): the model's plans need "
+                         f"{', '.join(names)}")
     return res
 
 
@@ -308,20 +318,44 @@ def _body(text: str) -> list[str]:
     return [line.rstrip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
 
 
+def _other_versions(model_dir: Path, version: int) -> list[Path]:
+    """The plans of the model's versions other than `version`, by version number."""
+    if not model_dir.is_dir():
+        return []
+    dirs = [p for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit() and int(p.name) != version]
+    return [d / PLAN_NAME for d in sorted(dirs, key=lambda d: int(d.name)) if (d / PLAN_NAME).is_file()]
+
+
+def _other_versions_plugins(model_dir: Path, version: int) -> list[tuple[dict[str, Any], Path]]:
+    """The plugins the model's other versions need, as their sidecars name them, with the library copy each one
+    loads from the model folder."""
+    out = []
+    for plan in _other_versions(model_dir, version):
+        side = sidecar_path(plan)
+        if side.is_file():
+            out += [(entry, model_dir / Path(entry["library"]).name) for entry in read_sidecar(side)["plugins"]]
+    return out
+
+
+def _plan_config(side: Path, opts: TritonOptions, name: str) -> dict[str, Any] | str:
+    """The configuration netdef writes for the plan of sidecar `side` under the model's `name` and these options,
+    or why these options do not fit that plan."""
+    try:
+        return model_config(read_sidecar(side), replace(opts, name=name))
+    except OptionError as e:
+        return f"does not fit these options ({e})"
+
+
 def _check_other_versions(model_dir: Path, opts: TritonOptions, config: dict[str, Any]) -> None:
     """One config.pbtxt serves every version of a model: refuse a configuration that the plans of the model's
     other versions would not fit (Triton loads the latest version by default)."""
-    if not model_dir.is_dir():
-        return
-    for d in sorted(p for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit() and p.name != str(opts.version)):
-        plan = d / PLAN_NAME
-        if not plan.is_file():
-            continue
+    for plan in _other_versions(model_dir, opts.version):
         side = sidecar_path(plan)
-        other = model_config(read_sidecar(side), opts) if side.exists() else None
+        other = _plan_config(side, opts, config["name"]) if side.exists() else None
         if other != config:
             why = "has no sidecar to tell whether it fits this engine's configuration" if other is None else \
-                "takes other inputs, outputs or batch sizes than this engine"
+                other if isinstance(other, str) else "takes other inputs, outputs or batch sizes than this engine"
+            d = plan.parent
             kept = opts.existing_config == "keep" and (model_dir / "config.pbtxt").is_file()
             which = "the kept config.pbtxt serves" if kept else "the config.pbtxt written now would serve"
             raise OptionError(f"{model_dir}: version {d.name}'s plan {why}, and {which} both: use another --name, "
@@ -336,7 +370,9 @@ def _check_replaced_plan(plan: Path, opts: TritonOptions, config: dict[str, Any]
     side = sidecar_path(plan)
     if not plan.is_file() or not side.is_file():
         return
-    old = model_config(read_sidecar(side), opts)
+    old = _plan_config(side, opts, config["name"])
+    if isinstance(old, str):  # these options do not fit the old plan: the kept config is not netdef's for it
+        return
     kept = plan.parent.parent / "config.pbtxt"
     try:
         text = kept.read_text(encoding="utf-8-sig")
@@ -376,9 +412,9 @@ def _comments(meta: dict[str, Any], engine: Path, res: Repository) -> list[str]:
     return lines
 
 
-def _options_text(meta: dict[str, Any], repo: Path, res: Repository) -> str:
-    plugins = ", ".join(f"{p.get('name')} ({Path(p['library']).name})" for p in meta["plugins"])
-    lines = [f"# {res.model_dir.name}{_NEEDS.decode()}{plugins}, copied beside this file.",
+def _options_text(plugins: Sequence[tuple[str | None, Path]], repo: Path, res: Repository) -> str:
+    listed = ", ".join(f"{name} ({copy.name})" for name, copy in plugins)
+    lines = [f"# {res.model_dir.name}{_NEEDS.decode()}{listed}, copied beside this file.",
              "# Start Triton with one of these (paths as on this machine: change them where the repository is "
              "mounted elsewhere;",
              "# several models' plugins are joined with ';' in plugins=, ':' in LD_PRELOAD):",
