@@ -58,14 +58,50 @@ def parse_activation(act: Any, where: str) -> tuple[str, str]:
     return kind, arg
 
 
+def batchnorm_affine(gamma: np.ndarray, beta: np.ndarray, mean: np.ndarray, var: np.ndarray, eps: float,
+                     bn: str = "BatchNorm") -> tuple[np.ndarray, np.ndarray]:
+    """BatchNorm `bn` (inference form) as y = x * scale + shift per channel, in float64; a WeightKeyError naming
+    its keys where a variance is negative (damaged weights: sqrt of it is NaN) or a channel's scale or shift is
+    not finite (an engine of them computes NaN or inf)."""
+    var = var.astype(np.float64)
+    bad = (var < 0) | (var + eps <= 0)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise WeightKeyError(f"'{bn}.running_var'[{i}] is {var[i]:.6g}: a variance is never negative (and BatchNorm "
+                             f"divides by the square root of it plus eps {eps:g}); the weights are damaged or not this "
+                             f"BatchNorm's", key=f"{bn}.running_var")
+    scale = gamma.astype(np.float64) / np.sqrt(var + eps)
+    return scale, beta.astype(np.float64) - mean.astype(np.float64) * scale
+
+
 def fold_batchnorm(w: np.ndarray, b: np.ndarray | None, gamma: np.ndarray, beta: np.ndarray,
-                   mean: np.ndarray, var: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray]:
-    """Fold BatchNorm (inference form) into the preceding convolution: returns (weight, bias) in float32."""
-    scale = gamma.astype(np.float64) / np.sqrt(var.astype(np.float64) + eps)
+                   mean: np.ndarray, var: np.ndarray, eps: float, bn: str = "BatchNorm") -> tuple[np.ndarray, np.ndarray]:
+    """Fold BatchNorm `bn` (inference form) into the preceding convolution: returns (weight, bias) in float32; a
+    WeightKeyError naming `bn` where the folded values are not finite in float32 (`batchnorm_affine`)."""
+    scale, shift = batchnorm_affine(gamma, beta, mean, var, eps, bn)
     w2 = w.astype(np.float64) * scale.reshape(-1, *([1] * (w.ndim - 1)))
-    b0 = np.zeros_like(scale) if b is None else b.astype(np.float64)
-    b2 = (b0 - mean.astype(np.float64)) * scale + beta.astype(np.float64)
-    return w2.astype(np.float32), b2.astype(np.float32)
+    b2 = (0.0 if b is None else b.astype(np.float64)) * scale + shift
+    given = _all_finite(w, gamma, beta, mean, var, *([] if b is None else [b]))
+    return (_finite32(w2, f"{bn} folded into the convolution's weight", given),
+            _finite32(b2, f"{bn} folded into its bias", given))
+
+
+def _all_finite(*arrays: np.ndarray) -> bool:
+    return all(np.isfinite(a).all() for a in arrays)
+
+
+def _finite32(values: np.ndarray, what: str, check: bool = True) -> np.ndarray:
+    """`values` in float32; with `check` (finite weights were given: non-finite ones were let through on purpose,
+    `NonFiniteAllowed`), a WeightKeyError saying `what` where one is not finite there (NaN, or beyond float32)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = values.astype(np.float32)
+    bad = np.flatnonzero(~np.isfinite(out)) if check else ()
+    if len(bad):
+        i = int(bad[0])
+        raise WeightKeyError(f"{what}: value {i} is {values.reshape(-1)[i]:.6g}, not a finite float32 (its weight, "
+                             f"running_var or eps make it so): an engine of it computes NaN or inf; check these "
+                             f"weights")
+    return out
 
 
 class NamingDefinition:
@@ -517,7 +553,7 @@ class Network:
         b = self.weight(f"{prefix}.bias", (c2,)) if use_bias else None
         if bn is not None:
             w, b = fold_batchnorm(w, b, *(self.weight(f"{bn}.{n}", (c2,))
-                                          for n in ("weight", "bias", "running_mean", "running_var")), eps=eps)
+                                          for n in ("weight", "bias", "running_mean", "running_var")), eps=eps, bn=bn)
         if b is None:
             b = np.zeros(c2, np.float32)
         layer = self.conv_layer(x, prefix, w, b)
@@ -572,10 +608,11 @@ class Network:
     def batchnorm(self, x: Any, prefix: str, eps: float = 1e-5) -> Any:
         """A standalone BatchNorm as a per-channel scale layer named `prefix`."""
         c = self.channels(x)
-        gamma, beta, mean, var = (self.weight(f"{prefix}.{n}", (c,)).astype(np.float64)
-                                  for n in ("weight", "bias", "running_mean", "running_var"))
-        scale = gamma / np.sqrt(var + eps)
-        return self.channel_scale(x, prefix, scale, beta - mean * scale, (f"{prefix}.weight", f"{prefix}.bias"))
+        given = [self.weight(f"{prefix}.{n}", (c,)) for n in ("weight", "bias", "running_mean", "running_var")]
+        scale, shift = batchnorm_affine(*given, eps, prefix)
+        check = _all_finite(*given)
+        return self.channel_scale(x, prefix, _finite32(scale, f"{prefix}'s scale", check),
+                                  _finite32(shift, f"{prefix}'s shift", check), (f"{prefix}.weight", f"{prefix}.bias"))
 
     def channel_scale(self, x: Any, name: str, scale: np.ndarray, shift: np.ndarray, keys: tuple[str, str]) -> Any:
         """x * scale + shift per channel (dimension 1), one scale layer `name`; `keys` name the scale's and the

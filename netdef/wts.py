@@ -290,14 +290,23 @@ def first_nonfinite(out: np.ndarray, source: np.ndarray | None = None) -> tuple[
     return i, src
 
 
-def _check_finite(path: str, line: int, key: str, values: np.ndarray) -> np.ndarray:
-    bad = first_nonfinite(values)
-    if bad is not None:
-        i = bad[0]
+def _check_values(path: str, line: int, key: str, values: np.ndarray) -> None:
+    """Refuse NaN or infinite values, and a tensor whose non-zero values are all below float32's smallest normal
+    number (1.2e-38): no trained weight is, but other encodings read as big-endian float32 hex are (float16 bit
+    patterns of 4 hex digits, struct.pack('>e'): 3c00 for 1.0 reads as 2.2e-41; decimal numbers: '2' reads as
+    2.8e-45). One pass over the exponent bits finds both."""
+    exponents = values.view(np.uint32) & np.uint32(0x7F800000)
+    if (exponents == 0x7F800000).any():
+        i = first_nonfinite(values)[0]  # type: ignore[index]
         raise WtsFormatError(path, f"value {i + 1} of {values.size} is {values[i]} ({values.view(np.uint32)[i]:08x}): "
                              "an engine built from it outputs NaN or inf; fix the weights (from Python, "
                              "read_wts(..., allow_nonfinite=True) reads them as they are)", line=line, key=key)
-    return values
+    if not exponents.any() and values.any():
+        raise WtsFormatError(path, f"every non-zero value of the {values.size} is below float32's smallest normal "
+                             f"number (1.2e-38; the largest is {float(np.abs(values).max()):.3g}): these are not the "
+                             "big-endian float32 hex of gen_wts.py (struct.pack('>f', v).hex()) but another encoding, "
+                             "such as float16 (4 hex digits, '>e') or decimal numbers; export the weights again "
+                             "(netdef export)", line=line, key=key)
 
 
 class NonFiniteAllowed(dict):
@@ -312,7 +321,7 @@ def read_wts(path: str | os.PathLike, *, progress: bool = False,
 
     Raises WtsFormatError (naming the file, 1-based line and key) on malformed input and, unless
     `allow_nonfinite` (the dict is then a `NonFiniteAllowed`, which builds take as it is), on NaN or infinite
-    values; NetdefError when the path is not a readable file, or not the file `expect` (a `fileio.file_key`, from
+    values and on tensors of nothing but subnormal values (another encoding read as float32 hex); NetdefError when the path is not a readable file, or not the file `expect` (a `fileio.file_key`, from
     `fileio.file_sha256_and_key`) says.
     """
     path = os.fspath(path)
@@ -322,7 +331,9 @@ def read_wts(path: str | os.PathLike, *, progress: bool = False,
         tensors = {}
         for line, name, count, ps, pe in _scan(path, data, bar):
             values = _parse_values(path, data, line, name, count, ps, pe)
-            tensors[name] = values if allow_nonfinite else _check_finite(path, line, name, values)
+            if not allow_nonfinite:  # else taken as they are
+                _check_values(path, line, name, values)
+            tensors[name] = values
         return NonFiniteAllowed(tensors) if allow_nonfinite else tensors
     finally:
         if bar is not None:

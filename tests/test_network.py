@@ -37,6 +37,30 @@ def test_fold_batchnorm_matches_torch_conv_bn():
     assert np.abs(out2 - ref).max() > 1e-3
 
 
+@pytest.mark.parametrize("change, message", [
+    ({"var": -1.5}, r"^'m.bn.running_var'\[2\] is -1.5: a variance is never negative"),
+    ({"var": -1e-5}, r"^'m.bn.running_var'\[2\] is -1e-05: a variance is never negative"),  # var + eps = 0
+    ({"gamma": 1e38, "var": 0.0}, r"^m.bn folded into the convolution's weight: value \d+ is [\d.]+e\+\d+, not a finite "
+                                  r"float32 .*: an engine of it computes NaN or inf"),
+])
+def test_batchnorm_weights_that_fold_to_nan_or_inf_are_refused(change, message):
+    """A negative running_var (sqrt of it: NaN) or a scale beyond float32 built an engine of NaN or inf with exit 0
+    (numpy's RuntimeWarning the only sign); folding refuses them, naming the BatchNorm's key, in a conv and alone."""
+    c = 4
+    gamma, beta, mean, var = np.ones(c), np.zeros(c), np.zeros(c), np.ones(c)
+    gamma[2], var[2] = change.get("gamma", 1.0), change.get("var", 1.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no numpy warning on the way to the error
+        with pytest.raises(WeightKeyError, match=message) as e:
+            fold_batchnorm(np.ones((c, 3, 1, 1), np.float32), None, gamma, beta, mean, var, eps=1e-5, bn="m.bn")
+    if "var" in change and "gamma" not in change:
+        assert e.value.key == "m.bn.running_var"
+        weights = {"m.bn.weight": gamma, "m.bn.bias": beta, "m.bn.running_mean": mean, "m.bn.running_var": var}
+        net = Network(weights)
+        with pytest.raises(WeightKeyError, match=message):
+            net.batchnorm(net.input("x", (1, c, 5, 5)), "m.bn")
+
+
 def _weights(model):
     return {k: v.detach().numpy().ravel().astype(np.float32) for k, v in model.state_dict().items()}
 

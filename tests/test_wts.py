@@ -374,6 +374,19 @@ def test_general_path_windows_reach_into_the_header(tmp_path):
     np.testing.assert_array_equal(got["a_long_tensor_name"].view(np.uint32), [0xBCDEF0, 7, 1, 0xFFFFFFFF, 8])
 
 
+@pytest.mark.parametrize("tokens", ["95e7 2e9b b112 3c00", "00003c00 0000bc00 00000000 00000001", "2 1 0 7"])
+def test_a_tensor_of_another_encoding_is_refused(tmp_path, tokens):
+    """float16 bit patterns ('>e', 4 hex digits) or decimal numbers read as float32 hex give nothing but subnormal
+    numbers (below 1.2e-38): an engine of near-zero weights that show, build and verify passed. Such a tensor is
+    refused; zeros, and tiny values beside normal ones, are not; allow_nonfinite takes the values as they are."""
+    p = put(tmp_path, f"3\nok 2 3f800000 00000001\nzeros 2 0 00000000\nconv.weight 4 {tokens}\n", "h.wts")
+    with pytest.raises(WtsFormatError, match=r"h\.wts:4 \(key 'conv.weight'\): every non-zero value of the 4 is below "
+                                             r"float32's smallest normal number .*float16 \(4 hex digits, '>e'\) or "
+                                             r"decimal numbers; export the weights again"):
+        read_wts(p)
+    assert read_wts(p, allow_nonfinite=True)["conv.weight"].size == 4
+
+
 # ---------------------------------------------------------------- non-finite values
 
 NONFINITE = [("7f800000", "inf"), ("ff800000", "-inf"), ("7fc00000", "nan"), ("FFC00001", "nan")]
