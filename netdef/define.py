@@ -17,7 +17,7 @@ from .fileio import file_sha256_and_key
 from .network import Network, unused_modules_hint
 from .options import BuildOptions, checked_options, format_hw_range
 from .spec import Spec, build_network, load_spec, observing_rows
-from .wts import NonFiniteAllowed, first_nonfinite, read_wts
+from .wts import NonFiniteAllowed, first_nonfinite, read_wts, torch_values
 
 Weights = Union[str, Path, Mapping[str, Any]]  # a .wts path, or a mapping key -> array (numpy or torch)
 
@@ -244,7 +244,10 @@ def _array(v: Any, key: str, finite: bool) -> np.ndarray:
     if hasattr(v, "detach"):
         if v.is_complex():
             raise WeightKeyError(f"{IN_MEMORY}: '{key}' is a tensor of {v.dtype}: weights are real numbers", key=key)
-        v = v.detach().cpu().float().numpy()
+        try:
+            v = torch_values(v)
+        except TypeError as e:
+            raise WeightKeyError(f"{IN_MEMORY}: '{key}': {e}", key=key) from None
     try:
         arr = np.asarray(v)
     except ValueError as e:  # a ragged sequence

@@ -268,13 +268,13 @@ def state_dict_of(obj: Any, where: str = "source", log: Callable[[str], None] | 
     if isinstance(obj, torch.nn.Module):
         return dict(obj.state_dict())
     if isinstance(obj, Mapping):
-        for key in CHECKPOINT_KEYS:
-            if obj.get(key) is not None:
-                others = [k for k in CHECKPOINT_KEYS if k != key and obj.get(k) is not None]
-                if others and log:  # a training checkpoint with both: say which weights the .wts gets
-                    log(f"[netdef] {where}: exporting '{key}' (the weights Ultralytics deploys), not "
-                        f"{' or '.join(repr(k) for k in others)}; save that one alone to export it")
-                return state_dict_of(obj[key], f"{where}['{key}']", log)
+        holding = [k for k in CHECKPOINT_KEYS if isinstance(obj.get(k), (Mapping, torch.nn.Module))]  # not a name
+        for key in holding[:1]:
+            if len(holding) > 1 and log:  # a training checkpoint with both: say which weights the .wts gets
+                why = " (the weights Ultralytics and YOLOv5 deploy)" if key in ("ema", "model") else ""
+                log(f"[netdef] {where}: exporting '{key}'{why}, not {' or '.join(repr(k) for k in holding[1:])}; "
+                    "save that one alone to export it")
+            return state_dict_of(obj[key], f"{where}['{key}']", log)
         tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
         skipped = [k for k in obj if k not in tensors]
         if tensors:
@@ -283,10 +283,11 @@ def state_dict_of(obj: Any, where: str = "source", log: Callable[[str], None] | 
                     f"are not tensors: {', '.join(map(repr, skipped[:10]))}{', ...' if len(skipped) > 10 else ''}")
             return tensors
         nested = [k for k in skipped if isinstance(obj[k], (Mapping, torch.nn.Module))]
-        empty = [k for k in CHECKPOINT_KEYS if k in obj]  # present, but None (the loop above took any other)
+        empty = [f"{k!r} is {'None' if obj[k] is None else type(obj[k]).__name__}" for k in CHECKPOINT_KEYS
+                 if k in obj]  # None, a name, ...
         hint = (f"; entries holding a model or a dict: {nested[:10]} (save that one alone)" if nested else
-                f"; its {' and '.join(repr(k) for k in empty)} {'is' if len(empty) == 1 else 'are'} None: the "
-                "checkpoint holds no model (save it again with its model or state_dict)" if empty else "")
+                f"; its {' and '.join(empty)}, no model: the checkpoint holds no weights (save it again with its "
+                "model or state_dict)" if empty else "")
         raise NetdefError(f"{where}: a dict without tensors or one of the keys {CHECKPOINT_KEYS}; "
                           f"its keys are {list(obj)[:10]}{hint}")
     raise NetdefError(f"{where}: expected a torch.nn.Module, a checkpoint dict or a state_dict, got {type(obj).__name__}")

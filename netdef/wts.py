@@ -355,17 +355,31 @@ def wts_summary(path: str | os.PathLike, *, checked: bool = False, progress: boo
             "values": sum(c for _, c in keys), "keys": keys}
 
 
+def torch_values(t: Any) -> np.ndarray:
+    """A torch tensor's values as numpy (detached, on the CPU; bfloat16 and the other dtypes numpy lacks as float32),
+    without importing torch; a TypeError saying why a tensor has none to give (a meta tensor) or how to get them (a
+    quantized or sparse one)."""
+    if getattr(t, "is_meta", False):
+        raise TypeError("it is a meta tensor, a shape without values (a model made on the 'meta' device): load the "
+                        "trained weights into it first (load_state_dict(..., assign=True))")
+    if getattr(t, "is_quantized", False):
+        raise TypeError("it is a quantized tensor: give the float model's weights, or call .dequantize() on it")
+    if str(getattr(t, "layout", "torch.strided")) != "torch.strided":
+        raise TypeError(f"it is a {str(t.layout).removeprefix('torch.')} tensor: call .to_dense() on it")
+    t = t.detach().cpu()
+    try:
+        return t.numpy()
+    except TypeError:  # bfloat16 and other dtypes numpy lacks
+        return t.float().numpy()
+
+
 def _to_float32(path: str, key: str, value: Any, allow_nonfinite: bool) -> np.ndarray:
     """Flatten a numpy array, torch tensor or array-like of numbers to contiguous native float32."""
     if value is None:
         raise NetdefError(f"cannot write {path}: tensor '{key}' is None, not an array of numbers")
-    if hasattr(value, "detach"):  # torch.Tensor without importing torch
-        t = value.detach().cpu()
-        try:
-            value = t.numpy()
-        except TypeError:  # bfloat16 and other dtypes numpy lacks
-            value = t.float().numpy()
     try:
+        if hasattr(value, "detach"):  # torch.Tensor without importing torch
+            value = torch_values(value)
         arr = np.asarray(value)
         if np.iscomplexobj(arr):
             raise TypeError("complex values")

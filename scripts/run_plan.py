@@ -50,6 +50,24 @@ def as_input(name: str, value: np.ndarray, dtype: type) -> np.ndarray:
     return np.ascontiguousarray(value, dtype)
 
 
+def read_feeds(path: str, inputs: list[str], plan: Path) -> dict[str, np.ndarray]:
+    """The inputs in `path`: an .npz keyed by input name, or an .npy of the only input; exits naming the file
+    when it is neither, or lacks an input."""
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as e:
+        sys.exit(f"--input {path}: not an .npy or .npz numpy file ({e})")
+    if isinstance(data, np.lib.npyio.NpzFile):
+        with data:
+            missing = sorted(set(inputs) - set(data.files))
+            if missing:
+                sys.exit(f"{path} lacks the input(s) {missing} (it has {data.files})")
+            return {n: data[n] for n in inputs}
+    if len(inputs) > 1:
+        sys.exit(f"{plan} takes {len(inputs)} inputs {inputs}: give them as an .npz keyed by name")
+    return {inputs[0]: data}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("plan")
@@ -62,6 +80,10 @@ def main(argv: list[str] | None = None) -> int:
     plan = Path(a.plan)
     if not plan.is_file():
         sys.exit(f"no such plan file: {plan}")
+    if a.batch < 1:
+        sys.exit(f"--batch {a.batch}: must be >= 1")
+    if a.input is not None and not Path(a.input).is_file():
+        sys.exit(f"--input {a.input}: no such file (an .npy of the first input, or an .npz keyed by input name)")
     output = None if a.output is None else Path(a.output if a.output.endswith(".npz") else f"{a.output}.npz")
     if output is not None:  # checked before the run: np.savez would write over any file, an input too
         if not output.parent.is_dir():
@@ -116,15 +138,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if a.input is None:
         feeds = {n: random_input(n) for n in inputs}
-    elif a.input.endswith(".npz"):
-        with np.load(a.input) as z:
-            if set(inputs) - set(z.files):
-                sys.exit(f"{a.input} lacks the input(s) {sorted(set(inputs) - set(z.files))} (it has {z.files})")
-            feeds = {n: z[n] for n in inputs}
-    elif len(inputs) > 1:
-        sys.exit(f"{plan} takes {len(inputs)} inputs {inputs}: give them as an .npz keyed by name")
     else:
-        feeds = {inputs[0]: np.load(a.input)}
+        feeds = read_feeds(a.input, inputs, plan)
     feeds = {n: as_input(n, v, trt.nptype(engine.get_tensor_dtype(n))) for n, v in feeds.items()}
     batch = feeds[inputs[0]].shape[0]
     static = engine.get_tensor_shape(inputs[0])[0] >= 0  # a fixed batch: profile 0 (TensorRT checks the size)

@@ -556,6 +556,44 @@ def test_export_a_checkpoint_with_an_epoch_and_an_optimizer(tmp_path, capsys):
     assert "a dict without tensors" in capsys.readouterr().err
 
 
+def test_export_takes_the_checkpoint_entry_that_holds_weights(tmp_path, capsys):
+    """{'state_dict': ..., 'model': 'resnet'} (the model's name beside its weights) exported 'model' and failed on
+    the str ("exporting 'model' (the weights Ultralytics deploys), not 'state_dict'"); an entry that is no model or
+    dict is not a candidate, and one that holds none says what each key holds."""
+    import torch
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3))
+    torch.save({"state_dict": model.state_dict(), "model": "resnet"}, tmp_path / "named.pt")
+    assert main(["export", str(tmp_path / "named.pt"), "-o", str(tmp_path / "named.wts")]) == 0
+    assert set(read_wts(tmp_path / "named.wts")) == {"0.weight", "0.bias"} and "exporting 'model'" not in \
+        capsys.readouterr().err
+    torch.save({"model": "resnet", "ema": None, "epoch": 3}, tmp_path / "none.pt")
+    assert main(["export", str(tmp_path / "none.pt"), "-o", str(tmp_path / "none.wts")]) == 1
+    assert "its 'ema' is None and 'model' is str, no model: the checkpoint holds no weights" in capsys.readouterr().err
+    assert not (tmp_path / "none.wts").exists()
+
+
+@pytest.mark.parametrize("make, why", [
+    (lambda torch: torch.empty(2, 3, device="meta"), r"it is a meta tensor, a shape without values .*assign=True"),
+    (lambda torch: torch.eye(3).to_sparse(), r"it is a sparse_coo tensor: call \.to_dense\(\) on it"),
+])
+def test_tensors_without_plain_values_are_named_not_tracebacks(tmp_path, make, why):
+    """A meta-device state_dict (NotImplementedError: Cannot copy out of meta tensor) or a sparse tensor
+    (TypeError) ended export, define_network and verify in a traceback; each names the key and what to do."""
+    import torch
+
+    from netdef.define import define_network
+    from netdef.errors import WeightKeyError
+    from netdef.wts import write_wts
+
+    tensor = make(torch)
+    with pytest.raises(NetdefError, match=rf"cannot write .*x\.wts: tensor 'w' cannot be converted to float32: {why}"):
+        write_wts(tmp_path / "x.wts", {"w": tensor})
+    assert not (tmp_path / "x.wts").exists()
+    with pytest.raises(WeightKeyError, match=rf"in-memory weights: 'fc.weight': {why}"):
+        define_network("lenet", {"fc.weight": tensor}, log=lambda m: None)
+
+
 def test_export_says_what_it_loads_and_counts_tensors(tmp_path, capsys):
     from netdef.export import export_wts
 

@@ -657,6 +657,29 @@ def test_run_plan_never_writes_its_output_over_an_input(tmp_path, monkeypatch):
         "hard.npz", "link.npz", "model.plan", "x.npz"]
 
 
+def test_run_plan_names_a_missing_or_foreign_input_and_a_batch_below_one(tmp_path):
+    """scripts/run_plan.py's --input of a file that is missing or no numpy file reached np.load (a traceback, after
+    TensorRT had loaded the plan), and --batch 0 was taken; each is refused naming the option."""
+    run_plan = load_script("run_plan")
+    plan = tmp_path / "model.plan"
+    plan.write_bytes(b"vtrt plan")
+    with pytest.raises(SystemExit, match=r"^--input .*missing\.npy: no such file \(an \.npy of the first input"):
+        run_plan.main([str(plan), "--input", str(tmp_path / "missing.npy")])
+    with pytest.raises(SystemExit, match=r"^--batch 0: must be >= 1$"):
+        run_plan.main([str(plan), "--batch", "0"])
+    (tmp_path / "x.txt").write_text("1 2 3")
+    with pytest.raises(SystemExit, match=r"^--input .*x\.txt: not an \.npy or \.npz numpy file"):
+        run_plan.read_feeds(str(tmp_path / "x.txt"), ["input"], plan)
+    np.savez(tmp_path / "two.npz", a=np.ones(2))
+    with pytest.raises(SystemExit, match=r"two\.npz lacks the input\(s\) \['b'\] \(it has \['a'\]\)"):
+        run_plan.read_feeds(str(tmp_path / "two.npz"), ["a", "b"], plan)
+    np.save(tmp_path / "one.npy", np.ones(2))
+    with pytest.raises(SystemExit, match=r"takes 2 inputs \['a', 'b'\]: give them as an \.npz keyed by name"):
+        run_plan.read_feeds(str(tmp_path / "one.npy"), ["a", "b"], plan)
+    assert run_plan.read_feeds(str(tmp_path / "one.npy"), ["a"], plan)["a"].tolist() == [1.0, 1.0]
+    assert run_plan.read_feeds(str(tmp_path / "two.npz"), ["a"], plan)["a"].tolist() == [1.0, 1.0]
+
+
 def test_run_plan_refuses_what_a_uint8_input_would_wrap():
     """scripts/run_plan.py feeds an integer (uint8 image) input only integers in its range: a cast would wrap
     normalized floats (-0.5 -> 0, 300 -> 44); its random data for such an input spans 0..255."""

@@ -19,7 +19,7 @@ from netdef.errors import OptionError
 
 from helpers import run_cli
 
-GPU_COMMANDS = ("build", "calibrate", "run", "bench", "profile", "detect")
+GPU_COMMANDS = ("build", "calibrate", "run", "bench", "profile", "detect", "refit", "verify")
 FAKE_GPUS = (("Fake GPU A", "8.6"), ("Fake GPU B", "9.0"))
 
 
@@ -101,7 +101,9 @@ def command_argv(command: str, tmp_path: Path) -> list[str]:
             "calibrate": ["calibrate", "resnet18", "-w", wts, "-d", str(tmp_path / "imgs"), "-o",
                           str(tmp_path / "t.json")],
             "run": ["run", engine], "bench": ["bench", engine], "profile": ["profile", engine],
-            "detect": ["detect", engine, str(tmp_path / "imgs"), "--out", str(tmp_path / "out")]}[command]
+            "detect": ["detect", engine, str(tmp_path / "imgs"), "--out", str(tmp_path / "out")],
+            "refit": ["refit", engine, "-w", wts],
+            "verify": ["verify", "resnet18", "-w", wts, "--model", "torchvision:resnet18"]}[command]
 
 
 @pytest.mark.parametrize("command", GPU_COMMANDS)
@@ -113,6 +115,12 @@ def test_a_device_that_does_not_exist_is_refused_before_any_work(command, two_gp
     assert err == [f"netdef {command}: error: --device 2: no such CUDA device; the visible ones are "
                    "0: Fake GPU A (compute 8.6), 1: Fake GPU B (compute 9.0)"]
     assert two_gpus.sets == [] and not (tmp_path / "m.engine").exists()
+
+
+def test_verify_on_the_cpu_refuses_a_device(capsys):
+    assert main(["verify", "resnet18", "-w", "w.wts", "--model", "torchvision:resnet18", "--cpu", "--device", "0"]) == 1
+    assert capsys.readouterr().err == ("netdef verify: error: --device 0 with --cpu: verify --cpu uses no GPU; leave "
+                                       "out one of them\n")
 
 
 # ---------------------------------------------------------------- use_device

@@ -1,4 +1,5 @@
-"""`--device N`, the CUDA device of the commands that use a GPU (build, calibrate, run, bench, profile, detect):
+"""`--device N`, the CUDA device of the commands that use a GPU (build, calibrate, run, bench, profile, detect,
+refit, verify without --cpu, serve's single device):
 defined here once, checked before any work, and made current for the command (`trt_api.use_device`); and
 `--devices LIST` and `--allow-shared-device` (bench, serve): several, parsed and checked by `parse_devices`."""
 from __future__ import annotations

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from .device import add_device_option, device_index, selected_device
 from .options import add_blocks_option, load_blocks
 
 
@@ -25,6 +26,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     r.add_argument("--arch", metavar="YAML",
                    help="the engine's architecture, where its header cannot find it (one built from a YAML that "
                         "moved, or from a parse_spec architecture saved as YAML); checked against the header's hash")
+    add_device_option(r)
     add_blocks_option(r)
     return r
 
@@ -33,8 +35,10 @@ def cmd_refit(a: argparse.Namespace) -> int:
     from ..class_names import load_names
     from ..refit import refit_file
 
+    device_index(a)  # checked before any work
     names = load_names(a.names) if a.names else None
     load_blocks(a)
-    meta = refit_file(a.engine, a.weights, a.output, names=names, names_from=a.names, arch=a.arch)
+    with selected_device(a):
+        meta = refit_file(a.engine, a.weights, a.output, names=names, names_from=a.names, arch=a.arch)
     print(f"refitted {a.output or a.engine}: {meta['refit']['weights_set']} weights in {meta['refit']['seconds']:.2f} s")
     return 0

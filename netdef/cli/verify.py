@@ -5,7 +5,9 @@ import argparse
 import sys
 from typing import Any
 
+from ..errors import OptionError
 from .build import add_input_dtype_options, input_dtype_options, parse_params
+from .device import add_device_option, device_index, selected_device
 from .options import add_blocks_option, load_blocks, number
 
 
@@ -38,6 +40,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=number("--seed"), default=0, help="seed of the random input (default 0)")
     p.add_argument("--batch", type=number("--batch", minimum=1), default=1,
                    help="images in the random input (default 1; 2 or more catches blocks that mix the batch up)")
+    add_device_option(p)
     add_blocks_option(p)
     return p
 
@@ -47,6 +50,9 @@ def cmd_verify(a: argparse.Namespace) -> int:
     from ..verify import verify
     from ..verify.reference import load_model
 
+    if a.cpu and a.device is not None:
+        raise OptionError(f"--device {a.device} with --cpu: verify --cpu uses no GPU; leave out one of them")
+    device_index(a)  # checked before any work
     load_blocks(a)
     input_hw, input_range = parse_input_shape(a.input_shape) if a.input_shape else (None, None)
     opts = BuildOptions(precision=a.precision, input_hw=input_hw, input_range=input_range,
@@ -57,8 +63,9 @@ def cmd_verify(a: argparse.Namespace) -> int:
         model = load_model(model)
     ok = True
     for size in dict.fromkeys(input_range or [None]):  # a dynamic size: its MIN, OPT and MAX sizes in turn
-        report = verify(a.arch, a.weights, model, cpu=a.cpu, opts=opts, tol=a.tol, seed=a.seed, batch=a.batch,
-                        size=size)
+        with selected_device(a):  # the engine and the PyTorch model on --device (torch's current device)
+            report = verify(a.arch, a.weights, model, cpu=a.cpu, opts=opts, tol=a.tol, seed=a.seed, batch=a.batch,
+                            size=size)
         first = report.first_failure
         if first is not None:
             why = first.note if first.error is None else \
