@@ -267,7 +267,10 @@ def check_profiles(profiles: Sequence[Sequence[int]]) -> None:
     covered = profiles[0][2]
     for a, b in zip(profiles, profiles[1:]):
         text = format_profiles([a, b])
-        if b[0] <= a[0]:
+        if b[0] == a[0]:
+            raise OptionError(f"batch profiles {text}: both start at batch {b[0]}; start the later one above it "
+                              "(ranges may overlap)")
+        if b[0] < a[0]:
             raise OptionError(f"batch profiles {text}: list the profiles by increasing min batch")
         if b[0] > covered + 1:
             raise OptionError(f"batch profiles {text}: batches {covered + 1}..{b[0] - 1} are in no profile; "
@@ -319,7 +322,7 @@ def parse_input_shape(text: str, what: str = "--input-shape") -> tuple[HW | None
         raise OptionError(f"{what} '{text}': expected H,W or HxW, or MIN:OPT:MAX of HxW sizes "
                           "(e.g. 320x320:640x640:1280x1280)")
     r = (parts[0], parts[1], parts[-1])
-    check_hw_range(r, what)
+    check_hw_range(r, what if len(parts) == 3 else f"{what} '{text}' (MIN:MAX, so OPT = MAX):")
     return None, r
 
 

@@ -23,6 +23,7 @@ def test_parse_profiles():
     ("1:1:8,10:64:256", "batches 9..9 are in no profile; start the next one at 9 or lower"),
     ("1:1:4,2:2:3,9:64:256", "batches 5..8 are in no profile"),
     ("9:64:256,1:1:8", "9:64:256,1:1:8: list the profiles by increasing min batch"),
+    ("1:4:8,1:16:32", r"1:4:8,1:16:32: both start at batch 1; start the later one above it \(ranges may overlap\)"),
     ("1:1:8,x", "--profile '1:1:8,x': profile 'x': expected N or MIN:OPT:MAX with integers"),
     ("1:8:32,", "--profile '1:8:32,': profile '': expected"),  # said "--profile '': expected ...", not the value
 ])

@@ -929,6 +929,11 @@ def test_info_on_a_plugin_options_file_or_an_onnx_model_says_what_it_is(stand_in
     onnx.write_bytes(b"\x08\t\x12\x07pytorch" + bytes(40))
     r = run_cli("info", str(onnx))
     assert r.returncode == 1 and "is an ONNX model" in r.stderr and "netdef export" in r.stderr, r.stderr
+    for name, what, hint in (("my.yaml", "an architecture", "`netdef show"), ("blocks.py", "Python source",
+                                                                              "`netdef blocks --blocks")):
+        (tmp_path / name).write_text("# torchvision.models.resnet18: key names\n")
+        r = run_cli("info", str(tmp_path / name))
+        assert r.returncode == 1 and f"{name} is {what}, not an engine" in r.stderr and hint in r.stderr, r.stderr
 
 
 def test_triton_says_plugins_txt_is_left_from_an_earlier_plugin_engine(stand_in_engine, tmp_path):

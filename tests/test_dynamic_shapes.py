@@ -55,6 +55,8 @@ def test_parse_input_shape(text, hw, rng):
     ("1x1:2x2:3x3:4x4", "--input-shape '1x1:2x2:3x3:4x4': expected H,W or HxW, or MIN:OPT:MAX"),
     ("320x320:224x224:640x640", "--input-shape 320x320:224x224:640x640: the height must satisfy min <= opt <= max"),
     ("320x640:320x320:320x640", "the width must satisfy min <= opt <= max"),
+    ("1280x1280:640x640", "--input-shape '1280x1280:640x640' (MIN:MAX, so OPT = MAX): 1280x1280:640x640:640x640: the "
+                          "height must satisfy min <= opt <= max"),  # the text as given, then as read
 ])
 def test_parse_input_shape_errors(text, needle):
     with pytest.raises(OptionError) as e:

@@ -56,6 +56,11 @@ def cmd_info(a: argparse.Namespace) -> int:
         plans = sorted(str(p) for p in path.parent.glob("*/model.plan"))
         raise NetdefError(f"{path} is {triton_files[path.name]}, not an engine, a raw plan or a .wts file: give "
                           + (f"a version's plan, e.g. `netdef info {plans[0]}`" if plans else "a version's model.plan"))
+    if path.suffix.lower() in (".yaml", ".yml", ".py"):  # an architecture or blocks, not weights
+        raise NetdefError(f"{path} is {'an architecture' if path.suffix.lower() != '.py' else 'Python source'}, not an "
+                          "engine, a raw plan or a .wts file: " + (
+                              f"`netdef show {path}` shows its rows" if path.suffix.lower() != ".py" else
+                              f"`netdef blocks --blocks {path}` lists the blocks it defines"))
     if path.suffix.lower() == ".onnx":  # else the .wts reader's error about its first line
         raise NetdefError(f"{path} is an ONNX model, not an engine, a raw plan or a .wts file: netdef builds engines "
                           "from .wts weights (`netdef export`, then `netdef build`)")
