@@ -55,7 +55,7 @@ class WeightKeyError(NetdefError):
     """Weights missing from, unused in, or of the wrong size for a .wts file. `hint`: the end of the message that
     says what the mismatch looks like (a misspelt module, another architecture), for `netdef show` to print.
     `another_layout`: the hint explains the keys (saved fused or prefixed, another task's head), so no other scale
-    of the architecture would fit them. `key`: the weight whose size did not fit, where that was the error."""
+    of the architecture would fit them. `key`: the weight at fault (its size, or its values), where one was."""
 
     def __init__(self, message: str = "", *, where: str | None = None, hint: str = "", another_layout: bool = False,
                  key: str | None = None):

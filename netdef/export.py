@@ -269,12 +269,21 @@ def state_dict_of(obj: Any, where: str = "source", log: Callable[[str], None] | 
         return dict(obj.state_dict())
     if isinstance(obj, Mapping):
         holding = [k for k in CHECKPOINT_KEYS if isinstance(obj.get(k), (Mapping, torch.nn.Module))]  # not a name
-        for key in holding[:1]:
-            if len(holding) > 1 and log:  # a training checkpoint with both: say which weights the .wts gets
+        first: NetdefError | None = None
+        for n, key in enumerate(holding):  # the first that holds weights ({'model': {'depth': 50}} holds none)
+            try:
+                got = state_dict_of(obj[key], f"{where}['{key}']", log)
+            except NetdefError as e:
+                first = first or e
+                continue
+            others = holding[n + 1:]
+            if others and log:  # a training checkpoint with both: say which weights the .wts gets
                 why = " (the weights Ultralytics and YOLOv5 deploy)" if key in ("ema", "model") else ""
-                log(f"[netdef] {where}: exporting '{key}'{why}, not {' or '.join(repr(k) for k in holding[1:])}; "
-                    "save that one alone to export it")
-            return state_dict_of(obj[key], f"{where}['{key}']", log)
+                log(f"[netdef] {where}: exporting '{key}'{why}, not {' or '.join(map(repr, others))}; save that one "
+                    "alone to export it")
+            return got
+        if first is not None:
+            raise first
         tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
         skipped = [k for k in obj if k not in tensors]
         if tensors:

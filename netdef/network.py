@@ -61,21 +61,22 @@ def parse_activation(act: Any, where: str) -> tuple[str, str]:
 def batchnorm_affine(gamma: np.ndarray, beta: np.ndarray, mean: np.ndarray, var: np.ndarray, eps: float,
                      bn: str = "BatchNorm") -> tuple[np.ndarray, np.ndarray]:
     """BatchNorm `bn` (inference form) as y = x * scale + shift per channel, in float64; a WeightKeyError naming
-    its keys where a variance is negative (damaged weights: sqrt of it is NaN) or a channel's scale or shift is
-    not finite (an engine of them computes NaN or inf)."""
-    var = var.astype(np.float64)
-    bad = (var < 0) | (var + eps <= 0)
+    its running_var where running_var + eps is not positive (BatchNorm divides by its square root: NaN or inf).
+    A running_var slightly below 0 with eps above it (a Caffe or darknet conversion's -1e-5) computes as in
+    PyTorch; values beyond float32 after folding are the callers' to refuse (`_finite32`)."""
+    var = var.astype(np.float64) + eps
+    bad = var <= 0
     if bad.any():
         i = int(np.argmax(bad))
-        raise WeightKeyError(f"'{bn}.running_var'[{i}] is {var[i]:.6g}: a variance is never negative (and BatchNorm "
-                             f"divides by the square root of it plus eps {eps:g}); the weights are damaged or not this "
+        raise WeightKeyError(f"'{bn}.running_var'[{i}] is {var[i] - eps:.6g}: running_var + eps ({eps:g}) must be "
+                             f"positive, BatchNorm divides by its square root; the weights are damaged or not this "
                              f"BatchNorm's", key=f"{bn}.running_var")
-    scale = gamma.astype(np.float64) / np.sqrt(var + eps)
+    scale = gamma.astype(np.float64) / np.sqrt(var)
     return scale, beta.astype(np.float64) - mean.astype(np.float64) * scale
 
 
-def fold_batchnorm(w: np.ndarray, b: np.ndarray | None, gamma: np.ndarray, beta: np.ndarray,
-                   mean: np.ndarray, var: np.ndarray, eps: float, bn: str = "BatchNorm") -> tuple[np.ndarray, np.ndarray]:
+def fold_batchnorm(w: np.ndarray, b: np.ndarray | None, gamma: np.ndarray, beta: np.ndarray, mean: np.ndarray,
+                   var: np.ndarray, eps: float, bn: str = "BatchNorm") -> tuple[np.ndarray, np.ndarray]:
     """Fold BatchNorm `bn` (inference form) into the preceding convolution: returns (weight, bias) in float32; a
     WeightKeyError naming `bn` where the folded values are not finite in float32 (`batchnorm_affine`)."""
     scale, shift = batchnorm_affine(gamma, beta, mean, var, eps, bn)
@@ -97,10 +98,10 @@ def _finite32(values: np.ndarray, what: str, check: bool = True) -> np.ndarray:
         out = values.astype(np.float32)
     bad = np.flatnonzero(~np.isfinite(out)) if check else ()
     if len(bad):
-        i = int(bad[0])
-        raise WeightKeyError(f"{what}: value {i} is {values.reshape(-1)[i]:.6g}, not a finite float32 (its weight, "
-                             f"running_var or eps make it so): an engine of it computes NaN or inf; check these "
-                             f"weights")
+        at = tuple(int(k) for k in np.unravel_index(int(bad[0]), values.shape))  # [channel, ...]
+        raise WeightKeyError(f"{what}: the value at {list(at)} is {values[at]:.6g}, not a finite float32 (its "
+                             f"weight, running_var or eps make it so): an engine of it computes NaN or inf; check "
+                             f"these weights")
     return out
 
 
@@ -621,8 +622,8 @@ class Network:
                           self.keep(scale, keys[0]), self.keep(np.ones(len(scale)), f"{name}/power")).get_output(0)
 
     def activation(self, x: Any, act: str | None, prefix: str) -> Any:
-        """relu | silu | leaky[:slope] (default 0.1) | hardswish | hardsigmoid | sigmoid | tanh | relu6 | gelu[:tanh]
-        | none."""
+        """relu | silu | leaky[:slope] (default 0.1) | hardswish | hardsigmoid | sigmoid | tanh | relu6 |
+        gelu[:none|tanh] | none."""
         kind, arg = parse_activation(act, prefix)
         A = self.trt.ActivationType
         if kind == "none":

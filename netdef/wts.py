@@ -290,18 +290,30 @@ def first_nonfinite(out: np.ndarray, source: np.ndarray | None = None) -> tuple[
     return i, src
 
 
+EXPONENT = np.uint32(0x7F800000)  # float32's exponent bits: all set, NaN or inf; none, zero or subnormal
+
+
+def only_subnormal(values: np.ndarray, exponents: np.ndarray | None = None) -> bool:
+    """Whether the float32 `values` hold a non-zero value and every non-zero one is subnormal (below 1.2e-38): what
+    another encoding read as float32 hex gives. By their bits (a flush-to-zero CPU mode hides subnormals from
+    comparisons); `exponents`: `values`' exponent bits, where the caller has them."""
+    bits = values.view(np.uint32)
+    exponents = bits & EXPONENT if exponents is None else exponents
+    return not exponents.any() and bool((bits & np.uint32(0x7FFFFFFF)).any())
+
+
 def _check_values(path: str, line: int, key: str, values: np.ndarray) -> None:
     """Refuse NaN or infinite values, and a tensor whose non-zero values are all below float32's smallest normal
     number (1.2e-38): no trained weight is, but other encodings read as big-endian float32 hex are (float16 bit
     patterns of 4 hex digits, struct.pack('>e'): 3c00 for 1.0 reads as 2.2e-41; decimal numbers: '2' reads as
     2.8e-45). One pass over the exponent bits finds both."""
     exponents = values.view(np.uint32) & np.uint32(0x7F800000)
-    if (exponents == 0x7F800000).any():
+    if (exponents == EXPONENT).any():
         i = first_nonfinite(values)[0]  # type: ignore[index]
         raise WtsFormatError(path, f"value {i + 1} of {values.size} is {values[i]} ({values.view(np.uint32)[i]:08x}): "
                              "an engine built from it outputs NaN or inf; fix the weights (from Python, "
                              "read_wts(..., allow_nonfinite=True) reads them as they are)", line=line, key=key)
-    if not exponents.any() and values.any():
+    if only_subnormal(values, exponents):
         raise WtsFormatError(path, f"every non-zero value of the {values.size} is below float32's smallest normal "
                              f"number (1.2e-38; the largest is {float(np.abs(values).max()):.3g}): these are not the "
                              "big-endian float32 hex of gen_wts.py (struct.pack('>f', v).hex()) but another encoding, "
@@ -321,7 +333,8 @@ def read_wts(path: str | os.PathLike, *, progress: bool = False,
 
     Raises WtsFormatError (naming the file, 1-based line and key) on malformed input and, unless
     `allow_nonfinite` (the dict is then a `NonFiniteAllowed`, which builds take as it is), on NaN or infinite
-    values and on tensors of nothing but subnormal values (another encoding read as float32 hex); NetdefError when the path is not a readable file, or not the file `expect` (a `fileio.file_key`, from
+    values and on tensors of nothing but subnormal values (another encoding read as float32 hex); NetdefError
+    when the path is not a readable file, or not the file `expect` (a `fileio.file_key`, from
     `fileio.file_sha256_and_key`) says.
     """
     path = os.fspath(path)
@@ -405,6 +418,11 @@ def _to_float32(path: str, key: str, value: Any, allow_nonfinite: bool) -> np.nd
         raise NetdefError(f"cannot write {path}: tensor '{key}': value {i + 1} of {out.size} {what}; an engine "
                           "built from it outputs NaN or inf (fix the weights; from Python, write_wts(..., "
                           "allow_nonfinite=True) writes them as they are)")
+    if not allow_nonfinite and only_subnormal(out):
+        raise NetdefError(f"cannot write {path}: tensor '{key}': every non-zero value of the {out.size} is below "
+                          "float32's smallest normal number (1.2e-38), which read_wts refuses as another encoding "
+                          "read as float32 hex; check the weights (from Python, write_wts(..., allow_nonfinite=True) "
+                          "writes them as they are)")
     return out
 
 

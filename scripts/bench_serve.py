@@ -392,7 +392,8 @@ def _client_process(requests: Any, clients: int, seconds: float, warmup: int, ba
         return tree_cpu(watch) if watch else float("nan")
 
     probe = watch is not None
-    host0, watch0 = (host_busy(), watched()) if probe else (0.0, 0.0)
+    watch0 = watched() if probe else 0.0  # the /proc scan first: the window below starts after it
+    host0 = host_busy() if probe else 0.0
     t0, cpu0 = time.perf_counter(), time.process_time()  # process_time: every thread of this process
     go.set()
     for t in threads:

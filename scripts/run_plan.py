@@ -20,6 +20,7 @@ import json
 import os
 import sys
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -55,14 +56,14 @@ def read_feeds(path: str, inputs: list[str], plan: Path) -> dict[str, np.ndarray
     when it is neither, or lacks an input."""
     try:
         data = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as e:
-        sys.exit(f"--input {path}: not an .npy or .npz numpy file ({e})")
-    if isinstance(data, np.lib.npyio.NpzFile):
-        with data:
-            missing = sorted(set(inputs) - set(data.files))
-            if missing:
-                sys.exit(f"{path} lacks the input(s) {missing} (it has {data.files})")
-            return {n: data[n] for n in inputs}
+        if isinstance(data, np.lib.npyio.NpzFile):
+            with data:
+                missing = sorted(set(inputs) - set(data.files))
+                if missing:
+                    sys.exit(f"{path} lacks the input(s) {missing} (it has {data.files})")
+                return {n: data[n] for n in inputs}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:  # empty, cut or another kind of file
+        sys.exit(f"--input {path}: not a whole .npy or .npz numpy file ({type(e).__name__}: {e})")
     if len(inputs) > 1:
         sys.exit(f"{plan} takes {len(inputs)} inputs {inputs}: give them as an .npz keyed by name")
     return {inputs[0]: data}

@@ -99,12 +99,13 @@ def yolov5_wts(yolov5_models, wts_dir):
 
 def pytest_runtest_logreport(report):
     """With NETDEF_RESULTS=FILE, append each test's `RESULT ...` output lines to FILE as the test ends (also from
-    xdist workers), and a failure's whole report (`FAILED nodeid (phase)`, traceback, captured output), so that a
-    GPU run cut by its time limit keeps the figures and the failures of the tests that finished."""
+    xdist workers, through the controller), and a failure's whole report (`FAILED nodeid (phase)`, traceback,
+    captured output), so that a GPU run cut by its time limit keeps the figures and the failures of the tests
+    that finished."""
     import os
 
     path = os.environ.get("NETDEF_RESULTS")
-    if not path:
+    if not path or os.environ.get("PYTEST_XDIST_WORKER"):  # xdist's controller writes its workers' reports, once
         return
     lines = [f"{report.nodeid} {report.outcome}: {line}\n" for line in report.capstdout.splitlines()
              if report.when == "call" and line.startswith("RESULT")]
@@ -113,4 +114,4 @@ def pytest_runtest_logreport(report):
         lines += [f"--- {name}\n{text}\n" for name, text in report.sections]
     if lines:
         with open(path, "a") as f:
-            f.writelines(lines)
+            f.write("".join(lines))

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -567,15 +568,25 @@ def test_export_takes_the_checkpoint_entry_that_holds_weights(tmp_path, capsys):
     assert main(["export", str(tmp_path / "named.pt"), "-o", str(tmp_path / "named.wts")]) == 0
     assert set(read_wts(tmp_path / "named.wts")) == {"0.weight", "0.bias"} and "exporting 'model'" not in \
         capsys.readouterr().err
+    torch.save({"model": {"depth": 50}, "state_dict": model.state_dict()}, tmp_path / "config.pt")  # a config dict
+    assert main(["export", str(tmp_path / "config.pt"), "-o", str(tmp_path / "config.wts")]) == 0
+    assert set(read_wts(tmp_path / "config.wts")) == {"0.weight", "0.bias"}
     torch.save({"model": "resnet", "ema": None, "epoch": 3}, tmp_path / "none.pt")
     assert main(["export", str(tmp_path / "none.pt"), "-o", str(tmp_path / "none.wts")]) == 1
     assert "its 'ema' is None and 'model' is str, no model: the checkpoint holds no weights" in capsys.readouterr().err
     assert not (tmp_path / "none.wts").exists()
 
 
+def _quantized(torch):
+    with warnings.catch_warnings():  # torch warns that its quantized tensors are deprecated
+        warnings.simplefilter("ignore")
+        return torch.quantize_per_tensor(torch.rand(3), 0.1, 0, torch.quint8)
+
+
 @pytest.mark.parametrize("make, why", [
     (lambda torch: torch.empty(2, 3, device="meta"), r"it is a meta tensor, a shape without values .*assign=True"),
     (lambda torch: torch.eye(3).to_sparse(), r"it is a sparse_coo tensor: call \.to_dense\(\) on it"),
+    (_quantized, r"it is a quantized tensor: give the float model's weights, or call \.dequantize\(\) on it"),
 ])
 def test_tensors_without_plain_values_are_named_not_tracebacks(tmp_path, make, why):
     """A meta-device state_dict (NotImplementedError: Cannot copy out of meta tensor) or a sparse tensor

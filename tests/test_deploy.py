@@ -668,8 +668,12 @@ def test_run_plan_names_a_missing_or_foreign_input_and_a_batch_below_one(tmp_pat
     with pytest.raises(SystemExit, match=r"^--batch 0: must be >= 1$"):
         run_plan.main([str(plan), "--batch", "0"])
     (tmp_path / "x.txt").write_text("1 2 3")
-    with pytest.raises(SystemExit, match=r"^--input .*x\.txt: not an \.npy or \.npz numpy file"):
-        run_plan.read_feeds(str(tmp_path / "x.txt"), ["input"], plan)
+    (tmp_path / "empty.npy").write_bytes(b"")
+    np.savez(tmp_path / "cut.npz", a=np.ones(100))
+    (tmp_path / "cut.npz").write_bytes((tmp_path / "cut.npz").read_bytes()[:200])
+    for name in ("x.txt", "empty.npy", "cut.npz"):  # EOFError, zipfile.BadZipFile: tracebacks before
+        with pytest.raises(SystemExit, match=rf"^--input .*{name}: not a whole \.npy or \.npz numpy file"):
+            run_plan.read_feeds(str(tmp_path / name), ["a"], plan)
     np.savez(tmp_path / "two.npz", a=np.ones(2))
     with pytest.raises(SystemExit, match=r"two\.npz lacks the input\(s\) \['b'\] \(it has \['a'\]\)"):
         run_plan.read_feeds(str(tmp_path / "two.npz"), ["a", "b"], plan)
@@ -929,8 +933,8 @@ def test_info_on_a_plugin_options_file_or_an_onnx_model_says_what_it_is(stand_in
     onnx.write_bytes(b"\x08\t\x12\x07pytorch" + bytes(40))
     r = run_cli("info", str(onnx))
     assert r.returncode == 1 and "is an ONNX model" in r.stderr and "netdef export" in r.stderr, r.stderr
-    for name, what, hint in (("my.yaml", "an architecture", "`netdef show"), ("blocks.py", "Python source",
-                                                                              "`netdef blocks --blocks")):
+    for name, what, hint in (("my.yaml", "YAML", "for an architecture, `netdef show"),
+                             ("blocks.py", "Python source", "for blocks, `netdef blocks --blocks")):
         (tmp_path / name).write_text("# torchvision.models.resnet18: key names\n")
         r = run_cli("info", str(tmp_path / name))
         assert r.returncode == 1 and f"{name} is {what}, not an engine" in r.stderr and hint in r.stderr, r.stderr
@@ -1032,26 +1036,35 @@ def test_triton_names_the_other_version_that_does_not_fit_the_options(stand_in_e
 
 def test_one_plugins_txt_loads_the_plugins_of_every_version(stand_in_engine, tmp_path):
     """Two versions built with two plugin library files (another netdef or compiler): plugins.txt named only the
-    first version's (kept) or only the last one's (replaced), silently; it now names both with
-    --replace-config, and --keep-config says what the plans need."""
+    first version's (kept) or only the last one's (replaced), silently. It now names both, by version number (so
+    writing a version again changes nothing), with --replace-config; --keep-config says what the plans need; each
+    plan's sidecar names its own library only; two files of one plugin creator are noted, and a library copy that
+    is gone is left out of the options, with a note."""
     one, two = tmp_path / "one.engine", tmp_path / "two.engine"
     write_engine_with_plugin_header(stand_in_engine, one, tmp_path / "libplug1.so")
     write_engine_with_plugin_header(stand_in_engine, two, tmp_path / "libplug2.so")
     repo, model = tmp_path / "models", tmp_path / "models" / "m"
+    lib1, lib2 = (str((model / f"libplug{k}.so").absolute()) for k in (1, 2))
     write_repository(one, repo, TritonOptions(name="m"))
     with pytest.raises(OptionError, match=r"plugins.txt exists and differs"):
         write_repository(two, repo, TritonOptions(name="m", version=2))
     kept = write_repository(two, repo, TritonOptions(name="m", version=2, existing_config="keep"))
     assert "libplug2" not in (model / "plugins.txt").read_text()
-    assert any(f"{model / 'plugins.txt'} kept as it is (--keep-config): the model's plans need "
-               f"{(model / 'libplug2.so').absolute()}, {(model / 'libplug1.so').absolute()}" in n for n in kept.notes)
+    assert f"{model / 'plugins.txt'} kept as it is (--keep-config): the model's plans need {lib1}, {lib2}" in kept.notes
     res = write_repository(two, repo, TritonOptions(name="m", version=2, existing_config="replace"))
-    both = f"{(model / 'libplug2.so').absolute()};{(model / 'libplug1.so').absolute()}"
-    assert res.server_options[0] == f'--backend-config=tensorrt,plugins="{both}"'
+    assert res.server_options[0] == f'--backend-config=tensorrt,plugins="{lib1};{lib2}"'
+    assert any("libplug1.so and libplug2.so both register plugin NetdefYoloDecodeNms version 1: a Triton process "
+               "loads the first" in n for n in res.notes), res.notes
     text = (model / "plugins.txt").read_text()
-    assert res.server_options[0] in text.splitlines() and "(libplug1.so), yolo_decode_nms (libplug2.so)" not in text
-    assert "yolo_decode_nms (libplug2.so), yolo_decode_nms (libplug1.so)" in text.splitlines()[0]
+    assert res.server_options[0] in text.splitlines()
+    assert "yolo_decode_nms (libplug1.so), yolo_decode_nms (libplug2.so)" in text.splitlines()[0]
     assert f"start tritonserver with {res.server_options[0]}" in (model / "config.pbtxt").read_text()
+    hints = json.dumps(json.loads(sidecar_path(res.plan).read_text())["sidecar"]["load"])
+    assert "libplug2.so" in hints and "libplug1.so" not in hints  # version 2's plan needs its own library only
+    write_repository(one, repo, TritonOptions(name="m"))  # version 1 again: the same plugins.txt, not "differs"
+    assert (model / "plugins.txt").read_text() == text
     (model / "libplug1.so").unlink()
-    again = write_repository(two, repo, TritonOptions(name="m", version=2))
-    assert any(f"needs the plugin library {model / 'libplug1.so'}, which is not there" in n for n in again.notes)
+    again = write_repository(two, repo, TritonOptions(name="m", version=2, existing_config="replace"))
+    assert any(f"version 1 of m needs the plugin library {model / 'libplug1.so'}, which is not there (left out of the "
+               "server options)" in n for n in again.notes), again.notes
+    assert again.server_options[0] == f'--backend-config=tensorrt,plugins="{lib2}"'

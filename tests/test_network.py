@@ -38,10 +38,10 @@ def test_fold_batchnorm_matches_torch_conv_bn():
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"var": -1.5}, r"^'m.bn.running_var'\[2\] is -1.5: a variance is never negative"),
-    ({"var": -1e-5}, r"^'m.bn.running_var'\[2\] is -1e-05: a variance is never negative"),  # var + eps = 0
-    ({"gamma": 1e38, "var": 0.0}, r"^m.bn folded into the convolution's weight: value \d+ is [\d.]+e\+\d+, not a finite "
-                                  r"float32 .*: an engine of it computes NaN or inf"),
+    ({"var": -1.5}, r"^'m.bn.running_var'\[2\] is -1.5: running_var \+ eps \(1e-05\) must be positive"),
+    ({"var": -2e-5}, r"^'m.bn.running_var'\[2\] is -2e-05: running_var \+ eps"),
+    ({"gamma": 1e38, "var": 0.0}, r"^m.bn folded into the convolution's weight: the value at \[2, 0, 0, 0\] is "
+                                  r"[\d.]+e\+\d+, not a finite float32 .*: an engine of it computes NaN or inf"),
 ])
 def test_batchnorm_weights_that_fold_to_nan_or_inf_are_refused(change, message):
     """A negative running_var (sqrt of it: NaN) or a scale beyond float32 built an engine of NaN or inf with exit 0
@@ -59,6 +59,22 @@ def test_batchnorm_weights_that_fold_to_nan_or_inf_are_refused(change, message):
         net = Network(weights)
         with pytest.raises(WeightKeyError, match=message):
             net.batchnorm(net.input("x", (1, c, 5, 5)), "m.bn")
+
+
+def test_a_running_var_just_below_zero_folds_as_pytorch_computes_it():
+    """Caffe and darknet conversions store running_var values such as -9.9999e-06, which eps (1e-5) keeps
+    positive: PyTorch computes with them, and so does the fold (only running_var + eps <= 0 is refused)."""
+    c = 3
+    gamma, beta, mean = np.full(c, 0.5), np.zeros(c), np.zeros(c)
+    var = np.array([1.0, -5e-06, 0.25])  # + eps: 5e-6 (a value nearer -eps leaves digits to float32's rounding)
+    bn = torch.nn.BatchNorm2d(c, eps=1e-5).eval()
+    with torch.no_grad():
+        bn.weight.copy_(torch.from_numpy(gamma)), bn.running_var.copy_(torch.from_numpy(var))
+    x = torch.ones(1, c, 1, 1)
+    w, b = fold_batchnorm(np.ones((c, c, 1, 1), np.float32) * np.eye(c)[:, :, None, None], None, gamma, beta, mean,
+                          var, eps=1e-5)
+    got = torch.nn.functional.conv2d(x, torch.from_numpy(w), torch.from_numpy(b)).detach().numpy()
+    np.testing.assert_allclose(got, bn(x).detach().numpy(), rtol=1e-5)
 
 
 def _weights(model):

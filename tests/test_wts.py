@@ -387,6 +387,19 @@ def test_a_tensor_of_another_encoding_is_refused(tmp_path, tokens):
     assert read_wts(p, allow_nonfinite=True)["conv.weight"].size == 4
 
 
+def test_write_wts_refuses_the_tensor_read_wts_would_refuse(tmp_path):
+    """write_wts wrote a tensor of nothing but subnormal values, which read_wts then refused: export gave a file
+    no build could read. It refuses it first (allow_nonfinite writes it as it is, and read_wts reads it so)."""
+    tiny = np.array([1e-40, 0.0, -3e-41], np.float32)
+    with pytest.raises(NetdefError, match=r"tensor 'w': every non-zero value of the 3 is below float32's smallest "
+                                          r"normal number .*allow_nonfinite=True"):
+        write_wts(tmp_path / "t.wts", {"w": tiny})
+    assert not (tmp_path / "t.wts").exists()
+    write_wts(tmp_path / "t.wts", {"w": tiny, "z": np.zeros(2)}, allow_nonfinite=True)
+    assert read_wts(tmp_path / "t.wts", allow_nonfinite=True)["w"].tolist() == tiny.tolist()
+    write_wts(tmp_path / "ok.wts", {"w": np.append(tiny, 1.0), "z": np.zeros(2)})  # beside a normal one, or zeros
+
+
 # ---------------------------------------------------------------- non-finite values
 
 NONFINITE = [("7f800000", "inf"), ("ff800000", "-inf"), ("7fc00000", "nan"), ("FFC00001", "nan")]

@@ -38,8 +38,8 @@ def conv_parts(net: Network, x: Any, prefix: str, parts: Mapping[str, Sequence[i
     c1 = net.channels(x)
     w = net.weight(f"{prefix}.conv.weight", (c2, c1, k, k))
     w, b = fold_batchnorm(w, None, *(net.weight(f"{prefix}.bn.{n}", (c2,))
-                                     for n in ("weight", "bias", "running_mean", "running_var")), eps=net.param("bn_eps"),
-                          bn=f"{prefix}.bn")
+                                     for n in ("weight", "bias", "running_mean", "running_var")),
+                          eps=net.param("bn_eps"), bn=f"{prefix}.bn")
     out = {}
     for part, rows in parts.items():
         rows = np.asarray(rows, np.int64)

@@ -57,10 +57,11 @@ def cmd_info(a: argparse.Namespace) -> int:
         raise NetdefError(f"{path} is {triton_files[path.name]}, not an engine, a raw plan or a .wts file: give "
                           + (f"a version's plan, e.g. `netdef info {plans[0]}`" if plans else "a version's model.plan"))
     if path.suffix.lower() in (".yaml", ".yml", ".py"):  # an architecture or blocks, not weights
-        raise NetdefError(f"{path} is {'an architecture' if path.suffix.lower() != '.py' else 'Python source'}, not an "
-                          "engine, a raw plan or a .wts file: " + (
-                              f"`netdef show {path}` shows its rows" if path.suffix.lower() != ".py" else
-                              f"`netdef blocks --blocks {path}` lists the blocks it defines"))
+        python = path.suffix.lower() == ".py"
+        hint = f"for blocks, `netdef blocks --blocks {path}` lists them" if python else \
+            f"for an architecture, `netdef show {path}` shows its rows"
+        raise NetdefError(f"{path} is {'Python source' if python else 'YAML'}, not an engine, a raw plan or a .wts "
+                          f"file: {hint}")
     if path.suffix.lower() == ".onnx":  # else the .wts reader's error about its first line
         raise NetdefError(f"{path} is an ONNX model, not an engine, a raw plan or a .wts file: netdef builds engines "
                           "from .wts weights (`netdef export`, then `netdef build`)")

@@ -239,13 +239,7 @@ none), none over the engine."""
         check_output(path, inputs=inputs + libraries, what=what, kind=kind, belongs=model_dir)
     _check_other_versions(model_dir, opts, config)
     res.libraries = [model_dir / lib.name for lib in libraries]
-    plugins = [(entry.get("name"), copy) for entry, copy in zip(meta["plugins"], res.libraries)]
-    for entry, copy in _other_versions_plugins(model_dir, opts.version):  # one plugins.txt loads every version's
-        if copy not in [c for _, c in plugins]:
-            plugins.append((entry.get("name"), copy))
-            if not copy.is_file():
-                res.notes.append(f"another version of {model_dir.name} needs the plugin library {copy}, which is "
-                                 "not there: write that version again, or remove it")
+    plugins = _model_plugins(model_dir, opts.version, list(zip(meta["plugins"], res.libraries)), res.notes)
     if plugins:
         check_output(model_dir / OPTIONS_NAME, inputs=inputs, what="server options", kind=OPTIONS_FILE,
                      belongs=model_dir)
@@ -283,8 +277,9 @@ none), none over the engine."""
     texts = {path: text for path, text in texts.items() if _to_write(path, text, opts.existing_config)}
     files = {copy: lib.read_bytes() for lib, copy in zip(libraries, res.libraries)}
     files |= {path: text.encode() for path, text in texts.items()}
-    plugins = [dict(p, library=os.path.join("..", Path(p["library"]).name)) for p in meta["plugins"]]
-    write_plan(res.plan, plan, meta, source=engine, plugins=plugins, hints=load_hints(meta, PLAN_NAME, names),
+    own = [str(copy.absolute()) for copy in res.libraries]  # this plan's sidecar: the libraries it needs itself
+    plugins_here = [dict(p, library=os.path.join("..", Path(p["library"]).name)) for p in meta["plugins"]]
+    write_plan(res.plan, plan, meta, source=engine, plugins=plugins_here, hints=load_hints(meta, PLAN_NAME, own),
                also=files)  # the model's files renamed together: never a new plan under the old configuration
     res.config_kept = res.config not in texts
     if res.config_kept:
@@ -322,18 +317,39 @@ def _other_versions(model_dir: Path, version: int) -> list[Path]:
     """The plans of the model's versions other than `version`, by version number."""
     if not model_dir.is_dir():
         return []
-    dirs = [p for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit() and int(p.name) != version]
+    dirs = [p for p in model_dir.iterdir()
+            if p.is_dir() and p.name.isascii() and p.name.isdigit() and int(p.name) != version]
     return [d / PLAN_NAME for d in sorted(dirs, key=lambda d: int(d.name)) if (d / PLAN_NAME).is_file()]
 
 
-def _other_versions_plugins(model_dir: Path, version: int) -> list[tuple[dict[str, Any], Path]]:
-    """The plugins the model's other versions need, as their sidecars name them, with the library copy each one
-    loads from the model folder."""
-    out = []
+def _model_plugins(model_dir: Path, version: int, own: list[tuple[dict[str, Any], Path]],
+                   notes: list[str]) -> list[tuple[str | None, Path]]:
+    """(plugin name, library copy) for every version of the model, by version number (`own`: this engine's, the
+    plugins of version `version` with their copies), each library once: what one plugins.txt loads for them all.
+    Another version's copy that is gone is left out, with a note; two library files that register one plugin
+    creator are noted (a Triton process loads the first one for both)."""
+    versions = {version: own}
     for plan in _other_versions(model_dir, version):
         side = sidecar_path(plan)
         if side.is_file():
-            out += [(entry, model_dir / Path(entry["library"]).name) for entry in read_sidecar(side)["plugins"]]
+            versions[int(plan.parent.name)] = [(entry, model_dir / Path(entry["library"]).name)
+                                               for entry in read_sidecar(side)["plugins"]]
+    out: list[tuple[str | None, Path]] = []
+    creators: dict[tuple[Any, Any], Path] = {}
+    for v in sorted(versions):
+        for entry, copy in versions[v]:
+            if any(copy == c for _, c in out):
+                continue
+            if v != version and not copy.is_file():
+                notes.append(f"version {v} of {model_dir.name} needs the plugin library {copy}, which is not there "
+                             "(left out of the server options): write that version again, or remove it")
+                continue
+            creator = (entry.get("creator"), entry.get("version"))
+            if creator[0] and creators.setdefault(creator, copy) != copy:
+                notes.append(f"{creators[creator].name} and {copy.name} both register plugin {creator[0]} "
+                             f"version {creator[1]}: a Triton process loads the first and runs every version's plans "
+                             "with it; deploy a plan of another plugin build as a model of its own (another --name)")
+            out.append((entry.get("name"), copy))
     return out
 
 
@@ -351,7 +367,7 @@ def _check_other_versions(model_dir: Path, opts: TritonOptions, config: dict[str
     other versions would not fit (Triton loads the latest version by default)."""
     for plan in _other_versions(model_dir, opts.version):
         side = sidecar_path(plan)
-        other = _plan_config(side, opts, config["name"]) if side.exists() else None
+        other = _plan_config(side, opts, config["name"]) if side.is_file() else None
         if other != config:
             why = "has no sidecar to tell whether it fits this engine's configuration" if other is None else \
                 other if isinstance(other, str) else "takes other inputs, outputs or batch sizes than this engine"
