@@ -796,6 +796,8 @@ def build_network(spec: Spec, net: Network, input_hw: tuple[int, int] | None = N
                              f"(a list of them for several outputs; net.constant(array, name) makes one of an array)",
                              where=spec.where(row))
         outputs.append(y)
+        if hasattr(y, "name"):
+            net.row_ends.setdefault(y.name, spec.where(row))
         if hasattr(y, "name") and row.prefix and row.prefix not in net.claimed:
             net.row_outputs.setdefault(y.name, row.prefix)
         observe(net, row, y)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -437,6 +438,24 @@ def test_resnet18_cpu_matches_every_layer(tmp_path, capsys):
     assert re.search(r"\nlayer1\.0/relu +layer1\.0 +1x64x16x16 .* pass", out), out
 
 
+def test_a_row_output_no_module_checks_is_named_before_the_failure_it_causes(tmp_path, capsys):
+    """torchvision's stem row (prefix "", conv1 + bn1 + the model's relu) without its activation passed at conv1
+    (compared with bn1) and failed at maxpool, with no word of the row before it; the report now names the row
+    whose own output nothing compared. A shape failure (a wrong stride: the layer's own fault) names none."""
+    wts = tmp_path / "r18.wts"
+    assert main(["export", "torchvision:resnet18", "-o", str(wts)]) == 0
+    capsys.readouterr()
+    arch = tmp_path / "r18none.yaml"
+    text = (Path(__file__).parent.parent / "netdef" / "architectures" / "resnet18.yaml").read_text()
+    arch.write_text(text.replace('bn: bn1, act: relu}, ""]', 'bn: bn1, act: none}, ""]'))
+    assert main(["verify", str(arch), "-w", str(wts), "--model", "torchvision:resnet18", "--cpu",
+                 "--input-shape", "64,64"]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("first divergent layer: maxpool (PyTorch module maxpool): max rel error")
+    assert lines[1] == ("  the divergence may begin before it, at a row whose output no PyTorch module of its name "
+                        f"could check: {arch}:8: row 0 (ConvBnAct) (layer conv1)")
+
+
 def test_resnet18_report_values(torchvision_wts):
     model, wts = torchvision_wts("resnet18")
     report = verify("resnet18", wts, model, cpu=True, opts=BuildOptions(input_hw=(64, 64)), log=lambda m: None)
@@ -651,6 +670,7 @@ def test_planted_wrong_stride_is_named_first(tiny, capsys):
     out = capsys.readouterr().out
     assert out.splitlines()[0] == ("first divergent layer: conv2 (PyTorch module bn2): shape (1, 16, 16, 16) != "
                                    "PyTorch's (1, 16, 8, 8)")
+    assert "the divergence may begin before it" not in out  # a shape: conv2's own stride
     assert re.search(r"^conv1 +bn1 +1x8x16x16 +\S+ +pass$", out, re.M) and "FAIL: 1 of 4 matched layers" in out
 
 

@@ -71,6 +71,9 @@ def cmd_verify(a: argparse.Namespace) -> int:
             why = first.note if first.error is None else \
                 f"max rel error {first.error:.3g} > {report.tol:g} {first.note}".rstrip()
             print(f"first divergent layer: {first.layer} (PyTorch module {first.module}): {why}")
+            if report.unchecked_before:  # a row output no module could be compared with, between it and a pass
+                print(f"  the divergence may begin before it, at a row whose output no PyTorch module of its name "
+                      f"could check: {'; '.join(report.unchecked_before)}")
         print(report.table())
         print(report.summary())
         ok = ok and report.ok

@@ -130,7 +130,30 @@ def verify(arch: str | Path | Spec, weights: Weights, model: Any, *, cpu: bool =
     report = compare(spec.name, f"{mode}, {opts.precision}{shown}", tol, layers, values, refs, matched, outputs,
                      floor, modules, net.match_channels, half=opts.precision == "fp16", also=also)
     report.uncompared = _uncompared(tensors, report, net.skipped, net.fixed)
+    report.unchecked_before = _unchecked_before(report, layers, matched, also, net)
     return report
+
+
+def _unchecked_before(report: Report, layers: list[Any], matched: Mapping[str, str],
+                      also: Mapping[str, Mapping[str, Any]], net: Any) -> list[str]:
+    """The YAML rows ("where (layer)") from the last passing row up to the first failure whose output was not
+    compared with a module of the row's own (a row named after its convolution, or of prefix ""): a mistake at
+    its end (an activation left out) shows first at the failure. None for a failure of shape (the failing layer's
+    own arguments: its input's shape passed)."""
+    first = report.first_failure
+    order = {layer.name: i for i, layer in enumerate(layers)}
+    if first is None or first.error is None or first.layer not in order:
+        return []
+    end = order[first.layer]
+    start = max((order[r.layer] for r in report.rows if r.status == "pass" and order.get(r.layer, end) < end),
+                default=0)
+
+    def checked(layer: Any) -> bool:
+        module = net.row_outputs.get(layer.outputs[0])
+        return module is not None and (matched.get(layer.name) == module or module in also.get(layer.name, {}))
+
+    return [f"{net.row_ends[layer.outputs[0]]} (layer {layer.name})" for layer in layers[start:end]
+            if len(layer.outputs) == 1 and layer.outputs[0] in net.row_ends and not checked(layer)]
 
 
 def _own_run(model: Any, x: np.ndarray, hooked: list[str], precision: str,

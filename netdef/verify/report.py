@@ -47,6 +47,10 @@ class Report:
     unmatched: int  # layers with no PyTorch module of their name
     uncompared: list[str] = field(default_factory=list)  # modules whose weights are read but whose output no row compared
     floor: str = ""  # layers may also pass within FLOOR_FACTOR x PyTorch's own error in this type ('': not)
+    # YAML rows whose output no row compared, between the last passing row and the first failure ("where (layer)"):
+    # a mistake there (a ConvBnAct without its activation, in a row named after its convolution) shows first at
+    # the failure
+    unchecked_before: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if isinstance(self.floor, bool):  # as it was recorded before fp16 networks had a floor: float32's
