@@ -182,7 +182,7 @@ class Network:
         # tensor -> the key prefix of the YAML row it ends (Ultralytics' `model.3`: the row's module), which verify
         # compares where no layer was matched with that module (a block of one's own that matches only its parts)
         self.row_outputs: dict[str, str] = {}
-        self.row_ends: dict[str, str] = {}  # tensor -> the YAML row it ends, every row's (`Spec.where`)
+        self.row_ends: dict[str, tuple[str, str]] = {}  # tensor -> (`Spec.where`, prefix) of the YAML row it ends
         self._fp32_scope: str | None = None  # the name given to the `fp32` block being built, if any
         self._fp32_strict = False  # whether that block constrains weakly typed layers too (`fp32(strict=True)`)
         self._fp32_tensors: set[str] = set()  # float32 outputs of fp32 blocks (strongly typed): cast back on use

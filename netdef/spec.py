@@ -797,8 +797,10 @@ def build_network(spec: Spec, net: Network, input_hw: tuple[int, int] | None = N
                              where=spec.where(row))
         outputs.append(y)
         if hasattr(y, "name"):
-            net.row_ends.setdefault(y.name, spec.where(row))
+            net.row_ends.setdefault(y.name, (spec.where(row), row.prefix))
         if hasattr(y, "name") and row.prefix and row.prefix not in net.claimed:
+            for earlier in [t for t, prefix in net.row_outputs.items() if prefix == row.prefix]:
+                del net.row_outputs[earlier]  # rows sharing a prefix (a Sequential's parts): the last one ends it
             net.row_outputs.setdefault(y.name, row.prefix)
         observe(net, row, y)
     net.where, net.scope = "", ""

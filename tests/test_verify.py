@@ -456,6 +456,52 @@ def test_a_row_output_no_module_checks_is_named_before_the_failure_it_causes(tmp
                         f"could check: {arch}:8: row 0 (ConvBnAct) (layer conv1)")
 
 
+SEQUENTIAL_MODEL = """
+import torch
+
+
+def make():
+    torch.manual_seed(0)
+    seq = lambda c1, c2: torch.nn.Sequential(  # noqa: E731  conv-BN-ReLU twice, as one Sequential
+        torch.nn.Conv2d(c1, c2, 3, padding=1, bias=False), torch.nn.BatchNorm2d(c2), torch.nn.ReLU(),
+        torch.nn.Conv2d(c2, c2, 3, padding=1, bias=False), torch.nn.BatchNorm2d(c2), torch.nn.ReLU())
+    model = torch.nn.Sequential()
+    model.add_module("enc", seq(3, 8))
+    model.add_module("head", torch.nn.Conv2d(8, 2, 1))
+    return model.eval()
+"""
+
+SEQUENTIAL_YAML = """
+name: seq
+input: {name: input, shape: [3, 16, 16]}
+output: out
+layers:
+  - [-1, 1, ConvBnAct, {c2: 8, k: 3, conv: "0", bn: "1"}, enc]
+  - [-1, 1, ConvBnAct, {c2: 8, k: 3, conv: "3", bn: "4"}, enc]
+  - [-1, 1, Conv2d, {c2: 2, k: 1}, head]
+"""
+
+
+def test_rows_that_share_a_prefix_are_compared_with_it_at_the_last(tmp_path, monkeypatch, capsys):
+    """A Sequential of conv-BN-ReLU twice written as two ConvBnAct rows of one prefix: the first row's output was
+    compared with the whole Sequential's (1.57 off: a correct network failed); the module ends at the last row."""
+    from netdef.export import randomize_batchnorm
+
+    (tmp_path / "seq_model.py").write_text(SEQUENTIAL_MODEL)
+    (tmp_path / "seq.yaml").write_text(SEQUENTIAL_YAML)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from seq_model import make
+
+    model = make()
+    randomize_batchnorm(model, seed=2)
+    report = verify(str(tmp_path / "seq.yaml"), {k: v for k, v in model.state_dict().items()
+                                                if not k.endswith("num_batches_tracked")},
+                    model, cpu=True, log=lambda m: None)
+    assert report.ok, report.table()
+    rows = {r.layer: r.module for r in report.rows}
+    assert rows.get("enc.3/relu") == "enc" and "enc" not in [m for layer, m in rows.items() if layer != "enc.3/relu"]
+
+
 def test_resnet18_report_values(torchvision_wts):
     model, wts = torchvision_wts("resnet18")
     report = verify("resnet18", wts, model, cpu=True, opts=BuildOptions(input_hw=(64, 64)), log=lambda m: None)

@@ -138,21 +138,26 @@ def _unchecked_before(report: Report, layers: list[Any], matched: Mapping[str, s
                       also: Mapping[str, Mapping[str, Any]], net: Any) -> list[str]:
     """The YAML rows ("where (layer)") from the last passing row up to the first failure whose output was not
     compared with a module of the row's own (a row named after its convolution, or of prefix ""): a mistake at
-    its end (an activation left out) shows first at the failure. None for a failure of shape (the failing layer's
-    own arguments: its input's shape passed)."""
+    its end (an activation left out) shows first at the failure. Only where the failing layer is one of values
+    (a shape is the layer's own arguments) computed without weights of its own (a pooling, an activation, an
+    addition: its inputs are then the likelier cause; a convolution's weights and folded BatchNorm are its own)."""
     first = report.first_failure
     order = {layer.name: i for i, layer in enumerate(layers)}
     if first is None or first.error is None or first.layer not in order:
+        return []
+    failing = layers[order[first.layer]]
+    constants = {t for layer in layers if layer.type == "CONSTANT" for t in layer.outputs}  # a LayerNorm's scale
+    if failing.weights or any(t in constants for t in failing.inputs):
         return []
     end = order[first.layer]
     start = max((order[r.layer] for r in report.rows if r.status == "pass" and order.get(r.layer, end) < end),
                 default=0)
 
-    def checked(layer: Any) -> bool:
-        module = net.row_outputs.get(layer.outputs[0])
-        return module is not None and (matched.get(layer.name) == module or module in also.get(layer.name, {}))
+    def checked(layer: Any) -> bool:  # compared with the row's module (`row_outputs`, or a block's own match)
+        module = net.row_outputs.get(layer.outputs[0]) or net.row_ends[layer.outputs[0]][1]
+        return bool(module) and (matched.get(layer.name) == module or module in also.get(layer.name, {}))
 
-    return [f"{net.row_ends[layer.outputs[0]]} (layer {layer.name})" for layer in layers[start:end]
+    return [f"{net.row_ends[layer.outputs[0]][0]} (layer {layer.name})" for layer in layers[start:end]
             if len(layer.outputs) == 1 and layer.outputs[0] in net.row_ends and not checked(layer)]
 
 
