@@ -1553,13 +1553,43 @@ def misspelt_module_hint(missing: Mapping[str, str], unused: list[str], present:
     for m, keys in lost.items():
         found = _twin_modules(m, keys, spare)
         if not found:
-            return ""
+            return _renamed_siblings_hint(lost, unused)
         pairs += found
     m, u, keys = pairs[0]
     where = missing[keys[0]]
     more = f" (and {len(pairs) - 1} more such module(s))" if len(pairs) > 1 else ""
     return (f"\nThe file has no module {m} but an unused module {u} with exactly its {len(keys)} key(s){more}: a "
             f"misspelt module prefix{f' ({where})' if where else ''}? Name the module as the file does")
+
+
+def _renamed_siblings_hint(lost: Mapping[str | None, list[str]], unused: Iterable[str]) -> str:
+    """Where the modules the file lacks and as many unused ones of the same keys lie one name part apart, but
+    cannot be paired by their keys alone (a block that named `fc1` and `fc2` `squeeze` and `excite`): a line
+    naming both sets; '' otherwise."""
+    found: set[str] = set()
+    for m, keys in lost.items():
+        if m is None:
+            return ""
+        depth = m.count(".") + 1
+        tails: dict[str, set[str]] = {}  # the unused modules at m's depth, each with its keys' endings
+        for k in unused:
+            parts = k.split(".")
+            if len(parts) > depth:
+                tails.setdefault(".".join(parts[:depth]), set()).add(k[len(".".join(parts[:depth])):])
+        want = {k[len(m):] for k in keys}
+        twins = {u for u, t in tails.items() if t == want and _one_part_apart(m, u)}
+        if not twins:
+            return ""
+        found |= twins
+    if len(found) != len(lost):
+        return ""
+
+    def some(names: list[str]) -> str:
+        return ", ".join(names[:4]) + (f" (and {len(names) - 4} more)" if len(names) > 4 else "")
+
+    return (f"\nThe file has no modules {some(list(map(str, lost)))} but unused modules {some(sorted(found))} with "
+            f"the same keys beside them: misspelt module names (a block naming its layers otherwise than the "
+            f"PyTorch module)? Name the modules as the file does")
 
 
 def _twin_modules(m: str, keys: list[str], spare: Mapping[str, set[str]],

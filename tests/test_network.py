@@ -170,6 +170,21 @@ def test_a_misspelt_module_in_a_repeated_block_names_its_twin_at_the_same_place(
     assert "another architecture" not in str(e.value)
 
 
+def test_two_renamed_sibling_modules_are_named_as_such_not_another_architecture(resnet18_weights):
+    """Every BasicBlock's bn1 and bn2 read as n1 and n2 (a block naming its layers otherwise than the module): each
+    missing module has two unused siblings of its keys, which keys alone cannot pair; the hint named the weights
+    'of another architecture'. It now names the modules the file has beside them."""
+    weights = resnet18_weights
+    net = Network({k.replace(".bn1.", ".xa.").replace(".bn2.", ".xb."): v for k, v in weights.items()})
+    build_network(load_spec("resnet18"), net)
+    with pytest.raises(WeightKeyError) as e:
+        net.check_keys()
+    hint = str(e.value).splitlines()[-1]
+    assert hint.startswith("The file has no modules layer1.0.bn1, layer1.0.bn2, ") and "another architecture" not in \
+        str(e.value), hint
+    assert "but unused modules layer1.0.xa, layer1.0.xb, " in hint and hint.endswith("Name the modules as the file does")
+
+
 def test_a_row_prefix_misspelt_in_a_part_other_rows_share_names_the_module_the_file_has(tmp_path):
     """A row reads feature.1.* where the file has features.1.* (the other rows read features.0.*): the missing
     module is feature, the unused one features.1; the hint pairs feature.1 with features.1 and names the row,
