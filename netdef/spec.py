@@ -868,7 +868,8 @@ def block_help(name: str, described: dict[str, str] | None = None) -> str:
     blk = get_block(name)
     args = ", ".join(str(p) for p in list(blk.signature.parameters.values())[3:])
     where = blk.module if blk.module.startswith("netdef.") else blk.origin
-    text = f"{name}({args})  [{where}]\n    {inspect.getdoc(blk.fn) or ''}"
+    doc = inspect.getdoc(blk.fn)
+    text = f"{name}({args})  [{where}]" + (f"\n    {doc}" if doc else "")  # no blank line for a block without one
     described = {} if described is None else described
     for key, p in blk.params.items():
         if key in described:

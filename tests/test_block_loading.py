@@ -231,13 +231,16 @@ def test_a_module_name_on_sys_path(tiny, monkeypatch):
 def test_netdef_blocks_environment_variable(tiny, monkeypatch, capsys):
     other = tiny / "more"
     other.mkdir()
-    (other / "more_blocks.py").write_text(BLOCK_SOURCE.format(name="MoreConvRelu"))
+    (other / "more_blocks.py").write_text(BLOCK_SOURCE.format(name="MoreConvRelu").replace(
+        'def conv_relu(net, x, prefix, c2, k=3):\n    """Convolution with bias + ReLU, keys `prefix.weight` and '
+        '`prefix.bias`."""\n', "def conv_relu(net, x, prefix, c2, k=3):\n"))  # a block without a docstring
     monkeypatch.setenv("NETDEF_BLOCKS", os.pathsep.join([str(tiny / "tiny_blocks.py"), str(other / "more_blocks.py")]))
     assert main(build_args(tiny)) == 0
     assert main(["blocks"]) == 0
     out = capsys.readouterr().out
     assert f"TinyConvRelu(c2, k=3)  [tiny_blocks ({tiny / 'tiny_blocks.py'})]" in out
-    assert "MoreConvRelu(c2, k=3)" in out and "Convolution with bias + ReLU" in out
+    assert "MoreConvRelu(c2, k=3)" in out and "Convolution with bias + ReLU" in out  # TinyConvRelu's docstring
+    assert not [line for line in out.splitlines() if line and not line.strip()]  # no docstring: no "    " line
     nc = [line for line in out.splitlines() if line.strip().startswith("--set nc=")]  # several blocks take nc
     assert len(nc) > 2 and "(default None)" in nc[0] and all(line.endswith("(as under Classifier)") for line in nc[1:])
     monkeypatch.setattr(block_modules, "_installed_done", False)
