@@ -525,7 +525,8 @@ class Network:
                             f"(channels first, no batch): e.g. input: {{shape: [1, {hw}]}} for grayscale or "
                             f"[3, {hw}] for RGB images")
         if len(shape) != 4:
-            raise SpecError(f"{t.name}: a convolution or BatchNorm takes (B, C, H, W) input, got {shape}")
+            raise SpecError(f"{t.name} has shape {shape}, not (B, C, H, W): convolutions and BatchNorm take 4-D input, "
+                            f"and net.channels(x) reads the C of one (of a (B, N) tensor, N is tuple(x.shape)[1])")
         c = int(shape[1])
         if c < 0:
             raise SpecError(f"the channel dimension of {t.name} must be static (only the batch may be dynamic)")

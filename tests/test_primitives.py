@@ -268,6 +268,8 @@ def test_deconv_output_padding_past_padding_adds_the_bias_after_padding():
     (lambda n, x: n.activation(x, "gelu:fast", "a"), r"activation 'gelu:fast' for a: gelu's setting is none or tanh"),
     (lambda n, x: n.activation(x, "swish", "a"), r"unknown activation 'swish' for a; use one of"),
     (lambda n, x: n.activation(x, "relu:0.2", "a"), r"activation 'relu:0.2' for a: only leaky \(its slope\) and gelu"),
+    (lambda n, x: n.channels(n.flatten(x, "fl")), r"fl has shape \(-1, 90\), not \(B, C, H, W\): convolutions and "
+                                                   r"BatchNorm take 4-D input, and net.channels\(x\) reads the C"),
     (lambda n, x: n.activation(x, True, "a"), r"activation True for a: expected a name, one of \('relu'"),
     (lambda n, x: n.softmax(x, None, 1), r"layer name None \(softmax layer\): expected a non-empty string"),
     (lambda n, x: n.layer("activation", "", x, n.trt.ActivationType.RELU), r"layer name '' \(\w+ layer\): expected"),
