@@ -231,9 +231,11 @@ def test_a_module_name_on_sys_path(tiny, monkeypatch):
 def test_netdef_blocks_environment_variable(tiny, monkeypatch, capsys):
     other = tiny / "more"
     other.mkdir()
-    (other / "more_blocks.py").write_text(BLOCK_SOURCE.format(name="MoreConvRelu").replace(
+    bare = BLOCK_SOURCE.format(name="MoreConvRelu").replace(
         'def conv_relu(net, x, prefix, c2, k=3):\n    """Convolution with bias + ReLU, keys `prefix.weight` and '
-        '`prefix.bias`."""\n', "def conv_relu(net, x, prefix, c2, k=3):\n"))  # a block without a docstring
+        '`prefix.bias`."""\n', "def conv_relu(net, x, prefix, c2, k=3):\n")
+    assert '"""' not in bare  # a block without a docstring
+    (other / "more_blocks.py").write_text(bare)
     monkeypatch.setenv("NETDEF_BLOCKS", os.pathsep.join([str(tiny / "tiny_blocks.py"), str(other / "more_blocks.py")]))
     assert main(build_args(tiny)) == 0
     assert main(["blocks"]) == 0

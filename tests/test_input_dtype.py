@@ -47,16 +47,17 @@ def test_input_options_are_checked(opts, message):
         BuildOptions(**opts).validate()
 
 
-def test_any_real_numbers_normalize_and_are_kept_as_floats():
-    given = BuildOptions(input_dtype="uint8", input_mean=(np.float32(0.5),), input_std=[1])
+@pytest.mark.parametrize("mean, std", [((np.float32(0.5),), [1]), (0.5, np.float64(1)),
+                                       (np.array([0.5]), np.array(1.0))])  # numpy scalars, a number, arrays
+def test_any_real_numbers_normalize_and_are_kept_as_floats(mean, std):
+    given = BuildOptions(input_dtype="uint8", input_mean=mean, input_std=std)
     given.validate()
     assert given.input_normalization == ((0.5,), (1.0,))
-    for mean, std in ((0.5, np.float64(1)), (np.array([0.5]), np.array(1.0))):  # a number or an array of them
-        given = BuildOptions(input_dtype="uint8", input_mean=mean, input_std=std)
-        given.validate()
-        assert given.input_normalization == ((0.5,), (1.0,))
-    assert BuildOptions(input_dtype="uint8", input_std=(1e-5,), precision="fp32").validate() is None  # float32 holds
     assert json.dumps(options_dict(given))  # the header is JSON
+
+
+def test_a_small_std_fits_float32():
+    assert BuildOptions(input_dtype="uint8", input_std=(1e-5,), precision="fp32").validate() is None
 
 
 def test_a_float32_input_leaves_the_options_as_before():

@@ -174,9 +174,7 @@ def test_two_renamed_sibling_modules_are_named_as_such_not_another_architecture(
     """Every BasicBlock's bn1 and bn2 read as n1 and n2 (a block naming its layers otherwise than the module): each
     missing module has two unused siblings of its keys, which keys alone cannot pair; the hint named the weights
     'of another architecture'. It now names the modules the file has beside them."""
-    weights = resnet18_weights
-    net = Network({k.replace(".bn1.", ".xa.").replace(".bn2.", ".xb."): v for k, v in weights.items()})
-    build_network(load_spec("resnet18"), net)
+    net = _define({k.replace(".bn1.", ".xa.").replace(".bn2.", ".xb."): v for k, v in resnet18_weights.items()})
     with pytest.raises(WeightKeyError) as e:
         net.check_keys()
     hint = str(e.value).splitlines()[-1]

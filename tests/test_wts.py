@@ -398,6 +398,7 @@ def test_write_wts_refuses_the_tensor_read_wts_would_refuse(tmp_path):
     write_wts(tmp_path / "t.wts", {"w": tiny, "z": np.zeros(2)}, allow_nonfinite=True)
     assert read_wts(tmp_path / "t.wts", allow_nonfinite=True)["w"].tolist() == tiny.tolist()
     write_wts(tmp_path / "ok.wts", {"w": np.append(tiny, 1.0), "z": np.zeros(2)})  # beside a normal one, or zeros
+    assert read_wts(tmp_path / "ok.wts")["w"].tolist() == [*tiny.tolist(), 1.0]
 
 
 # ---------------------------------------------------------------- non-finite values

@@ -730,6 +730,7 @@ def test_export_says_why_netdef_has_no_architecture_for_an_ultralytics_variant(t
     netdef lacks (YOLOv9's) are named with their rows."""
     import os
 
+    import torch
     import yaml
 
     from netdef.export import export_wts
@@ -755,8 +756,6 @@ def test_export_says_why_netdef_has_no_architecture_for_an_ultralytics_variant(t
         export_wts(model, tmp_path / "m.wts", log=logs.append)
         assert said in logs[-1], logs
         if cls == "SegmentationModel":  # from a checkpoint file: its path in the verify command, not CHECKPOINT
-            import torch
-
             torch.save({"model": model}, tmp_path / "seg.pt")
     export_wts(str(tmp_path / "seg.pt"), tmp_path / "m.wts", log=logs.append)
     assert f"--model {tmp_path / 'seg.pt'} --cpu`" in logs[-1], logs
