@@ -30,6 +30,7 @@ import numpy as np
 
 from . import trt_api
 from .errors import NetdefError, OptionError, SpecError, TensorRTError, WeightKeyError
+from .wts import first_nonfinite
 
 ACTIVATIONS = ("relu", "silu", "leaky", "hardswish", "hardsigmoid", "sigmoid", "tanh", "relu6", "gelu", "none")
 FP16_MAX = 65504.0  # the largest finite float16
@@ -82,23 +83,20 @@ def fold_batchnorm(w: np.ndarray, b: np.ndarray | None, gamma: np.ndarray, beta:
     scale, shift = batchnorm_affine(gamma, beta, mean, var, eps, bn)
     w2 = w.astype(np.float64) * scale.reshape(-1, *([1] * (w.ndim - 1)))
     b2 = (0.0 if b is None else b.astype(np.float64)) * scale + shift
-    given = _all_finite(w, gamma, beta, mean, var, *([] if b is None else [b]))
+    given = (w, gamma, beta, mean, var, *([] if b is None else [b]))
     return (_finite32(w2, f"{bn} folded into the convolution's weight", given),
             _finite32(b2, f"{bn} folded into its bias", given))
 
 
-def _all_finite(*arrays: np.ndarray) -> bool:
-    return all(np.isfinite(a).all() for a in arrays)
-
-
-def _finite32(values: np.ndarray, what: str, check: bool = True) -> np.ndarray:
-    """`values` in float32; with `check` (finite weights were given: non-finite ones were let through on purpose,
-    `NonFiniteAllowed`), a WeightKeyError saying `what` where one is not finite there (NaN, or beyond float32)."""
+def _finite32(values: np.ndarray, what: str, given: Sequence[np.ndarray]) -> np.ndarray:
+    """`values` in float32; a WeightKeyError saying `what` where one is not finite there (NaN, or beyond float32)
+    while the weights `given` that made it are finite (non-finite ones were let through on purpose:
+    `NonFiniteAllowed`)."""
     with np.errstate(over="ignore", invalid="ignore"):
         out = values.astype(np.float32)
-    bad = np.flatnonzero(~np.isfinite(out)) if check else ()
-    if len(bad):
-        at = tuple(int(k) for k in np.unravel_index(int(bad[0]), values.shape))  # [channel, ...]
+    bad = first_nonfinite(out, values)
+    if bad is not None and all(np.isfinite(a).all() for a in given):
+        at = tuple(int(k) for k in np.unravel_index(bad[0], values.shape))  # [channel, ...]
         raise WeightKeyError(f"{what}: the value at {list(at)} is {values[at]:.6g}, not a finite float32 (its "
                              f"weight, running_var or eps make it so): an engine of it computes NaN or inf; check "
                              f"these weights")
@@ -613,9 +611,8 @@ class Network:
         c = self.channels(x)
         given = [self.weight(f"{prefix}.{n}", (c,)) for n in ("weight", "bias", "running_mean", "running_var")]
         scale, shift = batchnorm_affine(*given, eps, prefix)
-        check = _all_finite(*given)
-        return self.channel_scale(x, prefix, _finite32(scale, f"{prefix}'s scale", check),
-                                  _finite32(shift, f"{prefix}'s shift", check), (f"{prefix}.weight", f"{prefix}.bias"))
+        return self.channel_scale(x, prefix, _finite32(scale, f"{prefix}'s scale", given),
+                                  _finite32(shift, f"{prefix}'s shift", given), (f"{prefix}.weight", f"{prefix}.bias"))
 
     def channel_scale(self, x: Any, name: str, scale: np.ndarray, shift: np.ndarray, keys: tuple[str, str]) -> Any:
         """x * scale + shift per channel (dimension 1), one scale layer `name`; `keys` name the scale's and the
@@ -1563,14 +1560,12 @@ def misspelt_module_hint(missing: Mapping[str, str], unused: list[str], present:
             f"misspelt module prefix{f' ({where})' if where else ''}? Name the module as the file does")
 
 
-def _renamed_siblings_hint(lost: Mapping[str | None, list[str]], unused: Iterable[str]) -> str:
+def _renamed_siblings_hint(lost: Mapping[str, list[str]], unused: Iterable[str]) -> str:
     """Where the modules the file lacks and as many unused ones of the same keys lie one name part apart, but
     cannot be paired by their keys alone (a block that named `fc1` and `fc2` `squeeze` and `excite`): a line
     naming both sets; '' otherwise."""
     found: set[str] = set()
     for m, keys in lost.items():
-        if m is None:
-            return ""
         depth = m.count(".") + 1
         tails: dict[str, set[str]] = {}  # the unused modules at m's depth, each with its keys' endings
         for k in unused:
@@ -1588,7 +1583,7 @@ def _renamed_siblings_hint(lost: Mapping[str | None, list[str]], unused: Iterabl
     def some(names: list[str]) -> str:
         return ", ".join(names[:4]) + (f" (and {len(names) - 4} more)" if len(names) > 4 else "")
 
-    return (f"\nThe file has no modules {some(list(map(str, lost)))} but unused modules {some(sorted(found))} with "
+    return (f"\nThe file has no modules {some(list(lost))} but unused modules {some(sorted(found))} with "
             f"the same keys beside them: misspelt module names (a block naming its layers otherwise than the "
             f"PyTorch module)? Name the modules as the file does")
 

@@ -293,27 +293,33 @@ def first_nonfinite(out: np.ndarray, source: np.ndarray | None = None) -> tuple[
 EXPONENT = np.uint32(0x7F800000)  # float32's exponent bits: all set, NaN or inf; none, zero or subnormal
 
 
-def only_subnormal(values: np.ndarray, exponents: np.ndarray | None = None) -> bool:
+def only_subnormal(values: np.ndarray, top: int | None = None) -> bool:
     """Whether the float32 `values` hold a non-zero value and every non-zero one is subnormal (below 1.2e-38): what
     another encoding read as float32 hex gives. By their bits (a flush-to-zero CPU mode hides subnormals from
-    comparisons); `exponents`: `values`' exponent bits, where the caller has them."""
+    comparisons); `top`: the largest of `values`' exponent bits, where the caller has it."""
     bits = values.view(np.uint32)
-    exponents = bits & EXPONENT if exponents is None else exponents
-    return not exponents.any() and bool((bits & np.uint32(0x7FFFFFFF)).any())
+    top = _top_exponent(bits) if top is None else top
+    return top == 0 and bool((bits & np.uint32(0x7FFFFFFF)).any())
+
+
+def _top_exponent(bits: np.ndarray) -> int:
+    """The largest exponent field (masked, unshifted) of float32 bit patterns: EXPONENT where one is NaN or inf, 0
+    where all are zero or subnormal."""
+    return int((bits & EXPONENT).max()) if bits.size else 0
 
 
 def _check_values(path: str, line: int, key: str, values: np.ndarray) -> None:
     """Refuse NaN or infinite values, and a tensor whose non-zero values are all below float32's smallest normal
     number (1.2e-38): no trained weight is, but other encodings read as big-endian float32 hex are (float16 bit
     patterns of 4 hex digits, struct.pack('>e'): 3c00 for 1.0 reads as 2.2e-41; decimal numbers: '2' reads as
-    2.8e-45). One pass over the exponent bits finds both."""
-    exponents = values.view(np.uint32) & np.uint32(0x7F800000)
-    if (exponents == EXPONENT).any():
+    2.8e-45). One reduction over the exponent bits finds both."""
+    top = _top_exponent(values.view(np.uint32))
+    if top == EXPONENT:
         i = first_nonfinite(values)[0]  # type: ignore[index]
         raise WtsFormatError(path, f"value {i + 1} of {values.size} is {values[i]} ({values.view(np.uint32)[i]:08x}): "
                              "an engine built from it outputs NaN or inf; fix the weights (from Python, "
                              "read_wts(..., allow_nonfinite=True) reads them as they are)", line=line, key=key)
-    if only_subnormal(values, exponents):
+    if only_subnormal(values, top):
         raise WtsFormatError(path, f"every non-zero value of the {values.size} is below float32's smallest normal "
                              f"number (1.2e-38; the largest is {float(np.abs(values).max()):.3g}): these are not the "
                              "big-endian float32 hex of gen_wts.py (struct.pack('>f', v).hex()) but another encoding, "
