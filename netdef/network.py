@@ -30,10 +30,10 @@ import numpy as np
 
 from . import trt_api
 from .errors import NetdefError, OptionError, SpecError, TensorRTError, WeightKeyError
+from .options import FP16_MAX
 from .wts import first_nonfinite
 
 ACTIVATIONS = ("relu", "silu", "leaky", "hardswish", "hardsigmoid", "sigmoid", "tanh", "relu6", "gelu", "none")
-FP16_MAX = 65504.0  # the largest finite float16
 IGNORED_KEY_SUFFIXES = ("num_batches_tracked",)
 
 

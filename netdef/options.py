@@ -16,12 +16,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from .errors import OptionError
 from .fileio import not_a_file
 
 PRECISIONS = ("fp32", "fp16", "int8")
+FP16_MAX = 65504.0  # the largest finite float16
+FLOAT32_MAX = 3.4028234663852886e38  # the largest finite float32
 INPUT_DTYPES = ("float32", "float16", "uint8")  # the network input's type (uint8: images, normalized inside)
 MAX_DIM = 2**31 - 1  # TensorRT's dimensions (batch sizes, heights, widths) are int32
 MAX_WORKSPACE_MIB = 2**43 - 1  # the workspace limit in bytes must fit int64
@@ -96,7 +96,7 @@ class BuildOptions:
             values = getattr(self, name)
             if isinstance(values, numbers.Real) and not isinstance(values, bool):
                 values = (values,)  # one for all channels
-            elif isinstance(values, np.ndarray) and values.ndim <= 1:
+            elif type(values).__name__ == "ndarray" and values.ndim <= 1:  # numpy's, without importing numpy
                 values = tuple(values.reshape(-1).tolist())
             if isinstance(values, (tuple, list)) and all(isinstance(v, numbers.Real) and not isinstance(v, bool)
                                                          for v in values):
@@ -174,7 +174,7 @@ class BuildOptions:
             return
         std = self.input_std
         top = 1.0 / min(std)  # x / 255 / std at x = 255, before the mean's shift
-        limit, kind = (65504.0, "float16") if self.precision == "fp16" else (float(np.finfo(np.float32).max), "float32")
+        limit, kind = (FP16_MAX, "float16") if self.precision == "fp16" else (FLOAT32_MAX, "float32")
         if not top <= limit:
             raise OptionError(f"--input-std {','.join(map(str, std))}: the normalization reaches {top:.3g}, beyond "
                               f"{kind}'s range ({limit:.6g}) in an {self.precision} build: check the values "

@@ -31,7 +31,7 @@ import numpy as np
 from .. import trt_api
 from .calibration import CalibrationTable, per_channel_weight_scales, scale_from_amax
 from ..errors import NetdefError, OptionError
-from ..network import FP16_MAX
+from ..options import FP16_MAX
 
 CALIB_PREFIX = "calib:"  # output-name prefix of the tensors a recording network exposes
 CALIBRATE_HINT = ("run `netdef calibrate ARCH --weights W --data IMAGES_OR_NPY -o table.json` (on a GPU machine) "
