@@ -311,7 +311,7 @@ def load_test_with(requests: Any, concurrency: int, seconds: float, warmup: int 
     ctx = multiprocessing.get_context("spawn")  # no fork of a process holding CUDA or gRPC state
     barrier, results = ctx.Barrier(n), ctx.Queue()
     procs = [ctx.Process(target=_client_process, args=(requests, k, seconds, warmup, barrier, results,
-                                                      (watch or 0) if i == 0 else None), daemon=True)
+                                                      i == 0, watch), daemon=True)
              for i, k in enumerate(shares)]
     for proc in procs:
         proc.start()
@@ -348,11 +348,11 @@ def load_test_with(requests: Any, concurrency: int, seconds: float, warmup: int 
 
 
 def _client_process(requests: Any, clients: int, seconds: float, warmup: int, barrier: Any, results: Any,
-                    watch: int | None) -> None:
+                    probe: bool, watch: int | None) -> None:
     """One client process: `clients` threads, each its own client, `warmup` requests each, then (once every
     process is warm: `barrier`) requests back to back for `seconds`; puts on `results` the latencies (ms), the
-    time taken (s), the first error or None and this process's CPU seconds meanwhile; with `watch` (a pid, or 0 for
-    none) also the machine's busy CPU seconds and those of `watch`'s process tree."""
+    time taken (s), the first error or None and this process's CPU seconds meanwhile; with `probe` also the machine's
+    busy CPU seconds and those of `watch`'s process tree (nan without a pid)."""
     latencies: list[list[float]] = [[] for _ in range(clients)]
     errors: list[str] = []
     warm = threading.Barrier(clients + 1)
@@ -387,13 +387,9 @@ def _client_process(requests: Any, clients: int, seconds: float, warmup: int, ba
         t.start()
     warm.wait()
     barrier.wait()
-    stop_at.append(time.perf_counter() + seconds)
-    def watched() -> float:
-        return tree_cpu(watch) if watch else float("nan")
-
-    probe = watch is not None
-    watch0 = watched() if probe else 0.0  # the /proc scan first: the window below starts after it
+    watch0 = tree_cpu(watch) if probe else 0.0  # the /proc scan before the measured window
     host0 = host_busy() if probe else 0.0
+    stop_at.append(time.perf_counter() + seconds)
     t0, cpu0 = time.perf_counter(), time.process_time()  # process_time: every thread of this process
     go.set()
     for t in threads:
@@ -401,7 +397,8 @@ def _client_process(requests: Any, clients: int, seconds: float, warmup: int, ba
     got = {"latencies": [x for lat in latencies for x in lat], "elapsed": time.perf_counter() - t0,
            "error": errors[0] if errors else None, "cpu_s": time.process_time() - cpu0}
     if probe:
-        got.update(busy_s=host_busy() - host0, watch_s=watched() - watch0)
+        busy_s = host_busy() - host0
+        got.update(busy_s=busy_s, watch_s=tree_cpu(watch) - watch0)
     results.put(got)
 
 
@@ -415,9 +412,11 @@ def host_busy() -> float:
     return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # guest time is within user
 
 
-def tree_cpu(pid: int) -> float:
+def tree_cpu(pid: int | None) -> float:
     """CPU seconds (user + system) of process `pid` and its live descendants (/proc: Triton and its Python stubs
-    under `netdef serve`); nan where there is no /proc."""
+    under `netdef serve`); nan for no pid, or where there is no /proc."""
+    if pid is None:
+        return float("nan")
     try:
         entries = [e for e in os.listdir("/proc") if e.isdigit()]
     except OSError:

@@ -62,19 +62,19 @@ def cmd_verify(a: argparse.Namespace) -> int:
         print(f"[netdef] loading {model} with PyTorch ...", file=sys.stderr, flush=True)
         model = load_model(model)
     ok = True
-    for size in dict.fromkeys(input_range or [None]):  # a dynamic size: its MIN, OPT and MAX sizes in turn
-        with selected_device(a):  # the engine and the PyTorch model on --device (torch's current device)
-            report = verify(a.arch, a.weights, model, cpu=a.cpu, opts=opts, tol=a.tol, seed=a.seed, batch=a.batch,
-                            size=size)
-        first = report.first_failure
-        if first is not None:
-            why = first.note if first.error is None else \
-                f"max rel error {first.error:.3g} > {report.tol:g} {first.note}".rstrip()
-            print(f"first divergent layer: {first.layer} (PyTorch module {first.module}): {why}")
-            if report.unchecked_before:  # a row output no module could be compared with, between it and a pass
-                print(f"  the divergence may begin before it, at a row whose output no PyTorch module of its name "
-                      f"could check: {'; '.join(report.unchecked_before)}")
-        print(report.table())
-        print(report.summary())
-        ok = ok and report.ok
+    with selected_device(a):  # the engine and the PyTorch model on --device (torch's current device)
+        for size in dict.fromkeys(input_range or [None]):  # a dynamic size: its MIN, OPT and MAX sizes in turn
+            report = verify(a.arch, a.weights, model, cpu=a.cpu, opts=opts, tol=a.tol, seed=a.seed,
+                            batch=a.batch, size=size)
+            first = report.first_failure
+            if first is not None:
+                why = first.note if first.error is None else \
+                    f"max rel error {first.error:.3g} > {report.tol:g} {first.note}".rstrip()
+                print(f"first divergent layer: {first.layer} (PyTorch module {first.module}): {why}")
+                if report.unchecked_before:  # a row output no module could be compared with, between it and a pass
+                    print(f"  the divergence may begin before it, at a row whose output no PyTorch module of its name "
+                          f"could check: {'; '.join(report.unchecked_before)}")
+            print(report.table())
+            print(report.summary())
+            ok = ok and report.ok
     return 0 if ok else 1

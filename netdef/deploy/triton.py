@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -237,9 +237,9 @@ none), none over the engine."""
                              (sidecar_path(res.plan), "sidecar", SIDECAR_FILE),
                              *((model_dir / lib.name, "plugin library", LIBRARY_FILE) for lib in libraries)]:
         check_output(path, inputs=inputs + libraries, what=what, kind=kind, belongs=model_dir)
-    _check_other_versions(model_dir, opts, config)
+    others = _check_other_versions(model_dir, opts, config)
     res.libraries = [model_dir / lib.name for lib in libraries]
-    plugins = _model_plugins(model_dir, opts.version, list(zip(meta["plugins"], res.libraries)), res.notes)
+    plugins = _model_plugins(model_dir, {opts.version: meta, **others}, opts.version, res.libraries, res.notes)
     if plugins:
         check_output(model_dir / OPTIONS_NAME, inputs=inputs, what="server options", kind=OPTIONS_FILE,
                      belongs=model_dir)
@@ -322,18 +322,15 @@ def _other_versions(model_dir: Path, version: int) -> list[Path]:
     return [d / PLAN_NAME for d in sorted(dirs, key=lambda d: int(d.name)) if (d / PLAN_NAME).is_file()]
 
 
-def _model_plugins(model_dir: Path, version: int, own: list[tuple[dict[str, Any], Path]],
+def _model_plugins(model_dir: Path, metas: Mapping[int, dict[str, Any]], version: int, own: list[Path],
                    notes: list[str]) -> list[tuple[str | None, Path]]:
-    """(plugin name, library copy) for every version of the model, by version number (`own`: this engine's, the
-    plugins of version `version` with their copies), each library once: what one plugins.txt loads for them all.
-    Another version's copy that is gone is left out, with a note; two library files that register one plugin
-    creator are noted (a Triton process loads the first one for both)."""
-    versions = {version: own}
-    for plan in _other_versions(model_dir, version):
-        side = sidecar_path(plan)
-        if side.is_file():
-            versions[int(plan.parent.name)] = [(entry, model_dir / Path(entry["library"]).name)
-                                               for entry in read_sidecar(side)["plugins"]]
+    """(plugin name, library copy) for every version of the model (`metas`: version -> its header or sidecar; this
+    engine's is `version`, its library copies `own`), by version number, each library once: what one plugins.txt
+    loads for them all. Another version's copy that is gone is left out, with a note; two library files that
+    register one plugin creator are noted (a Triton process loads the first one for both)."""
+    versions = {v: list(zip(m["plugins"], own)) if v == version else
+                [(entry, model_dir / Path(entry["library"]).name) for entry in m["plugins"]]
+                for v, m in metas.items()}
     out: list[tuple[str | None, Path]] = []
     creators: dict[tuple[Any, Any], Path] = {}
     for v in sorted(versions):
@@ -353,21 +350,24 @@ def _model_plugins(model_dir: Path, version: int, own: list[tuple[dict[str, Any]
     return out
 
 
-def _plan_config(side: Path, opts: TritonOptions, name: str) -> dict[str, Any] | str:
-    """The configuration netdef writes for the plan of sidecar `side` under the model's `name` and these options,
+def _plan_config(meta: dict[str, Any], opts: TritonOptions, name: str) -> dict[str, Any] | str:
+    """The configuration netdef writes for the plan of sidecar `meta` under the model's `name` and these options,
     or why these options do not fit that plan."""
     try:
-        return model_config(read_sidecar(side), replace(opts, name=name))
+        return model_config(meta, replace(opts, name=name))
     except OptionError as e:
         return f"does not fit these options ({e})"
 
 
-def _check_other_versions(model_dir: Path, opts: TritonOptions, config: dict[str, Any]) -> None:
+def _check_other_versions(model_dir: Path, opts: TritonOptions, config: dict[str, Any]) -> dict[int, dict[str, Any]]:
     """One config.pbtxt serves every version of a model: refuse a configuration that the plans of the model's
-    other versions would not fit (Triton loads the latest version by default)."""
+    other versions would not fit (Triton loads the latest version by default); returns their sidecars' metadata
+    by version."""
+    metas = {}
     for plan in _other_versions(model_dir, opts.version):
         side = sidecar_path(plan)
-        other = _plan_config(side, opts, config["name"]) if side.is_file() else None
+        meta = read_sidecar(side) if side.is_file() else None
+        other = None if meta is None else _plan_config(meta, opts, config["name"])
         if other != config:
             why = "has no sidecar to tell whether it fits this engine's configuration" if other is None else \
                 other if isinstance(other, str) else "takes other inputs, outputs or batch sizes than this engine"
@@ -376,6 +376,8 @@ def _check_other_versions(model_dir: Path, opts: TritonOptions, config: dict[str
             which = "the kept config.pbtxt serves" if kept else "the config.pbtxt written now would serve"
             raise OptionError(f"{model_dir}: version {d.name}'s plan {why}, and {which} both: use another --name, "
                               f"or remove {d} first")
+        metas[int(plan.parent.name)] = meta
+    return metas
 
 
 def _check_replaced_plan(plan: Path, opts: TritonOptions, config: dict[str, Any]) -> None:
@@ -386,7 +388,7 @@ def _check_replaced_plan(plan: Path, opts: TritonOptions, config: dict[str, Any]
     side = sidecar_path(plan)
     if not plan.is_file() or not side.is_file():
         return
-    old = _plan_config(side, opts, config["name"])
+    old = _plan_config(read_sidecar(side), opts, config["name"])
     if isinstance(old, str):  # these options do not fit the old plan: the kept config is not netdef's for it
         return
     kept = plan.parent.parent / "config.pbtxt"
