@@ -330,9 +330,12 @@ def netdef_stages(det: Any, images: list[np.ndarray]) -> dict[str, Pipeline]:
     """netdef's stages as separately timed calls (inputs of later stages prepared once)."""
     from netdef.tools.preprocess import letterbox
 
-    batch, _ = letterbox(images, det.input_hw, bgr=True, device=det.device)
+    def boxed(ims: Sequence[np.ndarray]) -> Any:
+        return letterbox(ims, det.input_hw, bgr=True, device=det.device, kernel=det.letterbox_kernel)[0]
+
+    batch = boxed(images)
     outs = det.infer(batch)
-    return {"letterbox": lambda ims: letterbox(ims, det.input_hw, bgr=True, device=det.device),
+    return {"letterbox": boxed,
             "engine": lambda ims: det.infer(batch),
             "postprocess": lambda ims: det.postprocess(outs)}
 
@@ -405,9 +408,11 @@ def build_engines(a: argparse.Namespace, photos: list[np.ndarray], say: Callable
     tag = f"{a.precision}_b{'-'.join(map(str, a.profile_t))}_o{a.opt_level}"
     # named as compare_routes.py names them, so both scripts share one folder of caches
     caches = timing_cache_files(a, tag)
-    opts = dataclasses.replace(a.build_options, timing_cache=caches["netdef"], params=plugin_params(a))
+    opts = dataclasses.replace(a.build_options, timing_cache=caches["netdef"], params=plugin_params(a),
+                               input_dtype=a.input_dtype)
     key = file_sha256(wts)[:10]  # --reuse keeps an ONNX-route engine of these weights only (netdef's: build_engine)
-    engines = {"netdef": work / f"netdef_{a.model}_plugin_{tag}.engine",
+    typed = "" if a.input_dtype == "float32" else f"_{a.input_dtype}_input"
+    engines = {"netdef": work / f"netdef_{a.model}_plugin_{tag}{typed}.engine",
                "onnx": work / f"onnx_{a.model}_{tag}_{key}.engine"}
     res = build_engine(a.model, wts, engines["netdef"], opts, force=not a.reuse, log=say)
     say(f"netdef plugin engine: {engines['netdef']} ({res.meta['build_seconds']} s build)")
@@ -462,6 +467,12 @@ def make_parser() -> argparse.ArgumentParser:
                    help="netdef's pipeline (upload, letterbox, engine, outputs to the host) and the ONNX-route "
                         "engine with netdef's pre-processing run as CUDA graph replays (Ultralytics' predictor "
                         "decides for itself; --breakdown times the stages without graphs)")
+    p.add_argument("--letterbox-kernel", action="store_true",
+                   help="netdef's letterbox (its pipeline's and the ONNX-route engine's with it) as netdef's fused "
+                        "CUDA kernel (compiled with nvcc on first use) instead of torch operations")
+    p.add_argument("--input-dtype", choices=("float32", "float16"), default="float32",
+                   help="netdef's engine input type (float16: the letterbox writes half precision; the ONNX-route "
+                        "engine keeps float32 input)")
     p.add_argument("--breakdown", action="store_true",
                    help="also time the stages (pre-processing, engine, post-processing) of netdef and the reference")
     p.add_argument("--netdef-only", action="store_true",
@@ -518,18 +529,21 @@ def main(argv: list[str] | None = None) -> int:
                            "precision": a.precision, "profile": a.profile_t, "opt_level": a.opt_level,
                            "thresholds": {"conf": a.conf, "iou": a.iou, "max_det": a.max_det},
                            "candidates_per_photo": a.candidates, "cuda_graph": a.cuda_graph,
+                           "letterbox_kernel": a.letterbox_kernel, "netdef_input_dtype": a.input_dtype,
                            "images": list(PHOTOS), "results": [], "detections": {}}
     out = a.json_path
     photos = photos_bgr()
     engines = build_engines(a, photos, say)
-    netdef_det = engine_detector(Engine(engines["netdef"], cuda_graph=a.cuda_graph), max_det=a.max_det)
+    netdef_det = engine_detector(Engine(engines["netdef"], cuda_graph=a.cuda_graph), max_det=a.max_det,
+                                 letterbox_kernel=a.letterbox_kernel)
     pipes = {ours: detector_pipeline(netdef_det)}
     stages: dict[str, Callable[[list[np.ndarray]], dict[str, Pipeline]]] = {
         ours: lambda images: netdef_stages(netdef_det, images)}
     if not a.netdef_only:
         ref, gpu_pre = a.pipelines[1:]
         onnx_eng = Engine(engines["onnx"], cuda_graph=a.cuda_graph)
-        onnx_det = engine_detector(onnx_eng, conf=a.conf, iou=a.iou, max_det=a.max_det)
+        onnx_det = engine_detector(onnx_eng, conf=a.conf, iou=a.iou, max_det=a.max_det,
+                                   letterbox_kernel=a.letterbox_kernel)
         out_name = onnx_eng.outputs[0].name
 
         def onnx_infer(x: Any) -> Any:

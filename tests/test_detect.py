@@ -585,7 +585,8 @@ def test_cli_register_and_run(tmp_path, monkeypatch):
                               "--names", str(tmp_path / "names.txt"), "--conf", "0.3"])
     assert args.func(args) == 0
     assert seen == {"engine": "m.engine", "conf": 0.3, "iou": None, "max_det": 300, "device": None,
-                    "kpt_shape": None, "input_hw": None, "rect": False, "names_from": str(tmp_path / "names.txt")}
+                    "kpt_shape": None, "input_hw": None, "rect": False, "names_from": str(tmp_path / "names.txt"),
+                    "letterbox_kernel": False}
     saved = json.loads((tmp_path / "out" / "detections.json").read_text())
     assert sorted(Path(r["image"]).name for r in saved) == sorted(p.name for p in paths)
     assert all(r["names"] == ["one"] for r in saved)

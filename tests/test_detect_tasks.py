@@ -407,7 +407,8 @@ def test_cli_kpt_shape(tmp_path, monkeypatch):
     register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["detect", "m.engine", str(tmp_path / "a.png"), "--out", str(tmp_path / "o"),
                               "--kpt-shape", "17,3"])
-    assert args.func(args) == 0 and seen == {"kpt_shape": (17, 3), "input_hw": None, "rect": False, "names_from": None}
+    assert args.func(args) == 0 and seen == {"kpt_shape": (17, 3), "input_hw": None, "rect": False, "names_from": None,
+                                             "letterbox_kernel": False}
     assert json.loads((tmp_path / "o" / "detections.json").read_text())[0]["keypoints"] == []
     for bad in ("17", "17,4", "0,3", "a,b"):
         args = parser.parse_args(["detect", "m.engine", str(tmp_path / "a.png"), "--out", str(tmp_path / "o"),
@@ -741,6 +742,11 @@ def test_graphed_pipeline_equals_the_plain_one(name, head, tmp_path):
     assert graphed.graphs.captures == 1 and sum(len(r["boxes"]) for r in want) > 0
     assert graphed(ims[::-1], bgr=True) == plain(ims[::-1], bgr=True) and graphed.graphs.captures == 2
     assert graphed(ims[:1]) == plain(ims[:1])  # RGB, batch 1
+    # netdef's fused letterbox kernel, with and without graphs: the same pixels, so the same detections
+    kernel = engine_detector(path, letterbox_kernel=True, **kw)
+    kernel_graphed = engine_detector(Engine(path, cuda_graph=True), letterbox_kernel=True, **kw)
+    assert kernel(ims, bgr=True) == want and kernel_graphed(ims, bgr=True) == want
+    assert kernel_graphed(ims[:1]) == plain(ims[:1])
 
 
 # ---------------------------------------------------------------- the task from the engine header's "model" record
@@ -786,6 +792,8 @@ def test_engine_detector_takes_the_task_from_the_record():
                                                                                           (320, 320))
     with pytest.raises(NetdefError, match="is a classification engine: conf, kpt_shape apply to detection engines"):
         engine_detector(loaded_engine([("output", (-1, 10))], {"model": cls}), conf=0.5, kpt_shape=(17, 3))
+    with pytest.raises(NetdefError, match="is a classification engine: --letterbox-kernel applies to detection"):
+        engine_detector(loaded_engine([("output", (-1, 10))], {"model": cls}), letterbox_kernel=True)
     old = engine_detector(loaded_engine([("output", (-1, 10))], {"arch": {"name": "yolov5s-cls"}}))  # no record
     assert isinstance(old, Classifier) and (old.transforms, old.logits) == ("yolov5", True)
 

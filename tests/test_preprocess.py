@@ -195,3 +195,37 @@ def test_letterbox_cuda_matches_reference():
     print(f"RESULT letterbox cuda vs reference: {cases} image/shape cases, max abs diff {worst * 255:.3f}/255; "
           f"cuda vs cpu letterbox max abs diff {vs_cpu:.2e}")
     assert worst <= TOL and vs_cpu <= 1e-6  # the same integers; /255 may differ in the last float bit
+
+
+def test_letterbox_kernel_needs_cuda_tensors():
+    """The fused kernel writes CUDA batches only: on the CPU it says so (before compiling anything)."""
+    with pytest.raises(NetdefError, match="the CUDA letterbox writes CUDA tensors; the batch is on cpu"):
+        letterbox(photos(bgr=True)[:1], 320, kernel=True)
+
+
+@pytest.mark.gpu
+def test_letterbox_kernel_equals_the_torch_letterbox():
+    """netdef's fused CUDA letterbox writes the very bits the torch letterbox writes on the GPU: photos, an image
+    of the target size (copied, not resized), a thin strip and a small one scaled up; square, rectangular and
+    `auto` batches; BGR and RGB; a new float32 batch and a float16 view of a larger buffer (an engine's bound input
+    under rect padding), nothing outside the view written."""
+    rng = np.random.default_rng(0)
+    imgs = [torch.from_numpy(im).cuda() for im in photos(bgr=True)]
+    imgs += [torch.from_numpy(rng.integers(0, 256, shape, dtype=np.uint8)).cuda()
+             for shape in ((640, 640, 3), (37, 901, 3), (20, 30, 3))]
+    cases = 0
+    for new_shape, auto in (((640, 640), False), ((384, 640), False), ((320, 256), False), ((640, 640), True)):
+        for bgr in (True, False):
+            for chunk in (imgs[:4], imgs[4:], imgs[1:2]):
+                want, rps = letterbox(chunk, new_shape, auto=auto, bgr=bgr)
+                got, got_rps = letterbox(chunk, new_shape, auto=auto, bgr=bgr, kernel=True)
+                assert got_rps == rps and got.dtype == want.dtype and torch.equal(got, want), (new_shape, auto, bgr)
+                h, w = want.shape[2:]
+                buf_a = torch.full((len(chunk) + 1, 3, h + 32, w + 32), -1.0, dtype=torch.float16, device="cuda")
+                buf_b = buf_a.clone()
+                letterbox(chunk, new_shape, auto=auto, bgr=bgr, out=buf_a[:len(chunk), :, :h, :w])
+                letterbox(chunk, new_shape, auto=auto, bgr=bgr, out=buf_b[:len(chunk), :, :h, :w], kernel=True)
+                assert torch.equal(buf_a, buf_b), (new_shape, auto, bgr, "float16 view")
+                cases += 1
+    print(f"RESULT letterbox kernel vs torch letterbox on the GPU: {cases} batches, float32 and float16, bit-equal")
+

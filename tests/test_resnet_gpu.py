@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from netdef import engine_file
+from netdef import engine_file, trt_api
 from netdef.build import BuildOptions, build_engine
 from netdef.tools.verify import max_rel_error, torch_reference
 
@@ -126,10 +126,16 @@ def test_cli_run_and_timing_cache(torchvision_wts, tmp_path, capsys):
     # the second build reads the cache, in a new process as a user's next `netdef build` would
     proc = run_cli(*common, "--force")
     assert proc.returncode == 0, proc.stderr
-    out = proc.stdout + proc.stderr  # TensorRT 8.6 may log that it cannot read the cache's Myelin part
-    assert f"loaded {cold} bytes" in out and "warning" not in out, out
+    out = proc.stdout + proc.stderr
+    state = engine_file.read_meta(eng)["timing_cache"]
+    if "Myelin error from unknown graph" in out and trt_api.info().version.startswith("8.6"):
+        # TensorRT 8.6 cannot read back the Myelin part of a cache it wrote (on the H100, ResNet-18's matmul head
+        # becomes a Myelin graph): netdef must say so, build without it and record it in the header
+        assert f"warning: TensorRT did not use the timing cache {cache}" in out and state == "refused", out
+    else:
+        assert f"loaded {cold} bytes" in out and "warning" not in out and state == "loaded", out
     print(f"RESULT resnet18 fp32 timing cache: cold build {cold_s} s, rebuild in a new process with the cache "
-          f"{engine_file.read_meta(eng)['build_seconds']} s")
+          f"({state}) {engine_file.read_meta(eng)['build_seconds']} s")
     assert main(["run", str(eng), "--batch", "3", "--output", str(tmp_path / "y.npy")]) == 0
     y = np.load(tmp_path / "y.npy")
     assert y.shape == (3, 1000) and np.isfinite(y).all()

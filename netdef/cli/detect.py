@@ -54,6 +54,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                    help="an engine built with a dynamic input size: letterbox each batch only to the smallest "
                         "multiple of the model's stride that holds it at that size (Ultralytics' rectangular "
                         "inference: fewer pixels for non-square images)")
+    p.add_argument("--letterbox-kernel", action="store_true",
+                   help="letterbox with netdef's fused CUDA kernel, one launch per image (the same pixels as the "
+                        "default torch letterbox; compiled with nvcc on first use, as netdef's plugins)")
     add_device_option(p)
     return p
 
@@ -74,7 +77,7 @@ def cmd_detect(a: argparse.Namespace) -> int:
         check_image(f)
     det = detect.engine_detector(a.engine, a.conf, a.iou, a.max_det, names, device=device,
                                  kpt_shape=tuple(kpt_shape) if kpt_shape else None, input_hw=hw, rect=a.rect,
-                                 names_from=a.names)
+                                 names_from=a.names, letterbox_kernel=a.letterbox_kernel)
     labels = [str(f) for f in files]
     annotated = detect.annotated_names(labels)
     results: list[dict] = []

@@ -290,6 +290,7 @@ class Detector(EngineModel):
     stride: int = 32
     min_hw: tuple[int, int] = (1, 1)  # rect: the smallest size the engine takes (grey added bottom and right)
     graphs: Any = None  # a detect_graphs.DetectGraphs: letterbox, engine and output copies as one CUDA graph
+    letterbox_kernel: bool = False  # letterbox with netdef's CUDA kernel (preprocess.letterbox's `kernel`)
 
     def __call__(self, images: Sequence[np.ndarray], labels: Sequence[str] | None = None,
                  bgr: bool = False) -> list[dict[str, Any]]:
@@ -303,7 +304,8 @@ class Detector(EngineModel):
         """Per image its Detections on the original image: on the device for raw predictions and masks, on the
         host for the plugin's boxes, scores, classes and keypoints (and, with CUDA graphs, YOLO26's rows)."""
         def prepare(chunk: list[np.ndarray]) -> tuple[Any, list[Any]]:
-            batch, ratio_pads = letterbox(chunk, self.input_hw, self.stride, self.rect, bgr=bgr, device=self.device)
+            batch, ratio_pads = letterbox(chunk, self.input_hw, self.stride, self.rect, bgr=bgr, device=self.device,
+                                          kernel=self.letterbox_kernel)
             return (pad_to(batch, self.min_hw, self.stride, 114 / 255.0) if self.rect else batch), ratio_pads
 
         results: list[Detections] = []
@@ -364,19 +366,23 @@ class Detector(EngineModel):
                     det.keypoints = r[keep, 6:].reshape(len(keep), *lay.kpt_shape)
                 per_image.append(det)
             return per_image
-        n = lay.names
-        num, boxes, scores, classes = (outs[n[r]].cpu() for r in PLUGIN_OUTPUTS)
-        kpts = outs[n["keypoints"]].cpu() if lay.task == "pose" else None
+        import torch
+
+        n = lay.names  # sliced in numpy: a few microseconds per image where torch's CPU operations take tens
+        num, boxes, scores, classes = (outs[n[r]].cpu().numpy() for r in PLUGIN_OUTPUTS)
+        kpts = outs[n["keypoints"]].cpu().numpy() if lay.task == "pose" else None
         per_image = []
-        for b, k in enumerate(num.reshape(num.shape[0], -1)[:, 0].int().tolist()):
-            s = scores[b, :k].float()
-            keep = (s > self.conf).nonzero().flatten()[:self.max_det]
-            det = Detections(boxes[b, :k][keep].float(), s[keep], classes[b, :k][keep].int())
+        for b, k in enumerate(num.reshape(num.shape[0], -1)[:, 0].tolist()):
+            s = scores[b, :k].astype(np.float32)
+            keep = np.flatnonzero(s > self.conf)[:self.max_det]
+            det = Detections(*(torch.from_numpy(v) for v in (boxes[b, keep].astype(np.float32), s[keep],
+                                                              classes[b, keep].astype(np.int32))))
             if kpts is not None:
-                det.keypoints = kpts[b, :k][keep].float()
+                det.keypoints = torch.from_numpy(kpts[b, keep].astype(np.float32))
             if lay.task == "segment":
                 coefs = outs[n["mask_coefs"]]
-                det.coefs, det.protos = coefs[b, keep.to(coefs.device)].float(), outs[n["protos"]][b]
+                det.coefs = coefs[b, torch.from_numpy(keep).to(coefs.device)].float()
+                det.protos = outs[n["protos"]][b]
             per_image.append(det)
         return per_image
 
@@ -421,7 +427,7 @@ def engine_detector(engine: Any, conf: float | None = None, iou: float | None = 
                     max_det: int = DEFAULT_MAX_DET, names: list[str] | None = None, *,
                     device: int | None = None, kpt_shape: Sequence[int] | None = None,
                     input_hw: tuple[int, int] | None = None, rect: bool = False,
-                    names_from: str | os.PathLike | None = None) -> Detector | Classifier:
+                    names_from: str | os.PathLike | None = None, letterbox_kernel: bool = False) -> Detector | Classifier:
     """A Detector over a netdef engine (a path, loaded on CUDA device `device`, default the current one; or a
     `netdef.runtime.Engine`), on the engine's GPU; for a classification engine a `Classifier` (called the same
     way; conf, iou and kpt_shape do not apply to it, max_det neither: it keeps the top 5).
@@ -435,6 +441,8 @@ def engine_detector(engine: Any, conf: float | None = None, iou: float | None = 
     that size, as Ultralytics' rectangular inference.
     `names` (read from the file `names_from`, named in errors) label the classes, default the names the engine
     header records (`class_names.engine_names`; neither: class indices); one per class of the recorded model.
+    `letterbox_kernel`: letterbox with netdef's fused CUDA kernel (the same pixels; compiled with nvcc on first
+    use) instead of torch operations; detection engines on a CUDA device only.
     """
     from ..runtime import Engine
 
@@ -454,8 +462,9 @@ def engine_detector(engine: Any, conf: float | None = None, iou: float | None = 
         if given:
             raise NetdefError(f"{eng.path} is a classification engine: {', '.join(given)} "
                               f"appl{'ies' if len(given) == 1 else 'y'} to detection engines only")
-        if rect:
-            raise NetdefError(f"{eng.path} is a classification engine: --rect applies to detection engines only")
+        for flag, value in (("--rect", rect), ("--letterbox-kernel", letterbox_kernel)):
+            if value:
+                raise NetdefError(f"{eng.path} is a classification engine: {flag} applies to detection engines only")
         return engine_classifier(eng, model, names, _target_size(eng, model, input_hw, False)[0])
     hw, stride = _target_size(eng, model, input_hw, rect)
     outputs = [(o.name, tuple(o.shape)) for o in eng.outputs]
@@ -485,11 +494,11 @@ def engine_detector(engine: Any, conf: float | None = None, iou: float | None = 
         to_host = [layout.names[r] for r in (*PLUGIN_OUTPUTS, "keypoints") if r in layout.names] \
             if layout.kind == "plugin" else [layout.names["pred"]] if layout.kind == "end_to_end" else []
         graphs = DetectGraphs(eng, device, hw, stride=stride, rect=rect, min_hw=min_hw, min_batch=batch_range[0],
-                              to_host=to_host)
+                              to_host=to_host, kernel=letterbox_kernel)
     if iou is None:  # YOLOv8/YOLO11 as Ultralytics' predictor, YOLOv5 as its detect.py (plugins: built in)
         iou = defaults.IOU_THRES_ANCHOR_FREE if layout.kind == "anchor_free" else DEFAULT_IOU
     return Detector(infer, hw, layout, DEFAULT_CONF if conf is None else conf, iou,
-                    max_det, batch_range, device, names, rect, stride, min_hw, graphs)
+                    max_det, batch_range, device, names, rect, stride, min_hw, graphs, letterbox_kernel)
 
 
 def _target_size(eng: Any, model: dict[str, Any] | None, input_hw: tuple[int, int] | None,

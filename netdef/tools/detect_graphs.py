@@ -43,11 +43,14 @@ class DetectGraphs:
     """Per list of image shapes, the pipeline's CUDA graph on `engine` (a netdef.runtime.Engine): letterbox to
     `input_hw` (`rect`: to the smallest `stride` multiple holding the batch, at least `min_hw`), batches padded with
     grey images to `min_batch`; `to_host`: the outputs copied to pinned host memory inside the graph. `device`: the
-    engine's torch device (host buffers are pinned for a CUDA device)."""
+    engine's torch device (host buffers are pinned for a CUDA device). `kernel`: letterbox with netdef's CUDA
+    kernel (`preprocess.letterbox`'s `kernel`)."""
 
     def __init__(self, engine: Any, device: Any, input_hw: tuple[int, int], *, stride: int = 32, rect: bool = False,
-                 min_hw: tuple[int, int] = (1, 1), min_batch: int = 1, to_host: Sequence[str] = (), keep: int = KEEP):
+                 min_hw: tuple[int, int] = (1, 1), min_batch: int = 1, to_host: Sequence[str] = (), keep: int = KEEP,
+                 kernel: bool = False):
         self.engine, self.device, self.input_hw, self.stride, self.rect = engine, device, input_hw, stride, rect
+        self.kernel = kernel
         self.min_hw, self.min_batch, self.to_host, self.keep = min_hw, min_batch, tuple(to_host), keep
         self._graphs: OrderedDict[tuple, _Captured] = OrderedDict()
         self._refits = engine._refits
@@ -114,7 +117,7 @@ class DetectGraphs:
                 if view.shape != batch.shape:
                     batch.fill_(GREY)  # rect's padding and the grey images up to the smallest batch
                 ratio_pads[:] = letterbox(dev_in, self.input_hw, self.stride, self.rect, bgr=bgr, out=view,
-                                          keep=tables)[1]
+                                          keep=tables, kernel=self.kernel)[1]
 
             def after(outs: dict[str, Any]) -> None:
                 for k in self.to_host:

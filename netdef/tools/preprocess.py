@@ -66,7 +66,8 @@ def _batch_hw(plans: Sequence[Any]) -> tuple[int, int]:
 
 def letterbox(images: Sequence[ImageLike], new_shape: int | Sequence[int] = (640, 640), stride: int = 32,
               auto: bool = False, color: int = 114, *, scaleup: bool = True, bgr: bool = True,
-              device: Any = None, out: Any = None, keep: list[Any] | None = None) -> tuple[Any, list[RatioPad]]:
+              device: Any = None, out: Any = None, keep: list[Any] | None = None,
+              kernel: bool = False) -> tuple[Any, list[RatioPad]]:
     """Letterbox a batch: returns ((B, 3, h, w) float32 in [0, 1] RGB, [(ratio, (pad_w, pad_h))] per image).
 
     images: HxWx3 uint8 numpy arrays or torch tensors, BGR like cv2.imread (`bgr=False` for RGB, e.g. PIL).
@@ -76,6 +77,8 @@ def letterbox(images: Sequence[ImageLike], new_shape: int | Sequence[int] = (640
     device, else the CPU); numpy images are uploaded as uint8. `out`: a tensor (or view) of the batch's shape to
     write instead of a new one (any float dtype; its device is the default), e.g. an engine's bound input.
     `keep`: a list the resize tables used are added to (a CUDA graph of this must keep them: they live in a cache).
+    `kernel`: on a CUDA device, one fused kernel per image (`letterbox_cuda`; the same pixels, compiled with nvcc
+    on first use) instead of about twenty torch operations.
     """
     torch = _torch()
 
@@ -87,23 +90,29 @@ def letterbox(images: Sequence[ImageLike], new_shape: int | Sequence[int] = (640
     tensors = [_as_uint8_tensor(im, i, device, torch) for i, im in enumerate(images)]
     plans = [letterbox_plan(t.shape[0], t.shape[1], new_shape, stride, auto, scaleup) for t in tensors]
     bh, bw = _batch_hw(plans)
-    if out is None:
-        batch = torch.full((len(tensors), 3, bh, bw), color / 255.0, dtype=torch.float32, device=device)
-    elif tuple(out.shape) != (len(tensors), 3, bh, bw) or not out.is_floating_point():
+    if out is not None and (tuple(out.shape) != (len(tensors), 3, bh, bw) or not out.is_floating_point()):
         raise NetdefError(f"letterbox: out is {tuple(out.shape)} {out.dtype}; this batch needs "
                           f"{(len(tensors), 3, bh, bw)} floats")
+    sizes = [size for _, size, _ in plans]
+    offsets = [pad_offsets(size, (bh, bw)) for size in sizes]
+    ratio_pads = [(r, (float(left), float(top))) for (r, _, _), (top, left) in zip(plans, offsets)]
+    if kernel:
+        from .letterbox_cuda import letterbox_images
+
+        batch = out if out is not None else torch.empty((len(tensors), 3, bh, bw), device=device)
+        letterbox_images(tensors, sizes, offsets, batch, bgr, color / 255.0, keep)
+        return batch, ratio_pads
+    if out is None:
+        batch = torch.full((len(tensors), 3, bh, bw), color / 255.0, dtype=torch.float32, device=device)
     else:
         batch = out.fill_(color / 255.0)
-    ratio_pads: list[RatioPad] = []
-    for i, (t, (r, (nh, nw), _)) in enumerate(zip(tensors, plans)):
+    for i, (t, (nh, nw), (top, left)) in enumerate(zip(tensors, sizes, offsets)):
         x = t.permute(2, 0, 1)
         if bgr:
             x = x.flip(0)
         if (nh, nw) != tuple(t.shape[:2]):
             x = resize_linear(x, nh, nw, keep)
-        top, left = pad_offsets((nh, nw), (bh, bw))
         batch[i, :, top:top + nh, left:left + nw] = x.float() / 255.0
-        ratio_pads.append((r, (float(left), float(top))))
     return batch, ratio_pads
 
 
@@ -197,22 +206,30 @@ def scale_boxes(boxes: Any, ratio_pad: RatioPad, original_shape: Sequence[int]) 
 
     Works on torch tensors (any device) and numpy arrays; returns a new array/tensor.
     """
-    return _unletterbox(boxes, [0, 2], [1, 3], ratio_pad, original_shape)
+    return _unletterbox(boxes, slice(0, None, 2), slice(1, None, 2), ratio_pad, original_shape)
 
 
 def scale_keypoints(keypoints: Any, ratio_pad: RatioPad, original_shape: Sequence[int]) -> Any:
     """Map (..., K, 2 or 3) keypoints (x, y[, visibility]) from the letterboxed image to the original image like
     `scale_boxes` (x, y clipped to the image, visibility unchanged); returns a new array/tensor."""
-    return _unletterbox(keypoints, [0], [1], ratio_pad, original_shape)
+    return _unletterbox(keypoints, slice(0, 1), slice(1, 2), ratio_pad, original_shape)
 
 
-def _unletterbox(t: Any, xs: list[int], ys: list[int], ratio_pad: RatioPad, original_shape: Sequence[int]) -> Any:
-    """Columns `xs` and `ys` of the last axis: minus the padding, divided by the ratio, clipped to [0, w] / [0, h]."""
+def _unletterbox(t: Any, xs: slice, ys: slice, ratio_pad: RatioPad, original_shape: Sequence[int]) -> Any:
+    """Columns `xs` and `ys` of the last axis: minus the padding, divided by the ratio, clipped to [0, w] / [0, h]
+    (in place on a copy, through views: a few microseconds for a camera frame's boxes on the host)."""
     ratio, (pad_w, pad_h) = ratio_pad
     h, w = int(original_shape[0]), int(original_shape[1])
-    out = t.clone() if hasattr(t, "clone") else np.array(t, dtype=np.float32, copy=True)
-    out[..., xs] = ((out[..., xs] - pad_w) / ratio).clip(0, w)
-    out[..., ys] = ((out[..., ys] - pad_h) / ratio).clip(0, h)
+    tensor = hasattr(t, "clone")
+    out = (t.clone() if t.is_floating_point() else t.float()) if tensor else np.array(t, dtype=np.float32, copy=True)
+    for cols, pad, limit in ((xs, pad_w, w), (ys, pad_h, h)):
+        v = out[..., cols]
+        v -= pad
+        v /= ratio
+        if tensor:
+            v.clamp_(0, limit)
+        else:
+            np.clip(v, 0, limit, out=v)
     return out
 
 
