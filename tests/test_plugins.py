@@ -46,17 +46,26 @@ def plugin_cache(tmp_path, monkeypatch) -> Path:
 
 # ---------------------------------------------------------------- compile machinery (CPU)
 
-@pytest.mark.skipif(shutil.which("nvcc") is None or trt86_headers() is None or shutil.which("c++") is None,
-                    reason="needs nvcc, a host C++ compiler and the TensorRT 8.6 C++ headers (NvInfer.h): set "
-                           "TENSORRT_INCLUDE_DIR to their folder")
-def test_plugin_sources_compile_against_trt86_headers(tmp_path, plugin_cache):
-    # A stand-in libnvinfer.so.8 to link against (this machine has the headers but not the library).
+needs_compilers = pytest.mark.skipif(
+    shutil.which("nvcc") is None or trt86_headers() is None or shutil.which("c++") is None,
+    reason="needs nvcc, a host C++ compiler and the TensorRT 8.6 C++ headers (NvInfer.h): set TENSORRT_INCLUDE_DIR "
+           "to their folder")
+
+
+def trt86_toolchain(tmp_path: Path) -> pc.Toolchain:
+    """nvcc with the TensorRT 8.6 headers and a stand-in libnvinfer.so.8 to link against (this machine has the
+    headers but not the library), for sm_86."""
     stub = tmp_path / "lib" / "libnvinfer.so.8"
     stub.parent.mkdir()
     (tmp_path / "stub.cpp").write_text('extern "C" void* getPluginRegistry() { return nullptr; }\n')
     subprocess.run(["c++", "-shared", "-fPIC", "-o", str(stub), str(tmp_path / "stub.cpp")], check=True)
     nvcc = shutil.which("nvcc")
-    tc = pc.Toolchain(nvcc, pc._nvcc_version(nvcc), str(trt86_headers()), "8.6.0", str(stub), "8.6.0", "8.6")
+    return pc.Toolchain(nvcc, pc._nvcc_version(nvcc), str(trt86_headers()), "8.6.0", str(stub), "8.6.0", "8.6")
+
+
+@needs_compilers
+def test_plugin_sources_compile_against_trt86_headers(tmp_path, plugin_cache):
+    tc = trt86_toolchain(tmp_path)
     logs: list[str] = []
     t0 = time.perf_counter()
     lib = pc.compile_plugin("yolo_decode_nms", toolchain=tc, log=logs.append)
@@ -72,6 +81,14 @@ def test_plugin_sources_compile_against_trt86_headers(tmp_path, plugin_cache):
     again = pc.compile_plugin("yolo_decode_nms", toolchain=tc, log=logs.append)
     assert again == lib and len(logs) == 1
     assert sorted(p.name for p in plugin_cache.iterdir()) == sorted([lib.path.name, lib.path.stem + ".lock"])
+
+
+@needs_compilers
+def test_letterbox_kernel_compiles(tmp_path, plugin_cache):
+    """netdef's letterbox kernel compiles through the plugins' machinery and exports the function letterbox_cuda
+    calls (its pixels are checked on a GPU: test_preprocess.py)."""
+    lib = pc.compile_plugin("letterbox", toolchain=trt86_toolchain(tmp_path), log=lambda msg: None)
+    assert lib.path.name.startswith("letterbox-") and b"netdef_letterbox" in lib.path.read_bytes()
 
 
 def test_cache_key_covers_sources_tensorrt_arch_and_nvcc(tmp_path):

@@ -2,9 +2,10 @@
 // non_max_suppression with one best class per box:
 //   1. decodeKernel: best class per candidate; layout 0 decodes YOLOv5's maps (sigmoid, conf = obj * cls, kept
 //      when obj > conf_thres and conf > conf_thres), layout 1 reads decoded x, y, w, h and class probabilities
-//      (kept when the best > conf_thres). Kept candidates are appended per image with a 64-bit sort key (score
-//      descending, candidate index).
-//   2. cub segmented radix sort of the keys, one segment per image.
+//      (kept when the best > conf_thres). Kept candidates are appended per image with a sort key (score
+//      descending, candidate index): the score's 32 bits above the index's `indexBits(A)` bits.
+//   2. cub segmented radix sort of the keys' 32 + indexBits(A) bits (not all 64: fewer passes), one segment per
+//      image.
 //   3. nmsKernel (one block per image): the top `topk` candidates, greedy suppression of same-class boxes with
 //      IoU > iou_thres (torchvision.ops.nms semantics; layout 1 on boxes offset by class x 7680 as Ultralytics),
 //      stopping at max_det kept boxes.
@@ -71,6 +72,13 @@ __host__ __device__ __forceinline__ int firstClass(YoloDecodeNmsParams const& p)
 struct Layout {
     size_t count, begin, end, keysIn, keysOut, boxes, cls, sortedBoxes, sortedCls, kept, cubTemp, cubBytes, total;
 };
+
+// The bits a candidate index (< A) takes in a sort key.
+__host__ __device__ __forceinline__ int indexBits(int A) {
+    int bits = 1;
+    while (bits < 31 && (1 << bits) < A) ++bits;
+    return bits;
+}
 
 int topkOf(YoloDecodeNmsParams const& p) {
     return static_cast<int>(std::min<int64_t>(p.topk, yoloNumAnchors(p)));
@@ -151,7 +159,7 @@ __global__ void decodeKernel(YoloDecodeNmsParams p, FeatPtrs feats, int A, int* 
     int const slot = atomicAdd(count + b, 1);
     size_t const base = static_cast<size_t>(b) * A;
     // Ascending order of ~bits(score) is descending score (scores are positive); ties: lower index first.
-    keys[base + slot] = (static_cast<uint64_t>(~__float_as_uint(best)) << 32) | static_cast<uint32_t>(anchor);
+    keys[base + slot] = (static_cast<uint64_t>(~__float_as_uint(best)) << indexBits(A)) | static_cast<uint32_t>(anchor);
     boxes[base + anchor] = make_float4(cx - bw / 2.f, cy - bh / 2.f, cx + bw / 2.f, cy + bh / 2.f);
     classes[base + anchor] = bestClass;
 }
@@ -178,6 +186,8 @@ __global__ void nmsKernel(YoloDecodeNmsParams p, int A, int T, int const* count,
     extern __shared__ unsigned char removed[];
     int const b = blockIdx.x, tid = threadIdx.x, nt = blockDim.x;
     int const n = min(count[b], T);
+    int const shift = indexBits(A);
+    uint64_t const mask = (uint64_t{1} << shift) - 1;
     uint64_t const* keys = sortedKeys + static_cast<size_t>(b) * A;
     float4 const* imgBoxes = boxes + static_cast<size_t>(b) * A;
     int const* imgCls = classes + static_cast<size_t>(b) * A;
@@ -185,7 +195,7 @@ __global__ void nmsKernel(YoloDecodeNmsParams p, int A, int T, int const* count,
     int* candCls = sCls + static_cast<size_t>(b) * T;
     float const classOffset = p.layout == kLayoutDecoded ? kClassOffset : 0.f;
     for (int j = tid; j < n; j += nt) {
-        uint32_t const anchor = static_cast<uint32_t>(keys[j]);
+        uint32_t const anchor = static_cast<uint32_t>(keys[j] & mask);
         float4 const box = imgBoxes[anchor];
         int const cls = imgCls[anchor];
         float const off = static_cast<float>(cls) * classOffset;  // the boxes IoU is computed on
@@ -206,9 +216,9 @@ __global__ void nmsKernel(YoloDecodeNmsParams p, int A, int T, int const* count,
         float4 const box = cand[i];
         int const cls = candCls[i];
         if (tid == 0) {
-            uint32_t const anchor = static_cast<uint32_t>(keys[i]);
+            uint32_t const anchor = static_cast<uint32_t>(keys[i] & mask);
             ob[kept] = imgBoxes[anchor];
-            os[kept] = __uint_as_float(~static_cast<uint32_t>(keys[i] >> 32));
+            os[kept] = __uint_as_float(~static_cast<uint32_t>(keys[i] >> shift));
             oc[kept] = cls;
             if (ok) ok[kept] = static_cast<int>(anchor);
         }
@@ -321,7 +331,7 @@ cudaError_t yoloDecodeNms(YoloDecodeNmsParams const& p, void const* const* feats
     segmentsKernel<<<1, 256, 0, stream>>>(count, begin, end, p.batch, A);
     size_t cubBytes = L.cubBytes;
     err = cub::DeviceSegmentedRadixSort::SortKeys(ws + L.cubTemp, cubBytes, keysIn, keysOut, static_cast<int>(total),
-        p.batch, begin, end, 0, 64, stream);
+        p.batch, begin, end, 0, 32 + indexBits(A), stream);
     if (err != cudaSuccess) return err;
     nmsKernel<<<p.batch, kNmsThreads, T, stream>>>(p, A, T, count, keysOut, cand, candCls, sBoxes, sCls, num_dets,
         boxes, scores, classes, kept);
