@@ -222,11 +222,13 @@ def _unletterbox(t: Any, xs: slice, ys: slice, ratio_pad: RatioPad, original_sha
     h, w = int(original_shape[0]), int(original_shape[1])
     tensor = hasattr(t, "clone")
     out = (t.clone() if t.is_floating_point() else t.float()) if tensor else np.array(t, dtype=np.float32, copy=True)
+    on_device = tensor and out.device.type != "cpu"
+    values = out if on_device else out.numpy() if tensor else out  # a host tensor through its numpy view: faster
     for cols, pad, limit in ((xs, pad_w, w), (ys, pad_h, h)):
-        v = out[..., cols]
+        v = values[..., cols]
         v -= pad
         v /= ratio
-        if tensor:
+        if on_device:
             v.clamp_(0, limit)
         else:
             np.clip(v, 0, limit, out=v)
