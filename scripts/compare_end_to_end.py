@@ -326,14 +326,17 @@ def detector_pipeline(detector: Any) -> Pipeline:
     return run
 
 
-def netdef_stages(det: Any, images: list[np.ndarray]) -> dict[str, Pipeline]:
-    """netdef's stages as separately timed calls (inputs of later stages prepared once)."""
+def netdef_stages(det: Any, images: list[np.ndarray], input_dtype: str = "float32") -> dict[str, Pipeline]:
+    """netdef's stages as separately timed calls (inputs of later stages prepared once; the engine's in its input
+    type `input_dtype`, so that its stage holds no conversion)."""
+    import torch
+
     from netdef.tools.preprocess import letterbox
 
     def boxed(ims: Sequence[np.ndarray]) -> Any:
         return letterbox(ims, det.input_hw, bgr=True, device=det.device, kernel=det.letterbox_kernel)[0]
 
-    batch = boxed(images)
+    batch = boxed(images).to(getattr(torch, input_dtype))
     outs = det.infer(batch)
     return {"letterbox": boxed,
             "engine": lambda ims: det.infer(batch),
@@ -538,7 +541,7 @@ def main(argv: list[str] | None = None) -> int:
                                  letterbox_kernel=a.letterbox_kernel)
     pipes = {ours: detector_pipeline(netdef_det)}
     stages: dict[str, Callable[[list[np.ndarray]], dict[str, Pipeline]]] = {
-        ours: lambda images: netdef_stages(netdef_det, images)}
+        ours: lambda images: netdef_stages(netdef_det, images, a.input_dtype)}
     if not a.netdef_only:
         ref, gpu_pre = a.pipelines[1:]
         onnx_eng = Engine(engines["onnx"], cuda_graph=a.cuda_graph)
