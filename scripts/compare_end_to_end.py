@@ -474,8 +474,9 @@ def make_parser() -> argparse.ArgumentParser:
                    help="netdef's letterbox (its pipeline's and the ONNX-route engine's with it) as netdef's fused "
                         "CUDA kernel (compiled with nvcc on first use) instead of torch operations")
     p.add_argument("--input-dtype", choices=("float32", "float16"), default="float32",
-                   help="netdef's engine input type (float16: the letterbox writes half precision; the ONNX-route "
-                        "engine keeps float32 input)")
+                   help="netdef's engine input type (float16: with --cuda-graph the letterbox writes half precision "
+                        "into the engine's input; without graphs the engine converts the float32 batch; the "
+                        "ONNX-route engine keeps float32 input)")
     p.add_argument("--breakdown", action="store_true",
                    help="also time the stages (pre-processing, engine, post-processing) of netdef and the reference")
     p.add_argument("--netdef-only", action="store_true",

@@ -49,7 +49,16 @@ def test_installed_package_is_not_the_checkout(fresh_venv, tmp_path):
     out = subprocess.run([str(fresh_venv / "bin" / "python"), "-c", code],
                          cwd=tmp_path, check=True, capture_output=True, text=True).stdout.split()
     assert "site-packages" in out[0] and not out[0].startswith(str(ROOT)) and out[1:] == ["False", "block"]
-    assert (Path(out[0]).parent / "py.typed").is_file()
+    installed = Path(out[0]).parent
+    assert (installed / "py.typed").is_file()
+    # every CUDA source folder netdef compiles on first use (plugins, the letterbox kernel) ships whole
+    def sources(folder: Path) -> list[str]:
+        return sorted(f.name for f in folder.iterdir() if f.suffix in (".cu", ".cuh", ".h", ".cpp"))
+
+    for folder in sorted(p for p in (ROOT / "netdef" / "plugins").iterdir() if p.is_dir() and p.name != "__pycache__"):
+        shipped = installed / "plugins" / folder.name
+        assert shipped.is_dir(), f"netdef/plugins/{folder.name} is missing from the wheel (setup.cfg's package_data)"
+        assert sources(folder) and sources(shipped) == sources(folder), folder.name
 
 
 def test_build_resnet18_from_an_empty_folder(fresh_venv, tmp_path, torchvision_wts):

@@ -456,17 +456,18 @@ def synthetic_prediction(batch: int, n: int, nc: int, extra: int, seed: int = 0)
 
 @pytest.fixture(scope="module")
 def plugin_alone(tmp_path_factory):
-    """precision -> (engine path, prediction): the plugin alone, input `pred` (B, 4 + nc + extra, n)."""
+    """(precision, n) -> (engine path, prediction): the plugin alone, input `pred` (B, 4 + nc + extra, n) (n: ALONE's
+    unless given)."""
     from test_plugins import build_test_engine  # the plugin-only engines of the YOLOv5 plugin tests
 
     out = tmp_path_factory.mktemp("anchor_free_plugin")
     built = {}
 
-    def get(precision: str):
-        if precision not in built:
-            pred = synthetic_prediction(*ALONE["shape"])
-            conf, iou, max_det, topk = ALONE["nms"]
+    def get(precision: str, n: int = ALONE["shape"][1]):
+        if (precision, n) not in built:
             batch, _, nc, extra = ALONE["shape"]
+            pred = synthetic_prediction(batch, n, nc, extra)
+            conf, iou, max_det, topk = ALONE["nms"]
 
             def define(net):
                 dtype = net.trt.float16 if precision == "fp16" else net.trt.float32
@@ -478,10 +479,10 @@ def plugin_alone(tmp_path_factory):
                             net.definition.get_layer(i).precision = dtype
                 return outs
 
-            path = out / f"alone_{precision}.engine"
+            path = out / f"alone_{precision}_{n}.engine"
             build_test_engine(path, {}, define, precision, batch)
-            built[precision] = (path, pred.astype(np.float16) if precision == "fp16" else pred)
-        return built[precision]
+            built[precision, n] = (path, pred.astype(np.float16) if precision == "fp16" else pred)
+        return built[precision, n]
 
     return get
 
@@ -518,6 +519,24 @@ def test_anchor_free_plugin_alone_equals_ultralytics_nms(plugin_alone, precision
           f"{uncapped}, {n} detections (max_det {max_det}) equal Ultralytics' non_max_suppression exactly, extras "
           f"included; plugin input formats {sorted(set(formats))}")
     assert candidates > topk * len(pred) > uncapped > max_det * len(pred) == n  # max_nms, NMS and max_det acted
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("n", [1, 2, 64, 65])
+def test_anchor_free_plugin_alone_with_few_candidates(plugin_alone, n):
+    """The sort keys hold the score above the candidate index's bits (as many as n needs): one candidate, two, a
+    power of two and one more give Ultralytics' non_max_suppression exactly too (fp32)."""
+    import torch
+
+    from netdef.runtime import Engine
+
+    path, pred = plugin_alone("fp32", n)
+    conf, iou, max_det, topk = ALONE["nms"]
+    outs = Engine(path).infer({"pred": torch.from_numpy(pred).cuda()}, as_numpy=True)
+    x = torch.from_numpy(pred).cuda()
+    kept = check_equal(outs, ultralytics_nms(x, conf, iou, max_det, ALONE["shape"][2], topk), "extras")
+    print(f"RESULT plugin alone fp32 n={n}: {kept} detections equal Ultralytics' non_max_suppression exactly")
+    assert kept > 0 or n == 1
 
 
 def pick_conf(scores: np.ndarray, per_image: int) -> float:

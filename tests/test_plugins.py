@@ -83,12 +83,19 @@ def test_plugin_sources_compile_against_trt86_headers(tmp_path, plugin_cache):
     assert sorted(p.name for p in plugin_cache.iterdir()) == sorted([lib.path.name, lib.path.stem + ".lock"])
 
 
-@needs_compilers
-def test_letterbox_kernel_compiles(tmp_path, plugin_cache):
-    """netdef's letterbox kernel compiles through the plugins' machinery and exports the function letterbox_cuda
-    calls (its pixels are checked on a GPU: test_preprocess.py)."""
-    lib = pc.compile_plugin("letterbox", toolchain=trt86_toolchain(tmp_path), log=lambda msg: None)
-    assert lib.path.name.startswith("letterbox-") and b"netdef_letterbox" in lib.path.read_bytes()
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs nvcc (the CUDA toolkit)")
+def test_letterbox_kernel_compiles_with_nvcc_alone(plugin_cache, monkeypatch):
+    """netdef's letterbox kernel needs no TensorRT: its toolchain is nvcc and an architecture (no headers, no
+    libnvinfer, even where they cannot be found); it compiles through the plugins' cache and exports what
+    letterbox_cuda calls (its pixels are checked on a GPU: test_preprocess.py)."""
+    monkeypatch.setenv("TENSORRT_INCLUDE_DIR", "/nonexistent")
+    tc = pc.find_toolchain(tensorrt=False, arch="8.6")
+    assert (tc.include_dir, tc.library, tc.tensorrt, tc.arch) == ("", "", "", "8.6")
+    cmd = " ".join(pc.nvcc_command(tc, pc.sources_of("letterbox"), Path("out.so")))
+    assert "-I" not in cmd and "nvinfer" not in cmd and "sm_86" in cmd
+    lib = pc.compile_plugin("letterbox", toolchain=tc, log=lambda msg: None)
+    data = lib.path.read_bytes()
+    assert lib.path.name.startswith("letterbox-") and b"netdef_letterbox" in data and b"netdef_cuda_error_name" in data
 
 
 def test_cache_key_covers_sources_tensorrt_arch_and_nvcc(tmp_path):

@@ -175,6 +175,18 @@ def test_scale_boxes_round_trip_and_clip():
         assert np.allclose(scale_boxes(on_input, (r, (pw, ph)), (h, w, 3)), boxes, atol=1e-3)
     out = scale_boxes(torch.tensor([[-5.0, -5.0, 700.0, 900.0]]), (1.0, (0.0, 0.0)), (400, 600))
     assert out.tolist() == [[0.0, 0.0, 600.0, 400.0]]
+    # columns after the box (a score, a class) stay; integer boxes come back as floats; autograd tensors are read
+    rows = scale_boxes(torch.tensor([[10.0, 20.0, 30.0, 40.0, 0.9, 3.0]]), (2.0, (4.0, 6.0)), (400, 600))
+    assert rows.tolist() == [[3.0, 7.0, 13.0, 17.0, 0.8999999761581421, 3.0]]
+    assert scale_boxes(torch.tensor([[10, 20, 30, 40]]), (2.0, (4.0, 6.0)), (400, 600)).tolist() == \
+        [[3.0, 7.0, 13.0, 17.0]]
+    grad = scale_boxes(torch.tensor([[10.0, 20.0, 30.0, 40.0]], requires_grad=True), (2.0, (4.0, 6.0)), (400, 600))
+    assert grad.tolist() == [[3.0, 7.0, 13.0, 17.0]] and not grad.requires_grad
+    half = torch.tensor([[10.5, 20.25, 1001.0, 41.0]], dtype=torch.float16)  # computed in float16 as before
+    want = half.clone()
+    want[:, 0::2] = ((half[:, 0::2] - 4.0) / 1.5).clamp(0, 600)
+    want[:, 1::2] = ((half[:, 1::2] - 6.0) / 1.5).clamp(0, 400)
+    assert torch.equal(scale_boxes(half, (1.5, (4.0, 6.0)), (400, 600)), want) and want[0, 2] == 600
 
 
 @pytest.mark.gpu
@@ -199,7 +211,8 @@ def test_letterbox_cuda_matches_reference():
 
 def test_letterbox_kernel_needs_cuda_tensors():
     """The fused kernel writes CUDA batches only: on the CPU it says so (before compiling anything)."""
-    with pytest.raises(NetdefError, match="the CUDA letterbox writes CUDA tensors; the batch is on cpu"):
+    with pytest.raises(NetdefError, match=r"the letterbox kernel writes CUDA tensors, and the batch is on cpu: "
+                                          r"letterbox on a CUDA device \(device='cuda'"):
         letterbox(photos(bgr=True)[:1], 320, kernel=True)
 
 
@@ -228,4 +241,3 @@ def test_letterbox_kernel_equals_the_torch_letterbox():
                 assert torch.equal(buf_a, buf_b), (new_shape, auto, bgr, "float16 view")
                 cases += 1
     print(f"RESULT letterbox kernel vs torch letterbox on the GPU: {cases} batches, float32 and float16, bit-equal")
-

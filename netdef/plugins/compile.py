@@ -1,4 +1,5 @@
-"""Compile the CUDA C++ plugin sources shipped in netdef with nvcc, once per toolchain and GPU, and load them.
+"""Compile the CUDA C++ plugin sources shipped in netdef with nvcc, once per toolchain and GPU, and load them
+(and netdef's plain CUDA kernels, e.g. `letterbox/`, which need nvcc alone: `find_toolchain(tensorrt=False)`).
 
 A plugin is a folder of `.cu`/`.cpp`/`.h` files beside this module. `compile_plugin(name)` builds it into
 `$NETDEF_CACHE/plugins/<name>-<hash>.so` (default `~/.cache/netdef/plugins`), where the hash covers the
@@ -75,13 +76,21 @@ class PluginLibrary:
 
 # ---------------------------------------------------------------- the toolchain
 
-def find_toolchain() -> Toolchain:
-    """nvcc, TensorRT headers and library, GPU architecture; ONE NetdefError naming everything missing."""
+def find_toolchain(tensorrt: bool = True, arch: str | None = None) -> Toolchain:
+    """nvcc, TensorRT headers and library, GPU architecture (`arch`, e.g. "9.0": given, else found); ONE
+    NetdefError naming everything missing. `tensorrt=False`: for a plain CUDA kernel (netdef's letterbox), nvcc
+    and the architecture alone (no TensorRT headers, library or version)."""
     problems: list[str] = []
     nvcc = _find_nvcc()
     if nvcc is None:
         problems.append(f"nvcc (the CUDA compiler) is not on PATH nor in $CUDA_HOME/bin or {DEFAULT_CUDA_HOME}/bin: "
                         "install the CUDA toolkit, or put its bin folder on PATH / set CUDA_HOME")
+    if not tensorrt:
+        arch = arch or _find_arch(problems)
+        if problems:
+            raise NetdefError("cannot compile netdef's CUDA kernels:\n  - " + "\n  - ".join(problems))
+        assert nvcc is not None and arch is not None
+        return Toolchain(nvcc, _nvcc_version(nvcc), "", "", "", "", arch)
     try:
         info = trt_api.info()
     except NetdefError as e:
@@ -94,7 +103,7 @@ def find_toolchain() -> Toolchain:
         problems.append(f"the TensorRT headers in {include} are version {header_version} but the TensorRT Python "
                         f"module is {info.version}: point TENSORRT_INCLUDE_DIR at the headers of {info.version}")
     library = _find_library(info.major, problems) if info.plugins else ""
-    arch = _find_arch(problems)
+    arch = arch or _find_arch(problems)
     if problems:
         raise NetdefError("cannot compile TensorRT plugins:\n  - " + "\n  - ".join(problems))
     assert nvcc is not None and include is not None and library is not None and arch is not None
@@ -230,11 +239,13 @@ def sources_of(name: str) -> list[Path]:
 
 
 def nvcc_command(tc: Toolchain, sources: list[Path], output: Path) -> list[str]:
+    """nvcc's command line; a toolchain without TensorRT (a plain kernel's) neither includes nor links it."""
     sm = tc.arch.replace(".", "")
     lib = Path(tc.library)
-    return [tc.nvcc, *NVCC_FLAGS, f"-gencode=arch=compute_{sm},code=[sm_{sm},compute_{sm}]",
-            f"-I{tc.include_dir}", *(str(s) for s in sources if s.suffix in SOURCE_SUFFIXES),
-            f"-L{lib.parent}", f"-l:{lib.name}", f"-Xlinker=-rpath={lib.parent}", "-o", str(output)]
+    include = [f"-I{tc.include_dir}"] if tc.include_dir else []
+    link = [f"-L{lib.parent}", f"-l:{lib.name}", f"-Xlinker=-rpath={lib.parent}"] if tc.library else []
+    return [tc.nvcc, *NVCC_FLAGS, f"-gencode=arch=compute_{sm},code=[sm_{sm},compute_{sm}]", *include,
+            *(str(s) for s in sources if s.suffix in SOURCE_SUFFIXES), *link, "-o", str(output)]
 
 
 def cache_key(name: str, sources: list[Path], tc: Toolchain) -> str:

@@ -312,7 +312,7 @@ class Detector(EngineModel):
         if self.graphs is not None:
             for chunk in self.chunks(images):
                 with self.graphs.lock:  # the outputs are the graph's buffers until read
-                    outs, input_hw, ratio_pads = self.graphs(chunk, bgr)
+                    outs, input_hw, ratio_pads = self.graphs(chunk, bgr, self.letterbox_kernel)
                     results += self._finish(outs, input_hw, ratio_pads, chunk)
             return results
         for chunk, batch, ratio_pads in self.batches(images, prepare, 114 / 255.0):  # grey images up to the minimum
@@ -427,7 +427,8 @@ def engine_detector(engine: Any, conf: float | None = None, iou: float | None = 
                     max_det: int = DEFAULT_MAX_DET, names: list[str] | None = None, *,
                     device: int | None = None, kpt_shape: Sequence[int] | None = None,
                     input_hw: tuple[int, int] | None = None, rect: bool = False,
-                    names_from: str | os.PathLike | None = None, letterbox_kernel: bool = False) -> Detector | Classifier:
+                    names_from: str | os.PathLike | None = None,
+                    letterbox_kernel: bool = False) -> Detector | Classifier:
     """A Detector over a netdef engine (a path, loaded on CUDA device `device`, default the current one; or a
     `netdef.runtime.Engine`), on the engine's GPU; for a classification engine a `Classifier` (called the same
     way; conf, iou and kpt_shape do not apply to it, max_det neither: it keeps the top 5).
@@ -485,6 +486,10 @@ def engine_detector(engine: Any, conf: float | None = None, iou: float | None = 
     if layout.kind == "plugin":
         conf, iou = _plugin_thresholds(eng.meta, str(eng.path), conf, iou)
     infer, batch_range, device = engine_io(eng)
+    if letterbox_kernel:  # compiled now: a missing toolchain is heard of before any image is read
+        from .letterbox_cuda import kernel_library
+
+        kernel_library(device)
     ranges = eng.hw_ranges or [((1, 1),)]  # (min, opt, max) (H, W) per profile; static engines: no ranges
     min_hw = (min(r[0][0] for r in ranges), min(r[0][1] for r in ranges))
     graphs = None
@@ -494,7 +499,7 @@ def engine_detector(engine: Any, conf: float | None = None, iou: float | None = 
         to_host = [layout.names[r] for r in (*PLUGIN_OUTPUTS, "keypoints") if r in layout.names] \
             if layout.kind == "plugin" else [layout.names["pred"]] if layout.kind == "end_to_end" else []
         graphs = DetectGraphs(eng, device, hw, stride=stride, rect=rect, min_hw=min_hw, min_batch=batch_range[0],
-                              to_host=to_host, kernel=letterbox_kernel)
+                              to_host=to_host)
     if iou is None:  # YOLOv8/YOLO11 as Ultralytics' predictor, YOLOv5 as its detect.py (plugins: built in)
         iou = defaults.IOU_THRES_ANCHOR_FREE if layout.kind == "anchor_free" else DEFAULT_IOU
     return Detector(infer, hw, layout, DEFAULT_CONF if conf is None else conf, iou,

@@ -43,23 +43,21 @@ class DetectGraphs:
     """Per list of image shapes, the pipeline's CUDA graph on `engine` (a netdef.runtime.Engine): letterbox to
     `input_hw` (`rect`: to the smallest `stride` multiple holding the batch, at least `min_hw`), batches padded with
     grey images to `min_batch`; `to_host`: the outputs copied to pinned host memory inside the graph. `device`: the
-    engine's torch device (host buffers are pinned for a CUDA device). `kernel`: letterbox with netdef's CUDA
-    kernel (`preprocess.letterbox`'s `kernel`)."""
+    engine's torch device (host buffers are pinned for a CUDA device)."""
 
     def __init__(self, engine: Any, device: Any, input_hw: tuple[int, int], *, stride: int = 32, rect: bool = False,
-                 min_hw: tuple[int, int] = (1, 1), min_batch: int = 1, to_host: Sequence[str] = (), keep: int = KEEP,
-                 kernel: bool = False):
+                 min_hw: tuple[int, int] = (1, 1), min_batch: int = 1, to_host: Sequence[str] = (), keep: int = KEEP):
         self.engine, self.device, self.input_hw, self.stride, self.rect = engine, device, input_hw, stride, rect
-        self.kernel = kernel
         self.min_hw, self.min_batch, self.to_host, self.keep = min_hw, min_batch, tuple(to_host), keep
         self._graphs: OrderedDict[tuple, _Captured] = OrderedDict()
         self._refits = engine._refits
         self.captures = 0
         self.lock = threading.Lock()
 
-    def __call__(self, images: Sequence[np.ndarray], bgr: bool) -> tuple[dict[str, Any], tuple[int, int],
-                                                                           list[RatioPad]]:
-        """Run the pipeline on HxWx3 uint8 `images` (at most the engine's largest batch) and wait for it: (outputs:
+    def __call__(self, images: Sequence[np.ndarray], bgr: bool,
+                 kernel: bool = False) -> tuple[dict[str, Any], tuple[int, int], list[RatioPad]]:
+        """Run the pipeline on HxWx3 uint8 `images` (at most the engine's largest batch) and wait for it (`kernel`:
+        the letterbox as netdef's CUDA kernel, `preprocess.letterbox`'s `kernel`; a graph of its own): (outputs:
         the `to_host` ones as host tensors, the others on the GPU; the engine input's height and width; per image
         its (ratio, (left, top))). The outputs are the graph's own buffers: the next call on these shapes
         overwrites them (hold `lock` until they are read)."""
@@ -69,7 +67,7 @@ class DetectGraphs:
                 raise NetdefError(f"image {i} must be an HxWx3 uint8 numpy array for CUDA graphs, got {got}")
             if min(im.shape[:2]) < 1:
                 raise NetdefError(f"image {i} is empty ({tuple(im.shape)})")
-        key = (bool(bgr), tuple(im.shape for im in images))
+        key = (bool(bgr), bool(kernel), tuple(im.shape for im in images))
         if self.engine._refits != self._refits:  # a refit ended the steps the graphs run
             self._graphs.clear()
             self._refits = self.engine._refits
@@ -77,7 +75,7 @@ class DetectGraphs:
         if cap is None:
             while len(self._graphs) >= self.keep:
                 self._graphs.popitem(last=False)
-            cap = self._graphs[key] = self._capture(images, bool(bgr))
+            cap = self._graphs[key] = self._capture(images, bool(bgr), bool(kernel))
         else:
             self._graphs.move_to_end(key)
         for host, im in zip(cap.host_in, images):
@@ -87,7 +85,7 @@ class DetectGraphs:
         outs = {k: cap.host_out.get(k, v) for k, v in cap.step.outputs.items()}
         return outs, cap.input_hw, cap.ratio_pads
 
-    def _capture(self, images: Sequence[np.ndarray], bgr: bool) -> _Captured:
+    def _capture(self, images: Sequence[np.ndarray], bgr: bool, kernel: bool) -> _Captured:
         import torch
 
         eng = self.engine
@@ -117,7 +115,7 @@ class DetectGraphs:
                 if view.shape != batch.shape:
                     batch.fill_(GREY)  # rect's padding and the grey images up to the smallest batch
                 ratio_pads[:] = letterbox(dev_in, self.input_hw, self.stride, self.rect, bgr=bgr, out=view,
-                                          keep=tables, kernel=self.kernel)[1]
+                                          keep=tables, kernel=kernel)[1]
 
             def after(outs: dict[str, Any]) -> None:
                 for k in self.to_host:

@@ -75,10 +75,11 @@ def letterbox(images: Sequence[ImageLike], new_shape: int | Sequence[int] = (640
     padded only to the smallest stride multiple that holds every image. pad_w/pad_h are the actual left/top
     offsets in pixels (what `scale_boxes` subtracts). device: where to compute (default: the first tensor's
     device, else the CPU); numpy images are uploaded as uint8. `out`: a tensor (or view) of the batch's shape to
-    write instead of a new one (any float dtype; its device is the default), e.g. an engine's bound input.
+    write instead of a new one (any float dtype, with `kernel` float32 or float16; its device is the default), e.g.
+    an engine's bound input.
     `keep`: a list the resize tables used are added to (a CUDA graph of this must keep them: they live in a cache).
-    `kernel`: on a CUDA device, one fused kernel per image (`letterbox_cuda`; the same pixels, compiled with nvcc
-    on first use) instead of about twenty torch operations.
+    `kernel`: on a CUDA device, one fused kernel per image (`letterbox_cuda`, written to give the same bits;
+    compiled with nvcc on first use) instead of about twenty torch operations.
     """
     torch = _torch()
 
@@ -99,7 +100,7 @@ def letterbox(images: Sequence[ImageLike], new_shape: int | Sequence[int] = (640
     if kernel:
         from .letterbox_cuda import letterbox_images
 
-        batch = out if out is not None else torch.empty((len(tensors), 3, bh, bw), device=device)
+        batch = out if out is not None else torch.empty((len(tensors), 3, bh, bw), dtype=torch.float32, device=device)
         letterbox_images(tensors, sizes, offsets, batch, bgr, color / 255.0, keep)
         return batch, ratio_pads
     if out is None:
@@ -139,10 +140,11 @@ def _linear_taps(n_out: int, n_in: int, vertical: bool) -> tuple[np.ndarray, np.
 
 
 @functools.lru_cache(maxsize=1024)
-def _device_taps(n_out: int, n_in: int, vertical: bool, device: Any) -> tuple[Any, ...]:
-    """`_linear_taps` as tensors on `device`, kept: a camera stream resizes the same sizes again and again."""
+def _device_taps(n_out: int, n_in: int, vertical: bool, device: Any) -> Any:
+    """`_linear_taps` as one (4, n_out) int32 tensor on `device` (rows i0, i1, a0, a1; what the letterbox kernel
+    reads too), kept: a camera stream resizes the same sizes again and again."""
     torch = _torch()
-    return tuple(torch.from_numpy(v).to(device) for v in _linear_taps(n_out, n_in, vertical))
+    return torch.from_numpy(np.stack(_linear_taps(n_out, n_in, vertical)).astype(np.int32)).to(device)
 
 
 def resize_linear(x: Any, nh: int, nw: int, keep: list[Any] | None = None) -> Any:
@@ -206,7 +208,7 @@ def scale_boxes(boxes: Any, ratio_pad: RatioPad, original_shape: Sequence[int]) 
 
     Works on torch tensors (any device) and numpy arrays; returns a new array/tensor.
     """
-    return _unletterbox(boxes, slice(0, None, 2), slice(1, None, 2), ratio_pad, original_shape)
+    return _unletterbox(boxes, slice(0, 4, 2), slice(1, 4, 2), ratio_pad, original_shape)
 
 
 def scale_keypoints(keypoints: Any, ratio_pad: RatioPad, original_shape: Sequence[int]) -> Any:
@@ -218,20 +220,20 @@ def scale_keypoints(keypoints: Any, ratio_pad: RatioPad, original_shape: Sequenc
 def _unletterbox(t: Any, xs: slice, ys: slice, ratio_pad: RatioPad, original_shape: Sequence[int]) -> Any:
     """Columns `xs` and `ys` of the last axis: minus the padding, divided by the ratio, clipped to [0, w] / [0, h]
     (in place on a copy, through views: a few microseconds for a camera frame's boxes on the host)."""
-    ratio, (pad_w, pad_h) = ratio_pad
+    ratio, pad_w, pad_h = float(ratio_pad[0]), float(ratio_pad[1][0]), float(ratio_pad[1][1])
     h, w = int(original_shape[0]), int(original_shape[1])
     tensor = hasattr(t, "clone")
-    out = (t.clone() if t.is_floating_point() else t.float()) if tensor else np.array(t, dtype=np.float32, copy=True)
-    on_device = tensor and out.device.type != "cpu"
-    values = out if on_device else out.numpy() if tensor else out  # a host tensor through its numpy view: faster
+    out = (t.detach().clone() if t.is_floating_point() else t.float()) if tensor else np.array(t, np.float32)
+    host32 = not tensor or (out.device.type == "cpu" and out.dtype == _torch().float32)
+    values = out.numpy() if tensor and host32 else out  # float32 on the host through numpy: faster, same numbers
     for cols, pad, limit in ((xs, pad_w, w), (ys, pad_h, h)):
         v = values[..., cols]
-        v -= pad
-        v /= ratio
-        if on_device:
-            v.clamp_(0, limit)
-        else:
+        if host32:
+            v -= pad
+            v /= ratio
             np.clip(v, 0, limit, out=v)
+        else:
+            v.sub_(pad).div_(ratio).clamp_(0, limit)
     return out
 
 

@@ -73,8 +73,8 @@ struct Layout {
     size_t count, begin, end, keysIn, keysOut, boxes, cls, sortedBoxes, sortedCls, kept, cubTemp, cubBytes, total;
 };
 
-// The bits a candidate index (< A) takes in a sort key.
-__host__ __device__ __forceinline__ int indexBits(int A) {
+// The bits a candidate index (< A) takes in a sort key (computed on the host, passed to the kernels as `shift`).
+int indexBits(int A) {
     int bits = 1;
     while (bits < 31 && (1 << bits) < A) ++bits;
     return bits;
@@ -105,15 +105,15 @@ cudaError_t makeLayout(YoloDecodeNmsParams const& p, Layout& L) {
     L.cubBytes = 0;
     cudaError_t err = cub::DeviceSegmentedRadixSort::SortKeys(nullptr, L.cubBytes, static_cast<uint64_t const*>(nullptr),
         static_cast<uint64_t*>(nullptr), static_cast<int>(B * A), static_cast<int>(B), static_cast<int const*>(nullptr),
-        static_cast<int const*>(nullptr), 0, 64);
+        static_cast<int const*>(nullptr), 0, 32 + indexBits(static_cast<int>(A)));
     L.cubTemp = take(L.cubBytes);
     L.total = off + kAlign;  // room to align the workspace pointer
     return err;
 }
 
 template <typename T>
-__global__ void decodeKernel(YoloDecodeNmsParams p, FeatPtrs feats, int A, int* count, uint64_t* keys, float4* boxes,
-    int* classes) {
+__global__ void decodeKernel(YoloDecodeNmsParams p, FeatPtrs feats, int A, int shift, int* count, uint64_t* keys,
+    float4* boxes, int* classes) {
     int64_t const gid = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
     if (gid >= static_cast<int64_t>(p.batch) * A) return;
     int const b = static_cast<int>(gid / A);
@@ -159,7 +159,7 @@ __global__ void decodeKernel(YoloDecodeNmsParams p, FeatPtrs feats, int A, int* 
     int const slot = atomicAdd(count + b, 1);
     size_t const base = static_cast<size_t>(b) * A;
     // Ascending order of ~bits(score) is descending score (scores are positive); ties: lower index first.
-    keys[base + slot] = (static_cast<uint64_t>(~__float_as_uint(best)) << indexBits(A)) | static_cast<uint32_t>(anchor);
+    keys[base + slot] = (static_cast<uint64_t>(~__float_as_uint(best)) << shift) | static_cast<uint32_t>(anchor);
     boxes[base + anchor] = make_float4(cx - bw / 2.f, cy - bh / 2.f, cx + bw / 2.f, cy + bh / 2.f);
     classes[base + anchor] = bestClass;
 }
@@ -180,13 +180,12 @@ __device__ __forceinline__ float iou(float4 a, float4 b) {  // torchvision's box
 }
 
 // keptIndex (B, K): the kept boxes' candidate indices, -1 past the last (read by extrasKernel; nullptr: not needed).
-__global__ void nmsKernel(YoloDecodeNmsParams p, int A, int T, int const* count, uint64_t const* sortedKeys,
+__global__ void nmsKernel(YoloDecodeNmsParams p, int A, int shift, int T, int const* count, uint64_t const* sortedKeys,
     float4 const* boxes, int const* classes, float4* sBoxes, int* sCls, int32_t* numDets, float* outBoxes,
     float* outScores, int32_t* outClasses, int* keptIndex) {
     extern __shared__ unsigned char removed[];
     int const b = blockIdx.x, tid = threadIdx.x, nt = blockDim.x;
     int const n = min(count[b], T);
-    int const shift = indexBits(A);
     uint64_t const mask = (uint64_t{1} << shift) - 1;
     uint64_t const* keys = sortedKeys + static_cast<size_t>(b) * A;
     float4 const* imgBoxes = boxes + static_cast<size_t>(b) * A;
@@ -259,9 +258,9 @@ __global__ void extrasKernel(YoloDecodeNmsParams p, FeatPtrs feats, int const* k
 }
 
 template <typename T>
-void launchDecode(YoloDecodeNmsParams const& p, FeatPtrs const& fp, int A, unsigned blocks, int* count,
+void launchDecode(YoloDecodeNmsParams const& p, FeatPtrs const& fp, int A, int shift, unsigned blocks, int* count,
     uint64_t* keys, float4* cand, int* candCls, cudaStream_t stream) {
-    decodeKernel<T><<<blocks, kDecodeThreads, 0, stream>>>(p, fp, A, count, keys, cand, candCls);
+    decodeKernel<T><<<blocks, kDecodeThreads, 0, stream>>>(p, fp, A, shift, count, keys, cand, candCls);
 }
 
 template <typename T>
@@ -300,7 +299,7 @@ cudaError_t yoloDecodeNms(YoloDecodeNmsParams const& p, void const* const* feats
     if (!valid(p) || (p.extra > 0 && extras == nullptr)) return cudaErrorInvalidValue;
     int64_t const A64 = yoloNumAnchors(p);
     if (A64 < 1 || A64 * p.batch > INT32_MAX) return cudaErrorInvalidValue;
-    int const A = static_cast<int>(A64), T = topkOf(p);
+    int const A = static_cast<int>(A64), T = topkOf(p), shift = indexBits(A);
     Layout L{};
     cudaError_t err = makeLayout(p, L);
     if (err != cudaSuccess) return err;
@@ -324,17 +323,17 @@ cudaError_t yoloDecodeNms(YoloDecodeNmsParams const& p, void const* const* feats
     int64_t const total = static_cast<int64_t>(p.batch) * A;
     unsigned const blocks = static_cast<unsigned>((total + kDecodeThreads - 1) / kDecodeThreads);
     if (half) {
-        launchDecode<__half>(p, fp, A, blocks, count, keysIn, cand, candCls, stream);
+        launchDecode<__half>(p, fp, A, shift, blocks, count, keysIn, cand, candCls, stream);
     } else {
-        launchDecode<float>(p, fp, A, blocks, count, keysIn, cand, candCls, stream);
+        launchDecode<float>(p, fp, A, shift, blocks, count, keysIn, cand, candCls, stream);
     }
     segmentsKernel<<<1, 256, 0, stream>>>(count, begin, end, p.batch, A);
     size_t cubBytes = L.cubBytes;
     err = cub::DeviceSegmentedRadixSort::SortKeys(ws + L.cubTemp, cubBytes, keysIn, keysOut, static_cast<int>(total),
-        p.batch, begin, end, 0, 32 + indexBits(A), stream);
+        p.batch, begin, end, 0, 32 + shift, stream);
     if (err != cudaSuccess) return err;
-    nmsKernel<<<p.batch, kNmsThreads, T, stream>>>(p, A, T, count, keysOut, cand, candCls, sBoxes, sCls, num_dets,
-        boxes, scores, classes, kept);
+    nmsKernel<<<p.batch, kNmsThreads, T, stream>>>(p, A, shift, T, count, keysOut, cand, candCls, sBoxes, sCls,
+        num_dets, boxes, scores, classes, kept);
     if (kept != nullptr) {
         if (half) {
             launchExtras<__half>(p, fp, kept, extras, stream);
