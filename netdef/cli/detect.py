@@ -55,8 +55,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                         "multiple of the model's stride that holds it at that size (Ultralytics' rectangular "
                         "inference: fewer pixels for non-square images)")
     p.add_argument("--letterbox-kernel", action="store_true",
-                   help="letterbox with netdef's fused CUDA kernel, one launch per image (the same pixels as the "
-                        "default torch letterbox; compiled with nvcc on first use, as netdef's plugins)")
+                   help="letterbox with netdef's fused CUDA kernel, one launch per image (written to give the "
+                        "same pixels as the default torch letterbox; compiled with nvcc on first use, no TensorRT "
+                        "headers needed)")
     add_device_option(p)
     return p
 

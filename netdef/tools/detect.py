@@ -442,8 +442,8 @@ def engine_detector(engine: Any, conf: float | None = None, iou: float | None = 
     that size, as Ultralytics' rectangular inference.
     `names` (read from the file `names_from`, named in errors) label the classes, default the names the engine
     header records (`class_names.engine_names`; neither: class indices); one per class of the recorded model.
-    `letterbox_kernel`: letterbox with netdef's fused CUDA kernel (the same pixels; compiled with nvcc on first
-    use) instead of torch operations; detection engines on a CUDA device only.
+    `letterbox_kernel`: letterbox with netdef's fused CUDA kernel (written to give the same pixels; compiled with
+    nvcc when the detector is made) instead of torch operations; detection engines only.
     """
     from ..runtime import Engine
 
