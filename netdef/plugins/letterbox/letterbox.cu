@@ -61,6 +61,7 @@ __attribute__((visibility("default"))) int netdef_letterbox(
     void const* src, int h, int w, int nh, int nw, int top, int left, int bgr, void const* cols, void const* rows,
     void* out, int half, int64_t plane, int64_t row, int oh, int ow, float fill, float scale, void* stream) {
     if (oh <= 0 || ow <= 0) return 0;
+    if (oh > 65535) return static_cast<int>(cudaErrorInvalidValue);  // a grid row per output row
     dim3 const grid(static_cast<unsigned>((ow + kThreads - 1) / kThreads), static_cast<unsigned>(oh));
     auto const s = static_cast<cudaStream_t>(stream);
     auto const in = static_cast<uint8_t const*>(src);
