@@ -90,6 +90,7 @@ def define_network(spec: Spec | str | Path, weights: Weights, opts: BuildOptions
     net.quantizer = quantizer
     try:
         build_network(spec, net, (-1, -1) if opts.input_range else opts.input_hw)  # -1: H, W chosen at run time
+        _check_params_read(net, opts.params)
         if quantizer is not None:
             quantizer.check_exclude(spec.name)
         unused = net.check_keys(strict=opts.strict)
@@ -106,6 +107,18 @@ def define_network(spec: Spec | str | Path, weights: Weights, opts: BuildOptions
         log(f"[netdef] warning: {len(unused)} unused key(s) in {source}, e.g. {unused[:3]}"
             + unused_modules_hint(unused, net.used).replace("\n", " "))
     return net
+
+
+def _check_params_read(net: Network, given: Mapping[str, Any]) -> None:
+    """A build parameter given (--set) that no block of this build read would be recorded without effect (max_det
+    with a head that keeps every box, say): refused, naming it."""
+    unread = sorted(set(given or {}) - net.params_read)
+    if unread:
+        key = unread[0]
+        why = (": max_det applies to the plugin head and YOLO26's end-to-end head; a plain decode head keeps every "
+               "box, and `netdef detect --max-det` limits them") if key == "max_det" else ""
+        raise OptionError(f"--set {key}={given[key]}: no block of this build reads it, so it would have no effect"
+                          f"{why}; leave {key} out")
 
 
 def load_tensors(weights: Weights, log: Callable[[str], None], progress: bool | None = None,

@@ -380,7 +380,11 @@ def export_wts(source: str | Path | Any, output: str | Path, *, state_dict: str 
         obj = source
     for wanted, option in ((randomize_bn, "--randomize-bn"), (randomize_consts, "--randomize-constants")):
         if wanted and not isinstance(obj, _torch().nn.Module):
-            raise NetdefError(f"{option} needs a model source (torchvision:NAME or a callable), not a state_dict")
+            given = f"{source} gives weights only" if isinstance(source, (str, Path)) else \
+                "a state_dict is weights only"
+            raise NetdefError(f"{option} re-initialises a model, so it needs a model source: torchvision:NAME or a "
+                              f"callable such as \"ultralytics.nn.tasks:SegmentationModel(cfg='yolo11n-seg.yaml', "
+                              f"nc=3)\"; {given} (a checkpoint's are already trained values)")
     if randomize_bn and not randomize_batchnorm(obj, seed):
         log("[netdef] note: --randomize-bn: the model has no BatchNorm, nothing changed"
             + ("" if randomize_consts else " (--randomize-constants gives constant weights such as LayerNorm's "

@@ -148,6 +148,7 @@ class Network:
         self.weights = weights
         self.source = source
         self.params: dict[str, Any] = dict(params or {})
+        self.params_read: set[str] = set()  # the build parameters a block asked for (`param`)
         # the network input's type and, uint8, its normalization inside the network, (mean, std) (`input`; the
         # BuildOptions' `input_normalization`)
         self.input_dtype, self.input_normalization = input_dtype, input_normalization
@@ -192,6 +193,7 @@ class Network:
 
     def param(self, name: str) -> Any:
         """The build parameter `name` (`--set name=...`), else the default its block declared."""
+        self.params_read.add(name)
         if name in self.params:
             return self.params[name]
         from .registry import declared_params

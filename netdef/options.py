@@ -126,8 +126,9 @@ class BuildOptions:
             raise OptionError(f"int8_exclude {self.int8_exclude!r}: expected layer-name patterns (strings)")
         for p in (self.batch, *self.profiles):
             if not _is_triple(p):
-                raise OptionError(f"batch profile {p!r}: expected (min, opt, max) integers, e.g. (1, 8, 32); "
-                                  f"parse_profiles('1:8:32') gives one")
+                raise OptionError(f"batch profile {p!r}: expected (min, opt, max) integers, e.g. batch=(1, 8, 32); "
+                                  f"from the command line's text: batch=parse_batch('1:8:32') (several profiles: "
+                                  f"batch, profiles = parse_profiles('1:1:8,9:64:256'))")
             lo, opt, hi = p
             if not 1 <= lo <= opt <= hi <= MAX_DIM:
                 raise OptionError(f"batch profile {lo}:{opt}:{hi} must satisfy 1 <= min <= opt <= max <= {MAX_DIM} "
@@ -305,7 +306,8 @@ def check_hw_range(r: Any, what: str = "input_range") -> None:
         for hw in r)
     if not ok:
         raise OptionError(f"{what} {r!r}: expected ((minH, minW), (optH, optW), (maxH, maxW)), positive integers "
-                          "up to 2**31 - 1; parse_input_shape('320x320:640x640:1280x1280') gives one")
+                          "up to 2**31 - 1; from the command line's text: input_range=parse_input_shape("
+                          "'320x320:640x640:1280x1280')[1] (netdef.options)")
     for d, side in enumerate(("height", "width")):
         if not r[0][d] <= r[1][d] <= r[2][d]:
             raise OptionError(f"{what} {format_hw_range(r)}: the {side} must satisfy min <= opt <= max")

@@ -240,10 +240,12 @@ class Engine:
             if not lo <= shape[0] <= hi:
                 raise OptionError(f"input '{t.name}' batch {shape[0]} is outside the engine's profile "
                                   f"{lo}..{hi}; rebuild with --batch MIN:OPT:MAX")
-            given = t.dtype == "uint8" and str(getattr(feeds[t.name], "dtype", "uint8")).replace("torch.", "")
-            if given and given != "uint8":  # a cast would wrap or truncate the values silently (a shape alone: none)
+            given = str(getattr(feeds[t.name], "dtype", "")).replace("torch.", "")  # '' for a shape alone
+            if t.dtype == "uint8" and given and given != "uint8":  # a cast would wrap or truncate the values silently
                 raise OptionError(f"input '{t.name}' takes uint8 images (0..255, normalized inside the engine), got "
                                   f"{given}: pass the images themselves, not scaled or normalized")
+            if given.startswith("complex") or given == "bool":  # a cast would drop the imaginary part, or give 0/1
+                raise OptionError(f"input '{t.name}' takes {t.dtype} values, got {given}")
         if self.dynamic_hw:  # a height and width outside every profile: the error naming the ranges
             self._profile_of(feeds)
             self._check_stride(feeds)

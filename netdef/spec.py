@@ -221,7 +221,8 @@ def resolve_arch(name_or_path: str | Path, *, own: bool = False) -> tuple[Path, 
                              lower.replace("-", "")) if n in names][:1] \
             or ([] if lower.startswith("yolo") else difflib.get_close_matches(lower, names, n=3, cutoff=0.8))
         of_family = f": did you mean {' or '.join(close)}?" if close else ""
-    raise SpecError(f"no architecture '{name_or_path}'{of_family} (a .yaml path or one of: {', '.join(names)})")
+    listing = "a .yaml path works too" if of_family else f"a .yaml path or one of: {', '.join(names)}"
+    raise SpecError(f"no architecture '{name_or_path}'{of_family} ({listing})")  # the names where none is near
 
 
 def _refuse_digitless_scale(name: str, own: bool) -> None:
@@ -551,8 +552,10 @@ def _multiples(data: dict, scale: str | None, fail: Any, path: Path | None,
             raise fail("scales", f"this file is a family and its name ({path.name}) carries no scale: add `scale: "
                                  f"{first}` (one of {', '.join(map(str, scales))}) to it; Ultralytics takes the first "
                                  f"of its `scales:`, {first}, for a file named without one")
+        own = scaled.parent.resolve() == _arch_dirs(own=True)[0].resolve()  # not to be written into: a copy
         raise fail("scales", f"this file is a family: build one of its scales by name ({', '.join(names)}) or by a "
-                             f"path with the scale in the file name ({scaled} for {path.name})")
+                             f"path with the scale in the file name "
+                             f"({f'a copy named {scaled.name}' if own else scaled} for {path.name})")
     if scale not in scales:
         raise fail("scales", f"no scale '{scale}' (this family has {', '.join(map(str, scales))})")
     entry = scales[scale]

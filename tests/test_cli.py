@@ -672,6 +672,9 @@ def test_a_described_engine_says_it_is_not_loaded(fake_engine):
         eng.check_feeds({"input": np.zeros((16, 1, 28, 28), np.float32)})
     with pytest.raises(OptionError, match="input 'input' is a list: give a numpy array or a torch tensor"):
         eng.check_feeds({"input": [[0.0] * 28] * 28})  # was an AttributeError ('list' object has no attribute 'shape')
+    for dtype in (np.bool_, np.complex64):  # a cast would give 0/1 or drop the imaginary part
+        with pytest.raises(OptionError, match=f"input 'input' takes float32 values, got {np.dtype(dtype).name}$"):
+            eng.check_feeds({"input": np.zeros((2, 1, 28, 28), dtype)})
     for call in (lambda: eng.infer({}), lambda: eng.prepare_step(1), lambda: eng.capture({}),
                  lambda: eng.bind({}, stream=0), lambda: eng.enqueue({}, stream=0), lambda: eng.refit({}),
                  lambda: eng.on_device().__enter__()):

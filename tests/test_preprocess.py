@@ -209,6 +209,25 @@ def test_letterbox_cuda_matches_reference():
     assert worst <= TOL and vs_cpu <= 1e-6  # the same integers; /255 may differ in the last float bit
 
 
+def test_wrong_inputs_are_named():
+    """A PIL image (RGB) with bgr=True, a CUDA device PyTorch cannot see, boxes without 4 columns, and a list of
+    ratio_pads where one is meant: each a NetdefError saying what to pass."""
+    from PIL import Image
+
+    pil = Image.fromarray(photos(bgr=False)[0])
+    with pytest.raises(NetdefError, match=r"image 0 is a PIL image, whose channels are RGB: pass bgr=False"):
+        letterbox([pil], 320)
+    assert letterbox([pil], 320, bgr=False)[0].shape == (1, 3, 320, 320)
+    if not torch.cuda.is_available():
+        with pytest.raises(NetdefError, match=r"device cuda, but this PyTorch sees no CUDA GPU"):
+            letterbox(photos(bgr=True)[:1], 320, device="cuda")
+    with pytest.raises(NetdefError, match=r"expected boxes x1, y1, x2, y2 along the last axis, got shape \(2, 3\)"):
+        scale_boxes(np.zeros((2, 3), np.float32), (1.0, (0.0, 0.0)), (100, 100))
+    _, rps = letterbox(photos(bgr=True)[:2], 320)
+    with pytest.raises(NetdefError, match=r"expected one image's \(ratio, \(pad_w, pad_h\)\), an entry of the list"):
+        scale_boxes(np.zeros((2, 4), np.float32), rps, (100, 100))
+
+
 def test_letterbox_kernel_needs_cuda_tensors():
     """The fused kernel writes CUDA batches only: on the CPU it says so (before compiling anything)."""
     with pytest.raises(NetdefError, match=r"the letterbox kernel writes CUDA tensors, and the batch is on cpu: "

@@ -110,6 +110,26 @@ def test_the_network_carries_typed_build_state(tmp_path, temp_block):
     assert seen["scale"] == 3.0 and net.params == {"scale": 3.0} and net.plugins == []
 
 
+def test_a_build_parameter_no_block_reads_is_refused(tmp_path, temp_block):
+    """A parameter given but never read in this build (a setting of a branch not built: max_det with a plain
+    decode head) would be recorded without effect: refused, naming it; read, it builds."""
+    from netdef.errors import OptionError
+    from netdef.registry import Param
+
+    def maybe_reads(net, x, prefix, k: int = 1):
+        if net.param("mode") != "plain":
+            assert net.param("gain") == 3.0  # the other branch would use it
+        return x
+
+    name = temp_block("MaybeReads", maybe_reads, params={"mode": Param("plain", str), "gain": Param(2.0, float)})
+    with pytest.raises(OptionError, match=r"^--set gain=3: no block of this build reads it, so it would have no "
+                                          r"effect; leave gain out$"):
+        define_network(tiny(tmp_path, name), tiny_weights(), BuildOptions(params={"gain": 3}), log=print)
+    net = define_network(tiny(tmp_path, name), tiny_weights(), BuildOptions(params={"gain": 3, "mode": "x"}),
+                         log=print)
+    assert net.params_read >= {"mode", "gain"}
+
+
 def test_a_bool_build_parameter_error_says_how_to_write_one():
     """--set values are JSON, so `--set flag=True` (Python's spelling) is the text 'True': the error says what a
     bool is written as."""

@@ -689,6 +689,15 @@ def test_a_checkpoint_of_the_pickled_model_is_a_source_on_the_command_line(tiny,
         out, err = capsys.readouterr()
         assert "PASS: 4 of 4 matched layers" in out, out + err
         assert f"loading {tmp_path / ckpt} with PyTorch" in err
+        # its own (zeroed) weights are not the .wts's: PASS is about the .wts, and the note says so
+        assert f"note: the weights in {tmp_path / ckpt} differ from {wts} in " in err and "another checkpoint" in err
+    from netdef.wts import read_wts
+
+    model.load_state_dict({k: torch.from_numpy(v).reshape(model.state_dict()[k].shape)
+                           for k, v in read_wts(wts).items()})
+    torch.save(model, tmp_path / "same.pt")  # the checkpoint the .wts came from: no note
+    assert main(["verify", yaml(), "-w", wts, "--model", str(tmp_path / "same.pt"), "--cpu"]) == 0
+    assert "differ from" not in capsys.readouterr().err
     torch.save(model.state_dict(), tmp_path / "sd.pt")
     assert main(["verify", yaml(), "-w", wts, "--model", str(tmp_path / "sd.pt"), "--cpu"]) == 1
     assert "gives a OrderedDict, not a torch.nn.Module; verify needs the model's code" in capsys.readouterr().err
@@ -1095,6 +1104,13 @@ def test_an_fp16_underflow_is_named():
     assert _compare_row("a", "a", out, ref, 1e-5).note == ""  # an fp32 network: no fp16 to blame
     big = _compare_row("a", "a", out * 100, ref * 100, 1e-2, half=True)  # as wrong, but float16 holds such values
     assert big.status == "FAIL" and big.note == ""
+    # many such rows: the table explains it once, as a footnote the rows point to
+    from netdef.verify.report import Report
+
+    rows = [_compare_row(f"l{i}", f"l{i}", out, ref, 1e-2, half=True) for i in range(3)] + [big]
+    table = Report("m", "CPU", 1e-2, rows, 0).table()
+    assert table.count("an fp16 underflow) [1]") == 3 and table.count("Randomly initialised deep models") == 1
+    assert table.splitlines()[-1].startswith("[1] float16 keeps only a few bits") and "--randomize-bn" in table
 
 
 def test_a_convolution_computed_in_parts_is_compared_part_by_part():

@@ -39,7 +39,7 @@ NC = Param(None, int, help="classes of the model's classifier (YOLO heads, Class
 def class_count(net: Network, prefix: str, yaml_nc: Any, trained: int | None, evidence: str) -> int:
     """The head's class count: `--set nc` (checked against the weights), else the count the weights were trained
     with (`trained`, None when they do not tell), else the YAML's `nc`."""
-    given = net.params.get("nc")
+    given = net.param("nc")
     nc = given if given is not None else trained if trained is not None else yaml_nc
     if not isinstance(nc, int) or isinstance(nc, bool) or nc < 1:
         raise SpecError(f"{prefix}: nc must be a positive integer, got {nc!r}")

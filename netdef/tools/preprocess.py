@@ -88,6 +88,13 @@ def letterbox(images: Sequence[ImageLike], new_shape: int | Sequence[int] = (640
     if device is None:
         first = out if out is not None else images[0]
         device = first.device if isinstance(first, torch.Tensor) else torch.device("cpu")
+    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+        raise NetdefError(f"letterbox: device {device}, but this PyTorch sees no CUDA GPU: letterbox on the CPU "
+                          f"(device='cpu') or run where a GPU is")
+    for i, im in enumerate(images):
+        if bgr and type(im).__module__.startswith("PIL."):
+            raise NetdefError(f"letterbox: image {i} is a PIL image, whose channels are RGB: pass bgr=False "
+                              f"(bgr=True is for OpenCV's BGR arrays)")
     tensors = [_as_uint8_tensor(im, i, device, torch) for i, im in enumerate(images)]
     plans = [letterbox_plan(t.shape[0], t.shape[1], new_shape, stride, auto, scaleup) for t in tensors]
     bh, bw = _batch_hw(plans)
@@ -208,22 +215,30 @@ def scale_boxes(boxes: Any, ratio_pad: RatioPad, original_shape: Sequence[int]) 
 
     Works on torch tensors (any device) and numpy arrays; returns a new array/tensor.
     """
-    return _unletterbox(boxes, slice(0, 4, 2), slice(1, 4, 2), ratio_pad, original_shape)
+    return _unletterbox(boxes, slice(0, 4, 2), slice(1, 4, 2), ratio_pad, original_shape, 4, "boxes x1, y1, x2, y2")
 
 
 def scale_keypoints(keypoints: Any, ratio_pad: RatioPad, original_shape: Sequence[int]) -> Any:
     """Map (..., K, 2 or 3) keypoints (x, y[, visibility]) from the letterboxed image to the original image like
     `scale_boxes` (x, y clipped to the image, visibility unchanged); returns a new array/tensor."""
-    return _unletterbox(keypoints, slice(0, 1), slice(1, 2), ratio_pad, original_shape)
+    return _unletterbox(keypoints, slice(0, 1), slice(1, 2), ratio_pad, original_shape, 2, "keypoints x, y[, v]")
 
 
-def _unletterbox(t: Any, xs: slice, ys: slice, ratio_pad: RatioPad, original_shape: Sequence[int]) -> Any:
+def _unletterbox(t: Any, xs: slice, ys: slice, ratio_pad: RatioPad, original_shape: Sequence[int], width: int,
+                 what: str) -> Any:
     """Columns `xs` and `ys` of the last axis: minus the padding, divided by the ratio, clipped to [0, w] / [0, h]
-    (in place on a copy, through views: a few microseconds for a camera frame's boxes on the host)."""
-    ratio, pad_w, pad_h = float(ratio_pad[0]), float(ratio_pad[1][0]), float(ratio_pad[1][1])
+    (in place on a copy, through views: a few microseconds for a camera frame's boxes on the host); `t` has at
+    least `width` columns (`what` they are, for the error)."""
+    try:
+        ratio, pad_w, pad_h = float(ratio_pad[0]), float(ratio_pad[1][0]), float(ratio_pad[1][1])
+    except (TypeError, IndexError, ValueError):
+        raise NetdefError(f"ratio_pad {ratio_pad!r}: expected one image's (ratio, (pad_w, pad_h)), an entry of the "
+                          f"list letterbox returns") from None
     h, w = int(original_shape[0]), int(original_shape[1])
     tensor = hasattr(t, "clone")
     out = (t.detach().clone() if t.is_floating_point() else t.float()) if tensor else np.array(t, np.float32)
+    if out.ndim < 1 or out.shape[-1] < width:
+        raise NetdefError(f"expected {what} along the last axis, got shape {tuple(out.shape)}")
     host32 = not tensor or (out.device.type == "cpu" and out.dtype == _torch().float32)
     values = out.numpy() if tensor and host32 else out  # float32 on the host through numpy: faster, same numbers
     for cols, pad, limit in ((xs, pad_w, w), (ys, pad_h, h)):

@@ -74,7 +74,11 @@ def verify(arch: str | Path | Spec, weights: Weights, model: Any, *, cpu: bool =
     tensors = load_tensors(weights, lambda m: None, progress=False, expect=identity.file)
     if isinstance(model, str):
         log(f"[netdef] loading {model} with PyTorch ...")
+        checkpoint = model if Path(model).is_file() else None
         model = load_model(model)
+        note = own_weights_note(model, tensors, checkpoint, identity[0]) if checkpoint is not None else ""
+        if note:  # a checkpoint's trained weights of its own, not the ones the .wts holds
+            log(note)
     else:  # the weights are loaded into it and it is run in float64: the caller's module stays as it is
         model = copy.deepcopy(model)
     net = define_network(spec, tensors, opts, log, identity=identity)
@@ -218,6 +222,29 @@ def _uncompared(tensors: Mapping[str, Any], report: Report, skipped: Container[s
     owners = dict.fromkeys(k.rsplit(".", 1)[0] for k in tensors if "." in k and not k.endswith(IGNORED_KEY_SUFFIXES)
                            and k not in skipped and k not in fixed)
     return [m for m in owners if m not in compared and not any(c.startswith(m + ".") for c in compared)]
+
+
+def own_weights_note(model: Any, tensors: Mapping[str, np.ndarray], checkpoint: str, wts: str) -> str:
+    """'' where the checkpoint's own floating weights equal the .wts values they share keys with (within float16
+    rounding: trainers save half-precision EMA weights), else a note naming how many differ and the largest
+    difference: verify loads the .wts into the model, so it checks the network against the .wts alone."""
+    compared, differ, worst = 0, 0, ("", 0.0)
+    for key, value in model.state_dict().items():
+        ours = tensors.get(key)
+        if ours is None or not value.is_floating_point() or not 0 < value.numel() == np.asarray(ours).size:
+            continue
+        compared += 1
+        a = value.detach().float().cpu().numpy().reshape(-1)
+        b = np.asarray(ours, np.float32).reshape(-1)
+        d = float(np.abs(a - b).max())
+        if d > 1e-3 * max(1.0, float(np.abs(b).max())):
+            differ += 1
+            worst = max(worst, (key, d), key=lambda kd: kd[1])
+    if not differ:
+        return ""
+    return (f"[netdef] note: the weights in {checkpoint} differ from {wts} in {differ} of {compared} tensors (the "
+            f"most in {worst[0]}, by {worst[1]:.3g}): verify loads {wts} into the model and checks the network "
+            f"against it, not against this checkpoint's own weights (was {wts} exported from another checkpoint?)")
 
 
 def _another_model_hint(model: Any, spec: Spec) -> str:

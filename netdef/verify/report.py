@@ -34,6 +34,7 @@ class Row:
     error: float | None  # max relative error; None when not compared
     status: str  # "pass", "FAIL" or "skip"
     note: str = ""
+    why: str = ""  # the explanation behind the note, the same for many rows: the table prints it once, as a footnote
 
 
 @dataclass
@@ -67,13 +68,15 @@ class Report:
         return self.first_failure is None and any(r.status == "pass" for r in self.rows)
 
     def table(self) -> str:
-        """The rows as a text table: layer, module, shape, max relative error, result."""
+        """The rows as a text table: layer, module, shape, max relative error, result; each explanation once, as a
+        numbered footnote under the table."""
+        whys = list(dict.fromkeys(r.why for r in self.rows if r.why))
         head = ("layer", "module", "shape", "max rel err", "result")
         body = [(r.layer, r.module, "x".join(map(str, r.shape)), "-" if r.error is None else f"{r.error:.2e}",
-                 f"{r.status} {r.note}".strip()) for r in self.rows]
+                 f"{r.status} {r.note}{f' [{whys.index(r.why) + 1}]' if r.why else ''}".strip()) for r in self.rows]
         widths = [max(len(row[i]) for row in [head, *body]) for i in range(4)]
-        return "\n".join("  ".join(c.ljust(w) for c, w in zip(row[:4], widths)) + "  " + row[4]
-                         for row in [head, *body])
+        return "\n".join(["  ".join(c.ljust(w) for c, w in zip(row[:4], widths)) + "  " + row[4]
+                          for row in [head, *body]] + [f"[{i}] {why}" for i, why in enumerate(whys, 1)])
 
     def summary(self) -> str:
         """One line: the verdict, counts, the first divergent layer (or the largest errors) and modules never
@@ -258,13 +261,17 @@ def _compare_row(layer: str, module: str, out: Any, ref: np.ndarray, tol: float,
     kind = _own_type(half)
     if own is not None and err <= min(FLOOR_FACTOR * own, FLOOR_CAPS[kind] * tol):
         return Row(layer, module, shape, err, "pass", f"(PyTorch in {kind}: {own:.2e})")
+    rounding = own is not None and own > FLOOR_CAPS[kind] * tol
     note = "" if own is None else f"(PyTorch in {kind}: {own:.2e}" + (
-        f": {kind} rounding alone moves the model's own output that much here (random weights amplify it; tied "
-        "scores ahead of a top-k swap): this row cannot tell a mistake from rounding)" if own > FLOOR_CAPS[kind] * tol
-        else ")")
+        ": this row cannot tell a mistake from rounding)" if rounding else ")")
+    why = (f"{kind} rounding alone moves the model's own output that much there (random weights amplify it; tied "
+           "scores ahead of a top-k swap)") if rounding else ""
     peak = float(np.abs(ref).max()) if half and ref.size else 0.0
     if 0 < peak < FP16_TINY:  # float16 keeps only a few bits of such values (MNASNet's random init: 2e-6)
         note = (f"{note} " if note else "") + (
             f"(PyTorch's values peak at {peak:.3g}, below float16's smallest normal {FP16_TINY:.2g}: an fp16 "
-            "underflow; larger values there, e.g. trained weights, or that part kept in fp32)")
-    return Row(layer, module, shape, err, "FAIL", note)
+            "underflow)")
+        why = ("float16 keeps only a few bits of values below its smallest normal. Randomly initialised deep models "
+               "shrink their activations that far; trained weights, random BatchNorm statistics (`netdef export "
+               "SOURCE --randomize-bn` for a model source) or that part kept in fp32 give larger ones")
+    return Row(layer, module, shape, err, "FAIL", note, why)
