@@ -29,6 +29,8 @@ as with a trained model.
     python scripts/compare_end_to_end.py --precision fp16 --batches 1,8,32 --opt-level 0 --json e2e.json
     python scripts/compare_end_to_end.py --model yolo11n --precision fp16 --batches 1,8 --cuda-graph
     python scripts/compare_end_to_end.py --model yolo11n --batches 1 --opt-level 3 --netdef-only --cuda-graph
+    python scripts/compare_end_to_end.py --model yolo11n --batches 1 --opt-level 3 --netdef-only --cuda-graph \
+        --letterbox-kernel --input-dtype float16      # the fused letterbox, into an engine of float16 input
 
 `--netdef-only` builds and times netdef's pipeline alone (its own time, e.g. at a level whose ONNX-route build
 takes longer than one wants to wait; no ratios).
