@@ -394,6 +394,24 @@ def output_name(named_after: str | os.PathLike, suffix: str) -> str:
 
 _FILE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".wts", ".engine", ".plan", ".yaml", ".yml", ".py")
 
+# what a file of these suffixes is, by its name (`check_suffix`)
+KNOWN_SUFFIXES = {".wts": ".wts weights", ".engine": "a TensorRT engine", ".plan": "a TensorRT plan",
+                  ".trt": "a TensorRT engine", ".onnx": "an ONNX model", ".pt": "a PyTorch checkpoint",
+                  ".pth": "a PyTorch checkpoint", ".yaml": "YAML", ".yml": "YAML", ".json": "JSON",
+                  ".npy": "a numpy array"}
+
+
+def check_suffix(path: str | os.PathLike, what: str, own: tuple[str, ...]) -> None:
+    """OptionError where `path`'s suffix names another kind of file than the one written there (an engine written
+    as out.wts, weights as mine.engine: every later command would take them for what their names say); `own`:
+    the suffixes of what is written (any other suffix, or none, is the user's choice)."""
+    from .errors import OptionError
+
+    suffix = Path(path).suffix.lower()
+    if suffix in KNOWN_SUFFIXES and suffix not in own:
+        raise OptionError(f"{what} {path}: a {suffix} name says {KNOWN_SUFFIXES[suffix]}, but this writes "
+                          f"{KNOWN_SUFFIXES[own[0]]}: name it {Path(path).with_suffix(own[0])}")
+
 
 CHECKPOINT_STARTS = (b"PK\x03\x04", b"\x80")  # torch.save's zip file, a pickle: a checkpoint, not weights
 ELF_START = b"\x7fELF"  # a compiled program or shared library (a plugin library)

@@ -93,3 +93,21 @@ def test_a_name_too_long_error_survives_pickling(tmp_path):
     back = pickle.loads(pickle.dumps(e))
     assert type(back) is NameTooLong and str(back) == str(e) and back.filename == e.filename
     assert back.errno == errno.ENAMETOOLONG
+
+
+def test_an_output_named_as_another_kind_of_file_is_refused(tmp_path):
+    """An engine written as out.wts, or weights as mine.engine, would be taken by every later command for what its
+    name says: refused before any work, with the name to use; other suffixes (or none) are the user's choice."""
+    from netdef.errors import OptionError
+    from netdef.export import export_wts
+    from netdef.fileio import check_suffix
+
+    with pytest.raises(OptionError, match=r"the engine output out\.wts: a \.wts name says \.wts weights, but this "
+                                          r"writes a TensorRT engine: name it out\.engine"):
+        check_suffix("out.wts", "the engine output", (".engine", ".plan", ".trt"))
+    for fine in ("r18.engine", "r18.PLAN", "r18.trt", "r18.bin", "r18"):
+        check_suffix(fine, "the engine output", (".engine", ".plan", ".trt"))
+    with pytest.raises(OptionError, match=r"mine\.engine: a \.engine name says a TensorRT engine, but this writes "
+                                          r"\.wts weights: name it .*mine\.wts"):
+        export_wts({"w": [1.0]}, tmp_path / "mine.engine", log=lambda m: None)
+    assert not (tmp_path / "mine.engine").exists()
