@@ -18,7 +18,7 @@ from .class_names import check_count, check_given, exported_names
 from .compiler import TIMING_CACHE, build_key, compile_network, target_identity
 from .define import Weights, check_stride, check_weights, define_network, identified  # noqa: F401  (re-exported)
 from .errors import NetdefError, OptionError
-from .fileio import check_output, check_suffix, output_name, path_key, read_head
+from .fileio import check_output, output_name, path_key, read_head
 from .options import BuildOptions, checked_options
 from .options import format_profiles, parse_batch, parse_profiles  # noqa: F401  (re-exported)
 from .registry import block_files
@@ -76,7 +76,6 @@ def build_engine(arch: str | Path | Spec, weights: Weights, output: str | Path, 
               names_from]
     output = check_output(output, inputs=[*inputs, opts.timing_cache], what="the engine output",
                           kind=engine_file.ENGINE_FILE, name=output_name(spec.name, ".engine"))
-    check_suffix(output, "the engine output", (".engine", ".plan", ".trt"))
     _check_not_a_deployed_plan(output)
     if opts.timing_cache:  # read, then written over by the build: checked now, not after the weights are read
         check_output(opts.timing_cache, inputs=inputs, what="the timing cache", kind=TIMING_CACHE,

@@ -112,11 +112,13 @@ def define_network(spec: Spec | str | Path, weights: Weights, opts: BuildOptions
 def _check_params_read(net: Network, given: Mapping[str, Any]) -> None:
     """A build parameter given (--set) that no block of this build read would be recorded without effect (max_det
     with a head that keeps every box, say): refused, naming it."""
+    from .registry import declared_params
+
     unread = sorted(set(given or {}) - net.params_read)
     if unread:
         key = unread[0]
-        why = (": max_det applies to the plugin head and YOLO26's end-to-end head; a plain decode head keeps every "
-               "box, and `netdef detect --max-det` limits them") if key == "max_det" else ""
+        param = declared_params().get(key)
+        why = f" (its help: {param.help})" if param is not None and param.help else ""
         raise OptionError(f"--set {key}={given[key]}: no block of this build reads it, so it would have no effect"
                           f"{why}; leave {key} out")
 

@@ -36,7 +36,8 @@ _PREFIX = len(MAGIC) + 8
 _CHUNK = 1 << 22
 # what an engine output may replace: a netdef engine (a cut one too) or a raw TensorRT plan
 ENGINE_FILE = FileKind("a netdef engine or TensorRT plan",
-                       lambda head: head.startswith(MAGIC) or MAGIC.startswith(head) or head[:4] in PLAN_MAGICS)
+                       lambda head: head.startswith(MAGIC) or MAGIC.startswith(head) or head[:4] in PLAN_MAGICS,
+                       suffixes=(".engine", ".plan", ".trt"))
 
 
 def write_engine(path: str | Path, plan: bytes | memoryview, meta: dict[str, Any], *,

@@ -17,8 +17,7 @@ from typing import Any
 from . import yolov5_code
 from .class_names import NAMES_FILE, index_names, model_names, names_document, names_sidecar, names_written_for, shown
 from .errors import NetdefError, OptionError, raised_at
-from .fileio import (CHECKPOINT_STARTS, check_output, check_suffix, describe_head, not_a_file, output_name, read_head,
-                     recognised)
+from .fileio import CHECKPOINT_STARTS, check_output, describe_head, not_a_file, output_name, read_head, recognised
 from .wts import WTS_FILE, write_wts
 
 CHECKPOINT_KEYS = ("ema", "model", "state_dict", "model_state_dict")
@@ -366,7 +365,6 @@ def export_wts(source: str | Path | Any, output: str | Path, *, state_dict: str 
     inputs = [source if isinstance(source, (str, Path)) else None, state_dict]
     check_output(output, inputs=inputs, what="the .wts output", kind=WTS_FILE,
                  name=output_name(_named(source), ".wts"))
-    check_suffix(output, "the .wts output", (".wts",))
     sidecar = names_sidecar(output)
     try:  # where the names go if the model carries some
         check_output(sidecar, inputs=[*inputs, output], what="the class names file", kind=NAMES_FILE, belongs=output)

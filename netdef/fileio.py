@@ -321,6 +321,9 @@ class FileKind:
     test: Callable[[bytes], bool]  # on the file's first HEAD_BYTES bytes
     holds: Callable[[Any], bool] | None = None  # JSON kinds: on the parsed file (MAX_JSON_BYTES at most)
     starts: re.Pattern[bytes] | None = None  # JSON kinds: how a larger file of the kind begins
+    # the suffixes a file of this kind is named with (the first suggested); () where any name goes. A new output
+    # of the kind named with another kind's suffix (`KNOWN_SUFFIXES`: an engine as out.wts) is refused
+    suffixes: tuple[str, ...] = ()
 
 
 HEAD_BYTES = 64
@@ -380,6 +383,8 @@ def check_output(path: str | os.PathLike, *, inputs: Iterable[str | os.PathLike 
         raise OptionError(f"{what} {path}: no permission to write in {parent}")
     if kind is not None and path.exists():
         _check_kind(path, kind, what)
+    if kind is not None and kind.suffixes:
+        _check_suffix(path, what, kind.suffixes)
     return path
 
 
@@ -394,14 +399,14 @@ def output_name(named_after: str | os.PathLike, suffix: str) -> str:
 
 _FILE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".wts", ".engine", ".plan", ".yaml", ".yml", ".py")
 
-# what a file of these suffixes is, by its name (`check_suffix`)
+# what a file of these suffixes is, by its name (`FileKind.suffixes`)
 KNOWN_SUFFIXES = {".wts": ".wts weights", ".engine": "a TensorRT engine", ".plan": "a TensorRT plan",
                   ".trt": "a TensorRT engine", ".onnx": "an ONNX model", ".pt": "a PyTorch checkpoint",
                   ".pth": "a PyTorch checkpoint", ".yaml": "YAML", ".yml": "YAML", ".json": "JSON",
                   ".npy": "a numpy array"}
 
 
-def check_suffix(path: str | os.PathLike, what: str, own: tuple[str, ...]) -> None:
+def _check_suffix(path: str | os.PathLike, what: str, own: tuple[str, ...]) -> None:
     """OptionError where `path`'s suffix names another kind of file than the one written there (an engine written
     as out.wts, weights as mine.engine: every later command would take them for what their names say); `own`:
     the suffixes of what is written (any other suffix, or none, is the user's choice)."""

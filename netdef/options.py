@@ -16,12 +16,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .errors import OptionError
 from .fileio import not_a_file
 
 PRECISIONS = ("fp32", "fp16", "int8")
 FP16_MAX = 65504.0  # the largest finite float16
-FLOAT32_MAX = 3.4028234663852886e38  # the largest finite float32
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 INPUT_DTYPES = ("float32", "float16", "uint8")  # the network input's type (uint8: images, normalized inside)
 MAX_DIM = 2**31 - 1  # TensorRT's dimensions (batch sizes, heights, widths) are int32
 MAX_WORKSPACE_MIB = 2**43 - 1  # the workspace limit in bytes must fit int64
@@ -96,7 +98,7 @@ class BuildOptions:
             values = getattr(self, name)
             if isinstance(values, numbers.Real) and not isinstance(values, bool):
                 values = (values,)  # one for all channels
-            elif type(values).__name__ == "ndarray" and values.ndim <= 1:  # numpy's, without importing numpy
+            elif isinstance(values, np.ndarray) and values.ndim <= 1:
                 values = tuple(values.reshape(-1).tolist())
             if isinstance(values, (tuple, list)) and all(isinstance(v, numbers.Real) and not isinstance(v, bool)
                                                          for v in values):

@@ -38,7 +38,8 @@ for _c in _WS:
     _CLASS[_c] = 1
 _CLASS = bytes(_CLASS)
 _ZEROS8 = np.uint64(0x3030303030303030)  # "00000000"
-WTS_FILE = FileKind("a .wts file", lambda head: head.removeprefix(UTF8_BOM).split(b"\n", 1)[0].strip().isdigit())
+WTS_FILE = FileKind("a .wts file", lambda head: head.removeprefix(UTF8_BOM).split(b"\n", 1)[0].strip().isdigit(),
+                    suffixes=(".wts",))
 
 
 def _progress(path: str, total: int, enabled: bool, unit: str = "B"):
@@ -417,14 +418,15 @@ def _to_float32(path: str, key: str, value: Any, allow_nonfinite: bool) -> np.nd
             raise NetdefError(f"cannot write {path}: tensor '{key}' ({arr.dtype}): value {i + 1} ({int(wide[i])}) has "
                               f"no exact float32 ({int(out[i])}); a .wts holds float32 only (integers up to 2**24 "
                               "exactly)")
-    bad = None if allow_nonfinite else first_nonfinite(out, arr)
+    top = None if allow_nonfinite else _top_exponent(out.view(np.uint32))  # one reduction finds both, as the reader's
+    bad = first_nonfinite(out, arr) if top == EXPONENT else None
     if bad is not None:
         i, src = bad[0], float(bad[1])
         what = f"({src}) is beyond float32's range" if np.isfinite(src) else f"is {src}"
         raise NetdefError(f"cannot write {path}: tensor '{key}': value {i + 1} of {out.size} {what}; an engine "
                           "built from it outputs NaN or inf (fix the weights; from Python, write_wts(..., "
                           "allow_nonfinite=True) writes them as they are)")
-    if not allow_nonfinite and only_subnormal(out):
+    if top is not None and only_subnormal(out, top):
         raise NetdefError(f"cannot write {path}: tensor '{key}': every non-zero value of the {out.size} is below "
                           "float32's smallest normal number (1.2e-38), which read_wts refuses as another encoding "
                           "read as float32 hex; check the weights (from Python, write_wts(..., allow_nonfinite=True) "

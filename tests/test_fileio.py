@@ -100,13 +100,14 @@ def test_an_output_named_as_another_kind_of_file_is_refused(tmp_path):
     name says: refused before any work, with the name to use; other suffixes (or none) are the user's choice."""
     from netdef.errors import OptionError
     from netdef.export import export_wts
-    from netdef.fileio import check_suffix
+    from netdef.engine_file import ENGINE_FILE
+    from netdef.fileio import check_output
 
-    with pytest.raises(OptionError, match=r"the engine output out\.wts: a \.wts name says \.wts weights, but this "
-                                          r"writes a TensorRT engine: name it out\.engine"):
-        check_suffix("out.wts", "the engine output", (".engine", ".plan", ".trt"))
+    with pytest.raises(OptionError, match=r"the engine output .*out\.wts: a \.wts name says \.wts weights, but "
+                                          r"this writes a TensorRT engine: name it .*out\.engine"):
+        check_output(tmp_path / "out.wts", what="the engine output", kind=ENGINE_FILE)
     for fine in ("r18.engine", "r18.PLAN", "r18.trt", "r18.bin", "r18"):
-        check_suffix(fine, "the engine output", (".engine", ".plan", ".trt"))
+        check_output(tmp_path / fine, what="the engine output", kind=ENGINE_FILE)
     with pytest.raises(OptionError, match=r"mine\.engine: a \.engine name says a TensorRT engine, but this writes "
                                           r"\.wts weights: name it .*mine\.wts"):
         export_wts({"w": [1.0]}, tmp_path / "mine.engine", log=lambda m: None)

@@ -49,7 +49,8 @@ HEAD_PARAMS = {
                                          f"as its detect.py, {defaults.IOU_THRES_ANCHOR_FREE} for YOLOv8/YOLO11 as "
                                          f"Ultralytics' predictor)",
                        valid=(lambda v: 0 < v <= 1, "an IoU threshold in (0, 1]"), needs={"head": ("plugin",)}),
-    "max_det": Param(defaults.MAX_DET, int, help="plugin and end-to-end heads: boxes kept per image",
+    "max_det": Param(defaults.MAX_DET, int, help="plugin and end-to-end heads: boxes kept per image (a plain "
+                                                  "decode head keeps every box: `netdef detect --max-det` limits them)",
                      valid=(lambda v: v >= 1, "at least 1")),
     "nc": NC,
 }

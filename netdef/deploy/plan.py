@@ -26,7 +26,7 @@ SIDECAR_FILE = json_kind("a netdef plan sidecar", lambda d: isinstance(d, dict) 
 # what export-plan's output may replace: a raw plan (an earlier export's), never a netdef engine (of another model,
 # maybe the only one: `-o y.engine` for `-o y.plan`)
 RAW_PLAN_FILE = FileKind("a raw TensorRT plan", lambda head: head[:4] in trt_api.PLAN_MAGICS)
-PLAN_SUFFIXES = (".plan", ".engine", ".trt")  # names `netdef info` reads as a plan (a wrong one: a clear error)
+PLAN_SUFFIXES = engine_file.ENGINE_FILE.suffixes  # names `netdef info` reads as a plan (a wrong one: a clear error)
 
 
 def sidecar_path(plan: str | os.PathLike) -> Path:

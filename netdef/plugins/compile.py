@@ -85,29 +85,27 @@ def find_toolchain(tensorrt: bool = True, arch: str | None = None) -> Toolchain:
     if nvcc is None:
         problems.append(f"nvcc (the CUDA compiler) is not on PATH nor in $CUDA_HOME/bin or {DEFAULT_CUDA_HOME}/bin: "
                         "install the CUDA toolkit, or put its bin folder on PATH / set CUDA_HOME")
-    if not tensorrt:
-        arch = arch or _find_arch(problems)
-        if problems:
-            raise NetdefError("cannot compile netdef's CUDA kernels:\n  - " + "\n  - ".join(problems))
-        assert nvcc is not None and arch is not None
-        return Toolchain(nvcc, _nvcc_version(nvcc), "", "", "", "", arch)
-    try:
-        info = trt_api.info()
-    except NetdefError as e:
-        raise NetdefError(f"cannot compile TensorRT plugins: {e}") from None
-    if not info.plugins:
-        problems.append(f"{trt_api.version_string()} has no plugin layers: plugins need full TensorRT (8.6 to 11)")
-    include = _find_include(problems)
-    header_version = _header_version(Path(include)) if include else ""
-    if header_version and info.plugins and header_version.split(".")[0] != str(info.major):
-        problems.append(f"the TensorRT headers in {include} are version {header_version} but the TensorRT Python "
-                        f"module is {info.version}: point TENSORRT_INCLUDE_DIR at the headers of {info.version}")
-    library = _find_library(info.major, problems) if info.plugins else ""
+    include, header_version, library, version = "", "", "", ""  # a plain kernel's toolchain: no TensorRT
+    what = "TensorRT plugins" if tensorrt else "netdef's CUDA kernels"
+    if tensorrt:
+        try:
+            info = trt_api.info()
+        except NetdefError as e:
+            raise NetdefError(f"cannot compile TensorRT plugins: {e}") from None
+        version = info.version
+        if not info.plugins:
+            problems.append(f"{trt_api.version_string()} has no plugin layers: plugins need full TensorRT (8.6 to 11)")
+        include = _find_include(problems)
+        header_version = _header_version(Path(include)) if include else ""
+        if header_version and info.plugins and header_version.split(".")[0] != str(info.major):
+            problems.append(f"the TensorRT headers in {include} are version {header_version} but the TensorRT Python "
+                            f"module is {info.version}: point TENSORRT_INCLUDE_DIR at the headers of {info.version}")
+        library = _find_library(info.major, problems) if info.plugins else ""
     arch = arch or _find_arch(problems)
     if problems:
-        raise NetdefError("cannot compile TensorRT plugins:\n  - " + "\n  - ".join(problems))
+        raise NetdefError(f"cannot compile {what}:\n  - " + "\n  - ".join(problems))
     assert nvcc is not None and include is not None and library is not None and arch is not None
-    return Toolchain(nvcc, _nvcc_version(nvcc), include, header_version, library, info.version, arch)
+    return Toolchain(nvcc, _nvcc_version(nvcc), include, header_version, library, version, arch)
 
 
 def _find_nvcc() -> str | None:

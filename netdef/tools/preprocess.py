@@ -215,20 +215,19 @@ def scale_boxes(boxes: Any, ratio_pad: RatioPad, original_shape: Sequence[int]) 
 
     Works on torch tensors (any device) and numpy arrays; returns a new array/tensor.
     """
-    return _unletterbox(boxes, slice(0, 4, 2), slice(1, 4, 2), ratio_pad, original_shape, 4, "boxes x1, y1, x2, y2")
+    return _unletterbox(boxes, slice(0, 4, 2), slice(1, 4, 2), ratio_pad, original_shape, "boxes x1, y1, x2, y2")
 
 
 def scale_keypoints(keypoints: Any, ratio_pad: RatioPad, original_shape: Sequence[int]) -> Any:
     """Map (..., K, 2 or 3) keypoints (x, y[, visibility]) from the letterboxed image to the original image like
     `scale_boxes` (x, y clipped to the image, visibility unchanged); returns a new array/tensor."""
-    return _unletterbox(keypoints, slice(0, 1), slice(1, 2), ratio_pad, original_shape, 2, "keypoints x, y[, v]")
+    return _unletterbox(keypoints, slice(0, 1), slice(1, 2), ratio_pad, original_shape, "keypoints x, y[, v]")
 
 
-def _unletterbox(t: Any, xs: slice, ys: slice, ratio_pad: RatioPad, original_shape: Sequence[int], width: int,
-                 what: str) -> Any:
+def _unletterbox(t: Any, xs: slice, ys: slice, ratio_pad: RatioPad, original_shape: Sequence[int], what: str) -> Any:
     """Columns `xs` and `ys` of the last axis: minus the padding, divided by the ratio, clipped to [0, w] / [0, h]
-    (in place on a copy, through views: a few microseconds for a camera frame's boxes on the host); `t` has at
-    least `width` columns (`what` they are, for the error)."""
+    (in place on a copy, through views: a few microseconds for a camera frame's boxes on the host); `t` has the
+    columns both slices end at (`what` they are, for the error)."""
     try:
         ratio, pad_w, pad_h = float(ratio_pad[0]), float(ratio_pad[1][0]), float(ratio_pad[1][1])
     except (TypeError, IndexError, ValueError):
@@ -237,7 +236,7 @@ def _unletterbox(t: Any, xs: slice, ys: slice, ratio_pad: RatioPad, original_sha
     h, w = int(original_shape[0]), int(original_shape[1])
     tensor = hasattr(t, "clone")
     out = (t.detach().clone() if t.is_floating_point() else t.float()) if tensor else np.array(t, np.float32)
-    if out.ndim < 1 or out.shape[-1] < width:
+    if out.ndim < 1 or out.shape[-1] < max(xs.stop, ys.stop):
         raise NetdefError(f"expected {what} along the last axis, got shape {tuple(out.shape)}")
     host32 = not tensor or (out.device.type == "cpu" and out.dtype == _torch().float32)
     values = out.numpy() if tensor and host32 else out  # float32 on the host through numpy: faster, same numbers
