@@ -177,8 +177,8 @@ TIMING_CACHE = FileKind("a TensorRT timing cache", lambda head: recognised(head)
 
 def load_timing_cache(config: Any, path: str | None, log: Log, tag: str = "netdef") -> tuple[Any, str | None]:
     """Attach the timing cache at `path` (new when missing) to `config`. Returns the cache and what became of the
-    file: "new", "loaded" or "refused" (TensorRT said it would not use it and builds without); (None, None) when
-    no cache is used."""
+    file: "new", "loaded" or "refused" (TensorRT reported it would not use the file; it may keep the entries it
+    could read: TensorRT 8.6 drops a cache's Myelin part); (None, None) when no cache is used."""
     if not path:
         return None, None
     check_output(path, what="the timing cache", kind=TIMING_CACHE)  # read, then written over: never another file
@@ -201,8 +201,8 @@ def load_timing_cache(config: Any, path: str | None, log: Log, tag: str = "netde
                             f"above says why): if it is a timing cache, delete it to start a new one")
     refused = trt_api.errors_since(mark)
     if refused:  # e.g. TensorRT 8.6 reading back the Myelin part of a cache it wrote: "will not be used"
-        log(f"[{tag}] warning: TensorRT did not use the timing cache {path} ({len(data)} bytes; it said: "
-            f"{' / '.join(refused)}): this build times its tactics without it")
+        log(f"[{tag}] warning: TensorRT did not use all of the timing cache {path} ({len(data)} bytes, {kept} kept; "
+            f"it said: {' / '.join(refused)}): this build times again the tactics it dropped")
         return cache, "refused"
     if kept < len(data):
         log(f"[{tag}] warning: TensorRT kept {kept} of the {len(data)} bytes of timing cache {path}")

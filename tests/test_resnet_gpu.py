@@ -131,7 +131,7 @@ def test_cli_run_and_timing_cache(torchvision_wts, tmp_path, capsys):
     if "Myelin error from unknown graph" in out and trt_api.info().version.startswith("8.6"):
         # TensorRT 8.6 cannot read back the Myelin part of a cache it wrote (on the H100, ResNet-18's matmul head
         # becomes a Myelin graph): netdef must say so, build without it and record it in the header
-        assert f"warning: TensorRT did not use the timing cache {cache}" in out and state == "refused", out
+        assert f"warning: TensorRT did not use all of the timing cache {cache}" in out and state == "refused", out
     else:
         assert f"loaded {cold} bytes" in out and "warning" not in out and state == "loaded", out
     print(f"RESULT resnet18 fp32 timing cache: cold build {cold_s} s, rebuild in a new process with the cache "

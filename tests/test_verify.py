@@ -1114,20 +1114,20 @@ def test_an_fp16_underflow_is_named():
 
 
 def test_a_convolution_computed_in_parts_is_compared_part_by_part():
-    """C2f's cv1 is two convolutions over its halves (no tensor holds the whole output): each is compared with
-    its channels of the module's output, so a wrong half fails by name."""
+    """An attention's qkv is convolutions over its k and v rows (no tensor holds the whole output): each is
+    compared with its channels of the module's output, so a wrong part fails by name."""
     from types import SimpleNamespace
 
     from netdef.verify.reference import ModuleOutputs
     from netdef.verify.report import compare
 
     ref = np.arange(1.0, 17.0).reshape(1, 4, 2, 2)
-    layers = [SimpleNamespace(name=n, outputs=[n], output_shapes=[(1, 2, 2, 2)]) for n in ("cv1.conv/a", "cv1.conv/b")]
-    values = {"cv1.conv/a": ref[:, :2], "cv1.conv/b": ref[:, 2:] * 1.01}
-    report = compare("m", "CPU", 1e-5, layers, values, ModuleOutputs(outputs={"cv1.bn": ref}),
-                     {"cv1.conv/a": "cv1.bn", "cv1.conv/b": "cv1.bn"}, [],
-                     channels={"cv1.conv/a": np.arange(2), "cv1.conv/b": np.arange(2, 4)})
-    assert [r.status for r in report.rows] == ["pass", "FAIL"] and report.first_failure.layer == "cv1.conv/b"
+    layers = [SimpleNamespace(name=n, outputs=[n], output_shapes=[(1, 2, 2, 2)]) for n in ("qkv.conv/k", "qkv.conv/v")]
+    values = {"qkv.conv/k": ref[:, :2], "qkv.conv/v": ref[:, 2:] * 1.01}
+    report = compare("m", "CPU", 1e-5, layers, values, ModuleOutputs(outputs={"qkv.bn": ref}),
+                     {"qkv.conv/k": "qkv.bn", "qkv.conv/v": "qkv.bn"}, [],
+                     channels={"qkv.conv/k": np.arange(2), "qkv.conv/v": np.arange(2, 4)})
+    assert [r.status for r in report.rows] == ["pass", "FAIL"] and report.first_failure.layer == "qkv.conv/v"
 
 
 def test_yolo_blocks_leave_no_module_with_weights_uncompared(tmp_path):

@@ -3,9 +3,9 @@ head), C3k2 (with C3k or attention), C2PSA (PSABlock, Attention), DWConv, GhostC
 Classify; YOLOv9's ADown and SPPELAN and YOLOv10's SCDown. Their detection, segmentation and pose heads
 are in netdef.blocks.yolo_heads.
 
-Channel splits (`cv1(x).chunk(2, 1)`, the attention's q/k/v) are built as convolutions over the matching weight
-rows instead of slices of one convolution's output: the same arithmetic, no shape arithmetic on a dynamic batch.
-Those layers are named `<conv prefix>/<part>` (`model.2.cv1.conv/a`, `model.10.m.0.attn.qkv.conv/q`).
+`cv1(x).chunk(2, 1)` is one convolution with its activation and channel slices `<cv1 prefix>/a`, `/b`
+(`model.2.cv1/b`); a C2f's concatenation takes the whole output, which equals cat(a, b). The attention's q/k/v
+are convolutions over the matching weight rows, named `<conv prefix>/<part>` (`model.10.m.0.attn.qkv.conv/q`).
 """
 from __future__ import annotations
 
@@ -53,9 +53,12 @@ def conv_parts(net: Network, x: Any, prefix: str, parts: Mapping[str, Sequence[i
     return out
 
 
-def halves(c: int) -> dict[str, range]:
-    """`chunk(2, 1)` of a 2c-channel output: rows of part a, then b."""
-    return {"a": range(0, c), "b": range(c, 2 * c)}
+def chunk_conv(net: Network, x: Any, prefix: str, c: int, parts: str = "ab") -> tuple[Any, ...]:
+    """`cv1(x).chunk(2, 1)` of the 1x1 Conv `prefix` (2c channels): its whole output, then the channel slices
+    `prefix/a` (0..c) and/or `prefix/b` (c..2c) named in `parts` (any batch and input size)."""
+    y = conv(net, x, prefix, 2 * c, 1)
+    return y, *(net.slice(y, f"{prefix}/{part}", [0, "ab".index(part) * c, 0, 0], [-1, c, -1, -1])
+                for part in parts)
 
 
 @block("C2f", width_args=("c2",), repeat_arg="n")
@@ -64,10 +67,12 @@ def c2f(net: Network, x: Any, prefix: str, c2: int, n: int = 1, shortcut: bool =
     """CSP bottleneck, 2 convolutions: cv2(cat(a, b, m.0(b), m.1(m.0(b)), ...)) with a, b = cv1(x).chunk(2);
     the Bottlenecks `m.i` are 3x3 -> 3x3."""
     c = int(c2 * e)
-    ys = list(conv_parts(net, x, f"{prefix}.cv1", halves(c), 2 * c).values())
+    y, last = chunk_conv(net, x, f"{prefix}.cv1", c, "b")
+    ms = []
     for i in range(n):
-        ys.append(bottleneck(net, ys[-1], f"{prefix}.m.{i}", c, shortcut, g, e=1.0, k=(3, 3)))
-    return conv(net, net.concat(ys, f"{prefix}/concat"), f"{prefix}.cv2", c2, 1)
+        last = bottleneck(net, last, f"{prefix}.m.{i}", c, shortcut, g, e=1.0, k=(3, 3))
+        ms.append(last)
+    return conv(net, net.concat([y, *ms], f"{prefix}/concat"), f"{prefix}.cv2", c2, 1)  # y is cat(a, b)
 
 
 @block("C2", width_args=("c2",), repeat_arg="n")
@@ -76,7 +81,7 @@ def c2(net: Network, x: Any, prefix: str, c2: int, n: int = 1, shortcut: bool = 
     """CSP bottleneck, 2 convolutions (YOLOv8-P6's head): cv2(cat(m(a), b)) with a, b = cv1(x).chunk(2); the
     Bottlenecks `m.i`, in sequence on a, are 3x3 -> 3x3."""
     c = int(c2 * e)
-    a, b = conv_parts(net, x, f"{prefix}.cv1", halves(c), 2 * c).values()
+    _, a, b = chunk_conv(net, x, f"{prefix}.cv1", c)
     for i in range(n):
         a = bottleneck(net, a, f"{prefix}.m.{i}", c, shortcut, g, e=1.0, k=(3, 3))
     return conv(net, net.concat([a, b], f"{prefix}/concat"), f"{prefix}.cv2", c2, 1)
@@ -131,18 +136,19 @@ def c3k2(net: Network, x: Any, prefix: str, c2: int, n: int = 1, c3k: bool = Fal
         c3k = True
     elif net.has(f"{prefix}.m.0.cv1.conv.weight"):
         c3k = False
-    ys = list(conv_parts(net, x, f"{prefix}.cv1", halves(c), 2 * c).values())
+    y, last = chunk_conv(net, x, f"{prefix}.cv1", c, "b")
+    ms = []
     for i in range(n):
         p = f"{prefix}.m.{i}"
         if attn:
-            y = bottleneck(net, ys[-1], f"{p}.0", c, shortcut, g, e=0.5, k=(3, 3))
-            y = psa_block(net, y, f"{p}.1", c, 0.5, max(c // 64, 1))
+            last = bottleneck(net, last, f"{p}.0", c, shortcut, g, e=0.5, k=(3, 3))
+            last = psa_block(net, last, f"{p}.1", c, 0.5, max(c // 64, 1))
         elif c3k:
-            y = c3k_block(net, ys[-1], p, c, 2, shortcut, g)
+            last = c3k_block(net, last, p, c, 2, shortcut, g)
         else:
-            y = bottleneck(net, ys[-1], p, c, shortcut, g, e=0.5, k=(3, 3))
-        ys.append(y)
-    return conv(net, net.concat(ys, f"{prefix}/concat"), f"{prefix}.cv2", c2, 1)
+            last = bottleneck(net, last, p, c, shortcut, g, e=0.5, k=(3, 3))
+        ms.append(last)
+    return conv(net, net.concat([y, *ms], f"{prefix}/concat"), f"{prefix}.cv2", c2, 1)  # y is cat(a, b)
 
 
 # ---------------------------------------------------------------- attention
@@ -198,7 +204,7 @@ def c2psa(net: Network, x: Any, prefix: str, c2: int, n: int = 1, e: float = 0.5
     if c1 != c2:
         raise SpecError(f"{prefix}: C2PSA keeps the channel count: input {c1} != c2 {c2}")
     c = int(c1 * e)
-    a, b = conv_parts(net, x, f"{prefix}.cv1", halves(c), 2 * c).values()
+    _, a, b = chunk_conv(net, x, f"{prefix}.cv1", c)
     for i in range(n):
         b = psa_block(net, b, f"{prefix}.m.{i}", c, 0.5, max(c // 64, 1))
     return conv(net, net.concat([a, b], f"{prefix}/concat"), f"{prefix}.cv2", c1, 1)
