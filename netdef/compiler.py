@@ -64,7 +64,7 @@ def compile_engine(builder: Any, definition: Any, opts: BuildOptions, output: st
         log(f"[{tag}] building {arch.get('name')} ({opts.precision}, batch {format_profiles(opts.all_profiles)}{hw}, "
             f"{definition.num_layers} layers) with {trt_api.version_string()}{_on_gpu()} ...")
         t0 = time.perf_counter()
-        with interrupts.tensorrt_call():  # a signal during the build is raised when it returns
+        with interrupts.tensorrt_call(), interrupts.watched(log, tag):  # a signal is raised when the build returns
             plan = builder.build_serialized_network(definition, config)
     build_s = time.perf_counter() - t0
     if progress.cancelled or interrupts.CANCEL.is_set():  # a signal the main thread took stopped a worker's build
@@ -216,7 +216,7 @@ class BuildProgress:
     Ctrl-C or SIGTERM during the build (`netdef.interrupts.tensorrt_call`): netdef's handler sets
     `interrupts.CANCEL`, and the next progress step tells TensorRT to stop (`cancelled`); the caller then raises
     and writes nothing. TensorRT without progress callbacks (8.6) cannot cancel: the build runs to its end
-    first (and is then dropped)."""
+    first (and is then dropped), unless a second signal ends the process (`interrupts.watched`)."""
 
     def __init__(self, config: Any, log: Log, every: float = 15.0, tag: str = "netdef"):
         self.log, self.every, self.tag = log, every, tag
@@ -234,7 +234,8 @@ class BuildProgress:
         while not self._stop.wait(0.25):
             if interrupts.CANCEL.is_set() and not announced and not self.cancellable:
                 announced = True
-                self.log(f"[{self.tag}] interrupted: the build stops when TensorRT returns (it cannot cancel)")
+                self.log(f"[{self.tag}] interrupted: the build stops when TensorRT returns (it cannot cancel); "
+                         "Ctrl-C again quits at once")
             if time.perf_counter() - last >= self.every:
                 last = time.perf_counter()
                 self.log(f"[{self.tag}]   ... still building ({last - t0:.0f} s)")

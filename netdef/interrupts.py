@@ -9,7 +9,8 @@ or inside a function marked `trt_callback`: it sets `CANCEL` (builds in progress
 thread), keeps the signal pending and raises it as KeyboardInterrupt or `Terminated` when the call returns;
 elsewhere (a callback of a short, unwrapped call) it delivers the signal again shortly, until it lands in
 netdef's own code. A second signal while one is pending ends the process at once (nothing of netdef's is
-half-written then: TensorRT calls write no files).
+half-written then: TensorRT calls write no files). A TensorRT 8.6 build may not call back for minutes, so Python
+would run no handler at all until it ends: around a build, `watched` reads the signals as they arrive.
 
 netdef's commands install the handler for their whole run (`handled()`); `tensorrt_call()` installs it for the
 call where SIGINT has Python's default handler (a library user's own handler, or an ignored signal, stays).
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import signal
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -136,6 +138,59 @@ def tensorrt_call() -> Iterator[None]:
 
 
 deferred = tensorrt_call  # any block a signal must not cut in two (renaming files that belong together)
+
+
+@contextlib.contextmanager
+def watched(say: Callable[[str], None], tag: str = "netdef") -> Iterator[None]:
+    """Around a TensorRT call in `tensorrt_call` that may not call back into Python for minutes (a TensorRT 8.6
+    build): Python runs netdef's handler only once the main thread runs Python code again, so a thread reads the
+    signals from Python's wakeup fd as they arrive. The first sets CANCEL (a build stops at its next step where
+    TensorRT can cancel one); a second ends the process at once, exit status 128 + the signal, after `say`ing so.
+    Only on the main thread of a POSIX process whose wakeup fd is free (not asyncio's), for the signals netdef's
+    `handler` takes; elsewhere the block just runs."""
+    if os.name != "posix" or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    r, w = os.pipe()
+    os.set_blocking(w, False)
+    try:
+        previous = signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+    except (ValueError, OSError):
+        previous = None
+    if previous != -1:  # another's wakeup fd stays
+        if previous is not None:
+            signal.set_wakeup_fd(previous)
+        os.close(r)
+        os.close(w)
+        yield
+        return
+    stop = threading.Event()
+    thread = threading.Thread(target=_watch, args=(r, stop, say, tag), daemon=True, name="netdef-signals")
+    thread.start()
+    try:
+        yield
+    finally:
+        signal.set_wakeup_fd(-1)
+        stop.set()
+        thread.join()
+        os.close(r)
+        os.close(w)
+
+
+def _watch(fd: int, stop: threading.Event, say: Callable[[str], None], tag: str) -> None:
+    seen = 1 if _pending else 0  # a signal kept before the call counts as the first
+    while not stop.is_set():
+        if not select.select([fd], [], [], 0.1)[0]:
+            continue
+        for signum in os.read(fd, 64):
+            if signal.getsignal(signum) is not handler:
+                continue
+            CANCEL.set()
+            seen += 1
+            if seen >= 2:
+                say(f"[{tag}] {signal.Signals(signum).name} again: quitting at once (TensorRT's call is dropped, "
+                    "nothing of it written)")
+                os._exit(128 + signum)
 
 
 @contextlib.contextmanager

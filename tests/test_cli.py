@@ -852,6 +852,28 @@ def test_signals_inside_a_tensorrt_call_are_raised_when_it_returns():
     assert done.returncode == -signal.SIGTERM and "survived" not in done.stdout
 
 
+def test_a_second_signal_ends_a_call_that_never_returns_to_python():
+    """A TensorRT 8.6 build may not call back into Python for minutes, and Python runs no handler until it does:
+    inside `watched` (around every build) the signals are read as they arrive, the first sets CANCEL at once and
+    a second ends the process (exit 130 for SIGINT), the call unfinished. zlib stands in for TensorRT: C code
+    that releases the GIL and never runs Python while it works."""
+    import subprocess
+    import sys
+
+    code = ("import os, signal, threading, time, zlib\nfrom netdef import interrupts\n"
+            "data = os.urandom(96 << 20)\n"
+            "with interrupts.handled():\n    with interrupts.tensorrt_call(), interrupts.watched(print):\n"
+            "        threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGINT)).start()\n"
+            "        threading.Timer(0.25, lambda: print('cancel:', interrupts.CANCEL.is_set(), flush=True)).start()\n"
+            "        threading.Timer(0.4, os.kill, (os.getpid(), signal.SIGINT)).start()\n"
+            "        t0 = time.perf_counter()\n        zlib.compress(data, 9)\n"
+            "        print('returned after', time.perf_counter() - t0, 's')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "returned" not in done.stdout, done.stdout  # else zlib finished before the signals: more data
+    assert done.returncode == 130 and "cancel: True" in done.stdout, (done.stdout, done.stderr)
+    assert "[netdef] SIGINT again: quitting at once" in done.stdout
+
+
 def test_a_signal_kept_to_the_end_of_a_command_is_raised_there():
     """A signal kept inside a TensorRT callback near the end of a command is not dropped with the handler: the end of
     `handled()` raises it (exit 130 on the command line)."""
