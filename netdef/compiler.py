@@ -201,8 +201,8 @@ def load_timing_cache(config: Any, path: str | None, log: Log, tag: str = "netde
                             f"above says why): if it is a timing cache, delete it to start a new one")
     refused = trt_api.errors_since(mark)
     if refused:  # e.g. TensorRT 8.6 reading back the Myelin part of a cache it wrote: "will not be used"
-        log(f"[{tag}] warning: TensorRT did not use all of the timing cache {path} ({len(data)} bytes, {kept} kept; "
-            f"it said: {' / '.join(refused)}): this build times again the tactics it dropped")
+        log(f"[{tag}] warning: TensorRT did not use all of the timing cache {path} ({len(data)} bytes; it said: "
+            f"{' / '.join(refused)}): this build times again the tactics it could not take from it")
         return cache, "refused"
     if kept < len(data):
         log(f"[{tag}] warning: TensorRT kept {kept} of the {len(data)} bytes of timing cache {path}")
@@ -234,8 +234,7 @@ class BuildProgress:
         while not self._stop.wait(0.25):
             if interrupts.CANCEL.is_set() and not announced and not self.cancellable:
                 announced = True
-                self.log(f"[{self.tag}] interrupted: the build stops when TensorRT returns (it cannot cancel); "
-                         "Ctrl-C again quits at once")
+                self.log(f"[{self.tag}] interrupted: the build stops when TensorRT returns (it cannot cancel)")
             if time.perf_counter() - last >= self.every:
                 last = time.perf_counter()
                 self.log(f"[{self.tag}]   ... still building ({last - t0:.0f} s)")

@@ -21,7 +21,9 @@ import contextlib
 import os
 import select
 import signal
+import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from types import CodeType, FrameType
 from typing import Any
@@ -145,15 +147,16 @@ def watched(say: Callable[[str], None], tag: str = "netdef") -> Iterator[None]:
     """Around a TensorRT call in `tensorrt_call` that may not call back into Python for minutes (a TensorRT 8.6
     build): Python runs netdef's handler only once the main thread runs Python code again, so a thread reads the
     signals from Python's wakeup fd as they arrive. The first sets CANCEL (a build stops at its next step where
-    TensorRT can cancel one); a second ends the process at once, exit status 128 + the signal, after `say`ing so.
-    Only on the main thread of a POSIX process whose wakeup fd is free (not asyncio's), for the signals netdef's
-    `handler` takes; elsewhere the block just runs."""
+    TensorRT can cancel one) and `say`s that another ends the process; a second ends it at once, by the signal,
+    as `handler` does. Only on the main thread of a POSIX process whose wakeup fd is free (not asyncio's), for
+    the signals netdef's `handler` takes; elsewhere the block just runs."""
     if os.name != "posix" or threading.current_thread() is not threading.main_thread():
         yield
         return
+    kept = 1 if _pending else 0  # read before the fd is set: a later signal is counted once, from the pipe
     r, w = os.pipe()
-    os.set_blocking(w, False)
     try:
+        os.set_blocking(w, False)
         previous = signal.set_wakeup_fd(w, warn_on_full_buffer=False)
     except (ValueError, OSError):
         previous = None
@@ -164,21 +167,22 @@ def watched(say: Callable[[str], None], tag: str = "netdef") -> Iterator[None]:
         os.close(w)
         yield
         return
-    stop = threading.Event()
-    thread = threading.Thread(target=_watch, args=(r, stop, say, tag), daemon=True, name="netdef-signals")
-    thread.start()
     try:
-        yield
+        stop = threading.Event()
+        thread = threading.Thread(target=_watch, args=(r, stop, say, tag, kept), daemon=True, name="netdef-signals")
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
     finally:
         signal.set_wakeup_fd(-1)
-        stop.set()
-        thread.join()
         os.close(r)
         os.close(w)
 
 
-def _watch(fd: int, stop: threading.Event, say: Callable[[str], None], tag: str) -> None:
-    seen = 1 if _pending else 0  # a signal kept before the call counts as the first
+def _watch(fd: int, stop: threading.Event, say: Callable[[str], None], tag: str, seen: int) -> None:
     while not stop.is_set():
         if not select.select([fd], [], [], 0.1)[0]:
             continue
@@ -187,10 +191,35 @@ def _watch(fd: int, stop: threading.Event, say: Callable[[str], None], tag: str)
                 continue
             CANCEL.set()
             seen += 1
+            name = signal.Signals(signum).name
+            try:
+                say(f"[{tag}] {name} again: quitting at once (TensorRT's call is dropped, nothing of it written)"
+                    if seen >= 2 else f"[{tag}] {name}: another one ends the process at once")
+            except BaseException:  # (a reader gone away) the signal still decides
+                pass
             if seen >= 2:
-                say(f"[{tag}] {signal.Signals(signum).name} again: quitting at once (TensorRT's call is dropped, "
-                    "nothing of it written)")
-                os._exit(128 + signum)
+                _die(signum)
+
+
+def _die(signum: int) -> None:
+    """End the process by `signum` with its default action, from any thread (Python changes a handler on the main
+    thread only: libc's signal() does it here); exit status 128 + signum where that fails."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BaseException:
+            pass
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        libc.signal.argtypes = [ctypes.c_int, ctypes.c_void_p]
+        libc.signal(signum, None)  # SIG_DFL
+        os.kill(os.getpid(), signum)
+        time.sleep(1)
+    except BaseException:
+        pass
+    os._exit(128 + signum)
 
 
 @contextlib.contextmanager

@@ -99,7 +99,8 @@ def test_unreadable_timing_cache_is_an_error(tmp_path, monkeypatch):
 
 class _RefusingConfig(_FakeConfig):
     """TensorRT 8.6 reading back a cache with Myelin entries it wrote (H100, EfficientNet-B0's ONNX route after
-    netdef's build): it logs two errors, keeps the bytes and builds without the cache."""
+    netdef's build): it logs two errors and keeps the bytes (builds with such a cache on an H100 took 24-28 s
+    against 508 s cold, so it uses part of it)."""
 
     def __init__(self, log):
         super().__init__(100)
@@ -129,9 +130,9 @@ def test_a_timing_cache_tensorrt_refuses_is_said(tmp_path, monkeypatch, capsys):
     mark = trt_api.error_mark()
     assert compiler.load_timing_cache(_RefusingConfig(stderr_logger), str(path), logs.append)[1] == "refused"
     assert len(trt_api.errors_since(mark)) == 2
-    assert logs[-1].startswith(f"[netdef] warning: TensorRT did not use all of the timing cache {path} (100 bytes, ") \
-        and "kept; it said: 1: [myelinCache.h" in logs[-1]
-    assert logs[-1].endswith("will not be used!): this build times again the tactics it dropped")
+    assert logs[-1].startswith(f"[netdef] warning: TensorRT did not use all of the timing cache {path} (100 bytes; "
+                               "it said: 1: [myelinCache.h")
+    assert logs[-1].endswith("will not be used!): this build times again the tactics it could not take from it")
     assert "The timing cache will not be used!" in capsys.readouterr().err  # TensorRT's own words, as it logged them
     mark = trt_api.error_mark()  # errors before the mark are not this cache's
     assert compiler.load_timing_cache(_FakeConfig(100), str(path), logs.append)[1] == "loaded"
