@@ -106,10 +106,11 @@ def names_written_for(wts: str | os.PathLike) -> str | None:
 
 
 def load_names(path: str | os.PathLike) -> list[str]:
-    """Class names: one per line (blank lines ignored), or the names of a YAML or JSON document: a list of them,
-    an Ultralytics data.yaml's `names:` (a list, or a mapping of the class indices 0..N-1), or the names file
-    `netdef export` writes (WTS.names.json). Any other YAML or JSON is refused: its lines ('path: coco') are no
-    names."""
+    """Class names: one per line (blank lines at the end ignored; a blank line before a name is refused: it would
+    shift the labels after it), or the names of a YAML or JSON document: a list of them, an Ultralytics
+    data.yaml's `names:` (a list, or a mapping of the class indices 0..N-1), a model's `names` mapping as such
+    (`json.dump(model.names, f)`), or the names file `netdef export` writes (WTS.names.json). Any other YAML or
+    JSON is refused: its lines ('path: coco') are no names."""
     import yaml
 
     kind = not_a_file(path)
@@ -132,9 +133,16 @@ def load_names(path: str | os.PathLike) -> list[str]:
         doc = None
     if isinstance(doc, (dict, list)):
         return _document_names(doc, path)
-    names = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    names = [ln.strip() for ln in text.splitlines()]
+    while names and not names[-1]:
+        names.pop()
     if not names:
         raise NetdefError(f"{path} holds no class names (one per line)")
+    if "" in names:
+        blank = names.index("")
+        after = next(i for i in range(blank, len(names)) if names[i])  # trailing blank lines are gone
+        raise NetdefError(f"class names {path}: line {blank + 1} is blank, before the name on line {after + 1}: "
+                          "every class needs a name on its own line (a blank one would shift the labels after it)")
     return names
 
 
@@ -142,6 +150,8 @@ def _document_names(doc: dict | list, path: str | os.PathLike) -> list[str]:
     """The class names of a YAML or JSON document (`load_names`), in class order; a NetdefError naming `path` and
     what it holds otherwise."""
     names = doc.get("names") if isinstance(doc, dict) else doc
+    if isinstance(doc, dict) and "names" not in doc and doc and by_index(doc) is not None:
+        names = doc  # a model's names mapping, dumped as it is ({"0": "person", ...})
     if isinstance(names, dict):  # a data.yaml's {0: person, 1: car} ('0' in JSON): the indices must be 0..N-1
         ordered = by_index(names)
         if ordered is None:
@@ -150,9 +160,11 @@ def _document_names(doc: dict | list, path: str | os.PathLike) -> list[str]:
         names = ordered
     names = [n.strip() if isinstance(n, str) else n for n in names] if isinstance(names, list) else names
     if not valid_names(names):
-        what = "a list" if isinstance(doc, list) else "a mapping without a names: list of them"
-        raise NetdefError(f"class names {path}: YAML or JSON of {what} of names (strings, not empty); --names takes "
-                          "names one per line, a list of them, a data.yaml's names: or a WTS.names.json")
+        what = ("a list whose items are not all names (strings, not empty)" if isinstance(doc, list) else
+                "a mapping whose names: are not all names (strings, not empty)" if "names" in doc else
+                "a mapping without a names: list, nor the class indices 0..N-1 as its keys")
+        raise NetdefError(f"class names {path}: YAML or JSON, {what}; --names takes names one per line, a list of "
+                          "them, a data.yaml's names:, a model's names mapping or a WTS.names.json")
     return names
 
 
@@ -178,8 +190,10 @@ def exported_names(weights: Path, sha: str, log: Callable[[str], None]) -> tuple
         return None, None
     names, for_sha = read_names_sidecar(path)
     if for_sha != sha:
-        log(f"[netdef] {path} holds the class names of other weights (an earlier export to {weights.name}): not "
-            "recorded; export again to renew it, or give --names")
+        written_for = json.loads(path.read_bytes()).get("weights")  # the .wts the export wrote (read just above)
+        origin = f"an earlier export to {written_for}" if isinstance(written_for, str) else "an earlier export"
+        log(f"[netdef] {path} holds the class names of other weights ({origin}): not recorded; export again to "
+            "renew it, or give --names")
         return None, None
     log(f"[netdef] class names from {path}: {shown(names)}")
     return names, path

@@ -64,13 +64,17 @@ def compile_engine(builder: Any, definition: Any, opts: BuildOptions, output: st
         log(f"[{tag}] building {arch.get('name')} ({opts.precision}, batch {format_profiles(opts.all_profiles)}{hw}, "
             f"{definition.num_layers} layers) with {trt_api.version_string()}{_on_gpu()} ...")
         t0 = time.perf_counter()
+        mark = trt_api.error_mark()
         with interrupts.tensorrt_call(), interrupts.watched(log, tag):  # a signal is raised when the build returns
             plan = builder.build_serialized_network(definition, config)
     build_s = time.perf_counter() - t0
     if progress.cancelled or interrupts.CANCEL.is_set():  # a signal the main thread took stopped a worker's build
         raise KeyboardInterrupt
     if plan is None:
-        raise TensorRTError(f"TensorRT could not build {arch.get('name')} (its messages above say why)")
+        short = opts.workspace_mib is not None and any("OutOfMemory" in e for e in trt_api.errors_since(mark))
+        raise TensorRTError(f"TensorRT could not build {arch.get('name')} (its messages above say why)" + (
+            f": it asked for more memory than --workspace {opts.workspace_mib} MiB allows; raise --workspace or "
+            "leave it out (TensorRT's own limit: the GPU's memory)" if short else ""))
     meta = engine_metadata(definition, opts, strongly_typed=strongly_typed, arch=arch, weights=weights,
                            plugins=plugins, build_seconds=build_s,
                            **({"timing_cache": cache_state} if cache_state else {}), **extra_meta)

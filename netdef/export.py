@@ -604,6 +604,9 @@ def _build_hint(model: Any, obj: Any, name: str, known: bool, output: str | Path
     sets += f" --set kpt_shape={kpt[0]},{kpt[1]}" if kpt and name.endswith("-pose") and kpt[0] * kpt[1] % 6 == 0 \
         else ""  # n x 3 and m x 2 keypoints alike
     hw = _trained_size(model, obj)
+    if hw is not None:  # rounded up to the model's stride, as Ultralytics' check_imgsz does (500 -> 512)
+        stride = _max_stride(model)
+        hw = tuple(-(-v // stride) * stride for v in hw)
     if hw is not None and hw != tuple(spec.input_shape[1:]):  # Ultralytics' own export takes the training size too
         sets += f" --input-shape {hw[0]}x{hw[1]}"
     return f"build it with `{build_command(name, output)}{sets}`"
@@ -656,6 +659,14 @@ def _trained_size(model: Any, obj: Any) -> tuple[int, int] | None:
     if isinstance(size, (list, tuple)) and len(size) == 2 and all(isinstance(v, int) for v in size):
         return int(size[0]), int(size[1])
     return None
+
+
+def _max_stride(model: Any) -> int:
+    """The Ultralytics `model`'s largest stride (its `stride` tensor; 64 for P6 models), at least 32."""
+    try:
+        return max(32, int(max(float(v) for v in getattr(model, "stride"))))
+    except (TypeError, ValueError, AttributeError):
+        return 32
 
 
 _HEAD_TASKS = {"Segment": "-seg", "Segment26": "-seg", "Pose": "-pose", "Pose26": "-pose", "Classify": "-cls"}

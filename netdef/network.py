@@ -720,20 +720,22 @@ class Network:
                 raise SpecError(f"{name}: input shapes differ in dimension {d}: {made}{hint}")
 
     def _input_size_hint(self) -> str:
-        """Where the (first) input has a static height and width that halve evenly fewer than 5 times, the likely
-        cause of sizes that no longer join: say so, with the nearest multiples of 32 (YOLO's total stride)."""
+        """Where the (first) input has a static height and width that halve evenly fewer than 7 times, the likely
+        cause of sizes that no longer join: say so, with the nearest multiples of the stride they lack (at least
+        32, YOLO's; 64 for its P6 models)."""
         raw = self.definition.raw
         shape = tuple(raw.get_input(0).shape) if raw.num_inputs else ()
         if len(shape) != 4 or min(shape[2:]) < 1:
             return ""
         h, w = shape[2:]
         halvings = min((v & -v).bit_length() - 1 for v in (h, w))
-        if halvings >= 5:
+        if halvings >= 7:
             return ""
-        up = lambda v: -(-v // 32) * 32  # noqa: E731
+        stride = max(32, 2 << halvings)  # the sizes joined again after one more halving than the input takes
+        up = lambda v: -(-v // stride) * stride  # noqa: E731
         return (f"; the input {h}x{w} halves evenly only {halvings} time(s): a network that downsamples and joins "
-                f"the sizes again needs multiples of its total stride (YOLO: 32, e.g. --input-shape "
-                f"{up(h)}x{up(w)})")
+                f"the sizes again needs multiples of its total stride (YOLO: 32, its P6 models 64), e.g. "
+                f"--input-shape {up(h)}x{up(w)}")
 
     def pool(self, x: Any, kind: str, k: int | Sequence[int], s: int | Sequence[int] | None = None,
              p: int | Sequence[int] = 0, name: str | None = None, ceil_mode: bool = False,

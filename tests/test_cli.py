@@ -223,6 +223,9 @@ BUILD = ["build", "yolo11n", "-w", "y.wts", "-o", "y.engine"]
     (["--debug", "verify", "yolo11n", "-w", "y.wts", "--model", "m.py:f", "imgsz=640"],
      "verify has no imgsz=640: netdef's option is --input-shape 640x"),
     ([*BUILD, "--half"], "build has no --half: netdef's option is --precision fp16"),
+    ([*BUILD, "--fp16"], "build has no --fp16: netdef's option is --precision fp16"),
+    ([*BUILD, "--int8"], "build has no --int8: netdef's option is --precision int8"),  # not read as --int8-exclude
+    ([*BUILD, "nc=3"], "build has no nc=3: netdef's option is --set nc=N"),
     ([*BUILD, "--dynamic"], "build has no --dynamic: netdef's option is --batch MIN:OPT:MAX"),
     (["run", "y.engine", "--batch-size", "4"], "run has no --batch-size: netdef's option is --batch"),
 ])

@@ -68,8 +68,11 @@ def test_an_image_pillow_refuses_as_too_large_is_one_error(tmp_path, monkeypatch
 
 
 def test_load_names(tmp_path):
-    (tmp_path / "n.txt").write_text("person\n\nbicycle \ncar\n")
+    (tmp_path / "n.txt").write_text("person\nbicycle \ncar\n\n\n")  # blank lines at the end: ignored
     assert load_names(tmp_path / "n.txt") == ["person", "bicycle", "car"]
+    (tmp_path / "gap.txt").write_text("person\n\n\nbicycle\ncar\n")  # one blank would shift the labels after it
+    with pytest.raises(NetdefError, match=r"gap\.txt: line 2 is blank, before the name on line 4"):
+        load_names(tmp_path / "gap.txt")
     (tmp_path / "e.txt").write_text("\n")
     with pytest.raises(NetdefError, match="no class names"):
         load_names(tmp_path / "e.txt")
@@ -79,14 +82,16 @@ def test_load_names(tmp_path):
     for name, text in (("data.yaml", "path: coco\nnames:\n  1: car\n  0: person\n"), ("n.json", '["person", "car"]'),
                        ("list.yaml", "- person\n- car\n"), ("data2.yaml", "names: [person, ' car']\n"),
                        ("w.wts.names.json", '{"format": 1, "names": ["person", "car"], "weights_sha256": "ab"}'),
-                       ("keys.json", '{"names": {"0": "person", "1": "car"}}')):
+                       ("keys.json", '{"names": {"0": "person", "1": "car"}}'),
+                       ("model_names.json", '{"0": "person", "1": "car"}')):  # json.dump(model.names, f)
         (tmp_path / name).write_text(text)
         assert load_names(tmp_path / name) == ["person", "car"], name
     for name, text, needle in (("gap.yaml", "names:\n  0: person\n  2: car\n", "has the keys 0, 2, not the class "
                                                                                  "indices 0..1"),
-                               ("coco.yaml", "path: coco\ntrain: images\n", "a mapping without a names: list"),
-                               ("nums.json", "[1, 2]", "YAML or JSON of a list of names"),
-                               ("empty.yaml", "names: []\n", "a mapping without a names: list")):
+                               ("coco.yaml", "path: coco\ntrain: images\n", "a mapping without a names: list, "
+                                                                             "nor the class indices"),
+                               ("nums.json", "[1, 2]", "YAML or JSON, a list whose items are not all names"),
+                               ("empty.yaml", "names: []\n", "a mapping whose names: are not all names")):
         (tmp_path / name).write_text(text)
         with pytest.raises(NetdefError, match=rf"class names .*{name}: .*{needle}"):
             load_names(tmp_path / name)

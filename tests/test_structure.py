@@ -481,6 +481,11 @@ def test_a_static_size_that_does_not_halve_evenly_is_named():
     with pytest.raises(SpecError, match=r"model\.11/concat: input shapes differ.*the input 330x330 halves evenly only "
                                         r"1 time\(s\).*e\.g\. --input-shape 352x352"):
         define_network("yolov8n", sd, BuildOptions(input_hw=(330, 330)), log=lambda m: None)
+    # a P6 model's total stride is 64: 352 halves evenly 5 times, one too few (the hint said nothing, or 32's 352)
+    sd = reference_model("yolov8n-p6")[1]
+    with pytest.raises(SpecError, match=r"concat: input shapes differ.*the input 352x352 halves evenly only 5 "
+                                        r"time\(s\).*its P6 models 64\), e\.g\. --input-shape 384x384"):
+        define_network("yolov8n-p6", sd, BuildOptions(input_hw=(352, 352)), log=lambda m: None)
 
 
 def test_weights_of_a_custom_depth_and_width_say_how_to_build_them(tmp_path):

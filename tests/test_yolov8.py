@@ -427,6 +427,22 @@ def test_yolo26_seg_and_pose_engines_record_what_detect_reads(name, model, outpu
     engine_detector(Engine.described(res.path))
 
 
+def test_a_workspace_too_small_for_the_build_is_named(wts, tmp_path):
+    """TensorRT's "OutOfMemory" under a small --workspace read as the machine's memory: the command's error names
+    the option (netdef's logger sees TensorRT's errors in its commands)."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    out.mkdir()
+    done = subprocess.run([sys.executable, "-m", "netdef.cli", "build", "yolo11n", "-w", str(wts("yolo11n")), "-o",
+                           str(out / "w.engine"), "--input-shape", "320x320", "--opt-level", "0", "--workspace", "1"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1 and "could not build yolo11n (its messages above say why): it asked for more " \
+        "memory than --workspace 1 MiB allows; raise --workspace or leave it out" in done.stderr, done.stderr
+    assert list(out.iterdir()) == []
+
+
 def test_export_names_the_architecture_an_ultralytics_model_records(tmp_path):
     """`netdef export` of an Ultralytics model says which architecture to build (its YAML's file name and scale),
     or that netdef has none for it (an oriented-box model, or one of a family netdef does not name at all)."""
@@ -494,6 +510,7 @@ def test_export_says_what_the_weights_of_an_ultralytics_model_do_not_tell(tmp_pa
            "`input: {name: images, shape: [1, 640, 640]}`" in logs[-1]
     model.yaml["channels"] = 3
     for args, said in (({"imgsz": 320}, " --input-shape 320x320`"), ({"imgsz": [480, 640]}, " --input-shape 480x640`"),
+                       ({"imgsz": 500}, " --input-shape 512x512`"),  # rounded up to the stride, as check_imgsz
                        ({"imgsz": 640}, "m.wts -o m.engine`")):  # trained at; Ultralytics' own export takes that size
         model.args = args
         export_wts(model, tmp_path / "m.wts", log=logs.append)
@@ -715,7 +732,16 @@ def test_class_names_travel_from_the_checkpoint_to_detect(tmp_path, capsys):
     logs: list[str] = []
     res = build_engine("yolov8n", wts, eng, BuildOptions(input_hw=(64, 64), opt_level=0), log=logs.append)
     assert res.built and "names" not in res.meta
-    assert any("y.wts.names.json holds the class names of other weights" in m for m in logs), logs
+    assert any("y.wts.names.json holds the class names of other weights (an earlier export to y.wts)" in m
+               for m in logs), logs
+    import shutil
+
+    shutil.copyfile(wts, tmp_path / "other.wts")
+    (tmp_path / "other.wts.names.json").write_text(written)  # copied beside other weights: the origin it records
+    build_engine("yolov8n", tmp_path / "other.wts", tmp_path / "o.engine", BuildOptions(input_hw=(64, 64),
+                 opt_level=0), log=logs.append)
+    assert any("other.wts.names.json holds the class names of other weights (an earlier export to y.wts)" in m
+               for m in logs), logs
 
     mine = tmp_path / "u.wts.names.json"
     mine.write_text("cat\ndog\nfox\n")

@@ -119,6 +119,8 @@ ULTRALYTICS_OPTIONS: dict[str, tuple[str, Callable[[argparse.Namespace], bool]]]
     "dynamic": ("--batch MIN:OPT:MAX (and --input-shape MIN:OPT:MAX for dynamic sizes)",
                 lambda a: a.command == "build"),
     "batch-size": ("--batch", _has("batch")),
+    "fp16": ("--precision fp16", _has("precision")),
+    "nc": ("--set nc=N (the class count comes from the weights where they tell it)", _has("set")),
 }
 
 
@@ -154,6 +156,8 @@ def make_parser() -> argparse.ArgumentParser:
         command.register(sub)
     for command_parser in sub.choices.values():  # SUPPRESS: no default that would hide `netdef --debug CMD`
         command_parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
+        command_parser.allow_abbrev = False  # `--int8` is not `--int8-exclude`: an unknown option is said as such
+    p.allow_abbrev = False
     return p
 
 
