@@ -1550,3 +1550,22 @@ def test_a_row_failed_on_non_finite_values_names_the_first_layer_that_was_not_fi
     a, c, out = report.rows
     assert (a.status, c.status, out.status) == ("pass", "FAIL", "pass")
     assert c.note == "values not finite (the first layer whose output is not finite: attn/scores)"
+
+
+def test_verify_names_a_keypoint_layout_the_model_does_not_have():
+    """A pose model's 18 keypoint outputs are 9x2 or 6x3 alike, so the weights cannot tell: a network built with
+    the other layout failed at the output with no reason given; now the two layouts are named."""
+    pytest.importorskip("ultralytics")
+    from netdef.errors import OptionError
+    from netdef.options import BuildOptions
+    from netdef.testing.ultralytics_reference import reference_model
+    from netdef.verify import verify
+
+    model, sd = reference_model("yolo11n-pose", kpt_shape=(9, 2))
+    with pytest.raises(OptionError, match=r"PyTorch model's keypoints are 9x2 \(kpt_shape \[9, 2\]\), the network's "
+                                          r"6x3: build and verify with --set kpt_shape=9,2"):
+        verify("yolo11n-pose", sd, model, cpu=True, log=lambda m: None,
+               opts=BuildOptions(input_hw=(64, 64), params={"kpt_shape": [6, 3]}))
+    report = verify("yolo11n-pose", sd, model, cpu=True, log=lambda m: None,
+                    opts=BuildOptions(input_hw=(64, 64), params={"kpt_shape": [9, 2]}))
+    assert report.ok, report.first_failure

@@ -86,6 +86,7 @@ def verify(arch: str | Path | Spec, weights: Weights, model: Any, *, cpu: bool =
         load_weights_strict(model, tensors, identity[0], derived=net.derived, supplied=net.supplied)
     except WeightKeyError as e:
         raise e.with_hint(_another_model_hint(model, spec)) from None
+    _check_keypoints(model, net)
     _run_the_built_head(model, net, log)
     layers = trt_api.describe_layers(net.definition)
     raw = net.definition.raw
@@ -257,6 +258,17 @@ def _another_model_hint(model: Any, spec: Spec) -> str:
         return ""
     return (f"\nThe PyTorch model is an Ultralytics {named[0]}, the weights are {spec.name}'s: give --model the "
             "checkpoint they were exported from")
+
+
+def _check_keypoints(model: Any, net: Any) -> None:
+    """A pose network built with another keypoint layout than the PyTorch model's (the weights cannot tell 6x3
+    from 9x2): an OptionError saying both, before the outputs are compared."""
+    head = model.model[-1] if hasattr(model, "model") and hasattr(model.model, "__getitem__") else None
+    ours, theirs = (net.model or {}).get("kpt_shape"), getattr(head, "kpt_shape", None)
+    if ours is None or theirs is None or [int(v) for v in theirs] == [int(v) for v in ours]:
+        return
+    raise OptionError(f"the PyTorch model's keypoints are {theirs[0]}x{theirs[1]} (kpt_shape {list(theirs)}), the "
+                      f"network's {ours[0]}x{ours[1]}: build and verify with --set kpt_shape={theirs[0]},{theirs[1]}")
 
 
 def _run_the_built_head(model: Any, net: Any, log: Callable[[str], None]) -> None:
