@@ -168,7 +168,10 @@ def check_checkpoint(path: str | os.PathLike, *, records: bool = True) -> bytes:
     if kind:
         raise NetdefError(f"checkpoint {path} is {kind}, not a file: give the checkpoint file")
     if not path.is_file():
-        raise NetdefError(f"checkpoint not found: {path}")
+        bare = path.parent == Path(".") and path.suffix == ".pt"  # yolo11n.pt: a name Ultralytics would download
+        raise NetdefError(f"checkpoint not found: {path}" + (f" (netdef downloads nothing, unlike Ultralytics' "
+                                                               f"YOLO('{path}'): give the path of the .pt file)"
+                                                               if bare else ""))
     if not path.stat().st_size:
         raise NetdefError(f"checkpoint {path} is empty")
     head = read_head(path)

@@ -637,3 +637,16 @@ def test_the_printed_build_command_runs_as_printed():
     assert build_command("lenet", "weights/l.wts") == "netdef build lenet -w weights/l.wts -o l.engine"
     assert build_command("yolov8n", "my weights/v8 n.wts") == \
         "netdef build yolov8n -w 'my weights/v8 n.wts' -o 'v8 n.engine'"
+
+
+def test_a_checkpoint_name_ultralytics_would_download_is_said(tmp_path, monkeypatch):
+    """`netdef export yolo11n.pt` where there is no such file: Ultralytics' YOLO('yolo11n.pt') downloads it, netdef
+    does not, and says so (a path with a folder gets the plain message)."""
+    from netdef.export import check_checkpoint
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(NetdefError, match=r"checkpoint not found: yolo11n\.pt \(netdef downloads nothing, unlike "
+                                          r"Ultralytics' YOLO\('yolo11n\.pt'\): give the path of the \.pt file\)"):
+        check_checkpoint("yolo11n.pt")
+    with pytest.raises(NetdefError, match=r"checkpoint not found: sub/yolo11n\.pt$"):
+        check_checkpoint("sub/yolo11n.pt")
