@@ -69,6 +69,13 @@ def names_document(names: Sequence[str], wts: str | os.PathLike, weights_sha256:
 
 def read_names_sidecar(path: str | os.PathLike) -> tuple[list[str], str]:
     """(the class names, the SHA-256 of the .wts they belong to) of a names file `netdef export` wrote."""
+    doc = _names_document(path)
+    return list(doc["names"]), doc["weights_sha256"]
+
+
+def _names_document(path: str | os.PathLike) -> dict[str, Any]:
+    """The names file `netdef export` wrote, checked: its "names" and "weights_sha256" (and "weights", the .wts's
+    name, where recorded)."""
     try:
         doc = json.loads(Path(path).read_bytes())
     except OSError as e:
@@ -81,7 +88,7 @@ def read_names_sidecar(path: str | os.PathLike) -> tuple[list[str], str]:
     if not (valid_names(names) and isinstance(doc.get("weights_sha256"), str)):
         raise NetdefError(f"class names {path}: expected {{\"names\": [strings], \"weights_sha256\": ...}} as `netdef "
                           "export` writes it: export the weights again to rewrite it")
-    return list(names), doc["weights_sha256"]
+    return doc
 
 
 def names_written_for(wts: str | os.PathLike) -> str | None:
@@ -150,8 +157,9 @@ def _document_names(doc: dict | list, path: str | os.PathLike) -> list[str]:
     """The class names of a YAML or JSON document (`load_names`), in class order; a NetdefError naming `path` and
     what it holds otherwise."""
     names = doc.get("names") if isinstance(doc, dict) else doc
-    if isinstance(doc, dict) and "names" not in doc and doc and by_index(doc) is not None:
-        names = doc  # a model's names mapping, dumped as it is ({"0": "person", ...})
+    bare = by_index(doc) if isinstance(doc, dict) and "names" not in doc and doc else None
+    if bare is not None:
+        names = bare  # a model's names mapping, dumped as it is ({"0": "person", ...})
     if isinstance(names, dict):  # a data.yaml's {0: person, 1: car} ('0' in JSON): the indices must be 0..N-1
         ordered = by_index(names)
         if ordered is None:
@@ -188,9 +196,10 @@ def exported_names(weights: Path, sha: str, log: Callable[[str], None]) -> tuple
     path = names_sidecar(weights)
     if not path.is_file():
         return None, None
-    names, for_sha = read_names_sidecar(path)
-    if for_sha != sha:
-        written_for = json.loads(path.read_bytes()).get("weights")  # the .wts the export wrote (read just above)
+    doc = _names_document(path)
+    names = list(doc["names"])
+    if doc["weights_sha256"] != sha:
+        written_for = doc.get("weights")  # the .wts the export wrote
         origin = f"an earlier export to {written_for}" if isinstance(written_for, str) else "an earlier export"
         log(f"[netdef] {path} holds the class names of other weights ({origin}): not recorded; export again to "
             "renew it, or give --names")

@@ -419,9 +419,9 @@ def _to_float32(path: str, key: str, value: Any, allow_nonfinite: bool) -> np.nd
                               f"no exact float32 ({int(out[i])}); a .wts holds float32 only (integers up to 2**24 "
                               "exactly)")
     top = None if allow_nonfinite else _top_exponent(out.view(np.uint32))  # one reduction finds both, as the reader's
-    bad = first_nonfinite(out, arr) if top == EXPONENT else None
-    if bad is not None:
-        i, src = bad[0], float(bad[1])
+    if top == EXPONENT:  # an inf or NaN in float32: first_nonfinite finds the first
+        i, src = first_nonfinite(out, arr)
+        src = float(src)
         what = f"({src}) is beyond float32's range" if np.isfinite(src) else f"is {src}"
         raise NetdefError(f"cannot write {path}: tensor '{key}': value {i + 1} of {out.size} {what}; an engine "
                           "built from it outputs NaN or inf (fix the weights; from Python, write_wts(..., "

@@ -37,9 +37,10 @@ def _library(arch: str) -> ctypes.CDLL:
     return lib
 
 
+@functools.lru_cache(maxsize=None)
 def kernel_library(device: Any) -> ctypes.CDLL:
     """The letterbox kernel's library for the CUDA `device` (a torch device), compiled on first use: call it early
-    to hear of a missing toolchain before any image is read."""
+    to hear of a missing toolchain before any image is read (kept per device: every letterbox call asks)."""
     import torch
 
     return _library("%d.%d" % torch.cuda.get_device_capability(device))

@@ -91,11 +91,7 @@ def letterbox(images: Sequence[ImageLike], new_shape: int | Sequence[int] = (640
     if torch.device(device).type == "cuda" and not torch.cuda.is_available():
         raise NetdefError(f"letterbox: device {device}, but this PyTorch sees no CUDA GPU: letterbox on the CPU "
                           f"(device='cpu') or run where a GPU is")
-    for i, im in enumerate(images):
-        if bgr and type(im).__module__.startswith("PIL."):
-            raise NetdefError(f"letterbox: image {i} is a PIL image, whose channels are RGB: pass bgr=False "
-                              f"(bgr=True is for OpenCV's BGR arrays)")
-    tensors = [_as_uint8_tensor(im, i, device, torch) for i, im in enumerate(images)]
+    tensors = [_as_uint8_tensor(im, i, device, torch, bgr) for i, im in enumerate(images)]
     plans = [letterbox_plan(t.shape[0], t.shape[1], new_shape, stride, auto, scaleup) for t in tensors]
     bh, bw = _batch_hw(plans)
     if out is not None and (tuple(out.shape) != (len(tensors), 3, bh, bw) or not out.is_floating_point()):
@@ -173,7 +169,10 @@ def resize_linear(x: Any, nh: int, nw: int, keep: list[Any] | None = None) -> An
     return ((top + bottom + 2) >> 2).clamp_(0, 255).to(torch.uint8)
 
 
-def _as_uint8_tensor(im: ImageLike, i: int, device: Any, torch: Any) -> Any:
+def _as_uint8_tensor(im: ImageLike, i: int, device: Any, torch: Any, bgr: bool = False) -> Any:
+    if bgr and type(im).__module__.startswith("PIL."):
+        raise NetdefError(f"letterbox: image {i} is a PIL image, whose channels are RGB: pass bgr=False "
+                          f"(bgr=True is for OpenCV's BGR arrays)")
     if not isinstance(im, torch.Tensor):
         im = np.ascontiguousarray(im)
         im = torch.from_numpy(im if im.flags.writeable else im.copy())
