@@ -4,11 +4,14 @@ A module is named by a dotted name on sys.path (`my_pkg.blocks`) or by a `.py` p
 `--blocks MOD` (repeatable), the `NETDEF_BLOCKS` environment variable (os.pathsep-separated), the entry-point
 group `netdef.blocks` of installed packages (`[project.entry-points."netdef.blocks"] any = "my_pkg.blocks"`),
 and a YAML's top-level `blocks: [my_pkg.blocks, ./my_blocks.py]` (paths relative to the YAML file). Each module
-is imported once; an import that fails is a netdef error naming the module and who asked for it.
+is imported once; an import that fails is a netdef error naming the module and who asked for it. A .py file's
+own folder is on the module path, after the installed packages, while it runs (`import helpers` beside it works,
+as in a script); `netdef.cli.main` puts the working folder there for dotted names.
 """
 from __future__ import annotations
 
 import ast
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -16,7 +19,7 @@ import importlib
 import importlib.util
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from importlib import metadata
 from pathlib import Path
 from types import ModuleType
@@ -81,8 +84,6 @@ def load_block_module(ref: str, source: str, base: Path | None = None,
         if missing and not is_path(ref) and named.exists():
             raise error(f"{source}: {_not_blocks(named)}") from e
         hint = " (is it installed, or on PYTHONPATH?)" if missing else ""
-        if is_path(ref):
-            hint = beside_hint(path, e) or hint
         where = "" if missing else raised_at(e)  # a module not found was raised inside importlib: no use to say
         raise error(f"{source}: cannot import {what}: {type(e).__name__}: {e}{where}{hint}") from e
     if getattr(module, "__file__", None) is None and hasattr(module, "__path__"):  # a folder without __init__.py
@@ -99,26 +100,36 @@ def _not_blocks(path: Path) -> str:
     return f"{path} is {kind}, not a module of blocks: {EXPECTED}"
 
 
-def beside_hint(path: Path, e: BaseException) -> str:
-    """For a module not found while the .py file `path` was imported: the hint that a module of that name beside
-    the file is imported from the module path, which the file's folder is not on ('' for any other error)."""
-    if not isinstance(e, ModuleNotFoundError) or not e.name:
-        return ""
-    beside = path.parent / e.name.split(".")[0]
-    if not (beside.is_dir() or beside.with_suffix(".py").is_file()):
-        return ""
-    return (f" ({beside.name} beside it is imported from the module path, which the file's folder is not on: add "
-            f"{path.parent.absolute()} to PYTHONPATH)")
-
-
 def _run_again(module: ModuleType) -> ModuleType:
     """Execute the module's edited .py file again in the same module object (importlib.reload needs the module
     findable on sys.path; a block file named by path is not)."""
     spec = importlib.util.spec_from_file_location(module.__name__, module.__file__)
     if spec is None or spec.loader is None:
         raise ImportError(f"{module.__file__} is not a Python module")
-    spec.loader.exec_module(module)
+    with folder_importable(Path(module.__file__).parent):
+        spec.loader.exec_module(module)
     return module
+
+
+def on_path(folder: str | os.PathLike) -> bool:
+    """Whether `folder` is on sys.path ('' and '.' count as the working folder)."""
+    target = os.path.realpath(folder)
+    return any(isinstance(p, str) and os.path.realpath(p or os.curdir) == target for p in sys.path)
+
+
+@contextlib.contextmanager
+def folder_importable(folder: str | os.PathLike) -> Iterator[None]:
+    """`folder` on sys.path for the `with` block, appended (installed packages keep their precedence) where it is
+    not there already, and taken off again after it: a .py file of the user's, imported by path, finds the modules
+    beside it as the same file run as a script does (`import helpers`)."""
+    entry = None if on_path(folder) else os.path.abspath(folder)
+    if entry is not None:
+        sys.path.append(entry)
+    try:
+        yield
+    finally:
+        if entry is not None and entry in sys.path:
+            sys.path.remove(entry)
 
 
 def _file_digest(module: ModuleType) -> str:
@@ -137,6 +148,13 @@ def _track_helpers(module: ModuleType, blocks: set[str]) -> None:
         block = BLOCKS[name]
         digest = hashlib.sha256("".join([block.source_sha, *helpers]).encode()).hexdigest()
         BLOCKS[name] = dataclasses.replace(block, source_sha=digest)
+
+
+def helper_files(module: ModuleType) -> list[str]:
+    """The files of the researcher's own modules that the block module `module` uses (`_own_modules`), its own
+    file left out: the sources besides it that an engine's architecture hash covers."""
+    own = {os.path.realpath(p) for p in [getattr(module, "__file__", None)] if p}
+    return sorted(_own_modules(module) - own)
 
 
 def _own_modules(module: ModuleType) -> set[str]:
@@ -194,8 +212,9 @@ def _library_dirs() -> frozenset[str]:
 
 
 def import_file(path: Path) -> ModuleType:
-    """Import a .py file as a module named after it (its stem, made unique when that name is taken); a file
-    imported already under a module name (`import my_blocks`, `--blocks my_blocks`) is that module."""
+    """Import a .py file as a module named after it (its stem, made unique when that name is taken), its folder on
+    the module path while it runs (`folder_importable`); a file imported already under a module name (`import
+    my_blocks`, `--blocks my_blocks`) is that module."""
     for module in list(sys.modules.values()):
         file = getattr(module, "__file__", None)
         if file and file.endswith(".py") and os.path.realpath(file) == os.path.realpath(path):
@@ -209,7 +228,8 @@ def import_file(path: Path) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # before running it: dataclasses and pickling look the module up
     try:
-        spec.loader.exec_module(module)
+        with folder_importable(Path(path).parent):
+            spec.loader.exec_module(module)
     except BaseException:
         del sys.modules[name]
         raise

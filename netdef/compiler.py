@@ -79,7 +79,7 @@ def compile_engine(builder: Any, definition: Any, opts: BuildOptions, output: st
                            plugins=plugins, build_seconds=build_s,
                            **({"timing_cache": cache_state} if cache_state else {}), **extra_meta)
     meta = engine_file.write_engine(output, plan, meta)  # first: a cache that cannot be written keeps the engine
-    log(f"[{tag}] wrote {output} ({plan.nbytes / 2**20:.1f} MiB) in {build_s:.1f} s")
+    log(f"[{tag}] wrote {output} ({plan.nbytes / 2**20:.1f} MiB); TensorRT built it in {build_s:.1f} s")
     if cache is not None:
         try:
             atomic_write(opts.timing_cache, bytes(config.get_timing_cache().serialize()))

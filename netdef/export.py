@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import functools
 import importlib
 import inspect
 import os
@@ -12,6 +13,7 @@ import sys
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from . import yolov5_code
@@ -58,14 +60,12 @@ def load_source(source: str, *, state_dict: str | None = None, log: Callable[[st
 
                 if not Path(mod_name).is_file():
                     raise ImportError(f"no Python file {mod_name}")
-                fn = getattr(import_file(Path(mod_name)), attr)
+                module = import_file(Path(mod_name))
             else:
-                fn = getattr(importlib.import_module(mod_name), attr)
+                module = importlib.import_module(mod_name)
+            fn = getattr(module, attr)
         except (ImportError, AttributeError) as e:
-            from .block_modules import beside_hint
-
-            hint = beside_hint(Path(mod_name), e) if mod_name.endswith(".py") else ""
-            raise NetdefError(f"cannot import '{source}': {e}{hint}") from None
+            raise NetdefError(f"cannot import '{source}': {e}") from None
         except Exception as e:  # noqa: BLE001  the user's module failed while importing
             raise NetdefError(f"cannot import '{source}': {type(e).__name__}: {e}{raised_at(e)}") from None
         if kwargs and (not callable(fn) or isinstance(fn, torch.nn.Module)):
@@ -74,8 +74,8 @@ def load_source(source: str, *, state_dict: str | None = None, log: Callable[[st
             obj = fn(**kwargs) if callable(fn) and not isinstance(fn, torch.nn.Module) else fn
         except Exception as e:  # noqa: BLE001  the user's model function failed
             raise NetdefError(f"{source}: calling {attr}() raised {type(e).__name__}: {e}{raised_at(e)}") from None
-        if state_dict:
-            _load_into(obj, load_checkpoint(state_dict, log), state_dict, source)
+        if state_dict:  # a model pickled from a script run as __main__ finds its classes in the source's module
+            _load_into(obj, load_checkpoint(state_dict, log, main=module), state_dict, source)
         return obj
     raise NetdefError(f"source '{source}' is not a file, 'torchvision:NAME', 'package.module:callable' or "
                       "'file.py:callable'")
@@ -112,10 +112,12 @@ def _call(source: str) -> tuple[str, dict[str, Any]]:
                       f"as values, e.g. torchvision:resnet18(num_classes=10)")
 
 
-def load_checkpoint(path: str | Path, log: Callable[[str], None] | None = None) -> Any:
+def load_checkpoint(path: str | Path, log: Callable[[str], None] | None = None, *,
+                    main: ModuleType | None = None) -> Any:
     """torch.load a checkpoint; pickled models need their defining code importable. A file that holds more than
     tensors (a pickled model, Ultralytics' checkpoints) is loaded with pickle's full power, which runs code
-    from the file: said on `log` first."""
+    from the file: said on `log` first. `main`: the module whose classes stand for those a script run as
+    `__main__` pickled (`torch.save(model, ...)` in train.py: train.py imported as a module)."""
     path = Path(path)
     head = check_checkpoint(path)
     torch = _torch()
@@ -135,12 +137,15 @@ def load_checkpoint(path: str | Path, log: Callable[[str], None] | None = None) 
                           f"torch.save writes a zip file or a pickle{model_yaml}")
     (log or _stderr)(f"[netdef] {path} does not load as tensors alone: loading it with full unpickling, which runs "
                      "code the file names (load only checkpoints you trust)")
+    missing: list[str] = []  # a class of a script's __main__ not found
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        return torch.load(path, map_location="cpu", weights_only=False, pickle_module=_unpickling(main, missing))
     except ModuleNotFoundError as e:
         if not _yolov5_checkpoint(e):
             raise _missing_code(path, e) from None
     except Exception as e:  # noqa: BLE001
+        if missing and isinstance(e, AttributeError):
+            raise _main_class_error(path, missing[0], main) from None
         if head.startswith(CHECKPOINT_STARTS[1]) and "magic number" in str(e):  # pickle.dump's, not torch.save's
             raise NetdefError(f"cannot read checkpoint {path}: it is a plain pickle, not a torch.save file: load it "
                               "with pickle and torch.save what it holds (a state_dict or the model)") from None
@@ -245,6 +250,80 @@ def _missing_code(path: Path, e: ModuleNotFoundError) -> NetdefError:
                            "say)")
     return NetdefError(f"{path} pickles a model whose code is not importable (module '{e.name}' not found).{hint} "
                        "Alternatively save `model.state_dict()` where the code is available and export that.")
+
+
+def _unpickling(main: ModuleType | None, missing: list[str]) -> ModuleType:
+    """pickle, as torch.load's `pickle_module`, whose Unpickler finds the classes a script run as `__main__` pickled
+    in `main` (where given and it has them) and adds the name of one found nowhere to `missing`."""
+    import pickle
+
+    class Unpickler(pickle.Unpickler):
+        def find_class(self, module_name: str, name: str) -> Any:
+            if module_name != "__main__":
+                return super().find_class(module_name, name)
+            try:
+                if main is not None:
+                    return functools.reduce(getattr, name.split("."), main)  # 'Outer.Inner': a nested class
+            except AttributeError:  # not in `main`: this process's __main__, as pickle does
+                pass
+            try:
+                return super().find_class(module_name, name)
+            except AttributeError:
+                missing.append(name)
+                raise
+
+    module = ModuleType("pickle")
+    module.__dict__.update(vars(pickle))
+    module.Unpickler = Unpickler  # type: ignore[attr-defined]
+    return module
+
+
+def _main_class_error(path: Path, name: str, main: ModuleType | None) -> NetdefError:
+    """The error for a checkpoint pickling class `name` of a script run as `__main__` (`torch.save(model, ...)` in
+    `python train.py`), which no module defines: how to export it through that script, named where a .py file in the
+    working folder or the checkpoint's defines the class. `main`: the module given to find it in, which lacks it."""
+    top = name.split(".")[0]
+    if main is not None:
+        return NetdefError(f"{path} pickles the model whole from a script run as __main__ (class {name}), and "
+                           f"{getattr(main, '__file__', None) or main.__name__} does not define {top}: give the "
+                           f"script that does, `netdef export SCRIPT.py:{top} --state-dict {shlex.quote(str(path))} "
+                           f"-o OUT.wts`")
+    scripts = _defining_scripts(top, [Path.cwd(), path.parent])
+    script = shlex.quote(scripts[0]) if scripts else "SCRIPT.py"
+    which = (f"{', '.join(scripts[:3])} define{'s' if len(scripts) == 1 else ''} a class {top}; " if scripts else
+             f"SCRIPT.py is the script that defines {top}; ")
+    return NetdefError(f"{path} pickles the model whole from a script run as __main__ (class {name}): pickle saved the "
+                       f"class as `__main__.{name}`, which exists only while that script runs, so it cannot be loaded "
+                       f"here. Export it through the code that defines it: `netdef export {script}:{top} --state-dict "
+                       f"{shlex.quote(str(path))} -o OUT.wts` ({which}the script is imported as a module, so its "
+                       f"`if __name__ == '__main__':` part does not run; a class taking arguments: "
+                       f"\"{script}:{top}(num_classes=10)\"), or save `model.state_dict()` instead of the model and "
+                       "export that file")
+
+
+def _defining_scripts(name: str, folders: Sequence[Path], most: int = 200) -> list[str]:
+    """The .py files directly in `folders` (at most `most` of each, under 1 MB) whose text defines `class NAME`,
+    relative to the working folder where inside it."""
+    pattern = re.compile(rf"^[ \t]*class[ \t]+{re.escape(name)}\b", re.M)
+    found: dict[str, str] = {}
+    for folder in folders:
+        try:
+            files = sorted(folder.glob("*.py"))[:most]
+        except OSError:
+            continue
+        for file in files:
+            try:
+                defines = file.stat().st_size < 1 << 20 and pattern.search(file.read_text(errors="replace"))
+            except OSError:
+                continue
+            if defines:
+                real = os.path.realpath(file)
+                try:
+                    rel = os.path.relpath(real)
+                except ValueError:  # another drive (Windows)
+                    rel = real
+                found.setdefault(real, real if rel.startswith("..") else rel)
+    return list(found.values())
 
 
 PIP_NAMES = {"cv2": "opencv-python", "yaml": "pyyaml", "PIL": "pillow", "sklearn": "scikit-learn",

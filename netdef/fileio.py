@@ -536,3 +536,25 @@ def _same_file(a: Path, b: Path) -> bool:
         return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
     except OSError:
         return False
+
+
+def read_npy(path: str | os.PathLike, option: str) -> Any:
+    """The array of the .npy file `path` given as `option` (e.g. --input); OptionErrors naming both."""
+    import numpy as np
+
+    from .errors import OptionError
+
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(6)
+        if not magic.startswith((b"\x93NUMPY", b"PK")):  # .npy, or .npz (a zip file)
+            raise OptionError(f"{option} {path}: not a .npy file (save the input array with numpy.save)")
+        x = np.load(path)  # pickled arrays stay refused
+    except FileNotFoundError:
+        raise OptionError(f"{option} {path}: no such file") from None
+    except (OSError, ValueError) as e:
+        raise OptionError(f"{option} {path}: not a .npy array ({e})") from None
+    if not isinstance(x, np.ndarray):
+        x.close()
+        raise OptionError(f"{option} {path}: holds several arrays (.npz); give one array as .npy")
+    return x

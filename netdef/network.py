@@ -160,6 +160,7 @@ class Network:
         self.where = ""  # where the current row comes from (YAML file:line), recorded with missing keys
         self.blocks_built: list[str] = []  # the blocks of the rows built so far (a head may depend on them)
         self.used: set[str] = set()
+        self.read_by: dict[str, str] = {}  # used key -> where (YAML file:line of its row) it was read
         self.missing: dict[str, str] = {}
         self.skipped: dict[str, str] = {}  # keys consumed without being used (Network.skip) -> why
         self.supplied: dict[str, str] = {}  # fixed, untrained keys the file lacks, built from known values -> why
@@ -355,7 +356,7 @@ class Network:
         if arr.size != expected:
             raise WeightKeyError(
                 f"{self.source}: '{key}' has {arr.size} values but the architecture expects shape "
-                f"{shape} = {expected} values: the .wts does not belong to this architecture/config, or a block "
+                f"{shape} = {expected} values: the weights do not belong to this architecture/config, or a block "
                 f"computes this shape differently from the model (its channels, groups or input shape)", key=key)
         given, wanted = (tuple(n for n in dims if n != 1) for dims in (arr.shape, shape))
         if len(given) == len(wanted) and given != wanted:  # (c1, c2) for (c2, c1): reshaped, its values would scramble
@@ -365,6 +366,7 @@ class Network:
                 f"scramble: give the module's own tensor (state_dict's), or check the block's channels and groups",
                 key=key)
         self.used.add(key)
+        self.read_by.setdefault(key, self.where)
         return arr.reshape(shape)
 
     def keep(self, arr: np.ndarray, key: str, dtype: Any = None) -> Any:
@@ -415,7 +417,7 @@ class Network:
                     or _repeat_hint(missing, unused, self.weights, self.used)
                     or _sequence_row_hint(missing, unused, self.weights, self.used)
                     or _shifted_rows_hint(missing, unused, self.weights)
-                    or missing_modules_hint(list(missing), self.weights) or unused_modules_hint(unused, self.used)
+                    or missing_modules_hint(list(missing), self.weights) or unused_modules_hint(unused, self.used, self.read_by)
                     or _bias_hint(missing, self.used)
                     or ("" if missing else "\n(netdef build --no-strict, BuildOptions(strict=False) in Python, "
                                            "allows unused keys)"))
@@ -520,10 +522,11 @@ class Network:
         """The channel count of a (B, C, H, W) tensor (convolutions, BatchNorm)."""
         shape = tuple(t.shape)
         if len(shape) != 4 and t.name in self._inputs:
-            hw = ", ".join(map(str, shape[-2:])) if len(shape) >= 3 else "H, W"
-            raise SpecError(f"the input shape is {list(shape[1:])}, but a convolution or BatchNorm needs [C, H, W] "
-                            f"(channels first, no batch): e.g. input: {{shape: [1, {hw}]}} for grayscale or "
-                            f"[3, {hw}] for RGB images")
+            given = list(shape[1:])  # [64, 64] (no C) suggests [1|3, 64, 64]; [3, 64] (no H or W) names no sizes
+            hw = ", ".join(map(str, given[-2:])) if len(given) >= 2 and min(given[-2:]) > 4 else "H, W"
+            raise SpecError(f"the input shape (the YAML's input: shape) is {given}, but a convolution or BatchNorm "
+                            f"needs [C, H, W] (channels first, no batch): e.g. input: {{shape: [1, {hw}]}} for "
+                            f"grayscale or [3, {hw}] for RGB images")
         if len(shape) != 4:
             raise SpecError(f"{t.name} has shape {shape}, not (B, C, H, W): convolutions and BatchNorm take 4-D input, "
                             f"and net.channels(x) reads the C of one (of a (B, N) tensor, N is tuple(x.shape)[1])")
@@ -779,6 +782,9 @@ class Network:
 
     def global_avg_pool(self, x: Any, name: str, keep_dims: bool = False) -> Any:
         """Mean over H and W: (B, C, H, W) -> (B, C) (or (B, C, 1, 1) with keep_dims)."""
+        if len(x.shape) != 4:
+            raise SpecError(f"{name}: a global average pool needs a (B, C, H, W) input, got {x.name} of shape "
+                            f"{tuple(x.shape)} (pooled already, or flattened?)")
         return self.layer("reduce", name, x, self.trt.ReduceOperation.AVG, (1 << 2) | (1 << 3), keep_dims).get_output(0)
 
     def adaptive_avg_pool(self, x: Any, name: str, output_size: int | Sequence[int | None]) -> Any:
@@ -1395,17 +1401,40 @@ _HEAD_PARTS = {"proto": "mask prototypes of a segmentation head, a -seg model",
                               "model (-obb oriented boxes have no netdef architecture)"}
 
 
-def unused_modules_hint(unused: list[str], used: set[str]) -> str:
+def unused_modules_hint(unused: list[str], used: set[str], read_by: Mapping[str, str] | None = None) -> str:
     """Where unused keys form whole modules the architecture never reads (another head, another model), a line
     naming them (and what such a module means for Ultralytics' heads); '' where some unused keys belong to
-    modules the architecture does read (a differently configured block: the key list tells more)."""
+    modules the architecture does read (a differently configured block: the key list tells more). Where each such
+    module sits beside keys that one row reads (`read_by`: key -> its row's YAML file:line), the line names the
+    row whose block may have forgotten to read it."""
     named = _whole_modules(unused, used)
     if not named:
         return ""
+    forgotten = _forgotten_parts(unused, used, read_by or {})
+    if forgotten:
+        return ("\nThe unused keys are parts of modules the architecture reads: "
+                + "; ".join(f"{', '.join(parts)} beside the keys {where} reads" for where, parts in forgotten.items())
+                + ". Does that row's block forget to read them (a BatchNorm, a bias, a second convolution), or were "
+                  "the weights saved from a differently configured module?")
     return (f"\nThe unused keys are whole modules this architecture does not have: {named}. Either the weights are "
             "of another architecture or task (build the one they were trained with), or the YAML leaves out rows "
             "for these modules (add them); --no-strict would drop those modules: right only if you removed them on "
             "purpose")
+
+
+def _forgotten_parts(unused: list[str], used: set[str], read_by: Mapping[str, str]) -> dict[str, list[str]]:
+    """{row location: the unused modules under a module whose other keys only that row reads}; {} unless every
+    unused module is such a part (not one of Ultralytics' task-specific head parts, which _HEAD_PARTS explains)."""
+    parts: dict[str, list[str]] = {}
+    for module in _module_groups(unused, used):
+        if module is None or "." not in module or module.rsplit(".", 1)[-1] in _HEAD_PARTS:
+            return {}
+        parent = module.rsplit(".", 1)[0] + "."
+        rows = {where for k, where in read_by.items() if k.startswith(parent)}
+        if len(rows) != 1 or not next(iter(rows)):
+            return {}
+        parts.setdefault(rows.pop(), []).append(module)
+    return parts
 
 
 def _default_prefix_hint(missing: Mapping[str, str], present: Iterable[str], used: set[str]) -> str:

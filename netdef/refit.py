@@ -9,6 +9,7 @@ INT8 engines keep their calibration table's activation ranges; weight scales are
 """
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 import time
@@ -75,22 +76,95 @@ def spec_of(meta: dict[str, Any], given: str | Path | Spec | None = None) -> Spe
         spec = load_spec(given)
         if spec.sha256 != arch.get("sha256"):
             raise NetdefError(f"architecture {spec.source} is not the one the engine was built from ({name}, "
-                              f"{path or 'given in Python'}: another YAML text, scale or block source)")
+                              f"{path or 'given in Python'}): {changed_sources(meta, spec)}")
         return spec
     if path is None:
         raise NetdefError(f"the engine records no architecture file (<{name}>, one given in Python: parse_spec): "
                           f"pass that architecture (`netdef refit --arch YAML`, refit_file(..., arch=spec), "
                           f"Engine.refit(weights, arch=spec))")
     beside = str(Path(path).parent / f"{name}.yaml") if name and path else None
+    found: Spec | None = None
+    failed: NetdefError | None = None  # the recorded file's own error (a block module not loaded, say)
     for ref in dict.fromkeys(filter(None, (name, path, beside))):
         try:
             spec = load_spec(ref)
-        except NetdefError:
+        except NetdefError as e:
+            failed = e if ref == path and Path(path).is_file() else failed
             continue
         if spec.sha256 == arch.get("sha256"):
             return spec
-    raise NetdefError(f"architecture {arch.get('name')} ({arch.get('path')}) is not the YAML the engine was built "
-                      f"from (it changed or is gone): rebuild the engine with `netdef build`")
+        found = found or spec
+    if found is not None:
+        raise NetdefError(f"architecture {name} ({path}) is not the one the engine was built from: "
+                          f"{changed_sources(meta, found)}")
+    if failed is not None:
+        recorded = arch.get("blocks")
+        built = f" (the engine was built with the blocks of {', '.join(recorded)})" if recorded else ""
+        raise NetdefError(f"the engine's architecture {path} does not load{built}: {failed}") from None
+    raise NetdefError(f"the engine's architecture {name} is gone: no file {path}, and no architecture named {name}: "
+                      f"pass the YAML it was built from with `netdef refit --arch YAML` (if it moved), or rebuild the "
+                      f"engine with `netdef build`")
+
+
+def changed_sources(meta: Mapping[str, Any], spec: Spec) -> str:
+    """What differs between the architecture the engine `meta` was built from and `spec`, as far as the header
+    tells, and what to do. It records the names of the block modules outside netdef, and one hash of the YAML text,
+    its scale and those blocks' sources (their files and the helper modules these import): a change of modules is
+    named as such; otherwise every source is, and those modified after the build (by mtime) are said."""
+    from .block_modules import helper_files
+
+    arch = meta.get("arch") or {}
+    own = {r.block.name: r.block for r in spec.rows if r.block.source_sha}
+    files: dict[str, list[str]] = {}  # block file -> its blocks
+    helpers: set[str] = set()
+    for block_name, block in sorted(own.items()):
+        try:
+            file = inspect.getsourcefile(block.fn)
+        except TypeError:  # a callable object without code
+            file = None
+        if file and os.path.isfile(file):
+            files.setdefault(os.path.realpath(file), []).append(block_name)
+        module = sys.modules.get(block.module)
+        helpers.update(helper_files(module) if module is not None else ())
+    helpers -= set(files)
+    was, now = list(arch.get("blocks") or []), list(spec.identity().get("blocks") or [])
+    fix = "rebuild the engine with `netdef build` (or put back the files it was built from)"
+    if was != now:
+        return (f"the engine was built with the blocks of {', '.join(was) or 'netdef alone'}, {spec.source} now uses "
+                f"those of {', '.join(now) or 'netdef alone'}: {fix}")
+    yaml = f"{spec.source}'s YAML text" + (f" (scale {spec.scale})" if spec.scale else "")
+    blocks = [f"{_shown(f)} ({', '.join(names)})" for f, names in files.items()] + [_shown(h) for h in sorted(helpers)]
+    sources = f"{yaml} and the source of its blocks: {', '.join(blocks)}" if blocks else yaml
+    newer = _modified_after(meta, [*([str(spec.path)] if spec.path else []), *files, *helpers])
+    since = f" (modified after the build: {', '.join(map(_shown, newer))})" if newer else ""
+    return f"the engine's hash covers {sources}, and {'one of them' if blocks else 'it'} changed{since}: {fix}"
+
+
+def _modified_after(meta: Mapping[str, Any], files: Sequence[str]) -> list[str]:
+    """The `files` modified after the engine `meta` was built (its header's `created`, whole seconds), by mtime."""
+    from datetime import datetime
+
+    try:
+        built = datetime.fromisoformat(str(meta.get("created"))).timestamp()
+    except ValueError:
+        return []
+    newer = []
+    for file in files:
+        try:
+            if os.stat(file).st_mtime >= built + 1:
+                newer.append(file)
+        except OSError:
+            continue
+    return newer
+
+
+def _shown(path: str) -> str:
+    """`path` relative to the working folder where it lies inside it, else as it is."""
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:  # another drive (Windows)
+        return path
+    return path if rel.startswith("..") else rel
 
 
 def refit_file(engine: str | Path, weights: Weights, output: str | Path | None = None, *,

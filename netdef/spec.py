@@ -186,6 +186,8 @@ def resolve_arch(name_or_path: str | Path, *, own: bool = False) -> tuple[Path, 
         family = _family_file(p.stem, p.parent, p.suffix)
         if family:
             return family
+        if p.parent == Path(".") and p.stem in available_archs(own=own):  # yolo11n.yaml as Ultralytics takes it
+            return resolve_arch(p.stem, own=own)
         note = ""
         if p.stem in available_archs():
             whose = "netdef's own" if p.stem in available_archs(own=True) else f"{USER_DIR}/'s"
@@ -397,6 +399,10 @@ def _spec(text: str, path: Path | None, where: str, stem: str, base: Path, scale
         near = difflib.get_close_matches("input", [k for k in data if k not in RESERVED], n=1)
         hint = f" ('{near[0]}' on line {key_lines.get(near[0], 1)} is not one: netdef reads 'input')" if near else ""
         raise SpecError(f"{where}: no 'input' key{hint}: give input: {{name: ..., shape: [C, H, W]}}")
+    near = (difflib.get_close_matches("shape", [k for k in inp if isinstance(k, str)], n=1)
+            if isinstance(inp, dict) and "shape" not in inp else [])
+    if near:
+        raise fail("input", f"no 'shape' ('{near[0]}' is not one: netdef reads name and shape)")
     if not isinstance(inp, dict) or not isinstance(inp.get("shape"), list) or len(inp["shape"]) < 1 \
             or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in inp["shape"]):
         raise fail("input", "expected {name: ..., shape: [C, H, W]} with positive integers")

@@ -115,3 +115,22 @@ def pytest_runtest_logreport(report):
     if lines:
         with open(path, "a") as f:
             f.write("".join(lines))
+
+
+@pytest.fixture
+def clean_registry(monkeypatch):
+    """Block modules imported by a test are forgotten afterwards (registry, loader cache, sys.modules)."""
+    import sys
+
+    from netdef import block_modules, registry
+
+    blocks, loaded, modules = dict(registry.BLOCKS), dict(block_modules._loaded), set(sys.modules)
+    monkeypatch.setattr(block_modules, "_installed_done", False)
+    monkeypatch.delenv(block_modules.ENV_VAR, raising=False)
+    yield
+    registry.BLOCKS.clear()
+    registry.BLOCKS.update(blocks)
+    block_modules._loaded.clear()
+    block_modules._loaded.update(loaded)
+    for name in set(sys.modules) - modules:
+        del sys.modules[name]

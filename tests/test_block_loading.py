@@ -42,21 +42,6 @@ def arch_yaml(block_name: str, extra: str = "") -> str:
 
 
 @pytest.fixture
-def clean_registry(monkeypatch):
-    """Block modules imported by a test are forgotten afterwards (registry, loader cache, sys.modules)."""
-    blocks, loaded, modules = dict(registry.BLOCKS), dict(block_modules._loaded), set(sys.modules)
-    monkeypatch.setattr(block_modules, "_installed_done", False)
-    monkeypatch.delenv(block_modules.ENV_VAR, raising=False)
-    yield
-    registry.BLOCKS.clear()
-    registry.BLOCKS.update(blocks)
-    block_modules._loaded.clear()
-    block_modules._loaded.update(loaded)
-    for name in set(sys.modules) - modules:
-        del sys.modules[name]
-
-
-@pytest.fixture
 def tiny(tmp_path, clean_registry):
     """tmp_path with tiny_blocks.py (block TinyConvRelu), tiny.yaml using it, tiny.wts fitting it."""
     (tmp_path / "tiny_blocks.py").write_text(BLOCK_SOURCE.format(name="TinyConvRelu"))
@@ -534,18 +519,32 @@ def test_a_block_function_without_a_prefix_parameter_is_told_what_its_first_thre
         assert capsys.readouterr().err.endswith(error)
 
 
-def test_a_helper_beside_the_block_file_not_on_the_module_path_says_to_add_its_folder(tiny, capsys):
-    """The block file imports tiny_helpers.py beside it, whose folder is not on sys.path: the error says so and
-    names the folder to add to PYTHONPATH (not only ModuleNotFoundError); a module found nowhere gets no such note."""
+def test_a_block_file_imports_the_modules_beside_it_as_a_script_does(tiny, capsys):
+    """The block file imports tiny_helpers.py beside it, whose folder is not on sys.path: found, as `python
+    tiny_blocks.py` would find it (the folder is on the module path while the file runs, and taken off again); a
+    module found nowhere is an error naming the file's line."""
     (tiny / "tiny_helpers.py").write_text('ACT = "relu"\n')
-    (tiny / "tiny_blocks.py").write_text("import tiny_helpers\n" + BLOCK_SOURCE.format(name="TinyConvRelu"))
+    (tiny / "tiny_blocks.py").write_text("import tiny_helpers\n" + BLOCK_SOURCE.format(name="TinyConvRelu").replace(
+        'act="relu"', "act=tiny_helpers.ACT"))
+    path = list(sys.path)
+    assert str(tiny) not in path
+    assert main([*build_args(tiny), "--blocks", str(tiny / "tiny_blocks.py")]) == 0, capsys.readouterr().err
+    assert sys.path == path
+    assert sys.modules["tiny_helpers"].__file__ == str(tiny / "tiny_helpers.py")
+    (tiny / "tiny_blocks.py").write_text("import tiny_nowhere\n" + BLOCK_SOURCE.format(name="TinyConvRelu"))
     assert main([*build_args(tiny), "--blocks", str(tiny / "tiny_blocks.py")]) != 0
-    assert capsys.readouterr().err.endswith(
-        f"No module named 'tiny_helpers' at {tiny / 'tiny_blocks.py'}:1 (tiny_helpers beside it is imported from the "
-        f"module path, which the file's folder is not on: add {tiny} to PYTHONPATH)\n")
-    (tiny / "tiny_helpers.py").unlink()
-    assert main([*build_args(tiny), "--blocks", str(tiny / "tiny_blocks.py")]) != 0
-    assert capsys.readouterr().err.endswith(f"No module named 'tiny_helpers' at {tiny / 'tiny_blocks.py'}:1\n")
+    assert capsys.readouterr().err.endswith(f"No module named 'tiny_nowhere' at {tiny / 'tiny_blocks.py'}:1\n")
+    assert sys.path == path
+
+
+def test_a_block_files_folder_comes_after_the_installed_packages(tmp_path, clean_registry, monkeypatch):
+    """A module beside the block file named like an installed one (the standard library's colorsys) does not replace
+    it: the file's folder is appended to the module path, not put first."""
+    (tmp_path / "colorsys.py").write_text("raise RuntimeError('the installed colorsys was shadowed')\n")
+    (tmp_path / "shadow_blocks.py").write_text("import colorsys\n" + BLOCK_SOURCE.format(name="ShadowConv"))
+    monkeypatch.delitem(sys.modules, "colorsys", raising=False)  # imported afresh, put back afterwards
+    module = block_modules.load_block_module(str(tmp_path / "shadow_blocks.py"), "--blocks")
+    assert Path(module.colorsys.__file__).parent != tmp_path
 
 
 def test_a_bad_width_arg_of_a_partial_is_refused_by_name(clean_registry):

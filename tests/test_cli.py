@@ -69,18 +69,22 @@ def test_a_model_function_in_a_missing_file_is_named(tmp_path, capsys):
     assert not (tmp_path / "e.wts").exists()
 
 
-def test_a_model_file_whose_sibling_module_is_not_importable_says_to_add_its_folder(tmp_path, capsys):
-    """`netdef export models/variants.py:make` where variants.py imports `mynet` beside it: the file's folder is not
-    on the module path (the working folder may not be either), and the error says to add it, as for --blocks."""
+def test_a_model_file_imports_the_modules_beside_it(tmp_path, capsys):
+    """`netdef export models/variants.py:make` where variants.py imports `mynet` beside it, whose folder is not on the
+    module path: found, as when variants.py runs as a script (as --blocks files find theirs)."""
+    pytest.importorskip("torch")
     (tmp_path / "models").mkdir()
-    (tmp_path / "models" / "mynet.py").write_text("def make():\n    return None\n")
+    (tmp_path / "models" / "mynet.py").write_text("import torch\n\ndef make():\n    return {'w': torch.ones(2)}\n")
     (tmp_path / "models" / "variants.py").write_text("from mynet import make\n")
     source = str(tmp_path / "models" / "variants.py") + ":make"
-    assert main(["export", source, "-o", str(tmp_path / "e.wts")]) == 1
-    assert capsys.readouterr().err == (f"netdef export: error: cannot import '{source}': No module named 'mynet' "
-                                       "(mynet beside it is imported from the module path, which the file's folder is "
-                                       f"not on: add {tmp_path / 'models'} to PYTHONPATH)\n")
-    assert not (tmp_path / "e.wts").exists()
+    path = list(sys.path)
+    try:
+        assert main(["export", source, "-o", str(tmp_path / "e.wts")]) == 0, capsys.readouterr().err
+        assert sys.path == path  # the folder was on it while variants.py ran
+        assert list(read_wts(tmp_path / "e.wts")) == ["w"]
+    finally:
+        for name in ("mynet", "variants"):
+            sys.modules.pop(name, None)
 
 
 def test_build_info_and_up_to_date(r18, capsys):
@@ -501,6 +505,41 @@ def test_a_reader_that_goes_away_ends_quietly(tmp_path):
     proc.stdout.close()  # the reader goes away long before the JSON (about 1 MB) is written
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=60) == 141 and err == "", err
+
+
+def test_the_netdef_command_imports_from_the_working_folder_as_python_m_does(tmp_path):
+    """The `netdef` console script (netdef.cli:main called from a script in another folder: unlike `python -m`,
+    Python puts that folder on the module path, not the working one) finds the working folder's modules as `python
+    -m netdef.cli` does: `--blocks my_blocks` by module name, `export mymodel:make`, and a checkpoint that pickles
+    ./mymodel.py's class."""
+    import subprocess
+
+    pytest.importorskip("torch")
+    work, scripts = tmp_path / "work", tmp_path / "bin"
+    work.mkdir()
+    scripts.mkdir()
+    (scripts / "netdef").write_text("import sys\nfrom netdef.cli import main\nsys.exit(main())\n")  # as pip's
+    (work / "my_blocks.py").write_text("from netdef.registry import block\n\n\n@block('WorkConv')\n"
+                                       "def conv(net, x, prefix, c2):\n    return net.conv(x, prefix, c2, 1)\n")
+    (work / "mymodel.py").write_text("import torch\n\n\nclass Tiny(torch.nn.Module):\n    def __init__(self):\n"
+                                     "        super().__init__()\n        self.fc = torch.nn.Linear(2, 2)\n\n\n"
+                                     "def make():\n    return Tiny()\n")
+    subprocess.run([sys.executable, "-c", "import torch, mymodel; torch.save(mymodel.make(), 'tiny_full.pt')"],
+                   cwd=work, check=True)
+    here = os.path.realpath(work)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p and os.path.realpath(p) != here))
+
+    def netdef(*args: str, module: bool = False) -> subprocess.CompletedProcess:
+        command = ["-m", "netdef.cli"] if module else [str(scripts / "netdef")]
+        return subprocess.run([sys.executable, *command, *args], cwd=work, env=env, capture_output=True, text=True)
+
+    for module in (False, True):
+        res = netdef("blocks", "--blocks", "my_blocks", module=module)
+        assert res.returncode == 0 and f"WorkConv(c2)  [my_blocks ({work / 'my_blocks.py'})]" in res.stdout, res.stderr
+    for source in ("mymodel:make", "tiny_full.pt"):
+        res = netdef("export", source, "-o", "tiny.wts")
+        assert res.returncode == 0 and res.stdout == "wrote tiny.wts: 2 tensors, 6 values\n", res.stderr
+        assert sorted(read_wts(work / "tiny.wts")) == ["fc.bias", "fc.weight"]
 
 
 def test_examples_use_the_same_error_handler(capsys):

@@ -2,9 +2,11 @@
 install (Ultralytics' YOLOv8/YOLO11/YOLO26 checkpoints pickle `ultralytics.*` classes)."""
 from __future__ import annotations
 
+import re
 import sys
 import types
 
+import numpy as np
 import pytest
 
 from netdef.errors import NetdefError, OptionError
@@ -650,3 +652,81 @@ def test_a_checkpoint_name_ultralytics_would_download_is_said(tmp_path, monkeypa
         check_checkpoint("yolo11n.pt")
     with pytest.raises(NetdefError, match=r"checkpoint not found: sub/yolo11n\.pt$"):
         check_checkpoint("sub/yolo11n.pt")
+
+
+TRAIN_SCRIPT = '''import torch
+
+
+class Block(torch.nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(c, c, 1)
+
+
+class TinyNet(torch.nn.Module):
+    def __init__(self, c=3):
+        super().__init__()
+        self.stem = torch.nn.Conv2d(1, c, 3)
+        self.block = Block(c)
+
+
+if __name__ == "__main__":
+    torch.manual_seed(1)
+    torch.save(TinyNet(), "tiny_full.pt")
+'''
+
+
+def test_a_model_pickled_from_a_scripts_main_says_how_to_export_it_and_that_works(tmp_path, monkeypatch, capsys):
+    """`torch.save(model, ...)` in a training script run as `python train.py` pickles `__main__.TinyNet`, which no
+    module defines when netdef loads it: the error says so and names the script that defines the class, with the
+    command that exports it through that script (`train.py:TinyNet --state-dict tiny_full.pt`), which works: the
+    checkpoint's `__main__` classes (TinyNet and Block) are found in train.py, whose `__main__` part does not run."""
+    import subprocess
+
+    from netdef.cli import main
+    from netdef.wts import read_wts
+
+    (tmp_path / "train.py").write_text(TRAIN_SCRIPT)
+    subprocess.run([sys.executable, "train.py"], cwd=tmp_path, check=True)
+    monkeypatch.chdir(tmp_path)
+    assert main(["export", "tiny_full.pt", "-o", "tiny.wts"]) == 1
+    err = capsys.readouterr().err
+    assert err.endswith(
+        "netdef export: error: tiny_full.pt pickles the model whole from a script run as __main__ (class TinyNet): "
+        "pickle saved the class as `__main__.TinyNet`, which exists only while that script runs, so it cannot be "
+        "loaded here. Export it through the code that defines it: `netdef export train.py:TinyNet --state-dict "
+        "tiny_full.pt -o OUT.wts` (train.py defines a class TinyNet; the script is imported as a module, so its `if "
+        "__name__ == '__main__':` part does not run; a class taking arguments: \"train.py:TinyNet(num_classes=10)\"), "
+        "or save `model.state_dict()` instead of the model and export that file\n"), err
+    assert not (tmp_path / "tiny.wts").exists()
+    assert main(["export", "train.py:TinyNet", "--state-dict", "tiny_full.pt", "-o", "tiny.wts"]) == 0, \
+        capsys.readouterr().err
+    weights = read_wts(tmp_path / "tiny.wts")
+    with torch.random.fork_rng():
+        torch.manual_seed(1)
+        stem = torch.nn.Conv2d(1, 3, 3)  # the script's first random weights: the checkpoint's, not a fresh init's
+    assert sorted(weights) == ["block.conv.bias", "block.conv.weight", "stem.bias", "stem.weight"]
+    np.testing.assert_array_equal(weights["stem.weight"], stem.weight.detach().numpy().ravel())
+    sys.modules.pop("train", None)
+
+
+def test_a_script_that_does_not_define_the_pickled_class_is_named(tmp_path, monkeypatch):
+    """`SCRIPT.py:Make --state-dict ckpt.pt` where SCRIPT.py lacks the checkpoint's `__main__` class: said, naming the
+    file; with no script in sight the hint names SCRIPT.py as a placeholder."""
+    import subprocess
+
+    (tmp_path / "train.py").write_text(TRAIN_SCRIPT)
+    subprocess.run([sys.executable, "train.py"], cwd=tmp_path, check=True)
+    (tmp_path / "train.py").unlink()
+    (tmp_path / "other.py").write_text("def make():\n    return {}\n")
+    monkeypatch.chdir(tmp_path)
+    from netdef.export import load_source
+
+    with pytest.raises(NetdefError, match=r"`netdef export SCRIPT\.py:TinyNet --state-dict tiny_full\.pt -o OUT\.wts` "
+                                          r"\(SCRIPT\.py is the script that defines TinyNet; "):
+        load_checkpoint("tiny_full.pt", log=lambda m: None)
+    with pytest.raises(NetdefError, match=r"^tiny_full\.pt pickles the model whole from a script run as __main__ "
+                                          rf"\(class TinyNet\), and {re.escape(str(tmp_path / 'other.py'))} does "
+                                          r"not define TinyNet: give the script that does"):
+        load_source("other.py:make", state_dict="tiny_full.pt", log=lambda m: None)
+    sys.modules.pop("other", None)

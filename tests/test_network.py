@@ -440,6 +440,7 @@ def test_int8_quantized_weights_are_checked_too(tmp_path):
     ("[8, 8]", "[8, 8]", "[1, 8, 8]"),
     ("[1, 3, 8, 8]", "[1, 3, 8, 8]", "[1, 8, 8]"),  # the batch included
     ("[64]", "[64]", "[1, H, W]"),
+    ("[3, 64]", "[3, 64]", "[1, H, W]"),  # C and one size: no sizes that would not be the user's
 ])
 def test_an_input_without_channels_is_not_a_weight_mismatch(tmp_path, shape, shown, example):
     from netdef.build import BuildOptions, define_network
@@ -448,7 +449,7 @@ def test_an_input_without_channels_is_not_a_weight_mismatch(tmp_path, shape, sho
     with pytest.raises(SpecError) as e:
         define_network(tiny_yaml(tmp_path, shape), tiny_weights(), BuildOptions(), log=print)
     msg = str(e.value)
-    assert f"the input shape is {shown}, but a convolution or BatchNorm needs [C, H, W]" in msg
+    assert f"the input shape (the YAML's input: shape) is {shown}, but a convolution or BatchNorm needs [C, H, W]" in msg
     assert f"input: {{shape: {example}]}}"[:-2] in msg and "tiny.yaml:5: row 0" in msg
     assert "values but the architecture expects" not in msg
 

@@ -255,3 +255,64 @@ def test_refit_arch_is_checked_against_the_engine(refittable, tmp_path, capsys):
     assert main(["refit", str(engine), "-w", str(b), "--arch", str(other)]) != 0
     assert f"architecture {other} is not the one the engine was built from (lenet, " in capsys.readouterr().err
     assert engine.read_bytes() == before
+
+
+REFIT_BLOCK = '''from netdef.registry import block
+
+
+@block("RefitConvRelu", width_args=("c2",))
+def conv_relu(net, x, prefix, c2, k=3):
+    return net.conv(x, prefix, c2, k, 1, k // 2, act="relu")
+'''
+
+
+def test_an_edited_block_file_is_named_not_only_the_yaml(tmp_path, capsys, clean_registry):
+    """The header's architecture hash covers the YAML and the blocks' sources: where it differs, the refit error
+    names both, the block file by name, and the file modified after the build; a YAML that no longer loads (its
+    block module not given) gives that error with the modules the engine was built with; a YAML gone is said so."""
+    import os
+
+    from netdef import block_modules, registry
+    from netdef.cli import main
+
+    (tmp_path / "my_blocks.py").write_text(REFIT_BLOCK)
+    yaml = tmp_path / "tinynet.yaml"
+    yaml.write_text("name: tinynet\ninput: {name: input, shape: [1, 8, 8]}\noutput: logits\nlayers:\n"
+                    "  - [-1, 1, RefitConvRelu, {c2: 4}, conv1]\n  - [-1, 1, Flatten, {}, flat]\n"
+                    "  - [-1, 1, Linear, {c2: 3}, fc]\n")
+    rng = np.random.default_rng(0)
+    write_wts(tmp_path / "t.wts", {"conv1.weight": rng.random((4, 1, 3, 3)), "conv1.bias": rng.random(4),
+                                   "fc.weight": rng.random((3, 256)), "fc.bias": rng.random(3)})
+    block_modules.load_block_module(str(tmp_path / "my_blocks.py"), "--blocks")
+    res = build_engine(str(yaml), tmp_path / "t.wts", tmp_path / "e.engine", BuildOptions(opt_level=0),
+                       log=lambda m: None)
+    meta, plan = engine_file.read_plan(res.path)
+    engine_file.write_engine(res.path, plan, dict(meta, options=dict(meta["options"], refittable=True)))
+    assert meta["arch"]["blocks"] == ["my_blocks"]
+    refit = ["refit", str(res.path), "-w", str(tmp_path / "t.wts"), "-o", str(tmp_path / "out.engine")]
+
+    with (tmp_path / "my_blocks.py").open("a") as f:
+        f.write("# a comment\n")
+    later = os.stat(tmp_path / "my_blocks.py").st_mtime + 60
+    os.utime(tmp_path / "my_blocks.py", (later, later))
+    assert main([*refit, "--blocks", str(tmp_path / "my_blocks.py")]) == 1
+    err = capsys.readouterr().err
+    assert err == (f"netdef refit: error: architecture tinynet ({yaml}) is not the one the engine was built from: "
+                   f"the engine's hash covers {yaml}'s YAML text and the source of its blocks: "
+                   f"{tmp_path / 'my_blocks.py'} (RefitConvRelu), and one of them changed (modified after the "
+                   f"build: {tmp_path / 'my_blocks.py'}): rebuild the engine with `netdef build` (or put back the "
+                   "files it was built from)\n"), err
+
+    del registry.BLOCKS["RefitConvRelu"]  # as in a new process without --blocks
+    assert main(refit) == 1
+    assert capsys.readouterr().err.startswith(
+        f"netdef refit: error: the engine's architecture {yaml} does not load (the engine was built with the "
+        f"blocks of my_blocks): {yaml}:5: row 0: unknown block 'RefitConvRelu'")
+
+    yaml.rename(tmp_path / "moved.yaml")
+    assert main(refit) == 1
+    assert capsys.readouterr().err == (
+        f"netdef refit: error: the engine's architecture tinynet is gone: no file {yaml}, and no architecture "
+        "named tinynet: pass the YAML it was built from with `netdef refit --arch YAML` (if it moved), or rebuild "
+        "the engine with `netdef build`\n")
+    assert not (tmp_path / "out.engine").exists()

@@ -45,6 +45,8 @@ def write(tmp_path, text, name="arch.yaml"):
     (GOOD.replace("[-1, 1, GlobalAvgPool, {}, pool]", "[-1, GlobalAvgPool]"), 6, "expected [from, number, block, args"),
     (GOOD.replace("shape: [3, 16, 16]", "shape: [3, -16, 16]"), 2, "'input'"),
     (GOOD.replace("shape: [3, 16, 16]", "shape: [3, true, 16]"), 2, "'input': expected {name: ..., shape: [C, H, W]}"),
+    (GOOD.replace("shape: [3, 16, 16]", "shap: [3, 16, 16]"), 2, "'input': no 'shape' ('shap' is not one: netdef "
+                                                                  "reads name and shape)"),
     (GOOD.replace("shape: [3, 16, 16]", "shape: [3, 16, 16], dtype: float16"), 2,
      "'input': unknown key(s) ['dtype']: netdef reads name and shape"),
     (GOOD.replace("output: y", "output: ''"), 3, "'output': expected an output name or a list of names, got ''"),
@@ -138,6 +140,17 @@ def test_a_misspelt_input_key_is_named(tmp_path):
         load_spec(p)
     assert str(e.value) == (f"{p}: no 'input' key ('inputs' on line 2 is not one: netdef reads 'input'): give "
                             f"input: {{name: ..., shape: [C, H, W]}}")
+
+
+def test_a_second_global_pool_names_its_row_and_the_shape(tmp_path):
+    """A pool of a pooled (B, C) tensor: netdef's own error at the row, not TensorRT's invalid reduction axis."""
+    from netdef.build import define_network
+
+    p = write(tmp_path, GOOD.replace("  - [-1, 1, Linear", "  - [-1, 1, GlobalAvgPool, {}, pool2]\n  - [-1, 1, Linear"))
+    with pytest.raises(SpecError) as e:
+        define_network(p, {}, log=lambda m: None)
+    assert str(e.value).startswith(f"{p}:7: row 2 (GlobalAvgPool): pool2: a global average pool needs a (B, C, H, W) "
+                                   f"input, got pool of shape (-1, 8)"), str(e.value)
 
 
 def test_more_output_names_than_outputs_is_an_error(tmp_path):

@@ -268,13 +268,15 @@ def test_a_misspelt_architecture_name_gets_the_one_meant(name: str, meant: str |
     assert ("did you mean" in str(e.value)) == (meant is not None)
 
 
-def test_a_missing_yaml_named_as_one_of_netdefs_architectures_says_so(tmp_path, monkeypatch):
-    """`netdef build yolov8s.yaml` as Ultralytics' YOLO("yolov8s.yaml") takes it: the file is missing, and the error
-    gives netdef's name of that architecture; another missing file is the plain error."""
+def test_a_missing_yaml_named_as_one_of_netdefs_architectures_is_that_architecture(tmp_path, monkeypatch):
+    """`netdef build yolov8s.yaml` builds netdef's yolov8s, as Ultralytics' YOLO("yolov8s.yaml") does, where no such
+    file is here; a path in a folder names the bare name; another missing file is the plain error."""
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(SpecError, match=r"^architecture file not found: yolov8s\.yaml \(netdef's own yolov8s is "
+    spec = load_spec("yolov8s.yaml")
+    assert (spec.name, spec.text) == ("yolov8s", load_spec("yolov8s").text)
+    with pytest.raises(SpecError, match=r"^architecture file not found: sub/yolov8s\.yaml \(netdef's own yolov8s is "
                                         r"named without \.yaml: `yolov8s`\)$"):
-        load_spec("yolov8s.yaml")
+        load_spec("sub/yolov8s.yaml")
     with pytest.raises(SpecError, match=r"^architecture file not found: mine\.yaml$"):
         load_spec("mine.yaml")
 
@@ -432,6 +434,20 @@ def test_unused_whole_modules_are_named_and_not_waved_through():
     assert any("3 unused key(s)" in m and "whole modules this architecture does not have: fc2" in m for m in logged)
     with pytest.raises(WeightKeyError, match=r"netdef build --no-strict"):  # fc is read: fc.extra is no whole module
         define_network("resnet18", sd | {"fc.extra": np.zeros(1, np.float32)}, BuildOptions(), log=lambda m: None)
+
+
+def test_unused_parts_of_a_read_module_name_the_row_that_reads_it():
+    """A module under one that a row reads (a BatchNorm its block forgot): the hint names that row, not missing
+    rows."""
+    import torchvision
+
+    sd = {k: v.numpy() for k, v in torchvision.models.resnet18().state_dict().items()}
+    extra = {f"layer1.0.bn3.{k}": np.ones(64, np.float32) for k in ("weight", "bias")}
+    with pytest.raises(WeightKeyError) as e:
+        define_network("resnet18", sd | extra, BuildOptions(), log=lambda m: None)
+    assert re.search(r"The unused keys are parts of modules the architecture reads: layer1\.0\.bn3 beside the keys "
+                     r"\S+resnet18\.yaml:\d+: row \d+ \(\w+\) reads\. Does that row's block forget to read them",
+                     str(e.value)), str(e.value)
 
 
 def test_fused_checkpoints_and_segment_weights_as_detect_say_what_they_are():

@@ -451,7 +451,8 @@ def test_a_row_output_no_module_checks_is_named_before_the_failure_it_causes(tor
                  "--input-shape", "64,64"]) == 1
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("first divergent layer: maxpool (PyTorch module maxpool): max rel error")
-    assert lines[1] == ("  the divergence may begin before it, at a row whose output no PyTorch module of its name "
+    assert lines[1] == f"  made by {arch}:9: row 1 (MaxPool)"  # the YAML row of the layer, as build errors name it
+    assert lines[2] == ("  the divergence may begin before it, at a row whose output no PyTorch module of its name "
                         f"could check: {arch}:8: row 0 (ConvBnAct) (layer conv1)")
 
 
@@ -700,7 +701,8 @@ def test_a_checkpoint_of_the_pickled_model_is_a_source_on_the_command_line(tiny,
     assert "differ from" not in capsys.readouterr().err
     torch.save(model.state_dict(), tmp_path / "sd.pt")
     assert main(["verify", yaml(), "-w", wts, "--model", str(tmp_path / "sd.pt"), "--cpu"]) == 1
-    assert "gives a OrderedDict, not a torch.nn.Module; verify needs the model's code" in capsys.readouterr().err
+    assert ("gives a mapping of type OrderedDict (weights without the model's code), not a torch.nn.Module; verify "
+            "needs the model's code") in capsys.readouterr().err
 
 
 def test_planted_wrong_stride_is_named_first(tiny, capsys):
@@ -709,6 +711,7 @@ def test_planted_wrong_stride_is_named_first(tiny, capsys):
     out = capsys.readouterr().out
     assert out.splitlines()[0] == ("first divergent layer: conv2 (PyTorch module bn2): shape (1, 16, 16, 16) != "
                                    "PyTorch's (1, 16, 8, 8)")
+    assert out.splitlines()[1] == f"  made by {yaml(stride=1)}:7: row 1 (ConvBnAct)"  # the YAML row that made it
     assert "the divergence may begin before it" not in out  # a shape: conv2's own stride
     assert re.search(r"^conv1 +bn1 +1x8x16x16 +\S+ +pass$", out, re.M) and "FAIL: 1 of 4 matched layers" in out
 

@@ -44,13 +44,28 @@ DEBUG_HELP = "show Python tracebacks on errors"
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run `netdef ARGV` and return its exit status."""
+    """Run `netdef ARGV` and return its exit status. The working folder is on the module path while it runs, as
+    `python -m netdef.cli` has it (which puts it first; appended here, after the installed packages), so that
+    `--blocks my_blocks`, `export mymodel:make` and a checkpoint pickling ./mymodel.py's classes find their modules
+    with the `netdef` command too."""
     try:
-        os.getcwd()
+        cwd = os.getcwd()
     except FileNotFoundError:  # before PyTorch's import fails on it with a fatal error
         print("netdef: error: the working folder was deleted: cd to an existing folder", file=sys.stderr)
         return 1
-    argv = sys.argv[1:] if argv is None else list(argv)
+    here = os.path.realpath(cwd)  # `python -m` put it first ('' in the interactive interpreter); the script did not
+    added = None if any(isinstance(p, str) and os.path.realpath(p or os.curdir) == here for p in sys.path) else cwd
+    if added is not None:
+        sys.path.append(added)
+    try:
+        return _main(sys.argv[1:] if argv is None else list(argv))
+    finally:  # taken off again: a program calling main() keeps its own module path
+        if added is not None and added in sys.path:
+            sys.path.remove(added)
+
+
+def _main(argv: list[str]) -> int:
+    """`main` once the working folder is importable."""
     hint = tensorrtx_usage(argv)
     if hint:
         print(f"netdef: error: {hint}", file=sys.stderr)

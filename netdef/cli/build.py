@@ -119,5 +119,5 @@ def cmd_build(a: argparse.Namespace) -> int:
         res = build_engine(a.arch, a.weights, a.output, build_options(a), force=a.force, names=names,
                            names_from=a.names)
     if res.built:
-        print(f"{'refitted' if res.refitted else 'built'} {res.path} in {res.seconds:.1f} s")
+        print(f"{'refitted' if res.refitted else 'built'} {res.path}: {res.seconds:.1f} s in all")
     return 0

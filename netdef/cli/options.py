@@ -84,8 +84,9 @@ def optional_numbers(text: str | None, option: str, what: str | None = None) -> 
 def add_blocks_option(parser: argparse.ArgumentParser) -> None:
     """`--blocks MODULE|FILE.py` (repeatable): modules of the researcher's own blocks, loaded by `load_blocks`."""
     parser.add_argument("--blocks", action="append", default=[], metavar="MODULE",
-                        help="a module of your own @block functions: a dotted name on sys.path or a .py file "
-                             "(repeatable; also NETDEF_BLOCKS, a YAML's 'blocks:' and 'netdef.blocks' entry points)")
+                        help="a module of your own @block functions: a dotted name on sys.path (the working folder "
+                             "included) or a .py file, which imports the modules beside it (repeatable; also "
+                             "NETDEF_BLOCKS, a YAML's 'blocks:' and 'netdef.blocks' entry points)")
 
 
 def load_blocks(args: argparse.Namespace) -> None:

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from ..errors import OptionError
+from ..fileio import read_npy
 from .device import add_device_option, device_index
 from .options import number, parse_hw
 
@@ -40,7 +41,7 @@ def cmd_run(a: argparse.Namespace) -> int:
     if a.input and hw:
         raise OptionError("--input gives the input's height and width: leave out --input-shape")
     # Files next: without a GPU, Engine() would report that before a missing --input.
-    x = load_input(a.input) if a.input else None
+    x = read_npy(a.input, "--input") if a.input else None
     if a.output:
         check_output(a.output, inputs=[a.engine, a.input], what="--output", name=output_name(a.engine, ".npy"))
         for count in _output_counts(a.engine):
@@ -90,23 +91,3 @@ def numpy_file(path: str, outputs: int) -> str:
     added when PATH lacks it, as numpy does."""
     suffix = ".npy" if outputs == 1 and not path.endswith(".npz") else ".npz"
     return path if path.endswith(suffix) else path + suffix
-
-
-def load_input(path: str) -> Any:
-    """The array of a .npy file given as --input."""
-    import numpy as np
-
-    try:
-        with open(path, "rb") as f:
-            magic = f.read(6)
-        if not magic.startswith((b"\x93NUMPY", b"PK")):  # .npy, or .npz (a zip file)
-            raise OptionError(f"--input {path}: not a .npy file (save the input array with numpy.save)")
-        x = np.load(path)  # pickled arrays stay refused
-    except FileNotFoundError:
-        raise OptionError(f"--input {path}: no such file") from None
-    except (OSError, ValueError) as e:
-        raise OptionError(f"--input {path}: not a .npy array ({e})") from None
-    if not isinstance(x, np.ndarray):
-        x.close()
-        raise OptionError(f"--input {path}: holds several arrays (.npz); give one array as .npy")
-    return x

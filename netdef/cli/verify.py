@@ -16,9 +16,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "verify", help="compare a network with its PyTorch model layer by layer; name the first divergent layer",
         description="Loads the .wts into the PyTorch model (its keys must be the model's state_dict keys) and into "
-                    "the network, runs both on one random input and compares each layer with the PyTorch module "
-                    "of its name (a convolution with BatchNorm folded in: the BatchNorm). Exit 0 when every "
-                    "compared layer is within the tolerance, 1 otherwise.")
+                    "the network, runs both on one input (random, or --input) and compares each layer with the "
+                    "PyTorch module of its name (a convolution with BatchNorm folded in: the BatchNorm). Exit 0 when "
+                    "every compared layer is within the tolerance, 1 otherwise.")
     p.set_defaults(func=cmd_verify)
     p.add_argument("arch", help="architecture YAML file or name")
     p.add_argument("--weights", "-w", required=True, help=".wts file (from `netdef export`)")
@@ -38,8 +38,16 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--tol", type=number("--tol", float, above=0.0),
                    help="max relative error per layer (default 1e-5 with --cpu, 1e-4 for fp32 engines, 1e-2 fp16)")
     p.add_argument("--seed", type=number("--seed"), default=0, help="seed of the random input (default 0)")
-    p.add_argument("--batch", type=number("--batch", minimum=1), default=1,
+    p.add_argument("--batch", type=number("--batch", minimum=1),
                    help="images in the random input (default 1; 2 or more catches blocks that mix the batch up)")
+    given = p.add_mutually_exclusive_group()
+    given.add_argument("--input", metavar="FILE.npy",
+                       help="the input as a .npy array of the network's input shape and type, e.g. a real image "
+                            "preprocessed as the model expects (default: random; its batch and, for a dynamic "
+                            "input size, its size are the ones checked)")
+    given.add_argument("--input-scale", type=number("--input-scale", float, above=0.0), metavar="S",
+                       help="standard deviation of the random float input (default 1): a clamp such as ReLU6's at "
+                            "6 acts only on values that reach it; 10 makes them common")
     add_device_option(p)
     add_blocks_option(p)
     return p
@@ -58,19 +66,22 @@ def cmd_verify(a: argparse.Namespace) -> int:
     opts = BuildOptions(precision=a.precision, input_hw=input_hw, input_range=input_range,
                         params=parse_params(a.set), **input_dtype_options(a))
     model = a.model
-    if input_range:  # checked at three sizes: the model loaded once
+    sizes = [None] if a.input or not input_range else input_range  # a dynamic size: its MIN, OPT and MAX in turn
+    if len(set(sizes)) > 1:  # checked at three sizes: the model loaded once
         print(f"[netdef] loading {model} with PyTorch ...", file=sys.stderr, flush=True)
         model = load_model(model)
     ok = True
     with selected_device(a):  # the engine and the PyTorch model on --device (torch's current device)
-        for size in dict.fromkeys(input_range or [None]):  # a dynamic size: its MIN, OPT and MAX sizes in turn
+        for size in dict.fromkeys(sizes):
             report = verify(a.arch, a.weights, model, cpu=a.cpu, opts=opts, tol=a.tol, seed=a.seed,
-                            batch=a.batch, size=size)
+                            batch=a.batch, size=size, input_data=a.input, input_scale=a.input_scale)
             first = report.first_failure
             if first is not None:
                 why = first.note if first.error is None else \
                     f"max rel error {first.error:.3g} > {report.tol:g} {first.note}".rstrip()
                 print(f"first divergent layer: {first.layer} (PyTorch module {first.module}): {why}")
+                if first.where:  # the YAML row that made it, as a build error names it
+                    print(f"  made by {first.where}")
                 if report.unchecked_before:  # a row output no module could be compared with, between it and a pass
                     print(f"  the divergence may begin before it, at a row whose output no PyTorch module of its name "
                           f"could check: {'; '.join(report.unchecked_before)}")

@@ -1,6 +1,7 @@
 """`netdef verify`: find the first layer where a netdef network diverges from the PyTorch model it rebuilds.
 
-The same `.wts` goes into the PyTorch model (strictly) and into the network; both see one random input.
+The same `.wts` goes into the PyTorch model (strictly) and into the network; both see one input (random, or
+the caller's: `input_data`).
 Layers are matched with modules by name (`Network.matches` first: a convolution with BatchNorm folded in
 equals the BatchNorm's output), forward hooks give the modules' outputs, and each matched layer's output is
 compared with its module's (max relative error). netdef's tensors come from the network definition
@@ -9,7 +10,10 @@ engine whose compared tensors are marked as outputs (`engine.py`).
 """
 from __future__ import annotations
 
+import bisect
 import copy
+import math
+import numbers
 import sys
 from collections.abc import Callable, Container, Mapping
 from dataclasses import replace
@@ -22,9 +26,10 @@ from .. import trt_api
 from ..define import Weights, define_network, identified, load_tensors
 from ..errors import NetdefError, OptionError, TensorRTUnavailable, WeightKeyError
 from ..network import IGNORED_KEY_SUFFIXES
+from ..fileio import read_npy
 from ..options import BuildOptions, format_hw_range
 from ..runtime import random_input
-from ..spec import Spec, load_spec
+from ..spec import Spec, load_spec, observing_rows
 from ..tools.verify import check_tolerance
 from .evaluate import PLUGIN_TYPES, UnsupportedLayer, can_evaluate, evaluate
 from .reference import ModuleOutputs, load_model, load_weights_strict, run_hooked
@@ -42,25 +47,33 @@ def default_tolerance(precision: str, cpu: bool) -> float:
 
 
 def verify(arch: str | Path | Spec, weights: Weights, model: Any, *, cpu: bool = False,
-           opts: BuildOptions | None = None, tol: float | None = None, seed: int = 0, batch: int = 1,
-           size: tuple[int, int] | None = None, log: Callable[[str], None] | None = None) -> Report:
+           opts: BuildOptions | None = None, tol: float | None = None, seed: int = 0, batch: int | None = None,
+           size: tuple[int, int] | None = None, input_data: np.ndarray | str | Path | None = None,
+           input_scale: float | None = None, log: Callable[[str], None] | None = None) -> Report:
     """Compare the network `arch` + `weights` (a .wts path or a mapping of arrays) with `model` (a torch module,
     or a source as `netdef export` takes it: torchvision:NAME, package.module:callable, a checkpoint) layer by
-    layer on one random input of `batch` images; the model gets `weights` too (a copy of a module you pass: yours
-    is left as it is). A network with a dynamic input size (`opts.input_range`) is defined as the build defines
-    it and fed images of `size` (H, W) within the range (default: its OPT size). Without `tol`, on the CPU a layer
-    also passes within FLOOR_FACTOR x PyTorch's own error there in the network's precision (float32 for fp32,
-    float16 for fp16; up to FLOOR_CAPS x the tolerance)."""
+    layer on one input; the model gets `weights` too (a copy of a module you pass: yours is left as it is). The
+    input is `input_data` (an array or a .npy file of the network's input shape, e.g. a real image preprocessed as
+    the model expects), else random: `batch` images (default 1), standard normal times `input_scale` (default 1;
+    a clamp such as ReLU6's at 6 acts only on large values) or uint8 images. A network with a dynamic input size
+    (`opts.input_range`) is defined as the build defines it and fed images of `size` (H, W) within the range
+    (default: `input_data`'s, else the OPT size). Without `tol`, on the CPU a layer also passes within
+    FLOOR_FACTOR x PyTorch's own error there in the network's precision (float32 for fp32, float16 for fp16; up
+    to FLOOR_CAPS x the tolerance). Each report row names the YAML row that made its layer (`Row.where`)."""
     log = log or _stderr
-    for name, value, least in (("batch", batch, 1), ("seed", seed, 0)):
+    for name, value, least in (("batch", 1 if batch is None else batch, 1), ("seed", seed, 0)):
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
             raise OptionError(f"verify {name} {value!r}: expected an integer >= {least}")
     check_tolerance(tol, "verify tol")
     if opts is not None and not isinstance(opts, BuildOptions):
         raise OptionError(f"opts {opts!r}: expected a netdef.options.BuildOptions")
+    given, label = _load_input(input_data, input_scale, opts)  # a file's errors before any other work
+    if given is not None:  # its batch, and its height and width for a dynamic input size
+        batch, size = _given_batch_and_size(given, label, batch, size, opts)
+    batch = batch or 1
     opts = replace(opts or BuildOptions(), tf32=False, batch=(batch, batch, batch), profiles=())
     opts.validate()  # before the weights are read and the model loaded
-    size = _input_size(opts, size)
+    size = _input_size(opts, size, label)
     if opts.precision not in ("fp32", "fp16"):
         raise OptionError(f"verify compares fp32 or fp16 networks, not {opts.precision}")
     widen = tol is None and cpu  # an explicit tolerance is the bound
@@ -70,18 +83,29 @@ def verify(arch: str | Path | Spec, weights: Weights, model: Any, *, cpu: bool =
                                   f"TensorRT (this is {trt_api.version_string()}, GPU: "
                                   f"{trt_api.gpu_identity() or 'none'}): use --cpu to evaluate the network definition")
     spec = arch if isinstance(arch, Spec) else load_spec(arch)
+    if given is not None and opts.input_range is None:  # a file that does not fit: before the model is loaded
+        want = np.empty((batch, *spec.input_shape_for(opts.input_hw)), np.dtype(opts.input_dtype))
+        _checked_input(given, label, spec.input_name, want)
     weights, identity = identified(weights)  # a path hashed first: the file read next must be the one hashed
     tensors = load_tensors(weights, lambda m: None, progress=False, expect=identity.file)
     if isinstance(model, str):
         log(f"[netdef] loading {model} with PyTorch ...")
-        checkpoint = model if Path(model).is_file() else None
+        source, checkpoint = model, Path(model).is_file()
         model = load_model(model)
-        note = own_weights_note(model, tensors, checkpoint, identity[0]) if checkpoint is not None else ""
-        if note:  # a checkpoint's trained weights of its own, not the ones the .wts holds
-            log(note)
     else:  # the weights are loaded into it and it is run in float64: the caller's module stays as it is
+        source, checkpoint = f"the {type(model).__name__} given", False
         model = copy.deepcopy(model)
-    net = define_network(spec, tensors, opts, log, identity=identity)
+    ends: list[tuple[int, str]] = []  # (layers defined once a YAML row was built, the row's `Spec.where`)
+
+    def row_built(built: Any, row: Any, _: Any) -> None:  # row None: the input ('' for its cast, say)
+        ends.append((built.definition.raw.num_layers, "" if row is None else spec.where(row)))
+
+    with observing_rows(row_built):
+        net = define_network(spec, tensors, opts, log, identity=identity)
+    note = own_weights_note(model, tensors, source, identity[0], checkpoint=checkpoint,
+                            fixed={*net.fixed, *net.derived, *net.skipped})
+    if note:  # weights of the model's own that the .wts does not hold
+        log(note)
     try:
         load_weights_strict(model, tensors, identity[0], derived=net.derived, supplied=net.supplied)
     except WeightKeyError as e:
@@ -91,9 +115,11 @@ def verify(arch: str | Path | Spec, weights: Weights, model: Any, *, cpu: bool =
     layers = trt_api.describe_layers(net.definition)
     raw = net.definition.raw
     outputs = [raw.get_output(i).name for i in range(raw.num_outputs)]
-    feeds = _random_inputs(raw, seed, batch, size)
+    feeds = _random_inputs(raw, seed, batch, size, input_scale)
     if len(feeds) != 1:
         raise NetdefError(f"verify feeds one input to the PyTorch model; {spec.name} has {len(feeds)}")
+    if given is not None:
+        feeds = {name: _checked_input(given, label, name, want) for name, want in feeds.items()}
     x = _model_input(next(iter(feeds.values())), opts)
     modules = {name for name, _ in model.named_modules() if name}
     match = module_matcher(net.matches, modules, net.claimed)
@@ -132,9 +158,14 @@ def verify(arch: str | Path | Spec, weights: Weights, model: Any, *, cpu: bool =
             else:
                 del also[layer][module]
     shown = (f", batch {batch}" if batch > 1 else "") + (f", input {size[0]}x{size[1]}" if size else "")
+    if given is not None:  # which input, where not the standard-normal one
+        shown += f", input {Path(input_data).name}" if isinstance(input_data, (str, Path)) else ", input given"
+    elif input_scale is not None:
+        shown += f", random input x{input_scale:g}"
     report = compare(spec.name, f"{mode}, {opts.precision}{shown}", tol, layers, values, refs, matched, outputs,
                      floor, modules, net.match_channels, half=opts.precision == "fp16", also=also)
     report.uncompared = _uncompared(tensors, report, net.skipped, net.fixed)
+    _name_rows(report, layers, ends)
     report.unchecked_before = _unchecked_before(report, layers, matched, also, net)
     return report
 
@@ -225,27 +256,41 @@ def _uncompared(tensors: Mapping[str, Any], report: Report, skipped: Container[s
     return [m for m in owners if m not in compared and not any(c.startswith(m + ".") for c in compared)]
 
 
-def own_weights_note(model: Any, tensors: Mapping[str, np.ndarray], checkpoint: str, wts: str) -> str:
-    """'' where the checkpoint's own floating weights equal the .wts values they share keys with (within float16
-    rounding: trainers save half-precision EMA weights), else a note naming how many differ and the largest
-    difference: verify loads the .wts into the model, so it checks the network against the .wts alone."""
-    compared, differ, worst = 0, 0, ("", 0.0)
-    for key, value in model.state_dict().items():
+def own_weights_note(model: Any, tensors: Mapping[str, np.ndarray], source: str, wts: str, *,
+                     checkpoint: bool = True, fixed: Container[str] = ()) -> str:
+    """A note where the model's own floating weights differ from the .wts values they share keys with (beyond
+    float16 rounding: trainers save half-precision EMA weights), naming how many and which; '' where none do.
+    verify loads the .wts into the model, so it checks the network against the .wts alone. A `checkpoint`'s
+    state_dict is its own (trained); another model's (a callable's, one passed in) counts only where some of its
+    parameters differ and others equal (a tensor transposed on its way into the .wts), each relative to its own
+    largest value (ViT's 1e-6 biases), and only parameters that are neither `fixed` (values netdef knows: DFL's
+    bins) nor of one value (a fresh model's BatchNorm ones and zeros): those say nothing of where the .wts came
+    from."""
+    own = model.state_dict().items() if checkpoint else \
+        ((k, v) for k, v in model.named_parameters() if k not in fixed and v.numel() and v.min() != v.max())
+    compared, differ = 0, []
+    for key, value in own:
         ours = tensors.get(key)
         if ours is None or not value.is_floating_point() or not 0 < value.numel() == np.asarray(ours).size:
             continue
         compared += 1
         a = value.detach().float().cpu().numpy().reshape(-1)
         b = np.asarray(ours, np.float32).reshape(-1)
-        d = float(np.abs(a - b).max())
-        if d > 1e-3 * max(1.0, float(np.abs(b).max())):
-            differ += 1
-            worst = max(worst, (key, d), key=lambda kd: kd[1])
-    if not differ:
+        d, scale = float(np.abs(a - b).max()), float(np.abs(b).max())
+        if not d <= 1e-3 * (max(1.0, scale) if checkpoint else max(scale, float(np.abs(a).max()))):
+            differ.append((key, d))
+    if not differ or not checkpoint and len(differ) == compared:  # a fresh model's weights: none of the .wts's
         return ""
-    return (f"[netdef] note: the weights in {checkpoint} differ from {wts} in {differ} of {compared} tensors (the "
-            f"most in {worst[0]}, by {worst[1]:.3g}): verify loads {wts} into the model and checks the network "
-            f"against it, not against this checkpoint's own weights (was {wts} exported from another checkpoint?)")
+    worst = max(differ, key=lambda kd: kd[1])
+    keys = ", ".join(k for k, _ in differ[:4]) + (", ..." if len(differ) > 4 else "")
+    counted = f"in {len(differ)} of {compared} tensors ({keys}; the most in {worst[0]}, by {worst[1]:.3g})"
+    if checkpoint:
+        return (f"[netdef] note: the weights in {source} differ from {wts} {counted}: verify loads {wts} into the "
+                f"model and checks the network against it, not against this checkpoint's own weights (was {wts} "
+                f"exported from another checkpoint?)")
+    return (f"[netdef] note: the weights of {source} differ from {wts} {counted} and equal it in the others: "
+            f"verify loads {wts} into the model and checks the network against it, so a tensor changed on its way "
+            f"into {wts} (transposed, reordered, exported from another layout) passes unseen: check those tensors")
 
 
 def _another_model_hint(model: Any, spec: Spec) -> str:
@@ -285,9 +330,10 @@ def _run_the_built_head(model: Any, net: Any, log: Callable[[str], None]) -> Non
         head.max_det = net.param("max_det")
 
 
-def _input_size(opts: BuildOptions, size: tuple[int, int] | None) -> tuple[int, int] | None:
+def _input_size(opts: BuildOptions, size: tuple[int, int] | None, given: str = "") -> tuple[int, int] | None:
     """The (H, W) fed to a network with a dynamic input size: `size`, checked against the range, or the range's
-    OPT size; None for a static size (a `size` then is an error: the network takes only its own)."""
+    OPT size; None for a static size (a `size` then is an error: the network takes only its own). `given`: the
+    input the size is of (`_load_input`'s label), for the error."""
     r = opts.input_range
     if r is None:
         if size is not None:
@@ -297,14 +343,91 @@ def _input_size(opts: BuildOptions, size: tuple[int, int] | None) -> tuple[int, 
     if size is None:
         return tuple(r[1])
     if not all(lo <= v <= hi for lo, v, hi in zip(r[0], size, r[2])):
-        raise OptionError(f"verify size {size[0]}x{size[1]}: outside the input range {format_hw_range(r)}")
+        what = f"{given}: its size" if given else "verify size"
+        raise OptionError(f"{what} {size[0]}x{size[1]}: outside the input range {format_hw_range(r)}")
     return tuple(size)
 
 
-def _random_inputs(definition: Any, seed: int, batch: int = 1,
-                   size: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
-    """A random array per network input of its type: standard-normal floats (float16 ones rounded), uint8 images
-    of 0..255; the dynamic batch `batch`, dynamic height and width `size` (an image input's dimensions 2 and 3)."""
+def _load_input(data: np.ndarray | str | Path | None, scale: float | None,
+                opts: BuildOptions | None) -> tuple[np.ndarray | None, str]:
+    """(the input given to verify, a label naming it in errors: '--input FILE' or 'verify input_data'), or
+    (None, '') for a random one; `scale` checked (a positive number, for a random float input only)."""
+    if scale is not None:
+        if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not 0 < scale < math.inf:
+            raise OptionError(f"--input-scale {scale!r}: expected a positive number (the random input's standard "
+                              "deviation)")
+        if data is not None:
+            raise OptionError("--input-scale scales the random input; --input gives one of its own: leave one out")
+        if opts is not None and opts.input_dtype == "uint8":
+            raise OptionError(f"--input-scale {scale:g}: the network takes uint8 images, whose random values span "
+                              "0..255 already; give a real image as --input to see other values")
+    if data is None:
+        return None, ""
+    if isinstance(data, (str, Path)):
+        return read_npy(data, "--input"), f"--input {data}"
+    if not isinstance(data, np.ndarray):
+        raise OptionError(f"verify input_data: a {type(data).__name__}; give a numpy array or a .npy file's path")
+    return data, "verify input_data"
+
+
+def _given_batch_and_size(x: np.ndarray, label: str, batch: int | None, size: tuple[int, int] | None,
+                          opts: BuildOptions | None) -> tuple[int, tuple[int, int] | None]:
+    """The batch of the given input `x` (`batch`, if given, must be it) and, for a network with a dynamic input
+    size, its (H, W) (`size`, if given, must be it)."""
+    if x.ndim == 0:
+        raise OptionError(f"{label}: a single value (shape ()); give an array of the network's input shape")
+    if batch is not None and x.shape[0] != batch:
+        raise OptionError(f"{label}: shape {x.shape}, a batch of {x.shape[0]}, not {batch} (--batch): leave out "
+                          "--batch (the file's batch is used) or give a file of that batch")
+    hw = tuple(int(d) for d in x.shape[2:]) if x.ndim == 4 else None
+    if opts is not None and opts.input_range is not None and hw is not None:
+        if size is not None and tuple(size) != hw:
+            raise OptionError(f"{label}: its size {hw[0]}x{hw[1]} is not verify's size {size[0]}x{size[1]}: "
+                              "leave the size out")
+        size = hw
+    return int(x.shape[0]), size
+
+
+def _checked_input(x: np.ndarray, label: str, name: str, want: np.ndarray) -> np.ndarray:
+    """The given input `x` as the network input `name` takes it (the shape and type of `want`, its random
+    stand-in): an OptionError naming `label` (the file) and the expected shape where it does not fit."""
+    expected = f"{tuple(want.shape)} {want.dtype}"
+    if x.ndim != want.ndim:  # its first dimension is no batch
+        expected = f"(B, {', '.join(map(str, want.shape[1:]))}) {want.dtype}, a batch of B"
+        hint = " (one image: save it with its batch dimension, x[None])" if x.shape == want.shape[1:] else ""
+        raise OptionError(f"{label}: shape {x.shape} {x.dtype}; the network's input '{name}' is {expected}{hint}")
+    if x.shape != want.shape:
+        hint = (f" (build it at the file's size with --input-shape {x.shape[2]}x{x.shape[3]})"
+                if x.ndim == 4 and x.shape[:2] == want.shape[:2] else "")
+        raise OptionError(f"{label}: shape {x.shape} {x.dtype}; the network's input '{name}' is {expected}{hint}")
+    if want.dtype == np.uint8 and x.dtype != np.uint8:
+        raise OptionError(f"{label}: {x.dtype} values; the network's input '{name}' is {expected}: uint8 images of "
+                          "0..255 (the network normalizes them itself)")
+    if want.dtype != np.uint8:
+        if not np.issubdtype(x.dtype, np.floating):
+            raise OptionError(f"{label}: {x.dtype} values; the network's input '{name}' is {expected}: give the "
+                              "float values the model takes (a network built with --input-dtype uint8 takes images)")
+        if not np.isfinite(x).all():
+            raise OptionError(f"{label}: holds values that are not finite (NaN or inf)")
+    return x.astype(want.dtype, copy=False)
+
+
+def _name_rows(report: Report, layers: list[Any], ends: list[tuple[int, str]]) -> None:
+    """Set each report row's `where`: the YAML row that made its layer ("file:line: row N (Block)"), from `ends`
+    (the count of layers defined once the input, then each row, was made, with the row's place); '' for layers
+    of the input or made after the last row (marking the outputs)."""
+    made = {name: layer.index for layer in layers for name in (layer.name, *(f"(output) {t}" for t in layer.outputs))}
+    counts = [n for n, _ in ends]
+    for r in report.rows:
+        i = bisect.bisect_right(counts, made.get(r.layer, len(layers)))
+        r.where = ends[i][1] if i < len(ends) else ""
+
+
+def _random_inputs(definition: Any, seed: int, batch: int = 1, size: tuple[int, int] | None = None,
+                   scale: float | None = None) -> dict[str, np.ndarray]:
+    """A random array per network input of its type: standard-normal floats times `scale` (float16 ones rounded),
+    uint8 images of 0..255; the dynamic batch `batch`, dynamic height and width `size` (an image input's
+    dimensions 2 and 3)."""
     rng = np.random.default_rng(seed)
     out = {}
     for t in (definition.get_input(i) for i in range(definition.num_inputs)):
@@ -316,7 +439,8 @@ def _random_inputs(definition: Any, seed: int, batch: int = 1,
                 raise NetdefError(f"verify cannot choose the dynamic dimensions of input {t.name} {dims}: only a "
                                   "dynamic batch and, with an input range, height and width of (B, C, H, W)")
             dims[2:] = [v if d < 0 else d for d, v in zip(dims[2:], size)]
-        out[t.name] = random_input(dims, trt_api.np_dtype(t.dtype), rng)
+        x = random_input(dims, trt_api.np_dtype(t.dtype), rng)
+        out[t.name] = x if scale is None or x.dtype == np.uint8 else (x * np.float64(scale)).astype(x.dtype)
     return out
 
 

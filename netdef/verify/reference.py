@@ -34,10 +34,13 @@ def load_model(source: str) -> Any:
                 model = model[key]
                 break
     if not isinstance(model, torch.nn.Module):
-        raise NetdefError(f"--model {source}: gives a {type(model).__name__}, not a torch.nn.Module; verify needs "
-                          f"the model's code: torchvision:NAME, package.module:callable or file.py:callable (a "
-                          f"function returning the model, e.g. Ultralytics' DetectionModel('yolo11n.yaml', nc=3)), "
-                          f"or a checkpoint holding the pickled model")
+        kind = type(model).__name__
+        what = f"a mapping of type {kind} (weights without the model's code)" if isinstance(model, Mapping) else \
+            f"an object of type {kind}"
+        raise NetdefError(f"--model {source}: gives {what}, not a torch.nn.Module; verify needs the model's code: "
+                          f"torchvision:NAME, package.module:callable or file.py:callable (a function returning the "
+                          f"model, e.g. Ultralytics' DetectionModel('yolo11n.yaml', nc=3)), or a checkpoint holding "
+                          f"the pickled model")
     return model
 
 

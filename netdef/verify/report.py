@@ -35,6 +35,7 @@ class Row:
     status: str  # "pass", "FAIL" or "skip"
     note: str = ""
     why: str = ""  # the explanation behind the note, the same for many rows: the table prints it once, as a footnote
+    where: str = ""  # the YAML row that made the layer, "file:line: row N (Block)" ('' where none did)
 
 
 @dataclass
