@@ -67,6 +67,10 @@ def build_engine(arch: str | Path | Spec, weights: Weights, output: str | Path, 
     log = log or _stderr
     t0 = time.perf_counter()
     spec = arch if isinstance(arch, Spec) else load_spec(arch)
+    if opts.precision == "int8":
+        from .int8.quantize import require_table
+
+        require_table(spec, opts)
     builtin = Path(__file__).resolve().parent / "architectures"
     # the working folder's YAML shadows netdef's
     if isinstance(arch, str) and spec.path is not None and Path(arch).suffix not in (".yaml", ".yml") \
@@ -104,6 +108,8 @@ def build_engine(arch: str | Path | Spec, weights: Weights, output: str | Path, 
         log(f"[netdef] only the weights of {output} changed, but refitting needs a CUDA GPU and full TensorRT "
             f"({trt_api.version_string()} here): rebuilding")
 
+    if opts.refittable:  # what this TensorRT refuses, before the weights are read
+        trt_api.check_refittable()
     net = define_network(spec, weights, opts, log, identity=identity, progress=progress)
     if opts.input_range and net.model.get("stride"):
         check_stride(opts.input_range, int(net.model["stride"]), spec.name)

@@ -63,8 +63,21 @@ def module() -> ModuleType:
         try:
             return importlib.import_module(name)
         except ImportError as e:  # keep going: the next flavour may be installed
+            if _chained(e, KeyboardInterrupt):  # Ctrl-C while its extension initialized: "initialization failed"
+                raise KeyboardInterrupt from None
             errors.append(f"{name}: {e}")
     raise TensorRTUnavailable(f"no TensorRT Python module found ({'; '.join(errors)}); {INSTALL_HINT}")
+
+
+def _chained(e: BaseException | None, kind: type[BaseException]) -> bool:
+    """Whether `e` or an exception it was raised from or during is a `kind`."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, kind):
+            return True
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return False
 
 
 @functools.lru_cache(maxsize=None)
@@ -292,6 +305,13 @@ def prefer_layer_precisions(config: Any) -> bool:
     return True
 
 
+def check_refittable() -> None:
+    """Refuse a refittable build this TensorRT cannot make whatever the network (before the weights are read)."""
+    if info().flavor == "tensorrt-rtx" and gpu_identity() is None:
+        raise TensorRTUnavailable(f"{version_string()} cannot build refittable engines without a GPU (its kernel "
+                                  "compiler needs CUDA): build with --refittable on a GPU machine")
+
+
 def set_refittable(config: Any, definition: Any) -> None:
     """Build an engine whose weights can be replaced later (IRefitter). TensorRT 11.3 documents that REFIT
     can drop a GEMM bias that the refit API does not expose (its REFIT_IDENTICAL alternative only takes the
@@ -299,9 +319,7 @@ def set_refittable(config: Any, definition: Any) -> None:
     documentation's refit page no longer carries that warning."""
     trt = module()
     i = info()
-    if i.flavor == "tensorrt-rtx" and gpu_identity() is None:
-        raise TensorRTUnavailable(f"{version_string()} cannot build refittable engines without a GPU (its kernel "
-                                  "compiler needs CUDA): build with --refittable on a GPU machine")
+    check_refittable()
     if i.version.startswith("11.3.") and any(definition.get_layer(k).type == trt.LayerType.MATRIX_MULTIPLY
                                              for k in range(definition.num_layers)):
         raise TensorRTUnavailable(f"{version_string()}: a refittable engine with a matrix multiply can lose its "

@@ -249,7 +249,7 @@ def test_an_instance_that_cannot_load_stops_the_run(tmp_path, workers):
     with pytest.raises(NetdefError) as e:
         bench_devices.make_runners(eng, [0], [1, 4], workers)
     prefix = "CUDA device 0 (worker process): " if workers == "process" else ""
-    assert str(e.value).startswith(prefix + "benchmarks need a CUDA GPU and full TensorRT")
+    assert str(e.value).startswith(prefix + "timing an engine needs a CUDA GPU and full TensorRT")
     with pytest.raises(OptionError, match="--workers fork: expected one of thread, process"):
         bench_devices.make_runners(eng, [0], [1], "fork")
 

@@ -1329,6 +1329,34 @@ def test_atomic_writes_without_file_locks_and_beside_a_writer_of_this_process(tm
     assert (tmp_path / "s.wts").read_bytes() == b"first second"
 
 
+def test_ctrl_c_while_tensorrt_is_imported_is_not_a_missing_tensorrt(monkeypatch):
+    """Ctrl-C while TensorRT's extension initializes comes out of the import as ImportError("initialization
+    failed") raised during the KeyboardInterrupt: that is the interrupt, not a TensorRT that is not installed (a
+    command would go on without it and exit 0)."""
+    import importlib
+
+    from netdef import trt_api
+    from netdef.errors import TensorRTUnavailable
+
+    def interrupted(name):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise ImportError("initialization failed")  # noqa: B904  as the extension's init raises it
+
+    trt_api.module.cache_clear()
+    monkeypatch.setattr(importlib, "import_module", interrupted)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            trt_api.module()
+        monkeypatch.setattr(importlib, "import_module", lambda name: (_ for _ in ()).throw(ImportError(name)))
+        with pytest.raises(TensorRTUnavailable, match="no TensorRT Python module found"):
+            trt_api.module()
+    finally:
+        monkeypatch.undo()
+        trt_api.module.cache_clear()
+
+
 def test_a_signal_inside_a_tensorrt_callback_is_kept_for_netdefs_code():
     """Inside a function TensorRT calls (a logger's log, a progress step) netdef's handler raises nothing
     (TensorRT would swallow it): it sets CANCEL and keeps the signal, which `check()` raises afterwards, or

@@ -475,9 +475,29 @@ def test_triton_says_when_it_replaces_another_plan_of_the_version(engines, tmp_p
     plan.write_bytes(plan.read_bytes() + b"another build")  # a plan of another engine of the same configuration
     other = hashlib.sha256(plan.read_bytes()).hexdigest()
     assert replaced(write_repository(engines("r50"), repo, TritonOptions(name="r50"))) == [
-        f"replaced {plan}, another plan (SHA-256 {other[:12]}...): Triton serves this engine as version 1 now; "
-        "--version N adds it beside the old one"]
+        f"replaced {plan}, another plan (SHA-256 {other[:12]}...): Triton serves this engine as version 1 once it "
+        "loads the model again; a later --version deploys an engine as a new version, which Triton serves instead, "
+        "the old one kept on disk"]
     assert replaced(write_repository(engines("r50"), repo, TritonOptions(name="r50"))) == []
+
+
+def test_triton_says_a_version_below_the_latest_is_not_served(engines, tmp_path):
+    """A redeploy as version 1 beside a version 2 (Triton's default policy serves the latest version alone) says
+    the plan will not be served, and how to deploy it so that it is; the replaced-plan note claims no serving."""
+    repo = tmp_path / "models"
+    write_repository(engines("r50"), repo, TritonOptions(name="r50", version=2))
+    res = write_repository(engines("r50"), repo, TritonOptions(name="r50"))
+    later = [n for n in res.notes if "a later one" in n]
+    assert later == [f"{repo / 'r50'} has version 2, a later one: Triton serves only a model's latest version (its "
+                     f"default version_policy), so it serves version 2, not this plan: deploy it as --version 3, or "
+                     f"remove {repo / 'r50' / '2'}"], res.notes
+    plan = repo / "r50" / "1" / "model.plan"
+    plan.write_bytes(plan.read_bytes() + b"another build")
+    res = write_repository(engines("r50"), repo, TritonOptions(name="r50"))
+    assert [n for n in res.notes if n.startswith("replaced")][0].startswith(f"replaced {plan}, another plan (SHA-256 ")
+    assert not any("serves this engine" in n for n in res.notes) and any("a later one" in n for n in res.notes)
+    assert not any("a later one" in n for n in write_repository(engines("r50"), repo,
+                                                                  TritonOptions(name="r50", version=3)).notes)
 
 
 def test_triton_keeps_a_hand_edited_config_unless_told(engines, tmp_path):

@@ -259,6 +259,11 @@ def test_dynamic_yolo_and_unet_engines_build(name, outputs, yolov5_models, tmp_p
     meta = engine_file.read_meta(res.path, verify=True)
     assert meta["inputs"][0]["shape"] == [-1, 3, -1, -1] and engine_file.hw_ranges(meta) == [rng]
     assert {o["name"]: o["shape"] for o in meta["outputs"]} == outputs
+    if name == "yolov8n":  # Triton's clients learn the sizes the engine takes from its config's comment
+        from netdef.deploy.triton import write_repository
+
+        text = (write_repository(res.path, tmp_path / "models").model_dir / "config.pbtxt").read_text()
+        assert f"per profile): {format_hw_range(rng)}; heights and widths multiples of 32\n" in text, text
 
 
 @pytest.mark.parametrize("rng, bad, fit", [
@@ -563,7 +568,7 @@ def test_sidecar_and_triton_config(torchvision_wts, tmp_path):
     res = write_repository(out, tmp_path / "models")
     text = (res.model_dir / "config.pbtxt").read_text()
     assert "dims: [3, -1, -1]" in text and "dims: [1000]" in text
-    assert "dynamic input height and width (min:opt:max HxW per profile): 160x160:224x224:320x320" in text
+    assert "dynamic input height and width (min:opt:max HxW per profile): 160x160:224x224:320x320\n" in text
 
 
 # ---------------------------------------------------------------- runtime (profile choice without a GPU)

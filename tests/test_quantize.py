@@ -305,6 +305,10 @@ def test_missing_table_says_how_to_calibrate(lenet_wts, tmp_path):
         define_network(load_spec("lenet"), wts, BuildOptions(precision="int8"), lambda m: None)
     with pytest.raises(NetdefError, match="not found"):
         int8_network("lenet", wts, tmp_path / "nope.json")
+    logged = []  # a build says so before it reads the weights (a 500 MB .wts: minutes)
+    with pytest.raises(NetdefError, match="needs a calibration table.*netdef calibrate"):
+        build_engine("lenet", wts, tmp_path / "e.engine", BuildOptions(precision="int8"), log=logged.append)
+    assert not any("reading" in m for m in logged), logged
 
 
 def test_fingerprint_mismatch(lenet_wts, tmp_path):

@@ -36,9 +36,11 @@ def test_tensorrt_rtx_without_a_gpu_says_it_cannot_build_refittable(tmp_path):
     if trt_api.info().flavor != "tensorrt-rtx":
         pytest.skip("TensorRT-RTX only")
     write_wts(tmp_path / "a.wts", lenet_weights(0))
+    logged = []
     with pytest.raises(TensorRTUnavailable, match="cannot build refittable engines without a GPU"):
         build_engine("lenet", tmp_path / "a.wts", tmp_path / "e.engine", BuildOptions(refittable=True),
-                     log=lambda m: None)
+                     log=logged.append)
+    assert not any("reading" in m for m in logged), logged  # refused before the weights are read
 
 
 def test_the_refit_benchmark_says_it_needs_a_gpu_before_any_work(tmp_path):
@@ -52,7 +54,7 @@ def test_the_refit_benchmark_says_it_needs_a_gpu_before_any_work(tmp_path):
     spec = importlib.util.spec_from_file_location("bench_refit_script", path)
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
-    with pytest.raises(NetdefError, match=r"benchmarks need a CUDA GPU and full TensorRT"):
+    with pytest.raises(NetdefError, match=r"timing an engine needs a CUDA GPU and full TensorRT"):
         script.main(["--models", "resnet50", "--workdir", str(tmp_path / "w")])
     assert not (tmp_path / "w").exists()
 

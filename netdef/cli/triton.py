@@ -22,7 +22,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     t.add_argument("engine", help="netdef engine (or a raw plan with its sidecar)")
     t.add_argument("--repo", required=True, help="model repository folder (created when missing)")
     t.add_argument("--name", help="model name (default: the architecture's name)")
-    t.add_argument("--version", type=number("--version", minimum=1), default=1, help="model version (default 1)")
+    t.add_argument("--version", type=number("--version", minimum=1), default=1,
+                   help="model version (default 1); Triton serves a model's latest version alone by default")
     t.add_argument("--instances", type=number("--instances", minimum=1), default=1,
                    help="instances per GPU (default 1)")
     t.add_argument("--gpus", metavar="LIST", help="GPU indices such as 0,1 of the server running Triton, or all "

@@ -248,10 +248,19 @@ none), none over the engine."""
                          "this engine needs no plugin library; remove them unless another version of the model does")
     if opts.existing_config == "keep" and res.config.is_file():
         _check_replaced_plan(res.plan, opts, config)
+    later = max(others, default=0)  # Triton's default version policy serves the latest version alone
+    policy = opts.existing_config == "keep" and any("version_policy" in x for x in _body(_read_or_empty(res.config)))
+    if later > opts.version:
+        res.notes.append(f"{model_dir} has version {later}, a later one: Triton serves only a model's latest version "
+                         f"(its default version_policy), so it serves version {later}, not this plan"
+                         + (", unless the kept config.pbtxt's version_policy says otherwise" if policy else "")
+                         + f": deploy it as --version {later + 1}, or remove {model_dir / str(later)}")
     old = file_sha256(res.plan) if res.plan.is_file() else None
     if old is not None and old != hashlib.sha256(plan).hexdigest():  # another engine's: a deployed model
-        res.notes.append(f"replaced {res.plan}, another plan (SHA-256 {old[:12]}...): Triton serves this engine as "
-                         f"version {opts.version} now; --version N adds it beside the old one")
+        served = f": Triton serves this engine as version {opts.version} once it loads the model again" \
+            if later < opts.version else ""
+        res.notes.append(f"replaced {res.plan}, another plan (SHA-256 {old[:12]}...){served}; a later --version "
+                         f"deploys an engine as a new version, which Triton serves instead, the old one kept on disk")
 
     t = meta["tensorrt"]
     if t["flavor"] != "tensorrt":
@@ -288,6 +297,14 @@ none), none over the engine."""
         res.notes.append(f"{model_dir / OPTIONS_NAME} kept as it is (--keep-config): the model's plans need "
                          f"{', '.join(names)}")
     return res
+
+
+def _read_or_empty(path: Path) -> str:
+    """The text of `path`; '' where it cannot be read (the write that follows says why)."""
+    try:
+        return path.read_text(encoding="utf-8-sig", errors="replace")
+    except OSError:
+        return ""
 
 
 def _to_write(path: Path, text: str, policy: str) -> bool:
@@ -422,8 +439,9 @@ def _comments(meta: dict[str, Any], engine: Path, res: Repository) -> list[str]:
              "optimization profiles (min:opt:max batch): " + ", ".join(":".join(map(str, p)) for p in profiles)]
     hw = engine_file.hw_ranges(meta)
     if hw:  # dims -1 in the config: clients send any H, W in the range
+        stride = (meta.get("model") or {}).get("stride")  # a YOLO head's: other sizes fail at run time
         lines.append("dynamic input height and width (min:opt:max HxW per profile): " + ", ".join(
-            format_hw_range(r) for r in hw))
+            format_hw_range(r) for r in hw) + (f"; heights and widths multiples of {stride}" if stride else ""))
     if res.server_options:
         lines.append(f"needs plugin libraries: start tritonserver with {res.server_options[0]} "
                      f"(or {res.server_options[1]}); see {OPTIONS_NAME}")

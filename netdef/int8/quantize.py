@@ -50,6 +50,12 @@ def fingerprint_parts(spec: Any, weights_sha: str, input_shape: Sequence[int]) -
     return {"arch_sha256": spec.sha256, "weights_sha256": weights_sha, "input_shape": [int(s) for s in input_shape]}
 
 
+def require_table(spec: Any, opts: Any) -> None:
+    """An int8 build of `spec` needs `opts.calibration`: refused without one (before the weights are read)."""
+    if opts.precision == "int8" and not opts.calibration:
+        raise NetdefError(f"--precision int8 needs a calibration table for {spec.name}: {CALIBRATE_HINT}")
+
+
 class Quantizer:
     """Inserts Q/DQ pairs into a `Network` with the activation ranges `amax` (key -> amax)."""
 
@@ -69,8 +75,7 @@ class Quantizer:
     def for_build(cls, spec: Any, weights_sha: str, opts: Any, weights_from: str | None = None) -> "Quantizer":
         """The quantizer of an int8 build: loads `opts.calibration` and checks it belongs to this network (whose
         weights come from `weights_from`, `define.weights_identity`'s source: said where the table's differ)."""
-        if not opts.calibration:
-            raise NetdefError(f"--precision int8 needs a calibration table for {spec.name}: {CALIBRATE_HINT}")
+        require_table(spec, opts)
         shape = spec.input_shape_for(opts.input_hw)
         table = CalibrationTable.load(opts.calibration, expect_fingerprint=fingerprint(spec, weights_sha, shape),
                                       expect_parts=dict(fingerprint_parts(spec, weights_sha, shape),

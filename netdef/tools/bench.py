@@ -79,9 +79,9 @@ def require_gpu() -> Any:
     try:
         import torch
     except ImportError:
-        raise NetdefError("benchmarks need PyTorch with CUDA (device memory, streams, events)") from None
+        raise NetdefError("timing an engine needs PyTorch with CUDA (device memory, streams, events)") from None
     if not torch.cuda.is_available() or not trt_api.can_run_engines():
-        raise NetdefError(f"benchmarks need a CUDA GPU and full TensorRT (PyTorch {torch.__version__} sees "
+        raise NetdefError(f"timing an engine needs a CUDA GPU and full TensorRT (PyTorch {torch.__version__} sees "
                           f"{'a GPU' if torch.cuda.is_available() else 'no GPU'}; TensorRT: "
                           f"{tensorrt_version()})")
     return torch
