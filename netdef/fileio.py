@@ -432,6 +432,10 @@ _KNOWN_STARTS = ((CHECKPOINT_STARTS[0], "a zip file (a PyTorch checkpoint?)"),
 # then a plan of each flavour trt_api.PLAN_MAGICS knows
 UTF8_BOM = b"\xef\xbb\xbf"  # an editor's UTF-8 byte-order mark: no content
 _WTS_START = re.compile(rb"(?:\xef\xbb\xbf)?\s*\d+\r?\n\s*\S+[ \t]+\d+")
+# TensorRT's calibration cache (tensorrtx's int8calib.table): "TRT-8601-EntropyCalibration2" on line 1
+_CALIBRATION_CACHE_START = re.compile(rb"TRT-\d+-\w*Calibration")
+CALIBRATION_CACHE = ("a TensorRT calibration cache (tensorrtx's int8calib.table), not netdef's JSON table, which "
+                     "`netdef calibrate` writes")
 
 
 def utf16(head: bytes) -> bool:
@@ -451,6 +455,8 @@ def recognised(head: bytes) -> str | None:
     what = next((w for magic, w in starts if head.startswith(magic)), None)
     if what is None and utf16(head):
         what = "UTF-16 text"
+    if what is None and _CALIBRATION_CACHE_START.match(head):
+        what = CALIBRATION_CACHE
     if what is None and _WTS_START.match(head):
         what = "a .wts weights file"
     if what is None and head and JSON_FILE.test(head):
@@ -509,6 +515,12 @@ def _check_kind(path: Path, kind: FileKind, what: str) -> None:
     if head and kind.holds is not None and not _holds(path, kind, head):
         raise OptionError(f"{what} {path} exists and is JSON of another kind, not {kind.name}: netdef writes over "
                           f"{kind.name} only; move that file away or give another path")
+
+
+def is_kind(path: str | os.PathLike, kind: FileKind) -> bool:
+    """Whether the file at `path` is of `kind` (its first bytes and, for a JSON kind, its content)."""
+    head = read_head(path)
+    return bool(head) and kind.test(head) and (kind.holds is None or _holds(Path(path), kind, head))
 
 
 def _holds(path: Path, kind: FileKind, head: bytes) -> bool:

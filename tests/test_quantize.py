@@ -6,6 +6,7 @@ GPU tests (`-m gpu`) calibrate with the FP32 engine and compare INT8 with FP32 e
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -309,6 +310,30 @@ def test_missing_table_says_how_to_calibrate(lenet_wts, tmp_path):
     with pytest.raises(NetdefError, match="needs a calibration table.*netdef calibrate"):
         build_engine("lenet", wts, tmp_path / "e.engine", BuildOptions(precision="int8"), log=logged.append)
     assert not any("reading" in m for m in logged), logged
+
+
+def test_info_shows_a_table_and_a_tensorrt_calibration_cache_is_named_where_a_table_or_weights_go(
+        lenet_wts, tmp_path, capsys):
+    """`netdef info TABLE` says what the table was made for; tensorrtx's int8calib.table (a TensorRT cache, which
+    TensorRT 11 has no calibrator to read) is named as such by info, build's -w and --calibration."""
+    from netdef.cli import main
+
+    _, wts = lenet_wts
+    table = synthetic_table("lenet", wts, tmp_path / "t.json")
+    assert main(["info", str(tmp_path / "t.json")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"calibration table {tmp_path / 't.json'}: {len(table.amax)} activation ranges (max) for "
+                          f"input {list(load_spec('lenet').input_shape_for(None))}"), out
+    assert main(["info", str(tmp_path / "t.json"), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["kind"] == "calibration_table" and doc["ranges"] == len(table.amax)
+    cache = tmp_path / "int8calib.table"
+    cache.write_text("TRT-8601-EntropyCalibration2\ndata: 3c010a14\n")
+    assert main(["info", str(cache)]) == 1
+    assert re.search(r"int8calib\.table:1: line 1 must be the tensor count.*a TensorRT calibration cache "
+                     r"\(tensorrtx's int8calib\.table\), not netdef's JSON", capsys.readouterr().err)
+    with pytest.raises(NetdefError, match=r"is a TensorRT calibration cache .*`netdef calibrate` writes from images"):
+        int8_network("lenet", wts, cache)
 
 
 def test_fingerprint_mismatch(lenet_wts, tmp_path):

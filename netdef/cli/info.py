@@ -1,4 +1,5 @@
-"""`netdef info`: an engine's metadata, a raw plan's (from its sidecar, else from TensorRT), or a .wts summary."""
+"""`netdef info`: an engine's metadata, a raw plan's (from its sidecar, else from TensorRT), a .wts summary or a
+calibration table's."""
 from __future__ import annotations
 
 import argparse
@@ -10,7 +11,7 @@ from typing import Any
 from .. import engine_file
 from ..class_names import shown
 from ..errors import NetdefError
-from ..fileio import JSON_FILE, read_head, special_kind
+from ..fileio import JSON_FILE, is_kind, read_head, special_kind
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
@@ -21,8 +22,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     i.add_argument("file")
     i.add_argument("--json", action="store_true",
                    help='machine-readable output: an object whose "kind" is "engine" (the header\'s fields), '
-                        '"raw_plan" (plan, plan_bytes, plan_sha256, sidecar, metadata) or "wts" (tensors, values, '
-                        'size_bytes, keys); an engine\'s and a raw plan\'s "profiles" list the optimization '
+                        '"raw_plan" (plan, plan_bytes, plan_sha256, sidecar, metadata), "wts" (tensors, values, '
+                        'size_bytes, keys) or "calibration_table" (method, ranges, fingerprint, meta); an engine\'s and a raw plan\'s "profiles" list the optimization '
                         'profiles as [min, opt, max] batches in profile-index order (null where not known), '
                         '"input_hw_ranges" their input sizes where dynamic')
     return i
@@ -47,6 +48,14 @@ def cmd_info(a: argparse.Namespace) -> int:
         print(json.dumps({**r, "kind": "raw_plan", "profiles": profiles}, indent=2) if a.json
               else format_raw_plan(r, path))
         return 0
+    from ..int8.calibration import TABLE_FILE, CalibrationTable
+
+    if is_kind(path, TABLE_FILE):
+        table = CalibrationTable.load(path)  # every value checked, as a build reads it
+        fields = {"method": table.method, "ranges": len(table.amax), "fingerprint": table.fingerprint,
+                  "meta": table.meta}
+        print(json.dumps({"kind": "calibration_table", **fields}, indent=2) if a.json else format_table(table, path))
+        return 0
     if JSON_FILE.test(read_head(path)):  # a plan's sidecar, given for its plan: no .wts error about line 1
         plan = path.with_suffix("") if path.suffix.lower() == ".json" else None
         raise NetdefError(f"{path} is JSON, not an engine, a raw plan or a .wts file" + (
@@ -70,6 +79,19 @@ def cmd_info(a: argparse.Namespace) -> int:
     s = wts_summary(path, checked=True, progress=not a.json and sys.stderr.isatty())  # info passes what builds pass
     print(json.dumps({**s, "kind": "wts"}, indent=2) if a.json else format_wts(s, path))
     return 0
+
+
+def format_table(table: Any, path: Path) -> str:
+    """A calibration table: what it was made for and how; the build that uses it."""
+    m = table.meta
+    made = [f"{m['arch']}" if "arch" in m else "", f"weights {m['weights']}" if "weights" in m else "",
+            f"input {m['input_shape']}" if "input_shape" in m else "",
+            f"from {m['images']} inputs" if "images" in m else ""]
+    made = ", ".join(p for p in made if p)
+    return "\n".join([f"calibration table {path}: {len(table.amax)} activation ranges ({table.method})"
+                      + (f" for {made}" if made else ""),
+                      f"  used by: netdef build ARCH -w WEIGHTS --precision int8 --calibration {path} (the same "
+                      "architecture, weights and input shape)"])
 
 
 def format_engine(meta: dict[str, Any], path: Path) -> str:

@@ -17,7 +17,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from ..errors import NetdefError
-from ..fileio import JSON_FILE, atomic_write, describe_head, json_kind, read_head
+from ..fileio import CALIBRATION_CACHE, JSON_FILE, atomic_write, describe_head, json_kind, read_head, recognised
 
 METHODS = ("max", "percentile", "entropy")
 MIN_SCALE = 1e-8  # scale given to an all-zero channel/tensor: positive, and 1/scale is finite in float32
@@ -253,6 +253,9 @@ class CalibrationTable:
             raise NetdefError(f"calibration table {path} not found: run calibration first or fix the path") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             head = read_head(path)
+            if recognised(head) == CALIBRATION_CACHE:
+                raise NetdefError(f"{path} is {CALIBRATION_CACHE} from images (TensorRT 11 has no calibrators to "
+                                  "read a cache)") from None
             if not JSON_FILE.test(head):  # another file named by mistake: never advise deleting it
                 raise NetdefError(f"{path} is not a calibration table ({describe_head(head)}): give the JSON table "
                                   "`netdef calibrate` wrote") from None
