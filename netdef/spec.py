@@ -543,6 +543,10 @@ def _multiples(data: dict, scale: str | None, fail: Any, path: Path | None,
             isinstance(v, list) and len(v) in (2, 3) and all(isinstance(x, (int, float)) for x in v)
             for v in scales.values()):
         raise fail("scales", "expected {scale: [depth_multiple, width_multiple(, max_channels)]}")
+    for name, v in scales.items():  # a negative or infinite multiple would scale every row to nonsense
+        if not all(not isinstance(x, bool) and 0 < x < float("inf") for x in v):
+            raise fail("scales", f"scale {name}: {v}: expected positive numbers [depth_multiple, width_multiple(, "
+                                 "max_channels)]")
     if "depth_multiple" in data or "width_multiple" in data:
         raise fail("scales", "give either 'scales:' or depth_multiple/width_multiple, not both")
     if scale is None and len(scales) == 1:  # one scale (Ultralytics' rtdetr-l.yaml): that one, as Ultralytics

@@ -53,6 +53,8 @@ def write(tmp_path, text, name="arch.yaml"):
     (GOOD.replace("output: y", "output: y\ndepth_multiple: x"), 4, "'depth_multiple': expected a positive number, "
                                                                    "got 'x'"),
     (GOOD.replace("output: y", "output: y\nwidth_multiple: -0.5"), 4, "'width_multiple': expected a positive number"),
+    (GOOD.replace("output: y", "output: y\nscales: {n: [-1, 0.25, 1024]}"), 4,
+     "'scales': scale n: [-1, 0.25, 1024]: expected positive numbers [depth_multiple, width_multiple"),
     (GOOD.replace("  - [-1, 1, Linear", "  - [-1, 1, Linear: {"), 7, "not valid YAML"),
     (GOOD.replace("{c2: 4}", "{c2: 4, c2: 8}"), 7, "'c2' is given twice in one mapping (first on line 7): keep one"),
     (GOOD.replace("output: y", "output: y\nname: other"), 4, "'name' is given twice in one mapping (first on line 1)"),

@@ -69,11 +69,13 @@ def test_set_with_an_undeclared_key_is_an_error():
     ({"conf_thres": 2, "head": "plugin"}, r"--set conf_thres=2: expected a score threshold in \[0, 1\)"),
     ({"iou_thres": 0, "head": "plugin"}, r"--set iou_thres=0: expected an IoU threshold in \(0, 1\]"),
     ({"max_det": 0}, r"--set max_det=0: expected at least 1"),
-    ({"bn_eps": -1}, r"--set bn_eps=-1: expected a positive number"),
+    ({"bn_eps": -1}, r"--set bn_eps=-1: expected a positive finite number"),
+    ({"bn_eps": "inf"}, r"--set bn_eps='?inf'?: expected a positive finite number"),
     ({"default_act": "mish"}, r"--set default_act='?mish'?: expected one of relu, silu, leaky, "),
     ({"default_act": "leaky:abc"}, r"--set default_act='?leaky:abc'?: expected .*; leaky:SLOPE \(a number\), "
                                    r"gelu:tanh"),
     ({"default_act": "relu:2"}, r"--set default_act='?relu:2'?: expected one of"),
+    ({"default_act": ""}, r"--set default_act='': expected one of"),  # an unset shell variable: not `none`
     ({"nc": 0}, r"--set nc=0: expected at least 1 class"),
 ])
 def test_set_values_outside_their_range_or_head_are_refused(given, message):

@@ -1168,6 +1168,29 @@ def test_modules_a_block_skips_are_not_named_as_read_but_never_compared(tmp_path
     assert report.ok and report.uncompared == [], report.uncompared
 
 
+def test_an_end_to_end_heads_output_row_that_rounding_fails_names_the_comparison_that_can_tell(tmp_path):
+    """A random-weight YOLO26 ties scores ahead of its top-k, whose rows then come in either order: the failing output
+    row says so and names --set head=one2many, with which the same model passes."""
+    pytest.importorskip("ultralytics")
+    from ultralytics.nn.tasks import SegmentationModel
+
+    from netdef.export import export_wts
+    from netdef.verify import verify
+
+    torch.manual_seed(0)
+    model = SegmentationModel("yolo26n-seg.yaml", verbose=False).eval()
+    export_wts(model.state_dict(), tmp_path / "y.wts")
+    report = verify("yolo26n-seg", tmp_path / "y.wts", model, cpu=True, opts=BuildOptions(input_hw=(64, 64)),
+                    log=lambda m: None)
+    failed = [r for r in report.rows if r.status == "FAIL"]
+    assert [r.layer for r in failed] == ["(output) output"], failed
+    assert "cannot tell a mistake from rounding" in failed[0].note
+    assert "`--set head=one2many` compares the branch without it" in report.table()
+    report = verify("yolo26n-seg", tmp_path / "y.wts", model, cpu=True, log=lambda m: None,
+                    opts=BuildOptions(input_hw=(64, 64), params={"head": "one2many"}))
+    assert report.ok
+
+
 def test_verify_leaves_the_callers_model_as_it_is_and_takes_weights_in_memory(tmp_path):
     """verify loads the weights into a copy of a module passed in and runs that copy in float64: the caller's
     module keeps its own weights, dtype, device and mode. Weights may be a mapping, as build_engine takes them."""

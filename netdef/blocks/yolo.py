@@ -6,6 +6,8 @@ Rows read like Ultralytics' model YAMLs: `[-1, 3, C3, [128]]`, `[[17, 20, 23], 1
 """
 from __future__ import annotations
 
+import math
+
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -19,11 +21,14 @@ from .common import NC, class_count, upsample  # noqa: F401  (class_count re-exp
 
 BN_EPS = Param(1e-3, float, help="BatchNorm eps of Ultralytics' Conv: 1e-3 as their initialize_weights() sets it "
                                   "for detection models; classification models keep PyTorch's 1e-5",
-               valid=(lambda v: v > 0, "a positive number"))
+               valid=(lambda v: 0 < v < math.inf, "a positive finite number"))
 
 
 def _activation_text(text: str) -> bool:
-    """Whether `text` names an activation `Network.activation` builds: a name, leaky:SLOPE or gelu:none|tanh."""
+    """Whether `text` names an activation `Network.activation` builds: a name, leaky:SLOPE or gelu:none|tanh (not
+    an empty value: `--set default_act=` is a slip, `none` says no activation)."""
+    if not text.strip():
+        return False
     try:
         parse_activation(text, "default_act")
     except SpecError:

@@ -33,7 +33,7 @@ from ..spec import Spec, load_spec, observing_rows
 from ..tools.verify import check_tolerance
 from .evaluate import PLUGIN_TYPES, UnsupportedLayer, can_evaluate, evaluate
 from .reference import ModuleOutputs, load_model, load_weights_strict, run_hooked
-from .report import Report, compare, module_matcher
+from .report import OUTPUT_MODULE, ROUNDING_NOTE, Report, compare, module_matcher
 
 __all__ = ["Report", "UnsupportedLayer", "default_tolerance", "evaluate", "verify"]
 
@@ -166,6 +166,7 @@ def verify(arch: str | Path | Spec, weights: Weights, model: Any, *, cpu: bool =
                      floor, modules, net.match_channels, half=opts.precision == "fp16", also=also)
     report.uncompared = _uncompared(tensors, report, net.skipped, net.fixed)
     _name_rows(report, layers, ends)
+    _top_k_hint(report, net)
     report.unchecked_before = _unchecked_before(report, layers, matched, also, net)
     return report
 
@@ -328,6 +329,17 @@ def _run_the_built_head(model: Any, net: Any, log: Callable[[str], None]) -> Non
         model.end2end = end2end
     if end2end and hasattr(head, "max_det") and head.max_det != net.param("max_det"):
         head.max_det = net.param("max_det")
+
+
+def _top_k_hint(report: Any, net: Any) -> None:
+    """An end-to-end head's output row that rounding alone can fail (random weights tie scores, and tied top-k rows
+    come in either order) says which comparison can tell: the one-to-many branch, which has no top-k."""
+    if not net.model or net.model.get("task") != "end2end":
+        return
+    for r in report.rows:
+        if r.status == "FAIL" and r.module == OUTPUT_MODULE and ROUNDING_NOTE in r.note:
+            r.why += ("; this head's top-k puts tied scores in either order: `--set head=one2many` compares the "
+                      "branch without it (every layer before it is compared here as it is), or trained weights")
 
 
 def _input_size(opts: BuildOptions, size: tuple[int, int] | None, given: str = "") -> tuple[int, int] | None:

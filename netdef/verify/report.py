@@ -24,6 +24,9 @@ FLOOR_CAPS = {"float32": 100.0, "float16": 5.0}  # ... but never beyond this man
 FP16_TINY = 2.0 ** -14  # float16's smallest normal value
 
 
+ROUNDING_NOTE = "this row cannot tell a mistake from rounding"  # a failing row PyTorch's own rounding moves as far
+
+
 @dataclass
 class Row:
     """One compared layer: its name, the PyTorch module it is compared with, its output shape, error and verdict."""
@@ -264,7 +267,7 @@ def _compare_row(layer: str, module: str, out: Any, ref: np.ndarray, tol: float,
         return Row(layer, module, shape, err, "pass", f"(PyTorch in {kind}: {own:.2e})")
     rounding = own is not None and own > FLOOR_CAPS[kind] * tol
     note = "" if own is None else f"(PyTorch in {kind}: {own:.2e}" + (
-        ": this row cannot tell a mistake from rounding)" if rounding else ")")
+        f": {ROUNDING_NOTE})" if rounding else ")")
     why = (f"{kind} rounding alone moves the model's own output that much there (random weights amplify it; tied "
            "scores ahead of a top-k swap)") if rounding else ""
     peak = float(np.abs(ref).max()) if half and ref.size else 0.0
