@@ -77,8 +77,12 @@ def load_block_module(ref: str, source: str, base: Path | None = None,
         raise error(f"{source}: {what}: {e}") from e
     except BaseException as e:  # noqa: BLE001  anything the researcher's module raises while it is imported
         _forget_blocks(before)
-        if isinstance(e, (KeyboardInterrupt, SystemExit)):
+        if isinstance(e, KeyboardInterrupt):  # Ctrl-C, SIGTERM: an interrupt, not the module's fault
             raise
+        if isinstance(e, SystemExit):  # sys.exit(), exit() or `raise SystemExit` at its top level
+            code = "" if e.code is None else repr(e.code)
+            raise error(f"{source}: cannot import {what}: it called sys.exit({code}){raised_at(e)} while imported: a "
+                        "block module must not exit (keep script code under `if __name__ == '__main__':`)") from e
         missing = isinstance(e, ModuleNotFoundError) and bool(e.name) and ref.startswith(e.name)  # not its imports'
         named = base / ref if base is not None else Path(ref)  # r18.wts, a folder: a path given as a module name
         if missing and not is_path(ref) and named.exists():

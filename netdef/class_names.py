@@ -15,9 +15,9 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import NetdefError, OptionError
+from .errors import NetdefError, OptionError, SpecError
 from .fileio import (HEAD_BYTES, JSON_FILE, atomic_write, describe_head, json_kind, not_a_file, printable,
-                     read_head, recognised)
+                     read_head, recognised, side_file)
 
 NAMES_SUFFIX = ".names.json"
 NAMES_FORMAT = 1
@@ -26,8 +26,9 @@ NAMES_FILE = json_kind("a netdef class names file",
 
 
 def names_sidecar(wts: str | os.PathLike) -> Path:
-    """The class names file of a .wts: `weights/y.wts` -> `weights/y.wts.names.json`."""
-    return Path(os.fspath(wts) + NAMES_SUFFIX)
+    """The class names file of a .wts: `weights/y.wts` -> `weights/y.wts.names.json` (a name too long for the file
+    system: no such file, `fileio.SideFile`)."""
+    return side_file(wts, NAMES_SUFFIX)
 
 
 def model_names(model: Any) -> list[str] | None:
@@ -99,7 +100,7 @@ def names_written_for(wts: str | os.PathLike) -> str | None:
 
     path = names_sidecar(wts)
     try:
-        doc = json.loads(path.read_bytes()) if path.is_file() else None  # a name too long for the file system: none
+        doc = json.loads(path.read_bytes()) if path.is_file() else None
     except (ValueError, OSError):
         return None
     if not NAMES_FILE.holds(doc) or not isinstance(sha := doc["weights_sha256"], str):  # type: ignore[misc]
@@ -139,6 +140,7 @@ def load_names(path: str | os.PathLike) -> list[str]:
     except yaml.YAMLError:
         doc = None
     if isinstance(doc, (dict, list)):
+        _refuse_duplicate_keys(text, path)
         return _document_names(doc, path)
     names = [ln.strip() for ln in text.splitlines()]
     while names and not names[-1]:
@@ -151,6 +153,19 @@ def load_names(path: str | os.PathLike) -> list[str]:
         raise NetdefError(f"class names {path}: line {blank + 1} is blank, before the name on line {after + 1}: "
                           "every class needs a name on its own line (a blank one would shift the labels after it)")
     return names
+
+
+def _refuse_duplicate_keys(text: str, path: str | os.PathLike) -> None:
+    """A NetdefError naming `path` and the line where a key of the YAML or JSON `text` is given twice in one mapping
+    (`names:` twice: a loader keeps the last silently), as an architecture YAML's is refused."""
+    import yaml
+
+    from .spec import check_yaml_tree  # here: importing the architectures takes a moment
+
+    try:
+        check_yaml_tree(f"class names {path}", yaml.compose(text, Loader=yaml.SafeLoader))
+    except SpecError as e:
+        raise NetdefError(str(e)) from None
 
 
 def _document_names(doc: dict | list, path: str | os.PathLike) -> list[str]:

@@ -99,7 +99,8 @@ def define_network(spec: Spec | str | Path, weights: Weights, opts: BuildOptions
         if sibling is not None:
             more = f"\nThese weights fit {sibling}: build that architecture"
         else:
-            more = "" if e.another_layout else _custom_scale_hint(spec, tensors, opts)
+            more = "" if e.another_layout else (_input_channels_hint(spec, tensors, e)
+                                                 or _custom_scale_hint(spec, tensors, opts, net, e))
         raise e.with_hint(more) from None
     for key, why in net.supplied.items():
         log(f"[netdef] note: {key} is not in {source}; built with {why}")
@@ -143,14 +144,42 @@ class _Loaded(dict):
     they are."""
 
 
-def _custom_scale_hint(spec: Spec, tensors: Mapping[str, np.ndarray], opts: BuildOptions) -> str:
+def _input_channels_hint(spec: Spec, tensors: Mapping[str, np.ndarray], e: WeightKeyError) -> str:
+    """A convolution weight of the network's input channels (its first) sized for another count of them (a 1-channel
+    model): how to build one of that input; '' otherwise."""
+    expected = re.search(r"expects shape \((\d+), (\d+), (\d+), (\d+)\)", e.message)
+    channels = spec.input_shape[0] if spec.input_shape else None
+    if e.key not in tensors or expected is None or int(expected[2]) != channels:
+        return ""
+    outputs = int(expected[1])
+    base = e.key.removesuffix(".weight")
+    counts = [tensors[k].size for k in (f"{base}.bias", f"{base.rsplit('.', 1)[0]}.bn.weight") if k in tensors]
+    if not counts or any(n != outputs for n in counts):  # another width, not another input (or nothing to tell)
+        return ""
+    have, rest = divmod(tensors[e.key].size, outputs * int(expected[3]) * int(expected[4]))
+    if rest or have in (0, channels):
+        return ""
+    where = f"a copy of {spec.path.name}" if spec.path else f"a YAML of {spec.source}'s text"
+    return (f"\nThe weights' {e.key} takes {have} input channel(s), {spec.name}'s input {channels}: build {where} "
+            f"with `input: {{name: {spec.input_name}, shape: {[have, *spec.input_shape[1:]]}}}`")
+
+
+def _custom_scale_hint(spec: Spec, tensors: Mapping[str, np.ndarray], opts: BuildOptions, net: Any,
+                       e: WeightKeyError) -> str:
     """For a scaled family member whose weights no scale fits but whose keys are the family's (`model.*`): how a
     custom depth and width (tensorrtx's `c gd gw`) is built; '' otherwise (weights `spec` itself takes without
-    the --set values given: one of those disagrees with them, `--set nc=80` for 3 classes, say)."""
+    the --set values given: one of those disagrees with them, `--set nc=80` for 3 classes, say; keys missing or
+    unused only in part of a module, which no other depth explains: a running_var lost, say)."""
     if spec.scale is None or not tensors or sum(k.startswith("model.") for k in tensors) * 2 < len(tensors):
         return ""
     if opts.params and _fits(spec, tensors, opts.precision, {}):
         return ""
+    if e.key is None:  # keys missing or unused: another depth adds or drops whole modules
+        missing, unused = net.key_report()
+        whole = [k for k in missing if not any(t.startswith(k.rsplit(".", 1)[0] + ".") for t in tensors)]
+        whole += [k for k in unused if not any(u.startswith(k.rsplit(".", 1)[0] + ".") for u in net.used)]
+        if not whole:
+            return ""
     family = f"copy {spec.path.name}" if spec.path else f"write {spec.source}'s text"
     return (f"\nIf the weights are of a custom depth and width (tensorrtx's `c gd gw`, say): {family} "
             "with `depth_multiple: gd` and `width_multiple: gw` in place of its `scales:` map and build that file")

@@ -19,7 +19,8 @@ from typing import Any
 from . import yolov5_code
 from .class_names import NAMES_FILE, index_names, model_names, names_document, names_sidecar, names_written_for, shown
 from .errors import NetdefError, OptionError, raised_at
-from .fileio import CHECKPOINT_STARTS, check_output, describe_head, not_a_file, output_name, read_head, recognised
+from .fileio import (CHECKPOINT_STARTS, WTS_TEXT, check_output, describe_head, not_a_file, output_name, read_head,
+                     recognised)
 from .wts import WTS_FILE, write_wts
 
 CHECKPOINT_KEYS = ("ema", "model", "state_dict", "model_state_dict")
@@ -182,7 +183,7 @@ def check_checkpoint(path: str | os.PathLike, *, records: bool = True) -> bytes:
     head = read_head(path)
     what = recognised(head)
     if what and not head.startswith(CHECKPOINT_STARTS):  # torch.save writes a zip file or a pickle: never unpickled
-        hint = ": it holds weights already; give it to `netdef build ARCH -w FILE`" if what == "a .wts weights file" \
+        hint = ": it holds weights already; give it to `netdef build ARCH -w FILE`" if what == WTS_TEXT \
             else ": give the .pt/.pth file torch.save wrote"
         raise NetdefError(f"cannot read checkpoint {path} ({path.name} looks like {what}){hint}")
     if records and head.startswith(CHECKPOINT_STARTS[0]):
@@ -481,7 +482,8 @@ def export_wts(source: str | Path | Any, output: str | Path, *, state_dict: str 
     if names is None:
         _note_unread_names(obj, log)
     if names and unnameable is not None:
-        raise OptionError(f"the class names file {sidecar}: {unnameable.strerror}; the model carries {len(names)} "
+        why = getattr(unnameable, "reason", unnameable.strerror)  # NameTooLong's says the limit
+        raise OptionError(f"the class names file {sidecar}: {why}; the model carries {len(names)} "
                           f"class names, written to OUTPUT.names.json: give a shorter -o")
     if progress:
         log(f"[netdef] writing {output}: {len(sd)} tensors ...")
@@ -508,6 +510,14 @@ def export_wts(source: str | Path | Any, output: str | Path, *, state_dict: str 
         fits = fitting_architectures(sd)
         if len(fits) == 1:
             log(f"[netdef] these weights fit netdef's {fits[0]}: build it with `{build_command(fits[0], output)}`")
+        firsts = {k.split(".", 1)[0] for k in sd}
+        if not fits and len(firsts) == 1 and all("." in k for k in sd):  # DataParallel's module., Lightning's model.
+            prefix = f"{firsts.pop()}."
+            fits = fitting_architectures({k[len(prefix):]: v for k, v in sd.items()})
+            if len(fits) == 1:
+                log(f"[netdef] these weights, without the prefix {prefix} of every key, fit netdef's {fits[0]}: "
+                    f"export them with --strip-prefix {prefix}, then build it with "
+                    f"`{build_command(fits[0], output)}`")
     return sd
 
 

@@ -211,6 +211,33 @@ def _temp_head(path: Path, limit: int | None = None) -> str:
     return f".{path.name[:40]}-{hashlib.sha256(os.fsencode(path.name)).hexdigest()[:16]}.{TMP_TAG}"
 
 
+def _absent_if_too_long(probe: Callable[..., bool]) -> Callable[..., bool]:
+    """`probe` (Path.exists, Path.is_file) answering False where the name is too long for the file system."""
+    def check(self: Path, *args: Any, **kwargs: Any) -> bool:
+        try:
+            return probe(self, *args, **kwargs)
+        except OSError as e:
+            if e.errno != errno.ENAMETOOLONG:
+                raise
+            return False
+
+    return check
+
+
+class SideFile(type(Path())):  # type: ignore[misc]  (PosixPath or WindowsPath: Path itself is not subclassed)
+    """The path of a file named after another (`W.wts.names.json`, `P.plan.json`): where that name is too long for
+    its file system there is no such file, and `exists`/`is_file` say so instead of raising ENAMETOOLONG (writing
+    one is refused by `check_name`, naming the limit)."""
+
+    exists = _absent_if_too_long(Path.exists)
+    is_file = _absent_if_too_long(Path.is_file)
+
+
+def side_file(path: str | os.PathLike, suffix: str) -> SideFile:
+    """The file named after `path` plus `suffix` (`side_file("y.wts", ".names.json")`: y.wts.names.json)."""
+    return SideFile(os.fspath(path) + suffix)
+
+
 def _try_lock(f: BinaryIO) -> bool:
     """Lock `f` exclusively without waiting; False where another holds it or the file system has no locks."""
     if fcntl is None:
@@ -362,7 +389,7 @@ def check_output(path: str | os.PathLike, *, inputs: Iterable[str | os.PathLike 
         raise OptionError(f"{what} {raw} ends with '/', a folder's name: give a file name (e.g. "
                           f"{Path(raw) / (name or 'out')})")
     path = Path(path)
-    check_name(path)  # an OSError too (an export's names file too long is an error only for a model with names)
+    head = check_name(path)  # an OSError too (an export's names file too long is an error only for a model with names)
     for inp in inputs:
         if inp is not None and not isinstance(inp, (dict, list)) and _same_file(path, Path(inp)):
             raise OptionError(f"{what} {path} is also an input of this command ({inp}): writing it would destroy "
@@ -381,11 +408,34 @@ def check_output(path: str | os.PathLike, *, inputs: Iterable[str | os.PathLike 
         if _read_only(parent):
             raise OptionError(f"{what} {path}: {parent} is on a read-only file system: give a path on a writable one")
         raise OptionError(f"{what} {path}: no permission to write in {parent}")
+    _check_creatable(parent, head, f"{what} {path}")
     if kind is not None and path.exists():
         _check_kind(path, kind, what)
     if kind is not None and kind.suffixes:
         _check_suffix(path, what, kind.suffixes)
     return path
+
+
+_CREATABLE: set[str] = set()  # folders a probe file was created in, by this process: not probed again
+
+
+def _check_creatable(folder: Path, head: str, what: str) -> None:
+    """OptionError naming `what` where a file cannot be created in `folder` (/proc, /sys: permissions allow it, the
+    file system does not), told by creating and removing an empty temporary file (named from `head`) there, once per
+    folder (detect checks an output per image)."""
+    from .errors import OptionError
+
+    if os.fspath(folder) in _CREATABLE:
+        return
+    try:
+        with interrupts.deferred():  # a signal waits: no probe is left behind
+            probe = folder / f"{head}{os.urandom(4).hex()}.tmp"  # as a temporary file of the output is named
+            os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            os.unlink(probe)
+        _CREATABLE.add(os.fspath(folder))
+    except OSError as e:
+        raise OptionError(f"{what}: no file can be created in {folder} ({e.strerror}): give a path in a folder you "
+                          "can write") from None
 
 
 def output_name(named_after: str | os.PathLike, suffix: str) -> str:
@@ -431,6 +481,7 @@ _KNOWN_STARTS = ((CHECKPOINT_STARTS[0], "a zip file (a PyTorch checkpoint?)"),
                  (b"\x28\xb5\x2f\xfd", "a zstd-compressed file (decompress it first)"))
 # then a plan of each flavour trt_api.PLAN_MAGICS knows
 UTF8_BOM = b"\xef\xbb\xbf"  # an editor's UTF-8 byte-order mark: no content
+WTS_TEXT = "a .wts weights file"  # what `recognised` calls a .wts
 _WTS_START = re.compile(rb"(?:\xef\xbb\xbf)?\s*\d+\r?\n\s*\S+[ \t]+\d+")
 # TensorRT's calibration cache (tensorrtx's int8calib.table): "TRT-8601-EntropyCalibration2" on line 1
 _CALIBRATION_CACHE_START = re.compile(rb"TRT-\d+-\w*Calibration")
@@ -458,7 +509,7 @@ def recognised(head: bytes) -> str | None:
     if what is None and _CALIBRATION_CACHE_START.match(head):
         what = CALIBRATION_CACHE
     if what is None and _WTS_START.match(head):
-        what = "a .wts weights file"
+        what = WTS_TEXT
     if what is None and head and JSON_FILE.test(head):
         what = "a JSON file"
     return what

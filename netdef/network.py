@@ -464,8 +464,16 @@ class Network:
             t = self.layer("identity", f"{name}/identity", t).get_output(0)
         if self.strongly_typed and t.dtype == self.trt.float16:
             t = self.cast(t, np.float32, f"{name}/cast")
+        raw = self.definition.raw
+        if t.name != name:  # a name another tensor has: TensorRT would log an error and keep the output's own name
+            taken = [f"the network input '{name}'" for i in range(raw.num_inputs) if raw.get_input(i).name == name]
+            taken += [f"the output of layer '{layer.name}'" for layer in map(raw.get_layer, range(raw.num_layers))
+                      for k in range(layer.num_outputs) if layer.get_output(k).name == name]
+            if taken:
+                raise SpecError(f"output name '{name}' is taken by {taken[0]} (netdef names a layer's output after the "
+                                "layer): name the output otherwise")
         t.name = name
-        self.definition.raw.mark_output(t)
+        raw.mark_output(t)
         return t
 
     def cast(self, t: Any, dtype: Any, name: str) -> Any:

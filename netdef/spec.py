@@ -42,8 +42,7 @@ from typing import Any
 
 import yaml
 
-from . import blocks as _builtin_blocks  # noqa: F401  (registers the built-in blocks)
-from .blocks.common import _key
+from .blocks.common import _key  # importing netdef.blocks (its __init__) registers the built-in blocks too
 from .block_modules import HOW_TO_LOAD, load_block_module, load_installed_blocks
 from .errors import BlockError, NetdefError, OptionError, SpecError, WeightKeyError, raised_at
 from .fileio import read_head, recognised, special_kind
@@ -59,6 +58,8 @@ RESERVED = {"name", "description", "source", "input", "output", "layers", "backb
 TORCH_ACTIVATIONS = {"ReLU": "relu", "SiLU": "silu", "LeakyReLU": "leaky", "Hardswish": "hardswish",
                      "Hardsigmoid": "hardsigmoid", "Sigmoid": "sigmoid", "Tanh": "tanh", "ReLU6": "relu6",
                      "GELU": "gelu", "Identity": "none"}
+MAX_DIM = 2**31 - 1  # an input dimension (int32): past int64, TensorRT's add_input raised a TypeError
+MAX_YAML_VALUES = 100_000  # values of a YAML with its aliases expanded (netdef's own have under 400)
 MAX_REPEATS = 1000  # a row's `number`: a typo's 99999999 would define blocks until memory runs out
 HEAD_KEYS = ("reg_max", "end2end")  # top-level keys of Ultralytics' YAMLs passed to the rows whose block takes them
 ROW_OPTIONS = {"scale": "false keeps the row's number and channel arguments as written (no depth/width scaling)"}
@@ -94,6 +95,7 @@ class Spec:
     params: dict[str, Any] = field(default_factory=dict)
     scale: str | None = None  # the `scales:` entry chosen by the name (yolov5s -> s)
     preset: dict[str, Any] = field(default_factory=dict)  # `set:` build parameters the YAML gives (--set wins)
+    output_line: int = 1  # the line of `output:` (errors marking the outputs name it)
 
     @property
     def sha256(self) -> str:
@@ -370,7 +372,7 @@ def _spec(text: str, path: Path | None, where: str, stem: str, base: Path, scale
     (the YAML's `name:` wins unless `named`), `blocks:` paths are relative to `base`."""
     try:
         root, data = _parsed(text)
-        _refuse_duplicate_keys(where, root)
+        check_yaml_tree(where, root)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f":{mark.line + 1}" if mark else ""
@@ -406,13 +408,24 @@ def _spec(text: str, path: Path | None, where: str, stem: str, base: Path, scale
     if not isinstance(inp, dict) or not isinstance(inp.get("shape"), list) or len(inp["shape"]) < 1 \
             or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in inp["shape"]):
         raise fail("input", "expected {name: ..., shape: [C, H, W]} with positive integers")
+    if max(inp["shape"]) > MAX_DIM:  # TensorRT's add_input takes no such number (a TypeError traceback)
+        raise fail("input", f"shape {inp['shape']}: dimensions must be positive integers that fit int32 (at most "
+                            f"{MAX_DIM}): a typo?")
     if set(inp) - {"name", "shape"}:  # a dtype or a batch netdef would not use: the input is float32, its batch dynamic
         raise fail("input", f"unknown key(s) {sorted(set(inp) - {'name', 'shape'})}: netdef reads name and shape "
                             "(the input is float32 with a dynamic batch: `BuildOptions(batch=...)`, --batch)")
+    in_name = inp.get("name", "input")
+    if isinstance(in_name, bool) or not isinstance(in_name, (str, int)) or not str(in_name).strip():
+        raise fail("input", f"'name': expected the input tensor's name (a non-empty string), got {in_name!r}")
     out = data.get("output", "output")
     out_names = [out] if isinstance(out, str) else out
-    if not isinstance(out_names, list) or not out_names or not all(isinstance(n, str) and n for n in out_names):
+    if not isinstance(out_names, list) or not out_names or not all(isinstance(n, str) and n.strip()
+                                                                   for n in out_names):
         raise fail("output", f"expected an output name or a list of names, got {out!r}")
+    clash = next((n for i, n in enumerate(out_names) if n == str(in_name) or n in out_names[:i]), None)
+    if clash is not None:  # TensorRT would log an error renaming the tensor and keep another name for the output
+        what = "the input's name" if clash == str(in_name) else "the name of another output"
+        raise fail("output", f"'{clash}' is {what}: each input and output tensor needs a name of its own")
 
     row_nodes = []
     for section in ("layers", "backbone", "head"):
@@ -451,8 +464,8 @@ def _spec(text: str, path: Path | None, where: str, stem: str, base: Path, scale
         raise fail("set", "expected a mapping of build parameters, e.g. {bn_eps: 1.0e-5}, as --set KEY=VALUE gives them")
     if "activation" in data and "default_act" not in preset:
         preset = {**preset, "default_act": torch_activation(data["activation"], fail)}
-    spec = Spec(path, text, name, str(inp.get("name", "input")), tuple(inp["shape"]), out_names,
-                params=params, scale=scale, preset=dict(preset))
+    spec = Spec(path, text, name, str(in_name), tuple(inp["shape"]), out_names,
+                params=params, scale=scale, preset=dict(preset), output_line=key_lines.get("output", 1))
     key_prefix = str(data.get("key_prefix", "model"))
     width = (gw, max_ch, unscaled_channels(params))
     used: set[str] = set()
@@ -481,20 +494,45 @@ def _parse_once(text: str) -> tuple[Any, Any]:
     return yaml.compose(text, Loader=yaml.SafeLoader), yaml.safe_load(text)
 
 
+def check_yaml_tree(where: str, root: Any) -> None:
+    """Refuse a key given twice in one mapping (YAML loaders keep the last one silently), an alias inside its own
+    anchor, and aliases that expand to more than MAX_YAML_VALUES values (nested anchors, a 'billion laughs'). Each
+    node is walked once: an alias is its anchor's node, shared."""
+    sizes: dict[int, int | None] = {}  # id(node) -> its size with aliases expanded; None while it is being counted
+
+    def size(node: Any) -> int:
+        line = node.start_mark.line + 1
+        if id(node) in sizes:
+            if sizes[id(node)] is None:
+                raise SpecError(f"{where}:{line}: not valid YAML for an architecture: an alias refers to itself")
+            return sizes[id(node)] or 0
+        sizes[id(node)] = None
+        children = [] if isinstance(node, yaml.ScalarNode) else node.value
+        if isinstance(node, yaml.MappingNode):
+            _refuse_duplicate_keys(where, node)
+            children = [n for pair in children for n in pair]
+        total = 1 + sum(map(size, children))
+        if total > MAX_YAML_VALUES:
+            raise SpecError(f"{where}:{line}: its aliases expand to more than {MAX_YAML_VALUES} values (anchors "
+                            "aliased in aliases of one another), far more than an architecture has: write the values "
+                            "out or alias less")
+        sizes[id(node)] = total
+        return total
+
+    if root is not None:  # an empty text: no tree
+        size(root)
+
+
 def _refuse_duplicate_keys(where: str, node: Any) -> None:
-    """A key given twice in one mapping is an error (YAML loaders keep the last one silently)."""
-    if isinstance(node, yaml.MappingNode):
-        seen: dict[tuple[str, str], int] = {}
-        for k, _ in node.value:
-            if isinstance(k, yaml.ScalarNode):
-                key = (k.tag, k.value)  # 1 and '1' are different keys
-                if key in seen:
-                    raise SpecError(f"{where}:{k.start_mark.line + 1}: '{k.value}' is given twice in one mapping "
-                                    f"(first on line {seen[key]}): keep one")
-                seen[key] = k.start_mark.line + 1
-    for child in node.value if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)) else ():
-        for n in child if isinstance(child, tuple) else (child,):
-            _refuse_duplicate_keys(where, n)
+    """A key given twice in the mapping `node` is an error (YAML loaders keep the last one silently)."""
+    seen: dict[tuple[str, str], int] = {}
+    for k, _ in node.value:
+        if isinstance(k, yaml.ScalarNode):
+            key = (k.tag, k.value)  # 1 and '1' are different keys
+            if key in seen:
+                raise SpecError(f"{where}:{k.start_mark.line + 1}: '{k.value}' is given twice in one mapping "
+                                f"(first on line {seen[key]}): keep one")
+            seen[key] = k.start_mark.line + 1
 
 
 def _load_yaml_blocks(where: str, base: Path, data: dict, root: Any, fail: Callable[[str, str], SpecError]) -> None:
@@ -557,19 +595,33 @@ def _multiples(data: dict, scale: str | None, fail: Any, path: Path | None,
             raise fail("scales", f"this architecture is a family: name one of its scales ({', '.join(names)}), e.g. "
                                  f"parse_spec(text, {names[0]!r})")
         scaled = path.with_name(_scaled_names(stem, list(scales)[:1])[0] + path.suffix)
-        if scaled == path:  # no digits in the file name to put a scale after (custom.yaml): its `scale:` picks one
-            first = next(iter(scales))
-            raise fail("scales", f"this file is a family and its name ({path.name}) carries no scale: add `scale: "
-                                 f"{first}` (one of {', '.join(map(str, scales))}) to it; Ultralytics takes the first "
-                                 f"of its `scales:`, {first}, for a file named without one")
         own = scaled.parent.resolve() == _arch_dirs(own=True)[0].resolve()  # not to be written into: a copy
-        raise fail("scales", f"this file is a family: build one of its scales by name ({', '.join(names)}) or by a "
-                             f"path with the scale in the file name "
-                             f"({f'a copy named {scaled.name}' if own else scaled} for {path.name})")
+        other = _built_by(names[0]) if scaled != path else None  # what the name of its first scale builds
+        if own or other is not None and other.resolve() == path.resolve():  # its scales' names build this file
+            raise fail("scales", f"this file is a family: build one of its scales by name ({', '.join(names)}) or by "
+                                 f"a path with the scale in the file name "
+                                 f"({f'a copy named {scaled.name}' if own else scaled} for {path.name})")
+        first = next(iter(scales))  # a copy (of yolov8.yaml, say), built by its path: its `scale:` or its name
+        add = (f"this file is a family and its name ({path.name}) carries no scale: add `scale: {first}` (one of "
+               f"{', '.join(map(str, scales))}) to it")
+        if scaled == path:  # no digits in the file name to put a scale after (custom.yaml)
+            raise fail("scales", f"{add}; Ultralytics takes the first of its `scales:`, {first}, for a file named "
+                                 "without one")
+        raise fail("scales", f"{add}, or name the file with the scale ({scaled.name}: the path {scaled} builds this "
+                             f"file at scale {first} without a copy)" + (f"; the name {names[0]} builds {other}, not "
+                                                                         "this file" if other else ""))
     if scale not in scales:
         raise fail("scales", f"no scale '{scale}' (this family has {', '.join(map(str, scales))})")
     entry = scales[scale]
     return float(entry[0]), float(entry[1]), (int(entry[2]) if len(entry) == 3 else None)
+
+
+def _built_by(name: str) -> Path | None:
+    """The YAML file architecture `name` resolves to, None where it names none."""
+    try:
+        return resolve_arch(name)[0]
+    except NetdefError:
+        return None
 
 
 def unknown_blocks(raw_rows: list[Any]) -> dict[str, list[int]]:
@@ -674,6 +726,14 @@ def _parse_row(where: str, i: int, line: int, raw: Any, params: dict, gd: float,
             kw[key] = _substitute(key, params, used)
             named[key] = key
 
+    for arg, box, at in _channel_slots(blk, pos, kw):  # a count < 1 or a boolean failed later as a weight's shape
+        value = box[at]
+        if value is None and blk.signature.parameters[arg].default is None:
+            continue  # a block's own `c2=None` (its input's channels, say)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            given = f"{named[at]} = {value!r}" if at in named else repr(value)
+            raise fail(f"{name}'s channel argument '{arg}' must be a positive integer, got {given}"
+                       + (" (YAML reads yes/no/on/off as booleans)" if isinstance(value, bool) else ""))
     if number > 1 and scaled:
         number = max(round(number * gd), 1)
     n = number
@@ -705,15 +765,25 @@ def _param_index(blk: Block, arg: str) -> int:
     return names.index(arg) if arg in names else -1
 
 
+def _channel_slots(blk: Block, pos: list, kw: dict,
+                   args: tuple[str, ...] | None = None) -> Iterator[tuple[str, list | dict, int | str]]:
+    """(argument, `pos` or `kw`, its index or key) of each channel argument a row gives: `args`, by default the
+    block's width_args and its `c2` (netdef's name for a block's output channels, Linear's too)."""
+    c2 = ("c2",) if "c2" in blk.signature.parameters and "c2" not in blk.width_args else ()
+    names = args if args is not None else (*blk.width_args, *c2)
+    for arg in names:
+        j = _param_index(blk, arg)
+        if arg in kw:
+            yield arg, kw, arg
+        elif 0 <= j < len(pos):
+            yield arg, pos, j
+
+
 def _scale_width(blk: Block, pos: list, kw: dict, gw: float, max_ch: int | None, keep: set[int]) -> None:
     """Ultralytics' rule: c2 -> ceil(min(c2, max_channels) * width_multiple / 8) * 8, except the channel
     counts a width exemption keeps (registry.width_exemption)."""
-    for arg in blk.width_args:
-        j = _param_index(blk, arg)
-        if arg in kw:
-            kw[arg] = _make_divisible(kw[arg], gw, max_ch, keep)
-        elif 0 <= j < len(pos):
-            pos[j] = _make_divisible(pos[j], gw, max_ch, keep)
+    for _, box, at in _channel_slots(blk, pos, kw, blk.width_args):
+        box[at] = _make_divisible(box[at], gw, max_ch, keep)
 
 
 def _make_divisible(c: Any, gw: float, max_ch: int | None, keep: set[int]) -> Any:
@@ -861,17 +931,21 @@ def returns_tensors(net: Network, y: Any) -> bool:
 
 
 def _mark_outputs(spec: Spec, net: Network, last: Any) -> list[str]:
+    """Mark the last row's output(s) with the YAML's output names; errors name the file and the 'output' line."""
+    where = f"{spec.source}:{spec.output_line}"
     if isinstance(last, dict):
-        return [net.output(t, n).name for n, t in last.items()]
-    if isinstance(last, (list, tuple)):
-        if len(last) != len(spec.output_names):
-            raise SpecError(f"{spec.source}: the last row gives {len(last)} outputs but 'output' names "
-                            f"{len(spec.output_names)}: {spec.output_names}")
-        return [net.output(t, n).name for t, n in zip(last, spec.output_names)]
-    if len(spec.output_names) != 1:
-        raise SpecError(f"{spec.source}: the last row gives one output but 'output' names {len(spec.output_names)}: "
-                        f"{spec.output_names}")
-    return [net.output(last, spec.output_names[0]).name]
+        named = list(last.items())
+    else:
+        many = isinstance(last, (list, tuple))
+        tensors = list(last) if many else [last]
+        if len(tensors) != len(spec.output_names):
+            raise SpecError(f"{where}: the last row gives {f'{len(tensors)} outputs' if many else 'one output'} but "
+                            f"'output' names {len(spec.output_names)}: {spec.output_names}")
+        named = list(zip(spec.output_names, tensors))
+    try:
+        return [net.output(t, n).name for n, t in named]
+    except SpecError as e:
+        raise e.at(f"{where}: 'output'") from None
 
 
 def block_help(name: str, described: dict[str, str] | None = None) -> str:

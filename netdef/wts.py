@@ -143,8 +143,8 @@ def _scan(path: str, data: bytes | mmap.mmap, bar=None) -> Iterator[tuple[int, s
         pe = end
         while pe > m.end() and data[pe - 1] in _WS:
             pe -= 1
-        if end == len(data) and pe == end:
-            _check_not_cut(path, data, m.end(), pe, int(count_b), lineno, name)
+        if _ONLY_WS.match(data, end).end() == len(data) and (end == len(data) or i < declared - 1):
+            _check_not_cut(path, data, m.end(), pe, int(count_b), lineno, name, (i + 1, declared))
         yield lineno, name, int(count_b), m.end(), pe
         if bar is not None:
             bar.update(end + 1 - pos)
@@ -161,12 +161,20 @@ def _scan(path: str, data: bytes | mmap.mmap, bar=None) -> Iterator[tuple[int, s
                              line=extra, key=key)
 
 
-def _check_not_cut(path: str, data: bytes | mmap.mmap, ps: int, pe: int, count: int, line: int, key: str) -> None:
-    """The file's last line ends without a newline or trailing blank. Where it holds its `count` values, every
-    other one with 8 digits and single spaces but the last with fewer and not all zeros (an unpadded writer's
-    0.0 is '0'), the file was cut inside that value. A wrong count is left to the count check. Only lengths
-    and a strided view are looked at: no copy of a large last tensor."""
-    if count < 2:
+def _check_not_cut(path: str, data: bytes | mmap.mmap, ps: int, pe: int, count: int, line: int, key: str,
+                   tensor: tuple[int, int]) -> None:
+    """The file ends in this line, tensor `tensor` = (number, of the declared), without a newline, or with tensors
+    declared after it. A line of fewer than its `count` values was cut short (more are left to the count check).
+    Where it holds them, it ends without a newline or trailing blank, and every value but the last has 8 digits and
+    single spaces, the last fewer and not all zeros (an unpadded writer's 0.0 is '0'), the file was cut inside that
+    value; only lengths and a strided view are looked at there."""
+    solid = np.frombuffer(data[ps:pe].translate(_CLASS), np.uint8) != 1  # the payload's bytes outside separators
+    found = int(np.count_nonzero(solid[1:] & ~solid[:-1])) + bool(solid.size)
+    if found < count:
+        raise WtsFormatError(path, f"truncated: declares {count} values, found {found} before the file ends (tensor "
+                             f"{tensor[0]} of the {tensor[1]} declared on line 1): a copy cut short; write or copy it "
+                             "again", line=line, key=key)
+    if count < 2 or pe != len(data):
         return
     last = pe - ps - 9 * (count - 1)  # the last value's digits, if the others have 8 and single spaces
     if not 0 < last < 8 or data[pe - last - 1] != 32:

@@ -306,6 +306,25 @@ def test_a_module_that_fails_names_its_line_and_leaves_no_blocks(tiny):
         block_modules.load_block_module(str(tiny / "syntax.py"), "--blocks syntax.py")
 
 
+@pytest.mark.parametrize("exits, shown", [("raise SystemExit(3)", "sys.exit(3)"),
+                                          ("sys.exit('bye')", "sys.exit('bye')"), ("sys.exit()", "sys.exit()")])
+def test_a_block_module_that_exits_is_an_error_naming_it(tiny, capsys, exits, shown):
+    """`raise SystemExit(3)` at a block module's top level ended netdef with exit 3 and no word (`sys.exit('bye')`:
+    'bye' alone); now it is netdef's one-line error naming the module, who asked for it and the line, exit 1, and
+    the blocks it registered first are gone. Ctrl-C stays an interrupt."""
+    module = tiny / "exit_blocks.py"
+    module.write_text(BLOCK_SOURCE.format(name="Exits") + f"\nimport sys\n{exits}\n")
+    line = len(module.read_text().splitlines())
+    assert main(build_args(tiny, "--blocks", str(module))) == 1
+    assert capsys.readouterr().err == (f"netdef build: error: --blocks {module}: cannot import block file {module}: "
+                                       f"it called {shown} at {module}:{line} while imported: a block module must "
+                                       "not exit (keep script code under `if __name__ == '__main__':`)\n")
+    assert "Exits" not in registry.BLOCKS and not (tiny / "tiny.engine").exists()
+    (tiny / "ctrl_c.py").write_text("raise KeyboardInterrupt\n")
+    with pytest.raises(KeyboardInterrupt):
+        block_modules.load_block_module(str(tiny / "ctrl_c.py"), "--blocks ctrl_c.py")
+
+
 def test_a_block_name_registered_by_two_modules_is_an_error(tiny, capsys):
     (tiny / "rival_blocks.py").write_text(BLOCK_SOURCE.format(name="TinyConvRelu"))
     assert main(build_args(tiny, "--blocks", str(tiny / "tiny_blocks.py"), "--blocks",

@@ -278,6 +278,16 @@ def test_classify_engine_header_records_the_task(tmp_path, capsys):
         ["  model  classify, 1000 classes, head probs"]
 
 
+def test_info_names_an_end_to_end_heads_top_k():
+    """YOLO26's end-to-end head keeps the default head=decode: info says what it computes."""
+    from netdef.cli.info import model_lines
+
+    assert model_lines({"model": {"task": "end2end", "nc": 4, "head": "decode"}}) == \
+        ["  model  end2end, 4 classes, head decode (top-k, no NMS)"]
+    assert model_lines({"model": {"task": "detect", "nc": 1, "head": "decode"}}) == \
+        ["  model  detect, 1 class, head decode"]
+
+
 # ---------------------------------------------------------------- on the GPU
 
 @pytest.mark.gpu

@@ -232,6 +232,21 @@ BUILD = ["build", "yolo11n", "-w", "y.wts", "-o", "y.engine"]
     ([*BUILD, "nc=3"], "build has no nc=3: netdef's option is --set nc=N"),
     ([*BUILD, "--dynamic"], "build has no --dynamic: netdef's option is --batch MIN:OPT:MAX"),
     (["run", "y.engine", "--batch-size", "4"], "run has no --batch-size: netdef's option is --batch"),
+    ([*BUILD, "--nms"], "build has no --nms: netdef's option is --set head=plugin"),
+    ([*BUILD, "--format", "engine"], "build has no --format: it always writes a TensorRT engine; `netdef "
+                                     "export-plan` then writes the bare plan"),
+    ([*BUILD, "format=engine"], "build has no format=engine: it always writes a TensorRT engine"),
+    # export writes weights only: the build step's option
+    (["export", "y.pt", "-o", "y.wts", "--imgsz", "320"], "export has no --imgsz: it writes weights only; give "
+                                                          "--input-shape 320x320 to `netdef build`"),
+    (["export", "y.pt", "-o", "y.wts", "imgsz=300"], "export has no imgsz=300: it writes weights only; give "
+                                                     "--input-shape 320x320 (Ultralytics rounds 300 up to 320"),
+    (["export", "y.pt", "-o", "y.wts", "--half"], "export has no --half: it writes weights only; give --precision "
+                                                  "fp16 to `netdef build`"),
+    (["export", "y.pt", "-o", "y.wts", "--dynamic"], "export has no --dynamic: it writes weights only; give --batch "
+                                                     "MIN:OPT:MAX"),
+    (["export", "y.pt", "-o", "y.wts", "format=engine"], "export has no format=engine: it writes .wts weights only; "
+                                                         "`netdef build ARCH -w WEIGHTS.wts -o NAME.engine` makes"),
 ])
 def test_an_ultralytics_export_argument_is_answered_with_netdefs(capsys, argv: list[str], needle: str) -> None:
     """Ultralytics' export arguments, typed out of habit: the command's own option, not argparse's bare
@@ -242,7 +257,7 @@ def test_an_ultralytics_export_argument_is_answered_with_netdefs(capsys, argv: l
     assert err.startswith("netdef: error: netdef ") and needle in err, err
     for argv, left in [(["show", "yolo11n", "--half"], "--half"),
                        (["verify", "yolo11n", "-w", "y.wts", "--model", "m.py:f", "--int8"], "--int8"),
-                       (["run", "y.engine", "--dynamic"], "--dynamic")]:
+                       (["run", "y.engine", "--dynamic"], "--dynamic"), (["show", "yolo11n", "--nms"], "--nms")]:
         with pytest.raises(SystemExit):
             main(argv)
         assert f"unrecognized arguments: {left}" in capsys.readouterr().err
@@ -1643,3 +1658,95 @@ def test_number_lists_refuse_an_empty_item(text, want):
             parse_numbers(text, "--concurrency", int, what="client counts such as 1,8,64")
     else:
         assert parse_numbers(text, "--concurrency", int, what="client counts such as 1,8,64") == want
+
+
+EMPTY = "an empty value (an unset shell variable?)"
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["build", "lenet", "-w", "W", "-o", "E", "--names", ""], f"--names '': {EMPTY}: give a file, or leave --names "
+                                                               "out"),
+    (["build", "lenet", "-w", "W", "-o", "E", "--timing-cache", ""], f"--timing-cache '': {EMPTY}: give a file, or "
+                                                                     "leave --timing-cache out"),
+    (["build", "lenet", "-w", "W", "-o", "E", "--input-shape="], f"--input-shape '': {EMPTY}: give a size such as "
+                                                                 "640x640, or leave --input-shape out"),
+    (["build", "lenet", "-w", "W", "-o", ""], f"-o/--output '': {EMPTY}: give a file"),
+    (["build", "lenet", "-w", "", "-o", "E"], f"--weights/-w '': {EMPTY}: give a file"),
+    (["build", "", "-w", "W", "-o", "E"], f"the arch argument '': {EMPTY}: give an architecture's name (resnet18) or "
+                                          "its .yaml file"),
+    (["build", "lenet", "-w", "W", "-o", "E", "--blocks", ""], f"--blocks '': {EMPTY}: give a module name or a .py "
+                                                               "file, or leave --blocks out"),
+    (["export", "", "-o", "E"], f"the source argument '': {EMPTY}: give a checkpoint, torchvision:NAME or "
+                                "module:callable"),
+    (["info", ""], f"the file argument '': {EMPTY}: give a file"),
+    (["detect", "E", "", "--out", "d"], f"the images argument '': {EMPTY}: give image files or folders"),
+    (["triton", "E", "--repo", ""], f"--repo '': {EMPTY}: give a folder (. for this one)"),
+    (["serve", "E", "--preferred-batch", "8,x"], "--preferred-batch '8,x': expected batch sizes such as 16,32, opt "
+                                                 "or none"),  # raised by the option's type: was a traceback
+])
+def test_an_empty_value_is_an_error_naming_the_option(tmp_path, capsys, argv, said):
+    """`--names "$NAMES"` with NAMES unset: --names, --timing-cache and --input-shape were read as not given (the
+    build went on with the defaults), -o, -w and the architecture as '.' (`. is a directory`). Every option and
+    argument that takes a value refuses an empty one before any work, naming it; an error an option's own type
+    raises is the same one line, not a traceback."""
+    from helpers import lenet_weights
+    from netdef.wts import write_wts
+
+    write_wts(tmp_path / "l.wts", lenet_weights(0))
+    argv = [str(tmp_path / "l.wts") if a == "W" else str(tmp_path / "l.engine") if a == "E" else a for a in argv]
+    assert main(argv) == 1
+    assert capsys.readouterr().err == f"netdef {argv[0]}: error: {said}\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["l.wts"]
+
+
+def test_an_unrecognized_argument_shows_the_commands_usage(capsys):
+    """`netdef build ... --bogus` printed netdef's top-level usage (COMMAND ...), not build's options."""
+    with pytest.raises(SystemExit) as e:
+        main(["build", "lenet", "-w", "l.wts", "-o", "l.engine", "--bogus"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith("usage: netdef build [-h] --weights WEIGHTS -o OUTPUT"), err
+    assert err.endswith("netdef build: error: unrecognized arguments: --bogus\n"), err
+
+
+def test_names_files_of_too_long_a_name_are_no_files(tmp_path, capsys):
+    """A .wts or engine of a legal name so long that its side files' names (WTS.names.json, ENGINE.json) are over
+    the file system's limit: `build` failed with '[Errno 36] File name too long: ...wts.names.json', `info` with
+    '...wts.json' and a rebuild over such an engine with '....engine.json'; such a side file cannot exist, so there is
+    none. One netdef writes is refused before any work, naming it and the limit."""
+    from helpers import lenet_weights
+    from netdef.wts import write_wts
+
+    wts, engine = tmp_path / ("w" * 247 + ".wts"), tmp_path / ("e" * 245 + ".engine")  # 251, 252 bytes
+    write_wts(wts, lenet_weights(0))
+    build = ["build", "lenet", "-w", str(wts), "-o", str(engine)]
+    assert main(build) == 0 and engine.is_file()
+    assert main(build) == 0 and "is up to date" in capsys.readouterr().err  # probes engine.json
+    assert main(["info", str(wts)]) == 0 and "16 tensors" in capsys.readouterr().out  # probes wts.json
+    plan = tmp_path / ("p" * 250 + ".plan")
+    assert main(["export-plan", str(engine), "-o", str(plan)]) == 1
+    assert capsys.readouterr().err == (f"netdef export-plan: error: cannot write {plan}.json: its name is 260 bytes "
+                                       f"long, over the 255 bytes a file name may have on the file system of "
+                                       f"{tmp_path}: give a shorter name\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([wts.name, engine.name])
+
+
+def test_a_names_file_that_gives_a_key_twice_is_refused(tmp_path, capsys):
+    """A data.yaml with `names:` twice kept the last without a word; a key given twice is refused with the file and
+    line, as in an architecture YAML (JSON too)."""
+    from helpers import lenet_weights
+    from netdef.class_names import load_names
+    from netdef.wts import write_wts
+
+    data = tmp_path / "data.yaml"
+    data.write_text("path: coco\nnames:\n  0: cat\n  1: dog\nnames: [fox]\n")
+    write_wts(tmp_path / "l.wts", lenet_weights(0))
+    assert main(["build", "lenet", "-w", str(tmp_path / "l.wts"), "-o", str(tmp_path / "l.engine"), "--names",
+                 str(data)]) == 1
+    assert capsys.readouterr().err == (f"netdef build: error: class names {data}:5: 'names' is given twice in one "
+                                       "mapping (first on line 2): keep one\n")
+    assert not (tmp_path / "l.engine").exists()
+    (tmp_path / "n.json").write_text('{"names": {"0": "cat", "0": "dog"}}')
+    with pytest.raises(NetdefError, match=r"n\.json:1: '0' is given twice in one mapping \(first on line 1\)"):
+        load_names(tmp_path / "n.json")
+    data.write_text("path: coco\nnames:\n  0: cat\n  1: dog\n")
+    assert load_names(data) == ["cat", "dog"]

@@ -516,7 +516,8 @@ def test_triton_keeps_a_hand_edited_config_unless_told(engines, tmp_path):
     tuned = written + "model_warmup [{ name: \"w\" batch_size: 1 }]\n"
     config.write_text(tuned)
     with pytest.raises(OptionError, match=r"r50/config.pbtxt exists and differs from the one for this engine \(edited "
-                                          r"by hand, or another engine's settings\): --keep-config .* --replace-config"):
+                                          r"by hand, or another engine's settings\): --keep-config .* "
+                                          r"--replace-config"):
         write_repository(engines("r50"), repo, TritonOptions(name="r50", version=2))
     assert config.read_text() == tuned and not (repo / "r50" / "2").exists()
     assert main(["triton", str(engines("r50")), "--repo", str(repo), "--name", "r50", "--version", "2",
@@ -613,7 +614,7 @@ def test_engine_whose_batch_starts_above_one_is_served_without_batching(engines)
     # beyond the field types of Triton's model_config.proto: config.pbtxt would not parse
     (["--instances", "3000000000"], "--instances 3000000000: must be from 1 to 2^31-1"),
     (["--gpus", "99999999999"], "distinct GPU indices"),
-    (["--gpus="], "--gpus '': expected device indices"),
+    (["--gpus="], "--gpus '': "),  # an empty value, named
     (["--max-queue-delay-us", str(2**64)], "must be from 0 to 2^64-1"),
     (["--version", str(2**63)], "Triton model versions are numbers from 1 to 2^63-1"),
 ])
@@ -662,7 +663,8 @@ def test_run_plan_never_writes_its_output_over_an_input(tmp_path, monkeypatch):
         run_plan.main([str(plan), "--output", str(tmp_path / "missing" / "out.npz")])
     engine = tmp_path / "model.engine"  # said "model.engine is a TensorRT plan, and its Python module ... is not
     engine.write_bytes(engine_file.MAGIC + b"{}")  # installed", or with TensorRT failed to deserialize it
-    with pytest.raises(SystemExit, match=r"model\.engine is no TensorRT plan \(it starts with b'NETD'.*netdef export-plan"):
+    with pytest.raises(SystemExit, match=r"model\.engine is no TensorRT plan \(it starts with b'NETD'.*"
+                                         r"netdef export-plan"):
         run_plan.main([str(engine)])
     engine.unlink()
 
@@ -786,13 +788,14 @@ def test_a_triton_model_is_written_whole_or_not_at_all(stand_in_engine, tmp_path
     engine = stand_in_engine
     mkstemp = tempfile.mkstemp
 
-    def full_disk(*args, prefix="", **kwargs):
-        if prefix.startswith(".config.pbtxt."):
+    repo = tmp_path / "models"
+
+    def full_disk(*args, prefix="", dir=None, **kwargs):  # the write's temporary file, not a check's probe elsewhere
+        if prefix.startswith(".config.pbtxt.") and Path(dir) == repo / "m":
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return mkstemp(*args, prefix=prefix, **kwargs)
+        return mkstemp(*args, prefix=prefix, dir=dir, **kwargs)
 
     monkeypatch.setattr(tempfile, "mkstemp", full_disk)
-    repo = tmp_path / "models"
     with pytest.raises(OSError, match=r"cannot write .*config\.pbtxt: No space left on device"):
         write_repository(engine, repo, TritonOptions(name="m"))
     assert not repo.exists() or not [p for p in repo.rglob("*") if p.is_file()]
@@ -858,6 +861,58 @@ def test_triton_says_which_files_it_wrote_when_it_keeps_the_config(stand_in_engi
     out = capsys.readouterr().out
     assert config.read_text() == tuned
     assert f"wrote {repo / 'm' / '2' / 'model.plan'} (kept {config} as it was)" in out and f"wrote {config}" not in out
+
+
+@pytest.mark.parametrize("config, model, why", [
+    ('name: "m"\nplatform: "onnxruntime_onnx"\nmax_batch_size: 8\n', "1/model.onnx",
+     r'm/config\.pbtxt says platform: "onnxruntime_onnx"; \S+/m/1/model\.onnx is a model of Triton\'s onnxruntime'),
+    ("# tuned\nbackend: 'python'\ninstance_group [{ kind: KIND_CPU }]\n", "1/model.py",
+     r"m/config\.pbtxt says backend: \"python\"; \S+/m/1/model\.py is a model of Triton's python"),
+    (None, "3/model.savedmodel/saved_model.pb", r"m/3/model\.savedmodel is a model of Triton's tensorflow backend"),
+    ("", "2/model.pt", r"m/2/model\.pt is a model of Triton's pytorch backend")])
+def test_triton_never_writes_into_a_model_of_another_backend(stand_in_engine, tmp_path, capsys, config, model, why):
+    """A model folder of another backend (an ONNX model's config.pbtxt and 1/model.onnx) was answered "differs ...
+    --replace-config writes the new one", which then wrote a TensorRT config over the ONNX model's and a plan beside
+    model.onnx: now refused before anything is written, naming the backend and the file, with or without
+    --keep-config and --replace-config, which are about TensorRT configurations."""
+    from netdef.cli import main
+
+    repo, model_dir = tmp_path / "models", tmp_path / "models" / "m"
+    (model_dir / model).parent.mkdir(parents=True)
+    (model_dir / model).write_bytes(b"a model")
+    if config is not None:
+        (model_dir / "config.pbtxt").write_text(config)
+
+    def files() -> dict[str, bytes]:
+        return {str(p.relative_to(repo)): p.read_bytes() for p in sorted(repo.rglob("*")) if p.is_file()}
+
+    before = files()
+    for policy in ([], ["--keep-config"], ["--replace-config"]):
+        assert main(["triton", str(stand_in_engine), "--repo", str(repo), "--name", "m", *policy]) == 1
+        err = capsys.readouterr().err
+        assert re.search(rf"^netdef triton: error: \S+/models/m holds a model of another backend than TensorRT's "
+                         rf"\(\S+/{why}.*\): deploy this engine as a model of its own with another --name, e.g. "
+                         r"--name m_trt \(--keep-config and --replace-config never", err), err
+        assert "Traceback" not in err and files() == before
+    assert main(["triton", str(stand_in_engine), "--repo", str(repo), "--name", "m_trt"]) == 0
+    assert files().items() >= before.items()
+
+
+def test_triton_reads_a_tensorrt_config_as_its_own(stand_in_engine, tmp_path):
+    """Only a top-level platform or backend naming another backend is another backend's model: netdef's config
+    with a comment or a nested field that says one, and a hand-written `backend: "tensorrt"` config, are not."""
+    repo = tmp_path / "models"
+    res = write_repository(stand_in_engine, repo, TritonOptions(name="m"))
+    written = res.config.read_text()
+    res.config.write_text('# platform: "onnxruntime_onnx"\n' + written)  # comments only: rewritten
+    write_repository(stand_in_engine, repo, TritonOptions(name="m"))
+    assert res.config.read_text() == written
+    nested = written + 'parameters [{ key: "backend" value { string_value: "onnxruntime" } }]\n'
+    res.config.write_text(nested)
+    assert write_repository(stand_in_engine, repo, TritonOptions(name="m", existing_config="keep")).config_kept
+    res.config.write_text(written.replace('platform: "tensorrt_plan"', 'backend: "tensorrt"'))
+    write_repository(stand_in_engine, repo, TritonOptions(name="m", existing_config="replace"))
+    assert res.config.read_text() == written
 
 
 def test_triton_gpus_are_parsed_as_devices_are(stand_in_engine, tmp_path):
@@ -968,7 +1023,8 @@ def test_triton_says_plugins_txt_is_left_from_an_earlier_plugin_engine(stand_in_
     first = write_repository(engine, tmp_path / "models", TritonOptions(name="m"))
     assert not any("earlier plugin engine" in note for note in first.notes)
     res = write_repository(stand_in_engine, tmp_path / "models", TritonOptions(name="m", existing_config="replace"))
-    assert any(f"{res.model_dir / 'plugins.txt'} (and the libraries it names) came with an earlier plugin engine" in note
+    assert any(f"{res.model_dir / 'plugins.txt'} (and the libraries it names) came with an earlier plugin "
+               "engine" in note
                for note in res.notes), res.notes
 
 
@@ -1008,17 +1064,24 @@ def test_export_plan_says_when_the_plugin_library_is_missing_or_changed(stand_in
 def test_build_refuses_to_write_an_engine_over_an_exported_plan_with_its_sidecar(tmp_path):
     """`netdef build ... -o model.plan` over the raw plan `netdef export-plan` wrote (a Triton model's, say) would
     leave model.plan.json describing a plan that is gone and a file Triton cannot load: refused before any work,
-    both files left as they were; a plan without a sidecar is any output file."""
+    both files left as they were (a .plan name is refused as such; a raw plan with its sidecar under any other name
+    too); a plan without a sidecar is any output file."""
     from netdef.build import build_engine
 
     plan = tmp_path / "model.plan"
     plan.write_bytes(b"ftrt" + b"\0" * 60)
     (tmp_path / "model.plan.json").write_text('{"sidecar": {}}')
-    with pytest.raises(OptionError, match=r"model\.plan is a raw TensorRT plan with its sidecar .*model\.plan\.json "
-                                          r"\(netdef export-plan\): a netdef engine written there would leave"):
+    with pytest.raises(OptionError, match=r"model\.plan: a \.plan name says a bare TensorRT plan .* name it "
+                                          r"\S+model\.engine, then `netdef export-plan"):
         build_engine("resnet18", tmp_path / "missing.wts", plan)
     assert plan.read_bytes() == b"ftrt" + b"\0" * 60 and (tmp_path / "model.plan.json").is_file()
-    (tmp_path / "model.plan.json").unlink()
+    sidecar = (tmp_path / "model.plan.json").rename(tmp_path / "model.bin.json")
+    plan = plan.rename(tmp_path / "model.bin")
+    with pytest.raises(OptionError, match=r"model\.bin is a raw TensorRT plan with its sidecar .*model\.bin\.json "
+                                          r"\(netdef export-plan\): a netdef engine written there would leave"):
+        build_engine("resnet18", tmp_path / "missing.wts", plan)
+    assert plan.read_bytes() == b"ftrt" + b"\0" * 60 and sidecar.is_file()
+    sidecar.unlink()
     with pytest.raises(NetdefError, match="missing.wts"):  # no sidecar: on to the weights
         build_engine("resnet18", tmp_path / "missing.wts", plan)
 

@@ -388,8 +388,9 @@ def test_export_checks_its_outputs_and_state_dict_before_loading_the_checkpoint(
     named = torch.nn.Conv2d(1, 1, 1)
     named.names = ["cat", "dog"]
     long = tmp_path / ("w" * 246 + ".wts")  # a legal name, but its names file's is too long
-    with pytest.raises(OptionError, match=r"the class names file .*\.wts\.names\.json: File name too long; the model "
-                                          r"carries 2 class names, written to OUTPUT\.names\.json: give a shorter -o"):
+    with pytest.raises(OptionError, match=r"the class names file .*\.wts\.names\.json: its name is 261 bytes long, "
+                                          r"over the \d+ bytes .*; the model carries 2 class names, written to "
+                                          r"OUTPUT\.names\.json: give a shorter -o"):
         export_wts(named, long)
     assert not long.exists()
     del named.names  # without names the long name is fine
@@ -497,6 +498,24 @@ def test_a_state_dict_that_fits_one_architecture_is_told_how_to_build(tmp_path, 
     monkeypatch.setattr("netdef.trt_api.module", no_tensorrt)  # export needs only PyTorch: no hint, no error
     export_wts(LeNet().state_dict(), tmp_path / "l.wts", log=logs.append)
     assert len(logs) == 1 and built == ["lenet"]
+
+
+def test_a_state_dict_of_prefixed_keys_is_told_to_strip_the_prefix(tmp_path):
+    """DataParallel's `module.` before every key: no architecture fits, but without it LeNet's does; export names
+    --strip-prefix (with which the weights fit), and says nothing where the bare keys fit nothing either."""
+    import torch
+
+    from netdef.examples.digits import LeNet
+    from netdef.export import export_wts
+
+    logs: list[str] = []
+    export_wts({f"module.{k}": v for k, v in LeNet().state_dict().items()}, tmp_path / "l.wts", log=logs.append)
+    assert logs == ["[netdef] these weights, without the prefix module. of every key, fit netdef's lenet: export "
+                    f"them with --strip-prefix module., then build it with `netdef build lenet -w {tmp_path / 'l.wts'} "
+                    "-o l.engine`"]
+    export_wts({f"module.{k}": v for k, v in torch.nn.Conv2d(1, 2, 1).state_dict().items()}, tmp_path / "c.wts",
+               log=logs.append)
+    assert len(logs) == 1
 
 
 def test_the_architectures_weights_fit_are_netdefs_own_not_a_working_folders_file_of_that_name(tmp_path,

@@ -120,3 +120,57 @@ def test_an_output_named_as_another_kind_of_file_is_refused(tmp_path):
                                               r"TensorRT plan .*name it .*x\.engine, then `netdef export-plan"):
             build_engine("lenet", lenet_weights(0), tmp_path / plan, log=lambda m: None)
         assert not (tmp_path / plan).exists()
+
+
+def test_a_side_file_whose_name_is_too_long_is_no_file(tmp_path):
+    """`W.wts.names.json` or `E.engine.json` of a legal .wts or engine name may be over the file system's limit: such
+    a file cannot exist, so its probes say False where Path's raised ENAMETOOLONG; a real file is still found."""
+    import errno
+
+    from netdef.class_names import names_sidecar
+    from netdef.deploy.plan import sidecar_path
+    from netdef.fileio import side_file
+
+    long = tmp_path / ("w" * 250 + ".wts")  # 254 bytes: legal
+    for side in (names_sidecar(long), sidecar_path(long), side_file(long, ".x")):
+        with pytest.raises(OSError) as e:
+            os.stat(side)
+        assert e.value.errno == errno.ENAMETOOLONG
+        assert not side.exists() and not side.is_file()
+    (tmp_path / "y.wts.names.json").write_text("{}")
+    assert names_sidecar(tmp_path / "y.wts").is_file() and not sidecar_path(tmp_path / "y.wts").exists()
+
+
+def test_an_output_folder_that_takes_no_files_is_refused_before_any_work(tmp_path, monkeypatch, capsys):
+    """`-o /proc/x.engine`: /proc is a folder root may write, as os.access says, but no file can be created there;
+    the build ran to its end before the write failed. An empty file created and removed at once tells it first."""
+    import errno
+
+    from netdef import fileio
+    from netdef.cli import main
+    from netdef.errors import OptionError
+    from netdef.fileio import check_output
+
+    check_output(tmp_path / "new" / "ok.engine")
+    assert list(tmp_path.iterdir()) == []  # the probe is gone, and no folder was made
+    real_open = os.open
+
+    def no_new_files(path, flags, *args):  # a file system that refuses new entries (a pseudo file system)
+        if flags & os.O_CREAT:
+            raise OSError(errno.ENOENT, os.strerror(errno.ENOENT))
+        return real_open(path, flags, *args)
+
+    assert str(tmp_path) in fileio._CREATABLE  # probed once per folder: detect checks an output per image
+    monkeypatch.setattr(fileio, "_CREATABLE", set())
+    monkeypatch.setattr(fileio.os, "open", no_new_files)
+    out = tmp_path / "sub" / "x.engine"
+    with pytest.raises(OptionError, match=rf"the engine output {out}: no file can be created in {tmp_path} \(No such "
+                                          r"file or directory\): give a path in a folder you can write"):
+        check_output(out, what="the engine output")
+    monkeypatch.undo()
+    if os.access("/proc", os.W_OK | os.X_OK):  # Linux as root: the case itself, on the command line, before the
+        # weights are read (another user is told "no permission to write in /proc" earlier)
+        assert main(["build", "lenet", "-w", str(tmp_path / "missing.wts"), "-o", "/proc/x.engine"]) == 1
+        assert capsys.readouterr().err == ("netdef build: error: the engine output /proc/x.engine: no file can be "
+                                           "created in /proc (No such file or directory): give a path in a folder "
+                                           "you can write\n")

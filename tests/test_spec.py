@@ -1,13 +1,15 @@
 """Architecture YAML errors name the file and the row; the registry accepts new blocks."""
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
 from netdef.errors import NetdefError, SpecError
 from netdef.network import Network
 from netdef.registry import BLOCKS, block
-from netdef.spec import build_network, load_spec
+from netdef.spec import build_network, load_spec, parse_spec
 from netdef.wts import read_wts
 
 GOOD = """name: tiny
@@ -58,6 +60,24 @@ def write(tmp_path, text, name="arch.yaml"):
     (GOOD.replace("  - [-1, 1, Linear", "  - [-1, 1, Linear: {"), 7, "not valid YAML"),
     (GOOD.replace("{c2: 4}", "{c2: 4, c2: 8}"), 7, "'c2' is given twice in one mapping (first on line 7): keep one"),
     (GOOD.replace("output: y", "output: y\nname: other"), 4, "'name' is given twice in one mapping (first on line 1)"),
+    (GOOD.replace("shape: [3, 16, 16]", "shape: [3, 16, 99999999999999999999999]"), 2,
+     "'input': shape [3, 16, 99999999999999999999999]: dimensions must be positive integers that fit int32"),
+    (GOOD.replace("shape: [3, 16, 16]", "shape: [3, 16, 2147483648]"), 2, "that fit int32 (at most 2147483647)"),
+    (GOOD.replace("output: y", "output: x"), 3, "'output': 'x' is the input's name: each input and output tensor "
+                                                "needs a name of its own"),
+    (GOOD.replace("output: y", "output: [y, z, y]"), 3, "'output': 'y' is the name of another output"),
+    (GOOD.replace("output: y", "output: ' '"), 3, "'output': expected an output name or a list of names, got ' '"),
+    (GOOD.replace("name: x,", "name: '',"), 2, "'input': 'name': expected the input tensor's name (a non-empty "
+                                               "string), got ''"),
+    (GOOD.replace("name: x,", "name: [x],"), 2, "'input': 'name': expected the input tensor's name"),
+    (GOOD.replace("{c2: 4}", "{c2: -5}"), 7, "row 2: Linear's channel argument 'c2' must be a positive integer, "
+                                             "got -5"),
+    (GOOD.replace("{c2: 4}", "{c2: yes}"), 7, "row 2: Linear's channel argument 'c2' must be a positive integer, got "
+                                              "True (YAML reads yes/no/on/off as booleans)"),
+    (GOOD.replace("{c2: 8, k: 3, bn: bn}", "{c2: 0, k: 3, bn: bn}"), 5, "row 0: ConvBnAct's channel argument 'c2' "
+                                                                        "must be a positive integer, got 0"),
+    (GOOD.replace("output: y", "output: y\nnc: 2.5").replace("{c2: 4}", "[nc]"), 8,
+     "row 2: Linear's channel argument 'c2' must be a positive integer, got nc = 2.5"),
 ])
 def test_errors_name_file_and_line(tmp_path, bad, line, needle):
     p = write(tmp_path, bad)
@@ -117,12 +137,61 @@ layers:
 
 def test_a_self_referencing_alias_is_one_error(tmp_path):
     p = write(tmp_path, GOOD + "extra: &x [*x]\n")
-    with pytest.raises(SpecError, match=r"arch\.yaml: not valid YAML for an architecture: an alias refers to itself"):
+    with pytest.raises(SpecError, match=r"arch\.yaml:8: not valid YAML for an architecture: an alias refers to "
+                                        r"itself"):
         load_spec(p)
 
 
+def test_an_output_named_like_another_tensor_is_an_error_at_the_output_line():
+    """An output named like a layer's output (`stem`) or, from a head's dict, like the input: TensorRT logged an error
+    renaming the tensor and the engine's output kept its layer's name; now an error naming 'output' and its line."""
+    with pytest.raises(SpecError, match=r"^<m>:3: 'output': output name 'stem' is taken by the output of layer "
+                                        r"'stem' \(netdef names a layer's output after the layer\): name the output "
+                                        r"otherwise$"):
+        build_network(parse_spec(GOOD.replace("output: y", "output: stem"), "m"), Network({}))
+
+    @block("TestDictHead")
+    def dict_head(net, x, prefix):
+        return {"x": net.activation(x, "relu", prefix)}
+
+    try:
+        with pytest.raises(SpecError, match=r"^<m>:3: 'output': output name 'x' is taken by the network input 'x'"):
+            build_network(parse_spec(GOOD.replace("Linear, {c2: 4}", "TestDictHead, {}"), "m"), Network({}))
+    finally:
+        BLOCKS.pop("TestDictHead")
+
+
+def test_an_alias_bomb_is_refused_at_once(tmp_path):
+    """Anchors each aliasing the one before 9 times expand to 9**7 values: the duplicate-key check walked every
+    expanded value (seconds here, hours for a few more levels: `netdef show` hung); each node is now walked once and
+    the expansion refused."""
+    bomb = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"] + [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]"
+                                                       for i in range(1, 7)]
+    p = write(tmp_path, GOOD + "\n".join(bomb) + "\n")
+    start = time.perf_counter()
+    with pytest.raises(SpecError, match=r"arch\.yaml:13: its aliases expand to more than 100000 values \(anchors "
+                                        r"aliased in aliases of one another\), far more than an architecture has"):
+        load_spec(p)
+    assert time.perf_counter() - start < 1
+    shared = GOOD.replace("{c2: 4}", "{c2: *c}").replace("{c2: 8,", "{c2: &c 8,")  # an alias within bounds is fine
+    assert load_spec(write(tmp_path, shared)).rows[2].kwargs == {"c2": 8}
+
+
+def test_a_copied_family_file_built_by_its_path_is_told_to_name_its_scale(tmp_path):
+    """A copy of yolov8.yaml (its `name: yolov8` kept) with an edit, built by its path: the error said to build
+    yolov8n by name, which builds netdef's file without the edit; it now says to add `scale:` or put the scale in the
+    file's name, which builds the copy."""
+    text = load_spec("yolov8n").path.read_text() + "# my edit\n"
+    with pytest.raises(SpecError) as e:
+        load_spec(write(tmp_path, text, "my-yolov8.yaml"))
+    assert "add `scale: n` (one of n, s, m, l, x) to it, or name the file with the scale (my-yolov8n.yaml: the path " \
+           in str(e.value) and "; the name yolov8n builds " in str(e.value) and "by name" not in str(e.value)
+    assert load_spec(tmp_path / "my-yolov8n.yaml").text == text
+    with pytest.raises(SpecError, match=r"this file is a family: build one of its scales by name \(yolov8n, "):
+        load_spec(load_spec("yolov8n").path)  # netdef's own file: its names build it
+
+
 @pytest.mark.parametrize("args, needle", [
-    ("{c2: -8, k: 3, bn: bn}", "stem: output channels -8: expected a positive integer"),
     ("{c2: 8, k: 2.5, bn: bn}", "expected an integer or two integers (a kernel size, stride, padding or dilation), "
                                 "got 2.5"),
     ("{c2: 8, k: two, bn: bn}", "got 'two'"),
@@ -408,7 +477,9 @@ def test_a_family_of_custom_scale_letters_is_built_by_its_scaled_names(tmp_path)
     scaled path the family's own error suggests, or in a copy of the file named with it (both once refused)."""
     family = write(tmp_path, "input: {shape: [3, 64, 64]}\nscales:\n  t: [0.33, 0.30, 768]\n  s: [0.5, 0.5, 1024]\n"
                              "layers:\n  - [-1, 1, Conv, [64, 3, 2]]\n", "my-yolo11-neck.yaml")
-    with pytest.raises(SpecError, match=r"my-yolo11t-neck.yaml for my-yolo11-neck.yaml"):
+    with pytest.raises(SpecError, match=r"add `scale: t` \(one of t, s\) to it, or name the file with the scale "
+                                        r"\(my-yolo11t-neck\.yaml: the path .*my-yolo11t-neck\.yaml builds this "
+                                        r"file at scale t without a copy\)$"):
         load_spec(family)
     scaled = tmp_path / "my-yolo11t-neck.yaml"
     assert [(s.scale, s.rows[0].args[0]) for s in (load_spec(scaled), load_spec(tmp_path / "my-yolo11s-neck.yaml"))] \

@@ -528,6 +528,30 @@ def test_weights_of_a_custom_depth_and_width_say_how_to_build_them(tmp_path):
     assert net.check_keys() == []
 
 
+def test_a_lost_tensor_or_another_input_channel_count_is_not_taken_for_a_custom_depth_and_width():
+    """One running_var missing (no other depth drops part of a module) gets no `c gd gw` advice; a first convolution
+    of one input channel is named as such, with the input a copy of the family YAML needs."""
+    pytest.importorskip("ultralytics")
+    from ultralytics.nn.tasks import DetectionModel
+
+    sd = {k: v.numpy() for k, v in DetectionModel("yolov8n.yaml", verbose=False).state_dict().items()}
+    lost = {k: v for k, v in sd.items() if k != "model.1.bn.running_var"}
+    with pytest.raises(WeightKeyError, match=r"missing:\n  model\.1\.bn\.running_var") as e:
+        define_network("yolov8n", lost, BuildOptions(input_hw=(64, 64)), log=lambda m: None)
+    assert "custom depth and width" not in str(e.value)
+    gray = dict(sd, **{"model.0.conv.weight": sd["model.0.conv.weight"][:, :1]})
+    with pytest.raises(WeightKeyError, match=r"The weights' model\.0\.conv\.weight takes 1 input channel\(s\), "
+                                             r"yolov8n's input 3: build a copy of yolov8\.yaml with `input: \{name: "
+                                             r"images, shape: \[1, 640, 640\]\}`") as e:
+        define_network("yolov8n", gray, BuildOptions(input_hw=(64, 64)), log=lambda m: None)
+    assert "custom depth and width" not in str(e.value)
+    wider = dict(sd, **{"model.0.conv.weight": np.concatenate([sd["model.0.conv.weight"]] * 2),
+                        "model.0.bn.weight": np.concatenate([sd["model.0.bn.weight"]] * 2)})  # 32 outputs, 3 inputs
+    with pytest.raises(WeightKeyError) as e:
+        define_network("yolov8n", wider, BuildOptions(input_hw=(64, 64)), log=lambda m: None)
+    assert "input channel" not in str(e.value) and "custom depth and width" in str(e.value)
+
+
 def test_sizes_that_differ_by_more_than_rounding_get_no_stride_advice():
     """Inception's branches 17x17 and 15x15 (a padding mistake, not an input size that halves unevenly): the
     error points at padding, stride and kernel size only."""

@@ -562,11 +562,13 @@ def test_a_checkpoint_of_another_ultralytics_model_is_named(tmp_path):
     if not ref.ultralytics_available():
         pytest.skip("needs the ultralytics package (pip install --no-deps ultralytics==8.4.190)")
     write_wts(tmp_path / "y11n.wts", ref.reference_model("yolo11n", nc=3)[1])
+    logged = []
     with pytest.raises(WeightKeyError, match=r"does not fit the PyTorch model: .*\nThe PyTorch model is an "
                                              r"Ultralytics yolov8n, the weights are yolo11n's") as e:
         verify("yolo11n", str(tmp_path / "y11n.wts"), ref.import_tasks().DetectionModel("yolov8n.yaml", nc=3,
-               verbose=False), cpu=True, opts=BuildOptions(input_hw=(64, 64)), log=lambda m: None)
+               verbose=False), cpu=True, opts=BuildOptions(input_hw=(64, 64)), log=logged.append)
     assert "The PyTorch model is an Ultralytics yolov8n" in e.value.hint  # the error's parts kept (netdef show's)
+    assert not any("differ from" in m for m in logged), logged  # no note on weights of another model's keys
 
 
 def test_tensorrtx_yolov5_buffers_are_checked_and_accepted(yolov5_models, tmp_path):
@@ -701,8 +703,13 @@ def test_a_checkpoint_of_the_pickled_model_is_a_source_on_the_command_line(tiny,
     assert "differ from" not in capsys.readouterr().err
     torch.save(model.state_dict(), tmp_path / "sd.pt")
     assert main(["verify", yaml(), "-w", wts, "--model", str(tmp_path / "sd.pt"), "--cpu"]) == 1
+    err = capsys.readouterr().err
     assert ("gives a mapping of type OrderedDict (weights without the model's code), not a torch.nn.Module; verify "
-            "needs the model's code") in capsys.readouterr().err
+            "needs the model's code") in err
+    assert "\"ultralytics.nn.tasks:DetectionModel(cfg='yolo11n.yaml', nc=3)\"" in err  # as a command line takes it
+    assert main(["verify", yaml(), "-w", wts, "--model", wts, "--cpu"]) == 1  # the .wts for the model
+    assert f"--model {wts} is a .wts weights file: verify builds the network from the .wts given to -w" in \
+        capsys.readouterr().err
 
 
 def test_planted_wrong_stride_is_named_first(tiny, capsys):
@@ -1188,6 +1195,32 @@ def test_an_end_to_end_heads_output_row_that_rounding_fails_names_the_comparison
     assert "`--set head=one2many` compares the branch without it" in report.table()
     report = verify("yolo26n-seg", tmp_path / "y.wts", model, cpu=True, log=lambda m: None,
                     opts=BuildOptions(input_hw=(64, 64), params={"head": "one2many"}))
+    assert report.ok
+
+
+def test_a_model_of_another_conv_activation_gets_the_set_that_builds_it(tmp_path):
+    """An Ultralytics model whose YAML sets `activation: nn.ReLU()`: verify names --set default_act=relu before
+    comparing (the first layers would only show a divergence), and with it passes."""
+    pytest.importorskip("ultralytics")
+    import yaml
+    from ultralytics.nn.tasks import DetectionModel
+
+    from netdef.errors import OptionError
+    from netdef.export import export_wts
+    from netdef.testing.ultralytics_reference import cfg_text
+    from netdef.verify import verify
+
+    torch.manual_seed(0)
+    model = DetectionModel(dict(yaml.safe_load(cfg_text("yolo11")), activation="nn.ReLU()", scale="n"),
+                           verbose=False).eval()
+    export_wts(model.state_dict(), tmp_path / "y.wts")
+    with pytest.raises(OptionError, match=r"the PyTorch model's YAML sets `activation: nn.ReLU\(\)` for its Conv "
+                                          r"layers, the network builds silu: build and verify with --set "
+                                          r"default_act=relu"):
+        verify("yolo11n", tmp_path / "y.wts", model, cpu=True, opts=BuildOptions(input_hw=(64, 64)),
+               log=lambda m: None)
+    report = verify("yolo11n", tmp_path / "y.wts", model, cpu=True, log=lambda m: None,
+                    opts=BuildOptions(input_hw=(64, 64), params={"default_act": "relu"}))
     assert report.ok
 
 

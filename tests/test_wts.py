@@ -475,6 +475,38 @@ def test_a_file_cut_inside_its_last_value_is_refused(tmp_path):
     assert read_wts(p)["b"].tolist() == [1.5, -2.0, 0.0]
 
 
+@pytest.mark.parametrize("layout", ["netdef", "cpp"])
+def test_a_file_cut_inside_a_line_is_said_to_be_cut_short(tmp_path, layout):
+    """A copy cut in the middle of a tensor's values was 'declares 294912 values, found 243380', where a cut at a
+    line boundary says 'truncated: ... a copy cut short': the cut line, the last in the file, now says so too (its
+    key, line and counts kept), in read_wts and in wts_summary (headers only), for netdef's layout and unpadded C++
+    hex with tabs; a short last line ending in a newline with no tensor declared after it is a wrong count."""
+    p = tmp_path / "w.wts"
+    write_wts(p, {"a": np.float32([1, 2]), "conv.weight": np.arange(1, 301, dtype=np.float32),
+                  "b": np.float32([3, 4, 5])})
+    if layout == "cpp":  # 'key count\tv1 \tv2 ...' with unpadded hex
+        count, *lines = p.read_text().splitlines()
+        p.write_text(count + "\n" + "".join(
+            f"{key} {n}\t" + " \t".join(f"{int(v, 16):x}" for v in values) + "\n"
+            for key, n, *values in map(str.split, lines)))
+    whole = p.read_bytes()
+    middle = whole.index(b"\nb ") - len(whole.split(b"\n")[2]) // 3  # a third of the way into conv.weight's line
+    for cut, line, key, n, tensor in [(whole[:middle], 3, "conv.weight", 300, 2),
+                                      (whole[:middle] + b"\n\n", 3, "conv.weight", 300, 2),
+                                      (whole[:middle - 1] + b" ", 3, "conv.weight", 300, 2),
+                                      (whole[:-12], 4, "b", 3, 3)]:  # inside b's last line: its 2nd value
+        p.write_bytes(cut)
+        for read in (read_wts, wts_summary):
+            with pytest.raises(WtsFormatError) as e:
+                read(p)
+            assert re.search(rf"w\.wts:{line} \(key '{key}'\): truncated: declares {n} values, found \d+ before the "
+                             rf"file ends \(tensor {tensor} of the 3 declared on line 1\): a copy cut short; write or "
+                             r"copy it again$", str(e.value)), str(e.value)
+    p.write_bytes(whole.replace(b"b 3", b"b 4"))  # complete, the count wrong: not a cut
+    with pytest.raises(WtsFormatError, match=r"w\.wts:4 \(key 'b'\): declares 4 values, found 3$"):
+        read_wts(p)
+
+
 def test_bytes_that_are_not_text_after_the_declared_tensors_are_named_as_such(tmp_path):
     """NUL padding after the last tensor (a damaged or padded copy) is no 'key' of raw NULs in the message."""
     for tail, line, shown in ((b"\0" * 64, 3, r"\x00" * 8), (b"\n\x7fELF\x02", 4, r"\x7fELF\x02")):

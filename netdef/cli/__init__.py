@@ -9,10 +9,12 @@ import os
 import sys
 from collections.abc import Callable
 from types import ModuleType
+from typing import Any
 
 from .. import __version__
+from ..errors import OptionError
 from .guard import run_guarded
-from .options import checked
+from .options import Invalid, checked
 
 COMMAND_MODULES = ("export", "build", "refit", "run", "info", "show", "verify", "blocks", "calibrate", "detect", "bench",
                    "profile", "export_plan", "triton", "serve", "demo")
@@ -80,8 +82,8 @@ def _main(argv: list[str]) -> int:
     if hint:
         print(f"netdef: error: {hint}", file=sys.stderr)
         return 2
-    if extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:  # the command's usage, not the list of commands
+        command_parser(parser, getattr(args, "command", None)).error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
@@ -126,6 +128,7 @@ def _has(dest: str) -> Callable[[argparse.Namespace], bool]:
 
 ULTRALYTICS_OPTIONS: dict[str, tuple[str, Callable[[argparse.Namespace], bool]]] = {
     # Ultralytics' export arguments no netdef command takes: netdef's option for each, where the command has it
+    # (`netdef export` writes weights only: each of them is `netdef build`'s)
     "imgsz": ("--input-shape HxW", _has("input_shape")),
     "img-size": ("--input-shape HxW", _has("input_shape")),
     "img": ("--input-shape HxW", _has("input_shape")),
@@ -136,27 +139,81 @@ ULTRALYTICS_OPTIONS: dict[str, tuple[str, Callable[[argparse.Namespace], bool]]]
     "batch-size": ("--batch", _has("batch")),
     "fp16": ("--precision fp16", _has("precision")),
     "nc": ("--set nc=N (the class count comes from the weights where they tell it)", _has("set")),
+    "nms": ("--set head=plugin (decode and NMS inside the engine, for the YOLO architectures)",
+            lambda a: a.command == "build"),
+}
+FORMATS = {  # Ultralytics' `format=engine`: what the command writes instead
+    "export": "it writes .wts weights only; `netdef build ARCH -w WEIGHTS.wts -o NAME.engine` makes the engine",
+    "build": "it always writes a TensorRT engine; `netdef export-plan` then writes the bare plan for trtexec, Triton "
+             "or C++",
 }
 
 
 def ultralytics_usage(args: argparse.Namespace, extra: list[str]) -> str | None:
     """For an Ultralytics export argument among the words argparse did not take (`--imgsz 640`, `imgsz=640`,
-    `--half`), the parsed command's option that does the same; else None (argparse reports what is left)."""
+    `--half`), the parsed command's option that does the same (for `export`, `netdef build`'s); else None
+    (argparse reports what is left)."""
+    command = getattr(args, "command", None)
     for i, word in enumerate(extra):
         name, eq, value = word.lstrip("-").partition("=")
         name = name.replace("_", "-")
-        if name not in ULTRALYTICS_OPTIONS or not (word.startswith("--") or eq):
+        given = word if eq else "--" + name
+        if not command or not (word.startswith("--") or eq):
+            continue
+        if name == "format" and command in FORMATS:
+            return f"netdef {command} has no {given}: {FORMATS[command]}"
+        if name not in ULTRALYTICS_OPTIONS:
             continue
         how, applies = ULTRALYTICS_OPTIONS[name]
-        if not getattr(args, "command", None) or not applies(args):
+        if command != "export" and not applies(args):
             continue
         value = value if eq else (extra[i + 1] if i + 1 < len(extra) and not extra[i + 1].startswith("-") else "")
         if how.startswith("--input-shape") and value.isdigit() and int(value) > 0:
             size = -(-int(value) // 32) * 32  # Ultralytics rounds imgsz up to a multiple of the stride
             how = f"--input-shape {size}x{size}" + (f" (Ultralytics rounds {value} up to {size}, a multiple of the "
                                                     f"YOLO stride 32)" if size != int(value) else "")
-        return f"netdef {args.command} has no {word if eq else '--' + name}: netdef's option is {how}"
+        if command == "export":
+            return f"netdef export has no {given}: it writes weights only; give {how} to `netdef build`"
+        return f"netdef {command} has no {given}: netdef's option is {how}"
     return None
+
+
+EMPTY_NEEDS = {  # what an option or argument takes (by its dest), for the error on an empty value
+    **dict.fromkeys(("output", "weights", "state_dict", "timing_cache", "calibration", "names", "input", "json",
+                     "chart", "engine_out", "compare", "engine", "file"), "a file"),
+    **dict.fromkeys(("repo", "workdir", "out"), "a folder (. for this one)"),
+    **dict.fromkeys(("source", "model"), "a checkpoint, torchvision:NAME or module:callable"),
+    "arch": "an architecture's name (resnet18) or its .yaml file", "blocks": "a module name or a .py file",
+    "target": "an engine file, or an architecture's name or .yaml file", "data": "an image folder or an array file",
+    "images": "image files or folders", "input_shape": "a size such as 640x640",
+}
+
+
+def refuse_empty(action: argparse.Action) -> None:
+    """Make `action` (an option or argument that takes a value) report an empty value ('' of an unset "$VAR") as an
+    error naming it (through `checked`), where the command would read it as not given or as the working folder;
+    an OptionError its own `type` raises is reported the same way, not as a traceback."""
+    convert = action.type or str
+    label = "/".join(action.option_strings) or f"the {action.dest} argument"
+    fix = f"give {EMPTY_NEEDS.get(action.dest, 'a value')}" + ("" if action.required or not action.option_strings
+                                                                 else f", or leave {label} out")
+
+    def check(text: str) -> Any:
+        if text == "":
+            return Invalid(OptionError(f"{label} '': an empty value (an unset shell variable?): {fix}"))
+        try:
+            return convert(text)
+        except OptionError as e:
+            return Invalid(e)
+
+    check.__name__ = getattr(convert, "__name__", "value")  # argparse's "invalid NAME value" names the type
+    action.type = check
+
+
+def command_parser(parser: argparse.ArgumentParser, command: str | None) -> argparse.ArgumentParser:
+    """The parser of `command` (its usage goes with its errors); `parser` itself where there is none."""
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices.get(command, parser) if command else parser
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -169,9 +226,13 @@ def make_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     for command in commands():
         command.register(sub)
-    for command_parser in sub.choices.values():  # SUPPRESS: no default that would hide `netdef --debug CMD`
-        command_parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
-        command_parser.allow_abbrev = False  # `--int8` is not `--int8-exclude`: an unknown option is said as such
+    for cmd in sub.choices.values():
+        for action in cmd._actions:
+            if action.nargs != 0 and action.choices is None:  # argparse refuses '' where there are choices
+                refuse_empty(action)
+        # SUPPRESS: no default that would hide `netdef --debug CMD`
+        cmd.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
+        cmd.allow_abbrev = False  # `--int8` is not `--int8-exclude`: an unknown option is said as such
     p.allow_abbrev = False
     return p
 

@@ -187,7 +187,8 @@ def model_lines(meta: dict[str, Any]) -> list[str]:
         return names
     extra = "".join(f", {k} {v}" for k, v in (("kpt_shape", "x".join(map(str, m.get("kpt_shape") or []))),
                                               ("nm", m.get("nm"))) if v)
-    return [f"  model  {m['task']}, {m['nc']} class{'' if m['nc'] == 1 else 'es'}, head {m['head']}{extra}"] + names
+    head = m["head"] + (" (top-k, no NMS)" if m["task"] == "end2end" and m["head"] == "decode" else "")
+    return [f"  model  {m['task']}, {m['nc']} class{'' if m['nc'] == 1 else 'es'}, head {head}{extra}"] + names
 
 
 def set_lines(meta: dict[str, Any]) -> list[str]:

@@ -12,8 +12,9 @@ from .options import number
 HELP = "write a Triton model repository (config.pbtxt, the plan, plugin libraries) for an engine"
 DESCRIPTION = ("Writes REPO/NAME/config.pbtxt (platform tensorrt_plan, max_batch_size, inputs and outputs, dynamic "
                "batching preferring the profiles' OPT batches, instance groups using every profile) and "
-               "REPO/NAME/VERSION/model.plan with its sidecar model.plan.json. A plugin engine's libraries are copied into REPO/NAME with the "
-               "tritonserver option that loads them (plugins.txt).")
+               "REPO/NAME/VERSION/model.plan with its sidecar model.plan.json. A plugin engine's libraries are "
+               "copied into REPO/NAME with the tritonserver option that loads them (plugins.txt). A REPO/NAME that "
+               "holds a model of another backend (an ONNX, PyTorch, Python... model) is refused: give another --name.")
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
@@ -34,7 +35,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     kept = t.add_mutually_exclusive_group()
     kept.add_argument("--keep-config", dest="existing_config", action="store_const", const="keep",
                       help="an existing config.pbtxt (or plugins.txt) that differs from this engine's is kept as it "
-                           "is (default: refused)")
+                           "is (default: refused; another backend's model is refused either way)")
     kept.add_argument("--replace-config", dest="existing_config", action="store_const", const="replace",
                       help="... is replaced by this engine's")
     t.set_defaults(func=cmd_triton)

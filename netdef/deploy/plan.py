@@ -30,8 +30,11 @@ PLAN_SUFFIXES = engine_file.ENGINE_FILE.suffixes  # names `netdef info` reads as
 
 
 def sidecar_path(plan: str | os.PathLike) -> Path:
-    """The sidecar of a raw plan: `model.plan` -> `model.plan.json`."""
-    return Path(f"{os.fspath(plan)}.json")
+    """The sidecar of a raw plan: `model.plan` -> `model.plan.json` (a name too long for the file system: no such
+    file, `fileio.SideFile`)."""
+    from ..fileio import side_file
+
+    return side_file(plan, ".json")
 
 
 def is_raw_plan(path: str | os.PathLike) -> bool:

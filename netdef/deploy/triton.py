@@ -37,6 +37,11 @@ from ..options import format_hw_range
 from .plan import SIDECAR_FILE, library_problem, load_hints, load_plan, read_sidecar, sidecar_path, write_plan
 
 PLATFORM = "tensorrt_plan"
+BACKEND = "tensorrt"  # the backend that serves PLATFORM's plans
+# the model files of Triton's other backends in a version folder (their default model file names)
+OTHER_MODEL_FILES = {"model.onnx": "onnxruntime", "model.pt": "pytorch", "model.py": "python",
+                     "model.savedmodel": "tensorflow", "model.graphdef": "tensorflow", "model.xml": "openvino",
+                     "model.json": "vllm", "xgboost.model": "fil", "xgboost.json": "fil", "checkpoint.tl": "fil"}
 PLAN_NAME = "model.plan"  # the TensorRT backend's default model file name
 OPTIONS_NAME = "plugins.txt"
 CONFIG_POLICIES = ("refuse", "keep", "replace")
@@ -230,6 +235,7 @@ none), none over the engine."""
     meta, plan = load_plan(engine)
     config = model_config(meta, opts)
     model_dir = repo / config["name"]
+    _check_other_backend(model_dir)
     res = Repository(model_dir, model_dir / "config.pbtxt", model_dir / str(opts.version) / PLAN_NAME)
     inputs = [engine, sidecar_path(engine)]
     libraries = _plugin_libraries(meta, engine)
@@ -330,13 +336,53 @@ def _body(text: str) -> list[str]:
     return [line.rstrip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
 
 
-def _other_versions(model_dir: Path, version: int) -> list[Path]:
-    """The plans of the model's versions other than `version`, by version number."""
+# protobuf text format's tokens: quoted strings, # comments, names and numbers, and single punctuation
+_TOKEN = re.compile(r'''"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*'|#[^\n]*|[\w.+-]+|\S''')
+
+
+def _other_backend(text: str) -> str | None:
+    """The top-level `platform` or `backend` field of a config.pbtxt's `text` that names another backend than
+    TensorRT's, as `platform: "NAME"`; None where there is none."""
+    tokens = [t for t in _TOKEN.findall(text) if not t.startswith("#")]
+    depth = 0
+    for i, t in enumerate(tokens):
+        depth += (t in ("{", "<")) - (t in ("}", ">"))
+        if depth == 0 and t in ("platform", "backend") and tokens[i + 1:i + 2] == [":"] and i + 2 < len(tokens):
+            value = tokens[i + 2].strip("\"'")
+            if value != (PLATFORM if t == "platform" else BACKEND):
+                return f'{t}: "{value}"'
+    return None
+
+
+def _check_other_backend(model_dir: Path) -> None:
+    """Refuse a model folder that holds a model of another Triton backend (its config.pbtxt names another platform
+    or backend, or a version folder holds another backend's model file): never written into, whatever
+    --keep-config or --replace-config say, which are about configurations of TensorRT plans."""
+    found = []
+    named = _other_backend(_read_or_empty(model_dir / "config.pbtxt"))
+    if named:
+        found.append(f"{model_dir / 'config.pbtxt'} says {named}")
+    files = [d / f for d in _version_dirs(model_dir) for f in OTHER_MODEL_FILES if os.path.lexists(d / f)]
+    if files:
+        found.append(f"{files[0]} is a model of Triton's {OTHER_MODEL_FILES[files[0].name]} backend")
+    if found:
+        raise OptionError(f"{model_dir} holds a model of another backend than TensorRT's ({'; '.join(found)}): "
+                          f"deploy this engine as a model of its own with another --name, e.g. --name "
+                          f"{model_dir.name}_trt (--keep-config and --replace-config never write into another "
+                          "backend's model)")
+
+
+def _version_dirs(model_dir: Path) -> list[Path]:
+    """The model's version folders, by version number."""
     if not model_dir.is_dir():
         return []
-    dirs = [p for p in model_dir.iterdir()
-            if p.is_dir() and p.name.isascii() and p.name.isdigit() and int(p.name) != version]
-    return [d / PLAN_NAME for d in sorted(dirs, key=lambda d: int(d.name)) if (d / PLAN_NAME).is_file()]
+    dirs = [p for p in model_dir.iterdir() if p.is_dir() and p.name.isascii() and p.name.isdigit()]
+    return sorted(dirs, key=lambda d: int(d.name))
+
+
+def _other_versions(model_dir: Path, version: int) -> list[Path]:
+    """The plans of the model's versions other than `version`, by version number."""
+    return [d / PLAN_NAME for d in _version_dirs(model_dir) if int(d.name) != version and (d / PLAN_NAME).is_file()]
 
 
 def _model_plugins(model_dir: Path, metas: Mapping[int, dict[str, Any]], version: int, own: list[Path],

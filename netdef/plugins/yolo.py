@@ -140,7 +140,11 @@ def add_plugin_layer(net: Any, inputs: list[Any], fields: dict[str, np.ndarray],
 def _add(net: Any, inputs: list[Any], fields: dict[str, np.ndarray], prefix: str) -> dict[str, Any]:
     """Add the layer `{prefix}/decode_nms`, name its outputs `{prefix}/<output>`, record its settings."""
     name = f"{prefix}/decode_nms"
-    tensors, lib = add_plugin_layer(net, inputs, fields, name)
+    try:
+        tensors, lib = add_plugin_layer(net, inputs, fields, name)
+    except TensorRTUnavailable as e:  # TensorRT-RTX: what builds here instead
+        raise TensorRTUnavailable(f"{name}: {e}; it is the head `--set head=plugin` asks for: without that setting "
+                                  "the head is plain layers (head=decode), which build here") from None
     keys = OUTPUTS + (("extras",) if int(fields["extra"][0]) > 0 else ())
     if len(tensors) != len(keys):
         raise TensorRTError(f"{name}: the plugin gave {len(tensors)} outputs, expected {len(keys)} ({', '.join(keys)})")

@@ -104,13 +104,14 @@ def verify(arch: str | Path | Spec, weights: Weights, model: Any, *, cpu: bool =
         net = define_network(spec, tensors, opts, log, identity=identity)
     note = own_weights_note(model, tensors, source, identity[0], checkpoint=checkpoint,
                             fixed={*net.fixed, *net.derived, *net.skipped})
-    if note:  # weights of the model's own that the .wts does not hold
-        log(note)
     try:
         load_weights_strict(model, tensors, identity[0], derived=net.derived, supplied=net.supplied)
     except WeightKeyError as e:
         raise e.with_hint(_another_model_hint(model, spec)) from None
+    if note:  # weights of the model's own that the .wts does not hold (said once the keys are known to match)
+        log(note)
     _check_keypoints(model, net)
+    _check_activation(model, net)
     _run_the_built_head(model, net, log)
     layers = trt_api.describe_layers(net.definition)
     raw = net.definition.raw
@@ -315,6 +316,34 @@ def _check_keypoints(model: Any, net: Any) -> None:
         return
     raise OptionError(f"the PyTorch model's keypoints are {theirs[0]}x{theirs[1]} (kpt_shape {list(theirs)}), the "
                       f"network's {ours[0]}x{ours[1]}: build and verify with --set kpt_shape={theirs[0]},{theirs[1]}")
+
+
+def _check_activation(model: Any, net: Any) -> None:
+    """An Ultralytics model whose YAML sets another Conv activation (`activation: nn.ReLU()`) than the network's
+    `default_act`: an OptionError giving the --set that builds it, before the outputs are compared."""
+    from ..registry import declared_params
+    from ..spec import torch_activation
+
+    cfg = getattr(model, "yaml", None)
+    act = cfg.get("activation") if isinstance(cfg, dict) else None
+    if act is None or "default_act" not in declared_params():
+        return
+    try:
+        theirs = torch_activation(act, lambda key, what: ValueError(what))
+    except ValueError:  # one netdef does not build: the layers' comparison shows where
+        return
+    ours = net.params.get("default_act", declared_params()["default_act"].default)
+    if _activation_of(theirs) != _activation_of(ours) and "default_act" in net.params_read:
+        raise OptionError(f"the PyTorch model's YAML sets `activation: {act}` for its Conv layers, the network "
+                          f"builds {ours}: build and verify with --set default_act={theirs}")
+
+
+def _activation_of(text: str) -> tuple[str, Any]:
+    """An activation text as what it computes: leaky's slope a number (plain leaky 0.1), gelu's form none or tanh."""
+    from ..network import parse_activation
+
+    kind, arg = parse_activation(text, "default_act")
+    return kind, float(arg or 0.1) if kind == "leaky" else (arg or "none") if kind == "gelu" else ""
 
 
 def _run_the_built_head(model: Any, net: Any, log: Callable[[str], None]) -> None:

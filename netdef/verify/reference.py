@@ -1,6 +1,7 @@
 """The PyTorch side of `netdef verify`: the model loaded with the .wts strictly, and its modules' outputs."""
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -27,6 +28,12 @@ def load_model(source: str) -> Any:
     """A torch module from SOURCE (as `netdef export` reads it); a bare state_dict is no model."""
     import torch
 
+    from ..fileio import WTS_TEXT, read_head, recognised
+
+    if os.path.isfile(source) and recognised(read_head(source)) == WTS_TEXT:
+        raise NetdefError(f"--model {source} is a .wts weights file: verify builds the network from the .wts given to "
+                          "-w and compares it with the PyTorch model --model gives: the checkpoint the weights were "
+                          "exported from, or the model's code (torchvision:NAME, file.py:callable)")
     model = load_source(source)
     if isinstance(model, Mapping):
         for key in ("ema", "model"):  # a checkpoint holding a pickled model
@@ -39,8 +46,8 @@ def load_model(source: str) -> Any:
             f"an object of type {kind}"
         raise NetdefError(f"--model {source}: gives {what}, not a torch.nn.Module; verify needs the model's code: "
                           f"torchvision:NAME, package.module:callable or file.py:callable (a function returning the "
-                          f"model, e.g. Ultralytics' DetectionModel('yolo11n.yaml', nc=3)), or a checkpoint holding "
-                          f"the pickled model")
+                          f"model, e.g. \"ultralytics.nn.tasks:DetectionModel(cfg='yolo11n.yaml', nc=3)\"), or a "
+                          f"checkpoint holding the pickled model")
     return model
 
 
