@@ -441,8 +441,10 @@ def _check_creatable(folder: Path, head: str, what: str) -> None:
 def output_name(named_after: str | os.PathLike, suffix: str) -> str:
     """The file name `check_output` suggests for an output given as a folder: that of what the file is made from (an
     architecture's name, a checkpoint's or an engine's stem: 'yolo11n', 'runs/best.pt'; a source such as
-    'torchvision:resnet18' by its last part) with the command's usual `suffix` ('.engine')."""
-    last = re.split(r"[:/\\]", os.fspath(named_after).rstrip("/\\"))[-1]
+    'torchvision:resnet18' by its last part, without a call's arguments) with the command's usual `suffix`
+    ('.engine')."""
+    text = re.sub(r"\(.*\)\s*$", "", os.fspath(named_after)) if ":" in os.fspath(named_after) else named_after
+    last = re.split(r"[:/\\]", os.fspath(text).rstrip("/\\"))[-1]
     stem = last[:-len(Path(last).suffix)] if Path(last).suffix in _FILE_SUFFIXES else last
     return (stem or "out") + suffix
 

@@ -32,6 +32,21 @@ def test_export_writes_every_key(r18):
     assert keys == expected
 
 
+def test_export_without_o_writes_beside_a_checkpoint_or_in_the_working_folder(tmp_path, monkeypatch, capsys):
+    """As tensorrtx's gen_wts.py: runs/best.pt -> runs/best.wts; a source that is no file, in the working folder,
+    named without its call's arguments."""
+    import torch
+
+    (tmp_path / "runs").mkdir()
+    torch.save(torch.nn.Conv2d(3, 4, 1).state_dict(), tmp_path / "runs" / "best.pt")
+    monkeypatch.chdir(tmp_path)
+    assert main(["export", str(Path("runs") / "best.pt")]) == 0
+    assert capsys.readouterr().out.startswith(f"wrote {Path('runs') / 'best.wts'}: 2 tensors")
+    assert set(read_wts(tmp_path / "runs" / "best.wts")) == {"weight", "bias"}
+    assert main(["export", "torchvision:resnet18(num_classes=10)"]) == 0
+    assert capsys.readouterr().out.startswith("wrote resnet18.wts: 102 tensors")
+
+
 def test_export_from_checkpoint_dict(tmp_path):
     import torch
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 from .options import number
@@ -18,7 +19,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                                           "the builder's keyword arguments: \"torchvision:resnet18(num_classes=10)\".")
     p.set_defaults(func=cmd_export)
     p.add_argument("source")
-    p.add_argument("-o", "--output", required=True, help="the .wts file to write")
+    p.add_argument("-o", "--output", help="the .wts file to write (default: the source's name with .wts, beside a "
+                                          "checkpoint file as tensorrtx's gen_wts.py writes it, else in this folder: "
+                                          "yolo11n.pt -> yolo11n.wts, torchvision:resnet18 -> resnet18.wts)")
     p.add_argument("--state-dict", help="load these weights into the model first (the torchvision or callable "
                                         "model, or the model a checkpoint pickles, made float32)")
     p.add_argument("--strip-prefix", metavar="PREFIX",
@@ -37,9 +40,18 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 def cmd_export(a: argparse.Namespace) -> int:
     from ..export import export_wts
 
+    a.output = a.output or default_output(a.source)
     sd = export_wts(a.source, a.output, state_dict=a.state_dict, randomize_bn=a.randomize_bn,
                     randomize_consts=a.randomize_constants, seed=a.seed,
                     progress=sys.stderr.isatty(), strip_prefix=a.strip_prefix)
     n = sum(int(v.numel()) for v in sd.values())
     print(f"wrote {a.output}: {len(sd)} tensors, {n:,} values")
     return 0
+
+
+def default_output(source: str) -> str:
+    """The .wts an export of `source` writes without -o: beside a checkpoint file, else in the working folder."""
+    from ..fileio import output_name
+
+    name = output_name(source, ".wts")
+    return str(Path(source).parent / name) if Path(source).is_file() else name
