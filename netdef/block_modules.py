@@ -146,8 +146,7 @@ def _track_helpers(module: ModuleType, blocks: set[str]) -> None:
     """The new `blocks`' source digests also cover the researcher's own modules that `module` uses (a
     `helpers.py` beside it), so an edited helper makes an engine built with those blocks out of date, as an
     edited block file does."""
-    own = {os.path.realpath(p) for p in [getattr(module, "__file__", None)] if p}
-    helpers = sorted(file_sha256(p) for p in _own_modules(module) - own)
+    helpers = sorted(file_sha256(p) for p in helper_files(module))
     for name in blocks if helpers else ():
         block = BLOCKS[name]
         digest = hashlib.sha256("".join([block.source_sha, *helpers]).encode()).hexdigest()

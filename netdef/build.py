@@ -49,17 +49,6 @@ def _check_not_a_deployed_plan(output: Path) -> None:
                           f"remove both files first")
 
 
-def _check_not_a_plan_name(output: Path) -> None:
-    """Refuse a .plan or .trt name for a netdef engine: those names say a bare TensorRT plan, which trtexec, Triton
-    and TensorRT's C++ runtime load and a netdef engine (a header, then the plan) is not."""
-    if output.suffix.lower() in (".plan", ".trt"):
-        engine = output.with_suffix(".engine")
-        raise OptionError(f"the engine output {output}: a {output.suffix} name says a bare TensorRT plan (what trtexec, "
-                          f"Triton and TensorRT's C++ runtime load), but netdef build writes a netdef engine (a "
-                          f"header, then the plan): name it {engine}, then `netdef export-plan {engine} -o {output}` "
-                          "writes the bare plan")
-
-
 def build_engine(arch: str | Path | Spec, weights: Weights, output: str | Path, opts: BuildOptions | None = None,
                  *, force: bool = False, log: Callable[[str], None] | None = None,
                  progress: bool | None = None, names: Sequence[str] | None = None,
@@ -90,8 +79,7 @@ def build_engine(arch: str | Path | Spec, weights: Weights, output: str | Path, 
     inputs = [spec.path, *block_files(), None if isinstance(weights, Mapping) else weights, opts.calibration,
               names_from]
     output = check_output(output, inputs=[*inputs, opts.timing_cache], what="the engine output",
-                          kind=engine_file.ENGINE_FILE, name=output_name(spec.name, ".engine"))
-    _check_not_a_plan_name(output)
+                          kind=engine_file.NETDEF_ENGINE_FILE, name=output_name(spec.name, ".engine"))
     _check_not_a_deployed_plan(output)
     if opts.timing_cache:  # read, then written over by the build: checked now, not after the weights are read
         check_output(opts.timing_cache, inputs=inputs, what="the timing cache", kind=TIMING_CACHE,

@@ -106,7 +106,7 @@ def define_network(spec: Spec | str | Path, weights: Weights, opts: BuildOptions
         log(f"[netdef] note: {key} is not in {source}; built with {why}")
     if unused:
         log(f"[netdef] warning: {len(unused)} unused key(s) in {source}, e.g. {unused[:3]}"
-            + unused_modules_hint(unused, net.used).replace("\n", " "))
+            + unused_modules_hint(unused, net.used, net.read_by).replace("\n", " "))
     return net
 
 
@@ -175,11 +175,11 @@ def _custom_scale_hint(spec: Spec, tensors: Mapping[str, np.ndarray], opts: Buil
     if opts.params and _fits(spec, tensors, opts.precision, {}):
         return ""
     if e.key is None:  # keys missing or unused: another depth adds or drops whole modules
+        from .network import _module_groups
+
         missing, unused = net.key_report()
-        whole = [k for k in missing if not any(t.startswith(k.rsplit(".", 1)[0] + ".") for t in tensors)]
-        whole += [k for k in unused if not any(u.startswith(k.rsplit(".", 1)[0] + ".") for u in net.used)]
-        if not whole:
-            return ""
+        if set(_module_groups(missing, tensors)) <= {None} and set(_module_groups(unused, net.used)) <= {None}:
+            return ""  # no module missing or unused whole: a lost tensor, not another depth
     family = f"copy {spec.path.name}" if spec.path else f"write {spec.source}'s text"
     return (f"\nIf the weights are of a custom depth and width (tensorrtx's `c gd gw`, say): {family} "
             "with `depth_multiple: gd` and `width_multiple: gw` in place of its `scales:` map and build that file")

@@ -15,6 +15,7 @@ engine whose header it cannot read.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -38,6 +39,8 @@ _CHUNK = 1 << 22
 ENGINE_FILE = FileKind("a netdef engine or TensorRT plan",
                        lambda head: head.startswith(MAGIC) or MAGIC.startswith(head) or head[:4] in PLAN_MAGICS,
                        suffixes=(".engine", ".plan", ".trt"))
+# what build and refit write: a netdef engine, never named as a bare plan (.plan, .trt), which it is not
+NETDEF_ENGINE_FILE = dataclasses.replace(ENGINE_FILE, suffixes=(".engine",))
 
 
 def write_engine(path: str | Path, plan: bytes | memoryview, meta: dict[str, Any], *,

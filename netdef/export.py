@@ -20,7 +20,7 @@ from . import yolov5_code
 from .class_names import NAMES_FILE, index_names, model_names, names_document, names_sidecar, names_written_for, shown
 from .errors import NetdefError, OptionError, raised_at
 from .fileio import (CHECKPOINT_STARTS, WTS_TEXT, check_output, describe_head, not_a_file, output_name, read_head,
-                     recognised)
+                     recognised, shown_path)
 from .wts import WTS_FILE, write_wts
 
 CHECKPOINT_KEYS = ("ema", "model", "state_dict", "model_state_dict")
@@ -319,11 +319,7 @@ def _defining_scripts(name: str, folders: Sequence[Path], most: int = 200) -> li
                 continue
             if defines:
                 real = os.path.realpath(file)
-                try:
-                    rel = os.path.relpath(real)
-                except ValueError:  # another drive (Windows)
-                    rel = real
-                found.setdefault(real, real if rel.startswith("..") else rel)
+                found.setdefault(real, shown_path(real))
     return list(found.values())
 
 
@@ -513,7 +509,7 @@ def export_wts(source: str | Path | Any, output: str | Path, *, state_dict: str 
         firsts = {k.split(".", 1)[0] for k in sd}
         if not fits and len(firsts) == 1 and all("." in k for k in sd):  # DataParallel's module., Lightning's model.
             prefix = f"{firsts.pop()}."
-            fits = fitting_architectures({k[len(prefix):]: v for k, v in sd.items()})
+            fits = fitting_architectures(strip_key_prefix(sd, prefix, "the weights", log))
             if len(fits) == 1:
                 log(f"[netdef] these weights, without the prefix {prefix} of every key, fit netdef's {fits[0]}: "
                     f"export them with --strip-prefix {prefix}, then build it with "

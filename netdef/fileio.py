@@ -438,6 +438,15 @@ def _check_creatable(folder: Path, head: str, what: str) -> None:
                           "can write") from None
 
 
+def shown_path(path: str) -> str:
+    """`path` relative to the working folder where it lies inside it, else as it is."""
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:  # another drive (Windows)
+        return path
+    return path if rel.startswith("..") else rel
+
+
 def output_name(named_after: str | os.PathLike, suffix: str) -> str:
     """The file name `check_output` suggests for an output given as a folder: that of what the file is made from (an
     architecture's name, a checkpoint's or an engine's stem: 'yolo11n', 'runs/best.pt'; a source such as
@@ -452,8 +461,8 @@ def output_name(named_after: str | os.PathLike, suffix: str) -> str:
 _FILE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".wts", ".engine", ".plan", ".yaml", ".yml", ".py")
 
 # what a file of these suffixes is, by its name (`FileKind.suffixes`)
-KNOWN_SUFFIXES = {".wts": ".wts weights", ".engine": "a TensorRT engine", ".plan": "a TensorRT plan",
-                  ".trt": "a TensorRT engine", ".onnx": "an ONNX model", ".pt": "a PyTorch checkpoint",
+_BARE_PLAN = "a bare TensorRT plan (what trtexec, Triton and C++ load; `netdef export-plan` writes one of an engine)"
+KNOWN_SUFFIXES = {".wts": ".wts weights", ".engine": "a TensorRT engine", ".plan": _BARE_PLAN, ".trt": _BARE_PLAN, ".onnx": "an ONNX model", ".pt": "a PyTorch checkpoint",
                   ".pth": "a PyTorch checkpoint", ".yaml": "YAML", ".yml": "YAML", ".json": "JSON",
                   ".npy": "a numpy array"}
 

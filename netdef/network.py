@@ -19,6 +19,7 @@ equivalents).
 """
 from __future__ import annotations
 
+import itertools
 import math
 import numbers
 import re
@@ -466,11 +467,12 @@ class Network:
             t = self.cast(t, np.float32, f"{name}/cast")
         raw = self.definition.raw
         if t.name != name:  # a name another tensor has: TensorRT would log an error and keep the output's own name
-            taken = [f"the network input '{name}'" for i in range(raw.num_inputs) if raw.get_input(i).name == name]
-            taken += [f"the output of layer '{layer.name}'" for layer in map(raw.get_layer, range(raw.num_layers))
-                      for k in range(layer.num_outputs) if layer.get_output(k).name == name]
+            inputs = (f"the network input '{name}'" for i in range(raw.num_inputs) if raw.get_input(i).name == name)
+            layers = (f"the output of layer '{layer.name}'" for layer in map(raw.get_layer, range(raw.num_layers))
+                      for k in range(layer.num_outputs) if layer.get_output(k).name == name)
+            taken = next(itertools.chain(inputs, layers), None)
             if taken:
-                raise SpecError(f"output name '{name}' is taken by {taken[0]} (netdef names a layer's output after the "
+                raise SpecError(f"output name '{name}' is taken by {taken} (netdef names a layer's output after the "
                                 "layer): name the output otherwise")
         t.name = name
         raw.mark_output(t)

@@ -24,7 +24,7 @@ from .class_names import check_count, check_given, exported_names, shown
 from .compiler import build_key, structure_digest
 from .define import Identity, Weights, check_weights, define_network, identified
 from .errors import NetdefError, OptionError, WrittenMeanwhile
-from .fileio import FileKey, check_output, output_name, path_key
+from .fileio import FileKey, check_output, output_name, path_key, shown_path
 from .network import Network
 from .options import BuildOptions
 from .registry import block_files
@@ -133,10 +133,11 @@ def changed_sources(meta: Mapping[str, Any], spec: Spec) -> str:
         return (f"the engine was built with the blocks of {', '.join(was) or 'netdef alone'}, {spec.source} now uses "
                 f"those of {', '.join(now) or 'netdef alone'}: {fix}")
     yaml = f"{spec.source}'s YAML text" + (f" (scale {spec.scale})" if spec.scale else "")
-    blocks = [f"{_shown(f)} ({', '.join(names)})" for f, names in files.items()] + [_shown(h) for h in sorted(helpers)]
+    blocks = [f"{shown_path(f)} ({', '.join(names)})" for f, names in files.items()] + \
+        [shown_path(h) for h in sorted(helpers)]
     sources = f"{yaml} and the source of its blocks: {', '.join(blocks)}" if blocks else yaml
     newer = _modified_after(meta, [*([str(spec.path)] if spec.path else []), *files, *helpers])
-    since = f" (modified after the build: {', '.join(map(_shown, newer))})" if newer else ""
+    since = f" (modified after the build: {', '.join(map(shown_path, newer))})" if newer else ""
     return f"the engine's hash covers {sources}, and {'one of them' if blocks else 'it'} changed{since}: {fix}"
 
 
@@ -158,15 +159,6 @@ def _modified_after(meta: Mapping[str, Any], files: Sequence[str]) -> list[str]:
     return newer
 
 
-def _shown(path: str) -> str:
-    """`path` relative to the working folder where it lies inside it, else as it is."""
-    try:
-        rel = os.path.relpath(path)
-    except ValueError:  # another drive (Windows)
-        return path
-    return path if rel.startswith("..") else rel
-
-
 def refit_file(engine: str | Path, weights: Weights, output: str | Path | None = None, *,
                log: Log | None = None, names: Sequence[str] | None = None,
                names_from: str | os.PathLike | None = None, arch: str | Path | Spec | None = None) -> dict[str, Any]:
@@ -186,7 +178,7 @@ def refit_file(engine: str | Path, weights: Weights, output: str | Path | None =
     what = "the refitted engine"
     # in place, the engine itself is checked by reading it (next); another output must be an engine or plan
     output = check_output(output or engine, inputs=[None if isinstance(weights, Mapping) else weights, names_from],
-                          what=what, kind=engine_file.ENGINE_FILE if output else None,
+                          what=what, kind=engine_file.NETDEF_ENGINE_FILE if output else None,
                           name=output_name(engine, ".engine"))
     before = path_key(output)  # before the engine is read: a write from now on is another program's
     meta, plan = engine_file.read_plan(engine)

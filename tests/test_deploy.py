@@ -1072,7 +1072,7 @@ def test_build_refuses_to_write_an_engine_over_an_exported_plan_with_its_sidecar
     plan.write_bytes(b"ftrt" + b"\0" * 60)
     (tmp_path / "model.plan.json").write_text('{"sidecar": {}}')
     with pytest.raises(OptionError, match=r"model\.plan: a \.plan name says a bare TensorRT plan .* name it "
-                                          r"\S+model\.engine, then `netdef export-plan"):
+                                          r"\S+model\.engine"):
         build_engine("resnet18", tmp_path / "missing.wts", plan)
     assert plan.read_bytes() == b"ftrt" + b"\0" * 60 and (tmp_path / "model.plan.json").is_file()
     sidecar = (tmp_path / "model.plan.json").rename(tmp_path / "model.bin.json")

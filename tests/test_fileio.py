@@ -116,8 +116,9 @@ def test_an_output_named_as_another_kind_of_file_is_refused(tmp_path):
     from helpers import lenet_weights
 
     for plan in ("x.plan", "x.TRT"):  # names that say a bare plan, which a netdef engine is not
-        with pytest.raises(OptionError, match=rf"the engine output .*{plan}: a \.(plan|TRT) name says a bare "
-                                              r"TensorRT plan .*name it .*x\.engine, then `netdef export-plan"):
+        with pytest.raises(OptionError, match=rf"the engine output .*{plan}: a \.(plan|trt) name says a bare "
+                                              r"TensorRT plan .*`netdef export-plan` writes one of an engine\), but "
+                                              r"this writes a TensorRT engine: name it .*x\.engine"):
             build_engine("lenet", lenet_weights(0), tmp_path / plan, log=lambda m: None)
         assert not (tmp_path / plan).exists()
 

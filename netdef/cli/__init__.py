@@ -55,15 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError:  # before PyTorch's import fails on it with a fatal error
         print("netdef: error: the working folder was deleted: cd to an existing folder", file=sys.stderr)
         return 1
-    here = os.path.realpath(cwd)  # `python -m` put it first ('' in the interactive interpreter); the script did not
-    added = None if any(isinstance(p, str) and os.path.realpath(p or os.curdir) == here for p in sys.path) else cwd
-    if added is not None:
-        sys.path.append(added)
-    try:
+    from ..block_modules import folder_importable
+
+    with folder_importable(cwd):  # `python -m` put it first; the script did not (taken off again after)
         return _main(sys.argv[1:] if argv is None else list(argv))
-    finally:  # taken off again: a program calling main() keeps its own module path
-        if added is not None and added in sys.path:
-            sys.path.remove(added)
 
 
 def _main(argv: list[str]) -> int:

@@ -321,19 +321,18 @@ def _check_keypoints(model: Any, net: Any) -> None:
 def _check_activation(model: Any, net: Any) -> None:
     """An Ultralytics model whose YAML sets another Conv activation (`activation: nn.ReLU()`) than the network's
     `default_act`: an OptionError giving the --set that builds it, before the outputs are compared."""
-    from ..registry import declared_params
     from ..spec import torch_activation
 
     cfg = getattr(model, "yaml", None)
     act = cfg.get("activation") if isinstance(cfg, dict) else None
-    if act is None or "default_act" not in declared_params():
+    if act is None or "default_act" not in net.params_read:  # no block of the network builds Ultralytics' Conv
         return
     try:
         theirs = torch_activation(act, lambda key, what: ValueError(what))
     except ValueError:  # one netdef does not build: the layers' comparison shows where
         return
-    ours = net.params.get("default_act", declared_params()["default_act"].default)
-    if _activation_of(theirs) != _activation_of(ours) and "default_act" in net.params_read:
+    ours = net.param("default_act")
+    if _activation_of(theirs) != _activation_of(ours):
         raise OptionError(f"the PyTorch model's YAML sets `activation: {act}` for its Conv layers, the network "
                           f"builds {ours}: build and verify with --set default_act={theirs}")
 
