@@ -462,7 +462,8 @@ _FILE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".wts", ".engine", ".plan", ".
 
 # what a file of these suffixes is, by its name (`FileKind.suffixes`)
 _BARE_PLAN = "a bare TensorRT plan (what trtexec, Triton and C++ load; `netdef export-plan` writes one of an engine)"
-KNOWN_SUFFIXES = {".wts": ".wts weights", ".engine": "a TensorRT engine", ".plan": _BARE_PLAN, ".trt": _BARE_PLAN, ".onnx": "an ONNX model", ".pt": "a PyTorch checkpoint",
+KNOWN_SUFFIXES = {".wts": ".wts weights", ".engine": "a TensorRT engine", ".plan": _BARE_PLAN, ".trt": _BARE_PLAN,
+                  ".onnx": "an ONNX model", ".pt": "a PyTorch checkpoint",
                   ".pth": "a PyTorch checkpoint", ".yaml": "YAML", ".yml": "YAML", ".json": "JSON",
                   ".npy": "a numpy array"}
 
