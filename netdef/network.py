@@ -418,7 +418,8 @@ class Network:
                     or _repeat_hint(missing, unused, self.weights, self.used)
                     or _sequence_row_hint(missing, unused, self.weights, self.used)
                     or _shifted_rows_hint(missing, unused, self.weights)
-                    or missing_modules_hint(list(missing), self.weights) or unused_modules_hint(unused, self.used, self.read_by)
+                    or missing_modules_hint(list(missing), self.weights)
+                    or unused_modules_hint(unused, self.used, self.read_by)
                     or _bias_hint(missing, self.used)
                     or ("" if missing else "\n(netdef build --no-strict, BuildOptions(strict=False) in Python, "
                                            "allows unused keys)"))

@@ -449,7 +449,8 @@ def test_an_input_without_channels_is_not_a_weight_mismatch(tmp_path, shape, sho
     with pytest.raises(SpecError) as e:
         define_network(tiny_yaml(tmp_path, shape), tiny_weights(), BuildOptions(), log=print)
     msg = str(e.value)
-    assert f"the input shape (the YAML's input: shape) is {shown}, but a convolution or BatchNorm needs [C, H, W]" in msg
+    assert f"the input shape (the YAML's input: shape) is {shown}, but a convolution or BatchNorm needs [C, H, W]" \
+        in msg
     assert f"input: {{shape: {example}]}}"[:-2] in msg and "tiny.yaml:5: row 0" in msg
     assert "values but the architecture expects" not in msg
 

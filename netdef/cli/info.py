@@ -23,7 +23,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     i.add_argument("--json", action="store_true",
                    help='machine-readable output: an object whose "kind" is "engine" (the header\'s fields), '
                         '"raw_plan" (plan, plan_bytes, plan_sha256, sidecar, metadata), "wts" (tensors, values, '
-                        'size_bytes, keys) or "calibration_table" (method, ranges, fingerprint, meta); an engine\'s and a raw plan\'s "profiles" list the optimization '
+                        'size_bytes, keys) or "calibration_table" (method, ranges, fingerprint, meta); an '
+                        'engine\'s and a raw plan\'s "profiles" list the optimization '
                         'profiles as [min, opt, max] batches in profile-index order (null where not known), '
                         '"input_hw_ranges" their input sizes where dynamic')
     return i
