@@ -147,16 +147,15 @@ class _Loaded(dict):
 def _input_channels_hint(spec: Spec, tensors: Mapping[str, np.ndarray], e: WeightKeyError) -> str:
     """A convolution weight of the network's input channels (its first) sized for another count of them (a 1-channel
     model): how to build one of that input; '' otherwise."""
-    expected = re.search(r"expects shape \((\d+), (\d+), (\d+), (\d+)\)", e.message)
     channels = spec.input_shape[0] if spec.input_shape else None
-    if e.key not in tensors or expected is None or int(expected[2]) != channels:
+    if e.key not in tensors or e.expected is None or len(e.expected) != 4 or e.expected[1] != channels:
         return ""
-    outputs = int(expected[1])
+    outputs, _, kh, kw = e.expected
     base = e.key.removesuffix(".weight")
     counts = [tensors[k].size for k in (f"{base}.bias", f"{base.rsplit('.', 1)[0]}.bn.weight") if k in tensors]
     if not counts or any(n != outputs for n in counts):  # another width, not another input (or nothing to tell)
         return ""
-    have, rest = divmod(tensors[e.key].size, outputs * int(expected[3]) * int(expected[4]))
+    have, rest = divmod(tensors[e.key].size, outputs * kh * kw)
     if rest or have in (0, channels):
         return ""
     where = f"a copy of {spec.path.name}" if spec.path else f"a YAML of {spec.source}'s text"

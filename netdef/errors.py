@@ -55,19 +55,21 @@ class WeightKeyError(NetdefError):
     """Weights missing from, unused in, or of the wrong size for a .wts file. `hint`: the end of the message that
     says what the mismatch looks like (a misspelt module, another architecture), for `netdef show` to print.
     `another_layout`: the hint explains the keys (saved fused or prefixed, another task's head), so no other scale
-    of the architecture would fit them. `key`: the weight at fault (its size, or its values), where one was."""
+    of the architecture would fit them. `key`: the weight at fault (its size, or its values), where one was;
+    `expected`: the shape the architecture wanted for it, where its size was at fault."""
 
     def __init__(self, message: str = "", *, where: str | None = None, hint: str = "", another_layout: bool = False,
-                 key: str | None = None):
+                 key: str | None = None, expected: tuple[int, ...] | None = None):
         super().__init__(message + hint, where=where)
         self.hint = hint
         self.another_layout = another_layout
         self.key = key
+        self.expected = expected
 
     def with_hint(self, more: str, where: str | None = None) -> "WeightKeyError":
         """The same error with `more` added to its hint (and `where`, where it has none yet)."""
         return WeightKeyError(self.message.removesuffix(self.hint), where=self.where or where, hint=self.hint + more,
-                              another_layout=self.another_layout, key=self.key)
+                              another_layout=self.another_layout, key=self.key, expected=self.expected)
 
 
 class SpecError(NetdefError):

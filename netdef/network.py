@@ -358,7 +358,8 @@ class Network:
             raise WeightKeyError(
                 f"{self.source}: '{key}' has {arr.size} values but the architecture expects shape "
                 f"{shape} = {expected} values: the weights do not belong to this architecture/config, or a block "
-                f"computes this shape differently from the model (its channels, groups or input shape)", key=key)
+                f"computes this shape differently from the model (its channels, groups or input shape)", key=key,
+                expected=shape)
         given, wanted = (tuple(n for n in dims if n != 1) for dims in (arr.shape, shape))
         if len(given) == len(wanted) and given != wanted:  # (c1, c2) for (c2, c1): reshaped, its values would scramble
             raise WeightKeyError(
