@@ -68,6 +68,8 @@ def compile_engine(builder: Any, definition: Any, opts: BuildOptions, output: st
         with interrupts.tensorrt_call(), interrupts.watched(log, tag):  # a signal is raised when the build returns
             plan = builder.build_serialized_network(definition, config)
     build_s = time.perf_counter() - t0
+    if progress.error is not None:  # the caller's log raised while TensorRT built: nothing is written
+        raise progress.error
     if progress.cancelled or interrupts.CANCEL.is_set():  # a signal the main thread took stopped a worker's build
         raise KeyboardInterrupt
     if plan is None:
@@ -220,11 +222,14 @@ class BuildProgress:
     Ctrl-C or SIGTERM during the build (`netdef.interrupts.tensorrt_call`): netdef's handler sets
     `interrupts.CANCEL`, and the next progress step tells TensorRT to stop (`cancelled`); the caller then raises
     and writes nothing. TensorRT without progress callbacks (8.6) cannot cancel: the build runs to its end
-    first (and is then dropped), unless a second signal ends the process (`interrupts.watched`)."""
+    first (and is then dropped), unless a second signal ends the process (`interrupts.watched`). What the caller's
+    `log` raises while TensorRT builds (in its callback or the ticking thread, where it would be lost) stops the
+    build as a signal does, kept as `error` for the caller to raise."""
 
     def __init__(self, config: Any, log: Log, every: float = 15.0, tag: str = "netdef"):
         self.log, self.every, self.tag = log, every, tag
         self.cancelled = False  # TensorRT was told to stop (a progress step returned False)
+        self.error: BaseException | None = None  # the first exception `log` raised during the build
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._tick, daemon=True)
         base = trt_api.progress_monitor_base()
@@ -238,10 +243,19 @@ class BuildProgress:
         while not self._stop.wait(0.25):
             if interrupts.CANCEL.is_set() and not announced and not self.cancellable:
                 announced = True
-                self.log(f"[{self.tag}] interrupted: the build stops when TensorRT returns (it cannot cancel)")
+                self.say(f"[{self.tag}] interrupted: the build stops when TensorRT returns (it cannot cancel)")
             if time.perf_counter() - last >= self.every:
                 last = time.perf_counter()
-                self.log(f"[{self.tag}]   ... still building ({last - t0:.0f} s)")
+                self.say(f"[{self.tag}]   ... still building ({last - t0:.0f} s)")
+
+    def say(self, text: str) -> None:
+        """`log(text)`; what it raises is kept in `error` (the first only) and cancels the build."""
+        if self.error is not None:
+            return
+        try:
+            self.log(text)
+        except BaseException as e:  # noqa: B902 (a KeyboardInterrupt too: raised by the caller after the build)
+            self.error, self.cancelled = e, True
 
     def __enter__(self) -> "BuildProgress":
         self._thread.start()
@@ -260,13 +274,13 @@ def _make_monitor(base: type, progress: BuildProgress) -> Any:
         @interrupts.trt_callback
         def phase_start(self, phase_name: str, parent_phase: str | None, num_steps: int) -> None:
             if parent_phase is None:
-                progress.log(f"[{progress.tag}]   {phase_name} ({num_steps} steps)")
+                progress.say(f"[{progress.tag}]   {phase_name} ({num_steps} steps)")
 
         @interrupts.trt_callback
         def step_complete(self, phase_name: str, step: int) -> bool:
             if interrupts.CANCEL.is_set() and not progress.cancelled:
                 progress.cancelled = True
-                progress.log(f"[{progress.tag}] interrupted: build cancelled")
+                progress.say(f"[{progress.tag}] interrupted: build cancelled")
             return not progress.cancelled  # False cancels the build
 
         @interrupts.trt_callback

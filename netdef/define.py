@@ -247,6 +247,7 @@ def _fits(spec: Spec | str, tensors: Mapping[str, np.ndarray], precision: str, p
     try:
         spec = spec if isinstance(spec, Spec) else load_spec(spec)
         net = Network(tensors, precision=precision, params=spec.resolve_params(params))
+        net.stop_at_missing = True  # most architectures looked at lack a key early: no need to define the rest
         with observing_rows(None):  # not rows of the network `netdef show` lists
             build_network(spec, net, None)
         net.check_keys(strict=True)

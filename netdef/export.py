@@ -340,9 +340,13 @@ def _importer(e: ModuleNotFoundError) -> str | None:
     return f"{frames[-1].filename}:{frames[-1].lineno}" if frames else None
 
 
+_PARAMETER_SUFFIXES = (".weight", ".bias", ".running_mean", ".running_var")  # a module's tensors' key ends
+
+
 def state_dict_of(obj: Any, where: str = "source", log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """The state_dict inside a module, a checkpoint dict ({'model'|'ema'|'state_dict': ...}) or a state_dict.
-    A dict of tensors with other entries (`epoch`, `optimizer`) gives its tensors; `log` names the rest."""
+    """The state_dict inside a module, a checkpoint dict ({'model'|'ema'|'state_dict': ...}) or a state_dict (of
+    torch tensors or numpy arrays). A dict of tensors with other entries (`epoch`, `optimizer`) gives its tensors;
+    `log` names the rest; a weight's key (`*.weight`, `*.bias`, ...) without a tensor is an error."""
     torch = _torch()
     if isinstance(obj, torch.nn.Module):
         return dict(obj.state_dict())
@@ -363,8 +367,17 @@ def state_dict_of(obj: Any, where: str = "source", log: Callable[[str], None] | 
             return got
         if first is not None:
             raise first
-        tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+        import numpy as np
+
+        tensors = {k: v for k, v in obj.items() if isinstance(v, (torch.Tensor, np.ndarray))}  # numpy's: arrays
         skipped = [k for k in obj if k not in tensors]
+        lost = [k for k in skipped if isinstance(k, str) and k.endswith(_PARAMETER_SUFFIXES)
+                and not isinstance(obj[k], (Mapping, torch.nn.Module))]
+        if tensors and lost:  # a weight's key without a tensor: left out, the .wts would lack that weight
+            value = obj[lost[0]]
+            raise NetdefError(f"{where}['{lost[0]}'] is {'None' if value is None else type(value).__name__}, not a "
+                              f"tensor: a weight's key without its values ({len(lost)} such key(s)); give the tensor, "
+                              "or leave the key out")
         if tensors:
             if skipped and log:
                 log(f"[netdef] {where}: exporting its {len(tensors)} tensors; skipped {len(skipped)} entries that "
@@ -514,6 +527,10 @@ def export_wts(source: str | Path | Any, output: str | Path, *, state_dict: str 
                 log(f"[netdef] these weights, without the prefix {prefix} of every key, fit netdef's {fits[0]}: "
                     f"export them with --strip-prefix {prefix}, then build it with "
                     f"`{build_command(fits[0], output)}`")
+            elif prefix == "module.":  # the wrapper's name, never the model's: its own keys lack it
+                log("[netdef] note: every key starts with module. (a DataParallel or DistributedDataParallel "
+                    "model's state_dict), which the model's own keys and an architecture's rows lack: export with "
+                    "--strip-prefix module. (Python: strip_prefix='module.')")
     return sd
 
 

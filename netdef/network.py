@@ -163,6 +163,7 @@ class Network:
         self.used: set[str] = set()
         self.read_by: dict[str, str] = {}  # used key -> where (YAML file:line of its row) it was read
         self.missing: dict[str, str] = {}
+        self.stop_at_missing = False  # a missing key raises at once (a search for the architectures weights fit)
         self.skipped: dict[str, str] = {}  # keys consumed without being used (Network.skip) -> why
         self.supplied: dict[str, str] = {}  # fixed, untrained keys the file lacks, built from known values -> why
         self.fixed: set[str] = set()  # keys of fixed, untrained tensors (`fixed_weight`), read or supplied
@@ -350,6 +351,8 @@ class Network:
             raise SpecError(f"'{key}': the weight shape {shape} the architecture computes depends on the input size, "
                             f"which is dynamic or too large here: check the input shape (--input-shape)")
         if key not in self.weights:
+            if self.stop_at_missing:
+                raise WeightKeyError(f"{self.source}: '{key}' is missing", key=key)
             self.missing.setdefault(key, self.where)
             return np.zeros(shape, np.float32)
         arr = np.asarray(self.weights[key], dtype=np.float32)
@@ -404,17 +407,20 @@ class Network:
     def check_keys(self, strict: bool = True) -> list[str]:
         """Raise on missing keys (always) and unused keys (strict); returns the unused keys."""
         missing, unused = self.key_report()
+        saved = (_prefix_hint(list(missing), unused) or _fused_hint(list(missing), unused)
+                 or misspelt_module_hint(missing, unused, self.weights, self.used)) if missing or unused and strict \
+            else ""
+        few = 5 if saved else 50  # keys saved otherwise (a prefix, say): the hint says how; a few of them show it
         problems = []
         if missing:
             lines = [f"  {k}   (asked for by {where})" if where else f"  {k}" for k, where in missing.items()]
-            problems.append(f"{len(missing)} key(s) the architecture needs are missing:\n" + "\n".join(lines[:50]))
+            problems.append(f"{len(missing)} key(s) the architecture needs are missing:\n" + "\n".join(lines[:few])
+                            + ("\n  ..." if len(lines) > few else ""))
         if unused and strict:
-            problems.append(f"{len(unused)} key(s) in the file were not used by the architecture:\n"
-                            + "\n".join(f"  {k}" for k in unused[:50])
-                            + ("\n  ..." if len(unused) > 50 else ""))
+            problems.append(f"{len(unused)} key(s) in the weights were not used by the architecture:\n"
+                            + "\n".join(f"  {k}" for k in unused[:few])
+                            + ("\n  ..." if len(unused) > few else ""))
         if problems:
-            saved = (_prefix_hint(list(missing), unused) or _fused_hint(list(missing), unused)
-                     or misspelt_module_hint(missing, unused, self.weights, self.used))
             hint = (saved or _default_prefix_hint(missing, self.weights, self.used)
                     or _repeat_hint(missing, unused, self.weights, self.used)
                     or _sequence_row_hint(missing, unused, self.weights, self.used)

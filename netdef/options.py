@@ -105,6 +105,9 @@ class BuildOptions:
                 setattr(self, name, tuple(float(v) for v in values))
         if isinstance(self.compute_capability, str):  # 89, sm89, SM_89: 8.9, as a GPU's is recorded and compared
             self.compute_capability = normalize_compute_capability(self.compute_capability)
+        self.batch, self.input_hw = _ints(self.batch), _ints(self.input_hw)  # numpy's integers as ints: JSON
+        if isinstance(self.profiles, (tuple, list)):
+            self.profiles = tuple(map(_ints, self.profiles))
         if isinstance(self.profiles, (tuple, list)) and self.profiles and all(map(_is_triple, self.profiles)) \
                 and isinstance(self.batch, (tuple, list)) and tuple(self.batch) == (1, 1, 1):
             self.batch = overall_range(self.profiles)  # batch left out: the profiles' overall range
@@ -243,6 +246,16 @@ def options_dict(opts: BuildOptions) -> dict[str, Any]:
 
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _ints(p: Any) -> Any:
+    """A list, tuple or 1-D array of integers of any kind (numpy's) as a tuple of ints; anything else as it is
+    (`validate` names it)."""
+    if isinstance(p, np.ndarray) and p.ndim == 1:
+        p = p.tolist()
+    if isinstance(p, (tuple, list)) and all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in p):
+        return tuple(int(v) for v in p)
+    return p
 
 
 def _is_triple(p: Any) -> bool:

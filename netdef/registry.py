@@ -9,6 +9,7 @@ A block that reads build parameters (`netdef build --set KEY=VALUE`) declares th
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import inspect
 import marshal
@@ -75,6 +76,12 @@ class Param:
         return out
 
 
+@functools.lru_cache(maxsize=1024)
+def _signature(fn: Callable[..., Any]) -> inspect.Signature:
+    """inspect.signature(fn), kept: each row of each architecture loaded asks for its block's several times."""
+    return inspect.signature(fn)
+
+
 @dataclass(frozen=True)
 class Block:
     name: str
@@ -87,7 +94,7 @@ class Block:
     @property
     def signature(self) -> inspect.Signature:
         """The block function's signature: (net, x, prefix, *the row's arguments)."""
-        return inspect.signature(self.fn)
+        return _signature(self.fn)
 
     @property
     def module(self) -> str:

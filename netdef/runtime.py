@@ -198,6 +198,8 @@ class Engine:
         return f"<{kind} {self.path.name}: {io(self.inputs)} -> {io(self.outputs)}, batch {batch}{precision}>"
 
     def __call__(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """Run once on the inputs given in the engine's input order (`engine(x)`) or by name (`engine(images=x)`):
+        the outputs by name (`infer`)."""
         if args and kwargs:
             raise OptionError("pass inputs either by position or by name, not both")
         if len(args) > len(self.inputs):
@@ -583,7 +585,11 @@ def _make_backend(name: str) -> Any:
 
 
 class TorchBackend:
-    """Device memory and streams from PyTorch, on the current device when it is made."""
+    """Device memory and streams from PyTorch, on the current device when it is made. A backend's methods (the
+    pycuda one has the same): `to_device` copies a host or device array to a device buffer of a numpy dtype's name,
+    `empty` and `host_buffer` (pinned) allocate, `ptr` is a buffer's device address, `run` runs the engine once,
+    `wait` / `mark` order runs across streams, `to_host` copies back to numpy, `to_user` gives a result as the
+    caller gets it."""
 
     name = "torch"
 

@@ -97,6 +97,10 @@ class Spec:
     preset: dict[str, Any] = field(default_factory=dict)  # `set:` build parameters the YAML gives (--set wins)
     output_line: int = 1  # the line of `output:` (errors marking the outputs name it)
 
+    def __repr__(self) -> str:  # not the text and every row (`netdef show` lists them)
+        return (f"Spec({self.name!r}, {self.source}, input {self.input_name} {list(self.input_shape)}, "
+                f"{len(self.rows)} rows, outputs {self.output_names})")
+
     @property
     def sha256(self) -> str:
         """The architecture's identity: the YAML text, the chosen scale, and the source of every block of the rows
@@ -121,6 +125,7 @@ class Spec:
         return str(self.path) if self.path is not None else f"<{self.name}>"
 
     def where(self, row: Row) -> str:
+        """Where `row` comes from, as errors name it: `FILE:LINE: row N (Block)`."""
         return f"{self.source}:{row.line}: row {row.index} ({row.block.name})"
 
     def input_shape_for(self, input_hw: tuple[int, int] | None = None) -> tuple[int, ...]:
@@ -319,6 +324,9 @@ def parse_spec(text: str | Mapping[str, Any], name: str | None = None, *, base: 
     it (default: its `name:`, else 'model'; with a family's scale: parse_spec(yolo11_text, "yolo11n")); `blocks:`
     paths are relative to `base`. Errors name it <name> and the line of the text (of a dict: of its YAML dump).
     Its identity (engine headers, refit) is that text: a dict dumped with its keys in another order is another."""
+    if isinstance(text, os.PathLike):
+        raise SpecError(f"parse_spec({type(text).__name__}({os.fspath(text)!r})): that is a file's path; parse_spec "
+                        "takes the YAML text itself, load_spec(path) reads a file")
     if name is None:
         name = _own_name(text, "model", "<model>")
     if isinstance(text, Mapping):
@@ -656,6 +664,17 @@ def _prefix_text(node: Any) -> str | None:
     return item.value if item.tag.endswith((":int", ":float", ":bool")) else None
 
 
+def _takes_input_list(blk: Any) -> bool:
+    """Whether the block's input parameter (its second, `x`) is annotated as a list of tensors (Add, Concat, the
+    detection heads), which a row's single 'from' would not give it."""
+    params = list(blk.signature.parameters.values())
+    if len(params) < 2:
+        return False
+    ann = params[1].annotation
+    text = ann if isinstance(ann, str) else getattr(ann, "__name__", str(ann))
+    return text.split("[")[0].rsplit(".", 1)[-1] in ("list", "List", "Sequence")
+
+
 def _parse_row(where: str, i: int, line: int, raw: Any, params: dict, gd: float,
                width: tuple[float, int | None, set[int]], key_prefix: str, used: set[str],
                all_rows: list[Any] | None = None, prefix_text: str | None = None) -> Row:
@@ -709,6 +728,9 @@ def _parse_row(where: str, i: int, line: int, raw: Any, params: dict, gd: float,
         also += f": did you mean '{near}'?" if near else ""
         raise fail(f"unknown block '{name}'{also}; known blocks: {', '.join(known_blocks())}. A block of your own is "
                    f"registered with @netdef.registry.block('{name}'): {HOW_TO_LOAD}") from None
+    if not multi and _takes_input_list(blk):
+        raise fail(f"{name} takes a list of inputs, and 'from' {frm!r} gives one tensor: list the rows it joins, "
+                   "e.g. [-1, 4]")
     if isinstance(args, dict):
         named = [k for k in args if not isinstance(k, str)]
         if named:

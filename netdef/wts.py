@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 
 from .errors import NetdefError, WtsFormatError
-from .fileio import CHECKPOINT_STARTS, UTF8_BOM, FileKind, atomic_write_all, describe_head, file_key, recognised, utf16
+from .fileio import (CHECKPOINT_STARTS, UTF8_BOM, FileKind, atomic_write_all, check_output, describe_head, file_key,
+                     recognised, utf16)
 
 __all__ = ["read_wts", "write_wts", "wts_summary"]
 
@@ -38,6 +39,7 @@ for _c in _WS:
     _CLASS[_c] = 1
 _CLASS = bytes(_CLASS)
 _ZEROS8 = np.uint64(0x3030303030303030)  # "00000000"
+_YAML_START = re.compile(rb"---|[A-Za-z_][\w.-]*:(\s|$)")  # an architecture's first line (name: ...)
 WTS_FILE = FileKind("a .wts file", lambda head: head.removeprefix(UTF8_BOM).split(b"\n", 1)[0].strip().isdigit(),
                     suffixes=(".wts",))
 
@@ -102,7 +104,10 @@ def _scan(path: str, data: bytes | mmap.mmap, bar=None) -> Iterator[tuple[int, s
         shown = repr(first[:40 if text else 8])[2:-1]
         head = bytes(data[:64])
         what = recognised(head)
-        hint = ("" if text and what in (None, "a netdef engine") else
+        yaml_text = text and what is None and _YAML_START.match(first) is not None
+        hint = (" (this is not a .wts file: it looks like YAML text, an architecture?: give that as the architecture "
+                "and the .wts as the weights)" if yaml_text else
+                "" if text and what in (None, "a netdef engine") else
                 f" (this is not a {'.wts' if text else 'text .wts'} file: {describe_head(head)})") + (
             ": export a checkpoint's weights with `netdef export CHECKPOINT -o WEIGHTS.wts`"
             if head.startswith(CHECKPOINT_STARTS) else
@@ -467,9 +472,11 @@ def write_wts(path: str | os.PathLike, tensors: Mapping[str, Any], *, progress: 
     SHA-256 (hex) of the bytes written (hashing the file afterwards could hash another process's file that replaced
     it meanwhile), written and renamed together with it (all or none). `drop`: files that belonged to the .wts
     written over (its class names) with the SHA-256 they belong to, removed right after the rename unless it is that
-    of the bytes written (names of these very bytes still belong to them). Returns the files removed.
+    of the bytes written (names of these very bytes still belong to them). Returns the files removed. A file of
+    another kind at `path` (an engine, a checkpoint) is never written over: an OptionError.
     """
     path = os.fspath(path)
+    check_output(path, what="the .wts output", kind=WTS_FILE)
     for key in tensors:
         if not isinstance(key, str) or not key or not (key.isascii() and key.isprintable()) or " " in key:
             raise NetdefError(f"cannot write {path}: key {key!r} must be a non-empty string of "

@@ -41,6 +41,19 @@ def test_options_check_each_profile_and_the_overall_range():
         BuildOptions(batch=(1, 8, 8), profiles=((1, 1, 8), (9, 64, 256))).validate()
 
 
+def test_numpy_integers_are_batch_sizes_and_input_sizes():
+    """Sizes computed with numpy (np.int64, a 1-D array) are ints in the options (the engine's header is JSON)."""
+    import numpy as np
+
+    opts = BuildOptions(batch=np.array([1, 4, 8]), input_hw=(np.int64(32), np.int32(48)))
+    opts.validate()
+    assert opts.batch == (1, 4, 8) and opts.input_hw == (32, 48)
+    two = BuildOptions(profiles=[(np.int64(1), 2, 4), (5, np.int64(8), 8)])
+    two.validate()
+    assert two.profiles == ((1, 2, 4), (5, 8, 8)) and two.batch == (1, 8, 8)
+    assert all(type(v) is int for v in (*opts.batch, *opts.input_hw, *two.profiles[0], *two.profiles[1]))
+
+
 def test_two_profile_engine_builds_and_shows_its_profiles(torchvision_wts, tmp_path):
     _, wts = torchvision_wts("resnet18")
     out = tmp_path / "r18.engine"

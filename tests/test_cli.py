@@ -847,6 +847,25 @@ def test_ctrl_c_during_a_build_cancels_it_and_writes_nothing(r18, tmp_path):
         assert "[netdef] interrupted: build cancelled" in lines, lines
 
 
+def test_an_exception_of_the_callers_log_during_a_build_is_raised_and_nothing_written(r18, tmp_path):
+    """A `log=` callback that raises while TensorRT builds (inside its progress callback, which would swallow the
+    exception, or in the ticking thread): the build stops and build_engine raises that exception; no engine."""
+    from netdef import trt_api
+    from netdef.build import BuildOptions, build_engine
+
+    if trt_api.progress_monitor_base() is None:
+        pytest.skip("this TensorRT reports no build phases (8.6): the caller's log is not called during the build")
+    out = tmp_path / "r18.engine"
+
+    def log(msg: str) -> None:
+        if msg.startswith("[netdef]   "):  # a build phase's message: inside TensorRT's callback
+            raise LookupError("the caller's own log failed")
+
+    with pytest.raises(LookupError, match="the caller's own log failed"):
+        build_engine("resnet18", r18 / "r18.wts", out, BuildOptions(opt_level=0), log=log)
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
 def test_a_signal_from_outside_during_a_build_is_never_lost(r18, tmp_path, capfd, signum):
     """A signal from another process (here a timer thread) at any moment of a build: Python runs the handler when

@@ -215,8 +215,9 @@ def test_a_plan_is_told_by_its_first_bytes(engines, tmp_path):
     assert is_raw_plan(odd) and not is_raw_plan(engines("r50"))
     r = run_cli("info", "--json", str(odd))
     assert r.returncode == 0 and json.loads(r.stdout)["plan_bytes"] == odd.stat().st_size, r.stderr
-    wts = tmp_path / "weights.engine"
-    write_wts(wts, {"w": np.ones(3, np.float32)})
+    wts = tmp_path / "weights.engine"  # a .wts renamed (write_wts refuses an engine's name)
+    write_wts(tmp_path / "weights.wts", {"w": np.ones(3, np.float32)})
+    (tmp_path / "weights.wts").rename(wts)
     meta_json = b'{"task": "detect", "imgsz": [640, 640]}'
     ultralytics = tmp_path / "yolo11n.engine"  # Ultralytics' layout: metadata length, JSON, then the plan
     ultralytics.write_bytes(len(meta_json).to_bytes(4, "little") + meta_json + plan.read_bytes())

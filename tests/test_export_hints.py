@@ -502,7 +502,8 @@ def test_a_state_dict_that_fits_one_architecture_is_told_how_to_build(tmp_path, 
 
 def test_a_state_dict_of_prefixed_keys_is_told_to_strip_the_prefix(tmp_path):
     """DataParallel's `module.` before every key: no architecture fits, but without it LeNet's does; export names
-    --strip-prefix (with which the weights fit), and says nothing where the bare keys fit nothing either."""
+    --strip-prefix (with which the weights fit); where the bare keys fit nothing either, the module. of a wrapper
+    (never a model's own) is still named, another prefix (a model's own attribute, maybe) is not."""
     import torch
 
     from netdef.examples.digits import LeNet
@@ -515,7 +516,12 @@ def test_a_state_dict_of_prefixed_keys_is_told_to_strip_the_prefix(tmp_path):
                     "-o l.engine`"]
     export_wts({f"module.{k}": v for k, v in torch.nn.Conv2d(1, 2, 1).state_dict().items()}, tmp_path / "c.wts",
                log=logs.append)
-    assert len(logs) == 1
+    assert logs[1:] == ["[netdef] note: every key starts with module. (a DataParallel or DistributedDataParallel "
+                        "model's state_dict), which the model's own keys and an architecture's rows lack: export with "
+                        "--strip-prefix module. (Python: strip_prefix='module.')"]
+    export_wts({f"net.{k}": v for k, v in torch.nn.Conv2d(1, 2, 1).state_dict().items()}, tmp_path / "n.wts",
+               log=logs.append)
+    assert len(logs) == 2
 
 
 def test_the_architectures_weights_fit_are_netdefs_own_not_a_working_folders_file_of_that_name(tmp_path,
@@ -749,3 +755,20 @@ def test_a_script_that_does_not_define_the_pickled_class_is_named(tmp_path, monk
                                           r"not define TinyNet: give the script that does"):
         load_source("other.py:make", state_dict="tiny_full.pt", log=lambda m: None)
     sys.modules.pop("other", None)
+
+
+def test_a_state_dict_of_numpy_arrays_is_exported_and_a_weight_key_without_a_tensor_is_refused(tmp_path):
+    """A mapping of numpy arrays is a state_dict as one of torch tensors is; a key named as a weight whose value is
+    None (or no tensor) is an error naming it, not an entry left out of the .wts (other entries, `epoch`, are)."""
+    import torch
+
+    from netdef.export import export_wts
+    from netdef.wts import read_wts
+
+    out = tmp_path / "np.wts"
+    export_wts({"fc.weight": np.ones((2, 3), np.float32), "fc.bias": np.arange(2.0)}, out, log=lambda m: None)
+    got = read_wts(out)
+    assert sorted(got) == ["fc.bias", "fc.weight"] and got["fc.bias"].tolist() == [0.0, 1.0]
+    with pytest.raises(NetdefError, match=r"\['fc\.bias'\] is None, not a tensor: a weight's key without its values"):
+        export_wts({"fc.weight": torch.ones(2, 3), "fc.bias": None, "epoch": 3}, tmp_path / "n.wts", log=print)
+    assert not (tmp_path / "n.wts").exists()

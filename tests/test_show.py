@@ -46,6 +46,8 @@ def test_rows_keys_and_parameters_match_the_pytorch_model(lenet):
     in_memory = show("lenet", model.state_dict())  # a state_dict is named as such, not printed whole
     assert in_memory.ok and in_memory.format().splitlines()[0].endswith(", weights in-memory weights")
     assert "tensor(" not in in_memory.format()
+    assert in_memory.key_report() == ("keys: every key the architecture asks for is in the in-memory weights, and "
+                                      "every key there is used")
 
 
 def test_parameters_leave_out_buffers_and_the_summary_says_so(lenet, tmp_path):

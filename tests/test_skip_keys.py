@@ -11,7 +11,7 @@ from netdef.network import Network
 
 def test_skipped_keys_are_neither_unused_nor_missing():
     net = Network({"a.weight": np.zeros(1, np.float32), "b.weight": np.zeros(1, np.float32)})
-    with pytest.raises(WeightKeyError, match=r"2 key\(s\) in the file were not used"):
+    with pytest.raises(WeightKeyError, match=r"2 key\(s\) in the weights were not used"):
         net.check_keys()
     net.skip(["a.weight"], "training only")
     assert net.key_report() == ({}, ["b.weight"]) and net.skipped == {"a.weight": "training only"}

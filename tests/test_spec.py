@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -70,6 +71,9 @@ def write(tmp_path, text, name="arch.yaml"):
     (GOOD.replace("name: x,", "name: '',"), 2, "'input': 'name': expected the input tensor's name (a non-empty "
                                                "string), got ''"),
     (GOOD.replace("name: x,", "name: [x],"), 2, "'input': 'name': expected the input tensor's name"),
+    (GOOD.replace("GlobalAvgPool, {}", "Add, {}"), 6, "row 1: Add takes a list of inputs, and 'from' -1 gives one "
+                                                      "tensor: list the rows it joins, e.g. [-1, 4]"),
+    (GOOD.replace("GlobalAvgPool, {}", "Concat, {}"), 6, "row 1: Concat takes a list of inputs"),
     (GOOD.replace("{c2: 4}", "{c2: -5}"), 7, "row 2: Linear's channel argument 'c2' must be a positive integer, "
                                              "got -5"),
     (GOOD.replace("{c2: 4}", "{c2: yes}"), 7, "row 2: Linear's channel argument 'c2' must be a positive integer, got "
@@ -505,7 +509,6 @@ def test_ultralytics_scale_and_channels_keys(tmp_path):
 def test_an_architecture_given_in_python_builds_and_is_found_for_a_refit_only_as_itself(tmp_path):
     """parse_spec: YAML text or a dict, no file; the name given names it, errors say <name> and the line, the
     engine header records no path, and a refit (which cannot find it by name) is told to pass it."""
-    from pathlib import Path
 
     import yaml
 
@@ -549,6 +552,8 @@ def test_an_architecture_given_in_python_builds_and_is_found_for_a_refit_only_as
      r"<m>: cannot be written as YAML"),
     (["input"], "m", r"expected YAML text or a dict"),
     ("architectures/mine.yaml", "m", r"that is a file's name; parse_spec takes the YAML text itself, load_spec"),
+    (Path("mine.yaml"), "m", r"parse_spec\(\w*Path\('mine\.yaml'\)\): that is a file's path; parse_spec takes the "
+                             r"YAML text itself, load_spec\(path\) reads a file"),
 ])
 def test_an_architecture_given_in_python_names_its_errors(text, name, needle):
     from netdef.spec import parse_spec
@@ -636,3 +641,9 @@ def test_a_scale_after_a_family_name_without_digits_says_what_to_do(tmp_path, mo
         load_spec("mydetn")
     with pytest.raises(SpecError, match=r"^no architecture 'mydetq': did you mean mydet\? \("):  # no such scale
         load_spec("mydetq")
+
+
+def test_a_specs_repr_is_one_line_naming_it():
+    """repr(spec) in a notebook or a log: its name, source, input, row count and outputs, not its text and rows."""
+    spec = parse_spec(GOOD, "tiny")
+    assert repr(spec) == "Spec('tiny', <tiny>, input x [3, 16, 16], 3 rows, outputs ['y'])"

@@ -155,3 +155,24 @@ def test_a_uint8_network_takes_uint8_images_as_input(tiny, tmp_path):
     with pytest.raises(OptionError, match=r"floats\.npy: float32 values; the network's input 'input' is "
                                           r"\(1, 3, 16, 16\) uint8: uint8 images of 0\.\.255"):
         verify(yaml(), wts, "tiny_model:make", cpu=True, opts=opts, input_data=tmp_path / "floats.npy")
+
+
+def test_a_torch_tensor_is_an_input_and_a_state_dict_or_factory_is_no_model(tiny):
+    """verify's input_data takes a torch tensor as it takes an array; a state_dict, a model's factory or a
+    DataParallel wrapper given as `model` is refused before any work, saying what to give."""
+    import torch
+
+    yaml, wts = tiny
+    x = torch.randn(2, 3, 16, 16)
+    report = verify(yaml(), wts, "tiny_model:make", cpu=True, input_data=x, log=lambda m: None)
+    assert report.ok and "batch 2, input given" in report.mode
+    import tiny_model
+
+    for model, says in ((tiny_model.make().state_dict(), r"\(OrderedDict\): not a torch module; give the module the "
+                                                         r"weights belong to"),
+                        (tiny_model.make, r"\(function\): not a torch module; give the module it makes \(make\(\)\)"),
+                        (3, r"\(int\): not a torch module; give a torch module or a source such as"),
+                        (torch.nn.DataParallel(tiny_model.make()), r"\(DataParallel\): a wrapper whose keys start with "
+                                                                   r"module\.; give the model it wraps, its \.module")):
+        with pytest.raises(OptionError, match=says):
+            verify(yaml(), wts, model, cpu=True, log=lambda m: None)

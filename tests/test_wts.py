@@ -8,7 +8,7 @@ import struct
 import numpy as np
 import pytest
 
-from netdef.errors import NetdefError, WtsFormatError
+from netdef.errors import NetdefError, OptionError, WtsFormatError
 from netdef.wts import read_wts, write_wts, wts_summary
 
 SPECIALS = np.array([0x00000000, 0x80000000, 0x7F800000, 0xFF800000, 0x7FC00000, 0xFFC00000,
@@ -527,6 +527,24 @@ def test_a_checkpoint_or_an_engine_given_as_weights_is_named(tmp_path):
         read_wts(ckpt)
     with pytest.raises(WtsFormatError, match=r"found 'NETDEF-ENGINE' \(a netdef engine, not weights\)"):
         read_wts(engine)
+    arch = put(tmp_path, b"name: mynet\ninput: {name: x, shape: [3, 8, 8]}\n", "arch.yaml")
+    with pytest.raises(WtsFormatError, match=r"found 'name: mynet' \(this is not a \.wts file: it looks like YAML "
+                                             r"text, an architecture\?: give that as the architecture"):
+        read_wts(arch)
+
+
+def test_write_wts_never_writes_over_a_file_of_another_kind(tmp_path):
+    """write_wts (public, as export is) refuses to replace an engine or a checkpoint, as export does; the file is
+    kept as it was."""
+    engine = tmp_path / "a.engine"
+    engine.write_bytes(b"NETDEF-ENGINE\n" + bytes(100))
+    with pytest.raises(OptionError, match=r"a\.engine exists and is not a \.wts file \(it looks like a netdef engine"):
+        write_wts(engine, {"w": np.ones(2, np.float32)})
+    assert engine.read_bytes() == b"NETDEF-ENGINE\n" + bytes(100)
+    ckpt = tmp_path / "best.bin"
+    ckpt.write_bytes(b"PK\x03\x04" + bytes(10))
+    with pytest.raises(OptionError, match=r"best\.bin exists and is not a \.wts file"):
+        write_wts(ckpt, {"w": np.ones(2, np.float32)})
 
 
 @pytest.mark.parametrize("magic, what", [(b"\x1f\x8b\x08\x08", "gzip"), (b"\xfd7zXZ\x00", "xz"),

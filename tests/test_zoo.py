@@ -292,7 +292,7 @@ def test_bad_inputs_are_named(zoo_model, tmp_path):
     with pytest.raises(NetdefError, match=r"encoder\.pos_embedding"):  # a 160x160 input has 101 tokens, not 197
         define_network("vit_b_16", sd, BuildOptions(input_hw=(160, 160)), log=lambda m: None)
     yaml = tmp_path / "bad.yaml"
-    for row, message in (("[-1, 1, Up, {c2: 8}, up1]", "Up takes two inputs"),
+    for row, message in (("[-1, 1, Up, {c2: 8}, up1]", "Up takes a list of inputs, and .from. -1 gives one tensor"),
                          ("[-1, 1, InvertedResidualV3, {c2: 8, act: gelu}, features.1]", "act 'gelu'"),
                          ("[-1, 2, MBConv, {c2: 8, s: 3}, features.1]", "stride must be 1 or 2")):
         yaml.write_text("name: bad\ninput: {name: input, shape: [3, 32, 32]}\noutput: y\nlayers:\n"

@@ -123,23 +123,24 @@ class ShowReport:
         """The strict key report: missing keys (with the row that asked) and unused keys, or that all fit; the
         keys left out knowingly and the fixed keys built without the weights (`Network.fixed_weight`) first; then
         what a build's error would say the mismatch looks like."""
-        out = [f"skipped: {len(self.skipped)} key(s) in {self.weights} left out knowingly:"] if self.skipped else []
+        where = "the in-memory weights" if self.weights == IN_MEMORY else self.weights
+        out = [f"skipped: {len(self.skipped)} key(s) in {where} left out knowingly:"] if self.skipped else []
         out += [f"  {k}   ({why})" for k, why in self.skipped.items()]
         if self.supplied:
-            out.append(f"supplied: {len(self.supplied)} fixed key(s) not in {self.weights}, built from known values:")
+            out.append(f"supplied: {len(self.supplied)} fixed key(s) not in {where}, built from known values:")
             out += [f"  {k}   ({why})" for k, why in self.supplied.items()]
         if self.ok:
             asked = "every key the architecture asks for" + (f" but the {len(self.supplied)} supplied above"
                                                              if self.supplied else "")
-            out.append(f"keys: {asked} is in {self.weights}, and every key there but the {len(self.skipped)} "
+            out.append(f"keys: {asked} is in {where}, and every key there but the {len(self.skipped)} "
                        f"skipped above is used" if self.skipped else
-                       f"keys: {asked} is in {self.weights}, and every key there is used")
+                       f"keys: {asked} is in {where}, and every key there is used")
             return "\n".join(out)
         if self.missing:
-            out.append(f"missing: {len(self.missing)} key(s) the architecture needs are not in {self.weights}:")
-            out += [f"  {k}   (asked for by {where})" for k, where in self.missing.items()]
+            out.append(f"missing: {len(self.missing)} key(s) the architecture needs are not in {where}:")
+            out += [f"  {k}   (asked for by {asker})" for k, asker in self.missing.items()]
         if self.unused:
-            out.append(f"unused: {len(self.unused)} key(s) in {self.weights} no row uses:")
+            out.append(f"unused: {len(self.unused)} key(s) in {where} no row uses:")
             out += [f"  {k}" for k in self.unused]
         return "\n".join(out) + self.hint
 

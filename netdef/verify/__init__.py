@@ -67,6 +67,8 @@ def verify(arch: str | Path | Spec, weights: Weights, model: Any, *, cpu: bool =
     check_tolerance(tol, "verify tol")
     if opts is not None and not isinstance(opts, BuildOptions):
         raise OptionError(f"opts {opts!r}: expected a netdef.options.BuildOptions")
+    model = str(model) if isinstance(model, Path) else model  # a checkpoint's path
+    _check_model(model)
     given, label = _load_input(input_data, input_scale, opts)  # a file's errors before any other work
     if given is not None:  # its batch, and its height and width for a dynamic input size
         batch, size = _given_batch_and_size(given, label, batch, size, opts)
@@ -388,6 +390,25 @@ def _input_size(opts: BuildOptions, size: tuple[int, int] | None, given: str = "
     return tuple(size)
 
 
+def _check_model(model: Any) -> None:
+    """`model` must be a torch module or a source string (`load_model`'s): a state_dict, a factory or a
+    DataParallel wrapper is refused, saying what to give instead."""
+    wrapper = type(model).__name__ in ("DataParallel", "DistributedDataParallel") and hasattr(model, "module")
+    if wrapper:  # its keys are the model's with module. before each: the wrapped model is the one to compare
+        raise OptionError(f"verify model ({type(model).__name__}): a wrapper whose keys start with module.; give the "
+                          "model it wraps, its .module")
+    if isinstance(model, str) or not isinstance(model, type) and callable(getattr(model, "named_parameters", None)):
+        return
+    what = type(model).__name__
+    if isinstance(model, Mapping):
+        instead = "the module the weights belong to (the weights come from the .wts)"
+    elif callable(model):
+        instead = f"the module it makes ({getattr(model, '__name__', what)}()), or a source such as 'FILE.py:NAME'"
+    else:
+        instead = "a torch module or a source such as 'torchvision:resnet18', 'FILE.py:NAME' or a checkpoint's path"
+    raise OptionError(f"verify model ({what}): not a torch module; give {instead}")
+
+
 def _load_input(data: np.ndarray | str | Path | None, scale: float | None,
                 opts: BuildOptions | None) -> tuple[np.ndarray | None, str]:
     """(the input given to verify, a label naming it in errors: '--input FILE' or 'verify input_data'), or
@@ -405,8 +426,11 @@ def _load_input(data: np.ndarray | str | Path | None, scale: float | None,
         return None, ""
     if isinstance(data, (str, Path)):
         return read_npy(data, "--input"), f"--input {data}"
+    if type(data).__module__ == "torch" and hasattr(data, "numpy"):  # a torch.Tensor: its values, on the CPU
+        data = data.detach().cpu().numpy()
     if not isinstance(data, np.ndarray):
-        raise OptionError(f"verify input_data: a {type(data).__name__}; give a numpy array or a .npy file's path")
+        raise OptionError(f"verify input_data: a {type(data).__name__}; give a numpy array, a torch tensor or a "
+                          ".npy file's path")
     return data, "verify input_data"
 
 
