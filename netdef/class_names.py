@@ -160,10 +160,11 @@ def _refuse_duplicate_keys(text: str, path: str | os.PathLike) -> None:
     (`names:` twice: a loader keeps the last silently), as an architecture YAML's is refused."""
     import yaml
 
-    from .spec import check_yaml_tree  # here: importing the architectures takes a moment
+    from .spec import MAX_YAML_VALUES, check_yaml_tree  # here: importing the architectures takes a moment
 
     try:
-        check_yaml_tree(f"class names {path}", yaml.compose(text, Loader=yaml.SafeLoader))
+        check_yaml_tree(f"class names {path}", yaml.compose(text, Loader=yaml.SafeLoader),
+                        limit=max(MAX_YAML_VALUES, len(text)))  # a long list of names, not expanded aliases
     except SpecError as e:
         raise NetdefError(str(e)) from None
 

@@ -502,9 +502,10 @@ def _parse_once(text: str) -> tuple[Any, Any]:
     return yaml.compose(text, Loader=yaml.SafeLoader), yaml.safe_load(text)
 
 
-def check_yaml_tree(where: str, root: Any) -> None:
+def check_yaml_tree(where: str, root: Any, limit: int = MAX_YAML_VALUES) -> None:
     """Refuse a key given twice in one mapping (YAML loaders keep the last one silently), an alias inside its own
-    anchor, and aliases that expand to more than MAX_YAML_VALUES values (nested anchors, a 'billion laughs'). Each
+    anchor, and aliases that expand to more than `limit` values (nested anchors, a 'billion laughs'; a document
+    without aliases has fewer values than characters, so a limit of its length refuses only expansions). Each
     node is walked once: an alias is its anchor's node, shared."""
     sizes: dict[int, int | None] = {}  # id(node) -> its size with aliases expanded; None while it is being counted
 
@@ -520,10 +521,10 @@ def check_yaml_tree(where: str, root: Any) -> None:
             _refuse_duplicate_keys(where, node)
             children = [n for pair in children for n in pair]
         total = 1 + sum(map(size, children))
-        if total > MAX_YAML_VALUES:
-            raise SpecError(f"{where}:{line}: its aliases expand to more than {MAX_YAML_VALUES} values (anchors "
-                            "aliased in aliases of one another), far more than an architecture has: write the values "
-                            "out or alias less")
+        if total > limit:
+            raise SpecError(f"{where}:{line}: its aliases expand to more than {limit} values (anchors aliased in "
+                            "aliases of one another), far more than its text holds: write the values out or alias "
+                            "less")
         sizes[id(node)] = total
         return total
 

@@ -1784,3 +1784,19 @@ def test_a_names_file_that_gives_a_key_twice_is_refused(tmp_path, capsys):
         load_names(tmp_path / "n.json")
     data.write_text("path: coco\nnames:\n  0: cat\n  1: dog\n")
     assert load_names(data) == ["cat", "dog"]
+
+
+def test_a_names_file_of_many_classes_loads_and_an_alias_bomb_is_refused(tmp_path):
+    """60,000 classes (ImageNet-21k has 21,841) as a data.yaml mapping are 120,000 values, more than an
+    architecture may expand to: they load; aliases that expand far beyond the text are refused."""
+    from netdef.class_names import load_names
+
+    data = tmp_path / "data.yaml"
+    data.write_text("names:\n" + "".join(f"  {i}: c{i}\n" for i in range(60_000)))
+    assert load_names(data)[-1] == "c59999"
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n" for p, c in zip("abcdef", "bcdefg"))
+    (tmp_path / "bomb.yaml").write_text(bomb + "names: *g\n")
+    with pytest.raises(NetdefError, match=r"bomb\.yaml:\d+: its aliases expand to more than 100000 values .*far more "
+                                          r"than its text holds"):
+        load_names(tmp_path / "bomb.yaml")
