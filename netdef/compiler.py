@@ -230,6 +230,7 @@ class BuildProgress:
         self.log, self.every, self.tag = log, every, tag
         self.cancelled = False  # TensorRT was told to stop (a progress step returned False)
         self.error: BaseException | None = None  # the first exception `log` raised during the build
+        self._said = threading.Lock()  # TensorRT's callback and the ticking thread both log
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._tick, daemon=True)
         base = trt_api.progress_monitor_base()
@@ -250,12 +251,13 @@ class BuildProgress:
 
     def say(self, text: str) -> None:
         """`log(text)`; what it raises is kept in `error` (the first only) and cancels the build."""
-        if self.error is not None:
-            return
-        try:
-            self.log(text)
-        except BaseException as e:  # noqa: B902 (a KeyboardInterrupt too: raised by the caller after the build)
-            self.error, self.cancelled = e, True
+        with self._said:
+            if self.error is not None:
+                return
+            try:
+                self.log(text)
+            except BaseException as e:  # noqa: B902 (a KeyboardInterrupt too: raised by the caller after the build)
+                self.error, self.cancelled = e, True
 
     def __enter__(self) -> "BuildProgress":
         self._thread.start()

@@ -15,7 +15,7 @@ import numpy as np
 from .errors import NetdefError, OptionError, WeightKeyError, WtsFormatError
 from .fileio import file_sha256_and_key
 from .network import Network, unused_modules_hint
-from .options import BuildOptions, checked_options, format_hw_range
+from .options import BuildOptions, checked_options, format_hw_range, unmatched_patterns
 from .spec import Spec, build_network, load_spec, observing_rows
 from .wts import NonFiniteAllowed, first_nonfinite, read_wts, torch_values
 
@@ -88,9 +88,11 @@ def define_network(spec: Spec | str | Path, weights: Weights, opts: BuildOptions
 
         quantizer = Quantizer.for_build(spec, weights_sha, opts, weights_from=source)
     net.quantizer = quantizer
+    net.fp32_rows = tuple(opts.fp32_rows)
     try:
         build_network(spec, net, (-1, -1) if opts.input_range else opts.input_hw)  # -1: H, W chosen at run time
         _check_params_read(net, opts.params)
+        _check_fp32_rows(spec, net)
         if quantizer is not None:
             quantizer.check_exclude(spec.name)
         unused = net.check_keys(strict=opts.strict)
@@ -108,6 +110,18 @@ def define_network(spec: Spec | str | Path, weights: Weights, opts: BuildOptions
         log(f"[netdef] warning: {len(unused)} unused key(s) in {source}, e.g. {unused[:3]}"
             + unused_modules_hint(unused, net.used, net.read_by).replace("\n", " "))
     return net
+
+
+def _check_fp32_rows(spec: Spec, net: Network) -> None:
+    """An --fp32-rows pattern that named no row of the architecture would keep nothing in float32: refused, listing
+    the rows' key prefixes (a pattern names whole rows, not layers inside one)."""
+    unmatched = [p for p in net.fp32_rows if p not in net.fp32_matched]
+    if unmatched:
+        bare = [f"row {r.index}" for r in spec.rows if not r.prefix]
+        raise unmatched_patterns("--fp32-rows", unmatched, f"no row of {spec.name}; it names YAML rows by their key "
+                                 "prefix (fnmatch: 'model.22', 'layer4*'), not layers inside one" + (
+                                     f" ({', '.join(bare)}: no key prefix, only '*' names it)" if bare else ""),
+                                 [r.prefix for r in spec.rows if r.prefix])
 
 
 def _check_params_read(net: Network, given: Mapping[str, Any]) -> None:

@@ -186,6 +186,8 @@ class Network:
         self.row_outputs: dict[str, str] = {}
         self.row_ends: dict[str, tuple[str, str]] = {}  # tensor -> (`Spec.where`, prefix) of the YAML row it ends
         self._fp32_scope: str | None = None  # the name given to the `fp32` block being built, if any
+        self.fp32_rows: tuple[str, ...] = ()  # patterns of the YAML rows built inside `fp32` (--fp32-rows)
+        self.fp32_matched: set[str] = set()  # those that named a row
         self._fp32_strict = False  # whether that block constrains weakly typed layers too (`fp32(strict=True)`)
         self._fp32_tensors: set[str] = set()  # float32 outputs of fp32 blocks (strongly typed): cast back on use
         self._casts: dict[tuple[str, Any], Any] = {}  # (tensor name, dtype) -> its cast, made once
@@ -683,7 +685,8 @@ class Network:
         its shortcut input so TensorRT can fuse the add into that convolution."""
         a, b = self._same_rank(a, b, name, "add")
         self._check_join([a, b], name, None)
-        if residual and self._quantized(name):
+        if residual and self.quantizer is not None and self.quantizer.fuses(a, b) \
+                and self._quantized(name, self.quantizer.shortcut(a, b)):  # excluded: the shortcut keeps this key
             a, b = self.quantizer.residual(self, a, b, name)
         return self._elementwise(a, b, self.trt.ElementWiseOperation.SUM, name)
 

@@ -50,6 +50,7 @@ class BuildOptions:
     compute_capability: str | None = None  # TensorRT-RTX without a GPU: the target (default 8.6)
     calibration: str | Path | None = None  # int8: calibration table (JSON)
     int8_exclude: tuple[str, ...] = ()  # int8: layer-name patterns (fnmatch) left unquantized (fp16/fp32)
+    fp32_rows: tuple[str, ...] = ()  # fp16/int8: YAML rows (key-prefix fnmatch patterns) built in float32
     detailed: bool = False  # keep layer types, tactics and formats in the engine (netdef profile shows them)
     refittable: bool = False  # weights can be replaced later without a rebuild (`netdef refit`, Engine.refit)
     params: dict[str, Any] = field(default_factory=dict)  # block build parameters (`--set`, e.g. NMS thresholds)
@@ -71,6 +72,7 @@ class BuildOptions:
             kw["input_range"] = tuple(tuple(hw) for hw in kw["input_range"])
         kw["profiles"] = tuple(tuple(p) for p in kw.get("profiles") or ())
         kw["int8_exclude"] = tuple(kw.get("int8_exclude") or ())
+        kw["fp32_rows"] = tuple(kw.get("fp32_rows") or ())
         return cls(**kw)  # (input_mean and input_std: tuples of floats in __post_init__)
 
     @property
@@ -106,6 +108,8 @@ class BuildOptions:
         if isinstance(self.compute_capability, str):  # 89, sm89, SM_89: 8.9, as a GPU's is recorded and compared
             self.compute_capability = normalize_compute_capability(self.compute_capability)
         self.batch, self.input_hw = _ints(self.batch), _ints(self.input_hw)  # numpy's integers as ints: JSON
+        if isinstance(self.input_range, (tuple, list)):
+            self.input_range = tuple(map(_ints, self.input_range))
         if isinstance(self.profiles, (tuple, list)):
             self.profiles = tuple(map(_ints, self.profiles))
         if isinstance(self.profiles, (tuple, list)) and self.profiles and all(map(_is_triple, self.profiles)) \
@@ -127,8 +131,10 @@ class BuildOptions:
         cc = self.compute_capability
         if isinstance(cc, str) and not re.fullmatch(r"\d+\.\d|current", normalize_compute_capability(cc)):
             raise OptionError(f"--compute-capability {cc!r}: expected MAJOR.MINOR, e.g. 8.6 or 12.0 (also 86, sm86)")
-        if not isinstance(self.int8_exclude, (tuple, list)) or not all(isinstance(p, str) for p in self.int8_exclude):
-            raise OptionError(f"int8_exclude {self.int8_exclude!r}: expected layer-name patterns (strings)")
+        for name in ("int8_exclude", "fp32_rows"):
+            patterns = getattr(self, name)
+            if not isinstance(patterns, (tuple, list)) or not all(isinstance(p, str) and p for p in patterns):
+                raise OptionError(f"{name} {patterns!r}: expected layer-name patterns (non-empty strings)")
         for p in (self.batch, *self.profiles):
             if not _is_triple(p):
                 raise OptionError(f"batch profile {p!r}: expected (min, opt, max) integers, e.g. batch=(1, 8, 32); "
@@ -165,6 +171,9 @@ class BuildOptions:
             raise OptionError("--calibration is for --precision int8 only")
         if self.int8_exclude and self.precision != "int8":
             raise OptionError("--int8-exclude is for --precision int8 only")
+        if self.fp32_rows and self.precision == "fp32":
+            raise OptionError("--fp32-rows keeps rows in float32 in an fp16 or int8 build; an fp32 build computes "
+                              "every layer in float32 already: leave it out")
         kind = not_a_file(self.calibration) if self.calibration else None
         if kind:
             raise OptionError(f"calibration table {self.calibration} is {kind}, not a file: "
@@ -233,19 +242,30 @@ def normalize_compute_capability(text: str) -> str:
 
 def options_dict(opts: BuildOptions) -> dict[str, Any]:
     """`opts` as the engine metadata and the build key record them; `input_range` only when dynamic, the input's
-    type and normalization only where not float32 (a static float32 build's options are those of netdef before
-    dynamic sizes and input types, so its engines stay up to date)."""
+    type and normalization only where not float32, `fp32_rows` only where given (a static float32 build's
+    options are those of netdef before dynamic sizes, input types and --fp32-rows, so its engines stay up to date)."""
     d = asdict(opts)
     if d["input_dtype"] == "float32":  # as before input types existed: engines built then stay up to date
         del d["input_dtype"]
     for key in ("input_range", "input_mean", "input_std"):
         if d[key] is None:
             del d[key]
+    if not d["fp32_rows"]:  # as before --fp32-rows existed
+        del d["fp32_rows"]
     return d
 
 
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
+
+
+def unmatched_patterns(option: str, unmatched: Sequence[str], matches: str, names: Sequence[str]) -> OptionError:
+    """The OptionError for patterns of a repeatable `option` that matched nothing (a typo would leave what they
+    meant as it was): `matches` says what they name ('no layer of resnet18 that int8 quantizes'), `names` the
+    names there are (the first 10 shown); a comma in a pattern is told to repeat the option."""
+    shown = ", ".join(names[:10]) + (f", ... ({len(names)} in all)" if len(names) > 10 else "")
+    comma = f"; give each pattern its own {option}" if any("," in p for p in unmatched) else ""
+    return OptionError(f"{option} {', '.join(map(repr, unmatched))} matches {matches}{comma}: {shown or 'none'}")
 
 
 def _ints(p: Any) -> Any:

@@ -26,6 +26,7 @@ netdef's own (dotted names, or .py paths relative to the YAML file); see netdef.
 from __future__ import annotations
 
 import difflib
+import fnmatch
 import functools
 import hashlib
 import inspect
@@ -33,7 +34,7 @@ import math
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from importlib import resources
@@ -868,12 +869,15 @@ def build_network(spec: Spec, net: Network, input_hw: tuple[int, int] | None = N
         net.where, net.scope = spec.where(row), row.prefix
         net.blocks_built.append(row.block.name)
         y = inputs if row.multi_input else inputs[0]
+        kept = [p for p in net.fp32_rows if fnmatch.fnmatchcase(row.prefix, p)]  # --fp32-rows: the row in float32
+        net.fp32_matched.update(kept)
         try:
-            if row.number == 1:
-                y = row.block.fn(net, y, row.prefix, *row.args, **row.kwargs)
-            else:
-                for j in range(row.number):
-                    y = row.block.fn(net, y, f"{row.prefix}.{j}", *row.args, **row.kwargs)
+            with net.fp32(row.prefix) if kept else nullcontext():
+                if row.number == 1:
+                    y = row.block.fn(net, y, row.prefix, *row.args, **row.kwargs)
+                else:
+                    for j in range(row.number):
+                        y = row.block.fn(net, y, f"{row.prefix}.{j}", *row.args, **row.kwargs)
             net.check_layers()  # a layer TensorRT rejected is blamed on this row, not on the next one
         except NetdefError as e:
             more = _missing_row_hint(spec, row, net, e.key) if isinstance(e, WeightKeyError) and e.key else ""

@@ -473,7 +473,8 @@ def write_wts(path: str | os.PathLike, tensors: Mapping[str, Any], *, progress: 
     it meanwhile), written and renamed together with it (all or none). `drop`: files that belonged to the .wts
     written over (its class names) with the SHA-256 they belong to, removed right after the rename unless it is that
     of the bytes written (names of these very bytes still belong to them). Returns the files removed. A file of
-    another kind at `path` (an engine, a checkpoint) is never written over: an OptionError.
+    another kind at `path` (an engine, a checkpoint) is never written over, nor is a name of another kind's
+    suffix (.engine, .pt, ...) written: an OptionError (`fileio.check_output`).
     """
     path = os.fspath(path)
     check_output(path, what="the .wts output", kind=WTS_FILE)

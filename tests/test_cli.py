@@ -1800,3 +1800,18 @@ def test_a_names_file_of_many_classes_loads_and_an_alias_bomb_is_refused(tmp_pat
     with pytest.raises(NetdefError, match=r"bomb\.yaml:\d+: its aliases expand to more than 100000 values .*far more "
                                           r"than its text holds"):
         load_names(tmp_path / "bomb.yaml")
+
+
+@pytest.mark.parametrize("argv, option", [
+    (["build", "lenet", "-w", "l.wts", "-o", "a.engine", "--batch", "1:1:4", "--batch", "5:8:8"], "--batch"),
+    (["build", "lenet", "-w", "l.wts", "-o", "a.engine", "--output=b.engine"], "-o/--output"),
+    (["build", "lenet", "-wl.wts", "-o", "a.engine", "-w", "m.wts"], "--weights/-w"),
+    (["detect", "a.engine", "x.jpg", "--out", "o", "--conf", "0.2", "--conf=0.3"], "--conf"),
+])
+def test_an_option_of_one_value_given_twice_is_refused(argv, option, capsys):
+    """argparse keeps the last of `--batch 1:1:4 --batch 5:8:8` without a word: refused before any work, naming
+    the option (repeatable ones, --set and --int8-exclude, are not single)."""
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    assert f"error: {option} is given twice: give it once" in capsys.readouterr().err

@@ -88,7 +88,7 @@ VALUES = st.one_of(st.none(), st.booleans(), st.integers(-3, 2**33), st.floats(a
                    st.tuples(st.integers(-2, 40), st.integers(-2, 40), st.integers(-2, 40)),
                    st.lists(st.integers(-2, 9), max_size=4))
 FIELDS = ["precision", "batch", "profiles", "input_hw", "workspace_mib", "opt_level", "calibration", "int8_exclude",
-          "params", "tf32"]
+          "params", "tf32", "fp32_rows", "input_range"]
 
 
 def test_fuzz_build_options(examples):

@@ -229,6 +229,51 @@ def test_int8_exclude_that_names_no_layer_is_an_error(resnet18_wts, tmp_path):
         int8_network("resnet18", resnet18_wts, tmp_path / "t.json", int8_exclude=("layer1.*", "layer9.*"))
 
 
+def test_an_add_int8_does_not_quantize_is_no_layer_to_exclude(yolov5_wts, tmp_path):
+    """YOLOv5's bottleneck adds take a SiLU's output, not a convolution's: they stay in floating point, so they are
+    neither listed among the layers int8 quantizes nor excludable (a pattern naming only them is an error, not an
+    option that changes nothing); a comma-separated pattern is told to repeat the option."""
+    wts = yolov5_wts("yolov5n")
+    synthetic_table("yolov5n", wts, tmp_path / "t.json", input_hw=(64, 64))
+    g = Graph(int8_network("yolov5n", wts, tmp_path / "t.json", input_hw=(64, 64)).definition)
+    add = g.by_name["model.2.m.0/add"]
+    assert all(g.source(add, i).type != LT.DEQUANTIZE for i in (0, 1))
+    with pytest.raises(NetdefError, match=r"--int8-exclude '\*/add' matches no layer of yolov5n that int8 quantizes"):
+        int8_network("yolov5n", wts, tmp_path / "t.json", input_hw=(64, 64), int8_exclude=("*/add",))
+    with pytest.raises(NetdefError, match=r"'model\.0,model\.24\.\*' matches no layer .*; give each pattern its own "
+                                          r"--int8-exclude: model\.0\.conv"):
+        int8_network("yolov5n", wts, tmp_path / "t.json", input_hw=(64, 64), int8_exclude=("model.0,model.24.*",))
+
+
+def test_int8_rows_kept_in_fp32_get_no_qdq_and_the_rest_keep_their_ranges(resnet18_wts, tmp_path):
+    """--fp32-rows layer2 in an int8 build: no Q/DQ inside that row, the layers after it quantized with the
+    table's ranges (the same table serves); a build without exclusions quantizes exactly the points the
+    recording (calibration) network marks."""
+    table = synthetic_table("resnet18", resnet18_wts, tmp_path / "t.json")
+    g = Graph(int8_network("resnet18", resnet18_wts, tmp_path / "t.json", fp32_rows=("layer2",)).definition)
+    qdq = [layer.name for layer in g.layers if layer.type in (LT.QUANTIZE, LT.DEQUANTIZE)]
+    assert qdq and not [n for n in qdq if n.startswith("layer2.")]
+    assert np.allclose(g.dq_scale(g.source(g.by_name["layer3.0.conv1"], 0))[0], table.amax["layer3.0.conv1"] / 127)
+    plain = int8_network("resnet18", resnet18_wts, tmp_path / "t.json")
+    assert plain.quantizer.points == quantization_points("resnet18", resnet18_wts)
+
+
+def test_a_dynamic_size_build_takes_a_table_made_within_its_range(resnet18_wts, tmp_path):
+    """An int8 build of --input-shape 64x64:96x96:128x128 checks the table against the size it was made at, which
+    must lie within the range (not the YAML's 224x224); a table made outside it says so, with the OPT size."""
+    synthetic_table("resnet18", resnet18_wts, tmp_path / "t96.json", input_hw=(96, 96))
+    synthetic_table("resnet18", resnet18_wts, tmp_path / "t64.json", input_hw=(64, 64))
+    synthetic_table("resnet18", resnet18_wts, tmp_path / "t224.json")
+    hw_range = ((64, 64), (96, 96), (128, 128))
+    for table in ("t96.json", "t64.json"):
+        net = int8_network("resnet18", resnet18_wts, tmp_path / table, input_range=hw_range)
+        assert net.quantizer.points  # defined, quantized
+    with pytest.raises(NetdefError, match=r"t224\.json was made at input 224x224, outside this build's --input-shape "
+                                          r"64x64:96x96:128x128: calibrate at a size within it, e\.g\. its OPT size "
+                                          r"\(--input-shape 96x96\)"):
+        int8_network("resnet18", resnet18_wts, tmp_path / "t224.json", input_range=hw_range)
+
+
 def test_int8_leaves_fp32_block_layers_unquantized():
     """A convolution a block keeps in float32 (`with net.fp32(name):`) gets no Q/DQ in an int8 build (it was
     quantized to int8 anyway); the next one, outside, is quantized with its own range."""
@@ -424,6 +469,16 @@ def test_calibrate_torch_ranges_are_module_inputs(lenet_wts, tmp_path):
     assert loaded.amax == pytest.approx(table.amax)
     entropy = calibrate_torch(model, "lenet", wts, [x], tmp_path / "e.json", log=lambda m: None)
     assert entropy.method == "entropy" and all(0 < entropy.amax[k] <= table.amax[k] + 1e-9 for k in table.amax)
+
+
+def test_calibrate_torch_refuses_batches_of_another_size_than_the_tables(lenet_wts, tmp_path):
+    """Batches of 20x20 for a table of LeNet's 16x16 input would stamp ranges of one size with another's."""
+    model, wts = lenet_wts
+    x = np.zeros((2, 1, 20, 20), np.float32)
+    with pytest.raises(NetdefError, match=r"batch 0 has shape \(2, 1, 20, 20\), the table is made for input "
+                                          r"\(1, 16, 16\) .*or input_hw=\(20, 20\)"):
+        calibrate_torch(model, "lenet", wts, [x], tmp_path / "t.json", log=lambda m: None)
+    assert not (tmp_path / "t.json").exists()
 
 
 def test_calibrate_torch_checks_the_models_weights_and_runs_it_in_eval_mode(lenet_wts, tmp_path):

@@ -196,3 +196,40 @@ def test_the_wts_progress_bar_can_be_turned_off_from_python(tmp_path, monkeypatc
     assert "l.wts" in capsys.readouterr().err  # the bar
     define_network(tmp_path / "l.yaml", tmp_path / "l.wts", log=lambda m: None, progress=False)
     assert capsys.readouterr().err == ""
+
+
+def test_fp32_rows_are_built_in_float32_and_recorded(torchvision_wts, tmp_path, capsys):
+    """--fp32-rows 'layer4*' --fp32-rows fc in an fp16 build: those rows' layers compute in float32 (strongly
+    typed: their tensors are float32, cast at the borders; TensorRT 8.6: their precision is set), the others in
+    fp16; the header records the patterns and `netdef info` shows them; a pattern naming no row (a layer inside
+    one) is an error listing the rows; --fp32-rows in an fp32 build is refused."""
+    from netdef import trt_api
+    from netdef.cli import main
+    from netdef.errors import OptionError
+
+    _, wts = torchvision_wts("resnet18")
+    opts = BuildOptions(precision="fp16", fp32_rows=("layer4*", "fc"))
+    net = define_network("resnet18", wts, opts, log=lambda m: None)
+    raw = net.definition.raw
+    layers = {raw.get_layer(i).name: raw.get_layer(i) for i in range(raw.num_layers)}
+    strongly_typed = net.strongly_typed
+    for name, fp32 in (("layer4.1.conv2", True), ("fc", True), ("layer3.1.conv2", False), ("conv1", False)):
+        layer = layers[name]
+        if strongly_typed:
+            assert (layer.get_output(0).dtype == trt_api.module().float32) == fp32, name
+        else:
+            assert (layer.precision_is_set and layer.precision == trt_api.module().float32) == fp32, name
+    out = tmp_path / "r18.engine"
+    assert main(["build", "resnet18", "-w", str(wts), "-o", str(out), "--precision", "fp16", "--fp32-rows", "layer4*",
+                 "--fp32-rows", "fc", "--opt-level", "0"]) == 0
+    assert engine_file.read_meta(out)["options"]["fp32_rows"] == ["layer4*", "fc"]
+    capsys.readouterr()
+    assert main(["info", str(out)]) == 0
+    assert "  built with --fp32-rows 'layer4*' --fp32-rows fc --opt-level 0\n" in capsys.readouterr().out
+    with pytest.raises(OptionError, match=r"--fp32-rows 'layer4\.0\.conv1' matches no row of resnet18; it names YAML "
+                                          r"rows by their key prefix .*not layers inside one \(row 0: no key prefix, "
+                                          r"only '\*' names it\): maxpool, layer1, layer2"):
+        define_network("resnet18", wts, BuildOptions(precision="fp16", fp32_rows=("layer4.0.conv1",)),
+                       log=lambda m: None)
+    with pytest.raises(OptionError, match=r"--fp32-rows keeps rows in float32 in an fp16 or int8 build"):
+        define_network("resnet18", wts, BuildOptions(fp32_rows=("fc",)), log=lambda m: None)

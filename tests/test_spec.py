@@ -647,3 +647,11 @@ def test_a_specs_repr_is_one_line_naming_it():
     """repr(spec) in a notebook or a log: its name, source, input, row count and outputs, not its text and rows."""
     spec = parse_spec(GOOD, "tiny")
     assert repr(spec) == "Spec('tiny', <tiny>, input x [3, 16, 16], 3 rows, outputs ['y'])"
+
+
+def test_a_head_of_one_level_takes_a_single_from():
+    """Heads take their levels as a list or one tensor (`from: -1`, a single-level head): only blocks that join
+    several inputs (Add, Concat, ...) refuse a single 'from'."""
+    text = GOOD.replace("[-1, 1, GlobalAvgPool, {}, pool]", "[-1, 1, Segment, [80, 32, 64], head]").replace(
+        "  - [-1, 1, Linear, {c2: 4}, fc]\n", "")
+    assert parse_spec(text, "seg").rows[-1].block.name == "Segment"

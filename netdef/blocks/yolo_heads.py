@@ -168,7 +168,7 @@ def _check_head(net: Network, prefix: str) -> None:
 
 
 @block("Pose", params={**HEAD_PARAMS, "kpt_shape": KPT_SHAPE})
-def pose(net: Network, x: list, prefix: str, nc: int, kpt_shape: Sequence[int] = (17, 3), reg_max: int | None = None,
+def pose(net: Network, x: Any, prefix: str, nc: int, kpt_shape: Sequence[int] = (17, 3), reg_max: int | None = None,
          strides: list[int] | None = None) -> Any:
     """YOLOv8/YOLO11 pose head in eval mode: Detect's (B, 4 + nc, N) followed by the keypoints of branch `cv4.i`
     (Conv, Conv, Conv2d to nk = kpts x dims), decoded as Ultralytics' `Pose.kpts_decode`: x, y in input pixels
@@ -224,7 +224,7 @@ def _decode_kpts(net: Network, raw: Any, prefix: str, feats: list, sizes: list[t
 
 
 @block("Pose26", params={**HEAD_PARAMS, "kpt_shape": KPT_SHAPE})
-def pose26(net: Network, x: list, prefix: str, nc: int, kpt_shape: Sequence[int] = (17, 3), reg_max: int | None = None,
+def pose26(net: Network, x: Any, prefix: str, nc: int, kpt_shape: Sequence[int] = (17, 3), reg_max: int | None = None,
            end2end: bool = False, strides: list[int] | None = None) -> Any:
     """YOLO26's pose head (Pose26) in eval mode: per level `{branch}cv4.i` (Conv 3x3, Conv 3x3) and
     `{branch}cv4_kpts.i` (Conv2d 1x1 to nkpt * ndim), keypoints decoded as Pose26's `kpts_decode` (v + anchor,
@@ -275,7 +275,7 @@ def _kpt_shape(net: Network, prefix: str, yaml_shape: tuple[int, int], key: str 
 
 
 @block("Segment", params=HEAD_PARAMS, width_args=("npr",))
-def segment(net: Network, x: list, prefix: str, nc: int, nm: int = 32, npr: int = 256, reg_max: int | None = None,
+def segment(net: Network, x: Any, prefix: str, nc: int, nm: int = 32, npr: int = 256, reg_max: int | None = None,
             strides: list[int] | None = None, anchors: list | int | None = None) -> list:
     """YOLOv8/YOLO11 instance-segmentation head in eval mode: Detect's (B, 4 + nc, N) followed by the `nm` mask
     coefficients of branch `cv4.i` (Conv, Conv, Conv2d), and the mask prototypes `proto` (Proto, `npr` hidden
@@ -296,7 +296,7 @@ def segment(net: Network, x: list, prefix: str, nc: int, nm: int = 32, npr: int 
 
 
 @block("Segment26", params=HEAD_PARAMS, width_args=("npr",))
-def segment26(net: Network, x: list, prefix: str, nc: int, nm: int = 32, npr: int = 256, reg_max: int | None = None,
+def segment26(net: Network, x: Any, prefix: str, nc: int, nm: int = 32, npr: int = 256, reg_max: int | None = None,
               end2end: bool = False, strides: list[int] | None = None) -> list:
     """YOLO26's instance-segmentation head (Segment26) in eval mode: the end-to-end detections with the mask
     coefficients of branch `{branch}cv4.i` (Conv, Conv, Conv2d) after them, (B, k, 6 + nm) (detect_end2end;
@@ -316,7 +316,7 @@ def segment26(net: Network, x: list, prefix: str, nc: int, nm: int = 32, npr: in
 
 
 @block("Proto26", width_args=("c_",))
-def proto26(net: Network, x: list, prefix: str, c_: int = 256, c2: int = 32) -> Any:
+def proto26(net: Network, x: Any, prefix: str, c_: int = 256, c2: int = 32) -> Any:
     """YOLO26's mask prototypes: each coarser level through `feat_refine.i` (Conv 1x1 to the first level's
     channels), nearest-upsampled to the first level's size and added to it, `feat_fuse` (Conv 3x3 to c_), then
     Proto's cv1, ConvTranspose2d, cv2, cv3: (B, c2, 2H, 2W). The semantic-segmentation branch `semseg` is

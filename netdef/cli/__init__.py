@@ -79,6 +79,10 @@ def _main(argv: list[str]) -> int:
         return 2
     if extra:  # the command's usage, not the list of commands
         command_parser(parser, getattr(args, "command", None)).error(f"unrecognized arguments: {' '.join(extra)}")
+    twice = given_twice(command_parser(parser, getattr(args, "command", None)), argv)
+    if twice:
+        command_parser(parser, args.command).error(f"{twice} is given twice: give it once (argparse would keep the "
+                                                   "last one without a word)")
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
@@ -203,6 +207,22 @@ def refuse_empty(action: argparse.Action) -> None:
 
     check.__name__ = getattr(convert, "__name__", "value")  # argparse's "invalid NAME value" names the type
     action.type = check
+
+
+def given_twice(parser: argparse.ArgumentParser, argv: list[str]) -> str | None:
+    """The first option of `parser` that takes one value (`--batch`, not the repeatable `--set`) given more than
+    once in `argv` (`--batch 1:1:4 ... --batch 5:8:8`); None where none is."""
+    single = {o: a for a in parser._actions if type(a) is argparse._StoreAction and a.option_strings
+              for o in a.option_strings}
+    seen: set[int] = set()
+    for word in argv[:argv.index("--")] if "--" in argv else argv:
+        name = word.split("=", 1)[0] if word.startswith("--") else word[:2] if word.startswith("-") else ""
+        action = single.get(name)  # --batch=1:8, -oFILE: -o
+        if action is not None:
+            if id(action) in seen:
+                return "/".join(action.option_strings)
+            seen.add(id(action))
+    return None
 
 
 def command_parser(parser: argparse.ArgumentParser, command: str | None) -> argparse.ArgumentParser:

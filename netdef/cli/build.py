@@ -38,6 +38,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     b.add_argument("--int8-exclude", action="append", default=[], metavar="PATTERN",
                    help="int8: leave the layers whose names match PATTERN (fnmatch, e.g. 'model.24.*') "
                         "unquantized (repeatable)")
+    b.add_argument("--fp32-rows", action="append", default=[], metavar="PATTERN", dest="fp32_rows",
+                   help="fp16/int8: build the YAML rows whose key prefix matches PATTERN (fnmatch, e.g. 'model.22' "
+                        "or 'layer4*') in float32 (repeatable)")
     b.add_argument("--detailed", action="store_true",
                    help="keep layer types, tactics and formats in the engine (shown by `netdef profile`)")
     b.add_argument("--compute-capability", help="TensorRT-RTX without a GPU: target, e.g. 8.6 (default)")
@@ -68,7 +71,8 @@ def build_options(a: argparse.Namespace) -> Any:
                         workspace_mib=a.workspace, opt_level=a.opt_level, tf32=not a.no_tf32,
                         strict=not a.no_strict, timing_cache=a.timing_cache,
                         compute_capability=a.compute_capability, calibration=a.calibration,
-                        int8_exclude=tuple(a.int8_exclude), detailed=a.detailed, refittable=a.refittable,
+                        int8_exclude=tuple(a.int8_exclude), fp32_rows=tuple(a.fp32_rows), detailed=a.detailed,
+                        refittable=a.refittable,
                         params=parse_params(a.set), **input_dtype_options(a))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -109,6 +110,7 @@ def format_engine(meta: dict[str, Any], path: Path) -> str:
     lines += io_lines(meta)
     lines += model_lines(meta)
     lines += set_lines(meta)
+    lines += build_option_lines(meta)
     arch = meta["arch"]
     where = arch.get("path") or f"<{arch.get('name')}> (given in Python: no file)"
     lines.append(f"  architecture {where} sha256 {str(arch.get('sha256'))[:12]} (YAML, scale and own "
@@ -198,6 +200,28 @@ def set_lines(meta: dict[str, Any]) -> list[str]:
     params = meta.get("options", {}).get("params") or {}
     shown_params = " ".join(f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in sorted(params.items()))
     return [f"  set    {shown_params}"] if params else []
+
+
+def build_option_lines(meta: dict[str, Any]) -> list[str]:
+    """The build's options that change what was built, beyond precision, profiles and sizes (shown above), as the
+    command line gives them: the calibration table, --int8-exclude, --fp32-rows, the builder's settings; none where the
+    build used the defaults."""
+    opts, shown = meta.get("options", {}), []
+    if opts.get("calibration"):
+        shown.append(f"--calibration {opts['calibration']}")
+    shown += [f"--int8-exclude {shlex.quote(p)}" for p in opts.get("int8_exclude") or ()]
+    shown += [f"--fp32-rows {shlex.quote(p)}" for p in opts.get("fp32_rows") or ()]
+    if opts.get("opt_level") is not None:
+        shown.append(f"--opt-level {opts['opt_level']}")
+    if opts.get("workspace_mib") is not None:
+        shown.append(f"--workspace {opts['workspace_mib']}")
+    if opts.get("tf32") is False:
+        shown.append("--no-tf32")
+    if opts.get("timing_cache"):
+        state = meta.get("timing_cache")
+        shown.append(f"--timing-cache {opts['timing_cache']}" + (f" ({state})" if state else ""))
+    shown += [flag for flag in ("--refittable", "--detailed") if opts.get(flag[2:])]
+    return [f"  built with {' '.join(shown)}"] if shown else []
 
 
 def io_lines(meta: dict[str, Any]) -> list[str]:

@@ -263,6 +263,7 @@ def calibrate_torch(model: Any, arch: str | Path, weights: str | Path, batches: 
         raise NetdefError(f"calibrate_torch cannot observe {missing[:5]} (residual adds or names that are not "
                           f"modules of {type(model).__name__}); calibrate with the engine: `netdef calibrate`")
     _check_model_holds(model, net.weights, weights)  # the arrays read once, from the file hashed
+    shape = spec.input_shape_for(tuple(input_hw) if input_hw else None)
     collectors = {k: RangeCollector(bins, name=k) for k in points}
     hooks = [modules[k].register_forward_pre_hook(
         lambda m, inp, c=collectors[k]: c.update(inp[0].detach().float().cpu().numpy())) for k in points]
@@ -273,6 +274,12 @@ def calibrate_torch(model: Any, arch: str | Path, weights: str | Path, batches: 
         with torch.no_grad():
             for x in batches:
                 x = torch.as_tensor(np.asarray(x, np.float32))
+                if tuple(x.shape[1:]) != shape:  # ranges of another size, stamped with this one
+                    other = (f", or input_hw=({x.shape[-2]}, {x.shape[-1]}) for tables of theirs"
+                             if x.ndim == 4 and x.shape[1] == shape[0] else "")
+                    raise NetdefError(f"calibrate_torch: batch {nb} has shape {tuple(x.shape)}, the table is made "
+                                      f"for input {shape} (B, {', '.join(map(str, shape))}): give batches of that "
+                                      f"shape{other}")
                 model(x)
                 n, nb = n + len(x), nb + 1
     finally:
@@ -280,7 +287,6 @@ def calibrate_torch(model: Any, arch: str | Path, weights: str | Path, batches: 
             m.training = mode
         for h in hooks:
             h.remove()
-    shape = spec.input_shape_for(tuple(input_hw) if input_hw else None)
     return _save(spec, weights, identity, shape, collectors, method, kw, output_table, log,
                  {"images": n, "batches": nb, "source": "torch"})
 

@@ -299,11 +299,14 @@ def _differences(recorded: dict[str, Any], expected: dict[str, Any]) -> str:
     """Which fingerprinted parts differ between a table's meta and this build, where the table records them."""
     from ..define import IN_MEMORY
 
-    made_from = recorded.get("weights")
-    made_from = made_from if isinstance(made_from, str) and made_from != IN_MEMORY else "the .wts it was made from"
+    named = recorded.get("weights")
+    named = named if isinstance(named, str) and named != IN_MEMORY else None  # the .wts the table was made from
+    made_from = named or "the .wts it was made from"
     weights = (f"this build's are in memory, fingerprinted by their keys and values, and a table made from a .wts "
                f"file, fingerprinted by its bytes, never matches them: build from {made_from}"
-               if expected.get("weights") == IN_MEMORY else "another .wts file: its bytes are fingerprinted")
+               if expected.get("weights") == IN_MEMORY else
+               f"the table was made from {named} as its bytes were then: they are fingerprinted" if named else
+               "another .wts file: its bytes are fingerprinted")
     said = {"arch_sha256": "another architecture (its YAML or its blocks' code)",
             "weights_sha256": f"other weights ({weights})"}
     out = [said[k] for k in said if k in recorded and k in expected and recorded[k] != expected[k]]

@@ -11,8 +11,8 @@ in strongly typed int8 builds), and so is a layer a block keeps in float32 (`wit
 - linear: the weight matrix (c2, c1) gets a per-row Q/DQ, the matmul input a per-tensor one (key = prefix).
 - residual add (`net.add(..., residual=True)`): following NVIDIA's Q/DQ placement advice, only the
   shortcut input is quantized (key = the add's name), so TensorRT can fuse the add into the epilogue of
-  the convolution producing the other input. An add with no convolution output among its inputs is left
-  in floating point.
+  the convolution producing the other input. An add with no convolution output among its inputs (YOLOv8's,
+  after a SiLU) is left in floating point, and --int8-exclude cannot name it.
 
 A tensor feeding several quantized consumers gets one Q/DQ pair, under the key of its first consumer in the
 calibration network (where nothing is excluded), so an excluded layer moves no range to another key.
@@ -30,11 +30,12 @@ import numpy as np
 
 from .. import trt_api
 from .calibration import CalibrationTable, per_channel_weight_scales, scale_from_amax
-from ..errors import NetdefError, OptionError
-from ..options import FP16_MAX
+from ..errors import NetdefError
+from ..options import FP16_MAX, unmatched_patterns
 
 CALIB_PREFIX = "calib:"  # output-name prefix of the tensors a recording network exposes
-CALIBRATE_HINT = ("run `netdef calibrate ARCH --weights W --data IMAGES_OR_NPY -o table.json` (on a GPU machine) "
+CALIBRATE_HINT = ("run `netdef calibrate ARCH --weights W --data IMAGES_OR_NPY -o table.json` (on a GPU machine; "
+                  "without one, netdef.int8.calibrate.calibrate_torch with the PyTorch model: README's INT8 section) "
                   "and pass --calibration table.json")
 
 
@@ -54,6 +55,24 @@ def require_table(spec: Any, opts: Any) -> None:
     """An int8 build of `spec` needs `opts.calibration`: refused without one (before the weights are read)."""
     if opts.precision == "int8" and not opts.calibration:
         raise NetdefError(f"--precision int8 needs a calibration table for {spec.name}: {CALIBRATE_HINT}")
+
+
+def _calibrated_size(spec: Any, opts: Any) -> tuple[int, ...]:
+    """The (C, H, W) a dynamic-size int8 build checks its table against: the size the table was made at, which
+    must lie within the build's range (a tensor's range measured at one size serves the others), else the
+    range's OPT size."""
+    from ..options import format_hw_range
+
+    lo, opt, hi = opts.input_range
+    made = CalibrationTable.load(opts.calibration).meta.get("input_shape")
+    if not (isinstance(made, list) and len(made) == 3 and all(isinstance(v, int) for v in made)):
+        return spec.input_shape_for(tuple(opt))
+    h, w = made[1:]
+    if not (lo[0] <= h <= hi[0] and lo[1] <= w <= hi[1]):
+        raise NetdefError(f"calibration table {opts.calibration} was made at input {h}x{w}, outside this build's "
+                          f"--input-shape {format_hw_range(opts.input_range)}: calibrate at a size within it, e.g. "
+                          f"its OPT size (--input-shape {opt[0]}x{opt[1]})")
+    return spec.input_shape_for((h, w))
 
 
 class Quantizer:
@@ -76,7 +95,7 @@ class Quantizer:
         """The quantizer of an int8 build: loads `opts.calibration` and checks it belongs to this network (whose
         weights come from `weights_from`, `define.weights_identity`'s source: said where the table's differ)."""
         require_table(spec, opts)
-        shape = spec.input_shape_for(opts.input_hw)
+        shape = spec.input_shape_for(opts.input_hw) if opts.input_range is None else _calibrated_size(spec, opts)
         table = CalibrationTable.load(opts.calibration, expect_fingerprint=fingerprint(spec, weights_sha, shape),
                                       expect_parts=dict(fingerprint_parts(spec, weights_sha, shape),
                                                         weights=weights_from))
@@ -98,10 +117,8 @@ class Quantizer:
         would leave the layers it meant quantized)."""
         unmatched = [p for p in self.exclude if p not in self._matched]
         if unmatched:
-            shown = ", ".join(self._layers[:8]) + (f", ... ({len(self._layers)} in all)" if len(self._layers) > 8 else "")
-            raise OptionError(f"--int8-exclude {', '.join(repr(p) for p in unmatched)} matches no layer of {where} "
-                              f"that int8 quantizes; their names are weight-key prefixes (fnmatch patterns: "
-                              f"'layer4.*'): {shown or 'none'}")
+            raise unmatched_patterns("--int8-exclude", unmatched, f"no layer of {where} that int8 quantizes; their "
+                                     "names are weight-key prefixes (fnmatch patterns: 'layer4.*')", self._layers)
 
     # ------------------------------------------------------------ hooks called by Network
 
@@ -124,15 +141,22 @@ class Quantizer:
         """The input of matmul `prefix`, Q/DQ'd per tensor."""
         return self.quantize_activation(net, x, prefix, "linear")
 
+    def fuses(self, a: Any, b: Any) -> bool:
+        """Whether a residual add of `a` and `b` can be fused into a convolution (one is a convolution's direct
+        output): only such an add is quantized, and only such an add --int8-exclude can name (YOLOv8's, after a
+        SiLU, stays in floating point either way)."""
+        return self._is_conv_output(a) or self._is_conv_output(b)
+
+    def shortcut(self, a: Any, b: Any) -> Any:
+        """The input of a residual add (`fuses`) that is quantized: the one that is not a convolution's direct
+        output (b when both are)."""
+        return a if self._is_conv_output(b) and not self._is_conv_output(a) else b
+
     def residual(self, net: Any, a: Any, b: Any, name: str) -> tuple[Any, Any]:
-        """Quantize the shortcut input of the add `name`: the one that is not a convolution's direct output
-        (b when both are). Neither being one: nothing to fuse into, the add stays in floating point."""
-        a_conv, b_conv = self._is_conv_output(a), self._is_conv_output(b)
-        if b_conv and not a_conv:
+        """`a`, `b` with the shortcut input of the add `name` quantized."""
+        if self.shortcut(a, b) is a:
             return self.quantize_activation(net, a, name, "residual"), b
-        if a_conv:
-            return a, self.quantize_activation(net, b, name, "residual")
-        return a, b
+        return a, self.quantize_activation(net, b, name, "residual")
 
     # ------------------------------------------------------------ building blocks
 

@@ -400,7 +400,10 @@ def _check_model(model: Any) -> None:
     if isinstance(model, str) or not isinstance(model, type) and callable(getattr(model, "named_parameters", None)):
         return
     what = type(model).__name__
-    if isinstance(model, Mapping):
+    held = [k for k in ("ema", "model") if isinstance(model, Mapping) and callable(getattr(model.get(k), "eval", None))]
+    if held:  # a checkpoint torch.load gave: the module inside
+        instead = f"the module it holds, checkpoint['{held[0]}'] (or the checkpoint's path, which verify loads)"
+    elif isinstance(model, Mapping):
         instead = "the module the weights belong to (the weights come from the .wts)"
     elif callable(model):
         instead = f"the module it makes ({getattr(model, '__name__', what)}()), or a source such as 'FILE.py:NAME'"
@@ -426,7 +429,8 @@ def _load_input(data: np.ndarray | str | Path | None, scale: float | None,
         return None, ""
     if isinstance(data, (str, Path)):
         return read_npy(data, "--input"), f"--input {data}"
-    if type(data).__module__ == "torch" and hasattr(data, "numpy"):  # a torch.Tensor: its values, on the CPU
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(data, torch.Tensor):  # a tensor (a Parameter too): its values, on the CPU
         data = data.detach().cpu().numpy()
     if not isinstance(data, np.ndarray):
         raise OptionError(f"verify input_data: a {type(data).__name__}; give a numpy array, a torch tensor or a "
