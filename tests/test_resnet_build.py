@@ -233,3 +233,11 @@ def test_fp32_rows_are_built_in_float32_and_recorded(torchvision_wts, tmp_path, 
                        log=lambda m: None)
     with pytest.raises(OptionError, match=r"--fp32-rows keeps rows in float32 in an fp16 or int8 build"):
         define_network("resnet18", wts, BuildOptions(fp32_rows=("fc",)), log=lambda m: None)
+    # verify --cpu evaluates the rows kept in float32 as such: every row in float32, the output's error falls
+    from netdef.verify import verify
+
+    model = torchvision_wts("resnet18")[0]
+    out_error = {rows: verify("resnet18", wts, model, cpu=True, log=lambda m: None,
+                              opts=BuildOptions(precision="fp16", fp32_rows=rows)).rows[-1].error
+                 for rows in ((), ("*",))}
+    assert out_error[("*",)] < out_error[()] / 10, out_error

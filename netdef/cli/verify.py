@@ -34,6 +34,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                                          "sizes of a dynamic input size as for `netdef build` (the network is "
                                          "then checked at each of the three sizes)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="block build parameter (repeatable)")
+    p.add_argument("--fp32-rows", action="append", default=[], metavar="PATTERN",
+                   help="fp16: the YAML rows built in float32, as `netdef build --fp32-rows` (repeatable)")
     add_input_dtype_options(p)
     p.add_argument("--tol", type=number("--tol", float, above=0.0),
                    help="max relative error per layer (default 1e-5 with --cpu, 1e-4 for fp32 engines, 1e-2 fp16)")
@@ -64,7 +66,7 @@ def cmd_verify(a: argparse.Namespace) -> int:
     load_blocks(a)
     input_hw, input_range = parse_input_shape(a.input_shape) if a.input_shape else (None, None)
     opts = BuildOptions(precision=a.precision, input_hw=input_hw, input_range=input_range,
-                        params=parse_params(a.set), **input_dtype_options(a))
+                        params=parse_params(a.set), fp32_rows=tuple(a.fp32_rows), **input_dtype_options(a))
     model = a.model
     sizes = [None] if a.input or not input_range else input_range  # a dynamic size: its MIN, OPT and MAX in turn
     if len(set(sizes)) > 1:  # checked at three sizes: the model loaded once
