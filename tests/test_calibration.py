@@ -232,7 +232,7 @@ def test_table_round_trip(tmp_path):
     path = tmp_path / "calib.json"
     t = make_table()
     t.save(path)
-    u = CalibrationTable.load(path, expect_fingerprint="abc123")
+    u = CalibrationTable.load(path).check_made_for(path, "abc123")
     assert u.fingerprint == t.fingerprint and u.method == t.method
     assert u.amax == {"conv1": 123.456, "tiny": 1e-7, "third": 0.1 + 0.2, "np": 2.5}
     assert u.meta == {"batches": 8, "images": 64, "date": "2024-01-01"}
@@ -249,7 +249,7 @@ def test_stale_fingerprint(tmp_path):
     path = tmp_path / "calib.json"
     make_table().save(path)
     with pytest.raises(NetdefError, match=r"calib\.json was made for a different network.*abc123≠zzz.*recalibrate"):
-        CalibrationTable.load(path, expect_fingerprint="zzz")
+        CalibrationTable.load(path).check_made_for(path, "zzz")
 
 
 def write(tmp_path, doc) -> str:
@@ -320,7 +320,7 @@ def test_end_to_end_collect_compute_save(tmp_path):
     amax = compute_amax(cols, "percentile", percentile=99.9)
     t = CalibrationTable("fp", "percentile", amax, {"batches": 3, "percentile": 99.9})
     t.save(tmp_path / "c.json")
-    assert CalibrationTable.load(tmp_path / "c.json", "fp") == t
+    assert CalibrationTable.load(tmp_path / "c.json").check_made_for(tmp_path / "c.json", "fp") == t
 
 
 def test_calibration_images_fail_as_detect_images_do(tmp_path, monkeypatch):

@@ -465,7 +465,8 @@ def test_calibrate_torch_ranges_are_module_inputs(lenet_wts, tmp_path):
     for n in ("conv2", "fc1", "fc2"):
         assert table.amax[n] == pytest.approx(float(torch.cat(seen[n]).abs().max()), rel=1e-6)
     assert table.meta["images"] == 40 and table.meta["batches"] == 2
-    loaded = CalibrationTable.load(tmp_path / "t.json", expect_fingerprint=fingerprint(load_spec("lenet"), file_sha256(wts), (1, 16, 16)))
+    loaded = CalibrationTable.load(tmp_path / "t.json").check_made_for(
+        tmp_path / "t.json", fingerprint(load_spec("lenet"), file_sha256(wts), (1, 16, 16)))
     assert loaded.amax == pytest.approx(table.amax)
     entropy = calibrate_torch(model, "lenet", wts, [x], tmp_path / "e.json", log=lambda m: None)
     assert entropy.method == "entropy" and all(0 < entropy.amax[k] <= table.amax[k] + 1e-9 for k in table.amax)

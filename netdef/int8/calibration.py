@@ -240,11 +240,8 @@ class CalibrationTable:
         atomic_write(path, text.encode("utf-8"))
 
     @classmethod
-    def load(cls, path: str | os.PathLike, expect_fingerprint: str | None = None,
-             expect_parts: dict[str, Any] | None = None) -> "CalibrationTable":
-        """Read and validate a table; with expect_fingerprint, refuse a table made for another network (saying
-        which of `expect_parts`, `quantize.fingerprint_parts` and "weights" (where the build's come from), differs
-        where the table records them)."""
+    def load(cls, path: str | os.PathLike) -> "CalibrationTable":
+        """Read and validate a table (`check_made_for` refuses one made for another network)."""
         path = os.fspath(path)
         try:
             with open(path, encoding="utf-8") as f:
@@ -278,13 +275,19 @@ class CalibrationTable:
         table = cls(doc["fingerprint"], doc["method"], doc["amax"], doc.get("meta", {}))
         table._check(path)
         table.amax = {k: float(v) for k, v in table.amax.items()}
-        if expect_fingerprint is not None and table.fingerprint != expect_fingerprint:
-            why = (_differences(table.meta, expect_parts or {})
-                   or f"fingerprint {table.fingerprint}≠{expect_fingerprint}")
+        return table
+
+    def check_made_for(self, path: str | os.PathLike, fingerprint: str,
+                       parts: dict[str, Any] | None = None) -> "CalibrationTable":
+        """The table (read from `path`), refused where it was made for another network than the one of
+        `fingerprint`, saying which of `parts` (`quantize.fingerprint_parts` and "weights", where the build's come
+        from) differs where the table records them."""
+        if self.fingerprint != fingerprint:
+            why = _differences(self.meta, parts or {}) or f"fingerprint {self.fingerprint}≠{fingerprint}"
             raise NetdefError(f"calibration table {path} was made for a different network ({why}): recalibrate "
                               f"with this network's architecture, weights and input shape, or pass the matching "
                               f"table")
-        return table
+        return self
 
 
 def _json_default(o):

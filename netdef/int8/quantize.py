@@ -57,14 +57,14 @@ def require_table(spec: Any, opts: Any) -> None:
         raise NetdefError(f"--precision int8 needs a calibration table for {spec.name}: {CALIBRATE_HINT}")
 
 
-def _calibrated_size(spec: Any, opts: Any) -> tuple[int, ...]:
-    """The (C, H, W) a dynamic-size int8 build checks its table against: the size the table was made at, which
+def _calibrated_size(spec: Any, opts: Any, table: CalibrationTable) -> tuple[int, ...]:
+    """The (C, H, W) a dynamic-size int8 build checks its `table` against: the size the table was made at, which
     must lie within the build's range (a tensor's range measured at one size serves the others), else the
     range's OPT size."""
     from ..options import format_hw_range
 
     lo, opt, hi = opts.input_range
-    made = CalibrationTable.load(opts.calibration).meta.get("input_shape")
+    made = table.meta.get("input_shape")
     if not (isinstance(made, list) and len(made) == 3 and all(isinstance(v, int) for v in made)):
         return spec.input_shape_for(tuple(opt))
     h, w = made[1:]
@@ -95,10 +95,11 @@ class Quantizer:
         """The quantizer of an int8 build: loads `opts.calibration` and checks it belongs to this network (whose
         weights come from `weights_from`, `define.weights_identity`'s source: said where the table's differ)."""
         require_table(spec, opts)
-        shape = spec.input_shape_for(opts.input_hw) if opts.input_range is None else _calibrated_size(spec, opts)
-        table = CalibrationTable.load(opts.calibration, expect_fingerprint=fingerprint(spec, weights_sha, shape),
-                                      expect_parts=dict(fingerprint_parts(spec, weights_sha, shape),
-                                                        weights=weights_from))
+        table = CalibrationTable.load(opts.calibration)
+        shape = spec.input_shape_for(opts.input_hw) if opts.input_range is None else \
+            _calibrated_size(spec, opts, table)
+        table.check_made_for(opts.calibration, fingerprint(spec, weights_sha, shape),
+                             dict(fingerprint_parts(spec, weights_sha, shape), weights=weights_from))
         return cls(table.amax, source=f"calibration table {opts.calibration}", exclude=opts.int8_exclude)
 
     def excluded(self, name: str, inputs: Sequence[Any] = (), *, fp32: bool = False) -> bool:
