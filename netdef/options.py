@@ -108,6 +108,10 @@ class BuildOptions:
         if isinstance(self.compute_capability, str):  # 89, sm89, SM_89: 8.9, as a GPU's is recorded and compared
             self.compute_capability = normalize_compute_capability(self.compute_capability)
         self.batch, self.input_hw = _ints(self.batch), _ints(self.input_hw)  # numpy's integers as ints: JSON
+        for name in ("int8_exclude", "fp32_rows"):  # a set of patterns: order and repeats don't change the engine
+            patterns = getattr(self, name)
+            if isinstance(patterns, (tuple, list)) and all(isinstance(p, str) for p in patterns):
+                setattr(self, name, tuple(sorted(set(patterns))))
         if isinstance(self.input_range, (tuple, list)):
             self.input_range = tuple(map(_ints, self.input_range))
         if isinstance(self.profiles, (tuple, list)):

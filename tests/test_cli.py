@@ -866,6 +866,30 @@ def test_an_exception_of_the_callers_log_during_a_build_is_raised_and_nothing_wr
     assert list(tmp_path.iterdir()) == []
 
 
+def test_an_exception_of_the_log_in_the_ticking_thread_is_kept_for_the_caller(monkeypatch):
+    """TensorRT without progress callbacks (8.6): only the ticking thread calls `log` during a build. What it
+    raises there (where a thread's exception would be lost) is kept as `error`, cancels, and silences later
+    messages; the build's caller raises it."""
+    import time
+
+    from netdef import compiler, trt_api
+
+    monkeypatch.setattr(trt_api, "progress_monitor_base", lambda: None)
+    said = []
+
+    def log(msg: str) -> None:
+        said.append(msg)
+        raise LookupError("the caller's own log failed")
+
+    with compiler.BuildProgress(None, log, every=0.0) as progress:
+        deadline = time.perf_counter() + 10
+        while progress.error is None and time.perf_counter() < deadline:
+            time.sleep(0.05)
+        progress.say("after the error")
+    assert isinstance(progress.error, LookupError) and progress.cancelled and not progress.cancellable
+    assert said == ["[netdef]   ... still building (0 s)"]
+
+
 @pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
 def test_a_signal_from_outside_during_a_build_is_never_lost(r18, tmp_path, capfd, signum):
     """A signal from another process (here a timer thread) at any moment of a build: Python runs the handler when

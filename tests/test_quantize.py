@@ -272,6 +272,14 @@ def test_a_dynamic_size_build_takes_a_table_made_within_its_range(resnet18_wts, 
                                           r"64x64:96x96:128x128: calibrate at a size within it, e\.g\. its OPT size "
                                           r"\(--input-shape 96x96\)"):
         int8_network("resnet18", resnet18_wts, tmp_path / "t224.json", input_range=hw_range)
+    # a table that does not record its size (hand-made) is checked at the OPT size: 96x96 holds, 64x64 does not
+    for table in ("t96.json", "t64.json"):
+        doc = json.loads((tmp_path / table).read_text())
+        del doc["meta"]["input_shape"]
+        (tmp_path / f"bare_{table}").write_text(json.dumps(doc))
+    assert int8_network("resnet18", resnet18_wts, tmp_path / "bare_t96.json", input_range=hw_range).quantizer.points
+    with pytest.raises(NetdefError, match=r"bare_t64\.json was made for a different network"):
+        int8_network("resnet18", resnet18_wts, tmp_path / "bare_t64.json", input_range=hw_range)
 
 
 def test_int8_leaves_fp32_block_layers_unquantized():

@@ -201,7 +201,7 @@ def test_the_wts_progress_bar_can_be_turned_off_from_python(tmp_path, monkeypatc
 def test_fp32_rows_are_built_in_float32_and_recorded(torchvision_wts, tmp_path, capsys):
     """--fp32-rows 'layer4*' --fp32-rows fc in an fp16 build: those rows' layers compute in float32 (strongly
     typed: their tensors are float32, cast at the borders; TensorRT 8.6: their precision is set), the others in
-    fp16; the header records the patterns and `netdef info` shows them; a pattern naming no row (a layer inside
+    fp16; the header records the patterns (a set) and `netdef info` shows them; a pattern naming no row (a layer inside
     one) is an error listing the rows; --fp32-rows in an fp32 build is refused."""
     from netdef import trt_api
     from netdef.cli import main
@@ -222,10 +222,14 @@ def test_fp32_rows_are_built_in_float32_and_recorded(torchvision_wts, tmp_path, 
     out = tmp_path / "r18.engine"
     assert main(["build", "resnet18", "-w", str(wts), "-o", str(out), "--precision", "fp16", "--fp32-rows", "layer4*",
                  "--fp32-rows", "fc", "--opt-level", "0"]) == 0
-    assert engine_file.read_meta(out)["options"]["fp32_rows"] == ["layer4*", "fc"]
+    assert engine_file.read_meta(out)["options"]["fp32_rows"] == ["fc", "layer4*"]  # a set: sorted
     capsys.readouterr()
     assert main(["info", str(out)]) == 0
-    assert "  built with --fp32-rows 'layer4*' --fp32-rows fc --opt-level 0\n" in capsys.readouterr().out
+    assert "  built with --fp32-rows fc --fp32-rows 'layer4*' --opt-level 0\n" in capsys.readouterr().out
+    # the patterns in another order, or one repeated, are the same engine: up to date
+    same = BuildOptions(precision="fp16", fp32_rows=("fc", "layer4*", "fc"), opt_level=0)
+    assert same.fp32_rows == ("fc", "layer4*")
+    assert not build_engine("resnet18", wts, out, same, log=lambda m: None).built
     with pytest.raises(OptionError, match=r"--fp32-rows 'layer4\.0\.conv1' matches no row of resnet18; it names YAML "
                                           r"rows by their key prefix .*not layers inside one \(row 0: no key prefix, "
                                           r"only '\*' names it\): maxpool, layer1, layer2"):
