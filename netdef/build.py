@@ -91,6 +91,7 @@ def build_engine(arch: str | Path | Spec, weights: Weights, output: str | Path, 
     target = target_identity(opts)
     key = build_key(spec.sha256, weights_sha, opts, target, names)
     refit_key = build_key(spec.sha256, "", opts, target, names) if opts.refittable else None
+    before = path_key(output)  # a file another build writes there meanwhile is kept (WrittenMeanwhile)
     old = _old_meta(output) if output.is_file() and not force else {}
     if old.get("build_key") == key:
         log(f"[netdef] {output} is up to date (same .wts, YAML, options, TensorRT and GPU); --force rebuilds")
@@ -100,7 +101,6 @@ def build_engine(arch: str | Path | Spec, weights: Weights, output: str | Path, 
             from .refit import refit_resolved
 
             log(f"[netdef] only the weights changed: refitting {output} instead of rebuilding (--force rebuilds)")
-            before = path_key(output)
             meta, plan = engine_file.read_plan(output)  # hashed, names found and paths checked above: not again
             meta = refit_resolved(output, output, meta, plan, weights, identity, names, names_from, log, t0,
                                   spec, before=before)
@@ -118,7 +118,7 @@ def build_engine(arch: str | Path | Spec, weights: Weights, output: str | Path, 
     extra = ({"refit_key": refit_key} if refit_key else {}) | ({"model": net.model} if net.model else {}) | \
         ({"names": list(names)} if names else {})
     meta = compile_network(net, opts, output, arch=spec.identity(), weights={"path": source, "sha256": weights_sha},
-                           log=log, build_key=key, **extra)
+                           log=log, build_key=key, before=before, **extra)
     return BuildResult(output, meta, True, time.perf_counter() - t0)
 
 

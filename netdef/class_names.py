@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -137,7 +138,8 @@ def load_names(path: str | os.PathLike) -> list[str]:
                           "file of the names, one per line")
     try:
         doc = yaml.safe_load(text)  # plain lines of names are one YAML string
-    except yaml.YAMLError:
+    except yaml.YAMLError as e:
+        _refuse_broken_document(path, text, e)
         doc = None
     if isinstance(doc, (dict, list)):
         _refuse_duplicate_keys(text, path)
@@ -153,6 +155,21 @@ def load_names(path: str | os.PathLike) -> list[str]:
         raise NetdefError(f"class names {path}: line {blank + 1} is blank, before the name on line {after + 1}: "
                           "every class needs a name on its own line (a blank one would shift the labels after it)")
     return names
+
+
+def _refuse_broken_document(path: str | os.PathLike, text: str, error: Exception) -> None:
+    """A NetdefError naming the line where a YAML or JSON document of names (by its suffix, or its first line
+    that is no comment: `names:`, `path: ...`, `[`, `{`, `- `) fails to parse: read as one name per line, its
+    lines ('names:', '- cat') would become the labels."""
+    first = next((ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")), "")
+    if Path(path).suffix.lower() not in (".yaml", ".yml", ".json") and not (
+            first[:1] in ("[", "{") or first.startswith("- ") or re.match(r"[A-Za-z_][\w-]*\s*:(\s|$)", first)):
+        return
+    mark = getattr(error, "problem_mark", None)
+    where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    raise NetdefError(f"class names {where}: not valid YAML or JSON ({problem}): fix it, or give a text file of the "
+                      "names, one per line")
 
 
 def _refuse_duplicate_keys(text: str, path: str | os.PathLike) -> None:

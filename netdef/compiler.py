@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__, engine_file, interrupts, trt_api
-from .errors import OptionError, TensorRTError
-from .fileio import FileKind, atomic_write, check_output, file_sha256, recognised
+from .errors import OptionError, TensorRTError, WrittenMeanwhile
+from .fileio import FileKey, FileKind, atomic_write, check_output, file_sha256, recognised
 from .options import BuildOptions, format_hw_range, format_profiles, options_dict
 
 if TYPE_CHECKING:
@@ -32,17 +32,21 @@ def compile_network(net: Network, opts: BuildOptions, output: str | Path, *, arc
                     weights: Mapping[str, Any], log: Log, tag: str = "netdef", **extra_meta: Any) -> dict[str, Any]:
     """`compile_engine` for a netdef `Network`: its builder, definition, typing and plugin libraries."""
     return compile_engine(net.builder, net.definition, opts, output, strongly_typed=net.strongly_typed, arch=arch,
-                          weights=weights, plugins=net.plugins, log=log, tag=tag, **extra_meta)
+                          weights=weights, plugins=net.plugins, log=log, tag=tag, made_by=net.made_by, **extra_meta)
 
 
 def compile_engine(builder: Any, definition: Any, opts: BuildOptions, output: str | Path, *,
                    strongly_typed: bool, arch: Mapping[str, Any], weights: Mapping[str, Any],
                    plugins: list[dict[str, Any]] | None = None, log: Log, tag: str = "netdef",
+                   made_by: Mapping[str, str] | None = None, before: FileKey | None | bool = False,
                    **extra_meta: Any) -> dict[str, Any]:
     """Build `definition` with `opts` and write the engine file `output` (atomically); returns its metadata.
 
     `arch` and `weights` ({name/path, sha256}) say what the engine was built from; `plugins` lists the plugin
-    libraries its layers need; `extra_meta` adds keys to the header. `tag` starts each log message."""
+    libraries its layers need; `extra_meta` adds keys to the header. `tag` starts each log message. `made_by`:
+    layer name -> the YAML row that made it, named where a failed build's messages name the layer. `before`: the
+    `fileio.path_key` of `output` as the caller found it (None: no file), where a file another program wrote there
+    since is to be kept (`WrittenMeanwhile`: a second build of the same output finished first); False: not checked."""
     definition = getattr(definition, "raw", definition)  # netdef's NamingDefinition wraps the real one
     plugins = list(plugins or [])
     config = builder.create_builder_config()
@@ -73,14 +77,20 @@ def compile_engine(builder: Any, definition: Any, opts: BuildOptions, output: st
     if progress.cancelled or interrupts.CANCEL.is_set():  # a signal the main thread took stopped a worker's build
         raise KeyboardInterrupt
     if plan is None:
-        short = opts.workspace_mib is not None and any("OutOfMemory" in e for e in trt_api.errors_since(mark))
+        said = trt_api.errors_since(mark)
+        short = opts.workspace_mib is not None and any("OutOfMemory" in e for e in said)
         raise TensorRTError(f"TensorRT could not build {arch.get('name')} (its messages above say why)" + (
             f": it asked for more memory than --workspace {opts.workspace_mib} MiB allows; raise --workspace or "
-            "leave it out (TensorRT's own limit: the GPU's memory)" if short else ""))
+            "leave it out (TensorRT's own limit: the GPU's memory)" if short else _rows_named(said, made_by or {})))
     meta = engine_metadata(definition, opts, strongly_typed=strongly_typed, arch=arch, weights=weights,
                            plugins=plugins, build_seconds=build_s,
                            **({"timing_cache": cache_state} if cache_state else {}), **extra_meta)
-    meta = engine_file.write_engine(output, plan, meta)  # first: a cache that cannot be written keeps the engine
+    try:  # first: a cache that cannot be written keeps the engine
+        meta = engine_file.write_engine(output, plan, meta, expect=None if before is False else {output: before})
+    except WrittenMeanwhile:
+        raise WrittenMeanwhile(output, f"{output} was written by another program while this build ran (another "
+                                       f"netdef build of the same output?): nothing written, so that what it wrote "
+                                       f"is kept; build again (it is then up to date, or rebuilt)") from None
     log(f"[{tag}] wrote {output} ({plan.nbytes / 2**20:.1f} MiB); TensorRT built it in {build_s:.1f} s")
     if cache is not None:
         try:
@@ -214,6 +224,17 @@ def load_timing_cache(config: Any, path: str | None, log: Log, tag: str = "netde
         log(f"[{tag}] warning: TensorRT kept {kept} of the {len(data)} bytes of timing cache {path}")
     log(f"[{tag}] timing cache {path}: loaded {len(data)} bytes")
     return cache, "loaded"
+
+
+def _rows_named(messages: Sequence[str], made_by: Mapping[str, str]) -> str:
+    """'; its messages name layer(s) L, M of FILE:LINE: row N (Block)' for the YAML rows (3 at most) that made
+    the layers TensorRT's `messages` name; '' where they name none of theirs."""
+    rows: dict[str, list[str]] = {}
+    for word in dict.fromkeys(w.strip(":,;'\"()[]{}") for m in messages for w in m.split()):
+        if word in made_by:
+            rows.setdefault(made_by[word], []).append(word)
+    return "".join(f"; its messages name layer{'s' if len(names) > 1 else ''} {', '.join(names)} of {where}"
+                   for where, names in list(rows.items())[:3])
 
 
 class BuildProgress:

@@ -95,6 +95,9 @@ def _call(source: str) -> tuple[str, dict[str, Any]]:
     arguments for its builder, Python literals; a source without parentheses has none."""
     m = re.fullmatch(r"(.*:[A-Za-z_][\w.]*)\((.*)\)", source, re.S)  # NAME(...) after the last ':' of a path
     if m is None:
+        if re.fullmatch(r".*:[A-Za-z_][\w.]*\(.*", source, re.S):  # NAME( without its ')': cut short by the shell?
+            raise NetdefError(f"source '{source}': its '(' is not closed; a builder's arguments are keyword=value with "
+                              f"Python literals as values, e.g. \"torchvision:resnet18(num_classes=10)\" (quoted)")
         return source, {}
     target, args = m[1], m[2]
     problem = "not Python's keyword=value syntax"
@@ -133,7 +136,10 @@ def load_checkpoint(path: str | Path, log: Callable[[str], None] | None = None, 
     if not head.startswith(CHECKPOINT_STARTS):  # text, say (a YAML given by mistake): never unpickled with full power
         model_yaml = (f"; a model's YAML is built by its code: Ultralytics' \"ultralytics.nn.tasks:DetectionModel("
                       f"cfg='{path}')\" (SegmentationModel, PoseModel, ClassificationModel for the other tasks)"
-                      if path.suffix in (".yaml", ".yml") else "")
+                      if path.suffix in (".yaml", ".yml") else
+                      "; an ONNX model holds no PyTorch module to export: give the checkpoint or the code it was "
+                      "exported from (its weights' keys are the PyTorch module names netdef's rows read)"
+                      if path.suffix.lower() == ".onnx" else "")
         raise NetdefError(f"cannot read checkpoint {path}: it is not a PyTorch checkpoint ({describe_head(head)}): "
                           f"torch.save writes a zip file or a pickle{model_yaml}")
     (log or _stderr)(f"[netdef] {path} does not load as tensors alone: loading it with full unpickling, which runs "
@@ -531,6 +537,11 @@ def export_wts(source: str | Path | Any, output: str | Path, *, state_dict: str 
                 log("[netdef] note: every key starts with module. (a DataParallel or DistributedDataParallel "
                     "model's state_dict), which the model's own keys and an architecture's rows lack: export with "
                     "--strip-prefix module. (Python: strip_prefix='module.')")
+            elif isinstance(obj, Mapping) and "pytorch-lightning_version" in obj:  # the LightningModule's attribute
+                log(f"[netdef] note: every key starts with {prefix} (a PyTorch Lightning checkpoint: the attribute of "
+                    f"the LightningModule that holds the network), which the network's own keys lack: where your "
+                    f"architecture's rows name the network's keys, export with --strip-prefix {prefix} (Python: "
+                    f"strip_prefix='{prefix}')")
     return sd
 
 

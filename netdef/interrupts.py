@@ -222,6 +222,23 @@ def _die(signum: int) -> None:
     os._exit(128 + signum)
 
 
+def exit_on_signal(status: int) -> None:
+    """After a command has finished (its files written, its status `status`): Ctrl-C, SIGTERM or SIGHUP during
+    the interpreter's shutdown (PyTorch's and TensorRT's teardown take a second) ends the process at once with
+    that status, not with 130 and no word about work that was complete. Ignored signals stay ignored."""
+    def finish(signum: int, frame: Any) -> None:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(status)
+
+    for s in SIGNALS:
+        if signal.getsignal(s) is not signal.SIG_IGN:
+            signal.signal(s, finish)
+
+
 @contextlib.contextmanager
 def handled(signals: tuple[int, ...] = SIGNALS) -> Iterator[None]:
     """`handler` for `signals` in the `with` block, the previous handlers after it; `CANCEL` and a pending signal

@@ -159,6 +159,7 @@ class Network:
         self.quantizer: Any = None  # an int8 Quantizer (netdef.int8.quantize) places Q/DQ pairs
         self.scope = ""  # the key prefix of the row being built: default layer names start with it
         self.where = ""  # where the current row comes from (YAML file:line), recorded with missing keys
+        self.made_by: dict[str, str] = {}  # layer name -> `where` of the row that made it (errors name the row)
         self.blocks_built: list[str] = []  # the blocks of the rows built so far (a head may depend on them)
         self.used: set[str] = set()
         self.read_by: dict[str, str] = {}  # used key -> where (YAML file:line of its row) it was read
@@ -313,6 +314,8 @@ class Network:
         n = self._names.get(name, 0) + 1
         self._names[name] = n
         layer.name = name if n == 1 else f"{name}#{n}"
+        if self.where:
+            self.made_by[layer.name] = self.where
         many = layer.num_outputs > 1
         for i in range(layer.num_outputs):
             layer.get_output(i).name = f"{layer.name}:{i}" if many else layer.name
@@ -596,7 +599,10 @@ class Network:
         output of PyTorch module `module`, where the layer's name does not say so; `verify` compares them.
         `channels`: `t` is those channels (dimension 1) of the module's output only (a convolution computed in
         parts). Returns `t`. A tensor matched again (a module's output is also the output of the Sequential or
-        nn.Identity around it) is compared with each module (`matched_modules`); `matches` holds the last."""
+        nn.Identity around it) is compared with each module (`matched_modules`); `matches` holds the last. Module ""
+        (a row of no key prefix) is no module: the model itself has that name."""
+        if not module:
+            return t
         part = None if channels is None else np.asarray(channels, np.int64)
         modules = self.matched_modules.setdefault(t.name, {})
         modules.pop(module, None)  # matched again: its place is now the last
@@ -1185,7 +1191,7 @@ class Network:
                 raise SpecError(f"{prefix}: normalized_shape {list(ns)} does not end the input shape {shape}")
             dims = list(range(rank - len(ns), rank))
         else:
-            dims = sorted({self._axis(a, rank, prefix) for a in axes})
+            dims = sorted({self._axis(a, rank, prefix) for a in _ints(axes, None, f"{prefix}: LayerNorm axes")})
         if any(shape[d] < 0 for d in dims):
             raise SpecError(f"{prefix}: LayerNorm over dynamic dimensions {dims} of {shape}")
         wshape = tuple(shape[d] for d in dims)
@@ -1239,9 +1245,13 @@ class Network:
 
     def scale(self, x: Any, key: str, dim: int = 1, name: str | None = None) -> Any:
         """x times the per-channel weight `key` (shape (C,), or (C, 1, 1) as torchvision stores it) along `dim`:
-        a layer scale (ConvNeXt's gamma; dim=1 on NCHW, dim=-1 channels-last). The layer is named `name`,
-        by default the key's module (`blocks.0.ls1.gamma` -> `blocks.0.ls1`)."""
-        name = name or key.rpartition(".")[0] or key
+        a layer scale (ConvNeXt's gamma; dim=1 on NCHW, dim=-1 channels-last). The layer is named `name`, by
+        default the key's module where the key is all it holds (timm's LayerScale: `blocks.0.ls1.gamma` ->
+        `blocks.0.ls1`, whose output it is), else `module/param` (a parameter of a larger module, the ConvNeXt
+        block's `stages.0.0.gamma` -> `stages.0.0/gamma`: not compared with that block's output by verify)."""
+        module, _, param = key.rpartition(".")
+        alone = module and not any(k.startswith(f"{module}.") and k != key for k in self.weights)
+        name = name or (module if alone else f"{module}/{param}" if module else key)
         axis = self._axis(dim, len(x.shape), name)
         c = int(x.shape[axis])
         if c < 0:

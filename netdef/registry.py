@@ -107,6 +107,24 @@ class Block:
 
 
 
+# torch's argument names -> the short ones of netdef's blocks (Ultralytics'): a row written from nn.Conv2d's
+_TORCH_NAMES = {"kernel_size": "k", "stride": "s", "padding": "p", "dilation": "d", "groups": "g",
+                "out_channels": "c2", "out_features": "c2"}
+
+
+def _near_argument(name: str, names: Sequence[str]) -> str:
+    """': did you mean ...?' for a misspelt argument `name` of a block taking `names` (torch's names too: `stride`
+    is `s`); '' where nothing is near."""
+    if name in ("in_channels", "in_features", "c1") and "c2" in names:
+        return ": a block takes its input channels from its input"
+    near = difflib.get_close_matches(name, names, n=1)
+    if near:
+        return f": did you mean '{near[0]}'?"
+    torch_name = (difflib.get_close_matches(name, list(_TORCH_NAMES), n=1) or [""])[0]
+    return f": did you mean '{_TORCH_NAMES[torch_name]}' (torch's {torch_name})?" \
+        if _TORCH_NAMES.get(torch_name) in names else ""
+
+
 def bad_arguments(name: str, signature: inspect.Signature, prefix: str, args: Sequence[Any],
                   kwargs: Mapping[str, Any]) -> str | None:
     """None where block NAME (`signature`: net, x, prefix, ...) takes `args` and `kwargs`, else `bad arguments for
@@ -119,9 +137,7 @@ def bad_arguments(name: str, signature: inspect.Signature, prefix: str, args: Se
         unknown = [k for k in kwargs if k not in signature.parameters]
         why = str(error)
         if unknown and not any(p.kind is p.VAR_KEYWORD for p in params):  # a misspelt name, before what it left out
-            near = difflib.get_close_matches(unknown[0], names, n=1)
-            why = f"got an unexpected keyword argument '{unknown[0]}'" + (f": did you mean '{near[0]}'?"
-                                                                           if near else "")
+            why = f"got an unexpected keyword argument '{unknown[0]}'{_near_argument(unknown[0], names)}"
         return f"bad arguments for {name}: {why}{_first_three(signature)}; {name} takes ({', '.join(map(str, params))})"
     return None
 

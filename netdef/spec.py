@@ -878,6 +878,8 @@ def build_network(spec: Spec, net: Network, input_hw: tuple[int, int] | None = N
                 else:
                     for j in range(row.number):
                         y = row.block.fn(net, y, f"{row.prefix}.{j}", *row.args, **row.kwargs)
+                        if j < row.number - 1:  # each repeat's output is module prefix.j's (the last one: the row's)
+                            _row_output(net, y, spec.where(row), f"{row.prefix}.{j}")
             net.check_layers()  # a layer TensorRT rejected is blamed on this row, not on the next one
         except NetdefError as e:
             more = _missing_row_hint(spec, row, net, e.key) if isinstance(e, WeightKeyError) and e.key else ""
@@ -906,15 +908,22 @@ def build_network(spec: Spec, net: Network, input_hw: tuple[int, int] | None = N
                              f"(a list of them for several outputs; net.constant(array, name) makes one of an array)",
                              where=spec.where(row))
         outputs.append(y)
-        if hasattr(y, "name"):
-            net.row_ends.setdefault(y.name, (spec.where(row), row.prefix))
-        if hasattr(y, "name") and row.prefix and row.prefix not in net.claimed:
-            for earlier in [t for t, prefix in net.row_outputs.items() if prefix == row.prefix]:
-                del net.row_outputs[earlier]  # rows sharing a prefix (a Sequential's parts): the last one ends it
-            net.row_outputs.setdefault(y.name, row.prefix)
+        _row_output(net, y, spec.where(row), row.prefix)
         observe(net, row, y)
     net.where, net.scope = "", ""
     return _mark_outputs(spec, net, outputs[-1])
+
+
+def _row_output(net: Network, y: Any, where: str, prefix: str) -> None:
+    """Record tensor `y` as the output of module `prefix`, made by the row at `where` (verify compares it with that
+    module's output where no layer of the block claimed the module)."""
+    if not hasattr(y, "name"):
+        return
+    net.row_ends.setdefault(y.name, (where, prefix))
+    if prefix and prefix not in net.claimed:
+        for earlier in [t for t, p in net.row_outputs.items() if p == prefix]:
+            del net.row_outputs[earlier]  # rows sharing a prefix (a Sequential's parts): the last one ends it
+        net.row_outputs.setdefault(y.name, prefix)
 
 
 def _missing_row_hint(spec: Spec, row: Row, net: Network, key: str) -> str:

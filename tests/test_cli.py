@@ -587,7 +587,7 @@ def test_dir_of_netdef_lists_its_submodules():
     import netdef
 
     names = dir(netdef)
-    assert {m.name for m in pkgutil.iter_modules(netdef.__path__)} <= set(names)
+    assert {m.name for m in pkgutil.iter_modules(netdef.__path__) if m.name != "__main__"} <= set(names)
     assert {"runtime", "verify", "testing", "NetdefError", "__version__"} <= set(names)
     assert not {"pkgutil", "importlib", "Any", "annotations"} & set(names)
 
@@ -1741,6 +1741,10 @@ EMPTY = "an empty value (an unset shell variable?)"
     (["triton", "E", "--repo", ""], f"--repo '': {EMPTY}: give a folder (. for this one)"),
     (["serve", "E", "--preferred-batch", "8,x"], "--preferred-batch '8,x': expected batch sizes such as 16,32, opt "
                                                  "or none"),  # raised by the option's type: was a traceback
+    (["build", "lenet", "-w", "W", "-o", "l.engine\n"], "-o/--output 'l.engine\\n': a name with a line break, a tab "
+                                                       "or spaces at its ends (a copied line, or a shell quoting "
+                                                       "slip?): give the name without them"),  # was written so
+    (["triton", "E", "--repo", "repo "], "--repo 'repo ': a name with a line break"),
 ])
 def test_an_empty_value_is_an_error_naming_the_option(tmp_path, capsys, argv, said):
     """`--names "$NAMES"` with NAMES unset: --names, --timing-cache and --input-shape were read as not given (the
@@ -1753,7 +1757,7 @@ def test_an_empty_value_is_an_error_naming_the_option(tmp_path, capsys, argv, sa
     write_wts(tmp_path / "l.wts", lenet_weights(0))
     argv = [str(tmp_path / "l.wts") if a == "W" else str(tmp_path / "l.engine") if a == "E" else a for a in argv]
     assert main(argv) == 1
-    assert capsys.readouterr().err == f"netdef {argv[0]}: error: {said}\n"
+    assert capsys.readouterr().err.startswith(f"netdef {argv[0]}: error: {said}")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["l.wts"]
 
 
@@ -1839,3 +1843,24 @@ def test_an_option_of_one_value_given_twice_is_refused(argv, option, capsys):
         main(argv)
     assert e.value.code == 2
     assert f"error: {option} is given twice: give it once" in capsys.readouterr().err
+
+
+def test_a_signal_after_the_command_finished_keeps_its_status(tmp_path):
+    """Ctrl-C in the second of interpreter shutdown after a command finished (its files written): the process
+    ended with 130 and no word (a KeyboardInterrupt in PyTorch's and TensorRT's teardown); it now ends at once
+    with the command's own status. A caller's main([...]) leaves the signal handlers as they were."""
+    import signal
+    import subprocess
+    import sys
+
+    script = tmp_path / "late_signal.py"
+    script.write_text("import atexit, os, signal, sys, time\nfrom netdef.cli import main\n\n\ndef late():\n"
+                      "    os.kill(os.getpid(), signal.SIGINT)\n    time.sleep(2)\n"
+                      "    print('not ended', file=sys.stderr)\n\n\natexit.register(late)\n"
+                      "sys.argv = ['netdef', 'info', 'missing.engine']\nsys.exit(main())\n")
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert run.returncode == 1, run.stderr
+    assert run.stderr == "netdef info: error: no such file: missing.engine\n"
+    before = signal.getsignal(signal.SIGINT)
+    assert main(["info", str(tmp_path / "missing.engine")]) == 1
+    assert signal.getsignal(signal.SIGINT) is before

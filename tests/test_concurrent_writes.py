@@ -103,3 +103,26 @@ def test_a_weights_identity_survives_pickle_and_copy(tmp_path):
     identity = weights_identity(_lenet_wts(tmp_path / "w.wts", 1))
     for again in (pickle.loads(pickle.dumps(identity)), copy.deepcopy(identity)):
         assert again == identity and again.file == identity.file is not None
+
+
+def test_a_build_keeps_the_engine_another_build_wrote_meanwhile(tmp_path, monkeypatch):
+    """Two builds of one output at once (other weights): the one that finished second replaced the first one's
+    engine and both said `wrote`; the second now keeps what the first wrote and says so (nothing written)."""
+    first, second = _lenet_wts(tmp_path / "a.wts", 1), _lenet_wts(tmp_path / "b.wts", 2)
+    out = tmp_path / "l.engine"
+    real = build_module.define_network
+
+    def other_build_lands(*args, **kwargs):  # runs while this build works: the other build writes `out` then
+        monkeypatch.setattr(build_module, "define_network", real)
+        build_engine("lenet", first, out, BuildOptions(), log=lambda m: None)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(build_module, "define_network", other_build_lands)
+    with pytest.raises(NetdefError, match=rf"{out} was written by another program while this build ran .*nothing "
+                                          r"written, so that what it wrote is kept; build again"):
+        build_engine("lenet", second, out, BuildOptions(), log=lambda m: None)
+    from netdef.engine_file import read_meta
+
+    assert read_meta(out)["weights"]["sha256"] == file_sha256(first)
+    assert build_engine("lenet", second, out, BuildOptions(), log=lambda m: None).built  # again: rebuilt
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []

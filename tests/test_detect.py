@@ -95,6 +95,16 @@ def test_load_names(tmp_path):
         (tmp_path / name).write_text(text)
         with pytest.raises(NetdefError, match=rf"class names .*{name}: .*{needle}"):
             load_names(tmp_path / name)
+    # a YAML or JSON document that does not parse is an error at its line: read as lines ('names:', '- cat') they
+    # were recorded as the labels
+    for name, text, line in (("tab.yaml", "names:\n  - cat\n\t- dog\n", 3), ("comma.json", '["cat",\n "dog"\n "b"]', 3),
+                             ("data.txt", "# classes\nnames: [cat, dog\n", 3)):
+        (tmp_path / name).write_text(text)
+        with pytest.raises(NetdefError, match=rf"class names .*{name}:{line}: not valid YAML or JSON \(.*\): fix it, "
+                                              "or give a text file of the names, one per line"):
+            load_names(tmp_path / name)
+    (tmp_path / "plain.txt").write_text("cat\ndog: a\n[bird\n")  # names that are no YAML: lines
+    assert load_names(tmp_path / "plain.txt") == ["cat", "dog: a", "[bird"]
     (tmp_path / "odd.json").write_text("traffic light\njack-o'-lantern\n[unlabelled]\n")  # text, whatever its name
     assert load_names(tmp_path / "odd.json") == ["traffic light", "jack-o'-lantern", "[unlabelled]"]
     (tmp_path / "e.engine").write_bytes(b"NETDEF-ENGINE\n\xca\x05" + bytes(6))

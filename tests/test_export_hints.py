@@ -315,6 +315,10 @@ def test_a_text_file_is_never_unpickled(tmp_path):
                                               "pickle"):
             load_checkpoint(tmp_path / name, log=said.append)
     assert said == []
+    (tmp_path / "m.onnx").write_bytes(b"\x08\x09\x12\x07pytorch")  # an ONNX model: what to give instead
+    with pytest.raises(NetdefError, match=r"m\.onnx: it is not a PyTorch checkpoint .*; an ONNX model holds no "
+                                          r"PyTorch module to export: give the checkpoint or the code"):
+        load_checkpoint(tmp_path / "m.onnx", log=said.append)
 
 
 def test_the_class_names_a_model_carries():
@@ -522,6 +526,15 @@ def test_a_state_dict_of_prefixed_keys_is_told_to_strip_the_prefix(tmp_path):
     export_wts({f"net.{k}": v for k, v in torch.nn.Conv2d(1, 2, 1).state_dict().items()}, tmp_path / "n.wts",
                log=logs.append)
     assert len(logs) == 2
+    # a PyTorch Lightning checkpoint: its prefix is the LightningModule's attribute, named
+    ckpt = tmp_path / "last.ckpt"
+    torch.save({"state_dict": {f"net.{k}": v for k, v in torch.nn.Conv2d(1, 2, 1).state_dict().items()},
+                "pytorch-lightning_version": "2.4.0", "epoch": 3}, ckpt)
+    export_wts(ckpt, tmp_path / "pl.wts", log=logs.append)
+    assert logs[2:] == ["[netdef] note: every key starts with net. (a PyTorch Lightning checkpoint: the attribute of "
+                        "the LightningModule that holds the network), which the network's own keys lack: where your "
+                        "architecture's rows name the network's keys, export with --strip-prefix net. (Python: "
+                        "strip_prefix='net.')"]
 
 
 def test_the_architectures_weights_fit_are_netdefs_own_not_a_working_folders_file_of_that_name(tmp_path,
@@ -626,6 +639,7 @@ def test_a_sources_builder_takes_keyword_arguments(tmp_path):
         ("torchvision:resnet18(10)", r"keyword arguments only"),
         ("torchvision:resnet18(num_classes=x)", r"num_classes=x: the value is no literal \(quote a string"),
         ("torchvision:resnet18(num_classes=)", r"not Python's keyword=value syntax"),
+        ("torchvision:resnet18(num_classes=", r"its '\(' is not closed"),  # was: no attribute 'resnet18(num_classes='
         ("torchvision:resnet18(weights='DEFAULT')", r"random weights \(nothing is downloaded\)"),
         (f"{tmp_path / 'mine.py'}:LAYER(c=1)", r"LAYER is a Linear, not a callable to give arguments to"),
         (f"{tmp_path / 'mine.py'}:make(d=1)", r"calling make\(\) raised TypeError: .*'d'"),

@@ -685,6 +685,21 @@ def test_weights_beyond_fp16_are_kept_inside_fp32():
     assert y.dtype == net.trt.float32 and net._keepalive[-1].dtype == np.float32
 
 
+def test_a_layer_scale_is_named_after_its_module_only_where_that_holds_nothing_else():
+    """timm's LayerScale module `ls1` (its only key `ls1.gamma`) computes the scale: the layer is `ls1`, compared
+    with its output by verify; a ConvNeXt block's own `gamma` beside its sub-modules: `blk/gamma`, never compared
+    with the whole block's output (a correct network failed verify on that)."""
+    c = 3
+    keys = {"ls1.gamma": np.ones(c, np.float32), "blk.gamma": np.ones(c, np.float32),
+            "blk.dwconv.weight": np.ones((c, 1, 1, 1), np.float32), "gamma": np.ones(c, np.float32)}
+    net = Network(keys)
+    x = net.input("x", (-1, c, 4, 4))
+    for key, name in (("ls1.gamma", "ls1"), ("blk.gamma", "blk/gamma"), ("gamma", "gamma")):
+        net.scale(x, key)
+        raw = net.definition.raw
+        assert raw.get_layer(raw.num_layers - 1).name == name
+
+
 @pytest.mark.parametrize("precision", ["fp16", "int8"])
 def test_integer_constants_are_not_held_to_fp16s_range(precision):
     """A gather's int32 index constant past 65504 (a row of a large table) was refused in fp16 builds as a weight
@@ -785,3 +800,16 @@ def test_new_blocks_from_yaml_match_torch(tiny_unet, precision, tmp_path):
         ref = model(torch.from_numpy(x)).numpy()
     limit = 1e-4 if precision == "fp32" else 2e-2  # eight layers deep: fp32 rounding adds up past 1e-5
     assert max_rel_error(Engine(res.path).infer(x, as_numpy=True)["y"], ref) <= limit
+
+
+def test_layer_norm_axes_may_be_one_integer():
+    """`axes: 1` (LayerNorm2d over channels) as `axes: [1]`; a float or a name is a SpecError naming the row's
+    prefix, not a TypeError from inside the block."""
+    from netdef.errors import SpecError
+
+    c = 4
+    net = Network({"n.weight": np.ones(c, np.float32), "n.bias": np.zeros(c, np.float32)})
+    x = net.input("x", (-1, c, 3, 3))
+    assert tuple(net.layer_norm(x, "n", axes=1).shape) == (-1, c, 3, 3)
+    with pytest.raises(SpecError, match=r"n: LayerNorm axes 'one': expected a list of integer\(s\)"):
+        net.layer_norm(x, "n", axes="one")

@@ -40,6 +40,11 @@ def write(tmp_path, text, name="arch.yaml"):
     (GOOD.replace("{c2: 8, k: 3, bn: bn}", "{c2: 8, kk: 3}"), 5, "bad arguments for ConvBnAct"),
     (GOOD.replace("{c2: 4}", "{c_2: 4}"), 7, "bad arguments for Linear: got an unexpected keyword argument 'c_2': "
                                           "did you mean 'c2'?; Linear takes (c2"),  # not 'missing c2' alone
+    (GOOD.replace("{c2: 8, k: 3, bn: bn}", "{c2: 8, kernel_size: 3}"), 5, "'kernel_size': did you mean 'k' (torch's "
+                                                                          "kernel_size)?; ConvBnAct takes (c2"),
+    (GOOD.replace("{c2: 8, k: 3, bn: bn}", "{c2: 8, strid: 3}"), 5, "'strid': did you mean 's' (torch's stride)?"),
+    (GOOD.replace("{c2: 4}", "{in_features: 8, c2: 4}"), 7, "'in_features': a block takes its input channels from "
+                                                             "its input; Linear takes (c2"),
     (GOOD.replace("[-1, 1, Linear", "[3, 1, Linear"), 7, "'from' index 3 does not refer to an earlier row"),
     (GOOD.replace("[-1, 1, Linear", "[-5, 1, Linear"), 7, "'from' index -5"),
     (GOOD.replace("[-1, 1, Linear", "[-1, 0, Linear"), 7, "'number' must be a positive integer"),

@@ -971,7 +971,7 @@ def test_modules_whose_weights_are_never_compared_are_named():
     """A block that names a layer freely (not after its module) hides that module from the comparison: behind a
     small layer scale its mistakes pass every compared layer. The summary names such modules; a layer NAME/add_bias
     covers NAME, a convolution whose output is compared as its BatchNorm covers itself."""
-    from netdef.verify import _uncompared
+    from netdef.verify import _uncompared, _weight_owners
     from netdef.verify.report import Report, Row
 
     rows = [Row("stem.conv", "stem.bn", (1,), 0.0, "pass"), Row("head/add_bias", "head", (1,), 0.0, "pass"),
@@ -979,7 +979,7 @@ def test_modules_whose_weights_are_never_compared_are_named():
     tensors = dict.fromkeys(["stem.conv.weight", "stem.bn.weight", "stem.bn.num_batches_tracked", "head.weight",
                              "blk.fc.weight", "blk.proj.weight", "blk.gamma", "scale"])
     report = Report("m", "CPU", 1e-5, rows, 0)
-    report.uncompared = _uncompared(tensors, report)
+    report.uncompared = _uncompared(_weight_owners(tensors), report)
     assert report.uncompared == ["blk.fc", "blk.proj", "blk"]
     assert report.summary().endswith("; 3 module(s) whose weights are read were never compared (blk.fc, blk.proj, "
                                      "blk): a mistake there shows only through later layers (not at all behind a "
@@ -993,6 +993,12 @@ def test_modules_whose_weights_are_never_compared_are_named():
                                      "later layers (not at all behind a small layer scale); all of them (blk.fc, "
                                      "blk.proj) cannot be: the model never runs their forward() (it passes their "
                                      "weights to a function), so no output of theirs exists")
+    report.uncompared, report.shared = ["blk.fc", "blk.proj", "blk"], {"blk": 2}  # CBAM's MLP: run twice
+    assert report.summary().endswith("; 1 of them (blk (2 calls)) cannot be: the model runs each several times, so "
+                                     "no one output of theirs stands for the module; 2 of them (blk.fc, blk.proj) "
+                                     "cannot be: the model never runs their forward() (it passes their weights to a "
+                                     "function), so no output of theirs exists")
+    assert "names a layer after" not in report.summary()
 
 
 def test_verify_with_a_batch_of_two_and_attention_compared(tmp_path):
@@ -1628,3 +1634,124 @@ def test_verify_names_a_keypoint_layout_the_model_does_not_have():
     report = verify("yolo11n-pose", sd, model, cpu=True, log=lambda m: None,
                     opts=BuildOptions(input_hw=(64, 64), params={"kpt_shape": [9, 2]}))
     assert report.ok, report.first_failure
+
+
+def test_each_repeat_of_a_row_is_compared_with_its_module():
+    """A row repeated n times (`prefix.0`, `prefix.1`) by a block that matches only its inner layers: each repeat's
+    output is compared with its module, so a block that leaves out its residual fails at the first repeat, not
+    first inside the second (only the last repeat's output, the row's, was compared)."""
+    from torch import nn
+
+    from netdef.registry import BLOCKS, block
+    from netdef.spec import parse_spec
+
+    class Res(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(4, 4, 3, padding=1)
+
+        def forward(self, x):
+            return x + self.conv(x)
+
+    @block("PlantedRes")
+    def planted_res(net, x, prefix, residual):
+        y = net.conv(x, f"{prefix}.conv", 4, 3, p=1, bias=True)
+        return net.add(x, y, f"{prefix}/add") if residual else y
+
+    torch.manual_seed(0)
+    model = nn.Sequential()
+    model.add_module("stage", nn.Sequential(Res(), Res()))
+    model.add_module("head", nn.Conv2d(4, 2, 1))
+    model.eval()
+    try:
+        reports = {residual: verify(parse_spec({"input": {"name": "x", "shape": [4, 8, 8]}, "output": "y", "layers": [
+            [-1, 2, "PlantedRes", {"residual": residual}, "stage"], [-1, 1, "Conv2d", {"c2": 2, "k": 1}, "head"]]},
+            "rep"), model.state_dict(), model, cpu=True, log=lambda m: None) for residual in (True, False)}
+    finally:
+        BLOCKS.pop("PlantedRes", None)
+    assert reports[True].ok, reports[True].table()
+    assert [(r.layer, r.module) for r in reports[True].rows if r.module.startswith("stage")] == [
+        ("stage.0.conv", "stage.0.conv"), ("stage.0/add", "stage.0"), ("stage.1.conv", "stage.1.conv"),
+        ("stage.1/add", "stage")]
+    first = reports[False].first_failure
+    assert (first.layer, first.module) == ("stage.0.conv", "stage.0"), reports[False].table()
+
+
+def test_the_first_failures_input_is_checked_against_its_modules():
+    """A convolution that fails because its input is wrong (a Concat's inputs swapped in the row before) was named
+    alone, as if its own weights or arguments were wrong; its input is now compared with its module's and the row
+    without a module of its own before it is named. A convolution with a wrong argument (dilation) has a matching
+    input, which is said too."""
+    from torch import nn
+
+    from netdef.spec import parse_spec
+
+    class Cat(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.head = nn.Conv2d(3, 4, 1), nn.Conv2d(4, 4, 1), nn.Conv2d(8, 2, 3, padding=1)
+
+        def forward(self, x):
+            a = self.a(x)
+            return self.head(torch.cat([a, self.b(a)], 1))
+
+    torch.manual_seed(0)
+    model = Cat().eval()
+
+    def report(cat, head):
+        return verify(parse_spec({"input": {"name": "x", "shape": [3, 8, 8]}, "output": "y", "layers": [
+            [-1, 1, "Conv2d", {"c2": 4, "k": 1}, "a"], [-1, 1, "Conv2d", {"c2": 4, "k": 1}, "b"],
+            [cat, 1, "Concat", {}, ""], [-1, 1, "Conv2d", {"c2": 2, "k": 3, **head}, "head"]]}, "cat"),
+            model.state_dict(), model, cpu=True, log=lambda m: None)
+
+    good = report([0, 1], {"p": 1})
+    assert good.ok and good.input_error is None, good.table()
+    swapped = report([1, 0], {"p": 1})
+    assert swapped.first_failure.layer == "head" and swapped.input_error > 0.1
+    assert [w.split(": ", 1)[1] for w in swapped.unchecked_before] == ["row 2 (Concat) (layer /concat)"]
+    dilated = report([0, 1], {"p": 2, "d": 2})
+    assert dilated.first_failure.layer == "head" and dilated.input_error < 1e-12 and not dilated.unchecked_before
+
+
+def test_a_size_a_block_fixed_names_its_row_in_verify_and_in_a_failed_build(tmp_path):
+    """A block that reshapes to batch 1 holds at batch 1 only: verify at batch 2 said which layer could not be
+    computed but not which YAML row made it, and `netdef build --batch 1:2:4` ended in TensorRT's message alone
+    ('TensorRT could not build'); both now name the row."""
+    import subprocess
+    import sys
+
+    from torch import nn
+
+    from netdef.export import export_wts
+    from netdef.spec import load_spec
+
+    (tmp_path / "gate_blocks.py").write_text(
+        "from netdef.registry import block\n\n\n@block('BatchOneGate')\ndef batch_one_gate(net, x, prefix):\n"
+        "    g = net.global_avg_pool(x, f'{prefix}/avg', keep_dims=True)\n"
+        "    return net.mul(x, net.reshape(g, f'{prefix}/flat', (1, net.channels(x), 1, 1)), f'{prefix}/gate')\n")
+
+    class Gate(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 1)
+
+        def forward(self, x):
+            y = self.conv(x)
+            return y * y.mean((2, 3), keepdim=True)
+
+    torch.manual_seed(0)
+    model = Gate().eval()
+    arch = tmp_path / "gate.yaml"
+    arch.write_text("input: {name: x, shape: [3, 8, 8]}\noutput: y\nblocks: [gate_blocks.py]\nlayers:\n"
+                    "  - [-1, 1, Conv2d, {c2: 4}, conv]\n  - [-1, 1, BatchOneGate, {}, gate]\n")
+    spec = load_spec(arch)
+    assert verify(spec, model.state_dict(), model, cpu=True, log=lambda m: None).ok
+    row = rf"{re.escape(str(arch))}:6: row 1 \(BatchOneGate\)"
+    with pytest.raises(NetdefError, match=rf"^{row}: layer 'gate/flat' \(SHUFFLE\) cannot be computed"):
+        verify(spec, model.state_dict(), model, cpu=True, batch=2, log=lambda m: None)
+    export_wts(model.state_dict(), tmp_path / "g.wts")
+    run = subprocess.run([sys.executable, "-m", "netdef", "build", str(arch), "-w", str(tmp_path / "g.wts"), "-o",
+                          str(tmp_path / "g.engine"), "--batch", "1:2:4"], capture_output=True, text=True)
+    assert run.returncode == 1 and not (tmp_path / "g.engine").exists()
+    assert re.search(rf"could not build gate .*; its messages name layers? [^;]*gate/flat[^;]* of {row}\n$",
+                     run.stderr), run.stderr

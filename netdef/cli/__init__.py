@@ -11,7 +11,7 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-from .. import __version__
+from .. import __version__, interrupts
 from ..errors import OptionError
 from .guard import run_guarded
 from .options import Invalid, checked
@@ -58,7 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     from ..block_modules import folder_importable
 
     with folder_importable(cwd):  # `python -m` put it first; the script did not (taken off again after)
-        return _main(sys.argv[1:] if argv is None else list(argv))
+        status = _main(sys.argv[1:] if argv is None else list(argv))
+    if argv is None:  # the process's command (not a caller's main([...])): done, its status is final
+        interrupts.exit_on_signal(status)
+    return status
 
 
 def _main(argv: list[str]) -> int:
@@ -197,9 +200,14 @@ def refuse_empty(action: argparse.Action) -> None:
     fix = f"give {EMPTY_NEEDS.get(action.dest, 'a value')}" + ("" if action.required or not action.option_strings
                                                                  else f", or leave {label} out")
 
+    paths = EMPTY_NEEDS.get(action.dest, "").startswith(("a file", "a folder"))
+
     def check(text: str) -> Any:
         if text == "":
             return Invalid(OptionError(f"{label} '': an empty value (an unset shell variable?): {fix}"))
+        if paths and (text != text.strip() or any(ord(c) < 32 for c in text)) and not os.path.lexists(text):
+            return Invalid(OptionError(f"{label} {text!r}: a name with a line break, a tab or spaces at its ends (a "
+                                       "copied line, or a shell quoting slip?): give the name without them"))
         try:
             return convert(text)
         except OptionError as e:

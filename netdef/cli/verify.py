@@ -84,9 +84,18 @@ def cmd_verify(a: argparse.Namespace) -> int:
                 print(f"first divergent layer: {first.layer} (PyTorch module {first.module}): {why}")
                 if first.where:  # the YAML row that made it, as a build error names it
                     print(f"  made by {first.where}")
-                if report.unchecked_before:  # a row output no module could be compared with, between it and a pass
+                rows = "; ".join(report.unchecked_before)  # row outputs no module could check, since the last pass
+                err = report.input_error  # the failing layer's input against its module's
+                if err is not None and err <= report.tol:
+                    print(f"  its input matches PyTorch's (max rel error {err:.3g}): the layer itself computes "
+                          "otherwise (its weights' layout, its arguments)")
+                elif err is not None:
+                    print(f"  its input differs already from PyTorch's (max rel error {err:.3g}): the divergence "
+                          "begins before it" + (f", at a row whose output no PyTorch module of its name could check: "
+                                                f"{rows}" if rows else ""))
+                elif rows:
                     print(f"  the divergence may begin before it, at a row whose output no PyTorch module of its name "
-                          f"could check: {'; '.join(report.unchecked_before)}")
+                          f"could check: {rows}")
             print(report.table())
             print(report.summary())
             ok = ok and report.ok

@@ -30,9 +30,9 @@ from ..fileio import read_npy
 from ..options import BuildOptions, format_hw_range
 from ..runtime import random_input
 from ..spec import Spec, load_spec, observing_rows
-from ..tools.verify import check_tolerance
-from .evaluate import PLUGIN_TYPES, UnsupportedLayer, can_evaluate, evaluate
-from .reference import ModuleOutputs, load_model, load_weights_strict, run_hooked
+from ..tools.verify import check_tolerance, max_rel_error
+from .evaluate import PLUGIN_TYPES, LayerSizeError, UnsupportedLayer, can_evaluate, evaluate
+from .reference import ModuleOutputs, load_model, load_weights_strict, module_input, run_hooked
 from .report import OUTPUT_MODULE, ROUNDING_NOTE, Report, compare, module_matcher
 
 __all__ = ["Report", "UnsupportedLayer", "default_tolerance", "evaluate", "verify"]
@@ -135,11 +135,15 @@ def verify(arch: str | Path | Spec, weights: Weights, model: Any, *, cpu: bool =
     for layer, module in again.items():  # a row output matched with an inner module: with the row's module too
         also.setdefault(layer, {})[module] = None
     hooked = [*pairs.values(), *(m for found in also.values() for m in found)]
+    owners = _weight_owners(tensors, net.skipped, net.fixed)  # their calls counted: a shared one has no one output
     floor = None
     if cpu:
         _check_evaluable(layers, spec, net.params)
-        values = evaluate(layers, feeds)
-        refs = run_hooked(model, x, hooked, device="cpu", dtype="float64")
+        try:
+            values = evaluate(layers, feeds)
+        except LayerSizeError as e:  # a size a block fixed (a reshape to batch 1): its YAML row
+            raise e.at(net.made_by.get(e.layer, "")) from None
+        refs = run_hooked(model, x, hooked, device="cpu", dtype="float64", count=owners)
         # PyTorch's own run in the network's precision, after the reference (what its forward caches is then
         # float64's): the floor of what the network can reach
         floor = _own_run(model, x, hooked, opts.precision, log) if widen else None
@@ -150,7 +154,7 @@ def verify(arch: str | Path | Spec, weights: Weights, model: Any, *, cpu: bool =
         values = engine_values(net, opts, feeds, [*pairs, *outputs], log,
                                arch=spec.identity(),
                                weights={"path": identity[0], "sha256": identity[1]})
-        refs = run_hooked(model, x, hooked, device="cuda", dtype="float32")
+        refs = run_hooked(model, x, hooked, device="cuda", dtype="float32", count=owners)
         mode = f"GPU engine, {trt_api.version_string()}"
     outputs_of = {layer.name: layer.outputs[0] for layer in single}
     for layer, module in [*rows.items(), *again.items()]:  # a row module whose output is not a tensor of that size
@@ -167,11 +171,31 @@ def verify(arch: str | Path | Spec, weights: Weights, model: Any, *, cpu: bool =
         shown += f", random input x{input_scale:g}"
     report = compare(spec.name, f"{mode}, {opts.precision}{shown}", tol, layers, values, refs, matched, outputs,
                      floor, modules, net.match_channels, half=opts.precision == "fp16", also=also)
-    report.uncompared = _uncompared(tensors, report, net.skipped, net.fixed)
+    report.uncompared = _uncompared(owners, report)
+    report.shared = {m: refs.calls[m] for m in report.uncompared if refs.calls.get(m, 0) > 1}
     _name_rows(report, layers, ends)
     _top_k_hint(report, net)
+    report.input_error = _input_error(report, layers, values, modules,
+                                      lambda name: module_input(model, x, name, device="cpu" if cpu else "cuda",
+                                                                dtype="float64" if cpu else "float32"))
     report.unchecked_before = _unchecked_before(report, layers, matched, also, net)
     return report
+
+
+def _input_error(report: Report, layers: list[Any], values: Mapping[str, Any], modules: set[str],
+                 module_input: Callable[[str], np.ndarray | None]) -> float | None:
+    """The max relative error of the first failing layer's input against the input PyTorch gives the module of
+    the layer's name (a convolution's), where that layer has weights and both inputs are at hand (a CPU
+    evaluation has every tensor); None where not compared."""
+    first = report.first_failure
+    layer = next((la for la in layers if first is not None and la.name == first.layer), None)
+    if layer is None or first.error is None or not layer.weights or layer.name not in modules or not layer.inputs:
+        return None
+    ours = values.get(layer.inputs[0])
+    theirs = module_input(layer.name) if ours is not None else None
+    if theirs is None or tuple(np.shape(ours)) != theirs.shape:
+        return None
+    return max_rel_error(np.asarray(ours, np.float64), theirs)
 
 
 def _unchecked_before(report: Report, layers: list[Any], matched: Mapping[str, str],
@@ -180,14 +204,17 @@ def _unchecked_before(report: Report, layers: list[Any], matched: Mapping[str, s
     compared with a module of the row's own (a row named after its convolution, or of prefix ""): a mistake at
     its end (an activation left out) shows first at the failure. Only where the failing layer is one of values
     (a shape is the layer's own arguments) computed without weights of its own (a pooling, an activation, an
-    addition: its inputs are then the likelier cause; a convolution's weights and folded BatchNorm are its own)."""
+    addition: its inputs are then the likelier cause; a convolution's weights and folded BatchNorm are its own), or
+    with weights but an input that differs already from its module's (`Report.input_error`: a Concat's inputs
+    swapped ahead of a convolution)."""
     first = report.first_failure
     order = {layer.name: i for i, layer in enumerate(layers)}
     if first is None or first.error is None or first.layer not in order:
         return []
     failing = layers[order[first.layer]]
     constants = {t for layer in layers if layer.type == "CONSTANT" for t in layer.outputs}  # a LayerNorm's scale
-    if failing.weights or any(t in constants for t in failing.inputs):
+    differs = report.input_error is not None and report.input_error > report.tol  # its input is already wrong
+    if (failing.weights or any(t in constants for t in failing.inputs)) and not differs:
         return []
     end = order[first.layer]
     start = max((order[r.layer] for r in report.rows if r.status == "pass" and order.get(r.layer, end) < end),
@@ -247,16 +274,19 @@ def _earlier_matches(single: list[Any], matched: Mapping[str, str],
     return also
 
 
-def _uncompared(tensors: Mapping[str, Any], report: Report, skipped: Container[str] = (),
-                fixed: Container[str] = ()) -> list[str]:
-    """The modules whose weights the network reads but whose output no row compared: a mistake inside one shows
-    only through what follows it (not at all behind a small layer scale). Keys a block `skipped` (Network.skip: a
+def _weight_owners(tensors: Mapping[str, Any], skipped: Container[str] = (), fixed: Container[str] = ()) -> list[str]:
+    """The modules whose weights the network reads, in key order. Keys a block `skipped` (Network.skip: a
     training-only branch) are not read; `fixed` ones (Network.fixed_weight: DFL's bins, folded into dist2bbox's
     matrix multiply) hold values no training changes, so no mistake of a block's hides in them."""
+    return list(dict.fromkeys(k.rsplit(".", 1)[0] for k in tensors if "." in k and not k.endswith(IGNORED_KEY_SUFFIXES)
+                              and k not in skipped and k not in fixed))
+
+
+def _uncompared(owners: list[str], report: Report) -> list[str]:
+    """The modules whose weights the network reads (`owners`) but whose output no row compared: a mistake inside
+    one shows only through what follows it (not at all behind a small layer scale)."""
     done = [r for r in report.rows if r.status != "skip"]
     compared = {r.module for r in done} | {r.layer.split("/")[0] for r in done}  # a layer NAME/add_bias is NAME's
-    owners = dict.fromkeys(k.rsplit(".", 1)[0] for k in tensors if "." in k and not k.endswith(IGNORED_KEY_SUFFIXES)
-                           and k not in skipped and k not in fixed)
     return [m for m in owners if m not in compared and not any(c.startswith(m + ".") for c in compared)]
 
 

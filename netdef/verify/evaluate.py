@@ -22,6 +22,14 @@ class UnsupportedLayer(NetdefError):
     """A layer type (or setting) the CPU evaluator does not compute."""
 
 
+class LayerSizeError(NetdefError):
+    """A layer the evaluator could not compute at the sizes this input gives it (`layer`: its name)."""
+
+    def __init__(self, message: str, layer: str):
+        super().__init__(message)
+        self.layer = layer
+
+
 def can_evaluate(layer: LayerDescription) -> bool:
     """Whether `evaluate` computes layers of this kind."""
     return layer.type in _OPS
@@ -55,9 +63,9 @@ def evaluate(layers: list[LayerDescription], inputs: Mapping[str, Any]) -> dict[
             if not any(d < 0 for shape in [*layer.output_shapes, *open_sizes] for d in shape):
                 raise  # sizes the definition fixes: an evaluator bug, with its traceback
             shapes = ", ".join(str(tuple(a.shape)) for a in args if a is not None)
-            raise NetdefError(f"layer '{layer.name}' ({layer.type}) cannot be computed on inputs of shapes "
-                              f"{shapes}: {str(e).splitlines()[0]} (a size the definition does not fix, e.g. a "
-                              "fixed size joined with one that follows the input)") from e
+            raise LayerSizeError(f"layer '{layer.name}' ({layer.type}) cannot be computed on inputs of shapes "
+                                 f"{shapes}: {str(e).splitlines()[0]} (a size the definition does not fix, e.g. a "
+                                 "fixed size joined with one that follows the input)", layer.name) from e
         outs = [_as_dtype(torch, t, d) for t, d in zip(outs if isinstance(outs, list) else [outs],
                                                        layer.output_dtypes)]
         for name, t, shape in zip(layer.outputs, outs, layer.output_shapes):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +22,7 @@ class ModuleOutputs:
     outputs: dict[str, np.ndarray] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
     finals: list[np.ndarray] = field(default_factory=list)  # the model's output tensors, nested tuples flattened
+    calls: dict[str, int] = field(default_factory=dict)  # how often each counted module ran
 
 
 def load_model(source: str) -> Any:
@@ -85,31 +86,25 @@ def load_weights_strict(model: Any, tensors: Mapping[str, np.ndarray], where: st
 
 
 def run_hooked(model: Any, x: np.ndarray, names: Iterable[str], *, device: str = "cpu",
-               dtype: str = "float64") -> ModuleOutputs:
+               dtype: str = "float64", count: Iterable[str] = ()) -> ModuleOutputs:
     """Run `model` on `x` with forward hooks on the modules `names` (those absent are ignored); a module returning
     a tuple (MultiheadAttention's (output, weights)) is compared by its first tensor. In float64 on the CPU, or
-    float32 on a GPU with TF32 off (the reference is then exact fp32)."""
+    float32 on a GPU with TF32 off (the reference is then exact fp32). The modules `count` have their calls
+    counted (`calls`)."""
     import torch
 
-    wanted = set(names)
+    names, count = set(names), set(count)
     seen: dict[str, list] = {}
-    handles = []
-    for name, module in model.named_modules():
-        if name in wanted:
-            handles.append(module.register_forward_hook(  # a copy: a later in-place op (ReLU) changes `out`
-                lambda m, i, out, name=name: seen.setdefault(name, []).append(_first_tensor(out, torch))))
-    tdtype = getattr(torch, dtype)
-    try:
-        model = model.to(device=device, dtype=tdtype).eval()
-        with tf32_off(), torch.no_grad():
-            y = model(torch.from_numpy(x).to(device=device, dtype=tdtype))
-    except Exception as e:  # noqa: BLE001  the user's model failing on the network's input is the user's to see
-        raise NetdefError(f"the PyTorch model failed on a {tuple(x.shape)} {dtype} input: {type(e).__name__}: "
-                          f"{e}") from e
-    finally:
-        for h in handles:
-            h.remove()
-    res = ModuleOutputs()
+
+    def hook(name: str) -> Callable[..., None]:  # a copy: a later in-place op (ReLU) changes `out`
+        return lambda m, i, out: seen.setdefault(name, []).append(_first_tensor(out, torch))
+
+    def counter(name: str) -> Callable[..., None]:
+        return lambda m, i, out: seen.setdefault(name, []).append(None)
+
+    y = _run(model, x, {name: counter(name) for name in count} | {name: hook(name) for name in names}, device, dtype)
+    res = ModuleOutputs(calls={name: len(seen.get(name, ())) for name in count})
+    seen = {name: outs for name, outs in seen.items() if name in names}
     for name, outs in seen.items():
         if len(outs) > 1:
             res.skipped[name] = f"module called {len(outs)} times (shared)"
@@ -119,6 +114,37 @@ def run_hooked(model: Any, x: np.ndarray, names: Iterable[str], *, device: str =
             res.outputs[name] = outs[0].detach().cpu().double().numpy()
     res.finals = [t.detach().cpu().double().numpy() for t in _tensors(y, torch)]
     return res
+
+
+def module_input(model: Any, x: np.ndarray, name: str, *, device: str = "cpu",
+                 dtype: str = "float64") -> np.ndarray | None:
+    """The first tensor module `name` takes when `model` runs on `x` (run again, as `run_hooked` runs it); None
+    where it takes none or runs more than once."""
+    import torch
+
+    seen: list = []
+    _run(model, x, {name: lambda m, args: seen.append(_first_tensor(args, torch))}, device, dtype, pre=True)
+    return seen[0].detach().cpu().double().numpy() if len(seen) == 1 and isinstance(seen[0], torch.Tensor) else None
+
+
+def _run(model: Any, x: np.ndarray, hooks: Mapping[str, Any], device: str, dtype: str, pre: bool = False) -> Any:
+    """`model`'s output on `x` in `dtype` on `device`, each module named in `hooks` hooked with its function (a
+    forward pre-hook where `pre`) for the run."""
+    import torch
+
+    handles = [(module.register_forward_pre_hook if pre else module.register_forward_hook)(hooks[name])
+               for name, module in model.named_modules() if name in hooks]
+    tdtype = getattr(torch, dtype)
+    try:
+        model = model.to(device=device, dtype=tdtype).eval()
+        with tf32_off(), torch.no_grad():
+            return model(torch.from_numpy(x).to(device=device, dtype=tdtype))
+    except Exception as e:  # noqa: BLE001  the user's model failing on the network's input is the user's to see
+        raise NetdefError(f"the PyTorch model failed on a {tuple(x.shape)} {dtype} input: {type(e).__name__}: "
+                          f"{e}") from e
+    finally:
+        for h in handles:
+            h.remove()
 
 
 def _first_tensor(out: Any, torch: Any) -> Any:

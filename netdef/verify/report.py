@@ -56,6 +56,10 @@ class Report:
     # a mistake there (a ConvBnAct without its activation, in a row named after its convolution) shows first at
     # the failure
     unchecked_before: list[str] = field(default_factory=list)
+    # the first failure's input against its module's input (max relative error; None: not compared): a layer with
+    # weights whose input matches made the difference itself
+    input_error: float | None = None
+    shared: dict[str, int] = field(default_factory=dict)  # uncompared modules the model ran several times: their calls
 
     def __post_init__(self) -> None:
         if isinstance(self.floor, bool):  # as it was recorded before fp16 networks had a floor: float32's
@@ -110,9 +114,15 @@ class Report:
                      "mistake there shows only through later layers (not at all behind a small layer scale)")
             not_run = {r.module for r in self.rows if r.note == NOT_RUN}
             unrun = [m for m in self.uncompared if m in not_run]
-            if len(unrun) < len(self.uncompared):
-                text += "; a block author names a layer after " + ("each" if not unrun else "each of the others") + \
-                        " to have it compared"
+            shared = [m for m in self.uncompared if m in self.shared and m not in not_run]
+            if len(unrun) + len(shared) < len(self.uncompared):
+                text += "; a block author names a layer after " + \
+                        ("each" if not unrun and not shared else "each of the others") + " to have it compared"
+            if shared:  # one module run on several inputs (CBAM's MLP on the avg- and max-pooled features)
+                text += (f"; {'all' if len(shared) == len(self.uncompared) else len(shared)} of them "
+                         f"({', '.join(f'{m} ({self.shared[m]} calls)' for m in shared[:6])}"
+                         f"{', ...' if len(shared) > 6 else ''}) cannot be: the model runs each several times, so no "
+                         "one output of theirs stands for the module")
             if unrun:  # torchvision's Swin passes qkv.weight to F.linear: a layer named after qkv cannot help
                 text += (f"; {'all' if len(unrun) == len(self.uncompared) else len(unrun)} of them "
                          f"({', '.join(unrun[:6])}{', ...' if len(unrun) > 6 else ''}) cannot be: the model never runs "

@@ -58,7 +58,7 @@ def cn_block(net: Network, x: Any, prefix: str, dim: int) -> Any:
     y = net.linear(y, f"{prefix}.block.5", dim)
     y = net.permute(y, f"{prefix}.block.6", (0, 3, 1, 2))
     y = net.match(y, f"{prefix}.block")
-    y = net.scale(y, f"{prefix}.layer_scale", name=f"{prefix}/layer_scale")
+    y = net.scale(y, f"{prefix}.layer_scale")  # named {prefix}/layer_scale: a parameter of the block
     return net.match(net.add(y, x, f"{prefix}/add", residual=True), prefix)
 
 
