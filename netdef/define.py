@@ -101,7 +101,7 @@ def define_network(spec: Spec | str | Path, weights: Weights, opts: BuildOptions
         if sibling is not None:
             more = f"\nThese weights fit {sibling}: build that architecture"
         else:
-            more = "" if e.another_layout else (_input_channels_hint(spec, tensors, e)
+            more = "" if e.another_layout else (_input_channels_hint(spec, tensors, e) or _row_count_hint(spec, tensors)
                                                  or _custom_scale_hint(spec, tensors, opts, net, e))
         raise e.with_hint(more) from None
     for key, why in net.supplied.items():
@@ -177,6 +177,20 @@ def _input_channels_hint(spec: Spec, tensors: Mapping[str, np.ndarray], e: Weigh
             f"with `input: {{name: {spec.input_name}, shape: {[have, *spec.input_shape[1:]]}}}`")
 
 
+def _row_count_hint(spec: Spec, tensors: Mapping[str, np.ndarray]) -> str:
+    """For Ultralytics-style weights (`model.N.*` keys) whose last row index differs from `spec`'s last row: the
+    two counts (a P2 head, a block inserted: another layout, which no scale of `spec` builds); '' otherwise."""
+    rows = {int(m[1]) for k in tensors if (m := re.match(r"model\.(\d+)\.", k))}
+    if not rows or len(spec.rows) < 2 or not all(r.prefix == f"model.{i}" for i, r in enumerate(spec.rows)):
+        return ""
+    last = max(rows)
+    if last == len(spec.rows) - 1:
+        return ""
+    return (f"\nThe weights' rows run to model.{last} ({last + 1} rows), {spec.name}'s to model.{len(spec.rows) - 1}: "
+            f"they are of another layout (a P2 head, a block added or left out), which no scale of {spec.name} "
+            f"builds: build a YAML of the model they come from (`netdef export` of its checkpoint says how)")
+
+
 def _custom_scale_hint(spec: Spec, tensors: Mapping[str, np.ndarray], opts: BuildOptions, net: Any,
                        e: WeightKeyError) -> str:
     """For a scaled family member whose weights no scale fits but whose keys are the family's (`model.*`): how a
@@ -187,6 +201,9 @@ def _custom_scale_hint(spec: Spec, tensors: Mapping[str, np.ndarray], opts: Buil
         return ""
     if opts.params and _fits(spec, tensors, opts.precision, {}):
         return ""
+    if e.key is not None and not e.key.startswith(("model.0.", "model.1.")) \
+            and all(any(k.startswith(f"model.{i}.") for k in net.used) for i in (0, 1)):
+        return ""  # the first two rows took their weights: of this width (another changes theirs too, rounded to 8)
     if e.key is None:  # keys missing or unused: another depth adds or drops whole modules
         from .network import _module_groups
 

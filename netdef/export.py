@@ -255,8 +255,16 @@ def _missing_code(path: Path, e: ModuleNotFoundError) -> NetdefError:
         return NetdefError(f"{path}: the model's code ({importer}) imports '{e.name}', which is not installed: "
                            f"`pip install {PIP_NAMES.get(top, top)}` and try again (YOLOv5's code needs pandas, "
                            "say)")
+    top = (e.name or "").split(".")[0]
+    beside = path.resolve().parent
+    if not hint and top and ((beside / f"{top}.py").is_file() or (beside / top / "__init__.py").is_file()):
+        hint = (f" Its code, {top}, lies beside the checkpoint: run from {shown_path(str(beside))} or put that folder "
+                f"on PYTHONPATH (`PYTHONPATH={shlex.quote(str(beside))} netdef ...`).")
+    elif not hint and top:
+        hint = f" Put the folder holding {top} on PYTHONPATH (or run from it)."
     return NetdefError(f"{path} pickles a model whose code is not importable (module '{e.name}' not found).{hint} "
-                       "Alternatively save `model.state_dict()` where the code is available and export that.")
+                       "Alternatively save `model.state_dict()` where the code is available and export that (verify's "
+                       "--model then takes the code: my_model.py:make).")
 
 
 def _unpickling(main: ModuleType | None, missing: list[str]) -> ModuleType:
@@ -688,7 +696,7 @@ def _build_hint(model: Any, obj: Any, name: str, known: bool, output: str | Path
     if not known:  # a name with a note ('yolov5nu (Ultralytics' anchor-free YOLOv5u)'): the note outside the quotes
         arch, _, note = name.partition(" (")
         return (f"netdef has no architecture '{arch}'{' (' + note if note else ''}"
-                f"{_why_no_architecture(model.yaml, output, source)}")
+                f"{_why_no_architecture(model.yaml, output, source, _size_option(model, obj, (640, 640)))}")
     keys = getattr(model, "state_dict", dict)().keys()  # (a stand-in of the model's YAML alone has none)
     if any(k.endswith(".conv.bias") for k in keys) and not any(k.endswith(".bn.running_mean") for k in keys):
         return (f"its BatchNorm was fused into the convolutions (Ultralytics' fuse(), a fused export: "
@@ -710,7 +718,8 @@ def _build_hint(model: Any, obj: Any, name: str, known: bool, output: str | Path
     differs = _layout_difference(cfg, name, str(spec.scale))
     if differs is not None:  # its own YAML, edited (a stride, an upsampling mode): same weights, other layers
         return (f"its YAML differs from netdef's {name} ({family}) at {differs}, so that architecture would compute "
-                f"something else from the same weights{_why_no_architecture(cfg, output, source)}")
+                f"something else from the same weights"
+                f"{_why_no_architecture(cfg, output, source, _size_option(model, obj, (640, 640)))}")
     channels = int(cfg.get("channels", 3))
     if channels != 3:
         return (f"its input has {channels} channel(s), netdef's {name} ({family}) 3: copy {family} to "
@@ -719,20 +728,28 @@ def _build_hint(model: Any, obj: Any, name: str, known: bool, output: str | Path
     kpt = cfg.get("kpt_shape")
     sets += f" --set kpt_shape={kpt[0]},{kpt[1]}" if kpt and name.endswith("-pose") and kpt[0] * kpt[1] % 6 == 0 \
         else ""  # n x 3 and m x 2 keypoints alike
-    hw = _trained_size(model, obj)
-    if hw is not None:  # rounded up to the model's stride, as Ultralytics' check_imgsz does (500 -> 512)
-        stride = _max_stride(model)
-        hw = tuple(-(-v // stride) * stride for v in hw)
-    if hw is not None and hw != tuple(spec.input_shape[1:]):  # Ultralytics' own export takes the training size too
-        sets += f" --input-shape {hw[0]}x{hw[1]}"
+    sets += _size_option(model, obj, tuple(spec.input_shape[1:]))
     return f"build it with `{build_command(name, output)}{sets}`"
 
 
-def _why_no_architecture(cfg: dict, output: str | Path, source: str | Path | None = None) -> str:
+def _size_option(model: Any, obj: Any, default: tuple[int, ...]) -> str:
+    """' --input-shape HxW' of the size the Ultralytics `model` (of the checkpoint `obj`) was trained at, rounded up
+    to its stride as Ultralytics' check_imgsz does (500 -> 512), where not the architecture's `default` (H, W)
+    (Ultralytics' own export takes the training size too); '' otherwise."""
+    hw = _trained_size(model, obj)
+    if hw is None:
+        return ""
+    stride = _max_stride(model)
+    hw = tuple(-(-v // stride) * stride for v in hw)
+    return f" --input-shape {hw[0]}x{hw[1]}" if hw != tuple(default) else ""
+
+
+def _why_no_architecture(cfg: dict, output: str | Path, source: str | Path | None = None, size: str = "") -> str:
     """What netdef would need for an Ultralytics model it has no architecture for, from its YAML `cfg`'s rows:
-    the first block netdef knowingly does not build and why, or, where every block is netdef's, how to build a
-    copy of its YAML ('' where neither: a block netdef does not know; the build's error names it)."""
-    from .registry import UNBUILT
+    the first block netdef knowingly does not build and why, or how to build a copy of its YAML, once blocks of
+    one's own (`--blocks`) build the rows netdef's blocks do not ('' where it has no rows). `size`: the
+    `--input-shape` option of the size it was trained at ('' for the YAML's)."""
+    from .registry import UNBUILT, get_block
     from .spec import rows_text, unknown_blocks  # importing spec registers netdef's blocks
 
     rows = [*cfg.get("backbone", []), *cfg.get("head", [])]
@@ -743,10 +760,13 @@ def _why_no_architecture(cfg: dict, output: str | Path, source: str | Path | Non
     if not blocks:
         return ""
     lacking = unknown_blocks(rows)
-    if lacking:
-        return (f"; its rows use blocks netdef does not have: {rows_text(lacking)}: write each as a @netdef.registry.block "
-                f"function under its Ultralytics name in a module of your own and give it to show, verify and build "
-                f"with --blocks (docs/writing-blocks.md)")
+    own = [get_block(b) for b in dict.fromkeys(blocks) if b not in lacking]
+    own = sorted({shown_path(b.source_file or b.module) for b in own if not b.module.startswith("netdef.")})
+    blocks_option = "".join(f" --blocks {shlex.quote(f)}" for f in own) or (" --blocks MY_BLOCKS.py" if lacking else "")
+    write = (f"; its rows use blocks netdef does not have: {rows_text(lacking)}: write each as a "
+             f"@netdef.registry.block function under its Ultralytics name in a module of your own "
+             f"(docs/writing-blocks.md), then" if lacking else
+             "; its rows are all netdef blocks" + (" and your own" if own else "") + ":")
     stem = Path(str(cfg.get("yaml_file"))).stem  # Ultralytics records the scale in it: yolov8n-ghost-p2
     scales = cfg.get("scales")
     picks = "the scale letter in the name picks the scale"
@@ -758,11 +778,12 @@ def _why_no_architecture(cfg: dict, output: str | Path, source: str | Path | Non
         if scaled == stem:  # no digits to put the scale after (custom.yaml): the YAML's `scale:` key says it
             picks = f"with `scale: {first}` added, the scale Ultralytics took for a name without one"
         stem = scaled
-    return (f"; its rows are all netdef blocks: copy Ultralytics' YAML of it to {stem}.yaml ({picks}; "
-            f"input 'images' at 640x640 unless its `input:` says otherwise), check it with "
-            f"`netdef verify {stem}.yaml -w {shlex.quote(str(output))} --model "
-            f"{shlex.quote(str(source)) if source else 'CHECKPOINT'} --cpu` and build it with "
-            f"`{build_command(stem + '.yaml', output)}`")
+    trained = f"; trained at {size.split()[-1]}" if size else ""
+    model = shlex.quote(str(source)) if source else "CHECKPOINT"
+    return (f"{write} copy Ultralytics' YAML of it to {stem}.yaml ({picks}; input 'images' at 640x640 unless its "
+            f"`input:` says otherwise{trained}), check it with `netdef verify {stem}.yaml -w "
+            f"{shlex.quote(str(output))} --model {model} --cpu{size}{blocks_option}` and build it with "
+            f"`{build_command(stem + '.yaml', output)}{size}{blocks_option}`")
 
 
 def _trained_size(model: Any, obj: Any) -> tuple[int, int] | None:

@@ -160,6 +160,9 @@ class Network:
         self.scope = ""  # the key prefix of the row being built: default layer names start with it
         self.where = ""  # where the current row comes from (YAML file:line), recorded with missing keys
         self.made_by: dict[str, str] = {}  # layer name -> `where` of the row that made it (errors name the row)
+        # output tensor -> its parts along dimension 1 (name, start, stop): a YOLO head's boxes, scores, mask
+        # coefficients, each compared by verify on its own (boxes of 640 px would hide scores of 1e-4)
+        self.output_parts: dict[str, list[tuple[str, int, int]]] = {}
         self.blocks_built: list[str] = []  # the blocks of the rows built so far (a head may depend on them)
         self.used: set[str] = set()
         self.read_by: dict[str, str] = {}  # used key -> where (YAML file:line of its row) it was read
@@ -474,6 +477,9 @@ class Network:
     def output(self, t: Any, name: str) -> Any:
         """Mark `t` as an output named `name`; floating outputs are returned as float32. A network input given as
         an output (an identity block) gets a layer `name/identity` between: renaming the input would lose it."""
+        parts = self.output_parts.pop(t.name, None)
+        if parts:
+            self.output_parts[name] = parts
         if t.is_network_input:
             t = self.layer("identity", f"{name}/identity", t).get_output(0)
         if self.strongly_typed and t.dtype == self.trt.float16:
@@ -1118,8 +1124,8 @@ class Network:
 
     def reduce(self, x: Any, name: str, op: str = "mean", dims: int | Sequence[int] = -1,
                keepdim: bool = False) -> Any:
-        """x.mean/amax/amin/sum/prod(dims, keepdim) (op mean, max, min, sum or prod)."""
-        ops = {"mean": "AVG", "max": "MAX", "min": "MIN", "sum": "SUM", "prod": "PROD"}
+        """x.mean/amax/amin/sum/prod(dims, keepdim) (op mean, max or amax, min or amin, sum or prod)."""
+        ops = {"mean": "AVG", "max": "MAX", "amax": "MAX", "min": "MIN", "amin": "MIN", "sum": "SUM", "prod": "PROD"}
         if op not in ops:
             raise SpecError(f"{name}: reduce op '{op}': use one of {', '.join(ops)}")
         axes = {self._axis(d, len(x.shape), name) for d in (dims if isinstance(dims, (list, tuple)) else [dims])}

@@ -101,6 +101,11 @@ class Block:
         return self.fn.__module__
 
     @property
+    def source_file(self) -> str | None:
+        """The file defining the block function (None where it has none)."""
+        return _source_file(self.fn)
+
+    @property
     def origin(self) -> str:
         """The defining module, with its file: `my_blocks (/home/me/my_blocks.py)`."""
         return _origin(self.fn)

@@ -43,11 +43,20 @@ def test_missing_ultralytics_module_names_the_package(module, tmp_path):
 
 
 def test_other_missing_module_gets_no_ultralytics_hint(tmp_path):
+    """A module of one's own: its folder on PYTHONPATH is the fix; where its file lies beside the checkpoint (run
+    from another folder), that folder is named."""
     path = tmp_path / "other.pt"
     _pickle_under("netdef_missing_pkg", path)
-    with pytest.raises(NetdefError, match=r"module 'netdef_missing_pkg' not found\)\. Alternatively") as info:
+    with pytest.raises(NetdefError, match=r"module 'netdef_missing_pkg' not found\)\. Put the folder holding "
+                                          r"netdef_missing_pkg on PYTHONPATH \(or run from it\)\. Alternatively save "
+                                          r"`model\.state_dict\(\)` .*verify's --model then takes the code") as info:
         load_checkpoint(path)
     assert "Ultralytics" not in str(info.value)
+    (tmp_path / "netdef_missing_pkg.py").write_text("")
+    folder = re.escape(str(tmp_path))
+    with pytest.raises(NetdefError, match=rf"Its code, netdef_missing_pkg, lies beside the checkpoint: run from "
+                                          rf".* or put that folder on PYTHONPATH \(`PYTHONPATH={folder} netdef \.\.\.`\)"):
+        load_checkpoint(path)
 
 
 def test_state_dict_goes_into_a_checkpoints_pickled_model(tmp_path):

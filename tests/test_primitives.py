@@ -813,3 +813,17 @@ def test_layer_norm_axes_may_be_one_integer():
     assert tuple(net.layer_norm(x, "n", axes=1).shape) == (-1, c, 3, 3)
     with pytest.raises(SpecError, match=r"n: LayerNorm axes 'one': expected a list of integer\(s\)"):
         net.layer_norm(x, "n", axes="one")
+
+
+@pytest.mark.parametrize("op, fn", [("amax", np.max), ("amin", np.min)])
+def test_reduce_takes_torchs_names_of_max_and_min(op, fn):
+    """`op="amax"` (torch.amax, as the blocks' table writes it) was refused: only `max` was taken."""
+    from netdef import trt_api
+    from netdef.verify import evaluate
+
+    net = Network({})
+    y = net.reduce(net.input("x", (-1, 3, 4, 4)), "r", op, dims=[2, 3], keepdim=True)
+    net.definition.raw.mark_output(y)
+    x = np.random.default_rng(0).standard_normal((2, 3, 4, 4)).astype(np.float32)
+    out = evaluate(trt_api.describe_layers(net.definition), {"x": x})["r"]
+    assert np.array_equal(np.asarray(out), fn(x, axis=(2, 3), keepdims=True))

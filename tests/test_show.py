@@ -265,3 +265,19 @@ def test_an_argument_naming_a_top_level_key_shows_the_value_the_build_used():
     assert "kpt_shape=[17, 3]" in plain.rows[-1].cells(plain.model)[-1]
     assert "kpt_shape=[5, 3]" in row.cells(given.model)[-1] and "kpt_shape=[5, 3]" in given.format()
     assert row.outputs[0][-1] == 4 + 1 + 5 * 3 + 1  # boxes, score, keypoints, class: the 5 x 3 the column shows
+
+
+def test_a_failing_row_shows_the_rows_before_it(tmp_path, capsys):
+    """A row that fails on its input's shape (a block of one's own returning its gate, 1x1, not x * gate): `show`
+    printed nothing but the error, which named a later row; the rows built before it are listed first, so the row
+    whose output went off is seen (its shape), then the error."""
+    arch = tmp_path / "t.yaml"
+    arch.write_text("input: {name: x, shape: [3, 16, 16]}\nlayers:\n  - [-1, 1, Conv2d, {c2: 4, k: 3, p: 1}, a]\n"
+                    "  - [-1, 1, GlobalAvgPool, {}, pool]\n  - [-1, 1, Conv2d, {c2: 4, k: 3, p: 1}, b]\n")
+    assert main(["show", str(arch)]) == 1
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    assert re.match(r"0 +-1 +1 +112 +Conv2d +a +\(B, 4, 16, 16\)", lines[3].strip()), out
+    assert re.match(r"1 +-1 +1 +0 +GlobalAvgPool +pool +\(B, 4\)", lines[4].strip()), out
+    assert lines[5] == "t: rows 0..1 of 3 built; row 2 failed (the error below)" and len(lines) == 6
+    assert err.startswith(f"netdef show: error: {arch}:5: row 2 (Conv2d): pool has shape (-1, 4)")

@@ -592,3 +592,33 @@ def test_a_family_file_of_one_scale_builds_that_scale(tmp_path):
     (tmp_path / "mine-m.yaml").write_text(one, "utf-8")
     spec = load_spec(str(tmp_path / "mine-m.yaml"))
     assert spec.rows[0].args[0] == load_spec("yolov5m").rows[0].args[0] == 48
+
+
+def test_weights_of_another_row_layout_say_so_not_custom_width():
+    """Weights of a YOLOv8n with a row inserted (rows to model.23; a P2 head's alike) built as yolov8n failed at a
+    later row with the `c gd gw` advice; they are named as another layout, with both row counts. A row of one's own
+    YAML with wrong channels after the first rows fit gets no such advice either."""
+    pytest.importorskip("ultralytics")
+    import yaml
+    from ultralytics.nn.tasks import DetectionModel
+
+    from netdef.spec import parse_spec, resolve_arch
+
+    cfg = yaml.safe_load(resolve_arch("yolov8n")[0].read_text())
+    more = dict(cfg, scale="n", backbone=[*cfg["backbone"][:2], [-1, 1, "Conv", [128, 3, 1]], *cfg["backbone"][2:]])
+
+    def shifted(frm):  # the rows after the one inserted at 2 move down one
+        return [shifted(f) for f in frm] if isinstance(frm, list) else frm + 1 if frm >= 2 else frm
+
+    more["head"] = [[shifted(r[0]), *r[1:]] for r in cfg["head"]]
+    sd = {k: v.numpy() for k, v in DetectionModel(more, verbose=False).state_dict().items()}
+    with pytest.raises(WeightKeyError, match=r"The weights' rows run to model\.23 \(24 rows\), yolov8n's to "
+                                             r"model\.22: they are of another layout") as e:
+        define_network("yolov8n", sd, BuildOptions(input_hw=(64, 64)), log=lambda m: None)
+    assert "custom depth and width" not in str(e.value)
+    plain = {k: v.numpy() for k, v in DetectionModel(dict(cfg, scale="n"), verbose=False).state_dict().items()}
+    cfg["head"][2][3][0] = 384  # row 12: C2f [512] -> [384]
+    with pytest.raises(WeightKeyError, match=r"row 12 \(C2f\)") as e:
+        define_network(parse_spec(yaml.safe_dump(cfg), "yolov8n"), plain, BuildOptions(input_hw=(64, 64)),
+                       log=lambda m: None)
+    assert "custom depth and width" not in str(e.value) and "rows run to" not in str(e.value)

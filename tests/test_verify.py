@@ -537,7 +537,9 @@ def test_yolov5n_cpu_matches_reference(yolov5_models, yolov5_wts):
 
 def test_every_output_of_a_segmentation_model_is_compared(tmp_path):
     """yolov8n-seg has two outputs (predictions and prototypes): each is compared with the model's output tensor
-    of its shape (the report's last two rows), both pass."""
+    of its shape (the report's last rows), all pass; the predictions part by part (boxes, scores, mask
+    coefficients: boxes of hundreds of pixels would hide an error in scores of 1e-4, the whole tensor's max being
+    the bound)."""
     from netdef.testing import ultralytics_reference as ref
     from netdef.wts import write_wts
 
@@ -549,8 +551,11 @@ def test_every_output_of_a_segmentation_model_is_compared(tmp_path):
                     opts=BuildOptions(input_hw=(96, 128)), log=lambda m: None)
     outs = [r for r in report.rows if r.module == "(model output)"]
     assert report.ok, report.summary()
-    assert [r.layer.split()[0] for r in outs] == ["(output)"] * 2 and [r.status for r in outs] == ["pass"] * 2
-    assert sorted(r.shape for r in outs) == [(1, 32, 24, 32), (1, 4 + 3 + 32, 252)], outs
+    assert [r.status for r in outs] == ["pass"] * 4
+    assert [(r.layer, r.shape) for r in outs] == [
+        ("(output) output[boxes]", (1, 4, 252)), ("(output) output[scores]", (1, 3, 252)),
+        ("(output) output[mask coefficients]", (1, 32, 252)), ("(output) proto", (1, 32, 24, 32))], outs
+    assert outs[0].where == outs[1].where == outs[2].where != ""  # the head's row, as the whole output's
 
 
 def test_a_checkpoint_of_another_ultralytics_model_is_named(tmp_path):
@@ -1709,6 +1714,7 @@ def test_the_first_failures_input_is_checked_against_its_modules():
     swapped = report([1, 0], {"p": 1})
     assert swapped.first_failure.layer == "head" and swapped.input_error > 0.1
     assert [w.split(": ", 1)[1] for w in swapped.unchecked_before] == ["row 2 (Concat) (layer /concat)"]
+    assert swapped.unchecked_layers == ["/concat"]  # (inside a block of one's own: its mean, max, concatenation)
     dilated = report([0, 1], {"p": 2, "d": 2})
     assert dilated.first_failure.layer == "head" and dilated.input_error < 1e-12 and not dilated.unchecked_before
 
@@ -1755,3 +1761,20 @@ def test_a_size_a_block_fixed_names_its_row_in_verify_and_in_a_failed_build(tmp_
     assert run.returncode == 1 and not (tmp_path / "g.engine").exists()
     assert re.search(rf"could not build gate .*; its messages name layers? [^;]*gate/flat[^;]* of {row}\n$",
                      run.stderr), run.stderr
+
+
+def test_an_output_of_parts_is_compared_part_by_part():
+    """A YOLO head's (B, 4 + nc, N): boxes of hundreds of pixels, class scores of 1e-4 (random weights). Scores 1%
+    off passed as one tensor (relative to its largest value, a box's); compared part by part they fail."""
+    from netdef.verify.report import _output_rows
+
+    rng = np.random.default_rng(0)
+    ref = np.concatenate([rng.uniform(0, 640, (1, 4, 50)), rng.uniform(1e-5, 1.5e-4, (1, 3, 50))], axis=1)
+    out = ref.copy()
+    out[:, 4:] *= 1.01
+    whole = _output_rows({"output": out}, [ref], ["output"], 1e-5, None)
+    assert [r.status for r in whole] == ["pass"]
+    split = _output_rows({"output": out}, [ref], ["output"], 1e-5, None,
+                         parts={"output": [("boxes", 0, 4), ("scores", 4, 7)]})
+    assert [(r.layer, r.status) for r in split] == [("(output) output[boxes]", "pass"),
+                                                    ("(output) output[scores]", "FAIL")]

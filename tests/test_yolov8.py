@@ -783,8 +783,33 @@ def test_export_says_why_netdef_has_no_architecture_for_an_ultralytics_variant(t
         assert said in logs[-1], logs
         if cls == "SegmentationModel":  # from a checkpoint file: its path in the verify command, not CHECKPOINT
             torch.save({"model": model}, tmp_path / "seg.pt")
+            seg = model
     export_wts(str(tmp_path / "seg.pt"), tmp_path / "m.wts", log=logs.append)
     assert f"--model {tmp_path / 'seg.pt'} --cpu`" in logs[-1], logs
+    # trained at 960: the size in both commands (a copied YAML builds 640 otherwise, and verify passes at 640)
+    seg.args = {"imgsz": 960}
+    torch.save({"model": seg}, tmp_path / "seg960.pt")
+    export_wts(str(tmp_path / "seg960.pt"), tmp_path / "m.wts", log=logs.append)
+    assert "unless its `input:` says otherwise; trained at 960x960), check it with" in logs[-1], logs
+    assert "--cpu --input-shape 960x960` and build it with `netdef build yolov8n-seg-p6.yaml -w " in logs[-1]
+    assert logs[-1].endswith("-o m.engine --input-shape 960x960`")
+    # YOLOv9's blocks written as one's own (loaded: --blocks, NETDEF_BLOCKS): the YAML to copy and the commands,
+    # with --blocks naming their file
+    from netdef.registry import BLOCKS, block
+
+    added = [n for n in ("ELAN1", "AConv", "RepNCSPELAN4", "SPPELAN") if n not in BLOCKS]
+    for name in added:
+        block(name)(lambda net, x, prefix, *args: x)
+    try:
+        cfg = yaml.safe_load(open(os.path.join(root, "../v9/yolov9t.yaml"), encoding="utf-8"))
+        cfg.update(scale="t", yaml_file="yolov9t.yaml")
+        export_wts(tasks.DetectionModel(cfg, verbose=False), tmp_path / "m.wts", log=logs.append)
+    finally:
+        for name in added:
+            BLOCKS.pop(name, None)
+    here = os.path.relpath(__file__) if not os.path.relpath(__file__).startswith("..") else __file__
+    assert "; its rows are all netdef blocks and your own: copy Ultralytics' YAML of it to yolov9t.yaml" in logs[-1]
+    assert logs[-1].endswith(f"-o m.engine --blocks {here}`"), logs[-1]
 
 
 def test_a_yaml_row_of_a_block_netdef_knowingly_lacks_says_why(tmp_path):
@@ -813,3 +838,25 @@ def test_export_of_a_fused_ultralytics_model_says_so_instead_of_a_build_command(
     assert "an Ultralytics yolov8n model: its BatchNorm was fused into the convolutions (Ultralytics' fuse(), a " \
            "fused export: model.0.conv.bias), and netdef's yolov8n reads BatchNorm: export the checkpoint as " \
            "trained, before fusing" in logs[-1], logs
+
+
+def test_cbam_and_its_attentions_match_ultralytics_modules():
+    """Ultralytics ships CBAM, ChannelAttention and SpatialAttention (conv.py) for one's own YAML rows, unscaled
+    channels as written: netdef builds them under those names and keys (the CPU evaluation equals the modules);
+    a row whose channels are not its input's says what to write; SpatialAttention takes kernel 3 or 7 only."""
+    import torch
+    from ultralytics.nn.modules.conv import CBAM, ChannelAttention, SpatialAttention
+
+    from netdef.errors import SpecError
+    from netdef.testing.check_block import check_block
+
+    torch.manual_seed(0)
+    for name, module, args in (("CBAM", CBAM(16, 3), (16, 3)), ("CBAM", CBAM(16), ()),
+                               ("ChannelAttention", ChannelAttention(16), (16,)),
+                               ("SpatialAttention", SpatialAttention(7), ())):
+        assert check_block(name, module.eval(), (2, 16, 12, 10), args=args, cpu=True) < 1e-12, name
+    with pytest.raises(SpecError, match=r"m: the row gives 64 channels, its input has 16 \(Ultralytics builds this "
+                                        r"block with the number as written, not scaled by width_multiple\): write 16"):
+        check_block("CBAM", CBAM(16).eval(), (2, 16, 12, 10), args=(64,), cpu=True)
+    with pytest.raises(SpecError, match=r"SpatialAttention kernel_size 5: 3 or 7"):
+        check_block("SpatialAttention", SpatialAttention(7).eval(), (2, 16, 12, 10), args=(5,), cpu=True)

@@ -60,12 +60,15 @@ def detect_anchor_free(net: Network, feats: list, prefix: str, nc: int, reg_max:
     return _prediction(net, prefix, box, cls)
 
 
-def _prediction(net: Network, prefix: str, box: Any, cls: Any, extra: Any = None) -> Any:
+def _prediction(net: Network, prefix: str, box: Any, cls: Any, extra: Any = None, extra_part: str = "") -> Any:
     """The anchor-free head's output: Ultralytics' eval (B, 4 + nc [+ E], N) (`extra` (B, E, N): mask coefficients,
-    keypoints), or with head=plugin that prediction through netdef's NMS plugin (layer `{prefix}/decode_nms`):
-    {num_dets, boxes, scores, classes[, extras (B, K, E)]}."""
+    keypoints, the part `extra_part`), or with head=plugin that prediction through netdef's NMS plugin (layer
+    `{prefix}/decode_nms`): {num_dets, boxes, scores, classes[, extras (B, K, E)]}."""
     pred = net.concat([box, cls] + ([] if extra is None else [extra]), f"{prefix}/concat", axis=1)
     if net.param("head") != "plugin":
+        nc = int(cls.shape[1])
+        net.output_parts[pred.name] = [("boxes", 0, 4), ("scores", 4, 4 + nc)] + (
+            [] if extra is None else [(extra_part, 4 + nc, 4 + nc + int(extra.shape[1]))])
         return pred
     from ..plugins.yolo import add_anchor_free_nms  # only plugin builds need it
 
@@ -184,7 +187,7 @@ def pose(net: Network, x: Any, prefix: str, nc: int, kpt_shape: Sequence[int] = 
     c4 = max(net.channels(feats[0]) // 4, nkpt * ndim)
     raw = _branch(net, feats, f"{prefix}.cv4", c4, nkpt * ndim, sizes)
     kpts = _decode_kpts(net, raw, prefix, feats, sizes, stride_list, nkpt, ndim, gain=2.0, centre=0.0)
-    out = _prediction(net, prefix, box, cls, kpts)
+    out = _prediction(net, prefix, box, cls, kpts, "keypoints")
     if isinstance(out, dict):
         flat = out.pop("extras")
         out["keypoints"] = net.shuffle(flat, f"{prefix}/keypoints", reshape=(0, int(flat.shape[1]), nkpt, ndim))
@@ -290,7 +293,7 @@ def segment(net: Network, x: Any, prefix: str, nc: int, nm: int = 32, npr: int =
     _check_nm(net, prefix, f"{prefix}.cv4.0.2.bias", nm, "Segment")
     net.record_model(task="segment", nc=int(cls.shape[1]), head=net.param("head"), nm=nm, stride=int(max(stride_list)))
     coef = _branch(net, feats, f"{prefix}.cv4", max(net.channels(feats[0]) // 4, nm), nm, sizes)
-    out = _prediction(net, prefix, box, cls, coef)
+    out = _prediction(net, prefix, box, cls, coef, "mask coefficients")
     masks = proto(net, feats[0], f"{prefix}.proto", npr, nm)
     return _plugin_segment(out, masks) if isinstance(out, dict) else [out, masks]
 

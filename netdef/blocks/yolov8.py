@@ -1,7 +1,7 @@
 """YOLOv8, YOLO11 and YOLO26 blocks under Ultralytics' (8.x) names, arguments and weight keys: C2f, C2 (YOLOv8-P6's
 head), C3k2 (with C3k or attention), C2PSA (PSABlock, Attention), DWConv, GhostConv and C3Ghost (YOLOv8-ghost) and
-Classify; YOLOv9's ADown and SPPELAN and YOLOv10's SCDown. Their detection, segmentation and pose heads
-are in netdef.blocks.yolo_heads.
+Classify; YOLOv9's ADown and SPPELAN, YOLOv10's SCDown, and CBAM (ChannelAttention, SpatialAttention). Their
+detection, segmentation and pose heads are in netdef.blocks.yolo_heads.
 
 `cv1(x).chunk(2, 1)` is one convolution with its activation and channel slices `<cv1 prefix>/a`, `/b`
 (`model.2.cv1/b`); a C2f's concatenation takes the whole output, which equals cat(a, b). The attention's q/k/v
@@ -237,6 +237,46 @@ def sppelan(net: Network, x: Any, prefix: str, c2: int, c3: int, k: int = 5) -> 
     for i in (2, 3, 4):
         ys.append(net.pool(ys[-1], "max", k, 1, k // 2, name=f"{prefix}.cv{i}"))
     return conv(net, net.concat(ys, f"{prefix}/concat"), f"{prefix}.cv5", c2, 1, 1)
+
+
+# ---------------------------------------------------------------- CBAM (Ultralytics' conv.py; no model YAML of theirs)
+
+@block("ChannelAttention")
+def channel_attention(net: Network, x: Any, prefix: str, channels: int | None = None) -> Any:
+    """ChannelAttention(channels): x * sigmoid(fc(avgpool(x))), `fc` a 1x1 convolution with bias. `channels` as
+    the row writes it (Ultralytics does not scale it by width): the input's, checked."""
+    c = _written_channels(net, x, prefix, channels)
+    pooled = net.global_avg_pool(x, f"{prefix}.pool", keep_dims=True)
+    gate = net.activation(net.conv(pooled, f"{prefix}.fc", c, 1, p=0, bias=True), "sigmoid", f"{prefix}.act")
+    return net.match(net.mul(x, gate, f"{prefix}/mul"), prefix)
+
+
+@block("SpatialAttention")
+def spatial_attention(net: Network, x: Any, prefix: str, kernel_size: int = 7) -> Any:
+    """SpatialAttention(kernel_size 3 or 7): x * sigmoid(cv1(cat(mean(x, 1), max(x, 1)))), `cv1` a k x k
+    convolution of 2 channels to 1 without bias."""
+    if kernel_size not in (3, 7):
+        raise SpecError(f"{prefix}: SpatialAttention kernel_size {kernel_size!r}: 3 or 7, as Ultralytics asserts")
+    stats = [net.reduce(x, f"{prefix}/{op}", op, dims=1, keepdim=True) for op in ("mean", "max")]
+    y = net.conv(net.concat(stats, f"{prefix}/cat"), f"{prefix}.cv1", 1, kernel_size, p=kernel_size // 2, bias=False)
+    return net.match(net.mul(x, net.activation(y, "sigmoid", f"{prefix}.act"), f"{prefix}/mul"), prefix)
+
+
+@block("CBAM")
+def cbam(net: Network, x: Any, prefix: str, c1: int | None = None, kernel_size: int = 7) -> Any:
+    """CBAM(c1, kernel_size): SpatialAttention `spatial_attention` after ChannelAttention `channel_attention`."""
+    y = channel_attention(net, x, f"{prefix}.channel_attention", _written_channels(net, x, prefix, c1))
+    return net.match(spatial_attention(net, y, f"{prefix}.spatial_attention", kernel_size), prefix)
+
+
+def _written_channels(net: Network, x: Any, prefix: str, written: int | None) -> int:
+    """The input's channels, which a row's channel argument (not scaled by width, as Ultralytics builds it) must
+    equal where given."""
+    c = net.channels(x)
+    if written is not None and written != c:
+        raise SpecError(f"{prefix}: the row gives {written} channels, its input has {c} (Ultralytics builds this "
+                        f"block with the number as written, not scaled by width_multiple): write {c}")
+    return c
 
 
 # ---------------------------------------------------------------- Classify

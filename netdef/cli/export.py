@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .options import number
+from .options import add_blocks_option, load_blocks, number
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
@@ -31,6 +31,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--randomize-constants", action="store_true",
                    help="random values in [0.5, 1.5) for every tensor whose values are all equal (initial norms, "
                         "zero biases, 1e-6 layer scales), so `netdef verify` sees every weight at work (for testing)")
+    add_blocks_option(p)  # a checkpoint's rows of blocks of one's own: the hints name the commands that build them
     p.add_argument("--seed", type=number("--seed"), default=0,
                    help="seeds the random initialisation of torchvision/callable models and --randomize-*: the "
                         "same seed writes the same bytes (default 0)")
@@ -40,6 +41,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 def cmd_export(a: argparse.Namespace) -> int:
     from ..export import export_wts
 
+    load_blocks(a)
     a.output = a.output or default_output(a.source)
     sd = export_wts(a.source, a.output, state_dict=a.state_dict, randomize_bn=a.randomize_bn,
                     randomize_consts=a.randomize_constants, seed=a.seed,

@@ -34,9 +34,16 @@ def cmd_show(a: argparse.Namespace) -> int:
     from ..options import BuildOptions, parse_input_shape
     from ..tools.show import show
 
+    from ..errors import NetdefError
+
     load_blocks(a)
     input_hw, input_range = parse_input_shape(a.input_shape) if a.input_shape else (None, None)
-    report = show(a.arch, a.weights, BuildOptions(input_hw=input_hw, input_range=input_range,
-                                                  params=parse_params(a.set)))
+    try:
+        report = show(a.arch, a.weights, BuildOptions(input_hw=input_hw, input_range=input_range,
+                                                      params=parse_params(a.set)))
+    except NetdefError as e:
+        if getattr(e, "shown", None):  # the rows built before the failing one: their shapes show where it went off
+            print(e.shown, flush=True)
+        raise
     print(report.format(keys=True if a.keys else None))
     return 0 if report.ok else 1

@@ -90,9 +90,12 @@ def cmd_verify(a: argparse.Namespace) -> int:
                     print(f"  its input matches PyTorch's (max rel error {err:.3g}): the layer itself computes "
                           "otherwise (its weights' layout, its arguments)")
                 elif err is not None:
+                    inner = report.unchecked_layers
                     print(f"  its input differs already from PyTorch's (max rel error {err:.3g}): the divergence "
                           "begins before it" + (f", at a row whose output no PyTorch module of its name could check: "
-                                                f"{rows}" if rows else ""))
+                                                f"{rows}" if rows else
+                                                f", among layers no PyTorch module checks: {', '.join(inner[:8])}"
+                                                + (", ..." if len(inner) > 8 else "") if inner else ""))
                 elif rows:
                     print(f"  the divergence may begin before it, at a row whose output no PyTorch module of its name "
                           f"could check: {rows}")

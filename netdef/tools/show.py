@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..define import IN_MEMORY, Weights, check_stride, define_network
-from ..errors import WeightKeyError
+from ..errors import NetdefError, WeightKeyError
 from ..network import Network
 from ..options import BuildOptions, format_hw_range
 from ..spec import Row, Spec, load_spec, observing_rows
@@ -77,6 +77,7 @@ class ShowReport:
     model: dict = field(default_factory=dict)  # what the head recorded (Network.record_model): nc etc. as built
     input_sizes: str = ""  # a dynamic input size's MIN:OPT:MAX (H, W then show as -1)
     hint: str = ""  # what a build's key error says the mismatch looks like (a misspelt module, another task)
+    failed: bool = False  # the rows before the one whose build failed (`NetdefError.shown` holds this listing)
 
     @property
     def ok(self) -> bool:
@@ -105,6 +106,10 @@ class ShowReport:
             if keys and i > 0:
                 lines += [f"{'':{sum(widths[:4]) + 8}}{k} {list(shape)}{self._mark(k)}"
                           for k, shape in self.rows[i - 1].keys.items()]
+        if self.failed:
+            lines.append(f"{s.name}: rows 0..{len(self.rows) - 1} of {len(s.rows)} built; row {len(self.rows)} "
+                         f"failed (the error below)")
+            return "\n".join(lines)
         lines.append(f"{s.name}: {len(self.rows)} rows, {sum(v.params for v in self.rows):,} parameters (weights and "
                      f"biases, as PyTorch's parameters() counts: keys named as known buffers left out), "
                      f"{sum(len(v.keys) for v in self.rows)} weight keys of {sum(v.values for v in self.rows):,} "
@@ -185,19 +190,22 @@ def show(arch: str | Path | Spec, weights: Weights | None = None, opts: BuildOpt
     spec = arch if isinstance(arch, Spec) else load_spec(arch)
     rec = _Recorder()
     hint = ""
+    shown = None if weights is None else IN_MEMORY if isinstance(weights, Mapping) else str(weights)
     try:
         with observing_rows(rec):
             define_network(spec, {} if weights is None else weights, opts, log=lambda _: None)
-    except WeightKeyError as e:
-        if len(rec.rows) < len(spec.rows) or rec.net is None:
-            raise  # a row's weight of the wrong size: not the key report of a finished definition
+    except NetdefError as e:
+        if not isinstance(e, WeightKeyError) or len(rec.rows) < len(spec.rows) or rec.net is None:
+            if rec.rows and rec.net is not None:  # a row failed: the rows before it, for the command to print
+                e.shown = ShowReport(spec, tuple(rec.net.definition.raw.get_input(0).shape), rec.rows, shown,
+                                     failed=True).format()
+            raise  # (a row's weight of the wrong size: not the key report of a finished definition)
         hint = e.hint
     assert rec.net is not None
     if opts.input_range and (rec.net.model or {}).get("stride"):  # what build refuses, show refuses
         check_stride(opts.input_range, int(rec.net.model["stride"]), spec.name)
     shape = tuple(rec.net.definition.raw.get_input(0).shape) if rec.net.definition.raw.num_inputs else ()
-    report = ShowReport(spec, shape or (-1, *spec.input_shape_for(opts.input_hw)), rec.rows,
-                        None if weights is None else IN_MEMORY if isinstance(weights, Mapping) else str(weights),
+    report = ShowReport(spec, shape or (-1, *spec.input_shape_for(opts.input_hw)), rec.rows, shown,
                         input_sizes=format_hw_range(opts.input_range) if opts.input_range else "", hint=hint)
     report.model = dict(rec.net.model or {})  # (its head line is printed with weights only)
     if weights is not None:

@@ -170,16 +170,32 @@ def verify(arch: str | Path | Spec, weights: Weights, model: Any, *, cpu: bool =
     elif input_scale is not None:
         shown += f", random input x{input_scale:g}"
     report = compare(spec.name, f"{mode}, {opts.precision}{shown}", tol, layers, values, refs, matched, outputs,
-                     floor, modules, net.match_channels, half=opts.precision == "fp16", also=also)
+                     floor, modules, net.match_channels, half=opts.precision == "fp16", also=also,
+                     parts=net.output_parts)
     report.uncompared = _uncompared(owners, report)
     report.shared = {m: refs.calls[m] for m in report.uncompared if refs.calls.get(m, 0) > 1}
-    _name_rows(report, layers, ends)
+    _name_rows(report, layers, ends, net.output_parts)
     _top_k_hint(report, net)
     report.input_error = _input_error(report, layers, values, modules,
                                       lambda name: module_input(model, x, name, device="cpu" if cpu else "cuda",
                                                                 dtype="float64" if cpu else "float32"))
     report.unchecked_before = _unchecked_before(report, layers, matched, also, net)
+    if report.input_error is not None and report.input_error > report.tol:
+        report.unchecked_layers = _unchecked_layers(report, layers)
     return report
+
+
+def _unchecked_layers(report: Report, layers: list[Any]) -> list[str]:
+    """The layers between the last passing compared layer and the first failure that no module was compared with
+    (those without weights: a block's inner mean, max or concatenation), where the failing layer's input
+    differs already."""
+    order = {layer.name: i for i, layer in enumerate(layers)}
+    first = report.first_failure
+    end = order.get(first.layer, 0) if first is not None else 0
+    compared = {r.layer for r in report.rows}
+    start = max((order[r.layer] for r in report.rows if r.status == "pass" and order.get(r.layer, end) < end),
+                default=-1)
+    return [la.name for la in layers[start + 1:end] if la.name not in compared and la.type not in ("CONSTANT", "CAST")]
 
 
 def _input_error(report: Report, layers: list[Any], values: Mapping[str, Any], modules: set[str],
@@ -510,11 +526,14 @@ def _checked_input(x: np.ndarray, label: str, name: str, want: np.ndarray) -> np
     return x.astype(want.dtype, copy=False)
 
 
-def _name_rows(report: Report, layers: list[Any], ends: list[tuple[int, str]]) -> None:
+def _name_rows(report: Report, layers: list[Any], ends: list[tuple[int, str]],
+               parts: Mapping[str, list[tuple[str, int, int]]]) -> None:
     """Set each report row's `where`: the YAML row that made its layer ("file:line: row N (Block)"), from `ends`
     (the count of layers defined once the input, then each row, was made, with the row's place); '' for layers
-    of the input or made after the last row (marking the outputs)."""
+    of the input or made after the last row (marking the outputs). An output's `parts` rows are its own."""
     made = {name: layer.index for layer in layers for name in (layer.name, *(f"(output) {t}" for t in layer.outputs))}
+    made |= {f"(output) {t}[{part}]": made[f"(output) {t}"] for t, split in parts.items() for part, _, _ in split
+             if f"(output) {t}" in made}
     counts = [n for n, _ in ends]
     for r in report.rows:
         i = bisect.bisect_right(counts, made.get(r.layer, len(layers)))

@@ -59,6 +59,9 @@ class Report:
     # the first failure's input against its module's input (max relative error; None: not compared): a layer with
     # weights whose input matches made the difference itself
     input_error: float | None = None
+    # where that input differs: the layers since the last passing one that no module checks (a block's inner mean,
+    # max and concatenation)
+    unchecked_layers: list[str] = field(default_factory=list)
     shared: dict[str, int] = field(default_factory=dict)  # uncompared modules the model ran several times: their calls
 
     def __post_init__(self) -> None:
@@ -169,7 +172,8 @@ def compare(arch: str, mode: str, tol: float, layers: list[LayerDescription], va
             refs: ModuleOutputs, matched: Mapping[str, str], outputs: list[str],
             floor: ModuleOutputs | None = None, modules: set[str] | None = None,
             channels: Mapping[str, np.ndarray] | None = None, half: bool = False,
-            also: Mapping[str, Mapping[str, np.ndarray | None]] | None = None) -> Report:
+            also: Mapping[str, Mapping[str, np.ndarray | None]] | None = None,
+            parts: Mapping[str, list[tuple[str, int, int]]] | None = None) -> Report:
     """Compare each layer that has a module (`matched`: layer name -> module, see `module_matcher`) with that
     module's output, then the network's output with the model's. `floor`: the same modules run by PyTorch on the
     CPU in the network's precision (float32; float16 where `half`), whose distance from `refs` widens each bound
@@ -200,7 +204,7 @@ def compare(arch: str, mode: str, tol: float, layers: list[LayerDescription], va
                 pick = (lambda a: a) if part is None else (lambda a, part=part: None if a is None else a[:, part])
                 rows.append(_compare_row(layer.name, m, out, pick(refs.outputs[m]), tol,
                                          None if floor is None else pick(floor.outputs.get(m)), half))
-    rows += _output_rows(values, refs.finals, outputs, tol, None if floor is None else floor.finals, half)
+    rows += _output_rows(values, refs.finals, outputs, tol, None if floor is None else floor.finals, half, parts)
     _name_first_nonfinite(rows, layers, values)
     return Report(arch, mode, tol, rows, unmatched, floor="" if floor is None else _own_type(half))
 
@@ -230,10 +234,12 @@ def _own_type(half: bool) -> str:
 
 
 def _output_rows(values: Mapping[str, Any], finals: list[np.ndarray], outputs: list[str], tol: float,
-                 floors: list[np.ndarray] | None, half: bool = False) -> list[Row]:
+                 floors: list[np.ndarray] | None, half: bool = False,
+                 parts: Mapping[str, list[tuple[str, int, int]]] | None = None) -> list[Row]:
     """The network's outputs against the model's: each (a segmentation head's predictions and prototypes, say)
     with the model's first unused output tensor of its shape; a single output without one with the model's first
-    (the row then reports the shapes)."""
+    (the row then reports the shapes). An output of `parts` (name, start, stop along dimension 1: a YOLO head's
+    boxes and scores) is compared part by part, each relative to its own values."""
     rows, unused = [], list(range(len(finals)))
     for name in outputs:
         out = values.get(name)
@@ -247,8 +253,14 @@ def _output_rows(values: Mapping[str, Any], finals: list[np.ndarray], outputs: l
                             "tensor not available" if out is None else "no output of the model has its shape"))
             continue
         unused.remove(pick)
-        rows.append(_compare_row(f"(output) {name}", OUTPUT_MODULE, out, finals[pick], tol,
-                                 None if floors is None else floors[pick], half))
+        ref, floor = finals[pick], None if floors is None else floors[pick]
+        split = (parts or {}).get(name)
+        if not split or shape != ref.shape or len(shape) < 2 or split[-1][2] != shape[1]:
+            rows.append(_compare_row(f"(output) {name}", OUTPUT_MODULE, out, ref, tol, floor, half))
+            continue
+        for part, a, b in split:
+            rows.append(_compare_row(f"(output) {name}[{part}]", OUTPUT_MODULE, _as_float64(out)[:, a:b], ref[:, a:b],
+                                     tol, None if floor is None or floor.shape != ref.shape else floor[:, a:b], half))
     return rows
 
 
