@@ -650,8 +650,8 @@ def _same_layout(cfg: dict, stem: str) -> tuple[str, bool] | None:
 
 def _layout_difference(cfg: dict, name: str, scale: str) -> str | None:
     """Where the rows of an Ultralytics model's YAML `cfg` differ from those of netdef's architecture `name` (its
-    family file), or its `scale`'s multiples from the file's ('row 11 (nn.Upsample)', 'the scale'); None where they
-    agree. The head row's arguments are compared where both are lists (nc, kpt_shape are names in both)."""
+    family file), or its `scale`'s multiples from the file's ("row 11 (nn.Upsample: [its row], netdef's [row])",
+    'the scale'); None where they agree. The head row's arguments are compared where both are lists (nc, kpt_shape are names in both)."""
     import yaml
 
     from .spec import resolve_arch
@@ -668,7 +668,7 @@ def _layout_difference(cfg: dict, name: str, scale: str) -> str | None:
             same = row[:3] == their[:3] and (not lists or row[3] == their[3])
         if not same:
             block = their[2] if isinstance(their, (list, tuple)) and len(their) > 2 else repr(their)
-            return f"row {i} ({block})"
+            return f"row {i} ({block}: {their!r}, netdef's {row!r})"
     if list((ours.get("scales") or {}).get(scale, [])) != list((cfg.get("scales") or {}).get(scale, [])):
         return f"scale {scale}'s multiples"
     return None

@@ -125,7 +125,8 @@ def test_verify_cpu_matches_reference(name, torchvision_wts, yolov5_models, yolo
           f"({worst.layer})")
     assert report.ok, report.summary() + "\n" + report.table()
     assert worst.error <= 1e-5  # not only within PyTorch's own float32 error (which verify also accepts)
-    outputs = [r for r in compared if r.module == "(model output)"]
-    assert len(outputs) == len(load_spec(name).output_names) and all(r.status == "pass" for r in outputs)
+    outputs = [r for r in compared if r.module == "(model output)"]  # a YOLO head's output: a row per part
+    assert len({r.layer.split("[")[0] for r in outputs}) == len(load_spec(name).output_names)
+    assert all(r.status == "pass" for r in outputs)
     n_convs = sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())
     assert len(compared) >= min(n_convs, 60), report.table()  # the layers are compared, not only the output

@@ -623,12 +623,14 @@ def test_an_edited_yaml_of_a_known_name_is_not_built_as_netdefs_file():
         assert hint(cfg) == f"build it with `netdef build {stem} -w w.wts -o w.engine`"
     cfg = dict(yaml.safe_load(ref.cfg_text("yolo11")), yaml_file="yolo11n.yaml", scale="n")
     cfg["head"][0] = [-1, 1, "nn.Upsample", [None, 2, "bilinear"]]
-    assert hint(cfg).startswith("its YAML differs from netdef's yolo11n (yolo11.yaml) at row 11 (nn.Upsample), so "
-                                "that architecture would compute something else from the same weights; its rows are "
-                                "all netdef blocks: copy Ultralytics' YAML of it to yolo11n.yaml")
+    assert hint(cfg).startswith("its YAML differs from netdef's yolo11n (yolo11.yaml) at row 11 (nn.Upsample: "
+                                "[-1, 1, 'nn.Upsample', [None, 2, 'bilinear']], netdef's [-1, 1, 'nn.Upsample', "
+                                "['None', 2, 'nearest']]), so that architecture would compute something else from the "
+                                "same weights; its rows are all netdef blocks: copy Ultralytics' YAML of it to "
+                                "yolo11n.yaml")
     cfg = dict(yaml.safe_load(ref.cfg_text("yolo11-seg")), yaml_file="yolo11n-seg.yaml", scale="n")
     cfg["head"][-1][3] = ["nc", 16, 128]
-    assert "differs from netdef's yolo11n-seg (yolo11-seg.yaml) at row 23 (Segment)" in hint(cfg)
+    assert "differs from netdef's yolo11n-seg (yolo11-seg.yaml) at row 23 (Segment: " in hint(cfg)
     cfg["yaml_file"] = "my-yolo11n-seg.yaml"  # a renamed copy: not taken for netdef's file either
     assert hint(cfg).startswith("netdef has no architecture 'my-yolo11n-seg'")
 

@@ -1778,3 +1778,21 @@ def test_an_output_of_parts_is_compared_part_by_part():
                          parts={"output": [("boxes", 0, 4), ("scores", 4, 7)]})
     assert [(r.layer, r.status) for r in split] == [("(output) output[boxes]", "pass"),
                                                     ("(output) output[scores]", "FAIL")]
+
+
+def test_an_ultralytics_model_of_an_edited_yaml_is_noted(tmp_path):
+    """verify of netdef's yolov8n against a model whose YAML differs at a row (a C2f's shortcut switched on) named
+    the divergence's row but not why: a note names both rows and says to verify a copy of the model's YAML."""
+    from netdef.testing import ultralytics_reference as ref
+    from netdef.wts import write_wts
+
+    if not ref.ultralytics_available():
+        pytest.skip("needs the ultralytics package (pip install --no-deps ultralytics==8.4.190)")
+    model, sd = ref.reference_model("yolov8n")
+    write_wts(tmp_path / "v8.wts", sd)
+    model.yaml["head"][2] = [-1, 3, "C2f", [512, True]]  # row 12 as an edited YAML writes it
+    said: list[str] = []
+    verify("yolov8n", tmp_path / "v8.wts", model, cpu=True, opts=BuildOptions(input_hw=(64, 64)), log=said.append)
+    assert ("[netdef] note: the model's YAML differs from netdef's yolov8n (yolov8.yaml) at row 12 (C2f: [-1, 3, "
+            "'C2f', [512, True]], netdef's [-1, 3, 'C2f', [512]]): a divergence there is that difference; to check "
+            "the model as it is, verify a copy of its own YAML") in said, said

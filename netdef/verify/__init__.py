@@ -113,6 +113,7 @@ def verify(arch: str | Path | Spec, weights: Weights, model: Any, *, cpu: bool =
     if note:  # weights of the model's own that the .wts does not hold (said once the keys are known to match)
         log(note)
     _check_keypoints(model, net)
+    _note_other_layout(model, spec, log)
     _check_activation(model, net)
     _run_the_built_head(model, net, log)
     layers = trt_api.describe_layers(net.definition)
@@ -196,6 +197,21 @@ def _unchecked_layers(report: Report, layers: list[Any]) -> list[str]:
     start = max((order[r.layer] for r in report.rows if r.status == "pass" and order.get(r.layer, end) < end),
                 default=-1)
     return [la.name for la in layers[start + 1:end] if la.name not in compared and la.type not in ("CONSTANT", "CAST")]
+
+
+def _note_other_layout(model: Any, spec: Spec, log: Callable[[str], None]) -> None:
+    """Where `model` is an Ultralytics model whose YAML (`model.yaml`) differs from netdef's architecture `spec` at
+    a row (an edited C2f shortcut, an upsampling mode): a note naming both rows, as the divergence there follows."""
+    from ..export import _layout_difference
+
+    cfg = getattr(model, "yaml", None)
+    own = spec.path is not None and spec.path.resolve().parent == Path(__file__).resolve().parents[1] / "architectures"
+    if not (isinstance(cfg, dict) and cfg.get("backbone") and own and spec.scale is not None):
+        return
+    differs = _layout_difference(cfg, spec.name, str(spec.scale))
+    if differs is not None:
+        log(f"[netdef] note: the model's YAML differs from netdef's {spec.name} ({spec.path.name}) at {differs}: "
+            f"a divergence there is that difference; to check the model as it is, verify a copy of its own YAML")
 
 
 def _input_error(report: Report, layers: list[Any], values: Mapping[str, Any], modules: set[str],
