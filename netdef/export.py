@@ -651,7 +651,8 @@ def _same_layout(cfg: dict, stem: str) -> tuple[str, bool] | None:
 def _layout_difference(cfg: dict, name: str, scale: str) -> str | None:
     """Where the rows of an Ultralytics model's YAML `cfg` differ from those of netdef's architecture `name` (its
     family file), or its `scale`'s multiples from the file's ("row 11 (nn.Upsample: [its row], netdef's [row])",
-    'the scale'); None where they agree. The head row's arguments are compared where both are lists (nc, kpt_shape are names in both)."""
+    'the scale'); None where they agree. The head row's arguments are compared where both are lists (nc,
+    kpt_shape are names in both)."""
     import yaml
 
     from .spec import resolve_arch
