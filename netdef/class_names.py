@@ -136,13 +136,23 @@ def load_names(path: str | os.PathLike) -> list[str]:
     if what not in (None, "a JSON file"):  # text of another kind (a .wts, UTF-16): its lines are no names
         raise NetdefError(f"class names {path}: it looks like {what}, not one name per line; --names takes a text "
                           "file of the names, one per line")
-    try:
-        doc = yaml.safe_load(text)  # plain lines of names are one YAML string
-    except yaml.YAMLError as e:
-        _refuse_broken_document(path, text, e)
-        doc = None
+    try:  # JSON first: PyYAML refuses some (tab-indented, keys over 1024 characters)
+        doc = json.loads(text, object_pairs_hook=_unique_keys)
+    except _GivenTwice as e:
+        try:
+            _refuse_duplicate_keys(text, path)  # with its line, where PyYAML reads the text
+        except yaml.YAMLError:
+            pass
+        raise NetdefError(f"class names {path}: the key {e.args[0]!r} is given twice in one object: give it once")
+    except ValueError:
+        try:
+            doc = yaml.safe_load(text)  # plain lines of names are one YAML string
+        except yaml.YAMLError as e:
+            _refuse_broken_document(path, text, e)
+            doc = None
+        if isinstance(doc, (dict, list)):
+            _refuse_duplicate_keys(text, path)
     if isinstance(doc, (dict, list)):
-        _refuse_duplicate_keys(text, path)
         return _document_names(doc, path)
     names = [ln.strip() for ln in text.splitlines()]
     while names and not names[-1]:
@@ -157,13 +167,30 @@ def load_names(path: str | os.PathLike) -> list[str]:
     return names
 
 
+class _GivenTwice(Exception):
+    """A key a JSON object gives twice (json keeps the last)."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object's pairs as a dict; _GivenTwice for a key given twice."""
+    keys = [k for k, _ in pairs]
+    twice = next((k for k in keys if keys.count(k) > 1), None)
+    if twice is not None:
+        raise _GivenTwice(twice)
+    return dict(pairs)
+
+
+_DATA_KEYS = r"(names|nc|path|train|val|test|download|kpt_shape|flip_idx)\s*:(\s|$)"  # an Ultralytics data.yaml's
+
+
 def _refuse_broken_document(path: str | os.PathLike, text: str, error: Exception) -> None:
-    """A NetdefError naming the line where a YAML or JSON document of names (by its suffix, or its first line
-    that is no comment: `names:`, `path: ...`, `[`, `{`, `- `) fails to parse: read as one name per line, its
-    lines ('names:', '- cat') would become the labels."""
+    """A NetdefError naming the line where a YAML or JSON document of names (by its suffix, its text in brackets,
+    or its first line that is no comment: a data.yaml's `names:`, `path: ...`, or a list's `- `) fails to parse:
+    read as one name per line, its lines ('names:', '- cat') would become the labels."""
     first = next((ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")), "")
+    bracketed = text.strip()[:1] + text.strip()[-1:] in ("[]", "{}")  # a JSON list or object, not "[background]\ncat"
     if Path(path).suffix.lower() not in (".yaml", ".yml", ".json") and not (
-            first[:1] in ("[", "{") or first.startswith("- ") or re.match(r"[A-Za-z_][\w-]*\s*:(\s|$)", first)):
+            bracketed or first.startswith("- ") or re.match(_DATA_KEYS, first)):
         return
     mark = getattr(error, "problem_mark", None)
     where = f"{path}:{mark.line + 1}" if mark is not None else str(path)

@@ -178,13 +178,14 @@ def _input_channels_hint(spec: Spec, tensors: Mapping[str, np.ndarray], e: Weigh
 
 
 def _row_count_hint(spec: Spec, tensors: Mapping[str, np.ndarray]) -> str:
-    """For Ultralytics-style weights (`model.N.*` keys) whose last row index differs from `spec`'s last row: the
-    two counts (a P2 head, a block inserted: another layout, which no scale of `spec` builds); '' otherwise."""
+    """For Ultralytics-style weights (`model.N.*` keys) of rows beyond `spec`'s last row: the two counts (a P2 head,
+    a block inserted: another layout, which no scale of `spec` builds); '' otherwise (fewer rows with weights say
+    nothing: the last rows may have none)."""
     rows = {int(m[1]) for k in tensors if (m := re.match(r"model\.(\d+)\.", k))}
     if not rows or len(spec.rows) < 2 or not all(r.prefix == f"model.{i}" for i, r in enumerate(spec.rows)):
         return ""
     last = max(rows)
-    if last == len(spec.rows) - 1:
+    if last <= len(spec.rows) - 1:
         return ""
     return (f"\nThe weights' rows run to model.{last} ({last + 1} rows), {spec.name}'s to model.{len(spec.rows) - 1}: "
             f"they are of another layout (a P2 head, a block added or left out), which no scale of {spec.name} "
@@ -201,9 +202,9 @@ def _custom_scale_hint(spec: Spec, tensors: Mapping[str, np.ndarray], opts: Buil
         return ""
     if opts.params and _fits(spec, tensors, opts.precision, {}):
         return ""
-    if e.key is not None and not e.key.startswith(("model.0.", "model.1.")) \
-            and all(any(k.startswith(f"model.{i}.") for k in net.used) for i in (0, 1)):
-        return ""  # the first two rows took their weights: of this width (another changes theirs too, rounded to 8)
+    row = re.match(r"model\.(\d+)\.", e.key or "")
+    if row and int(row[1]) < len(spec.rows) and not spec.rows[int(row[1])].block.module.startswith("netdef."):
+        return ""  # a row of a block of one's own: its own channels, no scale of the family's
     if e.key is None:  # keys missing or unused: another depth adds or drops whole modules
         from .network import _module_groups
 

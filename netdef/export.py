@@ -261,7 +261,8 @@ def _missing_code(path: Path, e: ModuleNotFoundError) -> NetdefError:
         hint = (f" Its code, {top}, lies beside the checkpoint: run from {shown_path(str(beside))} or put that folder "
                 f"on PYTHONPATH (`PYTHONPATH={shlex.quote(str(beside))} netdef ...`).")
     elif not hint and top:
-        hint = f" Put the folder holding {top} on PYTHONPATH (or run from it)."
+        hint = (f" Install the package that provides it (`pip install {PIP_NAMES.get(top, top)}`?), or, for code of "
+                f"your own, put the folder holding {top} on PYTHONPATH (or run from it).")
     return NetdefError(f"{path} pickles a model whose code is not importable (module '{e.name}' not found).{hint} "
                        "Alternatively save `model.state_dict()` where the code is available and export that (verify's "
                        "--model then takes the code: my_model.py:make).")
@@ -763,7 +764,7 @@ def _why_no_architecture(cfg: dict, output: str | Path, source: str | Path | Non
     lacking = unknown_blocks(rows)
     own = [get_block(b) for b in dict.fromkeys(blocks) if b not in lacking]
     own = sorted({shown_path(b.source_file or b.module) for b in own if not b.module.startswith("netdef.")})
-    blocks_option = "".join(f" --blocks {shlex.quote(f)}" for f in own) or (" --blocks MY_BLOCKS.py" if lacking else "")
+    blocks_option = "".join(f" --blocks {shlex.quote(f)}" for f in own) + (" --blocks MY_BLOCKS.py" if lacking else "")
     write = (f"; its rows use blocks netdef does not have: {rows_text(lacking)}: write each as a "
              f"@netdef.registry.block function under its Ultralytics name in a module of your own "
              f"(docs/writing-blocks.md), then" if lacking else

@@ -223,9 +223,10 @@ def _die(signum: int) -> None:
 
 
 def exit_on_signal(status: int) -> None:
-    """After a command has finished (its files written, its status `status`): Ctrl-C, SIGTERM or SIGHUP during
-    the interpreter's shutdown (PyTorch's and TensorRT's teardown take a second) ends the process at once with
-    that status, not with 130 and no word about work that was complete. Ignored signals stay ignored."""
+    """For the `netdef` process alone, after its command has finished (its files written, its status `status`):
+    Ctrl-C, SIGTERM or SIGHUP during the interpreter's shutdown (PyTorch's and TensorRT's teardown take a second)
+    ends the process at once with that status, not with 130 and no word about work that was complete. Ignored
+    signals stay ignored; off the main thread nothing changes."""
     def finish(signum: int, frame: Any) -> None:
         for stream in (sys.stdout, sys.stderr):
             try:
@@ -234,6 +235,8 @@ def exit_on_signal(status: int) -> None:
                 pass
         os._exit(status)
 
+    if threading.current_thread() is not threading.main_thread():
+        return
     for s in SIGNALS:
         if signal.getsignal(s) is not signal.SIG_IGN:
             signal.signal(s, finish)

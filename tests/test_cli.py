@@ -1845,7 +1845,7 @@ def test_an_option_of_one_value_given_twice_is_refused(argv, option, capsys):
     assert f"error: {option} is given twice: give it once" in capsys.readouterr().err
 
 
-def test_a_signal_after_the_command_finished_keeps_its_status(tmp_path):
+def test_a_signal_after_the_command_finished_keeps_its_status(tmp_path, monkeypatch):
     """Ctrl-C in the second of interpreter shutdown after a command finished (its files written): the process
     ended with 130 and no word (a KeyboardInterrupt in PyTorch's and TensorRT's teardown); it now ends at once
     with the command's own status. A caller's main([...]) leaves the signal handlers as they were."""
@@ -1854,13 +1854,22 @@ def test_a_signal_after_the_command_finished_keeps_its_status(tmp_path):
     import sys
 
     script = tmp_path / "late_signal.py"
-    script.write_text("import atexit, os, signal, sys, time\nfrom netdef.cli import main\n\n\ndef late():\n"
+    script.write_text("import atexit, os, signal, sys, time\nfrom netdef.cli import run\n\n\ndef late():\n"
                       "    os.kill(os.getpid(), signal.SIGINT)\n    time.sleep(2)\n"
                       "    print('not ended', file=sys.stderr)\n\n\natexit.register(late)\n"
-                      "sys.argv = ['netdef', 'info', 'missing.engine']\nsys.exit(main())\n")
-    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path, timeout=120)
-    assert run.returncode == 1, run.stderr
-    assert run.stderr == "netdef info: error: no such file: missing.engine\n"
-    before = signal.getsignal(signal.SIGINT)
+                      "sys.argv = ['netdef', 'info', 'missing.engine']\nrun()\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr == "netdef info: error: no such file: missing.engine\n"
+    before = signal.getsignal(signal.SIGINT)  # a caller's main(), with or without arguments: handlers as they were
     assert main(["info", str(tmp_path / "missing.engine")]) == 1
+    monkeypatch.setattr(sys, "argv", ["netdef", "info", str(tmp_path / "missing.engine")])
+    assert main() == 1
     assert signal.getsignal(signal.SIGINT) is before
+    import threading  # and from another thread: no "signal only works in main thread"
+
+    got = []
+    worker = threading.Thread(target=lambda: got.append(main(["info", str(tmp_path / "missing.engine")])))
+    worker.start()
+    worker.join()
+    assert got == [1]

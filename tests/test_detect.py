@@ -105,6 +105,12 @@ def test_load_names(tmp_path):
             load_names(tmp_path / name)
     (tmp_path / "plain.txt").write_text("cat\ndog: a\n[bird\n")  # names that are no YAML: lines
     assert load_names(tmp_path / "plain.txt") == ["cat", "dog: a", "[bird"]
+    for text, names in (("[background]\ncat\ndog\n", ["[background]", "cat", "dog"]),  # lines, not a broken list
+                        ("person: adult\nfoo: bar: baz\n", ["person: adult", "foo: bar: baz"]),
+                        ('[\n\t"cat",\n\t"dog"\n]\n', ["cat", "dog"]),  # JSON PyYAML refuses (tabs)
+                        ('{"names": ["cat", "dog"], "about": "' + "x" * 1100 + '"}', ["cat", "dog"])):
+        (tmp_path / "n.txt").write_text(text)
+        assert load_names(tmp_path / "n.txt") == names, text
     (tmp_path / "odd.json").write_text("traffic light\njack-o'-lantern\n[unlabelled]\n")  # text, whatever its name
     assert load_names(tmp_path / "odd.json") == ["traffic light", "jack-o'-lantern", "[unlabelled]"]
     (tmp_path / "e.engine").write_bytes(b"NETDEF-ENGINE\n\xca\x05" + bytes(6))

@@ -47,8 +47,10 @@ def test_other_missing_module_gets_no_ultralytics_hint(tmp_path):
     from another folder), that folder is named."""
     path = tmp_path / "other.pt"
     _pickle_under("netdef_missing_pkg", path)
-    with pytest.raises(NetdefError, match=r"module 'netdef_missing_pkg' not found\)\. Put the folder holding "
-                                          r"netdef_missing_pkg on PYTHONPATH \(or run from it\)\. Alternatively save "
+    with pytest.raises(NetdefError, match=r"module 'netdef_missing_pkg' not found\)\. Install the package that "
+                                          r"provides it \(`pip install netdef_missing_pkg`\?\), or, for code of your "
+                                          r"own, put the folder holding netdef_missing_pkg on PYTHONPATH \(or run from "
+                                          r"it\)\. Alternatively save "
                                           r"`model\.state_dict\(\)` .*verify's --model then takes the code") as info:
         load_checkpoint(path)
     assert "Ultralytics" not in str(info.value)

@@ -281,3 +281,9 @@ def test_a_failing_row_shows_the_rows_before_it(tmp_path, capsys):
     assert re.match(r"1 +-1 +1 +0 +GlobalAvgPool +pool +\(B, 4\)", lines[4].strip()), out
     assert lines[5] == "t: rows 0..1 of 3 built; row 2 failed (the error below)" and len(lines) == 6
     assert err.startswith(f"netdef show: error: {arch}:5: row 2 (Conv2d): pool has shape (-1, 4)")
+    arch.write_text("input: {name: x, shape: [3, 16, 16]}\noutput: [y, z]\nlayers:\n"
+                    "  - [-1, 1, Conv2d, {c2: 4, k: 3, p: 1}, a]\n")  # every row built: the error comes after them
+    assert main(["show", str(arch)]) == 1
+    out, err = capsys.readouterr()
+    assert out.splitlines()[-1] == "t: rows 0..0 of 1 built; the error below came after them"
+    assert "'output' names 2" in err

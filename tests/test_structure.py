@@ -596,8 +596,8 @@ def test_a_family_file_of_one_scale_builds_that_scale(tmp_path):
 
 def test_weights_of_another_row_layout_say_so_not_custom_width():
     """Weights of a YOLOv8n with a row inserted (rows to model.23; a P2 head's alike) built as yolov8n failed at a
-    later row with the `c gd gw` advice; they are named as another layout, with both row counts. A row of one's own
-    YAML with wrong channels after the first rows fit gets no such advice either."""
+    later row with the `c gd gw` advice; they are named as another layout, with both row counts. A row of a block of
+    one's own whose weights do not fit gets no such advice either (the block's channels are its own)."""
     pytest.importorskip("ultralytics")
     import yaml
     from ultralytics.nn.tasks import DetectionModel
@@ -617,8 +617,16 @@ def test_weights_of_another_row_layout_say_so_not_custom_width():
         define_network("yolov8n", sd, BuildOptions(input_hw=(64, 64)), log=lambda m: None)
     assert "custom depth and width" not in str(e.value)
     plain = {k: v.numpy() for k, v in DetectionModel(dict(cfg, scale="n"), verbose=False).state_dict().items()}
-    cfg["head"][2][3][0] = 384  # row 12: C2f [512] -> [384]
-    with pytest.raises(WeightKeyError, match=r"row 12 \(C2f\)") as e:
-        define_network(parse_spec(yaml.safe_dump(cfg), "yolov8n"), plain, BuildOptions(input_hw=(64, 64)),
-                       log=lambda m: None)
+    from netdef.blocks.yolov8 import c2f
+    from netdef.registry import BLOCKS, block
+
+    block("WideC2f", width_args=("c2",), repeat_arg="n")(lambda net, x, prefix, c2, shortcut=False, n=1:
+                                                         c2f(net, x, prefix, 2 * c2, n=n, shortcut=shortcut))
+    cfg["head"][2][2] = "WideC2f"  # row 12: a block of one's own, of its own channels
+    try:
+        with pytest.raises(WeightKeyError, match=r"row 12 \(WideC2f\)") as e:
+            define_network(parse_spec(yaml.safe_dump(cfg), "yolov8n"), plain, BuildOptions(input_hw=(64, 64)),
+                           log=lambda m: None)
+    finally:
+        BLOCKS.pop("WideC2f", None)
     assert "custom depth and width" not in str(e.value) and "rows run to" not in str(e.value)

@@ -1796,3 +1796,18 @@ def test_an_ultralytics_model_of_an_edited_yaml_is_noted(tmp_path):
     assert ("[netdef] note: the model's YAML differs from netdef's yolov8n (yolov8.yaml) at row 12 (C2f: [-1, 3, "
             "'C2f', [512, True]], netdef's [-1, 3, 'C2f', [512]]): a divergence there is that difference; to check "
             "the model as it is, verify a copy of its own YAML") in said, said
+
+
+def test_a_failing_layers_input_differs_only_beyond_what_a_passing_layer_may_differ():
+    """The input check held the input to the bare tolerance, while the layers before passed within PyTorch's own
+    float32 error (up to 100x): an input off by 1e-4 then 'differed', blaming layers that passed. Between the
+    tolerance and the widest bound nothing is said."""
+    from netdef.verify.report import Report, Row
+
+    report = Report("m", "CPU", 1e-5, [Row("conv", "conv", (1,), 1.0, "FAIL")], 0, floor="float32")
+    for err, differs, matches in ((1e-6, False, True), (1e-4, False, False), (1e-2, True, False)):
+        report.input_error = err
+        assert (report.input_differs, report.input_matches) == (differs, matches), err
+    report.floor = ""  # an explicit tolerance: the bound itself
+    report.input_error = 1e-4
+    assert report.input_differs

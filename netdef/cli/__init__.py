@@ -58,10 +58,15 @@ def main(argv: list[str] | None = None) -> int:
     from ..block_modules import folder_importable
 
     with folder_importable(cwd):  # `python -m` put it first; the script did not (taken off again after)
-        status = _main(sys.argv[1:] if argv is None else list(argv))
-    if argv is None:  # the process's command (not a caller's main([...])): done, its status is final
-        interrupts.exit_on_signal(status)
-    return status
+        return _main(sys.argv[1:] if argv is None else list(argv))
+
+
+def run() -> None:
+    """The `netdef` command (and `python -m netdef`): `main`, then the process exits with its status; a signal
+    during the interpreter's shutdown after the command finished keeps that status (`interrupts.exit_on_signal`)."""
+    status = main()
+    interrupts.exit_on_signal(status)
+    sys.exit(status)
 
 
 def _main(argv: list[str]) -> int:

@@ -86,10 +86,10 @@ def cmd_verify(a: argparse.Namespace) -> int:
                     print(f"  made by {first.where}")
                 rows = "; ".join(report.unchecked_before)  # row outputs no module could check, since the last pass
                 err = report.input_error  # the failing layer's input against its module's
-                if err is not None and err <= report.tol:
+                if report.input_matches:
                     print(f"  its input matches PyTorch's (max rel error {err:.3g}): the layer itself computes "
                           "otherwise (its weights' layout, its arguments)")
-                elif err is not None:
+                elif report.input_differs:
                     inner = report.unchecked_layers
                     print(f"  its input differs already from PyTorch's (max rel error {err:.3g}): the divergence "
                           "begins before it" + (f", at a row whose output no PyTorch module of its name could check: "

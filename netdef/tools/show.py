@@ -107,8 +107,9 @@ class ShowReport:
                 lines += [f"{'':{sum(widths[:4]) + 8}}{k} {list(shape)}{self._mark(k)}"
                           for k, shape in self.rows[i - 1].keys.items()]
         if self.failed:
-            lines.append(f"{s.name}: rows 0..{len(self.rows) - 1} of {len(s.rows)} built; row {len(self.rows)} "
-                         f"failed (the error below)")
+            lines.append(f"{s.name}: rows 0..{len(self.rows) - 1} of {len(s.rows)} built; " + (
+                f"row {len(self.rows)} failed (the error below)" if len(self.rows) < len(s.rows) else
+                "the error below came after them"))
             return "\n".join(lines)
         lines.append(f"{s.name}: {len(self.rows)} rows, {sum(v.params for v in self.rows):,} parameters (weights and "
                      f"biases, as PyTorch's parameters() counts: keys named as known buffers left out), "

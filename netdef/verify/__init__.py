@@ -181,7 +181,7 @@ def verify(arch: str | Path | Spec, weights: Weights, model: Any, *, cpu: bool =
                                       lambda name: module_input(model, x, name, device="cpu" if cpu else "cuda",
                                                                 dtype="float64" if cpu else "float32"))
     report.unchecked_before = _unchecked_before(report, layers, matched, also, net)
-    if report.input_error is not None and report.input_error > report.tol:
+    if report.input_differs:
         report.unchecked_layers = _unchecked_layers(report, layers)
     return report
 
@@ -245,8 +245,7 @@ def _unchecked_before(report: Report, layers: list[Any], matched: Mapping[str, s
         return []
     failing = layers[order[first.layer]]
     constants = {t for layer in layers if layer.type == "CONSTANT" for t in layer.outputs}  # a LayerNorm's scale
-    differs = report.input_error is not None and report.input_error > report.tol  # its input is already wrong
-    if (failing.weights or any(t in constants for t in failing.inputs)) and not differs:
+    if (failing.weights or any(t in constants for t in failing.inputs)) and not report.input_differs:
         return []
     end = order[first.layer]
     start = max((order[r.layer] for r in report.rows if r.status == "pass" and order.get(r.layer, end) < end),

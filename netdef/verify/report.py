@@ -69,6 +69,18 @@ class Report:
             self.floor = "float32" if self.floor else ""
 
     @property
+    def input_differs(self) -> bool:
+        """Whether the first failure's input differs from its module's beyond any bound a layer passes within
+        (the tolerance, widened by PyTorch's own error where `floor`): the divergence began before it."""
+        bound = self.tol * FLOOR_CAPS.get(self.floor, 1.0)
+        return self.input_error is not None and self.input_error > bound
+
+    @property
+    def input_matches(self) -> bool:
+        """Whether the first failure's input is within the tolerance of its module's: the layer itself differs."""
+        return self.input_error is not None and self.input_error <= self.tol
+
+    @property
     def first_failure(self) -> Row | None:
         """The first row, in network order, above the tolerance (None when every compared row passed)."""
         return next((r for r in self.rows if r.status == "FAIL"), None)
