@@ -205,6 +205,8 @@ def _custom_scale_hint(spec: Spec, tensors: Mapping[str, np.ndarray], opts: Buil
     row = re.match(r"model\.(\d+)\.", e.key or "")
     if row and int(row[1]) < len(spec.rows) and not spec.rows[int(row[1])].block.module.startswith("netdef."):
         return ""  # a row of a block of one's own: its own channels, no scale of the family's
+    if (e.key or "").endswith((".anchors", ".anchor_grid", ".strides")):
+        return ""  # a head's anchors or strides disagree with its others: no width or depth makes them
     if e.key is None:  # keys missing or unused: another depth adds or drops whole modules
         from .network import _module_groups
 

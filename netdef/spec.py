@@ -157,7 +157,9 @@ class Spec:
                 raise SpecError(f"{self.source}: set: {e}") from None
         unknown = sorted(set(given) - set(declared))
         if unknown:
-            raise OptionError(f"--set {unknown[0]}: no block of {self.name} declares it ({takes})")
+            instead = TENSORRTX_CONSTANTS.get(unknown[0].upper().removeprefix("K").replace("_", ""))
+            raise OptionError(f"--set {unknown[0]}: no block of {self.name} declares it ({takes})"
+                              + (f"; tensorrtx's config.h {unknown[0]} is {instead} here" if instead else ""))
         cli = set(given)
         given = {**self.preset, **given}
         values = {k: (p.convert(k, given[k]) if k in given else p.default) for k, p in declared.items()}
@@ -844,6 +846,19 @@ def observing_rows(observer: RowObserver | None) -> Iterator[None]:
         yield
     finally:
         _row_observer.reset(token)
+
+
+# tensorrtx's config.h constants (kNumClass, CLASS_NUM, kConfThresh, ...: upper case, without k and _) -> netdef's
+TENSORRTX_CONSTANTS = {
+    "NUMCLASS": "the class count of the weights (`--set nc=N` only checks it)",
+    "CLASSNUM": "the class count of the weights (`--set nc=N` only checks it)",
+    "CONFTHRESH": "`netdef detect --conf` (a plugin head's: `--set conf_thres=` at build)",
+    "NMSTHRESH": "`netdef detect --iou` (a plugin head's: `--set iou_thres=` at build)",
+    "MAXNUMOUTPUTBBOX": "`--set max_det=` at build (a plugin head), `netdef detect --max-det`",
+    "BATCHSIZE": "`--batch 1:N` (dynamic up to N; `--batch N` fixes it at N)",
+    "MAXBATCHSIZE": "`--batch 1:N` (dynamic up to N; `--batch N` fixes it at N)",
+    "INPUTH": "`--input-shape HxW`", "INPUTW": "`--input-shape HxW`",
+}
 
 
 def _near_block(name: str) -> str | None:

@@ -224,6 +224,10 @@ def test_help_lists_commands():
     (["--debug", "yolov5", "-s", "y.wts", "y.engine", "c", "0.33", "0.5"], "`netdef build ARCH -w y.wts -o y.engine`"),
     (["-s", "y.wts", "y.engine", "s"], "`netdef build ARCH -w y.wts -o y.engine`"),
     (["yolov5_det", "-d", "y.engine", "../images"], "`netdef detect y.engine ../images --out DIR`"),
+    (["yolov5_seg", "-d", "y.engine", "imgs", "coco.txt"], "`netdef detect y.engine imgs --out DIR --names coco.txt` "
+                                                           "(class names: --names, else those the engine records"),
+    (["yolov8_det", "-s", "y.wts", "y.engine", "n2"], "`netdef build yolov8n-p2 -w y.wts -o y.engine`"),  # P2
+    (["-s", "yolov5s6.wts", "y.engine", "s6"], "`netdef build yolov5s6 -w yolov5s6.wts -o y.engine`"),  # its name
 ])
 def test_a_tensorrtx_command_line_is_answered_with_netdefs(capsys, argv, needle):
     """tensorrtx's `yolov5_det -s WTS ENGINE SCALE` / `-d ENGINE IMAGES`, typed out of habit: the netdef commands

@@ -605,7 +605,7 @@ def test_cli_register_and_run(tmp_path, monkeypatch):
     args = parser.parse_args(["detect", "m.engine", str(tmp_path / "imgs"), "--out", str(tmp_path / "out"),
                               "--names", str(tmp_path / "names.txt"), "--conf", "0.3"])
     assert args.func(args) == 0
-    assert seen == {"engine": "m.engine", "conf": 0.3, "iou": None, "max_det": 300, "device": None,
+    assert seen == {"engine": "m.engine", "conf": 0.3, "iou": None, "max_det": None, "device": None,
                     "kpt_shape": None, "input_hw": None, "rect": False, "names_from": str(tmp_path / "names.txt"),
                     "letterbox_kernel": False}
     saved = json.loads((tmp_path / "out" / "detections.json").read_text())
@@ -850,3 +850,26 @@ def test_names_in_messages_stay_one_name_on_one_line():
     assert shown(["cat", "traffic light", "é", "dog\nbone", "a\tb", "x,y", "z\x00"], 10) == \
         "cat, traffic light, é, 'dog\\nbone', 'a\\tb', 'x,y', 'z\\x00'"
     assert shown(list("abcdef")) == "a, b, c, d, e, ..."
+
+
+def test_max_det_beyond_what_an_engine_keeps_is_refused():
+    """A plugin engine built to keep 300 boxes (its max_det) gave at most 300 for --max-det 1000 without a word (as
+    tensorrtx's kMaxNumOutputBbox 1000 users expect 1000); more than it keeps is refused with the rebuild, fewer
+    taken, and without --max-det the engine's own count is the default (YOLO26's top-k head likewise)."""
+    from netdef.tools.detect import OutputLayout, _max_det
+
+    plugin = OutputLayout.of([("num_dets", (-1, 1)), ("boxes", (-1, 300, 4)), ("scores", (-1, 300)),
+                              ("classes", (-1, 300))])
+    shapes = {"num_dets": (-1, 1), "boxes": (-1, 300, 4), "scores": (-1, 300), "classes": (-1, 300)}
+    assert plugin.kind == "plugin"
+    with pytest.raises(NetdefError, match=r"e\.engine keeps at most 300 boxes per image \(built in: its max_det\); "
+                                          r"for --max-det 1000 rebuild with --set max_det=1000"):
+        _max_det(plugin, shapes, "e.engine", 1000)
+    assert _max_det(plugin, shapes, "e.engine", 50) == 50 and _max_det(plugin, shapes, "e.engine", None) == 300
+    end2end = OutputLayout.of([("output", (-1, 100, 6))], end_to_end=True)
+    assert _max_det(end2end, {"output": (-1, 100, 6)}, "y26.engine", None) == 100
+    with pytest.raises(NetdefError, match=r"keeps at most 100 boxes"):
+        _max_det(end2end, {"output": (-1, 100, 6)}, "y26.engine", 300)
+    raw = OutputLayout.of([("output", (-1, 25200, 85))])
+    assert _max_det(raw, {"output": (-1, 25200, 85)}, "v5.engine", None) == 300  # NMS here: the default
+    assert _max_det(raw, {"output": (-1, 25200, 85)}, "v5.engine", 1000) == 1000

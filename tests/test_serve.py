@@ -789,7 +789,8 @@ def test_detect_function_on_encoded_images():
         assert o["classes"][pos, :2].tolist() == record["classes"] == [1, 0]
         assert not o["boxes"][pos, 2:].any() and not o["scores"][pos, 2:].any() and not o["classes"][pos, 2:].any()
     assert outs[1]["classes"][0, 0] == 1 and json.loads(outs[1]["detections"][0, 0])["scores"] == [0.72]
-    assert request_settings({"conf": "0.5", "iou": 0.6}, DetectSettings(), 300) == DetectSettings(0.5, 0.6, 300)
+    assert request_settings({"conf": "0.5", "iou": 0.6}, DetectSettings(), 300) == DetectSettings(0.5, 0.6)
+    assert DetectSettings().rows == 300 and DetectSettings(max_det=7).rows == 7  # outputs padded to the default
     assert request_settings({"conf": 1, "max_det": "7"}, DetectSettings(), 300) == DetectSettings(1.0, None, 7)
 
 

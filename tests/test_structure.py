@@ -60,6 +60,13 @@ def test_set_with_an_undeclared_key_is_an_error():
         load_spec("lenet").resolve_params({"head": "plugin"})
     with pytest.raises(OptionError, match=r"--set head: no block of resnet18 declares it \(its blocks take nc\)"):
         load_spec("resnet18").resolve_params({"head": "plugin"})
+    # tensorrtx's config.h names, as a migrant gives them: answered with netdef's option
+    for name, answer in (("kNumClass", "the class count of the weights"), ("CLASS_NUM", "the class count"),
+                         ("kMaxNumOutputBbox", "`--set max_det=`"), ("kBatchSize", "`--batch 1:N`"),
+                         ("kConfThresh", "`netdef detect --conf`"), ("kInputH", "`--input-shape HxW`")):
+        with pytest.raises(OptionError, match=rf"--set {name}: no block of yolov5s declares it .*; tensorrtx's "
+                                              rf"config\.h {name} is {re.escape(answer)}"):
+            spec.resolve_params({name: 1})
 
 
 @pytest.mark.parametrize("given, message", [

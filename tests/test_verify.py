@@ -578,7 +578,8 @@ def test_a_checkpoint_of_another_ultralytics_model_is_named(tmp_path):
 
 def test_tensorrtx_yolov5_buffers_are_checked_and_accepted(yolov5_models, tmp_path):
     """tensorrtx's gen_wts.py for YOLOv5 v7.0 adds `anchor_grid` (pixels) and `strides` to the state_dict: netdef
-    checks both against the anchors and its own strides, and verify does not ask the PyTorch model for them."""
+    checks both against the anchors and its own strides, and neither verify nor calibrate_torch asks the PyTorch
+    model for them (calibrate_torch refused the model it was exported from: 'file only: anchor_grid, strides')."""
     from netdef.testing import yolov5_reference as ref
     from netdef.wts import write_wts
 
@@ -592,6 +593,15 @@ def test_tensorrtx_yolov5_buffers_are_checked_and_accepted(yolov5_models, tmp_pa
     report = verify("yolov5n", tmp_path / "trtx.wts", model, cpu=True, opts=BuildOptions(input_hw=(128, 160)),
                     log=lambda m: None)
     assert report.ok, report.summary()
+    # calibrated on the CPU from that file, with the model it came from (which lacks the two buffers), and built
+    from netdef.build import define_network
+    from netdef.int8.calibrate import calibrate_torch
+
+    batches = [np.random.default_rng(0).random((2, 3, 128, 160), dtype=np.float32)]
+    table = calibrate_torch(model, "yolov5n", tmp_path / "trtx.wts", batches, tmp_path / "t.json", method="max",
+                            input_hw=(128, 160), log=lambda m: None)
+    assert table.amax and define_network("yolov5n", tmp_path / "trtx.wts", BuildOptions(
+        precision="int8", calibration=str(tmp_path / "t.json"), input_hw=(128, 160)), log=lambda m: None).quantizer
     write_wts(tmp_path / "bad.wts", trtx | {"model.24.strides": np.float32([8, 16, 64])})
     with pytest.raises(WeightKeyError, match=r"model\.24: 'model\.24\.strides' \[8\.0, 16\.0, 64\.0\] disagrees "
                                              r"with the network's strides \[8, 16, 32\]"):

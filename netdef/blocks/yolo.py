@@ -364,7 +364,7 @@ def _anchors_px(net: Network, prefix: str, nl: int, na: int, strides: list[int],
         grid = net.weight(grid_key, (nl, na, 2)).astype(np.float64)
         if px is not None and not np.allclose(grid, px, rtol=1e-4, atol=1e-3):
             raise WeightKeyError(f"{prefix}: '{grid_key}' (pixels) disagrees with '{key}' x strides {strides}: "
-                              f"{grid.reshape(nl, -1).tolist()} vs {px.reshape(nl, -1).tolist()}")
+                                 f"{grid.reshape(nl, -1).tolist()} vs {px.reshape(nl, -1).tolist()}", key=grid_key)
         px = grid
         net.derived.add(grid_key)
     strides_key = f"{prefix}.strides"  # tensorrtx's gen_wts.py for YOLOv5 v7.0 writes the strides too
@@ -372,7 +372,7 @@ def _anchors_px(net: Network, prefix: str, nl: int, na: int, strides: list[int],
         recorded = net.weight(strides_key, (nl,))
         if not np.array_equal(recorded, np.asarray(strides, np.float32)):
             raise WeightKeyError(f"{prefix}: '{strides_key}' {recorded.tolist()} disagrees with the network's "
-                                 f"strides {strides}")
+                                 f"strides {strides}", key=strides_key)
         net.derived.add(strides_key)
     return np.ascontiguousarray(px, np.float32)
 

@@ -8,6 +8,7 @@ import importlib
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -110,18 +111,25 @@ def tensorrtx_usage(argv: list[str]) -> str | None:
     if flag == "-d":
         engine = rest[0] if rest else "ENGINE"
         images = rest[1] if len(rest) > 1 else "IMAGES"
-        return (f"netdef has no `-d`: tensorrtx's `-d ENGINE IMAGES` is `netdef detect {engine} {images} --out DIR`"
-                " (thresholds and class names from the engine)")
+        labels = f" --names {rest[2]}" if len(rest) > 2 else ""
+        return (f"netdef has no `-d`: tensorrtx's `-d ENGINE IMAGES` is `netdef detect {engine} {images} --out "
+                f"DIR{labels}` (class names: --names, else those the engine records from `netdef build --names` or "
+                f"the checkpoint; thresholds: --conf and --iou, else YOLOv5's detect.py's and Ultralytics' "
+                f"defaults; a plugin engine's are built in)")
     wts = rest[0] if rest else "WEIGHTS.wts"
     engine = rest[1] if len(rest) > 1 else "OUT.engine"
     arch = "ARCH"
     program = words[0].lower() if not words[0].startswith("-") else ""
     family, _, task = program.partition("_")
-    if family and len(rest) > 2:
+    if len(rest) > 1:
         from ..spec import available_archs  # only here: reading the architecture list takes a moment
 
-        guess = f"{family}{rest[2]}" + ("" if task in ("", "det") else f"-{task}")
-        arch = guess if guess in available_archs() else arch
+        names, suffix = available_archs(), "" if task in ("", "det") else f"-{task}"
+        scale = rest[2] if len(rest) > 2 else ""
+        guesses = [f"{family}{scale}{suffix}", f"{family}{scale[:-1]}-p{scale[-1:]}{suffix}"] if family and scale \
+            else []
+        guesses.append(Path(wts).name.removesuffix(".wts"))  # yolov5s6.wts: its name
+        arch = next((g for g in guesses if g in names), arch)
     how = ("the class count comes from the weights" if arch != "ARCH" else "ARCH: the family and scale, yolov5s, "
            "yolov8n-seg, resnet50; the class count comes from the weights; tensorrtx's `c gd gw`: README's 'Coming "
            "from tensorrtx'")

@@ -40,8 +40,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                    help=f"NMS IoU threshold (default {defaults.IOU_THRES_ANCHOR_FREE} for YOLOv8/YOLO11 as "
                         f"Ultralytics' predictor, {defaults.IOU_THRES} for YOLOv5 as its detect.py; plugin engines: "
                         "built in)")
-    p.add_argument("--max-det", type=number("--max-det", minimum=1), default=defaults.MAX_DET,
-                   help="boxes per image at most (detection engines)")
+    p.add_argument("--max-det", type=number("--max-det", minimum=1),
+                   help=f"boxes per image at most (detection engines; default {defaults.MAX_DET}, for engines with "
+                        "NMS or top-k built in the count they were built to keep, the most they give)")
     p.add_argument("--names", help="class names file: one per line, or a data.yaml's names: (default: the names "
                                    "the engine records, from the checkpoint or `netdef build --names`; none: class "
                                    "indices)")

@@ -106,7 +106,7 @@ def detect_settings(a: argparse.Namespace) -> DetectSettings | None:
     """The DetectSettings of --conf, --iou, --max-det; None where none is given."""
     if a.conf is None and a.iou is None and a.max_det is None:
         return None
-    return DetectSettings(a.conf, a.iou, defaults.MAX_DET if a.max_det is None else a.max_det)
+    return DetectSettings(a.conf, a.iou, a.max_det)
 
 
 def cmd_serve(a: argparse.Namespace) -> int:

@@ -346,7 +346,7 @@ def serve(engine: str | os.PathLike, *, port: int = 8000, grpc_port: int = 8001,
         try:
             engine_detectors(described, settings, names, names_from=names_from)
         except NetdefError as e:
-            raise NetdefError(f"{e} (for model '{detect_binding(spec, settings.max_det).name}'; --no-detect serves "
+            raise NetdefError(f"{e} (for model '{detect_binding(spec, settings.rows).name}'; --no-detect serves "
                               "the raw tensors alone)") from None
     if header is not None:  # a sidecar-less plan had them checked before it was loaded
         pt = import_pytriton()
@@ -368,7 +368,7 @@ def serve(engine: str | os.PathLike, *, port: int = 8000, grpc_port: int = 8001,
                 _start(triton)
                 wait_ready(ports.http, models, token)
                 served = True
-                _log_endpoints(log, ports, models, settings.max_det)
+                _log_endpoints(log, ports, models, settings.rows)
                 log(f"serving {engine} as model(s) {', '.join(repr(m) for m in models)}, "
                     f"{max(len(devices), 1) * instances} instance(s) each (device "
                     f"{', '.join(map(str, devices)) or 'current'}, {instances} per entry); {SERVING}")
@@ -436,7 +436,7 @@ def write_repository(repo: Path, timing: Path, engine: Path, meta: dict[str, Any
     specs = [(spec, "raw")]
     base = detect_settings or DetectSettings()
     if detect:
-        specs.append((detect_binding(spec, base.max_det), "detect"))
+        specs.append((detect_binding(spec, base.rows), "detect"))
     timing.mkdir(parents=True, exist_ok=True)
     kind = "KIND_CPU" if os.environ.get(ENGINE_ENV) else "KIND_GPU"  # a stand-in engine runs on the CPU
     for model, role in specs:

@@ -44,11 +44,16 @@ PARAMETERS = ("conf", "iou", "max_det")
 @dataclass(frozen=True)
 class DetectSettings:
     """Post-processing settings: conf and iou (None: the detector's defaults, a plugin engine's built-in values)
-    and max_det (boxes per image at most)."""
+    and max_det (boxes per image at most; None: the detector's default, a plugin or end-to-end engine's count)."""
 
     conf: float | None = None
     iou: float | None = None
-    max_det: int = defaults.MAX_DET
+    max_det: int | None = None
+
+    @property
+    def rows(self) -> int:
+        """The detections per image the outputs are padded to: max_det, default defaults.MAX_DET."""
+        return defaults.MAX_DET if self.max_det is None else self.max_det
 
 
 def detector_error(meta: Mapping[str, Any]) -> str | None:
@@ -161,11 +166,11 @@ def pack(records: Sequence[Mapping[str, Any]], max_det: int) -> dict[str, np.nda
 def detect_function(detector: Callable[[DetectSettings], Any], base: DetectSettings
                     ) -> Callable[[list[Any]], list[dict[str, np.ndarray] | NetdefError]]:
     """The function one `NAME_detect` instance runs on the requests of one batch (`stub_model.Request`s: inputs by
-    name, `.parameters`): per request its outputs (`pack`, padded to `base.max_det`), or the NetdefError its
+    name, `.parameters`): per request its outputs (`pack`, padded to `base.rows`), or the NetdefError its
     images or parameters raised ("this request, image 0: ..."; the other requests are answered).
     `detector(settings)` gives the `Detector` for a request's settings; requests with the same settings run
     together (images of all of them in one call)."""
-    max_det = base.max_det
+    max_det = base.rows
 
     def read(request: Any) -> tuple[DetectSettings, list[np.ndarray]]:
         """The request's settings and decoded images; a NetdefError naming what is wrong with either or both."""

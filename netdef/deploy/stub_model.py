@@ -191,7 +191,7 @@ def served_model(settings: Settings, device: int | None, times: CallTimes) -> tu
 
     base = DetectSettings(**settings.detect)
     detectors = engine_detectors(engine, base, settings.names, names_from=settings.names_from)
-    return detect_binding(spec, base.max_det), detect_function(lambda s: timed(detectors(s), times), base)
+    return detect_binding(spec, base.rows), detect_function(lambda s: timed(detectors(s), times), base)
 
 
 class TritonPythonModel:

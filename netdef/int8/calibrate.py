@@ -262,7 +262,7 @@ def calibrate_torch(model: Any, arch: str | Path, weights: str | Path, batches: 
     if missing:
         raise NetdefError(f"calibrate_torch cannot observe {missing[:5]} (residual adds or names that are not "
                           f"modules of {type(model).__name__}); calibrate with the engine: `netdef calibrate`")
-    _check_model_holds(model, net.weights, weights)  # the arrays read once, from the file hashed
+    _check_model_holds(model, net.weights, weights, net.derived, net.supplied)  # the arrays read once, as hashed
     shape = spec.input_shape_for(tuple(input_hw) if input_hw else None)
     collectors = {k: RangeCollector(bins, name=k) for k in points}
     hooks = [modules[k].register_forward_pre_hook(
@@ -291,13 +291,18 @@ def calibrate_torch(model: Any, arch: str | Path, weights: str | Path, batches: 
                  {"images": n, "batches": nb, "source": "torch"})
 
 
-def _check_model_holds(model: Any, tensors: Mapping[str, np.ndarray], weights: str | Path) -> None:
+def _check_model_holds(model: Any, tensors: Mapping[str, np.ndarray], weights: str | Path,
+                       derived: Iterable[str] = (), supplied: Iterable[str] = ()) -> None:
     """NetdefError unless `model`'s state_dict holds `tensors`, the arrays of the .wts `weights` (same keys, values
-    equal to float32 rounding): ranges measured with other weights would be stamped with this file's fingerprint."""
+    equal to float32 rounding): ranges measured with other weights would be stamped with this file's fingerprint.
+    `derived` keys (checked against the others: tensorrtx's YOLOv5 anchor_grid and strides) the model may lack,
+    `supplied` ones (fixed values the file lacks: DFL's bins) the file."""
     from ..network import IGNORED_KEY_SUFFIXES
 
-    state = {k: v for k, v in model.state_dict().items() if not k.endswith(IGNORED_KEY_SUFFIXES)}
-    keys = [k for k in tensors if not k.endswith(IGNORED_KEY_SUFFIXES)]
+    derived, supplied = set(derived), set(supplied) - set(tensors)
+    state = {k: v for k, v in model.state_dict().items() if not k.endswith(IGNORED_KEY_SUFFIXES)
+             and not (k in supplied or k in derived and k not in tensors)}
+    keys = [k for k in tensors if not k.endswith(IGNORED_KEY_SUFFIXES) and not (k in derived and k not in state)]
     if sorted(state) != sorted(keys):
         extra, lacking = sorted(set(state) - set(keys)), sorted(set(keys) - set(state))
         raise NetdefError(f"calibrate_torch: the model's keys are not those of {weights} (model only: "

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -424,17 +424,19 @@ def input_problem(inputs: Sequence[tuple[str, tuple[int, ...], str]]) -> str | N
 
 
 def engine_detector(engine: Any, conf: float | None = None, iou: float | None = None,
-                    max_det: int = DEFAULT_MAX_DET, names: list[str] | None = None, *,
+                    max_det: int | None = None, names: list[str] | None = None, *,
                     device: int | None = None, kpt_shape: Sequence[int] | None = None,
                     input_hw: tuple[int, int] | None = None, rect: bool = False,
                     names_from: str | os.PathLike | None = None,
                     letterbox_kernel: bool = False) -> Detector | Classifier:
     """A Detector over a netdef engine (a path, loaded on CUDA device `device`, default the current one; or a
     `netdef.runtime.Engine`), on the engine's GPU; for a classification engine a `Classifier` (called the same
-    way; conf, iou and kpt_shape do not apply to it, max_det neither: it keeps the top 5).
+    way; conf, iou, kpt_shape and max_det do not apply to it: it keeps the top 5).
 
     Plugin engines have their NMS thresholds built in: `conf` may only raise the score threshold and `iou`
-    must equal the built one (rebuild with --set conf_thres=/iou_thres= otherwise); None keeps them.
+    must equal the built one (rebuild with --set conf_thres=/iou_thres= otherwise); None keeps them. `max_det`:
+    boxes per image at most, default DEFAULT_MAX_DET; engines with NMS or top-k built in keep at most (and by
+    default) the count they were built with.
     `kpt_shape` (keypoints, dims): a plain pose engine's; default the `kpt_shape` its header's model record holds
     (the weights'; one given must equal it), for older engines that of the architecture YAML its header records.
     An engine built with a dynamic input size letterboxes to `input_hw` (default: its first profile's OPT size);
@@ -459,7 +461,8 @@ def engine_detector(engine: Any, conf: float | None = None, iou: float | None = 
     model = eng.meta.get("model")  # engine_file checked it (optional: older engines lack it)
     names = engine_names(names, eng.meta, eng.path, names_from)
     if (model["task"] if model else "classify" if arch.endswith("-cls") else None) == "classify":
-        given = [n for n, v in (("conf", conf), ("iou", iou), ("kpt_shape", kpt_shape)) if v is not None]
+        given = [n for n, v in (("conf", conf), ("iou", iou), ("kpt_shape", kpt_shape), ("max_det", max_det))
+                 if v is not None]
         if given:
             raise NetdefError(f"{eng.path} is a classification engine: {', '.join(given)} "
                               f"appl{'ies' if len(given) == 1 else 'y'} to detection engines only")
@@ -485,6 +488,7 @@ def engine_detector(engine: Any, conf: float | None = None, iou: float | None = 
                           f"{layout.task} engine's: " + ", ".join(f"{n} {list(s)}" for n, s in outputs))
     if layout.kind == "plugin":
         conf, iou = _plugin_thresholds(eng.meta, str(eng.path), conf, iou)
+    max_det = _max_det(layout, dict(outputs), str(eng.path), max_det)
     infer, batch_range, device = engine_io(eng)
     if letterbox_kernel:  # compiled now: a missing toolchain is heard of before any image is read
         from .letterbox_cuda import kernel_library
@@ -566,6 +570,20 @@ def _arch_kpt_shape(meta: dict[str, Any], where: str) -> tuple[int, int]:
     return int(value[0]), int(value[1])
 
 
+def _max_det(layout: OutputLayout, shapes: Mapping[str, tuple[int, ...]], where: str, max_det: int | None) -> int:
+    """The boxes per image a detector keeps: `max_det` (default DEFAULT_MAX_DET), or for an engine whose NMS or
+    top-k is built in (a plugin's, YOLO26's end-to-end head) the count it was built to keep (default); more than
+    that is refused (the engine returns no more: rebuild with --set max_det=)."""
+    role = "boxes" if layout.kind == "plugin" else "pred" if layout.kind == "end_to_end" else None
+    built = shapes[layout.names[role]][1] if role in layout.names else None
+    if built is None or built < 1:
+        return DEFAULT_MAX_DET if max_det is None else max_det
+    if max_det is not None and max_det > built:
+        raise NetdefError(f"{where} keeps at most {built} boxes per image (built in: its max_det); for --max-det "
+                          f"{max_det} rebuild with --set max_det={max_det}")
+    return built if max_det is None else max_det
+
+
 def _plugin_thresholds(meta: dict[str, Any], where: str, conf: float | None,
                        iou: float | None) -> tuple[float, float]:
     layers = [lay for p in meta.get("plugins", []) for lay in p.get("layers", []) if "conf_thres" in lay]
@@ -581,7 +599,7 @@ def _plugin_thresholds(meta: dict[str, Any], where: str, conf: float | None,
 
 
 def detect(engine: Any, images: Sequence[str | Path | np.ndarray], conf: float | None = None,
-           iou: float | None = None, max_det: int = DEFAULT_MAX_DET,
+           iou: float | None = None, max_det: int | None = None,
            names: list[str] | None = None, *, device: int | None = None,
            kpt_shape: Sequence[int] | None = None) -> list[dict[str, Any]]:
     """Detect objects: `images` are files, folders or HxWx3 uint8 RGB arrays; one dict per image:
