@@ -355,3 +355,38 @@ def test_calibration_images_without_pillow_are_one_error(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "PIL", None)  # `import PIL` raises ImportError
     with pytest.raises(NetdefError, match=r"^reading images needs Pillow: pip install pillow$"):
         load_image(tmp_path / "a.png", (3, 8, 8))
+
+
+def test_yolo_calibration_images_are_letterboxed_as_detect_feeds_them(tmp_path, monkeypatch):
+    """A YOLO detector's calibration images were stretched to the input size, while `netdef detect` letterboxes
+    them (aspect kept, grey 114 around): the ranges were measured on other inputs. `resize="letterbox"` gives
+    detect's own pixels (tools.preprocess.letterbox), the default for a YOLO detection head, said on the log;
+    classifiers keep the stretch."""
+    pytest.importorskip("PIL")
+    from PIL import Image
+
+    from netdef import trt_api
+    from netdef.int8 import calibrate as calibration_run
+    from netdef.int8.calibrate import calibration_batches
+    from netdef.tools.preprocess import letterbox
+
+    rgb = np.random.default_rng(0).integers(0, 256, (20, 40, 3), np.uint8)  # wide: padded above and below
+    (tmp_path / "imgs").mkdir()
+    Image.fromarray(rgb).save(tmp_path / "imgs" / "a.png")
+    _, batches = calibration_batches(tmp_path / "imgs", (3, 32, 32), 4, resize="letterbox")
+    x = next(batches)
+    assert np.array_equal(x[0], letterbox([rgb], (32, 32), bgr=False, device="cpu")[0][0].numpy())
+    assert np.allclose(x[0, :, 0, :], 114 / 255) and not np.allclose(x[0, :, 16, :], 114 / 255)
+    _, stretched = calibration_batches(tmp_path / "imgs", (3, 32, 32), 4)
+    assert not np.allclose(next(stretched)[0, :, 0, :], 114 / 255)
+    with pytest.raises(NetdefError, match=r"calibration resize 'crop': use stretch or letterbox"):
+        calibration_batches(tmp_path / "imgs", (3, 32, 32), 4, resize="crop")
+    said: list[str] = []
+    (tmp_path / "w.wts").write_text("1\nx 1 3f800000\n")  # hashed, not read: no GPU here
+    monkeypatch.setattr(trt_api, "can_run_engines", lambda: False)  # the default is chosen (and said) before
+    for arch, how in (("yolov5n", "letterboxed (grey 114 around, as netdef detect feeds yolov5n) to 640x640 "
+                                  "(--resize stretch for the other)"),
+                      ("resnet18", "resized to 224x224 (--resize letterbox for the other)")):
+        with pytest.raises(NetdefError, match="calibration runs the FP32 network on a CUDA GPU"):
+            calibration_run.calibrate(arch, tmp_path / "w.wts", tmp_path / "imgs", tmp_path / "t.json", log=said.append)
+        assert said[-1] == f"[netdef] calibration images {how}", said

@@ -33,6 +33,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--input-shape", help="H,W overriding the YAML's input size (build with the same value)")
     p.add_argument("--mean", help="per-channel mean subtracted from images scaled to [0,1], e.g. 0.485,0.456,0.406")
     p.add_argument("--std", help="per-channel std dividing images, e.g. 0.229,0.224,0.225")
+    p.add_argument("--resize", choices=("stretch", "letterbox"),
+                   help="how images are brought to the input size (default: letterbox, aspect kept and grey 114 "
+                        "around as `netdef detect` feeds it, for a YOLO detector; stretch for the others)")
     p.add_argument("--no-strict", action="store_true", help="allow keys in the .wts that the architecture does not use")
     add_device_option(p)
     add_blocks_option(p)
@@ -47,7 +50,7 @@ def cmd_calibrate(a: argparse.Namespace) -> int:
         table = calibration_run.calibrate(
             a.arch, a.weights, a.data, a.output, method=a.method, percentile=a.percentile, batch=a.batch,
             max_images=a.max_images, input_hw=list(hw) if hw else None, mean=optional_numbers(a.mean, "--mean"),
-            std=optional_numbers(a.std, "--std"), strict=not a.no_strict)
+            std=optional_numbers(a.std, "--std"), strict=not a.no_strict, resize=a.resize)
     shape = f" --input-shape {a.input_shape}" if a.input_shape else ""
     print(f"wrote {a.output}: {len(table.amax)} ranges from {table.meta['images']} inputs\n"
           f"next: netdef build {a.arch} --weights {a.weights}{shape} --precision int8 --calibration {a.output} "

@@ -42,13 +42,19 @@ DEFAULT_MAX_IMAGES = 512
 
 # ---------------------------------------------------------------- calibration data
 
+RESIZES = ("stretch", "letterbox")
+
+
 def calibration_batches(data: str | Path, shape: Sequence[int], batch: int, *, max_images: int | None = None,
                         mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-                        seed: int = 0) -> tuple[int, Iterator[np.ndarray]]:
-    """(number of inputs, iterator of float32 batches of shape (<=batch, *shape)) from `data`.
+                        seed: int = 0, resize: str = "stretch") -> tuple[int, Iterator[np.ndarray]]:
+    """(number of inputs, iterator of float32 batches of shape (<=batch, *shape)) from `data`; images brought to
+    the input size by `resize` ("stretch", or "letterbox" as `netdef detect` feeds a YOLO detector).
 
     With more inputs than `max_images`, a fixed-seed random subset is used (folders are often sorted by class).
     """
+    if resize not in RESIZES:
+        raise NetdefError(f"calibration resize {resize!r}: use {' or '.join(RESIZES)}")
     if batch < 1:
         raise NetdefError(f"calibration batch size must be >= 1, got {batch}")
     if max_images is not None and max_images < 1:
@@ -59,7 +65,7 @@ def calibration_batches(data: str | Path, shape: Sequence[int], batch: int, *, m
         files = image_files(path)
         files = [files[i] for i in sorted(_subset(len(files), max_images, seed))]
         mean_a, std_a = _norm(mean, shape[0], "mean"), _norm(std, shape[0], "std")
-        loader = (np.stack([load_image(f, shape, mean_a, std_a) for f in files[i:i + batch]])
+        loader = (np.stack([load_image(f, shape, mean_a, std_a, resize) for f in files[i:i + batch]])
                   for i in range(0, len(files), batch))
         return len(files), loader
     if not path.is_file():
@@ -86,18 +92,30 @@ def image_files(folder: Path) -> list[Path]:
 
 
 def load_image(path: Path, shape: Sequence[int], mean: np.ndarray | None = None,
-               std: np.ndarray | None = None) -> np.ndarray:
-    """One image as float32 (C, H, W) in [0, 1] (then (x - mean) / std): resized (bilinear) to H, W."""
+               std: np.ndarray | None = None, resize: str = "stretch") -> np.ndarray:
+    """One image as float32 (C, H, W) in [0, 1] (then (x - mean) / std): resized (bilinear) to H, W, or
+    letterboxed to it as YOLO's detectors take images (aspect kept, grey 114 around: `tools.preprocess`)."""
     c, h, w = shape
     if c not in (1, 3):
         raise NetdefError(f"image calibration data needs a 1- or 3-channel input, the network takes {c}; "
                           f"pass a (N, {c}, {h}, {w}) .npy array instead")
+    if resize == "letterbox" and c != 3:
+        raise NetdefError(f"letterboxed calibration images are RGB; the network takes {c} channel(s)")
     with open_image(path) as img:  # without Pillow: open_image's NetdefError, not an ImportError
         from PIL import Image
 
+        if resize == "letterbox":
+            from ..tools.preprocess import letterbox
+
+            rgb = decoded(path, lambda: np.asarray(img.convert("RGB"), dtype=np.uint8))
+            return _normalized(letterbox([rgb], (h, w), bgr=False, device="cpu")[0][0].numpy(), mean, std)
         x = decoded(path, lambda: np.asarray(img.convert("L" if c == 1 else "RGB").resize((w, h), Image.BILINEAR),
                                              dtype=np.float32)) / 255.0
-    x = x[None] if c == 1 else x.transpose(2, 0, 1)
+    return _normalized(x[None] if c == 1 else x.transpose(2, 0, 1), mean, std)
+
+
+def _normalized(x: np.ndarray, mean: np.ndarray | None, std: np.ndarray | None) -> np.ndarray:
+    """(C, H, W) `x` minus `mean`, divided by `std` (per channel, where given), as contiguous float32."""
     if mean is not None:
         x = x - mean[:, None, None]
     if std is not None:
@@ -199,16 +217,26 @@ def calibrate(arch: str | Path, weights: str | Path, data: str | Path, output_ta
               method: str = "entropy", percentile: float = 99.99, batch: int = 16,
               max_images: int | None = DEFAULT_MAX_IMAGES, input_hw: Sequence[int] | None = None,
               mean: Sequence[float] | None = None, std: Sequence[float] | None = None, strict: bool = True,
-              bins: int = 2048, log: Callable[[str], None] | None = None) -> CalibrationTable:
+              bins: int = 2048, resize: str | None = None,
+              log: Callable[[str], None] | None = None) -> CalibrationTable:
     """Calibrate `arch` + `weights` on `data` with the FP32 engine and save the table at `output_table`. The engine
-    is built and run on the current CUDA device (`with trt_api.use_device(N):` selects another)."""
+    is built and run on the current CUDA device (`with trt_api.use_device(N):` selects another). Images are
+    brought to the input size by `resize` (`calibration_batches`), default "letterbox" for an architecture with
+    a YOLO detection head (what `netdef detect` feeds it), else "stretch"."""
     log = log or _stderr
     kw = _method_options(method, percentile)
     spec = load_spec(arch)
     check_output(output_table, inputs=[weights, spec.path, *block_files(), data], what="the calibration table",
                  kind=TABLE_FILE, name=output_name(spec.name, "_table.json"))
     shape = spec.input_shape_for(tuple(input_hw) if input_hw else None)
-    n, batches = calibration_batches(data, shape, batch, max_images=max_images, mean=mean, std=std)
+    if resize is None and Path(data).is_dir():
+        resize = "letterbox" if "conf_thres" in spec.build_params() else "stretch"  # a YOLO detector's, as detect
+        how = f"letterboxed (grey 114 around, as netdef detect feeds {spec.name})" if resize == "letterbox" else \
+            "resized"
+        other = "stretch" if resize == "letterbox" else "letterbox"
+        log(f"[netdef] calibration images {how} to {shape[1]}x{shape[2]} (--resize {other} for the other)")
+    n, batches = calibration_batches(data, shape, batch, max_images=max_images, mean=mean, std=std,
+                                     resize=resize or "stretch")
     # a missing .wts is reported before a missing GPU; the table records this hash, of the file the engine reads
     identity = weights_identity(weights)
     if not trt_api.can_run_engines():
