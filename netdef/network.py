@@ -155,6 +155,7 @@ class Network:
         self.input_dtype, self.input_normalization = input_dtype, input_normalization
         self.plugins: list[dict[str, Any]] = []
         self.model: dict[str, Any] = {}  # what the head computes (record_model): the engine header's "model"
+        self.built_values: dict[str, Any] = {}  # a top-level YAML value as the weights gave it (anchors): `show`
         self.classes: int | None = None  # a Classifier row's class count (checks --names where no head records one)
         self.quantizer: Any = None  # an int8 Quantizer (netdef.int8.quantize) places Q/DQ pairs
         self.scope = ""  # the key prefix of the row being built: default layer names start with it

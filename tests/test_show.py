@@ -287,3 +287,20 @@ def test_a_failing_row_shows_the_rows_before_it(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert out.splitlines()[-1] == "t: rows 0..0 of 1 built; the error below came after them"
     assert "'output' names 2" in err
+
+
+def test_the_head_row_shows_the_anchors_of_the_weights(yolov5_models):
+    """Anchors of the weights (autoanchor's) build the engine, but `show` listed the YAML's in the Detect row
+    (beside the weights' class count): it shows those the network takes."""
+    from netdef.testing import yolov5_reference as ref
+
+    if not ref.yolov5_available():
+        pytest.skip("needs the yolov5 package (pip install --no-deps yolov5==7.0.14)")
+    _, sd = yolov5_models("yolov5n")
+    sd = {k: v.numpy() for k, v in sd.items()}
+    sd["model.24.anchors"] = sd["model.24.anchors"] * 1.5  # in strides: the pixels are 1.5x the YAML's
+    text = str(show("yolov5n", sd, BuildOptions(input_hw=(64, 64))))
+    assert re.search(r"Detect +model\.24 +\(B, 252, 85\) +\[80, \[\[15, 19\.5, 24, 45, 49\.5, 34\.5\], \[45, 91\.5, "
+                     r"93, 67\.5, 88\.5, 178\.5\], \[174, 135, 234, 297, 559\.5, 489\]\]\]\n", text), text
+    text = str(show("yolov5n", None, BuildOptions(input_hw=(64, 64))))  # without weights: the YAML's
+    assert "[80, [[10, 13, 16, 30, 33, 23], [30, 61, 62, 45, 59, 119], [116, 90, 156, 198, 373, 326]]]" in text

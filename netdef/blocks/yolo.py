@@ -252,6 +252,8 @@ def _anchor_setup(net: Network, feats: Sequence[Any], prefix: str, nc: Any, anch
     sizes = [_spatial(net, t, prefix) for t in feats]
     stride_list = _strides(net, prefix, feats, strides, sizes)
     anchors_px = _anchors_px(net, prefix, len(feats), na, stride_list, yaml_px)
+    net.built_values["anchors"] = [[int(v) if float(v).is_integer() else round(float(v), 2) for v in level.reshape(-1)]
+                                   for level in anchors_px]  # the weights' (autoanchor), as the YAML writes them
     model = {"task": "segment" if nm else "detect", "nc": nc, "head": net.param("head")} | ({"nm": nm} if nm else {})
     net.record_model(**model, stride=int(max(stride_list)))
     return AnchorHead(na, nc, nm, sizes, stride_list, anchors_px)

@@ -78,6 +78,7 @@ class ShowReport:
     input_sizes: str = ""  # a dynamic input size's MIN:OPT:MAX (H, W then show as -1)
     hint: str = ""  # what a build's key error says the mismatch looks like (a misspelt module, another task)
     failed: bool = False  # the rows before the one whose build failed (`NetdefError.shown` holds this listing)
+    built_values: dict = field(default_factory=dict)  # top-level values as the weights gave them (anchors)
 
     @property
     def ok(self) -> bool:
@@ -96,7 +97,7 @@ class ShowReport:
         lines = [f"{s.name} ({s.source}): input '{s.input_name}' {_shape(self.input_shape)}{sizes}"
                  + (f", weights {self.weights}" if self.weights else ", no weights (keys and shapes as expected)"),
                  ""]
-        built = {} if self.missing else self.model  # keys missing: another head's, its class count read wrong
+        built = {} if self.missing else self.built_values | self.model  # keys missing: another head's, read wrong
         table = [["", "from", "n", "params", "block", "prefix", "output", "arguments"]] + [
             v.cells(built) for v in self.rows]
         widths = [max(len(c[i]) for c in table) for i in range(len(table[0]))]
@@ -209,6 +210,7 @@ def show(arch: str | Path | Spec, weights: Weights | None = None, opts: BuildOpt
     report = ShowReport(spec, shape or (-1, *spec.input_shape_for(opts.input_hw)), rec.rows, shown,
                         input_sizes=format_hw_range(opts.input_range) if opts.input_range else "", hint=hint)
     report.model = dict(rec.net.model or {})  # (its head line is printed with weights only)
+    report.built_values = dict(rec.net.built_values)
     if weights is not None:
         report.missing, report.unused = rec.net.key_report()
         report.skipped = dict(rec.net.skipped)
