@@ -228,6 +228,7 @@ def test_help_lists_commands():
                                                            "(class names: --names, else those the engine records"),
     (["yolov8_det", "-s", "y.wts", "y.engine", "n2"], "`netdef build yolov8n-p2 -w y.wts -o y.engine`"),  # P2
     (["-s", "yolov5s6.wts", "y.engine", "s6"], "`netdef build yolov5s6 -w yolov5s6.wts -o y.engine`"),  # its name
+    (["build", "-s", "yolov5s.wts", "y.engine", "s"], "`netdef build yolov5s -w yolov5s.wts -o y.engine`"),
 ])
 def test_a_tensorrtx_command_line_is_answered_with_netdefs(capsys, argv, needle):
     """tensorrtx's `yolov5_det -s WTS ENGINE SCALE` / `-d ENGINE IMAGES`, typed out of habit: the netdef commands

@@ -102,7 +102,7 @@ def tensorrtx_usage(argv: list[str]) -> str | None:
     """For a tensorrtx program's command line given to netdef (`yolov5_det -s W.wts E.engine s`, `-d E.engine
     IMAGES`: no netdef command first, `-s` or `-d` among the words), netdef's commands that do the same; else None."""
     words = [w for w in argv if w != "--debug"]
-    if not words or words[0] in COMMAND_NAMES:
+    if not words or words[0] in COMMAND_NAMES and not (words[0] == "build" and "-s" in words):  # `build -s W E s`
         return None
     flag = next((w for w in words if w in ("-s", "-d")), None)
     if flag is None:
