@@ -381,6 +381,9 @@ def test_yolo_calibration_images_are_letterboxed_as_detect_feeds_them(tmp_path, 
     assert not np.allclose(next(stretched)[0, :, 0, :], 114 / 255)
     with pytest.raises(NetdefError, match=r"calibration resize 'crop': use stretch or letterbox"):
         calibration_batches(tmp_path / "imgs", (3, 32, 32), 4, resize="crop")
+    np.save(tmp_path / "x.npy", np.zeros((2, 3, 32, 32), np.float32))  # an array is taken as it is
+    with pytest.raises(NetdefError, match=r"--mean/--std/--resize apply to image folders; the array"):
+        calibration_batches(tmp_path / "x.npy", (3, 32, 32), 4, resize="letterbox")
     said: list[str] = []
     (tmp_path / "w.wts").write_text("1\nx 1 3f800000\n")  # hashed, not read: no GPU here
     monkeypatch.setattr(trt_api, "can_run_engines", lambda: False)  # the default is chosen (and said) before

@@ -70,8 +70,9 @@ def calibration_batches(data: str | Path, shape: Sequence[int], batch: int, *, m
         return len(files), loader
     if not path.is_file():
         raise NetdefError(f"calibration data {path} not found: give a folder of images or a .npy/.npz/.pt array")
-    if mean is not None or std is not None:
-        raise NetdefError(f"--mean/--std apply to image folders; the array {path} is used as given (preprocess it)")
+    if mean is not None or std is not None or resize != "stretch":
+        raise NetdefError(f"--mean/--std/--resize apply to image folders; the array {path} is used as given "
+                          "(preprocess it)")
     arr = load_array(path, shape)
     idx = np.sort(_subset(len(arr), max_images, seed))
     return len(idx), (np.asarray(arr[idx[i:i + batch]], dtype=np.float32) for i in range(0, len(idx), batch))
