@@ -492,6 +492,7 @@ def plugin_alone(tmp_path_factory):
 ALONE = {"shape": (3, 1500, 5, 7), "nms": (0.3, 0.5, 40, 500)}
 
 
+@needs_ultralytics
 @pytest.mark.gpu
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_anchor_free_plugin_alone_equals_ultralytics_nms(plugin_alone, precision):
@@ -522,6 +523,7 @@ def test_anchor_free_plugin_alone_equals_ultralytics_nms(plugin_alone, precision
     assert candidates > topk * len(pred) > uncapped > max_det * len(pred) == n  # max_nms, NMS and max_det acted
 
 
+@needs_ultralytics
 @pytest.mark.gpu
 @pytest.mark.parametrize("n", [1, 2, 64, 65])
 def test_anchor_free_plugin_alone_with_few_candidates(plugin_alone, n):
