@@ -177,11 +177,14 @@ def _input_channels_hint(spec: Spec, tensors: Mapping[str, np.ndarray], e: Weigh
             f"with `input: {{name: {spec.input_name}, shape: {[have, *spec.input_shape[1:]]}}}`")
 
 
+_ROW_KEY = re.compile(r"model\.(\d+)\.")  # an Ultralytics-style key's row: model.12.cv1.conv.weight
+
+
 def _row_count_hint(spec: Spec, tensors: Mapping[str, np.ndarray]) -> str:
     """For Ultralytics-style weights (`model.N.*` keys) of rows beyond `spec`'s last row: the two counts (a P2 head,
     a block inserted: another layout, which no scale of `spec` builds); '' otherwise (fewer rows with weights say
     nothing: the last rows may have none)."""
-    rows = {int(m[1]) for k in tensors if (m := re.match(r"model\.(\d+)\.", k))}
+    rows = {int(m[1]) for k in tensors if (m := _ROW_KEY.match(k))}
     if not rows or len(spec.rows) < 2 or not all(r.prefix == f"model.{i}" for i, r in enumerate(spec.rows)):
         return ""
     last = max(rows)
@@ -202,7 +205,7 @@ def _custom_scale_hint(spec: Spec, tensors: Mapping[str, np.ndarray], opts: Buil
         return ""
     if opts.params and _fits(spec, tensors, opts.precision, {}):
         return ""
-    row = re.match(r"model\.(\d+)\.", e.key or "")
+    row = _ROW_KEY.match(e.key or "")
     if row and int(row[1]) < len(spec.rows) and not spec.rows[int(row[1])].block.module.startswith("netdef."):
         return ""  # a row of a block of one's own: its own channels, no scale of the family's
     if (e.key or "").endswith((".anchors", ".anchor_grid", ".strides")):

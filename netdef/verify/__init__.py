@@ -190,13 +190,20 @@ def _unchecked_layers(report: Report, layers: list[Any]) -> list[str]:
     """The layers between the last passing compared layer and the first failure that no module was compared with
     (those without weights: a block's inner mean, max or concatenation), where the failing layer's input
     differs already."""
+    last_pass, failure = _since_last_pass(report, layers)
+    compared = {r.layer for r in report.rows}
+    return [la.name for la in layers[last_pass + 1:failure]
+            if la.name not in compared and la.type not in ("CONSTANT", "CAST")]
+
+
+def _since_last_pass(report: Report, layers: list[Any]) -> tuple[int, int]:
+    """(index of the last passing compared layer before the first failure, -1 where none; index of the first
+    failure, 0 where none is a layer)."""
     order = {layer.name: i for i, layer in enumerate(layers)}
     first = report.first_failure
     end = order.get(first.layer, 0) if first is not None else 0
-    compared = {r.layer for r in report.rows}
-    start = max((order[r.layer] for r in report.rows if r.status == "pass" and order.get(r.layer, end) < end),
-                default=-1)
-    return [la.name for la in layers[start + 1:end] if la.name not in compared and la.type not in ("CONSTANT", "CAST")]
+    return max((order[r.layer] for r in report.rows if r.status == "pass" and order.get(r.layer, end) < end),
+               default=-1), end
 
 
 def _note_other_layout(model: Any, spec: Spec, log: Callable[[str], None]) -> None:
@@ -247,9 +254,8 @@ def _unchecked_before(report: Report, layers: list[Any], matched: Mapping[str, s
     constants = {t for layer in layers if layer.type == "CONSTANT" for t in layer.outputs}  # a LayerNorm's scale
     if (failing.weights or any(t in constants for t in failing.inputs)) and not report.input_differs:
         return []
-    end = order[first.layer]
-    start = max((order[r.layer] for r in report.rows if r.status == "pass" and order.get(r.layer, end) < end),
-                default=0)
+    last_pass, end = _since_last_pass(report, layers)
+    start = max(last_pass, 0)
 
     def checked(layer: Any) -> bool:  # compared with the row's module (`row_outputs`, or a block's own match)
         module = net.row_outputs.get(layer.outputs[0]) or net.row_ends[layer.outputs[0]][1]
