@@ -324,16 +324,12 @@ def _check_model_holds(model: Any, tensors: Mapping[str, np.ndarray], weights: s
                        derived: Iterable[str] = (), supplied: Iterable[str] = ()) -> None:
     """NetdefError unless `model`'s state_dict holds `tensors`, the arrays of the .wts `weights` (same keys, values
     equal to float32 rounding): ranges measured with other weights would be stamped with this file's fingerprint.
-    `derived` keys (checked against the others: tensorrtx's YOLOv5 anchor_grid and strides) the model may lack,
-    `supplied` ones (fixed values the file lacks: DFL's bins) the file."""
-    from ..network import IGNORED_KEY_SUFFIXES
+    `derived` and `supplied` keys as `model_key_difference` takes them."""
+    from ..verify.reference import model_key_difference
 
-    derived, supplied = set(derived), set(supplied) - set(tensors)
-    state = {k: v for k, v in model.state_dict().items() if not k.endswith(IGNORED_KEY_SUFFIXES)
-             and not (k in supplied or k in derived and k not in tensors)}
-    keys = [k for k in tensors if not k.endswith(IGNORED_KEY_SUFFIXES) and not (k in derived and k not in state)]
-    if sorted(state) != sorted(keys):
-        extra, lacking = sorted(set(state) - set(keys)), sorted(set(keys) - set(state))
+    state = model.state_dict()
+    keys, extra, lacking = model_key_difference(state, tensors, derived, supplied)
+    if extra or lacking:
         raise NetdefError(f"calibrate_torch: the model's keys are not those of {weights} (model only: "
                           f"{extra[:3]}, file only: {lacking[:3]}): give the model the file was exported from")
     for k in keys:

@@ -10,7 +10,6 @@ engine whose compared tensors are marked as outputs (`engine.py`).
 """
 from __future__ import annotations
 
-import bisect
 import copy
 import math
 import numbers
@@ -29,7 +28,7 @@ from ..network import IGNORED_KEY_SUFFIXES
 from ..fileio import read_npy
 from ..options import BuildOptions, format_hw_range
 from ..runtime import random_input
-from ..spec import Spec, load_spec, observing_rows
+from ..spec import Spec, load_spec
 from ..tools.verify import check_tolerance, max_rel_error
 from .evaluate import PLUGIN_TYPES, LayerSizeError, UnsupportedLayer, can_evaluate, evaluate
 from .reference import ModuleOutputs, load_model, load_weights_strict, module_input, run_hooked
@@ -97,13 +96,7 @@ def verify(arch: str | Path | Spec, weights: Weights, model: Any, *, cpu: bool =
     else:  # the weights are loaded into it and it is run in float64: the caller's module stays as it is
         source, checkpoint = f"the {type(model).__name__} given", False
         model = copy.deepcopy(model)
-    ends: list[tuple[int, str]] = []  # (layers defined once a YAML row was built, the row's `Spec.where`)
-
-    def row_built(built: Any, row: Any, _: Any) -> None:  # row None: the input ('' for its cast, say)
-        ends.append((built.definition.raw.num_layers, "" if row is None else spec.where(row)))
-
-    with observing_rows(row_built):
-        net = define_network(spec, tensors, opts, log, identity=identity)
+    net = define_network(spec, tensors, opts, log, identity=identity)
     note = own_weights_note(model, tensors, source, identity[0], checkpoint=checkpoint,
                             fixed={*net.fixed, *net.derived, *net.skipped})
     try:
@@ -175,7 +168,7 @@ def verify(arch: str | Path | Spec, weights: Weights, model: Any, *, cpu: bool =
                      parts=net.output_parts)
     report.uncompared = _uncompared(owners, report)
     report.shared = {m: refs.calls[m] for m in report.uncompared if refs.calls.get(m, 0) > 1}
-    _name_rows(report, layers, ends, net.output_parts)
+    _name_rows(report, layers, net.made_by, net.output_parts)
     _top_k_hint(report, net)
     report.input_error = _input_error(report, layers, values, modules,
                                       lambda name: module_input(model, x, name, device="cpu" if cpu else "cuda",
@@ -547,18 +540,16 @@ def _checked_input(x: np.ndarray, label: str, name: str, want: np.ndarray) -> np
     return x.astype(want.dtype, copy=False)
 
 
-def _name_rows(report: Report, layers: list[Any], ends: list[tuple[int, str]],
+def _name_rows(report: Report, layers: list[Any], made_by: Mapping[str, str],
                parts: Mapping[str, list[tuple[str, int, int]]]) -> None:
-    """Set each report row's `where`: the YAML row that made its layer ("file:line: row N (Block)"), from `ends`
-    (the count of layers defined once the input, then each row, was made, with the row's place); '' for layers
-    of the input or made after the last row (marking the outputs). An output's `parts` rows are its own."""
-    made = {name: layer.index for layer in layers for name in (layer.name, *(f"(output) {t}" for t in layer.outputs))}
+    """Set each report row's `where`: the YAML row that made its layer ("file:line: row N (Block)", `made_by`);
+    '' for layers of the input or made after the last row (marking the outputs). An output's `parts` rows are
+    its own."""
+    made = {f"(output) {t}": layer.name for layer in layers for t in layer.outputs}
     made |= {f"(output) {t}[{part}]": made[f"(output) {t}"] for t, split in parts.items() for part, _, _ in split
              if f"(output) {t}" in made}
-    counts = [n for n, _ in ends]
     for r in report.rows:
-        i = bisect.bisect_right(counts, made.get(r.layer, len(layers)))
-        r.where = ends[i][1] if i < len(ends) else ""
+        r.where = made_by.get(made.get(r.layer, r.layer), "")
 
 
 def _random_inputs(definition: Any, seed: int, batch: int = 1, size: tuple[int, int] | None = None,

@@ -52,22 +52,31 @@ def load_model(source: str) -> Any:
     return model
 
 
+def model_key_difference(model_keys: Iterable[str], file_keys: Iterable[str], derived: Iterable[str] = (),
+                         supplied: Iterable[str] = ()) -> tuple[list[str], list[str], list[str]]:
+    """How a model's state_dict keys and a .wts's differ, BatchNorm's counters left out: (the keys both hold, in
+    the model's order; the model's the file lacks; the file's the model lacks). `derived` keys (values netdef checked
+    against the others: tensorrtx's YOLOv5 anchor_grid and strides) either may lack; `supplied` ones (fixed values
+    netdef makes itself: DFL's bins) the file may lack."""
+    model_keys = [k for k in model_keys if not k.endswith(IGNORED_KEY_SUFFIXES)]
+    file_keys = [k for k in file_keys if not k.endswith(IGNORED_KEY_SUFFIXES)]
+    in_model, in_file, excused = set(model_keys), set(file_keys), set(derived)
+    both = [k for k in model_keys if k in in_file]
+    model_only = [k for k in model_keys if k not in in_file and k not in excused and k not in set(supplied)]
+    return both, model_only, [k for k in file_keys if k not in in_model and k not in excused]
+
+
 def load_weights_strict(model: Any, tensors: Mapping[str, np.ndarray], where: str,
                         derived: Iterable[str] = (), supplied: Iterable[str] = ()) -> None:
     """Load the .wts arrays into `model` (made float32 where it was half precision, as trainers save checkpoints):
-    its keys must be the model's state_dict keys (sizes equal), but for `derived` ones the model may lack (values
-    netdef checked against the others, e.g. tensorrtx's anchor_grid) and `supplied` ones the file may lack (fixed
-    values netdef built itself, e.g. DFL's bins: the model keeps its own)."""
+    its keys must be the model's state_dict keys (sizes equal), but for `derived` and `supplied` ones
+    (`model_key_difference`; a supplied key the file lacks keeps the model's value)."""
     import torch
 
     sd = model.state_dict()
     if any(t.is_floating_point() and t.element_size() < 4 for t in sd.values()):
         sd = model.float().state_dict()  # a half-precision checkpoint: the .wts's float32 values, not rounded again
-    supplied = set(supplied) - set(tensors)
-    keys = [k for k in sd if not k.endswith(IGNORED_KEY_SUFFIXES) and k not in supplied]
-    missing = [k for k in keys if k not in tensors]
-    derived = set(derived)
-    unexpected = [k for k in tensors if k not in sd and k not in derived]
+    keys, missing, unexpected = model_key_difference(sd, tensors, derived, supplied)
     if missing or unexpected:
         parts = [f"{len(missing)} model key(s) missing from it: {_few(missing)}" if missing else "",
                  f"{len(unexpected)} key(s) the model does not have: {_few(unexpected)}" if unexpected else ""]
