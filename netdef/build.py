@@ -17,12 +17,13 @@ from . import engine_file, trt_api
 from .class_names import check_count, check_given, exported_names
 from .compiler import TIMING_CACHE, build_key, compile_network, target_identity
 from .define import Weights, check_stride, check_weights, define_network, identified  # noqa: F401  (re-exported)
+from .define import spec_for_weights
 from .errors import NetdefError, OptionError
 from .fileio import check_output, output_name, path_key, read_head
 from .options import BuildOptions, checked_options
 from .options import format_profiles, parse_batch, parse_profiles  # noqa: F401  (re-exported)
 from .registry import block_files
-from .spec import Spec, load_spec
+from .spec import Spec
 
 
 @dataclass
@@ -66,7 +67,7 @@ def build_engine(arch: str | Path | Spec, weights: Weights, output: str | Path, 
     trt_api.check_compute_capability(opts.compute_capability)  # before the weights are read
     log = log or _stderr
     t0 = time.perf_counter()
-    spec = arch if isinstance(arch, Spec) else load_spec(arch)
+    spec = spec_for_weights(arch, weights)
     if opts.precision == "int8":
         from .int8.quantize import require_table
 

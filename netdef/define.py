@@ -12,7 +12,7 @@ from typing import Any, Union
 
 import numpy as np
 
-from .errors import NetdefError, OptionError, WeightKeyError, WtsFormatError
+from .errors import FamilyError, NetdefError, OptionError, WeightKeyError, WtsFormatError
 from .fileio import file_sha256_and_key
 from .network import Network, unused_modules_hint
 from .options import BuildOptions, checked_options, format_hw_range, unmatched_patterns
@@ -291,6 +291,26 @@ def _fits(spec: Spec | str, tensors: Mapping[str, np.ndarray], precision: str, p
     except NetdefError:
         return False
     return True
+
+
+def spec_for_weights(arch: str | Path | Spec, weights: Weights | None) -> Spec:
+    """`load_spec(arch)` (a Spec is itself); a family named without a scale (`yolov5`) with `weights` given: the
+    error names the scale the weights fit, where one does."""
+    if isinstance(arch, Spec):
+        return arch
+    try:
+        return load_spec(arch)
+    except FamilyError as e:
+        if weights is None or not e.scales:
+            raise
+        try:
+            fits = next(iter(_fitting(e.scales, load_tensors(weights, lambda _: None, False), "fp32", {})), None)
+        except NetdefError:  # weights that do not read: the architecture is the first thing to mend
+            fits = None
+        if fits is None:
+            raise
+        shown = "these weights fit" if isinstance(weights, Mapping) else f"{Path(weights).name} fits"
+        raise FamilyError(f"{e.message}; {shown} {fits}", where=e.where, scales=e.scales) from None
 
 
 def check_weights(weights: Any) -> None:

@@ -76,6 +76,14 @@ class SpecError(NetdefError):
     """A bad architecture YAML: names the file and the row (or key)."""
 
 
+class FamilyError(SpecError):
+    """A family's architecture (a `scales:` map) named without a scale. `scales`: the names that build them."""
+
+    def __init__(self, message: str = "", *, where: str | None = None, scales: list[str] | None = None):
+        super().__init__(message, where=where)
+        self.scales = list(scales or [])
+
+
 class OptionError(NetdefError):
     """A bad option or argument value (command line or Python API), named as the user gave it."""
 

@@ -45,7 +45,7 @@ import yaml
 
 from .blocks.common import _key  # importing netdef.blocks (its __init__) registers the built-in blocks too
 from .block_modules import HOW_TO_LOAD, load_block_module, load_installed_blocks
-from .errors import BlockError, NetdefError, OptionError, SpecError, WeightKeyError, raised_at
+from .errors import BlockError, FamilyError, NetdefError, OptionError, SpecError, WeightKeyError, raised_at
 from .fileio import read_head, recognised, special_kind
 from .network import IGNORED_KEY_SUFFIXES, Network
 from .registry import UNBUILT, Block, Param, bad_arguments, declared_params, get_block, known_blocks, unscaled_channels
@@ -610,9 +610,10 @@ def _multiples(data: dict, scale: str | None, fail: Any, path: Path | None,
         own = scaled.parent.resolve() == _arch_dirs(own=True)[0].resolve()  # not to be written into: a copy
         other = _built_by(names[0]) if scaled != path else None  # what the name of its first scale builds
         if own or other is not None and other.resolve() == path.resolve():  # its scales' names build this file
-            raise fail("scales", f"this file is a family: build one of its scales by name ({', '.join(names)}) or by "
-                                 f"a path with the scale in the file name "
-                                 f"({f'a copy named {scaled.name}' if own else scaled} for {path.name})")
+            raise FamilyError(fail("scales", f"this file is a family: build one of its scales by name "
+                                             f"({', '.join(names)}) or by a path with the scale in the file name "
+                                             f"({f'a copy named {scaled.name}' if own else scaled} for {path.name})"
+                                   ).message, scales=names)
         first = next(iter(scales))  # a copy (of yolov8.yaml, say), built by its path: its `scale:` or its name
         add = (f"this file is a family and its name ({path.name}) carries no scale: add `scale: {first}` (one of "
                f"{', '.join(map(str, scales))}) to it")

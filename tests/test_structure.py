@@ -249,6 +249,27 @@ def test_a_family_file_needs_a_scale(tmp_path):
         load_spec("yolov5q")
 
 
+def test_a_family_named_with_weights_names_the_scale_they_fit(yolov5_models, tmp_path):
+    """`netdef build yolov5 -w yolov5n.wts`: the family error names the scale the weights fit (none for weights
+    that fit no scale of it, nor where the weights are only named)."""
+    from netdef.define import spec_for_weights
+    from netdef.testing.yolov5_reference import yolov5_available
+    from netdef.errors import FamilyError
+    from netdef.wts import write_wts
+
+    if not yolov5_available():
+        pytest.skip("needs the reference: pip install --no-deps yolov5==7.0.14")
+    wts = tmp_path / "best.wts"
+    write_wts(wts, yolov5_models("yolov5n")[1])
+    with pytest.raises(FamilyError, match=r"\(a copy named yolov5n\.yaml for yolov5\.yaml\); best\.wts fits yolov5n$"):
+        spec_for_weights("yolov5", wts)
+    with pytest.raises(FamilyError, match=r"for yolov8\.yaml\)$"):
+        spec_for_weights("yolov8", wts)
+    with pytest.raises(FamilyError, match=r"for yolov5\.yaml\)$"):
+        spec_for_weights("yolov5", tmp_path / "missing.wts")
+    assert spec_for_weights("yolov5n", wts).name == "yolov5n"
+
+
 def test_an_unknown_task_of_a_family_names_the_tasks_netdef_builds():
     """yolo11n-obb (oriented boxes), yolov8n-rtdetr: the error says which members of that family and scale exist,
     ahead of the list of every architecture; a name of no family gets the list alone."""

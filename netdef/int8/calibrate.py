@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from .. import trt_api
-from ..define import Identity, define_network, weights_identity
+from ..define import Identity, define_network, spec_for_weights, weights_identity
 from ..compiler import compile_network
 from ..defaults import IMAGE_SUFFIXES
 from ..errors import NetdefError
@@ -31,7 +31,7 @@ from ..fileio import check_output, output_name
 from ..network import Network
 from ..options import BuildOptions
 from ..registry import block_files
-from ..spec import Spec, load_spec
+from ..spec import Spec
 from ..tools.images import decoded, open_image
 from .calibration import METHODS, TABLE_FILE, CalibrationTable, RangeCollector, compute_amax
 from .quantize import CALIB_PREFIX, RecordingQuantizer, fingerprint, fingerprint_parts
@@ -193,7 +193,7 @@ def recording_network(spec: Spec, weights: str | Path, *, input_hw: Sequence[int
 def quantization_points(arch: str | Path | Spec, weights: str | Path, input_hw: Sequence[int] | None = None,
                         strict: bool = True) -> dict[str, str]:
     """key -> kind ("conv", "linear", "residual") of every tensor an int8 build quantizes (no engine built)."""
-    spec = arch if isinstance(arch, Spec) else load_spec(arch)
+    spec = spec_for_weights(arch, weights)
     return recording_network(spec, weights, input_hw=input_hw, strict=strict)[1]
 
 
@@ -226,7 +226,7 @@ def calibrate(arch: str | Path, weights: str | Path, data: str | Path, output_ta
     a YOLO detection head (what `netdef detect` feeds it), else "stretch"."""
     log = log or _stderr
     kw = _method_options(method, percentile)
-    spec = load_spec(arch)
+    spec = spec_for_weights(arch, weights)
     check_output(output_table, inputs=[weights, spec.path, *block_files(), data], what="the calibration table",
                  kind=TABLE_FILE, name=output_name(spec.name, "_table.json"))
     shape = spec.input_shape_for(tuple(input_hw) if input_hw else None)
@@ -281,7 +281,7 @@ def calibrate_torch(model: Any, arch: str | Path, weights: str | Path, batches: 
 
     log = log or _stderr
     kw = _method_options(method, percentile)
-    spec = load_spec(arch)
+    spec = spec_for_weights(arch, weights)
     check_output(output_table, inputs=[weights, spec.path, *block_files()], what="the calibration table",
                  kind=TABLE_FILE, name=output_name(spec.name, "_table.json"))
     identity = weights_identity(weights)  # what the table records: the file read below must be this one

@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..define import IN_MEMORY, Weights, check_stride, define_network
+from ..define import IN_MEMORY, Weights, check_stride, define_network, spec_for_weights
 from ..errors import NetdefError, WeightKeyError
 from ..network import Network
 from ..options import BuildOptions, format_hw_range
-from ..spec import Row, Spec, load_spec, observing_rows
+from ..spec import Row, Spec, observing_rows
 
 # keys named as PyTorch buffers, not parameters (a .wts does not say which is which: known names only)
 BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked", "anchors", "anchor_grid",
@@ -189,7 +189,7 @@ def show(arch: str | Path | Spec, weights: Weights | None = None, opts: BuildOpt
     """Define `arch` with `weights` (a .wts path or a mapping of arrays, a state_dict; or none: every key is then
     expected, not read) and report each row."""
     opts = opts or BuildOptions()
-    spec = arch if isinstance(arch, Spec) else load_spec(arch)
+    spec = spec_for_weights(arch, weights)
     rec = _Recorder()
     hint = ""
     shown = None if weights is None else IN_MEMORY if isinstance(weights, Mapping) else str(weights)

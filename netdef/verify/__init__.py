@@ -22,13 +22,13 @@ from typing import Any
 import numpy as np
 
 from .. import trt_api
-from ..define import Weights, define_network, identified, load_tensors
+from ..define import Weights, define_network, identified, load_tensors, spec_for_weights
 from ..errors import NetdefError, OptionError, TensorRTUnavailable, WeightKeyError
 from ..network import IGNORED_KEY_SUFFIXES
 from ..fileio import read_npy
 from ..options import BuildOptions, format_hw_range
 from ..runtime import random_input
-from ..spec import Spec, load_spec
+from ..spec import Spec
 from ..tools.verify import check_tolerance, max_rel_error
 from .evaluate import PLUGIN_TYPES, LayerSizeError, UnsupportedLayer, can_evaluate, evaluate
 from .reference import ModuleOutputs, load_model, load_weights_strict, module_input, run_hooked
@@ -83,7 +83,7 @@ def verify(arch: str | Path | Spec, weights: Weights, model: Any, *, cpu: bool =
         raise TensorRTUnavailable(f"verify without --cpu builds and runs an engine, which needs a CUDA GPU and full "
                                   f"TensorRT (this is {trt_api.version_string()}, GPU: "
                                   f"{trt_api.gpu_identity() or 'none'}): use --cpu to evaluate the network definition")
-    spec = arch if isinstance(arch, Spec) else load_spec(arch)
+    spec = spec_for_weights(arch, weights)
     if given is not None and opts.input_range is None:  # a file that does not fit: before the model is loaded
         want = np.empty((batch, *spec.input_shape_for(opts.input_hw)), np.dtype(opts.input_dtype))
         _checked_input(given, label, spec.input_name, want)
