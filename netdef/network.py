@@ -1187,12 +1187,14 @@ class Network:
                    fp32: bool = True) -> Any:
         """nn.LayerNorm(normalized_shape, eps, elementwise_affine=affine) `prefix` over the trailing dims, or
         over `axes` (e.g. [1]: ConvNeXt's channels-first LayerNorm2d; weight and bias then have the size of
-        those dims). A normalization layer named `prefix` (axes not at the end are permuted there and back, the
-        last permute named `prefix`), in float32 in fp16/int8 builds (`fp32(strict=False)`) unless `fp32=False`."""
+        those dims). Without either, the fewest trailing dims of the size of `prefix.weight` (the last one where
+        the weights lack it). A normalization layer named `prefix` (axes not at the end are permuted there and back,
+        the last permute named `prefix`), in float32 in fp16/int8 builds (`fp32(strict=False)`) unless
+        `fp32=False`."""
         shape, rank = tuple(x.shape), len(x.shape)
         if axes is None:
             if normalized_shape is None:
-                raise SpecError(f"{prefix}: LayerNorm needs normalized_shape (or axes)")
+                normalized_shape = self._trailing_of_size(shape, f"{prefix}.weight", affine, prefix)
             ns = _ints(normalized_shape, None, f"{prefix}: normalized_shape")
             if not 0 < len(ns) <= rank or shape[rank - len(ns):] != ns:
                 raise SpecError(f"{prefix}: normalized_shape {list(ns)} does not end the input shape {shape}")
@@ -1213,6 +1215,24 @@ class Network:
             y = self.permute(x, f"{prefix}/to_last", perm)
             y = self._normalization(y, f"{prefix}/norm", prefix, w.reshape(bshape), b.reshape(bshape), trailing, eps)
             return self.permute(y, prefix, [perm.index(d) for d in range(rank)])
+
+    def _trailing_of_size(self, shape: tuple[int, ...], key: str, affine: bool, prefix: str) -> tuple[int, ...]:
+        """The fewest trailing dims of `shape` whose size is that of the weight `key` (a LayerNorm's normalized
+        shape, as its weight gives it), the last dim where the weights lack `key`."""
+        if not affine:
+            raise SpecError(f"{prefix}: LayerNorm without elementwise_affine needs normalized_shape (or axes): no "
+                            "weight gives it")
+        if not self.has(key):
+            return shape[-1:]
+        size, n = self.weight_size(key), 1
+        for i in range(len(shape) - 1, -1, -1):
+            n *= shape[i]
+            if n == size:
+                return shape[i:]
+            if n > size or n < 0:
+                break
+        raise SpecError(f"{prefix}: LayerNorm: {key} has {size} values, which no trailing dims of the input "
+                        f"{shape} make: give normalized_shape (or axes)")
 
     def group_norm(self, x: Any, prefix: str, groups: int, eps: float = 1e-5, affine: bool = True,
                    fp32: bool = True) -> Any:

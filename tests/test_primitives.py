@@ -86,6 +86,8 @@ CASES = {
                     {"pads": [2, 1, 1, 2], "mode": "reflect"}, False),
     "pad_crop": (lambda n, x, p: n.pad(x, p, (-1, -2)), Fn(lambda x: F.pad(x, (-1, -2))), X, {}, False),
     "layer_norm": ("LayerNorm", torch.nn.LayerNorm(6), (2, 4, 6), {"normalized_shape": 6}, True),
+    # without normalized_shape: the trailing dims of the weight's size
+    "layer_norm_shape_from_weight": ("LayerNorm", torch.nn.LayerNorm((4, 6)), (2, 4, 6), {}, True),
     "layer_norm_2d": (lambda n, x, p: n.layer_norm(x, p, eps=1e-6, axes=[1]), ChannelsFirstLayerNorm(3), X, {}, True),
     "group_norm": ("GroupNorm", torch.nn.GroupNorm(2, 6), (2, 6, 4, 5), {"num_groups": 2}, True),
     "gelu": ("GELU", torch.nn.GELU(), X, {}, False),
@@ -243,6 +245,8 @@ def test_deconv_output_padding_past_padding_adds_the_bias_after_padding():
     (lambda n, x: n.resize(x, "r", scale_factor=2, mode="bicubic"), r"resize mode 'bicubic'"),
     (lambda n, x: n.matmul(x, x, "m"), r"m: matmul of .* inner sizes 6 and 5 differ"),
     (lambda n, x: n.layer_norm(x, "ln", 5), r"ln: normalized_shape \[5\] does not end the input shape"),
+    (lambda n, x: n.layer_norm(x, "ln", affine=False), r"ln: LayerNorm without elementwise_affine needs "
+                                                        r"normalized_shape \(or axes\): no weight gives it"),
     (lambda n, x: n.group_norm(x, "gn", 2), r"gn: 3 channels are not divisible by groups=2"),
     (lambda n, x: n.gelu(x, "g", "fast"), r"g: gelu approximate 'fast'"),
     (lambda n, x: n.softmax(x, "sm", 4), r"sm: dimension 4 is out of range for a 4-D tensor"),
@@ -284,6 +288,18 @@ def test_bad_arguments_are_one_line_spec_errors(call, message):
     with pytest.raises(SpecError, match=message) as e:
         call(net, net.input("x", (-1, 3, 5, 6)))
     assert "\n" not in str(e.value)
+
+
+def test_a_layer_norm_weight_no_trailing_dims_make_is_an_error():
+    """LayerNorm without normalized_shape takes the trailing dims of its weight's size: a size none make is an
+    error naming the key; without weights (`netdef show` alone) the last dim is expected."""
+    net = Network({"ln.weight": np.ones(7, np.float32), "ln.bias": np.zeros(7, np.float32)})
+    with pytest.raises(SpecError, match=r"^ln: LayerNorm: ln\.weight has 7 values, which no trailing dims of the "
+                                        r"input \(-1, 3, 5, 6\) make: give normalized_shape \(or axes\)$"):
+        net.layer_norm(net.input("x", (-1, 3, 5, 6)), "ln")
+    bare = Network({})
+    bare.layer_norm(bare.input("x", (-1, 3, 5, 6)), "ln")
+    assert bare.missing.keys() == {"ln.weight", "ln.bias"}
 
 
 def test_a_pool_without_a_name_is_named_after_its_row():

@@ -71,8 +71,9 @@ def conv_transpose2d(net: Network, x: Any, prefix: str, c2: int, k: int = 1, s: 
 @block("LayerNorm")
 def layer_norm(net: Network, x: Any, prefix: str, normalized_shape: Any = None, eps: float = 1e-5,
                elementwise_affine: bool = True, axes: Any = None) -> Any:
-    """nn.LayerNorm over the trailing `normalized_shape`, or over `axes` ([1]: channels-first, ConvNeXt's
-    LayerNorm2d); float32 in fp16/int8 builds (TensorRT 8.6: its statistics; `Network.fp32`, strict=False)."""
+    """nn.LayerNorm over the trailing `normalized_shape` (default: the trailing dims its weight's size makes), or
+    over `axes` ([1]: channels-first, ConvNeXt's LayerNorm2d); float32 in fp16/int8 builds (TensorRT 8.6: its
+    statistics; `Network.fp32`, strict=False)."""
     return net.layer_norm(x, prefix, normalized_shape, eps, elementwise_affine, axes)
 
 
