@@ -2,6 +2,7 @@
 and netdef's cache folder."""
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -10,7 +11,7 @@ import re
 import stat
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -276,6 +277,29 @@ def _remove_orphans(path: Path, head: str) -> None:
                     os.unlink(candidate)
         except OSError:
             continue
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike, what: str) -> Iterator[None]:
+    """Hold, while writing into `folder` (which need not exist), an exclusive lock that other netdef processes of
+    this machine writing into it wait for: a file in the cache folder `locks` named after the folder's real path
+    (nothing is added to `folder`). No lock where the system has none (no fcntl)."""
+    if fcntl is None:
+        yield
+        return
+    locks = cache_dir("locks")
+    name = hashlib.sha256(os.fsencode(os.path.realpath(folder))).hexdigest()[:32] + ".lock"
+    try:
+        locks.mkdir(parents=True, exist_ok=True)
+        f = open(locks / name, "ab")
+    except OSError as e:
+        from .errors import NetdefError
+
+        raise NetdefError(f"cannot lock {what} {folder} against other netdef processes writing into it: no lock file "
+                          f"in {locks} ({e.strerror or e}); set NETDEF_CACHE to a writable folder") from None
+    with f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
 
 
 def _umask() -> int:

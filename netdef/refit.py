@@ -211,7 +211,7 @@ def refit_resolved(engine: Path, output: Path, meta: dict[str, Any], plan: bytes
     arrays = trt_api.layer_weights(net.definition)
     if not trt_api.can_run_engines():
         raise NetdefError(f"refitting {engine} needs a CUDA GPU and full TensorRT (this is "
-                          f"{trt_api.version_string()}, GPU: {trt_api.gpu_identity() or 'none'})")
+                          f"{trt_api.here()})")
     from .plugins import load_plugin_libraries
 
     load_plugin_libraries(meta.get("plugins", []), engine)

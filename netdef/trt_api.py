@@ -784,6 +784,17 @@ def _primary_context(index: int) -> Any:
     return _pycuda().Device(index).retain_primary_context()
 
 
+def here() -> str:
+    """This machine's TensorRT and GPU, for messages: "tensorrt 8.6.0, GPU: NVIDIA H100 (compute capability 9.0)"
+    ("no TensorRT", "GPU: none" where there is none)."""
+    try:
+        flavor = version_string()
+    except TensorRTUnavailable:
+        flavor = "no TensorRT"
+    gpu = gpu_identity()
+    return f"{flavor}, GPU: " + (f"{gpu[0]} (compute capability {gpu[1]})" if gpu else "none")
+
+
 def can_run_engines() -> bool:
     """True where engines can be deserialized and executed (a CUDA GPU and a full TensorRT)."""
     try:

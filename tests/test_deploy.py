@@ -1152,3 +1152,90 @@ def test_one_plugins_txt_loads_the_plugins_of_every_version(stand_in_engine, tmp
     assert any(f"version 1 of m needs the plugin library {model / 'libplug1.so'}, which is not there (left out of the "
                "server options)" in n for n in again.notes), again.notes
     assert again.server_options[0] == f'--backend-config=tensorrt,plugins="{lib2}"'
+
+
+@pytest.mark.parametrize("kept, problem", [
+    ("garbage {\n", r"the \{ or \[ after 'garbage' is not closed"),
+    ('name: "m"\n}\n', r"a '\}' closes nothing"),
+    ('name: "other"\n', r'its name "other" is not the model folder\'s, m'),
+    ("max_batch_size: 4096\n", r"its max_batch_size 4096 is beyond the engine's largest batch, \d+"),
+    ('input [ { name: "wrong" } ]\n', r"it lists input wrong, which the engine lacks \(its inputs: .*\); it lacks the "
+                                      r"engine's input"),
+    ('output { name: "nope" }\n', r"it lists output nope, which the engine lacks"),
+])
+def test_triton_keep_config_refuses_a_config_triton_would_refuse(stand_in_engine, tmp_path, kept, problem):
+    """--keep-config wrote the plan under a config.pbtxt Triton cannot load for it (unpaired braces, another name, a
+    larger max_batch_size, inputs the engine lacks) and exited 0: refused now, naming the problem, nothing written;
+    a hand-tuned config that fits is kept."""
+    repo = tmp_path / "models"
+    write_repository(stand_in_engine, repo, TritonOptions(name="m"))
+    config = repo / "m" / "config.pbtxt"
+    config.write_text(kept)
+    with pytest.raises(OptionError, match=rf"^--keep-config: {re.escape(str(config))} cannot serve this engine "
+                                          rf"\(Triton would refuse the model\): {problem}.*; mend it, or "
+                                          r"--replace-config writes the one for this engine$"):
+        write_repository(stand_in_engine, repo, TritonOptions(name="m", version=2, existing_config="keep"))
+    assert config.read_text() == kept and not (repo / "m" / "2").exists()
+    meta = engine_file.read_meta(stand_in_engine)
+    fits = f'name: "m"\nmax_batch_size: 2\ninput [ {{ name: "{meta["inputs"][0]["name"]}" }} ]\n'
+    config.write_text(fits)
+    kept = write_repository(stand_in_engine, repo, TritonOptions(name="m", version=2, existing_config="keep"))
+    assert kept.config_kept and config.read_text() == fits
+
+
+def test_two_triton_writes_into_one_repository_wait_for_each_other(stand_in_engine, tmp_path):
+    """Two `netdef triton` runs into one model at once both passed the check between versions and left a
+    config.pbtxt that did not fit the plan Triton serves: a writer holds the repository's lock (a file in the cache,
+    not in the repository), and the second checks the versions the first wrote."""
+    import threading
+
+    from netdef.deploy.triton import _write_repository
+    from netdef.fileio import folder_lock
+
+    repo = tmp_path / "models"
+    whole = _variant(stand_in_engine, tmp_path / "b4.engine",
+                     options=engine_file.read_meta(stand_in_engine)["options"] | {"batch": [4, 4, 4]})
+    result: list[Any] = []
+
+    def second() -> None:
+        try:
+            result.append(write_repository(whole, repo, TritonOptions(name="m", version=2)))
+        except OptionError as e:
+            result.append(e)
+
+    with folder_lock(repo, "the model repository"):
+        t = threading.Thread(target=second)
+        t.start()
+        t.join(0.5)
+        assert t.is_alive() and not repo.exists()  # waiting for the lock
+        # the first writer, under the lock it holds (write_repository would wait for it, as the thread does)
+        _write_repository(stand_in_engine, repo, TritonOptions(name="m"))
+    t.join(10)
+    assert len(result) == 1 and isinstance(result[0], OptionError) and "version 1's plan" in str(result[0])
+    assert sorted(p.name for p in (repo / "m").iterdir()) == ["1", "config.pbtxt"]
+
+
+def test_the_later_version_note_names_no_version_past_trions_largest(stand_in_engine, tmp_path):
+    """Beside a version 2^63-1, the note said to deploy as --version 2^63, which the option refuses."""
+    from netdef.deploy.triton import MAX_VERSION
+
+    repo = tmp_path / "models"
+    write_repository(stand_in_engine, repo, TritonOptions(name="m", version=MAX_VERSION))
+    notes = write_repository(stand_in_engine, repo, TritonOptions(name="m", version=5)).notes
+    later = [n for n in notes if "a later one" in n]
+    assert len(later) == 1 and later[0].endswith(f"not this plan: remove {repo / 'm' / str(MAX_VERSION)}"), notes
+
+
+def test_export_plan_and_triton_name_what_a_non_plan_is(stand_in_engine, tmp_path):
+    """`export-plan E -o x.wts` wrote a plan under a weights name; an architecture YAML given as the engine was
+    'a damaged file, or another format'."""
+    with pytest.raises(OptionError, match=r"plan .*x\.wts: a \.wts name says \.wts weights, but this writes a bare "
+                                          r"TensorRT plan .*: name it .*x\.plan$"):
+        export_plan(stand_in_engine, tmp_path / "x.wts")
+    assert not (tmp_path / "x.wts").exists()
+    yaml = tmp_path / "net.yaml"
+    yaml.write_text("input: {name: x, shape: [3, 8, 8]}\nlayers: []\n")
+    with pytest.raises(EngineFileError, match=r"net\.yaml is neither a netdef engine nor a TensorRT plan \(it is YAML, "
+                                              r"an architecture perhaps: an engine of an architecture is built with "
+                                              r"`netdef build ARCH -w WEIGHTS -o OUT\.engine`\)"):
+        write_repository(yaml, tmp_path / "models")

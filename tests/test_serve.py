@@ -30,7 +30,7 @@ import numpy as np
 import pytest
 
 from helpers import load_script, run_cli
-from netdef import engine_file
+from netdef import engine_file, trt_api
 from netdef.build import BuildOptions, build_engine
 from netdef.deploy.serve import TensorSpec, binding, chunks, import_pytriton, numpy_outside, run_batch, serve
 from netdef.errors import NetdefError, OptionError
@@ -381,8 +381,11 @@ def test_missing_pytriton_says_how_to_install_it(engines, monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_pytriton)
     with pytest.raises(NetdefError, match=r"needs PyTriton.*pip install nvidia-pytriton.*netdef\[serve\]"):
         import_pytriton()
-    with pytest.raises(NetdefError, match="pip install nvidia-pytriton"):  # before any GPU work
+    with pytest.raises(NetdefError, match="pip install nvidia-pytriton") as e:  # before any GPU work
         serve(engines("r18"), port=18000, grpc_port=18001, metrics_port=18002)
+    # without a GPU, that too is said: installing PyTriton would not be enough
+    assert ("a CUDA GPU with full TensorRT, which this machine lacks" in str(e.value)) == \
+        (not trt_api.can_run_engines())
 
 
 # ---------------------------------------------------------------- the server on the CPU

@@ -137,13 +137,9 @@ def raw_plan_info(path: Path) -> dict[str, Any]:
         return out
     what = "its inputs, outputs, optimization profiles, layers and the TensorRT that built it"
     if not trt_api.can_deserialize():
-        try:
-            here = f"this is {trt_api.version_string()}"
-        except NetdefError as e:  # no TensorRT at all
-            here = str(e).split(";")[0]
         out["not_shown"] = (f"{what}: reading them means deserializing the plan, which needs a CUDA GPU and "
-                            f"TensorRT ({here}, GPU: {trt_api.gpu_identity() or 'none'}); without them only a "
-                            f"sidecar {side} (`netdef export-plan`) can tell them")
+                            f"TensorRT (this is {trt_api.here()}); without them only a sidecar {side} "
+                            "(`netdef export-plan`) can tell them")
         return out
     try:
         _, engine = trt_api.deserialize(plan)

@@ -25,7 +25,8 @@ SIDECAR_FORMAT = 1
 SIDECAR_FILE = json_kind("a netdef plan sidecar", lambda d: isinstance(d, dict) and isinstance(d.get("sidecar"), dict))
 # what export-plan's output may replace: a raw plan (an earlier export's), never a netdef engine (of another model,
 # maybe the only one: `-o y.engine` for `-o y.plan`)
-RAW_PLAN_FILE = FileKind("a raw TensorRT plan", lambda head: head[:4] in trt_api.PLAN_MAGICS)
+RAW_PLAN_FILE = FileKind("a raw TensorRT plan", lambda head: head[:4] in trt_api.PLAN_MAGICS,
+                         suffixes=(".plan", ".trt", ".engine"))  # .engine: what trtexec users name plans
 PLAN_SUFFIXES = engine_file.ENGINE_FILE.suffixes  # names `netdef info` reads as a plan (a wrong one: a clear error)
 
 
@@ -66,6 +67,9 @@ def _other_file(path: Path, head: bytes, f: Any) -> str:
         return "it is JSON, perhaps a sidecar: give the plan itself"
     if path.suffix.lower() == ".onnx":
         return "it is an ONNX model: netdef builds engines from .wts weights (`netdef export`, then `netdef build`)"
+    if path.suffix.lower() in (".yaml", ".yml", ".py"):
+        what = "Python source, blocks perhaps" if path.suffix.lower() == ".py" else "YAML, an architecture perhaps"
+        return f"it is {what}: an engine of an architecture is built with `netdef build ARCH -w WEIGHTS -o OUT.engine`"
     magic = engine_file.MAGIC
     if len(head) >= len(magic) and 0 < sum(a != b for a, b in zip(head, magic)) <= 3:  # a few bytes off netdef's
         return "its header is a netdef engine's but its first bytes are damaged: build the engine again"

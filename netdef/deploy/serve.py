@@ -239,8 +239,11 @@ def import_pytriton() -> Any:
         import pytriton.model_config  # noqa: F401
         import pytriton.triton  # noqa: F401
     except ImportError as e:
+        gpu = "" if trt_api.can_run_engines() else (
+            f"; it also runs the engine on a CUDA GPU with full TensorRT, which this machine lacks (this is "
+            f"{trt_api.here()}): serve on a GPU machine")
         raise NetdefError(f"netdef serve needs PyTriton, which bundles Triton Inference Server ({e}): "
-                          f"{INSTALL}") from None
+                          f"{INSTALL}{gpu}") from None
     import pytriton
 
     return pytriton

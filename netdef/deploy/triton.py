@@ -32,7 +32,7 @@ from typing import Any
 
 from .. import __version__, engine_file
 from ..errors import NetdefError, OptionError
-from ..fileio import ELF_START, HEAD_BYTES, FileKind, check_output, file_sha256, printable
+from ..fileio import ELF_START, HEAD_BYTES, FileKind, check_output, file_sha256, folder_lock, printable
 from ..options import format_hw_range
 from .plan import SIDECAR_FILE, library_problem, load_hints, load_plan, read_sidecar, sidecar_path, write_plan
 
@@ -43,6 +43,7 @@ OTHER_MODEL_FILES = {"model.onnx": "onnxruntime", "model.pt": "pytorch", "model.
                      "model.savedmodel": "tensorflow", "model.graphdef": "tensorflow", "model.xml": "openvino",
                      "model.json": "vllm", "xgboost.model": "fil", "xgboost.json": "fil", "checkpoint.tl": "fil"}
 PLAN_NAME = "model.plan"  # the TensorRT backend's default model file name
+MAX_VERSION = 2**63 - 1  # Triton's model versions are int64
 OPTIONS_NAME = "plugins.txt"
 CONFIG_POLICIES = ("refuse", "keep", "replace")
 DATA_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "bfloat16": "TYPE_BF16", "int8": "TYPE_INT8",
@@ -90,7 +91,7 @@ class TritonOptions:
             raise OptionError(f"--name '{self.name}': a Triton model name is a folder name of letters, digits, "
                               "'_', '-' and '.', not starting with '.' (a hidden folder Triton would not list)")
         # the bounds are the fields' types in Triton's model_config.proto (a larger value fails to parse there)
-        if not 1 <= self.version < 2**63:
+        if not 1 <= self.version <= MAX_VERSION:
             raise OptionError(f"--version {self.version}: Triton model versions are numbers from 1 to 2^63-1")
         if not 1 <= self.instances < 2**31:
             raise OptionError(f"--instances {self.instances}: must be from 1 to 2^31-1")
@@ -232,6 +233,12 @@ none), none over the engine."""
     engine, repo = Path(engine), Path(repo)
     if repo.exists() and not repo.is_dir():
         raise OptionError(f"--repo {repo} is a file: give the folder of the model repository")
+    with folder_lock(repo, "the model repository"):  # another netdef triton's versions are checked once it is done
+        return _write_repository(engine, repo, opts)
+
+
+def _write_repository(engine: Path, repo: Path, opts: TritonOptions) -> Repository:
+    """`write_repository`'s work, under the repository's lock."""
     meta, plan = load_plan(engine)
     config = model_config(meta, opts)
     model_dir = repo / config["name"]
@@ -254,13 +261,15 @@ none), none over the engine."""
                          "this engine needs no plugin library; remove them unless another version of the model does")
     if opts.existing_config == "keep" and res.config.is_file():
         _check_replaced_plan(res.plan, opts, config)
+        _check_kept_config(res.config, config, meta)
     later = max(others, default=0)  # Triton's default version policy serves the latest version alone
     policy = opts.existing_config == "keep" and any("version_policy" in x for x in _body(_read_or_empty(res.config)))
     if later > opts.version:
         res.notes.append(f"{model_dir} has version {later}, a later one: Triton serves only a model's latest version "
                          f"(its default version_policy), so it serves version {later}, not this plan"
                          + (", unless the kept config.pbtxt's version_policy says otherwise" if policy else "")
-                         + f": deploy it as --version {later + 1}, or remove {model_dir / str(later)}")
+                         + (f": deploy it as --version {later + 1}, or" if later < MAX_VERSION else ":")
+                         + f" remove {model_dir / str(later)}")
     old = file_sha256(res.plan) if res.plan.is_file() else None
     if old is not None and old != hashlib.sha256(plan).hexdigest():  # another engine's: a deployed model
         served = f": Triton serves this engine as version {opts.version} once it loads the model again" \
@@ -352,6 +361,54 @@ def _other_backend(text: str) -> str | None:
             if value != (PLATFORM if t == "platform" else BACKEND):
                 return f'{t}: "{value}"'
     return None
+
+
+def _check_kept_config(path: Path, config: dict[str, Any], meta: dict[str, Any]) -> None:
+    """--keep-config over a config.pbtxt that Triton would refuse for this engine: one whose braces or brackets do
+    not pair, whose `name` is not the model folder's, whose max_batch_size the engine cannot take, or whose inputs
+    and outputs are not the engine's (a config with none listed leaves them to Triton)."""
+    tokens = [t for t in _TOKEN.findall(_read_or_empty(path)) if not t.startswith("#")]
+    fields, names, stack, problems = {}, {"input": [], "output": []}, [], []
+    for i, t in enumerate(tokens):
+        before = tokens[i - 1] if i else ""
+        if t in ("{", "<", "["):  # a message or list of the field named before it (inside a list: the list's)
+            stack.append(tokens[i - 2] if before == ":" and i > 1 else
+                         stack[-1] if before in ("[", ",") and stack else before)
+        elif t in ("}", ">", "]"):
+            if not stack:
+                problems.append(f"a '{t}' closes nothing")
+                break
+            stack.pop()
+        elif t == ":" and i + 1 < len(tokens):
+            value = tokens[i + 1].strip("\"'")
+            if not stack:
+                fields[before] = value
+            elif before == "name" and set(stack) in ({"input"}, {"output"}):
+                names[stack[0]].append(value)
+    if stack:
+        problems.append(f"the {{ or [ after '{stack[0]}' is not closed")
+    if "name" in fields and fields["name"] != config["name"]:
+        problems.append(f"its name \"{fields['name']}\" is not the model folder's, {config['name']}")
+    batch, most = fields.get("max_batch_size"), config["max_batch_size"]
+    if batch is not None and not batch.isdigit():
+        problems.append(f"its max_batch_size {batch} is no number")
+    elif batch is not None and int(batch) > most:
+        lo = min(p[0] for p in engine_file.profiles(meta))
+        problems.append(f"its max_batch_size {batch} is beyond the engine's largest batch, {most}" if most else
+                        f"its max_batch_size {batch} has Triton batch requests from 1, and the engine's smallest "
+                        f"batch is {lo} (max_batch_size: 0 serves it)")
+    for kind in ("input", "output"):
+        own = [io["name"] for io in meta[f"{kind}s"]]
+        other = [n for n in names[kind] if n not in own]
+        if other:
+            problems.append(f"it lists {kind} {', '.join(other)}, which the engine lacks (its {kind}s: "
+                            f"{', '.join(own)})")
+    lacking = [io["name"] for io in meta["inputs"] if io["name"] not in names["input"]] if names["input"] else []
+    if lacking:
+        problems.append(f"it lacks the engine's input {', '.join(lacking)}")
+    if problems:
+        raise OptionError(f"--keep-config: {path} cannot serve this engine (Triton would refuse the model): "
+                          f"{'; '.join(problems)}; mend it, or --replace-config writes the one for this engine")
 
 
 def _check_other_backend(model_dir: Path) -> None:

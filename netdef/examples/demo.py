@@ -23,7 +23,7 @@ TOLERANCE = {"fp32": 1e-3, "fp16": 1e-2}
 def run_demo(workdir: Path, arch: str = "resnet18") -> int:
     check_workdir(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    print(f"netdef demo: {arch} with {trt_api.version_string()}, GPU: {trt_api.gpu_identity() or 'none'}")
+    print(f"netdef demo: {arch} with {trt_api.here()}")
     with seeded(0):  # the same weights every run: an earlier run's .wts is told from weights of the user's
         model = load_source(f"torchvision:{arch}")
     randomize_batchnorm(model, seed=0)

@@ -108,7 +108,7 @@ def run_digits(workdir: str | Path, *, epochs: int = 10, seed: int = 0, method: 
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     runnable = trt_api.can_run_engines()
-    log(f"netdef digits: {trt_api.version_string()}, GPU: {trt_api.gpu_identity() or 'none'}")
+    log(f"netdef digits: {trt_api.here()}")
     t0 = time.perf_counter()
     data = load_digits_data(seed)
     calib, calib_bytes = workdir / "calib.npy", npy_bytes(data["x_train"][:512])

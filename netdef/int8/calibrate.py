@@ -242,7 +242,7 @@ def calibrate(arch: str | Path, weights: str | Path, data: str | Path, output_ta
     identity = weights_identity(weights)
     if not trt_api.can_run_engines():
         raise NetdefError(f"calibration runs the FP32 network on a CUDA GPU with full TensorRT (this is "
-                          f"{trt_api.version_string()}, GPU: {trt_api.gpu_identity() or 'none'}): run `netdef "
+                          f"{trt_api.here()}): run `netdef "
                           f"calibrate` on the GPU machine, or, for a network whose every layer maps to a module (no "
                           f"residual adds), use netdef.int8.calibrate.calibrate_torch with the PyTorch model")
     from tqdm import tqdm

@@ -183,7 +183,7 @@ def check_block(block_or_fn: str | Callable[..., Any], torch_module: Callable[..
 
     if not trt_api.can_run_engines():  # before the build: the engine would be built only to be refused
         raise TensorRTUnavailable(f"check_block runs the block's engine, which needs a CUDA GPU and full TensorRT "
-                                  f"(this is {trt_api.version_string()}, GPU: {trt_api.gpu_identity() or 'none'}); "
+                                  f"(this is {trt_api.here()}); "
                                   "cpu=True evaluates its network definition on the CPU instead")
     shapes, xs, net = block_case(block_or_fn, torch_module, input_shape, precision, args, kwargs, weights, seed)
     batch = shapes[0][0]

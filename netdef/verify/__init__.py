@@ -81,8 +81,7 @@ def verify(arch: str | Path | Spec, weights: Weights, model: Any, *, cpu: bool =
     tol = default_tolerance(opts.precision, cpu) if tol is None else tol
     if not cpu and not trt_api.can_run_engines():
         raise TensorRTUnavailable(f"verify without --cpu builds and runs an engine, which needs a CUDA GPU and full "
-                                  f"TensorRT (this is {trt_api.version_string()}, GPU: "
-                                  f"{trt_api.gpu_identity() or 'none'}): use --cpu to evaluate the network definition")
+                                  f"TensorRT (this is {trt_api.here()}): use --cpu to evaluate the network definition")
     spec = spec_for_weights(arch, weights)
     if given is not None and opts.input_range is None:  # a file that does not fit: before the model is loaded
         want = np.empty((batch, *spec.input_shape_for(opts.input_hw)), np.dtype(opts.input_dtype))
