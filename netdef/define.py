@@ -12,7 +12,7 @@ from typing import Any, Union
 
 import numpy as np
 
-from .errors import FamilyError, NetdefError, OptionError, WeightKeyError, WtsFormatError
+from .errors import FamilyError, NetdefError, OptionError, SpecError, WeightKeyError, WtsFormatError
 from .fileio import file_sha256_and_key
 from .network import Network, unused_modules_hint
 from .options import BuildOptions, checked_options, format_hw_range, unmatched_patterns
@@ -96,6 +96,9 @@ def define_network(spec: Spec | str | Path, weights: Weights, opts: BuildOptions
         if quantizer is not None:
             quantizer.check_exclude(spec.name)
         unused = net.check_keys(strict=opts.strict)
+    except SpecError as e:  # a layer the input size breaks (a YOLO of 500x500): the size, where the stride says
+        _check_size_fits(spec, tensors, opts)
+        raise e
     except WeightKeyError as e:  # sizes or keys of another scale or task of the family?
         sibling = _fitting_sibling(spec, tensors, opts)
         if sibling is not None:
@@ -110,6 +113,22 @@ def define_network(spec: Spec | str | Path, weights: Weights, opts: BuildOptions
         log(f"[netdef] warning: {len(unused)} unused key(s) in {source}, e.g. {unused[:3]}"
             + unused_modules_hint(unused, net.used, net.read_by).replace("\n", " "))
     return net
+
+
+def _check_size_fits(spec: Spec, tensors: Mapping[str, np.ndarray], opts: BuildOptions) -> None:
+    """For a definition an --input-shape broke: where the network at its YAML's own size records a stride (a YOLO
+    head's) that the size is no multiple of, the OptionError `check_stride` gives a range, not the error of the row
+    where the sizes first disagreed."""
+    if opts.input_hw is None or opts.input_range:
+        return
+    net = Network(tensors, precision="fp32", params=spec.resolve_params(opts.params))
+    try:
+        with observing_rows(None):  # not rows of the network `netdef show` lists
+            build_network(spec, net, None)
+    except NetdefError:
+        return
+    if net.model.get("stride"):
+        check_stride([tuple(opts.input_hw)], int(net.model["stride"]), spec.name)
 
 
 def _check_fp32_rows(spec: Spec, net: Network) -> None:
@@ -374,9 +393,9 @@ def _stderr(msg: str) -> None:
 
 
 def check_stride(hw_range: Any, stride: int, name: str) -> None:
-    """MIN, OPT and MAX of a dynamic size must be multiples of the model's recorded stride (the YOLO heads'):
-    TensorRT only warns about such a range and builds an engine whose sizes do not fit together (checked by
-    build and show, not when refitting or verifying an engine built before)."""
+    """MIN, OPT and MAX of a dynamic size (or a static size) must be multiples of the model's recorded stride (the
+    YOLO heads'): TensorRT only warns about such a range and builds an engine whose sizes do not fit together
+    (checked by build and show, not when refitting or verifying an engine built before)."""
     bad = [f"{h}x{w}" for h, w in hw_range if h % stride or w % stride]
     if bad:
         fit = [tuple(max(stride, round(v / stride) * stride) for v in hw) for hw in hw_range]

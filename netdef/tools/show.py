@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..define import IN_MEMORY, Weights, check_stride, define_network, spec_for_weights
-from ..errors import NetdefError, WeightKeyError
+from ..errors import NetdefError, OptionError, WeightKeyError
 from ..network import Network
 from ..options import BuildOptions, format_hw_range
 from ..spec import Row, Spec, observing_rows
@@ -198,7 +198,8 @@ def show(arch: str | Path | Spec, weights: Weights | None = None, opts: BuildOpt
             define_network(spec, {} if weights is None else weights, opts, log=lambda _: None)
     except NetdefError as e:
         if not isinstance(e, WeightKeyError) or len(rec.rows) < len(spec.rows) or rec.net is None:
-            if rec.rows and rec.net is not None:  # a row failed: the rows before it, for the command to print
+            if rec.rows and rec.net is not None and not isinstance(e, OptionError):  # a row failed: the rows
+                # before it, for the command to print
                 e.shown = ShowReport(spec, tuple(rec.net.definition.raw.get_input(0).shape), rec.rows, shown,
                                      failed=True).format()
             raise  # (a row's weight of the wrong size: not the key report of a finished definition)
