@@ -194,13 +194,14 @@ TIMING_CACHE = FileKind("a TensorRT timing cache", lambda head: recognised(head)
 def load_timing_cache(config: Any, path: str | None, log: Log, tag: str = "netdef") -> tuple[Any, str | None]:
     """Attach the timing cache at `path` (new when missing) to `config`. Returns the cache and what became of the
     file: "new", "loaded" or "refused" (TensorRT reported it would not use the file; it may keep the entries it
-    could read: TensorRT 8.6 drops a cache's Myelin part); (None, None) when no cache is used."""
+    could read: TensorRT 8.6 drops a cache's Myelin part); (None, None) when none is asked for, (None, "not used")
+    where this TensorRT times no tactics (the engine header says so, not that the build had the cache)."""
     if not path:
         return None, None
     check_output(path, what="the timing cache", kind=TIMING_CACHE)  # read, then written over: never another file
     if not trt_api.timing_cache_supported():
         log(f"[{tag}] timing cache {path} not used: {trt_api.version_string()} without a GPU times no tactics")
-        return None, None
+        return None, "not used"
     data = Path(path).read_bytes() if Path(path).is_file() else b""
     mark = trt_api.error_mark()
     cache = config.create_timing_cache(data)

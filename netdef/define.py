@@ -243,12 +243,16 @@ def _custom_scale_hint(spec: Spec, tensors: Mapping[str, np.ndarray], opts: Buil
 def _fitting_sibling(spec: Spec, tensors: Mapping[str, np.ndarray], opts: BuildOptions) -> str | None:
     """The name of another scale or task of `spec`'s family (yolo11s for yolo11n weights, yolo26n-pose for
     yolo26n-seg weights), else of another YOLO family (yolo11n for yolo11n weights built as yolov8n, those of its
-    scale first), whose network the weights fit key for key and shape for shape, or None (not a family member,
-    or none fits). Scales that do not fit fail at their first row, tasks at their head."""
+    scale first), or for an architecture of no family another of netdef's (resnet18 for its weights built as
+    resnet50), whose network the weights fit key for key and shape for shape, or None (none fits). Scales that
+    do not fit fail at their first row, tasks at their head."""
     from .spec import available_archs
 
-    if spec.scale is None or not tensors:  # no weights (`netdef show` alone): nothing to fit
+    if not tensors:  # no weights (`netdef show` alone): nothing to fit
         return None
+    if spec.scale is None:  # resnet50 given resnet18's weights: netdef's other architectures
+        names = [name for name in available_archs(own=True) if name != spec.name]
+        return next(iter(_fitting(names, tensors, opts.precision, {}, own=True)), None)
     parts = re.match(r"^(.*?\d+)" + re.escape(spec.scale), spec.name)  # yolo11 + l (+ -seg)
     if parts is None:
         return None

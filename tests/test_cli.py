@@ -1878,3 +1878,20 @@ def test_a_signal_after_the_command_finished_keeps_its_status(tmp_path, monkeypa
     worker.start()
     worker.join()
     assert got == [1]
+
+
+def test_a_timing_cache_this_tensorrt_cannot_use_is_recorded_as_not_used(tmp_path):
+    """TensorRT-RTX without a GPU times no tactics: the header recorded `--timing-cache FILE` as if the build had
+    used it; it now says "not used", and `netdef info` shows it."""
+    from helpers import lenet_weights
+    from netdef import engine_file, trt_api
+    from netdef.build import BuildOptions, build_engine
+    from netdef.cli.info import build_option_lines
+
+    if trt_api.timing_cache_supported():
+        pytest.skip("this TensorRT times tactics: the cache is used")
+    out, cache = tmp_path / "l.engine", tmp_path / "l.timing"
+    build_engine("lenet", lenet_weights(0), out, BuildOptions(timing_cache=str(cache)), log=lambda m: None)
+    meta = engine_file.read_meta(out)
+    assert meta["timing_cache"] == "not used" and not cache.exists()
+    assert build_option_lines(meta) == [f"  built with --timing-cache {cache} (not used)"]

@@ -270,6 +270,16 @@ def test_a_family_named_with_weights_names_the_scale_they_fit(yolov5_models, tmp
     assert spec_for_weights("yolov5n", wts).name == "yolov5n"
 
 
+def test_weights_of_another_of_netdefs_architectures_name_it(torchvision_wts):
+    """resnet18's weights built as resnet50 (sizes differ) or resnet34 (blocks missing): the error names the
+    architecture they fit, as within a YOLO family."""
+    pytest.importorskip("torchvision")
+    _, wts = torchvision_wts("resnet18")
+    for arch in ("resnet50", "resnet34"):
+        with pytest.raises(WeightKeyError, match=r"\nThese weights fit resnet18: build that architecture$"):
+            define_network(arch, wts, BuildOptions(), log=lambda m: None)
+
+
 def test_an_unknown_task_of_a_family_names_the_tasks_netdef_builds():
     """yolo11n-obb (oriented boxes), yolov8n-rtdetr: the error says which members of that family and scale exist,
     ahead of the list of every architecture; a name of no family gets the list alone."""
