@@ -449,7 +449,8 @@ def randomize_constants(model: Any, seed: int = 0) -> list[str]:
 
 def export_wts(source: str | Path | Any, output: str | Path, *, state_dict: str | None = None,
                randomize_bn: bool = False, randomize_consts: bool = False, seed: int = 0, progress: bool = False,
-               log: Callable[[str], None] | None = None, strip_prefix: str | None = None) -> dict[str, Any]:
+               log: Callable[[str], None] | None = None, strip_prefix: str | None = None,
+               hints: bool = True) -> dict[str, Any]:
     """Write SOURCE's weights to `output` (.wts): a torch module, a state_dict or checkpoint dict, or a source as
     the command line takes it (a checkpoint path, `torchvision:NAME`, `pkg.module:callable`). Returns the
     state_dict written. `seed` seeds PyTorch's (CPU), NumPy's and Python's global generators while the model is
@@ -462,7 +463,8 @@ def export_wts(source: str | Path | Any, output: str | Path, *, state_dict: str 
     output paths are checked before SOURCE is loaded (a large checkpoint takes long; `load_source` checks `state_dict`
     first too), so a names file path netdef may not write over is refused even for a model without names (one too
     long for the file system is refused, after loading, for a model with names only). `strip_prefix`
-    (--strip-prefix): the keys are written without it (`strip_key_prefix`)."""
+    (--strip-prefix): the keys are written without it (`strip_key_prefix`). `hints`: say which architecture the
+    weights fit and how to build it (False where the caller builds the one it knows)."""
     log = log or _stderr
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
         raise OptionError(f"--seed {seed}: expected an integer from 0 to 2**63 - 1")
@@ -523,6 +525,8 @@ def export_wts(source: str | Path | Any, output: str | Path, *, state_dict: str 
     elif removed:
         log(f"[netdef] removed {sidecar}: the class names of the weights {output} held before (this model carries "
             "none)")
+    if not hints:
+        return sd
     model = _module_in(obj, _torch())
     named = ultralytics_arch(model)
     if named is not None:

@@ -1510,6 +1510,19 @@ def test_demo_workdir_that_is_a_file_says_what_it_is(tmp_path, capsys):
     assert wts.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["r18.wts"]
 
 
+def test_demo_arch_it_does_not_take_lists_those_it_takes(tmp_path, capsys):
+    """`netdef demo --arch resnet19` said only "torchvision has no model 'resnet19'", and unet or yolov5s (netdef's,
+    not torchvision's) the same: the error lists the names the demo takes, the nearest first, before any work."""
+    pytest.importorskip("torchvision")
+    for arch, near in (("resnet19", " (did you mean resnet18?)"), ("yolov5s", "")):
+        assert main(["demo", "--arch", arch, "--workdir", str(tmp_path / "d")]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith(f"netdef demo: error: --arch {arch}: the demo takes a torchvision model netdef has an "
+                              "architecture of, one of efficientnet_b0, mobilenet_v2, "), err
+        assert err.endswith(f"wide_resnet50_2{near}; other architectures are built with `netdef build`\n"), err
+    assert not (tmp_path / "d").exists()
+
+
 def test_run_output_is_written_atomically(fake_engine, tmp_path, monkeypatch, capsys):
     """`run --output` replaces an earlier result only with a complete one: a run stopped while the array is written
     (Ctrl-C, a full disk) leaves the earlier file as it was and no temporary file (np.save used to truncate it)."""
