@@ -786,10 +786,35 @@ def _why_no_architecture(cfg: dict, output: str | Path, source: str | Path | Non
         stem = scaled
     trained = f"; trained at {size.split()[-1]}" if size else ""
     model = shlex.quote(str(source)) if source else "CHECKPOINT"
-    return (f"{write} copy Ultralytics' YAML of it to {stem}.yaml ({picks}; input 'images' at 640x640 unless its "
+    shipped = _shipped_yaml(stem, cfg)
+    return (f"{write} copy Ultralytics' YAML of it" + (f" ({shipped})" if shipped else "")
+            + f" to {stem}.yaml ({picks}; input 'images' at 640x640 unless its "
             f"`input:` says otherwise{trained}), check it with `netdef verify {stem}.yaml -w "
             f"{shlex.quote(str(output))} --model {model} --cpu{size}{blocks_option}` and build it with "
             f"`{build_command(stem + '.yaml', output)}{size}{blocks_option}`")
+
+
+def _shipped_yaml(stem: str, cfg: Mapping[str, Any]) -> str | None:
+    """Where the installed ultralytics package keeps the YAML of the model `stem` names (yolov8n-ghost-p2: its
+    cfg/models/v8/yolov8-ghost-p2.yaml, the scale letter left out as Ultralytics names its files), found without
+    importing it, where its rows are those of the model's `cfg`; None otherwise (an edited copy: its own YAML)."""
+    import importlib.util
+
+    import yaml
+
+    found = importlib.util.find_spec("ultralytics")
+    if found is None or not found.submodule_search_locations:
+        return None
+    family = re.sub(r"^(yolo(?:e-)?v?\d+)[nslmx]", r"\1", stem)
+    models = Path(found.submodule_search_locations[0]) / "cfg" / "models"
+    for path in sorted(models.rglob(f"{family}.yaml")):
+        try:
+            shipped = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            continue
+        if isinstance(shipped, dict) and all(shipped.get(k) == cfg.get(k) for k in ("backbone", "head")):
+            return shown_path(str(path))
+    return None
 
 
 def _trained_size(model: Any, obj: Any) -> tuple[int, int] | None:

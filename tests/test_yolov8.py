@@ -760,16 +760,19 @@ def test_export_says_why_netdef_has_no_architecture_for_an_ultralytics_variant(t
     import yaml
 
     from netdef.export import export_wts
+    from netdef.fileio import shown_path
 
     tasks = ref.import_tasks()
     root = os.path.join(os.path.dirname(tasks.__file__), "..", "cfg", "models", "v8")
+    shipped = shown_path(os.path.normpath(os.path.join(root, "yolov8-seg-p6.yaml")))  # where the YAML to copy is
     logs: list[str] = []
     for file, cls, said in (
             ("yolov8-obb.yaml", "OBBModel", "netdef has no architecture 'yolov8n-obb': its row 22 is OBB, which "
                                             "netdef does not build (Ultralytics' oriented-box head"),
             ("yolov8-seg-p6.yaml", "SegmentationModel",
              "netdef has no architecture 'yolov8n-seg-p6'; its rows are all netdef blocks: copy Ultralytics' YAML "
-             "of it to yolov8n-seg-p6.yaml (the scale letter in the name picks the scale; input 'images' at 640x640 "
+             f"of it ({shipped}) to yolov8n-seg-p6.yaml (the scale letter in the name picks the scale; input 'images' "
+             "at 640x640 "
              "unless its `input:` says otherwise), check it with `netdef verify yolov8n-seg-p6.yaml -w "),
             ("../v9/yolov9t.yaml", "DetectionModel",  # YOLOv9's blocks: each named with its rows
              "netdef has no architecture 'yolov9t'; its rows use blocks netdef does not have: ELAN1 (row 2), "
@@ -808,7 +811,9 @@ def test_export_says_why_netdef_has_no_architecture_for_an_ultralytics_variant(t
         for name in added:
             BLOCKS.pop(name, None)
     here = os.path.relpath(__file__) if not os.path.relpath(__file__).startswith("..") else __file__
-    assert "; its rows are all netdef blocks and your own: copy Ultralytics' YAML of it to yolov9t.yaml" in logs[-1]
+    v9 = shown_path(os.path.normpath(os.path.join(root, "../v9/yolov9t.yaml")))
+    assert f"; its rows are all netdef blocks and your own: copy Ultralytics' YAML of it ({v9}) to yolov9t.yaml" \
+        in logs[-1]
     assert logs[-1].endswith(f"-o m.engine --blocks {here}`"), logs[-1]
 
 
