@@ -80,7 +80,7 @@ class Engine:
             engine_file.check_compatible(meta, self.path, info.version, info.flavor, trt_api.gpu_identity(device))
         if not trt_api.can_run_engines():
             raise TensorRTUnavailable(f"cannot run {self.path} here: running engines needs a CUDA GPU and full TensorRT "
-                              f"(this is {trt_api.here()})")
+                                      f"(this is {trt_api.here()})")
         from .plugins import load_plugin_libraries
 
         load_plugin_libraries((meta or {}).get("plugins", []), self.path)  # before deserializing: the plan needs them

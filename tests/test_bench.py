@@ -259,10 +259,18 @@ def test_bench_arch_without_gpu_fails_before_building(tmp_path):
     assert not (tmp_path / "r.engine").exists()
 
 
-def test_chart_without_matplotlib_says_to_install_it(tmp_path):
+def test_chart_without_matplotlib_says_to_install_it(tmp_path, monkeypatch):
+    """On a GPU machine the missing matplotlib is said before anything is built or timed; without a GPU, that the
+    engine cannot run here (installing matplotlib would not be enough)."""
+    from netdef import trt_api
+
     if importlib.util.find_spec("matplotlib") is not None:
         pytest.skip("matplotlib is installed")
     a = bench_args(str(fake_engine(tmp_path / "f.engine")), "--chart", str(tmp_path / "c.png"))
+    if not trt_api.can_run_engines():
+        with pytest.raises(NetdefError, match="CUDA GPU and full TensorRT"):
+            a.func(a)
+        monkeypatch.setattr(trt_api, "can_run_engines", lambda: True)
     with pytest.raises(NetdefError, match="pip install matplotlib"):
         a.func(a)
 

@@ -497,6 +497,20 @@ def test_resnet18_report_values(torchvision_wts):
     assert compared[-1].module == "(model output)" and compared[-1].shape == (1, 1000)
 
 
+def test_a_classifier_of_another_class_count_says_how_to_make_the_model(tmp_path):
+    """Weights of a 10-class ResNet-18 against `--model torchvision:resnet18` (1000 classes): the size error says
+    the count and gives the --model that makes it."""
+    from netdef.export import export_wts
+
+    wts = tmp_path / "r18_10.wts"
+    export_wts("torchvision:resnet18(num_classes=10)", wts, log=lambda m: None)
+    with pytest.raises(WeightKeyError, match=r"fc\.bias \(10 values, model \(1000,\)\)\nThe weights' fc has 10 "
+                                             r"outputs, the model's 1000: make the model with 10 classes, --model "
+                                             r'"torchvision:resnet18\(num_classes=10\)"$'):
+        verify("resnet18", wts, "torchvision:resnet18", cpu=True, opts=BuildOptions(input_hw=(64, 64)),
+               log=lambda m: None)
+
+
 def test_a_dynamic_size_is_verified_at_sizes_of_its_range(torchvision_wts, tmp_path, capsys):
     """A network defined with a dynamic input size gets images of the range's OPT size (or the size asked for),
     not the batch in every dynamic dimension; the CLI checks MIN, OPT and MAX in turn."""

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .. import engine_file
+from .. import engine_file, trt_api
 from ..errors import NetdefError, OptionError
 from ..fileio import RESULTS_JSON, check_output, output_name
 from ..tools import bench, bench_devices
@@ -98,7 +98,7 @@ def _cmd_bench(a: argparse.Namespace) -> int:
     batches = bench.parse_batches(a.batch) if a.batch else None
     devices = _devices(a)
     against = _against(a, batches)
-    if a.chart:
+    if a.chart and trt_api.can_run_engines():  # (without a GPU, that is the error: said when the engine is run)
         pyplot()  # fail before building and measuring, not after
     engine = resolve_engine(a, batches)
     meta = engine_file.read_meta(engine)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import math
 import numbers
+import re
 import sys
 from collections.abc import Callable, Container, Mapping
 from dataclasses import replace
@@ -101,7 +102,7 @@ def verify(arch: str | Path | Spec, weights: Weights, model: Any, *, cpu: bool =
     try:
         load_weights_strict(model, tensors, identity[0], derived=net.derived, supplied=net.supplied)
     except WeightKeyError as e:
-        raise e.with_hint(_another_model_hint(model, spec)) from None
+        raise e.with_hint(_another_model_hint(model, spec) or _class_count_hint(model, tensors, source)) from None
     if note:  # weights of the model's own that the .wts does not hold (said once the keys are known to match)
         log(note)
     _check_keypoints(model, net)
@@ -366,6 +367,26 @@ def _another_model_hint(model: Any, spec: Spec) -> str:
         return ""
     return (f"\nThe PyTorch model is an Ultralytics {named[0]}, the weights are {spec.name}'s: give --model the "
             "checkpoint they were exported from")
+
+
+def _class_count_hint(model: Any, tensors: Mapping[str, np.ndarray], source: str) -> str:
+    """For weights whose one differing module is a layer of another output count (a classifier trained on 10
+    classes, the model made with torchvision's 1000): the count, and how to make the model with it; '' otherwise."""
+    sd = model.state_dict()
+    wrong = {k for k in tensors if k in sd and np.asarray(tensors[k]).size != sd[k].numel()}
+    prefixes = {k.rsplit(".", 1)[0] for k in wrong}
+    if len(prefixes) != 1:
+        return ""
+    prefix = prefixes.pop()
+    weight, bias = f"{prefix}.weight", f"{prefix}.bias"
+    if wrong != {weight, bias} or sd[weight].dim() < 2:
+        return ""
+    n, m = np.asarray(tensors[bias]).size, sd[bias].numel()
+    if np.asarray(tensors[weight]).size * m != sd[weight].numel() * n:  # not the same layer with other outputs
+        return ""
+    plain = re.fullmatch(r"torchvision:\w+", source)
+    return (f"\nThe weights' {prefix} has {n} outputs, the model's {m}: make the model with {n} classes" +
+            (f', --model "{source}(num_classes={n})"' if plain else ""))
 
 
 def _check_keypoints(model: Any, net: Any) -> None:
