@@ -796,7 +796,8 @@ def _why_no_architecture(cfg: dict, output: str | Path, source: str | Path | Non
 
 def _shipped_yaml(stem: str, cfg: Mapping[str, Any]) -> str | None:
     """Where the installed ultralytics package keeps the YAML of the model `stem` names (yolov8n-ghost-p2: its
-    cfg/models/v8/yolov8-ghost-p2.yaml, the scale letter left out as Ultralytics names its files), found without
+    cfg/models/v8/yolov8-ghost-p2.yaml, the scale letter left out as Ultralytics names most files; yolov10n.yaml
+    as it is), found without
     importing it, where its rows are those of the model's `cfg`; None otherwise (an edited copy: its own YAML)."""
     import importlib.util
 
@@ -807,7 +808,7 @@ def _shipped_yaml(stem: str, cfg: Mapping[str, Any]) -> str | None:
         return None
     family = re.sub(r"^(yolo(?:e-)?v?\d+)[nslmx]", r"\1", stem)
     models = Path(found.submodule_search_locations[0]) / "cfg" / "models"
-    for path in sorted(models.rglob(f"{family}.yaml")):
+    for path in [*sorted(models.rglob(f"{stem}.yaml")), *sorted(models.rglob(f"{family}.yaml"))]:  # yolov10n.yaml
         try:
             shipped = yaml.safe_load(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, yaml.YAMLError):

@@ -92,11 +92,7 @@ def atomic_write_all(files: Mapping[str | os.PathLike, Iterable[bytes] | bytes],
                 os.unlink(tmp)
             except OSError:
                 pass
-        for folder in reversed(made):  # an empty version folder would be a broken model to Triton
-            try:
-                folder.rmdir()
-            except OSError:
-                pass
+        _remove_empty(made)  # an empty version folder would be a broken model to Triton
         if isinstance(e, OSError) and e.errno is not None and path is not None:
             full = e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))  # a full disk, or a quota
             note = _leftovers_note([Path(p) for p in files]) if full else ""
@@ -155,6 +151,15 @@ def _leftovers_note(paths: Iterable[Path]) -> str:
             except OSError:
                 continue
     return f" ({'; '.join(notes)})" if notes else ""
+
+
+def _remove_empty(made: list[Path]) -> None:
+    """Remove the folders `_make_folders` made (innermost first) that are still empty."""
+    for folder in reversed(made):
+        try:
+            folder.rmdir()
+        except OSError:
+            pass
 
 
 def _make_folders(folder: Path, made: list[Path]) -> None:
@@ -280,26 +285,40 @@ def _remove_orphans(path: Path, head: str) -> None:
 
 
 @contextlib.contextmanager
-def folder_lock(folder: str | os.PathLike, what: str) -> Iterator[None]:
-    """Hold, while writing into `folder` (which need not exist), an exclusive lock that other netdef processes of
-    this machine writing into it wait for: a file in the cache folder `locks` named after the folder's real path
-    (nothing is added to `folder`). No lock where the system has none (no fcntl)."""
+def folder_lock(folder: str | os.PathLike, waiting: Callable[[], None] | None = None) -> Iterator[str | None]:
+    """Hold an exclusive lock on `folder` itself (flock on the folder: nothing is added to it) while writing into
+    it, which other processes locking it wait for; a folder made for that is removed again where the block fails and
+    leaves it empty. Yields None, or why no lock was taken (a folder that cannot be made or opened, where the writes
+    after say why; a system or file system without locks) for the caller to say. `waiting` is called where another
+    process holds the lock, before waiting for it."""
     if fcntl is None:
-        yield
+        yield "this system has no file locks"
         return
-    locks = cache_dir("locks")
-    name = hashlib.sha256(os.fsencode(os.path.realpath(folder))).hexdigest()[:32] + ".lock"
+    made: list[Path] = []
+    fd, reason = None, None
     try:
-        locks.mkdir(parents=True, exist_ok=True)
-        f = open(locks / name, "ab")
+        _make_folders(Path(folder), made)
+        fd = os.open(folder, os.O_RDONLY)
     except OSError as e:
-        from .errors import NetdefError
-
-        raise NetdefError(f"cannot lock {what} {folder} against other netdef processes writing into it: no lock file "
-                          f"in {locks} ({e.strerror or e}); set NETDEF_CACHE to a writable folder") from None
-    with f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        yield
+        reason = f"{folder} cannot be opened ({e.strerror or e})"
+    if fd is not None:
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if waiting is not None:
+                    waiting()
+                fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as e:  # ENOLCK: a file system without locks
+            reason = f"no lock on {folder} ({e.strerror or e})"
+    try:
+        yield reason
+    except BaseException:
+        _remove_empty(made)
+        raise
+    finally:
+        if fd is not None:
+            os.close(fd)  # the lock with it
 
 
 def _umask() -> int:

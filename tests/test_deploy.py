@@ -1177,7 +1177,7 @@ def test_triton_keep_config_refuses_a_config_triton_would_refuse(stand_in_engine
         write_repository(stand_in_engine, repo, TritonOptions(name="m", version=2, existing_config="keep"))
     assert config.read_text() == kept and not (repo / "m" / "2").exists()
     meta = engine_file.read_meta(stand_in_engine)
-    fits = f'name: "m"\nmax_batch_size: 2\ninput [ {{ name: "{meta["inputs"][0]["name"]}" }} ]\n'
+    fits = f'name: "m"\nmax_batch_size: 0x2\ninput [ {{ name: "{meta["inputs"][0]["name"]}" }} ]\n'  # hex: protobuf's
     config.write_text(fits)
     kept = write_repository(stand_in_engine, repo, TritonOptions(name="m", version=2, existing_config="keep"))
     assert kept.config_kept and config.read_text() == fits
@@ -1185,8 +1185,8 @@ def test_triton_keep_config_refuses_a_config_triton_would_refuse(stand_in_engine
 
 def test_two_triton_writes_into_one_repository_wait_for_each_other(stand_in_engine, tmp_path):
     """Two `netdef triton` runs into one model at once both passed the check between versions and left a
-    config.pbtxt that did not fit the plan Triton serves: a writer holds the repository's lock (a file in the cache,
-    not in the repository), and the second checks the versions the first wrote."""
+    config.pbtxt that did not fit the plan Triton serves: a writer holds a lock on the repository folder itself
+    (nothing added to it), and the second checks the versions the first wrote."""
     import threading
 
     from netdef.deploy.triton import _write_repository
@@ -1203,16 +1203,39 @@ def test_two_triton_writes_into_one_repository_wait_for_each_other(stand_in_engi
         except OptionError as e:
             result.append(e)
 
-    with folder_lock(repo, "the model repository"):
+    with folder_lock(repo) as unlocked:
+        assert unlocked is None
         t = threading.Thread(target=second)
         t.start()
         t.join(0.5)
-        assert t.is_alive() and not repo.exists()  # waiting for the lock
+        assert t.is_alive() and list(repo.iterdir()) == []  # waiting for the lock
         # the first writer, under the lock it holds (write_repository would wait for it, as the thread does)
         _write_repository(stand_in_engine, repo, TritonOptions(name="m"))
     t.join(10)
     assert len(result) == 1 and isinstance(result[0], OptionError) and "version 1's plan" in str(result[0])
     assert sorted(p.name for p in (repo / "m").iterdir()) == ["1", "config.pbtxt"]
+    assert [p.name for p in repo.iterdir()] == ["m"]
+
+
+def test_a_failed_triton_write_leaves_no_repository_folder_and_a_lockless_one_says_so(stand_in_engine, tmp_path,
+                                                                                       monkeypatch):
+    """The lock makes the repository folder: a write that fails (not an engine) removes it again; where no lock
+    can be taken (a file system without locks) the model is written and a note says so."""
+    import errno
+
+    from netdef import fileio
+
+    with pytest.raises(EngineFileError):
+        write_repository(tmp_path / "missing.engine", tmp_path / "new" / "models")
+    assert not (tmp_path / "new").exists()
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fileio.fcntl, "flock", no_locks)
+    res = write_repository(stand_in_engine, tmp_path / "models", TritonOptions(name="m"))
+    assert res.plan.is_file() and any(n.startswith(f"written without a lock on {tmp_path / 'models'} (no lock on ")
+                                      for n in res.notes), res.notes
 
 
 def test_the_later_version_note_names_no_version_past_trions_largest(stand_in_engine, tmp_path):

@@ -298,8 +298,10 @@ def test_a_layer_norm_weight_no_trailing_dims_make_is_an_error():
                                         r"input \(-1, 3, 5, 6\) make: give normalized_shape \(or axes\)$"):
         net.layer_norm(net.input("x", (-1, 3, 5, 6)), "ln")
     bare = Network({})
+    asked, weight = [], bare.weight
+    bare.weight = lambda key, shape: asked.append((key, tuple(shape))) or weight(key, shape)
     bare.layer_norm(bare.input("x", (-1, 3, 5, 6)), "ln")
-    assert bare.missing.keys() == {"ln.weight", "ln.bias"}
+    assert bare.missing.keys() == {"ln.weight", "ln.bias"} and asked == [("ln.weight", (6,)), ("ln.bias", (6,))]
 
 
 def test_a_pool_without_a_name_is_named_after_its_row():

@@ -288,9 +288,16 @@ def test_bad_head_option_and_odd_focus_input(models):
     _, sd = models("yolov5s")
     with pytest.raises(NetdefError, match="head='nms'"):
         define("yolov5s", sd, head="nms")
-    _, sd5 = models("yolov5n-v5")
-    with pytest.raises(NetdefError, match="Focus needs an even input"):
+    _, sd5 = models("yolov5n-v5")  # a size off the stride: the option's error, with a size that fits
+    with pytest.raises(NetdefError, match=r"^--input-shape 481x640: yolov5n-v5's input height and width must be "
+                                          r"multiples of its stride 32 \(481x640 not\), e\.g\. 480x640$"):
         define("yolov5n-v5", sd5, input_hw=(481, 640))
+    from netdef.blocks.yolo import focus
+    from netdef.network import Network
+
+    net = Network({})  # Focus alone (in a network without a YOLO head's stride)
+    with pytest.raises(NetdefError, match=r"^m\.0: Focus needs an even input height and width, got 481x640$"):
+        focus(net, net.input("x", (1, 3, 481, 640)), "m.0", 16)
 
 
 # ---------------------------------------------------------------- export from an Ultralytics checkpoint

@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -233,8 +234,15 @@ none), none over the engine."""
     engine, repo = Path(engine), Path(repo)
     if repo.exists() and not repo.is_dir():
         raise OptionError(f"--repo {repo} is a file: give the folder of the model repository")
-    with folder_lock(repo, "the model repository"):  # another netdef triton's versions are checked once it is done
-        return _write_repository(engine, repo, opts)
+    def waiting() -> None:
+        print(f"[netdef] waiting for another program writing into {repo} ...", file=sys.stderr, flush=True)
+
+    with folder_lock(repo, waiting) as unlocked:  # another netdef triton's versions are checked once it is done
+        res = _write_repository(engine, repo, opts)
+    if unlocked:
+        res.notes.append(f"written without a lock on {repo} ({unlocked}): two programs writing into it at once "
+                         "could leave a config.pbtxt that does not fit the plan Triton serves")
+    return res
 
 
 def _write_repository(engine: Path, repo: Path, opts: TritonOptions) -> Repository:
@@ -390,9 +398,10 @@ def _check_kept_config(path: Path, config: dict[str, Any], meta: dict[str, Any])
     if "name" in fields and fields["name"] != config["name"]:
         problems.append(f"its name \"{fields['name']}\" is not the model folder's, {config['name']}")
     batch, most = fields.get("max_batch_size"), config["max_batch_size"]
-    if batch is not None and not batch.isdigit():
+    value = None if batch is None else _pb_int(batch)
+    if batch is not None and value is None:
         problems.append(f"its max_batch_size {batch} is no number")
-    elif batch is not None and int(batch) > most:
+    elif value is not None and value > most:
         lo = min(p[0] for p in engine_file.profiles(meta))
         problems.append(f"its max_batch_size {batch} is beyond the engine's largest batch, {most}" if most else
                         f"its max_batch_size {batch} has Triton batch requests from 1, and the engine's smallest "
@@ -409,6 +418,17 @@ def _check_kept_config(path: Path, config: dict[str, Any], meta: dict[str, Any])
     if problems:
         raise OptionError(f"--keep-config: {path} cannot serve this engine (Triton would refuse the model): "
                           f"{'; '.join(problems)}; mend it, or --replace-config writes the one for this engine")
+
+
+def _pb_int(token: str) -> int | None:
+    """An integer of protobuf text format (decimal, 0x hexadecimal, 0 octal, signed); None for another token."""
+    digits = token.lower().removeprefix("-")
+    base = 16 if digits.startswith("0x") else 8 if len(digits) > 1 and digits.startswith("0") else 10
+    try:
+        value = int(digits.removeprefix("0x") if base == 16 else digits, base)
+    except ValueError:
+        return None
+    return -value if token.startswith("-") else value
 
 
 def _check_other_backend(model_dir: Path) -> None:

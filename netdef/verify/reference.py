@@ -60,9 +60,9 @@ def model_key_difference(model_keys: Iterable[str], file_keys: Iterable[str], de
     netdef makes itself: DFL's bins) the file may lack."""
     model_keys = [k for k in model_keys if not k.endswith(IGNORED_KEY_SUFFIXES)]
     file_keys = [k for k in file_keys if not k.endswith(IGNORED_KEY_SUFFIXES)]
-    in_model, in_file, excused = set(model_keys), set(file_keys), set(derived)
+    in_model, in_file, excused, supplied = set(model_keys), set(file_keys), set(derived), set(supplied)
     both = [k for k in model_keys if k in in_file]
-    model_only = [k for k in model_keys if k not in in_file and k not in excused and k not in set(supplied)]
+    model_only = [k for k in model_keys if k not in in_file and k not in excused and k not in supplied]
     return both, model_only, [k for k in file_keys if k not in in_model and k not in excused]
 
 
