@@ -797,8 +797,8 @@ def _why_no_architecture(cfg: dict, output: str | Path, source: str | Path | Non
 def _shipped_yaml(stem: str, cfg: Mapping[str, Any]) -> str | None:
     """Where the installed ultralytics package keeps the YAML of the model `stem` names (yolov8n-ghost-p2: its
     cfg/models/v8/yolov8-ghost-p2.yaml, the scale letter left out as Ultralytics names most files; yolov10n.yaml
-    as it is), found without
-    importing it, where its rows are those of the model's `cfg`; None otherwise (an edited copy: its own YAML)."""
+    as it is), found without importing it, where its rows are those of the model's `cfg`; None otherwise (an
+    edited copy: its own YAML)."""
     import importlib.util
 
     import yaml
