@@ -1463,3 +1463,24 @@ def test_bench_serve_without_tritonclient_http_says_what_to_install(monkeypatch,
     monkeypatch.setitem(sys.modules, "tritonclient.http", None)  # importing it fails, as without its extra
     assert bench_serve().main(["r50.engine", "--concurrency", "64"]) == 1
     assert "bench_serve.py needs tritonclient with HTTP and gRPC (" in capsys.readouterr().err
+
+
+def test_served_detections_are_padded_to_what_a_plugin_engine_keeps(plugin_engine, monkeypatch):
+    """The images -> detections outputs were padded to 300 rows whatever a plugin engine keeps: one built with
+    `--set max_det=1000` filled more rows than its outputs had. The rows are now the detector's own count (this
+    engine's 100), before anything is loaded on a GPU."""
+    import netdef.deploy.serve as serve_module
+
+    given = []
+
+    def capture(*args, detect_settings=None, **kwargs):
+        given.append(detect_settings)
+        raise KeyError("captured")
+
+    monkeypatch.setattr(serve_module, "import_pytriton", lambda: None)
+    monkeypatch.setattr(serve_module, "check_pytriton_install", lambda: None)
+    monkeypatch.setattr(serve_module, "write_repository", capture)
+    port, grpc, metrics = bench_serve().free_ports(3)
+    with pytest.raises(KeyError, match="captured"):
+        serve(plugin_engine, port=port, grpc_port=grpc, metrics_port=metrics)
+    assert given[0].max_det == 100 and given[0].rows == 100

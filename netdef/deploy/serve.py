@@ -347,10 +347,13 @@ def serve(engine: str | os.PathLike, *, port: int = 8000, grpc_port: int = 8001,
     detecting = serves_detections(meta, detect, configured)
     if detecting and header is not None:  # the settings and --names against the header (class count): no GPU
         try:
-            engine_detectors(described, settings, names, names_from=names_from)
+            detector = engine_detectors(described, settings, names, names_from=names_from)(settings)
         except NetdefError as e:
             raise NetdefError(f"{e} (for model '{detect_binding(spec, settings.rows).name}'; --no-detect serves "
                               "the raw tensors alone)") from None
+        # the rows the outputs are padded to: what the detector keeps (a plugin engine built to keep more than
+        # the default padding filled more rows than the outputs had)
+        settings = dataclasses.replace(settings, max_det=detector.max_det)
     if header is not None:  # a sidecar-less plan had them checked before it was loaded
         pt = import_pytriton()
         check_pytriton_install()
