@@ -357,26 +357,13 @@ def _body(text: str) -> list[str]:
 _TOKEN = re.compile(r'''"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*'|#[^\n]*|[\w.+-]+|\S''')
 
 
-def _other_backend(text: str) -> str | None:
-    """The top-level `platform` or `backend` field of a config.pbtxt's `text` that names another backend than
-    TensorRT's, as `platform: "NAME"`; None where there is none."""
+def _config_fields(text: str) -> tuple[dict[str, str], dict[str, list[str]], list[str]]:
+    """A config.pbtxt's top-level scalar fields (name -> value, unquoted), the names of its inputs and outputs,
+    and what does not pair in it (a brace or bracket left open, or closing nothing: read up to there)."""
     tokens = [t for t in _TOKEN.findall(text) if not t.startswith("#")]
-    depth = 0
-    for i, t in enumerate(tokens):
-        depth += (t in ("{", "<")) - (t in ("}", ">"))
-        if depth == 0 and t in ("platform", "backend") and tokens[i + 1:i + 2] == [":"] and i + 2 < len(tokens):
-            value = tokens[i + 2].strip("\"'")
-            if value != (PLATFORM if t == "platform" else BACKEND):
-                return f'{t}: "{value}"'
-    return None
-
-
-def _check_kept_config(path: Path, config: dict[str, Any], meta: dict[str, Any]) -> None:
-    """--keep-config over a config.pbtxt that Triton would refuse for this engine: one whose braces or brackets do
-    not pair, whose `name` is not the model folder's, whose max_batch_size the engine cannot take, or whose inputs
-    and outputs are not the engine's (a config with none listed leaves them to Triton)."""
-    tokens = [t for t in _TOKEN.findall(_read_or_empty(path)) if not t.startswith("#")]
-    fields, names, stack, problems = {}, {"input": [], "output": []}, [], []
+    fields: dict[str, str] = {}
+    names: dict[str, list[str]] = {"input": [], "output": []}
+    stack: list[str] = []
     for i, t in enumerate(tokens):
         before = tokens[i - 1] if i else ""
         if t in ("{", "<", "["):  # a message or list of the field named before it (inside a list: the list's)
@@ -384,8 +371,7 @@ def _check_kept_config(path: Path, config: dict[str, Any], meta: dict[str, Any])
                          stack[-1] if before in ("[", ",") and stack else before)
         elif t in ("}", ">", "]"):
             if not stack:
-                problems.append(f"a '{t}' closes nothing")
-                break
+                return fields, names, [f"a '{t}' closes nothing"]
             stack.pop()
         elif t == ":" and i + 1 < len(tokens):
             value = tokens[i + 1].strip("\"'")
@@ -393,8 +379,22 @@ def _check_kept_config(path: Path, config: dict[str, Any], meta: dict[str, Any])
                 fields[before] = value
             elif before == "name" and set(stack) in ({"input"}, {"output"}):
                 names[stack[0]].append(value)
-    if stack:
-        problems.append(f"the {{ or [ after '{stack[0]}' is not closed")
+    return fields, names, [f"the {{ or [ after '{stack[0]}' is not closed"] if stack else []
+
+
+def _other_backend(text: str) -> str | None:
+    """The top-level `platform` or `backend` field of a config.pbtxt's `text` that names another backend than
+    TensorRT's, as `platform: "NAME"`; None where there is none."""
+    fields = _config_fields(text)[0]
+    return next((f'{key}: "{fields[key]}"' for key, own in (("platform", PLATFORM), ("backend", BACKEND))
+                 if key in fields and fields[key] != own), None)
+
+
+def _check_kept_config(path: Path, config: dict[str, Any], meta: dict[str, Any]) -> None:
+    """--keep-config over a config.pbtxt that Triton would refuse for this engine: one whose braces or brackets do
+    not pair, whose `name` is not the model folder's, whose max_batch_size the engine cannot take, or whose inputs
+    and outputs are not the engine's (a config with none listed leaves them to Triton)."""
+    fields, names, problems = _config_fields(_read_or_empty(path))
     if "name" in fields and fields["name"] != config["name"]:
         problems.append(f"its name \"{fields['name']}\" is not the model folder's, {config['name']}")
     batch, most = fields.get("max_batch_size"), config["max_batch_size"]
